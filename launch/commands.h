@@ -1,0 +1,7 @@
+/* launch/commands.h — entry points of loom's subcommands; each returns the
+ * process exit code (0 ok, 1 runtime error, 2 usage error). */
+#ifndef LOOM_COMMANDS_H
+#define LOOM_COMMANDS_H
+int cmd_generate(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+#endif
