@@ -1,0 +1,112 @@
+#include "kv_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct loom_kv_cache {
+    loom_kv_config cfg;
+    size_t block_bytes;   /* one layer's K (or V) of one block */
+    uint8_t *k, *v;       /* (n_layers, n_blocks, block_bytes) */
+    int32_t *free_list;   /* (n_blocks) stack of free block ids */
+    int n_free;
+    int max_blocks_per_seq;
+    int32_t *tables;      /* (max_seqs, max_blocks_per_seq) */
+    int *n_seq_blocks;    /* (max_seqs) */
+};
+
+static size_t elem_size(loom_type t) { return t == LOOM_TYPE_F32 ? 4 : 2; }
+
+size_t loom_kv_bytes(const loom_kv_config *c) {
+    return 2 * (size_t)c->n_layers * (size_t)c->n_blocks * (size_t)c->n_kv_heads * (size_t)c->block_tokens *
+           (size_t)c->head_dim * elem_size(c->type);
+}
+
+int loom_kv_blocks_for(int n_seqs, int max_ctx, int block_tokens) {
+    return n_seqs * ((max_ctx + block_tokens - 1) / block_tokens);
+}
+
+loom_status loom_kv_create(const loom_kv_config *cfg, loom_kv_cache **out) {
+    *out = NULL;
+    if (cfg->type != LOOM_TYPE_F16 && cfg->type != LOOM_TYPE_F32)
+        return loom_error(LOOM_ERR_INVALID, "KV cache type %s is not supported (f16, f32)", loom_type_name(cfg->type));
+    if (cfg->n_layers < 0 || cfg->n_kv_heads < 1 || cfg->head_dim < 1 || cfg->block_tokens < 1 ||
+        cfg->n_blocks < 1 || cfg->max_seqs < 1 || cfg->max_ctx < 1)
+        return loom_error(LOOM_ERR_INVALID,
+                          "KV cache geometry is invalid (layers %d, kv heads %d, head size %d, block %d, blocks %d, "
+                          "sequences %d, context %d)",
+                          cfg->n_layers, cfg->n_kv_heads, cfg->head_dim, cfg->block_tokens, cfg->n_blocks,
+                          cfg->max_seqs, cfg->max_ctx);
+    loom_kv_cache *kv = calloc(1, sizeof *kv);
+    if (!kv) return loom_error(LOOM_ERR_NOMEM, "out of memory creating the KV cache");
+    kv->cfg = *cfg;
+    kv->block_bytes = (size_t)cfg->n_kv_heads * cfg->block_tokens * cfg->head_dim * elem_size(cfg->type);
+    kv->max_blocks_per_seq = (cfg->max_ctx + cfg->block_tokens - 1) / cfg->block_tokens;
+    size_t pool = (size_t)(cfg->n_layers ? cfg->n_layers : 1) * cfg->n_blocks * kv->block_bytes;
+    kv->k = malloc(pool);
+    kv->v = malloc(pool);
+    kv->free_list = malloc((size_t)cfg->n_blocks * sizeof *kv->free_list);
+    kv->tables = malloc((size_t)cfg->max_seqs * kv->max_blocks_per_seq * sizeof *kv->tables);
+    kv->n_seq_blocks = calloc((size_t)cfg->max_seqs, sizeof *kv->n_seq_blocks);
+    if (!kv->k || !kv->v || !kv->free_list || !kv->tables || !kv->n_seq_blocks) {
+        loom_kv_free(kv);
+        return loom_error(LOOM_ERR_NOMEM, "cannot allocate the KV cache (%zu bytes)", 2 * pool);
+    }
+    /* lowest block ids are handed out first */
+    for (int i = 0; i < cfg->n_blocks; i++) kv->free_list[i] = cfg->n_blocks - 1 - i;
+    kv->n_free = cfg->n_blocks;
+    *out = kv;
+    return NULL;
+}
+
+void loom_kv_free(loom_kv_cache *kv) {
+    if (!kv) return;
+    free(kv->k);
+    free(kv->v);
+    free(kv->free_list);
+    free(kv->tables);
+    free(kv->n_seq_blocks);
+    free(kv);
+}
+
+const loom_kv_config *loom_kv_config_of(const loom_kv_cache *kv) { return &kv->cfg; }
+
+int loom_kv_blocks_missing(const loom_kv_cache *kv, int seq, int n_tokens) {
+    int need = (n_tokens + kv->cfg.block_tokens - 1) / kv->cfg.block_tokens;
+    int have = kv->n_seq_blocks[seq];
+    return need > have ? need - have : 0;
+}
+
+loom_status loom_kv_reserve(loom_kv_cache *kv, int seq, int n_tokens) {
+    if (seq < 0 || seq >= kv->cfg.max_seqs)
+        return loom_error(LOOM_ERR_INVALID, "KV slot %d is out of range (0..%d)", seq, kv->cfg.max_seqs - 1);
+    if (n_tokens > kv->cfg.max_ctx)
+        return loom_error(LOOM_ERR_CONTEXT, "sequence needs %d positions but the context size is %d", n_tokens,
+                          kv->cfg.max_ctx);
+    int missing = loom_kv_blocks_missing(kv, seq, n_tokens);
+    if (missing > kv->n_free)
+        return loom_error(LOOM_ERR_KV_FULL, "KV cache full: slot %d needs %d more blocks of %d tokens, %d free", seq,
+                          missing, kv->cfg.block_tokens, kv->n_free);
+    int32_t *table = kv->tables + (size_t)seq * kv->max_blocks_per_seq;
+    for (int i = 0; i < missing; i++) table[kv->n_seq_blocks[seq]++] = kv->free_list[--kv->n_free];
+    return NULL;
+}
+
+void loom_kv_release(loom_kv_cache *kv, int seq) {
+    if (seq < 0 || seq >= kv->cfg.max_seqs) return;
+    int32_t *table = kv->tables + (size_t)seq * kv->max_blocks_per_seq;
+    /* push back in reverse so a re-reserve gets the same ids */
+    for (int i = kv->n_seq_blocks[seq] - 1; i >= 0; i--) kv->free_list[kv->n_free++] = table[i];
+    kv->n_seq_blocks[seq] = 0;
+}
+
+int loom_kv_free_blocks(const loom_kv_cache *kv) { return kv->n_free; }
+int loom_kv_capacity(const loom_kv_cache *kv, int seq) { return kv->n_seq_blocks[seq] * kv->cfg.block_tokens; }
+const int32_t *loom_kv_table(const loom_kv_cache *kv, int seq) {
+    return kv->tables + (size_t)seq * kv->max_blocks_per_seq;
+}
+void *loom_kv_k_block(const loom_kv_cache *kv, int layer, int32_t block) {
+    return kv->k + ((size_t)layer * kv->cfg.n_blocks + (size_t)block) * kv->block_bytes;
+}
+void *loom_kv_v_block(const loom_kv_cache *kv, int layer, int32_t block) {
+    return kv->v + ((size_t)layer * kv->cfg.n_blocks + (size_t)block) * kv->block_bytes;
+}

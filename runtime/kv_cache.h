@@ -1,0 +1,66 @@
+/*
+ * runtime/kv_cache.h — the paged key/value cache of one rank.
+ *
+ * Memory is a pool of fixed-size blocks, each holding `block_tokens`
+ * consecutive positions of one sequence for every layer and KV head this
+ * rank holds. Each sequence slot has a block table (position / block_tokens
+ * → block id); free blocks sit on a free list. Allocation is deterministic:
+ * ranks that see the same reserve/release calls hold the same tables.
+ *
+ * Layout of one layer's keys (values alike), in `type` (F16 or F32):
+ *   k[layer] : (n_blocks, n_kv_heads, block_tokens, head_dim)
+ * so one head's positions inside a block are contiguous.
+ *
+ * Running out of blocks is a reported condition (LOOM_ERR_KV_FULL, nothing
+ * changed), never a crash; a sequence longer than max_ctx is LOOM_ERR_CONTEXT.
+ */
+#ifndef LOOM_KV_CACHE_H
+#define LOOM_KV_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+#include "types.h"
+
+typedef struct {
+    int n_layers;      /* layers held by this rank */
+    int n_kv_heads;    /* KV heads held by this rank */
+    int head_dim;
+    loom_type type;    /* LOOM_TYPE_F16 or LOOM_TYPE_F32 */
+    int block_tokens;  /* positions per block */
+    int n_blocks;      /* blocks in the pool */
+    int max_seqs;      /* sequence slots */
+    int max_ctx;       /* positions per sequence at most */
+} loom_kv_config;
+
+typedef struct loom_kv_cache loom_kv_cache;
+
+/* Bytes the pool of `cfg` needs (keys and values, all layers). */
+size_t loom_kv_bytes(const loom_kv_config *cfg);
+
+/* Blocks needed to give n_seqs sequences max_ctx positions each. */
+int loom_kv_blocks_for(int n_seqs, int max_ctx, int block_tokens);
+
+loom_status loom_kv_create(const loom_kv_config *cfg, loom_kv_cache **out) LOOM_MUST_USE;
+void loom_kv_free(loom_kv_cache *kv);
+const loom_kv_config *loom_kv_config_of(const loom_kv_cache *kv);
+
+/* Ensures slot `seq` has blocks for positions [0, n_tokens). On error the
+ * cache is unchanged. */
+loom_status loom_kv_reserve(loom_kv_cache *kv, int seq, int n_tokens) LOOM_MUST_USE;
+/* Whether reserve(seq, n_tokens) would succeed, without changing anything. */
+int loom_kv_blocks_missing(const loom_kv_cache *kv, int seq, int n_tokens);
+/* Returns all blocks of slot `seq` to the free list. */
+void loom_kv_release(loom_kv_cache *kv, int seq);
+int loom_kv_free_blocks(const loom_kv_cache *kv);
+/* Positions slot `seq` has blocks for. */
+int loom_kv_capacity(const loom_kv_cache *kv, int seq);
+
+/* Block table of slot `seq`: (capacity / block_tokens) block ids. */
+const int32_t *loom_kv_table(const loom_kv_cache *kv, int seq);
+/* Start of block `block` of layer `layer`: (n_kv_heads, block_tokens, head_dim). */
+void *loom_kv_k_block(const loom_kv_cache *kv, int layer, int32_t block);
+void *loom_kv_v_block(const loom_kv_cache *kv, int layer, int32_t block);
+
+#endif

@@ -1,0 +1,181 @@
+#include "sampler.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct loom_sampler {
+    loom_sampling_params p;
+    int32_t n_vocab;
+    uint64_t rng[4];         /* xoshiro256** state */
+    int32_t *history;        /* ring of the last repeat_last_n tokens */
+    int32_t n_hist, hist_pos;
+    struct cand { float logit; int32_t id; } *cand; /* (n_vocab) */
+};
+
+loom_sampling_params loom_sampling_defaults(void) {
+    loom_sampling_params p = {0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 0};
+    return p;
+}
+
+loom_status loom_sampling_check(const loom_sampling_params *p) {
+    if (!isfinite(p->temperature)) return loom_error(LOOM_ERR_INVALID, "temperature must be a finite number");
+    if (p->top_k < 0) return loom_error(LOOM_ERR_INVALID, "top-k %d must be >= 0", p->top_k);
+    if (!(p->top_p > 0 && p->top_p <= 1)) return loom_error(LOOM_ERR_INVALID, "top-p %g must be in (0, 1]", p->top_p);
+    if (!(p->min_p >= 0 && p->min_p <= 1)) return loom_error(LOOM_ERR_INVALID, "min-p %g must be in [0, 1]", p->min_p);
+    if (!(p->repeat_penalty > 0) || !isfinite(p->repeat_penalty))
+        return loom_error(LOOM_ERR_INVALID, "repeat penalty %g must be > 0", p->repeat_penalty);
+    if (p->repeat_last_n < 0 || p->repeat_last_n > (1 << 20))
+        return loom_error(LOOM_ERR_INVALID, "repeat-last-n %d is out of range", p->repeat_last_n);
+    return NULL;
+}
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t next_u64(uint64_t *s) {
+    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return r;
+}
+
+loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, loom_sampler **out) {
+    *out = NULL;
+    LOOM_TRY(loom_sampling_check(p));
+    if (n_vocab < 1) return loom_error(LOOM_ERR_INVALID, "vocabulary size %d must be positive", n_vocab);
+    loom_sampler *s = calloc(1, sizeof *s);
+    if (!s) return loom_error(LOOM_ERR_NOMEM, "out of memory creating a sampler");
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    uint64_t x = p->seed;
+    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
+    s->history = malloc((size_t)(p->repeat_last_n > 0 ? p->repeat_last_n : 1) * sizeof *s->history);
+    s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
+    if (!s->history || !s->cand) {
+        loom_sampler_free(s);
+        return loom_error(LOOM_ERR_NOMEM, "out of memory creating a sampler");
+    }
+    *out = s;
+    return NULL;
+}
+
+void loom_sampler_free(loom_sampler *s) {
+    if (!s) return;
+    free(s->history);
+    free(s->cand);
+    free(s);
+}
+
+void loom_sampler_accept(loom_sampler *s, int32_t token) {
+    if (s->p.repeat_last_n <= 0) return;
+    s->history[s->hist_pos] = token;
+    s->hist_pos = (s->hist_pos + 1) % s->p.repeat_last_n;
+    if (s->n_hist < s->p.repeat_last_n) s->n_hist++;
+}
+
+static void apply_penalty(loom_sampler *s, float *logits) {
+    if (s->p.repeat_penalty == 1.0f) return;
+    /* each distinct token in the window is penalised once */
+    for (int i = 0; i < s->n_hist; i++) {
+        int32_t t = s->history[i];
+        if (t < 0 || t >= s->n_vocab) continue;
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++) seen = s->history[j] == t;
+        if (seen) continue;
+        float l = logits[t];
+        logits[t] = l > 0 ? l / s->p.repeat_penalty : l * s->p.repeat_penalty;
+    }
+}
+
+static int cmp_cand(const void *a, const void *b) {
+    const struct cand *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit > y->logit ? -1 : 1;
+    return x->id < y->id ? -1 : (x->id > y->id);
+}
+
+/* Moves the k largest candidates (ties: lower id first) to the front, sorted. */
+static void top_k_sorted(struct cand *c, int32_t n, int32_t k) {
+    if (k >= n) {
+        qsort(c, (size_t)n, sizeof *c, cmp_cand);
+        return;
+    }
+    /* quickselect the k-th boundary, then sort the head */
+    int32_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        struct cand pivot = c[lo + (hi - lo) / 2];
+        int32_t i = lo, j = hi;
+        while (i <= j) {
+            while (cmp_cand(&c[i], &pivot) < 0) i++;
+            while (cmp_cand(&c[j], &pivot) > 0) j--;
+            if (i <= j) {
+                struct cand t = c[i];
+                c[i] = c[j];
+                c[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+    qsort(c, (size_t)k, sizeof *c, cmp_cand);
+}
+
+int32_t loom_sampler_sample(loom_sampler *s, float *logits) {
+    apply_penalty(s, logits);
+    int32_t n = s->n_vocab;
+    if (s->p.temperature <= 0) {
+        int32_t best = 0;
+        for (int32_t i = 1; i < n; i++)
+            if (logits[i] > logits[best]) best = i;
+        return best;
+    }
+    struct cand *c = s->cand;
+    for (int32_t i = 0; i < n; i++) c[i] = (struct cand){logits[i], i};
+    int32_t m = n;
+    if (s->p.top_k > 0 && s->p.top_k < m) m = s->p.top_k;
+    top_k_sorted(c, n, m);
+
+    /* probabilities at temperature 1 for the top-p / min-p cuts */
+    double maxl = c[0].logit, sum = 0;
+    for (int32_t i = 0; i < m; i++) sum += exp((double)c[i].logit - maxl);
+    if (s->p.top_p < 1.0f) {
+        double acc = 0;
+        for (int32_t i = 0; i < m; i++) {
+            acc += exp((double)c[i].logit - maxl) / sum;
+            if (acc >= s->p.top_p) {
+                m = i + 1;
+                break;
+            }
+        }
+    }
+    if (s->p.min_p > 0) {
+        /* keep tokens whose probability is at least min_p × the top one's */
+        double cut = maxl + log((double)s->p.min_p);
+        int32_t keep = 1;
+        while (keep < m && c[keep].logit >= cut) keep++;
+        m = keep;
+    }
+    /* temperature, then draw */
+    double total = 0;
+    for (int32_t i = 0; i < m; i++) total += exp(((double)c[i].logit - maxl) / s->p.temperature);
+    double r = (double)(next_u64(s->rng) >> 11) * (1.0 / 9007199254740992.0) * total, acc = 0;
+    for (int32_t i = 0; i < m; i++) {
+        acc += exp(((double)c[i].logit - maxl) / s->p.temperature);
+        if (r < acc) return c[i].id;
+    }
+    return c[m - 1].id;
+}

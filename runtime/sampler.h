@@ -1,0 +1,46 @@
+/*
+ * runtime/sampler.h — per-sequence token sampling.
+ *
+ * Each sequence owns a sampler: its parameters, its random state and its
+ * penalty history, so a sequence samples the same tokens whatever else is
+ * batched with it and however the model is split. The chain follows
+ * llama.cpp's default order: repetition penalty → top-k → top-p → min-p →
+ * temperature → draw. Temperature <= 0 is greedy: the argmax after penalties,
+ * ties going to the lowest token id.
+ */
+#ifndef LOOM_SAMPLER_H
+#define LOOM_SAMPLER_H
+
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct {
+    float temperature;     /* <= 0: greedy */
+    int32_t top_k;         /* <= 0: off */
+    float top_p;           /* >= 1: off */
+    float min_p;           /* <= 0: off */
+    float repeat_penalty;  /* 1: off */
+    int32_t repeat_last_n; /* tokens of history the penalty looks at */
+    uint64_t seed;
+} loom_sampling_params;
+
+/* llama.cpp's defaults: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05,
+ * no repetition penalty, last 64 tokens, seed 0. */
+loom_sampling_params loom_sampling_defaults(void);
+
+/* Checks ranges; the message names the bad parameter. */
+loom_status loom_sampling_check(const loom_sampling_params *p) LOOM_MUST_USE;
+
+typedef struct loom_sampler loom_sampler;
+
+loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, loom_sampler **out) LOOM_MUST_USE;
+void loom_sampler_free(loom_sampler *s);
+
+/* Adds a token to the penalty history (prompt and generated tokens). */
+void loom_sampler_accept(loom_sampler *s, int32_t token);
+
+/* Chooses the next token from logits (n_vocab values; modified in place). */
+int32_t loom_sampler_sample(loom_sampler *s, float *logits);
+
+#endif

@@ -1,0 +1,154 @@
+#define _GNU_SOURCE
+#include "threadpool.h"
+
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* Spin iterations before a worker sleeps: ~50–100 µs of pause loops. */
+#define LOOM_POOL_SPIN 20000
+
+struct loom_pool {
+    int n;                     /* threads including the caller */
+    pthread_t *threads;        /* (n - 1) workers */
+    loom_pool_fn fn;
+    void *ctx;
+    _Atomic uint32_t gen;      /* bumped per run; workers wait for a change */
+    _Atomic int pending;       /* workers still running the current run */
+    _Atomic int sleepers;      /* workers blocked in futex_wait */
+    _Atomic int stop;
+};
+
+typedef struct {
+    loom_pool *p;
+    int ith;
+} worker_arg;
+
+static void futex_wait(_Atomic uint32_t *addr, uint32_t val) {
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+static void futex_wake_all(_Atomic uint32_t *addr) {
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
+
+static void *worker_main(void *arg) {
+    worker_arg wa = *(worker_arg *)arg;
+    free(arg);
+    loom_pool *p = wa.p;
+    uint32_t seen = 0;
+    for (;;) {
+        uint32_t g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
+            if (++spins < LOOM_POOL_SPIN) {
+                cpu_relax();
+                continue;
+            }
+            atomic_fetch_add(&p->sleepers, 1);
+            /* seq_cst on both sides (sleepers, gen) so a run is never missed */
+            if (atomic_load(&p->gen) == seen) futex_wait(&p->gen, seen);
+            atomic_fetch_sub(&p->sleepers, 1);
+            spins = 0;
+        }
+        seen = g;
+        if (atomic_load(&p->stop)) return NULL;
+        p->fn(p->ctx, wa.ith, p->n);
+        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+    }
+}
+
+loom_status loom_pool_create(int n_threads, loom_pool **out) {
+    *out = NULL;
+    if (n_threads < 1 || n_threads > 1024)
+        return loom_error(LOOM_ERR_INVALID, "thread count %d is out of range (1..1024)", n_threads);
+    loom_pool *p = calloc(1, sizeof *p);
+    if (!p) return loom_error(LOOM_ERR_NOMEM, "cannot allocate a thread pool");
+    p->n = n_threads;
+    if (n_threads > 1) {
+        p->threads = calloc((size_t)n_threads - 1, sizeof *p->threads);
+        if (!p->threads) {
+            free(p);
+            return loom_error(LOOM_ERR_NOMEM, "cannot allocate a thread pool");
+        }
+    }
+    for (int i = 1; i < n_threads; i++) {
+        worker_arg *wa = malloc(sizeof *wa);
+        int rc = wa ? 0 : 1;
+        if (wa) {
+            wa->p = p;
+            wa->ith = i;
+            rc = pthread_create(&p->threads[i - 1], NULL, worker_main, wa);
+            if (rc) free(wa);
+        }
+        if (rc) {
+            p->n = i; /* stop the workers started so far */
+            loom_pool_free(p);
+            return loom_error(LOOM_ERR_NOMEM, "cannot start worker thread %d of %d", i, n_threads);
+        }
+    }
+    *out = p;
+    return NULL;
+}
+
+void loom_pool_free(loom_pool *p) {
+    if (!p) return;
+    if (p->n > 1) {
+        atomic_store(&p->stop, 1);
+        atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+        futex_wake_all(&p->gen);
+        for (int i = 1; i < p->n; i++) pthread_join(p->threads[i - 1], NULL);
+    }
+    free(p->threads);
+    free(p);
+}
+
+int loom_pool_size(const loom_pool *p) { return p ? p->n : 1; }
+
+void loom_pool_run(loom_pool *p, loom_pool_fn fn, void *ctx) {
+    if (!p || p->n == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    p->fn = fn;
+    p->ctx = ctx;
+    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
+    atomic_fetch_add(&p->gen, 1);
+    if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->gen);
+    fn(ctx, 0, p->n);
+    int spins = 0;
+    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+        if (++spins < LOOM_POOL_SPIN) cpu_relax();
+        else sched_yield();
+    }
+}
+
+int loom_cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+void loom_split_range(int64_t n, int64_t align, int ith, int nth, int64_t *begin, int64_t *end) {
+    if (align < 1) align = 1;
+    int64_t units = (n + align - 1) / align;
+    int64_t per = units / nth, extra = units % nth;
+    int64_t ub = ith * per + (ith < extra ? ith : extra);
+    int64_t ue = ub + per + (ith < extra ? 1 : 0);
+    *begin = ub * align < n ? ub * align : n;
+    *end = ue * align < n ? ue * align : n;
+}

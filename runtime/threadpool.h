@@ -1,0 +1,35 @@
+/*
+ * runtime/threadpool.h — a persistent pool of worker threads.
+ *
+ * loom_pool_run() runs fn(ctx, ith, nth) on every thread of the pool — the
+ * caller is thread 0 — and returns when all have finished. Workers are
+ * created once; between runs they spin briefly (a run follows the previous
+ * one within microseconds during a forward pass) and then sleep on a futex,
+ * so an idle pool and oversubscribed MPI ranks cost no CPU.
+ *
+ * Not reentrant: one run at a time per pool, from one calling thread.
+ */
+#ifndef LOOM_THREADPOOL_H
+#define LOOM_THREADPOOL_H
+
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct loom_pool loom_pool;
+typedef void (*loom_pool_fn)(void *ctx, int ith, int nth);
+
+/* n_threads >= 1 (1 = no workers, run() calls fn inline). */
+loom_status loom_pool_create(int n_threads, loom_pool **out) LOOM_MUST_USE;
+void loom_pool_free(loom_pool *p);
+int loom_pool_size(const loom_pool *p);
+void loom_pool_run(loom_pool *p, loom_pool_fn fn, void *ctx);
+
+/* The CPUs this process may run on (its affinity mask), at least 1. */
+int loom_cpu_count(void);
+
+/* Splits [0, n) into nth near-equal parts, each a multiple of `align` except
+ * possibly the last; sets [*begin, *end) for part ith. */
+void loom_split_range(int64_t n, int64_t align, int ith, int nth, int64_t *begin, int64_t *end);
+
+#endif
