@@ -25,6 +25,21 @@
  * failure it frees what it built and returns a status naming the file, the
  * byte offset and what was expected. It never crashes on a bad file.
  *
+ * What it accepts, precisely:
+ *   - keys are non-empty; keys and tensor names contain no NUL byte; a
+ *     tensor name may be empty (as in ggml's gguf.cpp);
+ *   - arrays nest at most LOOM_GGUF_MAX_DEPTH deep (a top-level array is
+ *     depth 1); bool values are 0 or 1;
+ *   - `general.alignment`, when present, is a u32 nonzero power of two;
+ *   - n_dims is 1..4; every dimension is >= 0 (ggml's gguf.cpp allows a
+ *     zero-element tensor, so loom does too: its nbytes is 0) and their
+ *     product fits in int64; ne[0] is a multiple of the type's block size;
+ *   - each tensor's offset is a multiple of the alignment, its bytes lie in
+ *     the data section, and no two tensors' bytes overlap (checked; unlike
+ *     gguf.cpp, tensors need not be stored in index order or back to back);
+ *   - the data section starts at the end of the tensor index padded to the
+ *     alignment; a file without tensors may end before that padding.
+ *
  * Everything returned points into the loom_gguf object or the mapping and
  * lives until loom_gguf_free(). Strings in the file are not NUL-terminated;
  * keys and tensor names are copied and NUL-terminated for convenience.
@@ -38,6 +53,9 @@
 
 #include "status.h"
 #include "types.h"
+
+#define LOOM_GGUF_DEFAULT_ALIGNMENT 32u
+#define LOOM_GGUF_MAX_DEPTH 8 /* deepest accepted array nesting */
 
 typedef enum {
     LOOM_GGUF_U8 = 0,
@@ -135,7 +153,10 @@ bool loom_gguf_get_str(const loom_gguf *g, const char *key, loom_str *out);
 /* An array value of the given element type (any type when elem < 0). */
 const loom_gguf_value *loom_gguf_get_arr(const loom_gguf *g, const char *key, int elem);
 
-/* Element i of a numeric/bool array (index checked by the caller). */
+/* Element i of a numeric/bool array (index checked by the caller; an index
+ * out of range or a non-numeric array yields 0). arr_int reads integer and
+ * bool elements (0 for float elements); arr_float reads any numeric or bool
+ * element. */
 int64_t loom_gguf_arr_int(const loom_gguf_value *arr, uint64_t i);
 double loom_gguf_arr_float(const loom_gguf_value *arr, uint64_t i);
 
@@ -143,6 +164,7 @@ double loom_gguf_arr_float(const loom_gguf_value *arr, uint64_t i);
 int64_t loom_gguf_n_tensors(const loom_gguf *g);
 const loom_gguf_tensor *loom_gguf_tensor_at(const loom_gguf *g, int64_t i);
 const loom_gguf_tensor *loom_gguf_find_tensor(const loom_gguf *g, const char *name); /* NULL if absent */
+int64_t loom_gguf_tensor_nelements(const loom_gguf_tensor *t); /* ne[0]*ne[1]*ne[2]*ne[3] (fits in int64) */
 
 const char *loom_gguf_vtype_name(loom_gguf_vtype t);
 
