@@ -1,0 +1,35 @@
+/*
+ * parallel/stage.h — one rank's part of the forward pass, composed from the
+ * runtime's block pieces and the tensor-parallel collectives.
+ *
+ * As in FasterTransformer's TensorParallel layers, a tensor-parallel block is
+ * the single-rank piece on a slice plus one all-reduce: after the attention
+ * output projection and after the MLP down projection. A vocabulary split
+ * adds an all-reduce of the embedding. With a size-1 (or NULL) TP
+ * communicator every collective is a no-op, so one rank holding the whole
+ * model is the special case, not a separate path.
+ */
+#ifndef LOOM_STAGE_H
+#define LOOM_STAGE_H
+
+#include "comm.h"
+#include "forward.h"
+
+typedef struct loom_stage loom_stage;
+
+/* Borrows everything; tp may be NULL (one rank). */
+loom_status loom_stage_create(const loom_weights *w, loom_kv_cache *kv, loom_pool *pool, loom_comm *tp,
+                              int max_rows, loom_stage **out) LOOM_MUST_USE;
+void loom_stage_free(loom_stage *s);
+
+/* Runs the batch through this rank's layers. On return the residual stream
+ * (n, dim) is in *hidden (valid until the next call). When the rank holds the
+ * lm head, logits (n_out, n_vocab held) are written for the rows with logits
+ * set and *n_logits is n_out; otherwise *n_logits is 0. */
+loom_status loom_stage_forward(loom_stage *s, const loom_batch *b, float **hidden, float *logits,
+                               int *n_logits) LOOM_MUST_USE;
+
+/* Time spent in collectives since creation, seconds. */
+double loom_stage_comm_seconds(const loom_stage *s);
+
+#endif

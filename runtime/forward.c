@@ -1,0 +1,352 @@
+#include "forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "ops.h"
+#include "quant.h"
+
+#define MM_MAX_JOBS 3
+#define ROW_ALIGN 16 /* rows per thread are a multiple of this (kernel tiles) */
+
+struct loom_forward {
+    const loom_weights *w;
+    loom_kv_cache *kv;
+    loom_pool *pool;
+    int max_rows;
+    int qdim, kvdim;        /* n_q·head_dim, n_kv·head_dim held */
+    float *x;               /* (max_rows, dim) residual stream */
+    float *xn;              /* (max_rows, dim) normed input of a piece */
+    float *q;               /* (max_rows, qdim) */
+    float *k, *v;           /* (max_rows, kvdim) */
+    float *att;             /* (max_rows, qdim) attention output before wo */
+    float *gate, *up;       /* (max_rows, n_ffn) */
+    float *scratch;         /* (max_rows, dim) */
+    float *rope;            /* (max_rows, rope_dim) cos/sin per row */
+    float *scores;          /* (n_threads, max_ctx) */
+    uint8_t *act[MM_MAX_JOBS]; /* quantized activations, act_bytes each */
+    size_t act_bytes;
+    const loom_batch *prepared; /* batch whose rows were validated and whose angles are in rope */
+};
+
+/* ------------------------------------------------------------ matmuls */
+
+typedef struct {
+    const loom_mat *m;
+    const void *xq;
+    size_t xq_stride;
+    float *y;    /* (n, ldy) */
+    int64_t ldy;
+} mm_job;
+
+typedef struct {
+    mm_job jobs[MM_MAX_JOBS];
+    int n_jobs;
+    int n;
+} mm_task;
+
+static void mm_worker(void *ctx, int ith, int nth) {
+    const mm_task *t = ctx;
+    for (int j = 0; j < t->n_jobs; j++) {
+        const mm_job *jb = &t->jobs[j];
+        int64_t r0, r1;
+        loom_split_range(jb->m->rows, ROW_ALIGN, ith, nth, &r0, &r1);
+        if (r0 < r1)
+            loom_matmul(jb->m->type, jb->m->data, jb->m->stride, jb->m->cols, r0, r1, jb->xq, jb->xq_stride, t->n,
+                        jb->y + r0, jb->ldy);
+    }
+}
+
+/* y_j (n, rows_j) = m_j · x for up to three matrices sharing the input x (n, k). */
+static void matmuls(loom_forward *f, const float *x, int n, int n_jobs, const loom_mat *const *m, float *const *y) {
+    mm_task t = {.n_jobs = n_jobs, .n = n};
+    for (int j = 0; j < n_jobs; j++) {
+        int slot = j;
+        for (int i = 0; i < j; i++)
+            if (m[i]->type == m[j]->type) slot = i; /* same activation format: quantize once */
+        size_t stride = loom_act_row_bytes(m[j]->type, m[j]->cols);
+        if (slot == j)
+            for (int r = 0; r < n; r++) loom_act_quantize(m[j]->type, x + (size_t)r * m[j]->cols, f->act[j] + r * stride, m[j]->cols);
+        t.jobs[j] = (mm_job){m[j], f->act[slot], stride, y[j], m[j]->rows};
+    }
+    loom_pool_run(f->pool, mm_worker, &t);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static size_t act_need(const loom_mat *m, int rows) {
+    return m->data ? (size_t)rows * loom_act_row_bytes(m->type, m->cols) : 0;
+}
+
+loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_pool *pool, int max_rows,
+                                loom_forward **out) {
+    *out = NULL;
+    if (max_rows < 1) return loom_error(LOOM_ERR_INVALID, "batch size %d must be positive", max_rows);
+    const loom_model_config *c = &w->cfg;
+    const loom_kv_config *kc = loom_kv_config_of(kv);
+    int nl = w->shard.layer_end - w->shard.layer_begin;
+    if (kc->n_layers != nl || kc->n_kv_heads != w->n_kv || kc->head_dim != c->head_dim)
+        return loom_error(LOOM_ERR_INVALID, "KV cache (%d layers, %d KV heads, head %d) does not match the weights "
+                          "(%d layers, %d KV heads, head %d)", kc->n_layers, kc->n_kv_heads, kc->head_dim, nl,
+                          w->n_kv, c->head_dim);
+    loom_forward *f = calloc(1, sizeof *f);
+    if (!f) return loom_error(LOOM_ERR_NOMEM, "out of memory creating the forward workspace");
+    f->w = w;
+    f->kv = kv;
+    f->pool = pool;
+    f->max_rows = max_rows;
+    f->qdim = w->n_q * c->head_dim;
+    f->kvdim = w->n_kv * c->head_dim;
+    size_t R = (size_t)max_rows;
+    f->x = malloc(R * c->dim * sizeof(float));
+    f->xn = malloc(R * c->dim * sizeof(float));
+    f->q = malloc(R * f->qdim * sizeof(float));
+    f->k = malloc(R * f->kvdim * sizeof(float));
+    f->v = malloc(R * f->kvdim * sizeof(float));
+    f->att = malloc(R * f->qdim * sizeof(float));
+    f->gate = malloc(R * w->n_ffn * sizeof(float));
+    f->up = malloc(R * w->n_ffn * sizeof(float));
+    f->scratch = malloc(R * c->dim * sizeof(float));
+    f->rope = malloc(R * c->rope_dim * sizeof(float));
+    f->scores = malloc((size_t)loom_pool_size(pool) * kc->max_ctx * sizeof(float));
+    size_t ab = act_need(&w->lm_head, max_rows);
+    for (int l = 0; l < nl; l++) {
+        const loom_layer *L = &w->layers[l];
+        const loom_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+            size_t b = act_need(ms[i], max_rows);
+            if (b > ab) ab = b;
+        }
+    }
+    f->act_bytes = ab;
+    bool ok = f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch && f->rope && f->scores;
+    for (int j = 0; j < MM_MAX_JOBS; j++) {
+        f->act[j] = malloc(ab ? ab : 1);
+        ok = ok && f->act[j];
+    }
+    if (!ok) {
+        loom_forward_free(f);
+        return loom_error(LOOM_ERR_NOMEM, "out of memory creating the forward workspace for %d rows", max_rows);
+    }
+    *out = f;
+    return NULL;
+}
+
+void loom_forward_free(loom_forward *f) {
+    if (!f) return;
+    free(f->x);
+    free(f->xn);
+    free(f->q);
+    free(f->k);
+    free(f->v);
+    free(f->att);
+    free(f->gate);
+    free(f->up);
+    free(f->scratch);
+    free(f->rope);
+    free(f->scores);
+    for (int j = 0; j < MM_MAX_JOBS; j++) free(f->act[j]);
+    free(f);
+}
+
+int loom_forward_max_rows(const loom_forward *f) { return f->max_rows; }
+float *loom_forward_hidden(loom_forward *f) { return f->x; }
+float *loom_forward_scratch(loom_forward *f) { return f->scratch; }
+
+/* ------------------------------------------------------------ pieces */
+
+loom_status loom_forward_prepare(loom_forward *f, const loom_batch *b) {
+    const loom_model_config *c = &f->w->cfg;
+    const loom_kv_config *kc = loom_kv_config_of(f->kv);
+    if (b->n < 1 || b->n > f->max_rows)
+        return loom_error(LOOM_ERR_INVALID, "batch of %d rows (the workspace holds 1..%d)", b->n, f->max_rows);
+    for (int i = 0; i < b->n; i++) {
+        int s = b->seq[i], p = b->pos[i];
+        if (s < 0 || s >= kc->max_seqs)
+            return loom_error(LOOM_ERR_INVALID, "batch row %d: KV slot %d out of range (0..%d)", i, s, kc->max_seqs - 1);
+        if (p < 0 || p >= loom_kv_capacity(f->kv, s))
+            return loom_error(LOOM_ERR_INVALID, "batch row %d: position %d of slot %d has no KV block reserved", i, p, s);
+        loom_rope_angles(f->rope + (size_t)i * c->rope_dim, p, c->rope_dim, c->rope_base, c->rope_freq_scale,
+                         f->w->rope_factors);
+    }
+    f->prepared = b;
+    return NULL;
+}
+
+loom_status loom_forward_embed(loom_forward *f, const loom_batch *b) {
+    const loom_weights *w = f->w;
+    int dim = w->cfg.dim;
+    if (b->embd) {
+        memcpy(f->x, b->embd, (size_t)b->n * dim * sizeof(float));
+        return NULL;
+    }
+    if (!w->shard.embed) return loom_error(LOOM_ERR_INVALID, "this rank holds no token embedding");
+    for (int i = 0; i < b->n; i++) {
+        int32_t t = b->token[i];
+        if (t < 0 || t >= w->cfg.vocab)
+            return loom_error(LOOM_ERR_INVALID, "batch row %d: token id %d is outside the vocabulary (0..%d)", i, t,
+                              w->cfg.vocab - 1);
+        float *xi = f->x + (size_t)i * dim;
+        if (t >= w->shard.vocab_begin && t < w->shard.vocab_end)
+            loom_dequant_row(w->embed.type, (const uint8_t *)w->embed.data + (size_t)(t - w->shard.vocab_begin) * w->embed.stride,
+                             xi, dim);
+        else
+            memset(xi, 0, (size_t)dim * sizeof(float));
+    }
+    return NULL;
+}
+
+static void norm_rows(loom_forward *f, int n, const float *weight) {
+    int dim = f->w->cfg.dim;
+    for (int i = 0; i < n; i++)
+        loom_rmsnorm_row(f->xn + (size_t)i * dim, f->x + (size_t)i * dim, weight, dim, f->w->cfg.norm_eps);
+}
+
+typedef struct {
+    loom_forward *f;
+    const loom_batch *b;
+    int layer; /* local */
+} att_task;
+
+static float dot_kv(const void *k, loom_type t, const float *q, int n) {
+    float s = 0.0f;
+    if (t == LOOM_TYPE_F32) {
+        const float *kf = k;
+        for (int i = 0; i < n; i++) s += q[i] * kf[i];
+    } else {
+        const uint16_t *kh = k;
+        for (int i = 0; i < n; i++) s += q[i] * loom_f16_to_f32(kh[i]);
+    }
+    return s;
+}
+
+static void axpy_kv(float *out, float a, const void *v, loom_type t, int n) {
+    if (t == LOOM_TYPE_F32) {
+        const float *vf = v;
+        for (int i = 0; i < n; i++) out[i] += a * vf[i];
+    } else {
+        const uint16_t *vh = v;
+        for (int i = 0; i < n; i++) out[i] += a * loom_f16_to_f32(vh[i]);
+    }
+}
+
+static void att_worker(void *ctx, int ith, int nth) {
+    const att_task *t = ctx;
+    loom_forward *f = t->f;
+    const loom_weights *w = f->w;
+    const loom_kv_config *kc = loom_kv_config_of(f->kv);
+    int hd = w->cfg.head_dim, bt = kc->block_tokens;
+    size_t es = kc->type == LOOM_TYPE_F32 ? 4 : 2;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *sc = f->scores + (size_t)ith * kc->max_ctx;
+    int64_t i0, i1;
+    loom_split_range((int64_t)t->b->n * w->n_q, 1, ith, nth, &i0, &i1);
+    for (int64_t it = i0; it < i1; it++) {
+        int row = (int)(it / w->n_q), h = (int)(it % w->n_q), kvh = w->q_to_kv[h];
+        int seq = t->b->seq[row], pos = t->b->pos[row];
+        const int32_t *table = loom_kv_table(f->kv, seq);
+        const float *q = f->q + (size_t)row * f->qdim + (size_t)h * hd;
+        for (int p = 0; p <= pos; p++) {
+            const uint8_t *kb = loom_kv_k_block(f->kv, t->layer, table[p / bt]);
+            sc[p] = dot_kv(kb + ((size_t)kvh * bt + p % bt) * hd * es, kc->type, q, hd) * scale;
+        }
+        loom_softmax_row(sc, pos + 1);
+        float *o = f->att + (size_t)row * f->qdim + (size_t)h * hd;
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int p = 0; p <= pos; p++) {
+            const uint8_t *vb = loom_kv_v_block(f->kv, t->layer, table[p / bt]);
+            axpy_kv(o, sc[p], vb + ((size_t)kvh * bt + p % bt) * hd * es, kc->type, hd);
+        }
+    }
+}
+
+static void store_kv(void *dst, const float *src, loom_type t, int n) {
+    if (t == LOOM_TYPE_F32) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+    } else {
+        uint16_t *d = dst;
+        for (int i = 0; i < n; i++) d[i] = loom_f32_to_f16(src[i]);
+    }
+}
+
+loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch *b, float *partial) {
+    const loom_weights *w = f->w;
+    const loom_model_config *c = &w->cfg;
+    if (layer < w->shard.layer_begin || layer >= w->shard.layer_end)
+        return loom_error(LOOM_ERR_INVALID, "layer %d is not held here (layers %d..%d)", layer, w->shard.layer_begin,
+                          w->shard.layer_end - 1);
+    if (f->prepared != b) return loom_error(LOOM_ERR_INVALID, "attention on a batch that was not prepared");
+    int ll = layer - w->shard.layer_begin, n = b->n, hd = c->head_dim;
+    const loom_layer *L = &w->layers[ll];
+    const loom_kv_config *kc = loom_kv_config_of(f->kv);
+
+    norm_rows(f, n, L->attn_norm);
+    const loom_mat *m[3] = {&L->wq, &L->wk, &L->wv};
+    float *y[3] = {f->q, f->k, f->v};
+    matmuls(f, f->xn, n, 3, m, y);
+
+    size_t es = kc->type == LOOM_TYPE_F32 ? 4 : 2;
+    for (int i = 0; i < n; i++) {
+        float *qi = f->q + (size_t)i * f->qdim, *ki = f->k + (size_t)i * f->kvdim, *vi = f->v + (size_t)i * f->kvdim;
+        if (L->bq) {
+            for (int j = 0; j < f->qdim; j++) qi[j] += L->bq[j];
+            for (int j = 0; j < f->kvdim; j++) ki[j] += L->bk[j], vi[j] += L->bv[j];
+        }
+        const float *cs = f->rope + (size_t)i * c->rope_dim;
+        for (int h = 0; h < w->n_q; h++) loom_rope_head(qi + (size_t)h * hd, cs, c->rope_dim, c->rope_neox);
+        for (int h = 0; h < w->n_kv; h++) loom_rope_head(ki + (size_t)h * hd, cs, c->rope_dim, c->rope_neox);
+        int p = b->pos[i], bt = kc->block_tokens;
+        int32_t blk = loom_kv_table(f->kv, b->seq[i])[p / bt];
+        uint8_t *kb = loom_kv_k_block(f->kv, ll, blk), *vb = loom_kv_v_block(f->kv, ll, blk);
+        for (int h = 0; h < w->n_kv; h++) {
+            size_t off = ((size_t)h * bt + p % bt) * hd * es;
+            store_kv(kb + off, ki + (size_t)h * hd, kc->type, hd);
+            store_kv(vb + off, vi + (size_t)h * hd, kc->type, hd);
+        }
+    }
+
+    att_task t = {f, b, ll};
+    loom_pool_run(f->pool, att_worker, &t);
+
+    const loom_mat *mo[1] = {&L->wo};
+    float *yo[1] = {partial};
+    matmuls(f, f->att, n, 1, mo, yo);
+    return NULL;
+}
+
+void loom_forward_mlp(loom_forward *f, int layer, int n, float *partial) {
+    const loom_weights *w = f->w;
+    const loom_layer *L = &w->layers[layer - w->shard.layer_begin];
+    norm_rows(f, n, L->ffn_norm);
+    const loom_mat *m[2] = {&L->w_gate, &L->w_up};
+    float *y[2] = {f->gate, f->up};
+    matmuls(f, f->xn, n, 2, m, y);
+    for (int i = 0; i < n; i++)
+        loom_swiglu_row(f->gate + (size_t)i * w->n_ffn, f->up + (size_t)i * w->n_ffn, (int)w->n_ffn);
+    const loom_mat *md[1] = {&L->w_down};
+    float *yd[1] = {partial};
+    matmuls(f, f->gate, n, 1, md, yd);
+}
+
+void loom_forward_add(loom_forward *f, int n, const float *partial) {
+    size_t total = (size_t)n * f->w->cfg.dim;
+    for (size_t i = 0; i < total; i++) f->x[i] += partial[i];
+}
+
+int loom_forward_logits(loom_forward *f, const loom_batch *b, float *logits) {
+    const loom_weights *w = f->w;
+    int dim = w->cfg.dim, n_out = 0;
+    for (int i = 0; i < b->n; i++) {
+        if (!b->logits[i]) continue;
+        loom_rmsnorm_row(f->xn + (size_t)n_out * dim, f->x + (size_t)i * dim, w->out_norm, dim, w->cfg.norm_eps);
+        n_out++;
+    }
+    if (n_out) {
+        const loom_mat *m[1] = {&w->lm_head};
+        float *y[1] = {logits};
+        matmuls(f, f->xn, n_out, 1, m, y);
+    }
+    return n_out;
+}
