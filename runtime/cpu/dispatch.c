@@ -1,0 +1,156 @@
+/*
+ * runtime/cpu/dispatch.c — ISA detection (cpuid + XGETBV), the active ISA
+ * level, and loom_matmul's dispatch to the per-ISA kernel tables.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+#include "kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define LOOM_X86 1
+#endif
+
+static const char *const isa_names[LOOM_ISA_COUNT] = {"scalar", "avx2", "avx512"};
+
+const char *loom_isa_name(loom_isa isa) {
+    return (unsigned)isa < LOOM_ISA_COUNT ? isa_names[isa] : "?";
+}
+
+typedef struct {
+    bool avx, avx2, fma, f16c, bmi2, avx512f, avx512bw, avx512vl, avx512dq, avx512vnni;
+    bool os_ymm, os_zmm;
+} cpu_features;
+
+static cpu_features features_read(void) {
+    cpu_features f;
+    memset(&f, 0, sizeof f);
+#ifdef LOOM_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+    const bool osxsave = c & (1u << 27);
+    f.avx = c & (1u << 28);
+    f.fma = c & (1u << 12);
+    f.f16c = c & (1u << 29);
+    if (osxsave) {
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        f.os_ymm = (lo & 0x6u) == 0x6u;    /* SSE + AVX state */
+        f.os_zmm = (lo & 0xe6u) == 0xe6u;  /* + opmask, ZMM_Hi256, Hi16_ZMM */
+    }
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        f.avx2 = b & (1u << 5);
+        f.bmi2 = b & (1u << 8);
+        f.avx512f = b & (1u << 16);
+        f.avx512dq = b & (1u << 17);
+        f.avx512bw = b & (1u << 30);
+        f.avx512vl = b & (1u << 31);
+        f.avx512vnni = c & (1u << 11);
+    }
+#endif
+    return f;
+}
+
+static void append(char *buf, size_t cap, size_t *len, const char *name) {
+    if (!buf || cap == 0) return;
+    int w = snprintf(buf + *len, cap - *len, "%s%s", *len ? ", " : "", name);
+    if (w > 0) *len = *len + (size_t)w < cap ? *len + (size_t)w : cap - 1;
+}
+
+bool loom_isa_supported(loom_isa isa, char *missing, size_t cap) {
+    if (missing && cap) missing[0] = '\0';
+    if ((unsigned)isa >= LOOM_ISA_COUNT) {
+        if (missing && cap) snprintf(missing, cap, "unknown ISA level %d", (int)isa);
+        return false;
+    }
+    if (isa == LOOM_ISA_SCALAR) return true;
+    const cpu_features f = features_read();
+    size_t len = 0;
+    bool ok = true;
+#define NEED(cond, name)                             \
+    do {                                             \
+        if (!(cond)) {                               \
+            ok = false;                              \
+            append(missing, cap, &len, name);        \
+        }                                            \
+    } while (0)
+    NEED(f.avx, "avx");
+    NEED(f.avx2, "avx2");
+    NEED(f.fma, "fma");
+    NEED(f.f16c, "f16c");
+    NEED(f.bmi2, "bmi2");
+    NEED(f.os_ymm, "OS support for YMM state (XCR0)");
+    if (isa == LOOM_ISA_AVX512) {
+        NEED(f.avx512f, "avx512f");
+        NEED(f.avx512bw, "avx512bw");
+        NEED(f.avx512vl, "avx512vl");
+        NEED(f.avx512dq, "avx512dq");
+        NEED(f.avx512vnni, "avx512vnni");
+        NEED(f.os_zmm, "OS support for ZMM/opmask state (XCR0)");
+    }
+#undef NEED
+    return ok;
+}
+
+loom_isa loom_isa_detect(void) {
+    if (loom_isa_supported(LOOM_ISA_AVX512, NULL, 0)) return LOOM_ISA_AVX512;
+    if (loom_isa_supported(LOOM_ISA_AVX2, NULL, 0)) return LOOM_ISA_AVX2;
+    return LOOM_ISA_SCALAR;
+}
+
+static _Atomic int active_isa = -1;
+
+static loom_isa isa_from_env(void) {
+    const loom_isa best = loom_isa_detect();
+    const char *env = getenv("LOOM_ISA");
+    if (!env || !*env) return best;
+    for (int i = 0; i < LOOM_ISA_COUNT; i++) {
+        if (strcmp(env, isa_names[i]) != 0) continue;
+        if (i <= (int)best) return (loom_isa)i;
+        fprintf(stderr, "loom: LOOM_ISA=%s is not supported by this CPU; using %s\n", env,
+                isa_names[best]);
+        return best;
+    }
+    fprintf(stderr, "loom: LOOM_ISA=%s names no ISA level (scalar, avx2, avx512); using %s\n",
+            env, isa_names[best]);
+    return best;
+}
+
+loom_isa loom_isa_get(void) {
+    int isa = atomic_load_explicit(&active_isa, memory_order_acquire);
+    if (isa >= 0) return (loom_isa)isa;
+    int want = (int)isa_from_env();
+    int expected = -1;
+    /* first caller wins, so the stderr line (if any) names what is used */
+    if (atomic_compare_exchange_strong(&active_isa, &expected, want)) return (loom_isa)want;
+    return (loom_isa)expected;
+}
+
+loom_status loom_isa_set(loom_isa isa) {
+    char missing[256];
+    if (!loom_isa_supported(isa, missing, sizeof missing)) {
+        if ((unsigned)isa >= LOOM_ISA_COUNT)
+            return loom_error(LOOM_ERR_INVALID, "loom_isa_set: %s", missing);
+        return loom_error(LOOM_ERR_UNSUPPORTED, "ISA level %s needs %s, which this CPU/OS lacks",
+                          isa_names[isa], missing);
+    }
+    atomic_store_explicit(&active_isa, (int)isa, memory_order_release);
+    return NULL;
+}
+
+static const loom_cpu_kernels *const tables[LOOM_ISA_COUNT] = {
+    &loom_cpu_kernels_scalar, &loom_cpu_kernels_avx2, &loom_cpu_kernels_avx512};
+
+void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_t r0, int64_t r1,
+                 const void *xq, size_t xq_stride, int64_t n, float *y, int64_t ldy) {
+    if (r1 <= r0 || n <= 0 || (unsigned)wt >= LOOM_TYPE_COUNT || !loom_type_can_matmul(wt)) return;
+    loom_matmul_fn fn = NULL;
+    for (int isa = (int)loom_isa_get(); isa >= 0 && !fn; isa--) fn = tables[isa]->matmul[wt];
+    if (!fn) return;
+    fn((const uint8_t *)w + (size_t)r0 * w_stride, w_stride, k, r1 - r0, (const uint8_t *)xq,
+       xq_stride, n, y, ldy);
+}

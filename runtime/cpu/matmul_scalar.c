@@ -1,0 +1,203 @@
+/*
+ * runtime/cpu/matmul_scalar.c — the reference matmul: plain C, one weight
+ * row times one activation row at a time, every block decoded to integers
+ * first. Meant to be read, not to be fast; the SIMD files compute the same
+ * integer sums and differ only in float accumulation order.
+ *
+ * Per block of the 32-families (activation: qs, d, s = d * sum(qs)):
+ *   Q4_0/Q5_0/Q8_0  dw * d * sum((q - c) * a)              c = 8, 16, 0
+ *   Q4_1/Q5_1       dw * d * sum(q * a) + m * s
+ * Per K super-block (activation: Q8_K d, qs, bsums):
+ *   Q4_K/Q5_K       d*D * sum_s sc_s * sum(q*a) - dmin*D * sum_s m_s * sum_s(a)
+ *   Q6_K            d*D * sum_g sc_g * sum((q - 32) * a)
+ */
+#include "cpu_kernels.h"
+
+/* Block of a 32-family type -> 32 integers in element order (offset already
+ * removed for the symmetric types), its scale, and its min (0 if none). */
+static void decode32(loom_type wt, const uint8_t *b, int q[32], float *dw, float *m) {
+    *dw = loom_f16_to_f32(loom_rd_u16(b));
+    *m = 0.0f;
+    switch (wt) {
+    case LOOM_TYPE_Q4_0:
+        for (int j = 0; j < 16; j++) {
+            q[j] = (b[2 + j] & 0xF) - 8;
+            q[j + 16] = (b[2 + j] >> 4) - 8;
+        }
+        break;
+    case LOOM_TYPE_Q4_1:
+        *m = loom_f16_to_f32(loom_rd_u16(b + 2));
+        for (int j = 0; j < 16; j++) {
+            q[j] = b[4 + j] & 0xF;
+            q[j + 16] = b[4 + j] >> 4;
+        }
+        break;
+    case LOOM_TYPE_Q5_0: {
+        const uint32_t qh = loom_rd_u32(b + 2);
+        for (int j = 0; j < 16; j++) {
+            q[j] = ((b[6 + j] & 0xF) | (int)(((qh >> j) & 1u) << 4)) - 16;
+            q[j + 16] = ((b[6 + j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4)) - 16;
+        }
+        break;
+    }
+    case LOOM_TYPE_Q5_1: {
+        *m = loom_f16_to_f32(loom_rd_u16(b + 2));
+        const uint32_t qh = loom_rd_u32(b + 4);
+        for (int j = 0; j < 16; j++) {
+            q[j] = (b[8 + j] & 0xF) | (int)(((qh >> j) & 1u) << 4);
+            q[j + 16] = (b[8 + j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
+        }
+        break;
+    }
+    default: /* Q8_0 */
+        for (int j = 0; j < 32; j++) q[j] = (int8_t)b[2 + j];
+        break;
+    }
+}
+
+static float dot32(loom_type wt, size_t bsize, const uint8_t *w, const uint8_t *x, int64_t k) {
+    const int8_t *qs = loom_act32_qs(x);
+    const uint8_t *dp = loom_act32_d(x, k), *sp = loom_act32_s(x, k);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < k / 32; b++) {
+        int q[32];
+        float dw, m;
+        decode32(wt, w + (size_t)b * bsize, q, &dw, &m);
+        int isum = 0;
+        for (int j = 0; j < 32; j++) isum += q[j] * qs[32 * b + j];
+        sum += dw * loom_ld_f32(dp + 4 * b) * (float)isum + m * loom_ld_f32(sp + 4 * b);
+    }
+    return sum;
+}
+
+/* K super-block -> 256 unsigned integers in element order. */
+static void decodeK(loom_type wt, const uint8_t *b, int q[256]) {
+    if (wt == LOOM_TYPE_Q6_K) {
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *L = b + 64 * h, *H = b + 128 + 32 * h;
+            int *o = q + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                o[l] = (L[l] & 0xF) | (((H[l] >> 0) & 3) << 4);
+                o[l + 32] = (L[l + 32] & 0xF) | (((H[l] >> 2) & 3) << 4);
+                o[l + 64] = (L[l] >> 4) | (((H[l] >> 4) & 3) << 4);
+                o[l + 96] = (L[l + 32] >> 4) | (((H[l] >> 6) & 3) << 4);
+            }
+        }
+        return;
+    }
+    const uint8_t *qs = b + (wt == LOOM_TYPE_Q4_K ? 16 : 48);
+    const uint8_t *qh = b + 16; /* Q5_K only */
+    for (int c = 0; c < 4; c++) {
+        for (int l = 0; l < 32; l++) {
+            q[64 * c + l] = qs[32 * c + l] & 0xF;
+            q[64 * c + 32 + l] = qs[32 * c + l] >> 4;
+            if (wt == LOOM_TYPE_Q5_K) {
+                q[64 * c + l] |= ((qh[l] >> (2 * c)) & 1) << 4;
+                q[64 * c + 32 + l] |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+            }
+        }
+    }
+}
+
+static float dotK(loom_type wt, size_t bsize, const uint8_t *w, const uint8_t *x, int64_t k) {
+    float sum = 0.0f;
+    for (int64_t b = 0; b < k / 256; b++) {
+        const uint8_t *wb = w + (size_t)b * bsize;
+        loom_block_q8_K a;
+        memcpy(&a, x + (size_t)b * sizeof a, sizeof a);
+        int q[256];
+        decodeK(wt, wb, q);
+        if (wt == LOOM_TYPE_Q6_K) {
+            const int8_t *sc = (const int8_t *)(wb + 192);
+            const float d = loom_f16_to_f32(loom_rd_u16(wb + 208));
+            int isum = 0;
+            for (int g = 0; g < 16; g++) {
+                int gs = 0;
+                for (int j = 16 * g; j < 16 * g + 16; j++) gs += (q[j] - 32) * a.qs[j];
+                isum += sc[g] * gs;
+            }
+            sum += d * a.d * (float)isum;
+        } else {
+            const float d = loom_f16_to_f32(loom_rd_u16(wb));
+            const float dmin = loom_f16_to_f32(loom_rd_u16(wb + 2));
+            int isum = 0, msum = 0;
+            for (int s = 0; s < 8; s++) {
+                uint8_t sc, m;
+                loom_q4k_scale_min(s, wb + 4, &sc, &m);
+                int ss = 0;
+                for (int j = 32 * s; j < 32 * s + 32; j++) ss += q[j] * a.qs[j];
+                isum += sc * ss;
+                msum += m * (a.bsums[2 * s] + a.bsums[2 * s + 1]);
+            }
+            sum += d * a.d * (float)isum - dmin * a.d * (float)msum;
+        }
+    }
+    return sum;
+}
+
+static float dotF(loom_type wt, const uint8_t *w, const uint8_t *x, int64_t k) {
+    float sum = 0.0f;
+    for (int64_t j = 0; j < k; j++) {
+        float wj;
+        if (wt == LOOM_TYPE_F32) wj = loom_ld_f32(w + 4 * j);
+        else if (wt == LOOM_TYPE_F16) wj = loom_f16_to_f32(loom_rd_u16(w + 2 * j));
+        else wj = loom_bf16_to_f32(loom_rd_u16(w + 2 * j));
+        sum += wj * loom_ld_f32(x + 4 * j);
+    }
+    return sum;
+}
+
+static void matmul_any(loom_type wt, const uint8_t *w, size_t w_stride, int64_t k, int64_t nr,
+                       const uint8_t *xq, size_t xq_stride, int64_t n, float *y, int64_t ldy) {
+    const size_t bsize = loom_type_info((uint32_t)wt)->type_size;
+    for (int64_t t = 0; t < n; t++) {
+        const uint8_t *x = xq + (size_t)t * xq_stride;
+        for (int64_t r = 0; r < nr; r++) {
+            const uint8_t *wr = w + (size_t)r * w_stride;
+            float v;
+            switch (wt) {
+            case LOOM_TYPE_F32:
+            case LOOM_TYPE_F16:
+            case LOOM_TYPE_BF16: v = dotF(wt, wr, x, k); break;
+            case LOOM_TYPE_Q4_K:
+            case LOOM_TYPE_Q5_K:
+            case LOOM_TYPE_Q6_K: v = dotK(wt, bsize, wr, x, k); break;
+            default: v = dot32(wt, bsize, wr, x, k); break;
+            }
+            y[t * ldy + r] = v;
+        }
+    }
+}
+
+#define SCALAR_KERNEL(name, type)                                                             \
+    static void name(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, \
+                     size_t xs, int64_t n, float *y, int64_t ldy) {                          \
+        matmul_any(type, w, ws, k, nr, xq, xs, n, y, ldy);                                   \
+    }
+SCALAR_KERNEL(mm_f32, LOOM_TYPE_F32)
+SCALAR_KERNEL(mm_f16, LOOM_TYPE_F16)
+SCALAR_KERNEL(mm_bf16, LOOM_TYPE_BF16)
+SCALAR_KERNEL(mm_q4_0, LOOM_TYPE_Q4_0)
+SCALAR_KERNEL(mm_q4_1, LOOM_TYPE_Q4_1)
+SCALAR_KERNEL(mm_q5_0, LOOM_TYPE_Q5_0)
+SCALAR_KERNEL(mm_q5_1, LOOM_TYPE_Q5_1)
+SCALAR_KERNEL(mm_q8_0, LOOM_TYPE_Q8_0)
+SCALAR_KERNEL(mm_q4_K, LOOM_TYPE_Q4_K)
+SCALAR_KERNEL(mm_q5_K, LOOM_TYPE_Q5_K)
+SCALAR_KERNEL(mm_q6_K, LOOM_TYPE_Q6_K)
+
+const loom_cpu_kernels loom_cpu_kernels_scalar = {
+    .matmul = {
+        [LOOM_TYPE_F32] = mm_f32,
+        [LOOM_TYPE_F16] = mm_f16,
+        [LOOM_TYPE_BF16] = mm_bf16,
+        [LOOM_TYPE_Q4_0] = mm_q4_0,
+        [LOOM_TYPE_Q4_1] = mm_q4_1,
+        [LOOM_TYPE_Q5_0] = mm_q5_0,
+        [LOOM_TYPE_Q5_1] = mm_q5_1,
+        [LOOM_TYPE_Q8_0] = mm_q8_0,
+        [LOOM_TYPE_Q4_K] = mm_q4_K,
+        [LOOM_TYPE_Q5_K] = mm_q5_K,
+        [LOOM_TYPE_Q6_K] = mm_q6_K,
+    },
+};

@@ -1,0 +1,101 @@
+/*
+ * runtime/kernels.h — CPU matrix kernels over quantized weights, with
+ * run-time ISA dispatch.
+ *
+ * Contract: weights are borrowed (typically views into an mmapped GGUF file,
+ * GGML block layouts from quant.h, rows at any alignment) and never copied.
+ * Kernels are single-threaded, allocate nothing and cannot fail: argument
+ * shapes are the caller's contract (k a multiple of the weight type's block
+ * size, buffers large enough); the caller splits rows between threads. Only
+ * loom_isa_set() returns a status.
+ *
+ * ISA levels (each includes the ones before it):
+ *   scalar  plain C, the reference: simple and obviously right;
+ *   avx2    AVX2 + FMA + F16C + BMI2 (and the OS saving YMM state);
+ *   avx512  AVX-512 F/BW/VL/DQ + VNNI (and the OS saving ZMM/opmask state).
+ * The active level is loom_isa_detect() unless the environment variable
+ * LOOM_ISA=scalar|avx2|avx512 asks for a lower one, or loom_isa_set() forced
+ * one. Every level computes the same integer dot products; only the order of
+ * float accumulation differs, so results differ across levels by rounding.
+ *
+ * Activation rows (what loom_act_quantize writes, what loom_matmul reads; one
+ * layout for every ISA):
+ *   F32, F16, BF16 weights — float x[k] (plain copy).
+ *   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights ("q8 32-blocks", nb = k/32):
+ *       int8_t qs[k];    quants, x[j] ~ d[j/32] * qs[j], |qs| <= 127
+ *       float  d[nb];    per-block scale: max|x| / 127
+ *       float  s[nb];    d[b] * sum(qs[32b .. 32b+31]) (the block's sum)
+ *     k + 8*nb bytes; float fields are read unaligned-safely.
+ *   Q4_K, Q5_K, Q6_K weights: k/256 GGML Q8_K blocks (loom_block_q8_K:
+ *       float d; int8_t qs[256]; int16_t bsums[16]), d = max|x| / 127.
+ * Quantization rounds x/d to nearest (ties to even), so each dequantized
+ * activation is within d/2 (plus a few float ulps) of its input.
+ */
+#ifndef LOOM_KERNELS_H
+#define LOOM_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+#include "types.h"
+
+typedef enum { LOOM_ISA_SCALAR, LOOM_ISA_AVX2, LOOM_ISA_AVX512, LOOM_ISA_COUNT } loom_isa;
+
+/* Best level the CPU and OS support (cpuid and XGETBV). */
+loom_isa loom_isa_detect(void);
+
+/* The active level: loom_isa_set()'s choice, else LOOM_ISA from the
+ * environment (clamped to detect(), with one line on stderr if it asked for
+ * more, or named no level), else detect(). Thread-safe. */
+loom_isa loom_isa_get(void);
+
+/* Forces a level for every later kernel call. Returns an error naming the
+ * missing CPU/OS features if `isa` is not supported (the active level is
+ * then unchanged). Not meant to race with kernel calls on other threads. */
+loom_status loom_isa_set(loom_isa isa) LOOM_MUST_USE;
+
+/* "scalar", "avx2", "avx512"; "?" for anything else. */
+const char *loom_isa_name(loom_isa isa);
+
+/* Whether this CPU/OS can run `isa`; when it cannot and `missing` is not
+ * NULL, writes the names of the missing features there (NUL-terminated,
+ * truncated to cap bytes). */
+bool loom_isa_supported(loom_isa isa, char *missing, size_t cap);
+
+/* dst[0..k) = the k elements of a row of type t (k a multiple of its block
+ * size). Bit-equal to GGML's dequantization and to quant.h. Types with no
+ * dequantizer (!loom_type_can_matmul and not Q8_K) leave dst untouched. */
+void loom_dequant_row(loom_type t, const void *src, float *dst, int64_t k);
+
+/* Bytes of one activation row of k elements for weight type wt (layouts
+ * above); 0 if wt cannot matmul or k is not a multiple of its block size. */
+size_t loom_act_row_bytes(loom_type wt, int64_t k);
+
+/* Quantizes the float row x[0..k) into dst (loom_act_row_bytes(wt, k) bytes,
+ * any alignment) for weight type wt. Non-finite inputs give unspecified
+ * (but memory-safe) results. */
+void loom_act_quantize(loom_type wt, const float *x, void *dst, int64_t k);
+
+/* Inverse of loom_act_quantize: dst[0..k) = the values the kernels actually
+ * multiply with (for tests and error bounds). */
+void loom_act_dequantize(loom_type wt, const void *src, float *dst, int64_t k);
+
+/* y[t*ldy + (r - r0)] = sum_j W[r][j] * x_t[j]   for r in [r0, r1), t in [0, n)
+ *   w:  row 0 of W, type wt, k columns; row r starts at w + r*w_stride bytes
+ *       (any alignment);
+ *   xq: n activation rows made by loom_act_quantize(wt, ...), row t at
+ *       xq + t*xq_stride bytes;
+ *   y:  n rows of at least r1-r0 floats, ldy floats apart (ldy >= r1-r0).
+ * n = 1 streams each weight row once (decode); n > 1 reuses every loaded
+ * weight block for several tokens (prefill). Nothing happens if r1 <= r0 or
+ * n <= 0, or if wt cannot matmul. */
+void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_t r0, int64_t r1,
+                 const void *xq, size_t xq_stride, int64_t n, float *y, int64_t ldy);
+
+/* Whether loom_matmul/loom_act_* handle weight type wt: F32, F16, BF16,
+ * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K. */
+bool loom_type_can_matmul(loom_type wt);
+
+#endif
