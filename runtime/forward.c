@@ -64,8 +64,8 @@ static void matmuls(loom_forward *f, const float *x, int n, int n_jobs, const lo
     mm_task t = {.n_jobs = n_jobs, .n = n};
     for (int j = 0; j < n_jobs; j++) {
         int slot = j;
-        for (int i = 0; i < j; i++)
-            if (m[i]->type == m[j]->type) slot = i; /* same activation format: quantize once */
+        for (int i = 0; i < j && slot == j; i++)
+            if (m[i]->type == m[j]->type && m[i]->cols == m[j]->cols) slot = i; /* same activations: quantize once */
         size_t stride = loom_act_row_bytes(m[j]->type, m[j]->cols);
         if (slot == j)
             for (int r = 0; r < n; r++) loom_act_quantize(m[j]->type, x + (size_t)r * m[j]->cols, f->act[j] + r * stride, m[j]->cols);
