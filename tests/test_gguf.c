@@ -949,3 +949,114 @@ Test(gguf, llama_cpp_vocab_files) {
     closedir(d);
     cr_assert_geq(opened, 10, "only %d vocab files in %s: run launch/fetch-model.sh --vocab", opened, dir);
 }
+
+/* ---- the fuzzer's seed corpus ---- */
+
+/* The seeds in tests/fuzz/gguf/ are exactly what these builders write;
+ * `LOOM_REGEN_FUZZ_SEEDS=1 test_gguf --filter 'gguf/fuzz_seeds*'` rewrites them. */
+static loom_gguf_writer *seed_small(void) { return small_writer(); }
+
+static loom_gguf_writer *seed_all_types(void) {
+    loom_gguf_writer *w;
+    OK(loom_gguf_writer_create(&w));
+    build_all_types(w);
+    add_tensors(w);
+    return w;
+}
+
+static loom_gguf_writer *seed_v2_align64(void) {
+    loom_gguf_writer *w;
+    OK(loom_gguf_writer_create(&w));
+    OK(loom_gguf_writer_set_version(w, 2));
+    OK(loom_gguf_writer_set_alignment(w, 64));
+    OK(loom_gguf_writer_add_str(w, "general.architecture", "qwen2"));
+    OK(loom_gguf_writer_add_float(w, "qwen2.rope.freq_base", LOOM_GGUF_F32, 1e6));
+    OK(loom_gguf_writer_add_tensor(w, "blk.0.attn_q.bias", LOOM_TYPE_F32, 1, (int64_t[]){8}, small_w));
+    OK(loom_gguf_writer_add_tensor(w, "blk.0.attn_q.weight", LOOM_TYPE_Q8_0, 2, (int64_t[]){32, 4}, q8_data));
+    return w;
+}
+
+static loom_gguf_writer *seed_vocab(void) {
+    loom_gguf_writer *w;
+    OK(loom_gguf_writer_create(&w));
+    OK(loom_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2"));
+    const char *toks[64], *merges[32];
+    char tok_buf[64][8], merge_buf[32][8];
+    float scores[64];
+    int32_t types[64];
+    for (int i = 0; i < 64; i++) {
+        snprintf(tok_buf[i], sizeof tok_buf[i], "%c%c", 'a' + i % 26, 'a' + i / 26);
+        toks[i] = tok_buf[i];
+        scores[i] = (float)-i;
+        types[i] = i < 3 ? 3 : 1;
+    }
+    for (int i = 0; i < 32; i++) {
+        snprintf(merge_buf[i], sizeof merge_buf[i], "%c %c", 'a' + i % 26, 'b' + i % 20);
+        merges[i] = merge_buf[i];
+    }
+    OK(loom_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", toks, 64));
+    OK(loom_gguf_writer_add_arr(w, "tokenizer.ggml.scores", LOOM_GGUF_F32, scores, 64));
+    OK(loom_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", LOOM_GGUF_I32, types, 64));
+    OK(loom_gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", merges, 32));
+    OK(loom_gguf_writer_add_uint(w, "tokenizer.ggml.bos_token_id", LOOM_GGUF_U32, 1));
+    OK(loom_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", true));
+    return w;
+}
+
+static loom_gguf_writer *seed_quant_types(void) {
+    loom_gguf_writer *w;
+    OK(loom_gguf_writer_create(&w));
+    static const loom_type types[] = {LOOM_TYPE_F16, LOOM_TYPE_BF16, LOOM_TYPE_Q4_0, LOOM_TYPE_Q4_1,
+                                      LOOM_TYPE_Q5_0, LOOM_TYPE_Q5_1, LOOM_TYPE_Q8_0, LOOM_TYPE_Q4_K,
+                                      LOOM_TYPE_Q5_K, LOOM_TYPE_Q6_K};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        const loom_type_traits *tt = loom_type_info(types[i]);
+        char name[32];
+        snprintf(name, sizeof name, "t.%s", tt->name);
+        int64_t ne[2] = {tt->block_size == 1 ? 32 : tt->block_size, 1};
+        OK(loom_gguf_writer_add_tensor(w, name, types[i], 2, ne, NULL));
+    }
+    return w;
+}
+
+static const struct {
+    const char *name;
+    loom_gguf_writer *(*build)(void);
+} seeds[] = {
+    {"small.gguf", seed_small},         {"all_types.gguf", seed_all_types}, {"v2_align64.gguf", seed_v2_align64},
+    {"vocab.gguf", seed_vocab},         {"quant_types.gguf", seed_quant_types},
+};
+
+Test(gguf, fuzz_seeds_are_current) {
+    bool regen = getenv("LOOM_REGEN_FUZZ_SEEDS") != NULL;
+    fill_pattern(q8_data, sizeof q8_data, 1);
+    fill_pattern(f16_data, sizeof f16_data, 2);
+    for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+        loom_gguf_writer *w = seeds[i].build();
+        void *buf;
+        size_t n;
+        OK(loom_gguf_writer_write_memory(w, &buf, &n));
+        loom_gguf_writer_free(w);
+        cr_assert_leq(n, 4096, "seed %s is %zu bytes; the fuzzer runs with -max_len=4096", seeds[i].name, n);
+        loom_gguf *g;
+        OK(loom_gguf_open_memory(buf, n, seeds[i].name, &g));
+        loom_gguf_free(g);
+        char path[1024];
+        snprintf(path, sizeof path, "%s/fuzz/gguf/%s", LOOM_TEST_DATA, seeds[i].name);
+        if (regen) {
+            FILE *f = fopen(path, "wb");
+            cr_assert_not_null(f, "cannot write %s", path);
+            cr_assert_eq(fwrite(buf, 1, n, f), n);
+            cr_assert_eq(fclose(f), 0);
+        }
+        FILE *f = fopen(path, "rb");
+        cr_assert_not_null(f, "%s is missing: run LOOM_REGEN_FUZZ_SEEDS=1 test_gguf", path);
+        uint8_t *disk = malloc(n + 1);
+        size_t got = fread(disk, 1, n + 1, f);
+        fclose(f);
+        cr_assert(got == n && !memcmp(disk, buf, n),
+                  "%s differs from what the writer produces now: run LOOM_REGEN_FUZZ_SEEDS=1 test_gguf", path);
+        free(disk);
+        free(buf);
+    }
+}
