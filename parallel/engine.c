@@ -314,6 +314,7 @@ loom_status loom_engine_run(loom_engine *e, const loom_request *reqs, int n, con
             if (s->t_first == 0) s->t_first = t1;
             s->t_last = t1;
             stats->gen_tokens++;
+            if (!has_prefill) stats->decode_tokens++;
             int req = s->req;
             if (cb && cb->on_token) cb->on_token(cb->user, req, tok);
             const char *reason = NULL;

@@ -65,6 +65,7 @@ typedef struct {
 
 typedef struct {
     int64_t prompt_tokens, gen_tokens;
+    int64_t decode_tokens; /* tokens sampled in pure decode steps */
     double prefill_s;  /* wall time of steps that carried prompt rows */
     double decode_s;   /* wall time of pure decode steps */
     double comm_s;     /* time in collectives */
