@@ -4,4 +4,5 @@
 #define LOOM_COMMANDS_H
 int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 #endif

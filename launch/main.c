@@ -13,6 +13,7 @@ static const struct {
 } commands[] = {
     {"generate", cmd_generate, "generate text from a prompt (or many, one per line)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"synth", cmd_synth, "write a random-weight model (GGUF) for tests and planning"},
 };
 
 static void usage(FILE *f) {
