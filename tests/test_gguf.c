@@ -10,15 +10,18 @@
 #include <criterion/criterion.h>
 
 #include <dirent.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "runtime/gguf.h"
 #include "runtime/gguf_write.h"
+#include "runtime/quant.h"
 
 #define OK(expr)                                                                   \
     do {                                                                           \
@@ -1059,4 +1062,246 @@ Test(gguf, fuzz_seeds_are_current) {
         free(disk);
         free(buf);
     }
+}
+
+/* ---- loom synth (runs the loom executable next to the tests' directory) ---- */
+
+static const char *loom_exe(void) {
+    static char path[4096];
+    char self[4000];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    cr_assert_gt(n, 0);
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    *slash = 0; /* <build>/tests */
+    snprintf(path, sizeof path, "%s/../loom", self);
+    cr_assert_eq(access(path, X_OK), 0, "%s is missing: build the loom target", path);
+    return path;
+}
+
+/* Runs `loom synth <args>`; returns the exit code, output in out. */
+static int run_synth(const char *args, char *out, size_t cap) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "'%s' synth %s 2>&1", loom_exe(), args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void synth_ok(const char *path, const char *args) {
+    char cmd[4096], out[4096];
+    snprintf(cmd, sizeof cmd, "--out '%s' %s", path, args);
+    int rc = run_synth(cmd, out, sizeof out);
+    cr_assert_eq(rc, 0, "loom synth %s failed (%d): %s", cmd, rc, out);
+    cr_assert(strstr(out, path) && strstr(out, "parameters"), "summary line: %s", out);
+}
+
+static uint64_t file_fnv(const char *path) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    uint64_t h = 0xcbf29ce484222325ull;
+    int c;
+    while ((c = getc(f)) != EOF) h = (h ^ (uint8_t)c) * 0x100000001b3ull;
+    fclose(f);
+    return h;
+}
+
+static bool tensor_type_is(const loom_gguf *g, const char *name, loom_type type) {
+    const loom_gguf_tensor *t = loom_gguf_find_tensor(g, name);
+    cr_assert_not_null(t, "tensor %s is missing", name);
+    return t->type == type;
+}
+
+Test(synth, llama_q4_k_m_layout_metadata_and_determinism) {
+    char *a = tmp_path("synth-a"), *b = tmp_path("synth-b");
+    const char *args = "--type Q4_K_M --seed 7 --layers 8 --dim 256 --heads 4 --kv-heads 2 --ffn 512 --vocab 400";
+    synth_ok(a, args);
+    synth_ok(b, args);
+    uint64_t h = file_fnv(a);
+    cr_assert_eq(h, file_fnv(b), "same arguments, different bytes");
+    /* the bytes are fixed across machines and compilers; if synth changes on
+     * purpose, update this constant */
+    cr_assert_eq(h, 0x162d0127abbf8a77ull, "synth output hash is 0x%016llx", (unsigned long long)h);
+
+    loom_gguf *g;
+    OK(loom_gguf_open(a, &g));
+    loom_str s;
+    int64_t v;
+    cr_assert(loom_gguf_get_str(g, "general.architecture", &s) && s.len == 5 && !memcmp(s.ptr, "llama", 5));
+    cr_assert(loom_gguf_get_int(g, "llama.block_count", &v) && v == 8);
+    cr_assert(loom_gguf_get_int(g, "llama.embedding_length", &v) && v == 256);
+    cr_assert(loom_gguf_get_int(g, "llama.feed_forward_length", &v) && v == 512);
+    cr_assert(loom_gguf_get_int(g, "llama.attention.head_count", &v) && v == 4);
+    cr_assert(loom_gguf_get_int(g, "llama.attention.head_count_kv", &v) && v == 2);
+    cr_assert(loom_gguf_get_int(g, "llama.rope.dimension_count", &v) && v == 64);
+    cr_assert(loom_gguf_get_int(g, "llama.context_length", &v) && v == 2048);
+    cr_assert(loom_gguf_get_int(g, "general.file_type", &v) && v == 15);
+    double f;
+    cr_assert(loom_gguf_get_float(g, "llama.rope.freq_base", &f) && f == 10000.0);
+    cr_assert(loom_gguf_get_float(g, "llama.attention.layer_norm_rms_epsilon", &f) && fabs(f - 1e-5) < 1e-9);
+    cr_assert(loom_gguf_get_str(g, "tokenizer.ggml.model", &s) && s.len == 5 && !memcmp(s.ptr, "llama", 5));
+    const loom_gguf_value *toks = loom_gguf_get_arr(g, "tokenizer.ggml.tokens", LOOM_GGUF_STRING);
+    const loom_gguf_value *types = loom_gguf_get_arr(g, "tokenizer.ggml.token_type", LOOM_GGUF_I32);
+    const loom_gguf_value *scores = loom_gguf_get_arr(g, "tokenizer.ggml.scores", LOOM_GGUF_F32);
+    cr_assert(toks && types && scores && toks->v.arr.n == 400 && types->v.arr.n == 400 && scores->v.arr.n == 400);
+    const char *expect[] = {"<unk>", "<s>", "</s>", "<0x00>"};
+    for (int i = 0; i < 4; i++)
+        cr_assert(toks->v.arr.strs[i].len == strlen(expect[i]) && !memcmp(toks->v.arr.strs[i].ptr, expect[i], strlen(expect[i])));
+    cr_assert(toks->v.arr.strs[258].len == 6 && !memcmp(toks->v.arr.strs[258].ptr, "<0xFF>", 6));
+    cr_assert(loom_gguf_arr_int(types, 0) == 2 && loom_gguf_arr_int(types, 1) == 3 && loom_gguf_arr_int(types, 3) == 6 &&
+              loom_gguf_arr_int(types, 258) == 6 && loom_gguf_arr_int(types, 259) == 1);
+    cr_assert(loom_gguf_arr_float(scores, 260) < loom_gguf_arr_float(scores, 259));
+    for (uint64_t i = 1; i < toks->v.arr.n; i++) /* all pieces distinct (spot check against the previous) */
+        cr_assert(toks->v.arr.strs[i].len != toks->v.arr.strs[i - 1].len ||
+                  memcmp(toks->v.arr.strs[i].ptr, toks->v.arr.strs[i - 1].ptr, toks->v.arr.strs[i].len));
+    cr_assert(loom_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &v) && v == 1);
+    cr_assert(loom_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &v) && v == 2);
+
+    cr_assert_eq(loom_gguf_n_tensors(g), 1 + 8 * 9 + 2);
+    const loom_gguf_tensor *t = loom_gguf_find_tensor(g, "blk.5.attn_k.weight");
+    cr_assert(t && t->ne[0] == 256 && t->ne[1] == 128);
+    t = loom_gguf_find_tensor(g, "blk.5.attn_output.weight");
+    cr_assert(t && t->ne[0] == 256 && t->ne[1] == 256);
+    t = loom_gguf_find_tensor(g, "blk.5.ffn_down.weight");
+    cr_assert(t && t->ne[0] == 512 && t->ne[1] == 256);
+    t = loom_gguf_find_tensor(g, "token_embd.weight");
+    cr_assert(t && t->ne[0] == 256 && t->ne[1] == 400 && t->type == LOOM_TYPE_Q4_K);
+    cr_assert(tensor_type_is(g, "output.weight", LOOM_TYPE_Q6_K));
+    cr_assert(tensor_type_is(g, "output_norm.weight", LOOM_TYPE_F32));
+    /* use_more_bits(i, 8): layers 0, 3, 6, 7 */
+    for (int l = 0; l < 8; l++) {
+        char name[64];
+        loom_type want = (l == 0 || l == 3 || l == 6 || l == 7) ? LOOM_TYPE_Q6_K : LOOM_TYPE_Q4_K;
+        snprintf(name, sizeof name, "blk.%d.attn_v.weight", l);
+        cr_assert(tensor_type_is(g, name, want), "%s", name);
+        snprintf(name, sizeof name, "blk.%d.ffn_down.weight", l);
+        cr_assert(tensor_type_is(g, name, want), "%s", name);
+        snprintf(name, sizeof name, "blk.%d.attn_q.weight", l);
+        cr_assert(tensor_type_is(g, name, LOOM_TYPE_Q4_K), "%s", name);
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+        cr_assert(tensor_type_is(g, name, LOOM_TYPE_F32), "%s", name);
+    }
+    loom_gguf_free(g);
+
+    /* another seed: other weights */
+    synth_ok(b, "--type Q4_K_M --seed 8 --layers 8 --dim 256 --heads 4 --kv-heads 2 --ffn 512 --vocab 400");
+    cr_assert_neq(file_fnv(b), h);
+    unlink(a), unlink(b);
+    free(a), free(b);
+}
+
+/* Every weight type: dequantized projections have std ~ 1/sqrt(fan_in) and
+ * mean ~ 0, the embedding std ~ 1, norms are exactly 1. */
+Test(synth, weights_have_the_intended_scale) {
+    const char *types[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
+                           "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M"};
+    char *path = tmp_path("synth-scale");
+    float *y = malloc(256 * sizeof *y);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        char args[256];
+        snprintf(args, sizeof args, "--type %s --layers 2 --dim 512 --heads 8 --kv-heads 4 --ffn 1024 --vocab 1000",
+                 types[ti]);
+        synth_ok(path, args);
+        loom_gguf *g;
+        OK(loom_gguf_open(path, &g));
+        for (int64_t i = 0; i < loom_gguf_n_tensors(g); i++) {
+            const loom_gguf_tensor *t = loom_gguf_tensor_at(g, i);
+            const loom_type_traits *tt = loom_type_info((uint32_t)t->type);
+            double sum = 0, sq = 0;
+            int64_t n = 0;
+            for (size_t off = 0; off < t->nbytes; off += tt->type_size) {
+                int k = loom_dequant_block(t->type, (const uint8_t *)t->data + off, y);
+                cr_assert_gt(k, 0);
+                for (int j = 0; j < k; j++) sum += y[j], sq += (double)y[j] * y[j];
+                n += k;
+            }
+            cr_assert_eq(n, loom_gguf_tensor_nelements(t));
+            double mean = sum / n, sd = sqrt(sq / n - mean * mean);
+            if (strstr(t->name, "norm")) {
+                cr_assert(mean == 1.0 && sd == 0.0, "%s %s: norm weights must be 1", types[ti], t->name);
+                continue;
+            }
+            double want = !strcmp(t->name, "token_embd.weight") ? 1.0 : 1.0 / sqrt((double)t->ne[0]);
+            cr_assert(fabs(sd / want - 1) < 0.03 && fabs(mean) < 0.03 * want,
+                      "%s %s (%s): std %.5f (want %.5f), mean %.5f", types[ti], t->name, tt->name, sd, want, mean);
+        }
+        loom_gguf_free(g);
+    }
+    free(y);
+    unlink(path);
+    free(path);
+}
+
+Test(synth, qwen2_tied_has_biases_and_no_output) {
+    char *path = tmp_path("synth-qwen");
+    synth_ok(path, "--arch qwen2 --tied --type Q8_0 --layers 3 --dim 128 --heads 4 --kv-heads 1 --ffn 256 "
+                   "--vocab 300 --rope-theta 1000000 --ctx 4096");
+    loom_gguf *g;
+    OK(loom_gguf_open(path, &g));
+    int64_t v;
+    double f;
+    cr_assert(loom_gguf_get_int(g, "qwen2.block_count", &v) && v == 3);
+    cr_assert(loom_gguf_get_int(g, "qwen2.context_length", &v) && v == 4096);
+    cr_assert(loom_gguf_get_float(g, "qwen2.rope.freq_base", &f) && f == 1e6);
+    cr_assert_null(loom_gguf_find_tensor(g, "output.weight"));
+    cr_assert_eq(loom_gguf_n_tensors(g), 1 + 3 * 12 + 1);
+    const loom_gguf_tensor *t = loom_gguf_find_tensor(g, "blk.2.attn_k.bias");
+    cr_assert(t && t->type == LOOM_TYPE_F32 && t->n_dims == 1 && t->ne[0] == 32);
+    t = loom_gguf_find_tensor(g, "blk.0.attn_q.bias");
+    cr_assert(t && t->ne[0] == 128);
+    cr_assert(tensor_type_is(g, "token_embd.weight", LOOM_TYPE_Q8_0));
+    loom_gguf_free(g);
+    unlink(path);
+    free(path);
+}
+
+Test(synth, rejects_bad_options_with_clear_messages) {
+    char out[4096];
+    struct {
+        const char *args, *what;
+    } cases[] = {
+        {"--out /tmp/x.gguf --type Q4_K --dim 576 --heads 9 --kv-heads 3 --ffn 1536",
+         "--type Q4_K stores rows in blocks of 256, so --dim must be a multiple of 256 (it is 576)"},
+        {"--out /tmp/x.gguf --type Q4_K_M --dim 512 --heads 8 --ffn 1000", "--ffn must be a multiple of 256"},
+        {"--out /tmp/x.gguf --heads 6 --kv-heads 4 --dim 384", "--kv-heads 4 must divide --heads 6"},
+        {"--out /tmp/x.gguf --type Q3_K", "--type Q3_K: expected one of"},
+        {"--out /tmp/x.gguf --arch gpt2", "--arch gpt2: expected llama or qwen2"},
+        {"--out /tmp/x.gguf --vocab 100", "--vocab 100 is out of range"},
+        {"--out /tmp/x.gguf --arch qwen2 --dim 256 --heads 4 --head-dim 32", "qwen2 needs heads * head_dim"},
+        {"--type F32", "--out PATH is required"},
+        {"--out /nonexistent/dir/x.gguf", "/nonexistent/dir/x.gguf: cannot create"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int rc = run_synth(cases[i].args, out, sizeof out);
+        cr_assert_neq(rc, 0, "loom synth %s succeeded", cases[i].args);
+        cr_assert(strstr(out, cases[i].what), "loom synth %s: '%s' lacks '%s'", cases[i].args, out, cases[i].what);
+    }
+}
+
+/* A 70B-shaped header-only file: full size, a few MiB of disk, readable. */
+Test(synth, header_only_70b) {
+    char *path = tmp_path("synth-70b");
+    synth_ok(path, "--header-only --layers 80 --dim 8192 --heads 64 --kv-heads 8 --ffn 28672 --vocab 128256 "
+                   "--type Q4_K_M --rope-theta 500000");
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0);
+    cr_assert_gt((uint64_t)sb.st_size, 40000000000ull);
+    cr_assert_lt((uint64_t)sb.st_blocks * 512, 16u << 20, "uses %lld bytes of disk", (long long)sb.st_blocks * 512);
+    loom_gguf *g;
+    OK(loom_gguf_open(path, &g));
+    cr_assert_eq(loom_gguf_n_tensors(g), 1 + 80 * 9 + 2);
+    cr_assert_eq(loom_gguf_get_arr(g, "tokenizer.ggml.tokens", LOOM_GGUF_STRING)->v.arr.n, 128256);
+    /* llama.cpp's 70B rule: attn_v outside use_more_bits layers is Q5_K */
+    cr_assert(tensor_type_is(g, "blk.0.attn_v.weight", LOOM_TYPE_Q6_K));
+    cr_assert(tensor_type_is(g, "blk.11.attn_v.weight", LOOM_TYPE_Q5_K));
+    cr_assert(tensor_type_is(g, "blk.11.ffn_down.weight", LOOM_TYPE_Q4_K));
+    cr_assert(tensor_type_is(g, "blk.12.ffn_down.weight", LOOM_TYPE_Q6_K)); /* (12 - 10) % 3 == 2 */
+    const loom_gguf_tensor *t = loom_gguf_find_tensor(g, "output.weight");
+    cr_assert_eq(loom_gguf_data_offset(g) + t->offset + t->nbytes, loom_gguf_file_size(g));
+    loom_gguf_free(g);
+    unlink(path);
+    free(path);
 }
