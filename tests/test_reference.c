@@ -39,7 +39,7 @@ static void run_fixture(loom_type kv_type) {
     o.kv_type = kv_type;
     o.batch_rows = 128; /* the 600-token case is prefilled in chunks */
     loom_engine *e;
-    st = loom_engine_create(g, &o, NULL, NULL, &e);
+    st = loom_engine_create(g, &o, NULL, NULL, NULL, &e);
     cr_assert(!st, "%s", loom_status_message(st));
     int V = loom_engine_model(e)->vocab;
     int total_flips = 0;
