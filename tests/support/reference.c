@@ -2,11 +2,30 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 int loom_test_file_exists(const char *path) { return access(path, R_OK) == 0; }
+
+uint64_t loom_test_fnv1a_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    uint64_t h = 0xCBF29CE484222325ull;
+    unsigned char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        for (size_t i = 0; i < n; i++) h = (h ^ buf[i]) * 0x100000001B3ull;
+    fclose(f);
+    return h;
+}
+
+int loom_test_synth(const char *args, const char *path) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s synth %s --out %s > /dev/null", LOOM_BIN, args, path);
+    return system(cmd);
+}
 
 static int32_t *int_array(json_t *a, int *n) {
     *n = (int)json_array_size(a);
@@ -20,6 +39,10 @@ loom_status loom_ref_load(const char *path, loom_ref *out) {
     json_error_t err;
     json_t *root = json_load_file(path, 0, &err);
     if (!root) return loom_error(LOOM_ERR_IO, "%s:%d: %s", path, err.line, err.text);
+    json_t *sa = json_object_get(root, "synth_args");
+    if (json_is_string(sa)) out->synth_args = strdup(json_string_value(sa));
+    json_t *fnv = json_object_get(root, "fnv1a64");
+    if (json_is_string(fnv)) out->fnv1a64 = strtoull(json_string_value(fnv), NULL, 16);
     json_t *cases = json_object_get(root, "cases");
     out->n = (int)json_array_size(cases);
     out->cases = calloc((size_t)out->n, sizeof *out->cases);
@@ -72,6 +95,7 @@ void loom_ref_free(loom_ref *r) {
         free(c->last_logits);
     }
     free(r->cases);
+    free(r->synth_args);
     memset(r, 0, sizeof *r);
 }
 
@@ -110,6 +134,11 @@ void loom_ref_compare(const loom_ref_case *c, const float *logits, float eps, lo
         ss += d * d;
     }
     rep->last_rms_dev = (float)sqrt(ss / V);
+    double rm = 0, rv = 0;
+    for (int v = 0; v < V; v++) rm += c->last_logits[v];
+    rm /= V;
+    for (int v = 0; v < V; v++) rv += (c->last_logits[v] - rm) * (c->last_logits[v] - rm);
+    rep->last_std = (float)sqrt(rv / V);
     /* max over the reference's 40 largest logits */
     int *idx = malloc(sizeof(int) * 40);
     int nidx = 0;

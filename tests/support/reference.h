@@ -27,6 +27,8 @@ typedef struct {
 typedef struct {
     loom_ref_case *cases;
     int n;
+    char *synth_args;   /* `loom synth` arguments that rebuild the model, or NULL */
+    uint64_t fnv1a64;   /* FNV-1a of the model file */
 } loom_ref;
 
 loom_status loom_ref_load(const char *path, loom_ref *out);
@@ -40,10 +42,17 @@ typedef struct {
     float worst_gap;      /* largest reference top-2 gap at a differing argmax */
     float last_max_dev;   /* last prompt position: max |Δ − mean Δ| over the reference top-40 */
     float last_rms_dev;   /* ... root mean square over the whole vocabulary */
+    float last_std;       /* standard deviation of the reference's last-position logits */
 } loom_ref_report;
 
 /* logits: (n_prompt + n_gen, vocab) computed by loom for c->ids. */
 void loom_ref_compare(const loom_ref_case *c, const float *logits, float eps, loom_ref_report *rep);
+
+/* FNV-1a (64-bit) of a file's bytes; 0 if it cannot be read. */
+uint64_t loom_test_fnv1a_file(const char *path);
+
+/* Runs `loom synth <args> --out <path>`; returns the exit status. */
+int loom_test_synth(const char *args, const char *path);
 
 /* A file the tests need: fails the calling test with `how` when absent. */
 int loom_test_file_exists(const char *path);

@@ -1,0 +1,149 @@
+/*
+ * tests/bench_matmul.c — speed of loom_matmul per weight type and ISA level,
+ * one thread. Not a test and not built by CMake's test glob; build it by hand
+ * against a built loomrt:
+ *
+ *   cc -O2 -I runtime tests/bench_matmul.c build/libloomrt.a -lm -lpthread -o build/bench_matmul
+ *   build/bench_matmul [-t TYPE] [-i ISA] [--rows R] [-k K] [-n N] [--ms MS]
+ *
+ * Prints per (type, ISA): decode (n = 1) weight streaming in GB/s and GMAC
+ * rate, and prefill (n = N, default 128) in GFLOP/s (2 flops per multiply-
+ * add). Default shape 2048 rows x 4096 columns (the weights of one such
+ * matrix are 4.5..32 MiB), timed for about --ms milliseconds each after one
+ * warm-up call. Numbers are noisy on a shared machine: run it idle.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels.h"
+#include "quant.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint32_t urand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 32);
+}
+
+static void fill_weights(loom_type t, uint8_t *w, size_t bytes) {
+    const loom_type_traits *tr = loom_type_info(t);
+    for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)urand();
+    if (t == LOOM_TYPE_F32) {
+        for (size_t i = 0; i + 4 <= bytes; i += 4) {
+            float v = (float)(urand() % 2000) / 1000.0f - 1.0f;
+            memcpy(w + i, &v, 4);
+        }
+        return;
+    }
+    if (t == LOOM_TYPE_F16 || t == LOOM_TYPE_BF16) {
+        for (size_t i = 0; i + 2 <= bytes; i += 2) {
+            float v = (float)(urand() % 2000) / 1000.0f - 1.0f;
+            uint16_t h = t == LOOM_TYPE_F16 ? loom_f32_to_f16(v) : loom_f32_to_bf16(v);
+            memcpy(w + i, &h, 2);
+        }
+        return;
+    }
+    /* finite scales: overwrite the fp16 fields */
+    const uint16_t h = loom_f32_to_f16(0.01f);
+    for (size_t b = 0; b + tr->type_size <= bytes; b += tr->type_size) {
+        if (t == LOOM_TYPE_Q6_K) {
+            memcpy(w + b + 208, &h, 2);
+        } else {
+            memcpy(w + b, &h, 2);
+            if (t == LOOM_TYPE_Q4_1 || t == LOOM_TYPE_Q5_1 || t == LOOM_TYPE_Q4_K || t == LOOM_TYPE_Q5_K)
+                memcpy(w + b + 2, &h, 2);
+        }
+    }
+}
+
+typedef struct {
+    double seconds;
+    long calls;
+} timing;
+
+static timing time_calls(loom_type t, const uint8_t *w, size_t ws, int64_t k, int64_t rows,
+                         const uint8_t *xq, size_t xs, int64_t n, float *y, double budget_s) {
+    loom_matmul(t, w, ws, k, 0, rows, xq, xs, n, y, rows); /* warm-up */
+    timing tm = {0, 0};
+    const double t0 = now_s();
+    do {
+        loom_matmul(t, w, ws, k, 0, rows, xq, xs, n, y, rows);
+        tm.calls++;
+        tm.seconds = now_s() - t0;
+    } while (tm.seconds < budget_s);
+    return tm;
+}
+
+int main(int argc, char **argv) {
+    const char *only_type = NULL, *only_isa = NULL;
+    int64_t rows = 2048, k = 4096, n = 128;
+    double ms = 300;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-t") && i + 1 < argc) only_type = argv[++i];
+        else if (!strcmp(argv[i], "-i") && i + 1 < argc) only_isa = argv[++i];
+        else if (!strcmp(argv[i], "--rows") && i + 1 < argc) rows = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "-k") && i + 1 < argc) k = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--ms") && i + 1 < argc) ms = atof(argv[++i]);
+        else {
+            fprintf(stderr, "usage: %s [-t TYPE] [-i scalar|avx2|avx512] [--rows R] [-k K] [-n N] [--ms MS]\n", argv[0]);
+            return 2;
+        }
+    }
+    const loom_type types[] = {LOOM_TYPE_F32,  LOOM_TYPE_F16,  LOOM_TYPE_BF16, LOOM_TYPE_Q8_0,
+                               LOOM_TYPE_Q4_0, LOOM_TYPE_Q4_1, LOOM_TYPE_Q5_0, LOOM_TYPE_Q5_1,
+                               LOOM_TYPE_Q4_K, LOOM_TYPE_Q5_K, LOOM_TYPE_Q6_K};
+    if (k % 256) {
+        fprintf(stderr, "k must be a multiple of 256\n");
+        return 2;
+    }
+    printf("loom matmul, one thread, %lld rows x %lld columns; detected ISA %s\n", (long long)rows,
+           (long long)k, loom_isa_name(loom_isa_detect()));
+    printf("%-6s %-7s %10s %10s %12s %14s\n", "type", "isa", "MiB", "n=1 GB/s", "n=1 GMAC/s",
+           "n=N GFLOP/s");
+    float *x = malloc((size_t)(n * k) * sizeof(float));
+    for (int64_t i = 0; i < n * k; i++) x[i] = (float)(urand() % 2000) / 1000.0f - 1.0f;
+    float *y = malloc((size_t)(n * rows) * sizeof(float));
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const loom_type t = types[ti];
+        if (only_type && strcmp(only_type, loom_type_name(t)) != 0) continue;
+        const size_t ws = loom_type_row_bytes(t, k), xs = loom_act_row_bytes(t, k);
+        uint8_t *w = malloc(ws * (size_t)rows), *xq = malloc(xs * (size_t)n);
+        fill_weights(t, w, ws * (size_t)rows);
+        for (int64_t i = 0; i < n; i++) loom_act_quantize(t, x + i * k, xq + i * xs, k);
+        for (int isa = 0; isa < LOOM_ISA_COUNT; isa++) {
+            if (only_isa && strcmp(only_isa, loom_isa_name((loom_isa)isa)) != 0) continue;
+            loom_status s = loom_isa_set((loom_isa)isa);
+            if (s) {
+                printf("%-6s %-7s not supported here: %s\n", loom_type_name(t), loom_isa_name((loom_isa)isa),
+                       loom_status_message(s));
+                loom_status_free(s);
+                continue;
+            }
+            const double budget = (isa == 0 ? 0.3 : 1.0) * ms / 1000.0;
+            timing d = time_calls(t, w, ws, k, rows, xq, xs, 1, y, budget);
+            timing p = time_calls(t, w, ws, k, rows, xq, xs, n, y, budget);
+            const double dsec = d.seconds / (double)d.calls, psec = p.seconds / (double)p.calls;
+            printf("%-6s %-7s %10.1f %10.2f %12.2f %14.2f\n", loom_type_name(t),
+                   loom_isa_name((loom_isa)isa), (double)(ws * (size_t)rows) / 1048576.0,
+                   (double)(ws * (size_t)rows) / dsec * 1e-9, (double)rows * (double)k / dsec * 1e-9,
+                   2.0 * (double)rows * (double)k * (double)n / psec * 1e-9);
+            fflush(stdout);
+        }
+        free(w);
+        free(xq);
+    }
+    free(x);
+    free(y);
+    return 0;
+}
