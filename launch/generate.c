@@ -1,9 +1,303 @@
-/* launch/generate.c — `loom generate` (placeholder until the engine lands). */
+/*
+ * launch/generate.c — `loom generate`: text from one prompt, or from many
+ * (one per line of --prompt-file) run concurrently.
+ */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "args.h"
 #include "commands.h"
+#include "engine.h"
+#include "kernels.h"
+#include "launch_util.h"
+#include "threadpool.h"
+#include "tokenizer.h"
+
+typedef struct {
+    const loom_tokenizer *tok;
+    int n;
+    loom_utf8_stream *streams; /* (n) */
+    loom_strbuf *texts;        /* (n) decoded completion of each sequence */
+    bool stream_stdout;        /* print sequence 0 as it is generated */
+    loom_status err;           /* first allocation failure in a callback */
+} gen_out;
+
+static bool is_eog(void *user, int32_t token) { return loom_tokenizer_is_eog(((gen_out *)user)->tok, token); }
+
+static void on_token(void *user, int req, int32_t token) {
+    gen_out *o = user;
+    size_t len;
+    const char *piece = loom_token_piece(o->tok, token, false, &len);
+    size_t before = o->texts[req].len;
+    loom_status st = loom_utf8_stream_push(&o->streams[req], piece, len, &o->texts[req]);
+    if (st && !o->err) o->err = st;
+    else loom_status_free(st);
+    if (o->stream_stdout && o->texts[req].len > before) {
+        fwrite(o->texts[req].data + before, 1, o->texts[req].len - before, stdout);
+        fflush(stdout);
+    }
+}
+
+/* Prompts of a file, one per line; "\n", "\t" and "\\" in a line stand for
+ * a newline, a tab and a backslash. Empty lines are skipped. */
+static loom_status read_prompts(const char *path, char ***out, int *n) {
+    loom_strbuf file = {0};
+    LOOM_TRY(loom_read_file(path, &file));
+    char **v = NULL;
+    int count = 0, cap = 0;
+    char *p = file.data, *end = file.data + file.len;
+    while (p < end) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        char *le = nl ? nl : end;
+        if (le > p && le[-1] == '\r') le--;
+        if (le > p) {
+            char *s = malloc((size_t)(le - p) + 1), *d = s;
+            if (!s) break;
+            for (char *q = p; q < le; q++) {
+                if (*q == '\\' && q + 1 < le && (q[1] == 'n' || q[1] == 't' || q[1] == '\\')) {
+                    *d++ = q[1] == 'n' ? '\n' : q[1] == 't' ? '\t' : '\\';
+                    q++;
+                } else {
+                    *d++ = *q;
+                }
+            }
+            *d = 0;
+            if (count == cap) {
+                cap = cap ? 2 * cap : 16;
+                v = realloc(v, sizeof *v * (size_t)cap);
+            }
+            v[count++] = s;
+        }
+        p = nl ? nl + 1 : end;
+    }
+    loom_strbuf_free(&file);
+    if (count == 0) {
+        free(v);
+        return loom_error(LOOM_ERR_INVALID, "%s: no prompts (one prompt per non-empty line)", path);
+    }
+    *out = v;
+    *n = count;
+    return NULL;
+}
+
+static void print_json(FILE *f, int idx, const char *prompt, const loom_tokens *ids, const loom_result *r,
+                       const loom_strbuf *text, uint64_t seed) {
+    loom_strbuf b = {0};
+    loom_status st = NULL;
+    char num[64];
+#define PUT(s) (st = st ? st : loom_strbuf_append(&b, (s), strlen(s)))
+    snprintf(num, sizeof num, "{\"index\":%d,\"prompt\":", idx);
+    PUT(num);
+    if (!st) st = loom_json_escape(prompt, strlen(prompt), &b);
+    PUT(",\"prompt_tokens\":[");
+    for (size_t i = 0; i < ids->n; i++) {
+        snprintf(num, sizeof num, "%s%d", i ? "," : "", ids->ids[i]);
+        PUT(num);
+    }
+    PUT("],\"tokens\":[");
+    for (int i = 0; i < r->n_tokens; i++) {
+        snprintf(num, sizeof num, "%s%d", i ? "," : "", r->tokens[i]);
+        PUT(num);
+    }
+    PUT("],\"text\":");
+    if (!st) st = loom_json_escape(text->data ? text->data : "", text->len, &b);
+    PUT(",\"stop_reason\":");
+    if (!st) st = loom_json_escape(r->stop_reason, strlen(r->stop_reason), &b);
+    if (r->error) {
+        PUT(",\"error\":");
+        if (!st) st = loom_json_escape(r->error, strlen(r->error), &b);
+    }
+    double gen_tps = r->gen_ms > 0 && r->n_tokens > 1 ? (r->n_tokens - 1) / (r->gen_ms / 1e3) : 0;
+    double pr_tps = r->prompt_ms > 0 ? (double)ids->n / (r->prompt_ms / 1e3) : 0;
+    snprintf(num, sizeof num, ",\"seed\":%llu", (unsigned long long)seed);
+    PUT(num);
+    char tim[256];
+    snprintf(tim, sizeof tim,
+             ",\"timings\":{\"prompt_ms\":%.3f,\"gen_ms\":%.3f,\"prompt_tokens_per_s\":%.2f,\"gen_tokens_per_s\":%.2f}}",
+             r->prompt_ms, r->gen_ms, pr_tps, gen_tps);
+    PUT(tim);
+#undef PUT
+    if (!st) fprintf(f, "%s\n", b.data);
+    else loom_status_free(st);
+    loom_strbuf_free(&b);
+}
+
 int cmd_generate(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "loom generate: not implemented yet\n");
-    return 1;
+    const char *model = NULL, *prompt = NULL, *prompt_file = NULL, *kv_type = "f16", *system = NULL;
+    loom_sampling_params sp = loom_sampling_defaults();
+    int64_t max_tokens = 128, top_k = sp.top_k, seed = -1, threads = loom_cpu_count(), ctx = 4096, seqs = 0,
+            batch = 256;
+    double temp = sp.temperature, top_p = sp.top_p, min_p = sp.min_p, rep = sp.repeat_penalty;
+    bool chat = false, ignore_eos = false, json = false;
+    const loom_arg args[] = {
+        {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required)"},
+        {"--prompt", LOOM_ARG_STR, &prompt, "TEXT", "the prompt"},
+        {"--prompt-file", LOOM_ARG_STR, &prompt_file, "PATH", "prompts, one per line (\\n, \\t, \\\\ escapes); run concurrently"},
+        {"--max-tokens", LOOM_ARG_INT, &max_tokens, "N", "tokens to generate per prompt at most"},
+        {"--temperature", LOOM_ARG_FLOAT, &temp, "T", "sampling temperature; 0 = greedy"},
+        {"--top-k", LOOM_ARG_INT, &top_k, "K", "keep the K most likely tokens; 0 = off"},
+        {"--top-p", LOOM_ARG_FLOAT, &top_p, "P", "keep the smallest set with probability >= P; 1 = off"},
+        {"--min-p", LOOM_ARG_FLOAT, &min_p, "P", "drop tokens less likely than P x the top one; 0 = off"},
+        {"--repeat-penalty", LOOM_ARG_FLOAT, &rep, "R", "penalise tokens of the last 64; 1 = off"},
+        {"--seed", LOOM_ARG_INT, &seed, "S", "sampling seed; -1 = from the clock (printed with --json)"},
+        {"--threads", LOOM_ARG_INT, &threads, "N", "threads per rank (default: the CPUs this process may use)"},
+        {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions per sequence (prompt + generation)"},
+        {"--sequences", LOOM_ARG_INT, &seqs, "N", "sequences running at once (default: all prompts, at most 64)"},
+        {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass at most (prefill chunk)"},
+        {"--kv-type", LOOM_ARG_STR, &kv_type, "f16|f32", "KV cache element type"},
+        {"--chat", LOOM_ARG_FLAG, &chat, NULL, "format the prompt with the model's chat template"},
+        {"--system", LOOM_ARG_STR, &system, "TEXT", "system message for --chat"},
+        {"--ignore-eos", LOOM_ARG_FLAG, &ignore_eos, NULL, "do not stop at end-of-generation tokens"},
+        {"--json", LOOM_ARG_FLAG, &json, NULL, "print one JSON object per sequence instead of text"},
+    };
+    loom_args_result ar = loom_args_parse(
+        "generate --model PATH (--prompt TEXT | --prompt-file PATH) [options]",
+        "Generates text on this machine. The completion streams to stdout; prompt and generation\n"
+        "speeds go to stderr. With --prompt-file every line is a prompt and all run concurrently.",
+        args, (int)(sizeof args / sizeof args[0]), argc, argv);
+    if (ar != LOOM_ARGS_OK) return ar == LOOM_ARGS_HELP ? 0 : 2;
+    if (!model) return loom_usage_error("generate: --model is required");
+    if (!prompt == !prompt_file) return loom_usage_error("generate: give exactly one of --prompt and --prompt-file");
+    if (max_tokens < 0 || max_tokens > (1 << 24)) return loom_usage_error("generate: --max-tokens must be 0..16777216");
+    if (threads < 1 || threads > 1024) return loom_usage_error("generate: --threads must be 1..1024");
+    if (ctx < 1 || ctx > (1 << 24)) return loom_usage_error("generate: --ctx-size must be 1..16777216");
+    if (batch < 1 || batch > 65536) return loom_usage_error("generate: --batch must be 1..65536");
+    if (seqs < 0 || seqs > 4096) return loom_usage_error("generate: --sequences must be 0..4096");
+    if (top_k < 0 || top_k > (1 << 30)) return loom_usage_error("generate: --top-k must be >= 0");
+    loom_type kvt;
+    if (!strcmp(kv_type, "f16")) kvt = LOOM_TYPE_F16;
+    else if (!strcmp(kv_type, "f32")) kvt = LOOM_TYPE_F32;
+    else return loom_usage_error("generate: --kv-type must be f16 or f32");
+    if (seed < 0) seed = (int64_t)(time(NULL) ^ ((uint64_t)getpid() << 16));
+    sp.temperature = (float)temp;
+    sp.top_k = (int32_t)top_k;
+    sp.top_p = (float)top_p;
+    sp.min_p = (float)min_p;
+    sp.repeat_penalty = (float)rep;
+    sp.seed = (uint64_t)seed;
+    loom_status st = loom_sampling_check(&sp);
+    if (st) return loom_fail("generate", st);
+
+    char **prompts = NULL;
+    int n = 1;
+    if (prompt_file) {
+        st = read_prompts(prompt_file, &prompts, &n);
+        if (st) return loom_fail("generate", st);
+    } else {
+        prompts = malloc(sizeof *prompts);
+        prompts[0] = strdup(prompt);
+    }
+
+    int rc = 1;
+    loom_gguf *g = NULL;
+    loom_tokenizer *tok = NULL;
+    loom_engine *e = NULL;
+    loom_request *reqs = calloc((size_t)n, sizeof *reqs);
+    loom_result *res = calloc((size_t)n, sizeof *res);
+    loom_tokens *ids = calloc((size_t)n, sizeof *ids);
+    gen_out out = {0};
+    out.n = n;
+    out.streams = calloc((size_t)n, sizeof *out.streams);
+    out.texts = calloc((size_t)n, sizeof *out.texts);
+    if (!reqs || !res || !ids || !out.streams || !out.texts) {
+        st = loom_error(LOOM_ERR_NOMEM, "out of memory for %d prompts", n);
+        goto done;
+    }
+    st = loom_gguf_open(model, &g);
+    if (!st) st = loom_tokenizer_create(g, &tok);
+    for (int i = 0; i < n && !st; i++) {
+        const char *text = prompts[i];
+        char *formatted = NULL;
+        if (chat) {
+            (void)system;
+            st = loom_error(LOOM_ERR_UNSUPPORTED, "--chat is not available yet");
+            if (st) break;
+            text = formatted;
+        }
+        st = loom_tokenize(tok, text, strlen(text), true, chat, &ids[i]);
+        free(formatted);
+        if (!st && ids[i].n == 0) st = loom_error(LOOM_ERR_INVALID, "prompt %d is empty after tokenization", i);
+        reqs[i] = (loom_request){ids[i].ids, (int)ids[i].n, (int)max_tokens, sp, ignore_eos};
+    }
+    if (st) goto done;
+
+    loom_engine_options eo = loom_engine_defaults();
+    eo.n_threads = (int)threads;
+    eo.ctx_size = (int)ctx;
+    eo.max_seqs = seqs > 0 ? (int)seqs : (n < 64 ? n : 64);
+    eo.kv_type = kvt;
+    eo.batch_rows = (int)batch;
+    loom_progress prog;
+    loom_progress_init(&prog, "loading model");
+    st = loom_engine_create(g, &eo, NULL, loom_progress_update, &prog, &e);
+    loom_progress_done(&prog);
+    if (st) goto done;
+
+    const loom_model_config *mc = loom_engine_model(e);
+    loom_print_config(stderr, model, mc, &eo, tok);
+
+    out.tok = tok;
+    out.stream_stdout = !json && n == 1;
+    if (out.stream_stdout) {
+        fputs(prompts[0], stdout);
+        fflush(stdout);
+    }
+    loom_callbacks cb = {on_token, is_eog, &out};
+    loom_run_stats stats;
+    st = loom_engine_run(e, reqs, n, &cb, res, &stats);
+    if (!st) st = out.err;
+    out.err = NULL;
+    if (st) goto done;
+    for (int i = 0; i < n; i++) {
+        loom_status fs = loom_utf8_stream_flush(&out.streams[i], &out.texts[i]);
+        if (fs) {
+            st = fs;
+            goto done;
+        }
+    }
+    if (out.stream_stdout) {
+        fputs("\n", stdout);
+    }
+    rc = 0;
+    for (int i = 0; i < n; i++) {
+        if (json) {
+            print_json(stdout, i, prompts[i], &ids[i], &res[i], &out.texts[i], sp.seed);
+        } else if (!out.stream_stdout) {
+            printf("[%d] %s%s\n", i, prompts[i], out.texts[i].data ? out.texts[i].data : "");
+        }
+        if (res[i].error) {
+            fprintf(stderr, "loom generate: prompt %d: %s\n", i, res[i].error);
+            rc = 1;
+        }
+    }
+    fflush(stdout);
+    double pps = stats.prefill_s > 0 ? stats.prompt_tokens / stats.prefill_s : 0;
+    double gps = stats.decode_s > 0 ? stats.decode_tokens / stats.decode_s : 0;
+    fprintf(stderr,
+            "\nprompt:     %6lld tokens in %8.3f s  %9.2f tokens/s\n"
+            "generation: %6lld tokens in %8.3f s  %9.2f tokens/s   (%s, %d sequence%s)\n",
+            (long long)stats.prompt_tokens, stats.prefill_s, pps, (long long)stats.decode_tokens, stats.decode_s, gps,
+            n == 1 ? res[0].stop_reason : "done", n, n == 1 ? "" : "s");
+
+done:
+    if (st) rc = loom_fail("generate", st);
+    for (int i = 0; i < n; i++) {
+        if (res) loom_result_free(&res[i]);
+        if (ids) loom_tokens_free(&ids[i]);
+        if (out.texts) loom_strbuf_free(&out.texts[i]);
+        free(prompts[i]);
+    }
+    free(prompts);
+    free(reqs);
+    free(res);
+    free(ids);
+    free(out.streams);
+    free(out.texts);
+    loom_engine_free(e);
+    loom_tokenizer_free(tok);
+    loom_gguf_free(g);
+    return rc;
 }

@@ -1,0 +1,41 @@
+/*
+ * launch/launch_util.h — what the subcommands share: error exits, reading a
+ * file, a load progress bar, the configuration table.
+ */
+#ifndef LOOM_LAUNCH_UTIL_H
+#define LOOM_LAUNCH_UTIL_H
+
+#include <stdio.h>
+
+#include "engine.h"
+#include "status.h"
+#include "tokenizer.h"
+#include "utf8.h"
+
+/* Prints "loom: <msg>" and returns 2 (usage error). */
+int loom_usage_error(const char *msg);
+/* Prints "loom <cmd>: <status message>", frees st, returns 1. */
+int loom_fail(const char *cmd, loom_status st);
+
+/* Reads a whole file (NUL-terminated in out->data). */
+loom_status loom_read_file(const char *path, loom_strbuf *out) LOOM_MUST_USE;
+
+/* A progress bar on stderr that appears only when the work takes longer
+ * than a moment (0.3 s) and stderr is a terminal. */
+typedef struct {
+    const char *what;
+    double t0;
+    int shown;
+    int last_pct;
+} loom_progress;
+void loom_progress_init(loom_progress *p, const char *what);
+void loom_progress_update(void *p, double frac); /* loom_engine_create's callback */
+void loom_progress_done(loom_progress *p);
+
+/* The run's configuration as an aligned table (rank 0 only). */
+void loom_print_config(FILE *f, const char *model_path, const loom_model_config *mc, const loom_engine_options *eo,
+                       const loom_tokenizer *tok);
+
+double loom_now_s(void);
+
+#endif

@@ -1,0 +1,89 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernels.h"
+#include "launch_util.h"
+
+double loom_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int loom_usage_error(const char *msg) {
+    fprintf(stderr, "loom: %s (see --help)\n", msg);
+    return 2;
+}
+
+int loom_fail(const char *cmd, loom_status st) {
+    fprintf(stderr, "loom %s: %s\n", cmd, loom_status_message(st));
+    loom_status_free(st);
+    return 1;
+}
+
+loom_status loom_read_file(const char *path, loom_strbuf *out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return loom_error(LOOM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    char buf[1 << 16];
+    size_t n;
+    loom_status st = NULL;
+    while (!st && (n = fread(buf, 1, sizeof buf, f)) > 0) st = loom_strbuf_append(out, buf, n);
+    if (!st && ferror(f)) st = loom_error(LOOM_ERR_IO, "cannot read %s", path);
+    if (!st && !out->data) st = loom_strbuf_append(out, "", 0);
+    fclose(f);
+    return st;
+}
+
+void loom_progress_init(loom_progress *p, const char *what) {
+    p->what = what;
+    p->t0 = loom_now_s();
+    p->shown = 0;
+    p->last_pct = -1;
+}
+
+void loom_progress_update(void *vp, double frac) {
+    loom_progress *p = vp;
+    if (!isatty(2) || loom_now_s() - p->t0 < 0.3) return;
+    int pct = (int)(frac * 100 + 0.5);
+    if (pct == p->last_pct) return;
+    p->last_pct = pct;
+    p->shown = 1;
+    char bar[41];
+    int fill = pct * 40 / 100;
+    for (int i = 0; i < 40; i++) bar[i] = i < fill ? '#' : ' ';
+    bar[40] = 0;
+    fprintf(stderr, "\r%s [%s] %3d%%", p->what, bar, pct);
+    fflush(stderr);
+}
+
+void loom_progress_done(loom_progress *p) {
+    if (p->shown) fprintf(stderr, "\n");
+}
+
+void loom_print_config(FILE *f, const char *model_path, const loom_model_config *mc, const loom_engine_options *eo,
+                       const loom_tokenizer *tok) {
+    const char *base = strrchr(model_path, '/');
+    base = base ? base + 1 : model_path;
+    fprintf(f, "+------------------+------------------------------------------+\n");
+#define ROW(k, fmt, ...) fprintf(f, "| %-16s | " fmt "\n", k, __VA_ARGS__)
+    ROW("model", "%-40s |", base);
+    ROW("architecture", "%-40s |", mc->arch_name);
+    char buf[64];
+    snprintf(buf, sizeof buf, "%d layers, width %d, ffn %d", mc->n_layers, mc->dim, mc->ffn);
+    ROW("shape", "%-40s |", buf);
+    snprintf(buf, sizeof buf, "%d query / %d KV, head size %d", mc->n_heads, mc->n_kv_heads, mc->head_dim);
+    ROW("heads", "%-40s |", buf);
+    snprintf(buf, sizeof buf, "%d (%s, pre %s)", mc->vocab, tok ? loom_tokenizer_model(tok) : "?",
+             tok ? loom_tokenizer_pre(tok) : "?");
+    ROW("vocabulary", "%-40s |", buf);
+    snprintf(buf, sizeof buf, "%d positions x %d sequences, %s", eo->ctx_size, eo->max_seqs,
+             eo->kv_type == LOOM_TYPE_F32 ? "f32" : "f16");
+    ROW("kv cache", "%-40s |", buf);
+    snprintf(buf, sizeof buf, "%d threads, %s kernels", eo->n_threads, loom_isa_name(loom_isa_get()));
+    ROW("compute", "%-40s |", buf);
+#undef ROW
+    fprintf(f, "+------------------+------------------------------------------+\n");
+}
