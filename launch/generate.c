@@ -10,6 +10,8 @@
 
 #include "args.h"
 #include "commands.h"
+#include "cluster.h"
+#include "comm_mpi.h"
 #include "engine.h"
 #include "kernels.h"
 #include "launch_util.h"
@@ -125,15 +127,95 @@ static void print_json(FILE *f, int idx, const char *prompt, const loom_tokens *
     loom_strbuf_free(&b);
 }
 
+/* Everything rank 0 does once the engine exists: tokenize, run, print. */
+static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *model, char **prompts, int n, bool chat,
+                              const char *system, int max_tokens, loom_sampling_params sp, bool ignore_eos, bool json,
+                              int *rc) {
+    loom_tokenizer *tok = NULL;
+    loom_request *reqs = calloc((size_t)n, sizeof *reqs);
+    loom_result *res = calloc((size_t)n, sizeof *res);
+    loom_tokens *ids = calloc((size_t)n, sizeof *ids);
+    gen_out out = {0};
+    out.n = n;
+    out.streams = calloc((size_t)n, sizeof *out.streams);
+    out.texts = calloc((size_t)n, sizeof *out.texts);
+    loom_status st = NULL;
+    if (!reqs || !res || !ids || !out.streams || !out.texts) st = loom_error(LOOM_ERR_NOMEM, "out of memory for %d prompts", n);
+    if (!st) st = loom_tokenizer_create(g, &tok);
+    for (int i = 0; i < n && !st; i++) {
+        const char *text = prompts[i];
+        char *formatted = NULL;
+        if (chat) {
+            (void)system;
+            st = loom_error(LOOM_ERR_UNSUPPORTED, "--chat is not available yet");
+            break;
+        }
+        st = loom_tokenize(tok, text, strlen(text), true, chat, &ids[i]);
+        free(formatted);
+        if (!st && ids[i].n == 0) st = loom_error(LOOM_ERR_INVALID, "prompt %d is empty after tokenization", i);
+        reqs[i] = (loom_request){ids[i].ids, (int)ids[i].n, max_tokens, sp, ignore_eos};
+    }
+    loom_run_stats stats;
+    if (!st) {
+        loom_print_config(stderr, model, loom_engine_model(e), loom_engine_options_of(e), tok);
+        out.tok = tok;
+        out.stream_stdout = !json && n == 1;
+        if (out.stream_stdout) {
+            fputs(prompts[0], stdout);
+            fflush(stdout);
+        }
+        loom_callbacks cb = {on_token, is_eog, &out};
+        st = loom_engine_run(e, reqs, n, &cb, res, &stats);
+        if (!st) st = out.err;
+        out.err = NULL;
+    }
+    for (int i = 0; i < n && !st; i++) st = loom_utf8_stream_flush(&out.streams[i], &out.texts[i]);
+    if (!st) {
+        if (out.stream_stdout) fputs("\n", stdout);
+        *rc = 0;
+        for (int i = 0; i < n; i++) {
+            if (json) print_json(stdout, i, prompts[i], &ids[i], &res[i], &out.texts[i], sp.seed);
+            else if (!out.stream_stdout) printf("[%d] %s%s\n", i, prompts[i], out.texts[i].data ? out.texts[i].data : "");
+            if (res[i].error) {
+                fprintf(stderr, "loom generate: prompt %d: %s\n", i, res[i].error);
+                *rc = 1;
+            }
+        }
+        fflush(stdout);
+        double pps = stats.prefill_s > 0 ? stats.prompt_tokens / stats.prefill_s : 0;
+        double gps = stats.decode_s > 0 ? stats.decode_tokens / stats.decode_s : 0;
+        fprintf(stderr,
+                "\nprompt:     %6lld tokens in %8.3f s  %9.2f tokens/s\n"
+                "generation: %6lld tokens in %8.3f s  %9.2f tokens/s   (%s, %d sequence%s)\n",
+                (long long)stats.prompt_tokens, stats.prefill_s, pps, (long long)stats.decode_tokens, stats.decode_s,
+                gps, n == 1 ? res[0].stop_reason : "done", n, n == 1 ? "" : "s");
+        if (loom_engine_options_of(e) && (stats.comm_s > 0 || stats.transfer_s > 0))
+            fprintf(stderr, "rank 0 communication: %.3f s in TP collectives, %.3f s in stage transfers\n", stats.comm_s,
+                    stats.transfer_s);
+    }
+    for (int i = 0; i < n; i++) {
+        if (res) loom_result_free(&res[i]);
+        if (ids) loom_tokens_free(&ids[i]);
+        if (out.texts) loom_strbuf_free(&out.texts[i]);
+    }
+    free(reqs);
+    free(res);
+    free(ids);
+    free(out.streams);
+    free(out.texts);
+    loom_tokenizer_free(tok);
+    return st;
+}
+
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *prompt_file = NULL, *kv_type = "f16", *system = NULL;
     loom_sampling_params sp = loom_sampling_defaults();
     int64_t max_tokens = 128, top_k = sp.top_k, seed = -1, threads = loom_cpu_count(), ctx = 4096, seqs = 0,
-            batch = 256;
-    double temp = sp.temperature, top_p = sp.top_p, min_p = sp.min_p, rep = sp.repeat_penalty;
+            batch = 256, tp = 1, pp = 1;
+    double temp = sp.temperature, top_p = sp.top_p, min_p = sp.min_p, rep = sp.repeat_penalty, watchdog = 30;
     bool chat = false, ignore_eos = false, json = false;
     const loom_arg args[] = {
-        {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required)"},
+        {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
         {"--prompt", LOOM_ARG_STR, &prompt, "TEXT", "the prompt"},
         {"--prompt-file", LOOM_ARG_STR, &prompt_file, "PATH", "prompts, one per line (\\n, \\t, \\\\ escapes); run concurrently"},
         {"--max-tokens", LOOM_ARG_INT, &max_tokens, "N", "tokens to generate per prompt at most"},
@@ -148,6 +230,9 @@ int cmd_generate(int argc, char **argv) {
         {"--sequences", LOOM_ARG_INT, &seqs, "N", "sequences running at once (default: all prompts, at most 64)"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass at most (prefill chunk)"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "f16|f32", "KV cache element type"},
+        {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
+        {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
+        {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
         {"--chat", LOOM_ARG_FLAG, &chat, NULL, "format the prompt with the model's chat template"},
         {"--system", LOOM_ARG_STR, &system, "TEXT", "system message for --chat"},
         {"--ignore-eos", LOOM_ARG_FLAG, &ignore_eos, NULL, "do not stop at end-of-generation tokens"},
@@ -155,8 +240,9 @@ int cmd_generate(int argc, char **argv) {
     };
     loom_args_result ar = loom_args_parse(
         "generate --model PATH (--prompt TEXT | --prompt-file PATH) [options]",
-        "Generates text on this machine. The completion streams to stdout; prompt and generation\n"
-        "speeds go to stderr. With --prompt-file every line is a prompt and all run concurrently.",
+        "Generates text. The completion streams to stdout; prompt and generation speeds go to\n"
+        "stderr. With --prompt-file every line is a prompt and all run concurrently. Under\n"
+        "mpirun -np N, --tp T --pp P (T x P = N) split the model across the ranks.",
         args, (int)(sizeof args / sizeof args[0]), argc, argv);
     if (ar != LOOM_ARGS_OK) return ar == LOOM_ARGS_HELP ? 0 : 2;
     if (!model) return loom_usage_error("generate: --model is required");
@@ -167,6 +253,8 @@ int cmd_generate(int argc, char **argv) {
     if (batch < 1 || batch > 65536) return loom_usage_error("generate: --batch must be 1..65536");
     if (seqs < 0 || seqs > 4096) return loom_usage_error("generate: --sequences must be 0..4096");
     if (top_k < 0 || top_k > (1 << 30)) return loom_usage_error("generate: --top-k must be >= 0");
+    if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("generate: --tp and --pp must be >= 1");
+    if (watchdog < 0) return loom_usage_error("generate: --watchdog-timeout must be >= 0");
     loom_type kvt;
     if (!strcmp(kv_type, "f16")) kvt = LOOM_TYPE_F16;
     else if (!strcmp(kv_type, "f32")) kvt = LOOM_TYPE_F32;
@@ -181,123 +269,108 @@ int cmd_generate(int argc, char **argv) {
     loom_status st = loom_sampling_check(&sp);
     if (st) return loom_fail("generate", st);
 
+    /* MPI only when launched by mpirun or asked to split the model */
+    bool mpi = tp * pp > 1 || getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE");
+    int world_rank = 0, world_size = 1;
+    if (mpi) {
+        st = loom_mpi_init(NULL, NULL);
+        if (st) return loom_fail("generate", st);
+        MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+        if (world_size == 1 && tp * pp > 1) {
+            loom_mpi_finalize();
+            fprintf(stderr, "loom generate: --tp %lld --pp %lld needs %lld ranks: run it under mpirun -np %lld\n",
+                    (long long)tp, (long long)pp, (long long)(tp * pp), (long long)(tp * pp));
+            return 2;
+        }
+    }
+
+    /* rank 0 reads the prompts before any model work */
     char **prompts = NULL;
     int n = 1;
-    if (prompt_file) {
-        st = read_prompts(prompt_file, &prompts, &n);
-        if (st) return loom_fail("generate", st);
-    } else {
-        prompts = malloc(sizeof *prompts);
-        prompts[0] = strdup(prompt);
+    if (world_rank == 0) {
+        if (prompt_file) {
+            st = read_prompts(prompt_file, &prompts, &n);
+        } else {
+            prompts = malloc(sizeof *prompts);
+            prompts[0] = prompt ? strdup(prompt) : NULL;
+            if (!prompts[0]) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
+        }
+    }
+    if (mpi) { /* every rank stops together on a bad prompt file */
+        int bad = st != NULL, any = 0;
+        MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        if (any) {
+            int rc = st ? loom_fail("generate", st) : 1;
+            loom_mpi_finalize();
+            return rc;
+        }
+    } else if (st) {
+        return loom_fail("generate", st);
     }
 
     int rc = 1;
     loom_gguf *g = NULL;
-    loom_tokenizer *tok = NULL;
+    loom_cluster *cluster = NULL;
     loom_engine *e = NULL;
-    loom_request *reqs = calloc((size_t)n, sizeof *reqs);
-    loom_result *res = calloc((size_t)n, sizeof *res);
-    loom_tokens *ids = calloc((size_t)n, sizeof *ids);
-    gen_out out = {0};
-    out.n = n;
-    out.streams = calloc((size_t)n, sizeof *out.streams);
-    out.texts = calloc((size_t)n, sizeof *out.texts);
-    if (!reqs || !res || !ids || !out.streams || !out.texts) {
-        st = loom_error(LOOM_ERR_NOMEM, "out of memory for %d prompts", n);
-        goto done;
-    }
-    st = loom_gguf_open(model, &g);
-    if (!st) st = loom_tokenizer_create(g, &tok);
-    for (int i = 0; i < n && !st; i++) {
-        const char *text = prompts[i];
-        char *formatted = NULL;
-        if (chat) {
-            (void)system;
-            st = loom_error(LOOM_ERR_UNSUPPORTED, "--chat is not available yet");
-            if (st) break;
-            text = formatted;
-        }
-        st = loom_tokenize(tok, text, strlen(text), true, chat, &ids[i]);
-        free(formatted);
-        if (!st && ids[i].n == 0) st = loom_error(LOOM_ERR_INVALID, "prompt %d is empty after tokenization", i);
-        reqs[i] = (loom_request){ids[i].ids, (int)ids[i].n, (int)max_tokens, sp, ignore_eos};
-    }
-    if (st) goto done;
-
     loom_engine_options eo = loom_engine_defaults();
     eo.n_threads = (int)threads;
     eo.ctx_size = (int)ctx;
     eo.max_seqs = seqs > 0 ? (int)seqs : (n < 64 ? n : 64);
     eo.kv_type = kvt;
     eo.batch_rows = (int)batch;
-    loom_progress prog;
-    loom_progress_init(&prog, "loading model");
-    st = loom_engine_create(g, &eo, NULL, loom_progress_update, &prog, &e);
-    loom_progress_done(&prog);
-    if (st) goto done;
+    if (mpi) MPI_Bcast(&eo.max_seqs, 1, MPI_INT, 0, MPI_COMM_WORLD); /* derived from rank 0's prompts */
 
-    const loom_model_config *mc = loom_engine_model(e);
-    loom_print_config(stderr, model, mc, &eo, tok);
-
-    out.tok = tok;
-    out.stream_stdout = !json && n == 1;
-    if (out.stream_stdout) {
-        fputs(prompts[0], stdout);
-        fflush(stdout);
-    }
-    loom_callbacks cb = {on_token, is_eog, &out};
-    loom_run_stats stats;
-    st = loom_engine_run(e, reqs, n, &cb, res, &stats);
-    if (!st) st = out.err;
-    out.err = NULL;
-    if (st) goto done;
-    for (int i = 0; i < n; i++) {
-        loom_status fs = loom_utf8_stream_flush(&out.streams[i], &out.texts[i]);
-        if (fs) {
-            st = fs;
-            goto done;
+    st = loom_gguf_open(model, &g);
+    if (mpi) {
+        /* every rank must be able to open its file before anyone plans */
+        int bad = st != NULL, any = 0;
+        MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        if (any && !st) st = loom_error(LOOM_ERR_IO, "another rank could not open its model file (see its message)");
+        if (!st) {
+            loom_plan_request req = loom_plan_request_defaults((int)tp, (int)pp);
+            req.world = world_size;
+            req.ctx_size = eo.ctx_size;
+            req.max_seqs = eo.max_seqs;
+            req.block_tokens = eo.block_tokens;
+            req.kv_type = eo.kv_type;
+            req.batch_rows = eo.batch_rows;
+            st = loom_cluster_create(g, &req, watchdog, &cluster);
         }
     }
-    if (out.stream_stdout) {
-        fputs("\n", stdout);
-    }
-    rc = 0;
-    for (int i = 0; i < n; i++) {
-        if (json) {
-            print_json(stdout, i, prompts[i], &ids[i], &res[i], &out.texts[i], sp.seed);
-        } else if (!out.stream_stdout) {
-            printf("[%d] %s%s\n", i, prompts[i], out.texts[i].data ? out.texts[i].data : "");
+    if (!st) {
+        loom_progress prog;
+        loom_progress_init(&prog, "loading model");
+        st = loom_engine_create(g, &eo, cluster ? loom_cluster_topology(cluster) : NULL,
+                                world_rank == 0 ? loom_progress_update : NULL, &prog, &e);
+        loom_progress_done(&prog);
+        if (cluster) {
+            /* from here on a failure anywhere must not leave ranks waiting */
+            if (st) {
+                fprintf(stderr, "loom generate: %s\n", loom_status_message(st));
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+            if (world_rank == 0) loom_plan_print(loom_cluster_plan(cluster), stderr, false);
         }
-        if (res[i].error) {
-            fprintf(stderr, "loom generate: prompt %d: %s\n", i, res[i].error);
-            rc = 1;
-        }
     }
-    fflush(stdout);
-    double pps = stats.prefill_s > 0 ? stats.prompt_tokens / stats.prefill_s : 0;
-    double gps = stats.decode_s > 0 ? stats.decode_tokens / stats.decode_s : 0;
-    fprintf(stderr,
-            "\nprompt:     %6lld tokens in %8.3f s  %9.2f tokens/s\n"
-            "generation: %6lld tokens in %8.3f s  %9.2f tokens/s   (%s, %d sequence%s)\n",
-            (long long)stats.prompt_tokens, stats.prefill_s, pps, (long long)stats.decode_tokens, stats.decode_s, gps,
-            n == 1 ? res[0].stop_reason : "done", n, n == 1 ? "" : "s");
-
-done:
+    if (!st) {
+        if (world_rank == 0)
+            st = coordinate(e, g, model, prompts, n, chat, system, (int)max_tokens, sp, ignore_eos, json, &rc);
+        else
+            st = loom_engine_work(e);
+        if (st && cluster) {
+            fprintf(stderr, "loom generate: %s\n", loom_status_message(st));
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        if (!st && world_rank == 0) st = loom_engine_shutdown(e);
+        if (world_rank != 0 && !st) rc = 0;
+    }
     if (st) rc = loom_fail("generate", st);
-    for (int i = 0; i < n; i++) {
-        if (res) loom_result_free(&res[i]);
-        if (ids) loom_tokens_free(&ids[i]);
-        if (out.texts) loom_strbuf_free(&out.texts[i]);
-        free(prompts[i]);
-    }
+    for (int i = 0; prompts && i < n; i++) free(prompts[i]);
     free(prompts);
-    free(reqs);
-    free(res);
-    free(ids);
-    free(out.streams);
-    free(out.texts);
     loom_engine_free(e);
-    loom_tokenizer_free(tok);
+    loom_cluster_free(cluster);
     loom_gguf_free(g);
+    if (mpi) loom_mpi_finalize();
     return rc;
 }

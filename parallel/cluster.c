@@ -1,0 +1,208 @@
+#include "cluster.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "comm_mpi.h"
+#include "watchdog.h"
+
+struct loom_cluster {
+    loom_comm *world;
+    loom_comm *tp;
+    loom_plan *plan;
+    loom_topology topo;
+    char **hosts;        /* (world) */
+    loom_watchdog *wd;
+};
+
+int64_t loom_pss_bytes(void) {
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    if (!f) return -1;
+    char line[256];
+    int64_t kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "Pss:", 4)) {
+            kb = strtoll(line + 4, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
+/* Every rank learns whether any rank failed; returns the lowest failing
+ * rank or -1. */
+static int agree(loom_comm *world, loom_status st) {
+    int32_t mine = st ? world->rank : INT32_MAX, first = mine;
+    MPI_Allreduce(&mine, &first, 1, MPI_INT32_T, MPI_MIN, loom_comm_mpi_handle(world));
+    return first == INT32_MAX ? -1 : first;
+}
+
+/* On failure somewhere, every rank returns an error: its own, or one that
+ * points at the failing rank. */
+static loom_status settle(loom_comm *world, loom_status st, const char *what) {
+    int bad = agree(world, st);
+    if (bad < 0) return NULL;
+    if (st) return st;
+    return loom_error(LOOM_ERR_PLAN, "%s failed on rank %d (see its message)", what, bad);
+}
+
+static loom_status check_models(loom_cluster *c, const loom_gguf *g) {
+    int n = c->world->size;
+    uint64_t mine = loom_gguf_header_hash(g), *all = malloc(sizeof(uint64_t) * (size_t)n);
+    if (!all) return loom_error(LOOM_ERR_NOMEM, "out of memory checking model files");
+    MPI_Allgather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, loom_comm_mpi_handle(c->world));
+    loom_status st = NULL;
+    for (int r = 1; r < n && !st; r++)
+        if (all[r] != all[0])
+            st = loom_error(LOOM_ERR_INVALID,
+                            "rank %d (host %s) has a different model file than rank 0 (host %s): header and tensor "
+                            "index hashes %016llx and %016llx; every rank must load the same GGUF",
+                            r, c->hosts[r], c->hosts[0], (unsigned long long)all[r], (unsigned long long)all[0]);
+    free(all);
+    return st;
+}
+
+static loom_status gather_hosts(loom_cluster *c) {
+    int n = c->world->size;
+    char mine[LOOM_PLAN_HOST_MAX] = {0};
+    int len = 0;
+    char name[MPI_MAX_PROCESSOR_NAME];
+    MPI_Get_processor_name(name, &len);
+    snprintf(mine, sizeof mine, "%s", name);
+    char *all = malloc((size_t)n * LOOM_PLAN_HOST_MAX);
+    c->hosts = calloc((size_t)n, sizeof *c->hosts);
+    if (!all || !c->hosts) {
+        free(all);
+        return loom_error(LOOM_ERR_NOMEM, "out of memory gathering host names");
+    }
+    MPI_Allgather(mine, LOOM_PLAN_HOST_MAX, MPI_CHAR, all, LOOM_PLAN_HOST_MAX, MPI_CHAR,
+                  loom_comm_mpi_handle(c->world));
+    for (int r = 0; r < n; r++) {
+        all[(size_t)r * LOOM_PLAN_HOST_MAX + LOOM_PLAN_HOST_MAX - 1] = 0;
+        c->hosts[r] = strdup(all + (size_t)r * LOOM_PLAN_HOST_MAX);
+    }
+    free(all);
+    return NULL;
+}
+
+/* Rank 0 plans and broadcasts; every rank decodes and validates. */
+static loom_status share_plan(loom_cluster *c, const loom_gguf *g, const loom_plan_request *req) {
+    loom_model_config cfg;
+    loom_plan_model pm = {0};
+    loom_status st = loom_model_config_read(g, &cfg);
+    if (!st) st = loom_plan_model_read(g, &cfg, &pm);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (c->world->rank == 0 && !st) {
+        loom_plan *p = NULL;
+        st = loom_plan_make(&pm, req, (const char *const *)c->hosts, &p);
+        if (!st) st = loom_plan_encode(p, &buf, &len);
+        loom_plan_free(p);
+    }
+    /* a failed plan on rank 0 is announced as a negative size, its message follows */
+    int64_t size = st ? -1 : (int64_t)len;
+    MPI_Comm w = loom_comm_mpi_handle(c->world);
+    if (c->world->rank == 0) {
+        MPI_Bcast(&size, 1, MPI_INT64_T, 0, w);
+        if (st) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", loom_status_message(st));
+            MPI_Bcast(msg, sizeof msg, MPI_CHAR, 0, w);
+        } else {
+            MPI_Bcast(buf, (int)len, MPI_UINT8_T, 0, w);
+        }
+    } else {
+        MPI_Bcast(&size, 1, MPI_INT64_T, 0, w);
+        if (size < 0) {
+            char msg[1024];
+            MPI_Bcast(msg, sizeof msg, MPI_CHAR, 0, w);
+            msg[sizeof msg - 1] = 0;
+            loom_status_free(st);
+            st = loom_error(LOOM_ERR_PLAN, "the coordinator could not plan: %s", msg);
+        } else {
+            buf = malloc((size_t)size + 1);
+            if (!buf) {
+                /* still take part in the broadcast */
+                uint8_t *sink = malloc((size_t)size + 1);
+                MPI_Bcast(sink, (int)size, MPI_UINT8_T, 0, w);
+                free(sink);
+                if (!st) st = loom_error(LOOM_ERR_NOMEM, "out of memory receiving the plan");
+            } else {
+                MPI_Bcast(buf, (int)size, MPI_UINT8_T, 0, w);
+                len = (size_t)size;
+            }
+        }
+    }
+    if (!st) st = loom_plan_decode(buf, len, &pm, &c->plan);
+    free(buf);
+    loom_plan_model_free(&pm);
+    return st;
+}
+
+loom_status loom_cluster_create(const loom_gguf *g, const loom_plan_request *req, double watchdog_timeout_s,
+                                loom_cluster **out) {
+    *out = NULL;
+    loom_cluster *c = calloc(1, sizeof *c);
+    if (!c) return loom_error(LOOM_ERR_NOMEM, "out of memory creating the cluster");
+    loom_status st = loom_comm_mpi_create(MPI_COMM_WORLD, "world", &c->world);
+    if (st) {
+        free(c);
+        return st;
+    }
+    loom_status_set_rank(c->world->rank);
+    st = settle(c->world, gather_hosts(c), "gathering host names");
+    if (!st) st = settle(c->world, check_models(c, g), "checking model files");
+    if (!st) st = settle(c->world, share_plan(c, g, req), "planning");
+    if (!st) {
+        const loom_plan *p = c->plan;
+        const loom_rank_plan *me = loom_plan_rank(p, c->world->rank);
+        loom_topology *t = &c->topo;
+        t->world_rank = c->world->rank;
+        t->world_size = c->world->size;
+        t->stage = me->stage;
+        t->n_stages = p->pp;
+        t->tp_rank = me->tp_rank;
+        t->tp_size = p->tp;
+        t->world = c->world;
+        t->prev = me->stage > 0 ? loom_plan_world_rank(p, me->stage - 1, me->tp_rank) : -1;
+        t->next = me->stage + 1 < p->pp ? loom_plan_world_rank(p, me->stage + 1, me->tp_rank) : -1;
+        t->last_leader = loom_plan_world_rank(p, p->pp - 1, 0);
+        t->shard = me->shard;
+        MPI_Comm tpc;
+        MPI_Comm_split(loom_comm_mpi_handle(c->world), me->stage, me->tp_rank, &tpc);
+        char what[32];
+        snprintf(what, sizeof what, "TP group of stage %d", me->stage);
+        st = loom_comm_mpi_create(tpc, what, &c->tp);
+        MPI_Comm_free(&tpc);
+        t->tp = p->tp > 1 ? c->tp : NULL;
+        st = settle(c->world, st, "creating TP groups");
+    }
+    if (!st && watchdog_timeout_s > 0)
+        st = settle(c->world, loom_watchdog_start(MPI_COMM_WORLD, watchdog_timeout_s, (const char *const *)c->hosts, &c->wd),
+                    "starting the watchdog");
+    if (st) {
+        loom_cluster_free(c);
+        return st;
+    }
+    *out = c;
+    return NULL;
+}
+
+void loom_cluster_free(loom_cluster *c) {
+    if (!c) return;
+    if (c->world) MPI_Barrier(loom_comm_mpi_handle(c->world));
+    loom_watchdog_stop(c->wd);
+    loom_comm_free(c->tp);
+    if (c->hosts)
+        for (int r = 0; r < c->world->size; r++) free(c->hosts[r]);
+    free(c->hosts);
+    loom_plan_free(c->plan);
+    loom_comm_free(c->world);
+    free(c);
+}
+
+const loom_topology *loom_cluster_topology(const loom_cluster *c) { return &c->topo; }
+const loom_plan *loom_cluster_plan(const loom_cluster *c) { return c->plan; }
+loom_comm *loom_cluster_world(const loom_cluster *c) { return c->world; }
