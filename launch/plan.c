@@ -1,0 +1,150 @@
+/*
+ * launch/plan.c — `loom plan`: prints the shard plan of a model for a
+ * world of tp × pp ranks, without mpirun. Reads only the GGUF header and
+ * tensor index, so it plans a 70B model (or a sparse header-only file from
+ * `loom synth --header-only`) on any machine.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "args.h"
+#include "commands.h"
+#include "parallel/plan.h"
+
+static int usage_error(const char *fmt, ...) LOOM_PRINTF(1, 2);
+static int usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "loom plan: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return 2;
+}
+
+static int fail(loom_status st) {
+    fprintf(stderr, "loom plan: %s\n", loom_status_message(st));
+    int code = loom_status_code(st) == LOOM_ERR_PLAN || loom_status_code(st) == LOOM_ERR_INVALID ? 2 : 1;
+    loom_status_free(st);
+    return code;
+}
+
+/* Splits a comma-separated list in place into exactly n names. */
+static int split_hosts(char *list, const char **names, int n) {
+    int k = 0;
+    for (char *s = list; k < n;) {
+        char *c = strchr(s, ',');
+        if (c) *c = 0;
+        names[k++] = s;
+        if (!c) break;
+        s = c + 1;
+    }
+    return k;
+}
+
+int cmd_plan(int argc, char **argv) {
+    const char *model = NULL, *kv_type = "f16", *hosts_arg = NULL;
+    loom_plan_request d = loom_plan_request_defaults(1, 1);
+    int64_t tp = 1, pp = 1, world = 0, ctx = d.ctx_size, seqs = d.max_seqs, block = d.block_tokens,
+            batch = d.batch_rows, max_memory = 0;
+    bool json = false;
+    const loom_arg args[] = {
+        {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model (only its header is read)"},
+        {"--tp", LOOM_ARG_INT, &tp, "N", "tensor-parallel ranks per stage"},
+        {"--pp", LOOM_ARG_INT, &pp, "N", "pipeline stages"},
+        {"--world", LOOM_ARG_INT, &world, "N", "ranks that will be launched (0: tp × pp); checked against tp × pp"},
+        {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions per sequence"},
+        {"--sequences", LOOM_ARG_INT, &seqs, "N", "sequences at once (KV cache slots)"},
+        {"--block-tokens", LOOM_ARG_INT, &block, "N", "positions per KV cache block"},
+        {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward call at most (workspace)"},
+        {"--kv-type", LOOM_ARG_STR, &kv_type, "T", "KV cache type: f16 or f32"},
+        {"--max-memory", LOOM_ARG_BYTES, &max_memory, "BYTES", "memory per rank, e.g. 24G (0: no limit)"},
+        {"--hosts", LOOM_ARG_STR, &hosts_arg, "LIST",
+         "comma-separated host of each world rank, to place TP groups on one host"},
+        {"--json", LOOM_ARG_FLAG, &json, NULL, "print the plan as one JSON object"},
+    };
+    loom_args_result r = loom_args_parse(
+        "plan --model PATH --tp T --pp P [options]",
+        "Prints which layers, heads, MLP columns and vocabulary rows each of tp × pp ranks holds, and the "
+        "memory each needs. Runs without mpirun; reads only the model's header.",
+        args, (int)(sizeof args / sizeof args[0]), argc, argv);
+    if (r == LOOM_ARGS_HELP) return 0;
+    if (r == LOOM_ARGS_ERROR) return 2;
+    if (!model) return usage_error("--model PATH is required");
+    const struct {
+        const char *name;
+        int64_t v, lo, hi;
+    } ranges[] = {{"--tp", tp, 1, LOOM_PLAN_MAX_WORLD},          {"--pp", pp, 1, 4096},
+                  {"--world", world, 0, LOOM_PLAN_MAX_WORLD},    {"--ctx-size", ctx, 1, 1 << 24},
+                  {"--sequences", seqs, 1, 1 << 16},             {"--block-tokens", block, 1, 1 << 16},
+                  {"--batch", batch, 1, 1 << 16},                {"--max-memory", max_memory, 0, INT64_MAX}};
+    for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++)
+        if (ranges[i].v < ranges[i].lo || ranges[i].v > ranges[i].hi)
+            return usage_error("%s %" PRId64 ": expected %" PRId64 "..%" PRId64, ranges[i].name, ranges[i].v,
+                               ranges[i].lo, ranges[i].hi);
+    loom_type kv;
+    if (!strcasecmp(kv_type, "f16"))
+        kv = LOOM_TYPE_F16;
+    else if (!strcasecmp(kv_type, "f32"))
+        kv = LOOM_TYPE_F32;
+    else
+        return usage_error("--kv-type %s: expected f16 or f32", kv_type);
+
+    loom_plan_request req = loom_plan_request_defaults((int)tp, (int)pp);
+    req.world = (int)world;
+    req.ctx_size = (int)ctx;
+    req.max_seqs = (int)seqs;
+    req.block_tokens = (int)block;
+    req.batch_rows = (int)batch;
+    req.kv_type = kv;
+    req.max_memory = max_memory;
+
+    int64_t n_world = world ? world : tp * pp;
+    const char **hosts = NULL;
+    char *host_list = NULL;
+    if (hosts_arg) {
+        if (n_world > LOOM_PLAN_MAX_WORLD) return usage_error("tp × pp = %" PRId64 " ranks is too many", n_world);
+        hosts = calloc((size_t)n_world, sizeof *hosts);
+        host_list = strdup(hosts_arg);
+        if (!hosts || !host_list) {
+            free(hosts);
+            free(host_list);
+            return usage_error("out of memory");
+        }
+        int n = split_hosts(host_list, hosts, (int)n_world);
+        size_t commas = 0;
+        for (const char *c = hosts_arg; *c; c++) commas += *c == ',';
+        if (n != n_world || commas + 1 != (size_t)n_world) {
+            free(hosts);
+            free(host_list);
+            return usage_error("--hosts names %zu hosts for a world of %" PRId64 " ranks (one per rank)", commas + 1,
+                               n_world);
+        }
+    }
+
+    loom_gguf *g = NULL;
+    loom_model_config cfg;
+    loom_plan_model m = {0};
+    loom_plan *plan = NULL;
+    loom_status st = loom_gguf_open(model, &g);
+    if (!st) st = loom_model_config_read(g, &cfg);
+    if (!st) st = loom_plan_model_read(g, &cfg, &m);
+    if (!st) st = loom_plan_make(&m, &req, hosts, &plan);
+    int rc = 0;
+    if (st) {
+        rc = fail(st);
+    } else {
+        if (!json) printf("file    %s\n", model);
+        loom_plan_print(plan, stdout, json);
+    }
+    loom_plan_free(plan);
+    loom_plan_model_free(&m);
+    loom_gguf_free(g);
+    free(hosts);
+    free(host_list);
+    return rc;
+}

@@ -1,0 +1,180 @@
+/*
+ * parallel/plan.h — the shard plan: which rank holds which part of the model.
+ *
+ * The coordinator (world rank 0) makes the plan once, from the model's
+ * metadata and tensor index only (never tensor data), encodes it as a
+ * protobuf ShardPlan (proto/loom.proto), broadcasts it; every rank decodes
+ * and validates it against its own copy of the model before reading a
+ * weight. Making a plan never touches tensor data, so a 70B model can be
+ * planned from a sparse header-only file on a laptop.
+ *
+ * The rank grid is world = pp × tp. By default world rank r is stage r / tp,
+ * TP rank r % tp (a TP group is contiguous ranks, which mpirun's by-slot
+ * mapping puts on one host). Given the ranks' host names, the planner
+ * permutes ranks so each TP group lies on one host when the hosts allow it
+ * (stages ordered by host, world rank 0 always stage 0, TP rank 0), and
+ * otherwise records a warning naming the TP groups that span hosts.
+ *
+ * Pipeline stages are contiguous layer ranges, balanced by bytes read per
+ * token: a layer costs the bytes of its tensors (norms and biases at 4 bytes
+ * an element, as loaded); the first stage also reads one embedding row, the
+ * last the output norm and the whole lm head (a tied table counts on both).
+ * The maximum stage cost is minimal (exact: binary search on the cost with
+ * an exact feasibility test); among the partitions reaching it, the one
+ * with the smallest sum of squared stage costs is taken (the most even).
+ *
+ * Within a stage, tensor parallelism splits, contiguously and as evenly as
+ * possible (sizes differ by at most one indivisible group):
+ *   - query heads, in groups whose boundaries fall on the quantization
+ *     blocks of attn_output's input dimension in every layer of the stage
+ *     (Q4_K with 64-wide heads: groups of 4); among the even splits the one
+ *     holding the fewest KV heads in total (GQA groups kept whole when that
+ *     costs no balance);
+ *   - KV heads: exactly those the rank's query heads need; a KV head needed
+ *     by two ranks is held by both (replicated, shown in the plan);
+ *   - MLP columns (ffn_gate/ffn_up rows, ffn_down inputs), in groups on
+ *     ffn_down's block boundaries;
+ *   - vocabulary rows of the embedding and lm head (rows are free).
+ *
+ * Per rank the plan states the weight bytes (exactly what
+ * loom_weights_create maps or copies for the shard), the KV cache bytes
+ * (loom_kv_bytes for --ctx-size × --sequences in blocks of block_tokens)
+ * and a workspace estimate (see LOOM_PLAN_WORKSPACE below).
+ *
+ * Errors: an impossible request (world != tp × pp, tp larger than the
+ * indivisible head or column groups, pp larger than the layers, a memory
+ * limit too small) fails with LOOM_ERR_PLAN and a message saying what would
+ * work. A message that is truncated, corrupt, hostile or made for another
+ * model fails to decode with LOOM_ERR_FORMAT (LOOM_ERR_PLAN when well formed
+ * but inconsistent) and a message naming the field; nothing is read out of
+ * bounds. On error *out is NULL and nothing else is changed.
+ *
+ * Ownership: a loom_plan owns all its memory and borrows nothing; a
+ * loom_plan_model owns its layer array (loom_plan_model_free).
+ */
+#ifndef LOOM_PLAN_H
+#define LOOM_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "gguf.h"
+#include "model.h"
+#include "status.h"
+#include "types.h"
+
+/* Version of the ShardPlan wire format; decode rejects any other. */
+#define LOOM_PLAN_PROTOCOL 1u
+
+#define LOOM_PLAN_HOST_MAX 256   /* bytes of a host name, NUL included */
+#define LOOM_PLAN_MAX_WORLD 65536
+
+/* Workspace estimate per rank, bytes (R = batch_rows, held widths):
+ *   4·R·(3·dim + 2·q·head_dim + 2·kv·head_dim + 2·ffn_cols + rope_dim)  activations
+ * + 4·R·widest input                         quantized activations (upper bound)
+ * + 8·R·dim                                  pipeline send/receive buffers
+ * + 4·R·vocab_rows                           logits (last stage only)
+ * + 4·LOOM_PLAN_THREADS·ctx_size             attention scores per thread      */
+#define LOOM_PLAN_THREADS 64
+
+/* ---- what the planner reads of a model ---- */
+
+/* Types of one layer's 2-D weights (blk.N.attn_q.weight ...). */
+typedef struct {
+    loom_type q, k, v, o, gate, up, down;
+} loom_plan_layer;
+
+/* The planner's view of a model: its configuration, header hash and the
+ * type of every matrix. Read from a GGUF tensor index, or filled in by hand
+ * (tests, synthetic shapes). */
+typedef struct {
+    loom_model_config cfg;
+    uint64_t hash;            /* loom_gguf_header_hash of the file */
+    loom_type embed;          /* token_embd.weight */
+    loom_type head;           /* output.weight; == embed when cfg.tied_embeddings */
+    loom_plan_layer *layers;  /* (cfg.n_layers) */
+} loom_plan_model;
+
+/* Reads the types (checking each matrix is present with the shape cfg
+ * implies) from the tensor index; touches no tensor data. On error *out is
+ * zeroed and owns nothing. */
+loom_status loom_plan_model_read(const loom_gguf *g, const loom_model_config *cfg,
+                                 loom_plan_model *out) LOOM_MUST_USE;
+void loom_plan_model_free(loom_plan_model *m);
+
+/* ---- the request and the plan ---- */
+
+typedef struct {
+    int tp, pp;
+    int world;          /* ranks launched (mpirun -np); 0 = tp × pp */
+    int ctx_size;       /* positions per sequence */
+    int max_seqs;       /* sequences at once (KV slots) */
+    int block_tokens;   /* KV block size */
+    loom_type kv_type;  /* LOOM_TYPE_F16 or LOOM_TYPE_F32 */
+    int batch_rows;     /* rows per forward call at most */
+    int64_t max_memory; /* bytes per rank; 0 = no limit */
+} loom_plan_request;
+
+/* tp, pp and the engine's defaults (loom_engine_defaults) for the rest. */
+loom_plan_request loom_plan_request_defaults(int tp, int pp);
+
+typedef struct {
+    int world_rank, stage, tp_rank;
+    char host[LOOM_PLAN_HOST_MAX]; /* "" when unknown */
+    loom_shard shard;              /* what loom_weights_create binds */
+    bool kv_shared_first;          /* KV head kv_begin is also held by another rank of the stage */
+    bool kv_shared_last;           /* KV head kv_end - 1 likewise */
+    int64_t weight_bytes;          /* mapped + copied by loom_weights_create */
+    int64_t kv_bytes;              /* loom_kv_bytes of this rank's cache */
+    int64_t workspace_bytes;       /* estimate, see LOOM_PLAN_WORKSPACE above */
+} loom_rank_plan;
+
+typedef struct {
+    int layer_begin, layer_end;
+    int64_t cost;        /* bytes read per token by the whole stage */
+    int head_group;      /* query heads per indivisible group */
+    int64_t ffn_group;   /* MLP columns per indivisible group */
+} loom_stage_plan;
+
+typedef struct loom_plan {
+    int world, tp, pp;
+    uint64_t model_hash;
+    loom_model_config cfg;     /* the model planned for */
+    loom_plan_request req;     /* tp, pp, context, sequences, KV type, batch, memory */
+    int kv_blocks;             /* per rank: loom_kv_blocks_for(max_seqs, ctx_size, block_tokens) */
+    loom_stage_plan *stages;   /* (pp) */
+    loom_rank_plan *ranks;     /* (world) indexed by world rank */
+    int *grid;                 /* (pp, tp) world rank of (stage, tp rank) */
+    char **warnings;           /* (n_warnings) */
+    int n_warnings;
+} loom_plan;
+
+/* Plans `m` for the request. hosts: world host names indexed by world
+ * rank, or NULL (one host). Fails with LOOM_ERR_PLAN and a message saying
+ * what would work when the request is impossible. */
+loom_status loom_plan_make(const loom_plan_model *m, const loom_plan_request *req, const char *const *hosts,
+                           loom_plan **out) LOOM_MUST_USE;
+
+/* Protobuf ShardPlan bytes in a malloc'd buffer (*buf, *len); the caller
+ * frees it. On error *buf is NULL. */
+loom_status loom_plan_encode(const loom_plan *p, uint8_t **buf, size_t *len) LOOM_MUST_USE;
+
+/* Parses and validates a ShardPlan against this rank's model: protocol
+ * version, header hash, dimensions, every range and byte count (see the
+ * contract above). */
+loom_status loom_plan_decode(const uint8_t *buf, size_t len, const loom_plan_model *m,
+                             loom_plan **out) LOOM_MUST_USE;
+
+/* The entry of a world rank; NULL when out of range. */
+const loom_rank_plan *loom_plan_rank(const loom_plan *p, int world_rank);
+/* World rank of (stage, tp rank); -1 when out of range. */
+int loom_plan_world_rank(const loom_plan *p, int stage, int tp_rank);
+
+/* One row per rank (human units) with stage summary, totals and warnings,
+ * or the same as one JSON object. */
+void loom_plan_print(const loom_plan *p, FILE *f, bool json);
+void loom_plan_free(loom_plan *p);
+
+#endif
