@@ -26,7 +26,8 @@
 
 #define LOOM_PROTOCOL 1
 
-enum { TAG_STEP_SIZE = 11, TAG_STEP = 12, TAG_HIDDEN = 13, TAG_RESULT_SIZE = 14, TAG_RESULT = 15, TAG_LOGITS = 16 };
+enum { TAG_STEP_SIZE = 11, TAG_STEP = 12, TAG_HIDDEN = 13, TAG_RESULT_SIZE = 14, TAG_RESULT = 15, TAG_LOGITS = 16,
+       TAG_SCORE = 17 };
 
 typedef struct {
     uint8_t *bytes; /* packed Step */
@@ -64,6 +65,10 @@ struct loom_engine {
     uint8_t *recv_bytes;
     size_t recv_cap;
     double tp_s, pp_s;
+    /* teacher-forced scoring */
+    float *score_dst;        /* coordinator: where the leader's logits go when it is rank 0 */
+    const float *score_rows; /* leader: logits (score_n, vocab) to send after the result */
+    int score_n;
 };
 
 static double now_s(void) {
@@ -390,6 +395,13 @@ static loom_status sample_step(loom_engine *e, const Loom__Step *step, int n_out
         full = e->full_logits;
     }
     if (!e->leader) return NULL;
+    if (step->n_seqs == 1 && step->seqs[0]->all_logits) { /* scoring: the logits are the result */
+        if (e->coordinator) memcpy(e->score_dst, full, sizeof(float) * (size_t)n_out * V);
+        e->score_rows = full;
+        e->score_n = n_out;
+        res->n_slots = res->n_tokens = 0;
+        return NULL;
+    }
     int k = 0;
     for (size_t i = 0; i < step->n_seqs; i++) {
         const Loom__SeqStep *q = step->seqs[i];
@@ -449,7 +461,7 @@ static loom_status apply_step(loom_engine *e, const Loom__Step *step, bool sched
             e->b_token[rows] = q->tokens[j];
             e->b_pos[rows] = pos;
             e->b_seq[rows] = (int32_t)q->slot;
-            e->b_logits[rows] = q->want_logits && j + 1 == q->n_tokens;
+            e->b_logits[rows] = q->all_logits || (q->want_logits && j + 1 == q->n_tokens);
             if (e->leader && pos >= e->n_hist[q->slot]) {
                 loom_sampler_accept(e->samplers[q->slot], q->tokens[j]);
                 e->n_hist[q->slot] = pos + 1;
@@ -544,9 +556,16 @@ loom_status loom_engine_work(loom_engine *e) {
         int rows = 0;
         bool shutdown = step->shutdown;
         st = fwd ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory forwarding a step");
+        e->score_n = 0;
         if (!st && !shutdown) st = apply_step(e, step, false, &hidden, &rows, &res);
         if (!st && !e->last) st = send_forward(e, fwd, size, hidden, shutdown ? 0 : rows);
         if (!st && e->leader && !shutdown) st = send_result(e, &res);
+        if (!st && e->leader && e->score_n > 0) {
+            double t0 = now_s();
+            st = loom_comm_send(e->topo.world, e->score_rows, (size_t)e->score_n * e->cfg.vocab, LOOM_DT_F32, 0,
+                                TAG_SCORE);
+            e->pp_s += now_s() - t0;
+        }
         free(fwd);
         loom__step__free_unpacked(step, NULL);
         if (st || shutdown) break;
@@ -931,24 +950,57 @@ loom_status loom_engine_run(loom_engine *e, const loom_request *reqs, int n, con
 }
 
 loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, float *logits) {
-    if (e->topo.world_size != 1) return loom_error(LOOM_ERR_INVALID, "scoring runs on one rank only");
-    int slot = e->opt.max_seqs; /* the spare slot */
-    LOOM_TRY(loom_kv_reserve(e->kv, slot, n));
+    if (!e->coordinator) return loom_error(LOOM_ERR_INVALID, "only the coordinator (rank 0) scores");
+    if (n < 1 || n > e->opt.ctx_size)
+        return loom_error(LOOM_ERR_CONTEXT, "scoring %d tokens with a context size of %d", n, e->opt.ctx_size);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= e->cfg.vocab)
+            return loom_error(LOOM_ERR_INVALID, "token %d at index %d is outside the vocabulary", tokens[i], i);
+    uint32_t slot = (uint32_t)e->opt.max_seqs; /* the spare slot */
+    LOOM_TRY(loom_kv_reserve(e->kv, (int)slot, n));
     loom_status st = NULL;
-    int R = e->opt.batch_rows;
-    for (int p0 = 0; p0 < n && !st; p0 += R) {
-        int rows = n - p0 < R ? n - p0 : R;
-        for (int j = 0; j < rows; j++) {
-            e->b_token[j] = tokens[p0 + j];
-            e->b_pos[j] = p0 + j;
-            e->b_seq[j] = slot;
-            e->b_logits[j] = 1;
+    int R = e->opt.batch_rows, V = e->cfg.vocab;
+    for (int p0 = 0; !st; p0 += R) {
+        /* chunks of rows, then one step that only releases the slot */
+        bool last = p0 >= n;
+        int rows = last ? 0 : (n - p0 < R ? n - p0 : R);
+        Loom__SeqStep q = LOOM__SEQ_STEP__INIT;
+        Loom__SeqStep *qs[1] = {&q};
+        Loom__Step step = LOOM__STEP__INIT;
+        step.protocol = LOOM_PROTOCOL;
+        if (!last) {
+            q.slot = slot;
+            q.first_pos = (uint32_t)p0;
+            q.n_tokens = (size_t)rows;
+            q.tokens = (int32_t *)(tokens + p0);
+            q.all_logits = true;
+            q.reserve = p0 == 0 ? (uint32_t)n : 0;
+            step.seqs = qs;
+            step.n_seqs = 1;
+        } else {
+            step.release = &slot;
+            step.n_release = 1;
         }
-        loom_batch b = {rows, e->b_token, NULL, e->b_pos, e->b_seq, e->b_logits};
-        float *hidden;
-        int n_logits;
-        st = loom_stage_forward(e->stage, &b, &hidden, logits + (size_t)p0 * e->cfg.vocab, &n_logits);
+        Loom__StepResult res = LOOM__STEP_RESULT__INIT;
+        e->score_dst = logits + (size_t)(last ? 0 : p0) * V;
+        st = launch(e, &step, &res);
+        if (st) break;
+        if (e->topo.n_stages == 1) {
+            if (last) break;
+            continue;
+        }
+        Loom__StepResult *r = NULL;
+        st = collect(e, &r);
+        if (st) break;
+        loom__step_result__free_unpacked(r, NULL);
+        if (!last) {
+            double t0 = now_s();
+            st = loom_comm_recv(e->topo.world, e->score_dst, (size_t)rows * V, LOOM_DT_F32, e->topo.last_leader,
+                                TAG_SCORE);
+            e->pp_s += now_s() - t0;
+        }
+        if (last) break;
     }
-    loom_kv_release(e->kv, slot);
+    loom_kv_release(e->kv, (int)slot);
     return st;
 }
