@@ -49,4 +49,54 @@ static inline float loom_ld_f32(const uint8_t *p) {
 
 static inline void loom_st_f32(uint8_t *p, float f) { memcpy(p, &f, sizeof f); }
 
+/* ---- register-tile driver shared by the SIMD files ---- */
+
+/* rm rows x nt tokens: y[t*ldy + r] = dot(row r at w + r*ws, token t at x + t*xs) */
+typedef void (*loom_tile_fn)(const uint8_t *w, size_t ws, int64_t k, const uint8_t *x, size_t xs,
+                             float *y, int64_t ldy);
+
+/* The tiles of one kernel: decode tiles (1 and rmd rows, 1 token) and
+ * prefill tiles (1 and rm rows, nt = 1..rn tokens; rn <= 8). */
+typedef struct {
+    int rmd, rm, rn;
+    loom_tile_fn dec[2];  /* [0]: 1 row, [1]: rmd rows; one token */
+    loom_tile_fn one[9];  /* [nt]: 1 row x nt tokens */
+    loom_tile_fn full[9]; /* [nt]: rm rows x nt tokens */
+} loom_tile_set;
+
+/* token rows whose activations stay in L2 while a row tile walks them */
+#define LOOM_ACT_CHUNK_BYTES (256 * 1024)
+
+/* Covers nr rows x n tokens with the tiles: n = 1 walks rows rmd at a time;
+ * n > 1 walks token chunks that fit in L2, and in each, row tiles of rm
+ * (leftover rows one by one) x token tiles of rn (leftover tokens in one
+ * narrower tile), so each weight tile is read from memory once per chunk. */
+static inline void loom_run_tiles(const loom_tile_set *ts, const uint8_t *w, size_t ws, int64_t k,
+                                  int64_t nr, const uint8_t *xq, size_t xs, int64_t n, float *y,
+                                  int64_t ldy) {
+    if (n == 1) {
+        int64_t r = 0;
+        for (; r + ts->rmd <= nr; r += ts->rmd) ts->dec[1](w + r * ws, ws, k, xq, xs, y + r, ldy);
+        for (; r < nr; r++) ts->dec[0](w + r * ws, ws, k, xq, xs, y + r, ldy);
+        return;
+    }
+    int64_t chunk = (int64_t)(LOOM_ACT_CHUNK_BYTES / (xs ? xs : 1));
+    if (chunk < ts->rn) chunk = ts->rn;
+    for (int64_t t0 = 0; t0 < n; t0 += chunk) {
+        const int64_t t1 = t0 + chunk < n ? t0 + chunk : n;
+        for (int64_t r = 0; r < nr; r += ts->rm) {
+            const int full = r + ts->rm <= nr;
+            const int64_t rows = full ? 1 : nr - r; /* tiles of rm rows, or single rows */
+            for (int64_t rr = 0; rr < rows; rr++) {
+                const uint8_t *wr = w + (r + rr) * ws;
+                for (int64_t t = t0; t < t1; t += ts->rn) {
+                    const int nt = (int)(t1 - t < ts->rn ? t1 - t : ts->rn);
+                    loom_tile_fn f = full ? ts->full[nt] : ts->one[nt];
+                    f(wr, ws, k, xq + t * xs, xs, y + t * ldy + r + rr, ldy);
+                }
+            }
+        }
+    }
+}
+
 #endif

@@ -1,3 +1,363 @@
-/* runtime/cpu/matmul_avx2.c — AVX2 kernels (work in progress: none yet). */
+/*
+ * runtime/cpu/matmul_avx2.c — AVX2 + FMA + F16C matmul kernels (Haswell and
+ * later; no VNNI assumed).
+ *
+ * Same register-tile scheme as matmul_avx512.c (RM rows x RN tokens per
+ * tile, each weight block decoded once per tile, each activation block
+ * loaded once per tile), with 256-bit vectors and the classic integer dot
+ * product: VPMADDUBSW (unsigned x signed bytes -> int16 pair sums) then
+ * VPMADDWD (-> int32).
+ *
+ * 32-element families: one block per ymm. Q4_0/Q5_0 quants are used
+ * unsigned (0..15 / 0..31) with the offset removed as c*sum(a), one
+ * VPMADDUBSW of the constant c per token and block; Q8_0 uses the sign
+ * trick (|w| x sign(a, w), at most 2*128*127 per int16 pair, no
+ * saturation); mins (Q4_1/Q5_1) add m * s/8 in each of the 8 lanes (s/8 is
+ * exact).
+ *
+ * K-quants: per 32-element sub-block one VPMADDUBSW and one VPMADDWD by the
+ * sub-block's integer scale (Q6_K: two scales per 32, one per 128-bit half),
+ * int32 accumulation over the super-block; mins and Q6_K's -32 offset as in
+ * the AVX-512 file.
+ *
+ * Compiled with -mavx2 -mfma -mf16c -mbmi2.
+ */
+/* UBSan's checks multiply the size of these fully unrolled kernels and made
+ * clang's sanitizer build take many minutes per file; the kernels keep
+ * AddressSanitizer (every vector load is still bounds-checked) and drop only
+ * the UB checks (there is no signed arithmetic on data here). */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((no_sanitize("undefined"))), apply_to = function)
+#endif
+
+#include <immintrin.h>
+
 #include "cpu_kernels.h"
-const loom_cpu_kernels loom_cpu_kernels_avx2 = {.matmul = {0}};
+
+#define AI static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+
+static inline float ld_f32(const uint8_t *p) {
+    float f;
+    memcpy(&f, p, 4);
+    return f;
+}
+static inline uint32_t ld_u32(const uint8_t *p) {
+    uint32_t u;
+    memcpy(&u, p, 4);
+    return u;
+}
+static inline uint16_t ld_u16(const uint8_t *p) {
+    uint16_t u;
+    memcpy(&u, p, 2);
+    return u;
+}
+
+AI float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* ======================= F32 / F16 / BF16 weights ======================= */
+
+AI __m256 ldw_f(const int type, const uint8_t *p) {
+    if (type == LOOM_TYPE_F32) return _mm256_loadu_ps((const float *)p);
+    const __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (type == LOOM_TYPE_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AI float wf_scalar(const int type, const uint8_t *p) {
+    if (type == LOOM_TYPE_F32) return ld_f32(p);
+    if (type == LOOM_TYPE_F16) return _cvtsh_ss(ld_u16(p));
+    return loom_bf16_to_f32(ld_u16(p));
+}
+
+AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
+               const uint8_t *x, size_t xs, float *y, int64_t ldy) {
+    const int es = type == LOOM_TYPE_F32 ? 4 : 2;
+    __m256 acc[RM][RN];
+    UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= k; j += 8) {
+        __m256 wv[RM];
+        UNROLL for (int r = 0; r < RM; r++) wv[r] = ldw_f(type, w + r * ws + j * es);
+        UNROLL for (int t = 0; t < RN; t++) {
+            const __m256 a = _mm256_loadu_ps((const float *)(x + t * xs + 4 * j));
+            UNROLL for (int r = 0; r < RM; r++) acc[r][t] = _mm256_fmadd_ps(wv[r], a, acc[r][t]);
+        }
+    }
+    UNROLL for (int t = 0; t < RN; t++) UNROLL for (int r = 0; r < RM; r++) {
+        float s = hsum8(acc[r][t]);
+        for (int64_t jj = j; jj < k; jj++)
+            s += wf_scalar(type, w + r * ws + jj * es) * ld_f32(x + t * xs + 4 * jj);
+        y[t * ldy + r] = s;
+    }
+}
+
+/* ===================== 32-element block families ===================== */
+
+AI int is_min_type(const int type) { return type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q5_1; }
+
+AI size_t bsize32(const int type) {
+    switch (type) {
+    case LOOM_TYPE_Q4_0: return 18;
+    case LOOM_TYPE_Q4_1: return 20;
+    case LOOM_TYPE_Q5_0: return 22;
+    case LOOM_TYPE_Q5_1: return 24;
+    default: return 34;
+    }
+}
+
+/* 16 packed nibble bytes -> 32 quants in element order (lo nibbles, then hi) */
+AI __m256i nibbles(const uint8_t *p) {
+    const __m128i x = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), _mm256_set1_epi8(0x0F));
+}
+
+/* 32 bits -> 32 bytes, 0x10 where the bit is set (bit j -> byte j) */
+AI __m256i bits_to_0x10(uint32_t bits) {
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)bits),
+        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                         3, 3, 3, 3, 3, 3, 3));
+    const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel), _mm256_set1_epi8(16));
+}
+
+/* Weight block -> quants (unsigned for Q4/Q5; for Q8_0 the signed bytes),
+ * broadcast scale and (min types) broadcast min. */
+AI void dec32(const int type, const uint8_t *p, __m256i *q, __m256 *dw, __m256 *mw) {
+    *dw = _mm256_set1_ps(_cvtsh_ss(ld_u16(p)));
+    *mw = is_min_type(type) ? _mm256_set1_ps(_cvtsh_ss(ld_u16(p + 2))) : _mm256_setzero_ps();
+    switch (type) {
+    case LOOM_TYPE_Q4_0: *q = nibbles(p + 2); break;
+    case LOOM_TYPE_Q4_1: *q = nibbles(p + 4); break;
+    case LOOM_TYPE_Q5_0: *q = _mm256_or_si256(nibbles(p + 6), bits_to_0x10(ld_u32(p + 2))); break;
+    case LOOM_TYPE_Q5_1: *q = _mm256_or_si256(nibbles(p + 8), bits_to_0x10(ld_u32(p + 4))); break;
+    default: *q = _mm256_loadu_si256((const __m256i *)(p + 2)); break;
+    }
+}
+
+AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
+               const uint8_t *x, size_t xs, float *y, int64_t ldy) {
+    const int64_t nb = k / 32;
+    const size_t bs = bsize32(type);
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    __m256 acc[RM][RN];
+    UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i q[RM], sgn[RM];
+        __m256 dw[RM], mw[RM];
+        UNROLL for (int r = 0; r < RM; r++) {
+            dec32(type, w + r * ws + b * bs, &q[r], &dw[r], &mw[r]);
+            if (type == LOOM_TYPE_Q8_0) { /* keep |w|; the signs go onto the activations */
+                sgn[r] = q[r];
+                q[r] = _mm256_abs_epi8(q[r]);
+            }
+        }
+        UNROLL for (int t = 0; t < RN; t++) {
+            const uint8_t *xt = x + t * xs;
+            const __m256i a = _mm256_loadu_si256((const __m256i *)(xt + 32 * b));
+            const __m256 da = _mm256_set1_ps(ld_f32(xt + k + 4 * b));
+            __m256i corr = _mm256_setzero_si256();
+            __m256 s8 = _mm256_setzero_ps();
+            if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q5_0) {
+                const __m256i c = _mm256_set1_epi8(type == LOOM_TYPE_Q4_0 ? 8 : 16);
+                corr = _mm256_madd_epi16(_mm256_maddubs_epi16(c, a), ones16);
+            }
+            if (is_min_type(type)) s8 = _mm256_set1_ps(ld_f32(xt + k + 4 * (k / 32) + 4 * b) * 0.125f);
+            UNROLL for (int r = 0; r < RM; r++) {
+                __m256i p16;
+                if (type == LOOM_TYPE_Q8_0)
+                    p16 = _mm256_maddubs_epi16(q[r], _mm256_sign_epi8(a, sgn[r]));
+                else
+                    p16 = _mm256_maddubs_epi16(q[r], a);
+                __m256i p = _mm256_madd_epi16(p16, ones16);
+                if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q5_0) p = _mm256_sub_epi32(p, corr);
+                const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(p), da);
+                acc[r][t] = _mm256_fmadd_ps(f, dw[r], acc[r][t]);
+                if (is_min_type(type)) acc[r][t] = _mm256_fmadd_ps(mw[r], s8, acc[r][t]);
+            }
+        }
+    }
+    UNROLL for (int t = 0; t < RN; t++) UNROLL for (int r = 0; r < RM; r++) y[t * ldy + r] = hsum8(acc[r][t]);
+}
+
+/* =============================== K-quants =============================== */
+
+/* Q4_K/Q5_K packed scales -> bytes [sc0..sc7, m0..m7]. */
+AI __m128i q4k_scales(const uint8_t *s12) {
+    uint32_t u0 = ld_u32(s12), u1 = ld_u32(s12 + 4), u2 = ld_u32(s12 + 8);
+    const uint32_t m3 = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4);
+    const uint32_t m2 = u1 & 0x3f3f3f3fu;
+    const uint32_t s1 = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);
+    const uint32_t s0 = u0 & 0x3f3f3f3fu;
+    return _mm_set_epi32((int)m3, (int)m2, (int)s1, (int)s0);
+}
+
+/* byte shuffles picking int16 lane i of a 128-bit register into all 8 lanes
+ * (Q4_K/Q5_K: [s] = sub-block s), or lane i in the low half and lane i+1 in
+ * the high half (Q6_K: [j] = groups 2j, 2j+1 of a half). */
+#define B2(i) (char)(2 * (i)), (char)(2 * (i) + 1)
+#define L8(i) B2(i), B2(i), B2(i), B2(i), B2(i), B2(i), B2(i), B2(i)
+static const char shuf_k4[8][32] = {{L8(0), L8(0)}, {L8(1), L8(1)}, {L8(2), L8(2)}, {L8(3), L8(3)},
+                                    {L8(4), L8(4)}, {L8(5), L8(5)}, {L8(6), L8(6)}, {L8(7), L8(7)}};
+static const char shuf_k6[4][32] = {{L8(0), L8(1)}, {L8(2), L8(3)}, {L8(4), L8(5)}, {L8(6), L8(7)}};
+#undef L8
+#undef B2
+
+AI size_t bsizeK(const int type) {
+    return type == LOOM_TYPE_Q4_K ? 144 : type == LOOM_TYPE_Q5_K ? 176 : 210;
+}
+
+/* Unsigned quants of the 32-element piece j (elements 32j..32j+31). */
+AI __m256i decK_piece(const int type, const uint8_t *blk, const int j) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    if (type == LOOM_TYPE_Q6_K) {
+        const int h = j >> 2, p = j & 3;
+        const __m256i L = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32 * (p & 1)));
+        const __m256i H = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+        const __m256i m30 = _mm256_set1_epi8(0x30);
+        const __m256i lo = p < 2 ? _mm256_and_si256(L, m4) : _mm256_and_si256(_mm256_srli_epi16(L, 4), m4);
+        __m256i hi;
+        switch (p) { /* bits 2p, 2p+1 of H moved to bits 4, 5 */
+        case 0: hi = _mm256_slli_epi16(H, 4); break;
+        case 1: hi = _mm256_slli_epi16(H, 2); break;
+        case 2: hi = H; break;
+        default: hi = _mm256_srli_epi16(H, 2); break;
+        }
+        return _mm256_or_si256(lo, _mm256_and_si256(hi, m30));
+    }
+    const int c = j >> 1;
+    const __m256i x = _mm256_loadu_si256((const __m256i *)(blk + (type == LOOM_TYPE_Q4_K ? 16 : 48) + 32 * c));
+    __m256i q = (j & 1) ? _mm256_and_si256(_mm256_srli_epi16(x, 4), m4) : _mm256_and_si256(x, m4);
+    if (type == LOOM_TYPE_Q5_K) { /* bit j of qh[l] -> 16 */
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
+        __m256i hb = _mm256_and_si256(qh, _mm256_set1_epi8((char)(1 << j)));
+        hb = j < 4 ? _mm256_slli_epi16(hb, 4 - j) : j > 4 ? _mm256_srli_epi16(hb, j - 4) : hb;
+        q = _mm256_or_si256(q, hb);
+    }
+    return q;
+}
+
+AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
+              const uint8_t *x, size_t xs, float *y, int64_t ldy) {
+    const size_t bs = bsizeK(type);
+    const int64_t nsb = k / 256;
+    __m256 facc[RM][RN];
+    UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) facc[r][t] = _mm256_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        __m256 dv[RM], wm[RM];
+        __m256i scb[RM], scb2[RM], bcorr[RM];
+        UNROLL for (int r = 0; r < RM; r++) {
+            const uint8_t *blk = w + r * ws + sb * bs;
+            if (type == LOOM_TYPE_Q6_K) {
+                dv[r] = _mm256_set1_ps(_cvtsh_ss(ld_u16(blk + 208)));
+                const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
+                scb[r] = _mm256_permute2x128_si256(s, s, 0x00);  /* groups 0..7 in both halves */
+                scb2[r] = _mm256_permute2x128_si256(s, s, 0x11); /* groups 8..15 */
+                bcorr[r] = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), s), 5);
+            } else {
+                dv[r] = _mm256_set1_ps(_cvtsh_ss(ld_u16(blk)));
+                const __m128i sm = q4k_scales(blk + 4);
+                scb[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+                wm[r] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))),
+                                      _mm256_set1_ps(-_cvtsh_ss(ld_u16(blk + 2))));
+            }
+        }
+        __m256i iacc[RM][RN];
+        UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) iacc[r][t] = _mm256_setzero_si256();
+        UNROLL for (int j = 0; j < 8; j++) {
+            __m256i q[RM], sv[RM];
+            UNROLL for (int r = 0; r < RM; r++) {
+                q[r] = decK_piece(type, w + r * ws + sb * bs, j);
+                if (type == LOOM_TYPE_Q6_K)
+                    sv[r] = _mm256_shuffle_epi8(j < 4 ? scb[r] : scb2[r],
+                                                _mm256_loadu_si256((const __m256i *)shuf_k6[j & 3]));
+                else
+                    sv[r] = _mm256_shuffle_epi8(scb[r], _mm256_loadu_si256((const __m256i *)shuf_k4[j]));
+            }
+            UNROLL for (int t = 0; t < RN; t++) {
+                const __m256i a = _mm256_loadu_si256((const __m256i *)(x + t * xs + sb * 292 + 4 + 32 * j));
+                UNROLL for (int r = 0; r < RM; r++)
+                    iacc[r][t] = _mm256_add_epi32(iacc[r][t], _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], a), sv[r]));
+            }
+        }
+        UNROLL for (int t = 0; t < RN; t++) {
+            const uint8_t *ab = x + t * xs + sb * 292;
+            const __m256 da = _mm256_set1_ps(ld_f32(ab));
+            const __m256i bsums = _mm256_loadu_si256((const __m256i *)(ab + 260));
+            __m256 asum = _mm256_setzero_ps();
+            if (type != LOOM_TYPE_Q6_K) /* da * (sum of sub-block s), s = 0..7 */
+                asum = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, _mm256_set1_epi16(1))), da);
+            UNROLL for (int r = 0; r < RM; r++) {
+                __m256i is = iacc[r][t];
+                if (type == LOOM_TYPE_Q6_K) is = _mm256_add_epi32(is, _mm256_madd_epi16(bsums, bcorr[r]));
+                facc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is), da), dv[r], facc[r][t]);
+                if (type != LOOM_TYPE_Q6_K) facc[r][t] = _mm256_fmadd_ps(wm[r], asum, facc[r][t]);
+            }
+        }
+    }
+    UNROLL for (int t = 0; t < RN; t++) UNROLL for (int r = 0; r < RM; r++) y[t * ldy + r] = hsum8(facc[r][t]);
+}
+
+/* ============================ instantiation ============================ */
+
+#define TILE(fam, name, type, RM, RN)                                                        \
+    static void name(const uint8_t *w, size_t ws, int64_t k, const uint8_t *x, size_t xs, \
+                     float *y, int64_t ldy) {                                              \
+        tile##fam(type, RM, RN, w, ws, k, x, xs, y, ldy);                                  \
+    }
+
+/* decode tiles (1 and RMD rows), prefill tiles (1 and RM rows x 1..3 tokens) */
+#define KERNEL(fam, tname, type, RMD, RM)                                                   \
+    TILE(fam, tname##_d1, type, 1, 1)                                                       \
+    TILE(fam, tname##_dm, type, RMD, 1)                                                     \
+    TILE(fam, tname##_o2, type, 1, 2)                                                       \
+    TILE(fam, tname##_o3, type, 1, 3)                                                       \
+    TILE(fam, tname##_f1, type, RM, 1)                                                      \
+    TILE(fam, tname##_f2, type, RM, 2)                                                      \
+    TILE(fam, tname##_f3, type, RM, 3)                                                      \
+    static const loom_tile_set tname##_tiles = {                                           \
+        RMD, RM, 3, {tname##_d1, tname##_dm},                                               \
+        {NULL, tname##_d1, tname##_o2, tname##_o3},                                         \
+        {NULL, tname##_f1, tname##_f2, tname##_f3}};                                        \
+    static void tname(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, \
+                      size_t xs, int64_t n, float *y, int64_t ldy) {                        \
+        loom_run_tiles(&tname##_tiles, w, ws, k, nr, xq, xs, n, y, ldy);                    \
+    }
+
+KERNEL(_f, mm_f32, LOOM_TYPE_F32, 4, 3)
+KERNEL(_f, mm_f16, LOOM_TYPE_F16, 4, 3)
+KERNEL(_f, mm_bf16, LOOM_TYPE_BF16, 4, 3)
+KERNEL(32, mm_q4_0, LOOM_TYPE_Q4_0, 2, 2)
+KERNEL(32, mm_q4_1, LOOM_TYPE_Q4_1, 2, 2)
+KERNEL(32, mm_q5_0, LOOM_TYPE_Q5_0, 2, 2)
+KERNEL(32, mm_q5_1, LOOM_TYPE_Q5_1, 2, 2)
+KERNEL(32, mm_q8_0, LOOM_TYPE_Q8_0, 2, 2)
+KERNEL(K, mm_q4_K, LOOM_TYPE_Q4_K, 2, 2)
+KERNEL(K, mm_q5_K, LOOM_TYPE_Q5_K, 2, 2)
+KERNEL(K, mm_q6_K, LOOM_TYPE_Q6_K, 2, 2)
+
+const loom_cpu_kernels loom_cpu_kernels_avx2 = {
+    .matmul = {
+        [LOOM_TYPE_F32] = mm_f32,
+        [LOOM_TYPE_F16] = mm_f16,
+        [LOOM_TYPE_BF16] = mm_bf16,
+        [LOOM_TYPE_Q4_0] = mm_q4_0,
+        [LOOM_TYPE_Q4_1] = mm_q4_1,
+        [LOOM_TYPE_Q5_0] = mm_q5_0,
+        [LOOM_TYPE_Q5_1] = mm_q5_1,
+        [LOOM_TYPE_Q8_0] = mm_q8_0,
+        [LOOM_TYPE_Q4_K] = mm_q4_K,
+        [LOOM_TYPE_Q5_K] = mm_q5_K,
+        [LOOM_TYPE_Q6_K] = mm_q6_K,
+    },
+};
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif

@@ -1,3 +1,415 @@
-/* runtime/cpu/matmul_avx512.c — AVX-512 kernels (work in progress: none yet). */
+/*
+ * runtime/cpu/matmul_avx512.c — AVX-512 (F/BW/VL/DQ + VNNI) matmul kernels.
+ *
+ * Every kernel is a register tile of RM weight rows x RN tokens that walks
+ * the whole row once: each weight block is loaded and decoded once per tile
+ * and used for RN tokens; each activation block is loaded once per tile and
+ * used for RM rows. Decode (n = 1) uses RM = 4 rows for independent chains;
+ * prefill uses the widest tile the 32 zmm registers hold. Leftover rows and
+ * tokens get 1-row / fewer-token tiles (instances of the same template).
+ *
+ * 32-element families (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) work on pairs of
+ * blocks: one zmm holds 64 quants (block b in bytes 0..31, b+1 in 32..63) as
+ * unsigned bytes, VPDPBUSD multiplies them with the int8 activations into 16
+ * int32 lanes (lanes 0..7 block b, 8..15 block b+1), which are converted and
+ * scaled by dw*da per lane. Signed types store q + c (c = 8, 16, 128): the
+ * accumulator starts at -c*sum(a) (one VPDPBUSD of the constant c per token,
+ * shared by all rows). Types with a min add m * s (s = da*sum(a)) in one lane
+ * per block. An odd last block is paired with itself and zero activations.
+ *
+ * K-quants (Q4_K, Q5_K, Q6_K) work on 64-element chunks: VPMADDUBSW gives
+ * int16 pair sums (at most 2*63*127, no saturation), VPDPWSSD multiplies them
+ * by the per-sub-block integer scales and accumulates in int32 over the whole
+ * super-block; one convert and two multiplies per super-block follow. Q4_K/
+ * Q5_K mins enter as one FMA of (-dmin*m_s) x (da*sum_s(a)) per super-block;
+ * Q6_K's -32 offset is folded into the integer sum as bsums x (-32*sc).
+ *
+ * F32/F16/BF16 weights: 16 floats per step (F16 via VCVTPH2PS, BF16 by a
+ * shift), FMA with float activations; a masked step for k % 16.
+ *
+ * Compiled with -mavx512{f,bw,vl,dq,vnni}; dispatch.c only calls it when the
+ * CPU and OS support all of them.
+ */
+/* UBSan's checks multiply the size of these fully unrolled kernels and made
+ * clang's sanitizer build take many minutes per file; the kernels keep
+ * AddressSanitizer (every vector load is still bounds-checked) and drop only
+ * the UB checks (there is no signed arithmetic on data here). */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((no_sanitize("undefined"))), apply_to = function)
+#endif
+
+#include <immintrin.h>
+
 #include "cpu_kernels.h"
-const loom_cpu_kernels loom_cpu_kernels_avx512 = {.matmul = {0}};
+
+#define AI static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+
+static inline float ld_f32(const uint8_t *p) {
+    float f;
+    memcpy(&f, p, 4);
+    return f;
+}
+static inline uint32_t ld_u32(const uint8_t *p) {
+    uint32_t u;
+    memcpy(&u, p, 4);
+    return u;
+}
+static inline uint16_t ld_u16(const uint8_t *p) {
+    uint16_t u;
+    memcpy(&u, p, 2);
+    return u;
+}
+
+/* ======================= F32 / F16 / BF16 weights ======================= */
+
+AI __m512 ldw_f(const int type, const uint8_t *p) {
+    if (type == LOOM_TYPE_F32) return _mm512_loadu_ps(p);
+    const __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    if (type == LOOM_TYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+AI __m512 ldw_f_mask(const int type, const uint8_t *p, __mmask16 m) {
+    if (type == LOOM_TYPE_F32) return _mm512_maskz_loadu_ps(m, p);
+    const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    if (type == LOOM_TYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
+               const uint8_t *x, size_t xs, float *y, int64_t ldy) {
+    const int es = type == LOOM_TYPE_F32 ? 4 : 2;
+    __m512 acc[RM][RN];
+    UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= k; j += 16) {
+        __m512 wv[RM];
+        UNROLL for (int r = 0; r < RM; r++) wv[r] = ldw_f(type, w + r * ws + j * es);
+        UNROLL for (int t = 0; t < RN; t++) {
+            const __m512 a = _mm512_loadu_ps(x + t * xs + 4 * j);
+            UNROLL for (int r = 0; r < RM; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], a, acc[r][t]);
+        }
+    }
+    if (j < k) {
+        const __mmask16 m = (__mmask16)((1u << (k - j)) - 1u);
+        __m512 wv[RM];
+        UNROLL for (int r = 0; r < RM; r++) wv[r] = ldw_f_mask(type, w + r * ws + j * es, m);
+        UNROLL for (int t = 0; t < RN; t++) {
+            const __m512 a = _mm512_maskz_loadu_ps(m, x + t * xs + 4 * j);
+            UNROLL for (int r = 0; r < RM; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], a, acc[r][t]);
+        }
+    }
+    UNROLL for (int t = 0; t < RN; t++) UNROLL for (int r = 0; r < RM; r++) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+/* ===================== 32-element block families ===================== */
+
+AI int is_min_type(const int type) { return type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q5_1; }
+
+AI int offset_of(const int type) {
+    return type == LOOM_TYPE_Q4_0 ? 8 : type == LOOM_TYPE_Q5_0 ? 16 : type == LOOM_TYPE_Q8_0 ? 128 : 0;
+}
+
+AI size_t bsize32(const int type) {
+    switch (type) {
+    case LOOM_TYPE_Q4_0: return 18;
+    case LOOM_TYPE_Q4_1: return 20;
+    case LOOM_TYPE_Q5_0: return 22;
+    case LOOM_TYPE_Q5_1: return 24;
+    default: return 34;
+    }
+}
+
+static const int32_t idx_pair[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+static const int32_t idx_pair_dm_d[16] = {0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2};
+static const int32_t idx_pair_dm_m[16] = {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3};
+
+/* 16 packed nibble bytes of blocks a and b -> 64 quants in element order:
+ * [a lo nibbles, a hi nibbles, b lo, b hi], 16 bytes each. */
+AI __m512i nibbles_pair(const uint8_t *qa, const uint8_t *qb) {
+    __m512i z = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)qa));
+    z = _mm512_mask_broadcast_i32x4(z, 0xFF00, _mm_loadu_si128((const __m128i *)qb));
+    z = _mm512_mask_srli_epi16(z, 0xFF00FF00u, z, 4);
+    return _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+}
+
+/* Decodes weight blocks pa and pb (pb may equal pa) into unsigned quants,
+ * per-lane scales dw and (min types) per-lane mins mw. */
+AI void dec32_pair(const int type, const uint8_t *pa, const uint8_t *pb, __m512i *q, __m512 *dw,
+                   __m512 *mw) {
+    if (is_min_type(type)) {
+        const uint64_t dm = (uint64_t)ld_u32(pa) | ((uint64_t)ld_u32(pb) << 32);
+        const __m512 f = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)dm)));
+        *dw = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_pair_dm_d), f);
+        *mw = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_pair_dm_m), f);
+    } else {
+        const uint32_t d2 = (uint32_t)ld_u16(pa) | ((uint32_t)ld_u16(pb) << 16);
+        const __m512 f = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)d2)));
+        *dw = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_pair), f);
+    }
+    switch (type) {
+    case LOOM_TYPE_Q4_0: *q = nibbles_pair(pa + 2, pb + 2); break;
+    case LOOM_TYPE_Q4_1: *q = nibbles_pair(pa + 4, pb + 4); break;
+    case LOOM_TYPE_Q5_0:
+    case LOOM_TYPE_Q5_1: {
+        const int o = type == LOOM_TYPE_Q5_0 ? 2 : 4;
+        const __mmask64 hb = (__mmask64)((uint64_t)ld_u32(pa + o) | ((uint64_t)ld_u32(pb + o) << 32));
+        const __m512i lo = nibbles_pair(pa + o + 4, pb + o + 4);
+        *q = _mm512_mask_add_epi8(lo, hb, lo, _mm512_set1_epi8(16));
+        break;
+    }
+    default: { /* Q8_0: signed bytes + 128 */
+        const __m512i v = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(pa + 2))),
+            _mm256_loadu_si256((const __m256i *)(pb + 2)), 1);
+        *q = _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+        break;
+    }
+    }
+}
+
+/* Activation blocks b, b+1 of one token (tail: block b only, b+1 zero):
+ * quants a, per-lane scales da, and either the start value -c*sum(a) per
+ * lane (signed types) or s in lane 0 of each block (min types). */
+AI void act32_pair(const int type, const uint8_t *x, int64_t k, int64_t b, const int tail,
+                   __m512i *a, __m512 *da, __m512 *s, __m512i *start) {
+    const uint8_t *dp = x + k + 4 * b;
+    const uint8_t *sp = x + k + 4 * (k / 32) + 4 * b;
+    if (tail) {
+        *a = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(x + 32 * b)));
+        *da = _mm512_maskz_permutexvar_ps(0x00FF, _mm512_loadu_si512(idx_pair),
+                                          _mm512_castps128_ps512(_mm_castsi128_ps(_mm_cvtsi32_si128((int)ld_u32(dp)))));
+    } else {
+        *a = _mm512_loadu_si512(x + 32 * b);
+        *da = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_pair),
+                                    _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)dp))));
+    }
+    if (is_min_type(type)) {
+        __m128 s2 = tail ? _mm_castsi128_ps(_mm_cvtsi32_si128((int)ld_u32(sp)))
+                         : _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)sp));
+        *s = _mm512_maskz_permutexvar_ps(tail ? 0x0001 : 0x0101, _mm512_loadu_si512(idx_pair),
+                                         _mm512_castps128_ps512(s2));
+        *start = _mm512_setzero_si512();
+    } else {
+        const __m512i c = _mm512_set1_epi8((char)offset_of(type));
+        *start = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                  _mm512_dpbusd_epi32(_mm512_setzero_si512(), c, *a));
+        *s = _mm512_setzero_ps();
+    }
+}
+
+AI void body32(const int type, const int RM, const int RN, const int tail, const uint8_t *w,
+               size_t ws, int64_t k, int64_t b, const uint8_t *x, size_t xs, __m512 acc[RM][RN]) {
+    const size_t bs = bsize32(type);
+    __m512i q[RM];
+    __m512 dw[RM], mw[RM];
+    UNROLL for (int r = 0; r < RM; r++) {
+        const uint8_t *pa = w + r * ws + b * bs;
+        dec32_pair(type, pa, tail ? pa : pa + bs, &q[r], &dw[r], &mw[r]);
+    }
+    UNROLL for (int t = 0; t < RN; t++) {
+        __m512i a, start;
+        __m512 da, s;
+        act32_pair(type, x + t * xs, k, b, tail, &a, &da, &s, &start);
+        UNROLL for (int r = 0; r < RM; r++) {
+            const __m512i p = _mm512_dpbusd_epi32(start, q[r], a);
+            const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(p), da);
+            acc[r][t] = _mm512_fmadd_ps(f, dw[r], acc[r][t]);
+            if (is_min_type(type)) acc[r][t] = _mm512_fmadd_ps(mw[r], s, acc[r][t]);
+        }
+    }
+}
+
+AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
+               const uint8_t *x, size_t xs, float *y, int64_t ldy) {
+    const int64_t nb = k / 32;
+    __m512 acc[RM][RN];
+    UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) body32(type, RM, RN, 0, w, ws, k, b, x, xs, acc);
+    if (b < nb) body32(type, RM, RN, 1, w, ws, k, b, x, xs, acc);
+    UNROLL for (int t = 0; t < RN; t++) UNROLL for (int r = 0; r < RM; r++) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+/* =============================== K-quants =============================== */
+
+/* Q4_K/Q5_K packed scales -> bytes [sc0..sc7, m0..m7]. */
+AI __m128i q4k_scales(const uint8_t *s12) {
+    uint32_t u0 = ld_u32(s12), u1 = ld_u32(s12 + 4), u2 = ld_u32(s12 + 8);
+    const uint32_t m3 = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4);
+    const uint32_t m2 = u1 & 0x3f3f3f3fu;
+    const uint32_t s1 = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);
+    const uint32_t s0 = u0 & 0x3f3f3f3fu;
+    return _mm_set_epi32((int)m3, (int)m2, (int)s1, (int)s0);
+}
+
+/* For chunk c (64 elements): int16 lane i of the maddubs result covers
+ * elements 2i, 2i+1, so lanes 0..15 take sub-block 2c, 16..31 sub-block
+ * 2c+1 (Q4_K/Q5_K); for Q6_K (16-element groups) lanes 8g..8g+7 take group
+ * 4c+g. */
+static const int16_t idx_k4[4][32] = {
+#define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+    {R16(0), R16(1)}, {R16(2), R16(3)}, {R16(4), R16(5)}, {R16(6), R16(7)},
+#undef R16
+};
+static const int16_t idx_k6[4][32] = {
+#define R8(v) v, v, v, v, v, v, v, v
+    {R8(0), R8(1), R8(2), R8(3)}, {R8(4), R8(5), R8(6), R8(7)},
+    {R8(8), R8(9), R8(10), R8(11)}, {R8(12), R8(13), R8(14), R8(15)},
+#undef R8
+};
+
+AI size_t bsizeK(const int type) {
+    return type == LOOM_TYPE_Q4_K ? 144 : type == LOOM_TYPE_Q5_K ? 176 : 210;
+}
+
+/* Unsigned quants of chunk c (elements 64c..64c+63) of a K super-block. */
+AI __m512i decK_chunk(const int type, const uint8_t *blk, const int c) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    if (type == LOOM_TYPE_Q6_K) {
+        const int h = c >> 1;
+        const __m512i L = _mm512_loadu_si512(blk + 64 * h);
+        __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h)));
+        H = _mm512_mask_srli_epi16(H, 0xFFFF0000u, H, 2); /* [H, H >> 2] */
+        const __m512i m30 = _mm512_set1_epi8(0x30);
+        if ((c & 1) == 0) /* (L & 15) | ((H bits) << 4) */
+            return _mm512_or_si512(_mm512_and_si512(L, m4),
+                                   _mm512_and_si512(_mm512_slli_epi16(H, 4), m30));
+        return _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4), _mm512_and_si512(H, m30));
+    }
+    const uint8_t *qs = blk + (type == LOOM_TYPE_Q4_K ? 16 : 48) + 32 * c;
+    __m512i z = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qs));
+    z = _mm512_and_si512(_mm512_mask_srli_epi16(z, 0xFFFF0000u, z, 4), m4);
+    if (type == LOOM_TYPE_Q5_K) {
+        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16)));
+        const __m512i sel = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * c))),
+                                               _mm256_set1_epi8((char)(2 << (2 * c))), 1);
+        z = _mm512_mask_add_epi8(z, _mm512_test_epi8_mask(qh, sel), z, _mm512_set1_epi8(16));
+    }
+    return z;
+}
+
+AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
+              const uint8_t *x, size_t xs, float *y, int64_t ldy) {
+    const size_t bs = bsizeK(type);
+    const int64_t nsb = k / 256;
+    __m512 facc[RM][RN];
+    UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) facc[r][t] = _mm512_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        __m512 dv[RM], wm[RM];
+        __m512i sc16[RM], bcorr[RM];
+        UNROLL for (int r = 0; r < RM; r++) {
+            const uint8_t *blk = w + r * ws + sb * bs;
+            if (type == LOOM_TYPE_Q6_K) {
+                dv[r] = _mm512_set1_ps(_cvtsh_ss(ld_u16(blk + 208)));
+                const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
+                sc16[r] = _mm512_castsi256_si512(s);
+                /* -32 * sc, against the bsums (16 int16 lanes, upper half zero) */
+                bcorr[r] = _mm512_zextsi256_si512(_mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), s), 5));
+                wm[r] = _mm512_setzero_ps();
+            } else {
+                dv[r] = _mm512_set1_ps(_cvtsh_ss(ld_u16(blk)));
+                const __m128i sm = q4k_scales(blk + 4);
+                sc16[r] = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sm));
+                /* lanes 8..15: -dmin * m_s; lanes 0..7: 0 */
+                wm[r] = _mm512_maskz_mul_ps(0xFF00, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm)),
+                                            _mm512_set1_ps(-_cvtsh_ss(ld_u16(blk + 2))));
+                bcorr[r] = _mm512_setzero_si512();
+            }
+        }
+        __m512i iacc[RM][RN];
+        UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) iacc[r][t] = _mm512_setzero_si512();
+        UNROLL for (int c = 0; c < 4; c++) {
+            __m512i q[RM], sv[RM];
+            const __m512i idx = _mm512_loadu_si512(type == LOOM_TYPE_Q6_K ? idx_k6[c] : idx_k4[c]);
+            UNROLL for (int r = 0; r < RM; r++) {
+                q[r] = decK_chunk(type, w + r * ws + sb * bs, c);
+                sv[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
+            }
+            UNROLL for (int t = 0; t < RN; t++) {
+                const __m512i a = _mm512_loadu_si512(x + t * xs + sb * 292 + 4 + 64 * c);
+                UNROLL for (int r = 0; r < RM; r++)
+                    iacc[r][t] = _mm512_dpwssd_epi32(iacc[r][t], _mm512_maddubs_epi16(q[r], a), sv[r]);
+            }
+        }
+        UNROLL for (int t = 0; t < RN; t++) {
+            const uint8_t *ab = x + t * xs + sb * 292;
+            const __m512 da = _mm512_set1_ps(ld_f32(ab));
+            const __m256i bsums = _mm256_loadu_si256((const __m256i *)(ab + 260));
+            __m512 asum = _mm512_setzero_ps();
+            if (type != LOOM_TYPE_Q6_K) { /* lanes 8..15: da * (sum of sub-block s) */
+                const __m256i pairs = _mm256_madd_epi16(bsums, _mm256_set1_epi16(1));
+                asum = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_inserti64x4(_mm512_setzero_si512(), pairs, 1)), da);
+            }
+            UNROLL for (int r = 0; r < RM; r++) {
+                __m512i is = iacc[r][t];
+                if (type == LOOM_TYPE_Q6_K) is = _mm512_dpwssd_epi32(is, _mm512_zextsi256_si512(bsums), bcorr[r]);
+                facc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(is), da), dv[r], facc[r][t]);
+                if (type != LOOM_TYPE_Q6_K) facc[r][t] = _mm512_fmadd_ps(wm[r], asum, facc[r][t]);
+            }
+        }
+    }
+    UNROLL for (int t = 0; t < RN; t++) UNROLL for (int r = 0; r < RM; r++) y[t * ldy + r] = _mm512_reduce_add_ps(facc[r][t]);
+}
+
+/* ============================ instantiation ============================ */
+
+#define TILE(fam, name, type, RM, RN)                                                           \
+    static void name(const uint8_t *w, size_t ws, int64_t k, const uint8_t *x, size_t xs,    \
+                     float *y, int64_t ldy) {                                                 \
+        tile##fam(type, RM, RN, w, ws, k, x, xs, y, ldy);                                     \
+    }
+
+/* One family member: decode tiles (1x1, RMD x1), prefill tiles (1 x nt and
+ * RM x nt for nt = 1..RN, RN <= 4 here). */
+#define KERNEL(fam, tname, type, RMD, RM, RN)                                                  \
+    TILE(fam, tname##_d1, type, 1, 1)                                                          \
+    TILE(fam, tname##_dm, type, RMD, 1)                                                        \
+    TILE(fam, tname##_o2, type, 1, 2)                                                          \
+    TILE(fam, tname##_o3, type, 1, 3)                                                          \
+    TILE(fam, tname##_o4, type, 1, 4)                                                          \
+    TILE(fam, tname##_f1, type, RM, 1)                                                         \
+    TILE(fam, tname##_f2, type, RM, 2)                                                         \
+    TILE(fam, tname##_f3, type, RM, 3)                                                         \
+    TILE(fam, tname##_f4, type, RM, 4)                                                         \
+    static const loom_tile_set tname##_tiles = {                                                   \
+        RMD, RM, RN, {tname##_d1, tname##_dm},                                                 \
+        {NULL, tname##_d1, tname##_o2, tname##_o3, tname##_o4},                                \
+        {NULL, tname##_f1, tname##_f2, tname##_f3, tname##_f4}};                               \
+    static void tname(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,   \
+                      size_t xs, int64_t n, float *y, int64_t ldy) {                           \
+        loom_run_tiles(&tname##_tiles, w, ws, k, nr, xq, xs, n, y, ldy);                            \
+    }
+
+KERNEL(_f, mm_f32, LOOM_TYPE_F32, 4, 4, 4)
+KERNEL(_f, mm_f16, LOOM_TYPE_F16, 4, 4, 4)
+KERNEL(_f, mm_bf16, LOOM_TYPE_BF16, 4, 4, 4)
+KERNEL(32, mm_q4_0, LOOM_TYPE_Q4_0, 4, 4, 4)
+KERNEL(32, mm_q4_1, LOOM_TYPE_Q4_1, 4, 4, 3)
+KERNEL(32, mm_q5_0, LOOM_TYPE_Q5_0, 4, 4, 4)
+KERNEL(32, mm_q5_1, LOOM_TYPE_Q5_1, 4, 4, 3)
+KERNEL(32, mm_q8_0, LOOM_TYPE_Q8_0, 4, 4, 4)
+KERNEL(K, mm_q4_K, LOOM_TYPE_Q4_K, 4, 2, 4)
+KERNEL(K, mm_q5_K, LOOM_TYPE_Q5_K, 4, 2, 4)
+KERNEL(K, mm_q6_K, LOOM_TYPE_Q6_K, 4, 2, 4)
+
+const loom_cpu_kernels loom_cpu_kernels_avx512 = {
+    .matmul = {
+        [LOOM_TYPE_F32] = mm_f32,
+        [LOOM_TYPE_F16] = mm_f16,
+        [LOOM_TYPE_BF16] = mm_bf16,
+        [LOOM_TYPE_Q4_0] = mm_q4_0,
+        [LOOM_TYPE_Q4_1] = mm_q4_1,
+        [LOOM_TYPE_Q5_0] = mm_q5_0,
+        [LOOM_TYPE_Q5_1] = mm_q5_1,
+        [LOOM_TYPE_Q8_0] = mm_q8_0,
+        [LOOM_TYPE_Q4_K] = mm_q4_K,
+        [LOOM_TYPE_Q5_K] = mm_q5_K,
+        [LOOM_TYPE_Q6_K] = mm_q6_K,
+    },
+};
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif

@@ -1,0 +1,322 @@
+/*
+ * tests/test_matmul.c — loom_matmul for every weight type on every ISA level
+ * this CPU supports (each forced with loom_isa_set), on odd shapes.
+ *
+ * Reference: the double-precision sum of dequantized weight (loom_dequant_row,
+ * itself checked bit-exact against gguf-py in test_quant) times dequantized
+ * activation (loom_act_dequantize). The kernels compute the same products
+ * with exact integer block sums, so the only differences are float rounding
+ * and accumulation order:
+ *     |y - ref| <= 2e-5 * sum_j (|w_j| + |o_j|) * |a_j|
+ * where o_j is the block's offset/min term (the dequantization of the block
+ * with its quants zeroed), since the kernels scale and subtract the two parts
+ * separately. A looser check against the unquantized float activations
+ * bounds the activation quantization error: each activation moves by at most
+ * d/2 (d = its block's max|x| / 127), so
+ *     |y - sum_j w_j x_j| <= sum_j |w_j| * d_j/2 * (1 + 1e-5) + the above.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/cpu_kernels.h"
+#include "kernels.h"
+#include "quant.h"
+
+static const loom_type all_types[] = {LOOM_TYPE_F32,  LOOM_TYPE_F16,  LOOM_TYPE_BF16, LOOM_TYPE_Q4_0,
+                                      LOOM_TYPE_Q4_1, LOOM_TYPE_Q5_0, LOOM_TYPE_Q5_1, LOOM_TYPE_Q8_0,
+                                      LOOM_TYPE_Q4_K, LOOM_TYPE_Q5_K, LOOM_TYPE_Q6_K};
+enum { N_TYPES = sizeof all_types / sizeof all_types[0] };
+
+static uint64_t rng = 0x243F6A8885A308D3ull;
+static uint32_t urand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 32);
+}
+static float frand(void) { return (float)(urand() >> 8) * (1.0f / 8388608.0f) - 1.0f; } /* [-1, 1) */
+
+/* byte offsets of the fp16 scale/min fields in a block (-1 ends) */
+static const int *scale_fields(loom_type t) {
+    static const int d0[] = {0, -1}, dm[] = {0, 2, -1}, q6k[] = {208, -1}, none[] = {-1};
+    switch (t) {
+    case LOOM_TYPE_Q4_0:
+    case LOOM_TYPE_Q5_0:
+    case LOOM_TYPE_Q8_0: return d0;
+    case LOOM_TYPE_Q4_1:
+    case LOOM_TYPE_Q5_1:
+    case LOOM_TYPE_Q4_K:
+    case LOOM_TYPE_Q5_K: return dm;
+    case LOOM_TYPE_Q6_K: return q6k;
+    default: return none;
+    }
+}
+
+/* One random row of type t, k elements, into dst (row bytes). */
+static void random_row(loom_type t, uint8_t *dst, int64_t k) {
+    const loom_type_traits *tr = loom_type_info(t);
+    const size_t nbytes = loom_type_row_bytes(t, k);
+    if (t == LOOM_TYPE_F32) {
+        for (int64_t j = 0; j < k; j++) {
+            float v = frand();
+            memcpy(dst + 4 * j, &v, 4);
+        }
+        return;
+    }
+    if (t == LOOM_TYPE_F16 || t == LOOM_TYPE_BF16) {
+        for (int64_t j = 0; j < k; j++) {
+            uint16_t h = t == LOOM_TYPE_F16 ? loom_f32_to_f16(frand()) : loom_f32_to_bf16(frand());
+            memcpy(dst + 2 * j, &h, 2);
+        }
+        return;
+    }
+    for (size_t i = 0; i < nbytes; i++) dst[i] = (uint8_t)urand();
+    for (size_t b = 0; b < nbytes / tr->type_size; b++)
+        for (const int *f = scale_fields(t); *f >= 0; f++) {
+            uint16_t h = loom_f32_to_f16(frand() * 0.05f);
+            memcpy(dst + b * tr->type_size + *f, &h, 2);
+        }
+}
+
+/* Per-element offset magnitude: dequantization of the row with every quant
+ * zeroed (scale/min fields kept). Zero for float types. */
+static void offsets_of(loom_type t, const uint8_t *row, int64_t k, float *o) {
+    const loom_type_traits *tr = loom_type_info(t);
+    if (tr->block_size == 1) {
+        memset(o, 0, (size_t)k * sizeof(float));
+        return;
+    }
+    const size_t nbytes = loom_type_row_bytes(t, k);
+    uint8_t *z = calloc(1, nbytes);
+    for (size_t b = 0; b < nbytes / tr->type_size; b++) {
+        const uint8_t *src = row + b * tr->type_size;
+        uint8_t *d = z + b * tr->type_size;
+        if (t == LOOM_TYPE_Q4_K || t == LOOM_TYPE_Q5_K) memcpy(d, src, 16); /* d, dmin, scales */
+        else if (t == LOOM_TYPE_Q6_K) memcpy(d + 192, src + 192, 18);     /* scales, d */
+        else
+            for (const int *f = scale_fields(t); *f >= 0; f++) memcpy(d + *f, src + *f, 2);
+    }
+    loom_dequant_row(t, z, o, k);
+    free(z);
+}
+
+typedef struct {
+    int fails;
+    double worst; /* largest error / tolerance seen */
+} check_stats;
+
+/* Runs one case for the active ISA and checks it. Returns false (after
+ * reporting) on the first wrong value. */
+static bool run_case(loom_type t, int64_t k, int64_t rows, int64_t r0, int64_t n, bool odd,
+                     check_stats *st) {
+    const char *isa = loom_isa_name(loom_isa_get());
+    const size_t rb = loom_type_row_bytes(t, k);
+    const size_t w_stride = rb + (odd ? 7 : 0);
+    const int64_t total_rows = r0 + rows + 1;
+    uint8_t *wbuf = malloc(total_rows * w_stride + 1);
+    uint8_t *w = wbuf + 1; /* odd start address */
+    for (int64_t r = 0; r < total_rows; r++) random_row(t, w + r * w_stride, k);
+
+    float *x = malloc((size_t)(n * k) * sizeof(float));
+    for (int64_t tk = 0; tk < n; tk++)
+        for (int64_t j = 0; j < k; j++) /* magnitudes vary between blocks of 32 */
+            x[tk * k + j] = frand() * ldexpf(1.0f, (int)((j / 32 + tk) % 5) - 2);
+    const size_t ab = loom_act_row_bytes(t, k);
+    cr_assert(ab > 0);
+    const size_t xq_stride = ab + 3;
+    uint8_t *xbuf = malloc(n * xq_stride + 1);
+    uint8_t *xq = xbuf + 1;
+    for (int64_t tk = 0; tk < n; tk++) loom_act_quantize(t, x + tk * k, xq + tk * xq_stride, k);
+
+    const int64_t ldy = rows + 5;
+    float *y = malloc((size_t)(n * ldy) * sizeof(float));
+    for (int64_t i = 0; i < n * ldy; i++) y[i] = NAN;
+    loom_matmul(t, w, w_stride, k, r0, r0 + rows, xq, xq_stride, n, y, ldy);
+
+    float *wd = malloc((size_t)k * sizeof(float)), *od = malloc((size_t)k * sizeof(float));
+    float *ad = malloc((size_t)k * sizeof(float));
+    bool ok = true;
+    for (int64_t r = 0; r < rows && ok; r++) {
+        loom_dequant_row(t, w + (r0 + r) * w_stride, wd, k);
+        offsets_of(t, w + (r0 + r) * w_stride, k, od);
+        for (int64_t tk = 0; tk < n && ok; tk++) {
+            loom_act_dequantize(t, xq + tk * xq_stride, ad, k);
+            double ref = 0, mag = 0, exact = 0, qerr = 0;
+            const int bs = (int)loom_type_info(t)->block_size;
+            const int abs_ = bs == 256 ? 256 : 32;
+            for (int64_t j = 0; j < k; j++) {
+                ref += (double)wd[j] * ad[j];
+                mag += (fabs(wd[j]) + fabs(od[j])) * fabs(ad[j]);
+                exact += (double)wd[j] * x[tk * k + j];
+                if (bs > 1 && j % abs_ == 0) { /* activation block scale */
+                    float amax = 0;
+                    for (int i = 0; i < abs_; i++) amax = fmaxf(amax, fabsf(x[tk * k + j + i]));
+                    for (int i = 0; i < abs_; i++)
+                        qerr += fabs(wd[j + i]) * (amax / 127.0) * 0.5 * (1 + 1e-5);
+                }
+            }
+            const double got = y[tk * ldy + r];
+            const double tol = 2e-5 * mag + 1e-30;
+            const double err = fabs(got - ref);
+            if (err / tol > st->worst) st->worst = err / tol;
+            if (!(err <= tol)) {
+                cr_log_error("%s/%s k=%ld rows=%ld r0=%ld n=%ld: y[%ld][%ld] = %.9g, reference %.9g "
+                             "(error %.3g > tolerance %.3g)",
+                             isa, loom_type_name(t), (long)k, (long)rows, (long)r0, (long)n, (long)tk,
+                             (long)r, got, ref, err, tol);
+                ok = false;
+            } else if (!(fabs(got - exact) <= qerr + tol)) {
+                cr_log_error("%s/%s k=%ld rows=%ld n=%ld: y[%ld][%ld] = %.9g, float activations give "
+                             "%.9g, beyond the activation quantization bound %.3g",
+                             isa, loom_type_name(t), (long)k, (long)rows, (long)n, (long)tk, (long)r,
+                             got, exact, qerr + tol);
+                ok = false;
+            }
+        }
+    }
+    for (int64_t tk = 0; tk < n && ok; tk++) /* nothing written outside [0, rows) of each y row */
+        for (int64_t i = rows; i < ldy; i++)
+            if (!isnan(y[tk * ldy + i])) {
+                cr_log_error("%s/%s: wrote y[%ld][%ld] outside the row range", isa,
+                             loom_type_name(t), (long)tk, (long)i);
+                ok = false;
+                break;
+            }
+    if (!ok) st->fails++;
+    free(wd);
+    free(od);
+    free(ad);
+    free(y);
+    free(xbuf);
+    free(x);
+    free(wbuf);
+    return ok;
+}
+
+/* Every ISA this CPU supports, forced in turn; prints which were exercised
+ * and which are not testable here. Returns how many were run. */
+typedef void (*isa_body)(loom_isa isa);
+
+static int for_each_isa(const char *what, isa_body body) {
+    char line[256] = "", missing[200];
+    int ran = 0;
+    const loom_isa best = loom_isa_detect();
+    for (int i = 0; i < LOOM_ISA_COUNT; i++) {
+        const loom_isa isa = (loom_isa)i;
+        if (!loom_isa_supported(isa, missing, sizeof missing)) {
+            cr_assert(i > (int)best, "detect says %s is supported but loom_isa_supported disagrees",
+                      loom_isa_name(isa));
+            fprintf(stderr, "[%s] %s: not testable on this CPU (missing %s)\n", what,
+                    loom_isa_name(isa), missing);
+            continue;
+        }
+        loom_status s = loom_isa_set(isa);
+        cr_assert(s == NULL, "loom_isa_set(%s) failed although supported: %s", loom_isa_name(isa),
+                  loom_status_message(s));
+        cr_assert_eq(loom_isa_get(), isa);
+        body(isa);
+        ran++;
+        strncat(line, " ", sizeof line - strlen(line) - 1);
+        strncat(line, loom_isa_name(isa), sizeof line - strlen(line) - 1);
+    }
+    fprintf(stderr, "[%s] ISAs exercised:%s\n", what, line);
+    return ran;
+}
+
+static check_stats stats_by_isa[LOOM_ISA_COUNT];
+
+static void odd_shapes(loom_isa isa) {
+    static const int64_t rows_list[] = {1, 3, 17, 33};
+    static const int64_t n_list[] = {1, 2, 3, 5, 8, 13};
+    check_stats *st = &stats_by_isa[isa];
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        const loom_type t = all_types[ti];
+        const int bs = (int)loom_type_info(t)->block_size;
+        const int unit = bs == 256 ? 256 : 32; /* float types: use 32-multiples too */
+        int64_t kb_list[] = {1, 3, 7, 9};
+        const int nk = unit == 256 ? 3 : 4; /* 9 x 32 = 288: not a multiple of 256 */
+        int case_no = 0;
+        for (int ki = 0; ki < nk; ki++)
+            for (int ri = 0; ri < 4; ri++)
+                for (int ni = 0; ni < 6; ni++, case_no++) {
+                    const int64_t k = kb_list[ki] * unit;
+                    const int64_t r0 = case_no % 3 == 0 ? 0 : 1 + case_no % 5;
+                    run_case(t, k, rows_list[ri], r0, n_list[ni], case_no % 2, st);
+                }
+        /* float types also at widths that are not multiples of the vector length */
+        if (bs == 1)
+            for (int64_t k = 1; k <= 40; k += 13) run_case(t, k, 5, 2, 3, true, st);
+    }
+    fprintf(stderr, "[matmul] %s: worst error / tolerance %.3g\n", loom_isa_name(isa), st->worst);
+    cr_assert_eq(st->fails, 0, "%s: %d failing cases (see errors above)", loom_isa_name(isa),
+                 st->fails);
+}
+
+Test(matmul, every_type_every_isa_odd_shapes) {
+    cr_assert(for_each_isa("matmul odd shapes", odd_shapes) >= 1);
+}
+
+static void larger_shapes(loom_isa isa) {
+    check_stats *st = &stats_by_isa[isa];
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        const loom_type t = all_types[ti];
+        run_case(t, 2048, 40, 4, 37, false, st); /* full tiles in both directions */
+        run_case(t, 1024, 9, 0, 64, true, st);
+    }
+    cr_assert_eq(st->fails, 0, "%s: %d failing cases", loom_isa_name(isa), st->fails);
+}
+
+Test(matmul, larger_shapes_every_isa) { cr_assert(for_each_isa("matmul larger", larger_shapes) >= 1); }
+
+/* Each SIMD level supplies its own kernel for every type (no silent fallback
+ * to a lower level, which would leave that level untested). */
+Test(matmul, simd_levels_cover_every_type) {
+    const loom_cpu_kernels *tabs[] = {&loom_cpu_kernels_scalar, &loom_cpu_kernels_avx2,
+                                      &loom_cpu_kernels_avx512};
+    for (int i = 0; i < LOOM_ISA_COUNT; i++)
+        for (int ti = 0; ti < N_TYPES; ti++)
+            cr_expect(tabs[i]->matmul[all_types[ti]] != NULL, "%s has no kernel for %s",
+                      loom_isa_name((loom_isa)i), loom_type_name(all_types[ti]));
+}
+
+Test(matmul, degenerate_calls_write_nothing) {
+    float y[4] = {1, 2, 3, 4};
+    uint8_t w[64] = {0}, xq[64] = {0};
+    loom_matmul(LOOM_TYPE_Q4_0, w, 18, 32, 3, 3, xq, 40, 1, y, 4);   /* r1 == r0 */
+    loom_matmul(LOOM_TYPE_Q4_0, w, 18, 32, 0, 1, xq, 40, 0, y, 4);   /* n == 0 */
+    loom_matmul(LOOM_TYPE_IQ4_NL, w, 18, 32, 0, 1, xq, 40, 1, y, 4); /* unsupported type */
+    cr_assert(y[0] == 1 && y[1] == 2 && y[2] == 3 && y[3] == 4);
+}
+
+Test(isa, names_and_set) {
+    cr_assert_str_eq(loom_isa_name(LOOM_ISA_SCALAR), "scalar");
+    cr_assert_str_eq(loom_isa_name(LOOM_ISA_AVX2), "avx2");
+    cr_assert_str_eq(loom_isa_name(LOOM_ISA_AVX512), "avx512");
+    cr_assert_str_eq(loom_isa_name(LOOM_ISA_COUNT), "?");
+    loom_status s = loom_isa_set(LOOM_ISA_COUNT);
+    cr_assert(s != NULL && loom_status_code(s) == LOOM_ERR_INVALID);
+    loom_status_free(s);
+    const loom_isa best = loom_isa_detect();
+    cr_assert(loom_isa_supported(best, NULL, 0));
+    if (best < LOOM_ISA_AVX512) { /* forcing more than the CPU has names what is missing */
+        s = loom_isa_set(LOOM_ISA_AVX512);
+        cr_assert(s != NULL && strstr(loom_status_message(s), "avx512"), "%s",
+                  loom_status_message(s));
+        loom_status_free(s);
+        cr_assert_eq(loom_isa_get(), best, "a failed set leaves the level unchanged");
+    }
+    fprintf(stderr, "[isa] detected: %s\n", loom_isa_name(best));
+}
+
+Test(isa, env_selects_lower_level) {
+    setenv("LOOM_ISA", "scalar", 1);
+    cr_assert_eq(loom_isa_get(), LOOM_ISA_SCALAR, "LOOM_ISA=scalar is honoured");
+}
+
+Test(isa, env_cannot_exceed_cpu) {
+    setenv("LOOM_ISA", "avx512", 1);
+    cr_assert_eq(loom_isa_get(), loom_isa_detect() < LOOM_ISA_AVX512 ? loom_isa_detect() : LOOM_ISA_AVX512);
+}
