@@ -115,8 +115,9 @@ static bool run_case(loom_type t, int64_t k, int64_t rows, int64_t r0, int64_t n
     const char *isa = loom_isa_name(loom_isa_get());
     const size_t rb = loom_type_row_bytes(t, k);
     const size_t w_stride = rb + (odd ? 7 : 0);
-    const int64_t total_rows = r0 + rows + 1;
-    uint8_t *wbuf = malloc(total_rows * w_stride + 1);
+    const int64_t total_rows = r0 + rows;
+    /* exact sizes (no slack after the last row), so ASan catches over-reads */
+    uint8_t *wbuf = malloc((total_rows - 1) * w_stride + rb + 1);
     uint8_t *w = wbuf + 1; /* odd start address */
     for (int64_t r = 0; r < total_rows; r++) random_row(t, w + r * w_stride, k);
 
@@ -127,7 +128,7 @@ static bool run_case(loom_type t, int64_t k, int64_t rows, int64_t r0, int64_t n
     const size_t ab = loom_act_row_bytes(t, k);
     cr_assert(ab > 0);
     const size_t xq_stride = ab + 3;
-    uint8_t *xbuf = malloc(n * xq_stride + 1);
+    uint8_t *xbuf = malloc((n - 1) * xq_stride + ab + 1);
     uint8_t *xq = xbuf + 1;
     for (int64_t tk = 0; tk < n; tk++) loom_act_quantize(t, x + tk * k, xq + tk * xq_stride, k);
 
