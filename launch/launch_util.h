@@ -14,7 +14,8 @@
 
 /* Prints "loom: <msg>" and returns 2 (usage error). */
 int loom_usage_error(const char *msg);
-/* Prints "loom <cmd>: <status message>", frees st, returns 1. */
+/* Prints "loom <cmd>: <status message>" (nothing for LOOM_ERR_PEER: the
+ * failing rank speaks), frees st, returns 1. */
 int loom_fail(const char *cmd, loom_status st);
 
 /* Reads a whole file (NUL-terminated in out->data). */

@@ -19,7 +19,8 @@ int loom_usage_error(const char *msg) {
 }
 
 int loom_fail(const char *cmd, loom_status st) {
-    fprintf(stderr, "loom %s: %s\n", cmd, loom_status_message(st));
+    /* a peer's failure is reported by the rank where it happened */
+    if (loom_status_code(st) != LOOM_ERR_PEER) fprintf(stderr, "loom %s: %s\n", cmd, loom_status_message(st));
     loom_status_free(st);
     return 1;
 }

@@ -45,7 +45,7 @@ static loom_status settle(loom_comm *world, loom_status st, const char *what) {
     int bad = agree(world, st);
     if (bad < 0) return NULL;
     if (st) return st;
-    return loom_error(LOOM_ERR_PLAN, "%s failed on rank %d (see its message)", what, bad);
+    return loom_error(LOOM_ERR_PEER, "%s failed on rank %d (see its message)", what, bad);
 }
 
 static loom_status check_models(loom_cluster *c, const loom_gguf *g) {
@@ -55,7 +55,9 @@ static loom_status check_models(loom_cluster *c, const loom_gguf *g) {
     MPI_Allgather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, loom_comm_mpi_handle(c->world));
     loom_status st = NULL;
     for (int r = 1; r < n && !st; r++)
-        if (all[r] != all[0])
+        if (all[r] != all[0] && c->world->rank != 0)
+            st = loom_error(LOOM_ERR_PEER, "rank %d has a different model file (rank 0 reports it)", r);
+        else if (all[r] != all[0])
             st = loom_error(LOOM_ERR_INVALID,
                             "rank %d (host %s) has a different model file than rank 0 (host %s): header and tensor "
                             "index hashes %016llx and %016llx; every rank must load the same GGUF",
@@ -120,7 +122,7 @@ static loom_status share_plan(loom_cluster *c, const loom_gguf *g, const loom_pl
             MPI_Bcast(msg, sizeof msg, MPI_CHAR, 0, w);
             msg[sizeof msg - 1] = 0;
             loom_status_free(st);
-            st = loom_error(LOOM_ERR_PLAN, "the coordinator could not plan: %s", msg);
+            st = loom_error(LOOM_ERR_PEER, "the coordinator could not plan: %s", msg);
         } else {
             buf = malloc((size_t)size + 1);
             if (!buf) {

@@ -27,6 +27,7 @@ typedef enum {
     LOOM_ERR_COMM,         /* a communicator call failed */
     LOOM_ERR_TIMEOUT,      /* a peer stopped answering */
     LOOM_ERR_PLAN,         /* an impossible parallel plan was requested */
+    LOOM_ERR_PEER,         /* another rank failed and reports why; this one stays quiet */
 } loom_code;
 
 typedef struct loom_status_s *loom_status;

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# loom generate on the default model: JSON output, prompt ids as llama.cpp
+# tokenizes them, stop reasons, concurrent prompts, bad input.
+. "$(dirname "$0")/lib.sh"
+FX=$(dirname "$0")/../fixtures/smollm2-q4_1.json
+
+# prompt ids equal the reference's, greedy text is valid JSON
+"$LOOM" generate --model "$MODEL" --prompt "The capital of France is" --temperature 0 --max-tokens 8 --json \
+  > "$TMP/one.json" 2> "$TMP/err" || fail "generate: $(tail -3 "$TMP/err")"
+want=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['cases'][0]['prompt_ids'])" "$FX")
+got=$(json_field "$TMP/one.json" 1 "o['prompt_tokens']")
+[ "$got" = "$want" ] || fail "prompt ids $got, llama.cpp gives $want"
+[ "$(json_field "$TMP/one.json" 1 "len(o['tokens'])")" = 8 ] || fail "expected 8 generated tokens"
+[ "$(json_field "$TMP/one.json" 1 "o['stop_reason']")" = length ] || fail "expected stop_reason length"
+[ "$(json_field "$TMP/one.json" 1 "o['tokens'][:2]")" = "[7042, 30]" ] || fail "greedy tokens start $(json_field "$TMP/one.json" 1 "o['tokens'][:2]"), llama.cpp gives [7042, 30] (' Paris', '.')"
+ok "json output, prompt ids, greedy start"
+
+# the chat template ends generation at <|im_end|>: stop_reason stop
+"$LOOM" generate --model "$MODEL" --prompt "Say hi." --chat --temperature 0 --max-tokens 200 --json \
+  > "$TMP/chat.json" 2> "$TMP/err" || fail "chat: $(tail -3 "$TMP/err")"
+[ "$(json_field "$TMP/chat.json" 1 "o['stop_reason']")" = stop ] || fail "chat: expected stop_reason stop"
+ok "chat stops at end of turn"
+
+# a context that fills up stops with "length"
+"$LOOM" generate --model "$MODEL" --prompt "Once upon a time" --temperature 0 --max-tokens 100 --ignore-eos \
+  --ctx-size 12 --json > "$TMP/ctx.json" 2> "$TMP/err" || fail "ctx: $(tail -3 "$TMP/err")"
+[ "$(json_field "$TMP/ctx.json" 1 "o['stop_reason']")" = length ] || fail "ctx: expected stop_reason length"
+[ "$(json_field "$TMP/ctx.json" 1 "len(o['prompt_tokens'])+len(o['tokens'])")" = 12 ] || fail "ctx: prompt + generation should fill 12 positions"
+ok "full context stops with length"
+
+# many prompts run concurrently, one JSON object each; seeds reproduce
+printf 'The capital of France is\nOnce upon a time\\nthere was\n\nfor i in range(\n' > "$TMP/prompts.txt"
+"$LOOM" generate --model "$MODEL" --prompt-file "$TMP/prompts.txt" --max-tokens 16 --seed 7 --json \
+  > "$TMP/many.json" 2> "$TMP/err" || fail "prompt-file: $(tail -3 "$TMP/err")"
+[ "$(wc -l < "$TMP/many.json")" = 3 ] || fail "expected 3 JSON lines for 3 prompts"
+[ "$(json_field "$TMP/many.json" 2 "o['prompt']")" = "Once upon a time
+there was" ] || fail "the \\n escape in a prompt line was not decoded"
+"$LOOM" generate --model "$MODEL" --prompt-file "$TMP/prompts.txt" --max-tokens 16 --seed 7 --json --sequences 1 \
+  > "$TMP/many1.json" 2> "$TMP/err" || fail "prompt-file sequential: $(tail -3 "$TMP/err")"
+cmp -s <(python3 -c "import json,sys;[print(json.loads(l)['tokens']) for l in open(sys.argv[1])]" "$TMP/many.json") \
+       <(python3 -c "import json,sys;[print(json.loads(l)['tokens']) for l in open(sys.argv[1])]" "$TMP/many1.json") \
+  || fail "sampled tokens depend on batching (3 at once vs one at a time)"
+ok "concurrent prompts, per-sequence sampling independent of batching"
+
+# bad input: clear errors, no crash
+expect_fail "missing model" "cannot open|No such file" "$LOOM" generate --model "$TMP/nope.gguf" --prompt hi
+head -c 100000 "$MODEL" > "$TMP/trunc.gguf"
+expect_fail "truncated model" "trunc.gguf" "$LOOM" generate --model "$TMP/trunc.gguf" --prompt hi
+expect_fail "prompt longer than the context" "does not fit the context size 4" \
+  "$LOOM" generate --model "$MODEL" --prompt "one two three four five six seven" --ctx-size 4
+expect_fail "unknown flag" "unknown option" "$LOOM" generate --model "$MODEL" --prompt hi --bogus
+expect_fail "no prompt" "exactly one of" "$LOOM" generate --model "$MODEL"
+expect_fail "bad kv type" "f16 or f32" "$LOOM" generate --model "$MODEL" --prompt hi --kv-type q8
+expect_fail "tp without mpirun" "mpirun" "$LOOM" generate --model "$MODEL" --prompt hi --tp 2
+"$LOOM" --help | grep -q generate || fail "loom --help lists no generate"
+"$LOOM" generate --help | grep -q -- "--kv-type" || fail "generate --help lacks --kv-type"
+ok "help"

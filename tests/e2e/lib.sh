@@ -1,0 +1,32 @@
+# Shared helpers of the end-to-end tests (sourced). Each test is a script
+# that exits non-zero with a message saying what was expected.
+set -u
+LOOM=${LOOM:?LOOM must point at the loom binary}
+MODEL=${MODEL:?MODEL must point at the default model}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPIRUN="mpirun --oversubscribe --bind-to none"
+TMP=$(mktemp -d /tmp/loom-e2e.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { echo "ok: $*"; }
+
+[ -f "$MODEL" ] || fail "missing $MODEL: run launch/fetch-model.sh"
+
+# expect_fail NAME PATTERN CMD...: CMD must exit non-zero (not by a signal)
+# and print PATTERN (grep -E) on stderr.
+expect_fail() {
+  local name=$1 pat=$2; shift 2
+  "$@" > "$TMP/out" 2> "$TMP/err"
+  local rc=$?
+  [ $rc -ne 0 ] || fail "$name: exited 0, expected an error"
+  [ $rc -lt 128 ] || fail "$name: killed by signal $((rc - 128)): $(tail -3 "$TMP/err")"
+  grep -Eq "$pat" "$TMP/err" || fail "$name: stderr lacks /$pat/: $(tail -3 "$TMP/err")"
+  ok "$name"
+}
+
+# json_field FILE LINE EXPR: evaluates a Python expression on JSON object `o`
+# (line LINE of FILE, 1-based).
+json_field() {
+  python3 -c "import json,sys; o=json.loads(open(sys.argv[1]).read().splitlines()[int(sys.argv[2])-1]); print($3)" "$1" "$2"
+}

@@ -1,0 +1,37 @@
+# End-to-end and multi-rank tests (plain executables and scripts; Criterion
+# forks each test, which MPI does not survive).
+set(LOOM_MODEL ${LOOM_CACHE_DIR}/models/SmolLM2-135M-Instruct.Q4_1.gguf)
+set(LOOM_E2E_ENV "LOOM=$<TARGET_FILE:loom>" "MODEL=${LOOM_MODEL}"
+    "OMPI_ALLOW_RUN_AS_ROOT=1" "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+
+foreach(script generate_cli cluster_failures)
+  add_test(NAME e2e_${script} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/${script}.sh)
+  set_tests_properties(e2e_${script} PROPERTIES LABELS e2e TIMEOUT 900 ENVIRONMENT "${LOOM_E2E_ENV}")
+endforeach()
+
+# Multi-rank output equals single-rank output, teacher-forced (DESIGN.md).
+# Default model: (tp, pp) of issue 3; two fixture cases keep CI short.
+set(LOOM_FX ${CMAKE_CURRENT_SOURCE_DIR}/fixtures)
+foreach(grid "1 1" "2 1" "3 1" "4 1" "1 2" "1 3" "2 2" "3 2" "1 4")
+  separate_arguments(g UNIX_COMMAND "${grid}")
+  list(GET g 0 tp)
+  list(GET g 1 pp)
+  math(EXPR np "${tp} * ${pp}")
+  add_test(NAME mpi_equivalence_smollm2_tp${tp}_pp${pp}
+    COMMAND ${LOOM_MPIRUN} -np ${np} $<TARGET_FILE:mpi_equivalence>
+            --fixture ${LOOM_FX}/smollm2-q4_1.json --model ${LOOM_MODEL} --tp ${tp} --pp ${pp} --cases 2)
+  set_tests_properties(mpi_equivalence_smollm2_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900
+    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+endforeach()
+# Random K-quant model (width 512, heads in groups of 4 on 256-element blocks)
+foreach(grid "2 1" "2 2" "1 3")
+  separate_arguments(g UNIX_COMMAND "${grid}")
+  list(GET g 0 tp)
+  list(GET g 1 pp)
+  math(EXPR np "${tp} * ${pp}")
+  add_test(NAME mpi_equivalence_synth_q4_k_m_tp${tp}_pp${pp}
+    COMMAND ${LOOM_MPIRUN} -np ${np} $<TARGET_FILE:mpi_equivalence>
+            --fixture ${LOOM_FX}/synth-llama-q4_k_m.json --tp ${tp} --pp ${pp} --cases 2)
+  set_tests_properties(mpi_equivalence_synth_q4_k_m_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900
+    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+endforeach()
