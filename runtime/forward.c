@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention.h"
 #include "kernels.h"
 #include "ops.h"
 #include "quant.h"
@@ -210,28 +211,6 @@ typedef struct {
     int layer; /* local */
 } att_task;
 
-static float dot_kv(const void *k, loom_type t, const float *q, int n) {
-    float s = 0.0f;
-    if (t == LOOM_TYPE_F32) {
-        const float *kf = k;
-        for (int i = 0; i < n; i++) s += q[i] * kf[i];
-    } else {
-        const uint16_t *kh = k;
-        for (int i = 0; i < n; i++) s += q[i] * loom_f16_to_f32(kh[i]);
-    }
-    return s;
-}
-
-static void axpy_kv(float *out, float a, const void *v, loom_type t, int n) {
-    if (t == LOOM_TYPE_F32) {
-        const float *vf = v;
-        for (int i = 0; i < n; i++) out[i] += a * vf[i];
-    } else {
-        const uint16_t *vh = v;
-        for (int i = 0; i < n; i++) out[i] += a * loom_f16_to_f32(vh[i]);
-    }
-}
-
 static void att_worker(void *ctx, int ith, int nth) {
     const att_task *t = ctx;
     loom_forward *f = t->f;
@@ -248,16 +227,19 @@ static void att_worker(void *ctx, int ith, int nth) {
         int seq = t->b->seq[row], pos = t->b->pos[row];
         const int32_t *table = loom_kv_table(f->kv, seq);
         const float *q = f->q + (size_t)row * f->qdim + (size_t)h * hd;
-        for (int p = 0; p <= pos; p++) {
-            const uint8_t *kb = loom_kv_k_block(f->kv, t->layer, table[p / bt]);
-            sc[p] = dot_kv(kb + ((size_t)kvh * bt + p % bt) * hd * es, kc->type, q, hd) * scale;
+        /* scores over the sequence's blocks, softmax, then the weighted sum of values */
+        for (int p0 = 0; p0 <= pos; p0 += bt) {
+            int cnt = pos + 1 - p0 < bt ? pos + 1 - p0 : bt;
+            const uint8_t *kb = loom_kv_k_block(f->kv, t->layer, table[p0 / bt]);
+            loom_attn_scores(kc->type, q, kb + (size_t)kvh * bt * hd * es, cnt, hd, scale, sc + p0);
         }
         loom_softmax_row(sc, pos + 1);
         float *o = f->att + (size_t)row * f->qdim + (size_t)h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
-        for (int p = 0; p <= pos; p++) {
-            const uint8_t *vb = loom_kv_v_block(f->kv, t->layer, table[p / bt]);
-            axpy_kv(o, sc[p], vb + ((size_t)kvh * bt + p % bt) * hd * es, kc->type, hd);
+        for (int p0 = 0; p0 <= pos; p0 += bt) {
+            int cnt = pos + 1 - p0 < bt ? pos + 1 - p0 : bt;
+            const uint8_t *vb = loom_kv_v_block(f->kv, t->layer, table[p0 / bt]);
+            loom_attn_accum(kc->type, sc + p0, vb + (size_t)kvh * bt * hd * es, cnt, hd, o);
         }
     }
 }

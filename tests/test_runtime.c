@@ -1,0 +1,282 @@
+/* Unit tests of the runtime pieces owned by the engine: paged KV cache,
+ * sampler, thread pool, attention kernels (every ISA), element-wise ops. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "kernels.h"
+#include "kv_cache.h"
+#include "ops.h"
+#include "quant.h"
+#include "sampler.h"
+#include "threadpool.h"
+
+/* ------------------------------------------------------------ KV cache */
+
+static loom_kv_cache *make_kv(int blocks) {
+    loom_kv_config c = {.n_layers = 2, .n_kv_heads = 3, .head_dim = 8, .type = LOOM_TYPE_F16, .block_tokens = 4,
+                        .n_blocks = blocks, .max_seqs = 3, .max_ctx = 20};
+    loom_kv_cache *kv;
+    loom_status st = loom_kv_create(&c, &kv);
+    cr_assert(!st, "%s", loom_status_message(st));
+    return kv;
+}
+
+Test(kv_cache, reserve_release_and_full) {
+    loom_kv_cache *kv = make_kv(6);
+    cr_assert(!loom_kv_reserve(kv, 0, 9)); /* 3 blocks */
+    cr_assert_eq(loom_kv_capacity(kv, 0), 12);
+    cr_assert_eq(loom_kv_free_blocks(kv), 3);
+    cr_assert(!loom_kv_reserve(kv, 0, 12)); /* already covered */
+    cr_assert_eq(loom_kv_free_blocks(kv), 3);
+    loom_status st = loom_kv_reserve(kv, 1, 16); /* 4 blocks > 3 free */
+    cr_assert_eq(loom_status_code(st), LOOM_ERR_KV_FULL);
+    cr_assert(strstr(loom_status_message(st), "KV cache full"), "%s", loom_status_message(st));
+    loom_status_free(st);
+    cr_assert_eq(loom_kv_free_blocks(kv), 3, "a failed reserve must change nothing");
+    cr_assert_eq(loom_kv_capacity(kv, 1), 0);
+    st = loom_kv_reserve(kv, 2, 21);
+    cr_assert_eq(loom_status_code(st), LOOM_ERR_CONTEXT);
+    loom_status_free(st);
+    st = loom_kv_reserve(kv, 3, 1);
+    cr_assert_eq(loom_status_code(st), LOOM_ERR_INVALID);
+    loom_status_free(st);
+    /* blocks of different slots never alias */
+    cr_assert(!loom_kv_reserve(kv, 1, 12));
+    const int32_t *a = loom_kv_table(kv, 0), *b = loom_kv_table(kv, 1);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) cr_assert_neq(a[i], b[j]);
+    loom_kv_release(kv, 0);
+    cr_assert_eq(loom_kv_free_blocks(kv), 3);
+    cr_assert_eq(loom_kv_capacity(kv, 0), 0);
+    cr_assert(loom_kv_k_block(kv, 1, 5) != loom_kv_k_block(kv, 0, 5));
+    loom_kv_free(kv);
+}
+
+Test(kv_cache, bytes_and_bad_geometry) {
+    loom_kv_config c = {.n_layers = 2, .n_kv_heads = 3, .head_dim = 8, .type = LOOM_TYPE_F32, .block_tokens = 4,
+                        .n_blocks = 5, .max_seqs = 1, .max_ctx = 20};
+    cr_assert_eq(loom_kv_bytes(&c), (size_t)2 * 2 * 5 * 3 * 4 * 8 * 4);
+    cr_assert_eq(loom_kv_blocks_for(3, 17, 4), 15);
+    c.type = LOOM_TYPE_Q4_0;
+    loom_kv_cache *kv;
+    loom_status st = loom_kv_create(&c, &kv);
+    cr_assert(st && kv == NULL);
+    loom_status_free(st);
+    c.type = LOOM_TYPE_F16;
+    c.n_blocks = 0;
+    st = loom_kv_create(&c, &kv);
+    cr_assert(st && kv == NULL);
+    loom_status_free(st);
+}
+
+/* ------------------------------------------------------------ sampler */
+
+static loom_sampler *make_sampler(loom_sampling_params p, int n) {
+    loom_sampler *s;
+    loom_status st = loom_sampler_create(&p, n, &s);
+    cr_assert(!st, "%s", loom_status_message(st));
+    return s;
+}
+
+Test(sampler, greedy_ties_go_to_the_lowest_id) {
+    loom_sampling_params p = loom_sampling_defaults();
+    p.temperature = 0;
+    loom_sampler *s = make_sampler(p, 6);
+    float l[6] = {0, 3, 1, 3, -2, 3};
+    cr_assert_eq(loom_sampler_sample(s, l), 1);
+    loom_sampler_free(s);
+}
+
+Test(sampler, seeded_draws_reproduce_and_differ_by_seed) {
+    enum { V = 1000, N = 50 };
+    float base[V];
+    for (int i = 0; i < V; i++) base[i] = sinf((float)i) * 3;
+    int32_t run[2][N], other[N];
+    for (int r = 0; r < 3; r++) {
+        loom_sampling_params p = loom_sampling_defaults();
+        p.seed = r < 2 ? 42 : 43;
+        p.top_k = 0;
+        loom_sampler *s = make_sampler(p, V);
+        for (int i = 0; i < N; i++) {
+            float l[V];
+            memcpy(l, base, sizeof l);
+            int32_t t = loom_sampler_sample(s, l);
+            cr_assert(t >= 0 && t < V);
+            if (r < 2) run[r][i] = t;
+            else other[i] = t;
+        }
+        loom_sampler_free(s);
+    }
+    cr_assert_arr_eq(run[0], run[1], sizeof run[0], "same seed, different tokens");
+    cr_assert(memcmp(run[0], other, sizeof other) != 0, "seeds 42 and 43 drew the same 50 tokens");
+}
+
+Test(sampler, top_k_one_is_greedy_and_min_p_cuts) {
+    enum { V = 300 };
+    float l[V];
+    loom_sampling_params p = loom_sampling_defaults();
+    p.top_k = 1;
+    p.temperature = 5;
+    loom_sampler *s = make_sampler(p, V);
+    for (int r = 0; r < 20; r++) {
+        for (int i = 0; i < V; i++) l[i] = cosf((float)(i * (r + 1)));
+        l[(r * 37) % V] = 10;
+        cr_assert_eq(loom_sampler_sample(s, l), (r * 37) % V);
+    }
+    loom_sampler_free(s);
+    /* min-p 0.5: only tokens within log(2) of the top survive */
+    p = loom_sampling_defaults();
+    p.top_k = 0;
+    p.top_p = 1;
+    p.min_p = 0.5f;
+    p.temperature = 1;
+    s = make_sampler(p, V);
+    for (int r = 0; r < 200; r++) {
+        for (int i = 0; i < V; i++) l[i] = 0;
+        l[7] = 5;
+        l[9] = 4.6f; /* p ratio e^-0.4 = 0.67 > 0.5: allowed */
+        l[11] = 4.0f; /* ratio e^-1 = 0.37: cut */
+        int32_t t = loom_sampler_sample(s, l);
+        cr_assert(t == 7 || t == 9, "min-p let token %d through", t);
+    }
+    loom_sampler_free(s);
+}
+
+Test(sampler, repetition_penalty_and_bad_params) {
+    loom_sampling_params p = loom_sampling_defaults();
+    p.temperature = 0;
+    p.repeat_penalty = 2;
+    loom_sampler *s = make_sampler(p, 4);
+    loom_sampler_accept(s, 2);
+    float l[4] = {0, 1, 1.5f, -1};
+    cr_assert_eq(loom_sampler_sample(s, l), 1, "penalised token 2 (1.5 / 2) should lose to token 1");
+    loom_sampler_free(s);
+    p = loom_sampling_defaults();
+    p.top_p = 0;
+    loom_status st = loom_sampling_check(&p);
+    cr_assert(st && strstr(loom_status_message(st), "top-p"));
+    loom_status_free(st);
+    p = loom_sampling_defaults();
+    p.temperature = NAN;
+    st = loom_sampling_check(&p);
+    cr_assert(st && strstr(loom_status_message(st), "temperature"));
+    loom_status_free(st);
+}
+
+/* ------------------------------------------------------------ thread pool */
+
+typedef struct {
+    atomic_int hits[8];
+    atomic_long sum;
+} pool_ctx;
+
+static void pool_fn(void *vctx, int ith, int nth) {
+    pool_ctx *c = vctx;
+    atomic_fetch_add(&c->hits[ith], 1);
+    int64_t b, e;
+    loom_split_range(1000, 16, ith, nth, &b, &e);
+    long s = 0;
+    for (int64_t i = b; i < e; i++) s += i;
+    atomic_fetch_add(&c->sum, s);
+}
+
+Test(threadpool, every_thread_runs_every_job_once) {
+    for (int n = 1; n <= 4; n++) {
+        loom_pool *p;
+        cr_assert(!loom_pool_create(n, &p));
+        pool_ctx c;
+        memset(&c, 0, sizeof c);
+        for (int r = 0; r < 500; r++) loom_pool_run(p, pool_fn, &c);
+        for (int i = 0; i < n; i++) cr_assert_eq(atomic_load(&c.hits[i]), 500);
+        cr_assert_eq(atomic_load(&c.sum), 500L * 999 * 1000 / 2);
+        loom_pool_free(p);
+    }
+    loom_pool *p;
+    loom_status st = loom_pool_create(0, &p);
+    cr_assert(st && !p);
+    loom_status_free(st);
+}
+
+Test(threadpool, split_range_covers_once_on_alignment) {
+    for (int64_t n = 0; n < 300; n += 7)
+        for (int nth = 1; nth <= 5; nth++) {
+            int64_t next = 0;
+            for (int i = 0; i < nth; i++) {
+                int64_t b, e;
+                loom_split_range(n, 16, i, nth, &b, &e);
+                cr_assert_eq(b, next);
+                cr_assert(e >= b);
+                if (e < n) cr_assert_eq(e % 16, 0);
+                next = e;
+            }
+            cr_assert_eq(next, n);
+        }
+}
+
+/* ------------------------------------------------------------ attention */
+
+Test(attention, every_isa_matches_the_reference) {
+    enum { HD = 64, N = 13 };
+    float q[HD], k32[N * HD], v32[N * HD], p[N];
+    uint16_t k16[N * HD], v16[N * HD];
+    for (int i = 0; i < HD; i++) q[i] = sinf((float)i);
+    for (int i = 0; i < N * HD; i++) {
+        k16[i] = loom_f32_to_f16(cosf((float)i * 0.37f));
+        v16[i] = loom_f32_to_f16(sinf((float)i * 0.11f));
+        k32[i] = loom_f16_to_f32(k16[i]);
+        v32[i] = loom_f16_to_f32(v16[i]);
+    }
+    for (int t = 0; t < N; t++) p[t] = 1.0f / (t + 1);
+    double ref_s[N], ref_o[HD] = {0};
+    for (int t = 0; t < N; t++) {
+        double s = 0;
+        for (int i = 0; i < HD; i++) s += (double)q[i] * k32[t * HD + i];
+        ref_s[t] = s * 0.125;
+        for (int i = 0; i < HD; i++) ref_o[i] += (double)p[t] * v32[t * HD + i];
+    }
+    loom_isa best = loom_isa_detect();
+    for (int isa = 0; isa <= (int)best; isa++) {
+        cr_assert(!loom_isa_set((loom_isa)isa));
+        for (int f16 = 0; f16 < 2; f16++) {
+            float s[N], o[HD];
+            memset(o, 0, sizeof o);
+            loom_type t = f16 ? LOOM_TYPE_F16 : LOOM_TYPE_F32;
+            loom_attn_scores(t, q, f16 ? (const void *)k16 : k32, N, HD, 0.125f, s);
+            loom_attn_accum(t, p, f16 ? (const void *)v16 : v32, N, HD, o);
+            for (int i = 0; i < N; i++)
+                cr_assert_float_eq(s[i], ref_s[i], 1e-4, "%s %s score %d", loom_isa_name((loom_isa)isa), f16 ? "f16" : "f32", i);
+            for (int i = 0; i < HD; i++)
+                cr_assert_float_eq(o[i], ref_o[i], 1e-4, "%s %s out %d", loom_isa_name((loom_isa)isa), f16 ? "f16" : "f32", i);
+        }
+    }
+    cr_assert(!loom_isa_set(best));
+}
+
+/* ------------------------------------------------------------ ops */
+
+Test(ops, rmsnorm_rope_softmax) {
+    float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 2, 1}, y[4];
+    loom_rmsnorm_row(y, x, w, 4, 0);
+    float r = sqrtf((1 + 4 + 9 + 16) / 4.0f);
+    cr_assert_float_eq(y[2], 3 / r * 2, 1e-6);
+    /* rotation keeps the norm; position 0 is the identity; pairs rotate by pos·θ */
+    float cs[4], h[4] = {1, 0, 0, 1}, g[4] = {1, 0, 0, 1};
+    loom_rope_angles(cs, 0, 4, 10000, 1, NULL);
+    loom_rope_head(h, cs, 4, 0);
+    cr_assert_float_eq(h[0], 1, 1e-7);
+    loom_rope_angles(cs, 3, 4, 10000, 1, NULL);
+    loom_rope_head(h, cs, 4, 0);
+    cr_assert_float_eq(h[0], cosf(3), 1e-6);
+    cr_assert_float_eq(h[1], sinf(3), 1e-6);
+    loom_rope_head(g, cs, 4, 1); /* neox pairs (0,2) and (1,3) */
+    cr_assert_float_eq(g[0], cosf(3), 1e-6);
+    cr_assert_float_eq(g[2], sinf(3), 1e-6);
+    float sm[3] = {1000, 1000, -INFINITY};
+    loom_softmax_row(sm, 3);
+    cr_assert_float_eq(sm[0], 0.5f, 1e-7);
+    cr_assert_float_eq(sm[2], 0.0f, 1e-7);
+}
