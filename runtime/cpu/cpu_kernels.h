@@ -32,6 +32,10 @@ typedef struct {
 extern const loom_cpu_kernels loom_cpu_kernels_scalar;
 extern const loom_cpu_kernels loom_cpu_kernels_avx2;
 extern const loom_cpu_kernels loom_cpu_kernels_avx512;
+/* AVX-512 VNNI prefill GEMM for the quantized types (gemm_avx512.c); the
+ * avx512 kernels hand calls with n >= LOOM_GEMM_MIN_N to it. */
+extern const loom_cpu_kernels loom_cpu_gemm_avx512;
+#define LOOM_GEMM_MIN_N 8
 
 /* ---- "q8 32-block" activation rows: qs[k] | d[k/32] | s[k/32] ---- */
 

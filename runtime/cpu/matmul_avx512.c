@@ -379,7 +379,9 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
         {NULL, tname##_f1, tname##_f2, tname##_f3, tname##_f4}};                               \
     static void tname(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,   \
                       size_t xs, int64_t n, float *y, int64_t ldy) {                           \
-        loom_run_tiles(&tname##_tiles, w, ws, k, nr, xq, xs, n, y, ldy);                            \
+        loom_matmul_fn g = loom_cpu_gemm_avx512.matmul[type];                                  \
+        if (g && n >= LOOM_GEMM_MIN_N) g(w, ws, k, nr, xq, xs, n, y, ldy);                      \
+        else loom_run_tiles(&tname##_tiles, w, ws, k, nr, xq, xs, n, y, ldy);                  \
     }
 
 KERNEL(_f, mm_f32, LOOM_TYPE_F32, 4, 4, 4)

@@ -1,0 +1,358 @@
+/*
+ * runtime/cpu/gemm_avx512.c — prefill GEMM for quantized weights with
+ * AVX-512 VNNI: outer products, one zmm lane per weight row.
+ *
+ * Scheme (the VNNI form of llama.cpp's tiled K-quant GEMM, transposed so
+ * that no activation repacking is needed and y is written contiguously):
+ *   - the weights of 16 rows x one k-chunk (up to 1024 columns) are decoded
+ *     to unsigned bytes and transposed into a panel on the stack:
+ *     qT[g] = 16 dwords, dword r = quants k = 4g..4g+3 of row r; next to it
+ *     per row and scale group the float scale and the offset/min terms;
+ *   - for 8 tokens at a time, VPDPBUSD multiplies qT[g] with the token's 4
+ *     activation bytes k = 4g..4g+3 (broadcast straight from its activation
+ *     row) into 16 int32 lanes = 16 rows; after each scale group (block of
+ *     32, K sub-block of 32 or 16) the sums are converted and scaled per
+ *     lane; each token's 16 results are added into y[t][r..r+15];
+ *   - the panel is decoded once per k-chunk and reused for all tokens, so
+ *     decoding and transposing cost ~1/n of the multiply work.
+ * Weights are read once; activations of one k-chunk for all tokens (n KiB)
+ * stay in L2 while the panels walk the rows.
+ *
+ * Scale terms per lane r (row) and token t:
+ *   32-families, block b:  y += dw*(da*I) + off*s   (off = -c*dw or the min m,
+ *                          s = da*sum(a) from the activation row)
+ *   Q4_K/Q5_K, super-block: y += da*(sum_s (d*sc_s)*I_s - dmin*sum_s m_s*B_s),
+ *                          the mins term by VPDPWSSD of [m_s, m_s] with the
+ *                          bsums pair [b_2s, b_2s+1] (= B_s)
+ *   Q6_K:                  y += da*d*(sum_g sc_g*I_g - 32*sum_g sc_g*b_g), the
+ *                          offset term by VPDPWSSD of [-32 sc_2j, -32 sc_2j+1]
+ *                          with the bsums pair j.
+ *
+ * Stack use: one panel, about 24 KiB.
+ */
+#include <immintrin.h>
+
+/* see matmul_avx512.c: UBSan's checks make clang's sanitizer build crawl */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((no_sanitize("undefined"))), apply_to = function)
+#endif
+
+#include "cpu_kernels.h"
+
+#define AI static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+
+enum { MR = 16, KC = 1024, NT = 8 };
+
+typedef struct {
+    uint8_t qT[KC / 4][64];  /* (k-group, row, 4 bytes) unsigned quants */
+    float fs[KC / 16][MR];   /* (scale group, row) float scale: dw, or d*sc */
+    float off[KC / 32][MR];  /* (block, row) 32-families: -c*dw or m */
+    int32_t mp[KC / 32][MR]; /* (super-block*8 + j, row) K: int16 pair for the bsums pair j */
+    float d2[KC / 256][MR];  /* (super-block, row) K: -dmin (Q4_K/Q5_K) or d (Q6_K) */
+} panel;
+
+static inline uint32_t ld_u32(const uint8_t *p) {
+    uint32_t u;
+    memcpy(&u, p, 4);
+    return u;
+}
+static inline uint16_t ld_u16(const uint8_t *p) {
+    uint16_t u;
+    memcpy(&u, p, 2);
+    return u;
+}
+static inline float ld_f32(const uint8_t *p) {
+    float f;
+    memcpy(&f, p, 4);
+    return f;
+}
+
+AI int is_k(const int type) {
+    return type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K;
+}
+
+AI size_t bsize(const int type) {
+    switch (type) {
+    case LOOM_TYPE_Q4_0: return 18;
+    case LOOM_TYPE_Q4_1: return 20;
+    case LOOM_TYPE_Q5_0: return 22;
+    case LOOM_TYPE_Q5_1: return 24;
+    case LOOM_TYPE_Q8_0: return 34;
+    case LOOM_TYPE_Q4_K: return 144;
+    case LOOM_TYPE_Q5_K: return 176;
+    default: return 210;
+    }
+}
+
+/* ---- decoding 64 quants of one row (element order, unsigned form) ---- */
+
+AI __m512i nib_pair(const uint8_t *qa, const uint8_t *qb) {
+    __m512i z = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)qa));
+    z = _mm512_mask_broadcast_i32x4(z, 0xFF00, _mm_loadu_si128((const __m128i *)qb));
+    z = _mm512_mask_srli_epi16(z, 0xFF00FF00u, z, 4);
+    return _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+}
+
+/* blocks at pa and pb (pb == pa when only one block is wanted) */
+AI __m512i dec32x2(const int type, const uint8_t *pa, const uint8_t *pb) {
+    switch (type) {
+    case LOOM_TYPE_Q4_0: return nib_pair(pa + 2, pb + 2);
+    case LOOM_TYPE_Q4_1: return nib_pair(pa + 4, pb + 4);
+    case LOOM_TYPE_Q5_0:
+    case LOOM_TYPE_Q5_1: {
+        const int o = type == LOOM_TYPE_Q5_0 ? 2 : 4;
+        const __mmask64 hb = (__mmask64)((uint64_t)ld_u32(pa + o) | ((uint64_t)ld_u32(pb + o) << 32));
+        const __m512i lo = nib_pair(pa + o + 4, pb + o + 4);
+        return _mm512_mask_add_epi8(lo, hb, lo, _mm512_set1_epi8(16));
+    }
+    default: {
+        const __m512i v = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(pa + 2))),
+            _mm256_loadu_si256((const __m256i *)(pb + 2)), 1);
+        return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+    }
+    }
+}
+
+/* chunk c (elements 64c..64c+63) of a K super-block */
+AI __m512i decK(const int type, const uint8_t *blk, const int c) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    if (type == LOOM_TYPE_Q6_K) {
+        const int h = c >> 1;
+        const __m512i L = _mm512_loadu_si512(blk + 64 * h);
+        __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h)));
+        H = _mm512_mask_srli_epi16(H, 0xFFFF0000u, H, 2); /* [H, H >> 2] */
+        H = _mm512_and_si512(H, _mm512_set1_epi8(0x33));  /* the 2-bit fields at bits 0-1, 4-5 */
+        /* (L & 15) | (H<<4 & 0x30)  or  (L>>4 & 15) | (H & 0x30), as bit selects
+         * (0xCA: a ? b : c) — bits 6-7 of the H operand are already zero */
+        if ((c & 1) == 0)
+            return _mm512_ternarylogic_epi32(m4, L, _mm512_slli_epi16(H, 4), 0xCA);
+        return _mm512_ternarylogic_epi32(m4, _mm512_srli_epi16(L, 4), H, 0xCA);
+    }
+    const uint8_t *qs = blk + (type == LOOM_TYPE_Q4_K ? 16 : 48) + 32 * c;
+    __m512i z = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qs));
+    z = _mm512_and_si512(_mm512_mask_srli_epi16(z, 0xFFFF0000u, z, 4), m4);
+    if (type == LOOM_TYPE_Q5_K) {
+        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16)));
+        const __m512i sel = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * c))),
+                                               _mm256_set1_epi8((char)(2 << (2 * c))), 1);
+        z = _mm512_mask_add_epi8(z, _mm512_test_epi8_mask(qh, sel), z, _mm512_set1_epi8(16));
+    }
+    return z;
+}
+
+/* 16x16 dword transpose: in R[i] = row i, dwords j = 0..15; out[j] = column j. */
+AI void transpose16(__m512i R[16], uint8_t (*out)[64]) {
+    __m512i A[16], V[16];
+    UNROLL for (int p = 0; p < 8; p++) {
+        A[2 * p] = _mm512_unpacklo_epi32(R[2 * p], R[2 * p + 1]);
+        A[2 * p + 1] = _mm512_unpackhi_epi32(R[2 * p], R[2 * p + 1]);
+    }
+    /* V[4c + q]: in 128-bit lane L, rows 4q..4q+3 of column 4L + c */
+    UNROLL for (int q = 0; q < 4; q++) {
+        V[0 + q] = _mm512_unpacklo_epi64(A[4 * q], A[4 * q + 2]);
+        V[4 + q] = _mm512_unpackhi_epi64(A[4 * q], A[4 * q + 2]);
+        V[8 + q] = _mm512_unpacklo_epi64(A[4 * q + 1], A[4 * q + 3]);
+        V[12 + q] = _mm512_unpackhi_epi64(A[4 * q + 1], A[4 * q + 3]);
+    }
+    UNROLL for (int c = 0; c < 4; c++) {
+        const __m512i *v = V + 4 * c;
+        const __m512i x0 = _mm512_shuffle_i32x4(v[0], v[1], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i x1 = _mm512_shuffle_i32x4(v[0], v[1], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512i x2 = _mm512_shuffle_i32x4(v[2], v[3], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i x3 = _mm512_shuffle_i32x4(v[2], v[3], _MM_SHUFFLE(3, 2, 3, 2));
+        _mm512_store_si512(out[0 + c], _mm512_shuffle_i32x4(x0, x2, _MM_SHUFFLE(2, 0, 2, 0)));
+        _mm512_store_si512(out[4 + c], _mm512_shuffle_i32x4(x0, x2, _MM_SHUFFLE(3, 1, 3, 1)));
+        _mm512_store_si512(out[8 + c], _mm512_shuffle_i32x4(x1, x3, _MM_SHUFFLE(2, 0, 2, 0)));
+        _mm512_store_si512(out[12 + c], _mm512_shuffle_i32x4(x1, x3, _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+}
+
+/* Fills the panel with rows [0, rows) of w (row 0 at w), columns
+ * [kc0, kc0 + kcl); rows beyond get zero quants and scales. */
+AI void unpack(const int type, panel *P, const uint8_t *w, size_t ws, int rows, int64_t kc0, int kcl) {
+    const size_t bs = bsize(type);
+    for (int gb = 0; gb * 64 < kcl; gb++) {
+        const int64_t e = kc0 + 64 * gb; /* first element */
+        __m512i R[16];
+        UNROLL for (int r = 0; r < MR; r++) {
+            if (r >= rows) {
+                R[r] = _mm512_setzero_si512();
+                continue;
+            }
+            const uint8_t *wr = w + r * ws;
+            if (is_k(type)) {
+                R[r] = decK(type, wr + (e / 256) * bs, (int)((e % 256) / 64));
+            } else {
+                const uint8_t *pa = wr + (e / 32) * bs;
+                R[r] = dec32x2(type, pa, 64 * gb + 32 < kcl ? pa + bs : pa);
+            }
+        }
+        transpose16(R, P->qT + 16 * gb);
+    }
+    if (is_k(type)) {
+        for (int sbl = 0; sbl < kcl / 256; sbl++)
+            for (int r = 0; r < MR; r++) {
+                if (r >= rows) {
+                    for (int j = 0; j < 16; j++) P->fs[16 * sbl + j][r] = 0.0f;
+                    for (int j = 0; j < 8; j++) P->fs[8 * sbl + j][r] = 0.0f, P->mp[8 * sbl + j][r] = 0;
+                    P->d2[sbl][r] = 0.0f;
+                    continue;
+                }
+                const uint8_t *blk = w + r * ws + (kc0 / 256 + sbl) * bs;
+                if (type == LOOM_TYPE_Q6_K) {
+                    const float d = _cvtsh_ss(ld_u16(blk + 208));
+                    const int8_t *sc = (const int8_t *)(blk + 192);
+                    for (int g = 0; g < 16; g++) P->fs[16 * sbl + g][r] = d * (float)sc[g];
+                    for (int j = 0; j < 8; j++)
+                        P->mp[8 * sbl + j][r] = (int32_t)(((uint32_t)(uint16_t)(-32 * sc[2 * j])) |
+                                                          ((uint32_t)(uint16_t)(-32 * sc[2 * j + 1]) << 16));
+                    P->d2[sbl][r] = d;
+                } else {
+                    const float d = _cvtsh_ss(ld_u16(blk)), dmin = _cvtsh_ss(ld_u16(blk + 2));
+                    for (int s = 0; s < 8; s++) {
+                        uint8_t sc, m;
+                        loom_q4k_scale_min(s, blk + 4, &sc, &m);
+                        P->fs[8 * sbl + s][r] = d * (float)sc;
+                        P->mp[8 * sbl + s][r] = (int32_t)((uint32_t)m | ((uint32_t)m << 16));
+                    }
+                    P->d2[sbl][r] = -dmin;
+                }
+            }
+    } else {
+        const int minty = type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q5_1;
+        const float c = type == LOOM_TYPE_Q4_0 ? 8.0f : type == LOOM_TYPE_Q5_0 ? 16.0f : 128.0f;
+        for (int b = 0; b < kcl / 32; b++)
+            for (int r = 0; r < MR; r++) {
+                if (r >= rows) {
+                    P->fs[b][r] = P->off[b][r] = 0.0f;
+                    continue;
+                }
+                const uint8_t *blk = w + r * ws + (kc0 / 32 + b) * bs;
+                const float dw = _cvtsh_ss(ld_u16(blk));
+                P->fs[b][r] = dw;
+                P->off[b][r] = minty ? _cvtsh_ss(ld_u16(blk + 2)) : -c * dw;
+            }
+    }
+}
+
+/* ---- micro-kernel: the panel x NT tokens, added into y ---- */
+
+AI __m512i bcast(const uint8_t *p) { return _mm512_set1_epi32((int)ld_u32(p)); }
+
+/* x: activation rows of the NT tokens (row t at x + t*xs; tokens >= nt
+ * repeat the last one and are not stored); y += (or = when first) the
+ * panel's contribution, lanes beyond rmask untouched. */
+AI void micro(const int type, const panel *P, int64_t k, int64_t kc0, int kcl, const uint8_t *x,
+              size_t xs, int nt, float *y, int64_t ldy, int first, __mmask16 rmask) {
+    const uint8_t *xt[NT];
+    UNROLL for (int t = 0; t < NT; t++) xt[t] = x + (t < nt ? t : nt - 1) * xs;
+    __m512 tot[NT];
+    UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm512_setzero_ps();
+    if (!is_k(type)) {
+        const int64_t nb = k / 32;
+        for (int b = 0; b < kcl / 32; b++) {
+            const int64_t bb = kc0 / 32 + b;
+            __m512i I[NT];
+            UNROLL for (int t = 0; t < NT; t++) I[t] = _mm512_setzero_si512();
+            UNROLL for (int g = 0; g < 8; g++) {
+                const __m512i wv = _mm512_load_si512(P->qT[8 * b + g]);
+                UNROLL for (int t = 0; t < NT; t++)
+                    I[t] = _mm512_dpbusd_epi32(I[t], wv, bcast(xt[t] + 32 * bb + 4 * g));
+            }
+            const __m512 fsv = _mm512_load_ps(P->fs[b]), offv = _mm512_load_ps(P->off[b]);
+            UNROLL for (int t = 0; t < NT; t++) {
+                const __m512 da = _mm512_set1_ps(ld_f32(xt[t] + k + 4 * bb));
+                const __m512 s = _mm512_set1_ps(ld_f32(xt[t] + k + 4 * nb + 4 * bb));
+                tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(I[t]), da), fsv, tot[t]);
+                tot[t] = _mm512_fmadd_ps(offv, s, tot[t]);
+            }
+        }
+    } else {
+        const int gs = type == LOOM_TYPE_Q6_K ? 16 : 32; /* elements per scale group */
+        for (int sbl = 0; sbl < kcl / 256; sbl++) {
+            const int64_t sb = kc0 / 256 + sbl;
+            __m512 A[NT];
+            UNROLL for (int t = 0; t < NT; t++) A[t] = _mm512_setzero_ps();
+            for (int s = 0; s < 256 / gs; s++) {
+                __m512i I[NT];
+                UNROLL for (int t = 0; t < NT; t++) I[t] = _mm512_setzero_si512();
+                UNROLL for (int g = 0; g < gs / 4; g++) {
+                    const __m512i wv = _mm512_load_si512(P->qT[64 * sbl + (gs / 4) * s + g]);
+                    UNROLL for (int t = 0; t < NT; t++)
+                        I[t] = _mm512_dpbusd_epi32(I[t], wv, bcast(xt[t] + 292 * sb + 4 + gs * s + 4 * g));
+                }
+                const __m512 fsv = _mm512_load_ps(P->fs[(256 / gs) * sbl + s]);
+                UNROLL for (int t = 0; t < NT; t++) A[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(I[t]), fsv, A[t]);
+            }
+            __m512i M[NT];
+            UNROLL for (int t = 0; t < NT; t++) M[t] = _mm512_setzero_si512();
+            UNROLL for (int j = 0; j < 8; j++) {
+                const __m512i mv = _mm512_load_si512(P->mp[8 * sbl + j]);
+                UNROLL for (int t = 0; t < NT; t++)
+                    M[t] = _mm512_dpwssd_epi32(M[t], mv, bcast(xt[t] + 292 * sb + 260 + 4 * j));
+            }
+            const __m512 d2v = _mm512_load_ps(P->d2[sbl]);
+            UNROLL for (int t = 0; t < NT; t++) {
+                A[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(M[t]), d2v, A[t]);
+                tot[t] = _mm512_fmadd_ps(A[t], _mm512_set1_ps(ld_f32(xt[t] + 292 * sb)), tot[t]);
+            }
+        }
+    }
+    UNROLL for (int t = 0; t < NT; t++) {
+        if (t >= nt) break;
+        float *yt = y + t * ldy;
+        __m512 v = tot[t];
+        if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(rmask, yt));
+        _mm512_mask_storeu_ps(yt, rmask, v);
+    }
+}
+
+AI void gemm(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
+             size_t xs, int64_t n, float *y, int64_t ldy) {
+    _Alignas(64) panel P;
+    for (int64_t kc0 = 0; kc0 < k; kc0 += KC) {
+        const int kcl = (int)(k - kc0 < KC ? k - kc0 : KC);
+        for (int64_t p = 0; p < nr; p += MR) {
+            const int rows = (int)(nr - p < MR ? nr - p : MR);
+            const __mmask16 rmask = (__mmask16)((1u << rows) - 1u);
+            unpack(type, &P, w + p * ws, ws, rows, kc0, kcl);
+            for (int64_t t = 0; t < n; t += NT) {
+                const int nt = (int)(n - t < NT ? n - t : NT);
+                micro(type, &P, k, kc0, kcl, xq + t * xs, xs, nt, y + t * ldy + p, ldy, kc0 == 0, rmask);
+            }
+        }
+    }
+}
+
+#define GEMM(name, type)                                                                       \
+    static void name(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,   \
+                     size_t xs, int64_t n, float *y, int64_t ldy) {                           \
+        gemm(type, w, ws, k, nr, xq, xs, n, y, ldy);                                          \
+    }
+GEMM(gemm_q4_0, LOOM_TYPE_Q4_0)
+GEMM(gemm_q4_1, LOOM_TYPE_Q4_1)
+GEMM(gemm_q5_0, LOOM_TYPE_Q5_0)
+GEMM(gemm_q5_1, LOOM_TYPE_Q5_1)
+GEMM(gemm_q8_0, LOOM_TYPE_Q8_0)
+GEMM(gemm_q4_K, LOOM_TYPE_Q4_K)
+GEMM(gemm_q5_K, LOOM_TYPE_Q5_K)
+GEMM(gemm_q6_K, LOOM_TYPE_Q6_K)
+
+const loom_cpu_kernels loom_cpu_gemm_avx512 = {
+    .matmul = {
+        [LOOM_TYPE_Q4_0] = gemm_q4_0,
+        [LOOM_TYPE_Q4_1] = gemm_q4_1,
+        [LOOM_TYPE_Q5_0] = gemm_q5_0,
+        [LOOM_TYPE_Q5_1] = gemm_q5_1,
+        [LOOM_TYPE_Q8_0] = gemm_q8_0,
+        [LOOM_TYPE_Q4_K] = gemm_q4_K,
+        [LOOM_TYPE_Q5_K] = gemm_q5_K,
+        [LOOM_TYPE_Q6_K] = gemm_q6_K,
+    },
+};
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
