@@ -78,10 +78,14 @@ int cmd_plan(int argc, char **argv) {
     const struct {
         const char *name;
         int64_t v, lo, hi;
-    } ranges[] = {{"--tp", tp, 1, LOOM_PLAN_MAX_WORLD},          {"--pp", pp, 1, 4096},
-                  {"--world", world, 0, LOOM_PLAN_MAX_WORLD},    {"--ctx-size", ctx, 1, 1 << 24},
-                  {"--sequences", seqs, 1, 1 << 16},             {"--block-tokens", block, 1, 1 << 16},
-                  {"--batch", batch, 1, 1 << 16},                {"--max-memory", max_memory, 0, INT64_MAX}};
+    } ranges[] = {{"--tp", tp, 1, LOOM_PLAN_MAX_WORLD},
+                  {"--pp", pp, 1, 4096},
+                  {"--world", world, 0, LOOM_PLAN_MAX_WORLD},
+                  {"--ctx-size", ctx, 1, 1 << 24},
+                  {"--sequences", seqs, 1, 1 << 16},
+                  {"--block-tokens", block, 1, 1 << 16},
+                  {"--batch", batch, 1, 1 << 16},
+                  {"--max-memory", max_memory, 0, INT64_MAX}};
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++)
         if (ranges[i].v < ranges[i].lo || ranges[i].v > ranges[i].hi)
             return usage_error("%s %" PRId64 ": expected %" PRId64 "..%" PRId64, ranges[i].name, ranges[i].v,

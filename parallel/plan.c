@@ -15,7 +15,7 @@
 #include "loom.pb-c.h"
 
 #define MAX_LAYERS 4096
-#define MAX_MESSAGE (64u << 20)  /* largest ShardPlan accepted */
+#define MAX_MESSAGE (64u << 20) /* largest ShardPlan accepted */
 #define MAX_WARNINGS 256
 #define MAX_WARNING_LEN 4096
 
@@ -484,8 +484,8 @@ static loom_status split_heads(const loom_model_config *c, int g, int tp, int *b
     size_t E = (size_t)extra + 1;
     int64_t *cost = malloc((size_t)(tp + 1) * E * sizeof *cost);
     if (!cost) return loom_error(LOOM_ERR_NOMEM, "out of memory splitting %d heads over %d ranks", c->n_heads, tp);
-#define AT(t, x) cost[(size_t)(t) * E + (size_t)(x)]
-#define HEAD(t, x) (((t) * base + (x)) * g)
+#define AT(t, x) cost[(size_t)(t)*E + (size_t)(x)]
+#define HEAD(t, x) (((t)*base + (x)) * g)
 #define KV_HELD(h0, h1) ((h1 - 1) / rep - (h0) / rep + 1)
     for (size_t i = 0; i < (size_t)(tp + 1) * E; i++) cost[i] = -1;
     AT(0, 0) = 0;
@@ -748,7 +748,8 @@ static loom_status check_memory(const loom_plan_model *m, const loom_plan *p, bo
     int64_t ctx = largest_fit(m, p, 1, p->req.ctx_size - 1, true);
     int64_t seqs = largest_fit(m, p, 1, p->req.max_seqs - 1, false);
     size_t n = 0;
-    if (ctx >= 1) n += (size_t)snprintf(more + n, sizeof more - n, "; the largest --ctx-size that fits is %lld", (long long)ctx);
+    if (ctx >= 1)
+        n += (size_t)snprintf(more + n, sizeof more - n, "; the largest --ctx-size that fits is %lld", (long long)ctx);
     if (seqs >= 1)
         n += (size_t)snprintf(more + n, sizeof more - n, "; at --ctx-size %d, the most --sequences that fit is %lld",
                               p->req.ctx_size, (long long)seqs);
@@ -767,14 +768,16 @@ static loom_status check_memory(const loom_plan_model *m, const loom_plan *p, bo
                 loom_status st = plan_build(m, &r, NULL, false, &q);
                 if (!st) {
                     found = true;
-                    snprintf(more + n, sizeof more - n, "; the weights alone do not fit: e.g. --tp %d --pp %d (world %lld) does",
-                             r.tp, r.pp, (long long)W);
+                    snprintf(
+                        more + n, sizeof more - n,
+                        "; no cache fits beside the weights, but more ranks would: e.g. --tp %d --pp %d (world %lld)",
+                        r.tp, r.pp, (long long)W);
                 }
                 loom_status_free(st);
                 loom_plan_free(q);
             }
         if (!found)
-            snprintf(more + n, sizeof more - n, "; the weights alone do not fit, and no world up to %d ranks does",
+            snprintf(more + n, sizeof more - n, "; no cache fits beside the weights, and no world up to %d ranks fits",
                      16 * p->world);
     }
     return loom_error(LOOM_ERR_PLAN,
@@ -864,8 +867,7 @@ static loom_status plan_build(const loom_plan_model *m, const loom_plan_request 
     loom_status st = fill_plan(m, p, hosts);
     if (!st) st = check_memory(m, p, suggest);
     if (!st && req->ctx_size > m->cfg.ctx_train)
-        st = warn(p, "context %d exceeds the %d positions the model was trained for", req->ctx_size,
-                  m->cfg.ctx_train);
+        st = warn(p, "context %d exceeds the %d positions the model was trained for", req->ctx_size, m->cfg.ctx_train);
     if (st) {
         loom_plan_free(p);
         return st;
@@ -993,8 +995,8 @@ static loom_status validate_stage(const loom_plan_model *m, const loom_plan *p, 
         const loom_rank_plan *rp = &p->ranks[r];
         const loom_shard *sh = &rp->shard;
         if (sh->layer_begin != sp->layer_begin || sh->layer_end != sp->layer_end)
-            return BAD("rank %d holds layers [%d, %d) but its stage %d has [%d, %d)", r, sh->layer_begin,
-                       sh->layer_end, s, sp->layer_begin, sp->layer_end);
+            return BAD("rank %d holds layers [%d, %d) but its stage %d has [%d, %d)", r, sh->layer_begin, sh->layer_end,
+                       s, sp->layer_begin, sp->layer_end);
         if (sh->embed != (s == 0) || sh->head != (s == p->pp - 1))
             return BAD("rank %d (stage %d of %d) has embed=%d head=%d; the embedding belongs to stage 0 and the lm "
                        "head to stage %d",
@@ -1017,8 +1019,8 @@ static loom_status validate_stage(const loom_plan_model *m, const loom_plan *p, 
             if (rg[k].b % rg[k].group || (rg[k].e % rg[k].group && rg[k].e != rg[k].n))
                 return BAD("stage %d: %s [%lld, %lld) of rank %d do not fall on the blocks of layers %d-%d (groups "
                            "of %lld)",
-                           s, rg[k].what, (long long)rg[k].b, (long long)rg[k].e, r, sp->layer_begin,
-                           sp->layer_end - 1, (long long)rg[k].group);
+                           s, rg[k].what, (long long)rg[k].b, (long long)rg[k].e, r, sp->layer_begin, sp->layer_end - 1,
+                           (long long)rg[k].group);
             *rg[k].at = rg[k].e;
         }
         int kb = loom_kv_of_q(c, sh->q_begin), ke = loom_kv_of_q(c, sh->q_end - 1) + 1;
@@ -1056,13 +1058,15 @@ static loom_status validate(const loom_plan_model *m, loom_plan *p) {
                        "and %lld",
                        s, sp->head_group, (long long)sp->ffn_group, hg, (long long)fg);
         int64_t cost = 0;
-        for (int l = sp->layer_begin; l < sp->layer_end; l++) cost += layer_bytes(m, l, c->n_heads, c->n_kv_heads, c->ffn);
+        for (int l = sp->layer_begin; l < sp->layer_end; l++)
+            cost += layer_bytes(m, l, c->n_heads, c->n_kv_heads, c->ffn);
         if (s == 0) cost += embed_row_bytes(m);
         if (s == p->pp - 1) cost += head_bytes(m);
         if (cost != sp->cost)
             return BAD("stage %d claims %" PRId64 " bytes per token but its layers read %" PRId64, s, sp->cost, cost);
     }
-    if (at != c->n_layers) return BAD("the last stage ends at layer %d: layers [%d, %d) are missing", at, at, c->n_layers);
+    if (at != c->n_layers)
+        return BAD("the last stage ends at layer %d: layers [%d, %d) are missing", at, at, c->n_layers);
     for (int s = 0; s < p->pp; s++) LOOM_TRY(validate_stage(m, p, s));
     kv_flags(p);
     for (int r = 0; r < p->world; r++) {
@@ -1106,10 +1110,9 @@ static loom_status from_message(const Loom__ShardPlan *msg, const loom_plan_mode
     if (msg->tp < 1 || msg->pp < 1 || msg->tp > LOOM_PLAN_MAX_WORLD || msg->pp > (uint32_t)c->n_layers ||
         (uint64_t)msg->tp * msg->pp != msg->world || msg->world > LOOM_PLAN_MAX_WORLD)
         return BAD("world %u, tp %u, pp %u: expected world = tp × pp <= %d and 1 <= pp <= %d layers", msg->world,
-                    msg->tp, msg->pp, LOOM_PLAN_MAX_WORLD, c->n_layers);
+                   msg->tp, msg->pp, LOOM_PLAN_MAX_WORLD, c->n_layers);
     if (msg->n_stages != msg->pp || msg->n_ranks != msg->world)
-        return BAD("%zu stages and %zu ranks for pp %u and world %u", msg->n_stages, msg->n_ranks, msg->pp,
-                   msg->world);
+        return BAD("%zu stages and %zu ranks for pp %u and world %u", msg->n_stages, msg->n_ranks, msg->pp, msg->world);
     if (msg->n_warnings > MAX_WARNINGS) return BAD("%zu warnings (at most %d)", msg->n_warnings, MAX_WARNINGS);
     loom_plan_request req = {0};
     req.tp = (int)msg->tp;
@@ -1139,9 +1142,9 @@ static loom_status from_message(const Loom__ShardPlan *msg, const loom_plan_mode
     loom_status st = NULL;
     for (int s = 0; s < p->pp && !st; s++) {
         const Loom__StagePlan *o = msg->stages[s];
-        if (!o || o->layer_begin > (uint32_t)c->n_layers || o->layer_end > (uint32_t)c->n_layers ||
-            o->head_group < 1 || o->head_group > (uint32_t)c->n_heads || o->ffn_group < 1 ||
-            o->ffn_group > (uint32_t)c->ffn || o->cost > INT64_MAX) {
+        if (!o || o->layer_begin > (uint32_t)c->n_layers || o->layer_end > (uint32_t)c->n_layers || o->head_group < 1 ||
+            o->head_group > (uint32_t)c->n_heads || o->ffn_group < 1 || o->ffn_group > (uint32_t)c->ffn ||
+            o->cost > INT64_MAX) {
             st = BAD("stage %d: layers [%u, %u), groups of %u heads and %u columns out of range", s,
                      o ? o->layer_begin : 0, o ? o->layer_end : 0, o ? o->head_group : 0, o ? o->ffn_group : 0);
             break;
@@ -1170,10 +1173,11 @@ static loom_status from_message(const Loom__ShardPlan *msg, const loom_plan_mode
             break;
         }
         if (o->layer_begin > (uint32_t)c->n_layers || o->layer_end > (uint32_t)c->n_layers ||
-            o->q_begin > (uint32_t)c->n_heads || o->q_end > (uint32_t)c->n_heads || o->kv_begin > (uint32_t)c->n_kv_heads ||
-            o->kv_end > (uint32_t)c->n_kv_heads || o->ffn_begin > (uint32_t)c->ffn || o->ffn_end > (uint32_t)c->ffn ||
-            o->vocab_begin > (uint32_t)c->vocab || o->vocab_end > (uint32_t)c->vocab || o->weight_bytes > INT64_MAX ||
-            o->kv_bytes > INT64_MAX || o->workspace_bytes > INT64_MAX) {
+            o->q_begin > (uint32_t)c->n_heads || o->q_end > (uint32_t)c->n_heads ||
+            o->kv_begin > (uint32_t)c->n_kv_heads || o->kv_end > (uint32_t)c->n_kv_heads ||
+            o->ffn_begin > (uint32_t)c->ffn || o->ffn_end > (uint32_t)c->ffn || o->vocab_begin > (uint32_t)c->vocab ||
+            o->vocab_end > (uint32_t)c->vocab || o->weight_bytes > INT64_MAX || o->kv_bytes > INT64_MAX ||
+            o->workspace_bytes > INT64_MAX) {
             st = BAD("world rank %u: a range or byte count lies outside the model", o->world_rank);
             break;
         }
@@ -1189,9 +1193,13 @@ static loom_status from_message(const Loom__ShardPlan *msg, const loom_plan_mode
         rp->tp_rank = (int)o->tp_rank;
         if (hl) memcpy(rp->host, o->host, hl);
         rp->host[hl] = 0;
-        rp->shard = (loom_shard){(int)o->layer_begin, (int)o->layer_end, (int)o->q_begin, (int)o->q_end,
-                                 (int)o->kv_begin, (int)o->kv_end, o->ffn_begin, o->ffn_end, o->vocab_begin,
-                                 o->vocab_end, o->embed, o->head};
+        loom_shard *sh = &rp->shard;
+        sh->layer_begin = (int)o->layer_begin, sh->layer_end = (int)o->layer_end;
+        sh->q_begin = (int)o->q_begin, sh->q_end = (int)o->q_end;
+        sh->kv_begin = (int)o->kv_begin, sh->kv_end = (int)o->kv_end;
+        sh->ffn_begin = o->ffn_begin, sh->ffn_end = o->ffn_end;
+        sh->vocab_begin = o->vocab_begin, sh->vocab_end = o->vocab_end;
+        sh->embed = o->embed, sh->head = o->head;
         rp->weight_bytes = (int64_t)o->weight_bytes;
         rp->kv_bytes = (int64_t)o->kv_bytes;
         rp->workspace_bytes = (int64_t)o->workspace_bytes;
@@ -1290,8 +1298,7 @@ static void print_json(const loom_plan *p, FILE *f) {
         fprintf(f, "%s\n  {\"rank\": %d, \"stage\": %d, \"tp_rank\": %d, \"host\": ", r ? "," : "", r, rp->stage,
                 rp->tp_rank);
         json_str(f, rp->host);
-        fprintf(f,
-                ", \"layers\": [%d, %d], \"q_heads\": [%d, %d], \"kv_heads\": [%d, %d], \"kv_replicated\": [",
+        fprintf(f, ", \"layers\": [%d, %d], \"q_heads\": [%d, %d], \"kv_heads\": [%d, %d], \"kv_replicated\": [",
                 s->layer_begin, s->layer_end, s->q_begin, s->q_end, s->kv_begin, s->kv_end);
         if (rp->kv_shared_first) fprintf(f, "%d", s->kv_begin);
         if (rp->kv_shared_last && (!rp->kv_shared_first || s->kv_end - 1 != s->kv_begin))
@@ -1331,14 +1338,14 @@ static void print_text(const loom_plan *p, FILE *f) {
         human(a, sizeof a, p->req.max_memory);
         fprintf(f, "memory  at most %s per rank\n", a);
     }
-    fprintf(f, "\nstage  layers         read per token  head groups  MLP groups\n");
+    fprintf(f, "\nstage  layers         read per token  heads/group  MLP columns/group\n");
     for (int s = 0; s < p->pp; s++) {
         const loom_stage_plan *sp = &p->stages[s];
         char lay[80];
         range_str(a, sizeof a, sp->layer_begin, sp->layer_end);
         snprintf(lay, sizeof lay, "%s (%d)", a, sp->layer_end - sp->layer_begin);
         human(d, sizeof d, sp->cost);
-        fprintf(f, "%5d  %-13s  %14s  %11d  %10" PRId64 "\n", s, lay, d, sp->head_group, sp->ffn_group);
+        fprintf(f, "%5d  %-13s  %14s  %11d  %17" PRId64 "\n", s, lay, d, sp->head_group, sp->ffn_group);
     }
     bool any_host = false;
     for (int r = 0; r < p->world; r++) any_host |= p->ranks[r].host[0] != 0;
@@ -1373,8 +1380,8 @@ static void print_text(const loom_plan *p, FILE *f) {
     human(d, sizeof d, st);
     human(g, sizeof g, wt + kt + st);
     human(h, sizeof h, mx);
-    fprintf(f, "\ntotal   weights %s, KV cache %s, workspace %s: %s over %d ranks; largest rank %d needs %s\n", a, b,
-            d, g, p->world, mx_rank, h);
+    fprintf(f, "\ntotal   weights %s, KV cache %s, workspace %s: %s over %d ranks; largest rank %d needs %s\n", a, b, d,
+            g, p->world, mx_rank, h);
     if (any_shared) fprintf(f, "        * a KV head held by two or more ranks of its stage (replicated)\n");
     for (int i = 0; i < p->n_warnings; i++) fprintf(f, "warning: %s\n", p->warnings[i]);
 }

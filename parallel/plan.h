@@ -68,7 +68,7 @@
 /* Version of the ShardPlan wire format; decode rejects any other. */
 #define LOOM_PLAN_PROTOCOL 1u
 
-#define LOOM_PLAN_HOST_MAX 256   /* bytes of a host name, NUL included */
+#define LOOM_PLAN_HOST_MAX 256 /* bytes of a host name, NUL included */
 #define LOOM_PLAN_MAX_WORLD 65536
 
 /* Workspace estimate per rank, bytes (R = batch_rows, held widths):
@@ -91,17 +91,16 @@ typedef struct {
  * (tests, synthetic shapes). */
 typedef struct {
     loom_model_config cfg;
-    uint64_t hash;            /* loom_gguf_header_hash of the file */
-    loom_type embed;          /* token_embd.weight */
-    loom_type head;           /* output.weight; == embed when cfg.tied_embeddings */
-    loom_plan_layer *layers;  /* (cfg.n_layers) */
+    uint64_t hash;           /* loom_gguf_header_hash of the file */
+    loom_type embed;         /* token_embd.weight */
+    loom_type head;          /* output.weight; == embed when cfg.tied_embeddings */
+    loom_plan_layer *layers; /* (cfg.n_layers) */
 } loom_plan_model;
 
 /* Reads the types (checking each matrix is present with the shape cfg
  * implies) from the tensor index; touches no tensor data. On error *out is
  * zeroed and owns nothing. */
-loom_status loom_plan_model_read(const loom_gguf *g, const loom_model_config *cfg,
-                                 loom_plan_model *out) LOOM_MUST_USE;
+loom_status loom_plan_model_read(const loom_gguf *g, const loom_model_config *cfg, loom_plan_model *out) LOOM_MUST_USE;
 void loom_plan_model_free(loom_plan_model *m);
 
 /* ---- the request and the plan ---- */
@@ -133,21 +132,21 @@ typedef struct {
 
 typedef struct {
     int layer_begin, layer_end;
-    int64_t cost;        /* bytes read per token by the whole stage */
-    int head_group;      /* query heads per indivisible group */
-    int64_t ffn_group;   /* MLP columns per indivisible group */
+    int64_t cost;      /* bytes read per token by the whole stage */
+    int head_group;    /* query heads per indivisible group */
+    int64_t ffn_group; /* MLP columns per indivisible group */
 } loom_stage_plan;
 
 typedef struct loom_plan {
     int world, tp, pp;
     uint64_t model_hash;
-    loom_model_config cfg;     /* the model planned for */
-    loom_plan_request req;     /* tp, pp, context, sequences, KV type, batch, memory */
-    int kv_blocks;             /* per rank: loom_kv_blocks_for(max_seqs, ctx_size, block_tokens) */
-    loom_stage_plan *stages;   /* (pp) */
-    loom_rank_plan *ranks;     /* (world) indexed by world rank */
-    int *grid;                 /* (pp, tp) world rank of (stage, tp rank) */
-    char **warnings;           /* (n_warnings) */
+    loom_model_config cfg;   /* the model planned for */
+    loom_plan_request req;   /* tp, pp, context, sequences, KV type, batch, memory */
+    int kv_blocks;           /* per rank: loom_kv_blocks_for(max_seqs, ctx_size, block_tokens) */
+    loom_stage_plan *stages; /* (pp) */
+    loom_rank_plan *ranks;   /* (world) indexed by world rank */
+    int *grid;               /* (pp, tp) world rank of (stage, tp rank) */
+    char **warnings;         /* (n_warnings) */
     int n_warnings;
 } loom_plan;
 
@@ -164,8 +163,7 @@ loom_status loom_plan_encode(const loom_plan *p, uint8_t **buf, size_t *len) LOO
 /* Parses and validates a ShardPlan against this rank's model: protocol
  * version, header hash, dimensions, every range and byte count (see the
  * contract above). */
-loom_status loom_plan_decode(const uint8_t *buf, size_t len, const loom_plan_model *m,
-                             loom_plan **out) LOOM_MUST_USE;
+loom_status loom_plan_decode(const uint8_t *buf, size_t len, const loom_plan_model *m, loom_plan **out) LOOM_MUST_USE;
 
 /* The entry of a world rank; NULL when out of range. */
 const loom_rank_plan *loom_plan_rank(const loom_plan *p, int world_rank);

@@ -29,10 +29,10 @@
 #include "runtime/gguf_write.h"
 #include "runtime/kv_cache.h"
 
-#define OK(expr)                                                                   \
-    do {                                                                           \
-        loom_status s_ = (expr);                                                   \
-        cr_assert_null(s_, "%s failed: %s", #expr, loom_status_message(s_));       \
+#define OK(expr)                                                                                                       \
+    do {                                                                                                               \
+        loom_status s_ = (expr);                                                                                       \
+        cr_assert_null(s_, "%s failed: %s", #expr, loom_status_message(s_));                                           \
     } while (0)
 
 /* Expects failure with `code` and every one of the NULL-terminated
@@ -40,8 +40,7 @@
 static void expect_error_at(loom_status st, loom_code code, int line, ...) {
     cr_assert_not_null(st, "line %d: expected an error, got success", line);
     const char *m = loom_status_message(st);
-    cr_assert_eq(loom_status_code(st), code, "line %d: code %d, expected %d (%s)", line, loom_status_code(st), code,
-                 m);
+    cr_assert_eq(loom_status_code(st), code, "line %d: code %d, expected %d (%s)", line, loom_status_code(st), code, m);
     va_list ap;
     va_start(ap, line);
     for (const char *want; (want = va_arg(ap, const char *));)
@@ -63,8 +62,14 @@ typedef struct {
     type_fn types;
 } shape;
 
-static loom_type all_q4_1(int l, int n, int i) { (void)l, (void)n, (void)i; return LOOM_TYPE_Q4_1; }
-static loom_type all_q4_k(int l, int n, int i) { (void)l, (void)n, (void)i; return LOOM_TYPE_Q4_K; }
+static loom_type all_q4_1(int l, int n, int i) {
+    (void)l, (void)n, (void)i;
+    return LOOM_TYPE_Q4_1;
+}
+static loom_type all_q4_k(int l, int n, int i) {
+    (void)l, (void)n, (void)i;
+    return LOOM_TYPE_Q4_K;
+}
 
 /* llama.cpp's Q4_K_M for a 70B llama (launch/synth.c's rules). */
 static bool more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
@@ -80,10 +85,10 @@ static loom_type mixed_o(int l, int n, int i) {
     return LOOM_TYPE_Q8_0;
 }
 
-static const shape smol_like = {"llama", 30, 576, 9, 3, 64, 1536, 49152, true, false,
-                                LOOM_TYPE_Q8_0, LOOM_TYPE_Q8_0, all_q4_1};
-static const shape llama70b = {"llama", 80, 8192, 64, 8, 128, 28672, 128256, false, true,
-                               LOOM_TYPE_Q4_K, LOOM_TYPE_Q6_K, q4_k_m_70b};
+static const shape smol_like = {"llama",        30,      576, 9, 3, 64, 1536, 49152, true, false, LOOM_TYPE_Q8_0,
+                                LOOM_TYPE_Q8_0, all_q4_1};
+static const shape llama70b = {"llama",        80,        8192, 64, 8, 128, 28672, 128256, false, true, LOOM_TYPE_Q4_K,
+                               LOOM_TYPE_Q6_K, q4_k_m_70b};
 
 /* The planner's view, filled by hand. */
 static loom_plan_model model_of(const shape *s) {
@@ -138,8 +143,7 @@ static void *write_gguf(const shape *s, const char *path, size_t *size) {
     int64_t q = (int64_t)s->heads * s->head_dim, kv = (int64_t)s->kv_heads * s->head_dim;
     OK(loom_gguf_writer_add_tensor(w, "token_embd.weight", s->embed, 2, (int64_t[]){s->dim, s->vocab}, NULL));
     OK(loom_gguf_writer_add_tensor(w, "output_norm.weight", LOOM_TYPE_F32, 1, (int64_t[]){s->dim}, NULL));
-    if (!s->tied)
-        OK(loom_gguf_writer_add_tensor(w, "output.weight", s->head, 2, (int64_t[]){s->dim, s->vocab}, NULL));
+    if (!s->tied) OK(loom_gguf_writer_add_tensor(w, "output.weight", s->head, 2, (int64_t[]){s->dim, s->vocab}, NULL));
     if (s->rope_factors)
         OK(loom_gguf_writer_add_tensor(w, "rope_freqs.weight", LOOM_TYPE_F32, 1, (int64_t[]){s->head_dim / 2}, NULL));
     const char *names[7] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
@@ -296,7 +300,8 @@ static void check_plan(const loom_plan_model *m, const loom_plan *p, const loom_
             cr_assert_eq(rp->kv_bytes, (int64_t)loom_kv_bytes(&kc));
             cr_assert_gt(rp->workspace_bytes, 0);
         }
-        for (int q = 0; q < c->n_heads; q++) cr_assert_eq(q_seen[q], 1, "stage %d: query head %d held %d times", s, q, q_seen[q]);
+        for (int q = 0; q < c->n_heads; q++)
+            cr_assert_eq(q_seen[q], 1, "stage %d: query head %d held %d times", s, q, q_seen[q]);
         cr_assert_eq(f_at, c->ffn);
         cr_assert_eq(v_at, c->vocab);
         cr_assert_leq(qmax - qmin, hg, "stage %d: query split uneven beyond groups of %lld", s, (long long)hg);
@@ -308,7 +313,8 @@ static void check_plan(const loom_plan_model *m, const loom_plan *p, const loom_
             cr_assert_eq(rp->kv_shared_last, kv_holders[rp->shard.kv_end - 1] > 1);
         }
     }
-    for (int l = 0; l < c->n_layers; l++) cr_assert_eq(layer_seen[l], 1, "layer %d held by %d stages", l, layer_seen[l]);
+    for (int l = 0; l < c->n_layers; l++)
+        cr_assert_eq(layer_seen[l], 1, "layer %d held by %d stages", l, layer_seen[l]);
     free(layer_seen);
     free(q_seen);
     free(kv_holders);
@@ -358,8 +364,8 @@ static uint32_t rnd(uint32_t n) {
     return (uint32_t)(rng_state % n);
 }
 
-static const loom_type mix_pool[] = {LOOM_TYPE_F16, LOOM_TYPE_Q8_0, LOOM_TYPE_Q4_0, LOOM_TYPE_Q4_K, LOOM_TYPE_Q6_K,
-                                     LOOM_TYPE_Q5_K, LOOM_TYPE_F32};
+static const loom_type mix_pool[] = {LOOM_TYPE_F16,  LOOM_TYPE_Q8_0, LOOM_TYPE_Q4_0, LOOM_TYPE_Q4_K,
+                                     LOOM_TYPE_Q6_K, LOOM_TYPE_Q5_K, LOOM_TYPE_F32};
 static loom_type random_types(int l, int n, int i) {
     (void)l, (void)n, (void)i;
     return mix_pool[rnd(sizeof mix_pool / sizeof mix_pool[0])];
@@ -368,8 +374,9 @@ static loom_type random_types(int l, int n, int i) {
 Test(plan, stage_balance_matches_brute_force) {
     int cases = 0;
     for (int trial = 0; trial < 60; trial++) {
-        shape s = {"llama", 1 + (int)rnd(11), 256, 4, 2, 64, 512, 256 + 256 * (int)rnd(8), rnd(2) == 0, false,
-                   LOOM_TYPE_Q8_0, LOOM_TYPE_Q6_K, random_types};
+        shape s = {
+            "llama",        1 + (int)rnd(11), 256,         4, 2, 64, 512, 256 + 256 * (int)rnd(8), rnd(2) == 0, false,
+            LOOM_TYPE_Q8_0, LOOM_TYPE_Q6_K,   random_types};
         if (trial % 3 == 0) s.vocab = 32 * (1 + (int)rnd(2000)); /* heavy or light lm head */
         loom_plan_model m = model_of(&s);
         for (int pp = 1; pp <= s.layers && pp <= 6; pp++) {
@@ -387,8 +394,8 @@ Test(plan, stage_balance_matches_brute_force) {
                 sq += (double)c * (double)c;
             }
             brute_force(&m, pp, &best, &best_sq);
-            cr_assert_eq(mx, best, "trial %d, %d layers, pp %d: max stage cost %lld, brute force %lld", trial,
-                         s.layers, pp, (long long)mx, (long long)best);
+            cr_assert_eq(mx, best, "trial %d, %d layers, pp %d: max stage cost %lld, brute force %lld", trial, s.layers,
+                         pp, (long long)mx, (long long)best);
             cr_assert_leq(sq, best_sq * (1 + 1e-12), "trial %d pp %d: not the most even optimal partition", trial, pp);
             loom_plan_free(p);
             cases++;
@@ -421,15 +428,15 @@ Test(plan, head_splits_hold_the_fewest_kv_heads) {
     const struct {
         int heads, kv, hd;
         loom_type o;
-    } shapes[] = {{9, 3, 64, LOOM_TYPE_Q4_1},  {12, 4, 64, LOOM_TYPE_Q8_0}, {32, 8, 64, LOOM_TYPE_Q4_0},
+    } shapes[] = {{9, 3, 64, LOOM_TYPE_Q4_1},  {12, 4, 64, LOOM_TYPE_Q8_0},  {32, 8, 64, LOOM_TYPE_Q4_0},
                   {32, 8, 64, LOOM_TYPE_Q4_K}, {64, 8, 128, LOOM_TYPE_Q4_K}, {24, 6, 64, LOOM_TYPE_F16},
-                  {14, 2, 64, LOOM_TYPE_Q8_0}, {40, 8, 64, LOOM_TYPE_Q6_K}, {16, 16, 64, LOOM_TYPE_Q8_0}};
+                  {14, 2, 64, LOOM_TYPE_Q8_0}, {40, 8, 64, LOOM_TYPE_Q6_K},  {16, 16, 64, LOOM_TYPE_Q8_0}};
     int checked = 0;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         int heads = shapes[i].heads, hd = shapes[i].hd;
         loom_type o = shapes[i].o;
-        shape s = {"llama", 2, 512, heads, shapes[i].kv, hd, 512, 1024, true, false, LOOM_TYPE_Q8_0, LOOM_TYPE_Q8_0,
-                   all_q4_1};
+        shape s = {"llama", 2,    512,   heads,          shapes[i].kv,   hd,      512,
+                   1024,    true, false, LOOM_TYPE_Q8_0, LOOM_TYPE_Q8_0, all_q4_1};
         loom_plan_model m = model_of(&s);
         for (int l = 0; l < 2; l++) m.layers[l].o = o;
         int g = (int)(blk(o) / gcd(blk(o), hd));
@@ -657,7 +664,8 @@ Test(plan, weight_bytes_are_what_loom_weights_create_binds) {
     loom_plan_model m;
     if (open_default(&g, &cfg, &m)) {
         const int grids[][2] = {{1, 1}, {2, 2}, {3, 1}, {4, 3}, {9, 2}, {5, 30}};
-        for (size_t i = 0; i < sizeof grids / sizeof grids[0]; i++) weights_match(g, &cfg, &m, grids[i][0], grids[i][1]);
+        for (size_t i = 0; i < sizeof grids / sizeof grids[0]; i++)
+            weights_match(g, &cfg, &m, grids[i][0], grids[i][1]);
         loom_plan_model_free(&m);
         loom_gguf_free(g);
     }
@@ -682,7 +690,8 @@ static void plan_70b(const loom_plan_model *m, int tp, int pp, loom_plan **out) 
     loom_plan_request req = loom_plan_request_defaults(tp, pp);
     OK(loom_plan_make(m, &req, NULL, out));
     check_plan(m, *out, &req);
-    for (int r = 0; r < (*out)->world; r++) cr_assert_eq((*out)->ranks[r].shard.q_begin % 2, 0, "Q4_K: heads of 128 in pairs");
+    for (int r = 0; r < (*out)->world; r++)
+        cr_assert_eq((*out)->ranks[r].shard.q_begin % 2, 0, "Q4_K: heads of 128 in pairs");
 }
 
 Test(plan, llama_70b_shapes) {
@@ -818,10 +827,10 @@ Test(plan, impossible_requests_say_what_works) {
     st = loom_plan_make(&m, &req, NULL, &p);
     cr_assert_not_null(st);
     msg = loom_status_message(st);
-    at = strstr(msg, "weights alone do not fit: e.g. --tp ");
+    at = strstr(msg, "more ranks would: e.g. --tp ");
     cr_assert_not_null(at, "%s", msg);
     int tp2 = 0, pp2 = 0;
-    cr_assert_eq(sscanf(at, "weights alone do not fit: e.g. --tp %d --pp %d", &tp2, &pp2), 2, "%s", msg);
+    cr_assert_eq(sscanf(at, "more ranks would: e.g. --tp %d --pp %d", &tp2, &pp2), 2, "%s", msg);
     loom_status_free(st);
     req.tp = tp2, req.pp = pp2;
     OK(loom_plan_make(&m, &req, NULL, &p)); /* the suggested grid fits */
@@ -914,8 +923,7 @@ Test(plan, decode_rejects_truncated_and_garbled) {
         free(bad);
     }
     cr_assert_gt(rejected, 2500);
-    expect_error(loom_plan_decode((const uint8_t *)"\xff\xff\xff\xff", 4, &m, &p), LOOM_ERR_FORMAT,
-                 "not a ShardPlan");
+    expect_error(loom_plan_decode((const uint8_t *)"\xff\xff\xff\xff", 4, &m, &p), LOOM_ERR_FORMAT, "not a ShardPlan");
     free(buf);
     loom_plan_model_free(&m);
 }
