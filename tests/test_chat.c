@@ -1,0 +1,353 @@
+/*
+ * tests/test_chat.c — chat templates.
+ *
+ * Every expected string below was rendered by hand with jinja2 3.1.6 set up
+ * as Hugging Face's apply_chat_template does (ImmutableSandboxedEnvironment,
+ * trim_blocks=True, lstrip_blocks=True, raise_exception defined), from the
+ * template texts quoted here: SmolLM2-135M-Instruct's (as stored in the
+ * model file), Qwen2's (llama.cpp's ggml-vocab-qwen2.gguf),
+ * Meta-Llama-3-8B-Instruct's and Llama-2-chat's (their tokenizer_config.json)
+ * and Mistral/Mixtral's (llama.cpp's tests/test-chat-template.cpp).
+ */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "runtime/chat.h"
+#include "runtime/gguf.h"
+#include "runtime/tokenizer.h"
+
+#define OK(expr)                                                                   \
+    do {                                                                           \
+        loom_status s_ = (expr);                                                   \
+        cr_assert_null(s_, "%s failed: %s", #expr, loom_status_message(s_));       \
+    } while (0)
+
+#define DEFAULT_MODEL LOOM_CACHE_DIR "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+/* ---- template texts ---- */
+
+static const char SMOLLM2[] =
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' "
+    "+ message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt "
+    "%}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+static const char QWEN2[] =
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+    "You are a helpful assistant<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ "
+    "'<|im_start|>assistant\n' }}{% endif %}";
+
+static const char LLAMA3[] =
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 "
+    "%}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ "
+    "'<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+
+static const char LLAMA2[] =
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
+    "messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif "
+    "%}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ "
+    "raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if "
+    "loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+    "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if "
+    "message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] "
+    "== 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+
+/* Mistral-7B-Instruct-v0.2 (pre-v1) and Mixtral-8x7B-Instruct-v0.1 */
+static const char MISTRAL_V0[] =
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ "
+    "raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if "
+    "message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == "
+    "'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles "
+    "are supported!') }}{% endif %}{% endfor %}";
+
+/* mistralai's "v1" template with a system prompt, multi-line as published */
+static const char MISTRAL_V1[] =
+    "{%- if messages[0]['role'] == 'system' %}\n    {%- set system_message = messages[0]['content'] %}\n    {%- set "
+    "loop_messages = messages[1:] %}\n{%- else %}\n    {%- set loop_messages = messages %}\n{%- endif %}\n\n{{- "
+    "bos_token }}\n{%- for message in loop_messages %}\n    {%- if (message['role'] == 'user') != (loop.index0 % 2 == "
+    "0) %}\n        {{- raise_exception('After the optional system message, conversation roles must alternate "
+    "user/assistant/user/assistant/...') }}\n    {%- endif %}\n    {%- if message['role'] == 'user' %}\n        {%- "
+    "if loop.first and system_message is defined %}\n            {{- ' [INST] ' + system_message + '\\n\\n' + "
+    "message['content'] + ' [/INST]' }}\n        {%- else %}\n            {{- ' [INST] ' + message['content'] + ' "
+    "[/INST]' }}\n        {%- endif %}\n    {%- elif message['role'] == 'assistant' %}\n        {{- ' ' + "
+    "message['content'] + eos_token}}\n    {%- else %}\n        {{- raise_exception('Only user and assistant roles "
+    "are supported, with the exception of an initial optional system message!') }}\n    {%- endif %}\n{%- endfor "
+    "%}\n";
+
+/* mistralai's "v7" (Mistral-Large-Instruct-2411) */
+static const char MISTRAL_V7[] =
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] "
+    "+ '[/INST]' }}{% elif message['role'] == 'system' %}{{ '[SYSTEM_PROMPT] ' + message['content'] + "
+    "'[/SYSTEM_PROMPT]' }}{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + eos_token }}{% else "
+    "%}{{ raise_exception('Only user, system and assistant roles are supported!') }}{% endif %}{% endfor %}";
+
+/* llama.cpp's test conversation */
+static const loom_chat_msg CONV[] = {
+    {"system", "You are a helpful assistant"},
+    {"user", "Hello"},
+    {"assistant", "Hi there"},
+    {"user", "Who are you"},
+    {"assistant", "   I am an assistant   "},
+    {"user", "Another question"},
+};
+
+static loom_chat_template *make(const char *tmpl, const char *bos, const char *eos, const char *name) {
+    loom_chat_template *c = NULL;
+    OK(loom_chat_template_create(tmpl, strlen(tmpl), bos, eos, &c));
+    cr_assert_str_eq(loom_chat_template_name(c), name);
+    return c;
+}
+
+static void expect_render(const loom_chat_template *c, const loom_chat_msg *m, size_t n, bool gen, const char *want) {
+    loom_strbuf out = {0};
+    OK(loom_chat_format(c, m, n, gen, &out));
+    cr_assert_str_eq(out.data ? out.data : "", want);
+    loom_strbuf_free(&out);
+}
+
+static void expect_raise(const loom_chat_template *c, const loom_chat_msg *m, size_t n, const char *what) {
+    loom_strbuf out = {0};
+    OK(loom_strbuf_append(&out, "kept", 4));
+    loom_status st = loom_chat_format(c, m, n, true, &out);
+    cr_assert_not_null(st, "expected the template to raise '%s'", what);
+    cr_assert_eq(loom_status_code(st), LOOM_ERR_INVALID);
+    cr_assert(strstr(loom_status_message(st), what), "message '%s' lacks '%s'", loom_status_message(st), what);
+    cr_assert_str_eq(out.data, "kept", "the output buffer must be left as it was");
+    loom_status_free(st);
+    loom_strbuf_free(&out);
+}
+
+/* ---- ChatML ---- */
+
+#define SMOL_SYSTEM "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+
+Test(chatml, smollm2_default_system_message) {
+    loom_chat_template *c = make(SMOLLM2, NULL, NULL, "chatml");
+    const loom_chat_msg hello[] = {{"user", "Hello"}};
+    expect_render(c, hello, 1, true, SMOL_SYSTEM "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n");
+    expect_render(c, hello, 1, false, SMOL_SYSTEM "<|im_start|>user\nHello<|im_end|>\n");
+    /* a system message of its own replaces the default */
+    expect_render(c, CONV, 6, true,
+                  "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
+                  "<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\nWho are you<|im_end|>\n"
+                  "<|im_start|>assistant\n   I am an assistant   <|im_end|>\n<|im_start|>user\nAnother "
+                  "question<|im_end|>\n<|im_start|>assistant\n");
+    expect_render(c, CONV + 1, 5, true,
+                  SMOL_SYSTEM "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n"
+                              "<|im_start|>user\nWho are you<|im_end|>\n<|im_start|>assistant\n   I am an assistant   "
+                              "<|im_end|>\n<|im_start|>user\nAnother question<|im_end|>\n<|im_start|>assistant\n");
+    /* no messages: the default system block is inside the loop, so only the prompt */
+    expect_render(c, NULL, 0, true, "<|im_start|>assistant\n");
+    cr_assert_not(loom_chat_template_adds_bos(c));
+    loom_chat_template_free(c);
+}
+
+Test(chatml, qwen2_default_system_message) {
+    loom_chat_template *c = make(QWEN2, NULL, NULL, "chatml");
+    const loom_chat_msg m[] = {{"user", "1+1?"}};
+    expect_render(c, m, 1, true,
+                  "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\n1+1?<|im_end|>\n"
+                  "<|im_start|>assistant\n");
+    loom_chat_template_free(c);
+}
+
+/* The template as the default model stores it, with bos/eos from its tokenizer. */
+Test(chatml, from_the_default_model) {
+    struct stat sb;
+    cr_assert(stat(DEFAULT_MODEL, &sb) == 0, "missing %s: run launch/fetch-model.sh", DEFAULT_MODEL);
+    loom_gguf *g;
+    loom_tokenizer *tok;
+    loom_chat_template *c;
+    OK(loom_gguf_open(DEFAULT_MODEL, &g));
+    OK(loom_tokenizer_create(g, &tok));
+    loom_str s;
+    cr_assert(loom_gguf_get_str(g, "tokenizer.chat_template", &s));
+    cr_assert(s.len == strlen(SMOLLM2) && !memcmp(s.ptr, SMOLLM2, s.len), "the file's template differs from the one quoted here");
+    OK(loom_chat_template_from_gguf(g, tok, &c));
+    cr_assert_str_eq(loom_chat_template_name(c), "chatml");
+    const loom_chat_msg m[] = {{"user", "What is 2+2?"}};
+    loom_strbuf out = {0};
+    OK(loom_chat_format(c, m, 1, true, &out));
+    cr_assert_str_eq(out.data, SMOL_SYSTEM "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n");
+    /* and it tokenizes with the special tokens as single ids */
+    loom_tokens ids = {0};
+    OK(loom_tokenize(tok, out.data, out.len, !loom_chat_template_adds_bos(c), true, &ids));
+    cr_assert_eq(ids.ids[0], 1, "<|im_start|>");
+    cr_assert_eq(ids.ids[ids.n - 1], 198, "the prompt ends with a newline token");
+    int im_end = 0;
+    for (size_t i = 0; i < ids.n; i++) im_end += ids.ids[i] == 2;
+    cr_assert_eq(im_end, 2);
+    loom_tokens_free(&ids);
+    loom_strbuf_free(&out);
+    loom_chat_template_free(c);
+    loom_tokenizer_free(tok);
+    loom_gguf_free(g);
+}
+
+/* Formatting that jinja2 renders identically is recognised as the same template. */
+Test(chatml, formatting_variants_are_the_same_template) {
+    static const char reformatted[] =
+        "{%- for message in messages -%}\n"
+        "    {%- if loop.first and messages[0].role != \"system\" -%}\n"
+        "        {{- \"<|im_start|>system\\nYou are a pirate.<|im_end|>\\n\" -}}\n"
+        "    {%- endif -%}\n"
+        "    {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' -}}\n"
+        "{%- endfor -%}\n"
+        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}\n";
+    loom_chat_template *c = make(reformatted, NULL, NULL, "chatml");
+    const loom_chat_msg m[] = {{"user", "Ahoy"}};
+    expect_render(c, m, 1, true,
+                  "<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\nAhoy<|im_end|>\n"
+                  "<|im_start|>assistant\n");
+    loom_chat_template_free(c);
+    uint64_t a, b;
+    OK(loom_chat_template_fingerprint(SMOLLM2, strlen(SMOLLM2), &a));
+    OK(loom_chat_template_fingerprint(QWEN2, strlen(QWEN2), &b));
+    cr_assert_neq(a, b, "different default system messages render differently");
+    /* a newline left between tags is output, so it is a different template */
+    static const char extra_newline[] =
+        "{% for message in messages %}\n{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+        "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    static const char plain[] =
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+        "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    c = make(plain, NULL, NULL, "chatml");
+    loom_chat_template_free(c);
+    /* trim_blocks removes the newline right after "%}", so this one is plain ChatML too */
+    c = make(extra_newline, NULL, NULL, "chatml");
+    loom_chat_template_free(c);
+    static const char newline_after_var[] =
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+        "'<|im_end|>' + '\\n'}}\n{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    loom_chat_template *bad = (loom_chat_template *)&bad;
+    loom_status st = loom_chat_template_create(newline_after_var, strlen(newline_after_var), NULL, NULL, &bad);
+    cr_assert_not_null(st, "a newline after }} is output: not the plain ChatML template");
+    cr_assert_null(bad);
+    loom_status_free(st);
+}
+
+/* ---- Llama-3, Llama-2, Mistral ---- */
+
+Test(llama, llama3_trims_and_starts_with_bos) {
+    loom_chat_template *c = make(LLAMA3, "<|begin_of_text|>", "<|eot_id|>", "llama3");
+    expect_render(c, CONV, 6, true,
+                  "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a helpful "
+                  "assistant<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|><|start_header_id|>"
+                  "assistant<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nWho are "
+                  "you<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nI am an "
+                  "assistant<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nAnother "
+                  "question<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+    expect_render(c, CONV + 1, 5, false,
+                  "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|><|start_header_id|>"
+                  "assistant<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nWho are "
+                  "you<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nI am an "
+                  "assistant<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nAnother question<|eot_id|>");
+    /* trim is Python's str.strip(): Unicode spaces go too */
+    const loom_chat_msg m[] = {{"user", "\xE3\x80\x80 wide \xC2\xA0\n"}};
+    expect_render(c, m, 1, false, "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nwide<|eot_id|>");
+    cr_assert(loom_chat_template_adds_bos(c));
+    loom_chat_template_free(c);
+}
+
+Test(llama, llama2_system_in_first_turn) {
+    loom_chat_template *c = make(LLAMA2, "<s>", "</s>", "llama2");
+    expect_render(c, CONV, 6, true,
+                  "<s>[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\nHello [/INST] Hi there </s><s>[INST] "
+                  "Who are you [/INST] I am an assistant </s><s>[INST] Another question [/INST]");
+    const loom_chat_msg two_users[] = {{"user", "a"}, {"user", "b"}};
+    expect_raise(c, two_users, 2, "Conversation roles must alternate user/assistant/user/assistant/...");
+    loom_chat_template_free(c);
+}
+
+Test(mistral, v0_no_system_role) {
+    loom_chat_template *c = make(MISTRAL_V0, "<s>", "</s>", "mistral-v0");
+    expect_render(c, CONV + 1, 5, true,
+                  "<s>[INST] Hello [/INST]Hi there</s>[INST] Who are you [/INST]   I am an assistant   </s>[INST] "
+                  "Another question [/INST]");
+    expect_raise(c, CONV, 6, "Conversation roles must alternate user/assistant/user/assistant/...");
+    cr_assert(loom_chat_template_adds_bos(c));
+    loom_chat_template_free(c);
+}
+
+Test(mistral, v1_multiline_template_with_system) {
+    loom_chat_template *c = make(MISTRAL_V1, "<s>", "</s>", "mistral-v1");
+    expect_render(c, CONV, 6, true,
+                  "<s> [INST] You are a helpful assistant\n\nHello [/INST] Hi there</s> [INST] Who are you [/INST]    "
+                  "I am an assistant   </s> [INST] Another question [/INST]");
+    /* the alternation check comes first, then the role check */
+    const loom_chat_msg tool[] = {{"user", "a"}, {"assistant", "b"}, {"tool", "c"}};
+    expect_raise(c, tool, 3, "After the optional system message, conversation roles must alternate");
+    const loom_chat_msg tool2[] = {{"user", "a"}, {"tool", "c"}};
+    expect_raise(c, tool2, 2, "Only user and assistant roles are supported");
+    loom_chat_template_free(c);
+}
+
+Test(mistral, v7_system_prompt) {
+    loom_chat_template *c = make(MISTRAL_V7, "<s>", "</s>", "mistral-v7");
+    expect_render(c, CONV, 6, true,
+                  "<s>[SYSTEM_PROMPT] You are a helpful assistant[/SYSTEM_PROMPT][INST] Hello[/INST] Hi there</s>[INST] "
+                  "Who are you[/INST]    I am an assistant   </s>[INST] Another question[/INST]");
+    loom_chat_template_free(c);
+}
+
+/* ---- what is not recognised ---- */
+
+static void expect_unrecognised(const char *tmpl, const char *what) {
+    loom_chat_template *c = (loom_chat_template *)&c;
+    loom_status st = loom_chat_template_create(tmpl, strlen(tmpl), "<s>", "</s>", &c);
+    cr_assert_not_null(st, "template accepted: %s", tmpl);
+    cr_assert_null(c);
+    cr_assert_eq(loom_status_code(st), LOOM_ERR_UNSUPPORTED);
+    cr_assert(strstr(loom_status_message(st), what), "message '%s' lacks '%s'", loom_status_message(st), what);
+    loom_status_free(st);
+}
+
+Test(unrecognised, errors_name_what_was_found) {
+    /* Gemma's template: another family */
+    expect_unrecognised("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not "
+                        "supported') }}{% endif %}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
+                        "{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}",
+                        "looks like a Gemma template");
+    /* ChatML with a feature loom does not reproduce (a tools section) */
+    expect_unrecognised("{% if tools %}{{ '<|im_start|>system\\n' + tools | tojson + '<|im_end|>\\n' }}{% endif %}"
+                        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] "
+                        "+ '<|im_end|>' + '\\n'}}{% endfor %}",
+                        "looks like a ChatML template but is not one of the variants");
+    /* not a chat template at all: the message quotes its start */
+    expect_unrecognised("Hello {{ name }}!", "chat template not recognised (template starts \"Hello {{ name }}!\"");
+    expect_unrecognised("", "no chat template");
+    expect_unrecognised("{{ 'unterminated }}", "unterminated string");
+
+    /* a GGUF without one */
+    char path[512];
+    snprintf(path, sizeof path, "%s/vocab/ggml-vocab-gpt-2.gguf", LOOM_CACHE_DIR);
+    struct stat sb;
+    cr_assert(stat(path, &sb) == 0, "missing %s: run launch/fetch-model.sh --vocab", path);
+    loom_gguf *g;
+    OK(loom_gguf_open(path, &g));
+    loom_chat_template *c = (loom_chat_template *)&c;
+    loom_status st = loom_chat_template_from_gguf(g, NULL, &c);
+    cr_assert_not_null(st);
+    cr_assert_null(c);
+    cr_assert(strstr(loom_status_message(st), "has no chat template (tokenizer.chat_template is absent)"), "%s",
+              loom_status_message(st));
+    loom_status_free(st);
+    loom_gguf_free(g);
+}
+
+Test(unrecognised, bad_messages) {
+    loom_chat_template *c = make(SMOLLM2, NULL, NULL, "chatml");
+    const loom_chat_msg m[] = {{"user", NULL}};
+    loom_strbuf out = {0};
+    loom_status st = loom_chat_format(c, m, 1, true, &out);
+    cr_assert_eq(loom_status_code(st), LOOM_ERR_INVALID);
+    cr_assert_null(out.data);
+    loom_status_free(st);
+    loom_chat_template_free(c);
+}
