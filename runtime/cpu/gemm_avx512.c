@@ -28,7 +28,11 @@
  *                          offset term by VPDPWSSD of [-32 sc_2j, -32 sc_2j+1]
  *                          with the bsums pair j.
  *
- * Stack use: one panel, about 24 KiB.
+ * F32/F16/BF16 weights use the same scheme with FMA: a panel of 16 rows x
+ * 256 columns converted to float and transposed, each token's activation
+ * float broadcast into the FMA.
+ *
+ * Stack use: one panel, about 24 KiB (16 KiB for float weights).
  */
 #include <immintrin.h>
 
@@ -326,6 +330,70 @@ AI void gemm(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr,
     }
 }
 
+/* ---- float weights (F32, F16, BF16): the same panel scheme with FMA ----
+ * The panel holds 16 rows x up to KCF columns as floats, transposed (one
+ * vector per column, lane = row); each token's activation float is
+ * broadcast into an FMA. Decoding (F16/BF16 -> float) and transposing happen
+ * once per panel and k-chunk. */
+
+enum { KCF = 256, NTF = 12 };
+
+AI __m512 ldrow_f(const int type, const uint8_t *p, __mmask16 m) {
+    if (type == LOOM_TYPE_F32) return _mm512_maskz_loadu_ps(m, p);
+    const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    if (type == LOOM_TYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+AI void gemm_f(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
+               size_t xs, int64_t n, float *y, int64_t ldy) {
+    const int es = type == LOOM_TYPE_F32 ? 4 : 2;
+    _Alignas(64) uint8_t pf[KCF][64]; /* (column, row) floats */
+    for (int64_t kc0 = 0; kc0 < k; kc0 += KCF) {
+        const int kcl = (int)(k - kc0 < KCF ? k - kc0 : KCF);
+        for (int64_t p = 0; p < nr; p += MR) {
+            const int rows = (int)(nr - p < MR ? nr - p : MR);
+            const __mmask16 rmask = (__mmask16)((1u << rows) - 1u);
+            for (int c0 = 0; c0 < kcl; c0 += 16) {
+                const __mmask16 cm = (__mmask16)(kcl - c0 >= 16 ? 0xFFFFu : (1u << (kcl - c0)) - 1u);
+                __m512i R[16];
+                UNROLL for (int r = 0; r < MR; r++)
+                    R[r] = r < rows ? _mm512_castps_si512(ldrow_f(type, w + (p + r) * ws + (kc0 + c0) * es, cm))
+                                    : _mm512_setzero_si512();
+                transpose16(R, pf + c0);
+            }
+            for (int64_t t0 = 0; t0 < n; t0 += NTF) {
+                const int nt = (int)(n - t0 < NTF ? n - t0 : NTF);
+                const uint8_t *xt[NTF];
+                UNROLL for (int t = 0; t < NTF; t++) xt[t] = xq + (t0 + (t < nt ? t : nt - 1)) * xs + 4 * kc0;
+                __m512 acc[NTF];
+                UNROLL for (int t = 0; t < NTF; t++) acc[t] = _mm512_setzero_ps();
+                for (int c = 0; c < kcl; c++) {
+                    const __m512 wv = _mm512_load_ps(pf[c]);
+                    UNROLL for (int t = 0; t < NTF; t++)
+                        acc[t] = _mm512_fmadd_ps(wv, _mm512_set1_ps(ld_f32(xt[t] + 4 * c)), acc[t]);
+                }
+                UNROLL for (int t = 0; t < NTF; t++) {
+                    if (t >= nt) break;
+                    float *yt = y + (t0 + t) * ldy + p;
+                    __m512 v = acc[t];
+                    if (kc0) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(rmask, yt));
+                    _mm512_mask_storeu_ps(yt, rmask, v);
+                }
+            }
+        }
+    }
+}
+
+#define GEMM_F(name, type)                                                                     \
+    static void name(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,   \
+                     size_t xs, int64_t n, float *y, int64_t ldy) {                           \
+        gemm_f(type, w, ws, k, nr, xq, xs, n, y, ldy);                                        \
+    }
+GEMM_F(gemm_f32, LOOM_TYPE_F32)
+GEMM_F(gemm_f16, LOOM_TYPE_F16)
+GEMM_F(gemm_bf16, LOOM_TYPE_BF16)
+
 #define GEMM(name, type)                                                                       \
     static void name(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,   \
                      size_t xs, int64_t n, float *y, int64_t ldy) {                           \
@@ -342,6 +410,9 @@ GEMM(gemm_q6_K, LOOM_TYPE_Q6_K)
 
 const loom_cpu_kernels loom_cpu_gemm_avx512 = {
     .matmul = {
+        [LOOM_TYPE_F32] = gemm_f32,
+        [LOOM_TYPE_F16] = gemm_f16,
+        [LOOM_TYPE_BF16] = gemm_bf16,
         [LOOM_TYPE_Q4_0] = gemm_q4_0,
         [LOOM_TYPE_Q4_1] = gemm_q4_1,
         [LOOM_TYPE_Q5_0] = gemm_q5_0,
