@@ -380,7 +380,7 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
     static void tname(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,   \
                       size_t xs, int64_t n, float *y, int64_t ldy) {                           \
         loom_matmul_fn g = loom_cpu_gemm_avx512.matmul[type];                                  \
-        if (g && n >= LOOM_GEMM_MIN_N) g(w, ws, k, nr, xq, xs, n, y, ldy);                      \
+        if (g && n >= loom_gemm_min_n(type)) g(w, ws, k, nr, xq, xs, n, y, ldy);                      \
         else loom_run_tiles(&tname##_tiles, w, ws, k, nr, xq, xs, n, y, ldy);                  \
     }
 
