@@ -564,7 +564,7 @@ int cmd_synth(int argc, char **argv) {
         int64_t v, min, max;
     } ranges[] = {{"--layers", layers, 1, 4096},     {"--dim", dim, 1, 1 << 20},     {"--heads", heads, 1, 1 << 16},
                   {"--kv-heads", kv_heads, 1, 1 << 16}, {"--ffn", ffn, 1, 1 << 22},   {"--vocab", vocab, 260, 1 << 24},
-                  {"--ctx", ctx, 1, 1ll << 32},      {"--head-dim", head_dim, 0, 1 << 16}};
+                  {"--ctx", ctx, 1, 4294967295ll},      {"--head-dim", head_dim, 0, 1 << 16}};
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++)
         if (ranges[i].v < ranges[i].min || ranges[i].v > ranges[i].max)
             return usage_error("%s %" PRId64 " is out of range: expected %" PRId64 " to %" PRId64, ranges[i].name,
