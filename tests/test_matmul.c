@@ -266,6 +266,10 @@ static void larger_shapes(loom_isa isa) {
         const loom_type t = all_types[ti];
         run_case(t, 2048, 40, 4, 37, false, st); /* full tiles in both directions */
         run_case(t, 1024, 9, 0, 64, true, st);
+        /* enough tokens for the prefill GEMM, odd widths, partial panels */
+        const int64_t bs = loom_type_info(t)->block_size;
+        run_case(t, bs == 1 ? 27 : 3 * bs, 19, 3, 21, true, st);
+        run_case(t, bs == 1 ? 300 : 9 * (bs == 256 ? 256 : 32), 35, 1, 29, false, st);
     }
     cr_assert_eq(st->fails, 0, "%s: %d failing cases", loom_isa_name(isa), st->fails);
 }

@@ -33,14 +33,15 @@ extern const loom_cpu_kernels loom_cpu_kernels_scalar;
 extern const loom_cpu_kernels loom_cpu_kernels_avx2;
 extern const loom_cpu_kernels loom_cpu_kernels_avx512;
 /* AVX-512 prefill GEMM (gemm_avx512.c); the avx512 kernels hand calls with
- * n >= loom_gemm_min_n(type) to it (crossovers measured with bench_matmul:
- * below them the register tiles of matmul_avx512.c are faster). */
+ * n >= loom_gemm_min_n(type) to it (crossovers measured with bench_matmul on
+ * Sapphire Rapids: below them the register tiles of matmul_avx512.c are as
+ * fast or faster). */
 extern const loom_cpu_kernels loom_cpu_gemm_avx512;
 static inline int64_t loom_gemm_min_n(loom_type t) {
     switch (t) {
     case LOOM_TYPE_F32:
     case LOOM_TYPE_F16:
-    case LOOM_TYPE_BF16: return 8;
+    case LOOM_TYPE_BF16: return 20;
     case LOOM_TYPE_Q4_K:
     case LOOM_TYPE_Q5_K:
     case LOOM_TYPE_Q6_K: return 6;

@@ -37,6 +37,10 @@
 #define AI static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 16")
 
+/* Largest tile; register arrays are declared at this size (arrays sized by
+ * the RM/RN parameters would be VLAs, which compilers keep in memory). */
+enum { XM = 4, XN = 3 };
+
 static inline float ld_f32(const uint8_t *p) {
     float f;
     memcpy(&f, p, 4);
@@ -78,11 +82,11 @@ AI float wf_scalar(const int type, const uint8_t *p) {
 AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
                const uint8_t *x, size_t xs, float *y, int64_t ldy) {
     const int es = type == LOOM_TYPE_F32 ? 4 : 2;
-    __m256 acc[RM][RN];
+    __m256 acc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm256_setzero_ps();
     int64_t j = 0;
     for (; j + 8 <= k; j += 8) {
-        __m256 wv[RM];
+        __m256 wv[XM];
         UNROLL for (int r = 0; r < RM; r++) wv[r] = ldw_f(type, w + r * ws + j * es);
         UNROLL for (int t = 0; t < RN; t++) {
             const __m256 a = _mm256_loadu_ps((const float *)(x + t * xs + 4 * j));
@@ -146,11 +150,11 @@ AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, siz
     const int64_t nb = k / 32;
     const size_t bs = bsize32(type);
     const __m256i ones16 = _mm256_set1_epi16(1);
-    __m256 acc[RM][RN];
+    __m256 acc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        __m256i q[RM], sgn[RM];
-        __m256 dw[RM], mw[RM];
+        __m256i q[XM], sgn[XM];
+        __m256 dw[XM], mw[XM];
         UNROLL for (int r = 0; r < RM; r++) {
             dec32(type, w + r * ws + b * bs, &q[r], &dw[r], &mw[r]);
             if (type == LOOM_TYPE_Q8_0) { /* keep |w|; the signs go onto the activations */
@@ -247,11 +251,11 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
               const uint8_t *x, size_t xs, float *y, int64_t ldy) {
     const size_t bs = bsizeK(type);
     const int64_t nsb = k / 256;
-    __m256 facc[RM][RN];
+    __m256 facc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) facc[r][t] = _mm256_setzero_ps();
     for (int64_t sb = 0; sb < nsb; sb++) {
-        __m256 dv[RM], wm[RM];
-        __m256i scb[RM], scb2[RM], bcorr[RM];
+        __m256 dv[XM], wm[XM];
+        __m256i scb[XM], scb2[XM], bcorr[XM];
         UNROLL for (int r = 0; r < RM; r++) {
             const uint8_t *blk = w + r * ws + sb * bs;
             if (type == LOOM_TYPE_Q6_K) {
@@ -268,10 +272,10 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
                                       _mm256_set1_ps(-_cvtsh_ss(ld_u16(blk + 2))));
             }
         }
-        __m256i iacc[RM][RN];
+        __m256i iacc[XM][XN];
         UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) iacc[r][t] = _mm256_setzero_si256();
         UNROLL for (int j = 0; j < 8; j++) {
-            __m256i q[RM], sv[RM];
+            __m256i q[XM], sv[XM];
             UNROLL for (int r = 0; r < RM; r++) {
                 q[r] = decK_piece(type, w + r * ws + sb * bs, j);
                 if (type == LOOM_TYPE_Q6_K)

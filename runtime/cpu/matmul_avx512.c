@@ -45,6 +45,10 @@
 #define AI static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 16")
 
+/* Largest tile; register arrays are declared at this size (arrays sized by
+ * the RM/RN parameters would be VLAs, which compilers keep in memory). */
+enum { XM = 4, XN = 4 };
+
 static inline float ld_f32(const uint8_t *p) {
     float f;
     memcpy(&f, p, 4);
@@ -80,11 +84,11 @@ AI __m512 ldw_f_mask(const int type, const uint8_t *p, __mmask16 m) {
 AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
                const uint8_t *x, size_t xs, float *y, int64_t ldy) {
     const int es = type == LOOM_TYPE_F32 ? 4 : 2;
-    __m512 acc[RM][RN];
+    __m512 acc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm512_setzero_ps();
     int64_t j = 0;
     for (; j + 16 <= k; j += 16) {
-        __m512 wv[RM];
+        __m512 wv[XM];
         UNROLL for (int r = 0; r < RM; r++) wv[r] = ldw_f(type, w + r * ws + j * es);
         UNROLL for (int t = 0; t < RN; t++) {
             const __m512 a = _mm512_loadu_ps(x + t * xs + 4 * j);
@@ -93,7 +97,7 @@ AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, siz
     }
     if (j < k) {
         const __mmask16 m = (__mmask16)((1u << (k - j)) - 1u);
-        __m512 wv[RM];
+        __m512 wv[XM];
         UNROLL for (int r = 0; r < RM; r++) wv[r] = ldw_f_mask(type, w + r * ws + j * es, m);
         UNROLL for (int t = 0; t < RN; t++) {
             const __m512 a = _mm512_maskz_loadu_ps(m, x + t * xs + 4 * j);
@@ -200,10 +204,10 @@ AI void act32_pair(const int type, const uint8_t *x, int64_t k, int64_t b, const
 }
 
 AI void body32(const int type, const int RM, const int RN, const int tail, const uint8_t *w,
-               size_t ws, int64_t k, int64_t b, const uint8_t *x, size_t xs, __m512 acc[RM][RN]) {
+               size_t ws, int64_t k, int64_t b, const uint8_t *x, size_t xs, __m512 acc[XM][XN]) {
     const size_t bs = bsize32(type);
-    __m512i q[RM];
-    __m512 dw[RM], mw[RM];
+    __m512i q[XM];
+    __m512 dw[XM], mw[XM];
     UNROLL for (int r = 0; r < RM; r++) {
         const uint8_t *pa = w + r * ws + b * bs;
         dec32_pair(type, pa, tail ? pa : pa + bs, &q[r], &dw[r], &mw[r]);
@@ -224,7 +228,7 @@ AI void body32(const int type, const int RM, const int RN, const int tail, const
 AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
                const uint8_t *x, size_t xs, float *y, int64_t ldy) {
     const int64_t nb = k / 32;
-    __m512 acc[RM][RN];
+    __m512 acc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm512_setzero_ps();
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) body32(type, RM, RN, 0, w, ws, k, b, x, xs, acc);
@@ -294,11 +298,11 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
               const uint8_t *x, size_t xs, float *y, int64_t ldy) {
     const size_t bs = bsizeK(type);
     const int64_t nsb = k / 256;
-    __m512 facc[RM][RN];
+    __m512 facc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) facc[r][t] = _mm512_setzero_ps();
     for (int64_t sb = 0; sb < nsb; sb++) {
-        __m512 dv[RM], wm[RM];
-        __m512i sc16[RM], bcorr[RM];
+        __m512 dv[XM], wm[XM];
+        __m512i sc16[XM], bcorr[XM];
         UNROLL for (int r = 0; r < RM; r++) {
             const uint8_t *blk = w + r * ws + sb * bs;
             if (type == LOOM_TYPE_Q6_K) {
@@ -318,10 +322,10 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
                 bcorr[r] = _mm512_setzero_si512();
             }
         }
-        __m512i iacc[RM][RN];
+        __m512i iacc[XM][XN];
         UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) iacc[r][t] = _mm512_setzero_si512();
         UNROLL for (int c = 0; c < 4; c++) {
-            __m512i q[RM], sv[RM];
+            __m512i q[XM], sv[XM];
             const __m512i idx = _mm512_loadu_si512(type == LOOM_TYPE_Q6_K ? idx_k6[c] : idx_k4[c]);
             UNROLL for (int r = 0; r < RM; r++) {
                 q[r] = decK_chunk(type, w + r * ws + sb * bs, c);
