@@ -103,8 +103,8 @@ int main(int argc, char **argv) {
     const loom_type types[] = {LOOM_TYPE_F32,  LOOM_TYPE_F16,  LOOM_TYPE_BF16, LOOM_TYPE_Q8_0,
                                LOOM_TYPE_Q4_0, LOOM_TYPE_Q4_1, LOOM_TYPE_Q5_0, LOOM_TYPE_Q5_1,
                                LOOM_TYPE_Q4_K, LOOM_TYPE_Q5_K, LOOM_TYPE_Q6_K};
-    if (k % 256) {
-        fprintf(stderr, "k must be a multiple of 256\n");
+    if (k <= 0 || k % 32) {
+        fprintf(stderr, "k must be a positive multiple of 32 (of 256 for the K-quants)\n");
         return 2;
     }
     printf("loom matmul, one thread, %lld rows x %lld columns; detected ISA %s\n", (long long)rows,
@@ -117,6 +117,7 @@ int main(int argc, char **argv) {
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const loom_type t = types[ti];
         if (only_type && strcmp(only_type, loom_type_name(t)) != 0) continue;
+        if (k % loom_type_info(t)->block_size) continue;
         const size_t ws = loom_type_row_bytes(t, k), xs = loom_act_row_bytes(t, k);
         uint8_t *w = malloc(ws * (size_t)rows), *xq = malloc(xs * (size_t)n);
         fill_weights(t, w, ws * (size_t)rows);

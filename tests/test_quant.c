@@ -255,6 +255,51 @@ Test(quant, act_round_trip) {
     }
 }
 
+/* The quantized bytes are exactly the documented formula: d = max|x|/127,
+ * q = round_to_nearest_even(x * (1/d)) (rintf here), s = d * sum(q). */
+Test(quant, act_bytes_match_formula) {
+    const int64_t k = 512;
+    float x[512];
+    for (int64_t j = 0; j < k; j++) x[j] = frand() * (j % 64 < 32 ? 3.0f : 0.01f);
+    for (int j = 0; j < 32; j++) x[64 + j] = (float)(j - 16) * 0.5f; /* many exact halves */
+    const loom_type types[] = {LOOM_TYPE_Q4_1, LOOM_TYPE_Q5_K};
+    for (int ti = 0; ti < 2; ti++) {
+        const int bs = ti == 0 ? 32 : 256;
+        uint8_t buf[1024];
+        loom_act_quantize(types[ti], x, buf, k);
+        for (int64_t b = 0; b < k / bs; b++) {
+            float amax = 0;
+            for (int j = 0; j < bs; j++) amax = fmaxf(amax, fabsf(x[b * bs + j]));
+            const float d = amax / 127.0f, inv = d != 0 ? 1.0f / d : 0.0f;
+            int sum = 0, gsum[16] = {0};
+            for (int j = 0; j < bs; j++) {
+                float v = rintf(x[b * bs + j] * inv);
+                v = fminf(fmaxf(v, -127.0f), 127.0f);
+                const int8_t want = (int8_t)v;
+                const int8_t got = ti == 0 ? (int8_t)buf[b * 32 + j] : (int8_t)buf[b * 292 + 4 + j];
+                cr_assert_eq(got, want, "%s block %ld element %d: %d, formula %d",
+                             loom_type_name(types[ti]), (long)b, j, got, want);
+                sum += want;
+                gsum[j / 16] += want;
+            }
+            float gd, gs;
+            if (ti == 0) {
+                memcpy(&gd, buf + k + 4 * b, 4);
+                memcpy(&gs, buf + k + 4 * (k / 32) + 4 * b, 4);
+                cr_assert_eq(bits(gs), bits(d * (float)sum), "block %ld s", (long)b);
+            } else {
+                memcpy(&gd, buf + b * 292, 4);
+                for (int g = 0; g < 16; g++) {
+                    int16_t bsum;
+                    memcpy(&bsum, buf + b * 292 + 260 + 2 * g, 2);
+                    cr_assert_eq(bsum, gsum[g]);
+                }
+            }
+            cr_assert_eq(bits(gd), bits(d), "block %ld d", (long)b);
+        }
+    }
+}
+
 /* Non-finite input must not crash or write out of bounds (values unspecified). */
 Test(quant, act_nonfinite_is_memory_safe) {
     float x[256];

@@ -78,14 +78,10 @@ size_t loom_act_row_bytes(loom_type wt, int64_t k) {
     }
 }
 
-/* Round to nearest, ties to even, and clamp to [-127, 127]; NaN gives -127.
- * Adding and subtracting 1.5*2^23 rounds any |v| < 2^22 to an integer in the
- * current (nearest-even) rounding mode. */
-static inline int quant_i8(float v) {
-    if (!(v >= -127.0f)) v = -127.0f;
-    if (v > 127.0f) v = 127.0f;
-    return (int)((v + 12582912.0f) - 12582912.0f);
-}
+/* Activation quantization: per block, d = max|x| / 127 and q = x * (1/d)
+ * rounded to nearest (ties to even), clamped to [-127, 127] (NaN -> -127).
+ * The SSE2 path (always there on x86-64) and the portable path compute the
+ * same operations and give identical bytes. */
 
 /* Scale for a block with largest magnitude amax, and its inverse. */
 static inline float block_scale(float amax, float *inv) {
@@ -94,21 +90,68 @@ static inline float block_scale(float amax, float *inv) {
     return d;
 }
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+/* max |x[j]| for j < n (n a multiple of 4); NaNs are skipped */
+static float amax_of(const float *x, int n) {
+    const __m128 absmask = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+    __m128 m = _mm_setzero_ps();
+    for (int j = 0; j < n; j += 4) m = _mm_max_ps(_mm_and_ps(_mm_loadu_ps(x + j), absmask), m);
+    m = _mm_max_ps(m, _mm_shuffle_ps(m, m, _MM_SHUFFLE(1, 0, 3, 2)));
+    m = _mm_max_ps(m, _mm_shuffle_ps(m, m, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtss_f32(m);
+}
+
+/* q[0..16) = quantized x[0..16); returns their sum */
+static int quant16(const float *x, float inv, int8_t *q) {
+    const __m128 vi = _mm_set1_ps(inv), lo = _mm_set1_ps(-127.0f), hi = _mm_set1_ps(127.0f);
+    __m128i r[4];
+    for (int i = 0; i < 4; i++) {
+        __m128 v = _mm_mul_ps(_mm_loadu_ps(x + 4 * i), vi);
+        v = _mm_min_ps(_mm_max_ps(v, lo), hi); /* max(NaN, lo) = lo */
+        r[i] = _mm_cvtps_epi32(v);             /* nearest even (default MXCSR) */
+    }
+    const __m128i p01 = _mm_packs_epi32(r[0], r[1]), p23 = _mm_packs_epi32(r[2], r[3]);
+    _mm_storeu_si128((__m128i *)q, _mm_packs_epi16(p01, p23));
+    __m128i s = _mm_add_epi32(_mm_madd_epi16(p01, _mm_set1_epi16(1)), _mm_madd_epi16(p23, _mm_set1_epi16(1)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+#else
+static float amax_of(const float *x, int n) {
+    float m = 0.0f;
+    for (int j = 0; j < n; j++) {
+        const float a = fabsf(x[j]);
+        m = a > m ? a : m;
+    }
+    return m;
+}
+
+static int quant16(const float *x, float inv, int8_t *q) {
+    int sum = 0;
+    for (int j = 0; j < 16; j++) {
+        float v = x[j] * inv;
+        v = v >= -127.0f ? v : -127.0f;
+        v = v <= 127.0f ? v : 127.0f;
+        /* +-1.5*2^23 rounds |v| < 2^22 to an integer, nearest even */
+        const int i = (int)((v + 12582912.0f) - 12582912.0f);
+        q[j] = (int8_t)i;
+        sum += i;
+    }
+    return sum;
+}
+#endif
+
 static void act_quantize_q8_32(const float *x, uint8_t *dst, int64_t k) {
     int8_t *qs = (int8_t *)dst;
     uint8_t *dp = dst + k, *sp = dst + k + 4 * (k / 32);
     for (int64_t b = 0; b < k / 32; b++) {
         const float *xb = x + 32 * b;
-        float amax = 0.0f;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
         float inv;
-        const float d = block_scale(amax, &inv);
-        int sum = 0;
-        for (int j = 0; j < 32; j++) {
-            int q = quant_i8(xb[j] * inv);
-            qs[32 * b + j] = (int8_t)q;
-            sum += q;
-        }
+        const float d = block_scale(amax_of(xb, 32), &inv);
+        const int sum = quant16(xb, inv, qs + 32 * b) + quant16(xb + 16, inv, qs + 32 * b + 16);
         loom_st_f32(dp + 4 * b, d);
         loom_st_f32(sp + 4 * b, d * (float)sum);
     }
@@ -118,19 +161,9 @@ static void act_quantize_q8_K(const float *x, uint8_t *dst, int64_t k) {
     for (int64_t b = 0; b < k / 256; b++) {
         const float *xb = x + 256 * b;
         loom_block_q8_K blk;
-        float amax = 0.0f;
-        for (int j = 0; j < 256; j++) amax = fmaxf(amax, fabsf(xb[j]));
         float inv;
-        blk.d = block_scale(amax, &inv);
-        for (int g = 0; g < 16; g++) {
-            int sum = 0;
-            for (int j = 0; j < 16; j++) {
-                int q = quant_i8(xb[16 * g + j] * inv);
-                blk.qs[16 * g + j] = (int8_t)q;
-                sum += q;
-            }
-            blk.bsums[g] = (int16_t)sum;
-        }
+        blk.d = block_scale(amax_of(xb, 256), &inv);
+        for (int g = 0; g < 16; g++) blk.bsums[g] = (int16_t)quant16(xb + 16 * g, inv, blk.qs + 16 * g);
         memcpy(dst + (size_t)b * sizeof blk, &blk, sizeof blk);
     }
 }
