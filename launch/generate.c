@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "chat.h"
 #include "commands.h"
 #include "cluster.h"
 #include "comm_mpi.h"
@@ -142,16 +143,24 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
     loom_status st = NULL;
     if (!reqs || !res || !ids || !out.streams || !out.texts) st = loom_error(LOOM_ERR_NOMEM, "out of memory for %d prompts", n);
     if (!st) st = loom_tokenizer_create(g, &tok);
+    loom_chat_template *tmpl = NULL;
+    if (!st && chat) st = loom_chat_template_from_gguf(g, tok, &tmpl);
+    loom_strbuf formatted = {0};
     for (int i = 0; i < n && !st; i++) {
         const char *text = prompts[i];
-        char *formatted = NULL;
+        bool add_special = true;
         if (chat) {
-            (void)system;
-            st = loom_error(LOOM_ERR_UNSUPPORTED, "--chat is not available yet");
-            break;
+            loom_chat_msg msgs[2];
+            size_t nm = 0;
+            if (system) msgs[nm++] = (loom_chat_msg){"system", system};
+            msgs[nm++] = (loom_chat_msg){"user", text};
+            loom_strbuf_clear(&formatted);
+            st = loom_chat_format(tmpl, msgs, nm, true, &formatted);
+            if (st) break;
+            text = formatted.data;
+            add_special = !loom_chat_template_adds_bos(tmpl); /* the template writes BOS itself */
         }
-        st = loom_tokenize(tok, text, strlen(text), true, chat, &ids[i]);
-        free(formatted);
+        st = loom_tokenize(tok, text, strlen(text), add_special, chat, &ids[i]);
         if (!st && ids[i].n == 0) st = loom_error(LOOM_ERR_INVALID, "prompt %d is empty after tokenization", i);
         reqs[i] = (loom_request){ids[i].ids, (int)ids[i].n, max_tokens, sp, ignore_eos};
     }
@@ -203,6 +212,8 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
     free(ids);
     free(out.streams);
     free(out.texts);
+    loom_strbuf_free(&formatted);
+    loom_chat_template_free(tmpl);
     loom_tokenizer_free(tok);
     return st;
 }
