@@ -4,10 +4,17 @@
  *
  * Contract: weights are borrowed (typically views into an mmapped GGUF file,
  * GGML block layouts from quant.h, rows at any alignment) and never copied.
- * Kernels are single-threaded, allocate nothing and cannot fail: argument
- * shapes are the caller's contract (k a multiple of the weight type's block
- * size, buffers large enough); the caller splits rows between threads. Only
- * loom_isa_set() returns a status.
+ * Kernels are single-threaded, allocate nothing (at most ~32 KiB of stack
+ * for a prefill panel) and cannot fail: argument shapes are the caller's
+ * contract (k a multiple of the weight type's block size, buffers large
+ * enough); the caller splits rows between threads. Only loom_isa_set()
+ * returns a status.
+ *
+ * Speed (one Sapphire Rapids core, AVX-512; tests/bench_matmul.c): decode
+ * streams 4-bit weights at ~17 GB/s and 8-bit/float ones at ~30 GB/s;
+ * prefill (n >= 4..20, see cpu/cpu_kernels.h) decodes 16-row panels once per
+ * 1024 columns and runs VNNI outer products, ~350 GFLOP/s for quantized
+ * weights and ~110 for float ones.
  *
  * ISA levels (each includes the ones before it):
  *   scalar  plain C, the reference: simple and obviously right;

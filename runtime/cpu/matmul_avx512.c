@@ -27,6 +27,9 @@
  * F32/F16/BF16 weights: 16 floats per step (F16 via VCVTPH2PS, BF16 by a
  * shift), FMA with float activations; a masked step for k % 16.
  *
+ * Calls with enough tokens (loom_gemm_min_n) go to the panel GEMM of
+ * gemm_avx512.c instead, which is several times faster there.
+ *
  * Compiled with -mavx512{f,bw,vl,dq,vnni}; dispatch.c only calls it when the
  * CPU and OS support all of them.
  */
