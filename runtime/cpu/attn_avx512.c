@@ -5,13 +5,6 @@
 
 #include "../attention.h"
 
-static inline float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 void loom_attn_scores_avx512(loom_type kv, const float *q, const void *k, int n, int hd, float scale, float *scores) {
     for (int t = 0; t < n; t++) {
         __m512 acc = _mm512_setzero_ps();
