@@ -581,7 +581,7 @@ static loom_status partition(const loom_tokenizer *t, const char *text, size_t l
             while (link && t->trie[link - 1].byte != s[j]) link = t->trie[link - 1].sibling;
         }
     }
-    qsort(found.p, found.n, sizeof(int32_t), cmp_int);
+    if (found.n) qsort(found.p, found.n, sizeof(int32_t), cmp_int);
 
     if ((st = tok_vec_push(frags, &(frag){0, len, LOOM_TOKEN_NULL}))) goto done;
     const int32_t *fk = found.p;

@@ -363,7 +363,9 @@ typedef struct {
  * Surrogates and values above U+10FFFF, which it cannot re-encode, become
  * U+FFFD here. The result is valid UTF-8. */
 static loom_status sanitize(const char *text, size_t len, tok_vec *out) {
-    LOOM_TRY(tok_vec_reserve(out, len + len / 2 + 4));
+    /* every input byte yields at most 3 output bytes (an invalid byte → U+FFFD) */
+    if (len > SIZE_MAX / 3 - 4) return loom_error(LOOM_ERR_INVALID, "tokenizer: text of %zu bytes is too long", len);
+    LOOM_TRY(tok_vec_reserve(out, 3 * len + 4));
     const uint8_t *s = (const uint8_t *)text;
     char *o = out->p;
     size_t i = 0, n = 0;
@@ -376,25 +378,18 @@ static loom_status sanitize(const char *text, size_t len, tok_vec *out) {
         }
         int k = (b & 0x40) == 0 ? 0 : (b & 0x20) == 0 ? 2 : (b & 0x10) == 0 ? 3 : (b & 0x08) == 0 ? 4 : 0;
         uint32_t cp = 0xFFFD;
+        size_t used = 1;
         if (k && i + (size_t)k <= len) {
             uint32_t v = b & (0x7F >> k);
             int j = 1;
             for (; j < k && (s[i + j] & 0xC0) == 0x80; j++) v = (v << 6) | (s[i + j] & 0x3F);
             if (j == k) {
                 cp = v;
-                i += (size_t)k;
-            } else {
-                i++;
+                used = (size_t)k;
             }
-        } else {
-            i++;
         }
-        if (out->cap - n < 8) {
-            out->n = n;
-            LOOM_TRY(tok_vec_reserve(out, n + (len - i) + 16));
-            o = out->p;
-        }
-        n += (size_t)loom_utf8_encode(cp, o + n);
+        i += used;
+        n += (size_t)loom_utf8_encode(cp, o + n); /* <= used bytes, or 3 for one byte */
     }
     out->n = n;
     return NULL;

@@ -244,6 +244,26 @@ Test(smollm, hand_checked_ids) {
     close_tok(&tf);
 }
 
+/* Ill-formed UTF-8: llama.cpp reads each bad byte as U+FFFD before BPE
+ * (ids checked against llama.cpp); long runs of them must not overflow. */
+Test(smollm, invalid_utf8_becomes_replacement_characters) {
+    tok_file tf = open_tok(DEFAULT_MODEL);
+    EXPECT_IDS(tf.t, "\xff\xfe" "ab\xe2\x82", false, false, 24211, 24211, 369, 24211, 24211);
+    enum { N = 300 };
+    char bad[2 * N], good[4 * N];
+    memset(bad, 0xff, N);
+    memset(bad + N, 'a', N);
+    for (int i = 0; i < N; i++) memcpy(good + 3 * i, "\xEF\xBF\xBD", 3);
+    memset(good + 3 * N, 'a', N);
+    loom_tokens a = {0}, b = {0};
+    OK(loom_tokenize(tf.t, bad, sizeof bad, false, false, &a));
+    OK(loom_tokenize(tf.t, good, sizeof good, false, false, &b));
+    cr_assert(a.n == b.n && !memcmp(a.ids, b.ids, a.n * sizeof *a.ids));
+    loom_tokens_free(&a);
+    loom_tokens_free(&b);
+    close_tok(&tf);
+}
+
 Test(smollm, eog_and_pieces) {
     tok_file tf = open_tok(DEFAULT_MODEL);
     const loom_tokenizer *t = tf.t;
