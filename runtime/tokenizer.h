@@ -34,6 +34,18 @@
  *
  * The tokenizer copies what it needs from the GGUF (the GGUF may be freed
  * afterwards), is immutable after creation and may be shared by threads.
+ *
+ * Where loom knowingly differs from llama.cpp (all outside its test vectors):
+ *   - a normal BPE token whose text is not in GPT-2's byte alphabet (e.g.
+ *     command-r's raw emoji tokens) prints its UTF-8 as is, where llama.cpp
+ *     prints "[UNK_BYTE_0x…]";
+ *   - surrogates and code points above U+10FFFF in the input become U+FFFD
+ *     before BPE (llama.cpp would pass on invalid UTF-8 or throw);
+ *   - when several tokens carry an end-of-turn or FIM text, the lowest id is
+ *     taken as EOT / FIM token (llama.cpp: the first in hash-map order);
+ *   - pre-tokenizers llama.cpp splits with hand-written code instead of a
+ *     regex (kimi-k2, afmoe, whitespace) are refused; tiny_aya's digit
+ *     grouping runs its tokenizer.json regex, not llama.cpp's approximation.
  */
 #ifndef LOOM_TOKENIZER_H
 #define LOOM_TOKENIZER_H
