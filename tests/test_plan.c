@@ -963,7 +963,10 @@ static void e_world(Loom__ShardPlan *x) { x->world = 5; }
 static void e_bytes(Loom__ShardPlan *x) { x->ranks[2]->weight_bytes += 1; }
 static void e_embed(Loom__ShardPlan *x) { x->ranks[0]->embed = 0; }
 static void e_vocab(Loom__ShardPlan *x) { x->ranks[1]->vocab_end = 60000; }
-static void e_no_model(Loom__ShardPlan *x) { x->model = NULL; }
+static void e_no_model(Loom__ShardPlan *x) {
+    loom__model_shape__free_unpacked(x->model, NULL);
+    x->model = NULL;
+}
 static void e_kq_block(Loom__ShardPlan *x) {
     x->ranks[0]->q_end = 6, x->ranks[1]->q_begin = 6;
     x->ranks[0]->kv_end = 2, x->ranks[1]->kv_begin = 1;
