@@ -26,7 +26,7 @@ struct loom_forward {
     float *gate, *up;       /* (max_rows, n_ffn) */
     float *scratch;         /* (max_rows, dim) */
     float *rope;            /* (max_rows, rope_dim) cos/sin per row */
-    float *scores;          /* (n_threads, max_ctx) */
+    float *scores;          /* (n_threads, loom_attention_scratch_floats) attention scratch */
     uint8_t *act[MM_MAX_JOBS]; /* quantized activations, act_bytes each */
     size_t act_bytes;
     const loom_batch *prepared; /* batch whose rows were validated and whose angles are in rope */
@@ -111,7 +111,8 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
     f->up = malloc(R * w->n_ffn * sizeof(float));
     f->scratch = malloc(R * c->dim * sizeof(float));
     f->rope = malloc(R * c->rope_dim * sizeof(float));
-    f->scores = malloc((size_t)loom_pool_size(pool) * kc->max_ctx * sizeof(float));
+    f->scores = malloc((size_t)loom_pool_size(pool) * loom_attention_scratch_floats(kc, w->n_q, w->n_kv, c->head_dim,
+                                                                                     max_rows) * sizeof(float));
     size_t ab = act_need(&w->lm_head, max_rows);
     for (int l = 0; l < nl; l++) {
         const loom_layer *L = &w->layers[l];
@@ -205,54 +206,6 @@ static void norm_rows(loom_forward *f, int n, const float *weight) {
         loom_rmsnorm_row(f->xn + (size_t)i * dim, f->x + (size_t)i * dim, weight, dim, f->w->cfg.norm_eps);
 }
 
-typedef struct {
-    loom_forward *f;
-    const loom_batch *b;
-    int layer; /* local */
-} att_task;
-
-static void att_worker(void *ctx, int ith, int nth) {
-    const att_task *t = ctx;
-    loom_forward *f = t->f;
-    const loom_weights *w = f->w;
-    const loom_kv_config *kc = loom_kv_config_of(f->kv);
-    int hd = w->cfg.head_dim, bt = kc->block_tokens;
-    size_t es = kc->type == LOOM_TYPE_F32 ? 4 : 2;
-    float scale = 1.0f / sqrtf((float)hd);
-    float *sc = f->scores + (size_t)ith * kc->max_ctx;
-    int64_t i0, i1;
-    loom_split_range((int64_t)t->b->n * w->n_q, 1, ith, nth, &i0, &i1);
-    for (int64_t it = i0; it < i1; it++) {
-        int row = (int)(it / w->n_q), h = (int)(it % w->n_q), kvh = w->q_to_kv[h];
-        int seq = t->b->seq[row], pos = t->b->pos[row];
-        const int32_t *table = loom_kv_table(f->kv, seq);
-        const float *q = f->q + (size_t)row * f->qdim + (size_t)h * hd;
-        /* scores over the sequence's blocks, softmax, then the weighted sum of values */
-        for (int p0 = 0; p0 <= pos; p0 += bt) {
-            int cnt = pos + 1 - p0 < bt ? pos + 1 - p0 : bt;
-            const uint8_t *kb = loom_kv_k_block(f->kv, t->layer, table[p0 / bt]);
-            loom_attn_scores(kc->type, q, kb + (size_t)kvh * bt * hd * es, cnt, hd, scale, sc + p0);
-        }
-        loom_softmax_row(sc, pos + 1);
-        float *o = f->att + (size_t)row * f->qdim + (size_t)h * hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int p0 = 0; p0 <= pos; p0 += bt) {
-            int cnt = pos + 1 - p0 < bt ? pos + 1 - p0 : bt;
-            const uint8_t *vb = loom_kv_v_block(f->kv, t->layer, table[p0 / bt]);
-            loom_attn_accum(kc->type, sc + p0, vb + (size_t)kvh * bt * hd * es, cnt, hd, o);
-        }
-    }
-}
-
-static void store_kv(void *dst, const float *src, loom_type t, int n) {
-    if (t == LOOM_TYPE_F32) {
-        memcpy(dst, src, (size_t)n * sizeof(float));
-    } else {
-        uint16_t *d = dst;
-        for (int i = 0; i < n; i++) d[i] = loom_f32_to_f16(src[i]);
-    }
-}
-
 loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch *b, float *partial) {
     const loom_weights *w = f->w;
     const loom_model_config *c = &w->cfg;
@@ -262,14 +215,12 @@ loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch 
     if (f->prepared != b) return loom_error(LOOM_ERR_INVALID, "attention on a batch that was not prepared");
     int ll = layer - w->shard.layer_begin, n = b->n, hd = c->head_dim;
     const loom_layer *L = &w->layers[ll];
-    const loom_kv_config *kc = loom_kv_config_of(f->kv);
 
     norm_rows(f, n, L->attn_norm);
     const loom_mat *m[3] = {&L->wq, &L->wk, &L->wv};
     float *y[3] = {f->q, f->k, f->v};
     matmuls(f, f->xn, n, 3, m, y);
 
-    size_t es = kc->type == LOOM_TYPE_F32 ? 4 : 2;
     for (int i = 0; i < n; i++) {
         float *qi = f->q + (size_t)i * f->qdim, *ki = f->k + (size_t)i * f->kvdim, *vi = f->v + (size_t)i * f->kvdim;
         if (L->bq) {
@@ -279,18 +230,10 @@ loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch 
         const float *cs = f->rope + (size_t)i * c->rope_dim;
         for (int h = 0; h < w->n_q; h++) loom_rope_head(qi + (size_t)h * hd, cs, c->rope_dim, c->rope_neox);
         for (int h = 0; h < w->n_kv; h++) loom_rope_head(ki + (size_t)h * hd, cs, c->rope_dim, c->rope_neox);
-        int p = b->pos[i], bt = kc->block_tokens;
-        int32_t blk = loom_kv_table(f->kv, b->seq[i])[p / bt];
-        uint8_t *kb = loom_kv_k_block(f->kv, ll, blk), *vb = loom_kv_v_block(f->kv, ll, blk);
-        for (int h = 0; h < w->n_kv; h++) {
-            size_t off = ((size_t)h * bt + p % bt) * hd * es;
-            store_kv(kb + off, ki + (size_t)h * hd, kc->type, hd);
-            store_kv(vb + off, vi + (size_t)h * hd, kc->type, hd);
-        }
     }
-
-    att_task t = {f, b, ll};
-    loom_pool_run(f->pool, att_worker, &t);
+    loom_attention_args a = {f->kv, ll, n, b->pos, b->seq, w->n_q, w->n_kv, hd, w->q_to_kv, f->q, f->k, f->v, f->att};
+    loom_attention_store(&a);
+    loom_attention_compute(&a, f->pool, f->scores);
 
     const loom_mat *mo[1] = {&L->wo};
     float *yo[1] = {partial};
