@@ -362,6 +362,7 @@ int cmd_generate(int argc, char **argv) {
                 MPI_Abort(MPI_COMM_WORLD, 1);
             }
             if (world_rank == 0) loom_plan_print(loom_cluster_plan(cluster), stderr, false);
+            loom_cluster_report_memory(cluster, stderr);
         }
     }
     if (!st) {

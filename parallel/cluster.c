@@ -208,3 +208,30 @@ void loom_cluster_free(loom_cluster *c) {
 const loom_topology *loom_cluster_topology(const loom_cluster *c) { return &c->topo; }
 const loom_plan *loom_cluster_plan(const loom_cluster *c) { return c->plan; }
 loom_comm *loom_cluster_world(const loom_cluster *c) { return c->world; }
+
+static void human(char *buf, size_t cap, double b) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) b /= 1024, i++;
+    snprintf(buf, cap, "%.1f %s", b, u[i]);
+}
+
+void loom_cluster_report_memory(loom_cluster *c, FILE *f) {
+    int n = c->world->size;
+    int64_t mine = loom_pss_bytes(), *all = c->world->rank == 0 ? malloc(sizeof(int64_t) * (size_t)n) : NULL;
+    MPI_Gather(&mine, 1, MPI_INT64_T, all, 1, MPI_INT64_T, 0, loom_comm_mpi_handle(c->world));
+    if (c->world->rank != 0 || !all) return;
+    fprintf(f, "\nmemory after loading (PSS: file pages shared between ranks count in part)\n");
+    fprintf(f, "rank  stage   tp   plan weights   plan KV cache   plan total       PSS\n");
+    for (int r = 0; r < n; r++) {
+        const loom_rank_plan *p = loom_plan_rank(c->plan, r);
+        char w[32], k[32], t[32], m[32];
+        human(w, sizeof w, (double)p->weight_bytes);
+        human(k, sizeof k, (double)p->kv_bytes);
+        human(t, sizeof t, (double)(p->weight_bytes + p->kv_bytes + p->workspace_bytes));
+        if (all[r] >= 0) human(m, sizeof m, (double)all[r]);
+        else snprintf(m, sizeof m, "n/a");
+        fprintf(f, "%4d %6d %4d %14s %15s %12s %10s\n", r, p->stage, p->tp_rank, w, k, t, m);
+    }
+    free(all);
+}

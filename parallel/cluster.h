@@ -19,6 +19,8 @@
 #ifndef LOOM_CLUSTER_H
 #define LOOM_CLUSTER_H
 
+#include <stdio.h>
+
 #include "comm.h"
 #include "engine.h"
 #include "gguf.h"
@@ -34,6 +36,12 @@ void loom_cluster_free(loom_cluster *c);
 const loom_topology *loom_cluster_topology(const loom_cluster *c);
 const loom_plan *loom_cluster_plan(const loom_cluster *c);
 loom_comm *loom_cluster_world(const loom_cluster *c);
+
+/* Collective: every rank's proportional set size (PSS), printed by rank 0
+ * next to what the plan said the rank needs. Call once the engines are
+ * loaded (weights touched; the KV cache is allocated but its pages are only
+ * charged as they fill). */
+void loom_cluster_report_memory(loom_cluster *c, FILE *f);
 
 /* This process's proportional set size (PSS) in bytes from
  * /proc/self/smaps_rollup, or -1 when unavailable. */

@@ -65,6 +65,7 @@ struct loom_engine {
     uint8_t *recv_bytes;
     size_t recv_cap;
     double tp_s, pp_s;
+    double busy_s;           /* in apply_step after the inputs arrived */
     /* teacher-forced scoring */
     float *score_dst;        /* coordinator: where the leader's logits go when it is rank 0 */
     const float *score_rows; /* leader: logits (score_n, vocab) to send after the result */
@@ -262,6 +263,8 @@ void loom_engine_free(loom_engine *e) {
 const loom_model_config *loom_engine_model(const loom_engine *e) { return &e->cfg; }
 const loom_weights *loom_engine_weights(const loom_engine *e) { return e->w; }
 const loom_engine_options *loom_engine_options_of(const loom_engine *e) { return &e->opt; }
+double loom_engine_busy_seconds(const loom_engine *e) { return e->busy_s; }
+
 void loom_engine_comm_time(const loom_engine *e, double *tp_s, double *pp_s) {
     *tp_s = loom_stage_comm_seconds(e->stage) + e->tp_s;
     *pp_s = e->pp_s;
@@ -472,11 +475,13 @@ static loom_status apply_step(loom_engine *e, const Loom__Step *step, bool sched
     *n_rows = rows;
     if (rows == 0) return NULL;
     if (!e->first) LOOM_TRY(recv_hidden(e, rows));
+    double t0 = now_s();
     loom_batch b = {rows, e->b_token, e->first ? NULL : e->hidden_in, e->b_pos, e->b_seq, e->b_logits};
     int n_logits = 0;
-    LOOM_TRY(loom_stage_forward(e->stage, &b, out_hidden, e->logits, &n_logits));
-    if (e->last) LOOM_TRY(sample_step(e, step, n_logits, res));
-    return NULL;
+    loom_status st = loom_stage_forward(e->stage, &b, out_hidden, e->logits, &n_logits);
+    if (!st && e->last) st = sample_step(e, step, n_logits, res);
+    e->busy_s += now_s() - t0;
+    return st;
 }
 
 static loom_status send_result(loom_engine *e, const Loom__StepResult *res) {

@@ -125,4 +125,10 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
 /* Seconds this rank spent in TP collectives and in stage-to-stage transfers. */
 void loom_engine_comm_time(const loom_engine *e, double *tp_s, double *pp_s);
 
+/* Seconds this rank spent running its part of steps (forward and sampling,
+ * collectives included, waiting for the previous stage excluded). Over a
+ * run's wall time, 1 - busy/wall is the rank's idle share: the pipeline
+ * bubble on stages that wait for each other. */
+double loom_engine_busy_seconds(const loom_engine *e);
+
 #endif

@@ -658,6 +658,7 @@ const char *loom_gguf_path(const loom_gguf *g) { return g->name; }
 uint32_t loom_gguf_version(const loom_gguf *g) { return g->version; }
 size_t loom_gguf_file_size(const loom_gguf *g) { return g->size; }
 const uint8_t *loom_gguf_base(const loom_gguf *g) { return g->base; }
+bool loom_gguf_is_mapped(const loom_gguf *g) { return g->mapped; }
 uint64_t loom_gguf_data_offset(const loom_gguf *g) { return g->data_offset; }
 uint32_t loom_gguf_alignment(const loom_gguf *g) { return g->alignment; }
 uint64_t loom_gguf_header_hash(const loom_gguf *g) { return g->hash; }

@@ -133,6 +133,9 @@ size_t loom_gguf_file_size(const loom_gguf *g);
 const uint8_t *loom_gguf_base(const loom_gguf *g);  /* start of the mapping */
 uint64_t loom_gguf_data_offset(const loom_gguf *g); /* file offset of the data section */
 uint32_t loom_gguf_alignment(const loom_gguf *g);
+/* True when the bytes are a read-only private mapping of the file (not a
+ * caller's buffer), so pages may be dropped and re-read at will. */
+bool loom_gguf_is_mapped(const loom_gguf *g);
 
 /* A 64-bit hash of the header and tensor index (bytes before the data
  * section): two ranks with equal hashes read the same model layout. */

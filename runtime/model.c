@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernels.h"
 
@@ -176,6 +178,19 @@ static loom_status bind_rows(loom_weights *w, const loom_gguf *g, const char *na
     return NULL;
 }
 
+/* Drops this process's mapping of the pages wholly inside [p, p + n): after a
+ * strided slice was copied out, the rank keeps (and is charged for) only the
+ * copy. Pages shared with a neighbouring tensor stay. The file is mapped
+ * private and read-only, so this loses nothing. Only for mapped files: on a
+ * caller's buffer (loom_gguf_open_memory) MADV_DONTNEED would zero memory. */
+static void release_pages(const void *p, size_t n) {
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+    uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)(pg - 1);
+    if (e > a) (void)madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
 /* Columns [c0, c1) of a 2-D weight [cols, rows]: a view when whole, else a
  * compact copy (the slice is strided through the tensor). */
 static loom_status bind_cols(loom_weights *w, const loom_gguf *g, const char *name, int64_t cols, int64_t rows,
@@ -197,6 +212,7 @@ static loom_status bind_cols(loom_weights *w, const loom_gguf *g, const char *na
     if (!buf) return loom_error(LOOM_ERR_NOMEM, "cannot allocate %zu bytes for a slice of %s", (size_t)rows * stride, name);
     LOOM_TRY(own(w, buf));
     for (int64_t r = 0; r < rows; r++) memcpy(buf + r * stride, (const uint8_t *)t->data + r * src_stride + off, stride);
+    if (loom_gguf_is_mapped(g)) release_pages(t->data, (size_t)rows * src_stride);
     m->type = t->type;
     m->rows = rows;
     m->cols = c1 - c0;
