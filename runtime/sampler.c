@@ -99,6 +99,22 @@ static void apply_penalty(loom_sampler *s, float *logits) {
     }
 }
 
+int32_t loom_argmax(const float *x, int32_t n) {
+    /* the maximum first, 16 independent lanes (vectorises without
+     * -ffast-math), then the lowest index holding it; NaNs are skipped */
+    float lane[16];
+    for (int j = 0; j < 16; j++) lane[j] = -INFINITY;
+    int32_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+    float m = -INFINITY;
+    for (int j = 0; j < 16; j++) m = lane[j] > m ? lane[j] : m;
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    for (i = 0; i < n; i++)
+        if (x[i] == m) return i;
+    return 0;
+}
+
 static int cmp_cand(const void *a, const void *b) {
     const struct cand *x = a, *y = b;
     if (x->logit != y->logit) return x->logit > y->logit ? -1 : 1;
@@ -137,12 +153,7 @@ static void top_k_sorted(struct cand *c, int32_t n, int32_t k) {
 int32_t loom_sampler_sample(loom_sampler *s, float *logits) {
     apply_penalty(s, logits);
     int32_t n = s->n_vocab;
-    if (s->p.temperature <= 0) {
-        int32_t best = 0;
-        for (int32_t i = 1; i < n; i++)
-            if (logits[i] > logits[best]) best = i;
-        return best;
-    }
+    if (s->p.temperature <= 0) return loom_argmax(logits, n);
     struct cand *c = s->cand;
     for (int32_t i = 0; i < n; i++) c[i] = (struct cand){logits[i], i};
     int32_t m = n;

@@ -40,6 +40,9 @@ void loom_sampler_free(loom_sampler *s);
 /* Adds a token to the penalty history (prompt and generated tokens). */
 void loom_sampler_accept(loom_sampler *s, int32_t token);
 
+/* Index of the largest of x[0..n), the lowest on ties (0 if all are NaN). */
+int32_t loom_argmax(const float *x, int32_t n);
+
 /* Chooses the next token from logits (n_vocab values; modified in place). */
 int32_t loom_sampler_sample(loom_sampler *s, float *logits);
 

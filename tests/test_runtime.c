@@ -280,3 +280,18 @@ Test(ops, rmsnorm_rope_softmax) {
     cr_assert_float_eq(sm[0], 0.5f, 1e-7);
     cr_assert_float_eq(sm[2], 0.0f, 1e-7);
 }
+
+Test(sampler, argmax_lowest_index_any_length) {
+    float x[100];
+    for (int n = 1; n <= 100; n++)
+        for (int at = 0; at < n; at += 7) {
+            for (int i = 0; i < n; i++) x[i] = (float)(i % 5);
+            x[at] = 9;
+            if (at + 3 < n) x[at + 3] = 9; /* a later tie */
+            cr_assert_eq(loom_argmax(x, n), at, "n %d at %d", n, at);
+        }
+    x[0] = NAN;
+    x[1] = -1;
+    x[2] = -0.5f;
+    cr_assert_eq(loom_argmax(x, 3), 2);
+}
