@@ -1,9 +1,8 @@
 /*
- * parallel/plan.c — the shard plan: stage partition, tensor-parallel splits,
- * rank placement, byte counts, the ShardPlan message and its validation.
+ * parallel/plan.c — making a plan: the model's tensor types, request checks,
+ * stage partition, tensor-parallel splits, rank placement and byte counts.
+ * The ShardPlan message is in plan_wire.c, printing in plan_print.c.
  */
-#include "plan.h"
-
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -12,12 +11,9 @@
 
 #include "engine.h"
 #include "kv_cache.h"
-#include "loom.pb-c.h"
+#include "plan_internal.h"
 
 #define MAX_LAYERS 4096
-#define MAX_MESSAGE (64u << 20) /* largest ShardPlan accepted */
-#define MAX_WARNINGS 256
-#define MAX_WARNING_LEN 4096
 
 /* ------------------------------------------------------------- helpers */
 
@@ -45,16 +41,6 @@ static int head_group_of(loom_type t, int head_dim) {
     return (int)(b / gcd64(b, head_dim));
 }
 
-static void human(char *buf, size_t n, int64_t bytes) {
-    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-    double v = (double)bytes;
-    int u = 0;
-    while (v >= 1024 && u < 5) v /= 1024, u++;
-    if (u == 0)
-        snprintf(buf, n, "%" PRId64 " B", bytes);
-    else
-        snprintf(buf, n, "%.1f %s", v, units[u]);
-}
 
 /* The seven matrices of a layer, in a fixed order. */
 enum { M_Q, M_K, M_V, M_O, M_GATE, M_UP, M_DOWN, M_COUNT };
@@ -98,7 +84,7 @@ static loom_status check_type(loom_type t, int64_t in, const char *what) {
     return NULL;
 }
 
-static loom_status check_model(const loom_plan_model *m) {
+loom_status loom_plan_check_model(const loom_plan_model *m) {
     const loom_model_config *c = &m->cfg;
     if (c->n_layers < 1 || c->n_layers > MAX_LAYERS || c->dim < 1 || c->dim > (1 << 20) || c->n_heads < 1 ||
         c->n_heads > 4096 || c->n_kv_heads < 1 || c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads ||
@@ -165,7 +151,7 @@ loom_status loom_plan_model_read(const loom_gguf *g, const loom_model_config *cf
     m.layers = calloc((size_t)cfg->n_layers, sizeof *m.layers);
     if (!m.layers) return loom_error(LOOM_ERR_NOMEM, "out of memory reading the tensor index of %s", loom_gguf_path(g));
     loom_status st = read_types(g, &m);
-    if (!st) st = loom_error_wrap(check_model(&m), "%s", loom_gguf_path(g));
+    if (!st) st = loom_error_wrap(loom_plan_check_model(&m), "%s", loom_gguf_path(g));
     if (st) {
         free(m.layers);
         return st;
@@ -196,9 +182,21 @@ static int64_t layer_bytes(const loom_plan_model *m, int l, int64_t nq, int64_t 
     return b;
 }
 
+/* Bytes of a whole layer (every head and column). */
+static int64_t full_layer_bytes(const loom_plan_model *m, int l) {
+    return layer_bytes(m, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
+}
 static int64_t embed_row_bytes(const loom_plan_model *m) { return row_bytes(m->embed, m->cfg.dim); }
 static int64_t head_bytes(const loom_plan_model *m) {
     return (int64_t)m->cfg.dim * 4 + (int64_t)m->cfg.vocab * row_bytes(m->head, m->cfg.dim);
+}
+
+int64_t loom_plan_stage_cost(const loom_plan_model *m, int l0, int l1, bool first, bool last) {
+    int64_t cost = 0;
+    for (int l = l0; l < l1; l++) cost += full_layer_bytes(m, l);
+    if (first) cost += embed_row_bytes(m);
+    if (last) cost += head_bytes(m);
+    return cost;
 }
 
 static int64_t shard_weight_bytes(const loom_plan_model *m, const loom_shard *s) {
@@ -239,7 +237,15 @@ static int64_t shard_workspace_bytes(const loom_plan_model *m, const loom_plan_r
     return b;
 }
 
-static int64_t rank_total(const loom_rank_plan *rp) { return rp->weight_bytes + rp->kv_bytes + rp->workspace_bytes; }
+void loom_plan_rank_figures(const loom_plan_model *m, const loom_plan_request *req, loom_rank_plan *rp) {
+    rp->weight_bytes = shard_weight_bytes(m, &rp->shard);
+    rp->kv_bytes = shard_kv_bytes(m, req, &rp->shard);
+    rp->workspace_bytes = shard_workspace_bytes(m, req, &rp->shard);
+}
+
+int64_t loom_plan_rank_total(const loom_rank_plan *rp) {
+    return rp->weight_bytes + rp->kv_bytes + rp->workspace_bytes;
+}
 
 /* -------------------------------------------------------------- request */
 
@@ -256,8 +262,7 @@ loom_plan_request loom_plan_request_defaults(int tp, int pp) {
     return r;
 }
 
-/* Checks the numbers of a request that do not depend on the split. */
-static loom_status check_request_numbers(const loom_plan_model *m, const loom_plan_request *r) {
+loom_status loom_plan_check_request(const loom_plan_model *m, const loom_plan_request *r) {
     if (r->ctx_size < 1 || r->ctx_size > (1 << 24))
         return loom_error(LOOM_ERR_INVALID, "context size %d is out of range (1..%d)", r->ctx_size, 1 << 24);
     if (r->max_seqs < 1 || r->max_seqs > (1 << 16))
@@ -402,7 +407,7 @@ static loom_status partition(const loom_plan_model *m, int pp, int *starts, int6
         return loom_error(LOOM_ERR_NOMEM, "out of memory partitioning %d layers into %d stages", L, pp);
     }
     P[0] = 0;
-    for (int l = 0; l < L; l++) P[l + 1] = P[l] + layer_bytes(m, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
+    for (int l = 0; l < L; l++) P[l + 1] = P[l] + full_layer_bytes(m, l);
     int64_t lo = 0, hi = P[L] + e + h;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
@@ -413,6 +418,7 @@ static loom_status partition(const loom_plan_model *m, int pp, int *starts, int6
     }
     const int64_t C = lo;
     feasible(P, L, pp, e, h, C, R);
+/* loom_plan_stage_cost of stage s holding layers [j, i), from the prefix sums */
 #define COST(s, j, i) (P[i] - P[j] + ((s) == 0 ? e : 0) + ((s) == pp - 1 ? h : 0))
 
     /* Even-ness among the optimal partitions: min Σ cost² over R's states,
@@ -458,8 +464,8 @@ static loom_status partition(const loom_plan_model *m, int pp, int *starts, int6
             i = starts[s] = j;
         }
     }
-    for (int s = 0; s < pp; s++) costs[s] = COST(s, starts[s], starts[s + 1]);
 #undef COST
+    for (int s = 0; s < pp; s++) costs[s] = loom_plan_stage_cost(m, starts[s], starts[s + 1], s == 0, s == pp - 1);
     free(dp);
     free(arg);
     free(P);
@@ -516,8 +522,7 @@ static loom_status split_heads(const loom_model_config *c, int g, int tp, int *b
     return NULL;
 }
 
-/* Granularities of a stage: query heads and MLP columns per group. */
-static void stage_groups(const loom_plan_model *m, int l0, int l1, int *hg, int64_t *fg) {
+void loom_plan_stage_groups(const loom_plan_model *m, int l0, int l1, int *hg, int64_t *fg) {
     int64_t h = 1, f = 1;
     for (int l = l0; l < l1; l++) {
         h = lcm64(h, head_group_of(m->layers[l].o, m->cfg.head_dim));
@@ -539,25 +544,31 @@ void loom_plan_free(loom_plan *p) {
     free(p);
 }
 
-static loom_status plan_alloc(int world, int pp, loom_plan **out) {
+loom_status loom_plan_alloc(const loom_plan_model *m, const loom_plan_request *req, loom_plan **out) {
     loom_plan *p = calloc(1, sizeof *p);
     if (p) {
-        p->stages = calloc((size_t)pp, sizeof *p->stages);
-        p->ranks = calloc((size_t)world, sizeof *p->ranks);
-        p->grid = calloc((size_t)world, sizeof *p->grid);
+        p->stages = calloc((size_t)req->pp, sizeof *p->stages);
+        p->ranks = calloc((size_t)req->world, sizeof *p->ranks);
+        p->grid = calloc((size_t)req->world, sizeof *p->grid);
     }
     if (!p || !p->stages || !p->ranks || !p->grid) {
         loom_plan_free(p);
-        return loom_error(LOOM_ERR_NOMEM, "out of memory for a plan of %d ranks", world);
+        return loom_error(LOOM_ERR_NOMEM, "out of memory for a plan of %d ranks", req->world);
     }
+    p->world = req->world;
+    p->tp = req->tp;
+    p->pp = req->pp;
+    p->model_hash = m->hash;
+    p->cfg = m->cfg;
+    p->req = *req;
+    p->kv_blocks = loom_kv_blocks_for(req->max_seqs, req->ctx_size, req->block_tokens);
     *out = p;
     return NULL;
 }
 
-static loom_status warn(loom_plan *p, const char *fmt, ...) LOOM_PRINTF(2, 3);
-static loom_status warn(loom_plan *p, const char *fmt, ...) {
-    if (p->n_warnings >= MAX_WARNINGS) return NULL;
-    char buf[MAX_WARNING_LEN];
+loom_status loom_plan_warn(loom_plan *p, const char *fmt, ...) {
+    if (p->n_warnings >= LOOM_PLAN_MAX_WARNINGS) return NULL;
+    char buf[LOOM_PLAN_MAX_WARNING_LEN];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
@@ -668,7 +679,7 @@ static loom_status place_ranks(loom_plan *p, const char *const *hosts) {
             for (int u = 0; u < t; u++) seen |= hidx[g[u]] == hidx[g[t]];
             if (!seen) b += (size_t)snprintf(names + b, sizeof names - b, "%s%.64s", b ? ", " : "", hosts[g[t]]);
         }
-        st = warn(p,
+        st = loom_plan_warn(p,
                   "the TP group of stage %d (world ranks %s) spans hosts %s: its all-reduces cross the network; "
                   "give every host a multiple of %d ranks",
                   s, list, names, tp);
@@ -683,14 +694,7 @@ done:
 
 /* ------------------------------------------------------------ planning */
 
-/* Replication flags and byte counts of every rank, from its shard. */
-static void rank_figures(const loom_plan_model *m, const loom_plan *p, loom_rank_plan *rp) {
-    rp->weight_bytes = shard_weight_bytes(m, &rp->shard);
-    rp->kv_bytes = shard_kv_bytes(m, &p->req, &rp->shard);
-    rp->workspace_bytes = shard_workspace_bytes(m, &p->req, &rp->shard);
-}
-
-static void kv_flags(loom_plan *p) {
+void loom_plan_kv_flags(loom_plan *p) {
     for (int s = 0; s < p->pp; s++)
         for (int t = 0; t < p->tp; t++) {
             loom_rank_plan *rp = &p->ranks[p->grid[s * p->tp + t]];
@@ -715,9 +719,9 @@ static int64_t largest_fit(const loom_plan_model *m, const loom_plan *p, int64_t
             r.max_seqs = (int)mid;
         bool ok = true;
         for (int i = 0; i < p->world && ok; i++) {
-            const loom_shard *s = &p->ranks[i].shard;
-            int64_t need = shard_weight_bytes(m, s) + shard_kv_bytes(m, &r, s) + shard_workspace_bytes(m, &r, s);
-            ok = need <= r.max_memory;
+            loom_rank_plan x = {.shard = p->ranks[i].shard};
+            loom_plan_rank_figures(m, &r, &x);
+            ok = loom_plan_rank_total(&x) <= r.max_memory;
         }
         if (ok)
             best = mid, lo = mid + 1;
@@ -736,15 +740,15 @@ static loom_status check_memory(const loom_plan_model *m, const loom_plan *p, bo
     if (M <= 0) return NULL;
     int worst = 0;
     for (int i = 1; i < p->world; i++)
-        if (rank_total(&p->ranks[i]) > rank_total(&p->ranks[worst])) worst = i;
+        if (loom_plan_rank_total(&p->ranks[i]) > loom_plan_rank_total(&p->ranks[worst])) worst = i;
     const loom_rank_plan *w = &p->ranks[worst];
-    if (rank_total(w) <= M) return NULL;
+    if (loom_plan_rank_total(w) <= M) return NULL;
     char need[32], lim[32], wb[32], kb[32], sb[32], more[512] = "";
-    human(need, sizeof need, rank_total(w));
-    human(lim, sizeof lim, M);
-    human(wb, sizeof wb, w->weight_bytes);
-    human(kb, sizeof kb, w->kv_bytes);
-    human(sb, sizeof sb, w->workspace_bytes);
+    loom_plan_human(need, sizeof need, loom_plan_rank_total(w));
+    loom_plan_human(lim, sizeof lim, M);
+    loom_plan_human(wb, sizeof wb, w->weight_bytes);
+    loom_plan_human(kb, sizeof kb, w->kv_bytes);
+    loom_plan_human(sb, sizeof sb, w->workspace_bytes);
     int64_t ctx = largest_fit(m, p, 1, p->req.ctx_size - 1, true);
     int64_t seqs = largest_fit(m, p, 1, p->req.max_seqs - 1, false);
     size_t n = 0;
@@ -801,7 +805,7 @@ static loom_status fill_plan(const loom_plan_model *m, loom_plan *p, const char 
         sp->layer_begin = starts[s];
         sp->layer_end = starts[s + 1];
         sp->cost = costs[s];
-        stage_groups(m, sp->layer_begin, sp->layer_end, &sp->head_group, &sp->ffn_group);
+        loom_plan_stage_groups(m, sp->layer_begin, sp->layer_end, &sp->head_group, &sp->ffn_group);
         if (c->n_heads / sp->head_group < tp || c->ffn / sp->ffn_group < tp) {
             st = loom_error(LOOM_ERR_PLAN,
                             "tp %d: stage %d (layers %d-%d) mixes types whose blocks allow only %d groups of %d query "
@@ -832,10 +836,10 @@ static loom_status fill_plan(const loom_plan_model *m, loom_plan *p, const char 
             sh->vocab_end = even_begin(c->vocab, tp, t + 1);
             sh->embed = s == 0;
             sh->head = s == pp - 1;
-            rank_figures(m, p, rp);
+            loom_plan_rank_figures(m, &p->req, rp);
         }
     }
-    if (!st) kv_flags(p);
+    if (!st) loom_plan_kv_flags(p);
     free(starts);
     free(costs);
     free(bound);
@@ -845,8 +849,8 @@ static loom_status fill_plan(const loom_plan_model *m, loom_plan *p, const char 
 static loom_status plan_build(const loom_plan_model *m, const loom_plan_request *req, const char *const *hosts,
                               bool suggest, loom_plan **out) {
     *out = NULL;
-    LOOM_TRY(check_model(m));
-    LOOM_TRY(check_request_numbers(m, req));
+    LOOM_TRY(loom_plan_check_model(m));
+    LOOM_TRY(loom_plan_check_request(m, req));
     int world;
     LOOM_TRY(check_grid(m, req, &world));
     if (hosts)
@@ -854,20 +858,15 @@ static loom_status plan_build(const loom_plan_model *m, const loom_plan_request 
             if (hosts[r] && strlen(hosts[r]) >= LOOM_PLAN_HOST_MAX)
                 return loom_error(LOOM_ERR_INVALID, "the host name of world rank %d is longer than %d bytes", r,
                                   LOOM_PLAN_HOST_MAX - 1);
+    loom_plan_request full = *req;
+    full.world = world;
     loom_plan *p;
-    LOOM_TRY(plan_alloc(world, req->pp, &p));
-    p->world = world;
-    p->tp = req->tp;
-    p->pp = req->pp;
-    p->model_hash = m->hash;
-    p->cfg = m->cfg;
-    p->req = *req;
-    p->req.world = world;
-    p->kv_blocks = loom_kv_blocks_for(req->max_seqs, req->ctx_size, req->block_tokens);
+    LOOM_TRY(loom_plan_alloc(m, &full, &p));
     loom_status st = fill_plan(m, p, hosts);
     if (!st) st = check_memory(m, p, suggest);
     if (!st && req->ctx_size > m->cfg.ctx_train)
-        st = warn(p, "context %d exceeds the %d positions the model was trained for", req->ctx_size, m->cfg.ctx_train);
+        st = loom_plan_warn(p, "context %d exceeds the %d positions the model was trained for", req->ctx_size,
+                            m->cfg.ctx_train);
     if (st) {
         loom_plan_free(p);
         return st;
@@ -881,514 +880,3 @@ loom_status loom_plan_make(const loom_plan_model *m, const loom_plan_request *re
     return plan_build(m, req, hosts, true, out);
 }
 
-/* ---------------------------------------------------------- encoding */
-
-loom_status loom_plan_encode(const loom_plan *p, uint8_t **buf, size_t *len) {
-    *buf = NULL;
-    *len = 0;
-    Loom__ModelShape shape = LOOM__MODEL_SHAPE__INIT;
-    shape.n_layers = (uint32_t)p->cfg.n_layers;
-    shape.dim = (uint32_t)p->cfg.dim;
-    shape.n_heads = (uint32_t)p->cfg.n_heads;
-    shape.n_kv_heads = (uint32_t)p->cfg.n_kv_heads;
-    shape.head_dim = (uint32_t)p->cfg.head_dim;
-    shape.ffn = (uint32_t)p->cfg.ffn;
-    shape.vocab = (uint32_t)p->cfg.vocab;
-    shape.tied_embeddings = p->cfg.tied_embeddings;
-
-    Loom__StagePlan *stages = calloc((size_t)p->pp, sizeof *stages);
-    Loom__StagePlan **stage_ptrs = calloc((size_t)p->pp, sizeof *stage_ptrs);
-    Loom__RankPlan *ranks = calloc((size_t)p->world, sizeof *ranks);
-    Loom__RankPlan **rank_ptrs = calloc((size_t)p->world, sizeof *rank_ptrs);
-    loom_status st = NULL;
-    if (!stages || !stage_ptrs || !ranks || !rank_ptrs) {
-        st = loom_error(LOOM_ERR_NOMEM, "out of memory encoding a plan of %d ranks", p->world);
-        goto done;
-    }
-    for (int s = 0; s < p->pp; s++) {
-        const loom_stage_plan *sp = &p->stages[s];
-        loom__stage_plan__init(&stages[s]);
-        stages[s].layer_begin = (uint32_t)sp->layer_begin;
-        stages[s].layer_end = (uint32_t)sp->layer_end;
-        stages[s].cost = (uint64_t)sp->cost;
-        stages[s].head_group = (uint32_t)sp->head_group;
-        stages[s].ffn_group = (uint32_t)sp->ffn_group;
-        stage_ptrs[s] = &stages[s];
-    }
-    for (int r = 0; r < p->world; r++) {
-        const loom_rank_plan *rp = &p->ranks[r];
-        const loom_shard *sh = &rp->shard;
-        Loom__RankPlan *o = &ranks[r];
-        loom__rank_plan__init(o);
-        o->world_rank = (uint32_t)rp->world_rank;
-        o->stage = (uint32_t)rp->stage;
-        o->tp_rank = (uint32_t)rp->tp_rank;
-        o->host = (char *)rp->host;
-        o->layer_begin = (uint32_t)sh->layer_begin;
-        o->layer_end = (uint32_t)sh->layer_end;
-        o->q_begin = (uint32_t)sh->q_begin;
-        o->q_end = (uint32_t)sh->q_end;
-        o->kv_begin = (uint32_t)sh->kv_begin;
-        o->kv_end = (uint32_t)sh->kv_end;
-        o->ffn_begin = (uint32_t)sh->ffn_begin;
-        o->ffn_end = (uint32_t)sh->ffn_end;
-        o->vocab_begin = (uint32_t)sh->vocab_begin;
-        o->vocab_end = (uint32_t)sh->vocab_end;
-        o->embed = sh->embed;
-        o->head = sh->head;
-        o->weight_bytes = (uint64_t)rp->weight_bytes;
-        o->kv_bytes = (uint64_t)rp->kv_bytes;
-        o->workspace_bytes = (uint64_t)rp->workspace_bytes;
-        rank_ptrs[r] = o;
-    }
-    Loom__ShardPlan msg = LOOM__SHARD_PLAN__INIT;
-    msg.protocol = LOOM_PLAN_PROTOCOL;
-    msg.world = (uint32_t)p->world;
-    msg.tp = (uint32_t)p->tp;
-    msg.pp = (uint32_t)p->pp;
-    msg.model_hash = p->model_hash;
-    msg.model = &shape;
-    msg.ctx_size = (uint32_t)p->req.ctx_size;
-    msg.sequences = (uint32_t)p->req.max_seqs;
-    msg.kv_type = (uint32_t)p->req.kv_type;
-    msg.block_tokens = (uint32_t)p->req.block_tokens;
-    msg.batch_rows = (uint32_t)p->req.batch_rows;
-    msg.max_memory = (uint64_t)p->req.max_memory;
-    msg.n_stages = (size_t)p->pp;
-    msg.stages = stage_ptrs;
-    msg.n_ranks = (size_t)p->world;
-    msg.ranks = rank_ptrs;
-    msg.n_warnings = (size_t)p->n_warnings;
-    msg.warnings = p->warnings;
-    size_t n = loom__shard_plan__get_packed_size(&msg);
-    uint8_t *b = malloc(n ? n : 1);
-    if (!b) {
-        st = loom_error(LOOM_ERR_NOMEM, "out of memory encoding a plan (%zu bytes)", n);
-        goto done;
-    }
-    if (loom__shard_plan__pack(&msg, b) != n) {
-        free(b);
-        st = loom_error(LOOM_ERR_INVALID, "protobuf-c packed a plan to an unexpected size");
-        goto done;
-    }
-    *buf = b;
-    *len = n;
-done:
-    free(stages);
-    free(stage_ptrs);
-    free(ranks);
-    free(rank_ptrs);
-    return st;
-}
-
-/* ---------------------------------------------------------- decoding */
-
-#define BAD(...) loom_error(LOOM_ERR_PLAN, "shard plan: " __VA_ARGS__)
-
-/* Ranges and flags of one stage's ranks, in TP order. */
-static loom_status validate_stage(const loom_plan_model *m, const loom_plan *p, int s) {
-    const loom_model_config *c = &m->cfg;
-    const loom_stage_plan *sp = &p->stages[s];
-    int64_t q_at = 0, f_at = 0, v_at = 0;
-    for (int t = 0; t < p->tp; t++) {
-        int r = p->grid[s * p->tp + t];
-        const loom_rank_plan *rp = &p->ranks[r];
-        const loom_shard *sh = &rp->shard;
-        if (sh->layer_begin != sp->layer_begin || sh->layer_end != sp->layer_end)
-            return BAD("rank %d holds layers [%d, %d) but its stage %d has [%d, %d)", r, sh->layer_begin, sh->layer_end,
-                       s, sp->layer_begin, sp->layer_end);
-        if (sh->embed != (s == 0) || sh->head != (s == p->pp - 1))
-            return BAD("rank %d (stage %d of %d) has embed=%d head=%d; the embedding belongs to stage 0 and the lm "
-                       "head to stage %d",
-                       r, s, p->pp, sh->embed, sh->head, p->pp - 1);
-        const struct {
-            const char *what;
-            int64_t b, e, n, *at, group;
-        } rg[3] = {{"query heads", sh->q_begin, sh->q_end, c->n_heads, &q_at, sp->head_group},
-                   {"MLP columns", sh->ffn_begin, sh->ffn_end, c->ffn, &f_at, sp->ffn_group},
-                   {"vocabulary rows", sh->vocab_begin, sh->vocab_end, c->vocab, &v_at, 1}};
-        for (int k = 0; k < 3; k++) {
-            if (rg[k].b >= rg[k].e || rg[k].e > rg[k].n)
-                return BAD("rank %d holds %s [%lld, %lld), not a non-empty range inside [0, %lld)", r, rg[k].what,
-                           (long long)rg[k].b, (long long)rg[k].e, (long long)rg[k].n);
-            if (rg[k].b != *rg[k].at)
-                return BAD("stage %d: %s [%lld, %lld) of TP rank %d (world rank %d) %s the previous TP rank's, which "
-                           "end at %lld: each must be held exactly once",
-                           s, rg[k].what, (long long)rg[k].b, (long long)rg[k].e, t, r,
-                           rg[k].b < *rg[k].at ? "overlap" : "leave a gap after", (long long)*rg[k].at);
-            if (rg[k].b % rg[k].group || (rg[k].e % rg[k].group && rg[k].e != rg[k].n))
-                return BAD("stage %d: %s [%lld, %lld) of rank %d do not fall on the blocks of layers %d-%d (groups "
-                           "of %lld)",
-                           s, rg[k].what, (long long)rg[k].b, (long long)rg[k].e, r, sp->layer_begin, sp->layer_end - 1,
-                           (long long)rg[k].group);
-            *rg[k].at = rg[k].e;
-        }
-        int kb = loom_kv_of_q(c, sh->q_begin), ke = loom_kv_of_q(c, sh->q_end - 1) + 1;
-        if (sh->kv_begin != kb || sh->kv_end != ke)
-            return BAD("rank %d holds KV heads [%d, %d) but its query heads [%d, %d) need [%d, %d)", r, sh->kv_begin,
-                       sh->kv_end, sh->q_begin, sh->q_end, kb, ke);
-    }
-    if (q_at != c->n_heads || f_at != c->ffn || v_at != c->vocab)
-        return BAD("stage %d leaves query heads [%lld, %d), MLP columns [%lld, %d) or vocabulary rows [%lld, %d) "
-                   "unheld",
-                   s, (long long)q_at, c->n_heads, (long long)f_at, c->ffn, (long long)v_at, c->vocab);
-    return NULL;
-}
-
-static loom_status validate(const loom_plan_model *m, loom_plan *p) {
-    const loom_model_config *c = &m->cfg;
-    int at = 0;
-    for (int s = 0; s < p->pp; s++) {
-        const loom_stage_plan *sp = &p->stages[s];
-        if (sp->layer_begin != at && s == 0)
-            return BAD("stage 0 starts at layer %d, not 0: layers [0, %d) are missing", sp->layer_begin,
-                       sp->layer_begin);
-        if (sp->layer_begin != at)
-            return BAD("stage %d starts at layer %d but stage %d ends at layer %d: layers %s", s, sp->layer_begin,
-                       s - 1, at, sp->layer_begin > at ? "are missing" : "overlap");
-        if (sp->layer_end <= sp->layer_begin || sp->layer_end > c->n_layers)
-            return BAD("stage %d holds layers [%d, %d), not a non-empty range inside [0, %d)", s, sp->layer_begin,
-                       sp->layer_end, c->n_layers);
-        at = sp->layer_end;
-        int hg;
-        int64_t fg;
-        stage_groups(m, sp->layer_begin, sp->layer_end, &hg, &fg);
-        if (hg != sp->head_group || fg != sp->ffn_group)
-            return BAD("stage %d claims groups of %d query heads and %lld MLP columns, but its layers' blocks give %d "
-                       "and %lld",
-                       s, sp->head_group, (long long)sp->ffn_group, hg, (long long)fg);
-        int64_t cost = 0;
-        for (int l = sp->layer_begin; l < sp->layer_end; l++)
-            cost += layer_bytes(m, l, c->n_heads, c->n_kv_heads, c->ffn);
-        if (s == 0) cost += embed_row_bytes(m);
-        if (s == p->pp - 1) cost += head_bytes(m);
-        if (cost != sp->cost)
-            return BAD("stage %d claims %" PRId64 " bytes per token but its layers read %" PRId64, s, sp->cost, cost);
-    }
-    if (at != c->n_layers)
-        return BAD("the last stage ends at layer %d: layers [%d, %d) are missing", at, at, c->n_layers);
-    for (int s = 0; s < p->pp; s++) LOOM_TRY(validate_stage(m, p, s));
-    kv_flags(p);
-    for (int r = 0; r < p->world; r++) {
-        loom_rank_plan *rp = &p->ranks[r], want = *rp;
-        rank_figures(m, p, &want);
-        if (want.weight_bytes != rp->weight_bytes || want.kv_bytes != rp->kv_bytes ||
-            want.workspace_bytes != rp->workspace_bytes)
-            return BAD("rank %d claims %" PRId64 " weight, %" PRId64 " KV and %" PRId64 " workspace bytes; its shard "
-                       "needs %" PRId64 ", %" PRId64 " and %" PRId64,
-                       r, rp->weight_bytes, rp->kv_bytes, rp->workspace_bytes, want.weight_bytes, want.kv_bytes,
-                       want.workspace_bytes);
-        if (p->req.max_memory && rank_total(rp) > p->req.max_memory)
-            return BAD("rank %d needs %" PRId64 " bytes, over the plan's memory limit of %" PRId64, r, rank_total(rp),
-                       p->req.max_memory);
-    }
-    return NULL;
-}
-
-/* Copies the message into *p, checking every number before it is used. */
-static loom_status from_message(const Loom__ShardPlan *msg, const loom_plan_model *m, loom_plan **out) {
-    const loom_model_config *c = &m->cfg;
-    if (msg->protocol != LOOM_PLAN_PROTOCOL)
-        return loom_error(LOOM_ERR_FORMAT,
-                          "shard plan: protocol version %u, but this loom speaks %u: run the same loom build on every "
-                          "rank",
-                          msg->protocol, LOOM_PLAN_PROTOCOL);
-    if (msg->model_hash != m->hash)
-        return BAD("made for a model with header hash %016" PRIx64 ", but this rank's model has %016" PRIx64
-                   ": every rank must open the same model file",
-                   msg->model_hash, m->hash);
-    const Loom__ModelShape *ms = msg->model;
-    if (!ms) return loom_error(LOOM_ERR_FORMAT, "shard plan: the model shape is missing");
-    if (ms->n_layers != (uint32_t)c->n_layers || ms->dim != (uint32_t)c->dim || ms->n_heads != (uint32_t)c->n_heads ||
-        ms->n_kv_heads != (uint32_t)c->n_kv_heads || ms->head_dim != (uint32_t)c->head_dim ||
-        ms->ffn != (uint32_t)c->ffn || ms->vocab != (uint32_t)c->vocab || ms->tied_embeddings != c->tied_embeddings)
-        return BAD("made for %u layers, width %u, %u/%u heads of %u, FFN %u, vocab %u%s, but this rank's model has "
-                   "%d layers, width %d, %d/%d heads of %d, FFN %d, vocab %d%s",
-                   ms->n_layers, ms->dim, ms->n_heads, ms->n_kv_heads, ms->head_dim, ms->ffn, ms->vocab,
-                   ms->tied_embeddings ? " (tied)" : "", c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim,
-                   c->ffn, c->vocab, c->tied_embeddings ? " (tied)" : "");
-    if (msg->tp < 1 || msg->pp < 1 || msg->tp > LOOM_PLAN_MAX_WORLD || msg->pp > (uint32_t)c->n_layers ||
-        (uint64_t)msg->tp * msg->pp != msg->world || msg->world > LOOM_PLAN_MAX_WORLD)
-        return BAD("world %u, tp %u, pp %u: expected world = tp × pp <= %d and 1 <= pp <= %d layers", msg->world,
-                   msg->tp, msg->pp, LOOM_PLAN_MAX_WORLD, c->n_layers);
-    if (msg->n_stages != msg->pp || msg->n_ranks != msg->world)
-        return BAD("%zu stages and %zu ranks for pp %u and world %u", msg->n_stages, msg->n_ranks, msg->pp, msg->world);
-    if (msg->n_warnings > MAX_WARNINGS) return BAD("%zu warnings (at most %d)", msg->n_warnings, MAX_WARNINGS);
-    loom_plan_request req = {0};
-    req.tp = (int)msg->tp;
-    req.pp = (int)msg->pp;
-    req.world = (int)msg->world;
-    if (msg->ctx_size > INT_MAX || msg->sequences > INT_MAX || msg->block_tokens > INT_MAX ||
-        msg->batch_rows > INT_MAX || msg->kv_type > INT_MAX || msg->max_memory > INT64_MAX)
-        return BAD("context %u, sequences %u, block %u, batch %u or memory %" PRIu64 " out of range", msg->ctx_size,
-                   msg->sequences, msg->block_tokens, msg->batch_rows, msg->max_memory);
-    req.ctx_size = (int)msg->ctx_size;
-    req.max_seqs = (int)msg->sequences;
-    req.block_tokens = (int)msg->block_tokens;
-    req.batch_rows = (int)msg->batch_rows;
-    req.kv_type = (loom_type)msg->kv_type;
-    req.max_memory = (int64_t)msg->max_memory;
-    LOOM_TRY(loom_error_wrap(check_request_numbers(m, &req), "shard plan"));
-
-    loom_plan *p;
-    LOOM_TRY(plan_alloc((int)msg->world, (int)msg->pp, &p));
-    p->world = (int)msg->world;
-    p->tp = (int)msg->tp;
-    p->pp = (int)msg->pp;
-    p->model_hash = msg->model_hash;
-    p->cfg = *c;
-    p->req = req;
-    p->kv_blocks = loom_kv_blocks_for(req.max_seqs, req.ctx_size, req.block_tokens);
-    loom_status st = NULL;
-    for (int s = 0; s < p->pp && !st; s++) {
-        const Loom__StagePlan *o = msg->stages[s];
-        if (!o || o->layer_begin > (uint32_t)c->n_layers || o->layer_end > (uint32_t)c->n_layers || o->head_group < 1 ||
-            o->head_group > (uint32_t)c->n_heads || o->ffn_group < 1 || o->ffn_group > (uint32_t)c->ffn ||
-            o->cost > INT64_MAX) {
-            st = BAD("stage %d: layers [%u, %u), groups of %u heads and %u columns out of range", s,
-                     o ? o->layer_begin : 0, o ? o->layer_end : 0, o ? o->head_group : 0, o ? o->ffn_group : 0);
-            break;
-        }
-        p->stages[s] = (loom_stage_plan){(int)o->layer_begin, (int)o->layer_end, (int64_t)o->cost, (int)o->head_group,
-                                         (int64_t)o->ffn_group};
-    }
-    for (int r = 0; r < p->world; r++) p->grid[r] = -1;
-    uint8_t *seen = st ? NULL : calloc((size_t)p->world, 1);
-    if (!st && !seen) st = loom_error(LOOM_ERR_NOMEM, "out of memory decoding a plan of %d ranks", p->world);
-    for (size_t i = 0; i < msg->n_ranks && !st; i++) {
-        const Loom__RankPlan *o = msg->ranks[i];
-        if (!o) {
-            st = BAD("entry %zu is empty", i);
-            break;
-        }
-        if (o->world_rank >= msg->world || seen[o->world_rank]) {
-            st = BAD("entry %zu names world rank %u, %s", i, o->world_rank,
-                     o->world_rank >= msg->world ? "outside the world" : "which another entry already names");
-            break;
-        }
-        seen[o->world_rank] = 1;
-        if (o->stage >= msg->pp || o->tp_rank >= msg->tp || p->grid[o->stage * msg->tp + o->tp_rank] >= 0) {
-            st = BAD("world rank %u is stage %u, TP rank %u: %s", o->world_rank, o->stage, o->tp_rank,
-                     o->stage >= msg->pp || o->tp_rank >= msg->tp ? "outside the grid" : "another rank has that place");
-            break;
-        }
-        if (o->layer_begin > (uint32_t)c->n_layers || o->layer_end > (uint32_t)c->n_layers ||
-            o->q_begin > (uint32_t)c->n_heads || o->q_end > (uint32_t)c->n_heads ||
-            o->kv_begin > (uint32_t)c->n_kv_heads || o->kv_end > (uint32_t)c->n_kv_heads ||
-            o->ffn_begin > (uint32_t)c->ffn || o->ffn_end > (uint32_t)c->ffn || o->vocab_begin > (uint32_t)c->vocab ||
-            o->vocab_end > (uint32_t)c->vocab || o->weight_bytes > INT64_MAX || o->kv_bytes > INT64_MAX ||
-            o->workspace_bytes > INT64_MAX) {
-            st = BAD("world rank %u: a range or byte count lies outside the model", o->world_rank);
-            break;
-        }
-        size_t hl = o->host ? strlen(o->host) : 0;
-        if (hl >= LOOM_PLAN_HOST_MAX) {
-            st = BAD("world rank %u: host name of %zu bytes (at most %d)", o->world_rank, hl, LOOM_PLAN_HOST_MAX - 1);
-            break;
-        }
-        p->grid[o->stage * msg->tp + o->tp_rank] = (int)o->world_rank;
-        loom_rank_plan *rp = &p->ranks[o->world_rank];
-        rp->world_rank = (int)o->world_rank;
-        rp->stage = (int)o->stage;
-        rp->tp_rank = (int)o->tp_rank;
-        if (hl) memcpy(rp->host, o->host, hl);
-        rp->host[hl] = 0;
-        loom_shard *sh = &rp->shard;
-        sh->layer_begin = (int)o->layer_begin, sh->layer_end = (int)o->layer_end;
-        sh->q_begin = (int)o->q_begin, sh->q_end = (int)o->q_end;
-        sh->kv_begin = (int)o->kv_begin, sh->kv_end = (int)o->kv_end;
-        sh->ffn_begin = o->ffn_begin, sh->ffn_end = o->ffn_end;
-        sh->vocab_begin = o->vocab_begin, sh->vocab_end = o->vocab_end;
-        sh->embed = o->embed, sh->head = o->head;
-        rp->weight_bytes = (int64_t)o->weight_bytes;
-        rp->kv_bytes = (int64_t)o->kv_bytes;
-        rp->workspace_bytes = (int64_t)o->workspace_bytes;
-    }
-    free(seen);
-    for (size_t i = 0; i < msg->n_warnings && !st; i++) {
-        const char *w = msg->warnings[i] ? msg->warnings[i] : "";
-        if (strlen(w) >= MAX_WARNING_LEN) {
-            st = BAD("warning %zu is longer than %d bytes", i, MAX_WARNING_LEN - 1);
-            break;
-        }
-        st = warn(p, "%s", w);
-    }
-    if (!st) st = validate(m, p);
-    if (st) {
-        loom_plan_free(p);
-        return st;
-    }
-    *out = p;
-    return NULL;
-}
-
-loom_status loom_plan_decode(const uint8_t *buf, size_t len, const loom_plan_model *m, loom_plan **out) {
-    *out = NULL;
-    LOOM_TRY(check_model(m));
-    if (!buf && len) return loom_error(LOOM_ERR_INVALID, "shard plan: no buffer for %zu bytes", len);
-    if (len > MAX_MESSAGE)
-        return loom_error(LOOM_ERR_FORMAT, "shard plan: %zu bytes, more than the %u a plan may take", len, MAX_MESSAGE);
-    Loom__ShardPlan *msg = loom__shard_plan__unpack(NULL, len, buf);
-    if (!msg)
-        return loom_error(LOOM_ERR_FORMAT,
-                          "shard plan: %zu bytes are not a ShardPlan message (truncated or corrupt protobuf)", len);
-    loom_status st = from_message(msg, m, out);
-    loom__shard_plan__free_unpacked(msg, NULL);
-    return st;
-}
-
-/* ------------------------------------------------------------ printing */
-
-static void range_str(char *b, size_t n, int64_t lo, int64_t hi) {
-    if (hi - lo == 1)
-        snprintf(b, n, "%lld", (long long)lo);
-    else
-        snprintf(b, n, "%lld-%lld", (long long)lo, (long long)hi - 1);
-}
-
-static void kv_str(char *b, size_t n, const loom_rank_plan *rp) {
-    const loom_shard *s = &rp->shard;
-    if (s->kv_end - s->kv_begin == 1)
-        snprintf(b, n, "%d%s", s->kv_begin, rp->kv_shared_first || rp->kv_shared_last ? "*" : "");
-    else
-        snprintf(b, n, "%d%s-%d%s", s->kv_begin, rp->kv_shared_first ? "*" : "", s->kv_end - 1,
-                 rp->kv_shared_last ? "*" : "");
-}
-
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            fprintf(f, "\\%c", ch);
-        else if (ch < 0x20)
-            fprintf(f, "\\u%04x", ch);
-        else
-            fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
-static void print_json(const loom_plan *p, FILE *f) {
-    const loom_model_config *c = &p->cfg;
-    fprintf(f, "{\"protocol\": %u, \"world\": %d, \"tp\": %d, \"pp\": %d, \"model_hash\": \"%016" PRIx64 "\",\n",
-            LOOM_PLAN_PROTOCOL, p->world, p->tp, p->pp, p->model_hash);
-    fprintf(f,
-            " \"model\": {\"arch\": \"%s\", \"n_layers\": %d, \"dim\": %d, \"n_heads\": %d, \"n_kv_heads\": %d, "
-            "\"head_dim\": %d, \"ffn\": %d, \"vocab\": %d, \"tied_embeddings\": %s},\n",
-            c->arch_name, c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn, c->vocab,
-            c->tied_embeddings ? "true" : "false");
-    fprintf(f,
-            " \"ctx_size\": %d, \"sequences\": %d, \"kv_type\": \"%s\", \"block_tokens\": %d, \"kv_blocks\": %d, "
-            "\"batch_rows\": %d, \"max_memory\": %" PRId64 ",\n \"stages\": [",
-            p->req.ctx_size, p->req.max_seqs, p->req.kv_type == LOOM_TYPE_F32 ? "f32" : "f16", p->req.block_tokens,
-            p->kv_blocks, p->req.batch_rows, p->req.max_memory);
-    for (int s = 0; s < p->pp; s++) {
-        const loom_stage_plan *sp = &p->stages[s];
-        fprintf(f,
-                "%s\n  {\"stage\": %d, \"layers\": [%d, %d], \"bytes_per_token\": %" PRId64
-                ", \"head_group\": %d, \"ffn_group\": %" PRId64 "}",
-                s ? "," : "", s, sp->layer_begin, sp->layer_end, sp->cost, sp->head_group, sp->ffn_group);
-    }
-    fprintf(f, "],\n \"ranks\": [");
-    int64_t wt = 0, kt = 0, st = 0, mx = 0;
-    for (int r = 0; r < p->world; r++) {
-        const loom_rank_plan *rp = &p->ranks[r];
-        const loom_shard *s = &rp->shard;
-        fprintf(f, "%s\n  {\"rank\": %d, \"stage\": %d, \"tp_rank\": %d, \"host\": ", r ? "," : "", r, rp->stage,
-                rp->tp_rank);
-        json_str(f, rp->host);
-        fprintf(f, ", \"layers\": [%d, %d], \"q_heads\": [%d, %d], \"kv_heads\": [%d, %d], \"kv_replicated\": [",
-                s->layer_begin, s->layer_end, s->q_begin, s->q_end, s->kv_begin, s->kv_end);
-        if (rp->kv_shared_first) fprintf(f, "%d", s->kv_begin);
-        if (rp->kv_shared_last && (!rp->kv_shared_first || s->kv_end - 1 != s->kv_begin))
-            fprintf(f, "%s%d", rp->kv_shared_first ? ", " : "", s->kv_end - 1);
-        fprintf(f,
-                "], \"ffn\": [%lld, %lld], \"vocab\": [%lld, %lld], \"embed\": %s, \"head\": %s, \"weight_bytes\": "
-                "%" PRId64 ", \"kv_bytes\": %" PRId64 ", \"workspace_bytes\": %" PRId64 ", \"total_bytes\": %" PRId64
-                "}",
-                (long long)s->ffn_begin, (long long)s->ffn_end, (long long)s->vocab_begin, (long long)s->vocab_end,
-                s->embed ? "true" : "false", s->head ? "true" : "false", rp->weight_bytes, rp->kv_bytes,
-                rp->workspace_bytes, rank_total(rp));
-        wt += rp->weight_bytes, kt += rp->kv_bytes, st += rp->workspace_bytes;
-        if (rank_total(rp) > mx) mx = rank_total(rp);
-    }
-    fprintf(f,
-            "],\n \"totals\": {\"weight_bytes\": %" PRId64 ", \"kv_bytes\": %" PRId64 ", \"workspace_bytes\": %" PRId64
-            ", \"largest_rank_bytes\": %" PRId64 "},\n \"warnings\": [",
-            wt, kt, st, mx);
-    for (int i = 0; i < p->n_warnings; i++) {
-        if (i) fputs(", ", f);
-        json_str(f, p->warnings[i]);
-    }
-    fprintf(f, "]}\n");
-}
-
-static void print_text(const loom_plan *p, FILE *f) {
-    const loom_model_config *c = &p->cfg;
-    char a[48], b[48], d[48], e[48], g[48], h[48];
-    fprintf(f, "model   %s, %d layers, width %d, %d query / %d KV heads of %d, FFN %d, vocab %d%s\n", c->arch_name,
-            c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn, c->vocab,
-            c->tied_embeddings ? " (tied embeddings)" : "");
-    fprintf(f, "grid    world %d = pp %d × tp %d\n", p->world, p->pp, p->tp);
-    fprintf(f, "cache   %d positions × %d sequences, KV %s in blocks of %d tokens (%d blocks per rank)\n",
-            p->req.ctx_size, p->req.max_seqs, p->req.kv_type == LOOM_TYPE_F32 ? "f32" : "f16", p->req.block_tokens,
-            p->kv_blocks);
-    if (p->req.max_memory) {
-        human(a, sizeof a, p->req.max_memory);
-        fprintf(f, "memory  at most %s per rank\n", a);
-    }
-    fprintf(f, "\nstage  layers         read per token  heads/group  MLP columns/group\n");
-    for (int s = 0; s < p->pp; s++) {
-        const loom_stage_plan *sp = &p->stages[s];
-        char lay[80];
-        range_str(a, sizeof a, sp->layer_begin, sp->layer_end);
-        snprintf(lay, sizeof lay, "%s (%d)", a, sp->layer_end - sp->layer_begin);
-        human(d, sizeof d, sp->cost);
-        fprintf(f, "%5d  %-13s  %14s  %11d  %17" PRId64 "\n", s, lay, d, sp->head_group, sp->ffn_group);
-    }
-    bool any_host = false;
-    for (int r = 0; r < p->world; r++) any_host |= p->ranks[r].host[0] != 0;
-    fprintf(f, "\n%4s  %5s  %4s  %s%-9s  %-11s  %-9s  %-13s  %-13s  %10s  %10s  %10s  %10s\n", "rank", "stage", "tp",
-            any_host ? "host              " : "", "layers", "query heads", "KV heads", "MLP columns", "vocabulary",
-            "weights", "KV cache", "workspace", "total");
-    int64_t wt = 0, kt = 0, st = 0, mx = 0;
-    int mx_rank = 0;
-    bool any_shared = false;
-    for (int r = 0; r < p->world; r++) {
-        const loom_rank_plan *rp = &p->ranks[r];
-        const loom_shard *s = &rp->shard;
-        char lay[48], q[48], kv[48], ff[48], vv[48];
-        range_str(lay, sizeof lay, s->layer_begin, s->layer_end);
-        range_str(q, sizeof q, s->q_begin, s->q_end);
-        kv_str(kv, sizeof kv, rp);
-        range_str(ff, sizeof ff, s->ffn_begin, s->ffn_end);
-        range_str(vv, sizeof vv, s->vocab_begin, s->vocab_end);
-        human(a, sizeof a, rp->weight_bytes);
-        human(b, sizeof b, rp->kv_bytes);
-        human(d, sizeof d, rp->workspace_bytes);
-        human(e, sizeof e, rank_total(rp));
-        fprintf(f, "%4d  %5d  %4d  ", r, rp->stage, rp->tp_rank);
-        if (any_host) fprintf(f, "%-16.16s  ", rp->host);
-        fprintf(f, "%-9s  %-11s  %-9s  %-13s  %-13s  %10s  %10s  %10s  %10s\n", lay, q, kv, ff, vv, a, b, d, e);
-        wt += rp->weight_bytes, kt += rp->kv_bytes, st += rp->workspace_bytes;
-        if (rank_total(rp) > mx) mx = rank_total(rp), mx_rank = r;
-        any_shared |= rp->kv_shared_first || rp->kv_shared_last;
-    }
-    human(a, sizeof a, wt);
-    human(b, sizeof b, kt);
-    human(d, sizeof d, st);
-    human(g, sizeof g, wt + kt + st);
-    human(h, sizeof h, mx);
-    fprintf(f, "\ntotal   weights %s, KV cache %s, workspace %s: %s over %d ranks; largest rank %d needs %s\n", a, b, d,
-            g, p->world, mx_rank, h);
-    if (any_shared) fprintf(f, "        * a KV head held by two or more ranks of its stage (replicated)\n");
-    for (int i = 0; i < p->n_warnings; i++) fprintf(f, "warning: %s\n", p->warnings[i]);
-}
-
-void loom_plan_print(const loom_plan *p, FILE *f, bool json) {
-    if (json)
-        print_json(p, f);
-    else
-        print_text(p, f);
-}

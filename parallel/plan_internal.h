@@ -1,0 +1,40 @@
+/*
+ * parallel/plan_internal.h — what the planner (plan.c), the ShardPlan wire
+ * format (plan_wire.c) and the printer (plan_print.c) share. Private to
+ * parallel/plan*.c; parallel/plan.h is the contract everyone else uses.
+ */
+#ifndef LOOM_PLAN_INTERNAL_H
+#define LOOM_PLAN_INTERNAL_H
+
+#include "plan.h"
+
+#define LOOM_PLAN_MAX_WARNINGS 256     /* warnings a plan keeps; later ones are dropped */
+#define LOOM_PLAN_MAX_WARNING_LEN 4096 /* bytes of one warning, NUL included */
+
+/* ---- plan.c ---- */
+
+/* NULL when the model's shape and types can be planned; LOOM_ERR_INVALID naming what is wrong otherwise. */
+loom_status loom_plan_check_model(const loom_plan_model *m) LOOM_MUST_USE;
+/* NULL when the request's context, sequences, block, batch, KV type and memory are in range (tp/pp not checked). */
+loom_status loom_plan_check_request(const loom_plan_model *m, const loom_plan_request *r) LOOM_MUST_USE;
+/* A zeroed plan for m and req (world, tp, pp, hash, cfg, req, kv_blocks set); on error *out is untouched. */
+loom_status loom_plan_alloc(const loom_plan_model *m, const loom_plan_request *req, loom_plan **out) LOOM_MUST_USE;
+/* Appends a formatted warning (silently dropped past LOOM_PLAN_MAX_WARNINGS); on error p is unchanged. */
+loom_status loom_plan_warn(loom_plan *p, const char *fmt, ...) LOOM_PRINTF(2, 3) LOOM_MUST_USE;
+/* Query heads (*hg) and MLP columns (*fg) per indivisible group of layers [l0, l1). */
+void loom_plan_stage_groups(const loom_plan_model *m, int l0, int l1, int *hg, int64_t *fg);
+/* Bytes read per token by a stage of layers [l0, l1), with the embedding row if first and the lm head if last. */
+int64_t loom_plan_stage_cost(const loom_plan_model *m, int l0, int l1, bool first, bool last);
+/* Sets rp's weight, KV and workspace bytes from rp->shard under req; nothing else changes. */
+void loom_plan_rank_figures(const loom_plan_model *m, const loom_plan_request *req, loom_rank_plan *rp);
+/* Sets every rank's kv_shared_first/last from the KV ranges of its TP neighbours (p->grid must be filled). */
+void loom_plan_kv_flags(loom_plan *p);
+/* Weight + KV + workspace bytes of a rank. */
+int64_t loom_plan_rank_total(const loom_rank_plan *rp);
+
+/* ---- plan_print.c ---- */
+
+/* Writes bytes in human units ("512 B", "1.5 GiB") into buf of n bytes. */
+void loom_plan_human(char *buf, size_t n, int64_t bytes);
+
+#endif
