@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# launch/bench-vs-llamacpp.sh — loom against llama.cpp on the same GGUF files,
+# same thread counts, in the same minute. Not run in CI (minutes of CPU time).
+#
+# From a fresh clone, after launch/quickstart.sh (loom built in build/, the
+# default model fetched):
+#   (a) unpacks llama.cpp from the pinned llama-cpp-python sdist (downloaded
+#       with pip if absent) into .cache/ and builds llama-bench once: CMake
+#       Release, CPU only, GGML_NATIVE=ON, no CURL/OpenSSL (flags below, also
+#       printed and stored in the JSON);
+#   (b) writes random-weight TinyLlama-1.1B-shaped models (22 layers, dim
+#       2048, 32 heads, 4 KV heads, ffn 5632, vocab 32000) in Q4_K and Q8_0
+#       with `loom synth` (0.6 and 1.2 GB: far bigger than any cache);
+#   (c) for every model and thread count runs `llama-bench -p 128 -n 128 -r 5`
+#       and `loom bench --prompt-tokens 128 --gen-tokens 128 --reps 5` back to
+#       back (order alternating between rounds), ROUNDS times;
+#   (d) prints one table: prefill and decode tokens/s of both and their
+#       ratio, and loom's decode bandwidth as a share of the read bandwidth
+#       loom bench measured;
+#   (e) multi-rank rows: TP=2 (2 ranks x 1 thread) decode against 1 rank x 2
+#       threads (target >= 0.9x), PP=2 (2 ranks x 1 thread, SEQS sequences,
+#       total tokens/s) against 1 rank x 1 thread decoding the same sequences
+#       batched (target >= 1.7x), each pair back to back;
+#   and writes everything (commands, load averages, raw outputs) as JSON.
+#
+# Speed numbers mean something only on a quiet machine: the script prints the
+# load average before every pair of runs; keep it well under 1.
+#
+# Environment (defaults):
+#   LOOM=build/loom  THREADS=1,2  REPS=5  ROUNDS=2  PT=128  GT=128  SEQS=4
+#   MODELS="default q4k q8"   MULTI_MODELS="q4k default"   MULTI=1 (0: skip (e))
+#   OUT=.cache/bench/bench-vs-llamacpp.json  LOOM_CACHE=.cache
+# Options: --build-only (steps a and b only).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+cache=${LOOM_CACHE:-$root/.cache}
+loom=${LOOM:-$root/build/loom}
+threads=${THREADS:-1,2}
+reps=${REPS:-5}
+rounds=${ROUNDS:-2}
+pt=${PT:-128}
+gt=${GT:-128}
+seqs=${SEQS:-4}
+models_sel=${MODELS:-"default q4k q8"}
+multi_sel=${MULTI_MODELS:-"q4k default"}
+multi=${MULTI:-1}
+out=${OUT:-$cache/bench/bench-vs-llamacpp.json}
+work=$cache/bench/run-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$cache/dl" "$cache/models" "$work" "$(dirname "$out")"
+
+say() { printf '%s\n' "$*" >&2; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+[ -x "$loom" ] || { say "bench-vs-llamacpp: $loom is missing: run launch/quickstart.sh (or set LOOM=)"; exit 1; }
+
+# ---------------------------------------------------------------- (a) llama.cpp
+ver=0.3.36
+sdist=$cache/dl/llama_cpp_python-$ver.tar.gz
+src=$cache/llama.cpp-$ver
+bld=$src/build-bench
+llama_flags=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_CPU=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF
+  -DGGML_VULKAN=OFF -DGGML_OPENCL=OFF -DGGML_HIP=OFF -DGGML_SYCL=OFF -DGGML_RPC=OFF -DLLAMA_OPENSSL=OFF
+  -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF)
+# (this llama.cpp has no CURL dependency left: LLAMA_CURL is deprecated and ignored;
+#  model downloads would go through OpenSSL, which is off)
+if [ ! -f "$sdist" ]; then
+  say "bench-vs-llamacpp: downloading llama-cpp-python==$ver (sdist) from PyPI"
+  python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$cache/dl" "llama-cpp-python==$ver" >&2
+fi
+if [ ! -f "$src/.unpacked" ]; then
+  say "bench-vs-llamacpp: unpacking llama.cpp from $sdist"
+  rm -rf "$src"
+  mkdir -p "$src"
+  tar -xzf "$sdist" -C "$src" --strip-components=3 "llama_cpp_python-$ver/vendor/llama.cpp"
+  touch "$src/.unpacked"
+fi
+llama_bench=$bld/bin/llama-bench
+stamp="${llama_flags[*]}"
+if [ ! -x "$llama_bench" ] || [ "$(cat "$bld/.flags" 2>/dev/null)" != "$stamp" ]; then
+  say "bench-vs-llamacpp: building llama-bench: cmake ${llama_flags[*]}"
+  cmake -S "$src" -B "$bld" "${llama_flags[@]}" > "$work/llama-cmake.log" 2>&1 ||
+    { cat "$work/llama-cmake.log" >&2; exit 1; }
+  cmake --build "$bld" --target llama-bench -j "$(nproc)" > "$work/llama-build.log" 2>&1 ||
+    { tail -50 "$work/llama-build.log" >&2; exit 1; }
+  echo "$stamp" > "$bld/.flags"
+fi
+
+# ---------------------------------------------------------------- (b) models
+default_model=$("$root/launch/fetch-model.sh")
+shape=(--arch llama --layers 22 --dim 2048 --heads 32 --kv-heads 4 --ffn 5632 --vocab 32000 --ctx 2048 --seed 1)
+q4k=$cache/models/synth-tinyllama-1.1b.Q4_K.gguf
+q8=$cache/models/synth-tinyllama-1.1b.Q8_0.gguf
+for pair in "Q4_K:$q4k" "Q8_0:$q8"; do
+  t=${pair%%:*} f=${pair#*:}
+  if [ ! -f "$f" ]; then
+    say "bench-vs-llamacpp: loom synth ${shape[*]} --type $t --out $f"
+    "$loom" synth "${shape[@]}" --type "$t" --out "$f.part" >&2
+    mv "$f.part" "$f"
+  fi
+done
+path_of() { case $1 in default) echo "$default_model" ;; q4k) echo "$q4k" ;; q8) echo "$q8" ;; *) echo "$1" ;; esac; }
+
+[ "${1:-}" = "--build-only" ] && { say "bench-vs-llamacpp: llama-bench at $llama_bench; models ready"; exit 0; }
+
+# mpirun refuses to run as root unless told (containers)
+if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+
+# ---------------------------------------------------------------- (c) runs
+runs=$work/runs.tsv # kind model threads round load file command
+: > "$runs"
+n=0
+record() { # kind model threads round command...
+  local kind=$1 model=$2 th=$3 rnd=$4
+  shift 4
+  n=$((n + 1))
+  local f=$work/$n-$kind.json l
+  l=$(load)
+  say "[$(date +%H:%M:%S) load $l] $*"
+  if [ "$kind" = llama ]; then
+    "$@" > "$f" 2> "$work/$n.err" || { cat "$work/$n.err" >&2; exit 1; }
+  else
+    "$@" --json "$f" > "$work/$n.out" 2> "$work/$n.err" || { cat "$work/$n.err" >&2; exit 1; }
+    cat "$work/$n.out" >&2
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$model" "$th" "$rnd" "$l" "$f" "$*" >> "$runs"
+}
+
+IFS=, read -r -a tlist <<< "$threads"
+for rnd in $(seq 1 "$rounds"); do
+  for m in $models_sel; do
+    f=$(path_of "$m")
+    for t in "${tlist[@]}"; do
+      llama_cmd=("$llama_bench" -m "$f" -p "$pt" -n "$gt" -t "$t" -r "$reps" -o json)
+      loom_cmd=("$loom" bench --model "$f" --prompt-tokens "$pt" --gen-tokens "$gt" --threads "$t" --reps "$reps")
+      if [ $((rnd % 2)) -eq 1 ]; then
+        record llama "$m" "$t" "$rnd" "${llama_cmd[@]}"
+        record loom "$m" "$t" "$rnd" "${loom_cmd[@]}"
+      else
+        record loom "$m" "$t" "$rnd" "${loom_cmd[@]}"
+        record llama "$m" "$t" "$rnd" "${llama_cmd[@]}"
+      fi
+    done
+  done
+done
+
+# ---------------------------------------------------------------- (e) several ranks
+if [ "$multi" = 1 ]; then
+  mpi=(mpirun -np 2 --bind-to core)
+  for rnd in $(seq 1 "$rounds"); do
+    for m in $multi_sel; do
+      f=$(path_of "$m")
+      common=(--model "$f" --prompt-tokens "$pt" --gen-tokens "$gt" --reps "$reps")
+      record tp2 "$m" 1 "$rnd" "${mpi[@]}" "$loom" bench "${common[@]}" --tp 2 --threads 1
+      record tp1 "$m" 2 "$rnd" "$loom" bench "${common[@]}" --threads 2
+      record pp2 "$m" 1 "$rnd" "${mpi[@]}" "$loom" bench "${common[@]}" --pp 2 --threads 1 --sequences "$seqs"
+      record pp1 "$m" 1 "$rnd" "$loom" bench "${common[@]}" --threads 1 --sequences "$seqs"
+    done
+  done
+fi
+
+# ---------------------------------------------------------------- (d) the table
+python3 - "$runs" "$out" "$stamp" "$llama_bench" <<'PY'
+import json, os, platform, statistics as st, sys
+
+runs_path, out_path, flags, llama_bench = sys.argv[1:5]
+runs = []
+for line in open(runs_path):
+    kind, model, th, rnd, load, f, cmd = line.rstrip("\n").split("\t")
+    data = json.load(open(f))
+    runs.append(dict(kind=kind, model=model, threads=int(th), round=int(rnd), load=load, file=f, command=cmd, data=data))
+
+def loom_row(d):
+    r = d["results"][0]
+    return dict(pp=r["prefill_tokens_per_s"]["mean"], tg=r["decode_tokens_per_s"]["mean"],
+                pp_sd=r["prefill_tokens_per_s"]["sd"], tg_sd=r["decode_tokens_per_s"]["sd"],
+                bw=r["decode_gb_per_s"], membw=r["membw_gb_per_s"], frac=r["membw_frac"])
+
+def llama_row(d):
+    pp = next(x for x in d if x["n_prompt"] > 0 and x["n_gen"] == 0)
+    tg = next(x for x in d if x["n_gen"] > 0 and x["n_prompt"] == 0)
+    return dict(pp=pp["avg_ts"], tg=tg["avg_ts"], pp_sd=pp["stddev_ts"], tg_sd=tg["stddev_ts"],
+                build=pp.get("build_commit"), cpu=pp.get("cpu_info"), type=pp.get("model_type"))
+
+mean = lambda v: sum(v) / len(v) if v else float("nan")
+names = {"default": "SmolLM2-135M Q4_1", "q4k": "synth 1.1B Q4_K", "q8": "synth 1.1B Q8_0"}
+order = []
+for r in runs:
+    if r["kind"] in ("loom", "llama") and (r["model"], r["threads"]) not in order:
+        order.append((r["model"], r["threads"]))
+
+rows = []
+for model, th in order:
+    lo = [loom_row(r["data"]) for r in runs if r["kind"] == "loom" and r["model"] == model and r["threads"] == th]
+    ll = [llama_row(r["data"]) for r in runs if r["kind"] == "llama" and r["model"] == model and r["threads"] == th]
+    row = dict(model=model, name=names.get(model, os.path.basename(model)), threads=th,
+               loom_pp=mean([x["pp"] for x in lo]), llama_pp=mean([x["pp"] for x in ll]),
+               loom_tg=mean([x["tg"] for x in lo]), llama_tg=mean([x["tg"] for x in ll]),
+               loom_bw_gbs=mean([x["bw"] for x in lo]), membw_gbs=mean([x["membw"] for x in lo]),
+               loom_bw_frac=mean([x["frac"] for x in lo]), rounds=len(lo),
+               loom_pp_rounds=[x["pp"] for x in lo], llama_pp_rounds=[x["pp"] for x in ll],
+               loom_tg_rounds=[x["tg"] for x in lo], llama_tg_rounds=[x["tg"] for x in ll])
+    row["pp_ratio"] = row["loom_pp"] / row["llama_pp"]
+    row["tg_ratio"] = row["loom_tg"] / row["llama_tg"]
+    rows.append(row)
+
+print()
+print("loom vs llama.cpp (llama-bench), mean over %d round(s) of the means of each run's repetitions" %
+      max([r["rounds"] for r in rows] or [0]))
+hdr = "%-18s %3s | %9s %9s %6s | %8s %8s %6s | %s" % ("model", "thr", "pp loom", "pp llama", "ratio",
+                                                      "tg loom", "tg llama", "ratio", "loom decode GB/s (% of measured)")
+print(hdr)
+print("-" * len(hdr))
+for r in rows:
+    print("%-18s %3d | %9.1f %9.1f %5.2fx | %8.2f %8.2f %5.2fx | %5.1f of %5.1f (%3.0f%%)" % (
+        r["name"], r["threads"], r["loom_pp"], r["llama_pp"], r["pp_ratio"], r["loom_tg"], r["llama_tg"],
+        r["tg_ratio"], r["loom_bw_gbs"], r["membw_gbs"], 100 * r["loom_bw_frac"]))
+
+multi = []
+def tg_of(kind, model, rnd):
+    for r in runs:
+        if r["kind"] == kind and r["model"] == model and r["round"] == rnd:
+            return r["data"]["results"][0]
+    return None
+for model in dict.fromkeys(r["model"] for r in runs if r["kind"] in ("tp2", "pp2")):
+    for a, b, what, target in (("tp2", "tp1", "TP=2 (2 ranks x 1 thread) vs 1 rank x 2 threads, decode", 0.9),
+                               ("pp2", "pp1", "PP=2 (2 ranks x 1 thread) vs 1 rank x 1 thread, batched decode", 1.7)):
+        pairs = []
+        for rnd in sorted({r["round"] for r in runs if r["kind"] == a and r["model"] == model}):
+            x, y = tg_of(a, model, rnd), tg_of(b, model, rnd)
+            if x and y:
+                pairs.append((x, y))
+        if not pairs:
+            continue
+        xs = mean([p[0]["decode_tokens_per_s"]["mean"] for p in pairs])
+        ys = mean([p[1]["decode_tokens_per_s"]["mean"] for p in pairs])
+        comm = pairs[-1][0]["decode_ranks"]
+        multi.append(dict(model=model, name=names.get(model, os.path.basename(model)), what=what, kind=a,
+                          sequences=pairs[0][0]["sequences"], cluster_tps=xs, single_tps=ys, ratio=xs / ys,
+                          target=target, cluster_rounds=[p[0]["decode_tokens_per_s"]["mean"] for p in pairs],
+                          single_rounds=[p[1]["decode_tokens_per_s"]["mean"] for p in pairs], decode_ranks=comm))
+if multi:
+    print()
+    print("several ranks (loom only; per decoded token: TP collectives / stage transfers / busy, ms, per rank)")
+    for m in multi:
+        ok = "meets" if m["ratio"] >= m["target"] else "BELOW"
+        print("%-18s %s, %d seq: %.2f vs %.2f tok/s = %.2fx (target >= %.1fx: %s)" % (
+            m["name"], m["what"], m["sequences"], m["cluster_tps"], m["single_tps"], m["ratio"], m["target"], ok))
+        for k in m["decode_ranks"]:
+            print("%22s rank %d (stage %d, tp %d): TP %.3f, transfers %.3f, busy %.3f ms/token, idle %.0f%%" % (
+                "", k["rank"], k["stage"], k["tp_rank"], k["tp_ms_per_token"], k["transfer_ms_per_token"],
+                k["busy_ms_per_token"], 100 * k["idle_frac"]))
+
+llama_info = next((llama_row(r["data"]) for r in runs if r["kind"] == "llama"), {})
+loom_machine = next((r["data"]["machine"] for r in runs if r["kind"] == "loom"), {})
+doc = dict(tool="launch/bench-vs-llamacpp.sh", machine=dict(loom_machine, platform=platform.platform()),
+           llama_cpp=dict(source="llama-cpp-python==0.3.36 sdist, vendor/llama.cpp", build_commit=llama_info.get("build"),
+                          cmake_flags=flags, llama_bench=llama_bench),
+           rows=rows, multi_rank=multi,
+           runs=[dict(kind=r["kind"], model=r["model"], threads=r["threads"], round=r["round"], load=r["load"],
+                      command=r["command"], output=r["data"]) for r in runs])
+with open(out_path, "w") as f:
+    json.dump(doc, f, indent=1)
+print("\nllama.cpp build %s, flags: %s" % (llama_info.get("build"), flags))
+print("JSON: %s" % out_path)
+PY

@@ -1,0 +1,674 @@
+/*
+ * launch/bench.c — `loom bench`: prefill and decode speed of a model, the
+ * memory bandwidth decode implies, and (under mpirun) where a cluster's time
+ * goes.
+ *
+ * One row per configuration (threads per rank, sequences). Each
+ * configuration gets a fresh engine on the same open (mmapped) model; under
+ * mpirun one cluster (one shard plan) serves every configuration. A
+ * configuration runs a warm-up, then --reps repetitions of two phases, each
+ * one loom_engine_run() on the coordinator while the other ranks are in
+ * loom_engine_work(), ended by loom_engine_shutdown() so every rank can
+ * read its own clocks and communication counters between phases:
+ *
+ *   prefill  one sequence whose prompt is --prompt-tokens fixed token ids
+ *            (a deterministic pattern), max_tokens 1: prompt tokens divided
+ *            by the wall time of the steps that carried prompt rows
+ *            (loom_run_stats.prefill_s) — llama-bench's "pp" test;
+ *   decode   --sequences sequences, each a one-token prompt then
+ *            --gen-tokens greedy tokens (end-of-generation ignored), decoding
+ *            batched: tokens of pure decode steps divided by their wall time
+ *            (decode_tokens / decode_s), the total over all sequences —
+ *            llama-bench's "tg" test, which also starts at an empty context.
+ *
+ * Weight bytes: each rank sums what its kernels stream per step — every
+ * matrix bound by loom_engine_weights() (rows × row stride), the norms, the
+ * lm head once and one embedding row. Every step reads each rank's weights
+ * once, so the cluster reads sum(ranks) × steps / tokens bytes per decoded
+ * token; times decode tokens/s that is the bandwidth decode draws, shown as
+ * a share of the read bandwidth measured here (membw.h: every rank reads its
+ * own --membw-size buffer at once with its threads, best of --membw-runs;
+ * the aggregate over ranks). KV cache reads are not counted.
+ *
+ * Under mpirun each rank also reports, per decoded token, its time in TP
+ * collectives and in stage-to-stage transfers (loom_engine_comm_time(),
+ * which includes time blocked waiting for a peer) and the share of the
+ * phase it spent in neither ("busy"); the mean idle share over the ranks of
+ * a pipeline is its bubble.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "cluster.h"
+#include "comm_mpi.h"
+#include "commands.h"
+#include "engine.h"
+#include "kernels.h"
+#include "launch_util.h"
+#include "membw.h"
+#include "plan.h"
+#include "threadpool.h"
+
+#define BENCH_MAX_LIST 32
+#define BENCH_MAX_REPS 100
+
+/* ------------------------------------------------------------ small helpers */
+
+/* "1,2,4" → values (each in [lo, hi]); returns the count, or -1. */
+static int parse_list(const char *s, int *out, int lo, int hi) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < lo || v > hi || n == BENCH_MAX_LIST) return -1;
+        out[n++] = (int)v;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        p = end;
+    }
+    return n;
+}
+
+typedef struct {
+    double mean, sd, min, max;
+} summary;
+
+static summary summarize(const double *v, int n) {
+    summary s = {0, 0, 0, 0};
+    if (n <= 0) return s;
+    s.min = s.max = v[0];
+    for (int i = 0; i < n; i++) {
+        s.mean += v[i];
+        if (v[i] < s.min) s.min = v[i];
+        if (v[i] > s.max) s.max = v[i];
+    }
+    s.mean /= n;
+    for (int i = 0; i < n && n > 1; i++) s.sd += (v[i] - s.mean) * (v[i] - s.mean);
+    s.sd = n > 1 ? sqrt(s.sd / (n - 1)) : 0;
+    return s;
+}
+
+static void cpu_model(char *buf, size_t cap) {
+    snprintf(buf, cap, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10)) continue;
+        char *c = strchr(line, ':');
+        if (!c) break;
+        c++;
+        while (*c == ' ' || *c == '\t') c++;
+        c[strcspn(c, "\n")] = 0;
+        snprintf(buf, cap, "%s", c);
+        break;
+    }
+    fclose(f);
+}
+
+static int64_t l3_bytes(void) {
+    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
+    if (!f) return -1;
+    long long v = -1;
+    char unit = 0;
+    if (fscanf(f, "%lld%c", &v, &unit) < 1) v = -1;
+    fclose(f);
+    if (v > 0 && (unit == 'K' || unit == 'k')) v <<= 10;
+    else if (v > 0 && unit == 'M') v <<= 20;
+    return v;
+}
+
+static void load_avg(double out[3]) {
+    out[0] = out[1] = out[2] = -1;
+    if (getloadavg(out, 3) < 3) out[0] = out[1] = out[2] = -1;
+}
+
+static int64_t mat_bytes(const loom_mat *m) { return m->data ? m->rows * (int64_t)m->stride : 0; }
+
+/* Bytes the kernels stream per step on this rank (see the top comment). */
+static int64_t weight_bytes_per_step(const loom_weights *w) {
+    int64_t b = 0, dim = w->cfg.dim;
+    for (int l = 0; l < w->shard.layer_end - w->shard.layer_begin; l++) {
+        const loom_layer *L = &w->layers[l];
+        b += mat_bytes(&L->wq) + mat_bytes(&L->wk) + mat_bytes(&L->wv) + mat_bytes(&L->wo);
+        b += mat_bytes(&L->w_gate) + mat_bytes(&L->w_up) + mat_bytes(&L->w_down);
+        b += 2 * 4 * dim; /* attn_norm, ffn_norm */
+        if (L->bq) b += 4 * (L->wq.rows + L->wk.rows + L->wv.rows); /* qwen2 biases */
+    }
+    if (w->shard.head) b += mat_bytes(&w->lm_head) + 4 * dim;
+    if (w->shard.embed) b += (int64_t)w->embed.stride;
+    return b;
+}
+
+/* "Q4_K x154, Q6_K x1": the types of the model's matrices. */
+static void type_summary(const loom_plan_model *pm, char *buf, size_t cap) {
+    int count[LOOM_TYPE_COUNT] = {0};
+    for (int l = 0; l < pm->cfg.n_layers; l++) {
+        const loom_plan_layer *L = &pm->layers[l];
+        loom_type t[7] = {L->q, L->k, L->v, L->o, L->gate, L->up, L->down};
+        for (int i = 0; i < 7; i++)
+            if ((int)t[i] < LOOM_TYPE_COUNT) count[t[i]]++;
+    }
+    if ((int)pm->head < LOOM_TYPE_COUNT) count[pm->head]++;
+    size_t len = 0;
+    buf[0] = 0;
+    for (int t = 0; t < LOOM_TYPE_COUNT; t++)
+        if (count[t] && len < cap)
+            len += (size_t)snprintf(buf + len, cap - len, "%s%s x%d", len ? ", " : "", loom_type_name((uint32_t)t),
+                                    count[t]);
+}
+
+/* ------------------------------------------------------------ one phase */
+
+typedef struct {
+    double wall, tp, pp; /* seconds: in the phase, in TP collectives, in stage transfers */
+} rank_time;
+
+typedef struct {
+    bool mpi, coord;
+    int world_size;
+    rank_time *all; /* (world_size) gathered on rank 0 */
+} bench_ctx;
+
+static bool never_eog(void *user, int32_t token) {
+    (void)user;
+    (void)token;
+    return false;
+}
+
+/* Every rank: the coordinator runs reqs (and stops the workers), the others
+ * work; then each rank's times reach rank 0 in ctx->all. A failing request
+ * is a failure of the phase. Under MPI a failure aborts the job (peers
+ * would wait forever), as loom generate does. */
+static loom_status run_phase(bench_ctx *c, loom_engine *e, const loom_request *reqs, int n, loom_result *res,
+                             loom_run_stats *stats) {
+    if (c->mpi) MPI_Barrier(MPI_COMM_WORLD);
+    double tp0, pp0, tp1, pp1;
+    loom_engine_comm_time(e, &tp0, &pp0);
+    double t0 = loom_now_s();
+    loom_status st = NULL;
+    if (c->coord) {
+        loom_callbacks cb = {NULL, never_eog, NULL};
+        st = loom_engine_run(e, reqs, n, &cb, res, stats);
+        for (int i = 0; i < n && !st; i++)
+            if (res[i].error) st = loom_error(LOOM_ERR_INVALID, "bench request %d failed: %s", i, res[i].error);
+        for (int i = 0; i < n; i++) loom_result_free(&res[i]);
+        if (!st) st = loom_engine_shutdown(e);
+    } else {
+        st = loom_engine_work(e);
+    }
+    double t1 = loom_now_s();
+    loom_engine_comm_time(e, &tp1, &pp1);
+    if (st && c->mpi) {
+        fprintf(stderr, "loom bench: %s\n", loom_status_message(st));
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    if (st) return st;
+    rank_time mine = {t1 - t0, tp1 - tp0, pp1 - pp0};
+    if (c->mpi) MPI_Gather(&mine, 3, MPI_DOUBLE, c->all, 3, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    else c->all[0] = mine;
+    return NULL;
+}
+
+/* ------------------------------------------------------------ results */
+
+typedef struct {
+    int threads, seqs;
+    int reps;
+    double *prefill_tps, *decode_tps; /* (reps) */
+    int64_t step_bytes;               /* weight bytes all ranks read per step */
+    double bytes_per_token;           /* step_bytes × steps / tokens of the decode runs */
+    double membw_gbs;                 /* measured aggregate read bandwidth, this thread count */
+    /* per rank, summed over the repetitions */
+    rank_time *pre, *dec; /* (world_size) */
+    int64_t pre_tokens, dec_tokens; /* prompt tokens / generated tokens over the repetitions */
+} config_result;
+
+static double decode_gbs(const config_result *r) {
+    return r->bytes_per_token * summarize(r->decode_tps, r->reps).mean / 1e9;
+}
+
+static void print_row(FILE *f, const config_result *r, int world) {
+    summary p = summarize(r->prefill_tps, r->reps), d = summarize(r->decode_tps, r->reps);
+    double gbs = decode_gbs(r);
+    char pct[16] = "-";
+    if (r->membw_gbs > 0) snprintf(pct, sizeof pct, "%.0f%%", 100 * gbs / r->membw_gbs);
+    fprintf(f, "%5d %7d %5d %10.2f ± %-7.2f %9.2f ± %-6.2f %10.2f %8.2f %8.2f %7s\n", world, r->threads, r->seqs,
+            p.mean, p.sd, d.mean, d.sd, r->bytes_per_token / 1e6, gbs, r->membw_gbs, pct);
+}
+
+/* Per rank and decoded token: TP collectives, stage transfers, busy share. */
+static void print_comm(FILE *f, const config_result *r, int world, const int *stage, const int *tpr) {
+    if (world < 2) return;
+    double tok = r->dec_tokens > 0 ? (double)r->dec_tokens : 1;
+    double tp_max = 0, tp_sum = 0, pp_max = 0, pp_sum = 0, idle_max = 0, idle_sum = 0;
+    for (int k = 0; k < world; k++) {
+        const rank_time *t = &r->dec[k];
+        double idle = t->wall > 0 ? (t->tp + t->pp) / t->wall : 0;
+        if (idle > 1) idle = 1;
+        tp_max = fmax(tp_max, t->tp), tp_sum += t->tp;
+        pp_max = fmax(pp_max, t->pp), pp_sum += t->pp;
+        idle_max = fmax(idle_max, idle), idle_sum += idle;
+        fprintf(f, "        rank %d (stage %d, tp %d): %7.3f ms/token in TP collectives, %7.3f in stage transfers, "
+                   "%7.3f busy (%4.1f%% idle)\n",
+                k, stage[k], tpr[k], 1e3 * t->tp / tok, 1e3 * t->pp / tok, 1e3 * (t->wall - t->tp - t->pp) / tok,
+                100 * idle);
+    }
+    fprintf(f, "        max/mean over ranks: TP %.3f/%.3f ms/token, transfers %.3f/%.3f ms/token, idle %.1f%%/%.1f%%"
+               " (mean idle = pipeline bubble + collective waits)\n",
+            1e3 * tp_max / tok, 1e3 * tp_sum / world / tok, 1e3 * pp_max / tok, 1e3 * pp_sum / world / tok,
+            100 * idle_max, 100 * idle_sum / world);
+}
+
+static void json_summary(FILE *f, const char *key, const double *v, int n) {
+    summary s = summarize(v, n);
+    fprintf(f, "\"%s\":{\"mean\":%.4f,\"sd\":%.4f,\"min\":%.4f,\"max\":%.4f,\"values\":[", key, s.mean, s.sd, s.min, s.max);
+    for (int i = 0; i < n; i++) fprintf(f, "%s%.4f", i ? "," : "", v[i]);
+    fprintf(f, "]}");
+}
+
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+static void json_ranks(FILE *f, const rank_time *t, int world, int64_t tokens, const int *stage, const int *tpr) {
+    double tok = tokens > 0 ? (double)tokens : 1;
+    fputc('[', f);
+    for (int k = 0; k < world; k++)
+        fprintf(f,
+                "%s{\"rank\":%d,\"stage\":%d,\"tp_rank\":%d,\"wall_s\":%.6f,\"tp_s\":%.6f,\"transfer_s\":%.6f,"
+                "\"tp_ms_per_token\":%.4f,\"transfer_ms_per_token\":%.4f,\"busy_ms_per_token\":%.4f,\"idle_frac\":%.4f}",
+                k ? "," : "", k, stage[k], tpr[k], t[k].wall, t[k].tp, t[k].pp, 1e3 * t[k].tp / tok,
+                1e3 * t[k].pp / tok, 1e3 * (t[k].wall - t[k].tp - t[k].pp) / tok,
+                t[k].wall > 0 ? fmin(1, (t[k].tp + t[k].pp) / t[k].wall) : 0);
+    fputc(']', f);
+}
+
+typedef struct {
+    const char *model;
+    loom_model_config cfg;
+    char types[256];
+    char cpu[256];
+    int64_t l3;
+    double load0[3], load1[3];
+    int world, tp, pp, prompt_tokens, gen_tokens, reps, ctx, batch;
+    const char *kv_type;
+    int64_t membw_bytes; /* per rank */
+    int membw_runs;
+    int *stage, *tpr;
+} bench_info;
+
+static loom_status write_json(const char *path, const bench_info *bi, const config_result *rs, int n) {
+    FILE *f = fopen(path, "w");
+    if (!f) return loom_error(LOOM_ERR_IO, "cannot write %s", path);
+    fprintf(f, "{\"loom_bench\":1,\"model\":");
+    json_string(f, bi->model);
+    fprintf(f, ",\"model_info\":{\"arch\":\"%s\",\"layers\":%d,\"dim\":%d,\"heads\":%d,\"kv_heads\":%d,\"ffn\":%d,"
+               "\"vocab\":%d,\"types\":",
+            bi->cfg.arch_name, bi->cfg.n_layers, bi->cfg.dim, bi->cfg.n_heads, bi->cfg.n_kv_heads, bi->cfg.ffn,
+            bi->cfg.vocab);
+    json_string(f, bi->types);
+    fprintf(f, "},\"machine\":{\"cpu\":");
+    json_string(f, bi->cpu);
+    fprintf(f, ",\"cpus\":%ld,\"l3_bytes\":%lld,\"isa\":\"%s\",\"membw_isa\":\"%s\",\"loadavg_start\":[%.2f,%.2f,%.2f],"
+               "\"loadavg_end\":[%.2f,%.2f,%.2f]},",
+            sysconf(_SC_NPROCESSORS_ONLN), (long long)bi->l3, loom_isa_name(loom_isa_get()), loom_membw_isa(),
+            bi->load0[0], bi->load0[1], bi->load0[2], bi->load1[0], bi->load1[1], bi->load1[2]);
+    fprintf(f, "\"options\":{\"ranks\":%d,\"tp\":%d,\"pp\":%d,\"prompt_tokens\":%d,\"gen_tokens\":%d,\"reps\":%d,"
+               "\"ctx_size\":%d,\"batch\":%d,\"kv_type\":\"%s\",\"membw_bytes_per_rank\":%lld,\"membw_runs\":%d},",
+            bi->world, bi->tp, bi->pp, bi->prompt_tokens, bi->gen_tokens, bi->reps, bi->ctx, bi->batch, bi->kv_type,
+            (long long)bi->membw_bytes, bi->membw_runs);
+    fprintf(f, "\"results\":[");
+    for (int i = 0; i < n; i++) {
+        const config_result *r = &rs[i];
+        double gbs = decode_gbs(r);
+        fprintf(f, "%s{\"ranks\":%d,\"threads\":%d,\"sequences\":%d,", i ? "," : "", bi->world, r->threads, r->seqs);
+        json_summary(f, "prefill_tokens_per_s", r->prefill_tps, r->reps);
+        fputc(',', f);
+        json_summary(f, "decode_tokens_per_s", r->decode_tps, r->reps);
+        fprintf(f, ",\"weight_bytes_per_step\":%lld,\"weight_bytes_per_token\":%.1f,\"decode_gb_per_s\":%.4f,"
+                   "\"membw_gb_per_s\":%.4f,\"membw_frac\":%.4f,",
+                (long long)r->step_bytes, r->bytes_per_token, gbs, r->membw_gbs,
+                r->membw_gbs > 0 ? gbs / r->membw_gbs : 0);
+        fprintf(f, "\"prefill_ranks\":");
+        json_ranks(f, r->pre, bi->world, r->pre_tokens, bi->stage, bi->tpr);
+        fprintf(f, ",\"decode_ranks\":");
+        json_ranks(f, r->dec, bi->world, r->dec_tokens, bi->stage, bi->tpr);
+        fputc('}', f);
+    }
+    fprintf(f, "]}\n");
+    bool bad = ferror(f) != 0;
+    if (fclose(f) != 0) bad = true;
+    return bad ? loom_error(LOOM_ERR_IO, "cannot write %s", path) : NULL;
+}
+
+/* ------------------------------------------------------------ bandwidth */
+
+/* Every rank reads its own buffer with n_threads at the same time; the
+ * aggregate GB/s of the best run (0 when bytes == 0). */
+static loom_status measure_membw(bench_ctx *c, int n_threads, int64_t bytes, int runs, double *gbs) {
+    *gbs = 0;
+    if (bytes <= 0) return NULL;
+    loom_pool *pool = NULL;
+    loom_membw *m = NULL;
+    loom_status st = loom_pool_create(n_threads, &pool);
+    if (!st) st = loom_membw_create(bytes, pool, &m);
+    if (c->mpi) {
+        int bad = st != NULL, any = 0;
+        MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        if (any && !st) st = loom_error(LOOM_ERR_PEER, "another rank could not set up the bandwidth probe");
+    }
+    if (!st) {
+        double total = (double)loom_membw_bytes(m) * c->world_size, best = 0;
+        for (int r = 0; r < runs; r++) {
+            if (c->mpi) MPI_Barrier(MPI_COMM_WORLD);
+            double dt = loom_membw_read(m, pool), slowest = dt;
+            if (c->mpi) MPI_Allreduce(&dt, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+            if (slowest > 0 && total / slowest > best) best = total / slowest;
+        }
+        *gbs = best / 1e9;
+    }
+    loom_membw_free(m);
+    loom_pool_free(pool);
+    return st;
+}
+
+/* ------------------------------------------------------------ one configuration */
+
+typedef struct {
+    int prompt_tokens, gen_tokens, reps;
+    int32_t *prompt;       /* (prompt_tokens) */
+    int32_t *seq_tokens;   /* (max sequences) one-token prompts of the decode phase */
+    loom_sampling_params greedy;
+} bench_work;
+
+static loom_status run_config(bench_ctx *c, const bench_work *w, loom_engine *e, int seqs, config_result *r) {
+    loom_request pre = {w->prompt, w->prompt_tokens, 1, w->greedy, true};
+    loom_request *dec = calloc((size_t)seqs, sizeof *dec);
+    loom_result *res = calloc((size_t)seqs, sizeof *res);
+    if (!dec || !res) {
+        free(dec);
+        free(res);
+        return loom_error(LOOM_ERR_NOMEM, "out of memory for %d sequences", seqs);
+    }
+    int warm = w->gen_tokens < 16 ? w->gen_tokens : 16;
+    loom_status st = NULL;
+    /* warm-up: page in and warm every weight, KV block and code path */
+    for (int i = 0; i < seqs; i++) dec[i] = (loom_request){&w->seq_tokens[i], 1, warm + 1, w->greedy, true};
+    loom_run_stats stats;
+    st = run_phase(c, e, &pre, 1, res, &stats);
+    if (!st) st = run_phase(c, e, dec, seqs, res, &stats);
+    for (int i = 0; i < seqs; i++) dec[i].max_tokens = w->gen_tokens + 1; /* token 1 comes from the prompt step */
+    int64_t steps = 0, gen = 0;
+    for (int rep = 0; rep < w->reps && !st; rep++) {
+        st = run_phase(c, e, &pre, 1, res, &stats);
+        if (st) break;
+        if (c->coord) {
+            r->prefill_tps[rep] = stats.prefill_s > 0 ? stats.prompt_tokens / stats.prefill_s : 0;
+            r->pre_tokens += stats.prompt_tokens;
+            for (int k = 0; k < c->world_size; k++) {
+                r->pre[k].wall += c->all[k].wall, r->pre[k].tp += c->all[k].tp, r->pre[k].pp += c->all[k].pp;
+            }
+        }
+        st = run_phase(c, e, dec, seqs, res, &stats);
+        if (st) break;
+        if (c->coord) {
+            r->decode_tps[rep] = stats.decode_s > 0 ? stats.decode_tokens / stats.decode_s : 0;
+            r->dec_tokens += stats.gen_tokens;
+            steps += stats.steps;
+            gen += stats.gen_tokens;
+            for (int k = 0; k < c->world_size; k++) {
+                r->dec[k].wall += c->all[k].wall, r->dec[k].tp += c->all[k].tp, r->dec[k].pp += c->all[k].pp;
+            }
+        }
+    }
+    if (!st && c->coord) r->bytes_per_token = gen > 0 ? (double)r->step_bytes * (double)steps / (double)gen : 0;
+    free(dec);
+    free(res);
+    return st;
+}
+
+/* ------------------------------------------------------------ the command */
+
+int cmd_bench(int argc, char **argv) {
+    const char *model = NULL, *threads_s = NULL, *seqs_s = "1", *json_path = NULL, *kv_type = "f16";
+    int64_t prompt_tokens = 128, gen_tokens = 128, reps = 3, tp = 1, pp = 1, ctx = 0, batch = 256,
+            membw_bytes = (int64_t)2 << 30, membw_runs = 5;
+    double watchdog = 30;
+    char threads_default[16];
+    snprintf(threads_default, sizeof threads_default, "%d", loom_cpu_count());
+    threads_s = threads_default;
+    const loom_arg args[] = {
+        {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
+        {"--prompt-tokens", LOOM_ARG_INT, &prompt_tokens, "N", "prompt length of the prefill test (fixed token ids)"},
+        {"--gen-tokens", LOOM_ARG_INT, &gen_tokens, "N", "greedy tokens per sequence in the decode test"},
+        {"--threads", LOOM_ARG_STR, &threads_s, "LIST", "threads per rank, comma-separated (one row each)"},
+        {"--sequences", LOOM_ARG_STR, &seqs_s, "LIST", "sequences decoding batched, comma-separated (one row each)"},
+        {"--reps", LOOM_ARG_INT, &reps, "R", "repetitions per configuration (after one warm-up)"},
+        {"--json", LOOM_ARG_STR, &json_path, "PATH", "also write the results, machine and options as JSON"},
+        {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
+        {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
+        {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions per sequence; 0 = what the tests need"},
+        {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass at most (prefill chunk)"},
+        {"--kv-type", LOOM_ARG_STR, &kv_type, "f16|f32", "KV cache element type"},
+        {"--membw-size", LOOM_ARG_BYTES, &membw_bytes, "BYTES", "buffer per rank of the bandwidth probe; 0 = skip"},
+        {"--membw-runs", LOOM_ARG_INT, &membw_runs, "N", "passes of the bandwidth probe (the best counts)"},
+        {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
+    };
+    loom_args_result ar = loom_args_parse(
+        "bench --model PATH [--threads 1,2] [--sequences 1,4] [options]",
+        "Measures prefill tokens/s (one prompt of --prompt-tokens ids) and decode tokens/s\n"
+        "(--sequences sequences generating --gen-tokens greedy tokens each, batched), mean and\n"
+        "standard deviation over --reps, with the weight bytes read per decoded token and the\n"
+        "share of the memory read bandwidth (measured here) that decode uses. One row per\n"
+        "(threads, sequences); each gets a fresh engine. Under mpirun -np N with --tp T --pp P\n"
+        "the cluster's speed, and per rank the time in TP collectives and stage transfers.",
+        args, (int)(sizeof args / sizeof args[0]), argc, argv);
+    if (ar != LOOM_ARGS_OK) return ar == LOOM_ARGS_HELP ? 0 : 2;
+    if (!model) return loom_usage_error("bench: --model is required");
+    int threads[BENCH_MAX_LIST], seqs[BENCH_MAX_LIST];
+    int n_threads = parse_list(threads_s, threads, 1, 1024), n_seqs = parse_list(seqs_s, seqs, 1, 4096);
+    if (n_threads < 1) return loom_usage_error("bench: --threads must be a list like 1,2 (each 1..1024)");
+    if (n_seqs < 1) return loom_usage_error("bench: --sequences must be a list like 1,4 (each 1..4096)");
+    if (prompt_tokens < 1 || prompt_tokens > (1 << 20)) return loom_usage_error("bench: --prompt-tokens must be 1..1048576");
+    if (gen_tokens < 1 || gen_tokens > (1 << 20)) return loom_usage_error("bench: --gen-tokens must be 1..1048576");
+    if (reps < 1 || reps > BENCH_MAX_REPS) return loom_usage_error("bench: --reps must be 1..100");
+    if (batch < 1 || batch > 65536) return loom_usage_error("bench: --batch must be 1..65536");
+    if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("bench: --tp and --pp must be >= 1");
+    if (membw_bytes < 0 || membw_runs < 1 || membw_runs > 1000)
+        return loom_usage_error("bench: --membw-size must be >= 0 and --membw-runs 1..1000");
+    if (watchdog < 0) return loom_usage_error("bench: --watchdog-timeout must be >= 0");
+    int need_ctx = (int)(prompt_tokens + 1 > gen_tokens + 2 ? prompt_tokens + 1 : gen_tokens + 2);
+    if (ctx == 0) ctx = need_ctx;
+    if (ctx < need_ctx || ctx > (1 << 24)) return loom_usage_error("bench: --ctx-size is smaller than the tests need");
+    loom_type kvt;
+    if (!strcmp(kv_type, "f16")) kvt = LOOM_TYPE_F16;
+    else if (!strcmp(kv_type, "f32")) kvt = LOOM_TYPE_F32;
+    else return loom_usage_error("bench: --kv-type must be f16 or f32");
+    int max_seqs = 0;
+    for (int i = 0; i < n_seqs; i++) max_seqs = seqs[i] > max_seqs ? seqs[i] : max_seqs;
+
+    bench_info bi;
+    memset(&bi, 0, sizeof bi);
+    load_avg(bi.load0); /* before MPI and the model touch the machine */
+
+    bool mpi = tp * pp > 1 || getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE");
+    int world_rank = 0, world_size = 1;
+    loom_status st = NULL;
+    if (mpi) {
+        st = loom_mpi_init(NULL, NULL);
+        if (st) return loom_fail("bench", st);
+        MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+        if (world_size == 1 && tp * pp > 1) {
+            loom_mpi_finalize();
+            fprintf(stderr, "loom bench: --tp %lld --pp %lld needs %lld ranks: run it under mpirun -np %lld\n",
+                    (long long)tp, (long long)pp, (long long)(tp * pp), (long long)(tp * pp));
+            return 2;
+        }
+    }
+
+    int rc = 1;
+    loom_gguf *g = NULL;
+    loom_cluster *cluster = NULL;
+    loom_plan_model pm;
+    memset(&pm, 0, sizeof pm);
+    config_result *results = NULL;
+    int n_results = 0;
+    bench_ctx c = {mpi, world_rank == 0, world_size, calloc((size_t)world_size, sizeof(rank_time))};
+    bench_work w = {(int)prompt_tokens, (int)gen_tokens, (int)reps, malloc(sizeof(int32_t) * (size_t)prompt_tokens),
+                    malloc(sizeof(int32_t) * (size_t)max_seqs), loom_sampling_defaults()};
+    w.greedy.temperature = 0;
+    bi.stage = calloc((size_t)world_size, sizeof(int));
+    bi.tpr = calloc((size_t)world_size, sizeof(int));
+    if (!c.all || !w.prompt || !w.seq_tokens || !bi.stage || !bi.tpr) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
+
+    if (!st) st = loom_gguf_open(model, &g);
+    if (!st) st = loom_model_config_read(g, &bi.cfg);
+    if (!st) st = loom_plan_model_read(g, &bi.cfg, &pm);
+    if (mpi) {
+        int bad = st != NULL, any = 0;
+        MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        if (any && !st) st = loom_error(LOOM_ERR_PEER, "another rank could not open its model file (see its message)");
+    }
+    loom_engine_options eo = loom_engine_defaults();
+    eo.ctx_size = (int)ctx;
+    eo.kv_type = kvt;
+    eo.batch_rows = (int)batch;
+    if (!st && mpi) {
+        loom_plan_request req = loom_plan_request_defaults((int)tp, (int)pp);
+        req.world = world_size;
+        req.ctx_size = eo.ctx_size;
+        req.max_seqs = max_seqs;
+        req.block_tokens = eo.block_tokens;
+        req.kv_type = eo.kv_type;
+        req.batch_rows = eo.batch_rows;
+        st = loom_cluster_create(g, &req, watchdog, &cluster);
+    }
+    if (!st) {
+        /* fixed prompt ids: a deterministic walk over the vocabulary */
+        int V = bi.cfg.vocab;
+        for (int i = 0; i < w.prompt_tokens; i++) w.prompt[i] = (int32_t)((1000 + 7919LL * i) % V);
+        for (int s = 0; s < max_seqs; s++) w.seq_tokens[s] = (int32_t)((17 + 101LL * s) % V);
+        const loom_topology *topo = cluster ? loom_cluster_topology(cluster) : NULL;
+        int me[2] = {topo ? topo->stage : 0, topo ? topo->tp_rank : 0};
+        if (mpi) {
+            int *both = calloc((size_t)world_size * 2, sizeof(int));
+            if (!both) {
+                fprintf(stderr, "loom bench: out of memory\n");
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+            MPI_Gather(me, 2, MPI_INT, both, 2, MPI_INT, 0, MPI_COMM_WORLD);
+            for (int k = 0; k < world_size; k++) bi.stage[k] = both[2 * k], bi.tpr[k] = both[2 * k + 1];
+            free(both);
+        }
+        bi.model = model;
+        type_summary(&pm, bi.types, sizeof bi.types);
+        cpu_model(bi.cpu, sizeof bi.cpu);
+        bi.l3 = l3_bytes();
+        bi.world = world_size, bi.tp = (int)tp, bi.pp = (int)pp;
+        bi.prompt_tokens = (int)prompt_tokens, bi.gen_tokens = (int)gen_tokens, bi.reps = (int)reps;
+        bi.ctx = (int)ctx, bi.batch = (int)batch, bi.kv_type = kv_type;
+        bi.membw_bytes = membw_bytes, bi.membw_runs = (int)membw_runs;
+        results = calloc((size_t)(n_threads * n_seqs), sizeof *results);
+        if (!results) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
+        if (st && mpi) { /* the other ranks are past the last collective check */
+            fprintf(stderr, "loom bench: %s\n", loom_status_message(st));
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+    }
+    if (!st && world_rank == 0) {
+        const char *base = strrchr(model, '/');
+        base = base ? base + 1 : model;
+        printf("loom bench: %s — %s, %d layers, dim %d, %d/%d heads, ffn %d, vocab %d; weights %s\n", base,
+               bi.cfg.arch_name, bi.cfg.n_layers, bi.cfg.dim, bi.cfg.n_heads, bi.cfg.n_kv_heads, bi.cfg.ffn,
+               bi.cfg.vocab, bi.types);
+        printf("machine: %s, %ld CPUs, L3 %lld MiB, kernels %s; load average %.2f %.2f %.2f\n", bi.cpu,
+               sysconf(_SC_NPROCESSORS_ONLN), bi.l3 > 0 ? (long long)(bi.l3 >> 20) : -1LL,
+               loom_isa_name(loom_isa_get()), bi.load0[0], bi.load0[1], bi.load0[2]);
+        printf("ranks %d (tp %lld x pp %lld); prefill: 1 sequence, %lld-token prompt; decode: %lld greedy tokens per "
+               "sequence from a 1-token prompt; %lld reps after a warm-up\n",
+               world_size, (long long)tp, (long long)pp, (long long)prompt_tokens, (long long)gen_tokens,
+               (long long)reps);
+        if (membw_bytes > 0)
+            printf("bandwidth probe: %s read of %lld MiB per rank, all ranks at once, best of %lld\n", loom_membw_isa(),
+                   (long long)(membw_bytes >> 20), (long long)membw_runs);
+        printf("\nranks threads  seqs    prefill tok/s       decode tok/s   MB/token  dec GB/s membw GB/s  %%membw\n");
+        fflush(stdout);
+    }
+
+    for (int ti = 0; ti < n_threads && !st; ti++) {
+        double gbs = 0;
+        st = measure_membw(&c, threads[ti], membw_bytes, (int)membw_runs, &gbs);
+        for (int si = 0; si < n_seqs && !st; si++) {
+            config_result *r = &results[n_results];
+            r->threads = threads[ti], r->seqs = seqs[si], r->reps = (int)reps, r->membw_gbs = gbs;
+            r->prefill_tps = calloc((size_t)reps, sizeof(double));
+            r->decode_tps = calloc((size_t)reps, sizeof(double));
+            r->pre = calloc((size_t)world_size, sizeof(rank_time));
+            r->dec = calloc((size_t)world_size, sizeof(rank_time));
+            n_results++;
+            if (!r->prefill_tps || !r->decode_tps || !r->pre || !r->dec) {
+                st = loom_error(LOOM_ERR_NOMEM, "out of memory");
+                break;
+            }
+            eo.n_threads = threads[ti];
+            eo.max_seqs = seqs[si];
+            loom_engine *e = NULL;
+            st = loom_engine_create(g, &eo, cluster ? loom_cluster_topology(cluster) : NULL, NULL, NULL, &e);
+            if (st && mpi) {
+                fprintf(stderr, "loom bench: %s\n", loom_status_message(st));
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+            if (st) break;
+            long long mine = (long long)weight_bytes_per_step(loom_engine_weights(e)), total = mine;
+            if (mpi) MPI_Reduce(&mine, &total, 1, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
+            r->step_bytes = total;
+            st = run_config(&c, &w, e, seqs[si], r);
+            loom_engine_free(e);
+            if (!st && world_rank == 0) {
+                print_row(stdout, r, world_size);
+                print_comm(stdout, r, world_size, bi.stage, bi.tpr);
+                fflush(stdout);
+            }
+        }
+    }
+    load_avg(bi.load1);
+    if (!st && world_rank == 0) {
+        printf("\nload average at the end: %.2f %.2f %.2f\n", bi.load1[0], bi.load1[1], bi.load1[2]);
+        if (json_path) st = write_json(json_path, &bi, results, n_results);
+    }
+    if (!st) rc = 0;
+    else rc = loom_fail("bench", st);
+    for (int i = 0; i < n_results; i++) {
+        free(results[i].prefill_tps);
+        free(results[i].decode_tps);
+        free(results[i].pre);
+        free(results[i].dec);
+    }
+    free(results);
+    free(c.all);
+    free(w.prompt);
+    free(w.seq_tokens);
+    free(bi.stage);
+    free(bi.tpr);
+    loom_plan_model_free(&pm);
+    loom_cluster_free(cluster);
+    loom_gguf_free(g);
+    if (mpi) loom_mpi_finalize();
+    return rc;
+}
