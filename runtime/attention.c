@@ -1,129 +1,298 @@
+/* runtime/attention.c — KV store, work units, threads and the
+ * flash-decoding merge (contract and method in attention.h; the tile loops
+ * are in runtime/cpu/attn_*.c). */
 #include "attention.h"
 
 #include <math.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
-#include "ops.h"
 #include "quant.h"
 
-static void scores_scalar(loom_type kv, const float *q, const void *k, int n, int hd, float scale, float *scores) {
+#define NQM LOOM_ATTN_NQ_MAX
+#define PART_SLOTS 4   /* flash-decoding partial results per thread of scratch */
+#define SPLIT_MIN 256  /* key positions per part at least (shorter parts do not pay) */
+
+/* ------------------------------------------------------------ old helpers */
+
+void loom_attn_scores(loom_type kv, const float *q, const void *k, int n, int hd, float scale, float *scores) {
     for (int t = 0; t < n; t++) {
         float s = 0.0f;
-        if (kv == LOOM_TYPE_F32) {
-            const float *kr = (const float *)k + (size_t)t * hd;
-            for (int i = 0; i < hd; i++) s += q[i] * kr[i];
-        } else {
-            const uint16_t *kr = (const uint16_t *)k + (size_t)t * hd;
-            for (int i = 0; i < hd; i++) s += q[i] * loom_f16_to_f32(kr[i]);
-        }
+        for (int i = 0; i < hd; i++)
+            s += q[i] * (kv == LOOM_TYPE_F32 ? ((const float *)k)[(size_t)t * hd + i]
+                                             : loom_f16_to_f32(((const uint16_t *)k)[(size_t)t * hd + i]));
         scores[t] = s * scale;
     }
 }
 
-static void accum_scalar(loom_type kv, const float *p, const void *v, int n, int hd, float *out) {
-    for (int t = 0; t < n; t++) {
-        float a = p[t];
-        if (kv == LOOM_TYPE_F32) {
-            const float *vr = (const float *)v + (size_t)t * hd;
-            for (int i = 0; i < hd; i++) out[i] += a * vr[i];
-        } else {
-            const uint16_t *vr = (const uint16_t *)v + (size_t)t * hd;
-            for (int i = 0; i < hd; i++) out[i] += a * loom_f16_to_f32(vr[i]);
+void loom_attn_accum(loom_type kv, const float *p, const void *v, int n, int hd, float *out) {
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < hd; i++)
+            out[i] += p[t] * (kv == LOOM_TYPE_F32 ? ((const float *)v)[(size_t)t * hd + i]
+                                                  : loom_f16_to_f32(((const uint16_t *)v)[(size_t)t * hd + i]));
+}
+
+/* ------------------------------------------------------------ store */
+
+void loom_attention_store(const loom_attention_args *a) {
+    const loom_kv_config *kc = loom_kv_config_of(a->kv);
+    const int hd = a->head_dim, bt = kc->block_tokens, kvdim = a->n_kv * hd;
+    const bool f16 = kc->type == LOOM_TYPE_F16, f16c = f16 && loom_isa_get() >= LOOM_ISA_AVX2;
+    uint16_t tmp[64];
+    for (int i = 0; i < a->n; i++) {
+        const int p = a->pos[i], slot = p % bt;
+        const int32_t blk = loom_kv_table(a->kv, a->seq[i])[p / bt];
+        void *kb = loom_kv_k_block(a->kv, a->layer, blk), *vb = loom_kv_v_block(a->kv, a->layer, blk);
+        for (int h = 0; h < a->n_kv; h++) {
+            const float *ks = a->k + (size_t)i * kvdim + (size_t)h * hd, *vs = a->v + (size_t)i * kvdim + (size_t)h * hd;
+            const size_t ko = loom_kv_k_offset(kc, h, slot, 0), vo = loom_kv_v_offset(kc, h, slot, 0);
+            if (!f16) {
+                float *kd = (float *)kb + ko;
+                for (int d = 0; d < hd; d++) kd[(size_t)d * bt] = ks[d];
+                memcpy((float *)vb + vo, vs, (size_t)hd * sizeof(float));
+                continue;
+            }
+            uint16_t *kd = (uint16_t *)kb + ko, *vd = (uint16_t *)vb + vo;
+            for (int d0 = 0; d0 < hd; d0 += 64) {
+                const int m = hd - d0 < 64 ? hd - d0 : 64;
+                if (f16c) loom_attn_f16_row_avx2(ks + d0, tmp, m);
+                else
+                    for (int d = 0; d < m; d++) tmp[d] = loom_f32_to_f16(ks[d0 + d]);
+                for (int d = 0; d < m; d++) kd[(size_t)(d0 + d) * bt] = tmp[d];
+            }
+            if (f16c) loom_attn_f16_row_avx2(vs, vd, hd);
+            else
+                for (int d = 0; d < hd; d++) vd[d] = loom_f32_to_f16(vs[d]);
         }
     }
 }
 
-void loom_attn_scores(loom_type kv, const float *q, const void *k, int n, int hd, float scale, float *scores) {
-    loom_isa isa = loom_isa_get();
-    if (isa >= LOOM_ISA_AVX512 && hd % 16 == 0) loom_attn_scores_avx512(kv, q, k, n, hd, scale, scores);
-    else if (isa >= LOOM_ISA_AVX2 && hd % 8 == 0) loom_attn_scores_avx2(kv, q, k, n, hd, scale, scores);
-    else scores_scalar(kv, q, k, n, hd, scale, scores);
-}
+/* ------------------------------------------------------------ plan */
 
-void loom_attn_accum(loom_type kv, const float *p, const void *v, int n, int hd, float *out) {
-    loom_isa isa = loom_isa_get();
-    if (isa >= LOOM_ISA_AVX512 && hd % 16 == 0) loom_attn_accum_avx512(kv, p, v, n, hd, out);
-    else if (isa >= LOOM_ISA_AVX2 && hd % 8 == 0) loom_attn_accum_avx2(kv, p, v, n, hd, out);
-    else accum_scalar(kv, p, v, n, hd, out);
-}
+typedef struct {
+    int32_t seq, pos, row;
+} row_ref;
 
-/* ------------------------------------------------------------ orchestration */
+typedef struct {
+    int32_t r0, nr;  /* rows[r0 .. r0+nr) of one sequence, ascending positions */
+    int32_t kvh;     /* KV head */
+    int32_t h0, nh;  /* its query heads hq[h0 .. h0+nh) (plan_units) */
+    int32_t len;     /* key positions [0, len): the last row's position + 1 */
+} att_unit;
+
+/* Offsets (in floats) of one thread's slice of scratch; every region starts
+ * 64-byte aligned once the slice base is. */
+typedef struct {
+    size_t rows, heads, units, q, acc, small, work, slots, slot_floats, total;
+} att_layout;
+
+static size_t up16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static att_layout layout_of(int n_q, int n_kv, int hd, int max_rows) {
+    att_layout L;
+    size_t units = (size_t)(max_rows > 0 ? max_rows : 1) * (size_t)(n_q > 0 ? n_q : 1), o = 0;
+    L.rows = o, o += up16((size_t)max_rows * sizeof(row_ref) / sizeof(float));
+    L.heads = o, o += up16((size_t)n_q + (size_t)n_kv + 1);
+    L.units = o, o += up16(units * sizeof(att_unit) / sizeof(float));
+    L.q = o, o += up16((size_t)hd * NQM);
+    L.acc = o, o += up16((size_t)NQM * hd);
+    L.small = o, o += up16(3 * (size_t)NQM); /* lim, m, l */
+    L.work = o, o += up16(LOOM_ATTN_WORK_FLOATS(hd));
+    L.slot_floats = up16((size_t)NQM * hd + 2 * (size_t)NQM);
+    L.slots = o, o += PART_SLOTS * L.slot_floats;
+    L.total = o + 16; /* slack to align the slice base */
+    return L;
+}
 
 size_t loom_attention_scratch_floats(const loom_kv_config *kc, int n_q, int n_kv, int head_dim, int max_rows) {
-    (void)n_q;
-    (void)n_kv;
-    (void)head_dim;
-    (void)max_rows;
-    return (size_t)kc->max_ctx;
+    (void)kc;
+    return layout_of(n_q, n_kv, head_dim, max_rows).total;
 }
 
-void loom_attention_store(const loom_attention_args *a) {
-    const loom_kv_config *kc = loom_kv_config_of(a->kv);
-    int hd = a->head_dim, bt = kc->block_tokens, kvdim = a->n_kv * hd;
-    size_t es = kc->type == LOOM_TYPE_F32 ? 4 : 2;
-    for (int i = 0; i < a->n; i++) {
-        int p = a->pos[i];
-        int32_t blk = loom_kv_table(a->kv, a->seq[i])[p / bt];
-        uint8_t *kb = loom_kv_k_block(a->kv, a->layer, blk), *vb = loom_kv_v_block(a->kv, a->layer, blk);
-        const float *ki = a->k + (size_t)i * kvdim, *vi = a->v + (size_t)i * kvdim;
-        for (int h = 0; h < a->n_kv; h++) {
-            size_t off = ((size_t)h * bt + p % bt) * hd * es;
-            if (kc->type == LOOM_TYPE_F32) {
-                memcpy(kb + off, ki + (size_t)h * hd, (size_t)hd * 4);
-                memcpy(vb + off, vi + (size_t)h * hd, (size_t)hd * 4);
-            } else {
-                uint16_t *kd = (uint16_t *)(kb + off), *vd = (uint16_t *)(vb + off);
-                for (int j = 0; j < hd; j++) {
-                    kd[j] = loom_f32_to_f16(ki[(size_t)h * hd + j]);
-                    vd[j] = loom_f32_to_f16(vi[(size_t)h * hd + j]);
+static float *slice_of(float *scratch, const att_layout *L, int ith) {
+    uintptr_t p = (uintptr_t)(scratch + (size_t)ith * L->total);
+    return (float *)((p + 63) & ~(uintptr_t)63);
+}
+
+static int cmp_rows(const void *x, const void *y) {
+    const row_ref *a = x, *b = y;
+    if (a->seq != b->seq) return a->seq < b->seq ? -1 : 1;
+    if (a->pos != b->pos) return a->pos < b->pos ? -1 : 1;
+    return (a->row > b->row) - (a->row < b->row);
+}
+
+static int64_t unit_cost(const att_unit *u) { return (int64_t)u->len * u->nr * u->nh; }
+
+static int cmp_units(const void *x, const void *y) {
+    const att_unit *a = x, *b = y;
+    int64_t ca = unit_cost(a), cb = unit_cost(b);
+    if (ca != cb) return ca > cb ? -1 : 1;
+    if (a->r0 != b->r0) return a->r0 < b->r0 ? -1 : 1;
+    if (a->kvh != b->kvh) return a->kvh < b->kvh ? -1 : 1;
+    return (a->h0 > b->h0) - (a->h0 < b->h0);
+}
+
+/* Groups rows by sequence (ascending positions) and query heads by KV head
+ * (heads: n_kv + 1 offsets, then hq: the query heads of KV head k are
+ * hq[off[k] .. off[k+1])), then cuts (sequence, KV head) into units of at
+ * most NQM queries, most expensive first. Returns the number of units. */
+static int plan_units(const loom_attention_args *a, row_ref *rows, int32_t *heads, att_unit *units) {
+    for (int i = 0; i < a->n; i++) rows[i] = (row_ref){a->seq[i], a->pos[i], i};
+    qsort(rows, (size_t)a->n, sizeof *rows, cmp_rows);
+    /* heads[0 .. n_kv] offsets, then query heads grouped by KV head */
+    int32_t *off = heads, *hq = heads + a->n_kv + 1;
+    for (int k = 0; k <= a->n_kv; k++) off[k] = 0;
+    for (int h = 0; h < a->n_q; h++) off[a->q_to_kv[h] + 1]++;
+    for (int k = 0; k < a->n_kv; k++) off[k + 1] += off[k];
+    for (int k = 0, i = 0; k < a->n_kv; k++)
+        for (int h = 0; h < a->n_q; h++)
+            if (a->q_to_kv[h] == k) hq[i++] = h;
+    int n_units = 0;
+    for (int r0 = 0, r1; r0 < a->n; r0 = r1) {
+        for (r1 = r0 + 1; r1 < a->n && rows[r1].seq == rows[r0].seq;) r1++;
+        int nr = r1 - r0;
+        for (int k = 0; k < a->n_kv; k++) {
+            int g = off[k + 1] - off[k], ng = (g + NQM - 1) / NQM;
+            for (int gi = 0; gi < ng; gi++) {
+                int h0 = off[k] + g * gi / ng, nh = off[k] + g * (gi + 1) / ng - h0;
+                int per = NQM / nh, nc = (nr + per - 1) / per;
+                for (int c = 0; c < nc; c++) {
+                    int c0 = r0 + nr * c / nc, c1 = r0 + nr * (c + 1) / nc;
+                    units[n_units++] = (att_unit){c0, c1 - c0, k, h0, nh, rows[c1 - 1].pos + 1};
                 }
             }
         }
     }
+    qsort(units, (size_t)n_units, sizeof *units, cmp_units);
+    return n_units;
 }
+
+/* Parts per unit for flash-decoding: 1 unless there are fewer units than
+ * 2 × threads and the contexts are long; then the smallest P that best
+ * evens out ceil(units·P / threads) / P, with parts of SPLIT_MIN positions
+ * at least and PART_SLOTS partial results per thread. */
+static int plan_parts(const att_unit *units, int n_units, int nth) {
+    if (nth < 2 || n_units == 0 || n_units >= 2 * nth) return 1;
+    int max_len = 0;
+    for (int i = 0; i < n_units; i++) max_len = units[i].len > max_len ? units[i].len : max_len;
+    int pmax = PART_SLOTS * nth / n_units, by_len = max_len / SPLIT_MIN;
+    pmax = by_len < pmax ? by_len : pmax;
+    int best = 1;
+    double best_span = (double)((n_units + nth - 1) / nth);
+    for (int p = 2; p <= pmax; p++) {
+        double span = (double)((n_units * p + nth - 1) / nth) / p;
+        if (span < best_span - 1e-9) best = p, best_span = span;
+    }
+    return best;
+}
+
+/* ------------------------------------------------------------ compute */
+
+typedef void (*unit_fn)(const loom_attn_unit *u);
 
 typedef struct {
     const loom_attention_args *a;
     float *scratch;
-    size_t scratch_floats;
+    att_layout L;
+    const row_ref *rows;
+    const int32_t *heads; /* hq of plan_units */
+    const att_unit *units;
+    int n_units, parts, n_jobs;
+    float qscale;
+    unit_fn kernel;
+    _Atomic int next;
 } att_task;
 
+/* Partial result slot of job `job` (flash-decoding): m (NQM), l (NQM), acc (NQM, hd). */
+static float *slot_of(const att_task *t, int job) {
+    return slice_of(t->scratch, &t->L, job / PART_SLOTS) + t->L.slots + (size_t)(job % PART_SLOTS) * t->L.slot_floats;
+}
+
 static void att_worker(void *ctx, int ith, int nth) {
-    const att_task *t = ctx;
+    att_task *t = ctx;
     const loom_attention_args *a = t->a;
     const loom_kv_config *kc = loom_kv_config_of(a->kv);
-    int hd = a->head_dim, bt = kc->block_tokens, qdim = a->n_q * hd;
-    size_t es = kc->type == LOOM_TYPE_F32 ? 4 : 2;
-    float scale = 1.0f / sqrtf((float)hd);
-    float *sc = t->scratch + (size_t)ith * t->scratch_floats;
-    int64_t i0, i1;
-    loom_split_range((int64_t)a->n * a->n_q, 1, ith, nth, &i0, &i1);
-    for (int64_t it = i0; it < i1; it++) {
-        int row = (int)(it / a->n_q), h = (int)(it % a->n_q), kvh = a->q_to_kv[h];
-        int pos = a->pos[row];
-        const int32_t *table = loom_kv_table(a->kv, a->seq[row]);
-        const float *q = a->q + (size_t)row * qdim + (size_t)h * hd;
-        /* scores over the sequence's blocks, softmax, then the weighted sum of values */
-        for (int p0 = 0; p0 <= pos; p0 += bt) {
-            int cnt = pos + 1 - p0 < bt ? pos + 1 - p0 : bt;
-            const uint8_t *kb = loom_kv_k_block(a->kv, a->layer, table[p0 / bt]);
-            loom_attn_scores(kc->type, q, kb + (size_t)kvh * bt * hd * es, cnt, hd, scale, sc + p0);
+    const int hd = a->head_dim, qdim = a->n_q * hd, bt = kc->block_tokens;
+    float *base = slice_of(t->scratch, &t->L, ith);
+    float *qs = base + t->L.q, *acc = base + t->L.acc, *m = base + t->L.small + NQM, *l = m + NQM;
+    int32_t *lim = (int32_t *)(base + t->L.small);
+    int local = 0;
+    for (;;) {
+        int job = nth == 1 ? local++ : atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        if (job >= t->n_jobs) break;
+        const att_unit *un = &t->units[job / t->parts];
+        const int part = job % t->parts, nq = un->nr * un->nh;
+        const float *qp[NQM];
+        float *op[NQM];
+        for (int j = 0; j < nq; j++) {
+            const row_ref *rr = &t->rows[un->r0 + j / un->nh];
+            const size_t off = (size_t)rr->row * qdim + (size_t)t->heads[un->h0 + j % un->nh] * hd;
+            qp[j] = a->q + off, op[j] = a->out + off, lim[j] = rr->pos;
         }
-        loom_softmax_row(sc, pos + 1);
-        float *o = a->out + (size_t)row * qdim + (size_t)h * hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int p0 = 0; p0 <= pos; p0 += bt) {
-            int cnt = pos + 1 - p0 < bt ? pos + 1 - p0 : bt;
-            const uint8_t *vb = loom_kv_v_block(a->kv, a->layer, table[p0 / bt]);
-            loom_attn_accum(kc->type, sc + p0, vb + (size_t)kvh * bt * hd * es, cnt, hd, o);
+        loom_attn_unit u = {a->kv, a->layer, un->kvh, loom_kv_table(a->kv, t->rows[un->r0].seq), nq, 0, un->len,
+                            qp, t->qscale, op, lim, qs, m, l, acc, base + t->L.work};
+        if (t->parts > 1) {
+            const int nb = (un->len + bt - 1) / bt, b0 = nb * part / t->parts, b1 = nb * (part + 1) / t->parts;
+            float *s = slot_of(t, job);
+            u.p_begin = b0 * bt;
+            u.p_end = b1 * bt < un->len ? b1 * bt : un->len;
+            u.out = NULL, u.m = s, u.l = s + NQM, u.acc = s + 2 * NQM;
+        }
+        t->kernel(&u);
+    }
+}
+
+/* out = Σ_p 2^(m_p - M) acc_p / Σ_p 2^(m_p - M) l_p over the parts of every unit. */
+static void merge_parts(const att_task *t) {
+    const loom_attention_args *a = t->a;
+    const int hd = a->head_dim, qdim = a->n_q * hd;
+    for (int ui = 0; ui < t->n_units; ui++) {
+        const att_unit *un = &t->units[ui];
+        for (int j = 0; j < un->nr * un->nh; j++) {
+            const row_ref *rr = &t->rows[un->r0 + j / un->nh];
+            float *o = a->out + (size_t)rr->row * qdim + (size_t)t->heads[un->h0 + j % un->nh] * hd;
+            float mx = -INFINITY, sum = 0.0f;
+            for (int p = 0; p < t->parts; p++) {
+                const float mp = slot_of(t, ui * t->parts + p)[j];
+                mx = mp > mx ? mp : mx;
+            }
+            memset(o, 0, (size_t)hd * sizeof(float));
+            for (int p = 0; p < t->parts; p++) {
+                const float *s = slot_of(t, ui * t->parts + p);
+                if (s[j] == -INFINITY) continue;
+                const float w = exp2f(s[j] - mx);
+                sum += w * s[NQM + j];
+                const float *acc = s + 2 * NQM + (size_t)j * hd;
+                for (int d = 0; d < hd; d++) o[d] += w * acc[d];
+            }
+            const float inv = 1.0f / sum;
+            for (int d = 0; d < hd; d++) o[d] *= inv;
         }
     }
 }
 
 void loom_attention_compute(const loom_attention_args *a, loom_pool *pool, float *scratch) {
-    const loom_kv_config *kc = loom_kv_config_of(a->kv);
-    att_task t = {a, scratch, loom_attention_scratch_floats(kc, a->n_q, a->n_kv, a->head_dim, a->n)};
+    if (a->n < 1) return;
+    const int nth = loom_pool_size(pool), hd = a->head_dim;
+    att_task t = {.a = a, .scratch = scratch, .L = layout_of(a->n_q, a->n_kv, hd, a->n)};
+    float *s0 = slice_of(scratch, &t.L, 0);
+    row_ref *rows = (row_ref *)(s0 + t.L.rows);
+    int32_t *heads = (int32_t *)(s0 + t.L.heads);
+    att_unit *units = (att_unit *)(s0 + t.L.units);
+    t.n_units = plan_units(a, rows, heads, units);
+    t.rows = rows, t.heads = heads + a->n_kv + 1, t.units = units;
+    t.parts = plan_parts(units, t.n_units, nth);
+    t.n_jobs = t.n_units * t.parts;
+    t.qscale = (float)(1.4426950408889634 / sqrt((double)hd)); /* log2(e) / √d */
+    loom_isa isa = loom_isa_get();
+    t.kernel = isa >= LOOM_ISA_AVX512 && hd % 16 == 0 ? loom_attn_unit_avx512
+               : isa >= LOOM_ISA_AVX2 && hd % 8 == 0  ? loom_attn_unit_avx2
+                                                       : loom_attn_unit_scalar;
+    atomic_init(&t.next, 0);
     loom_pool_run(pool, att_worker, &t);
+    if (t.parts > 1) merge_parts(&t);
 }

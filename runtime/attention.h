@@ -1,9 +1,40 @@
 /*
- * runtime/attention.h — the inner loops of attention over the KV cache,
- * with run-time ISA dispatch (loom_isa_get(): AVX-512, AVX2+F16C, scalar).
+ * runtime/attention.h — attention over the paged KV cache (kv_cache.h), for
+ * a batch of rows from many sequences, with run-time ISA dispatch
+ * (loom_isa_get(): AVX-512, AVX2+F16C, scalar; F16 or F32 keys/values).
  *
- * Keys and values are rows of head_dim elements in F16 or F32, `n` rows
- * back to back (one KV block of one head). Kernels never allocate or fail.
+ * Borrows the cache, the batch's arrays and the caller's scratch; allocates
+ * nothing and cannot fail (shapes are the caller's contract, as in
+ * kernels.h).
+ *
+ * How compute works (flash attention on the CPU, as llama.cpp's and vLLM's
+ * CPU kernels do):
+ *   - Work unit = (sequence, KV head, chunk of that sequence's rows): all
+ *     query heads of the GQA group and up to LOOM_ATTN_NQ_MAX (row, head)
+ *     queries share every K/V tile the unit loads. Rows are grouped by
+ *     sequence and sorted by position, so a chunk's rows are close together
+ *     and the causal bound wastes at most a tile.
+ *   - Keys are stored transposed in a block (kv_cache.h), so the scores of a
+ *     tile of 16 positions are head_dim broadcast-FMAs into one 16-wide
+ *     register per query; the softmax is online (running max m, running sum
+ *     l, unnormalised output acc rescaled when m grows), in base 2 with the
+ *     queries pre-multiplied by log2(e)/sqrt(head_dim): no score buffer the
+ *     size of the context. Each query sees the positions <= its row's
+ *     position (rows of a sequence may be any positions, in any order).
+ *   - Units are handed to threads dynamically, most expensive first. When
+ *     there are fewer units than 2 x threads (decode of few sequences) and
+ *     the context is long, each unit's key range is split at block
+ *     boundaries into parts computed independently and merged afterwards
+ *     (flash-decoding): out = sum_p 2^(m_p-M) acc_p / sum_p 2^(m_p-M) l_p.
+ * Every query's result is independent of which other rows share the batch
+ * or its unit (same operations in the same order); only the split into
+ * parts, which depends on the thread count, changes the rounding.
+ *
+ * Accuracy: float arithmetic throughout; exp2 is a degree-6 polynomial on
+ * [-1/2, 1/2] with exact scaling by 2^n, relative error <= 1.2e-7 (about one
+ * float ulp; the scalar level uses libm's exp2f). Results differ between
+ * levels, thread counts and a double-precision reference by float rounding
+ * (tests/test_attention.c bounds it).
  */
 #ifndef LOOM_ATTENTION_H
 #define LOOM_ATTENTION_H
@@ -34,23 +65,68 @@ typedef struct {
 void loom_attention_store(const loom_attention_args *a);
 
 /* out = softmax(q·Kᵀ/√d, causal: positions ≤ the row's) · V for every row
- * and query head, over the cache (which holds this batch's rows already),
- * split over the pool's threads. scratch: (threads, scratch_floats). */
+ * and query head, over the cache (which holds this batch's rows and every
+ * earlier position of their sequences), split over the pool's threads.
+ * scratch: at least loom_pool_size(pool) × loom_attention_scratch_floats(
+ * kc, n_q, n_kv, head_dim, m) floats for some m >= a->n, any alignment. */
 void loom_attention_compute(const loom_attention_args *a, loom_pool *pool, float *scratch);
 
-/* Floats of per-thread scratch loom_attention_compute needs. */
+/* Floats of per-thread scratch loom_attention_compute needs for batches of
+ * up to max_rows rows (nondecreasing in max_rows). */
 size_t loom_attention_scratch_floats(const loom_kv_config *kc, int n_q, int n_kv, int head_dim, int max_rows);
 
-/* scores[t] = scale · dot(q, K[t]) for t in [0, n); K: (n, hd) in kv type. */
+/* Old per-block helpers over row-major (n, hd) keys/values; scalar, used
+ * only by tests/test_runtime.c (remove with that test).
+ * scores[t] = scale · dot(q, K[t]); out[0..hd) += Σ_t p[t] · V[t]. */
 void loom_attn_scores(loom_type kv, const float *q, const void *k, int n, int hd, float scale, float *scores);
-
-/* out[0..hd) += Σ_t p[t] · V[t] for t in [0, n); V: (n, hd) in kv type. */
 void loom_attn_accum(loom_type kv, const float *p, const void *v, int n, int hd, float *out);
 
-/* Per-ISA implementations (runtime/cpu/attn_*.c). */
-void loom_attn_scores_avx2(loom_type kv, const float *q, const void *k, int n, int hd, float scale, float *scores);
-void loom_attn_accum_avx2(loom_type kv, const float *p, const void *v, int n, int hd, float *out);
-void loom_attn_scores_avx512(loom_type kv, const float *q, const void *k, int n, int hd, float scale, float *scores);
-void loom_attn_accum_avx512(loom_type kv, const float *p, const void *v, int n, int hd, float *out);
+/* ------------------------------------------------ kernels (runtime/cpu/attn_*.c)
+ *
+ * One work unit: nq queries attending to key positions [p_begin, p_end) of
+ * one sequence and KV head. Query j sees position t iff t <= lim[j]. The
+ * kernel first writes q (the queries × qscale, transposed, so the score
+ * loop broadcasts q[d·16 + j] at fixed offsets), then sets m[j] (running
+ * max, base-2 units; -inf if it saw nothing), l[j] (sum of 2^(s - m)) and
+ * acc[j] (sum of 2^(s - m) · V[t]); with `out`, it writes acc[j] / l[j] to
+ * out[j] instead (acc is then scratch). Keys are visited in tiles of 16
+ * positions of one block; the SIMD kernels update the running max once per
+ * chunk of LOOM_ATTN_CHUNK tiles (chunks depend only on the key range and
+ * block size, never on nq, so a query's result does not depend on its unit
+ * mates). */
+#define LOOM_ATTN_NQ_MAX 16 /* queries per unit */
+#define LOOM_ATTN_TILE 16   /* key positions per tile */
+#define LOOM_ATTN_CHUNK 4   /* tiles per online-softmax step */
+
+typedef struct {
+    const loom_kv_cache *kv;
+    int layer, kvh;
+    const int32_t *table;   /* block table of the sequence */
+    int nq;                 /* 1..LOOM_ATTN_NQ_MAX */
+    int p_begin, p_end;     /* p_begin a multiple of block_tokens; p_end <= capacity */
+    const float *const *qp; /* (nq) query rows, head_dim floats each */
+    float qscale;           /* log2(e)/√head_dim */
+    float *const *out;      /* (nq) output rows, or NULL (keep m, l, acc for a merge) */
+    const int32_t *lim;     /* (nq) last position each query sees */
+    float *q;               /* (head_dim, LOOM_ATTN_NQ_MAX) scratch, 64-byte aligned */
+    float *m, *l;           /* (nq) */
+    float *acc;             /* (nq, head_dim), 64-byte aligned */
+    float *work;            /* LOOM_ATTN_WORK_FLOATS(head_dim) floats, 64-byte aligned */
+} loom_attn_unit;
+
+#define LOOM_ATTN_WORK_FLOATS(hd) \
+    ((size_t)(1 + 2 * LOOM_ATTN_CHUNK) * LOOM_ATTN_NQ_MAX * LOOM_ATTN_TILE + (size_t)(hd) * LOOM_ATTN_TILE)
+
+void loom_attn_unit_scalar(const loom_attn_unit *u);
+void loom_attn_unit_avx2(const loom_attn_unit *u);   /* head_dim % 8 == 0 */
+void loom_attn_unit_avx512(const loom_attn_unit *u); /* head_dim % 16 == 0 */
+
+/* dst[i] = loom_f32_to_f16(src[i]) for i in [0, n) with F16C (same bits). */
+void loom_attn_f16_row_avx2(const float *src, uint16_t *dst, int n);
+
+/* 2^x for x <= 0 (the polynomial the SIMD kernels use; for the tests):
+ * y[i] = exp2(x[i]), 0 for x < -126 and for -inf. */
+void loom_attn_exp2_avx2(const float *x, float *y, int n);
+void loom_attn_exp2_avx512(const float *x, float *y, int n);
 
 #endif

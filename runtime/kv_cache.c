@@ -5,8 +5,9 @@
 
 struct loom_kv_cache {
     loom_kv_config cfg;
-    size_t block_bytes;   /* one layer's K (or V) of one block */
-    uint8_t *k, *v;       /* (n_layers, n_blocks, block_bytes) */
+    size_t block_bytes;   /* one layer's K (or V) of one block, rounded up to 64 bytes */
+    uint8_t *k, *v;       /* (n_layers, n_blocks, block_bytes), 64-byte aligned views of k_mem, v_mem */
+    void *k_mem, *v_mem;  /* as allocated (zeroed, so untouched pages cost nothing) */
     int32_t *free_list;   /* (n_blocks) stack of free block ids */
     int n_free;
     int max_blocks_per_seq;
@@ -16,9 +17,14 @@ struct loom_kv_cache {
 
 static size_t elem_size(loom_type t) { return t == LOOM_TYPE_F32 ? 4 : 2; }
 
+/* One layer's K (or V) of one block, rounded up to 64 bytes so every block is aligned. */
+static size_t block_bytes(const loom_kv_config *c) {
+    return ((size_t)c->n_kv_heads * (size_t)c->block_tokens * (size_t)c->head_dim * elem_size(c->type) + 63) &
+           ~(size_t)63;
+}
+
 size_t loom_kv_bytes(const loom_kv_config *c) {
-    return 2 * (size_t)c->n_layers * (size_t)c->n_blocks * (size_t)c->n_kv_heads * (size_t)c->block_tokens *
-           (size_t)c->head_dim * elem_size(c->type);
+    return 2 * (size_t)c->n_layers * (size_t)c->n_blocks * block_bytes(c);
 }
 
 int loom_kv_blocks_for(int n_seqs, int max_ctx, int block_tokens) {
@@ -39,15 +45,17 @@ loom_status loom_kv_create(const loom_kv_config *cfg, loom_kv_cache **out) {
     loom_kv_cache *kv = calloc(1, sizeof *kv);
     if (!kv) return loom_error(LOOM_ERR_NOMEM, "out of memory creating the KV cache");
     kv->cfg = *cfg;
-    kv->block_bytes = (size_t)cfg->n_kv_heads * cfg->block_tokens * cfg->head_dim * elem_size(cfg->type);
+    kv->block_bytes = block_bytes(cfg);
     kv->max_blocks_per_seq = (cfg->max_ctx + cfg->block_tokens - 1) / cfg->block_tokens;
     size_t pool = (size_t)(cfg->n_layers ? cfg->n_layers : 1) * cfg->n_blocks * kv->block_bytes;
-    kv->k = malloc(pool);
-    kv->v = malloc(pool);
+    kv->k_mem = calloc(1, pool + 64);
+    kv->v_mem = calloc(1, pool + 64);
+    kv->k = (uint8_t *)(((uintptr_t)kv->k_mem + 63) & ~(uintptr_t)63);
+    kv->v = (uint8_t *)(((uintptr_t)kv->v_mem + 63) & ~(uintptr_t)63);
     kv->free_list = malloc((size_t)cfg->n_blocks * sizeof *kv->free_list);
     kv->tables = malloc((size_t)cfg->max_seqs * kv->max_blocks_per_seq * sizeof *kv->tables);
     kv->n_seq_blocks = calloc((size_t)cfg->max_seqs, sizeof *kv->n_seq_blocks);
-    if (!kv->k || !kv->v || !kv->free_list || !kv->tables || !kv->n_seq_blocks) {
+    if (!kv->k_mem || !kv->v_mem || !kv->free_list || !kv->tables || !kv->n_seq_blocks) {
         loom_kv_free(kv);
         return loom_error(LOOM_ERR_NOMEM, "cannot allocate the KV cache (%zu bytes)", 2 * pool);
     }
@@ -60,8 +68,8 @@ loom_status loom_kv_create(const loom_kv_config *cfg, loom_kv_cache **out) {
 
 void loom_kv_free(loom_kv_cache *kv) {
     if (!kv) return;
-    free(kv->k);
-    free(kv->v);
+    free(kv->k_mem);
+    free(kv->v_mem);
     free(kv->free_list);
     free(kv->tables);
     free(kv->n_seq_blocks);

@@ -7,9 +7,17 @@
  * → block id); free blocks sit on a free list. Allocation is deterministic:
  * ranks that see the same reserve/release calls hold the same tables.
  *
- * Layout of one layer's keys (values alike), in `type` (F16 or F32):
- *   k[layer] : (n_blocks, n_kv_heads, block_tokens, head_dim)
- * so one head's positions inside a block are contiguous.
+ * Layout of one block of one layer, in `type` (F16 or F32), 64-byte aligned:
+ *   keys   : (n_kv_heads, head_dim, block_tokens)   transposed: for each head
+ *            and dimension, the block's positions are contiguous, so one
+ *            vector load gives one dimension of 16 keys and a block's scores
+ *            are head_dim broadcast-FMAs, no horizontal sums;
+ *   values : (n_kv_heads, block_tokens, head_dim)   one position's value
+ *            vector is contiguous (the weighted sum adds whole rows).
+ * Position p of a sequence is slot p % block_tokens of block
+ * table[p / block_tokens]; loom_kv_k_offset / loom_kv_v_offset give the
+ * element offsets. Fresh memory reads as zeros; slots never written keep
+ * whatever was there before (attention reads keys of slots it then masks).
  *
  * Running out of blocks is a reported condition (LOOM_ERR_KV_FULL, nothing
  * changed), never a crash; a sequence longer than max_ctx is LOOM_ERR_CONTEXT.
@@ -36,7 +44,8 @@ typedef struct {
 
 typedef struct loom_kv_cache loom_kv_cache;
 
-/* Bytes the pool of `cfg` needs (keys and values, all layers). */
+/* Bytes the pool of `cfg` needs (keys and values, all layers; each block
+ * of a layer rounded up to 64 bytes). */
 size_t loom_kv_bytes(const loom_kv_config *cfg);
 
 /* Blocks needed to give n_seqs sequences max_ctx positions each. */
@@ -59,8 +68,18 @@ int loom_kv_capacity(const loom_kv_cache *kv, int seq);
 
 /* Block table of slot `seq`: (capacity / block_tokens) block ids. */
 const int32_t *loom_kv_table(const loom_kv_cache *kv, int seq);
-/* Start of block `block` of layer `layer`: (n_kv_heads, block_tokens, head_dim). */
+/* Start of block `block` of layer `layer` (64-byte aligned): keys
+ * (n_kv_heads, head_dim, block_tokens), values (n_kv_heads, block_tokens,
+ * head_dim). */
 void *loom_kv_k_block(const loom_kv_cache *kv, int layer, int32_t block);
 void *loom_kv_v_block(const loom_kv_cache *kv, int layer, int32_t block);
+
+/* Element offsets inside a block of head h, slot t, dimension d. */
+static inline size_t loom_kv_k_offset(const loom_kv_config *c, int h, int t, int d) {
+    return ((size_t)h * c->head_dim + (size_t)d) * c->block_tokens + (size_t)t;
+}
+static inline size_t loom_kv_v_offset(const loom_kv_config *c, int h, int t, int d) {
+    return ((size_t)h * c->block_tokens + (size_t)t) * c->head_dim + (size_t)d;
+}
 
 #endif

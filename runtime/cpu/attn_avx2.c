@@ -1,44 +1,329 @@
-/* runtime/cpu/attn_avx2.c — attention inner loops, 8 floats per vector
- * (head_dim a multiple of 8; see runtime/attention.h). */
+/* runtime/cpu/attn_avx2.c — one attention work unit, 8 floats per vector,
+ * F16 through F16C (head_dim a multiple of 8; method in
+ * runtime/attention.h).
+ *
+ * A tile is 16 key positions of one block (two vectors). Scores: queries in
+ * groups of up to 6 (12 accumulators of the 16 registers), each dimension
+ * one load of the transposed keys per half tile and one broadcast per query.
+ * Values: queries in groups of up to 12, CB vectors of each position's row
+ * at a time. A tile that would read past its block (block_tokens not a
+ * multiple of 16) is first copied, zero-padded, into the work area. */
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../attention.h"
 
-static inline float hsum256(__m256 v) {
+#define TILE LOOM_ATTN_TILE
+#define NQM LOOM_ATTN_NQ_MAX
+#define INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+
+#define QG_MAX 6  /* queries per score pass */
+#define QV_MAX 12 /* queries per value pass */
+#define CB_OF(nq) ((nq) <= 2 ? 4 : (nq) <= 3 ? 3 : (nq) <= 6 ? 2 : 1)
+
+void loom_attn_f16_row_avx2(const float *src, uint16_t *dst, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i < n) {
+        float tf[8] = {0};
+        uint16_t th[8];
+        memcpy(tf, src + i, (size_t)(n - i) * sizeof(float));
+        _mm_storeu_si128((__m128i *)th, _mm256_cvtps_ph(_mm256_loadu_ps(tf), _MM_FROUND_TO_NEAREST_INT));
+        memcpy(dst + i, th, (size_t)(n - i) * sizeof(uint16_t));
+    }
+}
+
+/* 2^x: n = round(x), f = x - n in [-1/2, 1/2] (exact), 2^f by a degree-6
+ * polynomial (relative error <= 1.1e-7 with FMA Horner), times 2^n through
+ * the exponent bits. 0 for x < -126 (and -inf); NaN stays NaN. Same
+ * polynomial as attn_avx512.c. */
+INLINE __m256 exp2_8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-126.0f);
+    const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);
+    x = _mm256_max_ps(lo, x); /* NaN in x comes through */
+    const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 f = _mm256_sub_ps(x, n);
+    __m256 p = _mm256_set1_ps(1.534603798063472e-4f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3400021707639098e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618489071726799e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550328642129898e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.24022646248340607f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.6931471824645996f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+}
+
+void loom_attn_exp2_avx2(const float *x, float *y, int n) {
+    for (int i = 0; i < n; i += 8) {
+        float t[8] = {0};
+        const int m = n - i < 8 ? n - i : 8;
+        memcpy(t, x + i, (size_t)m * sizeof(float));
+        _mm256_storeu_ps(t, exp2_8(_mm256_loadu_ps(t)));
+        memcpy(y + i, t, (size_t)m * sizeof(float));
+    }
+}
+
+INLINE float hmax8(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+INLINE float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
-void loom_attn_scores_avx2(loom_type kv, const float *q, const void *k, int n, int hd, float scale, float *scores) {
-    for (int t = 0; t < n; t++) {
-        __m256 acc = _mm256_setzero_ps();
-        if (kv == LOOM_TYPE_F32) {
-            const float *kr = (const float *)k + (size_t)t * hd;
-            for (int i = 0; i < hd; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(kr + i), acc);
+/* S[j·16 + t] = q_j · k_t for NQ queries (Q[d·NQM + j]); keys element
+ * (d, t) at index d·ks + t. */
+INLINE void scores_k(const int NQ, const int F16, const float *Q, int hd, const void *k, int ks, float *S) {
+    __m256 s0[QG_MAX], s1[QG_MAX];
+    UNROLL for (int j = 0; j < NQ; j++) s0[j] = _mm256_setzero_ps(), s1[j] = _mm256_setzero_ps();
+    for (int d = 0; d < hd; d++) {
+        __m256 k0, k1;
+        if (F16) {
+            const uint16_t *kd = (const uint16_t *)k + (size_t)d * ks;
+            k0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)kd));
+            k1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kd + 8)));
         } else {
-            const uint16_t *kr = (const uint16_t *)k + (size_t)t * hd;
-            for (int i = 0; i < hd; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr + i))), acc);
+            const float *kd = (const float *)k + (size_t)d * ks;
+            k0 = _mm256_loadu_ps(kd);
+            k1 = _mm256_loadu_ps(kd + 8);
         }
-        scores[t] = hsum256(acc) * scale;
+        const float *qd = Q + (size_t)d * NQM;
+        UNROLL for (int j = 0; j < NQ; j++) {
+            const __m256 q = _mm256_broadcast_ss(qd + j);
+            s0[j] = _mm256_fmadd_ps(q, k0, s0[j]);
+            s1[j] = _mm256_fmadd_ps(q, k1, s1[j]);
+        }
+    }
+    UNROLL for (int j = 0; j < NQ; j++) _mm256_store_ps(S + j * TILE, s0[j]), _mm256_store_ps(S + j * TILE + 8, s1[j]);
+}
+
+/* acc[j][c0·8 .. (c0+CB)·8) += Σ_i Σ_{t < nv[i]} P[i·ps + j·16 + t] · V_i[t][same]
+ * for NQ queries (acc rows hd apart) over the ntl tiles of a chunk. */
+INLINE void vacc_k(const int NQ, const int CB, const int F16, const void *const *v, const int *nv, int ntl, int hd,
+                   int c0, const float *P, int ps, float *acc) {
+    __m256 a[QV_MAX][4];
+    UNROLL for (int j = 0; j < NQ; j++) UNROLL for (int c = 0; c < CB; c++)
+        a[j][c] = _mm256_load_ps(acc + (size_t)j * hd + (size_t)(c0 + c) * 8);
+    for (int i = 0; i < ntl; i++) {
+        const float *Pi = P + (size_t)i * ps;
+        for (int t = 0; t < nv[i]; t++) {
+            __m256 vv[4];
+            UNROLL for (int c = 0; c < CB; c++) {
+                const size_t o = (size_t)t * hd + (size_t)(c0 + c) * 8;
+                vv[c] = F16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)v[i] + o)))
+                            : _mm256_loadu_ps((const float *)v[i] + o);
+            }
+            UNROLL for (int j = 0; j < NQ; j++) {
+                const __m256 p = _mm256_broadcast_ss(Pi + j * TILE + t);
+                UNROLL for (int c = 0; c < CB; c++) a[j][c] = _mm256_fmadd_ps(p, vv[c], a[j][c]);
+            }
+        }
+    }
+    UNROLL for (int j = 0; j < NQ; j++) UNROLL for (int c = 0; c < CB; c++)
+        _mm256_store_ps(acc + (size_t)j * hd + (size_t)(c0 + c) * 8, a[j][c]);
+}
+
+typedef void (*scores_fn)(int f16, const float *Q, int hd, const void *k, int ks, float *S);
+typedef void (*vacc_fn)(int f16, const void *const *v, const int *nv, int ntl, int hd, const float *P, int ps,
+                        float *acc);
+
+#define SCORES(NQ)                                                                                                 \
+    static void scores_##NQ(int f16, const float *Q, int hd, const void *k, int ks, float *S) {                    \
+        if (f16) scores_k(NQ, 1, Q, hd, k, ks, S);                                                                 \
+        else scores_k(NQ, 0, Q, hd, k, ks, S);                                                                     \
+    }
+#define VACC(NQ)                                                                                                   \
+    static void vacc_##NQ(int f16, const void *const *v, const int *nv, int ntl, int hd, const float *P, int ps,   \
+                          float *acc) {                                                                            \
+        const int nch = hd / 8;                                                                                    \
+        int c = 0;                                                                                                 \
+        if (f16) {                                                                                                 \
+            for (; c + CB_OF(NQ) <= nch; c += CB_OF(NQ)) vacc_k(NQ, CB_OF(NQ), 1, v, nv, ntl, hd, c, P, ps, acc);  \
+            for (; c < nch; c++) vacc_k(NQ, 1, 1, v, nv, ntl, hd, c, P, ps, acc);                                  \
+        } else {                                                                                                   \
+            for (; c + CB_OF(NQ) <= nch; c += CB_OF(NQ)) vacc_k(NQ, CB_OF(NQ), 0, v, nv, ntl, hd, c, P, ps, acc);  \
+            for (; c < nch; c++) vacc_k(NQ, 1, 0, v, nv, ntl, hd, c, P, ps, acc);                                  \
+        }                                                                                                          \
+    }
+SCORES(1)
+SCORES(2)
+SCORES(3)
+SCORES(4)
+SCORES(5)
+SCORES(6)
+VACC(1)
+VACC(2)
+VACC(3)
+VACC(4)
+VACC(5)
+VACC(6)
+VACC(7)
+VACC(8)
+VACC(9)
+VACC(10)
+VACC(11)
+VACC(12)
+
+static const scores_fn scores_tab[QG_MAX + 1] = {NULL, scores_1, scores_2, scores_3, scores_4, scores_5, scores_6};
+static const vacc_fn vacc_tab[QV_MAX + 1] = {NULL,   vacc_1, vacc_2, vacc_3,  vacc_4,  vacc_5, vacc_6,
+                                             vacc_7, vacc_8, vacc_9, vacc_10, vacc_11, vacc_12};
+
+/* u->q[d·16 + j] = qp[j][d] · qscale: 8×8 transposes in registers; rows
+ * past nq are zero. */
+static void load_queries(const loom_attn_unit *u, int hd) {
+    const __m256 sc = _mm256_set1_ps(u->qscale);
+    for (int j0 = 0; j0 < u->nq; j0 += 8)
+        for (int d0 = 0; d0 < hd; d0 += 8) {
+            __m256 r[8], t[8];
+            for (int j = 0; j < 8; j++)
+                r[j] = j0 + j < u->nq ? _mm256_mul_ps(_mm256_loadu_ps(u->qp[j0 + j] + d0), sc) : _mm256_setzero_ps();
+            for (int i = 0; i < 4; i++) {
+                t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            /* r[4i + k], 128-bit lane L: dimension 4L + k of rows 4i .. 4i+3 */
+            for (int i = 0; i < 2; i++) {
+                r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+                r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+                r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+                r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+            }
+            float *q = u->q + (size_t)d0 * NQM + j0;
+            for (int k = 0; k < 4; k++) {
+                _mm256_store_ps(q + (size_t)k * NQM, _mm256_permute2f128_ps(r[k], r[4 + k], 0x20));
+                _mm256_store_ps(q + (size_t)(4 + k) * NQM, _mm256_permute2f128_ps(r[k], r[4 + k], 0x31));
+            }
+        }
+}
+
+typedef struct {
+    const void *k;  /* transposed keys of the tile: element (d, t) at index d·ks + t */
+    const void *v;  /* values of the tile: element (t, d) at index t·hd + d */
+    int ks;         /* key row stride: block_tokens, or 16 when packed */
+    int base, nt;   /* position of slot 0; slots in the unit's range */
+} tile;
+
+typedef struct {
+    const loom_attn_unit *u;
+    int hd, f16, nq;
+    float m[NQM];
+    float *lsum, *S, *P; /* (nq, 16) running sums per lane; (CHUNK, nq, 16) scores; probabilities */
+} state;
+
+/* One online-softmax step over a chunk of ntl tiles (see attn_avx512.c). */
+static void run_chunk(state *st, const tile *tl, int ntl) {
+    const loom_attn_unit *u = st->u;
+    const int nq = st->nq, hd = st->hd, ngs = (nq + QG_MAX - 1) / QG_MAX, ngv = (nq + QV_MAX - 1) / QV_MAX;
+    for (int i = 0; i < ntl; i++)
+        for (int g = 0; g < ngs; g++) {
+            const int j0 = nq * g / ngs, j1 = nq * (g + 1) / ngs;
+            scores_tab[j1 - j0](st->f16, u->q + j0, hd, tl[i].k, tl[i].ks, st->S + (size_t)(i * nq + j0) * TILE);
+        }
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    const __m256i iota0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), iota1 = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
+    int nv[LOOM_ATTN_CHUNK] = {0}; /* slots any query sees, per tile */
+    for (int j = 0; j < nq; j++) {
+        __m256 s[2 * LOOM_ATTN_CHUNK], mx = ninf;
+        for (int i = 0; i < ntl; i++) {
+            int c = u->lim[j] - tl[i].base + 1;
+            c = c < 0 ? 0 : c > tl[i].nt ? tl[i].nt : c;
+            nv[i] = c > nv[i] ? c : nv[i];
+            const __m256i cv = _mm256_set1_epi32(c);
+            const float *Si = st->S + (size_t)(i * nq + j) * TILE;
+            s[2 * i] = _mm256_blendv_ps(ninf, _mm256_load_ps(Si), _mm256_castsi256_ps(_mm256_cmpgt_epi32(cv, iota0)));
+            s[2 * i + 1] = _mm256_blendv_ps(ninf, _mm256_load_ps(Si + 8), _mm256_castsi256_ps(_mm256_cmpgt_epi32(cv, iota1)));
+            mx = _mm256_max_ps(mx, _mm256_max_ps(s[2 * i], s[2 * i + 1]));
+        }
+        const float mt = hmax8(mx);
+        float *lj = st->lsum + (size_t)j * TILE;
+        if (mt > st->m[j]) {
+            if (st->m[j] != -INFINITY) { /* rescale what was summed under the old max */
+                const __m256 alpha = _mm256_set1_ps(_mm256_cvtss_f32(exp2_8(_mm256_set1_ps(st->m[j] - mt))));
+                float *acc = u->acc + (size_t)j * hd;
+                for (int d = 0; d < hd; d += 8) _mm256_store_ps(acc + d, _mm256_mul_ps(_mm256_load_ps(acc + d), alpha));
+                _mm256_store_ps(lj, _mm256_mul_ps(_mm256_load_ps(lj), alpha));
+                _mm256_store_ps(lj + 8, _mm256_mul_ps(_mm256_load_ps(lj + 8), alpha));
+            }
+            st->m[j] = mt;
+        }
+        __m256 l0 = _mm256_load_ps(lj), l1 = _mm256_load_ps(lj + 8);
+        const __m256 mj = _mm256_set1_ps(st->m[j]);
+        for (int i = 0; i < ntl; i++) {
+            __m256 p0 = _mm256_setzero_ps(), p1 = _mm256_setzero_ps();
+            if (st->m[j] != -INFINITY) p0 = exp2_8(_mm256_sub_ps(s[2 * i], mj)), p1 = exp2_8(_mm256_sub_ps(s[2 * i + 1], mj));
+            l0 = _mm256_add_ps(l0, p0), l1 = _mm256_add_ps(l1, p1);
+            float *Pi = st->P + (size_t)(i * nq + j) * TILE;
+            _mm256_store_ps(Pi, p0), _mm256_store_ps(Pi + 8, p1);
+        }
+        _mm256_store_ps(lj, l0), _mm256_store_ps(lj + 8, l1);
+    }
+    int any = 0;
+    for (int i = 0; i < ntl; i++) any |= nv[i];
+    if (!any) return;
+    const void *v[LOOM_ATTN_CHUNK];
+    for (int i = 0; i < ntl; i++) v[i] = tl[i].v;
+    for (int g = 0; g < ngv; g++) {
+        const int j0 = nq * g / ngv, j1 = nq * (g + 1) / ngv;
+        vacc_tab[j1 - j0](st->f16, v, nv, ntl, hd, st->P + (size_t)j0 * TILE, nq * TILE, u->acc + (size_t)j0 * hd);
     }
 }
 
-void loom_attn_accum_avx2(loom_type kv, const float *p, const void *v, int n, int hd, float *out) {
-    for (int i = 0; i < hd; i += 8) {
-        __m256 acc = _mm256_loadu_ps(out + i);
-        for (int t = 0; t < n; t++) {
-            __m256 a = _mm256_set1_ps(p[t]);
-            if (kv == LOOM_TYPE_F32) {
-                const float *kr = (const float *)v + (size_t)t * hd;
-                acc = _mm256_fmadd_ps(a, _mm256_loadu_ps(kr + i), acc);
-            } else {
-                const uint16_t *kr = (const uint16_t *)v + (size_t)t * hd;
-                acc = _mm256_fmadd_ps(a, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr + i))), acc);
+void loom_attn_unit_avx2(const loom_attn_unit *u) {
+    const loom_kv_config *kc = loom_kv_config_of(u->kv);
+    state st = {.u = u, .hd = kc->head_dim, .f16 = kc->type == LOOM_TYPE_F16, .nq = u->nq};
+    const int hd = st.hd, bt = kc->block_tokens, nq = st.nq;
+    const size_t es = st.f16 ? 2 : 4, head_bytes = (size_t)hd * bt * es;
+    st.lsum = u->work, st.S = st.lsum + NQM * TILE, st.P = st.S + LOOM_ATTN_CHUNK * NQM * TILE;
+    uint8_t *pack = (uint8_t *)(st.P + LOOM_ATTN_CHUNK * NQM * TILE); /* (hd, 16) keys of a partial tile */
+    load_queries(u, hd);
+    for (int j = 0; j < nq; j++) {
+        st.m[j] = -INFINITY;
+        _mm256_store_ps(st.lsum + j * TILE, _mm256_setzero_ps());
+        _mm256_store_ps(st.lsum + j * TILE + 8, _mm256_setzero_ps());
+    }
+    memset(u->acc, 0, (size_t)nq * hd * sizeof(float));
+    tile tl[LOOM_ATTN_CHUNK];
+    int ntl = 0;
+    for (int p0 = u->p_begin; p0 < u->p_end; p0 += bt) {
+        const int32_t blk = u->table[p0 / bt];
+        const uint8_t *kb = (const uint8_t *)loom_kv_k_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
+        const uint8_t *vb = (const uint8_t *)loom_kv_v_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
+        for (int t0 = 0; t0 < bt && p0 + t0 < u->p_end; t0 += TILE) {
+            const int room = bt - t0, left = u->p_end - p0 - t0;
+            const int nt = room < TILE ? (room < left ? room : left) : (TILE < left ? TILE : left);
+            tile t = {kb + (size_t)t0 * es, vb + (size_t)t0 * hd * es, bt, p0 + t0, nt};
+            if (room < TILE) { /* the block's last slots, zero-padded to 16 (one such tile per chunk at most) */
+                for (int d = 0; d < hd; d++) {
+                    uint8_t *dst = pack + (size_t)d * TILE * es;
+                    memcpy(dst, (const uint8_t *)t.k + (size_t)d * bt * es, (size_t)room * es);
+                    memset(dst + (size_t)room * es, 0, (size_t)(TILE - room) * es);
+                }
+                t.k = pack, t.ks = TILE;
             }
+            tl[ntl++] = t;
+            /* a packed tile ends its chunk: the pack buffer holds one */
+            if (ntl == LOOM_ATTN_CHUNK || room < TILE) run_chunk(&st, tl, ntl), ntl = 0;
         }
-        _mm256_storeu_ps(out + i, acc);
+    }
+    if (ntl) run_chunk(&st, tl, ntl);
+    for (int j = 0; j < nq; j++) {
+        const float l = hsum8(_mm256_add_ps(_mm256_load_ps(st.lsum + j * TILE), _mm256_load_ps(st.lsum + j * TILE + 8)));
+        u->m[j] = st.m[j], u->l[j] = l;
+        if (u->out) {
+            const __m256 inv = _mm256_set1_ps(1.0f / l);
+            const float *acc = u->acc + (size_t)j * hd;
+            for (int d = 0; d < hd; d += 8) _mm256_storeu_ps(u->out[j] + d, _mm256_mul_ps(_mm256_load_ps(acc + d), inv));
+        }
     }
 }

@@ -1,37 +1,277 @@
-/* runtime/cpu/attn_avx512.c — attention inner loops, 16 floats per vector
- * (head_dim a multiple of 16; see runtime/attention.h). */
+/* runtime/cpu/attn_avx512.c — one attention work unit, 16 floats per vector
+ * (head_dim a multiple of 16; method in runtime/attention.h).
+ *
+ * A tile is 16 key positions of one block. Scores: for each dimension d, one
+ * (masked) load of the transposed keys gives d for 16 positions, and every
+ * query adds q[d] · that vector (embedded-broadcast FMAs): nq × T registers
+ * of scores for T tiles at once (T > 1 when nq is small, so enough FMA
+ * chains are in flight). Values: for each position, CB vectors of its row
+ * times each query's probability, nq × CB accumulators. The kernels are
+ * instantiated per nq (1..16) and KV type. */
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../attention.h"
 
-void loom_attn_scores_avx512(loom_type kv, const float *q, const void *k, int n, int hd, float scale, float *scores) {
-    for (int t = 0; t < n; t++) {
-        __m512 acc = _mm512_setzero_ps();
-        if (kv == LOOM_TYPE_F32) {
-            const float *kr = (const float *)k + (size_t)t * hd;
-            for (int i = 0; i < hd; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(kr + i), acc);
-        } else {
-            const uint16_t *kr = (const uint16_t *)k + (size_t)t * hd;
-            for (int i = 0; i < hd; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kr + i))), acc);
-        }
-        scores[t] = _mm512_reduce_add_ps(acc) * scale;
+#define TILE LOOM_ATTN_TILE
+#define NQM LOOM_ATTN_NQ_MAX
+#define INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 16")
+
+/* Tiles per score pass and value chunks per pass, by query count: enough
+ * independent FMA chains, at most ~25 of the 32 registers. */
+#define T_OF(nq) ((nq) <= 3 ? 4 : (nq) <= 8 ? 2 : 1)
+#define CB_OF(nq) ((nq) <= 5 ? 4 : (nq) <= 7 ? 3 : (nq) <= 11 ? 2 : 1)
+
+/* 2^x: n = round(x), f = x - n in [-1/2, 1/2] (exact), 2^f by a degree-6
+ * polynomial (relative error <= 1.1e-7 with FMA Horner), times 2^n by
+ * scalef. 0 for x < -126 (and -inf); NaN stays NaN. Same polynomial as
+ * attn_avx2.c. */
+INLINE __m512 exp2_16(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-126.0f);
+    const __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ);
+    x = _mm512_max_ps(lo, x); /* NaN in x comes through */
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(1.534603798063472e-4f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3400021707639098e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618489071726799e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550328642129898e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022646248340607f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931471824645996f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(keep, p, n);
+}
+
+void loom_attn_exp2_avx512(const float *x, float *y, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, exp2_16(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, k, exp2_16(_mm512_maskz_loadu_ps(k, x + i)));
     }
 }
 
-void loom_attn_accum_avx512(loom_type kv, const float *p, const void *v, int n, int hd, float *out) {
-    for (int i = 0; i < hd; i += 16) {
-        __m512 acc = _mm512_loadu_ps(out + i);
-        for (int t = 0; t < n; t++) {
-            __m512 a = _mm512_set1_ps(p[t]);
-            if (kv == LOOM_TYPE_F32) {
-                const float *kr = (const float *)v + (size_t)t * hd;
-                acc = _mm512_fmadd_ps(a, _mm512_loadu_ps(kr + i), acc);
-            } else {
-                const uint16_t *kr = (const uint16_t *)v + (size_t)t * hd;
-                acc = _mm512_fmadd_ps(a, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kr + i))), acc);
+/* u->q[d·16 + j] = qp[j][d] · qscale: 16×16 transposes in registers
+ * (unpack, shuffle within 128-bit lanes, then across lanes); rows past nq
+ * are zero. */
+static void load_queries(const loom_attn_unit *u, int hd) {
+    const __m512 sc = _mm512_set1_ps(u->qscale);
+    for (int d0 = 0; d0 < hd; d0 += 16) {
+        __m512 r[16], t[16];
+        for (int j = 0; j < 16; j++) r[j] = j < u->nq ? _mm512_mul_ps(_mm512_loadu_ps(u->qp[j] + d0), sc) : _mm512_setzero_ps();
+        for (int i = 0; i < 8; i++) {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        /* r[4i + k], 128-bit lane L: dimension 4L + k of rows 4i .. 4i+3 */
+        for (int i = 0; i < 4; i++) {
+            r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+            r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+            r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+            r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        float *q = u->q + (size_t)d0 * NQM;
+        for (int k = 0; k < 4; k++) {
+            const __m512 x0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88), x1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xdd);
+            const __m512 y0 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88),
+                         y1 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xdd);
+            _mm512_store_ps(q + (size_t)k * NQM, _mm512_shuffle_f32x4(x0, y0, 0x88));
+            _mm512_store_ps(q + (size_t)(4 + k) * NQM, _mm512_shuffle_f32x4(x1, y1, 0x88));
+            _mm512_store_ps(q + (size_t)(8 + k) * NQM, _mm512_shuffle_f32x4(x0, y0, 0xdd));
+            _mm512_store_ps(q + (size_t)(12 + k) * NQM, _mm512_shuffle_f32x4(x1, y1, 0xdd));
+        }
+    }
+}
+
+typedef struct {
+    const void *k;  /* transposed keys of the tile: element (d, t) at index d·bt + t */
+    const void *v;  /* values of the tile: element (t, d) at index t·hd + d */
+    int base, nt;   /* position of slot 0; slots in the unit's range */
+    __mmask16 load; /* slots inside the block (safe to load) */
+} tile;
+
+/* S[(i·NQ + j)·16 + t] = q_j · k_t for T tiles i; Q[d·NQM + j]. */
+INLINE void scores_k(const int NQ, const int T, const int F16, const float *Q, int hd, int bt, const tile *tl,
+                     float *S) {
+    __m512 s[4][NQM];
+    UNROLL for (int i = 0; i < T; i++) UNROLL for (int j = 0; j < NQ; j++) s[i][j] = _mm512_setzero_ps();
+    for (int d = 0; d < hd; d++) {
+        __m512 kv[4];
+        UNROLL for (int i = 0; i < T; i++) kv[i] =
+            F16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tl[i].load, (const uint16_t *)tl[i].k + (size_t)d * bt))
+                : _mm512_maskz_loadu_ps(tl[i].load, (const float *)tl[i].k + (size_t)d * bt);
+        const float *qd = Q + (size_t)d * NQM;
+        UNROLL for (int j = 0; j < NQ; j++) {
+            const __m512 q = _mm512_set1_ps(qd[j]);
+            UNROLL for (int i = 0; i < T; i++) s[i][j] = _mm512_fmadd_ps(q, kv[i], s[i][j]);
+        }
+    }
+    UNROLL for (int i = 0; i < T; i++) UNROLL for (int j = 0; j < NQ; j++)
+        _mm512_store_ps(S + (size_t)(i * NQ + j) * TILE, s[i][j]);
+}
+
+/* acc[j][c0·16 .. (c0+CB)·16) += Σ_i Σ_{t < nv[i]} P[(i·NQ + j)·16 + t] · V_i[t][same]
+ * over the ntl tiles of a chunk. */
+INLINE void vacc_k(const int NQ, const int CB, const int F16, const tile *tl, const int *nv, int ntl, int hd, int c0,
+                   const float *P, float *acc) {
+    __m512 a[NQM][4];
+    UNROLL for (int j = 0; j < NQ; j++) UNROLL for (int c = 0; c < CB; c++)
+        a[j][c] = _mm512_load_ps(acc + (size_t)j * hd + (size_t)(c0 + c) * 16);
+    for (int i = 0; i < ntl; i++) {
+        const float *Pi = P + (size_t)i * NQ * TILE;
+        for (int t = 0; t < nv[i]; t++) {
+            __m512 vv[4];
+            UNROLL for (int c = 0; c < CB; c++) {
+                const size_t o = (size_t)t * hd + (size_t)(c0 + c) * 16;
+                vv[c] = F16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)tl[i].v + o)))
+                            : _mm512_loadu_ps((const float *)tl[i].v + o);
+            }
+            UNROLL for (int j = 0; j < NQ; j++) {
+                const __m512 p = _mm512_set1_ps(Pi[j * TILE + t]);
+                UNROLL for (int c = 0; c < CB; c++) a[j][c] = _mm512_fmadd_ps(p, vv[c], a[j][c]);
             }
         }
-        _mm512_storeu_ps(out + i, acc);
+    }
+    UNROLL for (int j = 0; j < NQ; j++) UNROLL for (int c = 0; c < CB; c++)
+        _mm512_store_ps(acc + (size_t)j * hd + (size_t)(c0 + c) * 16, a[j][c]);
+}
+
+typedef void (*scores_fn)(int f16, int many, const float *Q, int hd, int bt, const tile *tl, float *S);
+typedef void (*vacc_fn)(int f16, const tile *tl, const int *nv, int ntl, int hd, const float *P, float *acc);
+
+/* Per query count NQ: scores of T_OF(NQ) tiles (many) or of one, and the
+ * value accumulation of a chunk over all of head_dim. */
+#define KERNELS(NQ)                                                                                                \
+    static void scores_##NQ(int f16, int many, const float *Q, int hd, int bt, const tile *tl, float *S) {        \
+        if (f16 && many) scores_k(NQ, T_OF(NQ), 1, Q, hd, bt, tl, S);                                              \
+        else if (f16) scores_k(NQ, 1, 1, Q, hd, bt, tl, S);                                                        \
+        else if (many) scores_k(NQ, T_OF(NQ), 0, Q, hd, bt, tl, S);                                                \
+        else scores_k(NQ, 1, 0, Q, hd, bt, tl, S);                                                                 \
+    }                                                                                                              \
+    static void vacc_##NQ(int f16, const tile *tl, const int *nv, int ntl, int hd, const float *P, float *acc) {   \
+        const int nch = hd / 16;                                                                                   \
+        int c = 0;                                                                                                 \
+        if (f16) {                                                                                                 \
+            for (; c + CB_OF(NQ) <= nch; c += CB_OF(NQ)) vacc_k(NQ, CB_OF(NQ), 1, tl, nv, ntl, hd, c, P, acc);     \
+            for (; c < nch; c++) vacc_k(NQ, 1, 1, tl, nv, ntl, hd, c, P, acc);                                     \
+        } else {                                                                                                   \
+            for (; c + CB_OF(NQ) <= nch; c += CB_OF(NQ)) vacc_k(NQ, CB_OF(NQ), 0, tl, nv, ntl, hd, c, P, acc);     \
+            for (; c < nch; c++) vacc_k(NQ, 1, 0, tl, nv, ntl, hd, c, P, acc);                                     \
+        }                                                                                                          \
+    }
+KERNELS(1)
+KERNELS(2)
+KERNELS(3)
+KERNELS(4)
+KERNELS(5)
+KERNELS(6)
+KERNELS(7)
+KERNELS(8)
+KERNELS(9)
+KERNELS(10)
+KERNELS(11)
+KERNELS(12)
+KERNELS(13)
+KERNELS(14)
+KERNELS(15)
+KERNELS(16)
+
+static const scores_fn scores_tab[NQM + 1] = {NULL,      scores_1,  scores_2,  scores_3,  scores_4,  scores_5,
+                                              scores_6,  scores_7,  scores_8,  scores_9,  scores_10, scores_11,
+                                              scores_12, scores_13, scores_14, scores_15, scores_16};
+static const vacc_fn vacc_tab[NQM + 1] = {NULL,    vacc_1,  vacc_2,  vacc_3,  vacc_4,  vacc_5,  vacc_6,
+                                          vacc_7,  vacc_8,  vacc_9,  vacc_10, vacc_11, vacc_12, vacc_13,
+                                          vacc_14, vacc_15, vacc_16};
+
+typedef struct {
+    const loom_attn_unit *u;
+    int hd, bt, f16, nq;
+    float m[NQM];
+    float *lsum, *S, *P; /* (nq, 16) running sums per lane; (CHUNK, nq, 16) scores; probabilities */
+} state;
+
+/* One online-softmax step over a chunk of ntl tiles: scores, the new
+ * running max per query (rescaling what was summed under the old one),
+ * probabilities, then the values. */
+static void run_chunk(state *st, const tile *tl, int ntl) {
+    const loom_attn_unit *u = st->u;
+    const int nq = st->nq, hd = st->hd, T = T_OF(nq);
+    for (int i = 0; i < ntl; i += T) {
+        if (i + T <= ntl) scores_tab[nq](st->f16, 1, u->q, hd, st->bt, tl + i, st->S + (size_t)i * nq * TILE);
+        else
+            for (int k = i; k < ntl; k++) scores_tab[nq](st->f16, 0, u->q, hd, st->bt, tl + k, st->S + (size_t)k * nq * TILE);
+    }
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    int nv[LOOM_ATTN_CHUNK] = {0}; /* slots any query sees, per tile */
+    for (int j = 0; j < nq; j++) {
+        __m512 s[LOOM_ATTN_CHUNK], mx = ninf;
+        for (int i = 0; i < ntl; i++) {
+            int c = u->lim[j] - tl[i].base + 1;
+            c = c < 0 ? 0 : c > tl[i].nt ? tl[i].nt : c;
+            nv[i] = c > nv[i] ? c : nv[i];
+            const __mmask16 vm = (__mmask16)(c >= 16 ? 0xffffu : (1u << c) - 1u);
+            s[i] = _mm512_mask_blend_ps(vm, ninf, _mm512_load_ps(st->S + (size_t)(i * nq + j) * TILE));
+            mx = _mm512_max_ps(mx, s[i]);
+        }
+        const float mt = _mm512_reduce_max_ps(mx);
+        float *lj = st->lsum + (size_t)j * TILE;
+        if (mt > st->m[j]) {
+            if (st->m[j] != -INFINITY) { /* rescale what was summed under the old max */
+                const __m512 alpha = _mm512_set1_ps(_mm512_cvtss_f32(exp2_16(_mm512_set1_ps(st->m[j] - mt))));
+                float *acc = u->acc + (size_t)j * hd;
+                for (int d = 0; d < hd; d += 16) _mm512_store_ps(acc + d, _mm512_mul_ps(_mm512_load_ps(acc + d), alpha));
+                _mm512_store_ps(lj, _mm512_mul_ps(_mm512_load_ps(lj), alpha));
+            }
+            st->m[j] = mt;
+        }
+        __m512 l = _mm512_load_ps(lj);
+        const __m512 mj = _mm512_set1_ps(st->m[j]);
+        for (int i = 0; i < ntl; i++) {
+            const __m512 p = st->m[j] == -INFINITY ? _mm512_setzero_ps() : exp2_16(_mm512_sub_ps(s[i], mj));
+            l = _mm512_add_ps(l, p);
+            _mm512_store_ps(st->P + (size_t)(i * nq + j) * TILE, p);
+        }
+        _mm512_store_ps(lj, l);
+    }
+    int any = 0;
+    for (int i = 0; i < ntl; i++) any |= nv[i];
+    if (any) vacc_tab[nq](st->f16, tl, nv, ntl, hd, st->P, u->acc);
+}
+
+void loom_attn_unit_avx512(const loom_attn_unit *u) {
+    const loom_kv_config *kc = loom_kv_config_of(u->kv);
+    state st = {.u = u, .hd = kc->head_dim, .bt = kc->block_tokens, .f16 = kc->type == LOOM_TYPE_F16, .nq = u->nq};
+    const int hd = st.hd, bt = st.bt, nq = st.nq;
+    const size_t es = st.f16 ? 2 : 4, head_bytes = (size_t)hd * bt * es;
+    st.lsum = u->work, st.S = st.lsum + NQM * TILE, st.P = st.S + LOOM_ATTN_CHUNK * NQM * TILE;
+    load_queries(u, hd);
+    for (int j = 0; j < nq; j++) st.m[j] = -INFINITY, _mm512_store_ps(st.lsum + (size_t)j * TILE, _mm512_setzero_ps());
+    memset(u->acc, 0, (size_t)nq * hd * sizeof(float));
+    tile tl[LOOM_ATTN_CHUNK];
+    int ntl = 0;
+    for (int p0 = u->p_begin; p0 < u->p_end; p0 += bt) {
+        const int32_t blk = u->table[p0 / bt];
+        const uint8_t *kb = (const uint8_t *)loom_kv_k_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
+        const uint8_t *vb = (const uint8_t *)loom_kv_v_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
+        for (int t0 = 0; t0 < bt && p0 + t0 < u->p_end; t0 += TILE) {
+            const int room = bt - t0, left = u->p_end - p0 - t0;
+            const int nt = room < TILE ? (room < left ? room : left) : (TILE < left ? TILE : left);
+            tl[ntl++] = (tile){kb + (size_t)t0 * es, vb + (size_t)t0 * hd * es, p0 + t0, nt,
+                               (__mmask16)(room >= 16 ? 0xffffu : (1u << room) - 1u)};
+            if (ntl == LOOM_ATTN_CHUNK) run_chunk(&st, tl, ntl), ntl = 0;
+        }
+    }
+    if (ntl) run_chunk(&st, tl, ntl);
+    for (int j = 0; j < nq; j++) {
+        const float l = _mm512_reduce_add_ps(_mm512_load_ps(st.lsum + (size_t)j * TILE));
+        u->m[j] = st.m[j], u->l[j] = l;
+        if (u->out) {
+            const __m512 inv = _mm512_set1_ps(1.0f / l);
+            const float *acc = u->acc + (size_t)j * hd;
+            for (int d = 0; d < hd; d += 16) _mm512_storeu_ps(u->out[j] + d, _mm512_mul_ps(_mm512_load_ps(acc + d), inv));
+        }
     }
 }
