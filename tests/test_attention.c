@@ -1,0 +1,428 @@
+/* tests/test_attention.c — attention over the paged KV cache
+ * (runtime/attention.h) against a double-precision reference computed from
+ * the same cache contents, for every ISA level the CPU has, F16 and F32
+ * keys/values, many shapes and batches, 1..3 threads; the KV store's
+ * layout and bits; the SIMD exp2; the KV cache API. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "kernels.h"
+#include "kv_cache.h"
+#include "quant.h"
+#include "threadpool.h"
+
+/* Output error bound, absolute (values are in [-1, 1], so outputs are too):
+ * float scores, exp2 within 1.2e-7 and float sums; the largest error seen on
+ * every level and thread count is ~1.5e-7. */
+#define OUT_TOL 2e-6
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t urand(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 32);
+}
+static float frand(void) { return (float)(urand() >> 8) / (float)(1u << 24) * 2.0f - 1.0f; }
+
+/* ------------------------------------------------------------ fixture */
+
+typedef struct {
+    int n_q, n_kv, hd, bt, max_seqs, max_ctx, n_blocks;
+    loom_type type;
+    loom_kv_cache *kv;
+    int *q_to_kv;
+    int *len; /* (max_seqs) positions stored */
+} cache_fx;
+
+static void fx_create(cache_fx *f, int n_q, int n_kv, int hd, int bt, loom_type type, int max_seqs, int max_ctx) {
+    memset(f, 0, sizeof *f);
+    f->n_q = n_q, f->n_kv = n_kv, f->hd = hd, f->bt = bt, f->type = type, f->max_seqs = max_seqs, f->max_ctx = max_ctx;
+    f->n_blocks = loom_kv_blocks_for(max_seqs, max_ctx, bt) + 3;
+    loom_kv_config c = {.n_layers = 2, .n_kv_heads = n_kv, .head_dim = hd, .type = type, .block_tokens = bt,
+                        .n_blocks = f->n_blocks, .max_seqs = max_seqs, .max_ctx = max_ctx};
+    loom_status st = loom_kv_create(&c, &f->kv);
+    cr_assert(!st, "%s", loom_status_message(st));
+    f->q_to_kv = malloc(sizeof(int) * n_q);
+    for (int h = 0; h < n_q; h++) f->q_to_kv[h] = h * n_kv / n_q; /* GQA: consecutive heads share */
+    f->len = calloc((size_t)max_seqs, sizeof(int));
+}
+
+static void fx_free(cache_fx *f) {
+    loom_kv_free(f->kv);
+    free(f->q_to_kv);
+    free(f->len);
+}
+
+/* Reserves len[s] positions for every sequence, one block at a time round
+ * robin (so tables interleave), with a released dummy in between so ids are
+ * out of order. */
+static void fx_reserve(cache_fx *f, const int *len) {
+    int more = 1;
+    for (int step = 1; more; step++) {
+        more = 0;
+        for (int s = 0; s < f->max_seqs; s++) {
+            int want = step * f->bt < len[s] ? step * f->bt : len[s];
+            if (want > loom_kv_capacity(f->kv, s)) {
+                cr_assert(!loom_kv_reserve(f->kv, s, want));
+                more = 1;
+            }
+        }
+        if (step == 2 && loom_kv_free_blocks(f->kv) > 0 && f->max_seqs > 1) {
+            /* a short-lived sequence in slot max_seqs-1 takes and returns a block */
+            int last = f->max_seqs - 1;
+            if (loom_kv_capacity(f->kv, last) == 0 && len[last] == 0) {
+                cr_assert(!loom_kv_reserve(f->kv, last, 1));
+                loom_kv_release(f->kv, last);
+            }
+        }
+    }
+}
+
+/* Stores positions [len_old, len) of sequence s with random keys/values, in
+ * batches of up to 37 rows whose order is shuffled. */
+static void fx_fill(cache_fx *f, int layer, int s, int len) {
+    int kvdim = f->n_kv * f->hd, cap = 37;
+    int32_t pos[37], seq[37];
+    float *k = malloc(sizeof(float) * cap * kvdim), *v = malloc(sizeof(float) * cap * kvdim);
+    for (int p0 = f->len[s]; p0 < len; p0 += cap) {
+        int n = len - p0 < cap ? len - p0 : cap;
+        for (int i = 0; i < n; i++) pos[i] = p0 + i, seq[i] = s;
+        for (int i = n - 1; i > 0; i--) { /* shuffle rows */
+            int j = (int)(urand() % (uint32_t)(i + 1)), t = pos[i];
+            pos[i] = pos[j], pos[j] = t;
+        }
+        for (int i = 0; i < n * kvdim; i++) k[i] = frand(), v[i] = frand();
+        loom_attention_args a = {f->kv, layer, n, pos, seq, f->n_q, f->n_kv, f->hd, f->q_to_kv, NULL, k, v, NULL};
+        loom_attention_store(&a);
+    }
+    f->len[s] = len > f->len[s] ? len : f->len[s];
+    free(k);
+    free(v);
+}
+
+static double cache_at(const cache_fx *f, const void *blk, size_t off) {
+    return f->type == LOOM_TYPE_F32 ? ((const float *)blk)[off] : loom_f16_to_f32(((const uint16_t *)blk)[off]);
+}
+
+/* Double-precision attention of one query (row at pos of seq s, head h) from
+ * the cache contents. */
+static void reference(const cache_fx *f, int layer, int s, int pos, int kvh, const float *q, double *out) {
+    const loom_kv_config *c = loom_kv_config_of(f->kv);
+    const int32_t *table = loom_kv_table(f->kv, s);
+    double *sc = malloc(sizeof(double) * (size_t)(pos + 1)), mx = -INFINITY, sum = 0;
+    for (int t = 0; t <= pos; t++) {
+        const void *kb = loom_kv_k_block(f->kv, layer, table[t / f->bt]);
+        double d = 0;
+        for (int i = 0; i < f->hd; i++) d += (double)q[i] * cache_at(f, kb, loom_kv_k_offset(c, kvh, t % f->bt, i));
+        sc[t] = d / sqrt((double)f->hd);
+        mx = sc[t] > mx ? sc[t] : mx;
+    }
+    for (int i = 0; i < f->hd; i++) out[i] = 0;
+    for (int t = 0; t <= pos; t++) {
+        double p = exp(sc[t] - mx);
+        sum += p;
+        const void *vb = loom_kv_v_block(f->kv, layer, table[t / f->bt]);
+        for (int i = 0; i < f->hd; i++) out[i] += p * cache_at(f, vb, loom_kv_v_offset(c, kvh, t % f->bt, i));
+    }
+    for (int i = 0; i < f->hd; i++) out[i] /= sum;
+    free(sc);
+}
+
+/* Runs a batch (rows (seq[i], pos[i]), random queries scaled by qmul) on
+ * every ISA level and 1..3 threads and checks every output against the
+ * reference. */
+static void check_batch(cache_fx *f, int layer, int n, const int32_t *seq, const int32_t *pos, float qmul,
+                        const char *what) {
+    const int qdim = f->n_q * f->hd;
+    float *q = malloc(sizeof(float) * n * qdim), *out = malloc(sizeof(float) * n * qdim);
+    double *ref = malloc(sizeof(double) * n * qdim);
+    for (int i = 0; i < n * qdim; i++) q[i] = frand() * qmul;
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < f->n_q; h++)
+            reference(f, layer, seq[i], pos[i], f->q_to_kv[h], q + (size_t)i * qdim + (size_t)h * f->hd,
+                      ref + (size_t)i * qdim + (size_t)h * f->hd);
+    loom_kv_config kc = *loom_kv_config_of(f->kv);
+    size_t sf = loom_attention_scratch_floats(&kc, f->n_q, f->n_kv, f->hd, n);
+    loom_isa best = loom_isa_detect();
+    for (int isa = 0; isa <= (int)best; isa++) {
+        cr_assert(!loom_isa_set((loom_isa)isa));
+        for (int th = 1; th <= 3; th++) {
+            loom_pool *pool;
+            cr_assert(!loom_pool_create(th, &pool));
+            float *scratch = malloc(sizeof(float) * sf * th);
+            for (int i = 0; i < n * qdim; i++) out[i] = NAN;
+            loom_attention_args a = {f->kv, layer, n, pos, seq, f->n_q, f->n_kv, f->hd, f->q_to_kv, q, NULL, NULL, out};
+            loom_attention_compute(&a, pool, scratch);
+            double worst = 0;
+            int wi = 0;
+            for (int i = 0; i < n * qdim; i++) {
+                double e = fabs((double)out[i] - ref[i]);
+                if (!(e <= worst)) worst = e, wi = i; /* NaN counts as worst */
+            }
+            cr_assert(worst <= OUT_TOL,
+                      "%s: %s, %s KV, hd %d, %d/%d heads, block %d, %d threads: row %d (seq %d pos %d) head %d dim %d: "
+                      "%.9g vs %.9g (error %.3g)",
+                      what, loom_isa_name((loom_isa)isa), f->type == LOOM_TYPE_F16 ? "f16" : "f32", f->hd, f->n_q,
+                      f->n_kv, f->bt, th, wi / qdim, seq[wi / qdim], pos[wi / qdim], wi % qdim / f->hd, wi % f->hd,
+                      out[wi], ref[wi], worst);
+            free(scratch);
+            loom_pool_free(pool);
+        }
+    }
+    cr_assert(!loom_isa_set(best));
+    free(q);
+    free(out);
+    free(ref);
+}
+
+/* ------------------------------------------------------------ attention */
+
+typedef struct {
+    int hd, n_q, n_kv, bt;
+} shape;
+
+/* Several sequences (lengths around block edges, one spanning many blocks),
+ * one decode row each, then prefill-like chunks, then rows at scattered
+ * positions of several sequences mixed and shuffled in one batch. */
+static void run_shape(shape sh, loom_type type) {
+    enum { S = 6 };
+    static const int lens[S] = {1, 16, 17, 5, 230, 64};
+    cache_fx f;
+    fx_create(&f, sh.n_q, sh.n_kv, sh.hd, sh.bt, type, S + 1, 256);
+    int want[S + 1] = {0};
+    memcpy(want, lens, sizeof lens);
+    fx_reserve(&f, want);
+    for (int s = 0; s < S; s++) fx_fill(&f, 1, s, lens[s]);
+    int32_t seq[64], pos[64];
+    /* decode: the last position of every sequence */
+    for (int s = 0; s < S; s++) seq[s] = s, pos[s] = lens[s] - 1;
+    check_batch(&f, 1, S, seq, pos, 1.0f, "decode");
+    /* prefill: 40 consecutive rows of the long sequence, then its first 9 */
+    for (int i = 0; i < 40; i++) seq[i] = 4, pos[i] = 150 + i;
+    check_batch(&f, 1, 40, seq, pos, 1.0f, "prefill chunk");
+    for (int i = 0; i < 9; i++) seq[i] = 4, pos[i] = i;
+    check_batch(&f, 1, 9, seq, pos, 3.0f, "prefill start");
+    /* mixed: scattered positions, duplicates, several sequences, shuffled */
+    int n = 0;
+    static const int scat[] = {229, 3, 100, 17, 16, 15, 228, 0, 64, 65, 199, 100};
+    for (size_t i = 0; i < sizeof scat / sizeof scat[0]; i++) seq[n] = 4, pos[n++] = scat[i];
+    for (int s = 0; s < S; s++)
+        if (s != 4) seq[n] = s, pos[n++] = (int)(urand() % (uint32_t)lens[s]);
+    for (int i = 0; i < 7; i++) seq[n] = 5, pos[n++] = 40 + i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(urand() % (uint32_t)(i + 1)), t = seq[i], u = pos[i];
+        seq[i] = seq[j], pos[i] = pos[j], seq[j] = t, pos[j] = u;
+    }
+    check_batch(&f, 1, n, seq, pos, 2.0f, "mixed");
+    fx_free(&f);
+}
+
+Test(attention, gqa_groups_head_64_f16) {
+    static const shape shapes[] = {{64, 3, 3, 16}, {64, 9, 3, 16}, {64, 8, 2, 16}, {64, 8, 1, 16}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) run_shape(shapes[i], LOOM_TYPE_F16);
+}
+
+Test(attention, gqa_groups_head_64_f32) {
+    static const shape shapes[] = {{64, 3, 3, 16}, {64, 9, 3, 16}, {64, 8, 2, 16}, {64, 8, 1, 16}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) run_shape(shapes[i], LOOM_TYPE_F32);
+}
+
+Test(attention, head_128) {
+    static const shape shapes[] = {{128, 4, 1, 16}, {128, 12, 3, 16}, {128, 16, 2, 32}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        run_shape(shapes[i], LOOM_TYPE_F16);
+        run_shape(shapes[i], LOOM_TYPE_F32);
+    }
+}
+
+Test(attention, odd_blocks_heads_and_groups) {
+    /* blocks not a multiple of 16 (partial tiles), groups above 16 query
+     * heads (split), head sizes that only AVX2 (40) or only scalar (12)
+     * take, uneven groups of a sharded rank */
+    static const shape shapes[] = {{64, 9, 3, 4}, {64, 6, 2, 24}, {64, 6, 3, 7}, {64, 20, 1, 16},
+                                   {40, 6, 2, 16}, {12, 4, 2, 8}, {64, 5, 2, 16}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        run_shape(shapes[i], LOOM_TYPE_F16);
+        run_shape(shapes[i], LOOM_TYPE_F32);
+    }
+}
+
+/* One or two long sequences decoded with 2 and 3 threads: fewer units than
+ * 2 × threads, so key ranges are split and merged (flash-decoding). */
+Test(attention, long_context_decode_split) {
+    for (int f32 = 0; f32 < 2; f32++) {
+        cache_fx f;
+        fx_create(&f, 9, 3, 64, 16, f32 ? LOOM_TYPE_F32 : LOOM_TYPE_F16, 3, 2100);
+        int want[3] = {2100, 1000, 0};
+        fx_reserve(&f, want);
+        fx_fill(&f, 0, 0, 2100);
+        fx_fill(&f, 0, 1, 1000);
+        int32_t seq[3] = {0, 1, 0}, pos[3] = {2099, 999, 1234};
+        check_batch(&f, 0, 1, seq, pos, 4.0f, "long decode");
+        check_batch(&f, 0, 2, seq, pos, 1.0f, "two long decodes");
+        check_batch(&f, 0, 3, seq, pos, 1.0f, "three long rows");
+        fx_free(&f);
+    }
+}
+
+/* A query's result does not depend on the rows batched with it (one thread,
+ * no split): bit-identical outputs. */
+Test(attention, batch_invariant) {
+    cache_fx f;
+    fx_create(&f, 9, 3, 64, 16, LOOM_TYPE_F16, 2, 300);
+    int want[2] = {300, 120};
+    fx_reserve(&f, want);
+    fx_fill(&f, 0, 0, 300);
+    fx_fill(&f, 0, 1, 120);
+    enum { N = 23 };
+    int32_t seq[N], pos[N];
+    const int qdim = 9 * 64;
+    float *q = malloc(sizeof(float) * N * qdim), *out = malloc(sizeof(float) * N * qdim), one[9 * 64];
+    for (int i = 0; i < N * qdim; i++) q[i] = frand();
+    for (int i = 0; i < N; i++) seq[i] = i % 3 == 0, pos[i] = seq[i] ? 100 + i : 250 + i;
+    loom_kv_config kc = *loom_kv_config_of(f.kv);
+    float *scratch = malloc(sizeof(float) * loom_attention_scratch_floats(&kc, 9, 3, 64, N));
+    loom_pool *pool;
+    cr_assert(!loom_pool_create(1, &pool));
+    loom_isa best = loom_isa_detect();
+    for (int isa = 0; isa <= (int)best; isa++) {
+        cr_assert(!loom_isa_set((loom_isa)isa));
+        loom_attention_args a = {f.kv, 0, N, pos, seq, 9, 3, 64, f.q_to_kv, q, NULL, NULL, out};
+        loom_attention_compute(&a, pool, scratch);
+        for (int i = 0; i < N; i++) {
+            loom_attention_args b = {f.kv, 0, 1, pos + i, seq + i, 9, 3, 64, f.q_to_kv, q + (size_t)i * qdim, NULL,
+                                     NULL, one};
+            loom_attention_compute(&b, pool, scratch);
+            cr_assert(!memcmp(one, out + (size_t)i * qdim, sizeof one), "%s: row %d differs alone",
+                      loom_isa_name((loom_isa)isa), i);
+        }
+    }
+    cr_assert(!loom_isa_set(best));
+    loom_pool_free(pool);
+    free(scratch);
+    free(q);
+    free(out);
+    fx_free(&f);
+}
+
+/* ------------------------------------------------------------ store */
+
+Test(attention, store_layout_and_f16_bits) {
+    static const float specials[] = {0.0f, -0.0f, 65504.0f, 65520.0f, -1e9f, 5.9604645e-8f, 2.9802322e-8f,
+                                     1e-6f, 6.1035156e-5f, 3.0517578e-5f, 1.0f / 3.0f, INFINITY, -INFINITY, NAN};
+    for (int f32 = 0; f32 < 2; f32++)
+        for (int isa = 0; isa <= (int)loom_isa_detect(); isa++) {
+            cr_assert(!loom_isa_set((loom_isa)isa));
+            cache_fx f;
+            fx_create(&f, 4, 2, 72, 5, f32 ? LOOM_TYPE_F32 : LOOM_TYPE_F16, 2, 40);
+            int want[2] = {13, 40};
+            fx_reserve(&f, want);
+            enum { N = 6 };
+            int32_t seq[N] = {1, 0, 1, 1, 0, 1}, pos[N] = {39, 12, 0, 5, 4, 6};
+            const int kvdim = 2 * 72;
+            float k[N * 2 * 72], v[N * 2 * 72];
+            for (int i = 0; i < N * kvdim; i++) {
+                k[i] = i % 7 == 0 ? specials[(i / 7) % 14] : frand() * 100.0f;
+                v[i] = i % 5 == 0 ? specials[(i / 5) % 14] : frand();
+            }
+            loom_attention_args a = {f.kv, 1, N, pos, seq, 4, 2, 72, f.q_to_kv, NULL, k, v, NULL};
+            loom_attention_store(&a);
+            const loom_kv_config *c = loom_kv_config_of(f.kv);
+            for (int i = 0; i < N; i++) {
+                int32_t blk = loom_kv_table(f.kv, seq[i])[pos[i] / 5];
+                const uint8_t *kb = loom_kv_k_block(f.kv, 1, blk), *vb = loom_kv_v_block(f.kv, 1, blk);
+                cr_assert(((uintptr_t)kb & 63) == 0 && ((uintptr_t)vb & 63) == 0, "blocks are 64-byte aligned");
+                for (int h = 0; h < 2; h++)
+                    for (int d = 0; d < 72; d++) {
+                        float kx = k[i * kvdim + h * 72 + d], vx = v[i * kvdim + h * 72 + d];
+                        size_t ko = loom_kv_k_offset(c, h, pos[i] % 5, d), vo = loom_kv_v_offset(c, h, pos[i] % 5, d);
+                        if (f32) {
+                            cr_assert(!memcmp((const float *)kb + ko, &kx, 4) && !memcmp((const float *)vb + vo, &vx, 4));
+                        } else {
+                            cr_assert_eq(((const uint16_t *)kb)[ko], loom_f32_to_f16(kx), "%s key %g",
+                                         loom_isa_name((loom_isa)isa), kx);
+                            cr_assert_eq(((const uint16_t *)vb)[vo], loom_f32_to_f16(vx), "%s value %g",
+                                         loom_isa_name((loom_isa)isa), vx);
+                        }
+                    }
+            }
+            fx_free(&f);
+        }
+    cr_assert(!loom_isa_set(loom_isa_detect()));
+}
+
+/* ------------------------------------------------------------ exp2 */
+
+Test(attention, simd_exp2_accuracy) {
+    enum { N = 1 << 20 };
+    float *x = malloc(sizeof(float) * N), *y = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) x[i] = -126.0f * (float)i / (float)(N - 1);
+    x[1] = -1e-30f, x[2] = -0.5f, x[3] = -0.49999997f, x[4] = -1.5f;
+    loom_isa best = loom_isa_detect();
+    for (int isa = LOOM_ISA_AVX2; isa <= (int)best; isa++) {
+        if (isa == LOOM_ISA_AVX2) loom_attn_exp2_avx2(x, y, N);
+        else loom_attn_exp2_avx512(x, y, N);
+        double worst = 0;
+        for (int i = 0; i < N; i++) {
+            double r = exp2((double)x[i]), e = fabs(y[i] - r) / r;
+            worst = e > worst ? e : worst;
+        }
+        cr_assert(worst <= 1.2e-7, "%s exp2: relative error %.3g", loom_isa_name((loom_isa)isa), worst);
+        cr_assert(y[0] == 1.0f, "exp2(0) is exactly 1");
+        float sp[5] = {-INFINITY, -126.5f, -1000.0f, NAN, -126.0f}, o[5];
+        if (isa == LOOM_ISA_AVX2) loom_attn_exp2_avx2(sp, o, 5);
+        else loom_attn_exp2_avx512(sp, o, 5);
+        cr_assert(o[0] == 0.0f && o[1] == 0.0f && o[2] == 0.0f && isnan(o[3]), "%s specials", loom_isa_name((loom_isa)isa));
+        cr_assert(fabs(o[4] - exp2(-126.0)) <= 1.2e-7 * exp2(-126.0));
+    }
+    free(x);
+    free(y);
+}
+
+/* ------------------------------------------------------------ KV cache API */
+
+Test(kv_cache_api, reserve_release_full_and_layout) {
+    loom_kv_config c = {.n_layers = 3, .n_kv_heads = 2, .head_dim = 64, .type = LOOM_TYPE_F16, .block_tokens = 16,
+                        .n_blocks = 5, .max_seqs = 3, .max_ctx = 64};
+    loom_kv_cache *kv;
+    cr_assert(!loom_kv_create(&c, &kv));
+    cr_assert_eq(loom_kv_bytes(&c), (size_t)2 * 3 * 5 * 2 * 16 * 64 * 2);
+    cr_assert_eq(loom_kv_blocks_missing(kv, 0, 33), 3);
+    cr_assert(!loom_kv_reserve(kv, 0, 33));
+    cr_assert_eq(loom_kv_capacity(kv, 0), 48);
+    cr_assert_eq(loom_kv_free_blocks(kv), 2);
+    loom_status st = loom_kv_reserve(kv, 1, 48);
+    cr_assert(st && loom_status_code(st) == LOOM_ERR_KV_FULL, "%s", loom_status_message(st));
+    loom_status_free(st);
+    cr_assert_eq(loom_kv_free_blocks(kv), 2, "a failed reserve changes nothing");
+    cr_assert_eq(loom_kv_capacity(kv, 1), 0);
+    st = loom_kv_reserve(kv, 1, 65);
+    cr_assert(st && loom_status_code(st) == LOOM_ERR_CONTEXT);
+    loom_status_free(st);
+    cr_assert(!loom_kv_reserve(kv, 1, 20));
+    const int32_t *t0 = loom_kv_table(kv, 0), *t1 = loom_kv_table(kv, 1);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 2; j++) cr_assert_neq(t0[i], t1[j], "no block is shared");
+    /* every block of every layer is distinct and aligned; offsets cover the block exactly */
+    for (int l = 0; l < 3; l++)
+        for (int b = 0; b < 5; b++) {
+            uint8_t *k = loom_kv_k_block(kv, l, b), *v = loom_kv_v_block(kv, l, b);
+            cr_assert(((uintptr_t)k & 63) == 0 && ((uintptr_t)v & 63) == 0);
+            if (b) cr_assert_eq((size_t)(k - (uint8_t *)loom_kv_k_block(kv, l, b - 1)), (size_t)2 * 16 * 64 * 2);
+        }
+    cr_assert_eq(loom_kv_k_offset(&c, 1, 15, 63), (size_t)2 * 16 * 64 - 1);
+    cr_assert_eq(loom_kv_v_offset(&c, 1, 15, 63), (size_t)2 * 16 * 64 - 1);
+    cr_assert_eq(loom_kv_k_offset(&c, 0, 3, 1), (size_t)16 + 3);
+    cr_assert_eq(loom_kv_v_offset(&c, 0, 3, 1), (size_t)3 * 64 + 1);
+    loom_kv_release(kv, 0);
+    cr_assert_eq(loom_kv_free_blocks(kv), 3);
+    cr_assert_eq(loom_kv_capacity(kv, 0), 0);
+    cr_assert(!loom_kv_reserve(kv, 2, 48), "released blocks are reused");
+    cr_assert_eq(loom_kv_free_blocks(kv), 0);
+    loom_kv_free(kv);
+}
