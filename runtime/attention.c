@@ -118,6 +118,23 @@ static float *slice_of(float *scratch, const att_layout *L, int ith) {
     return (float *)((p + 63) & ~(uintptr_t)63);
 }
 
+/* Shell sort (Ciura's gaps): in place, no allocation (qsort may allocate);
+ * items of at most 32 bytes; cmp totally orders the items here, so the
+ * result is deterministic. */
+static void sort_items(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *)) {
+    static const size_t gaps[] = {1750, 701, 301, 132, 57, 23, 10, 4, 1};
+    unsigned char tmp[32], *b = base;
+    for (size_t g = 0; g < sizeof gaps / sizeof gaps[0]; g++) {
+        const size_t gap = gaps[g];
+        for (size_t i = gap; i < n; i++) {
+            memcpy(tmp, b + i * size, size);
+            size_t j = i;
+            for (; j >= gap && cmp(b + (j - gap) * size, tmp) > 0; j -= gap) memcpy(b + j * size, b + (j - gap) * size, size);
+            memcpy(b + j * size, tmp, size);
+        }
+    }
+}
+
 static int cmp_rows(const void *x, const void *y) {
     const row_ref *a = x, *b = y;
     if (a->seq != b->seq) return a->seq < b->seq ? -1 : 1;
@@ -126,6 +143,8 @@ static int cmp_rows(const void *x, const void *y) {
 }
 
 static int64_t unit_cost(const att_unit *u) { return (int64_t)u->len * u->nr * u->nh; }
+
+_Static_assert(sizeof(row_ref) <= 32 && sizeof(att_unit) <= 32, "sort_items moves items of at most 32 bytes");
 
 static int cmp_units(const void *x, const void *y) {
     const att_unit *a = x, *b = y;
@@ -142,7 +161,7 @@ static int cmp_units(const void *x, const void *y) {
  * most NQM queries, most expensive first. Returns the number of units. */
 static int plan_units(const loom_attention_args *a, row_ref *rows, int32_t *heads, att_unit *units) {
     for (int i = 0; i < a->n; i++) rows[i] = (row_ref){a->seq[i], a->pos[i], i};
-    qsort(rows, (size_t)a->n, sizeof *rows, cmp_rows);
+    sort_items(rows, (size_t)a->n, sizeof *rows, cmp_rows);
     /* heads[0 .. n_kv] offsets, then query heads grouped by KV head */
     int32_t *off = heads, *hq = heads + a->n_kv + 1;
     for (int k = 0; k <= a->n_kv; k++) off[k] = 0;
@@ -167,7 +186,7 @@ static int plan_units(const loom_attention_args *a, row_ref *rows, int32_t *head
             }
         }
     }
-    qsort(units, (size_t)n_units, sizeof *units, cmp_units);
+    sort_items(units, (size_t)n_units, sizeof *units, cmp_units);
     return n_units;
 }
 

@@ -115,7 +115,7 @@ typedef struct {
 } loom_attn_unit;
 
 #define LOOM_ATTN_WORK_FLOATS(hd) \
-    ((size_t)(1 + 2 * LOOM_ATTN_CHUNK) * LOOM_ATTN_NQ_MAX * LOOM_ATTN_TILE + (size_t)(hd) * LOOM_ATTN_TILE)
+    ((size_t)(1 + 2 * LOOM_ATTN_CHUNK) * LOOM_ATTN_NQ_MAX * LOOM_ATTN_TILE + 2 * (size_t)(hd) * LOOM_ATTN_TILE)
 
 void loom_attn_unit_scalar(const loom_attn_unit *u);
 void loom_attn_unit_avx2(const loom_attn_unit *u);   /* head_dim % 8 == 0 */

@@ -217,6 +217,7 @@ typedef struct {
 typedef struct {
     const loom_attn_unit *u;
     int hd, f16, nq;
+    int min_lim;         /* the smallest lim: positions up to it are seen by every query */
     float m[NQM];
     float *lsum, *S, *P; /* (nq, 16) running sums per lane; (CHUNK, nq, 16) scores; probabilities */
 } state;
@@ -233,16 +234,24 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     const __m256i iota0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), iota1 = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
     int nv[LOOM_ATTN_CHUNK] = {0}; /* slots any query sees, per tile */
+    /* every query sees all 16 slots of every tile (all but the causal edge) */
+    int open = tl[ntl - 1].base + TILE - 1 <= st->min_lim;
+    for (int i = 0; i < ntl; i++) open &= tl[i].nt == TILE;
+    if (open)
+        for (int i = 0; i < ntl; i++) nv[i] = TILE;
     for (int j = 0; j < nq; j++) {
         __m256 s[2 * LOOM_ATTN_CHUNK], mx = ninf;
         for (int i = 0; i < ntl; i++) {
-            int c = u->lim[j] - tl[i].base + 1;
-            c = c < 0 ? 0 : c > tl[i].nt ? tl[i].nt : c;
-            nv[i] = c > nv[i] ? c : nv[i];
-            const __m256i cv = _mm256_set1_epi32(c);
             const float *Si = st->S + (size_t)(i * nq + j) * TILE;
-            s[2 * i] = _mm256_blendv_ps(ninf, _mm256_load_ps(Si), _mm256_castsi256_ps(_mm256_cmpgt_epi32(cv, iota0)));
-            s[2 * i + 1] = _mm256_blendv_ps(ninf, _mm256_load_ps(Si + 8), _mm256_castsi256_ps(_mm256_cmpgt_epi32(cv, iota1)));
+            s[2 * i] = _mm256_load_ps(Si), s[2 * i + 1] = _mm256_load_ps(Si + 8);
+            if (!open) {
+                int c = u->lim[j] - tl[i].base + 1;
+                c = c < 0 ? 0 : c > tl[i].nt ? tl[i].nt : c;
+                nv[i] = c > nv[i] ? c : nv[i];
+                const __m256i cv = _mm256_set1_epi32(c);
+                s[2 * i] = _mm256_blendv_ps(ninf, s[2 * i], _mm256_castsi256_ps(_mm256_cmpgt_epi32(cv, iota0)));
+                s[2 * i + 1] = _mm256_blendv_ps(ninf, s[2 * i + 1], _mm256_castsi256_ps(_mm256_cmpgt_epi32(cv, iota1)));
+            }
             mx = _mm256_max_ps(mx, _mm256_max_ps(s[2 * i], s[2 * i + 1]));
         }
         const float mt = hmax8(mx);
@@ -287,6 +296,8 @@ void loom_attn_unit_avx2(const loom_attn_unit *u) {
     st.lsum = u->work, st.S = st.lsum + NQM * TILE, st.P = st.S + LOOM_ATTN_CHUNK * NQM * TILE;
     uint8_t *pack = (uint8_t *)(st.P + LOOM_ATTN_CHUNK * NQM * TILE); /* (hd, 16) keys of a partial tile */
     load_queries(u, hd);
+    st.min_lim = u->lim[0];
+    for (int j = 1; j < nq; j++) st.min_lim = u->lim[j] < st.min_lim ? u->lim[j] : st.min_lim;
     for (int j = 0; j < nq; j++) {
         st.m[j] = -INFINITY;
         _mm256_store_ps(st.lsum + j * TILE, _mm256_setzero_ps());

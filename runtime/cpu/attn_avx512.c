@@ -189,6 +189,7 @@ static const vacc_fn vacc_tab[NQM + 1] = {NULL,    vacc_1,  vacc_2,  vacc_3,  va
 typedef struct {
     const loom_attn_unit *u;
     int hd, bt, f16, nq;
+    int min_lim;         /* the smallest lim: positions up to it are seen by every query */
     float m[NQM];
     float *lsum, *S, *P; /* (nq, 16) running sums per lane; (CHUNK, nq, 16) scores; probabilities */
 } state;
@@ -206,14 +207,21 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     }
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     int nv[LOOM_ATTN_CHUNK] = {0}; /* slots any query sees, per tile */
+    /* every query sees all 16 slots of every tile (all but the causal edge) */
+    int open = tl[ntl - 1].base + TILE - 1 <= st->min_lim;
+    for (int i = 0; i < ntl; i++) open &= tl[i].nt == TILE;
+    if (open)
+        for (int i = 0; i < ntl; i++) nv[i] = TILE;
     for (int j = 0; j < nq; j++) {
         __m512 s[LOOM_ATTN_CHUNK], mx = ninf;
         for (int i = 0; i < ntl; i++) {
-            int c = u->lim[j] - tl[i].base + 1;
-            c = c < 0 ? 0 : c > tl[i].nt ? tl[i].nt : c;
-            nv[i] = c > nv[i] ? c : nv[i];
-            const __mmask16 vm = (__mmask16)(c >= 16 ? 0xffffu : (1u << c) - 1u);
-            s[i] = _mm512_mask_blend_ps(vm, ninf, _mm512_load_ps(st->S + (size_t)(i * nq + j) * TILE));
+            s[i] = _mm512_load_ps(st->S + (size_t)(i * nq + j) * TILE);
+            if (!open) {
+                int c = u->lim[j] - tl[i].base + 1;
+                c = c < 0 ? 0 : c > tl[i].nt ? tl[i].nt : c;
+                nv[i] = c > nv[i] ? c : nv[i];
+                s[i] = _mm512_mask_blend_ps((__mmask16)(c >= 16 ? 0xffffu : (1u << c) - 1u), ninf, s[i]);
+            }
             mx = _mm512_max_ps(mx, s[i]);
         }
         const float mt = _mm512_reduce_max_ps(mx);
@@ -248,6 +256,8 @@ void loom_attn_unit_avx512(const loom_attn_unit *u) {
     const size_t es = st.f16 ? 2 : 4, head_bytes = (size_t)hd * bt * es;
     st.lsum = u->work, st.S = st.lsum + NQM * TILE, st.P = st.S + LOOM_ATTN_CHUNK * NQM * TILE;
     load_queries(u, hd);
+    st.min_lim = u->lim[0];
+    for (int j = 1; j < nq; j++) st.min_lim = u->lim[j] < st.min_lim ? u->lim[j] : st.min_lim;
     for (int j = 0; j < nq; j++) st.m[j] = -INFINITY, _mm512_store_ps(st.lsum + (size_t)j * TILE, _mm512_setzero_ps());
     memset(u->acc, 0, (size_t)nq * hd * sizeof(float));
     tile tl[LOOM_ATTN_CHUNK];

@@ -1,6 +1,7 @@
 /* runtime/cpu/attn_scalar.c — one attention work unit in plain C (the
  * reference level; see runtime/attention.h): tiles of 16 key positions,
- * online softmax in base 2 with libm's exp2f. */
+ * each converted to float once for all the unit's queries; online softmax
+ * in base 2 per tile with libm's exp2f. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "../quant.h"
 
 #define TILE LOOM_ATTN_TILE
+#define NQM LOOM_ATTN_NQ_MAX
 
 static inline float kv_elem(const void *base, size_t i, int f16) {
     return f16 ? loom_f16_to_f32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
@@ -18,9 +20,11 @@ void loom_attn_unit_scalar(const loom_attn_unit *u) {
     const loom_kv_config *kc = loom_kv_config_of(u->kv);
     const int hd = kc->head_dim, bt = kc->block_tokens, nq = u->nq, f16 = kc->type == LOOM_TYPE_F16;
     const size_t head_bytes = (size_t)hd * bt * (f16 ? 2 : 4);
-    float *P = u->work; /* (nq, TILE) scores, then probabilities */
+    float *P = u->work;              /* (nq, TILE) scores, then probabilities */
+    float *kt = P + NQM * TILE;      /* (hd, TILE) keys of the tile */
+    float *vt = kt + (size_t)hd * TILE; /* (TILE, hd) values of the tile */
     for (int j = 0; j < nq; j++)
-        for (int d = 0; d < hd; d++) u->q[(size_t)d * LOOM_ATTN_NQ_MAX + j] = u->qp[j][d] * u->qscale;
+        for (int d = 0; d < hd; d++) u->q[(size_t)d * NQM + j] = u->qp[j][d] * u->qscale;
     for (int j = 0; j < nq; j++) u->m[j] = -INFINITY, u->l[j] = 0.0f;
     memset(u->acc, 0, (size_t)nq * hd * sizeof(float));
     for (int p0 = u->p_begin; p0 < u->p_end; p0 += bt) {
@@ -30,6 +34,10 @@ void loom_attn_unit_scalar(const loom_attn_unit *u) {
         for (int t0 = 0; t0 < bt && p0 + t0 < u->p_end; t0 += TILE) {
             int nt = bt - t0 < TILE ? bt - t0 : TILE;
             if (nt > u->p_end - p0 - t0) nt = u->p_end - p0 - t0;
+            for (int d = 0; d < hd; d++)
+                for (int t = 0; t < nt; t++) kt[d * TILE + t] = kv_elem(kb, (size_t)d * bt + t0 + t, f16);
+            for (int t = 0; t < nt; t++)
+                for (int d = 0; d < hd; d++) vt[t * hd + d] = kv_elem(vb, (size_t)(t0 + t) * hd + d, f16);
             int nv = 0; /* slots any query sees */
             for (int j = 0; j < nq; j++) {
                 float *s = P + (size_t)j * TILE;
@@ -37,8 +45,10 @@ void loom_attn_unit_scalar(const loom_attn_unit *u) {
                 c = c < 0 ? 0 : c > nt ? nt : c;
                 nv = c > nv ? c : nv;
                 for (int t = 0; t < TILE; t++) s[t] = 0.0f;
-                for (int d = 0; d < hd; d++)
-                    for (int t = 0; t < c; t++) s[t] += u->q[(size_t)d * LOOM_ATTN_NQ_MAX + j] * kv_elem(kb, (size_t)d * bt + t0 + t, f16);
+                for (int d = 0; d < hd; d++) {
+                    const float q = u->q[(size_t)d * NQM + j];
+                    for (int t = 0; t < c; t++) s[t] += q * kt[d * TILE + t];
+                }
                 float mt = -INFINITY;
                 for (int t = 0; t < c; t++) mt = s[t] > mt ? s[t] : mt;
                 if (mt > u->m[j]) {
@@ -53,12 +63,11 @@ void loom_attn_unit_scalar(const loom_attn_unit *u) {
                 }
                 for (int t = c; t < TILE; t++) s[t] = 0.0f;
             }
-            for (int t = 0; t < nv; t++) {
-                const size_t vrow = (size_t)(t0 + t) * hd;
-                for (int j = 0; j < nq; j++) {
+            for (int j = 0; j < nq; j++) {
+                float *acc = u->acc + (size_t)j * hd;
+                for (int t = 0; t < nv; t++) {
                     const float p = P[(size_t)j * TILE + t];
-                    float *acc = u->acc + (size_t)j * hd;
-                    for (int d = 0; d < hd; d++) acc[d] += p * kv_elem(vb, vrow + d, f16);
+                    for (int d = 0; d < hd; d++) acc[d] += p * vt[t * hd + d];
                 }
             }
         }
