@@ -94,7 +94,8 @@ static size_t up16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 static att_layout layout_of(int n_q, int n_kv, int hd, int max_rows) {
     att_layout L;
-    size_t units = (size_t)(max_rows > 0 ? max_rows : 1) * (size_t)(n_q > 0 ? n_q : 1), o = 0;
+    /* units <= rows × Σ_k ceil(G_k / NQM) <= rows × (n_kv + ceil(n_q / NQM)) (plan_units) */
+    size_t units = (size_t)(max_rows > 0 ? max_rows : 1) * ((size_t)n_kv + ((size_t)n_q + NQM - 1) / NQM), o = 0;
     L.rows = o, o += up16((size_t)max_rows * sizeof(row_ref) / sizeof(float));
     L.heads = o, o += up16((size_t)n_q + (size_t)n_kv + 1);
     L.units = o, o += up16(units * sizeof(att_unit) / sizeof(float));

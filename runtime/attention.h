@@ -7,8 +7,8 @@
  * nothing and cannot fail (shapes are the caller's contract, as in
  * kernels.h).
  *
- * How compute works (flash attention on the CPU, as llama.cpp's and vLLM's
- * CPU kernels do):
+ * How compute works (the FlashAttention and flash-decoding schemes, on CPU
+ * registers):
  *   - Work unit = (sequence, KV head, chunk of that sequence's rows): all
  *     query heads of the GQA group and up to LOOM_ATTN_NQ_MAX (row, head)
  *     queries share every K/V tile the unit loads. Rows are grouped by
@@ -28,7 +28,10 @@
  *     (flash-decoding): out = sum_p 2^(m_p-M) acc_p / sum_p 2^(m_p-M) l_p.
  * Every query's result is independent of which other rows share the batch
  * or its unit (same operations in the same order); only the split into
- * parts, which depends on the thread count, changes the rounding.
+ * parts, which depends on the thread count, changes the rounding. As in
+ * GPU flash attention, a query multiplies the values of positions a unit
+ * mate sees but it does not by a weight of 0: an infinite value there
+ * (an F16 overflow) would make it NaN.
  *
  * Accuracy: float arithmetic throughout; exp2 is a degree-6 polynomial on
  * [-1/2, 1/2] with exact scaling by 2^n, relative error <= 1.2e-7 (about one

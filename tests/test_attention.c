@@ -270,6 +270,23 @@ Test(attention, long_context_decode_split) {
     }
 }
 
+/* One KV head (one unit per row): 2 and 3 threads split the key range into
+ * 2 and 3 parts; with blocks of 2048 positions a part can be empty. */
+Test(attention, split_parts_and_empty_parts) {
+    static const int bts[] = {16, 2048};
+    for (size_t b = 0; b < sizeof bts / sizeof bts[0]; b++) {
+        cache_fx f;
+        fx_create(&f, 4, 1, 128, bts[b], LOOM_TYPE_F16, 2, 4100);
+        int want[2] = {4100, 0};
+        fx_reserve(&f, want);
+        fx_fill(&f, 0, 0, 4100);
+        int32_t seq[2] = {0, 0}, pos[2] = {4099, 2047};
+        check_batch(&f, 0, 1, seq, pos, 2.0f, "one-unit decode");
+        check_batch(&f, 0, 1, seq + 1, pos + 1, 2.0f, "one-unit decode at a block end");
+        fx_free(&f);
+    }
+}
+
 /* A query's result does not depend on the rows batched with it (one thread,
  * no split): bit-identical outputs. */
 Test(attention, batch_invariant) {
