@@ -6,12 +6,15 @@
  *
  *   cc -O2 -I runtime tests/bench_attention.c build/libloomrt.a -lm -lpthread -o build/bench_attention
  *   build/bench_attention [-i ISA] [-t THREADS] [--case decode|prefill] [--kv f16|f32] [--hd 64]
- *                         [--nq 9] [--nkv 3] [--bt 16] [--ms MS] [--json FILE]
+ *                         [--nq 9] [--nkv 3] [--bt 16] [--layers 1] [--ms MS] [--json FILE]
  *
  * Default shape: SmolLM2-135M (9 query heads, 3 KV heads, head size 64),
  * F16 KV, blocks of 16 tokens handed out in a scrambled order. Each figure is
  * the best single call over about --ms milliseconds of repeated calls (one
- * layer's attention; robust to a busy machine). Prints a table; --json FILE
+ * layer's attention; robust to a busy machine). With --layers L the cache
+ * holds L layers and successive calls read successive layers, so a long
+ * context comes from memory rather than from the L2/L3 caches, as in a real
+ * decode step. Prints a table; --json FILE
  * writes the same rows as JSON.
  */
 #include <math.h>
@@ -40,7 +43,7 @@ static float frand(void) {
 }
 
 typedef struct {
-    int n_q, n_kv, hd, bt;
+    int n_q, n_kv, hd, bt, layers;
     loom_type type;
     double budget_s;
 } shape;
@@ -49,7 +52,7 @@ typedef struct {
  * pos0..pos0+n-1 (the cache holds positions 0..pos0+n-1). */
 static double bench_case(const shape *s, loom_pool *pool, int ctx, int n) {
     int bt = s->bt, nblk = (ctx + bt - 1) / bt;
-    loom_kv_config kc = {.n_layers = 1, .n_kv_heads = s->n_kv, .head_dim = s->hd, .type = s->type,
+    loom_kv_config kc = {.n_layers = s->layers, .n_kv_heads = s->n_kv, .head_dim = s->hd, .type = s->type,
                          .block_tokens = bt, .n_blocks = nblk + nblk / 2 + 1, .max_seqs = 2, .max_ctx = ctx};
     loom_kv_cache *kv;
     loom_status st = loom_kv_create(&kc, &kv);
@@ -71,9 +74,11 @@ static double bench_case(const shape *s, loom_pool *pool, int ctx, int n) {
     for (int p0 = 0; p0 < ctx; p0 += chunk) {
         int m = ctx - p0 < chunk ? ctx - p0 : chunk;
         for (int i = 0; i < m; i++) pos[i] = p0 + i;
-        for (int i = 0; i < m * kvdim; i++) k[i] = frand(), v[i] = frand();
-        loom_attention_args a = {kv, 0, m, pos, seq, s->n_q, s->n_kv, s->hd, q_to_kv, q, k, v, out};
-        loom_attention_store(&a);
+        for (int l = 0; l < s->layers; l++) {
+            for (int i = 0; i < m * kvdim; i++) k[i] = frand(), v[i] = frand();
+            loom_attention_args a = {kv, l, m, pos, seq, s->n_q, s->n_kv, s->hd, q_to_kv, q, k, v, out};
+            loom_attention_store(&a);
+        }
     }
     for (int i = 0; i < n; i++) pos[i] = ctx - n + i;
     loom_attention_args a = {kv, 0, n, pos, seq, s->n_q, s->n_kv, s->hd, q_to_kv, q, k, v, out};
@@ -81,7 +86,9 @@ static double bench_case(const shape *s, loom_pool *pool, int ctx, int n) {
     float *scratch = malloc(sizeof(float) * sf * (size_t)loom_pool_size(pool));
     loom_attention_compute(&a, pool, scratch); /* warm-up */
     double best = 1e30, t0 = now_s();
+    int layer = 0;
     do {
+        a.layer = layer = (layer + 1) % s->layers; /* with --layers, each call reads another layer's cache */
         double t = now_s();
         loom_attention_compute(&a, pool, scratch);
         t = now_s() - t;
@@ -100,7 +107,7 @@ static double bench_case(const shape *s, loom_pool *pool, int ctx, int n) {
 }
 
 int main(int argc, char **argv) {
-    shape s = {.n_q = 9, .n_kv = 3, .hd = 64, .bt = 16, .type = LOOM_TYPE_F16, .budget_s = 0.3};
+    shape s = {.n_q = 9, .n_kv = 3, .hd = 64, .bt = 16, .layers = 1, .type = LOOM_TYPE_F16, .budget_s = 0.3};
     int isa_lo = 0, isa_hi = (int)loom_isa_detect(), th_lo = 1, th_hi = 2;
     const char *json = NULL, *only = NULL;
     for (int i = 1; i < argc; i++) {
@@ -115,6 +122,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--nq")) s.n_q = atoi(v);
         else if (!strcmp(a, "--nkv")) s.n_kv = atoi(v);
         else if (!strcmp(a, "--bt")) s.bt = atoi(v);
+        else if (!strcmp(a, "--layers")) s.layers = atoi(v);
         else if (!strcmp(a, "--ms")) s.budget_s = atof(v) / 1000.0;
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--case")) only = v;
@@ -124,8 +132,8 @@ int main(int argc, char **argv) {
     FILE *jf = json ? fopen(json, "w") : NULL;
     if (jf) fprintf(jf, "[\n");
     int first = 1;
-    printf("# %d query heads, %d KV heads, head size %d, %s KV, blocks of %d; best call, one layer\n", s.n_q, s.n_kv,
-           s.hd, s.type == LOOM_TYPE_F32 ? "f32" : "f16", s.bt);
+    printf("# %d query heads, %d KV heads, head size %d, %s KV, blocks of %d, %d layer(s); best call, one layer\n",
+           s.n_q, s.n_kv, s.hd, s.type == LOOM_TYPE_F32 ? "f32" : "f16", s.bt, s.layers);
     printf("%-7s %-7s %3s %6s %6s %11s %13s\n", "isa", "case", "thr", "ctx", "rows", "time_us", "rows_per_s");
     static const int dec_ctx[] = {64, 256, 1024, 4096};
     static const int pre_rows[] = {128, 512};
