@@ -33,6 +33,13 @@
  * mate sees but it does not by a weight of 0: an infinite value there
  * (an F16 overflow) would make it NaN.
  *
+ * Speed (tests/bench_attention.c; SmolLM2's 9 query / 3 KV heads of 64, F16
+ * cache, blocks of 16; one layer on one Sapphire Rapids core, AVX-512):
+ * decode at 4096 positions 156 us with the cache in L2/L3, 324 us from DRAM
+ * (bandwidth-bound; 67 and 161 us on 2 threads); prefill of 512 rows
+ * 3.1 ms, ~60% of the core's FMA peak (1.7 ms on 2 threads). The scalar
+ * level is ~50x slower than AVX-512 at prefill.
+ *
  * Accuracy: float arithmetic throughout; exp2 is a degree-6 polynomial on
  * [-1/2, 1/2] with exact scaling by 2^n, relative error <= 1.2e-7 (about one
  * float ulp; the scalar level uses libm's exp2f). Results differ between
