@@ -7,9 +7,13 @@
  * Tolerances (stated once, used everywhere):
  *  - argmax equal at every position of prompt + 64 greedy tokens, except
  *    near ties: reference top-2 within EPS and loom's pick within EPS of the
- *    reference top, EPS = 0.15σ where σ is the standard deviation of the
- *    reference's logits (≈ 0.5 logits for SmolLM2, ≈ 0.15 for the flat random
- *    llama model);
+ *    reference top, EPS = 0.3σ where σ is the standard deviation of the
+ *    reference's last-position logits (≈ 1 logit for SmolLM2, ≈ 0.3 for the
+ *    flat random llama model). Why 0.3σ: with 8-bit activations any change of
+ *    summation order moves logits; loom's AVX2 kernels against its own
+ *    AVX-512 ones change a top-2 gap by up to 0.29σ on the long case (and
+ *    flip an argmax at a 0.19σ gap), so gaps of that order can flip between
+ *    two correct implementations;
  *  - last prompt position: logits equal up to a common shift, max deviation
  *    over the reference top-40 <= MAX_DEV and RMS over the vocabulary
  *    <= RMS_DEV, both in units of the reference logits' standard deviation
@@ -25,7 +29,7 @@
 #include "engine.h"
 #include "reference.h"
 
-#define EPS_SIGMA 0.15f
+#define EPS_SIGMA 0.3f
 #define MAX_DEV 0.25f /* σ */
 #define RMS_DEV 0.08f /* σ */
 
