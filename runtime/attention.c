@@ -17,25 +17,6 @@
 #define PART_SLOTS 4   /* flash-decoding partial results per thread of scratch */
 #define SPLIT_MIN 256  /* key positions per part at least (shorter parts do not pay) */
 
-/* ------------------------------------------------------------ old helpers */
-
-void loom_attn_scores(loom_type kv, const float *q, const void *k, int n, int hd, float scale, float *scores) {
-    for (int t = 0; t < n; t++) {
-        float s = 0.0f;
-        for (int i = 0; i < hd; i++)
-            s += q[i] * (kv == LOOM_TYPE_F32 ? ((const float *)k)[(size_t)t * hd + i]
-                                             : loom_f16_to_f32(((const uint16_t *)k)[(size_t)t * hd + i]));
-        scores[t] = s * scale;
-    }
-}
-
-void loom_attn_accum(loom_type kv, const float *p, const void *v, int n, int hd, float *out) {
-    for (int t = 0; t < n; t++)
-        for (int i = 0; i < hd; i++)
-            out[i] += p[t] * (kv == LOOM_TYPE_F32 ? ((const float *)v)[(size_t)t * hd + i]
-                                                  : loom_f16_to_f32(((const uint16_t *)v)[(size_t)t * hd + i]));
-}
-
 /* ------------------------------------------------------------ store */
 
 void loom_attention_store(const loom_attention_args *a) {

@@ -85,12 +85,6 @@ void loom_attention_compute(const loom_attention_args *a, loom_pool *pool, float
  * up to max_rows rows (nondecreasing in max_rows). */
 size_t loom_attention_scratch_floats(const loom_kv_config *kc, int n_q, int n_kv, int head_dim, int max_rows);
 
-/* Old per-block helpers over row-major (n, hd) keys/values; scalar, used
- * only by tests/test_runtime.c (remove with that test).
- * scores[t] = scale · dot(q, K[t]); out[0..hd) += Σ_t p[t] · V[t]. */
-void loom_attn_scores(loom_type kv, const float *q, const void *k, int n, int hd, float scale, float *scores);
-void loom_attn_accum(loom_type kv, const float *p, const void *v, int n, int hd, float *out);
-
 /* ------------------------------------------------ kernels (runtime/cpu/attn_*.c)
  *
  * One work unit: nq queries attending to key positions [p_begin, p_end) of

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attention.h"
 #include "kernels.h"
 #include "kv_cache.h"
 #include "ops.h"
@@ -215,45 +214,6 @@ Test(threadpool, split_range_covers_once_on_alignment) {
             }
             cr_assert_eq(next, n);
         }
-}
-
-/* ------------------------------------------------------------ attention */
-
-Test(attention, every_isa_matches_the_reference) {
-    enum { HD = 64, N = 13 };
-    float q[HD], k32[N * HD], v32[N * HD], p[N];
-    uint16_t k16[N * HD], v16[N * HD];
-    for (int i = 0; i < HD; i++) q[i] = sinf((float)i);
-    for (int i = 0; i < N * HD; i++) {
-        k16[i] = loom_f32_to_f16(cosf((float)i * 0.37f));
-        v16[i] = loom_f32_to_f16(sinf((float)i * 0.11f));
-        k32[i] = loom_f16_to_f32(k16[i]);
-        v32[i] = loom_f16_to_f32(v16[i]);
-    }
-    for (int t = 0; t < N; t++) p[t] = 1.0f / (t + 1);
-    double ref_s[N], ref_o[HD] = {0};
-    for (int t = 0; t < N; t++) {
-        double s = 0;
-        for (int i = 0; i < HD; i++) s += (double)q[i] * k32[t * HD + i];
-        ref_s[t] = s * 0.125;
-        for (int i = 0; i < HD; i++) ref_o[i] += (double)p[t] * v32[t * HD + i];
-    }
-    loom_isa best = loom_isa_detect();
-    for (int isa = 0; isa <= (int)best; isa++) {
-        cr_assert(!loom_isa_set((loom_isa)isa));
-        for (int f16 = 0; f16 < 2; f16++) {
-            float s[N], o[HD];
-            memset(o, 0, sizeof o);
-            loom_type t = f16 ? LOOM_TYPE_F16 : LOOM_TYPE_F32;
-            loom_attn_scores(t, q, f16 ? (const void *)k16 : k32, N, HD, 0.125f, s);
-            loom_attn_accum(t, p, f16 ? (const void *)v16 : v32, N, HD, o);
-            for (int i = 0; i < N; i++)
-                cr_assert_float_eq(s[i], ref_s[i], 1e-4, "%s %s score %d", loom_isa_name((loom_isa)isa), f16 ? "f16" : "f32", i);
-            for (int i = 0; i < HD; i++)
-                cr_assert_float_eq(o[i], ref_o[i], 1e-4, "%s %s out %d", loom_isa_name((loom_isa)isa), f16 ? "f16" : "f32", i);
-        }
-    }
-    cr_assert(!loom_isa_set(best));
 }
 
 /* ------------------------------------------------------------ ops */
