@@ -8,6 +8,7 @@
 #include "kernels.h"
 #include "ops.h"
 #include "quant.h"
+#include "rowops.h"
 
 #define MM_MAX_JOBS 3
 #define ROW_ALIGN 16 /* rows per thread are a multiple of this (kernel tiles) */
@@ -60,18 +61,62 @@ static void mm_worker(void *ctx, int ith, int nth) {
     }
 }
 
-/* y_j (n, rows_j) = m_j · x for up to three matrices sharing the input x (n, k). */
-static void matmuls(loom_forward *f, const float *x, int n, int n_jobs, const loom_mat *const *m, float *const *y) {
+/* What a matmul group does to its input rows before quantizing them: an
+ * RMSNorm of the residual stream, or the SwiGLU of gate and up. */
+typedef struct {
+    loom_forward *f;
+    int n;
+    const float *src;       /* (n, k) input rows */
+    float *dst;             /* (n, k) where the prepared rows go (may be src) */
+    const float *norm;      /* (k) RMSNorm weight, or NULL */
+    const float *up;        /* (n, k) SwiGLU: dst = silu(src) · up, or NULL */
+    int n_quant;            /* activation formats to fill */
+    const loom_mat *qm[MM_MAX_JOBS];
+    uint8_t *qdst[MM_MAX_JOBS];
+} prep_task;
+
+static void prep_rows(const prep_task *t, int r0, int r1) {
+    const loom_model_config *c = &t->f->w->cfg;
+    int k = (int)t->qm[0]->cols;
+    for (int r = r0; r < r1; r++) {
+        const float *in = t->src + (size_t)r * k;
+        float *row = t->dst + (size_t)r * k;
+        if (t->norm) loom_row_rmsnorm(row, in, t->norm, k, c->norm_eps);
+        else if (t->up) loom_row_swiglu(row, t->up + (size_t)r * k, k);
+        for (int j = 0; j < t->n_quant; j++) {
+            const loom_mat *m = t->qm[j];
+            loom_act_quantize(m->type, row, t->qdst[j] + (size_t)r * loom_act_row_bytes(m->type, k), k);
+        }
+    }
+}
+
+static void prep_worker(void *ctx, int ith, int nth) {
+    const prep_task *t = ctx;
+    int64_t r0, r1;
+    loom_split_range(t->n, 1, ith, nth, &r0, &r1);
+    prep_rows(t, (int)r0, (int)r1);
+}
+
+/* y_j (n, rows_j) = m_j · prep(x) for up to three matrices sharing the input
+ * rows x (n, k): the rows are prepared (normed, or SwiGLU'd with `up`) into
+ * `dst`, quantized once per activation format, then multiplied. Rows are
+ * spread over the pool for both phases when there are several. */
+static void matmuls(loom_forward *f, const float *x, float *dst, const float *norm, const float *up, int n,
+                    int n_jobs, const loom_mat *const *m, float *const *y) {
     mm_task t = {.n_jobs = n_jobs, .n = n};
+    prep_task p = {f, n, x, dst, norm, up, 0, {0}, {0}};
     for (int j = 0; j < n_jobs; j++) {
         int slot = j;
         for (int i = 0; i < j && slot == j; i++)
             if (m[i]->type == m[j]->type && m[i]->cols == m[j]->cols) slot = i; /* same activations: quantize once */
-        size_t stride = loom_act_row_bytes(m[j]->type, m[j]->cols);
-        if (slot == j)
-            for (int r = 0; r < n; r++) loom_act_quantize(m[j]->type, x + (size_t)r * m[j]->cols, f->act[j] + r * stride, m[j]->cols);
-        t.jobs[j] = (mm_job){m[j], f->act[slot], stride, y[j], m[j]->rows};
+        if (slot == j) {
+            p.qm[p.n_quant] = m[j];
+            p.qdst[p.n_quant++] = f->act[j];
+        }
+        t.jobs[j] = (mm_job){m[j], f->act[slot], loom_act_row_bytes(m[j]->type, m[j]->cols), y[j], m[j]->rows};
     }
+    if (n >= 2 && loom_pool_size(f->pool) > 1) loom_pool_run(f->pool, prep_worker, &p);
+    else prep_rows(&p, 0, n);
     loom_pool_run(f->pool, mm_worker, &t);
 }
 
@@ -200,11 +245,6 @@ loom_status loom_forward_embed(loom_forward *f, const loom_batch *b) {
     return NULL;
 }
 
-static void norm_rows(loom_forward *f, int n, const float *weight) {
-    int dim = f->w->cfg.dim;
-    for (int i = 0; i < n; i++)
-        loom_rmsnorm_row(f->xn + (size_t)i * dim, f->x + (size_t)i * dim, weight, dim, f->w->cfg.norm_eps);
-}
 
 loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch *b, float *partial) {
     const loom_weights *w = f->w;
@@ -216,10 +256,9 @@ loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch 
     int ll = layer - w->shard.layer_begin, n = b->n, hd = c->head_dim;
     const loom_layer *L = &w->layers[ll];
 
-    norm_rows(f, n, L->attn_norm);
     const loom_mat *m[3] = {&L->wq, &L->wk, &L->wv};
     float *y[3] = {f->q, f->k, f->v};
-    matmuls(f, f->xn, n, 3, m, y);
+    matmuls(f, f->x, f->xn, L->attn_norm, NULL, n, 3, m, y);
 
     for (int i = 0; i < n; i++) {
         float *qi = f->q + (size_t)i * f->qdim, *ki = f->k + (size_t)i * f->kvdim, *vi = f->v + (size_t)i * f->kvdim;
@@ -237,22 +276,19 @@ loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch 
 
     const loom_mat *mo[1] = {&L->wo};
     float *yo[1] = {partial};
-    matmuls(f, f->att, n, 1, mo, yo);
+    matmuls(f, f->att, f->att, NULL, NULL, n, 1, mo, yo);
     return NULL;
 }
 
 void loom_forward_mlp(loom_forward *f, int layer, int n, float *partial) {
     const loom_weights *w = f->w;
     const loom_layer *L = &w->layers[layer - w->shard.layer_begin];
-    norm_rows(f, n, L->ffn_norm);
     const loom_mat *m[2] = {&L->w_gate, &L->w_up};
     float *y[2] = {f->gate, f->up};
-    matmuls(f, f->xn, n, 2, m, y);
-    for (int i = 0; i < n; i++)
-        loom_swiglu_row(f->gate + (size_t)i * w->n_ffn, f->up + (size_t)i * w->n_ffn, (int)w->n_ffn);
+    matmuls(f, f->x, f->xn, L->ffn_norm, NULL, n, 2, m, y);
     const loom_mat *md[1] = {&L->w_down};
     float *yd[1] = {partial};
-    matmuls(f, f->gate, n, 1, md, yd);
+    matmuls(f, f->gate, f->gate, NULL, f->up, n, 1, md, yd);
 }
 
 void loom_forward_add(loom_forward *f, int n, const float *partial) {
@@ -263,15 +299,12 @@ void loom_forward_add(loom_forward *f, int n, const float *partial) {
 int loom_forward_logits(loom_forward *f, const loom_batch *b, float *logits) {
     const loom_weights *w = f->w;
     int dim = w->cfg.dim, n_out = 0;
-    for (int i = 0; i < b->n; i++) {
-        if (!b->logits[i]) continue;
-        loom_rmsnorm_row(f->xn + (size_t)n_out * dim, f->x + (size_t)i * dim, w->out_norm, dim, w->cfg.norm_eps);
-        n_out++;
-    }
+    for (int i = 0; i < b->n; i++) /* gather the rows that want logits */
+        if (b->logits[i]) memcpy(f->xn + (size_t)n_out++ * dim, f->x + (size_t)i * dim, (size_t)dim * sizeof(float));
     if (n_out) {
         const loom_mat *m[1] = {&w->lm_head};
         float *y[1] = {logits};
-        matmuls(f, f->xn, n_out, 1, m, y);
+        matmuls(f, f->xn, f->xn, w->out_norm, NULL, n_out, 1, m, y);
     }
     return n_out;
 }

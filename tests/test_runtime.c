@@ -255,3 +255,37 @@ Test(sampler, argmax_lowest_index_any_length) {
     x[2] = -0.5f;
     cr_assert_eq(loom_argmax(x, 3), 2);
 }
+
+/* ------------------------------------------------------------ row ops */
+
+#include "rowops.h"
+
+Test(rowops, every_isa_matches_ops_h) {
+    enum { N = 1541 }; /* odd: tails on every ISA */
+    static float x[N], w[N], g[N], u[N], ref[N], out[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = sinf(i * 0.37f) * (i % 97 == 0 ? 60.0f : 2.0f);
+        w[i] = 1.0f + 0.1f * cosf((float)i);
+        g[i] = i < 8 ? (float[]){-200, -100, -88.5f, -20, 0, 20, 88.5f, 100}[i] : cosf(i * 0.11f) * 6;
+        u[i] = sinf(i * 0.05f) + 0.5f;
+    }
+    loom_isa best = loom_isa_detect();
+    for (int isa = 0; isa <= (int)best; isa++) {
+        cr_assert(!loom_isa_set((loom_isa)isa));
+        for (int n = 1; n <= N; n += n < 40 ? 1 : 97) {
+            loom_rmsnorm_row(ref, x, w, n, 1e-5f);
+            loom_row_rmsnorm(out, x, w, n, 1e-5f);
+            for (int i = 0; i < n; i++)
+                cr_assert(fabsf(out[i] - ref[i]) <= 2e-6f * fabsf(ref[i]) + 1e-30f, "%s rmsnorm n %d [%d]: %g vs %g",
+                          loom_isa_name((loom_isa)isa), n, i, out[i], ref[i]);
+            memcpy(ref, g, sizeof(float) * n);
+            memcpy(out, g, sizeof(float) * n);
+            loom_swiglu_row(ref, u, n);
+            loom_row_swiglu(out, u, n);
+            for (int i = 0; i < n; i++)
+                cr_assert(fabsf(out[i] - ref[i]) <= 1e-6f * fabsf(ref[i]) + 1e-30f, "%s swiglu n %d [%d] (g=%g): %g vs %g",
+                          loom_isa_name((loom_isa)isa), n, i, g[i], out[i], ref[i]);
+        }
+    }
+    cr_assert(!loom_isa_set(best));
+}

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../attention.h"
+#include "vmath.h"
 
 #define TILE LOOM_ATTN_TILE
 #define NQM LOOM_ATTN_NQ_MAX
@@ -37,33 +38,12 @@ void loom_attn_f16_row_avx2(const float *src, uint16_t *dst, int n) {
     }
 }
 
-/* 2^x: n = round(x), f = x - n in [-1/2, 1/2] (exact), 2^f by a degree-6
- * polynomial (relative error <= 1.1e-7 with FMA Horner), times 2^n through
- * the exponent bits. 0 for x < -126 (and -inf); NaN stays NaN. Same
- * polynomial as attn_avx512.c. */
-INLINE __m256 exp2_8(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-126.0f);
-    const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);
-    x = _mm256_max_ps(lo, x); /* NaN in x comes through */
-    const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 f = _mm256_sub_ps(x, n);
-    __m256 p = _mm256_set1_ps(1.534603798063472e-4f);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3400021707639098e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618489071726799e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550328642129898e-2f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.24022646248340607f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.6931471824645996f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
-}
-
 void loom_attn_exp2_avx2(const float *x, float *y, int n) {
     for (int i = 0; i < n; i += 8) {
         float t[8] = {0};
         const int m = n - i < 8 ? n - i : 8;
         memcpy(t, x + i, (size_t)m * sizeof(float));
-        _mm256_storeu_ps(t, exp2_8(_mm256_loadu_ps(t)));
+        _mm256_storeu_ps(t, loom_exp2_8(_mm256_loadu_ps(t)));
         memcpy(y + i, t, (size_t)m * sizeof(float));
     }
 }
@@ -258,7 +238,7 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
         float *lj = st->lsum + (size_t)j * TILE;
         if (mt > st->m[j]) {
             if (st->m[j] != -INFINITY) { /* rescale what was summed under the old max */
-                const __m256 alpha = _mm256_set1_ps(_mm256_cvtss_f32(exp2_8(_mm256_set1_ps(st->m[j] - mt))));
+                const __m256 alpha = _mm256_set1_ps(_mm256_cvtss_f32(loom_exp2_8(_mm256_set1_ps(st->m[j] - mt))));
                 float *acc = u->acc + (size_t)j * hd;
                 for (int d = 0; d < hd; d += 8) _mm256_store_ps(acc + d, _mm256_mul_ps(_mm256_load_ps(acc + d), alpha));
                 _mm256_store_ps(lj, _mm256_mul_ps(_mm256_load_ps(lj), alpha));
@@ -270,7 +250,7 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
         const __m256 mj = _mm256_set1_ps(st->m[j]);
         for (int i = 0; i < ntl; i++) {
             __m256 p0 = _mm256_setzero_ps(), p1 = _mm256_setzero_ps();
-            if (st->m[j] != -INFINITY) p0 = exp2_8(_mm256_sub_ps(s[2 * i], mj)), p1 = exp2_8(_mm256_sub_ps(s[2 * i + 1], mj));
+            if (st->m[j] != -INFINITY) p0 = loom_exp2_8(_mm256_sub_ps(s[2 * i], mj)), p1 = loom_exp2_8(_mm256_sub_ps(s[2 * i + 1], mj));
             l0 = _mm256_add_ps(l0, p0), l1 = _mm256_add_ps(l1, p1);
             float *Pi = st->P + (size_t)(i * nq + j) * TILE;
             _mm256_store_ps(Pi, p0), _mm256_store_ps(Pi + 8, p1);

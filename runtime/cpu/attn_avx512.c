@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../attention.h"
+#include "vmath.h"
 
 #define TILE LOOM_ATTN_TILE
 #define NQM LOOM_ATTN_NQ_MAX
@@ -25,32 +26,12 @@
 #define T_OF(nq) ((nq) <= 3 ? 4 : (nq) <= 8 ? 2 : 1)
 #define CB_OF(nq) ((nq) <= 5 ? 4 : (nq) <= 7 ? 3 : (nq) <= 11 ? 2 : 1)
 
-/* 2^x: n = round(x), f = x - n in [-1/2, 1/2] (exact), 2^f by a degree-6
- * polynomial (relative error <= 1.1e-7 with FMA Horner), times 2^n by
- * scalef. 0 for x < -126 (and -inf); NaN stays NaN. Same polynomial as
- * attn_avx2.c. */
-INLINE __m512 exp2_16(__m512 x) {
-    const __m512 lo = _mm512_set1_ps(-126.0f);
-    const __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ);
-    x = _mm512_max_ps(lo, x); /* NaN in x comes through */
-    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 f = _mm512_sub_ps(x, n);
-    __m512 p = _mm512_set1_ps(1.534603798063472e-4f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3400021707639098e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618489071726799e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550328642129898e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022646248340607f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931471824645996f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_maskz_scalef_ps(keep, p, n);
-}
-
 void loom_attn_exp2_avx512(const float *x, float *y, int n) {
     int i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, exp2_16(_mm512_loadu_ps(x + i)));
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, loom_exp2_16(_mm512_loadu_ps(x + i)));
     if (i < n) {
         const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
-        _mm512_mask_storeu_ps(y + i, k, exp2_16(_mm512_maskz_loadu_ps(k, x + i)));
+        _mm512_mask_storeu_ps(y + i, k, loom_exp2_16(_mm512_maskz_loadu_ps(k, x + i)));
     }
 }
 
@@ -228,7 +209,7 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
         float *lj = st->lsum + (size_t)j * TILE;
         if (mt > st->m[j]) {
             if (st->m[j] != -INFINITY) { /* rescale what was summed under the old max */
-                const __m512 alpha = _mm512_set1_ps(_mm512_cvtss_f32(exp2_16(_mm512_set1_ps(st->m[j] - mt))));
+                const __m512 alpha = _mm512_set1_ps(_mm512_cvtss_f32(loom_exp2_16(_mm512_set1_ps(st->m[j] - mt))));
                 float *acc = u->acc + (size_t)j * hd;
                 for (int d = 0; d < hd; d += 16) _mm512_store_ps(acc + d, _mm512_mul_ps(_mm512_load_ps(acc + d), alpha));
                 _mm512_store_ps(lj, _mm512_mul_ps(_mm512_load_ps(lj), alpha));
@@ -238,7 +219,7 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
         __m512 l = _mm512_load_ps(lj);
         const __m512 mj = _mm512_set1_ps(st->m[j]);
         for (int i = 0; i < ntl; i++) {
-            const __m512 p = st->m[j] == -INFINITY ? _mm512_setzero_ps() : exp2_16(_mm512_sub_ps(s[i], mj));
+            const __m512 p = st->m[j] == -INFINITY ? _mm512_setzero_ps() : loom_exp2_16(_mm512_sub_ps(s[i], mj));
             l = _mm512_add_ps(l, p);
             _mm512_store_ps(st->P + (size_t)(i * nq + j) * TILE, p);
         }

@@ -1,0 +1,40 @@
+/* runtime/cpu/rowops_avx2.c — RMSNorm and SwiGLU on 8 floats at a time
+ * (see runtime/rowops.h for the accuracy contract). */
+#include <immintrin.h>
+#include <math.h>
+
+#include "../ops.h"
+#include "../rowops.h"
+#include "vmath.h"
+
+void loom_row_rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
+        a0 = _mm256_fmadd_ps(v0, v0, a0);
+        a1 = _mm256_fmadd_ps(v1, v1, a1);
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_add_ps(a0, a1));
+    float ss = 0;
+    for (int j = 0; j < 8; j++) ss += lanes[j];
+    for (; i < n; i++) ss += x[i] * x[i];
+    float s = 1.0f / sqrtf(ss / (float)n + eps);
+    __m256 scale = _mm256_set1_ps(s);
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), scale), _mm256_loadu_ps(w + i)));
+    for (; i < n; i++) out[i] = x[i] * s * w[i];
+}
+
+void loom_row_swiglu_avx2(float *gate, const float *up, int n) {
+    const __m256 nlog2e = _mm256_set1_ps(-1.4426950408889634f), one = _mm256_set1_ps(1.0f);
+    const __m256 top = _mm256_set1_ps(127.0f); /* loom_exp2_8 has no overflow to inf */
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i), u = _mm256_loadu_ps(up + i);
+        __m256 d = _mm256_add_ps(one, loom_exp2_8(_mm256_min_ps(_mm256_mul_ps(g, nlog2e), top)));
+        _mm256_storeu_ps(gate + i, _mm256_div_ps(_mm256_mul_ps(g, u), d));
+    }
+    for (; i < n; i++) gate[i] = loom_silu(gate[i]) * up[i];
+}

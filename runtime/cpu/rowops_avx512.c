@@ -1,0 +1,40 @@
+/* runtime/cpu/rowops_avx512.c — RMSNorm and SwiGLU on 16 floats at a time
+ * (see runtime/rowops.h for the accuracy contract). */
+#include <immintrin.h>
+#include <math.h>
+
+#include "../rowops.h"
+#include "vmath.h"
+
+void loom_row_rmsnorm_avx512(float *out, const float *x, const float *w, int n, float eps) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
+        a0 = _mm512_fmadd_ps(v0, v0, a0);
+        a1 = _mm512_fmadd_ps(v1, v1, a1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        a0 = _mm512_fmadd_ps(v, v, a0);
+    }
+    float ss = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    __m512 scale = _mm512_set1_ps(1.0f / sqrtf(ss / (float)n + eps));
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), scale);
+        _mm512_mask_storeu_ps(out + i, k, _mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, w + i)));
+    }
+}
+
+void loom_row_swiglu_avx512(float *gate, const float *up, int n) {
+    const __m512 nlog2e = _mm512_set1_ps(-1.4426950408889634f), one = _mm512_set1_ps(1.0f);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 g = _mm512_maskz_loadu_ps(k, gate + i), u = _mm512_maskz_loadu_ps(k, up + i);
+        /* silu(g) = g / (1 + e^-g); e^-g overflowing to inf gives -0, as expf would */
+        __m512 d = _mm512_add_ps(one, loom_exp2_16(_mm512_mul_ps(g, nlog2e)));
+        _mm512_mask_storeu_ps(gate + i, k, _mm512_div_ps(_mm512_mul_ps(g, u), d));
+    }
+}
