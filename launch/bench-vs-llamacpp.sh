@@ -51,6 +51,13 @@ mkdir -p "$cache/dl" "$cache/models" "$work" "$(dirname "$out")"
 
 say() { printf '%s\n' "$*" >&2; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
+# Interference: CPU seconds the whole machine spent busy (all CPUs, from
+# /proc/stat) minus what our own runs used (bash's `times` for children).
+hz=$(getconf CLK_TCK)
+busy_s() { awk -v hz="$hz" '/^cpu /{printf "%.2f\n", ($2+$3+$4+$7+$8+$9)/hz}' /proc/stat; }
+# `times` must run in this shell (not in $(...), a subshell with its own counts)
+kids_snap() { times > "$work/times.$1"; }
+kids_s() { awk 'NR==2{t=0; for(i=1;i<=2;i++){split($i,b,"m"); sub("s","",b[2]); t+=b[1]*60+b[2]} printf "%.2f\n", t}' "$work/times.$1"; }
 
 [ -x "$loom" ] || { say "bench-vs-llamacpp: $loom is missing: run launch/quickstart.sh (or set LOOM=)"; exit 1; }
 
@@ -107,23 +114,30 @@ path_of() { case $1 in default) echo "$default_model" ;; q4k) echo "$q4k" ;; q8)
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 
 # ---------------------------------------------------------------- (c) runs
-runs=$work/runs.tsv # kind model threads round load file command
+runs=$work/runs.tsv # kind model threads round load other-cpu file command
 : > "$runs"
 n=0
 record() { # kind model threads round command...
   local kind=$1 model=$2 th=$3 rnd=$4
   shift 4
   n=$((n + 1))
-  local f=$work/$n-$kind.json l
+  local f=$work/$n-$kind.json l b0 k0 t0 other
   l=$(load)
   say "[$(date +%H:%M:%S) load $l] $*"
+  kids_snap 0
+  b0=$(busy_s) t0=$(date +%s.%N)
   if [ "$kind" = llama ]; then
     "$@" > "$f" 2> "$work/$n.err" || { cat "$work/$n.err" >&2; exit 1; }
   else
     "$@" --json "$f" > "$work/$n.out" 2> "$work/$n.err" || { cat "$work/$n.err" >&2; exit 1; }
     cat "$work/$n.out" >&2
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$model" "$th" "$rnd" "$l" "$f" "$*" >> "$runs"
+  # CPUs' worth of other processes' work during the run (0 = quiet machine)
+  kids_snap 1
+  other=$(awk -v b0="$b0" -v b1="$(busy_s)" -v k0="$(kids_s 0)" -v k1="$(kids_s 1)" -v t0="$t0" -v t1="$(date +%s.%N)" \
+    'BEGIN{o=((b1-b0)-(k1-k0))/(t1-t0); if(o<0)o=0; printf "%.2f", o}')
+  say "    other processes used $other CPUs during the run"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$model" "$th" "$rnd" "$l" "$other" "$f" "$*" >> "$runs"
 }
 
 IFS=, read -r -a tlist <<< "$threads"
@@ -166,9 +180,10 @@ import json, os, platform, statistics as st, sys
 runs_path, out_path, flags, llama_bench = sys.argv[1:5]
 runs = []
 for line in open(runs_path):
-    kind, model, th, rnd, load, f, cmd = line.rstrip("\n").split("\t")
+    kind, model, th, rnd, load, other, f, cmd = line.rstrip("\n").split("\t")
     data = json.load(open(f))
-    runs.append(dict(kind=kind, model=model, threads=int(th), round=int(rnd), load=load, file=f, command=cmd, data=data))
+    runs.append(dict(kind=kind, model=model, threads=int(th), round=int(rnd), load=load, other_cpus=float(other),
+                     file=f, command=cmd, data=data))
 
 def loom_row(d):
     r = d["results"][0]
@@ -198,6 +213,8 @@ for model, th in order:
                loom_tg=mean([x["tg"] for x in lo]), llama_tg=mean([x["tg"] for x in ll]),
                loom_bw_gbs=mean([x["bw"] for x in lo]), membw_gbs=mean([x["membw"] for x in lo]),
                loom_bw_frac=mean([x["frac"] for x in lo]), rounds=len(lo),
+               other_cpus=max([r["other_cpus"] for r in runs if r["kind"] in ("loom", "llama") and r["model"] == model
+                               and r["threads"] == th]),
                loom_pp_rounds=[x["pp"] for x in lo], llama_pp_rounds=[x["pp"] for x in ll],
                loom_tg_rounds=[x["tg"] for x in lo], llama_tg_rounds=[x["tg"] for x in ll])
     row["pp_ratio"] = row["loom_pp"] / row["llama_pp"]
@@ -207,14 +224,16 @@ for model, th in order:
 print()
 print("loom vs llama.cpp (llama-bench), mean over %d round(s) of the means of each run's repetitions" %
       max([r["rounds"] for r in rows] or [0]))
-hdr = "%-18s %3s | %9s %9s %6s | %8s %8s %6s | %s" % ("model", "thr", "pp loom", "pp llama", "ratio",
-                                                      "tg loom", "tg llama", "ratio", "loom decode GB/s (% of measured)")
+hdr = "%-18s %3s | %9s %9s %6s | %8s %8s %6s | %-32s | %s" % (
+    "model", "thr", "pp loom", "pp llama", "ratio", "tg loom", "tg llama", "ratio",
+    "loom decode GB/s (% of measured)", "other CPUs")
 print(hdr)
 print("-" * len(hdr))
 for r in rows:
-    print("%-18s %3d | %9.1f %9.1f %5.2fx | %8.2f %8.2f %5.2fx | %5.1f of %5.1f (%3.0f%%)" % (
+    print("%-18s %3d | %9.1f %9.1f %5.2fx | %8.2f %8.2f %5.2fx | %5.1f of %5.1f (%3.0f%%)%12s | %.2f" % (
         r["name"], r["threads"], r["loom_pp"], r["llama_pp"], r["pp_ratio"], r["loom_tg"], r["llama_tg"],
-        r["tg_ratio"], r["loom_bw_gbs"], r["membw_gbs"], 100 * r["loom_bw_frac"]))
+        r["tg_ratio"], r["loom_bw_gbs"], r["membw_gbs"], 100 * r["loom_bw_frac"], "", r["other_cpus"]))
+print("(other CPUs: the most CPUs' worth of other processes' work during any run of the row; 0 = quiet)")
 
 multi = []
 def tg_of(kind, model, rnd):
@@ -226,6 +245,7 @@ for model in dict.fromkeys(r["model"] for r in runs if r["kind"] in ("tp2", "pp2
     for a, b, what, target in (("tp2", "tp1", "TP=2 (2 ranks x 1 thread) vs 1 rank x 2 threads, decode", 0.9),
                                ("pp2", "pp1", "PP=2 (2 ranks x 1 thread) vs 1 rank x 1 thread, batched decode", 1.7)):
         pairs = []
+        other = max([r["other_cpus"] for r in runs if r["kind"] in (a, b) and r["model"] == model] or [0])
         for rnd in sorted({r["round"] for r in runs if r["kind"] == a and r["model"] == model}):
             x, y = tg_of(a, model, rnd), tg_of(b, model, rnd)
             if x and y:
@@ -238,14 +258,16 @@ for model in dict.fromkeys(r["model"] for r in runs if r["kind"] in ("tp2", "pp2
         multi.append(dict(model=model, name=names.get(model, os.path.basename(model)), what=what, kind=a,
                           sequences=pairs[0][0]["sequences"], cluster_tps=xs, single_tps=ys, ratio=xs / ys,
                           target=target, cluster_rounds=[p[0]["decode_tokens_per_s"]["mean"] for p in pairs],
-                          single_rounds=[p[1]["decode_tokens_per_s"]["mean"] for p in pairs], decode_ranks=comm))
+                          single_rounds=[p[1]["decode_tokens_per_s"]["mean"] for p in pairs], decode_ranks=comm,
+                          other_cpus=other))
 if multi:
     print()
     print("several ranks (loom only; per decoded token: TP collectives / stage transfers / busy, ms, per rank)")
     for m in multi:
         ok = "meets" if m["ratio"] >= m["target"] else "BELOW"
-        print("%-18s %s, %d seq: %.2f vs %.2f tok/s = %.2fx (target >= %.1fx: %s)" % (
-            m["name"], m["what"], m["sequences"], m["cluster_tps"], m["single_tps"], m["ratio"], m["target"], ok))
+        print("%-18s %s, %d seq: %.2f vs %.2f tok/s = %.2fx (target >= %.1fx: %s; other CPUs <= %.2f)" % (
+            m["name"], m["what"], m["sequences"], m["cluster_tps"], m["single_tps"], m["ratio"], m["target"], ok,
+            m["other_cpus"]))
         for k in m["decode_ranks"]:
             print("%22s rank %d (stage %d, tp %d): TP %.3f, transfers %.3f, busy %.3f ms/token, idle %.0f%%" % (
                 "", k["rank"], k["stage"], k["tp_rank"], k["tp_ms_per_token"], k["transfer_ms_per_token"],
@@ -258,6 +280,7 @@ doc = dict(tool="launch/bench-vs-llamacpp.sh", machine=dict(loom_machine, platfo
                           cmake_flags=flags, llama_bench=llama_bench),
            rows=rows, multi_rank=multi,
            runs=[dict(kind=r["kind"], model=r["model"], threads=r["threads"], round=r["round"], load=r["load"],
+                      other_cpus=r["other_cpus"],
                       command=r["command"], output=r["data"]) for r in runs])
 with open(out_path, "w") as f:
     json.dump(doc, f, indent=1)
