@@ -88,7 +88,7 @@ AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, siz
     for (; j + 8 <= k; j += 8) {
         __m256 wv[XM];
         UNROLL for (int r = 0; r < RM; r++) {
-            if (RN == 1 && (j & 15) == 0) LOOM_PREFETCH_NEXT_TILE(w + (RM + r) * ws + j * es, 16 * es);
+            if ((j & 15) == 0) LOOM_PREFETCH_NEXT_TILE(w + (RM + r) * ws + j * es, 16 * es);
             wv[r] = ldw_f(type, w + r * ws + j * es);
         }
         UNROLL for (int t = 0; t < RN; t++) {
@@ -159,7 +159,7 @@ AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, siz
         __m256i q[XM], sgn[XM];
         __m256 dw[XM], mw[XM];
         UNROLL for (int r = 0; r < RM; r++) {
-            if (RN == 1) LOOM_PREFETCH_NEXT_TILE(w + (RM + r) * ws + b * bs, bs);
+            LOOM_PREFETCH_NEXT_TILE(w + (RM + r) * ws + b * bs, bs);
             dec32(type, w + r * ws + b * bs, &q[r], &dw[r], &mw[r]);
             if (type == LOOM_TYPE_Q8_0) { /* keep |w|; the signs go onto the activations */
                 sgn[r] = q[r];
@@ -262,7 +262,7 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
         __m256i scb[XM], scb2[XM], bcorr[XM];
         UNROLL for (int r = 0; r < RM; r++) {
             const uint8_t *blk = w + r * ws + sb * bs;
-            if (RN == 1) LOOM_PREFETCH_NEXT_TILE(blk + RM * ws, bs);
+            LOOM_PREFETCH_NEXT_TILE(blk + RM * ws, bs);
             if (type == LOOM_TYPE_Q6_K) {
                 dv[r] = _mm256_set1_ps(_cvtsh_ss(ld_u16(blk + 208)));
                 const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));

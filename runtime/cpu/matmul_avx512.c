@@ -93,7 +93,7 @@ AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, siz
     for (; j + 16 <= k; j += 16) {
         __m512 wv[XM];
         UNROLL for (int r = 0; r < RM; r++) {
-            if (RN == 1) LOOM_PREFETCH_NEXT_TILE(w + (RM + r) * ws + j * es, 16 * es);
+            LOOM_PREFETCH_NEXT_TILE(w + (RM + r) * ws + j * es, 16 * es);
             wv[r] = ldw_f(type, w + r * ws + j * es);
         }
         UNROLL for (int t = 0; t < RN; t++) {
@@ -216,7 +216,7 @@ AI void body32(const int type, const int RM, const int RN, const int tail, const
     __m512 dw[XM], mw[XM];
     UNROLL for (int r = 0; r < RM; r++) {
         const uint8_t *pa = w + r * ws + b * bs;
-        if (RN == 1 && !tail) LOOM_PREFETCH_NEXT_TILE(pa + RM * ws, 2 * bs);
+        if (!tail) LOOM_PREFETCH_NEXT_TILE(pa + RM * ws, 2 * bs);
         dec32_pair(type, pa, tail ? pa : pa + bs, &q[r], &dw[r], &mw[r]);
     }
     UNROLL for (int t = 0; t < RN; t++) {
@@ -312,7 +312,7 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
         __m512i sc16[XM], bcorr[XM];
         UNROLL for (int r = 0; r < RM; r++) {
             const uint8_t *blk = w + r * ws + sb * bs;
-            if (RN == 1) LOOM_PREFETCH_NEXT_TILE(blk + RM * ws, bs);
+            LOOM_PREFETCH_NEXT_TILE(blk + RM * ws, bs);
             if (type == LOOM_TYPE_Q6_K) {
                 dv[r] = _mm512_set1_ps(_cvtsh_ss(ld_u16(blk + 208)));
                 const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
