@@ -32,6 +32,11 @@
 #   OUT=.cache/bench/bench-vs-llamacpp.json  LOOM_CACHE=.cache
 # Options: --build-only (steps a and b only).
 set -euo pipefail
+case "${1:-}" in
+  ""|--build-only) ;;
+  -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "bench-vs-llamacpp: unknown option $1 (see --help)" >&2; exit 2 ;;
+esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 cache=${LOOM_CACHE:-$root/.cache}
