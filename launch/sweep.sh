@@ -77,8 +77,8 @@ d0 = runs["1x1"]
 print("loom sweep: %s, %d core(s), %d thread(s) per rank; prefill %d-token prompt, decode %d tokens per sequence" % (
     d0["model"].split("/")[-1], cores, d0["results"][0]["threads"], d0["options"]["prompt_tokens"],
     d0["options"]["gen_tokens"]))
-hdr = "%3s %3s %5s %5s | %9s %9s %8s | %12s %12s %8s" % ("tp", "pp", "ranks", "seqs", "prefill/s", "decode/s",
-                                                          "vs 1x1", "comm % max", "comm % mean", "idle %")
+hdr = "%3s %3s %5s %5s | %9s %9s %8s | %11s %11s" % ("tp", "pp", "ranks", "seqs", "prefill/s", "decode/s",
+                                                   "vs 1x1", "comm % max", "comm % mean")
 print(hdr)
 print("-" * len(hdr))
 for g, d in runs.items():
@@ -86,22 +86,20 @@ for g, d in runs.items():
     for r in d["results"]:
         dr = r.get("decode_ranks") or []
         share = [(k["tp_s"] + k["transfer_s"]) / k["wall_s"] for k in dr if k["wall_s"] > 0]
-        idle = [k["idle_frac"] for k in dr]
         dec = r["decode_tokens_per_s"]["mean"]
         base = ref.get(r["sequences"])
         rows.append(dict(tp=tp, pp=pp, ranks=tp * pp, sequences=r["sequences"],
                          prefill_tokens_per_s=r["prefill_tokens_per_s"]["mean"], decode_tokens_per_s=dec,
                          decode_vs_1x1=dec / base["decode_tokens_per_s"]["mean"] if base else None,
                          comm_share_max=max(share) if share else 0.0,
-                         comm_share_mean=sum(share) / len(share) if share else 0.0,
-                         idle_mean=sum(idle) / len(idle) if idle else 0.0))
+                         comm_share_mean=sum(share) / len(share) if share else 0.0))
         x = rows[-1]
-        print("%3d %3d %5d %5d | %9.1f %9.1f %7.2fx | %11.1f%% %11.1f%% %7.1f%%%s" % (
+        print("%3d %3d %5d %5d | %9.1f %9.1f %7.2fx | %10.1f%% %10.1f%%%s" % (
             tp, pp, tp * pp, x["sequences"], x["prefill_tokens_per_s"], dec, x["decode_vs_1x1"] or 0,
-            100 * x["comm_share_max"], 100 * x["comm_share_mean"], 100 * x["idle_mean"],
+            100 * x["comm_share_max"], 100 * x["comm_share_mean"],
             "  (oversubscribed)" if tp * pp * r["threads"] > cores else ""))
-print("comm %: decode time in TP collectives + stage transfers over wall time, per rank (max and mean over ranks);")
-print("idle %: mean share of decode time a rank waited (pipeline bubble + collective waits)")
+print("comm %: share of a rank's decode time inside TP collectives and stage transfers (max and mean over ranks),")
+print("waiting for slower peers included (pipeline bubble, stage imbalance); 1x1 rows are the reference")
 json.dump(dict(cores=cores, runs=runs, rows=rows), open(out + "/sweep.json", "w"), indent=1)
 EOF
 echo "sweep: results in $out (sweep.txt, sweep.json)" >&2
