@@ -33,9 +33,13 @@ extern const loom_cpu_kernels loom_cpu_kernels_scalar;
 extern const loom_cpu_kernels loom_cpu_kernels_avx2;
 extern const loom_cpu_kernels loom_cpu_kernels_avx512;
 /* AVX-512 prefill GEMM (gemm_avx512.c); the avx512 kernels hand calls with
- * n >= loom_gemm_min_n(type) to it (crossovers measured with bench_matmul on
- * Sapphire Rapids: below them the register tiles of matmul_avx512.c are as
- * fast or faster). */
+ * n >= loom_gemm_min_n(type) to it. Crossovers measured with bench_matmul on
+ * Sapphire Rapids (one thread, GFLOP/s, register tiles vs GEMM, weights in
+ * the L3 cache; from DRAM the tiles keep their lead a little longer):
+ *   Q4_K  n = 6: 91 vs 70, 8: 118 vs 91, 10: 111 vs 122, 12: 119 vs 160
+ *   Q6_K  n = 6: 125 vs 89, 8: 138 vs 116
+ *   Q8_0  n = 4: 92 vs 55, 6: 85 vs 77, 8: 109 vs 107
+ *   Q4_1  n = 4: 62 vs 57, 6: 69 vs 86 */
 extern const loom_cpu_kernels loom_cpu_gemm_avx512;
 static inline int64_t loom_gemm_min_n(loom_type t) {
     switch (t) {
@@ -44,8 +48,9 @@ static inline int64_t loom_gemm_min_n(loom_type t) {
     case LOOM_TYPE_BF16: return 20;
     case LOOM_TYPE_Q4_K:
     case LOOM_TYPE_Q5_K:
-    case LOOM_TYPE_Q6_K: return 6;
-    default: return 4;
+    case LOOM_TYPE_Q6_K: return 10;
+    case LOOM_TYPE_Q8_0: return 8;
+    default: return 5;
     }
 }
 
