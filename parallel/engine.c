@@ -27,7 +27,7 @@
 #define LOOM_PROTOCOL 1
 
 enum { TAG_STEP_SIZE = 11, TAG_STEP = 12, TAG_HIDDEN = 13, TAG_RESULT_SIZE = 14, TAG_RESULT = 15, TAG_LOGITS = 16,
-       TAG_SCORE = 17 };
+       TAG_SCORE = 17, TAG_ARGMAX = 18 };
 
 typedef struct {
     uint8_t *bytes; /* packed Step */
@@ -55,7 +55,8 @@ struct loom_engine {
     float *gather;       /* (batch_rows, dim) all-gather scratch */
     float *logits;       /* (batch_rows, n_vocab held) */
     float *full_logits;  /* leader: (batch_rows, vocab) */
-    int32_t *argmax;     /* (tp_size, batch_rows, 2) value bits + id */
+    int32_t *argmax;     /* (batch_rows, 2) value bits + vocabulary id, one TP rank's slice */
+    bool *greedy;        /* (slots) every rank: the slot's sampling is greedy without penalty */
     /* last-stage leader: per-slot sampling state */
     loom_sampler **samplers; /* (slots) */
     int32_t *n_hist;         /* (slots) tokens already in the sampler's history */
@@ -178,7 +179,8 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
         e->logits = malloc(R * (size_t)e->w->n_vocab * sizeof(float));
         /* rows of full logits, plus room to receive one rank's slice */
         e->full_logits = e->leader ? malloc((R + R) * (size_t)e->cfg.vocab * sizeof(float)) : NULL;
-        e->argmax = malloc(tp * R * 2 * sizeof(int32_t));
+        e->argmax = malloc(R * 2 * sizeof(int32_t));
+        e->greedy = calloc((size_t)slots, sizeof *e->greedy);
         e->samplers = calloc((size_t)slots, sizeof *e->samplers);
         e->n_hist = calloc((size_t)slots, sizeof *e->n_hist);
         e->dim_off = malloc((tp + 1) * sizeof(int));
@@ -186,7 +188,7 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
         e->n_send_slots = e->topo.n_stages;
         e->slots_out = calloc((size_t)e->n_send_slots, sizeof *e->slots_out);
         bool ok = e->b_token && e->b_pos && e->b_seq && e->b_logits && e->hidden_in && e->gather && e->logits &&
-                  (!e->leader || e->full_logits) && e->argmax && e->samplers && e->n_hist && e->dim_off && e->vocab_off &&
+                  (!e->leader || e->full_logits) && e->argmax && e->greedy && e->samplers && e->n_hist && e->dim_off && e->vocab_off &&
                   e->slots_out;
         for (int i = 0; ok && i < e->n_send_slots; i++) {
             e->slots_out[i].hidden = malloc(R * dim * sizeof(float));
@@ -254,6 +256,7 @@ void loom_engine_free(loom_engine *e) {
     free(e->logits);
     free(e->full_logits);
     free(e->argmax);
+    free(e->greedy);
     free(e->dim_off);
     free(e->vocab_off);
     free(e->recv_bytes);
@@ -371,13 +374,63 @@ static loom_sampling_params params_from(const Loom__SamplingParams *p) {
     return s;
 }
 
+/* Greedy sequences under TP: every rank finds the largest logit of its
+ * vocabulary slice and the leader keeps the largest of those, the lowest
+ * vocabulary id on ties (slices are in id order, so the result equals one
+ * rank's loom_argmax). 8 bytes per row and rank travel instead of the slice. */
+static loom_status distributed_argmax(loom_engine *e, const Loom__Step *step, int n_out, Loom__StepResult *res) {
+    const int tp = e->topo.tp_size;
+    const int64_t nv = e->w->n_vocab, v0 = e->vocab_off[e->topo.tp_rank];
+    loom_comm *c = e->topo.tp;
+    for (int r = 0; r < n_out; r++) {
+        const int32_t i = loom_argmax(e->logits + (size_t)r * nv, (int32_t)nv);
+        memcpy(&e->argmax[2 * r], &e->logits[(size_t)r * nv + i], sizeof(float));
+        e->argmax[2 * r + 1] = (int32_t)(v0 + i);
+    }
+    double t0 = now_s();
+    if (!e->leader) {
+        loom_status st = loom_comm_send(c, e->argmax, 2 * (size_t)n_out, LOOM_DT_I32, 0, TAG_ARGMAX);
+        e->tp_s += now_s() - t0;
+        return st;
+    }
+    int32_t *best = e->argmax, *in = (int32_t *)e->full_logits; /* room for one rank's pairs */
+    for (int src = 1; src < tp; src++) {
+        LOOM_TRY(loom_comm_recv(c, in, 2 * (size_t)n_out, LOOM_DT_I32, src, TAG_ARGMAX));
+        for (int r = 0; r < n_out; r++) {
+            float a, b;
+            memcpy(&a, &best[2 * r], sizeof a);
+            memcpy(&b, &in[2 * r], sizeof b);
+            if (b > a) best[2 * r] = in[2 * r], best[2 * r + 1] = in[2 * r + 1];
+        }
+    }
+    e->tp_s += now_s() - t0;
+    int k = 0;
+    for (size_t i = 0; i < step->n_seqs; i++) {
+        const Loom__SeqStep *q = step->seqs[i];
+        if (!q->want_logits) continue;
+        const int32_t tok = best[2 * k + 1];
+        loom_sampler_accept(e->samplers[q->slot], tok);
+        e->n_hist[q->slot]++;
+        res->slots[k] = q->slot;
+        res->tokens[k] = tok;
+        k++;
+    }
+    res->n_slots = res->n_tokens = (size_t)k;
+    return NULL;
+}
+
 /* Last stage: one token per sequence that asked, chosen on the leader from
- * the logits of every TP rank's vocabulary slice. */
+ * the logits of every TP rank's vocabulary slice (greedy steps: from each
+ * slice's argmax). */
 static loom_status sample_step(loom_engine *e, const Loom__Step *step, int n_out, Loom__StepResult *res) {
     int tp = e->topo.tp_size, V = e->cfg.vocab;
     int64_t nv = e->w->n_vocab;
     float *full = e->logits;
     if (tp > 1) {
+        bool greedy = n_out > 0;
+        for (size_t i = 0; i < step->n_seqs && greedy; i++)
+            greedy = !step->seqs[i]->all_logits && (!step->seqs[i]->want_logits || e->greedy[step->seqs[i]->slot]);
+        if (greedy) return distributed_argmax(e, step, n_out, res);
         /* gather the vocabulary slices on the leader (rows of each rank's slice) */
         double t0 = now_s();
         loom_comm *c = e->topo.tp;
@@ -448,10 +501,11 @@ static loom_status apply_step(loom_engine *e, const Loom__Step *step, bool sched
                               kc->max_ctx);
         if (q->reserve > 0) {
             if (!scheduled_here) LOOM_TRY(loom_kv_reserve(e->kv, (int)q->slot, (int)q->reserve));
+            const loom_sampling_params sp = params_from(q->sampling);
+            e->greedy[q->slot] = sp.temperature <= 0 && sp.repeat_penalty == 1.0f;
             if (e->leader) {
                 loom_sampler_free(e->samplers[q->slot]);
                 e->samplers[q->slot] = NULL;
-                loom_sampling_params sp = params_from(q->sampling);
                 LOOM_TRY(loom_sampler_create(&sp, e->cfg.vocab, &e->samplers[q->slot]));
                 e->n_hist[q->slot] = 0;
             }

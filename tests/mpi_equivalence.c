@@ -23,6 +23,13 @@
  *
  *   mpirun -np 4 mpi_equivalence --fixture F.json [--model M.gguf] --tp 2 --pp 2 [--cases N]
  * A fixture made from a `loom synth` model is rebuilt from its arguments.
+ *
+ * Then the cluster generates greedily from the prompt whose reference
+ * continuation reaches the highest token ids (the
+ * path where TP ranks send only their vocabulary slice's argmax): every
+ * generated token must be the argmax of the cluster's own teacher-forced
+ * logits at its position, outside NEAR_TIE·σ near ties (prefill and decode
+ * take different kernels, so the logits are close, not bit-equal).
  */
 #include <math.h>
 #include <mpi.h>
@@ -43,6 +50,59 @@
 static void die(const char *what, loom_status st) {
     fprintf(stderr, "mpi_equivalence: %s: %s\n", what, loom_status_message(st));
     MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
+static bool never_eog(void *user, int32_t token) {
+    (void)user, (void)token;
+    return false;
+}
+
+/* Greedy generation through the cluster against its own scoring; returns
+ * the number of failures. */
+static int check_greedy(loom_engine *e, const loom_ref_case *c, int tp, int pp) {
+    const int V = loom_engine_model(e)->vocab, gen = c->n_gen < 24 ? c->n_gen : 24;
+    loom_request rq = {.prompt = c->ids, .n_prompt = c->n_prompt, .max_tokens = gen, .ignore_eos = true};
+    rq.sampling = loom_sampling_defaults();
+    rq.sampling.temperature = 0;
+    rq.sampling.repeat_penalty = 1;
+    loom_callbacks cb = {.is_eog = never_eog};
+    loom_result res = {0};
+    loom_status st = loom_engine_run(e, &rq, 1, &cb, &res, NULL);
+    if (st) die("generation", st);
+    if (res.n_tokens != gen) {
+        printf("tp=%d pp=%d greedy: %d tokens (%s), expected %d  FAIL\n", tp, pp, res.n_tokens, res.stop_reason, gen);
+        loom_result_free(&res);
+        return 1;
+    }
+    const int n = c->n_prompt + gen;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
+    float *lg = malloc(sizeof(float) * (size_t)n * V);
+    memcpy(ids, c->ids, sizeof(int32_t) * (size_t)c->n_prompt);
+    memcpy(ids + c->n_prompt, res.tokens, sizeof(int32_t) * (size_t)gen);
+    st = loom_engine_score(e, ids, n, lg);
+    if (st) die("scoring the generated tokens", st);
+    int mism = 0, ties = 0;
+    for (int i = 0; i < gen; i++) {
+        const float *x = lg + (size_t)(c->n_prompt - 1 + i) * V;
+        int ax = 0;
+        double mean = 0, var = 0;
+        for (int v = 0; v < V; v++) {
+            if (x[v] > x[ax]) ax = v;
+            mean += x[v];
+        }
+        mean /= V;
+        for (int v = 0; v < V; v++) var += ((double)x[v] - mean) * ((double)x[v] - mean);
+        const int32_t t = ids[c->n_prompt + i];
+        if (t == ax) continue;
+        if (t >= 0 && t < V && x[ax] - x[t] < NEAR_TIE * sqrt(var / V)) ties++;
+        else mism++;
+    }
+    printf("tp=%d pp=%d greedy   tokens %4d  not the argmax %d  near ties %d  %s\n", tp, pp, gen, mism, ties,
+           mism ? "FAIL" : "ok");
+    free(ids);
+    free(lg);
+    loom_result_free(&res);
+    return mism != 0;
 }
 
 int main(int argc, char **argv) {
@@ -163,6 +223,13 @@ int main(int argc, char **argv) {
             free(a);
             free(b);
         }
+        /* the case whose reference continuation reaches the highest ids, so that
+         * the winning logit lies in a later rank's vocabulary slice */
+        int pick = 0, top = -1;
+        for (int i = 0; i < ref.n; i++)
+            for (int j = 0; j < ref.cases[i].n_gen && j < 24; j++)
+                if (ref.cases[i].ids[ref.cases[i].n_prompt + j] > top) top = ref.cases[i].ids[ref.cases[i].n_prompt + j], pick = i;
+        if (ref.n > 0) failures += check_greedy(e, &ref.cases[pick], tp, pp);
         loom_engine_free(single);
         st = loom_engine_shutdown(e);
         if (st) die("shutdown", st);
