@@ -114,6 +114,38 @@ Test(sampler, seeded_draws_reproduce_and_differ_by_seed) {
     cr_assert(memcmp(run[0], other, sizeof other) != 0, "seeds 42 and 43 drew the same 50 tokens");
 }
 
+/* top-k over a large vocabulary (the one-pass heap) keeps exactly the k
+ * best, lower ids first among equal logits: with a high temperature every
+ * kept token is drawn, none other. */
+Test(sampler, top_k_keeps_exactly_the_k_best_with_ties_to_lower_ids) {
+    enum { V = 4000, K = 40, DRAWS = 4000 };
+    static float base[V], l[V];
+    for (int i = 0; i < V; i++) base[i] = (float)((i * 7919) % 97) / 8.0f; /* many equal logits */
+    base[V - 1] = NAN;
+    /* the expected set: logits desc, ids asc */
+    static bool want[V];
+    int got_k = 0;
+    for (int v = 96; v >= 0 && got_k < K; v--)
+        for (int i = 0; i < V && got_k < K; i++)
+            if (base[i] == (float)v / 8.0f) want[i] = true, got_k++;
+    cr_assert_eq(got_k, K);
+    loom_sampling_params p = loom_sampling_defaults();
+    p.top_k = K;
+    p.top_p = 1;
+    p.min_p = 0;
+    p.temperature = 1000;
+    loom_sampler *s = make_sampler(p, V);
+    static bool seen[V];
+    for (int r = 0; r < DRAWS; r++) {
+        memcpy(l, base, sizeof l);
+        int32_t t = loom_sampler_sample(s, l);
+        cr_assert(t >= 0 && t < V && want[t], "drew token %d, not among the %d best", t, K);
+        seen[t] = true;
+    }
+    for (int i = 0; i < V; i++) cr_assert(!want[i] || seen[i], "token %d of the top %d never drawn in %d draws", i, K, DRAWS);
+    loom_sampler_free(s);
+}
+
 Test(sampler, top_k_one_is_greedy_and_min_p_cuts) {
     enum { V = 300 };
     float l[V];
