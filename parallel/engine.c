@@ -378,7 +378,7 @@ static loom_sampling_params params_from(const Loom__SamplingParams *p) {
  * vocabulary slice and the leader keeps the largest of those, the lowest
  * vocabulary id on ties (slices are in id order, so the result equals one
  * rank's loom_argmax). 8 bytes per row and rank travel instead of the slice. */
-static loom_status distributed_argmax(loom_engine *e, const Loom__Step *step, int n_out, Loom__StepResult *res) {
+static loom_status distributed_argmax(loom_engine *e, int n_out) {
     const int tp = e->topo.tp_size;
     const int64_t nv = e->w->n_vocab, v0 = e->vocab_off[e->topo.tp_rank];
     loom_comm *c = e->topo.tp;
@@ -404,19 +404,7 @@ static loom_status distributed_argmax(loom_engine *e, const Loom__Step *step, in
         }
     }
     e->tp_s += now_s() - t0;
-    int k = 0;
-    for (size_t i = 0; i < step->n_seqs; i++) {
-        const Loom__SeqStep *q = step->seqs[i];
-        if (!q->want_logits) continue;
-        const int32_t tok = best[2 * k + 1];
-        loom_sampler_accept(e->samplers[q->slot], tok);
-        e->n_hist[q->slot]++;
-        res->slots[k] = q->slot;
-        res->tokens[k] = tok;
-        k++;
-    }
-    res->n_slots = res->n_tokens = (size_t)k;
-    return NULL;
+    return NULL; /* the leader's e->argmax holds the winners */
 }
 
 /* Last stage: one token per sequence that asked, chosen on the leader from
@@ -426,11 +414,15 @@ static loom_status sample_step(loom_engine *e, const Loom__Step *step, int n_out
     int tp = e->topo.tp_size, V = e->cfg.vocab;
     int64_t nv = e->w->n_vocab;
     float *full = e->logits;
+    bool greedy = false;
     if (tp > 1) {
-        bool greedy = n_out > 0;
+        greedy = n_out > 0;
         for (size_t i = 0; i < step->n_seqs && greedy; i++)
             greedy = !step->seqs[i]->all_logits && (!step->seqs[i]->want_logits || e->greedy[step->seqs[i]->slot]);
-        if (greedy) return distributed_argmax(e, step, n_out, res);
+    }
+    if (greedy) {
+        LOOM_TRY(distributed_argmax(e, n_out));
+    } else if (tp > 1) {
         /* gather the vocabulary slices on the leader (rows of each rank's slice) */
         double t0 = now_s();
         loom_comm *c = e->topo.tp;
@@ -463,7 +455,7 @@ static loom_status sample_step(loom_engine *e, const Loom__Step *step, int n_out
         const Loom__SeqStep *q = step->seqs[i];
         if (!q->want_logits) continue;
         loom_sampler *s = e->samplers[q->slot];
-        int32_t tok = loom_sampler_sample(s, full + (size_t)k * V);
+        int32_t tok = greedy ? e->argmax[2 * k + 1] : loom_sampler_sample(s, full + (size_t)k * V);
         loom_sampler_accept(s, tok);
         e->n_hist[q->slot]++;
         res->slots[k] = q->slot;
