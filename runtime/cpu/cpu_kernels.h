@@ -62,10 +62,21 @@ static inline const uint8_t *loom_act32_s(const uint8_t *row, int64_t k) {
     return row + k + 4 * (k / 32);
 }
 
+/* unaligned little-endian loads from weight and activation bytes */
 static inline float loom_ld_f32(const uint8_t *p) {
     float f;
     memcpy(&f, p, sizeof f);
     return f;
+}
+static inline uint32_t loom_ld_u32(const uint8_t *p) {
+    uint32_t u;
+    memcpy(&u, p, sizeof u);
+    return u;
+}
+static inline uint16_t loom_ld_u16(const uint8_t *p) {
+    uint16_t u;
+    memcpy(&u, p, sizeof u);
+    return u;
 }
 
 static inline void loom_st_f32(uint8_t *p, float f) { memcpy(p, &f, sizeof f); }

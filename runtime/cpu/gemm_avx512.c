@@ -62,22 +62,6 @@ typedef struct {
     float d2[KC / 256][MR];  /* (super-block, row) K: -dmin (Q4_K/Q5_K) or d (Q6_K) */
 } panel;
 
-static inline uint32_t ld_u32(const uint8_t *p) {
-    uint32_t u;
-    memcpy(&u, p, 4);
-    return u;
-}
-static inline uint16_t ld_u16(const uint8_t *p) {
-    uint16_t u;
-    memcpy(&u, p, 2);
-    return u;
-}
-static inline float ld_f32(const uint8_t *p) {
-    float f;
-    memcpy(&f, p, 4);
-    return f;
-}
-
 AI int is_k(const int type) {
     return type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K;
 }
@@ -112,7 +96,7 @@ AI __m512i dec32x2(const int type, const uint8_t *pa, const uint8_t *pb) {
     case LOOM_TYPE_Q5_0:
     case LOOM_TYPE_Q5_1: {
         const int o = type == LOOM_TYPE_Q5_0 ? 2 : 4;
-        const __mmask64 hb = (__mmask64)((uint64_t)ld_u32(pa + o) | ((uint64_t)ld_u32(pb + o) << 32));
+        const __mmask64 hb = (__mmask64)((uint64_t)loom_ld_u32(pa + o) | ((uint64_t)loom_ld_u32(pb + o) << 32));
         const __m512i lo = nib_pair(pa + o + 4, pb + o + 4);
         return _mm512_mask_add_epi8(lo, hb, lo, _mm512_set1_epi8(16));
     }
@@ -217,7 +201,7 @@ AI void unpack(const int type, panel *P, const uint8_t *w, size_t ws, int rows, 
                 }
                 const uint8_t *blk = w + r * ws + (kc0 / 256 + sbl) * bs;
                 if (type == LOOM_TYPE_Q6_K) {
-                    const float d = _cvtsh_ss(ld_u16(blk + 208));
+                    const float d = _cvtsh_ss(loom_ld_u16(blk + 208));
                     const int8_t *sc = (const int8_t *)(blk + 192);
                     for (int g = 0; g < 16; g++) P->fs[16 * sbl + g][r] = d * (float)sc[g];
                     for (int j = 0; j < 8; j++)
@@ -225,7 +209,7 @@ AI void unpack(const int type, panel *P, const uint8_t *w, size_t ws, int rows, 
                                                           ((uint32_t)(uint16_t)(-32 * sc[2 * j + 1]) << 16));
                     P->d2[sbl][r] = d;
                 } else {
-                    const float d = _cvtsh_ss(ld_u16(blk)), dmin = _cvtsh_ss(ld_u16(blk + 2));
+                    const float d = _cvtsh_ss(loom_ld_u16(blk)), dmin = _cvtsh_ss(loom_ld_u16(blk + 2));
                     for (int s = 0; s < 8; s++) {
                         uint8_t sc, m;
                         loom_q4k_scale_min(s, blk + 4, &sc, &m);
@@ -245,16 +229,16 @@ AI void unpack(const int type, panel *P, const uint8_t *w, size_t ws, int rows, 
                     continue;
                 }
                 const uint8_t *blk = w + r * ws + (kc0 / 32 + b) * bs;
-                const float dw = _cvtsh_ss(ld_u16(blk));
+                const float dw = _cvtsh_ss(loom_ld_u16(blk));
                 P->fs[b][r] = dw;
-                P->off[b][r] = minty ? _cvtsh_ss(ld_u16(blk + 2)) : -c * dw;
+                P->off[b][r] = minty ? _cvtsh_ss(loom_ld_u16(blk + 2)) : -c * dw;
             }
     }
 }
 
 /* ---- micro-kernel: the panel x NT tokens, added into y ---- */
 
-AI __m512i bcast(const uint8_t *p) { return _mm512_set1_epi32((int)ld_u32(p)); }
+AI __m512i bcast(const uint8_t *p) { return _mm512_set1_epi32((int)loom_ld_u32(p)); }
 
 /* x: activation rows of the NT tokens (row t at x + t*xs; tokens >= nt
  * repeat the last one and are not stored); y += (or = when first) the
@@ -278,8 +262,8 @@ AI void micro(const int type, const panel *P, int64_t k, int64_t kc0, int kcl, c
             }
             const __m512 fsv = _mm512_load_ps(P->fs[b]), offv = _mm512_load_ps(P->off[b]);
             UNROLL for (int t = 0; t < NT; t++) {
-                const __m512 da = _mm512_set1_ps(ld_f32(xt[t] + k + 4 * bb));
-                const __m512 s = _mm512_set1_ps(ld_f32(xt[t] + k + 4 * nb + 4 * bb));
+                const __m512 da = _mm512_set1_ps(loom_ld_f32(xt[t] + k + 4 * bb));
+                const __m512 s = _mm512_set1_ps(loom_ld_f32(xt[t] + k + 4 * nb + 4 * bb));
                 tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(I[t]), da), fsv, tot[t]);
                 tot[t] = _mm512_fmadd_ps(offv, s, tot[t]);
             }
@@ -311,7 +295,7 @@ AI void micro(const int type, const panel *P, int64_t k, int64_t kc0, int kcl, c
             const __m512 d2v = _mm512_load_ps(P->d2[sbl]);
             UNROLL for (int t = 0; t < NT; t++) {
                 A[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(M[t]), d2v, A[t]);
-                tot[t] = _mm512_fmadd_ps(A[t], _mm512_set1_ps(ld_f32(xt[t] + 292 * sb)), tot[t]);
+                tot[t] = _mm512_fmadd_ps(A[t], _mm512_set1_ps(loom_ld_f32(xt[t] + 292 * sb)), tot[t]);
             }
         }
     }
@@ -382,7 +366,7 @@ AI void gemm_f(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t n
                 for (int c = 0; c < kcl; c++) {
                     const __m512 wv = _mm512_load_ps(pf[c]);
                     UNROLL for (int t = 0; t < NTF; t++)
-                        acc[t] = _mm512_fmadd_ps(wv, _mm512_set1_ps(ld_f32(xt[t] + 4 * c)), acc[t]);
+                        acc[t] = _mm512_fmadd_ps(wv, _mm512_set1_ps(loom_ld_f32(xt[t] + 4 * c)), acc[t]);
                 }
                 UNROLL for (int t = 0; t < NTF; t++) {
                     if (t >= nt) break;

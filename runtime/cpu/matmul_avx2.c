@@ -41,22 +41,6 @@
  * the RM/RN parameters would be VLAs, which compilers keep in memory). */
 enum { XM = 4, XN = 3 };
 
-static inline float ld_f32(const uint8_t *p) {
-    float f;
-    memcpy(&f, p, 4);
-    return f;
-}
-static inline uint32_t ld_u32(const uint8_t *p) {
-    uint32_t u;
-    memcpy(&u, p, 4);
-    return u;
-}
-static inline uint16_t ld_u16(const uint8_t *p) {
-    uint16_t u;
-    memcpy(&u, p, 2);
-    return u;
-}
-
 AI float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -74,9 +58,9 @@ AI __m256 ldw_f(const int type, const uint8_t *p) {
 }
 
 AI float wf_scalar(const int type, const uint8_t *p) {
-    if (type == LOOM_TYPE_F32) return ld_f32(p);
-    if (type == LOOM_TYPE_F16) return _cvtsh_ss(ld_u16(p));
-    return loom_bf16_to_f32(ld_u16(p));
+    if (type == LOOM_TYPE_F32) return loom_ld_f32(p);
+    if (type == LOOM_TYPE_F16) return _cvtsh_ss(loom_ld_u16(p));
+    return loom_bf16_to_f32(loom_ld_u16(p));
 }
 
 AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
@@ -99,7 +83,7 @@ AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, siz
     UNROLL for (int t = 0; t < RN; t++) UNROLL for (int r = 0; r < RM; r++) {
         float s = hsum8(acc[r][t]);
         for (int64_t jj = j; jj < k; jj++)
-            s += wf_scalar(type, w + r * ws + jj * es) * ld_f32(x + t * xs + 4 * jj);
+            s += wf_scalar(type, w + r * ws + jj * es) * loom_ld_f32(x + t * xs + 4 * jj);
         y[t * ldy + r] = s;
     }
 }
@@ -137,13 +121,13 @@ AI __m256i bits_to_0x10(uint32_t bits) {
 /* Weight block -> quants (unsigned for Q4/Q5; for Q8_0 the signed bytes),
  * broadcast scale and (min types) broadcast min. */
 AI void dec32(const int type, const uint8_t *p, __m256i *q, __m256 *dw, __m256 *mw) {
-    *dw = _mm256_set1_ps(_cvtsh_ss(ld_u16(p)));
-    *mw = is_min_type(type) ? _mm256_set1_ps(_cvtsh_ss(ld_u16(p + 2))) : _mm256_setzero_ps();
+    *dw = _mm256_set1_ps(_cvtsh_ss(loom_ld_u16(p)));
+    *mw = is_min_type(type) ? _mm256_set1_ps(_cvtsh_ss(loom_ld_u16(p + 2))) : _mm256_setzero_ps();
     switch (type) {
     case LOOM_TYPE_Q4_0: *q = nibbles(p + 2); break;
     case LOOM_TYPE_Q4_1: *q = nibbles(p + 4); break;
-    case LOOM_TYPE_Q5_0: *q = _mm256_or_si256(nibbles(p + 6), bits_to_0x10(ld_u32(p + 2))); break;
-    case LOOM_TYPE_Q5_1: *q = _mm256_or_si256(nibbles(p + 8), bits_to_0x10(ld_u32(p + 4))); break;
+    case LOOM_TYPE_Q5_0: *q = _mm256_or_si256(nibbles(p + 6), bits_to_0x10(loom_ld_u32(p + 2))); break;
+    case LOOM_TYPE_Q5_1: *q = _mm256_or_si256(nibbles(p + 8), bits_to_0x10(loom_ld_u32(p + 4))); break;
     default: *q = _mm256_loadu_si256((const __m256i *)(p + 2)); break;
     }
 }
@@ -169,14 +153,14 @@ AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, siz
         UNROLL for (int t = 0; t < RN; t++) {
             const uint8_t *xt = x + t * xs;
             const __m256i a = _mm256_loadu_si256((const __m256i *)(xt + 32 * b));
-            const __m256 da = _mm256_set1_ps(ld_f32(xt + k + 4 * b));
+            const __m256 da = _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b));
             __m256i corr = _mm256_setzero_si256();
             __m256 s8 = _mm256_setzero_ps();
             if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q5_0) {
                 const __m256i c = _mm256_set1_epi8(type == LOOM_TYPE_Q4_0 ? 8 : 16);
                 corr = _mm256_madd_epi16(_mm256_maddubs_epi16(c, a), ones16);
             }
-            if (is_min_type(type)) s8 = _mm256_set1_ps(ld_f32(xt + k + 4 * (k / 32) + 4 * b) * 0.125f);
+            if (is_min_type(type)) s8 = _mm256_set1_ps(loom_ld_f32(xt + k + 4 * (k / 32) + 4 * b) * 0.125f);
             UNROLL for (int r = 0; r < RM; r++) {
                 __m256i p16;
                 if (type == LOOM_TYPE_Q8_0)
@@ -198,7 +182,7 @@ AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, siz
 
 /* Q4_K/Q5_K packed scales -> bytes [sc0..sc7, m0..m7]. */
 AI __m128i q4k_scales(const uint8_t *s12) {
-    uint32_t u0 = ld_u32(s12), u1 = ld_u32(s12 + 4), u2 = ld_u32(s12 + 8);
+    uint32_t u0 = loom_ld_u32(s12), u1 = loom_ld_u32(s12 + 4), u2 = loom_ld_u32(s12 + 8);
     const uint32_t m3 = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4);
     const uint32_t m2 = u1 & 0x3f3f3f3fu;
     const uint32_t s1 = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);
@@ -264,17 +248,17 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
             const uint8_t *blk = w + r * ws + sb * bs;
             LOOM_PREFETCH_NEXT_TILE(blk + RM * ws, bs);
             if (type == LOOM_TYPE_Q6_K) {
-                dv[r] = _mm256_set1_ps(_cvtsh_ss(ld_u16(blk + 208)));
+                dv[r] = _mm256_set1_ps(_cvtsh_ss(loom_ld_u16(blk + 208)));
                 const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
                 scb[r] = _mm256_permute2x128_si256(s, s, 0x00);  /* groups 0..7 in both halves */
                 scb2[r] = _mm256_permute2x128_si256(s, s, 0x11); /* groups 8..15 */
                 bcorr[r] = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), s), 5);
             } else {
-                dv[r] = _mm256_set1_ps(_cvtsh_ss(ld_u16(blk)));
+                dv[r] = _mm256_set1_ps(_cvtsh_ss(loom_ld_u16(blk)));
                 const __m128i sm = q4k_scales(blk + 4);
                 scb[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
                 wm[r] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))),
-                                      _mm256_set1_ps(-_cvtsh_ss(ld_u16(blk + 2))));
+                                      _mm256_set1_ps(-_cvtsh_ss(loom_ld_u16(blk + 2))));
             }
         }
         __m256i iacc[XM][XN];
@@ -297,7 +281,7 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
         }
         UNROLL for (int t = 0; t < RN; t++) {
             const uint8_t *ab = x + t * xs + sb * 292;
-            const __m256 da = _mm256_set1_ps(ld_f32(ab));
+            const __m256 da = _mm256_set1_ps(loom_ld_f32(ab));
             const __m256i bsums = _mm256_loadu_si256((const __m256i *)(ab + 260));
             __m256 asum = _mm256_setzero_ps();
             if (type != LOOM_TYPE_Q6_K) /* da * (sum of sub-block s), s = 0..7 */

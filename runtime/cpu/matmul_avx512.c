@@ -52,22 +52,6 @@
  * the RM/RN parameters would be VLAs, which compilers keep in memory). */
 enum { XM = 4, XN = 4 };
 
-static inline float ld_f32(const uint8_t *p) {
-    float f;
-    memcpy(&f, p, 4);
-    return f;
-}
-static inline uint32_t ld_u32(const uint8_t *p) {
-    uint32_t u;
-    memcpy(&u, p, 4);
-    return u;
-}
-static inline uint16_t ld_u16(const uint8_t *p) {
-    uint16_t u;
-    memcpy(&u, p, 2);
-    return u;
-}
-
 /* ======================= F32 / F16 / BF16 weights ======================= */
 
 AI __m512 ldw_f(const int type, const uint8_t *p) {
@@ -149,12 +133,12 @@ AI __m512i nibbles_pair(const uint8_t *qa, const uint8_t *qb) {
 AI void dec32_pair(const int type, const uint8_t *pa, const uint8_t *pb, __m512i *q, __m512 *dw,
                    __m512 *mw) {
     if (is_min_type(type)) {
-        const uint64_t dm = (uint64_t)ld_u32(pa) | ((uint64_t)ld_u32(pb) << 32);
+        const uint64_t dm = (uint64_t)loom_ld_u32(pa) | ((uint64_t)loom_ld_u32(pb) << 32);
         const __m512 f = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)dm)));
         *dw = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_pair_dm_d), f);
         *mw = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_pair_dm_m), f);
     } else {
-        const uint32_t d2 = (uint32_t)ld_u16(pa) | ((uint32_t)ld_u16(pb) << 16);
+        const uint32_t d2 = (uint32_t)loom_ld_u16(pa) | ((uint32_t)loom_ld_u16(pb) << 16);
         const __m512 f = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)d2)));
         *dw = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_pair), f);
     }
@@ -164,7 +148,7 @@ AI void dec32_pair(const int type, const uint8_t *pa, const uint8_t *pb, __m512i
     case LOOM_TYPE_Q5_0:
     case LOOM_TYPE_Q5_1: {
         const int o = type == LOOM_TYPE_Q5_0 ? 2 : 4;
-        const __mmask64 hb = (__mmask64)((uint64_t)ld_u32(pa + o) | ((uint64_t)ld_u32(pb + o) << 32));
+        const __mmask64 hb = (__mmask64)((uint64_t)loom_ld_u32(pa + o) | ((uint64_t)loom_ld_u32(pb + o) << 32));
         const __m512i lo = nibbles_pair(pa + o + 4, pb + o + 4);
         *q = _mm512_mask_add_epi8(lo, hb, lo, _mm512_set1_epi8(16));
         break;
@@ -189,14 +173,14 @@ AI void act32_pair(const int type, const uint8_t *x, int64_t k, int64_t b, const
     if (tail) {
         *a = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(x + 32 * b)));
         *da = _mm512_maskz_permutexvar_ps(0x00FF, _mm512_loadu_si512(idx_pair),
-                                          _mm512_castps128_ps512(_mm_castsi128_ps(_mm_cvtsi32_si128((int)ld_u32(dp)))));
+                                          _mm512_castps128_ps512(_mm_castsi128_ps(_mm_cvtsi32_si128((int)loom_ld_u32(dp)))));
     } else {
         *a = _mm512_loadu_si512(x + 32 * b);
         *da = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_pair),
                                     _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)dp))));
     }
     if (is_min_type(type)) {
-        __m128 s2 = tail ? _mm_castsi128_ps(_mm_cvtsi32_si128((int)ld_u32(sp)))
+        __m128 s2 = tail ? _mm_castsi128_ps(_mm_cvtsi32_si128((int)loom_ld_u32(sp)))
                          : _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)sp));
         *s = _mm512_maskz_permutexvar_ps(tail ? 0x0001 : 0x0101, _mm512_loadu_si512(idx_pair),
                                          _mm512_castps128_ps512(s2));
@@ -247,7 +231,7 @@ AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, siz
 
 /* Q4_K/Q5_K packed scales -> bytes [sc0..sc7, m0..m7]. */
 AI __m128i q4k_scales(const uint8_t *s12) {
-    uint32_t u0 = ld_u32(s12), u1 = ld_u32(s12 + 4), u2 = ld_u32(s12 + 8);
+    uint32_t u0 = loom_ld_u32(s12), u1 = loom_ld_u32(s12 + 4), u2 = loom_ld_u32(s12 + 8);
     const uint32_t m3 = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4);
     const uint32_t m2 = u1 & 0x3f3f3f3fu;
     const uint32_t s1 = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);
@@ -314,19 +298,19 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
             const uint8_t *blk = w + r * ws + sb * bs;
             LOOM_PREFETCH_NEXT_TILE(blk + RM * ws, bs);
             if (type == LOOM_TYPE_Q6_K) {
-                dv[r] = _mm512_set1_ps(_cvtsh_ss(ld_u16(blk + 208)));
+                dv[r] = _mm512_set1_ps(_cvtsh_ss(loom_ld_u16(blk + 208)));
                 const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
                 sc16[r] = _mm512_castsi256_si512(s);
                 /* -32 * sc, against the bsums (16 int16 lanes, upper half zero) */
                 bcorr[r] = _mm512_zextsi256_si512(_mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), s), 5));
                 wm[r] = _mm512_setzero_ps();
             } else {
-                dv[r] = _mm512_set1_ps(_cvtsh_ss(ld_u16(blk)));
+                dv[r] = _mm512_set1_ps(_cvtsh_ss(loom_ld_u16(blk)));
                 const __m128i sm = q4k_scales(blk + 4);
                 sc16[r] = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sm));
                 /* lanes 8..15: -dmin * m_s; lanes 0..7: 0 */
                 wm[r] = _mm512_maskz_mul_ps(0xFF00, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm)),
-                                            _mm512_set1_ps(-_cvtsh_ss(ld_u16(blk + 2))));
+                                            _mm512_set1_ps(-_cvtsh_ss(loom_ld_u16(blk + 2))));
                 bcorr[r] = _mm512_setzero_si512();
             }
         }
@@ -347,7 +331,7 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
         }
         UNROLL for (int t = 0; t < RN; t++) {
             const uint8_t *ab = x + t * xs + sb * 292;
-            const __m512 da = _mm512_set1_ps(ld_f32(ab));
+            const __m512 da = _mm512_set1_ps(loom_ld_f32(ab));
             const __m256i bsums = _mm256_loadu_si256((const __m256i *)(ab + 260));
             __m512 asum = _mm512_setzero_ps();
             if (type != LOOM_TYPE_Q6_K) { /* lanes 8..15: da * (sum of sub-block s) */
