@@ -20,6 +20,9 @@
  * int32 accumulation over the super-block; mins and Q6_K's -32 offset as in
  * the AVX-512 file.
  *
+ * Calls with enough tokens (g_min_n) take the panel GEMM further down
+ * instead (prefill), except Q8_0 and float weights.
+ *
  * Compiled with -mavx2 -mfma -mf16c -mbmi2.
  */
 /* UBSan's checks multiply the size of these fully unrolled kernels and made
@@ -297,6 +300,249 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
     UNROLL for (int t = 0; t < RN; t++) UNROLL for (int r = 0; r < RM; r++) y[t * ldy + r] = hsum8(facc[r][t]);
 }
 
+/* ========================= prefill panel GEMM ========================= *
+ * The scheme of gemm_avx512.c on 256-bit vectors without VNNI: the weights
+ * of 8 rows x one k-chunk are decoded to unsigned bytes and transposed into
+ * a panel (qT[g] = 8 dwords, dword r = quants k = 4g..4g+3 of row r); per
+ * token the 4 activation bytes of group g are broadcast, VPMADDUBSW gives
+ * int16 pair sums for the 8 rows, added in int16 over as many groups as
+ * cannot overflow (2*15*127 per pair: 8 groups for 4-bit quants, 4 for
+ * 5-bit, 2 for Q6_K), then one VPMADDWD by ones widens them. Scale, offset,
+ * min and bsum terms per lane as in the AVX-512 GEMM. The panel is decoded
+ * once per k-chunk and reused for every token. Q8_0 stays on the register
+ * tiles (its unsigned form would saturate the int16 pairs). */
+
+enum { GMR = 8, GKC = 512, GNT = 4 };
+
+/* The tokens from which the GEMM takes a type (0: never; below, the tiles).
+ * bench_matmul -i avx2 on this Sapphire Rapids, GFLOP/s at n = 128, tiles
+ * vs GEMM: Q4_K 82 vs 150, Q5_K 73 vs 122, Q4_1 47 vs 151, Q5_0 46 vs 114,
+ * Q6_K 82 vs 94 (and below the tiles at n = 8). */
+AI int g_min_n(const int type) {
+    switch (type) {
+    case LOOM_TYPE_F32:
+    case LOOM_TYPE_F16:
+    case LOOM_TYPE_BF16:
+    case LOOM_TYPE_Q8_0: return 0;
+    case LOOM_TYPE_Q6_K: return 32;
+    default: return 8;
+    }
+}
+
+typedef struct {
+    uint8_t qT[GKC / 4][32];   /* (k-group, row, 4 bytes) unsigned quants */
+    float fs[GKC / 16][GMR];   /* (scale group, row): dw, or d*sc */
+    float off[GKC / 32][GMR];  /* (block, row) 32-families: -c*dw or m */
+    int32_t mp[GKC / 32][GMR]; /* (super-block*8 + j, row) K: int16 pair for the bsums pair j */
+    float d2[GKC / 256][GMR];  /* (super-block, row) K: -dmin (Q4_K/Q5_K) or d (Q6_K) */
+} gpanel;
+
+AI int g_is_k(const int type) {
+    return type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K;
+}
+
+/* groups of 4 quants whose VPMADDUBSW pair sums may be added in int16 */
+AI int g_run(const int type) {
+    switch (type) {
+    case LOOM_TYPE_Q4_0:
+    case LOOM_TYPE_Q4_1:
+    case LOOM_TYPE_Q4_K: return 8;
+    case LOOM_TYPE_Q6_K: return 2;
+    default: return 4;
+    }
+}
+
+/* 8x8 dword transpose: R[i] = row i; out[j] = column j. */
+AI void transpose8(const __m256i R[8], uint8_t (*out)[32]) {
+    __m256i t[8], u[8];
+    UNROLL for (int p = 0; p < 4; p++) {
+        t[2 * p] = _mm256_unpacklo_epi32(R[2 * p], R[2 * p + 1]);
+        t[2 * p + 1] = _mm256_unpackhi_epi32(R[2 * p], R[2 * p + 1]);
+    }
+    UNROLL for (int h = 0; h < 2; h++) { /* rows 0-3, rows 4-7 */
+        u[4 * h + 0] = _mm256_unpacklo_epi64(t[4 * h + 0], t[4 * h + 2]);
+        u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h + 0], t[4 * h + 2]);
+        u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+        u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+    }
+    UNROLL for (int c = 0; c < 4; c++) {
+        _mm256_store_si256((__m256i *)out[c], _mm256_permute2x128_si256(u[c], u[4 + c], 0x20));
+        _mm256_store_si256((__m256i *)out[4 + c], _mm256_permute2x128_si256(u[c], u[4 + c], 0x31));
+    }
+}
+
+AI void g_unpack(const int type, gpanel *P, const uint8_t *w, size_t ws, int rows, int64_t kc0, int kcl) {
+    const size_t bs = g_is_k(type) ? bsizeK(type) : bsize32(type);
+    for (int gb = 0; gb * 32 < kcl; gb++) {
+        const int64_t e = kc0 + 32 * gb; /* first element */
+        __m256i R[8];
+        UNROLL for (int r = 0; r < GMR; r++) {
+            if (r >= rows) {
+                R[r] = _mm256_setzero_si256();
+                continue;
+            }
+            const uint8_t *wr = w + r * ws;
+            if (g_is_k(type)) {
+                const uint8_t *blk = wr + (e / 256) * bs;
+                const int j = (int)((e % 256) / 32);
+                LOOM_PREFETCH_NEXT_TILE(blk + GMR * ws + (size_t)j * bs / 8, bs / 8);
+                R[r] = decK_piece(type, blk, j);
+            } else {
+                const uint8_t *pb = wr + (e / 32) * bs;
+                __m256 dw, mw;
+                LOOM_PREFETCH_NEXT_TILE(pb + GMR * ws, bs);
+                dec32(type, pb, &R[r], &dw, &mw);
+            }
+        }
+        transpose8(R, P->qT + 8 * gb);
+    }
+    if (g_is_k(type)) {
+        for (int sbl = 0; sbl < kcl / 256; sbl++)
+            for (int r = 0; r < GMR; r++) {
+                if (r >= rows) {
+                    for (int j = 0; j < 16; j++) P->fs[16 * sbl + j][r] = 0.0f;
+                    for (int j = 0; j < 8; j++) P->fs[8 * sbl + j][r] = 0.0f, P->mp[8 * sbl + j][r] = 0;
+                    P->d2[sbl][r] = 0.0f;
+                    continue;
+                }
+                const uint8_t *blk = w + r * ws + (kc0 / 256 + sbl) * bs;
+                if (type == LOOM_TYPE_Q6_K) {
+                    const float d = _cvtsh_ss(loom_ld_u16(blk + 208));
+                    const int8_t *sc = (const int8_t *)(blk + 192);
+                    for (int g = 0; g < 16; g++) P->fs[16 * sbl + g][r] = d * (float)sc[g];
+                    for (int j = 0; j < 8; j++)
+                        P->mp[8 * sbl + j][r] = (int32_t)(((uint32_t)(uint16_t)(-32 * sc[2 * j])) |
+                                                          ((uint32_t)(uint16_t)(-32 * sc[2 * j + 1]) << 16));
+                    P->d2[sbl][r] = d;
+                } else {
+                    const float d = _cvtsh_ss(loom_ld_u16(blk)), dmin = _cvtsh_ss(loom_ld_u16(blk + 2));
+                    for (int sub = 0; sub < 8; sub++) {
+                        uint8_t sc, m;
+                        loom_q4k_scale_min(sub, blk + 4, &sc, &m);
+                        P->fs[8 * sbl + sub][r] = d * (float)sc;
+                        P->mp[8 * sbl + sub][r] = (int32_t)((uint32_t)m | ((uint32_t)m << 16));
+                    }
+                    P->d2[sbl][r] = -dmin;
+                }
+            }
+    } else {
+        const int minty = is_min_type(type);
+        const float c = type == LOOM_TYPE_Q4_0 ? 8.0f : 16.0f;
+        for (int b = 0; b < kcl / 32; b++)
+            for (int r = 0; r < GMR; r++) {
+                if (r >= rows) {
+                    P->fs[b][r] = P->off[b][r] = 0.0f;
+                    continue;
+                }
+                const uint8_t *blk = w + r * ws + (kc0 / 32 + b) * bs;
+                const float dw = _cvtsh_ss(loom_ld_u16(blk));
+                P->fs[b][r] = dw;
+                P->off[b][r] = minty ? _cvtsh_ss(loom_ld_u16(blk + 2)) : -c * dw;
+            }
+    }
+}
+
+AI __m256i g_bcast(const uint8_t *p) { return _mm256_set1_epi32((int)loom_ld_u32(p)); }
+
+/* int32 sums over groups g0 .. g0+ng-1 of the panel for GNT tokens, whose
+ * 4-byte activation groups start at a[t] (group g at a[t] + 4*(g - g0)). */
+AI void g_dot(const int type, const gpanel *P, int g0, int ng, const uint8_t *const a[GNT], __m256i I[GNT]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int run = g_run(type);
+    UNROLL for (int t = 0; t < GNT; t++) I[t] = _mm256_setzero_si256();
+    for (int h = 0; h < ng; h += run) {
+        __m256i S[GNT];
+        UNROLL for (int t = 0; t < GNT; t++) S[t] = _mm256_setzero_si256();
+        for (int g = h; g < h + run && g < ng; g++) {
+            const __m256i wv = _mm256_load_si256((const __m256i *)P->qT[g0 + g]);
+            UNROLL for (int t = 0; t < GNT; t++)
+                S[t] = _mm256_add_epi16(S[t], _mm256_maddubs_epi16(wv, g_bcast(a[t] + 4 * g)));
+        }
+        UNROLL for (int t = 0; t < GNT; t++) I[t] = _mm256_add_epi32(I[t], _mm256_madd_epi16(S[t], ones));
+    }
+}
+
+AI void g_micro(const int type, const gpanel *P, int64_t k, int64_t kc0, int kcl, const uint8_t *x, size_t xs,
+                int nt, float *y, int64_t ldy, int first, int rows) {
+    const uint8_t *xt[GNT];
+    UNROLL for (int t = 0; t < GNT; t++) xt[t] = x + (t < nt ? t : nt - 1) * xs;
+    __m256 tot[GNT];
+    UNROLL for (int t = 0; t < GNT; t++) tot[t] = _mm256_setzero_ps();
+    if (!g_is_k(type)) {
+        const int64_t nb = k / 32;
+        for (int b = 0; b < kcl / 32; b++) {
+            const int64_t bb = kc0 / 32 + b;
+            const uint8_t *a[GNT];
+            __m256i I[GNT];
+            UNROLL for (int t = 0; t < GNT; t++) a[t] = xt[t] + 32 * bb;
+            g_dot(type, P, 8 * b, 8, a, I);
+            const __m256 fsv = _mm256_loadu_ps(P->fs[b]), offv = _mm256_loadu_ps(P->off[b]);
+            UNROLL for (int t = 0; t < GNT; t++) {
+                const __m256 da = _mm256_set1_ps(loom_ld_f32(xt[t] + k + 4 * bb));
+                const __m256 sv = _mm256_set1_ps(loom_ld_f32(xt[t] + k + 4 * nb + 4 * bb));
+                tot[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(I[t]), da), fsv, tot[t]);
+                tot[t] = _mm256_fmadd_ps(offv, sv, tot[t]);
+            }
+        }
+    } else {
+        const int gs = type == LOOM_TYPE_Q6_K ? 16 : 32; /* elements per scale group */
+        for (int sbl = 0; sbl < kcl / 256; sbl++) {
+            const int64_t sb = kc0 / 256 + sbl;
+            __m256 A[GNT];
+            UNROLL for (int t = 0; t < GNT; t++) A[t] = _mm256_setzero_ps();
+            for (int sub = 0; sub < 256 / gs; sub++) {
+                const uint8_t *a[GNT];
+                __m256i I[GNT];
+                UNROLL for (int t = 0; t < GNT; t++) a[t] = xt[t] + 292 * sb + 4 + gs * sub;
+                g_dot(type, P, 64 * sbl + (gs / 4) * sub, gs / 4, a, I);
+                const __m256 fsv = _mm256_loadu_ps(P->fs[(256 / gs) * sbl + sub]);
+                UNROLL for (int t = 0; t < GNT; t++) A[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I[t]), fsv, A[t]);
+            }
+            __m256i M[GNT];
+            UNROLL for (int t = 0; t < GNT; t++) M[t] = _mm256_setzero_si256();
+            UNROLL for (int j = 0; j < 8; j++) {
+                const __m256i mv = _mm256_loadu_si256((const __m256i *)P->mp[8 * sbl + j]);
+                UNROLL for (int t = 0; t < GNT; t++)
+                    M[t] = _mm256_add_epi32(M[t], _mm256_madd_epi16(mv, g_bcast(xt[t] + 292 * sb + 260 + 4 * j)));
+            }
+            const __m256 d2v = _mm256_loadu_ps(P->d2[sbl]);
+            UNROLL for (int t = 0; t < GNT; t++) {
+                A[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(M[t]), d2v, A[t]);
+                tot[t] = _mm256_fmadd_ps(A[t], _mm256_set1_ps(loom_ld_f32(xt[t] + 292 * sb)), tot[t]);
+            }
+        }
+    }
+    UNROLL for (int t = 0; t < GNT; t++) {
+        if (t >= nt) break;
+        float *yt = y + t * ldy;
+        if (rows == GMR) {
+            __m256 v = tot[t];
+            if (!first) v = _mm256_add_ps(v, _mm256_loadu_ps(yt));
+            _mm256_storeu_ps(yt, v);
+        } else {
+            float tmp[GMR];
+            _mm256_storeu_ps(tmp, tot[t]);
+            for (int r = 0; r < rows; r++) yt[r] = first ? tmp[r] : yt[r] + tmp[r];
+        }
+    }
+}
+
+AI void g_gemm(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, size_t xs,
+               int64_t n, float *y, int64_t ldy) {
+    _Alignas(32) gpanel P;
+    for (int64_t kc0 = 0; kc0 < k; kc0 += GKC) {
+        const int kcl = (int)(k - kc0 < GKC ? k - kc0 : GKC);
+        for (int64_t p = 0; p < nr; p += GMR) {
+            const int rows = (int)(nr - p < GMR ? nr - p : GMR);
+            g_unpack(type, &P, w + p * ws, ws, rows, kc0, kcl);
+            for (int64_t t = 0; t < n; t += GNT) {
+                const int nt = (int)(n - t < GNT ? n - t : GNT);
+                g_micro(type, &P, k, kc0, kcl, xq + t * xs, xs, nt, y + t * ldy + p, ldy, kc0 == 0, rows);
+            }
+        }
+    }
+}
+
 /* ============================ instantiation ============================ */
 
 #define TILE(fam, name, type, RM, RN)                                                        \
@@ -320,7 +566,8 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
         {NULL, tname##_f1, tname##_f2, tname##_f3}};                                        \
     static void tname(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, \
                       size_t xs, int64_t n, float *y, int64_t ldy) {                        \
-        loom_run_tiles(&tname##_tiles, w, ws, k, nr, xq, xs, n, y, ldy);                    \
+        if (g_min_n(type) && n >= g_min_n(type)) g_gemm(type, w, ws, k, nr, xq, xs, n, y, ldy);  \
+        else loom_run_tiles(&tname##_tiles, w, ws, k, nr, xq, xs, n, y, ldy);               \
     }
 
 KERNEL(_f, mm_f32, LOOM_TYPE_F32, 4, 3)
