@@ -7,8 +7,9 @@
  * Checks: tokenizing never fails or yields an id out of range; for valid
  * UTF-8 without special-token parsing, decode(encode(s)) == s (except a
  * literal U+2581 "▁" under SentencePiece, which stands for a space there
- * by definition, and control bytes other than tab and newlines, which some
- * vocabularies lack — SmolLM2's drops 0x1D exactly as llama.cpp does); the streamed
+ * by definition, control bytes other than tab and newlines, and any byte
+ * the vocabulary has no single-byte token for — SmolLM2's lacks 0x1D, 0xF1,
+ * 0xF2 and others, and drops them exactly as llama.cpp does); the streamed
  * detokenization, cut at arbitrary points, is valid UTF-8; the JSON escape
  * holds no raw control characters.
  */
@@ -24,6 +25,30 @@
 #define N_TOK 3
 static loom_tokenizer *toks[N_TOK];
 static loom_gguf *files[N_TOK];
+static bool byte_ok[N_TOK][256]; /* the byte alone has a token: every text of such bytes round-trips */
+
+/* Whether tokenizer t can spell byte b on its own: byte-level BPE through
+ * GPT-2's byte-to-character map (printable Latin-1 bytes stand for
+ * themselves, the others for U+0100 + their rank), SentencePiece through
+ * its <0xXX> byte-fallback tokens. */
+static bool spells_byte(const loom_tokenizer *t, int b) {
+    char s[8];
+    if (!strcmp(loom_tokenizer_model(t), "llama")) {
+        snprintf(s, sizeof s, "<0x%02X>", b);
+        return loom_token_lookup(t, s, 6) != LOOM_TOKEN_NULL;
+    }
+    int cp = b, rank = 0;
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+    if (!printable) {
+        for (int c = 0; c < b; c++)
+            if (!((c >= '!' && c <= '~') || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE))) rank++;
+        cp = 256 + rank;
+    }
+    size_t n = 0;
+    if (cp < 0x80) s[n++] = (char)cp;
+    else s[n++] = (char)(0xC0 | (cp >> 6)), s[n++] = (char)(0x80 | (cp & 0x3F));
+    return loom_token_lookup(t, s, n) != LOOM_TOKEN_NULL || loom_token_lookup(t, (char[]){(char)b}, 1) != LOOM_TOKEN_NULL;
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -41,6 +66,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
             fprintf(stderr, "fuzz_tokenizer: %s (run launch/fetch-model.sh --vocab)\n", loom_status_message(st));
             exit(1);
         }
+        for (int b = 0; b < 256; b++) byte_ok[i][b] = spells_byte(toks[i], b);
     }
     return 0;
 }
@@ -80,7 +106,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check_stream(t, &ids, size);
         loom_tokens_free(&ids);
         bool spm_space = !strcmp(loom_tokenizer_model(t), "llama") && memmem(text, size, "\xe2\x96\x81", 3);
-        if (valid && !spm_space) {
+        bool spelled = true;
+        for (size_t k = 0; k < size && spelled; k++) spelled = byte_ok[i][data[k]];
+        if (valid && spelled && !spm_space) {
             loom_tokens plain = {0};
             loom_strbuf back = {0};
             if (loom_tokenize(t, text, size, false, false, &plain)) abort();
