@@ -35,7 +35,7 @@
 
 #include <immintrin.h>
 
-#include "cpu_kernels.h"
+#include "gemm_panel.h"
 
 #define AI static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 16")
@@ -397,48 +397,16 @@ AI void g_unpack(const int type, gpanel *P, const uint8_t *w, size_t ws, int row
         transpose8(R, P->qT + 8 * gb);
     }
     if (g_is_k(type)) {
+        const int ng = type == LOOM_TYPE_Q6_K ? 16 : 8;
         for (int sbl = 0; sbl < kcl / 256; sbl++)
-            for (int r = 0; r < GMR; r++) {
-                if (r >= rows) {
-                    for (int j = 0; j < 16; j++) P->fs[16 * sbl + j][r] = 0.0f;
-                    for (int j = 0; j < 8; j++) P->fs[8 * sbl + j][r] = 0.0f, P->mp[8 * sbl + j][r] = 0;
-                    P->d2[sbl][r] = 0.0f;
-                    continue;
-                }
-                const uint8_t *blk = w + r * ws + (kc0 / 256 + sbl) * bs;
-                if (type == LOOM_TYPE_Q6_K) {
-                    const float d = _cvtsh_ss(loom_ld_u16(blk + 208));
-                    const int8_t *sc = (const int8_t *)(blk + 192);
-                    for (int g = 0; g < 16; g++) P->fs[16 * sbl + g][r] = d * (float)sc[g];
-                    for (int j = 0; j < 8; j++)
-                        P->mp[8 * sbl + j][r] = (int32_t)(((uint32_t)(uint16_t)(-32 * sc[2 * j])) |
-                                                          ((uint32_t)(uint16_t)(-32 * sc[2 * j + 1]) << 16));
-                    P->d2[sbl][r] = d;
-                } else {
-                    const float d = _cvtsh_ss(loom_ld_u16(blk)), dmin = _cvtsh_ss(loom_ld_u16(blk + 2));
-                    for (int sub = 0; sub < 8; sub++) {
-                        uint8_t sc, m;
-                        loom_q4k_scale_min(sub, blk + 4, &sc, &m);
-                        P->fs[8 * sbl + sub][r] = d * (float)sc;
-                        P->mp[8 * sbl + sub][r] = (int32_t)((uint32_t)m | ((uint32_t)m << 16));
-                    }
-                    P->d2[sbl][r] = -dmin;
-                }
-            }
+            for (int r = 0; r < GMR; r++)
+                loom_panel_termsK(type, r < rows ? w + r * ws + (kc0 / 256 + sbl) * bs : NULL, GMR, r,
+                                  P->fs[ng * sbl], P->mp[8 * sbl], P->d2[sbl]);
     } else {
-        const int minty = is_min_type(type);
-        const float c = type == LOOM_TYPE_Q4_0 ? 8.0f : 16.0f;
         for (int b = 0; b < kcl / 32; b++)
-            for (int r = 0; r < GMR; r++) {
-                if (r >= rows) {
-                    P->fs[b][r] = P->off[b][r] = 0.0f;
-                    continue;
-                }
-                const uint8_t *blk = w + r * ws + (kc0 / 32 + b) * bs;
-                const float dw = _cvtsh_ss(loom_ld_u16(blk));
-                P->fs[b][r] = dw;
-                P->off[b][r] = minty ? _cvtsh_ss(loom_ld_u16(blk + 2)) : -c * dw;
-            }
+            for (int r = 0; r < GMR; r++)
+                loom_panel_terms32(type, r < rows ? w + r * ws + (kc0 / 32 + b) * bs : NULL, GMR, r, P->fs[b],
+                                   P->off[b]);
     }
 }
 

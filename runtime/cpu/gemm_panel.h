@@ -1,0 +1,67 @@
+/*
+ * runtime/cpu/gemm_panel.h — the per-row scale terms of a transposed GEMM
+ * panel, shared by the AVX-512 GEMM (gemm_avx512.c) and the AVX2 one
+ * (matmul_avx2.c). A panel stores them as (group, row) arrays of `mr` rows;
+ * these fill row r's entries. A NULL block is a row past the matrix (every
+ * term 0). Included only by files compiled with F16C.
+ *
+ * Terms, with I the integer dot product of a scale group:
+ *   32-element block:  y += fs*(da*I) + off*s   fs = dw; off = m (Q4_1/Q5_1)
+ *                      or -c*dw (c = 8, 16, 128: the unsigned form's offset),
+ *                      s = da*sum(a)
+ *   K super-block:     y += da*(sum_g fs_g*I_g + d2*sum_j mp_j . bsums_j),
+ *                      fs_g = d*sc_g; Q4_K/Q5_K: mp_j = [m_j, m_j], d2 = -dmin;
+ *                      Q6_K: mp_j = [-32 sc_2j, -32 sc_2j+1], d2 = d
+ */
+#ifndef LOOM_CPU_GEMM_PANEL_H
+#define LOOM_CPU_GEMM_PANEL_H
+
+#include <immintrin.h>
+
+#include "cpu_kernels.h"
+
+/* fs: the block's row of (block, row), off likewise */
+static inline void loom_panel_terms32(loom_type type, const uint8_t *blk, int mr, int r, float *fs, float *off) {
+    (void)mr;
+    if (!blk) {
+        fs[r] = off[r] = 0.0f;
+        return;
+    }
+    const float c = type == LOOM_TYPE_Q4_0 ? 8.0f : type == LOOM_TYPE_Q5_0 ? 16.0f : 128.0f;
+    const float dw = _cvtsh_ss(loom_ld_u16(blk));
+    fs[r] = dw;
+    off[r] = type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q5_1 ? _cvtsh_ss(loom_ld_u16(blk + 2)) : -c * dw;
+}
+
+/* fs: the super-block's first scale group (16 groups for Q6_K, 8 otherwise),
+ * mp: its first bsums pair (8), d2: its entry; each a (group, row) array */
+static inline void loom_panel_termsK(loom_type type, const uint8_t *blk, int mr, int r, float *fs, int32_t *mp,
+                                     float *d2) {
+    const int ng = type == LOOM_TYPE_Q6_K ? 16 : 8;
+    if (!blk) {
+        for (int g = 0; g < ng; g++) fs[g * mr + r] = 0.0f;
+        for (int j = 0; j < 8; j++) mp[j * mr + r] = 0;
+        d2[r] = 0.0f;
+        return;
+    }
+    if (type == LOOM_TYPE_Q6_K) {
+        const float d = _cvtsh_ss(loom_ld_u16(blk + 208));
+        const int8_t *sc = (const int8_t *)(blk + 192);
+        for (int g = 0; g < 16; g++) fs[g * mr + r] = d * (float)sc[g];
+        for (int j = 0; j < 8; j++)
+            mp[j * mr + r] = (int32_t)(((uint32_t)(uint16_t)(-32 * sc[2 * j])) |
+                                       ((uint32_t)(uint16_t)(-32 * sc[2 * j + 1]) << 16));
+        d2[r] = d;
+        return;
+    }
+    const float d = _cvtsh_ss(loom_ld_u16(blk)), dmin = _cvtsh_ss(loom_ld_u16(blk + 2));
+    for (int s = 0; s < 8; s++) {
+        uint8_t sc, m;
+        loom_q4k_scale_min(s, blk + 4, &sc, &m);
+        fs[s * mr + r] = d * (float)sc;
+        mp[s * mr + r] = (int32_t)((uint32_t)m | ((uint32_t)m << 16));
+    }
+    d2[r] = -dmin;
+}
+
+#endif
