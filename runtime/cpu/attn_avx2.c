@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../attention.h"
+#include "attn_prefetch.h"
 #include "vmath.h"
 
 #define TILE LOOM_ATTN_TILE
@@ -268,15 +268,6 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     }
 }
 
-/* Decode streams the cache: touch a block a chunk ahead (see attn_avx512.c). */
-#define PF_NQ 4
-#define PF_BYTES 512
-static inline void prefetch_block(const loom_attn_unit *u, int32_t blk, size_t head_bytes) {
-    const char *k = (const char *)loom_kv_k_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
-    const char *v = (const char *)loom_kv_v_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
-    for (size_t o = 0; o < head_bytes && o < PF_BYTES; o += 64) _mm_prefetch(k + o, _MM_HINT_T0), _mm_prefetch(v + o, _MM_HINT_T0);
-}
-
 void loom_attn_unit_avx2(const loom_attn_unit *u) {
     const loom_kv_config *kc = loom_kv_config_of(u->kv);
     state st = {.u = u, .hd = kc->head_dim, .f16 = kc->type == LOOM_TYPE_F16, .nq = u->nq};
@@ -295,12 +286,12 @@ void loom_attn_unit_avx2(const loom_attn_unit *u) {
     memset(u->acc, 0, (size_t)nq * hd * sizeof(float));
     tile tl[LOOM_ATTN_CHUNK];
     int ntl = 0;
-    const int pf_blocks = nq <= PF_NQ ? (LOOM_ATTN_CHUNK * TILE + bt - 1) / bt : 0; /* a chunk ahead */
+    const int pf_blocks = loom_attn_pf_blocks(nq, bt); /* a chunk ahead */
     for (int p0 = u->p_begin; p0 < u->p_end; p0 += bt) {
         const int32_t blk = u->table[p0 / bt];
         const uint8_t *kb = (const uint8_t *)loom_kv_k_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
         const uint8_t *vb = (const uint8_t *)loom_kv_v_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
-        if (pf_blocks && p0 + pf_blocks * bt < u->p_end) prefetch_block(u, u->table[p0 / bt + pf_blocks], head_bytes);
+        if (pf_blocks && p0 + pf_blocks * bt < u->p_end) loom_attn_prefetch_block(u, u->table[p0 / bt + pf_blocks], head_bytes);
         for (int t0 = 0; t0 < bt && p0 + t0 < u->p_end; t0 += TILE) {
             const int room = bt - t0, left = u->p_end - p0 - t0;
             const int nt = room < TILE ? (room < left ? room : left) : (TILE < left ? TILE : left);
