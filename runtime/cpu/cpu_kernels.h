@@ -62,6 +62,25 @@ static inline const uint8_t *loom_act32_s(const uint8_t *row, int64_t k) {
     return row + k + 4 * (k / 32);
 }
 
+/* Block facts the always-inline SIMD kernels need as constants (a switch
+ * on a constant type folds; loom_type_info's table does not). */
+static inline __attribute__((always_inline)) int loom_is_kquant(int type) {
+    return type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K;
+}
+static inline __attribute__((always_inline)) size_t loom_qblock_bytes(int type) {
+    switch (type) {
+    case LOOM_TYPE_Q4_0: return 18;
+    case LOOM_TYPE_Q4_1: return 20;
+    case LOOM_TYPE_Q5_0: return 22;
+    case LOOM_TYPE_Q5_1: return 24;
+    case LOOM_TYPE_Q8_0: return 34;
+    case LOOM_TYPE_Q4_K: return 144;
+    case LOOM_TYPE_Q5_K: return 176;
+    case LOOM_TYPE_Q6_K: return 210;
+    default: return 0;
+    }
+}
+
 /* unaligned little-endian loads from weight and activation bytes */
 static inline float loom_ld_f32(const uint8_t *p) {
     float f;

@@ -62,23 +62,6 @@ typedef struct {
     float d2[KC / 256][MR];  /* (super-block, row) K: -dmin (Q4_K/Q5_K) or d (Q6_K) */
 } panel;
 
-AI int is_k(const int type) {
-    return type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K;
-}
-
-AI size_t bsize(const int type) {
-    switch (type) {
-    case LOOM_TYPE_Q4_0: return 18;
-    case LOOM_TYPE_Q4_1: return 20;
-    case LOOM_TYPE_Q5_0: return 22;
-    case LOOM_TYPE_Q5_1: return 24;
-    case LOOM_TYPE_Q8_0: return 34;
-    case LOOM_TYPE_Q4_K: return 144;
-    case LOOM_TYPE_Q5_K: return 176;
-    default: return 210;
-    }
-}
-
 /* ---- decoding 64 quants of one row (element order, unsigned form) ---- */
 
 AI __m512i nib_pair(const uint8_t *qa, const uint8_t *qb) {
@@ -166,7 +149,7 @@ AI void transpose16(__m512i R[16], uint8_t (*out)[64]) {
 /* Fills the panel with rows [0, rows) of w (row 0 at w), columns
  * [kc0, kc0 + kcl); rows beyond get zero quants and scales. */
 AI void unpack(const int type, panel *P, const uint8_t *w, size_t ws, int rows, int64_t kc0, int kcl) {
-    const size_t bs = bsize(type);
+    const size_t bs = loom_qblock_bytes(type);
     for (int gb = 0; gb * 64 < kcl; gb++) {
         const int64_t e = kc0 + 64 * gb; /* first element */
         __m512i R[16];
@@ -176,7 +159,7 @@ AI void unpack(const int type, panel *P, const uint8_t *w, size_t ws, int rows, 
                 continue;
             }
             const uint8_t *wr = w + r * ws;
-            if (is_k(type)) {
+            if (loom_is_kquant(type)) {
                 const uint8_t *blk = wr + (e / 256) * bs;
                 const int c = (int)((e % 256) / 64);
                 /* the next panel's rows, as in the register tiles (cpu_kernels.h) */
@@ -190,7 +173,7 @@ AI void unpack(const int type, panel *P, const uint8_t *w, size_t ws, int rows, 
         }
         transpose16(R, P->qT + 16 * gb);
     }
-    if (is_k(type)) {
+    if (loom_is_kquant(type)) {
         const int ng = type == LOOM_TYPE_Q6_K ? 16 : 8;
         for (int sbl = 0; sbl < kcl / 256; sbl++)
             for (int r = 0; r < MR; r++)
@@ -217,7 +200,7 @@ AI void micro(const int type, const panel *P, int64_t k, int64_t kc0, int kcl, c
     UNROLL for (int t = 0; t < NT; t++) xt[t] = x + (t < nt ? t : nt - 1) * xs;
     __m512 tot[NT];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm512_setzero_ps();
-    if (!is_k(type)) {
+    if (!loom_is_kquant(type)) {
         const int64_t nb = k / 32;
         for (int b = 0; b < kcl / 32; b++) {
             const int64_t bb = kc0 / 32 + b;

@@ -95,16 +95,6 @@ AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, siz
 
 AI int is_min_type(const int type) { return type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q5_1; }
 
-AI size_t bsize32(const int type) {
-    switch (type) {
-    case LOOM_TYPE_Q4_0: return 18;
-    case LOOM_TYPE_Q4_1: return 20;
-    case LOOM_TYPE_Q5_0: return 22;
-    case LOOM_TYPE_Q5_1: return 24;
-    default: return 34;
-    }
-}
-
 /* 16 packed nibble bytes -> 32 quants in element order (lo nibbles, then hi) */
 AI __m256i nibbles(const uint8_t *p) {
     const __m128i x = _mm_loadu_si128((const __m128i *)p);
@@ -138,7 +128,7 @@ AI void dec32(const int type, const uint8_t *p, __m256i *q, __m256 *dw, __m256 *
 AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
                const uint8_t *x, size_t xs, float *y, int64_t ldy) {
     const int64_t nb = k / 32;
-    const size_t bs = bsize32(type);
+    const size_t bs = loom_qblock_bytes(type);
     const __m256i ones16 = _mm256_set1_epi16(1);
     __m256 acc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm256_setzero_ps();
@@ -204,10 +194,6 @@ static const char shuf_k6[4][32] = {{L8(0), L8(1)}, {L8(2), L8(3)}, {L8(4), L8(5
 #undef L8
 #undef B2
 
-AI size_t bsizeK(const int type) {
-    return type == LOOM_TYPE_Q4_K ? 144 : type == LOOM_TYPE_Q5_K ? 176 : 210;
-}
-
 /* Unsigned quants of the 32-element piece j (elements 32j..32j+31). */
 AI __m256i decK_piece(const int type, const uint8_t *blk, const int j) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -240,7 +226,7 @@ AI __m256i decK_piece(const int type, const uint8_t *blk, const int j) {
 
 AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
               const uint8_t *x, size_t xs, float *y, int64_t ldy) {
-    const size_t bs = bsizeK(type);
+    const size_t bs = loom_qblock_bytes(type);
     const int64_t nsb = k / 256;
     __m256 facc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) facc[r][t] = _mm256_setzero_ps();
@@ -337,10 +323,6 @@ typedef struct {
     float d2[GKC / 256][GMR];  /* (super-block, row) K: -dmin (Q4_K/Q5_K) or d (Q6_K) */
 } gpanel;
 
-AI int g_is_k(const int type) {
-    return type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K;
-}
-
 /* groups of 4 quants whose VPMADDUBSW pair sums may be added in int16 */
 AI int g_run(const int type) {
     switch (type) {
@@ -372,7 +354,7 @@ AI void transpose8(const __m256i R[8], uint8_t (*out)[32]) {
 }
 
 AI void g_unpack(const int type, gpanel *P, const uint8_t *w, size_t ws, int rows, int64_t kc0, int kcl) {
-    const size_t bs = g_is_k(type) ? bsizeK(type) : bsize32(type);
+    const size_t bs = loom_qblock_bytes(type);
     for (int gb = 0; gb * 32 < kcl; gb++) {
         const int64_t e = kc0 + 32 * gb; /* first element */
         __m256i R[8];
@@ -382,7 +364,7 @@ AI void g_unpack(const int type, gpanel *P, const uint8_t *w, size_t ws, int row
                 continue;
             }
             const uint8_t *wr = w + r * ws;
-            if (g_is_k(type)) {
+            if (loom_is_kquant(type)) {
                 const uint8_t *blk = wr + (e / 256) * bs;
                 const int j = (int)((e % 256) / 32);
                 LOOM_PREFETCH_NEXT_TILE(blk + GMR * ws + (size_t)j * bs / 8, bs / 8);
@@ -396,7 +378,7 @@ AI void g_unpack(const int type, gpanel *P, const uint8_t *w, size_t ws, int row
         }
         transpose8(R, P->qT + 8 * gb);
     }
-    if (g_is_k(type)) {
+    if (loom_is_kquant(type)) {
         const int ng = type == LOOM_TYPE_Q6_K ? 16 : 8;
         for (int sbl = 0; sbl < kcl / 256; sbl++)
             for (int r = 0; r < GMR; r++)
@@ -436,7 +418,7 @@ AI void g_micro(const int type, const gpanel *P, int64_t k, int64_t kc0, int kcl
     UNROLL for (int t = 0; t < GNT; t++) xt[t] = x + (t < nt ? t : nt - 1) * xs;
     __m256 tot[GNT];
     UNROLL for (int t = 0; t < GNT; t++) tot[t] = _mm256_setzero_ps();
-    if (!g_is_k(type)) {
+    if (!loom_is_kquant(type)) {
         const int64_t nb = k / 32;
         for (int b = 0; b < kcl / 32; b++) {
             const int64_t bb = kc0 / 32 + b;

@@ -105,16 +105,6 @@ AI int offset_of(const int type) {
     return type == LOOM_TYPE_Q4_0 ? 8 : type == LOOM_TYPE_Q5_0 ? 16 : type == LOOM_TYPE_Q8_0 ? 128 : 0;
 }
 
-AI size_t bsize32(const int type) {
-    switch (type) {
-    case LOOM_TYPE_Q4_0: return 18;
-    case LOOM_TYPE_Q4_1: return 20;
-    case LOOM_TYPE_Q5_0: return 22;
-    case LOOM_TYPE_Q5_1: return 24;
-    default: return 34;
-    }
-}
-
 static const int32_t idx_pair[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
 static const int32_t idx_pair_dm_d[16] = {0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2};
 static const int32_t idx_pair_dm_m[16] = {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3};
@@ -195,7 +185,7 @@ AI void act32_pair(const int type, const uint8_t *x, int64_t k, int64_t b, const
 
 AI void body32(const int type, const int RM, const int RN, const int tail, const uint8_t *w,
                size_t ws, int64_t k, int64_t b, const uint8_t *x, size_t xs, __m512 acc[XM][XN]) {
-    const size_t bs = bsize32(type);
+    const size_t bs = loom_qblock_bytes(type);
     __m512i q[XM];
     __m512 dw[XM], mw[XM];
     UNROLL for (int r = 0; r < RM; r++) {
@@ -255,10 +245,6 @@ static const int16_t idx_k6[4][32] = {
 #undef R8
 };
 
-AI size_t bsizeK(const int type) {
-    return type == LOOM_TYPE_Q4_K ? 144 : type == LOOM_TYPE_Q5_K ? 176 : 210;
-}
-
 /* Unsigned quants of chunk c (elements 64c..64c+63) of a K super-block. */
 AI __m512i decK_chunk(const int type, const uint8_t *blk, const int c) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
@@ -287,7 +273,7 @@ AI __m512i decK_chunk(const int type, const uint8_t *blk, const int c) {
 
 AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
               const uint8_t *x, size_t xs, float *y, int64_t ldy) {
-    const size_t bs = bsizeK(type);
+    const size_t bs = loom_qblock_bytes(type);
     const int64_t nsb = k / 256;
     __m512 facc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) facc[r][t] = _mm512_setzero_ps();
