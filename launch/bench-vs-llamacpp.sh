@@ -235,9 +235,10 @@ hdr = "%-18s %3s | %9s %9s %6s | %8s %8s %6s | %-32s | %s" % (
 print(hdr)
 print("-" * len(hdr))
 for r in rows:
-    print("%-18s %3d | %9.1f %9.1f %5.2fx | %8.2f %8.2f %5.2fx | %5.1f of %5.1f (%3.0f%%)%12s | %.2f" % (
+    bw = "%5.1f of %5.1f (%3.0f%%)" % (r["loom_bw_gbs"], r["membw_gbs"], 100 * r["loom_bw_frac"])
+    print("%-18s %3d | %9.1f %9.1f %5.2fx | %8.2f %8.2f %5.2fx | %-32s | %.2f" % (
         r["name"], r["threads"], r["loom_pp"], r["llama_pp"], r["pp_ratio"], r["loom_tg"], r["llama_tg"],
-        r["tg_ratio"], r["loom_bw_gbs"], r["membw_gbs"], 100 * r["loom_bw_frac"], "", r["other_cpus"]))
+        r["tg_ratio"], bw, r["other_cpus"]))
 print("(other CPUs: the most CPUs' worth of other processes' work during any run of the row; 0 = quiet)")
 
 multi = []

@@ -28,21 +28,14 @@ static loom_gguf *files[N_TOK];
 static bool byte_ok[N_TOK][256]; /* the byte alone has a token: every text of such bytes round-trips */
 
 /* Whether tokenizer t can spell byte b on its own: byte-level BPE through
- * GPT-2's byte-to-character map (printable Latin-1 bytes stand for
+ * GPT-2's byte-to-character map (cp: printable Latin-1 bytes stand for
  * themselves, the others for U+0100 + their rank), SentencePiece through
  * its <0xXX> byte-fallback tokens. */
-static bool spells_byte(const loom_tokenizer *t, int b) {
+static bool spells_byte(const loom_tokenizer *t, int b, int cp) {
     char s[8];
     if (!strcmp(loom_tokenizer_model(t), "llama")) {
         snprintf(s, sizeof s, "<0x%02X>", b);
         return loom_token_lookup(t, s, 6) != LOOM_TOKEN_NULL;
-    }
-    int cp = b, rank = 0;
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
-    if (!printable) {
-        for (int c = 0; c < b; c++)
-            if (!((c >= '!' && c <= '~') || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE))) rank++;
-        cp = 256 + rank;
     }
     size_t n = 0;
     if (cp < 0x80) s[n++] = (char)cp;
@@ -66,7 +59,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
             fprintf(stderr, "fuzz_tokenizer: %s (run launch/fetch-model.sh --vocab)\n", loom_status_message(st));
             exit(1);
         }
-        for (int b = 0; b < 256; b++) byte_ok[i][b] = spells_byte(toks[i], b);
+        for (int b = 0, next = 256; b < 256; b++) {
+            const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+            byte_ok[i][b] = spells_byte(toks[i], b, printable ? b : next++);
+        }
     }
     return 0;
 }
