@@ -1,4 +1,4 @@
-#include "args.h"
+#include "launch/args.h"
 
 #include <errno.h>
 #include <inttypes.h>

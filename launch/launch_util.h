@@ -7,10 +7,10 @@
 
 #include <stdio.h>
 
-#include "engine.h"
-#include "status.h"
-#include "tokenizer.h"
-#include "utf8.h"
+#include "parallel/engine.h"
+#include "runtime/status.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/text/utf8.h"
 
 /* Prints "loom: <msg>" and returns 2 (usage error). */
 int loom_usage_error(const char *msg);

@@ -1,7 +1,7 @@
 /*
  * launch/membw.c — STREAM-like read bandwidth probe (see membw.h).
  */
-#include "membw.h"
+#include "launch/membw.h"
 
 #include <stdlib.h>
 #include <string.h>

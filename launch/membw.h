@@ -21,8 +21,8 @@
 
 #include <stdint.h>
 
-#include "status.h"
-#include "threadpool.h"
+#include "runtime/status.h"
+#include "runtime/threadpool.h"
 
 typedef struct loom_membw loom_membw;
 

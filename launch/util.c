@@ -4,8 +4,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kernels.h"
-#include "launch_util.h"
+#include "runtime/kernels.h"
+#include "launch/launch_util.h"
 
 double loom_now_s(void) {
     struct timespec ts;

@@ -1,12 +1,12 @@
-#include "cluster.h"
+#include "parallel/cluster.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "comm_mpi.h"
-#include "watchdog.h"
+#include "parallel/comm_mpi.h"
+#include "parallel/watchdog.h"
 
 struct loom_cluster {
     loom_comm *world;

@@ -21,10 +21,10 @@
 
 #include <stdio.h>
 
-#include "comm.h"
-#include "engine.h"
-#include "gguf.h"
-#include "plan.h"
+#include "parallel/comm.h"
+#include "parallel/engine.h"
+#include "runtime/gguf.h"
+#include "parallel/plan.h"
 
 typedef struct loom_cluster loom_cluster;
 

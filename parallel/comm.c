@@ -1,4 +1,4 @@
-#include "comm.h"
+#include "parallel/comm.h"
 
 size_t loom_dtype_size(loom_dtype dt) {
     switch (dt) {

@@ -17,7 +17,7 @@
 
 #include <stddef.h>
 
-#include "status.h"
+#include "runtime/status.h"
 
 typedef enum { LOOM_DT_F32, LOOM_DT_F16, LOOM_DT_BF16, LOOM_DT_I32, LOOM_DT_I64, LOOM_DT_U8, LOOM_DT_COUNT } loom_dtype;
 typedef enum { LOOM_RED_SUM, LOOM_RED_MAX, LOOM_RED_MIN } loom_redop;

@@ -12,7 +12,7 @@
 
 #include <mpi.h>
 
-#include "comm.h"
+#include "parallel/comm.h"
 
 /* Initialises MPI (once; later calls are no-ops). */
 loom_status loom_mpi_init(int *argc, char ***argv) LOOM_MUST_USE;

@@ -10,7 +10,7 @@
  * hidden state to its counterpart, which all-gathers it inside its TP group
  * (FasterTransformer's trick: traffic drops by the TP size).
  */
-#include "engine.h"
+#include "parallel/engine.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -18,11 +18,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "comm.h"
-#include "kv_cache.h"
-#include "stage.h"
-#include "step.pb-c.h"
-#include "threadpool.h"
+#include "parallel/comm.h"
+#include "runtime/kv_cache.h"
+#include "parallel/stage.h"
+#include "proto/step.pb-c.h"
+#include "runtime/threadpool.h"
 
 #define LOOM_PROTOCOL 1
 

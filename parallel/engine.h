@@ -21,9 +21,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "gguf.h"
-#include "model.h"
-#include "sampler.h"
+#include "runtime/gguf.h"
+#include "runtime/model.h"
+#include "runtime/sampler.h"
 
 struct loom_comm;
 

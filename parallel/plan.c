@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine.h"
-#include "kv_cache.h"
-#include "plan_internal.h"
+#include "parallel/engine.h"
+#include "runtime/kv_cache.h"
+#include "parallel/plan_internal.h"
 
 #define MAX_LAYERS 4096
 

@@ -60,10 +60,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "gguf.h"
-#include "model.h"
-#include "status.h"
-#include "types.h"
+#include "runtime/gguf.h"
+#include "runtime/model.h"
+#include "runtime/status.h"
+#include "runtime/types.h"
 
 /* Version of the ShardPlan wire format; decode rejects any other. */
 #define LOOM_PLAN_PROTOCOL 1u

@@ -6,7 +6,7 @@
 #ifndef LOOM_PLAN_INTERNAL_H
 #define LOOM_PLAN_INTERNAL_H
 
-#include "plan.h"
+#include "parallel/plan.h"
 
 #define LOOM_PLAN_MAX_WARNINGS 256     /* warnings a plan keeps; later ones are dropped */
 #define LOOM_PLAN_MAX_WARNING_LEN 4096 /* bytes of one warning, NUL included */

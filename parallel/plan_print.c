@@ -5,7 +5,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-#include "plan_internal.h"
+#include "parallel/plan_internal.h"
 
 void loom_plan_human(char *buf, size_t n, int64_t bytes) {
     static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loom.pb-c.h"
-#include "plan_internal.h"
+#include "proto/loom.pb-c.h"
+#include "parallel/plan_internal.h"
 
 #define MAX_MESSAGE (64u << 20) /* largest ShardPlan accepted */
 

@@ -1,4 +1,4 @@
-#include "stage.h"
+#include "parallel/stage.h"
 
 #include <stdlib.h>
 #include <time.h>

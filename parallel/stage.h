@@ -12,8 +12,8 @@
 #ifndef LOOM_STAGE_H
 #define LOOM_STAGE_H
 
-#include "comm.h"
-#include "forward.h"
+#include "parallel/comm.h"
+#include "runtime/forward.h"
 
 typedef struct loom_stage loom_stage;
 

@@ -1,4 +1,4 @@
-#include "watchdog.h"
+#include "parallel/watchdog.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "comm_mpi.h"
+#include "parallel/comm_mpi.h"
 
 #define TAG_HEARTBEAT 1
 

@@ -16,7 +16,7 @@
 
 #include <mpi.h>
 
-#include "status.h"
+#include "runtime/status.h"
 
 typedef struct loom_watchdog loom_watchdog;
 

@@ -1,7 +1,7 @@
 /* runtime/attention.c — KV store, work units, threads and the
  * flash-decoding merge (contract and method in attention.h; the tile loops
  * are in runtime/cpu/attn_*.c). */
-#include "attention.h"
+#include "runtime/attention.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels.h"
-#include "quant.h"
+#include "runtime/kernels.h"
+#include "runtime/quant.h"
 
 #define NQM LOOM_ATTN_NQ_MAX
 #define PART_SLOTS 4   /* flash-decoding partial results per thread of scratch */

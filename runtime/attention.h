@@ -52,9 +52,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kv_cache.h"
-#include "threadpool.h"
-#include "types.h"
+#include "runtime/kv_cache.h"
+#include "runtime/threadpool.h"
+#include "runtime/types.h"
 
 /* One layer's attention over a batch of rows (rows of many sequences). */
 typedef struct {

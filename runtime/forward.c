@@ -1,14 +1,14 @@
-#include "forward.h"
+#include "runtime/forward.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "attention.h"
-#include "kernels.h"
-#include "ops.h"
-#include "quant.h"
-#include "rowops.h"
+#include "runtime/attention.h"
+#include "runtime/kernels.h"
+#include "runtime/ops.h"
+#include "runtime/quant.h"
+#include "runtime/rowops.h"
 
 #define MM_MAX_JOBS 3
 #define ROW_ALIGN 16 /* rows per thread are a multiple of this (kernel tiles) */

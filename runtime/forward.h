@@ -23,9 +23,9 @@
 
 #include <stdint.h>
 
-#include "kv_cache.h"
-#include "model.h"
-#include "threadpool.h"
+#include "runtime/kv_cache.h"
+#include "runtime/model.h"
+#include "runtime/threadpool.h"
 
 typedef struct {
     int32_t n;              /* rows */

@@ -7,7 +7,7 @@
  * string and array tables) lives in one arena, so failure and
  * loom_gguf_free() release it with a single walk.
  */
-#include "gguf.h"
+#include "runtime/gguf.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -51,8 +51,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "status.h"
-#include "types.h"
+#include "runtime/status.h"
+#include "runtime/types.h"
 
 #define LOOM_GGUF_DEFAULT_ALIGNMENT 32u
 #define LOOM_GGUF_MAX_DEPTH 8 /* deepest accepted array nesting */

@@ -1,7 +1,7 @@
 /*
  * runtime/gguf_write.c — GGUF writer (see gguf_write.h).
  */
-#include "gguf_write.h"
+#include "runtime/gguf_write.h"
 
 #include <errno.h>
 #include <stdlib.h>

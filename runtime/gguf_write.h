@@ -31,9 +31,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "gguf.h"
-#include "status.h"
-#include "types.h"
+#include "runtime/gguf.h"
+#include "runtime/status.h"
+#include "runtime/types.h"
 
 typedef struct loom_gguf_writer loom_gguf_writer;
 

@@ -45,8 +45,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "status.h"
-#include "types.h"
+#include "runtime/status.h"
+#include "runtime/types.h"
 
 typedef enum { LOOM_ISA_SCALAR, LOOM_ISA_AVX2, LOOM_ISA_AVX512, LOOM_ISA_COUNT } loom_isa;
 

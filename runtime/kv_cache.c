@@ -1,4 +1,4 @@
-#include "kv_cache.h"
+#include "runtime/kv_cache.h"
 
 #include <stdlib.h>
 #include <string.h>

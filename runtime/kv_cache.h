@@ -28,8 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "status.h"
-#include "types.h"
+#include "runtime/status.h"
+#include "runtime/types.h"
 
 typedef struct {
     int n_layers;      /* layers held by this rank */

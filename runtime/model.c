@@ -1,4 +1,4 @@
-#include "model.h"
+#include "runtime/model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,7 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "kernels.h"
+#include "runtime/kernels.h"
 
 /* ---------------------------------------------------------------- config */
 

@@ -19,9 +19,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "gguf.h"
-#include "status.h"
-#include "types.h"
+#include "runtime/gguf.h"
+#include "runtime/status.h"
+#include "runtime/types.h"
 
 typedef enum { LOOM_ARCH_LLAMA, LOOM_ARCH_QWEN2 } loom_arch;
 

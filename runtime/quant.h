@@ -53,7 +53,7 @@
 #include <string.h>
 #endif
 
-#include "types.h"
+#include "runtime/types.h"
 
 #ifdef __CUDACC__
 #define LOOM_HD __host__ __device__

@@ -1,7 +1,7 @@
-#include "rowops.h"
+#include "runtime/rowops.h"
 
-#include "kernels.h"
-#include "ops.h"
+#include "runtime/kernels.h"
+#include "runtime/ops.h"
 
 void loom_row_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     loom_isa isa = loom_isa_get();

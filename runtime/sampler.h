@@ -13,7 +13,7 @@
 
 #include <stdint.h>
 
-#include "status.h"
+#include "runtime/status.h"
 
 typedef struct {
     float temperature;     /* <= 0: greedy */

@@ -1,5 +1,5 @@
 #define _GNU_SOURCE
-#include "threadpool.h"
+#include "runtime/threadpool.h"
 
 #include <linux/futex.h>
 #include <pthread.h>

@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#include "status.h"
+#include "runtime/status.h"
 
 typedef struct loom_pool loom_pool;
 typedef void (*loom_pool_fn)(void *ctx, int ith, int nth);

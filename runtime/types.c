@@ -1,4 +1,4 @@
-#include "types.h"
+#include "runtime/types.h"
 
 static const loom_type_traits type_table[LOOM_TYPE_COUNT] = {
     [LOOM_TYPE_F32] = {"F32", 1, 4, true},

@@ -23,10 +23,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "attention.h"
-#include "kernels.h"
-#include "kv_cache.h"
-#include "threadpool.h"
+#include "runtime/attention.h"
+#include "runtime/kernels.h"
+#include "runtime/kv_cache.h"
+#include "runtime/threadpool.h"
 
 static double now_s(void) {
     struct timespec ts;

@@ -19,8 +19,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "kernels.h"
-#include "quant.h"
+#include "runtime/kernels.h"
+#include "runtime/quant.h"
 
 static double now_s(void) {
     struct timespec ts;

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "plan.h"
+#include "parallel/plan.h"
 
 static loom_plan_model model;
 

@@ -18,9 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gguf.h"
-#include "tokenizer.h"
-#include "utf8.h"
+#include "runtime/gguf.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/text/utf8.h"
 
 #define N_TOK 3
 static loom_tokenizer *toks[N_TOK];

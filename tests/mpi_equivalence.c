@@ -38,9 +38,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cluster.h"
-#include "comm_mpi.h"
-#include "engine.h"
+#include "parallel/cluster.h"
+#include "parallel/comm_mpi.h"
+#include "parallel/engine.h"
 #include "reference.h"
 
 #define NEAR_TIE 0.3f /* σ */

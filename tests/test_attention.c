@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attention.h"
-#include "kernels.h"
-#include "kv_cache.h"
-#include "quant.h"
-#include "threadpool.h"
+#include "runtime/attention.h"
+#include "runtime/kernels.h"
+#include "runtime/kv_cache.h"
+#include "runtime/quant.h"
+#include "runtime/threadpool.h"
 
 /* Output error bound, absolute (values are in [-1, 1], so outputs are too):
  * float scores, exp2 within 1.2e-7 and float sums; the largest error seen on

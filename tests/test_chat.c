@@ -16,9 +16,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "runtime/chat.h"
+#include "runtime/text/chat.h"
 #include "runtime/gguf.h"
-#include "runtime/tokenizer.h"
+#include "runtime/text/tokenizer.h"
 
 #define OK(expr)                                                                   \
     do {                                                                           \

@@ -21,9 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/cpu_kernels.h"
-#include "kernels.h"
-#include "quant.h"
+#include "runtime/cpu/cpu_kernels.h"
+#include "runtime/kernels.h"
+#include "runtime/quant.h"
 
 static const loom_type all_types[] = {LOOM_TYPE_F32,  LOOM_TYPE_F16,  LOOM_TYPE_BF16, LOOM_TYPE_Q4_0,
                                       LOOM_TYPE_Q4_1, LOOM_TYPE_Q5_0, LOOM_TYPE_Q5_1, LOOM_TYPE_Q8_0,

@@ -23,7 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "loom.pb-c.h"
+#include "proto/loom.pb-c.h"
 #include "parallel/plan.h"
 #include "reference.h"
 #include "runtime/gguf_write.h"

@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels.h"
-#include "quant.h"
+#include "runtime/kernels.h"
+#include "runtime/quant.h"
 
 typedef struct {
     uint32_t type, n, nbytes;

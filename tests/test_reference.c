@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "engine.h"
+#include "parallel/engine.h"
 #include "reference.h"
 
 #define EPS_SIGMA 0.3f

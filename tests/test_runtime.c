@@ -6,12 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels.h"
-#include "kv_cache.h"
-#include "ops.h"
-#include "quant.h"
-#include "sampler.h"
-#include "threadpool.h"
+#include "runtime/kernels.h"
+#include "runtime/kv_cache.h"
+#include "runtime/ops.h"
+#include "runtime/quant.h"
+#include "runtime/sampler.h"
+#include "runtime/threadpool.h"
 
 /* ------------------------------------------------------------ KV cache */
 
@@ -290,7 +290,7 @@ Test(sampler, argmax_lowest_index_any_length) {
 
 /* ------------------------------------------------------------ row ops */
 
-#include "rowops.h"
+#include "runtime/rowops.h"
 
 Test(rowops, every_isa_matches_ops_h) {
     enum { N = 1541 }; /* odd: tails on every ISA */

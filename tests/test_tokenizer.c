@@ -25,8 +25,8 @@
 
 #include "runtime/gguf.h"
 #include "runtime/gguf_write.h"
-#include "runtime/tokenizer.h"
-#include "runtime/utf8.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/text/utf8.h"
 
 #define OK(expr)                                                                   \
     do {                                                                           \

@@ -13,8 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "attn_prefetch.h"
-#include "vmath.h"
+#include "runtime/cpu/attn_prefetch.h"
+#include "runtime/cpu/vmath.h"
 
 #define TILE LOOM_ATTN_TILE
 #define NQM LOOM_ATTN_NQ_MAX

@@ -10,7 +10,7 @@
 #ifndef LOOM_CPU_ATTN_PREFETCH_H
 #define LOOM_CPU_ATTN_PREFETCH_H
 
-#include "../attention.h"
+#include "runtime/attention.h"
 
 enum { LOOM_ATTN_PF_NQ = 4, LOOM_ATTN_PF_BYTES = 512 };
 

@@ -6,8 +6,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../attention.h"
-#include "../quant.h"
+#include "runtime/attention.h"
+#include "runtime/quant.h"
 
 #define TILE LOOM_ATTN_TILE
 #define NQM LOOM_ATTN_NQ_MAX

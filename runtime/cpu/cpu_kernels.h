@@ -15,8 +15,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../quant.h"
-#include "../types.h"
+#include "runtime/quant.h"
+#include "runtime/types.h"
 
 /* y[t*ldy + i] = dot(W row i, activation row t) for i in [0, nr), t in [0, n).
  * w is row 0 of the range (rows w_stride bytes apart, any alignment); xq

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu_kernels.h"
-#include "kernels.h"
+#include "runtime/cpu/cpu_kernels.h"
+#include "runtime/kernels.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>

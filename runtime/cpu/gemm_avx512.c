@@ -47,7 +47,7 @@
 #pragma clang attribute push(__attribute__((no_sanitize("undefined"))), apply_to = function)
 #endif
 
-#include "gemm_panel.h"
+#include "runtime/cpu/gemm_panel.h"
 
 #define AI static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 16")

@@ -18,7 +18,7 @@
 
 #include <immintrin.h>
 
-#include "cpu_kernels.h"
+#include "runtime/cpu/cpu_kernels.h"
 
 /* fs: the block's row of (block, row), off likewise */
 static inline void loom_panel_terms32(loom_type type, const uint8_t *blk, int mr, int r, float *fs, float *off) {

@@ -35,7 +35,7 @@
 
 #include <immintrin.h>
 
-#include "gemm_panel.h"
+#include "runtime/cpu/gemm_panel.h"
 
 #define AI static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 16")

@@ -43,7 +43,7 @@
 
 #include <immintrin.h>
 
-#include "cpu_kernels.h"
+#include "runtime/cpu/cpu_kernels.h"
 
 #define AI static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 16")

@@ -11,7 +11,7 @@
  *   Q4_K/Q5_K       d*D * sum_s sc_s * sum(q*a) - dmin*D * sum_s m_s * sum_s(a)
  *   Q6_K            d*D * sum_g sc_g * sum((q - 32) * a)
  */
-#include "cpu_kernels.h"
+#include "runtime/cpu/cpu_kernels.h"
 
 /* Block of a 32-family type -> 32 integers in element order (offset already
  * removed for the symmetric types), its scale, and its min (0 if none). */

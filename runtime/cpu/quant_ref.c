@@ -8,8 +8,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "cpu_kernels.h"
-#include "kernels.h"
+#include "runtime/cpu/cpu_kernels.h"
+#include "runtime/kernels.h"
 
 bool loom_type_can_matmul(loom_type wt) {
     switch (wt) {

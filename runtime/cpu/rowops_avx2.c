@@ -3,9 +3,9 @@
 #include <immintrin.h>
 #include <math.h>
 
-#include "../ops.h"
-#include "../rowops.h"
-#include "vmath.h"
+#include "runtime/ops.h"
+#include "runtime/rowops.h"
+#include "runtime/cpu/vmath.h"
 
 void loom_row_rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps) {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();

@@ -3,8 +3,8 @@
 #include <immintrin.h>
 #include <math.h>
 
-#include "../rowops.h"
-#include "vmath.h"
+#include "runtime/rowops.h"
+#include "runtime/cpu/vmath.h"
 
 void loom_row_rmsnorm_avx512(float *out, const float *x, const float *w, int n, float eps) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();

@@ -9,8 +9,8 @@
 #include <stdint.h>
 
 extern "C" {
-#include "ops.h"
-#include "quant.h"
+#include "runtime/ops.h"
+#include "runtime/quant.h"
 }
 
 /* y[r, :] = dequantized row r of a (rows, k) matrix of `type`; one thread per block. */

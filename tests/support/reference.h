@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 
-#include "status.h"
+#include "runtime/status.h"
 
 #define LOOM_DEFAULT_MODEL LOOM_CACHE_DIR "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 

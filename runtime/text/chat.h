@@ -1,5 +1,5 @@
 /*
- * runtime/chat.h — chat templates: a list of {role, content} messages → the
+ * runtime/text/chat.h — chat templates: a list of {role, content} messages → the
  * prompt text the model was trained on.
  *
  * A GGUF carries its template as Jinja source (`tokenizer.chat_template`).
@@ -37,10 +37,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gguf.h"
-#include "status.h"
-#include "tokenizer.h"
-#include "utf8.h"
+#include "runtime/gguf.h"
+#include "runtime/status.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/text/utf8.h"
 
 typedef struct {
     const char *role;    /* "system", "user", "assistant", ... (NUL-terminated UTF-8) */

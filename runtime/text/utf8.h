@@ -1,5 +1,5 @@
 /*
- * runtime/utf8.h — UTF-8 for text that leaves loom: a growable byte string,
+ * runtime/text/utf8.h — UTF-8 for text that leaves loom: a growable byte string,
  * a streaming decoder that never splits a character, and a JSON string
  * escaper that emits valid JSON for any input bytes.
  *
@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "status.h"
+#include "runtime/status.h"
 
 /* A growable byte string. Zero-initialise it ({0}); `data` is
  * NUL-terminated whenever it is non-NULL (the NUL is not counted in len). */

@@ -1,5 +1,5 @@
 /*
- * runtime/chat.c — recognising chat templates structurally and formatting
+ * runtime/text/chat.c — recognising chat templates structurally and formatting
  * messages exactly as they render.
  *
  * The lexer follows jinja2's (3.1) with Hugging Face's settings:
@@ -9,7 +9,7 @@
  * side of a tag, newlines normalised to "\n". The result is a token stream
  * in which only output-relevant differences remain.
  */
-#include "chat.h"
+#include "runtime/text/chat.h"
 
 #include <stdlib.h>
 #include <string.h>

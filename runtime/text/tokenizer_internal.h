@@ -1,5 +1,5 @@
 /*
- * runtime/tokenizer_internal.h — private to runtime/tokenizer*.c: the
+ * runtime/text/tokenizer_internal.h — private to runtime/text/tokenizer*.c: the
  * tokenizer's tables and the per-call scratch space the encoders share.
  */
 #ifndef LOOM_TOKENIZER_INTERNAL_H
@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tokenizer.h"
+#include "runtime/text/tokenizer.h"
 
 /* Token attributes (llama.cpp's llama_token_attr bits). */
 enum {

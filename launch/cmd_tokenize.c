@@ -1,5 +1,5 @@
 /*
- * launch/tokenize.c — `loom tokenize`: prints the token ids of a text.
+ * launch/cmd_tokenize.c — `loom tokenize`: prints the token ids of a text.
  *
  * Reads only the tokenizer metadata of the GGUF (vocabulary-only files work).
  * Special tokens written in the text are parsed; BOS/EOS are added as the
@@ -12,12 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "args.h"
-#include "commands.h"
-#include "gguf.h"
-#include "launch_util.h"
-#include "tokenizer.h"
-#include "utf8.h"
+#include "launch/args.h"
+#include "launch/commands.h"
+#include "runtime/gguf.h"
+#include "launch/launch_util.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/text/utf8.h"
 
 int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *file = NULL;

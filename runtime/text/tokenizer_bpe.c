@@ -1,5 +1,5 @@
 /*
- * runtime/tokenizer_bpe.c — byte-level BPE: pre-tokenizer regexes (run with
+ * runtime/text/tokenizer_bpe.c — byte-level BPE: pre-tokenizer regexes (run with
  * PCRE2), GPT-2's byte alphabet, and rank-ordered merges.
  *
  * The regexes are llama.cpp's (src/llama-vocab.cpp), one list per
@@ -9,7 +9,7 @@
  * White_Space set (what llama.cpp and Hugging Face's tokenizers match; PCRE2's
  * own \s lacks U+0085).
  */
-#include "tokenizer_internal.h"
+#include "runtime/text/tokenizer_internal.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

@@ -1,5 +1,5 @@
 /*
- * runtime/tokenizer_spm.c — SentencePiece BPE ("llama" tokenizer model).
+ * runtime/text/tokenizer_spm.c — SentencePiece BPE ("llama" tokenizer model).
  *
  * Spaces become "▁" (U+2581), optionally with one prefixed; the text starts
  * as one symbol per UTF-8 character; the adjacent pair whose concatenation is
@@ -8,7 +8,7 @@
  * <0xXX> tokens (or the unknown token when the vocabulary has no byte token).
  * No UTF-8 repair: invalid bytes simply become byte tokens.
  */
-#include "tokenizer_internal.h"
+#include "runtime/text/tokenizer_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

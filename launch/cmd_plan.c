@@ -1,5 +1,5 @@
 /*
- * launch/plan.c — `loom plan`: prints the shard plan of a model for a
+ * launch/cmd_plan.c — `loom plan`: prints the shard plan of a model for a
  * world of tp × pp ranks, without mpirun. Reads only the GGUF header and
  * tensor index, so it plans a 70B model (or a sparse header-only file from
  * `loom synth --header-only`) on any machine.
@@ -11,8 +11,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "args.h"
-#include "commands.h"
+#include "launch/args.h"
+#include "launch/commands.h"
 #include "parallel/plan.h"
 
 static int usage_error(const char *fmt, ...) LOOM_PRINTF(1, 2);

@@ -1,5 +1,5 @@
 /*
- * launch/synth.c — `loom synth`: writes a random-weight model as GGUF.
+ * launch/cmd_synth.c — `loom synth`: writes a random-weight model as GGUF.
  *
  * The file is a llama or qwen2 model with llama.cpp's tensor names, shapes
  * and metadata and a small SentencePiece-style vocabulary, so llama.cpp and
@@ -40,8 +40,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "args.h"
-#include "commands.h"
+#include "launch/args.h"
+#include "launch/commands.h"
 #include "runtime/gguf_write.h"
 #include "runtime/quant.h"
 

@@ -1,5 +1,5 @@
 /*
- * runtime/tokenizer.h — text ⇄ token ids, built from a GGUF's tokenizer.* metadata.
+ * runtime/text/tokenizer.h — text ⇄ token ids, built from a GGUF's tokenizer.* metadata.
  *
  * Two tokenizer models, with llama.cpp's semantics (its test vectors pass):
  *
@@ -54,9 +54,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gguf.h"
-#include "status.h"
-#include "utf8.h"
+#include "runtime/gguf.h"
+#include "runtime/status.h"
+#include "runtime/text/utf8.h"
 
 #define LOOM_TOKEN_NULL (-1)
 

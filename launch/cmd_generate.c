@@ -1,5 +1,5 @@
 /*
- * launch/generate.c — `loom generate`: text from one prompt, or from many
+ * launch/cmd_generate.c — `loom generate`: text from one prompt, or from many
  * (one per line of --prompt-file) run concurrently.
  */
 #include <stdio.h>
@@ -8,16 +8,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "args.h"
-#include "chat.h"
-#include "commands.h"
-#include "cluster.h"
-#include "comm_mpi.h"
-#include "engine.h"
-#include "kernels.h"
-#include "launch_util.h"
-#include "threadpool.h"
-#include "tokenizer.h"
+#include "launch/args.h"
+#include "runtime/text/chat.h"
+#include "launch/commands.h"
+#include "parallel/cluster.h"
+#include "parallel/comm_mpi.h"
+#include "parallel/engine.h"
+#include "runtime/kernels.h"
+#include "launch/launch_util.h"
+#include "runtime/threadpool.h"
+#include "runtime/text/tokenizer.h"
 
 typedef struct {
     const loom_tokenizer *tok;

@@ -1,5 +1,5 @@
 /*
- * launch/bench.c — `loom bench`: prefill and decode speed of a model, the
+ * launch/cmd_bench.c — `loom bench`: prefill and decode speed of a model, the
  * memory bandwidth decode implies, and (under mpirun) where a cluster's time
  * goes.
  *
@@ -44,16 +44,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "args.h"
-#include "cluster.h"
-#include "comm_mpi.h"
-#include "commands.h"
-#include "engine.h"
-#include "kernels.h"
-#include "launch_util.h"
-#include "membw.h"
-#include "plan.h"
-#include "threadpool.h"
+#include "launch/args.h"
+#include "parallel/cluster.h"
+#include "parallel/comm_mpi.h"
+#include "launch/commands.h"
+#include "parallel/engine.h"
+#include "runtime/kernels.h"
+#include "launch/launch_util.h"
+#include "launch/membw.h"
+#include "parallel/plan.h"
+#include "runtime/threadpool.h"
 
 #define BENCH_MAX_LIST 32
 #define BENCH_MAX_REPS 100

@@ -1,10 +1,10 @@
 /*
- * runtime/tokenizer.c — the vocabulary from GGUF metadata, special tokens,
+ * runtime/text/tokenizer.c — the vocabulary from GGUF metadata, special tokens,
  * end-of-generation set, output pieces, and loom_tokenize's outer loop
  * (special-token partition, BOS/EOS). The models are in tokenizer_bpe.c and
  * tokenizer_spm.c. Behaviour follows llama.cpp's src/llama-vocab.cpp.
  */
-#include "tokenizer_internal.h"
+#include "runtime/text/tokenizer_internal.h"
 
 #include <ctype.h>
 #include <stdio.h>
