@@ -46,9 +46,9 @@
 
 #include "launch/args.h"
 #include "parallel/cluster.h"
-#include "parallel/comm_mpi.h"
 #include "launch/commands.h"
 #include "parallel/engine.h"
+#include "parallel/scheduler.h"
 #include "runtime/kernels.h"
 #include "launch/launch_util.h"
 #include "launch/membw.h"
@@ -57,6 +57,7 @@
 
 #define BENCH_MAX_LIST 32
 #define BENCH_MAX_REPS 100
+#define BENCH_MAX_RANKS 4096
 
 /* ------------------------------------------------------------ small helpers */
 
@@ -172,10 +173,18 @@ typedef struct {
 } rank_time;
 
 typedef struct {
-    bool mpi, coord;
+    loom_cluster *cl;
+    bool coord;
     int world_size;
-    rank_time *all; /* (world_size) gathered on rank 0 */
+    rank_time *all; /* (world_size) gathered from every rank */
 } bench_ctx;
+
+/* Every rank's 3 doubles into c->all (in rank order). */
+static loom_status gather_times(bench_ctx *c, const rank_time *mine) {
+    size_t counts[BENCH_MAX_RANKS], displs[BENCH_MAX_RANKS];
+    for (int r = 0; r < c->world_size; r++) counts[r] = 3, displs[r] = 3 * (size_t)r;
+    return loom_comm_all_gatherv(loom_cluster_world(c->cl), mine, 3, c->all, counts, displs, LOOM_DT_F64);
+}
 
 static bool never_eog(void *user, int32_t token) {
     (void)user;
@@ -189,13 +198,13 @@ static bool never_eog(void *user, int32_t token) {
  * would wait forever), as loom generate does. */
 static loom_status run_phase(bench_ctx *c, loom_engine *e, const loom_request *reqs, int n, loom_result *res,
                              loom_run_stats *stats) {
-    if (c->mpi) MPI_Barrier(MPI_COMM_WORLD);
+    loom_status st = loom_comm_barrier(loom_cluster_world(c->cl));
     double tp0, pp0, tp1, pp1;
     loom_engine_comm_time(e, &tp0, &pp0);
     double t0 = loom_now_s();
-    loom_status st = NULL;
-    if (c->coord) {
-        loom_callbacks cb = {NULL, never_eog, NULL};
+    if (st) {
+    } else if (c->coord) {
+        loom_callbacks cb = {.is_eog = never_eog};
         st = loom_engine_run(e, reqs, n, &cb, res, stats);
         for (int i = 0; i < n && !st; i++)
             if (res[i].error) st = loom_error(LOOM_ERR_INVALID, "bench request %d failed: %s", i, res[i].error);
@@ -206,15 +215,10 @@ static loom_status run_phase(bench_ctx *c, loom_engine *e, const loom_request *r
     }
     double t1 = loom_now_s();
     loom_engine_comm_time(e, &tp1, &pp1);
-    if (st && c->mpi) {
-        fprintf(stderr, "loom bench: %s\n", loom_status_message(st));
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
+    if (st && c->world_size > 1) loom_cluster_abort(c->cl, "bench", st);
     if (st) return st;
     rank_time mine = {t1 - t0, tp1 - tp0, pp1 - pp0};
-    if (c->mpi) MPI_Gather(&mine, 3, MPI_DOUBLE, c->all, 3, MPI_DOUBLE, 0, MPI_COMM_WORLD);
-    else c->all[0] = mine;
-    return NULL;
+    return gather_times(c, &mine);
 }
 
 /* ------------------------------------------------------------ results */
@@ -367,17 +371,14 @@ static loom_status measure_membw(bench_ctx *c, int n_threads, int64_t bytes, int
     loom_membw *m = NULL;
     loom_status st = loom_pool_create(n_threads, &pool);
     if (!st) st = loom_membw_create(bytes, pool, &m);
-    if (c->mpi) {
-        int bad = st != NULL, any = 0;
-        MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-        if (any && !st) st = loom_error(LOOM_ERR_PEER, "another rank could not set up the bandwidth probe");
-    }
+    st = loom_cluster_agree(c->cl, st, "setting up the bandwidth probe");
+    loom_comm *w = loom_cluster_world(c->cl);
     if (!st) {
         double total = (double)loom_membw_bytes(m) * c->world_size, best = 0;
-        for (int r = 0; r < runs; r++) {
-            if (c->mpi) MPI_Barrier(MPI_COMM_WORLD);
-            double dt = loom_membw_read(m, pool), slowest = dt;
-            if (c->mpi) MPI_Allreduce(&dt, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        for (int r = 0; r < runs && !st; r++) {
+            st = loom_comm_barrier(w);
+            double slowest = st ? 0 : loom_membw_read(m, pool);
+            if (!st) st = loom_comm_all_reduce(w, &slowest, 1, LOOM_DT_F64, LOOM_RED_MAX);
             if (slowest > 0 && total / slowest > best) best = total / slowest;
         }
         *gbs = best / 1e9;
@@ -504,78 +505,56 @@ int cmd_bench(int argc, char **argv) {
 
     bench_info bi;
     memset(&bi, 0, sizeof bi);
-    load_avg(bi.load0); /* before MPI and the model touch the machine */
+    load_avg(bi.load0); /* before the cluster and the model touch the machine */
 
-    bool mpi = tp * pp > 1 || getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE");
-    int world_rank = 0, world_size = 1;
-    loom_status st = NULL;
-    if (mpi) {
-        st = loom_mpi_init(NULL, NULL);
-        if (st) return loom_fail("bench", st);
-        MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
-        MPI_Comm_size(MPI_COMM_WORLD, &world_size);
-        if (world_size == 1 && tp * pp > 1) {
-            loom_mpi_finalize();
-            fprintf(stderr, "loom bench: --tp %lld --pp %lld needs %lld ranks: run it under mpirun -np %lld\n",
-                    (long long)tp, (long long)pp, (long long)(tp * pp), (long long)(tp * pp));
-            return 2;
-        }
-    }
+    loom_cluster_options co = {.model = model, .tp = (int)tp, .pp = (int)pp, .watchdog_timeout_s = watchdog};
+    co.engine = loom_engine_defaults();
+    co.engine.ctx_size = (int)ctx;
+    co.engine.kv_type = kvt;
+    co.engine.batch_rows = (int)batch;
+    co.engine.max_seqs = max_seqs; /* the plan sizes memory for the largest row */
+    loom_cluster *cluster = NULL;
+    loom_status st = loom_cluster_start(&co, &cluster);
+    if (st) return loom_fail("bench", st);
+    int world_rank = loom_cluster_rank(cluster), world_size = loom_cluster_size(cluster);
+    const loom_gguf *g = loom_cluster_model(cluster);
+    loom_comm *world = loom_cluster_world(cluster);
 
     int rc = 1;
-    loom_gguf *g = NULL;
-    loom_cluster *cluster = NULL;
     loom_plan_model pm;
     memset(&pm, 0, sizeof pm);
     config_result *results = NULL;
     int n_results = 0;
-    bench_ctx c = {mpi, world_rank == 0, world_size, calloc((size_t)world_size, sizeof(rank_time))};
+    bench_ctx c = {cluster, world_rank == 0, world_size, calloc((size_t)world_size, sizeof(rank_time))};
     bench_work w = {(int)prompt_tokens, (int)gen_tokens, (int)reps, malloc(sizeof(int32_t) * (size_t)prompt_tokens),
                     malloc(sizeof(int32_t) * (size_t)max_seqs), loom_sampling_defaults()};
     w.greedy.temperature = 0;
     bi.stage = calloc((size_t)world_size, sizeof(int));
     bi.tpr = calloc((size_t)world_size, sizeof(int));
-    if (!c.all || !w.prompt || !w.seq_tokens || !bi.stage || !bi.tpr) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
-
-    if (!st) st = loom_gguf_open(model, &g);
+    if (world_size > BENCH_MAX_RANKS) st = loom_error(LOOM_ERR_INVALID, "more than %d ranks", BENCH_MAX_RANKS);
+    if (!st && (!c.all || !w.prompt || !w.seq_tokens || !bi.stage || !bi.tpr))
+        st = loom_error(LOOM_ERR_NOMEM, "out of memory");
     if (!st) st = loom_model_config_read(g, &bi.cfg);
     if (!st) st = loom_plan_model_read(g, &bi.cfg, &pm);
-    if (mpi) {
-        int bad = st != NULL, any = 0;
-        MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-        if (any && !st) st = loom_error(LOOM_ERR_PEER, "another rank could not open its model file (see its message)");
+    if (!st) results = calloc((size_t)(n_threads * n_seqs), sizeof *results);
+    if (!st && !results) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
+    if (!st) {
+        /* every rank's (stage, TP rank), for the per-rank table */
+        const loom_topology *topo = loom_cluster_topology(cluster);
+        int32_t me[2] = {topo->stage, topo->tp_rank}, *both = calloc((size_t)world_size * 2, sizeof(int32_t));
+        size_t counts[BENCH_MAX_RANKS], displs[BENCH_MAX_RANKS];
+        for (int k = 0; k < world_size; k++) counts[k] = 2, displs[k] = 2 * (size_t)k;
+        st = both ? loom_comm_all_gatherv(world, me, 2, both, counts, displs, LOOM_DT_I32)
+                  : loom_error(LOOM_ERR_NOMEM, "out of memory");
+        for (int k = 0; !st && k < world_size; k++) bi.stage[k] = both[2 * k], bi.tpr[k] = both[2 * k + 1];
+        free(both);
     }
-    loom_engine_options eo = loom_engine_defaults();
-    eo.ctx_size = (int)ctx;
-    eo.kv_type = kvt;
-    eo.batch_rows = (int)batch;
-    if (!st && mpi) {
-        loom_plan_request req = loom_plan_request_defaults((int)tp, (int)pp);
-        req.world = world_size;
-        req.ctx_size = eo.ctx_size;
-        req.max_seqs = max_seqs;
-        req.block_tokens = eo.block_tokens;
-        req.kv_type = eo.kv_type;
-        req.batch_rows = eo.batch_rows;
-        st = loom_cluster_create(g, &req, watchdog, &cluster);
-    }
+    st = loom_cluster_agree(cluster, st, "setting up the bench");
     if (!st) {
         /* fixed prompt ids: a deterministic walk over the vocabulary */
         int V = bi.cfg.vocab;
         for (int i = 0; i < w.prompt_tokens; i++) w.prompt[i] = (int32_t)((1000 + 7919LL * i) % V);
         for (int s = 0; s < max_seqs; s++) w.seq_tokens[s] = (int32_t)((17 + 101LL * s) % V);
-        const loom_topology *topo = cluster ? loom_cluster_topology(cluster) : NULL;
-        int me[2] = {topo ? topo->stage : 0, topo ? topo->tp_rank : 0};
-        if (mpi) {
-            int *both = calloc((size_t)world_size * 2, sizeof(int));
-            if (!both) {
-                fprintf(stderr, "loom bench: out of memory\n");
-                MPI_Abort(MPI_COMM_WORLD, 1);
-            }
-            MPI_Gather(me, 2, MPI_INT, both, 2, MPI_INT, 0, MPI_COMM_WORLD);
-            for (int k = 0; k < world_size; k++) bi.stage[k] = both[2 * k], bi.tpr[k] = both[2 * k + 1];
-            free(both);
-        }
         bi.model = model;
         type_summary(&pm, bi.types, sizeof bi.types);
         cpu_model(bi.cpu, sizeof bi.cpu);
@@ -584,12 +563,6 @@ int cmd_bench(int argc, char **argv) {
         bi.prompt_tokens = (int)prompt_tokens, bi.gen_tokens = (int)gen_tokens, bi.reps = (int)reps;
         bi.ctx = (int)ctx, bi.batch = (int)batch, bi.kv_type = kv_type;
         bi.membw_bytes = membw_bytes, bi.membw_runs = (int)membw_runs;
-        results = calloc((size_t)(n_threads * n_seqs), sizeof *results);
-        if (!results) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
-        if (st && mpi) { /* the other ranks are past the last collective check */
-            fprintf(stderr, "loom bench: %s\n", loom_status_message(st));
-            MPI_Abort(MPI_COMM_WORLD, 1);
-        }
     }
     if (!st && world_rank == 0) {
         const char *base = strrchr(model, '/');
@@ -626,17 +599,15 @@ int cmd_bench(int argc, char **argv) {
                 st = loom_error(LOOM_ERR_NOMEM, "out of memory");
                 break;
             }
+            loom_engine_options eo = *loom_cluster_engine_options(cluster);
             eo.n_threads = threads[ti];
             eo.max_seqs = seqs[si];
             loom_engine *e = NULL;
-            st = loom_engine_create(g, &eo, cluster ? loom_cluster_topology(cluster) : NULL, NULL, NULL, &e);
-            if (st && mpi) {
-                fprintf(stderr, "loom bench: %s\n", loom_status_message(st));
-                MPI_Abort(MPI_COMM_WORLD, 1);
-            }
+            st = loom_cluster_engine(cluster, &eo, NULL, NULL, &e);
             if (st) break;
-            long long mine = (long long)weight_bytes_per_step(loom_engine_weights(e)), total = mine;
-            if (mpi) MPI_Reduce(&mine, &total, 1, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
+            int64_t total = weight_bytes_per_step(loom_engine_weights(e));
+            st = loom_comm_all_reduce(world, &total, 1, LOOM_DT_I64, LOOM_RED_SUM);
+            if (st) loom_cluster_abort(cluster, "bench", st);
             r->step_bytes = total;
             st = run_config(&c, &w, e, seqs[si], r);
             loom_engine_free(e);
@@ -668,7 +639,5 @@ int cmd_bench(int argc, char **argv) {
     free(bi.tpr);
     loom_plan_model_free(&pm);
     loom_cluster_free(cluster);
-    loom_gguf_free(g);
-    if (mpi) loom_mpi_finalize();
     return rc;
 }

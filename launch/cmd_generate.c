@@ -12,8 +12,8 @@
 #include "runtime/text/chat.h"
 #include "launch/commands.h"
 #include "parallel/cluster.h"
-#include "parallel/comm_mpi.h"
 #include "parallel/engine.h"
+#include "parallel/scheduler.h"
 #include "runtime/kernels.h"
 #include "launch/launch_util.h"
 #include "runtime/threadpool.h"
@@ -30,7 +30,7 @@ typedef struct {
 
 static bool is_eog(void *user, int32_t token) { return loom_tokenizer_is_eog(((gen_out *)user)->tok, token); }
 
-static void on_token(void *user, int req, int32_t token) {
+static void on_token(void *user, uint64_t req, int32_t token) {
     gen_out *o = user;
     size_t len;
     const char *piece = loom_token_piece(o->tok, token, false, &len);
@@ -83,6 +83,34 @@ static loom_status read_prompts(const char *path, char ***out, int *n) {
     }
     *out = v;
     *n = count;
+    return NULL;
+}
+
+/* What the coordinator reads before the cluster is planned: the prompts,
+ * which also size the engine (one sequence per prompt, at most 64, unless
+ * --sequences says otherwise). */
+typedef struct {
+    const char *prompt, *prompt_file;
+    char **prompts; /* (n) */
+    int n;
+} gen_job;
+
+static loom_status read_prompts_job(void *user, const loom_gguf *g, loom_engine_options *eo) {
+    (void)g;
+    gen_job *j = user;
+    if (j->prompt_file) {
+        LOOM_TRY(read_prompts(j->prompt_file, &j->prompts, &j->n));
+    } else {
+        j->prompts = malloc(sizeof *j->prompts);
+        if (j->prompts) j->prompts[0] = strdup(j->prompt);
+        if (!j->prompts || !j->prompts[0]) {
+            free(j->prompts);
+            j->prompts = NULL;
+            return loom_error(LOOM_ERR_NOMEM, "out of memory");
+        }
+        j->n = 1;
+    }
+    if (eo->max_seqs <= 0) eo->max_seqs = j->n < 64 ? j->n : 64;
     return NULL;
 }
 
@@ -173,7 +201,7 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
             fputs(prompts[0], stdout);
             fflush(stdout);
         }
-        loom_callbacks cb = {on_token, is_eog, &out};
+        loom_callbacks cb = {.on_token = on_token, .is_eog = is_eog, .user = &out};
         st = loom_engine_run(e, reqs, n, &cb, res, &stats);
         if (!st) st = out.err;
         out.err = NULL;
@@ -280,109 +308,46 @@ int cmd_generate(int argc, char **argv) {
     loom_status st = loom_sampling_check(&sp);
     if (st) return loom_fail("generate", st);
 
-    /* MPI only when launched by mpirun or asked to split the model */
-    bool mpi = tp * pp > 1 || getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE");
-    int world_rank = 0, world_size = 1;
-    if (mpi) {
-        st = loom_mpi_init(NULL, NULL);
-        if (st) return loom_fail("generate", st);
-        MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
-        MPI_Comm_size(MPI_COMM_WORLD, &world_size);
-        if (world_size == 1 && tp * pp > 1) {
-            loom_mpi_finalize();
-            fprintf(stderr, "loom generate: --tp %lld --pp %lld needs %lld ranks: run it under mpirun -np %lld\n",
-                    (long long)tp, (long long)pp, (long long)(tp * pp), (long long)(tp * pp));
-            return 2;
-        }
-    }
+    loom_cluster_options co = {.model = model, .tp = (int)tp, .pp = (int)pp, .watchdog_timeout_s = watchdog};
+    co.engine = loom_engine_defaults();
+    co.engine.n_threads = (int)threads;
+    co.engine.ctx_size = (int)ctx;
+    co.engine.max_seqs = (int)seqs; /* 0: set from the number of prompts in prepare */
+    co.engine.kv_type = kvt;
+    co.engine.batch_rows = (int)batch;
+    gen_job job = {prompt, prompt_file, NULL, 0};
+    co.prepare = read_prompts_job;
+    co.prepare_user = &job;
 
-    /* rank 0 reads the prompts before any model work */
-    char **prompts = NULL;
-    int n = 1;
-    if (world_rank == 0) {
-        if (prompt_file) {
-            st = read_prompts(prompt_file, &prompts, &n);
-        } else {
-            prompts = malloc(sizeof *prompts);
-            prompts[0] = prompt ? strdup(prompt) : NULL;
-            if (!prompts[0]) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
-        }
-    }
-    if (mpi) { /* every rank stops together on a bad prompt file */
-        int bad = st != NULL, any = 0;
-        MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-        if (any) {
-            int rc = st ? loom_fail("generate", st) : 1;
-            loom_mpi_finalize();
-            return rc;
-        }
-    } else if (st) {
-        return loom_fail("generate", st);
-    }
-
-    int rc = 1;
-    loom_gguf *g = NULL;
     loom_cluster *cluster = NULL;
+    st = loom_cluster_start(&co, &cluster);
+    if (st) return loom_fail("generate", st);
+    int rc = 1;
     loom_engine *e = NULL;
-    loom_engine_options eo = loom_engine_defaults();
-    eo.n_threads = (int)threads;
-    eo.ctx_size = (int)ctx;
-    eo.max_seqs = seqs > 0 ? (int)seqs : (n < 64 ? n : 64);
-    eo.kv_type = kvt;
-    eo.batch_rows = (int)batch;
-    if (mpi) MPI_Bcast(&eo.max_seqs, 1, MPI_INT, 0, MPI_COMM_WORLD); /* derived from rank 0's prompts */
-
-    st = loom_gguf_open(model, &g);
-    if (mpi) {
-        /* every rank must be able to open its file before anyone plans */
-        int bad = st != NULL, any = 0;
-        MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-        if (any && !st) st = loom_error(LOOM_ERR_IO, "another rank could not open its model file (see its message)");
-        if (!st) {
-            loom_plan_request req = loom_plan_request_defaults((int)tp, (int)pp);
-            req.world = world_size;
-            req.ctx_size = eo.ctx_size;
-            req.max_seqs = eo.max_seqs;
-            req.block_tokens = eo.block_tokens;
-            req.kv_type = eo.kv_type;
-            req.batch_rows = eo.batch_rows;
-            st = loom_cluster_create(g, &req, watchdog, &cluster);
-        }
+    bool coord = loom_cluster_is_coordinator(cluster);
+    loom_progress prog;
+    loom_progress_init(&prog, "loading model");
+    st = loom_cluster_engine(cluster, NULL, coord ? loom_progress_update : NULL, &prog, &e);
+    loom_progress_done(&prog);
+    if (!st && loom_cluster_plan(cluster)) {
+        if (coord) loom_plan_print(loom_cluster_plan(cluster), stderr, false);
+        loom_cluster_report_memory(cluster, stderr);
     }
     if (!st) {
-        loom_progress prog;
-        loom_progress_init(&prog, "loading model");
-        st = loom_engine_create(g, &eo, cluster ? loom_cluster_topology(cluster) : NULL,
-                                world_rank == 0 ? loom_progress_update : NULL, &prog, &e);
-        loom_progress_done(&prog);
-        if (cluster) {
-            /* from here on a failure anywhere must not leave ranks waiting */
-            if (st) {
-                fprintf(stderr, "loom generate: %s\n", loom_status_message(st));
-                MPI_Abort(MPI_COMM_WORLD, 1);
-            }
-            if (world_rank == 0) loom_plan_print(loom_cluster_plan(cluster), stderr, false);
-            loom_cluster_report_memory(cluster, stderr);
-        }
-    }
-    if (!st) {
-        if (world_rank == 0)
-            st = coordinate(e, g, model, prompts, n, chat, system, (int)max_tokens, sp, ignore_eos, json, &rc);
+        /* from here on a failure anywhere must not leave ranks waiting */
+        if (coord)
+            st = coordinate(e, loom_cluster_model(cluster), model, job.prompts, job.n, chat, system, (int)max_tokens,
+                            sp, ignore_eos, json, &rc);
         else
             st = loom_engine_work(e);
-        if (st && cluster) {
-            fprintf(stderr, "loom generate: %s\n", loom_status_message(st));
-            MPI_Abort(MPI_COMM_WORLD, 1);
-        }
-        if (!st && world_rank == 0) st = loom_engine_shutdown(e);
-        if (world_rank != 0 && !st) rc = 0;
+        if (st && loom_cluster_size(cluster) > 1) loom_cluster_abort(cluster, "generate", st);
+        if (!st && coord) st = loom_engine_shutdown(e);
+        if (!coord && !st) rc = 0;
     }
     if (st) rc = loom_fail("generate", st);
-    for (int i = 0; prompts && i < n; i++) free(prompts[i]);
-    free(prompts);
+    for (int i = 0; i < job.n; i++) free(job.prompts[i]);
+    free(job.prompts);
     loom_engine_free(e);
     loom_cluster_free(cluster);
-    loom_gguf_free(g);
-    if (mpi) loom_mpi_finalize();
     return rc;
 }

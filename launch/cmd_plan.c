@@ -49,8 +49,8 @@ static int split_hosts(char *list, const char **names, int n) {
 int cmd_plan(int argc, char **argv) {
     const char *model = NULL, *kv_type = "f16", *hosts_arg = NULL;
     loom_plan_request d = loom_plan_request_defaults(1, 1);
-    int64_t tp = 1, pp = 1, world = 0, ctx = d.ctx_size, seqs = d.max_seqs, block = d.block_tokens,
-            batch = d.batch_rows, max_memory = 0;
+    int64_t tp = 1, pp = 1, world = 0, ctx = d.engine.ctx_size, seqs = d.engine.max_seqs, block = d.engine.block_tokens,
+            batch = d.engine.batch_rows, max_memory = 0;
     bool json = false;
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model (only its header is read)"},
@@ -100,11 +100,11 @@ int cmd_plan(int argc, char **argv) {
 
     loom_plan_request req = loom_plan_request_defaults((int)tp, (int)pp);
     req.world = (int)world;
-    req.ctx_size = (int)ctx;
-    req.max_seqs = (int)seqs;
-    req.block_tokens = (int)block;
-    req.batch_rows = (int)batch;
-    req.kv_type = kv;
+    req.engine.ctx_size = (int)ctx;
+    req.engine.max_seqs = (int)seqs;
+    req.engine.block_tokens = (int)block;
+    req.engine.batch_rows = (int)batch;
+    req.engine.kv_type = kv;
     req.max_memory = max_memory;
 
     int64_t n_world = world ? world : tp * pp;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "parallel/engine.h"
+#include "runtime/clock.h"
 #include "runtime/status.h"
 #include "runtime/text/tokenizer.h"
 #include "runtime/text/utf8.h"
@@ -37,6 +38,5 @@ void loom_progress_done(loom_progress *p);
 void loom_print_config(FILE *f, const char *model_path, const loom_model_config *mc, const loom_engine_options *eo,
                        const loom_tokenizer *tok);
 
-double loom_now_s(void);
 
 #endif

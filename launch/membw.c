@@ -2,6 +2,7 @@
  * launch/membw.c — STREAM-like read bandwidth probe (see membw.h).
  */
 #include "launch/membw.h"
+#include "runtime/clock.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,11 +22,6 @@ struct loom_membw {
 
 static volatile uint64_t membw_sink;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- read loops: sum 64-bit lanes of [p, p + n), n a multiple of 256 ---- */
 
@@ -154,9 +150,9 @@ int64_t loom_membw_bytes(const loom_membw *m) { return m->bytes; }
 double loom_membw_read(loom_membw *m, loom_pool *pool) {
     const char *name;
     task t = {m, pick(&name), 0};
-    double t0 = now_s();
+    double t0 = loom_now_s();
     loom_pool_run(pool, run_task, &t);
-    double dt = now_s() - t0;
+    double dt = loom_now_s() - t0;
     uint64_t s = 0;
     for (int i = 0; i < 64; i++) s += m->sums[i * 8];
     membw_sink = s;

@@ -6,12 +6,8 @@
 
 #include "runtime/kernels.h"
 #include "launch/launch_util.h"
+#include "runtime/clock.h"
 
-double loom_now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int loom_usage_error(const char *msg) {
     fprintf(stderr, "loom: %s (see --help)\n", msg);

@@ -1,3 +1,6 @@
+/*
+ * parallel/cluster.c — bring-up of a cluster (contract in cluster.h).
+ */
 #include "parallel/cluster.h"
 
 #include <stdio.h>
@@ -9,11 +12,14 @@
 #include "parallel/watchdog.h"
 
 struct loom_cluster {
-    loom_comm *world;
+    bool mpi;              /* this process started MPI */
+    loom_gguf *model;
+    loom_engine_options eo;/* agreed: the coordinator's (threads: this rank's) */
+    loom_comm *world;      /* MPI world, or a size-1 communicator */
     loom_comm *tp;
-    loom_plan *plan;
+    loom_plan *plan;       /* NULL without MPI */
     loom_topology topo;
-    char **hosts;        /* (world) */
+    char **hosts;          /* (world) */
     loom_watchdog *wd;
 };
 
@@ -143,47 +149,81 @@ static loom_status share_plan(loom_cluster *c, const loom_gguf *g, const loom_pl
     return st;
 }
 
-loom_status loom_cluster_create(const loom_gguf *g, const loom_plan_request *req, double watchdog_timeout_s,
-                                loom_cluster **out) {
+
+/* Under MPI: hosts, model hashes, the plan, TP groups, the watchdog. */
+static loom_status connect_ranks(loom_cluster *c, const loom_cluster_options *o) {
+    loom_plan_request req = loom_plan_request_defaults(o->tp, o->pp);
+    req.world = c->world->size;
+    req.engine = c->eo;
+    req.max_memory = o->max_memory;
+    loom_status st = settle(c->world, gather_hosts(c), "gathering host names");
+    if (!st) st = settle(c->world, check_models(c, c->model), "checking model files");
+    if (!st) st = settle(c->world, share_plan(c, c->model, &req), "planning");
+    if (st) return st;
+    const loom_plan *p = c->plan;
+    const loom_rank_plan *me = loom_plan_rank(p, c->world->rank);
+    c->eo = p->req.engine; /* the coordinator's options reach every rank with the plan */
+    c->eo.n_threads = o->engine.n_threads;
+    loom_topology *t = &c->topo;
+    t->world_rank = c->world->rank;
+    t->world_size = c->world->size;
+    t->stage = me->stage;
+    t->n_stages = p->pp;
+    t->tp_rank = me->tp_rank;
+    t->tp_size = p->tp;
+    t->world = c->world;
+    t->prev = me->stage > 0 ? loom_plan_world_rank(p, me->stage - 1, me->tp_rank) : -1;
+    t->next = me->stage + 1 < p->pp ? loom_plan_world_rank(p, me->stage + 1, me->tp_rank) : -1;
+    t->last_leader = loom_plan_world_rank(p, p->pp - 1, 0);
+    t->shard = me->shard;
+    MPI_Comm tpc;
+    MPI_Comm_split(loom_comm_mpi_handle(c->world), me->stage, me->tp_rank, &tpc);
+    char what[32];
+    snprintf(what, sizeof what, "TP group of stage %d", me->stage);
+    st = loom_comm_mpi_create(tpc, what, &c->tp);
+    MPI_Comm_free(&tpc);
+    t->tp_group = p->tp > 1 ? c->tp : NULL;
+    st = settle(c->world, st, "creating TP groups");
+    if (!st && o->watchdog_timeout_s > 0)
+        st = settle(c->world,
+                    loom_watchdog_start(MPI_COMM_WORLD, o->watchdog_timeout_s, (const char *const *)c->hosts, &c->wd),
+                    "starting the watchdog");
+    return st;
+}
+
+loom_status loom_cluster_start(const loom_cluster_options *o, loom_cluster **out) {
     *out = NULL;
+    if (o->tp < 1 || o->pp < 1) return loom_error(LOOM_ERR_INVALID, "tp %d and pp %d must be >= 1", o->tp, o->pp);
     loom_cluster *c = calloc(1, sizeof *c);
     if (!c) return loom_error(LOOM_ERR_NOMEM, "out of memory creating the cluster");
-    loom_status st = loom_comm_mpi_create(MPI_COMM_WORLD, "world", &c->world);
+    c->eo = o->engine;
+    /* MPI only when launched by mpirun or asked to split the model */
+    c->mpi = (int64_t)o->tp * o->pp > 1 || getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE");
+    loom_status st = NULL;
+    if (c->mpi) {
+        st = loom_mpi_init(NULL, NULL);
+        if (!st) st = loom_comm_mpi_create(MPI_COMM_WORLD, "world", &c->world);
+        if (!st) loom_status_set_rank(c->world->rank);
+        if (!st && c->world->size == 1 && (int64_t)o->tp * o->pp > 1)
+            st = loom_error(LOOM_ERR_INVALID, "--tp %d --pp %d needs %d ranks: run it under mpirun -np %d", o->tp,
+                            o->pp, o->tp * o->pp, o->tp * o->pp);
+    } else {
+        st = loom_comm_self_create(&c->world);
+    }
     if (st) {
-        free(c);
+        loom_cluster_free(c);
         return st;
     }
-    loom_status_set_rank(c->world->rank);
-    st = settle(c->world, gather_hosts(c), "gathering host names");
-    if (!st) st = settle(c->world, check_models(c, g), "checking model files");
-    if (!st) st = settle(c->world, share_plan(c, g, req), "planning");
-    if (!st) {
-        const loom_plan *p = c->plan;
-        const loom_rank_plan *me = loom_plan_rank(p, c->world->rank);
-        loom_topology *t = &c->topo;
-        t->world_rank = c->world->rank;
-        t->world_size = c->world->size;
-        t->stage = me->stage;
-        t->n_stages = p->pp;
-        t->tp_rank = me->tp_rank;
-        t->tp_size = p->tp;
-        t->world = c->world;
-        t->prev = me->stage > 0 ? loom_plan_world_rank(p, me->stage - 1, me->tp_rank) : -1;
-        t->next = me->stage + 1 < p->pp ? loom_plan_world_rank(p, me->stage + 1, me->tp_rank) : -1;
-        t->last_leader = loom_plan_world_rank(p, p->pp - 1, 0);
-        t->shard = me->shard;
-        MPI_Comm tpc;
-        MPI_Comm_split(loom_comm_mpi_handle(c->world), me->stage, me->tp_rank, &tpc);
-        char what[32];
-        snprintf(what, sizeof what, "TP group of stage %d", me->stage);
-        st = loom_comm_mpi_create(tpc, what, &c->tp);
-        MPI_Comm_free(&tpc);
-        t->tp = p->tp > 1 ? c->tp : NULL;
-        st = settle(c->world, st, "creating TP groups");
+    st = loom_gguf_open(o->model, &c->model);
+    if (c->world->size > 1) st = settle(c->world, st, "opening the model");
+    if (!st && c->world->rank == 0 && o->prepare) st = o->prepare(o->prepare_user, c->model, &c->eo);
+    if (c->world->size > 1) st = settle(c->world, st, "preparing the run");
+    if (!st && c->mpi) st = connect_ranks(c, o);
+    if (!st && !c->mpi) {
+        loom_model_config cfg;
+        st = loom_model_config_read(c->model, &cfg);
+        if (!st) c->topo = loom_topology_single(&cfg);
     }
-    if (!st && watchdog_timeout_s > 0)
-        st = settle(c->world, loom_watchdog_start(MPI_COMM_WORLD, watchdog_timeout_s, (const char *const *)c->hosts, &c->wd),
-                    "starting the watchdog");
     if (st) {
         loom_cluster_free(c);
         return st;
@@ -194,7 +234,7 @@ loom_status loom_cluster_create(const loom_gguf *g, const loom_plan_request *req
 
 void loom_cluster_free(loom_cluster *c) {
     if (!c) return;
-    if (c->world) MPI_Barrier(loom_comm_mpi_handle(c->world));
+    if (c->mpi && c->world) MPI_Barrier(loom_comm_mpi_handle(c->world));
     loom_watchdog_stop(c->wd);
     loom_comm_free(c->tp);
     if (c->hosts)
@@ -202,21 +242,54 @@ void loom_cluster_free(loom_cluster *c) {
     free(c->hosts);
     loom_plan_free(c->plan);
     loom_comm_free(c->world);
+    loom_gguf_free(c->model);
+    if (c->mpi) loom_mpi_finalize();
     free(c);
 }
 
+int loom_cluster_rank(const loom_cluster *c) { return c->world->rank; }
+int loom_cluster_size(const loom_cluster *c) { return c->world->size; }
+bool loom_cluster_is_coordinator(const loom_cluster *c) { return c->world->rank == 0; }
+const loom_gguf *loom_cluster_model(const loom_cluster *c) { return c->model; }
+const loom_engine_options *loom_cluster_engine_options(const loom_cluster *c) { return &c->eo; }
 const loom_topology *loom_cluster_topology(const loom_cluster *c) { return &c->topo; }
 const loom_plan *loom_cluster_plan(const loom_cluster *c) { return c->plan; }
 loom_comm *loom_cluster_world(const loom_cluster *c) { return c->world; }
 
-static void human(char *buf, size_t cap, double b) {
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    int i = 0;
-    while (b >= 1024 && i < 4) b /= 1024, i++;
-    snprintf(buf, cap, "%.1f %s", b, u[i]);
+loom_status loom_cluster_agree(loom_cluster *c, loom_status st, const char *what) {
+    if (c->world->size == 1) return st;
+    return settle(c->world, st, what);
+}
+
+_Noreturn void loom_cluster_abort(loom_cluster *c, const char *cmd, loom_status st) {
+    fprintf(stderr, "loom %s: %s\n", cmd, st ? loom_status_message(st) : "aborted");
+    fflush(stderr);
+    loom_status_free(st);
+    if (c && c->mpi) MPI_Abort(MPI_COMM_WORLD, 1);
+    exit(1);
+}
+
+loom_status loom_cluster_engine(loom_cluster *c, const loom_engine_options *o,
+                                void (*progress)(void *user, double frac), void *user, loom_engine **out) {
+    *out = NULL;
+    const loom_engine_options *eo = o ? o : &c->eo;
+    loom_status st = NULL;
+    if (eo->max_seqs > c->eo.max_seqs || eo->ctx_size > c->eo.ctx_size || eo->batch_rows > c->eo.batch_rows ||
+        eo->kv_type != c->eo.kv_type || eo->block_tokens != c->eo.block_tokens)
+        st = loom_error(LOOM_ERR_INVALID,
+                        "an engine of %d sequences x %d positions, batch %d, does not fit the plan's %d x %d, batch %d",
+                        eo->max_seqs, eo->ctx_size, eo->batch_rows, c->eo.max_seqs, c->eo.ctx_size, c->eo.batch_rows);
+    if (!st) st = loom_engine_create(c->model, eo, &c->topo, progress, user, out);
+    st = loom_cluster_agree(c, st, "loading the model");
+    if (st && *out) {
+        loom_engine_free(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 void loom_cluster_report_memory(loom_cluster *c, FILE *f) {
+    if (!c->plan) return;
     int n = c->world->size;
     int64_t mine = loom_pss_bytes(), *all = c->world->rank == 0 ? malloc(sizeof(int64_t) * (size_t)n) : NULL;
     MPI_Gather(&mine, 1, MPI_INT64_T, all, 1, MPI_INT64_T, 0, loom_comm_mpi_handle(c->world));
@@ -226,10 +299,10 @@ void loom_cluster_report_memory(loom_cluster *c, FILE *f) {
     for (int r = 0; r < n; r++) {
         const loom_rank_plan *p = loom_plan_rank(c->plan, r);
         char w[32], k[32], t[32], m[32];
-        human(w, sizeof w, (double)p->weight_bytes);
-        human(k, sizeof k, (double)p->kv_bytes);
-        human(t, sizeof t, (double)(p->weight_bytes + p->kv_bytes + p->workspace_bytes));
-        if (all[r] >= 0) human(m, sizeof m, (double)all[r]);
+        loom_format_bytes(w, sizeof w, p->weight_bytes);
+        loom_format_bytes(k, sizeof k, p->kv_bytes);
+        loom_format_bytes(t, sizeof t, p->weight_bytes + p->kv_bytes + p->workspace_bytes);
+        if (all[r] >= 0) loom_format_bytes(m, sizeof m, all[r]);
         else snprintf(m, sizeof m, "n/a");
         fprintf(f, "%4d %6d %4d %14s %15s %12s %10s\n", r, p->stage, p->tp_rank, w, k, t, m);
     }

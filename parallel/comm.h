@@ -19,7 +19,7 @@
 
 #include "runtime/status.h"
 
-typedef enum { LOOM_DT_F32, LOOM_DT_F16, LOOM_DT_BF16, LOOM_DT_I32, LOOM_DT_I64, LOOM_DT_U8, LOOM_DT_COUNT } loom_dtype;
+typedef enum { LOOM_DT_F32, LOOM_DT_F16, LOOM_DT_BF16, LOOM_DT_I32, LOOM_DT_I64, LOOM_DT_U8, LOOM_DT_F64, LOOM_DT_COUNT } loom_dtype;
 typedef enum { LOOM_RED_SUM, LOOM_RED_MAX, LOOM_RED_MIN } loom_redop;
 
 size_t loom_dtype_size(loom_dtype dt);
@@ -70,5 +70,9 @@ loom_status loom_comm_irecv(loom_comm *c, void *buf, size_t count, loom_dtype dt
 loom_status loom_comm_wait(loom_comm *c, loom_comm_req *req) LOOM_MUST_USE; /* NULL req: no-op */
 loom_status loom_comm_barrier(loom_comm *c) LOOM_MUST_USE;
 void loom_comm_free(loom_comm *c);
+
+/* A communicator of one rank (a process without MPI): collectives copy
+ * their input to their output, point-to-point calls fail. */
+loom_status loom_comm_self_create(loom_comm **out) LOOM_MUST_USE;
 
 #endif

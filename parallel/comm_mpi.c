@@ -44,6 +44,7 @@ static MPI_Datatype mpi_type(loom_dtype dt) {
     case LOOM_DT_BF16: return MPI_UINT16_T;
     case LOOM_DT_I32: return MPI_INT32_T;
     case LOOM_DT_I64: return MPI_INT64_T;
+    case LOOM_DT_F64: return MPI_DOUBLE;
     default: return MPI_UINT8_T;
     }
 }

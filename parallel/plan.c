@@ -215,24 +215,24 @@ static int64_t shard_kv_bytes(const loom_plan_model *m, const loom_plan_request 
         .n_layers = s->layer_end - s->layer_begin,
         .n_kv_heads = s->kv_end - s->kv_begin,
         .head_dim = m->cfg.head_dim,
-        .type = r->kv_type,
-        .block_tokens = r->block_tokens,
-        .n_blocks = loom_kv_blocks_for(r->max_seqs, r->ctx_size, r->block_tokens),
-        .max_seqs = r->max_seqs,
-        .max_ctx = r->ctx_size,
+        .type = r->engine.kv_type,
+        .block_tokens = r->engine.block_tokens,
+        .n_blocks = loom_kv_blocks_for(r->engine.max_seqs, r->engine.ctx_size, r->engine.block_tokens),
+        .max_seqs = r->engine.max_seqs,
+        .max_ctx = r->engine.ctx_size,
     };
     return (int64_t)loom_kv_bytes(&kc);
 }
 
 static int64_t shard_workspace_bytes(const loom_plan_model *m, const loom_plan_request *r, const loom_shard *s) {
     const loom_model_config *c = &m->cfg;
-    int64_t R = r->batch_rows, hd = c->head_dim;
+    int64_t R = r->engine.batch_rows, hd = c->head_dim;
     int64_t nq = s->q_end - s->q_begin, nkv = s->kv_end - s->kv_begin, nffn = s->ffn_end - s->ffn_begin;
     int64_t widest = c->dim;
     if (nq * hd > widest) widest = nq * hd;
     if (nffn > widest) widest = nffn;
     int64_t b = 4 * R * (3 * (int64_t)c->dim + 2 * nq * hd + 2 * nkv * hd + 2 * nffn + c->rope_dim);
-    b += 4 * R * widest + 8 * R * c->dim + 4 * (int64_t)LOOM_PLAN_THREADS * r->ctx_size;
+    b += 4 * R * widest + 8 * R * c->dim + 4 * (int64_t)LOOM_PLAN_THREADS * r->engine.ctx_size;
     if (s->head) b += 4 * R * (s->vocab_end - s->vocab_begin);
     return b;
 }
@@ -250,40 +250,35 @@ int64_t loom_plan_rank_total(const loom_rank_plan *rp) {
 /* -------------------------------------------------------------- request */
 
 loom_plan_request loom_plan_request_defaults(int tp, int pp) {
-    loom_engine_options o = loom_engine_defaults();
     loom_plan_request r = {0};
     r.tp = tp;
     r.pp = pp;
-    r.ctx_size = o.ctx_size;
-    r.max_seqs = o.max_seqs;
-    r.block_tokens = o.block_tokens;
-    r.kv_type = o.kv_type;
-    r.batch_rows = o.batch_rows;
+    r.engine = loom_engine_defaults();
     return r;
 }
 
 loom_status loom_plan_check_request(const loom_plan_model *m, const loom_plan_request *r) {
-    if (r->ctx_size < 1 || r->ctx_size > (1 << 24))
-        return loom_error(LOOM_ERR_INVALID, "context size %d is out of range (1..%d)", r->ctx_size, 1 << 24);
-    if (r->max_seqs < 1 || r->max_seqs > (1 << 16))
-        return loom_error(LOOM_ERR_INVALID, "sequences %d is out of range (1..%d)", r->max_seqs, 1 << 16);
-    if (r->block_tokens < 1 || r->block_tokens > (1 << 16))
-        return loom_error(LOOM_ERR_INVALID, "KV block size %d is out of range (1..%d)", r->block_tokens, 1 << 16);
-    if (r->batch_rows < 1 || r->batch_rows > (1 << 16))
-        return loom_error(LOOM_ERR_INVALID, "batch rows %d is out of range (1..%d)", r->batch_rows, 1 << 16);
-    if (r->kv_type != LOOM_TYPE_F16 && r->kv_type != LOOM_TYPE_F32)
-        return loom_error(LOOM_ERR_INVALID, "KV cache type %s is not supported (f16, f32)", loom_type_name(r->kv_type));
+    if (r->engine.ctx_size < 1 || r->engine.ctx_size > (1 << 24))
+        return loom_error(LOOM_ERR_INVALID, "context size %d is out of range (1..%d)", r->engine.ctx_size, 1 << 24);
+    if (r->engine.max_seqs < 1 || r->engine.max_seqs > (1 << 16))
+        return loom_error(LOOM_ERR_INVALID, "sequences %d is out of range (1..%d)", r->engine.max_seqs, 1 << 16);
+    if (r->engine.block_tokens < 1 || r->engine.block_tokens > (1 << 16))
+        return loom_error(LOOM_ERR_INVALID, "KV block size %d is out of range (1..%d)", r->engine.block_tokens, 1 << 16);
+    if (r->engine.batch_rows < 1 || r->engine.batch_rows > (1 << 16))
+        return loom_error(LOOM_ERR_INVALID, "batch rows %d is out of range (1..%d)", r->engine.batch_rows, 1 << 16);
+    if (r->engine.kv_type != LOOM_TYPE_F16 && r->engine.kv_type != LOOM_TYPE_F32)
+        return loom_error(LOOM_ERR_INVALID, "KV cache type %s is not supported (f16, f32)", loom_type_name(r->engine.kv_type));
     if (r->max_memory < 0)
         return loom_error(LOOM_ERR_INVALID, "memory limit %" PRId64 " is negative (0 means no limit)", r->max_memory);
-    int64_t blocks = (int64_t)r->max_seqs * ((r->ctx_size + r->block_tokens - 1) / r->block_tokens);
+    int64_t blocks = (int64_t)r->engine.max_seqs * ((r->engine.ctx_size + r->engine.block_tokens - 1) / r->engine.block_tokens);
     if (blocks > INT_MAX)
         return loom_error(LOOM_ERR_INVALID, "%d sequences of %d positions need %" PRId64 " KV blocks of %d, over %d",
-                          r->max_seqs, r->ctx_size, blocks, r->block_tokens, INT_MAX);
+                          r->engine.max_seqs, r->engine.ctx_size, blocks, r->engine.block_tokens, INT_MAX);
     /* the whole model's cache must count in int64 */
-    double kv = 2.0 * m->cfg.n_layers * (double)blocks * r->block_tokens * m->cfg.n_kv_heads * m->cfg.head_dim * 4;
+    double kv = 2.0 * m->cfg.n_layers * (double)blocks * r->engine.block_tokens * m->cfg.n_kv_heads * m->cfg.head_dim * 4;
     if (kv > 4e18)
         return loom_error(LOOM_ERR_INVALID, "a KV cache of %d sequences × %d positions is too large to count",
-                          r->max_seqs, r->ctx_size);
+                          r->engine.max_seqs, r->engine.ctx_size);
     return NULL;
 }
 
@@ -561,7 +556,8 @@ loom_status loom_plan_alloc(const loom_plan_model *m, const loom_plan_request *r
     p->model_hash = m->hash;
     p->cfg = m->cfg;
     p->req = *req;
-    p->kv_blocks = loom_kv_blocks_for(req->max_seqs, req->ctx_size, req->block_tokens);
+    p->req.engine.n_threads = 0; /* each rank's own choice: not planned, not sent */
+    p->kv_blocks = loom_kv_blocks_for(req->engine.max_seqs, req->engine.ctx_size, req->engine.block_tokens);
     *out = p;
     return NULL;
 }
@@ -714,9 +710,9 @@ static int64_t largest_fit(const loom_plan_model *m, const loom_plan *p, int64_t
         int64_t mid = lo + (hi - lo) / 2;
         loom_plan_request r = p->req;
         if (ctx)
-            r.ctx_size = (int)mid;
+            r.engine.ctx_size = (int)mid;
         else
-            r.max_seqs = (int)mid;
+            r.engine.max_seqs = (int)mid;
         bool ok = true;
         for (int i = 0; i < p->world && ok; i++) {
             loom_rank_plan x = {.shard = p->ranks[i].shard};
@@ -744,19 +740,19 @@ static loom_status check_memory(const loom_plan_model *m, const loom_plan *p, bo
     const loom_rank_plan *w = &p->ranks[worst];
     if (loom_plan_rank_total(w) <= M) return NULL;
     char need[32], lim[32], wb[32], kb[32], sb[32], more[512] = "";
-    loom_plan_human(need, sizeof need, loom_plan_rank_total(w));
-    loom_plan_human(lim, sizeof lim, M);
-    loom_plan_human(wb, sizeof wb, w->weight_bytes);
-    loom_plan_human(kb, sizeof kb, w->kv_bytes);
-    loom_plan_human(sb, sizeof sb, w->workspace_bytes);
-    int64_t ctx = largest_fit(m, p, 1, p->req.ctx_size - 1, true);
-    int64_t seqs = largest_fit(m, p, 1, p->req.max_seqs - 1, false);
+    loom_format_bytes(need, sizeof need, loom_plan_rank_total(w));
+    loom_format_bytes(lim, sizeof lim, M);
+    loom_format_bytes(wb, sizeof wb, w->weight_bytes);
+    loom_format_bytes(kb, sizeof kb, w->kv_bytes);
+    loom_format_bytes(sb, sizeof sb, w->workspace_bytes);
+    int64_t ctx = largest_fit(m, p, 1, p->req.engine.ctx_size - 1, true);
+    int64_t seqs = largest_fit(m, p, 1, p->req.engine.max_seqs - 1, false);
     size_t n = 0;
     if (ctx >= 1)
         n += (size_t)snprintf(more + n, sizeof more - n, "; the largest --ctx-size that fits is %lld", (long long)ctx);
     if (seqs >= 1)
         n += (size_t)snprintf(more + n, sizeof more - n, "; at --ctx-size %d, the most --sequences that fit is %lld",
-                              p->req.ctx_size, (long long)seqs);
+                              p->req.engine.ctx_size, (long long)seqs);
     if (ctx < 1 && seqs < 1 && suggest) {
         /* even the smallest cache does not fit: more ranks */
         int max_tp = model_max_tp(m);
@@ -864,8 +860,8 @@ static loom_status plan_build(const loom_plan_model *m, const loom_plan_request 
     LOOM_TRY(loom_plan_alloc(m, &full, &p));
     loom_status st = fill_plan(m, p, hosts);
     if (!st) st = check_memory(m, p, suggest);
-    if (!st && req->ctx_size > m->cfg.ctx_train)
-        st = loom_plan_warn(p, "context %d exceeds the %d positions the model was trained for", req->ctx_size,
+    if (!st && req->engine.ctx_size > m->cfg.ctx_train)
+        st = loom_plan_warn(p, "context %d exceeds the %d positions the model was trained for", req->engine.ctx_size,
                             m->cfg.ctx_train);
     if (st) {
         loom_plan_free(p);

@@ -60,6 +60,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "parallel/options.h"
 #include "runtime/gguf.h"
 #include "runtime/model.h"
 #include "runtime/status.h"
@@ -108,11 +109,8 @@ void loom_plan_model_free(loom_plan_model *m);
 typedef struct {
     int tp, pp;
     int world;          /* ranks launched (mpirun -np); 0 = tp × pp */
-    int ctx_size;       /* positions per sequence */
-    int max_seqs;       /* sequences at once (KV slots) */
-    int block_tokens;   /* KV block size */
-    loom_type kv_type;  /* LOOM_TYPE_F16 or LOOM_TYPE_F32 */
-    int batch_rows;     /* rows per forward call at most */
+    loom_engine_options engine; /* context, sequences, KV type and block, batch rows; n_threads is
+                                   each rank's own (0 in a plan) */
     int64_t max_memory; /* bytes per rank; 0 = no limit */
 } loom_plan_request;
 
@@ -174,5 +172,9 @@ int loom_plan_world_rank(const loom_plan *p, int stage, int tp_rank);
  * or the same as one JSON object. */
 void loom_plan_print(const loom_plan *p, FILE *f, bool json);
 void loom_plan_free(loom_plan *p);
+
+/* "512 B", "1.5 KiB", "75.2 MiB" ... (binary units, one decimal): how loom
+ * prints a byte count everywhere. */
+void loom_format_bytes(char *buf, size_t n, int64_t bytes);
 
 #endif

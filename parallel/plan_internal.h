@@ -34,7 +34,5 @@ int64_t loom_plan_rank_total(const loom_rank_plan *rp);
 
 /* ---- plan_print.c ---- */
 
-/* Writes bytes in human units ("512 B", "1.5 GiB") into buf of n bytes. */
-void loom_plan_human(char *buf, size_t n, int64_t bytes);
 
 #endif

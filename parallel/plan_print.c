@@ -7,7 +7,7 @@
 
 #include "parallel/plan_internal.h"
 
-void loom_plan_human(char *buf, size_t n, int64_t bytes) {
+void loom_format_bytes(char *buf, size_t n, int64_t bytes) {
     static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
     double v = (double)bytes;
     int u = 0;
@@ -79,8 +79,8 @@ static void print_json(const loom_plan *p, FILE *f) {
     fprintf(f,
             " \"ctx_size\": %d, \"sequences\": %d, \"kv_type\": \"%s\", \"block_tokens\": %d, \"kv_blocks\": %d, "
             "\"batch_rows\": %d, \"max_memory\": %" PRId64 ",\n \"stages\": [",
-            p->req.ctx_size, p->req.max_seqs, kv_type_str(p->req.kv_type), p->req.block_tokens, p->kv_blocks,
-            p->req.batch_rows, p->req.max_memory);
+            p->req.engine.ctx_size, p->req.engine.max_seqs, kv_type_str(p->req.engine.kv_type), p->req.engine.block_tokens, p->kv_blocks,
+            p->req.engine.batch_rows, p->req.max_memory);
     for (int s = 0; s < p->pp; s++) {
         const loom_stage_plan *sp = &p->stages[s];
         fprintf(f,
@@ -128,9 +128,9 @@ static void print_text(const loom_plan *p, FILE *f) {
             c->tied_embeddings ? " (tied embeddings)" : "");
     fprintf(f, "grid    world %d = pp %d × tp %d\n", p->world, p->pp, p->tp);
     fprintf(f, "cache   %d positions × %d sequences, KV %s in blocks of %d tokens (%d blocks per rank)\n",
-            p->req.ctx_size, p->req.max_seqs, kv_type_str(p->req.kv_type), p->req.block_tokens, p->kv_blocks);
+            p->req.engine.ctx_size, p->req.engine.max_seqs, kv_type_str(p->req.engine.kv_type), p->req.engine.block_tokens, p->kv_blocks);
     if (p->req.max_memory) {
-        loom_plan_human(a, sizeof a, p->req.max_memory);
+        loom_format_bytes(a, sizeof a, p->req.max_memory);
         fprintf(f, "memory  at most %s per rank\n", a);
     }
     fprintf(f, "\nstage  layers         read per token  heads/group  MLP columns/group\n");
@@ -139,7 +139,7 @@ static void print_text(const loom_plan *p, FILE *f) {
         char lay[80];
         range_str(a, sizeof a, sp->layer_begin, sp->layer_end);
         snprintf(lay, sizeof lay, "%s (%d)", a, sp->layer_end - sp->layer_begin);
-        loom_plan_human(d, sizeof d, sp->cost);
+        loom_format_bytes(d, sizeof d, sp->cost);
         fprintf(f, "%5d  %-13s  %14s  %11d  %17" PRId64 "\n", s, lay, d, sp->head_group, sp->ffn_group);
     }
     bool any_host = false;
@@ -157,21 +157,21 @@ static void print_text(const loom_plan *p, FILE *f) {
         kv_str(kv, sizeof kv, rp);
         range_str(ff, sizeof ff, s->ffn_begin, s->ffn_end);
         range_str(vv, sizeof vv, s->vocab_begin, s->vocab_end);
-        loom_plan_human(a, sizeof a, rp->weight_bytes);
-        loom_plan_human(b, sizeof b, rp->kv_bytes);
-        loom_plan_human(d, sizeof d, rp->workspace_bytes);
-        loom_plan_human(e, sizeof e, loom_plan_rank_total(rp));
+        loom_format_bytes(a, sizeof a, rp->weight_bytes);
+        loom_format_bytes(b, sizeof b, rp->kv_bytes);
+        loom_format_bytes(d, sizeof d, rp->workspace_bytes);
+        loom_format_bytes(e, sizeof e, loom_plan_rank_total(rp));
         fprintf(f, "%4d  %5d  %4d  ", r, rp->stage, rp->tp_rank);
         if (any_host) fprintf(f, "%-16.16s  ", rp->host);
         fprintf(f, "%-9s  %-11s  %-9s  %-13s  %-13s  %10s  %10s  %10s  %10s\n", lay, q, kv, ff, vv, a, b, d, e);
         any_shared |= rp->kv_shared_first || rp->kv_shared_last;
     }
     plan_totals t = totals_of(p);
-    loom_plan_human(a, sizeof a, t.weight);
-    loom_plan_human(b, sizeof b, t.kv);
-    loom_plan_human(d, sizeof d, t.workspace);
-    loom_plan_human(g, sizeof g, t.weight + t.kv + t.workspace);
-    loom_plan_human(h, sizeof h, t.largest);
+    loom_format_bytes(a, sizeof a, t.weight);
+    loom_format_bytes(b, sizeof b, t.kv);
+    loom_format_bytes(d, sizeof d, t.workspace);
+    loom_format_bytes(g, sizeof g, t.weight + t.kv + t.workspace);
+    loom_format_bytes(h, sizeof h, t.largest);
     fprintf(f, "\ntotal   weights %s, KV cache %s, workspace %s: %s over %d ranks; largest rank %d needs %s\n", a, b, d,
             g, p->world, t.largest_rank, h);
     if (any_shared) fprintf(f, "        * a KV head held by two or more ranks of its stage (replicated)\n");

@@ -78,11 +78,11 @@ loom_status loom_plan_encode(const loom_plan *p, uint8_t **buf, size_t *len) {
     msg.pp = (uint32_t)p->pp;
     msg.model_hash = p->model_hash;
     msg.model = &shape;
-    msg.ctx_size = (uint32_t)p->req.ctx_size;
-    msg.sequences = (uint32_t)p->req.max_seqs;
-    msg.kv_type = (uint32_t)p->req.kv_type;
-    msg.block_tokens = (uint32_t)p->req.block_tokens;
-    msg.batch_rows = (uint32_t)p->req.batch_rows;
+    msg.ctx_size = (uint32_t)p->req.engine.ctx_size;
+    msg.sequences = (uint32_t)p->req.engine.max_seqs;
+    msg.kv_type = (uint32_t)p->req.engine.kv_type;
+    msg.block_tokens = (uint32_t)p->req.engine.block_tokens;
+    msg.batch_rows = (uint32_t)p->req.engine.batch_rows;
     msg.max_memory = (uint64_t)p->req.max_memory;
     msg.n_stages = (size_t)p->pp;
     msg.stages = stage_ptrs;
@@ -249,11 +249,11 @@ static loom_status from_message(const Loom__ShardPlan *msg, const loom_plan_mode
         msg->batch_rows > INT_MAX || msg->kv_type > INT_MAX || msg->max_memory > INT64_MAX)
         return BAD("context %u, sequences %u, block %u, batch %u or memory %" PRIu64 " out of range", msg->ctx_size,
                    msg->sequences, msg->block_tokens, msg->batch_rows, msg->max_memory);
-    req.ctx_size = (int)msg->ctx_size;
-    req.max_seqs = (int)msg->sequences;
-    req.block_tokens = (int)msg->block_tokens;
-    req.batch_rows = (int)msg->batch_rows;
-    req.kv_type = (loom_type)msg->kv_type;
+    req.engine.ctx_size = (int)msg->ctx_size;
+    req.engine.max_seqs = (int)msg->sequences;
+    req.engine.block_tokens = (int)msg->block_tokens;
+    req.engine.batch_rows = (int)msg->batch_rows;
+    req.engine.kv_type = (loom_type)msg->kv_type;
     req.max_memory = (int64_t)msg->max_memory;
     LOOM_TRY(loom_error_wrap(loom_plan_check_request(m, &req), "shard plan"));
 

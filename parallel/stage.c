@@ -1,4 +1,5 @@
 #include "parallel/stage.h"
+#include "runtime/clock.h"
 
 #include <stdlib.h>
 #include <time.h>
@@ -10,11 +11,6 @@ struct loom_stage {
     double comm_s;
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 loom_status loom_stage_create(const loom_weights *w, loom_kv_cache *kv, loom_pool *pool, loom_comm *tp,
                               int max_rows, loom_stage **out) {
@@ -42,9 +38,9 @@ double loom_stage_comm_seconds(const loom_stage *s) { return s->comm_s; }
 
 static loom_status reduce(loom_stage *s, float *buf, size_t count) {
     if (!s->tp || s->tp->size == 1) return NULL;
-    double t0 = now_s();
+    double t0 = loom_now_s();
     loom_status st = loom_comm_all_reduce(s->tp, buf, count, LOOM_DT_F32, LOOM_RED_SUM);
-    s->comm_s += now_s() - t0;
+    s->comm_s += loom_now_s() - t0;
     return st;
 }
 

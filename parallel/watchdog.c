@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "parallel/comm_mpi.h"
+#include "runtime/clock.h"
 
 #define TAG_HEARTBEAT 1
 
@@ -24,11 +25,6 @@ struct loom_watchdog {
     MPI_Request *recv_req;  /* (size) */
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void *watch(void *arg) {
     loom_watchdog *w = arg;
@@ -36,7 +32,7 @@ static void *watch(void *arg) {
     double period = w->timeout_s / 4 < 1.0 ? w->timeout_s / 4 : 1.0;
     double next_beat = 0;
     while (!atomic_load(&w->stop)) {
-        double t = now_s();
+        double t = loom_now_s();
         if (t >= next_beat) {
             for (int p = 0; p < w->size; p++) {
                 if (p == w->rank) continue;
@@ -50,11 +46,11 @@ static void *watch(void *arg) {
             if (p == w->rank) continue;
             int done = 0;
             while (MPI_Test(&w->recv_req[p], &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done) {
-                w->last_seen[p] = now_s();
+                w->last_seen[p] = loom_now_s();
                 MPI_Irecv(&w->in[p], 1, MPI_UINT8_T, p, TAG_HEARTBEAT, w->comm, &w->recv_req[p]);
                 done = 0;
             }
-            double silent = now_s() - w->last_seen[p];
+            double silent = loom_now_s() - w->last_seen[p];
             if (silent > w->timeout_s) {
                 const char *h = w->hosts && w->hosts[p] ? w->hosts[p] : "?";
                 fprintf(stderr,
@@ -96,7 +92,7 @@ loom_status loom_watchdog_start(MPI_Comm world, double timeout_s, const char *co
         free(w);
         return loom_error(LOOM_ERR_NOMEM, "out of memory starting the watchdog");
     }
-    double t = now_s();
+    double t = loom_now_s();
     for (int p = 0; p < w->size; p++) {
         w->last_seen[p] = t;
         w->recv_req[p] = MPI_REQUEST_NULL;

@@ -27,12 +27,8 @@
 #include "runtime/kernels.h"
 #include "runtime/kv_cache.h"
 #include "runtime/threadpool.h"
+#include "runtime/clock.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static uint64_t rng = 88172645463325252ull;
 static float frand(void) {
@@ -85,15 +81,15 @@ static double bench_case(const shape *s, loom_pool *pool, int ctx, int n) {
     size_t sf = loom_attention_scratch_floats(&kc, s->n_q, s->n_kv, s->hd, cap);
     float *scratch = malloc(sizeof(float) * sf * (size_t)loom_pool_size(pool));
     loom_attention_compute(&a, pool, scratch); /* warm-up */
-    double best = 1e30, t0 = now_s();
+    double best = 1e30, t0 = loom_now_s();
     int layer = 0;
     do {
         a.layer = layer = (layer + 1) % s->layers; /* with --layers, each call reads another layer's cache */
-        double t = now_s();
+        double t = loom_now_s();
         loom_attention_compute(&a, pool, scratch);
-        t = now_s() - t;
+        t = loom_now_s() - t;
         if (t < best) best = t;
-    } while (now_s() - t0 < s->budget_s);
+    } while (loom_now_s() - t0 < s->budget_s);
     free(scratch);
     free(q_to_kv);
     free(pos);

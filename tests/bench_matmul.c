@@ -21,12 +21,8 @@
 
 #include "runtime/kernels.h"
 #include "runtime/quant.h"
+#include "runtime/clock.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static uint64_t rng = 88172645463325252ull;
 static uint32_t urand(void) {
@@ -74,13 +70,13 @@ static double best_call_s(loom_type t, const uint8_t *w, size_t ws, int64_t k, i
                           const uint8_t *xq, size_t xs, int64_t n, float *y, double budget_s) {
     loom_matmul(t, w, ws, k, 0, rows, xq, xs, n, y, rows); /* warm-up */
     double best = 1e30;
-    const double t0 = now_s();
+    const double t0 = loom_now_s();
     do {
-        const double a = now_s();
+        const double a = loom_now_s();
         loom_matmul(t, w, ws, k, 0, rows, xq, xs, n, y, rows);
-        const double b = now_s() - a;
+        const double b = loom_now_s() - a;
         if (b < best) best = b;
-    } while (now_s() - t0 < budget_s);
+    } while (loom_now_s() - t0 < budget_s);
     return best;
 }
 

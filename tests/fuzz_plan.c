@@ -23,7 +23,7 @@ static void write_seeds(const char *dir) {
     static const int grids[][2] = {{1, 1}, {2, 1}, {3, 2}, {1, 4}, {4, 2}};
     for (size_t i = 0; i < sizeof grids / sizeof grids[0]; i++) {
         loom_plan_request req = loom_plan_request_defaults(grids[i][0], grids[i][1]);
-        req.ctx_size = 1024;
+        req.engine.ctx_size = 1024;
         loom_plan *p;
         uint8_t *buf;
         size_t len;

@@ -41,6 +41,7 @@
 #include "parallel/cluster.h"
 #include "parallel/comm_mpi.h"
 #include "parallel/engine.h"
+#include "parallel/scheduler.h"
 #include "reference.h"
 
 #define NEAR_TIE 0.3f /* σ */
@@ -145,33 +146,24 @@ int main(int argc, char **argv) {
         model = tmp;
     }
     if (!model) model = LOOM_DEFAULT_MODEL;
-    loom_gguf *g;
-    st = loom_gguf_open(model, &g);
-    if (st) die("model", st);
-
     loom_engine_options o = loom_engine_defaults();
     o.n_threads = 1;
     o.ctx_size = 1024;
     o.max_seqs = 1;
     o.batch_rows = batch;
     o.kv_type = kv32 ? LOOM_TYPE_F32 : LOOM_TYPE_F16;
-    loom_plan_request req = loom_plan_request_defaults(tp, pp);
-    req.world = world;
-    req.ctx_size = o.ctx_size;
-    req.max_seqs = o.max_seqs;
-    req.batch_rows = o.batch_rows;
-    req.kv_type = o.kv_type;
+    loom_cluster_options co = {.model = model, .tp = tp, .pp = pp, .engine = o, .watchdog_timeout_s = 60};
     loom_cluster *cl;
-    st = loom_cluster_create(g, &req, 60, &cl);
+    st = loom_cluster_start(&co, &cl);
     if (st) die("cluster", st);
     loom_engine *e;
-    st = loom_engine_create(g, &o, loom_cluster_topology(cl), NULL, NULL, &e);
+    st = loom_cluster_engine(cl, NULL, NULL, NULL, &e);
     if (st) die("engine", st);
 
     int failures = 0;
     if (rank == 0) {
         loom_engine *single;
-        st = loom_engine_create(g, &o, NULL, NULL, NULL, &single);
+        st = loom_engine_create(loom_cluster_model(cl), &o, NULL, NULL, NULL, &single);
         if (st) die("single-rank engine", st);
         int V = loom_engine_model(e)->vocab;
         for (int i = 0; i < ref.n && i < max_cases; i++) {
@@ -238,11 +230,10 @@ int main(int argc, char **argv) {
         if (st) die("worker", st);
     }
     loom_engine_free(e);
-    loom_cluster_free(cl);
-    loom_gguf_free(g);
+    st = loom_comm_broadcast(loom_cluster_world(cl), &failures, 1, LOOM_DT_I32, 0);
+    if (st) die("broadcast", st);
+    loom_cluster_free(cl); /* finalizes MPI */
     if (ref.synth_args && rank == 0) unlink(tmp);
     loom_ref_free(&ref);
-    MPI_Bcast(&failures, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    loom_mpi_finalize();
     return failures ? 1 : 0;
 }

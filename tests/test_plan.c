@@ -294,9 +294,9 @@ static void check_plan(const loom_plan_model *m, const loom_plan *p, const loom_
             loom_kv_config kc = {.n_layers = l1 - l0,
                                  .n_kv_heads = sh->kv_end - sh->kv_begin,
                                  .head_dim = c->head_dim,
-                                 .type = req->kv_type,
-                                 .block_tokens = req->block_tokens,
-                                 .n_blocks = loom_kv_blocks_for(req->max_seqs, req->ctx_size, req->block_tokens)};
+                                 .type = req->engine.kv_type,
+                                 .block_tokens = req->engine.block_tokens,
+                                 .n_blocks = loom_kv_blocks_for(req->engine.max_seqs, req->engine.ctx_size, req->engine.block_tokens)};
             cr_assert_eq(rp->kv_bytes, (int64_t)loom_kv_bytes(&kc));
             cr_assert_gt(rp->workspace_bytes, 0);
         }
@@ -381,7 +381,7 @@ Test(plan, stage_balance_matches_brute_force) {
         loom_plan_model m = model_of(&s);
         for (int pp = 1; pp <= s.layers && pp <= 6; pp++) {
             loom_plan_request req = loom_plan_request_defaults(1, pp);
-            req.ctx_size = 256;
+            req.engine.ctx_size = 256;
             loom_plan *p;
             OK(loom_plan_make(&m, &req, NULL, &p));
             check_plan(&m, p, &req);
@@ -442,7 +442,7 @@ Test(plan, head_splits_hold_the_fewest_kv_heads) {
         int g = (int)(blk(o) / gcd(blk(o), hd));
         for (int tp = 1; tp <= heads / g && tp <= 16; tp++) {
             loom_plan_request req = loom_plan_request_defaults(tp, 1);
-            req.ctx_size = 64;
+            req.engine.ctx_size = 64;
             loom_plan *p;
             OK(loom_plan_make(&m, &req, NULL, &p));
             check_plan(&m, p, &req);
@@ -621,8 +621,8 @@ Test(plan, default_model_many_grids) {
     for (int tp = 1; tp <= 9; tp++)
         for (int pp = 1; pp <= 30; pp += (pp < 6 ? 1 : 8)) {
             loom_plan_request req = loom_plan_request_defaults(tp, pp);
-            req.ctx_size = 1000;
-            req.max_seqs = 3;
+            req.engine.ctx_size = 1000;
+            req.engine.max_seqs = 3;
             loom_plan *p;
             OK(loom_plan_make(&m, &req, NULL, &p));
             check_plan(&m, p, &req);
@@ -784,7 +784,7 @@ Test(plan, impossible_requests_say_what_works) {
     req = loom_plan_request_defaults(0, 1);
     expect_error(loom_plan_make(&m, &req, NULL, &p), LOOM_ERR_INVALID, "at least 1");
     req = loom_plan_request_defaults(1, 1);
-    req.kv_type = LOOM_TYPE_Q8_0;
+    req.engine.kv_type = LOOM_TYPE_Q8_0;
     expect_error(loom_plan_make(&m, &req, NULL, &p), LOOM_ERR_INVALID, "f16, f32");
 
     /* MLP columns: 512 columns of Q4_K ffn_down are 2 groups */
@@ -817,12 +817,12 @@ Test(plan, impossible_requests_say_what_works) {
     int ctx = atoi(at + strlen("largest --ctx-size that fits is "));
     cr_assert(ctx > 0 && ctx < 4096, "%s", msg);
     loom_status_free(st);
-    req.ctx_size = ctx;
+    req.engine.ctx_size = ctx;
     OK(loom_plan_make(&m, &req, NULL, &p)); /* the suggestion fits */
     loom_plan_free(p);
-    req.ctx_size = ctx + 1;
+    req.engine.ctx_size = ctx + 1;
     expect_error(loom_plan_make(&m, &req, NULL, &p), LOOM_ERR_PLAN, "too small"); /* and is the largest */
-    req.ctx_size = 512;
+    req.engine.ctx_size = 512;
     req.max_memory = 40 << 20; /* rank 0's weights are 38.6 MiB, plus its workspace */
     st = loom_plan_make(&m, &req, NULL, &p);
     cr_assert_not_null(st);

@@ -1,0 +1,25 @@
+/*
+ * parallel/options.h — what every rank's engine is sized for. One struct
+ * travels from the command line into the plan (which sizes each rank's
+ * memory from it) and into the engine (which allocates it), so the two can
+ * never disagree.
+ */
+#ifndef LOOM_OPTIONS_H
+#define LOOM_OPTIONS_H
+
+#include "runtime/types.h"
+
+typedef struct {
+    int n_threads;     /* per rank */
+    int ctx_size;      /* positions per sequence */
+    int max_seqs;      /* sequences running at once (KV slots) */
+    loom_type kv_type; /* F16 (default) or F32 */
+    int batch_rows;    /* rows per forward call at most (prefill chunk) */
+    int block_tokens;  /* KV block size */
+} loom_engine_options;
+
+/* The CPUs this process may use, context 4096, 8 sequences, F16 KV cache in
+ * blocks of 16 positions, 256 rows per forward call. */
+loom_engine_options loom_engine_defaults(void);
+
+#endif

@@ -1,0 +1,131 @@
+/*
+ * parallel/scheduler.h — the coordinator's scheduler: requests in, tokens
+ * out, one step at a time.
+ *
+ * The scheduler owns the state of every request on the coordinator: a FIFO
+ * of waiting requests, the running sequences (one per KV slot) and a ring of
+ * micro-batches in flight through the pipeline. Each call to
+ * loom_scheduler_step() does one thing: admit what fits, then either build
+ * and launch the next micro-batch — one row per decoding sequence first,
+ * then chunks of prompts still being prefilled (chunked prefill, as vLLM
+ * does), about n_active / n_stages sequences so that every stage has work —
+ * or wait for the oldest micro-batch in flight and take its tokens. With
+ * several stages, up to n_stages micro-batches are in flight: stage s works
+ * on micro-batch m while stage s+1 works on m-1.
+ *
+ * A sequence is admitted when a slot and the KV blocks for its whole budget
+ * (prompt + max_tokens, capped by the context) are free, so a running
+ * sequence never runs out of cache; a request that cannot fit even in an
+ * empty cache finishes alone with a clear reason.
+ *
+ * Tokens and endings are reported through callbacks, called from inside
+ * loom_scheduler_step() on the calling thread. Stop reasons follow the
+ * OpenAI convention: "stop" (an end-of-generation token), "length"
+ * (max_tokens reached or the context is full), or "error".
+ *
+ * Not thread-safe: one thread (the scheduler thread of a server, or the
+ * loop of loom_engine_run) makes every call. Other ranks run
+ * loom_engine_work() meanwhile.
+ */
+#ifndef LOOM_SCHEDULER_H
+#define LOOM_SCHEDULER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "parallel/engine.h"
+#include "runtime/sampler.h"
+
+typedef struct {
+    const int32_t *prompt; /* (n_prompt) copied by submit */
+    int n_prompt;
+    int max_tokens;
+    loom_sampling_params sampling;
+    bool ignore_eos;
+} loom_request;
+
+/* How a request ended; pointers are valid only during the callback. */
+typedef struct {
+    uint64_t id;
+    const int32_t *tokens;   /* (n_tokens) generated ids */
+    int n_prompt, n_tokens;
+    const char *stop_reason; /* "stop", "length" or "error" */
+    const char *error;       /* message when stop_reason is "error", else NULL */
+    double queue_ms;         /* submit to admission */
+    double prompt_ms;        /* admission to the first sampled token */
+    double gen_ms;           /* first sampled token to the last */
+} loom_finished;
+
+typedef struct {
+    /* A token was sampled for request `id` (in order). Optional. */
+    void (*on_token)(void *user, uint64_t id, int32_t token);
+    /* Request `id` ended (after its last on_token). Optional. */
+    void (*on_finish)(void *user, const loom_finished *f);
+    /* Whether a token ends generation. Required. */
+    bool (*is_eog)(void *user, int32_t token);
+    void *user;
+} loom_callbacks;
+
+typedef struct {
+    int64_t prompt_tokens, gen_tokens;
+    int64_t decode_tokens; /* tokens sampled in pure decode steps */
+    double prefill_s;      /* wall time while steps carried prompt rows */
+    double decode_s;       /* wall time of pure decode steps */
+    double comm_s;         /* coordinator: time in TP collectives */
+    double transfer_s;     /* coordinator: time in stage transfers and results */
+    int64_t steps;
+} loom_run_stats;
+
+typedef struct loom_scheduler loom_scheduler;
+
+/* Coordinator only. Borrows the engine and copies cb. */
+loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, loom_scheduler **out) LOOM_MUST_USE;
+/* Frees the scheduler; requests still waiting or running are dropped
+ * without callbacks (their KV blocks are released). */
+void loom_scheduler_free(loom_scheduler *s);
+
+/* Queues a request and sets *id (ids count up from 0 in submission order).
+ * A request that can never run (empty prompt, prompt longer than the
+ * context, a token outside the vocabulary, bad sampling parameters) is
+ * refused with an error naming the problem and is not queued. */
+loom_status loom_scheduler_submit(loom_scheduler *s, const loom_request *r, uint64_t *id) LOOM_MUST_USE;
+
+/* Ends request `id` now, wherever it is (waiting, prefilling, decoding);
+ * no callback names it afterwards and its KV blocks are freed (once a
+ * micro-batch in flight that carries it has come back). Returns false when
+ * no such request is waiting or running. */
+bool loom_scheduler_cancel(loom_scheduler *s, uint64_t id);
+
+/* Does one round of work (see above) and reports through the callbacks.
+ * Returns at once when nothing is waiting or running. An error means the
+ * engine failed: every request then finishes with "error" and the
+ * scheduler refuses further work. */
+loom_status loom_scheduler_step(loom_scheduler *s) LOOM_MUST_USE;
+
+/* Requests waiting plus running. */
+int loom_scheduler_pending(const loom_scheduler *s);
+int loom_scheduler_running(const loom_scheduler *s);
+/* Counters since creation (comm_s/transfer_s: the engine's, since creation). */
+loom_run_stats loom_scheduler_stats(const loom_scheduler *s);
+
+/* ---- batch runs (loom generate, loom bench, tests): a loop over the above ---- */
+
+typedef struct {
+    int32_t *tokens;          /* generated ids (malloc'd; free with loom_result_free) */
+    int n_tokens;
+    const char *stop_reason;  /* "stop", "length", or "error" */
+    char *error;              /* message when stop_reason is "error" */
+    double prompt_ms;         /* admission to first sampled token */
+    double gen_ms;            /* first sampled token to the last */
+} loom_result;
+
+void loom_result_free(loom_result *r);
+
+/* Runs every request to completion; results[i] belongs to reqs[i] and
+ * on_token/on_finish see id i. A bad request fails alone (its result says
+ * why); the status is an error only when the engine itself failed. stats
+ * may be NULL. */
+loom_status loom_engine_run(loom_engine *e, const loom_request *reqs, int n, const loom_callbacks *cb,
+                            loom_result *results, loom_run_stats *stats) LOOM_MUST_USE;
+
+#endif

@@ -1,0 +1,215 @@
+/*
+ * parallel/vocab_sampler.c — vocabulary-parallel sampling (contract in
+ * vocab_sampler.h).
+ */
+#include "parallel/vocab_sampler.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/clock.h"
+
+enum { TAG_LOGITS = 16, TAG_ARGMAX = 18 };
+
+#define TP_MAX 1024
+
+struct loom_vocab_sampler {
+    loom_comm *tp;           /* the last stage's TP group; NULL with one TP rank */
+    int tp_rank, tp_size;
+    bool leader;
+    int vocab;               /* whole vocabulary */
+    int64_t n_vocab;         /* this rank's slice */
+    int64_t *vocab_off;      /* (tp_size + 1) first vocabulary row of each TP rank */
+    int slots;
+    bool *greedy;            /* (slots) the slot samples greedily without penalty */
+    loom_sampler **samplers; /* (slots) leader */
+    int32_t *n_hist;         /* (slots) leader: positions already in the penalty history */
+    int32_t *argmax;         /* (max_rows, 2) value bits + vocabulary id */
+    float *full;             /* leader: (2 * max_rows, vocab) full rows + one rank's incoming slice */
+    double comm_s;
+};
+
+/* Every rank sends its (begin, end) of the vocabulary; they must tile it. */
+static loom_status exchange_slices(loom_vocab_sampler *vs, const loom_weights *w) {
+    int tp = vs->tp_size;
+    int64_t mine[2] = {w->shard.vocab_begin, w->shard.vocab_end};
+    int64_t *all = malloc(sizeof(int64_t) * 2 * (size_t)tp);
+    size_t counts[TP_MAX], displs[TP_MAX];
+    if (!all) return loom_error(LOOM_ERR_NOMEM, "cannot exchange vocabulary slices");
+    for (int r = 0; r < tp; r++) counts[r] = 2, displs[r] = 2 * (size_t)r;
+    loom_status st = NULL;
+    if (tp > 1) st = loom_comm_all_gatherv(vs->tp, mine, 2, all, counts, displs, LOOM_DT_I64);
+    else memcpy(all, mine, sizeof mine);
+    for (int r = 0; !st && r < tp; r++) {
+        if (all[2 * r] != (r == 0 ? 0 : all[2 * r - 1]) || all[2 * r + 1] <= all[2 * r])
+            st = loom_error(LOOM_ERR_PLAN, "vocabulary slices of the last stage are not contiguous at TP rank %d", r);
+        vs->vocab_off[r] = all[2 * r];
+    }
+    if (!st) {
+        vs->vocab_off[tp] = all[2 * tp - 1];
+        if (vs->vocab_off[tp] != vs->vocab)
+            st = loom_error(LOOM_ERR_PLAN, "the last stage holds %lld of %d vocabulary rows",
+                            (long long)vs->vocab_off[tp], vs->vocab);
+    }
+    free(all);
+    return st;
+}
+
+loom_status loom_vocab_sampler_create(const loom_topology *t, const loom_weights *w, int max_rows, int slots,
+                                      loom_vocab_sampler **out) {
+    *out = NULL;
+    if (t->tp_size < 1 || t->tp_size > TP_MAX)
+        return loom_error(LOOM_ERR_INVALID, "TP size %d is outside 1..%d", t->tp_size, TP_MAX);
+    loom_vocab_sampler *vs = calloc(1, sizeof *vs);
+    if (!vs) return loom_error(LOOM_ERR_NOMEM, "out of memory for the sampler");
+    vs->tp = t->tp_size > 1 ? t->tp_group : NULL;
+    vs->tp_rank = t->tp_rank;
+    vs->tp_size = t->tp_size;
+    vs->leader = t->tp_rank == 0;
+    vs->vocab = w->cfg.vocab;
+    vs->n_vocab = w->n_vocab;
+    vs->slots = slots;
+    size_t R = (size_t)max_rows;
+    vs->vocab_off = malloc(sizeof(int64_t) * ((size_t)t->tp_size + 1));
+    vs->greedy = calloc((size_t)slots, sizeof *vs->greedy);
+    vs->argmax = malloc(R * 2 * sizeof(int32_t));
+    if (vs->leader) {
+        vs->samplers = calloc((size_t)slots, sizeof *vs->samplers);
+        vs->n_hist = calloc((size_t)slots, sizeof *vs->n_hist);
+        vs->full = malloc(2 * R * (size_t)vs->vocab * sizeof(float));
+    }
+    loom_status st = NULL;
+    if (!vs->vocab_off || !vs->greedy || !vs->argmax || (vs->leader && (!vs->samplers || !vs->n_hist || !vs->full)))
+        st = loom_error(LOOM_ERR_NOMEM, "out of memory for sampling %d rows", max_rows);
+    if (!st) st = exchange_slices(vs, w);
+    if (st) {
+        loom_vocab_sampler_free(vs);
+        return st;
+    }
+    *out = vs;
+    return NULL;
+}
+
+void loom_vocab_sampler_free(loom_vocab_sampler *vs) {
+    if (!vs) return;
+    for (int i = 0; vs->samplers && i < vs->slots; i++) loom_sampler_free(vs->samplers[i]);
+    free(vs->samplers);
+    free(vs->n_hist);
+    free(vs->vocab_off);
+    free(vs->greedy);
+    free(vs->argmax);
+    free(vs->full);
+    free(vs);
+}
+
+double loom_vocab_sampler_comm_seconds(const loom_vocab_sampler *vs) { return vs->comm_s; }
+
+loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loom_sampling_params *p) {
+    vs->greedy[slot] = p->temperature <= 0 && p->repeat_penalty == 1.0f;
+    if (!vs->leader) return NULL;
+    loom_sampler_free(vs->samplers[slot]);
+    vs->samplers[slot] = NULL;
+    vs->n_hist[slot] = 0;
+    return loom_sampler_create(p, vs->vocab, &vs->samplers[slot]);
+}
+
+bool loom_vocab_sampler_has(const loom_vocab_sampler *vs, int slot) {
+    return !vs->leader || vs->samplers[slot] != NULL;
+}
+
+void loom_vocab_sampler_history(loom_vocab_sampler *vs, int slot, int pos, int32_t token) {
+    if (!vs->leader || pos < vs->n_hist[slot]) return;
+    loom_sampler_accept(vs->samplers[slot], token);
+    vs->n_hist[slot] = pos + 1;
+}
+
+/* Each rank's best (value, id) per row; the leader keeps the largest, the
+ * lowest id on ties (slices are in id order, so later ranks win only when
+ * strictly larger). On return the leader's vs->argmax holds the winners. */
+static loom_status distributed_argmax(loom_vocab_sampler *vs, const float *logits, int n_out) {
+    const int64_t nv = vs->n_vocab, v0 = vs->vocab_off[vs->tp_rank];
+    for (int r = 0; r < n_out; r++) {
+        const int32_t i = loom_argmax(logits + (size_t)r * nv, (int32_t)nv);
+        memcpy(&vs->argmax[2 * r], &logits[(size_t)r * nv + i], sizeof(float));
+        vs->argmax[2 * r + 1] = (int32_t)(v0 + i);
+    }
+    double t0 = loom_now_s();
+    loom_status st = NULL;
+    if (!vs->leader) {
+        st = loom_comm_send(vs->tp, vs->argmax, 2 * (size_t)n_out, LOOM_DT_I32, 0, TAG_ARGMAX);
+    } else {
+        int32_t *best = vs->argmax, *in = (int32_t *)vs->full; /* room for one rank's pairs */
+        for (int src = 1; src < vs->tp_size && !st; src++) {
+            st = loom_comm_recv(vs->tp, in, 2 * (size_t)n_out, LOOM_DT_I32, src, TAG_ARGMAX);
+            for (int r = 0; r < n_out && !st; r++) {
+                float a, b;
+                memcpy(&a, &best[2 * r], sizeof a);
+                memcpy(&b, &in[2 * r], sizeof b);
+                if (b > a) best[2 * r] = in[2 * r], best[2 * r + 1] = in[2 * r + 1];
+            }
+        }
+    }
+    vs->comm_s += loom_now_s() - t0;
+    return st;
+}
+
+/* The leader assembles full rows (n_out, vocab) in vs->full from every
+ * rank's slice. */
+static loom_status gather_rows(loom_vocab_sampler *vs, const float *logits, int n_out) {
+    const int V = vs->vocab;
+    const int64_t nv = vs->n_vocab;
+    double t0 = loom_now_s();
+    loom_status st = NULL;
+    if (vs->leader) {
+        for (int r = 0; r < n_out; r++)
+            memcpy(vs->full + (size_t)r * V, logits + (size_t)r * nv, (size_t)nv * sizeof(float));
+        float *in = vs->full + (size_t)n_out * V;
+        for (int src = 1; src < vs->tp_size && !st; src++) {
+            int64_t v0 = vs->vocab_off[src], w = vs->vocab_off[src + 1] - v0;
+            st = loom_comm_recv(vs->tp, in, (size_t)n_out * w, LOOM_DT_F32, src, TAG_LOGITS);
+            for (int r = 0; r < n_out && !st; r++)
+                memcpy(vs->full + (size_t)r * V + v0, in + (size_t)r * w, (size_t)w * sizeof(float));
+        }
+    } else {
+        st = loom_comm_send(vs->tp, logits, (size_t)n_out * nv, LOOM_DT_F32, 0, TAG_LOGITS);
+    }
+    vs->comm_s += loom_now_s() - t0;
+    return st;
+}
+
+loom_status loom_vocab_sampler_sample(loom_vocab_sampler *vs, const Loom__Step *step, float *logits, int n_out,
+                                      Loom__StepResult *res, const float **scores) {
+    bool greedy = false;
+    float *full = logits;
+    if (vs->tp_size > 1) {
+        greedy = n_out > 0;
+        for (size_t i = 0; i < step->n_seqs && greedy; i++) {
+            const Loom__SeqStep *q = step->seqs[i];
+            greedy = !q->all_logits && (!q->want_logits || vs->greedy[q->slot]);
+        }
+        if (greedy) LOOM_TRY(distributed_argmax(vs, logits, n_out));
+        else LOOM_TRY(gather_rows(vs, logits, n_out));
+        if (!greedy) full = vs->full;
+    }
+    if (!vs->leader) return NULL;
+    res->n_slots = res->n_tokens = 0;
+    if (step->n_seqs == 1 && step->seqs[0]->all_logits) { /* scoring: the logits are the result */
+        *scores = full;
+        return NULL;
+    }
+    const int V = vs->vocab;
+    int k = 0;
+    for (size_t i = 0; i < step->n_seqs; i++) {
+        const Loom__SeqStep *q = step->seqs[i];
+        if (!q->want_logits) continue;
+        loom_sampler *s = vs->samplers[q->slot];
+        int32_t tok = greedy ? vs->argmax[2 * k + 1] : loom_sampler_sample(s, full + (size_t)k * V);
+        loom_sampler_accept(s, tok);
+        vs->n_hist[q->slot]++;
+        res->slots[k] = q->slot;
+        res->tokens[k] = tok;
+        k++;
+    }
+    res->n_slots = res->n_tokens = (size_t)k;
+    return NULL;
+}
