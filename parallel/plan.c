@@ -1,7 +1,8 @@
 /*
- * parallel/plan.c — making a plan: the model's tensor types, request checks,
- * stage partition, tensor-parallel splits, rank placement and byte counts.
- * The ShardPlan message is in plan_wire.c, printing in plan_print.c.
+ * parallel/plan.c — making a plan: request checks, stage partition,
+ * tensor-parallel splits and rank placement. The model's tensor types and
+ * byte counts are in plan_model.c, the ShardPlan message in plan_wire.c,
+ * printing in plan_print.c.
  */
 #include <inttypes.h>
 #include <limits.h>
@@ -12,240 +13,6 @@
 #include "parallel/engine.h"
 #include "runtime/kv_cache.h"
 #include "parallel/plan_internal.h"
-
-#define MAX_LAYERS 4096
-
-/* ------------------------------------------------------------- helpers */
-
-static int64_t row_bytes(loom_type t, int64_t n) { return (int64_t)loom_type_row_bytes(t, n); }
-
-static int64_t gcd64(int64_t a, int64_t b) {
-    while (b) {
-        int64_t t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
-}
-static int64_t lcm64(int64_t a, int64_t b) { return a / gcd64(a, b) * b; }
-
-static uint32_t block_of(loom_type t) {
-    const loom_type_traits *tr = loom_type_info((uint32_t)t);
-    return tr ? tr->block_size : 1;
-}
-
-/* Query heads per indivisible group when attn_output has type t: the
- * fewest heads whose inputs fill whole blocks. */
-static int head_group_of(loom_type t, int head_dim) {
-    int64_t b = block_of(t);
-    return (int)(b / gcd64(b, head_dim));
-}
-
-
-/* The seven matrices of a layer, in a fixed order. */
-enum { M_Q, M_K, M_V, M_O, M_GATE, M_UP, M_DOWN, M_COUNT };
-static const char *const mat_name[M_COUNT] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
-                                              "ffn_gate", "ffn_up", "ffn_down"};
-
-static loom_type mat_type(const loom_plan_layer *L, int i) {
-    switch (i) {
-    case M_Q: return L->q;
-    case M_K: return L->k;
-    case M_V: return L->v;
-    case M_O: return L->o;
-    case M_GATE: return L->gate;
-    case M_UP: return L->up;
-    default: return L->down;
-    }
-}
-
-/* Inputs (ne[0]) and output rows (ne[1]) of matrix i. */
-static void mat_shape(const loom_model_config *c, int i, int64_t *in, int64_t *out) {
-    int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
-    switch (i) {
-    case M_Q: *in = c->dim, *out = q; break;
-    case M_K:
-    case M_V: *in = c->dim, *out = kv; break;
-    case M_O: *in = q, *out = c->dim; break;
-    case M_GATE:
-    case M_UP: *in = c->dim, *out = c->ffn; break;
-    default: *in = c->ffn, *out = c->dim; break;
-    }
-}
-
-/* ---------------------------------------------------------------- model */
-
-static loom_status check_type(loom_type t, int64_t in, const char *what) {
-    const loom_type_traits *tr = loom_type_info((uint32_t)t);
-    if (!tr) return loom_error(LOOM_ERR_INVALID, "model: %s has unknown type id %d", what, (int)t);
-    if (in % tr->block_size)
-        return loom_error(LOOM_ERR_INVALID, "model: %s is %s (blocks of %u), which does not divide its %lld inputs",
-                          what, tr->name, tr->block_size, (long long)in);
-    return NULL;
-}
-
-loom_status loom_plan_check_model(const loom_plan_model *m) {
-    const loom_model_config *c = &m->cfg;
-    if (c->n_layers < 1 || c->n_layers > MAX_LAYERS || c->dim < 1 || c->dim > (1 << 20) || c->n_heads < 1 ||
-        c->n_heads > 4096 || c->n_kv_heads < 1 || c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads ||
-        c->head_dim < 1 || c->head_dim > 4096 || c->ffn < 1 || c->ffn > (1 << 22) || c->vocab < 1 ||
-        c->vocab > (1 << 24) || c->rope_dim < 0 || c->rope_dim > c->head_dim)
-        return loom_error(LOOM_ERR_INVALID,
-                          "model shape out of range: %d layers, width %d, %d query / %d KV heads of %d, FFN %d, "
-                          "vocab %d, rope %d (layers 1..%d, heads a multiple of KV heads, rope <= head size)",
-                          c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn, c->vocab, c->rope_dim,
-                          MAX_LAYERS);
-    if (!m->layers) return loom_error(LOOM_ERR_INVALID, "model: no per-layer tensor types");
-    LOOM_TRY(check_type(m->embed, c->dim, "token_embd.weight"));
-    LOOM_TRY(check_type(m->head, c->dim, c->tied_embeddings ? "token_embd.weight" : "output.weight"));
-    if (c->tied_embeddings && m->head != m->embed)
-        return loom_error(LOOM_ERR_INVALID, "model: tied embeddings but the lm head type %s differs from %s",
-                          loom_type_name(m->head), loom_type_name(m->embed));
-    char what[64];
-    for (int l = 0; l < c->n_layers; l++)
-        for (int i = 0; i < M_COUNT; i++) {
-            int64_t in, out;
-            mat_shape(c, i, &in, &out);
-            snprintf(what, sizeof what, "blk.%d.%s.weight", l, mat_name[i]);
-            LOOM_TRY(check_type(mat_type(&m->layers[l], i), in, what));
-        }
-    return NULL;
-}
-
-static loom_status find_matrix(const loom_gguf *g, const char *name, int64_t in, int64_t rows, loom_type *type) {
-    const loom_gguf_tensor *t = loom_gguf_find_tensor(g, name);
-    if (!t) return loom_error(LOOM_ERR_FORMAT, "%s: tensor %s is missing", loom_gguf_path(g), name);
-    if (t->ne[0] != in || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1)
-        return loom_error(LOOM_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld, %lld], expected [%lld, %lld]",
-                          loom_gguf_path(g), name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
-                          (long long)in, (long long)rows);
-    *type = t->type;
-    return NULL;
-}
-
-static loom_status read_types(const loom_gguf *g, loom_plan_model *m) {
-    const loom_model_config *c = &m->cfg;
-    LOOM_TRY(find_matrix(g, "token_embd.weight", c->dim, c->vocab, &m->embed));
-    m->head = m->embed;
-    if (!c->tied_embeddings) LOOM_TRY(find_matrix(g, "output.weight", c->dim, c->vocab, &m->head));
-    char name[96];
-    for (int l = 0; l < c->n_layers; l++) {
-        loom_type t[M_COUNT];
-        for (int i = 0; i < M_COUNT; i++) {
-            int64_t in, out;
-            mat_shape(c, i, &in, &out);
-            snprintf(name, sizeof name, "blk.%d.%s.weight", l, mat_name[i]);
-            LOOM_TRY(find_matrix(g, name, in, out, &t[i]));
-        }
-        m->layers[l] = (loom_plan_layer){t[M_Q], t[M_K], t[M_V], t[M_O], t[M_GATE], t[M_UP], t[M_DOWN]};
-    }
-    return NULL;
-}
-
-loom_status loom_plan_model_read(const loom_gguf *g, const loom_model_config *cfg, loom_plan_model *out) {
-    memset(out, 0, sizeof *out);
-    if (cfg->n_layers < 1 || cfg->n_layers > MAX_LAYERS)
-        return loom_error(LOOM_ERR_INVALID, "%s: %d layers (expected 1..%d)", loom_gguf_path(g), cfg->n_layers,
-                          MAX_LAYERS);
-    loom_plan_model m = {.cfg = *cfg, .hash = loom_gguf_header_hash(g)};
-    m.layers = calloc((size_t)cfg->n_layers, sizeof *m.layers);
-    if (!m.layers) return loom_error(LOOM_ERR_NOMEM, "out of memory reading the tensor index of %s", loom_gguf_path(g));
-    loom_status st = read_types(g, &m);
-    if (!st) st = loom_error_wrap(loom_plan_check_model(&m), "%s", loom_gguf_path(g));
-    if (st) {
-        free(m.layers);
-        return st;
-    }
-    *out = m;
-    return NULL;
-}
-
-void loom_plan_model_free(loom_plan_model *m) {
-    if (!m) return;
-    free(m->layers);
-    m->layers = NULL;
-}
-
-/* ---------------------------------------------------------- byte counts */
-
-/* Bytes loom_weights_create binds for nq query heads, nkv KV heads and
- * nffn MLP columns of layer l (norms and biases as F32). */
-static int64_t layer_bytes(const loom_plan_model *m, int l, int64_t nq, int64_t nkv, int64_t nffn) {
-    const loom_model_config *c = &m->cfg;
-    const loom_plan_layer *L = &m->layers[l];
-    int64_t hd = c->head_dim, dim = c->dim;
-    int64_t b = 2 * dim * 4; /* attn_norm, ffn_norm */
-    b += nq * hd * row_bytes(L->q, dim) + nkv * hd * (row_bytes(L->k, dim) + row_bytes(L->v, dim));
-    if (c->qkv_bias) b += (nq + 2 * nkv) * hd * 4;
-    b += dim * row_bytes(L->o, nq * hd);
-    b += nffn * (row_bytes(L->gate, dim) + row_bytes(L->up, dim)) + dim * row_bytes(L->down, nffn);
-    return b;
-}
-
-/* Bytes of a whole layer (every head and column). */
-static int64_t full_layer_bytes(const loom_plan_model *m, int l) {
-    return layer_bytes(m, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
-}
-static int64_t embed_row_bytes(const loom_plan_model *m) { return row_bytes(m->embed, m->cfg.dim); }
-static int64_t head_bytes(const loom_plan_model *m) {
-    return (int64_t)m->cfg.dim * 4 + (int64_t)m->cfg.vocab * row_bytes(m->head, m->cfg.dim);
-}
-
-int64_t loom_plan_stage_cost(const loom_plan_model *m, int l0, int l1, bool first, bool last) {
-    int64_t cost = 0;
-    for (int l = l0; l < l1; l++) cost += full_layer_bytes(m, l);
-    if (first) cost += embed_row_bytes(m);
-    if (last) cost += head_bytes(m);
-    return cost;
-}
-
-static int64_t shard_weight_bytes(const loom_plan_model *m, const loom_shard *s) {
-    const loom_model_config *c = &m->cfg;
-    int64_t nv = s->vocab_end - s->vocab_begin, b = 0;
-    if (s->embed) b += nv * row_bytes(m->embed, c->dim);
-    if (s->head) b += (int64_t)c->dim * 4 + nv * row_bytes(m->head, c->dim);
-    if (c->has_rope_factors && s->layer_end > s->layer_begin) b += (int64_t)(c->rope_dim / 2) * 4;
-    for (int l = s->layer_begin; l < s->layer_end; l++)
-        b += layer_bytes(m, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin);
-    return b;
-}
-
-static int64_t shard_kv_bytes(const loom_plan_model *m, const loom_plan_request *r, const loom_shard *s) {
-    loom_kv_config kc = {
-        .n_layers = s->layer_end - s->layer_begin,
-        .n_kv_heads = s->kv_end - s->kv_begin,
-        .head_dim = m->cfg.head_dim,
-        .type = r->engine.kv_type,
-        .block_tokens = r->engine.block_tokens,
-        .n_blocks = loom_kv_blocks_for(r->engine.max_seqs, r->engine.ctx_size, r->engine.block_tokens),
-        .max_seqs = r->engine.max_seqs,
-        .max_ctx = r->engine.ctx_size,
-    };
-    return (int64_t)loom_kv_bytes(&kc);
-}
-
-static int64_t shard_workspace_bytes(const loom_plan_model *m, const loom_plan_request *r, const loom_shard *s) {
-    const loom_model_config *c = &m->cfg;
-    int64_t R = r->engine.batch_rows, hd = c->head_dim;
-    int64_t nq = s->q_end - s->q_begin, nkv = s->kv_end - s->kv_begin, nffn = s->ffn_end - s->ffn_begin;
-    int64_t widest = c->dim;
-    if (nq * hd > widest) widest = nq * hd;
-    if (nffn > widest) widest = nffn;
-    int64_t b = 4 * R * (3 * (int64_t)c->dim + 2 * nq * hd + 2 * nkv * hd + 2 * nffn + c->rope_dim);
-    b += 4 * R * widest + 8 * R * c->dim + 4 * (int64_t)LOOM_PLAN_THREADS * r->engine.ctx_size;
-    if (s->head) b += 4 * R * (s->vocab_end - s->vocab_begin);
-    return b;
-}
-
-void loom_plan_rank_figures(const loom_plan_model *m, const loom_plan_request *req, loom_rank_plan *rp) {
-    rp->weight_bytes = shard_weight_bytes(m, &rp->shard);
-    rp->kv_bytes = shard_kv_bytes(m, req, &rp->shard);
-    rp->workspace_bytes = shard_workspace_bytes(m, req, &rp->shard);
-}
-
-int64_t loom_plan_rank_total(const loom_rank_plan *rp) {
-    return rp->weight_bytes + rp->kv_bytes + rp->workspace_bytes;
-}
 
 /* -------------------------------------------------------------- request */
 
@@ -392,7 +159,7 @@ static bool feasible(const int64_t *P, int L, int pp, int64_t e, int64_t h, int6
  * largest stage cost, then the sum of squared costs. starts: (pp + 1). */
 static loom_status partition(const loom_plan_model *m, int pp, int *starts, int64_t *costs) {
     int L = m->cfg.n_layers;
-    int64_t e = embed_row_bytes(m), h = head_bytes(m);
+    int64_t e = loom_plan_embed_row_bytes(m), h = loom_plan_head_bytes(m);
     size_t W = (size_t)L + 1;
     int64_t *P = malloc(W * sizeof *P);
     uint8_t *R = malloc((size_t)pp * W);
@@ -402,7 +169,7 @@ static loom_status partition(const loom_plan_model *m, int pp, int *starts, int6
         return loom_error(LOOM_ERR_NOMEM, "out of memory partitioning %d layers into %d stages", L, pp);
     }
     P[0] = 0;
-    for (int l = 0; l < L; l++) P[l + 1] = P[l] + full_layer_bytes(m, l);
+    for (int l = 0; l < L; l++) P[l + 1] = P[l] + loom_plan_full_layer_bytes(m, l);
     int64_t lo = 0, hi = P[L] + e + h;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
