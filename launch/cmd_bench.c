@@ -398,7 +398,7 @@ typedef struct {
 } bench_work;
 
 static loom_status run_config(bench_ctx *c, const bench_work *w, loom_engine *e, int seqs, config_result *r) {
-    loom_request pre = {w->prompt, w->prompt_tokens, 1, w->greedy, true};
+    loom_request pre = {.prompt = w->prompt, .n_prompt = w->prompt_tokens, .max_tokens = 1, .sampling = w->greedy, .ignore_eos = true};
     loom_request *dec = calloc((size_t)seqs, sizeof *dec);
     loom_result *res = calloc((size_t)seqs, sizeof *res);
     if (!dec || !res) {
@@ -409,7 +409,8 @@ static loom_status run_config(bench_ctx *c, const bench_work *w, loom_engine *e,
     int warm = w->gen_tokens < 16 ? w->gen_tokens : 16;
     loom_status st = NULL;
     /* warm-up: page in and warm every weight, KV block and code path */
-    for (int i = 0; i < seqs; i++) dec[i] = (loom_request){&w->seq_tokens[i], 1, warm + 1, w->greedy, true};
+    for (int i = 0; i < seqs; i++)
+        dec[i] = (loom_request){.prompt = &w->seq_tokens[i], .n_prompt = 1, .max_tokens = warm + 1, .sampling = w->greedy, .ignore_eos = true};
     loom_run_stats stats;
     st = run_phase(c, e, &pre, 1, res, &stats);
     if (!st) st = run_phase(c, e, dec, seqs, res, &stats);

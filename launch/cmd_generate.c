@@ -30,7 +30,8 @@ typedef struct {
 
 static bool is_eog(void *user, int32_t token) { return loom_tokenizer_is_eog(((gen_out *)user)->tok, token); }
 
-static void on_token(void *user, uint64_t req, int32_t token) {
+static void on_token(void *user, uint64_t req, int32_t token, const loom_token_logprobs *lp) {
+    (void)lp;
     gen_out *o = user;
     size_t len;
     const char *piece = loom_token_piece(o->tok, token, false, &len);
@@ -190,7 +191,7 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
         }
         st = loom_tokenize(tok, text, strlen(text), add_special, chat, &ids[i]);
         if (!st && ids[i].n == 0) st = loom_error(LOOM_ERR_INVALID, "prompt %d is empty after tokenization", i);
-        reqs[i] = (loom_request){ids[i].ids, (int)ids[i].n, max_tokens, sp, ignore_eos};
+        reqs[i] = (loom_request){.prompt = ids[i].ids, .n_prompt = (int)ids[i].n, .max_tokens = max_tokens, .sampling = sp, .ignore_eos = ignore_eos};
     }
     loom_run_stats stats;
     if (!st) {

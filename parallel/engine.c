@@ -184,18 +184,25 @@ void loom_engine_comm_time(const loom_engine *e, double *tp_s, double *pp_s) {
 static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q, bool scheduled_here) {
     if (!scheduled_here) LOOM_TRY(loom_kv_reserve(e->kv, (int)q->slot, (int)q->reserve));
     if (!e->vs) return NULL;
-    loom_sampling_params sp = loom_sampling_defaults();
+    loom_seq_sampling ss = {.params = loom_sampling_defaults()};
     const Loom__SamplingParams *p = q->sampling;
     if (p) {
-        sp.temperature = p->temperature;
-        sp.top_k = p->top_k;
-        sp.top_p = p->top_p;
-        sp.min_p = p->min_p;
-        sp.repeat_penalty = p->repeat_penalty;
-        sp.repeat_last_n = p->repeat_last_n;
-        sp.seed = p->seed;
+        ss.params.temperature = p->temperature;
+        ss.params.top_k = p->top_k;
+        ss.params.top_p = p->top_p;
+        ss.params.min_p = p->min_p;
+        ss.params.repeat_penalty = p->repeat_penalty;
+        ss.params.repeat_last_n = p->repeat_last_n;
+        ss.params.seed = p->seed;
+        ss.params.presence_penalty = p->presence_penalty;
+        ss.params.frequency_penalty = p->frequency_penalty;
+        ss.logprobs = p->logprobs;
+        ss.top_logprobs = p->top_logprobs;
     }
-    return loom_vocab_sampler_start(e->vs, (int)q->slot, &sp);
+    if (q->n_generated > q->n_prompt)
+        return loom_error(LOOM_ERR_FORMAT, "sequence %llu: %u generated tokens in a prompt of %u",
+                          (unsigned long long)q->id, q->n_generated, q->n_prompt);
+    return loom_vocab_sampler_start(e->vs, (int)q->slot, &ss, (int)q->n_prompt, (int)q->n_generated);
 }
 
 /* Runs one Step on this rank: the previous stage's output is received here
@@ -340,6 +347,7 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
             q.tokens = (int32_t *)(tokens + p0);
             q.all_logits = true;
             q.reserve = p0 == 0 ? (uint32_t)n : 0;
+            q.n_prompt = (uint32_t)n;
             step.seqs = qs;
             step.n_seqs = 1;
         } else {

@@ -15,7 +15,8 @@ typedef struct {
     int32_t *prompt;  /* (n_prompt) owned */
     int n_prompt, max_tokens;
     loom_sampling_params sp;
-    bool ignore_eos;
+    bool ignore_eos, logprobs;
+    int top_logprobs;
     double t_submit;
 } waiting_req;
 
@@ -30,7 +31,8 @@ typedef struct {
     bool started;     /* first step sent */
     bool in_flight;   /* a micro-batch in flight will return this sequence's next token */
     bool cancelled;   /* cancelled while in flight: dropped when its token comes back */
-    bool ignore_eos;
+    bool ignore_eos, logprobs;
+    int top_logprobs;
     loom_sampling_params sp;
     double t_submit, t_admit, t_first, t_last;
 } seq_state;
@@ -146,6 +148,8 @@ static loom_status check_request(const loom_scheduler *s, const loom_request *r)
         return loom_error(LOOM_ERR_CONTEXT, "a prompt of %d tokens does not fit the context size %d", r->n_prompt,
                           s->ctx);
     if (r->max_tokens < 0) return loom_error(LOOM_ERR_INVALID, "max_tokens %d is negative", r->max_tokens);
+    if (r->top_logprobs < 0 || r->top_logprobs > 20)
+        return loom_error(LOOM_ERR_INVALID, "top_logprobs %d is outside 0..20", r->top_logprobs);
     LOOM_TRY(loom_sampling_check(&r->sampling));
     for (int i = 0; i < r->n_prompt; i++)
         if (r->prompt[i] < 0 || r->prompt[i] >= s->vocab)
@@ -173,6 +177,8 @@ loom_status loom_scheduler_submit(loom_scheduler *s, const loom_request *r, uint
     w->max_tokens = r->max_tokens;
     w->sp = r->sampling;
     w->ignore_eos = r->ignore_eos;
+    w->logprobs = r->logprobs;
+    w->top_logprobs = r->top_logprobs;
     w->t_submit = loom_now_s();
     s->n_wait++;
     *id = w->id;
@@ -276,6 +282,8 @@ static void admit(loom_scheduler *s) {
         q->reserve = positions;
         q->sp = w->sp;
         q->ignore_eos = w->ignore_eos;
+        q->logprobs = w->logprobs;
+        q->top_logprobs = w->top_logprobs;
         q->limit = positions > w->n_prompt ? positions : w->n_prompt + 1;
         q->t_submit = w->t_submit;
         q->t_admit = loom_now_s();
@@ -296,8 +304,13 @@ static void account(loom_scheduler *s) {
     s->t_mark = t;
 }
 
-static void sampling_message(Loom__SamplingParams *p, const loom_sampling_params *sp) {
+static void sampling_message(Loom__SamplingParams *p, const seq_state *q) {
+    const loom_sampling_params *sp = &q->sp;
     loom__sampling_params__init(p);
+    p->presence_penalty = sp->presence_penalty;
+    p->frequency_penalty = sp->frequency_penalty;
+    p->logprobs = q->logprobs;
+    p->top_logprobs = q->top_logprobs;
     p->temperature = sp->temperature;
     p->top_k = sp->top_k;
     p->top_p = sp->top_p;
@@ -332,9 +345,10 @@ static bool build_step(loom_scheduler *s, mb_state *mb) {
             m->tokens = q->toks + q->n_sent;
             m->want_logits = q->n_sent + take >= q->n_prompt;
             if (!q->started) {
-                sampling_message(&mb->sps[nseq], &q->sp);
+                sampling_message(&mb->sps[nseq], q);
                 m->sampling = &mb->sps[nseq];
                 m->reserve = (uint32_t)q->reserve;
+                m->n_prompt = (uint32_t)q->n_prompt;
                 q->started = true;
             }
             q->n_sent += take;
@@ -383,7 +397,19 @@ static loom_status take_result(loom_scheduler *s, const mb_state *mb, const Loom
         q->t_last = t;
         s->stats.gen_tokens++;
         if (!mb->has_prefill) s->stats.decode_tokens++;
-        if (s->cb.on_token) s->cb.on_token(s->cb.user, q->id, tok);
+        if (s->cb.on_token) {
+            const loom_token_logprobs *lp = NULL;
+            loom_token_logprobs tl;
+            for (size_t j = 0; q->logprobs && j < r->n_logprobs; j++) {
+                const Loom__TokenLogprobs *m = r->logprobs[j];
+                if (m->slot != (uint32_t)slot) continue;
+                tl = (loom_token_logprobs){m->logprob, (int)(m->n_top_ids < m->n_top_logprobs ? m->n_top_ids
+                                                                                               : m->n_top_logprobs),
+                                           m->top_ids, m->top_logprobs};
+                lp = &tl;
+            }
+            s->cb.on_token(s->cb.user, q->id, tok, lp);
+        }
         if (!q->ignore_eos && s->cb.is_eog(s->cb.user, tok)) finish(s, slot, "stop", NULL);
         else if (q->n_toks >= q->limit) finish(s, slot, "length", NULL);
     }
@@ -454,9 +480,9 @@ typedef struct {
     loom_result *results;
 } run_ctx;
 
-static void run_on_token(void *user, uint64_t id, int32_t token) {
+static void run_on_token(void *user, uint64_t id, int32_t token, const loom_token_logprobs *lp) {
     run_ctx *c = user;
-    if (c->user_cb->on_token) c->user_cb->on_token(c->user_cb->user, id, token);
+    if (c->user_cb->on_token) c->user_cb->on_token(c->user_cb->user, id, token, lp);
 }
 
 static bool run_is_eog(void *user, int32_t token) {

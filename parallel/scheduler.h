@@ -42,7 +42,17 @@ typedef struct {
     int max_tokens;
     loom_sampling_params sampling;
     bool ignore_eos;
+    bool logprobs;    /* report each sampled token's log-probability */
+    int top_logprobs; /* and this many most likely alternatives (0..20) */
 } loom_request;
+
+/* Log-probabilities of a sampled token under the model's raw distribution. */
+typedef struct {
+    float logprob;
+    int n_top;
+    const int32_t *top_ids;    /* (n_top) most likely first */
+    const float *top_logprobs; /* (n_top) */
+} loom_token_logprobs;
 
 /* How a request ended; pointers are valid only during the callback. */
 typedef struct {
@@ -57,8 +67,9 @@ typedef struct {
 } loom_finished;
 
 typedef struct {
-    /* A token was sampled for request `id` (in order). Optional. */
-    void (*on_token)(void *user, uint64_t id, int32_t token);
+    /* A token was sampled for request `id` (in order); lp is NULL unless the
+     * request asked for logprobs. Optional. */
+    void (*on_token)(void *user, uint64_t id, int32_t token, const loom_token_logprobs *lp);
     /* Request `id` ended (after its last on_token). Optional. */
     void (*on_finish)(void *user, const loom_finished *f);
     /* Whether a token ends generation. Required. */

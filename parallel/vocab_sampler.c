@@ -21,9 +21,16 @@ struct loom_vocab_sampler {
     int64_t n_vocab;         /* this rank's slice */
     int64_t *vocab_off;      /* (tp_size + 1) first vocabulary row of each TP rank */
     int slots;
-    bool *greedy;            /* (slots) the slot samples greedily without penalty */
+    bool *greedy;            /* (slots) the slot's token is the plain argmax (no penalty, no logprobs) */
     loom_sampler **samplers; /* (slots) leader */
     int32_t *n_hist;         /* (slots) leader: positions already in the penalty history */
+    int32_t *gen_from;       /* (slots) leader: first position whose token was generated */
+    int8_t *top_lp;          /* (slots) leader: alternatives to report; -1: no logprobs */
+    float *raw;              /* leader: (vocab) the row being sampled, before penalties */
+    Loom__TokenLogprobs *lp; /* leader: (slots) result entries */
+    Loom__TokenLogprobs **lp_ptrs;
+    int32_t *lp_ids;         /* leader: (slots, 20) */
+    float *lp_vals;          /* leader: (slots, 20) */
     int32_t *argmax;         /* (max_rows, 2) value bits + vocabulary id */
     float *full;             /* leader: (2 * max_rows, vocab) full rows + one rank's incoming slice */
     double comm_s;
@@ -76,10 +83,19 @@ loom_status loom_vocab_sampler_create(const loom_topology *t, const loom_weights
     if (vs->leader) {
         vs->samplers = calloc((size_t)slots, sizeof *vs->samplers);
         vs->n_hist = calloc((size_t)slots, sizeof *vs->n_hist);
+        vs->gen_from = calloc((size_t)slots, sizeof *vs->gen_from);
+        vs->top_lp = calloc((size_t)slots, sizeof *vs->top_lp);
         vs->full = malloc(2 * R * (size_t)vs->vocab * sizeof(float));
+        vs->raw = malloc((size_t)vs->vocab * sizeof(float));
+        vs->lp = calloc((size_t)slots, sizeof *vs->lp);
+        vs->lp_ptrs = calloc((size_t)slots, sizeof *vs->lp_ptrs);
+        vs->lp_ids = calloc((size_t)slots * 20, sizeof *vs->lp_ids);
+        vs->lp_vals = calloc((size_t)slots * 20, sizeof *vs->lp_vals);
     }
     loom_status st = NULL;
-    if (!vs->vocab_off || !vs->greedy || !vs->argmax || (vs->leader && (!vs->samplers || !vs->n_hist || !vs->full)))
+    bool leader_ok = !vs->leader || (vs->samplers && vs->n_hist && vs->gen_from && vs->top_lp && vs->full && vs->raw &&
+                                     vs->lp && vs->lp_ptrs && vs->lp_ids && vs->lp_vals);
+    if (!vs->vocab_off || !vs->greedy || !vs->argmax || !leader_ok)
         st = loom_error(LOOM_ERR_NOMEM, "out of memory for sampling %d rows", max_rows);
     if (!st) st = exchange_slices(vs, w);
     if (st) {
@@ -95,6 +111,13 @@ void loom_vocab_sampler_free(loom_vocab_sampler *vs) {
     for (int i = 0; vs->samplers && i < vs->slots; i++) loom_sampler_free(vs->samplers[i]);
     free(vs->samplers);
     free(vs->n_hist);
+    free(vs->gen_from);
+    free(vs->top_lp);
+    free(vs->raw);
+    free(vs->lp);
+    free(vs->lp_ptrs);
+    free(vs->lp_ids);
+    free(vs->lp_vals);
     free(vs->vocab_off);
     free(vs->greedy);
     free(vs->argmax);
@@ -104,13 +127,18 @@ void loom_vocab_sampler_free(loom_vocab_sampler *vs) {
 
 double loom_vocab_sampler_comm_seconds(const loom_vocab_sampler *vs) { return vs->comm_s; }
 
-loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loom_sampling_params *p) {
-    vs->greedy[slot] = p->temperature <= 0 && p->repeat_penalty == 1.0f;
+loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loom_seq_sampling *p, int n_prompt,
+                                     int n_generated) {
+    vs->greedy[slot] = loom_sampling_is_plain_greedy(&p->params) && !p->logprobs;
     if (!vs->leader) return NULL;
     loom_sampler_free(vs->samplers[slot]);
     vs->samplers[slot] = NULL;
     vs->n_hist[slot] = 0;
-    return loom_sampler_create(p, vs->vocab, &vs->samplers[slot]);
+    vs->gen_from[slot] = n_prompt - n_generated;
+    vs->top_lp[slot] = (int8_t)(!p->logprobs ? -1 : p->top_logprobs < 0 ? 0 : p->top_logprobs > 20 ? 20 : p->top_logprobs);
+    LOOM_TRY(loom_sampler_create(&p->params, vs->vocab, &vs->samplers[slot]));
+    if (p->params.temperature > 0) loom_sampler_skip(vs->samplers[slot], n_generated);
+    return NULL;
 }
 
 bool loom_vocab_sampler_has(const loom_vocab_sampler *vs, int slot) {
@@ -119,7 +147,8 @@ bool loom_vocab_sampler_has(const loom_vocab_sampler *vs, int slot) {
 
 void loom_vocab_sampler_history(loom_vocab_sampler *vs, int slot, int pos, int32_t token) {
     if (!vs->leader || pos < vs->n_hist[slot]) return;
-    loom_sampler_accept(vs->samplers[slot], token);
+    if (pos >= vs->gen_from[slot]) loom_sampler_accept_output(vs->samplers[slot], token);
+    else loom_sampler_accept(vs->samplers[slot], token);
     vs->n_hist[slot] = pos + 1;
 }
 
@@ -198,18 +227,33 @@ loom_status loom_vocab_sampler_sample(loom_vocab_sampler *vs, const Loom__Step *
         return NULL;
     }
     const int V = vs->vocab;
-    int k = 0;
+    int k = 0, n_lp = 0;
     for (size_t i = 0; i < step->n_seqs; i++) {
         const Loom__SeqStep *q = step->seqs[i];
         if (!q->want_logits) continue;
         loom_sampler *s = vs->samplers[q->slot];
-        int32_t tok = greedy ? vs->argmax[2 * k + 1] : loom_sampler_sample(s, full + (size_t)k * V);
-        loom_sampler_accept(s, tok);
+        float *row = full + (size_t)k * V;
+        int top = vs->top_lp[q->slot];
+        if (top >= 0 && !greedy) memcpy(vs->raw, row, (size_t)V * sizeof(float));
+        int32_t tok = greedy ? vs->argmax[2 * k + 1] : loom_sampler_sample(s, row);
+        if (top >= 0 && !greedy) {
+            Loom__TokenLogprobs *lp = &vs->lp[n_lp];
+            loom__token_logprobs__init(lp);
+            lp->slot = q->slot;
+            lp->top_ids = vs->lp_ids + 20 * n_lp;
+            lp->top_logprobs = vs->lp_vals + 20 * n_lp;
+            lp->n_top_ids = lp->n_top_logprobs = (size_t)top;
+            loom_logprobs(vs->raw, V, tok, top, &lp->logprob, lp->top_ids, lp->top_logprobs);
+            vs->lp_ptrs[n_lp++] = lp;
+        }
+        loom_sampler_accept_output(s, tok);
         vs->n_hist[q->slot]++;
         res->slots[k] = q->slot;
         res->tokens[k] = tok;
         k++;
     }
     res->n_slots = res->n_tokens = (size_t)k;
+    res->logprobs = vs->lp_ptrs;
+    res->n_logprobs = (size_t)n_lp;
     return NULL;
 }

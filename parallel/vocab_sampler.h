@@ -35,9 +35,20 @@ loom_status loom_vocab_sampler_create(const loom_topology *t, const loom_weights
                                       loom_vocab_sampler **out) LOOM_MUST_USE;
 void loom_vocab_sampler_free(loom_vocab_sampler *vs);
 
-/* A sequence starts in `slot` with parameters p (every rank of the last
- * stage; the leader creates the slot's sampler, replacing any old one). */
-loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loom_sampling_params *p) LOOM_MUST_USE;
+/* How a sequence samples: its parameters and what it reports. */
+typedef struct {
+    loom_sampling_params params;
+    bool logprobs;    /* report the sampled token's log-probability */
+    int top_logprobs; /* and this many alternatives (0..20) */
+} loom_seq_sampling;
+
+/* A sequence starts in `slot` (every rank of the last stage; the leader
+ * creates the slot's sampler, replacing any old one). n_prompt positions
+ * precede its first sampled token; the last n_generated of them were
+ * generated before (a resumed sequence: they count for the presence and
+ * frequency penalties, and the random stream skips their draws). */
+loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loom_seq_sampling *p, int n_prompt,
+                                     int n_generated) LOOM_MUST_USE;
 /* Whether `slot` has a running sequence (always true off the leader). */
 bool loom_vocab_sampler_has(const loom_vocab_sampler *vs, int slot);
 /* Leader: the sequence in `slot` holds `token` at position pos; each
@@ -46,7 +57,9 @@ void loom_vocab_sampler_history(loom_vocab_sampler *vs, int slot, int pos, int32
 
 /* Chooses one token for each sequence of `step` that wants one, in row
  * order, from logits (n_out, vocabulary slice) — overwritten. On the leader
- * fills res->slots/tokens (room for one entry per sequence); for a scoring
+ * fills res->slots/tokens (room for one entry per sequence) and, for
+ * sequences that asked, res->logprobs (entries owned by the sampler, valid
+ * until the next call); for a scoring
  * step (one sequence with all_logits) instead points *scores at the full
  * logits (n_out, vocab), valid until the next call, and leaves res empty.
  * Other ranks only take part in the exchange. */

@@ -11,11 +11,14 @@ struct loom_sampler {
     uint64_t rng[4];         /* xoshiro256** state */
     int32_t *history;        /* ring of the last repeat_last_n tokens */
     int32_t n_hist, hist_pos;
+    int32_t *out_tok, *out_cnt; /* (out_cap) open-addressing map: generated token -> count; -1 empty */
+    int32_t out_cap, out_n;
     struct cand { float logit; int32_t id; } *cand; /* (n_vocab) */
 };
 
 loom_sampling_params loom_sampling_defaults(void) {
-    loom_sampling_params p = {0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 0};
+    loom_sampling_params p = {.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
+                              .repeat_penalty = 1.0f, .repeat_last_n = 64};
     return p;
 }
 
@@ -28,7 +31,15 @@ loom_status loom_sampling_check(const loom_sampling_params *p) {
         return loom_error(LOOM_ERR_INVALID, "repeat penalty %g must be > 0", p->repeat_penalty);
     if (p->repeat_last_n < 0 || p->repeat_last_n > (1 << 20))
         return loom_error(LOOM_ERR_INVALID, "repeat-last-n %d is out of range", p->repeat_last_n);
+    if (!(p->presence_penalty >= -2 && p->presence_penalty <= 2))
+        return loom_error(LOOM_ERR_INVALID, "presence penalty %g must be in [-2, 2]", p->presence_penalty);
+    if (!(p->frequency_penalty >= -2 && p->frequency_penalty <= 2))
+        return loom_error(LOOM_ERR_INVALID, "frequency penalty %g must be in [-2, 2]", p->frequency_penalty);
     return NULL;
+}
+
+bool loom_sampling_is_plain_greedy(const loom_sampling_params *p) {
+    return p->temperature <= 0 && p->repeat_penalty == 1.0f && p->presence_penalty == 0 && p->frequency_penalty == 0;
 }
 
 static uint64_t splitmix64(uint64_t *x) {
@@ -74,6 +85,8 @@ loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, 
 void loom_sampler_free(loom_sampler *s) {
     if (!s) return;
     free(s->history);
+    free(s->out_tok);
+    free(s->out_cnt);
     free(s->cand);
     free(s);
 }
@@ -85,18 +98,64 @@ void loom_sampler_accept(loom_sampler *s, int32_t token) {
     if (s->n_hist < s->p.repeat_last_n) s->n_hist++;
 }
 
-static void apply_penalty(loom_sampler *s, float *logits) {
-    if (s->p.repeat_penalty == 1.0f) return;
-    /* each distinct token in the window is penalised once */
-    for (int i = 0; i < s->n_hist; i++) {
-        int32_t t = s->history[i];
-        if (t < 0 || t >= s->n_vocab) continue;
-        bool seen = false;
-        for (int j = 0; j < i && !seen; j++) seen = s->history[j] == t;
-        if (seen) continue;
-        float l = logits[t];
-        logits[t] = l > 0 ? l / s->p.repeat_penalty : l * s->p.repeat_penalty;
+void loom_sampler_skip(loom_sampler *s, int64_t n) {
+    for (int64_t i = 0; i < n; i++) (void)next_u64(s->rng);
+}
+
+/* Slot of token t in the output-count map (its own or the empty one it would take). */
+static int32_t out_slot(const loom_sampler *s, int32_t t) {
+    uint32_t h = ((uint32_t)t * 2654435761u) & (uint32_t)(s->out_cap - 1);
+    while (s->out_tok[h] >= 0 && s->out_tok[h] != t) h = (h + 1) & (uint32_t)(s->out_cap - 1);
+    return (int32_t)h;
+}
+
+void loom_sampler_accept_output(loom_sampler *s, int32_t token) {
+    loom_sampler_accept(s, token);
+    if ((s->p.presence_penalty == 0 && s->p.frequency_penalty == 0) || token < 0 || token >= s->n_vocab) return;
+    if (2 * (s->out_n + 1) > s->out_cap) { /* keep the map at most half full */
+        int32_t cap = s->out_cap ? 2 * s->out_cap : 64, *ot = s->out_tok, *oc = s->out_cnt, old = s->out_cap;
+        int32_t *nt = malloc((size_t)cap * sizeof *nt), *nc = malloc((size_t)cap * sizeof *nc);
+        if (!nt || !nc) { /* out of memory: the penalty misses this token, nothing breaks */
+            free(nt);
+            free(nc);
+            return;
+        }
+        for (int32_t i = 0; i < cap; i++) nt[i] = -1;
+        s->out_tok = nt, s->out_cnt = nc, s->out_cap = cap;
+        for (int32_t i = 0; i < old; i++)
+            if (ot[i] >= 0) {
+                int32_t h = out_slot(s, ot[i]);
+                s->out_tok[h] = ot[i];
+                s->out_cnt[h] = oc[i];
+            }
+        free(ot);
+        free(oc);
     }
+    int32_t h = out_slot(s, token);
+    if (s->out_tok[h] < 0) {
+        s->out_tok[h] = token;
+        s->out_cnt[h] = 0;
+        s->out_n++;
+    }
+    s->out_cnt[h]++;
+}
+
+static void apply_penalty(loom_sampler *s, float *logits) {
+    if (s->p.repeat_penalty != 1.0f) {
+        /* each distinct token in the window is penalised once */
+        for (int i = 0; i < s->n_hist; i++) {
+            int32_t t = s->history[i];
+            if (t < 0 || t >= s->n_vocab) continue;
+            bool seen = false;
+            for (int j = 0; j < i && !seen; j++) seen = s->history[j] == t;
+            if (seen) continue;
+            float l = logits[t];
+            logits[t] = l > 0 ? l / s->p.repeat_penalty : l * s->p.repeat_penalty;
+        }
+    }
+    for (int32_t i = 0; i < s->out_cap; i++) /* presence and frequency, over generated tokens */
+        if (s->out_tok[i] >= 0)
+            logits[s->out_tok[i]] -= s->p.presence_penalty + s->p.frequency_penalty * (float)s->out_cnt[i];
 }
 
 int32_t loom_argmax(const float *x, int32_t n) {
@@ -225,4 +284,32 @@ int32_t loom_sampler_sample(loom_sampler *s, float *logits) {
         if (r < acc) return c[i].id;
     }
     return c[m - 1].id;
+}
+
+void loom_logprobs(const float *logits, int32_t n, int32_t chosen, int top_n, float *chosen_lp, int32_t *top_ids,
+                   float *top_lps) {
+    double m = -INFINITY;
+    for (int32_t i = 0; i < n; i++)
+        if (logits[i] > m) m = logits[i];
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (!isnan(logits[i])) sum += exp((double)logits[i] - m);
+    double lse = m + log(sum);
+    float lc = chosen >= 0 && chosen < n && !isnan(logits[chosen]) ? logits[chosen] : -INFINITY;
+    *chosen_lp = (float)((double)lc - lse);
+    if (top_n > 20) top_n = 20;
+    int k = 0; /* top_ids[0..k) sorted best first; a later id enters only when strictly larger */
+    for (int32_t i = 0; i < n && top_n > 0; i++) {
+        float v = isnan(logits[i]) ? -INFINITY : logits[i];
+        if (k == top_n && !(v > top_lps[k - 1])) continue;
+        int j = k < top_n ? k++ : k - 1;
+        while (j > 0 && v > top_lps[j - 1]) {
+            top_lps[j] = top_lps[j - 1];
+            top_ids[j] = top_ids[j - 1];
+            j--;
+        }
+        top_lps[j] = v;
+        top_ids[j] = i;
+    }
+    for (int j = 0; j < k; j++) top_lps[j] = (float)((double)top_lps[j] - lse);
 }

@@ -4,13 +4,22 @@
  * Each sequence owns a sampler: its parameters, its random state and its
  * penalty history, so a sequence samples the same tokens whatever else is
  * batched with it and however the model is split. The chain follows
- * llama.cpp's default order: repetition penalty → top-k → top-p → min-p →
- * temperature → draw. Temperature <= 0 is greedy: the argmax after penalties,
- * ties going to the lowest token id.
+ * llama.cpp's default order: repetition penalty → presence/frequency
+ * penalties → top-k → top-p → min-p → temperature → draw. Temperature <= 0
+ * is greedy: the argmax after penalties, ties going to the lowest token id.
+ *
+ * Penalties: the repetition penalty (llama.cpp, HF) divides positive logits
+ * (multiplies negative ones) of every distinct token among the last
+ * repeat_last_n tokens, prompt included; the presence and frequency
+ * penalties (OpenAI, vLLM) subtract presence + frequency × count from the
+ * logit of every token the sequence has generated so far (output only).
+ * A draw consumes exactly one random number, so a sequence resumed after k
+ * drawn tokens continues its random stream with loom_sampler_skip(k).
  */
 #ifndef LOOM_SAMPLER_H
 #define LOOM_SAMPLER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "runtime/status.h"
@@ -23,6 +32,8 @@ typedef struct {
     float repeat_penalty;  /* 1: off */
     int32_t repeat_last_n; /* tokens of history the penalty looks at */
     uint64_t seed;
+    float presence_penalty;  /* 0: off; -2..2 */
+    float frequency_penalty; /* 0: off; -2..2 */
 } loom_sampling_params;
 
 /* llama.cpp's defaults: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05,
@@ -37,8 +48,22 @@ typedef struct loom_sampler loom_sampler;
 loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, loom_sampler **out) LOOM_MUST_USE;
 void loom_sampler_free(loom_sampler *s);
 
-/* Adds a token to the penalty history (prompt and generated tokens). */
+/* Adds a prompt token to the repetition-penalty history. */
 void loom_sampler_accept(loom_sampler *s, int32_t token);
+/* Adds a generated token: the repetition history and the counts the
+ * presence/frequency penalties use. */
+void loom_sampler_accept_output(loom_sampler *s, int32_t token);
+/* Advances the random stream past n draws (a resumed sequence). */
+void loom_sampler_skip(loom_sampler *s, int64_t n);
+/* Whether sampling is a plain argmax of the logits: greedy and no penalty. */
+bool loom_sampling_is_plain_greedy(const loom_sampling_params *p);
+
+/* Log-probabilities under the model's raw distribution (log-softmax of
+ * logits[0..n), as OpenAI's logprobs report them): *chosen_lp for token
+ * `chosen`, and the top_n most likely tokens (ids in top_ids, values in
+ * top_lps; ties to the lower id), top_n <= 20. NaN logits count as -inf. */
+void loom_logprobs(const float *logits, int32_t n, int32_t chosen, int top_n, float *chosen_lp, int32_t *top_ids,
+                   float *top_lps);
 
 /* Index of the largest of x[0..n), the lowest on ties (0 if all are NaN). */
 int32_t loom_argmax(const float *x, int32_t n);
