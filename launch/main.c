@@ -12,6 +12,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"generate", cmd_generate, "generate text from a prompt (or many, one per line)"},
+    {"serve", cmd_serve, "serve the model over HTTP (OpenAI's API), on one rank or a cluster"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"synth", cmd_synth, "write a random-weight model (GGUF) for tests and planning"},
     {"bench", cmd_bench, "measure prefill and decode speed, memory bandwidth and communication"},

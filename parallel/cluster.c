@@ -21,6 +21,7 @@ struct loom_cluster {
     loom_topology topo;
     char **hosts;          /* (world) */
     loom_watchdog *wd;
+    double watchdog_s;
 };
 
 int64_t loom_pss_bytes(void) {
@@ -184,6 +185,7 @@ static loom_status connect_ranks(loom_cluster *c, const loom_cluster_options *o)
     MPI_Comm_free(&tpc);
     t->tp_group = p->tp > 1 ? c->tp : NULL;
     st = settle(c->world, st, "creating TP groups");
+    c->watchdog_s = o->watchdog_timeout_s;
     if (!st && o->watchdog_timeout_s > 0)
         st = settle(c->world,
                     loom_watchdog_start(MPI_COMM_WORLD, o->watchdog_timeout_s, (const char *const *)c->hosts, &c->wd),
@@ -255,6 +257,8 @@ const loom_engine_options *loom_cluster_engine_options(const loom_cluster *c) { 
 const loom_topology *loom_cluster_topology(const loom_cluster *c) { return &c->topo; }
 const loom_plan *loom_cluster_plan(const loom_cluster *c) { return c->plan; }
 loom_comm *loom_cluster_world(const loom_cluster *c) { return c->world; }
+double loom_cluster_peer_silence(const loom_cluster *c) { return loom_watchdog_silence(c->wd); }
+double loom_cluster_watchdog_timeout(const loom_cluster *c) { return c->wd ? c->watchdog_s : 0; }
 
 loom_status loom_cluster_agree(loom_cluster *c, loom_status st, const char *what) {
     if (c->world->size == 1) return st;

@@ -86,6 +86,12 @@ loom_status loom_cluster_agree(loom_cluster *c, loom_status st, const char *what
  * A plain process just exits with status 1. Frees st. */
 _Noreturn void loom_cluster_abort(loom_cluster *c, const char *cmd, loom_status st);
 
+/* Seconds since the most silent peer's last heartbeat (0 without a
+ * watchdog). Thread-safe: health checks read it. */
+double loom_cluster_peer_silence(const loom_cluster *c);
+/* The watchdog's timeout (0: none). */
+double loom_cluster_watchdog_timeout(const loom_cluster *c);
+
 /* Collective: every rank's proportional set size (PSS), printed by the
  * coordinator next to what the plan said the rank needs. Call once the
  * engines are loaded. No-op for a plain process. */

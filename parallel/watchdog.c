@@ -20,7 +20,7 @@ struct loom_watchdog {
     const char *const *hosts;
     pthread_t thread;
     atomic_int stop;
-    double *last_seen;      /* (size) */
+    _Atomic double *last_seen; /* (size) read by loom_watchdog_silence() from other threads */
     uint8_t *in;            /* (size) receive buffers */
     MPI_Request *recv_req;  /* (size) */
 };
@@ -81,7 +81,7 @@ loom_status loom_watchdog_start(MPI_Comm world, double timeout_s, const char *co
     MPI_Comm_size(w->comm, &w->size);
     w->timeout_s = timeout_s;
     w->hosts = hosts;
-    w->last_seen = calloc((size_t)w->size, sizeof *w->last_seen);
+    w->last_seen = malloc((size_t)w->size * sizeof *w->last_seen);
     w->in = calloc((size_t)w->size, 1);
     w->recv_req = calloc((size_t)w->size, sizeof *w->recv_req);
     if (!w->last_seen || !w->in || !w->recv_req) {
@@ -129,4 +129,12 @@ void loom_watchdog_stop(loom_watchdog *w) {
     free(w->in);
     free(w->recv_req);
     free(w);
+}
+
+double loom_watchdog_silence(const loom_watchdog *w) {
+    if (!w) return 0;
+    double now = loom_now_s(), worst = 0;
+    for (int p = 0; p < w->size; p++)
+        if (p != w->rank && now - w->last_seen[p] > worst) worst = now - w->last_seen[p];
+    return worst;
 }

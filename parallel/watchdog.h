@@ -23,6 +23,9 @@ typedef struct loom_watchdog loom_watchdog;
 /* hosts: world host names for messages (may be NULL). */
 loom_status loom_watchdog_start(MPI_Comm world, double timeout_s, const char *const *hosts,
                                 loom_watchdog **out) LOOM_MUST_USE;
+/* Seconds since the most silent peer was last heard from (0 for NULL or
+ * one rank). Thread-safe. */
+double loom_watchdog_silence(const loom_watchdog *w);
 /* Stops the thread. Call after a barrier so no rank sees another go quiet. */
 void loom_watchdog_stop(loom_watchdog *w);
 

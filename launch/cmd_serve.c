@@ -1,0 +1,120 @@
+/*
+ * launch/cmd_serve.c — `loom serve`: the OpenAI-compatible HTTP server on
+ * the coordinator (launch/serve/), the worker loop on every other rank.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "launch/args.h"
+#include "launch/commands.h"
+#include "launch/launch_util.h"
+#include "launch/serve/server.h"
+#include "parallel/cluster.h"
+#include "runtime/threadpool.h"
+
+int cmd_serve(int argc, char **argv) {
+    const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *name = NULL, *kv_type = "f16";
+    int64_t port = 8080, threads = loom_cpu_count(), ctx = 4096, seqs = 16, batch = 256, tp = 1, pp = 1,
+            max_queue = 256, max_body = 8 << 20, max_conn = 512;
+    double watchdog = 30, drain = 60;
+    const loom_arg args[] = {
+        {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
+        {"--host", LOOM_ARG_STR, &host, "ADDR", "address to listen on (0.0.0.0 or :: for every interface)"},
+        {"--port", LOOM_ARG_INT, &port, "N", "TCP port"},
+        {"--api-key", LOOM_ARG_STR, &api_key, "KEY", "require 'Authorization: Bearer KEY' (or $LOOM_API_KEY)"},
+        {"--model-name", LOOM_ARG_STR, &name, "NAME", "the model id clients use (default: the file's base name)"},
+        {"--threads", LOOM_ARG_INT, &threads, "N", "threads per rank"},
+        {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions per sequence (prompt + generation)"},
+        {"--sequences", LOOM_ARG_INT, &seqs, "N", "sequences running at once"},
+        {"--batch", LOOM_ARG_INT, &batch, "N", "rows per step at most (decode rows first, then prompt chunks)"},
+        {"--kv-type", LOOM_ARG_STR, &kv_type, "f16|f32", "KV cache element type"},
+        {"--max-queue", LOOM_ARG_INT, &max_queue, "N", "requests waiting for a sequence slot at most; then 429"},
+        {"--max-body", LOOM_ARG_BYTES, &max_body, "BYTES", "request body size at most; then 413"},
+        {"--max-connections", LOOM_ARG_INT, &max_conn, "N", "open HTTP connections at most"},
+        {"--drain-timeout", LOOM_ARG_FLOAT, &drain, "S", "on SIGTERM, seconds running requests get to finish"},
+        {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
+        {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
+        {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
+    };
+    loom_args_result ar = loom_args_parse(
+        "serve --model PATH [--host 127.0.0.1] [--port 8080] [options]",
+        "Serves the model over HTTP with OpenAI's API: POST /v1/chat/completions, /v1/completions\n"
+        "(streaming or not), GET /v1/models, POST /tokenize, /detokenize, /apply-template,\n"
+        "GET /health, /metrics (Prometheus). Under mpirun -np N with --tp T --pp P the model is split\n"
+        "across the ranks; rank 0 serves HTTP. SIGTERM stops accepting, finishes running requests, exits.",
+        args, (int)(sizeof args / sizeof args[0]), argc, argv);
+    if (ar != LOOM_ARGS_OK) return ar == LOOM_ARGS_HELP ? 0 : 2;
+    if (!model) return loom_usage_error("serve: --model is required");
+    if (port < 0 || port > 65535) return loom_usage_error("serve: --port must be 0..65535");
+    if (threads < 1 || threads > 1024) return loom_usage_error("serve: --threads must be 1..1024");
+    if (ctx < 2 || ctx > (1 << 24)) return loom_usage_error("serve: --ctx-size must be 2..16777216");
+    if (seqs < 1 || seqs > 4096) return loom_usage_error("serve: --sequences must be 1..4096");
+    if (batch < 1 || batch > 65536) return loom_usage_error("serve: --batch must be 1..65536");
+    if (max_queue < 1 || max_queue > (1 << 20)) return loom_usage_error("serve: --max-queue must be 1..1048576");
+    if (max_body < 1024) return loom_usage_error("serve: --max-body must be at least 1K");
+    if (max_conn < 1 || max_conn > 65536) return loom_usage_error("serve: --max-connections must be 1..65536");
+    if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("serve: --tp and --pp must be >= 1");
+    if (watchdog < 0 || drain < 0) return loom_usage_error("serve: timeouts must be >= 0");
+    loom_type kvt;
+    if (!strcmp(kv_type, "f16")) kvt = LOOM_TYPE_F16;
+    else if (!strcmp(kv_type, "f32")) kvt = LOOM_TYPE_F32;
+    else return loom_usage_error("serve: --kv-type must be f16 or f32");
+    if (!api_key) api_key = getenv("LOOM_API_KEY");
+    if (api_key && !*api_key) api_key = NULL;
+    if (!name) {
+        const char *slash = strrchr(model, '/');
+        name = slash ? slash + 1 : model;
+    }
+
+    /* before any thread exists, so that every thread inherits the mask: the
+     * coordinator waits for the signals, the workers leave with the cluster */
+    loom_server_block_signals();
+    loom_cluster_options co = {.model = model, .tp = (int)tp, .pp = (int)pp, .watchdog_timeout_s = watchdog};
+    co.engine = loom_engine_defaults();
+    co.engine.n_threads = (int)threads;
+    co.engine.ctx_size = (int)ctx;
+    co.engine.max_seqs = (int)seqs;
+    co.engine.kv_type = kvt;
+    co.engine.batch_rows = (int)batch;
+    loom_cluster *cluster = NULL;
+    loom_status st = loom_cluster_start(&co, &cluster);
+    if (st) return loom_fail("serve", st);
+    bool coord = loom_cluster_is_coordinator(cluster);
+    loom_engine *e = NULL;
+    loom_progress prog;
+    loom_progress_init(&prog, "loading model");
+    st = loom_cluster_engine(cluster, NULL, coord ? loom_progress_update : NULL, &prog, &e);
+    loom_progress_done(&prog);
+    if (!st && loom_cluster_plan(cluster) && coord) loom_plan_print(loom_cluster_plan(cluster), stderr, false);
+    int rc = 1;
+    if (!st && coord) {
+        loom_tokenizer *tok = NULL;
+        loom_chat_template *tmpl = NULL;
+        st = loom_tokenizer_create(loom_cluster_model(cluster), &tok);
+        if (!st) {
+            loom_status ts = loom_chat_template_from_gguf(loom_cluster_model(cluster), tok, &tmpl);
+            if (ts) fprintf(stderr, "loom serve: chat completions are off: %s\n", loom_status_message(ts));
+            loom_status_free(ts);
+            loom_print_config(stderr, model, loom_engine_model(e), loom_engine_options_of(e), tok);
+            loom_server_options so = {.host = host, .port = (int)port, .api_key = api_key, .model_name = name,
+                                      .max_queue = (int)max_queue, .max_body = max_body,
+                                      .max_connections = (int)max_conn, .drain_timeout_s = drain};
+            st = loom_server_run(&so, cluster, e, tok, tmpl);
+        }
+        loom_chat_template_free(tmpl);
+        loom_tokenizer_free(tok);
+        if (st && loom_cluster_size(cluster) > 1) loom_cluster_abort(cluster, "serve", st);
+        if (!st) st = loom_engine_shutdown(e);
+        if (!st) rc = 0;
+    } else if (!st) {
+        st = loom_engine_work(e);
+        if (st) loom_cluster_abort(cluster, "serve", st);
+        rc = 0;
+    }
+    if (st) rc = loom_fail("serve", st);
+    loom_engine_free(e);
+    loom_cluster_free(cluster);
+    return rc;
+}

@@ -1,0 +1,623 @@
+/*
+ * launch/serve/completions.c — /v1/chat/completions and /v1/completions:
+ * from a request body to queued requests, and from their tokens to OpenAI's
+ * responses, streamed (SSE) or whole. Also /tokenize, /detokenize and
+ * /apply-template, which share the prompt preparation.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "launch/serve/server_internal.h"
+#include "launch/serve/stop.h"
+#include "runtime/clock.h"
+
+#define KEEPALIVE_S 5.0 /* an SSE comment after this long without output (long prefills) */
+#define WAIT_MS 50      /* how often a waiting HTTP thread looks at its socket */
+
+static bool oom(srv_error *e) { return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory"); }
+
+/* ------------------------------------------------------------ prompts */
+
+/* The chat template applied to a request's messages. */
+static bool render_chat(srv *s, json_t *messages, bool add_generation_prompt, loom_strbuf *out, srv_error *e) {
+    if (!s->tmpl)
+        return srv_fail(e, 400, "invalid_request_error", "messages", NULL,
+                        "the model has no chat template loom can apply; use /v1/completions");
+    size_t n = json_array_size(messages);
+    loom_chat_msg *msgs = calloc(n ? n : 1, sizeof *msgs);
+    char **owned = calloc(n ? n : 1, sizeof *owned);
+    bool ok = msgs && owned ? true : oom(e);
+    for (size_t i = 0; ok && i < n; i++) {
+        json_t *m = json_array_get(messages, i);
+        const char *text;
+        ok = srv_message_text(json_object_get(m, "content"), &text, &owned[i], e);
+        msgs[i] = (loom_chat_msg){json_string_value(json_object_get(m, "role")), text ? text : ""};
+    }
+    if (ok) {
+        loom_status st = loom_chat_format(s->tmpl, msgs, n, add_generation_prompt, out);
+        if (st) ok = srv_fail(e, 400, "invalid_request_error", "messages", NULL, "%s", loom_status_message(st));
+        loom_status_free(st);
+    }
+    for (size_t i = 0; owned && i < n; i++) free(owned[i]);
+    free(owned);
+    free(msgs);
+    return ok;
+}
+
+static bool tokenize(srv *s, const char *text, bool add_special, bool parse_special, loom_tokens *out, srv_error *e) {
+    loom_status st = loom_tokenize(s->tok, text, strlen(text), add_special, parse_special, out);
+    if (!st) return true;
+    bool r = srv_fail(e, 400, "invalid_request_error", NULL, NULL, "cannot tokenize the prompt: %s", loom_status_message(st));
+    loom_status_free(st);
+    return r;
+}
+
+/* Tokens of prompt i of the request (chat: the rendered conversation). */
+static bool prompt_tokens(srv *s, const srv_params *p, int i, loom_tokens *out, srv_error *e) {
+    if (p->kind == SRV_CHAT) {
+        loom_strbuf text = {0};
+        bool ok = render_chat(s, p->messages, p->add_generation_prompt, &text, e) &&
+                  tokenize(s, text.data ? text.data : "", !loom_chat_template_adds_bos(s->tmpl), true, out, e);
+        loom_strbuf_free(&text);
+        return ok;
+    }
+    const srv_prompt *q = &p->prompts[i];
+    if (q->text) return tokenize(s, q->text, p->add_special, p->parse_special, out, e);
+    int32_t V = loom_tokenizer_n_vocab(s->tok);
+    for (int k = 0; k < q->n_ids; k++)
+        if (q->ids[k] >= V)
+            return srv_fail(e, 400, "invalid_request_error", "prompt", NULL, "token id %d is outside the vocabulary (0..%d)",
+                            q->ids[k], V - 1);
+    out->n = 0;
+    for (int k = 0; k < q->n_ids; k++) {
+        if (out->n == out->cap) {
+            size_t cap = out->cap ? 2 * out->cap : 64;
+            int32_t *ids = realloc(out->ids, cap * sizeof *ids);
+            if (!ids) return oom(e);
+            out->ids = ids, out->cap = cap;
+        }
+        out->ids[out->n++] = q->ids[k];
+    }
+    return true;
+}
+
+static bool check_length(srv *s, int n, srv_error *e) {
+    if (n == 0) return srv_fail(e, 400, "invalid_request_error", "prompt", NULL, "the prompt is empty");
+    if (n >= s->ctx_size)
+        return srv_fail(e, 400, "invalid_request_error", "messages", "context_length_exceeded",
+                        "This model's maximum context length is %d tokens. However, your prompt has %d tokens; "
+                        "there is no room to generate.", s->ctx_size, n);
+    return true;
+}
+
+/* ------------------------------------------------------------ one choice */
+
+typedef struct {
+    srv_req *req;
+    int consumed;          /* tokens of req taken */
+    loom_utf8_stream u;
+    srv_stop stop;
+    loom_strbuf text;      /* emitted text: all of it (whole responses) or this round's (streams) */
+    size_t text_total;     /* bytes emitted so far (text_offset of completions' logprobs) */
+    bool finished;
+    char finish[16];
+    char *error;
+    json_t *lp;            /* chat: [entries]; completions: {tokens, token_logprobs, top_logprobs, text_offset} */
+} choice;
+
+static json_t *token_json(srv *s, int32_t id) {
+    size_t len;
+    const char *piece = loom_token_piece(s->tok, id, false, &len);
+    return srv_json_text(piece, len);
+}
+
+static json_t *bytes_json(srv *s, int32_t id) {
+    size_t len;
+    const uint8_t *piece = (const uint8_t *)loom_token_piece(s->tok, id, false, &len);
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < len; i++) json_array_append_new(a, json_integer(piece[i]));
+    return a;
+}
+
+/* Adds the log-probabilities of one token to c->lp. */
+static void add_logprobs(srv *s, srv_kind kind, choice *c, int32_t tok, float lp, const int32_t *top_ids,
+                         const float *top_lp, int top) {
+    if (kind == SRV_CHAT) {
+        json_t *alts = json_array();
+        for (int k = 0; k < top && top_ids[k] >= 0; k++)
+            json_array_append_new(alts, json_pack("{s:o, s:f, s:o}", "token", token_json(s, top_ids[k]), "logprob",
+                                                  (double)top_lp[k], "bytes", bytes_json(s, top_ids[k])));
+        json_array_append_new(c->lp, json_pack("{s:o, s:f, s:o, s:o}", "token", token_json(s, tok), "logprob",
+                                               (double)lp, "bytes", bytes_json(s, tok), "top_logprobs", alts));
+        return;
+    }
+    json_t *alts = json_object();
+    for (int k = 0; k < top && top_ids[k] >= 0; k++) {
+        json_t *t = token_json(s, top_ids[k]);
+        if (t) json_object_set_new(alts, json_string_value(t), json_real(top_lp[k]));
+        json_decref(t);
+    }
+    json_array_append_new(json_object_get(c->lp, "tokens"), token_json(s, tok));
+    json_array_append_new(json_object_get(c->lp, "token_logprobs"), json_real(lp));
+    json_array_append_new(json_object_get(c->lp, "top_logprobs"), alts);
+    json_array_append_new(json_object_get(c->lp, "text_offset"), json_integer((json_int_t)c->text_total));
+}
+
+static json_t *empty_logprobs(srv_kind kind) {
+    if (kind == SRV_CHAT) return json_array();
+    return json_pack("{s:[], s:[], s:[], s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
+}
+
+/* Takes the tokens that arrived for c: text through the UTF-8 stream and
+ * the stop strings into c->text, log-probabilities into c->lp. Ends the
+ * choice on a stop string (and cancels the request) or when the request is
+ * done. Returns false when out of memory. */
+static bool consume(srv *s, srv_kind kind, choice *c) {
+    enum { CHUNK = 256 };
+    int32_t toks[CHUNK], top_ids[CHUNK * 20];
+    float lps[CHUNK], top_lp[CHUNK * 20];
+    srv_req *q = c->req;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        int n = q->n - c->consumed, top = q->top;
+        if (n > CHUNK) n = CHUNK;
+        memcpy(toks, q->toks + c->consumed, (size_t)n * sizeof *toks);
+        if (q->r.logprobs) {
+            memcpy(lps, q->lp + c->consumed, (size_t)n * sizeof *lps);
+            memcpy(top_ids, q->top_ids + (size_t)c->consumed * top, (size_t)n * top * sizeof *top_ids);
+            memcpy(top_lp, q->top_lp + (size_t)c->consumed * top, (size_t)n * top * sizeof *top_lp);
+        }
+        bool done = q->done && c->consumed + n == q->n;
+        char finish[16];
+        snprintf(finish, sizeof finish, "%s", q->finish);
+        char *error = done && q->error ? strdup(q->error) : NULL;
+        pthread_mutex_unlock(&s->mu);
+        loom_strbuf piece_text = {0};
+        loom_status st = NULL;
+        for (int i = 0; i < n && !st && !c->stop.matched; i++) {
+            size_t len;
+            const char *piece = loom_token_piece(s->tok, toks[i], false, &len);
+            size_t before = c->text.len;
+            loom_strbuf_clear(&piece_text);
+            st = loom_utf8_stream_push(&c->u, piece, len, &piece_text);
+            if (!st && piece_text.len) st = srv_stop_push(&c->stop, piece_text.data, piece_text.len, &c->text);
+            if (c->lp) add_logprobs(s, kind, c, toks[i], lps[i], top_ids + (size_t)i * top, top_lp + (size_t)i * top, top);
+            c->text_total += c->text.len - before;
+            c->consumed++;
+        }
+        if (!st && done && !c->stop.matched) {
+            loom_strbuf_clear(&piece_text);
+            st = loom_utf8_stream_flush(&c->u, &piece_text);
+            if (!st && piece_text.len) st = srv_stop_push(&c->stop, piece_text.data, piece_text.len, &c->text);
+            if (!st) st = srv_stop_flush(&c->stop, &c->text);
+        }
+        loom_strbuf_free(&piece_text);
+        if (st) {
+            loom_status_free(st);
+            free(error);
+            return false;
+        }
+        if (c->stop.matched) {
+            c->finished = true;
+            snprintf(c->finish, sizeof c->finish, "stop");
+            srv_cancel(s, q);
+            free(error);
+            return true;
+        }
+        if (done) {
+            c->finished = true;
+            bool ok = !strcmp(finish, "stop") || !strcmp(finish, "length");
+            snprintf(c->finish, sizeof c->finish, "%s", ok ? finish : "error");
+            c->error = ok ? NULL : error ? error : strdup("the request was cancelled");
+            if (ok) free(error);
+            return true;
+        }
+        free(error);
+        if (n < CHUNK) return true;
+    }
+}
+
+/* Waits (at most WAIT_MS) for news of c's request. */
+static void wait_news(srv *s, choice *c) {
+    pthread_mutex_lock(&s->mu);
+    if (c->req->n == c->consumed && !c->req->done) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += WAIT_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&c->req->cv, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ------------------------------------------------------------ a job: one HTTP request */
+
+typedef struct {
+    srv *s;
+    srv_params p;
+    choice ch[SRV_MAX_PROMPTS];
+    int n;
+    int prompt_tokens;
+    char id[48];
+    long long created;
+    struct MHD_Connection *conn;
+    /* streaming */
+    loom_strbuf out;
+    size_t out_pos;
+    bool role_sent, all_sent;
+    double last_send;
+} job;
+
+static void job_free(job *j) {
+    for (int i = 0; i < j->n; i++) {
+        choice *c = &j->ch[i];
+        if (c->req) {
+            srv_cancel(j->s, c->req); /* no-op when done */
+            srv_req_unref(j->s, c->req);
+        }
+        srv_stop_free(&c->stop);
+        loom_strbuf_free(&c->text);
+        free(c->error);
+        json_decref(c->lp);
+    }
+    srv_params_free(&j->p);
+    loom_strbuf_free(&j->out);
+    pthread_mutex_lock(&j->s->mu);
+    j->s->http_jobs--;
+    pthread_mutex_unlock(&j->s->mu);
+    free(j);
+}
+
+static int completion_tokens(job *j) {
+    int n = 0;
+    for (int i = 0; i < j->n; i++) n += j->ch[i].consumed;
+    return n;
+}
+
+static json_t *usage_json(job *j) {
+    int c = completion_tokens(j);
+    return json_pack("{s:i, s:i, s:i}", "prompt_tokens", j->prompt_tokens, "completion_tokens", c, "total_tokens",
+                     j->prompt_tokens + c);
+}
+
+static json_t *lp_field(job *j, choice *c) {
+    if (!c->lp) return json_null();
+    if (j->p.kind == SRV_CHAT) return json_pack("{s:O}", "content", c->lp);
+    return json_incref(c->lp);
+}
+
+static bool any_error(job *j, srv_error *e) {
+    for (int i = 0; i < j->n; i++)
+        if (j->ch[i].error) {
+            srv_fail(e, 500, "server_error", NULL, NULL, "%s", j->ch[i].error);
+            return true;
+        }
+    return false;
+}
+
+/* The whole response of a finished job. */
+static json_t *whole_response(job *j) {
+    json_t *choices = json_array();
+    for (int i = 0; i < j->n; i++) {
+        choice *c = &j->ch[i];
+        json_t *text = srv_json_text(c->text.data ? c->text.data : "", c->text.len);
+        json_t *o = j->p.kind == SRV_CHAT
+                        ? json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", i, "message", "role", "assistant",
+                                    "content", text, "logprobs", lp_field(j, c), "finish_reason", c->finish)
+                        : json_pack("{s:i, s:o, s:o, s:s}", "index", i, "text", text, "logprobs", lp_field(j, c),
+                                    "finish_reason", c->finish);
+        json_array_append_new(choices, o);
+    }
+    return json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "id", j->id, "object",
+                     j->p.kind == SRV_CHAT ? "chat.completion" : "text_completion", "created", (json_int_t)j->created,
+                     "model", j->s->opt.model_name, "choices", choices, "usage", usage_json(j));
+}
+
+/* ------------------------------------------------------------ streaming */
+
+static void sse(job *j, json_t *obj) {
+    char *s = obj ? srv_dump(obj) : NULL;
+    json_decref(obj);
+    if (!s) return;
+    loom_status st = loom_strbuf_append(&j->out, "data: ", 6);
+    if (!st) st = loom_strbuf_append(&j->out, s, strlen(s));
+    if (!st) st = loom_strbuf_append(&j->out, "\n\n", 2);
+    loom_status_free(st);
+    free(s);
+}
+
+static json_t *chunk(job *j, json_t *choices) {
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", j->id, "object",
+                          j->p.kind == SRV_CHAT ? "chat.completion.chunk" : "text_completion", "created",
+                          (json_int_t)j->created, "model", j->s->opt.model_name, "choices", choices);
+    if (o && j->p.include_usage) json_object_set_new(o, "usage", json_null());
+    return o;
+}
+
+static json_t *delta_choice(job *j, int i, const char *text, size_t len, json_t *lp, const char *finish) {
+    json_t *t = srv_json_text(text, len);
+    json_t *fin = finish ? json_string(finish) : json_null();
+    if (j->p.kind == SRV_CHAT) {
+        json_t *delta = finish && !len ? json_object() : json_pack("{s:o}", "content", t);
+        if (finish && !len) json_decref(t);
+        return json_pack("{s:i, s:o, s:o, s:o}", "index", i, "delta", delta, "logprobs", lp, "finish_reason", fin);
+    }
+    return json_pack("{s:i, s:o, s:o, s:o}", "index", i, "text", t, "logprobs", lp, "finish_reason", fin);
+}
+
+/* Turns what arrived into SSE events in j->out. */
+static bool produce(job *j) {
+    srv *s = j->s;
+    if (j->p.kind == SRV_CHAT && !j->role_sent) {
+        j->role_sent = true;
+        sse(j, chunk(j, json_pack("[{s:i, s:{s:s, s:s}, s:n, s:n}]", "index", 0, "delta", "role", "assistant",
+                                  "content", "", "logprobs", "finish_reason")));
+    }
+    bool all = true;
+    for (int i = 0; i < j->n; i++) {
+        choice *c = &j->ch[i];
+        if (c->finished && !c->text.len) continue;
+        bool was = c->finished;
+        if (!was && !consume(s, j->p.kind, c)) return false;
+        json_t *lp = c->lp && json_array_size(j->p.kind == SRV_CHAT ? c->lp : json_object_get(c->lp, "tokens"))
+                         ? lp_field(j, c)
+                         : json_null();
+        if (c->text.len || (c->lp && !json_is_null(lp))) {
+            sse(j, chunk(j, json_pack("[o]", delta_choice(j, i, c->text.data ? c->text.data : "", c->text.len, lp,
+                                                           NULL))));
+            loom_strbuf_clear(&c->text);
+            if (c->lp) {
+                json_decref(c->lp);
+                c->lp = empty_logprobs(j->p.kind);
+            }
+        } else {
+            json_decref(lp);
+        }
+        if (c->finished && !was) {
+            if (c->error) {
+                srv_error e;
+                srv_fail(&e, 500, "server_error", NULL, NULL, "%s", c->error);
+                sse(j, srv_error_obj(&e));
+            } else {
+                sse(j, chunk(j, json_pack("[o]", delta_choice(j, i, "", 0, json_null(), c->finish))));
+            }
+        }
+        all &= c->finished;
+    }
+    if (all) {
+        if (j->p.include_usage) {
+            json_t *o = chunk(j, json_array());
+            json_object_set_new(o, "usage", usage_json(j));
+            sse(j, o);
+        }
+        loom_status_free(loom_strbuf_append(&j->out, "data: [DONE]\n\n", 14));
+        j->all_sent = true;
+    }
+    return true;
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    job *j = cls;
+    for (;;) {
+        if (j->out_pos < j->out.len) {
+            size_t n = j->out.len - j->out_pos < max ? j->out.len - j->out_pos : max;
+            memcpy(buf, j->out.data + j->out_pos, n);
+            j->out_pos += n;
+            j->last_send = loom_now_s();
+            return (ssize_t)n;
+        }
+        loom_strbuf_clear(&j->out);
+        j->out_pos = 0;
+        if (j->all_sent) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (!produce(j)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (j->out.len) continue;
+        if (srv_client_gone(j->conn)) return MHD_CONTENT_READER_END_WITH_ERROR; /* job_free cancels */
+        for (int i = 0; i < j->n; i++)
+            if (!j->ch[i].finished) {
+                wait_news(j->s, &j->ch[i]);
+                break;
+            }
+        if (loom_now_s() - j->last_send > KEEPALIVE_S)
+            loom_status_free(loom_strbuf_append(&j->out, ": keep-alive\n\n", 14));
+    }
+}
+
+static void stream_free(void *cls) { job_free(cls); }
+
+/* ------------------------------------------------------------ the endpoint */
+
+/* Parses, prepares and queues every prompt of the request. */
+static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *j, srv_error *e) {
+    if (!srv_parse_request(kind, body, len, srv_next_seed(s), &j->p, e)) return false;
+    if (j->p.model && strcmp(j->p.model, s->opt.model_name) != 0)
+        return srv_fail(e, 404, "invalid_request_error", "model", "model_not_found",
+                        "The model '%s' does not exist; this server serves '%s'", j->p.model, s->opt.model_name);
+    j->n = kind == SRV_CHAT ? 1 : j->p.n_prompts;
+    loom_tokens toks[SRV_MAX_PROMPTS];
+    memset(toks, 0, sizeof toks);
+    bool ok = true;
+    for (int i = 0; ok && i < j->n; i++) {
+        ok = prompt_tokens(s, &j->p, i, &toks[i], e) && check_length(s, (int)toks[i].n, e);
+        if (ok) j->prompt_tokens += (int)toks[i].n;
+    }
+    for (int i = 0; ok && i < j->n; i++) {
+        loom_request r = {.sampling = j->p.sampling, .ignore_eos = j->p.ignore_eos, .logprobs = j->p.logprobs,
+                          .top_logprobs = j->p.top_logprobs};
+        int room = s->ctx_size - (int)toks[i].n;
+        r.max_tokens = j->p.max_tokens < 0 || j->p.max_tokens > room ? room : j->p.max_tokens;
+        choice *c = &j->ch[i];
+        c->req = srv_req_new(toks[i].ids, (int)toks[i].n, &r);
+        loom_utf8_stream_init(&c->u);
+        srv_stop_init(&c->stop, j->p.stop, j->p.n_stop);
+        if (j->p.logprobs) c->lp = empty_logprobs(kind);
+        if (!c->req || (j->p.logprobs && !c->lp)) ok = oom(e);
+    }
+    for (int i = 0; i < j->n; i++) loom_tokens_free(&toks[i]);
+    for (int i = 0; ok && i < j->n; i++) ok = srv_submit(s, j->ch[i].req, e);
+    return ok;
+}
+
+enum MHD_Result srv_handle_generate(srv *s, struct MHD_Connection *c, srv_kind kind, const char *body, size_t len) {
+    job *j = calloc(1, sizeof *j);
+    srv_error e;
+    if (!j) return srv_reply(s, c, 500, NULL, NULL);
+    j->s = s;
+    j->conn = c;
+    j->created = (long long)time(NULL);
+    snprintf(j->id, sizeof j->id, "%s-%016llx", kind == SRV_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)srv_next_seed(s));
+    j->last_send = loom_now_s();
+    pthread_mutex_lock(&s->mu);
+    s->http_jobs++;
+    pthread_mutex_unlock(&s->mu);
+    if (!start_job(s, kind, body, len, j, &e)) {
+        job_free(j);
+        return srv_reply_error(s, c, &e);
+    }
+    if (j->p.stream) {
+        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, j,
+                                                                   stream_free);
+        if (!r) {
+            job_free(j);
+            return MHD_NO;
+        }
+        MHD_add_response_header(r, "Content-Type", "text/event-stream");
+        MHD_add_response_header(r, "Cache-Control", "no-cache");
+        enum MHD_Result ok = MHD_queue_response(c, 200, r);
+        MHD_destroy_response(r);
+        srv_metrics_http(&s->metrics, 200);
+        return ok;
+    }
+    bool all = false;
+    while (!all) {
+        all = true;
+        for (int i = 0; i < j->n; i++) {
+            if (!j->ch[i].finished && !consume(s, kind, &j->ch[i])) {
+                job_free(j);
+                return srv_reply(s, c, 500, NULL, NULL);
+            }
+            all &= j->ch[i].finished;
+        }
+        if (all) break;
+        if (srv_client_gone(c)) { /* nobody to answer: job_free cancels */
+            job_free(j);
+            return MHD_NO;
+        }
+        for (int i = 0; i < j->n; i++)
+            if (!j->ch[i].finished) {
+                wait_news(s, &j->ch[i]);
+                break;
+            }
+    }
+    enum MHD_Result r = any_error(j, &e) ? srv_reply_error(s, c, &e) : srv_reply_json(s, c, 200, whole_response(j));
+    job_free(j);
+    return r;
+}
+
+/* ------------------------------------------------------------ tokens */
+
+static json_t *parse_body(const char *body, size_t len, srv_error *e) {
+    json_error_t je;
+    json_t *o = json_loadb(body, len, 0, &je);
+    if (!o) srv_fail(e, 400, "invalid_request_error", NULL, NULL, "the body is not valid JSON: %s", je.text);
+    else if (!json_is_object(o)) {
+        json_decref(o);
+        o = NULL;
+        srv_fail(e, 400, "invalid_request_error", NULL, NULL, "the body must be a JSON object");
+    }
+    return o;
+}
+
+/* llama-server's {"content", "add_special", "parse_special"} and vLLM's
+ * {"prompt", "add_special_tokens"} or {"messages"}. */
+enum MHD_Result srv_handle_tokenize(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
+    srv_error e;
+    json_t *o = parse_body(body, len, &e);
+    if (!o) return srv_reply_error(s, c, &e);
+    json_t *text = json_object_get(o, "content");
+    if (!text) text = json_object_get(o, "prompt");
+    json_t *msgs = json_object_get(o, "messages");
+    json_t *as = json_object_get(o, "add_special");
+    if (!as) as = json_object_get(o, "add_special_tokens");
+    json_t *ps = json_object_get(o, "parse_special");
+    loom_tokens ids = {0};
+    loom_strbuf rendered = {0};
+    bool ok = true;
+    if (json_is_array(msgs)) {
+        ok = render_chat(s, msgs, true, &rendered, &e) &&
+             tokenize(s, rendered.data ? rendered.data : "", !loom_chat_template_adds_bos(s->tmpl), true, &ids, &e);
+    } else if (json_is_string(text)) {
+        bool add = as ? json_is_true(as) : json_object_get(o, "content") ? false : true;
+        ok = tokenize(s, json_string_value(text), add, ps ? json_is_true(ps) : true, &ids, &e);
+    } else {
+        ok = srv_fail(&e, 400, "invalid_request_error", "content", NULL,
+                      "give the text as 'content' (or 'prompt'), or 'messages'");
+    }
+    json_decref(o);
+    loom_strbuf_free(&rendered);
+    if (!ok) {
+        loom_tokens_free(&ids);
+        return srv_reply_error(s, c, &e);
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < ids.n; i++) json_array_append_new(arr, json_integer(ids.ids[i]));
+    json_t *r = json_pack("{s:o, s:i, s:i}", "tokens", arr, "count", (int)ids.n, "max_model_len", s->ctx_size);
+    loom_tokens_free(&ids);
+    return srv_reply_json(s, c, 200, r);
+}
+
+enum MHD_Result srv_handle_detokenize(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
+    srv_error e;
+    json_t *o = parse_body(body, len, &e);
+    if (!o) return srv_reply_error(s, c, &e);
+    json_t *t = json_object_get(o, "tokens");
+    size_t n = json_array_size(t);
+    int32_t *ids = malloc((n ? n : 1) * sizeof *ids), V = loom_tokenizer_n_vocab(s->tok);
+    bool ok = ids && json_is_array(t);
+    for (size_t i = 0; ok && i < n; i++) {
+        json_t *v = json_array_get(t, i);
+        ok = json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) < V;
+        if (ok) ids[i] = (int32_t)json_integer_value(v);
+    }
+    json_decref(o);
+    if (!ok) {
+        free(ids);
+        srv_fail(&e, 400, "invalid_request_error", "tokens", NULL, "'tokens' must be a list of token ids in 0..%d", V - 1);
+        return srv_reply_error(s, c, &e);
+    }
+    loom_strbuf b = {0};
+    loom_status st = loom_detokenize(s->tok, ids, n, false, &b);
+    free(ids);
+    json_t *r = NULL;
+    if (!st) {
+        json_t *text = srv_json_text(b.data ? b.data : "", b.len);
+        r = json_pack("{s:O, s:o}", "content", text, "prompt", text);
+    }
+    loom_status_free(st);
+    loom_strbuf_free(&b);
+    return srv_reply_json(s, c, 200, r);
+}
+
+enum MHD_Result srv_handle_apply_template(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
+    srv_error e;
+    json_t *o = parse_body(body, len, &e);
+    if (!o) return srv_reply_error(s, c, &e);
+    json_t *msgs = json_object_get(o, "messages");
+    loom_strbuf text = {0};
+    bool agp = true;
+    json_t *a = json_object_get(o, "add_generation_prompt");
+    if (json_is_boolean(a)) agp = json_is_true(a);
+    bool ok = json_is_array(msgs) ? render_chat(s, msgs, agp, &text, &e)
+                                  : srv_fail(&e, 400, "invalid_request_error", "messages", NULL, "'messages' is required");
+    json_decref(o);
+    if (!ok) {
+        loom_strbuf_free(&text);
+        return srv_reply_error(s, c, &e);
+    }
+    json_t *r = json_pack("{s:o}", "prompt", srv_json_text(text.data ? text.data : "", text.len));
+    loom_strbuf_free(&text);
+    return srv_reply_json(s, c, 200, r);
+}

@@ -1,0 +1,328 @@
+/*
+ * launch/serve/openai.c — OpenAI request parsing and JSON helpers
+ * (contract in openai.h).
+ */
+#include "launch/serve/openai.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/text/utf8.h"
+
+bool srv_fail(srv_error *e, int status, const char *type, const char *param, const char *code, const char *fmt, ...) {
+    e->status = status;
+    e->type = type;
+    e->param = param;
+    e->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+#define BAD(param, ...) srv_fail(e, 400, "invalid_request_error", (param), NULL, __VA_ARGS__)
+
+/* ------------------------------------------------------------ field readers */
+
+/* Each reader leaves *out alone when the field is absent or null. */
+
+static bool get_bool(json_t *o, const char *key, bool *out, srv_error *e) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) return true;
+    if (!json_is_boolean(v)) return BAD(key, "'%s' must be a boolean", key);
+    *out = json_is_true(v);
+    return true;
+}
+
+static bool get_number(json_t *o, const char *key, double lo, double hi, double *out, srv_error *e) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) return true;
+    if (!json_is_number(v)) return BAD(key, "'%s' must be a number", key);
+    double d = json_number_value(v);
+    if (!(d >= lo && d <= hi)) return BAD(key, "'%s' is %g; it must be in [%g, %g]", key, d, lo, hi);
+    *out = d;
+    return true;
+}
+
+static bool get_int(json_t *o, const char *key, long long lo, long long hi, long long *out, srv_error *e) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) return true;
+    if (!json_is_integer(v)) return BAD(key, "'%s' must be an integer", key);
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi) return BAD(key, "'%s' is %lld; it must be in [%lld, %lld]", key, x, lo, hi);
+    *out = x;
+    return true;
+}
+
+static bool get_float(json_t *o, const char *key, double lo, double hi, float *out, srv_error *e) {
+    double d = *out;
+    if (!get_number(o, key, lo, hi, &d, e)) return false;
+    *out = (float)d;
+    return true;
+}
+
+/* ------------------------------------------------------------ pieces */
+
+static bool parse_stop(json_t *o, srv_params *p, srv_error *e) {
+    json_t *v = json_object_get(o, "stop");
+    if (!v || json_is_null(v)) return true;
+    json_t *one[1] = {v};
+    json_t **items = one;
+    size_t n = 1;
+    if (json_is_array(v)) {
+        n = json_array_size(v);
+        if (n > SRV_MAX_STOP) return BAD("stop", "'stop' has %zu strings; at most %d are allowed", n, SRV_MAX_STOP);
+        items = NULL;
+    } else if (!json_is_string(v)) {
+        return BAD("stop", "'stop' must be a string or a list of strings");
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = items ? items[i] : json_array_get(v, i);
+        if (!json_is_string(s)) return BAD("stop", "'stop' must be a string or a list of strings");
+        size_t len = json_string_length(s);
+        if (len == 0) continue; /* an empty stop string stops nothing */
+        if (len > SRV_MAX_STOP_LEN) return BAD("stop", "a stop string is longer than %d bytes", SRV_MAX_STOP_LEN);
+        p->stop[p->n_stop] = strndup(json_string_value(s), len);
+        if (!p->stop[p->n_stop]) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        p->n_stop++;
+    }
+    return true;
+}
+
+bool srv_message_text(json_t *content, const char **text, char **owned, srv_error *e) {
+    *owned = NULL;
+    *text = NULL;
+    if (!content || json_is_null(content)) return true;
+    if (json_is_string(content)) {
+        *text = json_string_value(content);
+        return true;
+    }
+    if (!json_is_array(content)) return BAD("messages", "a message's 'content' must be a string or a list of parts");
+    loom_strbuf b = {0};
+    size_t i;
+    json_t *part;
+    json_array_foreach(content, i, part) {
+        json_t *type = json_object_get(part, "type"), *t = json_object_get(part, "text");
+        if (!json_is_object(part) || !json_is_string(type))
+            goto bad_part;
+        if (strcmp(json_string_value(type), "text") != 0) {
+            loom_strbuf_free(&b);
+            return BAD("messages", "content parts of type '%s' are not supported (only 'text')",
+                       json_string_value(type));
+        }
+        if (!json_is_string(t)) goto bad_part;
+        loom_status st = loom_strbuf_append(&b, json_string_value(t), json_string_length(t));
+        if (st) {
+            loom_status_free(st);
+            loom_strbuf_free(&b);
+            return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        }
+    }
+    if (!b.data && loom_strbuf_append(&b, "", 0)) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    *owned = b.data;
+    *text = b.data;
+    return true;
+bad_part:
+    loom_strbuf_free(&b);
+    return BAD("messages", "a content part must be an object with a 'type' and, for text, a string 'text'");
+}
+
+static bool parse_messages(json_t *o, srv_params *p, srv_error *e) {
+    json_t *m = json_object_get(o, "messages");
+    if (!m || json_is_null(m)) return BAD("messages", "'messages' is required");
+    if (!json_is_array(m) || json_array_size(m) == 0) return BAD("messages", "'messages' must be a non-empty list");
+    size_t i;
+    json_t *msg;
+    json_array_foreach(m, i, msg) {
+        if (!json_is_object(msg)) return BAD("messages", "messages[%zu] must be an object", i);
+        json_t *role = json_object_get(msg, "role");
+        if (!json_is_string(role) || json_string_length(role) == 0)
+            return BAD("messages", "messages[%zu] needs a string 'role'", i);
+        const char *text;
+        char *owned;
+        if (!srv_message_text(json_object_get(msg, "content"), &text, &owned, e)) return false;
+        free(owned);
+    }
+    p->messages = json_incref(m);
+    return true;
+}
+
+static bool token_list(json_t *a, srv_prompt *out, srv_error *e) {
+    size_t n = json_array_size(a);
+    out->ids = malloc((n ? n : 1) * sizeof(int32_t));
+    if (!out->ids) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(a, i);
+        if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX)
+            return BAD("prompt", "token ids in 'prompt' must be non-negative integers");
+        out->ids[i] = (int32_t)json_integer_value(t);
+    }
+    out->n_ids = (int)n;
+    return true;
+}
+
+/* prompt: a string, a list of strings, a list of token ids, or a list of
+ * lists of token ids. */
+static bool parse_prompts(json_t *o, srv_params *p, srv_error *e) {
+    json_t *v = json_object_get(o, "prompt");
+    if (!v || json_is_null(v)) return BAD("prompt", "'prompt' is required");
+    if (json_is_string(v)) {
+        p->prompts[0].text = strndup(json_string_value(v), json_string_length(v));
+        p->n_prompts = 1;
+        return p->prompts[0].text ? true : srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return BAD("prompt", "'prompt' must be a string, a list of strings or a list of token ids");
+    json_t *first = json_array_get(v, 0);
+    if (json_is_integer(first)) {
+        p->n_prompts = 1;
+        return token_list(v, &p->prompts[0], e);
+    }
+    if (json_array_size(v) > SRV_MAX_PROMPTS)
+        return BAD("prompt", "'prompt' has %zu prompts; at most %d are allowed", json_array_size(v), SRV_MAX_PROMPTS);
+    size_t i;
+    json_t *item;
+    json_array_foreach(v, i, item) {
+        srv_prompt *q = &p->prompts[p->n_prompts++];
+        if (json_is_string(item)) {
+            q->text = strndup(json_string_value(item), json_string_length(item));
+            if (!q->text) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        } else if (json_is_array(item) && json_array_size(item) > 0) {
+            if (!token_list(item, q, e)) return false;
+        } else {
+            return BAD("prompt", "'prompt' must be a string, a list of strings or a list of token ids");
+        }
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------ the request */
+
+static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_params *p, srv_error *e) {
+    json_t *model = json_object_get(o, "model");
+    if (model && !json_is_null(model)) {
+        if (!json_is_string(model)) return BAD("model", "'model' must be a string");
+        p->model = strdup(json_string_value(model));
+    }
+    long long n = 1, max_tokens = -1, mct = -1, seed = -1, top_k = 0, top_lp = 0;
+    if (!get_int(o, "n", 1, 1 << 20, &n, e)) return false;
+    if (n != 1) return BAD("n", "'n' must be 1 (several choices per request are not supported)");
+    json_t *best_of = json_object_get(o, "best_of");
+    if (best_of && !json_is_null(best_of) && !(json_is_integer(best_of) && json_integer_value(best_of) == 1))
+        return BAD("best_of", "'best_of' must be 1");
+    bool echo = false;
+    if (!get_bool(o, "echo", &echo, e)) return false;
+    if (echo) return BAD("echo", "'echo' is not supported");
+    if (!get_int(o, "max_tokens", 1, INT32_MAX, &max_tokens, e)) return false;
+    if (!get_int(o, "max_completion_tokens", 1, INT32_MAX, &mct, e)) return false;
+    p->max_tokens = (int)(mct > 0 ? mct : max_tokens);
+    p->sampling = loom_sampling_defaults();
+    p->sampling.temperature = 1.0f;
+    p->sampling.top_k = 0;
+    p->sampling.top_p = 1.0f;
+    p->sampling.min_p = 0.0f;
+    loom_sampling_params *sp = &p->sampling;
+    if (!get_float(o, "temperature", 0, 2, &sp->temperature, e)) return false;
+    if (!get_float(o, "top_p", 0, 1, &sp->top_p, e)) return false;
+    if (sp->top_p <= 0) return BAD("top_p", "'top_p' must be greater than 0");
+    if (!get_int(o, "top_k", -1, INT32_MAX, &top_k, e)) return false;
+    sp->top_k = top_k < 0 ? 0 : (int32_t)top_k;
+    if (!get_float(o, "min_p", 0, 1, &sp->min_p, e)) return false;
+    if (!get_float(o, "presence_penalty", -2, 2, &sp->presence_penalty, e)) return false;
+    if (!get_float(o, "frequency_penalty", -2, 2, &sp->frequency_penalty, e)) return false;
+    if (!get_float(o, "repetition_penalty", 1e-6, 100, &sp->repeat_penalty, e)) return false;
+    if (!get_int(o, "seed", INT64_MIN, INT64_MAX, &seed, e)) return false;
+    json_t *sv = json_object_get(o, "seed");
+    sp->seed = sv && !json_is_null(sv) ? (uint64_t)seed : seed_default;
+    if (!get_bool(o, "ignore_eos", &p->ignore_eos, e)) return false;
+    if (!get_bool(o, "stream", &p->stream, e)) return false;
+    json_t *so = json_object_get(o, "stream_options");
+    if (so && !json_is_null(so)) {
+        if (!p->stream) return BAD("stream_options", "'stream_options' is only allowed with 'stream': true");
+        if (!json_is_object(so)) return BAD("stream_options", "'stream_options' must be an object");
+        if (!get_bool(so, "include_usage", &p->include_usage, e)) return false;
+    }
+    p->parse_special = true;
+    if (!get_bool(o, "parse_special", &p->parse_special, e)) return false;
+    if (!parse_stop(o, p, e)) return false;
+    if (kind == SRV_CHAT) {
+        if (!get_bool(o, "logprobs", &p->logprobs, e)) return false;
+        if (!get_int(o, "top_logprobs", 0, 20, &top_lp, e)) return false;
+        json_t *tl = json_object_get(o, "top_logprobs");
+        if (tl && !json_is_null(tl) && !p->logprobs)
+            return BAD("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+        p->top_logprobs = (int)top_lp;
+        p->add_generation_prompt = true;
+        if (!get_bool(o, "add_generation_prompt", &p->add_generation_prompt, e)) return false;
+        return parse_messages(o, p, e);
+    }
+    long long lp = -1;
+    if (!get_int(o, "logprobs", 0, 20, &lp, e)) return false; /* completions: the number of alternatives */
+    p->logprobs = lp >= 0;
+    p->top_logprobs = lp > 0 ? (int)lp : 0;
+    p->add_special = true;
+    if (!get_bool(o, "add_special_tokens", &p->add_special, e)) return false;
+    return parse_prompts(o, p, e);
+}
+
+bool srv_parse_request(srv_kind kind, const char *body, size_t len, uint64_t seed_default, srv_params *out,
+                       srv_error *e) {
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    json_error_t je;
+    json_t *o = json_loadb(body, len, 0, &je);
+    if (!o) return BAD(NULL, "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
+    bool ok = json_is_object(o) ? parse_object(kind, o, seed_default, out, e) : BAD(NULL, "the body must be a JSON object");
+    json_decref(o);
+    if (!ok) srv_params_free(out);
+    return ok;
+}
+
+void srv_params_free(srv_params *p) {
+    free(p->model);
+    for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
+    json_decref(p->messages);
+    for (int i = 0; i < p->n_prompts; i++) {
+        free(p->prompts[i].text);
+        free(p->prompts[i].ids);
+    }
+    memset(p, 0, sizeof *p);
+}
+
+/* ------------------------------------------------------------ output */
+
+char *srv_dump(const json_t *j) { return json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(8)); }
+
+json_t *srv_error_obj(const srv_error *e) {
+    json_t *err = json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", e->message, "type",
+                            e->type ? e->type : "invalid_request_error", "param", e->param, "code", e->code);
+    if (!err) { /* e.g. a message that is not UTF-8: say less */
+        err = json_pack("{s:{s:s, s:s, s:n, s:n}}", "error", "message", "invalid request", "type",
+                        "invalid_request_error", "param", "code");
+    }
+    return err;
+}
+
+char *srv_error_json(const srv_error *e) {
+    json_t *err = srv_error_obj(e);
+    char *s = err ? srv_dump(err) : NULL;
+    json_decref(err);
+    return s;
+}
+
+json_t *srv_json_text(const char *s, size_t len) {
+    if (loom_utf8_valid(s, len)) return json_stringn(s, len);
+    loom_utf8_stream u;
+    loom_utf8_stream_init(&u);
+    loom_strbuf b = {0};
+    loom_status st = loom_utf8_stream_push(&u, s, len, &b);
+    if (!st) st = loom_utf8_stream_flush(&u, &b);
+    json_t *j = st ? NULL : json_stringn(b.data ? b.data : "", b.len);
+    loom_status_free(st);
+    loom_strbuf_free(&b);
+    return j;
+}

@@ -1,0 +1,95 @@
+/*
+ * launch/serve/openai.h — the OpenAI API's request bodies in, its response
+ * bodies out. Pure functions of their inputs (no engine, no HTTP): the HTTP
+ * layer (http.c) parses with these before a request reaches the scheduler
+ * and renders what the scheduler produced.
+ *
+ * Parsing follows OpenAI's reference and vLLM's server where OpenAI is
+ * silent: unknown fields are ignored; null means absent; a field of the
+ * wrong type or out of range is a 400 naming it (`param`); `n` other than 1
+ * is refused until supported. Defaults when absent: temperature 1, top_p 1,
+ * no top-k, no min-p, no penalties, a random seed, no stop strings,
+ * generation until an end-of-generation token or the context is full.
+ *
+ * Errors use OpenAI's envelope {"error": {"message", "type", "param",
+ * "code"}}.
+ */
+#ifndef LOOM_SERVE_OPENAI_H
+#define LOOM_SERVE_OPENAI_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "runtime/sampler.h"
+
+#define SRV_MAX_STOP 16       /* stop strings per request */
+#define SRV_MAX_STOP_LEN 1024 /* bytes of one stop string */
+#define SRV_MAX_PROMPTS 64    /* prompts of one completions request */
+
+typedef enum { SRV_CHAT, SRV_COMPLETION } srv_kind;
+
+typedef struct {
+    int status;           /* HTTP status */
+    char message[512];
+    const char *type;     /* "invalid_request_error", "server_error", ... */
+    const char *param;    /* the offending field, or NULL */
+    const char *code;     /* e.g. "context_length_exceeded", or NULL */
+} srv_error;
+
+/* Fills e and returns false (so callers can `return srv_fail(...)`). */
+bool srv_fail(srv_error *e, int status, const char *type, const char *param, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* One prompt of a completions request: text, or token ids. */
+typedef struct {
+    char *text;   /* NULL when ids are given */
+    int32_t *ids; /* (n_ids) */
+    int n_ids;
+} srv_prompt;
+
+typedef struct {
+    srv_kind kind;
+    char *model;                  /* as requested; NULL when absent */
+    bool stream, include_usage;
+    int max_tokens;               /* -1: until end of generation or a full context */
+    loom_sampling_params sampling;
+    bool ignore_eos;
+    bool logprobs;
+    int top_logprobs;             /* 0..20 */
+    char *stop[SRV_MAX_STOP];
+    int n_stop;
+    bool parse_special;           /* special-token texts in prompts become their tokens */
+    /* chat */
+    json_t *messages;             /* the request's messages array (a reference) */
+    bool add_generation_prompt;
+    /* completions */
+    srv_prompt prompts[SRV_MAX_PROMPTS];
+    int n_prompts;
+    bool add_special;             /* BOS as the model says */
+} srv_params;
+
+/* Parses a /v1/chat/completions or /v1/completions body. seed_default
+ * seeds requests without a seed. On error *e says why (400 with the
+ * field) and *out owns nothing. */
+bool srv_parse_request(srv_kind kind, const char *body, size_t len, uint64_t seed_default, srv_params *out,
+                       srv_error *e);
+void srv_params_free(srv_params *p);
+
+/* The text of a message's content: a string, or the concatenation of a
+ * list's text parts; NULL for null content. Fails (400) on other parts. */
+bool srv_message_text(json_t *content, const char **text, char **owned, srv_error *e);
+
+/* {"error": {...}} as a JSON object / a malloc'd string. */
+json_t *srv_error_obj(const srv_error *e);
+char *srv_error_json(const srv_error *e);
+
+/* A JSON string of s[0..len) with every ill-formed UTF-8 subsequence
+ * replaced by U+FFFD (token pieces may end mid-character). */
+json_t *srv_json_text(const char *s, size_t len);
+
+/* json_dumps with loom's settings (compact, UTF-8, floats to 8 digits);
+ * malloc'd, NULL on allocation failure. */
+char *srv_dump(const json_t *j);
+
+#endif

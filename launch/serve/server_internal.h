@@ -1,0 +1,113 @@
+/*
+ * launch/serve/server_internal.h — what the server's files share: the
+ * server state, a request as the scheduler thread and an HTTP thread both
+ * see it, and the functions that cross between server.c (the scheduler
+ * thread and the life of the server), http.c (routing and the plain
+ * endpoints) and completions.c (the generation endpoints).
+ *
+ * Locking: one mutex (srv->mu) guards the queue, the list of active
+ * requests and every srv_req field marked "shared". Each request has a
+ * condition variable its HTTP thread waits on; the scheduler thread waits
+ * on srv->work.
+ */
+#ifndef LOOM_SERVE_INTERNAL_H
+#define LOOM_SERVE_INTERNAL_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "launch/serve/metrics.h"
+#include "launch/serve/openai.h"
+#include "launch/serve/server.h"
+#include "parallel/scheduler.h"
+
+typedef struct srv_req srv_req;
+
+struct srv_req {
+    /* set before queueing, then read-only */
+    loom_request r;            /* r.prompt points at prompt */
+    int32_t *prompt;           /* (r.n_prompt) */
+    double t_arrive;
+    /* shared */
+    uint64_t id;               /* the scheduler's, once submitted */
+    bool submitted, cancel, done;
+    int32_t *toks;             /* (cap) generated ids */
+    float *lp;                 /* (cap) log-probability of each, when asked */
+    int32_t *top_ids;          /* (cap, top) alternatives */
+    float *top_lp;             /* (cap, top) */
+    int n, cap, top;
+    char finish[16];           /* "stop", "length", "cancelled", "error" */
+    char *error;
+    double t_first, t_last;
+    int refs;                  /* HTTP side + scheduler side */
+    pthread_cond_t cv;
+    srv_req *next;             /* queue link */
+};
+
+typedef struct {
+    loom_server_options opt;
+    loom_cluster *cluster;
+    loom_engine *e;
+    const loom_tokenizer *tok;
+    const loom_chat_template *tmpl;
+    loom_scheduler *sched;
+    int ctx_size;
+    struct MHD_Daemon *mhd;
+    pthread_t sched_thread;
+    pthread_mutex_t mu;
+    pthread_cond_t work;       /* the scheduler thread waits here */
+    srv_req *queue_head, *queue_tail; /* shared: not yet submitted */
+    int n_queued;
+    srv_req **active;          /* shared: submitted, not finished */
+    int n_active, cap_active;
+    int sched_waiting;         /* shared: submitted, waiting for admission */
+    int sched_pending;         /* shared: submitted, waiting or running */
+    int http_jobs;             /* shared: generation requests an HTTP thread is serving */
+    bool accepting;            /* shared: false once shutdown began */
+    bool stop_sched;           /* shared: the scheduler thread ends */
+    bool failed;               /* shared: the engine failed */
+    char fail_msg[512];
+    double last_step;          /* shared: when the scheduler last finished a step */
+    uint64_t seed_counter;     /* shared */
+    srv_metrics metrics;
+} srv;
+
+/* ---- server.c ---- */
+
+/* A request of n_prompt tokens with the given parameters, refs = 1 (the
+ * caller's); NULL when out of memory. */
+srv_req *srv_req_new(const int32_t *prompt, int n_prompt, const loom_request *r);
+/* Drops one reference (takes srv->mu). */
+void srv_req_unref(srv *s, srv_req *q);
+/* Queues q for the scheduler (takes a reference). Fails with 429 when the
+ * queue is full, 503 when the server is stopping or failed. */
+bool srv_submit(srv *s, srv_req *q, srv_error *e);
+/* Asks the scheduler to end q (no-op when done). */
+void srv_cancel(srv *s, srv_req *q);
+/* A fresh seed for a request without one. */
+uint64_t srv_next_seed(srv *s);
+
+/* ---- completions.c ---- */
+
+/* POST /v1/chat/completions and /v1/completions. */
+enum MHD_Result srv_handle_generate(srv *s, struct MHD_Connection *c, srv_kind kind, const char *body, size_t len);
+/* POST /tokenize, /detokenize, /apply-template. */
+enum MHD_Result srv_handle_tokenize(srv *s, struct MHD_Connection *c, const char *body, size_t len);
+enum MHD_Result srv_handle_detokenize(srv *s, struct MHD_Connection *c, const char *body, size_t len);
+enum MHD_Result srv_handle_apply_template(srv *s, struct MHD_Connection *c, const char *body, size_t len);
+
+/* ---- http.c ---- */
+
+loom_status srv_http_start(srv *s) LOOM_MUST_USE;
+/* Queues a JSON response (takes ownership of body, a malloc'd string;
+ * NULL: out of memory, answered 500) with extra headers (name, value
+ * pairs, NULL-terminated). */
+enum MHD_Result srv_reply(srv *s, struct MHD_Connection *c, int status, char *body, const char *const *headers);
+enum MHD_Result srv_reply_json(srv *s, struct MHD_Connection *c, int status, json_t *j); /* steals j */
+enum MHD_Result srv_reply_error(srv *s, struct MHD_Connection *c, const srv_error *e);
+/* Whether the client of c has closed its connection. */
+bool srv_client_gone(struct MHD_Connection *c);
+
+#endif
