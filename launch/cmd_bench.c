@@ -514,6 +514,7 @@ int cmd_bench(int argc, char **argv) {
     co.engine.kv_type = kvt;
     co.engine.batch_rows = (int)batch;
     co.engine.max_seqs = max_seqs; /* the plan sizes memory for the largest row */
+    co.engine.prefix_cache = false; /* every repetition computes its prompt */
     loom_cluster *cluster = NULL;
     loom_status st = loom_cluster_start(&co, &cluster);
     if (st) return loom_fail("bench", st);

@@ -17,8 +17,9 @@
 int cmd_serve(int argc, char **argv) {
     const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *name = NULL, *kv_type = "f16";
     int64_t port = 8080, threads = loom_cpu_count(), ctx = 4096, seqs = 16, batch = 256, tp = 1, pp = 1,
-            max_queue = 256, max_body = 8 << 20, max_conn = 512;
+            max_queue = 256, max_body = 8 << 20, max_conn = 512, prefill_rows = 64;
     double watchdog = 30, drain = 60;
+    bool no_prefix = false;
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
         {"--host", LOOM_ARG_STR, &host, "ADDR", "address to listen on (0.0.0.0 or :: for every interface)"},
@@ -29,6 +30,9 @@ int cmd_serve(int argc, char **argv) {
         {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions per sequence (prompt + generation)"},
         {"--sequences", LOOM_ARG_INT, &seqs, "N", "sequences running at once"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per step at most (decode rows first, then prompt chunks)"},
+        {"--prefill-rows", LOOM_ARG_INT, &prefill_rows, "N",
+         "prompt rows per step while other sequences decode (bounds their inter-token stall); 0 = --batch"},
+        {"--no-prefix-cache", LOOM_ARG_FLAG, &no_prefix, NULL, "do not reuse the KV blocks of earlier prompts"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "f16|f32", "KV cache element type"},
         {"--max-queue", LOOM_ARG_INT, &max_queue, "N", "requests waiting for a sequence slot at most; then 429"},
         {"--max-body", LOOM_ARG_BYTES, &max_body, "BYTES", "request body size at most; then 413"},
@@ -52,6 +56,7 @@ int cmd_serve(int argc, char **argv) {
     if (ctx < 2 || ctx > (1 << 24)) return loom_usage_error("serve: --ctx-size must be 2..16777216");
     if (seqs < 1 || seqs > 4096) return loom_usage_error("serve: --sequences must be 1..4096");
     if (batch < 1 || batch > 65536) return loom_usage_error("serve: --batch must be 1..65536");
+    if (prefill_rows < 0 || prefill_rows > 65536) return loom_usage_error("serve: --prefill-rows must be 0..65536");
     if (max_queue < 1 || max_queue > (1 << 20)) return loom_usage_error("serve: --max-queue must be 1..1048576");
     if (max_body < 1024) return loom_usage_error("serve: --max-body must be at least 1K");
     if (max_conn < 1 || max_conn > 65536) return loom_usage_error("serve: --max-connections must be 1..65536");
@@ -78,6 +83,7 @@ int cmd_serve(int argc, char **argv) {
     co.engine.max_seqs = (int)seqs;
     co.engine.kv_type = kvt;
     co.engine.batch_rows = (int)batch;
+    co.engine.prefix_cache = !no_prefix;
     loom_cluster *cluster = NULL;
     loom_status st = loom_cluster_start(&co, &cluster);
     if (st) return loom_fail("serve", st);
@@ -100,7 +106,8 @@ int cmd_serve(int argc, char **argv) {
             loom_print_config(stderr, model, loom_engine_model(e), loom_engine_options_of(e), tok);
             loom_server_options so = {.host = host, .port = (int)port, .api_key = api_key, .model_name = name,
                                       .max_queue = (int)max_queue, .max_body = max_body,
-                                      .max_connections = (int)max_conn, .drain_timeout_s = drain};
+                                      .max_connections = (int)max_conn, .drain_timeout_s = drain,
+                                      .prefill_rows = (int)prefill_rows};
             st = loom_server_run(&so, cluster, e, tok, tmpl);
         }
         loom_chat_template_free(tmpl);

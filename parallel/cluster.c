@@ -165,6 +165,7 @@ static loom_status connect_ranks(loom_cluster *c, const loom_cluster_options *o)
     const loom_rank_plan *me = loom_plan_rank(p, c->world->rank);
     c->eo = p->req.engine; /* the coordinator's options reach every rank with the plan */
     c->eo.n_threads = o->engine.n_threads;
+    c->eo.prefix_cache = o->engine.prefix_cache;
     loom_topology *t = &c->topo;
     t->world_rank = c->world->rank;
     t->world_size = c->world->size;

@@ -13,6 +13,7 @@
 #include "parallel/stage.h"
 #include "parallel/transfer.h"
 #include "parallel/vocab_sampler.h"
+#include "runtime/kv_blocks.h"
 #include "runtime/clock.h"
 #include "runtime/threadpool.h"
 
@@ -22,7 +23,8 @@ struct loom_engine {
     loom_topology topo;
     bool coordinator, first, last, leader; /* leader: samples (last stage, TP rank 0) */
     loom_weights *w;
-    loom_kv_cache *kv;
+    loom_kv_cache *kv;     /* pool-managed: tables come with the Steps */
+    loom_kv_blocks *blocks;/* coordinator: which block holds what */
     loom_pool *pool;
     loom_stage *stage;
     loom_transfer *xfer;
@@ -48,6 +50,7 @@ loom_engine_options loom_engine_defaults(void) {
     o.kv_type = LOOM_TYPE_F16;
     o.batch_rows = 256;
     o.block_tokens = 16;
+    o.prefix_cache = true;
     return o;
 }
 
@@ -133,6 +136,8 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
         };
         st = loom_kv_create(&kc, &e->kv);
     }
+    if (!st && e->coordinator)
+        st = loom_kv_blocks_create(loom_kv_config_of(e->kv)->n_blocks, o->block_tokens, o->prefix_cache, &e->blocks);
     if (!st) st = loom_pool_create(o->n_threads, &e->pool);
     if (!st) st = loom_stage_create(e->w, e->kv, e->pool, e->topo.tp_group, o->batch_rows, &e->stage);
     if (!st) st = loom_transfer_create(&e->topo, e->cfg.dim, o->batch_rows, &e->xfer);
@@ -154,6 +159,7 @@ void loom_engine_free(loom_engine *e) {
     loom_stage_free(e->stage);
     loom_pool_free(e->pool);
     loom_kv_free(e->kv);
+    loom_kv_blocks_free(e->blocks);
     loom_weights_free(e->w);
     free(e->b_token);
     free(e->b_pos);
@@ -169,7 +175,7 @@ const loom_model_config *loom_engine_model(const loom_engine *e) { return &e->cf
 const loom_weights *loom_engine_weights(const loom_engine *e) { return e->w; }
 const loom_engine_options *loom_engine_options_of(const loom_engine *e) { return &e->opt; }
 const loom_topology *loom_engine_topology(const loom_engine *e) { return &e->topo; }
-loom_kv_cache *loom_engine_kv(loom_engine *e) { return e->kv; }
+loom_kv_blocks *loom_engine_blocks(loom_engine *e) { return e->blocks; }
 double loom_engine_busy_seconds(const loom_engine *e) { return e->busy_s; }
 
 void loom_engine_comm_time(const loom_engine *e, double *tp_s, double *pp_s) {
@@ -179,10 +185,9 @@ void loom_engine_comm_time(const loom_engine *e, double *tp_s, double *pp_s) {
 
 /* ------------------------------------------------------------ apply */
 
-/* A sequence of the step that starts here: its KV blocks (reserved by the
- * scheduler already when it runs on this rank) and its sampler. */
-static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q, bool scheduled_here) {
-    if (!scheduled_here) LOOM_TRY(loom_kv_reserve(e->kv, (int)q->slot, (int)q->reserve));
+/* A sequence of the step that starts in a fresh slot: its sampler, with the
+ * penalty history of positions the prefix cache spared it from computing. */
+static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
     if (!e->vs) return NULL;
     loom_seq_sampling ss = {.params = loom_sampling_defaults()};
     const Loom__SamplingParams *p = q->sampling;
@@ -202,34 +207,44 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q, bool s
     if (q->n_generated > q->n_prompt)
         return loom_error(LOOM_ERR_FORMAT, "sequence %llu: %u generated tokens in a prompt of %u",
                           (unsigned long long)q->id, q->n_generated, q->n_prompt);
-    return loom_vocab_sampler_start(e->vs, (int)q->slot, &ss, (int)q->n_prompt, (int)q->n_generated);
+    if (q->n_history != q->first_pos)
+        return loom_error(LOOM_ERR_FORMAT, "sequence %llu starts at position %u with %zu history tokens",
+                          (unsigned long long)q->id, q->first_pos, q->n_history);
+    LOOM_TRY(loom_vocab_sampler_start(e->vs, (int)q->slot, &ss, (int)q->n_prompt, (int)q->n_generated));
+    for (size_t i = 0; i < q->n_history; i++) loom_vocab_sampler_history(e->vs, (int)q->slot, (int)i, q->history[i]);
+    return NULL;
 }
 
 /* Runs one Step on this rank: the previous stage's output is received here
  * unless this is the first stage. On the leader fills res (slots/tokens
  * arrays must hold one entry per sequence). Sets *out_hidden to this
  * stage's output (n_rows rows). */
-static loom_status apply_step(loom_engine *e, const Loom__Step *step, bool scheduled_here, float **out_hidden,
-                              int *n_rows, Loom__StepResult *res) {
+static loom_status apply_step(loom_engine *e, const Loom__Step *step, float **out_hidden, int *n_rows,
+                              Loom__StepResult *res) {
     const loom_kv_config *kc = loom_kv_config_of(e->kv);
     int slots = kc->max_seqs;
-    if (!scheduled_here)
-        for (size_t i = 0; i < step->n_release; i++) {
-            if (step->release[i] >= (uint32_t)slots)
-                return loom_error(LOOM_ERR_FORMAT, "step %llu releases slot %u of %d",
-                                  (unsigned long long)step->micro_batch, step->release[i], slots);
-            loom_kv_release(e->kv, (int)step->release[i]);
-        }
+    for (size_t i = 0; i < step->n_release; i++) {
+        if (step->release[i] >= (uint32_t)slots)
+            return loom_error(LOOM_ERR_FORMAT, "step %llu releases slot %u of %d",
+                              (unsigned long long)step->micro_batch, step->release[i], slots);
+        loom_kv_clear(e->kv, (int)step->release[i]);
+    }
     int rows = 0;
     for (size_t i = 0; i < step->n_seqs; i++) {
         const Loom__SeqStep *q = step->seqs[i];
+        if (q->slot < (uint32_t)slots && q->n_blocks > 0) {
+            loom_status bs = loom_kv_assign(e->kv, (int)q->slot, q->blocks, (int)q->n_blocks);
+            if (bs) return loom_error_wrap(bs, "step %llu", (unsigned long long)step->micro_batch);
+        }
         if (q->slot >= (uint32_t)slots || q->n_tokens == 0 || rows + (int)q->n_tokens > e->opt.batch_rows ||
-            q->first_pos + q->n_tokens > (uint32_t)kc->max_ctx)
+            q->first_pos + q->n_tokens > (uint32_t)kc->max_ctx ||
+            q->first_pos + q->n_tokens > (uint32_t)loom_kv_capacity(e->kv, (int)q->slot))
             return loom_error(LOOM_ERR_FORMAT, "step %llu: sequence %llu (slot %u, positions %u+%zu) does not fit "
-                              "(slots %d, batch %d, context %d)", (unsigned long long)step->micro_batch,
-                              (unsigned long long)q->id, q->slot, q->first_pos, q->n_tokens, slots, e->opt.batch_rows,
-                              kc->max_ctx);
-        if (q->reserve > 0) LOOM_TRY(start_sequence(e, q, scheduled_here));
+                              "(slots %d, batch %d, context %d, KV blocks for %d positions)",
+                              (unsigned long long)step->micro_batch, (unsigned long long)q->id, q->slot, q->first_pos,
+                              q->n_tokens, slots, e->opt.batch_rows, kc->max_ctx,
+                              q->slot < (uint32_t)slots ? loom_kv_capacity(e->kv, (int)q->slot) : 0);
+        if (q->start) LOOM_TRY(start_sequence(e, q));
         if (e->vs && !loom_vocab_sampler_has(e->vs, (int)q->slot))
             return loom_error(LOOM_ERR_FORMAT, "step %llu: slot %u has no running sequence",
                               (unsigned long long)step->micro_batch, q->slot);
@@ -283,7 +298,7 @@ loom_status loom_engine_launch(loom_engine *e, const Loom__Step *step, Loom__Ste
     st = loom_transfer_step_broadcast(e->xfer, &sent, &size);
     float *hidden = NULL;
     int rows = 0;
-    if (!st && !step->shutdown) st = apply_step(e, step, true, &hidden, &rows, res);
+    if (!st && !step->shutdown) st = apply_step(e, step, &hidden, &rows, res);
     if (!st && e->topo.n_stages > 1) st = loom_transfer_forward(e->xfer, bytes, size, hidden, step->shutdown ? 0 : rows);
     free(bytes);
     return st;
@@ -329,7 +344,16 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
         if (tokens[i] < 0 || tokens[i] >= e->cfg.vocab)
             return loom_error(LOOM_ERR_INVALID, "token %d at index %d is outside the vocabulary", tokens[i], i);
     uint32_t slot = (uint32_t)e->opt.max_seqs; /* the spare slot */
-    LOOM_TRY(loom_kv_reserve(e->kv, (int)slot, n));
+    int B = e->opt.block_tokens, nb = (n + B - 1) / B;
+    int32_t *blocks = malloc((size_t)nb * sizeof *blocks);
+    if (!blocks) return loom_error(LOOM_ERR_NOMEM, "out of memory scoring %d tokens", n);
+    int got = 0;
+    while (got < nb && (blocks[got] = loom_kv_blocks_alloc(e->blocks)) >= 0) got++;
+    if (got < nb) {
+        for (int i = 0; i < got; i++) loom_kv_blocks_unref(e->blocks, blocks[i]);
+        free(blocks);
+        return loom_error(LOOM_ERR_KV_FULL, "scoring %d tokens needs %d KV blocks; %d are free", n, nb, got);
+    }
     loom_status st = NULL;
     int R = e->opt.batch_rows, V = e->cfg.vocab;
     for (int p0 = 0; !st; p0 += R) {
@@ -346,8 +370,9 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
             q.n_tokens = (size_t)rows;
             q.tokens = (int32_t *)(tokens + p0);
             q.all_logits = true;
-            q.reserve = p0 == 0 ? (uint32_t)n : 0;
+            q.start = p0 == 0;
             q.n_prompt = (uint32_t)n;
+            if (p0 == 0) q.blocks = blocks, q.n_blocks = (size_t)nb;
             step.seqs = qs;
             step.n_seqs = 1;
         } else {
@@ -365,7 +390,9 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
         }
         if (last) break;
     }
-    loom_kv_release(e->kv, (int)slot);
+    if (st) loom_kv_clear(e->kv, (int)slot); /* the release step did not run */
+    for (int i = 0; i < nb; i++) loom_kv_blocks_unref(e->blocks, blocks[i]);
+    free(blocks);
     return st;
 }
 
@@ -430,7 +457,7 @@ loom_status loom_engine_work(loom_engine *e) {
         int rows = 0;
         bool shutdown = step->shutdown;
         e->score_n = 0;
-        if (!st && !shutdown) st = apply_step(e, step, false, &hidden, &rows, &res);
+        if (!st && !shutdown) st = apply_step(e, step, &hidden, &rows, &res);
         if (!st && !e->last) st = loom_transfer_forward(e->xfer, fwd, size, hidden, shutdown ? 0 : rows);
         if (!st && e->leader && !shutdown) st = send_result(e, &res);
         loom__step__free_unpacked(step, NULL);

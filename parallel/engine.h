@@ -4,8 +4,8 @@
  * The engine owns this rank's weights, KV cache, thread pool, stage (its
  * layers with the TP collectives), transfers and — on the last stage — the
  * vocabulary-parallel sampler. Every rank applies Steps with one function:
- * free the slots of ended sequences, reserve KV blocks and start samplers
- * for starting ones, turn the Step into a batch of rows, run this rank's
+ * clear the KV tables of ended sequences, append the KV blocks each sequence
+ * was given, start samplers for starting ones, turn the Step into a batch of rows, run this rank's
  * layers and, on the last stage, sample once per sequence that asked.
  *
  * The coordinator (world rank 0) builds Steps in the scheduler
@@ -28,7 +28,7 @@
 #include "runtime/kv_cache.h"
 #include "runtime/model.h"
 
-#define LOOM_PROTOCOL 1 /* version of the Step / StepResult messages */
+#define LOOM_PROTOCOL 2 /* version of the Step / StepResult messages */
 
 typedef struct loom_engine loom_engine;
 
@@ -45,10 +45,10 @@ const loom_model_config *loom_engine_model(const loom_engine *e);
 const loom_weights *loom_engine_weights(const loom_engine *e);
 const loom_engine_options *loom_engine_options_of(const loom_engine *e);
 const loom_topology *loom_engine_topology(const loom_engine *e);
-/* This rank's KV cache. The coordinator's scheduler reads it to admit
- * sequences: every rank applies the same reserve/release sequence, so all
- * hold the same block tables. */
-loom_kv_cache *loom_engine_kv(loom_engine *e);
+/* Coordinator: the pool that decides which KV block holds what (the same
+ * block ids on every rank); NULL elsewhere. The scheduler allocates from it
+ * and sends the ids with the Steps. */
+struct loom_kv_blocks *loom_engine_blocks(loom_engine *e);
 
 /* Coordinator: runs a Step on stage 0 — TP broadcast, this rank's layers,
  * then the send to stage 1 without waiting. With one stage the sampled

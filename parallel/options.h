@@ -7,6 +7,8 @@
 #ifndef LOOM_OPTIONS_H
 #define LOOM_OPTIONS_H
 
+#include <stdbool.h>
+
 #include "runtime/types.h"
 
 typedef struct {
@@ -16,10 +18,11 @@ typedef struct {
     loom_type kv_type; /* F16 (default) or F32 */
     int batch_rows;    /* rows per forward call at most (prefill chunk) */
     int block_tokens;  /* KV block size */
+    bool prefix_cache; /* coordinator: full KV blocks are found again by their tokens */
 } loom_engine_options;
 
 /* The CPUs this process may use, context 4096, 8 sequences, F16 KV cache in
- * blocks of 16 positions, 256 rows per forward call. */
+ * blocks of 16 positions, 256 rows per forward call, prefix cache on. */
 loom_engine_options loom_engine_defaults(void);
 
 #endif

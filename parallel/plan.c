@@ -323,7 +323,8 @@ loom_status loom_plan_alloc(const loom_plan_model *m, const loom_plan_request *r
     p->model_hash = m->hash;
     p->cfg = m->cfg;
     p->req = *req;
-    p->req.engine.n_threads = 0; /* each rank's own choice: not planned, not sent */
+    p->req.engine.n_threads = 0;        /* each rank's own choice: not planned, not sent */
+    p->req.engine.prefix_cache = false; /* the coordinator's alone */
     p->kv_blocks = loom_kv_blocks_for(req->engine.max_seqs, req->engine.ctx_size, req->engine.block_tokens);
     *out = p;
     return NULL;

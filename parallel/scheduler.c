@@ -1,6 +1,6 @@
 /*
- * parallel/scheduler.c — admission, building Steps, taking results
- * (contract in scheduler.h).
+ * parallel/scheduler.c — admission, KV blocks, building Steps, taking
+ * results (contract in scheduler.h).
  */
 #include "parallel/scheduler.h"
 
@@ -9,27 +9,37 @@
 #include <string.h>
 
 #include "runtime/clock.h"
+#include "runtime/kv_blocks.h"
 
+/* A request waiting for a slot: new, or preempted and to be recomputed. */
 typedef struct {
     uint64_t id;
-    int32_t *prompt;  /* (n_prompt) owned */
-    int n_prompt, max_tokens;
+    int32_t *toks;     /* (n_toks) owned: prompt, then tokens generated before a preemption */
+    int n_toks, n_user_prompt;
+    int limit;         /* n_toks at which generation stops with "length" */
     loom_sampling_params sp;
     bool ignore_eos, logprobs;
     int top_logprobs;
-    double t_submit;
+    double t_submit, t_first, t_last;
 } waiting_req;
 
 typedef struct {
     bool used;
     uint64_t id;
+    uint64_t order;   /* admission order: the highest is preempted first */
     int32_t *toks;    /* (limit) prompt then generated */
-    int n_prompt, n_toks;
-    int n_sent;       /* positions sent to the model */
-    int limit;        /* n_toks at which generation stops with "length" */
-    int reserve;      /* positions reserved; sent with the first step */
+    int n_user_prompt;/* the request's prompt; later tokens are reported */
+    int n_prompt;     /* positions before the first sample (the prompt, or all tokens of a resumed sequence) */
+    int n_toks;
+    int n_sent;       /* positions sent to the model (or found in the prefix cache) */
+    int n_cached;     /* positions found in the prefix cache at admission */
+    int limit;
+    int32_t *blocks;  /* (max_blocks) the slot's KV blocks */
+    uint64_t *hash;   /* (max_blocks) prefix-cache hash of each published block */
+    int n_blocks, n_published;
     bool started;     /* first step sent */
     bool in_flight;   /* a micro-batch in flight will return this sequence's next token */
+    bool in_step;     /* has rows in the micro-batch being built: not a preemption victim */
     bool cancelled;   /* cancelled while in flight: dropped when its token comes back */
     bool ignore_eos, logprobs;
     int top_logprobs;
@@ -43,18 +53,21 @@ typedef struct {
     Loom__SeqStep **seq_ptrs;  /* (max_seqs) */
     Loom__SamplingParams *sps; /* (max_seqs) */
     uint32_t *release;         /* (max_seqs) */
+    int32_t *new_blocks;       /* (max_seqs, max_blocks) blocks appended this step, per sequence */
     bool has_prefill;
     int n_logits;
 } mb_state;
 
 struct loom_scheduler {
     loom_engine *e;
+    loom_kv_blocks *pool;
     loom_callbacks cb;
-    int S, P, R, ctx, vocab;
+    int S, P, R, ctx, vocab, B, max_blocks, prefill_rows, watermark;
     waiting_req *wait;         /* (cap_wait) FIFO, oldest first */
     int n_wait, cap_wait;
     seq_state *act;            /* (S) slot i ↔ act[i] */
     int n_active, n_prefilling;
+    uint64_t next_order;
     mb_state *mbs;             /* (P) ring of micro-batches in flight */
     int head, inflight;
     uint32_t *pending_release; /* (S) slots freed since the last launch */
@@ -68,32 +81,44 @@ struct loom_scheduler {
     bool failed;
 };
 
-loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, loom_scheduler **out) {
+loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, const loom_scheduler_options *o,
+                                  loom_scheduler **out) {
     *out = NULL;
     const loom_topology *t = loom_engine_topology(e);
     if (t->world_rank != 0) return loom_error(LOOM_ERR_INVALID, "only the coordinator (rank 0) schedules requests");
     if (!cb || !cb->is_eog) return loom_error(LOOM_ERR_INVALID, "the scheduler needs an is_eog callback");
     loom_scheduler *s = calloc(1, sizeof *s);
     if (!s) return loom_error(LOOM_ERR_NOMEM, "out of memory creating the scheduler");
-    const loom_engine_options *o = loom_engine_options_of(e);
+    const loom_engine_options *eo = loom_engine_options_of(e);
     s->e = e;
+    s->pool = loom_engine_blocks(e);
     s->cb = *cb;
-    s->S = o->max_seqs, s->P = t->n_stages, s->R = o->batch_rows, s->ctx = o->ctx_size;
+    s->S = eo->max_seqs, s->P = t->n_stages, s->R = eo->batch_rows, s->ctx = eo->ctx_size;
+    s->B = eo->block_tokens;
+    s->max_blocks = (eo->ctx_size + s->B - 1) / s->B;
+    s->prefill_rows = o && o->prefill_rows > 0 && o->prefill_rows < s->R ? o->prefill_rows : s->R;
+    s->watermark = loom_kv_blocks_total(s->pool) / 100;
     s->vocab = loom_engine_model(e)->vocab;
-    size_t S = (size_t)s->S;
+    size_t S = (size_t)s->S, MB = (size_t)s->max_blocks;
     s->act = calloc(S, sizeof *s->act);
     s->mbs = calloc((size_t)s->P, sizeof *s->mbs);
     s->pending_release = malloc(S * sizeof(uint32_t));
     s->res_slots = malloc(S * sizeof(uint32_t));
     s->res_tokens = malloc(S * sizeof(int32_t));
     bool ok = s->act && s->mbs && s->pending_release && s->res_slots && s->res_tokens;
+    for (size_t i = 0; ok && i < S; i++) {
+        s->act[i].blocks = malloc(MB * sizeof(int32_t));
+        s->act[i].hash = malloc(MB * sizeof(uint64_t));
+        ok = s->act[i].blocks && s->act[i].hash;
+    }
     for (int m = 0; ok && m < s->P; m++) {
         mb_state *mb = &s->mbs[m];
         mb->seqs = calloc(S, sizeof *mb->seqs);
         mb->seq_ptrs = calloc(S, sizeof *mb->seq_ptrs);
         mb->sps = calloc(S, sizeof *mb->sps);
         mb->release = calloc(S, sizeof *mb->release);
-        ok = mb->seqs && mb->seq_ptrs && mb->sps && mb->release;
+        mb->new_blocks = malloc(S * MB * sizeof(int32_t));
+        ok = mb->seqs && mb->seq_ptrs && mb->sps && mb->release && mb->new_blocks;
     }
     if (!ok) {
         loom_scheduler_free(s);
@@ -105,21 +130,30 @@ loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, loom
     return NULL;
 }
 
+static void drop_blocks(loom_scheduler *s, seq_state *q) {
+    for (int i = 0; i < q->n_blocks; i++) loom_kv_blocks_unref(s->pool, q->blocks[i]);
+    q->n_blocks = q->n_published = 0;
+}
+
 void loom_scheduler_free(loom_scheduler *s) {
     if (!s) return;
-    for (int i = 0; i < s->n_wait; i++) free(s->wait[i].prompt);
+    for (int i = 0; i < s->n_wait; i++) free(s->wait[i].toks);
     free(s->wait);
-    for (int i = 0; s->act && i < s->S; i++)
+    for (int i = 0; s->act && i < s->S; i++) {
         if (s->act[i].used) {
+            drop_blocks(s, &s->act[i]);
             free(s->act[i].toks);
-            loom_kv_release(loom_engine_kv(s->e), i);
         }
+        free(s->act[i].blocks);
+        free(s->act[i].hash);
+    }
     free(s->act);
     for (int m = 0; s->mbs && m < s->P; m++) {
         free(s->mbs[m].seqs);
         free(s->mbs[m].seq_ptrs);
         free(s->mbs[m].sps);
         free(s->mbs[m].release);
+        free(s->mbs[m].new_blocks);
     }
     free(s->mbs);
     free(s->pending_release);
@@ -130,6 +164,10 @@ void loom_scheduler_free(loom_scheduler *s) {
 
 int loom_scheduler_pending(const loom_scheduler *s) { return s->n_wait + s->n_active; }
 int loom_scheduler_running(const loom_scheduler *s) { return s->n_active; }
+double loom_scheduler_kv_usage(const loom_scheduler *s) {
+    int total = loom_kv_blocks_total(s->pool);
+    return 1.0 - (double)loom_kv_blocks_available(s->pool) / total;
+}
 
 loom_run_stats loom_scheduler_stats(const loom_scheduler *s) {
     loom_run_stats r = s->stats;
@@ -158,69 +196,93 @@ static loom_status check_request(const loom_scheduler *s, const loom_request *r)
     return NULL;
 }
 
-loom_status loom_scheduler_submit(loom_scheduler *s, const loom_request *r, uint64_t *id) {
-    if (s->failed) return loom_error(LOOM_ERR_INVALID, "the scheduler stopped after an engine failure");
-    LOOM_TRY(check_request(s, r));
+/* Room for one more waiting request at position `at` (0: the head). */
+static waiting_req *wait_insert(loom_scheduler *s, int at) {
     if (s->n_wait == s->cap_wait) {
         int cap = s->cap_wait ? 2 * s->cap_wait : 16;
         waiting_req *w = realloc(s->wait, (size_t)cap * sizeof *w);
-        if (!w) return loom_error(LOOM_ERR_NOMEM, "out of memory queueing a request");
+        if (!w) return NULL;
         s->wait = w;
         s->cap_wait = cap;
     }
-    waiting_req *w = &s->wait[s->n_wait];
-    w->prompt = malloc((size_t)r->n_prompt * sizeof(int32_t));
-    if (!w->prompt) return loom_error(LOOM_ERR_NOMEM, "out of memory for a prompt of %d tokens", r->n_prompt);
-    memcpy(w->prompt, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
+    memmove(&s->wait[at + 1], &s->wait[at], (size_t)(s->n_wait - at) * sizeof *s->wait);
+    s->n_wait++;
+    memset(&s->wait[at], 0, sizeof *s->wait);
+    return &s->wait[at];
+}
+
+static void drop_waiting(loom_scheduler *s, int i) {
+    free(s->wait[i].toks);
+    memmove(&s->wait[i], &s->wait[i + 1], (size_t)(s->n_wait - i - 1) * sizeof *s->wait);
+    s->n_wait--;
+}
+
+loom_status loom_scheduler_submit(loom_scheduler *s, const loom_request *r, uint64_t *id) {
+    if (s->failed) return loom_error(LOOM_ERR_INVALID, "the scheduler stopped after an engine failure");
+    LOOM_TRY(check_request(s, r));
+    int32_t *toks = malloc((size_t)r->n_prompt * sizeof(int32_t));
+    waiting_req *w = toks ? wait_insert(s, s->n_wait) : NULL;
+    if (!w) {
+        free(toks);
+        return loom_error(LOOM_ERR_NOMEM, "out of memory queueing a prompt of %d tokens", r->n_prompt);
+    }
+    memcpy(toks, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
+    w->toks = toks;
     w->id = s->next_id++;
-    w->n_prompt = r->n_prompt;
-    w->max_tokens = r->max_tokens;
+    w->n_toks = w->n_user_prompt = r->n_prompt;
+    /* the last position fed is limit - 2, so with a full context one token can still be sampled */
+    int64_t limit = (int64_t)r->n_prompt + r->max_tokens;
+    w->limit = r->max_tokens == 0 ? r->n_prompt : limit < s->ctx ? (int)limit : s->ctx;
+    if (r->max_tokens > 0 && w->limit <= r->n_prompt) w->limit = r->n_prompt + 1;
     w->sp = r->sampling;
     w->ignore_eos = r->ignore_eos;
     w->logprobs = r->logprobs;
     w->top_logprobs = r->top_logprobs;
     w->t_submit = loom_now_s();
-    s->n_wait++;
     *id = w->id;
     return NULL;
-}
-
-static void drop_waiting(loom_scheduler *s, int i) {
-    free(s->wait[i].prompt);
-    memmove(&s->wait[i], &s->wait[i + 1], (size_t)(s->n_wait - i - 1) * sizeof *s->wait);
-    s->n_wait--;
 }
 
 /* Reports a request that ends before it ran. */
 static void finish_early(loom_scheduler *s, const waiting_req *w, const char *reason, loom_status why) {
     if (s->cb.on_finish) {
         double t = loom_now_s();
-        loom_finished f = {.id = w->id, .n_prompt = w->n_prompt, .stop_reason = reason,
+        loom_finished f = {.id = w->id, .tokens = w->toks + w->n_user_prompt, .n_prompt = w->n_user_prompt,
+                           .n_tokens = w->n_toks - w->n_user_prompt, .stop_reason = reason,
                            .error = why ? loom_status_message(why) : NULL, .queue_ms = 1e3 * (t - w->t_submit)};
         s->cb.on_finish(s->cb.user, &f);
     }
     loom_status_free(why);
 }
 
-/* Ends the sequence in `slot`: reports it (unless cancelled), frees its
- * slot here and, with the next step, on every other rank. */
-static void finish(loom_scheduler *s, int slot, const char *reason, const char *error) {
+/* Frees `slot` here and, with the next step, on every other rank. */
+static void vacate(loom_scheduler *s, int slot) {
     seq_state *q = &s->act[slot];
     if (q->n_toks == q->n_prompt) s->n_prefilling--;
+    drop_blocks(s, q);
+    free(q->toks);
+    int32_t *blocks = q->blocks;
+    uint64_t *hash = q->hash;
+    memset(q, 0, sizeof *q);
+    q->blocks = blocks, q->hash = hash;
+    s->pending_release[s->n_pending_release++] = (uint32_t)slot;
+    s->n_active--;
+}
+
+/* Ends the sequence in `slot` and reports it (unless cancelled). */
+static void finish(loom_scheduler *s, int slot, const char *reason, const char *error) {
+    seq_state *q = &s->act[slot];
     if (!q->cancelled && s->cb.on_finish) {
         loom_finished f = {
-            .id = q->id, .tokens = q->toks + q->n_prompt, .n_prompt = q->n_prompt, .n_tokens = q->n_toks - q->n_prompt,
-            .stop_reason = reason, .error = error, .queue_ms = 1e3 * (q->t_admit - q->t_submit),
+            .id = q->id, .tokens = q->toks + q->n_user_prompt, .n_prompt = q->n_user_prompt,
+            .n_tokens = q->n_toks - q->n_user_prompt, .stop_reason = reason, .error = error,
+            .queue_ms = 1e3 * (q->t_admit - q->t_submit),
             .prompt_ms = q->t_first > 0 ? 1e3 * (q->t_first - q->t_admit) : 0,
             .gen_ms = q->t_first > 0 ? 1e3 * (q->t_last - q->t_first) : 0,
         };
         s->cb.on_finish(s->cb.user, &f);
     }
-    free(q->toks);
-    memset(q, 0, sizeof *q);
-    loom_kv_release(loom_engine_kv(s->e), slot);
-    s->pending_release[s->n_pending_release++] = (uint32_t)slot;
-    s->n_active--;
+    vacate(s, slot);
 }
 
 bool loom_scheduler_cancel(loom_scheduler *s, uint64_t id) {
@@ -239,55 +301,111 @@ bool loom_scheduler_cancel(loom_scheduler *s, uint64_t id) {
     return false;
 }
 
-/* Admits waiting requests, in order, while a slot and the KV blocks of
- * their whole budget are free. */
+/* Puts a running sequence (not in flight) back at the head of the queue,
+ * to be recomputed from its tokens so far. */
+static bool preempt(loom_scheduler *s, int slot) {
+    seq_state *q = &s->act[slot];
+    waiting_req *w = wait_insert(s, 0);
+    if (!w) return false;
+    w->id = q->id;
+    w->toks = q->toks; /* the buffer moves to the queue */
+    w->n_toks = q->n_toks;
+    w->n_user_prompt = q->n_user_prompt;
+    w->limit = q->limit;
+    w->sp = q->sp;
+    w->ignore_eos = q->ignore_eos;
+    w->logprobs = q->logprobs;
+    w->top_logprobs = q->top_logprobs;
+    w->t_submit = q->t_submit;
+    w->t_first = q->t_first;
+    w->t_last = q->t_last;
+    q->toks = NULL;
+    vacate(s, slot);
+    s->stats.preemptions++;
+    return true;
+}
+
+/* The most recently admitted running sequence that is not in flight, or -1. */
+static int newest_victim(const loom_scheduler *s) {
+    int v = -1;
+    for (int i = 0; i < s->S; i++)
+        if (s->act[i].used && !s->act[i].in_flight && !s->act[i].in_step && !s->act[i].cancelled &&
+            (v < 0 || s->act[i].order > s->act[v].order))
+            v = i;
+    return v;
+}
+
+/* Takes the prefix cache's full blocks for the start of w's tokens into q:
+ * never the block of the last token, which must be computed for logits. */
+static void take_cached_prefix(loom_scheduler *s, const waiting_req *w, seq_state *q) {
+    int usable = (w->n_toks - 1) / s->B;
+    uint64_t parent = 0;
+    for (int i = 0; i < usable; i++) {
+        const int32_t *t = w->toks + (size_t)i * s->B;
+        uint64_t h = loom_kv_blocks_hash(s->pool, parent, t);
+        int32_t b = loom_kv_blocks_find(s->pool, h, t);
+        if (b < 0) break;
+        q->blocks[q->n_blocks++] = b;
+        q->hash[i] = h;
+        parent = h;
+    }
+    q->n_published = q->n_blocks;
+    q->n_cached = q->n_sent = q->n_blocks * s->B;
+}
+
+/* Admits waiting requests, in order, while a slot and the KV blocks for
+ * their prompt are free. */
 static void admit(loom_scheduler *s) {
-    loom_kv_cache *kv = loom_engine_kv(s->e);
     while (s->n_wait > 0 && s->n_active < s->S) {
         waiting_req *w = &s->wait[0];
-        if (w->max_tokens == 0) {
+        if (w->limit == w->n_user_prompt) { /* max_tokens 0 */
             finish_early(s, w, "length", NULL);
             drop_waiting(s, 0);
             continue;
         }
         int slot = 0;
         while (s->act[slot].used) slot++;
-        int limit = w->n_prompt + w->max_tokens;
-        int positions = limit < s->ctx ? limit : s->ctx;
-        int missing = loom_kv_blocks_missing(kv, slot, positions);
-        if (missing > loom_kv_free_blocks(kv)) {
-            if (s->n_active > 0) return; /* wait for a running sequence to finish */
-            finish_early(s, w, "error",
-                         loom_error(LOOM_ERR_KV_FULL, "request %llu needs %d KV blocks but the cache has %d free",
-                                    (unsigned long long)w->id, missing, loom_kv_free_blocks(kv)));
-            drop_waiting(s, 0);
-            continue;
-        }
-        int32_t *toks = malloc((size_t)limit * sizeof(int32_t));
-        loom_status rs = toks ? loom_kv_reserve(kv, slot, positions)
-                              : loom_error(LOOM_ERR_NOMEM, "out of memory for request %llu", (unsigned long long)w->id);
-        if (rs) {
-            free(toks);
-            finish_early(s, w, "error", rs);
-            drop_waiting(s, 0);
-            continue;
-        }
         seq_state *q = &s->act[slot];
-        memset(q, 0, sizeof *q);
-        memcpy(toks, w->prompt, (size_t)w->n_prompt * sizeof(int32_t));
+        q->n_blocks = 0;
+        take_cached_prefix(s, w, q);
+        int need = (w->n_toks + s->B - 1) / s->B - q->n_blocks;
+        int avail = loom_kv_blocks_available(s->pool);
+        if (need > avail - (s->n_active > 0 ? s->watermark : 0)) {
+            drop_blocks(s, q);
+            if (s->n_active > 0) return; /* wait for running sequences to finish */
+            finish_early(s, w, "error",
+                         loom_error(LOOM_ERR_KV_FULL, "request %llu needs %d KV blocks of %d tokens; the cache has %d",
+                                    (unsigned long long)w->id, need, s->B, avail));
+            drop_waiting(s, 0);
+            continue;
+        }
+        int32_t *toks = malloc((size_t)w->limit * sizeof(int32_t));
+        if (!toks) {
+            drop_blocks(s, q);
+            finish_early(s, w, "error", loom_error(LOOM_ERR_NOMEM, "out of memory for request %llu",
+                                                   (unsigned long long)w->id));
+            drop_waiting(s, 0);
+            continue;
+        }
+        memcpy(toks, w->toks, (size_t)w->n_toks * sizeof(int32_t));
         q->used = true;
         q->id = w->id;
+        q->order = s->next_order++;
         q->toks = toks;
-        q->n_prompt = q->n_toks = w->n_prompt;
-        q->reserve = positions;
+        q->n_user_prompt = w->n_user_prompt;
+        q->n_prompt = q->n_toks = w->n_toks;
+        q->limit = w->limit;
         q->sp = w->sp;
         q->ignore_eos = w->ignore_eos;
         q->logprobs = w->logprobs;
         q->top_logprobs = w->top_logprobs;
-        q->limit = positions > w->n_prompt ? positions : w->n_prompt + 1;
         q->t_submit = w->t_submit;
         q->t_admit = loom_now_s();
-        s->stats.prompt_tokens += w->n_prompt;
+        q->t_first = w->t_first;
+        q->t_last = w->t_last;
+        s->stats.prompt_tokens += w->n_toks - q->n_cached;
+        s->stats.prefix_queries += w->n_toks;
+        s->stats.prefix_hits += q->n_cached;
         s->n_active++;
         s->n_prefilling++;
         drop_waiting(s, 0);
@@ -307,10 +425,6 @@ static void account(loom_scheduler *s) {
 static void sampling_message(Loom__SamplingParams *p, const seq_state *q) {
     const loom_sampling_params *sp = &q->sp;
     loom__sampling_params__init(p);
-    p->presence_penalty = sp->presence_penalty;
-    p->frequency_penalty = sp->frequency_penalty;
-    p->logprobs = q->logprobs;
-    p->top_logprobs = q->top_logprobs;
     p->temperature = sp->temperature;
     p->top_k = sp->top_k;
     p->top_p = sp->top_p;
@@ -318,46 +432,140 @@ static void sampling_message(Loom__SamplingParams *p, const seq_state *q) {
     p->repeat_penalty = sp->repeat_penalty;
     p->repeat_last_n = sp->repeat_last_n;
     p->seed = sp->seed;
+    p->presence_penalty = sp->presence_penalty;
+    p->frequency_penalty = sp->frequency_penalty;
+    p->logprobs = q->logprobs;
+    p->top_logprobs = q->top_logprobs;
 }
 
-/* Builds the next micro-batch from sequences not in flight: decode rows
- * first, then prompt chunks, about n_active / n_stages sequences so that
- * every stage has work. Returns false when nothing is ready. */
+/* Gives slot `slot` blocks for positions [0, upto), preempting newer
+ * sequences when the pool is dry. New ids go to out[*n_out]. Returns the
+ * positions the slot can hold afterwards (less than upto when even
+ * preemption could not help), or -1 when the slot itself was preempted. */
+static int grow(loom_scheduler *s, int slot, int upto, int32_t *out, int *n_out) {
+    seq_state *q = &s->act[slot];
+    int need = (upto + s->B - 1) / s->B;
+    while (q->n_blocks < need) {
+        int32_t b = loom_kv_blocks_alloc(s->pool);
+        if (b >= 0) {
+            q->blocks[q->n_blocks++] = b;
+            out[(*n_out)++] = b;
+            continue;
+        }
+        int v = newest_victim(s);
+        if (v < 0) break;                      /* everything else is in flight: wait */
+        if (v == slot) {
+            if (*n_out > 0) break;             /* keep what this step already gave it */
+            return preempt(s, slot) ? -1 : q->n_blocks * s->B;
+        }
+        if (!preempt(s, v)) break;
+    }
+    return q->n_blocks * s->B;
+}
+
+/* Publishes the slot's blocks that the positions sent so far fill. */
+static void publish_full(loom_scheduler *s, seq_state *q) {
+    if (!loom_kv_blocks_caching(s->pool)) return;
+    while ((q->n_published + 1) * s->B <= q->n_sent && q->n_published < q->n_blocks) {
+        int i = q->n_published;
+        const int32_t *t = q->toks + (size_t)i * s->B;
+        q->hash[i] = loom_kv_blocks_hash(s->pool, i ? q->hash[i - 1] : 0, t);
+        loom_kv_blocks_publish(s->pool, q->blocks[i], q->hash[i], t);
+        q->n_published++;
+    }
+}
+
+/* Adds `take` rows of the sequence in slot i to the micro-batch. */
+static void add_rows(loom_scheduler *s, mb_state *mb, int nseq, int i, int take, const int32_t *blocks, int n_blocks) {
+    seq_state *q = &s->act[i];
+    bool prefill = q->n_sent < q->n_prompt;
+    Loom__SeqStep *m = &mb->seqs[nseq];
+    loom__seq_step__init(m);
+    m->id = q->id;
+    m->slot = (uint32_t)i;
+    m->first_pos = (uint32_t)q->n_sent;
+    m->n_tokens = (size_t)take;
+    m->tokens = q->toks + q->n_sent;
+    m->want_logits = q->n_sent + take >= q->n_prompt;
+    m->blocks = (int32_t *)blocks;
+    m->n_blocks = (size_t)n_blocks;
+    if (!q->started) { /* every block so far, those found in the prefix cache included */
+        m->blocks = q->blocks;
+        m->n_blocks = (size_t)q->n_blocks;
+        sampling_message(&mb->sps[nseq], q);
+        m->sampling = &mb->sps[nseq];
+        m->start = true;
+        m->n_prompt = (uint32_t)q->n_prompt;
+        m->n_generated = (uint32_t)(q->n_prompt - q->n_user_prompt);
+        m->history = q->toks;
+        m->n_history = (size_t)q->n_sent;
+        q->started = true;
+    }
+    q->n_sent += take;
+    q->in_flight = m->want_logits;
+    q->in_step = true;
+    mb->has_prefill |= prefill;
+    mb->n_logits += m->want_logits;
+    mb->seq_ptrs[nseq] = m;
+    publish_full(s, q);
+}
+
+/* Builds the next micro-batch from sequences not in flight: one row per
+ * decoding sequence, then prompt chunks in admission order, each at most an
+ * even share of what is left. Returns false when nothing is ready. */
 static bool build_step(loom_scheduler *s, mb_state *mb) {
     int cap_seqs = (s->n_active + s->P - 1) / s->P;
-    int rows = 0, nseq = 0;
+    int rows = 0, nseq = 0, decoding = 0;
     mb->has_prefill = false;
     mb->n_logits = 0;
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < s->S && rows < s->R && nseq < cap_seqs; i++) {
-            seq_state *q = &s->act[i];
-            if (!q->used || q->in_flight || q->cancelled) continue;
-            bool prefill = q->n_sent < q->n_prompt;
-            if (prefill != (pass == 1)) continue;
-            int take = prefill ? q->n_prompt - q->n_sent : 1;
-            if (take > s->R - rows) take = s->R - rows;
-            Loom__SeqStep *m = &mb->seqs[nseq];
-            loom__seq_step__init(m);
-            m->id = q->id;
-            m->slot = (uint32_t)i;
-            m->first_pos = (uint32_t)q->n_sent;
-            m->n_tokens = (size_t)take;
-            m->tokens = q->toks + q->n_sent;
-            m->want_logits = q->n_sent + take >= q->n_prompt;
-            if (!q->started) {
-                sampling_message(&mb->sps[nseq], q);
-                m->sampling = &mb->sps[nseq];
-                m->reserve = (uint32_t)q->reserve;
-                m->n_prompt = (uint32_t)q->n_prompt;
-                q->started = true;
+    for (int i = 0; i < s->S; i++) {
+        s->act[i].in_step = false;
+        decoding += s->act[i].used && !s->act[i].cancelled && s->act[i].n_sent >= s->act[i].n_prompt;
+    }
+    for (int i = 0; i < s->S && rows < s->R && nseq < cap_seqs; i++) { /* decode rows */
+        seq_state *q = &s->act[i];
+        if (!q->used || q->in_flight || q->cancelled || q->n_sent < q->n_prompt) continue;
+        int32_t *nb = mb->new_blocks + (size_t)nseq * s->max_blocks;
+        int n_nb = 0;
+        int room = grow(s, i, q->n_sent + 1, nb, &n_nb);
+        if (room < q->n_sent + 1) continue; /* preempted, or no block this round */
+        add_rows(s, mb, nseq++, i, 1, nb, n_nb);
+        rows++;
+    }
+    int budget = s->R - rows;
+    if (decoding > 0 && budget > s->prefill_rows) budget = s->prefill_rows;
+    for (int pass = 0; pass < 2 && budget > 0; pass++) {
+        /* prompts by admission order; pass 0 gives each an even share */
+        int waiting = 0;
+        for (int i = 0; i < s->S; i++)
+            waiting += s->act[i].used && !s->act[i].cancelled && !s->act[i].in_flight &&
+                       s->act[i].n_sent < s->act[i].n_prompt;
+        if (waiting == 0) break;
+        int share = pass == 0 ? (budget + waiting - 1) / waiting : budget;
+        for (;;) {
+            int best = -1;
+            for (int i = 0; i < s->S; i++) {
+                seq_state *q = &s->act[i];
+                if (!q->used || q->cancelled || q->in_flight || q->n_sent >= q->n_prompt) continue;
+                if (q->in_step) continue;
+                if (best < 0 || q->order < s->act[best].order) best = i;
             }
-            q->n_sent += take;
-            q->in_flight = m->want_logits;
-            mb->has_prefill |= prefill;
-            mb->n_logits += m->want_logits;
-            mb->seq_ptrs[nseq++] = m;
+            if (best < 0 || budget <= 0 || nseq >= cap_seqs) break;
+            seq_state *q = &s->act[best];
+            int take = q->n_prompt - q->n_sent;
+            if (take > share) take = share;
+            if (take > budget) take = budget;
+            int32_t *nb = mb->new_blocks + (size_t)nseq * s->max_blocks;
+            int n_nb = 0;
+            int room = grow(s, best, q->n_sent + take, nb, &n_nb);
+            if (room < 0) continue;           /* it was preempted itself */
+            if (room <= q->n_sent) break;     /* no block for it this round */
+            if (take > room - q->n_sent) take = room - q->n_sent;
+            add_rows(s, mb, nseq++, best, take, nb, n_nb);
             rows += take;
+            budget -= take;
         }
+    }
     if (nseq == 0) return false;
     Loom__Step step = LOOM__STEP__INIT;
     step.protocol = LOOM_PROTOCOL;
@@ -403,9 +611,8 @@ static loom_status take_result(loom_scheduler *s, const mb_state *mb, const Loom
             for (size_t j = 0; q->logprobs && j < r->n_logprobs; j++) {
                 const Loom__TokenLogprobs *m = r->logprobs[j];
                 if (m->slot != (uint32_t)slot) continue;
-                tl = (loom_token_logprobs){m->logprob, (int)(m->n_top_ids < m->n_top_logprobs ? m->n_top_ids
-                                                                                               : m->n_top_logprobs),
-                                           m->top_ids, m->top_logprobs};
+                size_t nt = m->n_top_ids < m->n_top_logprobs ? m->n_top_ids : m->n_top_logprobs;
+                tl = (loom_token_logprobs){m->logprob, (int)nt, m->top_ids, m->top_logprobs};
                 lp = &tl;
             }
             s->cb.on_token(s->cb.user, q->id, tok, lp);
@@ -509,7 +716,7 @@ loom_status loom_engine_run(loom_engine *e, const loom_request *reqs, int n, con
     run_ctx c = {cb, results};
     loom_callbacks inner = {run_on_token, run_on_finish, run_is_eog, &c};
     loom_scheduler *s = NULL;
-    LOOM_TRY(loom_scheduler_create(e, &inner, &s));
+    LOOM_TRY(loom_scheduler_create(e, &inner, NULL, &s));
     loom_status st = NULL;
     for (int i = 0; i < n && !st; i++) {
         uint64_t id;

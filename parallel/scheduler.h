@@ -6,17 +6,30 @@
  * of waiting requests, the running sequences (one per KV slot) and a ring of
  * micro-batches in flight through the pipeline. Each call to
  * loom_scheduler_step() does one thing: admit what fits, then either build
- * and launch the next micro-batch — one row per decoding sequence first,
- * then chunks of prompts still being prefilled (chunked prefill, as vLLM
- * does), about n_active / n_stages sequences so that every stage has work —
- * or wait for the oldest micro-batch in flight and take its tokens. With
- * several stages, up to n_stages micro-batches are in flight: stage s works
- * on micro-batch m while stage s+1 works on m-1.
+ * and launch the next micro-batch or wait for the oldest one in flight and
+ * take its tokens. With several stages, up to n_stages micro-batches are in
+ * flight: stage s works on micro-batch m while stage s+1 works on m-1, and
+ * each micro-batch carries about n_active / n_stages sequences.
  *
- * A sequence is admitted when a slot and the KV blocks for its whole budget
- * (prompt + max_tokens, capped by the context) are free, so a running
- * sequence never runs out of cache; a request that cannot fit even in an
- * empty cache finishes alone with a clear reason.
+ * A micro-batch (continuous batching with chunked prefill, as vLLM does):
+ * one row for every decoding sequence first, then chunks of prompts in
+ * arrival order within what is left of the row budget (batch_rows; at most
+ * prefill_rows while any sequence is decoding, so a long prompt cannot
+ * stall everyone's streams), each prompt taking at most an even share of it
+ * while others wait.
+ *
+ * KV blocks come from the engine's block pool as sequences grow, not
+ * reserved for max_tokens up front. A request is admitted when a slot is
+ * free and its prompt's blocks are (beyond a 1 % watermark, unless nothing
+ * else runs). Prompts start with the full blocks the prefix cache already
+ * holds (kv_blocks.h): only the rest is computed, and at least the last
+ * prompt token always is. When a growing sequence finds no free block, the
+ * most recently admitted sequence is preempted: its blocks go back (its
+ * full ones stay in the prefix cache), and it waits at the head of the
+ * queue to be recomputed — prompt and tokens so far — and continues where
+ * it was, without repeating a token to its callbacks. A request whose
+ * prompt cannot fit even in an empty cache finishes alone with a clear
+ * reason.
  *
  * Tokens and endings are reported through callbacks, called from inside
  * loom_scheduler_step() on the calling thread. Stop reasons follow the
@@ -85,12 +98,19 @@ typedef struct {
     double comm_s;         /* coordinator: time in TP collectives */
     double transfer_s;     /* coordinator: time in stage transfers and results */
     int64_t steps;
+    int64_t preemptions;   /* sequences preempted for KV blocks */
+    int64_t prefix_queries, prefix_hits; /* prompt tokens looked up in / found in the prefix cache */
 } loom_run_stats;
 
 typedef struct loom_scheduler loom_scheduler;
 
-/* Coordinator only. Borrows the engine and copies cb. */
-loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, loom_scheduler **out) LOOM_MUST_USE;
+typedef struct {
+    int prefill_rows; /* prompt rows per step at most while a sequence decodes; 0 = the batch */
+} loom_scheduler_options;
+
+/* Coordinator only. Borrows the engine and copies cb; o may be NULL (defaults). */
+loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, const loom_scheduler_options *o,
+                                  loom_scheduler **out) LOOM_MUST_USE;
 /* Frees the scheduler; requests still waiting or running are dropped
  * without callbacks (their KV blocks are released). */
 void loom_scheduler_free(loom_scheduler *s);
@@ -113,9 +133,11 @@ bool loom_scheduler_cancel(loom_scheduler *s, uint64_t id);
  * scheduler refuses further work. */
 loom_status loom_scheduler_step(loom_scheduler *s) LOOM_MUST_USE;
 
-/* Requests waiting plus running. */
+/* Requests waiting plus running; running ones. */
 int loom_scheduler_pending(const loom_scheduler *s);
 int loom_scheduler_running(const loom_scheduler *s);
+/* Share of KV blocks held by sequences (0..1). */
+double loom_scheduler_kv_usage(const loom_scheduler *s);
 /* Counters since creation (comm_s/transfer_s: the engine's, since creation). */
 loom_run_stats loom_scheduler_stats(const loom_scheduler *s);
 

@@ -107,6 +107,25 @@ void loom_kv_release(loom_kv_cache *kv, int seq) {
     kv->n_seq_blocks[seq] = 0;
 }
 
+loom_status loom_kv_assign(loom_kv_cache *kv, int seq, const int32_t *blocks, int n) {
+    if (seq < 0 || seq >= kv->cfg.max_seqs)
+        return loom_error(LOOM_ERR_INVALID, "KV slot %d is out of range (0..%d)", seq, kv->cfg.max_seqs - 1);
+    if (n < 0 || kv->n_seq_blocks[seq] + n > kv->max_blocks_per_seq)
+        return loom_error(LOOM_ERR_CONTEXT, "KV slot %d would hold %d blocks of %d tokens; the context allows %d", seq,
+                          kv->n_seq_blocks[seq] + n, kv->cfg.block_tokens, kv->max_blocks_per_seq);
+    for (int i = 0; i < n; i++)
+        if (blocks[i] < 0 || blocks[i] >= kv->cfg.n_blocks)
+            return loom_error(LOOM_ERR_INVALID, "KV block %d is out of range (0..%d)", blocks[i], kv->cfg.n_blocks - 1);
+    int32_t *table = kv->tables + (size_t)seq * kv->max_blocks_per_seq;
+    memcpy(table + kv->n_seq_blocks[seq], blocks, (size_t)n * sizeof *blocks);
+    kv->n_seq_blocks[seq] += n;
+    return NULL;
+}
+
+void loom_kv_clear(loom_kv_cache *kv, int seq) {
+    if (seq >= 0 && seq < kv->cfg.max_seqs) kv->n_seq_blocks[seq] = 0;
+}
+
 int loom_kv_free_blocks(const loom_kv_cache *kv) { return kv->n_free; }
 int loom_kv_capacity(const loom_kv_cache *kv, int seq) { return kv->n_seq_blocks[seq] * kv->cfg.block_tokens; }
 const int32_t *loom_kv_table(const loom_kv_cache *kv, int seq) {

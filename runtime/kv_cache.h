@@ -19,6 +19,14 @@
  * element offsets. Fresh memory reads as zeros; slots never written keep
  * whatever was there before (attention reads keys of slots it then masks).
  *
+ * Two ways to manage the blocks — one per cache, never both:
+ *   - self-managed: loom_kv_reserve / loom_kv_release take and return blocks
+ *     from the cache's own free list (tests, one process);
+ *   - pool-managed: an allocator elsewhere (the coordinator's block pool,
+ *     kv_blocks.h, which can share blocks between sequences) decides, and
+ *     every rank applies its decisions with loom_kv_assign / loom_kv_clear,
+ *     which only edit the slot's table.
+ *
  * Running out of blocks is a reported condition (LOOM_ERR_KV_FULL, nothing
  * changed), never a crash; a sequence longer than max_ctx is LOOM_ERR_CONTEXT.
  */
@@ -63,6 +71,12 @@ int loom_kv_blocks_missing(const loom_kv_cache *kv, int seq, int n_tokens);
 /* Returns all blocks of slot `seq` to the free list. */
 void loom_kv_release(loom_kv_cache *kv, int seq);
 int loom_kv_free_blocks(const loom_kv_cache *kv);
+
+/* Pool-managed: appends blocks[0..n) to slot `seq`'s table. Fails (nothing
+ * changed) for an id out of range or a table longer than the context. */
+loom_status loom_kv_assign(loom_kv_cache *kv, int seq, const int32_t *blocks, int n) LOOM_MUST_USE;
+/* Pool-managed: empties slot `seq`'s table (the blocks are the pool's). */
+void loom_kv_clear(loom_kv_cache *kv, int seq);
 /* Positions slot `seq` has blocks for. */
 int loom_kv_capacity(const loom_kv_cache *kv, int seq);
 

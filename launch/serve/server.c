@@ -244,12 +244,14 @@ static void update_gauges(srv *s) {
     int running = loom_scheduler_running(s->sched), pending = loom_scheduler_pending(s->sched);
     s->sched_waiting = pending - running;
     s->sched_pending = pending;
-    const loom_kv_config *kc = loom_kv_config_of(loom_engine_kv(s->e));
-    int free_blocks = loom_kv_free_blocks(loom_engine_kv(s->e));
+    loom_run_stats rs = loom_scheduler_stats(s->sched);
     pthread_mutex_lock(&s->metrics.mu);
     s->metrics.running = running;
     s->metrics.waiting = s->sched_waiting + s->n_queued;
-    s->metrics.kv_usage = kc->n_blocks > 0 ? 1.0 - (double)free_blocks / kc->n_blocks : 0;
+    s->metrics.kv_usage = loom_scheduler_kv_usage(s->sched);
+    s->metrics.preemptions = (uint64_t)rs.preemptions;
+    s->metrics.prefix_queries = (uint64_t)rs.prefix_queries;
+    s->metrics.prefix_hits = (uint64_t)rs.prefix_hits;
     pthread_mutex_unlock(&s->metrics.mu);
 }
 
@@ -340,7 +342,8 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
     pthread_cond_init(&s->work, NULL);
     loom_callbacks cb = {.on_token = on_token, .on_finish = on_finish, .is_eog = is_eog, .user = s};
     loom_status st = srv_metrics_init(&s->metrics, loom_cluster_size(cluster));
-    if (!st) st = loom_scheduler_create(e, &cb, &s->sched);
+    loom_scheduler_options schedo = {.prefill_rows = o->prefill_rows};
+    if (!st) st = loom_scheduler_create(e, &cb, &schedo, &s->sched);
     bool thread = false;
     if (!st) {
         thread = pthread_create(&s->sched_thread, NULL, sched_main, s) == 0;

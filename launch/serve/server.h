@@ -41,6 +41,7 @@ typedef struct {
     int64_t max_body;          /* request body bytes at most (then 413) */
     int max_connections;
     double drain_timeout_s;    /* at shutdown, running requests get this long to finish */
+    int prefill_rows;          /* prompt rows per step while others decode (0: the batch) */
 } loom_server_options;
 
 /* Serves until a shutdown signal; the engine, tokenizer and template (may
