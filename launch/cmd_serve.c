@@ -17,7 +17,7 @@
 int cmd_serve(int argc, char **argv) {
     const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *name = NULL, *kv_type = "f16";
     int64_t port = 8080, threads = loom_cpu_count(), ctx = 4096, seqs = 16, batch = 256, tp = 1, pp = 1,
-            max_queue = 256, max_body = 8 << 20, max_conn = 512, prefill_rows = 64;
+            max_queue = 256, max_body = 8 << 20, max_conn = 512, prefill_rows = 64, kv_blocks = 0;
     double watchdog = 30, drain = 60;
     bool no_prefix = false;
     const loom_arg args[] = {
@@ -34,6 +34,9 @@ int cmd_serve(int argc, char **argv) {
          "prompt rows per step while other sequences decode (bounds their inter-token stall); 0 = --batch"},
         {"--no-prefix-cache", LOOM_ARG_FLAG, &no_prefix, NULL, "do not reuse the KV blocks of earlier prompts"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "f16|f32", "KV cache element type"},
+        {"--kv-blocks", LOOM_ARG_INT, &kv_blocks, "N",
+         "KV cache blocks of 16 positions per rank (0: every sequence can fill its context); fewer admit\n"
+         "more sequences than memory for all of them, preempting the newest when it runs out"},
         {"--max-queue", LOOM_ARG_INT, &max_queue, "N", "requests waiting for a sequence slot at most; then 429"},
         {"--max-body", LOOM_ARG_BYTES, &max_body, "BYTES", "request body size at most; then 413"},
         {"--max-connections", LOOM_ARG_INT, &max_conn, "N", "open HTTP connections at most"},
@@ -57,6 +60,7 @@ int cmd_serve(int argc, char **argv) {
     if (seqs < 1 || seqs > 4096) return loom_usage_error("serve: --sequences must be 1..4096");
     if (batch < 1 || batch > 65536) return loom_usage_error("serve: --batch must be 1..65536");
     if (prefill_rows < 0 || prefill_rows > 65536) return loom_usage_error("serve: --prefill-rows must be 0..65536");
+    if (kv_blocks < 0 || kv_blocks > (1 << 30)) return loom_usage_error("serve: --kv-blocks must be >= 0");
     if (max_queue < 1 || max_queue > (1 << 20)) return loom_usage_error("serve: --max-queue must be 1..1048576");
     if (max_body < 1024) return loom_usage_error("serve: --max-body must be at least 1K");
     if (max_conn < 1 || max_conn > 65536) return loom_usage_error("serve: --max-connections must be 1..65536");
@@ -84,6 +88,7 @@ int cmd_serve(int argc, char **argv) {
     co.engine.kv_type = kvt;
     co.engine.batch_rows = (int)batch;
     co.engine.prefix_cache = !no_prefix;
+    co.engine.kv_blocks = (int)kv_blocks;
     loom_cluster *cluster = NULL;
     loom_status st = loom_cluster_start(&co, &cluster);
     if (st) return loom_fail("serve", st);

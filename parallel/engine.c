@@ -130,7 +130,7 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
             .head_dim = e->cfg.head_dim,
             .type = o->kv_type,
             .block_tokens = o->block_tokens,
-            .n_blocks = loom_kv_blocks_for(o->max_seqs, o->ctx_size, o->block_tokens),
+            .n_blocks = loom_engine_kv_blocks(o),
             .max_seqs = slots,
             .max_ctx = o->ctx_size,
         };

@@ -19,7 +19,14 @@ typedef struct {
     int batch_rows;    /* rows per forward call at most (prefill chunk) */
     int block_tokens;  /* KV block size */
     bool prefix_cache; /* coordinator: full KV blocks are found again by their tokens */
+    int kv_blocks;     /* KV blocks per rank; 0: every sequence can fill its context */
 } loom_engine_options;
+
+/* The KV blocks an engine with options o holds. */
+static inline int loom_engine_kv_blocks(const loom_engine_options *o) {
+    if (o->kv_blocks > 0) return o->kv_blocks;
+    return o->max_seqs * ((o->ctx_size + o->block_tokens - 1) / o->block_tokens);
+}
 
 /* The CPUs this process may use, context 4096, 8 sequences, F16 KV cache in
  * blocks of 16 positions, 256 rows per forward call, prefix cache on. */

@@ -37,7 +37,12 @@ loom_status loom_plan_check_request(const loom_plan_model *m, const loom_plan_re
         return loom_error(LOOM_ERR_INVALID, "KV cache type %s is not supported (f16, f32)", loom_type_name(r->engine.kv_type));
     if (r->max_memory < 0)
         return loom_error(LOOM_ERR_INVALID, "memory limit %" PRId64 " is negative (0 means no limit)", r->max_memory);
-    int64_t blocks = (int64_t)r->engine.max_seqs * ((r->engine.ctx_size + r->engine.block_tokens - 1) / r->engine.block_tokens);
+    if (r->engine.kv_blocks < 0) return loom_error(LOOM_ERR_INVALID, "KV blocks %d must be >= 0", r->engine.kv_blocks);
+    int64_t per_seq = (r->engine.ctx_size + r->engine.block_tokens - 1) / r->engine.block_tokens;
+    int64_t blocks = r->engine.kv_blocks > 0 ? r->engine.kv_blocks : (int64_t)r->engine.max_seqs * per_seq;
+    if (r->engine.kv_blocks > 0 && r->engine.kv_blocks < per_seq)
+        return loom_error(LOOM_ERR_INVALID, "%d KV blocks of %d positions cannot hold one sequence of %d positions (%" PRId64
+                          " blocks)", r->engine.kv_blocks, r->engine.block_tokens, r->engine.ctx_size, per_seq);
     if (blocks > INT_MAX)
         return loom_error(LOOM_ERR_INVALID, "%d sequences of %d positions need %" PRId64 " KV blocks of %d, over %d",
                           r->engine.max_seqs, r->engine.ctx_size, blocks, r->engine.block_tokens, INT_MAX);
@@ -325,7 +330,7 @@ loom_status loom_plan_alloc(const loom_plan_model *m, const loom_plan_request *r
     p->req = *req;
     p->req.engine.n_threads = 0;        /* each rank's own choice: not planned, not sent */
     p->req.engine.prefix_cache = false; /* the coordinator's alone */
-    p->kv_blocks = loom_kv_blocks_for(req->engine.max_seqs, req->engine.ctx_size, req->engine.block_tokens);
+    p->kv_blocks = loom_engine_kv_blocks(&req->engine);
     *out = p;
     return NULL;
 }

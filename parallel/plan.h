@@ -140,7 +140,7 @@ typedef struct loom_plan {
     uint64_t model_hash;
     loom_model_config cfg;   /* the model planned for */
     loom_plan_request req;   /* tp, pp, context, sequences, KV type, batch, memory */
-    int kv_blocks;           /* per rank: loom_kv_blocks_for(max_seqs, ctx_size, block_tokens) */
+    int kv_blocks;           /* per rank: loom_engine_kv_blocks(&req.engine) */
     loom_stage_plan *stages; /* (pp) */
     loom_rank_plan *ranks;   /* (world) indexed by world rank */
     int *grid;               /* (pp, tp) world rank of (stage, tp rank) */

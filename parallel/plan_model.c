@@ -189,7 +189,7 @@ static int64_t shard_kv_bytes(const loom_plan_model *m, const loom_plan_request 
         .head_dim = m->cfg.head_dim,
         .type = r->engine.kv_type,
         .block_tokens = r->engine.block_tokens,
-        .n_blocks = loom_kv_blocks_for(r->engine.max_seqs, r->engine.ctx_size, r->engine.block_tokens),
+        .n_blocks = loom_engine_kv_blocks(&r->engine),
         .max_seqs = r->engine.max_seqs,
         .max_ctx = r->engine.ctx_size,
     };

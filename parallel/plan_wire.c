@@ -84,6 +84,7 @@ loom_status loom_plan_encode(const loom_plan *p, uint8_t **buf, size_t *len) {
     msg.block_tokens = (uint32_t)p->req.engine.block_tokens;
     msg.batch_rows = (uint32_t)p->req.engine.batch_rows;
     msg.max_memory = (uint64_t)p->req.max_memory;
+    msg.kv_blocks = (uint32_t)p->req.engine.kv_blocks;
     msg.n_stages = (size_t)p->pp;
     msg.stages = stage_ptrs;
     msg.n_ranks = (size_t)p->world;
@@ -254,6 +255,8 @@ static loom_status from_message(const Loom__ShardPlan *msg, const loom_plan_mode
     req.engine.block_tokens = (int)msg->block_tokens;
     req.engine.batch_rows = (int)msg->batch_rows;
     req.engine.kv_type = (loom_type)msg->kv_type;
+    if (msg->kv_blocks > INT_MAX) return BAD("kv_blocks %u out of range", msg->kv_blocks);
+    req.engine.kv_blocks = (int)msg->kv_blocks;
     req.max_memory = (int64_t)msg->max_memory;
     LOOM_TRY(loom_error_wrap(loom_plan_check_request(m, &req), "shard plan"));
 
