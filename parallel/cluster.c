@@ -205,6 +205,10 @@ loom_status loom_cluster_start(const loom_cluster_options *o, loom_cluster **out
     loom_status st = NULL;
     if (c->mpi) {
         st = loom_mpi_init(NULL, NULL);
+        /* after a failed start MPI ends at exit, once the caller has printed
+         * why (Open MPI may stop the peers of a finalized rank at once) */
+        static bool registered;
+        if (!registered) registered = atexit(loom_mpi_finalize) == 0;
         if (!st) st = loom_comm_mpi_create(MPI_COMM_WORLD, "world", &c->world);
         if (!st) loom_status_set_rank(c->world->rank);
         if (!st && c->world->size == 1 && (int64_t)o->tp * o->pp > 1)
@@ -214,6 +218,7 @@ loom_status loom_cluster_start(const loom_cluster_options *o, loom_cluster **out
         st = loom_comm_self_create(&c->world);
     }
     if (st) {
+        c->mpi = false; /* finalized at exit */
         loom_cluster_free(c);
         return st;
     }
@@ -228,6 +233,9 @@ loom_status loom_cluster_start(const loom_cluster_options *o, loom_cluster **out
         if (!st) c->topo = loom_topology_single(&cfg);
     }
     if (st) {
+        if (c->mpi) MPI_Barrier(loom_comm_mpi_handle(c->world));
+        loom_watchdog_stop(c->wd);
+        c->mpi = false; /* finalized at exit */
         loom_cluster_free(c);
         return st;
     }

@@ -71,6 +71,7 @@ struct loom_scheduler {
     mb_state *mbs;             /* (P) ring of micro-batches in flight */
     int head, inflight;
     uint32_t *pending_release; /* (S) slots freed since the last launch */
+    bool *release_pending;     /* (S) slot i is in pending_release */
     int n_pending_release;
     uint32_t *res_slots;       /* (S) result arrays of a one-stage step */
     int32_t *res_tokens;
@@ -103,9 +104,10 @@ loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, cons
     s->act = calloc(S, sizeof *s->act);
     s->mbs = calloc((size_t)s->P, sizeof *s->mbs);
     s->pending_release = malloc(S * sizeof(uint32_t));
+    s->release_pending = calloc(S, sizeof(bool));
     s->res_slots = malloc(S * sizeof(uint32_t));
     s->res_tokens = malloc(S * sizeof(int32_t));
-    bool ok = s->act && s->mbs && s->pending_release && s->res_slots && s->res_tokens;
+    bool ok = s->act && s->mbs && s->pending_release && s->release_pending && s->res_slots && s->res_tokens;
     for (size_t i = 0; ok && i < S; i++) {
         s->act[i].blocks = malloc(MB * sizeof(int32_t));
         s->act[i].hash = malloc(MB * sizeof(uint64_t));
@@ -124,6 +126,10 @@ loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, cons
         loom_scheduler_free(s);
         return loom_error(LOOM_ERR_NOMEM, "out of memory for %d sequences", s->S);
     }
+    /* the first step clears every slot's table on every rank: a scheduler
+     * before this one may have ended with releases it never sent */
+    for (int i = 0; i < s->S; i++) s->pending_release[i] = (uint32_t)i, s->release_pending[i] = true;
+    s->n_pending_release = s->S;
     loom_engine_comm_time(e, &s->tp0, &s->pp0);
     s->t_mark = loom_now_s();
     *out = s;
@@ -157,6 +163,7 @@ void loom_scheduler_free(loom_scheduler *s) {
     }
     free(s->mbs);
     free(s->pending_release);
+    free(s->release_pending);
     free(s->res_slots);
     free(s->res_tokens);
     free(s);
@@ -265,7 +272,10 @@ static void vacate(loom_scheduler *s, int slot) {
     uint64_t *hash = q->hash;
     memset(q, 0, sizeof *q);
     q->blocks = blocks, q->hash = hash;
-    s->pending_release[s->n_pending_release++] = (uint32_t)slot;
+    if (!s->release_pending[slot]) {
+        s->release_pending[slot] = true;
+        s->pending_release[s->n_pending_release++] = (uint32_t)slot;
+    }
     s->n_active--;
 }
 
@@ -573,6 +583,7 @@ static bool build_step(loom_scheduler *s, mb_state *mb) {
     memcpy(mb->release, s->pending_release, sizeof(uint32_t) * (size_t)s->n_pending_release);
     step.release = mb->release;
     step.n_release = (size_t)s->n_pending_release;
+    for (int i = 0; i < s->n_pending_release; i++) s->release_pending[s->pending_release[i]] = false;
     s->n_pending_release = 0;
     step.seqs = mb->seq_ptrs;
     step.n_seqs = (size_t)nseq;

@@ -1,0 +1,276 @@
+/*
+ * tests/test_serve.c — the server's pure parts: OpenAI request parsing,
+ * stop strings over streamed pieces, the KV block pool and prefix cache,
+ * and the sampler's penalties and log-probabilities.
+ */
+#include <criterion/criterion.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "launch/serve/openai.h"
+#include "launch/serve/stop.h"
+#include "runtime/kv_blocks.h"
+#include "runtime/sampler.h"
+
+/* ------------------------------------------------------------ parsing */
+
+static bool parse(srv_kind k, const char *body, srv_params *p, srv_error *e) {
+    return srv_parse_request(k, body, strlen(body), 42, p, e);
+}
+
+Test(openai, chat_defaults_and_fields) {
+    srv_params p;
+    srv_error e;
+    cr_assert(parse(SRV_CHAT,
+                    "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":7,"
+                    "\"temperature\":0,\"stop\":\"\\n\",\"logprobs\":true,\"top_logprobs\":3,\"seed\":-1,"
+                    "\"stream\":true,\"stream_options\":{\"include_usage\":true},\"unknown_field\":[1,2]}",
+                    &p, &e),
+              "%s", e.message);
+    cr_assert_str_eq(p.model, "m");
+    cr_assert_eq(p.max_tokens, 7);
+    cr_assert_eq(p.sampling.temperature, 0.0f);
+    cr_assert_eq(p.sampling.top_p, 1.0f, "OpenAI's default top_p");
+    cr_assert_eq(p.n_stop, 1);
+    cr_assert_str_eq(p.stop[0], "\n");
+    cr_assert(p.logprobs && p.top_logprobs == 3 && p.stream && p.include_usage);
+    cr_assert_eq(p.sampling.seed, UINT64_MAX, "seed -1 is a seed like any other");
+    srv_params_free(&p);
+    cr_assert(parse(SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &p, &e));
+    cr_assert_eq(p.max_tokens, -1);
+    cr_assert_eq(p.sampling.temperature, 1.0f);
+    cr_assert_eq(p.sampling.seed, 42u, "the server's seed when none is given");
+    srv_params_free(&p);
+}
+
+Test(openai, max_completion_tokens_wins_and_content_parts) {
+    srv_params p;
+    srv_error e;
+    cr_assert(parse(SRV_CHAT,
+                    "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+                    "{\"type\":\"text\",\"text\":\"b\"}]}],\"max_tokens\":5,\"max_completion_tokens\":9}",
+                    &p, &e),
+              "%s", e.message);
+    cr_assert_eq(p.max_tokens, 9);
+    const char *text;
+    char *owned;
+    cr_assert(srv_message_text(json_object_get(json_array_get(p.messages, 0), "content"), &text, &owned, &e));
+    cr_assert_str_eq(text, "ab");
+    free(owned);
+    srv_params_free(&p);
+}
+
+Test(openai, completions_prompt_shapes) {
+    srv_params p;
+    srv_error e;
+    cr_assert(parse(SRV_COMPLETION, "{\"prompt\":[\"x\",\"y\"],\"logprobs\":2}", &p, &e), "%s", e.message);
+    cr_assert_eq(p.n_prompts, 2);
+    cr_assert_str_eq(p.prompts[1].text, "y");
+    cr_assert(p.logprobs && p.top_logprobs == 2);
+    srv_params_free(&p);
+    cr_assert(parse(SRV_COMPLETION, "{\"prompt\":[1,2,3]}", &p, &e), "%s", e.message);
+    cr_assert(p.n_prompts == 1 && p.prompts[0].n_ids == 3 && p.prompts[0].ids[2] == 3);
+    srv_params_free(&p);
+    cr_assert(parse(SRV_COMPLETION, "{\"prompt\":[[1],[2,3]]}", &p, &e), "%s", e.message);
+    cr_assert(p.n_prompts == 2 && p.prompts[1].n_ids == 2);
+    srv_params_free(&p);
+}
+
+/* Each bad body is refused with 400 and names the field where there is one. */
+Test(openai, bad_requests) {
+    static const struct {
+        srv_kind k;
+        const char *body, *param;
+    } cases[] = {
+        {SRV_CHAT, "{", NULL},
+        {SRV_CHAT, "[]", NULL},
+        {SRV_CHAT, "{\"messages\":\"hi\"}", "messages"},
+        {SRV_CHAT, "{\"messages\":[]}", "messages"},
+        {SRV_CHAT, "{}", "messages"},
+        {SRV_CHAT, "{\"messages\":[{\"content\":\"x\"}]}", "messages"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", "messages"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":\"hot\"}", "temperature"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":3}", "temperature"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":0}", "top_p"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":0}", "max_tokens"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":1.5}", "max_tokens"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}", "n"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"presence_penalty\":2.5}", "presence_penalty"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[1]}", "stop"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", "top_logprobs"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":21}",
+         "top_logprobs"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream_options\":{}}", "stream_options"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":1}", "stream"},
+        {SRV_COMPLETION, "{}", "prompt"},
+        {SRV_COMPLETION, "{\"prompt\":[]}", "prompt"},
+        {SRV_COMPLETION, "{\"prompt\":[-1]}", "prompt"},
+        {SRV_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":true}", "logprobs"},
+        {SRV_COMPLETION, "{\"prompt\":\"x\",\"echo\":true}", "echo"},
+        {SRV_COMPLETION, "{\"prompt\":\"x\",\"best_of\":3}", "best_of"},
+        {SRV_COMPLETION, "{\"prompt\":\"x\",\"model\":7}", "model"},
+        {SRV_COMPLETION, "{\"prompt\":\"\xff\"}", NULL}, /* not UTF-8 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        srv_params p;
+        srv_error e;
+        cr_assert(!parse(cases[i].k, cases[i].body, &p, &e), "accepted %s", cases[i].body);
+        cr_assert_eq(e.status, 400, "%s: status %d", cases[i].body, e.status);
+        if (cases[i].param) cr_assert(e.param && !strcmp(e.param, cases[i].param), "%s: param %s", cases[i].body, e.param);
+        char *j = srv_error_json(&e);
+        json_t *o = j ? json_loads(j, 0, NULL) : NULL;
+        cr_assert(o && json_is_string(json_object_get(json_object_get(o, "error"), "message")), "envelope %s", j);
+        json_decref(o);
+        free(j);
+    }
+}
+
+/* ------------------------------------------------------------ stop strings */
+
+static char *run_stop(const char *const *pieces, int n, char *const *stops, int n_stops, bool *matched) {
+    srv_stop s;
+    srv_stop_init(&s, stops, n_stops);
+    loom_strbuf out = {0};
+    for (int i = 0; i < n; i++) cr_assert_null(srv_stop_push(&s, pieces[i], strlen(pieces[i]), &out));
+    cr_assert_null(srv_stop_flush(&s, &out));
+    *matched = s.matched;
+    srv_stop_free(&s);
+    char *r = strdup(out.data ? out.data : "");
+    loom_strbuf_free(&out);
+    return r;
+}
+
+Test(stop, split_across_pieces_and_held_back) {
+    char *stops[] = {"END", "\n\n"};
+    bool m;
+    const char *a[] = {"Hello E", "N", "D more"};
+    char *r = run_stop(a, 3, stops, 2, &m);
+    cr_assert(m);
+    cr_assert_str_eq(r, "Hello ");
+    free(r);
+    const char *b[] = {"Hello E", "Nx"}; /* a false start is released */
+    r = run_stop(b, 2, stops, 2, &m);
+    cr_assert(!m);
+    cr_assert_str_eq(r, "Hello ENx");
+    free(r);
+    const char *c[] = {"a\n", "\nb"};
+    r = run_stop(c, 2, stops, 2, &m);
+    cr_assert(m);
+    cr_assert_str_eq(r, "a");
+    free(r);
+    const char *d[] = {"tail E"}; /* held back until the end, then released */
+    r = run_stop(d, 1, stops, 2, &m);
+    cr_assert(!m);
+    cr_assert_str_eq(r, "tail E");
+    free(r);
+}
+
+Test(stop, holds_back_only_what_could_match) {
+    char *stops[] = {"abc"};
+    srv_stop s;
+    srv_stop_init(&s, stops, 1);
+    loom_strbuf out = {0};
+    cr_assert_null(srv_stop_push(&s, "xxab", 4, &out));
+    cr_assert_eq(out.len, 2, "'ab' may start 'abc': held");
+    cr_assert_null(srv_stop_push(&s, "x", 1, &out));
+    cr_assert_str_eq(out.data, "xxabx");
+    srv_stop_free(&s);
+    loom_strbuf_free(&out);
+}
+
+/* ------------------------------------------------------------ the block pool */
+
+Test(kv_blocks, refcounts_cache_and_lru_eviction) {
+    loom_kv_blocks *p;
+    cr_assert_null(loom_kv_blocks_create(3, 2, true, &p));
+    int32_t a = loom_kv_blocks_alloc(p), b = loom_kv_blocks_alloc(p), c = loom_kv_blocks_alloc(p);
+    cr_assert(a == 0 && b == 1 && c == 2, "lowest ids first");
+    cr_assert_eq(loom_kv_blocks_alloc(p), -1, "a dry pool says so");
+    int32_t t1[2] = {5, 6}, t2[2] = {7, 8};
+    uint64_t h1 = loom_kv_blocks_hash(p, 0, t1), h2 = loom_kv_blocks_hash(p, h1, t2);
+    cr_assert_neq(h1, loom_kv_blocks_hash(p, 1, t1), "the parent is part of the hash");
+    loom_kv_blocks_publish(p, a, h1, t1);
+    loom_kv_blocks_publish(p, b, h2, t2);
+    loom_kv_blocks_unref(p, a);
+    loom_kv_blocks_unref(p, b);
+    loom_kv_blocks_unref(p, c);
+    cr_assert_eq(loom_kv_blocks_available(p), 3, "cached blocks without references count as available");
+    cr_assert_eq(loom_kv_blocks_find(p, h1, t2), -1, "same hash, other tokens: no hit");
+    cr_assert_eq(loom_kv_blocks_find(p, h1, t1), a);
+    cr_assert_eq(loom_kv_blocks_available(p), 2);
+    cr_assert_eq(loom_kv_blocks_alloc(p), c, "free blocks go before cached ones");
+    cr_assert_eq(loom_kv_blocks_alloc(p), b, "then the least recently used cached one");
+    cr_assert_eq(loom_kv_blocks_find(p, h2, t2), -1, "an evicted block is no longer found");
+    loom_kv_blocks_unref(p, a);
+    cr_assert_eq(loom_kv_blocks_find(p, h1, t1), a, "still cached after its references went");
+    loom_kv_blocks_free(p);
+}
+
+Test(kv_blocks, no_cache_means_no_hits) {
+    loom_kv_blocks *p;
+    cr_assert_null(loom_kv_blocks_create(2, 4, false, &p));
+    int32_t t[4] = {1, 2, 3, 4}, a = loom_kv_blocks_alloc(p);
+    uint64_t h = loom_kv_blocks_hash(p, 0, t);
+    loom_kv_blocks_publish(p, a, h, t);
+    cr_assert_eq(loom_kv_blocks_find(p, h, t), -1);
+    loom_kv_blocks_unref(p, a);
+    cr_assert_eq(loom_kv_blocks_available(p), 2);
+    loom_kv_blocks_free(p);
+}
+
+/* ------------------------------------------------------------ sampler extras */
+
+Test(sampler_extra, presence_and_frequency_penalties_count_output_only) {
+    loom_sampling_params sp = loom_sampling_defaults();
+    sp.temperature = 0;
+    sp.frequency_penalty = 1.0f;
+    loom_sampler *s;
+    cr_assert_null(loom_sampler_create(&sp, 4, &s));
+    loom_sampler_accept(s, 0); /* a prompt token: not penalised */
+    float l[4] = {3.0f, 2.5f, 0, 0};
+    cr_assert_eq(loom_sampler_sample(s, l), 0);
+    loom_sampler_accept_output(s, 0);
+    float l2[4] = {3.0f, 2.5f, 0, 0};
+    cr_assert_eq(loom_sampler_sample(s, l2), 1, "3 - 1 x 1 < 2.5");
+    cr_assert_float_eq(l2[0], 2.0f, 1e-6);
+    loom_sampler_free(s);
+    cr_assert(!loom_sampling_is_plain_greedy(&sp));
+    sp.frequency_penalty = 3;
+    cr_assert_not_null(loom_sampling_check(&sp), "penalties are limited to [-2, 2]");
+}
+
+Test(sampler_extra, logprobs_are_a_log_softmax_with_sorted_alternatives) {
+    float l[5] = {1, 3, 2, 3, NAN};
+    float lp, top[3];
+    int32_t ids[3];
+    loom_logprobs(l, 5, 2, 3, &lp, ids, top);
+    double lse = log(exp(1) + exp(3) + exp(2) + exp(3));
+    cr_assert_float_eq(lp, 2 - lse, 1e-5);
+    cr_assert(ids[0] == 1 && ids[1] == 3 && ids[2] == 2, "ties to the lower id: %d %d %d", ids[0], ids[1], ids[2]);
+    cr_assert_float_eq(top[0], 3 - lse, 1e-5);
+}
+
+Test(sampler_extra, skip_continues_the_random_stream) {
+    loom_sampling_params sp = loom_sampling_defaults();
+    sp.top_k = 0, sp.top_p = 1, sp.min_p = 0, sp.seed = 9;
+    float base[16];
+    for (int i = 0; i < 16; i++) base[i] = (float)(i % 5);
+    loom_sampler *a, *b;
+    cr_assert_null(loom_sampler_create(&sp, 16, &a));
+    cr_assert_null(loom_sampler_create(&sp, 16, &b));
+    float l[16];
+    int32_t seq[6];
+    for (int k = 0; k < 6; k++) {
+        memcpy(l, base, sizeof l);
+        seq[k] = loom_sampler_sample(a, l);
+    }
+    loom_sampler_skip(b, 4);
+    for (int k = 4; k < 6; k++) {
+        memcpy(l, base, sizeof l);
+        cr_assert_eq(loom_sampler_sample(b, l), seq[k], "draw %d after skipping 4", k);
+    }
+    loom_sampler_free(a);
+    loom_sampler_free(b);
+}
