@@ -36,6 +36,10 @@ struct loom_engine {
     uint32_t *res_slots;              /* (max_seqs + 1) a worker's StepResult arrays */
     int32_t *res_tokens;
     double busy_s;                    /* in apply_step after the inputs arrived */
+    double t_start;                   /* creation */
+    bool report_wanted;               /* coordinator: mark the next launched step */
+    int report_state;                 /* coordinator: 0 none, 1 posted, 2 came back */
+    double *reports;                  /* coordinator: (world, 4) the ranks' figures */
     /* teacher-forced scoring */
     float *score_dst;                 /* coordinator: where the logits of a scoring step go */
     const float *score_rows;          /* leader: logits (score_n, vocab) of the last scoring step */
@@ -148,6 +152,7 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
         return st;
     }
     prefault_weights(e->w, progress, user);
+    e->t_start = loom_now_s();
     *out = e;
     return NULL;
 }
@@ -168,6 +173,7 @@ void loom_engine_free(loom_engine *e) {
     free(e->logits);
     free(e->res_slots);
     free(e->res_tokens);
+    free(e->reports);
     free(e);
 }
 
@@ -294,8 +300,26 @@ loom_status loom_engine_launch(loom_engine *e, const Loom__Step *step, Loom__Ste
         loom__step__pack(step, bytes);
         size = (int64_t)len;
     }
+    if (e->report_wanted && e->topo.world_size > 1 && !step->shutdown) { /* the step carries the request */
+        Loom__Step marked = *step;
+        marked.report = true;
+        size_t len = loom__step__get_packed_size(&marked);
+        uint8_t *b = realloc(bytes, len ? len : 1);
+        if (!b) {
+            free(bytes);
+            return loom_error(LOOM_ERR_NOMEM, "out of memory packing a step");
+        }
+        bytes = b;
+        loom__step__pack(&marked, bytes);
+        size = (int64_t)len;
+        if (!e->reports) e->reports = calloc((size_t)e->topo.world_size * 4, sizeof(double));
+        st = e->reports ? loom_transfer_report_post(e->xfer, e->reports, 4)
+                        : loom_error(LOOM_ERR_NOMEM, "out of memory for rank reports");
+        if (!st) e->report_state = 1;
+        e->report_wanted = false;
+    }
     uint8_t *sent = bytes;
-    st = loom_transfer_step_broadcast(e->xfer, &sent, &size);
+    if (!st) st = loom_transfer_step_broadcast(e->xfer, &sent, &size);
     float *hidden = NULL;
     int rows = 0;
     if (!st && !step->shutdown) st = apply_step(e, step, &hidden, &rows, res);
@@ -396,6 +420,27 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
     return st;
 }
 
+void loom_engine_request_report(loom_engine *e) { e->report_wanted = true; }
+
+bool loom_engine_rank_figures(loom_engine *e, double *out) {
+    if (e->topo.world_size > 1) {
+        if (e->report_state == 0) return false;
+        if (e->report_state == 1) { /* the ranks answered after that step; this does not wait long */
+            loom_status st = loom_transfer_report_wait(e->xfer);
+            if (st) {
+                loom_status_free(st);
+                return false;
+            }
+            e->report_state = 2;
+        }
+        memcpy(out, e->reports, sizeof(double) * 4 * (size_t)e->topo.world_size);
+    }
+    loom_engine_comm_time(e, &out[0], &out[1]);
+    out[2] = e->busy_s;
+    out[3] = loom_now_s() - e->t_start;
+    return true;
+}
+
 /* ------------------------------------------------------------ workers */
 
 /* Unpacks and checks a step that arrived from the network. */
@@ -460,6 +505,13 @@ loom_status loom_engine_work(loom_engine *e) {
         if (!st && !shutdown) st = apply_step(e, step, &hidden, &rows, &res);
         if (!st && !e->last) st = loom_transfer_forward(e->xfer, fwd, size, hidden, shutdown ? 0 : rows);
         if (!st && e->leader && !shutdown) st = send_result(e, &res);
+        if (!st && step->report) {
+            double v[4];
+            loom_engine_comm_time(e, &v[0], &v[1]);
+            v[2] = e->busy_s;
+            v[3] = loom_now_s() - e->t_start;
+            st = loom_transfer_report_send(e->xfer, v, 4);
+        }
         loom__step__free_unpacked(step, NULL);
         if (st || shutdown) break;
     }

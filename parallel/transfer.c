@@ -9,7 +9,8 @@
 
 #include "runtime/clock.h"
 
-enum { TAG_STEP_SIZE = 11, TAG_STEP = 12, TAG_HIDDEN = 13, TAG_RESULT_SIZE = 14, TAG_RESULT = 15, TAG_SCORE = 17 };
+enum { TAG_STEP_SIZE = 11, TAG_STEP = 12, TAG_HIDDEN = 13, TAG_RESULT_SIZE = 14, TAG_RESULT = 15, TAG_SCORE = 17,
+       TAG_REPORT = 19 };
 
 #define MESSAGE_MAX ((int64_t)1 << 30) /* bytes of a Step or StepResult at most */
 #define TP_MAX 1024                    /* TP ranks of a stage at most (stack arrays below) */
@@ -30,6 +31,7 @@ struct loom_transfer {
     float *gather;       /* (batch_rows, dim) all-gather scratch */
     send_slot *slots;    /* (n_stages) ring of in-flight sends */
     int n_slots, next;
+    loom_comm_req **report_req; /* coordinator: (world) receives of the ranks' figures */
     uint8_t *recv_bytes; /* last received Step or StepResult */
     size_t recv_cap;
     double tp_s, pp_s;
@@ -95,6 +97,8 @@ void loom_transfer_free(loom_transfer *x) {
         }
     }
     free(x->slots);
+    if (x->report_req) loom_status_free(loom_transfer_report_wait(x));
+    free(x->report_req);
     free(x->dim_off);
     free(x->hidden_in);
     free(x->gather);
@@ -214,5 +218,32 @@ loom_status loom_transfer_floats_recv(loom_transfer *x, float *v, size_t n) {
     double t0 = loom_now_s();
     loom_status st = loom_comm_recv(x->topo.world, v, n, LOOM_DT_F32, x->topo.last_leader, TAG_SCORE);
     x->pp_s += loom_now_s() - t0;
+    return st;
+}
+
+loom_status loom_transfer_report_send(loom_transfer *x, const double *v, size_t n) {
+    return loom_comm_send(x->topo.world, v, n, LOOM_DT_F64, 0, TAG_REPORT);
+}
+
+loom_status loom_transfer_report_post(loom_transfer *x, double *v, size_t n) {
+    int w = x->topo.world_size;
+    if (!x->report_req) {
+        x->report_req = calloc((size_t)w, sizeof *x->report_req);
+        if (!x->report_req) return loom_error(LOOM_ERR_NOMEM, "out of memory for rank reports");
+    }
+    LOOM_TRY(loom_transfer_report_wait(x));
+    for (int r = 1; r < w; r++)
+        LOOM_TRY(loom_comm_irecv(x->topo.world, v + (size_t)r * n, n, LOOM_DT_F64, r, TAG_REPORT, &x->report_req[r]));
+    return NULL;
+}
+
+loom_status loom_transfer_report_wait(loom_transfer *x) {
+    loom_status st = NULL;
+    for (int r = 1; x->report_req && r < x->topo.world_size; r++) {
+        loom_status ws = loom_comm_wait(x->topo.world, x->report_req[r]);
+        x->report_req[r] = NULL;
+        if (ws && !st) st = ws;
+        else loom_status_free(ws);
+    }
     return st;
 }

@@ -59,6 +59,13 @@ loom_status loom_transfer_result_recv(loom_transfer *x, uint8_t **bytes, int64_t
 loom_status loom_transfer_floats_send(loom_transfer *x, const float *v, size_t n) LOOM_MUST_USE;
 loom_status loom_transfer_floats_recv(loom_transfer *x, float *v, size_t n) LOOM_MUST_USE;
 
+/* Worker → coordinator: this rank's figures (n doubles). */
+loom_status loom_transfer_report_send(loom_transfer *x, const double *v, size_t n) LOOM_MUST_USE;
+/* Coordinator: posts receives of every other rank's figures into
+ * v (world, n); loom_transfer_report_wait completes them. */
+loom_status loom_transfer_report_post(loom_transfer *x, double *v, size_t n) LOOM_MUST_USE;
+loom_status loom_transfer_report_wait(loom_transfer *x) LOOM_MUST_USE;
+
 /* Waits for every outstanding send; the first error is returned. */
 loom_status loom_transfer_flush(loom_transfer *x) LOOM_MUST_USE;
 

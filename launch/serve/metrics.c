@@ -48,6 +48,18 @@ void srv_metrics_http(srv_metrics *m, int status) {
     pthread_mutex_unlock(&m->mu);
 }
 
+void srv_metrics_ranks(srv_metrics *m, const double *fig) {
+    pthread_mutex_lock(&m->mu);
+    for (int r = 0; r < m->n_ranks; r++) {
+        srv_rank_stats *s = &m->ranks[r];
+        const double *f = fig + 4 * r;
+        double dw = f[3] - s->wall_s, db = f[2] - s->busy_s;
+        if (dw > 0) s->idle = 1 - db / dw;
+        s->tp_s = f[0], s->pp_s = f[1], s->busy_s = f[2], s->wall_s = f[3];
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
 typedef struct {
     loom_strbuf *out;
     loom_status st;
@@ -128,10 +140,9 @@ loom_status srv_metrics_render(srv_metrics *m, const char *model, loom_strbuf *o
     for (int r = 0; r < m->n_ranks; r++)
         put(&w, "loom_rank_busy_seconds_total{rank=\"%d\"} %.6f\n", r, m->ranks[r].busy_s);
     metric(&w, "loom_rank_idle_ratio", "gauge",
-           "Share of a rank's time since start not spent computing (pipeline bubble, waits, idle server).");
-    for (int r = 0; r < m->n_ranks; r++)
-        put(&w, "loom_rank_idle_ratio{rank=\"%d\"} %.6f\n", r,
-            m->ranks[r].wall_s > 0 ? 1 - m->ranks[r].busy_s / m->ranks[r].wall_s : 0);
+           "Share of a rank's time not spent computing over the last report window (about 2 s): pipeline "
+           "bubble, waits for peers, an idle server.");
+    for (int r = 0; r < m->n_ranks; r++) put(&w, "loom_rank_idle_ratio{rank=\"%d\"} %.6f\n", r, m->ranks[r].idle);
     pthread_mutex_unlock(&m->mu);
     return w.st;
 }

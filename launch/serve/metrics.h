@@ -31,6 +31,7 @@ typedef struct {
 
 typedef struct {
     double tp_s, pp_s, busy_s, wall_s; /* since the engine started */
+    double idle;                       /* 1 - busy / wall over the last report window */
 } srv_rank_stats;
 
 typedef struct {
@@ -55,6 +56,9 @@ void srv_metrics_free(srv_metrics *m);
 /* Callers hold m->mu for the updates below (or use the locked helpers). */
 void srv_hist_add(srv_hist *h, double v);
 void srv_metrics_http(srv_metrics *m, int status); /* locks */
+
+/* A new report of every rank's figures (n_ranks × {tp, pp, busy, wall}); locks. */
+void srv_metrics_ranks(srv_metrics *m, const double *fig);
 
 /* Appends the exposition text (locks). */
 loom_status srv_metrics_render(srv_metrics *m, const char *model, loom_strbuf *out) LOOM_MUST_USE;

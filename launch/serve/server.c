@@ -274,6 +274,11 @@ static void *sched_main(void *arg) {
         loom_status st = loom_scheduler_step(s->sched); /* callbacks take s->mu */
         pthread_mutex_lock(&s->mu);
         s->last_step = loom_now_s();
+        if (!st && s->last_step - s->last_report > 2.0) { /* the ranks' figures, about every 2 s */
+            s->last_report = s->last_step;
+            if (loom_engine_rank_figures(s->e, s->figures)) srv_metrics_ranks(&s->metrics, s->figures);
+            loom_engine_request_report(s->e);
+        }
         if (st) {
             s->failed = true;
             snprintf(s->fail_msg, sizeof s->fail_msg, "%s", loom_status_message(st));
@@ -342,6 +347,8 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
     pthread_cond_init(&s->work, NULL);
     loom_callbacks cb = {.on_token = on_token, .on_finish = on_finish, .is_eog = is_eog, .user = s};
     loom_status st = srv_metrics_init(&s->metrics, loom_cluster_size(cluster));
+    s->figures = calloc((size_t)loom_cluster_size(cluster) * 4, sizeof(double));
+    if (!st && !s->figures) st = loom_error(LOOM_ERR_NOMEM, "out of memory starting the server");
     loom_scheduler_options schedo = {.prefill_rows = o->prefill_rows};
     if (!st) st = loom_scheduler_create(e, &cb, &schedo, &s->sched);
     bool thread = false;
@@ -381,6 +388,7 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
     if (s->mhd) MHD_stop_daemon(s->mhd); /* waits for the connection threads */
     loom_scheduler_free(s->sched);
     free(s->active);
+    free(s->figures);
     srv_metrics_free(&s->metrics);
     pthread_cond_destroy(&s->work);
     pthread_mutex_destroy(&s->mu);

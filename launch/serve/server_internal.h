@@ -71,6 +71,8 @@ typedef struct {
     char fail_msg[512];
     double last_step;          /* shared: when the scheduler last finished a step */
     uint64_t seed_counter;     /* shared */
+    double last_report;        /* scheduler thread: when the ranks' figures were last asked for */
+    double *figures;           /* scheduler thread: (world, 4) */
     srv_metrics metrics;
 } srv;
 

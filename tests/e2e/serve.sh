@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# loom serve end to end, with the `openai` Python client (installed into a
+# private virtual environment under the cache) and raw HTTP:
+#   SERVE_MODES="full cluster auth queue" (default) or "asan" (the sanitizer
+#   build: a short mixed load, then no sanitizer report may appear).
+. "$(dirname "$0")/lib.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${LOOM_CACHE:-$here/../../.cache}
+venv=$cache/venv-serve-test
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
+  python3 -m venv "$venv" || fail "cannot create a virtual environment (apt-get install python3-venv)"
+  "$venv/bin/pip" install --quiet "openai==3.60.0" || fail "cannot install the openai client from PyPI"
+fi
+PY="$venv/bin/python"
+modes=${SERVE_MODES:-"full cluster auth queue"}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# start_server LOG CMD...: starts CMD in the background and waits for /health
+start_server() {
+  local log=$1; shift
+  PORT=$(free_port)
+  "$@" --port "$PORT" > "$log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 1 600); do
+    curl -sf "http://127.0.0.1:$PORT/health" > /dev/null 2>&1 && return 0
+    kill -0 "$SERVER" 2> /dev/null || fail "the server exited: $(tail -5 "$log")"
+    sleep 0.2
+  done
+  fail "the server did not come up: $(tail -5 "$log")"
+}
+
+# stop_server LOG: SIGTERM, which must end it cleanly (exit 0) within 60 s
+stop_server() {
+  kill -TERM "$SERVER"
+  for _ in $(seq 1 300); do kill -0 "$SERVER" 2> /dev/null || break; sleep 0.2; done
+  if kill -0 "$SERVER" 2> /dev/null; then kill -KILL "$SERVER"; fail "SIGTERM did not stop the server"; fi
+  wait "$SERVER"
+  local rc=$?
+  [ $rc -eq 0 ] || fail "the server exited with $rc after SIGTERM: $(tail -5 "$1")"
+}
+
+client() { "$PY" "$here/serve_client.py" "$@" || fail "serve_client.py $1 (server log: $TMP/$1.log)"; }
+
+for mode in $modes; do
+  case $mode in
+  full)
+    start_server "$TMP/full.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 2048 --sequences 16 $SERVE_EXTRA
+    client full --base "http://127.0.0.1:$PORT" --reference-cmd "$LOOM generate --model $MODEL --threads 2"
+    stop_server "$TMP/full.log"
+    grep -q "SIGTERM" "$TMP/full.log" || fail "no shutdown message"
+    ok "one rank: SIGTERM drains and exits 0"
+    ;;
+  cluster)
+    for grid in "2 1" "1 2"; do
+      set -- $grid
+      start_server "$TMP/cluster.log" $MPIRUN -np $(($1 * $2)) "$LOOM" serve --model "$MODEL" --tp "$1" --pp "$2" \
+        --threads 1 --ctx-size 2048 --sequences 8
+      client cluster --base "http://127.0.0.1:$PORT" \
+        --reference-cmd "$MPIRUN -np $(($1 * $2)) $LOOM generate --model $MODEL --tp $1 --pp $2 --threads 1"
+      kill -TERM "$(pgrep -f "loom serve --model $MODEL --tp $1 --pp $2" | sort -n | head -1)" 2> /dev/null
+      wait "$SERVER" || fail "tp $1 pp $2: the cluster did not exit cleanly after SIGTERM: $(tail -5 "$TMP/cluster.log")"
+      ok "tp $1 x pp $2 cluster serves, equals loom generate, stops on SIGTERM"
+    done
+    ;;
+  auth)
+    start_server "$TMP/auth.log" "$LOOM" serve --model "$MODEL" --threads 1 --ctx-size 512 --api-key sesame
+    client auth --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/auth.log"
+    ;;
+  queue)
+    start_server "$TMP/queue.log" "$LOOM" serve --model "$MODEL" --threads 1 --ctx-size 512 --sequences 1 --max-queue 2
+    client queue --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/queue.log"
+    ;;
+  asan)
+    start_server "$TMP/asan.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 512 --sequences 4
+    client asan --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/asan.log"
+    if grep -Eq "AddressSanitizer|LeakSanitizer|runtime error:" "$TMP/asan.log"; then
+      fail "sanitizer report: $(grep -E -A5 "Sanitizer|runtime error" "$TMP/asan.log" | head -20)"
+    fi
+    ok "no sanitizer report"
+    ;;
+  *) fail "unknown mode $mode" ;;
+  esac
+done

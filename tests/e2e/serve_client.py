@@ -1,0 +1,396 @@
+"""End-to-end checks of `loom serve` with the openai client and raw HTTP.
+
+Run by tests/e2e/serve.sh against a running server:
+    serve_client.py MODE --base http://127.0.0.1:PORT [--reference-cmd "..."]
+MODE:
+  full     every endpoint on one rank: chat and completions, streaming or
+           not, greedy output equal to `loom generate`, usage, logprobs,
+           stop strings split across tokens, bad requests, 32 streams of
+           which half disconnect (every KV block comes back)
+  cluster  the same generation checks, fewer of them (a multi-rank server)
+  auth     a server started with --api-key: 401 without it, 200 with it
+  queue    a server with --sequences 1 --max-queue 2: overflow gives 429
+  asan     a short mixed load on the sanitizer build
+Exits non-zero with a message on the first failure.
+"""
+import argparse
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+import openai
+
+ARGS = None
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def ok(msg):
+    print("ok: " + msg, flush=True)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def conn():
+    u = urllib.parse.urlparse(ARGS.base)
+    return http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+
+
+def raw(method, path, body=None, headers=None):
+    """(status, headers dict, body bytes) of one request."""
+    c = conn()
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    elif isinstance(body, str):
+        body = body.encode()
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+
+def client(key="none"):
+    return openai.OpenAI(base_url=ARGS.base + "/v1", api_key=key, max_retries=0, timeout=600)
+
+
+def model_name():
+    return client().models.list().data[0].id
+
+
+def reference(prompt, chat, max_tokens):
+    """loom generate's greedy text for the same prompt (the reference command)."""
+    cmd = ARGS.reference_cmd.split() + ["--prompt", prompt, "--temperature", "0", "--max-tokens",
+                                        str(max_tokens), "--json"]
+    if chat:
+        cmd.append("--chat")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    check(out.returncode == 0, "reference generate failed: " + out.stderr[-300:])
+    o = json.loads(out.stdout.splitlines()[0])
+    return o["text"], o["stop_reason"], len(o["tokens"])
+
+
+MSG = "Name three rivers in Europe."
+PROMPT = "The capital of France is"
+
+
+def test_greedy_equals_generate(cl, name, n=24):
+    ref_text, ref_stop, ref_n = reference(MSG, True, n)
+    r = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": MSG}], max_tokens=n,
+                                   temperature=0)
+    got = r.choices[0].message.content
+    check(got == ref_text, "chat: %r, loom generate: %r" % (got, ref_text))
+    check(r.choices[0].finish_reason == ref_stop, "finish %s vs %s" % (r.choices[0].finish_reason, ref_stop))
+    check(r.usage.completion_tokens == ref_n, "completion_tokens %d vs %d" % (r.usage.completion_tokens, ref_n))
+    check(r.choices[0].message.role == "assistant" and r.object == "chat.completion", "response shape")
+    ref_c, _, _ = reference(PROMPT, False, n)
+    c = cl.completions.create(model=name, prompt=PROMPT, max_tokens=n, temperature=0)
+    check(c.choices[0].text == ref_c, "completion %r vs %r" % (c.choices[0].text, ref_c))
+    check(c.usage.prompt_tokens > 0 and c.usage.total_tokens == c.usage.prompt_tokens + c.usage.completion_tokens,
+          "usage adds up")
+    ok("greedy chat and completion equal loom generate")
+    return got, ref_c
+
+
+def test_streams(cl, name, chat_text, comp_text, n=24):
+    chunks = list(cl.chat.completions.create(model=name, messages=[{"role": "user", "content": MSG}], max_tokens=n,
+                                             temperature=0, stream=True, stream_options={"include_usage": True}))
+    check(chunks[0].choices[0].delta.role == "assistant", "first chunk carries the role")
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check(text == chat_text, "streamed chat %r vs %r" % (text, chat_text))
+    fins = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    check(len(fins) == 1, "one chunk carries finish_reason: %s" % fins)
+    check(chunks[-1].choices == [] and chunks[-1].usage is not None, "the usage chunk comes last, without choices")
+    check(all(c.usage is None for c in chunks[:-1]), "other chunks have usage null")
+    toks = list(cl.completions.create(model=name, prompt=PROMPT, max_tokens=n, temperature=0, stream=True))
+    text = "".join(c.choices[0].text for c in toks)
+    check(text == comp_text, "streamed completion %r vs %r" % (text, comp_text))
+    ok("streams equal the whole responses; role, finish and usage chunks as OpenAI sends them")
+    return [c.choices[0].text for c in toks]
+
+
+def test_logprobs(cl, name):
+    r = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": MSG}], max_tokens=8,
+                                   temperature=0, logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    check(len(content) == r.usage.completion_tokens, "one logprobs entry per token")
+    for e in content:
+        check(e.logprob <= 0 and len(e.top_logprobs) == 3, "logprob <= 0 and 3 alternatives")
+        check(abs(e.top_logprobs[0].logprob - e.logprob) < 1e-4, "greedy picks the most likely token")
+        check(e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob >= e.top_logprobs[2].logprob, "sorted")
+        check(bytes(e.bytes).decode("utf-8", "replace") == e.token or len(e.bytes) > 0, "bytes")
+    c = cl.completions.create(model=name, prompt=PROMPT, max_tokens=5, temperature=0, logprobs=2)
+    lp = c.choices[0].logprobs
+    check(len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 5,
+          "completions logprobs: four lists of 5")
+    check(all(len(t) <= 2 for t in lp.top_logprobs), "at most 2 alternatives each")
+    ok("logprobs in the chat and completions shapes")
+
+
+def test_stop(cl, name, pieces):
+    """A stop string made of the end of one token and the start of the next."""
+    k = next((i for i in range(2, len(pieces) - 1) if len(pieces[i]) >= 2 and len(pieces[i + 1]) >= 2), None)
+    check(k is not None, "no two long tokens in a row to build a stop string from: %r" % pieces)
+    stop = pieces[k][-2:] + pieces[k + 1][:2]
+    full = "".join(pieces)
+    want = full[:full.index(stop)]
+    for stream in (False, True):
+        if stream:
+            chunks = list(cl.completions.create(model=name, prompt=PROMPT, max_tokens=len(pieces), temperature=0,
+                                                stop=[stop, "never-seen"], stream=True))
+            got = "".join(c.choices[0].text for c in chunks)
+            fin = [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason]
+            check(fin == ["stop"], "finish %s" % fin)
+        else:
+            c = cl.completions.create(model=name, prompt=PROMPT, max_tokens=len(pieces), temperature=0, stop=stop)
+            got, fin = c.choices[0].text, c.choices[0].finish_reason
+            check(fin == "stop", "finish %s" % fin)
+        check(got == want, "stop %r (stream %s): %r, expected %r" % (stop, stream, got, want))
+    ok("stop string %r split across tokens: text ends before it, streaming or not" % stop)
+
+
+def expect_error(status, method, path, body, param=None, code=None, headers=None):
+    st, h, data = raw(method, path, body, headers)
+    check(st == status, "%s %s %r: status %d, expected %d (%s)" % (method, path, str(body)[:60], st, status, data[:200]))
+    try:
+        e = json.loads(data)["error"]
+    except Exception:
+        fail("%s %s: not an OpenAI error envelope: %r" % (method, path, data[:200]))
+    check(isinstance(e.get("message"), str) and "type" in e and "param" in e and "code" in e, "envelope fields")
+    if param:
+        check(e["param"] == param, "param %r, expected %r" % (e["param"], param))
+    if code:
+        check(e["code"] == code, "code %r, expected %r" % (e["code"], code))
+    return h
+
+
+def test_bad_requests(name):
+    chat = "/v1/chat/completions"
+    m = [{"role": "user", "content": "hi"}]
+    corpus = [
+        (400, "POST", chat, "{not json", None, None),
+        (400, "POST", chat, b'{"messages":[{"role":"user","content":"\xff\xfe"}]}', None, None),
+        (400, "POST", chat, {"messages": "hi"}, "messages", None),
+        (400, "POST", chat, {}, "messages", None),
+        (400, "POST", chat, {"messages": m, "temperature": "warm"}, "temperature", None),
+        (400, "POST", chat, {"messages": m, "temperature": -1}, "temperature", None),
+        (400, "POST", chat, {"messages": m, "max_tokens": -5}, "max_tokens", None),
+        (400, "POST", chat, {"messages": m, "n": 3}, "n", None),
+        (400, "POST", chat, {"messages": m, "top_logprobs": 50, "logprobs": True}, "top_logprobs", None),
+        (400, "POST", chat, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages", None),
+        (404, "POST", chat, {"messages": m, "model": "no-such-model"}, "model", "model_not_found"),
+        (400, "POST", chat, {"messages": [{"role": "user", "content": "word " * 3000}]}, None,
+         "context_length_exceeded"),
+        (400, "POST", "/v1/completions", {"prompt": [10 ** 9]}, "prompt", None),
+        (400, "POST", "/v1/completions", {"prompt": ""}, "prompt", None),
+        (404, "POST", "/v1/nothing", {}, None, None),
+        (405, "GET", chat, None, None, None),
+        (405, "POST", "/health", {}, None, None),
+        (400, "POST", "/tokenize", {"nothing": 1}, None, None),
+        (400, "POST", "/detokenize", {"tokens": [-1]}, "tokens", None),
+    ]
+    for status, method, path, body, param, code in corpus:
+        expect_error(status, method, path, body, param, code)
+        st, _, data = raw("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 2, "temperature": 0})
+        check(st == 200, "a normal request after a bad one: %d %r" % (st, data[:200]))
+    expect_error(413, "POST", "/v1/completions", b'{"prompt":"' + b"a" * (9 << 20) + b'"}', None, "request_too_large")
+    st, _, _ = raw("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 2})
+    check(st == 200, "a normal request after a 413")
+    ok("%d bad requests answered with their status and OpenAI's envelope; the server kept serving" % (len(corpus) + 1))
+
+
+def test_token_endpoints():
+    st, _, d = raw("POST", "/tokenize", {"content": "Hello world"})
+    a = json.loads(d)
+    st2, _, d2 = raw("POST", "/tokenize", {"prompt": "Hello world", "add_special_tokens": False})
+    b = json.loads(d2)
+    check(st == st2 == 200 and a["tokens"] == b["tokens"] and b["count"] == len(b["tokens"]), "tokenize shapes")
+    st, _, d = raw("POST", "/detokenize", {"tokens": a["tokens"]})
+    o = json.loads(d)
+    check(st == 200 and o["content"] == "Hello world" and o["prompt"] == "Hello world", "detokenize: %r" % o)
+    st, _, d = raw("POST", "/apply-template", {"messages": [{"role": "user", "content": "hi"}]})
+    check(st == 200 and "hi" in json.loads(d)["prompt"], "apply-template")
+    st, _, d = raw("GET", "/health")
+    check(st == 200 and json.loads(d)["status"] == "ok", "health")
+    ok("/tokenize and /detokenize in llama-server's and vLLM's shapes, /apply-template, /health")
+
+
+def metrics():
+    st, _, d = raw("GET", "/metrics")
+    check(st == 200, "metrics")
+    out = {}
+    for line in d.decode().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        k, v = line.rsplit(" ", 1)
+        out[k] = float(v)
+    return out
+
+
+def metric(m, name):
+    return sum(v for k, v in m.items() if k == name or k.startswith(name + "{"))
+
+
+def stream_client(name, prompt, drop_after, results, i):
+    """Streams a completion with raw HTTP; closes the socket after drop_after events (0: read to the end)."""
+    c = conn()
+    body = json.dumps({"model": name, "prompt": prompt, "max_tokens": 40, "temperature": 0.7, "seed": i,
+                       "stream": True, "ignore_eos": True})
+    c.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    if r.status != 200:
+        results[i] = "status %d" % r.status
+        return
+    events, finish = 0, None
+    for line in r:
+        line = line.strip()
+        if not line.startswith(b"data: "):
+            continue
+        if line == b"data: [DONE]":
+            break
+        events += 1
+        ch = json.loads(line[6:])["choices"]
+        if ch and ch[0]["finish_reason"]:
+            finish = ch[0]["finish_reason"]
+        if drop_after and events >= drop_after:
+            c.sock.shutdown(socket.SHUT_RDWR)
+            c.close()
+            results[i] = "dropped"
+            return
+    results[i] = finish
+
+
+def test_disconnects(name, n=32):
+    before = metrics()
+    results = [None] * n
+    threads = [threading.Thread(target=stream_client,
+                                args=(name, "Story %d: once upon a time" % i, 3 if i % 2 else 0, results, i))
+               for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    done = [r for i, r in enumerate(results) if i % 2 == 0]
+    check(all(r == "length" for r in done), "the streams that stayed finished: %s" % done)
+    check(all(r == "dropped" for i, r in enumerate(results) if i % 2), "droppers dropped: %s" % results)
+    deadline = time.time() + 60
+    while True:
+        m = metrics()
+        if metric(m, "loom_num_requests_running") == 0 and metric(m, "loom_kv_cache_usage_perc") == 0:
+            break
+        check(time.time() < deadline, "requests still running or KV blocks held 60 s after the clients left: %s" %
+              {k: v for k, v in m.items() if "running" in k or "kv_cache" in k})
+        time.sleep(0.2)
+    aborted = metric(m, 'loom_request_success_total{model_name="%s",finished_reason="abort"}' % name) - \
+        metric(before, 'loom_request_success_total{model_name="%s",finished_reason="abort"}' % name)
+    check(aborted >= n // 2 - 2, "metrics count %d aborted requests, %d clients left" % (aborted, n // 2))
+    ok("%d streams, half disconnected after 3 events: cancelled (metrics: %d aborts), every KV block back, the "
+       "rest completed" % (n, aborted))
+
+
+def test_metrics_names():
+    m = metrics()
+    for name in ("loom_num_requests_running", "loom_num_requests_waiting", "loom_kv_cache_usage_perc",
+                 "loom_prompt_tokens_total", "loom_generation_tokens_total", "loom_num_preemptions_total",
+                 "loom_prefix_cache_hits_total", "loom_time_to_first_token_seconds_count",
+                 "loom_inter_token_latency_seconds_count", "loom_e2e_request_latency_seconds_count",
+                 "loom_request_queue_time_seconds_count", "loom_rank_tp_collective_seconds_total",
+                 "loom_rank_stage_transfer_seconds_total", "loom_rank_idle_ratio"):
+        check(any(k == name or k.startswith(name + "{") for k in m), "/metrics lacks " + name)
+    check(metric(m, "loom_generation_tokens_total") > 0, "tokens were counted")
+    ok("/metrics has vLLM's serving metrics and loom's per-rank figures")
+
+
+def main():
+    global ARGS
+    p = argparse.ArgumentParser()
+    p.add_argument("mode")
+    p.add_argument("--base", required=True)
+    p.add_argument("--reference-cmd", default="")
+    ARGS = p.parse_args()
+    if ARGS.mode == "auth":
+        expect_error(401, "POST", "/v1/completions", {"prompt": "x"}, None, "invalid_api_key")
+        expect_error(401, "POST", "/v1/completions", {"prompt": "x"}, None, "invalid_api_key",
+                     {"Authorization": "Bearer wrong"})
+        st, _, _ = raw("GET", "/health")
+        check(st == 200, "health needs no key")
+        c = client("sesame").completions.create(model=client("sesame").models.list().data[0].id, prompt="Hi",
+                                                max_tokens=2)
+        check(len(c.choices) == 1, "with the key")
+        ok("--api-key: 401 without or with a wrong key, 200 with it; /health open")
+        return
+    if ARGS.mode == "queue":
+        results = []
+
+        def one():
+            try:
+                st, h, _ = raw("POST", "/v1/completions", {"prompt": "Tell me a long story", "max_tokens": 64,
+                                                           "ignore_eos": True})
+                results.append((st, h.get("retry-after")))
+            except Exception as e:  # noqa: BLE001 - reported below
+                results.append((str(e), None))
+        ts = [threading.Thread(target=one) for _ in range(8)]
+        for t in ts:
+            t.start()
+            time.sleep(0.05)
+        for t in ts:
+            t.join(600)
+        codes = sorted(str(r[0]) for r in results)
+        check(any(r[0] == 429 and r[1] for r in results), "no 429 with Retry-After among %s" % codes)
+        check(all(r[0] in (200, 429) for r in results), "statuses %s" % codes)
+        ok("a full queue answers 429 with Retry-After at once (%s)" % codes)
+        return
+    cl = client()
+    name = model_name()
+    if ARGS.mode == "asan":
+        cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
+                                   logprobs=True, top_logprobs=2)
+        list(cl.completions.create(model=name, prompt=PROMPT, max_tokens=4, stream=True, stop=["xyz"]))
+        raw("POST", "/v1/chat/completions", "{broken")
+        raw("POST", "/v1/completions", {"prompt": [1, 2, 3], "max_tokens": 2})
+        results = [None] * 6
+        ts = [threading.Thread(target=stream_client, args=(name, "x %d" % i, 2 if i % 2 else 0, results, i))
+              for i in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(600)
+        test_token_endpoints()
+        ok("mixed load on the sanitizer build")
+        return
+    chat_text, comp_text = test_greedy_equals_generate(cl, name)
+    pieces = test_streams(cl, name, chat_text, comp_text)
+    if ARGS.mode == "cluster":
+        results = [None] * 4
+        ts = [threading.Thread(target=stream_client, args=(name, "Story %d" % i, 0, results, i)) for i in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(600)
+        check(all(r == "length" for r in results), "4 concurrent streams: %s" % results)
+        test_metrics_names()
+        ok("4 concurrent streams through the cluster")
+        return
+    test_logprobs(cl, name)
+    test_stop(cl, name, pieces)
+    test_token_endpoints()
+    test_bad_requests(name)
+    test_disconnects(name)
+    test_metrics_names()
+
+
+if __name__ == "__main__":
+    main()
