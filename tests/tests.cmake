@@ -4,10 +4,16 @@ set(LOOM_MODEL ${LOOM_CACHE_DIR}/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 set(LOOM_E2E_ENV "LOOM=$<TARGET_FILE:loom>" "MODEL=${LOOM_MODEL}"
     "OMPI_ALLOW_RUN_AS_ROOT=1" "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 
-foreach(script generate_cli cluster_failures)
+foreach(script generate_cli cluster_failures serve)
   add_test(NAME e2e_${script} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/${script}.sh)
   set_tests_properties(e2e_${script} PROPERTIES LABELS e2e TIMEOUT 900 ENVIRONMENT "${LOOM_E2E_ENV}")
 endforeach()
+if(LOOM_SANITIZE)
+  # the server under ASan+UBSan: a short mixed load, then no sanitizer report (run with the unit tests)
+  add_test(NAME e2e_serve_sanitized COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/serve.sh)
+  set_tests_properties(e2e_serve_sanitized PROPERTIES LABELS unit TIMEOUT 900
+    ENVIRONMENT "${LOOM_E2E_ENV};SERVE_MODES=asan;LOOM_CACHE=${LOOM_CACHE_DIR}")
+endif()
 
 # Multi-rank output equals single-rank output, teacher-forced (DESIGN.md).
 # Default model: (tp, pp) of issue 3; two fixture cases keep CI short.
