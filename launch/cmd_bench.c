@@ -48,7 +48,7 @@
 #include "parallel/cluster.h"
 #include "launch/commands.h"
 #include "parallel/engine.h"
-#include "parallel/scheduler.h"
+#include "parallel/run.h"
 #include "runtime/kernels.h"
 #include "launch/launch_util.h"
 #include "launch/membw.h"

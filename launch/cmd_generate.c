@@ -13,7 +13,7 @@
 #include "launch/commands.h"
 #include "parallel/cluster.h"
 #include "parallel/engine.h"
-#include "parallel/scheduler.h"
+#include "parallel/run.h"
 #include "runtime/kernels.h"
 #include "launch/launch_util.h"
 #include "runtime/threadpool.h"
