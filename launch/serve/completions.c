@@ -163,8 +163,8 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
         pthread_mutex_lock(&s->mu);
         int n = q->n - c->consumed, top = q->top;
         if (n > CHUNK) n = CHUNK;
-        memcpy(toks, q->toks + c->consumed, (size_t)n * sizeof *toks);
-        if (q->r.logprobs) {
+        if (n > 0) memcpy(toks, q->toks + c->consumed, (size_t)n * sizeof *toks);
+        if (n > 0 && q->r.logprobs) {
             memcpy(lps, q->lp + c->consumed, (size_t)n * sizeof *lps);
             memcpy(top_ids, q->top_ids + (size_t)c->consumed * top, (size_t)n * top * sizeof *top_ids);
             memcpy(top_lp, q->top_lp + (size_t)c->consumed * top, (size_t)n * top * sizeof *top_lp);
