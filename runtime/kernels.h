@@ -25,6 +25,36 @@
  * one. Every level computes the same integer dot products; only the order of
  * float accumulation differs, so results differ across levels by rounding.
  *
+ * Batch invariance (what a row's result depends on). On one ISA level, the
+ * output for a row — a matmul output row, an attention output row
+ * (attention.h), an RMSNorm/SwiGLU row (rowops.h), a quantized activation
+ * row — is a function of that row's inputs, the weights and the cache's
+ * configuration (block size, context size), and not of the other tokens,
+ * rows or sequences in the call, how rows are split between threads, or
+ * the number of threads:
+ *   scalar, AVX2  bit-identical, for every weight type and batch size
+ *                 (tests/test_matmul.c and test_attention.c check it around
+ *                 every switch of code path);
+ *   AVX-512       bit-identical for attention and the row ops; matmul not
+ *                 yet: its register tiles (n < loom_gemm_min_n) and its
+ *                 panel GEMM round differently, so a row changes by float
+ *                 rounding (within 2e-5 of sum |w|·|a|, tested) when the
+ *                 number of tokens in a call crosses that threshold.
+ * Why it matters: the activations are quantized to 8 bits, so a difference
+ * of one float ulp in one layer moves a few activations by a quantization
+ * step in the next; over SmolLM2's 30 layers that grows to ~0.03σ of the
+ * logits (the size of loom's distance to llama.cpp), enough to flip a
+ * near-tie greedy token and most seeded samples within a few tokens. With
+ * the promise, a sequence's tokens are the same whether it runs alone or
+ * batched with others (tests/e2e/generate_cli.sh), like vLLM's
+ * batch-invariant mode but always on. How: kernels whose lanes hold partial
+ * sums of one (row, token) keep the same lanes and order for every tile
+ * shape; AVX2's 4/5/6-bit kernels hold one row per lane in both their row
+ * tiles and their GEMM and share the integer group sums and the float steps
+ * (cpu/gemm_avx2.c); attention cuts every key range at fixed positions
+ * (attention.h). Tensor parallelism splits sums across ranks and is outside
+ * this promise.
+ *
  * Activation rows (what loom_act_quantize writes, what loom_matmul reads; one
  * layout for every ISA):
  *   F32, F16, BF16 weights — float x[k] (plain copy).

@@ -287,40 +287,48 @@ Test(attention, split_parts_and_empty_parts) {
     }
 }
 
-/* A query's result does not depend on the rows batched with it (one thread,
- * no split): bit-identical outputs. */
-Test(attention, batch_invariant) {
+/* A query's result does not depend on the rows batched with it nor on the
+ * thread count: rows of two sequences (contexts past several segments, some
+ * rows before the first segment boundary) computed in one batch on 1, 2 and
+ * 3 threads equal, bit for bit, each row computed alone on 1 and on 2
+ * threads (alone, few units: a job per segment; batched: a job per unit). */
+Test(attention, batch_and_thread_invariant) {
     cache_fx f;
-    fx_create(&f, 9, 3, 64, 16, LOOM_TYPE_F16, 2, 300);
-    int want[2] = {300, 120};
+    fx_create(&f, 9, 3, 64, 16, LOOM_TYPE_F16, 2, 1600);
+    int want[2] = {1600, 700};
     fx_reserve(&f, want);
-    fx_fill(&f, 0, 0, 300);
-    fx_fill(&f, 0, 1, 120);
+    fx_fill(&f, 0, 0, 1600);
+    fx_fill(&f, 0, 1, 700);
     enum { N = 23 };
     int32_t seq[N], pos[N];
     const int qdim = 9 * 64;
     float *q = malloc(sizeof(float) * N * qdim), *out = malloc(sizeof(float) * N * qdim), one[9 * 64];
     for (int i = 0; i < N * qdim; i++) q[i] = frand();
-    for (int i = 0; i < N; i++) seq[i] = i % 3 == 0, pos[i] = seq[i] ? 100 + i : 250 + i;
+    for (int i = 0; i < N; i++) seq[i] = i % 3 == 0, pos[i] = seq[i] ? 100 + 27 * i : (i < 6 ? 250 + i : 1577 + i);
     loom_kv_config kc = *loom_kv_config_of(f.kv);
-    float *scratch = malloc(sizeof(float) * loom_attention_scratch_floats(&kc, 9, 3, 64, N));
-    loom_pool *pool;
-    cr_assert(!loom_pool_create(1, &pool));
+    const size_t sf = loom_attention_scratch_floats(&kc, 9, 3, 64, N);
+    float *scratch = malloc(sizeof(float) * sf * 3);
+    loom_pool *pools[4] = {NULL};
+    for (int th = 1; th <= 3; th++) cr_assert(!loom_pool_create(th, &pools[th]));
     loom_isa best = loom_isa_detect();
     for (int isa = 0; isa <= (int)best; isa++) {
         cr_assert(!loom_isa_set((loom_isa)isa));
-        loom_attention_args a = {f.kv, 0, N, pos, seq, 9, 3, 64, f.q_to_kv, q, NULL, NULL, out};
-        loom_attention_compute(&a, pool, scratch);
-        for (int i = 0; i < N; i++) {
-            loom_attention_args b = {f.kv, 0, 1, pos + i, seq + i, 9, 3, 64, f.q_to_kv, q + (size_t)i * qdim, NULL,
-                                     NULL, one};
-            loom_attention_compute(&b, pool, scratch);
-            cr_assert(!memcmp(one, out + (size_t)i * qdim, sizeof one), "%s: row %d differs alone",
-                      loom_isa_name((loom_isa)isa), i);
+        for (int th = 1; th <= 3; th++) {
+            loom_attention_args a = {f.kv, 0, N, pos, seq, 9, 3, 64, f.q_to_kv, q, NULL, NULL, out};
+            loom_attention_compute(&a, pools[th], scratch);
+            for (int i = 0; i < N; i++)
+                for (int th1 = 1; th1 <= 2; th1++) {
+                    loom_attention_args b = {f.kv, 0, 1, pos + i, seq + i, 9, 3, 64, f.q_to_kv, q + (size_t)i * qdim,
+                                             NULL, NULL, one};
+                    loom_attention_compute(&b, pools[th1], scratch);
+                    cr_assert(!memcmp(one, out + (size_t)i * qdim, sizeof one),
+                              "%s: row %d (seq %d pos %d) in a batch on %d threads differs from it alone on %d",
+                              loom_isa_name((loom_isa)isa), i, seq[i], pos[i], th, th1);
+                }
         }
     }
     cr_assert(!loom_isa_set(best));
-    loom_pool_free(pool);
+    for (int th = 1; th <= 3; th++) loom_pool_free(pools[th]);
     free(scratch);
     free(q);
     free(out);

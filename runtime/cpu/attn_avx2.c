@@ -291,7 +291,7 @@ void loom_attn_unit_avx2(const loom_attn_unit *u) {
         const int32_t blk = u->table[p0 / bt];
         const uint8_t *kb = (const uint8_t *)loom_kv_k_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
         const uint8_t *vb = (const uint8_t *)loom_kv_v_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
-        if (pf_blocks && p0 + pf_blocks * bt < u->p_end) loom_attn_prefetch_block(u, u->table[p0 / bt + pf_blocks], head_bytes);
+        if (pf_blocks && p0 + pf_blocks * bt < u->p_pf) loom_attn_prefetch_block(u, u->table[p0 / bt + pf_blocks], head_bytes);
         for (int t0 = 0; t0 < bt && p0 + t0 < u->p_end; t0 += TILE) {
             const int room = bt - t0, left = u->p_end - p0 - t0;
             const int nt = room < TILE ? (room < left ? room : left) : (TILE < left ? TILE : left);

@@ -72,7 +72,9 @@ void loom_attn_unit_scalar(const loom_attn_unit *u) {
             }
         }
     }
-    if (u->out)
-        for (int j = 0; j < nq; j++)
-            for (int d = 0; d < hd; d++) u->out[j][d] = u->acc[(size_t)j * hd + d] / u->l[j];
+    if (u->out) /* times 1/l, as the SIMD kernels and the segment merge do */
+        for (int j = 0; j < nq; j++) {
+            const float inv = 1.0f / u->l[j];
+            for (int d = 0; d < hd; d++) u->out[j][d] = u->acc[(size_t)j * hd + d] * inv;
+        }
 }

@@ -32,8 +32,19 @@ typedef struct {
 extern const loom_cpu_kernels loom_cpu_kernels_scalar;
 extern const loom_cpu_kernels loom_cpu_kernels_avx2;
 extern const loom_cpu_kernels loom_cpu_kernels_avx512;
+/* AVX2 kernels of the 4/5/6-bit types (gemm_avx2.c), one lane per row */
+void loom_avx2_lanes_q4_0(const uint8_t *, size_t, int64_t, int64_t, const uint8_t *, size_t, int64_t, float *, int64_t);
+void loom_avx2_lanes_q4_1(const uint8_t *, size_t, int64_t, int64_t, const uint8_t *, size_t, int64_t, float *, int64_t);
+void loom_avx2_lanes_q5_0(const uint8_t *, size_t, int64_t, int64_t, const uint8_t *, size_t, int64_t, float *, int64_t);
+void loom_avx2_lanes_q5_1(const uint8_t *, size_t, int64_t, int64_t, const uint8_t *, size_t, int64_t, float *, int64_t);
+void loom_avx2_lanes_q4_K(const uint8_t *, size_t, int64_t, int64_t, const uint8_t *, size_t, int64_t, float *, int64_t);
+void loom_avx2_lanes_q5_K(const uint8_t *, size_t, int64_t, int64_t, const uint8_t *, size_t, int64_t, float *, int64_t);
+void loom_avx2_lanes_q6_K(const uint8_t *, size_t, int64_t, int64_t, const uint8_t *, size_t, int64_t, float *, int64_t);
 /* AVX-512 prefill GEMM (gemm_avx512.c); the avx512 kernels hand calls with
- * n >= loom_gemm_min_n(type) to it. Crossovers measured with bench_matmul on
+ * n >= loom_gemm_min_n(type) to it. It rounds differently from the register
+ * tiles, so on AVX-512 a row's result changes (by float rounding) when the
+ * number of tokens crosses the threshold: the batch invariance of kernels.h
+ * does not hold there yet (AVX2 has it: gemm_avx2.c). Crossovers measured with bench_matmul on
  * Sapphire Rapids (one thread, GFLOP/s, register tiles vs GEMM, weights in
  * the L3 cache; from DRAM the tiles keep their lead a little longer):
  *   Q4_K  n = 6: 91 vs 70, 8: 118 vs 91, 10: 111 vs 122, 12: 119 vs 160
