@@ -23,7 +23,8 @@
 void loom_attention_store(const loom_attention_args *a) {
     const loom_kv_config *kc = loom_kv_config_of(a->kv);
     const int hd = a->head_dim, bt = kc->block_tokens, kvdim = a->n_kv * hd;
-    const bool f16 = kc->type == LOOM_TYPE_F16, f16c = f16 && loom_isa_get() >= LOOM_ISA_AVX2;
+    const bool f16 = kc->type == LOOM_TYPE_F16;
+    loom_f16_row_fn *to_f16 = loom_kernels_get()->f16_row;
     uint16_t tmp[64];
     for (int i = 0; i < a->n; i++) {
         const int p = a->pos[i], slot = p % bt;
@@ -41,14 +42,10 @@ void loom_attention_store(const loom_attention_args *a) {
             uint16_t *kd = (uint16_t *)kb + ko, *vd = (uint16_t *)vb + vo;
             for (int d0 = 0; d0 < hd; d0 += 64) {
                 const int m = hd - d0 < 64 ? hd - d0 : 64;
-                if (f16c) loom_attn_f16_row_avx2(ks + d0, tmp, m);
-                else
-                    for (int d = 0; d < m; d++) tmp[d] = loom_f32_to_f16(ks[d0 + d]);
+                to_f16(ks + d0, tmp, m);
                 for (int d = 0; d < m; d++) kd[(size_t)(d0 + d) * bt] = tmp[d];
             }
-            if (f16c) loom_attn_f16_row_avx2(vs, vd, hd);
-            else
-                for (int d = 0; d < hd; d++) vd[d] = loom_f32_to_f16(vs[d]);
+            to_f16(vs, vd, hd);
         }
     }
 }
@@ -185,8 +182,6 @@ static int seg_blocks_of(const loom_kv_config *kc) {
 
 /* ------------------------------------------------------------ compute */
 
-typedef void (*unit_fn)(const loom_attn_unit *u);
-
 typedef struct {
     const loom_attention_args *a;
     float *scratch;
@@ -196,8 +191,8 @@ typedef struct {
     const att_unit *units;
     int n_units, n_jobs, seg_blocks;
     int spread;           /* 1: a job per segment, merged afterwards; 0: a job per unit */
-    float qscale;
-    unit_fn kernel;
+    loom_attn_unit proto; /* the fields every unit shares: cache pointers, shapes, qscale */
+    loom_attn_unit_fn *kernel;
     _Atomic int next;
 } att_task;
 
@@ -246,7 +241,7 @@ static int unit_queries(const att_task *t, const att_unit *un, const float **qp,
     return nq;
 }
 
-/* out[j] = acc[j] / l[j] of a merged partial result, as the kernels write it */
+/* out[j] = acc[j] · (1/l[j]) of a merged partial result, as the kernels write it */
 static void write_out(const float *s, float *const *op, int nq, int hd) {
     for (int j = 0; j < nq; j++) {
         const float inv = 1.0f / s[NQM + j];
@@ -282,8 +277,10 @@ static void att_worker(void *ctx, int ith, int nth) {
         const float *qp[NQM];
         float *op[NQM];
         const int nq = unit_queries(t, un, qp, op, lim), P = segs_of(t, un, bt);
-        loom_attn_unit u = {a->kv, a->layer, un->kvh, loom_kv_table(a->kv, t->rows[un->r0].seq), nq, 0, un->len,
-                            un->len, qp, t->qscale, op, lim, qs, m, l, acc, base + t->L.work};
+        loom_attn_unit u = t->proto;
+        u.kvh = un->kvh, u.table = loom_kv_table(a->kv, t->rows[un->r0].seq), u.nq = nq;
+        u.p_begin = 0, u.p_end = un->len, u.p_pf = un->len;
+        u.qp = qp, u.out = op, u.lim = lim, u.q = qs, u.m = m, u.l = l, u.acc = acc, u.work = base + t->L.work;
         if (P == 1) { /* one segment: the kernel writes the output */
             t->kernel(&u);
             continue;
@@ -341,11 +338,18 @@ void loom_attention_compute(const loom_attention_args *a, loom_pool *pool, float
         for (int i = 0; i < t.n_units; i++) units[i].job0 = jobs, jobs += segs_of(&t, &units[i], kc->block_tokens);
         t.n_jobs = jobs; /* <= (2 nth - 1) SEG_MAX_PARTS < nth PART_SLOTS */
     }
-    t.qscale = (float)(1.4426950408889634 / sqrt((double)hd)); /* log2(e) / √d */
-    loom_isa isa = loom_isa_get();
-    t.kernel = isa >= LOOM_ISA_AVX512 && hd % 16 == 0 ? loom_attn_unit_avx512
-               : isa >= LOOM_ISA_AVX2 && hd % 8 == 0  ? loom_attn_unit_avx2
-                                                       : loom_attn_unit_scalar;
+    const uint8_t *k0 = loom_kv_k_block(a->kv, a->layer, 0), *v0 = loom_kv_v_block(a->kv, a->layer, 0);
+    t.proto = (loom_attn_unit){.k = k0,
+                               .v = v0,
+                               /* blocks of a layer are equally spaced (kv_cache.c) */
+                               .block_bytes = (size_t)((const uint8_t *)loom_kv_k_block(a->kv, a->layer, 1) - k0),
+                               .block_tokens = kc->block_tokens,
+                               .head_dim = hd,
+                               .f16 = kc->type == LOOM_TYPE_F16,
+                               .qscale = (float)(1.4426950408889634 / sqrt((double)hd))}; /* log2(e) / √d */
+    const loom_kernels *K = loom_kernels_get();
+    while (hd % K->attn_head_multiple) K = K->lower; /* scalar takes every head size */
+    t.kernel = K->attn_unit;
     atomic_init(&t.next, 0);
     loom_pool_run(pool, att_worker, &t);
     if (t.spread) merge_spread(&t);

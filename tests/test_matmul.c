@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/cpu/cpu_kernels.h"
 #include "runtime/kernels.h"
 #include "runtime/quant.h"
 
@@ -357,15 +356,24 @@ Test(matmul, batch_invariance_every_isa) {
     cr_assert(for_each_isa("matmul batch invariance", batch_invariance) >= 1);
 }
 
-/* Each SIMD level supplies its own kernel for every type (no silent fallback
- * to a lower level, which would leave that level untested). */
-Test(matmul, simd_levels_cover_every_type) {
-    const loom_cpu_kernels *tabs[] = {&loom_cpu_kernels_scalar, &loom_cpu_kernels_avx2,
-                                      &loom_cpu_kernels_avx512};
-    for (int i = 0; i < LOOM_ISA_COUNT; i++)
-        for (int ti = 0; ti < N_TYPES; ti++)
-            cr_expect(tabs[i]->matmul[all_types[ti]] != NULL, "%s has no kernel for %s",
-                      loom_isa_name((loom_isa)i), loom_type_name(all_types[ti]));
+/* Every level's table has its own kernel for every type that can matmul
+ * (no silent fallback to a lower level, which would leave that level
+ * untested), and none for the others; every other entry but the optional
+ * exp2 is there. */
+Test(matmul, kernel_tables_complete) {
+    for (int i = 0; i < LOOM_ISA_COUNT; i++) {
+        const loom_kernels *K = loom_kernels_of((loom_isa)i);
+        cr_assert(K != NULL);
+        cr_expect_str_eq(K->name, loom_isa_name((loom_isa)i));
+        for (int t = 0; t < LOOM_TYPE_COUNT; t++)
+            cr_expect((K->matmul[t] != NULL) == loom_type_can_matmul((loom_type)t), "%s: matmul entry of %s",
+                      K->name, loom_type_name((loom_type)t));
+        cr_expect(K->attn_unit && K->attn_head_multiple > 0 && K->f16_row && K->rmsnorm && K->swiglu,
+                  "%s: an entry is missing", K->name);
+        cr_expect(i == 0 ? K->lower == NULL && K->attn_head_multiple == 1 : K->lower == loom_kernels_of((loom_isa)(i - 1)),
+                  "%s: the level below", K->name);
+    }
+    cr_expect(loom_kernels_of(LOOM_ISA_COUNT) == NULL);
 }
 
 Test(matmul, degenerate_calls_write_nothing) {

@@ -33,17 +33,14 @@
  *
  * Compiled with -mavx2 -mfma -mf16c -mbmi2.
  */
-/* see matmul_avx2.c: UBSan's checks make clang's sanitizer build crawl */
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((no_sanitize("undefined"))), apply_to = function)
-#endif
 
 #include <immintrin.h>
 
 #include "runtime/cpu/gemm_panel.h"
 
-#define AI static inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 16")
+LOOM_NO_UBSAN_BEGIN /* why: cpu_kernels.h */
+#define AI LOOM_AI
+#define UNROLL LOOM_UNROLL
 
 enum { GMR = 8, GKC = 512, GNT = 4, RTN = 4 /* tokens per row tile */ };
 
@@ -144,12 +141,9 @@ AI __m256i kmins(const int32_t (*mp)[GMR], const uint8_t *ab) {
 
 /* Q4_K/Q5_K packed scales -> bytes [sc0..sc7, m0..m7]. */
 AI __m128i q4k_scales(const uint8_t *s12) {
-    uint32_t u0 = loom_ld_u32(s12), u1 = loom_ld_u32(s12 + 4), u2 = loom_ld_u32(s12 + 8);
-    const uint32_t m3 = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4);
-    const uint32_t m2 = u1 & 0x3f3f3f3fu;
-    const uint32_t s1 = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);
-    const uint32_t s0 = u0 & 0x3f3f3f3fu;
-    return _mm_set_epi32((int)m3, (int)m2, (int)s1, (int)s0);
+    uint32_t w[4];
+    loom_q4k_scale_words(s12, w);
+    return _mm_set_epi32((int)w[3], (int)w[2], (int)w[1], (int)w[0]);
 }
 
 /* y[0..rows) = v (rows < 8: only those lanes) */
@@ -515,20 +509,17 @@ AI void row_tiles(const int type, const uint8_t *w, size_t ws, int64_t k, int64_
 
 /* ============================== instantiation ============================== */
 
-#define LANES(name, type)                                                                              \
-    void name(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, size_t xs, int64_t n, \
-              float *y, int64_t ldy) {                                                                 \
-        if (n >= g_min_n(type)) g_gemm(type, w, ws, k, nr, xq, xs, n, y, ldy);                         \
-        else row_tiles(type, w, ws, k, nr, xq, xs, n, y, ldy);                                         \
+/* the Q and K families of the weight-type list; F and Q8 are in matmul_avx2.c */
+#define LANES(p, T, s)                                                                                \
+    void p##s(LOOM_MATMUL_PARAMS) {                                                                   \
+        if (n >= g_min_n(LOOM_TYPE_##T)) g_gemm(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy);      \
+        else row_tiles(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy);                               \
     }
-LANES(loom_avx2_lanes_q4_0, LOOM_TYPE_Q4_0)
-LANES(loom_avx2_lanes_q4_1, LOOM_TYPE_Q4_1)
-LANES(loom_avx2_lanes_q5_0, LOOM_TYPE_Q5_0)
-LANES(loom_avx2_lanes_q5_1, LOOM_TYPE_Q5_1)
-LANES(loom_avx2_lanes_q4_K, LOOM_TYPE_Q4_K)
-LANES(loom_avx2_lanes_q5_K, LOOM_TYPE_Q5_K)
-LANES(loom_avx2_lanes_q6_K, LOOM_TYPE_Q6_K)
+#define LANES_Q(p, T, s) LANES(p, T, s)
+#define LANES_K(p, T, s) LANES(p, T, s)
+#define LANES_F(p, T, s)
+#define LANES_Q8(p, T, s)
+#define FAMILY(p, T, s, f) LANES_##f(p, T, s)
+LOOM_MATMUL_TYPES(FAMILY, loom_avx2_mm_)
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#endif
+LOOM_NO_UBSAN_END

@@ -16,24 +16,18 @@
  *
  * Compiled with -mavx2 -mfma -mf16c -mbmi2.
  */
-/* UBSan's checks multiply the size of these fully unrolled kernels and made
- * clang's sanitizer build take many minutes per file; the kernels keep
- * AddressSanitizer (every vector load is still bounds-checked) and drop only
- * the UB checks (there is no signed arithmetic on data here). */
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((no_sanitize("undefined"))), apply_to = function)
-#endif
 
 #include <immintrin.h>
 
 #include "runtime/cpu/cpu_kernels.h"
 
-#define AI static inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 16")
+LOOM_NO_UBSAN_BEGIN /* why: cpu_kernels.h */
+#define AI LOOM_AI
+#define UNROLL LOOM_UNROLL
 
 /* Largest tile; register arrays are declared at this size (arrays sized by
  * the RM/RN parameters would be VLAs, which compilers keep in memory). */
-enum { XM = 4, XN = 3 };
+enum { XM = 4, XN = 4 };
 
 AI float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -84,10 +78,10 @@ AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, siz
 
 /* ================================ Q8_0 ================================ */
 
-AI void tile_q8(const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k, const uint8_t *x, size_t xs,
+AI void tile_q8(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k, const uint8_t *x, size_t xs,
                 float *y, int64_t ldy) {
     const int64_t nb = k / 32;
-    const size_t bs = loom_qblock_bytes(LOOM_TYPE_Q8_0);
+    const size_t bs = loom_qblock_bytes(type);
     const __m256i ones16 = _mm256_set1_epi16(1);
     __m256 acc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm256_setzero_ps();
@@ -116,53 +110,15 @@ AI void tile_q8(const int RM, const int RN, const uint8_t *w, size_t ws, int64_t
 
 /* ============================ instantiation ============================ */
 
-#define TILE(name, body)                                                                   \
-    static void name(const uint8_t *w, size_t ws, int64_t k, const uint8_t *x, size_t xs, \
-                     float *y, int64_t ldy) {                                              \
-        body;                                                                              \
-    }
-#define TILE_F(name, type, RM, RN) TILE(name, tile_f(type, RM, RN, w, ws, k, x, xs, y, ldy))
-#define TILE_Q8(name, type, RM, RN) TILE(name, tile_q8(RM, RN, w, ws, k, x, xs, y, ldy))
+/* the F and Q8 families of the weight-type list; Q and K are in gemm_avx2.c */
+#define KERNEL(p, T, s, fn, RMD, RM)                                                                  \
+    LOOM_TILE_SET(s, fn, LOOM_TYPE_##T, RMD, RM, 3)                                                   \
+    void p##s(LOOM_MATMUL_PARAMS) { loom_run_tiles(&s##_tiles, w, ws, k, nr, xq, xs, n, y, ldy); }
+#define KERNEL_F(p, T, s) KERNEL(p, T, s, tile_f, 4, 3)
+#define KERNEL_Q8(p, T, s) KERNEL(p, T, s, tile_q8, 2, 2)
+#define KERNEL_Q(p, T, s)
+#define KERNEL_K(p, T, s)
+#define FAMILY(p, T, s, f) KERNEL_##f(p, T, s)
+LOOM_MATMUL_TYPES(FAMILY, loom_avx2_mm_)
 
-/* decode tiles (1 and RMD rows), prefill tiles (1 and RM rows x 1..3 tokens) */
-#define KERNEL(fam, tname, type, RMD, RM)                                                   \
-    fam(tname##_d1, type, 1, 1)                                                             \
-    fam(tname##_dm, type, RMD, 1)                                                           \
-    fam(tname##_o2, type, 1, 2)                                                             \
-    fam(tname##_o3, type, 1, 3)                                                             \
-    fam(tname##_f1, type, RM, 1)                                                            \
-    fam(tname##_f2, type, RM, 2)                                                            \
-    fam(tname##_f3, type, RM, 3)                                                            \
-    static const loom_tile_set tname##_tiles = {                                           \
-        RMD, RM, 3, {tname##_d1, tname##_dm},                                               \
-        {NULL, tname##_d1, tname##_o2, tname##_o3},                                         \
-        {NULL, tname##_f1, tname##_f2, tname##_f3}};                                        \
-    static void tname(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, \
-                      size_t xs, int64_t n, float *y, int64_t ldy) {                        \
-        loom_run_tiles(&tname##_tiles, w, ws, k, nr, xq, xs, n, y, ldy);                    \
-    }
-
-KERNEL(TILE_F, mm_f32, LOOM_TYPE_F32, 4, 3)
-KERNEL(TILE_F, mm_f16, LOOM_TYPE_F16, 4, 3)
-KERNEL(TILE_F, mm_bf16, LOOM_TYPE_BF16, 4, 3)
-KERNEL(TILE_Q8, mm_q8_0, LOOM_TYPE_Q8_0, 2, 2)
-
-const loom_cpu_kernels loom_cpu_kernels_avx2 = {
-    .matmul = {
-        [LOOM_TYPE_F32] = mm_f32,
-        [LOOM_TYPE_F16] = mm_f16,
-        [LOOM_TYPE_BF16] = mm_bf16,
-        [LOOM_TYPE_Q4_0] = loom_avx2_lanes_q4_0,
-        [LOOM_TYPE_Q4_1] = loom_avx2_lanes_q4_1,
-        [LOOM_TYPE_Q5_0] = loom_avx2_lanes_q5_0,
-        [LOOM_TYPE_Q5_1] = loom_avx2_lanes_q5_1,
-        [LOOM_TYPE_Q8_0] = mm_q8_0,
-        [LOOM_TYPE_Q4_K] = loom_avx2_lanes_q4_K,
-        [LOOM_TYPE_Q5_K] = loom_avx2_lanes_q5_K,
-        [LOOM_TYPE_Q6_K] = loom_avx2_lanes_q6_K,
-    },
-};
-
-#if defined(__clang__)
-#pragma clang attribute pop
-#endif
+LOOM_NO_UBSAN_END
