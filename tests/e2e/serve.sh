@@ -45,7 +45,7 @@ client() { "$PY" "$here/serve_client.py" "$@" || fail "serve_client.py $1 (serve
 for mode in $modes; do
   case $mode in
   full)
-    start_server "$TMP/full.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 2048 --sequences 16 $SERVE_EXTRA
+    start_server "$TMP/full.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 2048 --sequences 16 ${SERVE_EXTRA:-}
     client full --base "http://127.0.0.1:$PORT" --reference-cmd "$LOOM generate --model $MODEL --threads 2"
     stop_server "$TMP/full.log"
     grep -q "SIGTERM" "$TMP/full.log" || fail "no shutdown message"
