@@ -20,13 +20,19 @@
 
 static loom_status read_opt(const char *path, loom_strbuf *b) { return path ? loom_read_file(path, b) : NULL; }
 
+static char *token_text(const loom_tokenizer *tok, int32_t id) {
+    size_t n;
+    const char *p = loom_token_text(tok, id, &n);
+    return strndup(p, n);
+}
+
 int cmd_template(int argc, char **argv) {
     const char *tmpl_path = NULL, *model = NULL, *messages = NULL, *tools = NULL, *documents = NULL, *kwargs = NULL,
                *bos = NULL, *eos = NULL;
     bool gen = false;
     const loom_arg args[] = {
         {"--template", LOOM_ARG_STR, &tmpl_path, "FILE", "the Jinja chat template"},
-        {"--model", LOOM_ARG_STR, &model, "PATH", "take the template and bos/eos tokens from this GGUF instead"},
+        {"--model", LOOM_ARG_STR, &model, "PATH", "the bos/eos tokens (and, without --template, the template) of this GGUF"},
         {"--messages", LOOM_ARG_STR, &messages, "FILE", "JSON array of messages ({\"role\", \"content\", ...})"},
         {"--tools", LOOM_ARG_STR, &tools, "FILE", "JSON array of tool definitions (default: tools = None)"},
         {"--documents", LOOM_ARG_STR, &documents, "FILE", "JSON array of documents (default: documents = None)"},
@@ -36,7 +42,7 @@ int cmd_template(int argc, char **argv) {
         {"--eos-token", LOOM_ARG_STR, &eos, "TEXT", "eos_token (absent: undefined; with --model: the model's)"},
     };
     const char *synopsis =
-        "template (--template FILE | --model PATH) --messages FILE [--tools FILE] [--documents FILE]\n"
+        "template (--template FILE | --model PATH | both) --messages FILE [--tools FILE] [--documents FILE]\n"
         "            [--kwargs FILE] [--add-generation-prompt] [--bos-token X] [--eos-token Y]";
     const char *about =
         "Prints the prompt a chat template makes of a conversation, exactly as Hugging Face's\n"
@@ -47,7 +53,7 @@ int cmd_template(int argc, char **argv) {
     case LOOM_ARGS_ERROR: return 2;
     case LOOM_ARGS_OK: break;
     }
-    if (!tmpl_path == !model) return loom_usage_error("template: give exactly one of --template FILE and --model PATH");
+    if (!tmpl_path && !model) return loom_usage_error("template: give --template FILE, --model PATH or both");
     if (!messages) return loom_usage_error("template: --messages FILE is required");
 
     loom_strbuf src = {0}, msgs = {0}, tl = {0}, docs = {0}, kw = {0}, out = {0};
@@ -58,24 +64,22 @@ int cmd_template(int argc, char **argv) {
     if (!st) st = read_opt(tools, &tl);
     if (!st) st = read_opt(documents, &docs);
     if (!st) st = read_opt(kwargs, &kw);
-    if (!st && tmpl_path) {
-        st = loom_read_file(tmpl_path, &src);
-        if (!st) st = loom_chat_template_create(src.data, src.len, bos, eos, &c);
-    } else if (!st) {
+    if (!st) st = read_opt(tmpl_path, &src);
+    char *model_bos = NULL, *model_eos = NULL;
+    if (!st && model) {
         st = loom_gguf_open(model, &g);
         if (!st) st = loom_tokenizer_create(g, &tok);
-        if (!st && !bos && !eos) {
-            st = loom_chat_template_from_gguf(g, tok, &c);
-        } else if (!st) { /* the model's template with the tokens given here */
-            loom_chat_template *m = NULL;
-            st = loom_chat_template_from_gguf(g, tok, &m);
-            loom_str s;
-            if (!st && loom_gguf_get_str(g, "tokenizer.chat_template", &s))
-                st = loom_chat_template_create(s.ptr, s.len, bos ? bos : loom_chat_template_bos(m),
-                                               eos ? eos : loom_chat_template_eos(m), &c);
-            loom_chat_template_free(m);
+        loom_str s;
+        if (!st && !tmpl_path) {
+            if (loom_gguf_get_str(g, "tokenizer.chat_template", &s)) st = loom_strbuf_append(&src, s.ptr, s.len);
+            else st = loom_error(LOOM_ERR_UNSUPPORTED, "%s: the model has no chat template (tokenizer.chat_template)", model);
         }
+        /* the model's bos/eos texts unless given */
+        if (!st && !bos && loom_tokenizer_bos(tok) >= 0) bos = model_bos = token_text(tok, loom_tokenizer_bos(tok));
+        if (!st && !eos && loom_tokenizer_eos(tok) >= 0) eos = model_eos = token_text(tok, loom_tokenizer_eos(tok));
     }
+    if (!st) st = loom_chat_template_create(src.data ? src.data : "", src.len, bos, eos, &c);
+    if (st && tmpl_path) st = loom_error_wrap(st, "%s", tmpl_path);
     if (!st) {
         loom_jinja_limits lim = loom_jinja_limits_default();
         lim.now = getenv("LOOM_TEMPLATE_NOW");
@@ -95,6 +99,8 @@ int cmd_template(int argc, char **argv) {
         fprintf(stderr, "loom template: cannot write to stdout\n");
         rc = 1;
     }
+    free(model_bos);
+    free(model_eos);
     loom_chat_template_free(c);
     loom_tokenizer_free(tok);
     loom_gguf_free(g);

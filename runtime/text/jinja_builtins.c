@@ -10,7 +10,6 @@
 
 #include "runtime/text/jinja_internal.h"
 
-#define GIVEN(v) (!((v).t == JV_UNDEF && !(v).u.s))
 #define TEST(name) static bool t_##name(jx *x, const jnode *at, jv v, const jargs *a, jv *out)
 #define ONE_ARG(tname)                                                                   \
     static const char *const ps_[] = {"other"};                                          \
@@ -175,7 +174,10 @@ GLOBAL(range) {
     if (n > 100000) return jx_fail(x, at, "Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
     jlist *l = jl_new(x, n > 0 ? (uint32_t)n + 1 : 0);
     if (!l) return jx_alloc_failed(x, at);
-    for (int64_t i = p[0]; p[2] > 0 ? i < p[1] : i > p[1]; i += p[2]) l->v[l->n++] = jv_int(i);
+    for (int64_t i = p[0]; p[2] > 0 ? i < p[1] : i > p[1];) {
+        l->v[l->n++] = jv_int(i);
+        if (__builtin_add_overflow(i, p[2], &i)) break;
+    }
     *out = jv_list(l, 0);
     return true;
 }
@@ -259,7 +261,7 @@ GLOBAL(cycler) {
     jobj *o = jo_new(x, JO_CYCLER);
     jlist *l = jl_new(x, a->npos);
     if (!o || !l) return jx_alloc_failed(x, at);
-    memcpy(l->v, a->pos, a->npos * sizeof(jv));
+    jv_copy(l->v, a->pos, a->npos);
     l->n = a->npos;
     o->u.cycler.items = l;
     *out = (jv){.t = JV_OBJ, .u.o = o};

@@ -555,7 +555,7 @@ bool jloop_method(jx *x, const jnode *at, jv self, const char *m, const jargs *a
     /* changed(*values) */
     jlist *vals = jl_new(x, a->npos);
     if (!vals) return jx_alloc_failed(x, at);
-    memcpy(vals->v, a->pos, a->npos * sizeof(jv));
+    jv_copy(vals->v, a->pos, a->npos);
     vals->n = a->npos;
     jv now = jv_list(vals, JF_TUPLE);
     bool changed = !l->changed_set || !jv_eq(now, l->last_changed);

@@ -18,29 +18,13 @@
 
 #include "runtime/text/jinja_internal.h"
 
-#define GIVEN(v) (!((v).t == JV_UNDEF && !(v).u.s))
-#define BIND(req, ...)                                                                                   \
-    static const char *const ps_[] = {__VA_ARGS__};                                                      \
-    jv arg[sizeof ps_ / sizeof ps_[0]];                                                                  \
-    if (!jargs_bind(x, at, at->name, a, ps_, sizeof ps_ / sizeof ps_[0], req, arg)) return false
-#define NOARGS()                                                                                         \
-    if (!jargs_bind(x, at, at->name, a, NULL, 0, 0, NULL)) return false
-#define FILTER(name) static bool f_##name(jx *x, const jnode *at, jv v, const jargs *a, jv *out)
-
-static jv soft_str(jx *x, const jnode *at, jv v, bool *ok) {
+jv jf_soft_str(jx *x, const jnode *at, jv v, bool *ok) {
     jv s;
     *ok = jv_stringify(x, at, v, &s);
     return s;
 }
 
-static bool gen(jx *x, const jnode *at, jlist *l, jv *out) {
-    (void)x;
-    (void)at;
-    *out = jv_list(l, JF_GEN);
-    return true;
-}
-
-FILTER(tojson) {
+JFILTER(tojson) {
     BIND(0, "ensure_ascii", "indent", "separators", "sort_keys");
     jjson_opts o = {.item_sep = ", ", .item_sep_n = 2, .key_sep = ": ", .key_sep_n = 2};
     o.ensure_ascii = GIVEN(arg[0]) && jv_truthy(arg[0]);
@@ -98,7 +82,7 @@ static bool length_of(jx *x, const jnode *at, jv v, int64_t *n) {
     return jx_fail(x, at, "object of type '%s' has no len()", jv_type_name(v));
 }
 
-FILTER(length) {
+JFILTER(length) {
     NOARGS();
     int64_t n = 0;
     if (!length_of(x, at, v, &n)) return false;
@@ -106,22 +90,22 @@ FILTER(length) {
     return true;
 }
 
-FILTER(trim) {
+JFILTER(trim) {
     BIND(0, "chars");
     bool ok;
-    jv s = soft_str(x, at, v, &ok);
+    jv s = jf_soft_str(x, at, v, &ok);
     if (!ok) return false;
     if (GIVEN(arg[0]) && arg[0].t != JV_NONE && arg[0].t != JV_STR)
         return jx_fail(x, at, "strip arg must be None or str");
     return jstr_strip(x, s, arg[0], true, true, out);
 }
 
-FILTER(string) {
+JFILTER(string) {
     NOARGS();
     return jv_stringify(x, at, v, out);
 }
 
-FILTER(default) {
+JFILTER(default) {
     BIND(0, "default_value", "boolean");
     if (v.t == JV_UNDEF || (GIVEN(arg[1]) && jv_truthy(arg[1]) && !jv_truthy(v)))
         *out = GIVEN(arg[0]) ? arg[0] : jv_strv("", 0, 0);
@@ -130,76 +114,20 @@ FILTER(default) {
     return true;
 }
 
-static bool map_attr(jx *x, const jnode *at, jlist *l, jv attribute, jv dflt, jlist **out) {
-    jlist *m = jl_new(x, l->n);
-    if (!m) return jx_alloc_failed(x, at);
-    for (uint32_t i = 0; i < l->n; i++) {
-        jv item;
-        if (!jv_attr_path(x, at, l->v[i], attribute, &item)) return false;
-        if (item.t == JV_UNDEF && GIVEN(dflt) && dflt.t != JV_NONE) item = dflt;
-        m->v[m->n++] = item;
-    }
-    *out = m;
-    return true;
-}
-
-FILTER(join) {
-    BIND(0, "d", "attribute");
-    jlist *l;
-    if (!jv_iter(x, at, v, &l)) return false;
-    if (GIVEN(arg[1]) && arg[1].t != JV_NONE && !map_attr(x, at, l, arg[1], jv_undef(), &l)) return false;
-    jv sep = jv_strv("", 0, 0);
-    if (GIVEN(arg[0]) && !jv_stringify(x, at, arg[0], &sep)) return false;
-    jbuf b = {.a = x->a};
-    for (uint32_t i = 0; i < l->n; i++) {
-        if (i) jb_put(&b, sep.u.s, sep.n);
-        if (!jv_to_str(x, at, l->v[i], &b)) return false;
-    }
-    if (b.fail) return jx_alloc_failed(x, at);
-    *out = jb_str(&b, 0);
-    return true;
-}
-
-static bool dict_items(jx *x, const jnode *at, jdict *d, jlist **out) {
-    jlist *l = jl_new(x, d->n);
-    if (!l) return jx_alloc_failed(x, at);
-    for (uint32_t i = 0; i < d->n; i++) {
-        jlist *p = jl_new(x, 2);
-        if (!p) return jx_alloc_failed(x, at);
-        p->v[0] = d->k[i];
-        p->v[1] = d->v[i];
-        p->n = 2;
-        l->v[l->n++] = jv_list(p, JF_TUPLE);
-    }
-    *out = l;
-    return true;
-}
-
-FILTER(items) {
-    NOARGS();
-    jlist *l;
-    if (v.t == JV_UNDEF) {
-        if (!(l = jl_new(x, 0))) return jx_alloc_failed(x, at);
-        return gen(x, at, l, out);
-    }
-    if (v.t != JV_DICT) return jx_fail(x, at, "Can only get item pairs from a mapping.");
-    return dict_items(x, at, v.u.d, &l) && gen(x, at, l, out);
-}
-
 static bool case_filter(jx *x, const jnode *at, jv v, const jargs *a, jv *out, int mode) {
     NOARGS();
     bool ok;
-    jv s = soft_str(x, at, v, &ok);
+    jv s = jf_soft_str(x, at, v, &ok);
     return ok && (jstr_case(x, s, mode, out) || jx_alloc_failed(x, at));
 }
-FILTER(lower) { return case_filter(x, at, v, a, out, 0); }
-FILTER(upper) { return case_filter(x, at, v, a, out, 1); }
-FILTER(capitalize) { return case_filter(x, at, v, a, out, 3); }
+JFILTER(lower) { return case_filter(x, at, v, a, out, 0); }
+JFILTER(upper) { return case_filter(x, at, v, a, out, 1); }
+JFILTER(capitalize) { return case_filter(x, at, v, a, out, 3); }
 
-FILTER(title) { /* jinja2's own: words split at runs of "-", whitespace and opening brackets */
+JFILTER(title) { /* jinja2's own: words split at runs of "-", whitespace and opening brackets */
     NOARGS();
     bool ok;
-    jv s = soft_str(x, at, v, &ok);
+    jv s = jf_soft_str(x, at, v, &ok);
     if (!ok) return false;
     jbuf b = {.a = x->a};
     bool start = true;
@@ -221,14 +149,14 @@ FILTER(title) { /* jinja2's own: words split at runs of "-", whitespace and open
     return !b.fail || jx_alloc_failed(x, at);
 }
 
-FILTER(safe) {
+JFILTER(safe) {
     NOARGS();
     if (!jv_stringify(x, at, v, out)) return false;
     out->fl |= JF_MARKUP;
     return true;
 }
 
-FILTER(escape) {
+JFILTER(escape) {
     NOARGS();
     if (v.t == JV_STR && (v.fl & JF_MARKUP)) {
         *out = v;
@@ -241,101 +169,7 @@ FILTER(escape) {
 }
 
 /* Stable merge sort of items by keys; `cmp` may fail. */
-static bool sort_keys(jx *x, const jnode *at, jv *keys, uint32_t *idx, uint32_t n, bool reverse) {
-    uint32_t *tmp = ja_alloc(x->a, (n + 1) * sizeof *tmp);
-    if (!tmp) return jx_alloc_failed(x, at);
-    if (!jx_step(x, at, n / 16)) return false;
-    for (uint32_t w = 1; w < n; w *= 2) {
-        for (uint32_t lo = 0; lo < n; lo += 2 * w) {
-            uint32_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n, i = lo, j = mid, k = lo;
-            while (i < mid && j < hi) {
-                bool lt;
-                /* take the right one first only when it is strictly before the left one */
-                if (!(reverse ? jv_lt(x, at, keys[idx[i]], keys[idx[j]], &lt) : jv_lt(x, at, keys[idx[j]], keys[idx[i]], &lt)))
-                    return false;
-                tmp[k++] = lt ? idx[j++] : idx[i++];
-            }
-            while (i < mid) tmp[k++] = idx[i++];
-            while (j < hi) tmp[k++] = idx[j++];
-        }
-        memcpy(idx, tmp, n * sizeof *idx);
-    }
-    return true;
-}
-
-static bool fold(jx *x, jv v, bool case_sensitive, jv *out) {
-    if (!case_sensitive && v.t == JV_STR) return jstr_case(x, v, 0, out);
-    *out = v;
-    return true;
-}
-
-FILTER(dictsort) {
-    BIND(0, "case_sensitive", "by", "reverse");
-    if (v.t != JV_DICT) return jx_fail(x, at, "'%s' object has no attribute 'items'", jv_type_name(v));
-    int pos = 0;
-    if (GIVEN(arg[1])) {
-        if (arg[1].t == JV_STR && arg[1].n == 5 && !memcmp(arg[1].u.s, "value", 5)) pos = 1;
-        else if (!(arg[1].t == JV_STR && arg[1].n == 3 && !memcmp(arg[1].u.s, "key", 3)))
-            return jx_fail(x, at, "You can only sort by either \"key\" or \"value\"");
-    }
-    jlist *l;
-    if (!dict_items(x, at, v.u.d, &l)) return false;
-    jv *keys = ja_alloc(x->a, (l->n + 1) * sizeof *keys);
-    uint32_t *idx = ja_alloc(x->a, (l->n + 1) * sizeof *idx);
-    if (!keys || !idx) return jx_alloc_failed(x, at);
-    for (uint32_t i = 0; i < l->n; i++) {
-        idx[i] = i;
-        if (!fold(x, l->v[i].u.l->v[pos], GIVEN(arg[0]) && jv_truthy(arg[0]), &keys[i])) return jx_alloc_failed(x, at);
-    }
-    if (!sort_keys(x, at, keys, idx, l->n, GIVEN(arg[2]) && jv_truthy(arg[2]))) return false;
-    jlist *r = jl_new(x, l->n);
-    if (!r) return jx_alloc_failed(x, at);
-    for (uint32_t i = 0; i < l->n; i++) r->v[i] = l->v[idx[i]];
-    r->n = l->n;
-    *out = jv_list(r, 0);
-    return true;
-}
-
-FILTER(sort) {
-    BIND(0, "reverse", "case_sensitive", "attribute");
-    jlist *l;
-    if (!jv_iter(x, at, v, &l)) return false;
-    jv *keys = ja_alloc(x->a, (l->n + 1) * sizeof *keys);
-    uint32_t *idx = ja_alloc(x->a, (l->n + 1) * sizeof *idx);
-    if (!keys || !idx) return jx_alloc_failed(x, at);
-    for (uint32_t i = 0; i < l->n; i++) {
-        idx[i] = i;
-        jv k = l->v[i];
-        if (GIVEN(arg[2]) && arg[2].t != JV_NONE && !jv_attr_path(x, at, k, arg[2], &k)) return false;
-        if (!fold(x, k, GIVEN(arg[1]) && jv_truthy(arg[1]), &k)) return jx_alloc_failed(x, at);
-        jlist *one = jl_new(x, 1); /* make_multi_attrgetter: a list of one key */
-        if (!one) return jx_alloc_failed(x, at);
-        one->v[0] = k;
-        one->n = 1;
-        keys[i] = jv_list(one, 0);
-    }
-    if (!sort_keys(x, at, keys, idx, l->n, GIVEN(arg[0]) && jv_truthy(arg[0]))) return false;
-    jlist *r = jl_new(x, l->n);
-    if (!r) return jx_alloc_failed(x, at);
-    for (uint32_t i = 0; i < l->n; i++) r->v[i] = l->v[idx[i]];
-    r->n = l->n;
-    *out = jv_list(r, 0);
-    return true;
-}
-
-FILTER(list) {
-    NOARGS();
-    jlist *l;
-    if (!jv_iter(x, at, v, &l)) return false;
-    jlist *c = jl_new(x, l->n);
-    if (!c) return jx_alloc_failed(x, at);
-    memcpy(c->v, l->v, l->n * sizeof(jv));
-    c->n = l->n;
-    *out = jv_list(c, 0);
-    return true;
-}
-
-FILTER(replace) {
+JFILTER(replace) {
     BIND(2, "old", "new", "count");
     jv s, o, n;
     if (!jv_stringify(x, at, v, &s) || !jv_stringify(x, at, arg[0], &o) || !jv_stringify(x, at, arg[1], &n)) return false;
@@ -348,70 +182,10 @@ FILTER(replace) {
 }
 
 /* select / reject / selectattr / rejectattr */
-static bool select_common(jx *x, const jnode *at, jv v, const jargs *a, jv *out, bool keep, bool by_attr) {
-    jlist *r = jl_new(x, 0);
-    if (!r) return jx_alloc_failed(x, at);
-    if (!jv_truthy(v)) return gen(x, at, r, out);
-    uint32_t off = 0;
-    jv attr = jv_undef();
-    if (by_attr) {
-        if (a->npos < 1) return jx_fail(x, at, "Missing parameter for attribute name");
-        attr = a->pos[0];
-        off = 1;
-    }
-    jlist *l;
-    if (!jv_iter(x, at, v, &l)) return false;
-    for (uint32_t i = 0; i < l->n; i++) {
-        jv item = l->v[i];
-        if (by_attr && !jv_attr_path(x, at, item, attr, &item)) return false;
-        bool t;
-        if (a->npos > off) {
-            jv name = a->pos[off];
-            if (name.t != JV_STR) return jx_fail(x, at, "test name must be a string");
-            jargs rest = {a->pos + off + 1, a->npos - off - 1, a->kw_names, a->kw, a->nkw};
-            if (!jtest_run(x, at, name.u.s, item, &rest, &t)) return false;
-        } else {
-            t = jv_truthy(item);
-        }
-        if (t == keep && !jl_push(x, r, l->v[i])) return jx_alloc_failed(x, at);
-    }
-    return gen(x, at, r, out);
-}
-FILTER(select) { return select_common(x, at, v, a, out, true, false); }
-FILTER(reject) { return select_common(x, at, v, a, out, false, false); }
-FILTER(selectattr) { return select_common(x, at, v, a, out, true, true); }
-FILTER(rejectattr) { return select_common(x, at, v, a, out, false, true); }
-
-FILTER(map) {
-    jlist *r = jl_new(x, 0);
-    if (!r) return jx_alloc_failed(x, at);
-    if (!jv_truthy(v)) return gen(x, at, r, out);
-    jlist *l;
-    if (!jv_iter(x, at, v, &l)) return false;
-    if (!a->npos) {
-        jv attribute = jv_undef(), dflt = jv_undef();
-        for (uint32_t k = 0; k < a->nkw; k++) {
-            if (!strcmp(a->kw_names[k], "attribute")) attribute = a->kw[k];
-            else if (!strcmp(a->kw_names[k], "default")) dflt = a->kw[k];
-            else return jx_fail(x, at, "Unexpected keyword argument '%s'", a->kw_names[k]);
-        }
-        if (!GIVEN(attribute)) return jx_fail(x, at, "map requires a filter argument");
-        return map_attr(x, at, l, attribute, dflt, &r) && gen(x, at, r, out);
-    }
-    if (a->pos[0].t != JV_STR) return jx_fail(x, at, "filter name must be a string");
-    jargs rest = {a->pos + 1, a->npos - 1, a->kw_names, a->kw, a->nkw};
-    for (uint32_t i = 0; i < l->n; i++) {
-        jv m;
-        if (!jfilter_run(x, at, a->pos[0].u.s, l->v[i], &rest, &m)) return false;
-        if (!jl_push(x, r, m)) return jx_alloc_failed(x, at);
-    }
-    return gen(x, at, r, out);
-}
-
-FILTER(indent) {
+JFILTER(indent) {
     BIND(0, "width", "first", "blank");
     bool ok;
-    jv s = soft_str(x, at, v, &ok);
+    jv s = jf_soft_str(x, at, v, &ok);
     if (!ok) return false;
     jv ind;
     if (!GIVEN(arg[0])) {
@@ -469,7 +243,7 @@ static bool parse_int_str(jv s, int64_t base, int64_t *out) {
     return true;
 }
 
-FILTER(int) {
+JFILTER(int) {
     BIND(0, "default", "base");
     jv dflt = GIVEN(arg[0]) ? arg[0] : jv_int(0);
     int64_t base = arg[1].t == JV_INT ? arg[1].u.i : 10, i;
@@ -487,7 +261,7 @@ FILTER(int) {
     return true;
 }
 
-FILTER(float) {
+JFILTER(float) {
     BIND(0, "default");
     jv dflt = GIVEN(arg[0]) ? arg[0] : jv_float(0.0);
     if (v.t == JV_INT || v.t == JV_BOOL) *out = jv_float(v.t == JV_INT ? (double)v.u.i : v.u.b);
@@ -504,93 +278,7 @@ FILTER(float) {
     return true;
 }
 
-FILTER(unique) {
-    BIND(0, "case_sensitive", "attribute");
-    jlist *l, *r = jl_new(x, 0), *seen = jl_new(x, 0);
-    if (!r || !seen) return jx_alloc_failed(x, at);
-    if (!jv_iter(x, at, v, &l)) return false;
-    jdict *set = jd_new(x->a, 0);
-    if (!set) return jx_alloc_failed(x, at);
-    for (uint32_t i = 0; i < l->n; i++) {
-        jv k = l->v[i], dummy;
-        if (GIVEN(arg[1]) && arg[1].t != JV_NONE && !jv_attr_path(x, at, k, arg[1], &k)) return false;
-        if (!fold(x, k, GIVEN(arg[0]) && jv_truthy(arg[0]), &k)) return jx_alloc_failed(x, at);
-        if (!jv_hashable(k)) return jx_fail(x, at, "unhashable type: '%s'", jv_type_name(k));
-        if (jd_get(set, k, &dummy)) continue;
-        if (!jd_set(x->a, set, k, jv_none()) || !jl_push(x, r, l->v[i])) return jx_alloc_failed(x, at);
-    }
-    (void)seen;
-    return gen(x, at, r, out);
-}
-
-static bool min_max(jx *x, const jnode *at, jv v, const jargs *a, jv *out, bool want_max) {
-    BIND(0, "case_sensitive", "attribute");
-    jlist *l;
-    if (!jv_iter(x, at, v, &l)) return false;
-    if (!l->n) {
-        *out = jv_undef_msg(x, "No aggregated item, sequence was empty.");
-        return true;
-    }
-    jv best = l->v[0], bk;
-    if (GIVEN(arg[1]) && arg[1].t != JV_NONE && !jv_attr_path(x, at, best, arg[1], &best)) return false;
-    best = l->v[0];
-    bk = best;
-    if (GIVEN(arg[1]) && arg[1].t != JV_NONE && !jv_attr_path(x, at, l->v[0], arg[1], &bk)) return false;
-    if (!fold(x, bk, GIVEN(arg[0]) && jv_truthy(arg[0]), &bk)) return jx_alloc_failed(x, at);
-    for (uint32_t i = 1; i < l->n; i++) {
-        jv k = l->v[i];
-        if (GIVEN(arg[1]) && arg[1].t != JV_NONE && !jv_attr_path(x, at, k, arg[1], &k)) return false;
-        if (!fold(x, k, GIVEN(arg[0]) && jv_truthy(arg[0]), &k)) return jx_alloc_failed(x, at);
-        bool lt;
-        if (!(want_max ? jv_lt(x, at, bk, k, &lt) : jv_lt(x, at, k, bk, &lt))) return false;
-        if (lt) best = l->v[i], bk = k;
-    }
-    *out = best;
-    return true;
-}
-FILTER(min) { return min_max(x, at, v, a, out, false); }
-FILTER(max) { return min_max(x, at, v, a, out, true); }
-
-FILTER(first) {
-    NOARGS();
-    if (v.t == JV_LIST && (v.fl & JF_GEN)) {
-        jlist *l = v.u.l;
-        if (l->pos < l->n) {
-            *out = l->v[l->pos++];
-            return true;
-        }
-        *out = jv_undef_msg(x, "No first item, sequence was empty.");
-        return true;
-    }
-    jlist *l;
-    if (!jv_iter(x, at, v, &l)) return false;
-    *out = l->n ? l->v[0] : jv_undef_msg(x, "No first item, sequence was empty.");
-    return true;
-}
-
-FILTER(last) {
-    NOARGS();
-    if (v.t == JV_LIST && (v.fl & JF_GEN)) return jx_fail(x, at, "'generator' object is not reversible");
-    jlist *l;
-    if (!jv_iter(x, at, v, &l)) return false;
-    *out = l->n ? l->v[l->n - 1] : jv_undef_msg(x, "No last item, sequence was empty.");
-    return true;
-}
-
-FILTER(reverse) {
-    NOARGS();
-    if (v.t == JV_STR) return jv_slice(x, at, v, jv_none(), jv_none(), jv_int(-1), out);
-    jlist *l;
-    if (!jv_iter(x, at, v, &l)) return false;
-    jlist *r = jl_new(x, l->n);
-    if (!r) return jx_alloc_failed(x, at);
-    for (uint32_t i = 0; i < l->n; i++) r->v[i] = l->v[l->n - 1 - i];
-    r->n = l->n;
-    *out = jv_list(r, (v.t == JV_LIST && (v.fl & JF_GEN)) ? 0 : JF_GEN);
-    return true;
-}
-
-FILTER(abs) {
+JFILTER(abs) {
     NOARGS();
     if (v.t == JV_INT) *out = v.u.i == INT64_MIN ? jv_float(9.223372036854775808e18) : jv_int(v.u.i < 0 ? -v.u.i : v.u.i);
     else if (v.t == JV_BOOL) *out = jv_int(v.u.b);
@@ -599,7 +287,7 @@ FILTER(abs) {
     return true;
 }
 
-FILTER(round) {
+JFILTER(round) {
     BIND(0, "precision", "method");
     int64_t prec = arg[0].t == JV_INT ? arg[0].u.i : 0;
     int method = 0;
@@ -624,33 +312,19 @@ FILTER(round) {
     return true;
 }
 
-FILTER(sum) {
-    BIND(0, "attribute", "start");
-    jlist *l;
-    if (!jv_iter(x, at, v, &l)) return false;
-    jv acc = GIVEN(arg[1]) ? arg[1] : jv_int(0);
-    for (uint32_t i = 0; i < l->n; i++) {
-        jv item = l->v[i];
-        if (GIVEN(arg[0]) && arg[0].t != JV_NONE && !jv_attr_path(x, at, item, arg[0], &item)) return false;
-        if (!jv_binop(x, at, OP_ADD, acc, item, &acc)) return false;
-    }
-    *out = acc;
-    return true;
-}
-
-FILTER(center) {
+JFILTER(center) {
     BIND(0, "width");
     bool ok, found;
-    jv s = soft_str(x, at, v, &ok);
+    jv s = jf_soft_str(x, at, v, &ok);
     jv w = GIVEN(arg[0]) ? arg[0] : jv_int(80);
     jargs ca = {&w, 1, NULL, NULL, 0};
     return ok && jstr_method(x, at, s, "center", &ca, out, &found);
 }
 
-FILTER(wordcount) {
+JFILTER(wordcount) {
     NOARGS();
     bool ok;
-    jv s = soft_str(x, at, v, &ok);
+    jv s = jf_soft_str(x, at, v, &ok);
     if (!ok) return false;
     int64_t n = 0;
     bool in = false;
@@ -664,9 +338,9 @@ FILTER(wordcount) {
     return true;
 }
 
-FILTER(format) {
+JFILTER(format) {
     bool ok;
-    jv s = soft_str(x, at, v, &ok);
+    jv s = jf_soft_str(x, at, v, &ok);
     if (!ok) return false;
     if (a->npos && a->nkw) return jx_fail(x, at, "can't handle positional and keyword arguments at the same time");
     if (a->nkw) {
@@ -678,15 +352,15 @@ FILTER(format) {
     }
     jlist *t = jl_new(x, a->npos);
     if (!t) return jx_alloc_failed(x, at);
-    memcpy(t->v, a->pos, a->npos * sizeof(jv));
+    jv_copy(t->v, a->pos, a->npos);
     t->n = a->npos;
     return jstr_percent(x, at, s, jv_list(t, JF_TUPLE), out);
 }
 
-FILTER(truncate) {
+JFILTER(truncate) {
     BIND(0, "length", "killwords", "end", "leeway");
     bool ok;
-    jv s = soft_str(x, at, v, &ok);
+    jv s = jf_soft_str(x, at, v, &ok);
     if (!ok) return false;
     int64_t length = arg[0].t == JV_INT ? arg[0].u.i : 255, leeway = arg[3].t == JV_INT ? arg[3].u.i : 5;
     jv end = arg[2].t == JV_STR ? arg[2] : jv_strv("...", 3, 0);
@@ -709,28 +383,7 @@ FILTER(truncate) {
     return !b.fail || jx_alloc_failed(x, at);
 }
 
-FILTER(batch) {
-    BIND(1, "linecount", "fill_with");
-    if (arg[0].t != JV_INT || arg[0].u.i <= 0) return jx_fail(x, at, "batch: linecount must be a positive integer");
-    jlist *l, *r = jl_new(x, 0), *cur = NULL;
-    if (!r || !jv_iter(x, at, v, &l)) return r ? false : jx_alloc_failed(x, at);
-    for (uint32_t i = 0; i < l->n; i++) {
-        if (!cur && !(cur = jl_new(x, 0))) return jx_alloc_failed(x, at);
-        if (!jl_push(x, cur, l->v[i])) return jx_alloc_failed(x, at);
-        if ((int64_t)cur->n == arg[0].u.i) {
-            if (!jl_push(x, r, jv_list(cur, 0))) return jx_alloc_failed(x, at);
-            cur = NULL;
-        }
-    }
-    if (cur) {
-        while (GIVEN(arg[1]) && arg[1].t != JV_NONE && (int64_t)cur->n < arg[0].u.i)
-            if (!jl_push(x, cur, arg[1])) return jx_alloc_failed(x, at);
-        if (!jl_push(x, r, jv_list(cur, 0))) return jx_alloc_failed(x, at);
-    }
-    return gen(x, at, r, out);
-}
-
-FILTER(attr) {
+JFILTER(attr) {
     BIND(1, "name");
     if (arg[0].t != JV_STR) return jx_fail(x, at, "attr: the name must be a string");
     if (v.t == JV_DICT) { /* only real attributes, not items */
@@ -747,17 +400,17 @@ static const struct {
     const char *name;
     jbuiltin_fn fn;
 } FILTERS[] = {
-    {"abs", f_abs},         {"attr", f_attr},       {"batch", f_batch},       {"capitalize", f_capitalize},
-    {"center", f_center},   {"count", f_length},    {"d", f_default},         {"default", f_default},
-    {"dictsort", f_dictsort}, {"e", f_escape},      {"escape", f_escape},     {"first", f_first},
-    {"float", f_float},     {"forceescape", f_escape}, {"format", f_format},  {"indent", f_indent},
-    {"int", f_int},         {"items", f_items},     {"join", f_join},         {"last", f_last},
-    {"length", f_length},   {"list", f_list},       {"lower", f_lower},       {"map", f_map},
-    {"max", f_max},         {"min", f_min},         {"reject", f_reject},     {"rejectattr", f_rejectattr},
-    {"replace", f_replace}, {"reverse", f_reverse}, {"round", f_round},       {"safe", f_safe},
-    {"select", f_select},   {"selectattr", f_selectattr}, {"sort", f_sort},   {"string", f_string},
-    {"sum", f_sum},         {"title", f_title},     {"tojson", f_tojson},     {"trim", f_trim},
-    {"truncate", f_truncate}, {"unique", f_unique}, {"upper", f_upper},       {"wordcount", f_wordcount},
+    {"abs", jf_abs},         {"attr", jf_attr},       {"batch", jf_batch},       {"capitalize", jf_capitalize},
+    {"center", jf_center},   {"count", jf_length},    {"d", jf_default},         {"default", jf_default},
+    {"dictsort", jf_dictsort}, {"e", jf_escape},      {"escape", jf_escape},     {"first", jf_first},
+    {"float", jf_float},     {"forceescape", jf_escape}, {"format", jf_format},  {"indent", jf_indent},
+    {"int", jf_int},         {"items", jf_items},     {"join", jf_join},         {"last", jf_last},
+    {"length", jf_length},   {"list", jf_list},       {"lower", jf_lower},       {"map", jf_map},
+    {"max", jf_max},         {"min", jf_min},         {"reject", jf_reject},     {"rejectattr", jf_rejectattr},
+    {"replace", jf_replace}, {"reverse", jf_reverse}, {"round", jf_round},       {"safe", jf_safe},
+    {"select", jf_select},   {"selectattr", jf_selectattr}, {"sort", jf_sort},   {"string", jf_string},
+    {"sum", jf_sum},         {"title", jf_title},     {"tojson", jf_tojson},     {"trim", jf_trim},
+    {"truncate", jf_truncate}, {"unique", jf_unique}, {"upper", jf_upper},       {"wordcount", jf_wordcount},
 };
 
 jbuiltin_fn jfilter_lookup(const char *name) {

@@ -14,6 +14,9 @@
 
 #include "runtime/text/jinja_internal.h"
 
+/* c is one of the characters of set (never the terminating NUL) */
+static bool in_set(const char *set, char c) { return c && strchr(set, c); }
+
 typedef struct {
     uint32_t fill;
     char align, sign, type;
@@ -27,16 +30,16 @@ static bool parse_spec(jx *x, const jnode *at, const char *s, size_t n, spec *o)
     size_t i = 0, j = 0;
     if (n) {
         uint32_t c = u8_next(s, n, &j);
-        if (j < n && strchr("<>=^", s[j])) {
+        if (j < n && in_set("<>=^", s[j])) {
             o->fill = c;
             o->align = s[j];
             i = j + 1;
-        } else if (strchr("<>=^", s[0])) {
+        } else if (in_set("<>=^", s[0])) {
             o->align = s[0];
             i = 1;
         }
     }
-    if (i < n && strchr("+- ", s[i])) o->sign = s[i++];
+    if (i < n && in_set("+- ", s[i])) o->sign = s[i++];
     if (i < n && s[i] == '#') o->alt = true, i++;
     if (i < n && s[i] == '0') o->zero = true, i++;
     if (i < n && s[i] >= '0' && s[i] <= '9') {
@@ -61,15 +64,15 @@ static void put_padded(jbuf *b, const char *s, size_t n, const spec *sp, char df
     char f[4];
     size_t fn = (size_t)loom_utf8_encode(sp->fill, f);
     if (al == '=') { /* padding after the sign */
-        size_t sg = n && strchr("+- ", s[0]) ? 1 : 0;
+        size_t sg = n && in_set("+- ", s[0]) ? 1 : 0;
         jb_put(b, s, sg);
-        for (int64_t i = 0; i < marg; i++) jb_put(b, f, fn);
+        for (int64_t i = 0; i < marg && !b->fail; i++) jb_put(b, f, fn);
         jb_put(b, s + sg, n - sg);
         return;
     }
-    for (int64_t i = 0; i < left; i++) jb_put(b, f, fn);
+    for (int64_t i = 0; i < left && !b->fail; i++) jb_put(b, f, fn);
     jb_put(b, s, n);
-    for (int64_t i = left; i < marg; i++) jb_put(b, f, fn);
+    for (int64_t i = left; i < marg && !b->fail; i++) jb_put(b, f, fn);
 }
 
 static void group_digits(char *num, char sep) {
@@ -108,7 +111,7 @@ static bool format_value(jx *x, const jnode *at, jv v, const char *fs, size_t fn
     if (!t && v.t == JV_BOOL && !sp.width && !sp.prec) t = 's';
     if (is_int && (!t || t == 'd' || t == 'n')) {
         snprintf(num, sizeof num, sp.sign == '+' ? "%+lld" : sp.sign == ' ' ? "% lld" : "%lld", (long long)iv);
-    } else if (is_int && strchr("xXobc", t)) {
+    } else if (is_int && in_set("xXobc", t)) {
         if (t == 'c') {
             char u[5] = {0};
             u[loom_utf8_encode((uint32_t)iv, u)] = 0;
@@ -128,7 +131,7 @@ static bool format_value(jx *x, const jnode *at, jv v, const char *fs, size_t fn
             while (k) num[o++] = t == 'X' ? (char)((digits[--k] >= 'a') ? digits[k] - 32 : digits[k]) : digits[--k];
             num[o] = 0;
         }
-    } else if (!t || strchr("eEfFgG%", t)) {
+    } else if (!t || in_set("eEfFgG%", t)) {
         if (!t && sp.prec < 0) {
             py_float_repr(dv, num);
         } else {
@@ -277,16 +280,18 @@ bool jstr_percent(jx *x, const jnode *at, jv fmt, jv args, jv *out) {
             i = q + 1;
         }
         spec sp = {.fill = ' ', .width = -1, .prec = -1};
-        for (; i < n && strchr("-+ #0", s[i]); i++) {
+        for (; i < n && in_set("-+ #0", s[i]); i++) {
             if (s[i] == '-') sp.align = '<';
             else if (s[i] == '+' || s[i] == ' ') sp.sign = sp.sign == '+' ? '+' : s[i];
             else if (s[i] == '#') sp.alt = true;
             else sp.zero = true;
         }
-        while (i < n && s[i] >= '0' && s[i] <= '9') sp.width = (sp.width < 0 ? 0 : sp.width * 10) + (s[i++] - '0');
+        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+            if (sp.width < 1000000) sp.width = (sp.width < 0 ? 0 : sp.width * 10) + (s[i] - '0');
         if (i < n && s[i] == '.') {
             sp.prec = 0;
-            for (i++; i < n && s[i] >= '0' && s[i] <= '9';) sp.prec = sp.prec * 10 + (s[i++] - '0');
+            for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+                if (sp.prec < 1000000) sp.prec = sp.prec * 10 + (s[i] - '0');
         }
         if (sp.width > 65536 || sp.prec > 1000) return jx_fail(x, at, "format width too large");
         if (i >= n) return jx_fail(x, at, "incomplete format");
@@ -317,17 +322,17 @@ bool jstr_percent(jx *x, const jnode *at, jv fmt, jv args, jv *out) {
             continue;
         }
         if (!jv_is_num(v)) return jx_fail(x, at, "%%%c format: a real number is required, not %s", t, jv_type_name(v));
-        if (strchr("diu", t)) {
+        if (in_set("diu", t)) {
             if (v.t == JV_FLOAT) v = jv_int((int64_t)v.u.f);
             fs[0] = 'd';
-        } else if (strchr("xXoeEfFgGc", t)) {
-            if (strchr("xXoc", t) && v.t == JV_FLOAT) return jx_fail(x, at, "%%%c format: an integer is required, not float", t);
-            if (strchr("eEfFgG", t) && v.t != JV_FLOAT) v = jv_float(v.t == JV_INT ? (double)v.u.i : (double)v.u.b);
+        } else if (in_set("xXoeEfFgGc", t)) {
+            if (in_set("xXoc", t) && v.t == JV_FLOAT) return jx_fail(x, at, "%%%c format: an integer is required, not float", t);
+            if (in_set("eEfFgG", t) && v.t != JV_FLOAT) v = jv_float(v.t == JV_INT ? (double)v.u.i : (double)v.u.b);
             fs[0] = t;
         } else {
             return jx_fail(x, at, "unsupported format character '%c'", t);
         }
-        if (sp.prec < 0 && strchr("eEfFgG", t)) sp.prec = 6;
+        if (sp.prec < 0 && in_set("eEfFgG", t)) sp.prec = 6;
         char fsbuf[32];
         if (sp.prec >= 0) snprintf(fsbuf, sizeof fsbuf, ".%lld%c", (long long)sp.prec, fs[0]);
         else snprintf(fsbuf, sizeof fsbuf, "%c", fs[0]);

@@ -129,6 +129,11 @@ struct jobj {
     } u;
 };
 
+/* memcpy of n values, where n may be 0 and the pointers NULL */
+static inline void jv_copy(jv *dst, const jv *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
 /* constructors and access */
 static inline jv jv_undef(void) { return (jv){.t = JV_UNDEF}; }
 static inline jv jv_none(void) { return (jv){.t = JV_NONE}; }
@@ -343,6 +348,38 @@ bool jx_make_method(jx *x, const jnode *at, jv self, const char *name, size_t n,
 bool jloop_attr(jx *x, const jnode *at, jv obj, const char *name, size_t n, jv *out, bool *found);
 bool jloop_method(jx *x, const jnode *at, jv self, const char *m, const jargs *a, jv *out);
 bool jv_compare(jx *x, const jnode *at, int op, jv a, jv b, bool *out);
+
+/* Writing built-ins: GIVEN(v) is false for an optional argument not given;
+ * BIND binds a filter's arguments to named parameters (the first `req`
+ * required) into jv arg[]; NOARGS rejects any; JFILTER declares a filter. */
+#define GIVEN(v) (!((v).t == JV_UNDEF && !(v).u.s))
+#define BIND(req, ...)                                                                                   \
+    static const char *const ps_[] = {__VA_ARGS__};                                                      \
+    jv arg[sizeof ps_ / sizeof ps_[0]];                                                                  \
+    if (!jargs_bind(x, at, at->name, a, ps_, sizeof ps_ / sizeof ps_[0], req, arg)) return false
+#define NOARGS()                                                                                         \
+    if (!jargs_bind(x, at, at->name, a, NULL, 0, 0, NULL)) return false
+#define JFILTER(name) bool jf_##name(jx *x, const jnode *at, jv v, const jargs *a, jv *out)
+/* the filters of jinja_filters_seq.c (sequences and mappings) */
+JFILTER(join);
+JFILTER(items);
+JFILTER(dictsort);
+JFILTER(sort);
+JFILTER(list);
+JFILTER(select);
+JFILTER(reject);
+JFILTER(selectattr);
+JFILTER(rejectattr);
+JFILTER(map);
+JFILTER(unique);
+JFILTER(min);
+JFILTER(max);
+JFILTER(first);
+JFILTER(last);
+JFILTER(reverse);
+JFILTER(sum);
+JFILTER(batch);
+jv jf_soft_str(jx *x, const jnode *at, jv v, bool *ok); /* soft_str(): str(v) unless v is a str */
 
 /* ---- evaluator: jinja_eval.c ---- */
 

@@ -326,7 +326,8 @@ static bool dump(jx *x, const jnode *at, jv v, const jjson_opts *o, jbuf *b, int
         uint32_t *order = ja_alloc(x->a, d->n * sizeof *order);
         if (!order) return jx_alloc_failed(x, at);
         for (uint32_t i = 0; i < d->n; i++) order[i] = i;
-        if (o->sort_keys) { /* insertion sort keeps it stable; dicts here are small */
+        if (o->sort_keys) { /* insertion sort keeps it stable; the work is counted */
+            if (!jx_step(x, at, (uint64_t)d->n * d->n / 1024)) return false;
             for (uint32_t i = 1; i < d->n; i++) {
                 uint32_t k = order[i], j = i;
                 while (j > 0) {

@@ -296,8 +296,10 @@ bool jv_slice(jx *x, const jnode *at, jv obj, jv start, jv stop, jv step, jv *ou
             l->v = obj.u.l->v + a;
             l->n = l->cap = (uint32_t)(b - a);
         } else {
-            for (int64_t i = a; s > 0 ? i < b : i > b; i += s)
+            for (int64_t i = a; s > 0 ? i < b : i > b;) {
                 if (!jl_push(x, l, obj.u.l->v[i])) return jx_alloc_failed(x, at);
+                if (__builtin_add_overflow(i, s, &i)) break;
+            }
         }
         *out = jv_list(l, obj.fl & JF_TUPLE);
         return true;
@@ -311,7 +313,10 @@ bool jv_slice(jx *x, const jnode *at, jv obj, jv start, jv stop, jv step, jv *ou
     jlist *chars;
     if (!jv_iter(x, at, obj, &chars)) return false;
     jbuf buf = {.a = x->a};
-    for (int64_t i = a; s > 0 ? i < b : i > b; i += s) jb_put(&buf, chars->v[i].u.s, chars->v[i].n);
+    for (int64_t i = a; s > 0 ? i < b : i > b;) {
+        jb_put(&buf, chars->v[i].u.s, chars->v[i].n);
+        if (__builtin_add_overflow(i, s, &i)) break;
+    }
     if (buf.fail) return jx_alloc_failed(x, at);
     *out = jb_str(&buf, obj.fl & JF_MARKUP);
     return true;
@@ -340,7 +345,7 @@ bool jv_attr_path(jx *x, const jnode *at, jv v, jv path, jv *out) {
 static const char *OPS[] = {"+", "-", "*", "/", "//", "%", "**"};
 
 static double fnum(jv v) { return v.t == JV_FLOAT ? v.u.f : v.t == JV_INT ? (double)v.u.i : (double)v.u.b; }
-static int64_t inum(jv v) { return v.t == JV_INT ? v.u.i : v.u.b; }
+static int64_t inum(jv v) { return v.t == JV_INT ? v.u.i : v.t == JV_BOOL ? v.u.b : 0; }
 
 static bool repeat(jx *x, const jnode *at, jv seq, int64_t k, jv *out) {
     if (k < 0) k = 0;
@@ -392,8 +397,8 @@ bool jv_binop(jx *x, const jnode *at, int op, jv a, jv b, jv *out) {
         if (a.t == JV_LIST && b.t == JV_LIST && !((a.fl | b.fl) & JF_GEN) && (a.fl & JF_TUPLE) == (b.fl & JF_TUPLE)) {
             jlist *l = jl_new(x, a.u.l->n + b.u.l->n);
             if (!l) return jx_alloc_failed(x, at);
-            memcpy(l->v, a.u.l->v, a.u.l->n * sizeof(jv));
-            memcpy(l->v + a.u.l->n, b.u.l->v, b.u.l->n * sizeof(jv));
+            jv_copy(l->v, a.u.l->v, a.u.l->n);
+            jv_copy(l->v + a.u.l->n, b.u.l->v, b.u.l->n);
             l->n = a.u.l->n + b.u.l->n;
             *out = jv_list(l, a.fl & JF_TUPLE);
             return true;

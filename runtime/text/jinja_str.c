@@ -328,8 +328,7 @@ static bool need_int(jx *x, const jnode *at, jv v, int64_t dflt, int64_t *out) {
     return true;
 }
 
-#define GIVEN(v) (!((v).t == JV_UNDEF && !(v).u.s))
-#define BIND(name, req, ...)                                                                              \
+#define MBIND(name, req, ...)                                                                              \
     do {                                                                                                  \
         static const char *const ps_[] = {__VA_ARGS__};                                                   \
         if (!jargs_bind(x, at, name, a, ps_, sizeof ps_ / sizeof ps_[0], req, arg)) return false;         \
@@ -375,9 +374,9 @@ static bool pad(jx *x, jv s, int64_t width, jv fill, int how, jv *out) {
     const char *f = fill.t == JV_STR ? fill.u.s : " ";
     size_t fn = fill.t == JV_STR ? fill.n : 1;
     jbuf b = {.a = x->a};
-    for (int64_t i = 0; i < left; i++) jb_put(&b, f, fn);
+    for (int64_t i = 0; i < left && !b.fail; i++) jb_put(&b, f, fn);
     jb_put(&b, s.u.s, s.n);
-    for (int64_t i = left; i < marg; i++) jb_put(&b, f, fn);
+    for (int64_t i = left; i < marg && !b.fail; i++) jb_put(&b, f, fn);
     *out = jb_str(&b, s.fl & JF_MARKUP);
     return !b.fail;
 }
@@ -407,12 +406,12 @@ bool jstr_method(jx *x, const jnode *at, jv s, const char *m, const jargs *a, jv
     *found = true;
     int64_t i1;
     if (!strcmp(m, "strip") || !strcmp(m, "lstrip") || !strcmp(m, "rstrip")) {
-        BIND(m, 0, "chars");
+        MBIND(m, 0, "chars");
         if (GIVEN(arg[0]) && arg[0].t != JV_NONE && !need_str(x, at, arg[0], "strip arg")) return false;
         return jstr_strip(x, s, arg[0], m[0] != 'r', m[0] != 'l', out);
     }
     if (!strcmp(m, "split") || !strcmp(m, "rsplit")) {
-        BIND(m, 0, "sep", "maxsplit");
+        MBIND(m, 0, "sep", "maxsplit");
         if (!need_int(x, at, arg[1], -1, &i1)) return false;
         jlist *l = jl_new(x, 0);
         if (!l) return jx_alloc_failed(x, at);
@@ -427,21 +426,21 @@ bool jstr_method(jx *x, const jnode *at, jv s, const char *m, const jargs *a, jv
         return true;
     }
     if (!strcmp(m, "splitlines")) {
-        BIND(m, 0, "keepends");
+        MBIND(m, 0, "keepends");
         jlist *l;
         if (!jstr_splitlines(x, s, jv_truthy(arg[0]), &l)) return jx_alloc_failed(x, at);
         *out = jv_list(l, 0);
         return true;
     }
     if (!strcmp(m, "startswith") || !strcmp(m, "endswith")) {
-        BIND(m, 1, "prefix", "start", "end");
+        MBIND(m, 1, "prefix", "start", "end");
         bool r;
         if (!affix(x, at, s, arg[0], arg[1], arg[2], m[0] == 'e', &r)) return false;
         *out = jv_bool(r);
         return true;
     }
     if (!strcmp(m, "replace")) {
-        BIND(m, 2, "old", "new", "count");
+        MBIND(m, 2, "old", "new", "count");
         if (!need_str(x, at, arg[0], "replace() argument 1") || !need_str(x, at, arg[1], "replace() argument 2") ||
             !need_int(x, at, arg[2], -1, &i1))
             return false;
@@ -457,7 +456,7 @@ bool jstr_method(jx *x, const jnode *at, jv s, const char *m, const jargs *a, jv
     }
     if (!strcmp(m, "find") || !strcmp(m, "rfind") || !strcmp(m, "index") || !strcmp(m, "rindex") ||
         !strcmp(m, "count")) {
-        BIND(m, 1, "sub", "start", "end");
+        MBIND(m, 1, "sub", "start", "end");
         if (!need_str(x, at, arg[0], "must be str")) return false;
         size_t from, to;
         bounds(s, arg[1], arg[2], &from, &to);
@@ -484,7 +483,7 @@ bool jstr_method(jx *x, const jnode *at, jv s, const char *m, const jargs *a, jv
         return true;
     }
     if (!strcmp(m, "join")) {
-        BIND(m, 1, "iterable");
+        MBIND(m, 1, "iterable");
         jlist *l;
         if (!jv_iter(x, at, arg[0], &l)) return false;
         jbuf b = {.a = x->a};
@@ -499,7 +498,7 @@ bool jstr_method(jx *x, const jnode *at, jv s, const char *m, const jargs *a, jv
         return true;
     }
     if (!strcmp(m, "center") || !strcmp(m, "ljust") || !strcmp(m, "rjust")) {
-        BIND(m, 1, "width", "fillchar");
+        MBIND(m, 1, "width", "fillchar");
         if (!need_int(x, at, arg[0], 0, &i1)) return false;
         if (GIVEN(arg[1]) && (arg[1].t != JV_STR || u8_len(arg[1].u.s, arg[1].n) != 1))
             return jx_fail(x, at, "The fill character must be exactly one character long");
@@ -507,19 +506,20 @@ bool jstr_method(jx *x, const jnode *at, jv s, const char *m, const jargs *a, jv
         return pad(x, s, i1, arg[1], m[0] == 'c' ? 0 : m[0] == 'l' ? 1 : 2, out) || jx_alloc_failed(x, at);
     }
     if (!strcmp(m, "zfill")) {
-        BIND(m, 1, "width");
+        MBIND(m, 1, "width");
         if (!need_int(x, at, arg[0], 0, &i1)) return false;
         int64_t len = (int64_t)u8_len(s.u.s, s.n);
         jbuf b = {.a = x->a};
         size_t sign = s.n && (s.u.s[0] == '+' || s.u.s[0] == '-');
         jb_put(&b, s.u.s, sign);
-        for (int64_t i = len; i < i1; i++) jb_putc(&b, '0');
+        if (!jx_step(x, at, (uint64_t)(i1 > len ? i1 - len : 0) / 1024)) return false;
+        for (int64_t i = len; i < i1 && !b.fail; i++) jb_putc(&b, '0');
         jb_put(&b, s.u.s + sign, s.n - sign);
         *out = jb_str(&b, 0);
         return !b.fail || jx_alloc_failed(x, at);
     }
     if (!strcmp(m, "removeprefix") || !strcmp(m, "removesuffix")) {
-        BIND(m, 1, "affix");
+        MBIND(m, 1, "affix");
         if (!need_str(x, at, arg[0], m)) return false;
         jv p = arg[0];
         bool pre = m[6] == 'p';
@@ -530,7 +530,7 @@ bool jstr_method(jx *x, const jnode *at, jv s, const char *m, const jargs *a, jv
         return true;
     }
     if (!strcmp(m, "partition") || !strcmp(m, "rpartition")) {
-        BIND(m, 1, "sep");
+        MBIND(m, 1, "sep");
         if (!need_str(x, at, arg[0], "sep")) return false;
         if (arg[0].n == 0) return jx_fail(x, at, "empty separator");
         bool ok;

@@ -395,8 +395,14 @@ bool jv_lt(jx *x, const jnode *at, jv a, jv b, bool *out) { return lt_depth(x, a
 
 bool jv_compare(jx *x, const jnode *at, int op, jv a, jv b, bool *out) {
     switch (op) {
-    case OP_EQ: *out = jv_eq(a, b); return true;
-    case OP_NE: *out = !jv_eq(a, b); return true;
+    case OP_EQ:
+    case OP_NE:
+        /* comparing big containers is work too */
+        if ((a.t == JV_LIST || a.t == JV_DICT) && a.t == b.t &&
+            !jx_step(x, at, (a.t == JV_LIST ? a.u.l->n : a.u.d->n) / 64))
+            return false;
+        *out = jv_eq(a, b) == (op == OP_EQ);
+        return true;
     case OP_IN:
     case OP_NOTIN: {
         bool in = false;
@@ -617,7 +623,7 @@ bool jv_iter(jx *x, const jnode *at, jv v, jlist **out) {
         if (v.fl & JF_GEN) { /* consumed: a second pass sees nothing */
             jlist *l = jl_new(x, 0);
             if (!l) return jx_alloc_failed(x, at);
-            l->v = v.u.l->v + v.u.l->pos;
+            l->v = v.u.l->v ? v.u.l->v + v.u.l->pos : NULL;
             l->n = l->cap = v.u.l->n - v.u.l->pos;
             v.u.l->pos = v.u.l->n;
             *out = l;
