@@ -109,6 +109,7 @@ Test(jinja2_cases, whitespace) { run_group("whitespace"); }
 Test(jinja2_cases, loops) { run_group("loops"); }
 Test(jinja2_cases, macros_call_filter_blocks) { run_group("macros"); }
 Test(jinja2_cases, namespace_and_set) { run_group("namespace"); }
+Test(jinja2_cases, scoping) { run_group("scoping"); }
 Test(jinja2_cases, expressions) { run_group("expressions"); }
 Test(jinja2_cases, slicing) { run_group("slicing"); }
 Test(jinja2_cases, is_tests) { run_group("tests"); }

@@ -88,7 +88,9 @@ static bool assign(jx *x, jscope *s, const jnode *t, jv v) {
     }
     /* a tuple of targets */
     jlist *items;
-    if (!jv_iter(x, t, v, &items)) return jx_fail(x, t, "cannot unpack non-iterable %s object", jv_type_name(v)), false;
+    if (v.t != JV_STR && v.t != JV_LIST && v.t != JV_DICT && v.t != JV_UNDEF)
+        return jx_fail(x, t, "cannot unpack non-iterable %s object", jv_type_name(v));
+    if (!jv_iter(x, t, v, &items)) return false;
     if (items->n < t->nv) return jx_fail(x, t, "not enough values to unpack (expected %u, got %u)", t->nv, items->n);
     if (items->n > t->nv) return jx_fail(x, t, "too many values to unpack (expected %u)", t->nv);
     for (uint32_t i = 0; i < t->nv; i++)

@@ -429,6 +429,11 @@ bool jv_compare(jx *x, const jnode *at, int op, jv a, jv b, bool *out) {
     }
     }
     bool r;
+    bool orderable = (jv_is_num(a) && jv_is_num(b)) || (a.t == JV_STR && b.t == JV_STR) ||
+                     (a.t == JV_LIST && b.t == JV_LIST && !((a.fl | b.fl) & JF_GEN) && (a.fl & JF_TUPLE) == (b.fl & JF_TUPLE));
+    if (!orderable && a.t != JV_UNDEF && b.t != JV_UNDEF)
+        return jx_fail(x, at, "'%s' not supported between instances of '%s' and '%s'", op_sym(op), jv_type_name(a),
+                       jv_type_name(b));
     if (op == OP_LT || op == OP_GE) {
         if (!jv_lt(x, at, a, b, &r)) return false;
         *out = op == OP_LT ? r : !r;
@@ -439,7 +444,6 @@ bool jv_compare(jx *x, const jnode *at, int op, jv a, jv b, bool *out) {
         *out = op == OP_GT ? r : !r;
         if (op == OP_LE && jv_is_num(a) && jv_is_num(b)) *out = num(a) <= num(b);
     }
-    (void)op_sym;
     return true;
 }
 
@@ -650,9 +654,7 @@ bool jv_iter(jx *x, const jnode *at, jv v, jlist **out) {
         *out = l;
         return true;
     }
-    case JV_OBJ:
-        if (v.u.o->kind == JO_NS) break;
-        break;
+    default: break;
     }
     if (v.t == JV_UNDEF) return jv_undef_fail(x, at, v);
     return jx_fail(x, at, "'%s' object is not iterable", jv_type_name(v));
