@@ -261,6 +261,12 @@ bool jx_eval(jx *x, jscope *s, const jnode *n, jv *out) {
         *out = jv_undef_msg(x, "the inline if-expression on line %u evaluated to false and no else section was defined.",
                             n->line);
         return true;
+    case E_SLICE: { /* a slice inside a tuple subscript (x[1:2, 3]): no container takes it as a key */
+        jlist *l = jl_new(x, 0);
+        if (!l) return jx_alloc_failed(x, n);
+        *out = jv_list(l, 0);
+        return true;
+    }
     }
     return jx_fail(x, n, "cannot evaluate this expression");
 }

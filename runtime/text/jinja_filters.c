@@ -11,10 +11,12 @@
  * filesizeformat, groupby, pprint, random, slice, striptags, urlencode,
  * urlize, wordwrap, xmlattr.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "runtime/text/jinja_internal.h"
 
@@ -225,56 +227,136 @@ JFILTER(indent) {
     return true;
 }
 
-static bool parse_int_str(jv s, int64_t base, int64_t *out) {
-    char buf[128];
-    size_t m = 0;
-    for (uint32_t i = 0; i < s.n && m + 1 < sizeof buf; i++)
-        if (s.u.s[i] != '_') buf[m++] = s.u.s[i];
-    if (m + 1 >= sizeof buf) return false;
-    buf[m] = 0;
-    char *p = buf;
-    while (*p == ' ' || (*p >= '\t' && *p <= '\r')) p++;
-    if (!*p) return false;
-    char *end;
-    long long v = strtoll(p, &end, (int)base);
-    while (*end == ' ' || (*end >= '\t' && *end <= '\r')) end++;
-    if (*end || end == p) return false;
-    *out = v;
+/* Python's str.strip() of ASCII whitespace bounds, then its int() / float()
+ * grammar: digits may be separated by single underscores. */
+static void trim_ws(jv s, size_t *from, size_t *to) {
+    *from = 0;
+    *to = s.n;
+    while (*from < *to && py_isspace((unsigned char)s.u.s[*from])) (*from)++;
+    while (*to > *from && py_isspace((unsigned char)s.u.s[*to - 1])) (*to)--;
+}
+
+/* digits of `base` with single underscores between them; copies them to d */
+static bool py_digits(const char *s, size_t n, size_t *i, int base, char *d, size_t *dn, size_t dcap, bool lead_us) {
+    size_t start = *i;
+    bool prev_digit = false;
+    if (lead_us && *i < n && s[*i] == '_') (*i)++; /* 0x_1f */
+    while (*i < n) {
+        char c = s[*i];
+        int v = c >= '0' && c <= '9' ? c - '0' : (c | 32) >= 'a' && (c | 32) <= 'z' ? (c | 32) - 'a' + 10 : 99;
+        if (v < base) {
+            if (*dn + 1 >= dcap) return false;
+            d[(*dn)++] = c;
+            prev_digit = true;
+            (*i)++;
+        } else if (c == '_' && prev_digit && *i + 1 < n) {
+            prev_digit = false;
+            (*i)++;
+        } else {
+            break;
+        }
+    }
+    return prev_digit && *i > start;
+}
+
+static bool py_int(jv s, int64_t base, int64_t *out) {
+    if (base != 0 && (base < 2 || base > 36)) return false;
+    size_t i, n;
+    trim_ws(s, &i, &n);
+    const char *p = s.u.s;
+    bool neg = false;
+    if (i < n && (p[i] == '+' || p[i] == '-')) neg = p[i++] == '-';
+    int b = (int)base;
+    bool prefixed = false;
+    if (i + 1 < n && p[i] == '0' && strchr("xXoObB", p[i + 1]) && p[i + 1]) {
+        int pb = (p[i + 1] | 32) == 'x' ? 16 : (p[i + 1] | 32) == 'o' ? 8 : 2;
+        if (b == 0 || b == pb) b = pb, i += 2, prefixed = true;
+    }
+    if (b == 0) b = 10;
+    char d[80];
+    size_t dn = 0;
+    if (!py_digits(p, n, &i, b, d, &dn, sizeof d, prefixed) || i != n) return false;
+    if (base == 0 && !prefixed && dn > 1 && d[0] == '0') { /* int("010", 0) is an error; "000" is fine */
+        for (size_t k = 0; k < dn; k++)
+            if (d[k] != '0') return false;
+    }
+    d[dn] = 0;
+    errno = 0;
+    unsigned long long v = strtoull(d, NULL, b);
+    if (errno || v > (unsigned long long)INT64_MAX + (neg ? 1 : 0)) return false;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return true;
+}
+
+static bool py_float(jv s, double *out) {
+    size_t i, n;
+    trim_ws(s, &i, &n);
+    const char *p = s.u.s;
+    char d[400];
+    size_t dn = 0;
+    if (i < n && (p[i] == '+' || p[i] == '-')) d[dn++] = p[i++];
+    size_t rest = n - i;
+    static const char *const words[] = {"inf", "infinity", "nan"};
+    for (int k = 0; k < 3; k++) {
+        if (rest == strlen(words[k]) && !strncasecmp(p + i, words[k], rest)) {
+            double v = k == 2 ? NAN : INFINITY;
+            *out = d[0] == '-' && dn ? -v : v;
+            return true;
+        }
+    }
+    bool intpart = py_digits(p, n, &i, 10, d, &dn, sizeof d, false), frac = false;
+    if (i < n && p[i] == '.') {
+        d[dn++] = p[i++];
+        frac = i < n && p[i] >= '0' && p[i] <= '9' && py_digits(p, n, &i, 10, d, &dn, sizeof d, false);
+    }
+    if (!intpart && !frac) return false;
+    if (i < n && (p[i] | 32) == 'e') {
+        d[dn++] = 'e';
+        i++;
+        if (i < n && (p[i] == '+' || p[i] == '-')) d[dn++] = p[i++];
+        if (!py_digits(p, n, &i, 10, d, &dn, sizeof d, false)) return false;
+    }
+    if (i != n || dn >= sizeof d) return false;
+    d[dn] = 0;
+    *out = strtod(d, NULL);
     return true;
 }
 
 JFILTER(int) {
     BIND(0, "default", "base");
     jv dflt = GIVEN(arg[0]) ? arg[0] : jv_int(0);
-    int64_t base = arg[1].t == JV_INT ? arg[1].u.i : 10, i;
+    if (v.t == JV_UNDEF) return jv_undef_fail(x, at, v); /* int(Undefined) raises */
+    int64_t base = 10, i;
+    if (GIVEN(arg[1])) {
+        if (arg[1].t == JV_UNDEF) return jv_undef_fail(x, at, arg[1]);
+        if (arg[1].t != JV_INT && arg[1].t != JV_BOOL)
+            return jx_fail(x, at, "'%s' object cannot be interpreted as an integer", jv_type_name(arg[1]));
+        base = arg[1].t == JV_INT ? arg[1].u.i : arg[1].u.b;
+    }
+    double d;
     if (v.t == JV_INT || v.t == JV_BOOL) *out = jv_int(v.t == JV_INT ? v.u.i : v.u.b);
-    else if (v.t == JV_FLOAT && isfinite(v.u.f) && fabs(v.u.f) < 9.2e18) *out = jv_int((int64_t)v.u.f);
-    else if (v.t == JV_STR && parse_int_str(v, base, &i)) *out = jv_int(i);
-    else if (v.t == JV_STR) {
-        char buf[128];
-        snprintf(buf, sizeof buf, "%.*s", (int)(v.n < 127 ? v.n : 127), v.u.s);
-        char *end;
-        double d = strtod(buf, &end);
-        *out = end != buf && !*end && isfinite(d) && fabs(d) < 9.2e18 ? jv_int((int64_t)d) : dflt;
-    } else
+    else if (v.t == JV_STR && py_int(v, base, &i)) *out = jv_int(i);
+    else if (v.t == JV_FLOAT || (v.t == JV_STR && py_float(v, &d))) { /* int(float(value)) */
+        d = v.t == JV_FLOAT ? v.u.f : d;
+        if (isinf(d)) return jx_fail(x, at, "cannot convert float infinity to integer");
+        if (isnan(d)) *out = dflt;
+        else if (fabs(d) >= 9.2233720368547758e18) return jx_fail(x, at, "integer out of the 64-bit range");
+        else *out = jv_int((int64_t)d);
+    } else {
         *out = dflt;
+    }
     return true;
 }
 
 JFILTER(float) {
     BIND(0, "default");
     jv dflt = GIVEN(arg[0]) ? arg[0] : jv_float(0.0);
+    double d;
+    if (v.t == JV_UNDEF) return jv_undef_fail(x, at, v); /* float(Undefined) raises */
     if (v.t == JV_INT || v.t == JV_BOOL) *out = jv_float(v.t == JV_INT ? (double)v.u.i : v.u.b);
     else if (v.t == JV_FLOAT) *out = v;
-    else if (v.t == JV_STR) {
-        char buf[128];
-        snprintf(buf, sizeof buf, "%.*s", (int)(v.n < 127 ? v.n : 127), v.u.s);
-        char *end;
-        double d = strtod(buf, &end);
-        while (*end == ' ' || *end == '\n' || *end == '\t') end++;
-        *out = end != buf && !*end ? jv_float(d) : dflt;
-    } else
-        *out = dflt;
+    else if (v.t == JV_STR && py_float(v, &d)) *out = jv_float(d);
+    else *out = dflt;
     return true;
 }
 

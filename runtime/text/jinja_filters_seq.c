@@ -96,6 +96,12 @@ static bool sort_keys(jx *x, const jnode *at, jv *keys, uint32_t *idx, uint32_t 
     return true;
 }
 
+/* sorted(reverse=...) takes a bool or an int */
+static bool reverse_ok(jx *x, const jnode *at, jv r) {
+    if (!GIVEN(r) || r.t == JV_BOOL || r.t == JV_INT) return true;
+    return jx_fail(x, at, "'%s' object cannot be interpreted as an integer", jv_type_name(r));
+}
+
 static bool fold(jx *x, jv v, bool case_sensitive, jv *out) {
     if (!case_sensitive && v.t == JV_STR) return jstr_case(x, v, 0, out);
     *out = v;
@@ -120,6 +126,7 @@ JFILTER(dictsort) {
         idx[i] = i;
         if (!fold(x, l->v[i].u.l->v[pos], GIVEN(arg[0]) && jv_truthy(arg[0]), &keys[i])) return jx_alloc_failed(x, at);
     }
+    if (!reverse_ok(x, at, arg[2])) return false;
     if (!sort_keys(x, at, keys, idx, l->n, GIVEN(arg[2]) && jv_truthy(arg[2]))) return false;
     jlist *r = jl_new(x, l->n);
     if (!r) return jx_alloc_failed(x, at);
@@ -147,6 +154,7 @@ JFILTER(sort) {
         one->n = 1;
         keys[i] = jv_list(one, 0);
     }
+    if (!reverse_ok(x, at, arg[0])) return false;
     if (!sort_keys(x, at, keys, idx, l->n, GIVEN(arg[0]) && jv_truthy(arg[0]))) return false;
     jlist *r = jl_new(x, l->n);
     if (!r) return jx_alloc_failed(x, at);

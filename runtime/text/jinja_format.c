@@ -274,12 +274,14 @@ bool jstr_percent(jx *x, const jnode *at, jv fmt, jv args, jv *out) {
         if (s[i] == '(') {
             size_t q = i + 1;
             while (q < n && s[q] != ')') q++;
+            if (q < n && args.t == JV_UNDEF) return jv_undef_fail(x, at, args);
             if (q >= n || args.t != JV_DICT) return jx_fail(x, at, "format requires a mapping");
             if (!jd_get_str(args.u.d, s + i + 1, q - i - 1, &v)) return jx_fail(x, at, "KeyError: '%.*s'", (int)(q - i - 1), s + i + 1);
             have = used_mapping = true;
             i = q + 1;
         }
         spec sp = {.fill = ' ', .width = -1, .prec = -1};
+        size_t spec_start = i;
         for (; i < n && in_set("-+ #0", s[i]); i++) {
             if (s[i] == '-') sp.align = '<';
             else if (s[i] == '+' || s[i] == ' ') sp.sign = sp.sign == '+' ? '+' : s[i];
@@ -297,6 +299,10 @@ bool jstr_percent(jx *x, const jnode *at, jv fmt, jv args, jv *out) {
         if (i >= n) return jx_fail(x, at, "incomplete format");
         char t = s[i];
         if (t == '%') {
+            if (i > spec_start && !have) { /* "%5%" takes an argument */
+                if (next >= list->n) return jx_fail(x, at, "not enough arguments for format string");
+                next++;
+            }
             jb_putc(&b, '%');
             continue;
         }
@@ -321,6 +327,13 @@ bool jstr_percent(jx *x, const jnode *at, jv fmt, jv args, jv *out) {
             put_padded(&b, str.u.s, len, &sp, '>');
             continue;
         }
+        if (t == 'c' && v.t == JV_STR) {
+            if (u8_len(v.u.s, v.n) != 1) return jx_fail(x, at, "%%c requires an int or a unicode character, not a string of length %zu", u8_len(v.u.s, v.n));
+            put_padded(&b, v.u.s, v.n, &sp, '>');
+            continue;
+        }
+        if (t == 'c' && v.t == JV_INT && (v.u.i < 0 || v.u.i > 0x10FFFF)) return jx_fail(x, at, "%%c arg not in range(0x110000)");
+        if (v.t == JV_UNDEF) return jv_undef_fail(x, at, v);
         if (!jv_is_num(v)) return jx_fail(x, at, "%%%c format: a real number is required, not %s", t, jv_type_name(v));
         if (in_set("diu", t)) {
             if (v.t == JV_FLOAT) v = jv_int((int64_t)v.u.f);
@@ -346,7 +359,10 @@ bool jstr_percent(jx *x, const jnode *at, jv fmt, jv args, jv *out) {
         if (!format_value(x, at, v, full, strlen(full), &tmpb)) return false;
         put_padded(&b, tmpb.p ? tmpb.p : "", tmpb.n, &sp, '>');
     }
-    if (!used_mapping && list != &one && next < list->n) return jx_fail(x, at, "not all arguments converted during string formatting");
+    /* Python checks leftovers unless the argument is a mapping-like object (has __getitem__, is no tuple or str) */
+    bool mapping_like = args.t == JV_DICT || args.t == JV_UNDEF || (args.t == JV_LIST && !(args.fl & (JF_TUPLE | JF_GEN)));
+    if (!used_mapping && !mapping_like && next < list->n)
+        return jx_fail(x, at, "not all arguments converted during string formatting");
     if (b.fail) return jx_alloc_failed(x, at);
     *out = jb_str(&b, 0);
     return true;

@@ -188,7 +188,8 @@ struct jx {
     int ctl;          /* 1 = break, 2 = continue pending */
     char *err;        /* first error, malloc'd, "line:col: message" */
     bool err_raise;   /* the error came from raise_exception */
-    size_t output_base;
+    const void *repr_stack[260]; /* containers whose repr is being written (Python prints a cycle as [...]) */
+    int repr_n;
 };
 
 /* Records an error at node `at` (NULL: no position) and returns false. */
@@ -247,6 +248,8 @@ bool jjson_dump(jx *x, const struct jnode *at, jv v, const jjson_opts *o, jbuf *
 size_t u8_len(const char *s, size_t n);              /* code points */
 size_t u8_offset(const char *s, size_t n, size_t i); /* byte offset of code point i (n when past the end) */
 bool py_isspace(uint32_t c);
+/* The character at s[i] may start (or continue) a Python identifier (letters; digits too when continuing). */
+bool ju_ident(const char *s, size_t n, size_t i, bool start);
 uint32_t u8_next(const char *s, size_t n, size_t *i); /* decodes at *i, advances; invalid bytes give U+FFFD */
 /* str methods; `at` names the call for errors. Return false on error. */
 bool jstr_method(jx *x, const struct jnode *at, jv self, const char *name, const jargs *a, jv *out, bool *found);

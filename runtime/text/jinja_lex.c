@@ -372,12 +372,12 @@ static bool lex_tag(lexer *L, bool block) {
             L->pos = e;
             continue;
         }
-        if (is_alpha(c) || (unsigned char)c >= 0x80) {
+        if (is_alpha(c) || ((unsigned char)c >= 0x80 && ju_ident(s, n, p, true))) {
             size_t q = p;
             while (q < n) {
                 if (is_alpha(s[q]) || is_digit(s[q])) {
                     q++;
-                } else if ((unsigned char)s[q] >= 0x80 && !space_at(s, n, q)) {
+                } else if ((unsigned char)s[q] >= 0x80 && ju_ident(s, n, q, false)) {
                     size_t i = q;
                     u8_next(s, n, &i);
                     q = i;
@@ -491,6 +491,7 @@ bool jlex(jarena *a, const char *src, size_t len, jtok **out, size_t *nout, char
             char esign = 0;
             for (; r < n; r++)
                 if (s[r] == '{' && (e = raw_tag(s, n, r, "endraw", &esign, true)) > 0) break;
+            if (r >= n && raw_end >= n) break; /* jinja2 stops quietly when nothing follows */
             if (r >= n) return lfail(&L, q, "Missing end of raw directive");
             if (!emit_data(&L, raw_end, r, esign, false)) return false;
             L.line_starting = s[e - 1] == '\n';
@@ -507,6 +508,7 @@ bool jlex(jarena *a, const char *src, size_t len, jtok **out, size_t *nout, char
                     break;
                 }
             }
+            if (!e && q + 2 + (sign ? 1 : 0) >= n) break; /* nothing after "{#": jinja2 stops quietly */
             if (!e) return lfail(&L, q, "Missing end of comment tag");
             L.line_starting = s[e - 1] == '\n';
             L.pos = e;

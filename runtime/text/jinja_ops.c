@@ -271,15 +271,17 @@ static bool slice_index(jv v, bool *given, int64_t *out) {
     return true;
 }
 
+/* obj[a:b:c] is Python's own subscript in jinja2 (not the sandbox's
+ * getitem), so its errors are raised, not turned into undefined values. */
 bool jv_slice(jx *x, const jnode *at, jv obj, jv start, jv stop, jv step, jv *out) {
     if (obj.t == JV_UNDEF) return jv_undef_fail(x, at, obj);
+    if (obj.t == JV_DICT) return jx_fail(x, at, "unhashable type: 'slice'");
+    if (obj.t != JV_STR && !(obj.t == JV_LIST && !(obj.fl & JF_GEN)))
+        return jx_fail(x, at, "'%s' object is not subscriptable", jv_type_name(obj));
     int64_t a = 0, b = 0, s = 1;
     bool ga, gb, gs;
-    if (!slice_index(start, &ga, &a) || !slice_index(stop, &gb, &b) || !slice_index(step, &gs, &s) ||
-        (obj.t != JV_STR && !(obj.t == JV_LIST && !(obj.fl & JF_GEN)))) {
-        *out = jv_undef_msg(x, "%s has no element slice", owner_repr(obj));
-        return true;
-    }
+    if (!slice_index(start, &ga, &a) || !slice_index(stop, &gb, &b) || !slice_index(step, &gs, &s))
+        return jx_fail(x, at, "slice indices must be integers or None or have an __index__ method");
     if (gs && s == 0) return jx_fail(x, at, "slice step cannot be zero");
     int64_t len = obj.t == JV_STR ? (int64_t)u8_len(obj.u.s, obj.n) : obj.u.l->n;
     /* PySlice_AdjustIndices */
@@ -368,6 +370,7 @@ static bool repeat(jx *x, const jnode *at, jv seq, int64_t k, jv *out) {
 }
 
 bool jv_binop(jx *x, const jnode *at, int op, jv a, jv b, jv *out) {
+    if (op == OP_MOD && a.t == JV_STR) return jstr_percent(x, at, a, b, out); /* str % anything, even Undefined */
     if (a.t == JV_UNDEF) return jv_undef_fail(x, at, a);
     if (b.t == JV_UNDEF) return jv_undef_fail(x, at, b);
     bool nums = jv_is_num(a) && jv_is_num(b), ints = nums && a.t != JV_FLOAT && b.t != JV_FLOAT;
@@ -444,7 +447,6 @@ bool jv_binop(jx *x, const jnode *at, int op, jv a, jv b, jv *out) {
         break;
     case OP_FLOORDIV:
     case OP_MOD:
-        if (a.t == JV_STR && op == OP_MOD) return jstr_percent(x, at, a, b, out);
         if (ints) {
             if (q == 0) return jx_fail(x, at, "integer division or modulo by zero");
             if (p == INT64_MIN && q == -1) return jx_fail(x, at, "integer overflow");

@@ -365,55 +365,65 @@ static bool uses_name(const jnode *n, const char *name, int depth) {
     return false;
 }
 
-/* Resolves filters and tests; an unknown one fails here unless it sits in
- * an if-statement or conditional expression ("soft" frame in jinja2), where
- * it fails only when run. */
 #define MAX_TREE 256
 
-static bool resolve(parser *P, jnode *n, bool soft, int depth) {
+/* Resolves filters and tests; an unknown one fails here unless it sits in
+ * an if-statement or conditional expression ("soft" frame in jinja2), where
+ * it fails only when run. break / continue must sit in a loop body of the
+ * same macro (jinja2 compiles them to Python's, which fails otherwise). */
+static bool resolve(parser *P, jnode *n, bool soft, bool in_loop, int depth) {
     if (!n) return true;
-    if (depth > MAX_TREE) {
-        jtok at = {.line = n->line, .col = n->col};
-        return jp_fail(P, &at, "the template nests too deeply (more than %d levels)", MAX_TREE) != NULL;
-    }
+    jtok at = {.line = n->line, .col = n->col};
+    if (depth > MAX_TREE) return jp_fail(P, &at, "the template nests too deeply (more than %d levels)", MAX_TREE) != NULL;
     depth++;
     switch (n->kind) {
     case E_FILTER:
     case E_TEST:
         n->fn = n->kind == E_FILTER ? jfilter_lookup(n->name) : jtest_lookup(n->name);
-        if (!n->fn && !soft) {
-            jtok at = {.line = n->line, .col = n->col};
+        if (!n->fn && !soft)
             return jp_fail(P, &at, "No %s named '%s'.", n->kind == E_FILTER ? "filter" : "test", n->name) != NULL;
-        }
+        break;
+    case S_BREAK:
+    case S_CONTINUE:
+        if (!in_loop)
+            return jp_fail(P, &at, "'%s' not properly in loop", n->kind == S_BREAK ? "break" : "continue") != NULL;
         break;
     case S_IF:
     case E_COND: soft = true; break;
-    case S_FOR: /* the iterable in the outer frame, the rest in the loop's */
-        if (!resolve(P, n->b, soft, depth)) return false;
-        soft = false;
-        break;
+    case S_FOR: { /* the iterable and the else-body in the outer frame, the rest in the loop's */
+        if (!resolve(P, n->b, soft, in_loop, depth)) return false;
+        for (uint32_t i = 0; i < n->nw; i++)
+            if (!resolve(P, n->w[i], false, in_loop, depth)) return false;
+        if (!resolve(P, n->a, false, true, depth) || !resolve(P, n->c, false, true, depth)) return false;
+        for (uint32_t i = 0; i < n->nv; i++)
+            if (!resolve(P, n->v[i], false, true, depth)) return false;
+        return true;
+    }
     case S_MACRO:
     case S_CALLBLOCK:
         if (uses_name(n->b, "caller", 0)) n->flags |= NF_CALLER;
         if (uses_name(n->b, "varargs", 0)) n->flags |= NF_VARARGS;
         if (uses_name(n->b, "kwargs", 0)) n->flags |= NF_KWARGS;
-        if (n->kind == S_CALLBLOCK && !resolve(P, n->a, soft, depth)) return false;
+        if (n->kind == S_CALLBLOCK && !resolve(P, n->a, soft, in_loop, depth)) return false;
         soft = false;
+        in_loop = false; /* a macro is a function of its own */
         break;
     case S_WITH: /* values in the outer frame, the body in an inner one */
         for (uint32_t i = 0; i < n->nw; i++)
-            if (!resolve(P, n->w[i], soft, depth)) return false;
-        return resolve(P, n->b, false, depth);
+            if (!resolve(P, n->w[i], soft, in_loop, depth)) return false;
+        for (uint32_t i = 0; i < n->nv; i++)
+            if (!resolve(P, n->v[i], false, in_loop, depth)) return false;
+        return resolve(P, n->b, false, in_loop, depth);
     case S_SETBLOCK:
     case S_FILTERBLOCK: soft = false; break;
     }
-    if (!resolve(P, n->a, soft, depth) || !resolve(P, n->b, soft, depth) || !resolve(P, n->c, soft, depth) ||
-        !resolve(P, n->d, soft, depth))
+    if (!resolve(P, n->a, soft, in_loop, depth) || !resolve(P, n->b, soft, in_loop, depth) ||
+        !resolve(P, n->c, soft, in_loop, depth) || !resolve(P, n->d, soft, in_loop, depth))
         return false;
     for (uint32_t i = 0; i < n->nv; i++)
-        if (!resolve(P, n->v[i], soft, depth)) return false;
+        if (!resolve(P, n->v[i], soft, in_loop, depth)) return false;
     for (uint32_t i = 0; i < n->nw; i++)
-        if (!resolve(P, n->w[i], soft, depth)) return false;
+        if (!resolve(P, n->w[i], soft, in_loop, depth)) return false;
     return true;
 }
 
@@ -448,7 +458,7 @@ loom_status loom_jinja_parse(const char *src, size_t len, const char *name, loom
         if (t->root) {
             t->root->v = body.v;
             t->root->nv = body.n;
-            resolve(&P, t->root, false, 0);
+            resolve(&P, t->root, false, false, 0);
         }
     }
     if (P.failed) {

@@ -64,6 +64,14 @@ static uint32_t map_case(uint32_t c, bool upper) {
     return (uint32_t)(upper ? towupper_l((wint_t)c, utf8_locale) : towlower_l((wint_t)c, utf8_locale));
 }
 
+bool ju_ident(const char *s, size_t n, size_t i, bool start) {
+    uint32_t c = u8_next(s, n, &i);
+    if (c < 0x80) return c == '_' || ((c | 32) >= 'a' && (c | 32) <= 'z') || (!start && c >= '0' && c <= '9');
+    pthread_once(&utf8_once, utf8_init);
+    if (!utf8_locale) return !py_isspace(c);
+    return start ? iswalpha_l((wint_t)c, utf8_locale) : iswalnum_l((wint_t)c, utf8_locale) || (c >= 0x300 && c <= 0x36F);
+}
+
 static bool is_cased(uint32_t c) { return map_case(c, true) != c || map_case(c, false) != c; }
 
 static bool u8_put(jbuf *b, uint32_t c) {

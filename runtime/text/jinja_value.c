@@ -183,7 +183,11 @@ jobj *jo_new(jx *x, int kind) {
 
 bool jv_hashable(jv v) { return v.t != JV_LIST || (v.fl & JF_TUPLE); }
 
-static uint64_t jv_hash(jv v) {
+static uint64_t jv_hash_depth(jv v, int depth);
+static uint64_t jv_hash(jv v) { return jv_hash_depth(v, 0); }
+
+static uint64_t jv_hash_depth(jv v, int depth) {
+    if (depth > 256) return 0;
     switch (v.t) {
     case JV_NONE: return 0x9e3779b97f4a7c15ull;
     case JV_BOOL: return (uint64_t)v.u.b;
@@ -202,7 +206,7 @@ static uint64_t jv_hash(jv v) {
     }
     case JV_LIST: {
         uint64_t h = 7;
-        for (uint32_t i = 0; i < v.u.l->n; i++) h = h * 31 + jv_hash(v.u.l->v[i]);
+        for (uint32_t i = 0; i < v.u.l->n; i++) h = h * 31 + jv_hash_depth(v.u.l->v[i], depth + 1);
         return h;
     }
     default: return (uint64_t)(uintptr_t)v.u.o;
@@ -544,8 +548,27 @@ static void repr_str(jbuf *b, jv s) {
     if (s.fl & JF_MARKUP) jb_putc(b, ')');
 }
 
+static bool repr_inner(jx *x, const jnode *at, jv v, jbuf *b, int depth);
+
+/* Python's repr with its guard against cycles (only namespaces make them) */
 bool jv_repr(jx *x, const jnode *at, jv v, jbuf *b, int depth) {
     if (depth > 256) return jx_fail(x, at, "maximum recursion depth exceeded while getting the repr of an object");
+    const void *c = v.t == JV_LIST && !(v.fl & JF_GEN) ? (const void *)v.u.l : v.t == JV_DICT ? (const void *)v.u.d : NULL;
+    if (!c) return repr_inner(x, at, v, b, depth);
+    for (int i = 0; i < x->repr_n; i++) {
+        if (x->repr_stack[i] != c) continue;
+        jb_puts(b, v.t == JV_DICT ? "{...}" : v.fl & JF_TUPLE ? "(...)" : "[...]");
+        return true;
+    }
+    if (x->repr_n >= (int)(sizeof x->repr_stack / sizeof x->repr_stack[0]))
+        return jx_fail(x, at, "maximum recursion depth exceeded while getting the repr of an object");
+    x->repr_stack[x->repr_n++] = c;
+    bool ok = repr_inner(x, at, v, b, depth);
+    x->repr_n--;
+    return ok;
+}
+
+static bool repr_inner(jx *x, const jnode *at, jv v, jbuf *b, int depth) {
     char tmp[64];
     switch (v.t) {
     case JV_UNDEF: jb_puts(b, "Undefined"); return true;
