@@ -117,6 +117,7 @@ Test(jinja2_cases, filters) { run_group("filters"); }
 Test(jinja2_cases, tojson) { run_group("tojson"); }
 Test(jinja2_cases, string_methods) { run_group("strings"); }
 Test(jinja2_cases, globals) { run_group("globals"); }
+Test(jinja2_cases, corners) { run_group("corners"); }
 Test(jinja2_cases, syntax_errors) { run_group("syntax_errors"); }
 
 /* ---- errors name line and column ---- */

@@ -139,6 +139,18 @@ static bool eval_args(jx *x, jscope *s, const jnode *n, jargs *a, jv extra_kw, c
     return true;
 }
 
+/* An expression jinja2's optimizer folds: literals and containers of them. */
+static bool is_const(const jnode *n) {
+    if (n->kind == E_CONST) return true;
+    if (n->kind == E_NEG || n->kind == E_POS) return is_const(n->a);
+    if (n->kind != E_LIST && n->kind != E_TUPLE && n->kind != E_DICT) return false;
+    for (uint32_t i = 0; i < n->nv; i++)
+        if (!is_const(n->v[i])) return false;
+    for (uint32_t i = 0; i < n->nw; i++)
+        if (!is_const(n->w[i])) return false;
+    return true;
+}
+
 /* A filter chain whose innermost operand is NULL takes `input` there. */
 static bool eval_filter(jx *x, jscope *s, const jnode *n, const jv *input, jv *out) {
     jv v;
@@ -176,8 +188,17 @@ bool jx_eval(jx *x, jscope *s, const jnode *n, jv *out) {
         if (n->b->kind == E_SLICE) {
             jv p[3] = {jv_undef(), jv_undef(), jv_undef()};
             const jnode *parts[3] = {n->b->a, n->b->b, n->b->c};
-            for (int i = 0; i < 3; i++)
+            bool konst = is_const(n->a);
+            for (int i = 0; i < 3; i++) {
                 if (parts[i] && !jx_eval(x, s, parts[i], &p[i])) return false;
+                konst = konst && (!parts[i] || is_const(parts[i]));
+            }
+            /* jinja2 folds a slice of constants at compile time through the sandbox's getitem,
+             * where a TypeError gives an undefined value; at run time a slice is Python's own */
+            if (konst && !jv_sliceable(a, p[0], p[1], p[2])) {
+                *out = jv_undef_msg(x, "'%s object' has no element slice", jv_type_name(a));
+                return true;
+            }
             return jv_slice(x, n, a, p[0], p[1], p[2], out);
         }
         return jx_eval(x, s, n->b, &b) && jv_getitem(x, n, a, b, out);

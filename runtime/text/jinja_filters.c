@@ -338,8 +338,7 @@ JFILTER(int) {
     else if (v.t == JV_STR && py_int(v, base, &i)) *out = jv_int(i);
     else if (v.t == JV_FLOAT || (v.t == JV_STR && py_float(v, &d))) { /* int(float(value)) */
         d = v.t == JV_FLOAT ? v.u.f : d;
-        if (isinf(d)) return jx_fail(x, at, "cannot convert float infinity to integer");
-        if (isnan(d)) *out = dflt;
+        if (isinf(d) || isnan(d)) *out = dflt; /* OverflowError / ValueError: the default */
         else if (fabs(d) >= 9.2233720368547758e18) return jx_fail(x, at, "integer out of the 64-bit range");
         else *out = jv_int((int64_t)d);
     } else {

@@ -334,6 +334,7 @@ bool jv_getattr(jx *x, const jnode *at, jv obj, const char *name, size_t n, jv *
 /* obj[key] with jinja2's fallback to attributes for string keys. */
 bool jv_getitem(jx *x, const jnode *at, jv obj, jv key, jv *out);
 bool jv_slice(jx *x, const jnode *at, jv obj, jv start, jv stop, jv step, jv *out);
+bool jv_sliceable(jv obj, jv start, jv stop, jv step); /* a slice of obj would not raise a TypeError */
 /* Binds a built-in's arguments to parameter names (Python rules); missing
  * optional ones are undefined (t == JV_UNDEF with u.s == NULL means "not given"). */
 bool jargs_bind(jx *x, const jnode *at, const char *fname, const jargs *a, const char *const *params, uint32_t nparams,

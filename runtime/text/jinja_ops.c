@@ -271,6 +271,15 @@ static bool slice_index(jv v, bool *given, int64_t *out) {
     return true;
 }
 
+static bool slice_index(jv v, bool *given, int64_t *out);
+
+bool jv_sliceable(jv obj, jv start, jv stop, jv step) {
+    bool g;
+    int64_t i;
+    return (obj.t == JV_STR || (obj.t == JV_LIST && !(obj.fl & JF_GEN))) && slice_index(start, &g, &i) &&
+           slice_index(stop, &g, &i) && slice_index(step, &g, &i);
+}
+
 /* obj[a:b:c] is Python's own subscript in jinja2 (not the sandbox's
  * getitem), so its errors are raised, not turned into undefined values. */
 bool jv_slice(jx *x, const jnode *at, jv obj, jv start, jv stop, jv step, jv *out) {
