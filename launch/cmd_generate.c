@@ -130,8 +130,8 @@ static void print_json(FILE *f, int idx, const char *prompt, const loom_tokens *
 
 /* Everything rank 0 does once the engine exists: tokenize, run, print. */
 static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *model, char **prompts, int n, bool chat,
-                              const char *chat_template, bool parse_special, const char *system, int max_tokens, loom_sampling_params sp, bool ignore_eos, bool json,
-                              int *rc) {
+                              const char *chat_template, bool parse_special, const char *system, int max_tokens,
+                              loom_sampling_params sp, bool ignore_eos, bool json, int *rc) {
     loom_tokenizer *tok = NULL;
     loom_request *reqs = calloc((size_t)n, sizeof *reqs);
     loom_result *res = calloc((size_t)n, sizeof *res);
