@@ -243,7 +243,6 @@ GLOBAL(raise_exception) {
     if (!jargs_bind(x, at, "raise_exception", a, p, 1, 1, &m)) return false;
     jv s;
     if (!jv_stringify(x, at, m, &s)) return false;
-    x->err_raise = true;
     return jx_fail(x, at, "%.*s", (int)s.n, s.u.s);
 }
 

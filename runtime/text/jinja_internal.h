@@ -187,7 +187,6 @@ struct jx {
     uint32_t depth;
     int ctl;          /* 1 = break, 2 = continue pending */
     char *err;        /* first error, malloc'd, "line:col: message" */
-    bool err_raise;   /* the error came from raise_exception */
     const void *repr_stack[260]; /* containers whose repr is being written (Python prints a cycle as [...]) */
     int repr_n;
 };
