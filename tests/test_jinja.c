@@ -205,6 +205,13 @@ Test(limits, parser_nesting) {
     n = 0;
     for (int i = 0; i < 1000; i++) n += (size_t)snprintf(deep + n, sizeof deep - n, "{%% if 1 %%}");
     expect_error(deep, NULL, "nests too deeply");
+    /* nesting multiplies across macro calls: bounded in total (the stack stays under 1 MiB) */
+    n = (size_t)snprintf(deep, sizeof deep, "{%% macro f(n) %%}");
+    for (int i = 0; i < 60; i++) n += (size_t)snprintf(deep + n, sizeof deep - n, "{%% if true %%}");
+    n += (size_t)snprintf(deep + n, sizeof deep - n, "{{ f(n + 1) }}");
+    for (int i = 0; i < 60; i++) n += (size_t)snprintf(deep + n, sizeof deep - n, "{%% endif %%}");
+    snprintf(deep + n, sizeof deep - n, "{%% endmacro %%}{{ f(0) }}");
+    expect_error(deep, NULL, "levels across macro calls");
     /* long chains are deep trees too */
     n = (size_t)snprintf(deep, sizeof deep, "{{ x");
     for (int i = 0; i < 3000; i++) n += (size_t)snprintf(deep + n, sizeof deep - n, ".a");

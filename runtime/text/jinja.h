@@ -22,9 +22,10 @@
  * include, import, from, autoescape.
  *
  * Templates are untrusted: a render is bounded in nesting depth (macro
- * calls, recursive loops), work (loop iterations, calls and bytes scanned),
- * output size and memory, and fails with an error instead of exceeding
- * them. Nothing here reads files, the environment or the clock except
+ * calls, recursive loops; statements and expressions nested across calls,
+ * so a render needs less than 1 MiB of stack), work (loop iterations,
+ * calls and bytes scanned), output size and memory, and fails with an
+ * error instead of exceeding them. Nothing here reads files, the environment or the clock except
  * strftime_now (which uses limits.now when set). Errors name the template,
  * line and column: "template:3:15: 'foo' is undefined".
  *

@@ -176,7 +176,23 @@ static bool eval_seq(jx *x, jscope *s, const jnode *n, jv *out, uint8_t fl) {
     return true;
 }
 
+static bool eval_node(jx *x, jscope *s, const jnode *n, jv *out);
+
+/* Nesting of statements and expressions across macro calls is bounded so
+ * that a render never needs more than about 1 MiB of stack. */
+#define MAX_NEST_TOTAL 2000
+
 bool jx_eval(jx *x, jscope *s, const jnode *n, jv *out) {
+    if (++x->nest > MAX_NEST_TOTAL) {
+        x->nest--;
+        return jx_fail(x, n, "the template nests too deeply (more than %d levels across macro calls)", MAX_NEST_TOTAL);
+    }
+    bool ok = eval_node(x, s, n, out);
+    x->nest--;
+    return ok;
+}
+
+static bool eval_node(jx *x, jscope *s, const jnode *n, jv *out) {
     jv a, b;
     switch (n->kind) {
     case E_CONST: *out = n->value; return true;
@@ -514,11 +530,17 @@ static bool exec_stmt(jx *x, jscope *s, const jnode *n) {
 }
 
 static bool exec_body(jx *x, jscope *s, jnode *const *v, uint32_t n) {
-    for (uint32_t i = 0; i < n; i++) {
-        if (!exec_stmt(x, s, v[i])) return false;
-        if (x->ctl) return true;
+    if (n && ++x->nest > MAX_NEST_TOTAL) {
+        x->nest--;
+        return jx_fail(x, v[0], "the template nests too deeply (more than %d levels across macro calls)", MAX_NEST_TOTAL);
     }
-    return true;
+    bool ok = true;
+    for (uint32_t i = 0; i < n && ok; i++) {
+        ok = exec_stmt(x, s, v[i]);
+        if (x->ctl) break;
+    }
+    if (n) x->nest--;
+    return ok;
 }
 
 /* ---- loop objects ---- */

@@ -185,6 +185,7 @@ struct jx {
     loom_jinja_limits lim;
     uint64_t steps;
     uint32_t depth;
+    uint32_t nest;    /* statements and expressions being evaluated, across calls */
     int ctl;          /* 1 = break, 2 = continue pending */
     char *err;        /* first error, malloc'd, "line:col: message" */
     const void *repr_stack[260]; /* containers whose repr is being written (Python prints a cycle as [...]) */

@@ -359,8 +359,8 @@ static double fnum(jv v) { return v.t == JV_FLOAT ? v.u.f : v.t == JV_INT ? (dou
 static int64_t inum(jv v) { return v.t == JV_INT ? v.u.i : v.t == JV_BOOL ? v.u.b : 0; }
 
 static bool repeat(jx *x, const jnode *at, jv seq, int64_t k, jv *out) {
-    if (k < 0) k = 0;
     size_t unit = seq.t == JV_STR ? seq.n : seq.u.l->n * sizeof(jv);
+    if (k < 0 || unit == 0) k = 0; /* an empty sequence stays empty, however often repeated */
     if (unit && (uint64_t)k > (uint64_t)x->lim.max_memory / unit) return jx_fail(x, at, "the result would exceed the memory limit");
     if (!jx_step(x, at, (uint64_t)k * unit / 1024)) return false;
     if (seq.t == JV_STR) {
