@@ -49,7 +49,7 @@ static loom_status render(const char *src, const char *vars_json, const loom_jin
 
 static void run_group(const char *group) {
     json_error_t jerr;
-    json_t *doc = json_load_file(CASES, 0, &jerr);
+    json_t *doc = json_load_file(CASES, JSON_ALLOW_NUL, &jerr);
     cr_assert_not_null(doc, "cannot read %s: %s", CASES, jerr.text);
     char *vars = json_dumps(json_object_get(doc, "vars"), JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_t *cases = json_object_get(json_object_get(doc, "groups"), group);

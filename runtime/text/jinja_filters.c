@@ -327,12 +327,8 @@ JFILTER(int) {
     jv dflt = GIVEN(arg[0]) ? arg[0] : jv_int(0);
     if (v.t == JV_UNDEF) return jv_undef_fail(x, at, v); /* int(Undefined) raises */
     int64_t base = 10, i;
-    if (GIVEN(arg[1])) {
-        if (arg[1].t == JV_UNDEF) return jv_undef_fail(x, at, arg[1]);
-        if (arg[1].t != JV_INT && arg[1].t != JV_BOOL)
-            return jx_fail(x, at, "'%s' object cannot be interpreted as an integer", jv_type_name(arg[1]));
-        base = arg[1].t == JV_INT ? arg[1].u.i : arg[1].u.b;
-    }
+    if (GIVEN(arg[1])) /* a base that is no int makes int(value, base) fail: the float fallback follows */
+        base = arg[1].t == JV_INT ? arg[1].u.i : arg[1].t == JV_BOOL ? arg[1].u.b : -1;
     double d;
     if (v.t == JV_INT || v.t == JV_BOOL) *out = jv_int(v.t == JV_INT ? v.u.i : v.u.b);
     else if (v.t == JV_STR && py_int(v, base, &i)) *out = jv_int(i);

@@ -23,8 +23,7 @@ static bool map_attr(jx *x, const jnode *at, jlist *l, jv attribute, jv dflt, jl
     if (!m) return jx_alloc_failed(x, at);
     for (uint32_t i = 0; i < l->n; i++) {
         jv item;
-        if (!jv_attr_path(x, at, l->v[i], attribute, &item)) return false;
-        if (item.t == JV_UNDEF && GIVEN(dflt) && dflt.t != JV_NONE) item = dflt;
+        if (!jv_attr_path(x, at, l->v[i], attribute, dflt, &item)) return false;
         m->v[m->n++] = item;
     }
     *out = m;
@@ -146,7 +145,7 @@ JFILTER(sort) {
     for (uint32_t i = 0; i < l->n; i++) {
         idx[i] = i;
         jv k = l->v[i];
-        if (GIVEN(arg[2]) && arg[2].t != JV_NONE && !jv_attr_path(x, at, k, arg[2], &k)) return false;
+        if (GIVEN(arg[2]) && arg[2].t != JV_NONE && !jv_attr_path(x, at, k, arg[2], jv_undef(), &k)) return false;
         if (!fold(x, k, GIVEN(arg[1]) && jv_truthy(arg[1]), &k)) return jx_alloc_failed(x, at);
         jlist *one = jl_new(x, 1); /* make_multi_attrgetter: a list of one key */
         if (!one) return jx_alloc_failed(x, at);
@@ -191,7 +190,7 @@ static bool select_common(jx *x, const jnode *at, jv v, const jargs *a, jv *out,
     if (!jv_iter(x, at, v, &l)) return false;
     for (uint32_t i = 0; i < l->n; i++) {
         jv item = l->v[i];
-        if (by_attr && !jv_attr_path(x, at, item, attr, &item)) return false;
+        if (by_attr && !jv_attr_path(x, at, item, attr, jv_undef(), &item)) return false;
         bool t;
         if (a->npos > off) {
             jv name = a->pos[off];
@@ -245,7 +244,7 @@ JFILTER(unique) {
     if (!set) return jx_alloc_failed(x, at);
     for (uint32_t i = 0; i < l->n; i++) {
         jv k = l->v[i], dummy;
-        if (GIVEN(arg[1]) && arg[1].t != JV_NONE && !jv_attr_path(x, at, k, arg[1], &k)) return false;
+        if (GIVEN(arg[1]) && arg[1].t != JV_NONE && !jv_attr_path(x, at, k, arg[1], jv_undef(), &k)) return false;
         if (!fold(x, k, GIVEN(arg[0]) && jv_truthy(arg[0]), &k)) return jx_alloc_failed(x, at);
         if (!jv_hashable(k)) return jx_fail(x, at, "unhashable type: '%s'", jv_type_name(k));
         if (jd_get(set, k, &dummy)) continue;
@@ -264,14 +263,14 @@ static bool min_max(jx *x, const jnode *at, jv v, const jargs *a, jv *out, bool 
         return true;
     }
     jv best = l->v[0], bk;
-    if (GIVEN(arg[1]) && arg[1].t != JV_NONE && !jv_attr_path(x, at, best, arg[1], &best)) return false;
+    if (GIVEN(arg[1]) && arg[1].t != JV_NONE && !jv_attr_path(x, at, best, arg[1], jv_undef(), &best)) return false;
     best = l->v[0];
     bk = best;
-    if (GIVEN(arg[1]) && arg[1].t != JV_NONE && !jv_attr_path(x, at, l->v[0], arg[1], &bk)) return false;
+    if (GIVEN(arg[1]) && arg[1].t != JV_NONE && !jv_attr_path(x, at, l->v[0], arg[1], jv_undef(), &bk)) return false;
     if (!fold(x, bk, GIVEN(arg[0]) && jv_truthy(arg[0]), &bk)) return jx_alloc_failed(x, at);
     for (uint32_t i = 1; i < l->n; i++) {
         jv k = l->v[i];
-        if (GIVEN(arg[1]) && arg[1].t != JV_NONE && !jv_attr_path(x, at, k, arg[1], &k)) return false;
+        if (GIVEN(arg[1]) && arg[1].t != JV_NONE && !jv_attr_path(x, at, k, arg[1], jv_undef(), &k)) return false;
         if (!fold(x, k, GIVEN(arg[0]) && jv_truthy(arg[0]), &k)) return jx_alloc_failed(x, at);
         bool lt;
         if (!(want_max ? jv_lt(x, at, bk, k, &lt) : jv_lt(x, at, k, bk, &lt))) return false;
@@ -329,7 +328,7 @@ JFILTER(sum) {
     jv acc = GIVEN(arg[1]) ? arg[1] : jv_int(0);
     for (uint32_t i = 0; i < l->n; i++) {
         jv item = l->v[i];
-        if (GIVEN(arg[0]) && arg[0].t != JV_NONE && !jv_attr_path(x, at, item, arg[0], &item)) return false;
+        if (GIVEN(arg[0]) && arg[0].t != JV_NONE && !jv_attr_path(x, at, item, arg[0], jv_undef(), &item)) return false;
         if (!jv_binop(x, at, OP_ADD, acc, item, &acc)) return false;
     }
     *out = acc;

@@ -94,7 +94,7 @@ static bool format_value(jx *x, const jnode *at, jv v, const char *fs, size_t fn
     spec sp;
     if (!parse_spec(x, at, fs, fn, &sp)) return false;
     char num[160];
-    if (v.t == JV_STR || (!sp.type && !jv_is_num(v))) {
+    if (v.t == JV_STR || (!sp.type && !jv_is_num(v)) || (v.t == JV_BOOL && fn == 0)) { /* format(True, '') is 'True' */
         if (sp.type && sp.type != 's') return jx_fail(x, at, "Unknown format code '%c' for object of type 'str'", sp.type);
         jv s;
         if (!jv_stringify(x, at, v, &s)) return false;
@@ -108,16 +108,16 @@ static bool format_value(jx *x, const jnode *at, jv v, const char *fs, size_t fn
     int64_t iv = v.t == JV_INT ? v.u.i : v.t == JV_BOOL ? v.u.b : 0;
     double dv = v.t == JV_FLOAT ? v.u.f : (double)iv;
     char t = sp.type;
-    if (!t && v.t == JV_BOOL && !sp.width && !sp.prec) t = 's';
     if (is_int && (!t || t == 'd' || t == 'n')) {
         snprintf(num, sizeof num, sp.sign == '+' ? "%+lld" : sp.sign == ' ' ? "% lld" : "%lld", (long long)iv);
     } else if (is_int && in_set("xXobc", t)) {
         if (t == 'c') {
-            char u[5] = {0};
-            u[loom_utf8_encode((uint32_t)iv, u)] = 0;
-            snprintf(num, sizeof num, "%s", u);
+            if (iv < 0 || iv > 0x10FFFF) return jx_fail(x, at, "%%c arg not in range(0x110000)");
+            char u[4];
+            put_padded(b, u, (size_t)loom_utf8_encode((uint32_t)iv, u), &sp, '<');
+            return true;
         } else {
-            unsigned long long m = (unsigned long long)(iv < 0 ? -iv : iv);
+            unsigned long long m = iv < 0 ? 0ull - (unsigned long long)iv : (unsigned long long)iv;
             char digits[80];
             int k = 0;
             int base = t == 'o' ? 8 : t == 'b' ? 2 : 16;
@@ -299,9 +299,9 @@ bool jstr_percent(jx *x, const jnode *at, jv fmt, jv args, jv *out) {
         if (i >= n) return jx_fail(x, at, "incomplete format");
         char t = s[i];
         if (t == '%') {
-            if (i > spec_start && !have) { /* "%5%" takes an argument */
+            if (i > spec_start && !have) { /* "%5%": Python takes an argument, then refuses the '%' */
                 if (next >= list->n) return jx_fail(x, at, "not enough arguments for format string");
-                next++;
+                return jx_fail(x, at, "unsupported format character '%%' (0x25) at index %zu", i);
             }
             jb_putc(&b, '%');
             continue;
@@ -333,6 +333,12 @@ bool jstr_percent(jx *x, const jnode *at, jv fmt, jv args, jv *out) {
             continue;
         }
         if (t == 'c' && v.t == JV_INT && (v.u.i < 0 || v.u.i > 0x10FFFF)) return jx_fail(x, at, "%%c arg not in range(0x110000)");
+        if (t == 'c' && (v.t == JV_INT || v.t == JV_BOOL)) {
+            char u[4];
+            int k = loom_utf8_encode((uint32_t)(v.t == JV_INT ? v.u.i : v.u.b), u);
+            put_padded(&b, u, (size_t)k, &sp, '>');
+            continue;
+        }
         if (v.t == JV_UNDEF) return jv_undef_fail(x, at, v);
         if (!jv_is_num(v)) return jx_fail(x, at, "%%%c format: a real number is required, not %s", t, jv_type_name(v));
         if (in_set("diu", t)) {

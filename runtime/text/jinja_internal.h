@@ -345,7 +345,7 @@ bool jv_call(jx *x, const jnode *at, jv fn, const jargs *a, jv *out);
 bool jtest_run(jx *x, const jnode *at, const char *name, jv v, const jargs *a, bool *out);
 bool jfilter_run(jx *x, const jnode *at, const char *name, jv v, const jargs *a, jv *out);
 /* The attribute path "a.b.0" of v (selectattr, map, sort, ...). */
-bool jv_attr_path(jx *x, const jnode *at, jv v, jv path, jv *out);
+bool jv_attr_path(jx *x, const jnode *at, jv v, jv path, jv dflt, jv *out); /* dflt: after each part, if given */
 bool jv_binop(jx *x, const jnode *at, int op, jv a, jv b, jv *out);
 /* A bound method value: self.name (str / dict / list methods, loop.cycle, ...). */
 bool jx_make_method(jx *x, const jnode *at, jv self, const char *name, size_t n, jv *out);

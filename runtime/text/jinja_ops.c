@@ -333,8 +333,13 @@ bool jv_slice(jx *x, const jnode *at, jv obj, jv start, jv stop, jv step, jv *ou
     return true;
 }
 
-bool jv_attr_path(jx *x, const jnode *at, jv v, jv path, jv *out) {
-    if (path.t != JV_STR) return jv_getitem(x, at, v, path, out);
+bool jv_attr_path(jx *x, const jnode *at, jv v, jv path, jv dflt, jv *out) {
+    bool use_dflt = GIVEN(dflt) && dflt.t != JV_NONE; /* make_attrgetter's default, after each part */
+    if (path.t != JV_STR) {
+        if (!jv_getitem(x, at, v, path, out)) return false;
+        if (use_dflt && out->t == JV_UNDEF) *out = dflt;
+        return true;
+    }
     const char *s = path.u.s;
     size_t n = path.n, p = 0;
     for (;;) {
@@ -344,6 +349,7 @@ bool jv_attr_path(jx *x, const jnode *at, jv v, jv path, jv *out) {
         for (size_t i = p; i < q; i++) digits &= s[i] >= '0' && s[i] <= '9';
         jv key = digits ? jv_int(strtoll(s + p, NULL, 10)) : jv_strv(s + p, (uint32_t)(q - p), 0);
         if (!jv_getitem(x, at, v, key, &v)) return false;
+        if (use_dflt && v.t == JV_UNDEF) v = dflt;
         if (q >= n) break;
         p = q + 1;
     }
@@ -410,7 +416,7 @@ bool jv_binop(jx *x, const jnode *at, int op, jv a, jv b, jv *out) {
             jlist *l = jl_new(x, a.u.l->n + b.u.l->n);
             if (!l) return jx_alloc_failed(x, at);
             jv_copy(l->v, a.u.l->v, a.u.l->n);
-            jv_copy(l->v + a.u.l->n, b.u.l->v, b.u.l->n);
+            if (b.u.l->n) jv_copy(l->v + a.u.l->n, b.u.l->v, b.u.l->n);
             l->n = a.u.l->n + b.u.l->n;
             *out = jv_list(l, a.fl & JF_TUPLE);
             return true;
@@ -465,12 +471,22 @@ bool jv_binop(jx *x, const jnode *at, int op, jv a, jv b, jv *out) {
             return true;
         }
         if (nums) {
-            double fa = fnum(a), fb = fnum(b);
-            if (fb == 0) return jx_fail(x, at, op == OP_MOD ? "float modulo" : "float floor division by zero");
-            double r = fmod(fa, fb);
-            if (r != 0 && ((r < 0) != (fb < 0))) r += fb;
-            *out = jv_float(op == OP_MOD ? r : (fa - r) / fb);
-            if (op == OP_FLOORDIV) out->u.f = floor(out->u.f + 0.0);
+            /* CPython's float_divmod, signs of zeros included */
+            double vx = fnum(a), wx = fnum(b);
+            if (wx == 0) return jx_fail(x, at, op == OP_MOD ? "float modulo" : "float floor division by zero");
+            double mod = fmod(vx, wx), div = (vx - mod) / wx, fd;
+            if (mod) {
+                if ((wx < 0) != (mod < 0)) mod += wx, div -= 1.0;
+            } else {
+                mod = copysign(0.0, wx);
+            }
+            if (div) {
+                fd = floor(div);
+                if (div - fd > 0.5) fd += 1.0;
+            } else {
+                fd = copysign(0.0, vx / wx);
+            }
+            *out = jv_float(op == OP_MOD ? mod : fd);
             return true;
         }
         break;
