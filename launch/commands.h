@@ -7,4 +7,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_bench_comm(int argc, char **argv); /* `bench comm`, dispatched by cmd_bench */
+int cmd_predict(int argc, char **argv);
 #endif
