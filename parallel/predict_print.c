@@ -21,6 +21,14 @@ void loom_prediction_print(const loom_prediction *r, const loom_predict_cluster 
                            FILE *f) {
     fprintf(f, "prediction  %s: tp %d x pp %d on %d node(s) of %d device(s) (%s)\n", c->name, r->tp, r->pp,
             r->nodes_used, c->devices_per_node, c->dev.name);
+    const loom_predict_device *d = &c->dev;
+    fprintf(f, "device      %.1f GB/s read, ", d->mem_bw / 1e9);
+    if (d->n_curve == 0) fprintf(f, "%.3g TFLOP/s", d->flops / 1e12);
+    for (int i = 0; i < d->n_curve; i++)
+        fprintf(f, "%s%.3g GFLOP/s at %g row%s", i ? ", " : "matmuls ", d->curve_flops[i] / 1e9, d->curve_rows[i],
+                d->curve_rows[i] == 1 ? "" : "s");
+    if (d->layer_overhead_s > 0) fprintf(f, "; %.0f us per layer per step", 1e6 * d->layer_overhead_s);
+    fprintf(f, "\n");
     fprintf(f, "workload    %d sequence(s) decoding at a mean context of %d; %d prompt(s) of %d tokens in %d chunk(s) "
                "of %d rows\n",
             w->sequences, w->decode_context, w->prompts > 0 ? w->prompts : 1, w->prompt_tokens, r->prompt_chunks,
