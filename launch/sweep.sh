@@ -22,7 +22,8 @@
 # Speeds are the best of --reps repetitions (on a shared machine noise only
 # slows a run down). 1x1 runs first and is the reference; grids with more
 # ranks than cores run oversubscribed (then speed-ups below 1 say more about
-# the machine than about loom).
+# the machine than about loom, and no prediction is made: the model gives
+# every rank a device of its own).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -103,6 +104,8 @@ if [ "$predict" = 1 ]; then
 EOF
   for g in $grid; do
     tp=${g%x*} pp=${g#*x}
+    # the model gives every rank a device of its own: oversubscribed shapes are not predicted
+    [ $((tp * pp * threads)) -le "$cores" ] || continue
     for s in "${slist[@]}"; do
       for p in "${plist[@]}"; do
         "$loom" predict --model "$model" --cluster "$out/cluster.json" --tp "$tp" --pp "$pp" --sequences "$s" \

@@ -182,7 +182,9 @@ size_t loom_predict_step_bytes(int seqs, int tokens, int pos);
 /* A cluster description:
  *   {"name": "...", "nodes": N, "devices_per_node": D,
  *    "device": {"name", "memory_gib", "mem_bw_gbs", "tflops", "layer_overhead_us",
- *               "step_overhead_us", "threads", "bench": "one-rank `loom bench --json` file"},
+ *               "step_overhead_us", "threads", "bench": "one-rank `loom bench --json` file",
+ *               "bench_scale": k (the device is k benched ranks' worth of matmul rate, e.g.
+ *               more cores of the same kind; its bandwidth is then mem_bw_gbs)},
  *    "intra_node": {"latency_us", "bus_bw_gbs", "comm": "`loom bench comm --json` file"},
  *    "inter_node": {...}}
  * File names are relative to the cluster file. A "bench" file calibrates

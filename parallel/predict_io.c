@@ -238,15 +238,14 @@ static loom_status load_link(json_t *o, const char *path, const char *what, loom
 loom_status loom_predict_cluster_load(const char *path, loom_predict_cluster *c) {
     static const char *const top[] = {"name", "nodes", "devices_per_node", "device", "intra_node", "inter_node",
                                       "note", "source", NULL};
-    static const char *const dev[] = {"name",      "memory_gib",        "mem_bw_gbs",       "tflops",
-                                      "bench",     "threads",           "layer_overhead_us", "step_overhead_us",
-                                      "note",      "source",            NULL};
+    static const char *const dev[] = {"name",  "memory_gib", "mem_bw_gbs", "tflops", "bench", "bench_scale", "threads",
+                                      "layer_overhead_us", "step_overhead_us", "note", "source", NULL};
     memset(c, 0, sizeof *c);
     json_t *root;
     LOOM_TRY(open_json(path, &root));
     loom_status st = known_keys(root, top, path, "the cluster");
     const char *name = path, *dname = "device", *bench = NULL;
-    double nodes = 1, dpn = 1, mem = 0, bw = 0, tf = 0, th = 0, lo = 0, so = 0;
+    double nodes = 1, dpn = 1, mem = 0, bw = 0, tf = 0, th = 0, lo = 0, so = 0, scale = 1;
     json_t *d = json_object_get(root, "device");
     if (!st) st = str(root, "name", path, &name);
     if (!st) st = num(root, "nodes", 1, 1e6, path, &nodes);
@@ -261,6 +260,7 @@ loom_status loom_predict_cluster_load(const char *path, loom_predict_cluster *c)
     if (!st) st = num(d, "layer_overhead_us", 0, 1e9, path, &lo);
     if (!st) st = num(d, "step_overhead_us", 0, 1e9, path, &so);
     if (!st) st = str(d, "bench", path, &bench);
+    if (!st) st = num(d, "bench_scale", 1e-6, 1e6, path, &scale);
     if (!st) {
         snprintf(c->name, sizeof c->name, "%s", name);
         snprintf(c->dev.name, sizeof c->dev.name, "%s", dname);
@@ -271,8 +271,15 @@ loom_status loom_predict_cluster_load(const char *path, loom_predict_cluster *c)
     if (!st && bench) {
         char p[4096];
         resolve(path, bench, p, sizeof p);
+        double stated_bw = c->dev.mem_bw;
         st = loom_predict_calibrate(p, (int)th, &c->dev);
+        /* a device of `bench_scale` times the benched one (more cores of the same kind): its matmul
+         * rate scales; its read bandwidth is the stated one when given */
+        for (int i = 0; !st && i < c->dev.n_curve; i++) c->dev.curve_flops[i] *= scale;
+        if (!st && scale != 1) c->dev.mem_bw = stated_bw > 0 ? stated_bw : c->dev.mem_bw * scale;
     }
+    if (!st && scale != 1 && !bench)
+        st = loom_error(LOOM_ERR_FORMAT, "%s: \"bench_scale\" needs a \"bench\" file to scale", path);
     if (!st && !bench && (bw <= 0 || tf <= 0))
         st = loom_error(LOOM_ERR_FORMAT, "%s: the device needs \"mem_bw_gbs\" and \"tflops\", or a \"bench\" file", path);
     json_t *intra = json_object_get(root, "intra_node"), *inter = json_object_get(root, "inter_node");

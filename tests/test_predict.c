@@ -278,6 +278,14 @@ Test(predict, calibration_round_trip, .init = make_dir, .fini = rm_dir) {
     OK(loom_predict(&m, p, &c, &w4, &r));
     cr_assert(near(r.decode_tps, 300, 1e-6), "decode 4: %g", r.decode_tps);
     loom_prediction_free(&r);
+    /* a device of 8 such ranks' matmul rate and a stated bandwidth */
+    double f1 = c.dev.curve_flops[0];
+    put("big.json",
+        "{\"nodes\": 1, \"device\": {\"bench\": \"bench.json\", \"bench_scale\": 8, \"mem_bw_gbs\": 100}}", cp,
+        sizeof cp);
+    OK(loom_predict_cluster_load(cp, &c));
+    cr_assert(near(c.dev.curve_flops[0], 8 * f1, 1e-12));
+    cr_assert(near(c.dev.mem_bw, 100e9, 1e-12));
     loom_plan_free(p);
     loom_plan_model_free(&m);
 }
