@@ -478,7 +478,8 @@ int cmd_bench(int argc, char **argv) {
         "standard deviation over --reps, with the weight bytes read per decoded token and the\n"
         "share of the memory read bandwidth (measured here) that decode uses. One row per\n"
         "(threads, sequences); each gets a fresh engine. Under mpirun -np N with --tp T --pp P\n"
-        "the cluster's speed, and per rank the time in TP collectives and stage transfers.",
+        "the cluster's speed, and per rank the time in TP collectives and stage transfers.\n"
+        "`loom bench comm --help`: what the links between ranks cost (nccl-tests' table).",
         args, (int)(sizeof args / sizeof args[0]), argc, argv);
     if (ar != LOOM_ARGS_OK) return ar == LOOM_ARGS_HELP ? 0 : 2;
     if (!model) return loom_usage_error("bench: --model is required");
