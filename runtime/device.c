@@ -12,7 +12,7 @@ loom_status loom_cuda_impl_info(int ordinal, loom_gpu_info *out);
 loom_status loom_cuda_impl_create(int ordinal, loom_device **out);
 #endif
 
-static const char *const kind_names[] = {"auto", "cpu", "cuda"};
+static const char *const kind_names[] = {"auto", "cpu", "cuda", "host"};
 
 const char *loom_device_kind_name(loom_device_kind k) {
     return (unsigned)k < sizeof kind_names / sizeof kind_names[0] ? kind_names[k] : NULL;
@@ -24,7 +24,7 @@ loom_status loom_device_kind_parse(const char *s, loom_device_kind *out) {
             *out = (loom_device_kind)i;
             return NULL;
         }
-    return loom_error(LOOM_ERR_INVALID, "device '%s' is not one of auto, cpu, cuda", s ? s : "(null)");
+    return loom_error(LOOM_ERR_INVALID, "device '%s' is not one of auto, cpu, cuda, host", s ? s : "(null)");
 }
 
 bool loom_cuda_built(void) {

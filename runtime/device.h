@@ -51,11 +51,15 @@
 #include "runtime/status.h"
 #include "runtime/types.h"
 
-typedef enum { LOOM_DEVICE_AUTO = 0, LOOM_DEVICE_CPU, LOOM_DEVICE_CUDA } loom_device_kind;
+/* Where a rank computes: AUTO (CUDA when a GPU is visible, else CPU), CPU
+ * (runtime/forward.h on the CPU kernels), CUDA (a GPU through this
+ * interface), HOST (the CPU through this interface: the GPU's code path on
+ * the CPU, for tests; slower than CPU). */
+typedef enum { LOOM_DEVICE_AUTO = 0, LOOM_DEVICE_CPU, LOOM_DEVICE_CUDA, LOOM_DEVICE_HOST } loom_device_kind;
 
-/* "auto", "cpu", "cuda"; NULL for an unknown kind. */
+/* "auto", "cpu", "cuda", "host"; NULL for an unknown kind. */
 const char *loom_device_kind_name(loom_device_kind k);
-/* Parses "auto", "cpu" or "cuda"; an error naming the accepted words. */
+/* Parses "auto", "cpu", "cuda" or "host"; an error naming the accepted words. */
 loom_status loom_device_kind_parse(const char *s, loom_device_kind *out) LOOM_MUST_USE;
 
 /* Whether this build has the CUDA backend. */

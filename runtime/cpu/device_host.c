@@ -444,7 +444,7 @@ loom_status loom_device_create_host(int n_threads, loom_device **out) {
         return loom_error(LOOM_ERR_NOMEM, "out of memory creating the host device");
     }
     pthread_mutex_init(&h->mu, NULL);
-    d->vt = &host_iface, d->kind = LOOM_DEVICE_CPU, d->ordinal = -1, d->impl = h;
+    d->vt = &host_iface, d->kind = LOOM_DEVICE_HOST, d->ordinal = -1, d->impl = h;
     snprintf(d->what, sizeof d->what, "host");
     loom_status st = loom_pool_create(n_threads < 1 ? 1 : n_threads, &h->pool);
     if (!st) {
