@@ -33,6 +33,7 @@ struct loom_cuda {
     size_t wbuf_bytes;
     void *abuf;
     size_t abuf_bytes;
+    void *blas_ws; /* cuBLAS workspace, set once (graph capture must not allocate) */
 };
 
 static inline loom_cuda *loom_cuda_of(loom_device *d) { return (loom_cuda *)d->impl; }

@@ -169,6 +169,7 @@ static void c_destroy(loom_device *d) {
     if (c->stream) cudaStreamDestroy(c->stream);
     if (c->wbuf) cudaFree(c->wbuf);
     if (c->abuf) cudaFree(c->abuf);
+    if (c->blas_ws) cudaFree(c->blas_ws);
     free(c);
     free(d);
 }
@@ -307,6 +308,10 @@ extern "C" loom_status loom_cuda_impl_create(int ordinal, loom_device **out) {
         st = loom_error(LOOM_ERR_COMM, "%s: cublasCreate failed", d->what);
     if (!st && cublasSetStream(c->blas, c->stream) != CUBLAS_STATUS_SUCCESS)
         st = loom_error(LOOM_ERR_COMM, "%s: cublasSetStream failed", d->what);
+    const size_t ws = (size_t)32 << 20; /* Hopper's recommended cuBLAS workspace */
+    if (!st) st = cuda_err(d, cudaMalloc(&c->blas_ws, ws), "cudaMalloc (cuBLAS workspace)");
+    if (!st && cublasSetWorkspace(c->blas, c->blas_ws, ws) != CUBLAS_STATUS_SUCCESS)
+        st = loom_error(LOOM_ERR_COMM, "%s: cublasSetWorkspace failed", d->what);
     if (st) {
         c_destroy(d);
         return st;

@@ -69,6 +69,22 @@ void ck_note(const char *key, const char *fmt, ...) {
 }
 
 int ck_failures(void) { return n_failed; }
+
+void ck_summary(void) {
+    printf("\n== summary ==\n");
+    for (int i = 0; i < n_notes; i++) printf("%-12s %s\n", notes[i].name, notes[i].detail);
+    int per_kernel = 0, per_kernel_ok = 0;
+    for (int i = 0; i < n_checks; i++) {
+        const item *c = &checks[i];
+        const int kernel = !strncmp(c->name, "matmul ", 7) || !strncmp(c->name, "actq ", 5) ||
+                           !strncmp(c->name, "embed ", 6);
+        per_kernel += kernel, per_kernel_ok += kernel && c->pass;
+        if (!kernel || !c->pass) printf("%-4s  %-44s %s\n", c->pass ? "PASS" : "FAIL", c->name, c->detail);
+    }
+    printf("%-4s  %-44s %d of %d passed (failures listed above)\n", per_kernel_ok == per_kernel ? "PASS" : "FAIL",
+           "matmul / actq / embed per type", per_kernel_ok, per_kernel);
+    for (int i = 0; i < n_metrics; i++) printf("      %-44s %12.3f %s\n", metrics[i].name, metric_v[i], metrics[i].detail);
+}
 int ck_count(void) { return n_checks; }
 
 static void json_str(FILE *f, const char *s) {

@@ -22,6 +22,9 @@ void ck_metric(const char *name, double value, const char *unit);
 /* A note for the JSON summary and stdout. */
 void ck_note(const char *key, const char *fmt, ...) LOOM_PRINTF(2, 3);
 int ck_failures(void);
+/* The summary printed last: every failed check, the checks that are not
+ * per-type kernel entries, the worst kernel entry per group, every figure. */
+void ck_summary(void);
 int ck_count(void);
 /* Writes the JSON summary to path (no-op for NULL). */
 void ck_write_json(const char *path);
