@@ -24,13 +24,13 @@ timeout 30 nvidia-smi || echo "nvidia-smi failed (rc $?)"
 NVCC=$(command -v nvcc || true)
 [ -z "$NVCC" ] && [ -x /usr/local/cuda/bin/nvcc ] && NVCC=/usr/local/cuda/bin/nvcc
 if [ -z "$NVCC" ]; then echo "FAIL: nvcc not found (PATH or /usr/local/cuda/bin)"; exit 1; fi
-"$NVCC" --version | tail -n 2
-cmake --version | head -n 1
+"$NVCC" --version | tail -n 2 || true
+cmake --version | head -n 1 || true
 GEN=()
 if command -v ninja >/dev/null; then GEN=(-G Ninja); else echo "(ninja not found: make)"; fi
 
 configure() {
-  timeout 120 cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DLOOM_RUNTIME_ONLY=ON \
+  timeout 120 cmake -S . -B "$BUILD" ${GEN[@]+"${GEN[@]}"} -DCMAKE_BUILD_TYPE=Release -DLOOM_RUNTIME_ONLY=ON \
     -DCMAKE_CUDA_COMPILER="$NVCC" -DLOOM_CUDA_ARCHS="$ARCHS" "$@"
 }
 step "configure (runtime only, CUDA architectures $ARCHS)"
@@ -55,7 +55,7 @@ step "device check"
 JSON=()
 if [ -n "${OUT:-}" ]; then mkdir -p "$OUT"; JSON=(--json "$OUT/gpu_check.json"); fi
 rc=0
-timeout 240 "$BUILD/device_check" --device cuda "${JSON[@]}" || rc=$?
+timeout 240 "$BUILD/device_check" --device cuda ${JSON[@]+"${JSON[@]}"} || rc=$?
 case $rc in
   0) echo "device check: all checks passed" ;;
   1) echo "FAIL: some device checks failed (the FAIL lines above)"; STATUS=1 ;;
