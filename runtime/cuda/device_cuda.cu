@@ -20,9 +20,66 @@ static loom_status cuda_err(loom_device *d, cudaError_t e, const char *what) {
                       what, cudaGetErrorString(e));
 }
 
+/* LOOM_CUDA_PROFILE=1: an event after every kernel entry outside graph
+ * capture; the time between consecutive events (the kernel, plus any idle
+ * gap before it when the host launches too slowly) is added to the entry's
+ * total, printed to stderr when the device is destroyed. Diagnostic only. */
+#define PROF_EVENTS 4096
+#define PROF_NAMES 64
+static struct {
+    int on, n, n_names;
+    cudaEvent_t ev[PROF_EVENTS];
+    const char *at[PROF_EVENTS];
+    const char *name[PROF_NAMES];
+    double ms[PROF_NAMES];
+    long calls[PROF_NAMES];
+} prof;
+
+static void prof_flush(cudaStream_t s) {
+    cudaStreamSynchronize(s);
+    for (int i = 1; i < prof.n; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, prof.ev[i - 1], prof.ev[i]) != cudaSuccess) continue;
+        int j = 0;
+        while (j < prof.n_names && strcmp(prof.name[j], prof.at[i])) j++;
+        if (j == prof.n_names) {
+            if (j == PROF_NAMES) continue;
+            prof.name[prof.n_names++] = prof.at[i];
+        }
+        prof.ms[j] += ms, prof.calls[j]++;
+    }
+    if (prof.n > 0) { /* keep the last event as the next origin */
+        cudaEvent_t last = prof.ev[prof.n - 1];
+        prof.ev[prof.n - 1] = prof.ev[0], prof.ev[0] = last, prof.at[0] = prof.at[prof.n - 1];
+        prof.n = 1;
+    }
+}
+
+static void prof_mark(loom_cuda *c, const char *what) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(c->stream, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) return;
+    if (prof.n == PROF_EVENTS) prof_flush(c->stream);
+    if (!prof.ev[prof.n] && cudaEventCreate(&prof.ev[prof.n]) != cudaSuccess) return;
+    prof.at[prof.n] = what;
+    cudaEventRecord(prof.ev[prof.n++], c->stream);
+}
+
+static void prof_report(loom_cuda *c) {
+    if (!prof.on) return;
+    prof_flush(c->stream);
+    double total = 0;
+    for (int j = 0; j < prof.n_names; j++) total += prof.ms[j];
+    fprintf(stderr, "\n== LOOM_CUDA_PROFILE: time between kernel entries (idle gaps included), all phases ==\n");
+    for (int j = 0; j < prof.n_names; j++)
+        fprintf(stderr, "  %-24s %8ld calls %10.2f ms %5.1f %% %9.2f us/call\n", prof.name[j], prof.calls[j], prof.ms[j],
+                total > 0 ? 100 * prof.ms[j] / total : 0.0, prof.calls[j] ? 1000 * prof.ms[j] / prof.calls[j] : 0.0);
+    memset(prof.ms, 0, sizeof prof.ms), memset(prof.calls, 0, sizeof prof.calls);
+}
+
 void loom_cuda_note(loom_device *d, cudaError_t e, const char *what) {
     loom_cuda *c = loom_cuda_of(d);
     if (e != cudaSuccess && c->sticky == cudaSuccess) c->sticky = e, c->sticky_what = what;
+    if (prof.on) prof_mark(c, what);
 }
 
 bool loom_cuda_scratch(loom_device *d, void **buf, size_t *have, size_t need, const char *what) {
@@ -164,6 +221,7 @@ static void c_destroy(loom_device *d) {
     loom_cuda *c = loom_cuda_of(d);
     cudaSetDevice(c->ordinal);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    if (c->stream) prof_report(c);
     if (c->blas) cublasDestroy(c->blas);
     if (c->ev) cudaEventDestroy(c->ev);
     if (c->stream) cudaStreamDestroy(c->stream);
@@ -303,6 +361,7 @@ extern "C" loom_status loom_cuda_impl_create(int ordinal, loom_device **out) {
     if (!st) snprintf(d->what, sizeof d->what, "GPU %d (%.40s)", ordinal, gi.name), c->sm_count = gi.sm_count;
     if (!st) st = cuda_err(d, cudaSetDevice(ordinal), "cudaSetDevice");
     if (!st) st = cuda_err(d, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    if (!st && getenv("LOOM_CUDA_PROFILE") && atoi(getenv("LOOM_CUDA_PROFILE")) > 0) prof.on = 1;
     if (!st) st = cuda_err(d, cudaEventCreateWithFlags(&c->ev, cudaEventDisableTiming), "cudaEventCreate");
     if (!st && cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS)
         st = loom_error(LOOM_ERR_COMM, "%s: cublasCreate failed", d->what);

@@ -164,5 +164,5 @@ void loom_cuda_matmul(loom_type wt, loom_device *d, const uint8_t *w, size_t ws,
 #endif
     default: loom_cuda_note(d, cudaErrorInvalidValue, "matmul of an unsupported weight type"); return;
     }
-    LOOM_CUDA_LAUNCHED(d, "mmvq");
+    LOOM_CUDA_LAUNCHED(d, n == 1 ? "mmvq n=1" : "mmvq n>1");
 }

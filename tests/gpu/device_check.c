@@ -4,7 +4,7 @@
  * for bit (tests/test_device_forward.c). Run by tests/gpu/device_check.sh on
  * a GPU machine, and by ctest here on the host device.
  *
- *   device_check [--device cuda|host] [--json PATH] [--quick] [--no-big] [--ops-only]
+ *   device_check [--device cuda|host] [--json PATH] [--quick] [--no-big] [--ops-only] [--speed-only] [--speed-batch B]
  *
  * 1. kernel entries (check_ops.c);
  * 2. forward passes of random-weight llama models written in process
@@ -223,6 +223,7 @@ static void forward_check(const char *name, const model *m, loom_device **dev, i
 /* ------------------------------------------------------------ speed */
 
 static double copy_gbs; /* the measured device copy bandwidth, 0 before */
+static int speed_batch;  /* --speed-batch B: decode at batch B only, no prefill (profiling); 0: all */
 
 static void copy_bandwidth(loom_device *d) {
     const size_t bytes = (size_t)1 << 30;
@@ -305,6 +306,7 @@ static void speed(loom_device *d, const model *m, const char *what) {
     const int Bs[3] = {1, 8, 32};
     for (int bi = 0; bi < 3 && !st; bi++) {
         const int B = Bs[bi], fails_before = ck_failures();
+        if (speed_batch && B != speed_batch) continue;
         for (int g = 0; g < 2 && !st; g++) {
             if (g && !d->vt->graph_begin) continue;
             loom_status gst = NULL;
@@ -333,7 +335,7 @@ static void speed(loom_device *d, const model *m, const char *what) {
         }
     }
     /* prefill: 512 tokens of one sequence, logits of the last */
-    if (!st) {
+    if (!st && !speed_batch) {
         loom_kv_release(e.kv, 0);
         st = loom_kv_reserve(e.kv, 0, 512);
     }
@@ -342,7 +344,7 @@ static void speed(loom_device *d, const model *m, const char *what) {
     for (int i = 0; i < 512; i++) tok[i] = (int32_t)((3 + 7 * i) % c->vocab), pos[i] = i;
     want[511] = 1;
     double best = 0;
-    for (int r = 0; r < 4 && !st; r++) {
+    for (int r = 0; r < 4 && !st && !speed_batch; r++) {
         const loom_batch b = {.n = 512, .token = tok, .pos = pos, .seq = seq, .logits = want};
         const double t0 = loom_now_s();
         st = step(e.f[0], &b, e.kv, NULL, NULL, la, c->n_layers);
@@ -350,7 +352,7 @@ static void speed(loom_device *d, const model *m, const char *what) {
         if (r > 0 && (best == 0 || t < best)) best = t;
     }
     if (st) ck_status("speed", st);
-    else ck_metric("prefill 512 tokens", 512 / best, "tokens/s");
+    else if (!speed_batch) ck_metric("prefill 512 tokens", 512 / best, "tokens/s");
     free(tok), free(pos), free(seq), free(want), free(la), free(lb);
     engines_free(&e);
 }
@@ -359,15 +361,17 @@ static void speed(loom_device *d, const model *m, const char *what) {
 
 int main(int argc, char **argv) {
     const char *devname = "cuda", *json = NULL;
-    int quick = 0, big = 1, ops_only = 0;
+    int quick = 0, big = 1, ops_only = 0, speed_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--device") && i + 1 < argc) devname = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--no-big")) big = 0;
         else if (!strcmp(argv[i], "--ops-only")) ops_only = 1;
+        else if (!strcmp(argv[i], "--speed-only")) speed_only = 1;
+        else if (!strcmp(argv[i], "--speed-batch") && i + 1 < argc) speed_only = 1, speed_batch = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: device_check [--device cuda|host] [--json PATH] [--quick] [--no-big] [--ops-only]\n");
+            fprintf(stderr, "usage: device_check [--device cuda|host] [--json PATH] [--quick] [--no-big] [--ops-only] [--speed-only] [--speed-batch B]\n");
             return 2;
         }
     }
@@ -408,7 +412,7 @@ int main(int argc, char **argv) {
     ck_note("device", "%s against %s (%d CPU threads)", dev[1]->what, dev[0]->what, loom_cpu_count());
     const double t_start = loom_now_s();
 
-    ck_ops(dev[0], dev[1]);
+    if (!speed_only) ck_ops(dev[0], dev[1]);
     if (ops_only) {
         loom_device_free(dev[1]);
         loom_device_free(dev[0]);
@@ -420,7 +424,7 @@ int main(int argc, char **argv) {
     const loom_type types[] = {LOOM_TYPE_Q4_0, LOOM_TYPE_Q4_K, LOOM_TYPE_Q8_0, LOOM_TYPE_Q6_K, LOOM_TYPE_F16,
                                LOOM_TYPE_Q4_1, LOOM_TYPE_Q5_0, LOOM_TYPE_Q5_1, LOOM_TYPE_Q5_K, LOOM_TYPE_BF16,
                                LOOM_TYPE_F32};
-    const int n_types = quick ? 3 : (int)(sizeof types / sizeof types[0]);
+    const int n_types = speed_only ? 0 : quick ? 3 : (int)(sizeof types / sizeof types[0]);
     for (int t = 0; t < n_types; t++) {
         const gpu_synth s = {.layers = 2, .dim = 256, .heads = 4, .kv_heads = 2, .ffn = 768, .vocab = 1000,
                              .type = types[t], .seed = 11 + (uint64_t)t};
@@ -437,7 +441,7 @@ int main(int argc, char **argv) {
         const gpu_synth s = {.layers = 2, .dim = 256, .heads = 8, .kv_heads = 2, .ffn = 512, .vocab = 600,
                              .type = LOOM_TYPE_Q4_K, .seed = 5};
         model m;
-        if (model_open(&m, &s, "long")) {
+        if (!speed_only && model_open(&m, &s, "long")) {
             forward_check("long context Q4_K (segments)", &m, dev, quick ? 600 : 1100, 4, 256);
             model_close(&m);
         }
@@ -451,7 +455,7 @@ int main(int argc, char **argv) {
         have_big = model_open(&big_m, &s, "tinyllama");
         if (have_big) {
             printf("(wrote the 1.1B model in %.1f s)\n", loom_now_s() - t0);
-            forward_check("1.1B Q4_0", &big_m, dev, 64, 4, 64);
+            if (!speed_only) forward_check("1.1B Q4_0", &big_m, dev, 64, 4, 64);
         }
     }
     if (have_big) {
