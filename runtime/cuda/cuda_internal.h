@@ -62,9 +62,9 @@ static __device__ __forceinline__ int loom_warp_isum(int v) {
 
 /* ---- the kernel entries (device.h's signatures), by file ---- */
 
-/* mmvq.cu: small batches (n <= LOOM_CUDA_QUANT_ROWS) per weight type; larger
+/* mmvq.cu: batches of n <= LOOM_CUDA_QUANT_ROWS per weight type; larger
  * ones go to gemm.cu */
-#define LOOM_CUDA_QUANT_ROWS 8
+#define LOOM_CUDA_QUANT_ROWS 32 /* mmvq in passes of 8 rows up to here (decode of many sequences) */
 void loom_cuda_matmul(loom_type wt, loom_device *d, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const float *x,
                       const uint8_t *xq, size_t xs, int64_t n, float *y, int64_t ldy, int accumulate);
 bool loom_cuda_has_matmul(loom_type wt); /* whether this build has wt's small-batch kernel */
