@@ -2,9 +2,9 @@
  * runtime/cuda/attention.cu — RoPE with the write into the paged KV cache,
  * and attention over that cache (device.h's rope_store and attention).
  *
- * rope_store: one block per row, one thread per head (query heads, then KV
- * heads): bias, the CPU's rotation (ops.h's loom_rope_head), and for KV
- * heads the store into kv_cache.h's block layout — keys transposed per head
+ * rope_store: one block per row; biases an element a thread, then the CPU's
+ * rotation (ops.h's loom_rope_head's expression) a pair a thread over the
+ * query heads, then KV heads, then for KV heads the store into kv_cache.h's block layout — keys transposed per head
  * (element j of position t at (h·hd + j)·bt + t, so a warp reading 32
  * consecutive positions of one element is one coalesced load), values
  * row-major per position ((h·bt + t)·hd + j); F16 through quant.h's
@@ -37,47 +37,63 @@ extern "C" {
 }
 
 #define ATT_WARPS 4
+#define ROPE_THREADS 256
 #define ATT_PER_LANE (LOOM_CUDA_MAX_HEAD / 32)
 
 /* ---- RoPE + KV store ---- */
 
-__global__ void k_rope_store(loom_dev_rope_args a) {
-    const int i = blockIdx.x, hd = a.head_dim, bt = a.block_tokens;
+/* the rotation of one pair of a head (ops.h's loom_rope_head, pair i) */
+static __device__ __forceinline__ void rope_pair(float *x, const float *cs, int i, int half, int neox) {
+    const int pa = neox ? i : 2 * i, pb = neox ? i + half : 2 * i + 1;
+    const float c = cs[2 * i], s = cs[2 * i + 1];
+    const float x0 = x[pa], x1 = x[pb];
+    x[pa] = x0 * c - x1 * s;
+    x[pb] = x0 * s + x1 * c;
+}
+
+/* blockIdx.x = row: the biases (an element a thread), the rotations (a pair
+ * a thread), the KV stores (an element a thread), with block barriers
+ * between (the row's q/k are global memory written by this block) */
+__global__ void __launch_bounds__(ROPE_THREADS) k_rope_store(loom_dev_rope_args a) {
+    const int i = blockIdx.x, hd = a.head_dim, bt = a.block_tokens, half = a.rope_dim / 2;
     const int qdim = a.n_q * hd, kvdim = a.n_kv * hd;
     const float *cs = a.cs + (size_t)i * a.rope_dim;
-    for (int h = threadIdx.x; h < a.n_q + a.n_kv; h += blockDim.x) {
-        if (h < a.n_q) {
-            float *x = a.q + (size_t)i * qdim + (size_t)h * hd;
-            if (a.bq)
-                for (int j = 0; j < hd; j++) x[j] = __fadd_rn(x[j], a.bq[(size_t)h * hd + j]);
-            loom_rope_head(x, cs, a.rope_dim, a.neox);
-            continue;
-        }
-        const int kh = h - a.n_q;
-        float *x = a.k + (size_t)i * kvdim + (size_t)kh * hd;
-        const float *v = a.v + (size_t)i * kvdim + (size_t)kh * hd;
-        if (a.bk)
-            for (int j = 0; j < hd; j++) x[j] = __fadd_rn(x[j], a.bk[(size_t)kh * hd + j]);
-        loom_rope_head(x, cs, a.rope_dim, a.neox);
-        const int blk = a.slot[i] / bt, t = a.slot[i] % bt;
-        uint8_t *kb = a.kc + (size_t)blk * a.block_bytes, *vb = a.vc + (size_t)blk * a.block_bytes;
-        const size_t ko = ((size_t)kh * hd) * bt + (size_t)t, vo = ((size_t)kh * bt + (size_t)t) * hd;
-        for (int j = 0; j < hd; j++) {
-            const float vv = a.bv ? __fadd_rn(v[j], a.bv[(size_t)kh * hd + j]) : v[j];
-            if (a.f16) {
-                ((uint16_t *)kb)[ko + (size_t)j * bt] = loom_f32_to_f16(x[j]);
-                ((uint16_t *)vb)[vo + j] = loom_f32_to_f16(vv);
-            } else {
-                ((float *)kb)[ko + (size_t)j * bt] = x[j];
-                ((float *)vb)[vo + j] = vv;
+    float *q = a.q + (size_t)i * qdim, *k = a.k + (size_t)i * kvdim;
+    const float *v = a.v + (size_t)i * kvdim;
+    if (a.bq || a.bk) {
+        for (int e = threadIdx.x; e < qdim + kvdim; e += blockDim.x) {
+            if (e < qdim) {
+                if (a.bq) q[e] = __fadd_rn(q[e], a.bq[e]);
+            } else if (a.bk) {
+                k[e - qdim] = __fadd_rn(k[e - qdim], a.bk[e - qdim]);
             }
+        }
+        __syncthreads();
+    }
+    for (int e = threadIdx.x; e < (a.n_q + a.n_kv) * half; e += blockDim.x) {
+        const int h = e / half, p = e - h * half;
+        rope_pair(h < a.n_q ? q + (size_t)h * hd : k + (size_t)(h - a.n_q) * hd, cs, p, half, a.neox);
+    }
+    __syncthreads();
+    const int blk = a.slot[i] / bt, t = a.slot[i] % bt;
+    uint8_t *kb = a.kc + (size_t)blk * a.block_bytes, *vb = a.vc + (size_t)blk * a.block_bytes;
+    for (int e = threadIdx.x; e < kvdim; e += blockDim.x) {
+        const int kh = e / hd, j = e - kh * hd;
+        const size_t ko = ((size_t)kh * hd + j) * bt + (size_t)t, vo = ((size_t)kh * bt + (size_t)t) * hd + j;
+        const float vv = a.bv ? __fadd_rn(v[e], a.bv[e]) : v[e];
+        if (a.f16) {
+            ((uint16_t *)kb)[ko] = loom_f32_to_f16(k[e]);
+            ((uint16_t *)vb)[vo] = loom_f32_to_f16(vv);
+        } else {
+            ((float *)kb)[ko] = k[e];
+            ((float *)vb)[vo] = vv;
         }
     }
 }
 
 void loom_cuda_rope_store(loom_device *d, const loom_dev_rope_args *a) {
     if (a->n < 1) return;
-    k_rope_store<<<a->n, 64, 0, loom_cuda_of(d)->stream>>>(*a);
+    k_rope_store<<<a->n, ROPE_THREADS, 0, loom_cuda_of(d)->stream>>>(*a);
     LOOM_CUDA_LAUNCHED(d, "rope_store");
 }
 

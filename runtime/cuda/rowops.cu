@@ -22,6 +22,10 @@ extern "C" {
 }
 
 #define ROW_THREADS 256
+/* RMSNorm, SwiGLU, quantization: a decode step has one row per sequence,
+ * so a row's block is all the parallelism there is: 1024 threads (a
+ * 2048-wide row is 2 elements a thread, its 64 quantization blocks 2 per warp) */
+#define NORM_THREADS 1024
 
 /* ---- quantization of one row of k already in (global) memory ---- */
 
@@ -84,7 +88,7 @@ static __device__ void quantize_row(int kind, const float *x, int k, uint8_t *ds
     }
 }
 
-__global__ void k_quantize(int kind, const float *__restrict__ x, int k, uint8_t *__restrict__ xq, size_t rb) {
+__global__ void __launch_bounds__(NORM_THREADS) k_quantize(int kind, const float *__restrict__ x, int k, uint8_t *__restrict__ xq, size_t rb) {
     quantize_row(kind, x + (size_t)blockIdx.x * k, k, xq + (size_t)blockIdx.x * rb);
 }
 
@@ -93,7 +97,7 @@ static size_t row_bytes(loom_type wt, int k) { return loom_act_row_bytes(wt, k);
 void loom_cuda_quantize(loom_device *d, loom_type wt, const float *x, int n, int k, uint8_t *xq) {
     const int kind = act_kind(wt);
     if (!kind || n < 1) return; /* float rows are read as they are */
-    k_quantize<<<n, ROW_THREADS, 0, loom_cuda_of(d)->stream>>>(kind, x, k, xq, row_bytes(wt, k));
+    k_quantize<<<n, NORM_THREADS, 0, loom_cuda_of(d)->stream>>>(kind, x, k, xq, row_bytes(wt, k));
     LOOM_CUDA_LAUNCHED(d, "quantize");
 }
 
@@ -109,7 +113,7 @@ static __device__ float block_sum(float v, float *red) {
     return loom_warp_sum(t);
 }
 
-__global__ void k_rmsnorm(const float *__restrict__ x, const float *__restrict__ w, float eps, int k, float *out,
+__global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm(const float *__restrict__ x, const float *__restrict__ w, float eps, int k, float *out,
                           int kind, uint8_t *xq, size_t rb) {
     __shared__ float red[32];
     const float *xr = x + (size_t)blockIdx.x * k;
@@ -129,13 +133,13 @@ void loom_cuda_rmsnorm(loom_device *d, const float *x, const float *w, float eps
                        loom_type wt, uint8_t *xq) {
     if (n < 1) return;
     const int kind = xq ? act_kind(wt) : 0;
-    k_rmsnorm<<<n, ROW_THREADS, 0, loom_cuda_of(d)->stream>>>(x, w, eps, k, out, kind, xq, kind ? row_bytes(wt, k) : 0);
+    k_rmsnorm<<<n, NORM_THREADS, 0, loom_cuda_of(d)->stream>>>(x, w, eps, k, out, kind, xq, kind ? row_bytes(wt, k) : 0);
     LOOM_CUDA_LAUNCHED(d, "rmsnorm");
 }
 
 /* ---- SwiGLU (+ quantization) ---- */
 
-__global__ void k_swiglu(float *gate, const float *__restrict__ up, int k, int kind, uint8_t *xq, size_t rb) {
+__global__ void __launch_bounds__(NORM_THREADS) k_swiglu(float *gate, const float *__restrict__ up, int k, int kind, uint8_t *xq, size_t rb) {
     float *g = gate + (size_t)blockIdx.x * k;
     const float *u = up + (size_t)blockIdx.x * k;
     for (int i = threadIdx.x; i < k; i += blockDim.x) g[i] = __fmul_rn(loom_silu(g[i]), u[i]);
@@ -147,7 +151,7 @@ __global__ void k_swiglu(float *gate, const float *__restrict__ up, int k, int k
 void loom_cuda_swiglu(loom_device *d, float *gate, const float *up, int n, int k, loom_type wt, uint8_t *xq) {
     if (n < 1) return;
     const int kind = xq ? act_kind(wt) : 0;
-    k_swiglu<<<n, ROW_THREADS, 0, loom_cuda_of(d)->stream>>>(gate, up, k, kind, xq, kind ? row_bytes(wt, k) : 0);
+    k_swiglu<<<n, NORM_THREADS, 0, loom_cuda_of(d)->stream>>>(gate, up, k, kind, xq, kind ? row_bytes(wt, k) : 0);
     LOOM_CUDA_LAUNCHED(d, "swiglu");
 }
 
