@@ -1,5 +1,5 @@
 /*
- * runtime/cuda/gemm.cu — matrix times many activation rows (n > 8: prefill)
+ * runtime/cuda/gemm.cu — matrix times many activation rows (n > LOOM_CUDA_QUANT_ROWS = 32: prefill)
  * through cuBLAS: the activations are converted to bf16 once, the weight
  * rows are dequantized (quant.h's block functions, the CPU's values) to bf16
  * in chunks of at most CHUNK_ELEMS elements, and each chunk is one

@@ -3,8 +3,8 @@
  * device's (the CPU kernels) on the same random inputs: activation
  * quantization byte-equal; RMSNorm and SwiGLU (with the fused quantization),
  * residual add, embedding rows, gather and argmax; matmul per weight type at
- * batches 1, 2, 8 (the quantized small-batch kernels), 9 and 64 (cuBLAS on
- * the CUDA device), over an uneven row range, with and without accumulate.
+ * batches 1, 2, 8, 9 (the quantized small-batch kernels; on CUDA 9 is two
+ * passes of up to 8 rows) and 64 (cuBLAS on the CUDA device), over an uneven row range, with and without accumulate.
  * RoPE + KV write and attention are checked through the forward pass
  * (device_check.c: hidden states after layer 0's attention, prefill and
  * decode, one and several segments).
