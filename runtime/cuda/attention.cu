@@ -281,7 +281,8 @@ static void attention_legacy(loom_device *d, const loom_dev_attn_args *a, cudaSt
  *     probabilities 2^(s - m_new) back to shared, l = l·alpha + sum;
  *  C. values: thread (g, d) (g < G = ATT_T / head_dim groups of positions,
  *     d an element of the head) accumulates acc[j] += p[j][t]·V[t][d] over
- *     its positions t ≡ g (mod G), 8 value loads in flight, for every
+ *     its positions t ≡ g (mod G), 16 value loads in flight (8 in
+ *     k_att_whole2, whose running result takes registers), for every
  *     query j (each value load shared by the group's queries).
  * At the segment's end the G groups' sums are added in group order. The
  * segment's (m, l, acc) is then either the partial (merged by k_att_merge
@@ -315,7 +316,7 @@ static __device__ void att_load_q2(const loom_dev_attn_args &a, const loom_attn_
 /* The block's segment [p0, p1) of unit u (scaled queries in s.q): s.m, s.l
  * the segment's max and sum per query; acc[j] of thread (0, d) the sum of
  * p·V for element d (threads of other groups: their own group's part). */
-template <typename E>
+template <typename E, int VW>
 static __device__ void att_seg_block(const loom_dev_attn_args &a, const loom_attn_dunit &u, att_smem &s, int p0,
                                      int p1, float *acc) {
     const int tid = threadIdx.x, hd = a.head_dim, bt = a.block_tokens, nq = u.nq;
@@ -399,24 +400,21 @@ static __device__ void att_seg_block(const loom_dev_attn_args &a, const loom_att
 #pragma unroll
             for (int j = 0; j < ATT_NQ; j++)
                 if (j < nq) acc[j] = __fmul_rn(acc[j], s.alpha[j]);
-            int t = g;
-            for (; t + 7 * G < cnt; t += 8 * G) {
-                float v[8];
+            for (int t = g; t < cnt; t += VW * G) { /* VW value loads in flight, the last pass predicated */
+                float v[VW];
 #pragma unroll
-                for (int k = 0; k < 8; k++) v[k] = kv_ld(vc + s.voff[t + k * G] + dd);
+                for (int kk = 0; kk < VW; kk++) {
+                    const int tk = t + kk * G;
+                    v[kk] = tk < cnt ? kv_ld(vc + s.voff[tk] + dd) : 0.0f;
+                }
 #pragma unroll
                 for (int j = 0; j < ATT_NQ; j++) {
                     if (j < nq) {
 #pragma unroll
-                        for (int k = 0; k < 8; k++) acc[j] = fmaf(s.sc[j][t + k * G], v[k], acc[j]);
+                        for (int kk = 0; kk < VW; kk++)
+                            if (t + kk * G < cnt) acc[j] = fmaf(s.sc[j][t + kk * G], v[kk], acc[j]);
                     }
                 }
-            }
-            for (; t < cnt; t += G) {
-                const float v = kv_ld(vc + s.voff[t] + dd);
-#pragma unroll
-                for (int j = 0; j < ATT_NQ; j++)
-                    if (j < nq) acc[j] = fmaf(s.sc[j][t], v, acc[j]);
             }
         }
         __syncthreads(); /* before the next chunk writes s.sc / s.voff */
@@ -460,7 +458,7 @@ __global__ void __launch_bounds__(ATT_T) k_att_part2(loom_dev_attn_args a) {
     loom_attn_seg_range(seg, u.len, a.block_tokens, a.seg_blocks, &p0, &p1);
     att_load_q2(a, u, s);
     float acc[ATT_NQ];
-    att_seg_block<E>(a, u, s, p0, p1, acc);
+    att_seg_block<E, 16>(a, u, s, p0, p1, acc);
     __syncthreads(); /* s.l, s.m of the last chunk */
     if (P == 1) {
         att_out2(a, u, acc, s.l);
@@ -490,7 +488,7 @@ __global__ void __launch_bounds__(ATT_T) k_att_whole2(loom_dev_attn_args a) {
     for (int seg = 0; seg < P; seg++) {
         int p0, p1;
         loom_attn_seg_range(seg, u.len, a.block_tokens, a.seg_blocks, &p0, &p1);
-        att_seg_block<E>(a, u, s, p0, p1, acc);
+        att_seg_block<E, 8>(a, u, s, p0, p1, acc); /* 8: registers (the running result) */
         __syncthreads(); /* s.l, s.m of the last chunk */
 #pragma unroll
         for (int j = 0; j < ATT_NQ; j++) {
