@@ -272,9 +272,10 @@ static void attention_legacy(loom_device *d, const loom_dev_attn_args *a, cudaSt
  *
  * One block of ATT_T threads computes one segment of one unit for all its
  * queries, in chunks of ATT_T positions:
- *  A. scores: thread t takes position c0 + t, loads its key column 16
- *     elements at a time (independent loads, registers) and dots it with
- *     every query of the unit (scaled, zero-padded to 16, in shared memory:
+ *  A. scores: thread t takes position c0 + t, loads its key column 32
+ *     elements at a time (16 in k_att_whole2; independent loads, registers)
+ *     and dots it with every query of the unit (scaled, zero-padded to a
+ *     multiple of 32, in shared memory:
  *     the GQA group shares each key load); scores to shared;
  *  B. a warp per query: the chunk's maximum over the positions the query
  *     sees, the online-softmax rescale alpha = 2^(m_old - m_new), the
@@ -295,7 +296,7 @@ static void attention_legacy(loom_device *d, const loom_dev_attn_args *a, cudaSt
 #define ATT_NQ LOOM_ATTN_UNIT_NQ
 
 struct att_smem {
-    float4 q[ATT_NQ][LOOM_CUDA_MAX_HEAD / 4]; /* scaled queries, zero from head_dim to a multiple of 16 */
+    float4 q[ATT_NQ][LOOM_CUDA_MAX_HEAD / 4]; /* scaled queries, zero from head_dim to a multiple of 32 */
     float sc[ATT_NQ][ATT_T];                  /* scores, then probabilities; at a segment's end the group sums */
     size_t voff[ATT_T];                       /* value element offset of each chunk position (head element 0) */
     float m[ATT_NQ], l[ATT_NQ], alpha[ATT_NQ];
@@ -305,10 +306,10 @@ static __device__ __forceinline__ float kv_ld(const uint16_t *p) { return __half
 static __device__ __forceinline__ float kv_ld(const float *p) { return __ldg(p); }
 
 static __device__ void att_load_q2(const loom_dev_attn_args &a, const loom_attn_dunit &u, att_smem &s) {
-    const int hd = a.head_dim, hd16 = (hd + 15) & ~15;
+    const int hd = a.head_dim, hd32 = (hd + 31) & ~31; /* <= LOOM_CUDA_MAX_HEAD, a multiple of 32 */
     float *qf = (float *)s.q;
-    for (int i = threadIdx.x; i < u.nq * hd16; i += ATT_T) {
-        const int j = i / hd16, dd = i - j * hd16;
+    for (int i = threadIdx.x; i < u.nq * hd32; i += ATT_T) {
+        const int j = i / hd32, dd = i - j * hd32;
         qf[j * LOOM_CUDA_MAX_HEAD + dd] = dd < hd ? __fmul_rn(a.q[u.q_off[j] + dd], a.qscale) : 0.0f;
     }
 }
@@ -316,7 +317,7 @@ static __device__ void att_load_q2(const loom_dev_attn_args &a, const loom_attn_
 /* The block's segment [p0, p1) of unit u (scaled queries in s.q): s.m, s.l
  * the segment's max and sum per query; acc[j] of thread (0, d) the sum of
  * p·V for element d (threads of other groups: their own group's part). */
-template <typename E, int VW>
+template <typename E, int KW, int VW>
 static __device__ void att_seg_block(const loom_dev_attn_args &a, const loom_attn_dunit &u, att_smem &s, int p0,
                                      int p1, float *acc) {
     const int tid = threadIdx.x, hd = a.head_dim, bt = a.block_tokens, nq = u.nq;
@@ -339,15 +340,15 @@ static __device__ void att_seg_block(const loom_dev_attn_args &a, const loom_att
             float dot[ATT_NQ];
 #pragma unroll
             for (int j = 0; j < ATT_NQ; j++) dot[j] = 0.0f;
-            for (int d0 = 0; d0 < hd; d0 += 16) {
-                float kv[16];
+            for (int d0 = 0; d0 < hd; d0 += KW) {
+                float kv[KW];
 #pragma unroll
-                for (int e = 0; e < 16; e++) kv[e] = d0 + e < hd ? kv_ld(kb + (size_t)(d0 + e) * bt) : 0.0f;
+                for (int e = 0; e < KW; e++) kv[e] = d0 + e < hd ? kv_ld(kb + (size_t)(d0 + e) * bt) : 0.0f;
 #pragma unroll
                 for (int j = 0; j < ATT_NQ; j++) {
                     if (j < nq) {
 #pragma unroll
-                        for (int e4 = 0; e4 < 4; e4++) {
+                        for (int e4 = 0; e4 < KW / 4; e4++) {
                             const float4 q4 = s.q[j][(d0 >> 2) + e4];
                             dot[j] = fmaf(q4.x, kv[4 * e4], dot[j]);
                             dot[j] = fmaf(q4.y, kv[4 * e4 + 1], dot[j]);
@@ -458,7 +459,7 @@ __global__ void __launch_bounds__(ATT_T) k_att_part2(loom_dev_attn_args a) {
     loom_attn_seg_range(seg, u.len, a.block_tokens, a.seg_blocks, &p0, &p1);
     att_load_q2(a, u, s);
     float acc[ATT_NQ];
-    att_seg_block<E, 16>(a, u, s, p0, p1, acc);
+    att_seg_block<E, 32, 16>(a, u, s, p0, p1, acc);
     __syncthreads(); /* s.l, s.m of the last chunk */
     if (P == 1) {
         att_out2(a, u, acc, s.l);
@@ -488,7 +489,7 @@ __global__ void __launch_bounds__(ATT_T) k_att_whole2(loom_dev_attn_args a) {
     for (int seg = 0; seg < P; seg++) {
         int p0, p1;
         loom_attn_seg_range(seg, u.len, a.block_tokens, a.seg_blocks, &p0, &p1);
-        att_seg_block<E, 8>(a, u, s, p0, p1, acc); /* 8: registers (the running result) */
+        att_seg_block<E, 16, 8>(a, u, s, p0, p1, acc); /* narrower: the running result takes registers */
         __syncthreads(); /* s.l, s.m of the last chunk */
 #pragma unroll
         for (int j = 0; j < ATT_NQ; j++) {
