@@ -30,7 +30,8 @@
 #                 and chat, 5% client disconnects: RSS of the server and
 #                 protocol errors
 #       multi     the fixed workload on two ranks: loom --tp 2 and --pp 2 under
-#                 mpirun (T/2 threads a rank) against llama-server -t T
+#                 mpirun (T/2 threads a rank, at least 1) against llama-server
+#                 with the same total threads
 #       Every run polls GET /health every 0.1 s from a side thread (its p99
 #       at full load) and records the load average and the CPUs other
 #       processes used during the run;
@@ -43,9 +44,9 @@
 # Environment (defaults):
 #   LOOM=build/loom  MODEL=<the default SmolLM2-135M Q4_1>  THREADS=2
 #   SLOTS=16 (parallel sequences)  CTX=2048 (positions per sequence)
-#   ROUNDS=2  CONCS="1 4 16"  REQS=4 (requests per unit of concurrency, at least 8)
+#   ROUNDS=2  CONCS="1 4 16"  REQS=4 (requests per unit of concurrency)  MINREQ=8 (at least)
 #   MIXED_S=60  PREFIX_REQS=32  OVERLOAD_S=30  MAX_QUEUE=16 (loom --max-queue)
-#   OVERLOAD_RATE=<from the fixed runs>  SOAK=600  SOAK_LLAMA=0  MULTI=1
+#   OVERLOAD_RATE=<from the fixed runs>  SOAK=600  SOAK_LLAMA=0  MULTI=1  MULTI_CONCS=$CONCS
 #   WORKLOADS="fixed mixed prefix overload multi soak"
 #   OUT=.cache/bench/bench-serve.json  LOOM_CACHE=.cache
 # Options: --build-only (steps a and b), --quick (a short trial: ROUNDS=1,
@@ -57,7 +58,7 @@ for a in "$@"; do
   case $a in
     --build-only) build_only=1 ;;
     --quick) quick=1 ;;
-    -h|--help) sed -n '2,53p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "bench-serve: unknown option $a (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -74,6 +75,7 @@ ctx=${CTX:-2048}
 rounds=${ROUNDS:-2}
 concs=${CONCS:-"1 4 16"}
 reqs=${REQS:-4}
+minreq=${MINREQ:-8}
 mixed_s=${MIXED_S:-60}
 prefix_reqs=${PREFIX_REQS:-32}
 overload_s=${OVERLOAD_S:-30}
@@ -81,6 +83,7 @@ max_queue=${MAX_QUEUE:-16}
 soak=${SOAK:-600}
 soak_llama=${SOAK_LLAMA:-0}
 multi=${MULTI:-1}
+multi_concs=${MULTI_CONCS:-$concs}
 workloads=${WORKLOADS:-"fixed mixed prefix overload multi soak"}
 out=${OUT:-$cache/bench/bench-serve.json}
 work=$cache/bench/serve-$(date +%Y%m%d-%H%M%S)
@@ -159,11 +162,12 @@ start() {
   local kind=$1; shift
   PORT=$(free_port)
   SLOG=$work/server-$((++nserv))-$kind.log
-  local half=$(( threads / 2 > 0 ? threads / 2 : 1 ))
+  local half=$(( threads / 2 > 0 ? threads / 2 : 1 )) lt=$threads
+  [ "$wl_now" = multi ] && lt=$(( 2 * half )) # the same total as the two ranks
   case $kind in
     loom) SCMD=("$loom" serve --model "$model" --threads "$threads" --sequences "$slots" --ctx-size "$ctx"
                 --host 127.0.0.1 --port "$PORT" "$@") ;;
-    llama) SCMD=("$llama_server" -m "$model" -t "$threads" -tb "$threads" -np "$slots" -c $((slots * ctx))
+    llama) SCMD=("$llama_server" -m "$model" -t "$lt" -tb "$lt" -np "$slots" -c $((slots * ctx))
                  --cont-batching --host 127.0.0.1 --port "$PORT" --no-webui "$@") ;;
     tp2|pp2) SCMD=(mpirun --oversubscribe --bind-to none -np 2 "$loom" serve --model "$model" --"${kind%2}" 2
                    --threads "$half" --sequences "$slots" --ctx-size "$ctx" --host 127.0.0.1 --port "$PORT" "$@") ;;
@@ -194,7 +198,7 @@ stop() {
   sleep 1 # let the port and the page cache settle
 }
 
-nserv=0 n=0
+nserv=0 n=0 wl_now=''
 runs=$work/runs.tsv # workload variant kind round json server-command
 : > "$runs"
 # run WORKLOAD VARIANT KIND ROUND SERVER-EXTRA -- CLIENT-ARGS...
@@ -204,10 +208,13 @@ run() {
   while [ "$1" != -- ]; do extra+=("$1"); shift; done
   shift
   n=$((n + 1))
+  wl_now=$wl
   local f=$work/$n-$wl-$var-$kind.json
   start "$kind" "${extra[@]}"
   say "[$(date +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)] $wl $var $kind (round $rnd): ${SCMD[*]}"
-  "${client[@]}" "$wl" --base "http://127.0.0.1:$PORT" --label "$kind" --pid "$PIDS" --out "$f" \
+  local cw=$wl
+  [ "$wl" = multi ] && cw=fixed
+  "${client[@]}" "$cw" --base "http://127.0.0.1:$PORT" --label "$kind" --pid "$PIDS" --out "$f" \
     --health-interval 0.1 "$@" || { say "bench-serve: the client failed (server log $SLOG)"; stop; exit 1; }
   stop
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$var" "$kind" "$rnd" "$f" "${SCMD[*]}" >> "$runs"
@@ -228,7 +235,7 @@ pair() {
 }
 
 has() { case " $workloads " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-nreq() { local r=$(( $1 * reqs )); [ $r -lt 8 ] && r=8; echo $r; }
+nreq() { local r=$(( $1 * reqs )); [ $r -lt "$minreq" ] && r=$minreq; echo $r; }
 
 # saturation: the larger request throughput at the largest concurrency (fixed runs so far)
 sat_rate() {
@@ -270,7 +277,7 @@ for rnd in $(seq 1 "$rounds"); do
     fi
   fi
   if has multi && [ "$multi" = 1 ]; then
-    for c in $concs; do
+    for c in $multi_concs; do
       pair multi "c$c" "$rnd" "tp2 pp2 llama" -- -- --concurrency "$c" --requests "$(nreq "$c")" --prompt-len 64 \
         --output-len 128
     done

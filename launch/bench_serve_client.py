@@ -355,6 +355,26 @@ async def token_pool(base, session):
     return [t if isinstance(t, int) else t["id"] for t in ids]
 
 
+async def counters(base, session):
+    """loom's counters from GET /metrics (prefix cache, preemptions, responses); {} elsewhere."""
+    want = ("loom_prefix_cache_hits_total", "loom_prefix_cache_queries_total", "loom_num_preemptions_total",
+            "loom_http_responses_total")
+    out = {}
+    try:
+        async with session.get(base.rstrip("/") + "/metrics") as r:
+            if r.status != 200:
+                return out
+            for line in (await r.text()).splitlines():
+                if line.startswith(want):
+                    name, _, val = line.rpartition(" ")
+                    if "{" in name and not name.startswith("loom_http"):
+                        name = name.split("{")[0]
+                    out[name] = float(val)
+    except (OSError, ValueError):
+        pass
+    return out
+
+
 def draw(rng, pool, n):
     return [rng.choice(pool) for _ in range(n)]
 
@@ -486,7 +506,9 @@ WORKLOADS = dict(fixed=w_fixed, mixed=w_mixed, prefix=w_prefix, overload=w_overl
 
 async def run(a):
     import aiohttp
-    conn = aiohttp.TCPConnector(limit=0, force_close=a.workload == "overload")
+    # a new connection for every request: a kept-alive one that the server closed while idle
+    # (llama-server's keep-alive timeout is 5 s) would fail a POST that aiohttp does not retry
+    conn = aiohttp.TCPConnector(limit=0, force_close=True)
     pids = [int(p) for p in a.pid.split(",") if p] if a.pid else []
     async with aiohttp.ClientSession(connector=conn) as session:
         pool = await token_pool(a.base, session)
@@ -497,9 +519,12 @@ async def run(a):
         rng = random.Random(a.seed)
         load = loadavg()
         busy0, cpu0, self0, t0 = machine_busy_s(), sum(proc_cpu_s(p) for p in pids), os.times(), time.time()
+        c0 = await counters(a.base, session)
         watch = Watch(a.base, pids, a.health_interval, a.rss_every).start()
         res = await WORKLOADS[a.workload](a, cl, pool, rng)
         side = watch.stop()
+        c1 = await counters(a.base, session)
+        side["server_counters"] = {k: v - c0.get(k, 0) for k, v in c1.items()}
         wall = time.time() - t0
         busy1, cpu1, self1 = machine_busy_s(), sum(proc_cpu_s(p) for p in pids), os.times()
     mine = (self1.user + self1.system) - (self0.user + self0.system)
@@ -663,7 +688,9 @@ def report(runs_path, out_path, meta):
                                  e2e_p50=m(docs, "main", "e2e_ms", "median"),
                                  output_throughput=m(docs, "main", "output_throughput"),
                                  request_throughput=m(docs, "main", "request_throughput"),
-                                 cached=m(docs, "main", "cached_prompt_tokens_mean"),
+                                 cached=m(docs, "main", "cached_prompt_tokens_mean") or mean(
+                                     [d["server_counters"]["loom_prefix_cache_hits_total"] / max(1, d["results"]["main"]["completed"])
+                                      for d in docs if "loom_prefix_cache_hits_total" in d.get("server_counters", {})]),
                                  failed=sum(d["results"]["main"]["failed"] for d in docs))
                 x = row[name]
                 P("%-6s %-16s %-16s %-16s %-16s %-16s %-18s" % (name, fmt(x["ttft_p50"]), fmt(x["ttft_p99"]),
