@@ -28,7 +28,11 @@
 #       soak      loom only (llama too with SOAK_LLAMA=1): N clients for SOAK
 #                 seconds, random lengths, streaming and whole, completions
 #                 and chat, 5% client disconnects: RSS of the server and
-#                 protocol errors
+#                 protocol errors. First (SOAK_FILL=1) every sequence's KV
+#                 cache is written once, unmeasured: loom maps its KV cache
+#                 lazily, so its RSS would otherwise grow while the pool's
+#                 blocks are used for the first time (llama-server's starts
+#                 with the whole cache resident)
 #       multi     the fixed workload on two ranks: loom --tp 2 and --pp 2 under
 #                 mpirun (T/2 threads a rank, at least 1) against llama-server
 #                 with the same total threads
@@ -46,7 +50,8 @@
 #   SLOTS=16 (parallel sequences)  CTX=2048 (positions per sequence)
 #   ROUNDS=2  CONCS="1 4 16"  REQS=4 (requests per unit of concurrency)  MINREQ=8 (at least)
 #   MIXED_S=60  PREFIX_REQS=32  OVERLOAD_S=30  MAX_QUEUE=16 (loom --max-queue)
-#   OVERLOAD_RATE=<from the fixed runs>  SOAK=600  SOAK_LLAMA=0  MULTI=1  MULTI_CONCS=$CONCS
+#   OVERLOAD_RATE=<from the fixed runs>  SOAK=600  SOAK_LLAMA=0  SOAK_FILL=1
+#   MULTI=1  MULTI_CONCS=$CONCS
 #   WORKLOADS="fixed mixed prefix overload multi soak"
 #   OUT=.cache/bench/bench-serve.json  LOOM_CACHE=.cache
 # Options: --build-only (steps a and b), --quick (a short trial: ROUNDS=1,
@@ -82,6 +87,7 @@ overload_s=${OVERLOAD_S:-30}
 max_queue=${MAX_QUEUE:-16}
 soak=${SOAK:-600}
 soak_llama=${SOAK_LLAMA:-0}
+soak_fill=${SOAK_FILL:-1}
 multi=${MULTI:-1}
 multi_concs=${MULTI_CONCS:-$concs}
 workloads=${WORKLOADS:-"fixed mixed prefix overload multi soak"}
@@ -286,8 +292,10 @@ done
 if has soak && [ "$soak" -gt 0 ]; then
   kinds=loom
   [ "$soak_llama" = 1 ] && kinds="loom llama"
-  pair soak "${soak}s" 1 "$kinds" -- -- --concurrency "$slots" --duration "$soak" --prompt-len 512 --output-len 256 \
-    --rss-every 5
+  fill=()
+  [ "$soak_fill" = 1 ] && fill=(--fill $((ctx - 16)))
+  pair soak "${soak}s" 1 "$kinds" -- -- --concurrency "$slots" --duration "$soak" --prompt-len $((ctx / 2 < 512 ? ctx / 2 : 512)) \
+    --output-len $((ctx / 4 < 256 ? ctx / 4 : 256)) --rss-every 5 "${fill[@]}"
 fi
 
 # ---------------------------------------------------------------- (d) tables

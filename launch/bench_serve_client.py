@@ -184,39 +184,32 @@ class Watch:
             self.rss.append((time.perf_counter() - self.t_start, sum(vals)))
 
     def run(self):
-        conn, next_rss = None, 0.0
+        next_rss = 0.0
         while not self.stop_ev.is_set():
             now = time.perf_counter()
             if self.pids and now >= next_rss:
                 self.sample_rss()
                 next_rss = now + self.rss_every
             if self.interval > 0:
+                # a new connection for every poll, as a load balancer's or Kubernetes' probe opens
                 t0 = time.perf_counter()
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
                 try:
-                    if conn is None:
-                        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-                    conn.request("GET", "/health")
+                    conn.request("GET", "/health", headers={"Connection": "close"})
                     r = conn.getresponse()
                     r.read()
-                    dt = time.perf_counter() - t0
-                    self.health.append(dt)
+                    self.health.append(time.perf_counter() - t0)
                     if r.status != 200:
                         self.health_bad[str(r.status)] = self.health_bad.get(str(r.status), 0) + 1
-                    if r.getheader("Connection", "").lower() == "close":
-                        conn.close()
-                        conn = None
                 except (OSError, http.client.HTTPException) as e:
                     self.health.append(time.perf_counter() - t0)
                     k = type(e).__name__
                     self.health_bad[k] = self.health_bad.get(k, 0) + 1
-                    if conn is not None:
-                        conn.close()
-                    conn = None
+                finally:
+                    conn.close()
                 self.stop_ev.wait(self.interval)
             else:
                 self.stop_ev.wait(self.rss_every)
-        if conn is not None:
-            conn.close()
 
     def stop(self):
         self.stop_ev.set()
@@ -408,6 +401,9 @@ async def w_mixed(a, cl, pool, rng):
 
     async def long_sender():
         r = random.Random(a.seed * 1000 + 999)
+        # the first long prompt once every short stream decodes
+        while sum(1 for x in short if x.ttft is not None or x.error) < a.streams:
+            await asyncio.sleep(0.05)
         await asyncio.sleep(a.long_gap)
         while time.perf_counter() < t_end:
             rec = Rec("long", a.long_prompt, a.long_output)
@@ -462,6 +458,16 @@ async def w_overload(a, cl, pool, rng):
     s = summarize(recs, time.perf_counter() - t0)
     s.update(offered_rate=a.rate, sent=len(recs), sending_s=sent, max_in_flight=inflight[1])
     return dict(main=s)
+
+
+async def fill(a, cl, pool, rng):
+    """Before a soak: every sequence slot's KV cache written once (a.concurrency prompts of
+    a.fill tokens), so that RSS growth during the soak is not KV pages touched the first time."""
+    recs = [Rec("fill", a.fill, 1) for _ in range(a.concurrency)]
+    await asyncio.gather(*[cl.completion(r, draw(rng, pool, a.fill), 1) for r in recs])
+    bad = [r.error for r in recs if r.error]
+    if bad:
+        raise SystemExit("bench_serve_client: the soak's fill requests failed: %s" % bad[0])
 
 
 async def w_soak(a, cl, pool, rng):
@@ -519,6 +525,8 @@ async def run(a):
         rng = random.Random(a.seed)
         load = loadavg()
         busy0, cpu0, self0, t0 = machine_busy_s(), sum(proc_cpu_s(p) for p in pids), os.times(), time.time()
+        if a.workload == "soak" and a.fill > 0:
+            await fill(a, cl, pool, rng)
         c0 = await counters(a.base, session)
         watch = Watch(a.base, pids, a.health_interval, a.rss_every).start()
         res = await WORKLOADS[a.workload](a, cl, pool, rng)
@@ -842,6 +850,8 @@ def main():
         q.add_argument("--long-gap", type=float, default=1.0, help="mixed: seconds between long requests")
         q.add_argument("--system-len", type=int, default=512, help="prefix: shared system prompt tokens")
         q.add_argument("--rate", type=float, default=1.0, help="overload: requests per second offered")
+        q.add_argument("--fill", type=int, default=0,
+                       help="soak: first send --concurrency prompts of this many tokens (max_tokens 1), unmeasured")
     rp = sub.add_parser("report")
     rp.add_argument("runs", help="TSV of the runs (written by bench-serve.sh)")
     rp.add_argument("--out", required=True, help="summary JSON to write")
