@@ -48,12 +48,13 @@
 #include "parallel/cluster.h"
 #include "launch/commands.h"
 #include "parallel/engine.h"
-#include "parallel/scheduler.h"
+#include "parallel/run.h"
 #include "runtime/kernels.h"
 #include "launch/launch_util.h"
 #include "launch/membw.h"
 #include "parallel/plan.h"
 #include "runtime/threadpool.h"
+#include "runtime/text/utf8.h"
 
 #define BENCH_MAX_LIST 32
 #define BENCH_MAX_REPS 100
@@ -278,17 +279,6 @@ static void json_summary(FILE *f, const char *key, const double *v, int n) {
     fprintf(f, "]}");
 }
 
-static void json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
 static void json_ranks(FILE *f, const rank_time *t, int world, int64_t tokens, const int *stage, const int *tpr) {
     double tok = tokens > 0 ? (double)tokens : 1;
     fputc('[', f);
@@ -320,14 +310,14 @@ static loom_status write_json(const char *path, const bench_info *bi, const conf
     FILE *f = fopen(path, "w");
     if (!f) return loom_error(LOOM_ERR_IO, "cannot write %s", path);
     fprintf(f, "{\"loom_bench\":1,\"model\":");
-    json_string(f, bi->model);
+    loom_json_fputs(f, bi->model);
     fprintf(f, ",\"model_info\":{\"arch\":\"%s\",\"layers\":%d,\"dim\":%d,\"heads\":%d,\"kv_heads\":%d,\"ffn\":%d,"
                "\"vocab\":%d,\"types\":",
             bi->cfg.arch_name, bi->cfg.n_layers, bi->cfg.dim, bi->cfg.n_heads, bi->cfg.n_kv_heads, bi->cfg.ffn,
             bi->cfg.vocab);
-    json_string(f, bi->types);
+    loom_json_fputs(f, bi->types);
     fprintf(f, "},\"machine\":{\"cpu\":");
-    json_string(f, bi->cpu);
+    loom_json_fputs(f, bi->cpu);
     fprintf(f, ",\"cpus\":%ld,\"l3_bytes\":%lld,\"isa\":\"%s\",\"membw_isa\":\"%s\",\"loadavg_start\":[%.2f,%.2f,%.2f],"
                "\"loadavg_end\":[%.2f,%.2f,%.2f]},",
             sysconf(_SC_NPROCESSORS_ONLN), (long long)bi->l3, loom_isa_name(loom_isa_get()), loom_membw_isa(),

@@ -13,7 +13,7 @@
 #include "launch/commands.h"
 #include "parallel/cluster.h"
 #include "parallel/engine.h"
-#include "parallel/scheduler.h"
+#include "parallel/run.h"
 #include "runtime/kernels.h"
 #include "launch/launch_util.h"
 #include "runtime/threadpool.h"
@@ -159,8 +159,8 @@ static void print_json(FILE *f, int idx, const char *prompt, const loom_tokens *
 
 /* Everything rank 0 does once the engine exists: tokenize, run, print. */
 static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *model, char **prompts, int n, bool chat,
-                              const char *system, int max_tokens, loom_sampling_params sp, bool ignore_eos, bool json,
-                              int *rc) {
+                              const char *chat_template, bool parse_special, const char *system, int max_tokens,
+                              loom_sampling_params sp, bool ignore_eos, bool json, int *rc) {
     loom_tokenizer *tok = NULL;
     loom_request *reqs = calloc((size_t)n, sizeof *reqs);
     loom_result *res = calloc((size_t)n, sizeof *res);
@@ -173,7 +173,15 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
     if (!reqs || !res || !ids || !out.streams || !out.texts) st = loom_error(LOOM_ERR_NOMEM, "out of memory for %d prompts", n);
     if (!st) st = loom_tokenizer_create(g, &tok);
     loom_chat_template *tmpl = NULL;
-    if (!st && chat) st = loom_chat_template_from_gguf(g, tok, &tmpl);
+    if (!st && chat && chat_template) {
+        loom_strbuf src = {0};
+        st = loom_read_file(chat_template, &src);
+        if (!st) st = loom_chat_template_from_text(src.data, src.len, tok, &tmpl);
+        if (st) st = loom_error_wrap(st, "%s", chat_template);
+        loom_strbuf_free(&src);
+    } else if (!st && chat) {
+        st = loom_chat_template_from_gguf(g, tok, &tmpl);
+    }
     loom_strbuf formatted = {0};
     for (int i = 0; i < n && !st; i++) {
         const char *text = prompts[i];
@@ -187,9 +195,10 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
             st = loom_chat_format(tmpl, msgs, nm, true, &formatted);
             if (st) break;
             text = formatted.data;
-            add_special = !loom_chat_template_adds_bos(tmpl); /* the template writes BOS itself */
+            add_special = !loom_chat_prompt_has_bos(tmpl, text, strlen(text)); /* the template wrote BOS */
         }
-        st = loom_tokenize(tok, text, strlen(text), add_special, chat, &ids[i]);
+        /* special-token text (e.g. "<|im_start|>") becomes its token, as llama.cpp and HF tokenizers do */
+        st = loom_tokenize(tok, text, strlen(text), add_special, chat || parse_special, &ids[i]);
         if (!st && ids[i].n == 0) st = loom_error(LOOM_ERR_INVALID, "prompt %d is empty after tokenization", i);
         reqs[i] = (loom_request){.prompt = ids[i].ids, .n_prompt = (int)ids[i].n, .max_tokens = max_tokens, .sampling = sp, .ignore_eos = ignore_eos};
     }
@@ -248,12 +257,12 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *prompt_file = NULL, *kv_type = "f16", *system = NULL;
+    const char *model = NULL, *prompt = NULL, *prompt_file = NULL, *kv_type = "f16", *system = NULL, *chat_template = NULL;
     loom_sampling_params sp = loom_sampling_defaults();
     int64_t max_tokens = 128, top_k = sp.top_k, seed = -1, threads = loom_cpu_count(), ctx = 4096, seqs = 0,
             batch = 256, tp = 1, pp = 1;
     double temp = sp.temperature, top_p = sp.top_p, min_p = sp.min_p, rep = sp.repeat_penalty, watchdog = 30;
-    bool chat = false, ignore_eos = false, json = false;
+    bool chat = false, ignore_eos = false, json = false, no_parse_special = false;
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
         {"--prompt", LOOM_ARG_STR, &prompt, "TEXT", "the prompt"},
@@ -275,6 +284,9 @@ int cmd_generate(int argc, char **argv) {
         {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
         {"--chat", LOOM_ARG_FLAG, &chat, NULL, "format the prompt with the model's chat template"},
         {"--system", LOOM_ARG_STR, &system, "TEXT", "system message for --chat"},
+        {"--chat-template", LOOM_ARG_STR, &chat_template, "FILE", "with --chat: this Jinja template instead of the model's"},
+        {"--no-parse-special", LOOM_ARG_FLAG, &no_parse_special, NULL,
+         "tokenize special-token text in the prompt (e.g. <|im_start|>) as plain text"},
         {"--ignore-eos", LOOM_ARG_FLAG, &ignore_eos, NULL, "do not stop at end-of-generation tokens"},
         {"--json", LOOM_ARG_FLAG, &json, NULL, "print one JSON object per sequence instead of text"},
     };
@@ -286,6 +298,7 @@ int cmd_generate(int argc, char **argv) {
         args, (int)(sizeof args / sizeof args[0]), argc, argv);
     if (ar != LOOM_ARGS_OK) return ar == LOOM_ARGS_HELP ? 0 : 2;
     if (!model) return loom_usage_error("generate: --model is required");
+    if (chat_template && !chat) return loom_usage_error("generate: --chat-template needs --chat");
     if (!prompt == !prompt_file) return loom_usage_error("generate: give exactly one of --prompt and --prompt-file");
     if (max_tokens < 0 || max_tokens > (1 << 24)) return loom_usage_error("generate: --max-tokens must be 0..16777216");
     if (threads < 1 || threads > 1024) return loom_usage_error("generate: --threads must be 1..1024");
@@ -337,8 +350,8 @@ int cmd_generate(int argc, char **argv) {
     if (!st) {
         /* from here on a failure anywhere must not leave ranks waiting */
         if (coord)
-            st = coordinate(e, loom_cluster_model(cluster), model, job.prompts, job.n, chat, system, (int)max_tokens,
-                            sp, ignore_eos, json, &rc);
+            st = coordinate(e, loom_cluster_model(cluster), model, job.prompts, job.n, chat, chat_template,
+                            !no_parse_special, system, (int)max_tokens, sp, ignore_eos, json, &rc);
         else
             st = loom_engine_work(e);
         if (st && loom_cluster_size(cluster) > 1) loom_cluster_abort(cluster, "generate", st);

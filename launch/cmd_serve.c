@@ -15,7 +15,7 @@
 #include "runtime/threadpool.h"
 
 int cmd_serve(int argc, char **argv) {
-    const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *name = NULL, *kv_type = "f16";
+    const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *name = NULL, *kv_type = "f16", *pid_file = NULL;
     int64_t port = 8080, threads = loom_cpu_count(), ctx = 4096, seqs = 16, batch = 256, tp = 1, pp = 1,
             max_queue = 256, max_body = 8 << 20, max_conn = 512, prefill_rows = 64, kv_blocks = 0;
     double watchdog = 30, drain = 60;
@@ -41,6 +41,9 @@ int cmd_serve(int argc, char **argv) {
         {"--max-body", LOOM_ARG_BYTES, &max_body, "BYTES", "request body size at most; then 413"},
         {"--max-connections", LOOM_ARG_INT, &max_conn, "N", "open HTTP connections at most"},
         {"--drain-timeout", LOOM_ARG_FLOAT, &drain, "S", "on SIGTERM, seconds running requests get to finish"},
+        {"--pid-file", LOOM_ARG_STR, &pid_file, "PATH",
+         "write the serving process's id here (under mpirun: rank 0's; send it SIGTERM to drain —\n"
+         "mpirun itself ends the job at once on SIGTERM)"},
         {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
         {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
         {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
@@ -112,7 +115,7 @@ int cmd_serve(int argc, char **argv) {
             loom_server_options so = {.host = host, .port = (int)port, .api_key = api_key, .model_name = name,
                                       .max_queue = (int)max_queue, .max_body = max_body,
                                       .max_connections = (int)max_conn, .drain_timeout_s = drain,
-                                      .prefill_rows = (int)prefill_rows};
+                                      .prefill_rows = (int)prefill_rows, .pid_file = pid_file};
             st = loom_server_run(&so, cluster, e, tok, tmpl);
         }
         loom_chat_template_free(tmpl);

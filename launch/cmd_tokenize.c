@@ -2,7 +2,8 @@
  * launch/cmd_tokenize.c — `loom tokenize`: prints the token ids of a text.
  *
  * Reads only the tokenizer metadata of the GGUF (vocabulary-only files work).
- * Special tokens written in the text are parsed; BOS/EOS are added as the
+ * Special tokens written in the text are parsed (as llama.cpp and Hugging
+ * Face tokenizers do) unless --no-parse-special; BOS/EOS are added as the
  * model says unless --no-special, which also leaves special-token text as
  * plain text. Output: one line of space-separated ids, or {"tokens": [...]}
  * with --json.
@@ -21,22 +22,25 @@
 
 int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *file = NULL;
-    bool no_special = false, json = false, pieces = false;
+    bool no_special = false, no_parse_special = false, json = false, pieces = false;
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF file with tokenizer metadata (tensors not needed)"},
         {"--text", LOOM_ARG_STR, &text, "TEXT", "the text to tokenize"},
         {"--file", LOOM_ARG_STR, &file, "PATH", "read the text from a file instead (bytes as they are)"},
         {"--no-special", LOOM_ARG_FLAG, &no_special, NULL,
          "add no BOS/EOS and treat special-token text (e.g. <|im_start|>) as plain text"},
+        {"--no-parse-special", LOOM_ARG_FLAG, &no_parse_special, NULL,
+         "treat special-token text as plain text (BOS/EOS still added as the model says)"},
         {"--json", LOOM_ARG_FLAG, &json, NULL, "print {\"tokens\": [...]} instead of a line of ids"},
         {"--pieces", LOOM_ARG_FLAG, &pieces, NULL,
          "with --json, also each token's text (\"pieces\"; part of a character shows as U+FFFD)"},
     };
-    const char *synopsis = "tokenize --model PATH (--text TEXT | --file PATH) [--no-special] [--json]";
+    const char *synopsis =
+        "tokenize --model PATH (--text TEXT | --file PATH) [--no-special] [--no-parse-special] [--json]";
     const char *about =
         "Prints the token ids of a text: one line of space-separated ids, or a JSON\n"
         "object with --json. Special tokens in the text are parsed and BOS/EOS added\n"
-        "as the model's metadata says, unless --no-special.";
+        "as the model's metadata says, unless --no-special (or --no-parse-special: text only).";
     switch (loom_args_parse(synopsis, about, args, (int)(sizeof args / sizeof args[0]), argc, argv)) {
     case LOOM_ARGS_HELP: return 0;
     case LOOM_ARGS_ERROR: return 2;
@@ -62,7 +66,7 @@ int cmd_tokenize(int argc, char **argv) {
     loom_strbuf out = {0};
     loom_status st = loom_gguf_open(model, &g);
     if (!st) st = loom_tokenizer_create(g, &tok);
-    if (!st) st = loom_tokenize(tok, s, len, !no_special, !no_special, &ids);
+    if (!st) st = loom_tokenize(tok, s, len, !no_special, !no_special && !no_parse_special, &ids);
     if (!st && json) {
         st = loom_strbuf_append(&out, "{\"tokens\": [", 12);
         for (size_t i = 0; !st && i < ids.n; i++) {

@@ -5,7 +5,9 @@
 #
 #   launch/fetch-model.sh            # prints the model path
 #   launch/fetch-model.sh --vocab    # also unpacks llama.cpp's tokenizer test
-#                                    # vocabularies (from the llama-cpp-python sdist)
+#                                    # vocabularies and its chat templates
+#                                    # (models/templates/*.jinja) from the
+#                                    # llama-cpp-python sdist
 #
 # Files go to $LOOM_CACHE (default: <repo>/.cache).
 set -euo pipefail
@@ -35,14 +37,26 @@ PY
 fi
 
 if [ "${1:-}" = "--vocab" ]; then
+  sdist=$cache/dl/llama_cpp_python-0.3.36.tar.gz
   vocab=$cache/vocab
+  templates=$cache/templates
+  if [ ! -f "$vocab/.done" ] || [ ! -f "$templates/.done" ]; then
+    if [ ! -f "$sdist" ]; then
+      echo "fetch-model: downloading llama-cpp-python==0.3.36 sdist for llama.cpp's vocab tests and chat templates" >&2
+      python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$cache/dl" llama-cpp-python==0.3.36 >&2
+    fi
+  fi
   if [ ! -f "$vocab/.done" ]; then
-    echo "fetch-model: downloading llama-cpp-python==0.3.36 sdist for llama.cpp's vocab tests" >&2
-    python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$cache/dl" llama-cpp-python==0.3.36 >&2
     mkdir -p "$vocab"
-    tar -xzf "$cache/dl/llama_cpp_python-0.3.36.tar.gz" -C "$vocab" --strip-components=4 \
+    tar -xzf "$sdist" -C "$vocab" --strip-components=4 \
       --wildcards 'llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-*'
     touch "$vocab/.done"
+  fi
+  if [ ! -f "$templates/.done" ]; then
+    mkdir -p "$templates"
+    tar -xzf "$sdist" -C "$templates" --strip-components=5 \
+      --wildcards 'llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates/*.jinja'
+    touch "$templates/.done"
   fi
 fi
 

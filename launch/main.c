@@ -14,6 +14,7 @@ static const struct {
     {"generate", cmd_generate, "generate text from a prompt (or many, one per line)"},
     {"serve", cmd_serve, "serve the model over HTTP (OpenAI's API), on one rank or a cluster"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"template", cmd_template, "print the prompt a chat template makes of a conversation"},
     {"synth", cmd_synth, "write a random-weight model (GGUF) for tests and planning"},
     {"bench", cmd_bench, "measure prefill and decode speed, memory bandwidth and communication"},
     {"plan", cmd_plan, "print which part of a model each of tp x pp ranks holds, and its memory"},

@@ -423,22 +423,20 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
 void loom_engine_request_report(loom_engine *e) { e->report_wanted = true; }
 
 bool loom_engine_rank_figures(loom_engine *e, double *out) {
+    bool all = true;
     if (e->topo.world_size > 1) {
-        if (e->report_state == 0) return false;
         if (e->report_state == 1) { /* the ranks answered after that step; this does not wait long */
             loom_status st = loom_transfer_report_wait(e->xfer);
-            if (st) {
-                loom_status_free(st);
-                return false;
-            }
-            e->report_state = 2;
+            if (!st) e->report_state = 2;
+            loom_status_free(st);
         }
-        memcpy(out, e->reports, sizeof(double) * 4 * (size_t)e->topo.world_size);
+        all = e->report_state == 2;
+        if (all) memcpy(out + 4, e->reports + 4, sizeof(double) * 4 * (size_t)(e->topo.world_size - 1));
     }
     loom_engine_comm_time(e, &out[0], &out[1]);
     out[2] = e->busy_s;
     out[3] = loom_now_s() - e->t_start;
-    return true;
+    return all;
 }
 
 /* ------------------------------------------------------------ workers */

@@ -75,9 +75,10 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
 /* Coordinator: asks every rank for its figures with the next step it
  * launches (no extra message on the way there). */
 void loom_engine_request_report(loom_engine *e);
-/* Coordinator: every rank's figures from the last report that came back —
- * out (world, 4): seconds in TP collectives, in stage transfers, busy,
- * since start — rank 0's current. Returns false until a report arrived. */
+/* Coordinator: every rank's figures — out (world, 4): seconds in TP
+ * collectives, in stage transfers, busy, since start — rank 0's now, the
+ * others' from the last report that came back. Returns false (and fills
+ * only rank 0's) until a report arrived. */
 bool loom_engine_rank_figures(loom_engine *e, double *out);
 
 /* Seconds this rank spent in TP collectives and in stage-to-stage transfers. */

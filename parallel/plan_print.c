@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "parallel/plan_internal.h"
+#include "runtime/text/utf8.h"
 
 void loom_format_bytes(char *buf, size_t n, int64_t bytes) {
     static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
@@ -53,20 +54,6 @@ static void kv_str(char *b, size_t n, const loom_rank_plan *rp) {
                  rp->kv_shared_last ? "*" : "");
 }
 
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            fprintf(f, "\\%c", ch);
-        else if (ch < 0x20)
-            fprintf(f, "\\u%04x", ch);
-        else
-            fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
 static void print_json(const loom_plan *p, FILE *f) {
     const loom_model_config *c = &p->cfg;
     fprintf(f, "{\"protocol\": %u, \"world\": %d, \"tp\": %d, \"pp\": %d, \"model_hash\": \"%016" PRIx64 "\",\n",
@@ -94,7 +81,7 @@ static void print_json(const loom_plan *p, FILE *f) {
         const loom_shard *s = &rp->shard;
         fprintf(f, "%s\n  {\"rank\": %d, \"stage\": %d, \"tp_rank\": %d, \"host\": ", r ? "," : "", r, rp->stage,
                 rp->tp_rank);
-        json_str(f, rp->host);
+        loom_json_fputs(f, rp->host);
         fprintf(f, ", \"layers\": [%d, %d], \"q_heads\": [%d, %d], \"kv_heads\": [%d, %d], \"kv_replicated\": [",
                 s->layer_begin, s->layer_end, s->q_begin, s->q_end, s->kv_begin, s->kv_end);
         if (rp->kv_shared_first) fprintf(f, "%d", s->kv_begin);
@@ -115,7 +102,7 @@ static void print_json(const loom_plan *p, FILE *f) {
             t.weight, t.kv, t.workspace, t.largest);
     for (int i = 0; i < p->n_warnings; i++) {
         if (i) fputs(", ", f);
-        json_str(f, p->warnings[i]);
+        loom_json_fputs(f, p->warnings[i]);
     }
     fprintf(f, "]}\n");
 }

@@ -141,24 +141,8 @@ double loom_scheduler_kv_usage(const loom_scheduler *s);
 /* Counters since creation (comm_s/transfer_s: the engine's, since creation). */
 loom_run_stats loom_scheduler_stats(const loom_scheduler *s);
 
-/* ---- batch runs (loom generate, loom bench, tests): a loop over the above ---- */
-
-typedef struct {
-    int32_t *tokens;          /* generated ids (malloc'd; free with loom_result_free) */
-    int n_tokens;
-    const char *stop_reason;  /* "stop", "length", or "error" */
-    char *error;              /* message when stop_reason is "error" */
-    double prompt_ms;         /* admission to first sampled token */
-    double gen_ms;            /* first sampled token to the last */
-} loom_result;
-
-void loom_result_free(loom_result *r);
-
-/* Runs every request to completion; results[i] belongs to reqs[i] and
- * on_token/on_finish see id i. A bad request fails alone (its result says
- * why); the status is an error only when the engine itself failed. stats
- * may be NULL. */
-loom_status loom_engine_run(loom_engine *e, const loom_request *reqs, int n, const loom_callbacks *cb,
-                            loom_result *results, loom_run_stats *stats) LOOM_MUST_USE;
+/* Uses up the next id without queueing anything (so a caller's ids can
+ * stay its own indices when it refuses a request itself). */
+void loom_scheduler_skip_id(loom_scheduler *s);
 
 #endif

@@ -14,15 +14,17 @@
 #include "runtime/quant.h"
 
 #define NQM LOOM_ATTN_NQ_MAX
-#define PART_SLOTS 4   /* flash-decoding partial results per thread of scratch */
-#define SPLIT_MIN 256  /* key positions per part at least (shorter parts do not pay) */
+#define SEG_MIN 512    /* key positions per segment at least */
+#define SEG_MAX_PARTS 16 /* segments of a full context at most */
+#define PART_SLOTS (2 * SEG_MAX_PARTS) /* partial results per thread of scratch */
 
 /* ------------------------------------------------------------ store */
 
 void loom_attention_store(const loom_attention_args *a) {
     const loom_kv_config *kc = loom_kv_config_of(a->kv);
     const int hd = a->head_dim, bt = kc->block_tokens, kvdim = a->n_kv * hd;
-    const bool f16 = kc->type == LOOM_TYPE_F16, f16c = f16 && loom_isa_get() >= LOOM_ISA_AVX2;
+    const bool f16 = kc->type == LOOM_TYPE_F16;
+    loom_f16_row_fn *to_f16 = loom_kernels_get()->f16_row;
     uint16_t tmp[64];
     for (int i = 0; i < a->n; i++) {
         const int p = a->pos[i], slot = p % bt;
@@ -40,14 +42,10 @@ void loom_attention_store(const loom_attention_args *a) {
             uint16_t *kd = (uint16_t *)kb + ko, *vd = (uint16_t *)vb + vo;
             for (int d0 = 0; d0 < hd; d0 += 64) {
                 const int m = hd - d0 < 64 ? hd - d0 : 64;
-                if (f16c) loom_attn_f16_row_avx2(ks + d0, tmp, m);
-                else
-                    for (int d = 0; d < m; d++) tmp[d] = loom_f32_to_f16(ks[d0 + d]);
+                to_f16(ks + d0, tmp, m);
                 for (int d = 0; d < m; d++) kd[(size_t)(d0 + d) * bt] = tmp[d];
             }
-            if (f16c) loom_attn_f16_row_avx2(vs, vd, hd);
-            else
-                for (int d = 0; d < hd; d++) vd[d] = loom_f32_to_f16(vs[d]);
+            to_f16(vs, vd, hd);
         }
     }
 }
@@ -63,6 +61,7 @@ typedef struct {
     int32_t kvh;     /* KV head */
     int32_t h0, nh;  /* its query heads hq[h0 .. h0+nh) (plan_units) */
     int32_t len;     /* key positions [0, len): the last row's position + 1 */
+    int32_t job0;    /* spread: the job of its first segment */
 } att_unit;
 
 /* Offsets (in floats) of one thread's slice of scratch; every region starts
@@ -163,7 +162,7 @@ static int plan_units(const loom_attention_args *a, row_ref *rows, int32_t *head
                 int per = NQM / nh, nc = (nr + per - 1) / per;
                 for (int c = 0; c < nc; c++) {
                     int c0 = r0 + nr * c / nc, c1 = r0 + nr * (c + 1) / nc;
-                    units[n_units++] = (att_unit){c0, c1 - c0, k, h0, nh, rows[c1 - 1].pos + 1};
+                    units[n_units++] = (att_unit){c0, c1 - c0, k, h0, nh, rows[c1 - 1].pos + 1, 0};
                 }
             }
         }
@@ -172,28 +171,16 @@ static int plan_units(const loom_attention_args *a, row_ref *rows, int32_t *head
     return n_units;
 }
 
-/* Parts per unit for flash-decoding: 1 unless there are fewer units than
- * 2 × threads and the contexts are long; then the smallest P that best
- * evens out ceil(units·P / threads) / P, with parts of SPLIT_MIN positions
- * at least and PART_SLOTS partial results per thread. */
-static int plan_parts(const att_unit *units, int n_units, int nth) {
-    if (nth < 2 || n_units == 0 || n_units >= 2 * nth) return 1;
-    int max_len = 0;
-    for (int i = 0; i < n_units; i++) max_len = units[i].len > max_len ? units[i].len : max_len;
-    int pmax = PART_SLOTS * nth / n_units, by_len = max_len / SPLIT_MIN;
-    pmax = by_len < pmax ? by_len : pmax;
-    int best = 1;
-    double best_span = (double)((n_units + nth - 1) / nth);
-    for (int p = 2; p <= pmax; p++) {
-        double span = (double)((n_units * p + nth - 1) / nth) / p;
-        if (span < best_span - 1e-9) best = p, best_span = span;
-    }
-    return best;
+/* Blocks per segment: the key range of every query is cut at multiples of
+ * this (SEG_MIN positions at least, a full context in SEG_MAX_PARTS
+ * segments at most); depends only on the cache's configuration. */
+static int seg_blocks_of(const loom_kv_config *kc) {
+    const int bt = kc->block_tokens, by_min = (SEG_MIN + bt - 1) / bt, nb = (kc->max_ctx + bt - 1) / bt;
+    const int by_ctx = (nb + SEG_MAX_PARTS - 1) / SEG_MAX_PARTS;
+    return by_min > by_ctx ? by_min : by_ctx;
 }
 
 /* ------------------------------------------------------------ compute */
-
-typedef void (*unit_fn)(const loom_attn_unit *u);
 
 typedef struct {
     const loom_attention_args *a;
@@ -202,22 +189,71 @@ typedef struct {
     const row_ref *rows;
     const int32_t *heads; /* hq of plan_units */
     const att_unit *units;
-    int n_units, parts, n_jobs;
-    float qscale;
-    unit_fn kernel;
+    int n_units, n_jobs, seg_blocks;
+    int spread;           /* 1: a job per segment, merged afterwards; 0: a job per unit */
+    loom_attn_unit proto; /* the fields every unit shares: cache pointers, shapes, qscale */
+    loom_attn_unit_fn *kernel;
     _Atomic int next;
 } att_task;
 
-/* Partial result slot of job `job` (flash-decoding): m (NQM), l (NQM), acc (NQM, hd). */
-static float *slot_of(const att_task *t, int job) {
-    return slice_of(t->scratch, &t->L, job / PART_SLOTS) + t->L.slots + (size_t)(job % PART_SLOTS) * t->L.slot_floats;
+static int segs_of(const att_task *t, const att_unit *un, int bt) {
+    const int nb = (un->len + bt - 1) / bt;
+    return (nb + t->seg_blocks - 1) / t->seg_blocks;
+}
+
+/* Partial result slot i of thread slice `slice`: m (NQM), l (NQM), acc (NQM, hd). */
+static float *slot_at(const att_task *t, int slice, int i) {
+    return slice_of(t->scratch, &t->L, slice) + t->L.slots + (size_t)i * t->L.slot_floats;
+}
+static float *job_slot(const att_task *t, int job) { return slot_at(t, job / PART_SLOTS, job % PART_SLOTS); }
+
+/* Folds the partial result b (a later segment) into a, query by query:
+ * the flash-decoding merge, always in segment order, so a query's result
+ * is the same whoever computed the segments. */
+static void merge_into(float *a, const float *b, int nq, int hd) {
+    for (int j = 0; j < nq; j++) {
+        const float mb = b[j], ma = a[j];
+        if (mb == -INFINITY) continue; /* the query saw nothing there */
+        float *acc = a + 2 * NQM + (size_t)j * hd;
+        const float *bcc = b + 2 * NQM + (size_t)j * hd;
+        if (ma == -INFINITY) {
+            a[j] = mb, a[NQM + j] = b[NQM + j];
+            memcpy(acc, bcc, (size_t)hd * sizeof(float));
+            continue;
+        }
+        const float mx = ma > mb ? ma : mb, wa = exp2f(ma - mx), wb = exp2f(mb - mx);
+        a[j] = mx;
+        a[NQM + j] = wa * a[NQM + j] + wb * b[NQM + j];
+        for (int d = 0; d < hd; d++) acc[d] = wa * acc[d] + wb * bcc[d];
+    }
+}
+
+/* The unit's query rows: qp, out, lim for its nq queries. */
+static int unit_queries(const att_task *t, const att_unit *un, const float **qp, float **op, int32_t *lim) {
+    const loom_attention_args *a = t->a;
+    const int hd = a->head_dim, qdim = a->n_q * hd, nq = un->nr * un->nh;
+    for (int j = 0; j < nq; j++) {
+        const row_ref *rr = &t->rows[un->r0 + j / un->nh];
+        const size_t off = (size_t)rr->row * qdim + (size_t)t->heads[un->h0 + j % un->nh] * hd;
+        qp[j] = a->q + off, op[j] = a->out + off;
+        if (lim) lim[j] = rr->pos;
+    }
+    return nq;
+}
+
+/* out[j] = acc[j] · (1/l[j]) of a merged partial result, as the kernels write it */
+static void write_out(const float *s, float *const *op, int nq, int hd) {
+    for (int j = 0; j < nq; j++) {
+        const float inv = 1.0f / s[NQM + j];
+        const float *acc = s + 2 * NQM + (size_t)j * hd;
+        for (int d = 0; d < hd; d++) op[j][d] = acc[d] * inv;
+    }
 }
 
 static void att_worker(void *ctx, int ith, int nth) {
     att_task *t = ctx;
     const loom_attention_args *a = t->a;
-    const loom_kv_config *kc = loom_kv_config_of(a->kv);
-    const int hd = a->head_dim, qdim = a->n_q * hd, bt = kc->block_tokens;
+    const int bt = loom_kv_config_of(a->kv)->block_tokens, hd = a->head_dim;
     float *base = slice_of(t->scratch, &t->L, ith);
     float *qs = base + t->L.q, *acc = base + t->L.acc, *m = base + t->L.small + NQM, *l = m + NQM;
     int32_t *lim = (int32_t *)(base + t->L.small);
@@ -225,59 +261,63 @@ static void att_worker(void *ctx, int ith, int nth) {
     for (;;) {
         int job = nth == 1 ? local++ : atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
         if (job >= t->n_jobs) break;
-        const att_unit *un = &t->units[job / t->parts];
-        const int part = job % t->parts, nq = un->nr * un->nh;
+        const att_unit *un;
+        int seg = 0;
+        if (t->spread) { /* the unit whose segments hold this job */
+            int lo = 0, hi = t->n_units - 1;
+            while (lo < hi) {
+                const int mid = (lo + hi + 1) / 2;
+                if (t->units[mid].job0 <= job) lo = mid;
+                else hi = mid - 1;
+            }
+            un = &t->units[lo], seg = job - un->job0;
+        } else {
+            un = &t->units[job];
+        }
         const float *qp[NQM];
         float *op[NQM];
-        for (int j = 0; j < nq; j++) {
-            const row_ref *rr = &t->rows[un->r0 + j / un->nh];
-            const size_t off = (size_t)rr->row * qdim + (size_t)t->heads[un->h0 + j % un->nh] * hd;
-            qp[j] = a->q + off, op[j] = a->out + off, lim[j] = rr->pos;
+        const int nq = unit_queries(t, un, qp, op, lim), P = segs_of(t, un, bt);
+        loom_attn_unit u = t->proto;
+        u.kvh = un->kvh, u.table = loom_kv_table(a->kv, t->rows[un->r0].seq), u.nq = nq;
+        u.p_begin = 0, u.p_end = un->len, u.p_pf = un->len;
+        u.qp = qp, u.out = op, u.lim = lim, u.q = qs, u.m = m, u.l = l, u.acc = acc, u.work = base + t->L.work;
+        if (P == 1) { /* one segment: the kernel writes the output */
+            t->kernel(&u);
+            continue;
         }
-        loom_attn_unit u = {a->kv, a->layer, un->kvh, loom_kv_table(a->kv, t->rows[un->r0].seq), nq, 0, un->len,
-                            qp, t->qscale, op, lim, qs, m, l, acc, base + t->L.work};
-        if (t->parts > 1) {
-            const int nb = (un->len + bt - 1) / bt, b0 = nb * part / t->parts, b1 = nb * (part + 1) / t->parts;
-            float *s = slot_of(t, job);
+        const int s0 = t->spread ? seg : 0, s1 = t->spread ? seg + 1 : P;
+        for (int sg = s0; sg < s1; sg++) {
+            float *s = t->spread ? job_slot(t, job) : slot_at(t, ith, sg == 0 ? 0 : 1);
+            const int b0 = sg * t->seg_blocks, b1 = b0 + t->seg_blocks;
             u.p_begin = b0 * bt;
             u.p_end = b1 * bt < un->len ? b1 * bt : un->len;
             u.out = NULL, u.m = s, u.l = s + NQM, u.acc = s + 2 * NQM;
+            t->kernel(&u);
+            if (!t->spread && sg > 0) merge_into(slot_at(t, ith, 0), s, nq, hd);
         }
-        t->kernel(&u);
+        if (!t->spread) write_out(slot_at(t, ith, 0), op, nq, hd);
     }
 }
 
-/* out = Σ_p 2^(m_p - M) acc_p / Σ_p 2^(m_p - M) l_p over the parts of every unit. */
-static void merge_parts(const att_task *t) {
-    const loom_attention_args *a = t->a;
-    const int hd = a->head_dim, qdim = a->n_q * hd;
+/* Spread: every unit's segments, merged in order, then the outputs. */
+static void merge_spread(const att_task *t) {
+    const int bt = loom_kv_config_of(t->a->kv)->block_tokens, hd = t->a->head_dim;
     for (int ui = 0; ui < t->n_units; ui++) {
         const att_unit *un = &t->units[ui];
-        for (int j = 0; j < un->nr * un->nh; j++) {
-            const row_ref *rr = &t->rows[un->r0 + j / un->nh];
-            float *o = a->out + (size_t)rr->row * qdim + (size_t)t->heads[un->h0 + j % un->nh] * hd;
-            float mx = -INFINITY, sum = 0.0f;
-            for (int p = 0; p < t->parts; p++) {
-                const float mp = slot_of(t, ui * t->parts + p)[j];
-                mx = mp > mx ? mp : mx;
-            }
-            memset(o, 0, (size_t)hd * sizeof(float));
-            for (int p = 0; p < t->parts; p++) {
-                const float *s = slot_of(t, ui * t->parts + p);
-                if (s[j] == -INFINITY) continue;
-                const float w = exp2f(s[j] - mx);
-                sum += w * s[NQM + j];
-                const float *acc = s + 2 * NQM + (size_t)j * hd;
-                for (int d = 0; d < hd; d++) o[d] += w * acc[d];
-            }
-            const float inv = 1.0f / sum;
-            for (int d = 0; d < hd; d++) o[d] *= inv;
-        }
+        const int P = segs_of(t, un, bt);
+        if (P == 1) continue;
+        const float *qp[NQM];
+        float *op[NQM];
+        const int nq = unit_queries(t, un, qp, op, NULL);
+        float *first = job_slot(t, un->job0);
+        for (int p = 1; p < P; p++) merge_into(first, job_slot(t, un->job0 + p), nq, hd);
+        write_out(first, op, nq, hd);
     }
 }
 
 void loom_attention_compute(const loom_attention_args *a, loom_pool *pool, float *scratch) {
     if (a->n < 1) return;
+    const loom_kv_config *kc = loom_kv_config_of(a->kv);
     const int nth = loom_pool_size(pool), hd = a->head_dim;
     att_task t = {.a = a, .scratch = scratch, .L = layout_of(a->n_q, a->n_kv, hd, a->n)};
     float *s0 = slice_of(scratch, &t.L, 0);
@@ -286,14 +326,31 @@ void loom_attention_compute(const loom_attention_args *a, loom_pool *pool, float
     att_unit *units = (att_unit *)(s0 + t.L.units);
     t.n_units = plan_units(a, rows, heads, units);
     t.rows = rows, t.heads = heads + a->n_kv + 1, t.units = units;
-    t.parts = plan_parts(units, t.n_units, nth);
-    t.n_jobs = t.n_units * t.parts;
-    t.qscale = (float)(1.4426950408889634 / sqrt((double)hd)); /* log2(e) / √d */
-    loom_isa isa = loom_isa_get();
-    t.kernel = isa >= LOOM_ISA_AVX512 && hd % 16 == 0 ? loom_attn_unit_avx512
-               : isa >= LOOM_ISA_AVX2 && hd % 8 == 0  ? loom_attn_unit_avx2
-                                                       : loom_attn_unit_scalar;
+    t.seg_blocks = seg_blocks_of(kc);
+    /* few units for the threads (decode of few sequences): a job per
+     * segment, so long contexts spread over the threads (flash-decoding);
+     * otherwise a job per unit. Either way the same segments are merged in
+     * the same order: the choice changes the speed, never a result. */
+    t.spread = nth > 1 && t.n_units < 2 * nth;
+    t.n_jobs = t.n_units;
+    if (t.spread) {
+        int jobs = 0;
+        for (int i = 0; i < t.n_units; i++) units[i].job0 = jobs, jobs += segs_of(&t, &units[i], kc->block_tokens);
+        t.n_jobs = jobs; /* <= (2 nth - 1) SEG_MAX_PARTS < nth PART_SLOTS */
+    }
+    const uint8_t *k0 = loom_kv_k_block(a->kv, a->layer, 0), *v0 = loom_kv_v_block(a->kv, a->layer, 0);
+    t.proto = (loom_attn_unit){.k = k0,
+                               .v = v0,
+                               /* blocks of a layer are equally spaced (kv_cache.c) */
+                               .block_bytes = (size_t)((const uint8_t *)loom_kv_k_block(a->kv, a->layer, 1) - k0),
+                               .block_tokens = kc->block_tokens,
+                               .head_dim = hd,
+                               .f16 = kc->type == LOOM_TYPE_F16,
+                               .qscale = (float)(1.4426950408889634 / sqrt((double)hd))}; /* log2(e) / √d */
+    const loom_kernels *K = loom_kernels_get();
+    while (hd % K->attn_head_multiple) K = K->lower; /* scalar takes every head size */
+    t.kernel = K->attn_unit;
     atomic_init(&t.next, 0);
     loom_pool_run(pool, att_worker, &t);
-    if (t.parts > 1) merge_parts(&t);
+    if (t.spread) merge_spread(&t);
 }

@@ -231,40 +231,7 @@ static loom_status rd_name(reader *r, const char **out, loom_str *raw, const cha
 
 /* ---- values ---- */
 
-static size_t scalar_size(uint32_t t) {
-    switch (t) {
-    case LOOM_GGUF_U8: case LOOM_GGUF_I8: case LOOM_GGUF_BOOL: return 1;
-    case LOOM_GGUF_U16: case LOOM_GGUF_I16: return 2;
-    case LOOM_GGUF_U32: case LOOM_GGUF_I32: case LOOM_GGUF_F32: return 4;
-    case LOOM_GGUF_U64: case LOOM_GGUF_I64: case LOOM_GGUF_F64: return 8;
-    default: return 0;
-    }
-}
 
-const char *loom_gguf_vtype_name(loom_gguf_vtype t) {
-    static const char *const names[] = {"u8",  "i8",   "u16",  "i16",   "u32", "i32", "f32",
-                                        "bool", "string", "array", "u64", "i64", "f64"};
-    return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "?";
-}
-
-/* Reads one scalar of fixed-size type t from p into v. */
-static void decode_scalar(uint32_t t, const uint8_t *p, loom_gguf_value *v) {
-    v->type = (loom_gguf_vtype)t;
-    switch (t) {
-    case LOOM_GGUF_U8: v->v.u64 = p[0]; break;
-    case LOOM_GGUF_I8: v->v.i64 = (int8_t)p[0]; break;
-    case LOOM_GGUF_BOOL: v->v.b = p[0] != 0; break;
-    case LOOM_GGUF_U16: { uint16_t x; memcpy(&x, p, 2); v->v.u64 = x; break; }
-    case LOOM_GGUF_I16: { int16_t x; memcpy(&x, p, 2); v->v.i64 = x; break; }
-    case LOOM_GGUF_U32: { uint32_t x; memcpy(&x, p, 4); v->v.u64 = x; break; }
-    case LOOM_GGUF_I32: { int32_t x; memcpy(&x, p, 4); v->v.i64 = x; break; }
-    case LOOM_GGUF_F32: { float x; memcpy(&x, p, 4); v->v.f64 = x; break; }
-    case LOOM_GGUF_U64: { uint64_t x; memcpy(&x, p, 8); v->v.u64 = x; break; }
-    case LOOM_GGUF_I64: { int64_t x; memcpy(&x, p, 8); v->v.i64 = x; break; }
-    case LOOM_GGUF_F64: { double x; memcpy(&x, p, 8); v->v.f64 = x; break; }
-    default: break;
-    }
-}
 
 static loom_status check_bools(const reader *r, const uint8_t *p, uint64_t n, size_t at) {
     for (uint64_t i = 0; i < n; i++)
@@ -292,7 +259,7 @@ static loom_status rd_array(reader *r, loom_gguf_value *v, int depth) {
     v->type = LOOM_GGUF_ARRAY;
     v->v.arr.elem = (loom_gguf_vtype)elem;
     v->v.arr.n = n;
-    size_t es = scalar_size(elem);
+    size_t es = loom_gguf_vtype_size(elem);
     size_t min = es ? es : elem == LOOM_GGUF_STRING ? 8 : MIN_NESTED_ARRAY_BYTES;
     if (n > left(r) / min)
         return fail(r, count_at, LOOM_ERR_FORMAT,
@@ -320,12 +287,12 @@ static loom_status rd_array(reader *r, loom_gguf_value *v, int depth) {
 }
 
 static loom_status rd_value(reader *r, uint32_t type, loom_gguf_value *v, int depth) {
-    size_t es = scalar_size(type);
+    size_t es = loom_gguf_vtype_size(type);
     if (es) {
         LOOM_TRY(need(r, es, loom_gguf_vtype_name((loom_gguf_vtype)type)));
         if (type == LOOM_GGUF_BOOL) LOOM_TRY(check_bools(r, r->p + r->pos, 1, r->pos));
         memset(v, 0, sizeof *v);
-        decode_scalar(type, r->p + r->pos, v);
+        loom_gguf_scalar_decode(type, r->p + r->pos, v);
         r->pos += es;
         return NULL;
     }
@@ -673,81 +640,6 @@ const loom_gguf_value *loom_gguf_get(const loom_gguf *g, const char *key) {
     if (!key) return NULL;
     int64_t i = kv_lookup(&g->kv_ix, g->kvs, key, strlen(key), -1);
     return i >= 0 ? &g->kvs[i].value : NULL;
-}
-
-static bool value_int(const loom_gguf_value *v, int64_t *out) {
-    switch (v->type) {
-    case LOOM_GGUF_U8: case LOOM_GGUF_U16: case LOOM_GGUF_U32: case LOOM_GGUF_U64:
-        if (v->v.u64 > (uint64_t)INT64_MAX) return false;
-        *out = (int64_t)v->v.u64;
-        return true;
-    case LOOM_GGUF_I8: case LOOM_GGUF_I16: case LOOM_GGUF_I32: case LOOM_GGUF_I64:
-        *out = v->v.i64;
-        return true;
-    default: return false;
-    }
-}
-
-bool loom_gguf_get_int(const loom_gguf *g, const char *key, int64_t *out) {
-    const loom_gguf_value *v = loom_gguf_get(g, key);
-    return v && value_int(v, out);
-}
-
-bool loom_gguf_get_float(const loom_gguf *g, const char *key, double *out) {
-    const loom_gguf_value *v = loom_gguf_get(g, key);
-    if (!v || (v->type != LOOM_GGUF_F32 && v->type != LOOM_GGUF_F64)) return false;
-    *out = v->v.f64;
-    return true;
-}
-
-bool loom_gguf_get_bool(const loom_gguf *g, const char *key, bool *out) {
-    const loom_gguf_value *v = loom_gguf_get(g, key);
-    if (!v || v->type != LOOM_GGUF_BOOL) return false;
-    *out = v->v.b;
-    return true;
-}
-
-bool loom_gguf_get_str(const loom_gguf *g, const char *key, loom_str *out) {
-    const loom_gguf_value *v = loom_gguf_get(g, key);
-    if (!v || v->type != LOOM_GGUF_STRING) return false;
-    *out = v->v.str;
-    return true;
-}
-
-const loom_gguf_value *loom_gguf_get_arr(const loom_gguf *g, const char *key, int elem) {
-    const loom_gguf_value *v = loom_gguf_get(g, key);
-    if (!v || v->type != LOOM_GGUF_ARRAY) return NULL;
-    if (elem >= 0 && (int)v->v.arr.elem != elem) return NULL;
-    return v;
-}
-
-int64_t loom_gguf_arr_int(const loom_gguf_value *arr, uint64_t i) {
-    if (!arr || arr->type != LOOM_GGUF_ARRAY || i >= arr->v.arr.n) return 0;
-    size_t es = scalar_size(arr->v.arr.elem);
-    if (!es || arr->v.arr.elem == LOOM_GGUF_F32 || arr->v.arr.elem == LOOM_GGUF_F64) return 0;
-    loom_gguf_value v;
-    decode_scalar(arr->v.arr.elem, (const uint8_t *)arr->v.arr.raw + i * es, &v);
-    switch (v.type) {
-    case LOOM_GGUF_BOOL: return v.v.b;
-    case LOOM_GGUF_U8: case LOOM_GGUF_U16: case LOOM_GGUF_U32: case LOOM_GGUF_U64:
-        return (int64_t)v.v.u64;
-    default: return v.v.i64;
-    }
-}
-
-double loom_gguf_arr_float(const loom_gguf_value *arr, uint64_t i) {
-    if (!arr || arr->type != LOOM_GGUF_ARRAY || i >= arr->v.arr.n) return 0;
-    size_t es = scalar_size(arr->v.arr.elem);
-    if (!es) return 0;
-    loom_gguf_value v;
-    decode_scalar(arr->v.arr.elem, (const uint8_t *)arr->v.arr.raw + i * es, &v);
-    switch (v.type) {
-    case LOOM_GGUF_F32: case LOOM_GGUF_F64: return v.v.f64;
-    case LOOM_GGUF_BOOL: return v.v.b;
-    case LOOM_GGUF_U8: case LOOM_GGUF_U16: case LOOM_GGUF_U32: case LOOM_GGUF_U64:
-        return (double)v.v.u64;
-    default: return (double)v.v.i64;
-    }
 }
 
 int64_t loom_gguf_n_tensors(const loom_gguf *g) { return g->n_tensors; }

@@ -170,5 +170,9 @@ const loom_gguf_tensor *loom_gguf_find_tensor(const loom_gguf *g, const char *na
 int64_t loom_gguf_tensor_nelements(const loom_gguf_tensor *t); /* ne[0]*ne[1]*ne[2]*ne[3] (fits in int64) */
 
 const char *loom_gguf_vtype_name(loom_gguf_vtype t);
+/* Bytes of one value of a fixed-size type; 0 for string, array, unknown. */
+size_t loom_gguf_vtype_size(loom_gguf_vtype t);
+/* Reads one little-endian scalar of fixed-size type t at p into *v. */
+void loom_gguf_scalar_decode(loom_gguf_vtype t, const uint8_t *p, loom_gguf_value *v);
 
 #endif

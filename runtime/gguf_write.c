@@ -147,28 +147,18 @@ loom_status loom_gguf_writer_set_alignment(loom_gguf_writer *w, uint32_t alignme
 
 /* ---- metadata ---- */
 
-static size_t elem_size(loom_gguf_vtype t) {
-    switch (t) {
-    case LOOM_GGUF_U8: case LOOM_GGUF_I8: case LOOM_GGUF_BOOL: return 1;
-    case LOOM_GGUF_U16: case LOOM_GGUF_I16: return 2;
-    case LOOM_GGUF_U32: case LOOM_GGUF_I32: case LOOM_GGUF_F32: return 4;
-    case LOOM_GGUF_U64: case LOOM_GGUF_I64: case LOOM_GGUF_F64: return 8;
-    default: return 0;
-    }
-}
-
 /* Appends the body of v (no type tag); false with *why set on a bad value. */
 static bool put_value(bytes *b, const loom_gguf_value *v, int depth, const char **why) {
     uint8_t tmp[8];
     switch (v->type) {
     case LOOM_GGUF_U8: case LOOM_GGUF_U16: case LOOM_GGUF_U32: case LOOM_GGUF_U64: {
-        size_t n = elem_size(v->type);
+        size_t n = loom_gguf_vtype_size(v->type);
         if (n < 8 && v->v.u64 >> (8 * n)) return *why = "value does not fit its type", false;
         memcpy(tmp, &v->v.u64, 8);
         return bytes_put(b, tmp, n) || (*why = "out of memory", false);
     }
     case LOOM_GGUF_I8: case LOOM_GGUF_I16: case LOOM_GGUF_I32: case LOOM_GGUF_I64: {
-        size_t n = elem_size(v->type);
+        size_t n = loom_gguf_vtype_size(v->type);
         int64_t lim = n < 8 ? (int64_t)1 << (8 * n - 1) : 0;
         if (n < 8 && (v->v.i64 < -lim || v->v.i64 >= lim)) return *why = "value does not fit its type", false;
         memcpy(tmp, &v->v.i64, 8);
@@ -194,7 +184,7 @@ static bool put_value(bytes *b, const loom_gguf_value *v, int depth, const char 
     uint64_t n = v->v.arr.n;
     if ((unsigned)elem > LOOM_GGUF_F64) return *why = "unknown array element type", false;
     if (!put_u32(b, elem) || !put_u64(b, n)) return *why = "out of memory", false;
-    size_t es = elem_size(elem);
+    size_t es = loom_gguf_vtype_size(elem);
     if (es) {
         if (n && !v->v.arr.raw) return *why = "NULL array data", false;
         if (n > SIZE_MAX / es) return *why = "array too large", false;
@@ -291,7 +281,7 @@ loom_status loom_gguf_writer_add_str(loom_gguf_writer *w, const char *key, const
 
 loom_status loom_gguf_writer_add_arr(loom_gguf_writer *w, const char *key, loom_gguf_vtype elem,
                                      const void *data, uint64_t n) {
-    if (!elem_size(elem))
+    if (!loom_gguf_vtype_size(elem))
         return loom_error(LOOM_ERR_INVALID, "gguf writer: key '%s': %s arrays need add_arr_str or add_value",
                           key ? key : "", loom_gguf_vtype_name(elem));
     loom_gguf_value v = {.type = LOOM_GGUF_ARRAY};

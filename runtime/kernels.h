@@ -1,6 +1,7 @@
 /*
- * runtime/kernels.h — CPU matrix kernels over quantized weights, with
- * run-time ISA dispatch.
+ * runtime/kernels.h — the compute kernels behind one interface table: matrix
+ * kernels over quantized weights, the attention work unit, row operations;
+ * the CPU levels (scalar, AVX2, AVX-512) chosen at run time.
  *
  * Contract: weights are borrowed (typically views into an mmapped GGUF file,
  * GGML block layouts from quant.h, rows at any alignment) and never copied.
@@ -24,6 +25,36 @@
  * LOOM_ISA=scalar|avx2|avx512 asks for a lower one, or loom_isa_set() forced
  * one. Every level computes the same integer dot products; only the order of
  * float accumulation differs, so results differ across levels by rounding.
+ *
+ * Batch invariance (what a row's result depends on). On one ISA level, the
+ * output for a row — a matmul output row, an attention output row
+ * (attention.h), an RMSNorm/SwiGLU row (rowops.h), a quantized activation
+ * row — is a function of that row's inputs, the weights and the cache's
+ * configuration (block size, context size), and not of the other tokens,
+ * rows or sequences in the call, how rows are split between threads, or
+ * the number of threads:
+ *   scalar, AVX2  bit-identical, for every weight type and batch size
+ *                 (tests/test_matmul.c and test_attention.c check it around
+ *                 every switch of code path);
+ *   AVX-512       bit-identical for attention and the row ops; matmul not
+ *                 yet: its register tiles (n < loom_gemm_min_n) and its
+ *                 panel GEMM round differently, so a row changes by float
+ *                 rounding (within 2e-5 of sum |w|·|a|, tested) when the
+ *                 number of tokens in a call crosses that threshold.
+ * Why it matters: the activations are quantized to 8 bits, so a difference
+ * of one float ulp in one layer moves a few activations by a quantization
+ * step in the next; over SmolLM2's 30 layers that grows to ~0.03σ of the
+ * logits (the size of loom's distance to llama.cpp), enough to flip a
+ * near-tie greedy token and most seeded samples within a few tokens. With
+ * the promise, a sequence's tokens are the same whether it runs alone or
+ * batched with others (tests/e2e/generate_cli.sh), like vLLM's
+ * batch-invariant mode but always on. How: kernels whose lanes hold partial
+ * sums of one (row, token) keep the same lanes and order for every tile
+ * shape; AVX2's 4/5/6-bit kernels hold one row per lane in both their row
+ * tiles and their GEMM and share the integer group sums and the float steps
+ * (cpu/gemm_avx2.c); attention cuts every key range at fixed positions
+ * (attention.h). Tensor parallelism splits sums across ranks and is outside
+ * this promise.
  *
  * Activation rows (what loom_act_quantize writes, what loom_matmul reads; one
  * layout for every ISA):
@@ -104,5 +135,102 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
 /* Whether loom_matmul/loom_act_* handle weight type wt: F32, F16, BF16,
  * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K. */
 bool loom_type_can_matmul(loom_type wt);
+
+/* ======================= the kernel interface table =======================
+ *
+ * Every kernel is reached through a loom_kernels table: one per CPU level
+ * (runtime/cpu/: scalar, avx2, avx512), and a device backend (CUDA) will be
+ * one more table of the same shape. Modules call loom_kernels_get()'s
+ * entries (or the wrappers loom_matmul, loom_row_*, loom_attention_*); the
+ * kernel files include only this header and their helpers. Entries are
+ * single-threaded, allocate nothing and cannot fail; shapes are the
+ * caller's contract. Every entry is required unless marked optional. */
+
+/* y[t*ldy + i] = dot(W row i, activation row t) for i in [0, nr), t in [0, n);
+ * w is row 0 of the range (rows w_stride bytes apart, any alignment), xq
+ * holds n activation rows (loom_act_quantize) xq_stride bytes apart;
+ * nr >= 1, n >= 1. */
+typedef void loom_matmul_fn(const uint8_t *w, size_t w_stride, int64_t k, int64_t nr, const uint8_t *xq,
+                            size_t xq_stride, int64_t n, float *y, int64_t ldy);
+
+/* One attention work unit (runtime/attention.h has the method): nq queries
+ * attending to key positions [p_begin, p_end) of one sequence and KV head.
+ * Query j sees position t iff t <= lim[j]. The kernel first writes q (the
+ * queries × qscale, transposed, so the score loop broadcasts q[d·16 + j] at
+ * fixed offsets), then sets m[j] (running max, base-2 units; -inf if it saw
+ * nothing), l[j] (sum of 2^(s - m)) and acc[j] (sum of 2^(s - m) · V[t]);
+ * with `out`, it writes acc[j] · (1/l[j]) to out[j] instead (acc is then
+ * scratch). Keys are visited in tiles of 16 positions of one block; the SIMD
+ * kernels update the running max once per chunk of LOOM_ATTN_CHUNK tiles
+ * (chunks depend only on p_begin and the block size, never on nq or p_end
+ * beyond a query's last position, so a query's result does not depend on
+ * its unit mates).
+ *
+ * Cache blocks (kv_cache.h layout) are reached by pointer arithmetic only:
+ * block b of this layer's keys starts at k + b·block_bytes and holds
+ * (KV head, head_dim, block_tokens) elements, its values at v + b·block_bytes
+ * (KV head, block_tokens, head_dim). */
+#define LOOM_ATTN_NQ_MAX 16 /* queries per unit */
+#define LOOM_ATTN_TILE 16   /* key positions per tile */
+#define LOOM_ATTN_CHUNK 4   /* tiles per online-softmax step */
+
+typedef struct {
+    const uint8_t *k, *v;   /* this layer's key / value block 0 */
+    size_t block_bytes;     /* from one block to the next */
+    int block_tokens, head_dim;
+    int f16;                /* elements are F16 (else F32) */
+    int kvh;                /* KV head */
+    const int32_t *table;   /* block table of the sequence */
+    int nq;                 /* 1..LOOM_ATTN_NQ_MAX */
+    int p_begin, p_end;     /* p_begin a multiple of block_tokens; p_end <= the table's capacity */
+    int p_pf;               /* >= p_end: blocks below it may be prefetched (the next segment's) */
+    const float *const *qp; /* (nq) query rows, head_dim floats each */
+    float qscale;           /* log2(e)/√head_dim */
+    float *const *out;      /* (nq) output rows, or NULL (keep m, l, acc for a merge) */
+    const int32_t *lim;     /* (nq) last position each query sees */
+    float *q;               /* (head_dim, LOOM_ATTN_NQ_MAX) scratch, 64-byte aligned */
+    float *m, *l;           /* (nq) */
+    float *acc;             /* (nq, head_dim), 64-byte aligned */
+    float *work;            /* LOOM_ATTN_WORK_FLOATS(head_dim) floats, 64-byte aligned */
+} loom_attn_unit;
+
+#define LOOM_ATTN_WORK_FLOATS(hd) \
+    ((size_t)(1 + 2 * LOOM_ATTN_CHUNK) * LOOM_ATTN_NQ_MAX * LOOM_ATTN_TILE + 2 * (size_t)(hd) * LOOM_ATTN_TILE)
+
+typedef void loom_attn_unit_fn(const loom_attn_unit *u);
+
+/* dst[i] = loom_f32_to_f16(src[i]) for i in [0, n): the same bits as
+ * quant.h (round to nearest even, overflow to inf, NaN kept). */
+typedef void loom_f16_row_fn(const float *src, uint16_t *dst, int n);
+
+/* out[i] = x[i] / rms(x) * w[i] for one row of n (out may alias x). */
+typedef void loom_rmsnorm_fn(float *out, const float *x, const float *w, int n, float eps);
+
+/* gate[i] = silu(gate[i]) * up[i] for one row of n. */
+typedef void loom_swiglu_fn(float *gate, const float *up, int n);
+
+/* y[i] = 2^x[i] for x <= 0, 0 below -126 and for -inf (what the attention
+ * kernels use for the softmax; for the tests). */
+typedef void loom_exp2_fn(const float *x, float *y, int n);
+
+typedef struct loom_kernels {
+    const char *name;                    /* "scalar", "avx2", "avx512" */
+    const struct loom_kernels *lower;    /* the level below (NULL for scalar): takes what this one cannot */
+    loom_matmul_fn *matmul[LOOM_TYPE_COUNT]; /* per weight type; NULL exactly where !loom_type_can_matmul */
+    loom_attn_unit_fn *attn_unit;
+    int attn_head_multiple;              /* attn_unit needs head_dim % this == 0; else lower's */
+    loom_f16_row_fn *f16_row;            /* the KV store's conversion */
+    loom_rmsnorm_fn *rmsnorm;
+    loom_swiglu_fn *swiglu;
+    loom_exp2_fn *exp2;                  /* optional (NULL where the level has no vector exp2) */
+} loom_kernels;
+
+/* The active level's table (loom_isa_get()). Never NULL; thread-safe. */
+const loom_kernels *loom_kernels_get(void);
+
+/* The table of level `isa`, whether or not this CPU can run it (calling its
+ * entries then is the caller's fault); NULL for an unknown level. For tests
+ * and benchmarks that look at a level's entries. */
+const loom_kernels *loom_kernels_of(loom_isa isa);
 
 #endif

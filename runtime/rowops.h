@@ -1,12 +1,14 @@
 /*
  * runtime/rowops.h — the element-wise row operations of the forward pass
- * (RMSNorm, SwiGLU) with run-time ISA dispatch (loom_isa_get()).
+ * (RMSNorm, SwiGLU), run by the active kernel table (runtime/kernels.h:
+ * loom_kernels_get()->rmsnorm / ->swiglu).
  *
  * The scalar level is runtime/ops.h, the reference that also compiles as
  * CUDA. The SIMD levels agree with it within float rounding: RMSNorm sums
  * squares in float lanes instead of one double (relative difference
  * ~1e-7), SwiGLU computes the sigmoid with a polynomial 2^x (relative error
- * <= 1.2e-7, runtime/cpu/vmath.h). Never allocate, never fail.
+ * <= 1.2e-7, runtime/cpu/vmath.h). A row's result depends only on that row
+ * (runtime/kernels.h: batch invariance). Never allocate, never fail.
  */
 #ifndef LOOM_ROWOPS_H
 #define LOOM_ROWOPS_H
@@ -16,11 +18,5 @@ void loom_row_rmsnorm(float *out, const float *x, const float *w, int n, float e
 
 /* gate[i] = silu(gate[i]) * up[i] for one row of n. */
 void loom_row_swiglu(float *gate, const float *up, int n);
-
-/* Per-ISA implementations (runtime/cpu/rowops_*.c). */
-void loom_row_rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps);
-void loom_row_swiglu_avx2(float *gate, const float *up, int n);
-void loom_row_rmsnorm_avx512(float *out, const float *x, const float *w, int n, float eps);
-void loom_row_swiglu_avx512(float *gate, const float *up, int n);
 
 #endif

@@ -4,7 +4,7 @@
  * of one sequence), per ISA level and thread count. Not a test and not built
  * by CMake's test glob; build it by hand against a built loomrt:
  *
- *   cc -O2 -I runtime tests/bench_attention.c build/libloomrt.a -lm -lpthread -o build/bench_attention
+ *   cc -O2 -I . tests/bench_attention.c build/libloomrt.a -lm -lpthread -o build/bench_attention
  *   build/bench_attention [-i ISA] [-t THREADS] [--case decode|prefill] [--kv f16|f32] [--hd 64]
  *                         [--nq 9] [--nkv 3] [--bt 16] [--layers 1] [--ms MS] [--json FILE]
  *

@@ -3,7 +3,7 @@
  * one thread. Not a test and not built by CMake's test glob; build it by hand
  * against a built loomrt:
  *
- *   cc -O2 -I runtime tests/bench_matmul.c build/libloomrt.a -lm -lpthread -o build/bench_matmul
+ *   cc -O2 -I . tests/bench_matmul.c build/libloomrt.a -lm -lpthread -o build/bench_matmul
  *   build/bench_matmul [-t TYPE] [-i ISA] [--rows R] [-k K] [-n N] [--ms MS]
  *
  * Prints per (type, ISA): decode (n = 1) weight streaming in GB/s and GMAC

@@ -41,7 +41,7 @@
 #include "parallel/cluster.h"
 #include "parallel/comm_mpi.h"
 #include "parallel/engine.h"
-#include "parallel/scheduler.h"
+#include "parallel/run.h"
 #include "reference.h"
 
 #define NEAR_TIE 0.3f /* σ */

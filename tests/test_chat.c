@@ -1,5 +1,5 @@
 /*
- * tests/test_chat.c — chat templates.
+ * tests/test_chat.c — chat templates through runtime/text/chat.h.
  *
  * Every expected string below was rendered by hand with jinja2 3.1.6 set up
  * as Hugging Face's apply_chat_template does (ImmutableSandboxedEnvironment,
@@ -7,7 +7,8 @@
  * template texts quoted here: SmolLM2-135M-Instruct's (as stored in the
  * model file), Qwen2's (llama.cpp's ggml-vocab-qwen2.gguf),
  * Meta-Llama-3-8B-Instruct's and Llama-2-chat's (their tokenizer_config.json)
- * and Mistral/Mixtral's (llama.cpp's tests/test-chat-template.cpp).
+ * and Mistral/Mixtral's (llama.cpp's tests/test-chat-template.cpp). The
+ * whole corpus of llama.cpp's templates is compared by tests/template_corpus.c.
  */
 #include <criterion/criterion.h>
 
@@ -97,11 +98,20 @@ static const loom_chat_msg CONV[] = {
     {"user", "Another question"},
 };
 
-static loom_chat_template *make(const char *tmpl, const char *bos, const char *eos, const char *name) {
+static loom_chat_template *make(const char *tmpl, const char *bos, const char *eos, const char *family) {
+    (void)family;
     loom_chat_template *c = NULL;
     OK(loom_chat_template_create(tmpl, strlen(tmpl), bos, eos, &c));
-    cr_assert_str_eq(loom_chat_template_name(c), name);
     return c;
+}
+
+/* The template wrote BOS itself when its output starts with the BOS text. */
+static bool renders_bos(const loom_chat_template *c, const loom_chat_msg *m, size_t n) {
+    loom_strbuf out = {0};
+    OK(loom_chat_format(c, m, n, true, &out));
+    bool r = loom_chat_prompt_has_bos(c, out.data ? out.data : "", out.len);
+    loom_strbuf_free(&out);
+    return r;
 }
 
 static void expect_render(const loom_chat_template *c, const loom_chat_msg *m, size_t n, bool gen, const char *want) {
@@ -144,7 +154,7 @@ Test(chatml, smollm2_default_system_message) {
                               "<|im_end|>\n<|im_start|>user\nAnother question<|im_end|>\n<|im_start|>assistant\n");
     /* no messages: the default system block is inside the loop, so only the prompt */
     expect_render(c, NULL, 0, true, "<|im_start|>assistant\n");
-    cr_assert_not(loom_chat_template_adds_bos(c));
+    cr_assert_not(renders_bos(c, hello, 1));
     loom_chat_template_free(c);
 }
 
@@ -170,14 +180,13 @@ Test(chatml, from_the_default_model) {
     cr_assert(loom_gguf_get_str(g, "tokenizer.chat_template", &s));
     cr_assert(s.len == strlen(SMOLLM2) && !memcmp(s.ptr, SMOLLM2, s.len), "the file's template differs from the one quoted here");
     OK(loom_chat_template_from_gguf(g, tok, &c));
-    cr_assert_str_eq(loom_chat_template_name(c), "chatml");
     const loom_chat_msg m[] = {{"user", "What is 2+2?"}};
     loom_strbuf out = {0};
     OK(loom_chat_format(c, m, 1, true, &out));
     cr_assert_str_eq(out.data, SMOL_SYSTEM "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n");
     /* and it tokenizes with the special tokens as single ids */
     loom_tokens ids = {0};
-    OK(loom_tokenize(tok, out.data, out.len, !loom_chat_template_adds_bos(c), true, &ids));
+    OK(loom_tokenize(tok, out.data, out.len, !loom_chat_prompt_has_bos(c, out.data, out.len), true, &ids));
     cr_assert_eq(ids.ids[0], 1, "<|im_start|>");
     cr_assert_eq(ids.ids[ids.n - 1], 198, "the prompt ends with a newline token");
     int im_end = 0;
@@ -206,30 +215,26 @@ Test(chatml, formatting_variants_are_the_same_template) {
                   "<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\nAhoy<|im_end|>\n"
                   "<|im_start|>assistant\n");
     loom_chat_template_free(c);
-    uint64_t a, b;
-    OK(loom_chat_template_fingerprint(SMOLLM2, strlen(SMOLLM2), &a));
-    OK(loom_chat_template_fingerprint(QWEN2, strlen(QWEN2), &b));
-    cr_assert_neq(a, b, "different default system messages render differently");
-    /* a newline left between tags is output, so it is a different template */
-    static const char extra_newline[] =
-        "{% for message in messages %}\n{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-        "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
     static const char plain[] =
         "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
         "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
-    c = make(plain, NULL, NULL, "chatml");
-    loom_chat_template_free(c);
-    /* trim_blocks removes the newline right after "%}", so this one is plain ChatML too */
-    c = make(extra_newline, NULL, NULL, "chatml");
-    loom_chat_template_free(c);
+    static const char extra_newline[] =
+        "{% for message in messages %}\n{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+        "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
     static const char newline_after_var[] =
         "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
         "'<|im_end|>' + '\\n'}}\n{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
-    loom_chat_template *bad = (loom_chat_template *)&bad;
-    loom_status st = loom_chat_template_create(newline_after_var, strlen(newline_after_var), NULL, NULL, &bad);
-    cr_assert_not_null(st, "a newline after }} is output: not the plain ChatML template");
-    cr_assert_null(bad);
-    loom_status_free(st);
+    /* trim_blocks removes the newline right after "%}" */
+    c = make(plain, NULL, NULL, "chatml");
+    expect_render(c, m, 1, true, "<|im_start|>user\nAhoy<|im_end|>\n<|im_start|>assistant\n");
+    loom_chat_template_free(c);
+    c = make(extra_newline, NULL, NULL, "chatml");
+    expect_render(c, m, 1, true, "<|im_start|>user\nAhoy<|im_end|>\n<|im_start|>assistant\n");
+    loom_chat_template_free(c);
+    /* but not after "}}": that newline is output */
+    c = make(newline_after_var, NULL, NULL, "chatml");
+    expect_render(c, m, 1, true, "<|im_start|>user\nAhoy<|im_end|>\n\n<|im_start|>assistant\n");
+    loom_chat_template_free(c);
 }
 
 /* ---- Llama-3, Llama-2, Mistral ---- */
@@ -251,7 +256,7 @@ Test(llama, llama3_trims_and_starts_with_bos) {
     /* trim is Python's str.strip(): Unicode spaces go too */
     const loom_chat_msg m[] = {{"user", "\xE3\x80\x80 wide \xC2\xA0\n"}};
     expect_render(c, m, 1, false, "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nwide<|eot_id|>");
-    cr_assert(loom_chat_template_adds_bos(c));
+    cr_assert(renders_bos(c, m, 1));
     loom_chat_template_free(c);
 }
 
@@ -271,7 +276,7 @@ Test(mistral, v0_no_system_role) {
                   "<s>[INST] Hello [/INST]Hi there</s>[INST] Who are you [/INST]   I am an assistant   </s>[INST] "
                   "Another question [/INST]");
     expect_raise(c, CONV, 6, "Conversation roles must alternate user/assistant/user/assistant/...");
-    cr_assert(loom_chat_template_adds_bos(c));
+    cr_assert(renders_bos(c, CONV + 1, 5));
     loom_chat_template_free(c);
 }
 
@@ -296,33 +301,53 @@ Test(mistral, v7_system_prompt) {
     loom_chat_template_free(c);
 }
 
-/* ---- what is not recognised ---- */
+/* ---- any template renders; errors name what was wrong ---- */
 
-static void expect_unrecognised(const char *tmpl, const char *what) {
-    loom_chat_template *c = (loom_chat_template *)&c;
-    loom_status st = loom_chat_template_create(tmpl, strlen(tmpl), "<s>", "</s>", &c);
-    cr_assert_not_null(st, "template accepted: %s", tmpl);
-    cr_assert_null(c);
-    cr_assert_eq(loom_status_code(st), LOOM_ERR_UNSUPPORTED);
-    cr_assert(strstr(loom_status_message(st), what), "message '%s' lacks '%s'", loom_status_message(st), what);
-    loom_status_free(st);
+Test(any_template, other_families_and_features) {
+    /* Gemma's template (not ChatML, Llama or Mistral) */
+    static const char gemma[] =
+        "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not "
+        "supported') }}{% endif %}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
+        "{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}";
+    loom_chat_template *c = make(gemma, "<bos>", "<eos>", "gemma");
+    const loom_chat_msg g[] = {{"user", " Hi "}, {"model", "Yo"}};
+    expect_render(c, g, 2, true, "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nYo<end_of_turn>\n");
+    expect_raise(c, CONV, 6, "System role not supported");
+    loom_chat_template_free(c);
+    /* ChatML with a tools section: tools = None unless given */
+    static const char tools[] =
+        "{% if tools %}{{ '<|im_start|>system\\n' + tools | tojson + '<|im_end|>\\n' }}{% endif %}"
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] "
+        "+ '<|im_end|>' + '\\n'}}{% endfor %}";
+    c = make(tools, NULL, NULL, "chatml");
+    const loom_chat_msg q[] = {{"user", "q"}};
+    expect_render(c, q, 1, true, "<|im_start|>user\nq<|im_end|>\n");
+    static const char msgs[] = "[{\"role\": \"user\", \"content\": \"q\"}]";
+    static const char defs[] = "[{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {}}}]";
+    loom_chat_request req = {.messages_json = msgs, .messages_len = strlen(msgs), .tools_json = defs,
+                             .tools_len = strlen(defs), .add_generation_prompt = true};
+    loom_strbuf out = {0};
+    OK(loom_chat_apply(c, &req, NULL, &out));
+    cr_assert_str_eq(out.data, "<|im_start|>system\n[{\"type\": \"function\", \"function\": {\"name\": \"f\", "
+                               "\"parameters\": {}}}]<|im_end|>\n<|im_start|>user\nq<|im_end|>\n");
+    loom_strbuf_free(&out);
+    loom_chat_template_free(c);
+    /* not a chat template at all, and an empty one, still render */
+    c = make("Hello {{ name }}!", NULL, NULL, "");
+    expect_render(c, q, 1, true, "Hello !");
+    loom_chat_template_free(c);
+    c = make("", NULL, NULL, "");
+    expect_render(c, q, 1, true, "");
+    loom_chat_template_free(c);
 }
 
-Test(unrecognised, errors_name_what_was_found) {
-    /* Gemma's template: another family */
-    expect_unrecognised("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not "
-                        "supported') }}{% endif %}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
-                        "{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}",
-                        "looks like a Gemma template");
-    /* ChatML with a feature loom does not reproduce (a tools section) */
-    expect_unrecognised("{% if tools %}{{ '<|im_start|>system\\n' + tools | tojson + '<|im_end|>\\n' }}{% endif %}"
-                        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] "
-                        "+ '<|im_end|>' + '\\n'}}{% endfor %}",
-                        "looks like a ChatML template but is not one of the variants");
-    /* not a chat template at all: the message quotes its start */
-    expect_unrecognised("Hello {{ name }}!", "chat template not recognised (template starts \"Hello {{ name }}!\"");
-    expect_unrecognised("", "no chat template");
-    expect_unrecognised("{{ 'unterminated }}", "unterminated string");
+Test(any_template, errors) {
+    loom_chat_template *c = (loom_chat_template *)&c;
+    loom_status st = loom_chat_template_create("{{ 'unterminated }}", 19, "<s>", "</s>", &c);
+    cr_assert_not_null(st);
+    cr_assert_null(c);
+    cr_assert(strstr(loom_status_message(st), "chat template:1:4: unexpected char"), "%s", loom_status_message(st));
+    loom_status_free(st);
 
     /* a GGUF without one */
     char path[512];
@@ -331,31 +356,34 @@ Test(unrecognised, errors_name_what_was_found) {
     cr_assert(stat(path, &sb) == 0, "missing %s: run launch/fetch-model.sh --vocab", path);
     loom_gguf *g;
     OK(loom_gguf_open(path, &g));
-    loom_chat_template *c = (loom_chat_template *)&c;
-    loom_status st = loom_chat_template_from_gguf(g, NULL, &c);
+    c = (loom_chat_template *)&c;
+    st = loom_chat_template_from_gguf(g, NULL, &c);
     cr_assert_not_null(st);
     cr_assert_null(c);
     cr_assert(strstr(loom_status_message(st), "has no chat template (tokenizer.chat_template is absent)"), "%s",
               loom_status_message(st));
     loom_status_free(st);
     loom_gguf_free(g);
-}
 
-Test(unrecognised, bad_messages) {
-    loom_chat_template *c = make(SMOLLM2, NULL, NULL, "chatml");
+    /* bad messages */
+    c = make(SMOLLM2, NULL, NULL, "chatml");
     const loom_chat_msg m[] = {{"user", NULL}};
     loom_strbuf out = {0};
-    loom_status st = loom_chat_format(c, m, 1, true, &out);
+    st = loom_chat_format(c, m, 1, true, &out);
     cr_assert_eq(loom_status_code(st), LOOM_ERR_INVALID);
     cr_assert_null(out.data);
+    loom_status_free(st);
+    loom_chat_request req = {.messages_json = "{\"role\": \"user\"}", .messages_len = 16};
+    st = loom_chat_apply(c, &req, NULL, &out);
+    cr_assert(strstr(loom_status_message(st), "messages: expected a JSON array"), "%s", loom_status_message(st));
     loom_status_free(st);
     loom_chat_template_free(c);
 }
 
-/* ---- long templates, recognised by fingerprint: Llama-3.1/3.3-Instruct and
- * Mistral-Nemo-Instruct-2407 (llama.cpp's models/templates) and mistralai's "v3"
- * (llama.cpp's tests/test-chat-template.cpp); expected renders from jinja2
- * with tools=None ---- */
+/* ---- long templates: Llama-3.1/3.3-Instruct and Mistral-Nemo-Instruct-2407
+ * (llama.cpp's models/templates) and mistralai's "v3" (llama.cpp's
+ * tests/test-chat-template.cpp); expected renders from jinja2 with
+ * tools=None ---- */
 
 static const char LLAMA31[] =
     "{{- bos_token }}\n"
@@ -723,20 +751,20 @@ static void check_long(const char *tmpl, const char *bos, const char *eos, const
     loom_chat_template *c = make(tmpl, bos, eos, name);
     expect_render(c, CONV, 6, true, conv_out);
     expect_render(c, CONV + 1, 5, true, nosys_out);
-    cr_assert(loom_chat_template_adds_bos(c));
+    cr_assert(renders_bos(c, CONV, 6));
     loom_chat_template_free(c);
 }
 
 Test(long_templates, llama31) {
     check_long(LLAMA31, "<|begin_of_text|>", "<|eot_id|>", "llama3.1", LLAMA31_CONV_OUT, LLAMA31_NOSYS_OUT);
-    /* tool results are rendered with tojson by the template; loom refuses them */
+    /* a tool result: the template writes a string content with tojson */
     loom_chat_template *c = make(LLAMA31, "<|begin_of_text|>", "<|eot_id|>", "llama3.1");
     const loom_chat_msg m[] = {{"user", "q"}, {"tool", "r"}};
-    loom_strbuf out = {0};
-    loom_status st = loom_chat_format(c, m, 2, true, &out);
-    cr_assert_eq(loom_status_code(st), LOOM_ERR_UNSUPPORTED);
-    loom_status_free(st);
-    loom_strbuf_free(&out);
+    expect_render(c, m, 2, true,
+                  "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December "
+                  "2023\nToday Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nq<|eot_id|>"
+                  "<|start_header_id|>ipython<|end_header_id|>\n\n\"r\"<|eot_id|><|start_header_id|>assistant"
+                  "<|end_header_id|>\n\n");
     loom_chat_template_free(c);
 }
 

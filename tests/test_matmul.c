@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/cpu/cpu_kernels.h"
 #include "runtime/kernels.h"
 #include "runtime/quant.h"
 
@@ -276,15 +275,105 @@ static void larger_shapes(loom_isa isa) {
 
 Test(matmul, larger_shapes_every_isa) { cr_assert(for_each_isa("matmul larger", larger_shapes) >= 1); }
 
-/* Each SIMD level supplies its own kernel for every type (no silent fallback
- * to a lower level, which would leave that level untested). */
-Test(matmul, simd_levels_cover_every_type) {
-    const loom_cpu_kernels *tabs[] = {&loom_cpu_kernels_scalar, &loom_cpu_kernels_avx2,
-                                      &loom_cpu_kernels_avx512};
-    for (int i = 0; i < LOOM_ISA_COUNT; i++)
-        for (int ti = 0; ti < N_TYPES; ti++)
-            cr_expect(tabs[i]->matmul[all_types[ti]] != NULL, "%s has no kernel for %s",
-                      loom_isa_name((loom_isa)i), loom_type_name(all_types[ti]));
+/* ---- batch invariance (runtime/kernels.h) ----
+ * A row's result must not depend on the other tokens or rows of the call:
+ * the same row computed alone (n = 1, which takes the decode tiles), in
+ * batches of every size around the tile / GEMM crossovers (n = 2..33), and
+ * in a call over a different row range (other tile and panel groupings).
+ * Bit-identical on the levels that promise it (scalar, AVX2); on AVX-512,
+ * whose register tiles and panel GEMM still round differently, within the
+ * accuracy tolerance of run_case (2e-5 * sum_j (|w_j| + |o_j|) * |a_j|). */
+static const bool promises_bit_identical[LOOM_ISA_COUNT] = {true, true, false};
+
+static check_stats invariance_stats[LOOM_ISA_COUNT];
+
+static void batch_invariance(loom_isa isa) {
+    static const int64_t n_list[] = {2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 16, 17, 20, 21, 32, 33};
+    enum { ROWS = 21, NMAX = 33, R0 = 5, R1 = 13 };
+    const int64_t k = 1536; /* 48 blocks, 6 super-blocks: several GEMM k-chunks on every level */
+    check_stats *st = &invariance_stats[isa];
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        const loom_type t = all_types[ti];
+        const size_t rb = loom_type_row_bytes(t, k), ab = loom_act_row_bytes(t, k);
+        uint8_t *w = malloc(rb * ROWS), *xq = malloc(ab * NMAX);
+        float *x = malloc(sizeof(float) * k), *yb = malloc(sizeof(float) * NMAX * ROWS), one[ROWS];
+        float *yp = malloc(sizeof(float) * NMAX * (R1 - R0));
+        float *wd = malloc(sizeof(float) * k), *od = malloc(sizeof(float) * k), *ad = malloc(sizeof(float) * k);
+        for (int r = 0; r < ROWS; r++) random_row(t, w + r * rb, k);
+        for (int tk = 0; tk < NMAX; tk++) {
+            for (int64_t j = 0; j < k; j++) x[j] = frand() * ldexpf(1.0f, (int)((j / 32 + tk) % 5) - 2);
+            loom_act_quantize(t, x, xq + tk * ab, k);
+        }
+        for (size_t ni = 0; ni < sizeof n_list / sizeof n_list[0]; ni++) {
+            const int64_t n = n_list[ni];
+            loom_matmul(t, w, rb, k, 0, ROWS, xq, ab, n, yb, ROWS);
+            loom_matmul(t, w, rb, k, R0, R1, xq, ab, n, yp, R1 - R0);
+            for (int64_t tk = 0; tk < n; tk++) {
+                loom_matmul(t, w, rb, k, 0, ROWS, xq + tk * ab, ab, 1, one, ROWS);
+                for (int r = 0; r < ROWS; r++) {
+                    const float got = yb[tk * ROWS + r];
+                    const int n_other = r >= R0 && r < R1 ? 2 : 1;
+                    const float other[2] = {one[r], n_other == 2 ? yp[tk * (R1 - R0) + r - R0] : 0.0f};
+                    for (int o = 0; o < n_other; o++) {
+                        const bool same = memcmp(&got, &other[o], sizeof got) == 0;
+                        if (same) continue;
+                        const char *how = o ? "from rows [5, 13)" : "alone";
+                        if (promises_bit_identical[isa]) {
+                            if (st->fails < 20) /* the first few; the count follows */
+                                cr_log_error("%s/%s n=%ld: row %d of token %ld is %.9g in the batch, %.9g %s",
+                                             loom_isa_name(isa), loom_type_name(t), (long)n, r, (long)tk, got, other[o],
+                                             how);
+                            st->fails++;
+                            continue;
+                        }
+                        loom_dequant_row(t, w + r * rb, wd, k);
+                        offsets_of(t, w + r * rb, k, od);
+                        loom_act_dequantize(t, xq + tk * ab, ad, k);
+                        double mag = 0;
+                        for (int64_t j = 0; j < k; j++) mag += (fabs(wd[j]) + fabs(od[j])) * fabs(ad[j]);
+                        const double err = fabs((double)got - other[o]), tol = 2e-5 * mag;
+                        if (err / tol > st->worst) st->worst = err / tol;
+                        if (!(err <= tol)) {
+                            if (st->fails < 20)
+                                cr_log_error("%s/%s n=%ld: row %d of token %ld is %.9g in the batch, %.9g %s "
+                                             "(difference %.3g > %.3g)",
+                                             loom_isa_name(isa), loom_type_name(t), (long)n, r, (long)tk, got,
+                                             other[o], how, err, tol);
+                            st->fails++;
+                        }
+                    }
+                }
+            }
+        }
+        free(w), free(xq), free(x), free(yb), free(yp), free(wd), free(od), free(ad);
+    }
+    fprintf(stderr, "[matmul batch invariance] %s: %s\n", loom_isa_name(isa),
+            promises_bit_identical[isa] ? "bit-identical" : "within the tolerance");
+    cr_assert_eq(st->fails, 0, "%s: %d rows depend on the batch (see errors above)", loom_isa_name(isa), st->fails);
+}
+
+Test(matmul, batch_invariance_every_isa) {
+    cr_assert(for_each_isa("matmul batch invariance", batch_invariance) >= 1);
+}
+
+/* Every level's table has its own kernel for every type that can matmul
+ * (no silent fallback to a lower level, which would leave that level
+ * untested), and none for the others; every other entry but the optional
+ * exp2 is there. */
+Test(matmul, kernel_tables_complete) {
+    for (int i = 0; i < LOOM_ISA_COUNT; i++) {
+        const loom_kernels *K = loom_kernels_of((loom_isa)i);
+        cr_assert(K != NULL);
+        cr_expect_str_eq(K->name, loom_isa_name((loom_isa)i));
+        for (int t = 0; t < LOOM_TYPE_COUNT; t++)
+            cr_expect((K->matmul[t] != NULL) == loom_type_can_matmul((loom_type)t), "%s: matmul entry of %s",
+                      K->name, loom_type_name((loom_type)t));
+        cr_expect(K->attn_unit && K->attn_head_multiple > 0 && K->f16_row && K->rmsnorm && K->swiglu,
+                  "%s: an entry is missing", K->name);
+        cr_expect(i == 0 ? K->lower == NULL && K->attn_head_multiple == 1 : K->lower == loom_kernels_of((loom_isa)(i - 1)),
+                  "%s: the level below", K->name);
+    }
+    cr_expect(loom_kernels_of(LOOM_ISA_COUNT) == NULL);
 }
 
 Test(matmul, degenerate_calls_write_nothing) {

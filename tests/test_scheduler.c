@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "parallel/scheduler.h"
+#include "parallel/run.h"
 #include "reference.h"
 #include "runtime/kernels.h"
 #include "runtime/kv_blocks.h"

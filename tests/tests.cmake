@@ -1,10 +1,10 @@
 # End-to-end and multi-rank tests (plain executables and scripts; Criterion
 # forks each test, which MPI does not survive).
 set(LOOM_MODEL ${LOOM_CACHE_DIR}/models/SmolLM2-135M-Instruct.Q4_1.gguf)
-set(LOOM_E2E_ENV "LOOM=$<TARGET_FILE:loom>" "MODEL=${LOOM_MODEL}"
+set(LOOM_E2E_ENV "LOOM=$<TARGET_FILE:loom>" "MODEL=${LOOM_MODEL}" "TEMPLATES=${LOOM_CACHE_DIR}/templates"
     "OMPI_ALLOW_RUN_AS_ROOT=1" "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 
-foreach(script generate_cli cluster_failures serve)
+foreach(script generate_cli chat_templates cluster_failures serve)
   add_test(NAME e2e_${script} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/${script}.sh)
   set_tests_properties(e2e_${script} PROPERTIES LABELS e2e TIMEOUT 900 ENVIRONMENT "${LOOM_E2E_ENV}")
 endforeach()
@@ -41,3 +41,13 @@ foreach(grid "2 1" "2 2" "1 3")
   set_tests_properties(mpi_equivalence_synth_q4_k_m_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900
     ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 endforeach()
+
+# Chat templates: llama.cpp's models/templates/*.jinja (unpacked by
+# launch/fetch-model.sh --vocab) over the committed conversations, through
+# `loom template`, byte for byte against transformers + jinja2 renders.
+add_executable(template_corpus ${CMAKE_CURRENT_SOURCE_DIR}/template_corpus.c)
+target_link_libraries(template_corpus PRIVATE PkgConfig::JANSSON)
+add_dependencies(template_corpus loom)
+add_test(NAME template_corpus
+  COMMAND template_corpus $<TARGET_FILE:loom> ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/templates ${LOOM_CACHE_DIR}/templates)
+set_tests_properties(template_corpus PROPERTIES LABELS unit TIMEOUT 900)

@@ -20,29 +20,28 @@ static bool oom(srv_error *e) { return srv_fail(e, 500, "server_error", NULL, NU
 
 /* ------------------------------------------------------------ prompts */
 
-/* The chat template applied to a request's messages. */
-static bool render_chat(srv *s, json_t *messages, bool add_generation_prompt, loom_strbuf *out, srv_error *e) {
+/* The chat template applied to a conversation (messages, and optionally
+ * tools, documents and extra variables): the model's own Jinja template,
+ * rendered as Hugging Face's apply_chat_template would. */
+static bool render_chat(srv *s, json_t *messages, json_t *tools, json_t *documents, json_t *kwargs,
+                        bool add_generation_prompt, loom_strbuf *out, srv_error *e) {
     if (!s->tmpl)
         return srv_fail(e, 400, "invalid_request_error", "messages", NULL,
-                        "the model has no chat template loom can apply; use /v1/completions");
-    size_t n = json_array_size(messages);
-    loom_chat_msg *msgs = calloc(n ? n : 1, sizeof *msgs);
-    char **owned = calloc(n ? n : 1, sizeof *owned);
-    bool ok = msgs && owned ? true : oom(e);
-    for (size_t i = 0; ok && i < n; i++) {
-        json_t *m = json_array_get(messages, i);
-        const char *text;
-        ok = srv_message_text(json_object_get(m, "content"), &text, &owned[i], e);
-        msgs[i] = (loom_chat_msg){json_string_value(json_object_get(m, "role")), text ? text : ""};
-    }
+                        "the model has no chat template; use /v1/completions");
+    char *m = srv_dump(messages), *t = tools ? srv_dump(tools) : NULL, *d = documents ? srv_dump(documents) : NULL,
+         *k = kwargs ? srv_dump(kwargs) : NULL;
+    bool ok = m && (!tools || t) && (!documents || d) && (!kwargs || k) ? true : oom(e);
     if (ok) {
-        loom_status st = loom_chat_format(s->tmpl, msgs, n, add_generation_prompt, out);
+        loom_chat_request r = {m, strlen(m), t, t ? strlen(t) : 0, d, d ? strlen(d) : 0, k, k ? strlen(k) : 0,
+                               add_generation_prompt};
+        loom_status st = loom_chat_apply(s->tmpl, &r, NULL, out);
         if (st) ok = srv_fail(e, 400, "invalid_request_error", "messages", NULL, "%s", loom_status_message(st));
         loom_status_free(st);
     }
-    for (size_t i = 0; owned && i < n; i++) free(owned[i]);
-    free(owned);
-    free(msgs);
+    free(m);
+    free(t);
+    free(d);
+    free(k);
     return ok;
 }
 
@@ -58,8 +57,10 @@ static bool tokenize(srv *s, const char *text, bool add_special, bool parse_spec
 static bool prompt_tokens(srv *s, const srv_params *p, int i, loom_tokens *out, srv_error *e) {
     if (p->kind == SRV_CHAT) {
         loom_strbuf text = {0};
-        bool ok = render_chat(s, p->messages, p->add_generation_prompt, &text, e) &&
-                  tokenize(s, text.data ? text.data : "", !loom_chat_template_adds_bos(s->tmpl), true, out, e);
+        bool ok = render_chat(s, p->messages, p->tools, p->documents, p->template_kwargs, p->add_generation_prompt,
+                              &text, e) &&
+                  tokenize(s, text.data ? text.data : "", !loom_chat_prompt_has_bos(s->tmpl, text.data, text.len),
+                           p->parse_special, out, e);
         loom_strbuf_free(&text);
         return ok;
     }
@@ -163,8 +164,8 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
         pthread_mutex_lock(&s->mu);
         int n = q->n - c->consumed, top = q->top;
         if (n > CHUNK) n = CHUNK;
-        memcpy(toks, q->toks + c->consumed, (size_t)n * sizeof *toks);
-        if (q->r.logprobs) {
+        if (n > 0) memcpy(toks, q->toks + c->consumed, (size_t)n * sizeof *toks);
+        if (n > 0 && q->r.logprobs) {
             memcpy(lps, q->lp + c->consumed, (size_t)n * sizeof *lps);
             memcpy(top_ids, q->top_ids + (size_t)c->consumed * top, (size_t)n * top * sizeof *top_ids);
             memcpy(top_lp, q->top_lp + (size_t)c->consumed * top, (size_t)n * top * sizeof *top_lp);
@@ -547,8 +548,10 @@ enum MHD_Result srv_handle_tokenize(srv *s, struct MHD_Connection *c, const char
     loom_strbuf rendered = {0};
     bool ok = true;
     if (json_is_array(msgs)) {
-        ok = render_chat(s, msgs, true, &rendered, &e) &&
-             tokenize(s, rendered.data ? rendered.data : "", !loom_chat_template_adds_bos(s->tmpl), true, &ids, &e);
+        ok = render_chat(s, msgs, json_object_get(o, "tools"), NULL, json_object_get(o, "chat_template_kwargs"), true,
+                         &rendered, &e) &&
+             tokenize(s, rendered.data ? rendered.data : "",
+                      !loom_chat_prompt_has_bos(s->tmpl, rendered.data, rendered.len), true, &ids, &e);
     } else if (json_is_string(text)) {
         bool add = as ? json_is_true(as) : json_object_get(o, "content") ? false : true;
         ok = tokenize(s, json_string_value(text), add, ps ? json_is_true(ps) : true, &ids, &e);
@@ -610,7 +613,9 @@ enum MHD_Result srv_handle_apply_template(srv *s, struct MHD_Connection *c, cons
     bool agp = true;
     json_t *a = json_object_get(o, "add_generation_prompt");
     if (json_is_boolean(a)) agp = json_is_true(a);
-    bool ok = json_is_array(msgs) ? render_chat(s, msgs, agp, &text, &e)
+    json_t *tools = json_object_get(o, "tools"), *kwargs = json_object_get(o, "chat_template_kwargs");
+    bool ok = json_is_array(msgs) ? render_chat(s, msgs, json_is_array(tools) ? tools : NULL, NULL,
+                                                json_is_object(kwargs) ? kwargs : NULL, agp, &text, &e)
                                   : srv_fail(&e, 400, "invalid_request_error", "messages", NULL, "'messages' is required");
     json_decref(o);
     if (!ok) {

@@ -53,6 +53,7 @@ void srv_metrics_ranks(srv_metrics *m, const double *fig) {
     for (int r = 0; r < m->n_ranks; r++) {
         srv_rank_stats *s = &m->ranks[r];
         const double *f = fig + 4 * r;
+        if (f[3] <= 0) continue; /* no report from this rank yet */
         double dw = f[3] - s->wall_s, db = f[2] - s->busy_s;
         if (dw > 0) s->idle = 1 - db / dw;
         s->tp_s = f[0], s->pp_s = f[1], s->busy_s = f[2], s->wall_s = f[3];

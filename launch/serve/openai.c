@@ -148,6 +148,19 @@ static bool parse_messages(json_t *o, srv_params *p, srv_error *e) {
         free(owned);
     }
     p->messages = json_incref(m);
+    static const char *const arrays[] = {"tools", "documents"};
+    json_t **dst[] = {&p->tools, &p->documents};
+    for (int i = 0; i < 2; i++) {
+        json_t *v = json_object_get(o, arrays[i]);
+        if (!v || json_is_null(v)) continue;
+        if (!json_is_array(v)) return BAD(arrays[i], "'%s' must be a list", arrays[i]);
+        *dst[i] = json_incref(v);
+    }
+    json_t *kw = json_object_get(o, "chat_template_kwargs");
+    if (kw && !json_is_null(kw)) {
+        if (!json_is_object(kw)) return BAD("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+        p->template_kwargs = json_incref(kw);
+    }
     return true;
 }
 
@@ -286,6 +299,9 @@ void srv_params_free(srv_params *p) {
     free(p->model);
     for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
     json_decref(p->messages);
+    json_decref(p->tools);
+    json_decref(p->documents);
+    json_decref(p->template_kwargs);
     for (int i = 0; i < p->n_prompts; i++) {
         free(p->prompts[i].text);
         free(p->prompts[i].ids);

@@ -62,6 +62,8 @@ typedef struct {
     bool parse_special;           /* special-token texts in prompts become their tokens */
     /* chat */
     json_t *messages;             /* the request's messages array (a reference) */
+    json_t *tools, *documents;    /* arrays for the template, or NULL */
+    json_t *template_kwargs;      /* chat_template_kwargs: extra template variables, or NULL */
     bool add_generation_prompt;
     /* completions */
     srv_prompt prompts[SRV_MAX_PROMPTS];

@@ -261,6 +261,12 @@ static void *sched_main(void *arg) {
     while (!s->stop_sched) {
         intake(s);
         update_gauges(s);
+        if (loom_now_s() - s->last_report > 2.0) { /* the ranks' figures, about every 2 s */
+            s->last_report = loom_now_s();
+            loom_engine_rank_figures(s->e, s->figures);
+            srv_metrics_ranks(&s->metrics, s->figures);
+            loom_engine_request_report(s->e);
+        }
         if (loom_scheduler_pending(s->sched) == 0) {
             s->last_step = loom_now_s();
             struct timespec ts;
@@ -274,11 +280,6 @@ static void *sched_main(void *arg) {
         loom_status st = loom_scheduler_step(s->sched); /* callbacks take s->mu */
         pthread_mutex_lock(&s->mu);
         s->last_step = loom_now_s();
-        if (!st && s->last_step - s->last_report > 2.0) { /* the ranks' figures, about every 2 s */
-            s->last_report = s->last_step;
-            if (loom_engine_rank_figures(s->e, s->figures)) srv_metrics_ranks(&s->metrics, s->figures);
-            loom_engine_request_report(s->e);
-        }
         if (st) {
             s->failed = true;
             snprintf(s->fail_msg, sizeof s->fail_msg, "%s", loom_status_message(st));
@@ -360,6 +361,11 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
     if (!st) {
         fprintf(stderr, "loom serve: listening on http://%s:%d (model \"%s\", %d positions per sequence)\n", o->host,
                 o->port, o->model_name, s->ctx_size);
+        if (o->pid_file) {
+            FILE *f = fopen(o->pid_file, "w");
+            if (f) fprintf(f, "%d\n", (int)getpid());
+            if (!f || fclose(f) != 0) fprintf(stderr, "loom serve: cannot write %s: %s\n", o->pid_file, strerror(errno));
+        }
         bool signalled = wait_for_end(s);
         pthread_mutex_lock(&s->mu);
         s->accepting = false;
@@ -386,6 +392,7 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
         pthread_join(s->sched_thread, NULL);
     }
     if (s->mhd) MHD_stop_daemon(s->mhd); /* waits for the connection threads */
+    if (o->pid_file) unlink(o->pid_file);
     loom_scheduler_free(s->sched);
     free(s->active);
     free(s->figures);

@@ -42,6 +42,7 @@ typedef struct {
     int max_connections;
     double drain_timeout_s;    /* at shutdown, running requests get this long to finish */
     int prefill_rows;          /* prompt rows per step while others decode (0: the batch) */
+    const char *pid_file;      /* written once listening, removed at exit; NULL: none */
 } loom_server_options;
 
 /* Serves until a shutdown signal; the engine, tokenizer and template (may

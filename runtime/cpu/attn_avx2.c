@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "runtime/cpu/attn_prefetch.h"
+#include "runtime/cpu/attn_walk.h"
 #include "runtime/cpu/vmath.h"
 
 #define TILE LOOM_ATTN_TILE
@@ -25,7 +25,7 @@
 #define QV_MAX 12 /* queries per value pass */
 #define CB_OF(nq) ((nq) <= 2 ? 4 : (nq) <= 3 ? 3 : (nq) <= 6 ? 2 : 1)
 
-void loom_attn_f16_row_avx2(const float *src, uint16_t *dst, int n) {
+void loom_avx2_f16_row(const float *src, uint16_t *dst, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
@@ -38,7 +38,7 @@ void loom_attn_f16_row_avx2(const float *src, uint16_t *dst, int n) {
     }
 }
 
-void loom_attn_exp2_avx2(const float *x, float *y, int n) {
+void loom_avx2_exp2(const float *x, float *y, int n) {
     for (int i = 0; i < n; i += 8) {
         float t[8] = {0};
         const int m = n - i < 8 ? n - i : 8;
@@ -268,11 +268,10 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     }
 }
 
-void loom_attn_unit_avx2(const loom_attn_unit *u) {
-    const loom_kv_config *kc = loom_kv_config_of(u->kv);
-    state st = {.u = u, .hd = kc->head_dim, .f16 = kc->type == LOOM_TYPE_F16, .nq = u->nq};
-    const int hd = st.hd, bt = kc->block_tokens, nq = st.nq;
-    const size_t es = st.f16 ? 2 : 4, head_bytes = (size_t)hd * bt * es;
+void loom_avx2_attn_unit(const loom_attn_unit *u) {
+    state st = {.u = u, .hd = u->head_dim, .f16 = u->f16, .nq = u->nq};
+    const int hd = st.hd, bt = u->block_tokens, nq = st.nq;
+    const size_t es = st.f16 ? 2 : 4;
     st.lsum = u->work, st.S = st.lsum + NQM * TILE, st.P = st.S + LOOM_ATTN_CHUNK * NQM * TILE;
     uint8_t *pack = (uint8_t *)(st.P + LOOM_ATTN_CHUNK * NQM * TILE); /* (hd, 16) keys of a partial tile */
     load_queries(u, hd);
@@ -288,13 +287,11 @@ void loom_attn_unit_avx2(const loom_attn_unit *u) {
     int ntl = 0;
     const int pf_blocks = loom_attn_pf_blocks(nq, bt); /* a chunk ahead */
     for (int p0 = u->p_begin; p0 < u->p_end; p0 += bt) {
-        const int32_t blk = u->table[p0 / bt];
-        const uint8_t *kb = (const uint8_t *)loom_kv_k_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
-        const uint8_t *vb = (const uint8_t *)loom_kv_v_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
-        if (pf_blocks && p0 + pf_blocks * bt < u->p_end) loom_attn_prefetch_block(u, u->table[p0 / bt + pf_blocks], head_bytes);
+        const uint8_t *kb, *vb;
+        loom_attn_block(u, p0, pf_blocks, &kb, &vb);
         for (int t0 = 0; t0 < bt && p0 + t0 < u->p_end; t0 += TILE) {
-            const int room = bt - t0, left = u->p_end - p0 - t0;
-            const int nt = room < TILE ? (room < left ? room : left) : (TILE < left ? TILE : left);
+            int room;
+            const int nt = loom_attn_tile_len(u, p0, t0, &room);
             tile t = {kb + (size_t)t0 * es, vb + (size_t)t0 * hd * es, bt, p0 + t0, nt};
             if (room < TILE) { /* the block's last slots, zero-padded to 16 (one such tile per chunk at most) */
                 for (int d = 0; d < hd; d++) {

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "runtime/cpu/attn_prefetch.h"
+#include "runtime/cpu/attn_walk.h"
 #include "runtime/cpu/vmath.h"
 
 #define TILE LOOM_ATTN_TILE
@@ -26,7 +26,17 @@
 #define T_OF(nq) ((nq) <= 3 ? 4 : (nq) <= 8 ? 2 : 1)
 #define CB_OF(nq) ((nq) <= 5 ? 4 : (nq) <= 7 ? 3 : (nq) <= 11 ? 2 : 1)
 
-void loom_attn_exp2_avx512(const float *x, float *y, int n) {
+void loom_avx512_f16_row(const float *src, uint16_t *dst, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+}
+
+void loom_avx512_exp2(const float *x, float *y, int n) {
     int i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, loom_exp2_16(_mm512_loadu_ps(x + i)));
     if (i < n) {
@@ -230,11 +240,10 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     if (any) vacc_tab[nq](st->f16, tl, nv, ntl, hd, st->P, u->acc);
 }
 
-void loom_attn_unit_avx512(const loom_attn_unit *u) {
-    const loom_kv_config *kc = loom_kv_config_of(u->kv);
-    state st = {.u = u, .hd = kc->head_dim, .bt = kc->block_tokens, .f16 = kc->type == LOOM_TYPE_F16, .nq = u->nq};
+void loom_avx512_attn_unit(const loom_attn_unit *u) {
+    state st = {.u = u, .hd = u->head_dim, .bt = u->block_tokens, .f16 = u->f16, .nq = u->nq};
     const int hd = st.hd, bt = st.bt, nq = st.nq;
-    const size_t es = st.f16 ? 2 : 4, head_bytes = (size_t)hd * bt * es;
+    const size_t es = st.f16 ? 2 : 4;
     st.lsum = u->work, st.S = st.lsum + NQM * TILE, st.P = st.S + LOOM_ATTN_CHUNK * NQM * TILE;
     load_queries(u, hd);
     st.min_lim = u->lim[0];
@@ -245,13 +254,11 @@ void loom_attn_unit_avx512(const loom_attn_unit *u) {
     int ntl = 0;
     const int pf_blocks = loom_attn_pf_blocks(nq, bt); /* a chunk ahead */
     for (int p0 = u->p_begin; p0 < u->p_end; p0 += bt) {
-        const int32_t blk = u->table[p0 / bt];
-        const uint8_t *kb = (const uint8_t *)loom_kv_k_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
-        const uint8_t *vb = (const uint8_t *)loom_kv_v_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
-        if (pf_blocks && p0 + pf_blocks * bt < u->p_end) loom_attn_prefetch_block(u, u->table[p0 / bt + pf_blocks], head_bytes);
+        const uint8_t *kb, *vb;
+        loom_attn_block(u, p0, pf_blocks, &kb, &vb);
         for (int t0 = 0; t0 < bt && p0 + t0 < u->p_end; t0 += TILE) {
-            const int room = bt - t0, left = u->p_end - p0 - t0;
-            const int nt = room < TILE ? (room < left ? room : left) : (TILE < left ? TILE : left);
+            int room;
+            const int nt = loom_attn_tile_len(u, p0, t0, &room);
             tl[ntl++] = (tile){kb + (size_t)t0 * es, vb + (size_t)t0 * hd * es, p0 + t0, nt,
                                (__mmask16)(room >= 16 ? 0xffffu : (1u << room) - 1u)};
             if (ntl == LOOM_ATTN_CHUNK) run_chunk(&st, tl, ntl), ntl = 0;

@@ -1,13 +1,12 @@
 /* runtime/cpu/attn_scalar.c — one attention work unit in plain C (the
  * reference level; see runtime/attention.h): tiles of 16 key positions,
  * each converted to float once for all the unit's queries; online softmax
- * in base 2 per tile with libm's exp2f. */
+ * in base 2 per tile with libm's exp2f. And the KV store's F16 conversion. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "runtime/attention.h"
-#include "runtime/quant.h"
+#include "runtime/cpu/cpu_kernels.h"
 
 #define TILE LOOM_ATTN_TILE
 #define NQM LOOM_ATTN_NQ_MAX
@@ -16,9 +15,12 @@ static inline float kv_elem(const void *base, size_t i, int f16) {
     return f16 ? loom_f16_to_f32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
 }
 
-void loom_attn_unit_scalar(const loom_attn_unit *u) {
-    const loom_kv_config *kc = loom_kv_config_of(u->kv);
-    const int hd = kc->head_dim, bt = kc->block_tokens, nq = u->nq, f16 = kc->type == LOOM_TYPE_F16;
+void loom_scalar_f16_row(const float *src, uint16_t *dst, int n) {
+    for (int i = 0; i < n; i++) dst[i] = loom_f32_to_f16(src[i]);
+}
+
+void loom_scalar_attn_unit(const loom_attn_unit *u) {
+    const int hd = u->head_dim, bt = u->block_tokens, nq = u->nq, f16 = u->f16;
     const size_t head_bytes = (size_t)hd * bt * (f16 ? 2 : 4);
     float *P = u->work;              /* (nq, TILE) scores, then probabilities */
     float *kt = P + NQM * TILE;      /* (hd, TILE) keys of the tile */
@@ -29,8 +31,8 @@ void loom_attn_unit_scalar(const loom_attn_unit *u) {
     memset(u->acc, 0, (size_t)nq * hd * sizeof(float));
     for (int p0 = u->p_begin; p0 < u->p_end; p0 += bt) {
         const int32_t blk = u->table[p0 / bt];
-        const uint8_t *kb = (const uint8_t *)loom_kv_k_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
-        const uint8_t *vb = (const uint8_t *)loom_kv_v_block(u->kv, u->layer, blk) + (size_t)u->kvh * head_bytes;
+        const uint8_t *kb = u->k + (size_t)blk * u->block_bytes + (size_t)u->kvh * head_bytes;
+        const uint8_t *vb = u->v + (size_t)blk * u->block_bytes + (size_t)u->kvh * head_bytes;
         for (int t0 = 0; t0 < bt && p0 + t0 < u->p_end; t0 += TILE) {
             int nt = bt - t0 < TILE ? bt - t0 : TILE;
             if (nt > u->p_end - p0 - t0) nt = u->p_end - p0 - t0;
@@ -72,7 +74,9 @@ void loom_attn_unit_scalar(const loom_attn_unit *u) {
             }
         }
     }
-    if (u->out)
-        for (int j = 0; j < nq; j++)
-            for (int d = 0; d < hd; d++) u->out[j][d] = u->acc[(size_t)j * hd + d] / u->l[j];
+    if (u->out) /* times 1/l, as the SIMD kernels and the segment merge do */
+        for (int j = 0; j < nq; j++) {
+            const float inv = 1.0f / u->l[j];
+            for (int d = 0; d < hd; d++) u->out[j][d] = u->acc[(size_t)j * hd + d] * inv;
+        }
 }

@@ -1,12 +1,16 @@
 /*
- * runtime/cpu/cpu_kernels.h — internal seam between the dispatcher
- * (dispatch.c) and the per-ISA kernel files (matmul_scalar.c,
- * matmul_avx2.c, matmul_avx512.c). Not part of the public API.
+ * runtime/cpu/cpu_kernels.h — what the CPU kernel files share (not part of
+ * the public API): the one list of weight types that have matmul kernels,
+ * from which every level declares, defines and tabulates its kernels; the
+ * per-level kernel names the tables in dispatch.c are built from; the
+ * activation-row accessors (the layouts of runtime/kernels.h); block facts;
+ * unaligned loads; the register-tile driver of the SIMD levels.
  *
- * A kernel table holds one matmul function per weight type (NULL: the ISA
- * has no own kernel, the dispatcher falls back to the next lower level).
- * The activation-row accessors spell out the layouts documented in
- * kernels.h, so every file reads them the same way.
+ * A level `lv` provides, for its table (dispatch.c):
+ *   loom_<lv>_mm_<type>   matmul per weight type (matmul_<lv>.c, gemm_<lv>.c)
+ *   loom_<lv>_attn_unit   attention work unit, loom_<lv>_f16_row (and, optional,
+ *                         loom_<lv>_exp2)                           (attn_<lv>.c)
+ *   loom_<lv>_rmsnorm, loom_<lv>_swiglu                             (rowops_<lv>.c)
  */
 #ifndef LOOM_CPU_KERNELS_H
 #define LOOM_CPU_KERNELS_H
@@ -15,32 +19,70 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "runtime/kernels.h"
 #include "runtime/quant.h"
 #include "runtime/types.h"
 
-/* y[t*ldy + i] = dot(W row i, activation row t) for i in [0, nr), t in [0, n).
- * w is row 0 of the range (rows w_stride bytes apart, any alignment); xq
- * holds n activation rows xq_stride bytes apart. nr >= 1, n >= 1. */
-typedef void (*loom_matmul_fn)(const uint8_t *w, size_t w_stride, int64_t k, int64_t nr,
-                               const uint8_t *xq, size_t xq_stride, int64_t n, float *y,
-                               int64_t ldy);
+/* The SIMD matmul files' kernels are always-inline templates (LOOM_AI),
+ * fully unrolled (LOOM_UNROLL) and instantiated per type and tile shape.
+ * UBSan's checks multiply their size and made clang's sanitizer build take
+ * many minutes per file, so those files put their functions between
+ * LOOM_NO_UBSAN_BEGIN and _END: they keep AddressSanitizer (every vector
+ * load is still bounds-checked) and drop only the UB checks (there is no
+ * signed arithmetic on data there). */
+#define LOOM_AI static inline __attribute__((always_inline))
+#define LOOM_UNROLL _Pragma("GCC unroll 16")
+#if defined(__clang__)
+#define LOOM_NO_UBSAN_BEGIN \
+    _Pragma("clang attribute push(__attribute__((no_sanitize(\"undefined\"))), apply_to = function)")
+#define LOOM_NO_UBSAN_END _Pragma("clang attribute pop")
+#else
+#define LOOM_NO_UBSAN_BEGIN
+#define LOOM_NO_UBSAN_END
+#endif
 
-typedef struct {
-    loom_matmul_fn matmul[LOOM_TYPE_COUNT];
-} loom_cpu_kernels;
+/* Every weight type with matmul kernels, once: X(prefix, TYPE, suffix,
+ * family), family F (float weights), Q8 (Q8_0), Q (4/5-bit 32-element
+ * blocks), K (K-quants). A level defines its kernel for each entry (by
+ * family) and its table from the same list. */
+#define LOOM_MATMUL_TYPES(X, p)                                                                       \
+    X(p, F32, f32, F) X(p, F16, f16, F) X(p, BF16, bf16, F) X(p, Q4_0, q4_0, Q) X(p, Q4_1, q4_1, Q)   \
+    X(p, Q5_0, q5_0, Q) X(p, Q5_1, q5_1, Q) X(p, Q8_0, q8_0, Q8) X(p, Q4_K, q4_K, K)                  \
+    X(p, Q5_K, q5_K, K) X(p, Q6_K, q6_K, K)
 
-extern const loom_cpu_kernels loom_cpu_kernels_scalar;
-extern const loom_cpu_kernels loom_cpu_kernels_avx2;
-extern const loom_cpu_kernels loom_cpu_kernels_avx512;
-/* AVX-512 prefill GEMM (gemm_avx512.c); the avx512 kernels hand calls with
- * n >= loom_gemm_min_n(type) to it. Crossovers measured with bench_matmul on
- * Sapphire Rapids (one thread, GFLOP/s, register tiles vs GEMM, weights in
- * the L3 cache; from DRAM the tiles keep their lead a little longer):
+/* the parameters of a loom_matmul_fn, named as every kernel names them */
+#define LOOM_MATMUL_PARAMS                                                                            \
+    const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, size_t xs, int64_t n, float *y, \
+        int64_t ldy
+#define LOOM_MATMUL_DECLARE(p, T, s, f) loom_matmul_fn p##s;
+#define LOOM_MATMUL_ENTRY(p, T, s, f) [LOOM_TYPE_##T] = p##s,
+/* designated initializer of a table's matmul entries: prefix##suffix per type */
+#define LOOM_MATMUL_TABLE(p) {LOOM_MATMUL_TYPES(LOOM_MATMUL_ENTRY, p)}
+
+#define LOOM_LEVEL_DECLARE(lv)                                                                        \
+    LOOM_MATMUL_TYPES(LOOM_MATMUL_DECLARE, loom_##lv##_mm_)                                           \
+    loom_attn_unit_fn loom_##lv##_attn_unit;                                                           \
+    loom_f16_row_fn loom_##lv##_f16_row;                                                               \
+    loom_rmsnorm_fn loom_##lv##_rmsnorm;                                                               \
+    loom_swiglu_fn loom_##lv##_swiglu;
+LOOM_LEVEL_DECLARE(scalar)
+LOOM_LEVEL_DECLARE(avx2)
+LOOM_LEVEL_DECLARE(avx512)
+loom_exp2_fn loom_avx2_exp2, loom_avx512_exp2; /* the optional entry: the levels with a vector exp2 */
+
+/* The AVX-512 prefill GEMM (gemm_avx512.c), loom_avx512_gemm_<type>; the
+ * avx512 kernels hand calls with n >= loom_gemm_min_n(type) to it. It rounds
+ * differently from the register tiles, so on AVX-512 a row's result changes
+ * (by float rounding) when the number of tokens crosses the threshold: the
+ * batch invariance of kernels.h does not hold there yet (AVX2 has it:
+ * gemm_avx2.c). Crossovers measured with bench_matmul on Sapphire Rapids
+ * (one thread, GFLOP/s, register tiles vs GEMM, weights in the L3 cache;
+ * from DRAM the tiles keep their lead a little longer):
  *   Q4_K  n = 6: 91 vs 70, 8: 118 vs 91, 10: 111 vs 122, 12: 119 vs 160
  *   Q6_K  n = 6: 125 vs 89, 8: 138 vs 116
  *   Q8_0  n = 4: 92 vs 55, 6: 85 vs 77, 8: 109 vs 107
  *   Q4_1  n = 4: 62 vs 57, 6: 69 vs 86 */
-extern const loom_cpu_kernels loom_cpu_gemm_avx512;
+LOOM_MATMUL_TYPES(LOOM_MATMUL_DECLARE, loom_avx512_gemm_)
 static inline int64_t loom_gemm_min_n(loom_type t) {
     switch (t) {
     case LOOM_TYPE_F32:
@@ -100,6 +142,17 @@ static inline uint16_t loom_ld_u16(const uint8_t *p) {
 
 static inline void loom_st_f32(uint8_t *p, float f) { memcpy(p, &f, sizeof f); }
 
+/* Q4_K/Q5_K's 12 bytes of packed 6-bit scales and mins -> the bytes
+ * [sc0..sc7, m0..m7] as four little-endian words (sc0..3, sc4..7, m0..3,
+ * m4..7): loom_q4k_scale_min for all eight sub-blocks at once. */
+static inline void loom_q4k_scale_words(const uint8_t *s12, uint32_t w[4]) {
+    const uint32_t u0 = loom_ld_u32(s12), u1 = loom_ld_u32(s12 + 4), u2 = loom_ld_u32(s12 + 8);
+    w[0] = u0 & 0x3f3f3f3fu;
+    w[1] = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);
+    w[2] = u1 & 0x3f3f3f3fu;
+    w[3] = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4);
+}
+
 /* ---- register-tile driver shared by the SIMD files ---- */
 
 /* rm rows x nt tokens: y[t*ldy + r] = dot(row r at w + r*ws, token t at x + t*xs) */
@@ -107,12 +160,12 @@ typedef void (*loom_tile_fn)(const uint8_t *w, size_t ws, int64_t k, const uint8
                              float *y, int64_t ldy);
 
 /* The tiles of one kernel: decode tiles (1 and rmd rows, 1 token) and
- * prefill tiles (1 and rm rows, nt = 1..rn tokens; rn <= 8). */
+ * prefill tiles (1 and rm rows, nt = 1..rn tokens; rn <= 4). */
 typedef struct {
     int rmd, rm, rn;
     loom_tile_fn dec[2];  /* [0]: 1 row, [1]: rmd rows; one token */
-    loom_tile_fn one[9];  /* [nt]: 1 row x nt tokens */
-    loom_tile_fn full[9]; /* [nt]: rm rows x nt tokens */
+    loom_tile_fn one[5];  /* [nt]: 1 row x nt tokens */
+    loom_tile_fn full[5]; /* [nt]: rm rows x nt tokens */
 } loom_tile_set;
 
 /* Register tiles stream each weight row once per token chunk. Rows are a
@@ -163,5 +216,28 @@ static inline void loom_run_tiles(const loom_tile_set *ts, const uint8_t *w, siz
         }
     }
 }
+
+/* The tile functions of one kernel and their loom_tile_set `name##_tiles`,
+ * from a tile template fn(type, RM, RN, w, ws, k, x, xs, y, ldy): decode
+ * tiles 1 x 1 and RMD x 1, prefill tiles 1 x nt and RM x nt for nt = 1..4,
+ * of which loom_run_tiles uses nt <= RN. */
+#define LOOM_TILE(name, fn, type, RM, RN)                                                             \
+    static void name(const uint8_t *w, size_t ws, int64_t k, const uint8_t *x, size_t xs, float *y,   \
+                     int64_t ldy) {                                                                   \
+        fn(type, RM, RN, w, ws, k, x, xs, y, ldy);                                                    \
+    }
+#define LOOM_TILE_SET(name, fn, type, RMD, RM, RN)                                                    \
+    LOOM_TILE(name##_d1, fn, type, 1, 1)                                                              \
+    LOOM_TILE(name##_dm, fn, type, RMD, 1)                                                            \
+    LOOM_TILE(name##_o2, fn, type, 1, 2)                                                              \
+    LOOM_TILE(name##_o3, fn, type, 1, 3)                                                              \
+    LOOM_TILE(name##_o4, fn, type, 1, 4)                                                              \
+    LOOM_TILE(name##_f1, fn, type, RM, 1)                                                             \
+    LOOM_TILE(name##_f2, fn, type, RM, 2)                                                             \
+    LOOM_TILE(name##_f3, fn, type, RM, 3)                                                             \
+    LOOM_TILE(name##_f4, fn, type, RM, 4)                                                             \
+    static const loom_tile_set name##_tiles = {RMD, RM, RN, {name##_d1, name##_dm},                   \
+                                               {NULL, name##_d1, name##_o2, name##_o3, name##_o4},    \
+                                               {NULL, name##_f1, name##_f2, name##_f3, name##_f4}};
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * runtime/cpu/dispatch.c — ISA detection (cpuid + XGETBV), the active ISA
- * level, and loom_matmul's dispatch to the per-ISA kernel tables.
+ * level, and the kernel table of each level (runtime/kernels.h), built from
+ * the per-level kernel names of cpu_kernels.h.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -8,7 +9,6 @@
 #include <string.h>
 
 #include "runtime/cpu/cpu_kernels.h"
-#include "runtime/kernels.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -142,15 +142,35 @@ loom_status loom_isa_set(loom_isa isa) {
     return NULL;
 }
 
-static const loom_cpu_kernels *const tables[LOOM_ISA_COUNT] = {
-    &loom_cpu_kernels_scalar, &loom_cpu_kernels_avx2, &loom_cpu_kernels_avx512};
+/* A level's table: its kernels (cpu_kernels.h names them), the level below
+ * for head sizes its attention kernel does not take, and its optional exp2. */
+#define LEVEL(lv, below, head_multiple, exp2_fn)                                                      \
+    {.name = #lv,                                                                                     \
+     .lower = below,                                                                                  \
+     .matmul = LOOM_MATMUL_TABLE(loom_##lv##_mm_),                                                    \
+     .attn_unit = loom_##lv##_attn_unit,                                                              \
+     .attn_head_multiple = head_multiple,                                                             \
+     .f16_row = loom_##lv##_f16_row,                                                                  \
+     .rmsnorm = loom_##lv##_rmsnorm,                                                                  \
+     .swiglu = loom_##lv##_swiglu,                                                                    \
+     .exp2 = exp2_fn}
+
+static const loom_kernels level_tables[LOOM_ISA_COUNT] = {
+    [LOOM_ISA_SCALAR] = LEVEL(scalar, NULL, 1, NULL),
+    [LOOM_ISA_AVX2] = LEVEL(avx2, &level_tables[LOOM_ISA_SCALAR], 8, loom_avx2_exp2),
+    [LOOM_ISA_AVX512] = LEVEL(avx512, &level_tables[LOOM_ISA_AVX2], 16, loom_avx512_exp2),
+};
+
+const loom_kernels *loom_kernels_of(loom_isa isa) {
+    return (unsigned)isa < LOOM_ISA_COUNT ? &level_tables[isa] : NULL;
+}
+
+const loom_kernels *loom_kernels_get(void) { return &level_tables[loom_isa_get()]; }
 
 void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_t r0, int64_t r1,
                  const void *xq, size_t xq_stride, int64_t n, float *y, int64_t ldy) {
-    if (r1 <= r0 || n <= 0 || (unsigned)wt >= LOOM_TYPE_COUNT || !loom_type_can_matmul(wt)) return;
-    loom_matmul_fn fn = NULL;
-    for (int isa = (int)loom_isa_get(); isa >= 0 && !fn; isa--) fn = tables[isa]->matmul[wt];
-    if (!fn) return;
-    fn((const uint8_t *)w + (size_t)r0 * w_stride, w_stride, k, r1 - r0, (const uint8_t *)xq,
-       xq_stride, n, y, ldy);
+    if (r1 <= r0 || n <= 0 || (unsigned)wt >= LOOM_TYPE_COUNT) return;
+    loom_matmul_fn *fn = loom_kernels_get()->matmul[wt];
+    if (!fn) return; /* a type without matmul */
+    fn((const uint8_t *)w + (size_t)r0 * w_stride, w_stride, k, r1 - r0, (const uint8_t *)xq, xq_stride, n, y, ldy);
 }

@@ -42,15 +42,12 @@
  */
 #include <immintrin.h>
 
-/* see matmul_avx512.c: UBSan's checks make clang's sanitizer build crawl */
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((no_sanitize("undefined"))), apply_to = function)
-#endif
 
 #include "runtime/cpu/gemm_panel.h"
 
-#define AI static inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 16")
+LOOM_NO_UBSAN_BEGIN /* why: cpu_kernels.h */
+#define AI LOOM_AI
+#define UNROLL LOOM_UNROLL
 
 enum { MR = 16, KC = 1024, NT = 8 };
 
@@ -331,45 +328,14 @@ AI void gemm_f(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t n
     }
 }
 
-#define GEMM_F(name, type)                                                                     \
-    static void name(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,   \
-                     size_t xs, int64_t n, float *y, int64_t ldy) {                           \
-        gemm_f(type, w, ws, k, nr, xq, xs, n, y, ldy);                                        \
-    }
-GEMM_F(gemm_f32, LOOM_TYPE_F32)
-GEMM_F(gemm_f16, LOOM_TYPE_F16)
-GEMM_F(gemm_bf16, LOOM_TYPE_BF16)
+/* one GEMM per entry of the weight-type list */
+#define GEMM(p, T, s, fn) \
+    void p##s(LOOM_MATMUL_PARAMS) { fn(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
+#define GEMM_F(p, T, s) GEMM(p, T, s, gemm_f)
+#define GEMM_Q(p, T, s) GEMM(p, T, s, gemm)
+#define GEMM_Q8(p, T, s) GEMM(p, T, s, gemm)
+#define GEMM_K(p, T, s) GEMM(p, T, s, gemm)
+#define FAMILY(p, T, s, f) GEMM_##f(p, T, s)
+LOOM_MATMUL_TYPES(FAMILY, loom_avx512_gemm_)
 
-#define GEMM(name, type)                                                                       \
-    static void name(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,   \
-                     size_t xs, int64_t n, float *y, int64_t ldy) {                           \
-        gemm(type, w, ws, k, nr, xq, xs, n, y, ldy);                                          \
-    }
-GEMM(gemm_q4_0, LOOM_TYPE_Q4_0)
-GEMM(gemm_q4_1, LOOM_TYPE_Q4_1)
-GEMM(gemm_q5_0, LOOM_TYPE_Q5_0)
-GEMM(gemm_q5_1, LOOM_TYPE_Q5_1)
-GEMM(gemm_q8_0, LOOM_TYPE_Q8_0)
-GEMM(gemm_q4_K, LOOM_TYPE_Q4_K)
-GEMM(gemm_q5_K, LOOM_TYPE_Q5_K)
-GEMM(gemm_q6_K, LOOM_TYPE_Q6_K)
-
-const loom_cpu_kernels loom_cpu_gemm_avx512 = {
-    .matmul = {
-        [LOOM_TYPE_F32] = gemm_f32,
-        [LOOM_TYPE_F16] = gemm_f16,
-        [LOOM_TYPE_BF16] = gemm_bf16,
-        [LOOM_TYPE_Q4_0] = gemm_q4_0,
-        [LOOM_TYPE_Q4_1] = gemm_q4_1,
-        [LOOM_TYPE_Q5_0] = gemm_q5_0,
-        [LOOM_TYPE_Q5_1] = gemm_q5_1,
-        [LOOM_TYPE_Q8_0] = gemm_q8_0,
-        [LOOM_TYPE_Q4_K] = gemm_q4_K,
-        [LOOM_TYPE_Q5_K] = gemm_q5_K,
-        [LOOM_TYPE_Q6_K] = gemm_q6_K,
-    },
-};
-
-#if defined(__clang__)
-#pragma clang attribute pop
-#endif
+LOOM_NO_UBSAN_END

@@ -33,20 +33,14 @@
  * Compiled with -mavx512{f,bw,vl,dq,vnni}; dispatch.c only calls it when the
  * CPU and OS support all of them.
  */
-/* UBSan's checks multiply the size of these fully unrolled kernels and made
- * clang's sanitizer build take many minutes per file; the kernels keep
- * AddressSanitizer (every vector load is still bounds-checked) and drop only
- * the UB checks (there is no signed arithmetic on data here). */
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((no_sanitize("undefined"))), apply_to = function)
-#endif
 
 #include <immintrin.h>
 
 #include "runtime/cpu/cpu_kernels.h"
 
-#define AI static inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 16")
+LOOM_NO_UBSAN_BEGIN /* why: cpu_kernels.h */
+#define AI LOOM_AI
+#define UNROLL LOOM_UNROLL
 
 /* Largest tile; register arrays are declared at this size (arrays sized by
  * the RM/RN parameters would be VLAs, which compilers keep in memory). */
@@ -221,12 +215,9 @@ AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, siz
 
 /* Q4_K/Q5_K packed scales -> bytes [sc0..sc7, m0..m7]. */
 AI __m128i q4k_scales(const uint8_t *s12) {
-    uint32_t u0 = loom_ld_u32(s12), u1 = loom_ld_u32(s12 + 4), u2 = loom_ld_u32(s12 + 8);
-    const uint32_t m3 = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4);
-    const uint32_t m2 = u1 & 0x3f3f3f3fu;
-    const uint32_t s1 = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);
-    const uint32_t s0 = u0 & 0x3f3f3f3fu;
-    return _mm_set_epi32((int)m3, (int)m2, (int)s1, (int)s0);
+    uint32_t w[4];
+    loom_q4k_scale_words(s12, w);
+    return _mm_set_epi32((int)w[3], (int)w[2], (int)w[1], (int)w[0]);
 }
 
 /* For chunk c (64 elements): int16 lane i of the maddubs result covers
@@ -337,63 +328,20 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
 
 /* ============================ instantiation ============================ */
 
-#define TILE(fam, name, type, RM, RN)                                                           \
-    static void name(const uint8_t *w, size_t ws, int64_t k, const uint8_t *x, size_t xs,    \
-                     float *y, int64_t ldy) {                                                 \
-        tile##fam(type, RM, RN, w, ws, k, x, xs, y, ldy);                                     \
+/* One kernel per entry of the weight-type list: its register tiles (decode
+ * RMD rows; prefill RM rows x up to RN tokens) and the hand-over to the GEMM. */
+#define KERNEL(p, T, s, fn, RMD, RM, RN)                                                              \
+    LOOM_TILE_SET(s, fn, LOOM_TYPE_##T, RMD, RM, RN)                                                  \
+    void p##s(LOOM_MATMUL_PARAMS) {                                                                   \
+        if (n >= loom_gemm_min_n(LOOM_TYPE_##T)) loom_avx512_gemm_##s(w, ws, k, nr, xq, xs, n, y, ldy); \
+        else loom_run_tiles(&s##_tiles, w, ws, k, nr, xq, xs, n, y, ldy);                             \
     }
+#define KERNEL_F(p, T, s) KERNEL(p, T, s, tile_f, 4, 4, 4)
+#define KERNEL_Q(p, T, s) /* types with a min: 3 tokens (the min terms take registers) */            \
+    KERNEL(p, T, s, tile32, 4, 4, LOOM_TYPE_##T == LOOM_TYPE_Q4_1 || LOOM_TYPE_##T == LOOM_TYPE_Q5_1 ? 3 : 4)
+#define KERNEL_Q8(p, T, s) KERNEL_Q(p, T, s)
+#define KERNEL_K(p, T, s) KERNEL(p, T, s, tileK, 4, 2, 4)
+#define FAMILY(p, T, s, f) KERNEL_##f(p, T, s)
+LOOM_MATMUL_TYPES(FAMILY, loom_avx512_mm_)
 
-/* One family member: decode tiles (1x1, RMD x1), prefill tiles (1 x nt and
- * RM x nt for nt = 1..RN, RN <= 4 here). */
-#define KERNEL(fam, tname, type, RMD, RM, RN)                                                  \
-    TILE(fam, tname##_d1, type, 1, 1)                                                          \
-    TILE(fam, tname##_dm, type, RMD, 1)                                                        \
-    TILE(fam, tname##_o2, type, 1, 2)                                                          \
-    TILE(fam, tname##_o3, type, 1, 3)                                                          \
-    TILE(fam, tname##_o4, type, 1, 4)                                                          \
-    TILE(fam, tname##_f1, type, RM, 1)                                                         \
-    TILE(fam, tname##_f2, type, RM, 2)                                                         \
-    TILE(fam, tname##_f3, type, RM, 3)                                                         \
-    TILE(fam, tname##_f4, type, RM, 4)                                                         \
-    static const loom_tile_set tname##_tiles = {                                                   \
-        RMD, RM, RN, {tname##_d1, tname##_dm},                                                 \
-        {NULL, tname##_d1, tname##_o2, tname##_o3, tname##_o4},                                \
-        {NULL, tname##_f1, tname##_f2, tname##_f3, tname##_f4}};                               \
-    static void tname(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,   \
-                      size_t xs, int64_t n, float *y, int64_t ldy) {                           \
-        loom_matmul_fn g = loom_cpu_gemm_avx512.matmul[type];                                  \
-        if (g && n >= loom_gemm_min_n(type)) g(w, ws, k, nr, xq, xs, n, y, ldy);                      \
-        else loom_run_tiles(&tname##_tiles, w, ws, k, nr, xq, xs, n, y, ldy);                  \
-    }
-
-KERNEL(_f, mm_f32, LOOM_TYPE_F32, 4, 4, 4)
-KERNEL(_f, mm_f16, LOOM_TYPE_F16, 4, 4, 4)
-KERNEL(_f, mm_bf16, LOOM_TYPE_BF16, 4, 4, 4)
-KERNEL(32, mm_q4_0, LOOM_TYPE_Q4_0, 4, 4, 4)
-KERNEL(32, mm_q4_1, LOOM_TYPE_Q4_1, 4, 4, 3)
-KERNEL(32, mm_q5_0, LOOM_TYPE_Q5_0, 4, 4, 4)
-KERNEL(32, mm_q5_1, LOOM_TYPE_Q5_1, 4, 4, 3)
-KERNEL(32, mm_q8_0, LOOM_TYPE_Q8_0, 4, 4, 4)
-KERNEL(K, mm_q4_K, LOOM_TYPE_Q4_K, 4, 2, 4)
-KERNEL(K, mm_q5_K, LOOM_TYPE_Q5_K, 4, 2, 4)
-KERNEL(K, mm_q6_K, LOOM_TYPE_Q6_K, 4, 2, 4)
-
-const loom_cpu_kernels loom_cpu_kernels_avx512 = {
-    .matmul = {
-        [LOOM_TYPE_F32] = mm_f32,
-        [LOOM_TYPE_F16] = mm_f16,
-        [LOOM_TYPE_BF16] = mm_bf16,
-        [LOOM_TYPE_Q4_0] = mm_q4_0,
-        [LOOM_TYPE_Q4_1] = mm_q4_1,
-        [LOOM_TYPE_Q5_0] = mm_q5_0,
-        [LOOM_TYPE_Q5_1] = mm_q5_1,
-        [LOOM_TYPE_Q8_0] = mm_q8_0,
-        [LOOM_TYPE_Q4_K] = mm_q4_K,
-        [LOOM_TYPE_Q5_K] = mm_q5_K,
-        [LOOM_TYPE_Q6_K] = mm_q6_K,
-    },
-};
-
-#if defined(__clang__)
-#pragma clang attribute pop
-#endif
+LOOM_NO_UBSAN_END

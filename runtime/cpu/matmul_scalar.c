@@ -169,35 +169,6 @@ static void matmul_any(loom_type wt, const uint8_t *w, size_t w_stride, int64_t 
     }
 }
 
-#define SCALAR_KERNEL(name, type)                                                             \
-    static void name(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, \
-                     size_t xs, int64_t n, float *y, int64_t ldy) {                          \
-        matmul_any(type, w, ws, k, nr, xq, xs, n, y, ldy);                                   \
-    }
-SCALAR_KERNEL(mm_f32, LOOM_TYPE_F32)
-SCALAR_KERNEL(mm_f16, LOOM_TYPE_F16)
-SCALAR_KERNEL(mm_bf16, LOOM_TYPE_BF16)
-SCALAR_KERNEL(mm_q4_0, LOOM_TYPE_Q4_0)
-SCALAR_KERNEL(mm_q4_1, LOOM_TYPE_Q4_1)
-SCALAR_KERNEL(mm_q5_0, LOOM_TYPE_Q5_0)
-SCALAR_KERNEL(mm_q5_1, LOOM_TYPE_Q5_1)
-SCALAR_KERNEL(mm_q8_0, LOOM_TYPE_Q8_0)
-SCALAR_KERNEL(mm_q4_K, LOOM_TYPE_Q4_K)
-SCALAR_KERNEL(mm_q5_K, LOOM_TYPE_Q5_K)
-SCALAR_KERNEL(mm_q6_K, LOOM_TYPE_Q6_K)
-
-const loom_cpu_kernels loom_cpu_kernels_scalar = {
-    .matmul = {
-        [LOOM_TYPE_F32] = mm_f32,
-        [LOOM_TYPE_F16] = mm_f16,
-        [LOOM_TYPE_BF16] = mm_bf16,
-        [LOOM_TYPE_Q4_0] = mm_q4_0,
-        [LOOM_TYPE_Q4_1] = mm_q4_1,
-        [LOOM_TYPE_Q5_0] = mm_q5_0,
-        [LOOM_TYPE_Q5_1] = mm_q5_1,
-        [LOOM_TYPE_Q8_0] = mm_q8_0,
-        [LOOM_TYPE_Q4_K] = mm_q4_K,
-        [LOOM_TYPE_Q5_K] = mm_q5_K,
-        [LOOM_TYPE_Q6_K] = mm_q6_K,
-    },
-};
+#define SCALAR_KERNEL(p, T, s, f)                                                                     \
+    void p##s(LOOM_MATMUL_PARAMS) { matmul_any(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
+LOOM_MATMUL_TYPES(SCALAR_KERNEL, loom_scalar_mm_)

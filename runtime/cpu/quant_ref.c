@@ -9,21 +9,12 @@
 #include <string.h>
 
 #include "runtime/cpu/cpu_kernels.h"
-#include "runtime/kernels.h"
 
 bool loom_type_can_matmul(loom_type wt) {
     switch (wt) {
-    case LOOM_TYPE_F32:
-    case LOOM_TYPE_F16:
-    case LOOM_TYPE_BF16:
-    case LOOM_TYPE_Q4_0:
-    case LOOM_TYPE_Q4_1:
-    case LOOM_TYPE_Q5_0:
-    case LOOM_TYPE_Q5_1:
-    case LOOM_TYPE_Q8_0:
-    case LOOM_TYPE_Q4_K:
-    case LOOM_TYPE_Q5_K:
-    case LOOM_TYPE_Q6_K: return true;
+#define CASE(p, T, s, f) case LOOM_TYPE_##T:
+        LOOM_MATMUL_TYPES(CASE, _) return true;
+#undef CASE
     default: return false;
     }
 }

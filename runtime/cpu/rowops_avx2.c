@@ -4,10 +4,10 @@
 #include <math.h>
 
 #include "runtime/ops.h"
-#include "runtime/rowops.h"
+#include "runtime/cpu/cpu_kernels.h"
 #include "runtime/cpu/vmath.h"
 
-void loom_row_rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps) {
+void loom_avx2_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -27,7 +27,7 @@ void loom_row_rmsnorm_avx2(float *out, const float *x, const float *w, int n, fl
     for (; i < n; i++) out[i] = x[i] * s * w[i];
 }
 
-void loom_row_swiglu_avx2(float *gate, const float *up, int n) {
+void loom_avx2_swiglu(float *gate, const float *up, int n) {
     const __m256 nlog2e = _mm256_set1_ps(-1.4426950408889634f), one = _mm256_set1_ps(1.0f);
     const __m256 top = _mm256_set1_ps(127.0f); /* loom_exp2_8 has no overflow to inf */
     int i = 0;

@@ -3,10 +3,10 @@
 #include <immintrin.h>
 #include <math.h>
 
-#include "runtime/rowops.h"
+#include "runtime/cpu/cpu_kernels.h"
 #include "runtime/cpu/vmath.h"
 
-void loom_row_rmsnorm_avx512(float *out, const float *x, const float *w, int n, float eps) {
+void loom_avx512_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -28,7 +28,7 @@ void loom_row_rmsnorm_avx512(float *out, const float *x, const float *w, int n, 
     }
 }
 
-void loom_row_swiglu_avx512(float *gate, const float *up, int n) {
+void loom_avx512_swiglu(float *gate, const float *up, int n) {
     const __m512 nlog2e = _mm512_set1_ps(-1.4426950408889634f), one = _mm512_set1_ps(1.0f);
     for (int i = 0; i < n; i += 16) {
         __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);

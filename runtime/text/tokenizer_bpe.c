@@ -440,58 +440,15 @@ static loom_status regex_split(pcre2_code *re, const char *text, const tok_vec *
 }
 
 typedef struct {
-    int32_t prev, next;
-    uint32_t off, n; /* bytes of the word */
-} sym;
-
-typedef struct {
-    uint32_t rank;
-    int32_t left;
-    uint32_t ln, rn; /* lengths of both symbols when queued */
-} bigram;
-
-static bool bigram_before(const bigram *a, const bigram *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static void heap_push(bigram *h, size_t *n, bigram v) {
-    size_t i = (*n)++;
-    while (i) {
-        size_t p = (i - 1) / 2;
-        if (!bigram_before(&v, &h[p])) break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = v;
-}
-
-static bigram heap_pop(bigram *h, size_t *n) {
-    bigram top = h[0], v = h[--*n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && bigram_before(&h[c + 1], &h[c])) c++;
-        if (!bigram_before(&h[c], &v)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (*n) h[i] = v;
-    return top;
-}
-
-typedef struct {
-    tok_vec syms;  /* sym */
-    tok_vec heap;  /* bigram */
+    tok_vec syms;  /* tok_sym */
+    tok_vec heap;  /* tok_bigram */
 } bpe_work;
 
-static loom_status try_bigram(const loom_tokenizer *t, const char *w, sym *s, int32_t l, int32_t r, bpe_work *wk) {
+static loom_status try_bigram(const loom_tokenizer *t, const char *w, tok_sym *s, int32_t l, int32_t r, bpe_work *wk) {
     if (l < 0 || r < 0) return NULL;
     int64_t rank = merge_rank(t, w + s[l].off, s[l].n, w + s[r].off, s[r].n);
     if (rank < 0) return NULL;
-    LOOM_TRY(tok_vec_reserve(&wk->heap, wk->heap.n + 1));
-    heap_push(wk->heap.p, &wk->heap.n, (bigram){(uint32_t)rank, l, s[l].n, s[r].n});
-    return NULL;
+    return tok_heap_push(&wk->heap, (tok_bigram){tok_key_rank((uint32_t)rank, l), l, s[l].n, s[r].n});
 }
 
 /* Merges one word (already in the vocabulary's alphabet) and appends its ids. */
@@ -509,21 +466,21 @@ static loom_status bpe_word(const loom_tokenizer *t, const char *w, size_t n, bp
     wk->syms.n = 0;
     wk->heap.n = 0;
     LOOM_TRY(tok_vec_reserve(&wk->syms, n));
-    sym *s = wk->syms.p;
+    tok_sym *s = wk->syms.p;
     int32_t ns = 0;
     for (size_t off = 0; off < n;) {
         size_t cl = utf8_char_len((uint8_t)w[off]);
         if (cl > n - off) cl = n - off;
-        s[ns] = (sym){ns - 1, off + cl == n ? -1 : ns + 1, (uint32_t)off, (uint32_t)cl};
+        s[ns] = (tok_sym){ns - 1, off + cl == n ? -1 : ns + 1, (uint32_t)off, (uint32_t)cl};
         ns++;
         off += cl;
     }
     for (int32_t i = 1; i < ns; i++) LOOM_TRY(try_bigram(t, w, s, i - 1, i, wk));
     while (wk->heap.n) {
-        bigram b = heap_pop(wk->heap.p, &wk->heap.n);
-        sym *l = &s[b.left];
+        tok_bigram b = tok_heap_pop(&wk->heap);
+        tok_sym *l = &s[b.left];
         if (l->n != b.ln || l->next < 0) continue;
-        sym *r = &s[l->next];
+        tok_sym *r = &s[l->next];
         if (r->n != b.rn || r->n == 0) continue; /* one side changed since queued */
         l->n += r->n;
         r->n = 0;
@@ -552,7 +509,7 @@ loom_status tok_bpe_encode(const loom_tokenizer *t, const char *text, size_t len
     loom_status st = NULL;
     tok_vec esc = {.elem = 1}, clean = {.elem = 1}, a = {.elem = sizeof(span)}, b = {.elem = sizeof(span)},
             word = {.elem = 1};
-    bpe_work wk = {{.elem = sizeof(sym)}, {.elem = sizeof(bigram)}};
+    bpe_work wk = {{.elem = sizeof(tok_sym)}, {.elem = sizeof(tok_bigram)}};
     pcre2_match_data *md = NULL;
 
     if (t->pre->flags & PT_RAW_BYTES) { /* " " → "▁" */

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <string.h>
+
 #include "runtime/text/tokenizer.h"
 
 /* Token attributes (llama.cpp's llama_token_attr bits). */
@@ -103,6 +105,37 @@ typedef struct {
 loom_status tok_vec_reserve(tok_vec *v, size_t n) LOOM_MUST_USE;
 loom_status tok_vec_push(tok_vec *v, const void *item) LOOM_MUST_USE;
 void tok_vec_free(tok_vec *v);
+
+/* A symbol of a word being merged: bytes [off, off + n) of the word,
+ * linked to its neighbours; n = 0 once merged into its left neighbour. */
+typedef struct {
+    int32_t prev, next;
+    uint32_t off, n;
+} tok_sym;
+
+/* A candidate merge of symbol `left` with its right neighbour; ln and rn
+ * are both symbols' lengths when it was queued (to tell stale entries).
+ * The queue pops the smallest key: BPE's merge rank, or SentencePiece's
+ * score (highest first), then the leftmost pair. */
+typedef struct {
+    uint64_t key;
+    int32_t left;
+    uint32_t ln, rn;
+} tok_bigram;
+
+static inline uint64_t tok_key_rank(uint32_t rank, int32_t left) {
+    return ((uint64_t)rank << 32) | (uint32_t)left;
+}
+static inline uint64_t tok_key_score(float score, int32_t left) {
+    uint32_t u;
+    if (score == 0) score = 0; /* -0 sorts with +0 */
+    memcpy(&u, &score, sizeof u);
+    u = (u & 0x80000000u) ? ~u : u | 0x80000000u; /* ascending with the float */
+    return ((uint64_t)~u << 32) | (uint32_t)left;  /* higher scores first */
+}
+/* h holds tok_bigram. */
+loom_status tok_heap_push(tok_vec *h, tok_bigram v) LOOM_MUST_USE;
+tok_bigram tok_heap_pop(tok_vec *h); /* h->n > 0 */
 
 /* Token text access and lookup. */
 static inline const char *tok_text(const loom_tokenizer *t, int32_t id, size_t *len) {

@@ -13,63 +13,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    int32_t prev, next;
-    uint32_t off, n;
-} sym;
-
-typedef struct {
-    float score;
-    int32_t left;
-    uint32_t size; /* bytes of both symbols when queued */
-} bigram;
-
-static bool bigram_before(const bigram *a, const bigram *b) {
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static void heap_push(bigram *h, size_t *n, bigram v) {
-    size_t i = (*n)++;
-    while (i) {
-        size_t p = (i - 1) / 2;
-        if (!bigram_before(&v, &h[p])) break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = v;
-}
-
-static bigram heap_pop(bigram *h, size_t *n) {
-    bigram top = h[0], v = h[--*n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && bigram_before(&h[c + 1], &h[c])) c++;
-        if (!bigram_before(&h[c], &v)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (*n) h[i] = v;
-    return top;
-}
-
-static loom_status try_bigram(const loom_tokenizer *t, const char *w, const sym *s, int32_t l, int32_t r,
+static loom_status try_bigram(const loom_tokenizer *t, const char *w, const tok_sym *s, int32_t l, int32_t r,
                               tok_vec *heap) {
     if (l < 0 || r < 0) return NULL;
     uint32_t size = s[l].n + s[r].n;
     int32_t id = tok_find(t, w + s[l].off, size);
     if (id < 0) return NULL;
-    LOOM_TRY(tok_vec_reserve(heap, heap->n + 1));
-    heap_push(heap->p, &heap->n, (bigram){t->score[id], l, size});
-    return NULL;
+    return tok_heap_push(heap, (tok_bigram){tok_key_score(t->score[id], l), l, s[l].n, s[r].n});
 }
 
 loom_status tok_spm_encode(const loom_tokenizer *t, const char *text, size_t len, bool prefix_space,
                            loom_tokens *out) {
     static const uint8_t char_len[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
     loom_status st = NULL;
-    tok_vec w = {.elem = 1}, syms = {.elem = sizeof(sym)}, heap = {.elem = sizeof(bigram)};
+    tok_vec w = {.elem = 1}, syms = {.elem = sizeof(tok_sym)}, heap = {.elem = sizeof(tok_bigram)};
 
     /* the escaped text: optional "▁" prefix, every " " → "▁" */
     size_t spaces = prefix_space;
@@ -94,23 +51,23 @@ loom_status tok_spm_encode(const loom_tokenizer *t, const char *text, size_t len
     }
 
     if ((st = tok_vec_reserve(&syms, w.n))) goto done;
-    sym *s = syms.p;
+    tok_sym *s = syms.p;
     int32_t ns = 0;
     for (size_t off = 0; off < w.n;) {
         size_t cl = char_len[(uint8_t)o[off] >> 4];
         if (cl > w.n - off) cl = w.n - off;
-        s[ns] = (sym){ns - 1, off + cl == w.n ? -1 : ns + 1, (uint32_t)off, (uint32_t)cl};
+        s[ns] = (tok_sym){ns - 1, off + cl == w.n ? -1 : ns + 1, (uint32_t)off, (uint32_t)cl};
         ns++;
         off += cl;
     }
     for (int32_t i = 1; i < ns; i++)
         if ((st = try_bigram(t, o, s, i - 1, i, &heap))) goto done;
     while (heap.n) {
-        bigram b = heap_pop(heap.p, &heap.n);
-        sym *l = &s[b.left];
+        tok_bigram b = tok_heap_pop(&heap);
+        tok_sym *l = &s[b.left];
         if (l->n == 0 || l->next < 0) continue;
-        sym *r = &s[l->next];
-        if (r->n == 0 || l->n + r->n != b.size) continue; /* stale */
+        tok_sym *r = &s[l->next];
+        if (r->n == 0 || l->n + r->n != b.ln + b.rn) continue; /* stale */
         l->n += r->n;
         r->n = 0;
         l->next = r->next;

@@ -239,3 +239,12 @@ loom_status loom_json_escape(const char *s, size_t len, loom_strbuf *out) {
     LOOM_TRY(loom_strbuf_append(out, p + run, len - run));
     return loom_strbuf_append(out, "\"", 1);
 }
+
+void loom_json_fputs(FILE *f, const char *s) {
+    loom_strbuf b = {0};
+    loom_status st = loom_json_escape(s, strlen(s), &b);
+    if (st || !b.data) fputs("\"\"", f);
+    else fwrite(b.data, 1, b.len, f);
+    loom_status_free(st);
+    loom_strbuf_free(&b);
+}

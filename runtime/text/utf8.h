@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "runtime/status.h"
 
@@ -80,5 +81,9 @@ bool loom_utf8_stream_pending(const loom_utf8_stream *s);
  * characters below U+0020 as \b \f \n \r \t or \u00XX, ill-formed UTF-8
  * replaced by U+FFFD; everything else passes through as UTF-8. */
 loom_status loom_json_escape(const char *s, size_t len, loom_strbuf *out) LOOM_MUST_USE;
+
+/* Writes the JSON string literal of the NUL-terminated s to f (loom_json_escape's
+ * rules; "" if memory runs out). */
+void loom_json_fputs(FILE *f, const char *s);
 
 #endif

@@ -45,7 +45,7 @@ client() { "$PY" "$here/serve_client.py" "$@" || fail "serve_client.py $1 (serve
 for mode in $modes; do
   case $mode in
   full)
-    start_server "$TMP/full.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 2048 --sequences 16 $SERVE_EXTRA
+    start_server "$TMP/full.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 2048 --sequences 16 ${SERVE_EXTRA:-}
     client full --base "http://127.0.0.1:$PORT" --reference-cmd "$LOOM generate --model $MODEL --threads 2"
     stop_server "$TMP/full.log"
     grep -q "SIGTERM" "$TMP/full.log" || fail "no shutdown message"
@@ -55,10 +55,10 @@ for mode in $modes; do
     for grid in "2 1" "1 2"; do
       set -- $grid
       start_server "$TMP/cluster.log" $MPIRUN -np $(($1 * $2)) "$LOOM" serve --model "$MODEL" --tp "$1" --pp "$2" \
-        --threads 1 --ctx-size 2048 --sequences 8
+        --threads 1 --ctx-size 2048 --sequences 8 --pid-file "$TMP/rank0.pid"
       client cluster --base "http://127.0.0.1:$PORT" \
         --reference-cmd "$MPIRUN -np $(($1 * $2)) $LOOM generate --model $MODEL --tp $1 --pp $2 --threads 1"
-      kill -TERM "$(pgrep -f "loom serve --model $MODEL --tp $1 --pp $2" | sort -n | head -1)" 2> /dev/null
+      kill -TERM "$(cat "$TMP/rank0.pid")" || fail "no pid file from rank 0"
       wait "$SERVER" || fail "tp $1 pp $2: the cluster did not exit cleanly after SIGTERM: $(tail -5 "$TMP/cluster.log")"
       ok "tp $1 x pp $2 cluster serves, equals loom generate, stops on SIGTERM"
     done

@@ -1,0 +1,525 @@
+/*
+ * runtime/cpu/gemm_avx2.c — AVX2 kernels for the 4/5/6-bit weight types
+ * (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): one ymm lane per weight row.
+ *
+ * Two paths, one arithmetic:
+ *   - the panel GEMM (n >= g_min_n tokens; prefill): the weights of 8 rows x
+ *     one k-chunk are decoded to unsigned bytes and transposed into a panel
+ *     (qT[g] = 8 dwords, dword r = quants k = 4g..4g+3 of row r); per token
+ *     the 4 activation bytes of group g are broadcast, VPMADDUBSW gives int16
+ *     pair sums for the 8 rows, added in int16 over as many groups as cannot
+ *     overflow (2*15*127 per pair: 8 groups for 4-bit quants, 4 for 5-bit, 2
+ *     for Q6_K), then one VPMADDWD by ones widens them. The panel is decoded
+ *     once per k-chunk and reused for every token;
+ *   - row tiles (fewer tokens; decode): the 8 rows' quants of one block are
+ *     decoded into registers, each row's VPMADDUBSW + VPMADDWD with the
+ *     token's activations gives 8 int32 vectors, and a VPHADDD tree turns
+ *     them into one vector of per-row sums (lane r = row r).
+ * Both paths get the same exact integer sum I per (row, scale group) and
+ * then run the same float steps per lane (step32 / stepK_*), in the same
+ * order, from the first block of the row to the last (the GEMM carries a
+ * row's running sum across k-chunks through y). So a row's result is
+ * bit-identical whichever path computes it, whatever else is in the call:
+ * the batch invariance promised in runtime/kernels.h.
+ *
+ * Scale terms per lane (runtime/cpu/gemm_panel.h): 32-element blocks
+ * y += dw*(da*I) + off*s (off = m, or -c*dw for the unsigned form of Q4_0/
+ * Q5_0: their offset is removed in float, so the rounding error is relative
+ * to c*|dw*da*sum(a)|); K super-blocks y += da*(sum_g fs_g*I_g + d2*M) with
+ * M the integer mins/offset term from the bsums.
+ *
+ * Q8_0 and float weights stay on the register tiles of matmul_avx2.c (the
+ * unsigned form of Q8_0 would saturate VPMADDUBSW's int16 pairs).
+ *
+ * Compiled with -mavx2 -mfma -mf16c -mbmi2.
+ */
+
+#include <immintrin.h>
+
+#include "runtime/cpu/gemm_panel.h"
+
+LOOM_NO_UBSAN_BEGIN /* why: cpu_kernels.h */
+#define AI LOOM_AI
+#define UNROLL LOOM_UNROLL
+
+enum { GMR = 8, GKC = 512, GNT = 4, RTN = 4 /* tokens per row tile */ };
+
+/* The tokens from which the GEMM takes a type; below, the row tiles (the
+ * choice changes speed only, never a result). bench_matmul -i avx2 on an
+ * EPYC 7xx1 (Zen 1), one thread, 2048 x 4096, GFLOP/s row tiles vs GEMM:
+ *   Q4_1  n = 4: 21 vs 22, 8: 21 vs 29, 16: 21 vs 23..36, 32: 21 vs 39
+ *   Q5_0  n = 4: 19 vs 19, 8: 19 vs 25, 16: 15 vs 31
+ *   Q4_K  n = 4: 26 vs 23, 8: 26 vs 29, 16: 26 vs 35
+ *   Q5_K  n = 4: 26 vs 19, 8: 26 vs 26, 16: 26 vs 32
+ *   Q6_K  n = 8: 27 vs 23, 16: 27 vs 27, 24: 27 vs 30 */
+AI int g_min_n(const int type) { return type == LOOM_TYPE_Q6_K ? 16 : 8; }
+
+/* ============================== decoding ============================== */
+
+/* 16 packed nibble bytes -> 32 quants in element order (lo nibbles, then hi) */
+AI __m256i nibbles(const uint8_t *p) {
+    const __m128i x = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), _mm256_set1_epi8(0x0F));
+}
+
+/* 32 bits -> 32 bytes, 0x10 where the bit is set (bit j -> byte j) */
+AI __m256i bits_to_0x10(uint32_t bits) {
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)bits),
+        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                         3, 3, 3, 3, 3, 3, 3));
+    const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel), _mm256_set1_epi8(16));
+}
+
+/* A 32-element block -> its unsigned quants (0..15 or 0..31). */
+AI __m256i dec32(const int type, const uint8_t *p) {
+    switch (type) {
+    case LOOM_TYPE_Q4_0: return nibbles(p + 2);
+    case LOOM_TYPE_Q4_1: return nibbles(p + 4);
+    case LOOM_TYPE_Q5_0: return _mm256_or_si256(nibbles(p + 6), bits_to_0x10(loom_ld_u32(p + 2)));
+    default: return _mm256_or_si256(nibbles(p + 8), bits_to_0x10(loom_ld_u32(p + 4))); /* Q5_1 */
+    }
+}
+
+/* Unsigned quants of the 32-element piece j (elements 32j..32j+31) of a K super-block. */
+AI __m256i decK_piece(const int type, const uint8_t *blk, const int j) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    if (type == LOOM_TYPE_Q6_K) {
+        const int h = j >> 2, p = j & 3;
+        const __m256i L = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32 * (p & 1)));
+        const __m256i H = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+        const __m256i m30 = _mm256_set1_epi8(0x30);
+        const __m256i lo = p < 2 ? _mm256_and_si256(L, m4) : _mm256_and_si256(_mm256_srli_epi16(L, 4), m4);
+        __m256i hi;
+        switch (p) { /* bits 2p, 2p+1 of H moved to bits 4, 5 */
+        case 0: hi = _mm256_slli_epi16(H, 4); break;
+        case 1: hi = _mm256_slli_epi16(H, 2); break;
+        case 2: hi = H; break;
+        default: hi = _mm256_srli_epi16(H, 2); break;
+        }
+        return _mm256_or_si256(lo, _mm256_and_si256(hi, m30));
+    }
+    const int c = j >> 1;
+    const __m256i x = _mm256_loadu_si256((const __m256i *)(blk + (type == LOOM_TYPE_Q4_K ? 16 : 48) + 32 * c));
+    __m256i q = (j & 1) ? _mm256_and_si256(_mm256_srli_epi16(x, 4), m4) : _mm256_and_si256(x, m4);
+    if (type == LOOM_TYPE_Q5_K) { /* bit j of qh[l] -> 16 */
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
+        __m256i hb = _mm256_and_si256(qh, _mm256_set1_epi8((char)(1 << j)));
+        hb = j < 4 ? _mm256_slli_epi16(hb, 4 - j) : j > 4 ? _mm256_srli_epi16(hb, j - 4) : hb;
+        q = _mm256_or_si256(q, hb);
+    }
+    return q;
+}
+
+/* ====================== the float steps of every path ====================== */
+
+/* 32-element block: tot += fs*(da*I) + off*s */
+AI __m256 step32(__m256 tot, __m256i I, __m256 da, __m256 fs, __m256 off, __m256 s) {
+    tot = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(I), da), fs, tot);
+    return _mm256_fmadd_ps(off, s, tot);
+}
+
+/* K super-block: tot += d*(da*S) + negdmin*(da*Mn); S = sum_g sc_g*I_g (Q6_K:
+ * plus its -32 offset term), Mn = sum_s m_s*B_s (Q4_K/Q5_K), both exact */
+AI __m256 stepK(const int type, __m256 tot, __m256i S, __m256i Mn, __m256 da, __m256 d, __m256 negdmin) {
+    tot = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(S), da), d, tot);
+    if (type != LOOM_TYPE_Q6_K) tot = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(Mn), da), negdmin, tot);
+    return tot;
+}
+
+AI __m256i bcast4(const uint8_t *p) { return _mm256_set1_epi32((int)loom_ld_u32(p)); }
+
+/* K mins (Q4_K/Q5_K) or offset (Q6_K) term (lane = row) of one token's
+ * super-block (activation block at ab): sum_j mp_j . bsums pair j, exact. */
+AI __m256i kmins(const int32_t (*mp)[GMR], const uint8_t *ab) {
+    __m256i M = _mm256_setzero_si256();
+    UNROLL for (int j = 0; j < 8; j++)
+        M = _mm256_add_epi32(M, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)mp[j]), bcast4(ab + 260 + 4 * j)));
+    return M;
+}
+
+/* Q4_K/Q5_K packed scales -> bytes [sc0..sc7, m0..m7]. */
+AI __m128i q4k_scales(const uint8_t *s12) {
+    uint32_t w[4];
+    loom_q4k_scale_words(s12, w);
+    return _mm_set_epi32((int)w[3], (int)w[2], (int)w[1], (int)w[0]);
+}
+
+/* y[0..rows) = v (rows < 8: only those lanes) */
+AI void store_rows(float *y, __m256 v, int rows) {
+    if (rows == GMR) {
+        _mm256_storeu_ps(y, v);
+        return;
+    }
+    float tmp[GMR];
+    _mm256_storeu_ps(tmp, v);
+    for (int r = 0; r < rows; r++) y[r] = tmp[r];
+}
+
+AI __m256 load_rows(const float *y, int rows) {
+    if (rows == GMR) return _mm256_loadu_ps(y);
+    float tmp[GMR] = {0};
+    for (int r = 0; r < rows; r++) tmp[r] = y[r];
+    return _mm256_loadu_ps(tmp);
+}
+
+/* ============================ prefill panel GEMM ============================ */
+
+typedef struct {
+    uint8_t qT[GKC / 4][32];    /* (k-group, row, 4 bytes) unsigned quants */
+    float fs[GKC / 32][GMR];    /* (block, row) 32-families: dw */
+    float off[GKC / 32][GMR];   /* (block, row) 32-families: -c*dw or m */
+    int32_t scp[GKC / 16][GMR]; /* (scale group, row) K: the integer scale as an int16 pair [sc, sc] */
+    int32_t mp[GKC / 32][GMR];  /* (super-block*8 + j, row) K: int16 pair for the bsums pair j */
+    float dk[GKC / 256][GMR];   /* (super-block, row) K: d */
+    float d2[GKC / 256][GMR];   /* (super-block, row) Q4_K/Q5_K: -dmin */
+} gpanel;
+
+/* Row r's K terms of one super-block into the panel arrays (first entry of
+ * the super-block): integer scale pairs, mins/offset pairs as in
+ * loom_panel_termsK, d and -dmin. */
+AI void g_termsK(const int type, const uint8_t *blk, int r, int32_t (*scp)[GMR], int32_t (*mp)[GMR], float *dk,
+                 float *d2) {
+    if (type == LOOM_TYPE_Q6_K) {
+        const int8_t *sc = (const int8_t *)(blk + 192);
+        for (int g = 0; g < 16; g++) scp[g][r] = (int32_t)((uint32_t)(uint16_t)sc[g] * 0x10001u);
+        for (int j = 0; j < 8; j++)
+            mp[j][r] = (int32_t)(((uint32_t)(uint16_t)(-32 * sc[2 * j])) | ((uint32_t)(uint16_t)(-32 * sc[2 * j + 1]) << 16));
+        dk[r] = _cvtsh_ss(loom_ld_u16(blk + 208));
+        d2[r] = 0.0f;
+        return;
+    }
+    for (int s = 0; s < 8; s++) {
+        uint8_t sc, m;
+        loom_q4k_scale_min(s, blk + 4, &sc, &m);
+        scp[s][r] = (int32_t)(sc * 0x10001u);
+        mp[s][r] = (int32_t)(m * 0x10001u);
+    }
+    dk[r] = _cvtsh_ss(loom_ld_u16(blk));
+    d2[r] = -_cvtsh_ss(loom_ld_u16(blk + 2));
+}
+
+/* groups of 4 quants whose VPMADDUBSW pair sums may be added in int16 */
+AI int g_run(const int type) {
+    switch (type) {
+    case LOOM_TYPE_Q4_0:
+    case LOOM_TYPE_Q4_1:
+    case LOOM_TYPE_Q4_K: return 8;
+    case LOOM_TYPE_Q6_K: return 2;
+    default: return 4;
+    }
+}
+
+/* 8x8 dword transpose: R[i] = row i; out[j] = column j. */
+AI void transpose8(const __m256i R[8], uint8_t (*out)[32]) {
+    __m256i t[8], u[8];
+    UNROLL for (int p = 0; p < 4; p++) {
+        t[2 * p] = _mm256_unpacklo_epi32(R[2 * p], R[2 * p + 1]);
+        t[2 * p + 1] = _mm256_unpackhi_epi32(R[2 * p], R[2 * p + 1]);
+    }
+    UNROLL for (int h = 0; h < 2; h++) { /* rows 0-3, rows 4-7 */
+        u[4 * h + 0] = _mm256_unpacklo_epi64(t[4 * h + 0], t[4 * h + 2]);
+        u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h + 0], t[4 * h + 2]);
+        u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+        u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+    }
+    UNROLL for (int c = 0; c < 4; c++) {
+        _mm256_store_si256((__m256i *)out[c], _mm256_permute2x128_si256(u[c], u[4 + c], 0x20));
+        _mm256_store_si256((__m256i *)out[4 + c], _mm256_permute2x128_si256(u[c], u[4 + c], 0x31));
+    }
+}
+
+AI void g_unpack(const int type, gpanel *P, const uint8_t *w, size_t ws, int rows, int64_t kc0, int kcl) {
+    const size_t bs = loom_qblock_bytes(type);
+    for (int gb = 0; gb * 32 < kcl; gb++) {
+        const int64_t e = kc0 + 32 * gb; /* first element */
+        __m256i R[8];
+        UNROLL for (int r = 0; r < GMR; r++) {
+            if (r >= rows) {
+                R[r] = _mm256_setzero_si256();
+                continue;
+            }
+            const uint8_t *wr = w + r * ws;
+            if (loom_is_kquant(type)) {
+                const uint8_t *blk = wr + (e / 256) * bs;
+                const int j = (int)((e % 256) / 32);
+                LOOM_PREFETCH_NEXT_TILE(blk + GMR * ws + (size_t)j * bs / 8, bs / 8);
+                R[r] = decK_piece(type, blk, j);
+            } else {
+                const uint8_t *pb = wr + (e / 32) * bs;
+                LOOM_PREFETCH_NEXT_TILE(pb + GMR * ws, bs);
+                R[r] = dec32(type, pb);
+            }
+        }
+        transpose8(R, P->qT + 8 * gb);
+    }
+    if (loom_is_kquant(type)) {
+        const int ng = type == LOOM_TYPE_Q6_K ? 16 : 8;
+        for (int sbl = 0; sbl < kcl / 256; sbl++)
+            for (int r = 0; r < GMR; r++) /* rows past the matrix repeat row 0 (never stored) */
+                g_termsK(type, w + (r < rows ? r : 0) * ws + (kc0 / 256 + sbl) * bs, r, P->scp + ng * sbl,
+                         P->mp + 8 * sbl, P->dk[sbl], P->d2[sbl]);
+    } else {
+        for (int b = 0; b < kcl / 32; b++)
+            for (int r = 0; r < GMR; r++)
+                loom_panel_terms32(type, r < rows ? w + r * ws + (kc0 / 32 + b) * bs : NULL, GMR, r, P->fs[b],
+                                   P->off[b]);
+    }
+}
+
+/* I[t] += the int32 sums over groups g0 .. g0+ng-1 of the panel for GNT
+ * tokens, times the int16 pairs mul (ones, or a K scale group's [sc, sc]);
+ * token t's 4-byte activation groups start at a[t] (group g at
+ * a[t] + 4*(g - g0)). */
+AI void g_dot(const int type, const gpanel *P, int g0, int ng, const uint8_t *const a[GNT], __m256i mul,
+              __m256i I[GNT]) {
+    const int run = g_run(type);
+    for (int h = 0; h < ng; h += run) {
+        __m256i S[GNT];
+        UNROLL for (int t = 0; t < GNT; t++) S[t] = _mm256_setzero_si256();
+        for (int g = h; g < h + run && g < ng; g++) {
+            const __m256i wv = _mm256_load_si256((const __m256i *)P->qT[g0 + g]);
+            UNROLL for (int t = 0; t < GNT; t++)
+                S[t] = _mm256_add_epi16(S[t], _mm256_maddubs_epi16(wv, bcast4(a[t] + 4 * g)));
+        }
+        UNROLL for (int t = 0; t < GNT; t++) I[t] = _mm256_add_epi32(I[t], _mm256_madd_epi16(S[t], mul));
+    }
+}
+
+/* The panel x up to GNT tokens; y holds each row's running sum (read unless
+ * this is the first k-chunk) and receives it. */
+AI void g_micro(const int type, const gpanel *P, int64_t k, int64_t kc0, int kcl, const uint8_t *x, size_t xs,
+                int nt, float *y, int64_t ldy, int first, int rows) {
+    const uint8_t *xt[GNT];
+    UNROLL for (int t = 0; t < GNT; t++) xt[t] = x + (t < nt ? t : nt - 1) * xs;
+    __m256 tot[GNT];
+    UNROLL for (int t = 0; t < GNT; t++) tot[t] = first || t >= nt ? _mm256_setzero_ps() : load_rows(y + t * ldy, rows);
+    if (!loom_is_kquant(type)) {
+        const int64_t nb = k / 32;
+        for (int b = 0; b < kcl / 32; b++) {
+            const int64_t bb = kc0 / 32 + b;
+            const uint8_t *a[GNT];
+            __m256i I[GNT];
+            UNROLL for (int t = 0; t < GNT; t++) a[t] = xt[t] + 32 * bb, I[t] = _mm256_setzero_si256();
+            g_dot(type, P, 8 * b, 8, a, _mm256_set1_epi16(1), I);
+            const __m256 fsv = _mm256_loadu_ps(P->fs[b]), offv = _mm256_loadu_ps(P->off[b]);
+            UNROLL for (int t = 0; t < GNT; t++)
+                tot[t] = step32(tot[t], I[t], _mm256_set1_ps(loom_ld_f32(xt[t] + k + 4 * bb)), fsv, offv,
+                                _mm256_set1_ps(loom_ld_f32(xt[t] + k + 4 * nb + 4 * bb)));
+        }
+    } else {
+        const int gs = type == LOOM_TYPE_Q6_K ? 16 : 32; /* elements per scale group */
+        for (int sbl = 0; sbl < kcl / 256; sbl++) {
+            const int64_t sb = kc0 / 256 + sbl;
+            __m256i S[GNT], Mn[GNT];
+            UNROLL for (int t = 0; t < GNT; t++) S[t] = _mm256_setzero_si256();
+            for (int sub = 0; sub < 256 / gs; sub++) {
+                const uint8_t *a[GNT];
+                UNROLL for (int t = 0; t < GNT; t++) a[t] = xt[t] + 292 * sb + 4 + gs * sub;
+                g_dot(type, P, 64 * sbl + (gs / 4) * sub, gs / 4, a,
+                      _mm256_loadu_si256((const __m256i *)P->scp[(256 / gs) * sbl + sub]), S);
+            }
+            UNROLL for (int t = 0; t < GNT; t++) {
+                const __m256i M = kmins((const int32_t (*)[GMR])P->mp[8 * sbl], xt[t] + 292 * sb);
+                if (type == LOOM_TYPE_Q6_K) S[t] = _mm256_add_epi32(S[t], M);
+                Mn[t] = M;
+                tot[t] = stepK(type, tot[t], S[t], Mn[t], _mm256_set1_ps(loom_ld_f32(xt[t] + 292 * sb)),
+                               _mm256_loadu_ps(P->dk[sbl]), _mm256_loadu_ps(P->d2[sbl]));
+            }
+        }
+    }
+    UNROLL for (int t = 0; t < GNT; t++) {
+        if (t >= nt) break;
+        store_rows(y + t * ldy, tot[t], rows);
+    }
+}
+
+AI void g_gemm(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, size_t xs,
+               int64_t n, float *y, int64_t ldy) {
+    _Alignas(32) gpanel P;
+    for (int64_t kc0 = 0; kc0 < k; kc0 += GKC) {
+        const int kcl = (int)(k - kc0 < GKC ? k - kc0 : GKC);
+        for (int64_t p = 0; p < nr; p += GMR) {
+            const int rows = (int)(nr - p < GMR ? nr - p : GMR);
+            g_unpack(type, &P, w + p * ws, ws, rows, kc0, kcl);
+            for (int64_t t = 0; t < n; t += GNT) {
+                const int nt = (int)(n - t < GNT ? n - t : GNT);
+                g_micro(type, &P, k, kc0, kcl, xq + t * xs, xs, nt, y + t * ldy + p, ldy, kc0 == 0, rows);
+            }
+        }
+    }
+}
+
+/* ================================ row tiles ================================ */
+
+/* The 8 rows' int32 vectors p[r] (lane j: bytes 4j..4j+3 of row r's 32)
+ * summed per row: lane r of *lo = row r's bytes 0..15, of *hi = 16..31. */
+AI void rows8_halves(const __m256i p[GMR], __m256i *lo, __m256i *hi) {
+    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+    *lo = _mm256_permute2x128_si256(a, b, 0x20);
+    *hi = _mm256_permute2x128_si256(a, b, 0x31);
+}
+
+/* lane r: the dot product of row r's 32 unsigned quants q[r] with the 32 activations at a */
+AI void rows8_dot(const __m256i q[GMR], const uint8_t *a, __m256i *lo, __m256i *hi) {
+    const __m256i ones = _mm256_set1_epi16(1), av = _mm256_loadu_si256((const __m256i *)a);
+    __m256i p[GMR];
+    UNROLL for (int r = 0; r < GMR; r++) p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], av), ones);
+    rows8_halves(p, lo, hi);
+}
+
+/* lane r: the fp16 at byte o of row r's block (scale d), and the one after
+ * it (the min m) */
+AI void rows8_f16pair(const uint8_t *const wr[GMR], size_t o, __m256 *d, __m256 *m) {
+    const __m128i a = _mm_setr_epi32((int)loom_ld_u32(wr[0] + o), (int)loom_ld_u32(wr[1] + o),
+                                     (int)loom_ld_u32(wr[2] + o), (int)loom_ld_u32(wr[3] + o));
+    const __m128i b = _mm_setr_epi32((int)loom_ld_u32(wr[4] + o), (int)loom_ld_u32(wr[5] + o),
+                                     (int)loom_ld_u32(wr[6] + o), (int)loom_ld_u32(wr[7] + o));
+    const __m128i lo16 = _mm_set1_epi32(0xFFFF);
+    *d = _mm256_cvtph_ps(_mm_packus_epi32(_mm_and_si128(a, lo16), _mm_and_si128(b, lo16)));
+    *m = _mm256_cvtph_ps(_mm_packus_epi32(_mm_srli_epi32(a, 16), _mm_srli_epi32(b, 16)));
+}
+
+/* Rows wr[0..8) (rows past the matrix repeat a real one and are not
+ * stored) x NT tokens, the whole of k, 32-element blocks. */
+AI void rt32(const int type, const int NT, const uint8_t *const wr[GMR], int rows, int64_t k, const uint8_t *x,
+             size_t xs, float *y, int64_t ldy, size_t next) {
+    const int64_t nb = k / 32;
+    const size_t bs = loom_qblock_bytes(type);
+    const int min_type = type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q5_1;
+    __m256 tot[RTN];
+    UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i q[GMR];
+        UNROLL for (int r = 0; r < GMR; r++) {
+            LOOM_PREFETCH_NEXT_TILE(wr[r] + next + b * bs, bs);
+            q[r] = dec32(type, wr[r] + b * bs);
+        }
+        __m256 fs, off;
+        rows8_f16pair(wr, (size_t)b * bs, &fs, &off); /* same values as loom_panel_terms32 */
+        if (!min_type) off = _mm256_mul_ps(_mm256_set1_ps(type == LOOM_TYPE_Q4_0 ? -8.0f : -16.0f), fs);
+        UNROLL for (int t = 0; t < NT; t++) {
+            const uint8_t *xt = x + t * xs;
+            __m256i lo, hi;
+            rows8_dot(q, xt + 32 * b, &lo, &hi);
+            tot[t] = step32(tot[t], _mm256_add_epi32(lo, hi), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)), fs, off,
+                            _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)));
+        }
+    }
+    UNROLL for (int t = 0; t < NT; t++) store_rows(y + t * ldy, tot[t], rows);
+}
+
+/* byte shuffles picking int16 lane i of a 128-bit register into all 8 lanes
+ * (Q4_K/Q5_K: [s] = sub-block s), or lane i in the low half and lane i+1 in
+ * the high half (Q6_K: [j] = groups 2j, 2j+1 of a half). */
+#define B2(i) (char)(2 * (i)), (char)(2 * (i) + 1)
+#define L8(i) B2(i), B2(i), B2(i), B2(i), B2(i), B2(i), B2(i), B2(i)
+static const char shuf_k4[8][32] = {{L8(0), L8(0)}, {L8(1), L8(1)}, {L8(2), L8(2)}, {L8(3), L8(3)},
+                                    {L8(4), L8(4)}, {L8(5), L8(5)}, {L8(6), L8(6)}, {L8(7), L8(7)}};
+static const char shuf_k6[4][32] = {{L8(0), L8(1)}, {L8(2), L8(3)}, {L8(4), L8(5)}, {L8(6), L8(7)}};
+#undef L8
+#undef B2
+
+/* lane r: the sum of the 8 int32 lanes of p[r] */
+AI __m256i rows8_sum(const __m256i p[GMR]) {
+    __m256i lo, hi;
+    rows8_halves(p, &lo, &hi);
+    return _mm256_add_epi32(lo, hi);
+}
+
+/* The same for K super-blocks: per row, the int16 pair sums of each 32
+ * quants are multiplied by their integer scales (VPMADDWD) and summed in
+ * int32 over the super-block, then one VPHADDD tree per super-block gives
+ * S (and Mn) with a lane per row. */
+AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int rows, int64_t k, const uint8_t *x,
+            size_t xs, float *y, int64_t ldy, size_t next) {
+    const size_t bs = loom_qblock_bytes(type);
+    __m256 tot[RTN];
+    UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm256_setzero_ps();
+    for (int64_t sb = 0; sb < k / 256; sb++) {
+        __m256i S[RTN][GMR], Mn[RTN][GMR];
+        for (int r = 0; r < GMR; r++) {
+            const uint8_t *blk = wr[r] + sb * bs;
+            __m256i sc_a, sc_b = _mm256_setzero_si256(), corr = _mm256_setzero_si256();
+            if (type == LOOM_TYPE_Q6_K) {
+                const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
+                sc_a = _mm256_permute2x128_si256(s16, s16, 0x00); /* groups 0..7 in both halves */
+                sc_b = _mm256_permute2x128_si256(s16, s16, 0x11); /* groups 8..15 */
+                corr = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), s16), 5); /* -32 sc_g */
+            } else {
+                const __m128i sm = q4k_scales(blk + 4);
+                sc_a = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+                corr = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* [m_s, m_s] pairs */
+            }
+            __m256i acc[RTN];
+            UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_si256();
+            UNROLL for (int j = 0; j < 8; j++) {
+                LOOM_PREFETCH_NEXT_TILE(blk + next + (size_t)j * bs / 8, bs / 8);
+                const __m256i q = decK_piece(type, blk, j);
+                const __m256i sv = type == LOOM_TYPE_Q6_K
+                                       ? _mm256_shuffle_epi8(j < 4 ? sc_a : sc_b, _mm256_loadu_si256((const __m256i *)shuf_k6[j & 3]))
+                                       : _mm256_shuffle_epi8(sc_a, _mm256_loadu_si256((const __m256i *)shuf_k4[j]));
+                UNROLL for (int t = 0; t < NT; t++) {
+                    const __m256i a = _mm256_loadu_si256((const __m256i *)(x + t * xs + 292 * sb + 4 + 32 * j));
+                    acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), sv));
+                }
+            }
+            UNROLL for (int t = 0; t < NT; t++) {
+                const __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + t * xs + 292 * sb + 260)), corr);
+                if (type == LOOM_TYPE_Q6_K) S[t][r] = _mm256_add_epi32(acc[t], m);
+                else S[t][r] = acc[t], Mn[t][r] = m;
+            }
+        }
+        __m256 dk, negdmin;
+        rows8_f16pair(wr, (size_t)sb * bs + (type == LOOM_TYPE_Q6_K ? 206 : 0), &dk, &negdmin);
+        if (type == LOOM_TYPE_Q6_K) dk = negdmin; /* the fp16 at 208 (the u32 read ends at the block's end) */
+        negdmin = _mm256_xor_ps(negdmin, _mm256_set1_ps(-0.0f));
+        UNROLL for (int t = 0; t < NT; t++)
+            tot[t] = stepK(type, tot[t], rows8_sum(S[t]), type == LOOM_TYPE_Q6_K ? _mm256_setzero_si256() : rows8_sum(Mn[t]),
+                           _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), dk, negdmin);
+    }
+    UNROLL for (int t = 0; t < NT; t++) store_rows(y + t * ldy, tot[t], rows);
+}
+
+AI void row_tiles(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, size_t xs,
+                  int64_t n, float *y, int64_t ldy) {
+    for (int64_t p = 0; p < nr; p += GMR) {
+        const int rows = (int)(nr - p < GMR ? nr - p : GMR);
+        const uint8_t *wr[GMR];
+        UNROLL for (int r = 0; r < GMR; r++) wr[r] = w + (p + (r < rows ? r : 0)) * ws;
+        const size_t next = GMR * ws; /* the next tile's rows, for the prefetch */
+        for (int64_t t = 0; t < n; t += RTN) {
+            const uint8_t *x = xq + t * xs;
+            float *yt = y + t * ldy + p;
+#define RT(NT)                                                          \
+    if (loom_is_kquant(type)) rtK(type, NT, wr, rows, k, x, xs, yt, ldy, next); \
+    else rt32(type, NT, wr, rows, k, x, xs, yt, ldy, next);
+            switch (n - t < RTN ? n - t : RTN) {
+            case 1: RT(1) break;
+            case 2: RT(2) break;
+            case 3: RT(3) break;
+            default: RT(4) break;
+            }
+#undef RT
+        }
+    }
+}
+
+/* ============================== instantiation ============================== */
+
+/* the Q and K families of the weight-type list; F and Q8 are in matmul_avx2.c */
+#define LANES(p, T, s)                                                                                \
+    void p##s(LOOM_MATMUL_PARAMS) {                                                                   \
+        if (n >= g_min_n(LOOM_TYPE_##T)) g_gemm(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy);      \
+        else row_tiles(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy);                               \
+    }
+#define LANES_Q(p, T, s) LANES(p, T, s)
+#define LANES_K(p, T, s) LANES(p, T, s)
+#define LANES_F(p, T, s)
+#define LANES_Q8(p, T, s)
+#define FAMILY(p, T, s, f) LANES_##f(p, T, s)
+LOOM_MATMUL_TYPES(FAMILY, loom_avx2_mm_)
+
+LOOM_NO_UBSAN_END
