@@ -17,14 +17,20 @@
 #       llama-server -t T -tb T -np N -c N*C --cont-batching
 #       fixed     64-token prompts / 128 output tokens at concurrency 1, 4, 16
 #       mixed     4 short streams (64 / 128) decode while 1,024-token prompts
-#                 arrive one after another: the short streams' ITL p99 and
-#                 longest stall
+#                 arrive one after another: the short streams' ITL p99, p99.9,
+#                 longest stall and time-weighted ITL (the gap a random
+#                 instant of a stream falls in); with MIXED_PREFILL_ROWS="16 8"
+#                 also loom alone at each --prefill-rows (variants s4-prN)
 #       prefix    a shared 512-token system prompt + a different 32-token
 #                 question each (prefix caching), concurrency 4
 #       overload  Poisson arrivals at twice the measured saturation rate
-#                 (2 x the larger request throughput at concurrency 16):
-#                 loom with --max-queue Q answers 429 fast, llama-server
-#                 (no queue bound) lets requests wait
+#                 (2 x the larger request throughput at the largest
+#                 concurrency) for OVERLOAD_S: loom with --max-queue Q answers
+#                 429 fast once SLOTS + Q requests are in, llama-server (no
+#                 queue bound) lets requests wait. At twice saturation the
+#                 excess arrives at the saturation rate, so the queue is full
+#                 after about (SLOTS + Q) / rate s: OVERLOAD_S must be well
+#                 above that (with 16 slots at 0.5 req/s and Q = 4, 40 s)
 #       soak      loom only (llama too with SOAK_LLAMA=1): N clients for SOAK
 #                 seconds, random lengths, streaming and whole, completions
 #                 and chat, 5% client disconnects: RSS of the server and
@@ -49,7 +55,7 @@
 #   LOOM=build/loom  MODEL=<the default SmolLM2-135M Q4_1>  THREADS=2
 #   SLOTS=16 (parallel sequences)  CTX=2048 (positions per sequence)
 #   ROUNDS=2  CONCS="1 4 16"  REQS=4 (requests per unit of concurrency)  MINREQ=8 (at least)
-#   MIXED_S=60  PREFIX_REQS=32  OVERLOAD_S=30  MAX_QUEUE=16 (loom --max-queue)
+#   MIXED_S=60  MIXED_PREFILL_ROWS=""  PREFIX_REQS=32  OVERLOAD_S=60  MAX_QUEUE=4 (loom --max-queue)
 #   OVERLOAD_RATE=<from the fixed runs>  SOAK=600  SOAK_LLAMA=0  SOAK_FILL=1
 #   MULTI=1  MULTI_CONCS=$CONCS
 #   WORKLOADS="fixed mixed prefix overload multi soak"
@@ -83,8 +89,9 @@ reqs=${REQS:-4}
 minreq=${MINREQ:-8}
 mixed_s=${MIXED_S:-60}
 prefix_reqs=${PREFIX_REQS:-32}
-overload_s=${OVERLOAD_S:-30}
-max_queue=${MAX_QUEUE:-16}
+overload_s=${OVERLOAD_S:-60}
+max_queue=${MAX_QUEUE:-4}
+mixed_prefill_rows=${MIXED_PREFILL_ROWS:-}
 soak=${SOAK:-600}
 soak_llama=${SOAK_LLAMA:-0}
 soak_fill=${SOAK_FILL:-1}
@@ -268,6 +275,10 @@ for rnd in $(seq 1 "$rounds"); do
   if has mixed; then
     pair mixed s4 "$rnd" "loom llama" -- -- --streams 4 --prompt-len 64 --output-len 128 --long-prompt 1024 \
       --long-output 16 --long-gap 1 --duration "$mixed_s"
+    for pr in $mixed_prefill_rows; do
+      pair mixed "s4-pr$pr" "$rnd" loom --prefill-rows "$pr" -- -- --streams 4 --prompt-len 64 --output-len 128 \
+        --long-prompt 1024 --long-output 16 --long-gap 1 --duration "$mixed_s"
+    done
   fi
   if has prefix; then
     pair prefix sys512 "$rnd" "loom llama" -- -- --concurrency 4 --requests "$prefix_reqs" --system-len 512 \

@@ -75,6 +75,20 @@ def pct(v, p):
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
+def weighted_pct(v, p):
+    """The gap that a random instant falls in, p-th percentile: each gap weighted by its length
+    (a 22 s stall is one gap among hundreds, so under 1% of gaps, but 40% of a stream's time)."""
+    if not v:
+        return None
+    s = sorted(v)
+    total, acc = sum(s), 0.0
+    for x in s:
+        acc += x
+        if acc >= total * p / 100.0:
+            return x
+    return s[-1]
+
+
 def dist(v, scale=1000.0):
     """mean / median / p99 / max of seconds, in milliseconds."""
     if not v:
@@ -113,6 +127,9 @@ def summarize(recs, duration):
              input_tokens=in_tok, output_tokens=out_tok,
              ttft_ms=dist(ttft), tpot_ms=dist(tpot), itl_ms=dist(itl), e2e_ms=dist(e2e),
              max_stall_ms=dist(itl)["max"],
+             itl_p999_ms=None if not itl else 1000 * pct(itl, 99.9),
+             itl_time_weighted_ms=dict(median=None if not itl else 1000 * weighted_pct(itl, 50),
+                                       p99=None if not itl else 1000 * weighted_pct(itl, 99)),
              rejection_latency_ms=dist([r.e2e for r in rejected if r.e2e is not None]),
              wrong_prompt_len=sum(1 for r in ok if r.want_prompt is not None and r.n_prompt is not None
                                   and r.n_prompt != r.want_prompt),
@@ -661,6 +678,9 @@ def report(runs_path, out_path, meta):
                 row[name] = dict(short_itl_p50=m(docs, "short", "itl_ms", "median"),
                                  short_itl_p99=m(docs, "short", "itl_ms", "p99"),
                                  short_max_stall=m(docs, "short", "itl_ms", "max"),
+                                 short_itl_p999=m(docs, "short", "itl_p999_ms"),
+                                 short_itl_tw_p50=m(docs, "short", "itl_time_weighted_ms", "median"),
+                                 short_itl_tw_p99=m(docs, "short", "itl_time_weighted_ms", "p99"),
                                  short_tpot_p50=m(docs, "short", "tpot_ms", "median"),
                                  short_output_throughput=m(docs, "short", "output_throughput"),
                                  long_ttft_p50=m(docs, "long", "ttft_ms", "median"),
@@ -676,6 +696,12 @@ def report(runs_path, out_path, meta):
                 P("%-6s %-22s %-22s %-22s %-22s %-22s %-22s" % (name, fmt(x["short_itl_p50"]), fmt(x["short_itl_p99"]),
                   fmt(x["short_max_stall"]), fmt(x["short_output_throughput"]), fmt(x["long_ttft_p50"]),
                   fmt(x["long_completed"])))
+            for name in ("loom", "llama"):
+                x = row[name]
+                P("  %-5s short ITL p99.9 %s ms; time-weighted ITL (the gap a random instant of a stream falls in) "
+                  "p50 %s p99 %s ms" % (name, fmt(x["short_itl_p999"]), fmt(x["short_itl_tw_p50"]),
+                                        fmt(x["short_itl_tw_p99"])))
+            row["itl_tw_p99_ratio"] = ratio(row["loom"]["short_itl_tw_p99"], row["llama"]["short_itl_tw_p99"])
             P("  short streams' ITL p99 loom/llama %sx (target <= 0.5x: %s); load %.1f, other CPUs %s%s" % (
                 fmt(row["itl_p99_ratio"], "%.2f"), verdict(row["itl_p99_ratio"], lambda x: x <= 0.5), row["load"],
                 fmt(row["other_cpus"], "%.2f"),
