@@ -689,21 +689,27 @@ def report(runs_path, out_path, meta):
             row["itl_p99_ratio"] = ratio(row["loom"]["short_itl_p99"], row["llama"]["short_itl_p99"])
             row["load"], row["other_cpus"] = load(lo + ll), other(lo + ll)
             rows.append(row)
-            P("%-6s %-22s %-22s %-22s %-22s %-22s %-22s" % ("", "short ITL p50 ms", "short ITL p99 ms",
+            kinds = [k for k, docs in (("loom", lo), ("llama", ll)) if docs]
+            P("%-6s %-22s %-22s %-22s %-22s %-22s %-22s" % (var, "short ITL p50 ms", "short ITL p99 ms",
               "longest stall ms", "short out tok/s", "long TTFT p50 ms", "long prompts done"))
-            for name in ("loom", "llama"):
+            for name in kinds:
                 x = row[name]
                 P("%-6s %-22s %-22s %-22s %-22s %-22s %-22s" % (name, fmt(x["short_itl_p50"]), fmt(x["short_itl_p99"]),
                   fmt(x["short_max_stall"]), fmt(x["short_output_throughput"]), fmt(x["long_ttft_p50"]),
                   fmt(x["long_completed"])))
-            for name in ("loom", "llama"):
+            for name in kinds:
                 x = row[name]
                 P("  %-5s short ITL p99.9 %s ms; time-weighted ITL (the gap a random instant of a stream falls in) "
                   "p50 %s p99 %s ms" % (name, fmt(x["short_itl_p999"]), fmt(x["short_itl_tw_p50"]),
                                         fmt(x["short_itl_tw_p99"])))
             row["itl_tw_p99_ratio"] = ratio(row["loom"]["short_itl_tw_p99"], row["llama"]["short_itl_tw_p99"])
-            P("  short streams' ITL p99 loom/llama %sx (target <= 0.5x: %s); load %.1f, other CPUs %s%s" % (
-                fmt(row["itl_p99_ratio"], "%.2f"), verdict(row["itl_p99_ratio"], lambda x: x <= 0.5), row["load"],
+            if not ll:
+                P("  (loom alone; load %.1f, other CPUs %s)" % (row["load"], fmt(row["other_cpus"], "%.2f")))
+                continue
+            P("  short streams' ITL p99 loom/llama %sx (target <= 0.5x: %s), time-weighted p99 %sx; load %.1f, "
+              "other CPUs %s%s" % (
+                fmt(row["itl_p99_ratio"], "%.2f"), verdict(row["itl_p99_ratio"], lambda x: x <= 0.5),
+                fmt(row["itl_tw_p99_ratio"], "%.2f"), row["load"],
                 fmt(row["other_cpus"], "%.2f"),
                 "" if not (row["loom"]["failed"] or row["llama"]["failed"]) else
                 "; FAILED requests: loom %d, llama %d" % (row["loom"]["failed"], row["llama"]["failed"])))
