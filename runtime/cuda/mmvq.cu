@@ -12,6 +12,10 @@
  * loads serves all n activation rows. Float weights (F32, F16, BF16) take a
  * plain warp-per-row dot product of float activations.
  *
+ * The 32-element families (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) take mmvb instead:
+ * a lane per whole block (no shuffles per block, the block float once per
+ * column), all n <= 32 columns in one pass (weights read once).
+ *
  * Not verified on a GPU yet.
  */
 #include "runtime/cuda/cuda_internal.h"
@@ -115,6 +119,65 @@ __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK) mmvq(const uint8_t *__res
     }
 }
 
+/* 32-element families, n <= 32 in one pass: a lane per weight block
+ * (its four slices' integers summed in the lane: the block's integer, the
+ * CPU's), one warp per row, U blocks a lane in flight per iteration. The
+ * block's weight words are loaded once and serve all N columns (the loads
+ * do not depend on t: the compiler keeps them); the block float is
+ * evaluated once per (block, column), no shuffles until the row's final
+ * warp sum. A column's arithmetic does not depend on N or on the other
+ * columns (columns t >= n redo column n - 1 and are dropped), so a
+ * sequence's result is the same at every batch size; each lane adds its
+ * blocks in a fixed order, then the warp tree: deterministic. */
+template <int T, int N> struct mmvb_unroll { enum { U = N <= 2 ? 2 : 1 }; };
+
+template <int T, int N>
+__global__ void __launch_bounds__(32 * ROWS_PER_BLOCK) mmvb(const uint8_t *__restrict__ w, size_t ws, int k, int nr,
+                                                            const uint8_t *__restrict__ xq, size_t xs, int n,
+                                                            float *__restrict__ y, long long ldy, int accumulate) {
+    typedef qtraits<T> Q;
+    constexpr int U = mmvb_unroll<T, N>::U;
+    const int lane = threadIdx.x & 31, row = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
+    if (row >= nr) return; /* the whole warp */
+    const int nb = k / 32;
+    const uint8_t *wr = w + (size_t)row * ws;
+    float acc[N];
+#pragma unroll
+    for (int t = 0; t < N; t++) acc[t] = 0.0f;
+    for (int b0 = 0; b0 < nb; b0 += 32 * U) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int bu = b0 + 32 * u + lane;
+            const bool ok = bu < nb;
+            const int b = ok ? bu : 0;
+            const uint8_t *wb = wr + (size_t)b * Q::TB;
+            const uint16_t *wh = (const uint16_t *)wb; /* 2-byte aligned */
+            const float dw = loom_f16_to_f32(wh[0]);
+            const float m = (T == LOOM_TYPE_Q4_1 || T == LOOM_TYPE_Q5_1) ? loom_f16_to_f32(wh[1]) : 0.0f;
+#pragma unroll
+            for (int t = 0; t < N; t++) {
+                const uint8_t *xr = xq + (size_t)(t < n ? t : n - 1) * xs;
+                const int8_t *a = (const int8_t *)xr + (size_t)b * 32;
+                int vi = 0;
+#pragma unroll
+                for (int i = 0; i < LOOM_QDOT_SLICES32; i++) vi += loom_qdot_slice((loom_type)T, wb, a, i);
+                const float d = ((const float *)(xr + k))[b], s = ((const float *)(xr + k + 4 * nb))[b];
+                const float f = loom_qdot_f32_32(dw, m, d, s, vi);
+                acc[t] = ok ? acc[t] + f : acc[t];
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < N; t++) {
+        if (t >= n) break;
+        const float s = loom_warp_sum(acc[t]);
+        if (lane == 0) {
+            float *o = y + (long long)t * ldy + row;
+            *o = accumulate ? *o + s : s;
+        }
+    }
+}
+
 /* float weights: element j of the row times x_t[j] */
 template <int T> __device__ __forceinline__ float wf(const uint8_t *w, int j) {
     if (T == LOOM_TYPE_F32) return ((const float *)w)[j];
@@ -166,6 +229,11 @@ bool loom_cuda_has_matmul(loom_type wt) {
            wt == LOOM_TYPE_F16;
 }
 
+static bool qtraits_block32(loom_type t) {
+    return t == LOOM_TYPE_Q4_0 || t == LOOM_TYPE_Q4_1 || t == LOOM_TYPE_Q5_0 || t == LOOM_TYPE_Q5_1 ||
+           t == LOOM_TYPE_Q8_0;
+}
+
 template <int T>
 static void mmvq_launch(dim3 grid, dim3 block, cudaStream_t s, const uint8_t *w, size_t ws, int k, int nr,
                         const uint8_t *xq, size_t xs, int n, float *y, long long ldy, int accumulate) {
@@ -175,32 +243,49 @@ static void mmvq_launch(dim3 grid, dim3 block, cudaStream_t s, const uint8_t *w,
     else mmvq<T, 8><<<grid, block, 0, s>>>(w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
 }
 
-/* n <= LOOM_CUDA_QUANT_ROWS rows in passes of NMAX (a pass re-reads the
+/* 32-element families: n <= MMVB_NMAX columns in one launch */
+#define MMVB_NMAX 32
+template <int T>
+static void mmvb_launch(dim3 grid, dim3 block, cudaStream_t s, const uint8_t *w, size_t ws, int k, int nr,
+                        const uint8_t *xq, size_t xs, int n, float *y, long long ldy, int accumulate) {
+    if (n == 1) mmvb<T, 1><<<grid, block, 0, s>>>(w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
+    else if (n == 2) mmvb<T, 2><<<grid, block, 0, s>>>(w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
+    else if (n <= 4) mmvb<T, 4><<<grid, block, 0, s>>>(w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
+    else if (n <= 8) mmvb<T, 8><<<grid, block, 0, s>>>(w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
+    else if (n <= 16) mmvb<T, 16><<<grid, block, 0, s>>>(w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
+    else mmvb<T, 32><<<grid, block, 0, s>>>(w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
+}
+
+/* n <= LOOM_CUDA_QUANT_ROWS rows: 32-element families in passes of
+ * MMVB_NMAX (one pass), K-quants and floats in passes of NMAX (a pass re-reads the
  * weights, from L2 when they fit) */
 void loom_cuda_matmul(loom_type wt, loom_device *d, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const float *x,
                       const uint8_t *xq, size_t xs, int64_t n, float *y, int64_t ldy, int accumulate) {
     const cudaStream_t s = loom_cuda_of(d)->stream;
     const dim3 grid((unsigned)((nr + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK)), block(32 * ROWS_PER_BLOCK);
     const int ik = (int)k, inr = (int)nr;
-    for (int64_t t0 = 0; t0 < n; t0 += NMAX) {
-        const int in = (int)(n - t0 < NMAX ? n - t0 : NMAX);
+    const int64_t pass = qtraits_block32(wt) ? MMVB_NMAX : NMAX;
+    for (int64_t t0 = 0; t0 < n; t0 += pass) {
+        const int in = (int)(n - t0 < pass ? n - t0 : pass);
         const uint8_t *xqp = xq ? xq + (size_t)t0 * xs : NULL;
         const float *xp = x ? x + (size_t)t0 * (size_t)k : NULL;
         float *yp = y + t0 * ldy;
         switch (wt) {
 #define QCASE(T)                                                                                                      \
     case T: mmvq_launch<T>(grid, block, s, w, ws, ik, inr, xqp, xs, in, yp, ldy, accumulate); break;
+#define BCASE(T)                                                                                                      \
+    case T: mmvb_launch<T>(grid, block, s, w, ws, ik, inr, xqp, xs, in, yp, ldy, accumulate); break;
 #define FCASE(T)                                                                                                      \
     case T: mmvf<T><<<grid, block, 0, s>>>(w, ws, ik, inr, xp, in, yp, ldy, accumulate); break;
-            QCASE(LOOM_TYPE_Q4_0)
-            QCASE(LOOM_TYPE_Q8_0)
+            BCASE(LOOM_TYPE_Q4_0)
+            BCASE(LOOM_TYPE_Q8_0)
             QCASE(LOOM_TYPE_Q4_K)
             QCASE(LOOM_TYPE_Q6_K)
             FCASE(LOOM_TYPE_F16)
 #if !LOOM_CUDA_SUBSET
-            QCASE(LOOM_TYPE_Q4_1)
-            QCASE(LOOM_TYPE_Q5_0)
-            QCASE(LOOM_TYPE_Q5_1)
+            BCASE(LOOM_TYPE_Q4_1)
+            BCASE(LOOM_TYPE_Q5_0)
+            BCASE(LOOM_TYPE_Q5_1)
             QCASE(LOOM_TYPE_Q5_K)
             FCASE(LOOM_TYPE_F32)
             FCASE(LOOM_TYPE_BF16)
