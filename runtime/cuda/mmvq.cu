@@ -121,35 +121,45 @@ __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK) mmvq(const uint8_t *__res
 
 /* 32-element families, n <= 32 in one pass: a lane per weight block
  * (its four slices' integers summed in the lane: the block's integer, the
- * CPU's), one warp per row, U blocks a lane in flight per iteration. The
+ * CPU's), U blocks a lane in flight per iteration. A row is split over P
+ * warps (1, 2 or 4: long rows, so that no warp walks more than ~64 blocks;
+ * P depends on the row length only), each warp a contiguous range of
+ * blocks; the parts' sums are added in shared memory in part order. The
  * block's weight words are loaded once and serve all N columns (the loads
- * do not depend on t: the compiler keeps them); the block float is
- * evaluated once per (block, column), no shuffles until the row's final
- * warp sum. A column's arithmetic does not depend on N or on the other
- * columns (columns t >= n redo column n - 1 and are dropped), so a
- * sequence's result is the same at every batch size; each lane adds its
- * blocks in a fixed order, then the warp tree: deterministic. */
-template <int T, int N> struct mmvb_unroll { enum { U = N <= 2 ? 2 : 1 }; };
+ * do not depend on t: the compiler keeps them; PTX: 9 u16 loads a Q4_0
+ * block at every N); the block float is evaluated once per (block, column),
+ * no shuffles until the warp's final sums. A column's arithmetic does not
+ * depend on N or on the other columns (columns t >= n redo column n - 1 and
+ * are dropped), so a sequence's result is the same at every batch size;
+ * fixed orders throughout: deterministic. V: the activation quants of a
+ * block are read as two 16-byte vectors (xq and xs 16-byte aligned; not at
+ * N = 32: ptxas spilled there, all 32 columns' vectors hoisted). */
+template <int N> struct mmvb_unroll { enum { U = N <= 8 ? 2 : 1 }; };
 
-template <int T, int N>
+template <int T, int N, bool V>
 __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK) mmvb(const uint8_t *__restrict__ w, size_t ws, int k, int nr,
-                                                            const uint8_t *__restrict__ xq, size_t xs, int n,
-                                                            float *__restrict__ y, long long ldy, int accumulate) {
+                                                            int parts, const uint8_t *__restrict__ xq, size_t xs,
+                                                            int n, float *__restrict__ y, long long ldy,
+                                                            int accumulate) {
     typedef qtraits<T> Q;
-    constexpr int U = mmvb_unroll<T, N>::U;
-    const int lane = threadIdx.x & 31, row = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
-    if (row >= nr) return; /* the whole warp */
-    const int nb = k / 32;
+    constexpr int U = mmvb_unroll<N>::U;
+    __shared__ float red[ROWS_PER_BLOCK][N];
+    const int lane = threadIdx.x & 31, wi = threadIdx.x >> 5, part = wi % parts;
+    const int row0 = blockIdx.x * (ROWS_PER_BLOCK / parts) + wi / parts;
+    const bool live = row0 < nr;
+    const int row = live ? row0 : nr - 1; /* no early exit: the block synchronises below */
+    const int nb = k / 32, chunk = (nb + parts - 1) / parts;
+    const int bstart = part * chunk, bend = min(nb, bstart + chunk);
     const uint8_t *wr = w + (size_t)row * ws;
     float acc[N];
 #pragma unroll
     for (int t = 0; t < N; t++) acc[t] = 0.0f;
-    for (int b0 = 0; b0 < nb; b0 += 32 * U) {
+    for (int b0 = bstart; b0 < bend; b0 += 32 * U) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int bu = b0 + 32 * u + lane;
-            const bool ok = bu < nb;
-            const int b = ok ? bu : 0;
+            const bool ok = bu < bend;
+            const int b = ok ? bu : bstart;
             const uint8_t *wb = wr + (size_t)b * Q::TB;
             const uint16_t *wh = (const uint16_t *)wb; /* 2-byte aligned */
             const float dw = loom_f16_to_f32(wh[0]);
@@ -158,9 +168,16 @@ __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK) mmvb(const uint8_t *__res
             for (int t = 0; t < N; t++) {
                 const uint8_t *xr = xq + (size_t)(t < n ? t : n - 1) * xs;
                 const int8_t *a = (const int8_t *)xr + (size_t)b * 32;
+                int av[8];
+                if (V) {
+                    const int4 q0 = ((const int4 *)a)[0], q1 = ((const int4 *)a)[1];
+                    av[0] = q0.x, av[1] = q0.y, av[2] = q0.z, av[3] = q0.w;
+                    av[4] = q1.x, av[5] = q1.y, av[6] = q1.z, av[7] = q1.w;
+                }
+                const int8_t *ap = V ? (const int8_t *)av : a;
                 int vi = 0;
 #pragma unroll
-                for (int i = 0; i < LOOM_QDOT_SLICES32; i++) vi += loom_qdot_slice((loom_type)T, wb, a, i);
+                for (int i = 0; i < LOOM_QDOT_SLICES32; i++) vi += loom_qdot_slice((loom_type)T, wb, ap, i);
                 const float d = ((const float *)(xr + k))[b], s = ((const float *)(xr + k + 4 * nb))[b];
                 const float f = loom_qdot_f32_32(dw, m, d, s, vi);
                 acc[t] = ok ? acc[t] + f : acc[t];
@@ -168,13 +185,27 @@ __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK) mmvb(const uint8_t *__res
         }
     }
 #pragma unroll
+    for (int t = 0; t < N; t++) acc[t] = loom_warp_sum(acc[t]);
+    if (parts > 1) {
+        if (lane == 0) {
+#pragma unroll
+            for (int t = 0; t < N; t++) red[wi][t] = acc[t];
+        }
+        __syncthreads();
+        if (part != 0) return;
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            float v = red[wi][t];
+            for (int p = 1; p < parts; p++) v += red[wi + p][t];
+            acc[t] = v;
+        }
+    }
+    if (!live || lane != 0) return;
+#pragma unroll
     for (int t = 0; t < N; t++) {
         if (t >= n) break;
-        const float s = loom_warp_sum(acc[t]);
-        if (lane == 0) {
-            float *o = y + (long long)t * ldy + row;
-            *o = accumulate ? *o + s : s;
-        }
+        float *o = y + (long long)t * ldy + row;
+        *o = accumulate ? *o + acc[t] : acc[t];
     }
 }
 
@@ -245,15 +276,27 @@ static void mmvq_launch(dim3 grid, dim3 block, cudaStream_t s, const uint8_t *w,
 
 /* 32-element families: n <= MMVB_NMAX columns in one launch */
 #define MMVB_NMAX 32
+template <int T, bool V>
+static void mmvb_launch_v(cudaStream_t s, const uint8_t *w, size_t ws, int k, int nr, const uint8_t *xq, size_t xs,
+                          int n, float *y, long long ldy, int accumulate) {
+    const int nb = k / 32, parts = nb <= 64 ? 1 : nb <= 128 ? 2 : 4; /* the row length only */
+    const int rpb = ROWS_PER_BLOCK / parts;
+    const dim3 grid((unsigned)((nr + rpb - 1) / rpb)), block(32 * ROWS_PER_BLOCK);
+#define MMVB_GO(NN) mmvb<T, NN, V><<<grid, block, 0, s>>>(w, ws, k, nr, parts, xq, xs, n, y, ldy, accumulate)
+    if (n == 1) MMVB_GO(1);
+    else if (n == 2) MMVB_GO(2);
+    else if (n <= 4) MMVB_GO(4);
+    else if (n <= 8) MMVB_GO(8);
+    else if (n <= 16) MMVB_GO(16);
+    else mmvb<T, 32, false><<<grid, block, 0, s>>>(w, ws, k, nr, parts, xq, xs, n, y, ldy, accumulate);
+#undef MMVB_GO
+}
+
 template <int T>
-static void mmvb_launch(dim3 grid, dim3 block, cudaStream_t s, const uint8_t *w, size_t ws, int k, int nr,
-                        const uint8_t *xq, size_t xs, int n, float *y, long long ldy, int accumulate) {
-    if (n == 1) mmvb<T, 1><<<grid, block, 0, s>>>(w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
-    else if (n == 2) mmvb<T, 2><<<grid, block, 0, s>>>(w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
-    else if (n <= 4) mmvb<T, 4><<<grid, block, 0, s>>>(w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
-    else if (n <= 8) mmvb<T, 8><<<grid, block, 0, s>>>(w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
-    else if (n <= 16) mmvb<T, 16><<<grid, block, 0, s>>>(w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
-    else mmvb<T, 32><<<grid, block, 0, s>>>(w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
+static void mmvb_launch(dim3, dim3, cudaStream_t s, const uint8_t *w, size_t ws, int k, int nr, const uint8_t *xq,
+                        size_t xs, int n, float *y, long long ldy, int accumulate) {
+    if ((uintptr_t)xq % 16 == 0 && xs % 16 == 0) mmvb_launch_v<T, true>(s, w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
+    else mmvb_launch_v<T, false>(s, w, ws, k, nr, xq, xs, n, y, ldy, accumulate);
 }
 
 /* n <= LOOM_CUDA_QUANT_ROWS rows: 32-element families in passes of
