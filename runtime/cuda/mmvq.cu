@@ -14,11 +14,14 @@
  *
  * The 32-element families (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) take mmvb instead:
  * a lane per whole block (no shuffles per block, the block float once per
- * column), all n <= 32 columns in one pass (weights read once).
+ * column), all n <= 32 columns in one pass (weights read once);
+ * LOOM_CUDA_MMVQ_LEGACY=1 sends them to mmvq as before (for A/B timing).
  *
  * Not verified on a GPU yet.
  */
 #include "runtime/cuda/cuda_internal.h"
+
+#include <stdlib.h>
 
 extern "C" {
 #include "runtime/qdot.h"
@@ -307,7 +310,9 @@ void loom_cuda_matmul(loom_type wt, loom_device *d, const uint8_t *w, size_t ws,
     const cudaStream_t s = loom_cuda_of(d)->stream;
     const dim3 grid((unsigned)((nr + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK)), block(32 * ROWS_PER_BLOCK);
     const int ik = (int)k, inr = (int)nr;
-    const int64_t pass = qtraits_block32(wt) ? MMVB_NMAX : NMAX;
+    static int legacy = -1; /* LOOM_CUDA_MMVQ_LEGACY=1: 32-element families on mmvq too (A/B) */
+    if (legacy < 0) legacy = getenv("LOOM_CUDA_MMVQ_LEGACY") && atoi(getenv("LOOM_CUDA_MMVQ_LEGACY")) > 0;
+    const int64_t pass = qtraits_block32(wt) && !legacy ? MMVB_NMAX : NMAX;
     for (int64_t t0 = 0; t0 < n; t0 += pass) {
         const int in = (int)(n - t0 < pass ? n - t0 : pass);
         const uint8_t *xqp = xq ? xq + (size_t)t0 * xs : NULL;
@@ -317,7 +322,10 @@ void loom_cuda_matmul(loom_type wt, loom_device *d, const uint8_t *w, size_t ws,
 #define QCASE(T)                                                                                                      \
     case T: mmvq_launch<T>(grid, block, s, w, ws, ik, inr, xqp, xs, in, yp, ldy, accumulate); break;
 #define BCASE(T)                                                                                                      \
-    case T: mmvb_launch<T>(grid, block, s, w, ws, ik, inr, xqp, xs, in, yp, ldy, accumulate); break;
+    case T:                                                                                                           \
+        if (legacy) mmvq_launch<T>(grid, block, s, w, ws, ik, inr, xqp, xs, in, yp, ldy, accumulate);                \
+        else mmvb_launch<T>(grid, block, s, w, ws, ik, inr, xqp, xs, in, yp, ldy, accumulate);                       \
+        break;
 #define FCASE(T)                                                                                                      \
     case T: mmvf<T><<<grid, block, 0, s>>>(w, ws, ik, inr, xp, in, yp, ldy, accumulate); break;
             BCASE(LOOM_TYPE_Q4_0)
