@@ -310,6 +310,7 @@ void loom_cuda_matmul(loom_type wt, loom_device *d, const uint8_t *w, size_t ws,
     const cudaStream_t s = loom_cuda_of(d)->stream;
     const dim3 grid((unsigned)((nr + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK)), block(32 * ROWS_PER_BLOCK);
     const int ik = (int)k, inr = (int)nr;
+    if (nr < 1 || n < 1) return; /* nothing to compute (an empty grid is a launch error) */
     static int legacy = -1; /* LOOM_CUDA_MMVQ_LEGACY=1: 32-element families on mmvq too (A/B) */
     if (legacy < 0) legacy = getenv("LOOM_CUDA_MMVQ_LEGACY") && atoi(getenv("LOOM_CUDA_MMVQ_LEGACY")) > 0;
     const int64_t pass = qtraits_block32(wt) && !legacy ? MMVB_NMAX : NMAX;
