@@ -58,9 +58,12 @@ struct loom_dforward {
     float *d_cs;
     int32_t *d_tok, *d_slot, *d_lrows, *d_tables;
     loom_attn_dunit *d_units;
-    /* host staging (pinned) */
+    /* host staging (pinned: every step upload is a true async copy; the
+     * plan's slots, units and tables are copied here from its pageable
+     * arrays, whose cudaMemcpyAsync would stage them through the driver) */
     float *h_cs;
-    int32_t *h_tok, *h_lrows;
+    int32_t *h_tok, *h_lrows, *h_slot, *h_tables;
+    loom_attn_dunit *h_units;
     loom_attn_plan *plan;
     /* the prepared step */
     int n, n_units, n_out, embd;
@@ -234,6 +237,12 @@ static loom_status alloc_work(loom_dforward *f) {
     f->h_tok = p;
     LOOM_TRY(d->vt->host_alloc(d, s.rows_i32, &p));
     f->h_lrows = p;
+    LOOM_TRY(d->vt->host_alloc(d, s.rows_i32, &p));
+    f->h_slot = p;
+    LOOM_TRY(d->vt->host_alloc(d, s.units, &p));
+    f->h_units = p;
+    LOOM_TRY(d->vt->host_alloc(d, s.tables, &p));
+    f->h_tables = p;
     return NULL;
 }
 
@@ -294,6 +303,9 @@ void loom_dforward_free(loom_dforward *f) {
     if (f->h_cs) d->vt->host_free(d, f->h_cs);
     if (f->h_tok) d->vt->host_free(d, f->h_tok);
     if (f->h_lrows) d->vt->host_free(d, f->h_lrows);
+    if (f->h_slot) d->vt->host_free(d, f->h_slot);
+    if (f->h_units) d->vt->host_free(d, f->h_units);
+    if (f->h_tables) d->vt->host_free(d, f->h_tables);
     loom_attn_plan_free(f->plan);
     free(f);
 }
@@ -342,9 +354,14 @@ loom_status loom_dforward_prepare(loom_dforward *f, const loom_batch *b, const l
     LOOM_TRY(loom_device_upload(d, f->d_cs, f->h_cs, (size_t)b->n * c->rope_dim * sizeof(float)));
     if (!b->embd) LOOM_TRY(loom_device_upload(d, f->d_tok, f->h_tok, (size_t)b->n * sizeof(int32_t)));
     else LOOM_TRY(loom_device_upload(d, f->x, b->embd, (size_t)b->n * c->dim * sizeof(float)));
-    LOOM_TRY(loom_device_upload(d, f->d_slot, loom_attn_plan_slots(f->plan), (size_t)b->n * sizeof(int32_t)));
-    LOOM_TRY(loom_device_upload(d, f->d_units, units, (size_t)n_units * sizeof *units));
-    LOOM_TRY(loom_device_upload(d, f->d_tables, tab, (size_t)n_tables * sizeof *tab));
+    const size_t slot_bytes = (size_t)b->n * sizeof(int32_t), unit_bytes = (size_t)n_units * sizeof *units,
+                 tab_bytes = (size_t)n_tables * sizeof *tab;
+    if (slot_bytes) memcpy(f->h_slot, loom_attn_plan_slots(f->plan), slot_bytes);
+    if (unit_bytes) memcpy(f->h_units, units, unit_bytes);
+    if (tab_bytes) memcpy(f->h_tables, tab, tab_bytes);
+    LOOM_TRY(loom_device_upload(d, f->d_slot, f->h_slot, slot_bytes));
+    LOOM_TRY(loom_device_upload(d, f->d_units, f->h_units, unit_bytes));
+    LOOM_TRY(loom_device_upload(d, f->d_tables, f->h_tables, tab_bytes));
     LOOM_TRY(loom_device_upload(d, f->d_lrows, f->h_lrows, (size_t)n_out * sizeof(int32_t)));
     f->n = b->n, f->n_units = n_units, f->n_out = n_out, f->embd = b->embd != NULL;
     return NULL;
