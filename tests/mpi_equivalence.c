@@ -24,6 +24,10 @@
  *   mpirun -np 4 mpi_equivalence --fixture F.json [--model M.gguf] --tp 2 --pp 2 [--cases N]
  * A fixture made from a `loom synth` model is rebuilt from its arguments.
  *
+ * Encoders (bert): the last layer's hidden states of every position take
+ * the logits' place (no argmax, no generation; pass --batch >= the longest
+ * prompt: an encoder takes a sequence in one batch).
+ *
  * Then the cluster generates greedily from the prompt whose reference
  * continuation reaches the highest token ids (the
  * path where TP ranks send only their vocabulary slice's argmax): every
@@ -165,7 +169,8 @@ int main(int argc, char **argv) {
         loom_engine *single;
         st = loom_engine_create(loom_cluster_model(cl), &o, NULL, NULL, NULL, &single);
         if (st) die("single-rank engine", st);
-        int V = loom_engine_model(e)->vocab;
+        const bool encoder = loom_engine_model(e)->encoder;
+        int V = encoder ? loom_engine_model(e)->dim : loom_engine_model(e)->vocab;
         for (int i = 0; i < ref.n && i < max_cases; i++) {
             loom_ref_case *c = &ref.cases[i];
             int n = c->n_prompt + c->n_gen;
@@ -200,7 +205,7 @@ int main(int argc, char **argv) {
                 int second = ax == 0 ? 1 : 0;
                 for (int v = 0; v < V; v++)
                     if (v != ax && x[v] > x[second]) second = v;
-                if (ax != ay) {
+                if (ax != ay && !encoder) {
                     if (x[ax] - x[second] < NEAR_TIE * sigma) flips++;
                     else mism++;
                 }
@@ -221,7 +226,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < ref.n; i++)
             for (int j = 0; j < ref.cases[i].n_gen && j < 24; j++)
                 if (ref.cases[i].ids[ref.cases[i].n_prompt + j] > top) top = ref.cases[i].ids[ref.cases[i].n_prompt + j], pick = i;
-        if (ref.n > 0) failures += check_greedy(e, &ref.cases[pick], tp, pp);
+        if (ref.n > 0 && !encoder) failures += check_greedy(e, &ref.cases[pick], tp, pp);
         loom_engine_free(single);
         st = loom_engine_shutdown(e);
         if (st) die("shutdown", st);
