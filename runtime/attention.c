@@ -295,6 +295,8 @@ static void att_worker(void *ctx, int ith, int nth) {
             t->kernel(&u);
             continue;
         }
+        int lo_min = 0; /* sliding windows: segments before every query's window are skipped */
+        for (int j = 0; lo && j < nq; j++) lo_min = j == 0 || lo[j] < lo_min ? lo[j] : lo_min;
         const int s0 = t->spread ? seg : 0, s1 = t->spread ? seg + 1 : P;
         for (int sg = s0; sg < s1; sg++) {
             float *s = t->spread ? job_slot(t, job) : slot_at(t, ith, sg == 0 ? 0 : 1);
@@ -302,6 +304,10 @@ static void att_worker(void *ctx, int ith, int nth) {
             u.p_begin = b0 * bt;
             u.p_end = b1 * bt < un->len ? b1 * bt : un->len;
             u.out = NULL, u.m = s, u.l = s + NQM, u.acc = s + 2 * NQM;
+            if (u.p_end <= lo_min) { /* no query sees this segment: an empty partial result (merges skip it) */
+                for (int j = 0; j < nq; j++) s[j] = -INFINITY, s[NQM + j] = 0.0f;
+                continue;
+            }
             t->kernel(&u);
             if (!t->spread && sg > 0) merge_into(slot_at(t, ith, 0), s, nq, hd);
         }
