@@ -311,10 +311,10 @@ static loom_status write_json(const char *path, const bench_info *bi, const conf
     if (!f) return loom_error(LOOM_ERR_IO, "cannot write %s", path);
     fprintf(f, "{\"loom_bench\":1,\"model\":");
     loom_json_fputs(f, bi->model);
-    fprintf(f, ",\"model_info\":{\"arch\":\"%s\",\"layers\":%d,\"dim\":%d,\"heads\":%d,\"kv_heads\":%d,\"ffn\":%d,"
-               "\"vocab\":%d,\"types\":",
-            bi->cfg.arch_name, bi->cfg.n_layers, bi->cfg.dim, bi->cfg.n_heads, bi->cfg.n_kv_heads, bi->cfg.ffn,
-            bi->cfg.vocab);
+    fprintf(f, ",\"model_info\":{\"arch\":\"%s\",\"layers\":%d,\"dim\":%d,\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,"
+               "\"ffn\":%d,\"vocab\":%d,\"types\":",
+            bi->cfg.arch_name, bi->cfg.n_layers, bi->cfg.dim, bi->cfg.n_heads, bi->cfg.n_kv_heads, bi->cfg.head_dim,
+            bi->cfg.ffn, bi->cfg.vocab);
     loom_json_fputs(f, bi->types);
     fprintf(f, "},\"machine\":{\"cpu\":");
     loom_json_fputs(f, bi->cpu);
@@ -437,6 +437,7 @@ static loom_status run_config(bench_ctx *c, const bench_work *w, loom_engine *e,
 /* ------------------------------------------------------------ the command */
 
 int cmd_bench(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "comm")) return cmd_bench_comm(argc - 1, argv + 1);
     const char *model = NULL, *threads_s = NULL, *seqs_s = "1", *json_path = NULL, *kv_type = "f16";
     int64_t prompt_tokens = 128, gen_tokens = 128, reps = 3, tp = 1, pp = 1, ctx = 0, batch = 256,
             membw_bytes = (int64_t)2 << 30, membw_runs = 5;
@@ -468,7 +469,8 @@ int cmd_bench(int argc, char **argv) {
         "standard deviation over --reps, with the weight bytes read per decoded token and the\n"
         "share of the memory read bandwidth (measured here) that decode uses. One row per\n"
         "(threads, sequences); each gets a fresh engine. Under mpirun -np N with --tp T --pp P\n"
-        "the cluster's speed, and per rank the time in TP collectives and stage transfers.",
+        "the cluster's speed, and per rank the time in TP collectives and stage transfers.\n"
+        "`loom bench comm --help`: what the links between ranks cost (nccl-tests' table).",
         args, (int)(sizeof args / sizeof args[0]), argc, argv);
     if (ar != LOOM_ARGS_OK) return ar == LOOM_ARGS_HELP ? 0 : 2;
     if (!model) return loom_usage_error("bench: --model is required");

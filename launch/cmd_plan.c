@@ -13,7 +13,9 @@
 
 #include "launch/args.h"
 #include "launch/commands.h"
+#include "launch/predict_cli.h"
 #include "parallel/plan.h"
+#include "parallel/predict.h"
 
 static int usage_error(const char *fmt, ...) LOOM_PRINTF(1, 2);
 static int usage_error(const char *fmt, ...) {
@@ -51,7 +53,9 @@ int cmd_plan(int argc, char **argv) {
     loom_plan_request d = loom_plan_request_defaults(1, 1);
     int64_t tp = 1, pp = 1, world = 0, ctx = d.engine.ctx_size, seqs = d.engine.max_seqs, block = d.engine.block_tokens,
             batch = d.engine.batch_rows, max_memory = 0;
-    bool json = false;
+    bool json = false, predict = false;
+    const char *cluster = NULL;
+    int64_t prompt = 128, gen = 128;
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model (only its header is read)"},
         {"--tp", LOOM_ARG_INT, &tp, "N", "tensor-parallel ranks per stage"},
@@ -66,6 +70,10 @@ int cmd_plan(int argc, char **argv) {
         {"--hosts", LOOM_ARG_STR, &hosts_arg, "LIST",
          "comma-separated host of each world rank, to place TP groups on one host"},
         {"--json", LOOM_ARG_FLAG, &json, NULL, "print the plan as one JSON object"},
+        {"--predict", LOOM_ARG_FLAG, &predict, NULL, "also predict speed on --cluster (as loom predict does)"},
+        {"--cluster", LOOM_ARG_STR, &cluster, "PATH", "cluster description .json for --predict"},
+        {"--prompt-tokens", LOOM_ARG_INT, &prompt, "N", "--predict: prompt length for the time to first token"},
+        {"--gen-tokens", LOOM_ARG_INT, &gen, "G", "--predict: tokens each of --sequences generates"},
     };
     loom_args_result r = loom_args_parse(
         "plan --model PATH --tp T --pp P [options]",
@@ -75,6 +83,9 @@ int cmd_plan(int argc, char **argv) {
     if (r == LOOM_ARGS_HELP) return 0;
     if (r == LOOM_ARGS_ERROR) return 2;
     if (!model) return usage_error("--model PATH is required");
+    if (predict && !cluster) return usage_error("--predict needs --cluster PATH");
+    if (prompt < 1 || prompt > (1 << 24) || gen < 0 || gen > (1 << 24))
+        return usage_error("--prompt-tokens must be 1..16777216 and --gen-tokens 0..16777216");
     const struct {
         const char *name;
         int64_t v, lo, hi;
@@ -130,24 +141,44 @@ int cmd_plan(int argc, char **argv) {
         }
     }
 
-    loom_gguf *g = NULL;
-    loom_model_config cfg;
     loom_plan_model m = {0};
     loom_plan *plan = NULL;
-    loom_status st = loom_gguf_open(model, &g);
-    if (!st) st = loom_model_config_read(g, &cfg);
-    if (!st) st = loom_plan_model_read(g, &cfg, &m);
+    loom_predict_cluster *pc = predict ? calloc(1, sizeof *pc) : NULL;
+    char **node_hosts = NULL;
+    loom_status st = predict && !pc ? loom_error(LOOM_ERR_NOMEM, "out of memory") : NULL;
+    if (!st && predict) st = loom_predict_cluster_load(cluster, pc);
+    if (!st && predict && !hosts) { /* ranks fill the cluster's nodes in order */
+        st = loom_predict_hosts(pc, (int)n_world, &node_hosts);
+        hosts = (const char **)node_hosts;
+    }
+    if (!st) st = loom_predict_open_model(model, &m); /* a GGUF header, or a model description .json */
     if (!st) st = loom_plan_make(&m, &req, hosts, &plan);
+    loom_prediction pr = {0};
+    loom_predict_workload w = {(int)seqs, (int)prompt, (int)(prompt + gen / 2), 1};
+    if (!st && predict) st = loom_predict(&m, plan, pc, &w, &pr);
     int rc = 0;
     if (st) {
         rc = fail(st);
+    } else if (json && predict) {
+        printf("{\"plan\":");
+        loom_plan_print(plan, stdout, true);
+        printf(",\"prediction\":");
+        loom_prediction_json(&pr, pc, &w, stdout);
+        printf("}\n");
     } else {
         if (!json) printf("file    %s\n", model);
         loom_plan_print(plan, stdout, json);
+        if (predict) {
+            printf("\n");
+            loom_prediction_print(&pr, pc, &w, stdout);
+        }
     }
+    loom_prediction_free(&pr);
     loom_plan_free(plan);
     loom_plan_model_free(&m);
-    loom_gguf_free(g);
+    if (node_hosts) hosts = NULL;
+    loom_predict_hosts_free(node_hosts, (int)n_world);
+    free(pc);
     free(hosts);
     free(host_list);
     return rc;

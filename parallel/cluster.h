@@ -37,7 +37,8 @@
 #include "runtime/gguf.h"
 
 typedef struct {
-    const char *model;          /* GGUF path; every rank opens its own copy */
+    const char *model;          /* GGUF path; every rank opens its own copy. NULL: only MPI and the
+                                   world communicator (no model, plan, TP groups or watchdog) */
     int tp, pp;                 /* 1, 1: the whole model on one rank */
     loom_engine_options engine; /* what the plan sizes and each rank's engine allocates */
     int64_t max_memory;         /* bytes per rank for the plan; 0 = no limit */
