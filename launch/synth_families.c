@@ -122,7 +122,6 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
                  s_ffn = 1 / sqrt((double)c->ffn);
     const int64_t q_out = c->heads * c->head_dim, kv_out = c->kv_heads * c->head_dim;
     const bool tied = c->tied || f.tied_always;
-    const loom_type small = tc->base == LOOM_TYPE_F32 ? LOOM_TYPE_F32 : LOOM_TYPE_F16; /* positions, types */
 #define W(kind, l) loom_synth_weight_type(c, tc, kind, l)
 #define T2(stem, kind, ne0, ne1, std)                                                                          \
     do {                                                                                                        \
@@ -137,9 +136,12 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
 #define NORM(stem) (snprintf(base, sizeof base, "blk.%" PRId64 "." stem, l), norm(p, &f, base, c->dim))
 
     LOOM_TRY(loom_synth_tensor(p, "token_embd.weight", W(W_EMBD, 0), 2, c->dim, c->vocab, 1.0, false, 0.0));
+    /* positions and token types stay F32 whatever the type, as llama.cpp's
+     * converter and quantizer keep them (its CPU add of the type row takes
+     * no F16) */
     if (f.learned_pos)
-        LOOM_TRY(loom_synth_tensor(p, "position_embd.weight", small, 2, c->dim, c->ctx, 0.5, false, 0.0));
-    if (f.types) LOOM_TRY(loom_synth_tensor(p, "token_types.weight", small, 2, c->dim, 2, 0.3, false, 0.0));
+        LOOM_TRY(loom_synth_tensor(p, "position_embd.weight", LOOM_TYPE_F32, 2, c->dim, c->ctx, 0.5, false, 0.0));
+    if (f.types) LOOM_TRY(loom_synth_tensor(p, "token_types.weight", LOOM_TYPE_F32, 2, c->dim, 2, 0.3, false, 0.0));
     if (f.encoder) LOOM_TRY(norm(p, &f, "token_embd_norm", c->dim));
     if (c->longrope_ctx > 0) {
         int64_t nr = (c->rope_dim ? c->rope_dim : c->head_dim) / 2;
