@@ -7,9 +7,11 @@
  * Beside what cmd_synth.c says of scales: norm weights are 1 + 0.2·N and
  * LayerNorm biases 0.1·N (so a norm applied with the wrong weight shows);
  * QK-norm weights likewise; output and MLP biases 0.05·N; learned
- * positions 0.5·N and the token-type rows 0.3·N (F32 for F32 models, else
- * F16); LongRoPE factors 2 + 0.3·N (long) and 1.2 + 0.1·N (short). Fused
- * tensors (attn_qkv, phi3's ffn_up) have the scale of their parts.
+ * positions 0.5·N and the token-type rows 0.3·N (always F32, as llama.cpp's
+ * converter writes them); gemma's token embedding 1/sqrt(dim)·N (it is
+ * multiplied by sqrt(dim)); LongRoPE factors 2 + 0.3·N (long) and
+ * 1.2 + 0.1·N (short). Fused tensors (attn_qkv, phi3's ffn_up) have the
+ * scale of their parts.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -21,6 +23,7 @@
 typedef struct {
     bool qk_norm, post_norms, post_ln, layer_norm, fused_qkv, fused_up, plain_ffn, qkv_bias, out_bias, ffn_bias;
     bool learned_pos, types, encoder, rope, tied_always;
+    bool scaled_embd; /* the model multiplies its input embedding by sqrt(dim) (gemma) */
 } family;
 
 static family family_of(const char *arch) {
@@ -29,7 +32,7 @@ static family family_of(const char *arch) {
     if (!strcmp(arch, "qwen3")) {
         f.qk_norm = true;
     } else if (!strcmp(arch, "gemma2") || !strcmp(arch, "gemma3")) {
-        f.post_norms = true;
+        f.post_norms = f.scaled_embd = true;
         f.qk_norm = !strcmp(arch, "gemma3");
         f.tied_always = !strcmp(arch, "gemma2"); /* llama.cpp's gemma2 has no output.weight */
     } else if (!strcmp(arch, "phi3")) {
@@ -135,7 +138,12 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
     } while (0)
 #define NORM(stem) (snprintf(base, sizeof base, "blk.%" PRId64 "." stem, l), norm(p, &f, base, c->dim))
 
-    LOOM_TRY(loom_synth_tensor(p, "token_embd.weight", W(W_EMBD, 0), 2, c->dim, c->vocab, 1.0, false, 0.0));
+    /* gemma multiplies the embedding by sqrt(dim), so its rows are 1/sqrt(dim)
+     * in scale (as a trained gemma's are): the input is then of unit scale
+     * like the other families', and a tied lm head gives logits of unit
+     * scale, which soft-capping bends without saturating them all */
+    LOOM_TRY(loom_synth_tensor(p, "token_embd.weight", W(W_EMBD, 0), 2, c->dim, c->vocab, f.scaled_embd ? s_dim : 1.0,
+                               false, 0.0));
     /* positions and token types stay F32 whatever the type, as llama.cpp's
      * converter and quantizer keep them (its CPU add of the type row takes
      * no F16) */

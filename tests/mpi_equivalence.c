@@ -96,8 +96,9 @@ static bool check_reference(const loom_ref *ref, const loom_ref_case *c, const f
     loom_ref_compare(c, b, REF_EPS * rep.last_std, &rep);
     float mx = rep.last_max_dev / rep.last_std, rms = rep.last_rms_dev / rep.last_std;
     ok = rep.mismatches == 0 && mx <= REF_MAX_DEV && rms <= REF_RMS_DEV;
-    printf("tp=%d pp=%d %-8s vs llama.cpp: argmax mismatches %d  near-tie flips %d  last: max dev %.3fσ rms %.3fσ  %s\n",
-           tp, pp, c->name, rep.mismatches, rep.near_tie_flips, mx, rms, ok ? "ok" : "FAIL");
+    printf("tp=%d pp=%d %-8s vs llama.cpp: argmax mismatches %d  near-tie flips %d  last: max dev %.3fσ rms %.3fσ"
+           "  all top-5: %.3fσ  %s\n",
+           tp, pp, c->name, rep.mismatches, rep.near_tie_flips, mx, rms, rep.top5_max_dev / rep.last_std, ok ? "ok" : "FAIL");
     return ok;
 }
 

@@ -80,9 +80,10 @@ static void run_fixture(const char *fixture, const char *model, loom_type kv_typ
         loom_ref_compare(c, logits, 0.0f, &rep); /* for σ */
         loom_ref_compare(c, logits, EPS_SIGMA * rep.last_std, &rep);
         float mx = rep.last_max_dev / rep.last_std, rms = rep.last_rms_dev / rep.last_std;
-        printf("  %-26s %-7s kv=%s positions %4d  mismatches %d  near-tie flips %2d  last: max dev %.3fσ rms %.3fσ\n",
+        printf("  %-26s %-7s kv=%s positions %4d  mismatches %d  near-tie flips %2d  last: max dev %.3fσ rms %.3fσ"
+               "  all positions' top-5: max dev %.3fσ\n",
                fixture + sizeof(LOOM_TEST_DATA "/fixtures/") - 1, c->name, kv_type == LOOM_TYPE_F16 ? "f16" : "f32",
-               rep.positions, rep.mismatches, rep.near_tie_flips, mx, rms);
+               rep.positions, rep.mismatches, rep.near_tie_flips, mx, rms, rep.top5_max_dev / rep.last_std);
         cr_expect_eq(rep.mismatches, 0, "%s: argmax differs at %d positions outside near ties (first at %d)", c->name,
                      rep.mismatches, rep.first_mismatch);
         cr_expect_leq(mx, MAX_DEV, "%s: last-position logits deviate by %.3fσ", c->name, mx);

@@ -167,4 +167,14 @@ void loom_ref_compare(const loom_ref_case *c, const float *logits, float eps, lo
         if (d > rep->last_max_dev) rep->last_max_dev = d;
     }
     free(idx);
+    /* every position, the reference's top-5 relative to its top-1 */
+    for (int p = 0; p < n; p++) {
+        const float *lp = logits + (size_t)p * V;
+        for (int k = 1; k < 5; k++) {
+            int a = c->top_id[p][0], b = c->top_id[p][k];
+            if (a < 0 || a >= V || b < 0 || b >= V) continue;
+            float d = (float)fabs(((double)lp[b] - lp[a]) - ((double)c->top_logit[p][k] - c->top_logit[p][0]));
+            if (d > rep->top5_max_dev) rep->top5_max_dev = d;
+        }
+    }
 }

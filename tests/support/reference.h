@@ -46,6 +46,8 @@ typedef struct {
     float last_max_dev;   /* last prompt position: max |Δ − mean Δ| over the reference top-40 */
     float last_rms_dev;   /* ... root mean square over the whole vocabulary */
     float last_std;       /* standard deviation of the reference's last-position logits */
+    float top5_max_dev;   /* every position: max |(l_k − l_1) − (ref_k − ref_1)| over the reference top-5
+                           * (k = 2..5, shift-free; the last position's σ is the unit) */
 } loom_ref_report;
 
 /* logits: (n_prompt + n_gen, vocab) computed by loom for c->ids. */
