@@ -438,6 +438,7 @@ static loom_status run_config(bench_ctx *c, const bench_work *w, loom_engine *e,
 
 int cmd_bench(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "comm")) return cmd_bench_comm(argc - 1, argv + 1);
+    const char *device_s = "auto";
     const char *model = NULL, *threads_s = NULL, *seqs_s = "1", *json_path = NULL, *kv_type = "f16";
     int64_t prompt_tokens = 128, gen_tokens = 128, reps = 3, tp = 1, pp = 1, ctx = 0, batch = 256,
             membw_bytes = (int64_t)2 << 30, membw_runs = 5;
@@ -461,6 +462,8 @@ int cmd_bench(int argc, char **argv) {
         {"--membw-size", LOOM_ARG_BYTES, &membw_bytes, "BYTES", "buffer per rank of the bandwidth probe; 0 = skip"},
         {"--membw-runs", LOOM_ARG_INT, &membw_runs, "N", "passes of the bandwidth probe (the best counts)"},
         {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
+        {"--device", LOOM_ARG_STR, &device_s, "auto|cpu|cuda",
+         "where each rank computes: its GPU (cuda; under mpirun the GPU of its local rank) or the CPU; auto: cuda when a GPU is visible"},
     };
     loom_args_result ar = loom_args_parse(
         "bench --model PATH [--threads 1,2] [--sequences 1,4] [options]",
@@ -505,6 +508,7 @@ int cmd_bench(int argc, char **argv) {
     co.engine.ctx_size = (int)ctx;
     co.engine.kv_type = kvt;
     co.engine.batch_rows = (int)batch;
+    if (loom_parse_device("bench", device_s, &co.engine.device)) return 2;
     co.engine.max_seqs = max_seqs; /* the plan sizes memory for the largest row */
     co.engine.prefix_cache = false; /* every repetition computes its prompt */
     loom_cluster *cluster = NULL;

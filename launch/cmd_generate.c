@@ -257,6 +257,7 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
 }
 
 int cmd_generate(int argc, char **argv) {
+    const char *device_s = "auto";
     const char *model = NULL, *prompt = NULL, *prompt_file = NULL, *kv_type = "f16", *system = NULL, *chat_template = NULL;
     loom_sampling_params sp = loom_sampling_defaults();
     int64_t max_tokens = 128, top_k = sp.top_k, seed = -1, threads = loom_cpu_count(), ctx = 4096, seqs = 0,
@@ -282,6 +283,8 @@ int cmd_generate(int argc, char **argv) {
         {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
         {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
         {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
+        {"--device", LOOM_ARG_STR, &device_s, "auto|cpu|cuda",
+         "where each rank computes: its GPU (cuda; under mpirun the GPU of its local rank) or the CPU; auto: cuda when a GPU is visible"},
         {"--chat", LOOM_ARG_FLAG, &chat, NULL, "format the prompt with the model's chat template"},
         {"--system", LOOM_ARG_STR, &system, "TEXT", "system message for --chat"},
         {"--chat-template", LOOM_ARG_STR, &chat_template, "FILE", "with --chat: this Jinja template instead of the model's"},
@@ -329,6 +332,7 @@ int cmd_generate(int argc, char **argv) {
     co.engine.max_seqs = (int)seqs; /* 0: set from the number of prompts in prepare */
     co.engine.kv_type = kvt;
     co.engine.batch_rows = (int)batch;
+    if (loom_parse_device("generate", device_s, &co.engine.device)) return 2;
     gen_job job = {prompt, prompt_file, NULL, 0};
     co.prepare = read_prompts_job;
     co.prepare_user = &job;

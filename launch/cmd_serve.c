@@ -15,6 +15,7 @@
 #include "runtime/threadpool.h"
 
 int cmd_serve(int argc, char **argv) {
+    const char *device_s = "auto";
     const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *name = NULL, *kv_type = "f16", *pid_file = NULL;
     int64_t port = 8080, threads = loom_cpu_count(), ctx = 4096, seqs = 16, batch = 256, tp = 1, pp = 1,
             max_queue = 256, max_body = 8 << 20, max_conn = 512, prefill_rows = 64, kv_blocks = 0;
@@ -47,6 +48,8 @@ int cmd_serve(int argc, char **argv) {
         {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
         {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
         {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
+        {"--device", LOOM_ARG_STR, &device_s, "auto|cpu|cuda",
+         "where each rank computes: its GPU (cuda; under mpirun the GPU of its local rank) or the CPU; auto: cuda when a GPU is visible"},
     };
     loom_args_result ar = loom_args_parse(
         "serve --model PATH [--host 127.0.0.1] [--port 8080] [options]",
@@ -90,6 +93,7 @@ int cmd_serve(int argc, char **argv) {
     co.engine.max_seqs = (int)seqs;
     co.engine.kv_type = kvt;
     co.engine.batch_rows = (int)batch;
+    if (loom_parse_device("serve", device_s, &co.engine.device)) return 2;
     co.engine.prefix_cache = !no_prefix;
     co.engine.kv_blocks = (int)kv_blocks;
     loom_cluster *cluster = NULL;

@@ -19,6 +19,10 @@ int loom_usage_error(const char *msg);
  * failing rank speaks), frees st, returns 1. */
 int loom_fail(const char *cmd, loom_status st);
 
+/* --device's value into *out; prints "loom <cmd>: ..." and returns nonzero
+ * when it names no device kind. */
+int loom_parse_device(const char *cmd, const char *s, loom_device_kind *out);
+
 /* Reads a whole file (NUL-terminated in out->data). */
 loom_status loom_read_file(const char *path, loom_strbuf *out) LOOM_MUST_USE;
 

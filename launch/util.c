@@ -60,6 +60,14 @@ void loom_progress_done(loom_progress *p) {
     if (p->shown) fprintf(stderr, "\n");
 }
 
+int loom_parse_device(const char *cmd, const char *s, loom_device_kind *out) {
+    loom_status st = loom_device_kind_parse(s, out);
+    if (!st) return 0;
+    fprintf(stderr, "loom %s: --device: %s\n", cmd, loom_status_message(st));
+    loom_status_free(st);
+    return 2;
+}
+
 void loom_print_config(FILE *f, const char *model_path, const loom_model_config *mc, const loom_engine_options *eo,
                        const loom_tokenizer *tok) {
     const char *base = strrchr(model_path, '/');
@@ -79,7 +87,10 @@ void loom_print_config(FILE *f, const char *model_path, const loom_model_config 
     snprintf(buf, sizeof buf, "%d positions x %d sequences, %s", eo->ctx_size, eo->max_seqs,
              eo->kv_type == LOOM_TYPE_F32 ? "f32" : "f16");
     ROW("kv cache", "%-40s |", buf);
-    snprintf(buf, sizeof buf, "%d threads, %s kernels", eo->n_threads, loom_isa_name(loom_isa_get()));
+    if (eo->device == LOOM_DEVICE_CUDA) snprintf(buf, sizeof buf, "GPU %d (CUDA)", eo->device_ordinal);
+    else if (eo->device == LOOM_DEVICE_HOST)
+        snprintf(buf, sizeof buf, "host device, %d threads, %s kernels", eo->n_threads, loom_isa_name(loom_isa_get()));
+    else snprintf(buf, sizeof buf, "%d threads, %s kernels", eo->n_threads, loom_isa_name(loom_isa_get()));
     ROW("compute", "%-40s |", buf);
 #undef ROW
     fprintf(f, "+------------------+------------------------------------------+\n");

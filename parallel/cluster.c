@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "parallel/comm_mpi.h"
+#include "parallel/placement.h"
 #include "parallel/watchdog.h"
 
 struct loom_cluster {
@@ -166,6 +167,7 @@ static loom_status connect_ranks(loom_cluster *c, const loom_cluster_options *o)
     c->eo = p->req.engine; /* the coordinator's options reach every rank with the plan */
     c->eo.n_threads = o->engine.n_threads;
     c->eo.prefix_cache = o->engine.prefix_cache;
+    c->eo.device = loom_device_resolve(o->engine.device); /* per rank, like the threads */
     loom_topology *t = &c->topo;
     t->world_rank = c->world->rank;
     t->world_size = c->world->size;
@@ -186,6 +188,14 @@ static loom_status connect_ranks(loom_cluster *c, const loom_cluster_options *o)
     MPI_Comm_free(&tpc);
     t->tp_group = p->tp > 1 ? c->tp : NULL;
     st = settle(c->world, st, "creating TP groups");
+    if (!st) { /* a GPU per rank that computes on one (placement.h); collective when any does */
+        int32_t want = c->eo.device == LOOM_DEVICE_CUDA, any = want;
+        MPI_Allreduce(&want, &any, 1, MPI_INT32_T, MPI_MAX, loom_comm_mpi_handle(c->world));
+        loom_gpu_info gi;
+        if (any)
+            st = settle(c->world, loom_place_devices(loom_comm_mpi_handle(c->world), want, &c->eo.device_ordinal, &gi),
+                        "placing ranks on GPUs");
+    }
     c->watchdog_s = o->watchdog_timeout_s;
     if (!st && o->watchdog_timeout_s > 0)
         st = settle(c->world,
@@ -235,6 +245,7 @@ loom_status loom_cluster_start(const loom_cluster_options *o, loom_cluster **out
         loom_model_config cfg;
         st = loom_model_config_read(c->model, &cfg);
         if (!st) c->topo = loom_topology_single(&cfg);
+        c->eo.device = loom_device_resolve(c->eo.device); /* one process: the GPU it sees first */
     }
     if (st) {
         if (c->mpi) MPI_Barrier(loom_comm_mpi_handle(c->world));

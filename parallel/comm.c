@@ -17,13 +17,13 @@ size_t loom_dtype_size(loom_dtype dt) {
 }
 
 loom_status loom_comm_all_reduce(loom_comm *c, void *buf, size_t count, loom_dtype dt, loom_redop op) {
-    if (!c || c->size == 1 || count == 0) return NULL;
+    if (!c || (c->size == 1 && !c->vt->device_buffers) || count == 0) return NULL;
     return c->vt->all_reduce(c, buf, buf, count, dt, op, NULL);
 }
 
 loom_status loom_comm_all_gatherv(loom_comm *c, const void *send, size_t send_count, void *recv,
                                   const size_t *counts, const size_t *displs, loom_dtype dt) {
-    if (!c || c->size == 1) {
+    if (!c || (c->size == 1 && !c->vt->device_buffers)) {
         memmove((char *)recv + displs[0] * loom_dtype_size(dt), send, send_count * loom_dtype_size(dt));
         return NULL;
     }
@@ -31,7 +31,7 @@ loom_status loom_comm_all_gatherv(loom_comm *c, const void *send, size_t send_co
 }
 
 loom_status loom_comm_broadcast(loom_comm *c, void *buf, size_t count, loom_dtype dt, int root) {
-    if (!c || c->size == 1 || count == 0) return NULL;
+    if (!c || (c->size == 1 && !c->vt->device_buffers) || count == 0) return NULL;
     return c->vt->broadcast(c, buf, count, dt, root, NULL);
 }
 

@@ -2,12 +2,14 @@
  * parallel/comm.h — the communicator: one small interface, several backends.
  *
  * Model code talks to its peers only through this vtable, so the same code
- * runs over MPI on host buffers and (later) NCCL on device buffers. A
+ * runs over MPI on host buffers and over NCCL (comm_nccl.h) or a staged
+ * copy through host memory (comm_staged.h) on device buffers. A
  * backend that cannot do something natively emulates it (NCCL has no
- * all-gather-v: it is emulated with padded all-gather or grouped
- * send/recv). `stream` is the device stream for device backends, NULL for
- * host ones. Async calls return a request to wait on; a backend without
- * overlap completes the call and returns a finished request.
+ * all-gather-v: it is emulated with grouped send/recv). `stream` is the
+ * device stream for device backends (NULL: the device's compute stream,
+ * which is what the wrappers below pass), ignored by host ones. Async calls
+ * return a request to wait on; a backend without overlap completes the call
+ * and returns a finished request.
  *
  * Every call returns a status naming the rank, the operation and the peer.
  * A communicator is owned by whoever created it; free() releases it.
@@ -29,6 +31,7 @@ typedef struct loom_comm_req loom_comm_req;
 
 typedef struct {
     const char *name;
+    int device_buffers; /* 1: buffers are device memory (also for one rank: the wrappers call the backend) */
     loom_status (*all_reduce)(loom_comm *c, const void *send, void *recv, size_t count, loom_dtype dt,
                               loom_redop op, void *stream);
     /* recv = concatenation of every rank's `counts[r]` elements at displs[r] */

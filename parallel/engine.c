@@ -131,6 +131,8 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
         st = loom_weights_create(g, &e->cfg, &t->shard, &e->w);
     }
     int slots = o->max_seqs + 1; /* one spare slot for scoring */
+    const loom_device_kind dk = loom_device_resolve(o->device);
+    const bool on_device = dk == LOOM_DEVICE_CUDA || dk == LOOM_DEVICE_HOST; /* the KV blocks live there */
     if (!st) {
         loom_kv_config kc = {
             .n_layers = e->w->shard.layer_end - e->w->shard.layer_begin,
@@ -141,13 +143,18 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
             .n_blocks = loom_engine_kv_blocks(o),
             .max_seqs = slots,
             .max_ctx = o->ctx_size,
+            .tables_only = on_device,
         };
         st = loom_kv_create(&kc, &e->kv);
     }
     if (!st && e->coordinator)
         st = loom_kv_blocks_create(loom_kv_config_of(e->kv)->n_blocks, o->block_tokens, o->prefix_cache, &e->blocks);
     if (!st) st = loom_pool_create(o->n_threads, &e->pool);
-    if (!st) st = loom_stage_create(e->w, e->kv, e->pool, e->topo.tp_group, o->batch_rows, &e->stage);
+    if (!st && on_device)
+        st = loom_stage_create_device(e->w, e->kv, dk, o->device_ordinal, o->n_threads, e->topo.tp_group, o->batch_rows,
+                                      &e->stage);
+    else if (!st)
+        st = loom_stage_create(e->w, e->kv, e->pool, e->topo.tp_group, o->batch_rows, &e->stage);
     if (!st) st = loom_transfer_create(&e->topo, e->cfg.dim, o->batch_rows, &e->xfer);
     if (!st) st = alloc_rows(e);
     if (!st && e->last && !e->cfg.encoder) st = loom_vocab_sampler_create(&e->topo, e->w, o->batch_rows, slots, &e->vs);
@@ -155,7 +162,8 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
         loom_engine_free(e);
         return st;
     }
-    prefault_weights(e->w, progress, user);
+    if (!on_device) prefault_weights(e->w, progress, user); /* a device read them all while uploading */
+    else if (progress) progress(user, 1.0);
     e->t_start = loom_now_s();
     *out = e;
     return NULL;

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 
+#include "runtime/device.h"
 #include "runtime/types.h"
 
 typedef struct {
@@ -20,6 +21,8 @@ typedef struct {
     int block_tokens;  /* KV block size */
     bool prefix_cache; /* coordinator: full KV blocks are found again by their tokens */
     int kv_blocks;     /* KV blocks per rank; 0: every sequence can fill its context */
+    loom_device_kind device; /* per rank (never sent with the plan): AUTO is CUDA when a GPU is visible */
+    int device_ordinal;      /* the GPU this rank takes (parallel/placement.h picks it under MPI) */
 } loom_engine_options;
 
 /* The KV blocks an engine with options o holds. */

@@ -1,4 +1,5 @@
 #include "parallel/stage.h"
+#include "parallel/stage_device.h"
 #include "runtime/clock.h"
 
 #include <stdlib.h>
@@ -9,6 +10,7 @@ struct loom_stage {
     loom_forward *f;
     loom_comm *tp;
     double comm_s;
+    loom_dstage *dev; /* on a device: everything is there (stage_device.c) */
 };
 
 
@@ -28,13 +30,31 @@ loom_status loom_stage_create(const loom_weights *w, loom_kv_cache *kv, loom_poo
     return NULL;
 }
 
+loom_status loom_stage_create_device(const loom_weights *w, loom_kv_cache *kv, loom_device_kind kind, int ordinal,
+                                     int n_threads, loom_comm *tp, int max_rows, loom_stage **out) {
+    *out = NULL;
+    loom_stage *s = calloc(1, sizeof *s);
+    if (!s) return loom_error(LOOM_ERR_NOMEM, "out of memory creating a stage");
+    loom_status st = loom_dstage_create(w, kv, kind, ordinal, n_threads, tp, max_rows, &s->dev);
+    if (st) {
+        free(s);
+        return st;
+    }
+    s->w = w;
+    *out = s;
+    return NULL;
+}
+
 void loom_stage_free(loom_stage *s) {
     if (!s) return;
+    loom_dstage_free(s->dev);
     loom_forward_free(s->f);
     free(s);
 }
 
-double loom_stage_comm_seconds(const loom_stage *s) { return s->comm_s; }
+const char *loom_stage_describe(const loom_stage *s) { return s->dev ? loom_dstage_describe(s->dev) : "cpu"; }
+
+double loom_stage_comm_seconds(const loom_stage *s) { return s->dev ? loom_dstage_comm_seconds(s->dev) : s->comm_s; }
 
 static loom_status reduce(loom_stage *s, float *buf, size_t count) {
     if (!s->tp || s->tp->size == 1) return NULL;
@@ -45,6 +65,7 @@ static loom_status reduce(loom_stage *s, float *buf, size_t count) {
 }
 
 loom_status loom_stage_forward(loom_stage *s, const loom_batch *b, float **hidden, float *logits, int *n_logits) {
+    if (s->dev) return loom_dstage_forward(s->dev, b, hidden, logits, n_logits);
     const loom_weights *w = s->w;
     size_t nd = (size_t)b->n * w->cfg.dim;
     *n_logits = 0;

@@ -13,6 +13,7 @@
 #define LOOM_STAGE_H
 
 #include "parallel/comm.h"
+#include "runtime/device.h"
 #include "runtime/forward.h"
 
 typedef struct loom_stage loom_stage;
@@ -20,7 +21,15 @@ typedef struct loom_stage loom_stage;
 /* Borrows everything; tp may be NULL (one rank). */
 loom_status loom_stage_create(const loom_weights *w, loom_kv_cache *kv, loom_pool *pool, loom_comm *tp,
                               int max_rows, loom_stage **out) LOOM_MUST_USE;
+/* The same stage on a device (parallel/stage_device.h): kind CUDA (GPU
+ * `ordinal`) or HOST (the CPU through the device interface). Owns the
+ * device and a device TP communicator built over tp (borrowed, MPI);
+ * collective over tp. The KV cache provides the block tables only. */
+loom_status loom_stage_create_device(const loom_weights *w, loom_kv_cache *kv, loom_device_kind kind, int ordinal,
+                                     int n_threads, loom_comm *tp, int max_rows, loom_stage **out) LOOM_MUST_USE;
 void loom_stage_free(loom_stage *s);
+/* "cpu", or the device stage's description */
+const char *loom_stage_describe(const loom_stage *s);
 
 /* Runs the batch through this rank's layers. On return the residual stream
  * (n, dim) is in *hidden (valid until the next call). When the rank holds the

@@ -10,13 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/attn_split.h"
 #include "runtime/kernels.h"
 #include "runtime/quant.h"
 
 #define NQM LOOM_ATTN_NQ_MAX
-#define SEG_MIN 512    /* key positions per segment at least */
-#define SEG_MAX_PARTS 16 /* segments of a full context at most */
-#define PART_SLOTS (2 * SEG_MAX_PARTS) /* partial results per thread of scratch */
+#define PART_SLOTS (2 * LOOM_ATTN_SEG_MAX_PARTS) /* partial results per thread of scratch */
+_Static_assert(LOOM_ATTN_NQ_MAX == LOOM_ATTN_UNIT_NQ, "device units hold as many queries as CPU units");
 
 /* ------------------------------------------------------------ store */
 
@@ -180,13 +180,9 @@ static int plan_units(const loom_attention_args *a, row_ref *rows, int32_t *head
 }
 
 /* Blocks per segment: the key range of every query is cut at multiples of
- * this (SEG_MIN positions at least, a full context in SEG_MAX_PARTS
- * segments at most); depends only on the cache's configuration. */
-static int seg_blocks_of(const loom_kv_config *kc) {
-    const int bt = kc->block_tokens, by_min = (SEG_MIN + bt - 1) / bt, nb = (kc->max_ctx + bt - 1) / bt;
-    const int by_ctx = (nb + SEG_MAX_PARTS - 1) / SEG_MAX_PARTS;
-    return by_min > by_ctx ? by_min : by_ctx;
-}
+ * this (attn_split.h, shared with the device kernels); depends only on the
+ * cache's configuration. */
+static int seg_blocks_of(const loom_kv_config *kc) { return loom_attn_seg_blocks(kc->block_tokens, kc->max_ctx); }
 
 /* ------------------------------------------------------------ compute */
 
@@ -205,8 +201,7 @@ typedef struct {
 } att_task;
 
 static int segs_of(const att_task *t, const att_unit *un, int bt) {
-    const int nb = (un->len + bt - 1) / bt;
-    return (nb + t->seg_blocks - 1) / t->seg_blocks;
+    return loom_attn_n_segs(un->len, bt, t->seg_blocks);
 }
 
 /* Partial result slot i of thread slice `slice`: m (NQM), l (NQM), acc (NQM, hd). */
@@ -216,24 +211,12 @@ static float *slot_at(const att_task *t, int slice, int i) {
 static float *job_slot(const att_task *t, int job) { return slot_at(t, job / PART_SLOTS, job % PART_SLOTS); }
 
 /* Folds the partial result b (a later segment) into a, query by query:
- * the flash-decoding merge, always in segment order, so a query's result
- * is the same whoever computed the segments. */
+ * the flash-decoding merge (attn_split.h), always in segment order, so a
+ * query's result is the same whoever computed the segments. */
 static void merge_into(float *a, const float *b, int nq, int hd) {
-    for (int j = 0; j < nq; j++) {
-        const float mb = b[j], ma = a[j];
-        if (mb == -INFINITY) continue; /* the query saw nothing there */
-        float *acc = a + 2 * NQM + (size_t)j * hd;
-        const float *bcc = b + 2 * NQM + (size_t)j * hd;
-        if (ma == -INFINITY) {
-            a[j] = mb, a[NQM + j] = b[NQM + j];
-            memcpy(acc, bcc, (size_t)hd * sizeof(float));
-            continue;
-        }
-        const float mx = ma > mb ? ma : mb, wa = exp2f(ma - mx), wb = exp2f(mb - mx);
-        a[j] = mx;
-        a[NQM + j] = wa * a[NQM + j] + wb * b[NQM + j];
-        for (int d = 0; d < hd; d++) acc[d] = wa * acc[d] + wb * bcc[d];
-    }
+    for (int j = 0; j < nq; j++)
+        loom_attn_merge1(&a[j], &a[NQM + j], a + 2 * NQM + (size_t)j * hd, b[j], b[NQM + j],
+                         b + 2 * NQM + (size_t)j * hd, hd);
 }
 
 /* The unit's query rows: qp, out, lim (and lo with a window) for its nq queries. */
@@ -253,11 +236,7 @@ static int unit_queries(const att_task *t, const att_unit *un, const float **qp,
 
 /* out[j] = acc[j] · (1/l[j]) of a merged partial result, as the kernels write it */
 static void write_out(const float *s, float *const *op, int nq, int hd) {
-    for (int j = 0; j < nq; j++) {
-        const float inv = 1.0f / s[NQM + j];
-        const float *acc = s + 2 * NQM + (size_t)j * hd;
-        for (int d = 0; d < hd; d++) op[j][d] = acc[d] * inv;
-    }
+    for (int j = 0; j < nq; j++) loom_attn_finish(s + 2 * NQM + (size_t)j * hd, s[NQM + j], op[j], hd);
 }
 
 static void att_worker(void *ctx, int ith, int nth) {
@@ -300,9 +279,7 @@ static void att_worker(void *ctx, int ith, int nth) {
         const int s0 = t->spread ? seg : 0, s1 = t->spread ? seg + 1 : P;
         for (int sg = s0; sg < s1; sg++) {
             float *s = t->spread ? job_slot(t, job) : slot_at(t, ith, sg == 0 ? 0 : 1);
-            const int b0 = sg * t->seg_blocks, b1 = b0 + t->seg_blocks;
-            u.p_begin = b0 * bt;
-            u.p_end = b1 * bt < un->len ? b1 * bt : un->len;
+            loom_attn_seg_range(sg, un->len, bt, t->seg_blocks, &u.p_begin, &u.p_end);
             u.out = NULL, u.m = s, u.l = s + NQM, u.acc = s + 2 * NQM;
             if (u.p_end <= lo_min) { /* no query sees this segment: an empty partial result (merges skip it) */
                 for (int j = 0; j < nq; j++) s[j] = -INFINITY, s[NQM + j] = 0.0f;

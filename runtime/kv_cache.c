@@ -23,6 +23,8 @@ static size_t block_bytes(const loom_kv_config *c) {
            ~(size_t)63;
 }
 
+size_t loom_kv_block_bytes(const loom_kv_config *c) { return block_bytes(c); }
+
 size_t loom_kv_bytes(const loom_kv_config *c) {
     return 2 * (size_t)c->n_layers * (size_t)c->n_blocks * block_bytes(c);
 }
@@ -48,14 +50,16 @@ loom_status loom_kv_create(const loom_kv_config *cfg, loom_kv_cache **out) {
     kv->block_bytes = block_bytes(cfg);
     kv->max_blocks_per_seq = (cfg->max_ctx + cfg->block_tokens - 1) / cfg->block_tokens;
     size_t pool = (size_t)(cfg->n_layers ? cfg->n_layers : 1) * cfg->n_blocks * kv->block_bytes;
-    kv->k_mem = calloc(1, pool + 64);
-    kv->v_mem = calloc(1, pool + 64);
-    kv->k = (uint8_t *)(((uintptr_t)kv->k_mem + 63) & ~(uintptr_t)63);
-    kv->v = (uint8_t *)(((uintptr_t)kv->v_mem + 63) & ~(uintptr_t)63);
+    if (!cfg->tables_only) {
+        kv->k_mem = calloc(1, pool + 64);
+        kv->v_mem = calloc(1, pool + 64);
+        kv->k = (uint8_t *)(((uintptr_t)kv->k_mem + 63) & ~(uintptr_t)63);
+        kv->v = (uint8_t *)(((uintptr_t)kv->v_mem + 63) & ~(uintptr_t)63);
+    }
     kv->free_list = malloc((size_t)cfg->n_blocks * sizeof *kv->free_list);
     kv->tables = malloc((size_t)cfg->max_seqs * kv->max_blocks_per_seq * sizeof *kv->tables);
     kv->n_seq_blocks = calloc((size_t)cfg->max_seqs, sizeof *kv->n_seq_blocks);
-    if (!kv->k_mem || !kv->v_mem || !kv->free_list || !kv->tables || !kv->n_seq_blocks) {
+    if ((!cfg->tables_only && (!kv->k_mem || !kv->v_mem)) || !kv->free_list || !kv->tables || !kv->n_seq_blocks) {
         loom_kv_free(kv);
         return loom_error(LOOM_ERR_NOMEM, "cannot allocate the KV cache (%zu bytes)", 2 * pool);
     }
@@ -132,8 +136,10 @@ const int32_t *loom_kv_table(const loom_kv_cache *kv, int seq) {
     return kv->tables + (size_t)seq * kv->max_blocks_per_seq;
 }
 void *loom_kv_k_block(const loom_kv_cache *kv, int layer, int32_t block) {
+    if (!kv->k) return NULL; /* tables only */
     return kv->k + ((size_t)layer * kv->cfg.n_blocks + (size_t)block) * kv->block_bytes;
 }
 void *loom_kv_v_block(const loom_kv_cache *kv, int layer, int32_t block) {
+    if (!kv->v) return NULL;
     return kv->v + ((size_t)layer * kv->cfg.n_blocks + (size_t)block) * kv->block_bytes;
 }

@@ -33,6 +33,7 @@
 #ifndef LOOM_KV_CACHE_H
 #define LOOM_KV_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +49,8 @@ typedef struct {
     int n_blocks;      /* blocks in the pool */
     int max_seqs;      /* sequence slots */
     int max_ctx;       /* positions per sequence at most */
+    bool tables_only;  /* no block memory here (the blocks live on a device, device_forward.h):
+                          tables and free list only; k_block / v_block return NULL */
 } loom_kv_config;
 
 typedef struct loom_kv_cache loom_kv_cache;
@@ -55,6 +58,10 @@ typedef struct loom_kv_cache loom_kv_cache;
 /* Bytes the pool of `cfg` needs (keys and values, all layers; each block
  * of a layer rounded up to 64 bytes). */
 size_t loom_kv_bytes(const loom_kv_config *cfg);
+
+/* Bytes of one layer's keys (or values) of one block, rounded up to 64:
+ * block b of layer l starts at l·n_blocks·this + b·this from the pool. */
+size_t loom_kv_block_bytes(const loom_kv_config *cfg);
 
 /* Blocks needed to give n_seqs sequences max_ctx positions each. */
 int loom_kv_blocks_for(int n_seqs, int max_ctx, int block_tokens);

@@ -183,6 +183,13 @@ static inline LOOM_HD uint32_t loom_f32_to_bits(float f) {
 
 /* IEEE half -> float, exact for every input (subnormals, inf, NaN payload). */
 static inline LOOM_HD float loom_f16_to_f32(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+    /* the hardware conversion: exact too, and branch-free (a branch here
+     * splits the matvec kernels' unrolled steps and serialises their loads) */
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+#else
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;
     uint32_t mant = h & 0x3ffu;
@@ -191,6 +198,7 @@ static inline LOOM_HD float loom_f16_to_f32(uint16_t h) {
     /* zero or subnormal: mant * 2^-24, exact, and never a subnormal float */
     float v = (float)mant * 5.9604644775390625e-8f;
     return loom_bits_to_f32(sign | loom_f32_to_bits(v));
+#endif
 }
 
 /* float -> IEEE half, round to nearest even; overflow gives inf, NaN stays

@@ -22,6 +22,10 @@
  *     RMS(Δ) <= RMS_DEV·σ.
  *
  *   mpirun -np 4 mpi_equivalence --fixture F.json [--model M.gguf] --tp 2 --pp 2 [--cases N]
+ *                                [--device cpu|cuda|host] [--ref-device cpu|cuda|host]
+ * --device: where the cluster's ranks compute (host: the GPU's code path on
+ * the CPU, with the staged TP communicator); --ref-device: where the
+ * single-rank reference does (cpu by default).
  * A fixture made from a `loom synth` model is rebuilt from its arguments.
  *
  * Encoders (bert): the last layer's hidden states of every position take
@@ -163,6 +167,7 @@ static int check_greedy(loom_engine *e, const loom_ref_case *c, int tp, int pp) 
 int main(int argc, char **argv) {
     const char *fixture = NULL, *model = NULL;
     int tp = 1, pp = 1, max_cases = 1000, batch = 64, kv32 = 0;
+    loom_device_kind device = LOOM_DEVICE_CPU, ref_device = LOOM_DEVICE_CPU;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--fixture")) fixture = argv[i + 1];
         else if (!strcmp(argv[i], "--model")) model = argv[i + 1];
@@ -171,6 +176,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--cases")) max_cases = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--kv-type")) kv32 = !strcmp(argv[i + 1], "f32");
+        else if (!strcmp(argv[i], "--device") || !strcmp(argv[i], "--ref-device")) {
+            loom_status ks = loom_device_kind_parse(argv[i + 1], !strcmp(argv[i], "--device") ? &device : &ref_device);
+            if (ks) {
+                fprintf(stderr, "mpi_equivalence: %s\n", loom_status_message(ks));
+                return 2;
+            }
+        }
     }
     loom_status st = loom_mpi_init(&argc, &argv);
     if (st) {
@@ -206,6 +218,7 @@ int main(int argc, char **argv) {
     o.max_seqs = 1;
     o.batch_rows = batch;
     o.kv_type = kv32 ? LOOM_TYPE_F32 : LOOM_TYPE_F16;
+    o.device = device;
     loom_cluster_options co = {.model = model, .tp = tp, .pp = pp, .engine = o, .watchdog_timeout_s = 60};
     loom_cluster *cl;
     st = loom_cluster_start(&co, &cl);
@@ -217,7 +230,10 @@ int main(int argc, char **argv) {
     int failures = 0;
     if (rank == 0) {
         loom_engine *single;
-        st = loom_engine_create(loom_cluster_model(cl), &o, NULL, NULL, NULL, &single);
+        loom_engine_options so = o;
+        so.device = ref_device;
+        so.device_ordinal = loom_cluster_engine_options(cl)->device_ordinal;
+        st = loom_engine_create(loom_cluster_model(cl), &so, NULL, NULL, NULL, &single);
         if (st) die("single-rank engine", st);
         const bool encoder = loom_engine_model(e)->encoder;
         int V = encoder ? loom_engine_model(e)->dim : loom_engine_model(e)->vocab;

@@ -1,0 +1,41 @@
+# GPU backend tests (issue 11): the device communicator backends under
+# mpirun on the host device, and the GPU tests (label "gpu"), which report
+# "not run" (exit 77, ctest's SKIP_RETURN_CODE) where no GPU exists.
+foreach(np 1 2 3)
+  add_test(NAME mpi_comm_backends_np${np} COMMAND ${LOOM_MPIRUN} -np ${np} $<TARGET_FILE:mpi_comm_backends>)
+  set_tests_properties(mpi_comm_backends_np${np} PROPERTIES LABELS mpi TIMEOUT 300
+    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+endforeach()
+
+# The GPU's code path on the CPU: ranks on the host device (device stage,
+# device forward pass, staged TP communicator over MPI, hidden states to the
+# next stage through the host), against one CPU rank: PP bit-exact, TP
+# within mpi_equivalence's tolerances.
+foreach(grid "2 1" "1 2")
+  separate_arguments(g UNIX_COMMAND "${grid}")
+  list(GET g 0 tp)
+  list(GET g 1 pp)
+  math(EXPR np "${tp} * ${pp}")
+  add_test(NAME mpi_equivalence_device_host_smollm2_tp${tp}_pp${pp}
+    COMMAND ${LOOM_MPIRUN} -np ${np} $<TARGET_FILE:mpi_equivalence>
+            --fixture ${LOOM_FX}/smollm2-q4_1.json --model ${LOOM_MODEL} --tp ${tp} --pp ${pp} --cases 2 --device host)
+  set_tests_properties(mpi_equivalence_device_host_smollm2_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900
+    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+endforeach()
+add_test(NAME mpi_equivalence_device_host_synth_q4_k_m_tp2_pp2
+  COMMAND ${LOOM_MPIRUN} -np 4 $<TARGET_FILE:mpi_equivalence>
+          --fixture ${LOOM_FX}/synth-llama-q4_k_m.json --tp 2 --pp 2 --cases 2 --device host)
+set_tests_properties(mpi_equivalence_device_host_synth_q4_k_m_tp2_pp2 PROPERTIES LABELS mpi TIMEOUT 900
+  ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+
+# The device check (tests/gpu/device_check.c, run on a GPU machine by
+# tests/gpu/device_check.sh): here the harness on the host device (the CUDA
+# part says NOT RUN), and --device cuda, which reports "not run" (77) in a
+# build without the CUDA backend linked or without a GPU.
+add_executable(device_check ${CMAKE_SOURCE_DIR}/tests/gpu/device_check.c ${CMAKE_SOURCE_DIR}/tests/gpu/check_ops.c
+  ${CMAKE_SOURCE_DIR}/tests/gpu/check_util.c ${CMAKE_SOURCE_DIR}/tests/gpu/synth_model.c)
+target_link_libraries(device_check PRIVATE loomrt)
+add_test(NAME device_check_host COMMAND device_check --device host --quick)
+set_tests_properties(device_check_host PROPERTIES LABELS "unit;gpu" TIMEOUT 600)
+add_test(NAME device_check_cuda COMMAND device_check --device cuda)
+set_tests_properties(device_check_cuda PROPERTIES LABELS gpu TIMEOUT 900 SKIP_RETURN_CODE 77)
