@@ -13,6 +13,7 @@
 #include "parallel/stage.h"
 #include "parallel/transfer.h"
 #include "parallel/vocab_sampler.h"
+#include "runtime/device_forward.h"
 #include "runtime/kv_blocks.h"
 #include "runtime/clock.h"
 #include "runtime/threadpool.h"
@@ -131,7 +132,7 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
         st = loom_weights_create(g, &e->cfg, &t->shard, &e->w);
     }
     int slots = o->max_seqs + 1; /* one spare slot for scoring */
-    const loom_device_kind dk = loom_device_resolve(o->device);
+    const loom_device_kind dk = loom_dforward_resolve(o->device, &e->cfg);
     const bool on_device = dk == LOOM_DEVICE_CUDA || dk == LOOM_DEVICE_HOST; /* the KV blocks live there */
     if (!st) {
         loom_kv_config kc = {

@@ -22,6 +22,7 @@
 #include "parallel/engine.h"
 #include "parallel/plan.h"
 #include "reference.h"
+#include "runtime/device_forward.h"
 #include "runtime/forward.h"
 #include "runtime/kernels.h"
 #include "runtime/model.h"
@@ -349,4 +350,41 @@ Test(families, positions_past_the_learned_table_are_refused) {
     loom_engine_free(e);
     loom_gguf_free(g);
     unlink(path);
+}
+
+/* ------------------------------------------------------------ devices */
+
+/* The device forward pass (runtime/device_forward.h) runs llama and qwen2
+ * only: `auto` keeps every other family on the CPU, and asking for a device
+ * (the host device here; CUDA goes through the same check) is refused with
+ * the family named, never run as if it were llama. */
+Test(families, device_pass_refuses_the_other_families) {
+    char path[256];
+    for (size_t i = 0; i < N_MODELS; i++) {
+        loom_gguf *g = open_synth(&models[i], path, sizeof path);
+        loom_model_config c;
+        OK(loom_model_config_read(g, &c));
+        cr_assert(!loom_dforward_supports(&c), "%s", c.arch_name);
+        cr_assert_eq(loom_dforward_resolve(LOOM_DEVICE_AUTO, &c), LOOM_DEVICE_CPU, "%s", c.arch_name);
+        cr_assert_eq(loom_dforward_resolve(LOOM_DEVICE_HOST, &c), LOOM_DEVICE_HOST, "%s", c.arch_name);
+        loom_engine_options o = loom_engine_defaults();
+        o.n_threads = 1;
+        o.ctx_size = 64;
+        o.max_seqs = 1;
+        o.batch_rows = 16;
+        o.device = LOOM_DEVICE_HOST;
+        loom_engine *e = NULL;
+        loom_status st = loom_engine_create(g, &o, NULL, NULL, NULL, &e);
+        cr_assert_eq(loom_status_code(st), LOOM_ERR_UNSUPPORTED, "%s on the host device: %s", c.arch_name,
+                     loom_status_message(st));
+        cr_assert(strstr(loom_status_message(st), c.arch_name), "%s", loom_status_message(st));
+        loom_status_free(st);
+        o.device = LOOM_DEVICE_AUTO;
+        OK(loom_engine_create(g, &o, NULL, NULL, NULL, &e));
+        loom_engine_free(e);
+        loom_gguf_free(g);
+        unlink(path);
+    }
+    loom_model_config llama = {.arch = LOOM_ARCH_LLAMA}, qwen2 = {.arch = LOOM_ARCH_QWEN2};
+    cr_assert(loom_dforward_supports(&llama) && loom_dforward_supports(&qwen2));
 }
