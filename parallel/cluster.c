@@ -11,6 +11,7 @@
 #include "parallel/comm_mpi.h"
 #include "parallel/placement.h"
 #include "parallel/watchdog.h"
+#include "runtime/device_forward.h"
 
 struct loom_cluster {
     bool mpi;              /* this process started MPI */
@@ -167,7 +168,7 @@ static loom_status connect_ranks(loom_cluster *c, const loom_cluster_options *o)
     c->eo = p->req.engine; /* the coordinator's options reach every rank with the plan */
     c->eo.n_threads = o->engine.n_threads;
     c->eo.prefix_cache = o->engine.prefix_cache;
-    c->eo.device = loom_device_resolve(o->engine.device); /* per rank, like the threads */
+    c->eo.device = loom_dforward_resolve(o->engine.device, &p->cfg); /* per rank, like the threads */
     loom_topology *t = &c->topo;
     t->world_rank = c->world->rank;
     t->world_size = c->world->size;
@@ -245,7 +246,7 @@ loom_status loom_cluster_start(const loom_cluster_options *o, loom_cluster **out
         loom_model_config cfg;
         st = loom_model_config_read(c->model, &cfg);
         if (!st) c->topo = loom_topology_single(&cfg);
-        c->eo.device = loom_device_resolve(c->eo.device); /* one process: the GPU it sees first */
+        if (!st) c->eo.device = loom_dforward_resolve(c->eo.device, &cfg); /* one process: the GPU it sees first */
     }
     if (st) {
         if (c->mpi) MPI_Barrier(loom_comm_mpi_handle(c->world));

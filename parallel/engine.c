@@ -13,6 +13,7 @@
 #include "parallel/stage.h"
 #include "parallel/transfer.h"
 #include "parallel/vocab_sampler.h"
+#include "runtime/device_forward.h"
 #include "runtime/kv_blocks.h"
 #include "runtime/clock.h"
 #include "runtime/threadpool.h"
@@ -42,8 +43,9 @@ struct loom_engine {
     double *reports;                  /* coordinator: (world, 4) the ranks' figures */
     /* teacher-forced scoring */
     float *score_dst;                 /* coordinator: where the logits of a scoring step go */
-    const float *score_rows;          /* leader: logits (score_n, vocab) of the last scoring step */
+    const float *score_rows;          /* leader: logits (score_n, width) of the last scoring step */
     int score_n;
+    int width;                        /* a scored row: vocab (logits), or dim (an encoder's hidden state) */
 };
 
 loom_engine_options loom_engine_defaults(void) {
@@ -84,6 +86,7 @@ static void prefault_weights(const loom_weights *w, void (*progress)(void *, dou
         if (l == nl) {
             prefault(&w->embed);
             prefault(&w->lm_head);
+            prefault(&w->pos_embd);
         } else {
             const loom_layer *L = &w->layers[l];
             const loom_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
@@ -99,7 +102,8 @@ static loom_status alloc_rows(loom_engine *e) {
     e->b_pos = malloc(R * sizeof(int32_t));
     e->b_seq = malloc(R * sizeof(int32_t));
     e->b_logits = malloc(R);
-    e->logits = malloc(R * (size_t)e->w->n_vocab * sizeof(float));
+    size_t per_row = (size_t)e->w->n_vocab > (size_t)e->width ? (size_t)e->w->n_vocab : (size_t)e->width;
+    e->logits = malloc(R * per_row * sizeof(float));
     e->res_slots = malloc(S * sizeof(uint32_t));
     e->res_tokens = malloc(S * sizeof(int32_t));
     if (e->b_token && e->b_pos && e->b_seq && e->b_logits && e->logits && e->res_slots && e->res_tokens) return NULL;
@@ -117,6 +121,7 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
     if (!e) return loom_error(LOOM_ERR_NOMEM, "out of memory creating the engine");
     e->opt = *o;
     loom_status st = loom_model_config_read(g, &e->cfg);
+    e->width = e->cfg.encoder ? e->cfg.dim : e->cfg.vocab;
     if (!st) {
         e->topo = topo ? *topo : loom_topology_single(&e->cfg);
         const loom_topology *t = &e->topo;
@@ -127,7 +132,7 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
         st = loom_weights_create(g, &e->cfg, &t->shard, &e->w);
     }
     int slots = o->max_seqs + 1; /* one spare slot for scoring */
-    const loom_device_kind dk = loom_device_resolve(o->device);
+    const loom_device_kind dk = loom_dforward_resolve(o->device, &e->cfg);
     const bool on_device = dk == LOOM_DEVICE_CUDA || dk == LOOM_DEVICE_HOST; /* the KV blocks live there */
     if (!st) {
         loom_kv_config kc = {
@@ -153,7 +158,7 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
         st = loom_stage_create(e->w, e->kv, e->pool, e->topo.tp_group, o->batch_rows, &e->stage);
     if (!st) st = loom_transfer_create(&e->topo, e->cfg.dim, o->batch_rows, &e->xfer);
     if (!st) st = alloc_rows(e);
-    if (!st && e->last) st = loom_vocab_sampler_create(&e->topo, e->w, o->batch_rows, slots, &e->vs);
+    if (!st && e->last && !e->cfg.encoder) st = loom_vocab_sampler_create(&e->topo, e->w, o->batch_rows, slots, &e->vs);
     if (st) {
         loom_engine_free(e);
         return st;
@@ -281,13 +286,17 @@ static loom_status apply_step(loom_engine *e, const Loom__Step *step, float **ou
     int n_logits = 0;
     loom_status st = loom_stage_forward(e->stage, &b, out_hidden, e->logits, &n_logits);
     e->score_n = 0;
-    if (!st && e->last) {
+    if (!st && e->last && e->cfg.encoder) { /* hidden states, the same on every TP rank */
+        e->score_rows = e->logits;
+        e->score_n = n_logits;
+        if (e->coordinator && n_logits) memcpy(e->score_dst, e->logits, sizeof(float) * (size_t)n_logits * e->width);
+    } else if (!st && e->last) {
         const float *scores = NULL;
         st = loom_vocab_sampler_sample(e->vs, step, e->logits, n_logits, res, &scores);
         if (!st && scores) {
             e->score_rows = scores;
             e->score_n = n_logits;
-            if (e->coordinator) memcpy(e->score_dst, scores, sizeof(float) * (size_t)n_logits * e->cfg.vocab);
+            if (e->coordinator) memcpy(e->score_dst, scores, sizeof(float) * (size_t)n_logits * e->width);
         }
     }
     e->busy_s += loom_now_s() - t0;
@@ -387,7 +396,10 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
         return loom_error(LOOM_ERR_KV_FULL, "scoring %d tokens needs %d KV blocks; %d are free", n, nb, got);
     }
     loom_status st = NULL;
-    int R = e->opt.batch_rows, V = e->cfg.vocab;
+    int R = e->opt.batch_rows, V = e->width;
+    if (e->cfg.bidirectional && n > R) /* every row must see the whole sequence: one step */
+        return loom_error(LOOM_ERR_CONTEXT, "%s encodes a sequence in one batch: %d tokens exceed the batch of %d rows",
+                          e->cfg.arch_name, n, R);
     for (int p0 = 0; !st; p0 += R) {
         /* chunks of rows, then one step that only releases the slot */
         bool last = p0 >= n;
@@ -475,7 +487,7 @@ static loom_status send_result(loom_engine *e, const Loom__StepResult *res) {
     loom_status st = loom_transfer_result_send(e->xfer, buf, (int64_t)len);
     free(buf);
     if (!st && e->score_n > 0)
-        st = loom_transfer_floats_send(e->xfer, e->score_rows, (size_t)e->score_n * e->cfg.vocab);
+        st = loom_transfer_floats_send(e->xfer, e->score_rows, (size_t)e->score_n * e->width);
     return st;
 }
 

@@ -69,7 +69,9 @@ loom_status loom_engine_work(loom_engine *e) LOOM_MUST_USE;
 
 /* Teacher-forced scoring for tests (coordinator): feeds `tokens` of one
  * sequence through the whole cluster in a spare KV slot and writes the
- * logits (n, vocab) of every position. */
+ * logits (n, vocab) of every position. For an encoder (bert: no lm head)
+ * the last layer's hidden states (n, dim) instead, all n tokens in one
+ * batch (LOOM_ERR_CONTEXT when n exceeds the batch rows). */
 loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, float *logits) LOOM_MUST_USE;
 
 /* Coordinator: asks every rank for its figures with the next step it

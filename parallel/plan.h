@@ -94,7 +94,8 @@ typedef struct {
     loom_model_config cfg;
     uint64_t hash;           /* loom_gguf_header_hash of the file */
     loom_type embed;         /* token_embd.weight */
-    loom_type head;          /* output.weight; == embed when cfg.tied_embeddings */
+    loom_type head;          /* output.weight; == embed when cfg.tied_embeddings (unused for encoders) */
+    loom_type pos_embd;      /* position_embd.weight when cfg.pos is learned (gpt2, bert) */
     loom_plan_layer *layers; /* (cfg.n_layers) */
 } loom_plan_model;
 

@@ -14,22 +14,12 @@
 
 static int64_t row_bytes(loom_type t, int64_t n) { return (int64_t)loom_type_row_bytes(t, n); }
 
-/* The seven matrices of a layer, in a fixed order. */
+/* The seven matrices of a layer, in a fixed order. Fused tensors (model.h)
+ * give several of them their type: attn_qkv for Q, K and V, ffn_up for gate
+ * and up; a plain MLP has no gate (its type is that of up, counted nowhere). */
 enum { M_Q, M_K, M_V, M_O, M_GATE, M_UP, M_DOWN, M_COUNT };
 static const char *const mat_name[M_COUNT] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                                               "ffn_gate", "ffn_up", "ffn_down"};
-
-static loom_type mat_type(const loom_plan_layer *L, int i) {
-    switch (i) {
-    case M_Q: return L->q;
-    case M_K: return L->k;
-    case M_V: return L->v;
-    case M_O: return L->o;
-    case M_GATE: return L->gate;
-    case M_UP: return L->up;
-    default: return L->down;
-    }
-}
 
 /* Inputs (ne[0]) and output rows (ne[1]) of matrix i. */
 static void mat_shape(const loom_model_config *c, int i, int64_t *in, int64_t *out) {
@@ -42,6 +32,33 @@ static void mat_shape(const loom_model_config *c, int i, int64_t *in, int64_t *o
     case M_GATE:
     case M_UP: *in = c->dim, *out = c->ffn; break;
     default: *in = c->ffn, *out = c->dim; break;
+    }
+}
+
+/* Whether matrix i is a tensor of its own in the file (not one fused into another, nor absent). */
+static bool mat_stored(const loom_model_config *c, int i) {
+    if (c->fused_qkv && (i == M_K || i == M_V)) return false;
+    if (i == M_GATE && (c->ffn_plain || c->fused_gate_up)) return false;
+    return true;
+}
+
+/* The tensor holding matrix i: its name and shape [in, rows]. */
+static void stored_shape(const loom_model_config *c, int i, const char **name, int64_t *in, int64_t *rows) {
+    mat_shape(c, i, in, rows);
+    *name = mat_name[i];
+    if (c->fused_qkv && i == M_Q) *name = "attn_qkv", *rows = loom_qkv_rows(c);
+    if (c->fused_gate_up && i == M_UP) *rows = 2 * (int64_t)c->ffn;
+}
+
+static loom_type mat_type(const loom_plan_layer *L, int i) {
+    switch (i) {
+    case M_Q: return L->q;
+    case M_K: return L->k;
+    case M_V: return L->v;
+    case M_O: return L->o;
+    case M_GATE: return L->gate;
+    case M_UP: return L->up;
+    default: return L->down;
     }
 }
 
@@ -69,7 +86,9 @@ loom_status loom_plan_check_model(const loom_plan_model *m) {
                           MAX_LAYERS);
     if (!m->layers) return loom_error(LOOM_ERR_INVALID, "model: no per-layer tensor types");
     LOOM_TRY(check_type(m->embed, c->dim, "token_embd.weight"));
-    LOOM_TRY(check_type(m->head, c->dim, c->tied_embeddings ? "token_embd.weight" : "output.weight"));
+    if (c->pos == LOOM_POS_LEARNED) LOOM_TRY(check_type(m->pos_embd, c->dim, "position_embd.weight"));
+    if (!c->encoder)
+        LOOM_TRY(check_type(m->head, c->dim, c->tied_embeddings ? "token_embd.weight" : "output.weight"));
     if (c->tied_embeddings && m->head != m->embed)
         return loom_error(LOOM_ERR_INVALID, "model: tied embeddings but the lm head type %s differs from %s",
                           loom_type_name(m->head), loom_type_name(m->embed));
@@ -99,16 +118,22 @@ static loom_status read_types(const loom_gguf *g, loom_plan_model *m) {
     const loom_model_config *c = &m->cfg;
     LOOM_TRY(find_matrix(g, "token_embd.weight", c->dim, c->vocab, &m->embed));
     m->head = m->embed;
-    if (!c->tied_embeddings) LOOM_TRY(find_matrix(g, "output.weight", c->dim, c->vocab, &m->head));
+    if (!c->tied_embeddings && !c->encoder) LOOM_TRY(find_matrix(g, "output.weight", c->dim, c->vocab, &m->head));
     char name[96];
+    if (c->pos == LOOM_POS_LEARNED)
+        LOOM_TRY(find_matrix(g, "position_embd.weight", c->dim, c->ctx_train, &m->pos_embd));
     for (int l = 0; l < c->n_layers; l++) {
         loom_type t[M_COUNT];
         for (int i = 0; i < M_COUNT; i++) {
-            int64_t in, out;
-            mat_shape(c, i, &in, &out);
-            snprintf(name, sizeof name, "blk.%d.%s.weight", l, mat_name[i]);
-            LOOM_TRY(find_matrix(g, name, in, out, &t[i]));
+            if (!mat_stored(c, i)) continue;
+            const char *stem;
+            int64_t in, rows;
+            stored_shape(c, i, &stem, &in, &rows);
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, stem);
+            LOOM_TRY(find_matrix(g, name, in, rows, &t[i]));
         }
+        if (c->fused_qkv) t[M_K] = t[M_V] = t[M_Q];
+        if (c->ffn_plain || c->fused_gate_up) t[M_GATE] = t[M_UP];
         m->layers[l] = (loom_plan_layer){t[M_Q], t[M_K], t[M_V], t[M_O], t[M_GATE], t[M_UP], t[M_DOWN]};
     }
     return NULL;
@@ -146,11 +171,10 @@ static int64_t layer_bytes(const loom_plan_model *m, int l, int64_t nq, int64_t 
     const loom_model_config *c = &m->cfg;
     const loom_plan_layer *L = &m->layers[l];
     int64_t hd = c->head_dim, dim = c->dim;
-    int64_t b = 2 * dim * 4; /* attn_norm, ffn_norm */
+    int64_t b = 4 * loom_layer_vector_floats(c, nq, nkv, nffn);
     b += nq * hd * row_bytes(L->q, dim) + nkv * hd * (row_bytes(L->k, dim) + row_bytes(L->v, dim));
-    if (c->qkv_bias) b += (nq + 2 * nkv) * hd * 4;
     b += dim * row_bytes(L->o, nq * hd);
-    b += nffn * (row_bytes(L->gate, dim) + row_bytes(L->up, dim)) + dim * row_bytes(L->down, nffn);
+    b += nffn * ((c->ffn_plain ? 0 : row_bytes(L->gate, dim)) + row_bytes(L->up, dim)) + dim * row_bytes(L->down, nffn);
     return b;
 }
 
@@ -158,9 +182,17 @@ static int64_t layer_bytes(const loom_plan_model *m, int l, int64_t nq, int64_t 
 int64_t loom_plan_full_layer_bytes(const loom_plan_model *m, int l) {
     return layer_bytes(m, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
 }
-int64_t loom_plan_embed_row_bytes(const loom_plan_model *m) { return row_bytes(m->embed, m->cfg.dim); }
+/* Per token the first stage reads an embedding row (and a position row, the
+ * token-type row and the embedding norm); the last the output norm and the
+ * whole lm head (nothing for an encoder). */
+int64_t loom_plan_embed_row_bytes(const loom_plan_model *m) {
+    const loom_model_config *c = &m->cfg;
+    return row_bytes(m->embed, c->dim) + (c->pos == LOOM_POS_LEARNED ? row_bytes(m->pos_embd, c->dim) : 0) +
+           4 * loom_embed_vector_floats(c);
+}
 int64_t loom_plan_head_bytes(const loom_plan_model *m) {
-    return (int64_t)m->cfg.dim * 4 + (int64_t)m->cfg.vocab * row_bytes(m->head, m->cfg.dim);
+    const loom_model_config *c = &m->cfg;
+    return 4 * loom_head_vector_floats(c) + (c->encoder ? 0 : (int64_t)c->vocab * row_bytes(m->head, c->dim));
 }
 
 int64_t loom_plan_stage_cost(const loom_plan_model *m, int l0, int l1, bool first, bool last) {
@@ -174,9 +206,12 @@ int64_t loom_plan_stage_cost(const loom_plan_model *m, int l0, int l1, bool firs
 static int64_t shard_weight_bytes(const loom_plan_model *m, const loom_shard *s) {
     const loom_model_config *c = &m->cfg;
     int64_t nv = s->vocab_end - s->vocab_begin, b = 0;
-    if (s->embed) b += nv * row_bytes(m->embed, c->dim);
-    if (s->head) b += (int64_t)c->dim * 4 + nv * row_bytes(m->head, c->dim);
-    if (c->has_rope_factors && s->layer_end > s->layer_begin) b += (int64_t)(c->rope_dim / 2) * 4;
+    if (s->embed) {
+        b += nv * row_bytes(m->embed, c->dim) + 4 * loom_embed_vector_floats(c);
+        if (c->pos == LOOM_POS_LEARNED) b += (int64_t)c->ctx_train * row_bytes(m->pos_embd, c->dim);
+    }
+    if (s->head && !c->encoder) b += 4 * loom_head_vector_floats(c) + nv * row_bytes(m->head, c->dim);
+    if (s->layer_end > s->layer_begin) b += 4 * loom_rope_vector_floats(c);
     for (int l = s->layer_begin; l < s->layer_end; l++)
         b += layer_bytes(m, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin);
     return b;

@@ -98,14 +98,16 @@ void loom_predict_rank_work(const loom_plan_model *m, const loom_shard *s, loom_
         out->attn_bytes += dim * (nq * elem_bytes(L->q) + nkv * (elem_bytes(L->k) + elem_bytes(L->v)) +
                                   nq * elem_bytes(L->o)) + 4 * dim;
         if (c->qkv_bias) out->attn_bytes += 4 * (nq + 2 * nkv);
-        out->mlp_bytes += dim * nffn * (elem_bytes(L->gate) + elem_bytes(L->up) + elem_bytes(L->down)) + 4 * dim;
+        /* a plain MLP (gpt2, bert) has no gate */
+        out->mlp_bytes += dim * nffn * ((c->ffn_plain ? 0 : elem_bytes(L->gate)) + elem_bytes(L->up) + elem_bytes(L->down)) +
+                          4 * dim;
         out->layers++;
     }
     double L = out->layers;
     out->attn_bytes += L * rows * context * 2 * nkv * kvb;               /* K and V read per row */
     out->attn_flops = L * rows * (2 * dim * (2 * nq + 2 * nkv) + 4 * nq * context);
-    out->mlp_flops = L * rows * 2 * 3 * dim * nffn;
-    if (s->head && logit_rows > 0) {
+    out->mlp_flops = L * rows * 2 * (c->ffn_plain ? 2 : 3) * dim * nffn;
+    if (s->head && logit_rows > 0 && !c->encoder) { /* an encoder has no lm head */
         double nv = (double)(s->vocab_end - s->vocab_begin);
         out->head_bytes = nv * dim * elem_bytes(m->head) + 4 * dim;
         out->head_flops = logit_rows * 2 * nv * dim;

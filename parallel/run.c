@@ -46,6 +46,9 @@ static void run_on_finish(void *user, const loom_finished *f) {
 loom_status loom_engine_run(loom_engine *e, const loom_request *reqs, int n, const loom_callbacks *cb,
                             loom_result *results, loom_run_stats *stats) {
     memset(results, 0, (size_t)n * sizeof *results);
+    if (loom_engine_model(e)->encoder)
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s is an encoder: it makes embeddings (loom embed), not text",
+                          loom_engine_model(e)->arch_name);
     run_ctx c = {cb, results};
     loom_callbacks inner = {run_on_token, run_on_finish, run_is_eog, &c};
     loom_scheduler *s = NULL;

@@ -72,14 +72,15 @@ loom_status loom_stage_forward(loom_stage *s, const loom_batch *b, float **hidde
     LOOM_TRY(loom_forward_prepare(s->f, b));
     LOOM_TRY(loom_forward_embed(s->f, b));
     if (!b->embd && w->n_vocab < w->cfg.vocab) LOOM_TRY(reduce(s, loom_forward_hidden(s->f), nd));
+    loom_forward_embed_finish(s->f, b);
     float *partial = loom_forward_scratch(s->f);
     for (int l = w->shard.layer_begin; l < w->shard.layer_end; l++) {
         LOOM_TRY(loom_forward_attention(s->f, l, b, partial));
         LOOM_TRY(reduce(s, partial, nd));
-        loom_forward_add(s->f, b->n, partial);
+        loom_forward_residual(s->f, l, LOOM_BLOCK_ATTN, b->n, partial);
         loom_forward_mlp(s->f, l, b->n, partial);
         LOOM_TRY(reduce(s, partial, nd));
-        loom_forward_add(s->f, b->n, partial);
+        loom_forward_residual(s->f, l, LOOM_BLOCK_MLP, b->n, partial);
     }
     if (w->shard.head) *n_logits = loom_forward_logits(s->f, b, logits);
     *hidden = loom_forward_hidden(s->f);

@@ -54,6 +54,7 @@ void loom_attention_store(const loom_attention_args *a) {
 
 typedef struct {
     int32_t seq, pos, row;
+    int32_t lim; /* the last position the row sees: pos, or its sequence's last (bidirectional) */
 } row_ref;
 
 typedef struct {
@@ -81,7 +82,7 @@ static att_layout layout_of(int n_q, int n_kv, int hd, int max_rows) {
     L.units = o, o += up16(units * sizeof(att_unit) / sizeof(float));
     L.q = o, o += up16((size_t)hd * NQM);
     L.acc = o, o += up16((size_t)NQM * hd);
-    L.small = o, o += up16(3 * (size_t)NQM); /* lim, m, l */
+    L.small = o, o += up16(4 * (size_t)NQM); /* lim, m, l, lo */
     L.work = o, o += up16(LOOM_ATTN_WORK_FLOATS(hd));
     L.slot_floats = up16((size_t)NQM * hd + 2 * (size_t)NQM);
     L.slots = o, o += PART_SLOTS * L.slot_floats;
@@ -141,8 +142,15 @@ static int cmp_units(const void *x, const void *y) {
  * hq[off[k] .. off[k+1])), then cuts (sequence, KV head) into units of at
  * most NQM queries, most expensive first. Returns the number of units. */
 static int plan_units(const loom_attention_args *a, row_ref *rows, int32_t *heads, att_unit *units) {
-    for (int i = 0; i < a->n; i++) rows[i] = (row_ref){a->seq[i], a->pos[i], i};
+    for (int i = 0; i < a->n; i++) rows[i] = (row_ref){a->seq[i], a->pos[i], i, a->pos[i]};
     sort_items(rows, (size_t)a->n, sizeof *rows, cmp_rows);
+    if (a->bidirectional) /* every row of a sequence sees up to its last row */
+        for (int r1 = a->n; r1 > 0;) {
+            int r0 = r1 - 1;
+            while (r0 > 0 && rows[r0 - 1].seq == rows[r1 - 1].seq) r0--;
+            for (int r = r0; r < r1; r++) rows[r].lim = rows[r1 - 1].pos;
+            r1 = r0;
+        }
     /* heads[0 .. n_kv] offsets, then query heads grouped by KV head */
     int32_t *off = heads, *hq = heads + a->n_kv + 1;
     for (int k = 0; k <= a->n_kv; k++) off[k] = 0;
@@ -162,7 +170,7 @@ static int plan_units(const loom_attention_args *a, row_ref *rows, int32_t *head
                 int per = NQM / nh, nc = (nr + per - 1) / per;
                 for (int c = 0; c < nc; c++) {
                     int c0 = r0 + nr * c / nc, c1 = r0 + nr * (c + 1) / nc;
-                    units[n_units++] = (att_unit){c0, c1 - c0, k, h0, nh, rows[c1 - 1].pos + 1, 0};
+                    units[n_units++] = (att_unit){c0, c1 - c0, k, h0, nh, rows[c1 - 1].lim + 1, 0};
                 }
             }
         }
@@ -211,15 +219,17 @@ static void merge_into(float *a, const float *b, int nq, int hd) {
                          b + 2 * NQM + (size_t)j * hd, hd);
 }
 
-/* The unit's query rows: qp, out, lim for its nq queries. */
-static int unit_queries(const att_task *t, const att_unit *un, const float **qp, float **op, int32_t *lim) {
+/* The unit's query rows: qp, out, lim (and lo with a window) for its nq queries. */
+static int unit_queries(const att_task *t, const att_unit *un, const float **qp, float **op, int32_t *lim,
+                        int32_t *lo) {
     const loom_attention_args *a = t->a;
     const int hd = a->head_dim, qdim = a->n_q * hd, nq = un->nr * un->nh;
     for (int j = 0; j < nq; j++) {
         const row_ref *rr = &t->rows[un->r0 + j / un->nh];
         const size_t off = (size_t)rr->row * qdim + (size_t)t->heads[un->h0 + j % un->nh] * hd;
         qp[j] = a->q + off, op[j] = a->out + off;
-        if (lim) lim[j] = rr->pos;
+        if (lim) lim[j] = rr->lim;
+        if (lo) lo[j] = a->window > 0 && rr->pos - a->window + 1 > 0 ? rr->pos - a->window + 1 : 0;
     }
     return nq;
 }
@@ -235,7 +245,7 @@ static void att_worker(void *ctx, int ith, int nth) {
     const int bt = loom_kv_config_of(a->kv)->block_tokens, hd = a->head_dim;
     float *base = slice_of(t->scratch, &t->L, ith);
     float *qs = base + t->L.q, *acc = base + t->L.acc, *m = base + t->L.small + NQM, *l = m + NQM;
-    int32_t *lim = (int32_t *)(base + t->L.small);
+    int32_t *lim = (int32_t *)(base + t->L.small), *lo = t->a->window > 0 ? lim + 3 * NQM : NULL;
     int local = 0;
     for (;;) {
         int job = nth == 1 ? local++ : atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
@@ -255,20 +265,26 @@ static void att_worker(void *ctx, int ith, int nth) {
         }
         const float *qp[NQM];
         float *op[NQM];
-        const int nq = unit_queries(t, un, qp, op, lim), P = segs_of(t, un, bt);
+        const int nq = unit_queries(t, un, qp, op, lim, lo), P = segs_of(t, un, bt);
         loom_attn_unit u = t->proto;
         u.kvh = un->kvh, u.table = loom_kv_table(a->kv, t->rows[un->r0].seq), u.nq = nq;
         u.p_begin = 0, u.p_end = un->len, u.p_pf = un->len;
-        u.qp = qp, u.out = op, u.lim = lim, u.q = qs, u.m = m, u.l = l, u.acc = acc, u.work = base + t->L.work;
+        u.qp = qp, u.out = op, u.lim = lim, u.lo = lo, u.q = qs, u.m = m, u.l = l, u.acc = acc, u.work = base + t->L.work;
         if (P == 1) { /* one segment: the kernel writes the output */
             t->kernel(&u);
             continue;
         }
+        int lo_min = 0; /* sliding windows: segments before every query's window are skipped */
+        for (int j = 0; lo && j < nq; j++) lo_min = j == 0 || lo[j] < lo_min ? lo[j] : lo_min;
         const int s0 = t->spread ? seg : 0, s1 = t->spread ? seg + 1 : P;
         for (int sg = s0; sg < s1; sg++) {
             float *s = t->spread ? job_slot(t, job) : slot_at(t, ith, sg == 0 ? 0 : 1);
             loom_attn_seg_range(sg, un->len, bt, t->seg_blocks, &u.p_begin, &u.p_end);
             u.out = NULL, u.m = s, u.l = s + NQM, u.acc = s + 2 * NQM;
+            if (u.p_end <= lo_min) { /* no query sees this segment: an empty partial result (merges skip it) */
+                for (int j = 0; j < nq; j++) s[j] = -INFINITY, s[NQM + j] = 0.0f;
+                continue;
+            }
             t->kernel(&u);
             if (!t->spread && sg > 0) merge_into(slot_at(t, ith, 0), s, nq, hd);
         }
@@ -285,7 +301,7 @@ static void merge_spread(const att_task *t) {
         if (P == 1) continue;
         const float *qp[NQM];
         float *op[NQM];
-        const int nq = unit_queries(t, un, qp, op, NULL);
+        const int nq = unit_queries(t, un, qp, op, NULL, NULL);
         float *first = job_slot(t, un->job0);
         for (int p = 1; p < P; p++) merge_into(first, job_slot(t, un->job0 + p), nq, hd);
         write_out(first, op, nq, hd);
@@ -323,7 +339,9 @@ void loom_attention_compute(const loom_attention_args *a, loom_pool *pool, float
                                .block_tokens = kc->block_tokens,
                                .head_dim = hd,
                                .f16 = kc->type == LOOM_TYPE_F16,
-                               .qscale = (float)(1.4426950408889634 / sqrt((double)hd))}; /* log2(e) / √d */
+                               /* scores in base 2: log2(e)·scale, scale 1/√d unless given */
+                               .qscale = (float)(1.4426950408889634 * (a->scale > 0 ? a->scale : 1 / sqrt((double)hd))),
+                               .softcap = a->softcap > 0 ? (float)(a->softcap * 1.4426950408889634) : 0.0f};
     const loom_kernels *K = loom_kernels_get();
     while (hd % K->attn_head_multiple) K = K->lower; /* scalar takes every head size */
     t.kernel = K->attn_unit;

@@ -75,13 +75,19 @@ typedef struct {
     const float *q;       /* (n, n_q·head_dim) rotated queries */
     const float *k, *v;   /* (n, n_kv·head_dim) rotated keys, values */
     float *out;           /* (n, n_q·head_dim) attention output */
+    /* what families other than llama change (all 0: llama) */
+    float scale;          /* scores are q·k·scale; 0 = 1/sqrt(head_dim) */
+    float softcap;        /* > 0: scores become softcap·tanh(s/softcap) before the softmax (gemma2) */
+    int window;           /* > 0: a row at position p sees only positions > p - window (sliding window) */
+    int bidirectional;    /* a row sees every position of its sequence in this batch and before (encoders) */
 } loom_attention_args;
 
 /* Writes every row's keys and values into its cache block (blocks must be
  * reserved for every row's position). */
 void loom_attention_store(const loom_attention_args *a);
 
-/* out = softmax(q·Kᵀ/√d, causal: positions ≤ the row's) · V for every row
+/* out = softmax(q·Kᵀ/√d, causal: positions ≤ the row's; see the fields
+ * above for the scale, soft-capping, windows and bidirectional rows) · V for every row
  * and query head, over the cache (which holds this batch's rows and every
  * earlier position of their sequences), split over the pool's threads.
  * scratch: at least loom_pool_size(pool) × loom_attention_scratch_floats(

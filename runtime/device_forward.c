@@ -119,13 +119,13 @@ static loom_status upload_weights(loom_dforward *f) {
     if (w->shard.embed) LOOM_TRY(put_mat(f, &w->embed, "token embedding", &f->embed));
     if (w->shard.head) {
         LOOM_TRY(put_mat(f, &w->lm_head, "lm head", &f->lm_head));
-        LOOM_TRY(put_vec(f, w->out_norm, (size_t)c->dim, "output norm", &f->out_norm));
+        LOOM_TRY(put_vec(f, w->out_norm.w, (size_t)c->dim, "output norm", &f->out_norm));
     }
     for (int l = 0; l < nl; l++) {
         const loom_layer *L = &w->layers[l];
         dlayer *D = &f->layers[l];
-        LOOM_TRY(put_vec(f, L->attn_norm, (size_t)c->dim, "attention norm", &D->attn_norm));
-        LOOM_TRY(put_vec(f, L->ffn_norm, (size_t)c->dim, "MLP norm", &D->ffn_norm));
+        LOOM_TRY(put_vec(f, L->attn_norm.w, (size_t)c->dim, "attention norm", &D->attn_norm));
+        LOOM_TRY(put_vec(f, L->ffn_norm.w, (size_t)c->dim, "MLP norm", &D->ffn_norm));
         LOOM_TRY(put_vec(f, L->bq, (size_t)f->qdim, "query bias", &D->bq));
         LOOM_TRY(put_vec(f, L->bk, (size_t)f->kvdim, "key bias", &D->bk));
         LOOM_TRY(put_vec(f, L->bv, (size_t)f->kvdim, "value bias", &D->bv));
@@ -191,6 +191,15 @@ static size_t work_total(const work_sizes *s) {
            s->cs + 3 * s->rows_i32 + s->units + s->tables + s->part;
 }
 
+bool loom_dforward_supports(const loom_model_config *c) {
+    return c->arch == LOOM_ARCH_LLAMA || c->arch == LOOM_ARCH_QWEN2;
+}
+
+loom_device_kind loom_dforward_resolve(loom_device_kind k, const loom_model_config *c) {
+    if (k == LOOM_DEVICE_AUTO && !loom_dforward_supports(c)) return LOOM_DEVICE_CPU;
+    return loom_device_resolve(k);
+}
+
 size_t loom_dforward_plan_bytes(const loom_weights *w, const loom_kv_config *kc, int max_rows) {
     const int units = max_rows * (w->n_kv + (w->n_q + LOOM_ATTN_UNIT_NQ - 1) / LOOM_ATTN_UNIT_NQ);
     const int seqs = max_rows < kc->max_seqs ? max_rows : kc->max_seqs;
@@ -252,6 +261,9 @@ loom_status loom_dforward_create(loom_device *d, const loom_weights *w, const lo
     const loom_model_config *c = &w->cfg;
     const int nl = w->shard.layer_end - w->shard.layer_begin;
     if (max_rows < 1) return loom_error(LOOM_ERR_INVALID, "batch size %d must be positive", max_rows);
+    if (!loom_dforward_supports(c))
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: the device forward pass runs llama and qwen2 models, not %s; "
+                          "run it with --device cpu", d->what, c->arch_name);
     if (kc->n_layers != nl || kc->n_kv_heads != w->n_kv || kc->head_dim != c->head_dim)
         return loom_error(LOOM_ERR_INVALID, "KV cache (%d layers, %d KV heads, head %d) does not match the weights "
                           "(%d layers, %d KV heads, head %d)", kc->n_layers, kc->n_kv_heads, kc->head_dim, nl,

@@ -34,6 +34,7 @@
 #ifndef LOOM_DEVICE_FORWARD_H
 #define LOOM_DEVICE_FORWARD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "runtime/device.h"
@@ -42,6 +43,16 @@
 #include "runtime/model.h"
 
 typedef struct loom_dforward loom_dforward;
+
+/* Whether the device pass runs this model: the llama and qwen2 families.
+ * The other families' pieces (LayerNorm, GELU, QK-norm, post-norms,
+ * soft-caps, sliding windows, learned positions, encoders, LongRoPE) run on
+ * the CPU only, and create() refuses them. */
+bool loom_dforward_supports(const loom_model_config *c);
+/* The device for `k` and this model: `auto` is the CPU for a model the
+ * device pass does not run, else loom_device_resolve(k); an explicit kind
+ * is kept (create() then names what is missing). */
+loom_device_kind loom_dforward_resolve(loom_device_kind k, const loom_model_config *c);
 
 /* Borrows the device and the weights (the GGUF mapping stays open). Errors
  * name what the device lacks (a weight type, a head size) or the buffer

@@ -27,6 +27,8 @@ struct loom_forward {
     float *gate, *up;       /* (max_rows, n_ffn) */
     float *scratch;         /* (max_rows, dim) */
     float *rope;            /* (max_rows, rope_dim) cos/sin per row */
+    float *rope_swa;        /* (max_rows, rope_dim) the same on sliding-window layers, or NULL (= rope) */
+    const float *rope_fac;  /* (rope_dim/2) frequency factors (rope_freqs or LongRoPE's), or NULL */
     float *scores;          /* (n_threads, loom_attention_scratch_floats) attention scratch */
     uint8_t *act[MM_MAX_JOBS]; /* quantized activations, act_bytes each */
     size_t act_bytes;
@@ -61,15 +63,24 @@ static void mm_worker(void *ctx, int ith, int nth) {
     }
 }
 
-/* What a matmul group does to its input rows before quantizing them: an
- * RMSNorm of the residual stream, or the SwiGLU of gate and up. */
+/* One row of the model's norm (RMSNorm, or LayerNorm with its bias). */
+static void norm_row(const loom_model_config *c, const loom_norm *nm, float *out, const float *x, int n) {
+    if (c->norm == LOOM_NORM_LAYER) loom_row_layernorm(out, x, nm->w, nm->b, n, c->norm_eps);
+    else loom_row_rmsnorm(out, x, nm->w, n, c->norm_eps);
+}
+
+/* What a matmul group does to its input rows before quantizing them: the
+ * model's norm of the residual stream, or the MLP's activation (of gate
+ * times up, or of up plus its bias), or nothing. */
 typedef struct {
     loom_forward *f;
     int n;
     const float *src;       /* (n, k) input rows */
     float *dst;             /* (n, k) where the prepared rows go (may be src) */
-    const float *norm;      /* (k) RMSNorm weight, or NULL */
-    const float *up;        /* (n, k) SwiGLU: dst = silu(src) · up, or NULL */
+    const loom_norm *norm;  /* normalise the rows, or NULL */
+    bool act;               /* apply the model's activation: dst = act(src + bias) · up */
+    const float *bias;      /* (k) or NULL */
+    const float *up;        /* (n, k) or NULL (plain MLP) */
     int n_quant;            /* activation formats to fill */
     const loom_mat *qm[MM_MAX_JOBS];
     uint8_t *qdst[MM_MAX_JOBS];
@@ -81,11 +92,23 @@ static void prep_rows(const prep_task *t, int r0, int r1) {
     for (int r = r0; r < r1; r++) {
         const float *in = t->src + (size_t)r * k;
         float *row = t->dst + (size_t)r * k;
-        if (t->norm) loom_row_rmsnorm(row, in, t->norm, k, c->norm_eps);
-        else if (t->up) loom_row_swiglu(row, t->up + (size_t)r * k, k);
+        const float *q = row; /* the row that is quantized */
+        if (t->norm) {
+            norm_row(c, t->norm, row, in, k);
+        } else if (t->act) {
+            const float *up = t->up ? t->up + (size_t)r * k : NULL;
+            if (t->bias)
+                for (int i = 0; i < k; i++) row[i] = in[i] + t->bias[i];
+            else if (row != in)
+                memcpy(row, in, (size_t)k * sizeof *row);
+            if (c->act == LOOM_ACT_GELU) loom_row_gelu(row, up, k);
+            else loom_row_swiglu(row, up, k); /* SiLU-gated (a plain SiLU MLP does not occur) */
+        } else {
+            q = in; /* as it is */
+        }
         for (int j = 0; j < t->n_quant; j++) {
             const loom_mat *m = t->qm[j];
-            loom_act_quantize(m->type, row, t->qdst[j] + (size_t)r * loom_act_row_bytes(m->type, k), k);
+            loom_act_quantize(m->type, q, t->qdst[j] + (size_t)r * loom_act_row_bytes(m->type, k), k);
         }
     }
 }
@@ -98,13 +121,13 @@ static void prep_worker(void *ctx, int ith, int nth) {
 }
 
 /* y_j (n, rows_j) = m_j · prep(x) for up to three matrices sharing the input
- * rows x (n, k): the rows are prepared (normed, or SwiGLU'd with `up`) into
- * `dst`, quantized once per activation format, then multiplied. Rows are
- * spread over the pool for both phases when there are several. */
-static void matmuls(loom_forward *f, const float *x, float *dst, const float *norm, const float *up, int n,
-                    int n_jobs, const loom_mat *const *m, float *const *y) {
+ * rows x (n, k): the rows are prepared (normed, or activated: prep_task)
+ * into `dst`, quantized once per activation format, then multiplied. Rows
+ * are spread over the pool for both phases when there are several. */
+static void matmuls(loom_forward *f, prep_task p, int n_jobs, const loom_mat *const *m, float *const *y) {
+    const int n = p.n;
     mm_task t = {.n_jobs = n_jobs, .n = n};
-    prep_task p = {f, n, x, dst, norm, up, 0, {0}, {0}};
+    p.f = f;
     for (int j = 0; j < n_jobs; j++) {
         int slot = j;
         for (int i = 0; i < j && slot == j; i++)
@@ -126,6 +149,12 @@ static size_t act_need(const loom_mat *m, int rows) {
     return m->data ? (size_t)rows * loom_act_row_bytes(m->type, m->cols) : 0;
 }
 
+/* Whether sliding-window layers rotate differently from the others. */
+static bool swa_rope_differs(const loom_model_config *c) {
+    return c->swa_window > 0 && c->rope_dim > 0 &&
+           (c->rope_base_swa != c->rope_base || c->rope_scale_swa != c->rope_freq_scale);
+}
+
 loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_pool *pool, int max_rows,
                                 loom_forward **out) {
     *out = NULL;
@@ -145,7 +174,11 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
     f->max_rows = max_rows;
     f->qdim = w->n_q * c->head_dim;
     f->kvdim = w->n_kv * c->head_dim;
-    size_t R = (size_t)max_rows;
+    /* LongRoPE: the long factors when the context exceeds the original one (llama.cpp's rule) */
+    f->rope_fac = w->rope_factors ? w->rope_factors
+                : w->rope_long   ? (kc->max_ctx > c->ctx_orig ? w->rope_long : w->rope_short)
+                                 : NULL;
+    size_t R = (size_t)max_rows, rd = c->rope_dim > 0 ? (size_t)c->rope_dim : 1;
     f->x = malloc(R * c->dim * sizeof(float));
     f->xn = malloc(R * c->dim * sizeof(float));
     f->q = malloc(R * f->qdim * sizeof(float));
@@ -155,7 +188,8 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
     f->gate = malloc(R * w->n_ffn * sizeof(float));
     f->up = malloc(R * w->n_ffn * sizeof(float));
     f->scratch = malloc(R * c->dim * sizeof(float));
-    f->rope = malloc(R * c->rope_dim * sizeof(float));
+    f->rope = malloc(R * rd * sizeof(float));
+    if (swa_rope_differs(c)) f->rope_swa = malloc(R * rd * sizeof(float));
     f->scores = malloc((size_t)loom_pool_size(pool) * loom_attention_scratch_floats(kc, w->n_q, w->n_kv, c->head_dim,
                                                                                      max_rows) * sizeof(float));
     size_t ab = act_need(&w->lm_head, max_rows);
@@ -168,7 +202,8 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
         }
     }
     f->act_bytes = ab;
-    bool ok = f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch && f->rope && f->scores;
+    bool ok = f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch && f->rope &&
+              f->scores && (f->rope_swa || !swa_rope_differs(c));
     for (int j = 0; j < MM_MAX_JOBS; j++) {
         f->act[j] = malloc(ab ? ab : 1);
         ok = ok && f->act[j];
@@ -193,6 +228,7 @@ void loom_forward_free(loom_forward *f) {
     free(f->up);
     free(f->scratch);
     free(f->rope);
+    free(f->rope_swa);
     free(f->scores);
     for (int j = 0; j < MM_MAX_JOBS; j++) free(f->act[j]);
     free(f);
@@ -203,6 +239,14 @@ float *loom_forward_hidden(loom_forward *f) { return f->x; }
 float *loom_forward_scratch(loom_forward *f) { return f->scratch; }
 
 /* ------------------------------------------------------------ pieces */
+
+/* Rotary angles of one position, times the LongRoPE attention factor. */
+static void rope_row(const loom_forward *f, float *cs, int pos, float base, float scale) {
+    const loom_model_config *c = &f->w->cfg;
+    loom_rope_angles(cs, pos, c->rope_dim, base, scale, f->rope_fac);
+    if (c->rope_attn_factor > 0 && c->rope_attn_factor != 1.0f)
+        for (int i = 0; i < c->rope_dim; i++) cs[i] *= c->rope_attn_factor;
+}
 
 loom_status loom_forward_prepare(loom_forward *f, const loom_batch *b) {
     const loom_model_config *c = &f->w->cfg;
@@ -215,8 +259,14 @@ loom_status loom_forward_prepare(loom_forward *f, const loom_batch *b) {
             return loom_error(LOOM_ERR_INVALID, "batch row %d: KV slot %d out of range (0..%d)", i, s, kc->max_seqs - 1);
         if (p < 0 || p >= loom_kv_capacity(f->kv, s))
             return loom_error(LOOM_ERR_INVALID, "batch row %d: position %d of slot %d has no KV block reserved", i, p, s);
-        loom_rope_angles(f->rope + (size_t)i * c->rope_dim, p, c->rope_dim, c->rope_base, c->rope_freq_scale,
-                         f->w->rope_factors);
+        if (c->pos == LOOM_POS_LEARNED && p >= c->ctx_train)
+            return loom_error(LOOM_ERR_CONTEXT, "batch row %d: position %d is past the %d learned positions of %s", i,
+                              p, c->ctx_train, c->arch_name);
+        if (c->rope_dim > 0) {
+            rope_row(f, f->rope + (size_t)i * c->rope_dim, p, c->rope_base, c->rope_freq_scale);
+            if (f->rope_swa)
+                rope_row(f, f->rope_swa + (size_t)i * c->rope_dim, p, c->rope_base_swa, c->rope_scale_swa);
+        }
     }
     f->prepared = b;
     return NULL;
@@ -245,6 +295,58 @@ loom_status loom_forward_embed(loom_forward *f, const loom_batch *b) {
     return NULL;
 }
 
+void loom_forward_embed_finish(loom_forward *f, const loom_batch *b) {
+    const loom_weights *w = f->w;
+    const loom_model_config *c = &w->cfg;
+    int dim = c->dim;
+    if (b->embd) return;
+    bool scale = c->embd_scale > 0 && c->embd_scale != 1.0f;
+    if (!scale && !w->pos_embd.data && !w->type_row && !w->embd_norm.w) return;
+    float *tmp = f->xn;
+    for (int i = 0; i < b->n; i++) {
+        float *xi = f->x + (size_t)i * dim;
+        if (scale)
+            for (int d = 0; d < dim; d++) xi[d] *= c->embd_scale;
+        if (w->pos_embd.data) {
+            loom_dequant_row(w->pos_embd.type, (const uint8_t *)w->pos_embd.data + (size_t)b->pos[i] * w->pos_embd.stride,
+                             tmp, dim);
+            for (int d = 0; d < dim; d++) xi[d] += tmp[d];
+        }
+        if (w->type_row)
+            for (int d = 0; d < dim; d++) xi[d] += w->type_row[d];
+        if (w->embd_norm.w) norm_row(c, &w->embd_norm, xi, xi, dim);
+    }
+}
+
+/* Per row: biases, QK-norm and rotation of the queries and keys. */
+static void qk_finish(loom_forward *f, const loom_layer *L, int layer, int n) {
+    const loom_model_config *c = &f->w->cfg;
+    const int hd = c->head_dim, nq = f->w->n_q, nkv = f->w->n_kv;
+    const float *rope = f->rope_swa && loom_layer_is_swa(c, layer) ? f->rope_swa : f->rope;
+    for (int i = 0; i < n; i++) {
+        float *qi = f->q + (size_t)i * f->qdim, *ki = f->k + (size_t)i * f->kvdim, *vi = f->v + (size_t)i * f->kvdim;
+        if (L->bq) {
+            for (int j = 0; j < f->qdim; j++) qi[j] += L->bq[j];
+            for (int j = 0; j < f->kvdim; j++) ki[j] += L->bk[j], vi[j] += L->bv[j];
+        }
+        if (L->q_norm) {
+            for (int h = 0; h < nq; h++) loom_row_rmsnorm(qi + (size_t)h * hd, qi + (size_t)h * hd, L->q_norm, hd, c->norm_eps);
+            for (int h = 0; h < nkv; h++) loom_row_rmsnorm(ki + (size_t)h * hd, ki + (size_t)h * hd, L->k_norm, hd, c->norm_eps);
+        }
+        if (c->rope_dim > 0) {
+            const float *cs = rope + (size_t)i * c->rope_dim;
+            for (int h = 0; h < nq; h++) loom_rope_head(qi + (size_t)h * hd, cs, c->rope_dim, c->rope_neox);
+            for (int h = 0; h < nkv; h++) loom_rope_head(ki + (size_t)h * hd, cs, c->rope_dim, c->rope_neox);
+        }
+    }
+}
+
+/* partial[:n] += bias on the one rank that holds the first slice of the split (the sum adds it once). */
+static void add_bias_once(float *partial, const float *bias, bool mine, int n, int dim) {
+    if (!bias || !mine) return;
+    for (int i = 0; i < n; i++)
+        for (int d = 0; d < dim; d++) partial[(size_t)i * dim + d] += bias[d];
+}
 
 loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch *b, float *partial) {
     const loom_weights *w = f->w;
@@ -258,37 +360,43 @@ loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch 
 
     const loom_mat *m[3] = {&L->wq, &L->wk, &L->wv};
     float *y[3] = {f->q, f->k, f->v};
-    matmuls(f, f->x, f->xn, L->attn_norm, NULL, n, 3, m, y);
+    matmuls(f, (prep_task){.n = n, .src = f->x, .dst = L->attn_norm.w ? f->xn : f->x,
+                           .norm = L->attn_norm.w ? &L->attn_norm : NULL}, 3, m, y);
+    qk_finish(f, L, layer, n);
 
-    for (int i = 0; i < n; i++) {
-        float *qi = f->q + (size_t)i * f->qdim, *ki = f->k + (size_t)i * f->kvdim, *vi = f->v + (size_t)i * f->kvdim;
-        if (L->bq) {
-            for (int j = 0; j < f->qdim; j++) qi[j] += L->bq[j];
-            for (int j = 0; j < f->kvdim; j++) ki[j] += L->bk[j], vi[j] += L->bv[j];
-        }
-        const float *cs = f->rope + (size_t)i * c->rope_dim;
-        for (int h = 0; h < w->n_q; h++) loom_rope_head(qi + (size_t)h * hd, cs, c->rope_dim, c->rope_neox);
-        for (int h = 0; h < w->n_kv; h++) loom_rope_head(ki + (size_t)h * hd, cs, c->rope_dim, c->rope_neox);
-    }
-    loom_attention_args a = {f->kv, ll, n, b->pos, b->seq, w->n_q, w->n_kv, hd, w->q_to_kv, f->q, f->k, f->v, f->att};
+    loom_attention_args a = {f->kv, ll, n, b->pos, b->seq, w->n_q, w->n_kv, hd, w->q_to_kv, f->q, f->k, f->v, f->att,
+                             .scale = c->attn_scale, .softcap = c->attn_softcap,
+                             .window = loom_layer_is_swa(c, layer) ? c->swa_window : 0,
+                             .bidirectional = c->bidirectional};
     loom_attention_store(&a);
     loom_attention_compute(&a, f->pool, f->scores);
 
     const loom_mat *mo[1] = {&L->wo};
     float *yo[1] = {partial};
-    matmuls(f, f->att, f->att, NULL, NULL, n, 1, mo, yo);
+    matmuls(f, (prep_task){.n = n, .src = f->att, .dst = f->att}, 1, mo, yo);
+    add_bias_once(partial, L->bo, w->shard.q_begin == 0, n, c->dim);
     return NULL;
 }
 
 void loom_forward_mlp(loom_forward *f, int layer, int n, float *partial) {
     const loom_weights *w = f->w;
+    const loom_model_config *c = &w->cfg;
     const loom_layer *L = &w->layers[layer - w->shard.layer_begin];
-    const loom_mat *m[2] = {&L->w_gate, &L->w_up};
-    float *y[2] = {f->gate, f->up};
-    matmuls(f, f->x, f->xn, L->ffn_norm, NULL, n, 2, m, y);
+    prep_task in = {.n = n, .src = f->x, .dst = L->ffn_norm.w ? f->xn : f->x, .norm = L->ffn_norm.w ? &L->ffn_norm : NULL};
     const loom_mat *md[1] = {&L->w_down};
     float *yd[1] = {partial};
-    matmuls(f, f->gate, f->gate, NULL, f->up, n, 1, md, yd);
+    if (L->w_gate.data) { /* act(gate) · up */
+        const loom_mat *m[2] = {&L->w_gate, &L->w_up};
+        float *y[2] = {f->gate, f->up};
+        matmuls(f, in, 2, m, y);
+        matmuls(f, (prep_task){.n = n, .src = f->gate, .dst = f->gate, .act = true, .up = f->up}, 1, md, yd);
+    } else { /* act(up + b) */
+        const loom_mat *m[1] = {&L->w_up};
+        float *y[1] = {f->up};
+        matmuls(f, in, 1, m, y);
+        matmuls(f, (prep_task){.n = n, .src = f->up, .dst = f->up, .act = true, .bias = L->b_up}, 1, md, yd);
+    }
+    add_bias_once(partial, L->b_down, w->shard.ffn_begin == 0, n, c->dim);
 }
 
 void loom_forward_add(loom_forward *f, int n, const float *partial) {
@@ -296,15 +404,36 @@ void loom_forward_add(loom_forward *f, int n, const float *partial) {
     for (size_t i = 0; i < total; i++) f->x[i] += partial[i];
 }
 
+void loom_forward_residual(loom_forward *f, int layer, loom_block block, int n, float *sum) {
+    const loom_model_config *c = &f->w->cfg;
+    const loom_layer *L = &f->w->layers[layer - f->w->shard.layer_begin];
+    const loom_norm *post = block == LOOM_BLOCK_ATTN ? &L->attn_post : &L->ffn_post;
+    const loom_norm *res = block == LOOM_BLOCK_ATTN ? &L->attn_res : &L->ffn_res;
+    int dim = c->dim;
+    for (int i = 0; i < n; i++) {
+        float *xi = f->x + (size_t)i * dim, *si = sum + (size_t)i * dim;
+        if (post->w) norm_row(c, post, si, si, dim);
+        for (int d = 0; d < dim; d++) xi[d] += si[d];
+        if (res->w) norm_row(c, res, xi, xi, dim);
+    }
+}
+
 int loom_forward_logits(loom_forward *f, const loom_batch *b, float *logits) {
     const loom_weights *w = f->w;
-    int dim = w->cfg.dim, n_out = 0;
+    const loom_model_config *c = &w->cfg;
+    int dim = c->dim, n_out = 0;
+    if (c->encoder) { /* the hidden states themselves */
+        for (int i = 0; i < b->n; i++)
+            if (b->logits[i]) memcpy(logits + (size_t)n_out++ * dim, f->x + (size_t)i * dim, (size_t)dim * sizeof(float));
+        return n_out;
+    }
     for (int i = 0; i < b->n; i++) /* gather the rows that want logits */
         if (b->logits[i]) memcpy(f->xn + (size_t)n_out++ * dim, f->x + (size_t)i * dim, (size_t)dim * sizeof(float));
     if (n_out) {
         const loom_mat *m[1] = {&w->lm_head};
         float *y[1] = {logits};
-        matmuls(f, f->xn, f->xn, w->out_norm, NULL, n_out, 1, m, y);
+        matmuls(f, (prep_task){.n = n_out, .src = f->xn, .dst = f->xn, .norm = &w->out_norm}, 1, m, y);
+        if (c->final_softcap > 0) loom_softcap_row(logits, (int)(n_out * w->n_vocab), c->final_softcap);
     }
     return n_out;
 }

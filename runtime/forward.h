@@ -9,10 +9,18 @@
  * the whole model the collectives are no-ops:
  *
  *   x = embed(batch)                       (partial when the vocabulary is split)
+ *   x = embed_finish(Σ_ranks x)            (scale, positions, token type, norm)
  *   for each layer l held:
- *     p = attention(l, x); x += Σ_ranks p
- *     p = mlp(l, x);       x += Σ_ranks p
+ *     p = attention(l, x); residual(l, attn, Σ_ranks p)   x += post(p); x = res(x)
+ *     p = mlp(l, x);       residual(l, mlp, Σ_ranks p)
  *   logits = lm_head(norm(x)) over the vocabulary slice
+ *
+ * The families differ inside the pieces (model.h: norms with or without a
+ * bias, before or after the residual add, GELU or SiLU, gated or plain MLP,
+ * QK-norm, biases, learned or rotary positions, sliding windows,
+ * soft-capping). A bias on an output that is summed over the TP group
+ * (attention output, MLP down) is added by the rank holding the first
+ * slice only, so the sum has it once.
  *
  * The workspace is sized once for `max_rows` rows; nothing is allocated per
  * call. KV blocks for every row's position must have been reserved
@@ -57,6 +65,12 @@ loom_status loom_forward_prepare(loom_forward *f, const loom_batch *b) LOOM_MUST
  * token id outside the vocabulary. */
 loom_status loom_forward_embed(loom_forward *f, const loom_batch *b) LOOM_MUST_USE;
 
+/* After the embedding's sum over the vocabulary-parallel group: the
+ * model's embedding scale, learned position and token-type rows, and
+ * embedding norm (no-ops for most families; nothing for hidden-state
+ * input). */
+void loom_forward_embed_finish(loom_forward *f, const loom_batch *b);
+
 /* partial (n, dim) = attention of layer `layer` (absolute index) over this
  * rank's heads, from x. Writes the rows' keys and values into the cache. */
 loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch *b, float *partial) LOOM_MUST_USE;
@@ -67,8 +81,17 @@ void loom_forward_mlp(loom_forward *f, int layer, int n, float *partial);
 /* x[:n] += partial[:n]. */
 void loom_forward_add(loom_forward *f, int n, const float *partial);
 
+typedef enum { LOOM_BLOCK_ATTN, LOOM_BLOCK_MLP } loom_block;
+
+/* x[:n] += post_norm(sum[:n]), then x = res_norm(x), for block `block` of
+ * layer `layer`: sum is the TP group's sum of the block's partials (it is
+ * overwritten). Without either norm (llama) this is loom_forward_add. */
+void loom_forward_residual(loom_forward *f, int layer, loom_block block, int n, float *sum);
+
 /* For the rows with logits set, in order: logits (n_out, n_vocab held) =
- * lm_head · norm(x) over this rank's vocabulary slice. Returns n_out. */
+ * lm_head · norm(x) over this rank's vocabulary slice (soft-capped when the
+ * model says so). For encoders (no lm head) the hidden states (n_out, dim)
+ * instead. Returns n_out. */
 int loom_forward_logits(loom_forward *f, const loom_batch *b, float *logits);
 
 /* Scratch of (max_rows, dim) floats for partial outputs. */

@@ -155,7 +155,9 @@ typedef void loom_matmul_fn(const uint8_t *w, size_t w_stride, int64_t k, int64_
 
 /* One attention work unit (runtime/attention.h has the method): nq queries
  * attending to key positions [p_begin, p_end) of one sequence and KV head.
- * Query j sees position t iff t <= lim[j]. The kernel first writes q (the
+ * Query j sees position t iff lo[j] <= t <= lim[j] (lo NULL: 0 <= t; a
+ * sliding window raises it). With softcap > 0 every score s (in the base-2
+ * units below) becomes softcap·tanh(s/softcap) first (gemma2). The kernel first writes q (the
  * queries × qscale, transposed, so the score loop broadcasts q[d·16 + j] at
  * fixed offsets), then sets m[j] (running max, base-2 units; -inf if it saw
  * nothing), l[j] (sum of 2^(s - m)) and acc[j] (sum of 2^(s - m) · V[t]);
@@ -192,6 +194,8 @@ typedef struct {
     float *m, *l;           /* (nq) */
     float *acc;             /* (nq, head_dim), 64-byte aligned */
     float *work;            /* LOOM_ATTN_WORK_FLOATS(head_dim) floats, 64-byte aligned */
+    const int32_t *lo;      /* (nq) first position each query sees, or NULL (0) */
+    float softcap;          /* 0, or the cap of the scores in base-2 units (cap·log2(e)) */
 } loom_attn_unit;
 
 #define LOOM_ATTN_WORK_FLOATS(hd) \
@@ -209,6 +213,16 @@ typedef void loom_rmsnorm_fn(float *out, const float *x, const float *w, int n, 
 /* gate[i] = silu(gate[i]) * up[i] for one row of n. */
 typedef void loom_swiglu_fn(float *gate, const float *up, int n);
 
+/* ---- rows of the gpt2 / bert / gemma families (scalar: runtime/ops.h) ---- */
+
+/* out[i] = (x[i] - mean) / sqrt(var + eps) * w[i] + b[i] for one row of n
+ * (b may be NULL; out may alias x). */
+typedef void loom_layernorm_fn(float *out, const float *x, const float *w, const float *b, int n, float eps);
+
+/* gate[i] = gelu(gate[i]) * up[i] (GELU's tanh approximation) for one row of
+ * n; with up NULL, gelu(gate[i]). */
+typedef void loom_gelu_fn(float *gate, const float *up, int n);
+
 /* y[i] = 2^x[i] for x <= 0, 0 below -126 and for -inf (what the attention
  * kernels use for the softmax; for the tests). */
 typedef void loom_exp2_fn(const float *x, float *y, int n);
@@ -223,6 +237,8 @@ typedef struct loom_kernels {
     loom_rmsnorm_fn *rmsnorm;
     loom_swiglu_fn *swiglu;
     loom_exp2_fn *exp2;                  /* optional (NULL where the level has no vector exp2) */
+    loom_layernorm_fn *layernorm;        /* gpt2, bert */
+    loom_gelu_fn *gelu;                  /* gpt2, bert, gemma */
 } loom_kernels;
 
 /* The active level's table (loom_isa_get()). Never NULL; thread-safe. */

@@ -1,3 +1,5 @@
+/* runtime/model.c — binding a shard's weights (contract in model.h; the
+ * configuration is read in model_config.c). */
 #include "runtime/model.h"
 
 #include <stdio.h>
@@ -7,111 +9,6 @@
 #include <unistd.h>
 
 #include "runtime/kernels.h"
-
-/* ---------------------------------------------------------------- config */
-
-static loom_status get_count(const loom_gguf *g, const char *arch, const char *suffix, bool required,
-                             int64_t def, int64_t max, int *out) {
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    int64_t v = def;
-    if (!loom_gguf_get_int(g, key, &v)) {
-        if (loom_gguf_get(g, key))
-            return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is not an integer", loom_gguf_path(g), key);
-        if (required)
-            return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is missing", loom_gguf_path(g), key);
-    }
-    if (v < 1 || v > max)
-        return loom_error(LOOM_ERR_FORMAT, "%s: metadata %s = %lld is out of range (1..%lld)", loom_gguf_path(g),
-                          key, (long long)v, (long long)max);
-    *out = (int)v;
-    return NULL;
-}
-
-static loom_status get_real(const loom_gguf *g, const char *arch, const char *suffix, double def, float *out) {
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    double v = def;
-    if (!loom_gguf_get_float(g, key, &v) && loom_gguf_get(g, key))
-        return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is not a float", loom_gguf_path(g), key);
-    if (!(v > 0) || v > 1e12)
-        return loom_error(LOOM_ERR_FORMAT, "%s: metadata %s = %g is out of range", loom_gguf_path(g), key, v);
-    *out = (float)v;
-    return NULL;
-}
-
-loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
-    memset(cfg, 0, sizeof *cfg);
-    const char *path = loom_gguf_path(g);
-    loom_str a;
-    if (!loom_gguf_get_str(g, "general.architecture", &a))
-        return loom_error(LOOM_ERR_FORMAT, "%s: metadata key general.architecture is missing", path);
-    if (a.len >= sizeof cfg->arch_name) a.len = sizeof cfg->arch_name - 1;
-    memcpy(cfg->arch_name, a.ptr, a.len);
-    cfg->arch_name[a.len] = 0;
-    if (!strcmp(cfg->arch_name, "llama")) {
-        cfg->arch = LOOM_ARCH_LLAMA;
-    } else if (!strcmp(cfg->arch_name, "qwen2")) {
-        cfg->arch = LOOM_ARCH_QWEN2;
-        cfg->rope_neox = true;
-    } else {
-        return loom_error(LOOM_ERR_UNSUPPORTED,
-                          "%s: architecture '%s' is not supported (supported: llama, qwen2)", path, cfg->arch_name);
-    }
-    const char *arch = cfg->arch_name;
-    const int64_t big = 1 << 20;
-    LOOM_TRY(get_count(g, arch, "block_count", true, 0, 4096, &cfg->n_layers));
-    LOOM_TRY(get_count(g, arch, "embedding_length", true, 0, big, &cfg->dim));
-    LOOM_TRY(get_count(g, arch, "feed_forward_length", true, 0, big, &cfg->ffn));
-    LOOM_TRY(get_count(g, arch, "attention.head_count", true, 0, 4096, &cfg->n_heads));
-    LOOM_TRY(get_count(g, arch, "attention.head_count_kv", false, cfg->n_heads, 4096, &cfg->n_kv_heads));
-    LOOM_TRY(get_count(g, arch, "context_length", false, 2048, 1 << 24, &cfg->ctx_train));
-    int64_t hd_default = cfg->dim / cfg->n_heads;
-    if (hd_default < 1) hd_default = 1;
-    LOOM_TRY(get_count(g, arch, "attention.key_length", false, hd_default, 4096, &cfg->head_dim));
-    LOOM_TRY(get_count(g, arch, "rope.dimension_count", false, cfg->head_dim, 4096, &cfg->rope_dim));
-    LOOM_TRY(get_real(g, arch, "rope.freq_base", 10000.0, &cfg->rope_base));
-    LOOM_TRY(get_real(g, arch, "attention.layer_norm_rms_epsilon", 1e-5, &cfg->norm_eps));
-
-    char key[128];
-    snprintf(key, sizeof key, "%s.attention.value_length", arch);
-    int64_t v;
-    if (loom_gguf_get_int(g, key, &v) && v != cfg->head_dim)
-        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s = %lld differs from the key length %d", path, key,
-                          (long long)v, cfg->head_dim);
-
-    cfg->rope_freq_scale = 1.0f;
-    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
-    loom_str st;
-    if (loom_gguf_get_str(g, key, &st) && !(st.len == 4 && !memcmp(st.ptr, "none", 4))) {
-        if (st.len == 6 && !memcmp(st.ptr, "linear", 6)) {
-            float f;
-            LOOM_TRY(get_real(g, arch, "rope.scaling.factor", 1.0, &f));
-            cfg->rope_freq_scale = 1.0f / f;
-        } else {
-            return loom_error(LOOM_ERR_UNSUPPORTED, "%s: rope scaling '%.*s' is not supported (none, linear)", path,
-                              (int)st.len, st.ptr);
-        }
-    }
-
-    if (cfg->n_heads % cfg->n_kv_heads)
-        return loom_error(LOOM_ERR_FORMAT, "%s: %d query heads are not a multiple of %d KV heads", path,
-                          cfg->n_heads, cfg->n_kv_heads);
-    if (cfg->rope_dim > cfg->head_dim || cfg->rope_dim % 2 || cfg->head_dim % 2)
-        return loom_error(LOOM_ERR_FORMAT, "%s: rope dimension %d must be even and at most the head size %d", path,
-                          cfg->rope_dim, cfg->head_dim);
-
-    const loom_gguf_tensor *emb = loom_gguf_find_tensor(g, "token_embd.weight");
-    if (!emb) return loom_error(LOOM_ERR_FORMAT, "%s: tensor token_embd.weight is missing", path);
-    if (emb->n_dims != 2 || emb->ne[0] != cfg->dim || emb->ne[1] < 1 || emb->ne[1] > (1 << 24))
-        return loom_error(LOOM_ERR_FORMAT, "%s: token_embd.weight has shape [%lld, %lld], expected [%d, vocab]",
-                          path, (long long)emb->ne[0], (long long)emb->ne[1], cfg->dim);
-    cfg->vocab = (int)emb->ne[1];
-    cfg->tied_embeddings = loom_gguf_find_tensor(g, "output.weight") == NULL;
-    cfg->has_rope_factors = loom_gguf_find_tensor(g, "rope_freqs.weight") != NULL;
-    cfg->qkv_bias = loom_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
-    return NULL;
-}
 
 loom_shard loom_shard_full(const loom_model_config *cfg) {
     loom_shard s = {0};
@@ -222,11 +119,11 @@ static loom_status bind_cols(loom_weights *w, const loom_gguf *g, const char *na
     return NULL;
 }
 
-/* Elements [e0, e1) of a 1-D tensor as F32: a view for F32 data, else a copy. */
-static loom_status bind_vec(loom_weights *w, const loom_gguf *g, const char *name, int64_t n, int64_t e0, int64_t e1,
-                            const float **out) {
-    const loom_gguf_tensor *t;
-    LOOM_TRY(find(g, name, n, 0, &t));
+/* Elements [e0, e1) of tensor t (n elements in its first row) as F32: a
+ * view for F32 data, else a copy. */
+static loom_status bind_vec_of(loom_weights *w, const loom_gguf *g, const loom_gguf_tensor *t, int64_t n, int64_t e0,
+                               int64_t e1, const float **out) {
+    (void)n;
     if (t->type == LOOM_TYPE_F32) {
         *out = (const float *)t->data + e0;
         w->bytes_mapped += (size_t)(e1 - e0) * 4;
@@ -234,14 +131,22 @@ static loom_status bind_vec(loom_weights *w, const loom_gguf *g, const char *nam
     }
     if (t->type != LOOM_TYPE_F16 && t->type != LOOM_TYPE_BF16)
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: tensor %s has type %s, expected F32, F16 or BF16",
-                          loom_gguf_path(g), name, loom_type_name(t->type));
+                          loom_gguf_path(g), t->name, loom_type_name(t->type));
     float *buf = malloc((size_t)(e1 - e0) * sizeof *buf);
-    if (!buf) return loom_error(LOOM_ERR_NOMEM, "out of memory converting %s", name);
+    if (!buf) return loom_error(LOOM_ERR_NOMEM, "out of memory converting %s", t->name);
     LOOM_TRY(own(w, buf));
     loom_dequant_row(t->type, (const uint8_t *)t->data + (size_t)e0 * 2, buf, e1 - e0);
     *out = buf;
     w->bytes_copied += (size_t)(e1 - e0) * 4;
     return NULL;
+}
+
+/* Elements [e0, e1) of the 1-D tensor `name` of n elements. */
+static loom_status bind_vec(loom_weights *w, const loom_gguf *g, const char *name, int64_t n, int64_t e0, int64_t e1,
+                            const float **out) {
+    const loom_gguf_tensor *t;
+    LOOM_TRY(find(g, name, n, 0, &t));
+    return bind_vec_of(w, g, t, n, e0, e1, out);
 }
 
 static loom_status check_shard(const loom_model_config *c, const loom_shard *s) {
@@ -263,28 +168,73 @@ static loom_status check_shard(const loom_model_config *c, const loom_shard *s) 
     return NULL;
 }
 
-static loom_status bind_all(loom_weights *w, const loom_gguf *g) {
+/* A norm called `base` (weight, and bias for LayerNorm) over n elements. */
+static loom_status bind_norm(loom_weights *w, const loom_gguf *g, const char *base, int64_t n, loom_norm *out) {
+    char name[112];
+    snprintf(name, sizeof name, "%s.weight", base);
+    LOOM_TRY(bind_vec(w, g, name, n, 0, n, &out->w));
+    if (w->cfg.norm == LOOM_NORM_LAYER) {
+        snprintf(name, sizeof name, "%s.bias", base);
+        LOOM_TRY(bind_vec(w, g, name, n, 0, n, &out->b));
+    }
+    return NULL;
+}
+
+/* The embedding side (first stage) and the head side (last stage). */
+static loom_status bind_ends(loom_weights *w, const loom_gguf *g) {
     const loom_model_config *c = &w->cfg;
     const loom_shard *s = &w->shard;
-    int64_t hd = c->head_dim, dim = c->dim;
-    int64_t qrows = (int64_t)c->n_heads * hd, kvrows = (int64_t)c->n_kv_heads * hd;
-    int64_t q0 = s->q_begin * hd, q1 = s->q_end * hd, k0 = s->kv_begin * hd, k1 = s->kv_end * hd;
-    char name[96];
-
-    if (s->embed)
+    int64_t dim = c->dim;
+    if (s->embed) {
         LOOM_TRY(bind_rows(w, g, "token_embd.weight", dim, c->vocab, s->vocab_begin, s->vocab_end, &w->embed));
-    if (s->head) {
-        LOOM_TRY(bind_vec(w, g, "output_norm.weight", dim, 0, dim, &w->out_norm));
+        if (c->pos == LOOM_POS_LEARNED)
+            LOOM_TRY(bind_rows(w, g, "position_embd.weight", dim, c->ctx_train, 0, c->ctx_train, &w->pos_embd));
+        if (c->type_embd) {
+            const loom_gguf_tensor *t = loom_gguf_find_tensor(g, "token_types.weight");
+            if (!t || t->ne[0] != dim || t->ne[1] < 1 || t->ne[2] != 1 || t->ne[3] != 1)
+                return loom_error(LOOM_ERR_FORMAT, "%s: tensor token_types.weight is missing or not [%lld, types]",
+                                  loom_gguf_path(g), (long long)dim);
+            LOOM_TRY(bind_vec_of(w, g, t, dim, 0, dim, &w->type_row)); /* row 0: sentence A */
+        }
+        if (c->embd_norm) LOOM_TRY(bind_norm(w, g, "token_embd_norm", dim, &w->embd_norm));
+    }
+    if (s->head && !c->encoder) {
+        LOOM_TRY(bind_norm(w, g, "output_norm", dim, &w->out_norm));
         const char *head = c->tied_embeddings ? "token_embd.weight" : "output.weight";
         LOOM_TRY(bind_rows(w, g, head, dim, c->vocab, s->vocab_begin, s->vocab_end, &w->lm_head));
     }
-    if (c->has_rope_factors && s->layer_end > s->layer_begin)
-        LOOM_TRY(bind_vec(w, g, "rope_freqs.weight", c->rope_dim / 2, 0, c->rope_dim / 2, &w->rope_factors));
+    if (s->layer_end > s->layer_begin) {
+        int64_t nr = c->rope_dim / 2;
+        if (c->has_rope_factors) LOOM_TRY(bind_vec(w, g, "rope_freqs.weight", nr, 0, nr, &w->rope_factors));
+        if (c->has_rope_long_short) {
+            LOOM_TRY(bind_vec(w, g, "rope_factors_long.weight", nr, 0, nr, &w->rope_long));
+            LOOM_TRY(bind_vec(w, g, "rope_factors_short.weight", nr, 0, nr, &w->rope_short));
+        }
+    }
+    return NULL;
+}
 
-    for (int l = s->layer_begin; l < s->layer_end; l++) {
-        loom_layer *L = &w->layers[l - s->layer_begin];
+static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_layer *L) {
+    const loom_model_config *c = &w->cfg;
+    const loom_shard *s = &w->shard;
+    int64_t hd = c->head_dim, dim = c->dim, ffn = c->ffn;
+    int64_t qrows = (int64_t)c->n_heads * hd, kvrows = (int64_t)c->n_kv_heads * hd;
+    int64_t q0 = s->q_begin * hd, q1 = s->q_end * hd, k0 = s->kv_begin * hd, k1 = s->kv_end * hd;
+    char name[96], base[96];
 #define NAME(suffix) (snprintf(name, sizeof name, "blk.%d.%s", l, suffix), name)
-        LOOM_TRY(bind_vec(w, g, NAME("attn_norm.weight"), dim, 0, dim, &L->attn_norm));
+#define BASE(stem) (snprintf(base, sizeof base, "blk.%d.%s", l, stem), base)
+    if (!c->post_ln) LOOM_TRY(bind_norm(w, g, BASE("attn_norm"), dim, &L->attn_norm));
+    if (c->fused_qkv) { /* Q, K, V are row ranges of one tensor: views, no copy */
+        int64_t all = loom_qkv_rows(c);
+        LOOM_TRY(bind_rows(w, g, NAME("attn_qkv.weight"), dim, all, q0, q1, &L->wq));
+        LOOM_TRY(bind_rows(w, g, NAME("attn_qkv.weight"), dim, all, qrows + k0, qrows + k1, &L->wk));
+        LOOM_TRY(bind_rows(w, g, NAME("attn_qkv.weight"), dim, all, qrows + kvrows + k0, qrows + kvrows + k1, &L->wv));
+        if (c->qkv_bias) {
+            LOOM_TRY(bind_vec(w, g, NAME("attn_qkv.bias"), all, q0, q1, &L->bq));
+            LOOM_TRY(bind_vec(w, g, NAME("attn_qkv.bias"), all, qrows + k0, qrows + k1, &L->bk));
+            LOOM_TRY(bind_vec(w, g, NAME("attn_qkv.bias"), all, qrows + kvrows + k0, qrows + kvrows + k1, &L->bv));
+        }
+    } else {
         LOOM_TRY(bind_rows(w, g, NAME("attn_q.weight"), dim, qrows, q0, q1, &L->wq));
         LOOM_TRY(bind_rows(w, g, NAME("attn_k.weight"), dim, kvrows, k0, k1, &L->wk));
         LOOM_TRY(bind_rows(w, g, NAME("attn_v.weight"), dim, kvrows, k0, k1, &L->wv));
@@ -293,13 +243,39 @@ static loom_status bind_all(loom_weights *w, const loom_gguf *g) {
             LOOM_TRY(bind_vec(w, g, NAME("attn_k.bias"), kvrows, k0, k1, &L->bk));
             LOOM_TRY(bind_vec(w, g, NAME("attn_v.bias"), kvrows, k0, k1, &L->bv));
         }
-        LOOM_TRY(bind_cols(w, g, NAME("attn_output.weight"), qrows, dim, q0, q1, &L->wo));
-        LOOM_TRY(bind_vec(w, g, NAME("ffn_norm.weight"), dim, 0, dim, &L->ffn_norm));
-        LOOM_TRY(bind_rows(w, g, NAME("ffn_gate.weight"), dim, c->ffn, s->ffn_begin, s->ffn_end, &L->w_gate));
-        LOOM_TRY(bind_rows(w, g, NAME("ffn_up.weight"), dim, c->ffn, s->ffn_begin, s->ffn_end, &L->w_up));
-        LOOM_TRY(bind_cols(w, g, NAME("ffn_down.weight"), c->ffn, dim, s->ffn_begin, s->ffn_end, &L->w_down));
-#undef NAME
     }
+    if (c->qk_norm) {
+        LOOM_TRY(bind_vec(w, g, NAME("attn_q_norm.weight"), hd, 0, hd, &L->q_norm));
+        LOOM_TRY(bind_vec(w, g, NAME("attn_k_norm.weight"), hd, 0, hd, &L->k_norm));
+    }
+    LOOM_TRY(bind_cols(w, g, NAME("attn_output.weight"), qrows, dim, q0, q1, &L->wo));
+    if (c->attn_out_bias) LOOM_TRY(bind_vec(w, g, NAME("attn_output.bias"), dim, 0, dim, &L->bo));
+    if (c->post_norms) LOOM_TRY(bind_norm(w, g, BASE("post_attention_norm"), dim, &L->attn_post));
+    if (c->post_ln) LOOM_TRY(bind_norm(w, g, BASE("attn_output_norm"), dim, &L->attn_res));
+
+    if (!c->post_ln) LOOM_TRY(bind_norm(w, g, BASE("ffn_norm"), dim, &L->ffn_norm));
+    if (c->fused_gate_up) {
+        LOOM_TRY(bind_rows(w, g, NAME("ffn_up.weight"), dim, 2 * ffn, s->ffn_begin, s->ffn_end, &L->w_gate));
+        LOOM_TRY(bind_rows(w, g, NAME("ffn_up.weight"), dim, 2 * ffn, ffn + s->ffn_begin, ffn + s->ffn_end, &L->w_up));
+    } else {
+        if (!c->ffn_plain)
+            LOOM_TRY(bind_rows(w, g, NAME("ffn_gate.weight"), dim, ffn, s->ffn_begin, s->ffn_end, &L->w_gate));
+        LOOM_TRY(bind_rows(w, g, NAME("ffn_up.weight"), dim, ffn, s->ffn_begin, s->ffn_end, &L->w_up));
+    }
+    if (c->ffn_bias) LOOM_TRY(bind_vec(w, g, NAME("ffn_up.bias"), ffn, s->ffn_begin, s->ffn_end, &L->b_up));
+    LOOM_TRY(bind_cols(w, g, NAME("ffn_down.weight"), ffn, dim, s->ffn_begin, s->ffn_end, &L->w_down));
+    if (c->ffn_bias) LOOM_TRY(bind_vec(w, g, NAME("ffn_down.bias"), dim, 0, dim, &L->b_down));
+    if (c->post_norms) LOOM_TRY(bind_norm(w, g, BASE("post_ffw_norm"), dim, &L->ffn_post));
+    if (c->post_ln) LOOM_TRY(bind_norm(w, g, BASE("layer_output_norm"), dim, &L->ffn_res));
+#undef NAME
+#undef BASE
+    return NULL;
+}
+
+static loom_status bind_all(loom_weights *w, const loom_gguf *g) {
+    LOOM_TRY(bind_ends(w, g));
+    for (int l = w->shard.layer_begin; l < w->shard.layer_end; l++)
+        LOOM_TRY(bind_layer(w, g, l, &w->layers[l - w->shard.layer_begin]));
     return NULL;
 }
 

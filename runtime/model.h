@@ -23,11 +23,33 @@
 #include "runtime/status.h"
 #include "runtime/types.h"
 
-typedef enum { LOOM_ARCH_LLAMA, LOOM_ARCH_QWEN2 } loom_arch;
+typedef enum {
+    LOOM_ARCH_LLAMA,
+    LOOM_ARCH_QWEN2,
+    LOOM_ARCH_QWEN3,
+    LOOM_ARCH_GEMMA2,
+    LOOM_ARCH_GEMMA3,
+    LOOM_ARCH_PHI3,
+    LOOM_ARCH_GPT2,
+    LOOM_ARCH_BERT,
+    LOOM_ARCH_NOMIC_BERT,
+} loom_arch;
 
+typedef enum { LOOM_NORM_RMS, LOOM_NORM_LAYER } loom_norm_kind; /* LayerNorm: mean and variance, weight and bias */
+typedef enum { LOOM_ACT_SILU, LOOM_ACT_GELU } loom_act;         /* GELU: the tanh approximation, as ggml_gelu */
+typedef enum { LOOM_POS_ROPE, LOOM_POS_LEARNED } loom_pos_kind; /* learned: position_embd.weight rows are added */
+/* llama.cpp's pooling type ids (<arch>.pooling_type) */
+typedef enum { LOOM_POOL_NONE = 0, LOOM_POOL_MEAN = 1, LOOM_POOL_CLS = 2, LOOM_POOL_LAST = 3 } loom_pooling;
+
+#define LOOM_MAX_LAYERS 4096
+
+/* What a model is. The first block is every family's; the second says how a
+ * family differs from llama, and all-zero (what a hand-filled config of a
+ * llama shape has) means llama: RMSNorm before each block, SiLU-gated MLP,
+ * separate Q/K/V, RoPE, causal attention, an lm head, default scales. */
 typedef struct {
     loom_arch arch;
-    char arch_name[16];  /* "llama", "qwen2" */
+    char arch_name[16];  /* "llama", "qwen2", "gemma3", ... */
     int n_layers;
     int dim;             /* residual width */
     int n_heads;         /* query heads */
@@ -44,7 +66,57 @@ typedef struct {
     float norm_eps;
     bool tied_embeddings;  /* no output.weight: the lm head is token_embd */
     bool qkv_bias;
+
+    /* ---- family differences (model_config.c sets them; 0 = as llama) ---- */
+    loom_norm_kind norm;
+    loom_act act;
+    loom_pos_kind pos;
+    bool ffn_plain;      /* act(up·x + b_up), no gate (gpt2, bert) */
+    bool fused_qkv;      /* attn_qkv.weight holds the Q, K, V rows in that order */
+    bool fused_gate_up;  /* ffn_up.weight holds the gate rows, then the up rows (phi3) */
+    bool qk_norm;        /* RMSNorm of every query and key head (qwen3, gemma3) */
+    bool post_norms;     /* attn_post_norm / ffn_post_norm on a block's output, before the add (gemma) */
+    bool post_ln;        /* norms after the residual add and none before (bert) */
+    bool attn_out_bias;  /* attn_output.bias */
+    bool ffn_bias;       /* ffn_up.bias and ffn_down.bias (plain MLP) */
+    bool type_embd;      /* token_types.weight: row 0 (sentence A) is added (bert) */
+    bool embd_norm;      /* token_embd_norm after the embedding (bert) */
+    bool bidirectional;  /* every row sees its whole sequence (encoders) */
+    bool encoder;        /* no lm head: the output is the hidden state (bert) */
+    loom_pooling pooling;
+    float embd_scale;    /* embedding multiplier (gemma: sqrt(dim)); 0 = 1 */
+    float attn_scale;    /* query scale; 0 = 1/sqrt(head_dim) */
+    float attn_softcap;  /* c > 0: scores become c·tanh(s/c) (gemma2) */
+    float final_softcap; /* likewise for the logits */
+    int swa_window;      /* > 0: on sliding-window layers a row sees the keys of its last swa_window positions */
+    uint64_t swa_layers[LOOM_MAX_LAYERS / 64]; /* bit l: layer l is a sliding-window layer */
+    float rope_base_swa, rope_scale_swa;       /* RoPE on sliding-window layers (gemma3: 10000, 1) */
+    float rope_attn_factor; /* cos and sin multiplied by it (phi3 LongRoPE); 0 = 1 */
+    bool has_rope_long_short; /* rope_factors_long/short.weight (phi3 LongRoPE) */
+    int ctx_orig;        /* LongRoPE: the long factors are used when the context exceeds this */
 } loom_model_config;
+
+static inline bool loom_layer_is_swa(const loom_model_config *c, int l) {
+    return c->swa_window > 0 && l >= 0 && l < LOOM_MAX_LAYERS && ((c->swa_layers[l / 64] >> (l % 64)) & 1);
+}
+
+/* Rows of the fused tensors: attn_qkv (Q, K, V heads), ffn_up when fused (gate, up). */
+static inline int64_t loom_qkv_rows(const loom_model_config *c) {
+    return ((int64_t)c->n_heads + 2 * (int64_t)c->n_kv_heads) * c->head_dim;
+}
+
+/* F32 elements of one layer's 1-D tensors (norms, biases) that a shard
+ * holding nq query heads, nkv KV heads and nffn MLP columns binds (the
+ * planner counts them as loom_weights_create binds them). */
+int64_t loom_layer_vector_floats(const loom_model_config *c, int64_t nq, int64_t nkv, int64_t nffn);
+/* F32 elements beside the embedding matrix the first stage binds (token
+ * type row, embedding norm), and beside the lm head the last stage binds
+ * (output norm and its bias). Position embeddings are a matrix: see
+ * loom_weights.pos_embd. */
+int64_t loom_embed_vector_floats(const loom_model_config *c);
+int64_t loom_head_vector_floats(const loom_model_config *c);
+/* F32 elements of the RoPE factor tensors a stage holding layers binds. */
+int64_t loom_rope_vector_floats(const loom_model_config *c);
 
 /* Reads and validates the configuration. Errors name the file and the key. */
 loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) LOOM_MUST_USE;
@@ -77,17 +149,30 @@ typedef struct {
     const void *data;
 } loom_mat;
 
+/* A norm's weight and (LayerNorm) bias; w NULL when the model has none there. */
 typedef struct {
-    const float *attn_norm;  /* (dim) */
-    loom_mat wq;             /* (n_q·head_dim, dim) */
+    const float *w, *b; /* (n), (n) or NULL */
+} loom_norm;
+
+typedef struct {
+    loom_norm attn_norm;     /* (dim) before attention; none with post_ln */
+    loom_mat wq;             /* (n_q·head_dim, dim) (a view into attn_qkv when fused) */
     loom_mat wk;             /* (n_kv·head_dim, dim) */
     loom_mat wv;             /* (n_kv·head_dim, dim) */
-    const float *bq, *bk, *bv; /* (n_q·head_dim), (n_kv·head_dim) ×2; qwen2 only, else NULL */
+    const float *bq, *bk, *bv; /* (n_q·head_dim), (n_kv·head_dim) ×2, or NULL */
+    const float *q_norm, *k_norm; /* (head_dim) QK-norm weights, or NULL */
     loom_mat wo;             /* (dim, n_q·head_dim) */
-    const float *ffn_norm;   /* (dim) */
-    loom_mat w_gate;         /* (n_ffn, dim) */
+    const float *bo;         /* (dim) attn_output.bias, or NULL; only the rank holding query head 0 adds it */
+    loom_norm attn_post;     /* (dim) gemma: on the attention output, before the residual add */
+    loom_norm attn_res;      /* (dim) bert: on the residual stream after the add */
+    loom_norm ffn_norm;      /* (dim) before the MLP; none with post_ln */
+    loom_mat w_gate;         /* (n_ffn, dim); data NULL for a plain MLP */
     loom_mat w_up;           /* (n_ffn, dim) */
+    const float *b_up;       /* (n_ffn) or NULL */
     loom_mat w_down;         /* (dim, n_ffn) */
+    const float *b_down;     /* (dim) or NULL; only the rank holding MLP column 0 adds it */
+    loom_norm ffn_post;      /* (dim) gemma */
+    loom_norm ffn_res;       /* (dim) bert */
 } loom_layer;
 
 typedef struct loom_weights {
@@ -98,9 +183,13 @@ typedef struct loom_weights {
     int64_t n_vocab;         /* vocabulary rows held */
     int *q_to_kv;            /* (n_q) local KV index of each local query head */
     loom_mat embed;          /* (n_vocab, dim) rows vocab_begin.. of token_embd; valid if shard.embed */
-    const float *out_norm;   /* (dim); valid if shard.head */
-    loom_mat lm_head;        /* (n_vocab, dim); valid if shard.head */
+    loom_mat pos_embd;       /* (ctx_train, dim) learned positions; valid if shard.embed and cfg.pos is learned */
+    const float *type_row;   /* (dim) row 0 of token_types.weight, or NULL */
+    loom_norm embd_norm;     /* (dim) token_embd_norm, or none */
+    loom_norm out_norm;      /* (dim); valid if shard.head (w NULL for encoders without one) */
+    loom_mat lm_head;        /* (n_vocab, dim); valid if shard.head and the model has an lm head */
     const float *rope_factors; /* (rope_dim/2) or NULL */
+    const float *rope_long, *rope_short; /* (rope_dim/2) LongRoPE factors, or NULL */
     loom_layer *layers;      /* (layer_end - layer_begin) */
     size_t bytes_mapped;     /* bytes of the file this rank reads (views) */
     size_t bytes_copied;     /* bytes of compact copies and F32 conversions */

@@ -77,4 +77,36 @@ static inline LOOM_HD void loom_swiglu_row(float *gate, const float *up, int n) 
     for (int i = 0; i < n; i++) gate[i] = loom_silu(gate[i]) * up[i];
 }
 
+/* ---- the other families' rows (gpt2, bert: LayerNorm, GELU; gemma: GELU, soft-capping) ---- */
+
+/* out[i] = (x[i] - mean) / sqrt(var + eps) * w[i] + b[i]   (ggml_norm then the
+ * affine part; b may be NULL; out may alias x). Mean and variance in double. */
+static inline LOOM_HD void loom_layernorm_row(float *out, const float *x, const float *w, const float *b, int n,
+                                              float eps) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += x[i];
+    float mean = (float)(sum / n);
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)(x[i] - mean) * (x[i] - mean);
+    float scale = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int i = 0; i < n; i++) out[i] = (x[i] - mean) * scale * w[i] + (b ? b[i] : 0.0f);
+}
+
+/* GELU, the tanh approximation (ggml_gelu, PyTorch's gelu(approximate="tanh")):
+ * 0.5·x·(1 + tanh(sqrt(2/pi)·(x + 0.044715·x^3))). */
+static inline LOOM_HD float loom_gelu(float x) {
+    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * x * (1.0f + 0.044715f * x * x)));
+}
+
+/* gate[i] = gelu(gate[i]) · up[i]; with up NULL, gelu(gate[i]). */
+static inline LOOM_HD void loom_gelu_row(float *gate, const float *up, int n) {
+    for (int i = 0; i < n; i++) gate[i] = loom_gelu(gate[i]) * (up ? up[i] : 1.0f);
+}
+
+/* x[i] = cap · tanh(x[i] / cap): gemma2's soft-capping of scores and logits. */
+static inline LOOM_HD void loom_softcap_row(float *x, int n, float cap) {
+    const float inv = 1.0f / cap;
+    for (int i = 0; i < n; i++) x[i] = cap * tanhf(x[i] * inv);
+}
+
 #endif

@@ -8,3 +8,9 @@ void loom_row_rmsnorm(float *out, const float *x, const float *w, int n, float e
 }
 
 void loom_row_swiglu(float *gate, const float *up, int n) { loom_kernels_get()->swiglu(gate, up, n); }
+
+void loom_row_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
+    loom_kernels_get()->layernorm(out, x, w, b, n, eps);
+}
+
+void loom_row_gelu(float *gate, const float *up, int n) { loom_kernels_get()->gelu(gate, up, n); }

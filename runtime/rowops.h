@@ -1,7 +1,10 @@
 /*
  * runtime/rowops.h — the element-wise row operations of the forward pass
- * (RMSNorm, SwiGLU), run by the active kernel table (runtime/kernels.h:
- * loom_kernels_get()->rmsnorm / ->swiglu).
+ * (RMSNorm, SwiGLU, LayerNorm, GELU), run by the active kernel table
+ * (runtime/kernels.h: loom_kernels_get()->rmsnorm / ->swiglu / ...). GELU's
+ * SIMD levels use the sigmoid form x / (1 + e^(-2y)) with the same 2^x as
+ * SwiGLU (relative difference from the scalar tanhf ~1e-7); LayerNorm is the
+ * scalar reference on every level.
  *
  * The scalar level is runtime/ops.h, the reference that also compiles as
  * CUDA. The SIMD levels agree with it within float rounding: RMSNorm sums
@@ -18,5 +21,11 @@ void loom_row_rmsnorm(float *out, const float *x, const float *w, int n, float e
 
 /* gate[i] = silu(gate[i]) * up[i] for one row of n. */
 void loom_row_swiglu(float *gate, const float *up, int n);
+
+/* out[i] = (x[i] - mean) / sqrt(var + eps) * w[i] + b[i] (b may be NULL; out may alias x). */
+void loom_row_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps);
+
+/* gate[i] = gelu(gate[i]) * up[i] (tanh approximation); up may be NULL (then gelu alone). */
+void loom_row_gelu(float *gate, const float *up, int n);
 
 #endif

@@ -28,6 +28,17 @@
  * single-rank reference does (cpu by default).
  * A fixture made from a `loom synth` model is rebuilt from its arguments.
  *
+ * Encoders (bert): the last layer's hidden states of every position take
+ * the logits' place (no argmax, no generation; pass --batch >= the longest
+ * prompt: an encoder takes a sequence in one batch).
+ *
+ * The cluster's own scores are also held against llama.cpp's in the fixture
+ * with test_reference's tolerances (argmax outside REF_EPS·σ near ties;
+ * last prompt position within REF_MAX_DEV·σ, RMS REF_RMS_DEV·σ; encoders:
+ * the pooled embedding's cosine >= REF_EMBED_COS), so every layout is
+ * checked against the independent implementation, not only against one
+ * rank.
+ *
  * Then the cluster generates greedily from the prompt whose reference
  * continuation reaches the highest token ids (the
  * path where TP ranks send only their vocabulary slice's argmax): every
@@ -47,10 +58,53 @@
 #include "parallel/engine.h"
 #include "parallel/run.h"
 #include "reference.h"
+#include "runtime/pooling.h"
 
 #define NEAR_TIE 0.3f /* σ */
 #define MAX_DEV 0.6f  /* σ */
 #define RMS_DEV 0.12f /* σ */
+/* against llama.cpp: test_reference's tolerances (the TP noise above is
+ * far below them on every fixture) */
+#define REF_EPS 0.3f      /* σ */
+#define REF_MAX_DEV 0.25f /* σ */
+#define REF_RMS_DEV 0.08f /* σ */
+#define REF_EMBED_COS 0.9995
+
+/* The cluster's scores b (n, V) against llama.cpp's in the fixture; prints
+ * one line, returns whether they agree. */
+static bool check_reference(const loom_ref *ref, const loom_ref_case *c, const float *b, int V, bool encoder,
+                            int tp, int pp) {
+    bool ok;
+    if (encoder) {
+        if (!c->embedding || c->dim != V || ref->pooling < LOOM_POOL_MEAN || ref->pooling > LOOM_POOL_LAST) {
+            printf("tp=%d pp=%d %-8s the fixture holds no pooled embedding of width %d  FAIL\n", tp, pp, c->name, V);
+            return false;
+        }
+        float *mine = malloc(sizeof(float) * (size_t)V);
+        loom_embedding_pool((loom_pooling)ref->pooling, b, c->n_prompt, V, true, mine);
+        double dot = 0, nn = 0;
+        for (int d = 0; d < V; d++) dot += (double)mine[d] * c->embedding[d], nn += (double)c->embedding[d] * c->embedding[d];
+        double cosine = nn > 0 ? dot / sqrt(nn) : 0;
+        ok = cosine >= REF_EMBED_COS;
+        printf("tp=%d pp=%d %-8s vs llama.cpp: cosine %.6f (1 - cos %.2e)  %s\n", tp, pp, c->name, cosine, 1 - cosine,
+               ok ? "ok" : "FAIL");
+        free(mine);
+        return ok;
+    }
+    if (!c->last_logits || c->vocab != V) {
+        printf("tp=%d pp=%d %-8s the fixture holds no logits of width %d  FAIL\n", tp, pp, c->name, V);
+        return false;
+    }
+    loom_ref_report rep;
+    loom_ref_compare(c, b, 0.0f, &rep); /* for σ */
+    loom_ref_compare(c, b, REF_EPS * rep.last_std, &rep);
+    float mx = rep.last_max_dev / rep.last_std, rms = rep.last_rms_dev / rep.last_std;
+    ok = rep.mismatches == 0 && mx <= REF_MAX_DEV && rms <= REF_RMS_DEV;
+    printf("tp=%d pp=%d %-8s vs llama.cpp: argmax mismatches %d  near-tie flips %d  last: max dev %.3fσ rms %.3fσ"
+           "  all top-5: %.3fσ  %s\n",
+           tp, pp, c->name, rep.mismatches, rep.near_tie_flips, mx, rms, rep.top5_max_dev / rep.last_std, ok ? "ok" : "FAIL");
+    return ok;
+}
 
 static void die(const char *what, loom_status st) {
     fprintf(stderr, "mpi_equivalence: %s: %s\n", what, loom_status_message(st));
@@ -181,7 +235,8 @@ int main(int argc, char **argv) {
         so.device_ordinal = loom_cluster_engine_options(cl)->device_ordinal;
         st = loom_engine_create(loom_cluster_model(cl), &so, NULL, NULL, NULL, &single);
         if (st) die("single-rank engine", st);
-        int V = loom_engine_model(e)->vocab;
+        const bool encoder = loom_engine_model(e)->encoder;
+        int V = encoder ? loom_engine_model(e)->dim : loom_engine_model(e)->vocab;
         for (int i = 0; i < ref.n && i < max_cases; i++) {
             loom_ref_case *c = &ref.cases[i];
             int n = c->n_prompt + c->n_gen;
@@ -216,7 +271,7 @@ int main(int argc, char **argv) {
                 int second = ax == 0 ? 1 : 0;
                 for (int v = 0; v < V; v++)
                     if (v != ax && x[v] > x[second]) second = v;
-                if (ax != ay) {
+                if (ax != ay && !encoder) {
                     if (x[ax] - x[second] < NEAR_TIE * sigma) flips++;
                     else mism++;
                 }
@@ -228,6 +283,7 @@ int main(int argc, char **argv) {
                    "  worst max dev %.3fσ rms %.3fσ  %s\n",
                    tp, pp, c->name, n, mism, flips, exact_diff, worst_max, worst_rms, ok ? "ok" : "FAIL");
             failures += !ok;
+            failures += !check_reference(&ref, c, b, V, encoder, tp, pp);
             free(a);
             free(b);
         }
@@ -237,7 +293,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < ref.n; i++)
             for (int j = 0; j < ref.cases[i].n_gen && j < 24; j++)
                 if (ref.cases[i].ids[ref.cases[i].n_prompt + j] > top) top = ref.cases[i].ids[ref.cases[i].n_prompt + j], pick = i;
-        if (ref.n > 0) failures += check_greedy(e, &ref.cases[pick], tp, pp);
+        if (ref.n > 0 && !encoder) failures += check_greedy(e, &ref.cases[pick], tp, pp);
         loom_engine_free(single);
         st = loom_engine_shutdown(e);
         if (st) die("shutdown", st);

@@ -1,8 +1,9 @@
 /* tests/test_attention.c — attention over the paged KV cache
  * (runtime/attention.h) against a double-precision reference computed from
  * the same cache contents, for every ISA level the CPU has, F16 and F32
- * keys/values, many shapes and batches, 1..3 threads; the KV store's
- * layout and bits; the SIMD exp2; the KV cache API. */
+ * keys/values, many shapes and batches, 1..3 threads; what other families
+ * add (a query scale, soft-capping, sliding windows, bidirectional rows);
+ * the KV store's layout and bits; the SIMD exp2; the KV cache API. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
@@ -97,7 +98,7 @@ static void fx_fill(cache_fx *f, int layer, int s, int len) {
             pos[i] = pos[j], pos[j] = t;
         }
         for (int i = 0; i < n * kvdim; i++) k[i] = frand(), v[i] = frand();
-        loom_attention_args a = {f->kv, layer, n, pos, seq, f->n_q, f->n_kv, f->hd, f->q_to_kv, NULL, k, v, NULL};
+        loom_attention_args a = {f->kv, layer, n, pos, seq, f->n_q, f->n_kv, f->hd, f->q_to_kv, NULL, k, v, NULL, .scale = 0};
         loom_attention_store(&a);
     }
     f->len[s] = len > f->len[s] ? len : f->len[s];
@@ -109,21 +110,31 @@ static double cache_at(const cache_fx *f, const void *blk, size_t off) {
     return f->type == LOOM_TYPE_F32 ? ((const float *)blk)[off] : loom_f16_to_f32(((const uint16_t *)blk)[off]);
 }
 
+/* The options of other families (loom_attention_args' last fields) that
+ * check_batch passes on and the reference follows; zero: llama. */
+static struct {
+    float scale, softcap;
+    int window, bidirectional;
+} opt;
+
 /* Double-precision attention of one query (row at pos of seq s, head h) from
- * the cache contents. */
-static void reference(const cache_fx *f, int layer, int s, int pos, int kvh, const float *q, double *out) {
+ * the cache contents; it sees positions [lo, lim] (opt: window, bidirectional). */
+static void reference(const cache_fx *f, int layer, int s, int pos, int lim, int kvh, const float *q, double *out) {
     const loom_kv_config *c = loom_kv_config_of(f->kv);
     const int32_t *table = loom_kv_table(f->kv, s);
-    double *sc = malloc(sizeof(double) * (size_t)(pos + 1)), mx = -INFINITY, sum = 0;
-    for (int t = 0; t <= pos; t++) {
+    const int lo = opt.window > 0 && pos - opt.window + 1 > 0 ? pos - opt.window + 1 : 0;
+    const double scale = opt.scale > 0 ? opt.scale : 1 / sqrt((double)f->hd);
+    double *sc = malloc(sizeof(double) * (size_t)(lim + 1)), mx = -INFINITY, sum = 0;
+    for (int t = lo; t <= lim; t++) {
         const void *kb = loom_kv_k_block(f->kv, layer, table[t / f->bt]);
         double d = 0;
         for (int i = 0; i < f->hd; i++) d += (double)q[i] * cache_at(f, kb, loom_kv_k_offset(c, kvh, t % f->bt, i));
-        sc[t] = d / sqrt((double)f->hd);
+        sc[t] = d * scale;
+        if (opt.softcap > 0) sc[t] = opt.softcap * tanh(sc[t] / opt.softcap);
         mx = sc[t] > mx ? sc[t] : mx;
     }
     for (int i = 0; i < f->hd; i++) out[i] = 0;
-    for (int t = 0; t <= pos; t++) {
+    for (int t = lo; t <= lim; t++) {
         double p = exp(sc[t] - mx);
         sum += p;
         const void *vb = loom_kv_v_block(f->kv, layer, table[t / f->bt]);
@@ -142,10 +153,14 @@ static void check_batch(cache_fx *f, int layer, int n, const int32_t *seq, const
     float *q = malloc(sizeof(float) * n * qdim), *out = malloc(sizeof(float) * n * qdim);
     double *ref = malloc(sizeof(double) * n * qdim);
     for (int i = 0; i < n * qdim; i++) q[i] = frand() * qmul;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        int lim = pos[i];
+        for (int j = 0; opt.bidirectional && j < n; j++)
+            if (seq[j] == seq[i] && pos[j] > lim) lim = pos[j];
         for (int h = 0; h < f->n_q; h++)
-            reference(f, layer, seq[i], pos[i], f->q_to_kv[h], q + (size_t)i * qdim + (size_t)h * f->hd,
+            reference(f, layer, seq[i], pos[i], lim, f->q_to_kv[h], q + (size_t)i * qdim + (size_t)h * f->hd,
                       ref + (size_t)i * qdim + (size_t)h * f->hd);
+    }
     loom_kv_config kc = *loom_kv_config_of(f->kv);
     size_t sf = loom_attention_scratch_floats(&kc, f->n_q, f->n_kv, f->hd, n);
     loom_isa best = loom_isa_detect();
@@ -156,7 +171,9 @@ static void check_batch(cache_fx *f, int layer, int n, const int32_t *seq, const
             cr_assert(!loom_pool_create(th, &pool));
             float *scratch = malloc(sizeof(float) * sf * th);
             for (int i = 0; i < n * qdim; i++) out[i] = NAN;
-            loom_attention_args a = {f->kv, layer, n, pos, seq, f->n_q, f->n_kv, f->hd, f->q_to_kv, q, NULL, NULL, out};
+            loom_attention_args a = {f->kv, layer, n, pos, seq, f->n_q, f->n_kv, f->hd, f->q_to_kv, q, NULL, NULL, out,
+                                     .scale = opt.scale, .softcap = opt.softcap, .window = opt.window,
+                                     .bidirectional = opt.bidirectional};
             loom_attention_compute(&a, pool, scratch);
             double worst = 0;
             int wi = 0;
@@ -314,12 +331,12 @@ Test(attention, batch_and_thread_invariant) {
     for (int isa = 0; isa <= (int)best; isa++) {
         cr_assert(!loom_isa_set((loom_isa)isa));
         for (int th = 1; th <= 3; th++) {
-            loom_attention_args a = {f.kv, 0, N, pos, seq, 9, 3, 64, f.q_to_kv, q, NULL, NULL, out};
+            loom_attention_args a = {f.kv, 0, N, pos, seq, 9, 3, 64, f.q_to_kv, q, NULL, NULL, out, .scale = 0};
             loom_attention_compute(&a, pools[th], scratch);
             for (int i = 0; i < N; i++)
                 for (int th1 = 1; th1 <= 2; th1++) {
                     loom_attention_args b = {f.kv, 0, 1, pos + i, seq + i, 9, 3, 64, f.q_to_kv, q + (size_t)i * qdim,
-                                             NULL, NULL, one};
+                                             NULL, NULL, one, .scale = 0};
                     loom_attention_compute(&b, pools[th1], scratch);
                     cr_assert(!memcmp(one, out + (size_t)i * qdim, sizeof one),
                               "%s: row %d (seq %d pos %d) in a batch on %d threads differs from it alone on %d",
@@ -332,6 +349,41 @@ Test(attention, batch_and_thread_invariant) {
     free(scratch);
     free(q);
     free(out);
+    fx_free(&f);
+}
+
+/* What the other families add: gemma's query scale and soft-capping, sliding
+ * windows (gemma2/3) shorter and longer than a tile, a block and a segment
+ * (decode rows past several segments: split and merged), and the
+ * bidirectional rows of encoders (each row sees its sequence's last row in
+ * the batch), alone and combined, on every level and 1..3 threads. */
+Test(attention, scale_softcap_window_bidirectional) {
+    cache_fx f;
+    fx_create(&f, 8, 2, 64, 16, LOOM_TYPE_F16, 3, 1400);
+    int want[3] = {1400, 90, 0};
+    fx_reserve(&f, want);
+    fx_fill(&f, 0, 0, 1400);
+    fx_fill(&f, 0, 1, 90);
+    int32_t seq[40], pos[40];
+    static const int windows[] = {1, 5, 16, 37, 600};
+    for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {
+        opt.window = windows[w];
+        for (int sc = 0; sc < 2; sc++) {
+            opt.softcap = sc ? 2.0f : 0.0f; /* scores of |q·k| up to ~8 are capped hard */
+            opt.scale = sc ? 0.0625f : 0.0f;
+            for (int i = 0; i < 3; i++) seq[i] = i == 1, pos[i] = i == 1 ? 89 : 1399 - 500 * i;
+            check_batch(&f, 0, 3, seq, pos, 3.0f, "window decode");
+            for (int i = 0; i < 30; i++) seq[i] = i % 2, pos[i] = i % 2 ? 60 + i : 700 + 13 * i;
+            check_batch(&f, 0, 30, seq, pos, 3.0f, "window prefill");
+        }
+    }
+    opt.window = 0, opt.softcap = 0, opt.scale = 0;
+    opt.bidirectional = 1;
+    for (int i = 0; i < 40; i++) seq[i] = i % 3 == 0, pos[i] = i % 3 == 0 ? 40 + i : 10 + i;
+    check_batch(&f, 0, 40, seq, pos, 2.0f, "bidirectional");
+    opt.window = 9;
+    check_batch(&f, 0, 40, seq, pos, 2.0f, "bidirectional with a window");
+    memset(&opt, 0, sizeof opt);
     fx_free(&f);
 }
 
@@ -355,7 +407,7 @@ Test(attention, store_layout_and_f16_bits) {
                 k[i] = i % 7 == 0 ? specials[(i / 7) % 14] : frand() * 100.0f;
                 v[i] = i % 5 == 0 ? specials[(i / 5) % 14] : frand();
             }
-            loom_attention_args a = {f.kv, 1, N, pos, seq, 4, 2, 72, f.q_to_kv, NULL, k, v, NULL};
+            loom_attention_args a = {f.kv, 1, N, pos, seq, 4, 2, 72, f.q_to_kv, NULL, k, v, NULL, .scale = 0};
             loom_attention_store(&a);
             const loom_kv_config *c = loom_kv_config_of(f.kv);
             for (int i = 0; i < N; i++) {

@@ -81,7 +81,7 @@ static void fx_make(fx *f, int n_q, int n_kv, int hd, int bt, loom_type type, in
             const int n = lens[s] - p0 < chunk ? lens[s] - p0 : chunk;
             for (int i = 0; i < n; i++) pos[i] = p0 + i, seq[i] = s;
             for (int i = 0; i < n * kvdim; i++) k[i] = frand(), v[i] = frand();
-            loom_attention_args a = {f->kv, 0, n, pos, seq, n_q, n_kv, hd, f->q_to_kv, NULL, k, v, NULL};
+            loom_attention_args a = {f->kv, 0, n, pos, seq, n_q, n_kv, hd, f->q_to_kv, NULL, k, v, NULL, .scale = 0};
             loom_attention_store(&a);
         }
     }
@@ -168,7 +168,7 @@ static void compare(const fx *f, int n, const int32_t *pos, const int32_t *seq, 
         for (int th = 1; th <= 3; th += 2) {
             loom_pool *pool;
             cr_assert(!loom_pool_create(th, &pool));
-            loom_attention_args a = {f->kv, 0, n, pos, seq, f->n_q, f->n_kv, f->hd, f->q_to_kv, q, NULL, NULL, ref};
+            loom_attention_args a = {f->kv, 0, n, pos, seq, f->n_q, f->n_kv, f->hd, f->q_to_kv, q, NULL, NULL, ref, .scale = 0};
             loom_attention_compute(&a, pool, scratch);
             loom_pool_free(pool);
             memset(got, 0xff, sizeof(float) * (size_t)n * qdim);

@@ -162,6 +162,7 @@ VOCAB_FAMILY(refact, "refact", 46)
 VOCAB_FAMILY(llama_spm, "llama-spm", 46)
 VOCAB_FAMILY(phi3, "phi-3", 46)
 VOCAB_FAMILY(gemma4, "gemma-4", 46)
+VOCAB_FAMILY(bert_bge, "bert-bge", 46)
 
 static void expect_unsupported(const char *file, const char *what) {
     char path[512];
@@ -180,7 +181,6 @@ static void expect_unsupported(const char *file, const char *what) {
 }
 
 Test(vocab, unsupported_models) {
-    expect_unsupported("ggml-vocab-bert-bge.gguf", "unsupported tokenizer model 'bert'");
     expect_unsupported("ggml-vocab-nomic-bert-moe.gguf", "unsupported tokenizer model 't5'");
 }
 
@@ -208,6 +208,30 @@ Test(vocab, defaults_without_keys) {
 }
 
 /* ---- the default model (SmolLM2, pre "smollm"); ids from llama.cpp 0.3.36 ---- */
+
+/* WordPiece with special tokens: [CLS] ... [SEP] around the text, accents
+ * stripped, lowercased, punctuation alone; a word with no cut is [UNK]. */
+Test(bert, special_tokens_and_unknown_words) {
+    tok_file tf = open_tok(VOCAB_DIR "/ggml-vocab-bert-bge.gguf");
+    loom_tokens v = {0};
+    OK(loom_tokenize(tf.t, "Héllo, WORLD!", strlen("Héllo, WORLD!"), true, false, &v));
+    cr_assert(v.n >= 6 && v.ids[0] == 101 && v.ids[v.n - 1] == 102, "[CLS] first, [SEP] last (%zu ids)", v.n);
+    loom_tokens w = {0};
+    OK(loom_tokenize(tf.t, "hello , world !", 15, false, false, &w));
+    cr_assert_eq(w.n, v.n - 2, "normalised the same as its plain form");
+    cr_assert(!memcmp(w.ids, v.ids + 1, w.n * sizeof *w.ids));
+    loom_strbuf s = {0};
+    OK(loom_detokenize(tf.t, w.ids, w.n, false, &s));
+    cr_assert_str_eq(s.data, "hello , world !");
+    loom_strbuf_free(&s);
+    v.n = 0;
+    OK(loom_tokenize(tf.t, "\xe2\x80\x8b", 3, false, false, &v)); /* U+200B (Cf) vanishes */
+    cr_assert_eq(v.n, 0);
+    cr_assert_eq(loom_tokenizer_bos(tf.t), 101);
+    loom_tokens_free(&v);
+    loom_tokens_free(&w);
+    close_tok(&tf);
+}
 
 Test(smollm, hand_checked_ids) {
     tok_file tf = open_tok(DEFAULT_MODEL);
@@ -731,7 +755,7 @@ Test(cli, tokenize_bad_input) {
     expect_cli("tokenize --model " DEFAULT_MODEL " --text a --bogus", 2, "unknown option '--bogus'");
     expect_cli("tokenize --model /nonexistent.gguf --text a", 1, "/nonexistent.gguf");
     expect_cli("tokenize --model " LOOM_TEST_DATA "/CMakeLists.txt --text a", 1, "expected 'GGUF'");
-    expect_cli("tokenize --model " VOCAB_DIR "/ggml-vocab-bert-bge.gguf --text a", 1,
-               "unsupported tokenizer model 'bert'");
+    expect_cli("tokenize --model " VOCAB_DIR "/ggml-vocab-nomic-bert-moe.gguf --text a", 1,
+               "unsupported tokenizer model 't5'");
     expect_cli("tokenize --model " DEFAULT_MODEL " --file /nonexistent.txt", 1, "cannot open /nonexistent.txt");
 }

@@ -42,6 +42,34 @@ foreach(grid "2 1" "2 2" "1 3")
     ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 endforeach()
 
+# The other families (tests/fixtures/gen_families.sh): per fixture three
+# layouts, one with an uneven TP split (heads, KV heads or MLP blocks that
+# do not divide evenly) and one pipeline; encoders take a prompt in one batch.
+foreach(case
+    "qwen3-q4_k_m 2 1" "qwen3-q4_k_m 2 2" "qwen3-q4_k_m 1 3"
+    "qwen3-q8_0 4 1" "qwen3-q8_0 3 1" "qwen3-q8_0 1 2"
+    "gemma2-q5_k_m 2 1" "gemma2-q5_k_m 1 3" "gemma2-bf16 3 1" "gemma2-bf16 2 2"
+    "gemma3-q4_k_m 2 1" "gemma3-q4_k_m 1 3" "gemma3-q8_0 3 1" "gemma3-q8_0 2 2"
+    "phi3-q4_0 3 1" "phi3-q4_0 2 2" "phi3-q4_0 1 3" "phi3-q6_k 2 1"
+    "gpt2-q5_1 3 1" "gpt2-q5_1 1 3" "gpt2-f16 4 1" "gpt2-f16 2 2"
+    "bert-f16 4 1" "bert-f16 1 2" "bert-q8_0 3 1" "bert-q8_0 2 2"
+    "nomic-bert-q8_0 3 1" "nomic-bert-q8_0 1 2" "nomic-bert-f16 4 1" "nomic-bert-f16 2 2")
+  separate_arguments(c UNIX_COMMAND "${case}")
+  list(GET c 0 fx)
+  list(GET c 1 tp)
+  list(GET c 2 pp)
+  math(EXPR np "${tp} * ${pp}")
+  set(batch 64)
+  if(fx MATCHES "bert")
+    set(batch 1024)
+  endif()
+  add_test(NAME mpi_equivalence_${fx}_tp${tp}_pp${pp}
+    COMMAND ${LOOM_MPIRUN} -np ${np} $<TARGET_FILE:mpi_equivalence>
+            --fixture ${LOOM_FX}/synth-${fx}.json --tp ${tp} --pp ${pp} --cases 3 --batch ${batch})
+  set_tests_properties(mpi_equivalence_${fx}_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900
+    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+endforeach()
+
 # Chat templates: llama.cpp's models/templates/*.jinja (unpacked by
 # launch/fetch-model.sh --vocab) over the committed conversations, through
 # `loom template`, byte for byte against transformers + jinja2 renders.

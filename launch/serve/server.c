@@ -260,6 +260,7 @@ static void *sched_main(void *arg) {
     pthread_mutex_lock(&s->mu);
     while (!s->stop_sched) {
         intake(s);
+        srv_embed_run(s);
         update_gauges(s);
         if (loom_now_s() - s->last_report > 2.0) { /* the ranks' figures, about every 2 s */
             s->last_report = loom_now_s();
@@ -267,7 +268,7 @@ static void *sched_main(void *arg) {
             srv_metrics_ranks(&s->metrics, s->figures);
             loom_engine_request_report(s->e);
         }
-        if (loom_scheduler_pending(s->sched) == 0) {
+        if (loom_scheduler_pending(s->sched) == 0 && !s->embed_head) {
             s->last_step = loom_now_s();
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -297,6 +298,7 @@ static void *sched_main(void *arg) {
     }
     s->queue_tail = NULL;
     while (s->n_active > 0) finish_locked(s, s->active[0], "error", s->failed ? s->fail_msg : "the server stopped");
+    srv_embed_fail_all(s, s->failed ? s->fail_msg : "the server stopped");
     pthread_mutex_unlock(&s->mu);
     return NULL;
 }

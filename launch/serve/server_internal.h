@@ -24,6 +24,7 @@
 #include "parallel/scheduler.h"
 
 typedef struct srv_req srv_req;
+typedef struct srv_embed_job srv_embed_job; /* embeddings.c */
 
 struct srv_req {
     /* set before queueing, then read-only */
@@ -74,6 +75,7 @@ typedef struct {
     double last_report;        /* scheduler thread: when the ranks' figures were last asked for */
     double *figures;           /* scheduler thread: (world, 4) */
     srv_metrics metrics;
+    srv_embed_job *embed_head, *embed_tail; /* shared: embedding jobs for the scheduler thread */
 } srv;
 
 /* ---- server.c ---- */
@@ -90,6 +92,17 @@ bool srv_submit(srv *s, srv_req *q, srv_error *e);
 void srv_cancel(srv *s, srv_req *q);
 /* A fresh seed for a request without one. */
 uint64_t srv_next_seed(srv *s);
+
+/* ---- embeddings.c ---- */
+
+/* POST /v1/embeddings. */
+enum MHD_Result srv_handle_embeddings(srv *s, struct MHD_Connection *c, const char *body, size_t len);
+/* Scheduler thread, s->mu held (released while computing): runs the queued embedding jobs. */
+void srv_embed_run(srv *s);
+/* s->mu held: ends the queued embedding jobs with an error. */
+void srv_embed_fail_all(srv *s, const char *why);
+/* For an encoder model, fills e (400) and returns true: it generates no text. */
+bool srv_refuse_generation(srv *s, srv_error *e);
 
 /* ---- completions.c ---- */
 

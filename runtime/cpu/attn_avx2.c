@@ -194,10 +194,20 @@ typedef struct {
     int base, nt;   /* position of slot 0; slots in the unit's range */
 } tile;
 
+/* cap·tanh(s/cap) = cap·(1 - 2/(e^(2s/cap) + 1)), e^ by the softmax's 2^x */
+INLINE __m256 softcap8(__m256 s, float cap) {
+    const __m256 one = _mm256_set1_ps(1.0f), lim = _mm256_set1_ps(126.0f);
+    const __m256 x = _mm256_mul_ps(s, _mm256_set1_ps(2.0f * 1.4426950408889634f / cap));
+    const __m256 e = loom_exp2_8(_mm256_max_ps(_mm256_min_ps(x, lim), _mm256_sub_ps(_mm256_setzero_ps(), lim)));
+    const __m256 t = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
+    return _mm256_mul_ps(_mm256_set1_ps(cap), t);
+}
+
 typedef struct {
     const loom_attn_unit *u;
     int hd, f16, nq;
     int min_lim;         /* the smallest lim: positions up to it are seen by every query */
+    int max_lo;          /* the largest lo: positions from it on are seen by every query */
     float m[NQM];
     float *lsum, *S, *P; /* (nq, 16) running sums per lane; (CHUNK, nq, 16) scores; probabilities */
 } state;
@@ -215,7 +225,7 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     const __m256i iota0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), iota1 = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
     int nv[LOOM_ATTN_CHUNK] = {0}; /* slots any query sees, per tile */
     /* every query sees all 16 slots of every tile (all but the causal edge) */
-    int open = tl[ntl - 1].base + TILE - 1 <= st->min_lim;
+    int open = tl[ntl - 1].base + TILE - 1 <= st->min_lim && tl[0].base >= st->max_lo;
     for (int i = 0; i < ntl; i++) open &= tl[i].nt == TILE;
     if (open)
         for (int i = 0; i < ntl; i++) nv[i] = TILE;
@@ -224,13 +234,18 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
         for (int i = 0; i < ntl; i++) {
             const float *Si = st->S + (size_t)(i * nq + j) * TILE;
             s[2 * i] = _mm256_load_ps(Si), s[2 * i + 1] = _mm256_load_ps(Si + 8);
-            if (!open) {
+            if (u->softcap > 0) s[2 * i] = softcap8(s[2 * i], u->softcap), s[2 * i + 1] = softcap8(s[2 * i + 1], u->softcap);
+            if (!open) { /* slots [c0, c) are seen */
                 int c = u->lim[j] - tl[i].base + 1;
                 c = c < 0 ? 0 : c > tl[i].nt ? tl[i].nt : c;
+                int c0 = u->lo ? u->lo[j] - tl[i].base : 0;
+                c0 = c0 < 0 ? 0 : c0 > c ? c : c0;
                 nv[i] = c > nv[i] ? c : nv[i];
-                const __m256i cv = _mm256_set1_epi32(c);
-                s[2 * i] = _mm256_blendv_ps(ninf, s[2 * i], _mm256_castsi256_ps(_mm256_cmpgt_epi32(cv, iota0)));
-                s[2 * i + 1] = _mm256_blendv_ps(ninf, s[2 * i + 1], _mm256_castsi256_ps(_mm256_cmpgt_epi32(cv, iota1)));
+                const __m256i cv = _mm256_set1_epi32(c), c0v = _mm256_set1_epi32(c0 - 1);
+                const __m256i in0 = _mm256_and_si256(_mm256_cmpgt_epi32(cv, iota0), _mm256_cmpgt_epi32(iota0, c0v));
+                const __m256i in1 = _mm256_and_si256(_mm256_cmpgt_epi32(cv, iota1), _mm256_cmpgt_epi32(iota1, c0v));
+                s[2 * i] = _mm256_blendv_ps(ninf, s[2 * i], _mm256_castsi256_ps(in0));
+                s[2 * i + 1] = _mm256_blendv_ps(ninf, s[2 * i + 1], _mm256_castsi256_ps(in1));
             }
             mx = _mm256_max_ps(mx, _mm256_max_ps(s[2 * i], s[2 * i + 1]));
         }
@@ -277,6 +292,8 @@ void loom_avx2_attn_unit(const loom_attn_unit *u) {
     load_queries(u, hd);
     st.min_lim = u->lim[0];
     for (int j = 1; j < nq; j++) st.min_lim = u->lim[j] < st.min_lim ? u->lim[j] : st.min_lim;
+    st.max_lo = 0;
+    for (int j = 0; u->lo && j < nq; j++) st.max_lo = u->lo[j] > st.max_lo ? u->lo[j] : st.max_lo;
     for (int j = 0; j < nq; j++) {
         st.m[j] = -INFINITY;
         _mm256_store_ps(st.lsum + j * TILE, _mm256_setzero_ps());

@@ -177,10 +177,20 @@ static const vacc_fn vacc_tab[NQM + 1] = {NULL,    vacc_1,  vacc_2,  vacc_3,  va
                                           vacc_7,  vacc_8,  vacc_9,  vacc_10, vacc_11, vacc_12, vacc_13,
                                           vacc_14, vacc_15, vacc_16};
 
+/* cap·tanh(s/cap) = cap·(1 - 2/(e^(2s/cap) + 1)), e^ by the softmax's 2^x */
+static inline __attribute__((always_inline)) __m512 softcap16(__m512 s, float cap) {
+    const __m512 one = _mm512_set1_ps(1.0f), lim = _mm512_set1_ps(126.0f);
+    const __m512 x = _mm512_mul_ps(s, _mm512_set1_ps(2.0f * 1.4426950408889634f / cap));
+    const __m512 e = loom_exp2_16(_mm512_max_ps(_mm512_min_ps(x, lim), _mm512_sub_ps(_mm512_setzero_ps(), lim)));
+    const __m512 t = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, one)));
+    return _mm512_mul_ps(_mm512_set1_ps(cap), t);
+}
+
 typedef struct {
     const loom_attn_unit *u;
     int hd, bt, f16, nq;
     int min_lim;         /* the smallest lim: positions up to it are seen by every query */
+    int max_lo;          /* the largest lo: positions from it on are seen by every query */
     float m[NQM];
     float *lsum, *S, *P; /* (nq, 16) running sums per lane; (CHUNK, nq, 16) scores; probabilities */
 } state;
@@ -199,7 +209,7 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     int nv[LOOM_ATTN_CHUNK] = {0}; /* slots any query sees, per tile */
     /* every query sees all 16 slots of every tile (all but the causal edge) */
-    int open = tl[ntl - 1].base + TILE - 1 <= st->min_lim;
+    int open = tl[ntl - 1].base + TILE - 1 <= st->min_lim && tl[0].base >= st->max_lo;
     for (int i = 0; i < ntl; i++) open &= tl[i].nt == TILE;
     if (open)
         for (int i = 0; i < ntl; i++) nv[i] = TILE;
@@ -207,11 +217,15 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
         __m512 s[LOOM_ATTN_CHUNK], mx = ninf;
         for (int i = 0; i < ntl; i++) {
             s[i] = _mm512_load_ps(st->S + (size_t)(i * nq + j) * TILE);
-            if (!open) {
+            if (u->softcap > 0) s[i] = softcap16(s[i], u->softcap);
+            if (!open) { /* slots [c0, c) are seen */
                 int c = u->lim[j] - tl[i].base + 1;
                 c = c < 0 ? 0 : c > tl[i].nt ? tl[i].nt : c;
+                int c0 = u->lo ? u->lo[j] - tl[i].base : 0;
+                c0 = c0 < 0 ? 0 : c0 > c ? c : c0;
                 nv[i] = c > nv[i] ? c : nv[i];
-                s[i] = _mm512_mask_blend_ps((__mmask16)(c >= 16 ? 0xffffu : (1u << c) - 1u), ninf, s[i]);
+                const unsigned seen = (c >= 16 ? 0xffffu : (1u << c) - 1u) & ~((1u << c0) - 1u);
+                s[i] = _mm512_mask_blend_ps((__mmask16)seen, ninf, s[i]);
             }
             mx = _mm512_max_ps(mx, s[i]);
         }
@@ -248,6 +262,8 @@ void loom_avx512_attn_unit(const loom_attn_unit *u) {
     load_queries(u, hd);
     st.min_lim = u->lim[0];
     for (int j = 1; j < nq; j++) st.min_lim = u->lim[j] < st.min_lim ? u->lim[j] : st.min_lim;
+    st.max_lo = 0;
+    for (int j = 0; u->lo && j < nq; j++) st.max_lo = u->lo[j] > st.max_lo ? u->lo[j] : st.max_lo;
     for (int j = 0; j < nq; j++) st.m[j] = -INFINITY, _mm512_store_ps(st.lsum + (size_t)j * TILE, _mm512_setzero_ps());
     memset(u->acc, 0, (size_t)nq * hd * sizeof(float));
     tile tl[LOOM_ATTN_CHUNK];

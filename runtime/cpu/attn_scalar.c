@@ -43,16 +43,21 @@ void loom_scalar_attn_unit(const loom_attn_unit *u) {
             int nv = 0; /* slots any query sees */
             for (int j = 0; j < nq; j++) {
                 float *s = P + (size_t)j * TILE;
-                int c = u->lim[j] - (p0 + t0) + 1; /* slots query j sees */
+                int c = u->lim[j] - (p0 + t0) + 1; /* slots query j sees: [c0, c) */
                 c = c < 0 ? 0 : c > nt ? nt : c;
+                int c0 = u->lo ? u->lo[j] - (p0 + t0) : 0;
+                c0 = c0 < 0 ? 0 : c0 > c ? c : c0;
                 nv = c > nv ? c : nv;
                 for (int t = 0; t < TILE; t++) s[t] = 0.0f;
                 for (int d = 0; d < hd; d++) {
                     const float q = u->q[(size_t)d * NQM + j];
                     for (int t = 0; t < c; t++) s[t] += q * kt[d * TILE + t];
                 }
+                if (u->softcap > 0)
+                    for (int t = 0; t < c; t++) s[t] = u->softcap * tanhf(s[t] / u->softcap);
+                for (int t = 0; t < c0; t++) s[t] = -INFINITY; /* before the window */
                 float mt = -INFINITY;
-                for (int t = 0; t < c; t++) mt = s[t] > mt ? s[t] : mt;
+                for (int t = c0; t < c; t++) mt = s[t] > mt ? s[t] : mt;
                 if (mt > u->m[j]) {
                     float alpha = exp2f(u->m[j] - mt); /* 0 when nothing was seen yet */
                     u->m[j] = mt;
@@ -60,7 +65,7 @@ void loom_scalar_attn_unit(const loom_attn_unit *u) {
                     for (int d = 0; d < hd; d++) u->acc[(size_t)j * hd + d] *= alpha;
                 }
                 for (int t = 0; t < c; t++) {
-                    s[t] = exp2f(s[t] - u->m[j]);
+                    s[t] = t < c0 ? 0.0f : exp2f(s[t] - u->m[j]);
                     u->l[j] += s[t];
                 }
                 for (int t = c; t < TILE; t++) s[t] = 0.0f;

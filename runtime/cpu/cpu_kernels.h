@@ -11,6 +11,7 @@
  *   loom_<lv>_attn_unit   attention work unit, loom_<lv>_f16_row (and, optional,
  *                         loom_<lv>_exp2)                           (attn_<lv>.c)
  *   loom_<lv>_rmsnorm, loom_<lv>_swiglu                             (rowops_<lv>.c)
+ *   loom_<lv>_layernorm, loom_<lv>_gelu                             (rowops_<lv>.c)
  */
 #ifndef LOOM_CPU_KERNELS_H
 #define LOOM_CPU_KERNELS_H
@@ -64,7 +65,9 @@
     loom_attn_unit_fn loom_##lv##_attn_unit;                                                           \
     loom_f16_row_fn loom_##lv##_f16_row;                                                               \
     loom_rmsnorm_fn loom_##lv##_rmsnorm;                                                               \
-    loom_swiglu_fn loom_##lv##_swiglu;
+    loom_swiglu_fn loom_##lv##_swiglu;                                                                 \
+    loom_layernorm_fn loom_##lv##_layernorm;                                                           \
+    loom_gelu_fn loom_##lv##_gelu;
 LOOM_LEVEL_DECLARE(scalar)
 LOOM_LEVEL_DECLARE(avx2)
 LOOM_LEVEL_DECLARE(avx512)

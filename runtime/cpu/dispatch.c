@@ -153,7 +153,9 @@ loom_status loom_isa_set(loom_isa isa) {
      .f16_row = loom_##lv##_f16_row,                                                                  \
      .rmsnorm = loom_##lv##_rmsnorm,                                                                  \
      .swiglu = loom_##lv##_swiglu,                                                                    \
-     .exp2 = exp2_fn}
+     .exp2 = exp2_fn,                                                                                 \
+     .layernorm = loom_##lv##_layernorm,                                                              \
+     .gelu = loom_##lv##_gelu}
 
 static const loom_kernels level_tables[LOOM_ISA_COUNT] = {
     [LOOM_ISA_SCALAR] = LEVEL(scalar, NULL, 1, NULL),

@@ -38,3 +38,24 @@ void loom_avx2_swiglu(float *gate, const float *up, int n) {
     }
     for (; i < n; i++) gate[i] = loom_silu(gate[i]) * up[i];
 }
+
+/* LayerNorm runs once per row: the scalar reference. */
+void loom_avx2_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
+    loom_layernorm_row(out, x, w, b, n, eps);
+}
+
+/* gelu(x) = 0.5x(1 + tanh(y)) = x / (1 + e^(-2y)), y = sqrt(2/pi)(x + 0.044715x^3):
+ * the sigmoid form SwiGLU uses, with its 2^x. */
+void loom_avx2_gelu(float *gate, const float *up, int n) {
+    const __m256 k = _mm256_set1_ps(-2.0f * 0.7978845608028654f * 1.4426950408889634f), c = _mm256_set1_ps(0.044715f);
+    const __m256 one = _mm256_set1_ps(1.0f), top = _mm256_set1_ps(127.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(gate + i);
+        __m256 y = _mm256_mul_ps(x, _mm256_fmadd_ps(_mm256_mul_ps(c, x), x, one)); /* x + 0.044715 x^3 */
+        __m256 d = _mm256_add_ps(one, loom_exp2_8(_mm256_min_ps(_mm256_mul_ps(y, k), top)));
+        __m256 num = up ? _mm256_mul_ps(x, _mm256_loadu_ps(up + i)) : x;
+        _mm256_storeu_ps(gate + i, _mm256_div_ps(num, d));
+    }
+    for (; i < n; i++) gate[i] = loom_gelu(gate[i]) * (up ? up[i] : 1.0f);
+}

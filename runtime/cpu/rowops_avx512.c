@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "runtime/cpu/cpu_kernels.h"
+#include "runtime/ops.h"
 #include "runtime/cpu/vmath.h"
 
 void loom_avx512_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
@@ -36,5 +37,24 @@ void loom_avx512_swiglu(float *gate, const float *up, int n) {
         /* silu(g) = g / (1 + e^-g); e^-g overflowing to inf gives -0, as expf would */
         __m512 d = _mm512_add_ps(one, loom_exp2_16(_mm512_mul_ps(g, nlog2e)));
         _mm512_mask_storeu_ps(gate + i, k, _mm512_div_ps(_mm512_mul_ps(g, u), d));
+    }
+}
+
+/* LayerNorm runs once per row: the scalar reference. */
+void loom_avx512_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
+    loom_layernorm_row(out, x, w, b, n, eps);
+}
+
+/* gelu(x) = x / (1 + e^(-2y)), y = sqrt(2/pi)(x + 0.044715x^3) (as loom_avx2_gelu). */
+void loom_avx512_gelu(float *gate, const float *up, int n) {
+    const __m512 k = _mm512_set1_ps(-2.0f * 0.7978845608028654f * 1.4426950408889634f), c = _mm512_set1_ps(0.044715f);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 x = _mm512_maskz_loadu_ps(m, gate + i);
+        __m512 y = _mm512_mul_ps(x, _mm512_fmadd_ps(_mm512_mul_ps(c, x), x, one));
+        __m512 d = _mm512_add_ps(one, loom_exp2_16(_mm512_mul_ps(y, k)));
+        __m512 num = up ? _mm512_mul_ps(x, _mm512_maskz_loadu_ps(m, up + i)) : x;
+        _mm512_mask_storeu_ps(gate + i, m, _mm512_div_ps(num, d));
     }
 }

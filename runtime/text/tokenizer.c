@@ -311,7 +311,7 @@ static loom_status build_pieces(loom_tokenizer *t) {
     t->piece_off = malloc(((size_t)t->n_vocab + 1) * sizeof *t->piece_off);
     if (!t->piece_off) return loom_error(LOOM_ERR_NOMEM, "tokenizer: out of memory");
     loom_status st = tok_vec_reserve(&buf, t->text_off[t->n_vocab] + 16);
-    bool spaces = t->model == TOK_MODEL_SPM || (t->pre->flags & PT_RAW_BYTES);
+    bool spaces = t->model == TOK_MODEL_SPM || t->model == TOK_MODEL_WPM || (t->pre->flags & PT_RAW_BYTES);
     for (int32_t i = 0; i < t->n_vocab && !st; i++) {
         t->piece_off[i] = buf.n;
         size_t len;
@@ -373,10 +373,12 @@ static loom_status build(loom_tokenizer *t, const loom_gguf *g) {
         t->model = TOK_MODEL_BPE;
     } else if (!strcmp(t->model_name, "llama")) {
         t->model = TOK_MODEL_SPM;
+    } else if (!strcmp(t->model_name, "bert")) {
+        t->model = TOK_MODEL_WPM;
     } else {
         return loom_error(LOOM_ERR_UNSUPPORTED,
                           "unsupported tokenizer model '%.*s' (tokenizer.ggml.model): loom supports 'gpt2' "
-                          "(byte-level BPE) and 'llama' (SentencePiece BPE)",
+                          "(byte-level BPE), 'llama' (SentencePiece BPE) and 'bert' (WordPiece)",
                           (int)(s.len > 64 ? 64 : s.len), s.ptr);
     }
 
@@ -396,10 +398,20 @@ static loom_status build(loom_tokenizer *t, const loom_gguf *g) {
 
     LOOM_TRY(load_vocab(t, g));
     if (t->model == TOK_MODEL_BPE) LOOM_TRY(tok_bpe_init(t, g));
+    if (t->model == TOK_MODEL_WPM) LOOM_TRY(tok_wpm_init(t));
 
     /* special ids: per-model defaults (dropped when out of range), then the keys */
-    t->eot = t->eom = LOOM_TOKEN_NULL;
-    if (t->model == TOK_MODEL_SPM) {
+    t->eot = t->eom = t->sep = LOOM_TOKEN_NULL;
+    if (t->model == TOK_MODEL_WPM) { /* BERT's [CLS] 101, [UNK] 100, [SEP] 102 */
+        t->bos = 101, t->eos = LOOM_TOKEN_NULL, t->unk = 100, t->sep = 102;
+        t->add_bos = true;
+        t->add_space_prefix = true; /* decoding drops the first "▁"'s space */
+        t->wpm_lowercase = true;
+        bool b;
+        if (loom_gguf_get_bool(g, "tokenizer.ggml.normalizer.lowercase", &b)) t->wpm_lowercase = b;
+        t->wpm_strip_accents = t->wpm_lowercase;
+        if (loom_gguf_get_bool(g, "tokenizer.ggml.normalizer.strip_accents", &b)) t->wpm_strip_accents = b;
+    } else if (t->model == TOK_MODEL_SPM) {
         t->bos = 1, t->eos = 2, t->unk = 0;
         t->add_bos = true;
         t->add_space_prefix = true;
@@ -412,6 +424,8 @@ static loom_status build(loom_tokenizer *t, const loom_gguf *g) {
     if (t->bos >= t->n_vocab) t->bos = LOOM_TOKEN_NULL;
     if (t->eos >= t->n_vocab) t->eos = LOOM_TOKEN_NULL;
     if (t->unk >= t->n_vocab) t->unk = LOOM_TOKEN_NULL;
+    if (t->sep >= t->n_vocab) t->sep = LOOM_TOKEN_NULL;
+    read_id(g, "tokenizer.ggml.seperator_token_id", t->n_vocab, &t->sep);
     read_id(g, "tokenizer.ggml.bos_token_id", t->n_vocab, &t->bos);
     read_id(g, "tokenizer.ggml.eos_token_id", t->n_vocab, &t->eos);
     read_id(g, "tokenizer.ggml.eot_token_id", t->n_vocab, &t->eot);
@@ -461,6 +475,7 @@ loom_status loom_tokenizer_create(const loom_gguf *g, loom_tokenizer **out) {
 void loom_tokenizer_free(loom_tokenizer *t) {
     if (!t) return;
     tok_bpe_free(t);
+    tok_wpm_free(t);
     free(t->text);
     free(t->text_off);
     free(t->score);
@@ -577,10 +592,13 @@ loom_status loom_tokenize(const loom_tokenizer *t, const char *text, size_t len,
         } else if (t->model == TOK_MODEL_SPM) {
             if ((st = tok_spm_encode(t, text + f[i].off, f[i].len, t->add_space_prefix && prev_special, out))) goto done;
             prev_special = false;
+        } else if (t->model == TOK_MODEL_WPM) {
+            if ((st = tok_wpm_encode(t, text + f[i].off, f[i].len, out))) goto done;
         } else {
             if ((st = tok_bpe_encode(t, text + f[i].off, f[i].len, out))) goto done;
         }
     }
+    if (add_special && t->model == TOK_MODEL_WPM && t->sep >= 0 && (st = tok_push(out, t->sep))) goto done;
     if (add_special && t->add_eos && (st = tok_push(out, t->eos))) goto done;
 done:
     tok_vec_free(&frags);

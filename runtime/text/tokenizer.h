@@ -10,13 +10,16 @@
  *           Unicode White_Space set) — then each piece's bytes are mapped to
  *           GPT-2's printable byte alphabet and merged by `tokenizer.ggml.merges`
  *           rank (lowest rank first, leftmost on ties).
+ *   "bert"  WordPiece (tokenizer_wpm.c): BERT's normaliser and pre-tokenizer,
+ *           then the longest vocabulary pieces from the left of each word;
+ *           [CLS] ... [SEP] around the text when adding special tokens.
  *   "llama" SentencePiece BPE: spaces become U+2581 "▁", a "▁" is prefixed
  *           when `add_space_prefix` (default on) and the text starts or follows
  *           a special token, pairs merge by `tokenizer.ggml.scores` (highest
  *           first, leftmost on ties), and what no token covers falls back to
  *           <0xXX> byte tokens (or the unknown token).
  *
- * Any other `tokenizer.ggml.model` (bert, t5, rwkv, …) or an unknown `pre`
+ * Any other `tokenizer.ggml.model` (t5, rwkv, …) or an unknown `pre`
  * value is LOOM_ERR_UNSUPPORTED naming it.
  *
  * Special tokens: tokens of type control (3), user-defined (4) and unknown
@@ -115,7 +118,7 @@ bool loom_tokenizer_adds_bos(const loom_tokenizer *t); /* what add_special does 
 bool loom_tokenizer_adds_eos(const loom_tokenizer *t);
 bool loom_tokenizer_is_eog(const loom_tokenizer *t, int32_t id);   /* end of generation */
 bool loom_tokenizer_is_control(const loom_tokenizer *t, int32_t id); /* control or unknown */
-const char *loom_tokenizer_model(const loom_tokenizer *t); /* "gpt2" or "llama" */
+const char *loom_tokenizer_model(const loom_tokenizer *t); /* "gpt2", "llama" or "bert" */
 const char *loom_tokenizer_pre(const loom_tokenizer *t);   /* e.g. "smollm"; "default" when absent */
 
 #endif

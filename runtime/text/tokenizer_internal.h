@@ -25,7 +25,7 @@ enum {
     TOK_RSTRIP = 1 << 8,
 };
 
-enum { TOK_MODEL_BPE = 1, TOK_MODEL_SPM = 2 };
+enum { TOK_MODEL_BPE = 1, TOK_MODEL_SPM = 2, TOK_MODEL_WPM = 3 };
 
 /* Open-addressing hash set of indices (slot = index + 1; 0 = empty). */
 typedef struct {
@@ -50,7 +50,7 @@ typedef struct {
 } tok_pretok;
 
 struct loom_tokenizer {
-    int model;                /* TOK_MODEL_BPE or TOK_MODEL_SPM */
+    int model;                /* TOK_MODEL_BPE, TOK_MODEL_SPM or TOK_MODEL_WPM */
     char model_name[32];
     char pre_name[64];
     const tok_pretok *pre;    /* BPE only */
@@ -87,6 +87,12 @@ struct loom_tokenizer {
 
     void *regex[8];           /* pcre2_code_8 *, compiled pre->regex */
     int n_regex;
+
+    /* WordPiece (tokenizer_wpm.c) */
+    int32_t sep;              /* appended after the text when adding special tokens */
+    bool wpm_lowercase, wpm_strip_accents;
+    int max_token_len;        /* bytes of the longest token text */
+    void *wpm_re;             /* pcre2_code_8 *: the character classes */
 };
 
 struct tok_trie_node {
@@ -158,6 +164,14 @@ int tok_cp_to_byte(uint32_t cp);
 /* SPM (tokenizer_spm.c). */
 loom_status tok_spm_encode(const loom_tokenizer *t, const char *text, size_t len, bool prefix_space,
                            loom_tokens *out) LOOM_MUST_USE;
+
+/* WordPiece (tokenizer_wpm.c). */
+loom_status tok_wpm_init(loom_tokenizer *t) LOOM_MUST_USE;
+void tok_wpm_free(loom_tokenizer *t);
+loom_status tok_wpm_encode(const loom_tokenizer *t, const char *text, size_t len, loom_tokens *out) LOOM_MUST_USE;
+/* NFD's first code point (unicode_nfd.c): ranges {first, last, base}, ascending. */
+extern const uint32_t tok_nfd_ranges[][3];
+extern const size_t tok_nfd_n_ranges;
 
 /* Hash helpers. */
 uint64_t tok_hash(uint64_t h, const void *p, size_t n);

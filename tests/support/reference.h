@@ -22,6 +22,8 @@ typedef struct {
     float (*top_logit)[5];
     float *last_logits;  /* (vocab) logits at position n_prompt - 1 */
     int vocab;
+    float *embedding;    /* (dim) encoders: llama.cpp's pooled embedding (not normalised), else NULL */
+    int dim;
 } loom_ref_case;
 
 typedef struct {
@@ -29,6 +31,7 @@ typedef struct {
     int n;
     char *synth_args;   /* `loom synth` arguments that rebuild the model, or NULL */
     uint64_t fnv1a64;   /* FNV-1a of the model file */
+    int pooling;        /* encoders: llama.cpp's pooling type (-1 when absent) */
 } loom_ref;
 
 loom_status loom_ref_load(const char *path, loom_ref *out);
@@ -43,6 +46,8 @@ typedef struct {
     float last_max_dev;   /* last prompt position: max |Δ − mean Δ| over the reference top-40 */
     float last_rms_dev;   /* ... root mean square over the whole vocabulary */
     float last_std;       /* standard deviation of the reference's last-position logits */
+    float top5_max_dev;   /* every position: max |(l_k − l_1) − (ref_k − ref_1)| over the reference top-5
+                           * (k = 2..5, shift-free; the last position's σ is the unit) */
 } loom_ref_report;
 
 /* logits: (n_prompt + n_gen, vocab) computed by loom for c->ids. */

@@ -1,0 +1,203 @@
+/*
+ * launch/cmd_embed.c — `loom embed`: sentence embeddings of an encoder model
+ * (bert, nomic-bert), on one rank or a cluster (--tp --pp under mpirun).
+ *
+ * Each text (--text, repeatable by a file of one text per line) is
+ * tokenized as the model says (BOS/CLS and EOS/SEP when it adds them),
+ * encoded in one batch (every token sees every other), pooled as the GGUF
+ * says (<arch>.pooling_type; --pooling overrides) and scaled to unit length
+ * unless --no-normalize. Output: one line of numbers per text, or with
+ * --json {"model": ..., "pooling": ..., "data": [{"index": i, "tokens": n,
+ * "embedding": [...]}, ...]}. Pooling "none" gives every token's vector
+ * ("embedding" is then a list of lists).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "launch/args.h"
+#include "launch/commands.h"
+#include "launch/launch_util.h"
+#include "parallel/cluster.h"
+#include "parallel/engine.h"
+#include "runtime/pooling.h"
+#include "runtime/threadpool.h"
+#include "runtime/text/tokenizer.h"
+
+/* Appends a float array (%.9g: round-trips): a JSON array, or numbers separated by spaces. */
+static loom_status put_vec(loom_strbuf *b, const float *v, int n, bool json) {
+    char num[32];
+    if (json) LOOM_TRY(loom_strbuf_append(b, "[", 1));
+    for (int d = 0; d < n; d++) {
+        int k = snprintf(num, sizeof num, "%s%.9g", d ? (json ? "," : " ") : "", (double)v[d]);
+        LOOM_TRY(loom_strbuf_append(b, num, (size_t)k));
+    }
+    return json ? loom_strbuf_append(b, "]", 1) : NULL;
+}
+
+typedef struct {
+    const char *text, *file;
+    char **texts; /* (n) */
+    int n;
+} embed_job;
+
+/* Texts: --text, or the lines of --file (empty lines skipped). */
+static loom_status read_texts(embed_job *j) {
+    if (j->text) {
+        j->texts = malloc(sizeof *j->texts);
+        if (!j->texts || !(j->texts[0] = strdup(j->text))) return loom_error(LOOM_ERR_NOMEM, "out of memory");
+        j->n = 1;
+        return NULL;
+    }
+    loom_strbuf f = {0};
+    LOOM_TRY(loom_read_file(j->file, &f));
+    int cap = 0;
+    loom_status st = NULL;
+    for (char *p = f.data, *end = f.data + f.len; p < end && !st;) {
+        char *nl = memchr(p, '\n', (size_t)(end - p)), *le = nl ? nl : end;
+        if (le > p && le[-1] == '\r') le--;
+        if (le > p) {
+            if (j->n == cap) {
+                cap = cap ? 2 * cap : 16;
+                char **v = realloc(j->texts, sizeof *v * (size_t)cap);
+                if (!v) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
+                else j->texts = v;
+            }
+            if (!st && !(j->texts[j->n] = strndup(p, (size_t)(le - p)))) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
+            if (!st) j->n++;
+        }
+        p = nl ? nl + 1 : end;
+    }
+    loom_strbuf_free(&f);
+    if (!st && j->n == 0) st = loom_error(LOOM_ERR_INVALID, "%s: no texts (one per non-empty line)", j->file);
+    return st;
+}
+
+static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *model, const embed_job *j,
+                              loom_pooling pool, bool normalize, bool json) {
+    const loom_model_config *c = loom_engine_model(e);
+    const int dim = c->dim, R = loom_engine_options_of(e)->batch_rows;
+    loom_tokenizer *tok = NULL;
+    loom_tokens ids = {0};
+    loom_strbuf out = {0};
+    float *hidden = malloc(sizeof(float) * (size_t)R * dim), *vec = malloc(sizeof(float) * (size_t)dim);
+    loom_status st = hidden && vec ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
+    if (!st) st = loom_tokenizer_create(g, &tok);
+    const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
+    if (!st && json) {
+        st = loom_strbuf_append(&out, "{\"model\":", 9);
+        if (!st) st = loom_json_escape(name, strlen(name), &out);
+        char head[96];
+        int k = snprintf(head, sizeof head, ",\"pooling\":\"%s\",\"normalized\":%s,\"data\":[", loom_pooling_name(pool),
+                         normalize ? "true" : "false");
+        if (!st) st = loom_strbuf_append(&out, head, (size_t)k);
+    }
+    for (int i = 0; i < j->n && !st; i++) {
+        ids.n = 0;
+        st = loom_tokenize(tok, j->texts[i], strlen(j->texts[i]), true, true, &ids);
+        if (!st && ids.n == 0) st = loom_error(LOOM_ERR_INVALID, "text %d is empty after tokenization", i);
+        if (!st) st = loom_engine_score(e, ids.ids, (int)ids.n, hidden);
+        if (st) break;
+        int n = (int)ids.n;
+        if (json) {
+            char head[64];
+            int k = snprintf(head, sizeof head, "%s{\"index\":%d,\"tokens\":%d,\"embedding\":", i ? "," : "", i, n);
+            st = loom_strbuf_append(&out, head, (size_t)k);
+        }
+        if (pool == LOOM_POOL_NONE) {
+            if (json && !st) st = loom_strbuf_append(&out, "[", 1);
+            for (int t = 0; t < n && !st; t++) {
+                float *h = hidden + (size_t)t * dim;
+                if (normalize) loom_embedding_normalize(h, dim);
+                if (json && t) st = loom_strbuf_append(&out, ",", 1);
+                if (!st) st = put_vec(&out, h, dim, json);
+                if (!json && !st) st = loom_strbuf_append(&out, "\n", 1);
+            }
+            if (json && !st) st = loom_strbuf_append(&out, "]", 1);
+        } else {
+            loom_embedding_pool(pool, hidden, n, dim, normalize, vec);
+            if (!st) st = put_vec(&out, vec, dim, json);
+        }
+        if (!st && (json || pool != LOOM_POOL_NONE)) st = loom_strbuf_append(&out, json ? "}" : "\n", 1);
+    }
+    if (!st && json) st = loom_strbuf_append(&out, "]}\n", 3);
+    if (!st) {
+        if (fwrite(out.data, 1, out.len, stdout) != out.len || fflush(stdout) != 0)
+            st = loom_error(LOOM_ERR_IO, "cannot write to stdout");
+    }
+    loom_strbuf_free(&out);
+    loom_tokens_free(&ids);
+    loom_tokenizer_free(tok);
+    free(hidden);
+    free(vec);
+    return st;
+}
+
+int cmd_embed(int argc, char **argv) {
+    const char *model = NULL, *text = NULL, *file = NULL, *pooling = NULL;
+    int64_t threads = loom_cpu_count(), batch = 512, tp = 1, pp = 1;
+    double watchdog = 30;
+    bool json = false, no_normalize = false;
+    const loom_arg args[] = {
+        {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF encoder model (bert, nomic-bert; every rank opens its own copy)"},
+        {"--text", LOOM_ARG_STR, &text, "TEXT", "the text to embed"},
+        {"--file", LOOM_ARG_STR, &file, "PATH", "texts to embed, one per line"},
+        {"--pooling", LOOM_ARG_STR, &pooling, "P", "none, mean, cls or last (default: the model's pooling_type)"},
+        {"--no-normalize", LOOM_ARG_FLAG, &no_normalize, NULL, "keep the pooled vector's length (default: unit L2)"},
+        {"--json", LOOM_ARG_FLAG, &json, NULL, "print one JSON object instead of lines of numbers"},
+        {"--threads", LOOM_ARG_INT, &threads, "N", "threads per rank"},
+        {"--batch", LOOM_ARG_INT, &batch, "N", "tokens of one text at most (a text is encoded in one batch)"},
+        {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
+        {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
+        {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
+    };
+    loom_args_result ar = loom_args_parse(
+        "embed --model PATH (--text TEXT | --file PATH) [--pooling P] [--json]",
+        "Prints the embedding of each text by an encoder model (bert, nomic-bert): the last\n"
+        "layer's hidden states pooled as the model says, scaled to unit length.",
+        args, (int)(sizeof args / sizeof args[0]), argc, argv);
+    if (ar != LOOM_ARGS_OK) return ar == LOOM_ARGS_HELP ? 0 : 2;
+    if (!model) return loom_usage_error("embed: --model is required");
+    if (!text == !file) return loom_usage_error("embed: give exactly one of --text and --file");
+    if (threads < 1 || threads > 1024) return loom_usage_error("embed: --threads must be 1..1024");
+    if (batch < 1 || batch > 65536) return loom_usage_error("embed: --batch must be 1..65536");
+    if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("embed: --tp and --pp must be >= 1");
+    loom_pooling pool = LOOM_POOL_MEAN;
+    if (pooling && !loom_pooling_parse(pooling, &pool))
+        return loom_usage_error("embed: --pooling must be none, mean, cls or last");
+
+    embed_job job = {text, file, NULL, 0};
+    loom_status st = read_texts(&job);
+    if (st) return loom_fail("embed", st);
+    loom_cluster_options co = {.model = model, .tp = (int)tp, .pp = (int)pp, .watchdog_timeout_s = watchdog};
+    co.engine = loom_engine_defaults();
+    co.engine.n_threads = (int)threads;
+    co.engine.ctx_size = (int)batch;
+    co.engine.max_seqs = 1;
+    co.engine.batch_rows = (int)batch;
+    co.engine.kv_type = LOOM_TYPE_F32;
+    loom_cluster *cluster = NULL;
+    st = loom_cluster_start(&co, &cluster);
+    int rc = 1;
+    loom_engine *e = NULL;
+    if (!st) st = loom_cluster_engine(cluster, NULL, NULL, NULL, &e);
+    if (!st && !loom_engine_model(e)->encoder)
+        st = loom_error(LOOM_ERR_UNSUPPORTED, "%s is a %s model, not an encoder (bert, nomic-bert): use loom generate",
+                        model, loom_engine_model(e)->arch_name);
+    if (!st) {
+        bool coord = loom_cluster_is_coordinator(cluster);
+        if (!pooling) pool = loom_engine_model(e)->pooling;
+        if (coord) st = coordinate(e, loom_cluster_model(cluster), model, &job, pool, !no_normalize, json);
+        else st = loom_engine_work(e);
+        if (st && loom_cluster_size(cluster) > 1) loom_cluster_abort(cluster, "embed", st);
+        if (!st && coord) st = loom_engine_shutdown(e);
+        if (!st) rc = 0;
+    }
+    if (st) rc = loom_fail("embed", st);
+    for (int i = 0; i < job.n; i++) free(job.texts[i]);
+    free(job.texts);
+    loom_engine_free(e);
+    loom_cluster_free(cluster);
+    return rc;
+}

@@ -1,0 +1,275 @@
+/*
+ * launch/serve/embeddings.c — POST /v1/embeddings (OpenAI's shape) for
+ * encoder models (bert, nomic-bert).
+ *
+ * Request: {"input": a string, a list of strings, a list of token ids, or a
+ * list of such lists (at most SRV_MAX_PROMPTS inputs), "model",
+ * "encoding_format": "float" (default) or "base64" (little-endian float32,
+ * what OpenAI's Python client asks for), "dimensions": the model's width if
+ * given}. Response: {"object": "list", "data": [{"object": "embedding",
+ * "index": i, "embedding": [...] or "..."}], "model", "usage":
+ * {"prompt_tokens", "total_tokens"}}. Embeddings are pooled as the model
+ * says (mean for a model that declares none) and have unit length.
+ *
+ * The HTTP thread tokenizes and checks everything, then queues a job that
+ * the scheduler thread runs between scheduler steps (srv_embed_run: it is
+ * the only thread that touches the engine) and waits for it. Generation
+ * requests are refused for encoders (srv_refuse_generation), so nothing
+ * else runs through the engine meanwhile.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "launch/serve/server_internal.h"
+#include "runtime/pooling.h"
+
+struct srv_embed_job {
+    int n;
+    int32_t **ids;   /* (n) token ids of each input */
+    int *n_ids;      /* (n) */
+    float *out;      /* (n, dim) pooled, normalised */
+    bool done;       /* shared */
+    char *error;     /* shared: set with done on failure */
+    pthread_cond_t cv;
+    srv_embed_job *next;
+};
+
+static void job_free(srv_embed_job *j) {
+    if (!j) return;
+    for (int i = 0; i < j->n; i++) free(j->ids ? j->ids[i] : NULL);
+    free(j->ids);
+    free(j->n_ids);
+    free(j->out);
+    free(j->error);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+bool srv_refuse_generation(srv *s, srv_error *e) {
+    const loom_model_config *c = loom_engine_model(s->e);
+    if (!c->encoder) return false;
+    return !srv_fail(e, 400, "invalid_request_error", "model", NULL,
+                     "%s is an encoder (%s): it makes embeddings (POST /v1/embeddings), not text", s->opt.model_name,
+                     c->arch_name);
+}
+
+/* One input: text to tokenize, or a list of token ids. */
+static bool add_input(srv *s, json_t *in, int i, srv_embed_job *j, srv_error *e) {
+    const int V = loom_tokenizer_n_vocab(s->tok), limit = loom_engine_options_of(s->e)->batch_rows;
+    if (json_is_string(in)) {
+        loom_tokens t = {0};
+        loom_status st = loom_tokenize(s->tok, json_string_value(in), json_string_length(in), true, false, &t);
+        if (st) {
+            srv_fail(e, 500, "server_error", NULL, NULL, "tokenizing input %d: %s", i, loom_status_message(st));
+            loom_status_free(st);
+            return false;
+        }
+        j->ids[i] = t.ids, j->n_ids[i] = (int)t.n;
+    } else {
+        size_t n = json_array_size(in);
+        j->ids[i] = malloc((n ? n : 1) * sizeof(int32_t));
+        if (!j->ids[i]) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        for (size_t k = 0; k < n; k++) {
+            json_t *v = json_array_get(in, k);
+            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= V)
+                return srv_fail(e, 400, "invalid_request_error", "input", NULL,
+                                "input %d: token ids must be integers in 0..%d", i, V - 1);
+            j->ids[i][k] = (int32_t)json_integer_value(v);
+        }
+        j->n_ids[i] = (int)n;
+    }
+    if (j->n_ids[i] < 1) return srv_fail(e, 400, "invalid_request_error", "input", NULL, "input %d is empty", i);
+    if (j->n_ids[i] > limit)
+        return srv_fail(e, 400, "invalid_request_error", "input", "context_length_exceeded",
+                        "input %d has %d tokens; this server encodes at most %d (--batch)", i, j->n_ids[i], limit);
+    return true;
+}
+
+/* The inputs of a request as a job (not yet queued). */
+static srv_embed_job *parse(srv *s, json_t *o, bool *b64, srv_error *e) {
+    json_t *input = json_object_get(o, "input"), *fmt = json_object_get(o, "encoding_format");
+    json_t *dims = json_object_get(o, "dimensions");
+    const int dim = loom_engine_model(s->e)->dim;
+    *b64 = false;
+    if (fmt && !json_is_null(fmt)) {
+        if (!json_is_string(fmt) || (strcmp(json_string_value(fmt), "float") && strcmp(json_string_value(fmt), "base64")))
+            return srv_fail(e, 400, "invalid_request_error", "encoding_format", NULL,
+                            "'encoding_format' must be \"float\" or \"base64\""), NULL;
+        *b64 = !strcmp(json_string_value(fmt), "base64");
+    }
+    if (dims && !json_is_null(dims) && (!json_is_integer(dims) || json_integer_value(dims) != dim))
+        return srv_fail(e, 400, "invalid_request_error", "dimensions", NULL, "this model's embeddings have %d dimensions",
+                        dim), NULL;
+    /* a string, ids, or a list of either */
+    bool one = json_is_string(input) || (json_is_array(input) && json_array_size(input) > 0 &&
+                                         json_is_integer(json_array_get(input, 0)));
+    int n = one ? 1 : (int)json_array_size(input);
+    if (!one && (!json_is_array(input) || n == 0))
+        return srv_fail(e, 400, "invalid_request_error", "input", NULL,
+                        "'input' must be a string, a list of strings, a list of token ids or a list of such lists"), NULL;
+    if (n > SRV_MAX_PROMPTS)
+        return srv_fail(e, 400, "invalid_request_error", "input", NULL, "at most %d inputs per request", SRV_MAX_PROMPTS),
+               NULL;
+    srv_embed_job *j = calloc(1, sizeof *j);
+    if (j) {
+        j->ids = calloc((size_t)n, sizeof *j->ids);
+        j->n_ids = calloc((size_t)n, sizeof *j->n_ids);
+        j->out = malloc(sizeof(float) * (size_t)n * dim);
+        pthread_cond_init(&j->cv, NULL);
+    }
+    if (!j || !j->ids || !j->n_ids || !j->out) {
+        if (j) j->n = 0;
+        job_free(j);
+        return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory"), NULL;
+    }
+    j->n = n;
+    for (int i = 0; i < n; i++) {
+        json_t *in = one ? input : json_array_get(input, (size_t)i);
+        if (!json_is_string(in) && !json_is_array(in)) {
+            srv_fail(e, 400, "invalid_request_error", "input", NULL, "input %d must be a string or a list of token ids", i);
+            job_free(j);
+            return NULL;
+        }
+        if (!add_input(s, in, i, j, e)) {
+            job_free(j);
+            return NULL;
+        }
+    }
+    return j;
+}
+
+void srv_embed_run(srv *s) {
+    const loom_model_config *c = loom_engine_model(s->e);
+    const int dim = c->dim, R = loom_engine_options_of(s->e)->batch_rows;
+    loom_pooling pool = c->pooling == LOOM_POOL_NONE ? LOOM_POOL_MEAN : c->pooling;
+    while (s->embed_head) {
+        srv_embed_job *j = s->embed_head;
+        s->embed_head = j->next;
+        if (!s->embed_head) s->embed_tail = NULL;
+        pthread_mutex_unlock(&s->mu);
+        float *hidden = malloc(sizeof(float) * (size_t)R * dim);
+        loom_status st = hidden ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < j->n && !st; i++) {
+            st = loom_engine_score(s->e, j->ids[i], j->n_ids[i], hidden);
+            if (!st) loom_embedding_pool(pool, hidden, j->n_ids[i], dim, true, j->out + (size_t)i * dim);
+        }
+        free(hidden);
+        pthread_mutex_lock(&s->mu);
+        if (st) {
+            j->error = strdup(loom_status_message(st));
+            if (loom_status_code(st) != LOOM_ERR_CONTEXT && loom_status_code(st) != LOOM_ERR_INVALID) {
+                s->failed = true; /* the cluster may be out of step: the engine failed */
+                snprintf(s->fail_msg, sizeof s->fail_msg, "%s", loom_status_message(st));
+            }
+            loom_status_free(st);
+        }
+        j->done = true;
+        pthread_cond_broadcast(&j->cv);
+    }
+}
+
+void srv_embed_fail_all(srv *s, const char *why) {
+    while (s->embed_head) {
+        srv_embed_job *j = s->embed_head;
+        s->embed_head = j->next;
+        j->error = strdup(why);
+        j->done = true;
+        pthread_cond_broadcast(&j->cv);
+    }
+    s->embed_tail = NULL;
+}
+
+static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* The floats' little-endian bytes in base64. */
+static json_t *base64_of(const float *v, int n) {
+    size_t nb = (size_t)n * 4, len = (nb + 2) / 3 * 4;
+    char *out = malloc(len + 1);
+    uint8_t *b = malloc(nb ? nb : 1);
+    if (!out || !b) {
+        free(out);
+        free(b);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        for (int k = 0; k < 4; k++) b[4 * i + k] = (uint8_t)(u >> (8 * k));
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < nb; i += 3) {
+        uint32_t x = (uint32_t)b[i] << 16 | (i + 1 < nb ? (uint32_t)b[i + 1] << 8 : 0) | (i + 2 < nb ? b[i + 2] : 0);
+        out[o++] = b64chars[x >> 18 & 63];
+        out[o++] = b64chars[x >> 12 & 63];
+        out[o++] = i + 1 < nb ? b64chars[x >> 6 & 63] : '=';
+        out[o++] = i + 2 < nb ? b64chars[x & 63] : '=';
+    }
+    out[o] = 0;
+    json_t *j = json_stringn(out, o);
+    free(out);
+    free(b);
+    return j;
+}
+
+enum MHD_Result srv_handle_embeddings(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
+    srv_error e;
+    const loom_model_config *mc = loom_engine_model(s->e);
+    if (!mc->encoder) {
+        srv_fail(&e, 400, "invalid_request_error", "model", NULL,
+                 "%s is a %s model, not an encoder (bert, nomic-bert): it has no embeddings endpoint", s->opt.model_name,
+                 mc->arch_name);
+        return srv_reply_error(s, c, &e);
+    }
+    json_error_t je;
+    json_t *o = json_loadb(body, len, 0, &je);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        srv_fail(&e, 400, "invalid_request_error", NULL, NULL, "the body must be a JSON object");
+        return srv_reply_error(s, c, &e);
+    }
+    bool b64;
+    srv_embed_job *j = parse(s, o, &b64, &e);
+    json_decref(o);
+    if (!j) return srv_reply_error(s, c, &e);
+    pthread_mutex_lock(&s->mu);
+    bool queued = !s->failed && s->accepting;
+    if (!queued) {
+        srv_fail(&e, 503, "server_error", NULL, NULL, s->failed ? "the engine failed: %s" : "the server is shutting down%s",
+                 s->failed ? s->fail_msg : "");
+    } else {
+        if (s->embed_tail) s->embed_tail->next = j;
+        else s->embed_head = j;
+        s->embed_tail = j;
+        pthread_cond_signal(&s->work);
+        while (!j->done) pthread_cond_wait(&j->cv, &s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!queued) {
+        job_free(j);
+        return srv_reply_error(s, c, &e);
+    }
+    if (j->error) {
+        srv_fail(&e, 500, "server_error", NULL, NULL, "%s", j->error);
+        job_free(j);
+        return srv_reply_error(s, c, &e);
+    }
+    json_t *data = json_array();
+    long long tokens = 0;
+    for (int i = 0; i < j->n; i++) {
+        const float *v = j->out + (size_t)i * mc->dim;
+        json_t *emb = NULL;
+        if (b64) {
+            emb = base64_of(v, mc->dim);
+        } else {
+            emb = json_array();
+            for (int d = 0; d < mc->dim; d++) json_array_append_new(emb, json_real(v[d]));
+        }
+        json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index", i, "embedding", emb));
+        tokens += j->n_ids[i];
+    }
+    job_free(j);
+    json_t *r = json_pack("{s:s, s:o, s:s, s:{s:I, s:I}}", "object", "list", "data", data, "model", s->opt.model_name,
+                          "usage", "prompt_tokens", tokens, "total_tokens", tokens);
+    return srv_reply_json(s, c, 200, r);
+}

@@ -1,0 +1,207 @@
+/*
+ * launch/synth_families.c — `loom synth` for the families beyond llama and
+ * qwen2: qwen3, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, with
+ * llama.cpp's tensor names and shapes (src/models/<arch>.cpp) and the
+ * metadata its loaders read.
+ *
+ * Beside what cmd_synth.c says of scales: norm weights are 1 + 0.2·N and
+ * LayerNorm biases 0.1·N (so a norm applied with the wrong weight shows);
+ * QK-norm weights likewise; output and MLP biases 0.05·N; learned
+ * positions 0.5·N and the token-type rows 0.3·N (always F32, as llama.cpp's
+ * converter writes them); gemma's token embedding 1/sqrt(dim)·N (it is
+ * multiplied by sqrt(dim)); LongRoPE factors 2 + 0.3·N (long) and
+ * 1.2 + 0.1·N (short). Fused tensors (attn_qkv, phi3's ffn_up) have the
+ * scale of their parts.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "launch/synth.h"
+
+typedef struct {
+    bool qk_norm, post_norms, post_ln, layer_norm, fused_qkv, fused_up, plain_ffn, qkv_bias, out_bias, ffn_bias;
+    bool learned_pos, types, encoder, rope, tied_always;
+    bool scaled_embd; /* the model multiplies its input embedding by sqrt(dim) (gemma) */
+} family;
+
+static family family_of(const char *arch) {
+    family f = {0};
+    f.rope = true;
+    if (!strcmp(arch, "qwen3")) {
+        f.qk_norm = true;
+    } else if (!strcmp(arch, "gemma2") || !strcmp(arch, "gemma3")) {
+        f.post_norms = f.scaled_embd = true;
+        f.qk_norm = !strcmp(arch, "gemma3");
+        f.tied_always = !strcmp(arch, "gemma2"); /* llama.cpp's gemma2 has no output.weight */
+    } else if (!strcmp(arch, "phi3")) {
+        f.fused_qkv = f.fused_up = true;
+    } else if (!strcmp(arch, "gpt2")) {
+        f.layer_norm = f.fused_qkv = f.plain_ffn = f.qkv_bias = f.out_bias = f.ffn_bias = f.learned_pos = true;
+        f.rope = false;
+    } else if (!strcmp(arch, "bert")) {
+        f.layer_norm = f.post_ln = f.plain_ffn = f.qkv_bias = f.out_bias = f.ffn_bias = f.learned_pos = true;
+        f.types = f.encoder = true;
+        f.rope = false;
+    } else if (!strcmp(arch, "nomic-bert")) {
+        f.layer_norm = f.post_ln = f.fused_qkv = f.types = f.encoder = true;
+    }
+    return f;
+}
+
+bool loom_synth_is_family(const char *arch) {
+    static const char *const names[] = {"qwen3", "gemma2", "gemma3", "phi3", "gpt2", "bert", "nomic-bert"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(arch, names[i])) return true;
+    return false;
+}
+
+loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg *c, const loom_synth_type *tc) {
+    family f = family_of(c->arch);
+    char key[128];
+#define KEY(suffix) (snprintf(key, sizeof key, "%s." suffix, c->arch), key)
+#define U32(suffix, v) LOOM_TRY(loom_gguf_writer_add_uint(w, KEY(suffix), LOOM_GGUF_U32, (uint64_t)(v)))
+#define F32(suffix, v) LOOM_TRY(loom_gguf_writer_add_float(w, KEY(suffix), LOOM_GGUF_F32, (v)))
+    LOOM_TRY(loom_gguf_writer_add_str(w, "general.architecture", c->arch));
+    LOOM_TRY(loom_gguf_writer_add_str(w, "general.name", "loom-synth"));
+    LOOM_TRY(loom_gguf_writer_add_uint(w, "general.file_type", LOOM_GGUF_U32, tc->ftype));
+    LOOM_TRY(loom_gguf_writer_add_uint(w, "general.quantization_version", LOOM_GGUF_U32, 2));
+    LOOM_TRY(loom_gguf_writer_add_uint(w, "general.seed", LOOM_GGUF_U64, c->seed));
+    U32("block_count", c->layers);
+    U32("context_length", c->ctx);
+    U32("embedding_length", c->dim);
+    U32("feed_forward_length", c->ffn);
+    U32("attention.head_count", c->heads);
+    U32("attention.head_count_kv", c->kv_heads);
+    U32("attention.key_length", c->head_dim);
+    U32("attention.value_length", c->head_dim);
+    if (f.layer_norm) F32("attention.layer_norm_epsilon", c->norm_eps);
+    else F32("attention.layer_norm_rms_epsilon", c->norm_eps);
+    if (f.rope) {
+        F32("rope.freq_base", c->rope_theta);
+        U32("rope.dimension_count", c->rope_dim ? c->rope_dim : c->head_dim);
+    }
+    if (c->rope_scale > 0) {
+        LOOM_TRY(loom_gguf_writer_add_str(w, KEY("rope.scaling.type"), "linear"));
+        F32("rope.scaling.factor", c->rope_scale);
+    }
+    if (c->window > 0) U32("attention.sliding_window", c->window);
+    if (c->window_pattern > 0) U32("attention.sliding_window_pattern", c->window_pattern);
+    if (c->attn_softcap >= 0) F32("attn_logit_softcapping", c->attn_softcap);
+    if (c->final_softcap >= 0) F32("final_logit_softcapping", c->final_softcap);
+    if (c->longrope_ctx > 0) { /* phi3 LongRoPE: the converter's attention factor for ctx / orig */
+        LOOM_TRY(loom_gguf_writer_add_str(w, KEY("rope.scaling.type"), "longrope"));
+        U32("rope.scaling.original_context_length", c->longrope_ctx);
+        double scale = (double)c->ctx / (double)c->longrope_ctx;
+        F32("rope.scaling.attn_factor", scale > 1 ? sqrt(1 + log(scale) / log((double)c->longrope_ctx)) : 1.0);
+    }
+    if (f.encoder) {
+        LOOM_TRY(loom_gguf_writer_add_bool(w, KEY("attention.causal"), false));
+        U32("pooling_type", c->pooling);
+        LOOM_TRY(loom_gguf_writer_add_uint(w, "tokenizer.ggml.token_type_count", LOOM_GGUF_U32, 2));
+    }
+    U32("vocab_size", c->vocab);
+#undef KEY
+#undef U32
+#undef F32
+    return loom_synth_vocab(w, c->vocab);
+}
+
+/* A norm's weight (1 + 0.2·N) and, for LayerNorm, bias (0.1·N). */
+static loom_status norm(loom_synth_plan *p, const family *f, const char *base, int64_t n) {
+    char name[112];
+    snprintf(name, sizeof name, "%s.weight", base);
+    LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, n, 1, 0.2, false, 1.0));
+    if (!f->layer_norm) return NULL;
+    snprintf(name, sizeof name, "%s.bias", base);
+    return loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, n, 1, 0.1, false, 0.0);
+}
+
+loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *c, const loom_synth_type *tc) {
+    family f = family_of(c->arch);
+    char name[96], base[96];
+    const double s_dim = 1 / sqrt((double)c->dim), s_attn = 1 / sqrt((double)(c->heads * c->head_dim)),
+                 s_ffn = 1 / sqrt((double)c->ffn);
+    const int64_t q_out = c->heads * c->head_dim, kv_out = c->kv_heads * c->head_dim;
+    const bool tied = c->tied || f.tied_always;
+#define W(kind, l) loom_synth_weight_type(c, tc, kind, l)
+#define T2(stem, kind, ne0, ne1, std)                                                                          \
+    do {                                                                                                        \
+        snprintf(name, sizeof name, "blk.%" PRId64 "." stem ".weight", l);                                      \
+        LOOM_TRY(loom_synth_tensor(p, name, W(kind, l), 2, ne0, ne1, std, false, 0.0));                         \
+    } while (0)
+#define BIAS(stem, n)                                                                                           \
+    do {                                                                                                        \
+        snprintf(name, sizeof name, "blk.%" PRId64 "." stem ".bias", l);                                        \
+        LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, n, 1, 0.05, false, 0.0));                         \
+    } while (0)
+#define NORM(stem) (snprintf(base, sizeof base, "blk.%" PRId64 "." stem, l), norm(p, &f, base, c->dim))
+
+    /* gemma multiplies the embedding by sqrt(dim), so its rows are 1/sqrt(dim)
+     * in scale (as a trained gemma's are): the input is then of unit scale
+     * like the other families', and a tied lm head gives logits of unit
+     * scale, which soft-capping bends without saturating them all */
+    LOOM_TRY(loom_synth_tensor(p, "token_embd.weight", W(W_EMBD, 0), 2, c->dim, c->vocab, f.scaled_embd ? s_dim : 1.0,
+                               false, 0.0));
+    /* positions and token types stay F32 whatever the type, as llama.cpp's
+     * converter and quantizer keep them (its CPU add of the type row takes
+     * no F16) */
+    if (f.learned_pos)
+        LOOM_TRY(loom_synth_tensor(p, "position_embd.weight", LOOM_TYPE_F32, 2, c->dim, c->ctx, 0.5, false, 0.0));
+    if (f.types) LOOM_TRY(loom_synth_tensor(p, "token_types.weight", LOOM_TYPE_F32, 2, c->dim, 2, 0.3, false, 0.0));
+    if (f.encoder) LOOM_TRY(norm(p, &f, "token_embd_norm", c->dim));
+    if (c->longrope_ctx > 0) {
+        int64_t nr = (c->rope_dim ? c->rope_dim : c->head_dim) / 2;
+        LOOM_TRY(loom_synth_tensor(p, "rope_factors_long.weight", LOOM_TYPE_F32, 1, nr, 1, 0.3, false, 2.0));
+        LOOM_TRY(loom_synth_tensor(p, "rope_factors_short.weight", LOOM_TYPE_F32, 1, nr, 1, 0.1, false, 1.2));
+    }
+    for (int64_t l = 0; l < c->layers; l++) {
+        if (!f.post_ln) LOOM_TRY(NORM("attn_norm"));
+        if (f.fused_qkv) {
+            T2("attn_qkv", W_Q, c->dim, q_out + 2 * kv_out, s_dim);
+            if (f.qkv_bias) BIAS("attn_qkv", q_out + 2 * kv_out);
+        } else {
+            T2("attn_q", W_Q, c->dim, q_out, s_dim);
+            T2("attn_k", W_K, c->dim, kv_out, s_dim);
+            T2("attn_v", W_V, c->dim, kv_out, s_dim);
+            if (f.qkv_bias) {
+                BIAS("attn_q", q_out);
+                BIAS("attn_k", kv_out);
+                BIAS("attn_v", kv_out);
+            }
+        }
+        if (f.qk_norm) {
+            snprintf(name, sizeof name, "blk.%" PRId64 ".attn_q_norm.weight", l);
+            LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->head_dim, 1, 0.2, false, 1.0));
+            snprintf(name, sizeof name, "blk.%" PRId64 ".attn_k_norm.weight", l);
+            LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->head_dim, 1, 0.2, false, 1.0));
+        }
+        T2("attn_output", W_O, q_out, c->dim, s_attn);
+        if (f.out_bias) BIAS("attn_output", c->dim);
+        if (f.post_norms) LOOM_TRY(NORM("post_attention_norm"));
+        if (f.post_ln) LOOM_TRY(NORM("attn_output_norm"));
+        if (!f.post_ln) LOOM_TRY(NORM("ffn_norm"));
+        if (f.fused_up) {
+            T2("ffn_up", W_UP, c->dim, 2 * c->ffn, s_dim);
+        } else {
+            if (!f.plain_ffn) T2("ffn_gate", W_GATE, c->dim, c->ffn, s_dim);
+            T2("ffn_up", W_UP, c->dim, c->ffn, s_dim);
+            if (f.ffn_bias) BIAS("ffn_up", c->ffn);
+        }
+        T2("ffn_down", W_DOWN, c->ffn, c->dim, s_ffn);
+        if (f.ffn_bias) BIAS("ffn_down", c->dim);
+        if (f.post_norms) LOOM_TRY(NORM("post_ffw_norm"));
+        if (f.post_ln) LOOM_TRY(NORM("layer_output_norm"));
+    }
+    if (!f.encoder) {
+        LOOM_TRY(norm(p, &f, "output_norm", c->dim));
+        if (!tied)
+            LOOM_TRY(loom_synth_tensor(p, "output.weight", W(W_OUTPUT, 0), 2, c->dim, c->vocab, s_dim, false, 0.0));
+    }
+#undef W
+#undef T2
+#undef BIAS
+#undef NORM
+    return NULL;
+}

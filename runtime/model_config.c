@@ -1,0 +1,308 @@
+/*
+ * runtime/model_config.c — a model's configuration from GGUF metadata
+ * (contract in model.h): the keys every family shares, then what each
+ * family does differently, with llama.cpp's defaults (src/models/<arch>.cpp
+ * of the llama.cpp that llama-cpp-python 0.3.36 vendors):
+ *
+ *   qwen3      qwen2 without Q/K/V biases, with QK-norm.
+ *   gemma2     embedding × sqrt(dim); norms after attention and MLP too;
+ *              GELU-gated MLP; scores and logits soft-capped; sliding
+ *              window (default 4096) on layers l % 2 == 0; query scale
+ *              1/sqrt(head_dim), or 1/sqrt(dim/heads) for the 27B (46 layers).
+ *   gemma3     gemma2 with QK-norm and no soft-capping (unless the file says
+ *              so); the window, when the file has one, on 5 of every 6
+ *              layers (l % 6 < 5), which rotate with base
+ *              rope.freq_base_swa (default 10000) and no scaling; the 27B
+ *              is 62 layers.
+ *   phi3       fused QKV, fused gate+up; partial rotary from
+ *              rope.dimension_count; LongRoPE (rope_factors_long/short,
+ *              rope.scaling.attn_factor). Its sliding window is ignored, as
+ *              llama.cpp does.
+ *   gpt2       LayerNorm with bias, GELU MLP with biases, learned positions,
+ *              fused QKV with bias, attention output bias, no RoPE.
+ *   bert       encoder: token-type row 0 and positions added, LayerNorm of
+ *              the embedding, norms after each residual add, biases, GELU
+ *              MLP, bidirectional attention, no lm head; pooled as
+ *              bert.pooling_type says.
+ *   nomic-bert bert with fused QKV, RoPE instead of learned positions and a
+ *              SiLU-gated MLP without biases.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/model.h"
+
+static loom_status get_count(const loom_gguf *g, const char *arch, const char *suffix, bool required,
+                             int64_t def, int64_t max, int *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int64_t v = def;
+    if (!loom_gguf_get_int(g, key, &v)) {
+        if (loom_gguf_get(g, key))
+            return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is not an integer", loom_gguf_path(g), key);
+        if (required)
+            return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is missing", loom_gguf_path(g), key);
+    }
+    if (v < 1 || v > max)
+        return loom_error(LOOM_ERR_FORMAT, "%s: metadata %s = %lld is out of range (1..%lld)", loom_gguf_path(g),
+                          key, (long long)v, (long long)max);
+    *out = (int)v;
+    return NULL;
+}
+
+/* A positive float (or, with zero_ok, zero) at <arch>.<suffix>, def when absent. */
+static loom_status get_real_z(const loom_gguf *g, const char *arch, const char *suffix, double def, bool zero_ok,
+                              float *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    double v = def;
+    if (!loom_gguf_get_float(g, key, &v) && loom_gguf_get(g, key))
+        return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is not a float", loom_gguf_path(g), key);
+    if (!(v > 0 || (zero_ok && v == 0)) || v > 1e12)
+        return loom_error(LOOM_ERR_FORMAT, "%s: metadata %s = %g is out of range", loom_gguf_path(g), key, v);
+    *out = (float)v;
+    return NULL;
+}
+
+static loom_status get_real(const loom_gguf *g, const char *arch, const char *suffix, double def, float *out) {
+    return get_real_z(g, arch, suffix, def, false, out);
+}
+
+static bool has_tensor(const loom_gguf *g, const char *name) { return loom_gguf_find_tensor(g, name) != NULL; }
+
+static const struct {
+    const char *name;
+    loom_arch arch;
+} arch_names[] = {
+    {"llama", LOOM_ARCH_LLAMA}, {"qwen2", LOOM_ARCH_QWEN2}, {"qwen3", LOOM_ARCH_QWEN3},
+    {"gemma2", LOOM_ARCH_GEMMA2}, {"gemma3", LOOM_ARCH_GEMMA3}, {"phi3", LOOM_ARCH_PHI3},
+    {"gpt2", LOOM_ARCH_GPT2}, {"bert", LOOM_ARCH_BERT}, {"nomic-bert", LOOM_ARCH_NOMIC_BERT},
+};
+#define SUPPORTED "llama, qwen2, qwen3, gemma2, gemma3, phi3, gpt2, bert, nomic-bert"
+
+/* Sliding-window layers: <arch>.attention.sliding_window_pattern as an array
+ * of booleans (one per layer), or a period n (layer l slides iff
+ * l % n < n - 1), else the family's period. */
+static loom_status read_swa_layers(const loom_gguf *g, loom_model_config *c, int def_period) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", c->arch_name);
+    memset(c->swa_layers, 0, sizeof c->swa_layers);
+    const loom_gguf_value *arr = loom_gguf_get_arr(g, key, -1);
+    if (arr) {
+        if (arr->v.arr.n != (uint64_t)c->n_layers)
+            return loom_error(LOOM_ERR_FORMAT, "%s: %s has %llu entries for %d layers", loom_gguf_path(g), key,
+                              (unsigned long long)arr->v.arr.n, c->n_layers);
+        for (int l = 0; l < c->n_layers; l++)
+            if (loom_gguf_arr_int(arr, (uint64_t)l)) c->swa_layers[l / 64] |= 1ull << (l % 64);
+        return NULL;
+    }
+    int period = def_period;
+    int64_t v;
+    if (loom_gguf_get_int(g, key, &v)) {
+        if (v < 0 || v > LOOM_MAX_LAYERS)
+            return loom_error(LOOM_ERR_FORMAT, "%s: %s = %lld is out of range", loom_gguf_path(g), key, (long long)v);
+        period = (int)v;
+    }
+    for (int l = 0; l < c->n_layers; l++)
+        if (period == 0 || l % period < period - 1) c->swa_layers[l / 64] |= 1ull << (l % 64);
+    return NULL;
+}
+
+/* What each family changes; shape keys are read already. */
+static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
+    const char *path = loom_gguf_path(g), *arch = c->arch_name;
+    char key[128];
+    switch (c->arch) {
+    case LOOM_ARCH_LLAMA:
+        return NULL;
+    case LOOM_ARCH_QWEN2:
+        c->rope_neox = true;
+        return NULL;
+    case LOOM_ARCH_QWEN3:
+        c->rope_neox = true;
+        c->qk_norm = true;
+        return NULL;
+    case LOOM_ARCH_GEMMA2:
+    case LOOM_ARCH_GEMMA3: {
+        bool g2 = c->arch == LOOM_ARCH_GEMMA2;
+        c->rope_neox = true;
+        c->post_norms = true;
+        c->act = LOOM_ACT_GELU;
+        c->qk_norm = !g2;
+        c->embd_scale = sqrtf((float)c->dim);
+        int big = g2 ? 46 : 62; /* the 27B scales queries by the width per head */
+        c->attn_scale = 1.0f / sqrtf(c->n_layers == big ? (float)(c->dim / c->n_heads) : (float)c->head_dim);
+        if (g2) LOOM_TRY(get_real_z(g, arch, "attn_logit_softcapping", 50.0, true, &c->attn_softcap));
+        LOOM_TRY(get_real_z(g, arch, "final_logit_softcapping", g2 ? 30.0 : 0.0, true, &c->final_softcap));
+        snprintf(key, sizeof key, "%s.attention.sliding_window", arch);
+        int64_t w = g2 ? 4096 : 0;
+        if (!loom_gguf_get_int(g, key, &w) && loom_gguf_get(g, key))
+            return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is not an integer", path, key);
+        if (w < 0 || w > (1 << 30)) return loom_error(LOOM_ERR_FORMAT, "%s: %s = %lld is out of range", path, key, (long long)w);
+        c->swa_window = (int)w;
+        if (w > 0) LOOM_TRY(read_swa_layers(g, c, g2 ? 2 : 6));
+        /* gemma2 rotates every layer alike; gemma3's local layers have their own base */
+        c->rope_base_swa = g2 ? c->rope_base : 10000.0f;
+        c->rope_scale_swa = g2 ? c->rope_freq_scale : 1.0f;
+        if (!g2) LOOM_TRY(get_real(g, arch, "rope.freq_base_swa", 10000.0, &c->rope_base_swa));
+        if (g2) LOOM_TRY(get_real(g, arch, "rope.freq_base_swa", c->rope_base, &c->rope_base_swa));
+        return NULL;
+    }
+    case LOOM_ARCH_PHI3:
+        c->rope_neox = true;
+        c->fused_qkv = has_tensor(g, "blk.0.attn_qkv.weight");
+        c->fused_gate_up = true;
+        c->has_rope_long_short = has_tensor(g, "rope_factors_long.weight");
+        LOOM_TRY(get_real(g, arch, "rope.scaling.attn_factor", 1.0, &c->rope_attn_factor));
+        LOOM_TRY(get_count(g, arch, "rope.scaling.original_context_length", false, c->ctx_train, 1 << 24,
+                           &c->ctx_orig));
+        return NULL;
+    case LOOM_ARCH_GPT2:
+        c->norm = LOOM_NORM_LAYER;
+        c->act = LOOM_ACT_GELU;
+        c->pos = LOOM_POS_LEARNED;
+        c->ffn_plain = true;
+        c->fused_qkv = true;
+        c->qkv_bias = true;
+        c->attn_out_bias = true;
+        c->ffn_bias = true;
+        return NULL;
+    case LOOM_ARCH_BERT:
+    case LOOM_ARCH_NOMIC_BERT: {
+        bool nomic = c->arch == LOOM_ARCH_NOMIC_BERT;
+        c->norm = LOOM_NORM_LAYER;
+        c->post_ln = true;
+        c->embd_norm = true;
+        c->encoder = true;
+        c->bidirectional = true;
+        c->type_embd = has_tensor(g, "token_types.weight");
+        c->fused_qkv = has_tensor(g, "blk.0.attn_qkv.weight");
+        c->qkv_bias = has_tensor(g, c->fused_qkv ? "blk.0.attn_qkv.bias" : "blk.0.attn_q.bias");
+        c->attn_out_bias = has_tensor(g, "blk.0.attn_output.bias");
+        if (nomic) {
+            c->rope_neox = true;
+        } else {
+            c->act = LOOM_ACT_GELU;
+            c->pos = LOOM_POS_LEARNED;
+            c->ffn_plain = true;
+            c->ffn_bias = has_tensor(g, "blk.0.ffn_up.bias");
+        }
+        snprintf(key, sizeof key, "%s.attention.causal", arch);
+        bool causal = false;
+        if (loom_gguf_get_bool(g, key, &causal) && causal)
+            return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s is true; loom runs %s as an encoder only", path, key, arch);
+        snprintf(key, sizeof key, "%s.pooling_type", arch);
+        int64_t pt = 0;
+        if (!loom_gguf_get_int(g, key, &pt) && loom_gguf_get(g, key))
+            return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is not an integer", path, key);
+        if (pt < 0 || pt > LOOM_POOL_LAST)
+            return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s = %lld is not supported (0 none, 1 mean, 2 cls, 3 last)",
+                              path, key, (long long)pt);
+        c->pooling = (loom_pooling)pt;
+        return NULL;
+    }
+    }
+    return NULL;
+}
+
+loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    const char *path = loom_gguf_path(g);
+    loom_str a;
+    if (!loom_gguf_get_str(g, "general.architecture", &a))
+        return loom_error(LOOM_ERR_FORMAT, "%s: metadata key general.architecture is missing", path);
+    if (a.len >= sizeof cfg->arch_name) a.len = sizeof cfg->arch_name - 1;
+    memcpy(cfg->arch_name, a.ptr, a.len);
+    cfg->arch_name[a.len] = 0;
+    bool known = false;
+    for (size_t i = 0; i < sizeof arch_names / sizeof arch_names[0] && !known; i++)
+        if (!strcmp(cfg->arch_name, arch_names[i].name)) cfg->arch = arch_names[i].arch, known = true;
+    if (!known)
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (supported: " SUPPORTED ")",
+                          path, cfg->arch_name);
+    const char *arch = cfg->arch_name;
+    const int64_t big = 1 << 20;
+    bool layer_norm = cfg->arch == LOOM_ARCH_GPT2 || cfg->arch == LOOM_ARCH_BERT || cfg->arch == LOOM_ARCH_NOMIC_BERT;
+    LOOM_TRY(get_count(g, arch, "block_count", true, 0, LOOM_MAX_LAYERS, &cfg->n_layers));
+    LOOM_TRY(get_count(g, arch, "embedding_length", true, 0, big, &cfg->dim));
+    LOOM_TRY(get_count(g, arch, "feed_forward_length", true, 0, big, &cfg->ffn));
+    LOOM_TRY(get_count(g, arch, "attention.head_count", true, 0, 4096, &cfg->n_heads));
+    LOOM_TRY(get_count(g, arch, "attention.head_count_kv", false, cfg->n_heads, 4096, &cfg->n_kv_heads));
+    LOOM_TRY(get_count(g, arch, "context_length", false, 2048, 1 << 24, &cfg->ctx_train));
+    int64_t hd_default = cfg->dim / cfg->n_heads;
+    if (hd_default < 1) hd_default = 1;
+    LOOM_TRY(get_count(g, arch, "attention.key_length", false, hd_default, 4096, &cfg->head_dim));
+    LOOM_TRY(get_count(g, arch, "rope.dimension_count", false, cfg->head_dim, 4096, &cfg->rope_dim));
+    LOOM_TRY(get_real(g, arch, "rope.freq_base", 10000.0, &cfg->rope_base));
+    if (layer_norm)
+        LOOM_TRY(get_real(g, arch, "attention.layer_norm_epsilon", 1e-5, &cfg->norm_eps));
+    else
+        LOOM_TRY(get_real(g, arch, "attention.layer_norm_rms_epsilon", 1e-5, &cfg->norm_eps));
+
+    char key[128];
+    snprintf(key, sizeof key, "%s.attention.value_length", arch);
+    int64_t v;
+    if (loom_gguf_get_int(g, key, &v) && v != cfg->head_dim)
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s = %lld differs from the key length %d", path, key,
+                          (long long)v, cfg->head_dim);
+
+    cfg->rope_freq_scale = 1.0f;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    loom_str st;
+    if (loom_gguf_get_str(g, key, &st) && !(st.len == 4 && !memcmp(st.ptr, "none", 4))) {
+        if (st.len == 6 && !memcmp(st.ptr, "linear", 6)) {
+            float f;
+            LOOM_TRY(get_real(g, arch, "rope.scaling.factor", 1.0, &f));
+            cfg->rope_freq_scale = 1.0f / f;
+        } else if (!(st.len == 8 && !memcmp(st.ptr, "longrope", 8) && cfg->arch == LOOM_ARCH_PHI3)) {
+            return loom_error(LOOM_ERR_UNSUPPORTED, "%s: rope scaling '%.*s' is not supported (none, linear%s)", path,
+                              (int)st.len, st.ptr, cfg->arch == LOOM_ARCH_PHI3 ? ", longrope" : "");
+        }
+    }
+
+    if (cfg->n_heads % cfg->n_kv_heads)
+        return loom_error(LOOM_ERR_FORMAT, "%s: %d query heads are not a multiple of %d KV heads", path,
+                          cfg->n_heads, cfg->n_kv_heads);
+    if (cfg->rope_dim > cfg->head_dim || cfg->rope_dim % 2 || cfg->head_dim % 2)
+        return loom_error(LOOM_ERR_FORMAT, "%s: rope dimension %d must be even and at most the head size %d", path,
+                          cfg->rope_dim, cfg->head_dim);
+
+    const loom_gguf_tensor *emb = loom_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb) return loom_error(LOOM_ERR_FORMAT, "%s: tensor token_embd.weight is missing", path);
+    if (emb->n_dims != 2 || emb->ne[0] != cfg->dim || emb->ne[1] < 1 || emb->ne[1] > (1 << 24))
+        return loom_error(LOOM_ERR_FORMAT, "%s: token_embd.weight has shape [%lld, %lld], expected [%d, vocab]",
+                          path, (long long)emb->ne[0], (long long)emb->ne[1], cfg->dim);
+    cfg->vocab = (int)emb->ne[1];
+    cfg->tied_embeddings = !has_tensor(g, "output.weight");
+    cfg->has_rope_factors = has_tensor(g, "rope_freqs.weight");
+    cfg->qkv_bias = has_tensor(g, "blk.0.attn_q.bias");
+    LOOM_TRY(read_family(g, cfg));
+    if (cfg->pos == LOOM_POS_LEARNED) cfg->rope_dim = 0; /* nothing rotates */
+    if (cfg->encoder) cfg->tied_embeddings = false;
+    return NULL;
+}
+
+/* ---------------------------------------------------------- byte counts */
+
+static int64_t norm_floats(const loom_model_config *c, int64_t n) { return c->norm == LOOM_NORM_LAYER ? 2 * n : n; }
+
+int64_t loom_layer_vector_floats(const loom_model_config *c, int64_t nq, int64_t nkv, int64_t nffn) {
+    int64_t hd = c->head_dim, dim = c->dim, f = 2 * norm_floats(c, dim); /* two norms per layer */
+    if (c->post_norms) f += 2 * norm_floats(c, dim);
+    if (c->qkv_bias) f += (nq + 2 * nkv) * hd;
+    if (c->qk_norm) f += 2 * hd;
+    if (c->attn_out_bias) f += dim;
+    if (c->ffn_bias) f += nffn + dim;
+    return f;
+}
+
+int64_t loom_embed_vector_floats(const loom_model_config *c) {
+    return (c->type_embd ? c->dim : 0) + (c->embd_norm ? norm_floats(c, c->dim) : 0);
+}
+
+int64_t loom_head_vector_floats(const loom_model_config *c) { return c->encoder ? 0 : norm_floats(c, c->dim); }
+
+int64_t loom_rope_vector_floats(const loom_model_config *c) {
+    return (c->has_rope_factors ? c->rope_dim / 2 : 0) + (c->has_rope_long_short ? c->rope_dim : 0);
+}

@@ -1,0 +1,390 @@
+/*
+ * tests/test_families.c — the model families beyond llama (qwen3, gemma2,
+ * gemma3, phi3, gpt2, bert, nomic-bert) apart from their numbers against
+ * llama.cpp (tests/test_reference.c, tests/mpi_equivalence.c):
+ *   - the configuration each family's metadata gives (with llama.cpp's
+ *     defaults), on `loom synth` files;
+ *   - the planner's weight bytes equal what loom_weights_create binds, for
+ *     every family over several (tp, pp) grids with uneven splits;
+ *   - a TP split computes what one rank computes: in one process, the
+ *     partial outputs of every shard of a stage summed by hand;
+ *   - the new row operations (LayerNorm, GELU) on every ISA level against a
+ *     double-precision reference; pooling;
+ *   - what is refused: positions past gpt2's learned table, a causal bert.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "parallel/engine.h"
+#include "parallel/plan.h"
+#include "reference.h"
+#include "runtime/device_forward.h"
+#include "runtime/forward.h"
+#include "runtime/kernels.h"
+#include "runtime/model.h"
+#include "runtime/ops.h"
+#include "runtime/pooling.h"
+
+#define OK(expr)                                                                   \
+    do {                                                                           \
+        loom_status st_ = (expr);                                                  \
+        cr_assert(!st_, "%s: %s", #expr, st_ ? loom_status_message(st_) : "");     \
+    } while (0)
+
+/* ------------------------------------------------------------ models */
+
+typedef struct {
+    const char *name, *args;
+} synth_model;
+
+/* One of each family, small, with splits that are uneven at tp 2..4. */
+static const synth_model models[] = {
+    {"qwen3", "--arch qwen3 --layers 3 --dim 256 --heads 4 --kv-heads 2 --head-dim 128 --ffn 768 --vocab 400 "
+              "--type Q4_K_M"},
+    {"gemma2", "--arch gemma2 --layers 3 --dim 192 --heads 6 --kv-heads 2 --head-dim 32 --ffn 416 --vocab 300 "
+               "--type Q8_0 --window 8 --attn-softcap 3"},
+    {"gemma3", "--arch gemma3 --layers 7 --dim 128 --heads 4 --kv-heads 1 --head-dim 64 --ffn 320 --vocab 300 "
+               "--type F16 --window 12 --rope-scale 8"},
+    {"phi3", "--arch phi3 --layers 2 --dim 256 --heads 8 --kv-heads 4 --ffn 544 --vocab 300 --type Q4_0 --rope-dim 24 "
+             "--ctx 4096 --longrope-ctx 512"},
+    {"gpt2", "--arch gpt2 --layers 2 --dim 192 --heads 6 --kv-heads 6 --ffn 448 --vocab 300 --ctx 256 --type Q5_1"},
+    {"bert", "--arch bert --layers 2 --dim 192 --heads 6 --kv-heads 6 --ffn 384 --vocab 300 --ctx 256 --type Q8_0 "
+             "--pooling cls"},
+    {"nomic-bert", "--arch nomic-bert --layers 2 --dim 128 --heads 4 --kv-heads 4 --ffn 256 --vocab 300 --type F32"},
+};
+#define N_MODELS (sizeof models / sizeof models[0])
+
+static loom_gguf *open_synth(const synth_model *m, char *path, size_t cap) {
+    snprintf(path, cap, "/tmp/loom-test-families-%s-%d.gguf", m->name, (int)getpid());
+    cr_assert_eq(loom_test_synth(m->args, path), 0, "loom synth %s failed", m->args);
+    loom_gguf *g;
+    OK(loom_gguf_open(path, &g));
+    return g;
+}
+
+/* ------------------------------------------------------------ config */
+
+Test(families, config_of_each_family) {
+    char path[256];
+    loom_model_config c;
+    for (size_t i = 0; i < N_MODELS; i++) {
+        loom_gguf *g = open_synth(&models[i], path, sizeof path);
+        OK(loom_model_config_read(g, &c));
+        cr_assert_str_eq(c.arch_name, models[i].name);
+        switch (c.arch) {
+        case LOOM_ARCH_QWEN3:
+            cr_assert(c.qk_norm && c.rope_neox && !c.qkv_bias && c.head_dim == 128);
+            break;
+        case LOOM_ARCH_GEMMA2:
+            cr_assert(c.post_norms && !c.qk_norm && c.act == LOOM_ACT_GELU && c.tied_embeddings);
+            cr_assert(c.attn_softcap == 3.0f && c.final_softcap == 30.0f, "gemma2 soft-caps %g %g", c.attn_softcap,
+                      c.final_softcap);
+            cr_assert(fabsf(c.embd_scale - sqrtf(192)) < 1e-5f && fabsf(c.attn_scale - 1 / sqrtf(32)) < 1e-7f);
+            cr_assert(c.swa_window == 8 && loom_layer_is_swa(&c, 0) && !loom_layer_is_swa(&c, 1) &&
+                      loom_layer_is_swa(&c, 2), "gemma2 slides on even layers");
+            cr_assert(c.rope_base_swa == c.rope_base && c.rope_scale_swa == c.rope_freq_scale);
+            break;
+        case LOOM_ARCH_GEMMA3:
+            cr_assert(c.post_norms && c.qk_norm && c.attn_softcap == 0 && c.final_softcap == 0);
+            for (int l = 0; l < 7; l++) cr_assert_eq(loom_layer_is_swa(&c, l), l != 5, "gemma3 layer %d", l);
+            cr_assert(c.rope_base_swa == 10000.0f && c.rope_scale_swa == 1.0f && c.rope_freq_scale == 0.125f,
+                      "gemma3: local layers rotate with base 10000 unscaled, global ones scaled");
+            break;
+        case LOOM_ARCH_PHI3:
+            cr_assert(c.fused_qkv && c.fused_gate_up && c.rope_dim == 24 && c.has_rope_long_short && c.ctx_orig == 512);
+            cr_assert(fabsf(c.rope_attn_factor - sqrtf(1 + logf(8) / logf(512))) < 1e-6f);
+            break;
+        case LOOM_ARCH_GPT2:
+            cr_assert(c.norm == LOOM_NORM_LAYER && c.pos == LOOM_POS_LEARNED && c.rope_dim == 0 && c.fused_qkv &&
+                      c.qkv_bias && c.attn_out_bias && c.ffn_bias && c.ffn_plain && c.act == LOOM_ACT_GELU);
+            break;
+        case LOOM_ARCH_BERT:
+            cr_assert(c.encoder && c.bidirectional && c.post_ln && c.embd_norm && c.type_embd &&
+                      c.pos == LOOM_POS_LEARNED && c.pooling == LOOM_POOL_CLS && !c.fused_qkv && c.qkv_bias);
+            break;
+        case LOOM_ARCH_NOMIC_BERT:
+            cr_assert(c.encoder && c.fused_qkv && c.pos == LOOM_POS_ROPE && !c.ffn_plain && c.act == LOOM_ACT_SILU &&
+                      c.pooling == LOOM_POOL_MEAN);
+            break;
+        default: cr_assert_fail("unexpected family %s", c.arch_name);
+        }
+        loom_gguf_free(g);
+        unlink(path);
+    }
+}
+
+/* ------------------------------------------------------------ plan bytes */
+
+Test(families, plan_weight_bytes_are_what_the_weights_bind) {
+    static const int grids[][2] = {{1, 1}, {2, 1}, {3, 1}, {4, 1}, {2, 2}, {1, 2}};
+    char path[256];
+    for (size_t i = 0; i < N_MODELS; i++) {
+        loom_gguf *g = open_synth(&models[i], path, sizeof path);
+        loom_model_config c;
+        loom_plan_model m;
+        OK(loom_model_config_read(g, &c));
+        OK(loom_plan_model_read(g, &c, &m));
+        int planned = 0;
+        for (size_t k = 0; k < sizeof grids / sizeof grids[0]; k++) {
+            loom_plan_request req = loom_plan_request_defaults(grids[k][0], grids[k][1]);
+            req.engine.ctx_size = 256;
+            loom_plan *p;
+            loom_status st = loom_plan_make(&m, &req, NULL, &p);
+            if (st) { /* a tp the blocks do not allow: said so */
+                cr_assert_eq(loom_status_code(st), LOOM_ERR_PLAN, "%s: %s", models[i].name, loom_status_message(st));
+                loom_status_free(st);
+                continue;
+            }
+            planned++;
+            for (int r = 0; r < p->world; r++) {
+                loom_weights *w;
+                OK(loom_weights_create(g, &c, &p->ranks[r].shard, &w));
+                cr_assert_eq((int64_t)(w->bytes_mapped + w->bytes_copied), p->ranks[r].weight_bytes,
+                             "%s tp %d pp %d rank %d: binds %zu + %zu bytes, the plan says %lld", models[i].name,
+                             grids[k][0], grids[k][1], r, w->bytes_mapped, w->bytes_copied,
+                             (long long)p->ranks[r].weight_bytes);
+                loom_weights_free(w);
+            }
+            loom_plan_free(p);
+        }
+        cr_assert_geq(planned, 4, "%s: only %d of the grids could be planned", models[i].name, planned);
+        loom_plan_model_free(&m);
+        loom_gguf_free(g);
+        unlink(path);
+    }
+}
+
+/* ------------------------------------------------------------ TP by hand */
+
+/* Runs `n` tokens of one sequence through layer range [0, layers) of `g`
+ * split into `tp` shards of one stage by the planner, summing the
+ * partials of every block by hand (what the all-reduce does), and returns
+ * the last layer's hidden states (n, dim) — or, with tp 1, the whole model. */
+static float *run_split(const loom_gguf *g, const loom_model_config *c, const loom_plan_model *m, int tp,
+                        const int32_t *tokens, int n) {
+    loom_plan_request req = loom_plan_request_defaults(tp, 1);
+    req.engine.ctx_size = 64;
+    loom_plan *p;
+    OK(loom_plan_make(m, &req, NULL, &p));
+    loom_weights *w[4];
+    loom_kv_cache *kv[4];
+    loom_forward *f[4];
+    loom_pool *pool;
+    OK(loom_pool_create(1, &pool));
+    int32_t pos[64], seq[64];
+    int8_t want[64];
+    for (int i = 0; i < n; i++) pos[i] = i, seq[i] = 0, want[i] = 1;
+    loom_batch b = {n, tokens, NULL, pos, seq, want};
+    const int dim = c->dim;
+    for (int t = 0; t < tp; t++) {
+        OK(loom_weights_create(g, c, &p->ranks[t].shard, &w[t]));
+        loom_kv_config kc = {.n_layers = c->n_layers, .n_kv_heads = w[t]->n_kv, .head_dim = c->head_dim,
+                             .type = LOOM_TYPE_F32, .block_tokens = 16, .n_blocks = 4, .max_seqs = 1, .max_ctx = 64};
+        OK(loom_kv_create(&kc, &kv[t]));
+        OK(loom_kv_reserve(kv[t], 0, n));
+        OK(loom_forward_create(w[t], kv[t], pool, 64, &f[t]));
+        OK(loom_forward_prepare(f[t], &b));
+        OK(loom_forward_embed(f[t], &b));
+    }
+    float *sum = malloc(sizeof(float) * (size_t)n * dim), *out = malloc(sizeof(float) * (size_t)n * dim);
+#define ALL_REDUCE(buf_of)                                                                          \
+    do {                                                                                            \
+        memset(sum, 0, sizeof(float) * (size_t)n * dim);                                            \
+        for (int t = 0; t < tp; t++)                                                                \
+            for (int i = 0; i < n * dim; i++) sum[i] += (buf_of)[i];                                \
+    } while (0)
+    ALL_REDUCE(loom_forward_hidden(f[t]));
+    for (int t = 0; t < tp; t++) {
+        memcpy(loom_forward_hidden(f[t]), sum, sizeof(float) * (size_t)n * dim);
+        loom_forward_embed_finish(f[t], &b);
+    }
+    for (int l = 0; l < c->n_layers; l++)
+        for (int blk = 0; blk < 2; blk++) {
+            for (int t = 0; t < tp; t++) {
+                if (blk == 0) OK(loom_forward_attention(f[t], l, &b, loom_forward_scratch(f[t])));
+                else loom_forward_mlp(f[t], l, n, loom_forward_scratch(f[t]));
+            }
+            ALL_REDUCE(loom_forward_scratch(f[t]));
+            for (int t = 0; t < tp; t++) {
+                memcpy(loom_forward_scratch(f[t]), sum, sizeof(float) * (size_t)n * dim);
+                loom_forward_residual(f[t], l, blk ? LOOM_BLOCK_MLP : LOOM_BLOCK_ATTN, n, loom_forward_scratch(f[t]));
+            }
+        }
+#undef ALL_REDUCE
+    memcpy(out, loom_forward_hidden(f[0]), sizeof(float) * (size_t)n * dim);
+    for (int t = 1; t < tp; t++) /* every TP rank holds the same residual stream */
+        cr_assert(!memcmp(out, loom_forward_hidden(f[t]), sizeof(float) * (size_t)n * dim), "TP rank %d differs", t);
+    for (int t = 0; t < tp; t++) {
+        loom_forward_free(f[t]);
+        loom_kv_free(kv[t]);
+        loom_weights_free(w[t]);
+    }
+    loom_pool_free(pool);
+    loom_plan_free(p);
+    free(sum);
+    return out;
+}
+
+/* The hidden states of a TP split equal one rank's up to float rounding of
+ * the split sums (F32/F16 models: no 8-bit activations to amplify it). */
+Test(families, tp_split_sums_to_one_rank) {
+    static const synth_model split_models[] = {
+        {"qwen3", "--arch qwen3 --layers 2 --dim 96 --heads 6 --kv-heads 2 --head-dim 16 --ffn 200 --vocab 300 --type F32"},
+        {"gemma2", "--arch gemma2 --layers 3 --dim 96 --heads 6 --kv-heads 3 --head-dim 24 --ffn 200 --vocab 300 "
+                   "--type F32 --window 5 --attn-softcap 2"},
+        {"gemma3", "--arch gemma3 --layers 3 --dim 96 --heads 6 --kv-heads 2 --head-dim 32 --ffn 200 --vocab 300 "
+                   "--type F16 --window 4 --window-pattern 2 --rope-scale 4"},
+        {"phi3", "--arch phi3 --layers 2 --dim 96 --heads 6 --kv-heads 3 --ffn 200 --vocab 300 --type F32 --rope-dim 12 "
+                 "--ctx 4096 --longrope-ctx 32"},
+        {"gpt2", "--arch gpt2 --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --ctx 64 --type F32"},
+        {"bert", "--arch bert --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --ctx 64 --type F32"},
+        {"nomic-bert", "--arch nomic-bert --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --type F32"},
+    };
+    int32_t tokens[40];
+    for (int i = 0; i < 40; i++) tokens[i] = (int32_t)((i * 37 + 11) % 300);
+    char path[256];
+    for (size_t i = 0; i < sizeof split_models / sizeof split_models[0]; i++) {
+        loom_gguf *g = open_synth(&split_models[i], path, sizeof path);
+        loom_model_config c;
+        loom_plan_model m;
+        OK(loom_model_config_read(g, &c));
+        OK(loom_plan_model_read(g, &c, &m));
+        float *one = run_split(g, &c, &m, 1, tokens, 40);
+        for (int tp = 2; tp <= 4; tp++) {
+            float *split = run_split(g, &c, &m, tp, tokens, 40);
+            double worst = 0, scale = 0;
+            for (int k = 0; k < 40 * c.dim; k++) {
+                double d = fabs((double)split[k] - one[k]);
+                worst = d > worst ? d : worst;
+                scale = fabs(one[k]) > scale ? fabs(one[k]) : scale;
+            }
+            cr_assert(worst <= 2e-5 * (scale > 1 ? scale : 1), "%s tp %d: hidden states differ by %g (largest %g)",
+                      split_models[i].name, tp, worst, scale);
+            free(split);
+        }
+        free(one);
+        loom_plan_model_free(&m);
+        loom_gguf_free(g);
+        unlink(path);
+    }
+}
+
+/* ------------------------------------------------------------ rows */
+
+static double gelu_ref(double x) { return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+
+Test(families, layernorm_and_gelu_rows_on_every_level) {
+    enum { N = 301 };
+    float x[N], w[N], b[N], up[N], out[N];
+    for (int i = 0; i < N; i++)
+        x[i] = (float)(sin(i * 0.7) * 6 + 2), w[i] = (float)(1 + 0.3 * cos(i)), b[i] = (float)(0.1 * sin(3 * i)),
+        up[i] = (float)cos(i * 1.3);
+    x[7] = -12.0f, x[8] = 11.0f, x[9] = 0.0f, x[10] = -1e-4f, x[11] = 40.0f, x[12] = -40.0f;
+    double mean = 0, var = 0;
+    for (int i = 0; i < N; i++) mean += x[i];
+    mean /= N;
+    for (int i = 0; i < N; i++) var += (x[i] - mean) * (x[i] - mean);
+    var /= N;
+    for (int isa = 0; isa <= (int)loom_isa_detect(); isa++) {
+        const loom_kernels *k = loom_kernels_of((loom_isa)isa);
+        k->layernorm(out, x, w, b, N, 1e-5f);
+        for (int i = 0; i < N; i++) {
+            double r = (x[i] - mean) / sqrt(var + 1e-5) * w[i] + b[i];
+            cr_assert(fabs(out[i] - r) <= 2e-6 * (1 + fabs(r)), "%s layernorm[%d] %g vs %g", k->name, i, out[i], r);
+        }
+        memcpy(out, x, sizeof x);
+        k->gelu(out, NULL, N);
+        for (int i = 0; i < N; i++) {
+            double r = gelu_ref(x[i]);
+            cr_assert(fabs(out[i] - r) <= 1e-6 * (1 + fabs(r)), "%s gelu(%g) %g vs %g", k->name, x[i], out[i], r);
+        }
+        memcpy(out, x, sizeof x);
+        k->gelu(out, up, N);
+        for (int i = 0; i < N; i++) {
+            double r = gelu_ref(x[i]) * up[i];
+            cr_assert(fabs(out[i] - r) <= 1e-6 * (1 + fabs(r)), "%s geglu[%d] %g vs %g", k->name, i, out[i], r);
+        }
+    }
+    float cap[4] = {0, 1, -100, 1e30f};
+    loom_softcap_row(cap, 4, 5.0f);
+    cr_assert(cap[0] == 0 && fabsf(cap[1] - 5 * tanhf(0.2f)) < 1e-7f && cap[2] == -5.0f && cap[3] == 5.0f);
+}
+
+Test(families, pooling) {
+    const float h[3 * 4] = {1, 2, 3, 4, 5, 6, 7, 8, -3, 1, 2, 0};
+    float o[4];
+    loom_embedding_pool(LOOM_POOL_MEAN, h, 3, 4, false, o);
+    cr_assert(o[0] == 1 && o[1] == 3 && o[2] == 4 && o[3] == 4);
+    loom_embedding_pool(LOOM_POOL_CLS, h, 3, 4, false, o);
+    cr_assert(o[0] == 1 && o[3] == 4);
+    loom_embedding_pool(LOOM_POOL_LAST, h, 3, 4, true, o);
+    cr_assert(fabsf(o[0] + 3 / sqrtf(14)) < 1e-7f && o[3] == 0);
+    loom_pooling p;
+    cr_assert(loom_pooling_parse("cls", &p) && p == LOOM_POOL_CLS && !loom_pooling_parse("max", &p));
+    cr_assert_str_eq(loom_pooling_name(LOOM_POOL_LAST), "last");
+}
+
+/* ------------------------------------------------------------ refusals */
+
+Test(families, positions_past_the_learned_table_are_refused) {
+    const synth_model m = {"gpt2", "--arch gpt2 --layers 1 --dim 64 --heads 2 --kv-heads 2 --ffn 128 --vocab 300 "
+                                   "--ctx 16 --type F32"};
+    char path[256];
+    loom_gguf *g = open_synth(&m, path, sizeof path);
+    loom_engine_options o = loom_engine_defaults();
+    o.n_threads = 1, o.ctx_size = 32, o.max_seqs = 1, o.batch_rows = 32;
+    loom_engine *e;
+    OK(loom_engine_create(g, &o, NULL, NULL, NULL, &e));
+    int32_t toks[20] = {0};
+    float *logits = malloc(sizeof(float) * 20 * 300);
+    OK(loom_engine_score(e, toks, 16, logits));
+    loom_status st = loom_engine_score(e, toks, 20, logits);
+    cr_assert(st && loom_status_code(st) == LOOM_ERR_CONTEXT && strstr(loom_status_message(st), "learned positions"),
+              "%s", st ? loom_status_message(st) : "accepted");
+    loom_status_free(st);
+    free(logits);
+    loom_engine_free(e);
+    loom_gguf_free(g);
+    unlink(path);
+}
+
+/* ------------------------------------------------------------ devices */
+
+/* The device forward pass (runtime/device_forward.h) runs llama and qwen2
+ * only: `auto` keeps every other family on the CPU, and asking for a device
+ * (the host device here; CUDA goes through the same check) is refused with
+ * the family named, never run as if it were llama. */
+Test(families, device_pass_refuses_the_other_families) {
+    char path[256];
+    for (size_t i = 0; i < N_MODELS; i++) {
+        loom_gguf *g = open_synth(&models[i], path, sizeof path);
+        loom_model_config c;
+        OK(loom_model_config_read(g, &c));
+        cr_assert(!loom_dforward_supports(&c), "%s", c.arch_name);
+        cr_assert_eq(loom_dforward_resolve(LOOM_DEVICE_AUTO, &c), LOOM_DEVICE_CPU, "%s", c.arch_name);
+        cr_assert_eq(loom_dforward_resolve(LOOM_DEVICE_HOST, &c), LOOM_DEVICE_HOST, "%s", c.arch_name);
+        loom_engine_options o = loom_engine_defaults();
+        o.n_threads = 1;
+        o.ctx_size = 64;
+        o.max_seqs = 1;
+        o.batch_rows = 16;
+        o.device = LOOM_DEVICE_HOST;
+        loom_engine *e = NULL;
+        loom_status st = loom_engine_create(g, &o, NULL, NULL, NULL, &e);
+        cr_assert_eq(loom_status_code(st), LOOM_ERR_UNSUPPORTED, "%s on the host device: %s", c.arch_name,
+                     loom_status_message(st));
+        cr_assert(strstr(loom_status_message(st), c.arch_name), "%s", loom_status_message(st));
+        loom_status_free(st);
+        o.device = LOOM_DEVICE_AUTO;
+        OK(loom_engine_create(g, &o, NULL, NULL, NULL, &e));
+        loom_engine_free(e);
+        loom_gguf_free(g);
+        unlink(path);
+    }
+    loom_model_config llama = {.arch = LOOM_ARCH_LLAMA}, qwen2 = {.arch = LOOM_ARCH_QWEN2};
+    cr_assert(loom_dforward_supports(&llama) && loom_dforward_supports(&qwen2));
+}
