@@ -14,32 +14,6 @@ fi
 PY="$venv/bin/python"
 modes=${SERVE_MODES:-"full cluster auth queue"}
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-# start_server LOG CMD...: starts CMD in the background and waits for /health
-start_server() {
-  local log=$1; shift
-  PORT=$(free_port)
-  "$@" --port "$PORT" > "$log" 2>&1 &
-  SERVER=$!
-  for _ in $(seq 1 600); do
-    curl -sf "http://127.0.0.1:$PORT/health" > /dev/null 2>&1 && return 0
-    kill -0 "$SERVER" 2> /dev/null || fail "the server exited: $(tail -5 "$log")"
-    sleep 0.2
-  done
-  fail "the server did not come up: $(tail -5 "$log")"
-}
-
-# stop_server LOG: SIGTERM, which must end it cleanly (exit 0) within 60 s
-stop_server() {
-  kill -TERM "$SERVER"
-  for _ in $(seq 1 300); do kill -0 "$SERVER" 2> /dev/null || break; sleep 0.2; done
-  if kill -0 "$SERVER" 2> /dev/null; then kill -KILL "$SERVER"; fail "SIGTERM did not stop the server"; fi
-  wait "$SERVER"
-  local rc=$?
-  [ $rc -eq 0 ] || fail "the server exited with $rc after SIGTERM: $(tail -5 "$1")"
-}
-
 client() { "$PY" "$here/serve_client.py" "$@" || fail "serve_client.py $1 (server log: $TMP/$1.log)"; }
 
 for mode in $modes; do

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Embeddings end to end on a random-weight BERT written by `loom synth`:
+# `loom embed` (unit length, deterministic, the same under mpirun at tp 2
+# and pp 2), `loom generate` refusing an encoder, and the server's
+# POST /v1/embeddings in OpenAI's shape (float and base64, strings and token
+# ids, the CLI's vectors) with its errors; generation endpoints refuse an
+# encoder with a 400.
+. "$(dirname "$0")/lib.sh"
+
+BERT=$TMP/bert.gguf
+"$LOOM" synth --arch bert --layers 2 --dim 192 --heads 6 --kv-heads 6 --ffn 384 --vocab 700 --ctx 1024 \
+  --type F16 --pooling mean --seed 31 --out "$BERT" > /dev/null 2> "$TMP/err" || fail "synth: $(tail -3 "$TMP/err")"
+printf 'hello world\nthe quick brown fox\nhello world\n' > "$TMP/texts.txt"
+
+embed() { # OUT [LAUNCHER...] -- [ARGS...]: loom embed --json of the three texts
+  local out=$1 pre=() post=(); shift
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do pre+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  post=("$@")
+  ${pre[@]+"${pre[@]}"} "$LOOM" embed --model "$BERT" --file "$TMP/texts.txt" --json --threads 1 ${post[@]+"${post[@]}"} \
+    > "$out" 2> "$TMP/err" || fail "embed ${pre[*]:-} ${post[*]:-}: $(tail -3 "$TMP/err")"
+}
+embed "$TMP/one.json"
+python3 - "$TMP/one.json" <<'EOF' || fail "loom embed: see above"
+import json, math, sys
+o = json.load(open(sys.argv[1]))
+d = o["data"]
+assert len(d) == 3 and [x["index"] for x in d] == [0, 1, 2], d
+for x in d:
+    e = x["embedding"]
+    assert len(e) == 192, len(e)
+    n = math.sqrt(sum(v * v for v in e))
+    assert abs(n - 1) < 1e-5, f"norm {n}"
+assert d[0]["embedding"] == d[2]["embedding"], "the same text gave different embeddings"
+cos = sum(a * b for a, b in zip(d[0]["embedding"], d[1]["embedding"]))
+assert cos < 0.999, f"different texts gave the same embedding (cos {cos})"
+EOF
+ok "loom embed: unit length, deterministic, texts told apart"
+
+for grid in "2 1" "1 2"; do
+  set -- $grid
+  embed "$TMP/tp$1pp$2.json" $MPIRUN -np $(($1 * $2)) -- --tp "$1" --pp "$2"
+  python3 - "$TMP/one.json" "$TMP/tp$1pp$2.json" <<'EOF' || fail "embed under mpirun tp $1 pp $2 differs from one rank"
+import json, sys
+a, b = (json.load(open(p))["data"] for p in sys.argv[1:3])
+for x, y in zip(a, b):
+    cos = sum(u * v for u, v in zip(x["embedding"], y["embedding"]))
+    assert cos > 0.99999, f"cos {cos}"
+EOF
+  ok "loom embed under mpirun, tp $1 pp $2: the one-rank vectors"
+done
+
+expect_fail "generate refuses an encoder" "encoder|embed" "$LOOM" generate --model "$BERT" --prompt hi --max-tokens 4
+
+start_server "$TMP/serve.log" "$LOOM" serve --model "$BERT" --threads 1 --ctx-size 512
+post() { # PATH BODY -> prints the HTTP code, the body in $TMP/resp
+  curl -s -o "$TMP/resp" -w '%{http_code}' -H 'Content-Type: application/json' -d "$2" "http://127.0.0.1:$PORT$1"
+}
+code=$(post /v1/embeddings '{"model": "bert", "input": ["hello world", "the quick brown fox"]}')
+[ "$code" = 200 ] || fail "/v1/embeddings: HTTP $code: $(cat "$TMP/resp")"
+cp "$TMP/resp" "$TMP/http.json"
+ids=$("$LOOM" tokenize --model "$BERT" --text "hello world" --json 2> /dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)['tokens'])")
+code=$(post /v1/embeddings "{\"input\": [$ids], \"encoding_format\": \"base64\"}")
+[ "$code" = 200 ] || fail "/v1/embeddings with token ids, base64: HTTP $code: $(cat "$TMP/resp")"
+python3 - "$TMP/one.json" "$TMP/http.json" "$TMP/resp" <<'EOF' || fail "/v1/embeddings: see above"
+import base64, json, struct, sys
+cli = json.load(open(sys.argv[1]))["data"]
+r = json.load(open(sys.argv[2]))
+assert r["object"] == "list" and r["usage"]["prompt_tokens"] == cli[0]["tokens"] + cli[1]["tokens"], r["usage"]
+for i in range(2):
+    x = r["data"][i]
+    assert x["object"] == "embedding" and x["index"] == i, x.keys()
+    cos = sum(u * v for u, v in zip(x["embedding"], cli[i]["embedding"]))
+    assert cos > 0.999999, f"input {i}: cos {cos} against loom embed"
+b = json.load(open(sys.argv[3]))["data"][0]["embedding"]
+v = struct.unpack("<192f", base64.b64decode(b))
+cos = sum(u * w for u, w in zip(v, cli[0]["embedding"]))
+assert cos > 0.999999, f"base64 from token ids: cos {cos}"
+EOF
+ok "/v1/embeddings: OpenAI's shape, the CLI's vectors, token ids, base64"
+
+for bad in '{"input": 5}' '{"input": []}' '{"input": "x", "encoding_format": "int8"}' '{"input": "x", "dimensions": 7}' 'not json'; do
+  code=$(post /v1/embeddings "$bad")
+  [ "$code" = 400 ] || fail "/v1/embeddings $bad: HTTP $code, expected 400: $(cat "$TMP/resp")"
+done
+ok "/v1/embeddings: malformed requests get 400"
+code=$(post /v1/chat/completions '{"messages": [{"role": "user", "content": "hi"}]}')
+[ "$code" = 400 ] || fail "/v1/chat/completions on an encoder: HTTP $code, expected 400"
+ok "generation endpoints refuse an encoder"
+curl -sf "http://127.0.0.1:$PORT/health" > /dev/null || fail "/health after the bad requests"
+stop_server "$TMP/serve.log"
+ok "embeddings end to end"
