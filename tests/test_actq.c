@@ -33,7 +33,7 @@ static void fill(float *x, int64_t k, int kind) {
         break;
     case 3: /* zero blocks and one spike per 256 */
         for (int64_t i = 0; i < k; i++) x[i] = (i / 32) % 3 == 0 ? 0.0f : x[i] * 1e-3f;
-        for (int64_t b = 0; b < k; b += 256) x[b + 77 % 256] = 3.0e4f;
+        for (int64_t b = 0; b + 77 < k; b += 256) x[b + 77] = 3.0e4f; /* a spike at element 77 of each 256 */
         break;
     case 4: /* denormals and tiny values */
         for (int64_t i = 0; i < k; i++) x[i] = frand(1e-38f);
