@@ -106,37 +106,9 @@ say() { printf '%s\n' "$*" >&2; }
 [ -x "$loom" ] || { say "bench-serve: $loom is missing: run launch/quickstart.sh (or set LOOM=)"; exit 1; }
 
 # ---------------------------------------------------------------- (a) llama-server
-ver=0.3.36
-sdist=$cache/dl/llama_cpp_python-$ver.tar.gz
-src=$cache/llama.cpp-$ver
-bld=$src/build-serve
-llama_flags=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_CPU=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF
-  -DGGML_VULKAN=OFF -DGGML_OPENCL=OFF -DGGML_HIP=OFF -DGGML_SYCL=OFF -DGGML_RPC=OFF -DLLAMA_OPENSSL=OFF
-  -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON
-  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF)
-# (no CURL: this llama.cpp has none left; OpenSSL off, so nothing is downloaded;
-#  the web UI is neither built with npm nor fetched: the server embeds no assets)
-if [ ! -f "$sdist" ]; then
-  say "bench-serve: downloading llama-cpp-python==$ver (sdist) from PyPI"
-  python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$cache/dl" "llama-cpp-python==$ver" >&2
-fi
-if [ ! -f "$src/.unpacked" ]; then
-  say "bench-serve: unpacking llama.cpp from $sdist"
-  rm -rf "$src"
-  mkdir -p "$src"
-  tar -xzf "$sdist" -C "$src" --strip-components=3 "llama_cpp_python-$ver/vendor/llama.cpp"
-  touch "$src/.unpacked"
-fi
-llama_server=$bld/bin/llama-server
-stamp="${llama_flags[*]}"
-if [ ! -x "$llama_server" ] || [ "$(cat "$bld/.flags" 2>/dev/null)" != "$stamp" ]; then
-  say "bench-serve: building llama-server (several minutes): cmake ${llama_flags[*]}"
-  cmake -S "$src" -B "$bld" "${llama_flags[@]}" > "$work/llama-cmake.log" 2>&1 ||
-    { cat "$work/llama-cmake.log" >&2; exit 1; }
-  cmake --build "$bld" --target llama-server -j "$(nproc)" > "$work/llama-build.log" 2>&1 ||
-    { tail -50 "$work/llama-build.log" >&2; exit 1; }
-  echo "$stamp" > "$bld/.flags"
-fi
+. "$(dirname "$0")/llamacpp-build.sh"
+llamacpp_build bench-serve build-serve llama-server -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF || exit 1
+llama_server=$llamacpp_bin
 
 # ---------------------------------------------------------------- (b) the client's venv
 venv=$cache/venv-bench-serve

@@ -67,36 +67,9 @@ kids_s() { awk 'NR==2{t=0; for(i=1;i<=2;i++){split($i,b,"m"); sub("s","",b[2]); 
 [ -x "$loom" ] || { say "bench-vs-llamacpp: $loom is missing: run launch/quickstart.sh (or set LOOM=)"; exit 1; }
 
 # ---------------------------------------------------------------- (a) llama.cpp
-ver=0.3.36
-sdist=$cache/dl/llama_cpp_python-$ver.tar.gz
-src=$cache/llama.cpp-$ver
-bld=$src/build-bench
-llama_flags=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_CPU=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF
-  -DGGML_VULKAN=OFF -DGGML_OPENCL=OFF -DGGML_HIP=OFF -DGGML_SYCL=OFF -DGGML_RPC=OFF -DLLAMA_OPENSSL=OFF
-  -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF)
-# (this llama.cpp has no CURL dependency left: LLAMA_CURL is deprecated and ignored;
-#  model downloads would go through OpenSSL, which is off)
-if [ ! -f "$sdist" ]; then
-  say "bench-vs-llamacpp: downloading llama-cpp-python==$ver (sdist) from PyPI"
-  python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$cache/dl" "llama-cpp-python==$ver" >&2
-fi
-if [ ! -f "$src/.unpacked" ]; then
-  say "bench-vs-llamacpp: unpacking llama.cpp from $sdist"
-  rm -rf "$src"
-  mkdir -p "$src"
-  tar -xzf "$sdist" -C "$src" --strip-components=3 "llama_cpp_python-$ver/vendor/llama.cpp"
-  touch "$src/.unpacked"
-fi
-llama_bench=$bld/bin/llama-bench
-stamp="${llama_flags[*]}"
-if [ ! -x "$llama_bench" ] || [ "$(cat "$bld/.flags" 2>/dev/null)" != "$stamp" ]; then
-  say "bench-vs-llamacpp: building llama-bench: cmake ${llama_flags[*]}"
-  cmake -S "$src" -B "$bld" "${llama_flags[@]}" > "$work/llama-cmake.log" 2>&1 ||
-    { cat "$work/llama-cmake.log" >&2; exit 1; }
-  cmake --build "$bld" --target llama-bench -j "$(nproc)" > "$work/llama-build.log" 2>&1 ||
-    { tail -50 "$work/llama-build.log" >&2; exit 1; }
-  echo "$stamp" > "$bld/.flags"
-fi
+. "$(dirname "$0")/llamacpp-build.sh"
+llamacpp_build bench-vs-llamacpp build-bench llama-bench -DLLAMA_BUILD_SERVER=OFF || exit 1
+llama_bench=$llamacpp_bin
 
 # ---------------------------------------------------------------- (b) models
 default_model=$("$root/launch/fetch-model.sh")
