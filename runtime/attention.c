@@ -20,33 +20,36 @@ _Static_assert(LOOM_ATTN_NQ_MAX == LOOM_ATTN_UNIT_NQ, "device units hold as many
 
 /* ------------------------------------------------------------ store */
 
+void loom_kv_write_head(void *kb, void *vb, size_t ko, size_t vo, int block_tokens, int head_dim, bool f16,
+                        const float *k, const float *v) {
+    const int hd = head_dim, bt = block_tokens;
+    if (!f16) {
+        float *kd = (float *)kb + ko;
+        for (int d = 0; d < hd; d++) kd[(size_t)d * bt] = k[d];
+        memcpy((float *)vb + vo, v, (size_t)hd * sizeof(float));
+        return;
+    }
+    loom_f16_row_fn *to_f16 = loom_kernels_get()->f16_row;
+    uint16_t tmp[64], *kd = (uint16_t *)kb + ko;
+    for (int d0 = 0; d0 < hd; d0 += 64) {
+        const int m = hd - d0 < 64 ? hd - d0 : 64;
+        to_f16(k + d0, tmp, m);
+        for (int d = 0; d < m; d++) kd[(size_t)(d0 + d) * bt] = tmp[d];
+    }
+    to_f16(v, (uint16_t *)vb + vo, hd);
+}
+
 void loom_attention_store(const loom_attention_args *a) {
     const loom_kv_config *kc = loom_kv_config_of(a->kv);
     const int hd = a->head_dim, bt = kc->block_tokens, kvdim = a->n_kv * hd;
     const bool f16 = kc->type == LOOM_TYPE_F16;
-    loom_f16_row_fn *to_f16 = loom_kernels_get()->f16_row;
-    uint16_t tmp[64];
     for (int i = 0; i < a->n; i++) {
         const int p = a->pos[i], slot = p % bt;
         const int32_t blk = loom_kv_table(a->kv, a->seq[i])[p / bt];
         void *kb = loom_kv_k_block(a->kv, a->layer, blk), *vb = loom_kv_v_block(a->kv, a->layer, blk);
-        for (int h = 0; h < a->n_kv; h++) {
-            const float *ks = a->k + (size_t)i * kvdim + (size_t)h * hd, *vs = a->v + (size_t)i * kvdim + (size_t)h * hd;
-            const size_t ko = loom_kv_k_offset(kc, h, slot, 0), vo = loom_kv_v_offset(kc, h, slot, 0);
-            if (!f16) {
-                float *kd = (float *)kb + ko;
-                for (int d = 0; d < hd; d++) kd[(size_t)d * bt] = ks[d];
-                memcpy((float *)vb + vo, vs, (size_t)hd * sizeof(float));
-                continue;
-            }
-            uint16_t *kd = (uint16_t *)kb + ko, *vd = (uint16_t *)vb + vo;
-            for (int d0 = 0; d0 < hd; d0 += 64) {
-                const int m = hd - d0 < 64 ? hd - d0 : 64;
-                to_f16(ks + d0, tmp, m);
-                for (int d = 0; d < m; d++) kd[(size_t)(d0 + d) * bt] = tmp[d];
-            }
-            to_f16(vs, vd, hd);
-        }
+        for (int h = 0; h < a->n_kv; h++)
+            loom_kv_write_head(kb, vb, loom_kv_k_offset(kc, h, slot, 0), loom_kv_v_offset(kc, h, slot, 0), bt, hd, f16,
+                               a->k + (size_t)i * kvdim + (size_t)h * hd, a->v + (size_t)i * kvdim + (size_t)h * hd);
     }
 }
 

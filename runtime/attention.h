@@ -86,6 +86,13 @@ typedef struct {
  * reserved for every row's position). */
 void loom_attention_store(const loom_attention_args *a);
 
+/* One position of one KV head into a paged block pair (kv_cache.h's layout):
+ * key element d at kb[ko + d·block_tokens] (transposed), values at vb[vo..];
+ * F16 through the kernel table's conversion (the CPU's bits). Shared by the
+ * CPU store above and the host device's. */
+void loom_kv_write_head(void *kb, void *vb, size_t ko, size_t vo, int block_tokens, int head_dim, bool f16,
+                        const float *k, const float *v);
+
 /* out = softmax(q·Kᵀ/√d, causal: positions ≤ the row's; see the fields
  * above for the scale, soft-capping, windows and bidirectional rows) · V for every row
  * and query head, over the cache (which holds this batch's rows and every

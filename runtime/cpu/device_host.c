@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/attention.h"
 #include "runtime/cpu/cpu_kernels.h"
 #include "runtime/device.h"
 #include "runtime/ops.h"
@@ -288,9 +289,7 @@ static void h_argmax(loom_device *d, const float *x, int n, int64_t cols, int64_
 static void h_rope_store(loom_device *d, const loom_dev_rope_args *a) {
     (void)d;
     const int hd = a->head_dim, bt = a->block_tokens, qdim = a->n_q * hd, kvdim = a->n_kv * hd;
-    loom_f16_row_fn *to_f16 = loom_kernels_get()->f16_row;
     float vtmp[HOST_MAX_HEAD];
-    uint16_t tmp[64];
     for (int i = 0; i < a->n; i++) {
         float *qi = a->q + (size_t)i * qdim, *ki = a->k + (size_t)i * kvdim;
         const float *vi = a->v + (size_t)i * kvdim;
@@ -309,20 +308,8 @@ static void h_rope_store(loom_device *d, const loom_dev_rope_args *a) {
                 for (int j = 0; j < hd; j++) vtmp[j] = vs[j] + a->bv[(size_t)h * hd + j];
                 vs = vtmp;
             }
-            const size_t ko = ((size_t)h * hd) * bt + (size_t)t, vo = ((size_t)h * bt + (size_t)t) * hd;
-            if (!a->f16) {
-                float *kd = (float *)kb + ko;
-                for (int j = 0; j < hd; j++) kd[(size_t)j * bt] = ks[j];
-                memcpy((float *)vb + vo, vs, (size_t)hd * sizeof(float));
-                continue;
-            }
-            uint16_t *kd = (uint16_t *)kb + ko, *vd = (uint16_t *)vb + vo;
-            for (int d0 = 0; d0 < hd; d0 += 64) {
-                const int m = hd - d0 < 64 ? hd - d0 : 64;
-                to_f16(ks + d0, tmp, m);
-                for (int j = 0; j < m; j++) kd[(size_t)(d0 + j) * bt] = tmp[j];
-            }
-            to_f16(vs, vd, hd);
+            loom_kv_write_head(kb, vb, ((size_t)h * hd) * bt + (size_t)t, ((size_t)h * bt + (size_t)t) * hd, bt, hd,
+                               a->f16, ks, vs);
         }
     }
 }
