@@ -56,6 +56,15 @@ def draw(ax, rows, group, meas, pred, label_fmt, colors):
                 ax.plot(xs, py, ls="none", marker=MARK[k], mfc="none", color=c, ms=9)
 
 
+def save(fig, out, name, suptitle=None):
+    """Titles, lays out and writes OUT/NAME.png, then frees the figure."""
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, name + ".png"), dpi=110)
+    plt.close(fig)
+
+
 def main(d):
     data = json.load(open(os.path.join(d, "sweep.json")))
     rows = data["rows"]
@@ -80,10 +89,7 @@ def main(d):
         a.set_xticks(ranks)
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
-    fig.suptitle(title + " — filled: measured, hollow: predicted", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "throughput.png"), dpi=110)
-    plt.close(fig)
+    save(fig, out, "throughput", title + " — filled: measured, hollow: predicted")
 
     # speed-up against ideal
     fig, ax = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -100,10 +106,7 @@ def main(d):
         a.set_xticks(ranks)
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
-    fig.suptitle(title + " — filled: measured, hollow: predicted", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "speedup.png"), dpi=110)
-    plt.close(fig)
+    save(fig, out, "speedup", title + " — filled: measured, hollow: predicted")
 
     # latency
     fig, ax = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -115,10 +118,7 @@ def main(d):
         a.set_xticks(ranks)
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
-    fig.suptitle(title + " — filled: measured, hollow: predicted", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "latency.png"), dpi=110)
-    plt.close(fig)
+    save(fig, out, "latency", title + " — filled: measured, hollow: predicted")
 
     # communication and idle share per rank
     multi = [r for r in dec_rows if r["ranks"] > 1]
@@ -147,10 +147,7 @@ def main(d):
             a.set_xticklabels(labels, rotation=60, fontsize=7)
             a.set(ylabel="% of decode time", title="%d sequence(s)" % s, ylim=(0, 100))
             a.legend(fontsize=7)
-        fig.suptitle(title + " — per rank: left bar measured, right (hatched) predicted", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "comm_share.png"), dpi=110)
-        plt.close(fig)
+        save(fig, out, "comm_share", title + " — per rank: left bar measured, right (hatched) predicted")
 
     # predicted against measured
     pairs = [(r["decode_tokens_per_s"], r["pred_decode_tokens_per_s"], "decode", r) for r in dec_rows
@@ -176,9 +173,7 @@ def main(d):
         a.grid(alpha=0.3, which="both")
         a.legend(fontsize=8)
         a.set_title("loom predict against the sweep (o TP, s PP, ^ both)", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "predicted.png"), dpi=110)
-        plt.close(fig)
+        save(fig, out, "predicted")
     print("plot-sweep: %s" % " ".join(sorted(f for f in os.listdir(out) if f.endswith(".png"))))
 
 
