@@ -391,9 +391,9 @@ def draw(rng, pool, n):
 
 # ------------------------------------------------------------------ workloads
 
-async def w_fixed(a, cl, pool, rng):
-    prompts = [draw(rng, pool, a.prompt_len) for _ in range(a.requests)]
-    recs = [Rec("main", a.prompt_len, a.output_len) for _ in prompts]
+async def closed_loop(a, cl, prompts, prompt_len):
+    """a.concurrency clients sending PROMPTS one after another; the main summary."""
+    recs = [Rec("main", prompt_len, a.output_len) for _ in prompts]
     it = iter(range(len(prompts)))
 
     async def worker():
@@ -403,6 +403,10 @@ async def w_fixed(a, cl, pool, rng):
     t0 = time.perf_counter()
     await asyncio.gather(*[worker() for _ in range(a.concurrency)])
     return dict(main=summarize(recs, time.perf_counter() - t0))
+
+
+async def w_fixed(a, cl, pool, rng):
+    return await closed_loop(a, cl, [draw(rng, pool, a.prompt_len) for _ in range(a.requests)], a.prompt_len)
 
 
 async def w_mixed(a, cl, pool, rng):
@@ -437,17 +441,7 @@ async def w_mixed(a, cl, pool, rng):
 async def w_prefix(a, cl, pool, rng):
     system = draw(rng, pool, a.system_len)
     prompts = [system + draw(rng, pool, a.prompt_len) for _ in range(a.requests)]
-    want = a.system_len + a.prompt_len
-    recs = [Rec("main", want, a.output_len) for _ in prompts]
-    it = iter(range(len(prompts)))
-
-    async def worker():
-        for i in it:
-            await cl.completion(recs[i], prompts[i], a.output_len)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*[worker() for _ in range(a.concurrency)])
-    return dict(main=summarize(recs, time.perf_counter() - t0))
+    return await closed_loop(a, cl, prompts, a.system_len + a.prompt_len)
 
 
 async def w_overload(a, cl, pool, rng):
