@@ -353,21 +353,41 @@ AI void g_gemm(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t n
 
 /* ================================ row tiles ================================ */
 
-/* The 8 rows' int32 vectors p[r] (lane j: bytes 4j..4j+3 of row r's 32)
- * summed per row: lane r of *lo = row r's bytes 0..15, of *hi = 16..31. */
-AI void rows8_halves(const __m256i p[GMR], __m256i *lo, __m256i *hi) {
-    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
-    *lo = _mm256_permute2x128_si256(a, b, 0x20);
-    *hi = _mm256_permute2x128_si256(a, b, 0x31);
+/* The two halves of a VPHADDD tree's result (rows 0-3 in a, 4-7 in b; in
+ * each, bytes 0..15 in the low 128-bit half and 16..31 in the high one)
+ * added per row: lane r = row r. In 128 bits, then joined (VPERM2I128 is 8
+ * uops on Zen 1). */
+AI __m256i rows8_join(const __m256i a, const __m256i b) {
+    const __m128i s0 = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    const __m128i s1 = _mm_add_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(s0), s1, 1);
 }
 
-/* lane r: the dot product of row r's 32 unsigned quants q[r] with the 32 activations at a */
-AI void rows8_dot(const __m256i q[GMR], const uint8_t *a, __m256i *lo, __m256i *hi) {
-    const __m256i ones = _mm256_set1_epi16(1), av = _mm256_loadu_si256((const __m256i *)a);
+/* lane r: the sum of the 8 int32 lanes of p[r] */
+AI __m256i rows8_sum(const __m256i p[GMR]) {
+    return rows8_join(_mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3])),
+                      _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7])));
+}
+
+/* lane r: the dot product of row r's 32 unsigned quants q[r] with the 32
+ * activations at a. The VPMADDUBSW pair sums (at most 2*15*127 = 3810 for
+ * 4-bit quants, 2*31*127 = 7874 for 5-bit) are first reduced in int16 by
+ * VPHADDW, as far as the sums stay below 32768 (8 terms for 4 bits, 4 for
+ * 5), and widened once per 4 or 8 rows rather than by a VPMADDWD per row.
+ * The integer sum is exact either way. */
+AI __m256i rows8_dot(const int type, const __m256i q[GMR], const uint8_t *a) {
+    const __m256i av = _mm256_loadu_si256((const __m256i *)a);
     __m256i p[GMR];
-    UNROLL for (int r = 0; r < GMR; r++) p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], av), ones);
-    rows8_halves(p, lo, hi);
+    UNROLL for (int r = 0; r < GMR; r++) p[r] = _mm256_maddubs_epi16(q[r], av);
+    const __m256i h0 = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
+    const __m256i h1 = _mm256_hadd_epi16(_mm256_hadd_epi16(p[4], p[5]), _mm256_hadd_epi16(p[6], p[7]));
+    if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) {
+        const __m256i h = _mm256_hadd_epi16(h0, h1); /* int16 lane r: row r, elements 0..15 | 16..31 */
+        return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)),
+                                _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h, 1)));
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+    return rows8_join(_mm256_madd_epi16(h0, ones), _mm256_madd_epi16(h1, ones));
 }
 
 /* lane r: the fp16 at byte o of row r's block (scale d), and the one after
@@ -402,9 +422,7 @@ AI void rt32(const int type, const int NT, const uint8_t *const wr[GMR], int row
         if (!min_type) off = _mm256_mul_ps(_mm256_set1_ps(type == LOOM_TYPE_Q4_0 ? -8.0f : -16.0f), fs);
         UNROLL for (int t = 0; t < NT; t++) {
             const uint8_t *xt = x + t * xs;
-            __m256i lo, hi;
-            rows8_dot(q, xt + 32 * b, &lo, &hi);
-            tot[t] = step32(tot[t], _mm256_add_epi32(lo, hi), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)), fs, off,
+            tot[t] = step32(tot[t], rows8_dot(type, q, xt + 32 * b), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)), fs, off,
                             _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)));
         }
     }
@@ -421,13 +439,6 @@ static const char shuf_k4[8][32] = {{L8(0), L8(0)}, {L8(1), L8(1)}, {L8(2), L8(2
 static const char shuf_k6[4][32] = {{L8(0), L8(1)}, {L8(2), L8(3)}, {L8(4), L8(5)}, {L8(6), L8(7)}};
 #undef L8
 #undef B2
-
-/* lane r: the sum of the 8 int32 lanes of p[r] */
-AI __m256i rows8_sum(const __m256i p[GMR]) {
-    __m256i lo, hi;
-    rows8_halves(p, &lo, &hi);
-    return _mm256_add_epi32(lo, hi);
-}
 
 /* The same for K super-blocks: per row, the int16 pair sums of each 32
  * quants are multiplied by their integer scales (VPMADDWD) and summed in
