@@ -15,11 +15,19 @@
  *            (a deterministic pattern), max_tokens 1: prompt tokens divided
  *            by the wall time of the steps that carried prompt rows
  *            (loom_run_stats.prefill_s) — llama-bench's "pp" test;
- *   decode   --sequences sequences, each a one-token prompt then
- *            --gen-tokens greedy tokens (end-of-generation ignored), decoding
- *            batched: tokens of pure decode steps divided by their wall time
- *            (decode_tokens / decode_s), the total over all sequences —
- *            llama-bench's "tg" test, which also starts at an empty context.
+ *   decode   --sequences sequences, each a prompt of --depth + 1 tokens
+ *            (one token by default) then --gen-tokens greedy tokens
+ *            (end-of-generation ignored), decoding batched: tokens of pure
+ *            decode steps divided by their wall time (decode_tokens /
+ *            decode_s; steps that carry prompt rows are not counted), the
+ *            total over all sequences — llama-bench's "tg" test, which also
+ *            starts at an empty context, and with --depth its "-d" (decode
+ *            after N tokens of context: attention over a long KV cache).
+ *            Each sequence's context is its own (no shared prefix). With
+ *            --depth the prefix cache is on, so a repetition finds the
+ *            context the warm-up computed and only the decode is paid again
+ *            (the prefill test then changes its first token every run, so it
+ *            is never served from the cache).
  *
  * Weight bytes: each rank sums what its kernels stream per step — every
  * matrix bound by loom_engine_weights() (rows × row stride), the norms, the
@@ -229,7 +237,7 @@ typedef struct {
     int reps;
     double *prefill_tps, *decode_tps; /* (reps) */
     int64_t step_bytes;               /* weight bytes all ranks read per step */
-    double bytes_per_token;           /* step_bytes × steps / tokens of the decode runs */
+    double bytes_per_token;           /* step_bytes × pure decode steps / their tokens */
     double membw_gbs;                 /* measured aggregate read bandwidth, this thread count */
     /* per rank, summed over the repetitions */
     rank_time *pre, *dec; /* (world_size) */
@@ -299,7 +307,7 @@ typedef struct {
     char cpu[256];
     int64_t l3;
     double load0[3], load1[3];
-    int world, tp, pp, prompt_tokens, gen_tokens, reps, ctx, batch;
+    int world, tp, pp, prompt_tokens, gen_tokens, reps, ctx, batch, depth;
     const char *kv_type;
     int64_t membw_bytes; /* per rank */
     int membw_runs;
@@ -322,9 +330,9 @@ static loom_status write_json(const char *path, const bench_info *bi, const conf
                "\"loadavg_end\":[%.2f,%.2f,%.2f]},",
             sysconf(_SC_NPROCESSORS_ONLN), (long long)bi->l3, loom_isa_name(loom_isa_get()), loom_membw_isa(),
             bi->load0[0], bi->load0[1], bi->load0[2], bi->load1[0], bi->load1[1], bi->load1[2]);
-    fprintf(f, "\"options\":{\"ranks\":%d,\"tp\":%d,\"pp\":%d,\"prompt_tokens\":%d,\"gen_tokens\":%d,\"reps\":%d,"
+    fprintf(f, "\"options\":{\"ranks\":%d,\"tp\":%d,\"pp\":%d,\"prompt_tokens\":%d,\"gen_tokens\":%d,\"depth\":%d,\"reps\":%d,"
                "\"ctx_size\":%d,\"batch\":%d,\"kv_type\":\"%s\",\"membw_bytes_per_rank\":%lld,\"membw_runs\":%d},",
-            bi->world, bi->tp, bi->pp, bi->prompt_tokens, bi->gen_tokens, bi->reps, bi->ctx, bi->batch, bi->kv_type,
+            bi->world, bi->tp, bi->pp, bi->prompt_tokens, bi->gen_tokens, bi->depth, bi->reps, bi->ctx, bi->batch, bi->kv_type,
             (long long)bi->membw_bytes, bi->membw_runs);
     fprintf(f, "\"results\":[");
     for (int i = 0; i < n; i++) {
@@ -381,13 +389,20 @@ static loom_status measure_membw(bench_ctx *c, int n_threads, int64_t bytes, int
 /* ------------------------------------------------------------ one configuration */
 
 typedef struct {
-    int prompt_tokens, gen_tokens, reps;
+    int prompt_tokens, gen_tokens, reps, depth, vocab;
     int32_t *prompt;       /* (prompt_tokens) */
-    int32_t *seq_tokens;   /* (max sequences) one-token prompts of the decode phase */
+    int32_t *dec_prompts;  /* (max sequences) x (depth + 1): the decode phase's prompts */
+    int prefill_runs;      /* with the prefix cache on: varies the prefill prompt's first token */
     loom_sampling_params greedy;
 } bench_work;
 
-static loom_status run_config(bench_ctx *c, const bench_work *w, loom_engine *e, int seqs, config_result *r) {
+/* The prefill test's prompt; with the prefix cache on (--depth) its first
+ * token changes every run so that no run finds another's blocks. */
+static void next_prefill_prompt(bench_work *w) {
+    if (w->depth > 0) w->prompt[0] = (int32_t)((1000 + 131LL * w->prefill_runs++) % w->vocab);
+}
+
+static loom_status run_config(bench_ctx *c, bench_work *w, loom_engine *e, int seqs, config_result *r) {
     loom_request pre = {.prompt = w->prompt, .n_prompt = w->prompt_tokens, .max_tokens = 1, .sampling = w->greedy, .ignore_eos = true};
     loom_request *dec = calloc((size_t)seqs, sizeof *dec);
     loom_result *res = calloc((size_t)seqs, sizeof *res);
@@ -400,13 +415,16 @@ static loom_status run_config(bench_ctx *c, const bench_work *w, loom_engine *e,
     loom_status st = NULL;
     /* warm-up: page in and warm every weight, KV block and code path */
     for (int i = 0; i < seqs; i++)
-        dec[i] = (loom_request){.prompt = &w->seq_tokens[i], .n_prompt = 1, .max_tokens = warm + 1, .sampling = w->greedy, .ignore_eos = true};
+        dec[i] = (loom_request){.prompt = w->dec_prompts + (size_t)i * (size_t)(w->depth + 1), .n_prompt = w->depth + 1,
+                                .max_tokens = warm + 1, .sampling = w->greedy, .ignore_eos = true};
     loom_run_stats stats;
+    next_prefill_prompt(w);
     st = run_phase(c, e, &pre, 1, res, &stats);
     if (!st) st = run_phase(c, e, dec, seqs, res, &stats);
     for (int i = 0; i < seqs; i++) dec[i].max_tokens = w->gen_tokens + 1; /* token 1 comes from the prompt step */
     int64_t steps = 0, gen = 0;
     for (int rep = 0; rep < w->reps && !st; rep++) {
+        next_prefill_prompt(w);
         st = run_phase(c, e, &pre, 1, res, &stats);
         if (st) break;
         if (c->coord) {
@@ -421,8 +439,8 @@ static loom_status run_config(bench_ctx *c, const bench_work *w, loom_engine *e,
         if (c->coord) {
             r->decode_tps[rep] = stats.decode_s > 0 ? stats.decode_tokens / stats.decode_s : 0;
             r->dec_tokens += stats.gen_tokens;
-            steps += stats.steps;
-            gen += stats.gen_tokens;
+            steps += stats.decode_steps;
+            gen += stats.decode_tokens;
             for (int k = 0; k < c->world_size; k++) {
                 r->dec[k].wall += c->all[k].wall, r->dec[k].tp += c->all[k].tp, r->dec[k].pp += c->all[k].pp;
             }
@@ -440,7 +458,7 @@ int cmd_bench(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "comm")) return cmd_bench_comm(argc - 1, argv + 1);
     const char *device_s = "auto";
     const char *model = NULL, *threads_s = NULL, *seqs_s = "1", *json_path = NULL, *kv_type = "f16";
-    int64_t prompt_tokens = 128, gen_tokens = 128, reps = 3, tp = 1, pp = 1, ctx = 0, batch = 256,
+    int64_t prompt_tokens = 128, gen_tokens = 128, depth = 0, reps = 3, tp = 1, pp = 1, ctx = 0, batch = 256,
             membw_bytes = (int64_t)2 << 30, membw_runs = 5;
     double watchdog = 30;
     char threads_default[16];
@@ -450,6 +468,8 @@ int cmd_bench(int argc, char **argv) {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
         {"--prompt-tokens", LOOM_ARG_INT, &prompt_tokens, "N", "prompt length of the prefill test (fixed token ids)"},
         {"--gen-tokens", LOOM_ARG_INT, &gen_tokens, "N", "greedy tokens per sequence in the decode test"},
+        {"--depth", LOOM_ARG_INT, &depth, "N",
+         "decode after N tokens of context per sequence (llama-bench -d); the context's prefill is not timed"},
         {"--threads", LOOM_ARG_STR, &threads_s, "LIST", "threads per rank, comma-separated (one row each)"},
         {"--sequences", LOOM_ARG_STR, &seqs_s, "LIST", "sequences decoding batched, comma-separated (one row each)"},
         {"--reps", LOOM_ARG_INT, &reps, "R", "repetitions per configuration (after one warm-up)"},
@@ -489,7 +509,8 @@ int cmd_bench(int argc, char **argv) {
     if (membw_bytes < 0 || membw_runs < 1 || membw_runs > 1000)
         return loom_usage_error("bench: --membw-size must be >= 0 and --membw-runs 1..1000");
     if (watchdog < 0) return loom_usage_error("bench: --watchdog-timeout must be >= 0");
-    int need_ctx = (int)(prompt_tokens + 1 > gen_tokens + 2 ? prompt_tokens + 1 : gen_tokens + 2);
+    if (depth < 0 || depth > (1 << 22)) return loom_usage_error("bench: --depth must be 0..4194304");
+    int need_ctx = (int)(prompt_tokens + 1 > depth + gen_tokens + 2 ? prompt_tokens + 1 : depth + gen_tokens + 2);
     if (ctx == 0) ctx = need_ctx;
     if (ctx < need_ctx || ctx > (1 << 24)) return loom_usage_error("bench: --ctx-size is smaller than the tests need");
     loom_type kvt;
@@ -510,7 +531,7 @@ int cmd_bench(int argc, char **argv) {
     co.engine.batch_rows = (int)batch;
     if (loom_parse_device("bench", device_s, &co.engine.device)) return 2;
     co.engine.max_seqs = max_seqs; /* the plan sizes memory for the largest row */
-    co.engine.prefix_cache = false; /* every repetition computes its prompt */
+    co.engine.prefix_cache = depth > 0; /* see the header: only the --depth context is found again */
     loom_cluster *cluster = NULL;
     loom_status st = loom_cluster_start(&co, &cluster);
     if (st) return loom_fail("bench", st);
@@ -524,13 +545,15 @@ int cmd_bench(int argc, char **argv) {
     config_result *results = NULL;
     int n_results = 0;
     bench_ctx c = {cluster, world_rank == 0, world_size, calloc((size_t)world_size, sizeof(rank_time))};
-    bench_work w = {(int)prompt_tokens, (int)gen_tokens, (int)reps, malloc(sizeof(int32_t) * (size_t)prompt_tokens),
-                    malloc(sizeof(int32_t) * (size_t)max_seqs), loom_sampling_defaults()};
+    bench_work w = {.prompt_tokens = (int)prompt_tokens, .gen_tokens = (int)gen_tokens, .reps = (int)reps,
+                    .depth = (int)depth, .prompt = malloc(sizeof(int32_t) * (size_t)prompt_tokens),
+                    .dec_prompts = malloc(sizeof(int32_t) * (size_t)max_seqs * (size_t)(depth + 1)),
+                    .greedy = loom_sampling_defaults()};
     w.greedy.temperature = 0;
     bi.stage = calloc((size_t)world_size, sizeof(int));
     bi.tpr = calloc((size_t)world_size, sizeof(int));
     if (world_size > BENCH_MAX_RANKS) st = loom_error(LOOM_ERR_INVALID, "more than %d ranks", BENCH_MAX_RANKS);
-    if (!st && (!c.all || !w.prompt || !w.seq_tokens || !bi.stage || !bi.tpr))
+    if (!st && (!c.all || !w.prompt || !w.dec_prompts || !bi.stage || !bi.tpr))
         st = loom_error(LOOM_ERR_NOMEM, "out of memory");
     if (!st) st = loom_model_config_read(g, &bi.cfg);
     if (!st) st = loom_plan_model_read(g, &bi.cfg, &pm);
@@ -552,13 +575,19 @@ int cmd_bench(int argc, char **argv) {
         /* fixed prompt ids: a deterministic walk over the vocabulary */
         int V = bi.cfg.vocab;
         for (int i = 0; i < w.prompt_tokens; i++) w.prompt[i] = (int32_t)((1000 + 7919LL * i) % V);
-        for (int s = 0; s < max_seqs; s++) w.seq_tokens[s] = (int32_t)((17 + 101LL * s) % V);
+        w.vocab = V;
+        /* sequence s: a walk of its own (the last token is the one-token prompt of --depth 0) */
+        for (int s = 0; s < max_seqs; s++)
+            for (int i = 0; i <= w.depth; i++)
+                w.dec_prompts[(size_t)s * (size_t)(w.depth + 1) + (size_t)i] =
+                    (int32_t)((17 + 101LL * s + 7907LL * (w.depth - i) * (s + 1)) % V);
         bi.model = model;
         type_summary(&pm, bi.types, sizeof bi.types);
         cpu_model(bi.cpu, sizeof bi.cpu);
         bi.l3 = l3_bytes();
         bi.world = world_size, bi.tp = (int)tp, bi.pp = (int)pp;
         bi.prompt_tokens = (int)prompt_tokens, bi.gen_tokens = (int)gen_tokens, bi.reps = (int)reps;
+        bi.depth = (int)depth;
         bi.ctx = (int)ctx, bi.batch = (int)batch, bi.kv_type = kv_type;
         bi.membw_bytes = membw_bytes, bi.membw_runs = (int)membw_runs;
     }
@@ -572,9 +601,9 @@ int cmd_bench(int argc, char **argv) {
                sysconf(_SC_NPROCESSORS_ONLN), bi.l3 > 0 ? (long long)(bi.l3 >> 20) : -1LL,
                loom_isa_name(loom_isa_get()), bi.load0[0], bi.load0[1], bi.load0[2]);
         printf("ranks %d (tp %lld x pp %lld); prefill: 1 sequence, %lld-token prompt; decode: %lld greedy tokens per "
-               "sequence from a 1-token prompt; %lld reps after a warm-up\n",
+               "sequence %s %lld-token %s; %lld reps after a warm-up\n",
                world_size, (long long)tp, (long long)pp, (long long)prompt_tokens, (long long)gen_tokens,
-               (long long)reps);
+               depth ? "after a" : "from a", (long long)(depth ? depth : 1), depth ? "context" : "prompt", (long long)reps);
         if (membw_bytes > 0)
             printf("bandwidth probe: %s read of %lld MiB per rank, all ranks at once, best of %lld\n", loom_membw_isa(),
                    (long long)(membw_bytes >> 20), (long long)membw_runs);
@@ -632,7 +661,7 @@ int cmd_bench(int argc, char **argv) {
     free(results);
     free(c.all);
     free(w.prompt);
-    free(w.seq_tokens);
+    free(w.dec_prompts);
     free(bi.stage);
     free(bi.tpr);
     loom_plan_model_free(&pm);

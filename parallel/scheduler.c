@@ -661,6 +661,7 @@ static loom_status step_once(loom_scheduler *s) {
         res.micro_batch = mb->step.micro_batch;
         LOOM_TRY(loom_engine_launch(s->e, &mb->step, &res));
         s->stats.steps++;
+        if (!mb->has_prefill) s->stats.decode_steps++;
         if (s->P == 1) return take_result(s, mb, &res); /* one stage: the tokens are here already */
         s->inflight++;
         return NULL;

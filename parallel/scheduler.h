@@ -98,6 +98,7 @@ typedef struct {
     double comm_s;         /* coordinator: time in TP collectives */
     double transfer_s;     /* coordinator: time in stage transfers and results */
     int64_t steps;
+    int64_t decode_steps;  /* steps without prompt rows (each reads every weight once) */
     int64_t preemptions;   /* sequences preempted for KV blocks */
     int64_t prefix_queries, prefix_hits; /* prompt tokens looked up in / found in the prefix cache */
 } loom_run_stats;

@@ -42,6 +42,24 @@ cmp -s <(python3 -c "import json,sys;[print(json.loads(l)['tokens']) for l in op
   || fail "sampled tokens depend on batching (3 at once vs one at a time)"
 ok "concurrent prompts, per-sequence sampling independent of batching"
 
+# loom bench --depth: decode after a context (llama-bench -d), JSON says so
+"$LOOM" bench --model "$MODEL" --threads 1 --sequences 1,2 --depth 40 --prompt-tokens 8 --gen-tokens 4 --reps 1 \
+  --membw-size 0 --json "$TMP/bench.json" > "$TMP/bench.out" 2> "$TMP/err" || fail "bench --depth: $(tail -3 "$TMP/err")"
+grep -q "after a 40-token context" "$TMP/bench.out" || fail "bench --depth: the header does not name the context"
+python3 - "$TMP/bench.json" <<'PY' || fail "bench --depth: JSON"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["options"]["depth"] == 40 and d["options"]["ctx_size"] >= 40 + 4 + 2, d["options"]
+assert [r["sequences"] for r in d["results"]] == [1, 2], d["results"]
+for r in d["results"]:
+    assert r["decode_tokens_per_s"]["mean"] > 0 and r["prefill_tokens_per_s"]["mean"] > 0, r
+    # pure decode steps read the weights once per step: never more bytes per token than a step
+    assert 0 < r["weight_bytes_per_token"] <= r["weight_bytes_per_step"] * 1.0001, r
+PY
+expect_fail "bench --depth too deep for --ctx-size" "smaller than the tests need" \
+  "$LOOM" bench --model "$MODEL" --depth 100 --gen-tokens 4 --ctx-size 64
+ok "bench --depth"
+
 # bad input: clear errors, no crash
 expect_fail "missing model" "cannot open|No such file" "$LOOM" generate --model "$TMP/nope.gguf" --prompt hi
 head -c 100000 "$MODEL" > "$TMP/trunc.gguf"
