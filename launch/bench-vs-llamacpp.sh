@@ -5,30 +5,46 @@
 # From a fresh clone, after launch/quickstart.sh (loom built in build/, the
 # default model fetched):
 #   (a) unpacks llama.cpp from the pinned llama-cpp-python sdist (downloaded
-#       with pip if absent) into .cache/ and builds llama-bench once: CMake
-#       Release, CPU only, GGML_NATIVE=ON, no CURL/OpenSSL (flags below, also
-#       printed and stored in the JSON);
-#   (b) writes random-weight TinyLlama-1.1B-shaped models (22 layers, dim
-#       2048, 32 heads, 4 KV heads, ffn 5632, vocab 32000) in Q4_K and Q8_0
-#       with `loom synth` (0.6 and 1.2 GB: far bigger than any cache);
-#   (c) for every model and thread count runs `llama-bench -p 128 -n 128 -r 5`
-#       and `loom bench --prompt-tokens 128 --gen-tokens 128 --reps 5` back to
-#       back (order alternating between rounds), ROUNDS times;
-#   (d) prints one table: prefill and decode tokens/s of both and their
-#       ratio, and loom's decode bandwidth as a share of the read bandwidth
-#       loom bench measured;
-#   (e) multi-rank rows: TP=2 (2 ranks x 1 thread) decode against 1 rank x 2
-#       threads (target >= 0.9x), PP=2 (2 ranks x 1 thread, SEQS sequences,
+#       with pip if absent) into .cache/ and builds llama-bench and
+#       llama-batched-bench once: CMake Release, CPU only, GGML_NATIVE=ON, no
+#       CURL/OpenSSL (flags below, also printed and stored in the JSON);
+#   (b) writes the random-weight models MODELS names with `loom synth` (once,
+#       into .cache/models/): keys q4_0 q4_k_m q5_k_m q6_k q8_0 are the
+#       TinyLlama-1.1B shape (22 layers, dim 2048, 32/4 heads, ffn 5632,
+#       vocab 32000; 0.6-1.2 GB, far bigger than any cache), llama32_1b the
+#       Llama-3.2-1B shape in Q4_K_M (16 layers, dim 2048, 32/8 heads, ffn
+#       8192, vocab 128256, tied), qwen25_05b the Qwen2.5-0.5B shape in Q8_0
+#       (qwen2, 24 layers, dim 896, 14/2 heads, ffn 4864, vocab 151936, tied);
+#       "default" is SmolLM2-135M-Instruct Q4_1; a path is used as it is;
+#   (c) for every model and thread count runs `llama-bench -p PT -n GT -r REPS`
+#       and `loom bench --prompt-tokens PT --gen-tokens GT --reps REPS` back
+#       to back (order alternating between rounds), ROUNDS times;
+#   (d) decode at depth, for DEPTH_MODELS at the largest thread count:
+#       `llama-bench -p 0 -n GT -d DEPTH` against `loom bench --depth DEPTH`
+#       (target >= 1.0x);
+#   (e) batched decode, for BATCH_MODELS at the largest thread count:
+#       `llama-batched-bench -npp PT -ntg GT -npl BATCH_SEQS` (total generated
+#       tokens/s, S_TG) against `loom bench --sequences BATCH_SEQS --depth PT
+#       --gen-tokens GT` (each sequence a PT-token context, as there)
+#       (target >= 1.2x);
+#   (f) multi-rank rows: TP=2 (2 ranks x 1 thread) decode against 1 rank x 2
+#       threads (target >= 0.95x), PP=2 (2 ranks x 1 thread, SEQS sequences,
 #       total tokens/s) against 1 rank x 1 thread decoding the same sequences
 #       batched (target >= 1.7x), each pair back to back;
-#   and writes everything (commands, load averages, raw outputs) as JSON.
+#   (g) prints one table per part, with loom's decode bandwidth as a share of
+#       the read bandwidth loom bench measured, and writes everything
+#       (CPU model, family, model number and flags; commands, load averages,
+#       raw outputs) as JSON.
 #
 # Speed numbers mean something only on a quiet machine: the script prints the
 # load average before every pair of runs; keep it well under 1.
 #
 # Environment (defaults):
 #   LOOM=build/loom  THREADS=1,2  REPS=5  ROUNDS=2  PT=128  GT=128  SEQS=4
-#   MODELS="default q4k q8"   MULTI_MODELS="q4k default"   MULTI=1 (0: skip (e))
+#   MODELS="default q4_0 q4_k_m q5_k_m q6_k q8_0 llama32_1b qwen25_05b"
+#   DEPTH=4096  DEPTH_MODELS=default  DEPTH_REPS=2      (DEPTH=0: skip (d))
+#   BATCH_SEQS=4,16  BATCH_MODELS="default q4_k_m"      (BATCH_MODELS="": skip (e))
+#   MULTI_MODELS="q4_k_m default"   MULTI=1 (0: skip (f))
 #   OUT=.cache/bench/bench-vs-llamacpp.json  LOOM_CACHE=.cache
 # Options: --build-only (steps a and b only).
 set -euo pipefail
@@ -47,8 +63,13 @@ rounds=${ROUNDS:-2}
 pt=${PT:-128}
 gt=${GT:-128}
 seqs=${SEQS:-4}
-models_sel=${MODELS:-"default q4k q8"}
-multi_sel=${MULTI_MODELS:-"q4k default"}
+models_sel=${MODELS:-"default q4_0 q4_k_m q5_k_m q6_k q8_0 llama32_1b qwen25_05b"}
+depth=${DEPTH:-4096}
+depth_sel=${DEPTH_MODELS:-default}
+depth_reps=${DEPTH_REPS:-2}
+batch_seqs=${BATCH_SEQS:-4,16}
+batch_sel=${BATCH_MODELS-"default q4_k_m"}
+multi_sel=${MULTI_MODELS:-"q4_k_m default"}
 multi=${MULTI:-1}
 out=${OUT:-$cache/bench/bench-vs-llamacpp.json}
 work=$cache/bench/run-$(date +%Y%m%d-%H%M%S)
@@ -70,21 +91,49 @@ kids_s() { awk 'NR==2{t=0; for(i=1;i<=2;i++){split($i,b,"m"); sub("s","",b[2]); 
 . "$(dirname "$0")/llamacpp-build.sh"
 llamacpp_build bench-vs-llamacpp build-bench llama-bench -DLLAMA_BUILD_SERVER=OFF || exit 1
 llama_bench=$llamacpp_bin
+llamacpp_build bench-vs-llamacpp build-bench llama-batched-bench -DLLAMA_BUILD_SERVER=OFF || exit 1
+llama_batched=$llamacpp_bin
 
 # ---------------------------------------------------------------- (b) models
 default_model=$("$root/launch/fetch-model.sh")
-shape=(--arch llama --layers 22 --dim 2048 --heads 32 --kv-heads 4 --ffn 5632 --vocab 32000 --ctx 2048 --seed 1)
-q4k=$cache/models/synth-tinyllama-1.1b.Q4_K.gguf
-q8=$cache/models/synth-tinyllama-1.1b.Q8_0.gguf
-for pair in "Q4_K:$q4k" "Q8_0:$q8"; do
-  t=${pair%%:*} f=${pair#*:}
-  if [ ! -f "$f" ]; then
-    say "bench-vs-llamacpp: loom synth ${shape[*]} --type $t --out $f"
-    "$loom" synth "${shape[@]}" --type "$t" --out "$f.part" >&2
-    mv "$f.part" "$f"
+tiny=(--arch llama --layers 22 --dim 2048 --heads 32 --kv-heads 4 --ffn 5632 --vocab 32000 --ctx 4096 --seed 1)
+l32=(--arch llama --layers 16 --dim 2048 --heads 32 --kv-heads 8 --ffn 8192 --vocab 128256 --ctx 4096 --tied
+  --rope-theta 500000 --seed 1)
+q05=(--arch qwen2 --layers 24 --dim 896 --heads 14 --kv-heads 2 --ffn 4864 --vocab 151936 --ctx 4096 --tied
+  --rope-theta 1000000 --norm-eps 1e-6 --seed 1)
+# key -> "file:type:shape array name"
+spec_of() {
+  case $1 in
+    q4_0) echo "synth-tinyllama-1.1b.Q4_0.gguf:Q4_0:tiny" ;;
+    q4_k_m) echo "synth-tinyllama-1.1b.Q4_K_M.gguf:Q4_K_M:tiny" ;;
+    q5_k_m) echo "synth-tinyllama-1.1b.Q5_K_M.gguf:Q5_K_M:tiny" ;;
+    q6_k) echo "synth-tinyllama-1.1b.Q6_K.gguf:Q6_K:tiny" ;;
+    q8_0) echo "synth-tinyllama-1.1b.Q8_0.gguf:Q8_0:tiny" ;;
+    llama32_1b) echo "synth-llama-3.2-1b.Q4_K_M.gguf:Q4_K_M:l32" ;;
+    qwen25_05b) echo "synth-qwen2.5-0.5b.Q8_0.gguf:Q8_0:q05" ;;
+    *) echo "" ;;
+  esac
+}
+path_of() {
+  local sp
+  [ "$1" = default ] && { echo "$default_model"; return; }
+  sp=$(spec_of "$1")
+  if [ -n "$sp" ]; then echo "$cache/models/${sp%%:*}"; else echo "$1"; fi
+}
+for m in $models_sel $depth_sel $batch_sel $multi_sel; do
+  sp=$(spec_of "$m")
+  if [ -z "$sp" ]; then
+    [ "$m" = default ] || [ -f "$m" ] || { say "bench-vs-llamacpp: model '$m' is neither a key nor a file (see --help)"; exit 2; }
+    continue
   fi
+  f=$cache/models/${sp%%:*} rest=${sp#*:}
+  t=${rest%%:*} shape=${rest#*:}
+  [ -f "$f" ] && continue
+  eval "args=(\"\${$shape[@]}\")"
+  say "bench-vs-llamacpp: loom synth ${args[*]} --type $t --out $f"
+  "$loom" synth "${args[@]}" --type "$t" --out "$f.part" >&2
+  mv "$f.part" "$f"
 done
-path_of() { case $1 in default) echo "$default_model" ;; q4k) echo "$q4k" ;; q8) echo "$q8" ;; *) echo "$1" ;; esac; }
 
 [ "${1:-}" = "--build-only" ] && { say "bench-vs-llamacpp: llama-bench at $llama_bench; models ready"; exit 0; }
 
@@ -104,7 +153,7 @@ record() { # kind model threads round command...
   say "[$(date +%H:%M:%S) load $l] $*"
   kids_snap 0
   b0=$(busy_s) t0=$(date +%s.%N)
-  if [ "$kind" = llama ]; then
+  if [ "${kind%llama}" != "$kind" ]; then # llama, depth-llama, batch-llama: their JSON on stdout
     "$@" > "$f" 2> "$work/$n.err" || { cat "$work/$n.err" >&2; exit 1; }
   else
     "$@" --json "$f" > "$work/$n.out" 2> "$work/$n.err" || { cat "$work/$n.err" >&2; exit 1; }
@@ -136,7 +185,50 @@ for rnd in $(seq 1 "$rounds"); do
   done
 done
 
-# ---------------------------------------------------------------- (e) several ranks
+tmax=0
+for t in "${tlist[@]}"; do [ "$t" -gt "$tmax" ] && tmax=$t; done
+
+# ---------------------------------------------------------------- (d) depth
+if [ "$depth" -gt 0 ]; then
+  for rnd in $(seq 1 "$rounds"); do
+    for m in $depth_sel; do
+      f=$(path_of "$m")
+      llama_cmd=("$llama_bench" -m "$f" -p 0 -n "$gt" -d "$depth" -t "$tmax" -r "$depth_reps" -o json)
+      loom_cmd=("$loom" bench --model "$f" --prompt-tokens 16 --gen-tokens "$gt" --depth "$depth" --threads "$tmax"
+        --reps "$depth_reps" --membw-size 0)
+      if [ $((rnd % 2)) -eq 1 ]; then
+        record depth-llama "$m" "$tmax" "$rnd" "${llama_cmd[@]}"
+        record depth-loom "$m" "$tmax" "$rnd" "${loom_cmd[@]}"
+      else
+        record depth-loom "$m" "$tmax" "$rnd" "${loom_cmd[@]}"
+        record depth-llama "$m" "$tmax" "$rnd" "${llama_cmd[@]}"
+      fi
+    done
+  done
+fi
+
+# ---------------------------------------------------------------- (e) batched decode
+bmax=0
+IFS=, read -r -a blist <<< "$batch_seqs"
+for b in "${blist[@]}"; do [ "$b" -gt "$bmax" ] && bmax=$b; done
+for rnd in $(seq 1 "$rounds"); do
+  for m in $batch_sel; do
+    f=$(path_of "$m")
+    llama_cmd=("$llama_batched" -m "$f" -c $(((pt + gt + 16) * bmax)) -b 2048 -ub 512 -npp "$pt" -ntg "$gt"
+      -npl "$batch_seqs" -t "$tmax" --output-format jsonl)
+    loom_cmd=("$loom" bench --model "$f" --prompt-tokens 16 --gen-tokens "$gt" --depth "$pt" --sequences "$batch_seqs"
+      --threads "$tmax" --reps 2 --membw-size 0)
+    if [ $((rnd % 2)) -eq 1 ]; then
+      record batch-llama "$m" "$tmax" "$rnd" "${llama_cmd[@]}"
+      record batch-loom "$m" "$tmax" "$rnd" "${loom_cmd[@]}"
+    else
+      record batch-loom "$m" "$tmax" "$rnd" "${loom_cmd[@]}"
+      record batch-llama "$m" "$tmax" "$rnd" "${llama_cmd[@]}"
+    fi
+  done
+done
+
+# ---------------------------------------------------------------- (f) several ranks
 if [ "$multi" = 1 ]; then
   mpi=(mpirun -np 2 --bind-to core)
   for rnd in $(seq 1 "$rounds"); do
@@ -151,7 +243,7 @@ if [ "$multi" = 1 ]; then
   done
 fi
 
-# ---------------------------------------------------------------- (d) the table
+# ---------------------------------------------------------------- (g) the tables
 python3 - "$runs" "$out" "$stamp" "$llama_bench" <<'PY'
 import json, os, platform, statistics as st, sys
 
@@ -159,7 +251,10 @@ runs_path, out_path, flags, llama_bench = sys.argv[1:5]
 runs = []
 for line in open(runs_path):
     kind, model, th, rnd, load, other, f, cmd = line.rstrip("\n").split("\t")
-    data = json.load(open(f))
+    if kind == "batch-llama":  # JSON lines, one per batch size
+        data = [json.loads(l) for l in open(f) if l.startswith("{")]
+    else:
+        data = json.load(open(f))
     runs.append(dict(kind=kind, model=model, threads=int(th), round=int(rnd), load=load, other_cpus=float(other),
                      file=f, command=cmd, data=data))
 
@@ -176,7 +271,9 @@ def llama_row(d):
                 build=pp.get("build_commit"), cpu=pp.get("cpu_info"), type=pp.get("model_type"))
 
 mean = lambda v: sum(v) / len(v) if v else float("nan")
-names = {"default": "SmolLM2-135M Q4_1", "q4k": "synth 1.1B Q4_K", "q8": "synth 1.1B Q8_0"}
+names = {"default": "SmolLM2-135M Q4_1", "q4_0": "TinyLlama-1.1B Q4_0", "q4_k_m": "TinyLlama-1.1B Q4_K_M",
+         "q5_k_m": "TinyLlama-1.1B Q5_K_M", "q6_k": "TinyLlama-1.1B Q6_K", "q8_0": "TinyLlama-1.1B Q8_0",
+         "llama32_1b": "Llama-3.2-1B Q4_K_M", "qwen25_05b": "Qwen2.5-0.5B Q8_0"}
 order = []
 for r in runs:
     if r["kind"] in ("loom", "llama") and (r["model"], r["threads"]) not in order:
@@ -214,6 +311,50 @@ for r in rows:
         r["tg_ratio"], bw, r["other_cpus"]))
 print("(other CPUs: the most CPUs' worth of other processes' work during any run of the row; 0 = quiet)")
 
+def pairs_of(a, b):
+    """(model, threads) -> [(loom run, llama run)] of the same round"""
+    out = {}
+    for r in runs:
+        if r["kind"] != a:
+            continue
+        o = next((x for x in runs if x["kind"] == b and x["model"] == r["model"] and x["round"] == r["round"]), None)
+        if o:
+            out.setdefault((r["model"], r["threads"]), []).append((r["data"], o["data"]))
+    return out
+
+depth_rows = []
+for (model, th), ps in pairs_of("depth-loom", "depth-llama").items():
+    lo = mean([p[0]["results"][0]["decode_tokens_per_s"]["mean"] for p in ps])
+    ll = mean([next(x["avg_ts"] for x in p[1] if x["n_gen"] > 0) for p in ps])
+    depth_rows.append(dict(model=model, name=names.get(model, os.path.basename(model)), threads=th,
+                           depth=ps[0][0]["options"]["depth"], loom_tg=lo, llama_tg=ll, ratio=lo / ll, target=1.0,
+                           rounds=len(ps)))
+if depth_rows:
+    print()
+    print("decode at depth (tokens/s after a long context; llama-bench -d)")
+    for r in depth_rows:
+        print("%-22s %d threads, depth %d: loom %.2f, llama.cpp %.2f = %.2fx (target >= %.1fx: %s)" % (
+            r["name"], r["threads"], r["depth"], r["loom_tg"], r["llama_tg"], r["ratio"], r["target"],
+            "meets" if r["ratio"] >= r["target"] else "BELOW"))
+
+batch_rows = []
+for (model, th), ps in pairs_of("batch-loom", "batch-llama").items():
+    for res in ps[0][0]["results"]:
+        n = res["sequences"]
+        lo = mean([next(x for x in p[0]["results"] if x["sequences"] == n)["decode_tokens_per_s"]["mean"] for p in ps])
+        ll = mean([next(x["speed_tg"] for x in p[1] if x["pl"] == n) for p in ps])
+        batch_rows.append(dict(model=model, name=names.get(model, os.path.basename(model)), threads=th, sequences=n,
+                               context=ps[0][0]["options"]["depth"], loom_tg=lo, llama_tg=ll, ratio=lo / ll,
+                               target=1.2, rounds=len(ps)))
+if batch_rows:
+    print()
+    print("batched decode (total generated tokens/s; llama-batched-bench S_TG, each sequence after a %d-token prompt)" %
+          batch_rows[0]["context"])
+    for r in batch_rows:
+        print("%-22s %d threads, %2d sequences: loom %.2f, llama.cpp %.2f = %.2fx (target >= %.1fx: %s)" % (
+            r["name"], r["threads"], r["sequences"], r["loom_tg"], r["llama_tg"], r["ratio"], r["target"],
+            "meets" if r["ratio"] >= r["target"] else "BELOW"))
+
 multi = []
 def tg_of(kind, model, rnd):
     for r in runs:
@@ -221,7 +362,7 @@ def tg_of(kind, model, rnd):
             return r["data"]["results"][0]
     return None
 for model in dict.fromkeys(r["model"] for r in runs if r["kind"] in ("tp2", "pp2")):
-    for a, b, what, target in (("tp2", "tp1", "TP=2 (2 ranks x 1 thread) vs 1 rank x 2 threads, decode", 0.9),
+    for a, b, what, target in (("tp2", "tp1", "TP=2 (2 ranks x 1 thread) vs 1 rank x 2 threads, decode", 0.95),
                                ("pp2", "pp1", "PP=2 (2 ranks x 1 thread) vs 1 rank x 1 thread, batched decode", 1.7)):
         pairs = []
         other = max([r["other_cpus"] for r in runs if r["kind"] in (a, b) and r["model"] == model] or [0])
@@ -244,7 +385,7 @@ if multi:
     print("several ranks (loom only; per decoded token: TP collectives / stage transfers / busy, ms, per rank)")
     for m in multi:
         ok = "meets" if m["ratio"] >= m["target"] else "BELOW"
-        print("%-18s %s, %d seq: %.2f vs %.2f tok/s = %.2fx (target >= %.1fx: %s; other CPUs <= %.2f)" % (
+        print("%-18s %s, %d seq: %.2f vs %.2f tok/s = %.2fx (target >= %.2gx: %s; other CPUs <= %.2f)" % (
             m["name"], m["what"], m["sequences"], m["cluster_tps"], m["single_tps"], m["ratio"], m["target"], ok,
             m["other_cpus"]))
         for k in m["decode_ranks"]:
@@ -254,10 +395,24 @@ if multi:
 
 llama_info = next((llama_row(r["data"]) for r in runs if r["kind"] == "llama"), {})
 loom_machine = next((r["data"]["machine"] for r in runs if r["kind"] == "loom"), {})
-doc = dict(tool="launch/bench-vs-llamacpp.sh", machine=dict(loom_machine, platform=platform.platform()),
+cpuinfo = {}
+for line in open("/proc/cpuinfo"):
+    if ":" in line:
+        k, v = (x.strip() for x in line.split(":", 1))
+        cpuinfo.setdefault(k, v)
+    elif cpuinfo:
+        break
+cpu_flags = cpuinfo.get("flags", "").split()
+cpu = dict(vendor=cpuinfo.get("vendor_id"), model_name=cpuinfo.get("model name"), family=cpuinfo.get("cpu family"),
+           model=cpuinfo.get("model"), stepping=cpuinfo.get("stepping"),
+           avx512=sorted(f for f in cpu_flags if f.startswith("avx512")), avx2="avx2" in cpu_flags,
+           kind="%s family %s model %s (%s)" % (cpuinfo.get("vendor_id"), cpuinfo.get("cpu family"), cpuinfo.get("model"),
+                                                "AVX-512" if "avx512f" in cpu_flags else "AVX2" if "avx2" in cpu_flags else "no AVX2"))
+print("\nCPU: %s — %s; loom kernels %s" % (cpu["model_name"], cpu["kind"], loom_machine.get("isa")))
+doc = dict(tool="launch/bench-vs-llamacpp.sh", cpu=cpu, machine=dict(loom_machine, platform=platform.platform()),
            llama_cpp=dict(source="llama-cpp-python==0.3.36 sdist, vendor/llama.cpp", build_commit=llama_info.get("build"),
                           cmake_flags=flags, llama_bench=llama_bench),
-           rows=rows, multi_rank=multi,
+           rows=rows, depth=depth_rows, batched=batch_rows, multi_rank=multi,
            runs=[dict(kind=r["kind"], model=r["model"], threads=r["threads"], round=r["round"], load=r["load"],
                       other_cpus=r["other_cpus"],
                       command=r["command"], output=r["data"]) for r in runs])
