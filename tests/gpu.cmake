@@ -29,7 +29,7 @@ set_tests_properties(mpi_equivalence_device_host_synth_q4_k_m_tp2_pp2 PROPERTIES
   ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 
 # The device check (tests/gpu/device_check.c, run on a GPU machine by
-# tests/gpu/device_check.sh): here the harness on the host device (the CUDA
+# tests/gpu/check.sh): here the harness on the host device (the CUDA
 # part says NOT RUN), and --device cuda, which reports "not run" (77) in a
 # build without the CUDA backend linked or without a GPU.
 add_executable(device_check ${CMAKE_SOURCE_DIR}/tests/gpu/device_check.c ${CMAKE_SOURCE_DIR}/tests/gpu/check_ops.c

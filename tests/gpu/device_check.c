@@ -1,7 +1,7 @@
 /*
  * tests/gpu/device_check.c — the device check: a device (runtime/device.h)
  * against the host device, whose device forward equals the CPU forward bit
- * for bit (tests/test_device_forward.c). Run by tests/gpu/device_check.sh on
+ * for bit (tests/test_device_forward.c). Run by tests/gpu/check.sh on
  * a GPU machine, and by ctest here on the host device.
  *
  *   device_check [--device cuda|host] [--json PATH] [--quick] [--no-big] [--ops-only] [--speed-only] [--speed-batch B]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/gpu/device_check.sh — the GPU device check, run from the repository
+# tests/gpu/check.sh — the GPU device check, run from the repository
 # root on a machine with an NVIDIA GPU and the CUDA toolkit (no MPI,
 # protobuf-c, jansson, libmicrohttpd or PCRE2 needed): builds runtime/ with
 # the CUDA backend for sm_90 (-DLOOM_RUNTIME_ONLY=ON, ninja) and runs
@@ -8,8 +8,8 @@
 # $OUT/gpu_check.json when $OUT is set. Exits nonzero if the build or any
 # check failed. Every step has a timeout; about 3-5 minutes in all.
 #
-#   bash tests/gpu/device_check.sh              # sm_90 (H100/H200)
-#   LOOM_CUDA_ARCHS=89 bash tests/gpu/device_check.sh
+#   bash tests/gpu/check.sh              # sm_90 (H100/H200)
+#   LOOM_CUDA_ARCHS=89 bash tests/gpu/check.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 T0=$(date +%s)
