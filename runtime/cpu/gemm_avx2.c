@@ -1,6 +1,7 @@
 /*
- * runtime/cpu/gemm_avx2.c — AVX2 kernels for the 4/5/6-bit weight types
- * (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): one ymm lane per weight row.
+ * runtime/cpu/gemm_avx2.c — AVX2 kernels for the quantized weight types
+ * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K): one ymm lane per weight
+ * row.
  *
  * Two paths, one arithmetic:
  *   - the panel GEMM (n >= g_min_n tokens; prefill): the weights of 8 rows x
@@ -28,8 +29,11 @@
  * to c*|dw*da*sum(a)|); K super-blocks y += da*(sum_g fs_g*I_g + d2*M) with
  * M the integer mins/offset term from the bsums.
  *
- * Q8_0 and float weights stay on the register tiles of matmul_avx2.c (the
- * unsigned form of Q8_0 would saturate VPMADDUBSW's int16 pairs).
+ * Q8_0 runs on the row tiles only, for every number of tokens (its
+ * unsigned panel form would saturate VPMADDUBSW's int16 pairs): |w| times
+ * the activations carrying w's signs (at most 2*128*127 per pair), widened
+ * per row, lanes summed by the VPHADDD tree; tot += dw*(da*I). Float
+ * weights stay on the register tiles of matmul_avx2.c.
  *
  * Compiled with -mavx2 -mfma -mf16c -mbmi2.
  */
@@ -72,9 +76,11 @@ AI __m256i bits_to_0x10(uint32_t bits) {
     return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel), _mm256_set1_epi8(16));
 }
 
-/* A 32-element block -> its unsigned quants (0..15 or 0..31). */
+/* A 32-element block -> its unsigned quants (0..15 or 0..31); Q8_0: its
+ * signed quants. */
 AI __m256i dec32(const int type, const uint8_t *p) {
     switch (type) {
+    case LOOM_TYPE_Q8_0: return _mm256_loadu_si256((const __m256i *)(p + 2));
     case LOOM_TYPE_Q4_0: return nibbles(p + 2);
     case LOOM_TYPE_Q4_1: return nibbles(p + 4);
     case LOOM_TYPE_Q5_0: return _mm256_or_si256(nibbles(p + 6), bits_to_0x10(loom_ld_u32(p + 2)));
@@ -378,6 +384,12 @@ AI __m256i rows8_sum(const __m256i p[GMR]) {
 AI __m256i rows8_dot(const int type, const __m256i q[GMR], const uint8_t *a) {
     const __m256i av = _mm256_loadu_si256((const __m256i *)a);
     __m256i p[GMR];
+    if (type == LOOM_TYPE_Q8_0) { /* signed quants: |w| . (a with w's signs) */
+        const __m256i ones = _mm256_set1_epi16(1);
+        UNROLL for (int r = 0; r < GMR; r++)
+            p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(q[r]), _mm256_sign_epi8(av, q[r])), ones);
+        return rows8_sum(p);
+    }
     UNROLL for (int r = 0; r < GMR; r++) p[r] = _mm256_maddubs_epi16(q[r], av);
     const __m256i h0 = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
     const __m256i h1 = _mm256_hadd_epi16(_mm256_hadd_epi16(p[4], p[5]), _mm256_hadd_epi16(p[6], p[7]));
@@ -422,6 +434,11 @@ AI void rt32(const int type, const int NT, const uint8_t *const wr[GMR], int row
         if (!min_type) off = _mm256_mul_ps(_mm256_set1_ps(type == LOOM_TYPE_Q4_0 ? -8.0f : -16.0f), fs);
         UNROLL for (int t = 0; t < NT; t++) {
             const uint8_t *xt = x + t * xs;
+            if (type == LOOM_TYPE_Q8_0) { /* no offset */
+                const __m256 I = _mm256_cvtepi32_ps(rows8_dot(type, q, xt + 32 * b));
+                tot[t] = _mm256_fmadd_ps(_mm256_mul_ps(I, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b))), fs, tot[t]);
+                continue;
+            }
             tot[t] = step32(tot[t], rows8_dot(type, q, xt + 32 * b), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)), fs, off,
                             _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)));
         }
@@ -520,7 +537,7 @@ AI void row_tiles(const int type, const uint8_t *w, size_t ws, int64_t k, int64_
 
 /* ============================== instantiation ============================== */
 
-/* the Q and K families of the weight-type list; F and Q8 are in matmul_avx2.c */
+/* the Q, Q8 and K families of the weight-type list; F is in matmul_avx2.c */
 #define LANES(p, T, s)                                                                                \
     void p##s(LOOM_MATMUL_PARAMS) {                                                                   \
         if (n >= g_min_n(LOOM_TYPE_##T)) g_gemm(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy);      \
@@ -529,7 +546,8 @@ AI void row_tiles(const int type, const uint8_t *w, size_t ws, int64_t k, int64_
 #define LANES_Q(p, T, s) LANES(p, T, s)
 #define LANES_K(p, T, s) LANES(p, T, s)
 #define LANES_F(p, T, s)
-#define LANES_Q8(p, T, s)
+#define LANES_Q8(p, T, s) \
+    void p##s(LOOM_MATMUL_PARAMS) { row_tiles(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
 #define FAMILY(p, T, s, f) LANES_##f(p, T, s)
 LOOM_MATMUL_TYPES(FAMILY, loom_avx2_mm_)
 

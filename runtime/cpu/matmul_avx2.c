@@ -1,14 +1,12 @@
 /*
  * runtime/cpu/matmul_avx2.c — AVX2 + FMA + F16C register tiles for the
- * weight types that keep one accumulator per (row, token): F32, F16, BF16
- * and Q8_0 (Haswell and later; no VNNI assumed). The 4/5/6-bit types run in
- * gemm_avx2.c, one lane per row.
+ * float weight types, which keep one accumulator per (row, token): F32, F16,
+ * BF16 (Haswell and later). The quantized types run in gemm_avx2.c, one
+ * lane per row.
  *
  * Same register-tile scheme as matmul_avx512.c (RM rows x RN tokens per
- * tile, each weight block decoded once per tile, each activation block
- * loaded once per tile), with 256-bit vectors. Q8_0 uses the classic integer
- * dot product with the sign trick: VPMADDUBSW of |w| and sign(a, w) (at most
- * 2*128*127 per int16 pair, no saturation), then VPMADDWD.
+ * tile, each weight block loaded once per tile, each activation block
+ * loaded once per tile), with 256-bit vectors.
  *
  * Every (row, token) accumulates the same lanes in the same order whatever
  * the tile's shape, so a row's result does not depend on the number of
@@ -76,46 +74,14 @@ AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, siz
     }
 }
 
-/* ================================ Q8_0 ================================ */
-
-AI void tile_q8(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k, const uint8_t *x, size_t xs,
-                float *y, int64_t ldy) {
-    const int64_t nb = k / 32;
-    const size_t bs = loom_qblock_bytes(type);
-    const __m256i ones16 = _mm256_set1_epi16(1);
-    __m256 acc[XM][XN];
-    UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i q[XM], sgn[XM];
-        __m256 dw[XM];
-        UNROLL for (int r = 0; r < RM; r++) {
-            const uint8_t *p = w + r * ws + b * bs;
-            LOOM_PREFETCH_NEXT_TILE(p + RM * ws, bs);
-            dw[r] = _mm256_set1_ps(_cvtsh_ss(loom_ld_u16(p)));
-            sgn[r] = _mm256_loadu_si256((const __m256i *)(p + 2)); /* keep |w|; the signs go onto the activations */
-            q[r] = _mm256_abs_epi8(sgn[r]);
-        }
-        UNROLL for (int t = 0; t < RN; t++) {
-            const uint8_t *xt = x + t * xs;
-            const __m256i a = _mm256_loadu_si256((const __m256i *)(xt + 32 * b));
-            const __m256 da = _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b));
-            UNROLL for (int r = 0; r < RM; r++) {
-                const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], _mm256_sign_epi8(a, sgn[r])), ones16);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), da), dw[r], acc[r][t]);
-            }
-        }
-    }
-    UNROLL for (int t = 0; t < RN; t++) UNROLL for (int r = 0; r < RM; r++) y[t * ldy + r] = hsum8(acc[r][t]);
-}
-
 /* ============================ instantiation ============================ */
 
-/* the F and Q8 families of the weight-type list; Q and K are in gemm_avx2.c */
+/* the F family of the weight-type list; Q, Q8 and K are in gemm_avx2.c */
 #define KERNEL(p, T, s, fn, RMD, RM)                                                                  \
     LOOM_TILE_SET(s, fn, LOOM_TYPE_##T, RMD, RM, 3)                                                   \
     void p##s(LOOM_MATMUL_PARAMS) { loom_run_tiles(&s##_tiles, w, ws, k, nr, xq, xs, n, y, ldy); }
 #define KERNEL_F(p, T, s) KERNEL(p, T, s, tile_f, 4, 3)
-#define KERNEL_Q8(p, T, s) KERNEL(p, T, s, tile_q8, 2, 2)
+#define KERNEL_Q8(p, T, s)
 #define KERNEL_Q(p, T, s)
 #define KERNEL_K(p, T, s)
 #define FAMILY(p, T, s, f) KERNEL_##f(p, T, s)
