@@ -38,6 +38,24 @@ struct loom_cuda {
 
 static inline loom_cuda *loom_cuda_of(loom_device *d) { return (loom_cuda *)d->impl; }
 
+/* cuBLAS is opened at run time (dlopen of libcublas.so.<major>) when the
+ * first GPU device is created, not linked: a CPU-only run of a CUDA build
+ * then maps none of its ~600 MB of libraries (libcublasLt alone added ~60
+ * MB to every rank's resident memory). NULL members until loaded. */
+struct loom_cublas_api {
+    decltype(&cublasCreate_v2) create;
+    decltype(&cublasDestroy_v2) destroy;
+    decltype(&cublasSetStream_v2) set_stream;
+    decltype(&cublasSetWorkspace_v2) set_workspace;
+    /* the C symbol (C++ also sees an overload taking a cudaDataType compute type) */
+    cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
+                              const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
+                              cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+};
+extern loom_cublas_api loom_cublas;
+/* Loads loom_cublas once (thread-safe); an error names the library tried. */
+loom_status loom_cublas_load(void);
+
 /* Records the first failure (of a launch, or of anything a kernel entry did). */
 void loom_cuda_note(loom_device *d, cudaError_t e, const char *what);
 #define LOOM_CUDA_LAUNCHED(d, what) loom_cuda_note((d), cudaGetLastError(), (what))

@@ -7,6 +7,8 @@
  *
  * Not verified on a GPU yet (see README: what has run on a GPU).
  */
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +217,44 @@ static void c_graph_free(loom_device *d, void *g) {
     if (g) cudaGraphExecDestroy((cudaGraphExec_t)g);
 }
 
+/* ------------------------------------------------------------ cuBLAS, opened at run time */
+
+loom_cublas_api loom_cublas;
+
+static loom_status cublas_loaded;
+static void cublas_load_once(void) {
+    static char lib[32];
+    snprintf(lib, sizeof lib, "libcublas.so.%d", CUBLAS_VER_MAJOR);
+    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        cublas_loaded = loom_error(LOOM_ERR_UNSUPPORTED, "cannot open %s (the CUDA toolkit's cuBLAS, needed for --device cuda): %s",
+                                   lib, dlerror());
+        return;
+    }
+    loom_cublas_api a;
+    const char *missing = NULL;
+#define SYM(field, name)                                                         \
+    if (!(*(void **)&a.field = dlsym(h, name)) && !missing) missing = name;
+    SYM(create, "cublasCreate_v2")
+    SYM(destroy, "cublasDestroy_v2")
+    SYM(set_stream, "cublasSetStream_v2")
+    SYM(set_workspace, "cublasSetWorkspace_v2")
+    SYM(gemm_ex, "cublasGemmEx")
+#undef SYM
+    if (missing) {
+        cublas_loaded = loom_error(LOOM_ERR_UNSUPPORTED, "%s lacks %s", lib, missing);
+        dlclose(h);
+        return;
+    }
+    loom_cublas = a; /* h stays open for the life of the process */
+}
+
+loom_status loom_cublas_load(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, cublas_load_once);
+    return cublas_loaded ? loom_error(LOOM_ERR_UNSUPPORTED, "%s", loom_status_message(cublas_loaded)) : NULL;
+}
+
 /* ------------------------------------------------------------ the table */
 
 static void c_destroy(loom_device *d) {
@@ -222,7 +262,7 @@ static void c_destroy(loom_device *d) {
     cudaSetDevice(c->ordinal);
     if (c->stream) cudaStreamSynchronize(c->stream);
     if (c->stream) prof_report(c);
-    if (c->blas) cublasDestroy(c->blas);
+    if (c->blas) loom_cublas.destroy(c->blas);
     if (c->ev) cudaEventDestroy(c->ev);
     if (c->stream) cudaStreamDestroy(c->stream);
     if (c->wbuf) cudaFree(c->wbuf);
@@ -363,13 +403,14 @@ extern "C" loom_status loom_cuda_impl_create(int ordinal, loom_device **out) {
     if (!st) st = cuda_err(d, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "cudaStreamCreate");
     if (!st && getenv("LOOM_CUDA_PROFILE") && atoi(getenv("LOOM_CUDA_PROFILE")) > 0) prof.on = 1;
     if (!st) st = cuda_err(d, cudaEventCreateWithFlags(&c->ev, cudaEventDisableTiming), "cudaEventCreate");
-    if (!st && cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS)
+    if (!st) st = loom_cublas_load();
+    if (!st && loom_cublas.create(&c->blas) != CUBLAS_STATUS_SUCCESS)
         st = loom_error(LOOM_ERR_COMM, "%s: cublasCreate failed", d->what);
-    if (!st && cublasSetStream(c->blas, c->stream) != CUBLAS_STATUS_SUCCESS)
+    if (!st && loom_cublas.set_stream(c->blas, c->stream) != CUBLAS_STATUS_SUCCESS)
         st = loom_error(LOOM_ERR_COMM, "%s: cublasSetStream failed", d->what);
     const size_t ws = (size_t)32 << 20; /* Hopper's recommended cuBLAS workspace */
     if (!st) st = cuda_err(d, cudaMalloc(&c->blas_ws, ws), "cudaMalloc (cuBLAS workspace)");
-    if (!st && cublasSetWorkspace(c->blas, c->blas_ws, ws) != CUBLAS_STATUS_SUCCESS)
+    if (!st && loom_cublas.set_workspace(c->blas, c->blas_ws, ws) != CUBLAS_STATUS_SUCCESS)
         st = loom_error(LOOM_ERR_COMM, "%s: cublasSetWorkspace failed", d->what);
     if (st) {
         c_destroy(d);

@@ -62,7 +62,7 @@ void loom_cuda_gemm(loom_type wt, loom_device *d, const uint8_t *w, size_t ws, i
             (int)wt, w + (size_t)r0 * ws, ws, (int)k, (int)rows, (int)tr->block_size, (int)tr->type_size, wb);
         LOOM_CUDA_LAUNCHED(d, "dequant_bf16");
         /* column-major: C (rows x n, ldc = ldy) = W^T-view (k x rows)^T · X (k x n) */
-        const cublasStatus_t s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)k, &one, wb,
+        const cublasStatus_t s = loom_cublas.gemm_ex(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)k, &one, wb,
                                               CUDA_R_16BF, (int)k, xa, CUDA_R_16BF, (int)k, accumulate ? &one : &zero,
                                               y + r0, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         if (s != CUBLAS_STATUS_SUCCESS) {
