@@ -546,8 +546,16 @@ AI void row_tiles(const int type, const uint8_t *w, size_t ws, int64_t k, int64_
 #define LANES_Q(p, T, s) LANES(p, T, s)
 #define LANES_K(p, T, s) LANES(p, T, s)
 #define LANES_F(p, T, s)
-#define LANES_Q8(p, T, s) \
-    void p##s(LOOM_MATMUL_PARAMS) { row_tiles(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
+/* Q8_0: row tiles for every n, over token chunks whose activations stay in
+ * L2 (as loom_run_tiles walks them) */
+#define LANES_Q8(p, T, s)                                                                             \
+    void p##s(LOOM_MATMUL_PARAMS) {                                                                   \
+        int64_t chunk = (int64_t)(LOOM_ACT_CHUNK_BYTES / (xs ? xs : 1)) / RTN * RTN;                   \
+        if (chunk < RTN) chunk = RTN;                                                                 \
+        for (int64_t t0 = 0; t0 < n; t0 += chunk)                                                     \
+            row_tiles(LOOM_TYPE_##T, w, ws, k, nr, xq + t0 * xs, xs, n - t0 < chunk ? n - t0 : chunk,  \
+                      y + t0 * ldy, ldy);                                                             \
+    }
 #define FAMILY(p, T, s, f) LANES_##f(p, T, s)
 LOOM_MATMUL_TYPES(FAMILY, loom_avx2_mm_)
 
