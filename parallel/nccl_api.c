@@ -1,7 +1,8 @@
 /* parallel/nccl_api.c — NCCL loaded at run time (contract in nccl_api.h). */
 #include "parallel/nccl_api.h"
 
-#include <dlfcn.h>
+#include "runtime/dynlib.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,46 +16,32 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void load(void) {
     const char *env = getenv("LOOM_NCCL_LIB");
     const char *lib = env && *env ? env : "libnccl.so.2";
-    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
+    const loom_dynsym syms[] = {
+        {"ncclGetVersion", &api.get_version, false},
+        {"ncclGetUniqueId", &api.get_unique_id, false},
+        {"ncclCommInitRank", &api.comm_init_rank, false},
+        {"ncclCommDestroy", &api.comm_destroy, false},
+        {"ncclCommAbort", &api.comm_abort, false},
+        {"ncclCommGetAsyncError", &api.comm_get_async_error, false},
+        {"ncclGetErrorString", &api.get_error_string, false},
+        {"ncclGetLastError", &api.get_last_error, true},
+        {"ncclAllReduce", &api.all_reduce, false},
+        {"ncclBroadcast", &api.broadcast, false},
+        {"ncclAllGather", &api.all_gather, false},
+        {"ncclSend", &api.send, false},
+        {"ncclRecv", &api.recv, false},
+        {"ncclGroupStart", &api.group_start, false},
+        {"ncclGroupEnd", &api.group_end, false},
+    };
+    loom_status st = loom_dynlib_open(lib, syms, sizeof syms / sizeof syms[0]);
+    if (st) {
         snprintf(load_error, sizeof load_error,
-                 "cannot load NCCL (%s): %s; set LOOM_NCCL_LIB to libnccl.so.2's path, or use the staged backend "
-                 "(LOOM_COMM=staged)",
-                 lib, dlerror());
+                 "cannot load NCCL: %s (NCCL 2.7 or newer is needed); set LOOM_NCCL_LIB to libnccl.so.2's path, or "
+                 "use the staged backend (LOOM_COMM=staged)",
+                 loom_status_message(st));
+        loom_status_free(st);
         loaded = -1;
         return;
-    }
-    struct {
-        const char *sym;
-        void **dst;
-        int optional;
-    } syms[] = {
-        {"ncclGetVersion", (void **)&api.get_version, 0},
-        {"ncclGetUniqueId", (void **)&api.get_unique_id, 0},
-        {"ncclCommInitRank", (void **)&api.comm_init_rank, 0},
-        {"ncclCommDestroy", (void **)&api.comm_destroy, 0},
-        {"ncclCommAbort", (void **)&api.comm_abort, 0},
-        {"ncclCommGetAsyncError", (void **)&api.comm_get_async_error, 0},
-        {"ncclGetErrorString", (void **)&api.get_error_string, 0},
-        {"ncclGetLastError", (void **)&api.get_last_error, 1},
-        {"ncclAllReduce", (void **)&api.all_reduce, 0},
-        {"ncclBroadcast", (void **)&api.broadcast, 0},
-        {"ncclAllGather", (void **)&api.all_gather, 0},
-        {"ncclSend", (void **)&api.send, 0},
-        {"ncclRecv", (void **)&api.recv, 0},
-        {"ncclGroupStart", (void **)&api.group_start, 0},
-        {"ncclGroupEnd", (void **)&api.group_end, 0},
-    };
-    for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
-        void *p = dlsym(h, syms[i].sym);
-        if (!p && !syms[i].optional) {
-            snprintf(load_error, sizeof load_error, "%s has no %s (NCCL 2.7 or newer is needed)", lib, syms[i].sym);
-            dlclose(h);
-            memset(&api, 0, sizeof api);
-            loaded = -1;
-            return;
-        }
-        memcpy(syms[i].dst, &p, sizeof p); /* object pointer to function pointer, as POSIX allows */
     }
     int v = 0;
     api.get_version(&v);

@@ -10,6 +10,7 @@
 
 #include "parallel/placement.h"
 #include "runtime/device.h"
+#include "runtime/dynlib.h"
 
 static loom_place_rank rec(const char *host, int local, int gpus, const char *uuid) {
     loom_place_rank r;
@@ -76,4 +77,24 @@ Test(placement, device_kinds) {
         cr_assert(st && strstr(loom_status_message(st), "built without CUDA"), "%s", loom_status_message(st));
         loom_status_free(st);
     }
+}
+
+/* NCCL and cuBLAS are opened through loom_dynlib_open: libm stands in */
+Test(placement, dynlib_open) {
+    double (*cosine)(double) = NULL, (*absent)(double) = (double (*)(double))1;
+    loom_dynsym ok[] = {{"cos", &cosine, false}, {"loom_no_such_symbol", &absent, true}};
+    loom_status st = loom_dynlib_open("libm.so.6", ok, 2);
+    cr_assert(!st, "%s", loom_status_message(st));
+    cr_assert(cosine && cosine(0.0) == 1.0 && absent == NULL, "required resolved, optional missing is NULL");
+
+    double (*sine)(double) = NULL;
+    loom_dynsym bad[] = {{"sin", &sine, false}, {"loom_no_such_symbol", &absent, false}};
+    st = loom_dynlib_open("libm.so.6", bad, 2);
+    cr_assert(st && strstr(loom_status_message(st), "libm.so.6 has no loom_no_such_symbol"), "%s", loom_status_message(st));
+    cr_assert(sine == NULL, "a failed open stores nothing");
+    loom_status_free(st);
+
+    st = loom_dynlib_open("libloom-absent.so.9", bad, 2);
+    cr_assert(st && strstr(loom_status_message(st), "cannot open libloom-absent.so.9"), "%s", loom_status_message(st));
+    loom_status_free(st);
 }

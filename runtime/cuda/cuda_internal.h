@@ -17,6 +17,7 @@
 
 extern "C" {
 #include "runtime/device.h"
+#include "runtime/dynlib.h"
 #include "runtime/kernels.h"
 }
 

@@ -7,7 +7,6 @@
  *
  * Not verified on a GPU yet (see README: what has run on a GPU).
  */
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,28 +224,16 @@ static loom_status cublas_loaded;
 static void cublas_load_once(void) {
     static char lib[32];
     snprintf(lib, sizeof lib, "libcublas.so.%d", CUBLAS_VER_MAJOR);
-    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        cublas_loaded = loom_error(LOOM_ERR_UNSUPPORTED, "cannot open %s (the CUDA toolkit's cuBLAS, needed for --device cuda): %s",
-                                   lib, dlerror());
-        return;
-    }
-    loom_cublas_api a;
-    const char *missing = NULL;
-#define SYM(field, name)                                                         \
-    if (!(*(void **)&a.field = dlsym(h, name)) && !missing) missing = name;
-    SYM(create, "cublasCreate_v2")
-    SYM(destroy, "cublasDestroy_v2")
-    SYM(set_stream, "cublasSetStream_v2")
-    SYM(set_workspace, "cublasSetWorkspace_v2")
-    SYM(gemm_ex, "cublasGemmEx")
-#undef SYM
-    if (missing) {
-        cublas_loaded = loom_error(LOOM_ERR_UNSUPPORTED, "%s lacks %s", lib, missing);
-        dlclose(h);
-        return;
-    }
-    loom_cublas = a; /* h stays open for the life of the process */
+    const loom_dynsym syms[] = {
+        {"cublasCreate_v2", &loom_cublas.create, false},
+        {"cublasDestroy_v2", &loom_cublas.destroy, false},
+        {"cublasSetStream_v2", &loom_cublas.set_stream, false},
+        {"cublasSetWorkspace_v2", &loom_cublas.set_workspace, false},
+        {"cublasGemmEx", &loom_cublas.gemm_ex, false},
+    };
+    cublas_loaded = loom_dynlib_open(lib, syms, sizeof syms / sizeof syms[0]);
+    if (cublas_loaded)
+        cublas_loaded = loom_error_wrap(cublas_loaded, "--device cuda needs the CUDA toolkit's cuBLAS");
 }
 
 loom_status loom_cublas_load(void) {
