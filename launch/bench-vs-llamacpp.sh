@@ -167,6 +167,20 @@ record() { # kind model threads round command...
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$model" "$th" "$rnd" "$l" "$other" "$f" "$*" >> "$runs"
 }
 
+# side_by_side KIND_PREFIX MODEL THREADS ROUND: records ${llama_cmd[@]} and
+# ${loom_cmd[@]} back to back (kinds PREFIXllama, PREFIXloom), llama.cpp first
+# in odd rounds and loom first in even ones
+side_by_side() {
+  if [ $(($4 % 2)) -eq 1 ]; then
+    record "${1}llama" "$2" "$3" "$4" "${llama_cmd[@]}"
+    record "${1}loom" "$2" "$3" "$4" "${loom_cmd[@]}"
+  else
+    record "${1}loom" "$2" "$3" "$4" "${loom_cmd[@]}"
+    record "${1}llama" "$2" "$3" "$4" "${llama_cmd[@]}"
+  fi
+}
+max_of() { tr , '\n' <<< "$1" | sort -n | tail -1; } # largest of a comma-separated list
+
 IFS=, read -r -a tlist <<< "$threads"
 for rnd in $(seq 1 "$rounds"); do
   for m in $models_sel; do
@@ -174,19 +188,12 @@ for rnd in $(seq 1 "$rounds"); do
     for t in "${tlist[@]}"; do
       llama_cmd=("$llama_bench" -m "$f" -p "$pt" -n "$gt" -t "$t" -r "$reps" -o json)
       loom_cmd=("$loom" bench --model "$f" --prompt-tokens "$pt" --gen-tokens "$gt" --threads "$t" --reps "$reps")
-      if [ $((rnd % 2)) -eq 1 ]; then
-        record llama "$m" "$t" "$rnd" "${llama_cmd[@]}"
-        record loom "$m" "$t" "$rnd" "${loom_cmd[@]}"
-      else
-        record loom "$m" "$t" "$rnd" "${loom_cmd[@]}"
-        record llama "$m" "$t" "$rnd" "${llama_cmd[@]}"
-      fi
+      side_by_side "" "$m" "$t" "$rnd"
     done
   done
 done
 
-tmax=0
-for t in "${tlist[@]}"; do [ "$t" -gt "$tmax" ] && tmax=$t; done
+tmax=$(max_of "$threads")
 
 # ---------------------------------------------------------------- (d) depth
 if [ "$depth" -gt 0 ]; then
@@ -196,21 +203,13 @@ if [ "$depth" -gt 0 ]; then
       llama_cmd=("$llama_bench" -m "$f" -p 0 -n "$gt" -d "$depth" -t "$tmax" -r "$depth_reps" -o json)
       loom_cmd=("$loom" bench --model "$f" --prompt-tokens 16 --gen-tokens "$gt" --depth "$depth" --threads "$tmax"
         --reps "$depth_reps" --membw-size 0)
-      if [ $((rnd % 2)) -eq 1 ]; then
-        record depth-llama "$m" "$tmax" "$rnd" "${llama_cmd[@]}"
-        record depth-loom "$m" "$tmax" "$rnd" "${loom_cmd[@]}"
-      else
-        record depth-loom "$m" "$tmax" "$rnd" "${loom_cmd[@]}"
-        record depth-llama "$m" "$tmax" "$rnd" "${llama_cmd[@]}"
-      fi
+      side_by_side depth- "$m" "$tmax" "$rnd"
     done
   done
 fi
 
 # ---------------------------------------------------------------- (e) batched decode
-bmax=0
-IFS=, read -r -a blist <<< "$batch_seqs"
-for b in "${blist[@]}"; do [ "$b" -gt "$bmax" ] && bmax=$b; done
+bmax=$(max_of "$batch_seqs")
 for rnd in $(seq 1 "$rounds"); do
   for m in $batch_sel; do
     f=$(path_of "$m")
@@ -218,13 +217,7 @@ for rnd in $(seq 1 "$rounds"); do
       -npl "$batch_seqs" -t "$tmax" --output-format jsonl)
     loom_cmd=("$loom" bench --model "$f" --prompt-tokens 16 --gen-tokens "$gt" --depth "$pt" --sequences "$batch_seqs"
       --threads "$tmax" --reps 2 --membw-size 0)
-    if [ $((rnd % 2)) -eq 1 ]; then
-      record batch-llama "$m" "$tmax" "$rnd" "${llama_cmd[@]}"
-      record batch-loom "$m" "$tmax" "$rnd" "${loom_cmd[@]}"
-    else
-      record batch-loom "$m" "$tmax" "$rnd" "${loom_cmd[@]}"
-      record batch-llama "$m" "$tmax" "$rnd" "${llama_cmd[@]}"
-    fi
+    side_by_side batch- "$m" "$tmax" "$rnd"
   done
 done
 
