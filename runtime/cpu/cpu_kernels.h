@@ -188,6 +188,13 @@ typedef struct {
 /* token rows whose activations stay in L2 while a row tile walks them */
 #define LOOM_ACT_CHUNK_BYTES (256 * 1024)
 
+/* Tokens per such chunk for activation rows xs bytes apart: a multiple of
+ * the tile's rn tokens, at least rn. */
+static inline int64_t loom_act_chunk_tokens(size_t xs, int rn) {
+    const int64_t c = (int64_t)(LOOM_ACT_CHUNK_BYTES / (xs ? xs : 1)) / rn * rn;
+    return c < rn ? rn : c;
+}
+
 /* Covers nr rows x n tokens with the tiles: n = 1 walks rows rmd at a time;
  * n > 1 walks token chunks that fit in L2, and in each, row tiles of rm
  * (leftover rows one by one) x token tiles of rn (leftover tokens in one
@@ -201,8 +208,7 @@ static inline void loom_run_tiles(const loom_tile_set *ts, const uint8_t *w, siz
         for (; r < nr; r++) ts->dec[0](w + r * ws, ws, k, xq, xs, y + r, ldy);
         return;
     }
-    int64_t chunk = (int64_t)(LOOM_ACT_CHUNK_BYTES / (xs ? xs : 1));
-    if (chunk < ts->rn) chunk = ts->rn;
+    const int64_t chunk = loom_act_chunk_tokens(xs, ts->rn);
     for (int64_t t0 = 0; t0 < n; t0 += chunk) {
         const int64_t t1 = t0 + chunk < n ? t0 + chunk : n;
         for (int64_t r = 0; r < nr; r += ts->rm) {

@@ -120,10 +120,11 @@ AI __m256i decK_piece(const int type, const uint8_t *blk, const int j) {
 
 /* ====================== the float steps of every path ====================== */
 
-/* 32-element block: tot += fs*(da*I) + off*s */
-AI __m256 step32(__m256 tot, __m256i I, __m256 da, __m256 fs, __m256 off, __m256 s) {
+/* 32-element block: tot += fs*(da*I) + off*s (Q8_0, which has no offset:
+ * tot += fs*(da*I)) */
+AI __m256 step32(const int type, __m256 tot, __m256i I, __m256 da, __m256 fs, __m256 off, __m256 s) {
     tot = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(I), da), fs, tot);
-    return _mm256_fmadd_ps(off, s, tot);
+    return type == LOOM_TYPE_Q8_0 ? tot : _mm256_fmadd_ps(off, s, tot);
 }
 
 /* K super-block: tot += d*(da*S) + negdmin*(da*Mn); S = sum_g sc_g*I_g (Q6_K:
@@ -311,7 +312,7 @@ AI void g_micro(const int type, const gpanel *P, int64_t k, int64_t kc0, int kcl
             g_dot(type, P, 8 * b, 8, a, _mm256_set1_epi16(1), I);
             const __m256 fsv = _mm256_loadu_ps(P->fs[b]), offv = _mm256_loadu_ps(P->off[b]);
             UNROLL for (int t = 0; t < GNT; t++)
-                tot[t] = step32(tot[t], I[t], _mm256_set1_ps(loom_ld_f32(xt[t] + k + 4 * bb)), fsv, offv,
+                tot[t] = step32(type, tot[t], I[t], _mm256_set1_ps(loom_ld_f32(xt[t] + k + 4 * bb)), fsv, offv,
                                 _mm256_set1_ps(loom_ld_f32(xt[t] + k + 4 * nb + 4 * bb)));
         }
     } else {
@@ -434,13 +435,8 @@ AI void rt32(const int type, const int NT, const uint8_t *const wr[GMR], int row
         if (!min_type) off = _mm256_mul_ps(_mm256_set1_ps(type == LOOM_TYPE_Q4_0 ? -8.0f : -16.0f), fs);
         UNROLL for (int t = 0; t < NT; t++) {
             const uint8_t *xt = x + t * xs;
-            if (type == LOOM_TYPE_Q8_0) { /* no offset */
-                const __m256 I = _mm256_cvtepi32_ps(rows8_dot(type, q, xt + 32 * b));
-                tot[t] = _mm256_fmadd_ps(_mm256_mul_ps(I, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b))), fs, tot[t]);
-                continue;
-            }
-            tot[t] = step32(tot[t], rows8_dot(type, q, xt + 32 * b), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)), fs, off,
-                            _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)));
+            tot[t] = step32(type, tot[t], rows8_dot(type, q, xt + 32 * b), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)),
+                            fs, off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)));
         }
     }
     UNROLL for (int t = 0; t < NT; t++) store_rows(y + t * ldy, tot[t], rows);
@@ -550,8 +546,7 @@ AI void row_tiles(const int type, const uint8_t *w, size_t ws, int64_t k, int64_
  * L2 (as loom_run_tiles walks them) */
 #define LANES_Q8(p, T, s)                                                                             \
     void p##s(LOOM_MATMUL_PARAMS) {                                                                   \
-        int64_t chunk = (int64_t)(LOOM_ACT_CHUNK_BYTES / (xs ? xs : 1)) / RTN * RTN;                   \
-        if (chunk < RTN) chunk = RTN;                                                                 \
+        const int64_t chunk = loom_act_chunk_tokens(xs, RTN);                                         \
         for (int64_t t0 = 0; t0 < n; t0 += chunk)                                                     \
             row_tiles(LOOM_TYPE_##T, w, ws, k, nr, xq + t0 * xs, xs, n - t0 < chunk ? n - t0 : chunk,  \
                       y + t0 * ldy, ldy);                                                             \
