@@ -44,6 +44,23 @@
 #define RMS_DEV 0.08f /* σ */
 #define EMBED_COS 0.9995
 
+/* The model at path on 2 threads, context 1024, one sequence; *g is opened
+ * for it (free both). */
+static loom_engine *open_engine(const char *path, loom_type kv_type, int batch_rows, loom_gguf **g) {
+    loom_status st = loom_gguf_open(path, g);
+    cr_assert(!st, "%s", loom_status_message(st));
+    loom_engine_options o = loom_engine_defaults();
+    o.n_threads = 2;
+    o.ctx_size = 1024;
+    o.max_seqs = 1;
+    o.kv_type = kv_type;
+    o.batch_rows = batch_rows;
+    loom_engine *e;
+    st = loom_engine_create(*g, &o, NULL, NULL, NULL, &e);
+    cr_assert(!st, "%s", loom_status_message(st));
+    return e;
+}
+
 static void run_fixture(const char *fixture, const char *model, loom_type kv_type, int batch_rows) {
     loom_ref ref;
     loom_status st = loom_ref_load(fixture, &ref);
@@ -59,17 +76,7 @@ static void run_fixture(const char *fixture, const char *model, loom_type kv_typ
     }
     cr_assert(loom_test_file_exists(model), "missing %s: run launch/fetch-model.sh", model);
     loom_gguf *g;
-    st = loom_gguf_open(model, &g);
-    cr_assert(!st, "%s", loom_status_message(st));
-    loom_engine_options o = loom_engine_defaults();
-    o.n_threads = 2;
-    o.ctx_size = 1024;
-    o.max_seqs = 1;
-    o.kv_type = kv_type;
-    o.batch_rows = batch_rows; /* long prompts are prefilled in chunks */
-    loom_engine *e;
-    st = loom_engine_create(g, &o, NULL, NULL, NULL, &e);
-    cr_assert(!st, "%s", loom_status_message(st));
+    loom_engine *e = open_engine(model, kv_type, batch_rows, &g); /* long prompts are prefilled in chunks */
     int V = loom_engine_model(e)->vocab;
     for (int i = 0; i < ref.n; i++) {
         loom_ref_case *c = &ref.cases[i];
@@ -109,17 +116,7 @@ static void run_embed_fixture(const char *fixture, loom_type kv_type) {
     cr_assert_eq(loom_test_synth(ref.synth_args, tmp), 0, "loom synth %s failed", ref.synth_args);
     cr_assert_eq(loom_test_fnv1a_file(tmp), ref.fnv1a64, "loom synth %s wrote a different model", ref.synth_args);
     loom_gguf *g;
-    st = loom_gguf_open(tmp, &g);
-    cr_assert(!st, "%s", loom_status_message(st));
-    loom_engine_options o = loom_engine_defaults();
-    o.n_threads = 2;
-    o.ctx_size = 1024;
-    o.max_seqs = 1;
-    o.kv_type = kv_type;
-    o.batch_rows = 1024; /* a sequence is encoded in one batch */
-    loom_engine *e;
-    st = loom_engine_create(g, &o, NULL, NULL, NULL, &e);
-    cr_assert(!st, "%s", loom_status_message(st));
+    loom_engine *e = open_engine(tmp, kv_type, 1024, &g); /* a sequence is encoded in one batch */
     int dim = loom_engine_model(e)->dim;
     cr_assert_eq(loom_engine_model(e)->pooling, (loom_pooling)ref.pooling, "the model's pooling is the fixture's");
     float *hidden = malloc(sizeof(float) * 1024 * (size_t)dim), *mine = malloc(sizeof(float) * (size_t)dim);
