@@ -158,9 +158,11 @@ static inline void loom_q4k_scale_words(const uint8_t *s12, uint32_t w[4]) {
 
 /* ---- register-tile driver shared by the SIMD files ---- */
 
-/* rm rows x nt tokens: y[t*ldy + r] = dot(row r at w + r*ws, token t at x + t*xs) */
+/* rm rows x nt tokens: y[t*ldy + r] = dot(row r at w + r*ws, token t at x + t*xs);
+ * while reading a weight block at address b, the tile prefetches the block
+ * at b + pf (pf = 0: no software prefetch) */
 typedef void (*loom_tile_fn)(const uint8_t *w, size_t ws, int64_t k, const uint8_t *x, size_t xs,
-                             float *y, int64_t ldy);
+                             float *y, int64_t ldy, size_t pf);
 
 /* The tiles of one kernel: decode tiles (1 and rmd rows, 1 token) and
  * prefill tiles (1 and rm rows, nt = 1..rn tokens; rn <= 4). */
@@ -171,18 +173,46 @@ typedef struct {
     loom_tile_fn full[5]; /* [nt]: rm rows x nt tokens */
 } loom_tile_set;
 
+/* How decode (one token) walks a thread's rows, so that the memory system
+ * sees a few long sequential streams rather than many short ones.
+ *
+ * A decode tile reads its rmd rows side by side. Walking rows r, r+1, ..,
+ * r+rmd-1 and then the next rmd (what loom did first) makes rmd streams that
+ * each end after one row (a few KiB); the hardware prefetchers lose them at
+ * every row, so the tiles fetched the next tile's rows in software. On AMD
+ * EPYC Zen 4 that still left decode at 10-15 GB/s for every weight type (one
+ * thread, bench_matmul 65536 x 2048 from DRAM; 6-7 GB/s without the software
+ * prefetch), and even two such streams were as slow, while one row at a time
+ * (a single sequential stream, what llama.cpp's vec_dot does) reached 17-23.
+ * So a tile now reads rows i, i+H, .., i+(rmd-1)H of the thread's nr rows
+ * (H = nr / rmd): rmd streams, each running through H consecutive rows, which
+ * the prefetchers follow; the tile keeps its rmd rows of arithmetic. Same
+ * benchmark, Zen 4: Q4_K 10.6 -> 20.0 GB/s, Q4_0 11.9 -> 19.1, Q6_K 10.3 ->
+ * 27.6, Q8_0 13.1 -> 31.0 (the 4-bit types are then bound by arithmetic, as
+ * they are from the L3 cache). loom_decode_pf() says how far ahead within a
+ * stream the tile prefetches in software (CPU-dependent, see dispatch.c). */
+
+/* Bytes ahead of the block being read that the decode tiles prefetch, for
+ * rows ws bytes apart: ws (the next row of the same stream) or 0 (no
+ * software prefetch), chosen by CPU in dispatch.c (LOOM_DECODE_PREFETCH=0|1
+ * overrides). */
+size_t loom_decode_pf(size_t ws);
+
 /* Register tiles stream each weight row once per token chunk. Rows are a
  * few KiB, so the hardware prefetcher restarts on every row and the core
- * waits on DRAM between bursts of arithmetic; a tile fetches the bytes it is
- * about to read in the next tile's rows (rm rows further on) so loads stay
- * in flight. Measured with bench_matmul on 288 MiB of Q4_K weights (AVX-512,
- * one thread): 7.3 -> 12.2 GB/s; on the 1.1B Q4_K model, batched decode of
- * 2 / 4 sequences 19.2 -> 32.3 / 32.0 -> 49.0 tok/s; from the L3 cache it
- * costs nothing measurable. */
-#define LOOM_PREFETCH_NEXT_TILE(p, bytes)                                                   \
-    do {                                                                                   \
-        _Pragma("GCC unroll 8") for (size_t o_ = 0; o_ < (size_t)(bytes); o_ += 64)        \
-            __builtin_prefetch((const char *)(p) + o_, 0, 3);                              \
+ * waits on DRAM between bursts of arithmetic; a prefill tile fetches the
+ * bytes it is about to read in the next tile's rows (rm rows further on) so
+ * loads stay in flight. Measured with bench_matmul on 288 MiB of Q4_K weights
+ * (AVX-512, one thread, Sapphire Rapids, before the decode walk above):
+ * 7.3 -> 12.2 GB/s; on the 1.1B Q4_K model, batched decode of 2 / 4
+ * sequences 19.2 -> 32.3 / 32.0 -> 49.0 tok/s; from the L3 cache it costs
+ * nothing measurable. pf = 0 skips it. */
+#define LOOM_PREFETCH_NEXT_TILE(p, pf, bytes)                                                  \
+    do {                                                                                       \
+        if ((size_t)(pf) != 0) {                                                               \
+            _Pragma("GCC unroll 8") for (size_t o_ = 0; o_ < (size_t)(bytes); o_ += 64)        \
+                __builtin_prefetch((const char *)(p) + (pf) + o_, 0, 3);                       \
+        }                                                                                      \
     } while (0)
 
 /* token rows whose activations stay in L2 while a row tile walks them */
@@ -195,17 +225,23 @@ static inline int64_t loom_act_chunk_tokens(size_t xs, int rn) {
     return c < rn ? rn : c;
 }
 
-/* Covers nr rows x n tokens with the tiles: n = 1 walks rows rmd at a time;
- * n > 1 walks token chunks that fit in L2, and in each, row tiles of rm
- * (leftover rows one by one) x token tiles of rn (leftover tokens in one
- * narrower tile), so each weight tile is read from memory once per chunk. */
+/* Covers nr rows x n tokens with the tiles: n = 1 walks the rows in rmd
+ * streams (above; leftover rows one by one); n > 1 walks token chunks that
+ * fit in L2, and in each, row tiles of rm (leftover rows one by one) x token
+ * tiles of rn (leftover tokens in one narrower tile), so each weight tile is
+ * read from memory once per chunk. */
 static inline void loom_run_tiles(const loom_tile_set *ts, const uint8_t *w, size_t ws, int64_t k,
                                   int64_t nr, const uint8_t *xq, size_t xs, int64_t n, float *y,
                                   int64_t ldy) {
     if (n == 1) {
-        int64_t r = 0;
-        for (; r + ts->rmd <= nr; r += ts->rmd) ts->dec[1](w + r * ws, ws, k, xq, xs, y + r, ldy);
-        for (; r < nr; r++) ts->dec[0](w + r * ws, ws, k, xq, xs, y + r, ldy);
+        const size_t pf = loom_decode_pf(ws);
+        const int64_t h = nr / ts->rmd;
+        float tmp[8];
+        for (int64_t i = 0; i < h; i++) { /* rows i, i+h, .. */
+            ts->dec[1](w + i * ws, ws * (size_t)h, k, xq, xs, tmp, 1, pf);
+            for (int j = 0; j < ts->rmd; j++) y[i + j * h] = tmp[j];
+        }
+        for (int64_t r = h * ts->rmd; r < nr; r++) ts->dec[0](w + r * ws, ws, k, xq, xs, y + r, ldy, pf);
         return;
     }
     const int64_t chunk = loom_act_chunk_tokens(xs, ts->rn);
@@ -214,12 +250,13 @@ static inline void loom_run_tiles(const loom_tile_set *ts, const uint8_t *w, siz
         for (int64_t r = 0; r < nr; r += ts->rm) {
             const int full = r + ts->rm <= nr;
             const int64_t rows = full ? 1 : nr - r; /* tiles of rm rows, or single rows */
+            const size_t pf = (size_t)ts->rm * ws;  /* the next tile's rows */
             for (int64_t rr = 0; rr < rows; rr++) {
                 const uint8_t *wr = w + (r + rr) * ws;
                 for (int64_t t = t0; t < t1; t += ts->rn) {
                     const int nt = (int)(t1 - t < ts->rn ? t1 - t : ts->rn);
                     loom_tile_fn f = full ? ts->full[nt] : ts->one[nt];
-                    f(wr, ws, k, xq + t * xs, xs, y + t * ldy + r + rr, ldy);
+                    f(wr, ws, k, xq + t * xs, xs, y + t * ldy + r + rr, ldy, pf);
                 }
             }
         }
@@ -227,13 +264,13 @@ static inline void loom_run_tiles(const loom_tile_set *ts, const uint8_t *w, siz
 }
 
 /* The tile functions of one kernel and their loom_tile_set `name##_tiles`,
- * from a tile template fn(type, RM, RN, w, ws, k, x, xs, y, ldy): decode
+ * from a tile template fn(type, RM, RN, w, ws, k, x, xs, y, ldy, pf): decode
  * tiles 1 x 1 and RMD x 1, prefill tiles 1 x nt and RM x nt for nt = 1..4,
  * of which loom_run_tiles uses nt <= RN. */
 #define LOOM_TILE(name, fn, type, RM, RN)                                                             \
     static void name(const uint8_t *w, size_t ws, int64_t k, const uint8_t *x, size_t xs, float *y,   \
-                     int64_t ldy) {                                                                   \
-        fn(type, RM, RN, w, ws, k, x, xs, y, ldy);                                                    \
+                     int64_t ldy, size_t pf) {                                                        \
+        fn(type, RM, RN, w, ws, k, x, xs, y, ldy, pf);                                                \
     }
 #define LOOM_TILE_SET(name, fn, type, RMD, RM, RN)                                                    \
     LOOM_TILE(name##_d1, fn, type, 1, 1)                                                              \

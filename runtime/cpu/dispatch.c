@@ -142,6 +142,40 @@ loom_status loom_isa_set(loom_isa isa) {
     return NULL;
 }
 
+/* Software prefetch in the decode walk (cpu_kernels.h): 1 = each stream
+ * fetches its next row while reading this one, 0 = the hardware prefetchers
+ * alone. Measured on AMD EPYC Zen 4 (bench_matmul 65536 x 2048, one thread,
+ * from DRAM), the prefetch costs: AVX-512 Q8_0 34.1 -> 26.9 GB/s, Q6_K 27.8
+ * -> 25.2, F16 27.7 -> 19.5, the 4-bit types within noise; so AMD from
+ * family 0x19 (Zen 3, 4, 5) goes without. Elsewhere (Intel, whose tiles were
+ * tuned with a software prefetch; Zen 1 and 2) it stays on: not measured
+ * there with this walk. LOOM_DECODE_PREFETCH=0|1 overrides. */
+static _Atomic int decode_pf_mode = -1;
+
+static int decode_pf_default(void) {
+#ifdef LOOM_X86
+    unsigned a, b, c, d;
+    char vendor[13] = {0};
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 1;
+    memcpy(vendor, &b, 4), memcpy(vendor + 4, &d, 4), memcpy(vendor + 8, &c, 4);
+    if (strcmp(vendor, "AuthenticAMD") != 0 || !__get_cpuid(1, &a, &b, &c, &d)) return 1;
+    const unsigned family = ((a >> 8) & 0xF) == 0xF ? 0xF + ((a >> 20) & 0xFF) : (a >> 8) & 0xF;
+    return family >= 0x19 ? 0 : 1;
+#else
+    return 1;
+#endif
+}
+
+size_t loom_decode_pf(size_t ws) {
+    int m = atomic_load_explicit(&decode_pf_mode, memory_order_relaxed);
+    if (m < 0) {
+        const char *env = getenv("LOOM_DECODE_PREFETCH");
+        m = env && (env[0] == '0' || env[0] == '1') && !env[1] ? env[0] - '0' : decode_pf_default();
+        atomic_store_explicit(&decode_pf_mode, m, memory_order_relaxed);
+    }
+    return m ? ws : 0;
+}
+
 /* A level's table: its kernels (cpu_kernels.h names them), the level below
  * for head sizes its attention kernel does not take, and its optional exp2. */
 #define LEVEL(lv, below, head_multiple, exp2_fn)                                                      \

@@ -251,11 +251,11 @@ AI void g_unpack(const int type, gpanel *P, const uint8_t *w, size_t ws, int row
             if (loom_is_kquant(type)) {
                 const uint8_t *blk = wr + (e / 256) * bs;
                 const int j = (int)((e % 256) / 32);
-                LOOM_PREFETCH_NEXT_TILE(blk + GMR * ws + (size_t)j * bs / 8, bs / 8);
+                LOOM_PREFETCH_NEXT_TILE(blk + (size_t)j * bs / 8, GMR * ws, bs / 8);
                 R[r] = decK_piece(type, blk, j);
             } else {
                 const uint8_t *pb = wr + (e / 32) * bs;
-                LOOM_PREFETCH_NEXT_TILE(pb + GMR * ws, bs);
+                LOOM_PREFETCH_NEXT_TILE(pb, GMR * ws, bs);
                 R[r] = dec32(type, pb);
             }
         }
@@ -427,7 +427,7 @@ AI void rt32(const int type, const int NT, const uint8_t *const wr[GMR], int row
     for (int64_t b = 0; b < nb; b++) {
         __m256i q[GMR];
         UNROLL for (int r = 0; r < GMR; r++) {
-            LOOM_PREFETCH_NEXT_TILE(wr[r] + next + b * bs, bs);
+            LOOM_PREFETCH_NEXT_TILE(wr[r] + b * bs, next, bs);
             q[r] = dec32(type, wr[r] + b * bs);
         }
         __m256 fs, off;
@@ -480,7 +480,7 @@ AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int rows
             __m256i acc[RTN];
             UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_si256();
             UNROLL for (int j = 0; j < 8; j++) {
-                LOOM_PREFETCH_NEXT_TILE(blk + next + (size_t)j * bs / 8, bs / 8);
+                LOOM_PREFETCH_NEXT_TILE(blk + (size_t)j * bs / 8, next, bs / 8);
                 const __m256i q = decK_piece(type, blk, j);
                 const __m256i sv = type == LOOM_TYPE_Q6_K
                                        ? _mm256_shuffle_epi8(j < 4 ? sc_a : sc_b, _mm256_loadu_si256((const __m256i *)shuf_k6[j & 3]))
@@ -509,6 +509,19 @@ AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int rows
 
 AI void row_tiles(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, size_t xs,
                   int64_t n, float *y, int64_t ldy) {
+    if (n == 1) { /* decode: rows i, i+h, .. as GMR streams (loom_run_tiles); leftover rows below */
+        const size_t pf = loom_decode_pf(ws);
+        const int64_t h = nr / GMR;
+        for (int64_t i = 0; i < h; i++) {
+            const uint8_t *wr[GMR];
+            UNROLL for (int r = 0; r < GMR; r++) wr[r] = w + (i + r * h) * ws;
+            float tmp[GMR];
+            if (loom_is_kquant(type)) rtK(type, 1, wr, GMR, k, xq, xs, tmp, 1, pf);
+            else rt32(type, 1, wr, GMR, k, xq, xs, tmp, 1, pf);
+            for (int r = 0; r < GMR; r++) y[i + r * h] = tmp[r];
+        }
+        w += GMR * h * ws, y += GMR * h, nr -= GMR * h;
+    }
     for (int64_t p = 0; p < nr; p += GMR) {
         const int rows = (int)(nr - p < GMR ? nr - p : GMR);
         const uint8_t *wr[GMR];

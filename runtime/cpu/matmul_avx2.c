@@ -50,7 +50,7 @@ AI float wf_scalar(const int type, const uint8_t *p) {
 }
 
 AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
-               const uint8_t *x, size_t xs, float *y, int64_t ldy) {
+               const uint8_t *x, size_t xs, float *y, int64_t ldy, size_t pf) {
     const int es = type == LOOM_TYPE_F32 ? 4 : 2;
     __m256 acc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm256_setzero_ps();
@@ -58,7 +58,7 @@ AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, siz
     for (; j + 8 <= k; j += 8) {
         __m256 wv[XM];
         UNROLL for (int r = 0; r < RM; r++) {
-            if ((j & 15) == 0) LOOM_PREFETCH_NEXT_TILE(w + (RM + r) * ws + j * es, 16 * es);
+            if ((j & 15) == 0) LOOM_PREFETCH_NEXT_TILE(w + r * ws + j * es, pf, 16 * es);
             wv[r] = ldw_f(type, w + r * ws + j * es);
         }
         UNROLL for (int t = 0; t < RN; t++) {

@@ -63,7 +63,7 @@ AI __m512 ldw_f_mask(const int type, const uint8_t *p, __mmask16 m) {
 }
 
 AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
-               const uint8_t *x, size_t xs, float *y, int64_t ldy) {
+               const uint8_t *x, size_t xs, float *y, int64_t ldy, size_t pf) {
     const int es = type == LOOM_TYPE_F32 ? 4 : 2;
     __m512 acc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm512_setzero_ps();
@@ -71,7 +71,7 @@ AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, siz
     for (; j + 16 <= k; j += 16) {
         __m512 wv[XM];
         UNROLL for (int r = 0; r < RM; r++) {
-            LOOM_PREFETCH_NEXT_TILE(w + (RM + r) * ws + j * es, 16 * es);
+            LOOM_PREFETCH_NEXT_TILE(w + r * ws + j * es, pf, 16 * es);
             wv[r] = ldw_f(type, w + r * ws + j * es);
         }
         UNROLL for (int t = 0; t < RN; t++) {
@@ -178,13 +178,13 @@ AI void act32_pair(const int type, const uint8_t *x, int64_t k, int64_t b, const
 }
 
 AI void body32(const int type, const int RM, const int RN, const int tail, const uint8_t *w,
-               size_t ws, int64_t k, int64_t b, const uint8_t *x, size_t xs, __m512 acc[XM][XN]) {
+               size_t ws, int64_t k, int64_t b, const uint8_t *x, size_t xs, __m512 acc[XM][XN], size_t pf) {
     const size_t bs = loom_qblock_bytes(type);
     __m512i q[XM];
     __m512 dw[XM], mw[XM];
     UNROLL for (int r = 0; r < RM; r++) {
         const uint8_t *pa = w + r * ws + b * bs;
-        if (!tail) LOOM_PREFETCH_NEXT_TILE(pa + RM * ws, 2 * bs);
+        if (!tail) LOOM_PREFETCH_NEXT_TILE(pa, pf, 2 * bs);
         dec32_pair(type, pa, tail ? pa : pa + bs, &q[r], &dw[r], &mw[r]);
     }
     UNROLL for (int t = 0; t < RN; t++) {
@@ -201,13 +201,13 @@ AI void body32(const int type, const int RM, const int RN, const int tail, const
 }
 
 AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
-               const uint8_t *x, size_t xs, float *y, int64_t ldy) {
+               const uint8_t *x, size_t xs, float *y, int64_t ldy, size_t pf) {
     const int64_t nb = k / 32;
     __m512 acc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm512_setzero_ps();
     int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) body32(type, RM, RN, 0, w, ws, k, b, x, xs, acc);
-    if (b < nb) body32(type, RM, RN, 1, w, ws, k, b, x, xs, acc);
+    for (; b + 2 <= nb; b += 2) body32(type, RM, RN, 0, w, ws, k, b, x, xs, acc, pf);
+    if (b < nb) body32(type, RM, RN, 1, w, ws, k, b, x, xs, acc, pf);
     UNROLL for (int t = 0; t < RN; t++) UNROLL for (int r = 0; r < RM; r++) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
@@ -263,7 +263,7 @@ AI __m512i decK_chunk(const int type, const uint8_t *blk, const int c) {
 }
 
 AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
-              const uint8_t *x, size_t xs, float *y, int64_t ldy) {
+              const uint8_t *x, size_t xs, float *y, int64_t ldy, size_t pf) {
     const size_t bs = loom_qblock_bytes(type);
     const int64_t nsb = k / 256;
     __m512 facc[XM][XN];
@@ -273,7 +273,7 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
         __m512i sc16[XM], bcorr[XM];
         UNROLL for (int r = 0; r < RM; r++) {
             const uint8_t *blk = w + r * ws + sb * bs;
-            LOOM_PREFETCH_NEXT_TILE(blk + RM * ws, bs);
+            LOOM_PREFETCH_NEXT_TILE(blk, pf, bs);
             if (type == LOOM_TYPE_Q6_K) {
                 dv[r] = _mm512_set1_ps(_cvtsh_ss(loom_ld_u16(blk + 208)));
                 const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
