@@ -173,40 +173,34 @@ typedef struct {
     loom_tile_fn full[5]; /* [nt]: rm rows x nt tokens */
 } loom_tile_set;
 
-/* How decode (one token) walks a thread's rows, so that the memory system
- * sees a few long sequential streams rather than many short ones.
+/* How the row tiles walk a thread's rows, so that the memory system sees a
+ * few long sequential streams rather than many short ones.
  *
- * A decode tile reads its rmd rows side by side. Walking rows r, r+1, ..,
- * r+rmd-1 and then the next rmd (what loom did first) makes rmd streams that
- * each end after one row (a few KiB); the hardware prefetchers lose them at
- * every row, so the tiles fetched the next tile's rows in software. On AMD
- * EPYC Zen 4 that still left decode at 10-15 GB/s for every weight type (one
- * thread, bench_matmul 65536 x 2048 from DRAM; 6-7 GB/s without the software
- * prefetch), and even two such streams were as slow, while one row at a time
- * (a single sequential stream, what llama.cpp's vec_dot does) reached 17-23.
- * So a tile now reads rows i, i+H, .., i+(rmd-1)H of the thread's nr rows
- * (H = nr / rmd): rmd streams, each running through H consecutive rows, which
- * the prefetchers follow; the tile keeps its rmd rows of arithmetic. Same
- * benchmark, Zen 4: Q4_K 10.6 -> 20.0 GB/s, Q4_0 11.9 -> 19.1, Q6_K 10.3 ->
- * 27.6, Q8_0 13.1 -> 31.0 (the 4-bit types are then bound by arithmetic, as
- * they are from the L3 cache). loom_decode_pf() says how far ahead within a
- * stream the tile prefetches in software (CPU-dependent, see dispatch.c). */
+ * A tile reads its rows side by side. Walking rows r, r+1, .., r+rm-1 and
+ * then the next rm (what loom did first) makes rm streams that each end
+ * after one row (a few KiB); the hardware prefetchers lose them at every
+ * row, so the tiles fetched the next tile's rows in software (on Sapphire
+ * Rapids, 288 MiB of Q4_K weights, one thread: 7.3 -> 12.2 GB/s). On AMD
+ * EPYC Zen 4 that still left decode at 10-15 GB/s for every weight type
+ * (bench_matmul 65536 x 2048, one thread, from DRAM; 6-7 GB/s without the
+ * software prefetch), two such streams were as slow, and one row at a time
+ * (one sequential stream, as llama.cpp's vec_dot reads) reached 17-23. So a
+ * tile reads rows i, i+h, .., i+(rm-1)h of the thread's nr rows (h = nr /
+ * rm): rm streams, each through h consecutive rows, which the prefetchers
+ * follow, and the tile keeps its rm rows of arithmetic. Same benchmark, Zen
+ * 4, AVX-512: Q4_K 10.6 -> 20.1 GB/s, Q4_0 11.9 -> 18.9, Q6_K 10.3 -> 27.8,
+ * Q8_0 13.1 -> 34.1, F16 18.9 -> 27.7 (the 4-bit types are then bound by
+ * arithmetic, as they are from the L3 cache). */
 
-/* Bytes ahead of the block being read that the decode tiles prefetch, for
- * rows ws bytes apart: ws (the next row of the same stream) or 0 (no
- * software prefetch), chosen by CPU in dispatch.c (LOOM_DECODE_PREFETCH=0|1
- * overrides). */
+/* Bytes ahead of the block being read that the tiles prefetch in software,
+ * for rows ws bytes apart: ws (the next row of the same stream) or 0 (the
+ * hardware prefetchers alone). For decode (n = 1) by CPU (dispatch.c); with
+ * more tokens per tile always ws (Zen 4, Q4_K n = 4, bench_matmul as above:
+ * 115 GFLOP/s without, 125 with). */
 size_t loom_decode_pf(size_t ws);
+static inline size_t loom_tiles_pf(size_t ws, int64_t n) { return n == 1 ? loom_decode_pf(ws) : ws; }
 
-/* Register tiles stream each weight row once per token chunk. Rows are a
- * few KiB, so the hardware prefetcher restarts on every row and the core
- * waits on DRAM between bursts of arithmetic; a prefill tile fetches the
- * bytes it is about to read in the next tile's rows (rm rows further on) so
- * loads stay in flight. Measured with bench_matmul on 288 MiB of Q4_K weights
- * (AVX-512, one thread, Sapphire Rapids, before the decode walk above):
- * 7.3 -> 12.2 GB/s; on the 1.1B Q4_K model, batched decode of 2 / 4
- * sequences 19.2 -> 32.3 / 32.0 -> 49.0 tok/s; from the L3 cache it costs
- * nothing measurable. pf = 0 skips it. */
+/* fetches [p + pf, p + pf + bytes) into the cache; pf = 0: nothing */
 #define LOOM_PREFETCH_NEXT_TILE(p, pf, bytes)                                                  \
     do {                                                                                       \
         if ((size_t)(pf) != 0) {                                                               \
@@ -225,39 +219,33 @@ static inline int64_t loom_act_chunk_tokens(size_t xs, int rn) {
     return c < rn ? rn : c;
 }
 
-/* Covers nr rows x n tokens with the tiles: n = 1 walks the rows in rmd
- * streams (above; leftover rows one by one); n > 1 walks token chunks that
- * fit in L2, and in each, row tiles of rm (leftover rows one by one) x token
- * tiles of rn (leftover tokens in one narrower tile), so each weight tile is
- * read from memory once per chunk. */
+/* Covers nr rows x n tokens with the tiles, walking token chunks that fit in
+ * L2 (n = 1: one chunk); in each, the rows in streams as above: tiles of rows
+ * i, i+h, .. (h = nr / tile rows; rmd rows for n = 1, else rm) x token tiles
+ * of rn (leftover tokens in one narrower tile), leftover rows one by one, so
+ * each weight tile is read from memory once per chunk. */
 static inline void loom_run_tiles(const loom_tile_set *ts, const uint8_t *w, size_t ws, int64_t k,
                                   int64_t nr, const uint8_t *xq, size_t xs, int64_t n, float *y,
                                   int64_t ldy) {
-    if (n == 1) {
-        const size_t pf = loom_decode_pf(ws);
-        const int64_t h = nr / ts->rmd;
-        float tmp[8];
-        for (int64_t i = 0; i < h; i++) { /* rows i, i+h, .. */
-            ts->dec[1](w + i * ws, ws * (size_t)h, k, xq, xs, tmp, 1, pf);
-            for (int j = 0; j < ts->rmd; j++) y[i + j * h] = tmp[j];
-        }
-        for (int64_t r = h * ts->rmd; r < nr; r++) ts->dec[0](w + r * ws, ws, k, xq, xs, y + r, ldy, pf);
-        return;
-    }
-    const int64_t chunk = loom_act_chunk_tokens(xs, ts->rn);
+    const int rm = n == 1 ? ts->rmd : ts->rm, rn = n == 1 ? 1 : ts->rn;
+    const size_t pf = loom_tiles_pf(ws, n);
+    const int64_t h = nr / rm, chunk = loom_act_chunk_tokens(xs, rn);
     for (int64_t t0 = 0; t0 < n; t0 += chunk) {
         const int64_t t1 = t0 + chunk < n ? t0 + chunk : n;
-        for (int64_t r = 0; r < nr; r += ts->rm) {
-            const int full = r + ts->rm <= nr;
-            const int64_t rows = full ? 1 : nr - r; /* tiles of rm rows, or single rows */
-            const size_t pf = (size_t)ts->rm * ws;  /* the next tile's rows */
-            for (int64_t rr = 0; rr < rows; rr++) {
-                const uint8_t *wr = w + (r + rr) * ws;
-                for (int64_t t = t0; t < t1; t += ts->rn) {
-                    const int nt = (int)(t1 - t < ts->rn ? t1 - t : ts->rn);
-                    loom_tile_fn f = full ? ts->full[nt] : ts->one[nt];
-                    f(wr, ws, k, xq + t * xs, xs, y + t * ldy + r + rr, ldy, pf);
+        for (int64_t i = 0; i < nr - h * (rm - 1); i++) { /* i < h: rows i, i+h, ..; then single rows */
+            const int64_t r = i < h ? i : i + h * (rm - 1);
+            for (int64_t t = t0; t < t1; t += rn) {
+                const int nt = (int)(t1 - t < rn ? t1 - t : rn);
+                const uint8_t *x = xq + t * xs;
+                float *yt = y + t * ldy;
+                if (i >= h) {
+                    (n == 1 ? ts->dec[0] : ts->one[nt])(w + r * ws, ws, k, x, xs, yt + r, ldy, pf);
+                    continue;
                 }
+                float tmp[4 * 8]; /* (token, row) of one tile: rn <= 4, rm <= 8 */
+                (n == 1 ? ts->dec[1] : ts->full[nt])(w + r * ws, ws * (size_t)h, k, x, xs, tmp, rm, pf);
+                for (int j = 0; j < nt; j++)
+                    for (int q = 0; q < rm; q++) yt[j * ldy + r + q * h] = tmp[j * rm + q];
             }
         }
     }

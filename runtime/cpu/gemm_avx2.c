@@ -415,10 +415,11 @@ AI void rows8_f16pair(const uint8_t *const wr[GMR], size_t o, __m256 *d, __m256 
     *m = _mm256_cvtph_ps(_mm_packus_epi32(_mm_srli_epi32(a, 16), _mm_srli_epi32(b, 16)));
 }
 
-/* Rows wr[0..8) (rows past the matrix repeat a real one and are not
- * stored) x NT tokens, the whole of k, 32-element blocks. */
-AI void rt32(const int type, const int NT, const uint8_t *const wr[GMR], int rows, int64_t k, const uint8_t *x,
-             size_t xs, float *y, int64_t ldy, size_t next) {
+/* Rows wr[0..8) (a tile with fewer rows repeats a real one) x NT tokens,
+ * the whole of k, 32-element blocks: y[t*ldy + r], all 8 lanes stored;
+ * prefetching pf bytes ahead of each block read (0: none). */
+AI void rt32(const int type, const int NT, const uint8_t *const wr[GMR], int64_t k, const uint8_t *x,
+             size_t xs, float *y, int64_t ldy, size_t pf) {
     const int64_t nb = k / 32;
     const size_t bs = loom_qblock_bytes(type);
     const int min_type = type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q5_1;
@@ -427,7 +428,7 @@ AI void rt32(const int type, const int NT, const uint8_t *const wr[GMR], int row
     for (int64_t b = 0; b < nb; b++) {
         __m256i q[GMR];
         UNROLL for (int r = 0; r < GMR; r++) {
-            LOOM_PREFETCH_NEXT_TILE(wr[r] + b * bs, next, bs);
+            LOOM_PREFETCH_NEXT_TILE(wr[r] + b * bs, pf, bs);
             q[r] = dec32(type, wr[r] + b * bs);
         }
         __m256 fs, off;
@@ -439,7 +440,7 @@ AI void rt32(const int type, const int NT, const uint8_t *const wr[GMR], int row
                             fs, off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)));
         }
     }
-    UNROLL for (int t = 0; t < NT; t++) store_rows(y + t * ldy, tot[t], rows);
+    UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(y + t * ldy, tot[t]);
 }
 
 /* byte shuffles picking int16 lane i of a 128-bit register into all 8 lanes
@@ -457,8 +458,8 @@ static const char shuf_k6[4][32] = {{L8(0), L8(1)}, {L8(2), L8(3)}, {L8(4), L8(5
  * quants are multiplied by their integer scales (VPMADDWD) and summed in
  * int32 over the super-block, then one VPHADDD tree per super-block gives
  * S (and Mn) with a lane per row. */
-AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int rows, int64_t k, const uint8_t *x,
-            size_t xs, float *y, int64_t ldy, size_t next) {
+AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int64_t k, const uint8_t *x,
+            size_t xs, float *y, int64_t ldy, size_t pf) {
     const size_t bs = loom_qblock_bytes(type);
     __m256 tot[RTN];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm256_setzero_ps();
@@ -480,7 +481,7 @@ AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int rows
             __m256i acc[RTN];
             UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_si256();
             UNROLL for (int j = 0; j < 8; j++) {
-                LOOM_PREFETCH_NEXT_TILE(blk + (size_t)j * bs / 8, next, bs / 8);
+                LOOM_PREFETCH_NEXT_TILE(blk + (size_t)j * bs / 8, pf, bs / 8);
                 const __m256i q = decK_piece(type, blk, j);
                 const __m256i sv = type == LOOM_TYPE_Q6_K
                                        ? _mm256_shuffle_epi8(j < 4 ? sc_a : sc_b, _mm256_loadu_si256((const __m256i *)shuf_k6[j & 3]))
@@ -504,42 +505,36 @@ AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int rows
             tot[t] = stepK(type, tot[t], rows8_sum(S[t]), type == LOOM_TYPE_Q6_K ? _mm256_setzero_si256() : rows8_sum(Mn[t]),
                            _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), dk, negdmin);
     }
-    UNROLL for (int t = 0; t < NT; t++) store_rows(y + t * ldy, tot[t], rows);
+    UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(y + t * ldy, tot[t]);
 }
 
+/* Rows in streams as loom_run_tiles walks them (cpu_kernels.h): tiles of rows
+ * i, i+h, .., i+7h for i < h = nr / 8, then one tile of the leftover rows. */
 AI void row_tiles(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, size_t xs,
                   int64_t n, float *y, int64_t ldy) {
-    if (n == 1) { /* decode: rows i, i+h, .. as GMR streams (loom_run_tiles); leftover rows below */
-        const size_t pf = loom_decode_pf(ws);
-        const int64_t h = nr / GMR;
-        for (int64_t i = 0; i < h; i++) {
-            const uint8_t *wr[GMR];
-            UNROLL for (int r = 0; r < GMR; r++) wr[r] = w + (i + r * h) * ws;
-            float tmp[GMR];
-            if (loom_is_kquant(type)) rtK(type, 1, wr, GMR, k, xq, xs, tmp, 1, pf);
-            else rt32(type, 1, wr, GMR, k, xq, xs, tmp, 1, pf);
-            for (int r = 0; r < GMR; r++) y[i + r * h] = tmp[r];
-        }
-        w += GMR * h * ws, y += GMR * h, nr -= GMR * h;
-    }
-    for (int64_t p = 0; p < nr; p += GMR) {
-        const int rows = (int)(nr - p < GMR ? nr - p : GMR);
+    const size_t pf = loom_tiles_pf(ws, n);
+    const int64_t h = nr / GMR;
+    for (int64_t i = 0; i < h + (nr % GMR != 0); i++) {
+        const int rows = i < h ? GMR : (int)(nr - GMR * h);
+        const int64_t r0 = i < h ? i : GMR * h, step = i < h ? h : 1; /* row q of the tile: r0 + q*step */
         const uint8_t *wr[GMR];
-        UNROLL for (int r = 0; r < GMR; r++) wr[r] = w + (p + (r < rows ? r : 0)) * ws;
-        const size_t next = GMR * ws; /* the next tile's rows, for the prefetch */
+        UNROLL for (int q = 0; q < GMR; q++) wr[q] = w + (r0 + (q < rows ? q : 0) * step) * ws;
         for (int64_t t = 0; t < n; t += RTN) {
             const uint8_t *x = xq + t * xs;
-            float *yt = y + t * ldy + p;
-#define RT(NT)                                                          \
-    if (loom_is_kquant(type)) rtK(type, NT, wr, rows, k, x, xs, yt, ldy, next); \
-    else rt32(type, NT, wr, rows, k, x, xs, yt, ldy, next);
-            switch (n - t < RTN ? n - t : RTN) {
+            const int nt = (int)(n - t < RTN ? n - t : RTN);
+            float tmp[RTN * GMR]; /* (token, row) */
+#define RT(NT)                                                                 \
+    if (loom_is_kquant(type)) rtK(type, NT, wr, k, x, xs, tmp, GMR, pf); \
+    else rt32(type, NT, wr, k, x, xs, tmp, GMR, pf);
+            switch (nt) {
             case 1: RT(1) break;
             case 2: RT(2) break;
             case 3: RT(3) break;
             default: RT(4) break;
             }
 #undef RT
+            for (int j = 0; j < nt; j++)
+                for (int q = 0; q < rows; q++) y[(t + j) * ldy + r0 + q * step] = tmp[j * GMR + q];
         }
     }
 }
