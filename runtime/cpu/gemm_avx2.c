@@ -146,12 +146,6 @@ AI __m256i kmins(const int32_t (*mp)[GMR], const uint8_t *ab) {
     return M;
 }
 
-/* Q4_K/Q5_K packed scales -> bytes [sc0..sc7, m0..m7]. */
-AI __m128i q4k_scales(const uint8_t *s12) {
-    uint32_t w[4];
-    loom_q4k_scale_words(s12, w);
-    return _mm_set_epi32((int)w[3], (int)w[2], (int)w[1], (int)w[0]);
-}
 
 /* y[0..rows) = v (rows < 8: only those lanes) */
 AI void store_rows(float *y, __m256 v, int rows) {
@@ -474,7 +468,7 @@ AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int64_t 
                 sc_b = _mm256_permute2x128_si256(s16, s16, 0x11); /* groups 8..15 */
                 corr = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), s16), 5); /* -32 sc_g */
             } else {
-                const __m128i sm = q4k_scales(blk + 4);
+                const __m128i sm = loom_q4k_scales(blk + 4);
                 sc_a = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
                 corr = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* [m_s, m_s] pairs */
             }

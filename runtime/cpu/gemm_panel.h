@@ -20,6 +20,18 @@
 
 #include "runtime/cpu/cpu_kernels.h"
 
+/* Q4_K/Q5_K's 12 bytes of packed scales and mins -> the bytes [sc0..sc7,
+ * m0..m7] (loom_q4k_scale_words) in vector registers: 8 operations where the
+ * scalar words and their insertion took about 20 (AVX2; reads 16 bytes from
+ * s12, which the super-block's quants follow). */
+static inline __m128i loom_q4k_scales(const uint8_t *s12) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)s12);            /* [u0, u1, u2, -] */
+    const __m128i p = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4));
+    const __m128i q = _mm_srli_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)), 2); /* [u0, u0, u1, u1] >> 2 */
+    const __m128i lo = _mm_and_si128(p, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    return _mm_or_si128(lo, _mm_and_si128(q, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
+}
+
 /* fs: the block's row of (block, row), off likewise */
 static inline void loom_panel_terms32(loom_type type, const uint8_t *blk, int mr, int r, float *fs, float *off) {
     (void)mr;

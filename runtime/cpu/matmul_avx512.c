@@ -36,7 +36,7 @@
 
 #include <immintrin.h>
 
-#include "runtime/cpu/cpu_kernels.h"
+#include "runtime/cpu/gemm_panel.h"
 
 LOOM_NO_UBSAN_BEGIN /* why: cpu_kernels.h */
 #define AI LOOM_AI
@@ -213,12 +213,6 @@ AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, siz
 
 /* =============================== K-quants =============================== */
 
-/* Q4_K/Q5_K packed scales -> bytes [sc0..sc7, m0..m7]. */
-AI __m128i q4k_scales(const uint8_t *s12) {
-    uint32_t w[4];
-    loom_q4k_scale_words(s12, w);
-    return _mm_set_epi32((int)w[3], (int)w[2], (int)w[1], (int)w[0]);
-}
 
 /* For chunk c (64 elements): int16 lane i of the maddubs result covers
  * elements 2i, 2i+1, so lanes 0..15 take sub-block 2c, 16..31 sub-block
@@ -283,7 +277,7 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
                 wm[r] = _mm512_setzero_ps();
             } else {
                 dv[r] = _mm512_set1_ps(_cvtsh_ss(loom_ld_u16(blk)));
-                const __m128i sm = q4k_scales(blk + 4);
+                const __m128i sm = loom_q4k_scales(blk + 4);
                 sc16[r] = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sm));
                 /* lanes 8..15: -dmin * m_s; lanes 0..7: 0 */
                 wm[r] = _mm512_maskz_mul_ps(0xFF00, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm)),
