@@ -276,12 +276,14 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
                 bcorr[r] = _mm512_zextsi256_si512(_mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), s), 5));
                 wm[r] = _mm512_setzero_ps();
             } else {
-                dv[r] = _mm512_set1_ps(_cvtsh_ss(loom_ld_u16(blk)));
+                /* [d, dmin] by one conversion */
+                const __m512 dd = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)loom_ld_u32(blk))));
+                dv[r] = _mm512_broadcastss_ps(_mm512_castps512_ps128(dd));
                 const __m128i sm = loom_q4k_scales(blk + 4);
                 sc16[r] = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sm));
-                /* lanes 8..15: -dmin * m_s; lanes 0..7: 0 */
+                /* lanes 8..15: dmin * m_s (subtracted below); lanes 0..7: 0 */
                 wm[r] = _mm512_maskz_mul_ps(0xFF00, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm)),
-                                            _mm512_set1_ps(-_cvtsh_ss(loom_ld_u16(blk + 2))));
+                                            _mm512_permutexvar_ps(_mm512_set1_epi32(1), dd));
                 bcorr[r] = _mm512_setzero_si512();
             }
         }
@@ -313,7 +315,7 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
                 __m512i is = iacc[r][t];
                 if (type == LOOM_TYPE_Q6_K) is = _mm512_dpwssd_epi32(is, _mm512_zextsi256_si512(bsums), bcorr[r]);
                 facc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(is), da), dv[r], facc[r][t]);
-                if (type != LOOM_TYPE_Q6_K) facc[r][t] = _mm512_fmadd_ps(wm[r], asum, facc[r][t]);
+                if (type != LOOM_TYPE_Q6_K) facc[r][t] = _mm512_fnmadd_ps(wm[r], asum, facc[r][t]);
             }
         }
     }
