@@ -32,6 +32,34 @@
  * here too (it repacks Q4_0 into 8-row interleaved blocks on AVX2) and
  * decodes slower than loom (launch/bench-results/).
  *
+ * AMD EPYC Zen 4 (family 25 model 17, AVX-512 with VNNI; 2 cores of a VM,
+ * loom bench's read probe 28-30 GB/s on one core, 34-56 on two, varying
+ * between runs): decode was bound by how the rows were walked, not by
+ * arithmetic. The register tiles read 4 rows side by side, and walking rows
+ * r..r+3 then r+4..r+7 gave the memory system four streams that each end
+ * after one row (1-5 KiB); Zen 4's prefetchers lose such streams at every
+ * row, and even the software prefetch of the next tile left every weight
+ * type at 10-15 GB/s on one core (bench_matmul 65536 x 2048 from DRAM; 6-7
+ * without it; with k = 8192, i.e. longer rows, 17-18). A tile now reads rows
+ * i, i+h, i+2h, i+3h, so each stream runs through h consecutive rows
+ * (cpu/cpu_kernels.h): Q4_K 10.6 -> 20.1 GB/s, Q4_0 11.9 -> 18.9, Q6_K 10.3
+ * -> 27.8, Q8_0 13.1 -> 34.1, F16 18.9 -> 27.7 on one core, where the
+ * 4/5-bit types reach what their arithmetic allows from the L2 cache (Q4_K
+ * 21.7, Q4_0 19.9, Q5_K 20.1, Q6_K 34.5, Q8_0 46.8) and Q8_0/Q6_K the
+ * read bandwidth. On Zen 4 the software prefetch within those streams costs
+ * (Q8_0 34.1 -> 26.9 GB/s) and is off (dispatch.c chooses by CPU); tiles of
+ * several tokens keep it (Q4_K n = 4: 115 -> 125 GFLOP/s). Zen 4 runs a
+ * 512-bit operation as two 256-bit halves, so AVX2 and AVX-512 tiles with
+ * the same operation count run at the same speed from the cache (Q4_K 20.4
+ * vs 20.3 GB/s); what counts is operations per weight: the super-block's
+ * scale unpacking in vector registers (+10 % AVX2 Q4_K) and one F16
+ * conversion for d and dmin (+4 % AVX-512 Q4_K) helped, VPSHUFB instead of
+ * VPERMW for the scales did not (Q6_K -7 %). What is left on one core
+ * (4-bit decode at 0.87-0.94x llama.cpp, which repacks Q4_0/Q4_K into
+ * 8-row interleaved blocks here) is arithmetic: about 40 vector operations
+ * per Q4_K super-block and row, half of them the scales, mins and float
+ * steps that an interleaved layout would share across 8 rows.
+ *
  * ISA levels (each includes the ones before it):
  *   scalar  plain C, the reference: simple and obviously right;
  *   avx2    AVX2 + FMA + F16C + BMI2 (and the OS saving YMM state);
