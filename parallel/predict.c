@@ -325,6 +325,30 @@ static void cost_launch(pctx *x, launch_cost *c, double rows, double logit_rows,
 
 #define DECODE_ROUNDS 16
 
+/* The memory bandwidth the roofline uses. A calibration's decode steps ran
+ * every part of the model (attention, MLP, lm head) at the measured rate
+ * F(rows), so memory was at least bytes/flops x F for each part; a probe
+ * that reads slower than the kernels did (a buffer only a few times the
+ * last-level cache: 20 GB/s where decode's Q8_0 lm head read 30 on AMD EPYC
+ * Zen 4) would charge the byte-heavy lm head more than the run took, and the
+ * one-rank shape would not come back from its own calibration. Raised to
+ * that floor when the calibration ran this model's shape. */
+static double calibrated_mem_bw(const loom_plan_model *m, const loom_predict_device *d, loom_type kv_type) {
+    const loom_model_config *c = &m->cfg;
+    double bw = d->mem_bw;
+    if (d->n_cal == 0 || d->cal_layers != c->n_layers || d->cal_dim != c->dim || d->cal_vocab != c->vocab) return bw;
+    const loom_shard all = {0, c->n_layers, 0, c->n_heads, 0, c->n_kv_heads, 0, c->ffn, 0, c->vocab, true, true};
+    for (int i = 0; i < d->n_cal; i++) {
+        loom_predict_work w;
+        loom_predict_rank_work(m, &all, kv_type, d->cal_rows[i], d->cal_rows[i], d->cal_context[i], &w);
+        const double F = loom_predict_flops_at(d, d->cal_rows[i]);
+        const double bytes[3] = {w.attn_bytes, w.mlp_bytes, w.head_bytes}, flops[3] = {w.attn_flops, w.mlp_flops, w.head_flops};
+        for (int p = 0; p < 3; p++)
+            if (flops[p] > 0 && bytes[p] * F / flops[p] > bw) bw = bytes[p] * F / flops[p];
+    }
+    return bw;
+}
+
 loom_status loom_predict(const loom_plan_model *m, const loom_plan *p, const loom_predict_cluster *c,
                          const loom_predict_workload *w, loom_prediction *out) {
     memset(out, 0, sizeof *out);
@@ -355,8 +379,11 @@ loom_status loom_predict(const loom_plan_model *m, const loom_plan *p, const loo
         st = loom_error(LOOM_ERR_NOMEM, "out of memory for the prediction");
     if (!st) st = alloc_costs(dec, 1, pp);
     if (!st) st = alloc_costs(pre, chunks, pp);
+    loom_predict_cluster *cc = st ? NULL : malloc(sizeof *cc); /* c with the calibrated bandwidth */
+    if (!st && !cc) st = loom_error(LOOM_ERR_NOMEM, "out of memory for the prediction");
     if (!st) {
-        pctx x = {m, p, c, own, tpw};
+        *cc = *c, cc->dev.mem_bw = out->mem_bw = calibrated_mem_bw(m, &c->dev, p->req.engine.kv_type);
+        pctx x = {m, p, cc, own, tpw};
         out->tp = p->tp, out->pp = pp, out->world = world, out->n_ranks = world;
         out->nodes_used = (world + c->devices_per_node - 1) / c->devices_per_node;
         out->micro_batches = n_mb, out->micro_batch_rows = b, out->prompt_chunks = chunks, out->chunk_rows = B;
@@ -396,7 +423,7 @@ loom_status loom_predict(const loom_plan_model *m, const loom_plan *p, const loo
         }
         out->decode_bytes_per_token = bytes / S;
     }
-    free(own), free(tpw), free(d_own), free(d_tp), free(p_own), free(p_tp);
+    free(own), free(tpw), free(d_own), free(d_tp), free(p_own), free(p_tp), free(cc);
     free_costs(dec, dec ? 1 : 0);
     free_costs(pre, pre ? chunks : 0);
     if (st) loom_prediction_free(out);

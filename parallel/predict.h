@@ -96,6 +96,11 @@ typedef struct {
     double layer_overhead_s; /* fixed cost per layer per step (kernel launches) */
     double step_overhead_s;  /* fixed cost per step per rank */
     int threads;             /* threads of a rank (CPU devices), informative */
+    /* the decode steps of a `loom bench` calibration (one rank, the whole
+     * model): rows and mean context of each, and the model's shape */
+    int n_cal;
+    double cal_rows[LOOM_PREDICT_MAX_POINTS], cal_context[LOOM_PREDICT_MAX_POINTS];
+    int cal_layers, cal_dim, cal_vocab;
 } loom_predict_device;
 
 /* F(R) of a device: the curve interpolated in log R (clamped at its ends),
@@ -128,6 +133,7 @@ typedef struct {
 
 typedef struct {
     int tp, pp, world, nodes_used;
+    double mem_bw;              /* bytes/s the roofline used (the device's, raised to its calibration's floor) */
     int micro_batches, micro_batch_rows, prompt_chunks, chunk_rows;
     double ttft_s, prefill_tps;
     double round_s, decode_tps; /* round = inter-token latency of every sequence */
@@ -195,7 +201,9 @@ loom_status loom_predict_cluster_load(const char *path, loom_predict_cluster *c)
  * threads; 0 = the first thread count): each decode row (S sequences: one
  * step of S rows) and each prefill row (one prompt) gives a point
  * F(R) = FLOPs / time, timed by the fastest repetition; mem_bw becomes the probe's bandwidth when measured,
- * and never less than what one-sequence decode itself read. */
+ * and never less than what one-sequence decode itself read. The decode rows are kept (n_cal) so that
+ * loom_predict raises mem_bw, for a model of the same shape, to what each part of those steps must have
+ * read at (calibrated_mem_bw in predict.c). */
 loom_status loom_predict_calibrate(const char *path, int threads, loom_predict_device *d) LOOM_MUST_USE;
 /* Fills l's measured tables from `loom bench comm --json` output. */
 loom_status loom_predict_link_load(const char *path, loom_predict_link *l) LOOM_MUST_USE;

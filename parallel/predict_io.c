@@ -198,6 +198,7 @@ loom_status loom_predict_calibrate(const char *path, int threads, loom_predict_d
         add_point(d, seqs, model_flops(L, dim, heads * hd, kvh * hd, ffn, vocab, seqs, seqs, ctx) / t);
         double rows = prompt < batch ? prompt : batch, tp = prompt / pre;
         add_point(d, rows, model_flops(L, dim, heads * hd, kvh * hd, ffn, vocab, prompt, 1, prompt / 2) / tp);
+        if (d->n_cal < LOOM_PREDICT_MAX_POINTS) d->cal_rows[d->n_cal] = seqs, d->cal_context[d->n_cal++] = ctx;
         double bytes = wbytes + seqs * ctx * 2 * L * kvh * hd * kv_elem;
         if (membw > 0) bw = bw > membw * 1e9 ? bw : membw * 1e9;
         if (seqs == 1 || bytes1 == 0) bytes1 = bytes, t1 = t;
@@ -210,6 +211,7 @@ loom_status loom_predict_calibrate(const char *path, int threads, loom_predict_d
     if (bw > 0) d->mem_bw = bw;
     if (d->mem_bw <= 0 || bytes1 / d->mem_bw > t1) d->mem_bw = bytes1 / t1;
     d->threads = threads;
+    d->cal_layers = (int)L, d->cal_dim = (int)dim, d->cal_vocab = (int)vocab;
     return NULL;
 }
 
@@ -277,6 +279,7 @@ loom_status loom_predict_cluster_load(const char *path, loom_predict_cluster *c)
          * rate scales; its read bandwidth is the stated one when given */
         for (int i = 0; !st && i < c->dev.n_curve; i++) c->dev.curve_flops[i] *= scale;
         if (!st && scale != 1) c->dev.mem_bw = stated_bw > 0 ? stated_bw : c->dev.mem_bw * scale;
+        if (!st && scale != 1 && stated_bw > 0) c->dev.n_cal = 0; /* the stated bandwidth stands */
     }
     if (!st && scale != 1 && !bench)
         st = loom_error(LOOM_ERR_FORMAT, "%s: \"bench_scale\" needs a \"bench\" file to scale", path);

@@ -22,7 +22,7 @@ void loom_prediction_print(const loom_prediction *r, const loom_predict_cluster 
     fprintf(f, "prediction  %s: tp %d x pp %d on %d node(s) of %d device(s) (%s)\n", c->name, r->tp, r->pp,
             r->nodes_used, c->devices_per_node, c->dev.name);
     const loom_predict_device *d = &c->dev;
-    fprintf(f, "device      %.1f GB/s read, ", d->mem_bw / 1e9);
+    fprintf(f, "device      %.1f GB/s read, ", r->mem_bw / 1e9);
     if (d->n_curve == 0) fprintf(f, "%.3g TFLOP/s", d->flops / 1e12);
     for (int i = 0; i < d->n_curve; i++)
         fprintf(f, "%s%.3g GFLOP/s at %g row%s", i ? ", " : "matmuls ", d->curve_flops[i] / 1e9, d->curve_rows[i],
