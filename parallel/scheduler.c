@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "runtime/clock.h"
+#include "runtime/kernels.h"
 #include "runtime/kv_blocks.h"
 
 /* A request waiting for a slot: new, or preempted and to be recomputed. */
@@ -347,9 +348,14 @@ static int newest_victim(const loom_scheduler *s) {
 }
 
 /* Takes the prefix cache's full blocks for the start of w's tokens into q:
- * never the block of the last token, which must be computed for logits. */
+ * never the block of the last token, which must be computed for logits,
+ * and never so many that fewer than loom_matmul_invariant_rows() tokens are
+ * left to compute (with fewer, AVX-512 computes them with kernels that
+ * round differently from the ones a cold run of the prompt used, and the
+ * greedy tokens could differ from that run's). */
 static void take_cached_prefix(loom_scheduler *s, const waiting_req *w, seq_state *q) {
-    int usable = (w->n_toks - 1) / s->B;
+    const int tail = loom_matmul_invariant_rows();
+    int usable = w->n_toks > tail ? (w->n_toks - tail) / s->B : 0;
     uint64_t parent = 0;
     for (int i = 0; i < usable; i++) {
         const int32_t *t = w->toks + (size_t)i * s->B;

@@ -175,6 +175,15 @@ void loom_act_dequantize(loom_type wt, const void *src, float *dst, int64_t k);
 void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_t r0, int64_t r1,
                  const void *xq, size_t xq_stride, int64_t n, float *y, int64_t ldy);
 
+/* The fewest tokens from which a loom_matmul call computes every row as a
+ * call of more tokens does (batch invariance above): 1 on the scalar and
+ * AVX2 levels; on AVX-512 the largest token count that still goes to the
+ * register tiles, plus one. The prefix cache leaves at least this many of
+ * a prompt's tokens to compute (parallel/scheduler.c), so that a prompt
+ * whose start was cached computes its tail with the kernels a cold run of
+ * it used and gives the same greedy tokens. */
+int loom_matmul_invariant_rows(void);
+
 /* Whether loom_matmul/loom_act_* handle weight type wt: F32, F16, BF16,
  * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K. */
 bool loom_type_can_matmul(loom_type wt);

@@ -203,6 +203,14 @@ const loom_kernels *loom_kernels_of(loom_isa isa) {
 
 const loom_kernels *loom_kernels_get(void) { return &level_tables[loom_isa_get()]; }
 
+int loom_matmul_invariant_rows(void) {
+    if (loom_isa_get() != LOOM_ISA_AVX512) return 1;
+    int64_t n = 1;
+    for (int t = 0; t < LOOM_TYPE_COUNT; t++)
+        if (level_tables[LOOM_ISA_AVX512].matmul[t] && loom_gemm_min_n((loom_type)t) > n) n = loom_gemm_min_n((loom_type)t);
+    return (int)n;
+}
+
 void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_t r0, int64_t r1,
                  const void *xq, size_t xq_stride, int64_t n, float *y, int64_t ldy) {
     if (r1 <= r0 || n <= 0 || (unsigned)wt >= LOOM_TYPE_COUNT) return;

@@ -6,7 +6,20 @@ MODEL=${MODEL:?MODEL must point at the default model}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 MPIRUN="mpirun --oversubscribe --bind-to none"
 TMP=$(mktemp -d /tmp/loom-e2e.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
+SERVER=
+# On every exit, a failed check included: the server still running (and the
+# ranks of a cluster, whose command lines name their pid file under $TMP)
+# must not outlive the test.
+cleanup() {
+  if [ -n "$SERVER" ] && kill -0 "$SERVER" 2> /dev/null; then
+    kill -TERM "$SERVER" 2> /dev/null
+    for _ in $(seq 1 50); do kill -0 "$SERVER" 2> /dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER" 2> /dev/null
+  fi
+  pkill -KILL -f "$TMP/" 2> /dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok: $*"; }
