@@ -55,7 +55,7 @@
  * scale unpacking in vector registers (+10 % AVX2 Q4_K) and one F16
  * conversion for d and dmin (+4 % AVX-512 Q4_K) helped, VPSHUFB instead of
  * VPERMW for the scales did not (Q6_K -7 %). What is left on one core
- * (4-bit decode at 0.87-0.94x llama.cpp, which repacks Q4_0/Q4_K into
+ * (4-bit decode at 0.90-0.94x llama.cpp, which repacks Q4_0/Q4_K into
  * 8-row interleaved blocks here) is arithmetic: about 40 vector operations
  * per Q4_K super-block and row, half of them the scales, mins and float
  * steps that an interleaved layout would share across 8 rows.
