@@ -146,7 +146,6 @@ AI __m256i kmins(const int32_t (*mp)[GMR], const uint8_t *ab) {
     return M;
 }
 
-
 /* y[0..rows) = v (rows < 8: only those lanes) */
 AI void store_rows(float *y, __m256 v, int rows) {
     if (rows == GMR) {

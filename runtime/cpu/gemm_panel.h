@@ -1,9 +1,11 @@
 /*
  * runtime/cpu/gemm_panel.h — the per-row scale terms of a transposed GEMM
  * panel, shared by the AVX-512 GEMM (gemm_avx512.c) and the AVX2 one
- * (matmul_avx2.c). A panel stores them as (group, row) arrays of `mr` rows;
- * these fill row r's entries. A NULL block is a row past the matrix (every
- * term 0). Included only by files compiled with F16C.
+ * (gemm_avx2.c), and the Q4_K/Q5_K scale unpacking of every SIMD tile
+ * (those two and matmul_avx512.c). A panel stores the terms as (group, row)
+ * arrays of `mr` rows; these fill row r's entries. A NULL block is a row
+ * past the matrix (every term 0). Included only by files compiled with AVX2
+ * and F16C.
  *
  * Terms, with I the integer dot product of a scale group:
  *   32-element block:  y += fs*(da*I) + off*s   fs = dw; off = m (Q4_1/Q5_1)
