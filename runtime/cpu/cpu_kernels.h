@@ -145,17 +145,6 @@ static inline uint16_t loom_ld_u16(const uint8_t *p) {
 
 static inline void loom_st_f32(uint8_t *p, float f) { memcpy(p, &f, sizeof f); }
 
-/* Q4_K/Q5_K's 12 bytes of packed 6-bit scales and mins -> the bytes
- * [sc0..sc7, m0..m7] as four little-endian words (sc0..3, sc4..7, m0..3,
- * m4..7): loom_q4k_scale_min for all eight sub-blocks at once. */
-static inline void loom_q4k_scale_words(const uint8_t *s12, uint32_t w[4]) {
-    const uint32_t u0 = loom_ld_u32(s12), u1 = loom_ld_u32(s12 + 4), u2 = loom_ld_u32(s12 + 8);
-    w[0] = u0 & 0x3f3f3f3fu;
-    w[1] = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);
-    w[2] = u1 & 0x3f3f3f3fu;
-    w[3] = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4);
-}
-
 /* ---- register-tile driver shared by the SIMD files ---- */
 
 /* rm rows x nt tokens: y[t*ldy + r] = dot(row r at w + r*ws, token t at x + t*xs);

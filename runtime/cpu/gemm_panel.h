@@ -22,9 +22,11 @@
 
 #include "runtime/cpu/cpu_kernels.h"
 
-/* Q4_K/Q5_K's 12 bytes of packed scales and mins -> the bytes [sc0..sc7,
- * m0..m7] (loom_q4k_scale_words) in vector registers: 8 operations where the
- * scalar words and their insertion took about 20 (AVX2; reads 16 bytes from
+/* Q4_K/Q5_K's 12 bytes of packed 6-bit scales and mins (u0, u1, u2) -> the
+ * bytes [sc0..sc7, m0..m7] (loom_q4k_scale_min for all eight sub-blocks) as
+ * the words u0 & 0x3f.., (u2 & 0x0f..) | (u0 >> 2 & 0x30..), u1 & 0x3f..,
+ * (u2 >> 4 & 0x0f..) | (u1 >> 2 & 0x30..), in vector registers: 8 operations
+ * where scalar words and their insertion took about 20 (reads 16 bytes from
  * s12, which the super-block's quants follow). */
 static inline __m128i loom_q4k_scales(const uint8_t *s12) {
     const __m128i v = _mm_loadu_si128((const __m128i *)s12);            /* [u0, u1, u2, -] */

@@ -213,7 +213,6 @@ AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, siz
 
 /* =============================== K-quants =============================== */
 
-
 /* For chunk c (64 elements): int16 lane i of the maddubs result covers
  * elements 2i, 2i+1, so lanes 0..15 take sub-block 2c, 16..31 sub-block
  * 2c+1 (Q4_K/Q5_K); for Q6_K (16-element groups) lanes 8g..8g+7 take group
