@@ -46,11 +46,13 @@
 #   BATCH_SEQS=4,16  BATCH_MODELS="default q4_k_m"      (BATCH_MODELS="": skip (e))
 #   MULTI_MODELS="q4_k_m default"   MULTI=1 (0: skip (f))
 #   OUT=.cache/bench/bench-vs-llamacpp.json  LOOM_CACHE=.cache
+#   LLAMA_ISA=native (GGML_NATIVE) or avx2 (a second llama.cpp build without
+#   AVX-512, to set against LOOM_ISA=avx2 on an AVX-512 machine)
 # Options: --build-only (steps a and b only).
 set -euo pipefail
 case "${1:-}" in
   ""|--build-only) ;;
-  -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
   *) echo "bench-vs-llamacpp: unknown option $1 (see --help)" >&2; exit 2 ;;
 esac
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -89,9 +91,16 @@ kids_s() { awk 'NR==2{t=0; for(i=1;i<=2;i++){split($i,b,"m"); sub("s","",b[2]); 
 
 # ---------------------------------------------------------------- (a) llama.cpp
 . "$(dirname "$0")/llamacpp-build.sh"
-llamacpp_build bench-vs-llamacpp build-bench llama-bench -DLLAMA_BUILD_SERVER=OFF || exit 1
+case ${LLAMA_ISA:-native} in
+  native) llama_dir=build-bench llama_isa=() ;;
+  # what loom's LOOM_ISA=avx2 runs on: AVX2 + FMA + F16C + BMI2, no AVX-512
+  avx2) llama_dir=build-bench-avx2
+    llama_isa=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF) ;;
+  *) say "bench-vs-llamacpp: LLAMA_ISA=$LLAMA_ISA: native or avx2"; exit 2 ;;
+esac
+llamacpp_build bench-vs-llamacpp "$llama_dir" llama-bench -DLLAMA_BUILD_SERVER=OFF ${llama_isa[@]+"${llama_isa[@]}"} || exit 1
 llama_bench=$llamacpp_bin
-llamacpp_build bench-vs-llamacpp build-bench llama-batched-bench -DLLAMA_BUILD_SERVER=OFF || exit 1
+llamacpp_build bench-vs-llamacpp "$llama_dir" llama-batched-bench -DLLAMA_BUILD_SERVER=OFF ${llama_isa[@]+"${llama_isa[@]}"} || exit 1
 llama_batched=$llamacpp_bin
 
 # ---------------------------------------------------------------- (b) models
