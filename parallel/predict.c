@@ -145,14 +145,15 @@ typedef struct {
     const loom_plan *p;
     const loom_predict_cluster *c;
     double *own, *tpw; /* (world) scratch: a rank's own compute and TP time of the last stage_cost */
+    double mem_bw;     /* bytes/s the roofline uses (calibrated_mem_bw) */
 } pctx;
 
 static int node_of(const pctx *x, int world_rank) {
     return x->c->devices_per_node > 0 ? world_rank / x->c->devices_per_node : 0;
 }
 
-static double roofline(const loom_predict_device *d, double bytes, double flops, double F) {
-    double tm = d->mem_bw > 0 ? bytes / d->mem_bw : 0, tc = F > 0 ? flops / F : 0;
+static double roofline(double mem_bw, double bytes, double flops, double F) {
+    double tm = mem_bw > 0 ? bytes / mem_bw : 0, tc = F > 0 ? flops / F : 0;
     return tm > tc ? tm : tc;
 }
 
@@ -172,8 +173,9 @@ static double stage_cost(pctx *x, int s, double rows, double logit_rows, double 
         loom_predict_work w;
         loom_predict_rank_work(x->m, &rp->shard, p->req.engine.kv_type, rows, logit_rows, context, &w);
         double over = w.layers * d->layer_overhead_s / 2;
-        double a = roofline(d, w.attn_bytes, w.attn_flops, F) + over, b = roofline(d, w.mlp_bytes, w.mlp_flops, F) + over;
-        double h = roofline(d, w.head_bytes, w.head_flops, F);
+        double a = roofline(x->mem_bw, w.attn_bytes, w.attn_flops, F) + over;
+        double b = roofline(x->mem_bw, w.mlp_bytes, w.mlp_flops, F) + over;
+        double h = roofline(x->mem_bw, w.head_bytes, w.head_flops, F);
         x->own[r] = a + b + h + d->step_overhead_s;
         attn_max = fmax(attn_max, a), mlp_max = fmax(mlp_max, b), head_max = fmax(head_max, h);
     }
@@ -379,11 +381,9 @@ loom_status loom_predict(const loom_plan_model *m, const loom_plan *p, const loo
         st = loom_error(LOOM_ERR_NOMEM, "out of memory for the prediction");
     if (!st) st = alloc_costs(dec, 1, pp);
     if (!st) st = alloc_costs(pre, chunks, pp);
-    loom_predict_cluster *cc = st ? NULL : malloc(sizeof *cc); /* c with the calibrated bandwidth */
-    if (!st && !cc) st = loom_error(LOOM_ERR_NOMEM, "out of memory for the prediction");
     if (!st) {
-        *cc = *c, cc->dev.mem_bw = out->mem_bw = calibrated_mem_bw(m, &c->dev, p->req.engine.kv_type);
-        pctx x = {m, p, cc, own, tpw};
+        out->mem_bw = calibrated_mem_bw(m, &c->dev, p->req.engine.kv_type);
+        pctx x = {m, p, c, own, tpw, out->mem_bw};
         out->tp = p->tp, out->pp = pp, out->world = world, out->n_ranks = world;
         out->nodes_used = (world + c->devices_per_node - 1) / c->devices_per_node;
         out->micro_batches = n_mb, out->micro_batch_rows = b, out->prompt_chunks = chunks, out->chunk_rows = B;
@@ -423,7 +423,7 @@ loom_status loom_predict(const loom_plan_model *m, const loom_plan *p, const loo
         }
         out->decode_bytes_per_token = bytes / S;
     }
-    free(own), free(tpw), free(d_own), free(d_tp), free(p_own), free(p_tp), free(cc);
+    free(own), free(tpw), free(d_own), free(d_tp), free(p_own), free(p_tp);
     free_costs(dec, dec ? 1 : 0);
     free_costs(pre, pre ? chunks : 0);
     if (st) loom_prediction_free(out);
