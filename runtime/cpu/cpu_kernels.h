@@ -190,7 +190,7 @@ size_t loom_decode_pf(size_t ws);
 static inline size_t loom_tiles_pf(size_t ws, int64_t n) { return n == 1 ? loom_decode_pf(ws) : ws; }
 
 /* fetches [p + pf, p + pf + bytes) into the cache; pf = 0: nothing */
-#define LOOM_PREFETCH_NEXT_TILE(p, pf, bytes)                                                  \
+#define LOOM_PREFETCH_AHEAD(p, pf, bytes)                                                  \
     do {                                                                                       \
         if ((size_t)(pf) != 0) {                                                               \
             _Pragma("GCC unroll 8") for (size_t o_ = 0; o_ < (size_t)(bytes); o_ += 64)        \

@@ -244,11 +244,11 @@ AI void g_unpack(const int type, gpanel *P, const uint8_t *w, size_t ws, int row
             if (loom_is_kquant(type)) {
                 const uint8_t *blk = wr + (e / 256) * bs;
                 const int j = (int)((e % 256) / 32);
-                LOOM_PREFETCH_NEXT_TILE(blk + (size_t)j * bs / 8, GMR * ws, bs / 8);
+                LOOM_PREFETCH_AHEAD(blk + (size_t)j * bs / 8, GMR * ws, bs / 8);
                 R[r] = decK_piece(type, blk, j);
             } else {
                 const uint8_t *pb = wr + (e / 32) * bs;
-                LOOM_PREFETCH_NEXT_TILE(pb, GMR * ws, bs);
+                LOOM_PREFETCH_AHEAD(pb, GMR * ws, bs);
                 R[r] = dec32(type, pb);
             }
         }
@@ -421,7 +421,7 @@ AI void rt32(const int type, const int NT, const uint8_t *const wr[GMR], int64_t
     for (int64_t b = 0; b < nb; b++) {
         __m256i q[GMR];
         UNROLL for (int r = 0; r < GMR; r++) {
-            LOOM_PREFETCH_NEXT_TILE(wr[r] + b * bs, pf, bs);
+            LOOM_PREFETCH_AHEAD(wr[r] + b * bs, pf, bs);
             q[r] = dec32(type, wr[r] + b * bs);
         }
         __m256 fs, off;
@@ -474,7 +474,7 @@ AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int64_t 
             __m256i acc[RTN];
             UNROLL for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_si256();
             UNROLL for (int j = 0; j < 8; j++) {
-                LOOM_PREFETCH_NEXT_TILE(blk + (size_t)j * bs / 8, pf, bs / 8);
+                LOOM_PREFETCH_AHEAD(blk + (size_t)j * bs / 8, pf, bs / 8);
                 const __m256i q = decK_piece(type, blk, j);
                 const __m256i sv = type == LOOM_TYPE_Q6_K
                                        ? _mm256_shuffle_epi8(j < 4 ? sc_a : sc_b, _mm256_loadu_si256((const __m256i *)shuf_k6[j & 3]))

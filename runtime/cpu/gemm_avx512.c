@@ -160,11 +160,11 @@ AI void unpack(const int type, panel *P, const uint8_t *w, size_t ws, int rows, 
                 const uint8_t *blk = wr + (e / 256) * bs;
                 const int c = (int)((e % 256) / 64);
                 /* the next panel's rows, as in the register tiles (cpu_kernels.h) */
-                LOOM_PREFETCH_NEXT_TILE(blk + (size_t)c * bs / 4, MR * ws, bs / 4);
+                LOOM_PREFETCH_AHEAD(blk + (size_t)c * bs / 4, MR * ws, bs / 4);
                 R[r] = decK(type, blk, c);
             } else {
                 const uint8_t *pa = wr + (e / 32) * bs;
-                LOOM_PREFETCH_NEXT_TILE(pa, MR * ws, 2 * bs);
+                LOOM_PREFETCH_AHEAD(pa, MR * ws, 2 * bs);
                 R[r] = dec32x2(type, pa, 64 * gb + 32 < kcl ? pa + bs : pa);
             }
         }

@@ -58,7 +58,7 @@ AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, siz
     for (; j + 8 <= k; j += 8) {
         __m256 wv[XM];
         UNROLL for (int r = 0; r < RM; r++) {
-            if ((j & 15) == 0) LOOM_PREFETCH_NEXT_TILE(w + r * ws + j * es, pf, 16 * es);
+            if ((j & 15) == 0) LOOM_PREFETCH_AHEAD(w + r * ws + j * es, pf, 16 * es);
             wv[r] = ldw_f(type, w + r * ws + j * es);
         }
         UNROLL for (int t = 0; t < RN; t++) {

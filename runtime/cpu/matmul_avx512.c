@@ -71,7 +71,7 @@ AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, siz
     for (; j + 16 <= k; j += 16) {
         __m512 wv[XM];
         UNROLL for (int r = 0; r < RM; r++) {
-            LOOM_PREFETCH_NEXT_TILE(w + r * ws + j * es, pf, 16 * es);
+            LOOM_PREFETCH_AHEAD(w + r * ws + j * es, pf, 16 * es);
             wv[r] = ldw_f(type, w + r * ws + j * es);
         }
         UNROLL for (int t = 0; t < RN; t++) {
@@ -184,7 +184,7 @@ AI void body32(const int type, const int RM, const int RN, const int tail, const
     __m512 dw[XM], mw[XM];
     UNROLL for (int r = 0; r < RM; r++) {
         const uint8_t *pa = w + r * ws + b * bs;
-        if (!tail) LOOM_PREFETCH_NEXT_TILE(pa, pf, 2 * bs);
+        if (!tail) LOOM_PREFETCH_AHEAD(pa, pf, 2 * bs);
         dec32_pair(type, pa, tail ? pa : pa + bs, &q[r], &dw[r], &mw[r]);
     }
     UNROLL for (int t = 0; t < RN; t++) {
@@ -266,7 +266,7 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
         __m512i sc16[XM], bcorr[XM];
         UNROLL for (int r = 0; r < RM; r++) {
             const uint8_t *blk = w + r * ws + sb * bs;
-            LOOM_PREFETCH_NEXT_TILE(blk, pf, bs);
+            LOOM_PREFETCH_AHEAD(blk, pf, bs);
             if (type == LOOM_TYPE_Q6_K) {
                 dv[r] = _mm512_set1_ps(_cvtsh_ss(loom_ld_u16(blk + 208)));
                 const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
