@@ -202,12 +202,96 @@ AI void body32(const int type, const int RM, const int RN, const int tail, const
     }
 }
 
+/* Q4_0/Q4_1/Q5_0/Q5_1 by quads of blocks b..b+3: block b+j's 16 nibble bytes in
+ * 128-bit lane j, so low and high nibbles (elements 0..15, 16..31) are two
+ * vectors whose VPDPBUSDs add into one accumulator of 4 lanes per block (the
+ * activations' halves gathered to match, once per token for all rows), and
+ * the block scales of a row are one conversion of 4 F16 values: one convert,
+ * multiply and FMA per quad and row where pairs took two each, and no
+ * per-pair scale shuffles. Zen 4, one core, bench_matmul 65536 x 2048, GB/s:
+ * Q4_0 18.6 -> 22.6, Q4_1 17.8 -> 21.7, Q5_0 20.0 -> 22.4, Q5_1 18.8 -> 22.5;
+ * 2-token tiles (4096 rows), GFLOP/s: Q4_0 99 -> 121, Q4_1 84 -> 110. */
+static const int32_t idx_quad[3][16] = {
+    {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3}, /* lane 4j+i <- j */
+    {0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6}, /* <- 2j (d of [d, m] pairs) */
+    {1, 0, 0, 0, 3, 0, 0, 0, 5, 0, 0, 0, 7, 0, 0, 0}, /* lane 4j <- 2j+1 (m), masked */
+};
+
+AI void body32q(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
+                int64_t b, const uint8_t *x, size_t xs, __m512 acc[XM][XN], size_t pf) {
+    const size_t bs = loom_qblock_bytes(type);
+    const int five = type == LOOM_TYPE_Q5_0 || type == LOOM_TYPE_Q5_1;
+    const int qo = (is_min_type(type) ? 4 : 2) + (five ? 4 : 0); /* the quants' offset in a block */
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512i lo[XM], hi[XM];
+    __m512 dw[XM], mw[XM];
+    UNROLL for (int r = 0; r < RM; r++) {
+        const uint8_t *p = w + r * ws + b * bs;
+        LOOM_PREFETCH_AHEAD(p, pf, 4 * bs);
+        __m512i z = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + qo)));
+        z = _mm512_mask_broadcast_i32x4(z, 0x00F0, _mm_loadu_si128((const __m128i *)(p + bs + qo)));
+        z = _mm512_mask_broadcast_i32x4(z, 0x0F00, _mm_loadu_si128((const __m128i *)(p + 2 * bs + qo)));
+        z = _mm512_mask_broadcast_i32x4(z, 0xF000, _mm_loadu_si128((const __m128i *)(p + 3 * bs + qo)));
+        lo[r] = _mm512_and_si512(z, m4);
+        hi[r] = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+        if (five) { /* fifth bits: element i of block b+j at bit 16j + i (lo) / 16j + i - 16 (hi) */
+            uint64_t ml = 0, mh = 0;
+            UNROLL for (int j = 0; j < 4; j++) {
+                const uint64_t qh = loom_ld_u32(p + j * bs + qo - 4);
+                ml |= (qh & 0xFFFF) << 16 * j;
+                mh |= (qh >> 16) << 16 * j;
+            }
+            const __m512i sixteen = _mm512_set1_epi8(16);
+            lo[r] = _mm512_mask_add_epi8(lo[r], (__mmask64)ml, lo[r], sixteen);
+            hi[r] = _mm512_mask_add_epi8(hi[r], (__mmask64)mh, hi[r], sixteen);
+        }
+        if (is_min_type(type)) { /* [d, m] of the 4 blocks by one conversion */
+            __m128i h = _mm_cvtsi32_si128((int)loom_ld_u32(p));
+            h = _mm_insert_epi32(h, (int)loom_ld_u32(p + bs), 1);
+            h = _mm_insert_epi32(h, (int)loom_ld_u32(p + 2 * bs), 2);
+            h = _mm_insert_epi32(h, (int)loom_ld_u32(p + 3 * bs), 3);
+            const __m512 f = _mm512_castps256_ps512(_mm256_cvtph_ps(h));
+            dw[r] = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_quad[1]), f);
+            mw[r] = _mm512_maskz_permutexvar_ps(0x1111, _mm512_loadu_si512(idx_quad[2]), f);
+        } else {
+            const uint64_t d4 = (uint64_t)loom_ld_u16(p) | (uint64_t)loom_ld_u16(p + bs) << 16 |
+                                (uint64_t)loom_ld_u16(p + 2 * bs) << 32 | (uint64_t)loom_ld_u16(p + 3 * bs) << 48;
+            const __m512 f = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)d4)));
+            dw[r] = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_quad[0]), f);
+        }
+    }
+    UNROLL for (int t = 0; t < RN; t++) {
+        const uint8_t *xt = x + t * xs;
+        const __m512i a0 = _mm512_loadu_si512(xt + 32 * b), a1 = _mm512_loadu_si512(xt + 32 * b + 64);
+        const __m512i alo = _mm512_shuffle_i64x2(a0, a1, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m512i ahi = _mm512_shuffle_i64x2(a0, a1, _MM_SHUFFLE(3, 1, 3, 1));
+        const __m512 da = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_quad[0]),
+                                                _mm512_castps128_ps512(_mm_loadu_ps((const float *)(xt + k + 4 * b))));
+        __m512i start = _mm512_setzero_si512();
+        __m512 sv = _mm512_setzero_ps();
+        if (is_min_type(type)) /* lane 4j: s of block b+j */
+            sv = _mm512_maskz_permutexvar_ps(0x1111, _mm512_loadu_si512(idx_quad[0]),
+                                             _mm512_castps128_ps512(_mm_loadu_ps((const float *)(xt + k + 4 * (k / 32) + 4 * b))));
+        else { /* -c * sum(a) per lane */
+            const __m512i c = _mm512_set1_epi8((char)offset_of(type));
+            start = _mm512_sub_epi32(start, _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, c, alo), c, ahi));
+        }
+        UNROLL for (int r = 0; r < RM; r++) {
+            const __m512i q = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, lo[r], alo), hi[r], ahi);
+            acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(q), da), dw[r], acc[r][t]);
+            if (is_min_type(type)) acc[r][t] = _mm512_fmadd_ps(mw[r], sv, acc[r][t]);
+        }
+    }
+}
+
 AI void tile32(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
                const uint8_t *x, size_t xs, float *y, int64_t ldy, size_t pf) {
     const int64_t nb = k / 32;
     __m512 acc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) acc[r][t] = _mm512_setzero_ps();
     int64_t b = 0;
+    if (type != LOOM_TYPE_Q8_0)
+        for (; b + 4 <= nb; b += 4) body32q(type, RM, RN, w, ws, k, b, x, xs, acc, pf);
     for (; b + 2 <= nb; b += 2) body32(type, RM, RN, 0, w, ws, k, b, x, xs, acc, pf);
     if (b < nb) body32(type, RM, RN, 1, w, ws, k, b, x, xs, acc, pf);
     UNROLL for (int t = 0; t < RN; t++) UNROLL for (int r = 0; r < RM; r++) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
