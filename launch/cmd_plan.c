@@ -15,6 +15,7 @@
 #include "launch/commands.h"
 #include "launch/predict_cli.h"
 #include "parallel/plan.h"
+#include "parallel/plan_balance.h"
 #include "parallel/predict.h"
 
 static int usage_error(const char *fmt, ...) LOOM_PRINTF(1, 2);
@@ -49,7 +50,7 @@ static int split_hosts(char *list, const char **names, int n) {
 }
 
 int cmd_plan(int argc, char **argv) {
-    const char *model = NULL, *kv_type = "f16", *hosts_arg = NULL;
+    const char *model = NULL, *kv_type = "f16", *hosts_arg = NULL, *balance = "bytes";
     loom_plan_request d = loom_plan_request_defaults(1, 1);
     int64_t tp = 1, pp = 1, world = 0, ctx = d.engine.ctx_size, seqs = d.engine.max_seqs, block = d.engine.block_tokens,
             batch = d.engine.batch_rows, max_memory = 0;
@@ -66,6 +67,9 @@ int cmd_plan(int argc, char **argv) {
         {"--block-tokens", LOOM_ARG_INT, &block, "N", "positions per KV cache block"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward call at most (workspace)"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "T", "KV cache type: f16 or f32"},
+        {"--balance", LOOM_ARG_STR, &balance, "B",
+         "stages by bytes read per token, or by time: bytes weighted by the decode time per byte of each type "
+         "measured on this machine, as a run on CPUs does (plan_balance.h)"},
         {"--max-memory", LOOM_ARG_BYTES, &max_memory, "BYTES", "memory per rank, e.g. 24G (0: no limit)"},
         {"--hosts", LOOM_ARG_STR, &hosts_arg, "LIST",
          "comma-separated host of each world rank, to place TP groups on one host"},
@@ -108,6 +112,8 @@ int cmd_plan(int argc, char **argv) {
         kv = LOOM_TYPE_F32;
     else
         return usage_error("--kv-type %s: expected f16 or f32", kv_type);
+    if (strcmp(balance, "bytes") && strcmp(balance, "time"))
+        return usage_error("--balance %s: expected bytes or time", balance);
 
     loom_plan_request req = loom_plan_request_defaults((int)tp, (int)pp);
     req.world = (int)world;
@@ -152,6 +158,11 @@ int cmd_plan(int argc, char **argv) {
         hosts = (const char **)node_hosts;
     }
     if (!st) st = loom_predict_open_model(model, &m); /* a GGUF header, or a model description .json */
+    loom_plan_balance bal;
+    if (!st && !strcmp(balance, "time") && pp > 1) {
+        st = loom_plan_balance_measure(&m, &req, &bal);
+        req.balance = &bal;
+    }
     if (!st) st = loom_plan_make(&m, &req, hosts, &plan);
     loom_prediction pr = {0};
     loom_predict_workload w = {(int)seqs, (int)prompt, (int)(prompt + gen / 2), 1};

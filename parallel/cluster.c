@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "parallel/comm_mpi.h"
+#include "parallel/plan_balance.h"
 #include "parallel/placement.h"
 #include "parallel/watchdog.h"
 #include "runtime/device_forward.h"
@@ -107,8 +108,17 @@ static loom_status share_plan(loom_cluster *c, const loom_gguf *g, const loom_pl
     uint8_t *buf = NULL;
     size_t len = 0;
     if (c->world->rank == 0 && !st) {
+        /* stages by decode time where rank 0 computes on the CPU (plan_balance.h) */
+        loom_plan_request r = *req;
+        loom_plan_balance bal;
+        bool by_bytes = true;
+        st = loom_plan_balance_by_bytes(&by_bytes);
+        if (!st && !by_bytes && r.pp > 1 && loom_dforward_resolve(r.engine.device, &cfg) == LOOM_DEVICE_CPU) {
+            st = loom_plan_balance_measure(&pm, &r, &bal);
+            if (!st) r.balance = &bal;
+        }
         loom_plan *p = NULL;
-        st = loom_plan_make(&pm, req, (const char *const *)c->hosts, &p);
+        if (!st) st = loom_plan_make(&pm, &r, (const char *const *)c->hosts, &p);
         if (!st) st = loom_plan_encode(p, &buf, &len);
         loom_plan_free(p);
     }

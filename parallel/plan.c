@@ -161,10 +161,12 @@ static bool feasible(const int64_t *P, int L, int pp, int64_t e, int64_t h, int6
 }
 
 /* Splits the layers into pp contiguous non-empty stages minimising the
- * largest stage cost, then the sum of squared costs. starts: (pp + 1). */
-static loom_status partition(const loom_plan_model *m, int pp, int *starts, int64_t *costs) {
+ * largest stage cost (bytes, or weighted by b), then the sum of squared
+ * costs. starts: (pp + 1); costs: each stage's bytes. */
+static loom_status partition(const loom_plan_model *m, const loom_plan_balance *b, int pp, int *starts,
+                             int64_t *costs) {
     int L = m->cfg.n_layers;
-    int64_t e = loom_plan_embed_row_bytes(m), h = loom_plan_head_bytes(m);
+    int64_t e = loom_plan_embed_row_bytes(m), h = loom_plan_head_time(m, b);
     size_t W = (size_t)L + 1;
     int64_t *P = malloc(W * sizeof *P);
     uint8_t *R = malloc((size_t)pp * W);
@@ -174,7 +176,7 @@ static loom_status partition(const loom_plan_model *m, int pp, int *starts, int6
         return loom_error(LOOM_ERR_NOMEM, "out of memory partitioning %d layers into %d stages", L, pp);
     }
     P[0] = 0;
-    for (int l = 0; l < L; l++) P[l + 1] = P[l] + loom_plan_full_layer_bytes(m, l);
+    for (int l = 0; l < L; l++) P[l + 1] = P[l] + loom_plan_layer_time(m, b, l);
     int64_t lo = 0, hi = P[L] + e + h;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
@@ -567,7 +569,7 @@ static loom_status fill_plan(const loom_plan_model *m, loom_plan *p, const char 
     int *bound = malloc((size_t)(tp + 1) * sizeof *bound);
     loom_status st = NULL;
     if (!starts || !costs || !bound) st = loom_error(LOOM_ERR_NOMEM, "out of memory planning %d ranks", p->world);
-    if (!st) st = partition(m, pp, starts, costs);
+    if (!st) st = partition(m, p->req.balance, pp, starts, costs);
     if (!st) st = place_ranks(p, hosts);
     for (int s = 0; s < pp && !st; s++) {
         loom_stage_plan *sp = &p->stages[s];
@@ -631,7 +633,9 @@ static loom_status plan_build(const loom_plan_model *m, const loom_plan_request 
     full.world = world;
     loom_plan *p;
     LOOM_TRY(loom_plan_alloc(m, &full, &p));
+    if (req->balance) snprintf(p->balance, sizeof p->balance, "%s", req->balance->what);
     loom_status st = fill_plan(m, p, hosts);
+    p->req.balance = NULL; /* the caller's; a plan keeps only the words */
     if (!st) st = check_memory(m, p, suggest);
     if (!st && req->engine.ctx_size > m->cfg.ctx_train)
         st = loom_plan_warn(p, "context %d exceeds the %d positions the model was trained for", req->engine.ctx_size,

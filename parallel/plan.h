@@ -19,6 +19,9 @@
  * token: a layer costs the bytes of its tensors (norms and biases at 4 bytes
  * an element, as loaded); the first stage also reads one embedding row, the
  * last the output norm and the whole lm head (a tied table counts on both).
+ * With request.balance each tensor's bytes are weighted by its type's
+ * measured decode time per byte (loom_plan_balance); a stage's `cost` stays
+ * its bytes.
  * The maximum stage cost is minimal (exact: binary search on the cost with
  * an exact feasibility test); among the partitions reaching it, the one
  * with the smallest sum of squared stage costs is taken (the most even).
@@ -107,12 +110,26 @@ void loom_plan_model_free(loom_plan_model *m);
 
 /* ---- the request and the plan ---- */
 
+/* Stage balance by decode time rather than bytes: the time a decode step's
+ * matmuls take per weight byte of each type, in sixteenths of the model's
+ * main type (the one most of its bytes have): 16 = as slow per byte, 11 =
+ * 0.69 times; 0 = not measured, counted as 16. A layer (or the lm head)
+ * then costs its bytes times its types' figures, so a stage holding a type
+ * the kernels read faster (an 8-bit lm head beside 4-bit layers) takes
+ * more bytes. loom_plan_balance_measure (plan_balance.h) fills it from
+ * this machine's kernels. */
+typedef struct {
+    uint8_t per_byte[LOOM_TYPE_COUNT];
+    char what[128]; /* how it was measured, for the plan's printout */
+} loom_plan_balance;
+
 typedef struct {
     int tp, pp;
     int world;          /* ranks launched (mpirun -np); 0 = tp × pp */
     loom_engine_options engine; /* context, sequences, KV type and block, batch rows; n_threads is
                                    each rank's own (0 in a plan) */
     int64_t max_memory; /* bytes per rank; 0 = no limit */
+    const loom_plan_balance *balance; /* NULL: stages balanced by bytes read per token (not kept in the plan) */
 } loom_plan_request;
 
 /* tp, pp and the engine's defaults (loom_engine_defaults) for the rest. */
@@ -147,6 +164,7 @@ typedef struct loom_plan {
     int *grid;               /* (pp, tp) world rank of (stage, tp rank) */
     char **warnings;         /* (n_warnings) */
     int n_warnings;
+    char balance[128];       /* how the stages were balanced when not by bytes alone; "" = by bytes */
 } loom_plan;
 
 /* Plans `m` for the request. hosts: world host names indexed by world

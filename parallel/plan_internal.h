@@ -46,6 +46,10 @@ int64_t loom_plan_head_bytes(const loom_plan_model *m);
 loom_status loom_plan_check_model(const loom_plan_model *m) LOOM_MUST_USE;
 /* Bytes read per token by a stage of layers [l0, l1), with the embedding row if first and the lm head if last. */
 int64_t loom_plan_stage_cost(const loom_plan_model *m, int l0, int l1, bool first, bool last);
+/* A layer's and the lm head's cost for the stage balance: their bytes, each
+ * tensor's weighted by b (NULL: bytes; loom_plan_balance) */
+int64_t loom_plan_layer_time(const loom_plan_model *m, const loom_plan_balance *b, int l);
+int64_t loom_plan_head_time(const loom_plan_model *m, const loom_plan_balance *b);
 /* Sets rp's weight, KV and workspace bytes from rp->shard under req; nothing else changes. */
 void loom_plan_rank_figures(const loom_plan_model *m, const loom_plan_request *req, loom_rank_plan *rp);
 /* Weight + KV + workspace bytes of a rank. */

@@ -195,6 +195,31 @@ int64_t loom_plan_head_bytes(const loom_plan_model *m) {
     return 4 * loom_head_vector_floats(c) + (c->encoder ? 0 : (int64_t)c->vocab * row_bytes(m->head, c->dim));
 }
 
+/* Weighted by a loom_plan_balance: bytes x per_byte / 16 (norms and biases
+ * as the main type) */
+static int64_t wt(const loom_plan_balance *b, loom_type t, int64_t bytes) {
+    const int f = b && (unsigned)t < LOOM_TYPE_COUNT && b->per_byte[t] ? b->per_byte[t] : 16;
+    return bytes * f / 16;
+}
+
+int64_t loom_plan_layer_time(const loom_plan_model *m, const loom_plan_balance *b, int l) {
+    if (!b) return loom_plan_full_layer_bytes(m, l);
+    const loom_model_config *c = &m->cfg;
+    const loom_plan_layer *L = &m->layers[l];
+    int64_t hd = c->head_dim, dim = c->dim, nq = c->n_heads, nkv = c->n_kv_heads, nf = c->ffn;
+    int64_t t = 4 * loom_layer_vector_floats(c, nq, nkv, nf);
+    t += wt(b, L->q, nq * hd * row_bytes(L->q, dim)) + wt(b, L->k, nkv * hd * row_bytes(L->k, dim)) +
+         wt(b, L->v, nkv * hd * row_bytes(L->v, dim)) + wt(b, L->o, dim * row_bytes(L->o, nq * hd));
+    if (!c->ffn_plain) t += wt(b, L->gate, nf * row_bytes(L->gate, dim));
+    t += wt(b, L->up, nf * row_bytes(L->up, dim)) + wt(b, L->down, dim * row_bytes(L->down, nf));
+    return t;
+}
+
+int64_t loom_plan_head_time(const loom_plan_model *m, const loom_plan_balance *b) {
+    if (!b || m->cfg.encoder) return loom_plan_head_bytes(m);
+    return 4 * loom_head_vector_floats(&m->cfg) + wt(b, m->head, (int64_t)m->cfg.vocab * row_bytes(m->head, m->cfg.dim));
+}
+
 int64_t loom_plan_stage_cost(const loom_plan_model *m, int l0, int l1, bool first, bool last) {
     int64_t cost = 0;
     for (int l = l0; l < l1; l++) cost += loom_plan_full_layer_bytes(m, l);

@@ -98,8 +98,10 @@ static void print_json(const loom_plan *p, FILE *f) {
     plan_totals t = totals_of(p);
     fprintf(f,
             "],\n \"totals\": {\"weight_bytes\": %" PRId64 ", \"kv_bytes\": %" PRId64 ", \"workspace_bytes\": %" PRId64
-            ", \"largest_rank_bytes\": %" PRId64 "},\n \"warnings\": [",
+            ", \"largest_rank_bytes\": %" PRId64 "},\n \"balance\": ",
             t.weight, t.kv, t.workspace, t.largest);
+    loom_json_fputs(f, p->balance[0] ? p->balance : "bytes read per token");
+    fputs(",\n \"warnings\": [", f);
     for (int i = 0; i < p->n_warnings; i++) {
         if (i) fputs(", ", f);
         loom_json_fputs(f, p->warnings[i]);
@@ -120,6 +122,7 @@ static void print_text(const loom_plan *p, FILE *f) {
         loom_format_bytes(a, sizeof a, p->req.max_memory);
         fprintf(f, "memory  at most %s per rank\n", a);
     }
+    fprintf(f, "balance %s\n", p->balance[0] ? p->balance : "stages by bytes read per token");
     fprintf(f, "\nstage  layers         read per token  heads/group  MLP columns/group\n");
     for (int s = 0; s < p->pp; s++) {
         const loom_stage_plan *sp = &p->stages[s];

@@ -91,6 +91,7 @@ loom_status loom_plan_encode(const loom_plan *p, uint8_t **buf, size_t *len) {
     msg.ranks = rank_ptrs;
     msg.n_warnings = (size_t)p->n_warnings;
     msg.warnings = p->warnings;
+    msg.balance = (char *)p->balance;
     size_t n = loom__shard_plan__get_packed_size(&msg);
     uint8_t *b = malloc(n ? n : 1);
     if (!b) {
@@ -335,6 +336,12 @@ static loom_status from_message(const Loom__ShardPlan *msg, const loom_plan_mode
             break;
         }
         st = loom_plan_warn(p, "%s", w);
+    }
+    if (!st && msg->balance) {
+        if (strlen(msg->balance) >= sizeof p->balance)
+            st = BAD("balance is longer than %zu bytes", sizeof p->balance - 1);
+        else
+            snprintf(p->balance, sizeof p->balance, "%s", msg->balance);
     }
     if (!st) st = validate(m, p);
     if (st) {

@@ -25,6 +25,7 @@
 
 #include "proto/loom.pb-c.h"
 #include "parallel/plan.h"
+#include "parallel/plan_balance.h"
 #include "reference.h"
 #include "runtime/gguf_write.h"
 #include "runtime/kv_cache.h"
@@ -322,19 +323,38 @@ static void check_plan(const loom_plan_model *m, const loom_plan *p, const loom_
 
 /* ------------------------------------------------ stage balance oracle */
 
-/* Cost of every stage of the plan, recomputed. */
-static int64_t stage_cost(const loom_plan_model *m, int l0, int l1, bool first, bool last) {
+/* Bytes weighted by a balance's sixteenths (NULL: bytes) */
+static int64_t wb(const loom_plan_balance *w, loom_type t, int64_t bytes) {
+    return w && w->per_byte[t] ? bytes * w->per_byte[t] / 16 : bytes;
+}
+
+/* Cost of every stage of the plan, recomputed: bytes, or with w each
+ * matrix's bytes weighted by its type's figure */
+static int64_t stage_cost_w(const loom_plan_model *m, const loom_plan_balance *w, int l0, int l1, bool first,
+                            bool last) {
     const loom_model_config *c = &m->cfg;
-    int64_t b = 0;
-    for (int l = l0; l < l1; l++) b += layer_cost(m, l, c->n_heads, c->n_kv_heads, c->ffn);
+    int64_t b = 0, hd = c->head_dim, d = c->dim, nq = c->n_heads, nkv = c->n_kv_heads, nf = c->ffn;
+    for (int l = l0; l < l1; l++) {
+        const loom_plan_layer *L = &m->layers[l];
+        b += wb(w, L->q, nq * hd * rowb(L->q, d)) + wb(w, L->k, nkv * hd * rowb(L->k, d)) +
+             wb(w, L->v, nkv * hd * rowb(L->v, d)) + wb(w, L->o, d * rowb(L->o, nq * hd)) +
+             wb(w, L->gate, nf * rowb(L->gate, d)) + wb(w, L->up, nf * rowb(L->up, d)) +
+             wb(w, L->down, d * rowb(L->down, nf));
+        b += 2 * d * 4;
+        if (c->qkv_bias) b += 4 * hd * (nq + 2 * nkv);
+    }
     if (first) b += rowb(m->embed, c->dim);
-    if (last) b += 4 * c->dim + (int64_t)c->vocab * rowb(m->head, c->dim);
+    if (last) b += 4 * c->dim + wb(w, m->head, (int64_t)c->vocab * rowb(m->head, c->dim));
     return b;
+}
+static int64_t stage_cost(const loom_plan_model *m, int l0, int l1, bool first, bool last) {
+    return stage_cost_w(m, NULL, l0, l1, first, last);
 }
 
 /* Every composition of L into pp non-empty parts: the least maximum cost,
  * and the least sum of squares among the partitions reaching it. */
-static void brute_force(const loom_plan_model *m, int pp, int64_t *best_max, double *best_sq) {
+static void brute_force(const loom_plan_model *m, const loom_plan_balance *w, int pp, int64_t *best_max,
+                        double *best_sq) {
     int L = m->cfg.n_layers, cut[16];
     *best_max = INT64_MAX;
     *best_sq = 0;
@@ -345,7 +365,7 @@ static void brute_force(const loom_plan_model *m, int pp, int64_t *best_max, dou
         int64_t mx = 0;
         double sq = 0;
         for (int s = 0; s < pp; s++) {
-            int64_t c = stage_cost(m, cut[s], cut[s + 1], s == 0, s == pp - 1);
+            int64_t c = stage_cost_w(m, w, cut[s], cut[s + 1], s == 0, s == pp - 1);
             if (c > mx) mx = c;
             sq += (double)c * (double)c;
         }
@@ -371,9 +391,17 @@ static loom_type random_types(int l, int n, int i) {
     return mix_pool[rnd(sizeof mix_pool / sizeof mix_pool[0])];
 }
 
+static void roundtrip(const loom_plan_model *m, const loom_plan *p);
+
+/* trials % 2 == 1: stages balanced by a random loom_plan_balance (sixteenths
+ * 1..40 per type), against the brute force over the same weighted costs;
+ * a stage's `cost` stays its bytes */
 Test(plan, stage_balance_matches_brute_force) {
-    int cases = 0;
+    int cases = 0, moved = 0;
     for (int trial = 0; trial < 60; trial++) {
+        loom_plan_balance bal = {{0}, "test weights"};
+        for (int t = 0; t < LOOM_TYPE_COUNT; t++) bal.per_byte[t] = (uint8_t)(1 + rnd(40));
+        const loom_plan_balance *w = trial % 2 ? &bal : NULL;
         shape s = {
             "llama",        1 + (int)rnd(11), 256,         4, 2, 64, 512, 256 + 256 * (int)rnd(8), rnd(2) == 0, false,
             LOOM_TYPE_Q8_0, LOOM_TYPE_Q6_K,   random_types};
@@ -382,18 +410,30 @@ Test(plan, stage_balance_matches_brute_force) {
         for (int pp = 1; pp <= s.layers && pp <= 6; pp++) {
             loom_plan_request req = loom_plan_request_defaults(1, pp);
             req.engine.ctx_size = 256;
-            loom_plan *p;
+            req.balance = w;
+            loom_plan *p, *pb = NULL;
             OK(loom_plan_make(&m, &req, NULL, &p));
+            cr_assert_null(p->req.balance, "the plan keeps no pointer to the caller's balance");
+            cr_assert_str_eq(p->balance, w ? "test weights" : "");
+            req.balance = NULL;
             check_plan(&m, p, &req);
             int64_t mx = 0, best;
             double sq = 0, best_sq;
             for (int st = 0; st < pp; st++) {
-                int64_t c = stage_cost(&m, p->stages[st].layer_begin, p->stages[st].layer_end, st == 0, st == pp - 1);
-                cr_assert_eq(c, p->stages[st].cost, "stage %d cost", st);
+                const loom_stage_plan *sp = &p->stages[st];
+                cr_assert_eq(stage_cost(&m, sp->layer_begin, sp->layer_end, st == 0, st == pp - 1), sp->cost,
+                             "stage %d cost: its bytes", st);
+                int64_t c = stage_cost_w(&m, w, sp->layer_begin, sp->layer_end, st == 0, st == pp - 1);
                 if (c > mx) mx = c;
                 sq += (double)c * (double)c;
             }
-            brute_force(&m, pp, &best, &best_sq);
+            if (w) { /* decodes (stage costs are bytes); did the weights move a boundary? (they must, sometimes) */
+                roundtrip(&m, p);
+                OK(loom_plan_make(&m, &req, NULL, &pb));
+                for (int st = 0; st < pp; st++) moved += pb->stages[st].layer_begin != p->stages[st].layer_begin;
+                loom_plan_free(pb);
+            }
+            brute_force(&m, w, pp, &best, &best_sq);
             cr_assert_eq(mx, best, "trial %d, %d layers, pp %d: max stage cost %lld, brute force %lld", trial, s.layers,
                          pp, (long long)mx, (long long)best);
             cr_assert_leq(sq, best_sq * (1 + 1e-12), "trial %d pp %d: not the most even optimal partition", trial, pp);
@@ -403,6 +443,47 @@ Test(plan, stage_balance_matches_brute_force) {
         loom_plan_model_free(&m);
     }
     cr_assert_gt(cases, 150);
+    cr_assert_gt(moved, 10, "weights moved only %d stage boundaries", moved);
+}
+
+/* The measured balance of a SmolLM2-shaped model (Q4_1 layers, Q8_0 head):
+ * the main type is 16 sixteenths, the head's type measured (any speed
+ * within 1/16 .. 16 times), no other type; the printout names both; the
+ * plan's stages cost bytes still. LOOM_BALANCE chooses bytes or time. */
+Test(plan, balance_is_measured_for_the_model_types) {
+    loom_plan_model m = model_of(&smol_like);
+    loom_plan_request req = loom_plan_request_defaults(1, 2);
+    req.engine.max_seqs = 4;
+    loom_plan_balance bal;
+    OK(loom_plan_balance_measure(&m, &req, &bal));
+    for (int t = 0; t < LOOM_TYPE_COUNT; t++)
+        if (t == LOOM_TYPE_Q4_1)
+            cr_assert_eq(bal.per_byte[t], 16);
+        else if (t == LOOM_TYPE_Q8_0)
+            cr_assert(bal.per_byte[t] >= 1 && bal.per_byte[t] <= 255);
+        else
+            cr_assert_eq(bal.per_byte[t], 0, "type %d not in the model measured", t);
+    cr_assert(strstr(bal.what, "2-row") && strstr(bal.what, "Q4_1 1.00") && strstr(bal.what, "Q8_0 "), "%s", bal.what);
+    req.balance = &bal;
+    loom_plan *p;
+    OK(loom_plan_make(&m, &req, NULL, &p));
+    cr_assert_str_eq(p->balance, bal.what);
+    cr_assert_eq(p->stages[0].cost, stage_cost(&m, 0, p->stages[0].layer_end, true, false));
+    loom_plan_free(p);
+    loom_plan_model_free(&m);
+
+    bool by_bytes;
+    setenv("LOOM_BALANCE", "bytes", 1);
+    OK(loom_plan_balance_by_bytes(&by_bytes));
+    cr_assert(by_bytes);
+    setenv("LOOM_BALANCE", "time", 1);
+    OK(loom_plan_balance_by_bytes(&by_bytes));
+    cr_assert(!by_bytes);
+    setenv("LOOM_BALANCE", "speed", 1);
+    expect_error(loom_plan_balance_by_bytes(&by_bytes), LOOM_ERR_INVALID, "LOOM_BALANCE=speed: expected bytes or time");
+    unsetenv("LOOM_BALANCE");
+    OK(loom_plan_balance_by_bytes(&by_bytes));
+    cr_assert(!by_bytes);
 }
 
 /* ---------------------------------------------------- head split oracle */
@@ -600,6 +681,7 @@ static void roundtrip(const loom_plan_model *m, const loom_plan *p) {
     }
     cr_assert_eq(q->n_warnings, p->n_warnings);
     for (int i = 0; i < p->n_warnings; i++) cr_assert_str_eq(q->warnings[i], p->warnings[i]);
+    cr_assert_str_eq(q->balance, p->balance);
     uint8_t *buf2;
     size_t len2;
     OK(loom_plan_encode(q, &buf2, &len2));
@@ -1028,6 +1110,7 @@ Test(plan, print_text_and_json) {
     cr_assert(strstr(text, "1*-2"), "%s", text);
     cr_assert(strstr(text, "world 4 = pp 2 × tp 2"), "%s", text);
     cr_assert(strstr(text, "n2"), "%s", text);
+    cr_assert(strstr(text, "balance stages by bytes read per token"), "%s", text);
     free(text);
 
     f = open_memstream(&text, &tn);
@@ -1044,7 +1127,18 @@ Test(plan, print_text_and_json) {
     cr_assert_eq(json_integer_value(json_array_get(json_object_get(r1, "kv_replicated"), 0)), 1);
     cr_assert_str_eq(json_string_value(json_object_get(r1, "host")), "n1");
     cr_assert_eq(json_array_size(json_object_get(j, "stages")), 2);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "balance")), "bytes read per token");
     json_decref(j);
+    free(text);
+    loom_plan_free(p);
+
+    loom_plan_balance bal = {{[LOOM_TYPE_Q8_0] = 8}, "by time: Q8_0 0.50"};
+    req.balance = &bal;
+    OK(loom_plan_make(&m, &req, hosts, &p));
+    f = open_memstream(&text, &tn);
+    loom_plan_print(p, f, false);
+    fclose(f);
+    cr_assert(strstr(text, "balance by time: Q8_0 0.50"), "%s", text);
     free(text);
     loom_plan_free(p);
     loom_plan_model_free(&m);

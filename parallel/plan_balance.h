@@ -1,0 +1,35 @@
+/*
+ * parallel/plan_balance.h — what a weight byte of each type costs a decode
+ * step on this machine, for the planner's stage balance (loom_plan_balance
+ * in plan.h).
+ *
+ * Pipeline stages balanced by bytes alone are not balanced in time where
+ * the kernels read some types faster than others: SmolLM2's Q8_0 lm head
+ * streams about 1.5 times as fast per byte as its Q4_1 layers on Zen 4, so
+ * the stage holding the head idled 25 % of a PP = 2 decode. The coordinator
+ * measures instead, once before planning: for every type the model's layers
+ * and lm head use, one thread runs the decode matmul (a micro-batch of
+ * activation rows, the tensor's input width) over 64 MiB of rows, more than a core's
+ * caches hold, best of 3 passes after a warm-up. A few tens of
+ * milliseconds per type. The figures are rounded to sixteenths, so run to
+ * run noise rarely moves a stage boundary.
+ *
+ * Used where the ranks compute on CPUs (a GPU's figures differ); the
+ * environment variable LOOM_BALANCE=bytes keeps the byte balance.
+ */
+#ifndef LOOM_PARALLEL_PLAN_BALANCE_H
+#define LOOM_PARALLEL_PLAN_BALANCE_H
+
+#include "parallel/plan.h"
+
+/* Fills *out for model m planned by request r: matmuls of the pipeline's
+ * decode micro-batch, ceil(sequences / pp) rows (at most 16). On error (out
+ * of memory) *out is zeroed. */
+loom_status loom_plan_balance_measure(const loom_plan_model *m, const loom_plan_request *r,
+                                      loom_plan_balance *out) LOOM_MUST_USE;
+
+/* Whether the environment asks for the byte balance (LOOM_BALANCE=bytes);
+ * any other value than "bytes" or "time" is an error naming it. */
+loom_status loom_plan_balance_by_bytes(bool *by_bytes) LOOM_MUST_USE;
+
+#endif
