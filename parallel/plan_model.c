@@ -165,22 +165,34 @@ void loom_plan_model_free(loom_plan_model *m) {
 
 /* ---------------------------------------------------------- byte counts */
 
+/* bytes, or weighted by a loom_plan_balance: bytes x per_byte / 16 */
+static int64_t wt(const loom_plan_balance *b, loom_type t, int64_t bytes) {
+    const int f = b && (unsigned)t < LOOM_TYPE_COUNT && b->per_byte[t] ? b->per_byte[t] : 16;
+    return bytes * f / 16;
+}
+
 /* Bytes loom_weights_create binds for nq query heads, nkv KV heads and
- * nffn MLP columns of layer l (norms and biases as F32). */
-static int64_t layer_bytes(const loom_plan_model *m, int l, int64_t nq, int64_t nkv, int64_t nffn) {
+ * nffn MLP columns of layer l (norms and biases as F32), each matrix's
+ * weighted by b when given (norms and biases as the main type). */
+static int64_t layer_cost(const loom_plan_model *m, const loom_plan_balance *bal, int l, int64_t nq, int64_t nkv,
+                          int64_t nffn) {
     const loom_model_config *c = &m->cfg;
     const loom_plan_layer *L = &m->layers[l];
     int64_t hd = c->head_dim, dim = c->dim;
     int64_t b = 4 * loom_layer_vector_floats(c, nq, nkv, nffn);
-    b += nq * hd * row_bytes(L->q, dim) + nkv * hd * (row_bytes(L->k, dim) + row_bytes(L->v, dim));
-    b += dim * row_bytes(L->o, nq * hd);
-    b += nffn * ((c->ffn_plain ? 0 : row_bytes(L->gate, dim)) + row_bytes(L->up, dim)) + dim * row_bytes(L->down, nffn);
+    b += wt(bal, L->q, nq * hd * row_bytes(L->q, dim)) + wt(bal, L->k, nkv * hd * row_bytes(L->k, dim)) +
+         wt(bal, L->v, nkv * hd * row_bytes(L->v, dim)) + wt(bal, L->o, dim * row_bytes(L->o, nq * hd));
+    if (!c->ffn_plain) b += wt(bal, L->gate, nffn * row_bytes(L->gate, dim));
+    b += wt(bal, L->up, nffn * row_bytes(L->up, dim)) + wt(bal, L->down, dim * row_bytes(L->down, nffn));
     return b;
 }
 
 /* Bytes of a whole layer (every head and column). */
 int64_t loom_plan_full_layer_bytes(const loom_plan_model *m, int l) {
-    return layer_bytes(m, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
+    return layer_cost(m, NULL, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
+}
+int64_t loom_plan_layer_time(const loom_plan_model *m, const loom_plan_balance *b, int l) {
+    return layer_cost(m, b, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
 }
 /* Per token the first stage reads an embedding row (and a position row, the
  * token-type row and the embedding norm); the last the output norm and the
@@ -190,34 +202,11 @@ int64_t loom_plan_embed_row_bytes(const loom_plan_model *m) {
     return row_bytes(m->embed, c->dim) + (c->pos == LOOM_POS_LEARNED ? row_bytes(m->pos_embd, c->dim) : 0) +
            4 * loom_embed_vector_floats(c);
 }
-int64_t loom_plan_head_bytes(const loom_plan_model *m) {
-    const loom_model_config *c = &m->cfg;
-    return 4 * loom_head_vector_floats(c) + (c->encoder ? 0 : (int64_t)c->vocab * row_bytes(m->head, c->dim));
-}
-
-/* Weighted by a loom_plan_balance: bytes x per_byte / 16 (norms and biases
- * as the main type) */
-static int64_t wt(const loom_plan_balance *b, loom_type t, int64_t bytes) {
-    const int f = b && (unsigned)t < LOOM_TYPE_COUNT && b->per_byte[t] ? b->per_byte[t] : 16;
-    return bytes * f / 16;
-}
-
-int64_t loom_plan_layer_time(const loom_plan_model *m, const loom_plan_balance *b, int l) {
-    if (!b) return loom_plan_full_layer_bytes(m, l);
-    const loom_model_config *c = &m->cfg;
-    const loom_plan_layer *L = &m->layers[l];
-    int64_t hd = c->head_dim, dim = c->dim, nq = c->n_heads, nkv = c->n_kv_heads, nf = c->ffn;
-    int64_t t = 4 * loom_layer_vector_floats(c, nq, nkv, nf);
-    t += wt(b, L->q, nq * hd * row_bytes(L->q, dim)) + wt(b, L->k, nkv * hd * row_bytes(L->k, dim)) +
-         wt(b, L->v, nkv * hd * row_bytes(L->v, dim)) + wt(b, L->o, dim * row_bytes(L->o, nq * hd));
-    if (!c->ffn_plain) t += wt(b, L->gate, nf * row_bytes(L->gate, dim));
-    t += wt(b, L->up, nf * row_bytes(L->up, dim)) + wt(b, L->down, dim * row_bytes(L->down, nf));
-    return t;
-}
+int64_t loom_plan_head_bytes(const loom_plan_model *m) { return loom_plan_head_time(m, NULL); }
 
 int64_t loom_plan_head_time(const loom_plan_model *m, const loom_plan_balance *b) {
-    if (!b || m->cfg.encoder) return loom_plan_head_bytes(m);
-    return 4 * loom_head_vector_floats(&m->cfg) + wt(b, m->head, (int64_t)m->cfg.vocab * row_bytes(m->head, m->cfg.dim));
+    const loom_model_config *c = &m->cfg;
+    return 4 * loom_head_vector_floats(c) + (c->encoder ? 0 : wt(b, m->head, (int64_t)c->vocab * row_bytes(m->head, c->dim)));
 }
 
 int64_t loom_plan_stage_cost(const loom_plan_model *m, int l0, int l1, bool first, bool last) {
@@ -238,7 +227,7 @@ static int64_t shard_weight_bytes(const loom_plan_model *m, const loom_shard *s)
     if (s->head && !c->encoder) b += 4 * loom_head_vector_floats(c) + nv * row_bytes(m->head, c->dim);
     if (s->layer_end > s->layer_begin) b += 4 * loom_rope_vector_floats(c);
     for (int l = s->layer_begin; l < s->layer_end; l++)
-        b += layer_bytes(m, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin);
+        b += layer_cost(m, NULL, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin);
     return b;
 }
 
