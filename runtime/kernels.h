@@ -54,11 +54,22 @@
  * vs 20.3 GB/s); what counts is operations per weight: the super-block's
  * scale unpacking in vector registers (+10 % AVX2 Q4_K) and one F16
  * conversion for d and dmin (+4 % AVX-512 Q4_K) helped, VPSHUFB instead of
- * VPERMW for the scales did not (Q6_K -7 %). What is left on one core
- * (4-bit decode at 0.90-0.94x llama.cpp, which repacks Q4_0/Q4_K into
- * 8-row interleaved blocks here) is arithmetic: about 40 vector operations
- * per Q4_K super-block and row, half of them the scales, mins and float
- * steps that an interleaved layout would share across 8 rows.
+ * VPERMW for the scales did not (Q6_K -7 %). After the walk, 4-bit decode
+ * on one core (0.90-0.94x llama.cpp, which repacks Q4_0/Q4_K into 8-row
+ * interleaved blocks here) was arithmetic: about 44 vector operations per
+ * Q4_K super-block and row, half of them scales, mins and float steps. Two
+ * orders of the same bytes cut them (matmul_avx512.c): Q4_K/Q5_K by
+ * 128-element halves (one load gives two chunks' nibbles, VPDPBUSD and a
+ * lossless pack to int16 feed one VPDPWSSD of the scales, the scales and
+ * mins of a tile's 4 rows unpacked in one 512-bit pass and spread by
+ * in-lane VPSHUFB; VPERMT2W there was 7 % slower), about 30 operations:
+ * Q4_K 20.6 -> 24.9 GB/s from DRAM, 21.7 -> 26.3 from L2; Q4_0/Q4_1/Q5_0/
+ * Q5_1 by quads of blocks (a block per 128-bit lane, its 4 scales by one
+ * conversion): Q4_0 18.6 -> 22.6. 1-thread decode is now 0.99-1.05x
+ * llama.cpp for the 4-bit models (launch/bench-results/). What remains is
+ * still the per-row decode work, which an interleaved layout would share
+ * across 8 rows; it also makes 2-token tiles (PP micro-batches) cost about
+ * 1.2 times as much per token as 4-token ones (Q4_K 113 vs 133 GFLOP/s).
  *
  * ISA levels (each includes the ones before it):
  *   scalar  plain C, the reference: simple and obviously right;
