@@ -372,6 +372,16 @@ static const struct {
 #undef Z
 };
 
+/* 128-bit lane r of v in all four (VSHUFI32X4 wants its lanes as a constant) */
+AI __m512i lane_bcast(const __m512i v, const int r) {
+    switch (r) {
+    case 0: return _mm512_shuffle_i32x4(v, v, 0x00);
+    case 1: return _mm512_shuffle_i32x4(v, v, 0x55);
+    case 2: return _mm512_shuffle_i32x4(v, v, 0xAA);
+    default: return _mm512_shuffle_i32x4(v, v, 0xFF);
+    }
+}
+
 AI void tileK45(const int type, const int RM, const int RN, const uint8_t *w, size_t ws, int64_t k,
                 const uint8_t *x, size_t xs, float *y, int64_t ldy, size_t pf) {
     const size_t bs = loom_qblock_bytes(type);
@@ -384,19 +394,20 @@ AI void tileK45(const int type, const int RM, const int RN, const uint8_t *w, si
         /* every row's 12 scale bytes in its 128-bit lane, unpacked as
          * loom_q4k_scales does; [d, dmin] of every row by one conversion */
         __m512i v = zero;
-        __m128i dh = _mm_setzero_si128();
         UNROLL for (int r = 0; r < RM; r++) {
             const uint8_t *blk = w + r * ws + sb * bs;
             LOOM_PREFETCH_AHEAD(blk, pf, bs);
             v = _mm512_mask_broadcast_i32x4(v, (__mmask16)(0xFu << (4 * r)), _mm_loadu_si128((const __m128i *)(blk + 4)));
-            dh = _mm_insert_epi32(dh, (int)loom_ld_u32(blk), r);
         }
+#define DH(r) (RM > (r) ? (int)loom_ld_u32(w + (r) * ws + sb * bs) : 0)
+        const __m128i dh = _mm_setr_epi32(DH(0), DH(1), DH(2), DH(3));
+#undef DH
         const __m512i p = _mm512_srlv_epi32(_mm512_shuffle_epi32(v, _MM_PERM_CBCA), _mm512_set4_epi32(4, 0, 0, 0));
         const __m512i q = _mm512_srli_epi32(_mm512_shuffle_epi32(v, _MM_PERM_BBAA), 2);
         const __m512i sm = _mm512_or_si512(_mm512_and_si512(p, _mm512_set4_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f)),
                                            _mm512_and_si512(q, _mm512_set4_epi32(0x30303030, 0, 0x30303030, 0)));
         __m512i smr[XM]; /* row r's [sc0..7, m0..7] in every 128-bit lane */
-        UNROLL for (int r = 0; r < RM; r++) smr[r] = _mm512_shuffle_i32x4(sm, sm, 0x55 * r);
+        UNROLL for (int r = 0; r < RM; r++) smr[r] = lane_bcast(sm, r);
         float dd[8]; /* d0, dmin0, d1, dmin1, ..: broadcast from memory (loads, not shuffles) */
         _mm256_storeu_ps(dd, _mm256_cvtph_ps(dh));
         __m512 wm[XM];
