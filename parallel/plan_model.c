@@ -194,6 +194,7 @@ int64_t loom_plan_full_layer_bytes(const loom_plan_model *m, int l) {
 int64_t loom_plan_layer_time(const loom_plan_model *m, const loom_plan_balance *b, int l) {
     return layer_cost(m, b, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
 }
+
 /* Per token the first stage reads an embedding row (and a position row, the
  * token-type row and the embedding norm); the last the output norm and the
  * whole lm head (nothing for an encoder). */

@@ -62,7 +62,7 @@
  * 128-element halves (one load gives two chunks' nibbles, VPDPBUSD and a
  * lossless pack to int16 feed one VPDPWSSD of the scales, the scales and
  * mins of a tile's 4 rows unpacked in one 512-bit pass and spread by
- * in-lane VPSHUFB; VPERMT2W there was 7 % slower), about 30 operations:
+ * in-lane VPSHUFB; VPERMT2W there was 5-8 % slower), about 30 operations:
  * Q4_K 20.6 -> 24.9 GB/s from DRAM, 21.7 -> 26.3 from L2; Q4_0/Q4_1/Q5_0/
  * Q5_1 by quads of blocks (a block per 128-bit lane, its 4 scales by one
  * conversion): Q4_0 18.6 -> 22.6. 1-thread decode is now 0.99-1.05x

@@ -349,9 +349,10 @@ AI __m512i decK_chunk(const int type, const uint8_t *blk, const int c) {
  * and one VPDPWSSD applies the eight lanes' sub-block scales. The scales
  * and mins of all RM rows are unpacked in one 512-bit pass (row r in 128-bit
  * lane r; loom_q4k_scales' steps), row r's lane broadcast and spread to words
- * by in-lane VPSHUFB (VPERMT2W from two word vectors was 7 % slower on
- * Zen 4); d and dmin of all rows by one conversion. Zen 4, one core,
- * bench_matmul 65536 x 2048: Q4_K 20.6 -> 24.9 GB/s, Q5_K 20.2 -> 23.1
+ * by in-lane VPSHUFB (on Zen 4 VPERMT2W from two word vectors was 5-8 %
+ * slower, VPMADDUBSW + VPDPWSSD per half instead of VPDPBUSD + pack 8 %);
+ * d and dmin of all rows by one conversion. Zen 4, one core, bench_matmul
+ * 65536 x 2048: Q4_K 20.6 -> 24.9 GB/s, Q5_K 20.2 -> 23.1
  * against chunk by chunk (tileK's form, 4 x VPMADDUBSW + VPDPWSSD and a
  * VPERMW of the scales per chunk and row). */
 static const struct {
