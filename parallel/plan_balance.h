@@ -9,10 +9,12 @@
  * the stage holding the head idled 25 % of a PP = 2 decode. The coordinator
  * measures instead, once before planning: for every type the model's layers
  * and lm head use, one thread runs the decode matmul (a micro-batch of
- * activation rows, the tensor's input width) over 64 MiB of rows, more than a core's
- * caches hold, best of 3 passes after a warm-up. A few tens of
- * milliseconds per type. The figures are rounded to sixteenths, so run to
- * run noise rarely moves a stage boundary.
+ * activation rows, the tensor's input width) over 128 MiB of rows, more
+ * than a core's caches hold: the median of 5 passes after a warm-up, about
+ * 80 ms per type. (The best of 3 passes over 64 MiB put SmolLM2's Q8_0 at
+ * 0.44-0.62 of Q4_1 from run to run on Zen 4, moving the stage boundary by
+ * two layers; the median of 5 over 128 MiB at 0.62-0.69.) The figures are
+ * rounded to sixteenths of the main type.
  *
  * Used where the ranks compute on CPUs (a GPU's figures differ); the
  * environment variable LOOM_BALANCE=bytes keeps the byte balance.
