@@ -160,6 +160,8 @@ typedef struct {
     loom_tile_fn dec[2];  /* [0]: 1 row, [1]: rmd rows; one token */
     loom_tile_fn one[5];  /* [nt]: 1 row x nt tokens */
     loom_tile_fn full[5]; /* [nt]: rm rows x nt tokens */
+    loom_tile_fn dec2;    /* rmd rows x 2 tokens for n = 2 (two sequences, PP micro-batches of 2), or
+                             NULL: n = 2 takes full[2] */
 } loom_tile_set;
 
 /* How the row tiles walk a thread's rows, so that the memory system sees a
@@ -216,7 +218,8 @@ static inline int64_t loom_act_chunk_tokens(size_t xs, int rn) {
 static inline void loom_run_tiles(const loom_tile_set *ts, const uint8_t *w, size_t ws, int64_t k,
                                   int64_t nr, const uint8_t *xq, size_t xs, int64_t n, float *y,
                                   int64_t ldy) {
-    const int rm = n == 1 ? ts->rmd : ts->rm, rn = n == 1 ? 1 : ts->rn;
+    const bool d2 = n == 2 && ts->dec2;
+    const int rm = n == 1 || d2 ? ts->rmd : ts->rm, rn = n == 1 ? 1 : ts->rn;
     const size_t pf = loom_tiles_pf(ws, n);
     const int64_t h = nr / rm, chunk = loom_act_chunk_tokens(xs, rn);
     for (int64_t t0 = 0; t0 < n; t0 += chunk) {
@@ -232,7 +235,7 @@ static inline void loom_run_tiles(const loom_tile_set *ts, const uint8_t *w, siz
                     continue;
                 }
                 float tmp[4 * 8]; /* (token, row) of one tile: rn <= 4, rm <= 8 */
-                (n == 1 ? ts->dec[1] : ts->full[nt])(w + r * ws, ws * (size_t)h, k, x, xs, tmp, rm, pf);
+                (n == 1 ? ts->dec[1] : d2 ? ts->dec2 : ts->full[nt])(w + r * ws, ws * (size_t)h, k, x, xs, tmp, rm, pf);
                 for (int j = 0; j < nt; j++)
                     for (int q = 0; q < rm; q++) yt[j * ldy + r + q * h] = tmp[j * rm + q];
             }
@@ -249,7 +252,12 @@ static inline void loom_run_tiles(const loom_tile_set *ts, const uint8_t *w, siz
                      int64_t ldy, size_t pf) {                                                        \
         fn(type, RM, RN, w, ws, k, x, xs, y, ldy, pf);                                                \
     }
-#define LOOM_TILE_SET(name, fn, type, RMD, RM, RN)                                                    \
+#define LOOM_TILE_SET(name, fn, type, RMD, RM, RN) LOOM_TILE_SET_(name, fn, type, RMD, RM, RN, NULL)
+/* ... with an rmd x 2 tile for n = 2 (where rmd > rm) */
+#define LOOM_TILE_SET_DEC2(name, fn, type, RMD, RM, RN)                                               \
+    LOOM_TILE(name##_t2, fn, type, RMD, 2)                                                            \
+    LOOM_TILE_SET_(name, fn, type, RMD, RM, RN, name##_t2)
+#define LOOM_TILE_SET_(name, fn, type, RMD, RM, RN, DEC2)                                             \
     LOOM_TILE(name##_d1, fn, type, 1, 1)                                                              \
     LOOM_TILE(name##_dm, fn, type, RMD, 1)                                                            \
     LOOM_TILE(name##_o2, fn, type, 1, 2)                                                              \
@@ -261,6 +269,6 @@ static inline void loom_run_tiles(const loom_tile_set *ts, const uint8_t *w, siz
     LOOM_TILE(name##_f4, fn, type, RM, 4)                                                             \
     static const loom_tile_set name##_tiles = {RMD, RM, RN, {name##_d1, name##_dm},                   \
                                                {NULL, name##_d1, name##_o2, name##_o3, name##_o4},    \
-                                               {NULL, name##_f1, name##_f2, name##_f3, name##_f4}};
+                                               {NULL, name##_f1, name##_f2, name##_f3, name##_f4}, DEC2};
 
 #endif
