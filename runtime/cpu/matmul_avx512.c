@@ -16,6 +16,8 @@
  * accumulator starts at -c*sum(a) (one VPDPBUSD of the constant c per token,
  * shared by all rows). Types with a min add m * s (s = da*sum(a)) in one lane
  * per block. An odd last block is paired with itself and zero activations.
+ * The 4/5-bit types take quads of blocks first (body32q: a block per 128-bit
+ * lane, 4 lanes each) and pairs only for a row's last 1-3 blocks.
  *
  * K-quants: integer sums over sub-blocks times their integer scales,
  * accumulated in int32 over the whole super-block by VPDPWSSD; one convert
