@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "parallel/plan_internal.h"
 #include "runtime/clock.h"
 #include "runtime/kernels.h"
 
@@ -16,18 +17,14 @@
 /* bytes of each type in the model's matrices, and an input width for each */
 static void tally(const loom_plan_model *m, double bytes[LOOM_TYPE_COUNT], int64_t width[LOOM_TYPE_COUNT]) {
     const loom_model_config *c = &m->cfg;
-    const int64_t hd = c->head_dim, q = (int64_t)c->n_heads * hd, kv = (int64_t)c->n_kv_heads * hd;
     for (int l = 0; l < c->n_layers; l++) {
-        const loom_plan_layer *L = &m->layers[l];
-        const struct {
-            loom_type t;
-            int64_t rows, k;
-        } mats[] = {{L->q, q, c->dim},       {L->k, kv, c->dim},  {L->v, kv, c->dim}, {L->o, c->dim, q},
-                    {L->gate, c->ffn_plain ? 0 : c->ffn, c->dim}, {L->up, c->ffn, c->dim}, {L->down, c->dim, c->ffn}};
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
-            if (!mats[i].rows || (unsigned)mats[i].t >= LOOM_TYPE_COUNT) continue;
-            bytes[mats[i].t] += (double)mats[i].rows * (double)loom_type_row_bytes(mats[i].t, mats[i].k);
-            if (!width[mats[i].t]) width[mats[i].t] = mats[i].k;
+        loom_plan_mat mats[LOOM_PLAN_LAYER_MATS];
+        loom_plan_layer_mats(m, l, c->n_heads, c->n_kv_heads, c->ffn, mats);
+        for (int i = 0; i < LOOM_PLAN_LAYER_MATS; i++) {
+            const loom_plan_mat *x = &mats[i];
+            if (!x->rows || (unsigned)x->type >= LOOM_TYPE_COUNT) continue;
+            bytes[x->type] += (double)x->rows * (double)loom_type_row_bytes(x->type, x->k);
+            if (!width[x->type]) width[x->type] = x->k;
         }
     }
     if (!c->encoder && (unsigned)m->head < LOOM_TYPE_COUNT) {

@@ -39,6 +39,16 @@ static inline int head_group_of(loom_type t, int head_dim) {
 /* ---- plan_model.c ---- */
 
 /* Bytes of the whole layer l, of one embedding row, of the output norm and lm head. */
+/* The 2-D matrices of layer l holding nq query heads, nkv KV heads and nffn
+ * MLP columns: type, rows and input width, in the order q, k, v, o, gate,
+ * up, down (gate: 0 rows in a plain MLP). */
+typedef struct {
+    loom_type type;
+    int64_t rows, k;
+} loom_plan_mat;
+#define LOOM_PLAN_LAYER_MATS 7
+void loom_plan_layer_mats(const loom_plan_model *m, int l, int64_t nq, int64_t nkv, int64_t nffn,
+                          loom_plan_mat out[LOOM_PLAN_LAYER_MATS]);
 int64_t loom_plan_full_layer_bytes(const loom_plan_model *m, int l);
 int64_t loom_plan_embed_row_bytes(const loom_plan_model *m);
 int64_t loom_plan_head_bytes(const loom_plan_model *m);

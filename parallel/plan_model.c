@@ -171,19 +171,30 @@ static int64_t wt(const loom_plan_balance *b, loom_type t, int64_t bytes) {
     return bytes * f / 16;
 }
 
+void loom_plan_layer_mats(const loom_plan_model *m, int l, int64_t nq, int64_t nkv, int64_t nffn,
+                          loom_plan_mat out[LOOM_PLAN_LAYER_MATS]) {
+    const loom_model_config *c = &m->cfg;
+    const loom_plan_layer *L = &m->layers[l];
+    const int64_t hd = c->head_dim, dim = c->dim;
+    out[0] = (loom_plan_mat){L->q, nq * hd, dim};
+    out[1] = (loom_plan_mat){L->k, nkv * hd, dim};
+    out[2] = (loom_plan_mat){L->v, nkv * hd, dim};
+    out[3] = (loom_plan_mat){L->o, dim, nq * hd};
+    out[4] = (loom_plan_mat){L->gate, c->ffn_plain ? 0 : nffn, dim};
+    out[5] = (loom_plan_mat){L->up, nffn, dim};
+    out[6] = (loom_plan_mat){L->down, dim, nffn};
+}
+
 /* Bytes loom_weights_create binds for nq query heads, nkv KV heads and
  * nffn MLP columns of layer l (norms and biases as F32), each matrix's
  * weighted by b when given (norms and biases as the main type). */
 static int64_t layer_cost(const loom_plan_model *m, const loom_plan_balance *bal, int l, int64_t nq, int64_t nkv,
                           int64_t nffn) {
-    const loom_model_config *c = &m->cfg;
-    const loom_plan_layer *L = &m->layers[l];
-    int64_t hd = c->head_dim, dim = c->dim;
-    int64_t b = 4 * loom_layer_vector_floats(c, nq, nkv, nffn);
-    b += wt(bal, L->q, nq * hd * row_bytes(L->q, dim)) + wt(bal, L->k, nkv * hd * row_bytes(L->k, dim)) +
-         wt(bal, L->v, nkv * hd * row_bytes(L->v, dim)) + wt(bal, L->o, dim * row_bytes(L->o, nq * hd));
-    if (!c->ffn_plain) b += wt(bal, L->gate, nffn * row_bytes(L->gate, dim));
-    b += wt(bal, L->up, nffn * row_bytes(L->up, dim)) + wt(bal, L->down, dim * row_bytes(L->down, nffn));
+    loom_plan_mat mats[LOOM_PLAN_LAYER_MATS];
+    loom_plan_layer_mats(m, l, nq, nkv, nffn, mats);
+    int64_t b = 4 * loom_layer_vector_floats(&m->cfg, nq, nkv, nffn);
+    for (int i = 0; i < LOOM_PLAN_LAYER_MATS; i++)
+        if (mats[i].rows) b += wt(bal, mats[i].type, mats[i].rows * row_bytes(mats[i].type, mats[i].k));
     return b;
 }
 
