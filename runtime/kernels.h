@@ -186,6 +186,38 @@ void loom_act_dequantize(loom_type wt, const void *src, float *dst, int64_t k);
 void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_t r0, int64_t r1,
                  const void *xq, size_t xq_stride, int64_t n, float *y, int64_t ldy);
 
+/* ---- weights with rows interleaved by eights (the "r8" layout) ----
+ *
+ * A level may hold a weight type in a layout of its own, made once at load
+ * time (runtime/model.h: loom_weights_repack) from the GGUF rows: the rows in
+ * groups of 8 (the last group padded with zero rows), group G at
+ * G * 8 * loom_type_row_bytes(wt, k) bytes, and inside a group the 8 rows'
+ * blocks side by side, so one stream serves 8 rows and a row's lane is fixed
+ * (llama.cpp repacks Q4_0/Q4_K into 8-row blocks for the same reason).
+ * Q4_0: 144 bytes per 32-element block of the 8 rows, at 144 b:
+ *   uint16_t d[8];          the rows' F16 scales
+ *   uint8_t  qs[4][8][4];   qs[j][r][i] = row r's qs[4j + i] (its element
+ *                           4j+i in the low nibble, 16+4j+i in the high one)
+ * The same bytes per row as the GGUF rows; every level computes over it the
+ * integer sums and float steps it computes over the rows themselves, so a
+ * row's result is the same in either layout (bit for bit on the scalar and
+ * AVX2 levels; tests/test_matmul.c). */
+
+/* Whether the active level holds wt in the r8 layout (loom_weights_repack
+ * asks). */
+bool loom_matmul_prefers_r8(loom_type wt);
+/* Whether some level has a kernel for wt in the r8 layout (Q4_0). */
+bool loom_type_has_r8(loom_type wt);
+/* Bytes of nr rows of k columns in the r8 layout: whole groups of 8 rows. */
+size_t loom_r8_bytes(loom_type wt, int64_t nr, int64_t k);
+/* dst (loom_r8_bytes) = rows [0, nr) of src (rows src_stride bytes apart,
+ * k columns) in the r8 layout; wt must have it (loom_type_has_r8). */
+void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr, int64_t k, void *dst);
+/* loom_matmul over r8 weights: w the r8 copy (w_stride =
+ * loom_type_row_bytes(wt, k)), r0 a multiple of 8; otherwise as loom_matmul. */
+void loom_matmul_r8(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_t r0, int64_t r1,
+                    const void *xq, size_t xq_stride, int64_t n, float *y, int64_t ldy);
+
 /* The fewest tokens from which a loom_matmul call computes every row as a
  * call of more tokens does (batch invariance above): 1 on the scalar and
  * AVX2 levels; on AVX-512 the largest token count that still goes to the
@@ -294,6 +326,9 @@ typedef struct loom_kernels {
     const char *name;                    /* "scalar", "avx2", "avx512" */
     const struct loom_kernels *lower;    /* the level below (NULL for scalar): takes what this one cannot */
     loom_matmul_fn *matmul[LOOM_TYPE_COUNT]; /* per weight type; NULL exactly where !loom_type_can_matmul */
+    loom_matmul_fn *matmul_r8[LOOM_TYPE_COUNT]; /* the same over r8 weights (w: the range's first group);
+                                               NULL exactly where !loom_type_has_r8 */
+    uint64_t r8_prefer;                  /* bit t: this level holds type t in the r8 layout */
     loom_attn_unit_fn *attn_unit;
     int attn_head_multiple;              /* attn_unit needs head_dim % this == 0; else lower's */
     loom_f16_row_fn *f16_row;            /* the KV store's conversion */

@@ -4,14 +4,16 @@
  * against a built loomrt:
  *
  *   cc -O2 -I . tests/bench_matmul.c build/libloomrt.a -lm -lpthread -o build/bench_matmul
- *   build/bench_matmul [-t TYPE] [-i ISA] [--rows R] [-k K] [-n N] [--ms MS]
+ *   build/bench_matmul [-t TYPE] [-i ISA] [--rows R] [-k K] [-n N] [--ms MS] [--r8]
  *
  * Prints per (type, ISA): decode (n = 1) weight streaming in GB/s and GMAC
  * rate, and prefill (n = N, default 128) in GFLOP/s (2 flops per multiply-
  * add). Default shape 2048 rows x 4096 columns (the weights of one such
  * matrix are 4.5..32 MiB). Each figure is the best single call over about
  * --ms milliseconds of repeated calls (robust to a busy machine; note that
- * repeated decode calls may find the weights in the L3 cache).
+ * repeated decode calls may find the weights in the L3 cache). --r8: the
+ * types that have the r8 layout (runtime/kernels.h) repacked into it and
+ * multiplied by loom_matmul_r8 (the other types are skipped).
  */
 #include <math.h>
 #include <stdio.h>
@@ -66,14 +68,16 @@ static void fill_weights(loom_type t, uint8_t *w, size_t bytes) {
 /* Best (shortest) time of one call over repeated calls for about budget_s:
  * the minimum is what the kernel costs when it has the core to itself,
  * which is the number wanted on a shared, busy machine. */
-static double best_call_s(loom_type t, const uint8_t *w, size_t ws, int64_t k, int64_t rows,
+static double best_call_s(bool r8, loom_type t, const uint8_t *w, size_t ws, int64_t k, int64_t rows,
                           const uint8_t *xq, size_t xs, int64_t n, float *y, double budget_s) {
-    loom_matmul(t, w, ws, k, 0, rows, xq, xs, n, y, rows); /* warm-up */
+    void (*mm)(loom_type, const void *, size_t, int64_t, int64_t, int64_t, const void *, size_t, int64_t, float *,
+               int64_t) = r8 ? loom_matmul_r8 : loom_matmul;
+    mm(t, w, ws, k, 0, rows, xq, xs, n, y, rows); /* warm-up */
     double best = 1e30;
     const double t0 = loom_now_s();
     do {
         const double a = loom_now_s();
-        loom_matmul(t, w, ws, k, 0, rows, xq, xs, n, y, rows);
+        mm(t, w, ws, k, 0, rows, xq, xs, n, y, rows);
         const double b = loom_now_s() - a;
         if (b < best) best = b;
     } while (loom_now_s() - t0 < budget_s);
@@ -84,6 +88,7 @@ int main(int argc, char **argv) {
     const char *only_type = NULL, *only_isa = NULL;
     int64_t rows = 2048, k = 4096, n = 128;
     double ms = 300;
+    bool r8 = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-t") && i + 1 < argc) only_type = argv[++i];
         else if (!strcmp(argv[i], "-i") && i + 1 < argc) only_isa = argv[++i];
@@ -91,8 +96,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-k") && i + 1 < argc) k = atoll(argv[++i]);
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--ms") && i + 1 < argc) ms = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--r8")) r8 = true;
         else {
-            fprintf(stderr, "usage: %s [-t TYPE] [-i scalar|avx2|avx512] [--rows R] [-k K] [-n N] [--ms MS]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-t TYPE] [-i scalar|avx2|avx512] [--rows R] [-k K] [-n N] [--ms MS] [--r8]\n", argv[0]);
             return 2;
         }
     }
@@ -113,10 +119,16 @@ int main(int argc, char **argv) {
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const loom_type t = types[ti];
         if (only_type && strcmp(only_type, loom_type_name(t)) != 0) continue;
-        if (k % loom_type_info(t)->block_size) continue;
+        if (k % loom_type_info(t)->block_size || (r8 && !loom_type_has_r8(t))) continue;
         const size_t ws = loom_type_row_bytes(t, k), xs = loom_act_row_bytes(t, k);
         uint8_t *w = malloc(ws * (size_t)rows), *xq = malloc(xs * (size_t)n);
         fill_weights(t, w, ws * (size_t)rows);
+        if (r8) {
+            uint8_t *p = malloc(loom_r8_bytes(t, rows, k));
+            loom_repack_r8(t, w, ws, rows, k, p);
+            free(w);
+            w = p;
+        }
         for (int64_t i = 0; i < n; i++) loom_act_quantize(t, x + i * k, xq + i * xs, k);
         for (int isa = 0; isa < LOOM_ISA_COUNT; isa++) {
             if (only_isa && strcmp(only_isa, loom_isa_name((loom_isa)isa)) != 0) continue;
@@ -128,8 +140,8 @@ int main(int argc, char **argv) {
                 continue;
             }
             const double budget = (isa == 0 ? 0.3 : 1.0) * ms / 1000.0;
-            const double dsec = best_call_s(t, w, ws, k, rows, xq, xs, 1, y, budget);
-            const double psec = best_call_s(t, w, ws, k, rows, xq, xs, n, y, budget);
+            const double dsec = best_call_s(r8, t, w, ws, k, rows, xq, xs, 1, y, budget);
+            const double psec = best_call_s(r8, t, w, ws, k, rows, xq, xs, n, y, budget);
             printf("%-6s %-7s %10.1f %10.2f %12.2f %14.2f\n", loom_type_name(t),
                    loom_isa_name((loom_isa)isa), (double)(ws * (size_t)rows) / 1048576.0,
                    (double)(ws * (size_t)rows) / dsec * 1e-9, (double)rows * (double)k / dsec * 1e-9,

@@ -356,6 +356,74 @@ Test(matmul, batch_invariance_every_isa) {
     cr_assert(for_each_isa("matmul batch invariance", batch_invariance) >= 1);
 }
 
+/* ---- the r8 layout (runtime/kernels.h) ----
+ * Weights repacked by loom_repack_r8 and multiplied by loom_matmul_r8 give
+ * the bits the GGUF rows give: on the scalar level the scalar ones, on the
+ * SIMD levels the AVX2 level's (the same integer sums and float steps).
+ * Every row count (whole and partial groups of 8), ranges starting at a
+ * later group, token counts around every tile size; nothing is written past
+ * a range's rows. */
+static void r8_layout(loom_isa isa) {
+    static const int64_t rows_list[] = {1, 7, 8, 13, 40};
+    static const int64_t k_list[] = {32, 96, 1536};
+    static const int64_t n_list[] = {1, 2, 3, 4, 5, 8, 9, 17, 33};
+    enum { NMAX = 33, LDY = 48 };
+    const loom_isa ref_isa = isa == LOOM_ISA_SCALAR ? LOOM_ISA_SCALAR : LOOM_ISA_AVX2;
+    int cases = 0;
+    for (int t = 0; t < LOOM_TYPE_COUNT; t++) {
+        if (!loom_type_has_r8((loom_type)t)) continue;
+        for (int ki = 0; ki < 3; ki++)
+            for (int ri = 0; ri < 5; ri++) {
+                const int64_t k = k_list[ki], rows = rows_list[ri];
+                const size_t rb = loom_type_row_bytes((loom_type)t, k), ab = loom_act_row_bytes((loom_type)t, k);
+                const size_t pb = loom_r8_bytes((loom_type)t, rows, k);
+                cr_assert_eq(pb, (size_t)((rows + 7) / 8) * 8 * rb);
+                uint8_t *w = malloc(rb * rows), *p = malloc(pb), *xq = malloc(ab * NMAX);
+                float *x = malloc(sizeof(float) * k), *ref = malloc(sizeof(float) * NMAX * LDY),
+                      *got = malloc(sizeof(float) * NMAX * LDY);
+                for (int64_t r = 0; r < rows; r++) random_row((loom_type)t, w + r * rb, k);
+                for (int j = 0; j < NMAX; j++) {
+                    for (int64_t i = 0; i < k; i++) x[i] = frand();
+                    loom_act_quantize((loom_type)t, x, xq + j * ab, k);
+                }
+                memset(p, 0xA5, pb);
+                loom_repack_r8((loom_type)t, w, rb, rows, k, p);
+                for (int ni = 0; ni < 9; ni++)
+                    for (int64_t r0 = 0; r0 < rows; r0 += 8) {
+                        const int64_t n = n_list[ni];
+                        cr_assert(loom_isa_set(ref_isa) == NULL);
+                        loom_matmul((loom_type)t, w, rb, k, r0, rows, xq, ab, n, ref, LDY);
+                        cr_assert(loom_isa_set(isa) == NULL);
+                        for (int i = 0; i < NMAX * LDY; i++) got[i] = -12345.0f;
+                        loom_matmul_r8((loom_type)t, p, rb, k, r0, rows, xq, ab, n, got, LDY);
+                        for (int64_t j = 0; j < n; j++)
+                            for (int64_t r = 0; r < LDY; r++) {
+                                const float g = got[j * LDY + r];
+                                if (r >= rows - r0) {
+                                    cr_assert(g == -12345.0f, "%s %s: r8 wrote row %lld of a %lld-row range",
+                                              loom_isa_name(isa), loom_type_name(t), (long long)r,
+                                              (long long)(rows - r0));
+                                    continue;
+                                }
+                                const float e = ref[j * LDY + r];
+                                cr_assert(memcmp(&g, &e, sizeof g) == 0,
+                                          "%s %s k %lld rows [%lld, %lld) n %lld: token %lld row %lld is %.9g "
+                                          "in the r8 layout, %.9g from the GGUF rows (%s)",
+                                          loom_isa_name(isa), loom_type_name(t), (long long)k, (long long)r0,
+                                          (long long)rows, (long long)n, (long long)j, (long long)(r0 + r), g, e,
+                                          loom_isa_name(ref_isa));
+                            }
+                        cases++;
+                    }
+                free(w), free(p), free(xq), free(x), free(ref), free(got);
+            }
+    }
+    cr_assert(cases > 0, "no type has the r8 layout");
+    cr_assert(loom_isa_set(isa) == NULL);
+}
+
+Test(matmul, r8_layout_every_isa) { cr_assert(for_each_isa("matmul r8 layout", r8_layout) >= 1); }
+
 /* Every level's table has its own kernel for every type that can matmul
  * (no silent fallback to a lower level, which would leave that level
  * untested), and none for the others; every other entry but the optional
@@ -365,9 +433,14 @@ Test(matmul, kernel_tables_complete) {
         const loom_kernels *K = loom_kernels_of((loom_isa)i);
         cr_assert(K != NULL);
         cr_expect_str_eq(K->name, loom_isa_name((loom_isa)i));
-        for (int t = 0; t < LOOM_TYPE_COUNT; t++)
+        for (int t = 0; t < LOOM_TYPE_COUNT; t++) {
             cr_expect((K->matmul[t] != NULL) == loom_type_can_matmul((loom_type)t), "%s: matmul entry of %s",
                       K->name, loom_type_name((loom_type)t));
+            cr_expect((K->matmul_r8[t] != NULL) == loom_type_has_r8((loom_type)t), "%s: r8 entry of %s", K->name,
+                      loom_type_name((loom_type)t));
+            cr_expect(!(K->r8_prefer >> t & 1) || loom_type_has_r8((loom_type)t), "%s prefers r8 for %s", K->name,
+                      loom_type_name((loom_type)t));
+        }
         cr_expect(K->attn_unit && K->attn_head_multiple > 0 && K->f16_row && K->rmsnorm && K->swiglu,
                   "%s: an entry is missing", K->name);
         cr_expect(i == 0 ? K->lower == NULL && K->attn_head_multiple == 1 : K->lower == loom_kernels_of((loom_isa)(i - 1)),

@@ -60,8 +60,25 @@
 /* designated initializer of a table's matmul entries: prefix##suffix per type */
 #define LOOM_MATMUL_TABLE(p) {LOOM_MATMUL_TYPES(LOOM_MATMUL_ENTRY, p)}
 
+/* The weight types with an r8 layout (runtime/kernels.h), X(prefix, TYPE,
+ * suffix): every level has loom_<lv>_r8_<type>. */
+#define LOOM_R8_TYPES(X, p) X(p, Q4_0, q4_0)
+#define LOOM_R8_DECLARE(p, T, s) loom_matmul_fn p##s;
+#define LOOM_R8_ENTRY(p, T, s) [LOOM_TYPE_##T] = p##s,
+#define LOOM_R8_BIT(p, T, s) | (1ull << LOOM_TYPE_##T)
+#define LOOM_R8_BLOCK 144 /* bytes of one 32-element Q4_0 block of a group's 8 rows */
+
+/* Row r (< 8) of block b of the r8 group at grp, as the GGUF Q4_0 block it
+ * came from (18 bytes). */
+static inline void loom_r8_q4_0_block(const uint8_t *grp, int64_t b, int r, uint8_t out[18]) {
+    const uint8_t *p = grp + (size_t)b * LOOM_R8_BLOCK;
+    memcpy(out, p + 2 * r, 2);
+    for (int j = 0; j < 4; j++) memcpy(out + 2 + 4 * j, p + 16 + 32 * j + 4 * r, 4);
+}
+
 #define LOOM_LEVEL_DECLARE(lv)                                                                        \
     LOOM_MATMUL_TYPES(LOOM_MATMUL_DECLARE, loom_##lv##_mm_)                                           \
+    LOOM_R8_TYPES(LOOM_R8_DECLARE, loom_##lv##_r8_)                                                   \
     loom_attn_unit_fn loom_##lv##_attn_unit;                                                           \
     loom_f16_row_fn loom_##lv##_f16_row;                                                               \
     loom_rmsnorm_fn loom_##lv##_rmsnorm;                                                               \

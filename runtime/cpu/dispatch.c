@@ -178,10 +178,12 @@ size_t loom_decode_pf(size_t ws) {
 
 /* A level's table: its kernels (cpu_kernels.h names them), the level below
  * for head sizes its attention kernel does not take, and its optional exp2. */
-#define LEVEL(lv, below, head_multiple, exp2_fn)                                                      \
+#define LEVEL(lv, below, head_multiple, exp2_fn, r8)                                                  \
     {.name = #lv,                                                                                     \
      .lower = below,                                                                                  \
      .matmul = LOOM_MATMUL_TABLE(loom_##lv##_mm_),                                                    \
+     .matmul_r8 = {LOOM_R8_TYPES(LOOM_R8_ENTRY, loom_##lv##_r8_)},                                    \
+     .r8_prefer = r8,                                                                                 \
      .attn_unit = loom_##lv##_attn_unit,                                                              \
      .attn_head_multiple = head_multiple,                                                             \
      .f16_row = loom_##lv##_f16_row,                                                                  \
@@ -191,10 +193,15 @@ size_t loom_decode_pf(size_t ws) {
      .layernorm = loom_##lv##_layernorm,                                                              \
      .gelu = loom_##lv##_gelu}
 
+/* The types each level holds in the r8 layout (kernels.h). AVX2: every
+ * type that has it; see gemm_avx2.c for the figures. */
+#define R8_AVX2 (0 LOOM_R8_TYPES(LOOM_R8_BIT, _))
+#define R8_AVX512 0
+
 static const loom_kernels level_tables[LOOM_ISA_COUNT] = {
-    [LOOM_ISA_SCALAR] = LEVEL(scalar, NULL, 1, NULL),
-    [LOOM_ISA_AVX2] = LEVEL(avx2, &level_tables[LOOM_ISA_SCALAR], 8, loom_avx2_exp2),
-    [LOOM_ISA_AVX512] = LEVEL(avx512, &level_tables[LOOM_ISA_AVX2], 16, loom_avx512_exp2),
+    [LOOM_ISA_SCALAR] = LEVEL(scalar, NULL, 1, NULL, 0),
+    [LOOM_ISA_AVX2] = LEVEL(avx2, &level_tables[LOOM_ISA_SCALAR], 8, loom_avx2_exp2, R8_AVX2),
+    [LOOM_ISA_AVX512] = LEVEL(avx512, &level_tables[LOOM_ISA_AVX2], 16, loom_avx512_exp2, R8_AVX512),
 };
 
 const loom_kernels *loom_kernels_of(loom_isa isa) {
@@ -217,4 +224,17 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
     loom_matmul_fn *fn = loom_kernels_get()->matmul[wt];
     if (!fn) return; /* a type without matmul */
     fn((const uint8_t *)w + (size_t)r0 * w_stride, w_stride, k, r1 - r0, (const uint8_t *)xq, xq_stride, n, y, ldy);
+}
+
+bool loom_type_has_r8(loom_type wt) { return (unsigned)wt < LOOM_TYPE_COUNT && level_tables[0].matmul_r8[wt]; }
+
+bool loom_matmul_prefers_r8(loom_type wt) {
+    return loom_type_has_r8(wt) && (loom_kernels_get()->r8_prefer >> wt & 1);
+}
+
+void loom_matmul_r8(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_t r0, int64_t r1,
+                    const void *xq, size_t xq_stride, int64_t n, float *y, int64_t ldy) {
+    if (r1 <= r0 || n <= 0 || !loom_type_has_r8(wt)) return;
+    loom_kernels_get()->matmul_r8[wt]((const uint8_t *)w + (size_t)r0 * w_stride, w_stride, k, r1 - r0,
+                                      (const uint8_t *)xq, xq_stride, n, y, ldy);
 }

@@ -536,6 +536,64 @@ AI void row_tiles(const int type, const uint8_t *w, size_t ws, int64_t k, int64_
     }
 }
 
+/* ================================ r8 weights ================================ */
+
+/* One r8 group (8 rows, runtime/kernels.h) x NT tokens, the whole of k:
+ * tmp[t*GMR + r]. Per block, the 8 rows' scales are one conversion and 4
+ * loads give their quants as the GEMM's panel holds them (qT: low nibbles
+ * of load j = group j, high = group 4+j, dword r = row r), so the integer
+ * sums (g_dot's, over 8 groups in int16) and the float steps are the
+ * GEMM's and the row tiles': a row's result is the same bits in either
+ * layout. No horizontal sums, no per-row loads. */
+AI void r8_group(const int NT, const uint8_t *grp, int64_t k, const uint8_t *x, size_t xs, float *tmp) {
+    const int64_t nb = k / 32;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 tot[RTN];
+    UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *p = grp + (size_t)b * LOOM_R8_BLOCK;
+        const __m256 fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        const __m256 off = _mm256_mul_ps(_mm256_set1_ps(-8.0f), fs); /* as loom_panel_terms32 */
+        __m256i q[8];
+        UNROLL for (int j = 0; j < 4; j++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * j));
+            q[j] = _mm256_and_si256(v, m4);
+            q[4 + j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        }
+        UNROLL for (int t = 0; t < NT; t++) {
+            const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
+            __m256i S = _mm256_maddubs_epi16(q[0], bcast4(a));
+            UNROLL for (int g = 1; g < 8; g++) S = _mm256_add_epi16(S, _mm256_maddubs_epi16(q[g], bcast4(a + 4 * g)));
+            tot[t] = step32(LOOM_TYPE_Q4_0, tot[t], _mm256_madd_epi16(S, ones),
+                            _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)), fs, off,
+                            _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)));
+        }
+    }
+    UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(tmp + t * GMR, tot[t]);
+}
+
+/* Every group x every token, RTN tokens at a time (a group's weights stay
+ * in L1 between token chunks). */
+static void r8_q4_0(LOOM_MATMUL_PARAMS) {
+    for (int64_t g = 0; 8 * g < nr; g++) {
+        const uint8_t *grp = w + (size_t)g * GMR * ws;
+        const int rows = nr - 8 * g < GMR ? (int)(nr - 8 * g) : GMR;
+        for (int64_t t = 0; t < n; t += RTN) {
+            const uint8_t *x = xq + t * xs;
+            const int nt = (int)(n - t < RTN ? n - t : RTN);
+            float tmp[RTN * GMR];
+            switch (nt) {
+            case 1: r8_group(1, grp, k, x, xs, tmp); break;
+            case 2: r8_group(2, grp, k, x, xs, tmp); break;
+            case 3: r8_group(3, grp, k, x, xs, tmp); break;
+            default: r8_group(4, grp, k, x, xs, tmp); break;
+            }
+            for (int j = 0; j < nt; j++)
+                for (int r = 0; r < rows; r++) y[(t + j) * ldy + 8 * g + r] = tmp[j * GMR + r];
+        }
+    }
+}
+
 /* ============================== instantiation ============================== */
 
 /* the Q, Q8 and K families of the weight-type list; F is in matmul_avx2.c */
@@ -558,5 +616,10 @@ AI void row_tiles(const int type, const uint8_t *w, size_t ws, int64_t k, int64_
     }
 #define FAMILY(p, T, s, f) LANES_##f(p, T, s)
 LOOM_MATMUL_TYPES(FAMILY, loom_avx2_mm_)
+
+void loom_avx2_r8_q4_0(LOOM_MATMUL_PARAMS) { r8_q4_0(w, ws, k, nr, xq, xs, n, y, ldy); }
+/* The AVX-512 level has no r8 kernel of its own yet (and does not prefer
+ * the layout: dispatch.c); it runs AVX2's. */
+void loom_avx512_r8_q4_0(LOOM_MATMUL_PARAMS) { r8_q4_0(w, ws, k, nr, xq, xs, n, y, ldy); }
 
 LOOM_NO_UBSAN_END

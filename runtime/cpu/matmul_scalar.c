@@ -55,18 +55,20 @@ static void decode32(loom_type wt, const uint8_t *b, int q[32], float *dw, float
     }
 }
 
-static float dot32(loom_type wt, size_t bsize, const uint8_t *w, const uint8_t *x, int64_t k) {
+/* Block b's term of a row's dot product (blk: the block's bytes). */
+static float term32(loom_type wt, const uint8_t *blk, const uint8_t *x, int64_t k, int64_t b) {
     const int8_t *qs = loom_act32_qs(x);
-    const uint8_t *dp = loom_act32_d(x, k), *sp = loom_act32_s(x, k);
+    int q[32];
+    float dw, m;
+    decode32(wt, blk, q, &dw, &m);
+    int isum = 0;
+    for (int j = 0; j < 32; j++) isum += q[j] * qs[32 * b + j];
+    return dw * loom_ld_f32(loom_act32_d(x, k) + 4 * b) * (float)isum + m * loom_ld_f32(loom_act32_s(x, k) + 4 * b);
+}
+
+static float dot32(loom_type wt, size_t bsize, const uint8_t *w, const uint8_t *x, int64_t k) {
     float sum = 0.0f;
-    for (int64_t b = 0; b < k / 32; b++) {
-        int q[32];
-        float dw, m;
-        decode32(wt, w + (size_t)b * bsize, q, &dw, &m);
-        int isum = 0;
-        for (int j = 0; j < 32; j++) isum += q[j] * qs[32 * b + j];
-        sum += dw * loom_ld_f32(dp + 4 * b) * (float)isum + m * loom_ld_f32(sp + 4 * b);
-    }
+    for (int64_t b = 0; b < k / 32; b++) sum += term32(wt, w + (size_t)b * bsize, x, k, b);
     return sum;
 }
 
@@ -172,3 +174,26 @@ static void matmul_any(loom_type wt, const uint8_t *w, size_t w_stride, int64_t 
 #define SCALAR_KERNEL(p, T, s, f)                                                                     \
     void p##s(LOOM_MATMUL_PARAMS) { matmul_any(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
 LOOM_MATMUL_TYPES(SCALAR_KERNEL, loom_scalar_mm_)
+
+/* r8 weights (runtime/kernels.h): every block rebuilt as the GGUF block it
+ * came from, then as above. */
+static void matmul_r8(loom_type wt, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
+                      size_t xs, int64_t n, float *y, int64_t ldy) {
+    for (int64_t t = 0; t < n; t++) {
+        const uint8_t *x = xq + (size_t)t * xs;
+        for (int64_t r = 0; r < nr; r++) {
+            const uint8_t *grp = w + (size_t)(r / 8) * 8 * ws;
+            float sum = 0.0f;
+            for (int64_t b = 0; b < k / 32; b++) {
+                uint8_t blk[18];
+                loom_r8_q4_0_block(grp, b, (int)(r % 8), blk);
+                sum += term32(wt, blk, x, k, b);
+            }
+            y[t * ldy + r] = sum;
+        }
+    }
+}
+
+#define SCALAR_R8(p, T, s)                                                                            \
+    void p##s(LOOM_MATMUL_PARAMS) { matmul_r8(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
+LOOM_R8_TYPES(SCALAR_R8, loom_scalar_r8_)
