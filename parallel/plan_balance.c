@@ -36,7 +36,8 @@ static void tally(const loom_plan_model *m, double bytes[LOOM_TYPE_COUNT], int64
 /* seconds per byte of one decode matmul of type t over buf */
 static double seconds_per_byte(loom_type t, int64_t k, int tokens, uint8_t *buf, uint8_t *xq, float *y) {
     const size_t ws = loom_type_row_bytes(t, k), xs = loom_act_row_bytes(t, k);
-    const int64_t rows = (int64_t)(BUF_BYTES / ws);
+    const bool r8 = loom_matmul_prefers_r8(t); /* the layout the weights will be in (loom_weights_repack) */
+    const int64_t rows = (int64_t)(BUF_BYTES / ws) / 8 * 8;
     /* 0x11 bytes: small normal F16/BF16/F32 scales and weights (no
      * subnormal arithmetic, which would time something else) */
     memset(buf, 0x11, (size_t)rows * ws);
@@ -45,7 +46,7 @@ static double seconds_per_byte(loom_type t, int64_t k, int tokens, uint8_t *buf,
         const double t0 = loom_now_s();
         for (int64_t r = 0; r < rows; r += 4096) {
             const int64_t r1 = r + 4096 < rows ? r + 4096 : rows;
-            loom_matmul(t, buf, ws, k, r, r1, xq, xs, tokens, y, 4096);
+            (r8 ? loom_matmul_r8 : loom_matmul)(t, buf, ws, k, r, r1, xq, xs, tokens, y, 4096);
         }
         dt[rep] = loom_now_s() - t0;
     }

@@ -11,7 +11,7 @@
 #include "runtime/rowops.h"
 
 #define MM_MAX_JOBS 3
-#define ROW_ALIGN 16 /* rows per thread are a multiple of this (kernel tiles) */
+#define ROW_ALIGN 16 /* rows per thread are a multiple of this (kernel tiles, r8 groups) */
 
 struct loom_forward {
     const loom_weights *w;
@@ -58,8 +58,8 @@ static void mm_worker(void *ctx, int ith, int nth) {
         int64_t r0, r1;
         loom_split_range(jb->m->rows, ROW_ALIGN, ith, nth, &r0, &r1);
         if (r0 < r1)
-            loom_matmul(jb->m->type, jb->m->data, jb->m->stride, jb->m->cols, r0, r1, jb->xq, jb->xq_stride, t->n,
-                        jb->y + r0, jb->ldy);
+            (jb->m->r8 ? loom_matmul_r8 : loom_matmul)(jb->m->type, jb->m->data, jb->m->stride, jb->m->cols, r0, r1,
+                                                       jb->xq, jb->xq_stride, t->n, jb->y + r0, jb->ldy);
     }
 }
 

@@ -204,7 +204,8 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  * AVX2 levels; tests/test_matmul.c). */
 
 /* Whether the active level holds wt in the r8 layout (loom_weights_repack
- * asks). */
+ * asks); the environment variable LOOM_R8=0|1 overrides (never / wherever
+ * the type has the layout). */
 bool loom_matmul_prefers_r8(loom_type wt);
 /* Whether some level has a kernel for wt in the r8 layout (Q4_0). */
 bool loom_type_has_r8(loom_type wt);

@@ -314,3 +314,44 @@ void loom_weights_free(loom_weights *w) {
     free(w->q_to_kv);
     free(w);
 }
+
+/* --------------------------------------------------------------- repacking */
+
+static loom_status repack(loom_weights *w, const loom_gguf *g, loom_mat *m) {
+    if (!m->data || m->r8 || !loom_matmul_prefers_r8(m->type)) return NULL;
+    const size_t bytes = loom_r8_bytes(m->type, m->rows, m->cols), old = (size_t)m->rows * m->stride;
+    uint8_t *buf = bytes ? malloc(bytes) : NULL;
+    if (!buf) return loom_error(LOOM_ERR_NOMEM, "cannot allocate %zu bytes for an interleaved copy of a %lld x %lld %s matrix",
+                                bytes, (long long)m->rows, (long long)m->cols, loom_type_name(m->type));
+    loom_repack_r8(m->type, m->data, m->stride, m->rows, m->cols, buf);
+    int i = 0;
+    while (i < w->n_owned && w->owned[i] != m->data) i++;
+    if (i < w->n_owned) { /* a compact copy (bind_cols): replaced */
+        free(w->owned[i]);
+        w->owned[i] = buf;
+        w->bytes_copied -= old;
+    } else {
+        LOOM_TRY(own(w, buf));
+        if (loom_gguf_is_mapped(g)) release_pages(m->data, old);
+        w->bytes_mapped -= old;
+    }
+    w->bytes_copied += bytes;
+    m->data = buf;
+    m->r8 = true;
+    return NULL;
+}
+
+loom_status loom_weights_repack(loom_weights *w, const loom_gguf *g) {
+    const int nl = w->shard.layer_end - w->shard.layer_begin;
+    for (int l = 0; l < nl; l++) {
+        loom_layer *L = &w->layers[l];
+        loom_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) LOOM_TRY(repack(w, g, ms[i]));
+    }
+    /* a head tied to the embedding table shares its bytes, which are read by rows */
+    const uint8_t *h = w->lm_head.data, *e = w->embed.data;
+    const bool tied = h && e && h < e + (size_t)w->embed.rows * w->embed.stride &&
+                      e < h + (size_t)w->lm_head.rows * w->lm_head.stride;
+    if (!tied) LOOM_TRY(repack(w, g, &w->lm_head));
+    return NULL;
+}

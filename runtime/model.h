@@ -141,12 +141,15 @@ static inline int loom_kv_of_q(const loom_model_config *cfg, int q) {
 }
 
 /* A matrix of `rows` output rows by `cols` inputs, in blocks of its type,
- * rows `stride` bytes apart. */
+ * rows `stride` bytes apart; with r8, in the r8 layout of runtime/kernels.h
+ * instead (groups of 8 interleaved rows, 8 * stride bytes each), which only
+ * loom_matmul_r8 reads. */
 typedef struct {
     loom_type type;
     int64_t rows, cols;
     size_t stride;
     const void *data;
+    bool r8;
 } loom_mat;
 
 /* A norm's weight and (LayerNorm) bias; w NULL when the model has none there. */
@@ -202,5 +205,14 @@ typedef struct loom_weights {
 loom_status loom_weights_create(const loom_gguf *g, const loom_model_config *cfg, const loom_shard *shard,
                                 loom_weights **out) LOOM_MUST_USE;
 void loom_weights_free(loom_weights *w);
+
+/* Puts every matrix the CPU kernels multiply (the layers' and an untied lm
+ * head; never the embedding table, which is read by rows) into the layout
+ * the active kernel level prefers for its type (loom_matmul_prefers_r8):
+ * a copy per matrix, after which the file's pages of it are dropped (g
+ * mapped) or the compact copy it replaces is freed. For a rank that
+ * computes on the CPU, before its first step; the bytes move from
+ * bytes_mapped to bytes_copied. */
+loom_status loom_weights_repack(loom_weights *w, const loom_gguf *g) LOOM_MUST_USE;
 
 #endif

@@ -164,8 +164,8 @@ Test(families, plan_weight_bytes_are_what_the_weights_bind) {
  * split into `tp` shards of one stage by the planner, summing the
  * partials of every block by hand (what the all-reduce does), and returns
  * the last layer's hidden states (n, dim) — or, with tp 1, the whole model. */
-static float *run_split(const loom_gguf *g, const loom_model_config *c, const loom_plan_model *m, int tp,
-                        const int32_t *tokens, int n) {
+static float *run_split_as(const loom_gguf *g, const loom_model_config *c, const loom_plan_model *m, int tp,
+                           const int32_t *tokens, int n, bool repack) {
     loom_plan_request req = loom_plan_request_defaults(tp, 1);
     req.engine.ctx_size = 64;
     loom_plan *p;
@@ -182,6 +182,17 @@ static float *run_split(const loom_gguf *g, const loom_model_config *c, const lo
     const int dim = c->dim;
     for (int t = 0; t < tp; t++) {
         OK(loom_weights_create(g, c, &p->ranks[t].shard, &w[t]));
+        if (repack) {
+            const size_t before = w[t]->bytes_mapped + w[t]->bytes_copied;
+            OK(loom_weights_repack(w[t], g));
+            const loom_layer *L = &w[t]->layers[0];
+            cr_assert(L->wq.r8 && L->wk.r8 && L->wv.r8 && L->wo.r8 && L->w_up.r8 && L->w_down.r8 &&
+                          (!L->w_gate.data || L->w_gate.r8),
+                      "tp %d rank %d: a layer matrix kept its GGUF rows", tp, t);
+            const size_t after = w[t]->bytes_mapped + w[t]->bytes_copied; /* + the padding of partial groups */
+            cr_assert(after >= before && after - before < (size_t)8 * 4096 * 7 * c->n_layers,
+                      "bytes %zu before repacking, %zu after", before, after);
+        }
         loom_kv_config kc = {.n_layers = c->n_layers, .n_kv_heads = w[t]->n_kv, .head_dim = c->head_dim,
                              .type = LOOM_TYPE_F32, .block_tokens = 16, .n_blocks = 4, .max_seqs = 1, .max_ctx = 64};
         OK(loom_kv_create(&kc, &kv[t]));
@@ -227,6 +238,51 @@ static float *run_split(const loom_gguf *g, const loom_model_config *c, const lo
     loom_plan_free(p);
     free(sum);
     return out;
+}
+
+static float *run_split(const loom_gguf *g, const loom_model_config *c, const loom_plan_model *m, int tp,
+                        const int32_t *tokens, int n) {
+    return run_split_as(g, c, m, tp, tokens, n, false);
+}
+
+/* Weights in the r8 layout (loom_weights_repack; runtime/kernels.h) give
+ * the same hidden states, bit for bit, as the GGUF rows on the AVX2 level,
+ * which holds Q4_0 that way: whole matrices, fused QKV and gate/up views
+ * (phi3), and the compact column slices of a TP split (uneven at tp 3). */
+Test(families, r8_layout_gives_the_gguf_rows_bits) {
+    static const synth_model q4_models[] = {
+        {"llama", "--arch llama --layers 2 --dim 256 --heads 8 --kv-heads 2 --ffn 704 --vocab 300 --type Q4_0"},
+        {"phi3", "--arch phi3 --layers 2 --dim 256 --heads 8 --kv-heads 4 --ffn 544 --vocab 300 --type Q4_0 "
+                 "--rope-dim 24"},
+    };
+    char missing[128];
+    cr_assert(loom_isa_supported(LOOM_ISA_AVX2, missing, sizeof missing),
+              "this test needs the AVX2 level, whose kernels hold Q4_0 in the r8 layout (missing: %s)", missing);
+    const loom_isa was = loom_isa_get();
+    OK(loom_isa_set(LOOM_ISA_AVX2));
+    cr_assert(loom_matmul_prefers_r8(LOOM_TYPE_Q4_0), "the AVX2 level does not hold Q4_0 in the r8 layout (LOOM_R8 set?)");
+    int32_t tokens[24];
+    for (int i = 0; i < 24; i++) tokens[i] = (int32_t)((i * 41 + 7) % 300);
+    char path[256];
+    for (size_t i = 0; i < sizeof q4_models / sizeof q4_models[0]; i++) {
+        loom_gguf *g = open_synth(&q4_models[i], path, sizeof path);
+        loom_model_config c;
+        loom_plan_model m;
+        OK(loom_model_config_read(g, &c));
+        OK(loom_plan_model_read(g, &c, &m));
+        for (int tp = 1; tp <= 3; tp += 2)
+            for (int n = 1; n <= 24; n += 23) {
+                float *rows = run_split_as(g, &c, &m, tp, tokens, n, false);
+                float *r8 = run_split_as(g, &c, &m, tp, tokens, n, true);
+                cr_assert(!memcmp(rows, r8, sizeof(float) * (size_t)n * c.dim),
+                          "%s tp %d, %d tokens: the r8 layout changes the hidden states", q4_models[i].name, tp, n);
+                free(rows);
+                free(r8);
+            }
+        loom_gguf_free(g);
+        unlink(path);
+    }
+    OK(loom_isa_set(was));
 }
 
 /* The hidden states of a TP split equal one rank's up to float rounding of

@@ -228,8 +228,19 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
 
 bool loom_type_has_r8(loom_type wt) { return (unsigned)wt < LOOM_TYPE_COUNT && level_tables[0].matmul_r8[wt]; }
 
+/* LOOM_R8=0 keeps every type in GGUF rows (for comparisons), 1 puts every
+ * type that has the layout into it; unset: the level's choice. */
+static _Atomic int r8_mode = -2;
+
 bool loom_matmul_prefers_r8(loom_type wt) {
-    return loom_type_has_r8(wt) && (loom_kernels_get()->r8_prefer >> wt & 1);
+    int m = atomic_load_explicit(&r8_mode, memory_order_relaxed);
+    if (m == -2) {
+        const char *env = getenv("LOOM_R8");
+        m = env && (env[0] == '0' || env[0] == '1') && !env[1] ? env[0] - '0' : -1;
+        atomic_store_explicit(&r8_mode, m, memory_order_relaxed);
+    }
+    if (!loom_type_has_r8(wt)) return false;
+    return m >= 0 ? m == 1 : (loom_kernels_get()->r8_prefer >> wt & 1);
 }
 
 void loom_matmul_r8(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_t r0, int64_t r1,
