@@ -35,8 +35,8 @@ static void tally(const loom_plan_model *m, double bytes[LOOM_TYPE_COUNT], int64
 
 /* seconds per byte of one decode matmul of type t over buf */
 static double seconds_per_byte(loom_type t, int64_t k, int tokens, uint8_t *buf, uint8_t *xq, float *y) {
-    const size_t ws = loom_type_row_bytes(t, k), xs = loom_act_row_bytes(t, k);
     const bool r8 = loom_matmul_prefers_r8(t); /* the layout the weights will be in (loom_weights_repack) */
+    const size_t ws = r8 ? loom_r8_row_bytes(t, k) : loom_type_row_bytes(t, k), xs = loom_act_row_bytes(t, k);
     const int64_t rows = (int64_t)(BUF_BYTES / ws) / 8 * 8;
     /* 0x11 bytes: small normal F16/BF16/F32 scales and weights (no
      * subnormal arithmetic, which would time something else) */

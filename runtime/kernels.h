@@ -198,24 +198,34 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  *   uint16_t d[8];          the rows' F16 scales
  *   uint8_t  qs[4][8][4];   qs[j][r][i] = row r's qs[4j + i] (its element
  *                           4j+i in the low nibble, 16+4j+i in the high one)
- * The same bytes per row as the GGUF rows; every level computes over it the
- * integer sums and float steps it computes over the rows themselves, so a
- * row's result is the same in either layout (bit for bit on the scalar and
- * AVX2 levels; tests/test_matmul.c). */
+ *   (18 bytes per row, as in the file);
+ * Q4_K: 1184 bytes per 256-element super-block of the 8 rows, at 1184 b:
+ *   uint16_t d[8], dmin[8];
+ *   uint8_t  sc[8][8], m[8][8]; sc[s][r], m[s][r]: row r's 6-bit scale and
+ *                           min of sub-block s, unpacked
+ *   uint8_t  qs[32][8][4];  qs[j][r][i] = row r's qs[4j + i] (sub-block
+ *                           2(j/8) in the low nibbles, 2(j/8)+1 in the high)
+ *   (148 bytes per row where the file has 144: the scales unpacked once).
+ * Every level computes over it the integer sums and float steps it computes
+ * over the rows themselves, so a row's result is the same in either layout
+ * (bit for bit on the scalar and AVX2 levels; tests/test_matmul.c). */
 
 /* Whether the active level holds wt in the r8 layout (loom_weights_repack
  * asks); the environment variable LOOM_R8=0|1 overrides (never / wherever
  * the type has the layout). */
 bool loom_matmul_prefers_r8(loom_type wt);
-/* Whether some level has a kernel for wt in the r8 layout (Q4_0). */
+/* Whether some level has a kernel for wt in the r8 layout (Q4_0, Q4_K). */
 bool loom_type_has_r8(loom_type wt);
+/* Bytes per row of k columns in the r8 layout (a group is 8 of them); 0 if
+ * wt has none or k is not a multiple of its block size. */
+size_t loom_r8_row_bytes(loom_type wt, int64_t k);
 /* Bytes of nr rows of k columns in the r8 layout: whole groups of 8 rows. */
 size_t loom_r8_bytes(loom_type wt, int64_t nr, int64_t k);
 /* dst (loom_r8_bytes) = rows [0, nr) of src (rows src_stride bytes apart,
  * k columns) in the r8 layout; wt must have it (loom_type_has_r8). */
 void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr, int64_t k, void *dst);
 /* loom_matmul over r8 weights: w the r8 copy (w_stride =
- * loom_type_row_bytes(wt, k)), r0 a multiple of 8; otherwise as loom_matmul. */
+ * loom_r8_row_bytes(wt, k)), r0 a multiple of 8; otherwise as loom_matmul. */
 void loom_matmul_r8(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_t r0, int64_t r1,
                     const void *xq, size_t xq_stride, int64_t n, float *y, int64_t ldy);
 

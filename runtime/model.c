@@ -337,6 +337,7 @@ static loom_status repack(loom_weights *w, const loom_gguf *g, loom_mat *m) {
     }
     w->bytes_copied += bytes;
     m->data = buf;
+    m->stride = loom_r8_row_bytes(m->type, m->cols);
     m->r8 = true;
     return NULL;
 }

@@ -142,8 +142,8 @@ static inline int loom_kv_of_q(const loom_model_config *cfg, int q) {
 
 /* A matrix of `rows` output rows by `cols` inputs, in blocks of its type,
  * rows `stride` bytes apart; with r8, in the r8 layout of runtime/kernels.h
- * instead (groups of 8 interleaved rows, 8 * stride bytes each), which only
- * loom_matmul_r8 reads. */
+ * instead (groups of 8 interleaved rows, 8 * stride bytes each, stride =
+ * loom_r8_row_bytes), which only loom_matmul_r8 reads. */
 typedef struct {
     loom_type type;
     int64_t rows, cols;

@@ -365,7 +365,7 @@ Test(matmul, batch_invariance_every_isa) {
  * a range's rows. */
 static void r8_layout(loom_isa isa) {
     static const int64_t rows_list[] = {1, 7, 8, 13, 40};
-    static const int64_t k_list[] = {32, 96, 1536};
+    static const int64_t kb_list[] = {1, 3, 0}; /* blocks (Q4_0: 32 elements, Q4_K: 256); 0: k = 1536 */
     static const int64_t n_list[] = {1, 2, 3, 4, 5, 8, 9, 17, 33};
     enum { NMAX = 33, LDY = 48 };
     const loom_isa ref_isa = isa == LOOM_ISA_SCALAR ? LOOM_ISA_SCALAR : LOOM_ISA_AVX2;
@@ -374,10 +374,12 @@ static void r8_layout(loom_isa isa) {
         if (!loom_type_has_r8((loom_type)t)) continue;
         for (int ki = 0; ki < 3; ki++)
             for (int ri = 0; ri < 5; ri++) {
-                const int64_t k = k_list[ki], rows = rows_list[ri];
+                const int64_t k = kb_list[ki] ? kb_list[ki] * loom_type_info((uint32_t)t)->block_size : 1536,
+                              rows = rows_list[ri];
                 const size_t rb = loom_type_row_bytes((loom_type)t, k), ab = loom_act_row_bytes((loom_type)t, k);
-                const size_t pb = loom_r8_bytes((loom_type)t, rows, k);
-                cr_assert_eq(pb, (size_t)((rows + 7) / 8) * 8 * rb);
+                const size_t pb = loom_r8_bytes((loom_type)t, rows, k), prb = loom_r8_row_bytes((loom_type)t, k);
+                cr_assert(prb >= rb && pb == (size_t)((rows + 7) / 8) * 8 * prb, "%s: %zu r8 bytes per row, %zu in all",
+                          loom_type_name(t), prb, pb);
                 uint8_t *w = malloc(rb * rows), *p = malloc(pb), *xq = malloc(ab * NMAX);
                 float *x = malloc(sizeof(float) * k), *ref = malloc(sizeof(float) * NMAX * LDY),
                       *got = malloc(sizeof(float) * NMAX * LDY);
@@ -395,7 +397,7 @@ static void r8_layout(loom_isa isa) {
                         loom_matmul((loom_type)t, w, rb, k, r0, rows, xq, ab, n, ref, LDY);
                         cr_assert(loom_isa_set(isa) == NULL);
                         for (int i = 0; i < NMAX * LDY; i++) got[i] = -12345.0f;
-                        loom_matmul_r8((loom_type)t, p, rb, k, r0, rows, xq, ab, n, got, LDY);
+                        loom_matmul_r8((loom_type)t, p, prb, k, r0, rows, xq, ab, n, got, LDY);
                         for (int64_t j = 0; j < n; j++)
                             for (int64_t r = 0; r < LDY; r++) {
                                 const float g = got[j * LDY + r];

@@ -62,16 +62,18 @@
 
 /* The weight types with an r8 layout (runtime/kernels.h), X(prefix, TYPE,
  * suffix): every level has loom_<lv>_r8_<type>. */
-#define LOOM_R8_TYPES(X, p) X(p, Q4_0, q4_0)
+#define LOOM_R8_TYPES(X, p) X(p, Q4_0, q4_0) X(p, Q4_K, q4_K)
 #define LOOM_R8_DECLARE(p, T, s) loom_matmul_fn p##s;
 #define LOOM_R8_ENTRY(p, T, s) [LOOM_TYPE_##T] = p##s,
 #define LOOM_R8_BIT(p, T, s) | (1ull << LOOM_TYPE_##T)
-#define LOOM_R8_BLOCK 144 /* bytes of one 32-element Q4_0 block of a group's 8 rows */
+/* bytes of one block of a group's 8 rows (kernels.h): Q4_0 32 elements, Q4_K 256 */
+#define LOOM_R8_Q4_0 144
+#define LOOM_R8_Q4_K 1184
 
 /* Row r (< 8) of block b of the r8 group at grp, as the GGUF Q4_0 block it
  * came from (18 bytes). */
 static inline void loom_r8_q4_0_block(const uint8_t *grp, int64_t b, int r, uint8_t out[18]) {
-    const uint8_t *p = grp + (size_t)b * LOOM_R8_BLOCK;
+    const uint8_t *p = grp + (size_t)b * LOOM_R8_Q4_0;
     memcpy(out, p + 2 * r, 2);
     for (int j = 0; j < 4; j++) memcpy(out + 2 + 4 * j, p + 16 + 32 * j + 4 * r, 4);
 }

@@ -539,42 +539,84 @@ AI void row_tiles(const int type, const uint8_t *w, size_t ws, int64_t k, int64_
 /* ================================ r8 weights ================================ */
 
 /* One r8 group (8 rows, runtime/kernels.h) x NT tokens, the whole of k:
- * tmp[t*GMR + r]. Per block, the 8 rows' scales are one conversion and 4
- * loads give their quants as the GEMM's panel holds them (qT: low nibbles
- * of load j = group j, high = group 4+j, dword r = row r), so the integer
- * sums (g_dot's, over 8 groups in int16) and the float steps are the
- * GEMM's and the row tiles': a row's result is the same bits in either
- * layout. No horizontal sums, no per-row loads. */
-AI void r8_group(const int NT, const uint8_t *grp, int64_t k, const uint8_t *x, size_t xs, float *tmp) {
-    const int64_t nb = k / 32;
+ * tmp[t*GMR + r]. Loads of 32 bytes give the 8 rows' quants as the GEMM's
+ * panel holds them (qT: dword r = row r; low nibbles one group of 4, high
+ * nibbles another), the rows' scales are one conversion, the K scales and
+ * mins bytes per (sub-block, row); so the integer sums (g_dot's: 8 groups
+ * in int16, then one VPMADDWD by ones or by the [sc, sc] pairs; kmins) and
+ * the float steps are the GEMM's and the row tiles': a row's result is the
+ * same bits in either layout. No horizontal sums, no per-row loads. */
+
+/* lane r: the int16 pair [v, v] of byte r at p (a K scale or min per row) */
+AI __m256i r8_pairs(const uint8_t *p) {
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
+}
+
+AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, const uint8_t *x, size_t xs,
+                 float *tmp) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     __m256 tot[RTN];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *p = grp + (size_t)b * LOOM_R8_BLOCK;
-        const __m256 fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-        const __m256 off = _mm256_mul_ps(_mm256_set1_ps(-8.0f), fs); /* as loom_panel_terms32 */
-        __m256i q[8];
-        UNROLL for (int j = 0; j < 4; j++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * j));
-            q[j] = _mm256_and_si256(v, m4);
-            q[4 + j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    if (type == LOOM_TYPE_Q4_0) {
+        const int64_t nb = k / 32;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *p = grp + (size_t)b * LOOM_R8_Q4_0;
+            const __m256 fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            const __m256 off = _mm256_mul_ps(_mm256_set1_ps(-8.0f), fs); /* as loom_panel_terms32 */
+            __m256i q[8];
+            UNROLL for (int j = 0; j < 4; j++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * j));
+                q[j] = _mm256_and_si256(v, m4);
+                q[4 + j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            }
+            UNROLL for (int t = 0; t < NT; t++) {
+                const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
+                __m256i S = _mm256_maddubs_epi16(q[0], bcast4(a));
+                UNROLL for (int g = 1; g < 8; g++) S = _mm256_add_epi16(S, _mm256_maddubs_epi16(q[g], bcast4(a + 4 * g)));
+                tot[t] = step32(type, tot[t], _mm256_madd_epi16(S, ones), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)),
+                                fs, off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)));
+            }
         }
-        UNROLL for (int t = 0; t < NT; t++) {
-            const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
-            __m256i S = _mm256_maddubs_epi16(q[0], bcast4(a));
-            UNROLL for (int g = 1; g < 8; g++) S = _mm256_add_epi16(S, _mm256_maddubs_epi16(q[g], bcast4(a + 4 * g)));
-            tot[t] = step32(LOOM_TYPE_Q4_0, tot[t], _mm256_madd_epi16(S, ones),
-                            _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)), fs, off,
-                            _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)));
+    } else { /* Q4_K */
+        for (int64_t sb = 0; sb < k / 256; sb++) {
+            const uint8_t *p = grp + (size_t)sb * LOOM_R8_Q4_K;
+            __m256i S[RTN], M[RTN];
+            UNROLL for (int t = 0; t < NT; t++) S[t] = M[t] = _mm256_setzero_si256();
+            for (int s = 0; s < 8; s++) { /* sub-block s: chunks 8(s/2).., low nibbles for even s */
+                const uint8_t *qp = p + 160 + 256 * (s >> 1);
+                __m256i q[8];
+                UNROLL for (int g = 0; g < 8; g++) {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(qp + 32 * g));
+                    q[g] = _mm256_and_si256(s & 1 ? _mm256_srli_epi16(v, 4) : v, m4);
+                }
+                const __m256i sc = r8_pairs(p + 32 + 8 * s);
+                UNROLL for (int t = 0; t < NT; t++) {
+                    const uint8_t *a = x + t * xs + 292 * sb + 4 + 32 * s;
+                    __m256i S16 = _mm256_maddubs_epi16(q[0], bcast4(a));
+                    UNROLL for (int g = 1; g < 8; g++)
+                        S16 = _mm256_add_epi16(S16, _mm256_maddubs_epi16(q[g], bcast4(a + 4 * g)));
+                    S[t] = _mm256_add_epi32(S[t], _mm256_madd_epi16(S16, sc));
+                }
+            }
+            UNROLL for (int j = 0; j < 8; j++) { /* kmins */
+                const __m256i mp = r8_pairs(p + 96 + 8 * j);
+                UNROLL for (int t = 0; t < NT; t++)
+                    M[t] = _mm256_add_epi32(M[t], _mm256_madd_epi16(mp, bcast4(x + t * xs + 292 * sb + 260 + 4 * j)));
+            }
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            const __m256 negdmin = _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))),
+                                                 _mm256_set1_ps(-0.0f));
+            UNROLL for (int t = 0; t < NT; t++)
+                tot[t] = stepK(type, tot[t], S[t], M[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), d, negdmin);
         }
     }
     UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(tmp + t * GMR, tot[t]);
 }
 
 /* Every group x every token, RTN tokens at a time (a group's weights stay
- * in L1 between token chunks). */
-static void r8_q4_0(LOOM_MATMUL_PARAMS) {
+ * in L1 or L2 between token chunks). */
+AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     for (int64_t g = 0; 8 * g < nr; g++) {
         const uint8_t *grp = w + (size_t)g * GMR * ws;
         const int rows = nr - 8 * g < GMR ? (int)(nr - 8 * g) : GMR;
@@ -583,10 +625,10 @@ static void r8_q4_0(LOOM_MATMUL_PARAMS) {
             const int nt = (int)(n - t < RTN ? n - t : RTN);
             float tmp[RTN * GMR];
             switch (nt) {
-            case 1: r8_group(1, grp, k, x, xs, tmp); break;
-            case 2: r8_group(2, grp, k, x, xs, tmp); break;
-            case 3: r8_group(3, grp, k, x, xs, tmp); break;
-            default: r8_group(4, grp, k, x, xs, tmp); break;
+            case 1: r8_group(type, 1, grp, k, x, xs, tmp); break;
+            case 2: r8_group(type, 2, grp, k, x, xs, tmp); break;
+            case 3: r8_group(type, 3, grp, k, x, xs, tmp); break;
+            default: r8_group(type, 4, grp, k, x, xs, tmp); break;
             }
             for (int j = 0; j < nt; j++)
                 for (int r = 0; r < rows; r++) y[(t + j) * ldy + 8 * g + r] = tmp[j * GMR + r];
@@ -617,9 +659,8 @@ static void r8_q4_0(LOOM_MATMUL_PARAMS) {
 #define FAMILY(p, T, s, f) LANES_##f(p, T, s)
 LOOM_MATMUL_TYPES(FAMILY, loom_avx2_mm_)
 
-void loom_avx2_r8_q4_0(LOOM_MATMUL_PARAMS) { r8_q4_0(w, ws, k, nr, xq, xs, n, y, ldy); }
-/* The AVX-512 level has no r8 kernel of its own yet (and does not prefer
- * the layout: dispatch.c); it runs AVX2's. */
-void loom_avx512_r8_q4_0(LOOM_MATMUL_PARAMS) { r8_q4_0(w, ws, k, nr, xq, xs, n, y, ldy); }
+#define R8(p, T, s) \
+    void loom_avx2_r8_##s(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
+LOOM_R8_TYPES(R8, _)
 
 LOOM_NO_UBSAN_END

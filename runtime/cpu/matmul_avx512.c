@@ -535,6 +535,106 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
     UNROLL for (int t = 0; t < RN; t++) UNROLL for (int r = 0; r < RM; r++) y[t * ldy + r] = _mm512_reduce_add_ps(facc[r][t]);
 }
 
+/* ============================ r8 weights ============================ */
+
+/* One r8 group (8 rows; runtime/kernels.h) x NT tokens in 256-bit vectors
+ * with VNNI (AVX-512 VL): the integer sums are the AVX2 kernels'
+ * (gemm_avx2.c), by VPDPBUSD straight into int32 — per 32 quants and row,
+ * exact either way; Q4_K's scales multiply those sums (VPMULLD) where AVX2
+ * folds them into VPMADDWD — and the float steps are theirs, lane for lane,
+ * so a row's result is the AVX2 level's bits (tests/test_matmul.c). Why 256
+ * bits: two groups per 512-bit vector read two streams 8 rows apart, which
+ * Zen 4 fetched from DRAM at 16 GB/s (Q4_0, bench_matmul 65536 x 2048; 52
+ * from L3) where one group streams at 31; and Zen 4 runs a 512-bit
+ * operation as two 256-bit halves anyway. */
+AI __m256i r8_b4(const uint8_t *p) { return _mm256_set1_epi32((int)loom_ld_u32(p)); }
+
+AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, const uint8_t *x, size_t xs,
+                 float *tmp) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 tot[XN];
+    UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm256_setzero_ps();
+    if (type == LOOM_TYPE_Q4_0) {
+        const int64_t nb = k / 32;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *p = grp + (size_t)b * LOOM_R8_Q4_0;
+            const __m256 fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            const __m256 off = _mm256_mul_ps(_mm256_set1_ps(-8.0f), fs);
+            __m256i q[8];
+            UNROLL for (int j = 0; j < 4; j++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * j));
+                q[j] = _mm256_and_si256(v, m4);
+                q[4 + j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            }
+            UNROLL for (int t = 0; t < NT; t++) {
+                const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
+                __m256i I = _mm256_setzero_si256();
+                UNROLL for (int g = 0; g < 8; g++) I = _mm256_dpbusd_epi32(I, q[g], r8_b4(a + 4 * g));
+                tot[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b))),
+                                         fs, tot[t]);
+                tot[t] = _mm256_fmadd_ps(off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), tot[t]);
+            }
+        }
+    } else { /* Q4_K */
+        for (int64_t sb = 0; sb < k / 256; sb++) {
+            const uint8_t *p = grp + (size_t)sb * LOOM_R8_Q4_K;
+            __m256i S[XN], M[XN];
+            UNROLL for (int t = 0; t < NT; t++) S[t] = M[t] = _mm256_setzero_si256();
+            for (int s = 0; s < 8; s++) {
+                const uint8_t *qp = p + 160 + 256 * (s >> 1);
+                __m256i q[8];
+                UNROLL for (int g = 0; g < 8; g++) {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(qp + 32 * g));
+                    q[g] = _mm256_and_si256(s & 1 ? _mm256_srli_epi16(v, 4) : v, m4);
+                }
+                const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 32 + 8 * s)));
+                UNROLL for (int t = 0; t < NT; t++) {
+                    const uint8_t *a = x + t * xs + 292 * sb + 4 + 32 * s;
+                    __m256i I = _mm256_setzero_si256();
+                    UNROLL for (int g = 0; g < 8; g++) I = _mm256_dpbusd_epi32(I, q[g], r8_b4(a + 4 * g));
+                    S[t] = _mm256_add_epi32(S[t], _mm256_mullo_epi32(I, sc));
+                }
+            }
+            UNROLL for (int j = 0; j < 8; j++) { /* the mins: m_j x (bsums 2j + 2j+1), as kmins */
+                const __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 96 + 8 * j)));
+                const __m256i mp = _mm256_or_si256(m, _mm256_slli_epi32(m, 16));
+                UNROLL for (int t = 0; t < NT; t++)
+                    M[t] = _mm256_add_epi32(M[t], _mm256_madd_epi16(mp, r8_b4(x + t * xs + 292 * sb + 260 + 4 * j)));
+            }
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            const __m256 negdmin = _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))),
+                                                 _mm256_set1_ps(-0.0f));
+            UNROLL for (int t = 0; t < NT; t++) {
+                const __m256 da = _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb));
+                tot[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(S[t]), da), d, tot[t]);
+                tot[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(M[t]), da), negdmin, tot[t]);
+            }
+        }
+    }
+    UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(tmp + 8 * t, tot[t]);
+}
+
+/* Every group x every token, XN tokens at a time. */
+AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
+    for (int64_t r0 = 0; r0 < nr; r0 += 8) {
+        const uint8_t *grp = w + (size_t)r0 * ws;
+        const int rows = nr - r0 < 8 ? (int)(nr - r0) : 8;
+        for (int64_t t = 0; t < n; t += XN) {
+            const uint8_t *x = xq + t * xs;
+            const int nt = (int)(n - t < XN ? n - t : XN);
+            float tmp[XN * 8];
+            switch (nt) {
+            case 1: r8_group(type, 1, grp, k, x, xs, tmp); break;
+            case 2: r8_group(type, 2, grp, k, x, xs, tmp); break;
+            case 3: r8_group(type, 3, grp, k, x, xs, tmp); break;
+            default: r8_group(type, 4, grp, k, x, xs, tmp); break;
+            }
+            for (int j = 0; j < nt; j++)
+                for (int r = 0; r < rows; r++) y[(t + j) * ldy + r0 + r] = tmp[8 * j + r];
+        }
+    }
+}
+
 /* ============================ instantiation ============================ */
 
 /* One kernel per entry of the weight-type list: its register tiles (decode
@@ -559,5 +659,9 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
 #define KSET_Q6_K LOOM_TILE_SET
 #define FAMILY(p, T, s, f) KERNEL_##f(p, T, s)
 LOOM_MATMUL_TYPES(FAMILY, loom_avx512_mm_)
+
+#define R8(p, T, s) \
+    void loom_avx512_r8_##s(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
+LOOM_R8_TYPES(R8, _)
 
 LOOM_NO_UBSAN_END

@@ -101,6 +101,20 @@ static void decodeK(loom_type wt, const uint8_t *b, int q[256]) {
     }
 }
 
+/* A Q4_K/Q5_K super-block's term: unsigned quants q, scales and mins per
+ * sub-block, the activation block a. */
+static float term45K(float d, float dmin, const int q[256], const uint8_t sc[8], const uint8_t m[8],
+                     const loom_block_q8_K *a) {
+    int isum = 0, msum = 0;
+    for (int s = 0; s < 8; s++) {
+        int ss = 0;
+        for (int j = 32 * s; j < 32 * s + 32; j++) ss += q[j] * a->qs[j];
+        isum += sc[s] * ss;
+        msum += m[s] * (a->bsums[2 * s] + a->bsums[2 * s + 1]);
+    }
+    return d * a->d * (float)isum - dmin * a->d * (float)msum;
+}
+
 static float dotK(loom_type wt, size_t bsize, const uint8_t *w, const uint8_t *x, int64_t k) {
     float sum = 0.0f;
     for (int64_t b = 0; b < k / 256; b++) {
@@ -120,18 +134,9 @@ static float dotK(loom_type wt, size_t bsize, const uint8_t *w, const uint8_t *x
             }
             sum += d * a.d * (float)isum;
         } else {
-            const float d = loom_f16_to_f32(loom_rd_u16(wb));
-            const float dmin = loom_f16_to_f32(loom_rd_u16(wb + 2));
-            int isum = 0, msum = 0;
-            for (int s = 0; s < 8; s++) {
-                uint8_t sc, m;
-                loom_q4k_scale_min(s, wb + 4, &sc, &m);
-                int ss = 0;
-                for (int j = 32 * s; j < 32 * s + 32; j++) ss += q[j] * a.qs[j];
-                isum += sc * ss;
-                msum += m * (a.bsums[2 * s] + a.bsums[2 * s + 1]);
-            }
-            sum += d * a.d * (float)isum - dmin * a.d * (float)msum;
+            uint8_t sc[8], m[8];
+            for (int s = 0; s < 8; s++) loom_q4k_scale_min(s, wb + 4, &sc[s], &m[s]);
+            sum += term45K(loom_f16_to_f32(loom_rd_u16(wb)), loom_f16_to_f32(loom_rd_u16(wb + 2)), q, sc, m, &a);
         }
     }
     return sum;
@@ -175,8 +180,27 @@ static void matmul_any(loom_type wt, const uint8_t *w, size_t w_stride, int64_t 
     void p##s(LOOM_MATMUL_PARAMS) { matmul_any(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
 LOOM_MATMUL_TYPES(SCALAR_KERNEL, loom_scalar_mm_)
 
-/* r8 weights (runtime/kernels.h): every block rebuilt as the GGUF block it
- * came from, then as above. */
+/* Row r's Q4_K super-block sb of the r8 group at grp: its term, as dotK's. */
+static float r8_termK(const uint8_t *grp, int64_t sb, int r, const uint8_t *x) {
+    const uint8_t *p = grp + (size_t)sb * LOOM_R8_Q4_K;
+    int q[256];
+    for (int j = 0; j < 32; j++)
+        for (int i = 0; i < 4; i++) {
+            const uint8_t v = p[160 + 32 * j + 4 * r + i];
+            const int e = 64 * (j / 8) + 4 * (j % 8) + i;
+            q[e] = v & 0xF;
+            q[e + 32] = v >> 4;
+        }
+    uint8_t sc[8], m[8];
+    for (int s = 0; s < 8; s++) sc[s] = p[32 + 8 * s + r], m[s] = p[96 + 8 * s + r];
+    loom_block_q8_K a;
+    memcpy(&a, x + (size_t)sb * sizeof a, sizeof a);
+    return term45K(loom_f16_to_f32(loom_rd_u16(p + 2 * r)), loom_f16_to_f32(loom_rd_u16(p + 16 + 2 * r)), q, sc, m,
+                   &a);
+}
+
+/* r8 weights (runtime/kernels.h): Q4_0 blocks rebuilt as the GGUF blocks
+ * they came from, Q4_K super-blocks read in place; then as above. */
 static void matmul_r8(loom_type wt, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
                       size_t xs, int64_t n, float *y, int64_t ldy) {
     for (int64_t t = 0; t < n; t++) {
@@ -184,11 +208,14 @@ static void matmul_r8(loom_type wt, const uint8_t *w, size_t ws, int64_t k, int6
         for (int64_t r = 0; r < nr; r++) {
             const uint8_t *grp = w + (size_t)(r / 8) * 8 * ws;
             float sum = 0.0f;
-            for (int64_t b = 0; b < k / 32; b++) {
-                uint8_t blk[18];
-                loom_r8_q4_0_block(grp, b, (int)(r % 8), blk);
-                sum += term32(wt, blk, x, k, b);
-            }
+            if (wt == LOOM_TYPE_Q4_K)
+                for (int64_t sb = 0; sb < k / 256; sb++) sum += r8_termK(grp, sb, (int)(r % 8), x);
+            else
+                for (int64_t b = 0; b < k / 32; b++) {
+                    uint8_t blk[18];
+                    loom_r8_q4_0_block(grp, b, (int)(r % 8), blk);
+                    sum += term32(wt, blk, x, k, b);
+                }
             y[t * ldy + r] = sum;
         }
     }

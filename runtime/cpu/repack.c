@@ -1,33 +1,54 @@
 /*
  * runtime/cpu/repack.c — the r8 layout of runtime/kernels.h: GGUF rows to
- * groups of 8 interleaved rows, once at load time. Plain C (a few hundred
- * MB/s would do; this runs at memcpy speed).
+ * groups of 8 interleaved rows, once at load time. Plain C; it runs at
+ * about the speed of a copy.
  */
 #include "runtime/cpu/cpu_kernels.h"
 
+size_t loom_r8_row_bytes(loom_type wt, int64_t k) {
+    if (!loom_type_has_r8(wt) || k <= 0) return 0;
+    const int64_t bs = wt == LOOM_TYPE_Q4_K ? 256 : 32, bb = wt == LOOM_TYPE_Q4_K ? LOOM_R8_Q4_K : LOOM_R8_Q4_0;
+    if (k % bs || k / bs > (int64_t)(SIZE_MAX / bb)) return 0;
+    return (size_t)(k / bs) * bb / 8;
+}
+
 size_t loom_r8_bytes(loom_type wt, int64_t nr, int64_t k) {
-    if (!loom_type_has_r8(wt) || nr < 0) return 0;
-    const size_t ws = loom_type_row_bytes(wt, k);
-    const uint64_t groups = ((uint64_t)nr + 7) / 8;
-    if (ws == 0 || groups > SIZE_MAX / 8 / ws) return 0;
-    return (size_t)groups * 8 * ws;
+    const size_t rb = loom_r8_row_bytes(wt, k);
+    const uint64_t groups = nr >= 0 ? ((uint64_t)nr + 7) / 8 : 0;
+    if (rb == 0 || groups == 0 || groups > SIZE_MAX / 8 / rb) return 0;
+    return (size_t)groups * 8 * rb;
+}
+
+/* Row r of a group, block b of it (blk: its GGUF bytes; zeros for the
+ * padding rows of a last group), into the group's block at p. */
+static void put_q4_0(uint8_t *p, int r, const uint8_t *blk) {
+    memcpy(p + 2 * r, blk, 2);
+    for (int j = 0; j < 4; j++) memcpy(p + 16 + 32 * j + 4 * r, blk + 2 + 4 * j, 4);
+}
+
+static void put_q4_K(uint8_t *p, int r, const uint8_t *blk) {
+    memcpy(p + 2 * r, blk, 2);      /* d */
+    memcpy(p + 16 + 2 * r, blk + 2, 2); /* dmin */
+    for (int s = 0; s < 8; s++) loom_q4k_scale_min(s, blk + 4, p + 32 + 8 * s + r, p + 96 + 8 * s + r);
+    for (int j = 0; j < 32; j++) memcpy(p + 160 + 32 * j + 4 * r, blk + 16 + 4 * j, 4);
 }
 
 void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr, int64_t k, void *dst) {
-    if (!loom_type_has_r8(wt)) return;
-    const size_t ws = loom_type_row_bytes(wt, k);
-    const int64_t nb = k / 32;
+    const size_t rb = loom_r8_row_bytes(wt, k);
+    if (!rb) return;
+    const bool K = wt == LOOM_TYPE_Q4_K;
+    const size_t gb = K ? LOOM_R8_Q4_K : LOOM_R8_Q4_0, bs = K ? 144 : 18; /* group block, GGUF block */
+    const int64_t nb = k / (K ? 256 : 32);
+    static const uint8_t zero[144];
     for (int64_t g = 0; g * 8 < nr; g++) {
-        uint8_t *out = (uint8_t *)dst + (size_t)g * 8 * ws;
+        uint8_t *out = (uint8_t *)dst + (size_t)g * 8 * rb;
         for (int r = 0; r < 8; r++) {
             const int64_t row = 8 * g + r;
             const uint8_t *in = row < nr ? (const uint8_t *)src + (size_t)row * src_stride : NULL;
             for (int64_t b = 0; b < nb; b++) {
-                uint8_t *p = out + (size_t)b * LOOM_R8_BLOCK;
-                static const uint8_t zero[18];
-                const uint8_t *blk = in ? in + (size_t)b * 18 : zero; /* padding rows: d = 0, quants 0 */
-                memcpy(p + 2 * r, blk, 2);
-                for (int j = 0; j < 4; j++) memcpy(p + 16 + 32 * j + 4 * r, blk + 2 + 4 * j, 4);
+                const uint8_t *blk = in ? in + (size_t)b * bs : zero;
+                if (K) put_q4_K(out + (size_t)b * gb, r, blk);
+                else put_q4_0(out + (size_t)b * gb, r, blk);
             }
         }
     }
