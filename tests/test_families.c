@@ -185,10 +185,14 @@ static float *run_split_as(const loom_gguf *g, const loom_model_config *c, const
         if (repack) {
             const size_t before = w[t]->bytes_mapped + w[t]->bytes_copied;
             OK(loom_weights_repack(w[t], g));
-            const loom_layer *L = &w[t]->layers[0];
-            cr_assert(L->wq.r8 && L->wk.r8 && L->wv.r8 && L->wo.r8 && L->w_up.r8 && L->w_down.r8 &&
-                          (!L->w_gate.data || L->w_gate.r8),
-                      "tp %d rank %d: a layer matrix kept its GGUF rows", tp, t);
+            for (int l = 0; l < c->n_layers; l++) {
+                const loom_layer *L = &w[t]->layers[l];
+                const loom_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+                for (int i = 0; i < 7; i++)
+                    cr_assert(!ms[i]->data || ms[i]->r8 == loom_matmul_prefers_r8(ms[i]->type),
+                              "tp %d rank %d layer %d matrix %d (%s): r8 %d", tp, t, l, i,
+                              loom_type_name(ms[i]->type), ms[i]->r8);
+            }
             const size_t after = w[t]->bytes_mapped + w[t]->bytes_copied; /* + the padding of partial groups */
             cr_assert(after >= before && after - before < (size_t)8 * 4096 * 7 * c->n_layers,
                       "bytes %zu before repacking, %zu after", before, after);
@@ -247,20 +251,23 @@ static float *run_split(const loom_gguf *g, const loom_model_config *c, const lo
 
 /* Weights in the r8 layout (loom_weights_repack; runtime/kernels.h) give
  * the same hidden states, bit for bit, as the GGUF rows on the AVX2 level,
- * which holds Q4_0 that way: whole matrices, fused QKV and gate/up views
- * (phi3), and the compact column slices of a TP split (uneven at tp 3). */
+ * which holds Q4_0 and Q4_K that way: whole matrices, fused QKV and gate/up
+ * views (phi3), a Q4_K_M mix (its Q6_K matrices stay rows), and the compact
+ * column slices of a TP split (uneven at tp 3). */
 Test(families, r8_layout_gives_the_gguf_rows_bits) {
     static const synth_model q4_models[] = {
         {"llama", "--arch llama --layers 2 --dim 256 --heads 8 --kv-heads 2 --ffn 704 --vocab 300 --type Q4_0"},
         {"phi3", "--arch phi3 --layers 2 --dim 256 --heads 8 --kv-heads 4 --ffn 544 --vocab 300 --type Q4_0 "
                  "--rope-dim 24"},
+        {"llama", "--arch llama --layers 2 --dim 768 --heads 12 --kv-heads 3 --ffn 1536 --vocab 300 --type Q4_K_M"},
     };
     char missing[128];
     cr_assert(loom_isa_supported(LOOM_ISA_AVX2, missing, sizeof missing),
               "this test needs the AVX2 level, whose kernels hold Q4_0 in the r8 layout (missing: %s)", missing);
     const loom_isa was = loom_isa_get();
     OK(loom_isa_set(LOOM_ISA_AVX2));
-    cr_assert(loom_matmul_prefers_r8(LOOM_TYPE_Q4_0), "the AVX2 level does not hold Q4_0 in the r8 layout (LOOM_R8 set?)");
+    cr_assert(loom_matmul_prefers_r8(LOOM_TYPE_Q4_0) && loom_matmul_prefers_r8(LOOM_TYPE_Q4_K),
+              "the AVX2 level does not hold Q4_0 and Q4_K in the r8 layout (LOOM_R8 set?)");
     int32_t tokens[24];
     for (int i = 0; i < 24; i++) tokens[i] = (int32_t)((i * 41 + 7) % 300);
     char path[256];
