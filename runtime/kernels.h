@@ -3,8 +3,9 @@
  * kernels over quantized weights, the attention work unit, row operations;
  * the CPU levels (scalar, AVX2, AVX-512) chosen at run time.
  *
- * Contract: weights are borrowed (typically views into an mmapped GGUF file,
- * GGML block layouts from quant.h, rows at any alignment) and never copied.
+ * Contract: weights are borrowed (views into an mmapped GGUF file in the
+ * GGML block layouts of quant.h, rows at any alignment; or a level's own
+ * layout, made once at load time: the r8 layout below) and never copied.
  * Kernels are single-threaded, allocate nothing (at most ~32 KiB of stack
  * for a prefill panel) and cannot fail: argument shapes are the caller's
  * contract (k a multiple of the weight type's block size, buffers large
