@@ -340,7 +340,8 @@ typedef struct loom_kernels {
     loom_matmul_fn *matmul[LOOM_TYPE_COUNT]; /* per weight type; NULL exactly where !loom_type_can_matmul */
     loom_matmul_fn *matmul_r8[LOOM_TYPE_COUNT]; /* the same over r8 weights (w: the range's first group);
                                                NULL exactly where !loom_type_has_r8 */
-    uint64_t r8_prefer;                  /* bit t: this level holds type t in the r8 layout */
+    uint64_t r8_prefer;                  /* bit t: this level holds type t in the r8 layout (AVX-512:
+                                            on AMD Zen 4 and later; dispatch.c) */
     loom_attn_unit_fn *attn_unit;
     int attn_head_multiple;              /* attn_unit needs head_dim % this == 0; else lower's */
     loom_f16_row_fn *f16_row;            /* the KV store's conversion */
