@@ -200,13 +200,21 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  *   uint8_t  qs[4][8][4];   qs[j][r][i] = row r's qs[4j + i] (its element
  *                           4j+i in the low nibble, 16+4j+i in the high one)
  *   (18 bytes per row, as in the file);
+ * Q8_0: 272 bytes per block of the 8 rows: uint16_t d[8]; int8_t
+ *   qs[8][8][4] (qs[j][r][i] = row r's element 4j+i) (34 bytes per row);
  * Q4_K: 1184 bytes per 256-element super-block of the 8 rows, at 1184 b:
  *   uint16_t d[8], dmin[8];
  *   uint8_t  sc[8][8], m[8][8]; sc[s][r], m[s][r]: row r's 6-bit scale and
  *                           min of sub-block s, unpacked
  *   uint8_t  qs[32][8][4];  qs[j][r][i] = row r's qs[4j + i] (sub-block
  *                           2(j/8) in the low nibbles, 2(j/8)+1 in the high)
- *   (148 bytes per row where the file has 144: the scales unpacked once).
+ *   (148 bytes per row where the file has 144: the scales unpacked once);
+ * Q6_K: 1680 bytes per super-block of the 8 rows: uint16_t d[8]; int8_t
+ *   sc[16][8]; then per half h (elements 128h..): ql[16h..16h+7][8][4],
+ *   qh[8h..8h+7][8][4], ql[16h+8..16h+15][8][4] (ql[j][r][i] = row r's
+ *   ql[4j + i], qh likewise), the order the kernels read them in: one
+ *   stream (with ql and qh in two regions Zen 4 fetched the rows from DRAM
+ *   at 13 GB/s instead of 23) (210 bytes per row, as in the file).
  * Every level computes over it the integer sums and float steps it computes
  * over the rows themselves, so a row's result is the same in either layout
  * (bit for bit on the scalar and AVX2 levels; tests/test_matmul.c). */
@@ -215,7 +223,8 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  * asks); the environment variable LOOM_R8=0|1 overrides (never / wherever
  * the type has the layout). */
 bool loom_matmul_prefers_r8(loom_type wt);
-/* Whether some level has a kernel for wt in the r8 layout (Q4_0, Q4_K). */
+/* Whether some level has a kernel for wt in the r8 layout (Q4_0, Q8_0,
+ * Q4_K, Q6_K). */
 bool loom_type_has_r8(loom_type wt);
 /* Bytes per row of k columns in the r8 layout (a group is 8 of them); 0 if
  * wt has none or k is not a multiple of its block size. */

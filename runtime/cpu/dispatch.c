@@ -196,14 +196,15 @@ size_t loom_decode_pf(size_t ws) {
      .layernorm = loom_##lv##_layernorm,                                                              \
      .gelu = loom_##lv##_gelu}
 
-/* The types each level holds in the r8 layout (kernels.h): on AVX2 and
- * AVX-512 every type that has it; on AVX-512 only where measured to pay
- * (loom_matmul_prefers_r8): Zen 4 (family 0x19 with AVX-512) and later, where one thread
- * decodes TinyLlama Q4_0 at 34 -> 48 tokens/s and Q4_K_M at 34 -> 42 and
- * prefills within 2 % of the GGUF rows' panel GEMM. Intel keeps the rows
- * its tiles were tuned on, not measured with the layout. */
+/* The types each level holds in the r8 layout (kernels.h). AVX2: every
+ * type that has it. AVX-512: Q4_0 and Q4_K (the types it has r8 kernels of
+ * its own for), and only where measured to pay (loom_matmul_prefers_r8):
+ * AMD Zen 4 (family 0x19 with AVX-512) and later, where one thread decodes
+ * TinyLlama Q4_0 at 34 -> 48 tokens/s and Q4_K_M at 34 -> 42 and prefills
+ * within 2 % of the GGUF rows' panel GEMM. Intel keeps the rows its tiles
+ * were tuned on (not measured with the layout). */
 #define R8_AVX2 (0 LOOM_R8_TYPES(LOOM_R8_BIT, _))
-#define R8_AVX512 R8_AVX2
+#define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_K)
 
 static const loom_kernels level_tables[LOOM_ISA_COUNT] = {
     [LOOM_ISA_SCALAR] = LEVEL(scalar, NULL, 1, NULL, 0),

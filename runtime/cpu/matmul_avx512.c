@@ -778,8 +778,8 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
 #define FAMILY(p, T, s, f) KERNEL_##f(p, T, s)
 LOOM_MATMUL_TYPES(FAMILY, loom_avx512_mm_)
 
-#define R8(p, T, s) \
-    void loom_avx512_r8_##s(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
-LOOM_R8_TYPES(R8, _)
+/* Q4_0 and Q4_K; the other r8 types run AVX2's kernels (gemm_avx2.c) */
+void loom_avx512_r8_q4_0(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_0, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_q4_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 LOOM_NO_UBSAN_END

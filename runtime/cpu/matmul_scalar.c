@@ -115,30 +115,31 @@ static float term45K(float d, float dmin, const int q[256], const uint8_t sc[8],
     return d * a->d * (float)isum - dmin * a->d * (float)msum;
 }
 
+/* Super-block b's term of a row's dot product (wb: the block's bytes). */
+static float termK(loom_type wt, const uint8_t *wb, const uint8_t *x, int64_t b) {
+    loom_block_q8_K a;
+    memcpy(&a, x + (size_t)b * sizeof a, sizeof a);
+    int q[256];
+    decodeK(wt, wb, q);
+    if (wt == LOOM_TYPE_Q6_K) {
+        const int8_t *sc = (const int8_t *)(wb + 192);
+        const float d = loom_f16_to_f32(loom_rd_u16(wb + 208));
+        int isum = 0;
+        for (int g = 0; g < 16; g++) {
+            int gs = 0;
+            for (int j = 16 * g; j < 16 * g + 16; j++) gs += (q[j] - 32) * a.qs[j];
+            isum += sc[g] * gs;
+        }
+        return d * a.d * (float)isum;
+    }
+    uint8_t sc[8], m[8];
+    for (int s = 0; s < 8; s++) loom_q4k_scale_min(s, wb + 4, &sc[s], &m[s]);
+    return term45K(loom_f16_to_f32(loom_rd_u16(wb)), loom_f16_to_f32(loom_rd_u16(wb + 2)), q, sc, m, &a);
+}
+
 static float dotK(loom_type wt, size_t bsize, const uint8_t *w, const uint8_t *x, int64_t k) {
     float sum = 0.0f;
-    for (int64_t b = 0; b < k / 256; b++) {
-        const uint8_t *wb = w + (size_t)b * bsize;
-        loom_block_q8_K a;
-        memcpy(&a, x + (size_t)b * sizeof a, sizeof a);
-        int q[256];
-        decodeK(wt, wb, q);
-        if (wt == LOOM_TYPE_Q6_K) {
-            const int8_t *sc = (const int8_t *)(wb + 192);
-            const float d = loom_f16_to_f32(loom_rd_u16(wb + 208));
-            int isum = 0;
-            for (int g = 0; g < 16; g++) {
-                int gs = 0;
-                for (int j = 16 * g; j < 16 * g + 16; j++) gs += (q[j] - 32) * a.qs[j];
-                isum += sc[g] * gs;
-            }
-            sum += d * a.d * (float)isum;
-        } else {
-            uint8_t sc[8], m[8];
-            for (int s = 0; s < 8; s++) loom_q4k_scale_min(s, wb + 4, &sc[s], &m[s]);
-            sum += term45K(loom_f16_to_f32(loom_rd_u16(wb)), loom_f16_to_f32(loom_rd_u16(wb + 2)), q, sc, m, &a);
-        }
-    }
+    for (int64_t b = 0; b < k / 256; b++) sum += termK(wt, w + (size_t)b * bsize, x, b);
     return sum;
 }
 
@@ -199,8 +200,9 @@ static float r8_termK(const uint8_t *grp, int64_t sb, int r, const uint8_t *x) {
                    &a);
 }
 
-/* r8 weights (runtime/kernels.h): Q4_0 blocks rebuilt as the GGUF blocks
- * they came from, Q4_K super-blocks read in place; then as above. */
+/* r8 weights (runtime/kernels.h): Q4_K super-blocks read in place, the
+ * other types' blocks rebuilt as the GGUF blocks they came from; then as
+ * above. */
 static void matmul_r8(loom_type wt, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
                       size_t xs, int64_t n, float *y, int64_t ldy) {
     for (int64_t t = 0; t < n; t++) {
@@ -210,10 +212,16 @@ static void matmul_r8(loom_type wt, const uint8_t *w, size_t ws, int64_t k, int6
             float sum = 0.0f;
             if (wt == LOOM_TYPE_Q4_K)
                 for (int64_t sb = 0; sb < k / 256; sb++) sum += r8_termK(grp, sb, (int)(r % 8), x);
+            else if (wt == LOOM_TYPE_Q6_K)
+                for (int64_t sb = 0; sb < k / 256; sb++) {
+                    uint8_t blk[210];
+                    loom_r8_gguf_block(wt, grp, sb, (int)(r % 8), blk);
+                    sum += termK(wt, blk, x, sb);
+                }
             else
                 for (int64_t b = 0; b < k / 32; b++) {
-                    uint8_t blk[18];
-                    loom_r8_q4_0_block(grp, b, (int)(r % 8), blk);
+                    uint8_t blk[34];
+                    loom_r8_gguf_block(wt, grp, b, (int)(r % 8), blk);
                     sum += term32(wt, blk, x, k, b);
                 }
             y[t * ldy + r] = sum;

@@ -7,7 +7,7 @@
 
 size_t loom_r8_row_bytes(loom_type wt, int64_t k) {
     if (!loom_type_has_r8(wt) || k <= 0) return 0;
-    const int64_t bs = wt == LOOM_TYPE_Q4_K ? 256 : 32, bb = wt == LOOM_TYPE_Q4_K ? LOOM_R8_Q4_K : LOOM_R8_Q4_0;
+    const int64_t bs = loom_type_info(wt)->block_size, bb = (int64_t)loom_r8_block_bytes(wt);
     if (k % bs || k / bs > (int64_t)(SIZE_MAX / bb)) return 0;
     return (size_t)(k / bs) * bb / 8;
 }
@@ -21,9 +21,15 @@ size_t loom_r8_bytes(loom_type wt, int64_t nr, int64_t k) {
 
 /* Row r of a group, block b of it (blk: its GGUF bytes; zeros for the
  * padding rows of a last group), into the group's block at p. */
-static void put_q4_0(uint8_t *p, int r, const uint8_t *blk) {
-    memcpy(p + 2 * r, blk, 2);
-    for (int j = 0; j < 4; j++) memcpy(p + 16 + 32 * j + 4 * r, blk + 2 + 4 * j, 4);
+typedef struct {
+    uint8_t *r8;
+    const uint8_t *gguf;
+} copy_in_args;
+static void copy_in(copy_in_args *a, int o8, int og, int n) { memcpy(a->r8 + o8, a->gguf + og, (size_t)n); }
+
+static void put_pieces(int type, uint8_t *p, int r, const uint8_t *blk) {
+    copy_in_args a = {p, blk};
+    LOOM_R8_PIECES(type, r, copy_in, &a);
 }
 
 static void put_q4_K(uint8_t *p, int r, const uint8_t *blk) {
@@ -36,10 +42,9 @@ static void put_q4_K(uint8_t *p, int r, const uint8_t *blk) {
 void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr, int64_t k, void *dst) {
     const size_t rb = loom_r8_row_bytes(wt, k);
     if (!rb) return;
-    const bool K = wt == LOOM_TYPE_Q4_K;
-    const size_t gb = K ? LOOM_R8_Q4_K : LOOM_R8_Q4_0, bs = K ? 144 : 18; /* group block, GGUF block */
-    const int64_t nb = k / (K ? 256 : 32);
-    static const uint8_t zero[144];
+    const size_t gb = loom_r8_block_bytes(wt), bs = loom_type_info(wt)->type_size; /* group block, GGUF block */
+    const int64_t nb = k / loom_type_info(wt)->block_size;
+    static const uint8_t zero[256];
     for (int64_t g = 0; g * 8 < nr; g++) {
         uint8_t *out = (uint8_t *)dst + (size_t)g * 8 * rb;
         for (int r = 0; r < 8; r++) {
@@ -47,8 +52,8 @@ void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr
             const uint8_t *in = row < nr ? (const uint8_t *)src + (size_t)row * src_stride : NULL;
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *blk = in ? in + (size_t)b * bs : zero;
-                if (K) put_q4_K(out + (size_t)b * gb, r, blk);
-                else put_q4_0(out + (size_t)b * gb, r, blk);
+                if (wt == LOOM_TYPE_Q4_K) put_q4_K(out + (size_t)b * gb, r, blk);
+                else put_pieces(wt, out + (size_t)b * gb, r, blk);
             }
         }
     }
