@@ -67,10 +67,17 @@
  * Q4_K 20.6 -> 24.9 GB/s from DRAM, 21.7 -> 26.3 from L2; Q4_0/Q4_1/Q5_0/
  * Q5_1 by quads of blocks (a block per 128-bit lane, its 4 scales by one
  * conversion): Q4_0 18.6 -> 22.6. 1-thread decode is now 0.99-1.05x
- * llama.cpp for the 4-bit models (launch/bench-results/). What remains is
- * still the per-row decode work, which an interleaved layout would share
- * across 8 rows; it also makes 2-token tiles (PP micro-batches) cost about
- * 1.2 times as much per token as 4-token ones (Q4_K 113 vs 133 GFLOP/s).
+ * llama.cpp for the 4-bit models (launch/bench-results/). What remained
+ * was the per-row work (scales, horizontal sums, a stream per row), which
+ * the r8 layout below shares across 8 rows: bench_matmul 65536 x 2048 from
+ * DRAM, one core, Q4_0 / Q4_K: AVX-512 rows 22.8 / 24.1 GB/s, r8 (256-bit
+ * VNNI) 30.6 / 29.0; the AVX2 level 16.5 / 16.2 -> 31.5 / 29.1, Q8_0 23.2
+ * -> 32.2, Q6_K 20.0 -> 23.4 (32768 rows); 2-token tiles Q4_K 121 -> 164
+ * GFLOP/s, 4-token 129 -> 203. Two groups per 512-bit vector read two
+ * streams and fell to 16 GB/s from DRAM (52 from L3), so decode takes one
+ * group per 256-bit vector and only prefill pairs them (the bytes are
+ * reused from L1/L2 there): 300 / 303 GFLOP/s at 128 tokens against the
+ * rows' panel GEMM's 307 / 319.
  *
  * ISA levels (each includes the ones before it):
  *   scalar  plain C, the reference: simple and obviously right;
