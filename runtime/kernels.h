@@ -216,6 +216,10 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  *   uint8_t  qs[32][8][4];  qs[j][r][i] = row r's qs[4j + i] (sub-block
  *                           2(j/8) in the low nibbles, 2(j/8)+1 in the high)
  *   (148 bytes per row where the file has 144: the scales unpacked once);
+ * Q5_K: 1440 bytes per super-block of the 8 rows: Q4_K's d, dmin, sc, m,
+ *   then uint8_t qh[8][8][4] (qh[j][r][i] = row r's qh[4j + i]: bit s is
+ *   element 32s + 4j + i's fifth bit), then qs as Q4_K's (180 bytes per row
+ *   where the file has 176);
  * Q6_K: 1680 bytes per super-block of the 8 rows: uint16_t d[8]; int8_t
  *   sc[16][8]; then per half h (elements 128h..): ql[16h..16h+7][8][4],
  *   qh[8h..8h+7][8][4], ql[16h+8..16h+15][8][4] (ql[j][r][i] = row r's
@@ -231,7 +235,7 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  * the type has the layout). */
 bool loom_matmul_prefers_r8(loom_type wt);
 /* Whether some level has a kernel for wt in the r8 layout (Q4_0, Q8_0,
- * Q4_K, Q6_K). */
+ * Q4_K, Q5_K, Q6_K). */
 bool loom_type_has_r8(loom_type wt);
 /* Bytes per row of k columns in the r8 layout (a group is 8 of them); 0 if
  * wt has none or k is not a multiple of its block size. */

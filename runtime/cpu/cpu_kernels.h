@@ -62,7 +62,7 @@
 
 /* The weight types with an r8 layout (runtime/kernels.h), X(prefix, TYPE,
  * suffix): every level has loom_<lv>_r8_<type>. */
-#define LOOM_R8_TYPES(X, p) X(p, Q4_0, q4_0) X(p, Q8_0, q8_0) X(p, Q4_K, q4_K) X(p, Q6_K, q6_K)
+#define LOOM_R8_TYPES(X, p) X(p, Q4_0, q4_0) X(p, Q8_0, q8_0) X(p, Q4_K, q4_K) X(p, Q5_K, q5_K) X(p, Q6_K, q6_K)
 #define LOOM_R8_DECLARE(p, T, s) loom_matmul_fn p##s;
 #define LOOM_R8_ENTRY(p, T, s) [LOOM_TYPE_##T] = p##s,
 #define LOOM_R8_BIT(p, T, s) | (1ull << LOOM_TYPE_##T)
@@ -71,7 +71,10 @@
 #define LOOM_R8_Q4_0 144
 #define LOOM_R8_Q8_0 272
 #define LOOM_R8_Q4_K 1184
+#define LOOM_R8_Q5_K 1440
 #define LOOM_R8_Q6_K 1680
+/* Q4_K/Q5_K: where the rows' quant chunks start (Q5_K: its qh chunks before them) */
+#define LOOM_R8_K45_QS(type) ((type) == LOOM_TYPE_Q5_K ? 416 : 160)
 /* Q6_K: where chunk j of the rows' ql (32 of them) and of their qh (16)
  * sit, in the order the kernels read them (half h: ql 16h..16h+7, qh
  * 8h..8h+7, ql 16h+8..16h+15), one stream (kernels.h) */
@@ -82,13 +85,14 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
     case LOOM_TYPE_Q4_0: return LOOM_R8_Q4_0;
     case LOOM_TYPE_Q8_0: return LOOM_R8_Q8_0;
     case LOOM_TYPE_Q4_K: return LOOM_R8_Q4_K;
+    case LOOM_TYPE_Q5_K: return LOOM_R8_Q5_K;
     case LOOM_TYPE_Q6_K: return LOOM_R8_Q6_K;
     default: return 0;
     }
 }
 
 /* Where row r's bytes of a GGUF block sit in its r8 block (Q4_0, Q8_0,
- * Q6_K; Q4_K unpacks its scales, see repack.c): calls f(arg, offset in the
+ * Q6_K; Q4_K and Q5_K unpack their scales, see repack.c): calls f(arg, offset in the
  * r8 block, offset in the GGUF block, length) for each piece. */
 #define LOOM_R8_PIECES(type, r, f, arg)                                                              \
     do {                                                                                             \

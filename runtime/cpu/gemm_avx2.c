@@ -638,25 +638,34 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             UNROLL for (int t = 0; t < NT; t++)
                 tot[t] = stepK(type, tot[t], S[t], S[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), d, d);
         }
-    } else { /* Q4_K */
+    } else { /* Q4_K, Q5_K */
         for (int64_t sb = 0; sb < k / 256; sb++) {
-            const uint8_t *p = grp + (size_t)sb * LOOM_R8_Q4_K;
+            const uint8_t *p = grp + (size_t)sb * loom_r8_block_bytes(type);
             __m256i S[RTN], M[RTN];
             UNROLL for (int t = 0; t < NT; t++) S[t] = M[t] = _mm256_setzero_si256();
-            for (int s = 0; s < 8; s++) { /* sub-block s: chunks 8(s/2).., low nibbles for even s */
-                const uint8_t *qp = p + 160 + 256 * (s >> 1);
+            UNROLL for (int s = 0; s < 8; s++) { /* sub-block s: chunks 8(s/2).., low nibbles for even s */
+                const uint8_t *qp = p + LOOM_R8_K45_QS(type) + 256 * (s >> 1);
                 __m256i q[8];
                 UNROLL for (int g = 0; g < 8; g++) {
                     const __m256i v = _mm256_loadu_si256((const __m256i *)(qp + 32 * g));
                     q[g] = _mm256_and_si256(s & 1 ? _mm256_srli_epi16(v, 4) : v, m4);
+                    if (type == LOOM_TYPE_Q5_K) { /* bit s of qh -> 16, as decK_piece */
+                        const __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 160 + 32 * g));
+                        __m256i hb = _mm256_and_si256(qh, _mm256_set1_epi8((char)(1 << s)));
+                        hb = s < 4 ? _mm256_slli_epi16(hb, 4 - s) : s > 4 ? _mm256_srli_epi16(hb, s - 4) : hb;
+                        q[g] = _mm256_or_si256(q[g], hb);
+                    }
                 }
                 const __m256i sc = r8_pairs(p + 32 + 8 * s);
                 UNROLL for (int t = 0; t < NT; t++) {
                     const uint8_t *a = x + t * xs + 292 * sb + 4 + 32 * s;
-                    __m256i S16 = _mm256_maddubs_epi16(q[0], bcast4(a));
-                    UNROLL for (int g = 1; g < 8; g++)
-                        S16 = _mm256_add_epi16(S16, _mm256_maddubs_epi16(q[g], bcast4(a + 4 * g)));
-                    S[t] = _mm256_add_epi32(S[t], _mm256_madd_epi16(S16, sc));
+                    /* 4-bit: 8 groups per int16 sum (<= 16*15*127), 5-bit: 4 (<= 8*31*127), as g_run */
+                    UNROLL for (int g0 = 0; g0 < 8; g0 += g_run(type)) {
+                        __m256i S16 = _mm256_maddubs_epi16(q[g0], bcast4(a + 4 * g0));
+                        UNROLL for (int g = g0 + 1; g < g0 + g_run(type); g++)
+                            S16 = _mm256_add_epi16(S16, _mm256_maddubs_epi16(q[g], bcast4(a + 4 * g)));
+                        S[t] = _mm256_add_epi32(S[t], _mm256_madd_epi16(S16, sc));
+                    }
                 }
             }
             UNROLL for (int j = 0; j < 8; j++) { /* kmins */
@@ -725,6 +734,7 @@ LOOM_R8_TYPES(R8, _)
 /* The AVX-512 level's r8 kernels for the types it has none of its own for
  * (and does not hold in the layout by default: dispatch.c) */
 void loom_avx512_r8_q8_0(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q8_0, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_q5_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q5_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q6_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q6_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 LOOM_NO_UBSAN_END

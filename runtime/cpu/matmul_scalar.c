@@ -181,16 +181,22 @@ static void matmul_any(loom_type wt, const uint8_t *w, size_t w_stride, int64_t 
     void p##s(LOOM_MATMUL_PARAMS) { matmul_any(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
 LOOM_MATMUL_TYPES(SCALAR_KERNEL, loom_scalar_mm_)
 
-/* Row r's Q4_K super-block sb of the r8 group at grp: its term, as dotK's. */
-static float r8_termK(const uint8_t *grp, int64_t sb, int r, const uint8_t *x) {
-    const uint8_t *p = grp + (size_t)sb * LOOM_R8_Q4_K;
+/* Row r's Q4_K/Q5_K super-block sb of the r8 group at grp: its term, as
+ * dotK's. */
+static float r8_termK(loom_type wt, const uint8_t *grp, int64_t sb, int r, const uint8_t *x) {
+    const uint8_t *p = grp + (size_t)sb * loom_r8_block_bytes(wt);
     int q[256];
     for (int j = 0; j < 32; j++)
         for (int i = 0; i < 4; i++) {
-            const uint8_t v = p[160 + 32 * j + 4 * r + i];
-            const int e = 64 * (j / 8) + 4 * (j % 8) + i;
+            const uint8_t v = p[LOOM_R8_K45_QS(wt) + 32 * j + 4 * r + i];
+            const int e = 64 * (j / 8) + 4 * (j % 8) + i, l = e % 32; /* sub-blocks 2(j/8) and 2(j/8)+1 */
             q[e] = v & 0xF;
             q[e + 32] = v >> 4;
+            if (wt == LOOM_TYPE_Q5_K) { /* bit s of the row's qh[l]: element 32s + l */
+                const uint8_t h = p[160 + 32 * (l / 4) + 4 * r + l % 4];
+                q[e] |= ((h >> (2 * (j / 8))) & 1) << 4;
+                q[e + 32] |= ((h >> (2 * (j / 8) + 1)) & 1) << 4;
+            }
         }
     uint8_t sc[8], m[8];
     for (int s = 0; s < 8; s++) sc[s] = p[32 + 8 * s + r], m[s] = p[96 + 8 * s + r];
@@ -200,7 +206,7 @@ static float r8_termK(const uint8_t *grp, int64_t sb, int r, const uint8_t *x) {
                    &a);
 }
 
-/* r8 weights (runtime/kernels.h): Q4_K super-blocks read in place, the
+/* r8 weights (runtime/kernels.h): Q4_K/Q5_K super-blocks read in place, the
  * other types' blocks rebuilt as the GGUF blocks they came from; then as
  * above. */
 static void matmul_r8(loom_type wt, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
@@ -210,8 +216,8 @@ static void matmul_r8(loom_type wt, const uint8_t *w, size_t ws, int64_t k, int6
         for (int64_t r = 0; r < nr; r++) {
             const uint8_t *grp = w + (size_t)(r / 8) * 8 * ws;
             float sum = 0.0f;
-            if (wt == LOOM_TYPE_Q4_K)
-                for (int64_t sb = 0; sb < k / 256; sb++) sum += r8_termK(grp, sb, (int)(r % 8), x);
+            if (wt == LOOM_TYPE_Q4_K || wt == LOOM_TYPE_Q5_K)
+                for (int64_t sb = 0; sb < k / 256; sb++) sum += r8_termK(wt, grp, sb, (int)(r % 8), x);
             else if (wt == LOOM_TYPE_Q6_K)
                 for (int64_t sb = 0; sb < k / 256; sb++) {
                     uint8_t blk[210];

@@ -32,11 +32,14 @@ static void put_pieces(int type, uint8_t *p, int r, const uint8_t *blk) {
     LOOM_R8_PIECES(type, r, copy_in, &a);
 }
 
-static void put_q4_K(uint8_t *p, int r, const uint8_t *blk) {
+static void put_k45(int type, uint8_t *p, int r, const uint8_t *blk) {
+    const int qs = type == LOOM_TYPE_Q5_K ? 48 : 16; /* the GGUF block's quants */
     memcpy(p + 2 * r, blk, 2);      /* d */
     memcpy(p + 16 + 2 * r, blk + 2, 2); /* dmin */
     for (int s = 0; s < 8; s++) loom_q4k_scale_min(s, blk + 4, p + 32 + 8 * s + r, p + 96 + 8 * s + r);
-    for (int j = 0; j < 32; j++) memcpy(p + 160 + 32 * j + 4 * r, blk + 16 + 4 * j, 4);
+    if (type == LOOM_TYPE_Q5_K)
+        for (int j = 0; j < 8; j++) memcpy(p + 160 + 32 * j + 4 * r, blk + 16 + 4 * j, 4); /* qh */
+    for (int j = 0; j < 32; j++) memcpy(p + LOOM_R8_K45_QS(type) + 32 * j + 4 * r, blk + qs + 4 * j, 4);
 }
 
 void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr, int64_t k, void *dst) {
@@ -52,7 +55,7 @@ void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr
             const uint8_t *in = row < nr ? (const uint8_t *)src + (size_t)row * src_stride : NULL;
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *blk = in ? in + (size_t)b * bs : zero;
-                if (wt == LOOM_TYPE_Q4_K) put_q4_K(out + (size_t)b * gb, r, blk);
+                if (wt == LOOM_TYPE_Q4_K || wt == LOOM_TYPE_Q5_K) put_k45(wt, out + (size_t)b * gb, r, blk);
                 else put_pieces(wt, out + (size_t)b * gb, r, blk);
             }
         }
