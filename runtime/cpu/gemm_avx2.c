@@ -607,7 +607,7 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             const uint8_t *p = grp + (size_t)sb * LOOM_R8_Q6_K;
             __m256i S[RTN];
             UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_setzero_si256();
-            for (int h = 0; h < 2; h++)
+            UNROLL for (int h = 0; h < 2; h++)
                 UNROLL for (int pp = 0; pp < 4; pp++) { /* elements 128h + 32pp.., as decK_piece */
                     __m256i q[8];
                     UNROLL for (int g = 0; g < 8; g++) {
