@@ -573,11 +573,7 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             const __m256 fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
             const __m256 off = _mm256_mul_ps(_mm256_set1_ps(-8.0f), fs); /* as loom_panel_terms32 */
             __m256i q[8];
-            UNROLL for (int j = 0; j < 4; j++) {
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * j));
-                q[j] = _mm256_and_si256(v, m4);
-                q[4 + j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            }
+            loom_r8_q4_0_quants(p, q);
             UNROLL for (int t = 0; t < NT; t++) {
                 const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
                 __m256i S = _mm256_maddubs_epi16(q[0], bcast4(a));
@@ -643,19 +639,9 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             const uint8_t *p = grp + (size_t)sb * loom_r8_block_bytes(type);
             __m256i S[RTN], M[RTN];
             UNROLL for (int t = 0; t < NT; t++) S[t] = M[t] = _mm256_setzero_si256();
-            UNROLL for (int s = 0; s < 8; s++) { /* sub-block s: chunks 8(s/2).., low nibbles for even s */
-                const uint8_t *qp = p + LOOM_R8_K45_QS(type) + 256 * (s >> 1);
+            UNROLL for (int s = 0; s < 8; s++) {
                 __m256i q[8];
-                UNROLL for (int g = 0; g < 8; g++) {
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(qp + 32 * g));
-                    q[g] = _mm256_and_si256(s & 1 ? _mm256_srli_epi16(v, 4) : v, m4);
-                    if (type == LOOM_TYPE_Q5_K) { /* bit s of qh -> 16, as decK_piece */
-                        const __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 160 + 32 * g));
-                        __m256i hb = _mm256_and_si256(qh, _mm256_set1_epi8((char)(1 << s)));
-                        hb = s < 4 ? _mm256_slli_epi16(hb, 4 - s) : s > 4 ? _mm256_srli_epi16(hb, s - 4) : hb;
-                        q[g] = _mm256_or_si256(q[g], hb);
-                    }
-                }
+                loom_r8_k45_quants(type, p, s, q);
                 const __m256i sc = r8_pairs(p + 32 + 8 * s);
                 UNROLL for (int t = 0; t < NT; t++) {
                     const uint8_t *a = x + t * xs + 292 * sb + 4 + 32 * s;

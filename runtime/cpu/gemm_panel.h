@@ -80,4 +80,34 @@ static inline void loom_panel_termsK(loom_type type, const uint8_t *blk, int mr,
     d2[r] = -dmin;
 }
 
+/* The r8 layout (runtime/kernels.h) in 256-bit vectors, one per group of 4
+ * quants of the 8 rows (dword r = row r), as unsigned bytes: a Q4_0 block's
+ * (q[g]: elements 4g..4g+3), or sub-block s of a Q4_K/Q5_K super-block's
+ * (Q5_K: with the fifth bit, as decK_piece of gemm_avx2.c). Shared by the
+ * AVX2 and the AVX-512 r8 kernels. */
+static inline __attribute__((always_inline)) void loom_r8_q4_0_quants(const uint8_t *blk, __m256i q[8]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    LOOM_UNROLL for (int j = 0; j < 4; j++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * j));
+        q[j] = _mm256_and_si256(v, m4);
+        q[4 + j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+}
+
+static inline __attribute__((always_inline)) void loom_r8_k45_quants(const int type, const uint8_t *sb, const int s,
+                                                                     __m256i q[8]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const uint8_t *qp = sb + LOOM_R8_K45_QS(type) + 256 * (s >> 1); /* chunks 8(s/2).., low nibbles for even s */
+    LOOM_UNROLL for (int g = 0; g < 8; g++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(qp + 32 * g));
+        q[g] = _mm256_and_si256(s & 1 ? _mm256_srli_epi16(v, 4) : v, m4);
+        if (type == LOOM_TYPE_Q5_K) { /* bit s of qh -> 16 */
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(sb + 160 + 32 * g));
+            __m256i hb = _mm256_and_si256(qh, _mm256_set1_epi8((char)(1 << s)));
+            hb = s < 4 ? _mm256_slli_epi16(hb, 4 - s) : s > 4 ? _mm256_srli_epi16(hb, s - 4) : hb;
+            q[g] = _mm256_or_si256(q[g], hb);
+        }
+    }
+}
+
 #endif

@@ -551,7 +551,6 @@ AI __m256i r8_b4(const uint8_t *p) { return _mm256_set1_epi32((int)loom_ld_u32(p
 
 AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, const uint8_t *x, size_t xs,
                  float *tmp) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 tot[XN];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm256_setzero_ps();
     if (type == LOOM_TYPE_Q4_0) {
@@ -561,11 +560,7 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             const __m256 fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
             const __m256 off = _mm256_mul_ps(_mm256_set1_ps(-8.0f), fs);
             __m256i q[8];
-            UNROLL for (int j = 0; j < 4; j++) {
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * j));
-                q[j] = _mm256_and_si256(v, m4);
-                q[4 + j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            }
+            loom_r8_q4_0_quants(p, q);
             UNROLL for (int t = 0; t < NT; t++) {
                 const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
                 __m256i I = _mm256_setzero_si256();
@@ -580,13 +575,9 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             const uint8_t *p = grp + (size_t)sb * LOOM_R8_Q4_K;
             __m256i S[XN], M[XN];
             UNROLL for (int t = 0; t < NT; t++) S[t] = M[t] = _mm256_setzero_si256();
-            for (int s = 0; s < 8; s++) {
-                const uint8_t *qp = p + 160 + 256 * (s >> 1);
+            UNROLL for (int s = 0; s < 8; s++) {
                 __m256i q[8];
-                UNROLL for (int g = 0; g < 8; g++) {
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(qp + 32 * g));
-                    q[g] = _mm256_and_si256(s & 1 ? _mm256_srli_epi16(v, 4) : v, m4);
-                }
+                loom_r8_k45_quants(type, p, s, q);
                 const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 32 + 8 * s)));
                 UNROLL for (int t = 0; t < NT; t++) {
                     const uint8_t *a = x + t * xs + 292 * sb + 4 + 32 * s;
