@@ -98,7 +98,8 @@
  *   scalar, AVX2  bit-identical, for every weight type and batch size
  *                 (tests/test_matmul.c and test_attention.c check it around
  *                 every switch of code path);
- *   AVX-512       bit-identical for attention and the row ops; matmul not
+ *   AVX-512       bit-identical for attention, the row ops and weights in
+ *                 the r8 layout (below); matmul over the file's rows not
  *                 yet: its register tiles (n < loom_gemm_min_n) and its
  *                 panel GEMM round differently, so a row changes by float
  *                 rounding (within 2e-5 of sum |w|·|a|, tested) when the
@@ -226,9 +227,10 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  *   ql[4j + i], qh likewise), the order the kernels read them in: one
  *   stream (with ql and qh in two regions Zen 4 fetched the rows from DRAM
  *   at 13 GB/s instead of 23) (210 bytes per row, as in the file).
- * Every level computes over it the integer sums and float steps it computes
- * over the rows themselves, so a row's result is the same in either layout
- * (bit for bit on the scalar and AVX2 levels; tests/test_matmul.c). */
+ * The scalar level computes over it what it computes over the rows; the
+ * SIMD levels compute the AVX2 level's integer sums and float steps for
+ * every token count, so a row's result is the AVX2 level's bits for the
+ * file's rows, whatever the call (tests/test_matmul.c). */
 
 /* Whether the active level holds wt in the r8 layout (loom_weights_repack
  * asks); the environment variable LOOM_R8=0|1 overrides (never / wherever
