@@ -410,7 +410,8 @@ cpu = dict(vendor=cpuinfo.get("vendor_id"), model_name=cpuinfo.get("model name")
            avx512=sorted(f for f in cpu_flags if f.startswith("avx512")), avx2="avx2" in cpu_flags,
            kind="%s family %s model %s (%s)" % (cpuinfo.get("vendor_id"), cpuinfo.get("cpu family"), cpuinfo.get("model"),
                                                 "AVX-512" if "avx512f" in cpu_flags else "AVX2" if "avx2" in cpu_flags else "no AVX2"))
-print("\nCPU: %s — %s; loom kernels %s" % (cpu["model_name"], cpu["kind"], loom_machine.get("isa")))
+print("\nCPU: %s — %s; loom kernels %s (8-row interleaved: %s)" % (cpu["model_name"], cpu["kind"], loom_machine.get("isa"),
+                                                                   loom_machine.get("r8_types", "?")))
 doc = dict(tool="launch/bench-vs-llamacpp.sh", cpu=cpu, machine=dict(loom_machine, platform=platform.platform()),
            llama_cpp=dict(source="llama-cpp-python==0.3.36 sdist, vendor/llama.cpp", build_commit=llama_info.get("build"),
                           cmake_flags=flags, llama_bench=llama_bench),

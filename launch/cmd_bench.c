@@ -142,6 +142,18 @@ static void load_avg(double out[3]) {
 
 static int64_t mat_bytes(const loom_mat *m) { return m->data ? m->rows * (int64_t)m->stride : 0; }
 
+/* The weight types this rank's kernels hold in the r8 layout (kernels.h),
+ * "Q4_0 Q4_K", or "none". */
+static const char *r8_types(void) {
+    static char buf[96];
+    size_t n = 0;
+    buf[0] = 0;
+    for (int t = 0; t < LOOM_TYPE_COUNT && n + 12 < sizeof buf; t++)
+        if (loom_matmul_prefers_r8((loom_type)t))
+            n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s", n ? " " : "", loom_type_name((uint32_t)t));
+    return n ? buf : "none";
+}
+
 /* Bytes the kernels stream per step on this rank (see the top comment). */
 static int64_t weight_bytes_per_step(const loom_weights *w) {
     int64_t b = 0, dim = w->cfg.dim;
@@ -326,9 +338,9 @@ static loom_status write_json(const char *path, const bench_info *bi, const conf
     loom_json_fputs(f, bi->types);
     fprintf(f, "},\"machine\":{\"cpu\":");
     loom_json_fputs(f, bi->cpu);
-    fprintf(f, ",\"cpus\":%ld,\"l3_bytes\":%lld,\"isa\":\"%s\",\"membw_isa\":\"%s\",\"loadavg_start\":[%.2f,%.2f,%.2f],"
-               "\"loadavg_end\":[%.2f,%.2f,%.2f]},",
-            sysconf(_SC_NPROCESSORS_ONLN), (long long)bi->l3, loom_isa_name(loom_isa_get()), loom_membw_isa(),
+    fprintf(f, ",\"cpus\":%ld,\"l3_bytes\":%lld,\"isa\":\"%s\",\"r8_types\":\"%s\",\"membw_isa\":\"%s\","
+               "\"loadavg_start\":[%.2f,%.2f,%.2f],\"loadavg_end\":[%.2f,%.2f,%.2f]},",
+            sysconf(_SC_NPROCESSORS_ONLN), (long long)bi->l3, loom_isa_name(loom_isa_get()), r8_types(), loom_membw_isa(),
             bi->load0[0], bi->load0[1], bi->load0[2], bi->load1[0], bi->load1[1], bi->load1[2]);
     fprintf(f, "\"options\":{\"ranks\":%d,\"tp\":%d,\"pp\":%d,\"prompt_tokens\":%d,\"gen_tokens\":%d,\"depth\":%d,\"reps\":%d,"
                "\"ctx_size\":%d,\"batch\":%d,\"kv_type\":\"%s\",\"membw_bytes_per_rank\":%lld,\"membw_runs\":%d},",
@@ -597,9 +609,9 @@ int cmd_bench(int argc, char **argv) {
         printf("loom bench: %s — %s, %d layers, dim %d, %d/%d heads, ffn %d, vocab %d; weights %s\n", base,
                bi.cfg.arch_name, bi.cfg.n_layers, bi.cfg.dim, bi.cfg.n_heads, bi.cfg.n_kv_heads, bi.cfg.ffn,
                bi.cfg.vocab, bi.types);
-        printf("machine: %s, %ld CPUs, L3 %lld MiB, kernels %s; load average %.2f %.2f %.2f\n", bi.cpu,
-               sysconf(_SC_NPROCESSORS_ONLN), bi.l3 > 0 ? (long long)(bi.l3 >> 20) : -1LL,
-               loom_isa_name(loom_isa_get()), bi.load0[0], bi.load0[1], bi.load0[2]);
+        printf("machine: %s, %ld CPUs, L3 %lld MiB, kernels %s (8-row interleaved: %s); load average %.2f %.2f %.2f\n",
+               bi.cpu, sysconf(_SC_NPROCESSORS_ONLN), bi.l3 > 0 ? (long long)(bi.l3 >> 20) : -1LL,
+               loom_isa_name(loom_isa_get()), r8_types(), bi.load0[0], bi.load0[1], bi.load0[2]);
         printf("ranks %d (tp %lld x pp %lld); prefill: 1 sequence, %lld-token prompt; decode: %lld greedy tokens per "
                "sequence %s %lld-token %s; %lld reps after a warm-up\n",
                world_size, (long long)tp, (long long)pp, (long long)prompt_tokens, (long long)gen_tokens,
