@@ -92,6 +92,9 @@ static loom_status put(loom_dforward *f, const void *host, size_t bytes, const c
 static loom_status put_mat(loom_dforward *f, const loom_mat *m, const char *what, dmat *out) {
     *out = (dmat){m->type, m->rows, m->cols, m->stride, NULL};
     if (!m->data) return NULL;
+    if (m->r8) /* loom_weights_repack is for ranks that compute on the CPU */
+        return loom_error(LOOM_ERR_INVALID, "%s: %s is in the CPU kernels' 8-row layout, which the %s device does not read",
+                          f->d->what, what, f->d->vt->name);
     if (!f->d->vt->matmul[m->type])
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: the %s device has no matmul for %s weights (%s)", f->d->what,
                           f->d->vt->name, loom_type_name(m->type), what);
