@@ -208,6 +208,8 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  *   uint8_t  qs[4][8][4];   qs[j][r][i] = row r's qs[4j + i] (its element
  *                           4j+i in the low nibble, 16+4j+i in the high one)
  *   (18 bytes per row, as in the file);
+ * Q4_1: 160 bytes per block of the 8 rows: uint16_t d[8], m[8]; then qs as
+ *   Q4_0's (20 bytes per row, as in the file);
  * Q8_0: 272 bytes per block of the 8 rows: uint16_t d[8]; int8_t
  *   qs[8][8][4] (qs[j][r][i] = row r's element 4j+i) (34 bytes per row);
  * Q4_K: 1184 bytes per 256-element super-block of the 8 rows, at 1184 b:
@@ -236,8 +238,8 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  * asks); the environment variable LOOM_R8=0|1 overrides (never / wherever
  * the type has the layout). */
 bool loom_matmul_prefers_r8(loom_type wt);
-/* Whether some level has a kernel for wt in the r8 layout (Q4_0, Q8_0,
- * Q4_K, Q5_K, Q6_K). */
+/* Whether some level has a kernel for wt in the r8 layout (Q4_0, Q4_1,
+ * Q8_0, Q4_K, Q5_K, Q6_K). */
 bool loom_type_has_r8(loom_type wt);
 /* Bytes per row of k columns in the r8 layout (a group is 8 of them); 0 if
  * wt has none or k is not a multiple of its block size. */

@@ -62,13 +62,15 @@
 
 /* The weight types with an r8 layout (runtime/kernels.h), X(prefix, TYPE,
  * suffix): every level has loom_<lv>_r8_<type>. */
-#define LOOM_R8_TYPES(X, p) X(p, Q4_0, q4_0) X(p, Q8_0, q8_0) X(p, Q4_K, q4_K) X(p, Q5_K, q5_K) X(p, Q6_K, q6_K)
+#define LOOM_R8_TYPES(X, p)                                                                           \
+    X(p, Q4_0, q4_0) X(p, Q4_1, q4_1) X(p, Q8_0, q8_0) X(p, Q4_K, q4_K) X(p, Q5_K, q5_K) X(p, Q6_K, q6_K)
 #define LOOM_R8_DECLARE(p, T, s) loom_matmul_fn p##s;
 #define LOOM_R8_ENTRY(p, T, s) [LOOM_TYPE_##T] = p##s,
 #define LOOM_R8_BIT(p, T, s) | (1ull << LOOM_TYPE_##T)
 /* bytes of one block of a group's 8 rows (kernels.h): 32 elements (Q4_0,
  * Q8_0), 256 (Q4_K, Q6_K) */
 #define LOOM_R8_Q4_0 144
+#define LOOM_R8_Q4_1 160
 #define LOOM_R8_Q8_0 272
 #define LOOM_R8_Q4_K 1184
 #define LOOM_R8_Q5_K 1440
@@ -83,6 +85,7 @@
 static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type) {
     switch (type) {
     case LOOM_TYPE_Q4_0: return LOOM_R8_Q4_0;
+    case LOOM_TYPE_Q4_1: return LOOM_R8_Q4_1;
     case LOOM_TYPE_Q8_0: return LOOM_R8_Q8_0;
     case LOOM_TYPE_Q4_K: return LOOM_R8_Q4_K;
     case LOOM_TYPE_Q5_K: return LOOM_R8_Q5_K;
@@ -91,8 +94,8 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
     }
 }
 
-/* Where row r's bytes of a GGUF block sit in its r8 block (Q4_0, Q8_0,
- * Q6_K; Q4_K and Q5_K unpack their scales, see repack.c): calls f(arg, offset in the
+/* Where row r's bytes of a GGUF block sit in its r8 block (Q4_0, Q4_1,
+ * Q8_0, Q6_K; Q4_K and Q5_K unpack their scales, see repack.c): calls f(arg, offset in the
  * r8 block, offset in the GGUF block, length) for each piece. */
 #define LOOM_R8_PIECES(type, r, f, arg)                                                              \
     do {                                                                                             \
@@ -101,6 +104,10 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
             for (int g_ = 0; g_ < 16; g_++) f(arg, 16 + 8 * g_ + (r), 192 + g_, 1); /* scales */     \
             for (int j_ = 0; j_ < 32; j_++) f(arg, (int)LOOM_R8_Q6_QL(j_) + 4 * (r), 4 * j_, 4);      \
             for (int j_ = 0; j_ < 16; j_++) f(arg, (int)LOOM_R8_Q6_QH(j_) + 4 * (r), 128 + 4 * j_, 4); \
+        } else if ((type) == LOOM_TYPE_Q4_1) {                                                       \
+            f(arg, 2 * (r), 0, 2);       /* d */                                                     \
+            f(arg, 16 + 2 * (r), 2, 2);  /* m */                                                     \
+            for (int j_ = 0; j_ < 4; j_++) f(arg, 32 + 32 * j_ + 4 * (r), 4 + 4 * j_, 4);            \
         } else {                                                                                     \
             f(arg, 2 * (r), 0, 2); /* d */                                                           \
             for (int j_ = 0; j_ < ((type) == LOOM_TYPE_Q8_0 ? 8 : 4); j_++)                          \
@@ -115,7 +122,7 @@ typedef struct {
 static inline void loom_r8_copy_out(loom_r8_copy_args *a, int o8, int og, int n) { memcpy(a->gguf + og, a->r8 + o8, (size_t)n); }
 
 /* Row r (< 8) of block b of the r8 group at grp, as the GGUF block it came
- * from (Q4_0, Q8_0, Q6_K). */
+ * from (Q4_0, Q4_1, Q8_0, Q6_K). */
 static inline void loom_r8_gguf_block(int type, const uint8_t *grp, int64_t b, int r, uint8_t *out) {
     loom_r8_copy_args a = {grp + (size_t)b * loom_r8_block_bytes(type), out};
     LOOM_R8_PIECES(type, r, loom_r8_copy_out, &a);

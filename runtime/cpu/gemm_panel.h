@@ -81,14 +81,14 @@ static inline void loom_panel_termsK(loom_type type, const uint8_t *blk, int mr,
 }
 
 /* The r8 layout (runtime/kernels.h) in 256-bit vectors, one per group of 4
- * quants of the 8 rows (dword r = row r), as unsigned bytes: a Q4_0 block's
- * (q[g]: elements 4g..4g+3), or sub-block s of a Q4_K/Q5_K super-block's
+ * quants of the 8 rows (dword r = row r), as unsigned bytes: a Q4_0 or Q4_1
+ * block's (its quants at qs; q[g]: elements 4g..4g+3), or sub-block s of a Q4_K/Q5_K super-block's
  * (Q5_K: with the fifth bit, as decK_piece of gemm_avx2.c). Shared by the
  * AVX2 and the AVX-512 r8 kernels. */
-static inline __attribute__((always_inline)) void loom_r8_q4_0_quants(const uint8_t *blk, __m256i q[8]) {
+static inline __attribute__((always_inline)) void loom_r8_q4_quants(const uint8_t *qs, __m256i q[8]) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     LOOM_UNROLL for (int j = 0; j < 4; j++) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * j));
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
         q[j] = _mm256_and_si256(v, m4);
         q[4 + j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
     }

@@ -559,14 +559,15 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
                  float *tmp) {
     __m256 tot[XN];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm256_setzero_ps();
-    if (type == LOOM_TYPE_Q4_0) {
+    if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) {
         const int64_t nb = k / 32;
         for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *p = grp + (size_t)b * LOOM_R8_Q4_0;
+            const uint8_t *p = grp + (size_t)b * loom_r8_block_bytes(type);
             const __m256 fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-            const __m256 off = _mm256_mul_ps(_mm256_set1_ps(-8.0f), fs);
+            const __m256 off = type == LOOM_TYPE_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                                      : _mm256_mul_ps(_mm256_set1_ps(-8.0f), fs);
             __m256i q[8];
-            loom_r8_q4_0_quants(p, q);
+            loom_r8_q4_quants(p + (type == LOOM_TYPE_Q4_1 ? 32 : 16), q);
             UNROLL for (int t = 0; t < NT; t++) {
                 const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
                 __m256i I = _mm256_setzero_si256();
@@ -635,18 +636,20 @@ AI __m512i r8_u8x2(const uint8_t *a, const uint8_t *b) {
 AI __m512i r8_b4x(const uint8_t *p) { return _mm512_set1_epi32((int)loom_ld_u32(p)); }
 
 AI void r8_pair(const int type, const int NT, const uint8_t *ga, const uint8_t *gb, int64_t k, const uint8_t *x,
-                size_t xs, float *tmp) {
+                size_t xs, float *y, int64_t ldy, __mmask16 rows) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     __m512 tot[XP];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm512_setzero_ps();
-    if (type == LOOM_TYPE_Q4_0) {
+    if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) {
         const int64_t nb = k / 32;
+        const int qo = type == LOOM_TYPE_Q4_1 ? 32 : 16; /* the quants, after d (and m) */
         for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *pa = ga + (size_t)b * LOOM_R8_Q4_0, *pb = gb + (size_t)b * LOOM_R8_Q4_0;
-            const __m512 fs = r8_f16x2(pa, pb), off = _mm512_mul_ps(_mm512_set1_ps(-8.0f), fs);
+            const uint8_t *pa = ga + (size_t)b * loom_r8_block_bytes(type), *pb = gb + (size_t)b * loom_r8_block_bytes(type);
+            const __m512 fs = r8_f16x2(pa, pb);
+            const __m512 off = type == LOOM_TYPE_Q4_1 ? r8_f16x2(pa + 16, pb + 16) : _mm512_mul_ps(_mm512_set1_ps(-8.0f), fs);
             __m512i q[8];
             UNROLL for (int j = 0; j < 4; j++) {
-                const __m512i v = r8_ld2(pa + 16 + 32 * j, pb + 16 + 32 * j);
+                const __m512i v = r8_ld2(pa + qo + 32 * j, pb + qo + 32 * j);
                 q[j] = _mm512_and_si512(v, m4);
                 q[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
             }
@@ -696,18 +699,17 @@ AI void r8_pair(const int type, const int NT, const uint8_t *ga, const uint8_t *
             }
         }
     }
-    UNROLL for (int t = 0; t < NT; t++) _mm512_storeu_ps(tmp + 16 * t, tot[t]);
+    UNROLL for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, rows, tot[t]);
 }
 
 AI void r8_pairs(const int type, LOOM_MATMUL_PARAMS) {
     for (int64_t r0 = 0; r0 < nr; r0 += 16) {
         const uint8_t *ga = w + (size_t)r0 * ws, *gb = nr - r0 > 8 ? ga + 8 * ws : ga;
-        const int rows = nr - r0 < 16 ? (int)(nr - r0) : 16;
+        const __mmask16 rows = (__mmask16)(nr - r0 < 16 ? (1u << (nr - r0)) - 1 : 0xFFFFu);
         for (int64_t t = 0; t < n; t += XP) {
             const uint8_t *x = xq + t * xs;
             const int nt = (int)(n - t < XP ? n - t : XP);
-            float tmp[XP * 16];
-#define PAIR(NT) r8_pair(type, NT, ga, gb, k, x, xs, tmp)
+#define PAIR(NT) r8_pair(type, NT, ga, gb, k, x, xs, y + t * ldy + r0, ldy, rows)
             switch (nt) {
             case 1: PAIR(1); break;
             case 2: PAIR(2); break;
@@ -719,8 +721,6 @@ AI void r8_pairs(const int type, LOOM_MATMUL_PARAMS) {
             default: PAIR(8); break;
             }
 #undef PAIR
-            for (int j = 0; j < nt; j++)
-                for (int r = 0; r < rows; r++) y[(t + j) * ldy + r0 + r] = tmp[16 * j + r];
         }
     }
 }
@@ -775,8 +775,9 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
 #define FAMILY(p, T, s, f) KERNEL_##f(p, T, s)
 LOOM_MATMUL_TYPES(FAMILY, loom_avx512_mm_)
 
-/* Q4_0 and Q4_K; the other r8 types run AVX2's kernels (gemm_avx2.c) */
+/* Q4_0, Q4_1 and Q4_K; the other r8 types run AVX2's kernels (gemm_avx2.c) */
 void loom_avx512_r8_q4_0(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_0, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_q4_1(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_1, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q4_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 LOOM_NO_UBSAN_END
