@@ -34,11 +34,11 @@
  * Calls with enough tokens (loom_gemm_min_n) go to the panel GEMM of
  * gemm_avx512.c instead, which is several times faster there.
  *
- * Q4_0 and Q4_K in the r8 layout (runtime/kernels.h; held that way on AMD
+ * Q4_0, Q4_1 and Q4_K in the r8 layout (runtime/kernels.h; held that way on AMD
  * Zen 4 and later, dispatch.c): one 8-row group per 256-bit vector with
  * VNNI below 8 tokens (r8_group), two groups per 512-bit vector and 8
  * tokens per pass from 8 tokens on (r8_pairs); both give the AVX2 level's
- * bits (end of this file).
+ * bits (the r8 section below).
  *
  * Compiled with -mavx512{f,bw,vl,dq,vnni}; dispatch.c only calls it when the
  * CPU and OS support all of them.
