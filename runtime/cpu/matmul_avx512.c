@@ -570,8 +570,12 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             loom_r8_q4_quants(p + (type == LOOM_TYPE_Q4_1 ? 32 : 16), q);
             UNROLL for (int t = 0; t < NT; t++) {
                 const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
-                __m256i I = _mm256_setzero_si256();
-                UNROLL for (int g = 0; g < 8; g++) I = _mm256_dpbusd_epi32(I, q[g], r8_b4(a + 4 * g));
+                __m256i I = _mm256_setzero_si256(), J = _mm256_setzero_si256(); /* two chains */
+                UNROLL for (int g = 0; g < 8; g += 2) {
+                    I = _mm256_dpbusd_epi32(I, q[g], r8_b4(a + 4 * g));
+                    J = _mm256_dpbusd_epi32(J, q[g + 1], r8_b4(a + 4 * g + 4));
+                }
+                I = _mm256_add_epi32(I, J);
                 tot[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b))),
                                          fs, tot[t]);
                 tot[t] = _mm256_fmadd_ps(off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), tot[t]);
@@ -588,9 +592,12 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
                 const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 32 + 8 * s)));
                 UNROLL for (int t = 0; t < NT; t++) {
                     const uint8_t *a = x + t * xs + 292 * sb + 4 + 32 * s;
-                    __m256i I = _mm256_setzero_si256();
-                    UNROLL for (int g = 0; g < 8; g++) I = _mm256_dpbusd_epi32(I, q[g], r8_b4(a + 4 * g));
-                    S[t] = _mm256_add_epi32(S[t], _mm256_mullo_epi32(I, sc));
+                    __m256i I = _mm256_setzero_si256(), J = _mm256_setzero_si256(); /* two chains */
+                    UNROLL for (int g = 0; g < 8; g += 2) {
+                        I = _mm256_dpbusd_epi32(I, q[g], r8_b4(a + 4 * g));
+                        J = _mm256_dpbusd_epi32(J, q[g + 1], r8_b4(a + 4 * g + 4));
+                    }
+                    S[t] = _mm256_add_epi32(S[t], _mm256_mullo_epi32(_mm256_add_epi32(I, J), sc));
                 }
             }
             UNROLL for (int j = 0; j < 8; j++) { /* the mins: m_j x (bsums 2j + 2j+1), as kmins */
@@ -655,8 +662,12 @@ AI void r8_pair(const int type, const int NT, const uint8_t *ga, const uint8_t *
             }
             UNROLL for (int t = 0; t < NT; t++) {
                 const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
-                __m512i I = _mm512_setzero_si512();
-                UNROLL for (int g = 0; g < 8; g++) I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
+                __m512i I = _mm512_setzero_si512(), J = _mm512_setzero_si512(); /* two chains */
+                UNROLL for (int g = 0; g < 8; g += 2) {
+                    I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
+                    J = _mm512_dpbusd_epi32(J, q[g + 1], r8_b4x(a + 4 * g + 4));
+                }
+                I = _mm512_add_epi32(I, J);
                 tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(I), _mm512_set1_ps(loom_ld_f32(xt + k + 4 * b))),
                                          fs, tot[t]);
                 tot[t] = _mm512_fmadd_ps(off, _mm512_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), tot[t]);
@@ -677,9 +688,12 @@ AI void r8_pair(const int type, const int NT, const uint8_t *ga, const uint8_t *
                 const __m512i sc = r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
                 UNROLL for (int t = 0; t < NT; t++) {
                     const uint8_t *a = x + t * xs + 292 * sb + 4 + 32 * s;
-                    __m512i I = _mm512_setzero_si512();
-                    UNROLL for (int g = 0; g < 8; g++) I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
-                    S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(I, sc));
+                    __m512i I = _mm512_setzero_si512(), J = _mm512_setzero_si512(); /* two chains */
+                    UNROLL for (int g = 0; g < 8; g += 2) {
+                        I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
+                        J = _mm512_dpbusd_epi32(J, q[g + 1], r8_b4x(a + 4 * g + 4));
+                    }
+                    S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(_mm512_add_epi32(I, J), sc));
                 }
             }
             __m512i mp[8];
