@@ -71,13 +71,15 @@
  * was the per-row work (scales, horizontal sums, a stream per row), which
  * the r8 layout below shares across 8 rows: bench_matmul 65536 x 2048 from
  * DRAM, one core, Q4_0 / Q4_K: AVX-512 rows 22.8 / 24.1 GB/s, r8 (256-bit
- * VNNI) 30.6 / 29.0; the AVX2 level 16.5 / 16.2 -> 31.5 / 29.1, Q8_0 23.2
- * -> 32.2, Q6_K 20.0 -> 23.4 (32768 rows); 2-token tiles Q4_K 121 -> 164
- * GFLOP/s, 4-token 129 -> 203. Two groups per 512-bit vector read two
+ * VNNI) 31.7 / 33.4; the AVX2 level 16.5 / 16.2 -> 33.2 / 32.4, Q8_0 23.2
+ * -> 32.2, Q6_K 20.0 -> 27.8 (32768 rows); 2-token tiles Q4_K 121 -> 184
+ * GFLOP/s, 4-token 129 -> 215. Two groups per 512-bit vector read two
  * streams and fell to 16 GB/s from DRAM (52 from L3), so decode takes one
  * group per 256-bit vector and only prefill pairs them (the bytes are
- * reused from L1/L2 there): 300 / 303 GFLOP/s at 128 tokens against the
- * rows' panel GEMM's 307 / 319.
+ * reused from L1/L2 there): Q4_0 / Q4_K 329 / 311 GFLOP/s at 128 tokens
+ * against the rows' panel GEMM's 307 / 313, once the 8 VPDPBUSD of a block
+ * ran in two dependency chains (one chain: 300 / 305; they were
+ * latency-bound).
  *
  * ISA levels (each includes the ones before it):
  *   scalar  plain C, the reference: simple and obviously right;

@@ -200,11 +200,10 @@ size_t loom_decode_pf(size_t ws) {
  * type that has it. AVX-512: Q4_0, Q4_1 and Q4_K (the types it has r8
  * kernels of its own for), and only where measured to pay
  * (loom_matmul_prefers_r8): AMD Zen 4 (family 0x19 with AVX-512) and
- * later, where one thread decodes TinyLlama Q4_0 at 34 -> 48 tokens/s,
- * Q4_K_M at 34 -> 42 and SmolLM2 (Q4_1) at 182-190 -> 236-246, and
- * prefills 1-5 % slower than the GGUF rows' panel GEMM (TinyLlama 136 ->
- * 134, SmolLM2 1069-1119 -> 1057-1059 tokens/s). Intel keeps the rows its
- * tiles were tuned on (not measured with the layout). */
+ * later, where one thread decodes TinyLlama Q4_0 at 34 -> 50 tokens/s,
+ * Q4_K_M at 34 -> 40 and SmolLM2 (Q4_1) at 192 -> 262, and prefills as
+ * fast or faster (134 -> 149, 141 -> 141, 1104 -> 1119). Intel keeps the
+ * rows its tiles were tuned on (not measured with the layout). */
 #define R8_AVX2 (0 LOOM_R8_TYPES(LOOM_R8_BIT, _))
 #define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K)
 
