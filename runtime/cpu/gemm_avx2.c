@@ -574,12 +574,9 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
     if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) {
         const int64_t nb = k / 32;
         for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *p = grp + (size_t)b * loom_r8_block_bytes(type);
-            const __m256 fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-            const __m256 off = type == LOOM_TYPE_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))) /* m */
-                                                      : _mm256_mul_ps(_mm256_set1_ps(-8.0f), fs); /* as loom_panel_terms32 */
+            __m256 fs, off;
             __m256i q[8];
-            loom_r8_q4_quants(p + (type == LOOM_TYPE_Q4_1 ? 32 : 16), q);
+            loom_r8_q4_block(type, grp + (size_t)b * loom_r8_block_bytes(type), &fs, &off, q);
             UNROLL for (int t = 0; t < NT; t++) {
                 const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
                 __m256i S = _mm256_maddubs_epi16(q[0], bcast4(a));

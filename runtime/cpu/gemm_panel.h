@@ -94,6 +94,17 @@ static inline __attribute__((always_inline)) void loom_r8_q4_quants(const uint8_
     }
 }
 
+/* A Q4_0/Q4_1 block of an r8 group (at p): the 8 rows' scales fs, their
+ * offset term off (Q4_1: the mins; Q4_0: -8 * fs, as loom_panel_terms32)
+ * and their quants. */
+static inline __attribute__((always_inline)) void loom_r8_q4_block(const int type, const uint8_t *p, __m256 *fs,
+                                                                   __m256 *off, __m256i q[8]) {
+    *fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    *off = type == LOOM_TYPE_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                  : _mm256_mul_ps(_mm256_set1_ps(-8.0f), *fs);
+    loom_r8_q4_quants(p + (type == LOOM_TYPE_Q4_1 ? 32 : 16), q);
+}
+
 static inline __attribute__((always_inline)) void loom_r8_k45_quants(const int type, const uint8_t *sb, const int s,
                                                                      __m256i q[8]) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
