@@ -79,7 +79,12 @@
  * reused from L1/L2 there): Q4_0 / Q4_K 329 / 311 GFLOP/s at 128 tokens
  * against the rows' panel GEMM's 307 / 313, once the 8 VPDPBUSD of a block
  * ran in two dependency chains (one chain: 300 / 305; they were
- * latency-bound).
+ * latency-bound). Q5_K's fifth bits cost prefill 250 GFLOP/s against its
+ * rows' 280 while each 8-token pass unpacked the quants again; the
+ * K-quants' prefill now unpacks 4 super-blocks of a pair once into a 21 KiB
+ * panel that every pass reads (Q5_K 300, Q4_K 306-315); Q5_K decode (256-bit
+ * VNNI) reads 38 GB/s from L3 where its rows read 23, n = 4 at 183-193
+ * GFLOP/s against 120.
  *
  * ISA levels (each includes the ones before it):
  *   scalar  plain C, the reference: simple and obviously right;

@@ -34,10 +34,11 @@
  * Calls with enough tokens (loom_gemm_min_n) go to the panel GEMM of
  * gemm_avx512.c instead, which is several times faster there.
  *
- * Q4_0, Q4_1 and Q4_K in the r8 layout (runtime/kernels.h; held that way on AMD
- * Zen 4 and later, dispatch.c): one 8-row group per 256-bit vector with
- * VNNI below 8 tokens (r8_group), two groups per 512-bit vector and 8
- * tokens per pass from 8 tokens on (r8_pairs); both give the AVX2 level's
+ * Q4_0, Q4_1, Q4_K and Q5_K in the r8 layout (runtime/kernels.h; held that
+ * way on AMD Zen 4 and later, dispatch.c): one 8-row group per 256-bit
+ * vector with VNNI below 8 tokens (r8_group), two groups per 512-bit vector
+ * and 8 tokens per pass from 8 tokens on (r8_pairs; the K-quants from a
+ * panel of unpacked super-blocks, r8_kpairs); all give the AVX2 level's
  * bits (the r8 section below).
  *
  * Compiled with -mavx512{f,bw,vl,dq,vnni}; dispatch.c only calls it when the
@@ -578,9 +579,9 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
                 tot[t] = _mm256_fmadd_ps(off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), tot[t]);
             }
         }
-    } else { /* Q4_K */
+    } else { /* Q4_K, Q5_K */
         for (int64_t sb = 0; sb < k / 256; sb++) {
-            const uint8_t *p = grp + (size_t)sb * LOOM_R8_Q4_K;
+            const uint8_t *p = grp + (size_t)sb * loom_r8_block_bytes(type);
             __m256i S[XN], M[XN];
             UNROLL for (int t = 0; t < NT; t++) S[t] = M[t] = _mm256_setzero_si256();
             UNROLL for (int s = 0; s < 8; s++) {
@@ -616,7 +617,7 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
     UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(tmp + 8 * t, tot[t]);
 }
 
-/* Prefill (n >= R8_PAIR_N): two groups per 512-bit vector (group A's rows in
+/* Prefill (n >= R8_PAIR_N) of Q4_0/Q4_1: two groups per 512-bit vector (group A's rows in
  * the low half, B's in the high one; B = A for a lone last group) and up to
  * 8 tokens per pass, so each load and nibble split serves 16 rows x 8
  * tokens; the pair's bytes stay in L1/L2 across passes, so the two streams
@@ -670,45 +671,6 @@ AI void r8_pair(const int type, const int NT, const uint8_t *ga, const uint8_t *
                 tot[t] = _mm512_fmadd_ps(off, _mm512_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), tot[t]);
             }
         }
-    } else { /* Q4_K */
-        for (int64_t sb = 0; sb < k / 256; sb++) {
-            const uint8_t *pa = ga + (size_t)sb * LOOM_R8_Q4_K, *pb = gb + (size_t)sb * LOOM_R8_Q4_K;
-            __m512i S[XP];
-            UNROLL for (int t = 0; t < NT; t++) S[t] = _mm512_setzero_si512();
-            for (int s = 0; s < 8; s++) {
-                const size_t o = 160 + 256 * (size_t)(s >> 1);
-                __m512i q[8];
-                UNROLL for (int g = 0; g < 8; g++) {
-                    const __m512i v = r8_ld2(pa + o + 32 * g, pb + o + 32 * g);
-                    q[g] = _mm512_and_si512(s & 1 ? _mm512_srli_epi16(v, 4) : v, m4);
-                }
-                const __m512i sc = r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
-                UNROLL for (int t = 0; t < NT; t++) {
-                    const uint8_t *a = x + t * xs + 292 * sb + 4 + 32 * s;
-                    __m512i I = _mm512_setzero_si512(), J = _mm512_setzero_si512(); /* two chains */
-                    UNROLL for (int g = 0; g < 8; g += 2) {
-                        I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
-                        J = _mm512_dpbusd_epi32(J, q[g + 1], r8_b4x(a + 4 * g + 4));
-                    }
-                    S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(_mm512_add_epi32(I, J), sc));
-                }
-            }
-            __m512i mp[8];
-            UNROLL for (int j = 0; j < 8; j++) {
-                const __m512i m = r8_u8x2(pa + 96 + 8 * j, pb + 96 + 8 * j);
-                mp[j] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
-            }
-            const __m512 d = r8_f16x2(pa, pb);
-            const __m512 negdmin = _mm512_xor_ps(r8_f16x2(pa + 16, pb + 16), _mm512_set1_ps(-0.0f));
-            UNROLL for (int t = 0; t < NT; t++) {
-                const uint8_t *xt = x + t * xs + 292 * sb;
-                __m512i M = _mm512_setzero_si512();
-                UNROLL for (int j = 0; j < 8; j++) M = _mm512_add_epi32(M, _mm512_madd_epi16(mp[j], r8_b4x(xt + 260 + 4 * j)));
-                const __m512 da = _mm512_set1_ps(loom_ld_f32(xt));
-                tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(S[t]), da), d, tot[t]);
-                tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(M), da), negdmin, tot[t]);
-            }
-        }
     }
     UNROLL for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, rows, tot[t]);
 }
@@ -736,10 +698,112 @@ AI void r8_pairs(const int type, LOOM_MATMUL_PARAMS) {
     }
 }
 
+/* K-quant prefill (Q4_K, Q5_K): a pair's R8_SBC super-blocks unpacked once
+ * (quants as loom_r8_k45_quants gives them, scales and mins widened, d and
+ * -dmin) into a panel in L1 that every 8-token pass then reads, the running
+ * sums carried through y from one panel to the next; the sums and float
+ * steps are r8_group's, lane for lane. Unpacking inside each pass, as the
+ * 32-element types do, cost Q5_K's fifth bits every pass: 250 GFLOP/s
+ * where its rows' GEMM gave 280. */
+enum { R8_SBC = 4 };
+typedef struct {
+    __m512i q[R8_SBC][8][8]; /* [super-block][sub-block s][group g] */
+    __m512i sc[R8_SBC][8], mp[R8_SBC][8];
+    __m512 d[R8_SBC], negdmin[R8_SBC];
+} r8_kpanel;
+
+AI void r8_kunpack(const int type, const uint8_t *pa, const uint8_t *pb, r8_kpanel *P, const int c) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int s = 0; s < 8; s++) {
+        const size_t o = LOOM_R8_K45_QS(type) + 256 * (size_t)(s >> 1);
+        UNROLL for (int g = 0; g < 8; g++) {
+            const __m512i v = r8_ld2(pa + o + 32 * g, pb + o + 32 * g);
+            __m512i q = _mm512_and_si512(s & 1 ? _mm512_srli_epi16(v, 4) : v, m4);
+            if (type == LOOM_TYPE_Q5_K) { /* bit s of qh -> 16 */
+                __m512i hb = _mm512_and_si512(r8_ld2(pa + 160 + 32 * g, pb + 160 + 32 * g), _mm512_set1_epi8((char)(1 << s)));
+                hb = s < 4 ? _mm512_slli_epi16(hb, 4 - s) : s > 4 ? _mm512_srli_epi16(hb, s - 4) : hb;
+                q = _mm512_or_si512(q, hb);
+            }
+            P->q[c][s][g] = q;
+        }
+        P->sc[c][s] = r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
+        const __m512i m = r8_u8x2(pa + 96 + 8 * s, pb + 96 + 8 * s);
+        P->mp[c][s] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+    }
+    P->d[c] = r8_f16x2(pa, pb);
+    P->negdmin[c] = _mm512_xor_ps(r8_f16x2(pa + 16, pb + 16), _mm512_set1_ps(-0.0f));
+}
+
+/* NT tokens (x: their activations from the panel's first super-block on)
+ * over nsb super-blocks of the panel */
+AI void r8_kpass(const int NT, const r8_kpanel *P, const int nsb, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+                 __mmask16 rows, const bool first) {
+    __m512 tot[XP];
+    UNROLL for (int t = 0; t < NT; t++) tot[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows, y + t * ldy);
+    for (int c = 0; c < nsb; c++) {
+        __m512i S[XP];
+        UNROLL for (int t = 0; t < NT; t++) S[t] = _mm512_setzero_si512();
+        for (int s = 0; s < 8; s++) {
+            __m512i q[8];
+            UNROLL for (int g = 0; g < 8; g++) q[g] = P->q[c][s][g];
+            UNROLL for (int t = 0; t < NT; t++) {
+                const uint8_t *a = x + t * xs + 292 * c + 4 + 32 * s;
+                __m512i I = _mm512_setzero_si512(), J = _mm512_setzero_si512(); /* two chains */
+                UNROLL for (int g = 0; g < 8; g += 2) {
+                    I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
+                    J = _mm512_dpbusd_epi32(J, q[g + 1], r8_b4x(a + 4 * g + 4));
+                }
+                S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(_mm512_add_epi32(I, J), P->sc[c][s]));
+            }
+        }
+        UNROLL for (int t = 0; t < NT; t++) {
+            const uint8_t *xt = x + t * xs + 292 * c;
+            __m512i M = _mm512_setzero_si512();
+            UNROLL for (int j = 0; j < 8; j++) M = _mm512_add_epi32(M, _mm512_madd_epi16(P->mp[c][j], r8_b4x(xt + 260 + 4 * j)));
+            const __m512 da = _mm512_set1_ps(loom_ld_f32(xt));
+            tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(S[t]), da), P->d[c], tot[t]);
+            tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(M), da), P->negdmin[c], tot[t]);
+        }
+    }
+    UNROLL for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, rows, tot[t]);
+}
+
+AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
+    r8_kpanel P;
+    const int64_t nsbk = k / 256;
+    const size_t bb = loom_r8_block_bytes(type);
+    for (int64_t r0 = 0; r0 < nr; r0 += 16) {
+        const uint8_t *ga = w + (size_t)r0 * ws, *gb = nr - r0 > 8 ? ga + 8 * ws : ga;
+        const __mmask16 rows = (__mmask16)(nr - r0 < 16 ? (1u << (nr - r0)) - 1 : 0xFFFFu);
+        for (int64_t sb0 = 0; sb0 < nsbk; sb0 += R8_SBC) {
+            const int nsb = (int)(nsbk - sb0 < R8_SBC ? nsbk - sb0 : R8_SBC);
+            for (int c = 0; c < nsb; c++) r8_kunpack(type, ga + (size_t)(sb0 + c) * bb, gb + (size_t)(sb0 + c) * bb, &P, c);
+            for (int64_t t = 0; t < n; t += XP) {
+                const uint8_t *x = xq + t * xs + 292 * sb0;
+                float *yt = y + t * ldy + r0;
+                const int nt = (int)(n - t < XP ? n - t : XP);
+#define KPASS(NT) r8_kpass(NT, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0)
+                switch (nt) {
+                case 1: KPASS(1); break;
+                case 2: KPASS(2); break;
+                case 3: KPASS(3); break;
+                case 4: KPASS(4); break;
+                case 5: KPASS(5); break;
+                case 6: KPASS(6); break;
+                case 7: KPASS(7); break;
+                default: KPASS(8); break;
+                }
+#undef KPASS
+            }
+        }
+    }
+}
+
 /* Every group x every token, XN tokens at a time; prefill by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     if (n >= R8_PAIR_N) {
-        r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
+        if (type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
+        else r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
     for (int64_t r0 = 0; r0 < nr; r0 += 8) {
@@ -786,9 +850,10 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
 #define FAMILY(p, T, s, f) KERNEL_##f(p, T, s)
 LOOM_MATMUL_TYPES(FAMILY, loom_avx512_mm_)
 
-/* Q4_0, Q4_1 and Q4_K; the other r8 types run AVX2's kernels (gemm_avx2.c) */
+/* Q4_0, Q4_1, Q4_K and Q5_K; the other r8 types run AVX2's kernels (gemm_avx2.c) */
 void loom_avx512_r8_q4_0(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_0, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q4_1(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_1, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q4_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_K, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_q5_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q5_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 LOOM_NO_UBSAN_END
