@@ -349,10 +349,11 @@ loom_status loom_weights_repack(loom_weights *w, const loom_gguf *g) {
         loom_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) LOOM_TRY(repack(w, g, ms[i]));
     }
-    /* a head tied to the embedding table shares its bytes, which are read by rows */
-    const uint8_t *h = w->lm_head.data, *e = w->embed.data;
-    const bool tied = h && e && h < e + (size_t)w->embed.rows * w->embed.stride &&
-                      e < h + (size_t)w->lm_head.rows * w->lm_head.stride;
-    if (!tied) LOOM_TRY(repack(w, g, &w->lm_head));
+    /* A head tied to the embedding table stays in rows on every rank: where
+     * one rank holds both, they share the bytes, which the embedding reads
+     * by rows, and a last stage holding only the head must compute what
+     * such a rank does (on AVX-512 the layout's bits are the AVX2 level's,
+     * not the rows'), or pipeline stages would not equal one rank. */
+    if (!w->cfg.tied_embeddings) LOOM_TRY(repack(w, g, &w->lm_head));
     return NULL;
 }

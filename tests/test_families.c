@@ -292,6 +292,49 @@ Test(families, r8_layout_gives_the_gguf_rows_bits) {
     OK(loom_isa_set(was));
 }
 
+/* Which matrices get the layout: an lm head tied to the embedding table
+ * stays in rows on every rank — also on a last stage that holds the head
+ * without the table, or on AVX-512 (where the layout's bits are the AVX2
+ * level's) the stages would not compute what one rank does (caught first
+ * by mpi_equivalence on gemma2 Q5_K_M, pp 2) — and an untied head and the
+ * layers' matrices take it. */
+Test(families, r8_layout_skips_a_tied_head_on_every_stage) {
+    static const synth_model models[] = {
+        {"tied", "--arch llama --layers 2 --dim 256 --heads 8 --kv-heads 2 --ffn 512 --vocab 300 --type Q4_0 --tied"},
+        {"untied", "--arch llama --layers 2 --dim 256 --heads 8 --kv-heads 2 --ffn 512 --vocab 300 --type Q4_0"},
+    };
+    char missing[128];
+    cr_assert(loom_isa_supported(LOOM_ISA_AVX2, missing, sizeof missing),
+              "this test needs the AVX2 level, whose kernels hold Q4_0 in the r8 layout (missing: %s)", missing);
+    const loom_isa was = loom_isa_get();
+    OK(loom_isa_set(LOOM_ISA_AVX2));
+    cr_assert(loom_matmul_prefers_r8(LOOM_TYPE_Q4_0), "the AVX2 level does not hold Q4_0 in the r8 layout (LOOM_R8 set?)");
+    char path[256];
+    for (int i = 0; i < 2; i++) {
+        loom_gguf *g = open_synth(&models[i], path, sizeof path);
+        loom_model_config c;
+        OK(loom_model_config_read(g, &c));
+        cr_assert_eq(c.tied_embeddings, i == 0, "%s: tied_embeddings %d", models[i].name, c.tied_embeddings);
+        for (int whole = 0; whole < 2; whole++) { /* the last stage alone, then one rank with everything */
+            loom_shard sh = loom_shard_full(&c);
+            if (!whole) {
+                sh.layer_begin = 1;
+                sh.embed = false;
+            }
+            loom_weights *w;
+            OK(loom_weights_create(g, &c, &sh, &w));
+            OK(loom_weights_repack(w, g));
+            cr_assert(w->lm_head.data && w->lm_head.r8 == (i == 1), "%s, %s: lm head %s", models[i].name,
+                      whole ? "one rank" : "last stage", w->lm_head.r8 ? "interleaved" : "in rows");
+            cr_assert(w->layers[0].wq.r8 && w->layers[0].w_down.r8, "%s: layer matrices in rows", models[i].name);
+            loom_weights_free(w);
+        }
+        loom_gguf_free(g);
+        unlink(path);
+    }
+    OK(loom_isa_set(was));
+}
+
 /* The hidden states of a TP split equal one rank's up to float rounding of
  * the split sums (F32/F16 models: no 8-bit activations to amplify it). */
 Test(families, tp_split_sums_to_one_rank) {
