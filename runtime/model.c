@@ -88,6 +88,22 @@ static void release_pages(const void *p, size_t n) {
     if (e > a) (void)madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
+/* A weight matrix's own copy (a slice, an interleaved layout), freed with
+ * free(). From 2 MiB on it is 2 MiB-aligned and asks for transparent huge
+ * pages (where the kernel offers them on request, as Debian's default
+ * "madvise" does): decode streams every byte once per token. Zen 4, one
+ * thread, alternating in one run: TinyLlama Q4_0 decode 47.1 / 45.0 / 43.6
+ * tokens/s with 4 KiB pages, 50.5 / 50.9 / 47.5 with 2 MiB ones; SmolLM2
+ * and Llama-3.2-1B Q4_K_M within the noise (prefill alike). */
+static void *alloc_copy(size_t bytes) {
+    enum { HUGE = 2 << 20 };
+    if (bytes < HUGE) return malloc(bytes ? bytes : 1);
+    void *p;
+    if (posix_memalign(&p, HUGE, bytes)) return NULL;
+    (void)madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
+}
+
 /* Columns [c0, c1) of a 2-D weight [cols, rows]: a view when whole, else a
  * compact copy (the slice is strided through the tensor). */
 static loom_status bind_cols(loom_weights *w, const loom_gguf *g, const char *name, int64_t cols, int64_t rows,
@@ -105,7 +121,7 @@ static loom_status bind_cols(loom_weights *w, const loom_gguf *g, const char *na
     size_t src_stride = loom_type_row_bytes(t->type, cols);
     size_t off = loom_type_row_bytes(t->type, c0);
     size_t stride = loom_type_row_bytes(t->type, c1 - c0);
-    uint8_t *buf = malloc((size_t)rows * stride);
+    uint8_t *buf = alloc_copy((size_t)rows * stride);
     if (!buf) return loom_error(LOOM_ERR_NOMEM, "cannot allocate %zu bytes for a slice of %s", (size_t)rows * stride, name);
     LOOM_TRY(own(w, buf));
     for (int64_t r = 0; r < rows; r++) memcpy(buf + r * stride, (const uint8_t *)t->data + r * src_stride + off, stride);
@@ -320,7 +336,7 @@ void loom_weights_free(loom_weights *w) {
 static loom_status repack(loom_weights *w, const loom_gguf *g, loom_mat *m) {
     if (!m->data || m->r8 || !loom_matmul_prefers_r8(m->type)) return NULL;
     const size_t bytes = loom_r8_bytes(m->type, m->rows, m->cols), old = (size_t)m->rows * m->stride;
-    uint8_t *buf = bytes ? malloc(bytes) : NULL;
+    uint8_t *buf = bytes ? alloc_copy(bytes) : NULL;
     if (!buf) return loom_error(LOOM_ERR_NOMEM, "cannot allocate %zu bytes for an interleaved copy of a %lld x %lld %s matrix",
                                 bytes, (long long)m->rows, (long long)m->cols, loom_type_name(m->type));
     loom_repack_r8(m->type, m->data, m->stride, m->rows, m->cols, buf);
