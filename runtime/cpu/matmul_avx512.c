@@ -617,11 +617,11 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
     UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(tmp + 8 * t, tot[t]);
 }
 
-/* Prefill (n >= R8_PAIR_N) of Q4_0/Q4_1: two groups per 512-bit vector (group A's rows in
- * the low half, B's in the high one; B = A for a lone last group) and up to
- * 8 tokens per pass, so each load and nibble split serves 16 rows x 8
- * tokens; the pair's bytes stay in L1/L2 across passes, so the two streams
- * that slow decode do not matter here. Same integer sums and float steps as
+/* Prefill (n >= R8_PAIR_N) of Q4_0/Q4_1: two groups per 512-bit vector
+ * (group A's rows in the low half, B's in the high one; B = A for a lone
+ * last group) and up to 8 tokens per pass, so each load and nibble split
+ * serves 16 rows x 8 tokens; the pair's bytes stay in L1/L2 across passes,
+ * so the two streams that slow decode do not matter here. Same integer sums and float steps as
  * r8_group, lane for lane. (A panel of the quants split once per 256
  * columns for all tokens, with the running sums carried through y, was 20 %
  * slower on Zen 4: the activations walked 2.5 KiB apart.) */
