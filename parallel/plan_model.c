@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "parallel/plan_internal.h"
+#include "runtime/kernels.h"
 #include "runtime/kv_cache.h"
 
 /* ------------------------------------------------------------- helpers */
@@ -185,25 +186,40 @@ void loom_plan_layer_mats(const loom_plan_model *m, int l, int64_t nq, int64_t n
     out[6] = (loom_plan_mat){L->down, dim, nffn};
 }
 
-/* Bytes loom_weights_create binds for nq query heads, nkv KV heads and
- * nffn MLP columns of layer l (norms and biases as F32), each matrix's
- * weighted by b when given (norms and biases as the main type). */
-static int64_t layer_cost(const loom_plan_model *m, const loom_plan_balance *bal, int l, int64_t nq, int64_t nkv,
-                          int64_t nffn) {
+/* Bytes a rank computing on the CPU holds of a matrix it multiplies after
+ * loom_weights_repack: the r8 copy (runtime/kernels.h: rows rounded up to
+ * whole groups of 8; Q4_K and Q5_K 148 and 180 bytes per super-block and
+ * row against the file's 144 and 176, the other types the file's bytes) for
+ * every type that has the layout, whichever layout the rank's CPU prefers —
+ * so every rank computes the same figure (plan_wire checks it), an upper
+ * bound by at most 2.8 % where the rows stay (Intel AVX-512, a GPU). */
+static int64_t held_bytes(loom_type t, int64_t rows, int64_t k) {
+    if (rows <= 0) return 0;
+    return loom_type_has_r8(t) ? (int64_t)loom_r8_bytes(t, rows, k) : rows * row_bytes(t, k);
+}
+
+/* Bytes of the file's tensors for nq query heads, nkv KV heads and nffn MLP
+ * columns of layer l (norms and biases as F32), each matrix's weighted by
+ * b when given (norms and biases as the main type); held: the matrices as
+ * a CPU rank holds them (held_bytes) instead. */
+static int64_t layer_cost(const loom_plan_model *m, const loom_plan_balance *bal, bool held, int l, int64_t nq,
+                          int64_t nkv, int64_t nffn) {
     loom_plan_mat mats[LOOM_PLAN_LAYER_MATS];
     loom_plan_layer_mats(m, l, nq, nkv, nffn, mats);
     int64_t b = 4 * loom_layer_vector_floats(&m->cfg, nq, nkv, nffn);
     for (int i = 0; i < LOOM_PLAN_LAYER_MATS; i++)
-        if (mats[i].rows) b += wt(bal, mats[i].type, mats[i].rows * row_bytes(mats[i].type, mats[i].k));
+        if (mats[i].rows)
+            b += held ? held_bytes(mats[i].type, mats[i].rows, mats[i].k)
+                      : wt(bal, mats[i].type, mats[i].rows * row_bytes(mats[i].type, mats[i].k));
     return b;
 }
 
 /* Bytes of a whole layer (every head and column). */
 int64_t loom_plan_full_layer_bytes(const loom_plan_model *m, int l) {
-    return layer_cost(m, NULL, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
+    return layer_cost(m, NULL, false, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
 }
 int64_t loom_plan_layer_time(const loom_plan_model *m, const loom_plan_balance *b, int l) {
-    return layer_cost(m, b, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
+    return layer_cost(m, b, false, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
 }
 
 /* Per token the first stage reads an embedding row (and a position row, the
@@ -229,6 +245,8 @@ int64_t loom_plan_stage_cost(const loom_plan_model *m, int l0, int l1, bool firs
     return cost;
 }
 
+/* What loom_weights_create binds, after loom_weights_repack (held_bytes;
+ * a head tied to the embedding table stays in rows) */
 static int64_t shard_weight_bytes(const loom_plan_model *m, const loom_shard *s) {
     const loom_model_config *c = &m->cfg;
     int64_t nv = s->vocab_end - s->vocab_begin, b = 0;
@@ -236,10 +254,12 @@ static int64_t shard_weight_bytes(const loom_plan_model *m, const loom_shard *s)
         b += nv * row_bytes(m->embed, c->dim) + 4 * loom_embed_vector_floats(c);
         if (c->pos == LOOM_POS_LEARNED) b += (int64_t)c->ctx_train * row_bytes(m->pos_embd, c->dim);
     }
-    if (s->head && !c->encoder) b += 4 * loom_head_vector_floats(c) + nv * row_bytes(m->head, c->dim);
+    if (s->head && !c->encoder)
+        b += 4 * loom_head_vector_floats(c) +
+             (c->tied_embeddings ? nv * row_bytes(m->head, c->dim) : held_bytes(m->head, nv, c->dim));
     if (s->layer_end > s->layer_begin) b += 4 * loom_rope_vector_floats(c);
     for (int l = s->layer_begin; l < s->layer_end; l++)
-        b += layer_cost(m, NULL, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin);
+        b += layer_cost(m, NULL, true, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin);
     return b;
 }
 

@@ -119,9 +119,15 @@ Test(families, config_of_each_family) {
 
 /* ------------------------------------------------------------ plan bytes */
 
+/* The plan counts the weights as a CPU rank holds them, every type with an
+ * r8 layout in it (parallel/plan_model.c), as the AVX2 level does. */
 Test(families, plan_weight_bytes_are_what_the_weights_bind) {
     static const int grids[][2] = {{1, 1}, {2, 1}, {3, 1}, {4, 1}, {2, 2}, {1, 2}};
-    char path[256];
+    char path[256], missing[128];
+    cr_assert(loom_isa_supported(LOOM_ISA_AVX2, missing, sizeof missing),
+              "this test needs the AVX2 level, which holds every type with an r8 layout in it (missing: %s)", missing);
+    const loom_isa was = loom_isa_get();
+    OK(loom_isa_set(LOOM_ISA_AVX2));
     for (size_t i = 0; i < N_MODELS; i++) {
         loom_gguf *g = open_synth(&models[i], path, sizeof path);
         loom_model_config c;
@@ -143,6 +149,7 @@ Test(families, plan_weight_bytes_are_what_the_weights_bind) {
             for (int r = 0; r < p->world; r++) {
                 loom_weights *w;
                 OK(loom_weights_create(g, &c, &p->ranks[r].shard, &w));
+                OK(loom_weights_repack(w, g)); /* the AVX2 level: every type with an r8 layout in it */
                 cr_assert_eq((int64_t)(w->bytes_mapped + w->bytes_copied), p->ranks[r].weight_bytes,
                              "%s tp %d pp %d rank %d: binds %zu + %zu bytes, the plan says %lld", models[i].name,
                              grids[k][0], grids[k][1], r, w->bytes_mapped, w->bytes_copied,
@@ -156,6 +163,7 @@ Test(families, plan_weight_bytes_are_what_the_weights_bind) {
         loom_gguf_free(g);
         unlink(path);
     }
+    OK(loom_isa_set(was));
 }
 
 /* ------------------------------------------------------------ TP by hand */

@@ -28,6 +28,8 @@
 #include "parallel/plan_balance.h"
 #include "reference.h"
 #include "runtime/gguf_write.h"
+#include "runtime/kernels.h"
+#include "runtime/model.h"
 #include "runtime/kv_cache.h"
 
 #define OK(expr)                                                                                                       \
@@ -184,13 +186,19 @@ static uint32_t blk(loom_type t) { return loom_type_info(t)->block_size; }
 static int64_t rowb(loom_type t, int64_t n) { return (int64_t)loom_type_row_bytes(t, n); }
 static int64_t gcd(int64_t a, int64_t b) { return b ? gcd(b, a % b) : a; }
 
+/* A matrix of n rows of k columns as a CPU rank holds it: in the r8 layout
+ * (whole groups of 8 rows) where its type has one, else the file's rows. */
+static int64_t heldb(loom_type t, int64_t n, int64_t k) {
+    return loom_type_has_r8(t) ? (n + 7) / 8 * 8 * (int64_t)loom_r8_row_bytes(t, k) : n * rowb(t, k);
+}
+
 /* Bytes of one layer for nq query heads, nkv KV heads, nf MLP columns. */
 static int64_t layer_cost(const loom_plan_model *m, int l, int64_t nq, int64_t nkv, int64_t nf) {
     const loom_model_config *c = &m->cfg;
     const loom_plan_layer *L = &m->layers[l];
     int64_t hd = c->head_dim, d = c->dim;
-    int64_t b = nq * hd * rowb(L->q, d) + nkv * hd * rowb(L->k, d) + nkv * hd * rowb(L->v, d) +
-                d * rowb(L->o, nq * hd) + nf * rowb(L->gate, d) + nf * rowb(L->up, d) + d * rowb(L->down, nf);
+    int64_t b = heldb(L->q, nq * hd, d) + heldb(L->k, nkv * hd, d) + heldb(L->v, nkv * hd, d) + heldb(L->o, d, nq * hd) +
+                heldb(L->gate, nf, d) + heldb(L->up, nf, d) + heldb(L->down, d, nf);
     b += 2 * d * 4;
     if (c->qkv_bias) b += 4 * hd * (nq + 2 * nkv);
     return b;
@@ -200,7 +208,7 @@ static int64_t shard_bytes(const loom_plan_model *m, const loom_shard *s) {
     const loom_model_config *c = &m->cfg;
     int64_t b = 0, nv = s->vocab_end - s->vocab_begin;
     if (s->embed) b += nv * rowb(m->embed, c->dim);
-    if (s->head) b += nv * rowb(m->head, c->dim) + 4 * c->dim;
+    if (s->head) b += (c->tied_embeddings ? nv * rowb(m->head, c->dim) : heldb(m->head, nv, c->dim)) + 4 * c->dim;
     if (c->has_rope_factors) b += 4 * (c->rope_dim / 2);
     for (int l = s->layer_begin; l < s->layer_end; l++)
         b += layer_cost(m, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin);
@@ -724,19 +732,28 @@ Test(plan, default_model_many_grids) {
     loom_gguf_free(g);
 }
 
-/* The plan's weight bytes are what loom_weights_create binds. */
+/* The plan's weight bytes are what loom_weights_create binds once
+ * loom_weights_repack has put every matrix with an r8 layout into it (as
+ * the AVX2 level does). */
 static void weights_match(const loom_gguf *g, const loom_model_config *cfg, const loom_plan_model *m, int tp, int pp) {
     loom_plan_request req = loom_plan_request_defaults(tp, pp);
     loom_plan *p;
     OK(loom_plan_make(m, &req, NULL, &p));
+    char missing[128];
+    cr_assert(loom_isa_supported(LOOM_ISA_AVX2, missing, sizeof missing),
+              "this test needs the AVX2 level, which holds every type with an r8 layout in it (missing: %s)", missing);
+    const loom_isa was = loom_isa_get();
+    OK(loom_isa_set(LOOM_ISA_AVX2));
     for (int r = 0; r < p->world; r++) {
         loom_weights *w;
         OK(loom_weights_create(g, cfg, &p->ranks[r].shard, &w));
+        OK(loom_weights_repack(w, g));
         cr_assert_eq((int64_t)(w->bytes_mapped + w->bytes_copied), p->ranks[r].weight_bytes,
-                     "tp %d pp %d rank %d: loom_weights_create binds %zu + %zu bytes, the plan says %lld", tp, pp, r,
+                     "tp %d pp %d rank %d: the weights hold %zu + %zu bytes, the plan says %lld", tp, pp, r,
                      w->bytes_mapped, w->bytes_copied, (long long)p->ranks[r].weight_bytes);
         loom_weights_free(w);
     }
+    OK(loom_isa_set(was));
     loom_plan_free(p);
 }
 
