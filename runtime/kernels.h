@@ -84,7 +84,20 @@
  * K-quants' prefill now unpacks 4 super-blocks of a pair once into a 21 KiB
  * panel that every pass reads (Q5_K 300, Q4_K 306-315); Q5_K decode (256-bit
  * VNNI) reads 38 GB/s from L3 where its rows read 23, n = 4 at 183-193
- * GFLOP/s against 120.
+ * GFLOP/s against 120. Q6_K in the layout (a VNNI kernel, tried) read 41
+ * GB/s from L3 against the rows' 34 but 22.5 against 25.8 from DRAM at
+ * k = 5632 (TinyLlama's ffn_down), and one thread decoded TinyLlama Q6_K at
+ * 26-27 tokens/s against 29-31 in rows: Q6_K stays in rows on AVX-512.
+ * Two threads (Zen 4, 2 cores of a VM): one thread decodes at 87-104 % of
+ * the probe's read bandwidth, two at 62-92 %; the engine's caller thread
+ * waits 5 % of a 2-thread decode at the pool's barriers, and the same 154
+ * TinyLlama-shaped Q4_0 matmuls in a bare loop read 21-59 GB/s from one
+ * repetition to the next whether each matrix's rows are split in halves,
+ * whole matrices alternate between the threads or each thread takes half
+ * the model (two processes at once: 55-69 GB/s in a good minute). What two
+ * threads reach is this machine's bandwidth of the minute, which the
+ * probe's best-of-5 pass overstates. Weight copies sit in 2 MiB pages
+ * (MADV_HUGEPAGE, runtime/model.c): TinyLlama Q4_0 one thread +7 %.
  *
  * ISA levels (each includes the ones before it):
  *   scalar  plain C, the reference: simple and obviously right;
