@@ -96,10 +96,10 @@ static void release_pages(const void *p, size_t n) {
  * tokens/s with 4 KiB pages, 50.5 / 50.9 / 47.5 with 2 MiB ones; SmolLM2
  * and Llama-3.2-1B Q4_K_M within the noise (prefill alike). */
 static void *alloc_copy(size_t bytes) {
-    enum { HUGE = 2 << 20 };
-    if (bytes < HUGE) return malloc(bytes ? bytes : 1);
+    enum { HUGE_PAGE = 2 << 20 };
+    if (bytes < HUGE_PAGE) return malloc(bytes ? bytes : 1);
     void *p;
-    if (posix_memalign(&p, HUGE, bytes)) return NULL;
+    if (posix_memalign(&p, HUGE_PAGE, bytes)) return NULL;
     (void)madvise(p, bytes, MADV_HUGEPAGE);
     return p;
 }

@@ -119,15 +119,25 @@ Test(families, config_of_each_family) {
 
 /* ------------------------------------------------------------ plan bytes */
 
-/* The plan counts the weights as a CPU rank holds them, every type with an
- * r8 layout in it (parallel/plan_model.c), as the AVX2 level does. */
-Test(families, plan_weight_bytes_are_what_the_weights_bind) {
-    static const int grids[][2] = {{1, 1}, {2, 1}, {3, 1}, {4, 1}, {2, 2}, {1, 2}};
-    char path[256], missing[128];
+/* Switches to the AVX2 level, which holds every type with an r8 layout in
+ * it (runtime/cpu/dispatch.c), and returns the level to restore. */
+static loom_isa use_avx2_r8(void) {
+    char missing[128];
     cr_assert(loom_isa_supported(LOOM_ISA_AVX2, missing, sizeof missing),
               "this test needs the AVX2 level, which holds every type with an r8 layout in it (missing: %s)", missing);
     const loom_isa was = loom_isa_get();
     OK(loom_isa_set(LOOM_ISA_AVX2));
+    cr_assert(loom_matmul_prefers_r8(LOOM_TYPE_Q4_0) && loom_matmul_prefers_r8(LOOM_TYPE_Q4_K),
+              "the AVX2 level does not hold Q4_0 and Q4_K in the r8 layout (LOOM_R8 set?)");
+    return was;
+}
+
+/* The plan counts the weights as a CPU rank holds them, every type with an
+ * r8 layout in it (parallel/plan_model.c), as the AVX2 level does. */
+Test(families, plan_weight_bytes_are_what_the_weights_bind) {
+    static const int grids[][2] = {{1, 1}, {2, 1}, {3, 1}, {4, 1}, {2, 2}, {1, 2}};
+    char path[256];
+    const loom_isa was = use_avx2_r8();
     for (size_t i = 0; i < N_MODELS; i++) {
         loom_gguf *g = open_synth(&models[i], path, sizeof path);
         loom_model_config c;
@@ -269,13 +279,7 @@ Test(families, r8_layout_gives_the_gguf_rows_bits) {
                  "--rope-dim 24"},
         {"llama", "--arch llama --layers 2 --dim 768 --heads 12 --kv-heads 3 --ffn 1536 --vocab 300 --type Q4_K_M"},
     };
-    char missing[128];
-    cr_assert(loom_isa_supported(LOOM_ISA_AVX2, missing, sizeof missing),
-              "this test needs the AVX2 level, whose kernels hold Q4_0 in the r8 layout (missing: %s)", missing);
-    const loom_isa was = loom_isa_get();
-    OK(loom_isa_set(LOOM_ISA_AVX2));
-    cr_assert(loom_matmul_prefers_r8(LOOM_TYPE_Q4_0) && loom_matmul_prefers_r8(LOOM_TYPE_Q4_K),
-              "the AVX2 level does not hold Q4_0 and Q4_K in the r8 layout (LOOM_R8 set?)");
+    const loom_isa was = use_avx2_r8();
     int32_t tokens[24];
     for (int i = 0; i < 24; i++) tokens[i] = (int32_t)((i * 41 + 7) % 300);
     char path[256];
@@ -311,12 +315,7 @@ Test(families, r8_layout_skips_a_tied_head_on_every_stage) {
         {"tied", "--arch llama --layers 2 --dim 256 --heads 8 --kv-heads 2 --ffn 512 --vocab 300 --type Q4_0 --tied"},
         {"untied", "--arch llama --layers 2 --dim 256 --heads 8 --kv-heads 2 --ffn 512 --vocab 300 --type Q4_0"},
     };
-    char missing[128];
-    cr_assert(loom_isa_supported(LOOM_ISA_AVX2, missing, sizeof missing),
-              "this test needs the AVX2 level, whose kernels hold Q4_0 in the r8 layout (missing: %s)", missing);
-    const loom_isa was = loom_isa_get();
-    OK(loom_isa_set(LOOM_ISA_AVX2));
-    cr_assert(loom_matmul_prefers_r8(LOOM_TYPE_Q4_0), "the AVX2 level does not hold Q4_0 in the r8 layout (LOOM_R8 set?)");
+    const loom_isa was = use_avx2_r8();
     char path[256];
     for (int i = 0; i < 2; i++) {
         loom_gguf *g = open_synth(&models[i], path, sizeof path);
