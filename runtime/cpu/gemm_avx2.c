@@ -17,7 +17,7 @@
  *     token's activations gives 8 int32 vectors, and a VPHADDD tree turns
  *     them into one vector of per-row sums (lane r = row r);
  *   - weights in the r8 layout (runtime/kernels.h; loom_weights_repack puts
- *     Q4_0, Q8_0, Q4_K, Q5_K and Q6_K there on this level), every token
+ *     Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K there on this level), every token
  *     count: the layout is the panel already, so a group's 8 rows are one
  *     stream, their scales one load, and no VPHADDD tree is needed. On Zen 4
  *     (bench_matmul 32768-65536 x 2048 from DRAM, one core) the row tiles

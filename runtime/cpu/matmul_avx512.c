@@ -675,6 +675,19 @@ AI void r8_pair(const int type, const int NT, const uint8_t *ga, const uint8_t *
     UNROLL for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, rows, tot[t]);
 }
 
+/* CALL(NT) for nt = 1..XP tokens, NT a constant (the passes' templates) */
+#define R8_BY_NT(nt, CALL)                                                                            \
+    switch (nt) {                                                                                     \
+    case 1: CALL(1); break;                                                                           \
+    case 2: CALL(2); break;                                                                           \
+    case 3: CALL(3); break;                                                                           \
+    case 4: CALL(4); break;                                                                           \
+    case 5: CALL(5); break;                                                                           \
+    case 6: CALL(6); break;                                                                           \
+    case 7: CALL(7); break;                                                                           \
+    default: CALL(8); break;                                                                          \
+    }
+
 AI void r8_pairs(const int type, LOOM_MATMUL_PARAMS) {
     for (int64_t r0 = 0; r0 < nr; r0 += 16) {
         const uint8_t *ga = w + (size_t)r0 * ws, *gb = nr - r0 > 8 ? ga + 8 * ws : ga;
@@ -683,16 +696,7 @@ AI void r8_pairs(const int type, LOOM_MATMUL_PARAMS) {
             const uint8_t *x = xq + t * xs;
             const int nt = (int)(n - t < XP ? n - t : XP);
 #define PAIR(NT) r8_pair(type, NT, ga, gb, k, x, xs, y + t * ldy + r0, ldy, rows)
-            switch (nt) {
-            case 1: PAIR(1); break;
-            case 2: PAIR(2); break;
-            case 3: PAIR(3); break;
-            case 4: PAIR(4); break;
-            case 5: PAIR(5); break;
-            case 6: PAIR(6); break;
-            case 7: PAIR(7); break;
-            default: PAIR(8); break;
-            }
+            R8_BY_NT(nt, PAIR)
 #undef PAIR
         }
     }
@@ -712,20 +716,13 @@ typedef struct {
     __m512 d[R8_SBC], negdmin[R8_SBC];
 } r8_kpanel;
 
+/* (the quants of each group by the decode kernels' helper, once per panel) */
 AI void r8_kunpack(const int type, const uint8_t *pa, const uint8_t *pb, r8_kpanel *P, const int c) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int s = 0; s < 8; s++) {
-        const size_t o = LOOM_R8_K45_QS(type) + 256 * (size_t)(s >> 1);
-        UNROLL for (int g = 0; g < 8; g++) {
-            const __m512i v = r8_ld2(pa + o + 32 * g, pb + o + 32 * g);
-            __m512i q = _mm512_and_si512(s & 1 ? _mm512_srli_epi16(v, 4) : v, m4);
-            if (type == LOOM_TYPE_Q5_K) { /* bit s of qh -> 16 */
-                __m512i hb = _mm512_and_si512(r8_ld2(pa + 160 + 32 * g, pb + 160 + 32 * g), _mm512_set1_epi8((char)(1 << s)));
-                hb = s < 4 ? _mm512_slli_epi16(hb, 4 - s) : s > 4 ? _mm512_srli_epi16(hb, s - 4) : hb;
-                q = _mm512_or_si512(q, hb);
-            }
-            P->q[c][s][g] = q;
-        }
+        __m256i qa[8], qb[8];
+        loom_r8_k45_quants(type, pa, s, qa);
+        loom_r8_k45_quants(type, pb, s, qb);
+        UNROLL for (int g = 0; g < 8; g++) P->q[c][s][g] = _mm512_inserti64x4(_mm512_castsi256_si512(qa[g]), qb[g], 1);
         P->sc[c][s] = r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
         const __m512i m = r8_u8x2(pa + 96 + 8 * s, pb + 96 + 8 * s);
         P->mp[c][s] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
@@ -783,16 +780,7 @@ AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
                 float *yt = y + t * ldy + r0;
                 const int nt = (int)(n - t < XP ? n - t : XP);
 #define KPASS(NT) r8_kpass(NT, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0)
-                switch (nt) {
-                case 1: KPASS(1); break;
-                case 2: KPASS(2); break;
-                case 3: KPASS(3); break;
-                case 4: KPASS(4); break;
-                case 5: KPASS(5); break;
-                case 6: KPASS(6); break;
-                case 7: KPASS(7); break;
-                default: KPASS(8); break;
-                }
+                R8_BY_NT(nt, KPASS)
 #undef KPASS
             }
         }
