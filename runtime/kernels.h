@@ -84,10 +84,18 @@
  * K-quants' prefill now unpacks 4 super-blocks of a pair once into a 21 KiB
  * panel that every pass reads (Q5_K 300, Q4_K 306-315); Q5_K decode (256-bit
  * VNNI) reads 38 GB/s from L3 where its rows read 23, n = 4 at 183-193
- * GFLOP/s against 120. Q6_K in the layout (a VNNI kernel, tried) read 41
- * GB/s from L3 against the rows' 34 but 22.5 against 25.8 from DRAM at
- * k = 5632 (TinyLlama's ffn_down), and one thread decoded TinyLlama Q6_K at
- * 26-27 tokens/s against 29-31 in rows: Q6_K stays in rows on AVX-512.
+ * GFLOP/s against 120. Q6_K was arithmetic in the layout too (AVX2 r8: 30
+ * GB/s from L3, 27 from DRAM; a VNNI kernel over it read 41 from L3 but
+ * 22.5 from DRAM at k = 5632, slower than the rows' 25.8) until its bytes
+ * changed: with the 6-bit quants of three quarters whole in a byte's low
+ * bits and the fourth quarter's bits in their top two (11 operations per 4
+ * vectors of quants where nibbles + high-bit pairs took 17, and the -32
+ * offset as one sum shifted once instead of negated pairs per scale), the
+ * AVX2 kernel reads 40 GB/s from L3 and 33 from DRAM, the 256-bit VNNI one
+ * 46 and 36 (k = 5632; rows 26), n = 2 / 4 156 / 189 GFLOP/s from L3
+ * against 116 / 138. TinyLlama Q6_K, one thread: decode 30.0 -> 33.8
+ * tokens/s (LOOM_ISA=avx2 28.2 -> 31.8), prefill the same (the panel
+ * prefill, 270-296 GFLOP/s against the rows' GEMM 285-297).
  * Two threads (Zen 4, 2 cores of a VM): one thread decodes at 87-104 % of
  * the probe's read bandwidth, two at 62-92 %; the engine's caller thread
  * waits 5 % of a 2-thread decode at the pool's barriers, and the same 154
@@ -244,11 +252,12 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  *   element 32s + 4j + i's fifth bit), then qs as Q4_K's (180 bytes per row
  *   where the file has 176);
  * Q6_K: 1680 bytes per super-block of the 8 rows: uint16_t d[8]; int8_t
- *   sc[16][8]; then per half h (elements 128h..): ql[16h..16h+7][8][4],
- *   qh[8h..8h+7][8][4], ql[16h+8..16h+15][8][4] (ql[j][r][i] = row r's
- *   ql[4j + i], qh likewise), the order the kernels read them in: one
- *   stream (with ql and qh in two regions Zen 4 fetched the rows from DRAM
- *   at 13 GB/s instead of 23) (210 bytes per row, as in the file).
+ *   sc[16][8]; then uint8_t q[2][8][3][8][4]: q[h][g][j][r][i], with e =
+ *   128h + 4g + i, holds row r's 6-bit quant of element e + 32j in bits
+ *   0-5 and bits 2j, 2j+1 of element e + 96's in bits 6-7 (one stream,
+ *   read in order: with ql and qh in two regions Zen 4 fetched the rows
+ *   from DRAM at 13 GB/s instead of 23) (210 bytes per row, as in the
+ *   file).
  * The scalar level computes over it what it computes over the rows; the
  * SIMD levels compute the AVX2 level's integer sums and float steps for
  * every token count, so a row's result is the AVX2 level's bits for the

@@ -77,11 +77,21 @@
 #define LOOM_R8_Q6_K 1680
 /* Q4_K/Q5_K: where the rows' quant chunks start (Q5_K: its qh chunks before them) */
 #define LOOM_R8_K45_QS(type) ((type) == LOOM_TYPE_Q5_K ? 416 : 160)
-/* Q6_K: where chunk j of the rows' ql (32 of them) and of their qh (16)
- * sit, in the order the kernels read them (half h: ql 16h..16h+7, qh
- * 8h..8h+7, ql 16h+8..16h+15), one stream (kernels.h) */
-#define LOOM_R8_Q6_QL(j) (144 + 768 * ((j) / 16) + ((j) % 16 < 8 ? 32 * ((j) % 16) : 512 + 32 * ((j) % 16 - 8)))
-#define LOOM_R8_Q6_QH(j) (144 + 768 * ((j) / 8) + 256 + 32 * ((j) % 8))
+/* Q6_K: where the rows' three 32-byte quant chunks i (0..2) of group g
+ * (elements 4g..4g+3 of each quarter) of half h sit (kernels.h) */
+#define LOOM_R8_Q6_Q(h, g, i) (144 + 768 * (h) + 96 * (g) + 32 * (i))
+/* The 6-bit quant (0..63) of element e of a GGUF Q6_K block, and setting
+ * it in a block whose ql and qh start zeroed */
+static inline int loom_q6k_get(const uint8_t *blk, int e) {
+    const int h = e / 128, pp = e % 128 / 32, l = e % 32;
+    const int ql = blk[64 * h + 32 * (pp & 1) + l], qh = blk[128 + 32 * h + l];
+    return (pp < 2 ? ql & 0xF : ql >> 4) | ((qh >> (2 * pp)) & 3) << 4;
+}
+static inline void loom_q6k_set(uint8_t *blk, int e, int q) {
+    const int h = e / 128, pp = e % 128 / 32, l = e % 32;
+    blk[64 * h + 32 * (pp & 1) + l] |= (uint8_t)((q & 0xF) << (pp < 2 ? 0 : 4));
+    blk[128 + 32 * h + l] |= (uint8_t)((q >> 4) << (2 * pp));
+}
 static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type) {
     switch (type) {
     case LOOM_TYPE_Q4_0: return LOOM_R8_Q4_0;
@@ -99,11 +109,9 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
  * r8 block, offset in the GGUF block, length) for each piece. */
 #define LOOM_R8_PIECES(type, r, f, arg)                                                              \
     do {                                                                                             \
-        if ((type) == LOOM_TYPE_Q6_K) {                                                              \
+        if ((type) == LOOM_TYPE_Q6_K) { /* quants: repack.c, loom_r8_gguf_block */                  \
             f(arg, 2 * (r), 208, 2); /* d */                                                         \
             for (int g_ = 0; g_ < 16; g_++) f(arg, 16 + 8 * g_ + (r), 192 + g_, 1); /* scales */     \
-            for (int j_ = 0; j_ < 32; j_++) f(arg, (int)LOOM_R8_Q6_QL(j_) + 4 * (r), 4 * j_, 4);      \
-            for (int j_ = 0; j_ < 16; j_++) f(arg, (int)LOOM_R8_Q6_QH(j_) + 4 * (r), 128 + 4 * j_, 4); \
         } else if ((type) == LOOM_TYPE_Q4_1) {                                                       \
             f(arg, 2 * (r), 0, 2);       /* d */                                                     \
             f(arg, 16 + 2 * (r), 2, 2);  /* m */                                                     \
@@ -126,6 +134,18 @@ static inline void loom_r8_copy_out(loom_r8_copy_args *a, int o8, int og, int n)
 static inline void loom_r8_gguf_block(int type, const uint8_t *grp, int64_t b, int r, uint8_t *out) {
     loom_r8_copy_args a = {grp + (size_t)b * loom_r8_block_bytes(type), out};
     LOOM_R8_PIECES(type, r, loom_r8_copy_out, &a);
+    if (type == LOOM_TYPE_Q6_K) {
+        memset(out, 0, 192);
+        for (int h = 0; h < 2; h++)
+            for (int g = 0; g < 8; g++)
+                for (int i = 0; i < 4; i++) {
+                    int c[3];
+                    for (int j = 0; j < 3; j++) c[j] = a.r8[LOOM_R8_Q6_Q(h, g, j) + 4 * r + i];
+                    const int e = 128 * h + 4 * g + i;
+                    for (int j = 0; j < 3; j++) loom_q6k_set(out, e + 32 * j, c[j] & 0x3F);
+                    loom_q6k_set(out, e + 96, c[0] >> 6 | (c[1] >> 6) << 2 | (c[2] >> 6) << 4);
+                }
+    }
 }
 
 #define LOOM_LEVEL_DECLARE(lv)                                                                        \

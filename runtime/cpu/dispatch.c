@@ -197,17 +197,17 @@ size_t loom_decode_pf(size_t ws) {
      .gelu = loom_##lv##_gelu}
 
 /* The types each level holds in the r8 layout (kernels.h). AVX2: every
- * type that has it. AVX-512: Q4_0, Q4_1, Q4_K and Q5_K (the types it has r8
- * kernels of its own for; its Q8_0 and Q6_K rows read from DRAM as fast as
- * the AVX2 r8 kernels and prefill 2.5x faster), and only where measured to
+ * type that has it. AVX-512: Q4_0, Q4_1, Q4_K, Q5_K and Q6_K (the types it
+ * has r8 kernels of its own for; its Q8_0 rows read from DRAM as fast as
+ * the AVX2 r8 kernel and prefill 2.5x faster), and only where measured to
  * pay (loom_matmul_prefers_r8): AMD Zen 4 (family 0x19 with AVX-512) and
  * later, where one thread decodes TinyLlama Q4_0 at 34 -> 50 tokens/s,
- * Q4_K_M at 34 -> 40, Q5_K_M at 28 -> 34 and SmolLM2 (Q4_1) at 192 -> 262,
- * and prefills as fast or faster (134 -> 149, 141 -> 141, 138 -> 145,
- * 1104 -> 1119). Intel keeps the rows its tiles were tuned on (not
+ * Q4_K_M at 34 -> 40, Q5_K_M at 28 -> 34, Q6_K at 30 -> 34 and SmolLM2
+ * (Q4_1) at 192 -> 262, and prefills as fast or faster (134 -> 149, 141 ->
+ * 141, 138 -> 145, 132 -> 133, 1104 -> 1119). Intel keeps the rows its tiles were tuned on (not
  * measured with the layout). */
 #define R8_AVX2 (0 LOOM_R8_TYPES(LOOM_R8_BIT, _))
-#define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q5_K)
+#define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q5_K | 1ull << LOOM_TYPE_Q6_K)
 
 static const loom_kernels level_tables[LOOM_ISA_COUNT] = {
     [LOOM_ISA_SCALAR] = LEVEL(scalar, NULL, 1, NULL, 0),

@@ -22,7 +22,7 @@
  *     stream, their scales one load, and no VPHADDD tree is needed. On Zen 4
  *     (bench_matmul 32768-65536 x 2048 from DRAM, one core) the row tiles
  *     stream Q4_0 / Q4_K / Q5_K / Q6_K / Q8_0 at 16.5 / 16.2 / 17.0 / 20.0 /
- *     23.2 GB/s, r8 at 31.5-33 / 29-33 / 26.7 / 27.8 / 32.2.
+ *     23.2 GB/s, r8 at 31.5-33 / 29-33 / 26.7 / 33 / 32.2.
  * All paths get the same exact integer sum I per (row, scale group) and
  * then run the same float steps per lane (step32 / stepK_*), in the same
  * order, from the first block of the row to the last (the GEMM carries a
@@ -555,20 +555,15 @@ AI void row_tiles(const int type, const uint8_t *w, size_t ws, int64_t k, int64_
  * tiles': a row's result is the same bits in either layout. No horizontal
  * sums, no per-row loads. */
 
-/* lane r: the int16 pair [v, v] of byte r at p (a K scale or min per row):
- * unsigned (Q4_K/Q5_K), or signed (r8_pairs_i8: Q6_K) */
+/* lane r: the int16 pair [v, v] of unsigned byte r at p (a K scale or min per row) */
 AI __m256i r8_pairs(const uint8_t *p) {
     const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
     return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
 }
-AI __m256i r8_pairs_i8(const uint8_t *p) {
-    const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
-    return _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(v, 16));
-}
 
 AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, const uint8_t *x, size_t xs,
                  float *tmp) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1);
     __m256 tot[RTN];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm256_setzero_ps();
     if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) {
@@ -601,38 +596,45 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
                 tot[t] = step32(type, tot[t], I[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + k + 4 * b)), fs, fs, fs);
         }
     } else if (type == LOOM_TYPE_Q6_K) {
-        const __m256i m30 = _mm256_set1_epi8(0x30);
         for (int64_t sb = 0; sb < k / 256; sb++) {
             const uint8_t *p = grp + (size_t)sb * LOOM_R8_Q6_K;
             __m256i S[RTN];
             UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_setzero_si256();
-            UNROLL for (int h = 0; h < 2; h++)
-                UNROLL for (int pp = 0; pp < 4; pp++) { /* elements 128h + 32pp.., as decK_piece */
-                    __m256i q[8];
-                    UNROLL for (int g = 0; g < 8; g++) {
-                        const __m256i L = _mm256_loadu_si256((const __m256i *)(p + LOOM_R8_Q6_QL(16 * h + 8 * (pp & 1) + g)));
-                        const __m256i H = _mm256_loadu_si256((const __m256i *)(p + LOOM_R8_Q6_QH(8 * h + g)));
-                        const __m256i lo = pp < 2 ? _mm256_and_si256(L, m4) : _mm256_and_si256(_mm256_srli_epi16(L, 4), m4);
-                        const __m256i hi = pp == 0 ? _mm256_slli_epi16(H, 4) : pp == 1 ? _mm256_slli_epi16(H, 2)
-                                         : pp == 2 ? H : _mm256_srli_epi16(H, 2);
-                        q[g] = _mm256_or_si256(lo, _mm256_and_si256(hi, m30));
-                    }
-                    const __m256i sa = r8_pairs_i8(p + 16 + 8 * (8 * h + 2 * pp)), sbv = r8_pairs_i8(p + 24 + 8 * (8 * h + 2 * pp));
-                    UNROLL for (int t = 0; t < NT; t++) {
-                        const uint8_t *a = x + t * xs + 292 * sb + 4 + 128 * h + 32 * pp;
-                        UNROLL for (int g = 0; g < 8; g += 2) /* two groups of 4 per int16 sum (<= 2*2*63*127) */
-                            S[t] = _mm256_add_epi32(S[t], _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(q[g], bcast4(a + 4 * g)),
-                                                                                              _mm256_maddubs_epi16(q[g + 1], bcast4(a + 4 * g + 4))),
-                                                                             g < 4 ? sa : sbv));
+            UNROLL for (int h = 0; h < 2; h++) {
+                __m256i scs[2][4]; /* [hv][pp]: the [sc, sc] pairs of scale group 8h + 2pp + hv */
+                UNROLL for (int pp = 0; pp < 4; pp++) {
+                    const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16 + 8 * (8 * h + 2 * pp))));
+                    const __m256i lo = _mm256_unpacklo_epi16(v, v), hi = _mm256_unpackhi_epi16(v, v);
+                    scs[0][pp] = _mm256_permute2x128_si256(lo, hi, 0x20);
+                    scs[1][pp] = _mm256_permute2x128_si256(lo, hi, 0x31);
+                }
+                UNROLL for (int hv = 0; hv < 2; hv++) { /* groups 4hv..4hv+3 of each quarter: one scale each */
+                    const __m256i *sc = scs[hv];
+                    UNROLL for (int g = 4 * hv; g < 4 * hv + 4; g += 2) {
+                        __m256i q[2][4]; /* [group][quarter]: elements 128h + 32pp + 4g.. */
+                        loom_r8_q6_quants(p, h, g, q[0]);
+                        loom_r8_q6_quants(p, h, g + 1, q[1]);
+                        UNROLL for (int t = 0; t < NT; t++) {
+                            const uint8_t *a = x + t * xs + 292 * sb + 4 + 128 * h + 4 * g;
+                            UNROLL for (int pp = 0; pp < 4; pp++) /* two groups of 4 per int16 sum (<= 2*2*63*127) */
+                                S[t] = _mm256_add_epi32(S[t], _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(q[0][pp], bcast4(a + 32 * pp)),
+                                                                                                  _mm256_maddubs_epi16(q[1][pp], bcast4(a + 32 * pp + 4))),
+                                                                                 sc[pp]));
+                        }
                     }
                 }
-            UNROLL for (int j = 0; j < 8; j++) { /* the -32 offset: bsums x -32 sc, as g_termsK */
-                const __m256i n0 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 16 + 16 * j))), 5));
-                const __m256i n1 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 24 + 16 * j))), 5));
-                const __m256i mp = _mm256_or_si256(_mm256_and_si256(n0, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(n1, 16));
-                UNROLL for (int t = 0; t < NT; t++)
-                    S[t] = _mm256_add_epi32(S[t], _mm256_madd_epi16(mp, bcast4(x + t * xs + 292 * sb + 260 + 4 * j)));
             }
+            /* the -32 offset, as g_termsK: S -= 32 sum_G sc_G bsum_G, the rows' pairs
+             * (sc[2j], sc[2j+1]) from the 16 scale bytes at p + 16 + 16j */
+            __m256i O[RTN];
+            UNROLL for (int t = 0; t < NT; t++) O[t] = _mm256_setzero_si256();
+            UNROLL for (int j = 0; j < 8; j++) {
+                const __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 + 16 * j));
+                const __m256i mp = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(v, _mm_srli_si128(v, 8)));
+                UNROLL for (int t = 0; t < NT; t++)
+                    O[t] = _mm256_add_epi32(O[t], _mm256_madd_epi16(mp, bcast4(x + t * xs + 292 * sb + 260 + 4 * j)));
+            }
+            UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_sub_epi32(S[t], _mm256_slli_epi32(O[t], 5));
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
             UNROLL for (int t = 0; t < NT; t++)
                 tot[t] = stepK(type, tot[t], S[t], S[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), d, d);
@@ -720,9 +722,8 @@ LOOM_MATMUL_TYPES(FAMILY, loom_avx2_mm_)
 #define R8(p, T, s) \
     void loom_avx2_r8_##s(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
 LOOM_R8_TYPES(R8, _)
-/* The AVX-512 level's r8 kernels for the types it has none of its own for
+/* The AVX-512 level's r8 kernel for the type it has none of its own for
  * (and does not hold in the layout by default: dispatch.c) */
 void loom_avx512_r8_q8_0(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q8_0, w, ws, k, nr, xq, xs, n, y, ldy); }
-void loom_avx512_r8_q6_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q6_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 LOOM_NO_UBSAN_END

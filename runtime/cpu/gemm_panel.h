@@ -121,4 +121,22 @@ static inline __attribute__((always_inline)) void loom_r8_k45_quants(const int t
     }
 }
 
+/* Group g of half h of a Q6_K super-block of an r8 group (at sb): q[j], the
+ * 8 rows' 6-bit quants of elements 128h + 32j + 4g.. (kernels.h: three
+ * chunks' low 6 bits, the fourth quarter from their top two; a 16-bit
+ * shift of a byte's top bits moves none across bytes). */
+static inline __attribute__((always_inline)) void loom_r8_q6_quants(const uint8_t *sb, const int h, const int g,
+                                                                    __m256i q[4]) {
+    const __m256i m6 = _mm256_set1_epi8(0x3F), mc0 = _mm256_set1_epi8((char)0xC0);
+    const uint8_t *c = sb + LOOM_R8_Q6_Q(h, g, 0);
+    const __m256i b0 = _mm256_loadu_si256((const __m256i *)c), b1 = _mm256_loadu_si256((const __m256i *)(c + 32)),
+                  b2 = _mm256_loadu_si256((const __m256i *)(c + 64));
+    q[0] = _mm256_and_si256(b0, m6);
+    q[1] = _mm256_and_si256(b1, m6);
+    q[2] = _mm256_and_si256(b2, m6);
+    q[3] = _mm256_or_si256(_mm256_or_si256(_mm256_srli_epi16(_mm256_and_si256(b0, mc0), 6),
+                                           _mm256_srli_epi16(_mm256_and_si256(b1, mc0), 4)),
+                           _mm256_srli_epi16(_mm256_and_si256(b2, mc0), 2));
+}
+
 #endif

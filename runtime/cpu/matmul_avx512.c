@@ -34,12 +34,12 @@
  * Calls with enough tokens (loom_gemm_min_n) go to the panel GEMM of
  * gemm_avx512.c instead, which is several times faster there.
  *
- * Q4_0, Q4_1, Q4_K and Q5_K in the r8 layout (runtime/kernels.h; held that
- * way on AMD Zen 4 and later, dispatch.c): one 8-row group per 256-bit
- * vector with VNNI below 8 tokens (r8_group), two groups per 512-bit vector
- * and 8 tokens per pass from 8 tokens on (r8_pairs; the K-quants from a
- * panel of unpacked super-blocks, r8_kpairs); all give the AVX2 level's
- * bits (the r8 section below).
+ * Q4_0, Q4_1, Q4_K, Q5_K and Q6_K in the r8 layout (runtime/kernels.h;
+ * held that way on AMD Zen 4 and later, dispatch.c): one 8-row group per
+ * 256-bit vector with VNNI below 8 tokens (r8_group), two groups per
+ * 512-bit vector and 8 tokens per pass from 8 tokens on (r8_pairs; the
+ * K-quants from a panel of unpacked super-blocks, r8_kpairs); all give the
+ * AVX2 level's bits (the r8 section below).
  *
  * Compiled with -mavx512{f,bw,vl,dq,vnni}; dispatch.c only calls it when the
  * CPU and OS support all of them.
@@ -579,6 +579,42 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
                 tot[t] = _mm256_fmadd_ps(off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), tot[t]);
             }
         }
+    } else if (type == LOOM_TYPE_Q6_K) {
+        for (int64_t sb = 0; sb < k / 256; sb++) {
+            const uint8_t *p = grp + (size_t)sb * LOOM_R8_Q6_K;
+            __m256i S[XN], O[XN];
+            UNROLL for (int t = 0; t < NT; t++) S[t] = O[t] = _mm256_setzero_si256();
+            UNROLL for (int h = 0; h < 2; h++)
+                UNROLL for (int hv = 0; hv < 2; hv++) { /* groups 4hv..4hv+3 of each quarter pp: scale 8h + 2pp + hv */
+                    __m256i I[XN][4]; /* [token][quarter] */
+                    UNROLL for (int g = 4 * hv; g < 4 * hv + 4; g += 2) {
+                        __m256i q[2][4]; /* [group][quarter] */
+                        loom_r8_q6_quants(p, h, g, q[0]);
+                        loom_r8_q6_quants(p, h, g + 1, q[1]);
+                        UNROLL for (int t = 0; t < NT; t++)
+                            UNROLL for (int pp = 0; pp < 4; pp++) {
+                                const uint8_t *a = x + t * xs + 292 * sb + 4 + 128 * h + 32 * pp + 4 * g;
+                                const __m256i i0 = g == 4 * hv ? _mm256_setzero_si256() : I[t][pp];
+                                I[t][pp] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(i0, q[0][pp], r8_b4(a)), q[1][pp], r8_b4(a + 4));
+                            }
+                    }
+                    UNROLL for (int pp = 0; pp < 4; pp++) {
+                        const __m256i sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 16 + 8 * (8 * h + 2 * pp + hv))));
+                        UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_add_epi32(S[t], _mm256_mullo_epi32(I[t][pp], sc));
+                    }
+                }
+            UNROLL for (int j = 0; j < 8; j++) { /* the -32 offset, as the AVX2 kernel's */
+                const __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 + 16 * j));
+                const __m256i mp = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(v, _mm_srli_si128(v, 8)));
+                UNROLL for (int t = 0; t < NT; t++)
+                    O[t] = _mm256_add_epi32(O[t], _mm256_madd_epi16(mp, r8_b4(x + t * xs + 292 * sb + 260 + 4 * j)));
+            }
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            UNROLL for (int t = 0; t < NT; t++) {
+                const __m256i St = _mm256_sub_epi32(S[t], _mm256_slli_epi32(O[t], 5));
+                tot[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(St), _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb))), d, tot[t]);
+            }
+        }
     } else { /* Q4_K, Q5_K */
         for (int64_t sb = 0; sb < k / 256; sb++) {
             const uint8_t *p = grp + (size_t)sb * loom_r8_block_bytes(type);
@@ -713,6 +749,7 @@ enum { R8_SBC = 4 };
 typedef struct {
     __m512i q[R8_SBC][8][8]; /* [super-block][sub-block s][group g] */
     __m512i sc[R8_SBC][8], mp[R8_SBC][8];
+    __m128i sc6[R8_SBC][16]; /* Q6_K's scale per 16 elements: int8, group A's rows then B's */
     __m512 d[R8_SBC], negdmin[R8_SBC];
 } r8_kpanel;
 
@@ -731,9 +768,33 @@ AI void r8_kunpack(const int type, const uint8_t *pa, const uint8_t *pb, r8_kpan
     P->negdmin[c] = _mm512_xor_ps(r8_f16x2(pa + 16, pb + 16), _mm512_set1_ps(-0.0f));
 }
 
+/* the rows' int16 pairs (sc[2j], sc[2j+1]) from the 16 scale bytes at p */
+AI __m128i r8_q6_pairs(const uint8_t *p) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)p);
+    return _mm_unpacklo_epi8(v, _mm_srli_si128(v, 8));
+}
+
+/* Q6_K: sub-block s = 4h + quarter; quants unsigned (0..63), the -32 offset
+ * by mp as the AVX2 kernel's */
+AI void r8_q6unpack(const uint8_t *pa, const uint8_t *pb, r8_kpanel *P, const int c) {
+    for (int h = 0; h < 2; h++)
+        for (int g = 0; g < 8; g++) {
+            __m256i qa[4], qb[4];
+            loom_r8_q6_quants(pa, h, g, qa);
+            loom_r8_q6_quants(pb, h, g, qb);
+            UNROLL for (int j = 0; j < 4; j++) P->q[c][4 * h + j][g] = _mm512_inserti64x4(_mm512_castsi256_si512(qa[j]), qb[j], 1);
+        }
+    for (int G = 0; G < 16; G++)
+        P->sc6[c][G] = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(pa + 16 + 8 * G)), _mm_loadl_epi64((const __m128i *)(pb + 16 + 8 * G)));
+    for (int j = 0; j < 8; j++)
+        P->mp[c][j] = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(r8_q6_pairs(pa + 16 + 16 * j)),
+                                                                   r8_q6_pairs(pb + 16 + 16 * j), 1));
+    P->d[c] = r8_f16x2(pa, pb);
+}
+
 /* NT tokens (x: their activations from the panel's first super-block on)
  * over nsb super-blocks of the panel */
-AI void r8_kpass(const int NT, const r8_kpanel *P, const int nsb, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                  __mmask16 rows, const bool first) {
     __m512 tot[XP];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows, y + t * ldy);
@@ -743,14 +804,24 @@ AI void r8_kpass(const int NT, const r8_kpanel *P, const int nsb, const uint8_t 
         for (int s = 0; s < 8; s++) {
             __m512i q[8];
             UNROLL for (int g = 0; g < 8; g++) q[g] = P->q[c][s][g];
+            const __m512i sa = type == LOOM_TYPE_Q6_K ? _mm512_cvtepi8_epi32(P->sc6[c][2 * s]) : P->sc[c][s],
+                          sb = type == LOOM_TYPE_Q6_K ? _mm512_cvtepi8_epi32(P->sc6[c][2 * s + 1]) : sa;
             UNROLL for (int t = 0; t < NT; t++) {
                 const uint8_t *a = x + t * xs + 292 * c + 4 + 32 * s;
                 __m512i I = _mm512_setzero_si512(), J = _mm512_setzero_si512(); /* two chains */
+                if (type == LOOM_TYPE_Q6_K) { /* groups 0-3 and 4-7: one scale each */
+                    UNROLL for (int g = 0; g < 4; g++) {
+                        I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
+                        J = _mm512_dpbusd_epi32(J, q[g + 4], r8_b4x(a + 4 * g + 16));
+                    }
+                    S[t] = _mm512_add_epi32(S[t], _mm512_add_epi32(_mm512_mullo_epi32(I, sa), _mm512_mullo_epi32(J, sb)));
+                    continue;
+                }
                 UNROLL for (int g = 0; g < 8; g += 2) {
                     I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
                     J = _mm512_dpbusd_epi32(J, q[g + 1], r8_b4x(a + 4 * g + 4));
                 }
-                S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(_mm512_add_epi32(I, J), P->sc[c][s]));
+                S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(_mm512_add_epi32(I, J), sa));
             }
         }
         UNROLL for (int t = 0; t < NT; t++) {
@@ -758,6 +829,11 @@ AI void r8_kpass(const int NT, const r8_kpanel *P, const int nsb, const uint8_t 
             __m512i M = _mm512_setzero_si512();
             UNROLL for (int j = 0; j < 8; j++) M = _mm512_add_epi32(M, _mm512_madd_epi16(P->mp[c][j], r8_b4x(xt + 260 + 4 * j)));
             const __m512 da = _mm512_set1_ps(loom_ld_f32(xt));
+            if (type == LOOM_TYPE_Q6_K) { /* S - 32 M, one step (the AVX2 kernel's stepK) */
+                S[t] = _mm512_sub_epi32(S[t], _mm512_slli_epi32(M, 5));
+                tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(S[t]), da), P->d[c], tot[t]);
+                continue;
+            }
             tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(S[t]), da), P->d[c], tot[t]);
             tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(M), da), P->negdmin[c], tot[t]);
         }
@@ -774,12 +850,16 @@ AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
         const __mmask16 rows = (__mmask16)(nr - r0 < 16 ? (1u << (nr - r0)) - 1 : 0xFFFFu);
         for (int64_t sb0 = 0; sb0 < nsbk; sb0 += R8_SBC) {
             const int nsb = (int)(nsbk - sb0 < R8_SBC ? nsbk - sb0 : R8_SBC);
-            for (int c = 0; c < nsb; c++) r8_kunpack(type, ga + (size_t)(sb0 + c) * bb, gb + (size_t)(sb0 + c) * bb, &P, c);
+            for (int c = 0; c < nsb; c++) {
+                const uint8_t *pa = ga + (size_t)(sb0 + c) * bb, *pb = gb + (size_t)(sb0 + c) * bb;
+                if (type == LOOM_TYPE_Q6_K) r8_q6unpack(pa, pb, &P, c);
+                else r8_kunpack(type, pa, pb, &P, c);
+            }
             for (int64_t t = 0; t < n; t += XP) {
                 const uint8_t *x = xq + t * xs + 292 * sb0;
                 float *yt = y + t * ldy + r0;
                 const int nt = (int)(n - t < XP ? n - t : XP);
-#define KPASS(NT) r8_kpass(NT, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0)
+#define KPASS(NT) r8_kpass(type, NT, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0)
                 R8_BY_NT(nt, KPASS)
 #undef KPASS
             }
@@ -790,7 +870,7 @@ AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
 /* Every group x every token, XN tokens at a time; prefill by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     if (n >= R8_PAIR_N) {
-        if (type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
+        if (type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         else r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
@@ -838,10 +918,11 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
 #define FAMILY(p, T, s, f) KERNEL_##f(p, T, s)
 LOOM_MATMUL_TYPES(FAMILY, loom_avx512_mm_)
 
-/* Q4_0, Q4_1, Q4_K and Q5_K; the other r8 types run AVX2's kernels (gemm_avx2.c) */
+/* Q8_0 runs AVX2's (gemm_avx2.c) */
 void loom_avx512_r8_q4_0(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_0, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q4_1(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_1, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q4_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q5_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q5_K, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_q6_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q6_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 LOOM_NO_UBSAN_END

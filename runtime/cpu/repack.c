@@ -42,6 +42,19 @@ static void put_k45(int type, uint8_t *p, int r, const uint8_t *blk) {
     for (int j = 0; j < 32; j++) memcpy(p + LOOM_R8_K45_QS(type) + 32 * j + 4 * r, blk + qs + 4 * j, 4);
 }
 
+/* Q6_K: elements e, e+32, e+64 (e = 128h + 4g + i) in the low 6 bits of
+ * chunks 0, 1, 2, and element e+96's bits 0-1, 2-3, 4-5 in their top two */
+static void put_q6k(uint8_t *p, int r, const uint8_t *blk) {
+    put_pieces(LOOM_TYPE_Q6_K, p, r, blk);
+    for (int h = 0; h < 2; h++)
+        for (int g = 0; g < 8; g++)
+            for (int i = 0; i < 4; i++) {
+                const int e = 128 * h + 4 * g + i, q3 = loom_q6k_get(blk, e + 96);
+                for (int j = 0; j < 3; j++)
+                    p[LOOM_R8_Q6_Q(h, g, j) + 4 * r + i] = (uint8_t)(loom_q6k_get(blk, e + 32 * j) | ((q3 >> (2 * j)) & 3) << 6);
+            }
+}
+
 void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr, int64_t k, void *dst) {
     const size_t rb = loom_r8_row_bytes(wt, k);
     if (!rb) return;
@@ -56,6 +69,7 @@ void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *blk = in ? in + (size_t)b * bs : zero;
                 if (wt == LOOM_TYPE_Q4_K || wt == LOOM_TYPE_Q5_K) put_k45(wt, out + (size_t)b * gb, r, blk);
+                else if (wt == LOOM_TYPE_Q6_K) put_q6k(out + (size_t)b * gb, r, blk);
                 else put_pieces(wt, out + (size_t)b * gb, r, blk);
             }
         }
