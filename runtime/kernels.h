@@ -95,7 +95,15 @@
  * 46 and 36 (k = 5632; rows 26), n = 2 / 4 156 / 189 GFLOP/s from L3
  * against 116 / 138. TinyLlama Q6_K, one thread: decode 30.0 -> 33.8
  * tokens/s (LOOM_ISA=avx2 28.2 -> 31.8), prefill the same (the panel
- * prefill, 270-296 GFLOP/s against the rows' GEMM 285-297).
+ * prefill, 270-296 GFLOP/s against the rows' GEMM 285-297). The same for
+ * Q5_K (tried: five sub-blocks' 5-bit quants whole in a byte's low bits,
+ * the other three's bits in the top three of the five, chunks stored in
+ * the order read: 23 operations per 8 vectors where nibbles + fifth bits
+ * take 36) lifted the AVX2 kernel from DRAM (k = 5632: 23.6 -> 28.0 GB/s;
+ * from L3 28 -> 31) but slowed the 256-bit VNNI one (32.6 -> 29.5 GB/s from
+ * DRAM at k = 2048, 38 -> 37 from L3; a software prefetch made it 19), so
+ * Q5_K kept its bytes: one layout per level would give AVX2-only CPUs the
+ * gain.
  * Two threads (Zen 4, 2 cores of a VM): one thread decodes at 87-104 % of
  * the probe's read bandwidth, two at 62-92 %; the engine's caller thread
  * waits 5 % of a 2-thread decode at the pool's barriers, and the same 154
