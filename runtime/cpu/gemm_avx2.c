@@ -19,7 +19,9 @@
  *   - weights in the r8 layout (runtime/kernels.h; loom_weights_repack puts
  *     Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K there on this level), every token
  *     count: the layout is the panel already, so a group's 8 rows are one
- *     stream, their scales one load, and no VPHADDD tree is needed. On Zen 4
+ *     stream, their scales one load, and no VPHADDD tree is needed (the
+ *     K-quants' prefill unpacks 4 super-blocks once for all tokens,
+ *     r8_kgroups). On Zen 4
  *     (bench_matmul 32768-65536 x 2048 from DRAM, one core) the row tiles
  *     stream Q4_0 / Q4_K / Q5_K / Q6_K / Q8_0 at 16.5 / 16.2 / 17.0 / 20.0 /
  *     23.2 GB/s, r8 at 31.5-33 / 29-33 / 26.7 / 33 / 32.2.
@@ -674,9 +676,119 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
     UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(tmp + t * GMR, tot[t]);
 }
 
+/* K-quant prefill (n > RTN): a group's R8_SBC super-blocks unpacked once
+ * (quants as r8_group reads them, scale and min pairs, d and -dmin) into a
+ * panel in L1 that every RTN-token pass then reads, the running sums
+ * carried through y from one panel to the next; sums and float steps are
+ * r8_group's, lane for lane. r8_group unpacks the quants again for every
+ * RTN tokens: Zen 4 (LOOM_ISA=avx2), bench_matmul 4096 x 2048, n = 128:
+ * Q4_K / Q5_K / Q6_K 173 / 149 / 139 GFLOP/s that way. */
+enum { R8_SBC = 4 };
+typedef struct {
+    __m256i q[R8_SBC][8][8];  /* [super-block][sub-block s][group g]; Q6_K: s = 4h + quarter */
+    __m256i sc[R8_SBC][16];   /* [sc, sc] pairs: per sub-block (Q4_K/Q5_K), per 16 elements (Q6_K) */
+    __m256i mp[R8_SBC][8];    /* min pairs [m_j, m_j] (Q4_K/Q5_K), scale pairs [sc_2j, sc_2j+1] (Q6_K) */
+    __m256 d[R8_SBC], negdmin[R8_SBC];
+} r8_kpanel;
+
+AI void r8_kunpack(const int type, const uint8_t *p, r8_kpanel *P, const int c) {
+    P->d[c] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    if (type == LOOM_TYPE_Q6_K) {
+        for (int h = 0; h < 2; h++)
+            for (int g = 0; g < 8; g++) {
+                __m256i q[4];
+                loom_r8_q6_quants(p, h, g, q);
+                UNROLL for (int j = 0; j < 4; j++) P->q[c][4 * h + j][g] = q[j];
+            }
+        for (int G = 0; G < 16; G += 2) { /* scale groups G, G+1: [8 rows of G | 8 of G+1] */
+            const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16 + 8 * G)));
+            const __m256i lo = _mm256_unpacklo_epi16(v, v), hi = _mm256_unpackhi_epi16(v, v);
+            P->sc[c][G] = _mm256_permute2x128_si256(lo, hi, 0x20);
+            P->sc[c][G + 1] = _mm256_permute2x128_si256(lo, hi, 0x31);
+        }
+        for (int j = 0; j < 8; j++) {
+            const __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 + 16 * j));
+            P->mp[c][j] = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(v, _mm_srli_si128(v, 8)));
+        }
+        return;
+    }
+    for (int s = 0; s < 8; s++) {
+        loom_r8_k45_quants(type, p, s, P->q[c][s]);
+        P->sc[c][s] = r8_pairs(p + 32 + 8 * s);
+        P->mp[c][s] = r8_pairs(p + 96 + 8 * s);
+    }
+    P->negdmin[c] = _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))), _mm256_set1_ps(-0.0f));
+}
+
+/* NT tokens (x: their activations from the panel's first super-block on)
+ * over nsb super-blocks of the panel */
+AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb, const uint8_t *x, size_t xs, float *y,
+                 int64_t ldy, const int rows, const bool first) {
+    __m256 tot[RTN];
+    UNROLL for (int t = 0; t < NT; t++) tot[t] = first ? _mm256_setzero_ps() : load_rows(y + t * ldy, rows);
+    for (int c = 0; c < nsb; c++) {
+        __m256i S[RTN], M[RTN];
+        UNROLL for (int t = 0; t < NT; t++) S[t] = M[t] = _mm256_setzero_si256();
+        for (int s = 0; s < 8; s++) {
+            const __m256i *q = P->q[c][s];
+            UNROLL for (int t = 0; t < NT; t++) {
+                const uint8_t *a = x + t * xs + 292 * c + 4 + 32 * s;
+                if (type == LOOM_TYPE_Q6_K) { /* two groups per int16 sum, groups 0-3 and 4-7 one scale each */
+                    UNROLL for (int g = 0; g < 8; g += 2)
+                        S[t] = _mm256_add_epi32(S[t], _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(q[g], bcast4(a + 4 * g)),
+                                                                                          _mm256_maddubs_epi16(q[g + 1], bcast4(a + 4 * g + 4))),
+                                                                         P->sc[c][2 * s + g / 4]));
+                    continue;
+                }
+                UNROLL for (int g0 = 0; g0 < 8; g0 += g_run(type)) {
+                    __m256i S16 = _mm256_maddubs_epi16(q[g0], bcast4(a + 4 * g0));
+                    UNROLL for (int g = g0 + 1; g < g0 + g_run(type); g++)
+                        S16 = _mm256_add_epi16(S16, _mm256_maddubs_epi16(q[g], bcast4(a + 4 * g)));
+                    S[t] = _mm256_add_epi32(S[t], _mm256_madd_epi16(S16, P->sc[c][s]));
+                }
+            }
+        }
+        UNROLL for (int t = 0; t < NT; t++) {
+            const uint8_t *xt = x + t * xs + 292 * c;
+            UNROLL for (int j = 0; j < 8; j++) M[t] = _mm256_add_epi32(M[t], _mm256_madd_epi16(P->mp[c][j], bcast4(xt + 260 + 4 * j)));
+            if (type == LOOM_TYPE_Q6_K) S[t] = _mm256_sub_epi32(S[t], _mm256_slli_epi32(M[t], 5));
+            tot[t] = stepK(type, tot[t], S[t], M[t], _mm256_set1_ps(loom_ld_f32(xt)), P->d[c], P->negdmin[c]);
+        }
+    }
+    UNROLL for (int t = 0; t < NT; t++) store_rows(y + t * ldy, tot[t], rows);
+}
+
+AI void r8_kgroups(const int type, LOOM_MATMUL_PARAMS) {
+    r8_kpanel P;
+    const int64_t nsbk = k / 256;
+    const size_t bb = loom_r8_block_bytes(type);
+    for (int64_t r0 = 0; r0 < nr; r0 += GMR) {
+        const uint8_t *grp = w + (size_t)r0 * ws;
+        const int rows = nr - r0 < GMR ? (int)(nr - r0) : GMR;
+        for (int64_t sb0 = 0; sb0 < nsbk; sb0 += R8_SBC) {
+            const int nsb = (int)(nsbk - sb0 < R8_SBC ? nsbk - sb0 : R8_SBC);
+            for (int c = 0; c < nsb; c++) r8_kunpack(type, grp + (size_t)(sb0 + c) * bb, &P, c);
+            for (int64_t t = 0; t < n; t += RTN) {
+                const uint8_t *x = xq + t * xs + 292 * sb0;
+                float *yt = y + t * ldy + r0;
+                switch (n - t < RTN ? n - t : RTN) {
+                case 1: r8_kpass(type, 1, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0); break;
+                case 2: r8_kpass(type, 2, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0); break;
+                case 3: r8_kpass(type, 3, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0); break;
+                default: r8_kpass(type, 4, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0); break;
+                }
+            }
+        }
+    }
+}
+
 /* Every group x every token, RTN tokens at a time (a group's weights stay
- * in L1 or L2 between token chunks). */
+ * in L1 or L2 between token chunks); the K-quants' prefill by panels. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
+    if (n > RTN && (type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K)) {
+        r8_kgroups(type, w, ws, k, nr, xq, xs, n, y, ldy);
+        return;
+    }
     for (int64_t g = 0; 8 * g < nr; g++) {
         const uint8_t *grp = w + (size_t)g * GMR * ws;
         const int rows = nr - 8 * g < GMR ? (int)(nr - 8 * g) : GMR;
