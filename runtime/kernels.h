@@ -6,7 +6,7 @@
  * Contract: weights are borrowed (views into an mmapped GGUF file in the
  * GGML block layouts of quant.h, rows at any alignment; or a level's own
  * layout, made once at load time: the r8 layout below) and never copied.
- * Kernels are single-threaded, allocate nothing (at most ~32 KiB of stack
+ * Kernels are single-threaded, allocate nothing (at most ~44 KiB of stack
  * for a prefill panel) and cannot fail: argument shapes are the caller's
  * contract (k a multiple of the weight type's block size, buffers large
  * enough); the caller splits rows between threads. Only loom_isa_set()
@@ -81,8 +81,10 @@
  * ran in two dependency chains (one chain: 300 / 305; they were
  * latency-bound). Q5_K's fifth bits cost prefill 250 GFLOP/s against its
  * rows' 280 while each 8-token pass unpacked the quants again; the
- * K-quants' prefill now unpacks 4 super-blocks of a pair once into a 21 KiB
- * panel that every pass reads (Q5_K 300, Q4_K 306-315); Q5_K decode (256-bit
+ * K-quants' prefill now unpacks 8 super-blocks of a pair once into a 43 KiB
+ * panel that every pass reads (4 in 21 KiB: Q5_K 300, Q4_K 306-315; 8:
+ * Q4_K / Q5_K / Q6_K 333 / 332 / 300 at k = 2048, 311 / 311 / 278 at 8192
+ * where 4 gave 321 / 321 / 296 and 294 / 294 / 271); Q5_K decode (256-bit
  * VNNI) reads 38 GB/s from L3 where its rows read 23, n = 4 at 183-193
  * GFLOP/s against 120. Q6_K was arithmetic in the layout too (AVX2 r8: 30
  * GB/s from L3, 27 from DRAM; a VNNI kernel over it read 41 from L3 but

@@ -365,7 +365,9 @@ Test(matmul, batch_invariance_every_isa) {
  * a range's rows. */
 static void r8_layout(loom_isa isa) {
     static const int64_t rows_list[] = {1, 7, 8, 13, 40};
-    static const int64_t kb_list[] = {1, 3, 0}; /* blocks (Q4_0: 32 elements, Q4_K: 256); 0: k = 1536 */
+    /* blocks (Q4_0: 32 elements, Q4_K: 256); 0: k = 2560, 10 super-blocks (the K-quants' prefill panels
+     * of 4 and 8 carried over a second and third chunk) */
+    static const int64_t kb_list[] = {1, 3, 0};
     static const int64_t n_list[] = {1, 2, 3, 4, 5, 8, 9, 17, 33};
     enum { NMAX = 33, LDY = 48 };
     const loom_isa ref_isa = isa == LOOM_ISA_SCALAR ? LOOM_ISA_SCALAR : LOOM_ISA_AVX2;
@@ -374,7 +376,7 @@ static void r8_layout(loom_isa isa) {
         if (!loom_type_has_r8((loom_type)t)) continue;
         for (int ki = 0; ki < 3; ki++)
             for (int ri = 0; ri < 5; ri++) {
-                const int64_t k = kb_list[ki] ? kb_list[ki] * loom_type_info((uint32_t)t)->block_size : 1536,
+                const int64_t k = kb_list[ki] ? kb_list[ki] * loom_type_info((uint32_t)t)->block_size : 2560,
                               rows = rows_list[ri];
                 const size_t rb = loom_type_row_bytes((loom_type)t, k), ab = loom_act_row_bytes((loom_type)t, k);
                 const size_t pb = loom_r8_bytes((loom_type)t, rows, k), prb = loom_r8_row_bytes((loom_type)t, k);

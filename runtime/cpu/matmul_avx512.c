@@ -738,14 +738,15 @@ AI void r8_pairs(const int type, LOOM_MATMUL_PARAMS) {
     }
 }
 
-/* K-quant prefill (Q4_K, Q5_K): a pair's R8_SBC super-blocks unpacked once
- * (quants as loom_r8_k45_quants gives them, scales and mins widened, d and
- * -dmin) into a panel in L1 that every 8-token pass then reads, the running
+/* K-quant prefill (Q4_K, Q5_K, Q6_K): a pair's R8_SBC super-blocks unpacked
+ * once (quants as loom_r8_k45_quants / loom_r8_q6_quants give them, scales
+ * and mins widened, d and -dmin) into a panel (43 KiB: 8 super-blocks beat 4
+ * in 21 KiB by 2-6 %, kernels.h) that every 8-token pass then reads, the running
  * sums carried through y from one panel to the next; the sums and float
  * steps are r8_group's, lane for lane. Unpacking inside each pass, as the
  * 32-element types do, cost Q5_K's fifth bits every pass: 250 GFLOP/s
  * where its rows' GEMM gave 280. */
-enum { R8_SBC = 4 };
+enum { R8_SBC = 8 };
 typedef struct {
     __m512i q[R8_SBC][8][8]; /* [super-block][sub-block s][group g] */
     __m512i sc[R8_SBC][8], mp[R8_SBC][8];
