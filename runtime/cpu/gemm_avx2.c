@@ -604,12 +604,7 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_setzero_si256();
             UNROLL for (int h = 0; h < 2; h++) {
                 __m256i scs[2][4]; /* [hv][pp]: the [sc, sc] pairs of scale group 8h + 2pp + hv */
-                UNROLL for (int pp = 0; pp < 4; pp++) {
-                    const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16 + 8 * (8 * h + 2 * pp))));
-                    const __m256i lo = _mm256_unpacklo_epi16(v, v), hi = _mm256_unpackhi_epi16(v, v);
-                    scs[0][pp] = _mm256_permute2x128_si256(lo, hi, 0x20);
-                    scs[1][pp] = _mm256_permute2x128_si256(lo, hi, 0x31);
-                }
+                UNROLL for (int pp = 0; pp < 4; pp++) loom_r8_q6_scale_pairs(p, 8 * h + 2 * pp, &scs[0][pp], &scs[1][pp]);
                 UNROLL for (int hv = 0; hv < 2; hv++) { /* groups 4hv..4hv+3 of each quarter: one scale each */
                     const __m256i *sc = scs[hv];
                     UNROLL for (int g = 4 * hv; g < 4 * hv + 4; g += 2) {
@@ -631,8 +626,7 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             __m256i O[RTN];
             UNROLL for (int t = 0; t < NT; t++) O[t] = _mm256_setzero_si256();
             UNROLL for (int j = 0; j < 8; j++) {
-                const __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 + 16 * j));
-                const __m256i mp = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(v, _mm_srli_si128(v, 8)));
+                const __m256i mp = _mm256_cvtepi8_epi16(loom_r8_q6_offset_pairs(p, j));
                 UNROLL for (int t = 0; t < NT; t++)
                     O[t] = _mm256_add_epi32(O[t], _mm256_madd_epi16(mp, bcast4(x + t * xs + 292 * sb + 260 + 4 * j)));
             }
@@ -700,16 +694,8 @@ AI void r8_kunpack(const int type, const uint8_t *p, r8_kpanel *P, const int c) 
                 loom_r8_q6_quants(p, h, g, q);
                 UNROLL for (int j = 0; j < 4; j++) P->q[c][4 * h + j][g] = q[j];
             }
-        for (int G = 0; G < 16; G += 2) { /* scale groups G, G+1: [8 rows of G | 8 of G+1] */
-            const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 16 + 8 * G)));
-            const __m256i lo = _mm256_unpacklo_epi16(v, v), hi = _mm256_unpackhi_epi16(v, v);
-            P->sc[c][G] = _mm256_permute2x128_si256(lo, hi, 0x20);
-            P->sc[c][G + 1] = _mm256_permute2x128_si256(lo, hi, 0x31);
-        }
-        for (int j = 0; j < 8; j++) {
-            const __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 + 16 * j));
-            P->mp[c][j] = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(v, _mm_srli_si128(v, 8)));
-        }
+        for (int G = 0; G < 16; G += 2) loom_r8_q6_scale_pairs(p, G, &P->sc[c][G], &P->sc[c][G + 1]);
+        for (int j = 0; j < 8; j++) P->mp[c][j] = _mm256_cvtepi8_epi16(loom_r8_q6_offset_pairs(p, j));
         return;
     }
     for (int s = 0; s < 8; s++) {

@@ -139,4 +139,19 @@ static inline __attribute__((always_inline)) void loom_r8_q6_quants(const uint8_
                            _mm256_srli_epi16(_mm256_and_si256(b2, mc0), 2));
 }
 
+/* Q6_K r8 scales (8 rows per scale group G at sb + 16 + 8G): the rows'
+ * signed int8 pairs (sc[2j], sc[2j+1]) for the offset term's bsums pair j,
+ * and the [sc, sc] int16 pairs of groups G and G+1 (G even) */
+static inline __attribute__((always_inline)) __m128i loom_r8_q6_offset_pairs(const uint8_t *sb, const int j) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)(sb + 16 + 16 * j));
+    return _mm_unpacklo_epi8(v, _mm_srli_si128(v, 8));
+}
+static inline __attribute__((always_inline)) void loom_r8_q6_scale_pairs(const uint8_t *sb, const int G, __m256i *a,
+                                                                         __m256i *b) {
+    const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(sb + 16 + 8 * G)));
+    const __m256i lo = _mm256_unpacklo_epi16(v, v), hi = _mm256_unpackhi_epi16(v, v);
+    *a = _mm256_permute2x128_si256(lo, hi, 0x20);
+    *b = _mm256_permute2x128_si256(lo, hi, 0x31);
+}
+
 #endif

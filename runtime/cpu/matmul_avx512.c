@@ -604,8 +604,7 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
                     }
                 }
             UNROLL for (int j = 0; j < 8; j++) { /* the -32 offset, as the AVX2 kernel's */
-                const __m128i v = _mm_loadu_si128((const __m128i *)(p + 16 + 16 * j));
-                const __m256i mp = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(v, _mm_srli_si128(v, 8)));
+                const __m256i mp = _mm256_cvtepi8_epi16(loom_r8_q6_offset_pairs(p, j));
                 UNROLL for (int t = 0; t < NT; t++)
                     O[t] = _mm256_add_epi32(O[t], _mm256_madd_epi16(mp, r8_b4(x + t * xs + 292 * sb + 260 + 4 * j)));
             }
@@ -769,11 +768,6 @@ AI void r8_kunpack(const int type, const uint8_t *pa, const uint8_t *pb, r8_kpan
     P->negdmin[c] = _mm512_xor_ps(r8_f16x2(pa + 16, pb + 16), _mm512_set1_ps(-0.0f));
 }
 
-/* the rows' int16 pairs (sc[2j], sc[2j+1]) from the 16 scale bytes at p */
-AI __m128i r8_q6_pairs(const uint8_t *p) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)p);
-    return _mm_unpacklo_epi8(v, _mm_srli_si128(v, 8));
-}
 
 /* Q6_K: sub-block s = 4h + quarter; quants unsigned (0..63), the -32 offset
  * by mp as the AVX2 kernel's */
@@ -788,8 +782,8 @@ AI void r8_q6unpack(const uint8_t *pa, const uint8_t *pb, r8_kpanel *P, const in
     for (int G = 0; G < 16; G++)
         P->sc6[c][G] = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(pa + 16 + 8 * G)), _mm_loadl_epi64((const __m128i *)(pb + 16 + 8 * G)));
     for (int j = 0; j < 8; j++)
-        P->mp[c][j] = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(r8_q6_pairs(pa + 16 + 16 * j)),
-                                                                   r8_q6_pairs(pb + 16 + 16 * j), 1));
+        P->mp[c][j] = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(loom_r8_q6_offset_pairs(pa, j)),
+                                                                   loom_r8_q6_offset_pairs(pb, j), 1));
     P->d[c] = r8_f16x2(pa, pb);
 }
 
