@@ -98,14 +98,16 @@
  * against 116 / 138. TinyLlama Q6_K, one thread: decode 30.0 -> 33.8
  * tokens/s (LOOM_ISA=avx2 28.2 -> 31.8), prefill the same (the panel
  * prefill, 270-296 GFLOP/s against the rows' GEMM 285-297). The same for
- * Q5_K (tried: five sub-blocks' 5-bit quants whole in a byte's low bits,
- * the other three's bits in the top three of the five, chunks stored in
- * the order read: 23 operations per 8 vectors where nibbles + fifth bits
- * take 36) lifted the AVX2 kernel from DRAM (k = 5632: 23.6 -> 28.0 GB/s;
- * from L3 28 -> 31) but slowed the 256-bit VNNI one (32.6 -> 29.5 GB/s from
- * DRAM at k = 2048, 38 -> 37 from L3; a software prefetch made it 19), so
- * Q5_K kept its bytes: one layout per level would give AVX2-only CPUs the
- * gain. The AVX2 level's K-quant prefill took each group's quants apart
+ * Q5_K (five sub-blocks' 5-bit quants whole in a byte's low bits, the
+ * other three's bits in the top three of the five, chunks stored in the
+ * order read: 23 operations per 8 vectors where nibbles + fifth bits take
+ * 36) lifts the AVX2 kernel from DRAM (k = 5632: 23.6 -> 28.0 GB/s; from L3
+ * 28 -> 31; TinyLlama Q5_K_M LOOM_ISA=avx2 decode 33.4 -> 35.2 tokens/s)
+ * but slowed the 256-bit VNNI one (32.6 -> 29.5 GB/s from DRAM at k = 2048,
+ * 38 -> 37 from L3; a software prefetch made it 19; stored group-major and
+ * read sub-block-major both fell to 16-18): so the levels below AVX-512
+ * hold Q5_K whole and AVX-512 keeps the file's nibbles and fifth bits
+ * (loom_r8_q5_whole; the repack writes what the active level reads). The AVX2 level's K-quant prefill took each group's quants apart
  * again for every 4 tokens; a panel of 4 super-blocks unpacked once
  * (r8_kgroups, as AVX-512's r8_kpairs) gives, Zen 4, n = 128, Q4_K / Q5_K
  * / Q6_K 172 / 149 / 140 -> 206 / 203 / 178 GFLOP/s (the rows' GEMM 183 /
@@ -263,9 +265,14 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  *                           2(j/8) in the low nibbles, 2(j/8)+1 in the high)
  *   (148 bytes per row where the file has 144: the scales unpacked once);
  * Q5_K: 1440 bytes per super-block of the 8 rows: Q4_K's d, dmin, sc, m,
- *   then uint8_t qh[8][8][4] (qh[j][r][i] = row r's qh[4j + i]: bit s is
- *   element 32s + 4j + i's fifth bit), then qs as Q4_K's (180 bytes per row
- *   where the file has 176);
+ *   then on AVX-512 uint8_t qh[8][8][4] (qh[j][r][i] = row r's qh[4j + i]:
+ *   bit s is element 32s + 4j + i's fifth bit), then qs as Q4_K's; on the
+ *   other levels uint8_t q[5][8][8][4] (q[c][g][r][i], e = 4g + i: bits
+ *   0-4 row r's quant of element 32c + e for c < 5; those of elements 160 +
+ *   e, 192 + e, 224 + e in bits 5-7 of c = 0, 1, 2 (their low three) and of
+ *   c = 3, 4 (bits 3-4 of 160 + e and 192 + e; bit 3 and bit 4 of 224 + e
+ *   in bit 7), cpu_kernels.h: loom_r8_q5_get) (180 bytes per row where the
+ *   file has 176 either way);
  * Q6_K: 1680 bytes per super-block of the 8 rows: uint16_t d[8]; int8_t
  *   sc[16][8]; then uint8_t q[2][8][3][8][4]: q[h][g][j][r][i], with e =
  *   128h + 4g + i, holds row r's 6-bit quant of element e + 32j in bits

@@ -77,6 +77,27 @@
 #define LOOM_R8_Q6_K 1680
 /* Q4_K/Q5_K: where the rows' quant chunks start (Q5_K: its qh chunks before them) */
 #define LOOM_R8_K45_QS(type) ((type) == LOOM_TYPE_Q5_K ? 416 : 160)
+/* Q5_K whole (the bytes the levels below AVX-512 read: loom_r8_q5_whole):
+ * where chunk i (0..4) of group g (elements 4g..4g+3 of every sub-block)
+ * sits, and the 5-bit quant of sub-block s from a lane's five bytes c[i];
+ * loom_r8_q5_set makes them from the eight (kernels.h) */
+#define LOOM_R8_Q5_Q(g, i) (160 + 256 * (i) + 32 * (g))
+static inline int loom_r8_q5_get(const uint8_t c[5], int s) {
+    if (s < 5) return c[s] & 0x1F;
+    if (s < 7) return c[s - 5] >> 5 | (c[s - 2] >> 5 & 3) << 3;
+    return c[2] >> 5 | (c[3] >> 7) << 3 | (c[4] >> 7) << 4;
+}
+static inline void loom_r8_q5_set(uint8_t c[5], const int q[8]) {
+    c[0] = (uint8_t)(q[0] | (q[5] & 7) << 5);
+    c[1] = (uint8_t)(q[1] | (q[6] & 7) << 5);
+    c[2] = (uint8_t)(q[2] | (q[7] & 7) << 5);
+    c[3] = (uint8_t)(q[3] | (q[5] >> 3) << 5 | (q[7] >> 3 & 1) << 7);
+    c[4] = (uint8_t)(q[4] | (q[6] >> 3) << 5 | (q[7] >> 4) << 7);
+}
+/* Whether the active level's r8 kernels read Q5_K whole (AVX2, scalar) or
+ * as the file's nibbles and fifth bits (AVX-512, whose VNNI kernel streams
+ * those faster): loom_repack_r8 writes what the active level reads. */
+bool loom_r8_q5_whole(void);
 /* Q6_K: where the rows' three 32-byte quant chunks i (0..2) of group g
  * (elements 4g..4g+3 of each quarter) of half h sit (kernels.h) */
 #define LOOM_R8_Q6_Q(h, g, i) (144 + 768 * (h) + 96 * (g) + 32 * (i))

@@ -237,6 +237,8 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
     fn((const uint8_t *)w + (size_t)r0 * w_stride, w_stride, k, r1 - r0, (const uint8_t *)xq, xq_stride, n, y, ldy);
 }
 
+bool loom_r8_q5_whole(void) { return loom_isa_get() != LOOM_ISA_AVX512; }
+
 bool loom_type_has_r8(loom_type wt) { return (unsigned)wt < LOOM_TYPE_COUNT && level_tables[0].matmul_r8[wt]; }
 
 /* LOOM_R8=0 keeps every type in GGUF rows (for comparisons), 1 puts every

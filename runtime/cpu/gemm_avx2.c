@@ -642,7 +642,7 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             UNROLL for (int t = 0; t < NT; t++) S[t] = M[t] = _mm256_setzero_si256();
             UNROLL for (int s = 0; s < 8; s++) {
                 __m256i q[8];
-                loom_r8_k45_quants(type, p, s, q);
+                loom_r8_k45_quants(type, true, p, s, q);
                 const __m256i sc = r8_pairs(p + 32 + 8 * s);
                 UNROLL for (int t = 0; t < NT; t++) {
                     const uint8_t *a = x + t * xs + 292 * sb + 4 + 32 * s;
@@ -699,7 +699,7 @@ AI void r8_kunpack(const int type, const uint8_t *p, r8_kpanel *P, const int c) 
         return;
     }
     for (int s = 0; s < 8; s++) {
-        loom_r8_k45_quants(type, p, s, P->q[c][s]);
+        loom_r8_k45_quants(type, true, p, s, P->q[c][s]);
         P->sc[c][s] = r8_pairs(p + 32 + 8 * s);
         P->mp[c][s] = r8_pairs(p + 96 + 8 * s);
     }

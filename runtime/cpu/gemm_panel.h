@@ -105,8 +105,25 @@ static inline __attribute__((always_inline)) void loom_r8_q4_block(const int typ
     loom_r8_q4_quants(p + (type == LOOM_TYPE_Q4_1 ? 32 : 16), q);
 }
 
-static inline __attribute__((always_inline)) void loom_r8_k45_quants(const int type, const uint8_t *sb, const int s,
-                                                                     __m256i q[8]) {
+static inline __attribute__((always_inline)) void loom_r8_k45_quants(const int type, const bool whole, const uint8_t *sb,
+                                                                     const int s, __m256i q[8]) {
+    if (type == LOOM_TYPE_Q5_K && whole) { /* loom_r8_q5_get, 32 lanes at once (16-bit shifts of a byte's top bits stay in it) */
+        const __m256i m5 = _mm256_set1_epi8(0x1F), me0 = _mm256_set1_epi8((char)0xE0), m60 = _mm256_set1_epi8(0x60),
+                      m80 = _mm256_set1_epi8((char)0x80);
+        LOOM_UNROLL for (int g = 0; g < 8; g++) {
+#define Q5C(i) _mm256_loadu_si256((const __m256i *)(sb + LOOM_R8_Q5_Q(g, i)))
+            if (s < 5) q[g] = _mm256_and_si256(Q5C(s), m5);
+            else if (s < 7)
+                q[g] = _mm256_or_si256(_mm256_srli_epi16(_mm256_and_si256(Q5C(s - 5), me0), 5),
+                                       _mm256_srli_epi16(_mm256_and_si256(Q5C(s - 2), m60), 2));
+            else
+                q[g] = _mm256_or_si256(_mm256_or_si256(_mm256_srli_epi16(_mm256_and_si256(Q5C(2), me0), 5),
+                                                       _mm256_srli_epi16(_mm256_and_si256(Q5C(3), m80), 4)),
+                                       _mm256_srli_epi16(_mm256_and_si256(Q5C(4), m80), 3));
+#undef Q5C
+        }
+        return;
+    }
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const uint8_t *qp = sb + LOOM_R8_K45_QS(type) + 256 * (s >> 1); /* chunks 8(s/2).., low nibbles for even s */
     LOOM_UNROLL for (int g = 0; g < 8; g++) {

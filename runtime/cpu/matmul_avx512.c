@@ -621,7 +621,7 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             UNROLL for (int t = 0; t < NT; t++) S[t] = M[t] = _mm256_setzero_si256();
             UNROLL for (int s = 0; s < 8; s++) {
                 __m256i q[8];
-                loom_r8_k45_quants(type, p, s, q);
+                loom_r8_k45_quants(type, false, p, s, q);
                 const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 32 + 8 * s)));
                 UNROLL for (int t = 0; t < NT; t++) {
                     const uint8_t *a = x + t * xs + 292 * sb + 4 + 32 * s;
@@ -757,8 +757,8 @@ typedef struct {
 AI void r8_kunpack(const int type, const uint8_t *pa, const uint8_t *pb, r8_kpanel *P, const int c) {
     for (int s = 0; s < 8; s++) {
         __m256i qa[8], qb[8];
-        loom_r8_k45_quants(type, pa, s, qa);
-        loom_r8_k45_quants(type, pb, s, qb);
+        loom_r8_k45_quants(type, false, pa, s, qa);
+        loom_r8_k45_quants(type, false, pb, s, qb);
         UNROLL for (int g = 0; g < 8; g++) P->q[c][s][g] = _mm512_inserti64x4(_mm512_castsi256_si512(qa[g]), qb[g], 1);
         P->sc[c][s] = r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
         const __m512i m = r8_u8x2(pa + 96 + 8 * s, pb + 96 + 8 * s);

@@ -186,18 +186,25 @@ LOOM_MATMUL_TYPES(SCALAR_KERNEL, loom_scalar_mm_)
 static float r8_termK(loom_type wt, const uint8_t *grp, int64_t sb, int r, const uint8_t *x) {
     const uint8_t *p = grp + (size_t)sb * loom_r8_block_bytes(wt);
     int q[256];
-    for (int j = 0; j < 32; j++)
-        for (int i = 0; i < 4; i++) {
-            const uint8_t v = p[LOOM_R8_K45_QS(wt) + 32 * j + 4 * r + i];
-            const int e = 64 * (j / 8) + 4 * (j % 8) + i, l = e % 32; /* sub-blocks 2(j/8) and 2(j/8)+1 */
-            q[e] = v & 0xF;
-            q[e + 32] = v >> 4;
-            if (wt == LOOM_TYPE_Q5_K) { /* bit s of the row's qh[l]: element 32s + l */
-                const uint8_t h = p[160 + 32 * (l / 4) + 4 * r + l % 4];
-                q[e] |= ((h >> (2 * (j / 8))) & 1) << 4;
-                q[e + 32] |= ((h >> (2 * (j / 8) + 1)) & 1) << 4;
-            }
+    if (wt == LOOM_TYPE_Q5_K && loom_r8_q5_whole())
+        for (int l = 0; l < 32; l++) { /* element 32s + l */
+            uint8_t c[5];
+            for (int i = 0; i < 5; i++) c[i] = p[LOOM_R8_Q5_Q(l / 4, i) + 4 * r + l % 4];
+            for (int s = 0; s < 8; s++) q[32 * s + l] = loom_r8_q5_get(c, s);
         }
+    else /* nibbles (and Q5_K's fifth bits, AVX-512's bytes) */
+        for (int j = 0; j < 32; j++)
+            for (int i = 0; i < 4; i++) {
+                const uint8_t v = p[LOOM_R8_K45_QS(wt) + 32 * j + 4 * r + i];
+                const int e = 64 * (j / 8) + 4 * (j % 8) + i, l = e % 32; /* sub-blocks 2(j/8) and 2(j/8)+1 */
+                q[e] = v & 0xF;
+                q[e + 32] = v >> 4;
+                if (wt == LOOM_TYPE_Q5_K) { /* bit s of the row's qh[l]: element 32s + l */
+                    const uint8_t h = p[160 + 32 * (l / 4) + 4 * r + l % 4];
+                    q[e] |= ((h >> (2 * (j / 8))) & 1) << 4;
+                    q[e + 32] |= ((h >> (2 * (j / 8) + 1)) & 1) << 4;
+                }
+            }
     uint8_t sc[8], m[8];
     for (int s = 0; s < 8; s++) sc[s] = p[32 + 8 * s + r], m[s] = p[96 + 8 * s + r];
     loom_block_q8_K a;

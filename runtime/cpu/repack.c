@@ -32,11 +32,21 @@ static void put_pieces(int type, uint8_t *p, int r, const uint8_t *blk) {
     LOOM_R8_PIECES(type, r, copy_in, &a);
 }
 
-static void put_k45(int type, uint8_t *p, int r, const uint8_t *blk) {
+static void put_k45(int type, bool whole, uint8_t *p, int r, const uint8_t *blk) {
     const int qs = type == LOOM_TYPE_Q5_K ? 48 : 16; /* the GGUF block's quants */
     memcpy(p + 2 * r, blk, 2);      /* d */
     memcpy(p + 16 + 2 * r, blk + 2, 2); /* dmin */
     for (int s = 0; s < 8; s++) loom_q4k_scale_min(s, blk + 4, p + 32 + 8 * s + r, p + 96 + 8 * s + r);
+    if (whole) { /* element 32s + l: nibble of qs[32(s/2) + l], bit s of qh[l] */
+        for (int l = 0; l < 32; l++) {
+            int q[8];
+            uint8_t c[5];
+            for (int s = 0; s < 8; s++) q[s] = (blk[qs + 32 * (s / 2) + l] >> (4 * (s & 1)) & 0xF) | (blk[16 + l] >> s & 1) << 4;
+            loom_r8_q5_set(c, q);
+            for (int i = 0; i < 5; i++) p[LOOM_R8_Q5_Q(l / 4, i) + 4 * r + l % 4] = c[i];
+        }
+        return;
+    }
     if (type == LOOM_TYPE_Q5_K)
         for (int j = 0; j < 8; j++) memcpy(p + 160 + 32 * j + 4 * r, blk + 16 + 4 * j, 4); /* qh */
     for (int j = 0; j < 32; j++) memcpy(p + LOOM_R8_K45_QS(type) + 32 * j + 4 * r, blk + qs + 4 * j, 4);
@@ -61,6 +71,7 @@ void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr
     const size_t gb = loom_r8_block_bytes(wt), bs = loom_type_info(wt)->type_size; /* group block, GGUF block */
     const int64_t nb = k / loom_type_info(wt)->block_size;
     static const uint8_t zero[256];
+    const bool q5_whole = wt == LOOM_TYPE_Q5_K && loom_r8_q5_whole();
     for (int64_t g = 0; g * 8 < nr; g++) {
         uint8_t *out = (uint8_t *)dst + (size_t)g * 8 * rb;
         for (int r = 0; r < 8; r++) {
@@ -68,7 +79,7 @@ void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr
             const uint8_t *in = row < nr ? (const uint8_t *)src + (size_t)row * src_stride : NULL;
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *blk = in ? in + (size_t)b * bs : zero;
-                if (wt == LOOM_TYPE_Q4_K || wt == LOOM_TYPE_Q5_K) put_k45(wt, out + (size_t)b * gb, r, blk);
+                if (wt == LOOM_TYPE_Q4_K || wt == LOOM_TYPE_Q5_K) put_k45(wt, q5_whole, out + (size_t)b * gb, r, blk);
                 else if (wt == LOOM_TYPE_Q6_K) put_q6k(out + (size_t)b * gb, r, blk);
                 else put_pieces(wt, out + (size_t)b * gb, r, blk);
             }
