@@ -102,13 +102,15 @@
  * other three's bits in the top three of the five, chunks stored in the
  * order read: 23 operations per 8 vectors where nibbles + fifth bits take
  * 36) lifts the AVX2 kernel from DRAM (k = 5632: 23.6 -> 28.0 GB/s; from L3
- * 28 -> 31; TinyLlama Q5_K_M LOOM_ISA=avx2 decode 33.4 -> 35.2 tokens/s)
- * but slowed the 256-bit VNNI one (32.6 -> 29.5 GB/s from DRAM at k = 2048,
- * 38 -> 37 from L3; a software prefetch made it 19; stored group-major and
- * read sub-block-major both fell to 16-18): so the levels below AVX-512
- * hold Q5_K whole and AVX-512 keeps the file's nibbles and fifth bits
- * (loom_r8_q5_whole; the repack writes what the active level reads). The AVX2 level's K-quant prefill took each group's quants apart
- * again for every 4 tokens; a panel of 4 super-blocks unpacked once
+ * 28 -> 31; TinyLlama Q5_K_M LOOM_ISA=avx2 decode 33.4 -> 35.2 and 31.5
+ * -> 33.7 tokens/s in two sets of three alternating rounds) but slowed the
+ * 256-bit VNNI one (32.6 -> 29.5 GB/s from DRAM at k = 2048, 38 -> 37 from
+ * L3; a software prefetch made it 19; stored group-major and read
+ * sub-block-major both fell to 16-18): so the levels below AVX-512 hold
+ * Q5_K whole and AVX-512 keeps the file's nibbles and fifth bits
+ * (loom_r8_q5_whole; the repack writes what the active level reads). The
+ * AVX2 level's K-quant prefill took each group's quants apart again for
+ * every 4 tokens; a panel of 4 super-blocks unpacked once
  * (r8_kgroups, as AVX-512's r8_kpairs) gives, Zen 4, n = 128, Q4_K / Q5_K
  * / Q6_K 172 / 149 / 140 -> 206 / 203 / 178 GFLOP/s (the rows' GEMM 183 /
  * 149 / 130), TinyLlama prefill with LOOM_ISA=avx2, one thread: Q4_K_M
