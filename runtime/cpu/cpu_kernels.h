@@ -101,18 +101,36 @@ bool loom_r8_q5_whole(void);
 /* Q6_K: where the rows' three 32-byte quant chunks i (0..2) of group g
  * (elements 4g..4g+3 of each quarter) of half h sit (kernels.h) */
 #define LOOM_R8_Q6_Q(h, g, i) (144 + 768 * (h) + 96 * (g) + 32 * (i))
-/* The 6-bit quant (0..63) of element e of a GGUF Q6_K block, and setting
- * it in a block whose ql and qh start zeroed */
-static inline int loom_q6k_get(const uint8_t *blk, int e) {
-    const int h = e / 128, pp = e % 128 / 32, l = e % 32;
-    const int ql = blk[64 * h + 32 * (pp & 1) + l], qh = blk[128 + 32 * h + l];
-    return (pp < 2 ? ql & 0xF : ql >> 4) | ((qh >> (2 * pp)) & 3) << 4;
+/* A GGUF K super-block (Q4_K, Q5_K, Q6_K) -> its 256 unsigned quants in
+ * element order (the scalar kernels, the r8 repack) */
+static inline void loom_k_quants(loom_type wt, const uint8_t *b, int q[256]) {
+    if (wt == LOOM_TYPE_Q6_K) {
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *L = b + 64 * h, *H = b + 128 + 32 * h;
+            int *o = q + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                o[l] = (L[l] & 0xF) | (((H[l] >> 0) & 3) << 4);
+                o[l + 32] = (L[l + 32] & 0xF) | (((H[l] >> 2) & 3) << 4);
+                o[l + 64] = (L[l] >> 4) | (((H[l] >> 4) & 3) << 4);
+                o[l + 96] = (L[l + 32] >> 4) | (((H[l] >> 6) & 3) << 4);
+            }
+        }
+        return;
+    }
+    const uint8_t *qs = b + (wt == LOOM_TYPE_Q4_K ? 16 : 48);
+    const uint8_t *qh = b + 16; /* Q5_K only */
+    for (int c = 0; c < 4; c++) {
+        for (int l = 0; l < 32; l++) {
+            q[64 * c + l] = qs[32 * c + l] & 0xF;
+            q[64 * c + 32 + l] = qs[32 * c + l] >> 4;
+            if (wt == LOOM_TYPE_Q5_K) {
+                q[64 * c + l] |= ((qh[l] >> (2 * c)) & 1) << 4;
+                q[64 * c + 32 + l] |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+            }
+        }
+    }
 }
-static inline void loom_q6k_set(uint8_t *blk, int e, int q) {
-    const int h = e / 128, pp = e % 128 / 32, l = e % 32;
-    blk[64 * h + 32 * (pp & 1) + l] |= (uint8_t)((q & 0xF) << (pp < 2 ? 0 : 4));
-    blk[128 + 32 * h + l] |= (uint8_t)((q >> 4) << (2 * pp));
-}
+
 static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type) {
     switch (type) {
     case LOOM_TYPE_Q4_0: return LOOM_R8_Q4_0;
@@ -126,11 +144,12 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
 }
 
 /* Where row r's bytes of a GGUF block sit in its r8 block (Q4_0, Q4_1,
- * Q8_0, Q6_K; Q4_K and Q5_K unpack their scales, see repack.c): calls f(arg, offset in the
- * r8 block, offset in the GGUF block, length) for each piece. */
+ * Q8_0; Q6_K's d and scales; the K-quants' quants and Q4_K/Q5_K's scales
+ * are rearranged, see repack.c): calls f(arg, offset in the r8 block,
+ * offset in the GGUF block, length) for each piece. */
 #define LOOM_R8_PIECES(type, r, f, arg)                                                              \
     do {                                                                                             \
-        if ((type) == LOOM_TYPE_Q6_K) { /* quants: repack.c, loom_r8_gguf_block */                  \
+        if ((type) == LOOM_TYPE_Q6_K) { /* its quants: repack.c */                                  \
             f(arg, 2 * (r), 208, 2); /* d */                                                         \
             for (int g_ = 0; g_ < 16; g_++) f(arg, 16 + 8 * g_ + (r), 192 + g_, 1); /* scales */     \
         } else if ((type) == LOOM_TYPE_Q4_1) {                                                       \
@@ -151,22 +170,10 @@ typedef struct {
 static inline void loom_r8_copy_out(loom_r8_copy_args *a, int o8, int og, int n) { memcpy(a->gguf + og, a->r8 + o8, (size_t)n); }
 
 /* Row r (< 8) of block b of the r8 group at grp, as the GGUF block it came
- * from (Q4_0, Q4_1, Q8_0, Q6_K). */
+ * from (Q4_0, Q4_1, Q8_0). */
 static inline void loom_r8_gguf_block(int type, const uint8_t *grp, int64_t b, int r, uint8_t *out) {
     loom_r8_copy_args a = {grp + (size_t)b * loom_r8_block_bytes(type), out};
     LOOM_R8_PIECES(type, r, loom_r8_copy_out, &a);
-    if (type == LOOM_TYPE_Q6_K) {
-        memset(out, 0, 192);
-        for (int h = 0; h < 2; h++)
-            for (int g = 0; g < 8; g++)
-                for (int i = 0; i < 4; i++) {
-                    int c[3];
-                    for (int j = 0; j < 3; j++) c[j] = a.r8[LOOM_R8_Q6_Q(h, g, j) + 4 * r + i];
-                    const int e = 128 * h + 4 * g + i;
-                    for (int j = 0; j < 3; j++) loom_q6k_set(out, e + 32 * j, c[j] & 0x3F);
-                    loom_q6k_set(out, e + 96, c[0] >> 6 | (c[1] >> 6) << 2 | (c[2] >> 6) << 4);
-                }
-    }
 }
 
 #define LOOM_LEVEL_DECLARE(lv)                                                                        \

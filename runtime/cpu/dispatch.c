@@ -204,8 +204,8 @@ size_t loom_decode_pf(size_t ws) {
  * later, where one thread decodes TinyLlama Q4_0 at 34 -> 50 tokens/s,
  * Q4_K_M at 34 -> 40, Q5_K_M at 28 -> 34, Q6_K at 30 -> 34 and SmolLM2
  * (Q4_1) at 192 -> 262, and prefills as fast or faster (134 -> 149, 141 ->
- * 141, 138 -> 145, 132 -> 133, 1104 -> 1119). Intel keeps the rows its tiles were tuned on (not
- * measured with the layout). */
+ * 141, 138 -> 145, 132 -> 133, 1104 -> 1119). Intel keeps the rows its
+ * tiles were tuned on (not measured with the layout). */
 #define R8_AVX2 (0 LOOM_R8_TYPES(LOOM_R8_BIT, _))
 #define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q5_K | 1ull << LOOM_TYPE_Q6_K)
 

@@ -72,35 +72,6 @@ static float dot32(loom_type wt, size_t bsize, const uint8_t *w, const uint8_t *
     return sum;
 }
 
-/* K super-block -> 256 unsigned integers in element order. */
-static void decodeK(loom_type wt, const uint8_t *b, int q[256]) {
-    if (wt == LOOM_TYPE_Q6_K) {
-        for (int h = 0; h < 2; h++) {
-            const uint8_t *L = b + 64 * h, *H = b + 128 + 32 * h;
-            int *o = q + 128 * h;
-            for (int l = 0; l < 32; l++) {
-                o[l] = (L[l] & 0xF) | (((H[l] >> 0) & 3) << 4);
-                o[l + 32] = (L[l + 32] & 0xF) | (((H[l] >> 2) & 3) << 4);
-                o[l + 64] = (L[l] >> 4) | (((H[l] >> 4) & 3) << 4);
-                o[l + 96] = (L[l + 32] >> 4) | (((H[l] >> 6) & 3) << 4);
-            }
-        }
-        return;
-    }
-    const uint8_t *qs = b + (wt == LOOM_TYPE_Q4_K ? 16 : 48);
-    const uint8_t *qh = b + 16; /* Q5_K only */
-    for (int c = 0; c < 4; c++) {
-        for (int l = 0; l < 32; l++) {
-            q[64 * c + l] = qs[32 * c + l] & 0xF;
-            q[64 * c + 32 + l] = qs[32 * c + l] >> 4;
-            if (wt == LOOM_TYPE_Q5_K) {
-                q[64 * c + l] |= ((qh[l] >> (2 * c)) & 1) << 4;
-                q[64 * c + 32 + l] |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
-            }
-        }
-    }
-}
-
 /* A Q4_K/Q5_K super-block's term: unsigned quants q, scales and mins per
  * sub-block, the activation block a. */
 static float term45K(float d, float dmin, const int q[256], const uint8_t sc[8], const uint8_t m[8],
@@ -115,23 +86,25 @@ static float term45K(float d, float dmin, const int q[256], const uint8_t sc[8],
     return d * a->d * (float)isum - dmin * a->d * (float)msum;
 }
 
+/* A Q6_K super-block's term: unsigned quants q (offset 32), its 16 scales,
+ * the activation block a. */
+static float term6K(float d, const int q[256], const int8_t sc[16], const loom_block_q8_K *a) {
+    int isum = 0;
+    for (int g = 0; g < 16; g++) {
+        int gs = 0;
+        for (int j = 16 * g; j < 16 * g + 16; j++) gs += (q[j] - 32) * a->qs[j];
+        isum += sc[g] * gs;
+    }
+    return d * a->d * (float)isum;
+}
+
 /* Super-block b's term of a row's dot product (wb: the block's bytes). */
 static float termK(loom_type wt, const uint8_t *wb, const uint8_t *x, int64_t b) {
     loom_block_q8_K a;
     memcpy(&a, x + (size_t)b * sizeof a, sizeof a);
     int q[256];
-    decodeK(wt, wb, q);
-    if (wt == LOOM_TYPE_Q6_K) {
-        const int8_t *sc = (const int8_t *)(wb + 192);
-        const float d = loom_f16_to_f32(loom_rd_u16(wb + 208));
-        int isum = 0;
-        for (int g = 0; g < 16; g++) {
-            int gs = 0;
-            for (int j = 16 * g; j < 16 * g + 16; j++) gs += (q[j] - 32) * a.qs[j];
-            isum += sc[g] * gs;
-        }
-        return d * a.d * (float)isum;
-    }
+    loom_k_quants(wt, wb, q);
+    if (wt == LOOM_TYPE_Q6_K) return term6K(loom_f16_to_f32(loom_rd_u16(wb + 208)), q, (const int8_t *)(wb + 192), &a);
     uint8_t sc[8], m[8];
     for (int s = 0; s < 8; s++) loom_q4k_scale_min(s, wb + 4, &sc[s], &m[s]);
     return term45K(loom_f16_to_f32(loom_rd_u16(wb)), loom_f16_to_f32(loom_rd_u16(wb + 2)), q, sc, m, &a);
@@ -181,12 +154,30 @@ static void matmul_any(loom_type wt, const uint8_t *w, size_t w_stride, int64_t 
     void p##s(LOOM_MATMUL_PARAMS) { matmul_any(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
 LOOM_MATMUL_TYPES(SCALAR_KERNEL, loom_scalar_mm_)
 
-/* Row r's Q4_K/Q5_K super-block sb of the r8 group at grp: its term, as
- * dotK's. */
-static float r8_termK(loom_type wt, const uint8_t *grp, int64_t sb, int r, const uint8_t *x) {
+/* Row r's K super-block sb of the r8 group at grp, read in place: its term,
+ * as termK's (q5_whole: which Q5_K bytes, loom_r8_q5_whole). */
+static float r8_termK(loom_type wt, bool q5_whole, const uint8_t *grp, int64_t sb, int r, const uint8_t *x) {
     const uint8_t *p = grp + (size_t)sb * loom_r8_block_bytes(wt);
+    loom_block_q8_K a;
+    memcpy(&a, x + (size_t)sb * sizeof a, sizeof a);
     int q[256];
-    if (wt == LOOM_TYPE_Q5_K && loom_r8_q5_whole())
+    if (wt == LOOM_TYPE_Q6_K) {
+        for (int h = 0; h < 2; h++)
+            for (int g = 0; g < 8; g++)
+                for (int i = 0; i < 4; i++) { /* elements e + 32j from chunk j's low bits, e + 96 from their top two */
+                    const int e = 128 * h + 4 * g + i;
+                    q[e + 96] = 0;
+                    for (int j = 0; j < 3; j++) {
+                        const uint8_t c = p[LOOM_R8_Q6_Q(h, g, j) + 4 * r + i];
+                        q[e + 32 * j] = c & 0x3F;
+                        q[e + 96] |= (c >> 6) << (2 * j);
+                    }
+                }
+        int8_t sc[16];
+        for (int G = 0; G < 16; G++) sc[G] = (int8_t)p[16 + 8 * G + r];
+        return term6K(loom_f16_to_f32(loom_rd_u16(p + 2 * r)), q, sc, &a);
+    }
+    if (wt == LOOM_TYPE_Q5_K && q5_whole)
         for (int l = 0; l < 32; l++) { /* element 32s + l */
             uint8_t c[5];
             for (int i = 0; i < 5; i++) c[i] = p[LOOM_R8_Q5_Q(l / 4, i) + 4 * r + l % 4];
@@ -207,30 +198,23 @@ static float r8_termK(loom_type wt, const uint8_t *grp, int64_t sb, int r, const
             }
     uint8_t sc[8], m[8];
     for (int s = 0; s < 8; s++) sc[s] = p[32 + 8 * s + r], m[s] = p[96 + 8 * s + r];
-    loom_block_q8_K a;
-    memcpy(&a, x + (size_t)sb * sizeof a, sizeof a);
     return term45K(loom_f16_to_f32(loom_rd_u16(p + 2 * r)), loom_f16_to_f32(loom_rd_u16(p + 16 + 2 * r)), q, sc, m,
                    &a);
 }
 
-/* r8 weights (runtime/kernels.h): Q4_K/Q5_K super-blocks read in place, the
- * other types' blocks rebuilt as the GGUF blocks they came from; then as
- * above. */
+/* r8 weights (runtime/kernels.h): K super-blocks read in place, the
+ * 32-element types' blocks rebuilt as the GGUF blocks they came from; then
+ * as above. */
 static void matmul_r8(loom_type wt, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
                       size_t xs, int64_t n, float *y, int64_t ldy) {
+    const bool q5_whole = loom_r8_q5_whole();
     for (int64_t t = 0; t < n; t++) {
         const uint8_t *x = xq + (size_t)t * xs;
         for (int64_t r = 0; r < nr; r++) {
             const uint8_t *grp = w + (size_t)(r / 8) * 8 * ws;
             float sum = 0.0f;
-            if (wt == LOOM_TYPE_Q4_K || wt == LOOM_TYPE_Q5_K)
-                for (int64_t sb = 0; sb < k / 256; sb++) sum += r8_termK(wt, grp, sb, (int)(r % 8), x);
-            else if (wt == LOOM_TYPE_Q6_K)
-                for (int64_t sb = 0; sb < k / 256; sb++) {
-                    uint8_t blk[210];
-                    loom_r8_gguf_block(wt, grp, sb, (int)(r % 8), blk);
-                    sum += termK(wt, blk, x, sb);
-                }
+            if (wt == LOOM_TYPE_Q4_K || wt == LOOM_TYPE_Q5_K || wt == LOOM_TYPE_Q6_K)
+                for (int64_t sb = 0; sb < k / 256; sb++) sum += r8_termK(wt, q5_whole, grp, sb, (int)(r % 8), x);
             else
                 for (int64_t b = 0; b < k / 32; b++) {
                     uint8_t blk[34];

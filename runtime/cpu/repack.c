@@ -37,12 +37,13 @@ static void put_k45(int type, bool whole, uint8_t *p, int r, const uint8_t *blk)
     memcpy(p + 2 * r, blk, 2);      /* d */
     memcpy(p + 16 + 2 * r, blk + 2, 2); /* dmin */
     for (int s = 0; s < 8; s++) loom_q4k_scale_min(s, blk + 4, p + 32 + 8 * s + r, p + 96 + 8 * s + r);
-    if (whole) { /* element 32s + l: nibble of qs[32(s/2) + l], bit s of qh[l] */
-        for (int l = 0; l < 32; l++) {
-            int q[8];
+    if (whole) {
+        int q[256];
+        loom_k_quants(LOOM_TYPE_Q5_K, blk, q);
+        for (int l = 0; l < 32; l++) { /* elements 32s + l */
+            const int ql[8] = {q[l], q[32 + l], q[64 + l], q[96 + l], q[128 + l], q[160 + l], q[192 + l], q[224 + l]};
             uint8_t c[5];
-            for (int s = 0; s < 8; s++) q[s] = (blk[qs + 32 * (s / 2) + l] >> (4 * (s & 1)) & 0xF) | (blk[16 + l] >> s & 1) << 4;
-            loom_r8_q5_set(c, q);
+            loom_r8_q5_set(c, ql);
             for (int i = 0; i < 5; i++) p[LOOM_R8_Q5_Q(l / 4, i) + 4 * r + l % 4] = c[i];
         }
         return;
@@ -56,12 +57,14 @@ static void put_k45(int type, bool whole, uint8_t *p, int r, const uint8_t *blk)
  * chunks 0, 1, 2, and element e+96's bits 0-1, 2-3, 4-5 in their top two */
 static void put_q6k(uint8_t *p, int r, const uint8_t *blk) {
     put_pieces(LOOM_TYPE_Q6_K, p, r, blk);
+    int q[256];
+    loom_k_quants(LOOM_TYPE_Q6_K, blk, q);
     for (int h = 0; h < 2; h++)
         for (int g = 0; g < 8; g++)
             for (int i = 0; i < 4; i++) {
-                const int e = 128 * h + 4 * g + i, q3 = loom_q6k_get(blk, e + 96);
+                const int e = 128 * h + 4 * g + i;
                 for (int j = 0; j < 3; j++)
-                    p[LOOM_R8_Q6_Q(h, g, j) + 4 * r + i] = (uint8_t)(loom_q6k_get(blk, e + 32 * j) | ((q3 >> (2 * j)) & 3) << 6);
+                    p[LOOM_R8_Q6_Q(h, g, j) + 4 * r + i] = (uint8_t)(q[e + 32 * j] | ((q[e + 96] >> (2 * j)) & 3) << 6);
             }
 }
 
