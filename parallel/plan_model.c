@@ -246,17 +246,18 @@ int64_t loom_plan_stage_cost(const loom_plan_model *m, int l0, int l1, bool firs
 }
 
 /* What loom_weights_create binds, after loom_weights_repack (held_bytes;
- * a head tied to the embedding table stays in rows) */
+ * a head tied to the embedding table is held once, in the head's layout,
+ * where the rank holds both) */
 static int64_t shard_weight_bytes(const loom_plan_model *m, const loom_shard *s) {
     const loom_model_config *c = &m->cfg;
+    const bool head = s->head && !c->encoder;
     int64_t nv = s->vocab_end - s->vocab_begin, b = 0;
     if (s->embed) {
-        b += nv * row_bytes(m->embed, c->dim) + 4 * loom_embed_vector_floats(c);
+        if (!(head && c->tied_embeddings)) b += nv * row_bytes(m->embed, c->dim);
+        b += 4 * loom_embed_vector_floats(c);
         if (c->pos == LOOM_POS_LEARNED) b += (int64_t)c->ctx_train * row_bytes(m->pos_embd, c->dim);
     }
-    if (s->head && !c->encoder)
-        b += 4 * loom_head_vector_floats(c) +
-             (c->tied_embeddings ? nv * row_bytes(m->head, c->dim) : held_bytes(m->head, nv, c->dim));
+    if (head) b += 4 * loom_head_vector_floats(c) + held_bytes(m->head, nv, c->dim);
     if (s->layer_end > s->layer_begin) b += 4 * loom_rope_vector_floats(c);
     for (int l = s->layer_begin; l < s->layer_end; l++)
         b += layer_cost(m, NULL, true, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin);

@@ -286,10 +286,11 @@ loom_status loom_forward_embed(loom_forward *f, const loom_batch *b) {
             return loom_error(LOOM_ERR_INVALID, "batch row %d: token id %d is outside the vocabulary (0..%d)", i, t,
                               w->cfg.vocab - 1);
         float *xi = f->x + (size_t)i * dim;
-        if (t >= w->shard.vocab_begin && t < w->shard.vocab_end)
-            loom_dequant_row(w->embed.type, (const uint8_t *)w->embed.data + (size_t)(t - w->shard.vocab_begin) * w->embed.stride,
-                             xi, dim);
-        else
+        if (t >= w->shard.vocab_begin && t < w->shard.vocab_end) {
+            const int64_t row = t - w->shard.vocab_begin;
+            if (w->embed.r8) loom_r8_dequant_row(w->embed.type, w->embed.data, row, dim, xi); /* a tied head's copy */
+            else loom_dequant_row(w->embed.type, (const uint8_t *)w->embed.data + (size_t)row * w->embed.stride, xi, dim);
+        } else
             memset(xi, 0, (size_t)dim * sizeof(float));
     }
     return NULL;

@@ -302,6 +302,10 @@ size_t loom_r8_bytes(loom_type wt, int64_t nr, int64_t k);
 /* dst (loom_r8_bytes) = rows [0, nr) of src (rows src_stride bytes apart,
  * k columns) in the r8 layout; wt must have it (loom_type_has_r8). */
 void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr, int64_t k, void *dst);
+/* Row `row` of r8 weights (k columns) as floats, bit-equal to
+ * loom_dequant_row on the row it came from (a tied embedding table held in
+ * the layout for its lm head). */
+void loom_r8_dequant_row(loom_type wt, const void *r8, int64_t row, int64_t k, float *dst);
 /* loom_matmul over r8 weights: w the r8 copy (w_stride =
  * loom_r8_row_bytes(wt, k)), r0 a multiple of 8; otherwise as loom_matmul. */
 void loom_matmul_r8(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_t r0, int64_t r1,

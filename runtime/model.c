@@ -216,8 +216,10 @@ static loom_status bind_ends(loom_weights *w, const loom_gguf *g) {
     }
     if (s->head && !c->encoder) {
         LOOM_TRY(bind_norm(w, g, "output_norm", dim, &w->out_norm));
-        const char *head = c->tied_embeddings ? "token_embd.weight" : "output.weight";
-        LOOM_TRY(bind_rows(w, g, head, dim, c->vocab, s->vocab_begin, s->vocab_end, &w->lm_head));
+        if (c->tied_embeddings && s->embed) w->lm_head = w->embed; /* the same rows, viewed once */
+        else
+            LOOM_TRY(bind_rows(w, g, c->tied_embeddings ? "token_embd.weight" : "output.weight", dim, c->vocab,
+                               s->vocab_begin, s->vocab_end, &w->lm_head));
     }
     if (s->layer_end > s->layer_begin) {
         int64_t nr = c->rope_dim / 2;
@@ -365,11 +367,13 @@ loom_status loom_weights_repack(loom_weights *w, const loom_gguf *g) {
         loom_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) LOOM_TRY(repack(w, g, ms[i]));
     }
-    /* A head tied to the embedding table stays in rows on every rank: where
-     * one rank holds both, they share the bytes, which the embedding reads
-     * by rows, and a last stage holding only the head must compute what
-     * such a rank does (on AVX-512 the layout's bits are the AVX2 level's,
-     * not the rows'), or pipeline stages would not equal one rank. */
-    if (!w->cfg.tied_embeddings) LOOM_TRY(repack(w, g, &w->lm_head));
+    /* A head tied to the embedding table is repacked as any head (on every
+     * rank that holds it, so a last stage computes what one rank does); where
+     * the rank also holds the table, the embedding reads its rows from the
+     * same copy (loom_r8_dequant_row: the rows' floats), and the file's bytes
+     * are released once. */
+    const bool shared = w->shard.embed && w->embed.data == w->lm_head.data;
+    LOOM_TRY(repack(w, g, &w->lm_head));
+    if (shared) w->embed = w->lm_head;
     return NULL;
 }

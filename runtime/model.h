@@ -206,8 +206,9 @@ loom_status loom_weights_create(const loom_gguf *g, const loom_model_config *cfg
                                 loom_weights **out) LOOM_MUST_USE;
 void loom_weights_free(loom_weights *w);
 
-/* Puts every matrix the CPU kernels multiply (the layers' and an untied lm
- * head; never the embedding table, which is read by rows) into the layout
+/* Puts every matrix the CPU kernels multiply (the layers' and the lm head;
+ * an embedding table only as the head it is tied to, which the embedding
+ * then reads from the copy: loom_r8_dequant_row) into the layout
  * the active kernel level prefers for its type (loom_matmul_prefers_r8):
  * a copy per matrix, after which the file's pages of it are dropped (g
  * mapped) or the compact copy it replaces is freed. For a rank that

@@ -278,6 +278,8 @@ Test(families, r8_layout_gives_the_gguf_rows_bits) {
         {"phi3", "--arch phi3 --layers 2 --dim 256 --heads 8 --kv-heads 4 --ffn 544 --vocab 300 --type Q4_0 "
                  "--rope-dim 24"},
         {"llama", "--arch llama --layers 2 --dim 768 --heads 12 --kv-heads 3 --ffn 1536 --vocab 300 --type Q4_K_M"},
+        /* the embedding read from its tied head's copy (Q6_K) */
+        {"tied", "--arch llama --layers 2 --dim 768 --heads 12 --kv-heads 3 --ffn 1536 --vocab 300 --type Q4_K_M --tied"},
     };
     const loom_isa was = use_avx2_r8();
     int32_t tokens[24];
@@ -304,17 +306,19 @@ Test(families, r8_layout_gives_the_gguf_rows_bits) {
     OK(loom_isa_set(was));
 }
 
-/* Which matrices get the layout: an lm head tied to the embedding table
- * stays in rows on every rank — also on a last stage that holds the head
- * without the table, or on AVX-512 (where the layout's bits are the AVX2
- * level's) the stages would not compute what one rank does (caught first
- * by mpi_equivalence on gemma2 Q5_K_M, pp 2) — and an untied head and the
- * layers' matrices take it. */
-Test(families, r8_layout_skips_a_tied_head_on_every_stage) {
+/* Which matrices get the layout: every lm head, tied or not, on every rank
+ * that holds it — a last stage without the table computes what one rank
+ * does (on AVX-512 the layout's bits are the AVX2 level's; a tied head in
+ * rows on one side only was caught by mpi_equivalence on gemma2 Q5_K_M,
+ * pp 2) — and the layers' matrices. A tied table on the head's rank is the
+ * head's copy (held once: the plan counts it once); on a first stage
+ * without the head it stays in the file's rows. */
+Test(families, r8_layout_takes_the_lm_head_on_every_stage) {
     static const synth_model models[] = {
         {"tied", "--arch llama --layers 2 --dim 256 --heads 8 --kv-heads 2 --ffn 512 --vocab 300 --type Q4_0 --tied"},
         {"untied", "--arch llama --layers 2 --dim 256 --heads 8 --kv-heads 2 --ffn 512 --vocab 300 --type Q4_0"},
     };
+    static const char *const what[] = {"last stage", "one rank", "first stage"};
     const loom_isa was = use_avx2_r8();
     char path[256];
     for (int i = 0; i < 2; i++) {
@@ -322,17 +326,21 @@ Test(families, r8_layout_skips_a_tied_head_on_every_stage) {
         loom_model_config c;
         OK(loom_model_config_read(g, &c));
         cr_assert_eq(c.tied_embeddings, i == 0, "%s: tied_embeddings %d", models[i].name, c.tied_embeddings);
-        for (int whole = 0; whole < 2; whole++) { /* the last stage alone, then one rank with everything */
+        for (int k = 0; k < 3; k++) {
             loom_shard sh = loom_shard_full(&c);
-            if (!whole) {
-                sh.layer_begin = 1;
-                sh.embed = false;
-            }
+            if (k == 0) sh.layer_begin = 1, sh.embed = false;
+            if (k == 2) sh.layer_end = 1, sh.head = false;
             loom_weights *w;
             OK(loom_weights_create(g, &c, &sh, &w));
             OK(loom_weights_repack(w, g));
-            cr_assert(w->lm_head.data && w->lm_head.r8 == (i == 1), "%s, %s: lm head %s", models[i].name,
-                      whole ? "one rank" : "last stage", w->lm_head.r8 ? "interleaved" : "in rows");
+            if (sh.head)
+                cr_assert(w->lm_head.data && w->lm_head.r8, "%s, %s: lm head in rows", models[i].name, what[k]);
+            if (sh.embed)
+                cr_assert(w->embed.r8 == (i == 0 && sh.head) &&
+                              (w->embed.data == w->lm_head.data) == (i == 0 && sh.head),
+                          "%s, %s: embedding %s, %s the head's bytes", models[i].name, what[k],
+                          w->embed.r8 ? "interleaved" : "in rows",
+                          w->embed.data == w->lm_head.data ? "sharing" : "not sharing");
             cr_assert(w->layers[0].wq.r8 && w->layers[0].w_down.r8, "%s: layer matrices in rows", models[i].name);
             loom_weights_free(w);
         }

@@ -362,7 +362,7 @@ Test(matmul, batch_invariance_every_isa) {
  * SIMD levels the AVX2 level's (the same integer sums and float steps).
  * Every row count (whole and partial groups of 8), ranges starting at a
  * later group, token counts around every tile size; nothing is written past
- * a range's rows. */
+ * a range's rows. loom_r8_dequant_row gives every row's loom_dequant_row. */
 static void r8_layout(loom_isa isa) {
     static const int64_t rows_list[] = {1, 7, 8, 13, 40};
     /* blocks (Q4_0: 32 elements, Q4_K: 256); 0: k = 2560, 10 super-blocks (the K-quants' prefill panels
@@ -392,6 +392,15 @@ static void r8_layout(loom_isa isa) {
                 }
                 memset(p, 0xA5, pb);
                 loom_repack_r8((loom_type)t, w, rb, rows, k, p);
+                for (int64_t r = 0; r < rows; r++) { /* a tied embedding's rows, read from the layout */
+                    float *e = malloc(sizeof(float) * k), *g = malloc(sizeof(float) * k);
+                    loom_dequant_row((loom_type)t, w + r * rb, e, k);
+                    loom_r8_dequant_row((loom_type)t, p, r, k, g);
+                    cr_assert(memcmp(e, g, sizeof(float) * (size_t)k) == 0,
+                              "%s %s k %lld: row %lld of %lld dequantized from the r8 layout differs from the row's",
+                              loom_isa_name(isa), loom_type_name(t), (long long)k, (long long)r, (long long)rows);
+                    free(e), free(g);
+                }
                 for (int ni = 0; ni < 9; ni++)
                     for (int64_t r0 = 0; r0 < rows; r0 += 8) {
                         const int64_t n = n_list[ni];

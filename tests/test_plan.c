@@ -207,8 +207,8 @@ static int64_t layer_cost(const loom_plan_model *m, int l, int64_t nq, int64_t n
 static int64_t shard_bytes(const loom_plan_model *m, const loom_shard *s) {
     const loom_model_config *c = &m->cfg;
     int64_t b = 0, nv = s->vocab_end - s->vocab_begin;
-    if (s->embed) b += nv * rowb(m->embed, c->dim);
-    if (s->head) b += (c->tied_embeddings ? nv * rowb(m->head, c->dim) : heldb(m->head, nv, c->dim)) + 4 * c->dim;
+    if (s->embed && !(s->head && c->tied_embeddings)) b += nv * rowb(m->embed, c->dim); /* tied: the head's copy */
+    if (s->head) b += heldb(m->head, nv, c->dim) + 4 * c->dim;
     if (c->has_rope_factors) b += 4 * (c->rope_dim / 2);
     for (int l = s->layer_begin; l < s->layer_end; l++)
         b += layer_cost(m, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin);

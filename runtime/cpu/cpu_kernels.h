@@ -176,6 +176,57 @@ static inline void loom_r8_gguf_block(int type, const uint8_t *grp, int64_t b, i
     LOOM_R8_PIECES(type, r, loom_r8_copy_out, &a);
 }
 
+/* Row r (< 8) of the r8 K super-block at p (Q4_K, Q5_K, Q6_K) unpacked:
+ * the quants in element order (unsigned, as loom_k_quants), d, and Q6_K's
+ * 16 scales or Q4_K/Q5_K's dmin, 8 scales and 8 mins (q5_whole: which Q5_K
+ * bytes, loom_r8_q5_whole). */
+typedef struct {
+    int q[256];
+    uint16_t d, dmin; /* F16 */
+    int8_t sc6[16];
+    uint8_t sc[8], m[8];
+} loom_r8_ksb;
+static inline void loom_r8_k_unpack(int wt, bool q5_whole, const uint8_t *p, int r, loom_r8_ksb *o) {
+    o->d = loom_rd_u16(p + 2 * r);
+    if (wt == LOOM_TYPE_Q6_K) {
+        for (int h = 0; h < 2; h++)
+            for (int g = 0; g < 8; g++)
+                for (int i = 0; i < 4; i++) { /* elements e + 32j from chunk j's low bits, e + 96 from their top two */
+                    const int e = 128 * h + 4 * g + i;
+                    o->q[e + 96] = 0;
+                    for (int j = 0; j < 3; j++) {
+                        const uint8_t c = p[LOOM_R8_Q6_Q(h, g, j) + 4 * r + i];
+                        o->q[e + 32 * j] = c & 0x3F;
+                        o->q[e + 96] |= (c >> 6) << (2 * j);
+                    }
+                }
+        for (int G = 0; G < 16; G++) o->sc6[G] = (int8_t)p[16 + 8 * G + r];
+        return;
+    }
+    o->dmin = loom_rd_u16(p + 16 + 2 * r);
+    for (int s = 0; s < 8; s++) o->sc[s] = p[32 + 8 * s + r], o->m[s] = p[96 + 8 * s + r];
+    if (wt == LOOM_TYPE_Q5_K && q5_whole) {
+        for (int l = 0; l < 32; l++) { /* element 32s + l */
+            uint8_t c[5];
+            for (int i = 0; i < 5; i++) c[i] = p[LOOM_R8_Q5_Q(l / 4, i) + 4 * r + l % 4];
+            for (int s = 0; s < 8; s++) o->q[32 * s + l] = loom_r8_q5_get(c, s);
+        }
+        return;
+    }
+    for (int j = 0; j < 32; j++) /* nibbles (and Q5_K's fifth bits, AVX-512's bytes) */
+        for (int i = 0; i < 4; i++) {
+            const uint8_t v = p[LOOM_R8_K45_QS(wt) + 32 * j + 4 * r + i];
+            const int e = 64 * (j / 8) + 4 * (j % 8) + i, l = e % 32; /* sub-blocks 2(j/8) and 2(j/8)+1 */
+            o->q[e] = v & 0xF;
+            o->q[e + 32] = v >> 4;
+            if (wt == LOOM_TYPE_Q5_K) { /* bit s of the row's qh[l]: element 32s + l */
+                const uint8_t h = p[160 + 32 * (l / 4) + 4 * r + l % 4];
+                o->q[e] |= ((h >> (2 * (j / 8))) & 1) << 4;
+                o->q[e + 32] |= ((h >> (2 * (j / 8) + 1)) & 1) << 4;
+            }
+        }
+}
+
 #define LOOM_LEVEL_DECLARE(lv)                                                                        \
     LOOM_MATMUL_TYPES(LOOM_MATMUL_DECLARE, loom_##lv##_mm_)                                           \
     LOOM_R8_TYPES(LOOM_R8_DECLARE, loom_##lv##_r8_)                                                   \

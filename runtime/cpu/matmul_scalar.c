@@ -157,49 +157,12 @@ LOOM_MATMUL_TYPES(SCALAR_KERNEL, loom_scalar_mm_)
 /* Row r's K super-block sb of the r8 group at grp, read in place: its term,
  * as termK's (q5_whole: which Q5_K bytes, loom_r8_q5_whole). */
 static float r8_termK(loom_type wt, bool q5_whole, const uint8_t *grp, int64_t sb, int r, const uint8_t *x) {
-    const uint8_t *p = grp + (size_t)sb * loom_r8_block_bytes(wt);
     loom_block_q8_K a;
     memcpy(&a, x + (size_t)sb * sizeof a, sizeof a);
-    int q[256];
-    if (wt == LOOM_TYPE_Q6_K) {
-        for (int h = 0; h < 2; h++)
-            for (int g = 0; g < 8; g++)
-                for (int i = 0; i < 4; i++) { /* elements e + 32j from chunk j's low bits, e + 96 from their top two */
-                    const int e = 128 * h + 4 * g + i;
-                    q[e + 96] = 0;
-                    for (int j = 0; j < 3; j++) {
-                        const uint8_t c = p[LOOM_R8_Q6_Q(h, g, j) + 4 * r + i];
-                        q[e + 32 * j] = c & 0x3F;
-                        q[e + 96] |= (c >> 6) << (2 * j);
-                    }
-                }
-        int8_t sc[16];
-        for (int G = 0; G < 16; G++) sc[G] = (int8_t)p[16 + 8 * G + r];
-        return term6K(loom_f16_to_f32(loom_rd_u16(p + 2 * r)), q, sc, &a);
-    }
-    if (wt == LOOM_TYPE_Q5_K && q5_whole)
-        for (int l = 0; l < 32; l++) { /* element 32s + l */
-            uint8_t c[5];
-            for (int i = 0; i < 5; i++) c[i] = p[LOOM_R8_Q5_Q(l / 4, i) + 4 * r + l % 4];
-            for (int s = 0; s < 8; s++) q[32 * s + l] = loom_r8_q5_get(c, s);
-        }
-    else /* nibbles (and Q5_K's fifth bits, AVX-512's bytes) */
-        for (int j = 0; j < 32; j++)
-            for (int i = 0; i < 4; i++) {
-                const uint8_t v = p[LOOM_R8_K45_QS(wt) + 32 * j + 4 * r + i];
-                const int e = 64 * (j / 8) + 4 * (j % 8) + i, l = e % 32; /* sub-blocks 2(j/8) and 2(j/8)+1 */
-                q[e] = v & 0xF;
-                q[e + 32] = v >> 4;
-                if (wt == LOOM_TYPE_Q5_K) { /* bit s of the row's qh[l]: element 32s + l */
-                    const uint8_t h = p[160 + 32 * (l / 4) + 4 * r + l % 4];
-                    q[e] |= ((h >> (2 * (j / 8))) & 1) << 4;
-                    q[e + 32] |= ((h >> (2 * (j / 8) + 1)) & 1) << 4;
-                }
-            }
-    uint8_t sc[8], m[8];
-    for (int s = 0; s < 8; s++) sc[s] = p[32 + 8 * s + r], m[s] = p[96 + 8 * s + r];
-    return term45K(loom_f16_to_f32(loom_rd_u16(p + 2 * r)), loom_f16_to_f32(loom_rd_u16(p + 16 + 2 * r)), q, sc, m,
-                   &a);
+    loom_r8_ksb o;
+    loom_r8_k_unpack(wt, q5_whole, grp + (size_t)sb * loom_r8_block_bytes(wt), r, &o);
+    if (wt == LOOM_TYPE_Q6_K) return term6K(loom_f16_to_f32(o.d), o.q, o.sc6, &a);
+    return term45K(loom_f16_to_f32(o.d), loom_f16_to_f32(o.dmin), o.q, o.sc, o.m, &a);
 }
 
 /* r8 weights (runtime/kernels.h): K super-blocks read in place, the

@@ -89,3 +89,29 @@ void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr
         }
     }
 }
+
+void loom_r8_dequant_row(loom_type wt, const void *r8, int64_t row, int64_t k, float *dst) {
+    const size_t rb = loom_r8_row_bytes(wt, k), gb = loom_r8_block_bytes(wt);
+    if (!rb) return;
+    const uint8_t *grp = (const uint8_t *)r8 + (size_t)(row / 8) * 8 * rb;
+    const int r = (int)(row % 8);
+    if (!loom_is_kquant(wt)) {
+        for (int64_t b = 0; b < k / 32; b++) {
+            uint8_t blk[34];
+            loom_r8_gguf_block(wt, grp, b, r, blk);
+            loom_dequant_block(wt, blk, dst + 32 * b);
+        }
+        return;
+    }
+    const bool q5_whole = wt == LOOM_TYPE_Q5_K && loom_r8_q5_whole();
+    for (int64_t sb = 0; sb < k / 256; sb++) { /* quant.h's float steps: bit-equal to loom_dequant_row on the rows */
+        loom_r8_ksb o;
+        loom_r8_k_unpack(wt, q5_whole, grp + (size_t)sb * gb, r, &o);
+        const float d = loom_f16_to_f32(o.d), dmin = loom_f16_to_f32(o.dmin);
+        float *y = dst + 256 * sb;
+        for (int e = 0; e < 256; e++)
+            y[e] = wt == LOOM_TYPE_Q6_K ? LOOM_FMUL(LOOM_FMUL(d, (float)o.sc6[e / 16]), (float)(o.q[e] - 32))
+                                        : LOOM_FSUB(LOOM_FMUL(LOOM_FMUL(d, (float)o.sc[e / 32]), (float)o.q[e]),
+                                                    LOOM_FMUL(dmin, (float)o.m[e / 32]));
+    }
+}
