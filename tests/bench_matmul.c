@@ -13,12 +13,15 @@
  * --ms milliseconds of repeated calls (robust to a busy machine; note that
  * repeated decode calls may find the weights in the L3 cache). --r8: the
  * types that have the r8 layout (runtime/kernels.h) repacked into it and
- * multiplied by loom_matmul_r8 (the other types are skipped).
+ * multiplied by loom_matmul_r8 (the other types are skipped); the copy in
+ * 2 MiB pages where the kernel grants them, as the model loader makes it
+ * (the rows in malloc's pages, like a mapped file's).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "runtime/kernels.h"
@@ -32,6 +35,13 @@ static uint32_t urand(void) {
     rng ^= rng >> 7;
     rng ^= rng << 17;
     return (uint32_t)(rng >> 32);
+}
+
+static void *alloc_huge(size_t bytes) { /* runtime/model.c: alloc_copy */
+    void *p;
+    if (posix_memalign(&p, 2 << 20, bytes ? bytes : 1)) return NULL;
+    (void)madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
 }
 
 static void fill_weights(loom_type t, uint8_t *w, size_t bytes) {
@@ -124,7 +134,7 @@ int main(int argc, char **argv) {
         uint8_t *w = malloc(ws * (size_t)rows), *xq = malloc(xs * (size_t)n);
         fill_weights(t, w, ws * (size_t)rows);
         const size_t mws = r8 ? loom_r8_row_bytes(t, k) : ws; /* the stride the kernels get */
-        uint8_t *p = r8 ? malloc(loom_r8_bytes(t, rows, k)) : NULL;
+        uint8_t *p = r8 ? alloc_huge(loom_r8_bytes(t, rows, k)) : NULL;
         for (int64_t i = 0; i < n; i++) loom_act_quantize(t, x + i * k, xq + i * xs, k);
         for (int isa = 0; isa < LOOM_ISA_COUNT; isa++) {
             if (only_isa && strcmp(only_isa, loom_isa_name((loom_isa)isa)) != 0) continue;

@@ -564,7 +564,7 @@ AI __m256i r8_pairs(const uint8_t *p) {
 }
 
 AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, const uint8_t *x, size_t xs,
-                 float *tmp) {
+                 float *tmp, const uint8_t *pf) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 tot[RTN];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm256_setzero_ps();
@@ -573,6 +573,7 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
         for (int64_t b = 0; b < nb; b++) {
             __m256 fs, off;
             __m256i q[8];
+            loom_prefetch_l2(pf, (size_t)b * loom_r8_block_bytes(type), (size_t)(b + 1) * loom_r8_block_bytes(type));
             loom_r8_q4_block(type, grp + (size_t)b * loom_r8_block_bytes(type), &fs, &off, q);
             UNROLL for (int t = 0; t < NT; t++) {
                 const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
@@ -586,6 +587,7 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
         const int64_t nb = k / 32;
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *p = grp + (size_t)b * LOOM_R8_Q8_0;
+            loom_prefetch_l2(pf, (size_t)b * LOOM_R8_Q8_0, (size_t)(b + 1) * LOOM_R8_Q8_0);
             const __m256 fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
             __m256i I[RTN];
             UNROLL for (int t = 0; t < NT; t++) I[t] = _mm256_setzero_si256();
@@ -709,10 +711,11 @@ AI void r8_kunpack(const int type, const uint8_t *p, r8_kpanel *P, const int c) 
 /* NT tokens (x: their activations from the panel's first super-block on)
  * over nsb super-blocks of the panel */
 AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb, const uint8_t *x, size_t xs, float *y,
-                 int64_t ldy, const int rows, const bool first) {
+                 int64_t ldy, const int rows, const bool first, const uint8_t *pf, size_t pfn) {
     __m256 tot[RTN];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = first ? _mm256_setzero_ps() : load_rows(y + t * ldy, rows);
     for (int c = 0; c < nsb; c++) {
+        loom_prefetch_l2(pf, pfn * c / nsb, pfn * (c + 1) / nsb);
         __m256i S[RTN], M[RTN];
         UNROLL for (int t = 0; t < NT; t++) S[t] = M[t] = _mm256_setzero_si256();
         for (int s = 0; s < 8; s++) {
@@ -754,14 +757,19 @@ AI void r8_kgroups(const int type, LOOM_MATMUL_PARAMS) {
         for (int64_t sb0 = 0; sb0 < nsbk; sb0 += R8_SBC) {
             const int nsb = (int)(nsbk - sb0 < R8_SBC ? nsbk - sb0 : R8_SBC);
             for (int c = 0; c < nsb; c++) r8_kunpack(type, grp + (size_t)(sb0 + c) * bb, &P, c);
+            /* the next panel (this group's next super-blocks or the next group's first) */
+            const bool more = sb0 + R8_SBC < nsbk;
+            const uint8_t *np = more ? grp + (size_t)(sb0 + R8_SBC) * bb : r0 + GMR < nr ? grp + GMR * ws : NULL;
+            const int64_t nsb1 = more ? nsbk - sb0 - R8_SBC : nsbk;
+            const size_t pfn = (size_t)(nsb1 < R8_SBC ? nsb1 : R8_SBC) * bb;
             for (int64_t t = 0; t < n; t += RTN) {
-                const uint8_t *x = xq + t * xs + 292 * sb0;
+                const uint8_t *x = xq + t * xs + 292 * sb0, *pf = t ? NULL : np;
                 float *yt = y + t * ldy + r0;
                 switch (n - t < RTN ? n - t : RTN) {
-                case 1: r8_kpass(type, 1, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0); break;
-                case 2: r8_kpass(type, 2, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0); break;
-                case 3: r8_kpass(type, 3, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0); break;
-                default: r8_kpass(type, 4, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0); break;
+                case 1: r8_kpass(type, 1, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0, pf, pfn); break;
+                case 2: r8_kpass(type, 2, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0, pf, pfn); break;
+                case 3: r8_kpass(type, 3, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0, pf, pfn); break;
+                default: r8_kpass(type, 4, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0, pf, pfn); break;
                 }
             }
         }
@@ -778,15 +786,17 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     for (int64_t g = 0; 8 * g < nr; g++) {
         const uint8_t *grp = w + (size_t)g * GMR * ws;
         const int rows = nr - 8 * g < GMR ? (int)(nr - 8 * g) : GMR;
+        /* with more than one pass, the next group during the first (decode streams without) */
+        const uint8_t *np = n > RTN && 8 * (g + 1) < nr ? grp + GMR * ws : NULL;
         for (int64_t t = 0; t < n; t += RTN) {
-            const uint8_t *x = xq + t * xs;
+            const uint8_t *x = xq + t * xs, *pf = t ? NULL : np;
             const int nt = (int)(n - t < RTN ? n - t : RTN);
             float tmp[RTN * GMR];
             switch (nt) {
-            case 1: r8_group(type, 1, grp, k, x, xs, tmp); break;
-            case 2: r8_group(type, 2, grp, k, x, xs, tmp); break;
-            case 3: r8_group(type, 3, grp, k, x, xs, tmp); break;
-            default: r8_group(type, 4, grp, k, x, xs, tmp); break;
+            case 1: r8_group(type, 1, grp, k, x, xs, tmp, pf); break;
+            case 2: r8_group(type, 2, grp, k, x, xs, tmp, pf); break;
+            case 3: r8_group(type, 3, grp, k, x, xs, tmp, pf); break;
+            default: r8_group(type, 4, grp, k, x, xs, tmp, pf); break;
             }
             for (int j = 0; j < nt; j++)
                 for (int r = 0; r < rows; r++) y[(t + j) * ldy + 8 * g + r] = tmp[j * GMR + r];

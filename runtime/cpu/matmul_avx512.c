@@ -675,17 +675,11 @@ AI __m512i r8_u8x2(const uint8_t *a, const uint8_t *b) {
 }
 AI __m512i r8_b4x(const uint8_t *p) { return _mm512_set1_epi32((int)loom_ld_u32(p)); }
 
-/* The next pair's (or panel's) bytes [from, to) of both groups into L2,
- * spread over the first pass of this one: from DRAM the passes otherwise
- * wait on each block's first load, which the hardware prefetchers do not
- * hide at this pace (Zen 4, one thread, 32768 x 2048 at n = 16: Q4_0 / Q4_1
- * / Q4_K / Q5_K / Q6_K 254 / 238 / 207 / 201 / 175 -> 316 / 312 / 255 /
- * 238 / 218 GFLOP/s, n = 128 +1-5 %; from L2 within 3 %) */
+/* the next pair's (or panel's) bytes [from, to) of both groups into L2
+ * (cpu_kernels.h: loom_prefetch_l2) */
 AI void r8_pf(const uint8_t *a, const uint8_t *b, size_t from, size_t to) {
-    for (size_t o = (from + 63) & ~(size_t)63; a && o < to; o += 64) {
-        _mm_prefetch((const char *)a + o, _MM_HINT_T1);
-        _mm_prefetch((const char *)b + o, _MM_HINT_T1);
-    }
+    loom_prefetch_l2(a, from, to);
+    loom_prefetch_l2(b, from, to);
 }
 
 AI void r8_pair(const int type, const int NT, const uint8_t *ga, const uint8_t *gb, int64_t k, const uint8_t *x,
