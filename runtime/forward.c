@@ -11,7 +11,6 @@
 #include "runtime/rowops.h"
 
 #define MM_MAX_JOBS 3
-#define ROW_ALIGN 16 /* rows per thread are a multiple of this (kernel tiles, r8 groups) */
 
 struct loom_forward {
     const loom_weights *w;
@@ -56,7 +55,7 @@ static void mm_worker(void *ctx, int ith, int nth) {
     for (int j = 0; j < t->n_jobs; j++) {
         const mm_job *jb = &t->jobs[j];
         int64_t r0, r1;
-        loom_split_range(jb->m->rows, ROW_ALIGN, ith, nth, &r0, &r1);
+        loom_split_range(jb->m->rows, LOOM_MATMUL_ROW_ALIGN, ith, nth, &r0, &r1);
         if (r0 < r1)
             (jb->m->r8 ? loom_matmul_r8 : loom_matmul)(jb->m->type, jb->m->data, jb->m->stride, jb->m->cols, r0, r1,
                                                        jb->xq, jb->xq_stride, t->n, jb->y + r0, jb->ldy);

@@ -306,6 +306,11 @@ void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr
  * loom_dequant_row on the row it came from (a tied embedding table held in
  * the layout for its lm head). */
 void loom_r8_dequant_row(loom_type wt, const void *r8, int64_t row, int64_t k, float *dst);
+/* Rows per thread of a matmul split over a pool (loom_split_range): a
+ * multiple of this (the kernels' tiles, r8 groups and pairs), so a thread
+ * always starts at a group; the parallel repack splits the same way, so
+ * each thread first touches the pages it will read (NUMA). */
+#define LOOM_MATMUL_ROW_ALIGN 16
 /* loom_matmul over r8 weights: w the r8 copy (w_stride =
  * loom_r8_row_bytes(wt, k)), r0 a multiple of 8; otherwise as loom_matmul. */
 void loom_matmul_r8(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_t r0, int64_t r1,

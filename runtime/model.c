@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "runtime/kernels.h"
+#include "runtime/threadpool.h"
 
 loom_shard loom_shard_full(const loom_model_config *cfg) {
     loom_shard s = {0};
@@ -335,13 +336,30 @@ void loom_weights_free(loom_weights *w) {
 
 /* --------------------------------------------------------------- repacking */
 
-static loom_status repack(loom_weights *w, const loom_gguf *g, loom_mat *m) {
+typedef struct {
+    const loom_mat *m;
+    uint8_t *dst;
+} repack_job;
+
+/* rows [r0, r1) of the matmul split (forward.c) by the thread that will read them */
+static void repack_worker(void *ctx, int ith, int nth) {
+    const repack_job *j = ctx;
+    int64_t r0, r1;
+    loom_split_range(j->m->rows, LOOM_MATMUL_ROW_ALIGN, ith, nth, &r0, &r1);
+    if (r0 < r1)
+        loom_repack_r8(j->m->type, (const uint8_t *)j->m->data + (size_t)r0 * j->m->stride, j->m->stride, r1 - r0,
+                       j->m->cols, j->dst + (size_t)r0 * loom_r8_row_bytes(j->m->type, j->m->cols));
+}
+
+static loom_status repack(loom_weights *w, const loom_gguf *g, loom_pool *pool, loom_mat *m) {
     if (!m->data || m->r8 || !loom_matmul_prefers_r8(m->type)) return NULL;
     const size_t bytes = loom_r8_bytes(m->type, m->rows, m->cols), old = (size_t)m->rows * m->stride;
     uint8_t *buf = bytes ? alloc_copy(bytes) : NULL;
     if (!buf) return loom_error(LOOM_ERR_NOMEM, "cannot allocate %zu bytes for an interleaved copy of a %lld x %lld %s matrix",
                                 bytes, (long long)m->rows, (long long)m->cols, loom_type_name(m->type));
-    loom_repack_r8(m->type, m->data, m->stride, m->rows, m->cols, buf);
+    repack_job job = {m, buf};
+    if (pool) loom_pool_run(pool, repack_worker, &job);
+    else repack_worker(&job, 0, 1);
     int i = 0;
     while (i < w->n_owned && w->owned[i] != m->data) i++;
     if (i < w->n_owned) { /* a compact copy (bind_cols): replaced */
@@ -360,12 +378,12 @@ static loom_status repack(loom_weights *w, const loom_gguf *g, loom_mat *m) {
     return NULL;
 }
 
-loom_status loom_weights_repack(loom_weights *w, const loom_gguf *g) {
+loom_status loom_weights_repack(loom_weights *w, const loom_gguf *g, loom_pool *pool) {
     const int nl = w->shard.layer_end - w->shard.layer_begin;
     for (int l = 0; l < nl; l++) {
         loom_layer *L = &w->layers[l];
         loom_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) LOOM_TRY(repack(w, g, ms[i]));
+        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) LOOM_TRY(repack(w, g, pool, ms[i]));
     }
     /* A head tied to the embedding table is repacked as any head (on every
      * rank that holds it, so a last stage computes what one rank does); where
@@ -373,7 +391,7 @@ loom_status loom_weights_repack(loom_weights *w, const loom_gguf *g) {
      * same copy (loom_r8_dequant_row: the rows' floats), and the file's bytes
      * are released once. */
     const bool shared = w->shard.embed && w->embed.data == w->lm_head.data;
-    LOOM_TRY(repack(w, g, &w->lm_head));
+    LOOM_TRY(repack(w, g, pool, &w->lm_head));
     if (shared) w->embed = w->lm_head;
     return NULL;
 }

@@ -21,6 +21,7 @@
 
 #include "runtime/gguf.h"
 #include "runtime/status.h"
+#include "runtime/threadpool.h"
 #include "runtime/types.h"
 
 typedef enum {
@@ -213,7 +214,9 @@ void loom_weights_free(loom_weights *w);
  * a copy per matrix, after which the file's pages of it are dropped (g
  * mapped) or the compact copy it replaces is freed. For a rank that
  * computes on the CPU, before its first step; the bytes move from
- * bytes_mapped to bytes_copied. */
-loom_status loom_weights_repack(loom_weights *w, const loom_gguf *g) LOOM_MUST_USE;
+ * bytes_mapped to bytes_copied. pool (or NULL: this thread) copies each
+ * matrix split as the forward pass splits its rows, so every thread first
+ * touches the pages it will read. */
+loom_status loom_weights_repack(loom_weights *w, const loom_gguf *g, loom_pool *pool) LOOM_MUST_USE;
 
 #endif

@@ -159,7 +159,7 @@ Test(families, plan_weight_bytes_are_what_the_weights_bind) {
             for (int r = 0; r < p->world; r++) {
                 loom_weights *w;
                 OK(loom_weights_create(g, &c, &p->ranks[r].shard, &w));
-                OK(loom_weights_repack(w, g)); /* the AVX2 level: every type with an r8 layout in it */
+                OK(loom_weights_repack(w, g, NULL)); /* the AVX2 level: every type with an r8 layout in it */
                 cr_assert_eq((int64_t)(w->bytes_mapped + w->bytes_copied), p->ranks[r].weight_bytes,
                              "%s tp %d pp %d rank %d: binds %zu + %zu bytes, the plan says %lld", models[i].name,
                              grids[k][0], grids[k][1], r, w->bytes_mapped, w->bytes_copied,
@@ -202,7 +202,7 @@ static float *run_split_as(const loom_gguf *g, const loom_model_config *c, const
         OK(loom_weights_create(g, c, &p->ranks[t].shard, &w[t]));
         if (repack) {
             const size_t before = w[t]->bytes_mapped + w[t]->bytes_copied;
-            OK(loom_weights_repack(w[t], g));
+            OK(loom_weights_repack(w[t], g, NULL));
             for (int l = 0; l < c->n_layers; l++) {
                 const loom_layer *L = &w[t]->layers[l];
                 const loom_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
@@ -332,7 +332,7 @@ Test(families, r8_layout_takes_the_lm_head_on_every_stage) {
             if (k == 2) sh.layer_end = 1, sh.head = false;
             loom_weights *w;
             OK(loom_weights_create(g, &c, &sh, &w));
-            OK(loom_weights_repack(w, g));
+            OK(loom_weights_repack(w, g, NULL));
             if (sh.head)
                 cr_assert(w->lm_head.data && w->lm_head.r8, "%s, %s: lm head in rows", models[i].name, what[k]);
             if (sh.embed)
@@ -347,6 +347,50 @@ Test(families, r8_layout_takes_the_lm_head_on_every_stage) {
         loom_gguf_free(g);
         unlink(path);
     }
+    OK(loom_isa_set(was));
+}
+
+/* loom_weights_repack over a pool of 3 threads (each matrix's rows split as
+ * the forward pass splits them: ranges of 16 rows, a partial group last)
+ * writes the bytes one thread writes. */
+Test(families, parallel_repack_equals_serial) {
+    static const synth_model model = {
+        "tied", "--arch llama --layers 2 --dim 768 --heads 12 --kv-heads 3 --ffn 1536 --vocab 300 --type Q4_K_M --tied"};
+    const loom_isa was = use_avx2_r8();
+    char path[256];
+    loom_gguf *g = open_synth(&model, path, sizeof path);
+    loom_model_config c;
+    OK(loom_model_config_read(g, &c));
+    loom_pool *pool;
+    OK(loom_pool_create(3, &pool));
+    const loom_shard sh = loom_shard_full(&c);
+    loom_weights *w[2];
+    for (int i = 0; i < 2; i++) {
+        OK(loom_weights_create(g, &c, &sh, &w[i]));
+        OK(loom_weights_repack(w[i], g, i ? pool : NULL));
+    }
+    const loom_mat *ms[2][15];
+    int n = 0;
+    for (int i = 0; i < 2; i++) {
+        n = 0;
+        for (int l = 0; l < c.n_layers; l++) {
+            const loom_layer *L = &w[i]->layers[l];
+            const loom_mat *lm[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+            for (int j = 0; j < 7; j++) ms[i][n++] = lm[j];
+        }
+        ms[i][n++] = &w[i]->lm_head;
+    }
+    for (int j = 0; j < n; j++) {
+        const loom_mat *a = ms[0][j], *b = ms[1][j];
+        cr_assert(a->r8 && b->r8 && a->rows == b->rows && a->stride == b->stride, "matrix %d: r8 %d %d", j, a->r8, b->r8);
+        cr_assert(!memcmp(a->data, b->data, loom_r8_bytes(a->type, a->rows, a->cols)),
+                  "matrix %d (%lld x %lld %s): the pool's repack differs from one thread's", j, (long long)a->rows,
+                  (long long)a->cols, loom_type_name(a->type));
+    }
+    for (int i = 0; i < 2; i++) loom_weights_free(w[i]);
+    loom_pool_free(pool);
+    loom_gguf_free(g);
+    unlink(path);
     OK(loom_isa_set(was));
 }
 

@@ -747,7 +747,7 @@ static void weights_match(const loom_gguf *g, const loom_model_config *cfg, cons
     for (int r = 0; r < p->world; r++) {
         loom_weights *w;
         OK(loom_weights_create(g, cfg, &p->ranks[r].shard, &w));
-        OK(loom_weights_repack(w, g));
+        OK(loom_weights_repack(w, g, NULL));
         cr_assert_eq((int64_t)(w->bytes_mapped + w->bytes_copied), p->ranks[r].weight_bytes,
                      "tp %d pp %d rank %d: the weights hold %zu + %zu bytes, the plan says %lld", tp, pp, r,
                      w->bytes_mapped, w->bytes_copied, (long long)p->ranks[r].weight_bytes);

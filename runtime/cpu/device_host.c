@@ -21,7 +21,6 @@
 #include "runtime/threadpool.h"
 
 #define HOST_MAX_HEAD 512
-#define ROW_ALIGN 16 /* matmul rows per thread: a multiple of this (forward.c's split) */
 
 typedef struct {
     void *p;
@@ -179,7 +178,7 @@ typedef struct {
 static void mm_worker(void *ctx, int ith, int nth) {
     const mm_task *t = ctx;
     int64_t r0, r1;
-    loom_split_range(t->nr, ROW_ALIGN, ith, nth, &r0, &r1);
+    loom_split_range(t->nr, LOOM_MATMUL_ROW_ALIGN, ith, nth, &r0, &r1);
     if (r0 < r1) loom_matmul(t->wt, t->w, t->ws, t->k, r0, r1, t->xq, t->xs, t->n, t->y + r0, t->ldy);
 }
 
