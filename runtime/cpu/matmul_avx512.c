@@ -652,15 +652,25 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
     UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(tmp + 8 * t, tot[t]);
 }
 
-/* Prefill (n >= R8_PAIR_N) of Q4_0/Q4_1: two groups per 512-bit vector
+/* Two tokens or more (r8_pair_n) of Q4_0/Q4_1: two groups per 512-bit vector
  * (group A's rows in the low half, B's in the high one; B = A for a lone
  * last group) and up to 8 tokens per pass, so each load and nibble split
- * serves 16 rows x 8 tokens; the pair's bytes stay in L1/L2 across passes,
- * so the two streams that slow decode do not matter here. Same integer sums and float steps as
+ * serves 16 rows x 8 tokens; the pair's bytes stay in L1/L2 across passes
+ * (its two streams slow only one token: r8_pair_n). Same integer sums and float steps as
  * r8_group, lane for lane. (A panel of the quants split once per 256
  * columns for all tokens, with the running sums carried through y, was 20 %
  * slower on Zen 4: the activations walked 2.5 KiB apart.) */
-enum { R8_PAIR_N = 8, XP = 8 };
+enum { XP = 8 };
+
+/* The fewest tokens that go by pairs (r8_pairs, r8_kpairs) instead of
+ * r8_group's 4-token chunks. Zen 4, one thread, bench_matmul 2048 x 2048
+ * (L3) / 131072 x 2048 (DRAM), GFLOP/s, chunks -> pairs: Q4_0 n = 2 210 ->
+ * 266 / 196 -> 251, n = 4 243 -> 310 / 226 -> 303 (Q4_1 the same; n = 1
+ * streams faster by chunks: 61 against 50 GB/s); K-quants n = 4 Q4_K 228
+ * -> 183 / 194 -> 161 (Q5_K alike, Q6_K even from DRAM), n = 5..7 Q4_K 207
+ * -> 200 / 131 -> 180, Q6_K 166 -> 182 / 101 -> 142, Q5_K 174 -> 180 / 106
+ * -> 152 (a last chunk of 1-3 tokens streamed the group again). */
+AI int r8_pair_n(const int type) { return loom_is_kquant(type) ? 5 : 2; }
 
 AI __m512i r8_ld2(const uint8_t *a, const uint8_t *b) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
@@ -880,9 +890,9 @@ AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
     }
 }
 
-/* Every group x every token, XN tokens at a time; prefill by pairs. */
+/* Every group x every token, XN tokens at a time; from r8_pair_n tokens by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
-    if (n >= R8_PAIR_N) {
+    if (n >= r8_pair_n(type)) {
         if (type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         else r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         return;
