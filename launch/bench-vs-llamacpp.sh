@@ -396,7 +396,8 @@ if multi:
                 k["busy_ms_per_token"], 100 * k["idle_frac"]))
 
 llama_info = next((llama_row(r["data"]) for r in runs if r["kind"] == "llama"), {})
-loom_machine = next((r["data"]["machine"] for r in runs if r["kind"] == "loom"), {})
+loom_machine = next((r["data"]["machine"] for r in runs  # any loom bench's JSON (a run may have no main table)
+                     if r["kind"].endswith("loom") and isinstance(r["data"], dict) and "machine" in r["data"]), {})
 cpuinfo = {}
 for line in open("/proc/cpuinfo"):
     if ":" in line:
