@@ -125,6 +125,20 @@
  * threads reach is this machine's bandwidth of the minute, which the
  * probe's best-of-5 pass overstates. Weight copies sit in 2 MiB pages
  * (MADV_HUGEPAGE, runtime/model.c): TinyLlama Q4_0 one thread +7 %.
+ * Batches of a few tokens from DRAM (batched decode, pipeline
+ * micro-batches): a pass over a group's or a pair's bytes that does
+ * arithmetic for 8 tokens per block leaves the hardware prefetchers behind,
+ * and each block's first load waits on DRAM: at n = 16 (two 8-token passes)
+ * the r8 kernels read 19-25 % slower from DRAM than from L3 until the first
+ * pass fetched the next group / pair / panel into L2 (loom_prefetch_l2,
+ * cpu_kernels.h: AVX-512 Q4_K 207 -> 255 GFLOP/s, Q4_0 254 -> 316; AVX2
+ * Q6_K 134 -> 169; 16 TinyLlama Q4_K_M sequences, 2 threads, 176 -> 207
+ * tokens/s); decode (one pass) streams and goes without (a prefetch there
+ * cost). On AVX-512 r8_group's 4-token chunks made n = 5..7 two passes, the
+ * second of 1-3 tokens streaming the group again (Q4_K 131-151 GFLOP/s from
+ * DRAM, 207-225 from L3), and Q4_0 at n = 2..4 gave 196-226: pairs of groups
+ * take Q4_0/Q4_1 from 2 tokens and the K-quant panels from 5
+ * (matmul_avx512.c: r8_pair_n; Q4_0 n = 4 303, Q4_K n = 5..7 180-204).
  *
  * ISA levels (each includes the ones before it):
  *   scalar  plain C, the reference: simple and obviously right;
