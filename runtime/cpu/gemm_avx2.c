@@ -757,11 +757,8 @@ AI void r8_kgroups(const int type, LOOM_MATMUL_PARAMS) {
         for (int64_t sb0 = 0; sb0 < nsbk; sb0 += R8_SBC) {
             const int nsb = (int)(nsbk - sb0 < R8_SBC ? nsbk - sb0 : R8_SBC);
             for (int c = 0; c < nsb; c++) r8_kunpack(type, grp + (size_t)(sb0 + c) * bb, &P, c);
-            /* the next panel (this group's next super-blocks or the next group's first) */
-            const bool more = sb0 + R8_SBC < nsbk;
-            const uint8_t *np = more ? grp + (size_t)(sb0 + R8_SBC) * bb : r0 + GMR < nr ? grp + GMR * ws : NULL;
-            const int64_t nsb1 = more ? nsbk - sb0 - R8_SBC : nsbk;
-            const size_t pfn = (size_t)(nsb1 < R8_SBC ? nsb1 : R8_SBC) * bb;
+            size_t pfn;
+            const uint8_t *np = loom_r8_next_panel(w, ws, nr, r0, GMR, sb0, R8_SBC, nsbk, bb, &pfn, NULL);
             for (int64_t t = 0; t < n; t += RTN) {
                 const uint8_t *x = xq + t * xs + 292 * sb0, *pf = t ? NULL : np;
                 float *yt = y + t * ldy + r0;
@@ -779,7 +776,7 @@ AI void r8_kgroups(const int type, LOOM_MATMUL_PARAMS) {
 /* Every group x every token, RTN tokens at a time (a group's weights stay
  * in L1 or L2 between token chunks); the K-quants' prefill by panels. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
-    if (n > RTN && (type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K)) {
+    if (n > RTN && loom_is_kquant(type)) {
         r8_kgroups(type, w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }

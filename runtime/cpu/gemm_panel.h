@@ -171,4 +171,19 @@ static inline __attribute__((always_inline)) void loom_r8_q6_scale_pairs(const u
     *b = _mm256_permute2x128_si256(lo, hi, 0x31);
 }
 
+/* The r8 K-quant prefill's next panel, fetched while the current one is
+ * read (loom_prefetch_l2): after super-blocks [sb0, sb0 + sbc) of the rows
+ * from r0 (rstep rows per panel), the same rows' next super-blocks or the
+ * next rows' first ones; NULL after the last. *bytes: its bytes per group
+ * of 8 rows; *rows_left (if given): the rows from its first on. */
+static inline const uint8_t *loom_r8_next_panel(const uint8_t *w, size_t ws, int64_t nr, int64_t r0, int64_t rstep,
+                                                int64_t sb0, int64_t sbc, int64_t nsbk, size_t bb, size_t *bytes,
+                                                int64_t *rows_left) {
+    const bool more = sb0 + sbc < nsbk;
+    const int64_t r1 = more ? r0 : r0 + rstep, sb1 = more ? sb0 + sbc : 0;
+    *bytes = (size_t)(nsbk - sb1 < sbc ? nsbk - sb1 : sbc) * bb;
+    if (rows_left) *rows_left = nr - r1;
+    return r1 < nr ? w + (size_t)r1 * ws + (size_t)sb1 * bb : NULL;
+}
+
 #endif

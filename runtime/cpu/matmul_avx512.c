@@ -702,8 +702,8 @@ AI void r8_pair(const int type, const int NT, const uint8_t *ga, const uint8_t *
     if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) {
         const int64_t nb = k / 32;
         const int qo = type == LOOM_TYPE_Q4_1 ? 32 : 16; /* the quants, after d (and m) */
+        const size_t bb = loom_r8_block_bytes(type);
         for (int64_t b = 0; b < nb; b++) {
-            const size_t bb = loom_r8_block_bytes(type);
             const uint8_t *pa = ga + (size_t)b * bb, *pb = gb + (size_t)b * bb;
             r8_pf(pfa, pfb, (size_t)b * bb, (size_t)(b + 1) * bb);
             const __m512 fs = r8_f16x2(pa, pb);
@@ -874,12 +874,10 @@ AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
                 else r8_kunpack(type, pa, pb, &P, c);
             }
             /* the next panel's bytes, fetched into L2 during the first pass over this one */
-            const bool more = sb0 + R8_SBC < nsbk;
-            const int64_t r1 = more ? r0 : r0 + 16;
-            const uint8_t *na = r1 < nr ? w + (size_t)r1 * ws + (more ? (size_t)(sb0 + R8_SBC) * bb : 0) : NULL;
-            const uint8_t *nb = na && nr - r1 > 8 ? na + 8 * ws : na;
-            const int64_t nsb1 = more ? nsbk - sb0 - R8_SBC : nsbk;
-            const size_t pfn = na ? (size_t)(nsb1 < R8_SBC ? nsb1 : R8_SBC) * bb : 0;
+            size_t pfn;
+            int64_t left;
+            const uint8_t *na = loom_r8_next_panel(w, ws, nr, r0, 16, sb0, R8_SBC, nsbk, bb, &pfn, &left);
+            const uint8_t *nb = na && left > 8 ? na + 8 * ws : na;
             for (int64_t t = 0; t < n; t += XP) {
                 const uint8_t *x = xq + t * xs + 292 * sb0;
                 float *yt = y + t * ldy + r0;
@@ -895,7 +893,7 @@ AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
 /* Every group x every token, XN tokens at a time; from r8_pair_n tokens by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     if (n >= r8_pair_n(type)) {
-        if (type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
+        if (loom_is_kquant(type)) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         else r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }

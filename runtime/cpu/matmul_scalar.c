@@ -176,7 +176,7 @@ static void matmul_r8(loom_type wt, const uint8_t *w, size_t ws, int64_t k, int6
         for (int64_t r = 0; r < nr; r++) {
             const uint8_t *grp = w + (size_t)(r / 8) * 8 * ws;
             float sum = 0.0f;
-            if (wt == LOOM_TYPE_Q4_K || wt == LOOM_TYPE_Q5_K || wt == LOOM_TYPE_Q6_K)
+            if (loom_is_kquant(wt))
                 for (int64_t sb = 0; sb < k / 256; sb++) sum += r8_termK(wt, q5_whole, grp, sb, (int)(r % 8), x);
             else
                 for (int64_t b = 0; b < k / 32; b++) {
