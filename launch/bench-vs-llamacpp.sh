@@ -28,9 +28,13 @@
 #       --gen-tokens GT` (each sequence a PT-token context, as there)
 #       (target >= 1.2x);
 #   (f) multi-rank rows: TP=2 (2 ranks x 1 thread) decode against 1 rank x 2
-#       threads (target >= 0.95x), PP=2 (2 ranks x 1 thread, SEQS sequences,
-#       total tokens/s) against 1 rank x 1 thread decoding the same sequences
-#       batched (target >= 1.7x), each pair back to back;
+#       threads (target >= 0.95x), PP=2 (2 ranks x 1 thread, each of SEQS
+#       sequence counts, total tokens/s) against 1 rank x 1 thread decoding
+#       the same sequences batched (target >= 1.7x), each pair back to back.
+#       Two stages on one host share its memory: each reads its half of the
+#       weights once per micro-batch (SEQS/2 sequences), twice the one
+#       rank's bytes per token, so the PP row also prints the ceiling the
+#       measured read bandwidth puts on it;
 #   (g) prints one table per part, with loom's decode bandwidth as a share of
 #       the read bandwidth loom bench measured, and writes everything
 #       (CPU model, family, model number and flags; commands, load averages,
@@ -40,7 +44,7 @@
 # load average before every pair of runs; keep it well under 1.
 #
 # Environment (defaults):
-#   LOOM=build/loom  THREADS=1,2  REPS=5  ROUNDS=2  PT=128  GT=128  SEQS=4
+#   LOOM=build/loom  THREADS=1,2  REPS=5  ROUNDS=2  PT=128  GT=128  SEQS=4,8
 #   MODELS="default q4_0 q4_k_m q5_k_m q6_k q8_0 llama32_1b qwen25_05b"
 #   DEPTH=4096  DEPTH_MODELS=default  DEPTH_REPS=2      (DEPTH=0: skip (d))
 #   BATCH_SEQS=4,16  BATCH_MODELS="default q4_k_m"      (BATCH_MODELS="": skip (e))
@@ -64,7 +68,7 @@ reps=${REPS:-5}
 rounds=${ROUNDS:-2}
 pt=${PT:-128}
 gt=${GT:-128}
-seqs=${SEQS:-4}
+seqs=${SEQS:-4,8}
 models_sel=${MODELS:-"default q4_0 q4_k_m q5_k_m q6_k q8_0 llama32_1b qwen25_05b"}
 depth=${DEPTH:-4096}
 depth_sel=${DEPTH_MODELS:-default}
@@ -358,38 +362,46 @@ if batch_rows:
             "meets" if r["ratio"] >= r["target"] else "BELOW"))
 
 multi = []
-def tg_of(kind, model, rnd):
+def results_of(kind, model, rnd):
     for r in runs:
         if r["kind"] == kind and r["model"] == model and r["round"] == rnd:
-            return r["data"]["results"][0]
-    return None
+            return r["data"]["results"]
+    return []
 for model in dict.fromkeys(r["model"] for r in runs if r["kind"] in ("tp2", "pp2")):
     for a, b, what, target in (("tp2", "tp1", "TP=2 (2 ranks x 1 thread) vs 1 rank x 2 threads, decode", 0.95),
                                ("pp2", "pp1", "PP=2 (2 ranks x 1 thread) vs 1 rank x 1 thread, batched decode", 1.7)):
-        pairs = []
         other = max([r["other_cpus"] for r in runs if r["kind"] in (a, b) and r["model"] == model] or [0])
-        for rnd in sorted({r["round"] for r in runs if r["kind"] == a and r["model"] == model}):
-            x, y = tg_of(a, model, rnd), tg_of(b, model, rnd)
-            if x and y:
-                pairs.append((x, y))
-        if not pairs:
-            continue
-        xs = mean([p[0]["decode_tokens_per_s"]["mean"] for p in pairs])
-        ys = mean([p[1]["decode_tokens_per_s"]["mean"] for p in pairs])
-        comm = pairs[-1][0]["decode_ranks"]
-        multi.append(dict(model=model, name=names.get(model, os.path.basename(model)), what=what, kind=a,
-                          sequences=pairs[0][0]["sequences"], cluster_tps=xs, single_tps=ys, ratio=xs / ys,
-                          target=target, cluster_rounds=[p[0]["decode_tokens_per_s"]["mean"] for p in pairs],
-                          single_rounds=[p[1]["decode_tokens_per_s"]["mean"] for p in pairs], decode_ranks=comm,
-                          other_cpus=other))
+        rounds = sorted({r["round"] for r in runs if r["kind"] == a and r["model"] == model})
+        by_seqs = {}  # sequences -> [(cluster result, single result)] over rounds
+        for rnd in rounds:
+            ys = {y["sequences"]: y for y in results_of(b, model, rnd)}
+            for x in results_of(a, model, rnd):
+                if x["sequences"] in ys:
+                    by_seqs.setdefault(x["sequences"], []).append((x, ys[x["sequences"]]))
+        for seqs, pairs in sorted(by_seqs.items()):
+            xs = mean([p[0]["decode_tokens_per_s"]["mean"] for p in pairs])
+            ys = mean([p[1]["decode_tokens_per_s"]["mean"] for p in pairs])
+            # the most the host's read bandwidth (all ranks reading at once) allows at the cluster's bytes per token
+            ceil = [p[0]["membw_gb_per_s"] * 1e9 / p[0]["weight_bytes_per_token"] for p in pairs
+                    if p[0].get("membw_gb_per_s") and p[0].get("weight_bytes_per_token")]
+            multi.append(dict(model=model, name=names.get(model, os.path.basename(model)), what=what, kind=a,
+                              sequences=seqs, cluster_tps=xs, single_tps=ys, ratio=xs / ys, target=target,
+                              cluster_rounds=[p[0]["decode_tokens_per_s"]["mean"] for p in pairs],
+                              single_rounds=[p[1]["decode_tokens_per_s"]["mean"] for p in pairs],
+                              bandwidth_ceiling_tps=mean(ceil) if ceil else None,
+                              decode_ranks=pairs[-1][0]["decode_ranks"], other_cpus=other))
 if multi:
     print()
     print("several ranks (loom only; per decoded token: TP collectives / stage transfers / busy, ms, per rank)")
     for m in multi:
         ok = "meets" if m["ratio"] >= m["target"] else "BELOW"
-        print("%-18s %s, %d seq: %.2f vs %.2f tok/s = %.2fx (target >= %.2gx: %s; other CPUs <= %.2f)" % (
+        ceil = ""
+        if m["kind"] == "pp2" and m["bandwidth_ceiling_tps"]:
+            c = m["bandwidth_ceiling_tps"]
+            ceil = "; the host's read bandwidth allows at most %.1f tok/s = %.2fx" % (c, c / m["single_tps"])
+        print("%-18s %s, %d seq: %.2f vs %.2f tok/s = %.2fx (target >= %.2gx: %s%s; other CPUs <= %.2f)" % (
             m["name"], m["what"], m["sequences"], m["cluster_tps"], m["single_tps"], m["ratio"], m["target"], ok,
-            m["other_cpus"]))
+            ceil, m["other_cpus"]))
         for k in m["decode_ranks"]:
             print("%22s rank %d (stage %d, tp %d): TP %.3f, transfers %.3f, busy %.3f ms/token, idle %.0f%%" % (
                 "", k["rank"], k["stage"], k["tp_rank"], k["tp_ms_per_token"], k["transfer_ms_per_token"],
@@ -397,7 +409,7 @@ if multi:
 
 llama_info = next((llama_row(r["data"]) for r in runs if r["kind"] == "llama"), {})
 loom_machine = next((r["data"]["machine"] for r in runs  # any loom bench's JSON (a run may have no main table)
-                     if r["kind"].endswith("loom") and isinstance(r["data"], dict) and "machine" in r["data"]), {})
+                     if "llama" not in r["kind"] and isinstance(r["data"], dict) and "machine" in r["data"]), {})
 cpuinfo = {}
 for line in open("/proc/cpuinfo"):
     if ":" in line:

@@ -19,10 +19,20 @@ typedef struct {
     uint8_t *data; /* device */
 } dmat;
 
+/* Matrices that read the same input rows and are stored one after another
+ * in one device buffer: a single matmul over all their rows writes their
+ * outputs side by side, which for one row is each output where it belongs
+ * (q | k | v, gate | up). */
+typedef struct {
+    dmat m;    /* the rows of `parts` matrices, m.data NULL when none are fused */
+    int parts; /* how many of the group's leading matrices m covers */
+} dfused;
+
 typedef struct {
     float *attn_norm, *ffn_norm; /* (dim) */
     float *bq, *bk, *bv;         /* or NULL */
     dmat wq, wk, wv, wo, w_gate, w_up, w_down;
+    dfused qkv, gate_up;         /* one launch for decode of one row */
 } dlayer;
 
 typedef struct {
@@ -36,6 +46,8 @@ struct loom_dforward {
     const loom_weights *w;
     loom_kv_config kc;
     int max_rows, qdim, kvdim;
+    bool fuse;       /* LOOM_DEVICE_FUSE (default 1): fused groups of matrices for one-row steps */
+    int n_fused;     /* layers' groups that fused two or more matrices */
     size_t bytes_weights, bytes_kv, bytes_work;
     /* weights */
     upload *ups;
@@ -71,12 +83,9 @@ struct loom_dforward {
 
 /* ------------------------------------------------------------ creation */
 
-static loom_status put(loom_dforward *f, const void *host, size_t bytes, const char *what, void **dev) {
-    for (int i = 0; i < f->n_ups; i++)
-        if (f->ups[i].host == host && f->ups[i].bytes == bytes) {
-            *dev = f->ups[i].dev;
-            return NULL;
-        }
+/* A device buffer for weights, recorded under the host range it copies
+ * (NULL: a fused group's, never shared). */
+static loom_status weight_buffer(loom_dforward *f, const void *host, size_t bytes, const char *what, void **dev) {
     if (f->n_ups == f->cap_ups) {
         int cap = f->cap_ups ? 2 * f->cap_ups : MAX_UPLOADS;
         upload *u = realloc(f->ups, sizeof *u * (size_t)cap);
@@ -86,6 +95,16 @@ static loom_status put(loom_dforward *f, const void *host, size_t bytes, const c
     LOOM_TRY(loom_device_alloc(f->d, bytes, what, dev));
     f->ups[f->n_ups++] = (upload){host, bytes, *dev};
     f->bytes_weights += bytes;
+    return NULL;
+}
+
+static loom_status put(loom_dforward *f, const void *host, size_t bytes, const char *what, void **dev) {
+    for (int i = 0; i < f->n_ups; i++)
+        if (f->ups[i].host == host && f->ups[i].bytes == bytes) {
+            *dev = f->ups[i].dev;
+            return NULL;
+        }
+    LOOM_TRY(weight_buffer(f, host, bytes, what, dev));
     return loom_device_upload(f->d, *dev, host, bytes);
 }
 
@@ -101,6 +120,38 @@ static loom_status put_mat(loom_dforward *f, const loom_mat *m, const char *what
     void *p;
     LOOM_TRY(put(f, m->data, (size_t)m->rows * m->stride, what, &p));
     out->data = p;
+    return NULL;
+}
+
+/* Uploads m[0..nm) of one group (same input rows): the leading run of
+ * matrices of one type and row length into one buffer (fz, when two or
+ * more), the rest apart; out[j] is each matrix's own view either way. */
+static loom_status put_group(loom_dforward *f, int nm, const loom_mat *const *m, const char *const *what, dmat *out,
+                             dfused *fz) {
+    int run = 0;
+    if (f->fuse)
+        while (run < nm && m[run]->data && !m[run]->r8 && m[run]->type == m[0]->type && m[run]->cols == m[0]->cols &&
+               m[run]->stride == m[0]->stride && f->d->vt->matmul[m[run]->type])
+            run++;
+    *fz = (dfused){{m[0]->type, 0, m[0]->cols, m[0]->stride, NULL}, 0};
+    if (run < 2) run = 0;
+    size_t bytes = 0;
+    for (int j = 0; j < run; j++) bytes += (size_t)m[j]->rows * m[j]->stride;
+    if (run) {
+        void *p;
+        LOOM_TRY(weight_buffer(f, NULL, bytes, what[0], &p));
+        uint8_t *at = p;
+        for (int j = 0; j < run; j++) {
+            const size_t b = (size_t)m[j]->rows * m[j]->stride;
+            LOOM_TRY(loom_device_upload(f->d, at, m[j]->data, b));
+            out[j] = (dmat){m[j]->type, m[j]->rows, m[j]->cols, m[j]->stride, at};
+            fz->m.rows += m[j]->rows;
+            at += b;
+        }
+        fz->m.data = p, fz->parts = run;
+        f->n_fused++;
+    }
+    for (int j = run; j < nm; j++) LOOM_TRY(put_mat(f, m[j], what[j], &out[j]));
     return NULL;
 }
 
@@ -132,12 +183,14 @@ static loom_status upload_weights(loom_dforward *f) {
         LOOM_TRY(put_vec(f, L->bq, (size_t)f->qdim, "query bias", &D->bq));
         LOOM_TRY(put_vec(f, L->bk, (size_t)f->kvdim, "key bias", &D->bk));
         LOOM_TRY(put_vec(f, L->bv, (size_t)f->kvdim, "value bias", &D->bv));
-        LOOM_TRY(put_mat(f, &L->wq, "attn_q", &D->wq));
-        LOOM_TRY(put_mat(f, &L->wk, "attn_k", &D->wk));
-        LOOM_TRY(put_mat(f, &L->wv, "attn_v", &D->wv));
+        dmat qkv[3], gu[2];
+        LOOM_TRY(put_group(f, 3, (const loom_mat *const[]){&L->wq, &L->wk, &L->wv},
+                           (const char *const[]){"attn_q", "attn_k", "attn_v"}, qkv, &D->qkv));
+        D->wq = qkv[0], D->wk = qkv[1], D->wv = qkv[2];
         LOOM_TRY(put_mat(f, &L->wo, "attn_output", &D->wo));
-        LOOM_TRY(put_mat(f, &L->w_gate, "ffn_gate", &D->w_gate));
-        LOOM_TRY(put_mat(f, &L->w_up, "ffn_up", &D->w_up));
+        LOOM_TRY(put_group(f, 2, (const loom_mat *const[]){&L->w_gate, &L->w_up},
+                           (const char *const[]){"ffn_gate", "ffn_up"}, gu, &D->gate_up));
+        D->w_gate = gu[0], D->w_up = gu[1];
         LOOM_TRY(put_mat(f, &L->w_down, "ffn_down", &D->w_down));
     }
     return NULL;
@@ -162,6 +215,7 @@ static size_t act_bytes_of(const loom_weights *w, int rows) {
 /* workspace layout: sizes in bytes of each buffer, for create and plans */
 typedef struct {
     size_t x, q, kv, ffn, act, logits, cs, rows_i32, units, tables, part;
+    size_t qbuf, gbuf; /* q and gate: also q | k | v and gate | up of one row (fused groups) */
     int part_units, max_units, max_tables;
 } work_sizes;
 
@@ -173,6 +227,9 @@ static work_sizes work_of(const loom_weights *w, const loom_kv_config *kc, int R
     s.q = (size_t)R * w->n_q * hd * sizeof(float);
     s.kv = (size_t)R * w->n_kv * hd * sizeof(float);
     s.ffn = (size_t)R * (size_t)w->n_ffn * sizeof(float);
+    const size_t qkv1 = (size_t)(w->n_q + 2 * w->n_kv) * hd * sizeof(float), gu1 = 2 * (size_t)w->n_ffn * sizeof(float);
+    s.qbuf = s.q > qkv1 ? s.q : qkv1;
+    s.gbuf = s.ffn > gu1 ? s.ffn : gu1;
     s.act = act_bytes_of(w, R);
     s.logits = w->shard.head ? (size_t)R * (size_t)w->n_vocab * sizeof(float) : 0;
     s.cs = (size_t)R * c->rope_dim * sizeof(float);
@@ -190,7 +247,7 @@ static work_sizes work_of(const loom_weights *w, const loom_kv_config *kc, int R
 }
 
 static size_t work_total(const work_sizes *s) {
-    return 4 * s->x /* x, xn, scratch, rows_tmp */ + 2 * s->q + 2 * s->kv + 2 * s->ffn + 3 * s->act + s->logits +
+    return 4 * s->x /* x, xn, scratch, rows_tmp */ + s->qbuf + s->q + 2 * s->kv + s->gbuf + s->ffn + 3 * s->act + s->logits +
            s->cs + 3 * s->rows_i32 + s->units + s->tables + s->part;
 }
 
@@ -227,11 +284,11 @@ static loom_status alloc_work(loom_dforward *f) {
     A(xn, s.x, "normed rows");
     A(scratch, s.x, "partial output");
     A(rows_tmp, s.x, "gathered rows");
-    A(q, s.q, "queries");
+    A(q, s.qbuf, "queries");
     A(att, s.q, "attention output");
     A(k, s.kv, "keys");
     A(v, s.kv, "values");
-    A(gate, s.ffn, "MLP gate");
+    A(gate, s.gbuf, "MLP gate");
     A(up, s.ffn, "MLP up");
     for (int j = 0; j < 3; j++) A(act[j], s.act, "quantized activations");
     if (s.logits) A(logits, s.logits, "logits");
@@ -279,6 +336,8 @@ loom_status loom_dforward_create(loom_device *d, const loom_weights *w, const lo
     loom_dforward *f = calloc(1, sizeof *f);
     if (!f) return loom_error(LOOM_ERR_NOMEM, "out of memory creating the device forward pass");
     f->d = d, f->w = w, f->kc = *kc, f->max_rows = max_rows;
+    const char *fz = getenv("LOOM_DEVICE_FUSE");
+    f->fuse = !(fz && !strcmp(fz, "0"));
     f->qdim = w->n_q * c->head_dim, f->kvdim = w->n_kv * c->head_dim;
     f->block_bytes = loom_kv_block_bytes(kc);
     f->seg_blocks = loom_attn_seg_blocks(kc->block_tokens, kc->max_ctx);
@@ -329,6 +388,7 @@ void loom_dforward_bytes(const loom_dforward *f, size_t *weights, size_t *kv, si
     *weights = f->bytes_weights, *kv = f->bytes_kv, *workspace = f->bytes_work;
 }
 
+int loom_dforward_fused_groups(const loom_dforward *f) { return f->n_fused; }
 float *loom_dforward_hidden(loom_dforward *f) { return f->x; }
 float *loom_dforward_scratch(loom_dforward *f) { return f->scratch; }
 loom_device *loom_dforward_device(loom_dforward *f) { return f->d; }
@@ -463,19 +523,25 @@ void loom_dforward_attention(loom_dforward *f, int layer, float *out, int accumu
     const dmat *m[3] = {&L->wq, &L->wk, &L->wv};
     const uint8_t *xq[3];
     norm_for(f, f->x, L->attn_norm, f->xn, n, 3, m, xq);
-    mm(f, &L->wq, f->xn, xq[0], n, f->q, L->wq.rows, 0);
-    mm(f, &L->wk, f->xn, xq[1], n, f->k, L->wk.rows, 0);
-    mm(f, &L->wv, f->xn, xq[2], n, f->v, L->wv.rows, 0);
+    float *q = f->q, *k = f->k, *v = f->v;
+    int first = 0; /* the first matrix still to multiply */
+    if (n == 1 && L->qkv.parts) { /* one row: q | k | v side by side in the q buffer, the fused ones in one launch */
+        k = q + L->wq.rows, v = k + L->wk.rows;
+        mm(f, &L->qkv.m, f->xn, xq[0], 1, q, L->qkv.m.rows, 0);
+        first = L->qkv.parts;
+    }
+    float *const y[3] = {q, k, v};
+    for (int j = first; j < 3; j++) mm(f, m[j], f->xn, xq[j], n, y[j], m[j]->rows, 0);
     const size_t layer_off = (size_t)ll * (size_t)f->kc.n_blocks * f->block_bytes;
     const loom_dev_rope_args ra = {.n = n, .n_q = w->n_q, .n_kv = w->n_kv, .head_dim = hd, .rope_dim = c->rope_dim,
-                                   .neox = c->rope_neox, .q = f->q, .k = f->k, .v = f->v, .bq = L->bq, .bk = L->bk,
+                                   .neox = c->rope_neox, .q = q, .k = k, .v = v, .bq = L->bq, .bk = L->bk,
                                    .bv = L->bv, .cs = f->d_cs, .slot = f->d_slot, .kc = f->kpool + layer_off,
                                    .vc = f->vpool + layer_off, .block_bytes = f->block_bytes,
                                    .block_tokens = f->kc.block_tokens, .f16 = f->kc.type == LOOM_TYPE_F16};
     d->vt->rope_store(d, &ra);
     const loom_dev_attn_args aa = {.kc = f->kpool + layer_off, .vc = f->vpool + layer_off,
                                    .block_bytes = f->block_bytes, .block_tokens = f->kc.block_tokens, .head_dim = hd,
-                                   .f16 = f->kc.type == LOOM_TYPE_F16, .q = f->q, .out = f->att,
+                                   .f16 = f->kc.type == LOOM_TYPE_F16, .q = q, .out = f->att,
                                    .units = f->d_units, .n_units = f->n_units, .tables = f->d_tables,
                                    .seg_blocks = f->seg_blocks, .max_segs = f->max_segs,
                                    .qscale = (float)(1.4426950408889634 / sqrt((double)hd)), .part = f->part,
@@ -496,11 +562,17 @@ void loom_dforward_mlp(loom_dforward *f, int layer, float *out, int accumulate) 
     const dmat *m[2] = {&L->w_gate, &L->w_up};
     const uint8_t *xq[2];
     norm_for(f, f->x, L->ffn_norm, f->xn, n, 2, m, xq);
-    mm(f, &L->w_gate, f->xn, xq[0], n, f->gate, L->w_gate.rows, 0);
-    mm(f, &L->w_up, f->xn, xq[1], n, f->up, L->w_up.rows, 0);
+    float *up = f->up;
+    if (n == 1 && L->gate_up.parts) { /* one row: gate | up side by side in the gate buffer, one launch */
+        up = f->gate + L->w_gate.rows;
+        mm(f, &L->gate_up.m, f->xn, xq[0], 1, f->gate, L->gate_up.m.rows, 0);
+    } else {
+        mm(f, &L->w_gate, f->xn, xq[0], n, f->gate, L->w_gate.rows, 0);
+        mm(f, &L->w_up, f->xn, xq[1], n, up, L->w_up.rows, 0);
+    }
     loom_type wt = LOOM_TYPE_F32;
     const int fk = fused_kind(f, n, &L->w_down, &wt);
-    d->vt->swiglu(d, f->gate, f->up, n, (int)w->n_ffn, wt, fk >= 0 ? f->act[0] : NULL);
+    d->vt->swiglu(d, f->gate, up, n, (int)w->n_ffn, wt, fk >= 0 ? f->act[0] : NULL);
     const dmat *md[1] = {&L->w_down};
     const uint8_t *xd[1];
     quantize_for(f, f->gate, n, fk, 1, md, xd);

@@ -61,6 +61,14 @@ loom_status loom_dforward_create(loom_device *d, const loom_weights *w, const lo
                                  loom_dforward **out) LOOM_MUST_USE;
 void loom_dforward_free(loom_dforward *f);
 
+/* Groups of matrices that read the same rows and share a type (q, k, v;
+ * gate, up) are uploaded one after another into one buffer, and a step of
+ * one row multiplies each group in one launch (decode of one sequence is
+ * bound by launches, not bytes, on a GPU); other steps use each matrix
+ * apart. LOOM_DEVICE_FUSE=0 uploads them apart (to time the difference).
+ * How many groups of two or more matrices this pass fused: */
+int loom_dforward_fused_groups(const loom_dforward *f);
+
 /* Device bytes held: weights, KV pool, workspace. */
 void loom_dforward_bytes(const loom_dforward *f, size_t *weights, size_t *kv, size_t *workspace);
 /* Device bytes create() would take, without a device (for plans). */

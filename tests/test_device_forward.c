@@ -3,7 +3,9 @@
  * (runtime/forward.h) bit for bit: hidden states after every piece and
  * logits, for prefill, decode and mixed batches of several sequences, with
  * partial outputs and with the residual add fused (accumulate), on 1 and 3
- * threads, on the default model (llama, Q4_1, tied) and on synthetic ones
+ * threads, with the matrices of a group fused into one launch for one-row
+ * steps (q | k | v, gate | up) and apart (LOOM_DEVICE_FUSE=0), on the
+ * default model (llama, Q4_1, tied) and on synthetic ones
  * (qwen2 with Q/K/V biases and Q5_K_M; llama Q8_0 with GQA 4 and an F32 KV
  * cache; F16 weights; head dimension 128). What runs on a GPU is the same
  * orchestration (the same device calls in the same order) over the CUDA
@@ -59,8 +61,9 @@ static void same(const float *a, const float *b, size_t n, const char *what, int
             cr_assert_fail("%s, step %d: element %zu differs: CPU %.9g, device %.9g", what, step, i, a[i], b[i]);
 }
 
-/* Runs the same steps on the CPU forward and the device forward and compares. */
-static void run(const char *synth_args, loom_type kv_type, int threads) {
+/* Runs the same steps on the CPU forward and the device forward and
+ * compares; `fused`: the groups the device pass must have fused (-1: some). */
+static void run_fused(const char *synth_args, loom_type kv_type, int threads, int fused) {
     model_fx m;
     open_model(&m, synth_args);
     const loom_model_config *c = &m.cfg;
@@ -76,17 +79,23 @@ static void run(const char *synth_args, loom_type kv_type, int threads) {
     loom_device *dev;
     cr_assert(!loom_device_create_host(threads, &dev));
     loom_dforward *df;
+    cr_assert(!setenv("LOOM_DEVICE_FUSE", fused ? "1" : "0", 1));
     loom_status st = loom_dforward_create(dev, m.w, &kc, R, &df);
+    cr_assert(!unsetenv("LOOM_DEVICE_FUSE"));
     cr_assert(!st, "%s", loom_status_message(st));
+    const int nf = loom_dforward_fused_groups(df);
+    if (fused < 0) cr_assert_gt(nf, 0, "no group of matrices was fused");
+    else cr_assert_eq(nf, fused, "%d groups fused, expected %d", nf, fused);
 
     float *cl = malloc(sizeof(float) * (size_t)R * V), *dl = malloc(sizeof(float) * (size_t)R * V);
     float *dh = malloc(sizeof(float) * (size_t)R * dim);
     int32_t tok[24], pos[24], seq[24];
     int8_t lg[24];
     int len[3] = {0, 0, 0};
-    /* steps: prefill 13 + 5 rows, decode of both, a mixed step with a third sequence, two decodes */
-    const int plan[][3] = {{13, 5, 0}, {1, 1, 0}, {4, 1, 9}, {1, 1, 1}, {1, 1, 1}};
-    for (int step = 0; step < 5; step++) {
+    /* steps: prefill 13 + 5 rows, decode of both, a mixed step with a third sequence, two decodes, then
+     * decodes of one row (the fused launches) */
+    const int plan[][3] = {{13, 5, 0}, {1, 1, 0}, {4, 1, 9}, {1, 1, 1}, {1, 1, 1}, {1, 0, 0}, {0, 0, 1}, {0, 1, 0}};
+    for (int step = 0; step < (int)(sizeof plan / sizeof plan[0]); step++) {
         int n = 0;
         for (int s = 0; s < 3; s++)
             for (int i = 0; i < plan[step][s]; i++) {
@@ -146,9 +155,15 @@ static void run(const char *synth_args, loom_type kv_type, int threads) {
     close_model(&m);
 }
 
+static void run(const char *synth_args, loom_type kv_type, int threads) {
+    run_fused(synth_args, kv_type, threads, -1);
+    run_fused(synth_args, kv_type, threads, 0);
+}
+
 Test(device_forward, default_model_equals_cpu, .timeout = 600) {
-    run(NULL, LOOM_TYPE_F16, 1);
-    run(NULL, LOOM_TYPE_F16, 3);
+    /* Q4_1 throughout (the head Q8_0 stays apart): q | k | v and gate | up of each of 30 layers */
+    run_fused(NULL, LOOM_TYPE_F16, 1, 60);
+    run_fused(NULL, LOOM_TYPE_F16, 3, 0);
 }
 
 Test(device_forward, qwen2_biases_k_quants_equal_cpu, .timeout = 600) {

@@ -23,7 +23,9 @@
  * 3. speed (cuda) on the 1.1B shape: device copy bandwidth, decode tokens/s
  *    at batch 1, 8, 32 with and without CUDA graphs (and the graph's logits
  *    equal the direct ones), weight bytes read per step as GB/s and share of
- *    the copy bandwidth, prefill tokens/s for a 512-token prompt.
+ *    the copy bandwidth, prefill tokens/s for a 512-token prompt; batch 1
+ *    again with every matrix in its own launch (LOOM_DEVICE_FUSE=0), its
+ *    logits equal to the fused launches' (q | k | v, gate | up).
  *
  * Exit: 0 all checks passed; 1 a check failed; 77 --device cuda where this
  * build has no CUDA or no GPU is visible (nothing was checked: "not run").
@@ -300,6 +302,36 @@ static double decode_rate(engines *e, loom_device *d, int B, int ctx, int steps,
     return st ? 0 : (double)steps / t;
 }
 
+/* Batch 1 with every matrix in its own launch (LOOM_DEVICE_FUSE=0) against
+ * engine `fz` (q | k | v and gate | up in one launch each): the same logits
+ * for a first token (position 0: the KV pools hold nothing else either
+ * engine wrote), and the decode rate at `ctx`. */
+static void apart(loom_device *d, const model *m, engines *fz, int ctx, double step_bytes) {
+    loom_device *devs[1] = {d};
+    engines e;
+    setenv("LOOM_DEVICE_FUSE", "0", 1);
+    const int ok = engines_create(&e, m, devs, 1, 512, 1, 1024, "engine with matrices apart");
+    unsetenv("LOOM_DEVICE_FUSE");
+    if (!ok) return;
+    float *l = malloc(sizeof(float) * (size_t)m->cfg.vocab), *lf = malloc(sizeof(float) * (size_t)m->cfg.vocab);
+    loom_status st = loom_kv_reserve(e.kv, 0, ctx + 1);
+    const int g = d->vt->graph_begin != NULL;
+    double r = 0;
+    if (!st) decode_rate(fz, d, 1, 0, 1, 0, lf, &st);
+    if (!st) decode_rate(&e, d, 1, 0, 1, 0, l, &st);
+    if (!st) ck_record("matrices apart = fused, batch 1", !memcmp(l, lf, sizeof(float) * (size_t)m->cfg.vocab),
+                       "logits bit-equal");
+    if (!st) r = decode_rate(&e, d, 1, ctx, 20, g, l, &st);
+    if (st) ck_status("decode batch 1, matrices apart", st);
+    else {
+        ck_metric(g ? "decode batch 1 (CUDA graph), matrices apart" : "decode batch 1, matrices apart", r, "tokens/s");
+        ck_metric(g ? "decode batch 1 (CUDA graph), matrices apart, weights" : "decode batch 1, matrices apart, weights",
+                  r * step_bytes / 1e9, "GB/s");
+    }
+    free(l), free(lf);
+    engines_free(&e);
+}
+
 static void speed(loom_device *d, const model *m, const char *what) {
     printf("\n== speed: %s, %s ==\n", d->what, what);
     if (d->kind == LOOM_DEVICE_CUDA) copy_bandwidth(d);
@@ -346,6 +378,7 @@ static void speed(loom_device *d, const model *m, const char *what) {
             snprintf(nm, sizeof nm, "graph replay = direct, batch %d", B);
             ck_record(nm, !memcmp(la, lb, sizeof(float) * B * (size_t)c->vocab), "logits bit-equal");
         }
+        if (!st && B == 1 && ck_failures() == fails_before) apart(d, m, &e, ctx, step_bytes);
     }
     /* prefill: 512 tokens of one sequence, logits of the last */
     if (!st && !speed_batch) {
