@@ -368,7 +368,8 @@ static void r8_layout(loom_isa isa) {
     /* blocks (Q4_0: 32 elements, Q4_K: 256); 0: k = 2560, 10 super-blocks (the K-quants' prefill panels
      * of 4 and 8 carried over a second and third chunk) */
     static const int64_t kb_list[] = {1, 3, 0};
-    static const int64_t n_list[] = {1, 2, 3, 4, 5, 8, 9, 17, 33};
+    /* (AVX-512 K-quants: passes over the r8 bytes up to 8 / 16 / 24 tokens, panels above) */
+    static const int64_t n_list[] = {1, 2, 3, 4, 5, 8, 9, 16, 17, 24, 25, 33};
     enum { NMAX = 33, LDY = 48 };
     const loom_isa ref_isa = isa == LOOM_ISA_SCALAR ? LOOM_ISA_SCALAR : LOOM_ISA_AVX2;
     int cases = 0;
@@ -401,7 +402,7 @@ static void r8_layout(loom_isa isa) {
                               loom_isa_name(isa), loom_type_name(t), (long long)k, (long long)r, (long long)rows);
                     free(e), free(g);
                 }
-                for (int ni = 0; ni < 9; ni++)
+                for (size_t ni = 0; ni < sizeof n_list / sizeof n_list[0]; ni++)
                     for (int64_t r0 = 0; r0 < rows; r0 += 8) {
                         const int64_t n = n_list[ni];
                         cr_assert(loom_isa_set(ref_isa) == NULL);

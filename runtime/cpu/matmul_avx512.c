@@ -671,8 +671,10 @@ enum { XP = 8 };
  * streams faster by chunks: 61 against 50 GB/s); K-quants n = 4 Q4_K 228
  * -> 183 / 194 -> 161 (Q5_K alike, Q6_K even from DRAM), n = 5..7 Q4_K 207
  * -> 200 / 131 -> 180, Q6_K 166 -> 182 / 101 -> 142, Q5_K 174 -> 180 / 106
- * -> 152 (a last chunk of 1-3 tokens streamed the group again). */
-AI int r8_pair_n(const int type) { return loom_is_kquant(type) ? 5 : 2; }
+ * -> 152 (a last chunk of 1-3 tokens streamed the group again); those
+ * K-quant pairs were panels; Q4_K's passes over the r8 bytes (r8_kdirect)
+ * win from 4 tokens. */
+AI int r8_pair_n(const int type) { return type == LOOM_TYPE_Q4_K ? 4 : loom_is_kquant(type) ? 5 : 2; }
 
 AI __m512i r8_ld2(const uint8_t *a, const uint8_t *b) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
@@ -684,6 +686,9 @@ AI __m512 r8_f16x2(const uint8_t *a, const uint8_t *b) {
 }
 AI __m512i r8_u8x2(const uint8_t *a, const uint8_t *b) {
     return _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b)));
+}
+AI __m512i r8_i8x2(const uint8_t *a, const uint8_t *b) {
+    return _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b)));
 }
 AI __m512i r8_b4x(const uint8_t *p) { return _mm512_set1_epi32((int)loom_ld_u32(p)); }
 
@@ -809,6 +814,48 @@ AI void r8_q6unpack(const uint8_t *pa, const uint8_t *pb, r8_kpanel *P, const in
     P->d[c] = r8_f16x2(pa, pb);
 }
 
+/* The integer sums of sub-block s (quants q, scales sa / Q6_K's second
+ * half sb) for NT tokens (a: their activations' sub-block) into S */
+AI void r8_ksub(const int type, const int NT, const __m512i q[8], const __m512i sa, const __m512i sb, const uint8_t *a0,
+                size_t xs, __m512i *S) {
+    UNROLL for (int t = 0; t < NT; t++) {
+        const uint8_t *a = a0 + t * xs;
+        __m512i I = _mm512_setzero_si512(), J = _mm512_setzero_si512(); /* two chains */
+        if (type == LOOM_TYPE_Q6_K) { /* groups 0-3 and 4-7: one scale each */
+            UNROLL for (int g = 0; g < 4; g++) {
+                I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
+                J = _mm512_dpbusd_epi32(J, q[g + 4], r8_b4x(a + 4 * g + 16));
+            }
+            S[t] = _mm512_add_epi32(S[t], _mm512_add_epi32(_mm512_mullo_epi32(I, sa), _mm512_mullo_epi32(J, sb)));
+            continue;
+        }
+        UNROLL for (int g = 0; g < 8; g += 2) {
+            I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
+            J = _mm512_dpbusd_epi32(J, q[g + 1], r8_b4x(a + 4 * g + 4));
+        }
+        S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(_mm512_add_epi32(I, J), sa));
+    }
+}
+
+/* A super-block's float steps (the min / offset pairs mp, d, -dmin) for NT
+ * tokens (xb: their activations' Q8_K block) from S into tot */
+AI void r8_kfinish(const int type, const int NT, const __m512i *mp, const __m512 d, const __m512 negdmin,
+                   const uint8_t *xb, size_t xs, __m512i *S, __m512 *tot) {
+    UNROLL for (int t = 0; t < NT; t++) {
+        const uint8_t *xt = xb + t * xs;
+        __m512i M = _mm512_setzero_si512();
+        UNROLL for (int j = 0; j < 8; j++) M = _mm512_add_epi32(M, _mm512_madd_epi16(mp[j], r8_b4x(xt + 260 + 4 * j)));
+        const __m512 da = _mm512_set1_ps(loom_ld_f32(xt));
+        if (type == LOOM_TYPE_Q6_K) { /* S - 32 M, one step (the AVX2 kernel's stepK) */
+            S[t] = _mm512_sub_epi32(S[t], _mm512_slli_epi32(M, 5));
+            tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(S[t]), da), d, tot[t]);
+            continue;
+        }
+        tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(S[t]), da), d, tot[t]);
+        tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(M), da), negdmin, tot[t]);
+    }
+}
+
 /* NT tokens (x: their activations from the panel's first super-block on)
  * over nsb super-blocks of the panel */
 AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb, const uint8_t *x, size_t xs, float *y, int64_t ldy,
@@ -824,39 +871,96 @@ AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb
             UNROLL for (int g = 0; g < 8; g++) q[g] = P->q[c][s][g];
             const __m512i sa = type == LOOM_TYPE_Q6_K ? _mm512_cvtepi8_epi32(P->sc6[c][2 * s]) : P->sc[c][s],
                           sb = type == LOOM_TYPE_Q6_K ? _mm512_cvtepi8_epi32(P->sc6[c][2 * s + 1]) : sa;
-            UNROLL for (int t = 0; t < NT; t++) {
-                const uint8_t *a = x + t * xs + 292 * c + 4 + 32 * s;
-                __m512i I = _mm512_setzero_si512(), J = _mm512_setzero_si512(); /* two chains */
-                if (type == LOOM_TYPE_Q6_K) { /* groups 0-3 and 4-7: one scale each */
-                    UNROLL for (int g = 0; g < 4; g++) {
-                        I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
-                        J = _mm512_dpbusd_epi32(J, q[g + 4], r8_b4x(a + 4 * g + 16));
-                    }
-                    S[t] = _mm512_add_epi32(S[t], _mm512_add_epi32(_mm512_mullo_epi32(I, sa), _mm512_mullo_epi32(J, sb)));
-                    continue;
-                }
-                UNROLL for (int g = 0; g < 8; g += 2) {
-                    I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
-                    J = _mm512_dpbusd_epi32(J, q[g + 1], r8_b4x(a + 4 * g + 4));
-                }
-                S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(_mm512_add_epi32(I, J), sa));
-            }
+            r8_ksub(type, NT, q, sa, sb, x + 292 * c + 4 + 32 * s, xs, S);
         }
-        UNROLL for (int t = 0; t < NT; t++) {
-            const uint8_t *xt = x + t * xs + 292 * c;
-            __m512i M = _mm512_setzero_si512();
-            UNROLL for (int j = 0; j < 8; j++) M = _mm512_add_epi32(M, _mm512_madd_epi16(P->mp[c][j], r8_b4x(xt + 260 + 4 * j)));
-            const __m512 da = _mm512_set1_ps(loom_ld_f32(xt));
-            if (type == LOOM_TYPE_Q6_K) { /* S - 32 M, one step (the AVX2 kernel's stepK) */
-                S[t] = _mm512_sub_epi32(S[t], _mm512_slli_epi32(M, 5));
-                tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(S[t]), da), P->d[c], tot[t]);
-                continue;
-            }
-            tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(S[t]), da), P->d[c], tot[t]);
-            tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(M), da), P->negdmin[c], tot[t]);
-        }
+        r8_kfinish(type, NT, P->mp[c], P->d[c], P->negdmin[c], x + 292 * c, xs, S, tot);
     }
     UNROLL for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, rows, tot[t]);
+}
+
+/* The same over the r8 bytes themselves (ga, gb: the two groups), split in
+ * registers as r8_kunpack / r8_q6unpack would: for a single pass there is
+ * nothing to gain from a panel written once and read once. */
+AI void r8_kdpass(const int type, const int NT, const uint8_t *ga, const uint8_t *gb, const int nsb, const uint8_t *x,
+                  size_t xs, float *y, int64_t ldy, __mmask16 rows, const uint8_t *pfa, const uint8_t *pfb) {
+    const size_t bb = loom_r8_block_bytes(type);
+    __m512 tot[XP];
+    UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm512_setzero_ps();
+    for (int c = 0; c < nsb; c++) {
+        const uint8_t *pa = ga + (size_t)c * bb, *pb = gb + (size_t)c * bb;
+        r8_pf(pfa, pfb, (size_t)c * bb, (size_t)(c + 1) * bb);
+        __m512i S[XP];
+        UNROLL for (int t = 0; t < NT; t++) S[t] = _mm512_setzero_si512();
+        for (int s = 0; s < 8; s++) {
+            __m512i q[8], sa, sb;
+            if (type == LOOM_TYPE_Q6_K) { /* sub-block s = 4h + j of loom_r8_q6_quants */
+                const int h = s >> 2, j = s & 3;
+                const __m512i m6 = _mm512_set1_epi8(0x3F), mc0 = _mm512_set1_epi8((char)0xC0);
+                UNROLL for (int g = 0; g < 8; g++) {
+                    const size_t o = LOOM_R8_Q6_Q(h, g, 0);
+                    if (j < 3) {
+                        q[g] = _mm512_and_si512(r8_ld2(pa + o + 32 * j, pb + o + 32 * j), m6);
+                        continue;
+                    }
+                    const __m512i b0 = r8_ld2(pa + o, pb + o), b1 = r8_ld2(pa + o + 32, pb + o + 32),
+                                  b2 = r8_ld2(pa + o + 64, pb + o + 64);
+                    q[g] = _mm512_or_si512(_mm512_or_si512(_mm512_srli_epi16(_mm512_and_si512(b0, mc0), 6),
+                                                           _mm512_srli_epi16(_mm512_and_si512(b1, mc0), 4)),
+                                           _mm512_srli_epi16(_mm512_and_si512(b2, mc0), 2));
+                }
+                sa = r8_i8x2(pa + 16 + 16 * s, pb + 16 + 16 * s);
+                sb = r8_i8x2(pa + 24 + 16 * s, pb + 24 + 16 * s);
+            } else {
+                __m256i qa[8], qb[8];
+                loom_r8_k45_quants(type, false, pa, s, qa);
+                loom_r8_k45_quants(type, false, pb, s, qb);
+                UNROLL for (int g = 0; g < 8; g++) q[g] = _mm512_inserti64x4(_mm512_castsi256_si512(qa[g]), qb[g], 1);
+                sa = sb = r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
+            }
+            r8_ksub(type, NT, q, sa, sb, x + 292 * c + 4 + 32 * s, xs, S);
+        }
+        __m512i mp[8];
+        UNROLL for (int j = 0; j < 8; j++) {
+            if (type == LOOM_TYPE_Q6_K) {
+                mp[j] = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(loom_r8_q6_offset_pairs(pa, j)),
+                                                                     loom_r8_q6_offset_pairs(pb, j), 1));
+            } else {
+                const __m512i m = r8_u8x2(pa + 96 + 8 * j, pb + 96 + 8 * j);
+                mp[j] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+            }
+        }
+        const __m512 negdmin = type == LOOM_TYPE_Q6_K ? _mm512_setzero_ps()
+                                                      : _mm512_xor_ps(r8_f16x2(pa + 16, pb + 16), _mm512_set1_ps(-0.0f));
+        r8_kfinish(type, NT, mp, r8_f16x2(pa, pb), negdmin, x + 292 * c, xs, S, tot);
+    }
+    UNROLL for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, rows, tot[t]);
+}
+
+/* K-quants by pairs up to r8_kdirect_max tokens: passes of XP tokens over
+ * the r8 bytes as they are (r8_kdpass), each splitting the quants again
+ * (the pair's 16 rows stay in L1/L2 between passes); more tokens go by
+ * panels (r8_kpairs), whose unpacking was then worth its stores. Zen 4,
+ * one thread, bench_matmul 131072 x 2048 (DRAM), GFLOP/s, panels ->
+ * passes: Q4_K n = 5 / 8 / 16 / 24 / 32 174 / 222 / 272 / 289 / 299 -> 237 /
+ * 298 / 303 / 300 / 294; Q6_K n = 8 / 16 / 24 190 / 241 / 255 -> 221 / 248 /
+ * 246; Q5_K (its fifth bits the dearest to split) n = 8 / 12 199 / 237 ->
+ * 231 / 215. Below r8_pair_n the 4-token chunks: Q4_K n = 4 212 -> 221 by
+ * pairs (from L3 217 -> 265), Q5_K / Q6_K n = 4 183 / 166 -> 158 / 162. */
+AI int r8_kdirect_max(const int type) { return type == LOOM_TYPE_Q4_K ? 24 : type == LOOM_TYPE_Q6_K ? 16 : XP; }
+
+AI void r8_kdirect(const int type, LOOM_MATMUL_PARAMS) {
+    const int64_t nsbk = k / 256;
+    for (int64_t r0 = 0; r0 < nr; r0 += 16) {
+        const uint8_t *ga = w + (size_t)r0 * ws, *gb = nr - r0 > 8 ? ga + 8 * ws : ga;
+        const __mmask16 rows = (__mmask16)(nr - r0 < 16 ? (1u << (nr - r0)) - 1 : 0xFFFFu);
+        const uint8_t *na = nr - r0 > 16 ? ga + 16 * ws : NULL, *nb = na && nr - r0 > 24 ? na + 8 * ws : na;
+        for (int64_t t = 0; t < n; t += XP) {
+            const int nt = (int)(n - t < XP ? n - t : XP);
+#define KPASS(NT) r8_kdpass(type, NT, ga, gb, (int)nsbk, xq + t * xs, xs, y + t * ldy + r0, ldy, rows, t ? NULL : na, nb)
+            R8_BY_NT(nt, KPASS)
+#undef KPASS
+        }
+    }
 }
 
 AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
@@ -890,17 +994,31 @@ AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
     }
 }
 
+/* apart from the panel path's function: inlined beside it, the panels
+ * lost a third (Zen 4, Q4_K n = 8 220 -> 147 GFLOP/s) */
+#define KDIRECT(T, t) \
+    static __attribute__((noinline)) void r8_kdirect_##t(LOOM_MATMUL_PARAMS) { r8_kdirect(T, w, ws, k, nr, xq, xs, n, y, ldy); }
+KDIRECT(LOOM_TYPE_Q4_K, q4_K)
+KDIRECT(LOOM_TYPE_Q5_K, q5_K)
+KDIRECT(LOOM_TYPE_Q6_K, q6_K)
+#undef KDIRECT
+
 /* Every group x every token, XN tokens at a time; from r8_pair_n tokens by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     if (n >= r8_pair_n(type)) {
-        if (loom_is_kquant(type)) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
+        if (loom_is_kquant(type) && n <= r8_kdirect_max(type)) {
+            if (type == LOOM_TYPE_Q4_K) r8_kdirect_q4_K(w, ws, k, nr, xq, xs, n, y, ldy);
+            else if (type == LOOM_TYPE_Q5_K) r8_kdirect_q5_K(w, ws, k, nr, xq, xs, n, y, ldy);
+            else r8_kdirect_q6_K(w, ws, k, nr, xq, xs, n, y, ldy);
+        }
+        else if (loom_is_kquant(type)) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         else r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
     for (int64_t r0 = 0; r0 < nr; r0 += 8) {
         const uint8_t *grp = w + (size_t)r0 * ws;
         const int rows = nr - r0 < 8 ? (int)(nr - r0) : 8;
-        /* 4 tokens (the K-quants' largest chunk: r8_pair_n): the next group into L2
+        /* 4 tokens (Q5_K's and Q6_K's largest chunk: r8_pair_n): the next group into L2
          * (loom_prefetch_l2; DRAM, n = 4: Q4_K / Q5_K / Q6_K 193-206 / 159 / 150-156 ->
          * 208-210 / 182-184 / 169-173 GFLOP/s; from L3 3-5 % slower, and 2-3 tokens lost) */
         const uint8_t *np = n >= 4 && r0 + 8 < nr ? grp + 8 * ws : NULL;
