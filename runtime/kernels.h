@@ -141,7 +141,15 @@
  * (matmul_avx512.c: r8_pair_n; Q4_0 n = 4 303, Q4_K n = 5..7 180-204);
  * the K-quants' 4-token chunk fetches the next group too (Q5_K 159 -> 183
  * from DRAM; 4 TinyLlama Q4_K_M sequences, one thread, 72 -> 92 tokens/s),
- * 2-3 tokens go without (3-8 % slower with it).
+ * 2-3 tokens go without (3-8 % slower with it). A K-quant panel (quants
+ * split once, stored, read by every 8-token pass) pays its stores back only
+ * over several passes: up to 8 / 16 / 24 tokens (Q5_K / Q6_K / Q4_K, by
+ * the cost of splitting their bits) passes that split the r8 bytes in
+ * registers each time win (Q4_K n = 8 222 -> 298 GFLOP/s from DRAM, Q4_K
+ * from 4 tokens; 8 TinyLlama Q4_K_M sequences, one thread, 96 -> 127
+ * tokens/s) — compiled in a function of their own: inlined into the panels'
+ * function, the panels lost a third (GCC's register allocation of the
+ * larger function).
  *
  * ISA levels (each includes the ones before it):
  *   scalar  plain C, the reference: simple and obviously right;
