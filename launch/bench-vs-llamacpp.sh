@@ -44,7 +44,7 @@
 # load average before every pair of runs; keep it well under 1.
 #
 # Environment (defaults):
-#   LOOM=build/loom  THREADS=1,2  REPS=5  ROUNDS=2  PT=128  GT=128  SEQS=4,8
+#   LOOM=build/loom  THREADS=1,2  REPS=5  ROUNDS=2  PT=128  GT=128  SEQS=4,8,16
 #   MODELS="default q4_0 q4_k_m q5_k_m q6_k q8_0 llama32_1b qwen25_05b"
 #   DEPTH=4096  DEPTH_MODELS=default  DEPTH_REPS=2      (DEPTH=0: skip (d))
 #   BATCH_SEQS=4,16  BATCH_MODELS="default q4_k_m"      (BATCH_MODELS="": skip (e))
@@ -68,7 +68,7 @@ reps=${REPS:-5}
 rounds=${ROUNDS:-2}
 pt=${PT:-128}
 gt=${GT:-128}
-seqs=${SEQS:-4,8}
+seqs=${SEQS:-4,8,16}
 models_sel=${MODELS:-"default q4_0 q4_k_m q5_k_m q6_k q8_0 llama32_1b qwen25_05b"}
 depth=${DEPTH:-4096}
 depth_sel=${DEPTH_MODELS:-default}
@@ -302,20 +302,21 @@ for model, th in order:
     row["tg_ratio"] = row["loom_tg"] / row["llama_tg"]
     rows.append(row)
 
-print()
-print("loom vs llama.cpp (llama-bench), mean over %d round(s) of the means of each run's repetitions" %
-      max([r["rounds"] for r in rows] or [0]))
-hdr = "%-18s %3s | %9s %9s %6s | %8s %8s %6s | %-32s | %s" % (
-    "model", "thr", "pp loom", "pp llama", "ratio", "tg loom", "tg llama", "ratio",
-    "loom decode GB/s (% of measured)", "other CPUs")
-print(hdr)
-print("-" * len(hdr))
-for r in rows:
-    bw = "%5.1f of %5.1f (%3.0f%%)" % (r["loom_bw_gbs"], r["membw_gbs"], 100 * r["loom_bw_frac"])
-    print("%-18s %3d | %9.1f %9.1f %5.2fx | %8.2f %8.2f %5.2fx | %-32s | %.2f" % (
-        r["name"], r["threads"], r["loom_pp"], r["llama_pp"], r["pp_ratio"], r["loom_tg"], r["llama_tg"],
-        r["tg_ratio"], bw, r["other_cpus"]))
-print("(other CPUs: the most CPUs' worth of other processes' work during any run of the row; 0 = quiet)")
+if rows:  # (MODELS=" ": no main table)
+    print()
+    print("loom vs llama.cpp (llama-bench), mean over %d round(s) of the means of each run's repetitions" %
+          max([r["rounds"] for r in rows] or [0]))
+    hdr = "%-18s %3s | %9s %9s %6s | %8s %8s %6s | %-32s | %s" % (
+        "model", "thr", "pp loom", "pp llama", "ratio", "tg loom", "tg llama", "ratio",
+        "loom decode GB/s (% of measured)", "other CPUs")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        bw = "%5.1f of %5.1f (%3.0f%%)" % (r["loom_bw_gbs"], r["membw_gbs"], 100 * r["loom_bw_frac"])
+        print("%-18s %3d | %9.1f %9.1f %5.2fx | %8.2f %8.2f %5.2fx | %-32s | %.2f" % (
+            r["name"], r["threads"], r["loom_pp"], r["llama_pp"], r["pp_ratio"], r["loom_tg"], r["llama_tg"],
+            r["tg_ratio"], bw, r["other_cpus"]))
+    print("(other CPUs: the most CPUs' worth of other processes' work during any run of the row; 0 = quiet)")
 
 def pairs_of(a, b):
     """(model, threads) -> [(loom run, llama run)] of the same round"""
