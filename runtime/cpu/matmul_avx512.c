@@ -780,6 +780,19 @@ typedef struct {
     __m512 d[R8_SBC], negdmin[R8_SBC];
 } r8_kpanel;
 
+/* A super-block's min pairs j (Q4_K/Q5_K: [m, m] int16 per row) or Q6_K's
+ * offset pairs j, and -dmin, for both groups of a pair */
+AI __m512i r8_kmp(const int type, const uint8_t *pa, const uint8_t *pb, const int j) {
+    if (type == LOOM_TYPE_Q6_K)
+        return _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(loom_r8_q6_offset_pairs(pa, j)),
+                                                            loom_r8_q6_offset_pairs(pb, j), 1));
+    const __m512i m = r8_u8x2(pa + 96 + 8 * j, pb + 96 + 8 * j);
+    return _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+}
+AI __m512 r8_knegdmin(const uint8_t *pa, const uint8_t *pb) {
+    return _mm512_xor_ps(r8_f16x2(pa + 16, pb + 16), _mm512_set1_ps(-0.0f));
+}
+
 /* (the quants of each group by the decode kernels' helper, once per panel) */
 AI void r8_kunpack(const int type, const uint8_t *pa, const uint8_t *pb, r8_kpanel *P, const int c) {
     for (int s = 0; s < 8; s++) {
@@ -788,11 +801,10 @@ AI void r8_kunpack(const int type, const uint8_t *pa, const uint8_t *pb, r8_kpan
         loom_r8_k45_quants(type, false, pb, s, qb);
         UNROLL for (int g = 0; g < 8; g++) P->q[c][s][g] = _mm512_inserti64x4(_mm512_castsi256_si512(qa[g]), qb[g], 1);
         P->sc[c][s] = r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
-        const __m512i m = r8_u8x2(pa + 96 + 8 * s, pb + 96 + 8 * s);
-        P->mp[c][s] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+        P->mp[c][s] = r8_kmp(type, pa, pb, s);
     }
     P->d[c] = r8_f16x2(pa, pb);
-    P->negdmin[c] = _mm512_xor_ps(r8_f16x2(pa + 16, pb + 16), _mm512_set1_ps(-0.0f));
+    P->negdmin[c] = r8_knegdmin(pa, pb);
 }
 
 
@@ -808,9 +820,7 @@ AI void r8_q6unpack(const uint8_t *pa, const uint8_t *pb, r8_kpanel *P, const in
         }
     for (int G = 0; G < 16; G++)
         P->sc6[c][G] = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(pa + 16 + 8 * G)), _mm_loadl_epi64((const __m128i *)(pb + 16 + 8 * G)));
-    for (int j = 0; j < 8; j++)
-        P->mp[c][j] = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(loom_r8_q6_offset_pairs(pa, j)),
-                                                                   loom_r8_q6_offset_pairs(pb, j), 1));
+    for (int j = 0; j < 8; j++) P->mp[c][j] = r8_kmp(LOOM_TYPE_Q6_K, pa, pb, j);
     P->d[c] = r8_f16x2(pa, pb);
 }
 
@@ -893,7 +903,7 @@ AI void r8_kdpass(const int type, const int NT, const uint8_t *ga, const uint8_t
         UNROLL for (int t = 0; t < NT; t++) S[t] = _mm512_setzero_si512();
         for (int s = 0; s < 8; s++) {
             __m512i q[8], sa, sb;
-            if (type == LOOM_TYPE_Q6_K) { /* sub-block s = 4h + j of loom_r8_q6_quants */
+            if (type == LOOM_TYPE_Q6_K) { /* loom_r8_q6_quants' q[j] of half h, sub-block s = 4h + j, alone */
                 const int h = s >> 2, j = s & 3;
                 const __m512i m6 = _mm512_set1_epi8(0x3F), mc0 = _mm512_set1_epi8((char)0xC0);
                 UNROLL for (int g = 0; g < 8; g++) {
@@ -920,17 +930,8 @@ AI void r8_kdpass(const int type, const int NT, const uint8_t *ga, const uint8_t
             r8_ksub(type, NT, q, sa, sb, x + 292 * c + 4 + 32 * s, xs, S);
         }
         __m512i mp[8];
-        UNROLL for (int j = 0; j < 8; j++) {
-            if (type == LOOM_TYPE_Q6_K) {
-                mp[j] = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(loom_r8_q6_offset_pairs(pa, j)),
-                                                                     loom_r8_q6_offset_pairs(pb, j), 1));
-            } else {
-                const __m512i m = r8_u8x2(pa + 96 + 8 * j, pb + 96 + 8 * j);
-                mp[j] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
-            }
-        }
-        const __m512 negdmin = type == LOOM_TYPE_Q6_K ? _mm512_setzero_ps()
-                                                      : _mm512_xor_ps(r8_f16x2(pa + 16, pb + 16), _mm512_set1_ps(-0.0f));
+        UNROLL for (int j = 0; j < 8; j++) mp[j] = r8_kmp(type, pa, pb, j);
+        const __m512 negdmin = type == LOOM_TYPE_Q6_K ? _mm512_setzero_ps() : r8_knegdmin(pa, pb);
         r8_kfinish(type, NT, mp, r8_f16x2(pa, pb), negdmin, x + 292 * c, xs, S, tot);
     }
     UNROLL for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, rows, tot[t]);
@@ -1006,13 +1007,11 @@ KDIRECT(LOOM_TYPE_Q6_K, q6_K)
 /* Every group x every token, XN tokens at a time; from r8_pair_n tokens by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     if (n >= r8_pair_n(type)) {
-        if (loom_is_kquant(type) && n <= r8_kdirect_max(type)) {
-            if (type == LOOM_TYPE_Q4_K) r8_kdirect_q4_K(w, ws, k, nr, xq, xs, n, y, ldy);
-            else if (type == LOOM_TYPE_Q5_K) r8_kdirect_q5_K(w, ws, k, nr, xq, xs, n, y, ldy);
-            else r8_kdirect_q6_K(w, ws, k, nr, xq, xs, n, y, ldy);
-        }
-        else if (loom_is_kquant(type)) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
-        else r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
+        if (!loom_is_kquant(type)) r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
+        else if (n > r8_kdirect_max(type)) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
+        else if (type == LOOM_TYPE_Q4_K) r8_kdirect_q4_K(w, ws, k, nr, xq, xs, n, y, ldy);
+        else if (type == LOOM_TYPE_Q5_K) r8_kdirect_q5_K(w, ws, k, nr, xq, xs, n, y, ldy);
+        else r8_kdirect_q6_K(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
     for (int64_t r0 = 0; r0 < nr; r0 += 8) {
