@@ -126,8 +126,8 @@ static loom_status put_mat(loom_dforward *f, const loom_mat *m, const char *what
 /* Uploads m[0..nm) of one group (same input rows): the leading run of
  * matrices of one type and row length into one buffer (fz, when two or
  * more), the rest apart; out[j] is each matrix's own view either way. */
-static loom_status put_group(loom_dforward *f, int nm, const loom_mat *const *m, const char *const *what, dmat *out,
-                             dfused *fz) {
+static loom_status put_group(loom_dforward *f, const char *group, int nm, const loom_mat *const *m,
+                             const char *const *what, dmat *out, dfused *fz) {
     int run = 0;
     if (f->fuse)
         while (run < nm && m[run]->data && !m[run]->r8 && m[run]->type == m[0]->type && m[run]->cols == m[0]->cols &&
@@ -139,7 +139,7 @@ static loom_status put_group(loom_dforward *f, int nm, const loom_mat *const *m,
     for (int j = 0; j < run; j++) bytes += (size_t)m[j]->rows * m[j]->stride;
     if (run) {
         void *p;
-        LOOM_TRY(weight_buffer(f, NULL, bytes, what[0], &p));
+        LOOM_TRY(weight_buffer(f, NULL, bytes, group, &p));
         uint8_t *at = p;
         for (int j = 0; j < run; j++) {
             const size_t b = (size_t)m[j]->rows * m[j]->stride;
@@ -184,11 +184,11 @@ static loom_status upload_weights(loom_dforward *f) {
         LOOM_TRY(put_vec(f, L->bk, (size_t)f->kvdim, "key bias", &D->bk));
         LOOM_TRY(put_vec(f, L->bv, (size_t)f->kvdim, "value bias", &D->bv));
         dmat qkv[3], gu[2];
-        LOOM_TRY(put_group(f, 3, (const loom_mat *const[]){&L->wq, &L->wk, &L->wv},
+        LOOM_TRY(put_group(f, "attn_q/k/v", 3, (const loom_mat *const[]){&L->wq, &L->wk, &L->wv},
                            (const char *const[]){"attn_q", "attn_k", "attn_v"}, qkv, &D->qkv));
         D->wq = qkv[0], D->wk = qkv[1], D->wv = qkv[2];
         LOOM_TRY(put_mat(f, &L->wo, "attn_output", &D->wo));
-        LOOM_TRY(put_group(f, 2, (const loom_mat *const[]){&L->w_gate, &L->w_up},
+        LOOM_TRY(put_group(f, "ffn_gate/up", 2, (const loom_mat *const[]){&L->w_gate, &L->w_up},
                            (const char *const[]){"ffn_gate", "ffn_up"}, gu, &D->gate_up));
         D->w_gate = gu[0], D->w_up = gu[1];
         LOOM_TRY(put_mat(f, &L->w_down, "ffn_down", &D->w_down));
