@@ -145,11 +145,11 @@
  * split once, stored, read by every 8-token pass) pays its stores back only
  * over several passes: up to 8 / 16 / 24 tokens (Q5_K / Q6_K / Q4_K, by
  * the cost of splitting their bits) passes that split the r8 bytes in
- * registers each time win (Q4_K n = 8 222 -> 298 GFLOP/s from DRAM, Q4_K
- * from 4 tokens; 8 TinyLlama Q4_K_M sequences, one thread, 96 -> 127
- * tokens/s) — compiled in a function of their own: inlined into the panels'
- * function, the panels lost a third (GCC's register allocation of the
- * larger function).
+ * registers each time win (Q4_K n = 8 222 -> 298 GFLOP/s from DRAM; 8
+ * TinyLlama Q4_K_M sequences, one thread, 96 -> 127 tokens/s), and Q4_K's,
+ * splitting each chunk for two sub-blocks, from 2 tokens — compiled in a
+ * function of their own: inlined into the panels' function, the panels
+ * lost a third (GCC's register allocation of the larger function).
  *
  * ISA levels (each includes the ones before it):
  *   scalar  plain C, the reference: simple and obviously right;

@@ -672,9 +672,11 @@ enum { XP = 8 };
  * -> 183 / 194 -> 161 (Q5_K alike, Q6_K even from DRAM), n = 5..7 Q4_K 207
  * -> 200 / 131 -> 180, Q6_K 166 -> 182 / 101 -> 142, Q5_K 174 -> 180 / 106
  * -> 152 (a last chunk of 1-3 tokens streamed the group again); those
- * K-quant pairs were panels; Q4_K's passes over the r8 bytes (r8_kdirect)
- * win from 4 tokens. */
-AI int r8_pair_n(const int type) { return type == LOOM_TYPE_Q4_K ? 4 : loom_is_kquant(type) ? 5 : 2; }
+ * K-quant pairs were panels; Q4_K's passes over the r8 bytes (r8_kdirect),
+ * splitting each chunk's two nibble halves from one load, win from 2
+ * tokens: n = 2 / 3 / 4 175 / 197 / 212 -> 190 / 229 / 246 (L3 204 / 224 /
+ * 217 -> 243 / 267 / 281). */
+AI int r8_pair_n(const int type) { return loom_is_kquant(type) && type != LOOM_TYPE_Q4_K ? 5 : 2; }
 
 AI __m512i r8_ld2(const uint8_t *a, const uint8_t *b) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
@@ -901,6 +903,24 @@ AI void r8_kdpass(const int type, const int NT, const uint8_t *ga, const uint8_t
         r8_pf(pfa, pfb, (size_t)c * bb, (size_t)(c + 1) * bb);
         __m512i S[XP];
         UNROLL for (int t = 0; t < NT; t++) S[t] = _mm512_setzero_si512();
+        if (type == LOOM_TYPE_Q4_K && NT <= 4) {
+            /* sub-blocks 2j and 2j+1 from one load of each chunk (n = 4 224 -> 246 GFLOP/s from DRAM;
+             * with 5-8 tokens the chunks no longer fit the registers beside the sums: 2-3 % slower) */
+            const __m512i m4 = _mm512_set1_epi8(0x0F);
+            for (int j = 0; j < 4; j++) {
+                __m512i v[8], q[8];
+                UNROLL for (int g = 0; g < 8; g++) {
+                    const size_t o = LOOM_R8_K45_QS(LOOM_TYPE_Q4_K) + 256 * j + 32 * g;
+                    v[g] = r8_ld2(pa + o, pb + o);
+                    q[g] = _mm512_and_si512(v[g], m4);
+                }
+                const __m512i s0 = r8_u8x2(pa + 32 + 16 * j, pb + 32 + 16 * j);
+                r8_ksub(type, NT, q, s0, s0, x + 292 * c + 4 + 64 * j, xs, S);
+                UNROLL for (int g = 0; g < 8; g++) q[g] = _mm512_and_si512(_mm512_srli_epi16(v[g], 4), m4);
+                const __m512i s1 = r8_u8x2(pa + 40 + 16 * j, pb + 40 + 16 * j);
+                r8_ksub(type, NT, q, s1, s1, x + 292 * c + 36 + 64 * j, xs, S);
+            }
+        } else
         for (int s = 0; s < 8; s++) {
             __m512i q[8], sa, sb;
             if (type == LOOM_TYPE_Q6_K) { /* loom_r8_q6_quants' q[j] of half h, sub-block s = 4h + j, alone */
@@ -945,8 +965,8 @@ AI void r8_kdpass(const int type, const int NT, const uint8_t *ga, const uint8_t
  * passes: Q4_K n = 5 / 8 / 16 / 24 / 32 174 / 222 / 272 / 289 / 299 -> 237 /
  * 298 / 303 / 300 / 294; Q6_K n = 8 / 16 / 24 190 / 241 / 255 -> 221 / 248 /
  * 246; Q5_K (its fifth bits the dearest to split) n = 8 / 12 199 / 237 ->
- * 231 / 215. Below r8_pair_n the 4-token chunks: Q4_K n = 4 212 -> 221 by
- * pairs (from L3 217 -> 265), Q5_K / Q6_K n = 4 183 / 166 -> 158 / 162. */
+ * 231 / 215. Below r8_pair_n the 4-token chunks (Q5_K / Q6_K n = 4 183 /
+ * 166 against passes' 158 / 162). */
 AI int r8_kdirect_max(const int type) { return type == LOOM_TYPE_Q4_K ? 24 : type == LOOM_TYPE_Q6_K ? 16 : XP; }
 
 AI void r8_kdirect(const int type, LOOM_MATMUL_PARAMS) {
