@@ -435,6 +435,6 @@ doc = dict(tool="launch/bench-vs-llamacpp.sh", cpu=cpu, machine=dict(loom_machin
                       command=r["command"], output=r["data"]) for r in runs])
 with open(out_path, "w") as f:
     json.dump(doc, f, indent=1)
-print("\nllama.cpp build %s, flags: %s" % (llama_info.get("build"), flags))
+print("\nllama.cpp build %s, flags: %s" % (llama_info.get("build") or "unknown", flags))
 print("JSON: %s" % out_path)
 PY
