@@ -146,8 +146,9 @@
  * over several passes: up to 8 / 16 / 24 tokens (Q5_K / Q6_K / Q4_K, by
  * the cost of splitting their bits) passes that split the r8 bytes in
  * registers each time win (Q4_K n = 8 222 -> 298 GFLOP/s from DRAM; 8
- * TinyLlama Q4_K_M sequences, one thread, 96 -> 127 tokens/s), and Q4_K's,
- * splitting each chunk for two sub-blocks, from 2 tokens — compiled in a
+ * TinyLlama Q4_K_M sequences, one thread, 96 -> 127 tokens/s), and Q4_K's
+ * and Q6_K's, splitting each chunk for two / four sub-blocks, from 2
+ * tokens (4 TinyLlama Q6_K sequences 75 -> 84) — compiled in a
  * function of their own: inlined into the panels' function, the panels
  * lost a third (GCC's register allocation of the larger function).
  *

@@ -675,8 +675,10 @@ enum { XP = 8 };
  * K-quant pairs were panels; Q4_K's passes over the r8 bytes (r8_kdirect),
  * splitting each chunk's two nibble halves from one load, win from 2
  * tokens: n = 2 / 3 / 4 175 / 197 / 212 -> 190 / 229 / 246 (L3 204 / 224 /
- * 217 -> 243 / 267 / 281). */
-AI int r8_pair_n(const int type) { return loom_is_kquant(type) && type != LOOM_TYPE_Q4_K ? 5 : 2; }
+ * 217 -> 243 / 267 / 281); Q6_K's, a half's four sub-blocks from one load
+ * of its chunks, too: n = 2 / 3 / 4 141 / 160 / 173 -> 140 / 165 / 186 (L3
+ * 154 / 176 / 183 -> 172 / 192 / 220). */
+AI int r8_pair_n(const int type) { return type == LOOM_TYPE_Q5_K ? 5 : 2; }
 
 AI __m512i r8_ld2(const uint8_t *a, const uint8_t *b) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
@@ -893,8 +895,9 @@ AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb
 /* The same over the r8 bytes themselves (ga, gb: the two groups), split in
  * registers as r8_kunpack / r8_q6unpack would: for a single pass there is
  * nothing to gain from a panel written once and read once. */
-AI void r8_kdpass(const int type, const int NT, const uint8_t *ga, const uint8_t *gb, const int nsb, const uint8_t *x,
-                  size_t xs, float *y, int64_t ldy, __mmask16 rows, const uint8_t *pfa, const uint8_t *pfb) {
+AI void r8_kdpass(const int type, const int NT, const bool few, const uint8_t *ga, const uint8_t *gb, const int nsb,
+                  const uint8_t *x, size_t xs, float *y, int64_t ldy, __mmask16 rows, const uint8_t *pfa,
+                  const uint8_t *pfb) {
     const size_t bb = loom_r8_block_bytes(type);
     __m512 tot[XP];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm512_setzero_ps();
@@ -903,7 +906,36 @@ AI void r8_kdpass(const int type, const int NT, const uint8_t *ga, const uint8_t
         r8_pf(pfa, pfb, (size_t)c * bb, (size_t)(c + 1) * bb);
         __m512i S[XP];
         UNROLL for (int t = 0; t < NT; t++) S[t] = _mm512_setzero_si512();
-        if (type == LOOM_TYPE_Q4_K && NT <= 4) {
+        if (type == LOOM_TYPE_Q6_K && few && NT <= 4) {
+            /* one half (groups 0-3 or 4-7, one scale each) of sub-blocks 4h .. 4h+3 from one load of each of its
+             * chunks (loom_r8_q6_quants' four at once); the integer sums add in another order, to the same bits */
+            const __m512i m6 = _mm512_set1_epi8(0x3F), mc0 = _mm512_set1_epi8((char)0xC0);
+            for (int h = 0; h < 2; h++)
+                for (int half = 0; half < 2; half++) {
+                    __m512i q[4][4];
+                    UNROLL for (int i = 0; i < 4; i++) {
+                        const size_t o = LOOM_R8_Q6_Q(h, 4 * half + i, 0);
+                        const __m512i b0 = r8_ld2(pa + o, pb + o), b1 = r8_ld2(pa + o + 32, pb + o + 32),
+                                      b2 = r8_ld2(pa + o + 64, pb + o + 64);
+                        q[0][i] = _mm512_and_si512(b0, m6);
+                        q[1][i] = _mm512_and_si512(b1, m6);
+                        q[2][i] = _mm512_and_si512(b2, m6);
+                        q[3][i] = _mm512_or_si512(_mm512_or_si512(_mm512_srli_epi16(_mm512_and_si512(b0, mc0), 6),
+                                                                  _mm512_srli_epi16(_mm512_and_si512(b1, mc0), 4)),
+                                                  _mm512_srli_epi16(_mm512_and_si512(b2, mc0), 2));
+                    }
+                    UNROLL for (int j = 0; j < 4; j++) {
+                        const int sub = 4 * h + j, G = 2 * sub + half;
+                        const __m512i sc = r8_i8x2(pa + 16 + 8 * G, pb + 16 + 8 * G);
+                        UNROLL for (int t = 0; t < NT; t++) {
+                            const uint8_t *a = x + t * xs + 292 * c + 4 + 32 * sub + 16 * half;
+                            __m512i I = _mm512_setzero_si512();
+                            UNROLL for (int i = 0; i < 4; i++) I = _mm512_dpbusd_epi32(I, q[j][i], r8_b4x(a + 4 * i));
+                            S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(I, sc));
+                        }
+                    }
+                }
+        } else if (type == LOOM_TYPE_Q4_K && NT <= 4) {
             /* sub-blocks 2j and 2j+1 from one load of each chunk (n = 4 224 -> 246 GFLOP/s from DRAM;
              * with 5-8 tokens the chunks no longer fit the registers beside the sums: 2-3 % slower) */
             const __m512i m4 = _mm512_set1_epi8(0x0F);
@@ -965,11 +997,11 @@ AI void r8_kdpass(const int type, const int NT, const uint8_t *ga, const uint8_t
  * passes: Q4_K n = 5 / 8 / 16 / 24 / 32 174 / 222 / 272 / 289 / 299 -> 237 /
  * 298 / 303 / 300 / 294; Q6_K n = 8 / 16 / 24 190 / 241 / 255 -> 221 / 248 /
  * 246; Q5_K (its fifth bits the dearest to split) n = 8 / 12 199 / 237 ->
- * 231 / 215. Below r8_pair_n the 4-token chunks (Q5_K / Q6_K n = 4 183 /
- * 166 against passes' 158 / 162). */
+ * 231 / 215. Q5_K below r8_pair_n by the 4-token chunks (n = 4 183 against
+ * the passes' 158). */
 AI int r8_kdirect_max(const int type) { return type == LOOM_TYPE_Q4_K ? 24 : type == LOOM_TYPE_Q6_K ? 16 : XP; }
 
-AI void r8_kdirect(const int type, LOOM_MATMUL_PARAMS) {
+AI void r8_kdirect(const int type, const bool few, LOOM_MATMUL_PARAMS) {
     const int64_t nsbk = k / 256;
     for (int64_t r0 = 0; r0 < nr; r0 += 16) {
         const uint8_t *ga = w + (size_t)r0 * ws, *gb = nr - r0 > 8 ? ga + 8 * ws : ga;
@@ -977,7 +1009,7 @@ AI void r8_kdirect(const int type, LOOM_MATMUL_PARAMS) {
         const uint8_t *na = nr - r0 > 16 ? ga + 16 * ws : NULL, *nb = na && nr - r0 > 24 ? na + 8 * ws : na;
         for (int64_t t = 0; t < n; t += XP) {
             const int nt = (int)(n - t < XP ? n - t : XP);
-#define KPASS(NT) r8_kdpass(type, NT, ga, gb, (int)nsbk, xq + t * xs, xs, y + t * ldy + r0, ldy, rows, t ? NULL : na, nb)
+#define KPASS(NT) r8_kdpass(type, NT, few, ga, gb, (int)nsbk, xq + t * xs, xs, y + t * ldy + r0, ldy, rows, t ? NULL : na, nb)
             R8_BY_NT(nt, KPASS)
 #undef KPASS
         }
@@ -1016,12 +1048,14 @@ AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
 }
 
 /* apart from the panel path's function: inlined beside it, the panels
- * lost a third (Zen 4, Q4_K n = 8 220 -> 147 GFLOP/s) */
-#define KDIRECT(T, t) \
-    static __attribute__((noinline)) void r8_kdirect_##t(LOOM_MATMUL_PARAMS) { r8_kdirect(T, w, ws, k, nr, xq, xs, n, y, ldy); }
-KDIRECT(LOOM_TYPE_Q4_K, q4_K)
-KDIRECT(LOOM_TYPE_Q5_K, q5_K)
-KDIRECT(LOOM_TYPE_Q6_K, q6_K)
+ * lost a third (Zen 4, Q4_K n = 8 220 -> 147 GFLOP/s); Q6_K's 2-4 tokens
+ * apart again (compiled beside them, 5-6 tokens lost 3-6 %) */
+#define KDIRECT(T, t, few) \
+    static __attribute__((noinline)) void r8_kdirect_##t(LOOM_MATMUL_PARAMS) { r8_kdirect(T, few, w, ws, k, nr, xq, xs, n, y, ldy); }
+KDIRECT(LOOM_TYPE_Q4_K, q4_K, false)
+KDIRECT(LOOM_TYPE_Q5_K, q5_K, false)
+KDIRECT(LOOM_TYPE_Q6_K, q6_K, false)
+KDIRECT(LOOM_TYPE_Q6_K, q6_K_few, true)
 #undef KDIRECT
 
 /* Every group x every token, XN tokens at a time; from r8_pair_n tokens by pairs. */
@@ -1031,6 +1065,7 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         else if (n > r8_kdirect_max(type)) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         else if (type == LOOM_TYPE_Q4_K) r8_kdirect_q4_K(w, ws, k, nr, xq, xs, n, y, ldy);
         else if (type == LOOM_TYPE_Q5_K) r8_kdirect_q5_K(w, ws, k, nr, xq, xs, n, y, ldy);
+        else if (n <= 4) r8_kdirect_q6_K_few(w, ws, k, nr, xq, xs, n, y, ldy);
         else r8_kdirect_q6_K(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
