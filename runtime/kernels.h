@@ -137,11 +137,9 @@
  * cost). On AVX-512 r8_group's 4-token chunks made n = 5..7 two passes, the
  * second of 1-3 tokens streaming the group again (Q4_K 131-151 GFLOP/s from
  * DRAM, 207-225 from L3), and Q4_0 at n = 2..4 gave 196-226: pairs of groups
- * take Q4_0/Q4_1 from 2 tokens and the K-quant panels from 5
- * (matmul_avx512.c: r8_pair_n; Q4_0 n = 4 303, Q4_K n = 5..7 180-204);
- * the K-quants' 4-token chunk fetches the next group too (Q5_K 159 -> 183
- * from DRAM; 4 TinyLlama Q4_K_M sequences, one thread, 72 -> 92 tokens/s),
- * 2-3 tokens go without (3-8 % slower with it). A K-quant panel (quants
+ * take Q4_0/Q4_1 from 2 tokens (matmul_avx512.c: r8_pair_n; Q4_0 n = 4
+ * 303); Q5_K's 4-token chunk fetches the next group too (159 -> 183 from
+ * DRAM), 2-3 tokens go without (3-8 % slower with it). A K-quant panel (quants
  * split once, stored, read by every 8-token pass) pays its stores back only
  * over several passes: up to 8 / 16 / 24 tokens (Q5_K / Q6_K / Q4_K, by
  * the cost of splitting their bits) passes that split the r8 bytes in

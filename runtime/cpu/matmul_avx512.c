@@ -582,7 +582,6 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
     } else if (type == LOOM_TYPE_Q6_K) {
         for (int64_t sb = 0; sb < k / 256; sb++) {
             const uint8_t *p = grp + (size_t)sb * LOOM_R8_Q6_K;
-            loom_prefetch_l2(pf, (size_t)sb * LOOM_R8_Q6_K, (size_t)(sb + 1) * LOOM_R8_Q6_K);
             __m256i S[XN], O[XN];
             UNROLL for (int t = 0; t < NT; t++) S[t] = O[t] = _mm256_setzero_si256();
             UNROLL for (int h = 0; h < 2; h++)
@@ -664,20 +663,17 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
  * slower on Zen 4: the activations walked 2.5 KiB apart.) */
 enum { XP = 8 };
 
-/* The fewest tokens that go by pairs (r8_pairs, r8_kpairs) instead of
- * r8_group's 4-token chunks. Zen 4, one thread, bench_matmul 2048 x 2048
- * (L3) / 131072 x 2048 (DRAM), GFLOP/s, chunks -> pairs: Q4_0 n = 2 210 ->
- * 266 / 196 -> 251, n = 4 243 -> 310 / 226 -> 303 (Q4_1 the same; n = 1
- * streams faster by chunks: 61 against 50 GB/s); K-quants n = 4 Q4_K 228
- * -> 183 / 194 -> 161 (Q5_K alike, Q6_K even from DRAM), n = 5..7 Q4_K 207
- * -> 200 / 131 -> 180, Q6_K 166 -> 182 / 101 -> 142, Q5_K 174 -> 180 / 106
- * -> 152 (a last chunk of 1-3 tokens streamed the group again); those
- * K-quant pairs were panels; Q4_K's passes over the r8 bytes (r8_kdirect),
- * splitting each chunk's two nibble halves from one load, win from 2
- * tokens: n = 2 / 3 / 4 175 / 197 / 212 -> 190 / 229 / 246 (L3 204 / 224 /
- * 217 -> 243 / 267 / 281); Q6_K's, a half's four sub-blocks from one load
- * of its chunks, too: n = 2 / 3 / 4 141 / 160 / 173 -> 140 / 165 / 186 (L3
- * 154 / 176 / 183 -> 172 / 192 / 220). */
+/* The fewest tokens that go by pairs (r8_pairs, r8_kdirect / r8_kpairs)
+ * instead of r8_group's one chunk (a last chunk of 1-3 tokens would stream
+ * the group again). Zen 4, one thread, bench_matmul 131072 x 2048 (DRAM) /
+ * 2048 x 2048 (L3), GFLOP/s, chunks -> pairs: Q4_0 n = 2 196 -> 251 / 210
+ * -> 266, n = 4 226 -> 303 / 243 -> 310 (Q4_1 the same; n = 1 streams
+ * faster by chunks: 61 against 50 GB/s); Q4_K (passes splitting each
+ * chunk's two nibble halves from one load) n = 2 / 3 / 4 175 / 197 / 212 ->
+ * 190 / 229 / 246; Q6_K (a half's four sub-blocks from one load of its
+ * chunks) n = 2 / 3 / 4 141 / 160 / 173 -> 140 / 165 / 186 (4096 rows, L3:
+ * 154 / 176 / 183 -> 172 / 192 / 220); Q5_K's chunks win up to 4 (n = 4 183
+ * against 158). */
 AI int r8_pair_n(const int type) { return type == LOOM_TYPE_Q5_K ? 5 : 2; }
 
 AI __m512i r8_ld2(const uint8_t *a, const uint8_t *b) {
@@ -908,7 +904,8 @@ AI void r8_kdpass(const int type, const int NT, const bool few, const uint8_t *g
         UNROLL for (int t = 0; t < NT; t++) S[t] = _mm512_setzero_si512();
         if (type == LOOM_TYPE_Q6_K && few && NT <= 4) {
             /* one half (groups 0-3 or 4-7, one scale each) of sub-blocks 4h .. 4h+3 from one load of each of its
-             * chunks (loom_r8_q6_quants' four at once); the integer sums add in another order, to the same bits */
+             * chunks (loom_r8_q6_quants' four at once); the integer sums add in another order, to the same bits.
+             * The split is written out here and below: one helper for both cost n = 4 2-9 % (GCC's allocation) */
             const __m512i m6 = _mm512_set1_epi8(0x3F), mc0 = _mm512_set1_epi8((char)0xC0);
             for (int h = 0; h < 2; h++)
                 for (int half = 0; half < 2; half++) {
@@ -1058,7 +1055,7 @@ KDIRECT(LOOM_TYPE_Q6_K, q6_K, false)
 KDIRECT(LOOM_TYPE_Q6_K, q6_K_few, true)
 #undef KDIRECT
 
-/* Every group x every token, XN tokens at a time; from r8_pair_n tokens by pairs. */
+/* Every group x every token; from r8_pair_n tokens by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     if (n >= r8_pair_n(type)) {
         if (!loom_is_kquant(type)) r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
@@ -1069,26 +1066,22 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         else r8_kdirect_q6_K(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
+    /* n < r8_pair_n <= XN + 1: one chunk of every group */
     for (int64_t r0 = 0; r0 < nr; r0 += 8) {
         const uint8_t *grp = w + (size_t)r0 * ws;
         const int rows = nr - r0 < 8 ? (int)(nr - r0) : 8;
-        /* 4 tokens (Q5_K's and Q6_K's largest chunk: r8_pair_n): the next group into L2
-         * (loom_prefetch_l2; DRAM, n = 4: Q4_K / Q5_K / Q6_K 193-206 / 159 / 150-156 ->
-         * 208-210 / 182-184 / 169-173 GFLOP/s; from L3 3-5 % slower, and 2-3 tokens lost) */
-        const uint8_t *np = n >= 4 && r0 + 8 < nr ? grp + 8 * ws : NULL;
-        for (int64_t t = 0; t < n; t += XN) {
-            const uint8_t *x = xq + t * xs, *pf = t ? NULL : np;
-            const int nt = (int)(n - t < XN ? n - t : XN);
-            float tmp[XN * 8];
-            switch (nt) {
-            case 1: r8_group(type, 1, grp, k, x, xs, tmp, pf); break;
-            case 2: r8_group(type, 2, grp, k, x, xs, tmp, pf); break;
-            case 3: r8_group(type, 3, grp, k, x, xs, tmp, pf); break;
-            default: r8_group(type, 4, grp, k, x, xs, tmp, pf); break;
-            }
-            for (int j = 0; j < nt; j++)
-                for (int r = 0; r < rows; r++) y[(t + j) * ldy + r0 + r] = tmp[8 * j + r];
+        /* Q5_K's 4 tokens: the next group into L2 (loom_prefetch_l2; DRAM, n = 4: 159 -> 182-184
+         * GFLOP/s; from L3 3-5 % slower, and 2-3 tokens lost) */
+        const uint8_t *pf = n >= 4 && r0 + 8 < nr ? grp + 8 * ws : NULL;
+        float tmp[XN * 8];
+        switch (n) {
+        case 1: r8_group(type, 1, grp, k, xq, xs, tmp, pf); break;
+        case 2: r8_group(type, 2, grp, k, xq, xs, tmp, pf); break;
+        case 3: r8_group(type, 3, grp, k, xq, xs, tmp, pf); break;
+        default: r8_group(type, 4, grp, k, xq, xs, tmp, pf); break;
         }
+        for (int j = 0; j < n; j++)
+            for (int r = 0; r < rows; r++) y[j * ldy + r0 + r] = tmp[8 * j + r];
     }
 }
 
