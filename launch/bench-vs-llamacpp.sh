@@ -305,7 +305,7 @@ for model, th in order:
 if rows:  # (MODELS=" ": no main table)
     print()
     print("loom vs llama.cpp (llama-bench), mean over %d round(s) of the means of each run's repetitions" %
-          max([r["rounds"] for r in rows] or [0]))
+          max(r["rounds"] for r in rows))
     hdr = "%-18s %3s | %9s %9s %6s | %8s %8s %6s | %-32s | %s" % (
         "model", "thr", "pp loom", "pp llama", "ratio", "tg loom", "tg llama", "ratio",
         "loom decode GB/s (% of measured)", "other CPUs")
@@ -375,10 +375,10 @@ for model in dict.fromkeys(r["model"] for r in runs if r["kind"] in ("tp2", "pp2
         rounds = sorted({r["round"] for r in runs if r["kind"] == a and r["model"] == model})
         by_seqs = {}  # sequences -> [(cluster result, single result)] over rounds
         for rnd in rounds:
-            ys = {y["sequences"]: y for y in results_of(b, model, rnd)}
+            single = {y["sequences"]: y for y in results_of(b, model, rnd)}
             for x in results_of(a, model, rnd):
-                if x["sequences"] in ys:
-                    by_seqs.setdefault(x["sequences"], []).append((x, ys[x["sequences"]]))
+                if x["sequences"] in single:
+                    by_seqs.setdefault(x["sequences"], []).append((x, single[x["sequences"]]))
         for seqs, pairs in sorted(by_seqs.items()):
             xs = mean([p[0]["decode_tokens_per_s"]["mean"] for p in pairs])
             ys = mean([p[1]["decode_tokens_per_s"]["mean"] for p in pairs])
