@@ -36,7 +36,13 @@
  * token; times decode tokens/s that is the bandwidth decode draws, shown as
  * a share of the read bandwidth measured here (membw.h: every rank reads its
  * own --membw-size buffer at once with its threads, best of --membw-runs;
- * the aggregate over ranks). KV cache reads are not counted.
+ * the aggregate over ranks). KV cache reads are not counted. The probe runs
+ * right before the first decode repetition and right after each one, and
+ * each repetition is set against the mean of the probes on either side of
+ * it: on a shared host (a cloud VM) the bandwidth left to this machine
+ * swings by half from one few seconds to the next, so a probe taken once,
+ * before all configurations, compares decode with another moment's memory.
+ * The share shown is the mean of the repetitions' shares.
  *
  * Under mpirun each rank also reports, per decoded token, its time in TP
  * collectives and in stage-to-stage transfers (loom_engine_comm_time(),
@@ -250,7 +256,8 @@ typedef struct {
     double *prefill_tps, *decode_tps; /* (reps) */
     int64_t step_bytes;               /* weight bytes all ranks read per step */
     double bytes_per_token;           /* step_bytes × pure decode steps / their tokens */
-    double membw_gbs;                 /* measured aggregate read bandwidth, this thread count */
+    double *membw_probe;              /* (reps + 1) aggregate read GB/s before the first decode and after each */
+    double membw_gbs, membw_share;    /* means over the repetitions of the probes beside each, of decode's share */
     /* per rank, summed over the repetitions */
     rank_time *pre, *dec; /* (world_size) */
     int64_t pre_tokens, dec_tokens; /* prompt tokens / generated tokens over the repetitions */
@@ -260,11 +267,25 @@ static double decode_gbs(const config_result *r) {
     return r->bytes_per_token * summarize(r->decode_tps, r->reps).mean / 1e9;
 }
 
+/* Each repetition's decode GB/s against the mean of the probes before and
+ * after it (no probe: zeros). */
+static void share_of_probes(config_result *r) {
+    double bw = 0, share = 0;
+    for (int i = 0; i < r->reps; i++) {
+        double beside = (r->membw_probe[i] + r->membw_probe[i + 1]) / 2;
+        if (beside <= 0) return;
+        bw += beside;
+        share += r->bytes_per_token * r->decode_tps[i] / 1e9 / beside;
+    }
+    r->membw_gbs = r->reps ? bw / r->reps : 0;
+    r->membw_share = r->reps ? share / r->reps : 0;
+}
+
 static void print_row(FILE *f, const config_result *r, int world) {
     summary p = summarize(r->prefill_tps, r->reps), d = summarize(r->decode_tps, r->reps);
     double gbs = decode_gbs(r);
     char pct[16] = "-";
-    if (r->membw_gbs > 0) snprintf(pct, sizeof pct, "%.0f%%", 100 * gbs / r->membw_gbs);
+    if (r->membw_gbs > 0) snprintf(pct, sizeof pct, "%.0f%%", 100 * r->membw_share);
     fprintf(f, "%5d %7d %5d %10.2f ± %-7.2f %9.2f ± %-6.2f %10.2f %8.2f %8.2f %7s\n", world, r->threads, r->seqs,
             p.mean, p.sd, d.mean, d.sd, r->bytes_per_token / 1e6, gbs, r->membw_gbs, pct);
 }
@@ -355,9 +376,10 @@ static loom_status write_json(const char *path, const bench_info *bi, const conf
         fputc(',', f);
         json_summary(f, "decode_tokens_per_s", r->decode_tps, r->reps);
         fprintf(f, ",\"weight_bytes_per_step\":%lld,\"weight_bytes_per_token\":%.1f,\"decode_gb_per_s\":%.4f,"
-                   "\"membw_gb_per_s\":%.4f,\"membw_frac\":%.4f,",
-                (long long)r->step_bytes, r->bytes_per_token, gbs, r->membw_gbs,
-                r->membw_gbs > 0 ? gbs / r->membw_gbs : 0);
+                   "\"membw_gb_per_s\":%.4f,\"membw_frac\":%.4f,\"membw_probes_gb_per_s\":[",
+                (long long)r->step_bytes, r->bytes_per_token, gbs, r->membw_gbs, r->membw_share);
+        for (int k = 0; k <= r->reps && r->membw_gbs > 0; k++) fprintf(f, "%s%.4f", k ? "," : "", r->membw_probe[k]);
+        fprintf(f, "],");
         fprintf(f, "\"prefill_ranks\":");
         json_ranks(f, r->pre, bi->world, r->pre_tokens, bi->stage, bi->tpr);
         fprintf(f, ",\"decode_ranks\":");
@@ -372,29 +394,45 @@ static loom_status write_json(const char *path, const bench_info *bi, const conf
 
 /* ------------------------------------------------------------ bandwidth */
 
-/* Every rank reads its own buffer with n_threads at the same time; the
- * aggregate GB/s of the best run (0 when bytes == 0). */
-static loom_status measure_membw(bench_ctx *c, int n_threads, int64_t bytes, int runs, double *gbs) {
-    *gbs = 0;
+/* The bandwidth probe of one thread count: every rank's buffer, read by a
+ * pool of that many threads; off (m == NULL) when --membw-size is 0. */
+typedef struct {
+    loom_pool *pool;
+    loom_membw *m;
+    int runs;
+} bw_probe;
+
+static void probe_close(bw_probe *p) {
+    loom_membw_free(p->m);
+    loom_pool_free(p->pool);
+    *p = (bw_probe){0};
+}
+
+static loom_status probe_open(bench_ctx *c, int n_threads, int64_t bytes, int runs, bw_probe *p) {
+    *p = (bw_probe){.runs = runs};
     if (bytes <= 0) return NULL;
-    loom_pool *pool = NULL;
-    loom_membw *m = NULL;
-    loom_status st = loom_pool_create(n_threads, &pool);
-    if (!st) st = loom_membw_create(bytes, pool, &m);
+    loom_status st = loom_pool_create(n_threads, &p->pool);
+    if (!st) st = loom_membw_create(bytes, p->pool, &p->m);
     st = loom_cluster_agree(c->cl, st, "setting up the bandwidth probe");
+    if (st) probe_close(p);
+    return st;
+}
+
+/* Every rank reads its own buffer at the same time; the aggregate GB/s of
+ * the best of p->runs passes (0 when the probe is off). */
+static loom_status probe_read(bench_ctx *c, bw_probe *p, double *gbs) {
+    *gbs = 0;
+    if (!p->m) return NULL;
     loom_comm *w = loom_cluster_world(c->cl);
-    if (!st) {
-        double total = (double)loom_membw_bytes(m) * c->world_size, best = 0;
-        for (int r = 0; r < runs && !st; r++) {
-            st = loom_comm_barrier(w);
-            double slowest = st ? 0 : loom_membw_read(m, pool);
-            if (!st) st = loom_comm_all_reduce(w, &slowest, 1, LOOM_DT_F64, LOOM_RED_MAX);
-            if (slowest > 0 && total / slowest > best) best = total / slowest;
-        }
-        *gbs = best / 1e9;
+    loom_status st = NULL;
+    double total = (double)loom_membw_bytes(p->m) * c->world_size, best = 0;
+    for (int r = 0; r < p->runs && !st; r++) {
+        st = loom_comm_barrier(w);
+        double slowest = st ? 0 : loom_membw_read(p->m, p->pool);
+        if (!st) st = loom_comm_all_reduce(w, &slowest, 1, LOOM_DT_F64, LOOM_RED_MAX);
+        if (slowest > 0 && total / slowest > best) best = total / slowest;
     }
-    loom_membw_free(m);
-    loom_pool_free(pool);
+    *gbs = best / 1e9;
     return st;
 }
 
@@ -414,7 +452,8 @@ static void next_prefill_prompt(bench_work *w) {
     if (w->depth > 0) w->prompt[0] = (int32_t)((1000 + 131LL * w->prefill_runs++) % w->vocab);
 }
 
-static loom_status run_config(bench_ctx *c, bench_work *w, loom_engine *e, int seqs, config_result *r) {
+static loom_status run_config(bench_ctx *c, bench_work *w, loom_engine *e, bw_probe *probe, int seqs,
+                              config_result *r) {
     loom_request pre = {.prompt = w->prompt, .n_prompt = w->prompt_tokens, .max_tokens = 1, .sampling = w->greedy, .ignore_eos = true};
     loom_request *dec = calloc((size_t)seqs, sizeof *dec);
     loom_result *res = calloc((size_t)seqs, sizeof *res);
@@ -435,6 +474,7 @@ static loom_status run_config(bench_ctx *c, bench_work *w, loom_engine *e, int s
     if (!st) st = run_phase(c, e, dec, seqs, res, &stats);
     for (int i = 0; i < seqs; i++) dec[i].max_tokens = w->gen_tokens + 1; /* token 1 comes from the prompt step */
     int64_t steps = 0, gen = 0;
+    if (!st) st = probe_read(c, probe, &r->membw_probe[0]);
     for (int rep = 0; rep < w->reps && !st; rep++) {
         next_prefill_prompt(w);
         st = run_phase(c, e, &pre, 1, res, &stats);
@@ -447,6 +487,7 @@ static loom_status run_config(bench_ctx *c, bench_work *w, loom_engine *e, int s
             }
         }
         st = run_phase(c, e, dec, seqs, res, &stats);
+        if (!st) st = probe_read(c, probe, &r->membw_probe[rep + 1]);
         if (st) break;
         if (c->coord) {
             r->decode_tps[rep] = stats.decode_s > 0 ? stats.decode_tokens / stats.decode_s : 0;
@@ -458,7 +499,10 @@ static loom_status run_config(bench_ctx *c, bench_work *w, loom_engine *e, int s
             }
         }
     }
-    if (!st && c->coord) r->bytes_per_token = gen > 0 ? (double)r->step_bytes * (double)steps / (double)gen : 0;
+    if (!st && c->coord) {
+        r->bytes_per_token = gen > 0 ? (double)r->step_bytes * (double)steps / (double)gen : 0;
+        share_of_probes(r);
+    }
     free(dec);
     free(res);
     return st;
@@ -617,24 +661,26 @@ int cmd_bench(int argc, char **argv) {
                world_size, (long long)tp, (long long)pp, (long long)prompt_tokens, (long long)gen_tokens,
                depth ? "after a" : "from a", (long long)(depth ? depth : 1), depth ? "context" : "prompt", (long long)reps);
         if (membw_bytes > 0)
-            printf("bandwidth probe: %s read of %lld MiB per rank, all ranks at once, best of %lld\n", loom_membw_isa(),
-                   (long long)(membw_bytes >> 20), (long long)membw_runs);
+            printf("bandwidth probe: %s read of %lld MiB per rank, all ranks at once, best of %lld, before the first "
+                   "decode repetition and after each; a repetition's share is of the probes beside it\n",
+                   loom_membw_isa(), (long long)(membw_bytes >> 20), (long long)membw_runs);
         printf("\nranks threads  seqs    prefill tok/s       decode tok/s   MB/token  dec GB/s membw GB/s  %%membw\n");
         fflush(stdout);
     }
 
     for (int ti = 0; ti < n_threads && !st; ti++) {
-        double gbs = 0;
-        st = measure_membw(&c, threads[ti], membw_bytes, (int)membw_runs, &gbs);
+        bw_probe probe;
+        st = probe_open(&c, threads[ti], membw_bytes, (int)membw_runs, &probe);
         for (int si = 0; si < n_seqs && !st; si++) {
             config_result *r = &results[n_results];
-            r->threads = threads[ti], r->seqs = seqs[si], r->reps = (int)reps, r->membw_gbs = gbs;
+            r->threads = threads[ti], r->seqs = seqs[si], r->reps = (int)reps;
             r->prefill_tps = calloc((size_t)reps, sizeof(double));
             r->decode_tps = calloc((size_t)reps, sizeof(double));
+            r->membw_probe = calloc((size_t)reps + 1, sizeof(double));
             r->pre = calloc((size_t)world_size, sizeof(rank_time));
             r->dec = calloc((size_t)world_size, sizeof(rank_time));
             n_results++;
-            if (!r->prefill_tps || !r->decode_tps || !r->pre || !r->dec) {
+            if (!r->prefill_tps || !r->decode_tps || !r->membw_probe || !r->pre || !r->dec) {
                 st = loom_error(LOOM_ERR_NOMEM, "out of memory");
                 break;
             }
@@ -648,7 +694,7 @@ int cmd_bench(int argc, char **argv) {
             st = loom_comm_all_reduce(world, &total, 1, LOOM_DT_I64, LOOM_RED_SUM);
             if (st) loom_cluster_abort(cluster, "bench", st);
             r->step_bytes = total;
-            st = run_config(&c, &w, e, seqs[si], r);
+            st = run_config(&c, &w, e, &probe, seqs[si], r);
             loom_engine_free(e);
             if (!st && world_rank == 0) {
                 print_row(stdout, r, world_size);
@@ -656,6 +702,7 @@ int cmd_bench(int argc, char **argv) {
                 fflush(stdout);
             }
         }
+        probe_close(&probe);
     }
     load_avg(bi.load1);
     if (!st && world_rank == 0) {
@@ -667,6 +714,7 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < n_results; i++) {
         free(results[i].prefill_tps);
         free(results[i].decode_tps);
+        free(results[i].membw_probe);
         free(results[i].pre);
         free(results[i].dec);
     }
