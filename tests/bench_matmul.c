@@ -4,7 +4,7 @@
  * against a built loomrt:
  *
  *   cc -O2 -I . tests/bench_matmul.c build/libloomrt.a -lm -lpthread -o build/bench_matmul
- *   build/bench_matmul [-t TYPE] [-i ISA] [--rows R] [-k K] [-n N] [--ms MS] [--r8]
+ *   build/bench_matmul [-t TYPE] [-i ISA] [--rows R] [-k K] [-n N] [--ms MS] [--r8] [--stream L]
  *
  * Prints per (type, ISA): decode (n = 1) weight streaming in GB/s and GMAC
  * rate, and prefill (n = N, default 128) in GFLOP/s (2 flops per multiply-
@@ -16,6 +16,14 @@
  * multiplied by loom_matmul_r8 (the other types are skipped); the copy in
  * 2 MiB pages where the kernel grants them, as the model loader makes it
  * (the rows in malloc's pages, like a mapped file's).
+ *
+ * --stream L: decode's walk instead — L layers of a llama's seven matrices
+ * (dim = K: q and o K x K, k and v K/8 x K, gate and up F x K, down K x F,
+ * F = 2.75 K rounded to 256), all of the type, multiplied by one token in
+ * order as a forward pass does, so the weights come from DRAM and the
+ * kernels cross from one matrix to the next (one big matrix called again
+ * and again lets the hardware prefetchers run ahead undisturbed). Prints
+ * the GB/s of each of 5 walks after a warm-up walk.
  */
 #include <math.h>
 #include <stdio.h>
@@ -94,11 +102,60 @@ static double best_call_s(bool r8, loom_type t, const uint8_t *w, size_t ws, int
     return best;
 }
 
+/* --stream: the seven matrices of `layers` layers, one token through them
+ * in order, 5 timed walks after a warm-up. */
+static int stream_walk(loom_type t, bool r8, int64_t dim, int layers) {
+    const int64_t ffn = (dim * 11 / 4 + 255) / 256 * 256;
+    const int64_t shape[7][2] = {{dim, dim}, {dim / 8, dim}, {dim / 8, dim}, {dim, dim}, {ffn, dim}, {ffn, dim}, {dim, ffn}};
+    const int nm = 7 * layers;
+    uint8_t **m = calloc((size_t)nm, sizeof *m);
+    float *x = malloc((size_t)ffn * sizeof(float)), *y = malloc((size_t)ffn * sizeof(float));
+    uint8_t *xq[2] = {malloc(loom_act_row_bytes(t, dim)), malloc(loom_act_row_bytes(t, ffn))};
+    double bytes = 0;
+    for (int64_t i = 0; i < ffn; i++) x[i] = (float)(urand() % 2000) / 1000.0f - 1.0f;
+    loom_act_quantize(t, x, xq[0], dim);
+    loom_act_quantize(t, x, xq[1], ffn);
+    for (int i = 0; i < nm; i++) {
+        const int64_t rows = shape[i % 7][0], k = shape[i % 7][1];
+        const size_t ws = loom_type_row_bytes(t, k);
+        uint8_t *w = malloc(ws * (size_t)rows);
+        fill_weights(t, w, ws * (size_t)rows);
+        bytes += (double)ws * (double)rows;
+        if (r8) {
+            m[i] = alloc_huge(loom_r8_bytes(t, rows, k));
+            loom_repack_r8(t, w, ws, rows, k, m[i]);
+            free(w);
+        } else {
+            m[i] = w;
+        }
+    }
+    printf("%s %s, %d layers of dim %lld, ffn %lld: %.1f MiB, one token (GB/s of each walk):", loom_type_name(t),
+           loom_isa_name(loom_isa_get()), layers, (long long)dim, (long long)ffn, bytes / 1048576.0);
+    for (int walk = 0; walk < 6; walk++) {
+        const double a = loom_now_s();
+        for (int i = 0; i < nm; i++) {
+            const int64_t rows = shape[i % 7][0], k = shape[i % 7][1];
+            const size_t ws = r8 ? loom_r8_row_bytes(t, k) : loom_type_row_bytes(t, k);
+            (r8 ? loom_matmul_r8 : loom_matmul)(t, m[i], ws, k, 0, rows, xq[k != dim], 0, 1, y, rows);
+        }
+        if (walk) printf(" %.2f", bytes / (loom_now_s() - a) * 1e-9);
+    }
+    printf("\n");
+    for (int i = 0; i < nm; i++) free(m[i]);
+    free(m);
+    free(x);
+    free(y);
+    free(xq[0]);
+    free(xq[1]);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *only_type = NULL, *only_isa = NULL;
     int64_t rows = 2048, k = 4096, n = 128;
     double ms = 300;
     bool r8 = false;
+    int layers = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-t") && i + 1 < argc) only_type = argv[++i];
         else if (!strcmp(argv[i], "-i") && i + 1 < argc) only_isa = argv[++i];
@@ -107,8 +164,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--ms") && i + 1 < argc) ms = atof(argv[++i]);
         else if (!strcmp(argv[i], "--r8")) r8 = true;
+        else if (!strcmp(argv[i], "--stream") && i + 1 < argc) layers = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [-t TYPE] [-i scalar|avx2|avx512] [--rows R] [-k K] [-n N] [--ms MS] [--r8]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-t TYPE] [-i scalar|avx2|avx512] [--rows R] [-k K] [-n N] [--ms MS] [--r8] [--stream L]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -118,6 +177,22 @@ int main(int argc, char **argv) {
     if (k <= 0 || k % 32) {
         fprintf(stderr, "k must be a positive multiple of 32 (of 256 for the K-quants)\n");
         return 2;
+    }
+    if (layers > 0) { /* --stream: -t TYPE, -i ISA (default: the detected one) */
+        loom_type t = LOOM_TYPE_COUNT;
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+            if (only_type && !strcmp(only_type, loom_type_name(types[ti]))) t = types[ti];
+        loom_isa isa = loom_isa_detect();
+        for (int i = 0; i < LOOM_ISA_COUNT; i++)
+            if (only_isa && !strcmp(only_isa, loom_isa_name((loom_isa)i))) isa = (loom_isa)i;
+        loom_status st = t == LOOM_TYPE_COUNT ? NULL : loom_isa_set(isa);
+        if (t == LOOM_TYPE_COUNT || st || k % loom_type_info(t)->block_size || (r8 && !loom_type_has_r8(t))) {
+            fprintf(stderr, "--stream needs -t TYPE (with --r8 one that has the layout), an ISA this CPU has and k a "
+                            "multiple of the type's block%s%s\n", st ? ": " : "", st ? loom_status_message(st) : "");
+            loom_status_free(st);
+            return 2;
+        }
+        return stream_walk(t, r8, k, layers);
     }
     printf("loom matmul, one thread, %lld rows x %lld columns; detected ISA %s\n", (long long)rows,
            (long long)k, loom_isa_name(loom_isa_detect()));
