@@ -122,8 +122,11 @@
  * repetition to the next whether each matrix's rows are split in halves,
  * whole matrices alternate between the threads or each thread takes half
  * the model (two processes at once: 55-69 GB/s in a good minute). What two
- * threads reach is this machine's bandwidth of the minute, which the
- * probe's best-of-5 pass overstates. Weight copies sit in 2 MiB pages
+ * threads reach is this machine's bandwidth of the minute: the probe reads
+ * ~36 GB/s in some minutes and ~55 in others, so loom bench now probes
+ * before and after every decode repetition and sets each against the
+ * probes beside it (two threads: 87-100 % of those, launch/bench-results/).
+ * Weight copies sit in 2 MiB pages
  * (MADV_HUGEPAGE, runtime/model.c): TinyLlama Q4_0 one thread +7 %.
  * Batches of a few tokens from DRAM (batched decode, pipeline
  * micro-batches): a pass over a group's or a pair's bytes that does
@@ -133,8 +136,13 @@
  * pass fetched the next group / pair / panel into L2 (loom_prefetch_l2,
  * cpu_kernels.h: AVX-512 Q4_K 207 -> 255 GFLOP/s, Q4_0 254 -> 316; AVX2
  * Q6_K 134 -> 169; 16 TinyLlama Q4_K_M sequences, 2 threads, 176 -> 207
- * tokens/s); decode (one pass) streams and goes without (a prefetch there
- * cost). On AVX-512 r8_group's 4-token chunks made n = 5..7 two passes, the
+ * tokens/s); decode (one pass) streams and went without (a prefetch there
+ * cost), but a walk over a model's matrices with one token (bench_matmul
+ * --stream, not one big matrix called again and again) reads AVX-512 Q4_K
+ * and Q5_K 10-16 % faster with the next group fetched into L2 while a group
+ * is multiplied, in minutes when the host's memory answers slowly up to 25
+ * % (TinyLlama Q5_K_M one thread), for 8 % from L3; Q4_0 and Q6_K gain
+ * nothing and take none (matmul_avx512.c: r8_matmul). On AVX-512 r8_group's 4-token chunks made n = 5..7 two passes, the
  * second of 1-3 tokens streaming the group again (Q4_K 131-151 GFLOP/s from
  * DRAM, 207-225 from L3), and Q4_0 at n = 2..4 gave 196-226: pairs of groups
  * take Q4_0/Q4_1 from 2 tokens (matmul_avx512.c: r8_pair_n; Q4_0 n = 4
