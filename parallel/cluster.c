@@ -179,6 +179,8 @@ static loom_status connect_ranks(loom_cluster *c, const loom_cluster_options *o)
     c->eo.n_threads = o->engine.n_threads;
     c->eo.prefix_cache = o->engine.prefix_cache;
     c->eo.device = loom_dforward_resolve(o->engine.device, &p->cfg); /* per rank, like the threads */
+    c->eo.host_ranks = 0;
+    for (int r = 0; r < c->world->size; r++) c->eo.host_ranks += !strcmp(c->hosts[r], c->hosts[c->world->rank]);
     loom_topology *t = &c->topo;
     t->world_rank = c->world->rank;
     t->world_size = c->world->size;

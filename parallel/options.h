@@ -23,6 +23,7 @@ typedef struct {
     int kv_blocks;     /* KV blocks per rank; 0: every sequence can fill its context */
     loom_device_kind device; /* per rank (never sent with the plan): AUTO is CUDA when a GPU is visible */
     int device_ordinal;      /* the GPU this rank takes (parallel/placement.h picks it under MPI) */
+    int host_ranks;          /* per rank: the ranks on its host, itself included (0: 1) */
 } loom_engine_options;
 
 /* The KV blocks an engine with options o holds. */

@@ -236,6 +236,15 @@ loom_isa loom_isa_get(void);
  * then unchanged). Not meant to race with kernel calls on other threads. */
 loom_status loom_isa_set(loom_isa isa) LOOM_MUST_USE;
 
+/* How many cores decode on this host at once (an engine's threads times
+ * the ranks on its host; 1 until an engine says). A speed choice only, the
+ * results are the same bits: one core alone streams its weights at what
+ * DRAM's latency allows and gains from fetching ahead in software, several
+ * fill the memory system and lose by it (matmul_avx512.c: r8_matmul). The
+ * last engine created in the process sets it. */
+void loom_set_host_cores(int n);
+int loom_host_cores(void);
+
 /* "scalar", "avx2", "avx512"; "?" for anything else. */
 const char *loom_isa_name(loom_isa isa);
 

@@ -167,6 +167,10 @@ static unsigned amd_family(void) {
 #endif
 }
 
+static _Atomic int host_cores = 1;
+void loom_set_host_cores(int n) { atomic_store_explicit(&host_cores, n < 1 ? 1 : n, memory_order_relaxed); }
+int loom_host_cores(void) { return atomic_load_explicit(&host_cores, memory_order_relaxed); }
+
 static int decode_pf_default(void) { return amd_family() >= 0x19 ? 0 : 1; }
 
 size_t loom_decode_pf(size_t ws) {

@@ -1070,15 +1070,16 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     for (int64_t r0 = 0; r0 < nr; r0 += 8) {
         const uint8_t *grp = w + (size_t)r0 * ws;
         const int rows = nr - r0 < 8 ? (int)(nr - r0) : 8;
-        /* Q4_K's and Q5_K's 1 and 4 tokens: the next group into L2 (loom_prefetch_l2; Q4_0 and
-         * Q6_K take none). Zen 4, one thread, DRAM: Q5_K n = 4 159 -> 182-184 GFLOP/s (2-3
-         * tokens lost); n = 1, bench_matmul --stream (decode's walk over TinyLlama-shaped
-         * layers): in minutes when the host's memory answers slowly Q4_K 25.5 -> 28.2 and
-         * Q5_K 24.0 -> 27.6 GB/s, TinyLlama Q5_K_M decode 32.4 -> 40-41 tokens/s (the share of
-         * the probe beside it 84 -> 105 %), Q4_K_M +4 %; in others the same within 3 %, at 2
-         * threads too (shares 93-97 -> 96-99 % over four alternations); from L3 8 % slower
-         * (the prefetches' own work), where only the smallest models run */
-        const uint8_t *pf = n != 2 && n != 3 && r0 + 8 < nr ? grp + 8 * ws : NULL;
+        /* Q4_K's and Q5_K's 4 tokens, and their one token on a core decoding alone on its host
+         * (loom_host_cores): the next group into L2 (loom_prefetch_l2; Q4_0 and Q6_K take
+         * none). Zen 4, DRAM: Q5_K n = 4 159 -> 182-184 GFLOP/s (2-3 tokens lost); n = 1,
+         * bench_matmul --stream (decode's walk over TinyLlama-shaped layers) Q4_K 24.6-28.9 ->
+         * 27.7-29.6, Q5_K 22.3-26.1 -> 24.7-29.0 GB/s, TinyLlama one thread Q4_K_M 43.7-45.0 ->
+         * 45.1-47.9 and Q5_K_M 31.9-32.6 -> 39.4-40.7 tokens/s (three alternations); from L3 8 %
+         * slower (the prefetches' own work), where only the smallest models run. Two threads
+         * when the host's memory is the limit lost by it: Q4_K_M 54.1-55.2 -> 52.1-53.2 (five
+         * alternations) */
+        const uint8_t *pf = (n >= 4 || (n == 1 && loom_host_cores() == 1)) && r0 + 8 < nr ? grp + 8 * ws : NULL;
         float tmp[XN * 8];
         switch (n) {
         case 1: r8_group(type, 1, grp, k, xq, xs, tmp, pf); break;
