@@ -316,7 +316,8 @@ if rows:  # (MODELS=" ": no main table)
         print("%-18s %3d | %9.1f %9.1f %5.2fx | %8.2f %8.2f %5.2fx | %-32s | %.2f" % (
             r["name"], r["threads"], r["loom_pp"], r["llama_pp"], r["pp_ratio"], r["loom_tg"], r["llama_tg"],
             r["tg_ratio"], bw, r["other_cpus"]))
-    print("(other CPUs: the most CPUs' worth of other processes' work during any run of the row; 0 = quiet)")
+    print("(other CPUs: the most CPUs' worth of other processes' work during any run of the row; 0 = quiet;")
+    print(" % of measured: each decode repetition against the bandwidth probed right before and after it)")
 
 def pairs_of(a, b):
     """(model, threads) -> [(loom run, llama run)] of the same round"""
