@@ -1066,20 +1066,19 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         else r8_kdirect_q6_K(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
-    /* n < r8_pair_n <= XN + 1: one chunk of every group */
+    /* n < r8_pair_n <= XN + 1: one chunk of every group. Q5_K's 4 tokens, and Q4_K's and Q5_K's
+     * one token on a core decoding alone on its host (loom_host_cores), fetch the next group into
+     * L2 (loom_prefetch_l2; Q4_0 and Q6_K take none, Q5_K's 2-3 tokens lost by it). Zen 4, DRAM:
+     * Q5_K n = 4 159 -> 182-184 GFLOP/s; n = 1, bench_matmul --stream (decode's walk over
+     * TinyLlama-shaped layers) Q4_K 24.6-28.9 -> 27.7-29.6, Q5_K 22.3-26.1 -> 24.7-29.0 GB/s,
+     * TinyLlama one thread Q4_K_M 43.7-45.0 -> 45.1-47.9 and Q5_K_M 31.9-32.6 -> 39.4-40.7
+     * tokens/s; from L3 8 % slower (the prefetches' own work). Two threads, when the host's
+     * memory is the limit, lost by it: Q4_K_M 54.1-55.2 -> 52.1-53.2 tokens/s. */
+    const bool fetch = n >= 4 || (n == 1 && loom_host_cores() == 1);
     for (int64_t r0 = 0; r0 < nr; r0 += 8) {
         const uint8_t *grp = w + (size_t)r0 * ws;
         const int rows = nr - r0 < 8 ? (int)(nr - r0) : 8;
-        /* Q4_K's and Q5_K's 4 tokens, and their one token on a core decoding alone on its host
-         * (loom_host_cores): the next group into L2 (loom_prefetch_l2; Q4_0 and Q6_K take
-         * none). Zen 4, DRAM: Q5_K n = 4 159 -> 182-184 GFLOP/s (2-3 tokens lost); n = 1,
-         * bench_matmul --stream (decode's walk over TinyLlama-shaped layers) Q4_K 24.6-28.9 ->
-         * 27.7-29.6, Q5_K 22.3-26.1 -> 24.7-29.0 GB/s, TinyLlama one thread Q4_K_M 43.7-45.0 ->
-         * 45.1-47.9 and Q5_K_M 31.9-32.6 -> 39.4-40.7 tokens/s (three alternations); from L3 8 %
-         * slower (the prefetches' own work), where only the smallest models run. Two threads
-         * when the host's memory is the limit lost by it: Q4_K_M 54.1-55.2 -> 52.1-53.2 (five
-         * alternations) */
-        const uint8_t *pf = (n >= 4 || (n == 1 && loom_host_cores() == 1)) && r0 + 8 < nr ? grp + 8 * ws : NULL;
+        const uint8_t *pf = fetch && r0 + 8 < nr ? grp + 8 * ws : NULL;
         float tmp[XN * 8];
         switch (n) {
         case 1: r8_group(type, 1, grp, k, xq, xs, tmp, pf); break;
