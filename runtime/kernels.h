@@ -142,7 +142,9 @@
  * and Q5_K 10-16 % faster with the next group fetched into L2 while a group
  * is multiplied, in minutes when the host's memory answers slowly up to 25
  * % (TinyLlama Q5_K_M one thread), for 8 % from L3; Q4_0 and Q6_K gain
- * nothing and take none (matmul_avx512.c: r8_matmul). On AVX-512 r8_group's 4-token chunks made n = 5..7 two passes, the
+ * nothing and take none, Q4_K only on a core alone on its host (two threads
+ * filling the memory system lost 4 % by it; Q5_K gained 2-18 % there too:
+ * matmul_avx512.c: r8_matmul). On AVX-512 r8_group's 4-token chunks made n = 5..7 two passes, the
  * second of 1-3 tokens streaming the group again (Q4_K 131-151 GFLOP/s from
  * DRAM, 207-225 from L3), and Q4_0 at n = 2..4 gave 196-226: pairs of groups
  * take Q4_0/Q4_1 from 2 tokens (matmul_avx512.c: r8_pair_n; Q4_0 n = 4
@@ -240,7 +242,8 @@ loom_status loom_isa_set(loom_isa isa) LOOM_MUST_USE;
  * the ranks on its host; 1 until an engine says). A speed choice only, the
  * results are the same bits: one core alone streams its weights at what
  * DRAM's latency allows and gains from fetching ahead in software, several
- * fill the memory system and lose by it (matmul_avx512.c: r8_matmul). The
+ * can fill the memory system and then lose by it (AVX-512 Q4_K's one token,
+ * matmul_avx512.c: r8_matmul). The
  * last engine created in the process sets it. */
 void loom_set_host_cores(int n);
 int loom_host_cores(void);

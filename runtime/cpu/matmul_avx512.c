@@ -1066,15 +1066,18 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         else r8_kdirect_q6_K(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
-    /* n < r8_pair_n <= XN + 1: one chunk of every group. Q5_K's 4 tokens, and Q4_K's and Q5_K's
-     * one token on a core decoding alone on its host (loom_host_cores), fetch the next group into
-     * L2 (loom_prefetch_l2; Q4_0 and Q6_K take none, Q5_K's 2-3 tokens lost by it). Zen 4, DRAM:
+    /* n < r8_pair_n <= XN + 1: one chunk of every group. Q5_K's 1 and 4 tokens, and Q4_K's one
+     * token on a core decoding alone on its host (loom_host_cores), fetch the next group into L2
+     * (loom_prefetch_l2; Q4_0 and Q6_K take none, Q5_K's 2-3 tokens lost by it). Zen 4, DRAM:
      * Q5_K n = 4 159 -> 182-184 GFLOP/s; n = 1, bench_matmul --stream (decode's walk over
      * TinyLlama-shaped layers) Q4_K 24.6-28.9 -> 27.7-29.6, Q5_K 22.3-26.1 -> 24.7-29.0 GB/s,
      * TinyLlama one thread Q4_K_M 43.7-45.0 -> 45.1-47.9 and Q5_K_M 31.9-32.6 -> 39.4-40.7
-     * tokens/s; from L3 8 % slower (the prefetches' own work). Two threads, when the host's
-     * memory is the limit, lost by it: Q4_K_M 54.1-55.2 -> 52.1-53.2 tokens/s. */
-    const bool fetch = n >= 4 || (n == 1 && loom_host_cores() == 1);
+     * tokens/s; from L3 8 % slower (the prefetches' own work). Two threads, four alternations,
+     * share of the bandwidth probed beside each run without -> with: Q5_K_M 91-95 -> 96-98 %;
+     * Q4_K_M 90-99 -> 93-100 %, but in the minutes when the host's memory is the limit 98-99
+     * -> 93-94 % (54.1-55.2 -> 52.1-53.2 tokens/s in five other alternations), the minutes
+     * where llama.cpp comes closest, so Q4_K fetches only alone. */
+    const bool fetch = n >= 4 || (n == 1 && (type == LOOM_TYPE_Q5_K || loom_host_cores() == 1));
     for (int64_t r0 = 0; r0 < nr; r0 += 8) {
         const uint8_t *grp = w + (size_t)r0 * ws;
         const int rows = nr - r0 < 8 ? (int)(nr - r0) : 8;
