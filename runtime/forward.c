@@ -1,16 +1,44 @@
 #include "runtime/forward.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime/attention.h"
+#include "runtime/clock.h"
 #include "runtime/kernels.h"
 #include "runtime/ops.h"
 #include "runtime/quant.h"
 #include "runtime/rowops.h"
 
 #define MM_MAX_JOBS 3
+
+/* ------------------------------------------------------------ profile */
+
+/* LOOM_CPU_PROFILE=1: the wall time of each part of a step, summed per kind
+ * of step (one row: decode of one sequence; 2-16 rows; more: prefill) and
+ * printed to stderr when the forward pass is freed (the first step of each
+ * kind left out); for the matmul runs also the share of their threads' time
+ * spent waiting for the others. The CPU's counterpart of LOOM_CUDA_PROFILE;
+ * ~10 clock reads per layer. */
+enum { P_PREP, P_QKV, P_ROPE, P_ATTN, P_WO, P_UP, P_DOWN, P_HEAD, P_N };
+static const char *const prof_part[P_N] = {"norm / activation + quantize", "q | k | v", "rope + KV store", "attention",
+                                           "attention output (wo)", "gate | up", "down", "lm head"};
+enum { PB_ONE, PB_FEW, PB_MANY, PB_N };
+static const char *const prof_bucket[PB_N] = {"1 row", "2-16 rows", "more than 16 rows (prefill)"};
+
+typedef struct {
+    double part[PB_N][P_N];   /* seconds of wall time */
+    double busy[PB_N][P_N];   /* thread-seconds inside matmul kernels */
+    double step[PB_N];        /* seconds from a step's prepare to the end of its last piece */
+    int64_t steps[PB_N];
+    bool seen[PB_N];          /* the first step of each kind is left out: it pages in weights and KV blocks */
+    double cur[P_N], cur_busy[P_N]; /* the open step's */
+    double step_t0, last_end;
+    int bucket;               /* of the open step, -1 if none */
+    double *thread_busy;      /* (n_threads x 8): each thread's kernel time in the current run, a line each */
+} fwd_prof;
 
 struct loom_forward {
     const loom_weights *w;
@@ -32,7 +60,57 @@ struct loom_forward {
     uint8_t *act[MM_MAX_JOBS]; /* quantized activations, act_bytes each */
     size_t act_bytes;
     const loom_batch *prepared; /* batch whose rows were validated and whose angles are in rope */
+    fwd_prof *prof;         /* LOOM_CPU_PROFILE, or NULL */
 };
+
+static int prof_bucket_of(int n) { return n == 1 ? PB_ONE : n <= 16 ? PB_FEW : PB_MANY; }
+
+static void prof_add(loom_forward *f, int part, double t0) {
+    fwd_prof *p = f->prof;
+    if (!p) return;
+    const double t = loom_now_s();
+    p->cur[part] += t - t0;
+    p->last_end = t;
+}
+
+static void prof_close_step(fwd_prof *p) {
+    const int b = p->bucket;
+    if (b < 0) return;
+    if (p->seen[b]) {
+        p->step[b] += p->last_end - p->step_t0;
+        p->steps[b]++;
+        for (int i = 0; i < P_N; i++) p->part[b][i] += p->cur[i], p->busy[b][i] += p->cur_busy[i];
+    }
+    p->seen[b] = true;
+    memset(p->cur, 0, sizeof p->cur);
+    memset(p->cur_busy, 0, sizeof p->cur_busy);
+    p->bucket = -1;
+}
+
+static void prof_print(const loom_forward *f, fwd_prof *p) {
+    const int nth = loom_pool_size(f->pool);
+    for (int b = 0; b < PB_N; b++) {
+        if (!p->steps[b]) continue;
+        const double per = 1e3 / (double)p->steps[b], step = p->step[b] * per;
+        double parts = 0;
+        fprintf(stderr, "\n== LOOM_CPU_PROFILE: layers %d-%d, %d thread%s; steps of %s: %lld, %.3f ms each ==\n",
+                f->w->shard.layer_begin, f->w->shard.layer_end - 1, nth, nth == 1 ? "" : "s", prof_bucket[b],
+                (long long)p->steps[b], step);
+        fprintf(stderr, "  %-30s %9s %7s %s\n", "part", "ms/step", "share", nth > 1 ? "  threads waiting" : "");
+        for (int i = 0; i < P_N; i++) {
+            const double ms = p->part[b][i] * per;
+            parts += ms;
+            if (p->part[b][i] == 0) continue;
+            fprintf(stderr, "  %-30s %9.3f %6.1f %%", prof_part[i], ms, step > 0 ? 100 * ms / step : 0);
+            if (nth > 1 && p->busy[b][i] > 0)
+                fprintf(stderr, "  %5.1f %%", 100 * (1 - p->busy[b][i] / (p->part[b][i] * nth)));
+            fputc('\n', stderr);
+        }
+        fprintf(stderr, "  %-30s %9.3f %6.1f %%\n", "elsewhere (residual, comm, ...)", step - parts,
+                step > 0 ? 100 * (step - parts) / step : 0);
+    }
+}
+
 
 /* ------------------------------------------------------------ matmuls */
 
@@ -48,10 +126,12 @@ typedef struct {
     mm_job jobs[MM_MAX_JOBS];
     int n_jobs;
     int n;
+    double *thread_busy; /* fwd_prof's, or NULL */
 } mm_task;
 
 static void mm_worker(void *ctx, int ith, int nth) {
     const mm_task *t = ctx;
+    const double t0 = t->thread_busy ? loom_now_s() : 0;
     for (int j = 0; j < t->n_jobs; j++) {
         const mm_job *jb = &t->jobs[j];
         int64_t r0, r1;
@@ -60,6 +140,7 @@ static void mm_worker(void *ctx, int ith, int nth) {
             (jb->m->r8 ? loom_matmul_r8 : loom_matmul)(jb->m->type, jb->m->data, jb->m->stride, jb->m->cols, r0, r1,
                                                        jb->xq, jb->xq_stride, t->n, jb->y + r0, jb->ldy);
     }
+    if (t->thread_busy) t->thread_busy[8 * ith] = loom_now_s() - t0;
 }
 
 /* One row of the model's norm (RMSNorm, or LayerNorm with its bias). */
@@ -123,9 +204,9 @@ static void prep_worker(void *ctx, int ith, int nth) {
  * rows x (n, k): the rows are prepared (normed, or activated: prep_task)
  * into `dst`, quantized once per activation format, then multiplied. Rows
  * are spread over the pool for both phases when there are several. */
-static void matmuls(loom_forward *f, prep_task p, int n_jobs, const loom_mat *const *m, float *const *y) {
+static void matmuls(loom_forward *f, prep_task p, int n_jobs, const loom_mat *const *m, float *const *y, int part) {
     const int n = p.n;
-    mm_task t = {.n_jobs = n_jobs, .n = n};
+    mm_task t = {.n_jobs = n_jobs, .n = n, .thread_busy = f->prof ? f->prof->thread_busy : NULL};
     p.f = f;
     for (int j = 0; j < n_jobs; j++) {
         int slot = j;
@@ -137,9 +218,18 @@ static void matmuls(loom_forward *f, prep_task p, int n_jobs, const loom_mat *co
         }
         t.jobs[j] = (mm_job){m[j], f->act[slot], loom_act_row_bytes(m[j]->type, m[j]->cols), y[j], m[j]->rows};
     }
+    double t0 = f->prof ? loom_now_s() : 0;
     if (n >= 2 && loom_pool_size(f->pool) > 1) loom_pool_run(f->pool, prep_worker, &p);
     else prep_rows(&p, 0, n);
+    if (f->prof) {
+        prof_add(f, P_PREP, t0);
+        t0 = loom_now_s();
+    }
     loom_pool_run(f->pool, mm_worker, &t);
+    if (f->prof) {
+        prof_add(f, part, t0);
+        for (int i = 0; i < loom_pool_size(f->pool); i++) f->prof->cur_busy[part] += t.thread_busy[8 * i];
+    }
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -201,6 +291,15 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
         }
     }
     f->act_bytes = ab;
+    const char *prof = getenv("LOOM_CPU_PROFILE");
+    if (prof && atoi(prof) > 0) {
+        f->prof = calloc(1, sizeof *f->prof);
+        if (f->prof) {
+            f->prof->bucket = -1;
+            f->prof->thread_busy = calloc((size_t)loom_pool_size(pool) * 8, sizeof(double));
+            if (!f->prof->thread_busy) free(f->prof), f->prof = NULL;
+        }
+    }
     bool ok = f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch && f->rope &&
               f->scores && (f->rope_swa || !swa_rope_differs(c));
     for (int j = 0; j < MM_MAX_JOBS; j++) {
@@ -217,6 +316,12 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
 
 void loom_forward_free(loom_forward *f) {
     if (!f) return;
+    if (f->prof) {
+        prof_close_step(f->prof);
+        prof_print(f, f->prof);
+        free(f->prof->thread_busy);
+        free(f->prof);
+    }
     free(f->x);
     free(f->xn);
     free(f->q);
@@ -268,6 +373,11 @@ loom_status loom_forward_prepare(loom_forward *f, const loom_batch *b) {
         }
     }
     f->prepared = b;
+    if (f->prof) {
+        prof_close_step(f->prof);
+        f->prof->bucket = prof_bucket_of(b->n);
+        f->prof->step_t0 = f->prof->last_end = loom_now_s();
+    }
     return NULL;
 }
 
@@ -361,7 +471,8 @@ loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch 
     const loom_mat *m[3] = {&L->wq, &L->wk, &L->wv};
     float *y[3] = {f->q, f->k, f->v};
     matmuls(f, (prep_task){.n = n, .src = f->x, .dst = L->attn_norm.w ? f->xn : f->x,
-                           .norm = L->attn_norm.w ? &L->attn_norm : NULL}, 3, m, y);
+                           .norm = L->attn_norm.w ? &L->attn_norm : NULL}, 3, m, y, P_QKV);
+    double t0 = f->prof ? loom_now_s() : 0;
     qk_finish(f, L, layer, n);
 
     loom_attention_args a = {f->kv, ll, n, b->pos, b->seq, w->n_q, w->n_kv, hd, w->q_to_kv, f->q, f->k, f->v, f->att,
@@ -369,11 +480,16 @@ loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch 
                              .window = loom_layer_is_swa(c, layer) ? c->swa_window : 0,
                              .bidirectional = c->bidirectional};
     loom_attention_store(&a);
+    if (f->prof) {
+        prof_add(f, P_ROPE, t0);
+        t0 = loom_now_s();
+    }
     loom_attention_compute(&a, f->pool, f->scores);
+    if (f->prof) prof_add(f, P_ATTN, t0);
 
     const loom_mat *mo[1] = {&L->wo};
     float *yo[1] = {partial};
-    matmuls(f, (prep_task){.n = n, .src = f->att, .dst = f->att}, 1, mo, yo);
+    matmuls(f, (prep_task){.n = n, .src = f->att, .dst = f->att}, 1, mo, yo, P_WO);
     add_bias_once(partial, L->bo, w->shard.q_begin == 0, n, c->dim);
     return NULL;
 }
@@ -388,13 +504,13 @@ void loom_forward_mlp(loom_forward *f, int layer, int n, float *partial) {
     if (L->w_gate.data) { /* act(gate) · up */
         const loom_mat *m[2] = {&L->w_gate, &L->w_up};
         float *y[2] = {f->gate, f->up};
-        matmuls(f, in, 2, m, y);
-        matmuls(f, (prep_task){.n = n, .src = f->gate, .dst = f->gate, .act = true, .up = f->up}, 1, md, yd);
+        matmuls(f, in, 2, m, y, P_UP);
+        matmuls(f, (prep_task){.n = n, .src = f->gate, .dst = f->gate, .act = true, .up = f->up}, 1, md, yd, P_DOWN);
     } else { /* act(up + b) */
         const loom_mat *m[1] = {&L->w_up};
         float *y[1] = {f->up};
-        matmuls(f, in, 1, m, y);
-        matmuls(f, (prep_task){.n = n, .src = f->up, .dst = f->up, .act = true, .bias = L->b_up}, 1, md, yd);
+        matmuls(f, in, 1, m, y, P_UP);
+        matmuls(f, (prep_task){.n = n, .src = f->up, .dst = f->up, .act = true, .bias = L->b_up}, 1, md, yd, P_DOWN);
     }
     add_bias_once(partial, L->b_down, w->shard.ffn_begin == 0, n, c->dim);
 }
@@ -432,7 +548,7 @@ int loom_forward_logits(loom_forward *f, const loom_batch *b, float *logits) {
     if (n_out) {
         const loom_mat *m[1] = {&w->lm_head};
         float *y[1] = {logits};
-        matmuls(f, (prep_task){.n = n_out, .src = f->xn, .dst = f->xn, .norm = &w->out_norm}, 1, m, y);
+        matmuls(f, (prep_task){.n = n_out, .src = f->xn, .dst = f->xn, .norm = &w->out_norm}, 1, m, y, P_HEAD);
         if (c->final_softcap > 0) loom_softcap_row(logits, (int)(n_out * w->n_vocab), c->final_softcap);
     }
     return n_out;

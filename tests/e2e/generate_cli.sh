@@ -60,6 +60,33 @@ expect_fail "bench --depth too deep for --ctx-size" "smaller than the tests need
   "$LOOM" bench --model "$MODEL" --depth 100 --gen-tokens 4 --ctx-size 64
 ok "bench --depth"
 
+# LOOM_CPU_PROFILE=1: each kind of step's time by part, the parts and the rest adding up to the step
+LOOM_CPU_PROFILE=1 "$LOOM" bench --model "$MODEL" --threads 2 --sequences 1,2 --prompt-tokens 24 --gen-tokens 4 \
+  --reps 2 --membw-size 0 > "$TMP/prof.out" 2> "$TMP/prof.err" || fail "bench with LOOM_CPU_PROFILE: $(tail -3 "$TMP/prof.err")"
+python3 - "$TMP/prof.err" <<'PY' || fail "LOOM_CPU_PROFILE: $(head -c 2000 "$TMP/prof.err")"
+import re, sys
+text = open(sys.argv[1]).read()
+tables = re.findall(r"== LOOM_CPU_PROFILE: layers 0-29, 2 threads; steps of (.+?): (\d+), ([0-9.]+) ms each ==\n"
+                    r"  part .*\n((?:  .*\n)+)", text)
+kinds = {t[0]: t for t in tables}
+assert set(kinds) == {"1 row", "2-16 rows", "more than 16 rows (prefill)"}, list(kinds)
+for kind, steps, ms, rows in tables:
+    assert int(steps) > 0 and float(ms) > 0, (kind, steps, ms)
+    parts = {}
+    for line in rows.splitlines():
+        m = re.match(r"  (.+?) +(-?[0-9.]+) +(-?[0-9.]+) %(?: +([0-9.]+) %)?$", line)
+        assert m, line
+        parts[m.group(1)] = (float(m.group(2)), float(m.group(3)), m.group(4))
+    for name in ("q | k | v", "attention", "gate | up", "down", "elsewhere (residual, comm, ...)"):
+        assert name in parts, (kind, name, list(parts))
+    assert all(ms >= 0 for ms, _, _ in parts.values()), (kind, parts)
+    assert abs(sum(ms for ms, _, _ in parts.values()) - float(ms)) < 0.01 + 0.002 * len(parts), (kind, parts, ms)
+    assert abs(sum(share for _, share, _ in parts.values()) - 100) < 0.1 * len(parts), (kind, parts)
+    assert all(0 <= float(w) <= 100 for _, _, w in parts.values() if w is not None), (kind, parts)
+    assert parts["q | k | v"][2] is not None, "matmul parts give the threads' waiting share"
+PY
+ok "LOOM_CPU_PROFILE"
+
 # bad input: clear errors, no crash
 expect_fail "missing model" "cannot open|No such file" "$LOOM" generate --model "$TMP/nope.gguf" --prompt hi
 head -c 100000 "$MODEL" > "$TMP/trunc.gguf"
