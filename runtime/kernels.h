@@ -450,6 +450,12 @@ typedef void loom_rmsnorm_fn(float *out, const float *x, const float *w, int n, 
 /* gate[i] = silu(gate[i]) * up[i] for one row of n. */
 typedef void loom_swiglu_fn(float *gate, const float *up, int n);
 
+/* Activation quantization (loom_act_quantize's bytes, every level the
+ * same): blocks [b0, b1) of a row x[0..k) into dst, the row layouts above —
+ * act_q8_32 the "q8 32-block" rows (quants, then the scales, then the
+ * scaled sums: k is needed to place them), act_q8_K Q8_K blocks. */
+typedef void loom_act_q8_fn(const float *x, uint8_t *dst, int64_t k, int64_t b0, int64_t b1);
+
 /* ---- rows of the gpt2 / bert / gemma families (scalar: runtime/ops.h) ---- */
 
 /* out[i] = (x[i] - mean) / sqrt(var + eps) * w[i] + b[i] for one row of n
@@ -477,6 +483,7 @@ typedef struct loom_kernels {
     loom_f16_row_fn *f16_row;            /* the KV store's conversion */
     loom_rmsnorm_fn *rmsnorm;
     loom_swiglu_fn *swiglu;
+    loom_act_q8_fn *act_q8_32, *act_q8_K;
     loom_exp2_fn *exp2;                  /* optional (NULL where the level has no vector exp2) */
     loom_layernorm_fn *layernorm;        /* gpt2, bert */
     loom_gelu_fn *gelu;                  /* gpt2, bert, gemma */

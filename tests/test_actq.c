@@ -5,7 +5,8 @@
  * blocks of zeros, one huge value, denormals, ±inf and NaN. Also: the
  * block's scale, quants and sums are independent of the order in which
  * amax and the sums are reduced (what a warp does), shown by reducing them
- * in a scrambled order. */
+ * in a scrambled order. Every level's quantizer (scalar, AVX2, AVX-512, as
+ * far as this CPU runs them) is checked the same way. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -52,18 +53,21 @@ static void fill(float *x, int64_t k, int kind) {
     }
 }
 
+/* Every level this CPU runs: its table's quantizer over the whole row, and
+ * over blocks [1, nb - 1) of it (the bytes of those blocks only), equal the
+ * header's; and loom_act_quantize (the active level's) too. */
 static void check_rows(loom_type wt, int64_t k) {
     const size_t rb = loom_act_row_bytes(wt, k);
     cr_assert(rb > 0);
+    const bool kq = wt == LOOM_TYPE_Q4_K || wt == LOOM_TYPE_Q5_K || wt == LOOM_TYPE_Q6_K;
+    const int64_t nb = k / (kq ? 256 : 32);
     float *x = malloc(sizeof(float) * (size_t)k);
-    uint8_t *cpu = malloc(rb), *hd = malloc(rb);
+    uint8_t *cpu = malloc(rb), *hd = malloc(rb), *part = malloc(rb);
     for (int kind = 0; kind <= 6; kind++)
         for (int rep = 0; rep < 8; rep++) {
             fill(x, k, kind);
-            memset(cpu, 0xAA, rb);
             memset(hd, 0x55, rb);
-            loom_act_quantize(wt, x, cpu, k);
-            if (wt == LOOM_TYPE_Q4_K || wt == LOOM_TYPE_Q5_K || wt == LOOM_TYPE_Q6_K) {
+            if (kq) {
                 for (int64_t b = 0; b < k / 256; b++) {
                     loom_block_q8_K blk;
                     memset(&blk, 0, sizeof blk);
@@ -73,13 +77,34 @@ static void check_rows(loom_type wt, int64_t k) {
             } else {
                 loom_actq_row32(x, hd, k);
             }
-            for (size_t i = 0; i < rb; i++)
-                cr_assert_eq(cpu[i], hd[i], "%s k=%lld kind %d rep %d: byte %zu differs (cpu %02x, header %02x)",
-                             loom_type_name(wt), (long long)k, kind, rep, i, cpu[i], hd[i]);
+            for (int lv = -1; lv < LOOM_ISA_COUNT; lv++) {
+                const loom_kernels *K = lv < 0 ? NULL : loom_kernels_of((loom_isa)lv);
+                if (K && !loom_isa_supported((loom_isa)lv, NULL, 0)) continue;
+                loom_act_q8_fn *q = K ? (kq ? K->act_q8_K : K->act_q8_32) : NULL;
+                memset(cpu, 0xAA, rb);
+                if (q) q(x, cpu, k, 0, nb);
+                else loom_act_quantize(wt, x, cpu, k);
+                const char *who = K ? K->name : "loom_act_quantize";
+                for (size_t i = 0; i < rb; i++)
+                    cr_assert_eq(cpu[i], hd[i], "%s, %s k=%lld kind %d rep %d: byte %zu differs (cpu %02x, header %02x)",
+                                 who, loom_type_name(wt), (long long)k, kind, rep, i, cpu[i], hd[i]);
+                if (!q || nb < 3) continue;
+                memset(part, 0xAA, rb);
+                q(x, part, k, 1, nb - 1);
+                for (size_t i = 0; i < rb; i++) {
+                    /* block b's bytes: Q8_K blocks whole; 32-blocks' quants, scale and sum apart */
+                    const int64_t b = kq ? (int64_t)(i / sizeof(loom_block_q8_K))
+                                    : i < (size_t)k ? (int64_t)i / 32 : (int64_t)((i - (size_t)k) / 4) % nb;
+                    const uint8_t want = b >= 1 && b < nb - 1 ? hd[i] : 0xAA;
+                    cr_assert_eq(part[i], want, "%s, %s k=%lld blocks 1..%lld: byte %zu (block %lld) is %02x, not %02x",
+                                 who, loom_type_name(wt), (long long)k, (long long)nb - 2, i, (long long)b, part[i], want);
+                }
+            }
         }
     free(x);
     free(cpu);
     free(hd);
+    free(part);
 }
 
 Test(actq, q8_32_rows_equal_cpu) {

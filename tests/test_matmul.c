@@ -455,7 +455,8 @@ Test(matmul, kernel_tables_complete) {
             cr_expect(!(K->r8_prefer >> t & 1) || loom_type_has_r8((loom_type)t), "%s prefers r8 for %s", K->name,
                       loom_type_name((loom_type)t));
         }
-        cr_expect(K->attn_unit && K->attn_head_multiple > 0 && K->f16_row && K->rmsnorm && K->swiglu,
+        cr_expect(K->attn_unit && K->attn_head_multiple > 0 && K->f16_row && K->rmsnorm && K->swiglu &&
+                      K->act_q8_32 && K->act_q8_K,
                   "%s: an entry is missing", K->name);
         cr_expect(i == 0 ? K->lower == NULL && K->attn_head_multiple == 1 : K->lower == loom_kernels_of((loom_isa)(i - 1)),
                   "%s: the level below", K->name);

@@ -234,6 +234,7 @@ static inline void loom_r8_k_unpack(int wt, bool q5_whole, const uint8_t *p, int
     loom_f16_row_fn loom_##lv##_f16_row;                                                               \
     loom_rmsnorm_fn loom_##lv##_rmsnorm;                                                               \
     loom_swiglu_fn loom_##lv##_swiglu;                                                                 \
+    loom_act_q8_fn loom_##lv##_act_q8_32, loom_##lv##_act_q8_K;                                        \
     loom_layernorm_fn loom_##lv##_layernorm;                                                           \
     loom_gelu_fn loom_##lv##_gelu;
 LOOM_LEVEL_DECLARE(scalar)

@@ -196,6 +196,8 @@ size_t loom_decode_pf(size_t ws) {
      .f16_row = loom_##lv##_f16_row,                                                                  \
      .rmsnorm = loom_##lv##_rmsnorm,                                                                  \
      .swiglu = loom_##lv##_swiglu,                                                                    \
+     .act_q8_32 = loom_##lv##_act_q8_32,                                                              \
+     .act_q8_K = loom_##lv##_act_q8_K,                                                                \
      .exp2 = exp2_fn,                                                                                 \
      .layernorm = loom_##lv##_layernorm,                                                              \
      .gelu = loom_##lv##_gelu}

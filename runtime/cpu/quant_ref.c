@@ -135,10 +135,12 @@ static int quant16(const float *x, float inv, int8_t *q) {
 }
 #endif
 
-static void act_quantize_q8_32(const float *x, uint8_t *dst, int64_t k) {
+/* The scalar level's activation quantizers (kernels.h: loom_act_q8_fn; SSE2
+ * where there is SSE2); the vector levels' write the same bytes. */
+void loom_scalar_act_q8_32(const float *x, uint8_t *dst, int64_t k, int64_t b0, int64_t b1) {
     int8_t *qs = (int8_t *)dst;
     uint8_t *dp = dst + k, *sp = dst + k + 4 * (k / 32);
-    for (int64_t b = 0; b < k / 32; b++) {
+    for (int64_t b = b0; b < b1; b++) {
         const float *xb = x + 32 * b;
         float inv;
         const float d = block_scale(amax_of(xb, 32), &inv);
@@ -148,8 +150,9 @@ static void act_quantize_q8_32(const float *x, uint8_t *dst, int64_t k) {
     }
 }
 
-static void act_quantize_q8_K(const float *x, uint8_t *dst, int64_t k) {
-    for (int64_t b = 0; b < k / 256; b++) {
+void loom_scalar_act_q8_K(const float *x, uint8_t *dst, int64_t k, int64_t b0, int64_t b1) {
+    (void)k;
+    for (int64_t b = b0; b < b1; b++) {
         const float *xb = x + 256 * b;
         loom_block_q8_K blk;
         float inv;
@@ -162,8 +165,8 @@ static void act_quantize_q8_K(const float *x, uint8_t *dst, int64_t k) {
 void loom_act_quantize(loom_type wt, const float *x, void *dst, int64_t k) {
     switch (act_kind_of(wt)) {
     case ACT_F32: memcpy(dst, x, (size_t)k * sizeof(float)); return;
-    case ACT_Q8_32: act_quantize_q8_32(x, (uint8_t *)dst, k); return;
-    case ACT_Q8_K: act_quantize_q8_K(x, (uint8_t *)dst, k); return;
+    case ACT_Q8_32: loom_kernels_get()->act_q8_32(x, (uint8_t *)dst, k, 0, k / 32); return;
+    case ACT_Q8_K: loom_kernels_get()->act_q8_K(x, (uint8_t *)dst, k, 0, k / 256); return;
     default: return;
     }
 }
