@@ -1,6 +1,7 @@
 /*
- * runtime/cpu/quant_ref.c — row dequantization and activation quantization
- * (plain C, used by every ISA level; see kernels.h for the layouts).
+ * runtime/cpu/quant_ref.c — row dequantization (plain C, used by every ISA
+ * level) and the scalar level's activation quantization (the vector levels'
+ * are in rowops_<level>.c, the same bytes); kernels.h has the layouts.
  *
  * Built with the baseline x86-64 flags, so no multiply-add is ever fused and
  * dequantization is bit-equal to quant.h's reference and to GGML.
