@@ -268,7 +268,8 @@ def loom_row(d):
     r = d["results"][0]
     return dict(pp=r["prefill_tokens_per_s"]["mean"], tg=r["decode_tokens_per_s"]["mean"],
                 pp_sd=r["prefill_tokens_per_s"]["sd"], tg_sd=r["decode_tokens_per_s"]["sd"],
-                bw=r["decode_gb_per_s"], membw=r["membw_gb_per_s"], frac=r["membw_frac"])
+                bw=r["decode_gb_per_s"], membw=r["membw_gb_per_s"], frac=r["membw_frac"],
+                handoff=[h for h in r.get("handoff_ns", []) if h > 0])
 
 def llama_row(d):
     pp = next(x for x in d if x["n_prompt"] > 0 and x["n_gen"] == 0)
@@ -294,6 +295,7 @@ for model, th in order:
                loom_tg=mean([x["tg"] for x in lo]), llama_tg=mean([x["tg"] for x in ll]),
                loom_bw_gbs=mean([x["bw"] for x in lo]), membw_gbs=mean([x["membw"] for x in lo]),
                loom_bw_frac=mean([x["frac"] for x in lo]), rounds=len(lo),
+               handoff_ns=[h for x in lo for h in x["handoff"]],
                other_cpus=max([r["other_cpus"] for r in runs if r["kind"] in ("loom", "llama") and r["model"] == model
                                and r["threads"] == th]),
                loom_pp_rounds=[x["pp"] for x in lo], llama_pp_rounds=[x["pp"] for x in ll],
@@ -308,16 +310,18 @@ if rows:  # (MODELS=" ": no main table)
           max(r["rounds"] for r in rows))
     hdr = "%-18s %3s | %9s %9s %6s | %8s %8s %6s | %-32s | %s" % (
         "model", "thr", "pp loom", "pp llama", "ratio", "tg loom", "tg llama", "ratio",
-        "loom decode GB/s (% of measured)", "other CPUs")
+        "loom decode GB/s (% of measured)", "handoff ns | other CPUs")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         bw = "%5.1f of %5.1f (%3.0f%%)" % (r["loom_bw_gbs"], r["membw_gbs"], 100 * r["loom_bw_frac"])
-        print("%-18s %3d | %9.1f %9.1f %5.2fx | %8.2f %8.2f %5.2fx | %-32s | %.2f" % (
+        ho = "%.0f-%.0f" % (min(r["handoff_ns"]), max(r["handoff_ns"])) if r["handoff_ns"] else "-"
+        print("%-18s %3d | %9.1f %9.1f %5.2fx | %8.2f %8.2f %5.2fx | %-32s | %10s | %.2f" % (
             r["name"], r["threads"], r["loom_pp"], r["llama_pp"], r["pp_ratio"], r["loom_tg"], r["llama_tg"],
-            r["tg_ratio"], bw, r["other_cpus"]))
+            r["tg_ratio"], bw, ho, r["other_cpus"]))
     print("(other CPUs: the most CPUs' worth of other processes' work during any run of the row; 0 = quiet;")
-    print(" % of measured: each decode repetition against the bandwidth probed right before and after it)")
+    print(" % of measured: each decode repetition against the bandwidth probed right before and after it;")
+    print(" handoff: the round trip of a cache line between the rank's threads with each probe, its range)")
 
 def pairs_of(a, b):
     """(model, threads) -> [(loom run, llama run)] of the same round"""

@@ -42,7 +42,15 @@
  * it: on a shared host (a cloud VM) the bandwidth left to this machine
  * swings by half from one few seconds to the next, so a probe taken once,
  * before all configurations, compares decode with another moment's memory.
- * The share shown is the mean of the repetitions' shares.
+ * The share shown is the mean of the repetitions' shares. With each probe
+ * every rank's threads also hand a cache line back and forth (membw.h:
+ * loom_membw_handoff_ns; "handoff ns" shows the range over the probes, the
+ * slowest rank's): on this project's 2-vCPU EPYC VM the host moves the two
+ * vCPUs between one L3 (round trip ~70-110 ns, ~32 GB/s read) and two
+ * (~340-400 ns, ~44 GB/s) every few seconds, and a small model's
+ * two-thread decode, which hands rows between its threads ~150 times a
+ * token, is faster in the first placement and slower in the second, the
+ * opposite of the bandwidth.
  *
  * Under mpirun each rank also reports, per decoded token, its time in TP
  * collectives and in stage-to-stage transfers (loom_engine_comm_time(),
@@ -258,6 +266,7 @@ typedef struct {
     double bytes_per_token;           /* step_bytes × pure decode steps / their tokens */
     double *membw_probe;              /* (reps + 1) aggregate read GB/s before the first decode and after each */
     double membw_gbs, membw_share;    /* means over the repetitions of the probes beside each, of decode's share */
+    double *handoff_ns;               /* (reps + 1) with each probe: the slowest rank's thread hand-off (0: one thread) */
     /* per rank, summed over the repetitions */
     rank_time *pre, *dec; /* (world_size) */
     int64_t pre_tokens, dec_tokens; /* prompt tokens / generated tokens over the repetitions */
@@ -281,13 +290,29 @@ static void share_of_probes(config_result *r) {
     r->membw_share = r->reps ? share / r->reps : 0;
 }
 
+/* The probes' hand-off latencies: their mean, and the range in *lo, *hi (0 without). */
+static double handoff_range(const config_result *r, double *lo, double *hi) {
+    double sum = 0;
+    int n = 0;
+    *lo = *hi = 0;
+    for (int k = 0; k <= r->reps; k++) {
+        const double h = r->handoff_ns[k];
+        if (h <= 0) continue;
+        *lo = n == 0 || h < *lo ? h : *lo;
+        *hi = n == 0 || h > *hi ? h : *hi;
+        sum += h, n++;
+    }
+    return n ? sum / n : 0;
+}
+
 static void print_row(FILE *f, const config_result *r, int world) {
     summary p = summarize(r->prefill_tps, r->reps), d = summarize(r->decode_tps, r->reps);
-    double gbs = decode_gbs(r);
-    char pct[16] = "-";
+    double gbs = decode_gbs(r), lo, hi;
+    char pct[16] = "-", ho[32] = "-";
     if (r->membw_gbs > 0) snprintf(pct, sizeof pct, "%.0f%%", 100 * r->membw_share);
-    fprintf(f, "%5d %7d %5d %10.2f ± %-7.2f %9.2f ± %-6.2f %10.2f %8.2f %8.2f %7s\n", world, r->threads, r->seqs,
-            p.mean, p.sd, d.mean, d.sd, r->bytes_per_token / 1e6, gbs, r->membw_gbs, pct);
+    if (handoff_range(r, &lo, &hi) > 0) snprintf(ho, sizeof ho, "%.0f-%.0f", lo, hi);
+    fprintf(f, "%5d %7d %5d %10.2f ± %-7.2f %9.2f ± %-6.2f %10.2f %8.2f %8.2f %7s %9s\n", world, r->threads, r->seqs,
+            p.mean, p.sd, d.mean, d.sd, r->bytes_per_token / 1e6, gbs, r->membw_gbs, pct, ho);
 }
 
 /* Per rank and decoded token: TP collectives, stage transfers, busy share. */
@@ -379,6 +404,9 @@ static loom_status write_json(const char *path, const bench_info *bi, const conf
                    "\"membw_gb_per_s\":%.4f,\"membw_frac\":%.4f,\"membw_probes_gb_per_s\":[",
                 (long long)r->step_bytes, r->bytes_per_token, gbs, r->membw_gbs, r->membw_share);
         for (int k = 0; k <= r->reps && r->membw_gbs > 0; k++) fprintf(f, "%s%.4f", k ? "," : "", r->membw_probe[k]);
+        fprintf(f, "],\"handoff_ns\":[");
+        double lo, hi;
+        for (int k = 0; k <= r->reps && handoff_range(r, &lo, &hi) > 0; k++) fprintf(f, "%s%.1f", k ? "," : "", r->handoff_ns[k]);
         fprintf(f, "],");
         fprintf(f, "\"prefill_ranks\":");
         json_ranks(f, r->pre, bi->world, r->pre_tokens, bi->stage, bi->tpr);
@@ -419,9 +447,11 @@ static loom_status probe_open(bench_ctx *c, int n_threads, int64_t bytes, int ru
 }
 
 /* Every rank reads its own buffer at the same time; the aggregate GB/s of
- * the best of p->runs passes (0 when the probe is off). */
-static loom_status probe_read(bench_ctx *c, bw_probe *p, double *gbs) {
-    *gbs = 0;
+ * the best of p->runs passes (0 when the probe is off). Then each rank's
+ * threads hand a cache line back and forth: *handoff_ns the slowest rank's
+ * round trip (0 with one thread). */
+static loom_status probe_read(bench_ctx *c, bw_probe *p, double *gbs, double *handoff_ns) {
+    *gbs = *handoff_ns = 0;
     if (!p->m) return NULL;
     loom_comm *w = loom_cluster_world(c->cl);
     loom_status st = NULL;
@@ -433,6 +463,9 @@ static loom_status probe_read(bench_ctx *c, bw_probe *p, double *gbs) {
         if (slowest > 0 && total / slowest > best) best = total / slowest;
     }
     *gbs = best / 1e9;
+    double ho = loom_membw_handoff_ns(p->pool);
+    if (!st) st = loom_comm_all_reduce(w, &ho, 1, LOOM_DT_F64, LOOM_RED_MAX);
+    *handoff_ns = ho;
     return st;
 }
 
@@ -474,7 +507,7 @@ static loom_status run_config(bench_ctx *c, bench_work *w, loom_engine *e, bw_pr
     if (!st) st = run_phase(c, e, dec, seqs, res, &stats);
     for (int i = 0; i < seqs; i++) dec[i].max_tokens = w->gen_tokens + 1; /* token 1 comes from the prompt step */
     int64_t steps = 0, gen = 0;
-    if (!st) st = probe_read(c, probe, &r->membw_probe[0]);
+    if (!st) st = probe_read(c, probe, &r->membw_probe[0], &r->handoff_ns[0]);
     for (int rep = 0; rep < w->reps && !st; rep++) {
         next_prefill_prompt(w);
         st = run_phase(c, e, &pre, 1, res, &stats);
@@ -487,7 +520,7 @@ static loom_status run_config(bench_ctx *c, bench_work *w, loom_engine *e, bw_pr
             }
         }
         st = run_phase(c, e, dec, seqs, res, &stats);
-        if (!st) st = probe_read(c, probe, &r->membw_probe[rep + 1]);
+        if (!st) st = probe_read(c, probe, &r->membw_probe[rep + 1], &r->handoff_ns[rep + 1]);
         if (st) break;
         if (c->coord) {
             r->decode_tps[rep] = stats.decode_s > 0 ? stats.decode_tokens / stats.decode_s : 0;
@@ -662,9 +695,10 @@ int cmd_bench(int argc, char **argv) {
                depth ? "after a" : "from a", (long long)(depth ? depth : 1), depth ? "context" : "prompt", (long long)reps);
         if (membw_bytes > 0)
             printf("bandwidth probe: %s read of %lld MiB per rank, all ranks at once, best of %lld, before the first "
-                   "decode repetition and after each; a repetition's share is of the probes beside it\n",
+                   "decode repetition and after each; a repetition's share is of the probes beside it; with each, "
+                   "the round trip of a cache line between threads 0 and 1 (handoff)\n",
                    loom_membw_isa(), (long long)(membw_bytes >> 20), (long long)membw_runs);
-        printf("\nranks threads  seqs    prefill tok/s       decode tok/s   MB/token  dec GB/s membw GB/s  %%membw\n");
+        printf("\nranks threads  seqs    prefill tok/s       decode tok/s   MB/token  dec GB/s membw GB/s  %%membw  handoff ns\n");
         fflush(stdout);
     }
 
@@ -677,10 +711,11 @@ int cmd_bench(int argc, char **argv) {
             r->prefill_tps = calloc((size_t)reps, sizeof(double));
             r->decode_tps = calloc((size_t)reps, sizeof(double));
             r->membw_probe = calloc((size_t)reps + 1, sizeof(double));
+            r->handoff_ns = calloc((size_t)reps + 1, sizeof(double));
             r->pre = calloc((size_t)world_size, sizeof(rank_time));
             r->dec = calloc((size_t)world_size, sizeof(rank_time));
             n_results++;
-            if (!r->prefill_tps || !r->decode_tps || !r->membw_probe || !r->pre || !r->dec) {
+            if (!r->prefill_tps || !r->decode_tps || !r->membw_probe || !r->handoff_ns || !r->pre || !r->dec) {
                 st = loom_error(LOOM_ERR_NOMEM, "out of memory");
                 break;
             }
@@ -715,6 +750,7 @@ int cmd_bench(int argc, char **argv) {
         free(results[i].prefill_tps);
         free(results[i].decode_tps);
         free(results[i].membw_probe);
+        free(results[i].handoff_ns);
         free(results[i].pre);
         free(results[i].dec);
     }

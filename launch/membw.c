@@ -4,6 +4,7 @@
 #include "launch/membw.h"
 #include "runtime/clock.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -21,6 +22,12 @@ struct loom_membw {
 };
 
 static volatile uint64_t membw_sink;
+
+#ifdef MEMBW_X86
+#define membw_pause() _mm_pause()
+#else
+#define membw_pause() ((void)0)
+#endif
 
 
 /* ---- read loops: sum 64-bit lanes of [p, p + n), n a multiple of 256 ---- */
@@ -157,4 +164,42 @@ double loom_membw_read(loom_membw *m, loom_pool *pool) {
     for (int i = 0; i < 64; i++) s += m->sums[i * 8];
     membw_sink = s;
     return dt;
+}
+
+/* ---- hand-off latency ---- */
+
+#define HANDOFF_WARM 200
+#define HANDOFF_TRIPS 4000
+
+typedef struct {
+    _Alignas(64) _Atomic int64_t flag; /* thread 0 writes odd values, thread 1 answers with the next even one */
+    _Alignas(64) double ns;
+} handoff_task;
+
+static void handoff_run(void *ctx, int ith, int nth) {
+    handoff_task *t = ctx;
+    (void)nth;
+    if (ith == 1) {
+        for (int64_t i = 0; i < HANDOFF_WARM + HANDOFF_TRIPS; i++) {
+            while (atomic_load_explicit(&t->flag, memory_order_acquire) != 2 * i + 1) membw_pause();
+            atomic_store_explicit(&t->flag, 2 * i + 2, memory_order_release);
+        }
+    } else if (ith == 0) {
+        double t0 = 0;
+        for (int64_t i = 0; i < HANDOFF_WARM + HANDOFF_TRIPS; i++) {
+            if (i == HANDOFF_WARM) t0 = loom_now_s(); /* thread 1 is running by now */
+            atomic_store_explicit(&t->flag, 2 * i + 1, memory_order_release);
+            while (atomic_load_explicit(&t->flag, memory_order_acquire) != 2 * i + 2) membw_pause();
+        }
+        t->ns = (loom_now_s() - t0) * 1e9 / HANDOFF_TRIPS;
+    }
+}
+
+double loom_membw_handoff_ns(loom_pool *pool) {
+    if (loom_pool_size(pool) < 2) return 0;
+    handoff_task t;
+    atomic_init(&t.flag, 0);
+    t.ns = 0;
+    loom_pool_run(pool, handoff_run, &t);
+    return t.ns;
 }

@@ -61,8 +61,16 @@ expect_fail "bench --depth too deep for --ctx-size" "smaller than the tests need
 ok "bench --depth"
 
 # LOOM_CPU_PROFILE=1: each kind of step's time by part, the parts and the rest adding up to the step
-LOOM_CPU_PROFILE=1 "$LOOM" bench --model "$MODEL" --threads 2 --sequences 1,2 --prompt-tokens 24 --gen-tokens 4 \
-  --reps 2 --membw-size 0 > "$TMP/prof.out" 2> "$TMP/prof.err" || fail "bench with LOOM_CPU_PROFILE: $(tail -3 "$TMP/prof.err")"
+# (and the bench's hand-off probe: a round trip per bandwidth probe with two threads, none with one)
+LOOM_CPU_PROFILE=1 "$LOOM" bench --model "$MODEL" --threads 2,1 --sequences 1,2 --prompt-tokens 24 --gen-tokens 4 \
+  --reps 2 --membw-size 16M --membw-runs 1 --json "$TMP/prof.json" > "$TMP/prof.out" 2> "$TMP/prof.err" \
+  || fail "bench with LOOM_CPU_PROFILE: $(tail -3 "$TMP/prof.err")"
+python3 - "$TMP/prof.json" <<'PY' || fail "bench: handoff_ns"
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    h = r["handoff_ns"]
+    assert (len(h) == 3 and all(0 < x < 1e6 for x in h)) if r["threads"] == 2 else h == [], (r["threads"], h)
+PY
 python3 - "$TMP/prof.err" <<'PY' || fail "LOOM_CPU_PROFILE: $(head -c 2000 "$TMP/prof.err")"
 import re, sys
 text = open(sys.argv[1]).read()
