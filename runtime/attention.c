@@ -39,7 +39,9 @@ void loom_kv_write_head(void *kb, void *vb, size_t ko, size_t vo, int block_toke
     to_f16(v, (uint16_t *)vb + vo, hd);
 }
 
-void loom_attention_store(const loom_attention_args *a) {
+void loom_attention_store(const loom_attention_args *a) { loom_attention_store_heads(a, 0, a->n_kv); }
+
+void loom_attention_store_heads(const loom_attention_args *a, int h0, int h1) {
     const loom_kv_config *kc = loom_kv_config_of(a->kv);
     const int hd = a->head_dim, bt = kc->block_tokens, kvdim = a->n_kv * hd;
     const bool f16 = kc->type == LOOM_TYPE_F16;
@@ -47,7 +49,7 @@ void loom_attention_store(const loom_attention_args *a) {
         const int p = a->pos[i], slot = p % bt;
         const int32_t blk = loom_kv_table(a->kv, a->seq[i])[p / bt];
         void *kb = loom_kv_k_block(a->kv, a->layer, blk), *vb = loom_kv_v_block(a->kv, a->layer, blk);
-        for (int h = 0; h < a->n_kv; h++)
+        for (int h = h0; h < h1; h++)
             loom_kv_write_head(kb, vb, loom_kv_k_offset(kc, h, slot, 0), loom_kv_v_offset(kc, h, slot, 0), bt, hd, f16,
                                a->k + (size_t)i * kvdim + (size_t)h * hd, a->v + (size_t)i * kvdim + (size_t)h * hd);
     }

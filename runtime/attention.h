@@ -85,6 +85,8 @@ typedef struct {
 /* Writes every row's keys and values into its cache block (blocks must be
  * reserved for every row's position). */
 void loom_attention_store(const loom_attention_args *a);
+/* The same for KV heads [h0, h1) only (threads storing disjoint heads). */
+void loom_attention_store_heads(const loom_attention_args *a, int h0, int h1);
 
 /* One position of one KV head into a paged block pair (kv_cache.h's layout):
  * key element d at kb[ko + d·block_tokens] (transposed), values at vb[vo..];

@@ -183,7 +183,7 @@ Test(families, plan_weight_bytes_are_what_the_weights_bind) {
  * partials of every block by hand (what the all-reduce does), and returns
  * the last layer's hidden states (n, dim) — or, with tp 1, the whole model. */
 static float *run_split_as(const loom_gguf *g, const loom_model_config *c, const loom_plan_model *m, int tp,
-                           const int32_t *tokens, int n, bool repack) {
+                           const int32_t *tokens, int n, bool repack, int threads) {
     loom_plan_request req = loom_plan_request_defaults(tp, 1);
     req.engine.ctx_size = 64;
     loom_plan *p;
@@ -192,7 +192,7 @@ static float *run_split_as(const loom_gguf *g, const loom_model_config *c, const
     loom_kv_cache *kv[4];
     loom_forward *f[4];
     loom_pool *pool;
-    OK(loom_pool_create(1, &pool));
+    OK(loom_pool_create(threads, &pool));
     int32_t pos[64], seq[64];
     int8_t want[64];
     for (int i = 0; i < n; i++) pos[i] = i, seq[i] = 0, want[i] = 1;
@@ -264,7 +264,7 @@ static float *run_split_as(const loom_gguf *g, const loom_model_config *c, const
 
 static float *run_split(const loom_gguf *g, const loom_model_config *c, const loom_plan_model *m, int tp,
                         const int32_t *tokens, int n) {
-    return run_split_as(g, c, m, tp, tokens, n, false);
+    return run_split_as(g, c, m, tp, tokens, n, false, 1);
 }
 
 /* Weights in the r8 layout (loom_weights_repack; runtime/kernels.h) give
@@ -293,8 +293,8 @@ Test(families, r8_layout_gives_the_gguf_rows_bits) {
         OK(loom_plan_model_read(g, &c, &m));
         for (int tp = 1; tp <= 3; tp += 2)
             for (int n = 1; n <= 24; n += 23) {
-                float *rows = run_split_as(g, &c, &m, tp, tokens, n, false);
-                float *r8 = run_split_as(g, &c, &m, tp, tokens, n, true);
+                float *rows = run_split_as(g, &c, &m, tp, tokens, n, false, 1);
+                float *r8 = run_split_as(g, &c, &m, tp, tokens, n, true, 1);
                 cr_assert(!memcmp(rows, r8, sizeof(float) * (size_t)n * c.dim),
                           "%s tp %d, %d tokens: the r8 layout changes the hidden states", q4_models[i].name, tp, n);
                 free(rows);
@@ -430,6 +430,41 @@ Test(families, tp_split_sums_to_one_rank) {
             cr_assert(worst <= 2e-5 * (scale > 1 ? scale : 1), "%s tp %d: hidden states differ by %g (largest %g)",
                       split_models[i].name, tp, worst, scale);
             free(split);
+        }
+        free(one);
+        loom_plan_model_free(&m);
+        loom_gguf_free(g);
+        unlink(path);
+    }
+}
+
+/* A rank's threads split its matmul rows, the rows' preparation, the
+ * heads' rotation and KV store and the attention, and never change a bit
+ * of the result: 2 and 3 threads give one thread's hidden states, with QK
+ * norms and biases (qwen3, qwen2-style biases) and K-quant activations. */
+Test(families, thread_count_changes_no_bit) {
+    static const synth_model models[] = {
+        {"qwen3", "--arch qwen3 --layers 2 --dim 256 --heads 4 --kv-heads 2 --head-dim 64 --ffn 512 --vocab 300 "
+                  "--type Q4_K_M"},
+        {"qwen2", "--arch qwen2 --layers 2 --dim 192 --heads 6 --kv-heads 3 --ffn 416 --vocab 300 --type Q8_0"},
+    };
+    int32_t tokens[24];
+    for (int i = 0; i < 24; i++) tokens[i] = (int32_t)((i * 53 + 7) % 300);
+    char path[256];
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        loom_gguf *g = open_synth(&models[i], path, sizeof path);
+        loom_model_config c;
+        loom_plan_model m;
+        OK(loom_model_config_read(g, &c));
+        OK(loom_plan_model_read(g, &c, &m));
+        float *one = run_split_as(g, &c, &m, 1, tokens, 24, true, 1);
+        for (int th = 2; th <= 3; th++) {
+            float *many = run_split_as(g, &c, &m, 1, tokens, 24, true, th);
+            int k = 0;
+            while (k < 24 * c.dim && loom_f32_to_bits(many[k]) == loom_f32_to_bits(one[k])) k++;
+            cr_assert_eq(k, 24 * c.dim, "%s, %d threads: hidden state %d (row %d) is %g, one thread's %g", models[i].name,
+                         th, k, k / c.dim, k < 24 * c.dim ? many[k] : 0, k < 24 * c.dim ? one[k] : 0);
+            free(many);
         }
         free(one);
         loom_plan_model_free(&m);
