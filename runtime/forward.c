@@ -546,18 +546,38 @@ void loom_forward_add(loom_forward *f, int n, const float *partial) {
     for (size_t i = 0; i < total; i++) f->x[i] += partial[i];
 }
 
-void loom_forward_residual(loom_forward *f, int layer, loom_block block, int n, float *sum) {
-    const loom_model_config *c = &f->w->cfg;
-    const loom_layer *L = &f->w->layers[layer - f->w->shard.layer_begin];
-    const loom_norm *post = block == LOOM_BLOCK_ATTN ? &L->attn_post : &L->ffn_post;
-    const loom_norm *res = block == LOOM_BLOCK_ATTN ? &L->attn_res : &L->ffn_res;
-    int dim = c->dim;
-    for (int i = 0; i < n; i++) {
-        float *xi = f->x + (size_t)i * dim, *si = sum + (size_t)i * dim;
-        if (post->w) norm_row(c, post, si, si, dim);
+typedef struct {
+    loom_forward *f;
+    const loom_norm *post, *res;
+    int n;
+    float *sum;
+} residual_task;
+
+static void residual_rows(const residual_task *t, int r0, int r1) {
+    const loom_model_config *c = &t->f->w->cfg;
+    const int dim = c->dim;
+    for (int i = r0; i < r1; i++) {
+        float *xi = t->f->x + (size_t)i * dim, *si = t->sum + (size_t)i * dim;
+        if (t->post->w) norm_row(c, t->post, si, si, dim);
         for (int d = 0; d < dim; d++) xi[d] += si[d];
-        if (res->w) norm_row(c, res, xi, xi, dim);
+        if (t->res->w) norm_row(c, t->res, xi, xi, dim);
     }
+}
+
+static void residual_worker(void *ctx, int ith, int nth) {
+    const residual_task *t = ctx;
+    int64_t r0, r1;
+    loom_split_range(t->n, 1, ith, nth, &r0, &r1);
+    residual_rows(t, (int)r0, (int)r1);
+}
+
+void loom_forward_residual(loom_forward *f, int layer, loom_block block, int n, float *sum) {
+    const loom_layer *L = &f->w->layers[layer - f->w->shard.layer_begin];
+    const residual_task t = {f, block == LOOM_BLOCK_ATTN ? &L->attn_post : &L->ffn_post,
+                             block == LOOM_BLOCK_ATTN ? &L->attn_res : &L->ffn_res, n, sum};
+    /* rows over the pool when there are several (one row: a run would cost more than the adds) */
+    if (n >= 2 && loom_pool_size(f->pool) > 1) loom_pool_run(f->pool, residual_worker, (void *)&t);
+    else residual_rows(&t, 0, n);
 }
 
 int loom_forward_logits(loom_forward *f, const loom_batch *b, float *logits) {
