@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "runtime/cpu/act_rows.h"
 #include "runtime/cpu/cpu_kernels.h"
 
 bool loom_type_can_matmul(loom_type wt) {
@@ -75,18 +76,11 @@ size_t loom_act_row_bytes(loom_type wt, int64_t k) {
  * The SSE2 path (always there on x86-64) and the portable path compute the
  * same operations and give identical bytes. */
 
-/* Scale for a block with largest magnitude amax, and its inverse. */
-static inline float block_scale(float amax, float *inv) {
-    const float d = amax / 127.0f;
-    *inv = d != 0.0f ? 1.0f / d : 0.0f;
-    return d;
-}
-
 #if defined(__SSE2__)
 #include <emmintrin.h>
 
 /* max |x[j]| for j < n (n a multiple of 4); NaNs are skipped */
-static float amax_of(const float *x, int n) {
+static float act_amax(const float *x, int n) {
     const __m128 absmask = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
     __m128 m = _mm_setzero_ps();
     for (int j = 0; j < n; j += 4) m = _mm_max_ps(_mm_and_ps(_mm_loadu_ps(x + j), absmask), m);
@@ -96,7 +90,7 @@ static float amax_of(const float *x, int n) {
 }
 
 /* q[0..16) = quantized x[0..16); returns their sum */
-static int quant16(const float *x, float inv, int8_t *q) {
+static int act_quant16(const float *x, float inv, int8_t *q) {
     const __m128 vi = _mm_set1_ps(inv), lo = _mm_set1_ps(-127.0f), hi = _mm_set1_ps(127.0f);
     __m128i r[4];
     for (int i = 0; i < 4; i++) {
@@ -104,15 +98,12 @@ static int quant16(const float *x, float inv, int8_t *q) {
         v = _mm_min_ps(_mm_max_ps(v, lo), hi); /* max(NaN, lo) = lo */
         r[i] = _mm_cvtps_epi32(v);             /* nearest even (default MXCSR) */
     }
-    const __m128i p01 = _mm_packs_epi32(r[0], r[1]), p23 = _mm_packs_epi32(r[2], r[3]);
-    _mm_storeu_si128((__m128i *)q, _mm_packs_epi16(p01, p23));
-    __m128i s = _mm_add_epi32(_mm_madd_epi16(p01, _mm_set1_epi16(1)), _mm_madd_epi16(p23, _mm_set1_epi16(1)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
+    const __m128i b = _mm_packs_epi16(_mm_packs_epi32(r[0], r[1]), _mm_packs_epi32(r[2], r[3]));
+    _mm_storeu_si128((__m128i *)q, b);
+    return act_sum16(b);
 }
 #else
-static float amax_of(const float *x, int n) {
+static float act_amax(const float *x, int n) {
     float m = 0.0f;
     for (int j = 0; j < n; j++) {
         const float a = fabsf(x[j]);
@@ -121,7 +112,7 @@ static float amax_of(const float *x, int n) {
     return m;
 }
 
-static int quant16(const float *x, float inv, int8_t *q) {
+static int act_quant16(const float *x, float inv, int8_t *q) {
     int sum = 0;
     for (int j = 0; j < 16; j++) {
         float v = x[j] * inv;
@@ -136,32 +127,8 @@ static int quant16(const float *x, float inv, int8_t *q) {
 }
 #endif
 
-/* The scalar level's activation quantizers (kernels.h: loom_act_q8_fn; SSE2
- * where there is SSE2); the vector levels' write the same bytes. */
-void loom_scalar_act_q8_32(const float *x, uint8_t *dst, int64_t k, int64_t b0, int64_t b1) {
-    int8_t *qs = (int8_t *)dst;
-    uint8_t *dp = dst + k, *sp = dst + k + 4 * (k / 32);
-    for (int64_t b = b0; b < b1; b++) {
-        const float *xb = x + 32 * b;
-        float inv;
-        const float d = block_scale(amax_of(xb, 32), &inv);
-        const int sum = quant16(xb, inv, qs + 32 * b) + quant16(xb + 16, inv, qs + 32 * b + 16);
-        loom_st_f32(dp + 4 * b, d);
-        loom_st_f32(sp + 4 * b, d * (float)sum);
-    }
-}
-
-void loom_scalar_act_q8_K(const float *x, uint8_t *dst, int64_t k, int64_t b0, int64_t b1) {
-    (void)k;
-    for (int64_t b = b0; b < b1; b++) {
-        const float *xb = x + 256 * b;
-        loom_block_q8_K blk;
-        float inv;
-        blk.d = block_scale(amax_of(xb, 256), &inv);
-        for (int g = 0; g < 16; g++) blk.bsums[g] = (int16_t)quant16(xb + 16 * g, inv, blk.qs + 16 * g);
-        memcpy(dst + (size_t)b * sizeof blk, &blk, sizeof blk);
-    }
-}
+/* The scalar level's activation quantizers (SSE2 where there is SSE2). */
+LOOM_ACT_ROWS(scalar)
 
 void loom_act_quantize(loom_type wt, const float *x, void *dst, int64_t k) {
     switch (act_kind_of(wt)) {

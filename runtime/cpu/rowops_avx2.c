@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "runtime/ops.h"
+#include "runtime/cpu/act_rows.h"
 #include "runtime/cpu/cpu_kernels.h"
 #include "runtime/cpu/vmath.h"
 
@@ -60,10 +61,10 @@ void loom_avx2_gelu(float *gate, const float *up, int n) {
     for (; i < n; i++) gate[i] = loom_gelu(gate[i]) * (up ? up[i] : 1.0f);
 }
 
-/* ---- activation quantization: quant_ref.c's operations, 8 lanes at a time ----
+/* ---- activation quantization (act_rows.h): quant_ref.c's operations, 8 lanes at a time ----
  * max(|x|, m) keeps m for a NaN (MAXPS returns its second operand), the
  * clamp's max(v, -127) gives -127 for NaN, the conversion rounds to nearest
- * even: the scalar level's bytes (tests/test_actq.c checks every level). */
+ * even: the scalar level's bytes. */
 
 static inline float act_amax(const float *x, int n) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -75,50 +76,15 @@ static inline float act_amax(const float *x, int n) {
     return _mm_cvtss_f32(h);
 }
 
-static inline float act_scale(float amax, float *inv) {
-    const float d = amax / 127.0f;
-    *inv = d != 0.0f ? 1.0f / d : 0.0f;
-    return d;
-}
-
-/* the 16 quants of x[0..16) at q; returns their sum */
-static inline int act_quant16(const float *x, __m256 inv, int8_t *q) {
-    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
-    const __m256i i0 = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_loadu_ps(x), inv), lo), hi));
-    const __m256i i1 = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8), inv), lo), hi));
+static inline int act_quant16(const float *x, float inv, int8_t *q) {
+    const __m256 vi = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    const __m256i i0 = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_loadu_ps(x), vi), lo), hi));
+    const __m256i i1 = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8), vi), lo), hi));
     /* int16 in lane order x0-3 x8-11 | x4-7 x12-15, then 64-bit chunks 0 2 1 3: x0-15 */
     const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), _MM_SHUFFLE(3, 1, 2, 0));
-    _mm_storeu_si128((__m128i *)q, _mm_packs_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)));
-    __m256i s = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(1, 0, 3, 2)));
-    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(t);
+    const __m128i b = _mm_packs_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+    _mm_storeu_si128((__m128i *)q, b);
+    return act_sum16(b);
 }
 
-void loom_avx2_act_q8_32(const float *x, uint8_t *dst, int64_t k, int64_t b0, int64_t b1) {
-    int8_t *qs = (int8_t *)dst;
-    uint8_t *dp = dst + k, *sp = dst + k + 4 * (k / 32);
-    for (int64_t b = b0; b < b1; b++) {
-        const float *xb = x + 32 * b;
-        float inv;
-        const float d = act_scale(act_amax(xb, 32), &inv);
-        const __m256 vi = _mm256_set1_ps(inv);
-        const int sum = act_quant16(xb, vi, qs + 32 * b) + act_quant16(xb + 16, vi, qs + 32 * b + 16);
-        loom_st_f32(dp + 4 * b, d);
-        loom_st_f32(sp + 4 * b, d * (float)sum);
-    }
-}
-
-void loom_avx2_act_q8_K(const float *x, uint8_t *dst, int64_t k, int64_t b0, int64_t b1) {
-    (void)k;
-    for (int64_t b = b0; b < b1; b++) {
-        const float *xb = x + 256 * b;
-        loom_block_q8_K blk;
-        float inv;
-        blk.d = act_scale(act_amax(xb, 256), &inv);
-        const __m256 vi = _mm256_set1_ps(inv);
-        for (int g = 0; g < 16; g++) blk.bsums[g] = (int16_t)act_quant16(xb + 16 * g, vi, blk.qs + 16 * g);
-        memcpy(dst + (size_t)b * sizeof blk, &blk, sizeof blk);
-    }
-}
+LOOM_ACT_ROWS(avx2)

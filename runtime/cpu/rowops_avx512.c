@@ -3,6 +3,7 @@
 #include <immintrin.h>
 #include <math.h>
 
+#include "runtime/cpu/act_rows.h"
 #include "runtime/cpu/cpu_kernels.h"
 #include "runtime/ops.h"
 #include "runtime/cpu/vmath.h"
@@ -59,57 +60,23 @@ void loom_avx512_gelu(float *gate, const float *up, int n) {
     }
 }
 
-/* ---- activation quantization: quant_ref.c's operations, 16 lanes at a time ----
+/* ---- activation quantization (act_rows.h): quant_ref.c's operations, 16 lanes at a time ----
  * max(|x|, m) keeps m for a NaN (VMAXPS returns its second operand), the
  * clamp's max(v, -127) gives -127 for NaN, the conversion rounds to nearest
- * even: the scalar level's bytes (tests/test_actq.c checks every level). */
+ * even: the scalar level's bytes. */
 
-/* amax of n floats (n a multiple of 16) */
 static inline float act_amax(const float *x, int n) {
     __m512 m = _mm512_setzero_ps();
     for (int j = 0; j < n; j += 16) m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + j)), m);
     return _mm512_reduce_max_ps(m);
 }
 
-static inline float act_scale(float amax, float *inv) {
-    const float d = amax / 127.0f;
-    *inv = d != 0.0f ? 1.0f / d : 0.0f;
-    return d;
-}
-
-/* the 16 quants of x[0..16) at q, their int32 values returned */
-static inline __m512i act_quant16(const float *x, __m512 inv, int8_t *q) {
+static inline int act_quant16(const float *x, float inv, int8_t *q) {
     const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
-    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x), inv), lo), hi);
-    const __m512i i = _mm512_cvtps_epi32(v);
-    _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(i));
-    return i;
+    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x), _mm512_set1_ps(inv)), lo), hi);
+    const __m128i b = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
+    _mm_storeu_si128((__m128i *)q, b);
+    return act_sum16(b);
 }
 
-void loom_avx512_act_q8_32(const float *x, uint8_t *dst, int64_t k, int64_t b0, int64_t b1) {
-    int8_t *qs = (int8_t *)dst;
-    uint8_t *dp = dst + k, *sp = dst + k + 4 * (k / 32);
-    for (int64_t b = b0; b < b1; b++) {
-        const float *xb = x + 32 * b;
-        float inv;
-        const float d = act_scale(act_amax(xb, 32), &inv);
-        const __m512 vi = _mm512_set1_ps(inv);
-        const __m512i s = _mm512_add_epi32(act_quant16(xb, vi, qs + 32 * b), act_quant16(xb + 16, vi, qs + 32 * b + 16));
-        loom_st_f32(dp + 4 * b, d);
-        loom_st_f32(sp + 4 * b, d * (float)_mm512_reduce_add_epi32(s));
-    }
-}
-
-void loom_avx512_act_q8_K(const float *x, uint8_t *dst, int64_t k, int64_t b0, int64_t b1) {
-    (void)k;
-    for (int64_t b = b0; b < b1; b++) {
-        const float *xb = x + 256 * b;
-        loom_block_q8_K blk;
-        float inv;
-        blk.d = act_scale(act_amax(xb, 256), &inv);
-        const __m512 vi = _mm512_set1_ps(inv);
-        for (int g = 0; g < 16; g++)
-            blk.bsums[g] = (int16_t)_mm512_reduce_add_epi32(act_quant16(xb + 16 * g, vi, blk.qs + 16 * g));
-        memcpy(dst + (size_t)b * sizeof blk, &blk, sizeof blk);
-    }
-}
+LOOM_ACT_ROWS(avx512)
