@@ -180,16 +180,34 @@ record() { # kind model threads round command...
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$model" "$th" "$rnd" "$l" "$other" "$f" "$*" >> "$runs"
 }
 
+# where the threads sit around a llama.cpp run of several threads (kind
+# "place"): loom bench's hand-off probe, a cache line's round trip between
+# two threads, right before and after (the host of a VM may move its vCPUs
+# between one L3 and two; loom's own runs carry the probe)
+placed() { # MODEL THREADS ROUND command...
+  local m=$1 t=$2 r=$3
+  shift 3
+  [ "$t" -ge 2 ] && record place "$m" "$t" "$r" "$loom" bench --model "$default_model" --threads "$t" --prompt-tokens 1 \
+    --gen-tokens 1 --reps 1 --membw-size 256M --membw-runs 1
+  record "$@"
+  [ "$t" -ge 2 ] && record place "$m" "$t" "$r" "$loom" bench --model "$default_model" --threads "$t" --prompt-tokens 1 \
+    --gen-tokens 1 --reps 1 --membw-size 256M --membw-runs 1
+  return 0
+}
+
 # side_by_side KIND_PREFIX MODEL THREADS ROUND: records ${llama_cmd[@]} and
 # ${loom_cmd[@]} back to back (kinds PREFIXllama, PREFIXloom), llama.cpp first
-# in odd rounds and loom first in even ones
+# in odd rounds and loom first in even ones; the main table's llama.cpp
+# runs between two hand-off probes (placed)
 side_by_side() {
+  local lm=record
+  [ -z "$1" ] && lm="placed $2 $3 $4"
   if [ $(($4 % 2)) -eq 1 ]; then
-    record "${1}llama" "$2" "$3" "$4" "${llama_cmd[@]}"
+    $lm "${1}llama" "$2" "$3" "$4" "${llama_cmd[@]}"
     record "${1}loom" "$2" "$3" "$4" "${loom_cmd[@]}"
   else
     record "${1}loom" "$2" "$3" "$4" "${loom_cmd[@]}"
-    record "${1}llama" "$2" "$3" "$4" "${llama_cmd[@]}"
+    $lm "${1}llama" "$2" "$3" "$4" "${llama_cmd[@]}"
   fi
 }
 max_of() { tr , '\n' <<< "$1" | sort -n | tail -1; } # largest of a comma-separated list
@@ -296,6 +314,8 @@ for model, th in order:
                loom_bw_gbs=mean([x["bw"] for x in lo]), membw_gbs=mean([x["membw"] for x in lo]),
                loom_bw_frac=mean([x["frac"] for x in lo]), rounds=len(lo),
                handoff_ns=[h for x in lo for h in x["handoff"]],
+               llama_handoff_ns=[h for r in runs if r["kind"] == "place" and r["model"] == model and r["threads"] == th
+                                 for h in r["data"]["results"][0].get("handoff_ns", []) if h > 0],
                other_cpus=max([r["other_cpus"] for r in runs if r["kind"] in ("loom", "llama") and r["model"] == model
                                and r["threads"] == th]),
                loom_pp_rounds=[x["pp"] for x in lo], llama_pp_rounds=[x["pp"] for x in ll],
@@ -308,20 +328,22 @@ if rows:  # (MODELS=" ": no main table)
     print()
     print("loom vs llama.cpp (llama-bench), mean over %d round(s) of the means of each run's repetitions" %
           max(r["rounds"] for r in rows))
-    hdr = "%-18s %3s | %9s %9s %6s | %8s %8s %6s | %-32s | %s" % (
+    hdr = "%-18s %3s | %9s %9s %6s | %8s %8s %6s | %-32s | %-23s | %s" % (
         "model", "thr", "pp loom", "pp llama", "ratio", "tg loom", "tg llama", "ratio",
-        "loom decode GB/s (% of measured)", "handoff ns | other CPUs")
+        "loom decode GB/s (% of measured)", "handoff ns loom | llama", "other CPUs")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         bw = "%5.1f of %5.1f (%3.0f%%)" % (r["loom_bw_gbs"], r["membw_gbs"], 100 * r["loom_bw_frac"])
-        ho = "%.0f-%.0f" % (min(r["handoff_ns"]), max(r["handoff_ns"])) if r["handoff_ns"] else "-"
-        print("%-18s %3d | %9.1f %9.1f %5.2fx | %8.2f %8.2f %5.2fx | %-32s | %10s | %.2f" % (
+        rng = lambda v: "%.0f-%.0f" % (min(v), max(v)) if v else "-"
+        ho = rng(r["handoff_ns"]) + " | " + rng(r["llama_handoff_ns"])
+        print("%-18s %3d | %9.1f %9.1f %5.2fx | %8.2f %8.2f %5.2fx | %-32s | %-23s | %.2f" % (
             r["name"], r["threads"], r["loom_pp"], r["llama_pp"], r["pp_ratio"], r["loom_tg"], r["llama_tg"],
             r["tg_ratio"], bw, ho, r["other_cpus"]))
     print("(other CPUs: the most CPUs' worth of other processes' work during any run of the row; 0 = quiet;")
     print(" % of measured: each decode repetition against the bandwidth probed right before and after it;")
-    print(" handoff: the round trip of a cache line between the rank's threads with each probe, its range)")
+    print(" handoff: the round trip of a cache line between two threads, its range: with each of loom's probes,")
+    print(" and right before and after each llama.cpp run; ~60-110 ns on one L3, 3-5x across L3s)")
 
 def pairs_of(a, b):
     """(model, threads) -> [(loom run, llama run)] of the same round"""
