@@ -290,19 +290,19 @@ static void share_of_probes(config_result *r) {
     r->membw_share = r->reps ? share / r->reps : 0;
 }
 
-/* The probes' hand-off latencies: their mean, and the range in *lo, *hi (0 without). */
-static double handoff_range(const config_result *r, double *lo, double *hi) {
-    double sum = 0;
-    int n = 0;
+/* The range of the probes' hand-off latencies in [*lo, *hi]; false when none
+ * was measured (one thread, or the probe off). */
+static bool handoff_range(const config_result *r, double *lo, double *hi) {
+    bool any = false;
     *lo = *hi = 0;
     for (int k = 0; k <= r->reps; k++) {
         const double h = r->handoff_ns[k];
         if (h <= 0) continue;
-        *lo = n == 0 || h < *lo ? h : *lo;
-        *hi = n == 0 || h > *hi ? h : *hi;
-        sum += h, n++;
+        *lo = !any || h < *lo ? h : *lo;
+        *hi = !any || h > *hi ? h : *hi;
+        any = true;
     }
-    return n ? sum / n : 0;
+    return any;
 }
 
 static void print_row(FILE *f, const config_result *r, int world) {
@@ -310,7 +310,7 @@ static void print_row(FILE *f, const config_result *r, int world) {
     double gbs = decode_gbs(r), lo, hi;
     char pct[16] = "-", ho[32] = "-";
     if (r->membw_gbs > 0) snprintf(pct, sizeof pct, "%.0f%%", 100 * r->membw_share);
-    if (handoff_range(r, &lo, &hi) > 0) snprintf(ho, sizeof ho, "%.0f-%.0f", lo, hi);
+    if (handoff_range(r, &lo, &hi)) snprintf(ho, sizeof ho, "%.0f-%.0f", lo, hi);
     fprintf(f, "%5d %7d %5d %10.2f ± %-7.2f %9.2f ± %-6.2f %10.2f %8.2f %8.2f %7s %9s\n", world, r->threads, r->seqs,
             p.mean, p.sd, d.mean, d.sd, r->bytes_per_token / 1e6, gbs, r->membw_gbs, pct, ho);
 }
@@ -406,7 +406,8 @@ static loom_status write_json(const char *path, const bench_info *bi, const conf
         for (int k = 0; k <= r->reps && r->membw_gbs > 0; k++) fprintf(f, "%s%.4f", k ? "," : "", r->membw_probe[k]);
         fprintf(f, "],\"handoff_ns\":[");
         double lo, hi;
-        for (int k = 0; k <= r->reps && handoff_range(r, &lo, &hi) > 0; k++) fprintf(f, "%s%.1f", k ? "," : "", r->handoff_ns[k]);
+        const bool ho = handoff_range(r, &lo, &hi);
+        for (int k = 0; k <= r->reps && ho; k++) fprintf(f, "%s%.1f", k ? "," : "", r->handoff_ns[k]);
         fprintf(f, "],");
         fprintf(f, "\"prefill_ranks\":");
         json_ranks(f, r->pre, bi->world, r->pre_tokens, bi->stage, bi->tpr);

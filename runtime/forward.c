@@ -117,7 +117,6 @@ static void prof_print(const loom_forward *f, fwd_prof *p) {
     }
 }
 
-
 /* ------------------------------------------------------------ matmuls */
 
 typedef struct {
