@@ -66,6 +66,27 @@ static loom_gguf *open_synth(const synth_model *m, char *path, size_t cap) {
     return g;
 }
 
+/* A synth model written and read: its file, configuration and plan model
+ * (synth_unload removes the file). */
+typedef struct {
+    char path[256];
+    loom_gguf *g;
+    loom_model_config c;
+    loom_plan_model m;
+} synth_loaded;
+
+static void synth_load(const synth_model *sm, synth_loaded *s) {
+    s->g = open_synth(sm, s->path, sizeof s->path);
+    OK(loom_model_config_read(s->g, &s->c));
+    OK(loom_plan_model_read(s->g, &s->c, &s->m));
+}
+
+static void synth_unload(synth_loaded *s) {
+    loom_plan_model_free(&s->m);
+    loom_gguf_free(s->g);
+    unlink(s->path);
+}
+
 /* ------------------------------------------------------------ config */
 
 Test(families, config_of_each_family) {
@@ -136,20 +157,16 @@ static loom_isa use_avx2_r8(void) {
  * r8 layout in it (parallel/plan_model.c), as the AVX2 level does. */
 Test(families, plan_weight_bytes_are_what_the_weights_bind) {
     static const int grids[][2] = {{1, 1}, {2, 1}, {3, 1}, {4, 1}, {2, 2}, {1, 2}};
-    char path[256];
     const loom_isa was = use_avx2_r8();
     for (size_t i = 0; i < N_MODELS; i++) {
-        loom_gguf *g = open_synth(&models[i], path, sizeof path);
-        loom_model_config c;
-        loom_plan_model m;
-        OK(loom_model_config_read(g, &c));
-        OK(loom_plan_model_read(g, &c, &m));
+        synth_loaded s;
+        synth_load(&models[i], &s);
         int planned = 0;
         for (size_t k = 0; k < sizeof grids / sizeof grids[0]; k++) {
             loom_plan_request req = loom_plan_request_defaults(grids[k][0], grids[k][1]);
             req.engine.ctx_size = 256;
             loom_plan *p;
-            loom_status st = loom_plan_make(&m, &req, NULL, &p);
+            loom_status st = loom_plan_make(&s.m, &req, NULL, &p);
             if (st) { /* a tp the blocks do not allow: said so */
                 cr_assert_eq(loom_status_code(st), LOOM_ERR_PLAN, "%s: %s", models[i].name, loom_status_message(st));
                 loom_status_free(st);
@@ -158,8 +175,8 @@ Test(families, plan_weight_bytes_are_what_the_weights_bind) {
             planned++;
             for (int r = 0; r < p->world; r++) {
                 loom_weights *w;
-                OK(loom_weights_create(g, &c, &p->ranks[r].shard, &w));
-                OK(loom_weights_repack(w, g, NULL)); /* the AVX2 level: every type with an r8 layout in it */
+                OK(loom_weights_create(s.g, &s.c, &p->ranks[r].shard, &w));
+                OK(loom_weights_repack(w, s.g, NULL)); /* the AVX2 level: every type with an r8 layout in it */
                 cr_assert_eq((int64_t)(w->bytes_mapped + w->bytes_copied), p->ranks[r].weight_bytes,
                              "%s tp %d pp %d rank %d: binds %zu + %zu bytes, the plan says %lld", models[i].name,
                              grids[k][0], grids[k][1], r, w->bytes_mapped, w->bytes_copied,
@@ -169,9 +186,7 @@ Test(families, plan_weight_bytes_are_what_the_weights_bind) {
             loom_plan_free(p);
         }
         cr_assert_geq(planned, 4, "%s: only %d of the grids could be planned", models[i].name, planned);
-        loom_plan_model_free(&m);
-        loom_gguf_free(g);
-        unlink(path);
+        synth_unload(&s);
     }
     OK(loom_isa_set(was));
 }
@@ -284,24 +299,19 @@ Test(families, r8_layout_gives_the_gguf_rows_bits) {
     const loom_isa was = use_avx2_r8();
     int32_t tokens[24];
     for (int i = 0; i < 24; i++) tokens[i] = (int32_t)((i * 41 + 7) % 300);
-    char path[256];
     for (size_t i = 0; i < sizeof q4_models / sizeof q4_models[0]; i++) {
-        loom_gguf *g = open_synth(&q4_models[i], path, sizeof path);
-        loom_model_config c;
-        loom_plan_model m;
-        OK(loom_model_config_read(g, &c));
-        OK(loom_plan_model_read(g, &c, &m));
+        synth_loaded s;
+        synth_load(&q4_models[i], &s);
         for (int tp = 1; tp <= 3; tp += 2)
             for (int n = 1; n <= 24; n += 23) {
-                float *rows = run_split_as(g, &c, &m, tp, tokens, n, false, 1);
-                float *r8 = run_split_as(g, &c, &m, tp, tokens, n, true, 1);
-                cr_assert(!memcmp(rows, r8, sizeof(float) * (size_t)n * c.dim),
+                float *rows = run_split_as(s.g, &s.c, &s.m, tp, tokens, n, false, 1);
+                float *r8 = run_split_as(s.g, &s.c, &s.m, tp, tokens, n, true, 1);
+                cr_assert(!memcmp(rows, r8, sizeof(float) * (size_t)n * s.c.dim),
                           "%s tp %d, %d tokens: the r8 layout changes the hidden states", q4_models[i].name, tp, n);
                 free(rows);
                 free(r8);
             }
-        loom_gguf_free(g);
-        unlink(path);
+        synth_unload(&s);
     }
     OK(loom_isa_set(was));
 }
@@ -411,18 +421,14 @@ Test(families, tp_split_sums_to_one_rank) {
     };
     int32_t tokens[40];
     for (int i = 0; i < 40; i++) tokens[i] = (int32_t)((i * 37 + 11) % 300);
-    char path[256];
     for (size_t i = 0; i < sizeof split_models / sizeof split_models[0]; i++) {
-        loom_gguf *g = open_synth(&split_models[i], path, sizeof path);
-        loom_model_config c;
-        loom_plan_model m;
-        OK(loom_model_config_read(g, &c));
-        OK(loom_plan_model_read(g, &c, &m));
-        float *one = run_split(g, &c, &m, 1, tokens, 40);
+        synth_loaded s;
+        synth_load(&split_models[i], &s);
+        float *one = run_split(s.g, &s.c, &s.m, 1, tokens, 40);
         for (int tp = 2; tp <= 4; tp++) {
-            float *split = run_split(g, &c, &m, tp, tokens, 40);
+            float *split = run_split(s.g, &s.c, &s.m, tp, tokens, 40);
             double worst = 0, scale = 0;
-            for (int k = 0; k < 40 * c.dim; k++) {
+            for (int k = 0; k < 40 * s.c.dim; k++) {
                 double d = fabs((double)split[k] - one[k]);
                 worst = d > worst ? d : worst;
                 scale = fabs(one[k]) > scale ? fabs(one[k]) : scale;
@@ -432,9 +438,7 @@ Test(families, tp_split_sums_to_one_rank) {
             free(split);
         }
         free(one);
-        loom_plan_model_free(&m);
-        loom_gguf_free(g);
-        unlink(path);
+        synth_unload(&s);
     }
 }
 
@@ -450,26 +454,21 @@ Test(families, thread_count_changes_no_bit) {
     };
     int32_t tokens[24];
     for (int i = 0; i < 24; i++) tokens[i] = (int32_t)((i * 53 + 7) % 300);
-    char path[256];
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
-        loom_gguf *g = open_synth(&models[i], path, sizeof path);
-        loom_model_config c;
-        loom_plan_model m;
-        OK(loom_model_config_read(g, &c));
-        OK(loom_plan_model_read(g, &c, &m));
-        float *one = run_split_as(g, &c, &m, 1, tokens, 24, true, 1);
+        synth_loaded s;
+        synth_load(&models[i], &s);
+        const int total = 24 * s.c.dim;
+        float *one = run_split_as(s.g, &s.c, &s.m, 1, tokens, 24, true, 1);
         for (int th = 2; th <= 3; th++) {
-            float *many = run_split_as(g, &c, &m, 1, tokens, 24, true, th);
+            float *many = run_split_as(s.g, &s.c, &s.m, 1, tokens, 24, true, th);
             int k = 0;
-            while (k < 24 * c.dim && loom_f32_to_bits(many[k]) == loom_f32_to_bits(one[k])) k++;
-            cr_assert_eq(k, 24 * c.dim, "%s, %d threads: hidden state %d (row %d) is %g, one thread's %g", models[i].name,
-                         th, k, k / c.dim, k < 24 * c.dim ? many[k] : 0, k < 24 * c.dim ? one[k] : 0);
+            while (k < total && loom_f32_to_bits(many[k]) == loom_f32_to_bits(one[k])) k++;
+            cr_assert_eq(k, total, "%s, %d threads: hidden state %d (row %d) is %g, one thread's %g", models[i].name, th,
+                         k, k / s.c.dim, k < total ? many[k] : 0, k < total ? one[k] : 0);
             free(many);
         }
         free(one);
-        loom_plan_model_free(&m);
-        loom_gguf_free(g);
-        unlink(path);
+        synth_unload(&s);
     }
 }
 
