@@ -464,7 +464,7 @@ static loom_status probe_read(bench_ctx *c, bw_probe *p, double *gbs, double *ha
         if (slowest > 0 && total / slowest > best) best = total / slowest;
     }
     *gbs = best / 1e9;
-    double ho = loom_membw_handoff_ns(p->pool);
+    double ho = st ? 0 : loom_membw_handoff_ns(p->pool);
     if (!st) st = loom_comm_all_reduce(w, &ho, 1, LOOM_DT_F64, LOOM_RED_MAX);
     *handoff_ns = ho;
     return st;
