@@ -43,9 +43,9 @@
  * swings by half from one few seconds to the next, so a probe taken once,
  * before all configurations, compares decode with another moment's memory.
  * The share shown is the mean of the repetitions' shares. With each probe
- * every rank's threads also hand a cache line back and forth (membw.h:
- * loom_membw_handoff_ns; "handoff ns" shows the range over the probes, the
- * slowest rank's): on this project's 2-vCPU EPYC VM the host moves the two
+ * thread 0 of every rank hands a cache line back and forth with each of
+ * its other threads (threadpool.h: loom_pool_handoff_ns; "handoff ns"
+ * shows the range over the probes, the slowest rank's): on this project's 2-vCPU EPYC VM the host moves the two
  * vCPUs between one L3 (round trip ~70-110 ns, ~32 GB/s read) and two
  * (~340-400 ns, ~44 GB/s) every few seconds, and a small model's
  * two-thread decode, which hands rows between its threads ~150 times a
@@ -464,7 +464,7 @@ static loom_status probe_read(bench_ctx *c, bw_probe *p, double *gbs, double *ha
         if (slowest > 0 && total / slowest > best) best = total / slowest;
     }
     *gbs = best / 1e9;
-    double ho = st ? 0 : loom_membw_handoff_ns(p->pool);
+    double ho = st ? 0 : loom_pool_handoff_ns(p->pool, 4000);
     if (!st) st = loom_comm_all_reduce(w, &ho, 1, LOOM_DT_F64, LOOM_RED_MAX);
     *handoff_ns = ho;
     return st;

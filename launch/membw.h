@@ -35,14 +35,6 @@ int64_t loom_membw_bytes(const loom_membw *m);
 /* One timed pass over the whole buffer with every thread of `pool`; seconds. */
 double loom_membw_read(loom_membw *m, loom_pool *pool);
 
-/* The round trip of a cache line between threads 0 and 1 of `pool` (one
- * writes a flag, the other sees it and answers), mean ns over a few thousand
- * trips; 0 for a pool of one thread. What every hand-over between a rank's
- * threads costs (a matmul run's start and end, an activation row written by
- * one and read by the other): on one shared L3 ~70-100 ns; between two
- * (chiplets, sockets, or a VM's vCPUs the host placed apart) 3-5x that. */
-double loom_membw_handoff_ns(loom_pool *pool);
-
 /* The instruction set the read loop uses ("avx512", "avx2", "sse2", "c"). */
 const char *loom_membw_isa(void);
 

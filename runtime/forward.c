@@ -11,6 +11,11 @@
 #include "runtime/ops.h"
 #include "runtime/quant.h"
 #include "runtime/rowops.h"
+#include "runtime/threadpool.h"
+
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 #define MM_MAX_JOBS 3
 /* From this many rows the queries' and keys' rotation and the KV store are
@@ -19,6 +24,13 @@
  * 3.43 -> 2.77 ms (on two); one row keeps them on the calling thread, where
  * a run of its own cost 0.035 -> 0.038 and 0.056 -> 0.090 ms a step. */
 #define QK_POOL_ROWS 2
+
+/* Prefill's activation rows are streamed out (copy_stream) while the
+ * pool's threads hand a cache line back and forth slower than this (ns):
+ * their caches are not one L3. Re-measured at most every ACT_PROBE_S
+ * seconds. */
+#define ACT_STREAM_NS 200
+#define ACT_PROBE_S 0.05
 
 /* ------------------------------------------------------------ profile */
 
@@ -39,6 +51,8 @@ typedef struct {
     double busy[PB_N][P_N];   /* thread-seconds inside matmul kernels */
     double step[PB_N];        /* seconds from a step's prepare to the end of its last piece */
     int64_t steps[PB_N];
+    int64_t streamed[PB_N];   /* steps whose activation rows were streamed (copy_stream) */
+    bool cur_streamed;
     bool seen[PB_N];          /* the first step of each kind is left out: it pages in weights and KV blocks */
     double cur[P_N], cur_busy[P_N]; /* the open step's */
     double step_t0, last_end;
@@ -65,6 +79,12 @@ struct loom_forward {
     float *scores;          /* (n_threads, loom_attention_scratch_floats) attention scratch */
     uint8_t *act[MM_MAX_JOBS]; /* quantized activations, act_bytes each */
     size_t act_bytes;
+    uint8_t *stage;         /* (n_threads, stage_bytes) one quantized row per thread, for copy_stream */
+    size_t stage_bytes;
+    int stream_mode;        /* LOOM_STREAM_ACT: 0 never, 1 always, -1 (default) where the threads span L3s */
+    bool stream;            /* this step's prefill rows are streamed */
+    bool stream_wide;       /* the last probe found the threads on different L3s */
+    double probe_next;      /* when the pool's hand-off may be measured again */
     const loom_batch *prepared; /* batch whose rows were validated and whose angles are in rope */
     fwd_prof *prof;         /* LOOM_CPU_PROFILE, or NULL */
 };
@@ -85,6 +105,7 @@ static void prof_close_step(fwd_prof *p) {
     if (p->seen[b]) {
         p->step[b] += p->last_end - p->step_t0;
         p->steps[b]++;
+        p->streamed[b] += p->cur_streamed;
         for (int i = 0; i < P_N; i++) p->part[b][i] += p->cur[i], p->busy[b][i] += p->cur_busy[i];
     }
     p->seen[b] = true;
@@ -114,6 +135,9 @@ static void prof_print(const loom_forward *f, fwd_prof *p) {
         }
         fprintf(stderr, "  %-30s %9.3f %6.1f %%\n", "elsewhere (residual, comm, ...)", step - parts,
                 step > 0 ? 100 * (step - parts) / step : 0);
+        if (p->streamed[b])
+            fprintf(stderr, "  activation rows streamed (threads on different L3s) in %lld of the %lld steps\n",
+                    (long long)p->streamed[b], (long long)p->steps[b]);
     }
 }
 
@@ -169,9 +193,47 @@ typedef struct {
     int n_quant;            /* activation formats to fill */
     const loom_mat *qm[MM_MAX_JOBS];
     uint8_t *qdst[MM_MAX_JOBS];
+    bool stream;            /* quantize into each thread's stage and stream the rows out (copy_stream) */
 } prep_task;
 
-static void prep_rows(const prep_task *t, int r0, int r1) {
+/* dst[0, bytes) = src, the whole cache lines by non-temporal stores: the
+ * line goes to memory and leaves every cache, so a store that would first
+ * have to take the line back from a reader in another L3 (its copy from
+ * the last matmul) does not wait for that. The caller fences (sfence)
+ * before another thread may read dst.
+ *
+ * Why (Zen 4 VM, SmolLM2, two threads, 128-token prompt, LOOM_CPU_PROFILE):
+ * a prefill step's row preparation (norms, SwiGLU, quantization) took
+ * 3.7 ms with the vCPUs on one L3 and 9.6 ms on two, and quantizing into
+ * a private buffer instead (timing only) gave the two-L3 case one L3's
+ * figure: the stores into rows the other L3 read in the last matmul are
+ * the cost; PREFETCHW two rows ahead did not help. Streamed, two-L3 steps
+ * 69-70 -> 62-65 ms (prefill 1810-1870 -> 1950-2000 tokens/s); on one L3
+ * streaming costs ~2 % (the matmul reads the rows from memory), so it runs
+ * where the threads' hand-off says the L3s differ. Decode's one row: the
+ * same private-buffer test gained nothing, so it is left alone. */
+static void copy_stream(uint8_t *dst, const uint8_t *src, size_t bytes) {
+#if defined(__x86_64__)
+    const uintptr_t a = (uintptr_t)dst, e = a + bytes, a64 = (a + 63) & ~(uintptr_t)63, e64 = e & ~(uintptr_t)63;
+    if (a64 < e64) {
+        memcpy(dst, src, a64 - a);
+        for (uintptr_t o = a64; o < e64; o += 16)
+            _mm_stream_si128((__m128i *)o, _mm_loadu_si128((const __m128i *)(src + (o - a))));
+        memcpy((uint8_t *)e64, src + (e64 - a), e - e64);
+        return;
+    }
+#endif
+    memcpy(dst, src, bytes);
+}
+
+static void stream_fence(void) {
+#if defined(__x86_64__)
+    _mm_sfence();
+#endif
+}
+
+/* stage: this thread's (f->stage_bytes), used when t->stream */
+static void prep_rows(const prep_task *t, int r0, int r1, uint8_t *stage) {
     const loom_model_config *c = &t->f->w->cfg;
     int k = (int)t->qm[0]->cols;
     for (int r = r0; r < r1; r++) {
@@ -193,7 +255,12 @@ static void prep_rows(const prep_task *t, int r0, int r1) {
         }
         for (int j = 0; j < t->n_quant; j++) {
             const loom_mat *m = t->qm[j];
-            loom_act_quantize(m->type, q, t->qdst[j] + (size_t)r * loom_act_row_bytes(m->type, k), k);
+            const size_t rb = loom_act_row_bytes(m->type, k);
+            if (t->stream) {
+                loom_act_quantize(m->type, q, stage, k);
+                copy_stream(t->qdst[j] + (size_t)r * rb, stage, rb);
+            } else
+                loom_act_quantize(m->type, q, t->qdst[j] + (size_t)r * rb, k);
         }
     }
 }
@@ -202,7 +269,8 @@ static void prep_worker(void *ctx, int ith, int nth) {
     const prep_task *t = ctx;
     int64_t r0, r1;
     loom_split_range(t->n, 1, ith, nth, &r0, &r1);
-    prep_rows(t, (int)r0, (int)r1);
+    prep_rows(t, (int)r0, (int)r1, t->stream ? t->f->stage + (size_t)ith * t->f->stage_bytes : NULL);
+    if (t->stream) stream_fence(); /* before the pool's release: the next run reads these rows */
 }
 
 /* y_j (n, rows_j) = m_j · prep(x) for up to three matrices sharing the input
@@ -224,8 +292,11 @@ static void matmuls(loom_forward *f, prep_task p, int n_jobs, const loom_mat *co
         t.jobs[j] = (mm_job){m[j], f->act[slot], loom_act_row_bytes(m[j]->type, m[j]->cols), y[j], m[j]->rows};
     }
     double t0 = f->prof ? loom_now_s() : 0;
-    if (n >= 2 && loom_pool_size(f->pool) > 1) loom_pool_run(f->pool, prep_worker, &p);
-    else prep_rows(&p, 0, n);
+    if (n >= 2 && loom_pool_size(f->pool) > 1) {
+        p.stream = f->stream && n > 16;
+        loom_pool_run(f->pool, prep_worker, &p);
+    } else
+        prep_rows(&p, 0, n, NULL);
     if (f->prof) {
         prof_add(f, P_PREP, t0);
         t0 = loom_now_s();
@@ -296,6 +367,10 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
         }
     }
     f->act_bytes = ab;
+    f->stage_bytes = ((ab / (size_t)max_rows) + 63) & ~(size_t)63; /* the widest activation row */
+    f->stage = aligned_alloc(64, (size_t)loom_pool_size(pool) * (f->stage_bytes ? f->stage_bytes : 64));
+    const char *sm = getenv("LOOM_STREAM_ACT");
+    f->stream_mode = !sm || !*sm || !strcmp(sm, "auto") ? -1 : atoi(sm) != 0;
     const char *prof = getenv("LOOM_CPU_PROFILE");
     if (prof && atoi(prof) > 0) {
         f->prof = calloc(1, sizeof *f->prof);
@@ -305,7 +380,7 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
             if (!f->prof->thread_busy) free(f->prof), f->prof = NULL;
         }
     }
-    bool ok = f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch && f->rope &&
+    bool ok = f->stage && f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch && f->rope &&
               f->scores && (f->rope_swa || !swa_rope_differs(c));
     for (int j = 0; j < MM_MAX_JOBS; j++) {
         f->act[j] = malloc(ab ? ab : 1);
@@ -340,6 +415,7 @@ void loom_forward_free(loom_forward *f) {
     free(f->rope_swa);
     free(f->scores);
     for (int j = 0; j < MM_MAX_JOBS; j++) free(f->act[j]);
+    free(f->stage);
     free(f);
 }
 
@@ -378,9 +454,23 @@ loom_status loom_forward_prepare(loom_forward *f, const loom_batch *b) {
         }
     }
     f->prepared = b;
+    f->stream = false;
+    if (b->n > 16 && loom_pool_size(f->pool) > 1 && f->stream_mode) { /* copy_stream */
+        if (f->stream_mode > 0) f->stream = true;
+        else {
+            const double now = loom_now_s();
+            if (now >= f->probe_next) {
+                f->stream_wide = loom_pool_handoff_ns(f->pool, 32) > ACT_STREAM_NS;
+                /* at most 1 % of the time: a pool with more threads than free cores waits for time slices */
+                f->probe_next = now + fmax(ACT_PROBE_S, 100 * (loom_now_s() - now));
+            }
+            f->stream = f->stream_wide;
+        }
+    }
     if (f->prof) {
         prof_close_step(f->prof);
         f->prof->bucket = prof_bucket_of(b->n);
+        f->prof->cur_streamed = f->stream;
         f->prof->step_t0 = f->prof->last_end = loom_now_s();
     }
     return NULL;

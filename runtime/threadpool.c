@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "runtime/threadpool.h"
 
+#include "runtime/clock.h"
+
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
@@ -131,6 +133,48 @@ void loom_pool_run(loom_pool *p, loom_pool_fn fn, void *ctx) {
         if (++spins < LOOM_POOL_SPIN) cpu_relax();
         else sched_yield();
     }
+}
+
+typedef struct {
+    _Alignas(64) _Atomic int64_t flag; /* thread 0 writes odd values, the worker answers with the next even one */
+    _Alignas(64) _Atomic int turn;     /* the worker whose turn it is */
+    int warm, trips;
+    double ns;                         /* the slowest worker's mean round trip */
+} handoff_task;
+
+static void handoff_run(void *ctx, int ith, int nth) {
+    handoff_task *t = ctx;
+    const int64_t n = t->warm + t->trips;
+    if (ith > 0) {
+        while (atomic_load_explicit(&t->turn, memory_order_acquire) != ith) cpu_relax();
+        for (int64_t i = 0; i < n; i++) {
+            while (atomic_load_explicit(&t->flag, memory_order_acquire) != 2 * i + 1) cpu_relax();
+            atomic_store_explicit(&t->flag, 2 * i + 2, memory_order_release);
+        }
+        return;
+    }
+    for (int j = 1; j < nth; j++) {
+        double t0 = 0;
+        atomic_store_explicit(&t->flag, 0, memory_order_relaxed);
+        atomic_store_explicit(&t->turn, j, memory_order_release);
+        for (int64_t i = 0; i < n; i++) {
+            if (i == t->warm) t0 = loom_now_s(); /* the worker is answering by now */
+            atomic_store_explicit(&t->flag, 2 * i + 1, memory_order_release);
+            while (atomic_load_explicit(&t->flag, memory_order_acquire) != 2 * i + 2) cpu_relax();
+        }
+        const double ns = (loom_now_s() - t0) * 1e9 / t->trips;
+        if (ns > t->ns) t->ns = ns;
+        /* the next worker starts from flag 0 only after this one has seen its last value */
+    }
+}
+
+double loom_pool_handoff_ns(loom_pool *p, int trips) {
+    if (!p || p->n < 2 || trips < 1) return 0;
+    handoff_task t = {.warm = trips / 16 > 8 ? trips / 16 : 8, .trips = trips};
+    atomic_init(&t.flag, 0);
+    atomic_init(&t.turn, 0);
+    loom_pool_run(p, handoff_run, &t);
+    return t.ns;
 }
 
 int loom_cpu_count(void) {

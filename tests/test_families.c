@@ -445,7 +445,9 @@ Test(families, tp_split_sums_to_one_rank) {
 /* A rank's threads split its matmul rows, the rows' preparation, the
  * heads' rotation and KV store and the attention, and never change a bit
  * of the result: 2 and 3 threads give one thread's hidden states, with QK
- * norms and biases (qwen3, qwen2-style biases) and K-quant activations. */
+ * norms and biases (qwen3, qwen2-style biases) and K-quant activations,
+ * whether the prefill's activation rows are streamed out or not
+ * (LOOM_STREAM_ACT; 24 rows, above the 16 from which it applies). */
 Test(families, thread_count_changes_no_bit) {
     static const synth_model models[] = {
         {"qwen3", "--arch qwen3 --layers 2 --dim 256 --heads 4 --kv-heads 2 --head-dim 64 --ffn 512 --vocab 300 "
@@ -459,14 +461,18 @@ Test(families, thread_count_changes_no_bit) {
         synth_load(&models[i], &s);
         const int total = 24 * s.c.dim;
         float *one = run_split_as(s.g, &s.c, &s.m, 1, tokens, 24, true, 1);
-        for (int th = 2; th <= 3; th++) {
-            float *many = run_split_as(s.g, &s.c, &s.m, 1, tokens, 24, true, th);
-            int k = 0;
-            while (k < total && loom_f32_to_bits(many[k]) == loom_f32_to_bits(one[k])) k++;
-            cr_assert_eq(k, total, "%s, %d threads: hidden state %d (row %d) is %g, one thread's %g", models[i].name, th,
-                         k, k / s.c.dim, k < total ? many[k] : 0, k < total ? one[k] : 0);
-            free(many);
-        }
+        for (int th = 2; th <= 3; th++)
+            for (int stream = 0; stream <= 1; stream++) { /* the prefill's activation rows streamed out or not */
+                setenv("LOOM_STREAM_ACT", stream ? "1" : "0", 1);
+                float *many = run_split_as(s.g, &s.c, &s.m, 1, tokens, 24, true, th);
+                unsetenv("LOOM_STREAM_ACT");
+                int k = 0;
+                while (k < total && loom_f32_to_bits(many[k]) == loom_f32_to_bits(one[k])) k++;
+                cr_assert_eq(k, total, "%s, %d threads%s: hidden state %d (row %d) is %g, one thread's %g",
+                             models[i].name, th, stream ? ", rows streamed" : "", k, k / s.c.dim,
+                             k < total ? many[k] : 0, k < total ? one[k] : 0);
+                free(many);
+            }
         free(one);
         synth_unload(&s);
     }

@@ -232,6 +232,25 @@ Test(threadpool, every_thread_runs_every_job_once) {
     loom_status_free(st);
 }
 
+/* Thread 0 answers each worker in turn and returns (a worker left out
+ * would hang it); one thread measures nothing. Works oversubscribed (4
+ * threads on 2 cores): a round trip then waits for a time slice. */
+Test(threadpool, handoff_probe_visits_every_worker) {
+    for (int n = 1; n <= 4; n++) {
+        loom_pool *p;
+        cr_assert(!loom_pool_create(n, &p));
+        const double ns = loom_pool_handoff_ns(p, 16);
+        if (n == 1) cr_assert_eq(ns, 0, "one thread: %g ns", ns);
+        else cr_assert(ns > 0 && ns < 1e9, "%d threads: %g ns", n, ns);
+        cr_assert_eq(loom_pool_handoff_ns(p, 0), 0);
+        pool_ctx c; /* the pool still runs jobs afterwards */
+        memset(&c, 0, sizeof c);
+        loom_pool_run(p, pool_fn, &c);
+        for (int i = 0; i < n; i++) cr_assert_eq(atomic_load(&c.hits[i]), 1);
+        loom_pool_free(p);
+    }
+}
+
 Test(threadpool, split_range_covers_once_on_alignment) {
     for (int64_t n = 0; n < 300; n += 7)
         for (int nth = 1; nth <= 5; nth++) {

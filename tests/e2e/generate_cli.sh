@@ -61,8 +61,9 @@ expect_fail "bench --depth too deep for --ctx-size" "smaller than the tests need
 ok "bench --depth"
 
 # LOOM_CPU_PROFILE=1: each kind of step's time by part, the parts and the rest adding up to the step
-# (and the bench's hand-off probe: a round trip per bandwidth probe with two threads, none with one)
-LOOM_CPU_PROFILE=1 "$LOOM" bench --model "$MODEL" --threads 2,1 --sequences 1,2 --prompt-tokens 24 --gen-tokens 4 \
+# (and the bench's hand-off probe: a round trip per bandwidth probe with two threads, none with one);
+# LOOM_STREAM_ACT=1: every prefill step streams its activation rows, and the profile counts them
+LOOM_STREAM_ACT=1 LOOM_CPU_PROFILE=1 "$LOOM" bench --model "$MODEL" --threads 2,1 --sequences 1,2 --prompt-tokens 24 --gen-tokens 4 \
   --reps 2 --membw-size 16M --membw-runs 1 --json "$TMP/prof.json" > "$TMP/prof.out" 2> "$TMP/prof.err" \
   || fail "bench with LOOM_CPU_PROFILE: $(tail -3 "$TMP/prof.err")"
 python3 - "$TMP/prof.json" <<'PY' || fail "bench: handoff_ns"
@@ -81,7 +82,11 @@ assert set(kinds) == {"1 row", "2-16 rows", "more than 16 rows (prefill)"}, list
 for kind, steps, ms, rows in tables:
     assert int(steps) > 0 and float(ms) > 0, (kind, steps, ms)
     parts = {}
+    streamed = re.findall(r"  activation rows streamed \(threads on different L3s\) in (\d+) of the (\d+) steps\n", rows)
+    assert streamed == ([(steps, steps)] if kind.endswith("(prefill)") else []), (kind, steps, streamed)
     for line in rows.splitlines():
+        if line.startswith("  activation rows streamed"):
+            continue
         m = re.match(r"  (.+?) +(-?[0-9.]+) +(-?[0-9.]+) %(?: +([0-9.]+) %)?$", line)
         assert m, line
         parts[m.group(1)] = (float(m.group(2)), float(m.group(3)), m.group(4))
