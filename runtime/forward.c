@@ -25,10 +25,11 @@
  * a run of its own cost 0.035 -> 0.038 and 0.056 -> 0.090 ms a step. */
 #define QK_POOL_ROWS 2
 
-/* Prefill's activation rows are streamed out (copy_stream) while the
- * pool's threads hand a cache line back and forth slower than this (ns):
- * their caches are not one L3. Re-measured at most every ACT_PROBE_S
- * seconds. */
+/* Prefill's activation rows (from ACT_STREAM_ROWS rows, the profile's
+ * prefill steps) are streamed out (copy_stream) while the pool's threads
+ * hand a cache line back and forth slower than ACT_STREAM_NS: their caches
+ * are not one L3. Re-measured at most every ACT_PROBE_S seconds. */
+#define ACT_STREAM_ROWS 17
 #define ACT_STREAM_NS 200
 #define ACT_PROBE_S 0.05
 
@@ -293,7 +294,7 @@ static void matmuls(loom_forward *f, prep_task p, int n_jobs, const loom_mat *co
     }
     double t0 = f->prof ? loom_now_s() : 0;
     if (n >= 2 && loom_pool_size(f->pool) > 1) {
-        p.stream = f->stream && n > 16;
+        p.stream = f->stream && n >= ACT_STREAM_ROWS;
         loom_pool_run(f->pool, prep_worker, &p);
     } else
         prep_rows(&p, 0, n, NULL);
@@ -455,7 +456,7 @@ loom_status loom_forward_prepare(loom_forward *f, const loom_batch *b) {
     }
     f->prepared = b;
     f->stream = false;
-    if (b->n > 16 && loom_pool_size(f->pool) > 1 && f->stream_mode) { /* copy_stream */
+    if (b->n >= ACT_STREAM_ROWS && loom_pool_size(f->pool) > 1 && f->stream_mode) { /* copy_stream */
         if (f->stream_mode > 0) f->stream = true;
         else {
             const double now = loom_now_s();

@@ -447,7 +447,7 @@ Test(families, tp_split_sums_to_one_rank) {
  * of the result: 2 and 3 threads give one thread's hidden states, with QK
  * norms and biases (qwen3, qwen2-style biases) and K-quant activations,
  * whether the prefill's activation rows are streamed out or not
- * (LOOM_STREAM_ACT; 24 rows, above the 16 from which it applies). */
+ * (LOOM_STREAM_ACT; 24 rows, past the 17 from which it applies). */
 Test(families, thread_count_changes_no_bit) {
     static const synth_model models[] = {
         {"qwen3", "--arch qwen3 --layers 2 --dim 256 --heads 4 --kv-heads 2 --head-dim 64 --ffn 512 --vocab 300 "
