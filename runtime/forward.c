@@ -371,7 +371,11 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
     f->stage_bytes = ((ab / (size_t)max_rows) + 63) & ~(size_t)63; /* the widest activation row */
     f->stage = aligned_alloc(64, (size_t)loom_pool_size(pool) * (f->stage_bytes ? f->stage_bytes : 64));
     const char *sm = getenv("LOOM_STREAM_ACT");
-    f->stream_mode = !sm || !*sm || !strcmp(sm, "auto") ? -1 : atoi(sm) != 0;
+    f->stream_mode = !sm || !*sm || !strcmp(sm, "auto") ? -1 : !strcmp(sm, "0") ? 0 : !strcmp(sm, "1") ? 1 : -2;
+    if (f->stream_mode == -2) {
+        loom_forward_free(f);
+        return loom_error(LOOM_ERR_INVALID, "LOOM_STREAM_ACT=%s: expected 0 (never), 1 (always) or auto", sm);
+    }
     const char *prof = getenv("LOOM_CPU_PROFILE");
     if (prof && atoi(prof) > 0) {
         f->prof = calloc(1, sizeof *f->prof);
