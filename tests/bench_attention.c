@@ -1,12 +1,11 @@
 /*
  * tests/bench_attention.c — speed of loom_attention_compute over the paged KV
  * cache: decode (one row at the end of a context) and prefill (rows 0..n-1
- * of one sequence), per ISA level and thread count. Not a test and not built
- * by CMake's test glob; build it by hand against a built loomrt:
+ * of one sequence), per ISA level and thread count. Not a test: built with
+ * the tests (tests/CMakeLists.txt), run by hand:
  *
- *   cc -O2 -I . tests/bench_attention.c build/libloomrt.a -lm -lpthread -o build/bench_attention
- *   build/bench_attention [-i ISA] [-t THREADS] [--case decode|prefill] [--kv f16|f32] [--hd 64]
- *                         [--nq 9] [--nkv 3] [--bt 16] [--layers 1] [--ms MS] [--json FILE]
+ *   build/tests/bench_attention [-i ISA] [-t THREADS] [--case decode|prefill] [--kv f16|f32] [--hd 64]
+ *                               [--nq 9] [--nkv 3] [--bt 16] [--layers 1] [--ms MS] [--json FILE]
  *
  * Default shape: SmolLM2-135M (9 query heads, 3 KV heads, head size 64),
  * F16 KV, blocks of 16 tokens handed out in a scrambled order. Each figure is
@@ -72,12 +71,12 @@ static double bench_case(const shape *s, loom_pool *pool, int ctx, int n) {
         for (int i = 0; i < m; i++) pos[i] = p0 + i;
         for (int l = 0; l < s->layers; l++) {
             for (int i = 0; i < m * kvdim; i++) k[i] = frand(), v[i] = frand();
-            loom_attention_args a = {kv, l, m, pos, seq, s->n_q, s->n_kv, s->hd, q_to_kv, q, k, v, out};
+            loom_attention_args a = {kv, l, m, pos, seq, s->n_q, s->n_kv, s->hd, q_to_kv, q, k, v, out, .scale = 0};
             loom_attention_store(&a);
         }
     }
     for (int i = 0; i < n; i++) pos[i] = ctx - n + i;
-    loom_attention_args a = {kv, 0, n, pos, seq, s->n_q, s->n_kv, s->hd, q_to_kv, q, k, v, out};
+    loom_attention_args a = {kv, 0, n, pos, seq, s->n_q, s->n_kv, s->hd, q_to_kv, q, k, v, out, .scale = 0};
     size_t sf = loom_attention_scratch_floats(&kc, s->n_q, s->n_kv, s->hd, cap);
     float *scratch = malloc(sizeof(float) * sf * (size_t)loom_pool_size(pool));
     loom_attention_compute(&a, pool, scratch); /* warm-up */

@@ -1,10 +1,9 @@
 /*
  * tests/bench_matmul.c — speed of loom_matmul per weight type and ISA level,
- * one thread. Not a test and not built by CMake's test glob; build it by hand
- * against a built loomrt:
+ * one thread. Not a test: built with the tests (tests/CMakeLists.txt), run
+ * by hand:
  *
- *   cc -O2 -I . tests/bench_matmul.c build/libloomrt.a -lm -lpthread -o build/bench_matmul
- *   build/bench_matmul [-t TYPE] [-i ISA] [--rows R] [-k K] [-n N] [--ms MS] [--r8] [--stream L]
+ *   build/tests/bench_matmul [-t TYPE] [-i ISA] [--rows R] [-k K] [-n N] [--ms MS] [--r8] [--stream L]
  *
  * Prints per (type, ISA): decode (n = 1) weight streaming in GB/s and GMAC
  * rate, and prefill (n = N, default 128) in GFLOP/s (2 flops per multiply-
