@@ -187,11 +187,11 @@ record() { # kind model threads round command...
 placed() { # MODEL THREADS ROUND command...
   local m=$1 t=$2 r=$3
   shift 3
-  [ "$t" -ge 2 ] && record place "$m" "$t" "$r" "$loom" bench --model "$default_model" --threads "$t" --prompt-tokens 1 \
-    --gen-tokens 1 --reps 1 --membw-size 256M --membw-runs 1
+  local probe=("$loom" bench --model "$default_model" --threads "$t" --prompt-tokens 1 --gen-tokens 1 --reps 1
+               --membw-size 256M --membw-runs 1)
+  [ "$t" -ge 2 ] && record place "$m" "$t" "$r" "${probe[@]}"
   record "$@"
-  [ "$t" -ge 2 ] && record place "$m" "$t" "$r" "$loom" bench --model "$default_model" --threads "$t" --prompt-tokens 1 \
-    --gen-tokens 1 --reps 1 --membw-size 256M --membw-runs 1
+  [ "$t" -ge 2 ] && record place "$m" "$t" "$r" "${probe[@]}"
   return 0
 }
 

@@ -45,8 +45,8 @@
  * The share shown is the mean of the repetitions' shares. With each probe
  * thread 0 of every rank hands a cache line back and forth with each of
  * its other threads (threadpool.h: loom_pool_handoff_ns; "handoff ns"
- * shows the range over the probes, the slowest rank's): on this project's 2-vCPU EPYC VM the host moves the two
- * vCPUs between one L3 (round trip ~70-110 ns, ~32 GB/s read) and two
+ * shows the range over the probes, the slowest rank's): on this project's
+ * 2-vCPU EPYC VM the host moves the two vCPUs between one L3 (round trip ~70-110 ns, ~32 GB/s read) and two
  * (~340-400 ns, ~44 GB/s) every few seconds, and a small model's
  * two-thread decode, which hands rows between its threads ~150 times a
  * token, is faster in the first placement and slower in the second, the
@@ -697,7 +697,7 @@ int cmd_bench(int argc, char **argv) {
         if (membw_bytes > 0)
             printf("bandwidth probe: %s read of %lld MiB per rank, all ranks at once, best of %lld, before the first "
                    "decode repetition and after each; a repetition's share is of the probes beside it; with each, "
-                   "the round trip of a cache line between threads 0 and 1 (handoff)\n",
+                   "the slowest round trip of a cache line between thread 0 and another (handoff)\n",
                    loom_membw_isa(), (long long)(membw_bytes >> 20), (long long)membw_runs);
         printf("\nranks threads  seqs    prefill tok/s       decode tok/s   MB/token  dec GB/s membw GB/s  %%membw  handoff ns\n");
         fflush(stdout);

@@ -4,7 +4,6 @@
 #include "launch/membw.h"
 #include "runtime/clock.h"
 
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -22,12 +21,6 @@ struct loom_membw {
 };
 
 static volatile uint64_t membw_sink;
-
-#ifdef MEMBW_X86
-#define membw_pause() _mm_pause()
-#else
-#define membw_pause() ((void)0)
-#endif
 
 
 /* ---- read loops: sum 64-bit lanes of [p, p + n), n a multiple of 256 ---- */
@@ -165,4 +158,3 @@ double loom_membw_read(loom_membw *m, loom_pool *pool) {
     membw_sink = s;
     return dt;
 }
-

@@ -374,8 +374,9 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
     f->stage_bytes = ((ab / (size_t)max_rows) + 63) & ~(size_t)63; /* the widest activation row */
     f->stage = aligned_alloc(64, (size_t)loom_pool_size(pool) * (f->stage_bytes ? f->stage_bytes : 64));
     const char *sm = getenv("LOOM_STREAM_ACT");
-    f->stream_mode = !sm || !*sm || !strcmp(sm, "auto") ? -1 : !strcmp(sm, "0") ? 0 : !strcmp(sm, "1") ? 1 : -2;
-    if (f->stream_mode == -2) {
+    if (!sm || !*sm || !strcmp(sm, "auto")) f->stream_mode = -1;
+    else if (!strcmp(sm, "0") || !strcmp(sm, "1")) f->stream_mode = sm[0] - '0';
+    else {
         loom_forward_free(f);
         return loom_error(LOOM_ERR_INVALID, "LOOM_STREAM_ACT=%s: expected 0 (never), 1 (always) or auto", sm);
     }
@@ -670,10 +671,10 @@ static void residual_worker(void *ctx, int ith, int nth) {
 
 void loom_forward_residual(loom_forward *f, int layer, loom_block block, int n, float *sum) {
     const loom_layer *L = &f->w->layers[layer - f->w->shard.layer_begin];
-    const residual_task t = {f, block == LOOM_BLOCK_ATTN ? &L->attn_post : &L->ffn_post,
-                             block == LOOM_BLOCK_ATTN ? &L->attn_res : &L->ffn_res, n, sum};
+    residual_task t = {f, block == LOOM_BLOCK_ATTN ? &L->attn_post : &L->ffn_post,
+                       block == LOOM_BLOCK_ATTN ? &L->attn_res : &L->ffn_res, n, sum};
     /* rows over the pool when there are several (one row: a run would cost more than the adds) */
-    if (n >= 2 && loom_pool_size(f->pool) > 1) loom_pool_run(f->pool, residual_worker, (void *)&t);
+    if (n >= 2 && loom_pool_size(f->pool) > 1) loom_pool_run(f->pool, residual_worker, &t);
     else residual_rows(&t, 0, n);
 }
 
