@@ -18,6 +18,17 @@ llamacpp_build() {
   llama_flags=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_CPU=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF
     -DGGML_VULKAN=OFF -DGGML_OPENCL=OFF -DGGML_HIP=OFF -DGGML_SYCL=OFF -DGGML_RPC=OFF -DLLAMA_OPENSSL=OFF
     -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "$@")
+  # On a CPU with AMX, GGML_NATIVE compiles ggml's AMX matmul, and this
+  # version's crashes at its first prompt (SIGSEGV at LDTILECFG in
+  # ggml_backend_amx_mul_mat: Intel Xeon family 6 model 167 under KVM, every
+  # model tried; llama.cpp issue 20824, closed without a fix). So unless
+  # LLAMA_AMX=1, AMX is left out there (the compiler's -mno-amx-* win over
+  # -march=native): llama.cpp keeps every other native path, its repacked
+  # AVX-512 kernels included, the best of it that runs.
+  if [ "${LLAMA_AMX:-0}" != 1 ] && grep -qw amx_int8 /proc/cpuinfo 2>/dev/null; then
+    llama_flags+=("-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+      "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+  fi
   # (this llama.cpp has no CURL dependency left: LLAMA_CURL is deprecated and ignored)
   if [ ! -f "$sdist" ]; then
     say "$who: downloading llama-cpp-python==$LLAMACPP_VER (sdist) from PyPI"

@@ -39,6 +39,20 @@
  * float broadcast into the FMA.
  *
  * Stack use: one panel, about 24 KiB (16 KiB for float weights).
+ *
+ * Intel AMX, tried on a Xeon with AMX-INT8 (KVM guest, family 6 model 167)
+ * and not kept: the panel's qT is TDPBSUD's B operand as it is and a
+ * 16-token A tile loads straight from the activation rows, so one TDPBSUD
+ * per scale group gave micro()'s integer sums bit for bit; but every scale
+ * group's 16 x 16 sums then leave the tile through memory (TILESTORED, 1 KiB,
+ * read back for the float steps), and those stores and loads plus the float
+ * steps cost what the VPDPBUSDs saved. bench_matmul 4096 x 2048, n = 128,
+ * one thread, GFLOP/s without / with: Q4_0 359 / 430, Q4_K 384 / 415, Q6_K
+ * 348 / 297 (16-element groups: twice the stores), whatever the tile
+ * schedule (one group at a time, pairs, fours, double-buffered); prefill of
+ * TinyLlama 1.1B, 128 tokens, 151 / 150 tokens/s (Q4_0), 152 / 137
+ * (Q4_K_M). The products alone ran at ~1200 GFLOP/s and the float steps
+ * alone at ~1200, together at ~430: they did not overlap.
  */
 #include <immintrin.h>
 
