@@ -147,9 +147,12 @@ loom_status loom_isa_set(loom_isa isa) {
  * alone. Measured on AMD EPYC Zen 4 (bench_matmul 65536 x 2048, one thread,
  * from DRAM), the prefetch costs: AVX-512 Q8_0 34.1 -> 26.9 GB/s, Q6_K 27.8
  * -> 25.2, F16 27.7 -> 19.5, the 4-bit types within noise; so AMD from
- * family 0x19 (Zen 3, 4, 5) goes without. Elsewhere (Intel, whose tiles were
- * tuned with a software prefetch; Zen 1 and 2) it stays on: not measured
- * there with this walk. LOOM_DECODE_PREFETCH=0|1 overrides. */
+ * family 0x19 (Zen 3, 4, 5) goes without. Elsewhere it stays on: Intel
+ * needs it (Xeon family 6 model 167, loom bench, tokens/s with -> without,
+ * one thread: TinyLlama Q4_0 25.4 -> 20.0, Q4_K_M 23.4 -> 19.8, Q6_K 17.9 ->
+ * 15.8, Q8_0 13.9 -> 12.0; two threads 46.3 -> 37.1, 43.9 -> 38.0, 34.3 ->
+ * 29.0, 26.4 -> 22.6); Zen 1 and 2 not measured with this walk.
+ * LOOM_DECODE_PREFETCH=0|1 overrides. */
 static _Atomic int decode_pf_mode = -1;
 
 /* The CPU family of an AMD CPU (0x17 Zen 1/2, 0x19 Zen 3/4, 0x1A Zen 5);
@@ -202,16 +205,25 @@ size_t loom_decode_pf(size_t ws) {
      .layernorm = loom_##lv##_layernorm,                                                              \
      .gelu = loom_##lv##_gelu}
 
-/* The types each level holds in the r8 layout (kernels.h). AVX2: every
- * type that has it. AVX-512: Q4_0, Q4_1, Q4_K, Q5_K and Q6_K (the types it
+/* The types each level holds in the r8 layout (kernels.h) on AMD; Intel
+ * keeps the file's rows at every level (loom_matmul_prefers_r8).
+ * AVX2: every type that has it (measured on AMD). On a Xeon (family 6
+ * model 167, AVX-512 and AMX, KVM guest) the r8 decode lost at both levels,
+ * rows -> r8, tokens/s (share of the probed bandwidth): AVX-512 TinyLlama
+ * Q4_0 one thread 25.3 -> 21.8 (95 -> 83 %), two 46.3 -> 40.4, Q4_K_M 23.9
+ * -> 17.2 (97 -> 73 %), two 45.0 -> 35.7; AVX2 level Q4_0 23.9 -> 20.3
+ * (91 -> 78 %), Q4_K_M 21.9 -> 19.3, SmolLM2 two threads 295 -> 166 (98 ->
+ * 56 %). Fetching the next group into L2 in the AVX2 r8 decode (one, two or
+ * four groups ahead) did not close it for the 1.1B models. The r8 prefill
+ * was ahead there only at AVX2 for Q4_K_M (68 -> 80 tokens/s).
+ * AVX-512: Q4_0, Q4_1, Q4_K, Q5_K and Q6_K (the types it
  * has r8 kernels of its own for; its Q8_0 rows read from DRAM as fast as
  * the AVX2 r8 kernel and prefill 2.5x faster), and only where measured to
  * pay (loom_matmul_prefers_r8): AMD Zen 4 (family 0x19 with AVX-512) and
  * later, where one thread decodes TinyLlama Q4_0 at 34 -> 50 tokens/s,
  * Q4_K_M at 34 -> 40, Q5_K_M at 28 -> 34, Q6_K at 30 -> 34 and SmolLM2
  * (Q4_1) at 192 -> 262, and prefills as fast or faster (134 -> 149, 141 ->
- * 141, 138 -> 145, 132 -> 133, 1104 -> 1119). Intel keeps the rows its
- * tiles were tuned on (not measured with the layout). */
+ * 141, 138 -> 145, 132 -> 133, 1104 -> 1119). */
 #define R8_AVX2 (0 LOOM_R8_TYPES(LOOM_R8_BIT, _))
 #define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q5_K | 1ull << LOOM_TYPE_Q6_K)
 
@@ -260,6 +272,7 @@ bool loom_matmul_prefers_r8(loom_type wt) {
     }
     if (!loom_type_has_r8(wt)) return false;
     if (m >= 0) return m == 1;
+    if (amd_family() == 0) return false;                                           /* see R8_AVX2 */
     if (loom_isa_get() == LOOM_ISA_AVX512 && amd_family() < 0x19) return false; /* see R8_AVX512 */
     return loom_kernels_get()->r8_prefer >> wt & 1;
 }
