@@ -101,6 +101,10 @@ typedef struct {
     int n_cal;
     double cal_rows[LOOM_PREDICT_MAX_POINTS], cal_context[LOOM_PREDICT_MAX_POINTS];
     int cal_layers, cal_dim, cal_vocab;
+    /* its prefill runs: rows of the curve point each gave, and the FLOPs it
+     * counted for them (the whole model, one row of logits) */
+    int n_pre;
+    double pre_rows[LOOM_PREDICT_MAX_POINTS], pre_flops[LOOM_PREDICT_MAX_POINTS];
 } loom_predict_device;
 
 /* F(R) of a device: the curve interpolated in log R (clamped at its ends),

@@ -197,7 +197,11 @@ loom_status loom_predict_calibrate(const char *path, int threads, loom_predict_d
         double ctx = gen / 2, t = seqs / dec; /* one step of `seqs` rows; a 1-token prompt then gen tokens */
         add_point(d, seqs, model_flops(L, dim, heads * hd, kvh * hd, ffn, vocab, seqs, seqs, ctx) / t);
         double rows = prompt < batch ? prompt : batch, tp = prompt / pre;
-        add_point(d, rows, model_flops(L, dim, heads * hd, kvh * hd, ffn, vocab, prompt, 1, prompt / 2) / tp);
+        const double pf = model_flops(L, dim, heads * hd, kvh * hd, ffn, vocab, prompt, 1, prompt / 2);
+        add_point(d, rows, pf / tp);
+        int k = 0; /* each row count once: every result ran the same prompt, add_point kept the fastest */
+        while (k < d->n_pre && d->pre_rows[k] != rows) k++;
+        if (k == d->n_pre && k < LOOM_PREDICT_MAX_POINTS) d->pre_rows[k] = rows, d->pre_flops[d->n_pre++] = pf;
         if (d->n_cal < LOOM_PREDICT_MAX_POINTS) d->cal_rows[d->n_cal] = seqs, d->cal_context[d->n_cal++] = ctx;
         double bytes = wbytes + seqs * ctx * 2 * L * kvh * hd * kv_elem;
         if (membw > 0) bw = bw > membw * 1e9 ? bw : membw * 1e9;

@@ -290,6 +290,49 @@ Test(predict, calibration_round_trip, .init = make_dir, .fini = rm_dir) {
     loom_plan_model_free(&m);
 }
 
+/* A calibration whose prefill read a big lm head (vocab 64000 x dim 256 in
+ * F16: 33 MB, a third of a 32-token prefill's time at the probe's 20 GB/s)
+ * still gives its own prefill back: the head's read is charged apart from
+ * the FLOP rate, not twice (predict.c: calibrated_prefill). */
+Test(predict, calibration_round_trip_big_head, .init = make_dir, .fini = rm_dir) {
+    char mp[256], bp[256], cp[256];
+    put("bench.json",
+        "{\"loom_bench\":1,\"model\":\"m.gguf\",\"model_info\":{\"arch\":\"llama\",\"layers\":4,\"dim\":256,\"heads\":4,"
+        "\"kv_heads\":4,\"head_dim\":64,\"ffn\":512,\"vocab\":64000,\"types\":\"F16 x28\"},"
+        "\"machine\":{\"cpu\":\"x\"},\"options\":{\"ranks\":1,\"tp\":1,\"pp\":1,\"prompt_tokens\":32,\"gen_tokens\":20,"
+        "\"reps\":1,\"ctx_size\":65,\"batch\":256,\"kv_type\":\"f16\"},\"results\":["
+        "{\"ranks\":1,\"threads\":1,\"sequences\":1,\"prefill_tokens_per_s\":{\"mean\":6000,\"values\":[6000]},"
+        "\"decode_tokens_per_s\":{\"mean\":300,\"values\":[300]},\"weight_bytes_per_step\":36000000,"
+        "\"membw_gb_per_s\":20.0},"
+        "{\"ranks\":1,\"threads\":1,\"sequences\":2,\"prefill_tokens_per_s\":{\"mean\":6000,\"values\":[6000]},"
+        "\"decode_tokens_per_s\":{\"mean\":560,\"values\":[560]},\"weight_bytes_per_step\":36000000,"
+        "\"membw_gb_per_s\":20.0}]}",
+        bp, sizeof bp);
+    put("cluster.json", "{\"nodes\": 1, \"devices_per_node\": 1, \"device\": {\"bench\": \"bench.json\"}}", cp,
+        sizeof cp);
+    loom_predict_cluster c;
+    OK(loom_predict_cluster_load(cp, &c));
+    loom_plan_model m;
+    OK(loom_predict_model_describe(
+        put("m.json",
+            "{\"layers\": 4, \"dim\": 256, \"heads\": 4, \"kv_heads\": 4, \"ffn\": 512, \"vocab\": 64000, \"type\": \"F16\"}",
+            mp, sizeof mp),
+        &m));
+    loom_plan *p = plan_of(&m, 1, 1, 2, 256);
+    loom_predict_workload w1 = {1, 32, 10, 1}, w2 = {2, 32, 10, 1};
+    loom_prediction r;
+    OK(loom_predict(&m, p, &c, &w1, &r));
+    cr_assert(near(r.decode_tps, 300, 1e-6), "decode 1: %g", r.decode_tps);
+    cr_assert(near(r.prefill_tps, 6000, 1e-6), "prefill: %g (6000 measured)", r.prefill_tps);
+    loom_prediction_free(&r);
+    OK(loom_predict(&m, p, &c, &w2, &r));
+    cr_assert(near(r.decode_tps, 560, 1e-6), "decode 2: %g", r.decode_tps);
+    cr_assert(near(r.prefill_tps, 6000, 1e-6), "prefill with 2 sequences: %g (6000 measured)", r.prefill_tps);
+    loom_prediction_free(&r);
+    loom_plan_free(p);
+    loom_plan_model_free(&m);
+}
+
 /* ------------------------------------------------------------ bad inputs */
 
 Test(predict, bad_files_name_the_key, .init = make_dir, .fini = rm_dir) {
