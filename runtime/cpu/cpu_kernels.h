@@ -253,7 +253,17 @@ loom_exp2_fn loom_avx2_exp2, loom_avx512_exp2; /* the optional entry: the levels
  *   Q4_K  n = 6: 91 vs 70, 8: 118 vs 91, 10: 111 vs 122, 12: 119 vs 160
  *   Q6_K  n = 6: 125 vs 89, 8: 138 vs 116
  *   Q8_0  n = 4: 92 vs 55, 6: 85 vs 77, 8: 109 vs 107
- *   Q4_1  n = 4: 62 vs 57, 6: 69 vs 86 */
+ *   Q4_1  n = 4: 62 vs 57, 6: 69 vs 86
+ * On a later Xeon (family 6 model 167 as a KVM guest reports it; 32768 x
+ * 2048 rows, from DRAM) the crossover is near 7 for every type, so the
+ * 32-element families hand over too early and the K-quants too late there:
+ *   Q4_0  n = 5: 131 vs 108, 6: 140 vs 128, 7: 149 vs 149, 8: 150 vs 168
+ *   Q4_1  n = 5: 124 vs 99, 6: 129 vs 115, 7: 118 vs 137, 8: 125 vs 155
+ *   Q4_K  n = 5: 107 vs 93, 7: 119 vs 131, 8: 122 vs 150, 9: 113 vs 120
+ *   Q5_K  n = 7: 107 vs 123, 8: 111 vs 142; Q6_K 8: 124 vs 123, 10: 118 vs 109
+ *   (the GEMM's 8-token steps: 9 and 10 tokens run below 8 and 12)
+ * Not changed yet: the two Intel machines disagree, so the threshold wants
+ * choosing per CPU (a start-up calibration), which it does not have. */
 LOOM_MATMUL_TYPES(LOOM_MATMUL_DECLARE, loom_avx512_gemm_)
 static inline int64_t loom_gemm_min_n(loom_type t) {
     switch (t) {
