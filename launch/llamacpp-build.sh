@@ -43,12 +43,14 @@ llamacpp_build() {
   fi
   llamacpp_bin=$bld/bin/$target
   stamp="${llama_flags[*]}"
-  if [ ! -x "$llamacpp_bin" ] || [ "$(cat "$bld/.flags" 2>/dev/null)" != "$stamp" ]; then
+  # one stamp per target: a build dir's targets are built one call at a time, and a target built with
+  # older flags must not pass for one built with these
+  if [ ! -x "$llamacpp_bin" ] || [ "$(cat "$bld/.flags-$target" 2>/dev/null)" != "$stamp" ]; then
     say "$who: building $target (several minutes): cmake ${llama_flags[*]}"
     cmake -S "$src" -B "$bld" "${llama_flags[@]}" > "$work/llama-cmake.log" 2>&1 ||
       { cat "$work/llama-cmake.log" >&2; return 1; }
     cmake --build "$bld" --target "$target" -j "$(nproc)" > "$work/llama-build.log" 2>&1 ||
       { tail -50 "$work/llama-build.log" >&2; return 1; }
-    echo "$stamp" > "$bld/.flags"
+    echo "$stamp" > "$bld/.flags-$target"
   fi
 }
