@@ -46,8 +46,9 @@
  * thread 0 of every rank hands a cache line back and forth with each of
  * its other threads (threadpool.h: loom_pool_handoff_ns; "handoff ns"
  * shows the range over the probes, the slowest rank's): on this project's
- * 2-vCPU EPYC VM the host moves the two vCPUs between one L3 (round trip ~70-110 ns, ~32 GB/s read) and two
- * (~340-400 ns, ~44 GB/s) every few seconds, and a small model's
+ * 2-vCPU EPYC VM the host moves the two vCPUs between one L3 (round trip
+ * ~70-110 ns, ~32 GB/s read) and two (~340-400 ns, ~44 GB/s) every few
+ * seconds (the Xeon VM stayed at 105-196 ns), and a small model's
  * two-thread decode, which hands rows between its threads ~150 times a
  * token, is faster in the first placement and slower in the second, the
  * opposite of the bandwidth.

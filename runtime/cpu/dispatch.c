@@ -272,8 +272,9 @@ bool loom_matmul_prefers_r8(loom_type wt) {
     }
     if (!loom_type_has_r8(wt)) return false;
     if (m >= 0) return m == 1;
-    if (amd_family() == 0) return false;                                           /* see R8_AVX2 */
-    if (loom_isa_get() == LOOM_ISA_AVX512 && amd_family() < 0x19) return false; /* see R8_AVX512 */
+    const unsigned fam = amd_family();
+    if (fam == 0) return false;                                           /* Intel: see R8_AVX2 */
+    if (loom_isa_get() == LOOM_ISA_AVX512 && fam < 0x19) return false; /* see R8_AVX512 */
     return loom_kernels_get()->r8_prefer >> wt & 1;
 }
 
