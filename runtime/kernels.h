@@ -359,6 +359,12 @@ void loom_r8_dequant_row(loom_type wt, const void *r8, int64_t row, int64_t k, f
  * loom_r8_row_bytes(wt, k)), r0 a multiple of 8; otherwise as loom_matmul. */
 void loom_matmul_r8(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_t r0, int64_t r1,
                     const void *xq, size_t xq_stride, int64_t n, float *y, int64_t ldy);
+/* How the r8 kernels walk (runtime/cpu/dispatch.c chooses by CPU): decode
+ * reads its groups in `streams` streams (1, 2 or 4; anything else: the
+ * CPU's choice), and the AVX-512 level's Q4_0 / Q4_1 go to a panel GEMM
+ * from gemm_min_n tokens (0: never; negative: the CPU's choice). The same
+ * bits every way; for tests and benchmarks. */
+void loom_r8_walk_set(int streams, int64_t gemm_min_n);
 
 /* The fewest tokens from which a loom_matmul call computes every row as a
  * call of more tokens does (batch invariance above): 1 on the scalar and

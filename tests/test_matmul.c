@@ -364,19 +364,19 @@ Test(matmul, batch_invariance_every_isa) {
  * later group, token counts around every tile size; nothing is written past
  * a range's rows. loom_r8_dequant_row gives every row's loom_dequant_row. */
 static void r8_layout(loom_isa isa) {
-    static const int64_t rows_list[] = {1, 7, 8, 13, 40};
+    static const int64_t rows_list[] = {1, 7, 8, 13, 40, 61};
     /* blocks (Q4_0: 32 elements, Q4_K: 256); 0: k = 2560, 10 super-blocks (the K-quants' prefill panels
      * of 4 and 8 carried over a second and third chunk) */
     static const int64_t kb_list[] = {1, 3, 0};
     /* (AVX-512 K-quants: passes over the r8 bytes up to 8 / 16 / 24 tokens, panels above) */
     static const int64_t n_list[] = {1, 2, 3, 4, 5, 8, 9, 16, 17, 24, 25, 33};
-    enum { NMAX = 33, LDY = 48 };
+    enum { NMAX = 33, LDY = 64 };
     const loom_isa ref_isa = isa == LOOM_ISA_SCALAR ? LOOM_ISA_SCALAR : LOOM_ISA_AVX2;
     int cases = 0;
     for (int t = 0; t < LOOM_TYPE_COUNT; t++) {
         if (!loom_type_has_r8((loom_type)t)) continue;
         for (int ki = 0; ki < 3; ki++)
-            for (int ri = 0; ri < 5; ri++) {
+            for (int ri = 0; ri < (int)(sizeof rows_list / sizeof rows_list[0]); ri++) {
                 const int64_t k = kb_list[ki] ? kb_list[ki] * loom_type_info((uint32_t)t)->block_size : 2560,
                               rows = rows_list[ri];
                 const size_t rb = loom_type_row_bytes((loom_type)t, k), ab = loom_act_row_bytes((loom_type)t, k);
@@ -437,6 +437,19 @@ static void r8_layout(loom_isa isa) {
 }
 
 Test(matmul, r8_layout_every_isa) { cr_assert(for_each_isa("matmul r8 layout", r8_layout) >= 1); }
+
+/* The same bits whichever walk the CPU would choose (runtime/cpu/dispatch.c):
+ * decode in 1, 2 or 4 streams (61 rows: a partial last group inside a
+ * stream), the AVX-512 Q4_0 / Q4_1 panel GEMM from 9 tokens (so n = 9..33
+ * take it, over k-chunks at k = 2560) or never. */
+Test(matmul, r8_layout_every_walk) {
+    static const struct { int streams; int64_t gemm; } walks[] = {{1, 0}, {2, 9}, {4, 9}, {4, 0}};
+    for (size_t i = 0; i < sizeof walks / sizeof walks[0]; i++) {
+        loom_r8_walk_set(walks[i].streams, walks[i].gemm);
+        cr_assert(for_each_isa("matmul r8 walks", r8_layout) >= 1);
+    }
+    loom_r8_walk_set(0, -1);
+}
 
 /* Every level's table has its own kernel for every type that can matmul
  * (no silent fallback to a lower level, which would leave that level

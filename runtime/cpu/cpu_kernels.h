@@ -265,6 +265,11 @@ loom_exp2_fn loom_avx2_exp2, loom_avx512_exp2; /* the optional entry: the levels
  * Not changed yet: the two Intel machines disagree, so the threshold wants
  * choosing per CPU (a start-up calibration), which it does not have. */
 LOOM_MATMUL_TYPES(LOOM_MATMUL_DECLARE, loom_avx512_gemm_)
+/* The same GEMM over Q4_0 / Q4_1 in the r8 layout (the r8 kernels' bits);
+ * the r8 kernels hand it calls with n >= loom_r8_gemm_min_n() (dispatch.c:
+ * by CPU; 0: never). */
+loom_matmul_fn loom_avx512_r8_gemm_q4_0, loom_avx512_r8_gemm_q4_1;
+int64_t loom_r8_gemm_min_n(void);
 static inline int64_t loom_gemm_min_n(loom_type t) {
     switch (t) {
     case LOOM_TYPE_F32:
@@ -368,6 +373,12 @@ typedef struct {
  * more tokens per tile always ws (Zen 4, Q4_K n = 4, bench_matmul as above:
  * 115 GFLOP/s without, 125 with). */
 size_t loom_decode_pf(size_t ws);
+/* Decode over r8 weights (one token): how many streams the groups are read
+ * in (1, 2 or 4: groups i, i+h, .. side by side, h = groups / streams), and
+ * the bytes ahead of each that are fetched in software when there are
+ * several (dispatch.c, loom_r8_walk_set). */
+int loom_r8_streams(void);
+size_t loom_r8_stream_pf(void);
 static inline size_t loom_tiles_pf(size_t ws, int64_t n) { return n == 1 ? loom_decode_pf(ws) : ws; }
 
 /* fetches [p + pf, p + pf + bytes) into the cache; pf = 0: nothing */

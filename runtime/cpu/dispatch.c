@@ -186,6 +186,57 @@ size_t loom_decode_pf(size_t ws) {
     return m ? ws : 0;
 }
 
+/* How decode walks r8 weights, and from how many tokens the AVX-512 r8
+ * kernels of Q4_0 / Q4_1 hand over to the panel GEMM (gemm_avx512.c).
+ * On AMD (Zen 4: one sequential stream reads fastest, cpu_kernels.h at
+ * loom_run_tiles; the r8 pairs' passes measured ahead of a panel) one stream
+ * and no GEMM. Elsewhere (measured on a Xeon, family 6 model 167 as a KVM
+ * guest reports it) four streams, each fetched LOOM_R8_STREAM_PF bytes
+ * ahead in software, as the row tiles walk (loom_decode_pf): TinyLlama
+ * Q4_0, AVX-512, loom bench, tokens/s one / two threads: rows 26.7 / 51.9,
+ * r8 in one stream 21.4 / 40.0, in four 27.1 / 51.3 (two streams 27.2 /
+ * 50.7; 2048 bytes ahead 27.2 / 52.3); the AVX2 level, rows -> r8 in four
+ * streams: SmolLM2 178 -> 205 / 327 -> 393, Q4_0 22.0 -> 27.1 / 40.6 ->
+ * 50.1, Q4_K_M 20.0 -> 23.9 / 37.8 -> 45.2. And the GEMM from 24 tokens:
+ * bench_matmul 8192 x 5632 Q4_0, GFLOP/s, pairs / GEMM: n = 16 339 / 325,
+ * 20 335 / 295, 24 339 / 360, 32 335 / 382, 128 322 / 382 (the rows' GEMM
+ * 327); 3072 x 576 Q4_1 n = 128 339 / 414 (rows 399). LOOM_R8_STREAMS=1|2|4
+ * and LOOM_R8_GEMM=N (0: never) override. */
+#define LOOM_R8_STREAM_PF 1024
+static _Atomic int r8_streams_v = 0;       /* 0: not read yet */
+static _Atomic long r8_gemm_min_v = -1;    /* -1: not read yet */
+
+void loom_r8_walk_set(int streams, int64_t gemm_min_n) {
+    atomic_store_explicit(&r8_streams_v, streams == 1 || streams == 2 || streams == 4 ? streams : 0,
+                          memory_order_relaxed);
+    atomic_store_explicit(&r8_gemm_min_v, gemm_min_n >= 0 ? (long)gemm_min_n : -1, memory_order_relaxed);
+}
+
+int loom_r8_streams(void) {
+    int v = atomic_load_explicit(&r8_streams_v, memory_order_relaxed);
+    if (v == 0) {
+        const char *env = getenv("LOOM_R8_STREAMS");
+        v = env && (!strcmp(env, "1") || !strcmp(env, "2") || !strcmp(env, "4")) ? env[0] - '0'
+                                                                                  : amd_family() == 0 ? 4 : 1;
+        atomic_store_explicit(&r8_streams_v, v, memory_order_relaxed);
+    }
+    return v;
+}
+
+size_t loom_r8_stream_pf(void) { return LOOM_R8_STREAM_PF; }
+
+int64_t loom_r8_gemm_min_n(void) {
+    long v = atomic_load_explicit(&r8_gemm_min_v, memory_order_relaxed);
+    if (v < 0) {
+        const char *env = getenv("LOOM_R8_GEMM");
+        char *end = NULL;
+        const long e = env ? strtol(env, &end, 10) : -1;
+        v = env && end != env && !*end && e >= 0 ? e : amd_family() == 0 ? 24 : 0;
+        atomic_store_explicit(&r8_gemm_min_v, v, memory_order_relaxed);
+    }
+    return v;
+}
+
 /* A level's table: its kernels (cpu_kernels.h names them), the level below
  * for head sizes its attention kernel does not take, and its optional exp2. */
 #define LEVEL(lv, below, head_multiple, exp2_fn, r8)                                                  \
@@ -205,27 +256,37 @@ size_t loom_decode_pf(size_t ws) {
      .layernorm = loom_##lv##_layernorm,                                                              \
      .gelu = loom_##lv##_gelu}
 
-/* The types each level holds in the r8 layout (kernels.h) on AMD; Intel
- * keeps the file's rows at every level (loom_matmul_prefers_r8).
- * AVX2: every type that has it (measured on AMD). On a Xeon (family 6
- * model 167, AVX-512 and AMX, KVM guest) the r8 decode lost at both levels,
- * rows -> r8, tokens/s (share of the probed bandwidth): AVX-512 TinyLlama
- * Q4_0 one thread 25.3 -> 21.8 (95 -> 83 %), two 46.3 -> 40.4, Q4_K_M 23.9
- * -> 17.2 (97 -> 73 %), two 45.0 -> 35.7; AVX2 level Q4_0 23.9 -> 20.3
- * (91 -> 78 %), Q4_K_M 21.9 -> 19.3, SmolLM2 two threads 295 -> 166 (98 ->
- * 56 %). Fetching the next group into L2 in the AVX2 r8 decode (one, two or
- * four groups ahead) did not close it for the 1.1B models. The r8 prefill
- * was ahead there only at AVX2 for Q4_K_M (68 -> 80 tokens/s).
- * AVX-512: Q4_0, Q4_1, Q4_K, Q5_K and Q6_K (the types it
- * has r8 kernels of its own for; its Q8_0 rows read from DRAM as fast as
- * the AVX2 r8 kernel and prefill 2.5x faster), and only where measured to
- * pay (loom_matmul_prefers_r8): AMD Zen 4 (family 0x19 with AVX-512) and
+/* The types each level holds in the r8 layout (kernels.h).
+ * AVX2: every type that has it, on AMD (measured there) and on Intel with
+ * decode's walk in four streams (loom_r8_streams above; a Xeon, family 6
+ * model 167, KVM guest, rows -> r8, tokens/s one / two threads: decode
+ * SmolLM2 178 -> 205 / 327 -> 393, TinyLlama Q4_0 22.0 -> 27.1 / 40.6 ->
+ * 50.1, Q4_K_M 20.0 -> 23.9 / 37.8 -> 45.2, Q5_K_M 18.6 -> 18.5 / 35.4 ->
+ * 36.1, Q6_K 17.8 -> 17.4 / 33.4 -> 32.5, Q8_0 14.0 -> 14.7 / 26.0 -> 27.3;
+ * prefill of 64 tokens 683 -> 637 / 1170 -> 1190, 77 -> 79, 73 -> 88, 64 ->
+ * 84, 58 -> 76, 41 -> 48 at one thread). In one stream, as on AMD, its
+ * decode had lost there (SmolLM2 two threads 295 -> 166).
+ * AVX-512: Q4_0, Q4_1, Q4_K, Q5_K and Q6_K (the types it has r8 kernels of
+ * its own for; its Q8_0 rows read from DRAM as fast as the AVX2 r8 kernel
+ * and prefill 2.5x faster) on AMD Zen 4 (family 0x19 with AVX-512) and
  * later, where one thread decodes TinyLlama Q4_0 at 34 -> 50 tokens/s,
  * Q4_K_M at 34 -> 40, Q5_K_M at 28 -> 34, Q6_K at 30 -> 34 and SmolLM2
  * (Q4_1) at 192 -> 262, and prefills as fast or faster (134 -> 149, 141 ->
- * 141, 138 -> 145, 132 -> 133, 1104 -> 1119). */
+ * 141, 138 -> 145, 132 -> 133, 1104 -> 1119). On Intel (R8_AVX512_INTEL)
+ * Q4_0 and Q4_1: on the Xeon, rows -> r8 (four streams, the panel GEMM
+ * from 24 tokens), one / two threads, 128-token prompts: SmolLM2 decode
+ * 145 -> 161-170 / 283-297 -> 346-355, prefill 1289-1323 -> 1330-1344 /
+ * 2321 -> 2316-2392; TinyLlama Q4_0 decode 23.5 -> 26.2 / 42.4-43.9 ->
+ * 48.8-49.3, prefill 141-144 -> 166-167 / 277-282 -> 316-336; bench_matmul
+ * 3072 x 576 Q4_1, GFLOP/s, rows -> r8: n = 4 109 -> 304, 8 204 -> 390. Its
+ * K-quants keep the rows: in the layout TinyLlama decoded 2-5 % slower
+ * (Q4_K_M 24.2-24.5 -> 23.0-23.5 at one thread; Q5_K_M 10-20 %, its
+ * 256-bit unpacking) and prefilled 128 tokens 4-10 % slower (two threads,
+ * Q4_K_M 329 -> 297, Q6_K 292 -> 264), though their 4-8-token calls were
+ * 1.5-2.3x faster (bench_matmul 32768 x 2048 Q4_K n = 8: 141 -> 324). */
 #define R8_AVX2 (0 LOOM_R8_TYPES(LOOM_R8_BIT, _))
 #define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q5_K | 1ull << LOOM_TYPE_Q6_K)
+#define R8_AVX512_INTEL (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1)
 
 static const loom_kernels level_tables[LOOM_ISA_COUNT] = {
     [LOOM_ISA_SCALAR] = LEVEL(scalar, NULL, 1, NULL, 0),
@@ -273,8 +334,9 @@ bool loom_matmul_prefers_r8(loom_type wt) {
     if (!loom_type_has_r8(wt)) return false;
     if (m >= 0) return m == 1;
     const unsigned fam = amd_family();
-    if (fam == 0) return false;                                           /* Intel: see R8_AVX2 */
-    if (loom_isa_get() == LOOM_ISA_AVX512 && fam < 0x19) return false; /* see R8_AVX512 */
+    const bool avx512 = loom_isa_get() == LOOM_ISA_AVX512;
+    if (fam == 0 && avx512) return R8_AVX512_INTEL >> wt & 1; /* Intel: see R8_AVX2 */
+    if (avx512 && fam < 0x19) return false;                   /* see R8_AVX512 */
     return loom_kernels_get()->r8_prefer >> wt & 1;
 }
 

@@ -563,30 +563,34 @@ AI __m256i r8_pairs(const uint8_t *p) {
     return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
 }
 
-AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, const uint8_t *x, size_t xs,
-                 float *tmp, const uint8_t *pf) {
+AI void r8_group(const int type, const int NG, const int NT, const uint8_t *const *grps, int64_t k, const uint8_t *x,
+                 size_t xs, float *tmp, const uint8_t *pf, size_t pfd) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 tot[RTN];
-    UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm256_setzero_ps();
+    UNROLL for (int t = 0; t < NG * NT; t++) tot[t] = _mm256_setzero_ps();
     if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) {
         const int64_t nb = k / 32;
-        for (int64_t b = 0; b < nb; b++) {
+        const size_t bb = loom_r8_block_bytes(type);
+        for (int64_t b = 0; b < nb; b++) UNROLL for (int gi = 0; gi < NG; gi++) {
+            const uint8_t *p = grps[gi] + (size_t)b * bb;
             __m256 fs, off;
             __m256i q[8];
-            loom_prefetch_l2(pf, (size_t)b * loom_r8_block_bytes(type), (size_t)(b + 1) * loom_r8_block_bytes(type));
-            loom_r8_q4_block(type, grp + (size_t)b * loom_r8_block_bytes(type), &fs, &off, q);
+            LOOM_PREFETCH_AHEAD(p, pfd, bb);
+            loom_prefetch_l2(pf, (size_t)b * bb, (size_t)(b + 1) * bb);
+            loom_r8_q4_block(type, p, &fs, &off, q);
             UNROLL for (int t = 0; t < NT; t++) {
                 const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
                 __m256i S = _mm256_maddubs_epi16(q[0], bcast4(a));
                 UNROLL for (int g = 1; g < 8; g++) S = _mm256_add_epi16(S, _mm256_maddubs_epi16(q[g], bcast4(a + 4 * g)));
-                tot[t] = step32(type, tot[t], _mm256_madd_epi16(S, ones), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)),
-                                fs, off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)));
+                tot[gi * NT + t] = step32(type, tot[gi * NT + t], _mm256_madd_epi16(S, ones), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)),
+                                          fs, off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)));
             }
         }
     } else if (type == LOOM_TYPE_Q8_0) { /* |w| x (a with w's signs), as rows8_dot */
         const int64_t nb = k / 32;
-        for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *p = grp + (size_t)b * LOOM_R8_Q8_0;
+        for (int64_t b = 0; b < nb; b++) UNROLL for (int gi = 0; gi < NG; gi++) {
+            const uint8_t *p = grps[gi] + (size_t)b * LOOM_R8_Q8_0;
+            LOOM_PREFETCH_AHEAD(p, pfd, LOOM_R8_Q8_0);
             loom_prefetch_l2(pf, (size_t)b * LOOM_R8_Q8_0, (size_t)(b + 1) * LOOM_R8_Q8_0);
             const __m256 fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
             __m256i I[RTN];
@@ -597,11 +601,12 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
                     I[t] = _mm256_add_epi32(I[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast4(x + t * xs + 32 * b + 4 * g), wv)), ones));
             }
             UNROLL for (int t = 0; t < NT; t++)
-                tot[t] = step32(type, tot[t], I[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + k + 4 * b)), fs, fs, fs);
+                tot[gi * NT + t] = step32(type, tot[gi * NT + t], I[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + k + 4 * b)), fs, fs, fs);
         }
     } else if (type == LOOM_TYPE_Q6_K) {
-        for (int64_t sb = 0; sb < k / 256; sb++) {
-            const uint8_t *p = grp + (size_t)sb * LOOM_R8_Q6_K;
+        for (int64_t sb = 0; sb < k / 256; sb++) UNROLL for (int gi = 0; gi < NG; gi++) {
+            const uint8_t *p = grps[gi] + (size_t)sb * LOOM_R8_Q6_K;
+            LOOM_PREFETCH_AHEAD(p, pfd, LOOM_R8_Q6_K);
             __m256i S[RTN];
             UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_setzero_si256();
             UNROLL for (int h = 0; h < 2; h++) {
@@ -635,11 +640,12 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_sub_epi32(S[t], _mm256_slli_epi32(O[t], 5));
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
             UNROLL for (int t = 0; t < NT; t++)
-                tot[t] = stepK(type, tot[t], S[t], S[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), d, d);
+                tot[gi * NT + t] = stepK(type, tot[gi * NT + t], S[t], S[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), d, d);
         }
     } else { /* Q4_K, Q5_K */
-        for (int64_t sb = 0; sb < k / 256; sb++) {
-            const uint8_t *p = grp + (size_t)sb * loom_r8_block_bytes(type);
+        for (int64_t sb = 0; sb < k / 256; sb++) UNROLL for (int gi = 0; gi < NG; gi++) {
+            const uint8_t *p = grps[gi] + (size_t)sb * loom_r8_block_bytes(type);
+            LOOM_PREFETCH_AHEAD(p, pfd, loom_r8_block_bytes(type));
             __m256i S[RTN], M[RTN];
             UNROLL for (int t = 0; t < NT; t++) S[t] = M[t] = _mm256_setzero_si256();
             UNROLL for (int s = 0; s < 8; s++) {
@@ -666,10 +672,10 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             const __m256 negdmin = _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))),
                                                  _mm256_set1_ps(-0.0f));
             UNROLL for (int t = 0; t < NT; t++)
-                tot[t] = stepK(type, tot[t], S[t], M[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), d, negdmin);
+                tot[gi * NT + t] = stepK(type, tot[gi * NT + t], S[t], M[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), d, negdmin);
         }
     }
-    UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(tmp + t * GMR, tot[t]);
+    UNROLL for (int t = 0; t < NG * NT; t++) _mm256_storeu_ps(tmp + t * GMR, tot[t]);
 }
 
 /* K-quant prefill (n > RTN): a group's R8_SBC super-blocks unpacked once
@@ -773,6 +779,8 @@ AI void r8_kgroups(const int type, LOOM_MATMUL_PARAMS) {
     }
 }
 
+LOOM_R8_STREAMS_WALK
+
 /* Every group x every token, RTN tokens at a time (a group's weights stay
  * in L1 or L2 between token chunks); the K-quants' prefill by panels. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
@@ -780,7 +788,7 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         r8_kgroups(type, w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
-    for (int64_t g = 0; 8 * g < nr; g++) {
+    for (int64_t g = n == 1 ? r8_streams(type, w, ws, k, nr, xq, xs, y) : 0; 8 * g < nr; g++) {
         const uint8_t *grp = w + (size_t)g * GMR * ws;
         const int rows = nr - 8 * g < GMR ? (int)(nr - 8 * g) : GMR;
         /* with more than one pass, the next group during the first (decode streams without) */
@@ -790,10 +798,10 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
             const int nt = (int)(n - t < RTN ? n - t : RTN);
             float tmp[RTN * GMR];
             switch (nt) {
-            case 1: r8_group(type, 1, grp, k, x, xs, tmp, pf); break;
-            case 2: r8_group(type, 2, grp, k, x, xs, tmp, pf); break;
-            case 3: r8_group(type, 3, grp, k, x, xs, tmp, pf); break;
-            default: r8_group(type, 4, grp, k, x, xs, tmp, pf); break;
+            case 1: r8_group(type, 1, 1, &grp, k, x, xs, tmp, pf, 0); break;
+            case 2: r8_group(type, 1, 2, &grp, k, x, xs, tmp, pf, 0); break;
+            case 3: r8_group(type, 1, 3, &grp, k, x, xs, tmp, pf, 0); break;
+            default: r8_group(type, 1, 4, &grp, k, x, xs, tmp, pf, 0); break;
             }
             for (int j = 0; j < nt; j++)
                 for (int r = 0; r < rows; r++) y[(t + j) * ldy + 8 * g + r] = tmp[j * GMR + r];

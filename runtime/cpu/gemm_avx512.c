@@ -208,11 +208,12 @@ AI __m512i bcast(const uint8_t *p) { return _mm512_set1_epi32((int)loom_ld_u32(p
  * repeat the last one and are not stored); y += (or = when first) the
  * panel's contribution, lanes beyond rmask untouched. */
 AI void micro(const int type, const panel *P, int64_t k, int64_t kc0, int kcl, const uint8_t *x,
-              size_t xs, int nt, float *y, int64_t ldy, int first, __mmask16 rmask) {
+              size_t xs, int nt, float *y, int64_t ldy, int first, __mmask16 rmask, const int carry) {
     const uint8_t *xt[NT];
     UNROLL for (int t = 0; t < NT; t++) xt[t] = x + (t < nt ? t : nt - 1) * xs;
     __m512 tot[NT];
-    UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm512_setzero_ps();
+    UNROLL for (int t = 0; t < NT; t++) /* carry: the running sums go on from y (unused tokens: any value) */
+        tot[t] = carry && !first ? _mm512_maskz_loadu_ps(rmask, y + (t < nt ? t : nt - 1) * ldy) : _mm512_setzero_ps();
     if (!loom_is_kquant(type)) {
         const int64_t nb = k / 32;
         for (int b = 0; b < kcl / 32; b++) {
@@ -267,7 +268,7 @@ AI void micro(const int type, const panel *P, int64_t k, int64_t kc0, int kcl, c
         if (t >= nt) break;
         float *yt = y + t * ldy;
         __m512 v = tot[t];
-        if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(rmask, yt));
+        if (!first && !carry) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(rmask, yt));
         _mm512_mask_storeu_ps(yt, rmask, v);
     }
 }
@@ -283,11 +284,66 @@ AI void gemm(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr,
             unpack(type, &P, w + p * ws, ws, rows, kc0, kcl);
             for (int64_t t = 0; t < n; t += NT) {
                 const int nt = (int)(n - t < NT ? n - t : NT);
-                micro(type, &P, k, kc0, kcl, xq + t * xs, xs, nt, y + t * ldy + p, ldy, kc0 == 0, rmask);
+                micro(type, &P, k, kc0, kcl, xq + t * xs, xs, nt, y + t * ldy + p, ldy, kc0 == 0, rmask, 0);
             }
         }
     }
 }
+
+/* ---- Q4_0 / Q4_1 in the r8 layout (runtime/kernels.h): the same panels ----
+ * Two r8 groups are a panel as they lie: a 32-byte run of a group's quants
+ * is the 8 rows' dwords of one k-group, so the panel's qT line is group A's
+ * run beside group B's, split into low and high nibbles, and the scales
+ * convert 16 at a time; no transpose. The sums carry through y from one
+ * k-chunk to the next, and the float steps are r8_pair's (matmul_avx512.c),
+ * lane for lane, so the result is the r8 kernels' bits (the AVX2 level's). */
+AI void unpack_r8(const int type, panel *P, const uint8_t *ga, const uint8_t *gb, int64_t kc0, int kcl,
+                  const uint8_t *na, const uint8_t *nb) {
+    const size_t bb = loom_r8_block_bytes(type);
+    const int qo = type == LOOM_TYPE_Q4_1 ? 32 : 16;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int b = 0; b < kcl / 32; b++) {
+        const size_t o = (size_t)(kc0 / 32 + b) * bb;
+        const uint8_t *pa = ga + o, *pb = gb + o;
+        loom_prefetch_l2(na, o, o + bb); /* the next pair's block, into L2 */
+        loom_prefetch_l2(nb, o, o + bb);
+        const __m512 fs = _mm512_cvtph_ps(_mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)pa)), _mm_loadu_si128((const __m128i *)pb), 1));
+        _mm512_store_ps(P->fs[b], fs);
+        _mm512_store_ps(P->off[b], type == LOOM_TYPE_Q4_1
+                                       ? _mm512_cvtph_ps(_mm256_inserti128_si256(
+                                             _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(pa + 16))),
+                                             _mm_loadu_si128((const __m128i *)(pb + 16)), 1))
+                                       : _mm512_mul_ps(_mm512_set1_ps(-8.0f), fs));
+        UNROLL for (int j = 0; j < 4; j++) {
+            const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(pa + qo + 32 * j))),
+                                                 _mm256_loadu_si256((const __m256i *)(pb + qo + 32 * j)), 1);
+            _mm512_store_si512(P->qT[8 * b + j], _mm512_and_si512(v, m4));
+            _mm512_store_si512(P->qT[8 * b + 4 + j], _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+        }
+    }
+}
+
+AI void gemm_r8(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
+                size_t xs, int64_t n, float *y, int64_t ldy) {
+    _Alignas(64) panel P;
+    for (int64_t p = 0; p < nr; p += MR) {
+        const uint8_t *ga = w + (size_t)p * ws, *gb = nr - p > 8 ? ga + 8 * ws : ga;
+        const uint8_t *na = nr - p > MR ? ga + MR * ws : NULL, *nb = na && nr - p > MR + 8 ? na + 8 * ws : na;
+        const __mmask16 rmask = (__mmask16)(nr - p < MR ? (1u << (nr - p)) - 1u : 0xFFFFu);
+        for (int64_t kc0 = 0; kc0 < k; kc0 += KC) {
+            const int kcl = (int)(k - kc0 < KC ? k - kc0 : KC);
+            unpack_r8(type, &P, ga, gb, kc0, kcl, na, nb);
+            for (int64_t t = 0; t < n; t += NT) {
+                const int nt = (int)(n - t < NT ? n - t : NT);
+                micro(type, &P, k, kc0, kcl, xq + t * xs, xs, nt, y + t * ldy + p, ldy, kc0 == 0, rmask, 1);
+            }
+        }
+    }
+}
+
+void loom_avx512_r8_gemm_q4_0(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_0, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_gemm_q4_1(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_1, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 /* ---- float weights (F32, F16, BF16): the same panel scheme with FMA ----
  * The panel holds 16 rows x up to KCF columns as floats, transposed (one

@@ -35,11 +35,14 @@
  * gemm_avx512.c instead, which is several times faster there.
  *
  * Q4_0, Q4_1, Q4_K, Q5_K and Q6_K in the r8 layout (runtime/kernels.h;
- * held that way on AMD Zen 4 and later, dispatch.c): one 8-row group per
- * 256-bit vector with VNNI below 8 tokens (r8_group), two groups per
- * 512-bit vector and 8 tokens per pass from 8 tokens on (r8_pairs; the
- * K-quants from a panel of unpacked super-blocks, r8_kpairs); all give the
- * AVX2 level's bits (the r8 section below).
+ * held that way on AMD Zen 4 and later, Q4_0 and Q4_1 on Intel, dispatch.c):
+ * one 8-row group per 256-bit vector with VNNI below 8 tokens (r8_group;
+ * decode reads 1, 2 or 4 groups side by side, loom_r8_streams), two groups
+ * per 512-bit vector and 8 tokens per pass from 8 tokens on (r8_pairs; the
+ * K-quants from a panel of unpacked super-blocks, r8_kpairs), and where
+ * the CPU wants it Q4_0 / Q4_1 from loom_r8_gemm_min_n tokens the GEMM's
+ * panels (gemm_avx512.c: gemm_r8); all give the AVX2 level's bits (the r8
+ * section below).
  *
  * Compiled with -mavx512{f,bw,vl,dq,vnni}; dispatch.c only calls it when the
  * CPU and OS support all of them.
@@ -553,35 +556,42 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
  * bits: two groups per 512-bit vector read two streams 8 rows apart, which
  * Zen 4 fetched from DRAM at 16 GB/s (Q4_0, bench_matmul 65536 x 2048; 52
  * from L3) where one group streams at 31; and Zen 4 runs a 512-bit
- * operation as two 256-bit halves anyway. */
+ * operation as two 256-bit halves anyway. NG groups (one token) go side
+ * by side, block by block, each fetched pfd bytes ahead: decode's streams
+ * (gemm_panel.h: LOOM_R8_STREAMS_WALK); pf: the next group, into L2. */
 AI __m256i r8_b4(const uint8_t *p) { return _mm256_set1_epi32((int)loom_ld_u32(p)); }
 
-AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, const uint8_t *x, size_t xs,
-                 float *tmp, const uint8_t *pf) {
+AI void r8_group(const int type, const int NG, const int NT, const uint8_t *const *grps, int64_t k, const uint8_t *x,
+                 size_t xs, float *tmp, const uint8_t *pf, size_t pfd) {
     __m256 tot[XN];
-    UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm256_setzero_ps();
+    UNROLL for (int t = 0; t < NG * NT; t++) tot[t] = _mm256_setzero_ps();
     if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) {
         const int64_t nb = k / 32;
-        for (int64_t b = 0; b < nb; b++) {
-            __m256 fs, off;
-            __m256i q[8];
-            loom_r8_q4_block(type, grp + (size_t)b * loom_r8_block_bytes(type), &fs, &off, q);
-            UNROLL for (int t = 0; t < NT; t++) {
-                const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
-                __m256i I = _mm256_setzero_si256(), J = _mm256_setzero_si256(); /* two chains */
-                UNROLL for (int g = 0; g < 8; g += 2) {
-                    I = _mm256_dpbusd_epi32(I, q[g], r8_b4(a + 4 * g));
-                    J = _mm256_dpbusd_epi32(J, q[g + 1], r8_b4(a + 4 * g + 4));
+        const size_t bb = loom_r8_block_bytes(type);
+        for (int64_t b = 0; b < nb; b++)
+            UNROLL for (int gi = 0; gi < NG; gi++) {
+                const uint8_t *p = grps[gi] + (size_t)b * bb;
+                LOOM_PREFETCH_AHEAD(p, pfd, bb);
+                __m256 fs, off;
+                __m256i q[8];
+                loom_r8_q4_block(type, p, &fs, &off, q);
+                UNROLL for (int t = 0; t < NT; t++) {
+                    const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
+                    __m256i I = _mm256_setzero_si256(), J = _mm256_setzero_si256(); /* two chains */
+                    UNROLL for (int g = 0; g < 8; g += 2) {
+                        I = _mm256_dpbusd_epi32(I, q[g], r8_b4(a + 4 * g));
+                        J = _mm256_dpbusd_epi32(J, q[g + 1], r8_b4(a + 4 * g + 4));
+                    }
+                    I = _mm256_add_epi32(I, J);
+                    __m256 *tt = &tot[gi * NT + t];
+                    *tt = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b))), fs, *tt);
+                    *tt = _mm256_fmadd_ps(off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), *tt);
                 }
-                I = _mm256_add_epi32(I, J);
-                tot[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b))),
-                                         fs, tot[t]);
-                tot[t] = _mm256_fmadd_ps(off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), tot[t]);
             }
-        }
     } else if (type == LOOM_TYPE_Q6_K) {
-        for (int64_t sb = 0; sb < k / 256; sb++) {
-            const uint8_t *p = grp + (size_t)sb * LOOM_R8_Q6_K;
+        for (int64_t sb = 0; sb < k / 256; sb++) UNROLL for (int gi = 0; gi < NG; gi++) {
+            const uint8_t *p = grps[gi] + (size_t)sb * LOOM_R8_Q6_K;
+            LOOM_PREFETCH_AHEAD(p, pfd, LOOM_R8_Q6_K);
             __m256i S[XN], O[XN];
             UNROLL for (int t = 0; t < NT; t++) S[t] = O[t] = _mm256_setzero_si256();
             UNROLL for (int h = 0; h < 2; h++)
@@ -611,13 +621,16 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
             UNROLL for (int t = 0; t < NT; t++) {
                 const __m256i St = _mm256_sub_epi32(S[t], _mm256_slli_epi32(O[t], 5));
-                tot[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(St), _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb))), d, tot[t]);
+                tot[gi * NT + t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(St), _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb))),
+                                                   d, tot[gi * NT + t]);
             }
         }
     } else { /* Q4_K, Q5_K */
-        for (int64_t sb = 0; sb < k / 256; sb++) {
-            const uint8_t *p = grp + (size_t)sb * loom_r8_block_bytes(type);
-            loom_prefetch_l2(pf, (size_t)sb * loom_r8_block_bytes(type), (size_t)(sb + 1) * loom_r8_block_bytes(type));
+        const size_t bb = loom_r8_block_bytes(type);
+        for (int64_t sb = 0; sb < k / 256; sb++) UNROLL for (int gi = 0; gi < NG; gi++) {
+            const uint8_t *p = grps[gi] + (size_t)sb * bb;
+            LOOM_PREFETCH_AHEAD(p, pfd, bb);
+            loom_prefetch_l2(pf, (size_t)sb * bb, (size_t)(sb + 1) * bb);
             __m256i S[XN], M[XN];
             UNROLL for (int t = 0; t < NT; t++) S[t] = M[t] = _mm256_setzero_si256();
             UNROLL for (int s = 0; s < 8; s++) {
@@ -645,12 +658,13 @@ AI void r8_group(const int type, const int NT, const uint8_t *grp, int64_t k, co
                                                  _mm256_set1_ps(-0.0f));
             UNROLL for (int t = 0; t < NT; t++) {
                 const __m256 da = _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb));
-                tot[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(S[t]), da), d, tot[t]);
-                tot[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(M[t]), da), negdmin, tot[t]);
+                __m256 *tt = &tot[gi * NT + t];
+                *tt = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(S[t]), da), d, *tt);
+                *tt = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(M[t]), da), negdmin, *tt);
             }
         }
     }
-    UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(tmp + 8 * t, tot[t]);
+    UNROLL for (int t = 0; t < NG * NT; t++) _mm256_storeu_ps(tmp + 8 * t, tot[t]);
 }
 
 /* Two tokens or more (r8_pair_n) of Q4_0/Q4_1: two groups per 512-bit vector
@@ -1055,8 +1069,15 @@ KDIRECT(LOOM_TYPE_Q6_K, q6_K, false)
 KDIRECT(LOOM_TYPE_Q6_K, q6_K_few, true)
 #undef KDIRECT
 
+LOOM_R8_STREAMS_WALK
+
 /* Every group x every token; from r8_pair_n tokens by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
+    const int64_t gmin = loom_r8_gemm_min_n();
+    if (!loom_is_kquant(type) && gmin > 0 && n >= gmin) {
+        (type == LOOM_TYPE_Q4_0 ? loom_avx512_r8_gemm_q4_0 : loom_avx512_r8_gemm_q4_1)(w, ws, k, nr, xq, xs, n, y, ldy);
+        return;
+    }
     if (n >= r8_pair_n(type)) {
         if (!loom_is_kquant(type)) r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         else if (n > r8_kdirect_max(type)) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
@@ -1077,17 +1098,18 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
      * Q4_K_M 90-99 -> 93-100 %, but in the minutes when the host's memory is the limit 98-99
      * -> 93-94 % (54.1-55.2 -> 52.1-53.2 tokens/s in five other alternations), the minutes
      * where llama.cpp comes closest, so Q4_K fetches only alone. */
+    const int64_t g0 = n == 1 ? r8_streams(type, w, ws, k, nr, xq, xs, y) : 0;
     const bool fetch = n >= 4 || (n == 1 && (type == LOOM_TYPE_Q5_K || loom_host_cores() == 1));
-    for (int64_t r0 = 0; r0 < nr; r0 += 8) {
+    for (int64_t r0 = 8 * g0; r0 < nr; r0 += 8) {
         const uint8_t *grp = w + (size_t)r0 * ws;
         const int rows = nr - r0 < 8 ? (int)(nr - r0) : 8;
         const uint8_t *pf = fetch && r0 + 8 < nr ? grp + 8 * ws : NULL;
         float tmp[XN * 8];
         switch (n) {
-        case 1: r8_group(type, 1, grp, k, xq, xs, tmp, pf); break;
-        case 2: r8_group(type, 2, grp, k, xq, xs, tmp, pf); break;
-        case 3: r8_group(type, 3, grp, k, xq, xs, tmp, pf); break;
-        default: r8_group(type, 4, grp, k, xq, xs, tmp, pf); break;
+        case 1: r8_group(type, 1, 1, &grp, k, xq, xs, tmp, pf, 0); break;
+        case 2: r8_group(type, 1, 2, &grp, k, xq, xs, tmp, pf, 0); break;
+        case 3: r8_group(type, 1, 3, &grp, k, xq, xs, tmp, pf, 0); break;
+        default: r8_group(type, 1, 4, &grp, k, xq, xs, tmp, pf, 0); break;
         }
         for (int j = 0; j < n; j++)
             for (int r = 0; r < rows; r++) y[j * ldy + r0 + r] = tmp[8 * j + r];
