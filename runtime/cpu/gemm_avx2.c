@@ -555,7 +555,9 @@ AI void row_tiles(const int type, const uint8_t *w, size_t ws, int64_t k, int64_
  * groups in int16, then one VPMADDWD by ones or by the [sc, sc] pairs;
  * kmins; Q8_0 as rows8_dot) and the float steps are the GEMM's and the row
  * tiles': a row's result is the same bits in either layout. No horizontal
- * sums, no per-row loads. */
+ * sums, no per-row loads. NG groups (one token) go side by side, block by
+ * block, each fetched pfd bytes ahead: decode's streams (gemm_panel.h:
+ * LOOM_R8_STREAMS_WALK); pf: the next group, into L2. */
 
 /* lane r: the int16 pair [v, v] of unsigned byte r at p (a K scale or min per row) */
 AI __m256i r8_pairs(const uint8_t *p) {
