@@ -441,12 +441,16 @@ Test(matmul, r8_layout_every_isa) { cr_assert(for_each_isa("matmul r8 layout", r
 /* The same bits whichever walk the CPU would choose (runtime/cpu/dispatch.c):
  * decode in 1, 2 or 4 streams (61 rows: a partial last group inside a
  * stream), the AVX-512 Q4_0 / Q4_1 panel GEMM from 9 tokens (so n = 9..33
- * take it, over k-chunks at k = 2560) or never. */
+ * take it, over k-chunks at k = 2560) or never (the pairs). The SIMD levels
+ * only: the scalar kernels have one walk. */
+static void r8_layout_simd(loom_isa isa) {
+    if (isa != LOOM_ISA_SCALAR) r8_layout(isa);
+}
 Test(matmul, r8_layout_every_walk) {
-    static const struct { int streams; int64_t gemm; } walks[] = {{1, 0}, {2, 9}, {4, 9}, {4, 0}};
+    static const struct { int streams; int64_t gemm; } walks[] = {{1, 0}, {2, 9}, {4, 9}};
     for (size_t i = 0; i < sizeof walks / sizeof walks[0]; i++) {
         loom_r8_walk_set(walks[i].streams, walks[i].gemm);
-        cr_assert(for_each_isa("matmul r8 walks", r8_layout) >= 1);
+        cr_assert(for_each_isa("matmul r8 walks", r8_layout_simd) >= 1);
     }
     loom_r8_walk_set(0, -1);
 }
