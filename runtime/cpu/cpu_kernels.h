@@ -374,11 +374,11 @@ typedef struct {
  * 115 GFLOP/s without, 125 with). */
 size_t loom_decode_pf(size_t ws);
 /* Decode over r8 weights (one token): how many streams the groups are read
- * in (1, 2 or 4: groups i, i+h, .. side by side, h = groups / streams), and
- * the bytes ahead of each that are fetched in software when there are
- * several (dispatch.c, loom_r8_walk_set). */
+ * in (1, 2 or 4: groups i, i+h, .. side by side, h = groups / streams;
+ * dispatch.c, loom_r8_walk_set), and the bytes ahead of each that are
+ * fetched in software when there are several (dispatch.c's measurements). */
 int loom_r8_streams(void);
-size_t loom_r8_stream_pf(void);
+#define LOOM_R8_STREAM_PF 1024
 static inline size_t loom_tiles_pf(size_t ws, int64_t n) { return n == 1 ? loom_decode_pf(ws) : ws; }
 
 /* fetches [p + pf, p + pf + bytes) into the cache; pf = 0: nothing */

@@ -192,7 +192,7 @@ size_t loom_decode_pf(size_t ws) {
  * loom_run_tiles; the r8 pairs' passes measured ahead of a panel) one stream
  * and no GEMM. Elsewhere (measured on a Xeon, family 6 model 167 as a KVM
  * guest reports it) four streams, each fetched LOOM_R8_STREAM_PF bytes
- * ahead in software, as the row tiles walk (loom_decode_pf): TinyLlama
+ * (cpu_kernels.h) ahead in software, as the row tiles walk (loom_decode_pf): TinyLlama
  * Q4_0, AVX-512, loom bench, tokens/s one / two threads: rows 26.7 / 51.9,
  * r8 in one stream 21.4 / 40.0, in four 27.1 / 51.3 (two streams 27.2 /
  * 50.7; 2048 bytes ahead 27.2 / 52.3); the AVX2 level, rows -> r8 in four
@@ -202,7 +202,6 @@ size_t loom_decode_pf(size_t ws) {
  * 20 335 / 295, 24 339 / 360, 32 335 / 382, 128 322 / 382 (the rows' GEMM
  * 327); 3072 x 576 Q4_1 n = 128 339 / 414 (rows 399). LOOM_R8_STREAMS=1|2|4
  * and LOOM_R8_GEMM=N (0: never) override. */
-#define LOOM_R8_STREAM_PF 1024
 static _Atomic int r8_streams_v = 0;       /* 0: not read yet */
 static _Atomic long r8_gemm_min_v = -1;    /* -1: not read yet */
 
@@ -222,8 +221,6 @@ int loom_r8_streams(void) {
     }
     return v;
 }
-
-size_t loom_r8_stream_pf(void) { return LOOM_R8_STREAM_PF; }
 
 int64_t loom_r8_gemm_min_n(void) {
     long v = atomic_load_explicit(&r8_gemm_min_v, memory_order_relaxed);

@@ -206,7 +206,8 @@ AI __m512i bcast(const uint8_t *p) { return _mm512_set1_epi32((int)loom_ld_u32(p
 
 /* x: activation rows of the NT tokens (row t at x + t*xs; tokens >= nt
  * repeat the last one and are not stored); y += (or = when first) the
- * panel's contribution, lanes beyond rmask untouched. */
+ * panel's contribution, lanes beyond rmask untouched; with carry, the
+ * running sums start from y instead (one accumulation over all of k). */
 AI void micro(const int type, const panel *P, int64_t k, int64_t kc0, int kcl, const uint8_t *x,
               size_t xs, int nt, float *y, int64_t ldy, int first, __mmask16 rmask, const int carry) {
     const uint8_t *xt[NT];

@@ -186,11 +186,10 @@ static inline const uint8_t *loom_r8_next_panel(const uint8_t *w, size_t ws, int
     return r1 < nr ? w + (size_t)r1 * ws + (size_t)sb1 * bb : NULL;
 }
 
-
 /* The r8 decode walk of both levels (matmul_avx512.c, gemm_avx2.c), over
  * their r8_group(type, NG, NT, grps, k, x, xs, tmp, pf, pfd): one token,
  * groups i, i+h, .. side by side in S = loom_r8_streams() streams (h =
- * groups / S), each fetched loom_r8_stream_pf() bytes ahead; returns the
+ * groups / S), each fetched LOOM_R8_STREAM_PF bytes ahead; returns the
  * first group it left (the last groups % S, or 0 with one stream), for the
  * caller's one-group walk. */
 #define LOOM_R8_STREAMS_WALK                                                                          \
@@ -198,14 +197,13 @@ static inline const uint8_t *loom_r8_next_panel(const uint8_t *w, size_t ws, int
                           const uint8_t *xq, size_t xs, float *y) {                                   \
         const int S = loom_r8_streams();                                                              \
         const int64_t h = (nr + 7) / 8 / S;                                                           \
-        const size_t pfd = loom_r8_stream_pf();                                                       \
         if (S == 1) return 0;                                                                         \
         for (int64_t i = 0; i < h; i++) {                                                             \
             const uint8_t *grps[4];                                                                   \
             float tmp[4 * 8];                                                                         \
             for (int j = 0; j < S; j++) grps[j] = w + (size_t)(8 * (i + j * h)) * ws;                 \
-            if (S == 4) r8_group(type, 4, 1, grps, k, xq, xs, tmp, NULL, pfd);                        \
-            else r8_group(type, 2, 1, grps, k, xq, xs, tmp, NULL, pfd);                               \
+            if (S == 4) r8_group(type, 4, 1, grps, k, xq, xs, tmp, NULL, LOOM_R8_STREAM_PF);          \
+            else r8_group(type, 2, 1, grps, k, xq, xs, tmp, NULL, LOOM_R8_STREAM_PF);                 \
             for (int j = 0; j < S; j++)                                                               \
                 for (int64_t r = 0; r < 8 && 8 * (i + j * h) + r < nr; r++)                           \
                     y[8 * (i + j * h) + r] = tmp[8 * j + r];                                          \
