@@ -192,7 +192,7 @@ void loom_plan_layer_mats(const loom_plan_model *m, int l, int64_t nq, int64_t n
  * row against the file's 144 and 176, the other types the file's bytes) for
  * every type that has the layout, whichever layout the rank's CPU prefers —
  * so every rank computes the same figure (plan_wire checks it), an upper
- * bound by at most 2.8 % where the rows stay (Intel, a GPU). */
+ * bound by at most 2.8 % where the rows stay (Intel's AVX-512 K-quants, a GPU). */
 static int64_t held_bytes(loom_type t, int64_t rows, int64_t k) {
     if (rows <= 0) return 0;
     return loom_type_has_r8(t) ? (int64_t)loom_r8_bytes(t, rows, k) : rows * row_bytes(t, k);

@@ -140,14 +140,12 @@ Test(families, config_of_each_family) {
 
 /* ------------------------------------------------------------ plan bytes */
 
-/* Switches to the AVX2 level with every type that has an r8 layout in it
- * (LOOM_R8=1: the AVX2 level's choice on AMD, not on Intel; runtime/cpu/
- * dispatch.c), and returns the level to restore. */
+/* Switches to the AVX2 level, which holds every type with an r8 layout in
+ * it (runtime/cpu/dispatch.c), and returns the level to restore. */
 static loom_isa use_avx2_r8(void) {
     char missing[128];
     cr_assert(loom_isa_supported(LOOM_ISA_AVX2, missing, sizeof missing),
               "this test needs the AVX2 level, which holds every type with an r8 layout in it (missing: %s)", missing);
-    setenv("LOOM_R8", "1", 1); /* read once, at this test process's first loom_matmul_prefers_r8 */
     const loom_isa was = loom_isa_get();
     OK(loom_isa_set(LOOM_ISA_AVX2));
     cr_assert(loom_matmul_prefers_r8(LOOM_TYPE_Q4_0) && loom_matmul_prefers_r8(LOOM_TYPE_Q4_K),

@@ -734,7 +734,7 @@ Test(plan, default_model_many_grids) {
 
 /* The plan's weight bytes are what loom_weights_create binds once
  * loom_weights_repack has put every matrix with an r8 layout into it (as
- * the AVX2 level does on AMD; LOOM_R8=1 asks for it on any CPU). */
+ * the AVX2 level does). */
 static void weights_match(const loom_gguf *g, const loom_model_config *cfg, const loom_plan_model *m, int tp, int pp) {
     loom_plan_request req = loom_plan_request_defaults(tp, pp);
     loom_plan *p;
@@ -742,7 +742,6 @@ static void weights_match(const loom_gguf *g, const loom_model_config *cfg, cons
     char missing[128];
     cr_assert(loom_isa_supported(LOOM_ISA_AVX2, missing, sizeof missing),
               "this test needs the AVX2 level, which holds every type with an r8 layout in it (missing: %s)", missing);
-    setenv("LOOM_R8", "1", 1); /* read once, at this test process's first loom_matmul_prefers_r8 */
     const loom_isa was = loom_isa_get();
     OK(loom_isa_set(LOOM_ISA_AVX2));
     for (int r = 0; r < p->world; r++) {

@@ -192,8 +192,8 @@ size_t loom_decode_pf(size_t ws) {
  * loom_run_tiles; the r8 pairs' passes measured ahead of a panel) one stream
  * and no GEMM. Elsewhere (measured on a Xeon, family 6 model 167 as a KVM
  * guest reports it) four streams, each fetched LOOM_R8_STREAM_PF bytes
- * (cpu_kernels.h) ahead in software, as the row tiles walk (loom_decode_pf): TinyLlama
- * Q4_0, AVX-512, loom bench, tokens/s one / two threads: rows 26.7 / 51.9,
+ * (cpu_kernels.h) ahead in software, as the row tiles walk
+ * (loom_decode_pf): TinyLlama Q4_0, AVX-512, loom bench, tokens/s one / two threads: rows 26.7 / 51.9,
  * r8 in one stream 21.4 / 40.0, in four 27.1 / 51.3 (two streams 27.2 /
  * 50.7; 2048 bytes ahead 27.2 / 52.3); the AVX2 level, rows -> r8 in four
  * streams: SmolLM2 178 -> 205 / 327 -> 393, Q4_0 22.0 -> 27.1 / 40.6 ->
