@@ -19,7 +19,7 @@
  * --stream L: decode's walk instead — L layers of a llama's seven matrices
  * (dim = K: q and o K x K, k and v K/8 x K, gate and up F x K, down K x F,
  * F = 2.75 K rounded to 256), all of the type, multiplied by one token in
- * order as a forward pass does, so the weights come from DRAM and the
+ * order as a forward pass does (-n N: N tokens, a batched step), so the weights come from DRAM and the
  * kernels cross from one matrix to the next (one big matrix called again
  * and again lets the hardware prefetchers run ahead undisturbed). Prints
  * the GB/s of each of 5 walks after a warm-up walk.
@@ -101,19 +101,22 @@ static double best_call_s(bool r8, loom_type t, const uint8_t *w, size_t ws, int
     return best;
 }
 
-/* --stream: the seven matrices of `layers` layers, one token through them
- * in order, 5 timed walks after a warm-up. */
-static int stream_walk(loom_type t, bool r8, int64_t dim, int layers) {
+/* --stream: the seven matrices of `layers` layers, n tokens (decode's one
+ * unless -n says) through them in order, 5 timed walks after a warm-up. */
+static int stream_walk(loom_type t, bool r8, int64_t dim, int layers, int64_t n) {
     const int64_t ffn = (dim * 11 / 4 + 255) / 256 * 256;
     const int64_t shape[7][2] = {{dim, dim}, {dim / 8, dim}, {dim / 8, dim}, {dim, dim}, {ffn, dim}, {ffn, dim}, {dim, ffn}};
     const int nm = 7 * layers;
     uint8_t **m = calloc((size_t)nm, sizeof *m);
-    float *x = malloc((size_t)ffn * sizeof(float)), *y = malloc((size_t)ffn * sizeof(float));
-    uint8_t *xq[2] = {malloc(loom_act_row_bytes(t, dim)), malloc(loom_act_row_bytes(t, ffn))};
+    float *x = malloc((size_t)ffn * sizeof(float)), *y = malloc((size_t)(ffn * n) * sizeof(float));
+    const size_t xs[2] = {loom_act_row_bytes(t, dim), loom_act_row_bytes(t, ffn)};
+    uint8_t *xq[2] = {malloc(xs[0] * (size_t)n), malloc(xs[1] * (size_t)n)};
     double bytes = 0;
     for (int64_t i = 0; i < ffn; i++) x[i] = (float)(urand() % 2000) / 1000.0f - 1.0f;
-    loom_act_quantize(t, x, xq[0], dim);
-    loom_act_quantize(t, x, xq[1], ffn);
+    for (int64_t j = 0; j < n; j++) {
+        loom_act_quantize(t, x, xq[0] + (size_t)j * xs[0], dim);
+        loom_act_quantize(t, x, xq[1] + (size_t)j * xs[1], ffn);
+    }
     for (int i = 0; i < nm; i++) {
         const int64_t rows = shape[i % 7][0], k = shape[i % 7][1];
         const size_t ws = loom_type_row_bytes(t, k);
@@ -128,14 +131,15 @@ static int stream_walk(loom_type t, bool r8, int64_t dim, int layers) {
             m[i] = w;
         }
     }
-    printf("%s %s, %d layers of dim %lld, ffn %lld: %.1f MiB, one token (GB/s of each walk):", loom_type_name(t),
-           loom_isa_name(loom_isa_get()), layers, (long long)dim, (long long)ffn, bytes / 1048576.0);
+    printf("%s %s, %d layers of dim %lld, ffn %lld: %.1f MiB, %lld token(s) (weights' GB/s of each walk):",
+           loom_type_name(t), loom_isa_name(loom_isa_get()), layers, (long long)dim, (long long)ffn,
+           bytes / 1048576.0, (long long)n);
     for (int walk = 0; walk < 6; walk++) {
         const double a = loom_now_s();
         for (int i = 0; i < nm; i++) {
             const int64_t rows = shape[i % 7][0], k = shape[i % 7][1];
             const size_t ws = r8 ? loom_r8_row_bytes(t, k) : loom_type_row_bytes(t, k);
-            (r8 ? loom_matmul_r8 : loom_matmul)(t, m[i], ws, k, 0, rows, xq[k != dim], 0, 1, y, rows);
+            (r8 ? loom_matmul_r8 : loom_matmul)(t, m[i], ws, k, 0, rows, xq[k != dim], xs[k != dim], n, y, rows);
         }
         if (walk) printf(" %.2f", bytes / (loom_now_s() - a) * 1e-9);
     }
@@ -155,12 +159,13 @@ int main(int argc, char **argv) {
     double ms = 300;
     bool r8 = false;
     int layers = 0;
+    bool n_set = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-t") && i + 1 < argc) only_type = argv[++i];
         else if (!strcmp(argv[i], "-i") && i + 1 < argc) only_isa = argv[++i];
         else if (!strcmp(argv[i], "--rows") && i + 1 < argc) rows = atoll(argv[++i]);
         else if (!strcmp(argv[i], "-k") && i + 1 < argc) k = atoll(argv[++i]);
-        else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atoll(argv[++i]), n_set = true;
         else if (!strcmp(argv[i], "--ms") && i + 1 < argc) ms = atof(argv[++i]);
         else if (!strcmp(argv[i], "--r8")) r8 = true;
         else if (!strcmp(argv[i], "--stream") && i + 1 < argc) layers = atoi(argv[++i]);
@@ -191,7 +196,7 @@ int main(int argc, char **argv) {
             loom_status_free(st);
             return 2;
         }
-        return stream_walk(t, r8, k, layers);
+        return stream_walk(t, r8, k, layers, n_set ? n : 1);
     }
     printf("loom matmul, one thread, %lld rows x %lld columns; detected ISA %s\n", (long long)rows,
            (long long)k, loom_isa_name(loom_isa_detect()));

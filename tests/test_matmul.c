@@ -363,6 +363,11 @@ Test(matmul, batch_invariance_every_isa) {
  * Every row count (whole and partial groups of 8), ranges starting at a
  * later group, token counts around every tile size; nothing is written past
  * a range's rows. loom_r8_dequant_row gives every row's loom_dequant_row. */
+/* r8_layout_extreme: every quant and scale byte at its largest (0xFF), the
+ * activations at +-127, so the kernels' integer sums reach their bounds
+ * (matmul_avx512.c: r8_kscale keeps Q4_K's within int16 that way only) */
+static bool r8_extreme;
+
 static void r8_layout(loom_isa isa) {
     static const int64_t rows_list[] = {1, 7, 8, 13, 40, 61};
     /* blocks (Q4_0: 32 elements, Q4_K: 256); 0: k = 2560, 10 super-blocks (the K-quants' prefill panels
@@ -387,8 +392,17 @@ static void r8_layout(loom_isa isa) {
                 float *x = malloc(sizeof(float) * k), *ref = malloc(sizeof(float) * NMAX * LDY),
                       *got = malloc(sizeof(float) * NMAX * LDY);
                 for (int64_t r = 0; r < rows; r++) random_row((loom_type)t, w + r * rb, k);
+                if (r8_extreme) { /* 0xFF but the float scales random_row chose */
+                    const size_t bs = loom_type_info((uint32_t)t)->type_size;
+                    for (size_t i = 0; i < rb * rows; i++) {
+                        bool scale = false;
+                        for (const int *f = scale_fields((loom_type)t); *f >= 0; f++)
+                            scale |= i % bs == (size_t)*f || i % bs == (size_t)*f + 1;
+                        if (!scale) w[i] = 0xFF;
+                    }
+                }
                 for (int j = 0; j < NMAX; j++) {
-                    for (int64_t i = 0; i < k; i++) x[i] = frand();
+                    for (int64_t i = 0; i < k; i++) x[i] = r8_extreme ? (j & 1 ? -1.0f : 1.0f) : frand();
                     loom_act_quantize((loom_type)t, x, xq + j * ab, k);
                 }
                 memset(p, 0xA5, pb);
@@ -453,6 +467,12 @@ Test(matmul, r8_layout_every_walk) {
         cr_assert(for_each_isa("matmul r8 walks", r8_layout_simd) >= 1);
     }
     loom_r8_walk_set(0, -1);
+}
+
+Test(matmul, r8_layout_extreme) {
+    r8_extreme = true;
+    cr_assert(for_each_isa("matmul r8 extremes", r8_layout_simd) >= 1);
+    r8_extreme = false;
 }
 
 /* Every level's table has its own kernel for every type that can matmul

@@ -264,8 +264,9 @@ loom_exp2_fn loom_avx2_exp2, loom_avx512_exp2; /* the optional entry: the levels
  *   (the GEMM's 8-token steps: 9 and 10 tokens run below 8 and 12)
  * Not changed yet: the two Intel machines disagree, so the threshold wants
  * choosing per CPU (a start-up calibration), which it does not have. (On
- * Intel Q4_0 and Q4_1 are now held in the r8 layout, whose kernels take
- * their small batches: these thresholds reach them only with LOOM_R8=0.) */
+ * Intel Q4_0, Q4_1 and Q4_K are now held in the r8 layout, whose kernels
+ * take their small batches: these thresholds reach them only with
+ * LOOM_R8=0.) */
 LOOM_MATMUL_TYPES(LOOM_MATMUL_DECLARE, loom_avx512_gemm_)
 /* The same GEMM over Q4_0 / Q4_1 in the r8 layout (the r8 kernels' bits);
  * the r8 kernels hand it calls with n >= loom_r8_gemm_min_n() (dispatch.c:

@@ -275,15 +275,21 @@ int64_t loom_r8_gemm_min_n(void) {
  * 145 -> 161-170 / 283-297 -> 346-355, prefill 1289-1323 -> 1330-1344 /
  * 2321 -> 2316-2392; TinyLlama Q4_0 decode 23.5 -> 26.2 / 42.4-43.9 ->
  * 48.8-49.3, prefill 141-144 -> 166-167 / 277-282 -> 316-336; bench_matmul
- * 3072 x 576 Q4_1, GFLOP/s, rows -> r8: n = 4 109 -> 304, 8 204 -> 390. Its
- * K-quants keep the rows: in the layout TinyLlama decoded 2-5 % slower
- * (Q4_K_M 24.2-24.5 -> 23.0-23.5 at one thread; Q5_K_M 10-20 %, its
- * 256-bit unpacking) and prefilled 128 tokens 4-10 % slower (two threads,
- * Q4_K_M 329 -> 297, Q6_K 292 -> 264), though their 4-8-token calls were
- * 1.5-2.3x faster (bench_matmul 32768 x 2048 Q4_K n = 8: 141 -> 324). */
+ * 3072 x 576 Q4_1, GFLOP/s, rows -> r8: n = 4 109 -> 304, 8 204 -> 390. And
+ * Q4_K, once its scale steps left VPMULLD (matmul_avx512.c: r8_kscale;
+ * before, TinyLlama Q4_K_M prefilled 128 tokens 4-10 % slower in the
+ * layout): rows -> r8, three alternations, one / two threads, decode
+ * 23.4-25.2 -> 22.9-24.9 / 44.8-48.3 -> 45.3-47.4, prefill 165-183 ->
+ * 173-189 / 337-374 -> 328-363; batched decode, two threads, 4 / 8 / 16
+ * sequences 100-102 -> 118-123, 105-112 -> 170-173, 149-163 -> 205-206
+ * (bench_matmul 32768 x 2048 n = 4 / 8 129 -> 269-273, 127 -> 327-333
+ * GFLOP/s). Q5_K and Q6_K keep the rows: in the layout TinyLlama Q6_K
+ * prefilled 4-5 % and decoded 2-4 % slower, Q5_K_M 3-5 % and 2-5 % (their
+ * quants overflow r8_kscale's int16; Q5_K's 256-bit unpacking), though
+ * their small batches gain as Q4_K's (8 sequences +9 % more with Q6_K). */
 #define R8_AVX2 (0 LOOM_R8_TYPES(LOOM_R8_BIT, _))
 #define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q5_K | 1ull << LOOM_TYPE_Q6_K)
-#define R8_AVX512_INTEL (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1)
+#define R8_AVX512_INTEL (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K)
 
 static const loom_kernels level_tables[LOOM_ISA_COUNT] = {
     [LOOM_ISA_SCALAR] = LEVEL(scalar, NULL, 1, NULL, 0),

@@ -35,7 +35,7 @@
  * gemm_avx512.c instead, which is several times faster there.
  *
  * Q4_0, Q4_1, Q4_K, Q5_K and Q6_K in the r8 layout (runtime/kernels.h;
- * held that way on AMD Zen 4 and later, Q4_0 and Q4_1 on Intel, dispatch.c):
+ * held that way on AMD Zen 4 and later, Q4_0, Q4_1 and Q4_K on Intel, dispatch.c):
  * one 8-row group per 256-bit vector with VNNI below 8 tokens (r8_group;
  * decode reads 1, 2 or 4 groups side by side, loom_r8_streams), two groups
  * per 512-bit vector and 8 tokens per pass from 8 tokens on (r8_pairs; the
@@ -561,6 +561,19 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
  * (gemm_panel.h: LOOM_R8_STREAMS_WALK); pf: the next group, into L2. */
 AI __m256i r8_b4(const uint8_t *p) { return _mm256_set1_epi32((int)loom_ld_u32(p)); }
 
+/* sc x (I + J) for Q4_K's two chains of a sub-block, exactly, without
+ * VPMULLD (two µops on Intel): a chain is 4 VPDPBUSD, 16 products of a
+ * 4-bit quant (0..15) and an activation (|a| <= 127; 128 would still do),
+ * so it lies within 16 x 15 x 128 = 30720 < 2^15 and VPMADDWD / VPDPWSSD by
+ * the scale widened to 32 bits ([sc, 0] as int16 pairs) multiply it whole
+ * (tests/test_matmul.c: r8_layout_extreme; Q5_K's and Q6_K's quants would
+ * overflow). Decode adds the result to S (one VPADDD on S's chain: two
+ * VPDPWSSD into S read 27.7 GB/s from L3 where this reads 29.8); prefill's
+ * r8_ksub puts both chains into S, its tokens' chains hiding the latency.
+ * Xeon, family 6 model 167, bench_matmul 4096 x 2048 Q4_K, GFLOP/s, n =
+ * 128: 313-322 -> 349-355 (the rows' GEMM 358-384 in the same minutes). */
+AI __m256i r8_kscale(__m256i I, __m256i J, __m256i sc) { return _mm256_dpwssd_epi32(_mm256_madd_epi16(I, sc), J, sc); }
+
 AI void r8_group(const int type, const int NG, const int NT, const uint8_t *const *grps, int64_t k, const uint8_t *x,
                  size_t xs, float *tmp, const uint8_t *pf, size_t pfd) {
     __m256 tot[XN];
@@ -644,7 +657,8 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                         I = _mm256_dpbusd_epi32(I, q[g], r8_b4(a + 4 * g));
                         J = _mm256_dpbusd_epi32(J, q[g + 1], r8_b4(a + 4 * g + 4));
                     }
-                    S[t] = _mm256_add_epi32(S[t], _mm256_mullo_epi32(_mm256_add_epi32(I, J), sc));
+                    S[t] = _mm256_add_epi32(S[t], type == LOOM_TYPE_Q4_K ? r8_kscale(I, J, sc)
+                                                                         : _mm256_mullo_epi32(_mm256_add_epi32(I, J), sc));
                 }
             }
             UNROLL for (int j = 0; j < 8; j++) { /* the mins: m_j x (bsums 2j + 2j+1), as kmins */
@@ -856,6 +870,10 @@ AI void r8_ksub(const int type, const int NT, const __m512i q[8], const __m512i 
         UNROLL for (int g = 0; g < 8; g += 2) {
             I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
             J = _mm512_dpbusd_epi32(J, q[g + 1], r8_b4x(a + 4 * g + 4));
+        }
+        if (type == LOOM_TYPE_Q4_K) { /* as r8_kscale, both chains into S (NT chains hide the latency) */
+            S[t] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(S[t], I, sa), J, sa);
+            continue;
         }
         S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(_mm512_add_epi32(I, J), sa));
     }
