@@ -138,18 +138,6 @@ static void cpu_model(char *buf, size_t cap) {
     fclose(f);
 }
 
-static int64_t l3_bytes(void) {
-    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
-    if (!f) return -1;
-    long long v = -1;
-    char unit = 0;
-    if (fscanf(f, "%lld%c", &v, &unit) < 1) v = -1;
-    fclose(f);
-    if (v > 0 && (unit == 'K' || unit == 'k')) v <<= 10;
-    else if (v > 0 && unit == 'M') v <<= 20;
-    return v;
-}
-
 static void load_avg(double out[3]) {
     out[0] = out[1] = out[2] = -1;
     if (getloadavg(out, 3) < 3) out[0] = out[1] = out[2] = -1;
@@ -675,7 +663,7 @@ int cmd_bench(int argc, char **argv) {
         bi.model = model;
         type_summary(&pm, bi.types, sizeof bi.types);
         cpu_model(bi.cpu, sizeof bi.cpu);
-        bi.l3 = l3_bytes();
+        bi.l3 = loom_l3_bytes();
         bi.world = world_size, bi.tp = (int)tp, bi.pp = (int)pp;
         bi.prompt_tokens = (int)prompt_tokens, bi.gen_tokens = (int)gen_tokens, bi.reps = (int)reps;
         bi.depth = (int)depth;

@@ -152,7 +152,11 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
     if (!st && e->coordinator)
         st = loom_kv_blocks_create(loom_kv_config_of(e->kv)->n_blocks, o->block_tokens, o->prefix_cache, &e->blocks);
     if (!st) st = loom_pool_create(o->n_threads, &e->pool);
-    if (!st) loom_set_host_cores(o->n_threads * (o->host_ranks > 1 ? o->host_ranks : 1));
+    if (!st) {
+        const int hr = o->host_ranks > 1 ? o->host_ranks : 1;
+        loom_set_host_cores(o->n_threads * hr);
+        loom_set_host_weights((int64_t)(e->w->bytes_mapped + e->w->bytes_copied) * hr);
+    }
     if (!st && !on_device) st = loom_weights_repack(e->w, g, e->pool); /* the CPU kernels' layouts */
     if (!st && on_device)
         st = loom_stage_create_device(e->w, e->kv, dk, o->device_ordinal, o->n_threads, e->topo.tp_group, o->batch_rows,

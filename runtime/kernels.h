@@ -247,6 +247,13 @@ loom_status loom_isa_set(loom_isa isa) LOOM_MUST_USE;
  * last engine created in the process sets it. */
 void loom_set_host_cores(int n);
 int loom_host_cores(void);
+/* The bytes of weights this host's cores read per step (an engine's times
+ * the ranks on its host; 0 until an engine says), and the L3's size (sysfs;
+ * -1 unknown). A speed choice as above: more weights than the L3 holds
+ * stream from DRAM, where the r8 kernels read small batches too in several
+ * streams (dispatch.c: loom_r8_stream_n). The last engine created sets it. */
+void loom_set_host_weights(int64_t bytes);
+int64_t loom_l3_bytes(void);
 
 /* "scalar", "avx2", "avx512"; "?" for anything else. */
 const char *loom_isa_name(loom_isa isa);
@@ -361,10 +368,11 @@ void loom_matmul_r8(loom_type wt, const void *w, size_t w_stride, int64_t k, int
                     const void *xq, size_t xq_stride, int64_t n, float *y, int64_t ldy);
 /* How the r8 kernels walk (runtime/cpu/dispatch.c chooses by CPU): decode
  * reads its groups in `streams` streams (1, 2 or 4; anything else: the
- * CPU's choice), and the AVX-512 level's Q4_0 / Q4_1 go to a panel GEMM
- * from gemm_min_n tokens (0: never; negative: the CPU's choice). The same
- * bits every way; for tests and benchmarks. */
-void loom_r8_walk_set(int streams, int64_t gemm_min_n);
+ * CPU's choice), the AVX-512 level up to stream_n tokens so (1-4; anything
+ * else: the CPU's and the host's choice), and its Q4_0 / Q4_1 go to a panel
+ * GEMM from gemm_min_n tokens (0: never; negative: the CPU's choice). The
+ * same bits every way; for tests and benchmarks. */
+void loom_r8_walk_set(int streams, int stream_n, int64_t gemm_min_n);
 
 /* The fewest tokens from which a loom_matmul call computes every row as a
  * call of more tokens does (batch invariance above): 1 on the scalar and

@@ -461,12 +461,12 @@ static void r8_layout_simd(loom_isa isa) {
     if (isa != LOOM_ISA_SCALAR) r8_layout(isa);
 }
 Test(matmul, r8_layout_every_walk) {
-    static const struct { int streams; int64_t gemm; } walks[] = {{1, 0}, {2, 9}, {4, 9}};
+    static const struct { int streams, stream_n; int64_t gemm; } walks[] = {{1, 1, 0}, {2, 4, 9}, {4, 4, 9}};
     for (size_t i = 0; i < sizeof walks / sizeof walks[0]; i++) {
-        loom_r8_walk_set(walks[i].streams, walks[i].gemm);
+        loom_r8_walk_set(walks[i].streams, walks[i].stream_n, walks[i].gemm);
         cr_assert(for_each_isa("matmul r8 walks", r8_layout_simd) >= 1);
     }
-    loom_r8_walk_set(0, -1);
+    loom_r8_walk_set(0, 0, -1);
 }
 
 Test(matmul, r8_layout_extreme) {

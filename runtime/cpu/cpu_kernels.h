@@ -381,6 +381,7 @@ size_t loom_decode_pf(size_t ws);
  * dispatch.c, loom_r8_walk_set), and the bytes ahead of each that are
  * fetched in software when there are several (dispatch.c's measurements). */
 int loom_r8_streams(void);
+int loom_r8_stream_n(void);
 #define LOOM_R8_STREAM_PF 1024
 static inline size_t loom_tiles_pf(size_t ws, int64_t n) { return n == 1 ? loom_decode_pf(ws) : ws; }
 

@@ -174,6 +174,24 @@ static _Atomic int host_cores = 1;
 void loom_set_host_cores(int n) { atomic_store_explicit(&host_cores, n < 1 ? 1 : n, memory_order_relaxed); }
 int loom_host_cores(void) { return atomic_load_explicit(&host_cores, memory_order_relaxed); }
 
+static _Atomic int64_t host_weights = 0;
+void loom_set_host_weights(int64_t bytes) { atomic_store_explicit(&host_weights, bytes, memory_order_relaxed); }
+
+static _Atomic long long l3_v = -2; /* -2: not read yet */
+int64_t loom_l3_bytes(void) {
+    long long v = atomic_load_explicit(&l3_v, memory_order_relaxed);
+    if (v != -2) return v;
+    v = -1;
+    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
+    char unit = 0;
+    if (f && fscanf(f, "%lld%c", &v, &unit) < 1) v = -1;
+    if (f) fclose(f);
+    if (v > 0 && (unit == 'K' || unit == 'k')) v <<= 10;
+    else if (v > 0 && unit == 'M') v <<= 20;
+    atomic_store_explicit(&l3_v, v, memory_order_relaxed);
+    return v;
+}
+
 static int decode_pf_default(void) { return amd_family() >= 0x19 ? 0 : 1; }
 
 size_t loom_decode_pf(size_t ws) {
@@ -203,11 +221,13 @@ size_t loom_decode_pf(size_t ws) {
  * 327); 3072 x 576 Q4_1 n = 128 339 / 414 (rows 399). LOOM_R8_STREAMS=1|2|4
  * and LOOM_R8_GEMM=N (0: never) override. */
 static _Atomic int r8_streams_v = 0;       /* 0: not read yet */
+static _Atomic int r8_stream_n_v = 0;      /* 0: the host's choice */
 static _Atomic long r8_gemm_min_v = -1;    /* -1: not read yet */
 
-void loom_r8_walk_set(int streams, int64_t gemm_min_n) {
+void loom_r8_walk_set(int streams, int stream_n, int64_t gemm_min_n) {
     atomic_store_explicit(&r8_streams_v, streams == 1 || streams == 2 || streams == 4 ? streams : 0,
                           memory_order_relaxed);
+    atomic_store_explicit(&r8_stream_n_v, stream_n >= 1 && stream_n <= 4 ? stream_n : 0, memory_order_relaxed);
     atomic_store_explicit(&r8_gemm_min_v, gemm_min_n >= 0 ? (long)gemm_min_n : -1, memory_order_relaxed);
 }
 
@@ -220,6 +240,33 @@ int loom_r8_streams(void) {
         atomic_store_explicit(&r8_streams_v, v, memory_order_relaxed);
     }
     return v;
+}
+
+/* Up to how many tokens the AVX-512 r8 kernels walk in loom_r8_streams()
+ * streams (256-bit, r8_group) rather than by pairs of groups (512-bit):
+ * decode's one token always; 2-4 where there are several streams and the
+ * host's weights exceed its L3 (loom_set_host_weights), so they come from
+ * DRAM. A Xeon (family 6 model 167), bench_matmul --stream 22 -n N (22
+ * layers of dim 4096, 2 GiB), GB/s of the weights, pairs -> streams: Q4_0
+ * n = 2 14.5 -> 16.2, 3 13.1 -> 13.9, 4 13.2 -> 13.9; Q4_K 12.4 -> 13.9,
+ * 11.8 -> 11.8, 11.4 -> 12.2. From the L3 the pairs' 512-bit arithmetic
+ * wins (3072 x 576 Q4_1, GFLOP/s, n = 2 255 -> 201-213, n = 4 309-325 ->
+ * 241-254; 4096 x 2048 Q4_K n = 2 194 -> 147). Pairs of groups far apart
+ * (two streams, 512-bit) gained nothing (Q4_0 n = 2 -5 %, Q4_K +1-4 %).
+ * LOOM_R8_STREAM_N=1..4 overrides. */
+static _Atomic int r8_stream_n_env = -1; /* -1: not read yet, 0: unset */
+int loom_r8_stream_n(void) {
+    int v = atomic_load_explicit(&r8_stream_n_v, memory_order_relaxed);
+    if (v) return v;
+    v = atomic_load_explicit(&r8_stream_n_env, memory_order_relaxed);
+    if (v < 0) {
+        const char *env = getenv("LOOM_R8_STREAM_N");
+        v = env && env[0] >= '1' && env[0] <= '4' && !env[1] ? env[0] - '0' : 0;
+        atomic_store_explicit(&r8_stream_n_env, v, memory_order_relaxed);
+    }
+    if (v) return v;
+    const int64_t l3 = loom_l3_bytes();
+    return loom_r8_streams() > 1 && l3 > 0 && atomic_load_explicit(&host_weights, memory_order_relaxed) > l3 ? 4 : 1;
 }
 
 int64_t loom_r8_gemm_min_n(void) {

@@ -781,7 +781,7 @@ AI void r8_kgroups(const int type, LOOM_MATMUL_PARAMS) {
     }
 }
 
-LOOM_R8_STREAMS_WALK
+LOOM_R8_STREAMS_WALK(1)
 
 /* Every group x every token, RTN tokens at a time (a group's weights stay
  * in L1 or L2 between token chunks); the K-quants' prefill by panels. */
@@ -790,7 +790,7 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         r8_kgroups(type, w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
-    for (int64_t g = n == 1 ? r8_streams(type, w, ws, k, nr, xq, xs, y) : 0; 8 * g < nr; g++) {
+    for (int64_t g = n == 1 ? r8_streams(type, w, ws, k, nr, xq, xs, 1, y, ldy) : 0; 8 * g < nr; g++) {
         const uint8_t *grp = w + (size_t)g * GMR * ws;
         const int rows = nr - 8 * g < GMR ? (int)(nr - 8 * g) : GMR;
         /* with more than one pass, the next group during the first (decode streams without) */

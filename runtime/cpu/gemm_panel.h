@@ -187,26 +187,37 @@ static inline const uint8_t *loom_r8_next_panel(const uint8_t *w, size_t ws, int
 }
 
 /* The r8 decode walk of both levels (matmul_avx512.c, gemm_avx2.c), over
- * their r8_group(type, NG, NT, grps, k, x, xs, tmp, pf, pfd): one token,
- * groups i, i+h, .. side by side in S = loom_r8_streams() streams (h =
+ * their r8_group(type, NG, NT, grps, k, x, xs, tmp, pf, pfd): n <= MAXN
+ * tokens (a level's r8_group takes up to 4 x MAXN sums; 0 is returned for
+ * more), groups i, i+h, .. side by side in S = loom_r8_streams() streams (h =
  * groups / S), each fetched LOOM_R8_STREAM_PF bytes ahead; returns the
  * first group it left (the last groups % S, or 0 with one stream), for the
  * caller's one-group walk. */
-#define LOOM_R8_STREAMS_WALK                                                                          \
+#define LOOM_R8_STREAMS_WALK(MAXN)                                                                    \
     AI int64_t r8_streams(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr,         \
-                          const uint8_t *xq, size_t xs, float *y) {                                   \
+                          const uint8_t *xq, size_t xs, const int n, float *y, int64_t ldy) {         \
         const int S = loom_r8_streams();                                                              \
         const int64_t h = (nr + 7) / 8 / S;                                                           \
-        if (S == 1) return 0;                                                                         \
+        if (S == 1 || n > (MAXN)) return 0;                                                           \
         for (int64_t i = 0; i < h; i++) {                                                             \
             const uint8_t *grps[4];                                                                   \
-            float tmp[4 * 8];                                                                         \
+            float tmp[4 * (MAXN) * 8];                                                                \
             for (int j = 0; j < S; j++) grps[j] = w + (size_t)(8 * (i + j * h)) * ws;                 \
-            if (S == 4) r8_group(type, 4, 1, grps, k, xq, xs, tmp, NULL, LOOM_R8_STREAM_PF);          \
-            else r8_group(type, 2, 1, grps, k, xq, xs, tmp, NULL, LOOM_R8_STREAM_PF);                 \
+            if (S == 4) {                                                                             \
+                if (n == 1) r8_group(type, 4, 1, grps, k, xq, xs, tmp, NULL, LOOM_R8_STREAM_PF);      \
+                else if ((MAXN) > 1 && n == 2) r8_group(type, 4, 2, grps, k, xq, xs, tmp, NULL, LOOM_R8_STREAM_PF); \
+                else if ((MAXN) > 1 && n == 3) r8_group(type, 4, 3, grps, k, xq, xs, tmp, NULL, LOOM_R8_STREAM_PF); \
+                else if ((MAXN) > 1) r8_group(type, 4, 4, grps, k, xq, xs, tmp, NULL, LOOM_R8_STREAM_PF); \
+            } else {                                                                                  \
+                if (n == 1) r8_group(type, 2, 1, grps, k, xq, xs, tmp, NULL, LOOM_R8_STREAM_PF);      \
+                else if ((MAXN) > 1 && n == 2) r8_group(type, 2, 2, grps, k, xq, xs, tmp, NULL, LOOM_R8_STREAM_PF); \
+                else if ((MAXN) > 1 && n == 3) r8_group(type, 2, 3, grps, k, xq, xs, tmp, NULL, LOOM_R8_STREAM_PF); \
+                else if ((MAXN) > 1) r8_group(type, 2, 4, grps, k, xq, xs, tmp, NULL, LOOM_R8_STREAM_PF); \
+            }                                                                                         \
             for (int j = 0; j < S; j++)                                                               \
-                for (int64_t r = 0; r < 8 && 8 * (i + j * h) + r < nr; r++)                           \
-                    y[8 * (i + j * h) + r] = tmp[8 * j + r];                                          \
+                for (int t = 0; t < n; t++)                                                           \
+                    for (int64_t r = 0; r < 8 && 8 * (i + j * h) + r < nr; r++)                       \
+                        y[t * ldy + 8 * (i + j * h) + r] = tmp[8 * (j * n + t) + r];                  \
         }                                                                                             \
         return S * h;                                                                                 \
     }

@@ -576,7 +576,7 @@ AI __m256i r8_kscale(__m256i I, __m256i J, __m256i sc) { return _mm256_dpwssd_ep
 
 AI void r8_group(const int type, const int NG, const int NT, const uint8_t *const *grps, int64_t k, const uint8_t *x,
                  size_t xs, float *tmp, const uint8_t *pf, size_t pfd) {
-    __m256 tot[XN];
+    __m256 tot[4 * XN]; /* NG x NT: decode's streams (LOOM_R8_STREAMS_WALK) take up to 4 x 4 */
     UNROLL for (int t = 0; t < NG * NT; t++) tot[t] = _mm256_setzero_ps();
     if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) {
         const int64_t nb = k / 32;
@@ -1087,7 +1087,7 @@ KDIRECT(LOOM_TYPE_Q6_K, q6_K, false)
 KDIRECT(LOOM_TYPE_Q6_K, q6_K_few, true)
 #undef KDIRECT
 
-LOOM_R8_STREAMS_WALK
+LOOM_R8_STREAMS_WALK(4)
 
 /* Every group x every token; from r8_pair_n tokens by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
@@ -1096,6 +1096,10 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         (type == LOOM_TYPE_Q4_0 ? loom_avx512_r8_gemm_q4_0 : loom_avx512_r8_gemm_q4_1)(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
+    /* decode's streams (one token; up to 4 where loom_r8_stream_n says), the groups they leave below */
+    const int64_t g0 = n <= loom_r8_stream_n() ? r8_streams(type, w, ws, k, nr, xq, xs, (int)n, y, ldy) : 0;
+    w += (size_t)(8 * g0) * ws, nr -= 8 * g0, y += 8 * g0;
+    if (nr <= 0) return;
     if (n >= r8_pair_n(type)) {
         if (!loom_is_kquant(type)) r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         else if (n > r8_kdirect_max(type)) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
@@ -1116,9 +1120,8 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
      * Q4_K_M 90-99 -> 93-100 %, but in the minutes when the host's memory is the limit 98-99
      * -> 93-94 % (54.1-55.2 -> 52.1-53.2 tokens/s in five other alternations), the minutes
      * where llama.cpp comes closest, so Q4_K fetches only alone. */
-    const int64_t g0 = n == 1 ? r8_streams(type, w, ws, k, nr, xq, xs, y) : 0;
     const bool fetch = n >= 4 || (n == 1 && (type == LOOM_TYPE_Q5_K || loom_host_cores() == 1));
-    for (int64_t r0 = 8 * g0; r0 < nr; r0 += 8) {
+    for (int64_t r0 = 0; r0 < nr; r0 += 8) {
         const uint8_t *grp = w + (size_t)r0 * ws;
         const int rows = nr - r0 < 8 ? (int)(nr - r0) : 8;
         const uint8_t *pf = fetch && r0 + 8 < nr ? grp + 8 * ws : NULL;
