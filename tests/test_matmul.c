@@ -454,9 +454,10 @@ Test(matmul, r8_layout_every_isa) { cr_assert(for_each_isa("matmul r8 layout", r
 
 /* The same bits whichever walk the CPU would choose (runtime/cpu/dispatch.c):
  * decode in 1, 2 or 4 streams (61 rows: a partial last group inside a
- * stream), the AVX-512 Q4_0 / Q4_1 panel GEMM from 9 tokens (so n = 9..33
- * take it, over k-chunks at k = 2560) or never (the pairs). The SIMD levels
- * only: the scalar kernels have one walk. */
+ * stream), on AVX-512 up to 4 tokens so, both levels' Q4_0 / Q4_1 panel
+ * GEMM from 9 tokens (so n = 9..33 take it, over k-chunks at k = 2560) or
+ * never (the pairs, AVX2's groups). The SIMD levels only: the scalar
+ * kernels have one walk. */
 static void r8_layout_simd(loom_isa isa) {
     if (isa != LOOM_ISA_SCALAR) r8_layout(isa);
 }

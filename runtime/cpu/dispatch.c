@@ -156,8 +156,10 @@ loom_status loom_isa_set(loom_isa isa) {
 static _Atomic int decode_pf_mode = -1;
 
 /* The CPU family of an AMD CPU (0x17 Zen 1/2, 0x19 Zen 3/4, 0x1A Zen 5);
- * 0 for any other vendor. */
-static unsigned amd_family(void) {
+ * 0 for any other vendor. Read once: CPUID leaves a virtual machine for
+ * its hypervisor (asked per matmul call, SmolLM2's decode ran at half
+ * speed). */
+static unsigned amd_family_read(void) {
 #ifdef LOOM_X86
     unsigned a, b, c, d;
     char vendor[13] = {0};
@@ -168,6 +170,15 @@ static unsigned amd_family(void) {
 #else
     return 0;
 #endif
+}
+static _Atomic int amd_family_v = -1; /* -1: not read yet */
+static unsigned amd_family(void) {
+    int v = atomic_load_explicit(&amd_family_v, memory_order_relaxed);
+    if (v < 0) {
+        v = (int)amd_family_read();
+        atomic_store_explicit(&amd_family_v, v, memory_order_relaxed);
+    }
+    return (unsigned)v;
 }
 
 static _Atomic int host_cores = 1;
@@ -204,8 +215,9 @@ size_t loom_decode_pf(size_t ws) {
     return m ? ws : 0;
 }
 
-/* How decode walks r8 weights, and from how many tokens the AVX-512 r8
- * kernels of Q4_0 / Q4_1 hand over to the panel GEMM (gemm_avx512.c).
+/* How decode walks r8 weights, and from how many tokens the r8 kernels of
+ * Q4_0 / Q4_1 hand over to the panel GEMM (gemm_avx512.c: gemm_r8;
+ * gemm_avx2.c: g_gemm_r8).
  * On AMD (Zen 4: one sequential stream reads fastest, cpu_kernels.h at
  * loom_run_tiles; the r8 pairs' passes measured ahead of a panel) one stream
  * and no GEMM. Elsewhere (measured on a Xeon, family 6 model 167 as a KVM
@@ -218,11 +230,20 @@ size_t loom_decode_pf(size_t ws) {
  * 50.1, Q4_K_M 20.0 -> 23.9 / 37.8 -> 45.2. And the GEMM from 24 tokens:
  * bench_matmul 8192 x 5632 Q4_0, GFLOP/s, pairs / GEMM: n = 16 339 / 325,
  * 20 335 / 295, 24 339 / 360, 32 335 / 382, 128 322 / 382 (the rows' GEMM
- * 327); 3072 x 576 Q4_1 n = 128 339 / 414 (rows 399). LOOM_R8_STREAMS=1|2|4
- * and LOOM_R8_GEMM=N (0: never) override. */
+ * 327); 3072 x 576 Q4_1 n = 128 339 / 414 (rows 399). The AVX2 level's
+ * from 12: bench_matmul -i avx2, GFLOP/s, r8 groups' 4-token passes / GEMM
+ * over the layout: 3072 x 576 Q4_1 n = 4 185 / 163, 6 177 / 142, 8 182 /
+ * 189, 12 183 / 194, 24 180 / 206, 128 178 / 212 (rows' GEMM 204); 8192 x
+ * 5632 Q4_0 n = 8 189 / 185, 16 191 / 198, 128 180 / 209 (rows 188); loom
+ * bench LOOM_ISA=avx2, 128-token prefill, one / two threads, two
+ * alternations: SmolLM2 679-691 -> 812-827 / 1202-1237 -> 1438-1536,
+ * TinyLlama Q4_0 86-88 -> 101-102 / 167-169 -> 196-199 tokens/s (the AVX2
+ * r8 kernel splits the nibbles again for every 4-token pass). Not measured
+ * on AMD, which keeps its passes. LOOM_R8_STREAMS=1|2|4 and LOOM_R8_GEMM=N
+ * (0: never; both levels) override. */
 static _Atomic int r8_streams_v = 0;       /* 0: not read yet */
 static _Atomic int r8_stream_n_v = 0;      /* 0: the host's choice */
-static _Atomic long r8_gemm_min_v = -1;    /* -1: not read yet */
+static _Atomic long r8_gemm_min_v = -1;    /* -1: not read yet, -2: the CPU's choice */
 
 void loom_r8_walk_set(int streams, int stream_n, int64_t gemm_min_n) {
     atomic_store_explicit(&r8_streams_v, streams == 1 || streams == 2 || streams == 4 ? streams : 0,
@@ -269,16 +290,16 @@ int loom_r8_stream_n(void) {
     return loom_r8_streams() > 1 && l3 > 0 && atomic_load_explicit(&host_weights, memory_order_relaxed) > l3 ? 4 : 1;
 }
 
-int64_t loom_r8_gemm_min_n(void) {
+int64_t loom_r8_gemm_min_n(bool avx512) {
     long v = atomic_load_explicit(&r8_gemm_min_v, memory_order_relaxed);
-    if (v < 0) {
+    if (v == -1) {
         const char *env = getenv("LOOM_R8_GEMM");
         char *end = NULL;
         const long e = env ? strtol(env, &end, 10) : -1;
-        v = env && end != env && !*end && e >= 0 ? e : amd_family() == 0 ? 24 : 0;
+        v = env && end != env && !*end && e >= 0 ? e : -2;
         atomic_store_explicit(&r8_gemm_min_v, v, memory_order_relaxed);
     }
-    return v;
+    return v >= 0 ? v : amd_family() != 0 ? 0 : avx512 ? 24 : 12;
 }
 
 /* A level's table: its kernels (cpu_kernels.h names them), the level below

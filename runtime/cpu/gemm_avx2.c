@@ -360,6 +360,48 @@ AI void g_gemm(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t n
     }
 }
 
+/* ---- Q4_0 / Q4_1 in the r8 layout (runtime/kernels.h): the same panels ----
+ * A group's 32-byte run of quants is its 8 rows' dwords of one k-group, a
+ * panel line as it lies: the panel fills by nibble split without the
+ * transpose, and g_micro's sums and float steps are the row tiles' and the
+ * r8 kernels' (the AVX2 level's bits). */
+AI void g_unpack_r8(const int type, gpanel *P, const uint8_t *grp, int64_t kc0, int kcl, const uint8_t *next) {
+    const size_t bb = loom_r8_block_bytes(type);
+    const int qo = type == LOOM_TYPE_Q4_1 ? 32 : 16; /* the quants, after d (and m) */
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int b = 0; b < kcl / 32; b++) {
+        const size_t o = (size_t)(kc0 / 32 + b) * bb;
+        const uint8_t *p = grp + o;
+        loom_prefetch_l2(next, o, o + bb); /* the next group's block, into L2 */
+        const __m256 fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        _mm256_storeu_ps(P->fs[b], fs);
+        _mm256_storeu_ps(P->off[b], type == LOOM_TYPE_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                                           : _mm256_mul_ps(_mm256_set1_ps(-8.0f), fs));
+        UNROLL for (int j = 0; j < 4; j++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(p + qo + 32 * j));
+            _mm256_store_si256((__m256i *)P->qT[8 * b + j], _mm256_and_si256(v, m4));
+            _mm256_store_si256((__m256i *)P->qT[8 * b + 4 + j], _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+        }
+    }
+}
+
+AI void g_gemm_r8(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, size_t xs,
+                  int64_t n, float *y, int64_t ldy) {
+    _Alignas(32) gpanel P;
+    for (int64_t p = 0; p < nr; p += GMR) {
+        const int rows = (int)(nr - p < GMR ? nr - p : GMR);
+        const uint8_t *grp = w + (size_t)p * ws, *next = nr - p > GMR ? grp + GMR * ws : NULL;
+        for (int64_t kc0 = 0; kc0 < k; kc0 += GKC) {
+            const int kcl = (int)(k - kc0 < GKC ? k - kc0 : GKC);
+            g_unpack_r8(type, &P, grp, kc0, kcl, next);
+            for (int64_t t = 0; t < n; t += GNT) {
+                const int nt = (int)(n - t < GNT ? n - t : GNT);
+                g_micro(type, &P, k, kc0, kcl, xq + t * xs, xs, nt, y + t * ldy + p, ldy, kc0 == 0, rows);
+            }
+        }
+    }
+}
+
 /* ================================ row tiles ================================ */
 
 /* The two halves of a VPHADDD tree's result (rows 0-3 in a, 4-7 in b; in
@@ -784,10 +826,16 @@ AI void r8_kgroups(const int type, LOOM_MATMUL_PARAMS) {
 LOOM_R8_STREAMS_WALK(1)
 
 /* Every group x every token, RTN tokens at a time (a group's weights stay
- * in L1 or L2 between token chunks); the K-quants' prefill by panels. */
+ * in L1 or L2 between token chunks); the K-quants' prefill by panels, Q4_0
+ * / Q4_1 from loom_r8_gemm_min_n tokens by the GEMM's (g_gemm_r8). */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     if (n > RTN && loom_is_kquant(type)) {
         r8_kgroups(type, w, ws, k, nr, xq, xs, n, y, ldy);
+        return;
+    }
+    const int64_t gmin = loom_r8_gemm_min_n(false);
+    if ((type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) && gmin > 0 && n >= gmin) {
+        g_gemm_r8(type, w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
     for (int64_t g = n == 1 ? r8_streams(type, w, ws, k, nr, xq, xs, 1, y, ldy) : 0; 8 * g < nr; g++) {

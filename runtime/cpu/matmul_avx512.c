@@ -1091,7 +1091,7 @@ LOOM_R8_STREAMS_WALK(4)
 
 /* Every group x every token; from r8_pair_n tokens by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
-    const int64_t gmin = loom_r8_gemm_min_n();
+    const int64_t gmin = loom_r8_gemm_min_n(true);
     if (!loom_is_kquant(type) && gmin > 0 && n >= gmin) {
         (type == LOOM_TYPE_Q4_0 ? loom_avx512_r8_gemm_q4_0 : loom_avx512_r8_gemm_q4_1)(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
