@@ -367,21 +367,15 @@ AI void g_gemm(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t n
  * r8 kernels' (the AVX2 level's bits). */
 AI void g_unpack_r8(const int type, gpanel *P, const uint8_t *grp, int64_t kc0, int kcl, const uint8_t *next) {
     const size_t bb = loom_r8_block_bytes(type);
-    const int qo = type == LOOM_TYPE_Q4_1 ? 32 : 16; /* the quants, after d (and m) */
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int b = 0; b < kcl / 32; b++) {
         const size_t o = (size_t)(kc0 / 32 + b) * bb;
-        const uint8_t *p = grp + o;
         loom_prefetch_l2(next, o, o + bb); /* the next group's block, into L2 */
-        const __m256 fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        __m256 fs, off;
+        __m256i q[8];
+        loom_r8_q4_block(type, grp + o, &fs, &off, q);
         _mm256_storeu_ps(P->fs[b], fs);
-        _mm256_storeu_ps(P->off[b], type == LOOM_TYPE_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
-                                                           : _mm256_mul_ps(_mm256_set1_ps(-8.0f), fs));
-        UNROLL for (int j = 0; j < 4; j++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(p + qo + 32 * j));
-            _mm256_store_si256((__m256i *)P->qT[8 * b + j], _mm256_and_si256(v, m4));
-            _mm256_store_si256((__m256i *)P->qT[8 * b + 4 + j], _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
-        }
+        _mm256_storeu_ps(P->off[b], off);
+        UNROLL for (int g = 0; g < 8; g++) _mm256_store_si256((__m256i *)P->qT[8 * b + g], q[g]);
     }
 }
 
