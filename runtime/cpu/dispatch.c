@@ -242,13 +242,13 @@ size_t loom_decode_pf(size_t ws) {
  * on AMD, which keeps its passes. LOOM_R8_STREAMS=1|2|4 and LOOM_R8_GEMM=N
  * (0: never; both levels) override. */
 static _Atomic int r8_streams_v = 0;       /* 0: not read yet */
-static _Atomic int r8_stream_n_v = 0;      /* 0: the host's choice */
+static _Atomic int r8_stream_n_v = -1;     /* -1: not read yet, 0: the host's choice */
 static _Atomic long r8_gemm_min_v = -1;    /* -1: not read yet, -2: the CPU's choice */
 
 void loom_r8_walk_set(int streams, int stream_n, int64_t gemm_min_n) {
     atomic_store_explicit(&r8_streams_v, streams == 1 || streams == 2 || streams == 4 ? streams : 0,
                           memory_order_relaxed);
-    atomic_store_explicit(&r8_stream_n_v, stream_n >= 1 && stream_n <= 4 ? stream_n : 0, memory_order_relaxed);
+    atomic_store_explicit(&r8_stream_n_v, stream_n >= 1 && stream_n <= 4 ? stream_n : -1, memory_order_relaxed);
     atomic_store_explicit(&r8_gemm_min_v, gemm_min_n >= 0 ? (long)gemm_min_n : -1, memory_order_relaxed);
 }
 
@@ -275,15 +275,12 @@ int loom_r8_streams(void) {
  * 241-254; 4096 x 2048 Q4_K n = 2 194 -> 147). Pairs of groups far apart
  * (two streams, 512-bit) gained nothing (Q4_0 n = 2 -5 %, Q4_K +1-4 %).
  * LOOM_R8_STREAM_N=1..4 overrides. */
-static _Atomic int r8_stream_n_env = -1; /* -1: not read yet, 0: unset */
 int loom_r8_stream_n(void) {
     int v = atomic_load_explicit(&r8_stream_n_v, memory_order_relaxed);
-    if (v) return v;
-    v = atomic_load_explicit(&r8_stream_n_env, memory_order_relaxed);
     if (v < 0) {
         const char *env = getenv("LOOM_R8_STREAM_N");
         v = env && env[0] >= '1' && env[0] <= '4' && !env[1] ? env[0] - '0' : 0;
-        atomic_store_explicit(&r8_stream_n_env, v, memory_order_relaxed);
+        atomic_store_explicit(&r8_stream_n_v, v, memory_order_relaxed);
     }
     if (v) return v;
     const int64_t l3 = loom_l3_bytes();
