@@ -336,7 +336,9 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  * The scalar level computes over it what it computes over the rows; the
  * SIMD levels compute the AVX2 level's integer sums and float steps for
  * every token count, so a row's result is the AVX2 level's bits for the
- * file's rows, whatever the call (tests/test_matmul.c). */
+ * file's rows, whatever the call (tests/test_matmul.c) — but for the
+ * AVX-512 K-quants from loom_r8_gemm_bits_from tokens, which are its rows'
+ * GEMM's bits. */
 
 /* Whether the active level holds wt in the r8 layout (loom_weights_repack
  * asks); the environment variable LOOM_R8=0|1 overrides (never / wherever
@@ -369,10 +371,17 @@ void loom_matmul_r8(loom_type wt, const void *w, size_t w_stride, int64_t k, int
 /* How the r8 kernels walk (runtime/cpu/dispatch.c chooses by CPU): decode
  * reads its groups in `streams` streams (1, 2 or 4; anything else: the
  * CPU's choice), the AVX-512 level up to stream_n tokens so (1-4; anything
- * else: the CPU's and the host's choice), and its Q4_0 / Q4_1 go to a panel
- * GEMM from gemm_min_n tokens (0: never; negative: the CPU's choice). The
- * same bits every way; for tests and benchmarks. */
+ * else: the CPU's and the host's choice), and its Q4_0 / Q4_1 (both levels)
+ * and K-quants (AVX-512) go to a panel GEMM from gemm_min_n tokens (0:
+ * never; negative: the CPU's choice). The same bits every way but the
+ * AVX-512 K-quants' GEMM (loom_r8_gemm_bits_from); for tests and
+ * benchmarks. */
 void loom_r8_walk_set(int streams, int stream_n, int64_t gemm_min_n);
+/* From how many tokens the active level's r8 kernels for wt give the bits
+ * of its rows' panel GEMM (on AVX-512, loom_matmul over the file's rows
+ * from loom_matmul_invariant_rows tokens) rather than the AVX2 level's:
+ * the AVX-512 K-quants' (dispatch.c); 0: never. */
+int64_t loom_r8_gemm_bits_from(loom_type wt);
 
 /* The fewest tokens from which a loom_matmul call computes every row as a
  * call of more tokens does (batch invariance above): 1 on the scalar and

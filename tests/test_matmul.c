@@ -359,7 +359,9 @@ Test(matmul, batch_invariance_every_isa) {
 /* ---- the r8 layout (runtime/kernels.h) ----
  * Weights repacked by loom_repack_r8 and multiplied by loom_matmul_r8 give
  * the bits the GGUF rows give: on the scalar level the scalar ones, on the
- * SIMD levels the AVX2 level's (the same integer sums and float steps).
+ * SIMD levels the AVX2 level's (the same integer sums and float steps), but
+ * the AVX-512 K-quants' from loom_r8_gemm_bits_from tokens the AVX-512 rows'
+ * GEMM's.
  * Every row count (whole and partial groups of 8), ranges starting at a
  * later group, token counts around every tile size; nothing is written past
  * a range's rows. loom_r8_dequant_row gives every row's loom_dequant_row. */
@@ -419,8 +421,14 @@ static void r8_layout(loom_isa isa) {
                 for (size_t ni = 0; ni < sizeof n_list / sizeof n_list[0]; ni++)
                     for (int64_t r0 = 0; r0 < rows; r0 += 8) {
                         const int64_t n = n_list[ni];
-                        cr_assert(loom_isa_set(ref_isa) == NULL);
-                        loom_matmul((loom_type)t, w, rb, k, r0, rows, xq, ab, n, ref, LDY);
+                        /* the AVX-512 K-quants' r8 GEMM: the rows' GEMM's bits (NMAX tokens surely take it;
+                         * a token's bits do not depend on the others there) */
+                        cr_assert(loom_isa_set(isa) == NULL);
+                        const int64_t gb = loom_r8_gemm_bits_from((loom_type)t);
+                        const bool gemm_bits = gb > 0 && n >= gb;
+                        cr_assert(!gemm_bits || NMAX >= loom_matmul_invariant_rows());
+                        cr_assert(loom_isa_set(gemm_bits ? isa : ref_isa) == NULL);
+                        loom_matmul((loom_type)t, w, rb, k, r0, rows, xq, ab, gemm_bits ? NMAX : n, ref, LDY);
                         cr_assert(loom_isa_set(isa) == NULL);
                         for (int i = 0; i < NMAX * LDY; i++) got[i] = -12345.0f;
                         loom_matmul_r8((loom_type)t, p, prb, k, r0, rows, xq, ab, n, got, LDY);
@@ -439,7 +447,7 @@ static void r8_layout(loom_isa isa) {
                                           "in the r8 layout, %.9g from the GGUF rows (%s)",
                                           loom_isa_name(isa), loom_type_name(t), (long long)k, (long long)r0,
                                           (long long)rows, (long long)n, (long long)j, (long long)(r0 + r), g, e,
-                                          loom_isa_name(ref_isa));
+                                          gemm_bits ? "the rows' GEMM" : loom_isa_name(ref_isa));
                             }
                         cases++;
                     }
@@ -455,8 +463,9 @@ Test(matmul, r8_layout_every_isa) { cr_assert(for_each_isa("matmul r8 layout", r
 /* The same bits whichever walk the CPU would choose (runtime/cpu/dispatch.c):
  * decode in 1, 2 or 4 streams (61 rows: a partial last group inside a
  * stream), on AVX-512 up to 4 tokens so, both levels' Q4_0 / Q4_1 panel
- * GEMM from 9 tokens (so n = 9..33 take it, over k-chunks at k = 2560) or
- * never (the pairs, AVX2's groups). The SIMD levels only: the scalar
+ * GEMM (and AVX-512's K-quants', to the rows' GEMM's bits) from 9 tokens
+ * (so n = 9..33 take it, over k-chunks at k = 2560) or never (the pairs,
+ * AVX2's groups). The SIMD levels only: the scalar
  * kernels have one walk. */
 static void r8_layout_simd(loom_isa isa) {
     if (isa != LOOM_ISA_SCALAR) r8_layout(isa);

@@ -268,12 +268,13 @@ loom_exp2_fn loom_avx2_exp2, loom_avx512_exp2; /* the optional entry: the levels
  * take their small batches: these thresholds reach them only with
  * LOOM_R8=0.) */
 LOOM_MATMUL_TYPES(LOOM_MATMUL_DECLARE, loom_avx512_gemm_)
-/* The same GEMM over Q4_0 / Q4_1 in the r8 layout (the r8 kernels' bits);
- * the r8 kernels hand it calls with n >= loom_r8_gemm_min_n(avx512)
- * (dispatch.c: by CPU and level, AVX2's own gemm_avx2.c: g_gemm_r8; 0:
- * never). */
+/* The same GEMM over Q4_0 / Q4_1 in the r8 layout (the r8 kernels' bits)
+ * and over the K-quants in it (the rows' GEMM's bits); the r8 kernels hand
+ * it calls with n >= loom_r8_gemm_min_n(avx512, kquant) (dispatch.c: by CPU
+ * and level, AVX2's own gemm_avx2.c: g_gemm_r8; 0: never). */
 loom_matmul_fn loom_avx512_r8_gemm_q4_0, loom_avx512_r8_gemm_q4_1;
-int64_t loom_r8_gemm_min_n(bool avx512);
+loom_matmul_fn loom_avx512_r8_gemm_q4_K, loom_avx512_r8_gemm_q5_K, loom_avx512_r8_gemm_q6_K;
+int64_t loom_r8_gemm_min_n(bool avx512, bool kquant);
 static inline int64_t loom_gemm_min_n(loom_type t) {
     switch (t) {
     case LOOM_TYPE_F32:

@@ -216,8 +216,8 @@ size_t loom_decode_pf(size_t ws) {
 }
 
 /* How decode walks r8 weights, and from how many tokens the r8 kernels of
- * Q4_0 / Q4_1 hand over to the panel GEMM (gemm_avx512.c: gemm_r8;
- * gemm_avx2.c: g_gemm_r8).
+ * Q4_0 / Q4_1 (and AVX-512's K-quants) hand over to the panel GEMM
+ * (gemm_avx512.c: gemm_r8, gemm_r8k; gemm_avx2.c: g_gemm_r8).
  * On AMD (Zen 4: one sequential stream reads fastest, cpu_kernels.h at
  * loom_run_tiles; the r8 pairs' passes measured ahead of a panel) one stream
  * and no GEMM. Elsewhere (measured on a Xeon, family 6 model 167 as a KVM
@@ -238,9 +238,17 @@ size_t loom_decode_pf(size_t ws) {
  * bench LOOM_ISA=avx2, 128-token prefill, one / two threads, two
  * alternations: SmolLM2 679-691 -> 812-827 / 1202-1237 -> 1438-1536,
  * TinyLlama Q4_0 86-88 -> 101-102 / 167-169 -> 196-199 tokens/s (the AVX2
- * r8 kernel splits the nibbles again for every 4-token pass). Not measured
- * on AMD, which keeps its passes. LOOM_R8_STREAMS=1|2|4 and LOOM_R8_GEMM=N
- * (0: never; both levels) override. */
+ * r8 kernel splits the nibbles again for every 4-token pass). The
+ * AVX-512 K-quants from 16 (gemm_avx512.c: gemm_r8k, the rows' GEMM's
+ * panels filled from the layout without their transpose): bench_matmul,
+ * GFLOP/s, r8 passes or panels / GEMM over the layout (rows' GEMM): 4096 x
+ * 2048 Q4_K n = 8 373 / 342, 12 384 / 326, 16 390 / 427 (279), 32 410 /
+ * 458 (348), 128 491 / 537 (449); Q6_K n = 16 268 / 348, 128 357 / 484
+ * (440); Q5_K 16 297 / 333, 128 420 / 505 (472); 32768 x 2048 (DRAM) Q4_K
+ * n = 10 340 / 263, 16 382 / 416, 24 386 / 454; loom bench TinyLlama
+ * Q4_K_M, 128-token prefill, one thread, 184-190 -> 193-199 tokens/s. Not
+ * measured on AMD, which keeps its passes and panels. LOOM_R8_STREAMS=1|2|4 and LOOM_R8_GEMM=N
+ * (0: never; both levels, the K-quants' on AVX-512) override. */
 static _Atomic int r8_streams_v = 0;       /* 0: not read yet */
 static _Atomic int r8_stream_n_v = -1;     /* -1: not read yet, 0: the host's choice */
 static _Atomic long r8_gemm_min_v = -1;    /* -1: not read yet, -2: the CPU's choice */
@@ -287,7 +295,7 @@ int loom_r8_stream_n(void) {
     return loom_r8_streams() > 1 && l3 > 0 && atomic_load_explicit(&host_weights, memory_order_relaxed) > l3 ? 4 : 1;
 }
 
-int64_t loom_r8_gemm_min_n(bool avx512) {
+int64_t loom_r8_gemm_min_n(bool avx512, bool kquant) {
     long v = atomic_load_explicit(&r8_gemm_min_v, memory_order_relaxed);
     if (v == -1) {
         const char *env = getenv("LOOM_R8_GEMM");
@@ -296,7 +304,13 @@ int64_t loom_r8_gemm_min_n(bool avx512) {
         v = env && end != env && !*end && e >= 0 ? e : -2;
         atomic_store_explicit(&r8_gemm_min_v, v, memory_order_relaxed);
     }
-    return v >= 0 ? v : amd_family() != 0 ? 0 : avx512 ? 24 : 12;
+    if (v >= 0) return !kquant || avx512 ? v : 0;
+    if (amd_family() != 0) return 0;
+    return !avx512 ? (kquant ? 0 : 12) : kquant ? 16 : 24;
+}
+
+int64_t loom_r8_gemm_bits_from(loom_type wt) {
+    return loom_isa_get() == LOOM_ISA_AVX512 && loom_is_kquant(wt) ? loom_r8_gemm_min_n(true, true) : 0;
 }
 
 /* A level's table: its kernels (cpu_kernels.h names them), the level below
@@ -373,6 +387,7 @@ int loom_matmul_invariant_rows(void) {
     int64_t n = 1;
     for (int t = 0; t < LOOM_TYPE_COUNT; t++)
         if (level_tables[LOOM_ISA_AVX512].matmul[t] && loom_gemm_min_n((loom_type)t) > n) n = loom_gemm_min_n((loom_type)t);
+    if (loom_r8_gemm_min_n(true, true) > n) n = loom_r8_gemm_min_n(true, true); /* the K-quants' r8 GEMM */
     return (int)n;
 }
 

@@ -827,7 +827,7 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         r8_kgroups(type, w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
-    const int64_t gmin = loom_r8_gemm_min_n(false);
+    const int64_t gmin = loom_r8_gemm_min_n(false, false);
     if ((type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) && gmin > 0 && n >= gmin) {
         g_gemm_r8(type, w, ws, k, nr, xq, xs, n, y, ldy);
         return;

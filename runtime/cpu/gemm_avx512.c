@@ -346,6 +346,97 @@ AI void gemm_r8(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t 
 void loom_avx512_r8_gemm_q4_0(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_0, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_gemm_q4_1(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_1, w, ws, k, nr, xq, xs, n, y, ldy); }
 
+/* ---- Q4_K / Q5_K / Q6_K in the r8 layout: the rows' panels, bit for bit ----
+ * A group's 32-byte run of a sub-block's k-group is 8 rows' dwords, so two
+ * groups' runs, split as the r8 kernels split them (loom_r8_k45_quants,
+ * loom_r8_q6_quants), are a qT line; the scale terms are
+ * loom_panel_termsK's, 16 rows at once (d * sc by the same one rounding).
+ * The panel is then the one unpack() makes from the same rows, and micro()
+ * runs as gemm() runs it (each k-chunk's sums added into y), so the result
+ * is the rows' GEMM's bits, not the r8 kernels' (the AVX2 level's). */
+AI __m512 f16x2(const uint8_t *a, const uint8_t *b) {
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
+                                                   _mm_loadu_si128((const __m128i *)b), 1));
+}
+AI __m128i b8x2(const uint8_t *a, const uint8_t *b) {
+    return _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b));
+}
+
+AI void unpack_r8k(const int type, panel *P, const uint8_t *ga, const uint8_t *gb, int64_t kc0, int kcl,
+                   const uint8_t *na, const uint8_t *nb) {
+    const size_t bb = loom_r8_block_bytes(type);
+    for (int sbl = 0; sbl < kcl / 256; sbl++) {
+        const size_t o = (size_t)(kc0 / 256 + sbl) * bb;
+        const uint8_t *pa = ga + o, *pb = gb + o;
+        loom_prefetch_l2(na, o, o + bb); /* the next pair's super-block, into L2 */
+        loom_prefetch_l2(nb, o, o + bb);
+        uint8_t(*qT)[64] = P->qT + 64 * sbl;
+        const __m512 d = f16x2(pa, pb);
+        if (type == LOOM_TYPE_Q6_K) {
+            for (int h = 0; h < 2; h++)
+                for (int g = 0; g < 8; g++) {
+                    __m256i qa[4], qb[4];
+                    loom_r8_q6_quants(pa, h, g, qa);
+                    loom_r8_q6_quants(pb, h, g, qb);
+                    UNROLL for (int j = 0; j < 4; j++) {
+                        _mm256_store_si256((__m256i *)qT[32 * h + 8 * j + g], qa[j]);
+                        _mm256_store_si256((__m256i *)(qT[32 * h + 8 * j + g] + 32), qb[j]);
+                    }
+                }
+            for (int G = 0; G < 16; G++)
+                _mm512_store_ps(P->fs[16 * sbl + G],
+                                _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b8x2(pa + 16 + 8 * G, pb + 16 + 8 * G)))));
+            for (int j = 0; j < 8; j++) { /* [-32 sc[2j], -32 sc[2j+1]] */
+                const __m512i sc = _mm512_cvtepi8_epi32(b8x2(pa + 16 + 16 * j, pb + 16 + 16 * j)),
+                              sd = _mm512_cvtepi8_epi32(b8x2(pa + 24 + 16 * j, pb + 24 + 16 * j));
+                const __m512i z = _mm512_setzero_si512();
+                _mm512_store_si512(P->mp[8 * sbl + j],
+                                   _mm512_or_si512(_mm512_and_si512(_mm512_sub_epi32(z, _mm512_slli_epi32(sc, 5)),
+                                                                    _mm512_set1_epi32(0xFFFF)),
+                                                   _mm512_slli_epi32(_mm512_sub_epi32(z, sd), 21)));
+            }
+            _mm512_store_ps(P->d2[sbl], d);
+            continue;
+        }
+        for (int s = 0; s < 8; s++) {
+            __m256i qa[8], qb[8];
+            loom_r8_k45_quants(type, false, pa, s, qa);
+            loom_r8_k45_quants(type, false, pb, s, qb);
+            UNROLL for (int g = 0; g < 8; g++) {
+                _mm256_store_si256((__m256i *)qT[8 * s + g], qa[g]);
+                _mm256_store_si256((__m256i *)(qT[8 * s + g] + 32), qb[g]);
+            }
+            _mm512_store_ps(P->fs[8 * sbl + s],
+                            _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b8x2(pa + 32 + 8 * s, pb + 32 + 8 * s)))));
+            const __m512i m = _mm512_cvtepu8_epi32(b8x2(pa + 96 + 8 * s, pb + 96 + 8 * s));
+            _mm512_store_si512(P->mp[8 * sbl + s], _mm512_or_si512(m, _mm512_slli_epi32(m, 16)));
+        }
+        _mm512_store_ps(P->d2[sbl], _mm512_xor_ps(f16x2(pa + 16, pb + 16), _mm512_set1_ps(-0.0f)));
+    }
+}
+
+AI void gemm_r8k(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
+                 size_t xs, int64_t n, float *y, int64_t ldy) {
+    _Alignas(64) panel P;
+    for (int64_t p = 0; p < nr; p += MR) {
+        const uint8_t *ga = w + (size_t)p * ws, *gb = nr - p > 8 ? ga + 8 * ws : ga;
+        const uint8_t *na = nr - p > MR ? ga + MR * ws : NULL, *nb = na && nr - p > MR + 8 ? na + 8 * ws : na;
+        const __mmask16 rmask = (__mmask16)(nr - p < MR ? (1u << (nr - p)) - 1u : 0xFFFFu);
+        for (int64_t kc0 = 0; kc0 < k; kc0 += KC) {
+            const int kcl = (int)(k - kc0 < KC ? k - kc0 : KC);
+            unpack_r8k(type, &P, ga, gb, kc0, kcl, na, nb);
+            for (int64_t t = 0; t < n; t += NT) {
+                const int nt = (int)(n - t < NT ? n - t : NT);
+                micro(type, &P, k, kc0, kcl, xq + t * xs, xs, nt, y + t * ldy + p, ldy, kc0 == 0, rmask, 0);
+            }
+        }
+    }
+}
+
+void loom_avx512_r8_gemm_q4_K(LOOM_MATMUL_PARAMS) { gemm_r8k(LOOM_TYPE_Q4_K, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_gemm_q5_K(LOOM_MATMUL_PARAMS) { gemm_r8k(LOOM_TYPE_Q5_K, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_gemm_q6_K(LOOM_MATMUL_PARAMS) { gemm_r8k(LOOM_TYPE_Q6_K, w, ws, k, nr, xq, xs, n, y, ldy); }
+
 /* ---- float weights (F32, F16, BF16): the same panel scheme with FMA ----
  * The panel holds 16 rows x up to KCF columns as floats, transposed (one
  * vector per column, lane = row); each token's activation float is

@@ -40,9 +40,10 @@
  * decode reads 1, 2 or 4 groups side by side, loom_r8_streams), two groups
  * per 512-bit vector and 8 tokens per pass from 8 tokens on (r8_pairs; the
  * K-quants from a panel of unpacked super-blocks, r8_kpairs), and where
- * the CPU wants it Q4_0 / Q4_1 from loom_r8_gemm_min_n tokens the GEMM's
- * panels (gemm_avx512.c: gemm_r8); all give the AVX2 level's bits (the r8
- * section below).
+ * the CPU wants it from loom_r8_gemm_min_n tokens the GEMM's panels
+ * (gemm_avx512.c: gemm_r8 for Q4_0 / Q4_1, gemm_r8k for the K-quants); all
+ * give the AVX2 level's bits (the r8 section below) but the K-quants' GEMM,
+ * which gives the rows' GEMM's (loom_r8_gemm_bits_from).
  *
  * Compiled with -mavx512{f,bw,vl,dq,vnni}; dispatch.c only calls it when the
  * CPU and OS support all of them.
@@ -1091,9 +1092,13 @@ LOOM_R8_STREAMS_WALK(4)
 
 /* Every group x every token; from r8_pair_n tokens by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
-    const int64_t gmin = loom_r8_gemm_min_n(true);
-    if (!loom_is_kquant(type) && gmin > 0 && n >= gmin) {
-        (type == LOOM_TYPE_Q4_0 ? loom_avx512_r8_gemm_q4_0 : loom_avx512_r8_gemm_q4_1)(w, ws, k, nr, xq, xs, n, y, ldy);
+    const int64_t gmin = loom_r8_gemm_min_n(true, loom_is_kquant(type));
+    if (gmin > 0 && n >= gmin) {
+        (type == LOOM_TYPE_Q4_0   ? loom_avx512_r8_gemm_q4_0
+         : type == LOOM_TYPE_Q4_1 ? loom_avx512_r8_gemm_q4_1
+         : type == LOOM_TYPE_Q4_K ? loom_avx512_r8_gemm_q4_K
+         : type == LOOM_TYPE_Q5_K ? loom_avx512_r8_gemm_q5_K
+                                  : loom_avx512_r8_gemm_q6_K)(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
     /* decode's streams (one token; up to 4 where loom_r8_stream_n says), the groups they leave below */
