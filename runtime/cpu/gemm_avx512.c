@@ -298,6 +298,15 @@ AI void gemm(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr,
  * convert 16 at a time; no transpose. The sums carry through y from one
  * k-chunk to the next, and the float steps are r8_pair's (matmul_avx512.c),
  * lane for lane, so the result is the r8 kernels' bits (the AVX2 level's). */
+/* 8 rows' F16 values of group A (at a) and of group B (at b) as 16 floats; their 8 bytes each as 16 */
+AI __m512 f16x2(const uint8_t *a, const uint8_t *b) {
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
+                                                   _mm_loadu_si128((const __m128i *)b), 1));
+}
+AI __m128i b8x2(const uint8_t *a, const uint8_t *b) {
+    return _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b));
+}
+
 AI void unpack_r8(const int type, panel *P, const uint8_t *ga, const uint8_t *gb, int64_t kc0, int kcl,
                   const uint8_t *na, const uint8_t *nb) {
     const size_t bb = loom_r8_block_bytes(type);
@@ -308,14 +317,9 @@ AI void unpack_r8(const int type, panel *P, const uint8_t *ga, const uint8_t *gb
         const uint8_t *pa = ga + o, *pb = gb + o;
         loom_prefetch_l2(na, o, o + bb); /* the next pair's block, into L2 */
         loom_prefetch_l2(nb, o, o + bb);
-        const __m512 fs = _mm512_cvtph_ps(_mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)pa)), _mm_loadu_si128((const __m128i *)pb), 1));
+        const __m512 fs = f16x2(pa, pb);
         _mm512_store_ps(P->fs[b], fs);
-        _mm512_store_ps(P->off[b], type == LOOM_TYPE_Q4_1
-                                       ? _mm512_cvtph_ps(_mm256_inserti128_si256(
-                                             _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(pa + 16))),
-                                             _mm_loadu_si128((const __m128i *)(pb + 16)), 1))
-                                       : _mm512_mul_ps(_mm512_set1_ps(-8.0f), fs));
+        _mm512_store_ps(P->off[b], type == LOOM_TYPE_Q4_1 ? f16x2(pa + 16, pb + 16) : _mm512_mul_ps(_mm512_set1_ps(-8.0f), fs));
         UNROLL for (int j = 0; j < 4; j++) {
             const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(pa + qo + 32 * j))),
                                                  _mm256_loadu_si256((const __m256i *)(pb + qo + 32 * j)), 1);
@@ -325,27 +329,6 @@ AI void unpack_r8(const int type, panel *P, const uint8_t *ga, const uint8_t *gb
     }
 }
 
-AI void gemm_r8(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
-                size_t xs, int64_t n, float *y, int64_t ldy) {
-    _Alignas(64) panel P;
-    for (int64_t p = 0; p < nr; p += MR) {
-        const uint8_t *ga = w + (size_t)p * ws, *gb = nr - p > 8 ? ga + 8 * ws : ga;
-        const uint8_t *na = nr - p > MR ? ga + MR * ws : NULL, *nb = na && nr - p > MR + 8 ? na + 8 * ws : na;
-        const __mmask16 rmask = (__mmask16)(nr - p < MR ? (1u << (nr - p)) - 1u : 0xFFFFu);
-        for (int64_t kc0 = 0; kc0 < k; kc0 += KC) {
-            const int kcl = (int)(k - kc0 < KC ? k - kc0 : KC);
-            unpack_r8(type, &P, ga, gb, kc0, kcl, na, nb);
-            for (int64_t t = 0; t < n; t += NT) {
-                const int nt = (int)(n - t < NT ? n - t : NT);
-                micro(type, &P, k, kc0, kcl, xq + t * xs, xs, nt, y + t * ldy + p, ldy, kc0 == 0, rmask, 1);
-            }
-        }
-    }
-}
-
-void loom_avx512_r8_gemm_q4_0(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_0, w, ws, k, nr, xq, xs, n, y, ldy); }
-void loom_avx512_r8_gemm_q4_1(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_1, w, ws, k, nr, xq, xs, n, y, ldy); }
-
 /* ---- Q4_K / Q5_K / Q6_K in the r8 layout: the rows' panels, bit for bit ----
  * A group's 32-byte run of a sub-block's k-group is 8 rows' dwords, so two
  * groups' runs, split as the r8 kernels split them (loom_r8_k45_quants,
@@ -354,14 +337,6 @@ void loom_avx512_r8_gemm_q4_1(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_1, w, w
  * The panel is then the one unpack() makes from the same rows, and micro()
  * runs as gemm() runs it (each k-chunk's sums added into y), so the result
  * is the rows' GEMM's bits, not the r8 kernels' (the AVX2 level's). */
-AI __m512 f16x2(const uint8_t *a, const uint8_t *b) {
-    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
-                                                   _mm_loadu_si128((const __m128i *)b), 1));
-}
-AI __m128i b8x2(const uint8_t *a, const uint8_t *b) {
-    return _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b));
-}
-
 AI void unpack_r8k(const int type, panel *P, const uint8_t *ga, const uint8_t *gb, int64_t kc0, int kcl,
                    const uint8_t *na, const uint8_t *nb) {
     const size_t bb = loom_r8_block_bytes(type);
@@ -415,8 +390,8 @@ AI void unpack_r8k(const int type, panel *P, const uint8_t *ga, const uint8_t *g
     }
 }
 
-AI void gemm_r8k(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
-                 size_t xs, int64_t n, float *y, int64_t ldy) {
+AI void gemm_r8(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
+                size_t xs, int64_t n, float *y, int64_t ldy) {
     _Alignas(64) panel P;
     for (int64_t p = 0; p < nr; p += MR) {
         const uint8_t *ga = w + (size_t)p * ws, *gb = nr - p > 8 ? ga + 8 * ws : ga;
@@ -424,18 +399,22 @@ AI void gemm_r8k(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t
         const __mmask16 rmask = (__mmask16)(nr - p < MR ? (1u << (nr - p)) - 1u : 0xFFFFu);
         for (int64_t kc0 = 0; kc0 < k; kc0 += KC) {
             const int kcl = (int)(k - kc0 < KC ? k - kc0 : KC);
-            unpack_r8k(type, &P, ga, gb, kc0, kcl, na, nb);
+            if (loom_is_kquant(type)) unpack_r8k(type, &P, ga, gb, kc0, kcl, na, nb);
+            else unpack_r8(type, &P, ga, gb, kc0, kcl, na, nb);
             for (int64_t t = 0; t < n; t += NT) {
                 const int nt = (int)(n - t < NT ? n - t : NT);
-                micro(type, &P, k, kc0, kcl, xq + t * xs, xs, nt, y + t * ldy + p, ldy, kc0 == 0, rmask, 0);
+                micro(type, &P, k, kc0, kcl, xq + t * xs, xs, nt, y + t * ldy + p, ldy, kc0 == 0, rmask, !loom_is_kquant(type));
             }
         }
     }
 }
 
-void loom_avx512_r8_gemm_q4_K(LOOM_MATMUL_PARAMS) { gemm_r8k(LOOM_TYPE_Q4_K, w, ws, k, nr, xq, xs, n, y, ldy); }
-void loom_avx512_r8_gemm_q5_K(LOOM_MATMUL_PARAMS) { gemm_r8k(LOOM_TYPE_Q5_K, w, ws, k, nr, xq, xs, n, y, ldy); }
-void loom_avx512_r8_gemm_q6_K(LOOM_MATMUL_PARAMS) { gemm_r8k(LOOM_TYPE_Q6_K, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_gemm_q4_0(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_0, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_gemm_q4_1(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_1, w, ws, k, nr, xq, xs, n, y, ldy); }
+
+void loom_avx512_r8_gemm_q4_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_K, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_gemm_q5_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q5_K, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_gemm_q6_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q6_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 /* ---- float weights (F32, F16, BF16): the same panel scheme with FMA ----
  * The panel holds 16 rows x up to KCF columns as floats, transposed (one
