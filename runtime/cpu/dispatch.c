@@ -362,10 +362,18 @@ int64_t loom_r8_gemm_bits_from(loom_type wt) {
  * 173-189 / 337-374 -> 328-363; batched decode, two threads, 4 / 8 / 16
  * sequences 100-102 -> 118-123, 105-112 -> 170-173, 149-163 -> 205-206
  * (bench_matmul 32768 x 2048 n = 4 / 8 129 -> 269-273, 127 -> 327-333
- * GFLOP/s). Q5_K and Q6_K keep the rows: in the layout TinyLlama Q6_K
- * prefilled 4-5 % and decoded 2-4 % slower, Q5_K_M 3-5 % and 2-5 % (their
- * quants overflow r8_kscale's int16; Q5_K's 256-bit unpacking), though
- * their small batches gain as Q4_K's (8 sequences +9 % more with Q6_K). */
+ * GFLOP/s). Q5_K and Q6_K keep the rows: their small batches gain in the
+ * layout as Q4_K's (8 sequences +9 % more with Q6_K; bench_matmul 4096 x
+ * 2048 n = 8, GFLOP/s, rows -> r8: Q6_K 169 -> 236, Q5_K 148 -> 226), and
+ * with the GEMM over the layout so does their prefill (TinyLlama, 128
+ * tokens, one thread: Q6_K 167-169 -> 183-185, Q5_K_M 167-178 -> 197-201
+ * tokens/s), but their decode loses there: loom bench, tokens/s, Q6_K one
+ * thread 18.4-19.0 -> 17.2-17.9, two 35.7-36.4 -> 33.9-35.7, Q5_K_M one
+ * thread 21.0-21.1 -> 19.8-20.0; bench_matmul --stream 60 (2 GiB), GB/s,
+ * four alternations: Q6_K 15.6-16.1 -> 15.3-15.6, Q5_K 15.8-16.1 ->
+ * 15.1-15.5 (their quants overflow r8_kscale's int16, Q5_K's fifth bits
+ * cost a 256-bit unpack; four streams of 512-bit pairs of far groups read
+ * slower still, Q5_K 11.3). */
 #define R8_AVX2 (0 LOOM_R8_TYPES(LOOM_R8_BIT, _))
 #define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q5_K | 1ull << LOOM_TYPE_Q6_K)
 #define R8_AVX512_INTEL (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K)
