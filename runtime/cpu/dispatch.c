@@ -281,7 +281,9 @@ int loom_r8_streams(void) {
  * 11.8 -> 11.8, 11.4 -> 12.2. From the L3 the pairs' 512-bit arithmetic
  * wins (3072 x 576 Q4_1, GFLOP/s, n = 2 255 -> 201-213, n = 4 309-325 ->
  * 241-254; 4096 x 2048 Q4_K n = 2 194 -> 147). Pairs of groups far apart
- * (two streams, 512-bit) gained nothing (Q4_0 n = 2 -5 %, Q4_K +1-4 %).
+ * (two streams, 512-bit) gained nothing (Q4_0 n = 2 -5 %, Q4_K +1-4 %);
+ * four streams as two such pairs did, at 3-4 tokens (matmul_avx512.c:
+ * r8_far, which takes the four streams' 2-4 tokens but Q5_K's).
  * LOOM_R8_STREAM_N=1..4 overrides. */
 int loom_r8_stream_n(void) {
     int v = atomic_load_explicit(&r8_stream_n_v, memory_order_relaxed);

@@ -37,7 +37,8 @@
  * Q4_0, Q4_1, Q4_K, Q5_K and Q6_K in the r8 layout (runtime/kernels.h;
  * held that way on AMD Zen 4 and later, Q4_0, Q4_1 and Q4_K on Intel, dispatch.c):
  * one 8-row group per 256-bit vector with VNNI below 8 tokens (r8_group;
- * decode reads 1, 2 or 4 groups side by side, loom_r8_streams), two groups
+ * decode reads 1, 2 or 4 groups side by side, loom_r8_streams; 2-4 tokens
+ * from DRAM the four as two 512-bit pairs, r8_far), two groups
  * per 512-bit vector and 8 tokens per pass from 8 tokens on (r8_pairs; the
  * K-quants from a panel of unpacked super-blocks, r8_kpairs), and where
  * the CPU wants it from loom_r8_gemm_min_n tokens the GEMM's panels
@@ -728,39 +729,42 @@ AI void r8_pf(const uint8_t *a, const uint8_t *b, size_t from, size_t to) {
     loom_prefetch_l2(b, from, to);
 }
 
+/* Block b of a Q4_0 / Q4_1 pair (pa, pb: its bytes in groups A and B) for NT tokens into tot */
+AI void r8_qblock(const int type, const int NT, const uint8_t *pa, const uint8_t *pb, int64_t k, const int64_t b,
+                  const uint8_t *x, size_t xs, __m512 *tot) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const int64_t nb = k / 32;
+    const int qo = type == LOOM_TYPE_Q4_1 ? 32 : 16; /* the quants, after d (and m) */
+    const __m512 fs = r8_f16x2(pa, pb);
+    const __m512 off = type == LOOM_TYPE_Q4_1 ? r8_f16x2(pa + 16, pb + 16) : _mm512_mul_ps(_mm512_set1_ps(-8.0f), fs);
+    __m512i q[8];
+    UNROLL for (int j = 0; j < 4; j++) {
+        const __m512i v = r8_ld2(pa + qo + 32 * j, pb + qo + 32 * j);
+        q[j] = _mm512_and_si512(v, m4);
+        q[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    }
+    UNROLL for (int t = 0; t < NT; t++) {
+        const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
+        __m512i I = _mm512_setzero_si512(), J = _mm512_setzero_si512(); /* two chains */
+        UNROLL for (int g = 0; g < 8; g += 2) {
+            I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
+            J = _mm512_dpbusd_epi32(J, q[g + 1], r8_b4x(a + 4 * g + 4));
+        }
+        I = _mm512_add_epi32(I, J);
+        tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(I), _mm512_set1_ps(loom_ld_f32(xt + k + 4 * b))),
+                                 fs, tot[t]);
+        tot[t] = _mm512_fmadd_ps(off, _mm512_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), tot[t]);
+    }
+}
+
 AI void r8_pair(const int type, const int NT, const uint8_t *ga, const uint8_t *gb, int64_t k, const uint8_t *x,
                 size_t xs, float *y, int64_t ldy, __mmask16 rows, const uint8_t *pfa, const uint8_t *pfb) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
     __m512 tot[XP];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm512_setzero_ps();
-    if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) {
-        const int64_t nb = k / 32;
-        const int qo = type == LOOM_TYPE_Q4_1 ? 32 : 16; /* the quants, after d (and m) */
-        const size_t bb = loom_r8_block_bytes(type);
-        for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *pa = ga + (size_t)b * bb, *pb = gb + (size_t)b * bb;
-            r8_pf(pfa, pfb, (size_t)b * bb, (size_t)(b + 1) * bb);
-            const __m512 fs = r8_f16x2(pa, pb);
-            const __m512 off = type == LOOM_TYPE_Q4_1 ? r8_f16x2(pa + 16, pb + 16) : _mm512_mul_ps(_mm512_set1_ps(-8.0f), fs);
-            __m512i q[8];
-            UNROLL for (int j = 0; j < 4; j++) {
-                const __m512i v = r8_ld2(pa + qo + 32 * j, pb + qo + 32 * j);
-                q[j] = _mm512_and_si512(v, m4);
-                q[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-            }
-            UNROLL for (int t = 0; t < NT; t++) {
-                const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
-                __m512i I = _mm512_setzero_si512(), J = _mm512_setzero_si512(); /* two chains */
-                UNROLL for (int g = 0; g < 8; g += 2) {
-                    I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
-                    J = _mm512_dpbusd_epi32(J, q[g + 1], r8_b4x(a + 4 * g + 4));
-                }
-                I = _mm512_add_epi32(I, J);
-                tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(I), _mm512_set1_ps(loom_ld_f32(xt + k + 4 * b))),
-                                         fs, tot[t]);
-                tot[t] = _mm512_fmadd_ps(off, _mm512_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), tot[t]);
-            }
-        }
+    const size_t bb = loom_r8_block_bytes(type);
+    for (int64_t b = 0; b < k / 32; b++) {
+        r8_pf(pfa, pfb, (size_t)b * bb, (size_t)(b + 1) * bb);
+        r8_qblock(type, NT, ga + (size_t)b * bb, gb + (size_t)b * bb, k, b, x, xs, tot);
     }
     UNROLL for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, rows, tot[t]);
 }
@@ -921,9 +925,96 @@ AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb
     UNROLL for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, rows, tot[t]);
 }
 
-/* The same over the r8 bytes themselves (ga, gb: the two groups), split in
- * registers as r8_kunpack / r8_q6unpack would: for a single pass there is
- * nothing to gain from a panel written once and read once. */
+/* The same for super-block c of a pair (pa, pb: its bytes in groups A and
+ * B) over the r8 bytes themselves, split in registers as r8_kunpack /
+ * r8_q6unpack would: for a single pass there is nothing to gain from a
+ * panel written once and read once (r8_kdpass walks a pair's super-blocks). */
+AI void r8_kdsb(const int type, const int NT, const bool few, const uint8_t *pa, const uint8_t *pb, const uint8_t *x,
+                size_t xs, const int c, __m512 *tot) {
+    __m512i S[XP];
+    UNROLL for (int t = 0; t < NT; t++) S[t] = _mm512_setzero_si512();
+    if (type == LOOM_TYPE_Q6_K && few && NT <= 4) {
+        /* one half (groups 0-3 or 4-7, one scale each) of sub-blocks 4h .. 4h+3 from one load of each of its
+         * chunks (loom_r8_q6_quants' four at once); the integer sums add in another order, to the same bits.
+         * The split is written out here and below: one helper for both cost n = 4 2-9 % (GCC's allocation) */
+        const __m512i m6 = _mm512_set1_epi8(0x3F), mc0 = _mm512_set1_epi8((char)0xC0);
+        for (int h = 0; h < 2; h++)
+            for (int half = 0; half < 2; half++) {
+                __m512i q[4][4];
+                UNROLL for (int i = 0; i < 4; i++) {
+                    const size_t o = LOOM_R8_Q6_Q(h, 4 * half + i, 0);
+                    const __m512i b0 = r8_ld2(pa + o, pb + o), b1 = r8_ld2(pa + o + 32, pb + o + 32),
+                                  b2 = r8_ld2(pa + o + 64, pb + o + 64);
+                    q[0][i] = _mm512_and_si512(b0, m6);
+                    q[1][i] = _mm512_and_si512(b1, m6);
+                    q[2][i] = _mm512_and_si512(b2, m6);
+                    q[3][i] = _mm512_or_si512(_mm512_or_si512(_mm512_srli_epi16(_mm512_and_si512(b0, mc0), 6),
+                                                              _mm512_srli_epi16(_mm512_and_si512(b1, mc0), 4)),
+                                              _mm512_srli_epi16(_mm512_and_si512(b2, mc0), 2));
+                }
+                UNROLL for (int j = 0; j < 4; j++) {
+                    const int sub = 4 * h + j, G = 2 * sub + half;
+                    const __m512i sc = r8_i8x2(pa + 16 + 8 * G, pb + 16 + 8 * G);
+                    UNROLL for (int t = 0; t < NT; t++) {
+                        const uint8_t *a = x + t * xs + 292 * c + 4 + 32 * sub + 16 * half;
+                        __m512i I = _mm512_setzero_si512();
+                        UNROLL for (int i = 0; i < 4; i++) I = _mm512_dpbusd_epi32(I, q[j][i], r8_b4x(a + 4 * i));
+                        S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(I, sc));
+                    }
+                }
+            }
+    } else if (type == LOOM_TYPE_Q4_K && NT <= 4) {
+        /* sub-blocks 2j and 2j+1 from one load of each chunk (n = 4 224 -> 246 GFLOP/s from DRAM;
+         * with 5-8 tokens the chunks no longer fit the registers beside the sums: 2-3 % slower) */
+        const __m512i m4 = _mm512_set1_epi8(0x0F);
+        for (int j = 0; j < 4; j++) {
+            __m512i v[8], q[8];
+            UNROLL for (int g = 0; g < 8; g++) {
+                const size_t o = LOOM_R8_K45_QS(LOOM_TYPE_Q4_K) + 256 * j + 32 * g;
+                v[g] = r8_ld2(pa + o, pb + o);
+                q[g] = _mm512_and_si512(v[g], m4);
+            }
+            const __m512i s0 = r8_u8x2(pa + 32 + 16 * j, pb + 32 + 16 * j);
+            r8_ksub(type, NT, q, s0, s0, x + 292 * c + 4 + 64 * j, xs, S);
+            UNROLL for (int g = 0; g < 8; g++) q[g] = _mm512_and_si512(_mm512_srli_epi16(v[g], 4), m4);
+            const __m512i s1 = r8_u8x2(pa + 40 + 16 * j, pb + 40 + 16 * j);
+            r8_ksub(type, NT, q, s1, s1, x + 292 * c + 36 + 64 * j, xs, S);
+        }
+    } else
+    for (int s = 0; s < 8; s++) {
+        __m512i q[8], sa, sb;
+        if (type == LOOM_TYPE_Q6_K) { /* loom_r8_q6_quants' q[j] of half h, sub-block s = 4h + j, alone */
+            const int h = s >> 2, j = s & 3;
+            const __m512i m6 = _mm512_set1_epi8(0x3F), mc0 = _mm512_set1_epi8((char)0xC0);
+            UNROLL for (int g = 0; g < 8; g++) {
+                const size_t o = LOOM_R8_Q6_Q(h, g, 0);
+                if (j < 3) {
+                    q[g] = _mm512_and_si512(r8_ld2(pa + o + 32 * j, pb + o + 32 * j), m6);
+                    continue;
+                }
+                const __m512i b0 = r8_ld2(pa + o, pb + o), b1 = r8_ld2(pa + o + 32, pb + o + 32),
+                              b2 = r8_ld2(pa + o + 64, pb + o + 64);
+                q[g] = _mm512_or_si512(_mm512_or_si512(_mm512_srli_epi16(_mm512_and_si512(b0, mc0), 6),
+                                                       _mm512_srli_epi16(_mm512_and_si512(b1, mc0), 4)),
+                                       _mm512_srli_epi16(_mm512_and_si512(b2, mc0), 2));
+            }
+            sa = r8_i8x2(pa + 16 + 16 * s, pb + 16 + 16 * s);
+            sb = r8_i8x2(pa + 24 + 16 * s, pb + 24 + 16 * s);
+        } else {
+            __m256i qa[8], qb[8];
+            loom_r8_k45_quants(type, false, pa, s, qa);
+            loom_r8_k45_quants(type, false, pb, s, qb);
+            UNROLL for (int g = 0; g < 8; g++) q[g] = _mm512_inserti64x4(_mm512_castsi256_si512(qa[g]), qb[g], 1);
+            sa = sb = r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
+        }
+        r8_ksub(type, NT, q, sa, sb, x + 292 * c + 4 + 32 * s, xs, S);
+    }
+    __m512i mp[8];
+    UNROLL for (int j = 0; j < 8; j++) mp[j] = r8_kmp(type, pa, pb, j);
+    const __m512 negdmin = type == LOOM_TYPE_Q6_K ? _mm512_setzero_ps() : r8_knegdmin(pa, pb);
+    r8_kfinish(type, NT, mp, r8_f16x2(pa, pb), negdmin, x + 292 * c, xs, S, tot);
+}
+
 AI void r8_kdpass(const int type, const int NT, const bool few, const uint8_t *ga, const uint8_t *gb, const int nsb,
                   const uint8_t *x, size_t xs, float *y, int64_t ldy, __mmask16 rows, const uint8_t *pfa,
                   const uint8_t *pfb) {
@@ -931,93 +1022,76 @@ AI void r8_kdpass(const int type, const int NT, const bool few, const uint8_t *g
     __m512 tot[XP];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm512_setzero_ps();
     for (int c = 0; c < nsb; c++) {
-        const uint8_t *pa = ga + (size_t)c * bb, *pb = gb + (size_t)c * bb;
         r8_pf(pfa, pfb, (size_t)c * bb, (size_t)(c + 1) * bb);
-        __m512i S[XP];
-        UNROLL for (int t = 0; t < NT; t++) S[t] = _mm512_setzero_si512();
-        if (type == LOOM_TYPE_Q6_K && few && NT <= 4) {
-            /* one half (groups 0-3 or 4-7, one scale each) of sub-blocks 4h .. 4h+3 from one load of each of its
-             * chunks (loom_r8_q6_quants' four at once); the integer sums add in another order, to the same bits.
-             * The split is written out here and below: one helper for both cost n = 4 2-9 % (GCC's allocation) */
-            const __m512i m6 = _mm512_set1_epi8(0x3F), mc0 = _mm512_set1_epi8((char)0xC0);
-            for (int h = 0; h < 2; h++)
-                for (int half = 0; half < 2; half++) {
-                    __m512i q[4][4];
-                    UNROLL for (int i = 0; i < 4; i++) {
-                        const size_t o = LOOM_R8_Q6_Q(h, 4 * half + i, 0);
-                        const __m512i b0 = r8_ld2(pa + o, pb + o), b1 = r8_ld2(pa + o + 32, pb + o + 32),
-                                      b2 = r8_ld2(pa + o + 64, pb + o + 64);
-                        q[0][i] = _mm512_and_si512(b0, m6);
-                        q[1][i] = _mm512_and_si512(b1, m6);
-                        q[2][i] = _mm512_and_si512(b2, m6);
-                        q[3][i] = _mm512_or_si512(_mm512_or_si512(_mm512_srli_epi16(_mm512_and_si512(b0, mc0), 6),
-                                                                  _mm512_srli_epi16(_mm512_and_si512(b1, mc0), 4)),
-                                                  _mm512_srli_epi16(_mm512_and_si512(b2, mc0), 2));
-                    }
-                    UNROLL for (int j = 0; j < 4; j++) {
-                        const int sub = 4 * h + j, G = 2 * sub + half;
-                        const __m512i sc = r8_i8x2(pa + 16 + 8 * G, pb + 16 + 8 * G);
-                        UNROLL for (int t = 0; t < NT; t++) {
-                            const uint8_t *a = x + t * xs + 292 * c + 4 + 32 * sub + 16 * half;
-                            __m512i I = _mm512_setzero_si512();
-                            UNROLL for (int i = 0; i < 4; i++) I = _mm512_dpbusd_epi32(I, q[j][i], r8_b4x(a + 4 * i));
-                            S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(I, sc));
-                        }
-                    }
-                }
-        } else if (type == LOOM_TYPE_Q4_K && NT <= 4) {
-            /* sub-blocks 2j and 2j+1 from one load of each chunk (n = 4 224 -> 246 GFLOP/s from DRAM;
-             * with 5-8 tokens the chunks no longer fit the registers beside the sums: 2-3 % slower) */
-            const __m512i m4 = _mm512_set1_epi8(0x0F);
-            for (int j = 0; j < 4; j++) {
-                __m512i v[8], q[8];
-                UNROLL for (int g = 0; g < 8; g++) {
-                    const size_t o = LOOM_R8_K45_QS(LOOM_TYPE_Q4_K) + 256 * j + 32 * g;
-                    v[g] = r8_ld2(pa + o, pb + o);
-                    q[g] = _mm512_and_si512(v[g], m4);
-                }
-                const __m512i s0 = r8_u8x2(pa + 32 + 16 * j, pb + 32 + 16 * j);
-                r8_ksub(type, NT, q, s0, s0, x + 292 * c + 4 + 64 * j, xs, S);
-                UNROLL for (int g = 0; g < 8; g++) q[g] = _mm512_and_si512(_mm512_srli_epi16(v[g], 4), m4);
-                const __m512i s1 = r8_u8x2(pa + 40 + 16 * j, pb + 40 + 16 * j);
-                r8_ksub(type, NT, q, s1, s1, x + 292 * c + 36 + 64 * j, xs, S);
-            }
-        } else
-        for (int s = 0; s < 8; s++) {
-            __m512i q[8], sa, sb;
-            if (type == LOOM_TYPE_Q6_K) { /* loom_r8_q6_quants' q[j] of half h, sub-block s = 4h + j, alone */
-                const int h = s >> 2, j = s & 3;
-                const __m512i m6 = _mm512_set1_epi8(0x3F), mc0 = _mm512_set1_epi8((char)0xC0);
-                UNROLL for (int g = 0; g < 8; g++) {
-                    const size_t o = LOOM_R8_Q6_Q(h, g, 0);
-                    if (j < 3) {
-                        q[g] = _mm512_and_si512(r8_ld2(pa + o + 32 * j, pb + o + 32 * j), m6);
-                        continue;
-                    }
-                    const __m512i b0 = r8_ld2(pa + o, pb + o), b1 = r8_ld2(pa + o + 32, pb + o + 32),
-                                  b2 = r8_ld2(pa + o + 64, pb + o + 64);
-                    q[g] = _mm512_or_si512(_mm512_or_si512(_mm512_srli_epi16(_mm512_and_si512(b0, mc0), 6),
-                                                           _mm512_srli_epi16(_mm512_and_si512(b1, mc0), 4)),
-                                           _mm512_srli_epi16(_mm512_and_si512(b2, mc0), 2));
-                }
-                sa = r8_i8x2(pa + 16 + 16 * s, pb + 16 + 16 * s);
-                sb = r8_i8x2(pa + 24 + 16 * s, pb + 24 + 16 * s);
-            } else {
-                __m256i qa[8], qb[8];
-                loom_r8_k45_quants(type, false, pa, s, qa);
-                loom_r8_k45_quants(type, false, pb, s, qb);
-                UNROLL for (int g = 0; g < 8; g++) q[g] = _mm512_inserti64x4(_mm512_castsi256_si512(qa[g]), qb[g], 1);
-                sa = sb = r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
-            }
-            r8_ksub(type, NT, q, sa, sb, x + 292 * c + 4 + 32 * s, xs, S);
-        }
-        __m512i mp[8];
-        UNROLL for (int j = 0; j < 8; j++) mp[j] = r8_kmp(type, pa, pb, j);
-        const __m512 negdmin = type == LOOM_TYPE_Q6_K ? _mm512_setzero_ps() : r8_knegdmin(pa, pb);
-        r8_kfinish(type, NT, mp, r8_f16x2(pa, pb), negdmin, x + 292 * c, xs, S, tot);
+        r8_kdsb(type, NT, few, ga + (size_t)c * bb, gb + (size_t)c * bb, x, xs, c, tot);
     }
     UNROLL for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, rows, tot[t]);
 }
+
+
+/* 2-4 tokens whose weights come from DRAM (loom_r8_stream_n) where decode
+ * reads four streams (loom_r8_streams): the same four streams (groups i,
+ * i+h, i+2h, i+3h of the range), each fetched LOOM_R8_STREAM_PF bytes
+ * ahead, as two 512-bit pairs of far groups (r8_qblock / r8_kdsb, the
+ * pairs' sums and float steps); returns the groups done (4h), the rest
+ * left to the caller. Xeon (family 6 model 167), bench_matmul --stream 22
+ * (2 GiB), GB/s, r8_group's 256-bit streams -> these, two alternations:
+ * Q4_0 n = 2 / 3 / 4 17.0 -> 17.1-17.4, 16.1 -> 16.8-16.9, 15.8 -> 16.7;
+ * Q4_1 17.3 -> 17.1-17.2, 16.2-16.3 -> 16.7-17.1, 16.1-16.3 -> 16.6-17.1;
+ * Q4_K 15.1-15.5 -> 14.8-14.9, 12.9-13.0 -> 13.9, 13.2-13.4 -> 13.2-13.4;
+ * loom bench TinyLlama one thread, 2 / 3 / 4 sequences, tokens/s: Q4_0
+ * 59-60 -> 59-61, 81-83 -> 88, 105-107 -> 111-112; Q4_K_M 3 / 4 64-65 ->
+ * 67-69, 84-85 -> 85. (Q5_K keeps r8_group's 256-bit streams: its 512-bit
+ * pass unpacks the fifth bits by halves, Q5_K n = 3 12.0 -> 10.2.) */
+AI void r8_far_nt(const int type, const int NT, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
+                  size_t xs, float *y, int64_t ldy, const int64_t h) {
+    const bool kq = loom_is_kquant(type);
+    const size_t bb = loom_r8_block_bytes(type);
+    const int64_t nblk = k / (kq ? 256 : 32);
+    for (int64_t i = 0; i < h; i++) {
+        const uint8_t *g[4];
+        for (int j = 0; j < 4; j++) g[j] = w + (size_t)(8 * (i + j * h)) * ws;
+        __m512 tot[2][XP];
+        UNROLL for (int t = 0; t < NT; t++) tot[0][t] = tot[1][t] = _mm512_setzero_ps();
+        for (int64_t c = 0; c < nblk; c++) {
+            const size_t o = (size_t)c * bb;
+            UNROLL for (int j = 0; j < 4; j++) LOOM_PREFETCH_AHEAD(g[j] + o, LOOM_R8_STREAM_PF, bb);
+            UNROLL for (int p = 0; p < 2; p++) {
+                if (kq) r8_kdsb(type, NT, true, g[2 * p] + o, g[2 * p + 1] + o, xq, xs, (int)c, tot[p]);
+                else r8_qblock(type, NT, g[2 * p] + o, g[2 * p + 1] + o, k, c, xq, xs, tot[p]);
+            }
+        }
+        UNROLL for (int t = 0; t < NT; t++) {
+            float tmp[32];
+            _mm512_storeu_ps(tmp, tot[0][t]);
+            _mm512_storeu_ps(tmp + 16, tot[1][t]);
+            for (int j = 0; j < 4; j++)
+                for (int64_t r = 0; r < 8 && 8 * (i + j * h) + r < nr; r++) y[t * ldy + 8 * (i + j * h) + r] = tmp[8 * j + r];
+        }
+    }
+}
+
+AI int64_t r8_far(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, size_t xs,
+                  const int n, float *y, int64_t ldy) {
+    const int64_t h = (nr + 7) / 8 / 4;
+#define FAR(NT) r8_far_nt(type, NT, w, ws, k, nr, xq, xs, y, ldy, h)
+    if (n == 2) FAR(2);
+    else if (n == 3) FAR(3);
+    else FAR(4);
+#undef FAR
+    return 4 * h;
+}
+/* one per type, apart from r8_matmul's other paths (as r8_kdirect's) */
+#define FARFN(T, t) \
+    static __attribute__((noinline)) int64_t r8_far_##t(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, \
+                                                        size_t xs, const int n, float *y, int64_t ldy) { \
+        return r8_far(T, w, ws, k, nr, xq, xs, n, y, ldy); \
+    }
+FARFN(LOOM_TYPE_Q4_0, q4_0)
+FARFN(LOOM_TYPE_Q4_1, q4_1)
+FARFN(LOOM_TYPE_Q4_K, q4_K)
+FARFN(LOOM_TYPE_Q6_K, q6_K)
+#undef FARFN
 
 /* K-quants by pairs up to r8_kdirect_max tokens: passes of XP tokens over
  * the r8 bytes as they are (r8_kdpass), each splitting the quants again
@@ -1102,7 +1176,13 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         return;
     }
     /* decode's streams (one token; up to 4 where loom_r8_stream_n says), the groups they leave below */
-    const int64_t g0 = n <= loom_r8_stream_n() ? r8_streams(type, w, ws, k, nr, xq, xs, (int)n, y, ldy) : 0;
+    const int64_t g0 = n > loom_r8_stream_n() ? 0
+                       : n >= 2 && type != LOOM_TYPE_Q5_K && loom_r8_streams() == 4
+                           ? (type == LOOM_TYPE_Q4_0   ? r8_far_q4_0
+                              : type == LOOM_TYPE_Q4_1 ? r8_far_q4_1
+                              : type == LOOM_TYPE_Q4_K ? r8_far_q4_K
+                                                       : r8_far_q6_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy)
+                           : r8_streams(type, w, ws, k, nr, xq, xs, (int)n, y, ldy);
     w += (size_t)(8 * g0) * ws, nr -= 8 * g0, y += 8 * g0;
     if (nr <= 0) return;
     if (n >= r8_pair_n(type)) {
