@@ -217,7 +217,7 @@ size_t loom_decode_pf(size_t ws) {
 
 /* How decode walks r8 weights, and from how many tokens the r8 kernels of
  * Q4_0 / Q4_1 (and AVX-512's K-quants) hand over to the panel GEMM
- * (gemm_avx512.c: gemm_r8, gemm_r8k; gemm_avx2.c: g_gemm_r8).
+ * (gemm_avx512.c: gemm_r8; gemm_avx2.c: g_gemm_r8).
  * On AMD (Zen 4: one sequential stream reads fastest, cpu_kernels.h at
  * loom_run_tiles; the r8 pairs' passes measured ahead of a panel) one stream
  * and no GEMM. Elsewhere (measured on a Xeon, family 6 model 167 as a KVM
@@ -239,7 +239,7 @@ size_t loom_decode_pf(size_t ws) {
  * alternations: SmolLM2 679-691 -> 812-827 / 1202-1237 -> 1438-1536,
  * TinyLlama Q4_0 86-88 -> 101-102 / 167-169 -> 196-199 tokens/s (the AVX2
  * r8 kernel splits the nibbles again for every 4-token pass). The
- * AVX-512 K-quants from 16 (gemm_avx512.c: gemm_r8k, the rows' GEMM's
+ * AVX-512 K-quants from 16 (gemm_avx512.c: unpack_r8k, the rows' GEMM's
  * panels filled from the layout without their transpose): bench_matmul,
  * GFLOP/s, r8 passes or panels / GEMM over the layout (rows' GEMM): 4096 x
  * 2048 Q4_K n = 8 373 / 342, 12 384 / 326, 16 390 / 427 (279), 32 410 /

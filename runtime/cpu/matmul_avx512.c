@@ -42,7 +42,7 @@
  * per 512-bit vector and 8 tokens per pass from 8 tokens on (r8_pairs; the
  * K-quants from a panel of unpacked super-blocks, r8_kpairs), and where
  * the CPU wants it from loom_r8_gemm_min_n tokens the GEMM's panels
- * (gemm_avx512.c: gemm_r8 for Q4_0 / Q4_1, gemm_r8k for the K-quants); all
+ * (gemm_avx512.c: gemm_r8, the K-quants' panels by unpack_r8k); all
  * give the AVX2 level's bits (the r8 section below) but the K-quants' GEMM,
  * which gives the rows' GEMM's (loom_r8_gemm_bits_from).
  *
