@@ -298,15 +298,6 @@ AI void gemm(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr,
  * convert 16 at a time; no transpose. The sums carry through y from one
  * k-chunk to the next, and the float steps are r8_pair's (matmul_avx512.c),
  * lane for lane, so the result is the r8 kernels' bits (the AVX2 level's). */
-/* 8 rows' F16 values of group A (at a) and of group B (at b) as 16 floats; their 8 bytes each as 16 */
-AI __m512 f16x2(const uint8_t *a, const uint8_t *b) {
-    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
-                                                   _mm_loadu_si128((const __m128i *)b), 1));
-}
-AI __m128i b8x2(const uint8_t *a, const uint8_t *b) {
-    return _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b));
-}
-
 AI void unpack_r8(const int type, panel *P, const uint8_t *ga, const uint8_t *gb, int64_t kc0, int kcl,
                   const uint8_t *na, const uint8_t *nb) {
     const size_t bb = loom_r8_block_bytes(type);
@@ -317,9 +308,9 @@ AI void unpack_r8(const int type, panel *P, const uint8_t *ga, const uint8_t *gb
         const uint8_t *pa = ga + o, *pb = gb + o;
         loom_prefetch_l2(na, o, o + bb); /* the next pair's block, into L2 */
         loom_prefetch_l2(nb, o, o + bb);
-        const __m512 fs = f16x2(pa, pb);
+        const __m512 fs = loom_r8_f16x2(pa, pb);
         _mm512_store_ps(P->fs[b], fs);
-        _mm512_store_ps(P->off[b], type == LOOM_TYPE_Q4_1 ? f16x2(pa + 16, pb + 16) : _mm512_mul_ps(_mm512_set1_ps(-8.0f), fs));
+        _mm512_store_ps(P->off[b], type == LOOM_TYPE_Q4_1 ? loom_r8_f16x2(pa + 16, pb + 16) : _mm512_mul_ps(_mm512_set1_ps(-8.0f), fs));
         UNROLL for (int j = 0; j < 4; j++) {
             const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(pa + qo + 32 * j))),
                                                  _mm256_loadu_si256((const __m256i *)(pb + qo + 32 * j)), 1);
@@ -346,7 +337,7 @@ AI void unpack_r8k(const int type, panel *P, const uint8_t *ga, const uint8_t *g
         loom_prefetch_l2(na, o, o + bb); /* the next pair's super-block, into L2 */
         loom_prefetch_l2(nb, o, o + bb);
         uint8_t(*qT)[64] = P->qT + 64 * sbl;
-        const __m512 d = f16x2(pa, pb);
+        const __m512 d = loom_r8_f16x2(pa, pb);
         if (type == LOOM_TYPE_Q6_K) {
             for (int h = 0; h < 2; h++)
                 for (int g = 0; g < 8; g++) {
@@ -360,16 +351,10 @@ AI void unpack_r8k(const int type, panel *P, const uint8_t *ga, const uint8_t *g
                 }
             for (int G = 0; G < 16; G++)
                 _mm512_store_ps(P->fs[16 * sbl + G],
-                                _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b8x2(pa + 16 + 8 * G, pb + 16 + 8 * G)))));
-            for (int j = 0; j < 8; j++) { /* [-32 sc[2j], -32 sc[2j+1]] */
-                const __m512i sc = _mm512_cvtepi8_epi32(b8x2(pa + 16 + 16 * j, pb + 16 + 16 * j)),
-                              sd = _mm512_cvtepi8_epi32(b8x2(pa + 24 + 16 * j, pb + 24 + 16 * j));
-                const __m512i z = _mm512_setzero_si512();
-                _mm512_store_si512(P->mp[8 * sbl + j],
-                                   _mm512_or_si512(_mm512_and_si512(_mm512_sub_epi32(z, _mm512_slli_epi32(sc, 5)),
-                                                                    _mm512_set1_epi32(0xFFFF)),
-                                                   _mm512_slli_epi32(_mm512_sub_epi32(z, sd), 21)));
-            }
+                                _mm512_mul_ps(d, _mm512_cvtepi32_ps(loom_r8_i8x2(pa + 16 + 8 * G, pb + 16 + 8 * G))));
+            for (int j = 0; j < 8; j++) /* [-32 sc[2j], -32 sc[2j+1]] (|32 sc| <= 4096) */
+                _mm512_store_si512(P->mp[8 * sbl + j], _mm512_sub_epi16(_mm512_setzero_si512(),
+                                                                        _mm512_slli_epi16(loom_r8_kmp(type, pa, pb, j), 5)));
             _mm512_store_ps(P->d2[sbl], d);
             continue;
         }
@@ -381,12 +366,10 @@ AI void unpack_r8k(const int type, panel *P, const uint8_t *ga, const uint8_t *g
                 _mm256_store_si256((__m256i *)qT[8 * s + g], qa[g]);
                 _mm256_store_si256((__m256i *)(qT[8 * s + g] + 32), qb[g]);
             }
-            _mm512_store_ps(P->fs[8 * sbl + s],
-                            _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b8x2(pa + 32 + 8 * s, pb + 32 + 8 * s)))));
-            const __m512i m = _mm512_cvtepu8_epi32(b8x2(pa + 96 + 8 * s, pb + 96 + 8 * s));
-            _mm512_store_si512(P->mp[8 * sbl + s], _mm512_or_si512(m, _mm512_slli_epi32(m, 16)));
+            _mm512_store_ps(P->fs[8 * sbl + s], _mm512_mul_ps(d, _mm512_cvtepi32_ps(loom_r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s))));
+            _mm512_store_si512(P->mp[8 * sbl + s], loom_r8_kmp(type, pa, pb, s));
         }
-        _mm512_store_ps(P->d2[sbl], _mm512_xor_ps(f16x2(pa + 16, pb + 16), _mm512_set1_ps(-0.0f)));
+        _mm512_store_ps(P->d2[sbl], loom_r8_knegdmin(pa, pb));
     }
 }
 

@@ -171,6 +171,40 @@ static inline __attribute__((always_inline)) void loom_r8_q6_scale_pairs(const u
     *b = _mm256_permute2x128_si256(lo, hi, 0x31);
 }
 
+#ifdef __AVX512F__
+/* A pair of r8 groups in one 512-bit vector (group A's 8 rows in the low
+ * half, B's in the high one; the AVX-512 r8 kernels and the GEMM over the
+ * layout): 32 bytes of each, their F16 values as floats, their bytes as
+ * unsigned or signed dwords; a K super-block's min pairs j (Q4_K/Q5_K: [m,
+ * m] int16 per row) or Q6_K's offset pairs j ([sc[2j], sc[2j+1]]), and
+ * -dmin. */
+static inline __attribute__((always_inline)) __m512i loom_r8_ld2(const uint8_t *a, const uint8_t *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
+                              _mm256_loadu_si256((const __m256i *)b), 1);
+}
+static inline __attribute__((always_inline)) __m512 loom_r8_f16x2(const uint8_t *a, const uint8_t *b) {
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
+                                                   _mm_loadu_si128((const __m128i *)b), 1));
+}
+static inline __attribute__((always_inline)) __m512i loom_r8_u8x2(const uint8_t *a, const uint8_t *b) {
+    return _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b)));
+}
+static inline __attribute__((always_inline)) __m512i loom_r8_i8x2(const uint8_t *a, const uint8_t *b) {
+    return _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b)));
+}
+static inline __attribute__((always_inline)) __m512i loom_r8_kmp(const int type, const uint8_t *pa, const uint8_t *pb,
+                                                                 const int j) {
+    if (type == LOOM_TYPE_Q6_K)
+        return _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(loom_r8_q6_offset_pairs(pa, j)),
+                                                            loom_r8_q6_offset_pairs(pb, j), 1));
+    const __m512i m = loom_r8_u8x2(pa + 96 + 8 * j, pb + 96 + 8 * j);
+    return _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+}
+static inline __attribute__((always_inline)) __m512 loom_r8_knegdmin(const uint8_t *pa, const uint8_t *pb) {
+    return _mm512_xor_ps(loom_r8_f16x2(pa + 16, pb + 16), _mm512_set1_ps(-0.0f));
+}
+#endif
+
 /* The r8 K-quant prefill's next panel, fetched while the current one is
  * read (loom_prefetch_l2): after super-blocks [sb0, sb0 + sbc) of the rows
  * from r0 (rstep rows per panel), the same rows' next super-blocks or the

@@ -706,20 +706,6 @@ enum { XP = 8 };
  * against 158). */
 AI int r8_pair_n(const int type) { return type == LOOM_TYPE_Q5_K ? 5 : 2; }
 
-AI __m512i r8_ld2(const uint8_t *a, const uint8_t *b) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
-                              _mm256_loadu_si256((const __m256i *)b), 1);
-}
-AI __m512 r8_f16x2(const uint8_t *a, const uint8_t *b) {
-    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
-                                                   _mm_loadu_si128((const __m128i *)b), 1));
-}
-AI __m512i r8_u8x2(const uint8_t *a, const uint8_t *b) {
-    return _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b)));
-}
-AI __m512i r8_i8x2(const uint8_t *a, const uint8_t *b) {
-    return _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b)));
-}
 AI __m512i r8_b4x(const uint8_t *p) { return _mm512_set1_epi32((int)loom_ld_u32(p)); }
 
 /* the next pair's (or panel's) bytes [from, to) of both groups into L2
@@ -735,11 +721,11 @@ AI void r8_qblock(const int type, const int NT, const uint8_t *pa, const uint8_t
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const int64_t nb = k / 32;
     const int qo = type == LOOM_TYPE_Q4_1 ? 32 : 16; /* the quants, after d (and m) */
-    const __m512 fs = r8_f16x2(pa, pb);
-    const __m512 off = type == LOOM_TYPE_Q4_1 ? r8_f16x2(pa + 16, pb + 16) : _mm512_mul_ps(_mm512_set1_ps(-8.0f), fs);
+    const __m512 fs = loom_r8_f16x2(pa, pb);
+    const __m512 off = type == LOOM_TYPE_Q4_1 ? loom_r8_f16x2(pa + 16, pb + 16) : _mm512_mul_ps(_mm512_set1_ps(-8.0f), fs);
     __m512i q[8];
     UNROLL for (int j = 0; j < 4; j++) {
-        const __m512i v = r8_ld2(pa + qo + 32 * j, pb + qo + 32 * j);
+        const __m512i v = loom_r8_ld2(pa + qo + 32 * j, pb + qo + 32 * j);
         q[j] = _mm512_and_si512(v, m4);
         q[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
     }
@@ -813,19 +799,6 @@ typedef struct {
     __m512 d[R8_SBC], negdmin[R8_SBC];
 } r8_kpanel;
 
-/* A super-block's min pairs j (Q4_K/Q5_K: [m, m] int16 per row) or Q6_K's
- * offset pairs j, and -dmin, for both groups of a pair */
-AI __m512i r8_kmp(const int type, const uint8_t *pa, const uint8_t *pb, const int j) {
-    if (type == LOOM_TYPE_Q6_K)
-        return _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(loom_r8_q6_offset_pairs(pa, j)),
-                                                            loom_r8_q6_offset_pairs(pb, j), 1));
-    const __m512i m = r8_u8x2(pa + 96 + 8 * j, pb + 96 + 8 * j);
-    return _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
-}
-AI __m512 r8_knegdmin(const uint8_t *pa, const uint8_t *pb) {
-    return _mm512_xor_ps(r8_f16x2(pa + 16, pb + 16), _mm512_set1_ps(-0.0f));
-}
-
 /* (the quants of each group by the decode kernels' helper, once per panel) */
 AI void r8_kunpack(const int type, const uint8_t *pa, const uint8_t *pb, r8_kpanel *P, const int c) {
     for (int s = 0; s < 8; s++) {
@@ -833,11 +806,11 @@ AI void r8_kunpack(const int type, const uint8_t *pa, const uint8_t *pb, r8_kpan
         loom_r8_k45_quants(type, false, pa, s, qa);
         loom_r8_k45_quants(type, false, pb, s, qb);
         UNROLL for (int g = 0; g < 8; g++) P->q[c][s][g] = _mm512_inserti64x4(_mm512_castsi256_si512(qa[g]), qb[g], 1);
-        P->sc[c][s] = r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
-        P->mp[c][s] = r8_kmp(type, pa, pb, s);
+        P->sc[c][s] = loom_r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
+        P->mp[c][s] = loom_r8_kmp(type, pa, pb, s);
     }
-    P->d[c] = r8_f16x2(pa, pb);
-    P->negdmin[c] = r8_knegdmin(pa, pb);
+    P->d[c] = loom_r8_f16x2(pa, pb);
+    P->negdmin[c] = loom_r8_knegdmin(pa, pb);
 }
 
 
@@ -853,8 +826,8 @@ AI void r8_q6unpack(const uint8_t *pa, const uint8_t *pb, r8_kpanel *P, const in
         }
     for (int G = 0; G < 16; G++)
         P->sc6[c][G] = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(pa + 16 + 8 * G)), _mm_loadl_epi64((const __m128i *)(pb + 16 + 8 * G)));
-    for (int j = 0; j < 8; j++) P->mp[c][j] = r8_kmp(LOOM_TYPE_Q6_K, pa, pb, j);
-    P->d[c] = r8_f16x2(pa, pb);
+    for (int j = 0; j < 8; j++) P->mp[c][j] = loom_r8_kmp(LOOM_TYPE_Q6_K, pa, pb, j);
+    P->d[c] = loom_r8_f16x2(pa, pb);
 }
 
 /* The integer sums of sub-block s (quants q, scales sa / Q6_K's second
@@ -943,8 +916,8 @@ AI void r8_kdsb(const int type, const int NT, const bool few, const uint8_t *pa,
                 __m512i q[4][4];
                 UNROLL for (int i = 0; i < 4; i++) {
                     const size_t o = LOOM_R8_Q6_Q(h, 4 * half + i, 0);
-                    const __m512i b0 = r8_ld2(pa + o, pb + o), b1 = r8_ld2(pa + o + 32, pb + o + 32),
-                                  b2 = r8_ld2(pa + o + 64, pb + o + 64);
+                    const __m512i b0 = loom_r8_ld2(pa + o, pb + o), b1 = loom_r8_ld2(pa + o + 32, pb + o + 32),
+                                  b2 = loom_r8_ld2(pa + o + 64, pb + o + 64);
                     q[0][i] = _mm512_and_si512(b0, m6);
                     q[1][i] = _mm512_and_si512(b1, m6);
                     q[2][i] = _mm512_and_si512(b2, m6);
@@ -954,7 +927,7 @@ AI void r8_kdsb(const int type, const int NT, const bool few, const uint8_t *pa,
                 }
                 UNROLL for (int j = 0; j < 4; j++) {
                     const int sub = 4 * h + j, G = 2 * sub + half;
-                    const __m512i sc = r8_i8x2(pa + 16 + 8 * G, pb + 16 + 8 * G);
+                    const __m512i sc = loom_r8_i8x2(pa + 16 + 8 * G, pb + 16 + 8 * G);
                     UNROLL for (int t = 0; t < NT; t++) {
                         const uint8_t *a = x + t * xs + 292 * c + 4 + 32 * sub + 16 * half;
                         __m512i I = _mm512_setzero_si512();
@@ -971,13 +944,13 @@ AI void r8_kdsb(const int type, const int NT, const bool few, const uint8_t *pa,
             __m512i v[8], q[8];
             UNROLL for (int g = 0; g < 8; g++) {
                 const size_t o = LOOM_R8_K45_QS(LOOM_TYPE_Q4_K) + 256 * j + 32 * g;
-                v[g] = r8_ld2(pa + o, pb + o);
+                v[g] = loom_r8_ld2(pa + o, pb + o);
                 q[g] = _mm512_and_si512(v[g], m4);
             }
-            const __m512i s0 = r8_u8x2(pa + 32 + 16 * j, pb + 32 + 16 * j);
+            const __m512i s0 = loom_r8_u8x2(pa + 32 + 16 * j, pb + 32 + 16 * j);
             r8_ksub(type, NT, q, s0, s0, x + 292 * c + 4 + 64 * j, xs, S);
             UNROLL for (int g = 0; g < 8; g++) q[g] = _mm512_and_si512(_mm512_srli_epi16(v[g], 4), m4);
-            const __m512i s1 = r8_u8x2(pa + 40 + 16 * j, pb + 40 + 16 * j);
+            const __m512i s1 = loom_r8_u8x2(pa + 40 + 16 * j, pb + 40 + 16 * j);
             r8_ksub(type, NT, q, s1, s1, x + 292 * c + 36 + 64 * j, xs, S);
         }
     } else
@@ -989,30 +962,30 @@ AI void r8_kdsb(const int type, const int NT, const bool few, const uint8_t *pa,
             UNROLL for (int g = 0; g < 8; g++) {
                 const size_t o = LOOM_R8_Q6_Q(h, g, 0);
                 if (j < 3) {
-                    q[g] = _mm512_and_si512(r8_ld2(pa + o + 32 * j, pb + o + 32 * j), m6);
+                    q[g] = _mm512_and_si512(loom_r8_ld2(pa + o + 32 * j, pb + o + 32 * j), m6);
                     continue;
                 }
-                const __m512i b0 = r8_ld2(pa + o, pb + o), b1 = r8_ld2(pa + o + 32, pb + o + 32),
-                              b2 = r8_ld2(pa + o + 64, pb + o + 64);
+                const __m512i b0 = loom_r8_ld2(pa + o, pb + o), b1 = loom_r8_ld2(pa + o + 32, pb + o + 32),
+                              b2 = loom_r8_ld2(pa + o + 64, pb + o + 64);
                 q[g] = _mm512_or_si512(_mm512_or_si512(_mm512_srli_epi16(_mm512_and_si512(b0, mc0), 6),
                                                        _mm512_srli_epi16(_mm512_and_si512(b1, mc0), 4)),
                                        _mm512_srli_epi16(_mm512_and_si512(b2, mc0), 2));
             }
-            sa = r8_i8x2(pa + 16 + 16 * s, pb + 16 + 16 * s);
-            sb = r8_i8x2(pa + 24 + 16 * s, pb + 24 + 16 * s);
+            sa = loom_r8_i8x2(pa + 16 + 16 * s, pb + 16 + 16 * s);
+            sb = loom_r8_i8x2(pa + 24 + 16 * s, pb + 24 + 16 * s);
         } else {
             __m256i qa[8], qb[8];
             loom_r8_k45_quants(type, false, pa, s, qa);
             loom_r8_k45_quants(type, false, pb, s, qb);
             UNROLL for (int g = 0; g < 8; g++) q[g] = _mm512_inserti64x4(_mm512_castsi256_si512(qa[g]), qb[g], 1);
-            sa = sb = r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
+            sa = sb = loom_r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
         }
         r8_ksub(type, NT, q, sa, sb, x + 292 * c + 4 + 32 * s, xs, S);
     }
     __m512i mp[8];
-    UNROLL for (int j = 0; j < 8; j++) mp[j] = r8_kmp(type, pa, pb, j);
-    const __m512 negdmin = type == LOOM_TYPE_Q6_K ? _mm512_setzero_ps() : r8_knegdmin(pa, pb);
-    r8_kfinish(type, NT, mp, r8_f16x2(pa, pb), negdmin, x + 292 * c, xs, S, tot);
+    UNROLL for (int j = 0; j < 8; j++) mp[j] = loom_r8_kmp(type, pa, pb, j);
+    const __m512 negdmin = type == LOOM_TYPE_Q6_K ? _mm512_setzero_ps() : loom_r8_knegdmin(pa, pb);
+    r8_kfinish(type, NT, mp, loom_r8_f16x2(pa, pb), negdmin, x + 292 * c, xs, S, tot);
 }
 
 AI void r8_kdpass(const int type, const int NT, const bool few, const uint8_t *ga, const uint8_t *gb, const int nsb,
