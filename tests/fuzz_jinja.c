@@ -48,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     loom_jinja_vars *v = NULL;
     if (loom_jinja_vars_create(&v)) abort();
-    st = loom_jinja_vars_set_messages(v, json, json_n);
+    st = loom_jinja_vars_set_messages(v, json, json_n, json_n & 1); /* both ways of taking content lists */
     loom_status_free(st);
     if (loom_jinja_vars_set_json(v, "tools", TOOLS, sizeof TOOLS - 1) || loom_jinja_vars_set_bool(v, "add_generation_prompt", true) ||
         loom_jinja_vars_set_str(v, "bos_token", "<s>", 3) || loom_jinja_vars_set_none(v, "documents"))

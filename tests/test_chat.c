@@ -167,6 +167,63 @@ Test(chatml, qwen2_default_system_message) {
     loom_chat_template_free(c);
 }
 
+/* OpenAI clients send content as a list of text parts; a template that
+ * concatenates strings gets their texts joined by newlines (as vLLM and
+ * llama.cpp's servers hand it), one that only renders lists gets the list,
+ * and without openai_content every template gets what was sent. */
+static loom_status apply_parts(const loom_chat_template *c, bool openai, loom_strbuf *out) {
+    static const char msgs[] = "[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                               "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Describe \"},"
+                               "{\"type\":\"text\",\"text\":\"a cat.\"}]},"
+                               "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"x\"},{\"type\":\"image\"}]}]";
+    loom_chat_request r = {.messages_json = msgs, .messages_len = strlen(msgs), .openai_content = openai};
+    return loom_chat_apply(c, &r, NULL, out);
+}
+
+Test(any_template, openai_content_parts) {
+    static const char TYPED[] =
+        "{% for m in messages %}[{% for p in m.content %}{% if p.type == 'text' %}{{ p.text }}|{% endif %}{% endfor %}]"
+        "{% endfor %}";
+    static const char BOTH[] =
+        "{% for m in messages %}[{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %}"
+        "{{ p.text }}|{% endfor %}{% endif %}]{% endfor %}";
+    loom_chat_template *smol = make(SMOLLM2, NULL, NULL, "chatml"), *typed = make(TYPED, NULL, NULL, "typed"),
+                       *both = make(BOTH, NULL, NULL, "both");
+    cr_assert_not(loom_chat_template_typed_only(smol));
+    cr_assert(loom_chat_template_typed_only(typed));
+    cr_assert_not(loom_chat_template_typed_only(both));
+    loom_strbuf out = {0};
+    /* a string template: text parts joined; a list with another part stays a list (and fails there) */
+    loom_status st = apply_parts(smol, true, &out);
+    cr_assert_not_null(st);
+    cr_assert(strstr(loom_status_message(st), "can only concatenate str (not \"list\")"), "%s", loom_status_message(st));
+    loom_status_free(st);
+    static const char joined[] = "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Describe \"},"
+                                 "{\"type\":\"text\",\"text\":\"a cat.\"}]}]";
+    loom_chat_request r = {.messages_json = joined, .messages_len = strlen(joined), .openai_content = true};
+    OK(loom_chat_apply(smol, &r, NULL, &out));
+    cr_assert_str_eq(out.data, SMOL_SYSTEM "<|im_start|>user\nDescribe \na cat.<|im_end|>\n");
+    loom_strbuf_clear(&out);
+    r.openai_content = false; /* as transformers: the list reaches the template */
+    st = loom_chat_apply(smol, &r, NULL, &out);
+    cr_assert_not_null(st);
+    loom_status_free(st);
+    /* a template of lists keeps them; one of both takes the joined string */
+    loom_strbuf_clear(&out);
+    OK(apply_parts(typed, true, &out));
+    cr_assert_str_eq(out.data, "[][Describe |a cat.|][x|]");
+    loom_strbuf_clear(&out);
+    OK(apply_parts(both, true, &out));
+    cr_assert_str_eq(out.data, "[Be brief.][Describe \na cat.][x||]");
+    loom_strbuf_clear(&out);
+    OK(apply_parts(both, false, &out));
+    cr_assert_str_eq(out.data, "[Be brief.][Describe |a cat.|][x||]");
+    loom_strbuf_free(&out);
+    loom_chat_template_free(smol);
+    loom_chat_template_free(typed);
+    loom_chat_template_free(both);
+}
+
 /* The template as the default model stores it, with bos/eos from its tokenizer. */
 Test(chatml, from_the_default_model) {
     struct stat sb;

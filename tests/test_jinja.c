@@ -231,7 +231,7 @@ Test(vars, json_values_and_reasoning_alias) {
         "[{\"role\": \"user\", \"content\": \"q\"},"
         " {\"role\": \"assistant\", \"content\": \"a\", \"reasoning_content\": \"r\"},"
         " {\"role\": \"assistant\", \"thinking\": \"t\", \"content\": \"b\", \"reasoning_content\": null}]";
-    OK(loom_jinja_vars_set_messages(v, msgs, strlen(msgs)));
+    OK(loom_jinja_vars_set_messages(v, msgs, strlen(msgs), false));
     OK(loom_jinja_vars_set_json(v, "big", "[1.0, 10000000000000000.0, 1e-7, 123]", 37));
     OK(loom_jinja_vars_set_bool(v, "flag", true));
     OK(loom_jinja_vars_set_none(v, "n"));
@@ -245,7 +245,7 @@ Test(vars, json_values_and_reasoning_alias) {
                                "{\"thinking\": \"t\", \"role\": \"assistant\", \"content\": \"b\", \"reasoning_content\": \"t\"}\n"
                                "[1.0, 1e+16, 1e-07, 123] True True");
     loom_strbuf_free(&out);
-    loom_status st = loom_jinja_vars_set_messages(v, "{\"role\": \"user\"}", 16);
+    loom_status st = loom_jinja_vars_set_messages(v, "{\"role\": \"user\"}", 16, false);
     cr_assert_not_null(st);
     cr_assert(strstr(loom_status_message(st), "expected a JSON array"));
     loom_status_free(st);

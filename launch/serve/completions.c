@@ -33,7 +33,7 @@ static bool render_chat(srv *s, json_t *messages, json_t *tools, json_t *documen
     bool ok = m && (!tools || t) && (!documents || d) && (!kwargs || k) ? true : oom(e);
     if (ok) {
         loom_chat_request r = {m, strlen(m), t, t ? strlen(t) : 0, d, d ? strlen(d) : 0, k, k ? strlen(k) : 0,
-                               add_generation_prompt};
+                               add_generation_prompt, .openai_content = true};
         loom_status st = loom_chat_apply(s->tmpl, &r, NULL, out);
         if (st) ok = srv_fail(e, 400, "invalid_request_error", "messages", NULL, "%s", loom_status_message(st));
         loom_status_free(st);

@@ -3,13 +3,36 @@
  */
 #include "runtime/text/chat.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct loom_chat_template {
     loom_jinja_template *t;
-    char *bos, *eos; /* NULL: undefined */
+    char *bos, *eos;  /* NULL: undefined */
+    bool typed_only;  /* renders a content list of text parts, not a string content */
 };
+
+static loom_status render(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,
+                          bool join_text_parts, loom_strbuf *out);
+
+/* Whether the template renders `content` given as a string / as a list of
+ * one text part (a user message alone), as llama.cpp's template
+ * capabilities probe it. */
+static bool renders_needle(const loom_chat_template *c, bool typed) {
+    static const char needle[] = "<loom needle 5e1c>";
+    char msgs[128];
+    snprintf(msgs, sizeof msgs, typed ? "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"%s\"}]}]"
+                                      : "[{\"role\":\"user\",\"content\":\"%s\"}]",
+             needle);
+    loom_chat_request req = {.messages_json = msgs, .messages_len = strlen(msgs), .add_generation_prompt = true};
+    loom_strbuf out = {0};
+    loom_status st = render(c, &req, NULL, false, &out);
+    bool found = !st && out.data && strstr(out.data, needle);
+    loom_status_free(st);
+    loom_strbuf_free(&out);
+    return found;
+}
 
 static char *dup_n(const char *s, size_t n) {
     char *p = malloc(n + 1);
@@ -34,6 +57,7 @@ loom_status loom_chat_template_create(const char *tmpl, size_t len, const char *
         loom_chat_template_free(c);
         return st;
     }
+    c->typed_only = !renders_needle(c, false) && renders_needle(c, true);
     *out = c;
     return NULL;
 }
@@ -85,12 +109,19 @@ bool loom_chat_prompt_has_bos(const loom_chat_template *c, const char *prompt, s
     return n > 0 && len >= n && !memcmp(prompt, c->bos, n);
 }
 
+bool loom_chat_template_typed_only(const loom_chat_template *c) { return c->typed_only; }
+
 loom_status loom_chat_apply(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,
                             loom_strbuf *out) {
+    return render(c, req, lim, req->openai_content && !c->typed_only, out);
+}
+
+static loom_status render(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,
+                          bool join_text_parts, loom_strbuf *out) {
     if (!req->messages_json) return loom_error(LOOM_ERR_INVALID, "chat: no messages");
     loom_jinja_vars *v;
     LOOM_TRY(loom_jinja_vars_create(&v));
-    loom_status st = loom_jinja_vars_set_messages(v, req->messages_json, req->messages_len);
+    loom_status st = loom_jinja_vars_set_messages(v, req->messages_json, req->messages_len, join_text_parts);
     if (!st)
         st = req->tools_json ? loom_jinja_vars_set_json(v, "tools", req->tools_json, req->tools_len)
                              : loom_jinja_vars_set_none(v, "tools");

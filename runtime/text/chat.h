@@ -66,7 +66,19 @@ typedef struct {
     const char *kwargs_json;   /* a JSON object of extra variables; NULL: none */
     size_t kwargs_len;
     bool add_generation_prompt;
+    /* Content as OpenAI clients send it: a message's list of text parts
+     * reaches the template as their texts joined by newlines, unless the
+     * template renders only lists (loom_chat_template_typed_only), as vLLM
+     * and llama.cpp's servers do. false: every content as given, as
+     * transformers passes it (a template that concatenates strings then
+     * fails on a list). */
+    bool openai_content;
 } loom_chat_request;
+
+/* Whether the template renders a message's content only when it is a list
+ * of parts (a user message with string content shows nothing of it, one
+ * with a text part does). Probed once at create. */
+bool loom_chat_template_typed_only(const loom_chat_template *c);
 
 /* Appends the rendered prompt to *out. lim NULL: loom_jinja_limits_default(). */
 loom_status loom_chat_apply(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,

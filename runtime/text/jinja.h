@@ -78,8 +78,13 @@ loom_status loom_jinja_vars_set_none(loom_jinja_vars *v, const char *name) LOOM_
 /* Chat messages as transformers passes them: a JSON array of objects; a
  * message with a reasoning field ("reasoning_content", "thinking" or
  * "reasoning", the first not null) gets it under "thinking" (first) and
- * "reasoning_content" too, as transformers 5 does. Sets `messages`. */
-loom_status loom_jinja_vars_set_messages(loom_jinja_vars *v, const char *json, size_t len) LOOM_MUST_USE;
+ * "reasoning_content" too, as transformers 5 does. join_text_parts: a
+ * message whose content is a list of OpenAI text parts ({"type": "text",
+ * "text": ...}, every part) gets their texts joined by newlines as its
+ * content (what vLLM and llama.cpp's servers hand a template that renders
+ * string content). Sets `messages`. */
+loom_status loom_jinja_vars_set_messages(loom_jinja_vars *v, const char *json, size_t len,
+                                         bool join_text_parts) LOOM_MUST_USE;
 /* True when `name` is set. */
 bool loom_jinja_vars_has(const loom_jinja_vars *v, const char *name);
 

@@ -77,7 +77,33 @@ bool loom_jinja_vars_has(const loom_jinja_vars *v, const char *name) {
  * {"thinking": r, **message, "reasoning_content": r} */
 static const char *const REASONING[] = {"reasoning_content", "thinking", "reasoning"};
 
-loom_status loom_jinja_vars_set_messages(loom_jinja_vars *v, const char *json, size_t len) {
+/* The text of a content list whose parts are all {"type": "text", "text": s},
+ * joined by newlines: 1 (*out set), 0 when some part is not such a text
+ * part, -1 out of memory. */
+static int text_parts_joined(jarena *a, const jlist *parts, jv *out) {
+    size_t n = 0;
+    for (uint32_t k = 0; k < parts->n; k++) {
+        jv p = parts->v[k], type, text;
+        if (p.t != JV_DICT || !jd_get_str(p.u.d, "type", 4, &type) || type.t != JV_STR || type.n != 4 ||
+            memcmp(type.u.s, "text", 4) != 0 || !jd_get_str(p.u.d, "text", 4, &text) || text.t != JV_STR)
+            return 0;
+        n += text.n + (k > 0);
+    }
+    char *s = n < UINT32_MAX ? ja_alloc(a, n + 1) : NULL;
+    if (!s) return -1;
+    size_t at = 0;
+    for (uint32_t k = 0; k < parts->n; k++) {
+        jv text;
+        jd_get_str(parts->v[k].u.d, "text", 4, &text);
+        if (k > 0) s[at++] = '\n';
+        memcpy(s + at, text.u.s, text.n);
+        at += text.n;
+    }
+    *out = jv_strv(s, (uint32_t)n, 0);
+    return 1;
+}
+
+loom_status loom_jinja_vars_set_messages(loom_jinja_vars *v, const char *json, size_t len, bool join_text_parts) {
     jv msgs;
     LOOM_TRY(parse(v, "messages", json, len, &msgs));
     if (msgs.t != JV_LIST) return loom_error(LOOM_ERR_INVALID, "messages: expected a JSON array, got %s", jv_type_name(msgs));
@@ -86,6 +112,12 @@ loom_status loom_jinja_vars_set_messages(loom_jinja_vars *v, const char *json, s
         jv m = msgs.u.l->v[i];
         if (m.t != JV_DICT)
             return loom_error(LOOM_ERR_INVALID, "messages[%u]: chat messages should be objects, got %s", i, jv_type_name(m));
+        jv content, text;
+        if (join_text_parts && jd_get_str(m.u.d, "content", 7, &content) && content.t == JV_LIST) {
+            const int r = text_parts_joined(a, content.u.l, &text);
+            if (r < 0 || (r > 0 && !jd_set(a, m.u.d, jv_strv("content", 7, 0), text)))
+                return loom_error(LOOM_ERR_NOMEM, "messages: out of memory");
+        }
         jv r = jv_none();
         for (int k = 0; k < 3 && r.t == JV_NONE; k++) {
             jv f;

@@ -96,12 +96,20 @@ def test_greedy_equals_generate(cl, name, n=24):
     check(r.choices[0].finish_reason == ref_stop, "finish %s vs %s" % (r.choices[0].finish_reason, ref_stop))
     check(r.usage.completion_tokens == ref_n, "completion_tokens %d vs %d" % (r.usage.completion_tokens, ref_n))
     check(r.choices[0].message.role == "assistant" and r.object == "chat.completion", "response shape")
+    # content as text parts (the model's template concatenates strings): the texts joined by newlines
+    words = MSG.split(" ", 1)
+    parts = [{"type": "text", "text": words[0]}, {"type": "text", "text": words[1]}]
+    st, _, d = raw("POST", "/apply-template", {"messages": [{"role": "user", "content": parts}]})
+    check(st == 200 and words[0] + "\n" + words[1] in json.loads(d)["prompt"], "parts joined: %s %r" % (st, d[:200]))
+    r = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": [{"type": "text", "text": MSG}]}],
+                                   max_tokens=n, temperature=0)
+    check(r.choices[0].message.content == ref_text, "one text part: %r vs %r" % (r.choices[0].message.content, ref_text))
     ref_c, _, _ = reference(PROMPT, False, n)
     c = cl.completions.create(model=name, prompt=PROMPT, max_tokens=n, temperature=0)
     check(c.choices[0].text == ref_c, "completion %r vs %r" % (c.choices[0].text, ref_c))
     check(c.usage.prompt_tokens > 0 and c.usage.total_tokens == c.usage.prompt_tokens + c.usage.completion_tokens,
           "usage adds up")
-    ok("greedy chat and completion equal loom generate")
+    ok("greedy chat (content a string or a text part) and completion equal loom generate")
     return got, ref_c
 
 
