@@ -229,6 +229,14 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
         ss.params.frequency_penalty = p->frequency_penalty;
         ss.logprobs = p->logprobs;
         ss.top_logprobs = p->top_logprobs;
+        if (p->n_bias_token != p->n_bias_value || p->n_bias_token > LOOM_LOGIT_BIAS_MAX)
+            return loom_error(LOOM_ERR_FORMAT, "sequence %llu: a logit bias of %zu tokens and %zu values",
+                              (unsigned long long)q->id, p->n_bias_token, p->n_bias_value);
+        ss.params.n_logit_bias = (int32_t)p->n_bias_token;
+        for (size_t i = 0; i < p->n_bias_token; i++) {
+            ss.params.bias_token[i] = p->bias_token[i];
+            ss.params.bias_value[i] = p->bias_value[i];
+        }
     }
     if (q->n_generated > q->n_prompt)
         return loom_error(LOOM_ERR_FORMAT, "sequence %llu: %u generated tokens in a prompt of %u",

@@ -202,6 +202,10 @@ static loom_status check_request(const loom_scheduler *s, const loom_request *r)
         if (r->prompt[i] < 0 || r->prompt[i] >= s->vocab)
             return loom_error(LOOM_ERR_INVALID, "prompt token %d at index %d is outside the vocabulary (0..%d)",
                               r->prompt[i], i, s->vocab - 1);
+    for (int i = 0; i < r->sampling.n_logit_bias; i++)
+        if (r->sampling.bias_token[i] >= s->vocab)
+            return loom_error(LOOM_ERR_INVALID, "logit bias of token %d: outside the vocabulary (0..%d)",
+                              r->sampling.bias_token[i], s->vocab - 1);
     return NULL;
 }
 
@@ -453,6 +457,9 @@ static void sampling_message(Loom__SamplingParams *p, const seq_state *q) {
     p->frequency_penalty = sp->frequency_penalty;
     p->logprobs = q->logprobs;
     p->top_logprobs = q->top_logprobs;
+    p->n_bias_token = p->n_bias_value = (size_t)sp->n_logit_bias;
+    p->bias_token = (int32_t *)sp->bias_token; /* read while the message is packed */
+    p->bias_value = (float *)sp->bias_value;
 }
 
 /* Gives slot `slot` blocks for positions [0, upto), preempting newer

@@ -35,11 +35,21 @@ loom_status loom_sampling_check(const loom_sampling_params *p) {
         return loom_error(LOOM_ERR_INVALID, "presence penalty %g must be in [-2, 2]", p->presence_penalty);
     if (!(p->frequency_penalty >= -2 && p->frequency_penalty <= 2))
         return loom_error(LOOM_ERR_INVALID, "frequency penalty %g must be in [-2, 2]", p->frequency_penalty);
+    if (p->n_logit_bias < 0 || p->n_logit_bias > LOOM_LOGIT_BIAS_MAX)
+        return loom_error(LOOM_ERR_INVALID, "a logit bias has %d entries; at most %d are allowed", p->n_logit_bias,
+                          LOOM_LOGIT_BIAS_MAX);
+    for (int32_t i = 0; i < p->n_logit_bias; i++) {
+        if (p->bias_token[i] < 0) return loom_error(LOOM_ERR_INVALID, "logit bias of token %d: not a token id", p->bias_token[i]);
+        if (!(p->bias_value[i] >= -100 && p->bias_value[i] <= 100))
+            return loom_error(LOOM_ERR_INVALID, "logit bias %g of token %d must be in [-100, 100]", p->bias_value[i],
+                              p->bias_token[i]);
+    }
     return NULL;
 }
 
 bool loom_sampling_is_plain_greedy(const loom_sampling_params *p) {
-    return p->temperature <= 0 && p->repeat_penalty == 1.0f && p->presence_penalty == 0 && p->frequency_penalty == 0;
+    return p->temperature <= 0 && p->repeat_penalty == 1.0f && p->presence_penalty == 0 && p->frequency_penalty == 0 &&
+           p->n_logit_bias == 0;
 }
 
 static uint64_t splitmix64(uint64_t *x) {
@@ -66,6 +76,10 @@ loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, 
     *out = NULL;
     LOOM_TRY(loom_sampling_check(p));
     if (n_vocab < 1) return loom_error(LOOM_ERR_INVALID, "vocabulary size %d must be positive", n_vocab);
+    for (int32_t i = 0; i < p->n_logit_bias; i++)
+        if (p->bias_token[i] >= n_vocab)
+            return loom_error(LOOM_ERR_INVALID, "logit bias of token %d: the vocabulary has %d tokens", p->bias_token[i],
+                              n_vocab);
     loom_sampler *s = calloc(1, sizeof *s);
     if (!s) return loom_error(LOOM_ERR_NOMEM, "out of memory creating a sampler");
     s->p = *p;
@@ -141,6 +155,7 @@ void loom_sampler_accept_output(loom_sampler *s, int32_t token) {
 }
 
 static void apply_penalty(loom_sampler *s, float *logits) {
+    for (int32_t i = 0; i < s->p.n_logit_bias; i++) logits[s->p.bias_token[i]] += s->p.bias_value[i];
     if (s->p.repeat_penalty != 1.0f) {
         /* each distinct token in the window is penalised once */
         for (int i = 0; i < s->n_hist; i++) {

@@ -4,7 +4,7 @@
  * Each sequence owns a sampler: its parameters, its random state and its
  * penalty history, so a sequence samples the same tokens whatever else is
  * batched with it and however the model is split. The chain follows
- * llama.cpp's default order: repetition penalty → presence/frequency
+ * llama.cpp's default order: logit bias → repetition penalty → presence/frequency
  * penalties → top-k → top-p → min-p → temperature → draw. Temperature <= 0
  * is greedy: the argmax after penalties, ties going to the lowest token id.
  *
@@ -24,6 +24,8 @@
 
 #include "runtime/status.h"
 
+#define LOOM_LOGIT_BIAS_MAX 300 /* entries of a logit bias (OpenAI's limit) */
+
 typedef struct {
     float temperature;     /* <= 0: greedy */
     int32_t top_k;         /* <= 0: off */
@@ -34,6 +36,9 @@ typedef struct {
     uint64_t seed;
     float presence_penalty;  /* 0: off; -2..2 */
     float frequency_penalty; /* 0: off; -2..2 */
+    int32_t n_logit_bias;    /* OpenAI's logit_bias: bias_value[i] is added to the logit */
+    int32_t bias_token[LOOM_LOGIT_BIAS_MAX]; /* of token bias_token[i] before anything */
+    float bias_value[LOOM_LOGIT_BIAS_MAX];   /* else (-100..100; -100 bans the token) */
 } loom_sampling_params;
 
 /* llama.cpp's defaults: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05,

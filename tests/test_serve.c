@@ -54,12 +54,43 @@ Test(openai, max_completion_tokens_wins_and_content_parts) {
                     &p, &e),
               "%s", e.message);
     cr_assert_eq(p.max_tokens, 9);
-    const char *text;
-    char *owned;
-    cr_assert(srv_message_text(json_object_get(json_array_get(p.messages, 0), "content"), &text, &owned, &e));
-    cr_assert_str_eq(text, "ab");
-    free(owned);
+    cr_assert(srv_check_content(json_object_get(json_array_get(p.messages, 0), "content"), &e));
     srv_params_free(&p);
+}
+
+Test(openai, logit_bias) {
+    srv_params p;
+    srv_error e;
+    cr_assert(parse(SRV_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"7\":-100,\"12\":2.5,\"07\":3}}", &p, &e),
+              "%s", e.message);
+    cr_assert_eq(p.sampling.n_logit_bias, 2, "\"07\" names token 7 again: the last value stays");
+    cr_assert(p.sampling.bias_token[0] == 7 && p.sampling.bias_value[0] == 3.0f);
+    cr_assert(p.sampling.bias_token[1] == 12 && p.sampling.bias_value[1] == 2.5f);
+    cr_assert(!loom_sampling_is_plain_greedy(&(loom_sampling_params){.n_logit_bias = 1}));
+    srv_params_free(&p);
+    static const char *const bad[] = {"{\"prompt\":\"x\",\"logit_bias\":[1]}",
+                                      "{\"prompt\":\"x\",\"logit_bias\":{\"-1\":1}}",
+                                      "{\"prompt\":\"x\",\"logit_bias\":{\" 1\":1}}",
+                                      "{\"prompt\":\"x\",\"logit_bias\":{\"1x\":1}}",
+                                      "{\"prompt\":\"x\",\"logit_bias\":{\"99999999999\":1}}",
+                                      "{\"prompt\":\"x\",\"logit_bias\":{\"1\":100.5}}",
+                                      "{\"prompt\":\"x\",\"logit_bias\":{\"1\":\"5\"}}"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_assert_not(parse(SRV_COMPLETION, bad[i], &p, &e), "%s was taken", bad[i]);
+        cr_assert(e.status == 400 && e.param && !strcmp(e.param, "logit_bias"), "%s: %d %s", bad[i], e.status, e.message);
+    }
+    loom_strbuf big = {0};
+    static const char head[] = "{\"prompt\":\"x\",\"logit_bias\":{";
+    cr_assert_null(loom_strbuf_append(&big, head, sizeof head - 1));
+    for (int i = 0; i <= LOOM_LOGIT_BIAS_MAX; i++) {
+        char kv[32];
+        int n = snprintf(kv, sizeof kv, "%s\"%d\":1", i ? "," : "", i);
+        cr_assert_null(loom_strbuf_append(&big, kv, (size_t)n));
+    }
+    cr_assert_null(loom_strbuf_append(&big, "}}", 2));
+    cr_assert_not(parse(SRV_COMPLETION, big.data, &p, &e));
+    cr_assert(strstr(e.message, "at most 300"), "%s", e.message);
+    loom_strbuf_free(&big);
 }
 
 Test(openai, completions_prompt_shapes) {

@@ -436,6 +436,12 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
     if (j->p.model && strcmp(j->p.model, s->opt.model_name) != 0)
         return srv_fail(e, 404, "invalid_request_error", "model", "model_not_found",
                         "The model '%s' does not exist; this server serves '%s'", j->p.model, s->opt.model_name);
+    const int32_t V = loom_tokenizer_n_vocab(s->tok);
+    for (int i = 0; i < j->p.sampling.n_logit_bias; i++)
+        if (j->p.sampling.bias_token[i] >= V)
+            return srv_fail(e, 400, "invalid_request_error", "logit_bias", NULL,
+                            "token id %d in 'logit_bias' is outside the vocabulary (0..%d)", j->p.sampling.bias_token[i],
+                            V - 1);
     j->n = kind == SRV_CHAT ? 1 : j->p.n_prompts;
     loom_tokens toks[SRV_MAX_PROMPTS];
     memset(toks, 0, sizeof toks);

@@ -4,6 +4,7 @@
  */
 #include "launch/serve/openai.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -93,42 +94,50 @@ static bool parse_stop(json_t *o, srv_params *p, srv_error *e) {
     return true;
 }
 
-bool srv_message_text(json_t *content, const char **text, char **owned, srv_error *e) {
-    *owned = NULL;
-    *text = NULL;
-    if (!content || json_is_null(content)) return true;
-    if (json_is_string(content)) {
-        *text = json_string_value(content);
-        return true;
+/* logit_bias: {"token id": bias, ...}, bias in [-100, 100]; a token named
+ * twice ("7" and "07") keeps the last. The scheduler checks the ids
+ * against the vocabulary. */
+static bool parse_logit_bias(json_t *o, loom_sampling_params *sp, srv_error *e) {
+    json_t *v = json_object_get(o, "logit_bias");
+    if (!v || json_is_null(v)) return true;
+    if (!json_is_object(v)) return BAD("logit_bias", "'logit_bias' must be an object of token ids and biases");
+    if (json_object_size(v) > LOOM_LOGIT_BIAS_MAX)
+        return BAD("logit_bias", "'logit_bias' has %zu tokens; at most %d are allowed", json_object_size(v),
+                   LOOM_LOGIT_BIAS_MAX);
+    const char *key;
+    json_t *b;
+    json_object_foreach(v, key, b) {
+        char *end;
+        errno = 0;
+        const long id = strtol(key, &end, 10);
+        if (!*key || *end || errno || id < 0 || id > INT32_MAX || !(*key >= '0' && *key <= '9'))
+            return BAD("logit_bias", "'logit_bias' keys must be token ids, not '%s'", key);
+        if (!json_is_number(b) || !(json_number_value(b) >= -100 && json_number_value(b) <= 100))
+            return BAD("logit_bias", "the bias of token %ld must be a number in [-100, 100]", id);
+        int32_t i = 0;
+        while (i < sp->n_logit_bias && sp->bias_token[i] != (int32_t)id) i++;
+        sp->bias_token[i] = (int32_t)id;
+        sp->bias_value[i] = (float)json_number_value(b);
+        if (i == sp->n_logit_bias) sp->n_logit_bias++;
     }
+    return true;
+}
+
+bool srv_check_content(json_t *content, srv_error *e) {
+    if (!content || json_is_null(content) || json_is_string(content)) return true;
     if (!json_is_array(content)) return BAD("messages", "a message's 'content' must be a string or a list of parts");
-    loom_strbuf b = {0};
     size_t i;
     json_t *part;
     json_array_foreach(content, i, part) {
-        json_t *type = json_object_get(part, "type"), *t = json_object_get(part, "text");
+        json_t *type = json_object_get(part, "type");
         if (!json_is_object(part) || !json_is_string(type))
-            goto bad_part;
-        if (strcmp(json_string_value(type), "text") != 0) {
-            loom_strbuf_free(&b);
-            return BAD("messages", "content parts of type '%s' are not supported (only 'text')",
-                       json_string_value(type));
-        }
-        if (!json_is_string(t)) goto bad_part;
-        loom_status st = loom_strbuf_append(&b, json_string_value(t), json_string_length(t));
-        if (st) {
-            loom_status_free(st);
-            loom_strbuf_free(&b);
-            return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
-        }
+            return BAD("messages", "a content part must be an object with a 'type' and, for text, a string 'text'");
+        if (strcmp(json_string_value(type), "text") != 0)
+            return BAD("messages", "content parts of type '%s' are not supported (only 'text')", json_string_value(type));
+        if (!json_is_string(json_object_get(part, "text")))
+            return BAD("messages", "a content part must be an object with a 'type' and, for text, a string 'text'");
     }
-    if (!b.data && loom_strbuf_append(&b, "", 0)) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
-    *owned = b.data;
-    *text = b.data;
     return true;
-bad_part:
-    loom_strbuf_free(&b);
-    return BAD("messages", "a content part must be an object with a 'type' and, for text, a string 'text'");
 }
 
 static bool parse_messages(json_t *o, srv_params *p, srv_error *e) {
@@ -142,10 +151,7 @@ static bool parse_messages(json_t *o, srv_params *p, srv_error *e) {
         json_t *role = json_object_get(msg, "role");
         if (!json_is_string(role) || json_string_length(role) == 0)
             return BAD("messages", "messages[%zu] needs a string 'role'", i);
-        const char *text;
-        char *owned;
-        if (!srv_message_text(json_object_get(msg, "content"), &text, &owned, e)) return false;
-        free(owned);
+        if (!srv_check_content(json_object_get(msg, "content"), e)) return false;
     }
     p->messages = json_incref(m);
     static const char *const arrays[] = {"tools", "documents"};
@@ -248,6 +254,7 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     if (!get_float(o, "presence_penalty", -2, 2, &sp->presence_penalty, e)) return false;
     if (!get_float(o, "frequency_penalty", -2, 2, &sp->frequency_penalty, e)) return false;
     if (!get_float(o, "repetition_penalty", 1e-6, 100, &sp->repeat_penalty, e)) return false;
+    if (!parse_logit_bias(o, sp, e)) return false;
     if (!get_int(o, "seed", INT64_MIN, INT64_MAX, &seed, e)) return false;
     json_t *sv = json_object_get(o, "seed");
     sp->seed = sv && !json_is_null(sv) ? (uint64_t)seed : seed_default;

@@ -78,9 +78,10 @@ bool srv_parse_request(srv_kind kind, const char *body, size_t len, uint64_t see
                        srv_error *e);
 void srv_params_free(srv_params *p);
 
-/* The text of a message's content: a string, or the concatenation of a
- * list's text parts; NULL for null content. Fails (400) on other parts. */
-bool srv_message_text(json_t *content, const char **text, char **owned, srv_error *e);
+/* Whether a message's content is one the server takes: null, a string, or
+ * a list of text parts (the chat template joins their texts, runtime/text/
+ * chat.h); fails (400) on anything else. */
+bool srv_check_content(json_t *content, srv_error *e);
 
 /* {"error": {...}} as a JSON object / a malloc'd string. */
 json_t *srv_error_obj(const srv_error *e);

@@ -130,6 +130,20 @@ def test_streams(cl, name, chat_text, comp_text, n=24):
     return [c.choices[0].text for c in toks]
 
 
+def test_logit_bias(cl, name, n=6):
+    tok = json.loads(raw("POST", "/tokenize", {"content": " river", "add_special_tokens": False})[2])["tokens"][0]
+    piece = json.loads(raw("POST", "/detokenize", {"tokens": [tok]})[2])["content"]
+    c = cl.completions.create(model=name, prompt=PROMPT, max_tokens=n, temperature=0, logit_bias={str(tok): 100})
+    check(c.choices[0].text == piece * n, "+100 on %d (%r): %r" % (tok, piece, c.choices[0].text))
+    first = cl.completions.create(model=name, prompt=PROMPT, max_tokens=1, temperature=0).choices[0].text
+    ids = json.loads(raw("POST", "/tokenize", {"content": first, "add_special_tokens": False})[2])["tokens"]
+    check(len(ids) == 1, "greedy's first token %r tokenizes as %s" % (first, ids))
+    c = cl.completions.create(model=name, prompt=PROMPT, max_tokens=1, temperature=0, logit_bias={str(ids[0]): -100})
+    check(c.choices[0].text != first, "-100 on greedy's first token %d (%r) left it" % (ids[0], first))
+    expect_error(400, "POST", "/v1/completions", {"prompt": PROMPT, "logit_bias": {"99999999": 1}}, "logit_bias")
+    ok("logit_bias: +100 forces a token, -100 bans it, ids outside the vocabulary 400")
+
+
 def test_logprobs(cl, name):
     r = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": MSG}], max_tokens=8,
                                    temperature=0, logprobs=True, top_logprobs=3)
@@ -381,6 +395,7 @@ def main():
         return
     chat_text, comp_text = test_greedy_equals_generate(cl, name)
     pieces = test_streams(cl, name, chat_text, comp_text)
+    test_logit_bias(cl, name)
     if ARGS.mode == "cluster":
         results = [None] * 4
         ts = [threading.Thread(target=stream_client, args=(name, "Story %d" % i, 0, results, i)) for i in range(4)]
