@@ -58,6 +58,27 @@ Test(openai, max_completion_tokens_wins_and_content_parts) {
     srv_params_free(&p);
 }
 
+Test(openai, response_format_and_tool_choice_are_not_ignored) {
+    srv_params p;
+    srv_error e;
+    cr_assert(parse(SRV_CHAT,
+                    "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{\"type\":\"text\"},"
+                    "\"tool_choice\":\"auto\"}",
+                    &p, &e),
+              "%s", e.message);
+    srv_params_free(&p);
+    cr_assert_not(parse(SRV_CHAT,
+                        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                        "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{}}}",
+                        &p, &e));
+    cr_assert(e.status == 400 && !strcmp(e.param, "response_format") && strstr(e.message, "json_schema"), "%s", e.message);
+    cr_assert_not(parse(SRV_CHAT,
+                        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                        "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}",
+                        &p, &e));
+    cr_assert(e.status == 400 && !strcmp(e.param, "tool_choice"), "%s", e.message);
+}
+
 Test(openai, logit_bias) {
     srv_params p;
     srv_error e;

@@ -162,6 +162,10 @@ static bool parse_messages(json_t *o, srv_params *p, srv_error *e) {
         if (!json_is_array(v)) return BAD(arrays[i], "'%s' must be a list", arrays[i]);
         *dst[i] = json_incref(v);
     }
+    json_t *tc = json_object_get(o, "tool_choice"); /* the template offers the tools; nothing forces a call */
+    if (tc && !json_is_null(tc) &&
+        !(json_is_string(tc) && (!strcmp(json_string_value(tc), "auto") || !strcmp(json_string_value(tc), "none"))))
+        return BAD("tool_choice", "'tool_choice' must be \"auto\" or \"none\" (forcing a tool call is not supported)");
     json_t *kw = json_object_get(o, "chat_template_kwargs");
     if (kw && !json_is_null(kw)) {
         if (!json_is_object(kw)) return BAD("chat_template_kwargs", "'chat_template_kwargs' must be an object");
@@ -259,6 +263,15 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     json_t *sv = json_object_get(o, "seed");
     sp->seed = sv && !json_is_null(sv) ? (uint64_t)seed : seed_default;
     if (!get_bool(o, "ignore_eos", &p->ignore_eos, e)) return false;
+    json_t *rf = json_object_get(o, "response_format");
+    if (rf && !json_is_null(rf)) {
+        json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
+        if (!json_is_string(t)) return BAD("response_format", "'response_format' must be an object with a string 'type'");
+        if (strcmp(json_string_value(t), "text") != 0) /* not silently ignored: the client counts on it */
+            return BAD("response_format",
+                       "'response_format' of type '%s' is not supported (no constrained decoding); only 'text'",
+                       json_string_value(t));
+    }
     if (!get_bool(o, "stream", &p->stream, e)) return false;
     json_t *so = json_object_get(o, "stream_options");
     if (so && !json_is_null(so)) {

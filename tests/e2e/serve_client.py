@@ -213,6 +213,8 @@ def test_bad_requests(name):
         (400, "POST", chat, {"messages": m, "n": 3}, "n", None),
         (400, "POST", chat, {"messages": m, "top_logprobs": 50, "logprobs": True}, "top_logprobs", None),
         (400, "POST", chat, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages", None),
+        (400, "POST", chat, {"messages": m, "response_format": {"type": "json_object"}}, "response_format", None),
+        (400, "POST", chat, {"messages": m, "tool_choice": "required"}, "tool_choice", None),
         (404, "POST", chat, {"messages": m, "model": "no-such-model"}, "model", "model_not_found"),
         (400, "POST", chat, {"messages": [{"role": "user", "content": "word " * 3000}]}, None,
          "context_length_exceeded"),
