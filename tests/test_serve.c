@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "launch/serve/openai.h"
+#include "launch/serve/tools.h"
 #include "launch/serve/stop.h"
 #include "runtime/kv_blocks.h"
 #include "runtime/sampler.h"
@@ -112,6 +113,72 @@ Test(openai, logit_bias) {
     cr_assert_not(parse(SRV_COMPLETION, big.data, &p, &e));
     cr_assert(strstr(e.message, "at most 300"), "%s", e.message);
     loom_strbuf_free(&big);
+}
+
+/* Runs text through a tool-call parser in pieces of `step` bytes (on
+ * character boundaries: the tests' texts are ASCII but for one). */
+static char *tools_run(const char *text, size_t step, json_t **calls) {
+    srv_tools t;
+    cr_assert(srv_tools_init(&t, 7));
+    loom_strbuf out = {0};
+    size_t n = strlen(text);
+    for (size_t i = 0; i < n; i += step)
+        cr_assert_null(srv_tools_push(&t, text + i, i + step < n ? step : n - i, &out));
+    cr_assert_null(srv_tools_flush(&t, &out));
+    *calls = json_incref(t.calls);
+    srv_tools_free(&t);
+    char *r = strdup(out.data ? out.data : "");
+    loom_strbuf_free(&out);
+    return r;
+}
+
+static void expect_tools(const char *text, const char *content, int n_calls, const char *const *names,
+                         const char *const *args) {
+    for (size_t step = 1; step <= strlen(text); step += step < 16 ? 1 : 16) {
+        json_t *calls;
+        char *got = tools_run(text, step, &calls);
+        cr_assert_str_eq(got, content, "step %zu: got [%s], want [%s]", step, got, content);
+        cr_assert_eq((int)json_array_size(calls), n_calls, "step %zu: %s", step, text);
+        for (int k = 0; k < n_calls; k++) {
+            json_t *c = json_array_get(calls, (size_t)k), *f = json_object_get(c, "function");
+            cr_assert_str_eq(json_string_value(json_object_get(c, "type")), "function");
+            cr_assert(!strncmp(json_string_value(json_object_get(c, "id")), "call_", 5));
+            cr_assert_eq(strlen(json_string_value(json_object_get(c, "id"))), 29);
+            cr_assert_str_eq(json_string_value(json_object_get(f, "name")), names[k]);
+            cr_assert_str_eq(json_string_value(json_object_get(f, "arguments")), args[k]);
+        }
+        if (n_calls == 2)
+            cr_assert_str_neq(json_string_value(json_object_get(json_array_get(calls, 0), "id")),
+                              json_string_value(json_object_get(json_array_get(calls, 1), "id")));
+        json_decref(calls);
+        free(got);
+    }
+}
+
+Test(tools, hermes_calls_out_of_streamed_text) {
+    /* Qwen2.5's way: content, then blocks on their own lines */
+    expect_tools("Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris\", "
+                 "\"days\": 2}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>",
+                 "Let me check.", 2, (const char *const[]){"get_weather", "get_time"},
+                 (const char *const[]){"{\"location\":\"Paris\",\"days\":2}", "{}"});
+    /* arguments as a string, "parameters", non-ASCII kept */
+    expect_tools("<tool_call>{\"name\":\"f\",\"arguments\":\"{\\\"a\\\": 1}\"}</tool_call>", "", 1,
+                 (const char *const[]){"f"}, (const char *const[]){"{\"a\": 1}"});
+    expect_tools("<tool_call>{\"name\":\"g\",\"parameters\":{\"city\":\"Z\xc3\xbcrich\"}}</tool_call>", "", 1,
+                 (const char *const[]){"g"}, (const char *const[]){"{\"city\":\"Z\xc3\xbcrich\"}"});
+    /* the model stopped before the closing tag: a whole call still counts */
+    expect_tools("<tool_call>\n{\"name\":\"f\",\"arguments\":{\"a\":[1,2]}}\n", "", 1, (const char *const[]){"f"},
+                 (const char *const[]){"{\"a\":[1,2]}"});
+    /* not calls: the text stays as written */
+    expect_tools("Say <tool_call>not json</tool_call> here ", "Say <tool_call>not json</tool_call> here ", 0, NULL,
+                 NULL);
+    expect_tools("<tool_call>{\"arguments\":{}}</tool_call>", "<tool_call>{\"arguments\":{}}</tool_call>", 0, NULL,
+                 NULL);
+    expect_tools("x <tool_call>{\"na", "x <tool_call>{\"na", 0, NULL, NULL);
+    expect_tools("a <tool_ca", "a <tool_ca", 0, NULL, NULL);
+    expect_tools("Hello,\n world \n", "Hello,\n world \n", 0, NULL, NULL);
+    expect_tools("<tool_call>{\"name\":\"f\"}</tool_call> and more", "and more", 1, (const char *const[]){"f"},
+                 (const char *const[]){"{}"});
 }
 
 Test(openai, completions_prompt_shapes) {

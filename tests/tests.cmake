@@ -2,6 +2,7 @@
 # forks each test, which MPI does not survive).
 set(LOOM_MODEL ${LOOM_CACHE_DIR}/models/SmolLM2-135M-Instruct.Q4_1.gguf)
 set(LOOM_E2E_ENV "LOOM=$<TARGET_FILE:loom>" "MODEL=${LOOM_MODEL}" "TEMPLATES=${LOOM_CACHE_DIR}/templates"
+    "SCRIPT_MODEL=$<TARGET_FILE:script_model>"
     "OMPI_ALLOW_RUN_AS_ROOT=1" "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 
 foreach(script generate_cli chat_templates cluster_failures serve predict_validation embed)

@@ -11,6 +11,7 @@
 
 #include "launch/serve/server_internal.h"
 #include "launch/serve/stop.h"
+#include "launch/serve/tools.h"
 #include "runtime/clock.h"
 
 #define KEEPALIVE_S 5.0 /* an SSE comment after this long without output (long prefills) */
@@ -100,6 +101,9 @@ typedef struct {
     int consumed;          /* tokens of req taken */
     loom_utf8_stream u;
     srv_stop stop;
+    bool use_tools;        /* the text passes through `tools` (a chat with tools, a Hermes template) */
+    srv_tools tools;
+    size_t calls_sent;     /* streams: tools.calls already sent */
     loom_strbuf text;      /* emitted text: all of it (whole responses) or this round's (streams) */
     size_t text_total;     /* bytes emitted so far (text_offset of completions' logprobs) */
     bool finished;
@@ -151,6 +155,22 @@ static json_t *empty_logprobs(srv_kind kind) {
     return json_pack("{s:[], s:[], s:[], s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
 }
 
+/* Text out of the UTF-8 stream: through the stop strings and, for a chat
+ * with tools, the tool-call parser into c->text. end: the text is over. */
+static loom_status put_text(choice *c, const char *t, size_t n, bool end) {
+    if (!c->use_tools) {
+        loom_status st = n ? srv_stop_push(&c->stop, t, n, &c->text) : NULL;
+        return st || !end ? st : srv_stop_flush(&c->stop, &c->text);
+    }
+    loom_strbuf mid = {0};
+    loom_status st = n ? srv_stop_push(&c->stop, t, n, &mid) : NULL;
+    if (!st && end) st = srv_stop_flush(&c->stop, &mid);
+    if (!st && mid.len) st = srv_tools_push(&c->tools, mid.data, mid.len, &c->text);
+    if (!st && end) st = srv_tools_flush(&c->tools, &c->text);
+    loom_strbuf_free(&mid);
+    return st;
+}
+
 /* Takes the tokens that arrived for c: text through the UTF-8 stream and
  * the stop strings into c->text, log-probabilities into c->lp. Ends the
  * choice on a stop string (and cancels the request) or when the request is
@@ -183,7 +203,7 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
             size_t before = c->text.len;
             loom_strbuf_clear(&piece_text);
             st = loom_utf8_stream_push(&c->u, piece, len, &piece_text);
-            if (!st && piece_text.len) st = srv_stop_push(&c->stop, piece_text.data, piece_text.len, &c->text);
+            if (!st && piece_text.len) st = put_text(c, piece_text.data, piece_text.len, false);
             if (c->lp) add_logprobs(s, kind, c, toks[i], lps[i], top_ids + (size_t)i * top, top_lp + (size_t)i * top, top);
             c->text_total += c->text.len - before;
             c->consumed++;
@@ -191,9 +211,9 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
         if (!st && done && !c->stop.matched) {
             loom_strbuf_clear(&piece_text);
             st = loom_utf8_stream_flush(&c->u, &piece_text);
-            if (!st && piece_text.len) st = srv_stop_push(&c->stop, piece_text.data, piece_text.len, &c->text);
-            if (!st) st = srv_stop_flush(&c->stop, &c->text);
+            if (!st) st = put_text(c, piece_text.data, piece_text.len, true);
         }
+        if (!st && c->stop.matched && c->use_tools) st = put_text(c, NULL, 0, true); /* the parser's held text */
         loom_strbuf_free(&piece_text);
         if (st) {
             loom_status_free(st);
@@ -202,7 +222,7 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
         }
         if (c->stop.matched) {
             c->finished = true;
-            snprintf(c->finish, sizeof c->finish, "stop");
+            snprintf(c->finish, sizeof c->finish, c->use_tools && json_array_size(c->tools.calls) ? "tool_calls" : "stop");
             srv_cancel(s, q);
             free(error);
             return true;
@@ -210,7 +230,8 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
         if (done) {
             c->finished = true;
             bool ok = !strcmp(finish, "stop") || !strcmp(finish, "length");
-            snprintf(c->finish, sizeof c->finish, "%s", ok ? finish : "error");
+            const bool called = ok && !strcmp(finish, "stop") && c->use_tools && json_array_size(c->tools.calls);
+            snprintf(c->finish, sizeof c->finish, "%s", called ? "tool_calls" : ok ? finish : "error");
             c->error = ok ? NULL : error ? error : strdup("the request was cancelled");
             if (ok) free(error);
             return true;
@@ -259,6 +280,7 @@ static void job_free(job *j) {
             srv_req_unref(j->s, c->req);
         }
         srv_stop_free(&c->stop);
+        srv_tools_free(&c->tools);
         loom_strbuf_free(&c->text);
         free(c->error);
         json_decref(c->lp);
@@ -303,12 +325,14 @@ static json_t *whole_response(job *j) {
     json_t *choices = json_array();
     for (int i = 0; i < j->n; i++) {
         choice *c = &j->ch[i];
-        json_t *text = srv_json_text(c->text.data ? c->text.data : "", c->text.len);
+        const bool calls = c->use_tools && json_array_size(c->tools.calls);
+        json_t *text = calls && !c->text.len ? json_null() : srv_json_text(c->text.data ? c->text.data : "", c->text.len);
         json_t *o = j->p.kind == SRV_CHAT
                         ? json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", i, "message", "role", "assistant",
                                     "content", text, "logprobs", lp_field(j, c), "finish_reason", c->finish)
                         : json_pack("{s:i, s:o, s:o, s:s}", "index", i, "text", text, "logprobs", lp_field(j, c),
                                     "finish_reason", c->finish);
+        if (o && calls) json_object_set(json_object_get(o, "message"), "tool_calls", c->tools.calls);
         json_array_append_new(choices, o);
     }
     return json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "id", j->id, "object",
@@ -375,6 +399,12 @@ static bool produce(job *j) {
             }
         } else {
             json_decref(lp);
+        }
+        for (; c->use_tools && c->calls_sent < json_array_size(c->tools.calls); c->calls_sent++) {
+            json_t *call = json_deep_copy(json_array_get(c->tools.calls, c->calls_sent));
+            json_object_set_new(call, "index", json_integer((json_int_t)c->calls_sent));
+            sse(j, chunk(j, json_pack("[{s:i, s:{s:[o]}, s:n, s:n}]", "index", i, "delta", "tool_calls", call,
+                                      "logprobs", "finish_reason")));
         }
         if (c->finished && !was) {
             if (c->error) {
@@ -459,6 +489,9 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         c->req = srv_req_new(toks[i].ids, (int)toks[i].n, &r);
         loom_utf8_stream_init(&c->u);
         srv_stop_init(&c->stop, j->p.stop, j->p.n_stop);
+        c->use_tools = kind == SRV_CHAT && j->p.tools && json_array_size(j->p.tools) && !j->p.tool_choice_none &&
+                       s->tmpl && loom_chat_template_hermes_tools(s->tmpl);
+        if (!srv_tools_init(&c->tools, srv_next_seed(s))) ok = oom(e);
         if (j->p.logprobs) c->lp = empty_logprobs(kind);
         if (!c->req || (j->p.logprobs && !c->lp)) ok = oom(e);
     }

@@ -166,6 +166,7 @@ static bool parse_messages(json_t *o, srv_params *p, srv_error *e) {
     if (tc && !json_is_null(tc) &&
         !(json_is_string(tc) && (!strcmp(json_string_value(tc), "auto") || !strcmp(json_string_value(tc), "none"))))
         return BAD("tool_choice", "'tool_choice' must be \"auto\" or \"none\" (forcing a tool call is not supported)");
+    p->tool_choice_none = json_is_string(tc) && !strcmp(json_string_value(tc), "none");
     json_t *kw = json_object_get(o, "chat_template_kwargs");
     if (kw && !json_is_null(kw)) {
         if (!json_is_object(kw)) return BAD("chat_template_kwargs", "'chat_template_kwargs' must be an object");

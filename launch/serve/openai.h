@@ -63,6 +63,7 @@ typedef struct {
     /* chat */
     json_t *messages;             /* the request's messages array (a reference) */
     json_t *tools, *documents;    /* arrays for the template, or NULL */
+    bool tool_choice_none;        /* "tool_choice": "none": the reply's text is not parsed for calls */
     json_t *template_kwargs;      /* chat_template_kwargs: extra template variables, or NULL */
     bool add_generation_prompt;
     /* completions */

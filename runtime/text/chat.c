@@ -1,6 +1,7 @@
 /*
  * runtime/text/chat.c — messages → prompt through the model's Jinja template.
  */
+#define _GNU_SOURCE /* memmem */
 #include "runtime/text/chat.h"
 
 #include <stdio.h>
@@ -11,6 +12,7 @@ struct loom_chat_template {
     loom_jinja_template *t;
     char *bos, *eos;  /* NULL: undefined */
     bool typed_only;  /* renders a content list of text parts, not a string content */
+    bool hermes_tools; /* the template writes tool calls as <tool_call>{json}</tool_call> */
 };
 
 static loom_status render(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,
@@ -58,6 +60,7 @@ loom_status loom_chat_template_create(const char *tmpl, size_t len, const char *
         return st;
     }
     c->typed_only = !renders_needle(c, false) && renders_needle(c, true);
+    c->hermes_tools = memmem(tmpl, len, "<tool_call>", 11) != NULL;
     *out = c;
     return NULL;
 }
@@ -110,6 +113,7 @@ bool loom_chat_prompt_has_bos(const loom_chat_template *c, const char *prompt, s
 }
 
 bool loom_chat_template_typed_only(const loom_chat_template *c) { return c->typed_only; }
+bool loom_chat_template_hermes_tools(const loom_chat_template *c) { return c->hermes_tools; }
 
 loom_status loom_chat_apply(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,
                             loom_strbuf *out) {

@@ -80,6 +80,12 @@ typedef struct {
  * with a text part does). Probed once at create. */
 bool loom_chat_template_typed_only(const loom_chat_template *c);
 
+/* Whether the template writes an assistant's tool calls as Hermes 2 Pro's
+ * <tool_call>{"name": ..., "arguments": {...}}</tool_call> (Qwen2.5, Qwen3,
+ * Hermes, SmolLM3, ...: the source names the tag, as llama.cpp detects it),
+ * so a server can parse the model's calls back out of its text. */
+bool loom_chat_template_hermes_tools(const loom_chat_template *c);
+
 /* Appends the rendered prompt to *out. lim NULL: loom_jinja_limits_default(). */
 loom_status loom_chat_apply(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,
                             loom_strbuf *out) LOOM_MUST_USE;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # loom serve end to end, with the `openai` Python client (installed into a
 # private virtual environment under the cache) and raw HTTP:
-#   SERVE_MODES="full cluster auth queue" (default) or "asan" (the sanitizer
+#   SERVE_MODES="full cluster auth queue tools" (default) or "asan" (the sanitizer
 #   build: a short mixed load, then no sanitizer report may appear).
 . "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,7 +12,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev
   "$venv/bin/pip" install --quiet "openai==3.60.0" || fail "cannot install the openai client from PyPI"
 fi
 PY="$venv/bin/python"
-modes=${SERVE_MODES:-"full cluster auth queue"}
+modes=${SERVE_MODES:-"full cluster auth queue tools"}
 
 client() { "$PY" "$here/serve_client.py" "$@" || fail "serve_client.py $1 (server log: $TMP/$1.log)"; }
 
@@ -46,6 +46,14 @@ for mode in $modes; do
     start_server "$TMP/queue.log" "$LOOM" serve --model "$MODEL" --threads 1 --ctx-size 512 --sequences 1 --max-queue 2
     client queue --base "http://127.0.0.1:$PORT"
     stop_server "$TMP/queue.log"
+    ;;
+  tools)
+    # a model scripted to answer content, then a Hermes tool call (tests/script_model.c)
+    "${SCRIPT_MODEL:?SCRIPT_MODEL must point at tests/script_model}" "$TMP/script.gguf" "Checking." "<tool_call>" \
+      '{"name": "get_weather", ' '"arguments": {"city": "Paris", "days": 2}}' "</tool_call>" || fail "script_model"
+    start_server "$TMP/tools.log" "$LOOM" serve --model "$TMP/script.gguf" --threads 1 --ctx-size 1024
+    client tools --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/tools.log"
     ;;
   asan)
     start_server "$TMP/asan.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 512 --sequences 4

@@ -144,6 +144,42 @@ def test_logit_bias(cl, name, n=6):
     ok("logit_bias: +100 forces a token, -100 bans it, ids outside the vocabulary 400")
 
 
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+RAW = 'Checking.<tool_call>{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}</tool_call>'
+
+
+def test_tool_calls(cl, name):
+    msgs = [{"role": "user", "content": "Weather in Paris?"}]
+    r = cl.chat.completions.create(model=name, messages=msgs, tools=TOOLS, temperature=0)
+    m, ch = r.choices[0].message, r.choices[0]
+    check(ch.finish_reason == "tool_calls", "finish_reason %r" % ch.finish_reason)
+    check(m.content == "Checking.", "content %r" % m.content)
+    check(len(m.tool_calls) == 1 and m.tool_calls[0].type == "function" and m.tool_calls[0].id.startswith("call_"),
+          "tool_calls %r" % m.tool_calls)
+    f = m.tool_calls[0].function
+    check(f.name == "get_weather" and json.loads(f.arguments) == {"city": "Paris", "days": 2}, "call %r" % f)
+    chunks = list(cl.chat.completions.create(model=name, messages=msgs, tools=TOOLS, temperature=0, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    calls = [tc for c in chunks if c.choices and c.choices[0].delta.tool_calls for tc in c.choices[0].delta.tool_calls]
+    fins = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    check(text == "Checking." and fins == ["tool_calls"], "stream: content %r, finish %s" % (text, fins))
+    check(len(calls) == 1 and calls[0].index == 0 and calls[0].id.startswith("call_") and
+          calls[0].function.name == "get_weather" and
+          json.loads(calls[0].function.arguments) == {"city": "Paris", "days": 2}, "stream calls %r" % calls)
+    # the call goes back into the conversation with its result
+    msgs2 = msgs + [{"role": "assistant", "content": None, "tool_calls": [m.tool_calls[0].model_dump()]},
+                    {"role": "tool", "tool_call_id": m.tool_calls[0].id, "content": "{\"sky\": \"clear\"}"}]
+    st, _, _ = raw("POST", "/v1/chat/completions", {"messages": msgs2, "tools": TOOLS, "max_tokens": 2})
+    check(st == 200, "a conversation with the call and its result: %d" % st)
+    # no tools, or tool_choice none: the text as the model wrote it
+    for extra in ({}, {"tools": TOOLS, "tool_choice": "none"}):
+        r = cl.chat.completions.create(model=name, messages=msgs, temperature=0, **extra)
+        check(r.choices[0].message.content == RAW and not r.choices[0].message.tool_calls and
+              r.choices[0].finish_reason == "stop", "%s: %r" % (extra, r.choices[0].message))
+    ok("tool calls: parsed from a Hermes template's model (whole and streamed), text as written without tools")
+
+
 def test_logprobs(cl, name):
     r = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": MSG}], max_tokens=8,
                                    temperature=0, logprobs=True, top_logprobs=3)
@@ -379,6 +415,9 @@ def main():
         return
     cl = client()
     name = model_name()
+    if ARGS.mode == "tools":
+        test_tool_calls(cl, name)
+        return
     if ARGS.mode == "asan":
         cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
                                    logprobs=True, top_logprobs=2)

@@ -1,0 +1,51 @@
+/*
+ * launch/serve/tools.h — tool calls parsed out of streamed text, in the
+ * Hermes 2 Pro syntax the chat templates of Qwen2.5/Qwen3, Hermes and
+ * SmolLM3 teach their models:
+ *
+ *     <tool_call>
+ *     {"name": "get_weather", "arguments": {"location": "Paris"}}
+ *     </tool_call>
+ *
+ * (vLLM's `hermes` tool parser; llama.cpp's "Hermes 2 Pro" format). Text
+ * arrives in pieces; what lies outside the tags is content, released once
+ * it cannot be the start of a tag; each closed block whose body is a JSON
+ * object with a string "name" (and "arguments" or "parameters", an object
+ * or a string) becomes a call in OpenAI's shape. A block that is not such
+ * a call stays in the content as written, tags included, and so does an
+ * unclosed one at the end unless its body is a whole call (the model
+ * stopped before the closing tag). Whitespace between and around calls is
+ * dropped; content before the first call is kept.
+ */
+#ifndef LOOM_SERVE_TOOLS_H
+#define LOOM_SERVE_TOOLS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "runtime/text/utf8.h"
+
+typedef struct {
+    loom_strbuf held;  /* outside a block: text that may begin a tag */
+    loom_strbuf ws;    /* outside: a run of whitespace not yet released */
+    loom_strbuf body;  /* inside a block: its text so far */
+    bool inside;
+    bool after_call;   /* nothing but whitespace since the last call */
+    json_t *calls;     /* [{"id", "type": "function", "function": {"name", "arguments"}}, ...] */
+    uint64_t id_state; /* the calls' ids: "call_" + 24 hex digits from this */
+} srv_tools;
+
+/* seed: makes the calls' ids (distinct per request). Returns false when out
+ * of memory. */
+bool srv_tools_init(srv_tools *t, uint64_t seed);
+void srv_tools_free(srv_tools *t);
+
+/* Adds text[0..len) (valid UTF-8); appends the content it releases to
+ * *out and the calls it closes to t->calls. */
+loom_status srv_tools_push(srv_tools *t, const char *text, size_t len, loom_strbuf *out) LOOM_MUST_USE;
+
+/* End of the text: releases what was held (an unclosed block as above). */
+loom_status srv_tools_flush(srv_tools *t, loom_strbuf *out) LOOM_MUST_USE;
+
+#endif

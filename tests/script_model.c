@@ -1,0 +1,130 @@
+/*
+ * tests/script_model.c — writes a "scripted" llama model for end-to-end
+ * tests of what the server does with a model's text (tool calls, ...):
+ * after its chat template's generation prompt it answers, greedily, exactly
+ * the given pieces and then EOS.
+ *
+ *     script_model OUT.gguf PIECE...
+ *
+ * How: one layer whose attention and MLP weights are zero, so the hidden
+ * state is the current token's embedding; the embeddings of the trigger
+ * token (the byte "\n" that ends the generation prompt) and of each piece
+ * are distinct unit vectors, and the lm head's row of the token that
+ * follows x is x's embedding, so the greedy next token is x's successor.
+ * Each piece becomes one token of its own (spaces written as SentencePiece's
+ * U+2581), so pieces must be distinct. The chat template is a short
+ * Hermes-style one (it names <tool_call>, the way Qwen2.5's teaches calls).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/gguf_write.h"
+
+#define DIM 64
+#define N_BASE 259 /* <unk> <s> </s> and 256 byte tokens */
+
+static const char TEMPLATE[] =
+    "{%- if tools %}<|im_start|>system\n# Tools\n<tools>\n{%- for t in tools %}{{ t | tojson }}\n{% endfor -%}"
+    "</tools>\nCall a tool as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call><|im_end|>\n{% endif -%}"
+    "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor -%}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+static void die(loom_status st) {
+    if (!st) return;
+    fprintf(stderr, "script_model: %s\n", loom_status_message(st));
+    exit(1);
+}
+
+/* The piece with every space as U+2581 (malloc'd). */
+static char *spm_piece(const char *s) {
+    char *r = malloc(3 * strlen(s) + 1), *o = r;
+    if (!r) exit(1);
+    for (; *s; s++) {
+        if (*s == ' ') memcpy(o, "\xe2\x96\x81", 3), o += 3;
+        else *o++ = *s;
+    }
+    *o = 0;
+    return r;
+}
+
+int main(int argc, char **argv) {
+    const int n_pieces = argc - 2;
+    if (n_pieces < 1 || n_pieces > DIM - 1) {
+        fprintf(stderr, "usage: script_model OUT.gguf PIECE... (1 to %d pieces)\n", DIM - 1);
+        return 2;
+    }
+    for (int i = 2; i < argc; i++)
+        for (int k = 2; k < i; k++)
+            if (!strcmp(argv[i], argv[k]) || !*argv[i]) {
+                fprintf(stderr, "script_model: pieces must be distinct and not empty ('%s')\n", argv[i]);
+                return 2;
+            }
+    const int V = N_BASE + n_pieces, trigger = 3 + '\n', eos = 2;
+    char **toks = calloc((size_t)V, sizeof *toks);
+    float *scores = calloc((size_t)V, sizeof *scores);
+    int32_t *types = calloc((size_t)V, sizeof *types);
+    float *embd = calloc((size_t)V * DIM, sizeof *embd), *head = calloc((size_t)V * DIM, sizeof *head);
+    float *ones = malloc(DIM * sizeof *ones);
+    if (!toks || !scores || !types || !embd || !head || !ones) return 1;
+    char byte[N_BASE][8];
+    toks[0] = "<unk>", toks[1] = "<s>", toks[2] = "</s>";
+    types[0] = 2, types[1] = types[2] = 3;
+    for (int b = 0; b < 256; b++) {
+        snprintf(byte[b], sizeof byte[b], "<0x%02X>", b);
+        toks[3 + b] = byte[b];
+        types[3 + b] = 6;
+    }
+    for (int i = 0; i < n_pieces; i++) {
+        toks[N_BASE + i] = spm_piece(argv[2 + i]);
+        types[N_BASE + i] = 1;
+        scores[N_BASE + i] = (float)-i;
+    }
+    for (int d = 0; d < DIM; d++) ones[d] = 1.0f;
+    /* the chain: trigger -> piece 0 -> ... -> piece n-1 -> EOS; link k's token has embedding e_k */
+    for (int k = 0; k <= n_pieces; k++) {
+        const int from = k == 0 ? trigger : N_BASE + k - 1, to = k == n_pieces ? eos : N_BASE + k;
+        embd[(size_t)from * DIM + k] = 1.0f;
+        head[(size_t)to * DIM + k] = 1.0f;
+    }
+    loom_gguf_writer *w;
+    die(loom_gguf_writer_create(&w));
+    die(loom_gguf_writer_add_str(w, "general.architecture", "llama"));
+    die(loom_gguf_writer_add_str(w, "general.name", "loom-script-model"));
+    die(loom_gguf_writer_add_uint(w, "general.file_type", LOOM_GGUF_U32, 0));
+    die(loom_gguf_writer_add_uint(w, "llama.block_count", LOOM_GGUF_U32, 1));
+    die(loom_gguf_writer_add_uint(w, "llama.context_length", LOOM_GGUF_U32, 4096));
+    die(loom_gguf_writer_add_uint(w, "llama.embedding_length", LOOM_GGUF_U32, DIM));
+    die(loom_gguf_writer_add_uint(w, "llama.feed_forward_length", LOOM_GGUF_U32, DIM));
+    die(loom_gguf_writer_add_uint(w, "llama.attention.head_count", LOOM_GGUF_U32, 1));
+    die(loom_gguf_writer_add_uint(w, "llama.attention.head_count_kv", LOOM_GGUF_U32, 1));
+    die(loom_gguf_writer_add_uint(w, "llama.rope.dimension_count", LOOM_GGUF_U32, DIM));
+    die(loom_gguf_writer_add_float(w, "llama.attention.layer_norm_rms_epsilon", LOOM_GGUF_F32, 1e-5));
+    die(loom_gguf_writer_add_uint(w, "llama.vocab_size", LOOM_GGUF_U32, (uint64_t)V));
+    die(loom_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama"));
+    die(loom_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)toks, (uint64_t)V));
+    die(loom_gguf_writer_add_arr(w, "tokenizer.ggml.scores", LOOM_GGUF_F32, scores, (uint64_t)V));
+    die(loom_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", LOOM_GGUF_I32, types, (uint64_t)V));
+    die(loom_gguf_writer_add_uint(w, "tokenizer.ggml.unknown_token_id", LOOM_GGUF_U32, 0));
+    die(loom_gguf_writer_add_uint(w, "tokenizer.ggml.bos_token_id", LOOM_GGUF_U32, 1));
+    die(loom_gguf_writer_add_uint(w, "tokenizer.ggml.eos_token_id", LOOM_GGUF_U32, (uint64_t)eos));
+    die(loom_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", true));
+    die(loom_gguf_writer_add_str(w, "tokenizer.chat_template", TEMPLATE));
+    const int64_t ne_embd[2] = {DIM, V}, ne_sq[2] = {DIM, DIM}, ne_v[1] = {DIM};
+    die(loom_gguf_writer_add_tensor(w, "token_embd.weight", LOOM_TYPE_F32, 2, ne_embd, embd));
+    static const char *const zero[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    die(loom_gguf_writer_add_tensor(w, "blk.0.attn_norm.weight", LOOM_TYPE_F32, 1, ne_v, ones));
+    die(loom_gguf_writer_add_tensor(w, "blk.0.ffn_norm.weight", LOOM_TYPE_F32, 1, ne_v, ones));
+    for (size_t i = 0; i < sizeof zero / sizeof *zero; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "blk.0.%s.weight", zero[i]);
+        die(loom_gguf_writer_add_tensor(w, name, LOOM_TYPE_F32, 2, ne_sq, NULL));
+    }
+    die(loom_gguf_writer_add_tensor(w, "output_norm.weight", LOOM_TYPE_F32, 1, ne_v, ones));
+    die(loom_gguf_writer_add_tensor(w, "output.weight", LOOM_TYPE_F32, 2, ne_embd, head));
+    die(loom_gguf_writer_write_path(w, argv[1], 0));
+    loom_gguf_writer_free(w);
+    for (int i = 0; i < n_pieces; i++) free(toks[N_BASE + i]);
+    free(toks), free(scores), free(types), free(embd), free(head), free(ones);
+    return 0;
+}
