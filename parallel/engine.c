@@ -31,6 +31,7 @@ struct loom_engine {
     loom_stage *stage;
     loom_transfer *xfer;
     loom_vocab_sampler *vs; /* last stage */
+    const loom_gguf *g;     /* the model file (JSON mode reads its vocabulary) */
     /* the rows of the step being applied */
     int32_t *b_token, *b_pos, *b_seq; /* (batch_rows) */
     int8_t *b_logits;                 /* (batch_rows) */
@@ -121,6 +122,7 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
     loom_engine *e = calloc(1, sizeof *e);
     if (!e) return loom_error(LOOM_ERR_NOMEM, "out of memory creating the engine");
     e->opt = *o;
+    e->g = g;
     loom_status st = loom_model_config_read(g, &e->cfg);
     e->width = e->cfg.encoder ? e->cfg.dim : e->cfg.vocab;
     if (!st) {
@@ -233,6 +235,7 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
             return loom_error(LOOM_ERR_FORMAT, "sequence %llu: a logit bias of %zu tokens and %zu values",
                               (unsigned long long)q->id, p->n_bias_token, p->n_bias_value);
         ss.params.n_logit_bias = (int32_t)p->n_bias_token;
+        ss.params.json_object = p->json_object;
         for (size_t i = 0; i < p->n_bias_token; i++) {
             ss.params.bias_token[i] = p->bias_token[i];
             ss.params.bias_value[i] = p->bias_value[i];
@@ -244,6 +247,13 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
     if (q->n_history != q->first_pos)
         return loom_error(LOOM_ERR_FORMAT, "sequence %llu starts at position %u with %zu history tokens",
                           (unsigned long long)q->id, q->first_pos, q->n_history);
+    if (ss.params.json_object && !loom_vocab_sampler_has_text(e->vs)) { /* the first JSON-mode sequence */
+        loom_tokenizer *tok;
+        LOOM_TRY(loom_tokenizer_create(e->g, &tok));
+        loom_status st = loom_vocab_sampler_set_text(e->vs, tok);
+        loom_tokenizer_free(tok);
+        LOOM_TRY(st);
+    }
     LOOM_TRY(loom_vocab_sampler_start(e->vs, (int)q->slot, &ss, (int)q->n_prompt, (int)q->n_generated));
     for (size_t i = 0; i < q->n_history; i++) loom_vocab_sampler_history(e->vs, (int)q->slot, (int)i, q->history[i]);
     return NULL;

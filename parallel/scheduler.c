@@ -460,6 +460,7 @@ static void sampling_message(Loom__SamplingParams *p, const seq_state *q) {
     p->n_bias_token = p->n_bias_value = (size_t)sp->n_logit_bias;
     p->bias_token = (int32_t *)sp->bias_token; /* read while the message is packed */
     p->bias_value = (float *)sp->bias_value;
+    p->json_object = sp->json_object;
 }
 
 /* Gives slot `slot` blocks for positions [0, upto), preempting newer

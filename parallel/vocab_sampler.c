@@ -33,6 +33,7 @@ struct loom_vocab_sampler {
     float *lp_vals;          /* leader: (slots, 20) */
     int32_t *argmax;         /* (max_rows, 2) value bits + vocabulary id */
     float *full;             /* leader: (2 * max_rows, vocab) full rows + one rank's incoming slice */
+    loom_vocab_text text;    /* leader: the tokens' text, for JSON mode (n = 0 until set) */
     double comm_s;
 };
 
@@ -122,8 +123,43 @@ void loom_vocab_sampler_free(loom_vocab_sampler *vs) {
     free(vs->greedy);
     free(vs->argmax);
     free(vs->full);
+    free((void *)vs->text.off);
+    free((void *)vs->text.bytes);
+    free((void *)vs->text.kind);
     free(vs);
 }
+
+loom_status loom_vocab_sampler_set_text(loom_vocab_sampler *vs, const loom_tokenizer *tok) {
+    if (!vs->leader || vs->text.n) return NULL;
+    const int32_t n = vs->vocab, nt = loom_tokenizer_n_vocab(tok);
+    uint32_t *off = malloc(((size_t)n + 1) * sizeof *off);
+    uint8_t *kind = malloc((size_t)n);
+    size_t total = 0;
+    for (int32_t i = 0; i < n && i < nt; i++) {
+        size_t len;
+        loom_token_piece(tok, i, false, &len);
+        total += len;
+    }
+    char *bytes = malloc(total ? total : 1);
+    if (!off || !kind || !bytes || total > UINT32_MAX) {
+        free(off), free(kind), free(bytes);
+        return loom_error(LOOM_ERR_NOMEM, "out of memory for the vocabulary's text (%zu bytes)", total);
+    }
+    off[0] = 0;
+    for (int32_t i = 0; i < n; i++) {
+        size_t len = 0;
+        const char *p = i < nt ? loom_token_piece(tok, i, false, &len) : NULL;
+        kind[i] = i >= nt || loom_tokenizer_is_control(tok, i) ? 2 : 0;
+        if (i < nt && loom_tokenizer_is_eog(tok, i)) kind[i] = 1;
+        if (kind[i]) len = 0;
+        if (len) memcpy(bytes + off[i], p, len);
+        off[i + 1] = off[i] + (uint32_t)len;
+    }
+    vs->text = (loom_vocab_text){.n = n, .off = off, .bytes = bytes, .kind = kind};
+    return NULL;
+}
+
+bool loom_vocab_sampler_has_text(const loom_vocab_sampler *vs) { return !vs->leader || vs->text.n > 0; }
 
 double loom_vocab_sampler_comm_seconds(const loom_vocab_sampler *vs) { return vs->comm_s; }
 
@@ -137,6 +173,7 @@ loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loo
     vs->gen_from[slot] = n_prompt - n_generated;
     vs->top_lp[slot] = (int8_t)(!p->logprobs ? -1 : p->top_logprobs < 0 ? 0 : p->top_logprobs > 20 ? 20 : p->top_logprobs);
     LOOM_TRY(loom_sampler_create(&p->params, vs->vocab, &vs->samplers[slot]));
+    if (p->params.json_object) LOOM_TRY(loom_sampler_set_text(vs->samplers[slot], &vs->text));
     if (p->params.temperature > 0) loom_sampler_skip(vs->samplers[slot], n_generated);
     return NULL;
 }

@@ -73,6 +73,12 @@ Test(openai, response_format_and_tool_choice_are_not_ignored) {
                         "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{}}}",
                         &p, &e));
     cr_assert(e.status == 400 && !strcmp(e.param, "response_format") && strstr(e.message, "json_schema"), "%s", e.message);
+    cr_assert(parse(SRV_CHAT,
+                    "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{\"type\":\"json_object\"}}",
+                    &p, &e),
+              "%s", e.message);
+    cr_assert(p.sampling.json_object && !loom_sampling_is_plain_greedy(&p.sampling));
+    srv_params_free(&p);
     cr_assert_not(parse(SRV_CHAT,
                         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
                         "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}",

@@ -268,9 +268,10 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     if (rf && !json_is_null(rf)) {
         json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
         if (!json_is_string(t)) return BAD("response_format", "'response_format' must be an object with a string 'type'");
-        if (strcmp(json_string_value(t), "text") != 0) /* not silently ignored: the client counts on it */
+        sp->json_object = !strcmp(json_string_value(t), "json_object");
+        if (strcmp(json_string_value(t), "text") != 0 && !sp->json_object) /* not silently ignored */
             return BAD("response_format",
-                       "'response_format' of type '%s' is not supported (no constrained decoding); only 'text'",
+                       "'response_format' of type '%s' is not supported (JSON schemas are not); 'text' or 'json_object'",
                        json_string_value(t));
     }
     if (!get_bool(o, "stream", &p->stream, e)) return false;

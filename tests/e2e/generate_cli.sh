@@ -70,7 +70,8 @@ python3 - "$TMP/prof.json" <<'PY' || fail "bench: handoff_ns"
 import json, sys
 for r in json.load(open(sys.argv[1]))["results"]:
     h = r["handoff_ns"]
-    assert (len(h) == 3 and all(0 < x < 1e6 for x in h)) if r["threads"] == 2 else h == [], (r["threads"], h)
+    # a round trip is ~0.1 us alone; a thread the host deschedules (a loaded CI machine) makes it milliseconds
+    assert (len(h) == 3 and all(0 < x < 1e9 for x in h)) if r["threads"] == 2 else h == [], (r["threads"], h)
 PY
 python3 - "$TMP/prof.err" <<'PY' || fail "LOOM_CPU_PROFILE: $(head -c 2000 "$TMP/prof.err")"
 import re, sys

@@ -180,6 +180,22 @@ def test_tool_calls(cl, name):
     ok("tool calls: parsed from a Hermes template's model (whole and streamed), text as written without tools")
 
 
+def test_json_mode(cl, name):
+    # the scripted answer is not JSON: JSON mode makes the model leave it for the best tokens that keep the text
+    # a prefix of one object (here: the lowest ids, whitespace then '{' then a string), ending at max_tokens
+    msgs = [{"role": "user", "content": "Weather in Paris?"}]
+    r = cl.chat.completions.create(model=name, messages=msgs, temperature=0, max_tokens=200,
+                                   response_format={"type": "json_object"})
+    text = r.choices[0].message.content
+    check(text.lstrip().startswith('{') and "Checking" not in text and r.choices[0].finish_reason == "length",
+          "json_object: %r (%s)" % (text[:80], r.choices[0].finish_reason))
+    try:
+        json.loads(text + '": 0}')  # here: inside the first key
+    except ValueError:
+        fail("json_object: %r is not the start of an object" % text)
+    ok("response_format json_object keeps the reply a JSON object's prefix")
+
+
 def test_logprobs(cl, name):
     r = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": MSG}], max_tokens=8,
                                    temperature=0, logprobs=True, top_logprobs=3)
@@ -249,7 +265,7 @@ def test_bad_requests(name):
         (400, "POST", chat, {"messages": m, "n": 3}, "n", None),
         (400, "POST", chat, {"messages": m, "top_logprobs": 50, "logprobs": True}, "top_logprobs", None),
         (400, "POST", chat, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages", None),
-        (400, "POST", chat, {"messages": m, "response_format": {"type": "json_object"}}, "response_format", None),
+        (400, "POST", chat, {"messages": m, "response_format": {"type": "json_schema"}}, "response_format", None),
         (400, "POST", chat, {"messages": m, "tool_choice": "required"}, "tool_choice", None),
         (404, "POST", chat, {"messages": m, "model": "no-such-model"}, "model", "model_not_found"),
         (400, "POST", chat, {"messages": [{"role": "user", "content": "word " * 3000}]}, None,
@@ -417,6 +433,7 @@ def main():
     name = model_name()
     if ARGS.mode == "tools":
         test_tool_calls(cl, name)
+        test_json_mode(cl, name)
         return
     if ARGS.mode == "asan":
         cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
