@@ -123,9 +123,9 @@ Test(openai, logit_bias) {
 
 /* Runs text through a tool-call parser in pieces of `step` bytes (on
  * character boundaries: the tests' texts are ASCII but for one). */
-static char *tools_run(const char *text, size_t step, json_t **calls) {
+static char *tools_run(loom_tool_syntax syntax, const char *text, size_t step, json_t **calls) {
     srv_tools t;
-    cr_assert(srv_tools_init(&t, 7));
+    cr_assert(srv_tools_init(&t, syntax, 7));
     loom_strbuf out = {0};
     size_t n = strlen(text);
     for (size_t i = 0; i < n; i += step)
@@ -138,11 +138,11 @@ static char *tools_run(const char *text, size_t step, json_t **calls) {
     return r;
 }
 
-static void expect_tools(const char *text, const char *content, int n_calls, const char *const *names,
-                         const char *const *args) {
+static void expect_tools(loom_tool_syntax syntax, const char *text, const char *content, int n_calls,
+                         const char *const *names, const char *const *args) {
     for (size_t step = 1; step <= strlen(text); step += step < 16 ? 1 : 16) {
         json_t *calls;
-        char *got = tools_run(text, step, &calls);
+        char *got = tools_run(syntax, text, step, &calls);
         cr_assert_str_eq(got, content, "step %zu: got [%s], want [%s]", step, got, content);
         cr_assert_eq((int)json_array_size(calls), n_calls, "step %zu: %s", step, text);
         for (int k = 0; k < n_calls; k++) {
@@ -163,28 +163,43 @@ static void expect_tools(const char *text, const char *content, int n_calls, con
 
 Test(tools, hermes_calls_out_of_streamed_text) {
     /* Qwen2.5's way: content, then blocks on their own lines */
-    expect_tools("Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris\", "
+    expect_tools(LOOM_TOOLS_HERMES, "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris\", "
                  "\"days\": 2}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>",
                  "Let me check.", 2, (const char *const[]){"get_weather", "get_time"},
                  (const char *const[]){"{\"location\":\"Paris\",\"days\":2}", "{}"});
     /* arguments as a string, "parameters", non-ASCII kept */
-    expect_tools("<tool_call>{\"name\":\"f\",\"arguments\":\"{\\\"a\\\": 1}\"}</tool_call>", "", 1,
+    expect_tools(LOOM_TOOLS_HERMES, "<tool_call>{\"name\":\"f\",\"arguments\":\"{\\\"a\\\": 1}\"}</tool_call>", "", 1,
                  (const char *const[]){"f"}, (const char *const[]){"{\"a\": 1}"});
-    expect_tools("<tool_call>{\"name\":\"g\",\"parameters\":{\"city\":\"Z\xc3\xbcrich\"}}</tool_call>", "", 1,
+    expect_tools(LOOM_TOOLS_HERMES, "<tool_call>{\"name\":\"g\",\"parameters\":{\"city\":\"Z\xc3\xbcrich\"}}</tool_call>", "", 1,
                  (const char *const[]){"g"}, (const char *const[]){"{\"city\":\"Z\xc3\xbcrich\"}"});
     /* the model stopped before the closing tag: a whole call still counts */
-    expect_tools("<tool_call>\n{\"name\":\"f\",\"arguments\":{\"a\":[1,2]}}\n", "", 1, (const char *const[]){"f"},
+    expect_tools(LOOM_TOOLS_HERMES, "<tool_call>\n{\"name\":\"f\",\"arguments\":{\"a\":[1,2]}}\n", "", 1, (const char *const[]){"f"},
                  (const char *const[]){"{\"a\":[1,2]}"});
     /* not calls: the text stays as written */
-    expect_tools("Say <tool_call>not json</tool_call> here ", "Say <tool_call>not json</tool_call> here ", 0, NULL,
+    expect_tools(LOOM_TOOLS_HERMES, "Say <tool_call>not json</tool_call> here ", "Say <tool_call>not json</tool_call> here ", 0, NULL,
                  NULL);
-    expect_tools("<tool_call>{\"arguments\":{}}</tool_call>", "<tool_call>{\"arguments\":{}}</tool_call>", 0, NULL,
+    expect_tools(LOOM_TOOLS_HERMES, "<tool_call>{\"arguments\":{}}</tool_call>", "<tool_call>{\"arguments\":{}}</tool_call>", 0, NULL,
                  NULL);
-    expect_tools("x <tool_call>{\"na", "x <tool_call>{\"na", 0, NULL, NULL);
-    expect_tools("a <tool_ca", "a <tool_ca", 0, NULL, NULL);
-    expect_tools("Hello,\n world \n", "Hello,\n world \n", 0, NULL, NULL);
-    expect_tools("<tool_call>{\"name\":\"f\"}</tool_call> and more", "and more", 1, (const char *const[]){"f"},
+    expect_tools(LOOM_TOOLS_HERMES, "x <tool_call>{\"na", "x <tool_call>{\"na", 0, NULL, NULL);
+    expect_tools(LOOM_TOOLS_HERMES, "a <tool_ca", "a <tool_ca", 0, NULL, NULL);
+    expect_tools(LOOM_TOOLS_HERMES, "Hello,\n world \n", "Hello,\n world \n", 0, NULL, NULL);
+    expect_tools(LOOM_TOOLS_HERMES, "<tool_call>{\"name\":\"f\"}</tool_call> and more", "and more", 1, (const char *const[]){"f"},
                  (const char *const[]){"{}"});
+}
+
+Test(tools, llama3_json_replies) {
+    const loom_tool_syntax L = LOOM_TOOLS_LLAMA3;
+    expect_tools(L, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "", 1,
+                 (const char *const[]){"get_weather"}, (const char *const[]){"{\"city\":\"Paris\"}"});
+    expect_tools(L, " \n{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", \"arguments\": {\"x\": 1}}\n", "", 2,
+                 (const char *const[]){"a", "b"}, (const char *const[]){"{}", "{\"x\":1}"});
+    /* not calls: the reply as written */
+    expect_tools(L, "The weather is {fine}.", "The weather is {fine}.", 0, NULL, NULL);
+    expect_tools(L, "  {\"answer\": 42}", "  {\"answer\": 42}", 0, NULL, NULL);
+    expect_tools(L, "{\"name\": \"a\", \"parameters\": {}} and then", "{\"name\": \"a\", \"parameters\": {}} and then",
+                 0, NULL, NULL);
+    expect_tools(L, "{\"name\": \"a\", \"parameters\": {", "{\"name\": \"a\", \"parameters\": {", 0, NULL, NULL);
+    expect_tools(L, " \n ", " \n ", 0, NULL, NULL);
 }
 
 Test(openai, completions_prompt_shapes) {

@@ -489,9 +489,10 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         c->req = srv_req_new(toks[i].ids, (int)toks[i].n, &r);
         loom_utf8_stream_init(&c->u);
         srv_stop_init(&c->stop, j->p.stop, j->p.n_stop);
+        const loom_tool_syntax syntax = s->tmpl ? loom_chat_template_tool_syntax(s->tmpl) : LOOM_TOOLS_NONE;
         c->use_tools = kind == SRV_CHAT && j->p.tools && json_array_size(j->p.tools) && !j->p.tool_choice_none &&
-                       s->tmpl && loom_chat_template_hermes_tools(s->tmpl);
-        if (!srv_tools_init(&c->tools, srv_next_seed(s))) ok = oom(e);
+                       syntax != LOOM_TOOLS_NONE;
+        if (!srv_tools_init(&c->tools, syntax, srv_next_seed(s))) ok = oom(e);
         if (j->p.logprobs) c->lp = empty_logprobs(kind);
         if (!c->req || (j->p.logprobs && !c->lp)) ok = oom(e);
     }

@@ -12,8 +12,9 @@ static const char OPEN[] = "<tool_call>", CLOSE[] = "</tool_call>";
 #define OPEN_N (sizeof OPEN - 1)
 #define CLOSE_N (sizeof CLOSE - 1)
 
-bool srv_tools_init(srv_tools *t, uint64_t seed) {
+bool srv_tools_init(srv_tools *t, loom_tool_syntax syntax, uint64_t seed) {
     memset(t, 0, sizeof *t);
+    t->syntax = syntax;
     t->id_state = seed;
     t->calls = json_array();
     return t->calls != NULL;
@@ -54,9 +55,9 @@ static uint64_t splitmix64(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
-/* The call a block's body names, or NULL (not a call). */
-static json_t *call_of(srv_tools *t, const char *body, size_t len) {
-    json_t *o = json_loadb(body, len, 0, NULL);
+/* The call object o names ({"name": string, "arguments" or "parameters":
+ * an object or a string}), or NULL. */
+static json_t *call_from(srv_tools *t, json_t *o) {
     json_t *name = json_object_get(o, "name"), *args = json_object_get(o, "arguments");
     if (!args) args = json_object_get(o, "parameters");
     char *text = NULL;
@@ -74,8 +75,37 @@ static json_t *call_of(srv_tools *t, const char *body, size_t len) {
                          "arguments", text);
     }
     free(text);
+    return call;
+}
+
+/* The call a block's body names, or NULL (not a call). */
+static json_t *call_of(srv_tools *t, const char *body, size_t len) {
+    json_t *o = json_loadb(body, len, 0, NULL);
+    json_t *call = call_from(t, o);
     json_decref(o);
     return call;
+}
+
+/* Llama 3: the held reply as calls — objects separated by ';' or
+ * whitespace, every one a call — into t->calls; false (nothing added) when
+ * it is not. */
+static bool llama3_calls(srv_tools *t, const char *s, size_t n) {
+    json_t *calls = json_array();
+    size_t at = 0;
+    bool ok = calls != NULL;
+    while (ok) {
+        while (at < n && (is_ws(s[at]) || s[at] == ';')) at++;
+        if (at == n) break;
+        json_error_t e;
+        json_t *o = json_loadb(s + at, n - at, JSON_DISABLE_EOF_CHECK, &e);
+        json_t *call = call_from(t, o);
+        json_decref(o);
+        ok = call && !json_array_append_new(calls, call);
+        at += ok ? (size_t)e.position : 0;
+    }
+    ok = ok && json_array_size(calls) && !json_array_extend(t->calls, calls);
+    json_decref(calls);
+    return ok;
 }
 
 /* A block ends (closed: by its tag; else the text ended inside it). */
@@ -103,7 +133,35 @@ static size_t open_tail(const char *s, size_t n) {
     return 0;
 }
 
+/* Llama 3: until the first non-blank character, whitespace waits; a '{'
+ * holds the whole reply, anything else makes it content. */
+static loom_status llama3_push(srv_tools *t, const char *text, size_t len, loom_strbuf *out) {
+    if (t->inside) return loom_strbuf_append(&t->body, text, len);
+    if (t->decided) return loom_strbuf_append(out, text, len);
+    size_t i = 0;
+    while (i < len && is_ws(text[i])) i++;
+    LOOM_TRY(loom_strbuf_append(&t->ws, text, i));
+    if (i == len) return NULL;
+    t->decided = true;
+    t->inside = text[i] == '{';
+    loom_strbuf *to = t->inside ? &t->body : out;
+    LOOM_TRY(loom_strbuf_append(to, t->ws.data, t->ws.len));
+    loom_strbuf_clear(&t->ws);
+    return loom_strbuf_append(to, text + i, len - i);
+}
+
+static loom_status llama3_flush(srv_tools *t, loom_strbuf *out) {
+    loom_status st = NULL;
+    if (t->inside && !llama3_calls(t, t->body.data, t->body.len)) st = loom_strbuf_append(out, t->body.data, t->body.len);
+    if (!st && !t->decided) st = loom_strbuf_append(out, t->ws.data, t->ws.len);
+    loom_strbuf_clear(&t->body);
+    loom_strbuf_clear(&t->ws);
+    t->inside = false, t->decided = true;
+    return st;
+}
+
 loom_status srv_tools_push(srv_tools *t, const char *text, size_t len, loom_strbuf *out) {
+    if (t->syntax == LOOM_TOOLS_LLAMA3) return llama3_push(t, text, len, out);
     LOOM_TRY(loom_strbuf_append(t->inside ? &t->body : &t->held, text, len));
     for (;;) {
         if (t->inside) {
@@ -137,6 +195,7 @@ loom_status srv_tools_push(srv_tools *t, const char *text, size_t len, loom_strb
 }
 
 loom_status srv_tools_flush(srv_tools *t, loom_strbuf *out) {
+    if (t->syntax == LOOM_TOOLS_LLAMA3) return llama3_flush(t, out);
     if (t->inside) LOOM_TRY(end_block(t, false, out));
     if (t->held.len) LOOM_TRY(outside(t, t->held.data, t->held.len, out));
     loom_strbuf_clear(&t->held);

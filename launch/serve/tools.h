@@ -1,13 +1,16 @@
 /*
  * launch/serve/tools.h — tool calls parsed out of streamed text, in the
- * Hermes 2 Pro syntax the chat templates of Qwen2.5/Qwen3, Hermes and
- * SmolLM3 teach their models:
+ * syntax the model's chat template teaches (runtime/text/chat.h:
+ * loom_chat_template_tool_syntax).
+ *
+ * Hermes 2 Pro's (Qwen2.5/Qwen3, Hermes, SmolLM3; vLLM's `hermes` parser,
+ * llama.cpp's "Hermes 2 Pro" format):
  *
  *     <tool_call>
  *     {"name": "get_weather", "arguments": {"location": "Paris"}}
  *     </tool_call>
  *
- * (vLLM's `hermes` tool parser; llama.cpp's "Hermes 2 Pro" format). Text
+ * Text
  * arrives in pieces; what lies outside the tags is content, released once
  * it cannot be the start of a tag; each closed block whose body is a JSON
  * object with a string "name" (and "arguments" or "parameters", an object
@@ -16,6 +19,12 @@
  * unclosed one at the end unless its body is a whole call (the model
  * stopped before the closing tag). Whitespace between and around calls is
  * dropped; content before the first call is kept.
+ *
+ * Llama 3.1-3.3's (vLLM's `llama3_json`): a reply whose first non-blank
+ * character is '{' is held whole; at its end, one or more JSON objects
+ * {"name": ..., "parameters": {...}} (or "arguments"), separated by ';' or
+ * whitespace, are the calls; anything else, and a reply that starts
+ * otherwise, is content as written (streamed as it comes).
  */
 #ifndef LOOM_SERVE_TOOLS_H
 #define LOOM_SERVE_TOOLS_H
@@ -24,21 +33,24 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "runtime/text/chat.h"
 #include "runtime/text/utf8.h"
 
 typedef struct {
-    loom_strbuf held;  /* outside a block: text that may begin a tag */
+    loom_tool_syntax syntax;
+    loom_strbuf held;  /* Hermes, outside a block: text that may begin a tag */
     loom_strbuf ws;    /* outside: a run of whitespace not yet released */
-    loom_strbuf body;  /* inside a block: its text so far */
-    bool inside;
+    loom_strbuf body;  /* inside a block (Llama 3: the held reply): its text so far */
+    bool inside;       /* Hermes: in a block; Llama 3: the reply is held (it starts with '{') */
     bool after_call;   /* nothing but whitespace since the last call */
+    bool decided;      /* Llama 3: the first non-blank character came */
     json_t *calls;     /* [{"id", "type": "function", "function": {"name", "arguments"}}, ...] */
     uint64_t id_state; /* the calls' ids: "call_" + 24 hex digits from this */
 } srv_tools;
 
-/* seed: makes the calls' ids (distinct per request). Returns false when out
- * of memory. */
-bool srv_tools_init(srv_tools *t, uint64_t seed);
+/* syntax: HERMES or LLAMA3; seed: makes the calls' ids (distinct per
+ * request). Returns false when out of memory. */
+bool srv_tools_init(srv_tools *t, loom_tool_syntax syntax, uint64_t seed);
 void srv_tools_free(srv_tools *t);
 
 /* Adds text[0..len) (valid UTF-8); appends the content it releases to

@@ -12,7 +12,7 @@ struct loom_chat_template {
     loom_jinja_template *t;
     char *bos, *eos;  /* NULL: undefined */
     bool typed_only;  /* renders a content list of text parts, not a string content */
-    bool hermes_tools; /* the template writes tool calls as <tool_call>{json}</tool_call> */
+    loom_tool_syntax tools; /* how the template writes an assistant's tool calls */
 };
 
 static loom_status render(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,
@@ -60,7 +60,11 @@ loom_status loom_chat_template_create(const char *tmpl, size_t len, const char *
         return st;
     }
     c->typed_only = !renders_needle(c, false) && renders_needle(c, true);
-    c->hermes_tools = memmem(tmpl, len, "<tool_call>", 11) != NULL;
+#define HAS(s) (memmem(tmpl, len, s, strlen(s)) != NULL)
+    c->tools = HAS("<tool_call>")                                                      ? LOOM_TOOLS_HERMES
+               : HAS("<|start_header_id|>") && HAS("ipython") && HAS("\"parameters\"") ? LOOM_TOOLS_LLAMA3
+                                                                                    : LOOM_TOOLS_NONE;
+#undef HAS
     *out = c;
     return NULL;
 }
@@ -113,7 +117,7 @@ bool loom_chat_prompt_has_bos(const loom_chat_template *c, const char *prompt, s
 }
 
 bool loom_chat_template_typed_only(const loom_chat_template *c) { return c->typed_only; }
-bool loom_chat_template_hermes_tools(const loom_chat_template *c) { return c->hermes_tools; }
+loom_tool_syntax loom_chat_template_tool_syntax(const loom_chat_template *c) { return c->tools; }
 
 loom_status loom_chat_apply(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,
                             loom_strbuf *out) {

@@ -80,11 +80,14 @@ typedef struct {
  * with a text part does). Probed once at create. */
 bool loom_chat_template_typed_only(const loom_chat_template *c);
 
-/* Whether the template writes an assistant's tool calls as Hermes 2 Pro's
- * <tool_call>{"name": ..., "arguments": {...}}</tool_call> (Qwen2.5, Qwen3,
- * Hermes, SmolLM3, ...: the source names the tag, as llama.cpp detects it),
- * so a server can parse the model's calls back out of its text. */
-bool loom_chat_template_hermes_tools(const loom_chat_template *c);
+/* How the template teaches a model to write tool calls, so a server can
+ * parse them back out of its text (from the source, as llama.cpp detects
+ * it): HERMES, Hermes 2 Pro's <tool_call>{"name": ..., "arguments":
+ * {...}}</tool_call> (Qwen2.5, Qwen3, Hermes, SmolLM3: the source names the
+ * tag); LLAMA3, Llama 3.1-3.3's reply that is a JSON object {"name": ...,
+ * "parameters": {...}} (the source has the ipython role and "parameters"). */
+typedef enum { LOOM_TOOLS_NONE, LOOM_TOOLS_HERMES, LOOM_TOOLS_LLAMA3 } loom_tool_syntax;
+loom_tool_syntax loom_chat_template_tool_syntax(const loom_chat_template *c);
 
 /* Appends the rendered prompt to *out. lim NULL: loom_jinja_limits_default(). */
 loom_status loom_chat_apply(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,

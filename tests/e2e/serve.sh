@@ -54,6 +54,12 @@ for mode in $modes; do
     start_server "$TMP/tools.log" "$LOOM" serve --model "$TMP/script.gguf" --threads 1 --ctx-size 1024
     client tools --base "http://127.0.0.1:$PORT"
     stop_server "$TMP/tools.log"
+    # and one of a Llama 3.1-style template, whose calls are a bare JSON reply
+    "$SCRIPT_MODEL" --llama3 "$TMP/script3.gguf" '{"name": "get_weather", ' '"parameters": {"city": "Paris", "days": 2}}' \
+      || fail "script_model --llama3"
+    start_server "$TMP/tools3.log" "$LOOM" serve --model "$TMP/script3.gguf" --threads 1 --ctx-size 1024
+    client tools-llama3 --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/tools3.log"
     ;;
   asan)
     start_server "$TMP/asan.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 512 --sequences 4

@@ -180,6 +180,23 @@ def test_tool_calls(cl, name):
     ok("tool calls: parsed from a Hermes template's model (whole and streamed), text as written without tools")
 
 
+def test_tool_calls_llama3(cl, name):
+    msgs = [{"role": "user", "content": "Weather in Paris?"}]
+    r = cl.chat.completions.create(model=name, messages=msgs, tools=TOOLS, temperature=0)
+    m = r.choices[0].message
+    check(r.choices[0].finish_reason == "tool_calls" and m.content is None and len(m.tool_calls) == 1 and
+          m.tool_calls[0].function.name == "get_weather" and
+          json.loads(m.tool_calls[0].function.arguments) == {"city": "Paris", "days": 2}, "llama3: %r" % m)
+    chunks = list(cl.chat.completions.create(model=name, messages=msgs, tools=TOOLS, temperature=0, stream=True))
+    calls = [tc for c in chunks if c.choices and c.choices[0].delta.tool_calls for tc in c.choices[0].delta.tool_calls]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check(text == "" and len(calls) == 1 and calls[0].function.name == "get_weather", "llama3 stream: %r %r" % (text, calls))
+    r = cl.chat.completions.create(model=name, messages=msgs, temperature=0)
+    check(r.choices[0].message.content == '{"name": "get_weather", "parameters": {"city": "Paris", "days": 2}}' and
+          r.choices[0].finish_reason == "stop", "llama3 without tools: %r" % r.choices[0].message)
+    ok("tool calls: a Llama 3.1-style template's bare JSON reply, whole and streamed")
+
+
 def test_json_mode(cl, name):
     # the scripted answer is not JSON: JSON mode makes the model leave it for the best tokens that keep the text
     # a prefix of one object (here: the lowest ids, whitespace then '{' then a string), ending at max_tokens
@@ -434,6 +451,9 @@ def main():
     if ARGS.mode == "tools":
         test_tool_calls(cl, name)
         test_json_mode(cl, name)
+        return
+    if ARGS.mode == "tools-llama3":
+        test_tool_calls_llama3(cl, name)
         return
     if ARGS.mode == "asan":
         cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
