@@ -375,11 +375,10 @@ static json_t *delta_choice(job *j, int i, const char *text, size_t len, json_t 
 /* Turns what arrived into SSE events in j->out. */
 static bool produce(job *j) {
     srv *s = j->s;
-    if (j->p.kind == SRV_CHAT && !j->role_sent) {
-        j->role_sent = true;
-        sse(j, chunk(j, json_pack("[{s:i, s:{s:s, s:s}, s:n, s:n}]", "index", 0, "delta", "role", "assistant",
+    for (int i = 0; j->p.kind == SRV_CHAT && !j->role_sent && i < j->n; i++) /* each choice's first chunk */
+        sse(j, chunk(j, json_pack("[{s:i, s:{s:s, s:s}, s:n, s:n}]", "index", i, "delta", "role", "assistant",
                                   "content", "", "logprobs", "finish_reason")));
-    }
+    j->role_sent = true;
     bool all = true;
     for (int i = 0; i < j->n; i++) {
         choice *c = &j->ch[i];
@@ -472,21 +471,24 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
             return srv_fail(e, 400, "invalid_request_error", "logit_bias", NULL,
                             "token id %d in 'logit_bias' is outside the vocabulary (0..%d)", j->p.sampling.bias_token[i],
                             V - 1);
-    j->n = kind == SRV_CHAT ? 1 : j->p.n_prompts;
+    const int n_prompts = kind == SRV_CHAT ? 1 : j->p.n_prompts, per = j->p.n;
+    j->n = n_prompts * per; /* choice i: prompt i / per, its (i % per)-th sample */
     loom_tokens toks[SRV_MAX_PROMPTS];
     memset(toks, 0, sizeof toks);
     bool ok = true;
-    for (int i = 0; ok && i < j->n; i++) {
+    for (int i = 0; ok && i < n_prompts; i++) {
         ok = prompt_tokens(s, &j->p, i, &toks[i], e) && check_length(s, (int)toks[i].n, e);
         if (ok) j->prompt_tokens += (int)toks[i].n;
     }
     for (int i = 0; ok && i < j->n; i++) {
+        const loom_tokens *t = &toks[i / per];
         loom_request r = {.sampling = j->p.sampling, .ignore_eos = j->p.ignore_eos, .logprobs = j->p.logprobs,
                           .top_logprobs = j->p.top_logprobs};
-        int room = s->ctx_size - (int)toks[i].n;
+        r.sampling.seed += (uint64_t)(i % per) * 0x9e3779b97f4a7c15ull; /* a prompt's choices draw apart */
+        int room = s->ctx_size - (int)t->n;
         r.max_tokens = j->p.max_tokens < 0 || j->p.max_tokens > room ? room : j->p.max_tokens;
         choice *c = &j->ch[i];
-        c->req = srv_req_new(toks[i].ids, (int)toks[i].n, &r);
+        c->req = srv_req_new(t->ids, (int)t->n, &r);
         loom_utf8_stream_init(&c->u);
         srv_stop_init(&c->stop, j->p.stop, j->p.n_stop);
         const loom_tool_syntax syntax = s->tmpl ? loom_chat_template_tool_syntax(s->tmpl) : LOOM_TOOLS_NONE;
@@ -496,7 +498,7 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         if (j->p.logprobs) c->lp = empty_logprobs(kind);
         if (!c->req || (j->p.logprobs && !c->lp)) ok = oom(e);
     }
-    for (int i = 0; i < j->n; i++) loom_tokens_free(&toks[i]);
+    for (int i = 0; i < n_prompts; i++) loom_tokens_free(&toks[i]);
     for (int i = 0; ok && i < j->n; i++) ok = srv_submit(s, j->ch[i].req, e);
     return ok;
 }

@@ -233,11 +233,11 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
         p->model = strdup(json_string_value(model));
     }
     long long n = 1, max_tokens = -1, mct = -1, seed = -1, top_k = 0, top_lp = 0;
-    if (!get_int(o, "n", 1, 1 << 20, &n, e)) return false;
-    if (n != 1) return BAD("n", "'n' must be 1 (several choices per request are not supported)");
+    if (!get_int(o, "n", 1, SRV_MAX_PROMPTS, &n, e)) return false;
+    p->n = (int)n;
     json_t *best_of = json_object_get(o, "best_of");
-    if (best_of && !json_is_null(best_of) && !(json_is_integer(best_of) && json_integer_value(best_of) == 1))
-        return BAD("best_of", "'best_of' must be 1");
+    if (best_of && !json_is_null(best_of) && !(json_is_integer(best_of) && json_integer_value(best_of) == n))
+        return BAD("best_of", "'best_of' must equal 'n' (no ranking of extra choices)");
     bool echo = false;
     if (!get_bool(o, "echo", &echo, e)) return false;
     if (echo) return BAD("echo", "'echo' is not supported");
@@ -301,7 +301,11 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     p->top_logprobs = lp > 0 ? (int)lp : 0;
     p->add_special = true;
     if (!get_bool(o, "add_special_tokens", &p->add_special, e)) return false;
-    return parse_prompts(o, p, e);
+    if (!parse_prompts(o, p, e)) return false;
+    if (p->n_prompts * p->n > SRV_MAX_PROMPTS)
+        return BAD("n", "%d prompts x 'n' %d is %d choices; at most %d are allowed", p->n_prompts, p->n,
+                   p->n_prompts * p->n, SRV_MAX_PROMPTS);
+    return true;
 }
 
 bool srv_parse_request(srv_kind kind, const char *body, size_t len, uint64_t seed_default, srv_params *out,

@@ -25,7 +25,7 @@
 
 #define SRV_MAX_STOP 16       /* stop strings per request */
 #define SRV_MAX_STOP_LEN 1024 /* bytes of one stop string */
-#define SRV_MAX_PROMPTS 64    /* prompts of one completions request */
+#define SRV_MAX_PROMPTS 64    /* prompts of one completions request, and choices of any request */
 
 typedef enum { SRV_CHAT, SRV_COMPLETION } srv_kind;
 
@@ -53,6 +53,7 @@ typedef struct {
     char *model;                  /* as requested; NULL when absent */
     bool stream, include_usage;
     int max_tokens;               /* -1: until end of generation or a full context */
+    int n;                        /* choices per prompt; choices in all <= SRV_MAX_PROMPTS */
     loom_sampling_params sampling;
     bool ignore_eos;
     bool logprobs;

@@ -130,6 +130,27 @@ def test_streams(cl, name, chat_text, comp_text, n=24):
     return [c.choices[0].text for c in toks]
 
 
+def test_n_choices(cl, name):
+    msgs = [{"role": "user", "content": MSG}]
+    r = cl.chat.completions.create(model=name, messages=msgs, n=3, max_tokens=12, temperature=1.2, seed=11)
+    texts = [c.message.content for c in r.choices]
+    check([c.index for c in r.choices] == [0, 1, 2] and len(set(texts)) > 1, "n=3: %r" % texts)
+    one = cl.chat.completions.create(model=name, messages=msgs, max_tokens=1).usage.prompt_tokens
+    check(r.usage.prompt_tokens == one and 3 <= r.usage.completion_tokens <= 36,
+          "usage: the prompt counts once, every choice's tokens: %r" % r.usage)
+    again = cl.chat.completions.create(model=name, messages=msgs, n=3, max_tokens=12, temperature=1.2, seed=11)
+    check([c.message.content for c in again.choices] == texts, "the same seed gives the same choices")
+    chunks = list(cl.chat.completions.create(model=name, messages=msgs, n=2, max_tokens=6, temperature=1.0,
+                                             stream=True))
+    roles = sorted(c.choices[0].index for c in chunks if c.choices and c.choices[0].delta.role)
+    fins = sorted(c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason)
+    check(roles == [0, 1] and fins == [0, 1], "stream n=2: roles %s, finishes %s" % (roles, fins))
+    c = cl.completions.create(model=name, prompt=[PROMPT, "Once upon a time"], n=2, max_tokens=4, temperature=0)
+    texts = [x.text for x in sorted(c.choices, key=lambda x: x.index)]
+    check(len(texts) == 4 and texts[0] == texts[1] and texts[2] == texts[3], "2 prompts x n 2 greedy: %r" % texts)
+    ok("n choices: chat and completions, whole and streamed, seeded")
+
+
 def test_logit_bias(cl, name, n=6):
     tok = json.loads(raw("POST", "/tokenize", {"content": " river", "add_special_tokens": False})[2])["tokens"][0]
     piece = json.loads(raw("POST", "/detokenize", {"tokens": [tok]})[2])["content"]
@@ -279,7 +300,7 @@ def test_bad_requests(name):
         (400, "POST", chat, {"messages": m, "temperature": "warm"}, "temperature", None),
         (400, "POST", chat, {"messages": m, "temperature": -1}, "temperature", None),
         (400, "POST", chat, {"messages": m, "max_tokens": -5}, "max_tokens", None),
-        (400, "POST", chat, {"messages": m, "n": 3}, "n", None),
+        (400, "POST", chat, {"messages": m, "n": 65}, "n", None),
         (400, "POST", chat, {"messages": m, "top_logprobs": 50, "logprobs": True}, "top_logprobs", None),
         (400, "POST", chat, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages", None),
         (400, "POST", chat, {"messages": m, "response_format": {"type": "json_schema"}}, "response_format", None),
@@ -474,6 +495,7 @@ def main():
     chat_text, comp_text = test_greedy_equals_generate(cl, name)
     pieces = test_streams(cl, name, chat_text, comp_text)
     test_logit_bias(cl, name)
+    test_n_choices(cl, name)
     if ARGS.mode == "cluster":
         results = [None] * 4
         ts = [threading.Thread(target=stream_client, args=(name, "Story %d" % i, 0, results, i)) for i in range(4)]
