@@ -104,6 +104,7 @@ typedef struct {
     bool use_tools;        /* the text passes through `tools` (a chat with tools, a Hermes template) */
     srv_tools tools;
     size_t calls_sent;     /* streams: tools.calls already sent */
+    bool pending;          /* not submitted yet: waits for its prompt's first choice (release_pending) */
     loom_strbuf text;      /* emitted text: all of it (whole responses) or this round's (streams) */
     size_t text_total;     /* bytes emitted so far (text_offset of completions' logprobs) */
     bool finished;
@@ -320,6 +321,25 @@ static bool any_error(job *j, srv_error *e) {
     return false;
 }
 
+/* A prompt's choices after its first are submitted once the first has its
+ * first token: the prompt's KV blocks are in the prefix cache by then, so
+ * they compute only the prompt's last partial block (submitted together,
+ * each would compute the whole prompt). A choice the server cannot take
+ * (a full queue) ends with its error. */
+static void release_pending(job *j) {
+    for (int i = 0; i < j->n; i++) {
+        choice *c = &j->ch[i], *head = &j->ch[i - i % j->p.n];
+        if (!c->pending || (!head->finished && head->consumed == 0)) continue;
+        c->pending = false;
+        srv_error e;
+        if (!srv_submit(j->s, c->req, &e)) {
+            c->finished = true;
+            snprintf(c->finish, sizeof c->finish, "error");
+            c->error = strdup(e.message);
+        }
+    }
+}
+
 /* The whole response of a finished job. */
 static json_t *whole_response(job *j) {
     json_t *choices = json_array();
@@ -375,6 +395,7 @@ static json_t *delta_choice(job *j, int i, const char *text, size_t len, json_t 
 /* Turns what arrived into SSE events in j->out. */
 static bool produce(job *j) {
     srv *s = j->s;
+    release_pending(j);
     for (int i = 0; j->p.kind == SRV_CHAT && !j->role_sent && i < j->n; i++) /* each choice's first chunk */
         sse(j, chunk(j, json_pack("[{s:i, s:{s:s, s:s}, s:n, s:n}]", "index", i, "delta", "role", "assistant",
                                   "content", "", "logprobs", "finish_reason")));
@@ -499,7 +520,10 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         if (!c->req || (j->p.logprobs && !c->lp)) ok = oom(e);
     }
     for (int i = 0; i < n_prompts; i++) loom_tokens_free(&toks[i]);
-    for (int i = 0; ok && i < j->n; i++) ok = srv_submit(s, j->ch[i].req, e);
+    for (int i = 0; ok && i < j->n; i++) {
+        j->ch[i].pending = i % per != 0;
+        if (!j->ch[i].pending) ok = srv_submit(s, j->ch[i].req, e);
+    }
     return ok;
 }
 
@@ -537,6 +561,7 @@ enum MHD_Result srv_handle_generate(srv *s, struct MHD_Connection *c, srv_kind k
     bool all = false;
     while (!all) {
         all = true;
+        release_pending(j);
         for (int i = 0; i < j->n; i++) {
             if (!j->ch[i].finished && !consume(s, kind, &j->ch[i])) {
                 job_free(j);

@@ -148,7 +148,13 @@ def test_n_choices(cl, name):
     c = cl.completions.create(model=name, prompt=[PROMPT, "Once upon a time"], n=2, max_tokens=4, temperature=0)
     texts = [x.text for x in sorted(c.choices, key=lambda x: x.index)]
     check(len(texts) == 4 and texts[0] == texts[1] and texts[2] == texts[3], "2 prompts x n 2 greedy: %r" % texts)
-    ok("n choices: chat and completions, whole and streamed, seeded")
+    # a prompt's later choices start once the first has its first token: they find its KV blocks
+    before = metric(metrics(), "loom_prefix_cache_hits_total")
+    c = cl.completions.create(model=name, prompt="river " * 300, n=3, max_tokens=2, temperature=1)
+    hits = metric(metrics(), "loom_prefix_cache_hits_total") - before
+    check(hits >= 2 * (c.usage.prompt_tokens - 32), "n=3 over %d prompt tokens: %d prefix-cache hits"
+          % (c.usage.prompt_tokens, hits))
+    ok("n choices: chat and completions, whole and streamed, seeded; the prompt computed once")
 
 
 def test_logit_bias(cl, name, n=6):
