@@ -101,7 +101,7 @@ typedef struct {
     int consumed;          /* tokens of req taken */
     loom_utf8_stream u;
     srv_stop stop;
-    bool use_tools;        /* the text passes through `tools` (a chat with tools, a Hermes template) */
+    bool use_tools;        /* the text passes through `tools` (a chat with tools, a template whose calls it reads) */
     srv_tools tools;
     size_t calls_sent;     /* streams: tools.calls already sent */
     bool pending;          /* not submitted yet: waits for its prompt's first choice (release_pending) */
@@ -493,6 +493,9 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
                             "token id %d in 'logit_bias' is outside the vocabulary (0..%d)", j->p.sampling.bias_token[i],
                             V - 1);
     const int n_prompts = kind == SRV_CHAT ? 1 : j->p.n_prompts, per = j->p.n;
+    const loom_tool_syntax syntax = s->tmpl ? loom_chat_template_tool_syntax(s->tmpl) : LOOM_TOOLS_NONE;
+    const bool use_tools = kind == SRV_CHAT && j->p.tools && json_array_size(j->p.tools) && !j->p.tool_choice_none &&
+                           syntax != LOOM_TOOLS_NONE;
     j->n = n_prompts * per; /* choice i: prompt i / per, its (i % per)-th sample */
     loom_tokens toks[SRV_MAX_PROMPTS];
     memset(toks, 0, sizeof toks);
@@ -512,9 +515,7 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         c->req = srv_req_new(t->ids, (int)t->n, &r);
         loom_utf8_stream_init(&c->u);
         srv_stop_init(&c->stop, j->p.stop, j->p.n_stop);
-        const loom_tool_syntax syntax = s->tmpl ? loom_chat_template_tool_syntax(s->tmpl) : LOOM_TOOLS_NONE;
-        c->use_tools = kind == SRV_CHAT && j->p.tools && json_array_size(j->p.tools) && !j->p.tool_choice_none &&
-                       syntax != LOOM_TOOLS_NONE;
+        c->use_tools = use_tools;
         if (!srv_tools_init(&c->tools, syntax, srv_next_seed(s))) ok = oom(e);
         if (j->p.logprobs) c->lp = empty_logprobs(kind);
         if (!c->req || (j->p.logprobs && !c->lp)) ok = oom(e);

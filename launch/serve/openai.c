@@ -95,8 +95,8 @@ static bool parse_stop(json_t *o, srv_params *p, srv_error *e) {
 }
 
 /* logit_bias: {"token id": bias, ...}, bias in [-100, 100]; a token named
- * twice ("7" and "07") keeps the last. The scheduler checks the ids
- * against the vocabulary. */
+ * twice ("7" and "07") keeps the last. The ids are checked against the
+ * vocabulary where it is known (completions.c: start_job). */
 static bool parse_logit_bias(json_t *o, loom_sampling_params *sp, srv_error *e) {
     json_t *v = json_object_get(o, "logit_bias");
     if (!v || json_is_null(v)) return true;
