@@ -236,6 +236,7 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
                               (unsigned long long)q->id, p->n_bias_token, p->n_bias_value);
         ss.params.n_logit_bias = (int32_t)p->n_bias_token;
         ss.params.json_object = p->json_object;
+        ss.params.json_schema = p->json_schema && *p->json_schema ? p->json_schema : NULL; /* lives with the step */
         for (size_t i = 0; i < p->n_bias_token; i++) {
             ss.params.bias_token[i] = p->bias_token[i];
             ss.params.bias_value[i] = p->bias_value[i];
@@ -247,7 +248,8 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
     if (q->n_history != q->first_pos)
         return loom_error(LOOM_ERR_FORMAT, "sequence %llu starts at position %u with %zu history tokens",
                           (unsigned long long)q->id, q->first_pos, q->n_history);
-    if (ss.params.json_object && !loom_vocab_sampler_has_text(e->vs)) { /* the first JSON-mode sequence */
+    if ((ss.params.json_object || ss.params.json_schema) && !loom_vocab_sampler_has_text(e->vs)) {
+        /* the first sequence with structured output */
         loom_tokenizer *tok;
         LOOM_TRY(loom_tokenizer_create(e->g, &tok));
         loom_status st = loom_vocab_sampler_set_text(e->vs, tok);

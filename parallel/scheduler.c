@@ -461,6 +461,7 @@ static void sampling_message(Loom__SamplingParams *p, const seq_state *q) {
     p->bias_token = (int32_t *)sp->bias_token; /* read while the message is packed */
     p->bias_value = (float *)sp->bias_value;
     p->json_object = sp->json_object;
+    p->json_schema = sp->json_schema ? (char *)sp->json_schema : (char *)""; /* read while the message is packed */
 }
 
 /* Gives slot `slot` blocks for positions [0, upto), preempting newer

@@ -33,7 +33,8 @@ struct loom_vocab_sampler {
     float *lp_vals;          /* leader: (slots, 20) */
     int32_t *argmax;         /* (max_rows, 2) value bits + vocabulary id */
     float *full;             /* leader: (2 * max_rows, vocab) full rows + one rank's incoming slice */
-    loom_vocab_text text;    /* leader: the tokens' text, for JSON mode (n = 0 until set) */
+    loom_vocab_text text;    /* leader: the tokens' text, for structured output (n = 0 until set) */
+    loom_json_constraint **cons; /* (slots) leader: the slot's structured-output constraint, or NULL */
     double comm_s;
 };
 
@@ -83,6 +84,7 @@ loom_status loom_vocab_sampler_create(const loom_topology *t, const loom_weights
     vs->argmax = malloc(R * 2 * sizeof(int32_t));
     if (vs->leader) {
         vs->samplers = calloc((size_t)slots, sizeof *vs->samplers);
+        vs->cons = calloc((size_t)slots, sizeof *vs->cons);
         vs->n_hist = calloc((size_t)slots, sizeof *vs->n_hist);
         vs->gen_from = calloc((size_t)slots, sizeof *vs->gen_from);
         vs->top_lp = calloc((size_t)slots, sizeof *vs->top_lp);
@@ -94,7 +96,7 @@ loom_status loom_vocab_sampler_create(const loom_topology *t, const loom_weights
         vs->lp_vals = calloc((size_t)slots * 20, sizeof *vs->lp_vals);
     }
     loom_status st = NULL;
-    bool leader_ok = !vs->leader || (vs->samplers && vs->n_hist && vs->gen_from && vs->top_lp && vs->full && vs->raw &&
+    bool leader_ok = !vs->leader || (vs->samplers && vs->cons && vs->n_hist && vs->gen_from && vs->top_lp && vs->full && vs->raw &&
                                      vs->lp && vs->lp_ptrs && vs->lp_ids && vs->lp_vals);
     if (!vs->vocab_off || !vs->greedy || !vs->argmax || !leader_ok)
         st = loom_error(LOOM_ERR_NOMEM, "out of memory for sampling %d rows", max_rows);
@@ -123,40 +125,15 @@ void loom_vocab_sampler_free(loom_vocab_sampler *vs) {
     free(vs->greedy);
     free(vs->argmax);
     free(vs->full);
-    free((void *)vs->text.off);
-    free((void *)vs->text.bytes);
-    free((void *)vs->text.kind);
+    for (int i = 0; vs->cons && i < vs->slots; i++) loom_json_constraint_free(vs->cons[i]);
+    free(vs->cons);
+    loom_vocab_text_free(&vs->text);
     free(vs);
 }
 
 loom_status loom_vocab_sampler_set_text(loom_vocab_sampler *vs, const loom_tokenizer *tok) {
     if (!vs->leader || vs->text.n) return NULL;
-    const int32_t n = vs->vocab, nt = loom_tokenizer_n_vocab(tok);
-    uint32_t *off = malloc(((size_t)n + 1) * sizeof *off);
-    uint8_t *kind = malloc((size_t)n);
-    size_t total = 0;
-    for (int32_t i = 0; i < n && i < nt; i++) {
-        size_t len;
-        loom_token_piece(tok, i, false, &len);
-        total += len;
-    }
-    char *bytes = malloc(total ? total : 1);
-    if (!off || !kind || !bytes || total > UINT32_MAX) {
-        free(off), free(kind), free(bytes);
-        return loom_error(LOOM_ERR_NOMEM, "out of memory for the vocabulary's text (%zu bytes)", total);
-    }
-    off[0] = 0;
-    for (int32_t i = 0; i < n; i++) {
-        size_t len = 0;
-        const char *p = i < nt ? loom_token_piece(tok, i, false, &len) : NULL;
-        kind[i] = i >= nt || loom_tokenizer_is_control(tok, i) ? 2 : 0;
-        if (i < nt && loom_tokenizer_is_eog(tok, i)) kind[i] = 1;
-        if (kind[i]) len = 0;
-        if (len) memcpy(bytes + off[i], p, len);
-        off[i + 1] = off[i] + (uint32_t)len;
-    }
-    vs->text = (loom_vocab_text){.n = n, .off = off, .bytes = bytes, .kind = kind};
-    return NULL;
+    return loom_vocab_text_build(tok, vs->vocab, &vs->text);
 }
 
 bool loom_vocab_sampler_has_text(const loom_vocab_sampler *vs) { return !vs->leader || vs->text.n > 0; }
@@ -172,8 +149,19 @@ loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loo
     vs->n_hist[slot] = 0;
     vs->gen_from[slot] = n_prompt - n_generated;
     vs->top_lp[slot] = (int8_t)(!p->logprobs ? -1 : p->top_logprobs < 0 ? 0 : p->top_logprobs > 20 ? 20 : p->top_logprobs);
+    loom_json_constraint_free(vs->cons[slot]);
+    vs->cons[slot] = NULL;
     LOOM_TRY(loom_sampler_create(&p->params, vs->vocab, &vs->samplers[slot]));
-    if (p->params.json_object) LOOM_TRY(loom_sampler_set_text(vs->samplers[slot], &vs->text));
+    if (p->params.json_object || p->params.json_schema) {
+        static const char OBJECT[] = "{\"type\": \"object\"}";
+        const char *schema = p->params.json_schema ? p->params.json_schema : OBJECT;
+        loom_json_schema *js;
+        if (!vs->text.n) return loom_error(LOOM_ERR_INVALID, "structured output before the vocabulary's text was set");
+        LOOM_TRY(loom_json_schema_compile(schema, strlen(schema), &js));
+        LOOM_TRY(loom_json_constraint_create(&vs->text, js, &vs->cons[slot]));
+        loom_sampler_set_constraint(vs->samplers[slot], &(loom_sampler_constraint){
+                                        loom_json_constraint_fits, loom_json_constraint_accept, vs->cons[slot]});
+    }
     if (p->params.temperature > 0) loom_sampler_skip(vs->samplers[slot], n_generated);
     return NULL;
 }

@@ -26,7 +26,7 @@
 #include "proto/step.pb-c.h"
 #include "runtime/model.h"
 #include "runtime/sampler.h"
-#include "runtime/text/tokenizer.h"
+#include "runtime/text/json_schema.h"
 
 typedef struct loom_vocab_sampler loom_vocab_sampler;
 
@@ -67,9 +67,9 @@ void loom_vocab_sampler_history(loom_vocab_sampler *vs, int slot, int pos, int32
 loom_status loom_vocab_sampler_sample(loom_vocab_sampler *vs, const Loom__Step *step, float *logits, int n_out,
                                       Loom__StepResult *res, const float **scores) LOOM_MUST_USE;
 
-/* JSON mode's text of the vocabulary (the leader keeps a copy of every
- * token's bytes; no-op elsewhere and when already set): needed before a
- * sequence with params.json_object starts. */
+/* The vocabulary's text (the leader keeps a copy of every token's bytes;
+ * no-op elsewhere and when already set): needed before a sequence with
+ * structured output (params.json_object or json_schema) starts. */
 loom_status loom_vocab_sampler_set_text(loom_vocab_sampler *vs, const loom_tokenizer *tok) LOOM_MUST_USE;
 bool loom_vocab_sampler_has_text(const loom_vocab_sampler *vs);
 

@@ -1,7 +1,5 @@
 #include "runtime/sampler.h"
 
-#include "runtime/json_prefix.h"
-
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -16,8 +14,7 @@ struct loom_sampler {
     int32_t *out_tok, *out_cnt; /* (out_cap) open-addressing map: generated token -> count; -1 empty */
     int32_t out_cap, out_n;
     struct cand { float logit; int32_t id; } *cand; /* (n_vocab) */
-    const loom_vocab_text *text; /* JSON mode: the tokens' bytes */
-    loom_json_state json;        /* JSON mode: the output so far */
+    loom_sampler_constraint con; /* fits NULL: none */
 };
 
 loom_sampling_params loom_sampling_defaults(void) {
@@ -53,7 +50,7 @@ loom_status loom_sampling_check(const loom_sampling_params *p) {
 
 bool loom_sampling_is_plain_greedy(const loom_sampling_params *p) {
     return p->temperature <= 0 && p->repeat_penalty == 1.0f && p->presence_penalty == 0 && p->frequency_penalty == 0 &&
-           p->n_logit_bias == 0 && !p->json_object;
+           p->n_logit_bias == 0 && !p->json_object && !p->json_schema;
 }
 
 static uint64_t splitmix64(uint64_t *x) {
@@ -87,6 +84,7 @@ loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, 
     loom_sampler *s = calloc(1, sizeof *s);
     if (!s) return loom_error(LOOM_ERR_NOMEM, "out of memory creating a sampler");
     s->p = *p;
+    s->p.json_schema = NULL; /* borrowed: the caller compiles it into a constraint and may free it */
     s->n_vocab = n_vocab;
     uint64_t x = p->seed;
     for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
@@ -127,31 +125,13 @@ static int32_t out_slot(const loom_sampler *s, int32_t t) {
     return (int32_t)h;
 }
 
-/* Whether token t may follow the JSON output so far (into *next when given). */
-static bool json_fits(const loom_sampler *s, int32_t t, loom_json_state *next) {
-    const loom_vocab_text *v = s->text;
-    if (t < 0 || t >= v->n || v->kind[t] == 2) return false;
-    if (v->kind[t] == 1) return loom_json_complete(&s->json);
-    loom_json_state j = s->json;
-    const uint32_t len = v->off[t + 1] - v->off[t];
-    if (len == 0 || !loom_json_feed(&j, v->bytes + v->off[t], len)) return false;
-    if (next) *next = j;
-    return true;
-}
-
-loom_status loom_sampler_set_text(loom_sampler *s, const loom_vocab_text *v) {
-    if (!v || v->n < s->n_vocab)
-        return loom_error(LOOM_ERR_INVALID, "JSON mode: the vocabulary's text covers %d of %d tokens", v ? v->n : 0,
-                          s->n_vocab);
-    s->text = v;
-    loom_json_init(&s->json);
-    return NULL;
+void loom_sampler_set_constraint(loom_sampler *s, const loom_sampler_constraint *c) {
+    s->con = c ? *c : (loom_sampler_constraint){0};
 }
 
 void loom_sampler_accept_output(loom_sampler *s, int32_t token) {
     loom_sampler_accept(s, token);
-    if (s->text && s->p.json_object) /* a token that does not fit (the unmasked fallback's) leaves the state */
-        (void)json_fits(s, token, &s->json);
+    if (s->con.accept) s->con.accept(s->con.user, token);
     if ((s->p.presence_penalty == 0 && s->p.frequency_penalty == 0) || token < 0 || token >= s->n_vocab) return;
     if (2 * (s->out_n + 1) > s->out_cap) { /* keep the map at most half full */
         int32_t cap = s->out_cap ? 2 * s->out_cap : 64, *ot = s->out_tok, *oc = s->out_cnt, old = s->out_cap;
@@ -333,10 +313,10 @@ int32_t loom_sampler_sample(loom_sampler *s, float *logits) {
     apply_penalty(s, logits);
     const double u = s->p.temperature > 0 ? (double)(next_u64(s->rng) >> 11) * (1.0 / 9007199254740992.0) : 0;
     int32_t t = chain(s, logits, u);
-    if (!s->text || !s->p.json_object || json_fits(s, t, NULL)) return t;
+    if (!s->con.fits || s->con.fits(s->con.user, t)) return t;
     int32_t any = -1;
     for (int32_t i = 0; i < s->n_vocab; i++) {
-        if (!json_fits(s, i, NULL)) logits[i] = -INFINITY;
+        if (!s->con.fits(s->con.user, i)) logits[i] = -INFINITY;
         else if (any < 0) any = i;
     }
     return any < 0 ? t : chain(s, logits, u); /* no token fits (a vocabulary without '{'): the unmasked draw */

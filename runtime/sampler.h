@@ -39,7 +39,8 @@ typedef struct {
     int32_t n_logit_bias;    /* OpenAI's logit_bias: bias_value[i] is added to the logit */
     int32_t bias_token[LOOM_LOGIT_BIAS_MAX]; /* of token bias_token[i] before anything */
     float bias_value[LOOM_LOGIT_BIAS_MAX];   /* else (-100..100; -100 bans the token) */
-    bool json_object;        /* JSON mode: the output is one JSON object (loom_sampler_set_text) */
+    bool json_object;        /* JSON mode: the output is one JSON object */
+    const char *json_schema; /* or one the schema (JSON text, borrowed) accepts; NULL: none */
 } loom_sampling_params;
 
 /* llama.cpp's defaults: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05,
@@ -54,29 +55,28 @@ typedef struct loom_sampler loom_sampler;
 loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, loom_sampler **out) LOOM_MUST_USE;
 void loom_sampler_free(loom_sampler *s);
 
-/* The vocabulary's text, for JSON mode: token i's bytes are
- * bytes[off[i] .. off[i + 1]); kind[i] 0 text, 1 end of generation, 2
- * control (never sampled in JSON mode). Borrowed. */
+/* A constraint on the tokens a sequence may sample (structured output:
+ * runtime/text/json_schema.h): fits(user, t) whether token t may come
+ * next; accept(user, t) after t came (sampled, or replayed for a resumed
+ * sequence). The chain runs as without; when the token it draws does not
+ * fit, every token that does not is masked and the chain draws again with
+ * the same random number (as llama.cpp's grammar sampling does: the result
+ * is a draw from the masked distribution, one random number a token as
+ * without). When no token fits, the unmasked draw stands. */
 typedef struct {
-    int32_t n;
-    const uint32_t *off; /* (n + 1) */
-    const char *bytes;
-    const uint8_t *kind; /* (n) */
-} loom_vocab_text;
+    bool (*fits)(void *user, int32_t token);
+    void (*accept)(void *user, int32_t token);
+    void *user;
+} loom_sampler_constraint;
 
-/* JSON mode (params.json_object): every sampled token keeps the generated
- * text a prefix of one JSON object (runtime/json_prefix.h), and end of
- * generation comes only once it is closed. The chain runs as without; when
- * the token it draws does not fit, every token that does not is masked and
- * the chain draws again with the same random number (as llama.cpp's grammar
- * sampling does: the result is a draw from the masked distribution, one
- * random number a token as without). v covers the sampler's vocabulary. */
-loom_status loom_sampler_set_text(loom_sampler *s, const loom_vocab_text *v) LOOM_MUST_USE;
+/* Sets (or with NULL clears) the constraint; the struct is copied, user is
+ * borrowed. */
+void loom_sampler_set_constraint(loom_sampler *s, const loom_sampler_constraint *c);
 
 /* Adds a prompt token to the repetition-penalty history. */
 void loom_sampler_accept(loom_sampler *s, int32_t token);
 /* Adds a generated token: the repetition history, the counts the
- * presence/frequency penalties use, JSON mode's state. */
+ * presence/frequency penalties use, the constraint's state. */
 void loom_sampler_accept_output(loom_sampler *s, int32_t token);
 /* Advances the random stream past n draws (a resumed sequence). */
 void loom_sampler_skip(loom_sampler *s, int64_t n);

@@ -79,6 +79,20 @@ Test(openai, response_format_and_tool_choice_are_not_ignored) {
               "%s", e.message);
     cr_assert(p.sampling.json_object && !loom_sampling_is_plain_greedy(&p.sampling));
     srv_params_free(&p);
+    cr_assert(parse(SRV_CHAT,
+                    "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{\"type\":"
+                    "\"json_schema\",\"json_schema\":{\"name\":\"n\",\"schema\":{\"type\":\"object\",\"properties\":"
+                    "{\"a\":{\"type\":\"integer\"}}}}}}",
+                    &p, &e),
+              "%s", e.message);
+    cr_assert(p.sampling.json_schema && strstr(p.sampling.json_schema, "\"integer\"") &&
+              !loom_sampling_is_plain_greedy(&p.sampling));
+    srv_params_free(&p);
+    cr_assert_not(parse(SRV_CHAT,
+                        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{\"type\":"
+                        "\"json_schema\",\"json_schema\":{\"schema\":{\"type\":\"integer\",\"minimum\":0}}}}",
+                        &p, &e));
+    cr_assert(e.status == 400 && strstr(e.message, "'minimum' is not supported"), "%s", e.message);
     cr_assert_not(parse(SRV_CHAT,
                         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
                         "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}",

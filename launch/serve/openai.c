@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/text/json_schema.h"
 #include "runtime/text/utf8.h"
 
 bool srv_fail(srv_error *e, int status, const char *type, const char *param, const char *code, const char *fmt, ...) {
@@ -120,6 +121,28 @@ static bool parse_logit_bias(json_t *o, loom_sampling_params *sp, srv_error *e) 
         sp->bias_value[i] = (float)json_number_value(b);
         if (i == sp->n_logit_bias) sp->n_logit_bias++;
     }
+    return true;
+}
+
+/* response_format {"type": "json_schema", "json_schema": {"name", "schema",
+ * "strict"}}: the schema, compiled once here to answer 400 for what the
+ * automaton does not take (runtime/text/json_schema.h). */
+static bool parse_schema(json_t *rf, srv_params *p, srv_error *e) {
+    json_t *js = json_object_get(rf, "json_schema");
+    json_t *schema = json_is_object(js) ? json_object_get(js, "schema") : NULL;
+    if (!json_is_object(schema))
+        return BAD("response_format", "'response_format' json_schema needs 'json_schema': {'schema': {...}}");
+    p->schema = json_dumps(schema, JSON_COMPACT);
+    if (!p->schema) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    loom_json_schema *c;
+    loom_status st = loom_json_schema_compile(p->schema, strlen(p->schema), &c);
+    if (st) {
+        srv_fail(e, 400, "invalid_request_error", "response_format", NULL, "%s", loom_status_message(st));
+        loom_status_free(st);
+        return false;
+    }
+    loom_json_schema_free(c);
+    p->sampling.json_schema = p->schema;
     return true;
 }
 
@@ -269,10 +292,12 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
         json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
         if (!json_is_string(t)) return BAD("response_format", "'response_format' must be an object with a string 'type'");
         sp->json_object = !strcmp(json_string_value(t), "json_object");
-        if (strcmp(json_string_value(t), "text") != 0 && !sp->json_object) /* not silently ignored */
-            return BAD("response_format",
-                       "'response_format' of type '%s' is not supported (JSON schemas are not); 'text' or 'json_object'",
-                       json_string_value(t));
+        if (!strcmp(json_string_value(t), "json_schema")) {
+            if (!parse_schema(rf, p, e)) return false;
+        } else if (strcmp(json_string_value(t), "text") != 0 && !sp->json_object) { /* not silently ignored */
+            return BAD("response_format", "'response_format' of type '%s' is not supported ('text', 'json_object', "
+                       "'json_schema')", json_string_value(t));
+        }
     }
     if (!get_bool(o, "stream", &p->stream, e)) return false;
     json_t *so = json_object_get(o, "stream_options");
@@ -323,6 +348,7 @@ bool srv_parse_request(srv_kind kind, const char *body, size_t len, uint64_t see
 
 void srv_params_free(srv_params *p) {
     free(p->model);
+    free(p->schema);
     for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
     json_decref(p->messages);
     json_decref(p->tools);

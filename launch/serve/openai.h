@@ -54,7 +54,8 @@ typedef struct {
     bool stream, include_usage;
     int max_tokens;               /* -1: until end of generation or a full context */
     int n;                        /* choices per prompt; choices in all <= SRV_MAX_PROMPTS */
-    loom_sampling_params sampling;
+    loom_sampling_params sampling; /* sampling.json_schema points at schema */
+    char *schema;                 /* response_format json_schema's schema (compact JSON), or NULL */
     bool ignore_eos;
     bool logprobs;
     int top_logprobs;             /* 0..20 */

@@ -24,7 +24,13 @@ srv_req *srv_req_new(const int32_t *prompt, int n_prompt, const loom_request *r)
         return NULL;
     }
     memcpy(q->prompt, prompt, (size_t)n_prompt * sizeof(int32_t));
+    if (r->sampling.json_schema && !(q->schema = strdup(r->sampling.json_schema))) {
+        free(q->prompt);
+        free(q);
+        return NULL;
+    }
     q->r = *r;
+    q->r.sampling.json_schema = q->schema; /* the scheduler reads it until the sequence ends */
     q->r.prompt = q->prompt;
     q->r.n_prompt = n_prompt;
     q->top = r->logprobs ? r->top_logprobs : 0;
@@ -37,6 +43,7 @@ srv_req *srv_req_new(const int32_t *prompt, int n_prompt, const loom_request *r)
 static void req_free(srv_req *q) {
     pthread_cond_destroy(&q->cv);
     free(q->prompt);
+    free(q->schema);
     free(q->toks);
     free(q->lp);
     free(q->top_ids);

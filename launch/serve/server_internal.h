@@ -30,6 +30,7 @@ struct srv_req {
     /* set before queueing, then read-only */
     loom_request r;            /* r.prompt points at prompt */
     int32_t *prompt;           /* (r.n_prompt) */
+    char *schema;              /* r.sampling.json_schema's text, or NULL */
     double t_arrive;
     /* shared */
     uint64_t id;               /* the scheduler's, once submitted */

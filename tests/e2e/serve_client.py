@@ -237,7 +237,18 @@ def test_json_mode(cl, name):
         json.loads(text + '": 0}')  # here: inside the first key
     except ValueError:
         fail("json_object: %r is not the start of an object" % text)
-    ok("response_format json_object keeps the reply a JSON object's prefix")
+    # a schema: the first key can only be "city", its value a string
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}
+    r = cl.chat.completions.create(model=name, messages=msgs, temperature=0, max_tokens=300,
+                                   response_format={"type": "json_schema",
+                                                    "json_schema": {"name": "w", "schema": schema, "strict": True}})
+    text = "".join(r.choices[0].message.content.split())
+    check(text.startswith('{"city":"'), "json_schema: %r" % r.choices[0].message.content[:200])
+    expect_error(400, "POST", "/v1/chat/completions",
+                 {"messages": msgs, "response_format": {"type": "json_schema", "json_schema": {
+                     "name": "w", "schema": {"type": "string", "pattern": "a+"}}}}, "response_format")
+    ok("response_format json_object / json_schema keep the reply a prefix of what they accept")
 
 
 def test_logprobs(cl, name):
@@ -310,6 +321,7 @@ def test_bad_requests(name):
         (400, "POST", chat, {"messages": m, "top_logprobs": 50, "logprobs": True}, "top_logprobs", None),
         (400, "POST", chat, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages", None),
         (400, "POST", chat, {"messages": m, "response_format": {"type": "json_schema"}}, "response_format", None),
+        (400, "POST", chat, {"messages": m, "response_format": {"type": "xml"}}, "response_format", None),
         (400, "POST", chat, {"messages": m, "tool_choice": "required"}, "tool_choice", None),
         (404, "POST", chat, {"messages": m, "model": "no-such-model"}, "model", "model_not_found"),
         (400, "POST", chat, {"messages": [{"role": "user", "content": "word " * 3000}]}, None,

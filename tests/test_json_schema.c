@@ -1,0 +1,261 @@
+/*
+ * tests/test_json_schema.c — structured output: the schema automaton
+ * (runtime/text/json_schema.h) on documents that jansson (an independent
+ * parser) takes or refuses and on schemas as Pydantic writes them, and the
+ * sampler's constraint over the default model's vocabulary.
+ */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/clock.h"
+#include "runtime/sampler.h"
+#include "runtime/text/json_schema.h"
+#include "runtime/text/tokenizer.h"
+
+#define DEFAULT_MODEL LOOM_CACHE_DIR "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+static loom_json_schema *schema_of(const char *text) {
+    loom_json_schema *s = NULL;
+    loom_status st = loom_json_schema_compile(text, strlen(text), &s);
+    cr_assert_null(st, "%s: %s", text, st ? loom_status_message(st) : "");
+    return s;
+}
+
+/* Fed in pieces of every size: a prefix (taken) or not, and complete or not. */
+static void expect_doc(const loom_json_schema *schema, const char *doc, bool prefix, bool complete) {
+    const size_t n = strlen(doc);
+    for (size_t step = 1; step <= (n ? n : 1); step++) {
+        loom_json_state s;
+        loom_json_init(&s, schema);
+        bool ok = true;
+        for (size_t i = 0; i < n && ok; i += step) ok = loom_json_feed(&s, doc + i, i + step < n ? step : n - i);
+        cr_assert_eq(ok, prefix, "step %zu: '%s' %s", step, doc, prefix ? "refused" : "taken");
+        if (ok) cr_assert_eq(loom_json_complete(&s), complete, "'%s': complete %d", doc, !complete);
+    }
+    if (complete) { /* the independent judge of whole documents */
+        json_t *j = json_loads(doc, JSON_DECODE_ANY, NULL);
+        cr_assert_not_null(j, "jansson refuses '%s'", doc);
+        json_decref(j);
+    }
+}
+
+Test(json_schema, any_object) {
+    loom_json_schema *o = schema_of("{\"type\": \"object\"}");
+    static const char *const whole[] = {
+        "{}", " \n{ }", "{\"a\":1}", "{\"a\": -0.5e+10, \"b\": [true, false, null, \"x\\\"y\\u00e9\\n\"], \"c\": {}}",
+        "{\"\":[[],[{}],0,-0,1.5E3,2e-2]}", "{\"k\":\"Z\xc3\xbcrich \xe2\x96\x81\"}", "{\"a\":[1,2,3] }"};
+    for (size_t i = 0; i < sizeof whole / sizeof *whole; i++) expect_doc(o, whole[i], true, true);
+    static const char *const open[] = {"", " ", "{", "{\"a", "{\"a\":", "{\"a\": 1", "{\"a\": tr", "{\"a\": [1, ",
+                                       "{\"a\": \"\\u00", "{\"a\": -", "{\"a\": 1.", "{\"a\": 1e"};
+    for (size_t i = 0; i < sizeof open / sizeof *open; i++) expect_doc(o, open[i], true, false);
+    loom_json_state s;
+    loom_json_init(&s, o);
+    cr_assert(loom_json_feed(&s, "{}", 2) && loom_json_complete(&s));
+    cr_assert_not(loom_json_feed(&s, " ", 1), "nothing after the document, whitespace neither");
+    static const char *const bad[] = {"[]", "1", "\"x\"", "{}x", "{}{}", "{,}", "{\"a\" 1}", "{\"a\":}",
+                                      "{\"a\":1,}", "{\"a\":[1,]}", "{\"a\":01}", "{\"a\":1.}", "{\"a\":+1}",
+                                      "{\"a\":tru}", "{\"a\":\"\\x\"}", "{\"a\":\"\x01\"}", "{\"a\":[1}", "{\"a\":{]}",
+                                      "{a:1}", "{\"a\":\"\\u12G4\"}", "{\"a\":1e}", "{\"a\":-}", "{\"a\":nul}"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        expect_doc(o, bad[i], false, false);
+        json_t *j = json_loads(bad[i], 0, NULL);
+        cr_assert(!json_is_object(j), "jansson takes '%s' as one object", bad[i]);
+        json_decref(j);
+    }
+    /* the limits */
+    char deep[2 * LOOM_JSON_MAX_DEPTH + 16] = "{\"a\":";
+    size_t n = strlen(deep);
+    for (int d = 1; d < LOOM_JSON_MAX_DEPTH; d++) deep[n++] = '[';
+    loom_json_init(&s, o);
+    cr_assert(loom_json_feed(&s, deep, n), "nesting %d", LOOM_JSON_MAX_DEPTH);
+    cr_assert_not(loom_json_feed(&s, "[", 1), "nesting past %d", LOOM_JSON_MAX_DEPTH);
+    char ws[LOOM_JSON_MAX_WS + 2];
+    memset(ws, ' ', sizeof ws);
+    loom_json_init(&s, o);
+    cr_assert(loom_json_feed(&s, ws, LOOM_JSON_MAX_WS));
+    cr_assert_not(loom_json_feed(&s, " ", 1), "whitespace past %d in a row", LOOM_JSON_MAX_WS);
+    loom_json_schema_free(o);
+}
+
+/* What Pydantic writes for
+ *   class Pet(BaseModel): kind: Literal["cat", "dog"]; age: int
+ *   class Person(BaseModel): name: str; height: float | None; pets: list[Pet] (1-3); boss: Person | None = None
+ * with OpenAI's strict additionalProperties false. */
+static const char PERSON[] =
+    "{\"$defs\": {\"Pet\": {\"type\": \"object\", \"title\": \"Pet\", \"additionalProperties\": false,"
+    " \"properties\": {\"kind\": {\"enum\": [\"cat\", \"dog\"], \"type\": \"string\"}, \"age\": {\"type\": \"integer\"}},"
+    " \"required\": [\"kind\", \"age\"]}},"
+    " \"type\": \"object\", \"title\": \"Person\", \"additionalProperties\": false,"
+    " \"properties\": {\"name\": {\"type\": \"string\", \"description\": \"full name\"},"
+    " \"height\": {\"anyOf\": [{\"type\": \"number\"}, {\"type\": \"null\"}]},"
+    " \"pets\": {\"type\": \"array\", \"items\": {\"$ref\": \"#/$defs/Pet\"}, \"minItems\": 1, \"maxItems\": 3},"
+    " \"boss\": {\"anyOf\": [{\"$ref\": \"#\"}, {\"type\": \"null\"}], \"default\": null}},"
+    " \"required\": [\"name\", \"height\", \"pets\"]}";
+
+Test(json_schema, pydantic_models) {
+    loom_json_schema *p = schema_of(PERSON);
+    static const char *const whole[] = {
+        "{\"name\": \"Ada\", \"height\": 1.7, \"pets\": [{\"kind\": \"cat\", \"age\": 3}]}",
+        "{\"pets\":[{\"age\":1,\"kind\":\"dog\"},{\"kind\":\"cat\",\"age\":12}],\"height\":null,\"name\":\"\\\"B\\\"\"}",
+        "{\"name\": \"C\", \"height\": 2, \"pets\": [{\"kind\": \"dog\", \"age\": 0}], \"boss\": null}",
+        ("{\"name\": \"C\", \"height\": 2, \"pets\": [{\"kind\": \"dog\", \"age\": 0}], \"boss\": {\"name\": \"D\","
+         " \"height\": null, \"pets\": [{\"kind\": \"cat\", \"age\": 9}], \"boss\": null}}")};
+    for (size_t i = 0; i < sizeof whole / sizeof *whole; i++) expect_doc(p, whole[i], true, true);
+    static const char *const open[] = {"{\"na", "{\"name\": \"Ada\", \"he", "{\"pets\": [{\"kind\": \"d",
+                                       "{\"pets\": [{\"age\": 12", "{\"boss\": {\"boss\": {\"name\": \"x\""};
+    for (size_t i = 0; i < sizeof open / sizeof *open; i++) expect_doc(p, open[i], true, false);
+    static const char *const bad[] = {
+        "{\"nombre\"",                                                   /* no such property */
+        "{\"name\": \"A\", \"name\"",                                    /* twice */
+        "{\"name\": 5",                                                  /* a string */
+        "{\"height\": \"tall\"",                                         /* a number or null */
+        "{\"pets\": []",                                                 /* minItems 1 */
+        "{\"pets\": [{\"kind\": \"cow\"",                                /* the enum */
+        "{\"pets\": [{\"kind\": \"cat\", \"age\": 1.5",                  /* an integer */
+        "{\"pets\": [{\"kind\": \"cat\", \"age\": 1}, {\"kind\": \"cat\", \"age\": 1}, {\"kind\": \"cat\", \"age\": 1}, {",
+        "{\"name\": \"A\", \"height\": 1}",                              /* pets is required */
+        "{\"pets\": [{\"kind\": \"cat\"}]",                              /* age is required */
+        "{\"name\": \"A\", \"height\": 1, \"pets\": [{\"kind\": \"cat\", \"age\": 1}], \"extra\": 1}",
+        "[",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) expect_doc(p, bad[i], false, false);
+    loom_json_schema_free(p);
+    /* type lists, const, enums of any JSON, a root that is not an object */
+    loom_json_schema *e = schema_of("{\"type\": \"object\", \"properties\": {\"v\": {\"enum\": [1, 12, \"x\", null,"
+                                    " {\"a\": [true]}]}, \"c\": {\"const\": \"k\"}, \"t\": {\"type\": [\"integer\","
+                                    " \"boolean\"]}}}");
+    expect_doc(e, "{\"v\": 1, \"c\": \"k\", \"t\": false}", true, true);
+    expect_doc(e, "{\"v\": 12}", true, true);
+    expect_doc(e, "{\"v\": {\"a\":[true]}}", true, true);
+    expect_doc(e, "{\"v\": null, \"t\": -3}", true, true);
+    expect_doc(e, "{\"v\": 2", false, false);
+    expect_doc(e, "{\"v\": 123", false, false);
+    expect_doc(e, "{\"c\": \"kk\"", false, false);
+    expect_doc(e, "{\"t\": 1.0", false, false);
+    loom_json_schema_free(e);
+    loom_json_schema *arr = schema_of("{\"type\": \"array\", \"items\": {\"type\": \"integer\"}, \"maxItems\": 2}");
+    expect_doc(arr, "[1, 2]", true, true);
+    expect_doc(arr, "[1, 2, 3]", false, false);
+    loom_json_schema_free(arr);
+    loom_json_schema *num = schema_of("{\"enum\": [1, 10]}");
+    expect_doc(num, "1", true, true); /* a root value that ends where the text does */
+    expect_doc(num, "10", true, true);
+    loom_json_schema_free(num);
+}
+
+Test(json_schema, what_is_not_taken) {
+    static const char *const cases[][2] = {
+        {"{\"type\": \"string\", \"pattern\": \"^a\"}", "'pattern' is not supported"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\", \"minimum\": 0}}}", "'minimum'"},
+        {"{\"allOf\": [{\"type\": \"object\"}]}", "'allOf'"},
+        {"{\"$ref\": \"#/$defs/Nope\"}", "names no schema"},
+        {"{\"type\": \"object\", \"required\": [\"a\"]}", "required 'a'"},
+        {"{\"type\": \"thing\"}", "JSON types"},
+        {"[1]", "must be an object"},
+        {"{\"type\": \"object\", \"properties\": {\"a\\\"b\": {}}}", "escapes"},
+        {"{", "not JSON"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        loom_json_schema *s = NULL;
+        loom_status st = loom_json_schema_compile(cases[i][0], strlen(cases[i][0]), &s);
+        cr_assert_not_null(st, "%s compiled", cases[i][0]);
+        cr_assert(strstr(loom_status_message(st), cases[i][1]), "%s: %s", cases[i][0], loom_status_message(st));
+        cr_assert_null(s);
+        loom_status_free(st);
+    }
+}
+
+/* A sampler constrained by a schema over the default model's vocabulary,
+ * fed random logits that favour closing: every run ends with EOS, and the
+ * text before it is a document jansson parses and the schema's checks
+ * (written out here) accept. */
+static void sampled_runs(const char *schema_text, bool person, int runs) {
+    loom_gguf *g;
+    loom_tokenizer *tok;
+    cr_assert_null(loom_gguf_open(DEFAULT_MODEL, &g), "needs %s (launch/fetch-model.sh)", DEFAULT_MODEL);
+    cr_assert_null(loom_tokenizer_create(g, &tok));
+    const int32_t V = loom_tokenizer_n_vocab(tok), eos = loom_tokenizer_eos(tok);
+    loom_vocab_text text;
+    cr_assert_null(loom_vocab_text_build(tok, V, &text));
+    int32_t closers[4] = {-1, -1, -1, -1};
+    for (int32_t i = 0; i < V; i++) {
+        const char *p = text.bytes + text.off[i];
+        if (text.off[i + 1] - text.off[i] != 1) continue;
+        for (int k = 0; k < 4; k++)
+            if (*p == "}\"]1"[k]) closers[k] = i;
+    }
+    float *logits = malloc((size_t)V * sizeof *logits);
+    double t_all = 0;
+    int tokens = 0;
+    for (int run = 0; run < runs; run++) {
+        loom_sampling_params p = loom_sampling_defaults();
+        p.temperature = run % 2 ? 0.9f : 0;
+        p.seed = (uint64_t)run;
+        loom_sampler *s;
+        loom_json_constraint *c;
+        cr_assert_null(loom_sampler_create(&p, V, &s));
+        cr_assert_null(loom_json_constraint_create(&text, schema_of(schema_text), &c));
+        loom_sampler_set_constraint(s, &(loom_sampler_constraint){loom_json_constraint_fits, loom_json_constraint_accept, c});
+        uint64_t x = 0x9e3779b97f4a7c15ull * (uint64_t)(run + 1);
+        char out[16384];
+        size_t n = 0;
+        int32_t t = -1;
+        for (int k = 0; k < 1500 && t != eos; k++) {
+            for (int32_t i = 0; i < V; i++) {
+                x = x * 6364136223846793005ull + 1442695040888963407ull;
+                logits[i] = (float)((x >> 40) & 0xffff) / 65536.0f * 4.0f;
+            }
+            logits[eos] = 30; /* ends as soon as it may */
+            for (int q = 0; q < 4; q++) logits[closers[q]] += k > 8 ? 3.5f : 1.0f;
+            const double t0 = loom_now_s();
+            t = loom_sampler_sample(s, logits);
+            t_all += loom_now_s() - t0;
+            tokens++;
+            loom_sampler_accept_output(s, t);
+            if (t == eos) break;
+            cr_assert(text.kind[t] == 0, "run %d: control token %d sampled", run, t);
+            const uint32_t len = text.off[t + 1] - text.off[t];
+            cr_assert(n + len < sizeof out);
+            memcpy(out + n, text.bytes + text.off[t], len);
+            n += len;
+        }
+        out[n] = 0;
+        cr_assert_eq(t, eos, "run %d: no EOS after 1500 tokens: %.300s", run, out);
+        json_t *j = json_loads(out, JSON_DECODE_INT_AS_REAL, NULL); /* random digits outgrow jansson's integers */
+        cr_assert(json_is_object(j), "run %d: not one object: '%s'", run, out);
+        if (person) {
+            json_t *pets = json_object_get(j, "pets"), *h = json_object_get(j, "height");
+            cr_assert(json_is_string(json_object_get(j, "name")) && (json_is_number(h) || json_is_null(h)) &&
+                          json_array_size(pets) >= 1 && json_array_size(pets) <= 3,
+                      "run %d: %s", run, out);
+            const char *key;
+            json_t *v;
+            json_object_foreach(j, key, v) cr_assert(!strcmp(key, "name") || !strcmp(key, "height") ||
+                                                         !strcmp(key, "pets") || !strcmp(key, "boss"),
+                                                     "run %d: key '%s'", run, key);
+            size_t i;
+            json_array_foreach(pets, i, v) {
+                const char *kind = json_string_value(json_object_get(v, "kind"));
+                const double age = json_real_value(json_object_get(v, "age"));
+                cr_assert(kind && (!strcmp(kind, "cat") || !strcmp(kind, "dog")) &&
+                              json_is_real(json_object_get(v, "age")) && age == (double)(long long)age &&
+                              json_object_size(v) == 2,
+                          "run %d: pet %s", run, out);
+            }
+        }
+        json_decref(j);
+        loom_sampler_free(s);
+        loom_json_constraint_free(c);
+    }
+    printf("structured output: %.3f ms a token (%d tokens, vocabulary %d)\n", 1e3 * t_all / tokens, tokens, V);
+    free(logits);
+    loom_vocab_text_free(&text);
+    loom_tokenizer_free(tok);
+    loom_gguf_free(g);
+}
+
+Test(json_schema, sampled_object) { sampled_runs("{\"type\": \"object\"}", false, 8); }
+Test(json_schema, sampled_pydantic_model) { sampled_runs(PERSON, true, 6); }
