@@ -157,6 +157,27 @@ def test_n_choices(cl, name):
     ok("n choices: chat and completions, whole and streamed, seeded; the prompt computed once")
 
 
+def test_structured_output(cl, name):
+    import typing
+    import pydantic  # comes with the openai client
+
+    class Pet(pydantic.BaseModel):
+        kind: typing.Literal["cat", "dog"]
+        age: int
+
+    class Person(pydantic.BaseModel):
+        name: str
+        height: typing.Optional[float]
+        pets: typing.List[Pet]
+
+    parse = getattr(cl.chat.completions, "parse", None) or cl.beta.chat.completions.parse
+    r = parse(model=name, messages=[{"role": "user", "content": "Describe a person with pets as JSON."}],
+              response_format=Person, max_tokens=300, temperature=0)
+    check(r.choices[0].finish_reason == "stop" and isinstance(r.choices[0].message.parsed, Person),
+          "parse(response_format=Person): %s %r" % (r.choices[0].finish_reason, r.choices[0].message.content))
+    ok("structured output: the openai client's parse() with a Pydantic model: %r" % r.choices[0].message.parsed)
+
+
 def test_logit_bias(cl, name, n=6):
     tok = json.loads(raw("POST", "/tokenize", {"content": " river", "add_special_tokens": False})[2])["tokens"][0]
     piece = json.loads(raw("POST", "/detokenize", {"tokens": [tok]})[2])["content"]
@@ -514,6 +535,7 @@ def main():
     pieces = test_streams(cl, name, chat_text, comp_text)
     test_logit_bias(cl, name)
     test_n_choices(cl, name)
+    test_structured_output(cl, name)
     if ARGS.mode == "cluster":
         results = [None] * 4
         ts = [threading.Thread(target=stream_client, args=(name, "Story %d" % i, 0, results, i)) for i in range(4)]
