@@ -93,11 +93,38 @@ Test(openai, response_format_and_tool_choice_are_not_ignored) {
                         "\"json_schema\",\"json_schema\":{\"schema\":{\"type\":\"integer\",\"minimum\":0}}}}",
                         &p, &e));
     cr_assert(e.status == 400 && strstr(e.message, "'minimum' is not supported"), "%s", e.message);
+    /* a forced call: the reply is held to the function's parameters, or a list of calls */
     cr_assert_not(parse(SRV_CHAT,
                         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
                         "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}",
                         &p, &e));
-    cr_assert(e.status == 400 && !strcmp(e.param, "tool_choice"), "%s", e.message);
+    cr_assert(e.status == 400 && !strcmp(e.param, "tool_choice") && strstr(e.message, "no 'tools'"), "%s", e.message);
+#define TOOLS "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"," \
+              "\"properties\":{\"x\":{\"type\":\"integer\"}}}}},{\"type\":\"function\",\"function\":{\"name\":\"g\"}}]"
+    cr_assert(parse(SRV_CHAT,
+                    "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]," TOOLS
+                    ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}",
+                    &p, &e),
+              "%s", e.message);
+    cr_assert(p.tool_force && !strcmp(p.tool_force_name, "f") && strstr(p.sampling.json_schema, "\"integer\""));
+    srv_params_free(&p);
+    cr_assert(parse(SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]," TOOLS ",\"tool_choice\":\"required\"}",
+                    &p, &e),
+              "%s", e.message);
+    cr_assert(p.tool_force && !p.tool_force_name && strstr(p.sampling.json_schema, "\"minItems\":1") &&
+              strstr(p.sampling.json_schema, "\"const\":\"g\""));
+    srv_params_free(&p);
+    cr_assert_not(parse(SRV_CHAT,
+                        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]," TOOLS
+                        ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"h\"}}}",
+                        &p, &e));
+    cr_assert(e.status == 400 && strstr(e.message, "'h', which is not among the tools"), "%s", e.message);
+    cr_assert_not(parse(SRV_CHAT,
+                        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]," TOOLS
+                        ",\"tool_choice\":\"required\",\"response_format\":{\"type\":\"json_object\"}}",
+                        &p, &e));
+    cr_assert(e.status == 400 && strstr(e.message, "both constrain"), "%s", e.message);
+#undef TOOLS
 }
 
 Test(openai, logit_bias) {

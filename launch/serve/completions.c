@@ -231,7 +231,8 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
         if (done) {
             c->finished = true;
             bool ok = !strcmp(finish, "stop") || !strcmp(finish, "length");
-            const bool called = ok && !strcmp(finish, "stop") && c->use_tools && json_array_size(c->tools.calls);
+            const bool called = ok && !strcmp(finish, "stop") && c->use_tools && json_array_size(c->tools.calls) &&
+                                !c->tools.force_name; /* OpenAI: a named function's call ends as "stop" */
             snprintf(c->finish, sizeof c->finish, "%s", called ? "tool_calls" : ok ? finish : "error");
             c->error = ok ? NULL : error ? error : strdup("the request was cancelled");
             if (ok) free(error);
@@ -495,7 +496,7 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
     const int n_prompts = kind == SRV_CHAT ? 1 : j->p.n_prompts, per = j->p.n;
     const loom_tool_syntax syntax = s->tmpl ? loom_chat_template_tool_syntax(s->tmpl) : LOOM_TOOLS_NONE;
     const bool use_tools = kind == SRV_CHAT && j->p.tools && json_array_size(j->p.tools) && !j->p.tool_choice_none &&
-                           syntax != LOOM_TOOLS_NONE;
+                           (syntax != LOOM_TOOLS_NONE || j->p.tool_force);
     j->n = n_prompts * per; /* choice i: prompt i / per, its (i % per)-th sample */
     loom_tokens toks[SRV_MAX_PROMPTS];
     memset(toks, 0, sizeof toks);
@@ -517,6 +518,7 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         srv_stop_init(&c->stop, j->p.stop, j->p.n_stop);
         c->use_tools = use_tools;
         if (!srv_tools_init(&c->tools, syntax, srv_next_seed(s))) ok = oom(e);
+        if (j->p.tool_force) srv_tools_force(&c->tools, j->p.tool_force_name);
         if (j->p.logprobs) c->lp = empty_logprobs(kind);
         if (!c->req || (j->p.logprobs && !c->lp)) ok = oom(e);
     }

@@ -124,26 +124,74 @@ static bool parse_logit_bias(json_t *o, loom_sampling_params *sp, srv_error *e) 
     return true;
 }
 
-/* response_format {"type": "json_schema", "json_schema": {"name", "schema",
- * "strict"}}: the schema, compiled once here to answer 400 for what the
- * automaton does not take (runtime/text/json_schema.h). */
-static bool parse_schema(json_t *rf, srv_params *p, srv_error *e) {
-    json_t *js = json_object_get(rf, "json_schema");
-    json_t *schema = json_is_object(js) ? json_object_get(js, "schema") : NULL;
-    if (!json_is_object(schema))
-        return BAD("response_format", "'response_format' json_schema needs 'json_schema': {'schema': {...}}");
+/* The reply is held to `schema` (structured output): compiled once here to
+ * answer 400 for what the automaton does not take (runtime/text/
+ * json_schema.h); param names the field it came from. */
+static bool set_schema(json_t *schema, const char *param, srv_params *p, srv_error *e) {
+    if (p->schema || p->sampling.json_object)
+        return BAD(param, "'%s' and 'response_format' both constrain the reply; give one", param);
     p->schema = json_dumps(schema, JSON_COMPACT);
     if (!p->schema) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
     loom_json_schema *c;
     loom_status st = loom_json_schema_compile(p->schema, strlen(p->schema), &c);
     if (st) {
-        srv_fail(e, 400, "invalid_request_error", "response_format", NULL, "%s", loom_status_message(st));
+        srv_fail(e, 400, "invalid_request_error", param, NULL, "%s", loom_status_message(st));
         loom_status_free(st);
         return false;
     }
     loom_json_schema_free(c);
     p->sampling.json_schema = p->schema;
     return true;
+}
+
+/* response_format {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}. */
+static bool parse_schema(json_t *rf, srv_params *p, srv_error *e) {
+    json_t *js = json_object_get(rf, "json_schema");
+    json_t *schema = json_is_object(js) ? json_object_get(js, "schema") : NULL;
+    if (!json_is_object(schema))
+        return BAD("response_format", "'response_format' json_schema needs 'json_schema': {'schema': {...}}");
+    return set_schema(schema, "response_format", p, e);
+}
+
+/* tool_choice "required" or {"type": "function", "function": {"name"}}: the
+ * reply is held to the calls' schema, as vLLM does it — the named
+ * function's parameters, or a list of {"name": one of the tools,
+ * "parameters": its parameters} — and read back as calls (tools.c). */
+static bool force_tools(json_t *tc, srv_params *p, srv_error *e) {
+    const char *want = NULL;
+    if (json_is_object(tc)) {
+        want = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
+        if (!want) return BAD("tool_choice", "'tool_choice' names a function as {\"type\": \"function\", "
+                              "\"function\": {\"name\": ...}}");
+    }
+    if (!json_array_size(p->tools)) return BAD("tool_choice", "'tool_choice' forces a call, but there are no 'tools'");
+    json_t *alts = json_array(), *schema = NULL;
+    size_t i;
+    json_t *tool;
+    json_array_foreach(p->tools, i, tool) {
+        json_t *f = json_object_get(tool, "function"), *params = json_object_get(f, "parameters");
+        const char *name = json_string_value(json_object_get(f, "name"));
+        if (!name) {
+            json_decref(alts);
+            return BAD("tools", "tools[%zu] needs 'function': {'name': ...}", i);
+        }
+        json_t *ps = json_is_object(params) ? json_incref(params) : json_pack("{s:s}", "type", "object");
+        if (want && !strcmp(name, want) && !schema) schema = json_incref(ps);
+        json_array_append_new(alts, json_pack("{s:s, s:{s:{s:s}, s:o}, s:[s, s], s:b}", "type", "object", "properties",
+                                              "name", "const", name, "parameters", ps, "required", "name", "parameters",
+                                              "additionalProperties", 0));
+    }
+    if (want && !schema) {
+        json_decref(alts);
+        return BAD("tool_choice", "'tool_choice' names '%s', which is not among the tools", want);
+    }
+    if (!want) schema = json_pack("{s:s, s:i, s:{s:o}}", "type", "array", "minItems", 1, "items", "anyOf", alts);
+    else json_decref(alts);
+    bool ok = schema ? set_schema(schema, "tool_choice", p, e) : srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    json_decref(schema);
+    p->tool_force = ok;
+    if (ok && want && !(p->tool_force_name = strdup(want))) ok = srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    return ok;
 }
 
 bool srv_check_content(json_t *content, srv_error *e) {
@@ -185,11 +233,14 @@ static bool parse_messages(json_t *o, srv_params *p, srv_error *e) {
         if (!json_is_array(v)) return BAD(arrays[i], "'%s' must be a list", arrays[i]);
         *dst[i] = json_incref(v);
     }
-    json_t *tc = json_object_get(o, "tool_choice"); /* the template offers the tools; nothing forces a call */
-    if (tc && !json_is_null(tc) &&
-        !(json_is_string(tc) && (!strcmp(json_string_value(tc), "auto") || !strcmp(json_string_value(tc), "none"))))
-        return BAD("tool_choice", "'tool_choice' must be \"auto\" or \"none\" (forcing a tool call is not supported)");
-    p->tool_choice_none = json_is_string(tc) && !strcmp(json_string_value(tc), "none");
+    json_t *tc = json_object_get(o, "tool_choice");
+    const char *tcs = json_string_value(tc);
+    if (tc && !json_is_null(tc) && !(tcs && (!strcmp(tcs, "auto") || !strcmp(tcs, "none")))) {
+        if (!(tcs && !strcmp(tcs, "required")) && !json_is_object(tc))
+            return BAD("tool_choice", "'tool_choice' must be \"auto\", \"none\", \"required\" or a function");
+        if (!force_tools(tc, p, e)) return false;
+    }
+    p->tool_choice_none = tcs && !strcmp(tcs, "none");
     json_t *kw = json_object_get(o, "chat_template_kwargs");
     if (kw && !json_is_null(kw)) {
         if (!json_is_object(kw)) return BAD("chat_template_kwargs", "'chat_template_kwargs' must be an object");
@@ -349,6 +400,7 @@ bool srv_parse_request(srv_kind kind, const char *body, size_t len, uint64_t see
 void srv_params_free(srv_params *p) {
     free(p->model);
     free(p->schema);
+    free(p->tool_force_name);
     for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
     json_decref(p->messages);
     json_decref(p->tools);

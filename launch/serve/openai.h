@@ -66,6 +66,8 @@ typedef struct {
     json_t *messages;             /* the request's messages array (a reference) */
     json_t *tools, *documents;    /* arrays for the template, or NULL */
     bool tool_choice_none;        /* "tool_choice": "none": the reply's text is not parsed for calls */
+    bool tool_force;              /* tool_choice forces calls ("required", or tool_force_name) */
+    char *tool_force_name;        /* the function tool_choice names, or NULL */
     json_t *template_kwargs;      /* chat_template_kwargs: extra template variables, or NULL */
     bool add_generation_prompt;
     /* completions */

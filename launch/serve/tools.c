@@ -160,7 +160,39 @@ static loom_status llama3_flush(srv_tools *t, loom_strbuf *out) {
     return st;
 }
 
+void srv_tools_force(srv_tools *t, const char *name) {
+    t->force_name = name;
+    t->force_list = !name;
+}
+
+/* A forced reply at its end: the calls, or (cut short) content. */
+static loom_status forced_flush(srv_tools *t, loom_strbuf *out) {
+    json_t *o = json_loadb(t->body.data ? t->body.data : "", t->body.len, 0, NULL), *calls = json_array();
+    bool ok = calls != NULL;
+    if (t->force_name) {
+        json_t *call = json_is_object(o) ? json_pack("{s:s, s:O}", "name", t->force_name, "arguments", o) : NULL;
+        json_t *c = call_from(t, call);
+        ok = ok && c && !json_array_append_new(calls, c);
+        json_decref(call);
+    } else {
+        size_t i;
+        json_t *v;
+        ok = ok && json_array_size(o) > 0;
+        json_array_foreach(o, i, v) {
+            json_t *c = ok ? call_from(t, v) : NULL;
+            ok = c && !json_array_append_new(calls, c);
+        }
+    }
+    ok = ok && !json_array_extend(t->calls, calls);
+    json_decref(calls);
+    json_decref(o);
+    loom_status st = ok ? NULL : loom_strbuf_append(out, t->body.data, t->body.len);
+    loom_strbuf_clear(&t->body);
+    return st;
+}
+
 loom_status srv_tools_push(srv_tools *t, const char *text, size_t len, loom_strbuf *out) {
+    if (t->force_name || t->force_list) return loom_strbuf_append(&t->body, text, len);
     if (t->syntax == LOOM_TOOLS_LLAMA3) return llama3_push(t, text, len, out);
     LOOM_TRY(loom_strbuf_append(t->inside ? &t->body : &t->held, text, len));
     for (;;) {
@@ -195,6 +227,7 @@ loom_status srv_tools_push(srv_tools *t, const char *text, size_t len, loom_strb
 }
 
 loom_status srv_tools_flush(srv_tools *t, loom_strbuf *out) {
+    if (t->force_name || t->force_list) return forced_flush(t, out);
     if (t->syntax == LOOM_TOOLS_LLAMA3) return llama3_flush(t, out);
     if (t->inside) LOOM_TRY(end_block(t, false, out));
     if (t->held.len) LOOM_TRY(outside(t, t->held.data, t->held.len, out));

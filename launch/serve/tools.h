@@ -20,6 +20,9 @@
  * stopped before the closing tag). Whitespace between and around calls is
  * dropped; content before the first call is kept.
  *
+ * When tool_choice forces calls (srv_tools_force), the reply is held to a
+ * JSON schema instead and read as vLLM reads it then.
+ *
  * Llama 3.1-3.3's (vLLM's `llama3_json`): a reply whose first non-blank
  * character is '{' is held whole; at its end, one or more JSON objects
  * {"name": ..., "parameters": {...}} (or "arguments"), separated by ';' or
@@ -44,6 +47,8 @@ typedef struct {
     bool inside;       /* Hermes: in a block; Llama 3: the reply is held (it starts with '{') */
     bool after_call;   /* nothing but whitespace since the last call */
     bool decided;      /* Llama 3: the first non-blank character came */
+    const char *force_name; /* tool_choice names this function: the reply is its arguments (borrowed) */
+    bool force_list;   /* tool_choice "required": the reply is [{"name", "parameters"}, ...] */
     json_t *calls;     /* [{"id", "type": "function", "function": {"name", "arguments"}}, ...] */
     uint64_t id_state; /* the calls' ids: "call_" + 24 hex digits from this */
 } srv_tools;
@@ -52,6 +57,13 @@ typedef struct {
  * request). Returns false when out of memory. */
 bool srv_tools_init(srv_tools *t, loom_tool_syntax syntax, uint64_t seed);
 void srv_tools_free(srv_tools *t);
+
+/* tool_choice forces calls: the reply, held to a schema (openai.c), is
+ * held whole and becomes the calls. name: the function tool_choice names
+ * (the reply is its arguments), or NULL for "required" (the reply is a
+ * list of {"name", "parameters"}). A reply that is not so (cut short by
+ * max_tokens) stays content. */
+void srv_tools_force(srv_tools *t, const char *name);
 
 /* Adds text[0..len) (valid UTF-8); appends the content it releases to
  * *out and the calls it closes to t->calls. */

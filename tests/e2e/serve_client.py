@@ -178,6 +178,37 @@ def test_structured_output(cl, name):
     ok("structured output: the openai client's parse() with a Pydantic model: %r" % r.choices[0].message.parsed)
 
 
+def test_forced_tool_calls(cl, name):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+                 "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                 "required": ["city", "days"], "additionalProperties": False}}},
+             {"type": "function", "function": {"name": "get_time", "parameters": {
+                 "type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"],
+                 "additionalProperties": False}}}]
+    msgs = [{"role": "user", "content": "What is the weather in Paris for 3 days?"}]
+
+    def valid(call, want=None):
+        args = json.loads(call.function.arguments)
+        if call.function.name == "get_weather":
+            return want in (None, "get_weather") and set(args) == {"city", "days"} and isinstance(args["days"], int)
+        return want is None and call.function.name == "get_time" and set(args) == {"zone"}
+    for tc, finish in (({"type": "function", "function": {"name": "get_weather"}}, "stop"), ("required", "tool_calls")):
+        want = tc["function"]["name"] if isinstance(tc, dict) else None
+        r = cl.chat.completions.create(model=name, messages=msgs, tools=tools, tool_choice=tc, temperature=0,
+                                       max_tokens=100)
+        m = r.choices[0].message
+        check(r.choices[0].finish_reason == finish and m.content is None and m.tool_calls and
+              all(valid(t, want) for t in m.tool_calls), "tool_choice %r: %s %r" % (tc, r.choices[0].finish_reason, m))
+        chunks = list(cl.chat.completions.create(model=name, messages=msgs, tools=tools, tool_choice=tc, temperature=0,
+                                                 max_tokens=100, stream=True))
+        calls = [t for c in chunks if c.choices and c.choices[0].delta.tool_calls for t in c.choices[0].delta.tool_calls]
+        check([(t.function.name, t.function.arguments) for t in calls] ==
+              [(t.function.name, t.function.arguments) for t in m.tool_calls], "streamed %r" % calls)
+    expect_error(400, "POST", "/v1/chat/completions", {"messages": msgs, "tools": tools, "tool_choice": {
+        "type": "function", "function": {"name": "nope"}}}, "tool_choice")
+    ok("tool_choice required / a named function: the reply held to the calls' schema, whole and streamed")
+
+
 def test_logit_bias(cl, name, n=6):
     tok = json.loads(raw("POST", "/tokenize", {"content": " river", "add_special_tokens": False})[2])["tokens"][0]
     piece = json.loads(raw("POST", "/detokenize", {"tokens": [tok]})[2])["content"]
@@ -344,6 +375,7 @@ def test_bad_requests(name):
         (400, "POST", chat, {"messages": m, "response_format": {"type": "json_schema"}}, "response_format", None),
         (400, "POST", chat, {"messages": m, "response_format": {"type": "xml"}}, "response_format", None),
         (400, "POST", chat, {"messages": m, "tool_choice": "required"}, "tool_choice", None),
+        (400, "POST", chat, {"messages": m, "tool_choice": "always"}, "tool_choice", None),
         (404, "POST", chat, {"messages": m, "model": "no-such-model"}, "model", "model_not_found"),
         (400, "POST", chat, {"messages": [{"role": "user", "content": "word " * 3000}]}, None,
          "context_length_exceeded"),
@@ -536,6 +568,7 @@ def main():
     test_logit_bias(cl, name)
     test_n_choices(cl, name)
     test_structured_output(cl, name)
+    test_forced_tool_calls(cl, name)
     if ARGS.mode == "cluster":
         results = [None] * 4
         ts = [threading.Thread(target=stream_client, args=(name, "Story %d" % i, 0, results, i)) for i in range(4)]
