@@ -20,7 +20,7 @@ int cmd_serve(int argc, char **argv) {
     int64_t port = 8080, threads = loom_cpu_count(), ctx = 4096, seqs = 16, batch = 256, tp = 1, pp = 1,
             max_queue = 256, max_body = 8 << 20, max_conn = 512, prefill_rows = 64, kv_blocks = 0;
     double watchdog = 30, drain = 60;
-    bool no_prefix = false;
+    bool no_prefix = false, no_reasoning = false;
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
         {"--host", LOOM_ARG_STR, &host, "ADDR", "address to listen on (0.0.0.0 or :: for every interface)"},
@@ -34,6 +34,8 @@ int cmd_serve(int argc, char **argv) {
         {"--prefill-rows", LOOM_ARG_INT, &prefill_rows, "N",
          "prompt rows per step while other sequences decode (bounds their inter-token stall); 0 = --batch"},
         {"--no-prefix-cache", LOOM_ARG_FLAG, &no_prefix, NULL, "do not reuse the KV blocks of earlier prompts"},
+        {"--no-reasoning", LOOM_ARG_FLAG, &no_reasoning, NULL,
+         "keep a thinking model's <think> blocks in the content (default: they become reasoning_content)"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "f16|f32", "KV cache element type"},
         {"--kv-blocks", LOOM_ARG_INT, &kv_blocks, "N",
          "KV cache blocks of 16 positions per rank (0: every sequence can fill its context); fewer admit\n"
@@ -119,7 +121,8 @@ int cmd_serve(int argc, char **argv) {
             loom_server_options so = {.host = host, .port = (int)port, .api_key = api_key, .model_name = name,
                                       .max_queue = (int)max_queue, .max_body = max_body,
                                       .max_connections = (int)max_conn, .drain_timeout_s = drain,
-                                      .prefill_rows = (int)prefill_rows, .pid_file = pid_file};
+                                      .prefill_rows = (int)prefill_rows, .pid_file = pid_file,
+                                      .no_reasoning = no_reasoning};
             st = loom_server_run(&so, cluster, e, tok, tmpl);
         }
         loom_chat_template_free(tmpl);

@@ -4,7 +4,7 @@
  * after its chat template's generation prompt it answers, greedily, exactly
  * the given pieces and then EOS.
  *
- *     script_model [--llama3] OUT.gguf PIECE...
+ *     script_model [--llama3 | --think] OUT.gguf PIECE...
  *
  * How: one layer whose attention and MLP weights are zero, so the hidden
  * state is the current token's embedding; the embeddings of the trigger
@@ -15,7 +15,8 @@
  * U+2581), so pieces must be distinct. The chat template is a short
  * Hermes-style one (it names <tool_call>, the way Qwen2.5's teaches calls),
  * or with --llama3 a Llama 3.1-style one (header tokens, the ipython role,
- * calls as {"name": ..., "parameters": ...}).
+ * calls as {"name": ..., "parameters": ...}), or with --think the Hermes
+ * one that also names <think> blocks (as Qwen3's does).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,11 @@ static const char TEMPLATE_LLAMA3[] =
     "name, \"parameters\": dictionary of argument name and its value}; results come back as ipython.<|eot_id|>"
     "{% endif -%}{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}";
 
+static const char TEMPLATE_THINK[] =
+    "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor -%}"
+    "{%- if false %}<tool_call></tool_call><think></think>{% endif -%}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
 static void die(loom_status st) {
     if (!st) return;
     fprintf(stderr, "script_model: %s\n", loom_status_message(st));
@@ -57,11 +63,11 @@ static char *spm_piece(const char *s) {
 }
 
 int main(int argc, char **argv) {
-    const bool llama3 = argc > 1 && !strcmp(argv[1], "--llama3");
-    if (llama3) argv++, argc--;
+    const bool llama3 = argc > 1 && !strcmp(argv[1], "--llama3"), think = argc > 1 && !strcmp(argv[1], "--think");
+    if (llama3 || think) argv++, argc--;
     const int n_pieces = argc - 2;
     if (n_pieces < 1 || n_pieces > DIM - 1) {
-        fprintf(stderr, "usage: script_model [--llama3] OUT.gguf PIECE... (1 to %d pieces)\n", DIM - 1);
+        fprintf(stderr, "usage: script_model [--llama3 | --think] OUT.gguf PIECE... (1 to %d pieces)\n", DIM - 1);
         return 2;
     }
     for (int i = 2; i < argc; i++)
@@ -119,7 +125,7 @@ int main(int argc, char **argv) {
     die(loom_gguf_writer_add_uint(w, "tokenizer.ggml.bos_token_id", LOOM_GGUF_U32, 1));
     die(loom_gguf_writer_add_uint(w, "tokenizer.ggml.eos_token_id", LOOM_GGUF_U32, (uint64_t)eos));
     die(loom_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", true));
-    die(loom_gguf_writer_add_str(w, "tokenizer.chat_template", llama3 ? TEMPLATE_LLAMA3 : TEMPLATE));
+    die(loom_gguf_writer_add_str(w, "tokenizer.chat_template", llama3 ? TEMPLATE_LLAMA3 : think ? TEMPLATE_THINK : TEMPLATE));
     const int64_t ne_embd[2] = {DIM, V}, ne_sq[2] = {DIM, DIM}, ne_v[1] = {DIM};
     die(loom_gguf_writer_add_tensor(w, "token_embd.weight", LOOM_TYPE_F32, 2, ne_embd, embd));
     static const char *const zero[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};

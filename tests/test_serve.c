@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "launch/serve/openai.h"
+#include "launch/serve/reasoning.h"
 #include "launch/serve/tools.h"
 #include "launch/serve/stop.h"
 #include "runtime/kv_blocks.h"
@@ -241,6 +242,37 @@ Test(tools, llama3_json_replies) {
                  0, NULL, NULL);
     expect_tools(L, "{\"name\": \"a\", \"parameters\": {", "{\"name\": \"a\", \"parameters\": {", 0, NULL, NULL);
     expect_tools(L, " \n ", " \n ", 0, NULL, NULL);
+}
+
+/* A reply through the reasoning split in pieces of every size. */
+static void expect_reasoning(bool opened, const char *text, const char *reasoning, const char *content) {
+    const size_t n = strlen(text);
+    for (size_t step = 1; step <= n; step++) {
+        srv_reasoning r;
+        srv_reasoning_init(&r, opened);
+        loom_strbuf rs = {0}, out = {0};
+        for (size_t i = 0; i < n; i += step)
+            cr_assert_null(srv_reasoning_push(&r, text + i, i + step < n ? step : n - i, &rs, &out));
+        cr_assert_null(srv_reasoning_flush(&r, &rs, &out));
+        cr_assert_str_eq(rs.data ? rs.data : "", reasoning, "step %zu of '%s'", step, text);
+        cr_assert_str_eq(out.data ? out.data : "", content, "step %zu of '%s'", step, text);
+        loom_strbuf_free(&rs);
+        loom_strbuf_free(&out);
+        srv_reasoning_free(&r);
+    }
+}
+
+Test(reasoning, think_blocks_out_of_streamed_text) {
+    expect_reasoning(false, "<think>\nLet me see.\n</think>\n\nThe answer is 4.", "\nLet me see.\n", "The answer is 4.");
+    expect_reasoning(false, " \n<think>x</think> y", "x", "y");
+    expect_reasoning(true, "I think 4.</think>Four.", "I think 4.", "Four."); /* R1: the prompt opened it */
+    expect_reasoning(false, "<think>unfinished", "unfinished", "");
+    expect_reasoning(true, "all </thin", "all </thin", "");
+    expect_reasoning(false, "Hello <think> no", "", "Hello <think> no");
+    expect_reasoning(false, "<thin", "", "<thin");
+    expect_reasoning(false, "\n", "", "\n");
+    static const char opened[] = "<|Assistant|><think>\n", shut[] = "<think>x";
+    cr_assert(srv_reasoning_opened(opened, strlen(opened)) && !srv_reasoning_opened(shut, strlen(shut)));
 }
 
 Test(openai, completions_prompt_shapes) {

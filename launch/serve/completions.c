@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "launch/serve/reasoning.h"
 #include "launch/serve/server_internal.h"
 #include "launch/serve/stop.h"
 #include "launch/serve/tools.h"
@@ -54,14 +55,17 @@ static bool tokenize(srv *s, const char *text, bool add_special, bool parse_spec
     return r;
 }
 
-/* Tokens of prompt i of the request (chat: the rendered conversation). */
-static bool prompt_tokens(srv *s, const srv_params *p, int i, loom_tokens *out, srv_error *e) {
+/* Tokens of prompt i of the request (chat: the rendered conversation;
+ * *opened: it ends inside a <think> block). */
+static bool prompt_tokens(srv *s, const srv_params *p, int i, loom_tokens *out, bool *opened, srv_error *e) {
+    *opened = false;
     if (p->kind == SRV_CHAT) {
         loom_strbuf text = {0};
         bool ok = render_chat(s, p->messages, p->tools, p->documents, p->template_kwargs, p->add_generation_prompt,
                               &text, e) &&
                   tokenize(s, text.data ? text.data : "", !loom_chat_prompt_has_bos(s->tmpl, text.data, text.len),
                            p->parse_special, out, e);
+        *opened = ok && srv_reasoning_opened(text.data, text.len);
         loom_strbuf_free(&text);
         return ok;
     }
@@ -101,6 +105,9 @@ typedef struct {
     int consumed;          /* tokens of req taken */
     loom_utf8_stream u;
     srv_stop stop;
+    bool use_reasoning;    /* the text passes through `rs` (a thinking model's chat) */
+    srv_reasoning rs;
+    loom_strbuf reasoning; /* emitted reasoning: all of it (whole responses) or this round's (streams) */
     bool use_tools;        /* the text passes through `tools` (a chat with tools, a template whose calls it reads) */
     srv_tools tools;
     size_t calls_sent;     /* streams: tools.calls already sent */
@@ -156,19 +163,26 @@ static json_t *empty_logprobs(srv_kind kind) {
     return json_pack("{s:[], s:[], s:[], s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
 }
 
-/* Text out of the UTF-8 stream: through the stop strings and, for a chat
- * with tools, the tool-call parser into c->text. end: the text is over. */
+/* Text out of the UTF-8 stream: through the stop strings, a thinking
+ * model's reasoning split (into c->reasoning) and, for a chat with tools,
+ * the tool-call parser, into c->text. end: the text is over. */
 static loom_status put_text(choice *c, const char *t, size_t n, bool end) {
-    if (!c->use_tools) {
-        loom_status st = n ? srv_stop_push(&c->stop, t, n, &c->text) : NULL;
-        return st || !end ? st : srv_stop_flush(&c->stop, &c->text);
+    loom_strbuf a = {0}, b = {0};
+    loom_strbuf *after_stop = c->use_reasoning || c->use_tools ? &a : &c->text;
+    loom_status st = n ? srv_stop_push(&c->stop, t, n, after_stop) : NULL;
+    if (!st && end) st = srv_stop_flush(&c->stop, after_stop);
+    loom_strbuf *answer = after_stop;
+    if (!st && c->use_reasoning) {
+        answer = c->use_tools ? &b : &c->text;
+        if (a.len) st = srv_reasoning_push(&c->rs, a.data, a.len, &c->reasoning, answer);
+        if (!st && end) st = srv_reasoning_flush(&c->rs, &c->reasoning, answer);
     }
-    loom_strbuf mid = {0};
-    loom_status st = n ? srv_stop_push(&c->stop, t, n, &mid) : NULL;
-    if (!st && end) st = srv_stop_flush(&c->stop, &mid);
-    if (!st && mid.len) st = srv_tools_push(&c->tools, mid.data, mid.len, &c->text);
-    if (!st && end) st = srv_tools_flush(&c->tools, &c->text);
-    loom_strbuf_free(&mid);
+    if (!st && c->use_tools) {
+        if (answer->len) st = srv_tools_push(&c->tools, answer->data, answer->len, &c->text);
+        if (!st && end) st = srv_tools_flush(&c->tools, &c->text);
+    }
+    loom_strbuf_free(&a);
+    loom_strbuf_free(&b);
     return st;
 }
 
@@ -214,7 +228,8 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
             st = loom_utf8_stream_flush(&c->u, &piece_text);
             if (!st) st = put_text(c, piece_text.data, piece_text.len, true);
         }
-        if (!st && c->stop.matched && c->use_tools) st = put_text(c, NULL, 0, true); /* the parser's held text */
+        if (!st && c->stop.matched && (c->use_tools || c->use_reasoning))
+            st = put_text(c, NULL, 0, true); /* the parsers' held text */
         loom_strbuf_free(&piece_text);
         if (st) {
             loom_status_free(st);
@@ -283,6 +298,8 @@ static void job_free(job *j) {
         }
         srv_stop_free(&c->stop);
         srv_tools_free(&c->tools);
+        srv_reasoning_free(&c->rs);
+        loom_strbuf_free(&c->reasoning);
         loom_strbuf_free(&c->text);
         free(c->error);
         json_decref(c->lp);
@@ -354,6 +371,9 @@ static json_t *whole_response(job *j) {
                         : json_pack("{s:i, s:o, s:o, s:s}", "index", i, "text", text, "logprobs", lp_field(j, c),
                                     "finish_reason", c->finish);
         if (o && calls) json_object_set(json_object_get(o, "message"), "tool_calls", c->tools.calls);
+        if (o && c->reasoning.len)
+            json_object_set_new(json_object_get(o, "message"), "reasoning_content",
+                                srv_json_text(c->reasoning.data, c->reasoning.len));
         json_array_append_new(choices, o);
     }
     return json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "id", j->id, "object",
@@ -407,6 +427,11 @@ static bool produce(job *j) {
         if (c->finished && !c->text.len) continue;
         bool was = c->finished;
         if (!was && !consume(s, j->p.kind, c)) return false;
+        if (c->reasoning.len) { /* before this round's content: it came first */
+            sse(j, chunk(j, json_pack("[{s:i, s:{s:o}, s:n, s:n}]", "index", i, "delta", "reasoning_content",
+                                      srv_json_text(c->reasoning.data, c->reasoning.len), "logprobs", "finish_reason")));
+            loom_strbuf_clear(&c->reasoning);
+        }
         json_t *lp = c->lp && json_array_size(j->p.kind == SRV_CHAT ? c->lp : json_object_get(c->lp, "tokens"))
                          ? lp_field(j, c)
                          : json_null();
@@ -500,9 +525,9 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
     j->n = n_prompts * per; /* choice i: prompt i / per, its (i % per)-th sample */
     loom_tokens toks[SRV_MAX_PROMPTS];
     memset(toks, 0, sizeof toks);
-    bool ok = true;
+    bool ok = true, opened = false;
     for (int i = 0; ok && i < n_prompts; i++) {
-        ok = prompt_tokens(s, &j->p, i, &toks[i], e) && check_length(s, (int)toks[i].n, e);
+        ok = prompt_tokens(s, &j->p, i, &toks[i], &opened, e) && check_length(s, (int)toks[i].n, e);
         if (ok) j->prompt_tokens += (int)toks[i].n;
     }
     for (int i = 0; ok && i < j->n; i++) {
@@ -517,6 +542,8 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         loom_utf8_stream_init(&c->u);
         srv_stop_init(&c->stop, j->p.stop, j->p.n_stop);
         c->use_tools = use_tools;
+        c->use_reasoning = kind == SRV_CHAT && !s->opt.no_reasoning && s->tmpl && loom_chat_template_thinks(s->tmpl);
+        srv_reasoning_init(&c->rs, opened);
         if (!srv_tools_init(&c->tools, syntax, srv_next_seed(s))) ok = oom(e);
         if (j->p.tool_force) srv_tools_force(&c->tools, j->p.tool_force_name);
         if (j->p.logprobs) c->lp = empty_logprobs(kind);

@@ -89,6 +89,10 @@ bool loom_chat_template_typed_only(const loom_chat_template *c);
 typedef enum { LOOM_TOOLS_NONE, LOOM_TOOLS_HERMES, LOOM_TOOLS_LLAMA3 } loom_tool_syntax;
 loom_tool_syntax loom_chat_template_tool_syntax(const loom_chat_template *c);
 
+/* Whether the template knows reasoning in <think>...</think> blocks (Qwen3,
+ * QwQ, DeepSeek-R1: the source names both tags). */
+bool loom_chat_template_thinks(const loom_chat_template *c);
+
 /* Appends the rendered prompt to *out. lim NULL: loom_jinja_limits_default(). */
 loom_status loom_chat_apply(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,
                             loom_strbuf *out) LOOM_MUST_USE;

@@ -60,6 +60,15 @@ for mode in $modes; do
     start_server "$TMP/tools3.log" "$LOOM" serve --model "$TMP/script3.gguf" --threads 1 --ctx-size 1024
     client tools-llama3 --base "http://127.0.0.1:$PORT"
     stop_server "$TMP/tools3.log"
+    # a thinking model (a Qwen3-style template): reasoning_content apart from content, and with --no-reasoning not
+    "$SCRIPT_MODEL" --think "$TMP/think.gguf" "<think>" "Let me check the sky." "</think>" "It is sunny." \
+      || fail "script_model --think"
+    start_server "$TMP/think.log" "$LOOM" serve --model "$TMP/think.gguf" --threads 1 --ctx-size 1024
+    client think --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/think.log"
+    start_server "$TMP/think2.log" "$LOOM" serve --model "$TMP/think.gguf" --threads 1 --ctx-size 1024 --no-reasoning
+    client think-off --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/think2.log"
     ;;
   asan)
     start_server "$TMP/asan.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 512 --sequences 4

@@ -276,6 +276,21 @@ def test_tool_calls_llama3(cl, name):
     ok("tool calls: a Llama 3.1-style template's bare JSON reply, whole and streamed")
 
 
+def test_reasoning(cl, name, on):
+    msgs = [{"role": "user", "content": "Weather?"}]
+    r = cl.chat.completions.create(model=name, messages=msgs, temperature=0)
+    m = r.choices[0].message
+    got = (getattr(m, "reasoning_content", None), m.content)
+    want = ("Let me check the sky.", "It is sunny.") if on else (None, "<think>Let me check the sky.</think>It is sunny.")
+    check(got == want, "reasoning %s: %r" % ("on" if on else "off", got))
+    chunks = list(cl.chat.completions.create(model=name, messages=msgs, temperature=0, stream=True))
+    rs = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check((rs or None, text) == want, "streamed reasoning %s: %r" % ("on" if on else "off", (rs, text)))
+    ok("a thinking model: %s" % ("reasoning_content apart from content, whole and streamed" if on else
+                                 "--no-reasoning keeps the <think> block in the content"))
+
+
 def test_json_mode(cl, name):
     # the scripted answer is not JSON: JSON mode makes the model leave it for the best tokens that keep the text
     # a prefix of one object (here: the lowest ids, whitespace then '{' then a string), ending at max_tokens
@@ -543,6 +558,9 @@ def main():
     if ARGS.mode == "tools":
         test_tool_calls(cl, name)
         test_json_mode(cl, name)
+        return
+    if ARGS.mode in ("think", "think-off"):
+        test_reasoning(cl, name, ARGS.mode == "think")
         return
     if ARGS.mode == "tools-llama3":
         test_tool_calls_llama3(cl, name)
