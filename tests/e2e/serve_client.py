@@ -571,6 +571,18 @@ def main():
         list(cl.completions.create(model=name, prompt=PROMPT, max_tokens=4, stream=True, stop=["xyz"]))
         raw("POST", "/v1/chat/completions", "{broken")
         raw("POST", "/v1/completions", {"prompt": [1, 2, 3], "max_tokens": 2})
+        # structured output, forced tool calls, several choices, a logit bias, text parts
+        schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"anyOf": [{"type": "string"},
+                  {"type": "null"}]}}, "required": ["a"], "additionalProperties": False}
+        st, _, _ = raw("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "hi"}]}], "max_tokens": 8, "n": 2, "logit_bias": {"7": -100}, "stream": True,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}})
+        check(st == 200, "structured output under the sanitizers: %d" % st)
+        st, _, _ = raw("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8,
+                                                        "tools": [{"type": "function", "function": {
+                                                            "name": "f", "parameters": schema}}],
+                                                        "tool_choice": "required"})
+        check(st == 200, "forced tool call under the sanitizers: %d" % st)
         results = [None] * 6
         ts = [threading.Thread(target=stream_client, args=(name, "x %d" % i, 2 if i % 2 else 0, results, i))
               for i in range(6)]
