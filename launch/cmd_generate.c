@@ -10,6 +10,7 @@
 
 #include "launch/args.h"
 #include "runtime/text/chat.h"
+#include "runtime/text/json_schema.h"
 #include "launch/commands.h"
 #include "parallel/cluster.h"
 #include "parallel/engine.h"
@@ -258,7 +259,7 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
 
 int cmd_generate(int argc, char **argv) {
     const char *device_s = "auto";
-    const char *model = NULL, *prompt = NULL, *prompt_file = NULL, *kv_type = "f16", *system = NULL, *chat_template = NULL;
+    const char *model = NULL, *schema_file = NULL, *prompt = NULL, *prompt_file = NULL, *kv_type = "f16", *system = NULL, *chat_template = NULL;
     loom_sampling_params sp = loom_sampling_defaults();
     int64_t max_tokens = 128, top_k = sp.top_k, seed = -1, threads = loom_cpu_count(), ctx = 4096, seqs = 0,
             batch = 256, tp = 1, pp = 1;
@@ -291,6 +292,8 @@ int cmd_generate(int argc, char **argv) {
         {"--no-parse-special", LOOM_ARG_FLAG, &no_parse_special, NULL,
          "tokenize special-token text in the prompt (e.g. <|im_start|>) as plain text"},
         {"--ignore-eos", LOOM_ARG_FLAG, &ignore_eos, NULL, "do not stop at end-of-generation tokens"},
+        {"--json-schema", LOOM_ARG_STR, &schema_file, "FILE",
+         "structured output: every reply is a document this JSON schema accepts ('object': any JSON object)"},
         {"--json", LOOM_ARG_FLAG, &json, NULL, "print one JSON object per sequence instead of text"},
     };
     loom_args_result ar = loom_args_parse(
@@ -324,6 +327,20 @@ int cmd_generate(int argc, char **argv) {
     sp.seed = (uint64_t)seed;
     loom_status st = loom_sampling_check(&sp);
     if (st) return loom_fail("generate", st);
+    loom_strbuf schema = {0}; /* read and checked here; every rank's sampler compiles what the steps carry */
+    if (schema_file && !strcmp(schema_file, "object")) {
+        sp.json_object = true;
+    } else if (schema_file) {
+        loom_json_schema *js = NULL;
+        st = loom_read_file(schema_file, &schema);
+        if (!st) st = loom_json_schema_compile(schema.data, schema.len, &js);
+        loom_json_schema_free(js);
+        if (st) {
+            loom_strbuf_free(&schema);
+            return loom_fail("generate", loom_error_wrap(st, "--json-schema %s", schema_file));
+        }
+        sp.json_schema = schema.data;
+    }
 
     loom_cluster_options co = {.model = model, .tp = (int)tp, .pp = (int)pp, .watchdog_timeout_s = watchdog};
     co.engine = loom_engine_defaults();
@@ -339,7 +356,10 @@ int cmd_generate(int argc, char **argv) {
 
     loom_cluster *cluster = NULL;
     st = loom_cluster_start(&co, &cluster);
-    if (st) return loom_fail("generate", st);
+    if (st) {
+        loom_strbuf_free(&schema);
+        return loom_fail("generate", st);
+    }
     int rc = 1;
     loom_engine *e = NULL;
     bool coord = loom_cluster_is_coordinator(cluster);
@@ -367,5 +387,6 @@ int cmd_generate(int argc, char **argv) {
     free(job.prompts);
     loom_engine_free(e);
     loom_cluster_free(cluster);
+    loom_strbuf_free(&schema);
     return rc;
 }

@@ -21,6 +21,30 @@ ok "json output, prompt ids, greedy start"
 [ "$(json_field "$TMP/chat.json" 1 "o['stop_reason']")" = stop ] || fail "chat: expected stop_reason stop"
 ok "chat stops at end of turn"
 
+# --json-schema: every reply (two prompts, greedy and sampled) is a document the schema accepts
+cat > "$TMP/schema.json" <<'JSON'
+{"type": "object", "properties": {"capital": {"type": "string"}, "rank": {"enum": [1, 2, 3]}},
+ "required": ["capital", "rank"], "additionalProperties": false}
+JSON
+printf 'The capital of France, as JSON\nThe capital of Italy, as JSON\n' > "$TMP/two.txt"
+for t in 0 0.9; do
+  "$LOOM" generate --model "$MODEL" --prompt-file "$TMP/two.txt" --chat --temperature $t --max-tokens 120 \
+    --json-schema "$TMP/schema.json" --json > "$TMP/schema.out" 2> "$TMP/err" || fail "json-schema: $(tail -3 "$TMP/err")"
+  python3 - "$TMP/schema.out" <<'PY' || fail "--json-schema: $(cat "$TMP/schema.out")"
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+assert len(lines) == 2, lines
+for line in lines:
+    o = json.loads(line)
+    assert o["stop_reason"] == "stop", o
+    d = json.loads(o["text"])
+    assert set(d) == {"capital", "rank"} and isinstance(d["capital"], str) and d["rank"] in (1, 2, 3), d
+PY
+done
+expect_fail "--json-schema with a keyword it cannot enforce" "'pattern' is not supported" \
+  "$LOOM" generate --model "$MODEL" --prompt x --json-schema <(echo '{"type": "string", "pattern": "a"}')
+ok "--json-schema: replies the schema accepts; refused keywords named"
+
 # a context that fills up stops with "length"
 "$LOOM" generate --model "$MODEL" --prompt "Once upon a time" --temperature 0 --max-tokens 100 --ignore-eos \
   --ctx-size 12 --json > "$TMP/ctx.json" 2> "$TMP/err" || fail "ctx: $(tail -3 "$TMP/err")"
