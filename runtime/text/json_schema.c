@@ -381,7 +381,8 @@ static void begin(run *r, loom_json_thread *t, int32_t nd, char c) {
             if (r->s->lit[n->lits_at + i][0] == c) m |= 1ull << i;
         if (!m) return;
         f->kind = K_LITS, f->n = 1, f->mask = m;
-        { emit(r, t); return; }
+        emit(r, t);
+        return;
     }
     const uint8_t ty = n->types;
     if (c == '{' && ty & T_OBJ) f->kind = K_OBJ, f->st = O_FIRST;
@@ -418,7 +419,11 @@ static void string_byte(run *r, loom_json_thread *t, loom_json_frame *f, char c,
     const node *obj = &r->s->nodes[f->node];
     if (f->st == S_PLAIN) {
         if (c == '"') {
-            if (!key) { value_done(t); emit(r, t); return; }
+            if (!key) {
+                value_done(t);
+                emit(r, t);
+                return;
+            }
             uint32_t found = NO_PROP;
             for (uint32_t p = 0; p < obj->n_props; p++)
                 if (f->mask >> p & 1 && r->s->prop_len[obj->props_at + p] == f->n) found = p;
@@ -427,7 +432,8 @@ static void string_byte(run *r, loom_json_thread *t, loom_json_frame *f, char c,
             loom_json_frame *o = top(t);
             if (found != NO_PROP) o->mask |= 1ull << found;
             o->n = found, o->st = O_COLON;
-            { emit(r, t); return; }
+            emit(r, t);
+            return;
         }
         if ((unsigned char)c < 0x20) return;
         if (c == '\\') {
@@ -442,14 +448,16 @@ static void string_byte(run *r, loom_json_thread *t, loom_json_frame *f, char c,
             f->mask = m, f->n++;
         }
         if (key && !f->mask && obj->additional < 0) return;
-        { emit(r, t); return; }
+        emit(r, t);
+        return;
     }
     if (f->st == S_ESC) {
         if (c == 'u') f->st = S_U1;
         else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't')
             f->st = S_PLAIN;
         else return;
-        { emit(r, t); return; }
+        emit(r, t);
+        return;
     }
     if (!is_hex(c)) return;
     f->st = f->st == S_U4 ? S_PLAIN : f->st + 1;
@@ -470,39 +478,57 @@ static void number_byte(run *r, loom_json_thread *t, loom_json_frame *f, char c)
     case NUM_MINUS:
         if (!is_digit(c)) return;
         f->st = c == '0' ? NUM_ZERO : NUM_INT;
-        { emit(r, t); return; }
+        emit(r, t);
+        return;
     case NUM_ZERO:
     case NUM_INT:
-        if (is_digit(c) && f->st == NUM_INT) { emit(r, t); return; }
+        if (is_digit(c) && f->st == NUM_INT) {
+            emit(r, t);
+            return;
+        }
         if ((c == '.' || c == 'e' || c == 'E') && !ints) {
             f->st = c == '.' ? NUM_DOT : NUM_E;
-            { emit(r, t); return; }
+            emit(r, t);
+            return;
         }
-        { end_and_step(r, t, c); return; }
+        end_and_step(r, t, c);
+        return;
     case NUM_DOT:
         if (!is_digit(c)) return;
         f->st = NUM_FRAC;
-        { emit(r, t); return; }
+        emit(r, t);
+        return;
     case NUM_FRAC:
-        if (is_digit(c)) { emit(r, t); return; }
+        if (is_digit(c)) {
+            emit(r, t);
+            return;
+        }
         if (c == 'e' || c == 'E') {
             f->st = NUM_E;
-            { emit(r, t); return; }
+            emit(r, t);
+            return;
         }
-        { end_and_step(r, t, c); return; }
+        end_and_step(r, t, c);
+        return;
     case NUM_E:
         if (c == '+' || c == '-') {
             f->st = NUM_ESIGN;
-            { emit(r, t); return; }
+            emit(r, t);
+            return;
         }
         /* fall through */
     case NUM_ESIGN:
         if (!is_digit(c)) return;
         f->st = NUM_EXP;
-        { emit(r, t); return; }
+        emit(r, t);
+        return;
     default: /* NUM_EXP */
-        if (is_digit(c)) { emit(r, t); return; }
-        { end_and_step(r, t, c); return; }
+        if (is_digit(c)) {
+            emit(r, t);
+            return;
+        }
+        end_and_step(r, t, c);
+        return;
     }
 }
 
@@ -557,13 +583,15 @@ static void step(run *r, loom_json_thread *t, char c) {
         if (c == '}' && (f->st == O_FIRST || f->st == O_AFTER)) {
             if ((f->mask & n->required) != n->required) return;
             value_done(t);
-            { emit(r, t); return; }
+            emit(r, t);
+            return;
         }
         if (c == ',' && f->st == O_AFTER) {
             const uint64_t all = n->n_props == 64 ? ~0ull : (1ull << n->n_props) - 1;
             if (n->additional < 0 && (f->mask & all) == all) return; /* no key is left */
             f->st = O_KEY;
-            { emit(r, t); return; }
+            emit(r, t);
+            return;
         }
         if (c == '"' && (f->st == O_FIRST || f->st == O_KEY)) {
             const uint64_t all = n->n_props == 64 ? ~0ull : (1ull << n->n_props) - 1;
@@ -580,7 +608,8 @@ static void step(run *r, loom_json_thread *t, char c) {
         if (c == ']') {
             if (f->n < n->min_items) return;
             value_done(t);
-            { emit(r, t); return; }
+            emit(r, t);
+            return;
         }
         if (f->st == A_AFTER) {
             if (c != ',' || f->n >= n->max_items) return;
@@ -591,9 +620,15 @@ static void step(run *r, loom_json_thread *t, char c) {
         f->st = A_AFTER;
         if (push(t, (loom_json_frame){.node = (uint16_t)n->items, .kind = K_VAL})) step(r, t, c);
         return;
-    case K_KEY: { string_byte(r, t, f, c, true); return; }
-    case K_STR: { string_byte(r, t, f, c, false); return; }
-    case K_NUM: { number_byte(r, t, f, c); return; }
+    case K_KEY:
+        string_byte(r, t, f, c, true);
+        return;
+    case K_STR:
+        string_byte(r, t, f, c, false);
+        return;
+    case K_NUM:
+        number_byte(r, t, f, c);
+        return;
     case K_LITS: {
         uint64_t m = 0;
         for (uint32_t i = 0; i < n->n_lits; i++)
@@ -601,7 +636,8 @@ static void step(run *r, loom_json_thread *t, char c) {
                 m |= 1ull << i;
         if (m) {
             f->mask = m, f->n++;
-            { emit(r, t); return; }
+            emit(r, t);
+            return;
         }
         if (lits_can_end(r->s, f)) end_and_step(r, t, c);
         return;
