@@ -28,7 +28,7 @@
 #include "runtime/kv_cache.h"
 #include "runtime/model.h"
 
-#define LOOM_PROTOCOL 2 /* version of the Step / StepResult messages */
+#define LOOM_PROTOCOL 3 /* version of the Step / StepResult messages (3: logit bias, structured output) */
 
 typedef struct loom_engine loom_engine;
 
