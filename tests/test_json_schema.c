@@ -136,6 +136,14 @@ Test(json_schema, pydantic_models) {
     expect_doc(e, "{\"c\": \"kk\"", false, false);
     expect_doc(e, "{\"t\": 1.0", false, false);
     loom_json_schema_free(e);
+    loom_json_schema *len = schema_of("{\"type\": \"object\", \"properties\": {\"s\": {\"type\": \"string\","
+                                      " \"minLength\": 2, \"maxLength\": 4}}}");
+    expect_doc(len, "{\"s\": \"ab\"}", true, true);
+    expect_doc(len, "{\"s\": \"\xc3\xa9t\xc3\xa9\\n\"}", true, true); /* 4 characters in 7 bytes */
+    expect_doc(len, "{\"s\": \"a\"", false, false);
+    expect_doc(len, "{\"s\": \"abcde", false, false);
+    expect_doc(len, "{\"s\": \"abc\\u00e9x", false, false);
+    loom_json_schema_free(len);
     loom_json_schema *arr = schema_of("{\"type\": \"array\", \"items\": {\"type\": \"integer\"}, \"maxItems\": 2}");
     expect_doc(arr, "[1, 2]", true, true);
     expect_doc(arr, "[1, 2, 3]", false, false);

@@ -21,6 +21,7 @@ typedef struct {
     int32_t additional;         /* object: the schema of other keys' values; -1: none allowed */
     int32_t items;              /* array: its items' schema */
     uint32_t min_items, max_items;
+    uint32_t min_len, max_len;  /* string: characters (code units of \u escapes count one each) */
     uint32_t alts_at, n_alts;   /* anyOf: its alternatives in the schema's alts */
     uint32_t lits_at, n_lits;   /* enum / const: literal texts in the schema's lits */
 } node;
@@ -94,7 +95,7 @@ static loom_status resolve_ref(compiler *c, const char *ref, json_t **out) {
 }
 
 static const char *const UNSUPPORTED[] = {
-    "pattern", "patternProperties", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum",
+    "pattern", "patternProperties", "minimum", "maximum", "exclusiveMinimum",
     "exclusiveMaximum", "multipleOf", "allOf", "not", "if", "then", "else", "dependentRequired",
     "dependentSchemas", "dependencies", "uniqueItems", "contains", "minContains", "maxContains", "prefixItems",
     "minProperties", "maxProperties", "propertyNames", "unevaluatedProperties", "unevaluatedItems"};
@@ -198,6 +199,16 @@ static loom_status compile_object(compiler *c, json_t *o, node *n, const char *w
     return NULL;
 }
 
+/* A count keyword (minItems, maxLength, ...) into *out when present. */
+static loom_status count(json_t *o, const char *key, const char *where, uint32_t *out) {
+    json_t *v = json_object_get(o, key);
+    if (!v) return NULL;
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return loom_error(LOOM_ERR_INVALID, "JSON schema at %s: '%s' must be a count", where, key);
+    *out = json_integer_value(v) > UINT32_MAX ? UINT32_MAX : (uint32_t)json_integer_value(v);
+    return NULL;
+}
+
 static loom_status compile(compiler *c, json_t *o, const char *where, int32_t *out) {
     if (json_is_true(o)) {
         *out = c->s->any;
@@ -227,7 +238,7 @@ static loom_status compile(compiler *c, json_t *o, const char *where, int32_t *o
         c->depth--;
         return st;
     }
-    node n = {.kind = N_TYPED, .types = T_ANY, .items = c->s->any, .max_items = UINT32_MAX};
+    node n = {.kind = N_TYPED, .types = T_ANY, .items = c->s->any, .max_items = UINT32_MAX, .max_len = UINT32_MAX};
     int32_t self;
     LOOM_TRY(new_node(c, n, &self));
     GROW(c->memo_obj, c->n_memo, c->cap_memo, 1);
@@ -269,12 +280,10 @@ static loom_status compile(compiler *c, json_t *o, const char *where, int32_t *o
         if (t) LOOM_TRY(type_bits(t, &n.types, where));
         if (n.types & T_OBJ) LOOM_TRY(compile_object(c, o, &n, where));
         if (items) LOOM_TRY(compile(c, items, "items", &n.items));
-        json_t *mn = json_object_get(o, "minItems"), *mx = json_object_get(o, "maxItems");
-        if ((mn && (!json_is_integer(mn) || json_integer_value(mn) < 0)) ||
-            (mx && (!json_is_integer(mx) || json_integer_value(mx) < 0)))
-            return loom_error(LOOM_ERR_INVALID, "JSON schema at %s: minItems / maxItems must be counts", where);
-        if (mn) n.min_items = json_integer_value(mn) > UINT32_MAX ? UINT32_MAX : (uint32_t)json_integer_value(mn);
-        if (mx) n.max_items = json_integer_value(mx) > UINT32_MAX ? UINT32_MAX : (uint32_t)json_integer_value(mx);
+        LOOM_TRY(count(o, "minItems", where, &n.min_items));
+        LOOM_TRY(count(o, "maxItems", where, &n.max_items));
+        LOOM_TRY(count(o, "minLength", where, &n.min_len));
+        LOOM_TRY(count(o, "maxLength", where, &n.max_len));
     }
     c->s->nodes[self] = n;
     *out = self;
@@ -299,7 +308,8 @@ loom_status loom_json_schema_compile(const char *text, size_t len, loom_json_sch
     loom_json_schema *s = calloc(1, sizeof *s);
     compiler c = {.s = s, .doc = doc};
     loom_status st = s ? NULL : loom_error(LOOM_ERR_NOMEM, "JSON schema: out of memory");
-    if (!st) st = new_node(&c, (node){.kind = N_TYPED, .types = T_ANY, .additional = 0, .max_items = UINT32_MAX}, &s->any);
+    if (!st)
+        st = new_node(&c, (node){.kind = N_TYPED, .types = T_ANY, .max_items = UINT32_MAX, .max_len = UINT32_MAX}, &s->any);
     if (!st) s->nodes[s->any].additional = s->nodes[s->any].items = s->any; /* any value: anything inside */
     if (!st) st = compile(&c, doc, "the root", &s->root);
     free(c.memo_obj);
@@ -420,6 +430,7 @@ static void string_byte(run *r, loom_json_thread *t, loom_json_frame *f, char c,
     if (f->st == S_PLAIN) {
         if (c == '"') {
             if (!key) {
+                if (f->n < obj->min_len) return; /* minLength */
                 value_done(t);
                 emit(r, t);
                 return;
@@ -436,6 +447,7 @@ static void string_byte(run *r, loom_json_thread *t, loom_json_frame *f, char c,
             return;
         }
         if ((unsigned char)c < 0x20) return;
+        if (!key && ((unsigned char)c & 0xC0) != 0x80 && ++f->n > obj->max_len) return; /* a character begins */
         if (c == '\\') {
             f->st = S_ESC;
             if (key) f->mask = 0; /* known names have no escapes */
