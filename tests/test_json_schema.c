@@ -81,12 +81,13 @@ Test(json_schema, any_object) {
 }
 
 /* What Pydantic writes for
- *   class Pet(BaseModel): kind: Literal["cat", "dog"]; age: int
+ *   class Pet(BaseModel): kind: Literal["cat", "dog"]; age: int = Field(ge=0, le=30)
  *   class Person(BaseModel): name: str; height: float | None; pets: list[Pet] (1-3); boss: Person | None = None
  * with OpenAI's strict additionalProperties false. */
 static const char PERSON[] =
     "{\"$defs\": {\"Pet\": {\"type\": \"object\", \"title\": \"Pet\", \"additionalProperties\": false,"
-    " \"properties\": {\"kind\": {\"enum\": [\"cat\", \"dog\"], \"type\": \"string\"}, \"age\": {\"type\": \"integer\"}},"
+    " \"properties\": {\"kind\": {\"enum\": [\"cat\", \"dog\"], \"type\": \"string\"}, \"age\": {\"type\": \"integer\","
+    " \"minimum\": 0, \"maximum\": 30}},"
     " \"required\": [\"kind\", \"age\"]}},"
     " \"type\": \"object\", \"title\": \"Person\", \"additionalProperties\": false,"
     " \"properties\": {\"name\": {\"type\": \"string\", \"description\": \"full name\"},"
@@ -144,6 +145,21 @@ Test(json_schema, pydantic_models) {
     expect_doc(len, "{\"s\": \"abcde", false, false);
     expect_doc(len, "{\"s\": \"abc\\u00e9x", false, false);
     loom_json_schema_free(len);
+    loom_json_schema *age = schema_of("{\"type\": \"object\", \"properties\": {\"age\": {\"type\": \"integer\","
+                                      " \"minimum\": 1, \"maximum\": 120}, \"t\": {\"type\": \"integer\","
+                                      " \"exclusiveMinimum\": -3.5, \"exclusiveMaximum\": 0}}}");
+    expect_doc(age, "{\"age\": 7, \"t\": -1}", true, true);
+    expect_doc(age, "{\"age\": 120, \"t\": -3}", true, true);
+    expect_doc(age, "{\"age\": 12", true, false);
+    static const char *const out_of_bounds[] = {"{\"age\": 0", "{\"age\": 121", "{\"age\": -", "{\"age\": 1000",
+                                                "{\"t\": 0", "{\"t\": -4", "{\"t\": 1"};
+    for (size_t i = 0; i < sizeof out_of_bounds / sizeof *out_of_bounds; i++)
+        expect_doc(age, out_of_bounds[i], false, false);
+    loom_json_schema_free(age);
+    loom_json_schema *ten = schema_of("{\"type\": \"integer\", \"minimum\": 10}");
+    expect_doc(ten, "5", true, false); /* 50 may follow */
+    expect_doc(ten, "50", true, true);
+    loom_json_schema_free(ten);
     loom_json_schema *arr = schema_of("{\"type\": \"array\", \"items\": {\"type\": \"integer\"}, \"maxItems\": 2}");
     expect_doc(arr, "[1, 2]", true, true);
     expect_doc(arr, "[1, 2, 3]", false, false);
@@ -157,7 +173,10 @@ Test(json_schema, pydantic_models) {
 Test(json_schema, what_is_not_taken) {
     static const char *const cases[][2] = {
         {"{\"type\": \"string\", \"pattern\": \"^a\"}", "'pattern' is not supported"},
-        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\", \"minimum\": 0}}}", "'minimum'"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"number\", \"minimum\": 0}}}",
+         "'minimum' is supported on integers only"},
+        {"{\"type\": \"integer\", \"minimum\": 5, \"maximum\": 4}", "no integer is within"},
+        {"{\"type\": \"integer\", \"multipleOf\": 2}", "'multipleOf' is not supported"},
         {"{\"allOf\": [{\"type\": \"object\"}]}", "'allOf'"},
         {"{\"$ref\": \"#/$defs/Nope\"}", "names no schema"},
         {"{\"type\": \"object\", \"required\": [\"a\"]}", "required 'a'"},
@@ -249,7 +268,8 @@ static void sampled_runs(const char *schema_text, bool person, int runs) {
                 const char *kind = json_string_value(json_object_get(v, "kind"));
                 const double age = json_real_value(json_object_get(v, "age"));
                 cr_assert(kind && (!strcmp(kind, "cat") || !strcmp(kind, "dog")) &&
-                              json_is_real(json_object_get(v, "age")) && age == (double)(long long)age &&
+                              json_is_real(json_object_get(v, "age")) && age == (double)(long long)age && age >= 0 &&
+                              age <= 30 &&
                               json_object_size(v) == 2,
                           "run %d: pet %s", run, out);
             }

@@ -6,6 +6,7 @@
 #include "runtime/text/json_schema.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,8 @@ typedef struct {
     int32_t items;              /* array: its items' schema */
     uint32_t min_items, max_items;
     uint32_t min_len, max_len;  /* string: characters (code units of \u escapes count one each) */
+    bool bounded;               /* integer: lo <= value <= hi (minimum, maximum, exclusive ones) */
+    int64_t lo, hi;
     uint32_t alts_at, n_alts;   /* anyOf: its alternatives in the schema's alts */
     uint32_t lits_at, n_lits;   /* enum / const: literal texts in the schema's lits */
 } node;
@@ -95,8 +98,7 @@ static loom_status resolve_ref(compiler *c, const char *ref, json_t **out) {
 }
 
 static const char *const UNSUPPORTED[] = {
-    "pattern", "patternProperties", "minimum", "maximum", "exclusiveMinimum",
-    "exclusiveMaximum", "multipleOf", "allOf", "not", "if", "then", "else", "dependentRequired",
+    "pattern", "patternProperties", "multipleOf", "allOf", "not", "if", "then", "else", "dependentRequired",
     "dependentSchemas", "dependencies", "uniqueItems", "contains", "minContains", "maxContains", "prefixItems",
     "minProperties", "maxProperties", "propertyNames", "unevaluatedProperties", "unevaluatedItems"};
 
@@ -209,6 +211,32 @@ static loom_status count(json_t *o, const char *key, const char *where, uint32_t
     return NULL;
 }
 
+/* minimum / maximum / exclusiveMinimum / exclusiveMaximum of an integer
+ * (a number's bounds are not enforced: refused). */
+static loom_status bounds(json_t *o, const char *where, node *n) {
+    static const char *const keys[4] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
+    n->lo = INT64_MIN, n->hi = INT64_MAX;
+    for (int k = 0; k < 4; k++) {
+        json_t *v = json_object_get(o, keys[k]);
+        if (!v) continue;
+        if (n->types & T_NUM || !(n->types & T_INT))
+            return loom_error(LOOM_ERR_UNSUPPORTED, "JSON schema at %s: '%s' is supported on integers only", where,
+                              keys[k]);
+        if (!json_is_number(v)) return loom_error(LOOM_ERR_INVALID, "JSON schema at %s: '%s' must be a number", where, keys[k]);
+        const double x = json_number_value(v);
+        if (!(x > -9.2e18 && x < 9.2e18)) return loom_error(LOOM_ERR_UNSUPPORTED, "JSON schema at %s: '%s' is out of range", where, keys[k]);
+        /* the integers the bound leaves: ceil / floor, one further when exclusive */
+        int64_t b = k < 2 ? (int64_t)ceil(x) : (int64_t)floor(x);
+        if (k == 1 && (double)b == x) b++;
+        if (k == 3 && (double)b == x) b--;
+        if (k < 2 && b > n->lo) n->lo = b;
+        if (k >= 2 && b < n->hi) n->hi = b;
+        n->bounded = true;
+    }
+    if (n->lo > n->hi) return loom_error(LOOM_ERR_INVALID, "JSON schema at %s: no integer is within the bounds", where);
+    return NULL;
+}
+
 static loom_status compile(compiler *c, json_t *o, const char *where, int32_t *out) {
     if (json_is_true(o)) {
         *out = c->s->any;
@@ -284,6 +312,7 @@ static loom_status compile(compiler *c, json_t *o, const char *where, int32_t *o
         LOOM_TRY(count(o, "maxItems", where, &n.max_items));
         LOOM_TRY(count(o, "minLength", where, &n.min_len));
         LOOM_TRY(count(o, "maxLength", where, &n.max_len));
+        LOOM_TRY(bounds(o, where, &n));
     }
     c->s->nodes[self] = n;
     *out = self;
@@ -377,6 +406,44 @@ static void value_done(loom_json_thread *t) {
     else if (p->kind == K_ARR) p->n++, p->st = A_AFTER;
 }
 
+/* An integer's digits so far: f->mask the magnitude (capped), f->n the
+ * count of digits, NEG_BIT in f->n for a minus sign. */
+#define NEG_BIT 0x80000000u
+
+/* Whether some integer that begins with these digits is within [lo, hi]:
+ * m alone, or m followed by k more digits, [m 10^k, (m+1) 10^k - 1]. */
+static bool int_reachable(const node *n, const loom_json_frame *f) {
+    const bool neg = f->n & NEG_BIT;
+    const uint32_t d = f->n & ~NEG_BIT;
+    const __int128 lo = n->lo, hi = n->hi, m = (__int128)f->mask;
+    if (d == 0) return lo <= 0; /* "-": any value <= 0 */
+    if (m == 0) return lo <= 0 && 0 <= hi; /* "0" and "-0" end there */
+    __int128 p = 1;
+    for (uint32_t k = 0; d + k <= 19; k++, p *= 10) {
+        __int128 a = k ? m * p : m, b = k ? (m + 1) * p - 1 : m;
+        if (neg) {
+            const __int128 x = -b;
+            b = -a, a = x;
+        }
+        if (a <= hi && b >= lo) return true;
+    }
+    return false;
+}
+
+static bool int_within(const node *n, const loom_json_frame *f) {
+    const __int128 v = (f->n & NEG_BIT) ? -(__int128)f->mask : (__int128)f->mask;
+    return (f->n & ~NEG_BIT) > 0 && v >= n->lo && v <= n->hi;
+}
+
+/* A digit of a bounded integer: the prefix must still reach the bounds. */
+static bool int_digit(const node *n, loom_json_frame *f, char c) {
+    if (!n->bounded) return true;
+    if ((f->n & ~NEG_BIT) >= 19) return false; /* past int64 */
+    f->mask = f->mask * 10 + (uint64_t)(c - '0');
+    f->n++;
+    return int_reachable(n, f);
+}
+
 static void step(run *r, loom_json_thread *t, char c);
 
 /* A value of (typed or literal) node nd starts with byte c in place of the
@@ -398,8 +465,13 @@ static void begin(run *r, loom_json_thread *t, int32_t nd, char c) {
     if (c == '{' && ty & T_OBJ) f->kind = K_OBJ, f->st = O_FIRST;
     else if (c == '[' && ty & T_ARR) f->kind = K_ARR, f->st = A_FIRST;
     else if (c == '"' && ty & T_STR) f->kind = K_STR, f->st = S_PLAIN;
-    else if ((c == '-' || is_digit(c)) && ty & T_INT)
+    else if ((c == '-' || is_digit(c)) && ty & T_INT) {
         f->kind = K_NUM, f->st = c == '-' ? NUM_MINUS : c == '0' ? NUM_ZERO : NUM_INT;
+        if (n->bounded) {
+            if (c == '-') f->n = NEG_BIT;
+            if (!(c == '-' ? int_reachable(n, f) : int_digit(n, f, c))) return;
+        }
+    }
     else if ((c == 't' || c == 'f') && ty & T_BOOL) f->kind = K_WORD, f->st = c == 'f', f->n = 1;
     else if (c == 'n' && ty & T_NULL) f->kind = K_WORD, f->st = 2, f->n = 1;
     else return;
@@ -485,19 +557,21 @@ static void end_and_step(run *r, loom_json_thread *t, char c) {
 }
 
 static void number_byte(run *r, loom_json_thread *t, loom_json_frame *f, char c) {
-    const bool ints = !(r->s->nodes[f->node].types & T_NUM);
+    const node *nd = &r->s->nodes[f->node];
+    const bool ints = !(nd->types & T_NUM);
     switch (f->st) {
     case NUM_MINUS:
-        if (!is_digit(c)) return;
+        if (!is_digit(c) || !int_digit(nd, f, c)) return;
         f->st = c == '0' ? NUM_ZERO : NUM_INT;
         emit(r, t);
         return;
     case NUM_ZERO:
     case NUM_INT:
         if (is_digit(c) && f->st == NUM_INT) {
-            emit(r, t);
+            if (int_digit(nd, f, c)) emit(r, t);
             return;
         }
+        if (nd->bounded && !int_within(nd, f)) return; /* the integer ends here, out of bounds */
         if ((c == '.' || c == 'e' || c == 'E') && !ints) {
             f->st = c == '.' ? NUM_DOT : NUM_E;
             emit(r, t);
@@ -723,7 +797,9 @@ bool loom_json_complete(const loom_json_state *s) {
     for (int k = 0; k < s->n; k++) {
         const loom_json_thread *t = &s->t[k];
         if (t->done) return true;
-        if (t->depth == 1 && ((t->f[0].kind == K_NUM && number_can_end(&t->f[0])) ||
+        if (t->depth == 1 && ((t->f[0].kind == K_NUM && number_can_end(&t->f[0]) &&
+                               (!s->schema->nodes[t->f[0].node].bounded ||
+                                int_within(&s->schema->nodes[t->f[0].node], &t->f[0]))) ||
                               (t->f[0].kind == K_LITS && lits_can_end(s->schema, &t->f[0]))))
             return true;
     }
