@@ -16,6 +16,7 @@ Exits non-zero with a message on the first failure.
 import argparse
 import http.client
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -412,6 +413,56 @@ def test_bad_requests(name):
     ok("%d bad requests answered with their status and OpenAI's envelope; the server kept serving" % (len(corpus) + 1))
 
 
+def random_requests(n, seed):
+    """n chat / completion bodies mixing every request field with odd values (schemas, tools, biases, n,
+    parts, junk of every JSON type), fixed seed: each must get 200 or 400, never a 5xx or a dropped
+    connection."""
+    rng = random.Random(seed)
+
+    def junk(d=0):
+        r = rng.random()
+        if d > 2 or r < 0.3:
+            return rng.choice([None, True, 0, -1, 2 ** 40, 1.5, 1e308, "", "x", "\u00e9", "<tool_call>", "}", "a" * 300])
+        if r < 0.6:
+            return [junk(d + 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice(["type", "text", "name", "role", "content", "items", "$ref", "enum", "x"]): junk(d + 1)
+                for _ in range(rng.randint(0, 3))}
+
+    def schema(d=0):
+        t = rng.choice(["object", "array", "string", "integer", "number", "boolean", "null", "enum", "anyOf", "ref"])
+        t = t if d < 3 else rng.choice(["string", "integer", "null"])
+        return {"object": lambda: {"type": "object", "properties": {"p%d" % i: schema(d + 1) for i in range(rng.randint(0, 3))},
+                                   "additionalProperties": rng.choice([True, False, {"type": "integer"}])},
+                "array": lambda: {"type": "array", "items": schema(d + 1), "minItems": rng.randint(0, 2),
+                                  "maxItems": rng.randint(0, 4)},
+                "enum": lambda: {"enum": [junk(2) for _ in range(rng.randint(1, 3))]},
+                "anyOf": lambda: {"anyOf": [schema(d + 1) for _ in range(rng.randint(1, 3))]},
+                "ref": lambda: {"$ref": "#"},
+                "integer": lambda: {"type": "integer", "minimum": rng.randint(-50, 50), "maximum": rng.randint(-50, 99)},
+                "string": lambda: {"type": "string", "minLength": rng.randint(0, 3), "maxLength": rng.randint(0, 6)},
+                }.get(t, lambda: {"type": t})()
+    codes = {}
+    for _ in range(n):
+        b = {"messages": [{"role": "user", "content": rng.choice(["hi", [{"type": "text", "text": "a"}], junk()])}],
+             "max_tokens": rng.choice([1, 4, 12])}
+        for k in rng.sample(["n", "logit_bias", "response_format", "tools", "tool_choice", "stream", "stop", "seed",
+                             "logprobs"], rng.randint(0, 5)):
+            b[k] = {"n": lambda: rng.choice([1, 2, 0, junk()]),
+                    "logit_bias": lambda: rng.choice([{str(rng.randint(0, 60000)): rng.uniform(-100, 100)}, junk()]),
+                    "response_format": lambda: rng.choice([{"type": "json_object"}, junk()] +
+                                                          [{"type": "json_schema", "json_schema": {"schema": schema()}}] * 3),
+                    "tools": lambda: rng.choice([[{"type": "function", "function": {"name": "f", "parameters": schema()}}],
+                                                 junk()]),
+                    "tool_choice": lambda: rng.choice(["auto", "none", "required", {"type": "function", "function": {
+                        "name": "f"}}, junk()]),
+                    "stream": lambda: rng.choice([True, False])}.get(k, junk)()
+        st, _, _ = raw("POST", rng.choice(["/v1/chat/completions", "/v1/completions"]), b)
+        codes[st] = codes.get(st, 0) + 1
+        check(st in (200, 400), "a random request got %d: %s" % (st, json.dumps(b)[:300]))
+    check(codes.get(200, 0) > n // 20, "too few random requests were served: %s" % codes)
+    return codes
+
+
 def test_token_endpoints():
     st, _, d = raw("POST", "/tokenize", {"content": "Hello world"})
     a = json.loads(d)
@@ -583,6 +634,7 @@ def main():
                                                             "name": "f", "parameters": schema}}],
                                                         "tool_choice": "required"})
         check(st == 200, "forced tool call under the sanitizers: %d" % st)
+        codes = random_requests(300, 7)
         results = [None] * 6
         ts = [threading.Thread(target=stream_client, args=(name, "x %d" % i, 2 if i % 2 else 0, results, i))
               for i in range(6)]
@@ -591,7 +643,7 @@ def main():
         for t in ts:
             t.join(600)
         test_token_endpoints()
-        ok("mixed load on the sanitizer build")
+        ok("mixed load on the sanitizer build (300 random requests: %s)" % codes)
         return
     chat_text, comp_text = test_greedy_equals_generate(cl, name)
     pieces = test_streams(cl, name, chat_text, comp_text)
