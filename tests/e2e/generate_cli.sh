@@ -21,14 +21,16 @@ ok "json output, prompt ids, greedy start"
 [ "$(json_field "$TMP/chat.json" 1 "o['stop_reason']")" = stop ] || fail "chat: expected stop_reason stop"
 ok "chat stops at end of turn"
 
-# --json-schema: every reply (two prompts, greedy and sampled) is a document the schema accepts
+# --json-schema: every reply (two prompts, greedy and sampled) is a document the schema accepts; the
+# schema bounds the document (a string of at most 24 characters, an enum, whitespace runs of at most 64
+# bytes), so every reply ends within 400 tokens whatever the sampler draws
 cat > "$TMP/schema.json" <<'JSON'
-{"type": "object", "properties": {"capital": {"type": "string"}, "rank": {"enum": [1, 2, 3]}},
+{"type": "object", "properties": {"capital": {"type": "string", "maxLength": 24}, "rank": {"enum": [1, 2, 3]}},
  "required": ["capital", "rank"], "additionalProperties": false}
 JSON
 printf 'The capital of France, as JSON\nThe capital of Italy, as JSON\n' > "$TMP/two.txt"
 for t in 0 0.9; do
-  "$LOOM" generate --model "$MODEL" --prompt-file "$TMP/two.txt" --chat --temperature $t --max-tokens 120 \
+  "$LOOM" generate --model "$MODEL" --prompt-file "$TMP/two.txt" --chat --temperature $t --seed 3 --max-tokens 400 \
     --json-schema "$TMP/schema.json" --json > "$TMP/schema.out" 2> "$TMP/err" || fail "json-schema: $(tail -3 "$TMP/err")"
   python3 - "$TMP/schema.out" <<'PY' || fail "--json-schema: $(cat "$TMP/schema.out")"
 import json, sys
@@ -38,7 +40,8 @@ for line in lines:
     o = json.loads(line)
     assert o["stop_reason"] == "stop", o
     d = json.loads(o["text"])
-    assert set(d) == {"capital", "rank"} and isinstance(d["capital"], str) and d["rank"] in (1, 2, 3), d
+    assert set(d) == {"capital", "rank"} and isinstance(d["capital"], str) and len(d["capital"]) <= 24, d
+    assert d["rank"] in (1, 2, 3), d
 PY
 done
 expect_fail "--json-schema with a keyword it cannot enforce" "'pattern' is not supported" \
