@@ -162,18 +162,19 @@ def test_structured_output(cl, name):
     import typing
     import pydantic  # comes with the openai client
 
+    # bounded strings, lists and integers: the reply ends even where another CPU's greedy path differs
     class Pet(pydantic.BaseModel):
         kind: typing.Literal["cat", "dog"]
-        age: int
+        age: int = pydantic.Field(ge=0, le=30)
 
     class Person(pydantic.BaseModel):
-        name: str
-        height: typing.Optional[float]
-        pets: typing.List[Pet]
+        name: str = pydantic.Field(max_length=20)
+        age: typing.Optional[int] = pydantic.Field(ge=0, le=120)
+        pets: typing.List[Pet] = pydantic.Field(max_length=3)
 
     parse = getattr(cl.chat.completions, "parse", None) or cl.beta.chat.completions.parse
     r = parse(model=name, messages=[{"role": "user", "content": "Describe a person with pets as JSON."}],
-              response_format=Person, max_tokens=300, temperature=0)
+              response_format=Person, max_tokens=600, temperature=0)
     check(r.choices[0].finish_reason == "stop" and isinstance(r.choices[0].message.parsed, Person),
           "parse(response_format=Person): %s %r" % (r.choices[0].finish_reason, r.choices[0].message.content))
     ok("structured output: the openai client's parse() with a Pydantic model: %r" % r.choices[0].message.parsed)
@@ -181,10 +182,11 @@ def test_structured_output(cl, name):
 
 def test_forced_tool_calls(cl, name):
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-                 "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                 "type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
+                                                  "days": {"type": "integer", "minimum": 1, "maximum": 30}},
                  "required": ["city", "days"], "additionalProperties": False}}},
              {"type": "function", "function": {"name": "get_time", "parameters": {
-                 "type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"],
+                 "type": "object", "properties": {"zone": {"type": "string", "maxLength": 40}}, "required": ["zone"],
                  "additionalProperties": False}}}]
     msgs = [{"role": "user", "content": "What is the weather in Paris for 3 days?"}]
 
@@ -196,12 +198,12 @@ def test_forced_tool_calls(cl, name):
     for tc, finish in (({"type": "function", "function": {"name": "get_weather"}}, "stop"), ("required", "tool_calls")):
         want = tc["function"]["name"] if isinstance(tc, dict) else None
         r = cl.chat.completions.create(model=name, messages=msgs, tools=tools, tool_choice=tc, temperature=0,
-                                       max_tokens=100)
+                                       max_tokens=400)
         m = r.choices[0].message
         check(r.choices[0].finish_reason == finish and m.content is None and m.tool_calls and
               all(valid(t, want) for t in m.tool_calls), "tool_choice %r: %s %r" % (tc, r.choices[0].finish_reason, m))
         chunks = list(cl.chat.completions.create(model=name, messages=msgs, tools=tools, tool_choice=tc, temperature=0,
-                                                 max_tokens=100, stream=True))
+                                                 max_tokens=400, stream=True))
         calls = [t for c in chunks if c.choices and c.choices[0].delta.tool_calls for t in c.choices[0].delta.tool_calls]
         check([(t.function.name, t.function.arguments) for t in calls] ==
               [(t.function.name, t.function.arguments) for t in m.tool_calls], "streamed %r" % calls)
