@@ -82,7 +82,8 @@ Test(json_schema, any_object) {
 
 /* What Pydantic writes for
  *   class Pet(BaseModel): kind: Literal["cat", "dog"]; age: int = Field(ge=0, le=30)
- *   class Person(BaseModel): name: str; height: float | None; pets: list[Pet] (1-3); boss: Person | None = None
+ *   class Person(BaseModel): name: str; height: Annotated[float, Field(ge=0.5, le=2.5)] | None;
+ *                            pets: list[Pet] (1-3); boss: Person | None = None
  * with OpenAI's strict additionalProperties false. */
 static const char PERSON[] =
     "{\"$defs\": {\"Pet\": {\"type\": \"object\", \"title\": \"Pet\", \"additionalProperties\": false,"
@@ -91,7 +92,7 @@ static const char PERSON[] =
     " \"required\": [\"kind\", \"age\"]}},"
     " \"type\": \"object\", \"title\": \"Person\", \"additionalProperties\": false,"
     " \"properties\": {\"name\": {\"type\": \"string\", \"description\": \"full name\"},"
-    " \"height\": {\"anyOf\": [{\"type\": \"number\"}, {\"type\": \"null\"}]},"
+    " \"height\": {\"anyOf\": [{\"type\": \"number\", \"minimum\": 0.5, \"maximum\": 2.5}, {\"type\": \"null\"}]},"
     " \"pets\": {\"type\": \"array\", \"items\": {\"$ref\": \"#/$defs/Pet\"}, \"minItems\": 1, \"maxItems\": 3},"
     " \"boss\": {\"anyOf\": [{\"$ref\": \"#\"}, {\"type\": \"null\"}], \"default\": null}},"
     " \"required\": [\"name\", \"height\", \"pets\"]}";
@@ -156,6 +157,19 @@ Test(json_schema, pydantic_models) {
     for (size_t i = 0; i < sizeof out_of_bounds / sizeof *out_of_bounds; i++)
         expect_doc(age, out_of_bounds[i], false, false);
     loom_json_schema_free(age);
+    loom_json_schema *price = schema_of("{\"type\": \"object\", \"properties\": {\"p\": {\"type\": \"number\","
+                                        " \"minimum\": 0, \"exclusiveMaximum\": 10.5}, \"q\": {\"type\": \"number\","
+                                        " \"exclusiveMinimum\": -1, \"maximum\": -0.25}}}");
+    static const char *const priced[] = {"{\"p\": 0}", "{\"p\": 10.49}", "{\"p\": 3.25, \"q\": -0.5}",
+                                         "{\"q\": -0.25}", "{\"q\": -0.999}", "{\"p\": 0.0}"};
+    for (size_t i = 0; i < sizeof priced / sizeof *priced; i++) expect_doc(price, priced[i], true, true);
+    static const char *const unpriced[] = {"{\"p\": -1", "{\"p\": 10.5", "{\"p\": 11", "{\"p\": 105",
+                                           "{\"p\": 1e", "{\"q\": -1}", "{\"q\": -0.2}", "{\"q\": 0",
+                                           "{\"q\": -2", "{\"q\": -0.1"};
+    for (size_t i = 0; i < sizeof unpriced / sizeof *unpriced; i++) expect_doc(price, unpriced[i], false, false);
+    expect_doc(price, "{\"p\": 10.4", true, false); /* 10.4 and 10.49... stay below 10.5 */
+    expect_doc(price, "{\"q\": -0.2", true, false); /* -0.25 is still ahead */
+    loom_json_schema_free(price);
     loom_json_schema *ten = schema_of("{\"type\": \"integer\", \"minimum\": 10}");
     expect_doc(ten, "5", true, false); /* 50 may follow */
     expect_doc(ten, "50", true, true);
@@ -173,8 +187,8 @@ Test(json_schema, pydantic_models) {
 Test(json_schema, what_is_not_taken) {
     static const char *const cases[][2] = {
         {"{\"type\": \"string\", \"pattern\": \"^a\"}", "'pattern' is not supported"},
-        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"number\", \"minimum\": 0}}}",
-         "'minimum' is supported on integers only"},
+        {"{\"type\": \"string\", \"minimum\": 0}", "no number"},
+        {"{\"type\": \"number\", \"minimum\": 1, \"exclusiveMaximum\": 1}", "no number is within"},
         {"{\"type\": \"integer\", \"minimum\": 5, \"maximum\": 4}", "no integer is within"},
         {"{\"type\": \"integer\", \"multipleOf\": 2}", "'multipleOf' is not supported"},
         {"{\"allOf\": [{\"type\": \"object\"}]}", "'allOf'"},
@@ -255,7 +269,9 @@ static void sampled_runs(const char *schema_text, bool person, int runs) {
         cr_assert(json_is_object(j), "run %d: not one object: '%s'", run, out);
         if (person) {
             json_t *pets = json_object_get(j, "pets"), *h = json_object_get(j, "height");
-            cr_assert(json_is_string(json_object_get(j, "name")) && (json_is_number(h) || json_is_null(h)) &&
+            cr_assert(json_is_string(json_object_get(j, "name")) &&
+                          ((json_is_number(h) && json_number_value(h) >= 0.5 && json_number_value(h) <= 2.5) ||
+                           json_is_null(h)) &&
                           json_array_size(pets) >= 1 && json_array_size(pets) <= 3,
                       "run %d: %s", run, out);
             const char *key;

@@ -25,6 +25,9 @@ typedef struct {
     uint32_t min_len, max_len;  /* string: characters (code units of \u escapes count one each) */
     bool bounded;               /* integer: lo <= value <= hi (minimum, maximum, exclusive ones) */
     int64_t lo, hi;
+    bool fbounded;              /* number: flo <= value <= fhi, strict where *_ex */
+    bool flo_ex, fhi_ex;
+    double flo, fhi;
     uint32_t alts_at, n_alts;   /* anyOf: its alternatives in the schema's alts */
     uint32_t lits_at, n_lits;   /* enum / const: literal texts in the schema's lits */
 } node;
@@ -211,19 +214,25 @@ static loom_status count(json_t *o, const char *key, const char *where, uint32_t
     return NULL;
 }
 
-/* minimum / maximum / exclusiveMinimum / exclusiveMaximum of an integer
- * (a number's bounds are not enforced: refused). */
+/* minimum / maximum / exclusiveMinimum / exclusiveMaximum: an integer's
+ * exactly, a number's in doubles (written without an exponent then). */
 static loom_status bounds(json_t *o, const char *where, node *n) {
     static const char *const keys[4] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
     n->lo = INT64_MIN, n->hi = INT64_MAX;
+    n->flo = -INFINITY, n->fhi = INFINITY;
     for (int k = 0; k < 4; k++) {
         json_t *v = json_object_get(o, keys[k]);
         if (!v) continue;
-        if (n->types & T_NUM || !(n->types & T_INT))
-            return loom_error(LOOM_ERR_UNSUPPORTED, "JSON schema at %s: '%s' is supported on integers only", where,
-                              keys[k]);
+        if (!(n->types & T_INT))
+            return loom_error(LOOM_ERR_INVALID, "JSON schema at %s: '%s' on a schema that is no number", where, keys[k]);
         if (!json_is_number(v)) return loom_error(LOOM_ERR_INVALID, "JSON schema at %s: '%s' must be a number", where, keys[k]);
         const double x = json_number_value(v);
+        if (n->types & T_NUM) { /* the tighter bound wins; at a tie the exclusive one */
+            if (k < 2 && (x > n->flo || (x == n->flo && k == 1))) n->flo = x, n->flo_ex = k == 1;
+            if (k >= 2 && (x < n->fhi || (x == n->fhi && k == 3))) n->fhi = x, n->fhi_ex = k == 3;
+            n->fbounded = true;
+            continue;
+        }
         if (!(x > -9.2e18 && x < 9.2e18)) return loom_error(LOOM_ERR_UNSUPPORTED, "JSON schema at %s: '%s' is out of range", where, keys[k]);
         /* the integers the bound leaves: ceil / floor, one further when exclusive */
         int64_t b = k < 2 ? (int64_t)ceil(x) : (int64_t)floor(x);
@@ -234,6 +243,8 @@ static loom_status bounds(json_t *o, const char *where, node *n) {
         n->bounded = true;
     }
     if (n->lo > n->hi) return loom_error(LOOM_ERR_INVALID, "JSON schema at %s: no integer is within the bounds", where);
+    if (n->flo > n->fhi || (n->flo == n->fhi && (n->flo_ex || n->fhi_ex)))
+        return loom_error(LOOM_ERR_INVALID, "JSON schema at %s: no number is within the bounds", where);
     return NULL;
 }
 
@@ -435,6 +446,69 @@ static bool int_within(const node *n, const loom_json_frame *f) {
     return (f->n & ~NEG_BIT) > 0 && v >= n->lo && v <= n->hi;
 }
 
+/* A bounded number's text so far: f->mask the bits of its magnitude (a
+ * double), f->n NEG_BIT, DOT_BIT after '.', the integer digits in bits
+ * 0-7 and the fraction's in 8-15. */
+#define DOT_BIT 0x40000000u
+
+static double num_value(const loom_json_frame *f) {
+    double v;
+    memcpy(&v, &f->mask, sizeof v);
+    return v;
+}
+
+/* Whether an interval of values [a, b) (b > a) meets the bounds; a negated
+ * one is (-b, -a]. */
+static bool meets(const node *n, double a, double b, bool neg) {
+    if (neg) {
+        const double lo = -b, hi = -a; /* (lo, hi] */
+        return lo < n->fhi && (n->flo_ex ? hi > n->flo : hi >= n->flo);
+    }
+    return (n->fhi_ex ? a < n->fhi : a <= n->fhi) && b > n->flo;
+}
+
+/* Whether some number that begins with this text is within the bounds:
+ * V exactly and [V, V + 10^-m) after m fraction digits; V's integer part
+ * continued by k more digits, [V 10^k, (V + 1) 10^k), before the '.'. */
+static bool num_reachable(const node *n, const loom_json_frame *f) {
+    const bool neg = f->n & NEG_BIT;
+    const uint32_t d = f->n & 0xFF, m = (f->n >> 8) & 0xFF;
+    const double v = num_value(f);
+    if (d == 0) return neg ? meets(n, 0, INFINITY, true) || (!n->flo_ex && n->flo == 0) : true;
+    if (f->n & DOT_BIT) return meets(n, v, v + pow(10, -(double)m), neg);
+    if (v == 0) return meets(n, 0, 1, neg) || (neg && n->flo <= 0 && n->fhi >= 0 && !n->fhi_ex);
+    double p = 1;
+    for (uint32_t k = 0; d + k <= 300; k++, p *= 10)
+        if (meets(n, v * p, (v + 1) * p, neg)) return true;
+    return false;
+}
+
+static bool num_within(const node *n, const loom_json_frame *f) {
+    const double v = (f->n & NEG_BIT) ? -num_value(f) : num_value(f);
+    return (f->n & 0xFF) > 0 && (n->flo_ex ? v > n->flo : v >= n->flo) && (n->fhi_ex ? v < n->fhi : v <= n->fhi);
+}
+
+/* A digit (or the '.') of a bounded number: the text must still reach the bounds. */
+static bool num_char(const node *n, loom_json_frame *f, char c) {
+    if (!n->fbounded) return true;
+    double v = num_value(f);
+    if (c == '.') {
+        f->n |= DOT_BIT;
+    } else if (f->n & DOT_BIT) {
+        const uint32_t m = ((f->n >> 8) & 0xFF) + 1;
+        if (m > 200) return false;
+        v += (c - '0') * pow(10, -(double)m);
+        f->n = (f->n & ~0xFF00u) | m << 8;
+    } else {
+        const uint32_t d = (f->n & 0xFF) + 1;
+        if (d > 200) return false;
+        v = v * 10 + (c - '0');
+        f->n = (f->n & ~0xFFu) | d;
+    }
+    memcpy(&f->mask, &v, sizeof v);
+    return num_reachable(n, f);
+}
+
 /* A digit of a bounded integer: the prefix must still reach the bounds. */
 static bool int_digit(const node *n, loom_json_frame *f, char c) {
     if (!n->bounded) return true;
@@ -467,9 +541,11 @@ static void begin(run *r, loom_json_thread *t, int32_t nd, char c) {
     else if (c == '"' && ty & T_STR) f->kind = K_STR, f->st = S_PLAIN;
     else if ((c == '-' || is_digit(c)) && ty & T_INT) {
         f->kind = K_NUM, f->st = c == '-' ? NUM_MINUS : c == '0' ? NUM_ZERO : NUM_INT;
-        if (n->bounded) {
+        if (n->bounded || n->fbounded) {
             if (c == '-') f->n = NEG_BIT;
-            if (!(c == '-' ? int_reachable(n, f) : int_digit(n, f, c))) return;
+            const bool ok = n->fbounded ? (c == '-' ? num_reachable(n, f) : num_char(n, f, c))
+                                        : (c == '-' ? int_reachable(n, f) : int_digit(n, f, c));
+            if (!ok) return;
         }
     }
     else if ((c == 't' || c == 'f') && ty & T_BOOL) f->kind = K_WORD, f->st = c == 'f', f->n = 1;
@@ -561,39 +637,51 @@ static void number_byte(run *r, loom_json_thread *t, loom_json_frame *f, char c)
     const bool ints = !(nd->types & T_NUM);
     switch (f->st) {
     case NUM_MINUS:
-        if (!is_digit(c) || !int_digit(nd, f, c)) return;
+        if (!is_digit(c) || !int_digit(nd, f, c) || !num_char(nd, f, c)) return;
         f->st = c == '0' ? NUM_ZERO : NUM_INT;
         emit(r, t);
         return;
     case NUM_ZERO:
     case NUM_INT:
         if (is_digit(c) && f->st == NUM_INT) {
-            if (int_digit(nd, f, c)) emit(r, t);
+            if (int_digit(nd, f, c) && num_char(nd, f, c)) emit(r, t);
             return;
         }
-        if (nd->bounded && !int_within(nd, f)) return; /* the integer ends here, out of bounds */
-        if ((c == '.' || c == 'e' || c == 'E') && !ints) {
-            f->st = c == '.' ? NUM_DOT : NUM_E;
-            emit(r, t);
+        if (c == '.' && !ints) {
+            if (num_char(nd, f, c)) {
+                f->st = NUM_DOT;
+                emit(r, t);
+            }
             return;
         }
+        if ((c == 'e' || c == 'E') && !ints) {
+            if (!nd->fbounded) { /* a bounded number is written without an exponent */
+                f->st = NUM_E;
+                emit(r, t);
+            }
+            return;
+        }
+        if ((nd->bounded && !int_within(nd, f)) || (nd->fbounded && !num_within(nd, f))) return; /* ends out of bounds */
         end_and_step(r, t, c);
         return;
     case NUM_DOT:
-        if (!is_digit(c)) return;
+        if (!is_digit(c) || !num_char(nd, f, c)) return;
         f->st = NUM_FRAC;
         emit(r, t);
         return;
     case NUM_FRAC:
         if (is_digit(c)) {
-            emit(r, t);
+            if (num_char(nd, f, c)) emit(r, t);
             return;
         }
         if (c == 'e' || c == 'E') {
-            f->st = NUM_E;
-            emit(r, t);
+            if (!nd->fbounded) {
+                f->st = NUM_E;
+                emit(r, t);
+            }
             return;
         }
+        if (nd->fbounded && !num_within(nd, f)) return;
         end_and_step(r, t, c);
         return;
     case NUM_E:
@@ -797,9 +885,9 @@ bool loom_json_complete(const loom_json_state *s) {
     for (int k = 0; k < s->n; k++) {
         const loom_json_thread *t = &s->t[k];
         if (t->done) return true;
+        const node *nd = &s->schema->nodes[t->f[0].node];
         if (t->depth == 1 && ((t->f[0].kind == K_NUM && number_can_end(&t->f[0]) &&
-                               (!s->schema->nodes[t->f[0].node].bounded ||
-                                int_within(&s->schema->nodes[t->f[0].node], &t->f[0]))) ||
+                               (!nd->bounded || int_within(nd, &t->f[0])) && (!nd->fbounded || num_within(nd, &t->f[0]))) ||
                               (t->f[0].kind == K_LITS && lits_can_end(s->schema, &t->f[0]))))
             return true;
     }

@@ -10,14 +10,15 @@
  * "number", "integer", "boolean", "null"), "properties", "required",
  * "additionalProperties" (false, true or a schema; absent: true),
  * "items", "minItems", "maxItems", "minLength", "maxLength" (characters;
- * an escape counts one), an integer's "minimum" / "maximum" /
- * "exclusiveMinimum" / "exclusiveMaximum" (no digit is taken that leaves
- * no way to end within them), "enum", "const", "anyOf" / "oneOf"
+ * an escape counts one), "minimum" / "maximum" / "exclusiveMinimum" /
+ * "exclusiveMaximum" (no digit is taken that leaves no way to end within
+ * them: an integer's exactly, a number's in doubles and without an
+ * exponent), "enum", "const", "anyOf" / "oneOf"
  * (as anyOf), "$ref" to "#/$defs/..." or "#/definitions/..." (recursion
  * allowed), and the annotations "title", "description", "default",
  * "examples", "format", "$schema", "$id", "strict", "name". A keyword that
- * constrains what this automaton cannot ("pattern", a number's
- * "minimum", "allOf", ...) fails the compile naming it, so nothing is
+ * constrains what this automaton cannot ("pattern", "multipleOf",
+ * "allOf", ...) fails the compile naming it, so nothing is
  * promised that is not enforced. enum and const values match as their
  * compact JSON text ("red" as "\"red\"", {"a": 1} as {"a":1}).
  *
