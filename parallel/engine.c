@@ -234,13 +234,12 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
         if (p->n_bias_token != p->n_bias_value || p->n_bias_token > LOOM_LOGIT_BIAS_MAX)
             return loom_error(LOOM_ERR_FORMAT, "sequence %llu: a logit bias of %zu tokens and %zu values",
                               (unsigned long long)q->id, p->n_bias_token, p->n_bias_value);
+        /* borrowed from the step: the slot's sampler keeps its own copies */
         ss.params.n_logit_bias = (int32_t)p->n_bias_token;
+        ss.params.bias_token = p->bias_token;
+        ss.params.bias_value = p->bias_value;
         ss.params.json_object = p->json_object;
-        ss.params.json_schema = p->json_schema && *p->json_schema ? p->json_schema : NULL; /* lives with the step */
-        for (size_t i = 0; i < p->n_bias_token; i++) {
-            ss.params.bias_token[i] = p->bias_token[i];
-            ss.params.bias_value[i] = p->bias_value[i];
-        }
+        ss.params.json_schema = p->json_schema && *p->json_schema ? p->json_schema : NULL;
     }
     if (q->n_generated > q->n_prompt)
         return loom_error(LOOM_ERR_FORMAT, "sequence %llu: %u generated tokens in a prompt of %u",

@@ -15,6 +15,8 @@ struct loom_sampler {
     int32_t out_cap, out_n;
     struct cand { float logit; int32_t id; } *cand; /* (n_vocab) */
     loom_sampler_constraint con; /* fits NULL: none */
+    int32_t *bias_token;         /* (p.n_logit_bias) the sampler's copies of the logit bias */
+    float *bias_value;
 };
 
 loom_sampling_params loom_sampling_defaults(void) {
@@ -86,6 +88,17 @@ loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, 
     s->p = *p;
     s->p.json_schema = NULL; /* borrowed: the caller compiles it into a constraint and may free it */
     s->n_vocab = n_vocab;
+    if (p->n_logit_bias > 0) { /* borrowed too: kept here */
+        s->bias_token = malloc((size_t)p->n_logit_bias * sizeof *s->bias_token);
+        s->bias_value = malloc((size_t)p->n_logit_bias * sizeof *s->bias_value);
+        if (!s->bias_token || !s->bias_value) {
+            loom_sampler_free(s);
+            return loom_error(LOOM_ERR_NOMEM, "out of memory creating a sampler");
+        }
+        memcpy(s->bias_token, p->bias_token, (size_t)p->n_logit_bias * sizeof *s->bias_token);
+        memcpy(s->bias_value, p->bias_value, (size_t)p->n_logit_bias * sizeof *s->bias_value);
+    }
+    s->p.bias_token = s->bias_token, s->p.bias_value = s->bias_value;
     uint64_t x = p->seed;
     for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
     s->history = malloc((size_t)(p->repeat_last_n > 0 ? p->repeat_last_n : 1) * sizeof *s->history);
@@ -104,6 +117,8 @@ void loom_sampler_free(loom_sampler *s) {
     free(s->out_tok);
     free(s->out_cnt);
     free(s->cand);
+    free(s->bias_token);
+    free(s->bias_value);
     free(s);
 }
 

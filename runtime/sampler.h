@@ -36,9 +36,9 @@ typedef struct {
     uint64_t seed;
     float presence_penalty;  /* 0: off; -2..2 */
     float frequency_penalty; /* 0: off; -2..2 */
-    int32_t n_logit_bias;    /* OpenAI's logit_bias: bias_value[i] is added to the logit */
-    int32_t bias_token[LOOM_LOGIT_BIAS_MAX]; /* of token bias_token[i] before anything */
-    float bias_value[LOOM_LOGIT_BIAS_MAX];   /* else (-100..100; -100 bans the token) */
+    int32_t n_logit_bias;    /* OpenAI's logit_bias: bias_value[i] is added to the logit of */
+    const int32_t *bias_token; /* token bias_token[i] before anything else (-100..100; -100 */
+    const float *bias_value;   /* bans the token); both borrowed (the sampler keeps a copy) */
     bool json_object;        /* JSON mode: the output is one JSON object */
     const char *json_schema; /* or one the schema (JSON text, borrowed) accepts; NULL: none */
 } loom_sampling_params;

@@ -202,26 +202,27 @@ Test(sampler, logit_bias_first) {
     loom_sampling_params p = loom_sampling_defaults();
     p.temperature = 0;
     p.repeat_penalty = 2;
-    p.n_logit_bias = 2;
-    p.bias_token[0] = 3, p.bias_value[0] = 2.5f; /* -1 + 2.5 = 1.5, then the penalty halves it */
-    p.bias_token[1] = 1, p.bias_value[1] = -100;
+    int32_t tok[2] = {3, 1}; /* -1 + 2.5 = 1.5, then the penalty halves it; token 1 banned */
+    float val[2] = {2.5f, -100};
+    p.n_logit_bias = 2, p.bias_token = tok, p.bias_value = val;
     loom_sampler *s = make_sampler(p, 4);
+    val[0] = -100; /* the sampler keeps its own copy of the bias */
     loom_sampler_accept(s, 3);
     float l[4] = {0.6f, 1, 0.5f, -1};
     cr_assert_eq(loom_sampler_sample(s, l), 3, "token 3: (-1 + 2.5) / 2 = 0.75 > 0.6; token 1 banned");
     cr_assert_float_eq(l[3], 0.75f, 1e-6, "the bias comes before the repetition penalty");
     cr_assert_float_eq(l[1], -99.0f, 1e-6);
     loom_sampler_free(s);
-    p.bias_token[0] = 4; /* outside the vocabulary of 4 */
+    tok[0] = 4; /* outside the vocabulary of 4 */
     loom_sampler *bad = NULL;
     loom_status st = loom_sampler_create(&p, 4, &bad);
     cr_assert(st && strstr(loom_status_message(st), "token 4"), "%s", st ? loom_status_message(st) : "accepted");
     loom_status_free(st);
-    p.bias_token[0] = 0, p.bias_value[0] = NAN;
+    tok[0] = 0, val[0] = NAN;
     st = loom_sampling_check(&p);
     cr_assert(st && strstr(loom_status_message(st), "[-100, 100]"));
     loom_status_free(st);
-    p.bias_value[0] = 1, p.n_logit_bias = LOOM_LOGIT_BIAS_MAX + 1;
+    val[0] = 1, p.n_logit_bias = LOOM_LOGIT_BIAS_MAX + 1;
     st = loom_sampling_check(&p);
     cr_assert(st && strstr(loom_status_message(st), "at most 300"));
     loom_status_free(st);

@@ -544,8 +544,8 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         c->use_tools = use_tools;
         c->use_reasoning = kind == SRV_CHAT && !s->opt.no_reasoning && s->tmpl && loom_chat_template_thinks(s->tmpl);
         srv_reasoning_init(&c->rs, opened);
-        if (!srv_tools_init(&c->tools, syntax, srv_next_seed(s))) ok = oom(e);
-        if (j->p.tool_force) srv_tools_force(&c->tools, j->p.tool_force_name);
+        if (use_tools && !srv_tools_init(&c->tools, syntax, srv_next_seed(s))) ok = oom(e);
+        if (use_tools && j->p.tool_force) srv_tools_force(&c->tools, j->p.tool_force_name);
         if (j->p.logprobs) c->lp = empty_logprobs(kind);
         if (!c->req || (j->p.logprobs && !c->lp)) ok = oom(e);
     }

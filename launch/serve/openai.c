@@ -98,13 +98,18 @@ static bool parse_stop(json_t *o, srv_params *p, srv_error *e) {
 /* logit_bias: {"token id": bias, ...}, bias in [-100, 100]; a token named
  * twice ("7" and "07") keeps the last. The ids are checked against the
  * vocabulary where it is known (completions.c: start_job). */
-static bool parse_logit_bias(json_t *o, loom_sampling_params *sp, srv_error *e) {
+static bool parse_logit_bias(json_t *o, srv_params *p, srv_error *e) {
     json_t *v = json_object_get(o, "logit_bias");
-    if (!v || json_is_null(v)) return true;
+    if (!v || json_is_null(v) || (json_is_object(v) && !json_object_size(v))) return true;
     if (!json_is_object(v)) return BAD("logit_bias", "'logit_bias' must be an object of token ids and biases");
     if (json_object_size(v) > LOOM_LOGIT_BIAS_MAX)
         return BAD("logit_bias", "'logit_bias' has %zu tokens; at most %d are allowed", json_object_size(v),
                    LOOM_LOGIT_BIAS_MAX);
+    p->bias_token = malloc(json_object_size(v) * sizeof *p->bias_token);
+    p->bias_value = malloc(json_object_size(v) * sizeof *p->bias_value);
+    if (!p->bias_token || !p->bias_value) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    loom_sampling_params *sp = &p->sampling;
+    sp->bias_token = p->bias_token, sp->bias_value = p->bias_value;
     const char *key;
     json_t *b;
     json_object_foreach(v, key, b) {
@@ -116,9 +121,9 @@ static bool parse_logit_bias(json_t *o, loom_sampling_params *sp, srv_error *e) 
         if (!json_is_number(b) || !(json_number_value(b) >= -100 && json_number_value(b) <= 100))
             return BAD("logit_bias", "the bias of token %ld must be a number in [-100, 100]", id);
         int32_t i = 0;
-        while (i < sp->n_logit_bias && sp->bias_token[i] != (int32_t)id) i++;
-        sp->bias_token[i] = (int32_t)id;
-        sp->bias_value[i] = (float)json_number_value(b);
+        while (i < sp->n_logit_bias && p->bias_token[i] != (int32_t)id) i++;
+        p->bias_token[i] = (int32_t)id;
+        p->bias_value[i] = (float)json_number_value(b);
         if (i == sp->n_logit_bias) sp->n_logit_bias++;
     }
     return true;
@@ -333,7 +338,7 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     if (!get_float(o, "presence_penalty", -2, 2, &sp->presence_penalty, e)) return false;
     if (!get_float(o, "frequency_penalty", -2, 2, &sp->frequency_penalty, e)) return false;
     if (!get_float(o, "repetition_penalty", 1e-6, 100, &sp->repeat_penalty, e)) return false;
-    if (!parse_logit_bias(o, sp, e)) return false;
+    if (!parse_logit_bias(o, p, e)) return false;
     if (!get_int(o, "seed", INT64_MIN, INT64_MAX, &seed, e)) return false;
     json_t *sv = json_object_get(o, "seed");
     sp->seed = sv && !json_is_null(sv) ? (uint64_t)seed : seed_default;
@@ -400,6 +405,8 @@ bool srv_parse_request(srv_kind kind, const char *body, size_t len, uint64_t see
 void srv_params_free(srv_params *p) {
     free(p->model);
     free(p->schema);
+    free(p->bias_token);
+    free(p->bias_value);
     free(p->tool_force_name);
     for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
     json_decref(p->messages);

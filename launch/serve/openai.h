@@ -56,6 +56,8 @@ typedef struct {
     int n;                        /* choices per prompt; choices in all <= SRV_MAX_PROMPTS */
     loom_sampling_params sampling; /* sampling.json_schema points at schema */
     char *schema;                 /* response_format json_schema's schema (compact JSON), or NULL */
+    int32_t *bias_token;          /* logit_bias (sampling.bias_token / bias_value point here), or NULL */
+    float *bias_value;
     bool ignore_eos;
     bool logprobs;
     int top_logprobs;             /* 0..20 */

@@ -24,13 +24,21 @@ srv_req *srv_req_new(const int32_t *prompt, int n_prompt, const loom_request *r)
         return NULL;
     }
     memcpy(q->prompt, prompt, (size_t)n_prompt * sizeof(int32_t));
-    if (r->sampling.json_schema && !(q->schema = strdup(r->sampling.json_schema))) {
-        free(q->prompt);
-        free(q);
+    const size_t nb = (size_t)(r->sampling.n_logit_bias > 0 ? r->sampling.n_logit_bias : 0);
+    if ((r->sampling.json_schema && !(q->schema = strdup(r->sampling.json_schema))) ||
+        (nb && (!(q->bias_token = malloc(nb * sizeof *q->bias_token)) ||
+                !(q->bias_value = malloc(nb * sizeof *q->bias_value))))) {
+        free(q->prompt), free(q->schema), free(q->bias_token), free(q->bias_value), free(q);
         return NULL;
     }
+    if (nb) {
+        memcpy(q->bias_token, r->sampling.bias_token, nb * sizeof *q->bias_token);
+        memcpy(q->bias_value, r->sampling.bias_value, nb * sizeof *q->bias_value);
+    }
     q->r = *r;
-    q->r.sampling.json_schema = q->schema; /* the scheduler reads it until the sequence ends */
+    /* the scheduler reads these until the sequence ends */
+    q->r.sampling.json_schema = q->schema;
+    q->r.sampling.bias_token = q->bias_token, q->r.sampling.bias_value = q->bias_value;
     q->r.prompt = q->prompt;
     q->r.n_prompt = n_prompt;
     q->top = r->logprobs ? r->top_logprobs : 0;
@@ -44,6 +52,8 @@ static void req_free(srv_req *q) {
     pthread_cond_destroy(&q->cv);
     free(q->prompt);
     free(q->schema);
+    free(q->bias_token);
+    free(q->bias_value);
     free(q->toks);
     free(q->lp);
     free(q->top_ids);
