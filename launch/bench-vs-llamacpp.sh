@@ -14,7 +14,10 @@
 #       vocab 32000; 0.6-1.2 GB, far bigger than any cache), llama32_1b the
 #       Llama-3.2-1B shape in Q4_K_M (16 layers, dim 2048, 32/8 heads, ffn
 #       8192, vocab 128256, tied), qwen25_05b the Qwen2.5-0.5B shape in Q8_0
-#       (qwen2, 24 layers, dim 896, 14/2 heads, ffn 4864, vocab 151936, tied);
+#       (qwen2, 24 layers, dim 896, 14/2 heads, ffn 4864, vocab 151936, tied),
+#       qwen3moe the Qwen3-30B-A3B shape in Q4_K_M with 8 of its 48 layers
+#       (dim 2048, 32/4 heads of 128, 128 experts of 768, 8 used; 3.2 GB;
+#       not in the default MODELS);
 #       "default" is SmolLM2-135M-Instruct Q4_1; a path is used as it is;
 #   (c) for every model and thread count runs `llama-bench -p PT -n GT -r REPS`
 #       and `loom bench --prompt-tokens PT --gen-tokens GT --reps REPS` back
@@ -114,6 +117,9 @@ l32=(--arch llama --layers 16 --dim 2048 --heads 32 --kv-heads 8 --ffn 8192 --vo
   --rope-theta 500000 --seed 1)
 q05=(--arch qwen2 --layers 24 --dim 896 --heads 14 --kv-heads 2 --ffn 4864 --vocab 151936 --ctx 4096 --tied
   --rope-theta 1000000 --norm-eps 1e-6 --seed 1)
+# Qwen3-30B-A3B's shape (128 experts of 768, 8 used per token), 8 of its 48 layers
+q3moe=(--arch qwen3moe --layers 8 --dim 2048 --heads 32 --kv-heads 4 --head-dim 128 --ffn 768 --experts 128
+  --experts-used 8 --vocab 151936 --ctx 4096 --rope-theta 1000000 --norm-eps 1e-6 --seed 1)
 # key -> "file:type:shape array name"
 spec_of() {
   case $1 in
@@ -124,6 +130,7 @@ spec_of() {
     q8_0) echo "synth-tinyllama-1.1b.Q8_0.gguf:Q8_0:tiny" ;;
     llama32_1b) echo "synth-llama-3.2-1b.Q4_K_M.gguf:Q4_K_M:l32" ;;
     qwen25_05b) echo "synth-qwen2.5-0.5b.Q8_0.gguf:Q8_0:q05" ;;
+    qwen3moe) echo "synth-qwen3-30b-a3b-8-layers.Q4_K_M.gguf:Q4_K_M:q3moe" ;;
     *) echo "" ;;
   esac
 }

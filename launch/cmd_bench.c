@@ -164,6 +164,12 @@ static int64_t weight_bytes_per_step(const loom_weights *w) {
         const loom_layer *L = &w->layers[l];
         b += mat_bytes(&L->wq) + mat_bytes(&L->wk) + mat_bytes(&L->wv) + mat_bytes(&L->wo);
         b += mat_bytes(&L->w_gate) + mat_bytes(&L->w_up) + mat_bytes(&L->w_down);
+        if (L->router.data) { /* a mixture of experts: the router and, on average, the used experts' share */
+            int64_t x = 0;
+            for (int e = 0; e < w->cfg.n_experts; e++)
+                x += mat_bytes(&L->x_gate[e]) + mat_bytes(&L->x_up[e]) + mat_bytes(&L->x_down[e]);
+            b += mat_bytes(&L->router) + x / w->cfg.n_experts * w->cfg.n_experts_used;
+        }
         b += 2 * 4 * dim; /* attn_norm, ffn_norm */
         if (L->bq) b += 4 * (L->wq.rows + L->wk.rows + L->wv.rows); /* qwen2 biases */
     }
@@ -172,7 +178,8 @@ static int64_t weight_bytes_per_step(const loom_weights *w) {
     return b;
 }
 
-/* "Q4_K x154, Q6_K x1": the types of the model's matrices. */
+/* "Q4_K x154, Q6_K x1": the types of the model's matrices (a mixture's
+ * ffn_*_exps tensor counted once). */
 static void type_summary(const loom_plan_model *pm, char *buf, size_t cap) {
     int count[LOOM_TYPE_COUNT] = {0};
     for (int l = 0; l < pm->cfg.n_layers; l++) {
@@ -673,8 +680,11 @@ int cmd_bench(int argc, char **argv) {
     if (!st && world_rank == 0) {
         const char *base = strrchr(model, '/');
         base = base ? base + 1 : model;
-        printf("loom bench: %s — %s, %d layers, dim %d, %d/%d heads, ffn %d, vocab %d; weights %s\n", base,
-               bi.cfg.arch_name, bi.cfg.n_layers, bi.cfg.dim, bi.cfg.n_heads, bi.cfg.n_kv_heads, bi.cfg.ffn,
+        char moe[64] = "";
+        if (bi.cfg.n_experts)
+            snprintf(moe, sizeof moe, " x %d experts (%d used)", bi.cfg.n_experts, bi.cfg.n_experts_used);
+        printf("loom bench: %s — %s, %d layers, dim %d, %d/%d heads, ffn %d%s, vocab %d; weights %s\n", base,
+               bi.cfg.arch_name, bi.cfg.n_layers, bi.cfg.dim, bi.cfg.n_heads, bi.cfg.n_kv_heads, bi.cfg.ffn, moe,
                bi.cfg.vocab, bi.types);
         printf("machine: %s, %ld CPUs, L3 %lld MiB, kernels %s (8-row interleaved: %s); load average %.2f %.2f %.2f\n",
                bi.cpu, sysconf(_SC_NPROCESSORS_ONLN), bi.l3 > 0 ? (long long)(bi.l3 >> 20) : -1LL,

@@ -45,6 +45,7 @@
 #include "launch/args.h"
 #include "launch/commands.h"
 #include "launch/synth.h"
+#include "runtime/model.h"
 #include "runtime/gguf_write.h"
 #include "runtime/quant.h"
 
@@ -77,6 +78,11 @@ typedef loom_synth_plan plan;
 
 loom_status loom_synth_tensor(plan *p, const char *name, loom_type type, uint32_t n_dims, int64_t ne0, int64_t ne1,
                               double std, bool ones, double mean) {
+    return loom_synth_tensor3(p, name, type, n_dims, ne0, ne1, 1, std, ones, mean);
+}
+
+loom_status loom_synth_tensor3(plan *p, const char *name, loom_type type, uint32_t n_dims, int64_t ne0, int64_t ne1,
+                               int64_t ne2, double std, bool ones, double mean) {
     const loom_type_traits *tt = loom_type_info((uint32_t)type);
     if (ne0 % tt->block_size)
         return loom_error(LOOM_ERR_INVALID,
@@ -93,10 +99,11 @@ loom_status loom_synth_tensor(plan *p, const char *name, loom_type type, uint32_
     g->mean = mean;
     uint64_t s = p->cfg->seed ^ loom_synth_fnv1a(name);
     g->seed = loom_synth_splitmix64(&s) ^ ((uint64_t)type << 56) ^ ((uint64_t)ne0 * 0x9e3779b97f4a7c15ull) ^ (uint64_t)ne1;
-    int64_t ne[2] = {ne0, ne1};
+    if (ne2 > 1) g->seed ^= (uint64_t)ne2 << 40;
+    int64_t ne[3] = {ne0, ne1, ne2};
     LOOM_TRY(loom_gguf_writer_add_tensor_fill(p->w, name, type, n_dims, ne, loom_synth_fill, g));
     p->n++;
-    p->params += (uint64_t)ne0 * (uint64_t)(n_dims > 1 ? ne1 : 1);
+    p->params += (uint64_t)ne0 * (uint64_t)(n_dims > 1 ? ne1 : 1) * (uint64_t)(n_dims > 2 ? ne2 : 1);
     return NULL;
 }
 
@@ -179,7 +186,7 @@ static loom_status synth(const synth_cfg *c, const type_choice *tc, const char *
     loom_status st = NULL;
     if (!p.gens || !p.names) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
     if (!st) st = loom_gguf_writer_create(&p.w);
-    bool family = loom_synth_is_family(c->arch);
+    bool family = loom_synth_is_family(c->arch) || c->experts; /* llama's mixture: written there */
     if (!st) st = family ? loom_synth_family_metadata(p.w, c, tc) : add_metadata(p.w, c, tc);
     if (!st) st = family ? loom_synth_family_tensors(&p, c, tc) : add_tensors(&p, c, tc);
     if (!st) st = loom_gguf_writer_write_path(p.w, out, c->header_only ? LOOM_GGUF_WRITE_HEADER_ONLY : 0);
@@ -212,19 +219,22 @@ int cmd_synth(int argc, char **argv) {
     int64_t layers = 2, dim = 256, heads = 4, kv_heads = 2, head_dim = 0, ffn = 512, vocab = 512, ctx = 2048,
             seed = 1;
     double rope_theta = 10000.0, norm_eps = 1e-5, attn_softcap = -1, final_softcap = -1, rope_scale = 0;
-    int64_t rope_dim = 0, window = 0, window_pattern = 0, longrope_ctx = 0;
+    int64_t rope_dim = 0, window = 0, window_pattern = 0, longrope_ctx = 0, experts = 0, experts_used = 2;
     const char *pooling = "mean";
     bool tied = false, header_only = false;
     const loom_arg args[] = {
         {"--out", LOOM_ARG_STR, &out, "PATH", "output GGUF file (required)"},
         {"--arch", LOOM_ARG_STR, &arch, "NAME",
-         "llama, qwen2 (Q/K/V biases), qwen3, gemma2, gemma3, phi3, gpt2, bert or nomic-bert"},
+         "llama, qwen2 (Q/K/V biases), qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert or nomic-bert"},
         {"--layers", LOOM_ARG_INT, &layers, "N", "transformer blocks"},
         {"--dim", LOOM_ARG_INT, &dim, "N", "embedding width"},
         {"--heads", LOOM_ARG_INT, &heads, "N", "query heads"},
         {"--kv-heads", LOOM_ARG_INT, &kv_heads, "N", "key/value heads (divides --heads)"},
         {"--head-dim", LOOM_ARG_INT, &head_dim, "N", "width of a head; 0 means dim/heads"},
-        {"--ffn", LOOM_ARG_INT, &ffn, "N", "MLP hidden width"},
+        {"--ffn", LOOM_ARG_INT, &ffn, "N", "MLP hidden width (of each expert with --experts)"},
+        {"--experts", LOOM_ARG_INT, &experts, "N",
+         "llama, qwen3moe: a mixture of N experts in every layer (qwen3moe: default 8); 0: a dense MLP"},
+        {"--experts-used", LOOM_ARG_INT, &experts_used, "K", "experts each token goes through (default 2)"},
         {"--vocab", LOOM_ARG_INT, &vocab, "N", "vocabulary size (>= 260)"},
         {"--ctx", LOOM_ARG_INT, &ctx, "N", "training context length (metadata)"},
         {"--rope-theta", LOOM_ARG_FLOAT, &rope_theta, "F", "RoPE base frequency"},
@@ -255,8 +265,14 @@ int cmd_synth(int argc, char **argv) {
     if (r == LOOM_ARGS_ERROR) return 2;
     if (!out) return usage_error("--out PATH is required");
     if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && !loom_synth_is_family(arch))
-        return usage_error("--arch %s: expected llama, qwen2, qwen3, gemma2, gemma3, phi3, gpt2, bert or nomic-bert",
-                           arch);
+        return usage_error("--arch %s: expected llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert or "
+                           "nomic-bert", arch);
+    if (!strcmp(arch, "qwen3moe") && !experts) experts = 8;
+    if (experts && strcmp(arch, "llama") && strcmp(arch, "qwen3moe"))
+        return usage_error("--experts: only llama and qwen3moe models here have mixtures of experts");
+    if (experts < 0 || experts > LOOM_MAX_EXPERTS || (experts && (experts_used < 1 || experts_used > experts)))
+        return usage_error("--experts %" PRId64 " --experts-used %" PRId64 ": expected 1 to %d experts, of which 1 "
+                           "to all are used", experts, experts_used, LOOM_MAX_EXPERTS);
     static const char *const pools[] = {"none", "mean", "cls", "last"};
     int64_t pool = -1;
     for (int i = 0; i < 4; i++)
@@ -316,7 +332,8 @@ int cmd_synth(int argc, char **argv) {
                    .norm_eps = norm_eps, .tied = tied, .header_only = header_only, .seed = (uint64_t)seed,
                    .rope_dim = rope_dim, .window = window, .window_pattern = window_pattern,
                    .attn_softcap = attn_softcap, .final_softcap = final_softcap, .rope_scale = rope_scale,
-                   .longrope_ctx = longrope_ctx, .pooling = pool};
+                   .longrope_ctx = longrope_ctx, .pooling = pool, .experts = experts,
+                   .experts_used = experts ? experts_used : 0};
     uint64_t params = 0, bytes = 0;
     loom_status st = synth(&c, tc, out, &params, &bytes);
     if (st) {

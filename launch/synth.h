@@ -42,7 +42,7 @@ loom_status loom_synth_vocab(loom_gguf_writer *w, int64_t n);
 /* ---- the model (launch/cmd_synth.c; families beyond llama and qwen2 in synth_families.c) ---- */
 
 typedef struct {
-    const char *arch; /* "llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "gpt2", "bert", "nomic-bert" */
+    const char *arch; /* "llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3", "gpt2", "bert", "nomic-bert" */
     int64_t layers, dim, heads, kv_heads, head_dim, ffn, vocab, ctx;
     double rope_theta, norm_eps;
     bool tied, header_only;
@@ -56,6 +56,7 @@ typedef struct {
     double rope_scale;          /* linear RoPE scaling factor; 0: none */
     int64_t longrope_ctx;       /* phi3: LongRoPE with this original context; 0: none */
     int64_t pooling;            /* bert, nomic-bert: pooling_type */
+    int64_t experts, experts_used; /* llama, qwen3moe: a mixture of experts, each --ffn wide; 0: dense */
 } loom_synth_cfg;
 
 typedef struct {
@@ -83,6 +84,9 @@ loom_type loom_synth_weight_type(const loom_synth_cfg *c, const loom_synth_type 
 /* Adds a tensor whose elements loom_synth_fill makes (std, ones, mean as in loom_synth_gen). */
 loom_status loom_synth_tensor(loom_synth_plan *p, const char *name, loom_type type, uint32_t n_dims, int64_t ne0,
                               int64_t ne1, double std, bool ones, double mean) LOOM_MUST_USE;
+/* The same with a third dimension (n_dims 3: ne2 experts' matrices). */
+loom_status loom_synth_tensor3(loom_synth_plan *p, const char *name, loom_type type, uint32_t n_dims, int64_t ne0,
+                               int64_t ne1, int64_t ne2, double std, bool ones, double mean) LOOM_MUST_USE;
 
 /* Whether arch is one synth_families.c writes; its metadata and tensors. */
 bool loom_synth_is_family(const char *arch);

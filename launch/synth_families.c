@@ -1,6 +1,6 @@
 /*
  * launch/synth_families.c — `loom synth` for the families beyond llama and
- * qwen2: qwen3, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, with
+ * qwen2, and for mixtures of experts (llama's too): qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, with
  * llama.cpp's tensor names and shapes (src/models/<arch>.cpp) and the
  * metadata its loaders read.
  *
@@ -29,7 +29,7 @@ typedef struct {
 static family family_of(const char *arch) {
     family f = {0};
     f.rope = true;
-    if (!strcmp(arch, "qwen3")) {
+    if (!strcmp(arch, "qwen3") || !strcmp(arch, "qwen3moe")) {
         f.qk_norm = true;
     } else if (!strcmp(arch, "gemma2") || !strcmp(arch, "gemma3")) {
         f.post_norms = f.scaled_embd = true;
@@ -51,7 +51,7 @@ static family family_of(const char *arch) {
 }
 
 bool loom_synth_is_family(const char *arch) {
-    static const char *const names[] = {"qwen3", "gemma2", "gemma3", "phi3", "gpt2", "bert", "nomic-bert"};
+    static const char *const names[] = {"qwen3", "qwen3moe", "gemma2", "gemma3", "phi3", "gpt2", "bert", "nomic-bert"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(arch, names[i])) return true;
     return false;
@@ -71,7 +71,12 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
     U32("block_count", c->layers);
     U32("context_length", c->ctx);
     U32("embedding_length", c->dim);
-    U32("feed_forward_length", c->ffn);
+    U32("feed_forward_length", c->experts && strcmp(c->arch, "llama") ? c->ffn * c->experts_used : c->ffn);
+    if (c->experts) {
+        U32("expert_count", c->experts);
+        U32("expert_used_count", c->experts_used);
+        if (strcmp(c->arch, "llama")) U32("expert_feed_forward_length", c->ffn);
+    }
     U32("attention.head_count", c->heads);
     U32("attention.head_count_kv", c->kv_heads);
     U32("attention.key_length", c->head_dim);
@@ -182,14 +187,28 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
         if (f.post_norms) LOOM_TRY(NORM("post_attention_norm"));
         if (f.post_ln) LOOM_TRY(NORM("attn_output_norm"));
         if (!f.post_ln) LOOM_TRY(NORM("ffn_norm"));
-        if (f.fused_up) {
+        if (c->experts) {
+            /* the router (F32, as llama.cpp's quantizer keeps it), its logits
+             * of std ~3 (a trained router's are spread too: near ties between
+             * the last expert taken and the next, where 8-bit activations'
+             * rounding picks another expert, are rarer), and the experts */
+            snprintf(name, sizeof name, "blk.%" PRId64 ".ffn_gate_inp.weight", l);
+            LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 2, c->dim, c->experts, 3 * s_dim, false, 0.0));
+            static const char *const stems[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+            static const loom_synth_kind kinds[3] = {W_GATE, W_UP, W_DOWN};
+            for (int j = 0; j < 3; j++) {
+                snprintf(name, sizeof name, "blk.%" PRId64 ".%s.weight", l, stems[j]);
+                LOOM_TRY(loom_synth_tensor3(p, name, W(kinds[j], l), 3, j == 2 ? c->ffn : c->dim,
+                                            j == 2 ? c->dim : c->ffn, c->experts, j == 2 ? s_ffn : s_dim, false, 0.0));
+            }
+        } else if (f.fused_up) {
             T2("ffn_up", W_UP, c->dim, 2 * c->ffn, s_dim);
         } else {
             if (!f.plain_ffn) T2("ffn_gate", W_GATE, c->dim, c->ffn, s_dim);
             T2("ffn_up", W_UP, c->dim, c->ffn, s_dim);
             if (f.ffn_bias) BIAS("ffn_up", c->ffn);
         }
-        T2("ffn_down", W_DOWN, c->ffn, c->dim, s_ffn);
+        if (!c->experts) T2("ffn_down", W_DOWN, c->ffn, c->dim, s_ffn);
         if (f.ffn_bias) BIAS("ffn_down", c->dim);
         if (f.post_norms) LOOM_TRY(NORM("post_ffw_norm"));
         if (f.post_ln) LOOM_TRY(NORM("layer_output_norm"));

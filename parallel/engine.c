@@ -84,18 +84,19 @@ static void prefault(const loom_mat *m) {
 
 static void prefault_weights(const loom_weights *w, void (*progress)(void *, double), void *user) {
     int nl = w->shard.layer_end - w->shard.layer_begin;
+    loom_mat **ms = malloc((size_t)loom_layer_max_mats(&w->cfg) * sizeof *ms);
     for (int l = 0; l <= nl; l++) {
         if (l == nl) {
             prefault(&w->embed);
             prefault(&w->lm_head);
             prefault(&w->pos_embd);
-        } else {
-            const loom_layer *L = &w->layers[l];
-            const loom_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-            for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) prefault(ms[i]);
+        } else if (ms) { /* (out of memory: the pages load as they are first read) */
+            const int n = loom_layer_mats(&w->cfg, &w->layers[l], ms);
+            for (int i = 0; i < n; i++) prefault(ms[i]);
         }
         if (progress) progress(user, (double)(l + 1) / (nl + 1));
     }
+    free(ms);
 }
 
 static loom_status alloc_rows(loom_engine *e) {

@@ -89,9 +89,10 @@ static loom_status tp_error(const loom_plan_model *m, int tp, int pp) {
         int64_t f = block_of(L->down);
         if (c->ffn / f < tp)
             return loom_error(LOOM_ERR_PLAN,
-                              "tp %d: blk.%d.ffn_down.weight is %s, so the %d MLP columns split only in groups of "
+                              "tp %d: blk.%d.%s.weight is %s, so the %d MLP columns%s split only in groups of "
                               "%lld (%lld groups); %s",
-                              tp, l, loom_type_name(L->down), c->ffn, (long long)f, (long long)(c->ffn / f), tail);
+                              tp, l, c->n_experts ? "ffn_down_exps" : "ffn_down", loom_type_name(L->down), c->ffn,
+                              c->n_experts ? " of each expert" : "", (long long)f, (long long)(c->ffn / f), tail);
     }
     return loom_error(LOOM_ERR_PLAN, "tp %d exceeds the vocabulary of %d rows; %s", tp, c->vocab, tail);
 }

@@ -87,7 +87,8 @@
 
 /* Types of one layer's 2-D weights (blk.N.attn_q.weight ...). */
 typedef struct {
-    loom_type q, k, v, o, gate, up, down;
+    loom_type q, k, v, o, gate, up, down; /* a mixture of experts: the experts' (ffn_*_exps) */
+    loom_type router;                     /* ffn_gate_inp of a mixture of experts */
 } loom_plan_layer;
 
 /* The planner's view of a model: its configuration, header hash and the

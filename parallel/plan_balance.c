@@ -23,7 +23,8 @@ static void tally(const loom_plan_model *m, double bytes[LOOM_TYPE_COUNT], int64
         for (int i = 0; i < LOOM_PLAN_LAYER_MATS; i++) {
             const loom_plan_mat *x = &mats[i];
             if (!x->rows || (unsigned)x->type >= LOOM_TYPE_COUNT) continue;
-            bytes[x->type] += (double)x->rows * (double)loom_type_row_bytes(x->type, x->k);
+            bytes[x->type] += (double)x->rows * (double)loom_type_row_bytes(x->type, x->k) *
+                              (x->expert ? c->n_experts_used : 1);
             if (!width[x->type]) width[x->type] = x->k;
         }
     }

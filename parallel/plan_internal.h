@@ -41,12 +41,13 @@ static inline int head_group_of(loom_type t, int head_dim) {
 /* Bytes of the whole layer l, of one embedding row, of the output norm and lm head. */
 /* The 2-D matrices of layer l holding nq query heads, nkv KV heads and nffn
  * MLP columns: type, rows and input width, in the order q, k, v, o, gate,
- * up, down (gate: 0 rows in a plain MLP). */
+ * up, down (gate: 0 rows in a plain MLP; one expert's in a mixture), router. */
 typedef struct {
     loom_type type;
     int64_t rows, k;
+    bool expert;       /* one expert's: the layer holds n_experts of them and a token reads n_experts_used */
 } loom_plan_mat;
-#define LOOM_PLAN_LAYER_MATS 7
+#define LOOM_PLAN_LAYER_MATS 8 /* ... and the router (0 rows without experts) */
 void loom_plan_layer_mats(const loom_plan_model *m, int l, int64_t nq, int64_t nkv, int64_t nffn,
                           loom_plan_mat out[LOOM_PLAN_LAYER_MATS]);
 int64_t loom_plan_full_layer_bytes(const loom_plan_model *m, int l);

@@ -45,8 +45,9 @@ static bool mat_stored(const loom_model_config *c, int i) {
 
 /* The tensor holding matrix i: its name and shape [in, rows]. */
 static void stored_shape(const loom_model_config *c, int i, const char **name, int64_t *in, int64_t *rows) {
+    static const char *const exps[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
     mat_shape(c, i, in, rows);
-    *name = mat_name[i];
+    *name = c->n_experts && i >= M_GATE ? exps[i - M_GATE] : mat_name[i];
     if (c->fused_qkv && i == M_Q) *name = "attn_qkv", *rows = loom_qkv_rows(c);
     if (c->fused_gate_up && i == M_UP) *rows = 2 * (int64_t)c->ffn;
 }
@@ -93,26 +94,47 @@ loom_status loom_plan_check_model(const loom_plan_model *m) {
     if (c->tied_embeddings && m->head != m->embed)
         return loom_error(LOOM_ERR_INVALID, "model: tied embeddings but the lm head type %s differs from %s",
                           loom_type_name(m->head), loom_type_name(m->embed));
+    if (c->n_experts < 0 || c->n_experts > LOOM_MAX_EXPERTS ||
+        (c->n_experts && (c->n_experts_used < 1 || c->n_experts_used > c->n_experts)))
+        return loom_error(LOOM_ERR_INVALID, "model: %d experts, %d used (1..%d experts, at most all of them used)",
+                          c->n_experts, c->n_experts_used, LOOM_MAX_EXPERTS);
     char what[64];
-    for (int l = 0; l < c->n_layers; l++)
+    for (int l = 0; l < c->n_layers; l++) {
         for (int i = 0; i < M_COUNT; i++) {
             int64_t in, out;
-            mat_shape(c, i, &in, &out);
-            snprintf(what, sizeof what, "blk.%d.%s.weight", l, mat_name[i]);
+            const char *stem;
+            stored_shape(c, i, &stem, &in, &out);
+            snprintf(what, sizeof what, "blk.%d.%s.weight", l, stem);
             LOOM_TRY(check_type(mat_type(&m->layers[l], i), in, what));
         }
+        if (c->n_experts) {
+            snprintf(what, sizeof what, "blk.%d.ffn_gate_inp.weight", l);
+            LOOM_TRY(check_type(m->layers[l].router, c->dim, what));
+        }
+    }
+    return NULL;
+}
+
+/* Tensor `name` of shape [in, rows] (n > 1: [in, rows, n], n experts' matrices). */
+static loom_status find_matrices(const loom_gguf *g, const char *name, int64_t in, int64_t rows, int64_t n,
+                                 loom_type *type) {
+    const loom_gguf_tensor *t = loom_gguf_find_tensor(g, name);
+    if (!t) return loom_error(LOOM_ERR_FORMAT, "%s: tensor %s is missing", loom_gguf_path(g), name);
+    if (t->ne[0] != in || t->ne[1] != rows || t->ne[2] != n || t->ne[3] != 1) {
+        if (n > 1)
+            return loom_error(LOOM_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld, %lld], expected [%lld, %lld, %lld]",
+                              loom_gguf_path(g), name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                              (long long)in, (long long)rows, (long long)n);
+        return loom_error(LOOM_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld, %lld], expected [%lld, %lld]",
+                          loom_gguf_path(g), name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                          (long long)in, (long long)rows);
+    }
+    *type = t->type;
     return NULL;
 }
 
 static loom_status find_matrix(const loom_gguf *g, const char *name, int64_t in, int64_t rows, loom_type *type) {
-    const loom_gguf_tensor *t = loom_gguf_find_tensor(g, name);
-    if (!t) return loom_error(LOOM_ERR_FORMAT, "%s: tensor %s is missing", loom_gguf_path(g), name);
-    if (t->ne[0] != in || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1)
-        return loom_error(LOOM_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld, %lld], expected [%lld, %lld]",
-                          loom_gguf_path(g), name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
-                          (long long)in, (long long)rows);
-    *type = t->type;
-    return NULL;
+    return find_matrices(g, name, in, rows, 1, type);
 }
 
 static loom_status read_types(const loom_gguf *g, loom_plan_model *m) {
@@ -131,11 +153,15 @@ static loom_status read_types(const loom_gguf *g, loom_plan_model *m) {
             int64_t in, rows;
             stored_shape(c, i, &stem, &in, &rows);
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, stem);
-            LOOM_TRY(find_matrix(g, name, in, rows, &t[i]));
+            LOOM_TRY(find_matrices(g, name, in, rows, c->n_experts && i >= M_GATE ? c->n_experts : 1, &t[i]));
         }
         if (c->fused_qkv) t[M_K] = t[M_V] = t[M_Q];
         if (c->ffn_plain || c->fused_gate_up) t[M_GATE] = t[M_UP];
-        m->layers[l] = (loom_plan_layer){t[M_Q], t[M_K], t[M_V], t[M_O], t[M_GATE], t[M_UP], t[M_DOWN]};
+        m->layers[l] = (loom_plan_layer){t[M_Q], t[M_K], t[M_V], t[M_O], t[M_GATE], t[M_UP], t[M_DOWN], LOOM_TYPE_F32};
+        if (c->n_experts) {
+            snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", l);
+            LOOM_TRY(find_matrix(g, name, c->dim, c->n_experts, &m->layers[l].router));
+        }
     }
     return NULL;
 }
@@ -177,13 +203,15 @@ void loom_plan_layer_mats(const loom_plan_model *m, int l, int64_t nq, int64_t n
     const loom_model_config *c = &m->cfg;
     const loom_plan_layer *L = &m->layers[l];
     const int64_t hd = c->head_dim, dim = c->dim;
-    out[0] = (loom_plan_mat){L->q, nq * hd, dim};
-    out[1] = (loom_plan_mat){L->k, nkv * hd, dim};
-    out[2] = (loom_plan_mat){L->v, nkv * hd, dim};
-    out[3] = (loom_plan_mat){L->o, dim, nq * hd};
-    out[4] = (loom_plan_mat){L->gate, c->ffn_plain ? 0 : nffn, dim};
-    out[5] = (loom_plan_mat){L->up, nffn, dim};
-    out[6] = (loom_plan_mat){L->down, dim, nffn};
+    out[0] = (loom_plan_mat){L->q, nq * hd, dim, false};
+    out[1] = (loom_plan_mat){L->k, nkv * hd, dim, false};
+    out[2] = (loom_plan_mat){L->v, nkv * hd, dim, false};
+    out[3] = (loom_plan_mat){L->o, dim, nq * hd, false};
+    const bool x = c->n_experts > 0;
+    out[4] = (loom_plan_mat){L->gate, c->ffn_plain ? 0 : nffn, dim, x};
+    out[5] = (loom_plan_mat){L->up, nffn, dim, x};
+    out[6] = (loom_plan_mat){L->down, dim, nffn, x};
+    out[7] = (loom_plan_mat){L->router, c->n_experts, dim, false};
 }
 
 /* Bytes a rank computing on the CPU holds of a matrix it multiplies after
@@ -199,18 +227,21 @@ static int64_t held_bytes(loom_type t, int64_t rows, int64_t k) {
 }
 
 /* Bytes of the file's tensors for nq query heads, nkv KV heads and nffn MLP
- * columns of layer l (norms and biases as F32), each matrix's weighted by
+ * columns of layer l (norms and biases as F32) that a token reads (of a
+ * mixture, the router and the experts it uses), each matrix's weighted by
  * b when given (norms and biases as the main type); held: the matrices as
- * a CPU rank holds them (held_bytes) instead. */
+ * a CPU rank holds them (held_bytes, every expert) instead. */
 static int64_t layer_cost(const loom_plan_model *m, const loom_plan_balance *bal, bool held, int l, int64_t nq,
                           int64_t nkv, int64_t nffn) {
     loom_plan_mat mats[LOOM_PLAN_LAYER_MATS];
     loom_plan_layer_mats(m, l, nq, nkv, nffn, mats);
     int64_t b = 4 * loom_layer_vector_floats(&m->cfg, nq, nkv, nffn);
     for (int i = 0; i < LOOM_PLAN_LAYER_MATS; i++)
-        if (mats[i].rows)
-            b += held ? held_bytes(mats[i].type, mats[i].rows, mats[i].k)
-                      : wt(bal, mats[i].type, mats[i].rows * row_bytes(mats[i].type, mats[i].k));
+        if (mats[i].rows) {
+            const int64_t times = !mats[i].expert ? 1 : held ? m->cfg.n_experts : m->cfg.n_experts_used;
+            b += times * (held ? held_bytes(mats[i].type, mats[i].rows, mats[i].k)
+                               : wt(bal, mats[i].type, mats[i].rows * row_bytes(mats[i].type, mats[i].k)));
+        }
     return b;
 }
 
@@ -286,6 +317,7 @@ static int64_t shard_workspace_bytes(const loom_plan_model *m, const loom_plan_r
     if (nq * hd > widest) widest = nq * hd;
     if (nffn > widest) widest = nffn;
     int64_t b = 4 * R * (3 * (int64_t)c->dim + 2 * nq * hd + 2 * nkv * hd + 2 * nffn + c->rope_dim);
+    if (c->n_experts) b += 4 * R * (c->n_experts + 2 * (int64_t)c->dim + 4 * (int64_t)c->n_experts_used);
     b += 4 * R * widest + 8 * R * c->dim + 4 * (int64_t)LOOM_PLAN_THREADS * r->engine.ctx_size;
     if (s->head) b += 4 * R * (s->vocab_end - s->vocab_begin);
     return b;

@@ -60,9 +60,10 @@ static void print_json(const loom_plan *p, FILE *f) {
             LOOM_PLAN_PROTOCOL, p->world, p->tp, p->pp, p->model_hash);
     fprintf(f,
             " \"model\": {\"arch\": \"%s\", \"n_layers\": %d, \"dim\": %d, \"n_heads\": %d, \"n_kv_heads\": %d, "
-            "\"head_dim\": %d, \"ffn\": %d, \"vocab\": %d, \"tied_embeddings\": %s},\n",
-            c->arch_name, c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn, c->vocab,
-            c->tied_embeddings ? "true" : "false");
+            "\"head_dim\": %d, \"ffn\": %d, \"experts\": %d, \"experts_used\": %d, \"vocab\": %d, "
+            "\"tied_embeddings\": %s},\n",
+            c->arch_name, c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn, c->n_experts,
+            c->n_experts_used, c->vocab, c->tied_embeddings ? "true" : "false");
     fprintf(f,
             " \"ctx_size\": %d, \"sequences\": %d, \"kv_type\": \"%s\", \"block_tokens\": %d, \"kv_blocks\": %d, "
             "\"batch_rows\": %d, \"max_memory\": %" PRId64 ",\n \"stages\": [",
@@ -112,8 +113,10 @@ static void print_json(const loom_plan *p, FILE *f) {
 static void print_text(const loom_plan *p, FILE *f) {
     const loom_model_config *c = &p->cfg;
     char a[48], b[48], d[48], e[48], g[48], h[48];
-    fprintf(f, "model   %s, %d layers, width %d, %d query / %d KV heads of %d, FFN %d, vocab %d%s\n", c->arch_name,
-            c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn, c->vocab,
+    char moe[64] = "";
+    if (c->n_experts) snprintf(moe, sizeof moe, " x %d experts (%d used per token)", c->n_experts, c->n_experts_used);
+    fprintf(f, "model   %s, %d layers, width %d, %d query / %d KV heads of %d, FFN %d%s, vocab %d%s\n", c->arch_name,
+            c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn, moe, c->vocab,
             c->tied_embeddings ? " (tied embeddings)" : "");
     fprintf(f, "grid    world %d = pp %d × tp %d\n", p->world, p->pp, p->tp);
     fprintf(f, "cache   %d positions × %d sequences, KV %s in blocks of %d tokens (%d blocks per rank)\n",

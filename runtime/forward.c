@@ -41,9 +41,10 @@
  * kind left out); for the matmul runs also the share of their threads' time
  * spent waiting for the others. The CPU's counterpart of LOOM_CUDA_PROFILE;
  * ~10 clock reads per layer. */
-enum { P_PREP, P_QKV, P_ROPE, P_ATTN, P_WO, P_UP, P_DOWN, P_HEAD, P_N };
+enum { P_PREP, P_QKV, P_ROPE, P_ATTN, P_WO, P_ROUTE, P_UP, P_DOWN, P_HEAD, P_N };
 static const char *const prof_part[P_N] = {"norm / activation + quantize", "q | k | v", "rope + KV store", "attention",
-                                           "attention output (wo)", "gate | up", "down", "lm head"};
+                                           "attention output (wo)", "experts' router + choice", "gate | up", "down",
+                                           "lm head"};
 enum { PB_ONE, PB_FEW, PB_MANY, PB_N };
 static const char *const prof_bucket[PB_N] = {"1 row", "2-16 rows", "more than 16 rows (prefill)"};
 
@@ -73,6 +74,13 @@ struct loom_forward {
     float *k, *v;           /* (max_rows, kvdim) */
     float *att;             /* (max_rows, qdim) attention output before wo */
     float *gate, *up;       /* (max_rows, n_ffn) */
+    float *moe_logits;      /* (max_rows, n_experts) router output */
+    float *moe_x, *moe_y;   /* (max_rows, dim) an expert's rows gathered, and its output */
+    int *moe_sel;           /* (max_rows * n_experts_used) each row's experts, with their weights in moe_selw */
+    float *moe_selw;
+    int *moe_rows;          /* (max_rows * n_experts_used) the rows by expert, with their weights in moe_w */
+    float *moe_w;
+    int *moe_count, *moe_fill; /* (n_experts + 1) where each expert's rows begin in moe_rows */
     float *scratch;         /* (max_rows, dim) */
     float *rope;            /* (max_rows, rope_dim) cos/sin per row */
     float *rope_swa;        /* (max_rows, rope_dim) the same on sliding-window layers, or NULL (= rope) */
@@ -357,19 +365,32 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
     f->gate = malloc(R * w->n_ffn * sizeof(float));
     f->up = malloc(R * w->n_ffn * sizeof(float));
     f->scratch = malloc(R * c->dim * sizeof(float));
+    if (c->n_experts) {
+        f->moe_logits = malloc(R * c->n_experts * sizeof(float));
+        f->moe_x = malloc(R * c->dim * sizeof(float));
+        f->moe_y = malloc(R * c->dim * sizeof(float));
+        f->moe_sel = malloc(R * c->n_experts_used * sizeof(int));
+        f->moe_selw = malloc(R * c->n_experts_used * sizeof(float));
+        f->moe_rows = malloc(R * c->n_experts_used * sizeof(int));
+        f->moe_w = malloc(R * c->n_experts_used * sizeof(float));
+        f->moe_count = malloc(((size_t)c->n_experts + 1) * sizeof(int));
+        f->moe_fill = malloc(((size_t)c->n_experts + 1) * sizeof(int));
+    }
     f->rope = malloc(R * rd * sizeof(float));
     if (swa_rope_differs(c)) f->rope_swa = malloc(R * rd * sizeof(float));
     f->scores = malloc((size_t)loom_pool_size(pool) * loom_attention_scratch_floats(kc, w->n_q, w->n_kv, c->head_dim,
                                                                                      max_rows) * sizeof(float));
     size_t ab = act_need(&w->lm_head, max_rows);
-    for (int l = 0; l < nl; l++) {
-        const loom_layer *L = &w->layers[l];
-        const loom_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+    loom_mat **ms = malloc((size_t)loom_layer_max_mats(c) * sizeof *ms);
+    const bool ms_ok = ms != NULL;
+    for (int l = 0; ms && l < nl; l++) {
+        const int nm = loom_layer_mats(c, &w->layers[l], ms);
+        for (int i = 0; i < nm; i++) {
             size_t b = act_need(ms[i], max_rows);
             if (b > ab) ab = b;
         }
     }
+    free(ms);
     f->act_bytes = ab;
     f->stage_bytes = ((ab / (size_t)max_rows) + 63) & ~(size_t)63; /* the widest activation row */
     f->stage = aligned_alloc(64, (size_t)loom_pool_size(pool) * (f->stage_bytes ? f->stage_bytes : 64));
@@ -389,8 +410,10 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
             if (!f->prof->thread_busy) free(f->prof), f->prof = NULL;
         }
     }
-    bool ok = f->stage && f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch && f->rope &&
-              f->scores && (f->rope_swa || !swa_rope_differs(c));
+    bool ok = ms_ok && f->stage && f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch &&
+              f->rope && f->scores && (f->rope_swa || !swa_rope_differs(c)) &&
+              (!c->n_experts || (f->moe_logits && f->moe_x && f->moe_y && f->moe_sel && f->moe_selw && f->moe_rows && f->moe_w &&
+                                   f->moe_count && f->moe_fill));
     for (int j = 0; j < MM_MAX_JOBS; j++) {
         f->act[j] = malloc(ab ? ab : 1);
         ok = ok && f->act[j];
@@ -420,6 +443,15 @@ void loom_forward_free(loom_forward *f) {
     free(f->gate);
     free(f->up);
     free(f->scratch);
+    free(f->moe_logits);
+    free(f->moe_x);
+    free(f->moe_y);
+    free(f->moe_sel);
+    free(f->moe_selw);
+    free(f->moe_rows);
+    free(f->moe_w);
+    free(f->moe_count);
+    free(f->moe_fill);
     free(f->rope);
     free(f->rope_swa);
     free(f->scores);
@@ -618,10 +650,90 @@ loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch 
     return NULL;
 }
 
+/* Row i's experts and weights from its router logits lg (n_experts): the
+ * n_experts_used of highest softmax probability (the lower index first
+ * among equals), weighted by those probabilities, renormalised to sum 1
+ * (at least F16's smallest normal, as llama.cpp clamps the sum) where the
+ * model says so; as llama.cpp's build_moe_ffn with softmax gating. */
+static void moe_route(const loom_model_config *c, const float *lg, int *sel, float *wt) {
+    const int ne = c->n_experts, k = c->n_experts_used;
+    float mx = lg[0];
+    for (int e = 1; e < ne; e++) mx = lg[e] > mx ? lg[e] : mx;
+    double sum = 0;
+    for (int e = 0; e < ne; e++) sum += exp((double)lg[e] - mx);
+    uint64_t taken[(LOOM_MAX_EXPERTS + 63) / 64] = {0};
+    float wsum = 0;
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < ne; e++)
+            if (!((taken[e / 64] >> (e % 64)) & 1) && (best < 0 || lg[e] > lg[best])) best = e;
+        taken[best / 64] |= 1ull << (best % 64);
+        sel[j] = best;
+        wt[j] = (float)(exp((double)lg[best] - mx) / sum);
+        wsum += wt[j];
+    }
+    if (c->expert_norm) {
+        if (wsum < 6.103515625e-5f) wsum = 6.103515625e-5f;
+        for (int j = 0; j < k; j++) wt[j] /= wsum;
+    }
+}
+
+/* partial (n, dim) = a mixture of experts over this rank's columns of
+ * each: the router on the normed rows, each row's experts (moe_route),
+ * then every expert some row chose over those rows, gathered, its output
+ * added to theirs times their weight. */
+static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial) {
+    const loom_model_config *c = &f->w->cfg;
+    const int ne = c->n_experts, k = c->n_experts_used, dim = c->dim;
+    const loom_mat *mr[1] = {&L->router};
+    float *yr[1] = {f->moe_logits};
+    matmuls(f, (prep_task){.n = n, .src = f->x, .dst = f->xn, .norm = &L->ffn_norm}, 1, mr, yr, P_ROUTE);
+    double t0 = f->prof ? loom_now_s() : 0;
+    int *cnt = f->moe_count, *fill = f->moe_fill, *sel = f->moe_sel, *rows = f->moe_rows;
+    float *wt = f->moe_selw, *rw = f->moe_w;
+    memset(cnt, 0, ((size_t)ne + 1) * sizeof *cnt);
+    for (int i = 0; i < n; i++) {
+        moe_route(c, f->moe_logits + (size_t)i * ne, sel + (size_t)i * k, wt + (size_t)i * k);
+        for (int j = 0; j < k; j++) cnt[sel[(size_t)i * k + j] + 1]++;
+    }
+    for (int e = 0; e < ne; e++) cnt[e + 1] += cnt[e]; /* cnt[e]: where expert e's rows begin */
+    memcpy(fill, cnt, (size_t)ne * sizeof *fill);
+    for (int i = 0; i < n; i++) /* the (row, weight) pairs by expert, in row order */
+        for (int j = 0; j < k; j++) {
+            const int at = fill[sel[(size_t)i * k + j]]++;
+            rows[at] = i;
+            rw[at] = wt[(size_t)i * k + j];
+        }
+    if (f->prof) prof_add(f, P_ROUTE, t0);
+    memset(partial, 0, (size_t)n * dim * sizeof *partial);
+    for (int e = 0; e < ne; e++) {
+        const int m = cnt[e + 1] - cnt[e];
+        if (!m) continue;
+        const int *r = rows + cnt[e];
+        const float *rwt = rw + cnt[e];
+        for (int i = 0; i < m; i++) memcpy(f->moe_x + (size_t)i * dim, f->xn + (size_t)r[i] * dim, (size_t)dim * sizeof(float));
+        const loom_mat *m2[2] = {&L->x_gate[e], &L->x_up[e]};
+        float *y2[2] = {f->gate, f->up};
+        matmuls(f, (prep_task){.n = m, .src = f->moe_x, .dst = f->moe_x}, 2, m2, y2, P_UP);
+        const loom_mat *md[1] = {&L->x_down[e]};
+        float *yd[1] = {f->moe_y};
+        matmuls(f, (prep_task){.n = m, .src = f->gate, .dst = f->gate, .act = true, .up = f->up}, 1, md, yd, P_DOWN);
+        for (int i = 0; i < m; i++) {
+            float *o = partial + (size_t)r[i] * dim;
+            const float *y = f->moe_y + (size_t)i * dim, a = rwt[i];
+            for (int d = 0; d < dim; d++) o[d] += a * y[d];
+        }
+    }
+}
+
 void loom_forward_mlp(loom_forward *f, int layer, int n, float *partial) {
     const loom_weights *w = f->w;
     const loom_model_config *c = &w->cfg;
     const loom_layer *L = &w->layers[layer - w->shard.layer_begin];
+    if (c->n_experts) {
+        moe_mlp(f, L, n, partial);
+        return;
+    }
     prep_task in = {.n = n, .src = f->x, .dst = L->ffn_norm.w ? f->xn : f->x, .norm = L->ffn_norm.w ? &L->ffn_norm : NULL};
     const loom_mat *md[1] = {&L->w_down};
     float *yd[1] = {partial};

@@ -39,15 +39,18 @@ static loom_status own(loom_weights *w, void *p) {
     return NULL;
 }
 
-static loom_status find(const loom_gguf *g, const char *name, int64_t ne0, int64_t ne1,
-                        const loom_gguf_tensor **out) {
+/* Tensor `name` of shape [ne0, ne1, ne2] (ne1 0: a vector of ne0). */
+static loom_status find3(const loom_gguf *g, const char *name, int64_t ne0, int64_t ne1, int64_t ne2,
+                         const loom_gguf_tensor **out) {
     const loom_gguf_tensor *t = loom_gguf_find_tensor(g, name);
     if (!t) return loom_error(LOOM_ERR_FORMAT, "%s: tensor %s is missing", loom_gguf_path(g), name);
-    int64_t want_dims = ne1 > 0 ? 2 : 1;
-    bool ok = t->ne[0] == ne0 && (ne1 > 0 ? t->ne[1] == ne1 : true) && t->ne[2] == 1 && t->ne[3] == 1 &&
-              (ne1 > 0 || t->ne[1] == 1);
+    bool ok = t->ne[0] == ne0 && (ne1 > 0 ? t->ne[1] == ne1 : t->ne[1] == 1) && t->ne[2] == ne2 && t->ne[3] == 1;
     if (!ok) {
-        if (want_dims == 2)
+        if (ne2 > 1)
+            return loom_error(LOOM_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld, %lld], expected [%lld, %lld, %lld]",
+                              loom_gguf_path(g), name, (long long)t->ne[0], (long long)t->ne[1],
+                              (long long)t->ne[2], (long long)ne0, (long long)ne1, (long long)ne2);
+        if (ne1 > 0)
             return loom_error(LOOM_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld, %lld], expected [%lld, %lld]",
                               loom_gguf_path(g), name, (long long)t->ne[0], (long long)t->ne[1],
                               (long long)t->ne[2], (long long)ne0, (long long)ne1);
@@ -58,21 +61,38 @@ static loom_status find(const loom_gguf *g, const char *name, int64_t ne0, int64
     return NULL;
 }
 
-/* Rows [r0, r1) of a 2-D weight [cols, rows]: a view. */
-static loom_status bind_rows(loom_weights *w, const loom_gguf *g, const char *name, int64_t cols, int64_t rows,
-                             int64_t r0, int64_t r1, loom_mat *m) {
-    const loom_gguf_tensor *t;
-    LOOM_TRY(find(g, name, cols, rows, &t));
+static loom_status find(const loom_gguf *g, const char *name, int64_t ne0, int64_t ne1,
+                        const loom_gguf_tensor **out) {
+    return find3(g, name, ne0, ne1, 1, out);
+}
+
+static loom_status check_matmul(const loom_gguf *g, const loom_gguf_tensor *t) {
     if (!loom_type_can_matmul(t->type))
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: tensor %s has type %s, which loom cannot compute with",
-                          loom_gguf_path(g), name, loom_type_name(t->type));
+                          loom_gguf_path(g), t->name, loom_type_name(t->type));
+    return NULL;
+}
+
+/* Rows [r0, r1) of the matrix of `cols` inputs of t's type at `base` (t's
+ * data, or one expert's matrix in it): a view. */
+static void view_rows(loom_weights *w, const loom_gguf_tensor *t, const uint8_t *base, int64_t cols, int64_t r0,
+                      int64_t r1, loom_mat *m) {
     size_t stride = loom_type_row_bytes(t->type, cols);
     m->type = t->type;
     m->rows = r1 - r0;
     m->cols = cols;
     m->stride = stride;
-    m->data = (const uint8_t *)t->data + (size_t)r0 * stride;
+    m->data = base + (size_t)r0 * stride;
     w->bytes_mapped += (size_t)(r1 - r0) * stride;
+}
+
+/* Rows [r0, r1) of a 2-D weight [cols, rows]: a view. */
+static loom_status bind_rows(loom_weights *w, const loom_gguf *g, const char *name, int64_t cols, int64_t rows,
+                             int64_t r0, int64_t r1, loom_mat *m) {
+    const loom_gguf_tensor *t;
+    LOOM_TRY(find(g, name, cols, rows, &t));
+    LOOM_TRY(check_matmul(g, t));
+    view_rows(w, t, t->data, cols, r0, r1, m);
     return NULL;
 }
 
@@ -105,28 +125,28 @@ static void *alloc_copy(size_t bytes) {
     return p;
 }
 
-/* Columns [c0, c1) of a 2-D weight [cols, rows]: a view when whole, else a
- * compact copy (the slice is strided through the tensor). */
-static loom_status bind_cols(loom_weights *w, const loom_gguf *g, const char *name, int64_t cols, int64_t rows,
-                             int64_t c0, int64_t c1, loom_mat *m) {
-    if (c0 == 0 && c1 == cols) return bind_rows(w, g, name, cols, rows, 0, rows, m);
-    const loom_gguf_tensor *t;
-    LOOM_TRY(find(g, name, cols, rows, &t));
+/* Columns [c0, c1) of the rows x cols matrix of t's type at `base`: a
+ * view when whole, else a compact copy (the slice is strided through it),
+ * after which the file's pages of the matrix are released. */
+static loom_status slice_cols(loom_weights *w, const loom_gguf *g, const loom_gguf_tensor *t, const uint8_t *base,
+                              int64_t cols, int64_t rows, int64_t c0, int64_t c1, loom_mat *m) {
+    if (c0 == 0 && c1 == cols) {
+        view_rows(w, t, base, cols, 0, rows, m);
+        return NULL;
+    }
     const loom_type_traits *tr = loom_type_info(t->type);
-    if (!loom_type_can_matmul(t->type))
-        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: tensor %s has type %s, which loom cannot compute with",
-                          loom_gguf_path(g), name, loom_type_name(t->type));
     if (c0 % tr->block_size || c1 % tr->block_size)
         return loom_error(LOOM_ERR_PLAN, "%s: columns [%lld, %lld) of %s do not fall on its %s block boundaries (%u)",
-                          loom_gguf_path(g), (long long)c0, (long long)c1, name, tr->name, tr->block_size);
+                          loom_gguf_path(g), (long long)c0, (long long)c1, t->name, tr->name, tr->block_size);
     size_t src_stride = loom_type_row_bytes(t->type, cols);
     size_t off = loom_type_row_bytes(t->type, c0);
     size_t stride = loom_type_row_bytes(t->type, c1 - c0);
     uint8_t *buf = alloc_copy((size_t)rows * stride);
-    if (!buf) return loom_error(LOOM_ERR_NOMEM, "cannot allocate %zu bytes for a slice of %s", (size_t)rows * stride, name);
+    if (!buf)
+        return loom_error(LOOM_ERR_NOMEM, "cannot allocate %zu bytes for a slice of %s", (size_t)rows * stride, t->name);
     LOOM_TRY(own(w, buf));
-    for (int64_t r = 0; r < rows; r++) memcpy(buf + r * stride, (const uint8_t *)t->data + r * src_stride + off, stride);
-    if (loom_gguf_is_mapped(g)) release_pages(t->data, (size_t)rows * src_stride);
+    for (int64_t r = 0; r < rows; r++) memcpy(buf + r * stride, base + r * src_stride + off, stride);
+    if (loom_gguf_is_mapped(g)) release_pages(base, (size_t)rows * src_stride);
     m->type = t->type;
     m->rows = rows;
     m->cols = c1 - c0;
@@ -134,6 +154,15 @@ static loom_status bind_cols(loom_weights *w, const loom_gguf *g, const char *na
     m->data = buf;
     w->bytes_copied += (size_t)rows * stride;
     return NULL;
+}
+
+/* Columns [c0, c1) of a 2-D weight [cols, rows]. */
+static loom_status bind_cols(loom_weights *w, const loom_gguf *g, const char *name, int64_t cols, int64_t rows,
+                             int64_t c0, int64_t c1, loom_mat *m) {
+    const loom_gguf_tensor *t;
+    LOOM_TRY(find(g, name, cols, rows, &t));
+    LOOM_TRY(check_matmul(g, t));
+    return slice_cols(w, g, t, t->data, cols, rows, c0, c1, m);
 }
 
 /* Elements [e0, e1) of tensor t (n elements in its first row) as F32: a
@@ -233,6 +262,39 @@ static loom_status bind_ends(loom_weights *w, const loom_gguf *g) {
     return NULL;
 }
 
+/* A mixture's router (whole on every rank) and, of every expert, the
+ * shard's columns: gate and up rows as views, down's columns as views or
+ * copies (ffn_{gate,up}_exps [dim, ffn, n_experts], ffn_down_exps [ffn,
+ * dim, n_experts]: expert e's matrix is the e-th of the tensor's). */
+static loom_status bind_experts(loom_weights *w, const loom_gguf *g, int l, loom_layer *L) {
+    const loom_model_config *c = &w->cfg;
+    const loom_shard *s = &w->shard;
+    const int64_t dim = c->dim, ffn = c->ffn, n = c->n_experts;
+    char name[96];
+    snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", l);
+    LOOM_TRY(bind_rows(w, g, name, dim, n, 0, n, &L->router));
+    loom_mat *m = calloc((size_t)(3 * n), sizeof *m);
+    if (!m) return loom_error(LOOM_ERR_NOMEM, "out of memory binding the experts of layer %d", l);
+    LOOM_TRY(own(w, m));
+    L->x_gate = m, L->x_up = m + n, L->x_down = m + 2 * n;
+    static const char *const stems[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+    for (int j = 0; j < 3; j++) {
+        const loom_gguf_tensor *t;
+        snprintf(name, sizeof name, "blk.%d.%s.weight", l, stems[j]);
+        const bool down = j == 2;
+        const int64_t cols = down ? ffn : dim, rows = down ? dim : ffn;
+        LOOM_TRY(find3(g, name, cols, rows, n, &t));
+        LOOM_TRY(check_matmul(g, t));
+        const size_t bytes = (size_t)rows * loom_type_row_bytes(t->type, cols); /* one expert's matrix */
+        for (int64_t e = 0; e < n; e++) {
+            const uint8_t *base = (const uint8_t *)t->data + (size_t)e * bytes;
+            if (down) LOOM_TRY(slice_cols(w, g, t, base, cols, rows, s->ffn_begin, s->ffn_end, &m[2 * n + e]));
+            else view_rows(w, t, base, cols, s->ffn_begin, s->ffn_end, &m[j * n + e]);
+        }
+    }
+    return NULL;
+}
+
 static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_layer *L) {
     const loom_model_config *c = &w->cfg;
     const loom_shard *s = &w->shard;
@@ -273,7 +335,9 @@ static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_l
     if (c->post_ln) LOOM_TRY(bind_norm(w, g, BASE("attn_output_norm"), dim, &L->attn_res));
 
     if (!c->post_ln) LOOM_TRY(bind_norm(w, g, BASE("ffn_norm"), dim, &L->ffn_norm));
-    if (c->fused_gate_up) {
+    if (c->n_experts) {
+        LOOM_TRY(bind_experts(w, g, l, L));
+    } else if (c->fused_gate_up) {
         LOOM_TRY(bind_rows(w, g, NAME("ffn_up.weight"), dim, 2 * ffn, s->ffn_begin, s->ffn_end, &L->w_gate));
         LOOM_TRY(bind_rows(w, g, NAME("ffn_up.weight"), dim, 2 * ffn, ffn + s->ffn_begin, ffn + s->ffn_end, &L->w_up));
     } else {
@@ -282,7 +346,7 @@ static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_l
         LOOM_TRY(bind_rows(w, g, NAME("ffn_up.weight"), dim, ffn, s->ffn_begin, s->ffn_end, &L->w_up));
     }
     if (c->ffn_bias) LOOM_TRY(bind_vec(w, g, NAME("ffn_up.bias"), ffn, s->ffn_begin, s->ffn_end, &L->b_up));
-    LOOM_TRY(bind_cols(w, g, NAME("ffn_down.weight"), ffn, dim, s->ffn_begin, s->ffn_end, &L->w_down));
+    if (!c->n_experts) LOOM_TRY(bind_cols(w, g, NAME("ffn_down.weight"), ffn, dim, s->ffn_begin, s->ffn_end, &L->w_down));
     if (c->ffn_bias) LOOM_TRY(bind_vec(w, g, NAME("ffn_down.bias"), dim, 0, dim, &L->b_down));
     if (c->post_norms) LOOM_TRY(bind_norm(w, g, BASE("post_ffw_norm"), dim, &L->ffn_post));
     if (c->post_ln) LOOM_TRY(bind_norm(w, g, BASE("layer_output_norm"), dim, &L->ffn_res));
@@ -296,6 +360,21 @@ static loom_status bind_all(loom_weights *w, const loom_gguf *g) {
     for (int l = w->shard.layer_begin; l < w->shard.layer_end; l++)
         LOOM_TRY(bind_layer(w, g, l, &w->layers[l - w->shard.layer_begin]));
     return NULL;
+}
+
+int loom_layer_max_mats(const loom_model_config *c) { return 8 + 3 * c->n_experts; }
+
+int loom_layer_mats(const loom_model_config *c, loom_layer *L, loom_mat **out) {
+    loom_mat *const fixed[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down, &L->router};
+    int n = 0;
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        if (fixed[i]->data) out[n++] = fixed[i];
+    for (int e = 0; L->x_gate && e < c->n_experts; e++) {
+        out[n++] = &L->x_gate[e];
+        out[n++] = &L->x_up[e];
+        out[n++] = &L->x_down[e];
+    }
+    return n;
 }
 
 loom_status loom_weights_create(const loom_gguf *g, const loom_model_config *cfg, const loom_shard *shard,
@@ -380,11 +459,19 @@ static loom_status repack(loom_weights *w, const loom_gguf *g, loom_pool *pool, 
 
 loom_status loom_weights_repack(loom_weights *w, const loom_gguf *g, loom_pool *pool) {
     const int nl = w->shard.layer_end - w->shard.layer_begin;
+    loom_mat **ms = malloc((size_t)loom_layer_max_mats(&w->cfg) * sizeof *ms);
+    if (!ms) return loom_error(LOOM_ERR_NOMEM, "out of memory repacking weights");
     for (int l = 0; l < nl; l++) {
-        loom_layer *L = &w->layers[l];
-        loom_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) LOOM_TRY(repack(w, g, pool, ms[i]));
+        const int n = loom_layer_mats(&w->cfg, &w->layers[l], ms);
+        for (int i = 0; i < n; i++) {
+            loom_status st = repack(w, g, pool, ms[i]);
+            if (st) {
+                free(ms);
+                return st;
+            }
+        }
     }
+    free(ms);
     /* A head tied to the embedding table is repacked as any head (on every
      * rank that holds it, so a last stage computes what one rank does); where
      * the rank also holds the table, the embedding reads its rows from the

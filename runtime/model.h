@@ -28,6 +28,7 @@ typedef enum {
     LOOM_ARCH_LLAMA,
     LOOM_ARCH_QWEN2,
     LOOM_ARCH_QWEN3,
+    LOOM_ARCH_QWEN3MOE,
     LOOM_ARCH_GEMMA2,
     LOOM_ARCH_GEMMA3,
     LOOM_ARCH_PHI3,
@@ -43,6 +44,7 @@ typedef enum { LOOM_POS_ROPE, LOOM_POS_LEARNED } loom_pos_kind; /* learned: posi
 typedef enum { LOOM_POOL_NONE = 0, LOOM_POOL_MEAN = 1, LOOM_POOL_CLS = 2, LOOM_POOL_LAST = 3 } loom_pooling;
 
 #define LOOM_MAX_LAYERS 4096
+#define LOOM_MAX_EXPERTS 1024
 
 /* What a model is. The first block is every family's; the second says how a
  * family differs from llama, and all-zero (what a hand-filled config of a
@@ -56,7 +58,7 @@ typedef struct {
     int n_heads;         /* query heads */
     int n_kv_heads;
     int head_dim;
-    int ffn;             /* MLP hidden width */
+    int ffn;             /* MLP hidden width (of each expert in a mixture of experts) */
     int vocab;
     int ctx_train;       /* context length the model was trained for */
     int rope_dim;        /* rotated dimensions per head (<= head_dim) */
@@ -95,6 +97,15 @@ typedef struct {
     float rope_attn_factor; /* cos and sin multiplied by it (phi3 LongRoPE); 0 = 1 */
     bool has_rope_long_short; /* rope_factors_long/short.weight (phi3 LongRoPE) */
     int ctx_orig;        /* LongRoPE: the long factors are used when the context exceeds this */
+
+    /* Mixture of experts (n_experts > 0: Mixtral as llama, qwen3moe): every
+     * layer's MLP is n_experts SiLU-gated MLPs of width ffn and a router
+     * (ffn_gate_inp, n_experts x dim); a row goes through the n_experts_used
+     * experts of highest softmax probability, its output their sum weighted
+     * by those probabilities (renormalised to sum 1 when expert_norm). TP
+     * splits every expert's columns as a dense MLP's. */
+    int n_experts, n_experts_used;
+    bool expert_norm;
 } loom_model_config;
 
 static inline bool loom_layer_is_swa(const loom_model_config *c, int l) {
@@ -175,6 +186,8 @@ typedef struct {
     const float *b_up;       /* (n_ffn) or NULL */
     loom_mat w_down;         /* (dim, n_ffn) */
     const float *b_down;     /* (dim) or NULL; only the rank holding MLP column 0 adds it */
+    loom_mat router;         /* (n_experts, dim) ffn_gate_inp, every TP rank whole; data NULL without experts */
+    loom_mat *x_gate, *x_up, *x_down; /* (n_experts) each: an expert's w_gate, w_up, w_down (views and copies as theirs) */
     loom_norm ffn_post;      /* (dim) gemma */
     loom_norm ffn_res;       /* (dim) bert */
 } loom_layer;
@@ -200,6 +213,13 @@ typedef struct loom_weights {
     void **owned;            /* buffers to free */
     int n_owned, cap_owned;
 } loom_weights;
+
+/* The matrices layer L multiplies, in a fixed order (q, k, v, o, gate, up,
+ * down, then the router and every expert's gate, up, down), those absent
+ * (a plain MLP's gate, a mixture's dense MLP) left out: at most
+ * loom_layer_max_mats(c) of them. Returns how many it wrote to out. */
+int loom_layer_max_mats(const loom_model_config *c);
+int loom_layer_mats(const loom_model_config *c, loom_layer *L, loom_mat **out);
 
 /* Validates the shard against the config and binds the tensors. Errors name
  * the tensor and what shape or type was expected. On error *out is NULL. */

@@ -5,6 +5,10 @@
  * of the llama.cpp that llama-cpp-python 0.3.36 vendors):
  *
  *   qwen3      qwen2 without Q/K/V biases, with QK-norm.
+ *   qwen3moe   qwen3 whose MLPs are mixtures of experts (expert_count,
+ *              expert_used_count, each expert expert_feed_forward_length
+ *              wide), weights renormalised over the chosen experts.
+ *   llama      with <arch>.expert_count (Mixtral): the same mixture.
  *   gemma2     embedding × sqrt(dim); norms after attention and MLP too;
  *              GELU-gated MLP; scores and logits soft-capped; sliding
  *              window (default 4096) on layers l % 2 == 0; query scale
@@ -76,10 +80,11 @@ static const struct {
     loom_arch arch;
 } arch_names[] = {
     {"llama", LOOM_ARCH_LLAMA}, {"qwen2", LOOM_ARCH_QWEN2}, {"qwen3", LOOM_ARCH_QWEN3},
+    {"qwen3moe", LOOM_ARCH_QWEN3MOE},
     {"gemma2", LOOM_ARCH_GEMMA2}, {"gemma3", LOOM_ARCH_GEMMA3}, {"phi3", LOOM_ARCH_PHI3},
     {"gpt2", LOOM_ARCH_GPT2}, {"bert", LOOM_ARCH_BERT}, {"nomic-bert", LOOM_ARCH_NOMIC_BERT},
 };
-#define SUPPORTED "llama, qwen2, qwen3, gemma2, gemma3, phi3, gpt2, bert, nomic-bert"
+#define SUPPORTED "llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert"
 
 /* Sliding-window layers: <arch>.attention.sliding_window_pattern as an array
  * of booleans (one per layer), or a period n (layer l slides iff
@@ -120,6 +125,7 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
         c->rope_neox = true;
         return NULL;
     case LOOM_ARCH_QWEN3:
+    case LOOM_ARCH_QWEN3MOE:
         c->rope_neox = true;
         c->qk_norm = true;
         return NULL;
@@ -206,6 +212,40 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
     return NULL;
 }
 
+/* A mixture of experts (model.h), as llama.cpp's llama and qwen3moe read
+ * it: <arch>.expert_count and expert_used_count; qwen3moe's experts are
+ * expert_feed_forward_length wide (else feed_forward_length divided by the
+ * experts used, llama.cpp's fallback). Both renormalise the chosen
+ * experts' weights and, as llama.cpp, ignore expert_weights_scale. */
+static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
+    const char *path = loom_gguf_path(g), *arch = c->arch_name;
+    const bool moe_family = c->arch == LOOM_ARCH_QWEN3MOE;
+    char key[128];
+    snprintf(key, sizeof key, "%s.expert_count", arch);
+    if (!moe_family && !loom_gguf_get(g, key)) {
+        if (has_tensor(g, "blk.0.ffn_gate_inp.weight"))
+            return loom_error(LOOM_ERR_FORMAT, "%s: blk.0.ffn_gate_inp.weight (a router) but no %s", path, key);
+        return NULL;
+    }
+    if (c->arch != LOOM_ARCH_LLAMA && !moe_family)
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s: loom runs mixtures of experts in llama and qwen3moe models only",
+                          path, key);
+    LOOM_TRY(get_count(g, arch, "expert_count", true, 0, LOOM_MAX_EXPERTS, &c->n_experts));
+    LOOM_TRY(get_count(g, arch, "expert_used_count", true, 0, c->n_experts, &c->n_experts_used));
+    if (moe_family) {
+        snprintf(key, sizeof key, "%s.expert_feed_forward_length", arch);
+        int def = c->ffn / c->n_experts_used;
+        if (def < 1) def = 1;
+        LOOM_TRY(get_count(g, arch, "expert_feed_forward_length", false, def, 1 << 20, &c->ffn));
+    }
+    c->expert_norm = true;
+    if (has_tensor(g, "blk.0.ffn_gate.0.weight"))
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: experts stored one tensor each (blk.N.ffn_gate.E.weight, an old "
+                          "conversion); convert the model again with llama.cpp's convert_hf_to_gguf.py, which "
+                          "stores them as blk.N.ffn_gate_exps.weight", path);
+    return NULL;
+}
+
 loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     const char *path = loom_gguf_path(g);
@@ -278,6 +318,7 @@ loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
     cfg->has_rope_factors = has_tensor(g, "rope_freqs.weight");
     cfg->qkv_bias = has_tensor(g, "blk.0.attn_q.bias");
     LOOM_TRY(read_family(g, cfg));
+    LOOM_TRY(read_experts(g, cfg));
     if (cfg->pos == LOOM_POS_LEARNED) cfg->rope_dim = 0; /* nothing rotates */
     if (cfg->encoder) cfg->tied_embeddings = false;
     return NULL;

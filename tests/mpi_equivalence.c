@@ -19,7 +19,9 @@
  * logits:
  *   - argmax equal unless the single-rank top-2 are within NEAR_TIE·σ;
  *   - after removing the common shift, max |Δ| <= MAX_DEV·σ and
- *     RMS(Δ) <= RMS_DEV·σ.
+ *     RMS(Δ) <= RMS_DEV·σ;
+ * in a mixture of experts every position but 1 % (allowed_off), where a
+ * router near tie may take another expert.
  *
  *   mpirun -np 4 mpi_equivalence --fixture F.json [--model M.gguf] --tp 2 --pp 2 [--cases N]
  *                                [--device cpu|cuda|host] [--ref-device cpu|cuda|host]
@@ -70,10 +72,17 @@
 #define REF_RMS_DEV 0.08f /* σ */
 #define REF_EMBED_COS 0.9995
 
+/* Positions of n that may differ beyond the tolerances: none, but in a
+ * mixture of experts 1 %, rounded up — a row whose router scores two
+ * experts nearly alike may take the other one where the summation order
+ * (TP) or the activations' rounding (llama.cpp) differs, and then differs
+ * by a whole expert's share (tests/test_reference.c). */
+static int allowed_off(int n, bool experts) { return experts ? (n + 99) / 100 : 0; }
+
 /* The cluster's scores b (n, V) against llama.cpp's in the fixture; prints
  * one line, returns whether they agree. */
 static bool check_reference(const loom_ref *ref, const loom_ref_case *c, const float *b, int V, bool encoder,
-                            int tp, int pp) {
+                            bool experts, int tp, int pp) {
     bool ok;
     if (encoder) {
         if (!c->embedding || c->dim != V || ref->pooling < LOOM_POOL_MEAN || ref->pooling > LOOM_POOL_LAST) {
@@ -99,7 +108,7 @@ static bool check_reference(const loom_ref *ref, const loom_ref_case *c, const f
     loom_ref_compare(c, b, 0.0f, &rep); /* for σ */
     loom_ref_compare(c, b, REF_EPS * rep.last_std, &rep);
     float mx = rep.last_max_dev / rep.last_std, rms = rep.last_rms_dev / rep.last_std;
-    ok = rep.mismatches == 0 && mx <= REF_MAX_DEV && rms <= REF_RMS_DEV;
+    ok = rep.mismatches <= allowed_off(rep.positions, experts) && mx <= REF_MAX_DEV && rms <= REF_RMS_DEV;
     printf("tp=%d pp=%d %-8s vs llama.cpp: argmax mismatches %d  near-tie flips %d  last: max dev %.3fσ rms %.3fσ"
            "  all top-5: %.3fσ  %s\n",
            tp, pp, c->name, rep.mismatches, rep.near_tie_flips, mx, rms, rep.top5_max_dev / rep.last_std, ok ? "ok" : "FAIL");
@@ -235,7 +244,7 @@ int main(int argc, char **argv) {
         so.device_ordinal = loom_cluster_engine_options(cl)->device_ordinal;
         st = loom_engine_create(loom_cluster_model(cl), &so, NULL, NULL, NULL, &single);
         if (st) die("single-rank engine", st);
-        const bool encoder = loom_engine_model(e)->encoder;
+        const bool encoder = loom_engine_model(e)->encoder, experts = loom_engine_model(e)->n_experts > 0;
         int V = encoder ? loom_engine_model(e)->dim : loom_engine_model(e)->vocab;
         for (int i = 0; i < ref.n && i < max_cases; i++) {
             loom_ref_case *c = &ref.cases[i];
@@ -244,7 +253,7 @@ int main(int argc, char **argv) {
             st = loom_engine_score(single, c->ids, n, a);
             if (!st) st = loom_engine_score(e, c->ids, n, b);
             if (st) die("scoring", st);
-            int mism = 0, flips = 0;
+            int mism = 0, flips = 0, off = 0; /* off: positions beyond MAX_DEV / RMS_DEV or a mismatch */
             double worst_max = 0, worst_rms = 0, exact_diff = 0;
             for (int p = 0; p < n; p++) {
                 const float *x = a + (size_t)p * V, *y = b + (size_t)p * V;
@@ -271,19 +280,21 @@ int main(int argc, char **argv) {
                 int second = ax == 0 ? 1 : 0;
                 for (int v = 0; v < V; v++)
                     if (v != ax && x[v] > x[second]) second = v;
+                bool bad = dmax / sigma > MAX_DEV || sqrt(ss / V) / sigma > RMS_DEV;
                 if (ax != ay && !encoder) {
                     if (x[ax] - x[second] < NEAR_TIE * sigma) flips++;
-                    else mism++;
+                    else mism++, bad = true;
                 }
+                off += bad;
                 if (dmax / sigma > worst_max) worst_max = dmax / sigma;
                 if (sqrt(ss / V) / sigma > worst_rms) worst_rms = sqrt(ss / V) / sigma;
             }
-            bool ok = tp == 1 ? exact_diff == 0 : (mism == 0 && worst_max <= MAX_DEV && worst_rms <= RMS_DEV);
+            bool ok = tp == 1 ? exact_diff == 0 : off <= allowed_off(n, experts);
             printf("tp=%d pp=%d %-8s positions %4d  argmax mismatches %d  near-tie flips %d  max |dlogit| %.2e"
-                   "  worst max dev %.3fσ rms %.3fσ  %s\n",
-                   tp, pp, c->name, n, mism, flips, exact_diff, worst_max, worst_rms, ok ? "ok" : "FAIL");
+                   "  worst max dev %.3fσ rms %.3fσ  beyond them at %d  %s\n",
+                   tp, pp, c->name, n, mism, flips, exact_diff, worst_max, worst_rms, off, ok ? "ok" : "FAIL");
             failures += !ok;
-            failures += !check_reference(&ref, c, b, V, encoder, tp, pp);
+            failures += !check_reference(&ref, c, b, V, encoder, experts, tp, pp);
             free(a);
             free(b);
         }

@@ -1,6 +1,7 @@
 /*
- * tests/test_families.c — the model families beyond llama (qwen3, gemma2,
- * gemma3, phi3, gpt2, bert, nomic-bert) apart from their numbers against
+ * tests/test_families.c — the model families beyond llama (qwen3, qwen3moe
+ * and llama's mixtures of experts, gemma2, gemma3, phi3, gpt2, bert,
+ * nomic-bert) apart from their numbers against
  * llama.cpp (tests/test_reference.c, tests/mpi_equivalence.c):
  *   - the configuration each family's metadata gives (with llama.cpp's
  *     defaults), on `loom synth` files;
@@ -45,6 +46,10 @@ typedef struct {
 static const synth_model models[] = {
     {"qwen3", "--arch qwen3 --layers 3 --dim 256 --heads 4 --kv-heads 2 --head-dim 128 --ffn 768 --vocab 400 "
               "--type Q4_K_M"},
+    {"qwen3moe", "--arch qwen3moe --layers 2 --dim 256 --heads 4 --kv-heads 2 --head-dim 128 --ffn 512 --experts 8 "
+                 "--experts-used 3 --vocab 400 --type Q4_K_M"},
+    {"llama", "--arch llama --layers 2 --dim 192 --heads 6 --kv-heads 2 --ffn 416 --experts 5 --experts-used 2 "
+              "--vocab 300 --type Q8_0"},
     {"gemma2", "--arch gemma2 --layers 3 --dim 192 --heads 6 --kv-heads 2 --head-dim 32 --ffn 416 --vocab 300 "
                "--type Q8_0 --window 8 --attn-softcap 3"},
     {"gemma3", "--arch gemma3 --layers 7 --dim 128 --heads 4 --kv-heads 1 --head-dim 64 --ffn 320 --vocab 300 "
@@ -98,7 +103,16 @@ Test(families, config_of_each_family) {
         cr_assert_str_eq(c.arch_name, models[i].name);
         switch (c.arch) {
         case LOOM_ARCH_QWEN3:
-            cr_assert(c.qk_norm && c.rope_neox && !c.qkv_bias && c.head_dim == 128);
+            cr_assert(c.qk_norm && c.rope_neox && !c.qkv_bias && c.head_dim == 128 && !c.n_experts);
+            break;
+        case LOOM_ARCH_QWEN3MOE: /* ffn: expert_feed_forward_length, not feed_forward_length (512 x 3) */
+            cr_assert(c.qk_norm && c.rope_neox && c.n_experts == 8 && c.n_experts_used == 3 && c.expert_norm &&
+                      c.ffn == 512, "qwen3moe: %d experts, %d used, width %d", c.n_experts, c.n_experts_used, c.ffn);
+            break;
+        case LOOM_ARCH_LLAMA: /* Mixtral's shape */
+            cr_assert(!c.qk_norm && !c.rope_neox && c.n_experts == 5 && c.n_experts_used == 2 && c.expert_norm &&
+                      c.ffn == 416, "llama with experts: %d experts, %d used, width %d", c.n_experts,
+                      c.n_experts_used, c.ffn);
             break;
         case LOOM_ARCH_GEMMA2:
             cr_assert(c.post_norms && !c.qk_norm && c.act == LOOM_ACT_GELU && c.tied_embeddings);
@@ -218,16 +232,18 @@ static float *run_split_as(const loom_gguf *g, const loom_model_config *c, const
         if (repack) {
             const size_t before = w[t]->bytes_mapped + w[t]->bytes_copied;
             OK(loom_weights_repack(w[t], g, NULL));
+            loom_mat *ms[64];
+            cr_assert_leq(loom_layer_max_mats(c), 64);
             for (int l = 0; l < c->n_layers; l++) {
-                const loom_layer *L = &w[t]->layers[l];
-                const loom_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-                for (int i = 0; i < 7; i++)
-                    cr_assert(!ms[i]->data || ms[i]->r8 == loom_matmul_prefers_r8(ms[i]->type),
+                const int nm = loom_layer_mats(c, &w[t]->layers[l], ms);
+                cr_assert_eq(nm, (c->n_experts ? 5 + 3 * c->n_experts : 7), "layer %d lists %d matrices", l, nm);
+                for (int i = 0; i < nm; i++)
+                    cr_assert(ms[i]->r8 == loom_matmul_prefers_r8(ms[i]->type),
                               "tp %d rank %d layer %d matrix %d (%s): r8 %d", tp, t, l, i,
                               loom_type_name(ms[i]->type), ms[i]->r8);
             }
             const size_t after = w[t]->bytes_mapped + w[t]->bytes_copied; /* + the padding of partial groups */
-            cr_assert(after >= before && after - before < (size_t)8 * 4096 * 7 * c->n_layers,
+            cr_assert(after >= before && after - before < (size_t)8 * 4096 * loom_layer_max_mats(c) * c->n_layers,
                       "bytes %zu before repacking, %zu after", before, after);
         }
         loom_kv_config kc = {.n_layers = c->n_layers, .n_kv_heads = w[t]->n_kv, .head_dim = c->head_dim,
@@ -293,6 +309,9 @@ Test(families, r8_layout_gives_the_gguf_rows_bits) {
         {"phi3", "--arch phi3 --layers 2 --dim 256 --heads 8 --kv-heads 4 --ffn 544 --vocab 300 --type Q4_0 "
                  "--rope-dim 24"},
         {"llama", "--arch llama --layers 2 --dim 768 --heads 12 --kv-heads 3 --ffn 1536 --vocab 300 --type Q4_K_M"},
+        /* a mixture of experts: each expert's slices repacked apart (the down copies at tp 3) */
+        {"moe", "--arch llama --layers 2 --dim 256 --heads 8 --kv-heads 2 --ffn 384 --experts 4 --experts-used 2 "
+                "--vocab 300 --type Q4_0"},
         /* the embedding read from its tied head's copy (Q6_K) */
         {"tied", "--arch llama --layers 2 --dim 768 --heads 12 --kv-heads 3 --ffn 1536 --vocab 300 --type Q4_K_M --tied"},
     };
@@ -338,7 +357,7 @@ Test(families, r8_layout_takes_the_lm_head_on_every_stage) {
         cr_assert_eq(c.tied_embeddings, i == 0, "%s: tied_embeddings %d", models[i].name, c.tied_embeddings);
         for (int k = 0; k < 3; k++) {
             loom_shard sh = loom_shard_full(&c);
-            if (k == 0) sh.layer_begin = 1, sh.embed = false;
+            if (k == 0) sh.layer_begin = 1, sh.embed = false; /* (a mixture's layers: r8_layout_gives_the_gguf_rows_bits) */
             if (k == 2) sh.layer_end = 1, sh.head = false;
             loom_weights *w;
             OK(loom_weights_create(g, &c, &sh, &w));
@@ -415,6 +434,10 @@ Test(families, tp_split_sums_to_one_rank) {
                    "--type F16 --window 4 --window-pattern 2 --rope-scale 4"},
         {"phi3", "--arch phi3 --layers 2 --dim 96 --heads 6 --kv-heads 3 --ffn 200 --vocab 300 --type F32 --rope-dim 12 "
                  "--ctx 4096 --longrope-ctx 32"},
+        {"qwen3moe", "--arch qwen3moe --layers 2 --dim 96 --heads 6 --kv-heads 2 --head-dim 16 --ffn 200 --experts 6 "
+                     "--experts-used 2 --vocab 300 --type F32"},
+        {"mixtral", "--arch llama --layers 2 --dim 96 --heads 6 --kv-heads 2 --ffn 136 --experts 4 --experts-used 3 "
+                    "--vocab 300 --type F16"},
         {"gpt2", "--arch gpt2 --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --ctx 64 --type F32"},
         {"bert", "--arch bert --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --ctx 64 --type F32"},
         {"nomic-bert", "--arch nomic-bert --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --type F32"},
@@ -559,8 +582,9 @@ Test(families, positions_past_the_learned_table_are_refused) {
 
 /* ------------------------------------------------------------ devices */
 
-/* The device forward pass (runtime/device_forward.h) runs llama and qwen2
- * only: `auto` keeps every other family on the CPU, and asking for a device
+/* The device forward pass (runtime/device_forward.h) runs dense llama and
+ * qwen2 only: `auto` keeps every other family (and llama's mixtures of
+ * experts) on the CPU, and asking for a device
  * (the host device here; CUDA goes through the same check) is refused with
  * the family named, never run as if it were llama. */
 Test(families, device_pass_refuses_the_other_families) {

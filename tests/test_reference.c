@@ -21,8 +21,18 @@
  *    quantize activations to 8 bits (llama.cpp rounds the scales to fp16,
  *    loom keeps fp32); that is what these absorb.
  *
- * The other families (tests/fixtures/gen_families.sh: qwen3, gemma2,
- * gemma3, phi3, gpt2 in two weight types each) use the same tolerances.
+ * The other families (tests/fixtures/gen_families.sh: qwen3, qwen3moe,
+ * gemma2, gemma3, phi3, gpt2 in two weight types each, and a Mixtral-shaped
+ * llama) use the same tolerances, but for one thing: in a mixture of
+ * experts a row whose router scores the last expert it takes and the next
+ * one nearly alike may take the other one on one side — the two sides'
+ * 8-bit activations round apart, as in any quantized model — and that row's
+ * output then differs by a whole expert's share in that layer. Quantized
+ * mixtures may so differ in argmax at up to 1 % of positions, rounded up
+ * (measured: 0 to 2 of 941-1005; a wrong router or weighting differs nearly
+ * everywhere); the F32 one (qwen3moe-f32: no quantized activations, the
+ * router's input equal to rounding) must match as the dense ones do, and
+ * does within 0.002σ at every position.
  * Encoders (bert, nomic-bert, two weight types each) are compared by their
  * pooled embedding: cosine similarity with llama.cpp's >= EMBED_COS for
  * every prompt (the long one is ~880-940 tokens, encoded in one batch).
@@ -78,6 +88,7 @@ static void run_fixture(const char *fixture, const char *model, loom_type kv_typ
     loom_gguf *g;
     loom_engine *e = open_engine(model, kv_type, batch_rows, &g); /* long prompts are prefilled in chunks */
     int V = loom_engine_model(e)->vocab;
+    const bool experts = loom_engine_model(e)->n_experts > 0;
     for (int i = 0; i < ref.n; i++) {
         loom_ref_case *c = &ref.cases[i];
         int n = c->n_prompt + c->n_gen;
@@ -93,8 +104,9 @@ static void run_fixture(const char *fixture, const char *model, loom_type kv_typ
                "  all positions' top-5: max dev %.3fσ\n",
                fixture + sizeof(LOOM_TEST_DATA "/fixtures/") - 1, c->name, kv_type == LOOM_TYPE_F16 ? "f16" : "f32",
                rep.positions, rep.mismatches, rep.near_tie_flips, mx, rms, rep.top5_max_dev / rep.last_std);
-        cr_expect_eq(rep.mismatches, 0, "%s: argmax differs at %d positions outside near ties (first at %d)", c->name,
-                     rep.mismatches, rep.first_mismatch);
+        cr_expect_leq(rep.mismatches, experts ? (rep.positions + 99) / 100 : 0,
+                      "%s: argmax differs at %d positions outside near ties (first at %d)", c->name, rep.mismatches,
+                      rep.first_mismatch);
         cr_expect_leq(mx, MAX_DEV, "%s: last-position logits deviate by %.3fσ", c->name, mx);
         cr_expect_leq(rms, RMS_DEV, "%s: last-position logits RMS deviation %.3fσ", c->name, rms);
         free(logits);
@@ -152,6 +164,10 @@ Test(reference, synth_qwen2_q5_k_m, .timeout = 600) { run_fixture(FX("synth-qwen
 /* The other families: two weight types each, F16 and F32 KV caches */
 Test(reference, synth_qwen3_q4_k_m, .timeout = 600) { run_fixture(FX("synth-qwen3-q4_k_m.json"), NULL, LOOM_TYPE_F16, 128); }
 Test(reference, synth_qwen3_q8_0, .timeout = 600) { run_fixture(FX("synth-qwen3-q8_0.json"), NULL, LOOM_TYPE_F32, 100); }
+Test(reference, synth_qwen3moe_f32, .timeout = 600) { run_fixture(FX("synth-qwen3moe-f32.json"), NULL, LOOM_TYPE_F32, 100); }
+Test(reference, synth_qwen3moe_q4_k_m, .timeout = 600) { run_fixture(FX("synth-qwen3moe-q4_k_m.json"), NULL, LOOM_TYPE_F16, 128); }
+Test(reference, synth_qwen3moe_q8_0, .timeout = 600) { run_fixture(FX("synth-qwen3moe-q8_0.json"), NULL, LOOM_TYPE_F32, 77); }
+Test(reference, synth_mixtral_q5_k_m, .timeout = 600) { run_fixture(FX("synth-mixtral-q5_k_m.json"), NULL, LOOM_TYPE_F16, 100); }
 Test(reference, synth_gemma2_q5_k_m, .timeout = 600) { run_fixture(FX("synth-gemma2-q5_k_m.json"), NULL, LOOM_TYPE_F16, 77); }
 Test(reference, synth_gemma2_bf16, .timeout = 600) { run_fixture(FX("synth-gemma2-bf16.json"), NULL, LOOM_TYPE_F32, 256); }
 Test(reference, synth_gemma3_q4_k_m, .timeout = 600) { run_fixture(FX("synth-gemma3-q4_k_m.json"), NULL, LOOM_TYPE_F16, 64); }
