@@ -93,20 +93,30 @@ void loom_predict_rank_work(const loom_plan_model *m, const loom_shard *s, loom_
     double hd = c->head_dim, dim = c->dim;
     double nq = (s->q_end - s->q_begin) * hd, nkv = (s->kv_end - s->kv_begin) * hd;
     double nffn = (double)(s->ffn_end - s->ffn_begin), kvb = elem_bytes(kv_type);
+    /* a mixture of experts: a step of `rows` rows reads the experts some row
+     * takes — n (1 - (1 - k/n)^rows) of n where the router spreads the rows
+     * evenly — and computes k experts a row, and the router */
+    double touched = 1, used = 1;
+    if (c->n_experts) {
+        const double n = c->n_experts, k = c->n_experts_used;
+        touched = n * (1 - pow(1 - k / n, rows > 1 ? rows : 1));
+        used = k;
+    }
     for (int l = s->layer_begin; l < s->layer_end; l++) {
         const loom_plan_layer *L = &m->layers[l];
         out->attn_bytes += dim * (nq * elem_bytes(L->q) + nkv * (elem_bytes(L->k) + elem_bytes(L->v)) +
                                   nq * elem_bytes(L->o)) + 4 * dim;
         if (c->qkv_bias) out->attn_bytes += 4 * (nq + 2 * nkv);
         /* a plain MLP (gpt2, bert) has no gate */
-        out->mlp_bytes += dim * nffn * ((c->ffn_plain ? 0 : elem_bytes(L->gate)) + elem_bytes(L->up) + elem_bytes(L->down)) +
-                          4 * dim;
+        out->mlp_bytes += touched * dim * nffn *
+                              ((c->ffn_plain ? 0 : elem_bytes(L->gate)) + elem_bytes(L->up) + elem_bytes(L->down)) +
+                          4 * dim + (double)c->n_experts * dim * elem_bytes(L->router);
         out->layers++;
     }
     double L = out->layers;
     out->attn_bytes += L * rows * context * 2 * nkv * kvb;               /* K and V read per row */
     out->attn_flops = L * rows * (2 * dim * (2 * nq + 2 * nkv) + 4 * nq * context);
-    out->mlp_flops = L * rows * 2 * (c->ffn_plain ? 2 : 3) * dim * nffn;
+    out->mlp_flops = L * rows * (2 * (c->ffn_plain ? 2 : 3) * dim * nffn * used + 2 * dim * c->n_experts);
     if (s->head && logit_rows > 0 && !c->encoder) { /* an encoder has no lm head */
         double nv = (double)(s->vocab_end - s->vocab_begin);
         out->head_bytes = nv * dim * elem_bytes(m->head) + 4 * dim;

@@ -316,13 +316,14 @@ static loom_status type_named(const char *name, const char *path, loom_type *t) 
 }
 
 loom_status loom_predict_model_describe(const char *path, loom_plan_model *m) {
-    static const char *const keys[] = {"name", "layers", "dim",   "heads", "kv_heads", "head_dim", "ffn", "mlp",
-                                       "vocab", "tied",  "type", "head_type", "ctx_train", "note", "source", NULL};
+    static const char *const keys[] = {"name",      "layers", "dim",  "heads",     "kv_heads",     "head_dim",
+                                       "ffn",       "mlp",    "vocab", "tied",     "type",         "head_type",
+                                       "ctx_train", "note",   "source", "experts", "experts_used", NULL};
     memset(m, 0, sizeof *m);
     json_t *root;
     LOOM_TRY(open_json(path, &root));
     loom_status st = known_keys(root, keys, path, "the model description");
-    double L = 0, dim = 0, h = 0, kv = 0, hd = 0, ffn = 0, vocab = 0, ctx = 131072;
+    double L = 0, dim = 0, h = 0, kv = 0, hd = 0, ffn = 0, vocab = 0, ctx = 131072, ne = 0, nu = 0;
     const char *mlp = "gated", *type = NULL, *head_type = NULL;
     if (!st) st = num(root, "layers", 1, 4096, path, &L);
     if (!st) st = num(root, "dim", 1, 1 << 20, path, &dim);
@@ -332,6 +333,11 @@ loom_status loom_predict_model_describe(const char *path, loom_plan_model *m) {
     if (!st) st = num(root, "ffn", 1, 1 << 24, path, &ffn);
     if (!st) st = num(root, "vocab", 1, 1 << 24, path, &vocab);
     if (!st) st = num(root, "ctx_train", 1, 1 << 24, path, &ctx);
+    if (!st) st = num(root, "experts", 0, LOOM_MAX_EXPERTS, path, &ne);
+    if (!st) st = num(root, "experts_used", 0, LOOM_MAX_EXPERTS, path, &nu);
+    if (!st && ((ne > 0) != (nu > 0 && nu <= ne) || fmod(ne, 1) != 0 || fmod(nu, 1) != 0))
+        st = loom_error(LOOM_ERR_FORMAT, "%s: a mixture of experts needs \"experts\" and \"experts_used\" (1 to "
+                        "\"experts\"; \"ffn\": each expert's width)", path);
     if (!st) st = str(root, "mlp", path, &mlp);
     if (!st) st = str(root, "type", path, &type);
     if (!st) st = str(root, "head_type", path, &head_type);
@@ -362,6 +368,7 @@ loom_status loom_predict_model_describe(const char *path, loom_plan_model *m) {
         c->ffn = !strcmp(mlp, "plain") ? (int)(2 * ffn / 3) : (int)ffn;
         c->vocab = (int)vocab, c->ctx_train = (int)ctx, c->rope_base = 10000, c->rope_freq_scale = 1;
         c->norm_eps = 1e-5f, c->tied_embeddings = json_is_true(tied);
+        c->n_experts = (int)ne, c->n_experts_used = (int)nu, c->expert_norm = ne > 0;
         m->embed = t, m->head = c->tied_embeddings ? t : ht;
         m->layers = calloc((size_t)L, sizeof *m->layers);
         if (!m->layers) st = loom_error(LOOM_ERR_NOMEM, "out of memory for %g layers", L);

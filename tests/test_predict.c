@@ -160,6 +160,49 @@ Test(predict, tp_shards_add_up, .init = make_dir, .fini = rm_dir) {
     loom_plan_model_free(&m);
 }
 
+/* A mixture of experts: one row reads and computes its k experts (what the
+ * planner counts per token), the router read whole; a step of many rows
+ * reads nearly every expert but computes k a row. */
+Test(predict, experts_read_what_the_rows_take, .init = make_dir, .fini = rm_dir) {
+    char path[256];
+    loom_plan_model m;
+    OK(loom_predict_model_describe(put("m.json",
+                                       "{\"layers\": 4, \"dim\": 256, \"heads\": 4, \"kv_heads\": 4, \"ffn\": 128, "
+                                       "\"experts\": 16, \"experts_used\": 2, \"vocab\": 1000, \"type\": \"F16\"}",
+                                       path, sizeof path),
+                               &m));
+    cr_assert(m.cfg.n_experts == 16 && m.cfg.n_experts_used == 2 && m.cfg.ffn == 128);
+    loom_plan *p = plan_of(&m, 1, 1, 1, 256);
+    loom_predict_work w, many;
+    loom_predict_rank_work(&m, &p->ranks[0].shard, LOOM_TYPE_F16, 1, 1, 0, &w);
+    double mine = w.attn_bytes + w.mlp_bytes + w.head_bytes, plan = (double)p->stages[0].cost;
+    cr_assert(fabs(mine + 256 * 2 - plan) <= 0.001 * plan, "shard reads %.0f + 512, plan says %.0f", mine, plan);
+    const double expert = 3 * 256.0 * 128 * 2, router = 16 * 256.0 * 4; /* F16 experts, an F32 router */
+    cr_assert(near(w.mlp_bytes, 4 * (2 * expert + router + 4 * 256), 1e-12), "mlp bytes %.0f", w.mlp_bytes);
+    cr_assert(near(w.mlp_flops, 4 * (2 * 2 * 3 * 256.0 * 128 + 2 * 256.0 * 16), 1e-12));
+    loom_predict_rank_work(&m, &p->ranks[0].shard, LOOM_TYPE_F16, 256, 1, 0, &many);
+    cr_assert(many.mlp_bytes > 4 * 15.9 * expert && many.mlp_bytes < 4 * (16 * expert + router + 4 * 256) + 1,
+              "256 rows read %.0f bytes of experts", many.mlp_bytes);
+    cr_assert(near(many.mlp_flops, 256 * w.mlp_flops, 1e-12));
+    /* half the experts' columns on each of two TP ranks */
+    loom_plan *two = plan_of(&m, 2, 1, 1, 256);
+    loom_predict_work a;
+    loom_predict_rank_work(&m, &two->ranks[0].shard, LOOM_TYPE_F16, 1, 1, 0, &a);
+    cr_assert(near(a.mlp_bytes - 4 * (router + 4 * 256), 4 * expert, 1e-12), "tp 2 rank 0: %.0f", a.mlp_bytes);
+    const char *bad[] = {"{\"layers\": 1, \"dim\": 64, \"heads\": 1, \"kv_heads\": 1, \"ffn\": 64, \"vocab\": 9, "
+                         "\"type\": \"F16\", \"experts\": 8}",
+                         "{\"layers\": 1, \"dim\": 64, \"heads\": 1, \"kv_heads\": 1, \"ffn\": 64, \"vocab\": 9, "
+                         "\"type\": \"F16\", \"experts\": 8, \"experts_used\": 9}"};
+    for (int i = 0; i < 2; i++) {
+        loom_plan_model b;
+        loom_status st = loom_predict_model_describe(put("b.json", bad[i], path, sizeof path), &b);
+        cr_assert(st && strstr(loom_status_message(st), "experts_used"), "%s", st ? loom_status_message(st) : "accepted");
+        loom_status_free(st);
+    }
+    loom_plan_free(p), loom_plan_free(two);
+    loom_plan_model_free(&m);
+}
+
 /* ------------------------------------------------------------ the pipeline */
 
 /* A device that is either purely compute-bound or purely memory-bound, and
