@@ -11,7 +11,8 @@
  *     partial outputs of every shard of a stage summed by hand;
  *   - the new row operations (LayerNorm, GELU) on every ISA level against a
  *     double-precision reference; pooling;
- *   - what is refused: positions past gpt2's learned table, a causal bert.
+ *   - what is refused: positions past gpt2's learned table, a causal bert,
+ *     a malformed mixture of experts.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -25,6 +26,7 @@
 #include "reference.h"
 #include "runtime/device_forward.h"
 #include "runtime/forward.h"
+#include "runtime/gguf_write.h"
 #include "runtime/kernels.h"
 #include "runtime/model.h"
 #include "runtime/ops.h"
@@ -577,6 +579,132 @@ Test(families, positions_past_the_learned_table_are_refused) {
     free(logits);
     loom_engine_free(e);
     loom_gguf_free(g);
+    unlink(path);
+}
+
+/* A one-layer F32 model of `arch` (width 32, vocabulary 8) with a mixture
+ * of `experts` (0: no expert_count key) of which `used` are used; `router`:
+ * write ffn_gate_inp; the expert tensors hold `ne2` matrices (0: a dense
+ * MLP instead). */
+static void write_moe(const char *path, const char *arch, int experts, int used, bool router, int ne2) {
+    loom_gguf_writer *w;
+    OK(loom_gguf_writer_create(&w));
+    char key[96];
+#define U32(k, v)                                                                  \
+    do {                                                                           \
+        snprintf(key, sizeof key, "%s." k, arch);                                  \
+        OK(loom_gguf_writer_add_uint(w, key, LOOM_GGUF_U32, v));                   \
+    } while (0)
+    OK(loom_gguf_writer_add_str(w, "general.architecture", arch));
+    U32("block_count", 1);
+    U32("embedding_length", 32);
+    U32("feed_forward_length", 32);
+    U32("attention.head_count", 1);
+    if (experts) U32("expert_count", (uint64_t)experts);
+    if (used) U32("expert_used_count", (uint64_t)used);
+    if (!strcmp(arch, "qwen3moe")) U32("expert_feed_forward_length", 32);
+#undef U32
+    const int64_t v[1] = {32}, sq[2] = {32, 32}, emb[2] = {32, 8}, rt[2] = {32, experts ? experts : 4},
+                  ex[3] = {32, 32, ne2};
+    static const char *const vecs[] = {"blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "blk.0.attn_q_norm.weight",
+                                       "blk.0.attn_k_norm.weight", "output_norm.weight"};
+    static const char *const mats[] = {"blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight",
+                                       "blk.0.attn_output.weight"};
+    for (int i = 0; i < 5; i++) OK(loom_gguf_writer_add_tensor(w, vecs[i], LOOM_TYPE_F32, 1, v, NULL));
+    for (int i = 0; i < 4; i++) OK(loom_gguf_writer_add_tensor(w, mats[i], LOOM_TYPE_F32, 2, sq, NULL));
+    OK(loom_gguf_writer_add_tensor(w, "token_embd.weight", LOOM_TYPE_F32, 2, emb, NULL));
+    OK(loom_gguf_writer_add_tensor(w, "output.weight", LOOM_TYPE_F32, 2, emb, NULL));
+    if (router) OK(loom_gguf_writer_add_tensor(w, "blk.0.ffn_gate_inp.weight", LOOM_TYPE_F32, 2, rt, NULL));
+    static const char *const exps[] = {"blk.0.ffn_gate_exps.weight", "blk.0.ffn_up_exps.weight",
+                                       "blk.0.ffn_down_exps.weight"};
+    static const char *const dense[] = {"blk.0.ffn_gate.weight", "blk.0.ffn_up.weight", "blk.0.ffn_down.weight"};
+    for (int i = 0; i < 3; i++) {
+        if (ne2) OK(loom_gguf_writer_add_tensor(w, exps[i], LOOM_TYPE_F32, 3, ex, NULL));
+        else OK(loom_gguf_writer_add_tensor(w, dense[i], LOOM_TYPE_F32, 2, sq, NULL));
+    }
+    OK(loom_gguf_writer_write_path(w, path, 0));
+    loom_gguf_writer_free(w);
+}
+
+/* What a mixture of experts that is not whole, or not one loom runs, gets:
+ * an error naming the key or tensor, at the configuration, the plan and
+ * the weights; a whole one loads and runs a token. */
+Test(families, malformed_mixtures_are_refused) {
+    static const struct {
+        const char *arch;
+        int experts, used;
+        bool router;
+        int ne2;
+        const char *says; /* at the configuration, or NULL: loads; then the plan and weights say plan_says */
+        const char *plan_says;
+    } cases[] = {
+        {"qwen3moe", 4, 2, true, 4, NULL, NULL},
+        {"llama", 4, 1, true, 4, NULL, NULL},
+        {"qwen3moe", 0, 2, true, 4, "qwen3moe.expert_count is missing", NULL},
+        {"qwen3moe", 4, 0, true, 4, "qwen3moe.expert_used_count is missing", NULL},
+        {"qwen3moe", 4, 5, true, 4, "qwen3moe.expert_used_count = 5 is out of range (1..4)", NULL},
+        {"llama", 0, 0, true, 0, "blk.0.ffn_gate_inp.weight (a router) but no llama.expert_count", NULL},
+        {"gemma2", 4, 2, true, 4, "mixtures of experts in llama and qwen3moe models only", NULL},
+        {"llama", 4, 2, false, 4, NULL, "tensor blk.0.ffn_gate_inp.weight is missing"},
+        {"llama", 4, 2, true, 3, NULL, "ffn_gate_exps.weight has shape [32, 32, 3], expected [32, 32, 4]"},
+        {"llama", 4, 2, true, 0, NULL, "tensor blk.0.ffn_gate_exps.weight is missing"},
+    };
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/loom-test-moe-%d.gguf", (int)getpid());
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_moe(path, cases[i].arch, cases[i].experts, cases[i].used, cases[i].router, cases[i].ne2);
+        loom_gguf *g;
+        OK(loom_gguf_open(path, &g));
+        loom_model_config c;
+        loom_status st = loom_model_config_read(g, &c);
+        if (cases[i].says) {
+            cr_assert(st && strstr(loom_status_message(st), cases[i].says), "case %zu: %s", i,
+                      st ? loom_status_message(st) : "accepted");
+            loom_status_free(st);
+            loom_gguf_free(g);
+            continue;
+        }
+        cr_assert(!st, "case %zu: %s", i, loom_status_message(st));
+        cr_assert(c.n_experts == cases[i].experts && c.n_experts_used == cases[i].used, "case %zu", i);
+        loom_plan_model m;
+        st = loom_plan_model_read(g, &c, &m);
+        loom_shard sh = loom_shard_full(&c);
+        loom_weights *w = NULL;
+        loom_status wst = loom_weights_create(g, &c, &sh, &w);
+        if (cases[i].plan_says) {
+            cr_assert(st && strstr(loom_status_message(st), cases[i].plan_says), "case %zu plan: %s", i,
+                      st ? loom_status_message(st) : "accepted");
+            cr_assert(wst && strstr(loom_status_message(wst), cases[i].plan_says), "case %zu weights: %s", i,
+                      wst ? loom_status_message(wst) : "accepted");
+            loom_status_free(st);
+            loom_status_free(wst);
+        } else {
+            cr_assert(!st && !wst, "case %zu: %s", i, loom_status_message(st ? st : wst));
+            loom_kv_config kc = {.n_layers = 1, .n_kv_heads = 1, .head_dim = 32, .type = LOOM_TYPE_F32,
+                                 .block_tokens = 16, .n_blocks = 1, .max_seqs = 1, .max_ctx = 16};
+            loom_kv_cache *kv;
+            loom_pool *pool;
+            loom_forward *f;
+            OK(loom_kv_create(&kc, &kv));
+            OK(loom_kv_reserve(kv, 0, 2));
+            OK(loom_pool_create(1, &pool));
+            OK(loom_forward_create(w, kv, pool, 2, &f));
+            int32_t tok[2] = {3, 5}, pos[2] = {0, 1}, seq[2] = {0, 0};
+            int8_t want[2] = {1, 1};
+            loom_batch b = {2, tok, NULL, pos, seq, want};
+            OK(loom_forward_prepare(f, &b));
+            OK(loom_forward_embed(f, &b));
+            OK(loom_forward_attention(f, 0, &b, loom_forward_scratch(f)));
+            loom_forward_mlp(f, 0, 2, loom_forward_scratch(f)); /* zero weights: zero output, no NaN */
+            for (int k = 0; k < 64; k++) cr_assert_eq(loom_forward_scratch(f)[k], 0.0f, "case %zu", i);
+            loom_forward_free(f);
+            loom_pool_free(pool);
+            loom_kv_free(kv);
+            loom_weights_free(w);
+            loom_plan_model_free(&m);
+        }
+        loom_gguf_free(g);
+    }
     unlink(path);
 }
 
