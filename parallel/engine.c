@@ -404,13 +404,19 @@ loom_status loom_engine_shutdown(loom_engine *e) {
     return ws;
 }
 
-loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, float *logits) {
+/* loom_engine_score, and loom_engine_score_chunks where chunk is set: then
+ * each chunk's rows go to out (batch_rows rows) and to chunk. */
+static loom_status score(loom_engine *e, const int32_t *tokens, int n, float *out,
+                         void (*chunk)(void *user, int p0, int rows, const float *logits), void *user) {
     if (!e->coordinator) return loom_error(LOOM_ERR_INVALID, "only the coordinator (rank 0) scores");
     if (n < 1 || n > e->opt.ctx_size)
         return loom_error(LOOM_ERR_CONTEXT, "scoring %d tokens with a context size of %d", n, e->opt.ctx_size);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= e->cfg.vocab)
             return loom_error(LOOM_ERR_INVALID, "token %d at index %d is outside the vocabulary", tokens[i], i);
+    if (e->cfg.bidirectional && n > e->opt.batch_rows) /* every row must see the whole sequence: one step */
+        return loom_error(LOOM_ERR_CONTEXT, "%s encodes a sequence in one batch: %d tokens exceed the batch of %d rows",
+                          e->cfg.arch_name, n, e->opt.batch_rows);
     uint32_t slot = (uint32_t)e->opt.max_seqs; /* the spare slot */
     int B = e->opt.block_tokens, nb = (n + B - 1) / B;
     int32_t *blocks = malloc((size_t)nb * sizeof *blocks);
@@ -424,9 +430,6 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
     }
     loom_status st = NULL;
     int R = e->opt.batch_rows, V = e->width;
-    if (e->cfg.bidirectional && n > R) /* every row must see the whole sequence: one step */
-        return loom_error(LOOM_ERR_CONTEXT, "%s encodes a sequence in one batch: %d tokens exceed the batch of %d rows",
-                          e->cfg.arch_name, n, R);
     for (int p0 = 0; !st; p0 += R) {
         /* chunks of rows, then one step that only releases the slot */
         bool last = p0 >= n;
@@ -451,7 +454,7 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
             step.n_release = 1;
         }
         Loom__StepResult res = LOOM__STEP_RESULT__INIT;
-        e->score_dst = logits + (size_t)(last ? 0 : p0) * V;
+        e->score_dst = out + (size_t)(last || chunk ? 0 : p0) * V;
         st = loom_engine_launch(e, &step, &res);
         if (!st && e->topo.n_stages > 1) { /* the logits follow the last stage's result */
             Loom__StepResult *r = NULL;
@@ -460,11 +463,21 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
             if (!st && !last) st = loom_transfer_floats_recv(e->xfer, e->score_dst, (size_t)rows * V);
         }
         if (last) break;
+        if (!st && chunk) chunk(user, p0, rows, e->score_dst);
     }
     if (st) loom_kv_clear(e->kv, (int)slot); /* the release step did not run */
     for (int i = 0; i < nb; i++) loom_kv_blocks_unref(e->blocks, blocks[i]);
     free(blocks);
     return st;
+}
+
+loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, float *logits) {
+    return score(e, tokens, n, logits, NULL, NULL);
+}
+
+loom_status loom_engine_score_chunks(loom_engine *e, const int32_t *tokens, int n, float *buf,
+                                     void (*chunk)(void *user, int p0, int rows, const float *logits), void *user) {
+    return score(e, tokens, n, buf, chunk, user);
 }
 
 void loom_engine_request_report(loom_engine *e) { e->report_wanted = true; }

@@ -73,6 +73,15 @@ loom_status loom_engine_work(loom_engine *e) LOOM_MUST_USE;
  * the last layer's hidden states (n, dim) instead, all n tokens in one
  * batch (LOOM_ERR_CONTEXT when n exceeds the batch rows). */
 loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, float *logits) LOOM_MUST_USE;
+/* The same a chunk of rows at a time, for long prompts and large
+ * vocabularies: each chunk's logits (rows, vocab) go to buf (batch_rows x
+ * vocab floats) and then to chunk(user, first position, rows, buf), in
+ * order. The spare slot needs free KV blocks: LOOM_ERR_KV_FULL, before any
+ * step, where there are not enough. Not while a scheduler has steps in
+ * flight (loom_scheduler_drain). */
+loom_status loom_engine_score_chunks(loom_engine *e, const int32_t *tokens, int n, float *buf,
+                                     void (*chunk)(void *user, int p0, int rows, const float *logits),
+                                     void *user) LOOM_MUST_USE;
 
 /* Coordinator: asks every rank for its figures with the next step it
  * launches (no extra message on the way there). */

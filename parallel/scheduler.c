@@ -691,6 +691,22 @@ static loom_status step_once(loom_scheduler *s) {
     return st;
 }
 
+loom_status loom_scheduler_drain(loom_scheduler *s) {
+    while (s->inflight > 0 && !s->failed) {
+        Loom__StepResult *r = NULL;
+        loom_status st = loom_engine_collect(s->e, &r);
+        if (!st) st = take_result(s, &s->mbs[s->head], r);
+        loom__step_result__free_unpacked(r, NULL);
+        s->head = (s->head + 1) % s->P;
+        s->inflight--;
+        if (st) {
+            fail_all(s, st);
+            return st;
+        }
+    }
+    return NULL;
+}
+
 loom_status loom_scheduler_step(loom_scheduler *s) {
     if (s->failed) return loom_error(LOOM_ERR_INVALID, "the scheduler stopped after an engine failure");
     if (s->n_active == 0 && s->inflight == 0) s->t_mark = loom_now_s(); /* idle time counts nowhere */

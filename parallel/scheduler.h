@@ -134,6 +134,11 @@ bool loom_scheduler_cancel(loom_scheduler *s, uint64_t id);
  * scheduler refuses further work. */
 loom_status loom_scheduler_step(loom_scheduler *s) LOOM_MUST_USE;
 
+/* Collects every micro-batch in flight (reporting their tokens), so the
+ * engine may run something else (loom_engine_score_chunks) before the next
+ * step; the next step starts the pipeline again. Errors as for step. */
+loom_status loom_scheduler_drain(loom_scheduler *s) LOOM_MUST_USE;
+
 /* Requests waiting plus running; running ones. */
 int loom_scheduler_pending(const loom_scheduler *s);
 int loom_scheduler_running(const loom_scheduler *s);

@@ -287,7 +287,16 @@ Test(openai, completions_prompt_shapes) {
     cr_assert(p.n_prompts == 1 && p.prompts[0].n_ids == 3 && p.prompts[0].ids[2] == 3);
     srv_params_free(&p);
     cr_assert(parse(SRV_COMPLETION, "{\"prompt\":[[1],[2,3]]}", &p, &e), "%s", e.message);
-    cr_assert(p.n_prompts == 2 && p.prompts[1].n_ids == 2);
+    cr_assert(p.n_prompts == 2 && p.prompts[1].n_ids == 2 && !p.echo);
+    srv_params_free(&p);
+    /* echo: max_tokens 0 (the prompt's log-probabilities alone) is allowed, as either name */
+    cr_assert(parse(SRV_COMPLETION, "{\"prompt\":[1,2],\"echo\":true,\"max_tokens\":0,\"logprobs\":1}", &p, &e),
+              "%s", e.message);
+    cr_assert(p.echo && p.max_tokens == 0 && p.logprobs && p.top_logprobs == 1);
+    srv_params_free(&p);
+    cr_assert(parse(SRV_COMPLETION, "{\"prompt\":\"a\",\"echo\":true,\"max_completion_tokens\":0,\"max_tokens\":5}",
+                    &p, &e), "%s", e.message);
+    cr_assert(p.echo && p.max_tokens == 0);
     srv_params_free(&p);
 }
 
@@ -323,7 +332,10 @@ Test(openai, bad_requests) {
         {SRV_COMPLETION, "{\"prompt\":[]}", "prompt"},
         {SRV_COMPLETION, "{\"prompt\":[-1]}", "prompt"},
         {SRV_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":true}", "logprobs"},
-        {SRV_COMPLETION, "{\"prompt\":\"x\",\"echo\":true}", "echo"},
+        {SRV_COMPLETION, "{\"prompt\":\"x\",\"echo\":1}", "echo"},
+        {SRV_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":0}", "max_tokens"}, /* 0 only with echo */
+        {SRV_COMPLETION, "{\"prompt\":\"x\",\"echo\":true,\"max_tokens\":-1}", "max_tokens"},
+        {SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"echo\":true}", "echo"},
         {SRV_COMPLETION, "{\"prompt\":\"x\",\"best_of\":3}", "best_of"},
         {SRV_COMPLETION, "{\"prompt\":\"x\",\"model\":7}", "model"},
         {SRV_COMPLETION, "{\"prompt\":\"\xff\"}", NULL}, /* not UTF-8 */

@@ -158,6 +158,45 @@ static void add_logprobs(srv *s, srv_kind kind, choice *c, int32_t tok, float lp
     json_array_append_new(json_object_get(c->lp, "text_offset"), json_integer((json_int_t)c->text_total));
 }
 
+/* echo: the prompt (its text, or its ids' text) leads c's text, and its
+ * tokens lead c's log-probabilities when asked: the first token's
+ * log-probability and alternatives null (nothing comes before it), the
+ * others' as generated tokens' (plp: srv_score_prompt's). */
+static bool add_echo(srv *s, choice *c, const srv_prompt *q, const int32_t *ids, int n, const srv_prompt_lp *plp,
+                     int top) {
+    loom_strbuf ids_text = {0};
+    const char *text = q->text;
+    size_t len = text ? strlen(text) : 0;
+    if (!text) {
+        loom_status st = loom_detokenize(s->tok, ids, (size_t)n, false, &ids_text);
+        if (st) {
+            loom_status_free(st);
+            return false;
+        }
+        text = ids_text.data ? ids_text.data : "", len = ids_text.len;
+    }
+    for (int i = 0; c->lp && i < n; i++) {
+        if (i > 0) {
+            add_logprobs(s, SRV_COMPLETION, c, ids[i], plp->lp[i], plp->top_ids + (size_t)i * top,
+                         plp->top_lp + (size_t)i * top, top);
+        } else {
+            json_array_append_new(json_object_get(c->lp, "tokens"), token_json(s, ids[0]));
+            json_array_append_new(json_object_get(c->lp, "token_logprobs"), json_null());
+            json_array_append_new(json_object_get(c->lp, "top_logprobs"), json_null());
+            json_array_append_new(json_object_get(c->lp, "text_offset"), json_integer(0));
+        }
+        size_t piece;
+        (void)loom_token_piece(s->tok, ids[i], false, &piece);
+        c->text_total += piece; /* the next token's offset, at most the text's end */
+        if (c->text_total > len) c->text_total = len;
+    }
+    loom_status st = loom_strbuf_append(&c->text, text, len);
+    c->text_total = len;
+    loom_strbuf_free(&ids_text);
+    if (st) loom_status_free(st);
+    return !st;
+}
+
 static json_t *empty_logprobs(srv_kind kind) {
     if (kind == SRV_CHAT) return json_array();
     return json_pack("{s:[], s:[], s:[], s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
@@ -526,9 +565,13 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
     loom_tokens toks[SRV_MAX_PROMPTS];
     memset(toks, 0, sizeof toks);
     bool ok = true, opened = false;
+    srv_prompt_lp plp[SRV_MAX_PROMPTS];
+    memset(plp, 0, sizeof plp);
     for (int i = 0; ok && i < n_prompts; i++) {
         ok = prompt_tokens(s, &j->p, i, &toks[i], &opened, e) && check_length(s, (int)toks[i].n, e);
         if (ok) j->prompt_tokens += (int)toks[i].n;
+        if (ok && j->p.echo && j->p.logprobs)
+            ok = srv_score_prompt(s, toks[i].ids, (int)toks[i].n, j->p.top_logprobs, &plp[i], e);
     }
     for (int i = 0; ok && i < j->n; i++) {
         const loom_tokens *t = &toks[i / per];
@@ -548,11 +591,17 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         if (use_tools && j->p.tool_force) srv_tools_force(&c->tools, j->p.tool_force_name);
         if (j->p.logprobs) c->lp = empty_logprobs(kind);
         if (!c->req || (j->p.logprobs && !c->lp)) ok = oom(e);
+        if (ok && j->p.echo && !add_echo(s, c, &j->p.prompts[i / per], t->ids, (int)t->n, &plp[i / per], j->p.top_logprobs))
+            ok = oom(e);
+        if (ok && r.max_tokens == 0) { /* echo alone: nothing to generate */
+            c->finished = true;
+            snprintf(c->finish, sizeof c->finish, "length");
+        }
     }
-    for (int i = 0; i < n_prompts; i++) loom_tokens_free(&toks[i]);
+    for (int i = 0; i < n_prompts; i++) loom_tokens_free(&toks[i]), srv_prompt_lp_free(&plp[i]);
     for (int i = 0; ok && i < j->n; i++) {
-        j->ch[i].pending = i % per != 0;
-        if (!j->ch[i].pending) ok = srv_submit(s, j->ch[i].req, e);
+        j->ch[i].pending = i % per != 0 && !j->ch[i].finished;
+        if (!j->ch[i].pending && !j->ch[i].finished) ok = srv_submit(s, j->ch[i].req, e);
     }
     return ok;
 }

@@ -16,7 +16,14 @@
  * the only thread that touches the engine) and waits for it. Generation
  * requests are refused for encoders (srv_refuse_generation), so nothing
  * else runs through the engine meanwhile.
+ *
+ * The same queue scores prompts for completions' echo (srv_score_prompt):
+ * the scheduler's micro-batches in flight are collected first, then the
+ * prompt goes through the spare KV slot a chunk of rows at a time, each
+ * chunk's logits reduced to the next token's log-probability and the top
+ * alternatives before the next (a row's full logits never pile up).
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +36,11 @@ struct srv_embed_job {
     int32_t **ids;   /* (n) token ids of each input */
     int *n_ids;      /* (n) */
     float *out;      /* (n, dim) pooled, normalised */
+    int top;         /* >= 0: a prompt to score (n 1) with `top` alternatives a position, into lp */
+    srv_prompt_lp *lp;
     bool done;       /* shared */
     char *error;     /* shared: set with done on failure */
+    loom_code code;  /* shared: the error's */
     pthread_cond_t cv;
     srv_embed_job *next;
 };
@@ -113,6 +123,7 @@ static srv_embed_job *parse(srv *s, json_t *o, bool *b64, srv_error *e) {
                NULL;
     srv_embed_job *j = calloc(1, sizeof *j);
     if (j) {
+        j->top = -1; /* embeddings */
         j->ids = calloc((size_t)n, sizeof *j->ids);
         j->n_ids = calloc((size_t)n, sizeof *j->n_ids);
         j->out = malloc(sizeof(float) * (size_t)n * dim);
@@ -139,6 +150,40 @@ static srv_embed_job *parse(srv *s, json_t *o, bool *b64, srv_error *e) {
     return j;
 }
 
+/* One chunk of a scored prompt's rows: row r (position p0 + r) predicts
+ * token p0 + r + 1. */
+typedef struct {
+    const int32_t *ids;
+    int n, V, top;
+    srv_prompt_lp *out;
+} lp_pass;
+
+static void lp_chunk(void *user, int p0, int rows, const float *logits) {
+    const lp_pass *a = user;
+    for (int r = 0; r < rows; r++) {
+        const int p = p0 + r + 1;
+        if (p >= a->n) break;
+        const float *l = logits + (size_t)r * a->V;
+        float mx = l[0];
+        for (int v = 1; v < a->V; v++) mx = l[v] > mx ? l[v] : mx;
+        double sum = 0;
+        for (int v = 0; v < a->V; v++) sum += exp((double)l[v] - mx);
+        const double lse = mx + log(sum);
+        a->out->lp[p] = (float)(l[a->ids[p]] - lse);
+        int32_t *ti = a->out->top_ids + (size_t)p * a->top;
+        float *tl = a->out->top_lp + (size_t)p * a->top;
+        for (int k = 0; k < a->top; k++) ti[k] = -1;
+        for (int v = 0; v < a->V; v++) { /* insertion into the top list, highest first (lower id among equals) */
+            int k = a->top;
+            while (k > 0 && (ti[k - 1] < 0 || l[v] > l[ti[k - 1]])) k--;
+            if (k == a->top) continue;
+            for (int m = a->top - 1; m > k; m--) ti[m] = ti[m - 1];
+            ti[k] = v;
+        }
+        for (int k = 0; k < a->top; k++) tl[k] = (float)(l[ti[k]] - lse);
+    }
+}
+
 void srv_embed_run(srv *s) {
     const loom_model_config *c = loom_engine_model(s->e);
     const int dim = c->dim, R = loom_engine_options_of(s->e)->batch_rows;
@@ -148,17 +193,28 @@ void srv_embed_run(srv *s) {
         s->embed_head = j->next;
         if (!s->embed_head) s->embed_tail = NULL;
         pthread_mutex_unlock(&s->mu);
-        float *hidden = malloc(sizeof(float) * (size_t)R * dim);
-        loom_status st = hidden ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
-        for (int i = 0; i < j->n && !st; i++) {
-            st = loom_engine_score(s->e, j->ids[i], j->n_ids[i], hidden);
-            if (!st) loom_embedding_pool(pool, hidden, j->n_ids[i], dim, true, j->out + (size_t)i * dim);
+        loom_status st = NULL;
+        if (j->top >= 0) { /* a prompt to score: the pipeline emptied first */
+            float *buf = malloc(sizeof(float) * (size_t)R * c->vocab);
+            lp_pass a = {j->ids[0], j->n_ids[0], c->vocab, j->top, j->lp};
+            st = buf ? loom_scheduler_drain(s->sched) : loom_error(LOOM_ERR_NOMEM, "out of memory scoring a prompt");
+            if (!st) st = loom_engine_score_chunks(s->e, j->ids[0], j->n_ids[0], buf, lp_chunk, &a);
+            free(buf);
+        } else {
+            float *hidden = malloc(sizeof(float) * (size_t)R * dim);
+            st = hidden ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
+            for (int i = 0; i < j->n && !st; i++) {
+                st = loom_engine_score(s->e, j->ids[i], j->n_ids[i], hidden);
+                if (!st) loom_embedding_pool(pool, hidden, j->n_ids[i], dim, true, j->out + (size_t)i * dim);
+            }
+            free(hidden);
         }
-        free(hidden);
         pthread_mutex_lock(&s->mu);
         if (st) {
             j->error = strdup(loom_status_message(st));
-            if (loom_status_code(st) != LOOM_ERR_CONTEXT && loom_status_code(st) != LOOM_ERR_INVALID) {
+            j->code = loom_status_code(st);
+            if (j->code != LOOM_ERR_CONTEXT && j->code != LOOM_ERR_INVALID && j->code != LOOM_ERR_KV_FULL &&
+                j->code != LOOM_ERR_NOMEM) {
                 s->failed = true; /* the cluster may be out of step: the engine failed */
                 snprintf(s->fail_msg, sizeof s->fail_msg, "%s", loom_status_message(st));
             }
@@ -178,6 +234,70 @@ void srv_embed_fail_all(srv *s, const char *why) {
         pthread_cond_broadcast(&j->cv);
     }
     s->embed_tail = NULL;
+}
+
+/* Queues j for the scheduler thread and waits for it; false (e filled)
+ * when the server cannot take it or it failed. */
+static bool run_job(srv *s, srv_embed_job *j, srv_error *e) {
+    pthread_mutex_lock(&s->mu);
+    bool queued = !s->failed && s->accepting;
+    if (!queued) {
+        srv_fail(e, 503, "server_error", NULL, NULL, s->failed ? "the engine failed: %s" : "the server is shutting down%s",
+                 s->failed ? s->fail_msg : "");
+    } else {
+        if (s->embed_tail) s->embed_tail->next = j;
+        else s->embed_head = j;
+        s->embed_tail = j;
+        pthread_cond_signal(&s->work);
+        while (!j->done) pthread_cond_wait(&j->cv, &s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!queued) return false;
+    if (j->error) {
+        if (j->code == LOOM_ERR_KV_FULL) /* room comes back as requests finish */
+            return srv_fail(e, 503, "server_error", NULL, NULL, "no room in the KV cache to score the prompt now (%s); "
+                            "retry", j->error);
+        return srv_fail(e, j->code == LOOM_ERR_CONTEXT ? 400 : 500, j->code == LOOM_ERR_CONTEXT ? "invalid_request_error"
+                        : "server_error", NULL, NULL, "%s", j->error);
+    }
+    return true;
+}
+
+void srv_prompt_lp_free(srv_prompt_lp *p) {
+    free(p->lp);
+    free(p->top_ids);
+    free(p->top_lp);
+    memset(p, 0, sizeof *p);
+}
+
+bool srv_score_prompt(srv *s, const int32_t *ids, int n, int top, srv_prompt_lp *out, srv_error *e) {
+    memset(out, 0, sizeof *out);
+    srv_embed_job *j = calloc(1, sizeof *j);
+    if (j) {
+        pthread_cond_init(&j->cv, NULL);
+        j->ids = calloc(1, sizeof *j->ids);
+        j->n_ids = calloc(1, sizeof *j->n_ids);
+        if (j->ids) j->ids[0] = malloc(sizeof(int32_t) * (size_t)n);
+        j->n = 1;
+    }
+    const size_t tn = (size_t)n * (size_t)(top > 0 ? top : 1);
+    out->lp = malloc(sizeof(float) * (size_t)n);
+    out->top_ids = malloc(sizeof(int32_t) * tn);
+    out->top_lp = malloc(sizeof(float) * tn);
+    if (!j || !j->ids || !j->n_ids || !j->ids[0] || !out->lp || !out->top_ids || !out->top_lp) {
+        job_free(j);
+        srv_prompt_lp_free(out);
+        return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    memcpy(j->ids[0], ids, sizeof(int32_t) * (size_t)n);
+    j->n_ids[0] = n;
+    j->top = top;
+    j->lp = out;
+    out->lp[0] = NAN;
+    bool ok = run_job(s, j, e);
+    job_free(j);
+    if (!ok) srv_prompt_lp_free(out);
+    return ok;
 }
 
 static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -232,25 +352,7 @@ enum MHD_Result srv_handle_embeddings(srv *s, struct MHD_Connection *c, const ch
     srv_embed_job *j = parse(s, o, &b64, &e);
     json_decref(o);
     if (!j) return srv_reply_error(s, c, &e);
-    pthread_mutex_lock(&s->mu);
-    bool queued = !s->failed && s->accepting;
-    if (!queued) {
-        srv_fail(&e, 503, "server_error", NULL, NULL, s->failed ? "the engine failed: %s" : "the server is shutting down%s",
-                 s->failed ? s->fail_msg : "");
-    } else {
-        if (s->embed_tail) s->embed_tail->next = j;
-        else s->embed_head = j;
-        s->embed_tail = j;
-        pthread_cond_signal(&s->work);
-        while (!j->done) pthread_cond_wait(&j->cv, &s->mu);
-    }
-    pthread_mutex_unlock(&s->mu);
-    if (!queued) {
-        job_free(j);
-        return srv_reply_error(s, c, &e);
-    }
-    if (j->error) {
-        srv_fail(&e, 500, "server_error", NULL, NULL, "%s", j->error);
+    if (!run_job(s, j, &e)) {
         job_free(j);
         return srv_reply_error(s, c, &e);
     }

@@ -317,12 +317,12 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     json_t *best_of = json_object_get(o, "best_of");
     if (best_of && !json_is_null(best_of) && !(json_is_integer(best_of) && json_integer_value(best_of) == n))
         return BAD("best_of", "'best_of' must equal 'n' (no ranking of extra choices)");
-    bool echo = false;
-    if (!get_bool(o, "echo", &echo, e)) return false;
-    if (echo) return BAD("echo", "'echo' is not supported");
-    if (!get_int(o, "max_tokens", 1, INT32_MAX, &max_tokens, e)) return false;
-    if (!get_int(o, "max_completion_tokens", 1, INT32_MAX, &mct, e)) return false;
-    p->max_tokens = (int)(mct > 0 ? mct : max_tokens);
+    if (!get_bool(o, "echo", &p->echo, e)) return false;
+    if (p->echo && kind == SRV_CHAT) return BAD("echo", "'echo' is a completions parameter (POST /v1/completions)");
+    /* echo: 0 tokens is the prompt's log-probabilities alone (lm-evaluation-harness's log-likelihoods) */
+    if (!get_int(o, "max_tokens", p->echo ? 0 : 1, INT32_MAX, &max_tokens, e)) return false;
+    if (!get_int(o, "max_completion_tokens", p->echo ? 0 : 1, INT32_MAX, &mct, e)) return false;
+    p->max_tokens = (int)(mct >= 0 ? mct : max_tokens);
     p->sampling = loom_sampling_defaults();
     p->sampling.temperature = 1.0f;
     p->sampling.top_k = 0;

@@ -76,6 +76,7 @@ typedef struct {
     srv_prompt prompts[SRV_MAX_PROMPTS];
     int n_prompts;
     bool add_special;             /* BOS as the model says */
+    bool echo;                    /* the prompt leads each choice's text (and log-probabilities) */
 } srv_params;
 
 /* Parses a /v1/chat/completions or /v1/completions body. seed_default

@@ -107,6 +107,22 @@ void srv_embed_fail_all(srv *s, const char *why);
 /* For an encoder model, fills e (400) and returns true: it generates no text. */
 bool srv_refuse_generation(srv *s, srv_error *e);
 
+/* A prompt's log-probabilities (completions' echo): lp[i] is the
+ * log-probability of token i after tokens 0..i-1 (lp[0] NaN: nothing comes
+ * before it), top_ids / top_lp (n, top) the `top` likeliest tokens there
+ * (row 0 unset). Owned by the caller (srv_prompt_lp_free). */
+typedef struct {
+    float *lp;
+    int32_t *top_ids;
+    float *top_lp;
+} srv_prompt_lp;
+/* Scores ids (n) through the cluster on the scheduler thread, between its
+ * steps (the pipeline is drained first), like an embedding job, and waits.
+ * Fails with 503 when the KV cache has no room for it now or the server
+ * stops, 500 when the engine fails. */
+bool srv_score_prompt(srv *s, const int32_t *ids, int n, int top, srv_prompt_lp *out, srv_error *e);
+void srv_prompt_lp_free(srv_prompt_lp *p);
+
 /* ---- completions.c ---- */
 
 /* POST /v1/chat/completions and /v1/completions. */

@@ -339,6 +339,47 @@ def test_logprobs(cl, name):
     ok("logprobs in the chat and completions shapes")
 
 
+def test_echo(cl, name):
+    """completions' echo: the prompt's text and log-probabilities lead the choice. lm-evaluation-harness's
+    log-likelihood request (token ids, max_tokens 0, logprobs 1) first."""
+    st, _, d = raw("POST", "/tokenize", {"prompt": PROMPT + " Paris, and that of Italy is Rome."})
+    ids = json.loads(d)["tokens"]
+    st, _, d = raw("POST", "/v1/completions", {"model": name, "prompt": ids, "max_tokens": 0, "echo": True,
+                                               "logprobs": 1, "temperature": 0})
+    check(st == 200, "echo of token ids: %d %r" % (st, d[:300]))
+    r = json.loads(d)
+    c, lp = r["choices"][0], r["choices"][0]["logprobs"]
+    check(len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == len(ids),
+          "one entry per prompt token: %d for %d" % (len(lp["tokens"]), len(ids)))
+    check(lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None, "nothing comes before the first token")
+    check(all(x <= 0 for x in lp["token_logprobs"][1:]), "log-probabilities <= 0")
+    check(all(max(t.values()) >= x - 1e-4 for t, x in zip(lp["top_logprobs"][1:], lp["token_logprobs"][1:])),
+          "the top alternative is at least as likely as the prompt's token")
+    check(c["finish_reason"] == "length" and r["usage"]["completion_tokens"] == 0 and
+          r["usage"]["prompt_tokens"] == len(ids), "echo alone: %r %r" % (c["finish_reason"], r["usage"]))
+    # each position's log-probability is what generating that token after the tokens before it gives
+    for k in (len(ids) // 2, len(ids) - 1):
+        g = cl.completions.create(model=name, prompt=ids[:k], max_tokens=1, temperature=0, logprobs=1)
+        top = max(lp["top_logprobs"][k].items(), key=lambda kv: kv[1])
+        check(g.choices[0].text == top[0] and abs(g.choices[0].logprobs.token_logprobs[0] - top[1]) < 2e-3,
+              "position %d: generated %r %.5f, echo's likeliest %r %.5f" % (
+                  k, g.choices[0].text, g.choices[0].logprobs.token_logprobs[0], top[0], top[1]))
+    # echo before generated text, whole and streamed
+    plain = cl.completions.create(model=name, prompt=PROMPT, max_tokens=4, temperature=0, logprobs=1)
+    both = cl.completions.create(model=name, prompt=PROMPT, max_tokens=4, temperature=0, logprobs=1, echo=True)
+    t = both.choices[0].text
+    check(t == PROMPT + plain.choices[0].text, "echo + generation: %r vs %r" % (t, plain.choices[0].text))
+    blp = both.choices[0].logprobs
+    check(blp.token_logprobs[-4:] == plain.choices[0].logprobs.token_logprobs and blp.token_logprobs[0] is None,
+          "the generated tokens' log-probabilities follow the prompt's")
+    chunks = list(cl.completions.create(model=name, prompt=PROMPT, max_tokens=4, temperature=0, echo=True,
+                                        stream=True))
+    check(chunks[0].choices[0].text == PROMPT and "".join(ch.choices[0].text for ch in chunks) == t,
+          "streamed echo: %r" % [ch.choices[0].text for ch in chunks])
+    ok("echo: the prompt's log-probabilities (%d tokens, as generating each gives), before generated text, "
+       "whole and streamed" % len(ids))
+
+
 def test_stop(cl, name, pieces):
     """A stop string made of the end of one token and the start of the next."""
     k = next((i for i in range(2, len(pieces) - 1) if len(pieces[i]) >= 2 and len(pieces[i + 1]) >= 2), None)
@@ -399,6 +440,8 @@ def test_bad_requests(name):
          "context_length_exceeded"),
         (400, "POST", "/v1/completions", {"prompt": [10 ** 9]}, "prompt", None),
         (400, "POST", "/v1/completions", {"prompt": ""}, "prompt", None),
+        (400, "POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 0}, "max_tokens", None),
+        (400, "POST", chat, {"messages": m, "echo": True}, "echo", None),
         (404, "POST", "/v1/nothing", {}, None, None),
         (405, "GET", chat, None, None, None),
         (405, "POST", "/health", {}, None, None),
@@ -446,9 +489,9 @@ def random_requests(n, seed):
     codes = {}
     for _ in range(n):
         b = {"messages": [{"role": "user", "content": rng.choice(["hi", [{"type": "text", "text": "a"}], junk()])}],
-             "max_tokens": rng.choice([1, 4, 12])}
+             "prompt": rng.choice(["hi", [5, 6, 7], junk()]), "max_tokens": rng.choice([0, 1, 4, 12])}
         for k in rng.sample(["n", "logit_bias", "response_format", "tools", "tool_choice", "stream", "stop", "seed",
-                             "logprobs"], rng.randint(0, 5)):
+                             "logprobs", "echo"], rng.randint(0, 6)):
             b[k] = {"n": lambda: rng.choice([1, 2, 0, junk()]),
                     "logit_bias": lambda: rng.choice([{str(rng.randint(0, 60000)): rng.uniform(-100, 100)}, junk()]),
                     "response_format": lambda: rng.choice([{"type": "json_object"}, junk()] +
@@ -457,7 +500,9 @@ def random_requests(n, seed):
                                                  junk()]),
                     "tool_choice": lambda: rng.choice(["auto", "none", "required", {"type": "function", "function": {
                         "name": "f"}}, junk()]),
-                    "stream": lambda: rng.choice([True, False])}.get(k, junk)()
+                    "stream": lambda: rng.choice([True, False]),
+                    "echo": lambda: rng.choice([True, True, False, junk()]),
+                    "logprobs": lambda: rng.choice([True, 1, 3, junk()])}.get(k, junk)()
         st, _, _ = raw("POST", rng.choice(["/v1/chat/completions", "/v1/completions"]), b)
         codes[st] = codes.get(st, 0) + 1
         check(st in (200, 400), "a random request got %d: %s" % (st, json.dumps(b)[:300]))
@@ -624,6 +669,8 @@ def main():
         list(cl.completions.create(model=name, prompt=PROMPT, max_tokens=4, stream=True, stop=["xyz"]))
         raw("POST", "/v1/chat/completions", "{broken")
         raw("POST", "/v1/completions", {"prompt": [1, 2, 3], "max_tokens": 2})
+        st, _, _ = raw("POST", "/v1/completions", {"prompt": [1, 2, 3], "max_tokens": 0, "echo": True, "logprobs": 3})
+        check(st == 200, "echo under the sanitizers: %d" % st)
         # structured output, forced tool calls, several choices, a logit bias, text parts
         schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"anyOf": [{"type": "string"},
                   {"type": "null"}]}}, "required": ["a"], "additionalProperties": False}
@@ -658,6 +705,7 @@ def main():
         ts = [threading.Thread(target=stream_client, args=(name, "Story %d" % i, 0, results, i)) for i in range(4)]
         for t in ts:
             t.start()
+        test_echo(cl, name)  # scored between the streams' steps (the pipeline drained first)
         for t in ts:
             t.join(600)
         check(all(r == "length" for r in results), "4 concurrent streams: %s" % results)
@@ -665,6 +713,7 @@ def main():
         ok("4 concurrent streams through the cluster")
         return
     test_logprobs(cl, name)
+    test_echo(cl, name)
     test_stop(cl, name, pieces)
     test_token_endpoints()
     test_bad_requests(name)
