@@ -10,6 +10,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 int cmd_bench_comm(int argc, char **argv); /* `bench comm`, dispatched by cmd_bench */
 int cmd_predict(int argc, char **argv);
 #endif

@@ -13,6 +13,7 @@ static const struct {
 } commands[] = {
     {"generate", cmd_generate, "generate text from a prompt (or many, one per line)"},
     {"serve", cmd_serve, "serve the model over HTTP (OpenAI's API), on one rank or a cluster"},
+    {"perplexity", cmd_perplexity, "a model's perplexity over a text, as llama.cpp's llama-perplexity computes it"},
     {"embed", cmd_embed, "print the embedding of a text by an encoder model (bert)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"template", cmd_template, "print the prompt a chat template makes of a conversation"},

@@ -5,7 +5,7 @@ set(LOOM_E2E_ENV "LOOM=$<TARGET_FILE:loom>" "MODEL=${LOOM_MODEL}" "TEMPLATES=${L
     "SCRIPT_MODEL=$<TARGET_FILE:script_model>"
     "OMPI_ALLOW_RUN_AS_ROOT=1" "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 
-foreach(script generate_cli chat_templates cluster_failures serve predict_validation embed)
+foreach(script generate_cli chat_templates cluster_failures serve predict_validation embed perplexity)
   add_test(NAME e2e_${script} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/${script}.sh)
   set_tests_properties(e2e_${script} PROPERTIES LABELS e2e TIMEOUT 900 ENVIRONMENT "${LOOM_E2E_ENV}")
 endforeach()
