@@ -219,13 +219,13 @@ int cmd_synth(int argc, char **argv) {
     int64_t layers = 2, dim = 256, heads = 4, kv_heads = 2, head_dim = 0, ffn = 512, vocab = 512, ctx = 2048,
             seed = 1;
     double rope_theta = 10000.0, norm_eps = 1e-5, attn_softcap = -1, final_softcap = -1, rope_scale = 0;
-    int64_t rope_dim = 0, window = 0, window_pattern = 0, longrope_ctx = 0, experts = 0, experts_used = 2;
+    int64_t rope_dim = 0, window = 0, window_pattern = 0, longrope_ctx = 0, experts = 0, experts_used = 2, shared = 0;
     const char *pooling = "mean";
     bool tied = false, header_only = false;
     const loom_arg args[] = {
         {"--out", LOOM_ARG_STR, &out, "PATH", "output GGUF file (required)"},
         {"--arch", LOOM_ARG_STR, &arch, "NAME",
-         "llama, qwen2 (Q/K/V biases), qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert or nomic-bert"},
+         "llama, qwen2 (Q/K/V biases), qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert or nomic-bert"},
         {"--layers", LOOM_ARG_INT, &layers, "N", "transformer blocks"},
         {"--dim", LOOM_ARG_INT, &dim, "N", "embedding width"},
         {"--heads", LOOM_ARG_INT, &heads, "N", "query heads"},
@@ -233,8 +233,9 @@ int cmd_synth(int argc, char **argv) {
         {"--head-dim", LOOM_ARG_INT, &head_dim, "N", "width of a head; 0 means dim/heads"},
         {"--ffn", LOOM_ARG_INT, &ffn, "N", "MLP hidden width (of each expert with --experts)"},
         {"--experts", LOOM_ARG_INT, &experts, "N",
-         "llama, qwen3moe: a mixture of N experts in every layer (qwen3moe: default 8); 0: a dense MLP"},
+         "llama, qwen2moe, qwen3moe: a mixture of N experts in every layer (qwen*moe: default 8); 0: a dense MLP"},
         {"--experts-used", LOOM_ARG_INT, &experts_used, "K", "experts each token goes through (default 2)"},
+        {"--shared-ffn", LOOM_ARG_INT, &shared, "N", "qwen2moe: the shared expert's width (default 4 x --ffn)"},
         {"--vocab", LOOM_ARG_INT, &vocab, "N", "vocabulary size (>= 260)"},
         {"--ctx", LOOM_ARG_INT, &ctx, "N", "training context length (metadata)"},
         {"--rope-theta", LOOM_ARG_FLOAT, &rope_theta, "F", "RoPE base frequency"},
@@ -265,11 +266,15 @@ int cmd_synth(int argc, char **argv) {
     if (r == LOOM_ARGS_ERROR) return 2;
     if (!out) return usage_error("--out PATH is required");
     if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && !loom_synth_is_family(arch))
-        return usage_error("--arch %s: expected llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert or "
-                           "nomic-bert", arch);
-    if (!strcmp(arch, "qwen3moe") && !experts) experts = 8;
-    if (experts && strcmp(arch, "llama") && strcmp(arch, "qwen3moe"))
-        return usage_error("--experts: only llama and qwen3moe models here have mixtures of experts");
+        return usage_error("--arch %s: expected llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert "
+                           "or nomic-bert", arch);
+    const bool qwen2moe = !strcmp(arch, "qwen2moe");
+    if ((qwen2moe || !strcmp(arch, "qwen3moe")) && !experts) experts = 8;
+    if (experts && strcmp(arch, "llama") && strcmp(arch, "qwen3moe") && !qwen2moe)
+        return usage_error("--experts: only llama, qwen2moe and qwen3moe models here have mixtures of experts");
+    if (shared && !qwen2moe) return usage_error("--shared-ffn: only qwen2moe models here have a shared expert");
+    if (qwen2moe && !shared) shared = 4 * ffn;
+    if (shared < 0 || shared > (1 << 22)) return usage_error("--shared-ffn %" PRId64 " is out of range", shared);
     if (experts < 0 || experts > LOOM_MAX_EXPERTS || (experts && (experts_used < 1 || experts_used > experts)))
         return usage_error("--experts %" PRId64 " --experts-used %" PRId64 ": expected 1 to %d experts, of which 1 "
                            "to all are used", experts, experts_used, LOOM_MAX_EXPERTS);
@@ -303,7 +308,7 @@ int cmd_synth(int argc, char **argv) {
         head_dim = dim / heads;
     }
     if (head_dim % 2) return usage_error("--head-dim %" PRId64 ": RoPE needs an even head width", head_dim);
-    bool square = !strcmp(arch, "qwen2") || !strcmp(arch, "phi3") || !strcmp(arch, "gpt2") || !strcmp(arch, "bert") ||
+    bool square = !strcmp(arch, "qwen2") || qwen2moe || !strcmp(arch, "phi3") || !strcmp(arch, "gpt2") || !strcmp(arch, "bert") ||
                   !strcmp(arch, "nomic-bert");
     if (square && heads * head_dim != dim)
         return usage_error("--arch %s: llama.cpp's %s needs heads * head_dim (%" PRId64 ") == dim (%" PRId64 ")", arch,
@@ -320,7 +325,7 @@ int cmd_synth(int argc, char **argv) {
     const struct {
         const char *what;
         int64_t v;
-    } rows[] = {{"--dim", dim}, {"--ffn", ffn}, {"--heads x --head-dim", heads * head_dim}};
+    } rows[] = {{"--dim", dim}, {"--ffn", ffn}, {"--heads x --head-dim", heads * head_dim}, {"--shared-ffn", shared}};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         if (rows[i].v % block)
             return usage_error("--type %s stores rows in blocks of %u, so %s must be a multiple of %u (it is %" PRId64
@@ -333,7 +338,7 @@ int cmd_synth(int argc, char **argv) {
                    .rope_dim = rope_dim, .window = window, .window_pattern = window_pattern,
                    .attn_softcap = attn_softcap, .final_softcap = final_softcap, .rope_scale = rope_scale,
                    .longrope_ctx = longrope_ctx, .pooling = pool, .experts = experts,
-                   .experts_used = experts ? experts_used : 0};
+                   .experts_used = experts ? experts_used : 0, .shared_ffn = shared};
     uint64_t params = 0, bytes = 0;
     loom_status st = synth(&c, tc, out, &params, &bytes);
     if (st) {

@@ -56,7 +56,8 @@ typedef struct {
     double rope_scale;          /* linear RoPE scaling factor; 0: none */
     int64_t longrope_ctx;       /* phi3: LongRoPE with this original context; 0: none */
     int64_t pooling;            /* bert, nomic-bert: pooling_type */
-    int64_t experts, experts_used; /* llama, qwen3moe: a mixture of experts, each --ffn wide; 0: dense */
+    int64_t experts, experts_used; /* llama, qwen2moe, qwen3moe: a mixture of experts, each --ffn wide; 0: dense */
+    int64_t shared_ffn;         /* qwen2moe: the shared expert's width */
 } loom_synth_cfg;
 
 typedef struct {

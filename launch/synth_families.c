@@ -29,7 +29,9 @@ typedef struct {
 static family family_of(const char *arch) {
     family f = {0};
     f.rope = true;
-    if (!strcmp(arch, "qwen3") || !strcmp(arch, "qwen3moe")) {
+    if (!strcmp(arch, "qwen2moe")) {
+        f.qkv_bias = true;
+    } else if (!strcmp(arch, "qwen3") || !strcmp(arch, "qwen3moe")) {
         f.qk_norm = true;
     } else if (!strcmp(arch, "gemma2") || !strcmp(arch, "gemma3")) {
         f.post_norms = f.scaled_embd = true;
@@ -51,7 +53,7 @@ static family family_of(const char *arch) {
 }
 
 bool loom_synth_is_family(const char *arch) {
-    static const char *const names[] = {"qwen3", "qwen3moe", "gemma2", "gemma3", "phi3", "gpt2", "bert", "nomic-bert"};
+    static const char *const names[] = {"qwen2moe", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3", "gpt2", "bert", "nomic-bert"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(arch, names[i])) return true;
     return false;
@@ -71,11 +73,14 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
     U32("block_count", c->layers);
     U32("context_length", c->ctx);
     U32("embedding_length", c->dim);
-    U32("feed_forward_length", c->experts && strcmp(c->arch, "llama") ? c->ffn * c->experts_used : c->ffn);
+    /* a mixture's feed_forward_length: Mixtral's is the experts' width, Qwen's the dense (or shared) one */
+    U32("feed_forward_length", c->shared_ffn ? c->shared_ffn : c->experts && strcmp(c->arch, "llama") ?
+                                   c->ffn * c->experts_used : c->ffn);
     if (c->experts) {
         U32("expert_count", c->experts);
         U32("expert_used_count", c->experts_used);
         if (strcmp(c->arch, "llama")) U32("expert_feed_forward_length", c->ffn);
+        if (c->shared_ffn) U32("expert_shared_feed_forward_length", c->shared_ffn);
     }
     U32("attention.head_count", c->heads);
     U32("attention.head_count_kv", c->kv_heads);
@@ -200,6 +205,14 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
                 snprintf(name, sizeof name, "blk.%" PRId64 ".%s.weight", l, stems[j]);
                 LOOM_TRY(loom_synth_tensor3(p, name, W(kinds[j], l), 3, j == 2 ? c->ffn : c->dim,
                                             j == 2 ? c->dim : c->ffn, c->experts, j == 2 ? s_ffn : s_dim, false, 0.0));
+            }
+            if (c->shared_ffn) { /* qwen2moe's shared expert and its gate (0.2·N: sigmoids of ~0.2-0.8) */
+                const double s_sh = 1 / sqrt((double)c->shared_ffn);
+                snprintf(name, sizeof name, "blk.%" PRId64 ".ffn_gate_inp_shexp.weight", l);
+                LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->dim, 1, s_dim, false, 0.0));
+                T2("ffn_gate_shexp", W_GATE, c->dim, c->shared_ffn, s_dim);
+                T2("ffn_up_shexp", W_UP, c->dim, c->shared_ffn, s_dim);
+                T2("ffn_down_shexp", W_DOWN, c->shared_ffn, c->dim, s_sh);
             }
         } else if (f.fused_up) {
             T2("ffn_up", W_UP, c->dim, 2 * c->ffn, s_dim);

@@ -19,7 +19,7 @@ static void tally(const loom_plan_model *m, double bytes[LOOM_TYPE_COUNT], int64
     const loom_model_config *c = &m->cfg;
     for (int l = 0; l < c->n_layers; l++) {
         loom_plan_mat mats[LOOM_PLAN_LAYER_MATS];
-        loom_plan_layer_mats(m, l, c->n_heads, c->n_kv_heads, c->ffn, mats);
+        loom_plan_layer_mats(m, l, c->n_heads, c->n_kv_heads, 0, c->ffn, mats);
         for (int i = 0; i < LOOM_PLAN_LAYER_MATS; i++) {
             const loom_plan_mat *x = &mats[i];
             if (!x->rows || (unsigned)x->type >= LOOM_TYPE_COUNT) continue;

@@ -95,7 +95,8 @@ loom_status loom_plan_check_model(const loom_plan_model *m) {
         return loom_error(LOOM_ERR_INVALID, "model: tied embeddings but the lm head type %s differs from %s",
                           loom_type_name(m->head), loom_type_name(m->embed));
     if (c->n_experts < 0 || c->n_experts > LOOM_MAX_EXPERTS ||
-        (c->n_experts && (c->n_experts_used < 1 || c->n_experts_used > c->n_experts)))
+        (c->n_experts && (c->n_experts_used < 1 || c->n_experts_used > c->n_experts)) || c->ffn_shared < 0 ||
+        c->ffn_shared > (1 << 22) || (c->ffn_shared && !c->n_experts))
         return loom_error(LOOM_ERR_INVALID, "model: %d experts, %d used (1..%d experts, at most all of them used)",
                           c->n_experts, c->n_experts_used, LOOM_MAX_EXPERTS);
     char what[64];
@@ -110,6 +111,14 @@ loom_status loom_plan_check_model(const loom_plan_model *m) {
         if (c->n_experts) {
             snprintf(what, sizeof what, "blk.%d.ffn_gate_inp.weight", l);
             LOOM_TRY(check_type(m->layers[l].router, c->dim, what));
+        }
+        if (c->ffn_shared) {
+            snprintf(what, sizeof what, "blk.%d.ffn_gate_shexp.weight", l);
+            LOOM_TRY(check_type(m->layers[l].sh_gate, c->dim, what));
+            snprintf(what, sizeof what, "blk.%d.ffn_up_shexp.weight", l);
+            LOOM_TRY(check_type(m->layers[l].sh_up, c->dim, what));
+            snprintf(what, sizeof what, "blk.%d.ffn_down_shexp.weight", l);
+            LOOM_TRY(check_type(m->layers[l].sh_down, c->ffn_shared, what));
         }
     }
     return NULL;
@@ -157,10 +166,20 @@ static loom_status read_types(const loom_gguf *g, loom_plan_model *m) {
         }
         if (c->fused_qkv) t[M_K] = t[M_V] = t[M_Q];
         if (c->ffn_plain || c->fused_gate_up) t[M_GATE] = t[M_UP];
-        m->layers[l] = (loom_plan_layer){t[M_Q], t[M_K], t[M_V], t[M_O], t[M_GATE], t[M_UP], t[M_DOWN], LOOM_TYPE_F32};
+        loom_plan_layer *L = &m->layers[l];
+        *L = (loom_plan_layer){t[M_Q], t[M_K], t[M_V], t[M_O], t[M_GATE], t[M_UP], t[M_DOWN], LOOM_TYPE_F32,
+                               t[M_GATE], t[M_UP], t[M_DOWN]};
         if (c->n_experts) {
             snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", l);
-            LOOM_TRY(find_matrix(g, name, c->dim, c->n_experts, &m->layers[l].router));
+            LOOM_TRY(find_matrix(g, name, c->dim, c->n_experts, &L->router));
+        }
+        if (c->ffn_shared) {
+            snprintf(name, sizeof name, "blk.%d.ffn_gate_shexp.weight", l);
+            LOOM_TRY(find_matrix(g, name, c->dim, c->ffn_shared, &L->sh_gate));
+            snprintf(name, sizeof name, "blk.%d.ffn_up_shexp.weight", l);
+            LOOM_TRY(find_matrix(g, name, c->dim, c->ffn_shared, &L->sh_up));
+            snprintf(name, sizeof name, "blk.%d.ffn_down_shexp.weight", l);
+            LOOM_TRY(find_matrix(g, name, c->ffn_shared, c->dim, &L->sh_down));
         }
     }
     return NULL;
@@ -198,9 +217,12 @@ static int64_t wt(const loom_plan_balance *b, loom_type t, int64_t bytes) {
     return bytes * f / 16;
 }
 
-void loom_plan_layer_mats(const loom_plan_model *m, int l, int64_t nq, int64_t nkv, int64_t nffn,
+void loom_plan_layer_mats(const loom_plan_model *m, int l, int64_t nq, int64_t nkv, int64_t f0, int64_t f1,
                           loom_plan_mat out[LOOM_PLAN_LAYER_MATS]) {
     const loom_model_config *c = &m->cfg;
+    const int64_t nffn = f1 - f0;
+    int64_t s0 = 0, s1 = 0;
+    if (c->ffn_shared) loom_shared_range(c, f0, f1, &s0, &s1);
     const loom_plan_layer *L = &m->layers[l];
     const int64_t hd = c->head_dim, dim = c->dim;
     out[0] = (loom_plan_mat){L->q, nq * hd, dim, false};
@@ -212,6 +234,9 @@ void loom_plan_layer_mats(const loom_plan_model *m, int l, int64_t nq, int64_t n
     out[5] = (loom_plan_mat){L->up, nffn, dim, x};
     out[6] = (loom_plan_mat){L->down, dim, nffn, x};
     out[7] = (loom_plan_mat){L->router, c->n_experts, dim, false};
+    out[8] = (loom_plan_mat){L->sh_gate, s1 - s0, dim, false};
+    out[9] = (loom_plan_mat){L->sh_up, s1 - s0, dim, false};
+    out[10] = (loom_plan_mat){L->sh_down, s1 > s0 ? dim : 0, s1 - s0, false};
 }
 
 /* Bytes a rank computing on the CPU holds of a matrix it multiplies after
@@ -232,10 +257,10 @@ static int64_t held_bytes(loom_type t, int64_t rows, int64_t k) {
  * b when given (norms and biases as the main type); held: the matrices as
  * a CPU rank holds them (held_bytes, every expert) instead. */
 static int64_t layer_cost(const loom_plan_model *m, const loom_plan_balance *bal, bool held, int l, int64_t nq,
-                          int64_t nkv, int64_t nffn) {
+                          int64_t nkv, int64_t f0, int64_t f1) {
     loom_plan_mat mats[LOOM_PLAN_LAYER_MATS];
-    loom_plan_layer_mats(m, l, nq, nkv, nffn, mats);
-    int64_t b = 4 * loom_layer_vector_floats(&m->cfg, nq, nkv, nffn);
+    loom_plan_layer_mats(m, l, nq, nkv, f0, f1, mats);
+    int64_t b = 4 * loom_layer_vector_floats(&m->cfg, nq, nkv, f1 - f0);
     for (int i = 0; i < LOOM_PLAN_LAYER_MATS; i++)
         if (mats[i].rows) {
             const int64_t times = !mats[i].expert ? 1 : held ? m->cfg.n_experts : m->cfg.n_experts_used;
@@ -247,10 +272,10 @@ static int64_t layer_cost(const loom_plan_model *m, const loom_plan_balance *bal
 
 /* Bytes of a whole layer (every head and column). */
 int64_t loom_plan_full_layer_bytes(const loom_plan_model *m, int l) {
-    return layer_cost(m, NULL, false, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
+    return layer_cost(m, NULL, false, l, m->cfg.n_heads, m->cfg.n_kv_heads, 0, m->cfg.ffn);
 }
 int64_t loom_plan_layer_time(const loom_plan_model *m, const loom_plan_balance *b, int l) {
-    return layer_cost(m, b, false, l, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.ffn);
+    return layer_cost(m, b, false, l, m->cfg.n_heads, m->cfg.n_kv_heads, 0, m->cfg.ffn);
 }
 
 /* Per token the first stage reads an embedding row (and a position row, the
@@ -291,7 +316,7 @@ static int64_t shard_weight_bytes(const loom_plan_model *m, const loom_shard *s)
     if (head) b += 4 * loom_head_vector_floats(c) + held_bytes(m->head, nv, c->dim);
     if (s->layer_end > s->layer_begin) b += 4 * loom_rope_vector_floats(c);
     for (int l = s->layer_begin; l < s->layer_end; l++)
-        b += layer_cost(m, NULL, true, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin);
+        b += layer_cost(m, NULL, true, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_begin, s->ffn_end);
     return b;
 }
 
@@ -315,6 +340,11 @@ static int64_t shard_workspace_bytes(const loom_plan_model *m, const loom_plan_r
     int64_t nq = s->q_end - s->q_begin, nkv = s->kv_end - s->kv_begin, nffn = s->ffn_end - s->ffn_begin;
     int64_t widest = c->dim;
     if (nq * hd > widest) widest = nq * hd;
+    if (c->ffn_shared) { /* the MLP's buffers hold the widest of an expert's and the shared expert's columns */
+        int64_t s0, s1;
+        loom_shared_range(c, s->ffn_begin, s->ffn_end, &s0, &s1);
+        if (s1 - s0 > nffn) nffn = s1 - s0;
+    }
     if (nffn > widest) widest = nffn;
     int64_t b = 4 * R * (3 * (int64_t)c->dim + 2 * nq * hd + 2 * nkv * hd + 2 * nffn + c->rope_dim);
     if (c->n_experts) b += 4 * R * (c->n_experts + 2 * (int64_t)c->dim + 4 * (int64_t)c->n_experts_used);

@@ -96,7 +96,12 @@ void loom_predict_rank_work(const loom_plan_model *m, const loom_shard *s, loom_
     /* a mixture of experts: a step of `rows` rows reads the experts some row
      * takes — n (1 - (1 - k/n)^rows) of n where the router spreads the rows
      * evenly — and computes k experts a row, and the router */
-    double touched = 1, used = 1;
+    double touched = 1, used = 1, shared = 0;
+    if (c->ffn_shared) { /* qwen2moe: a shared expert every row takes, and its gate */
+        int64_t s0, s1;
+        loom_shared_range(c, s->ffn_begin, s->ffn_end, &s0, &s1);
+        shared = (double)(s1 - s0);
+    }
     if (c->n_experts) {
         const double n = c->n_experts, k = c->n_experts_used;
         touched = n * (1 - pow(1 - k / n, rows > 1 ? rows : 1));
@@ -110,13 +115,16 @@ void loom_predict_rank_work(const loom_plan_model *m, const loom_shard *s, loom_
         /* a plain MLP (gpt2, bert) has no gate */
         out->mlp_bytes += touched * dim * nffn *
                               ((c->ffn_plain ? 0 : elem_bytes(L->gate)) + elem_bytes(L->up) + elem_bytes(L->down)) +
-                          4 * dim + (double)c->n_experts * dim * elem_bytes(L->router);
+                          4 * dim + (double)c->n_experts * dim * elem_bytes(L->router) +
+                          shared * dim * (elem_bytes(L->sh_gate) + elem_bytes(L->sh_up) + elem_bytes(L->sh_down)) +
+                          (c->ffn_shared ? 4 * dim : 0);
         out->layers++;
     }
     double L = out->layers;
     out->attn_bytes += L * rows * context * 2 * nkv * kvb;               /* K and V read per row */
     out->attn_flops = L * rows * (2 * dim * (2 * nq + 2 * nkv) + 4 * nq * context);
-    out->mlp_flops = L * rows * (2 * (c->ffn_plain ? 2 : 3) * dim * nffn * used + 2 * dim * c->n_experts);
+    out->mlp_flops = L * rows * (2 * (c->ffn_plain ? 2 : 3) * dim * nffn * used + 2 * dim * c->n_experts +
+                                 2 * 3 * dim * shared + (c->ffn_shared ? 2 * dim : 0));
     if (s->head && logit_rows > 0 && !c->encoder) { /* an encoder has no lm head */
         double nv = (double)(s->vocab_end - s->vocab_begin);
         out->head_bytes = nv * dim * elem_bytes(m->head) + 4 * dim;

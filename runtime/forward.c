@@ -362,8 +362,11 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
     f->k = malloc(R * f->kvdim * sizeof(float));
     f->v = malloc(R * f->kvdim * sizeof(float));
     f->att = malloc(R * f->qdim * sizeof(float));
-    f->gate = malloc(R * w->n_ffn * sizeof(float));
-    f->up = malloc(R * w->n_ffn * sizeof(float));
+    int64_t ffn_w = w->n_ffn; /* the widest MLP held: a shared expert's columns may outnumber an expert's */
+    for (int l = 0; l < nl; l++)
+        if (w->layers[l].w_up.rows > ffn_w) ffn_w = w->layers[l].w_up.rows;
+    f->gate = malloc(R * ffn_w * sizeof(float));
+    f->up = malloc(R * ffn_w * sizeof(float));
     f->scratch = malloc(R * c->dim * sizeof(float));
     if (c->n_experts) {
         f->moe_logits = malloc(R * c->n_experts * sizeof(float));
@@ -721,6 +724,22 @@ static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial)
         for (int i = 0; i < m; i++) {
             float *o = partial + (size_t)r[i] * dim;
             const float *y = f->moe_y + (size_t)i * dim, a = rwt[i];
+            for (int d = 0; d < dim; d++) o[d] += a * y[d];
+        }
+    }
+    if (L->w_up.data) { /* the shared expert's columns here, every row, times sigmoid(shared_gate · row) */
+        const loom_mat *m2[2] = {&L->w_gate, &L->w_up};
+        float *y2[2] = {f->gate, f->up};
+        matmuls(f, (prep_task){.n = n, .src = f->xn, .dst = f->xn}, 2, m2, y2, P_UP);
+        const loom_mat *md[1] = {&L->w_down};
+        float *yd[1] = {f->moe_y};
+        matmuls(f, (prep_task){.n = n, .src = f->gate, .dst = f->gate, .act = true, .up = f->up}, 1, md, yd, P_DOWN);
+        for (int i = 0; i < n; i++) {
+            const float *x = f->xn + (size_t)i * dim, *y = f->moe_y + (size_t)i * dim;
+            double z = 0;
+            for (int d = 0; d < dim; d++) z += (double)L->shared_gate[d] * x[d];
+            const float a = (float)(1 / (1 + exp(-z)));
+            float *o = partial + (size_t)i * dim;
             for (int d = 0; d < dim; d++) o[d] += a * y[d];
         }
     }

@@ -292,6 +292,21 @@ static loom_status bind_experts(loom_weights *w, const loom_gguf *g, int l, loom
             else view_rows(w, t, base, cols, s->ffn_begin, s->ffn_end, &m[j * n + e]);
         }
     }
+    if (c->ffn_shared) { /* qwen2moe: the shared expert's gate (whole) and its columns in proportion */
+        const int64_t S = c->ffn_shared;
+        int64_t s0, s1;
+        loom_shared_range(c, s->ffn_begin, s->ffn_end, &s0, &s1);
+        snprintf(name, sizeof name, "blk.%d.ffn_gate_inp_shexp.weight", l);
+        LOOM_TRY(bind_vec(w, g, name, dim, 0, dim, &L->shared_gate));
+        if (s1 > s0) {
+            snprintf(name, sizeof name, "blk.%d.ffn_gate_shexp.weight", l);
+            LOOM_TRY(bind_rows(w, g, name, dim, S, s0, s1, &L->w_gate));
+            snprintf(name, sizeof name, "blk.%d.ffn_up_shexp.weight", l);
+            LOOM_TRY(bind_rows(w, g, name, dim, S, s0, s1, &L->w_up));
+            snprintf(name, sizeof name, "blk.%d.ffn_down_shexp.weight", l);
+            LOOM_TRY(bind_cols(w, g, name, S, dim, s0, s1, &L->w_down));
+        }
+    }
     return NULL;
 }
 

@@ -27,6 +27,7 @@
 typedef enum {
     LOOM_ARCH_LLAMA,
     LOOM_ARCH_QWEN2,
+    LOOM_ARCH_QWEN2MOE,
     LOOM_ARCH_QWEN3,
     LOOM_ARCH_QWEN3MOE,
     LOOM_ARCH_GEMMA2,
@@ -106,10 +107,21 @@ typedef struct {
      * splits every expert's columns as a dense MLP's. */
     int n_experts, n_experts_used;
     bool expert_norm;
+    int ffn_shared;      /* > 0: also a shared expert of this width, every row through it, its output times
+                          * sigmoid(ffn_gate_inp_shexp · x) (qwen2moe); TP splits it in proportion (loom_shared_range) */
 } loom_model_config;
 
 static inline bool loom_layer_is_swa(const loom_model_config *c, int l) {
     return c->swa_window > 0 && l >= 0 && l < LOOM_MAX_LAYERS && ((c->swa_layers[l / 64] >> (l % 64)) & 1);
+}
+
+/* The shared expert's columns a shard holding expert columns [f0, f1)
+ * holds: [f0, f1) scaled to its width, floored to multiples of 256 (which
+ * every type's block divides), the last shard's end its width. */
+static inline void loom_shared_range(const loom_model_config *c, int64_t f0, int64_t f1, int64_t *s0, int64_t *s1) {
+    const int64_t S = c->ffn_shared, F = c->ffn;
+    *s0 = f0 >= F ? S : f0 * S / F / 256 * 256;
+    *s1 = f1 >= F ? S : f1 * S / F / 256 * 256;
 }
 
 /* Rows of the fused tensors: attn_qkv (Q, K, V heads), ffn_up when fused (gate, up). */
@@ -188,6 +200,8 @@ typedef struct {
     const float *b_down;     /* (dim) or NULL; only the rank holding MLP column 0 adds it */
     loom_mat router;         /* (n_experts, dim) ffn_gate_inp, every TP rank whole; data NULL without experts */
     loom_mat *x_gate, *x_up, *x_down; /* (n_experts) each: an expert's w_gate, w_up, w_down (views and copies as theirs) */
+    const float *shared_gate;         /* (dim) ffn_gate_inp_shexp, or NULL; w_gate / w_up / w_down are then the shared
+                                       * expert's (its columns loom_shared_range), data NULL where the shard holds none */
     loom_norm ffn_post;      /* (dim) gemma */
     loom_norm ffn_res;       /* (dim) bert */
 } loom_layer;

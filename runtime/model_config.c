@@ -9,6 +9,10 @@
  *              expert_used_count, each expert expert_feed_forward_length
  *              wide), weights renormalised over the chosen experts.
  *   llama      with <arch>.expert_count (Mixtral): the same mixture.
+ *   qwen2moe   qwen2 with such a mixture whose weights are not
+ *              renormalised, and a shared expert (expert_shared_feed_
+ *              forward_length wide, default feed_forward_length) gated by
+ *              sigmoid(ffn_gate_inp_shexp · x).
  *   gemma2     embedding × sqrt(dim); norms after attention and MLP too;
  *              GELU-gated MLP; scores and logits soft-capped; sliding
  *              window (default 4096) on layers l % 2 == 0; query scale
@@ -79,12 +83,12 @@ static const struct {
     const char *name;
     loom_arch arch;
 } arch_names[] = {
-    {"llama", LOOM_ARCH_LLAMA}, {"qwen2", LOOM_ARCH_QWEN2}, {"qwen3", LOOM_ARCH_QWEN3},
+    {"llama", LOOM_ARCH_LLAMA}, {"qwen2", LOOM_ARCH_QWEN2}, {"qwen2moe", LOOM_ARCH_QWEN2MOE}, {"qwen3", LOOM_ARCH_QWEN3},
     {"qwen3moe", LOOM_ARCH_QWEN3MOE},
     {"gemma2", LOOM_ARCH_GEMMA2}, {"gemma3", LOOM_ARCH_GEMMA3}, {"phi3", LOOM_ARCH_PHI3},
     {"gpt2", LOOM_ARCH_GPT2}, {"bert", LOOM_ARCH_BERT}, {"nomic-bert", LOOM_ARCH_NOMIC_BERT},
 };
-#define SUPPORTED "llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert"
+#define SUPPORTED "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert"
 
 /* Sliding-window layers: <arch>.attention.sliding_window_pattern as an array
  * of booleans (one per layer), or a period n (layer l slides iff
@@ -122,6 +126,7 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
     case LOOM_ARCH_LLAMA:
         return NULL;
     case LOOM_ARCH_QWEN2:
+    case LOOM_ARCH_QWEN2MOE:
         c->rope_neox = true;
         return NULL;
     case LOOM_ARCH_QWEN3:
@@ -219,7 +224,7 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
  * experts' weights and, as llama.cpp, ignore expert_weights_scale. */
 static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
     const char *path = loom_gguf_path(g), *arch = c->arch_name;
-    const bool moe_family = c->arch == LOOM_ARCH_QWEN3MOE;
+    const bool moe_family = c->arch == LOOM_ARCH_QWEN3MOE || c->arch == LOOM_ARCH_QWEN2MOE;
     char key[128];
     snprintf(key, sizeof key, "%s.expert_count", arch);
     if (!moe_family && !loom_gguf_get(g, key)) {
@@ -228,17 +233,19 @@ static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
         return NULL;
     }
     if (c->arch != LOOM_ARCH_LLAMA && !moe_family)
-        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s: loom runs mixtures of experts in llama and qwen3moe models only",
-                          path, key);
+        return loom_error(LOOM_ERR_UNSUPPORTED,
+                          "%s: %s: loom runs mixtures of experts in llama, qwen2moe and qwen3moe models only", path, key);
     LOOM_TRY(get_count(g, arch, "expert_count", true, 0, LOOM_MAX_EXPERTS, &c->n_experts));
     LOOM_TRY(get_count(g, arch, "expert_used_count", true, 0, c->n_experts, &c->n_experts_used));
+    const int dense = c->ffn;
     if (moe_family) {
-        snprintf(key, sizeof key, "%s.expert_feed_forward_length", arch);
         int def = c->ffn / c->n_experts_used;
         if (def < 1) def = 1;
         LOOM_TRY(get_count(g, arch, "expert_feed_forward_length", false, def, 1 << 20, &c->ffn));
     }
-    c->expert_norm = true;
+    c->expert_norm = c->arch != LOOM_ARCH_QWEN2MOE;
+    if (c->arch == LOOM_ARCH_QWEN2MOE)
+        LOOM_TRY(get_count(g, arch, "expert_shared_feed_forward_length", false, dense, 1 << 22, &c->ffn_shared));
     if (has_tensor(g, "blk.0.ffn_gate.0.weight"))
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: experts stored one tensor each (blk.N.ffn_gate.E.weight, an old "
                           "conversion); convert the model again with llama.cpp's convert_hf_to_gguf.py, which "
@@ -335,6 +342,7 @@ int64_t loom_layer_vector_floats(const loom_model_config *c, int64_t nq, int64_t
     if (c->qk_norm) f += 2 * hd;
     if (c->attn_out_bias) f += dim;
     if (c->ffn_bias) f += nffn + dim;
+    if (c->ffn_shared) f += dim; /* the shared expert's gate */
     return f;
 }
 

@@ -52,6 +52,9 @@ static const synth_model models[] = {
                  "--experts-used 3 --vocab 400 --type Q4_K_M"},
     {"llama", "--arch llama --layers 2 --dim 192 --heads 6 --kv-heads 2 --ffn 416 --experts 5 --experts-used 2 "
               "--vocab 300 --type Q8_0"},
+    /* a shared expert 3.5 x an expert's width: split over TP in proportion, floored to 256 columns */
+    {"qwen2moe", "--arch qwen2moe --layers 2 --dim 256 --heads 8 --kv-heads 4 --ffn 256 --experts 6 --experts-used 2 "
+                 "--shared-ffn 896 --vocab 300 --type Q8_0"},
     {"gemma2", "--arch gemma2 --layers 3 --dim 192 --heads 6 --kv-heads 2 --head-dim 32 --ffn 416 --vocab 300 "
                "--type Q8_0 --window 8 --attn-softcap 3"},
     {"gemma3", "--arch gemma3 --layers 7 --dim 128 --heads 4 --kv-heads 1 --head-dim 64 --ffn 320 --vocab 300 "
@@ -110,6 +113,11 @@ Test(families, config_of_each_family) {
         case LOOM_ARCH_QWEN3MOE: /* ffn: expert_feed_forward_length, not feed_forward_length (512 x 3) */
             cr_assert(c.qk_norm && c.rope_neox && c.n_experts == 8 && c.n_experts_used == 3 && c.expert_norm &&
                       c.ffn == 512, "qwen3moe: %d experts, %d used, width %d", c.n_experts, c.n_experts_used, c.ffn);
+            break;
+        case LOOM_ARCH_QWEN2MOE: /* not renormalised; a shared expert */
+            cr_assert(c.rope_neox && c.qkv_bias && c.n_experts == 6 && c.n_experts_used == 2 && !c.expert_norm &&
+                      c.ffn == 256 && c.ffn_shared == 896, "qwen2moe: %d experts of %d, shared %d, norm %d",
+                      c.n_experts, c.ffn, c.ffn_shared, c.expert_norm);
             break;
         case LOOM_ARCH_LLAMA: /* Mixtral's shape */
             cr_assert(!c.qk_norm && !c.rope_neox && c.n_experts == 5 && c.n_experts_used == 2 && c.expert_norm &&
@@ -238,7 +246,8 @@ static float *run_split_as(const loom_gguf *g, const loom_model_config *c, const
             cr_assert_leq(loom_layer_max_mats(c), 64);
             for (int l = 0; l < c->n_layers; l++) {
                 const int nm = loom_layer_mats(c, &w[t]->layers[l], ms);
-                cr_assert_eq(nm, (c->n_experts ? 5 + 3 * c->n_experts : 7), "layer %d lists %d matrices", l, nm);
+                const int shared = c->n_experts && w[t]->layers[l].w_up.data ? 3 : 0;
+                cr_assert_eq(nm, (c->n_experts ? 5 + 3 * c->n_experts + shared : 7), "layer %d lists %d matrices", l, nm);
                 for (int i = 0; i < nm; i++)
                     cr_assert(ms[i]->r8 == loom_matmul_prefers_r8(ms[i]->type),
                               "tp %d rank %d layer %d matrix %d (%s): r8 %d", tp, t, l, i,
@@ -440,6 +449,8 @@ Test(families, tp_split_sums_to_one_rank) {
                      "--experts-used 2 --vocab 300 --type F32"},
         {"mixtral", "--arch llama --layers 2 --dim 96 --heads 6 --kv-heads 2 --ffn 136 --experts 4 --experts-used 3 "
                     "--vocab 300 --type F16"},
+        {"qwen2moe", "--arch qwen2moe --layers 2 --dim 96 --heads 6 --kv-heads 2 --ffn 200 --experts 5 --experts-used 2 "
+                     "--shared-ffn 1000 --vocab 300 --type F32"},
         {"gpt2", "--arch gpt2 --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --ctx 64 --type F32"},
         {"bert", "--arch bert --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --ctx 64 --type F32"},
         {"nomic-bert", "--arch nomic-bert --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --type F32"},
@@ -644,7 +655,7 @@ Test(families, malformed_mixtures_are_refused) {
         {"qwen3moe", 4, 0, true, 4, "qwen3moe.expert_used_count is missing", NULL},
         {"qwen3moe", 4, 5, true, 4, "qwen3moe.expert_used_count = 5 is out of range (1..4)", NULL},
         {"llama", 0, 0, true, 0, "blk.0.ffn_gate_inp.weight (a router) but no llama.expert_count", NULL},
-        {"gemma2", 4, 2, true, 4, "mixtures of experts in llama and qwen3moe models only", NULL},
+        {"gemma2", 4, 2, true, 4, "mixtures of experts in llama, qwen2moe and qwen3moe models only", NULL},
         {"llama", 4, 2, false, 4, NULL, "tensor blk.0.ffn_gate_inp.weight is missing"},
         {"llama", 4, 2, true, 3, NULL, "ffn_gate_exps.weight has shape [32, 32, 3], expected [32, 32, 4]"},
         {"llama", 4, 2, true, 0, NULL, "tensor blk.0.ffn_gate_exps.weight is missing"},

@@ -22,8 +22,8 @@
  *    loom keeps fp32); that is what these absorb.
  *
  * The other families (tests/fixtures/gen_families.sh: qwen3, qwen3moe,
- * gemma2, gemma3, phi3, gpt2 in two weight types each, and a Mixtral-shaped
- * llama) use the same tolerances, but for one thing: in a mixture of
+ * qwen2moe, gemma2, gemma3, phi3, gpt2 in two weight types each, and a
+ * Mixtral-shaped llama) use the same tolerances, but for one thing: in a mixture of
  * experts a row whose router scores the last expert it takes and the next
  * one nearly alike may take the other one on one side — the two sides'
  * 8-bit activations round apart, as in any quantized model — and that row's
@@ -167,6 +167,8 @@ Test(reference, synth_qwen3_q8_0, .timeout = 600) { run_fixture(FX("synth-qwen3-
 Test(reference, synth_qwen3moe_f32, .timeout = 600) { run_fixture(FX("synth-qwen3moe-f32.json"), NULL, LOOM_TYPE_F32, 100); }
 Test(reference, synth_qwen3moe_q4_k_m, .timeout = 600) { run_fixture(FX("synth-qwen3moe-q4_k_m.json"), NULL, LOOM_TYPE_F16, 128); }
 Test(reference, synth_qwen3moe_q8_0, .timeout = 600) { run_fixture(FX("synth-qwen3moe-q8_0.json"), NULL, LOOM_TYPE_F32, 77); }
+Test(reference, synth_qwen2moe_q8_0, .timeout = 600) { run_fixture(FX("synth-qwen2moe-q8_0.json"), NULL, LOOM_TYPE_F16, 100); }
+Test(reference, synth_qwen2moe_q4_k_m, .timeout = 600) { run_fixture(FX("synth-qwen2moe-q4_k_m.json"), NULL, LOOM_TYPE_F32, 128); }
 Test(reference, synth_mixtral_q5_k_m, .timeout = 600) { run_fixture(FX("synth-mixtral-q5_k_m.json"), NULL, LOOM_TYPE_F16, 100); }
 Test(reference, synth_gemma2_q5_k_m, .timeout = 600) { run_fixture(FX("synth-gemma2-q5_k_m.json"), NULL, LOOM_TYPE_F16, 77); }
 Test(reference, synth_gemma2_bf16, .timeout = 600) { run_fixture(FX("synth-gemma2-bf16.json"), NULL, LOOM_TYPE_F32, 256); }
