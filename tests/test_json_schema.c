@@ -13,6 +13,7 @@
 #include "runtime/clock.h"
 #include "runtime/sampler.h"
 #include "runtime/text/json_schema.h"
+#include "runtime/text/pattern.h"
 #include "runtime/text/tokenizer.h"
 
 #define DEFAULT_MODEL LOOM_CACHE_DIR "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -40,6 +41,55 @@ static void expect_doc(const loom_json_schema *schema, const char *doc, bool pre
         cr_assert_not_null(j, "jansson refuses '%s'", doc);
         json_decref(j);
     }
+}
+
+/* Patterns (runtime/text/pattern.h) against Python's re.search on 882
+ * strings (tests/fixtures/patterns.json, tests/fixtures/gen_patterns.py):
+ * the automaton matches where re finds the pattern, and a schema's string
+ * holding the pattern takes the same documents (fed whole and byte by byte). */
+Test(json_schema, patterns_match_as_python_re) {
+    json_error_t je;
+    json_t *fx = json_load_file(LOOM_TEST_DATA "/fixtures/patterns.json", 0, &je);
+    cr_assert_not_null(fx, "tests/fixtures/patterns.json: %s", je.text);
+    size_t i, k, checked = 0;
+    json_t *c;
+    json_array_foreach(json_object_get(fx, "cases"), i, c) {
+        const char *re = json_string_value(json_object_get(c, "pattern"));
+        loom_pattern *p;
+        loom_status st = loom_pattern_compile(re, strlen(re), &p);
+        cr_assert_null(st, "%s: %s", re, st ? loom_status_message(st) : "");
+        json_t *schema = json_pack("{s:s, s:s}", "type", "string", "pattern", re);
+        char *text = json_dumps(schema, JSON_COMPACT);
+        loom_json_schema *s = schema_of(text);
+        json_t *pair;
+        json_array_foreach(json_object_get(c, "strings"), k, pair) {
+            const char *str = json_string_value(json_array_get(pair, 0));
+            const bool want = json_is_true(json_array_get(pair, 1));
+            cr_assert_eq(loom_pattern_match(p, str, strlen(str)), want, "/%s/ on '%s': %s expected", re, str,
+                         want ? "a match" : "none");
+            char doc[256];
+            snprintf(doc, sizeof doc, "\"%s\"", str);
+            loom_json_state js;
+            loom_json_init(&js, s);
+            const bool fed = loom_json_feed(&js, doc, strlen(doc));
+            cr_assert_eq(fed && loom_json_complete(&js), want, "schema /%s/ on %s", re, doc);
+            if (want) expect_doc(s, doc, true, true);
+            checked++;
+        }
+        loom_json_schema_free(s);
+        free(text);
+        json_decref(schema);
+        loom_pattern_free(p);
+    }
+    cr_assert_geq(checked, 800, "only %zu strings", checked);
+    json_decref(fx);
+    /* what a matched string may not hold: escapes (the model writes it unescaped) */
+    loom_json_schema *s = schema_of("{\"type\": \"string\", \"pattern\": \"^a.c$\"}");
+    expect_doc(s, "\"a\\nc\"", false, false);
+    expect_doc(s, "\"abc\"", true, true);
+    expect_doc(s, "\"ab", true, false);
+    expect_doc(s, "\"abd", false, false);
+    loom_json_schema_free(s);
 }
 
 Test(json_schema, any_object) {
@@ -186,7 +236,10 @@ Test(json_schema, pydantic_models) {
 
 Test(json_schema, what_is_not_taken) {
     static const char *const cases[][2] = {
-        {"{\"type\": \"string\", \"pattern\": \"^a\"}", "'pattern' is not supported"},
+        {"{\"type\": \"string\", \"pattern\": \"(?=a)\"}", "lookahead"},
+        {"{\"type\": \"string\", \"pattern\": \"a(\"}", "not closed"},
+        {"{\"type\": \"string\", \"pattern\": 5}", "'pattern' must be a string"},
+        {"{\"type\": \"string\", \"pattern\": \"^\\\"$\"}", "matches no string"},
         {"{\"type\": \"string\", \"minimum\": 0}", "no number"},
         {"{\"type\": \"number\", \"minimum\": 1, \"exclusiveMaximum\": 1}", "no number is within"},
         {"{\"type\": \"integer\", \"minimum\": 5, \"maximum\": 4}", "no integer is within"},
@@ -213,7 +266,23 @@ Test(json_schema, what_is_not_taken) {
  * fed random logits that favour closing: every run ends with EOS, and the
  * text before it is a document jansson parses and the schema's checks
  * (written out here) accept. */
-static void sampled_runs(const char *schema_text, bool person, int runs) {
+enum { RUN_OBJECT, RUN_PERSON, RUN_PATTERNS };
+
+/* PATTERNED's strings checked by hand: a date as \d{4}-\d{2}-\d{2}, a code of three capitals. */
+static const char PATTERNED[] =
+    "{\"type\": \"object\", \"additionalProperties\": false, \"required\": [\"date\", \"code\"],"
+    " \"properties\": {\"date\": {\"type\": \"string\", \"pattern\": \"^\\\\d{4}-\\\\d{2}-\\\\d{2}$\"},"
+    " \"code\": {\"type\": \"string\", \"pattern\": \"^[A-Z]{3}$\"}}}";
+
+static bool is_date(const char *s) {
+    if (!s || strlen(s) != 10) return false;
+    for (int i = 0; i < 10; i++)
+        if (i == 4 || i == 7 ? s[i] != '-' : !(s[i] >= '0' && s[i] <= '9')) return false;
+    return true;
+}
+
+static void sampled_runs(const char *schema_text, int kind, int runs) {
+    const bool person = kind == RUN_PERSON;
     loom_gguf *g;
     loom_tokenizer *tok;
     cr_assert_null(loom_gguf_open(DEFAULT_MODEL, &g), "needs %s (launch/fetch-model.sh)", DEFAULT_MODEL);
@@ -290,6 +359,13 @@ static void sampled_runs(const char *schema_text, bool person, int runs) {
                           "run %d: pet %s", run, out);
             }
         }
+        if (kind == RUN_PATTERNS) {
+            const char *code = json_string_value(json_object_get(j, "code"));
+            cr_assert(is_date(json_string_value(json_object_get(j, "date"))) && code && strlen(code) == 3 &&
+                          code[0] >= 'A' && code[0] <= 'Z' && code[1] >= 'A' && code[1] <= 'Z' && code[2] >= 'A' &&
+                          code[2] <= 'Z' && json_object_size(j) == 2,
+                      "run %d: %s", run, out);
+        }
         json_decref(j);
         loom_sampler_free(s);
         loom_json_constraint_free(c);
@@ -301,5 +377,6 @@ static void sampled_runs(const char *schema_text, bool person, int runs) {
     loom_gguf_free(g);
 }
 
-Test(json_schema, sampled_object) { sampled_runs("{\"type\": \"object\"}", false, 8); }
-Test(json_schema, sampled_pydantic_model) { sampled_runs(PERSON, true, 6); }
+Test(json_schema, sampled_object) { sampled_runs("{\"type\": \"object\"}", RUN_OBJECT, 8); }
+Test(json_schema, sampled_pydantic_model) { sampled_runs(PERSON, RUN_PERSON, 6); }
+Test(json_schema, sampled_patterns) { sampled_runs(PATTERNED, RUN_PATTERNS, 6); }

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/text/pattern.h"
+
 /* ------------------------------------------------------------ schema nodes */
 
 enum { T_OBJ = 1, T_ARR = 2, T_STR = 4, T_NUM = 8, T_INT = 16, T_BOOL = 32, T_NULL = 64, T_ANY = 127 };
@@ -23,6 +25,7 @@ typedef struct {
     int32_t items;              /* array: its items' schema */
     uint32_t min_items, max_items;
     uint32_t min_len, max_len;  /* string: characters (code units of \u escapes count one each) */
+    uint32_t pat;               /* string: 1 + its pattern's index in the schema's patterns; 0: none */
     bool bounded;               /* integer: lo <= value <= hi (minimum, maximum, exclusive ones) */
     int64_t lo, hi;
     bool fbounded;              /* number: flo <= value <= fhi, strict where *_ex */
@@ -44,6 +47,8 @@ struct loom_json_schema {
     char **lit;        /* (n_lits) an enum / const value's compact JSON text */
     uint32_t *lit_len;
     uint32_t n_lits, cap_lits;
+    loom_pattern **pats; /* (n_pats) the strings' patterns */
+    uint32_t n_pats, cap_pats;
     int32_t root, any;
 };
 
@@ -101,7 +106,7 @@ static loom_status resolve_ref(compiler *c, const char *ref, json_t **out) {
 }
 
 static const char *const UNSUPPORTED[] = {
-    "pattern", "patternProperties", "multipleOf", "allOf", "not", "if", "then", "else", "dependentRequired",
+    "patternProperties", "multipleOf", "allOf", "not", "if", "then", "else", "dependentRequired",
     "dependentSchemas", "dependencies", "uniqueItems", "contains", "minContains", "maxContains", "prefixItems",
     "minProperties", "maxProperties", "propertyNames", "unevaluatedProperties", "unevaluatedItems"};
 
@@ -323,6 +328,16 @@ static loom_status compile(compiler *c, json_t *o, const char *where, int32_t *o
         LOOM_TRY(count(o, "maxItems", where, &n.max_items));
         LOOM_TRY(count(o, "minLength", where, &n.min_len));
         LOOM_TRY(count(o, "maxLength", where, &n.max_len));
+        json_t *pat = json_object_get(o, "pattern");
+        if (pat && n.types & T_STR) { /* (on other types a pattern says nothing) */
+            if (!json_is_string(pat))
+                return loom_error(LOOM_ERR_INVALID, "JSON schema at %s: 'pattern' must be a string", where);
+            loom_json_schema *s = c->s;
+            GROW(s->pats, s->n_pats, s->cap_pats, 1);
+            loom_status st = loom_pattern_compile(json_string_value(pat), json_string_length(pat), &s->pats[s->n_pats]);
+            if (st) return loom_error_wrap(st, "JSON schema at %s", where);
+            n.pat = ++s->n_pats;
+        }
         LOOM_TRY(bounds(o, where, &n));
     }
     c->s->nodes[self] = n;
@@ -335,6 +350,8 @@ void loom_json_schema_free(loom_json_schema *s) {
     if (!s) return;
     for (uint32_t i = 0; i < s->n_props; i++) free(s->prop_name[i]);
     for (uint32_t i = 0; i < s->n_lits; i++) free(s->lit[i]);
+    for (uint32_t i = 0; i < s->n_pats; i++) loom_pattern_free(s->pats[i]);
+    free(s->pats);
     free(s->nodes), free(s->prop_name), free(s->prop_len), free(s->prop_node), free(s->alts), free(s->lit),
         free(s->lit_len);
     free(s);
@@ -538,7 +555,7 @@ static void begin(run *r, loom_json_thread *t, int32_t nd, char c) {
     const uint8_t ty = n->types;
     if (c == '{' && ty & T_OBJ) f->kind = K_OBJ, f->st = O_FIRST;
     else if (c == '[' && ty & T_ARR) f->kind = K_ARR, f->st = A_FIRST;
-    else if (c == '"' && ty & T_STR) f->kind = K_STR, f->st = S_PLAIN;
+    else if (c == '"' && ty & T_STR) f->kind = K_STR, f->st = S_PLAIN, f->mask = 0; /* mask: the pattern's state */
     else if ((c == '-' || is_digit(c)) && ty & T_INT) {
         f->kind = K_NUM, f->st = c == '-' ? NUM_MINUS : c == '0' ? NUM_ZERO : NUM_INT;
         if (n->bounded || n->fbounded) {
@@ -576,9 +593,11 @@ static bool ws(loom_json_thread *t, char c) {
 static void string_byte(run *r, loom_json_thread *t, loom_json_frame *f, char c, bool key) {
     const node *obj = &r->s->nodes[f->node];
     if (f->st == S_PLAIN) {
+        const loom_pattern *pat = !key && obj->pat ? r->s->pats[obj->pat - 1] : NULL;
         if (c == '"') {
             if (!key) {
                 if (f->n < obj->min_len) return; /* minLength */
+                if (pat && !loom_pattern_accepts(pat, (uint16_t)f->mask)) return;
                 value_done(t);
                 emit(r, t);
                 return;
@@ -596,6 +615,11 @@ static void string_byte(run *r, loom_json_thread *t, loom_json_frame *f, char c,
         }
         if ((unsigned char)c < 0x20) return;
         if (!key && ((unsigned char)c & 0xC0) != 0x80 && ++f->n > obj->max_len) return; /* a character begins */
+        if (pat) { /* a matched string is written without escapes (pattern.h) */
+            const uint16_t q = c == '\\' ? LOOM_PATTERN_DEAD : loom_pattern_next(pat, (uint16_t)f->mask, (uint8_t)c);
+            if (q == LOOM_PATTERN_DEAD) return;
+            f->mask = q;
+        }
         if (c == '\\') {
             f->st = S_ESC;
             if (key) f->mask = 0; /* known names have no escapes */
