@@ -91,9 +91,14 @@ Test(openai, response_format_and_tool_choice_are_not_ignored) {
     srv_params_free(&p);
     cr_assert_not(parse(SRV_CHAT,
                         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{\"type\":"
-                        "\"json_schema\",\"json_schema\":{\"schema\":{\"type\":\"string\",\"pattern\":\"a\"}}}}",
+                        "\"json_schema\",\"json_schema\":{\"schema\":{\"type\":\"integer\",\"multipleOf\":2}}}}",
                         &p, &e));
-    cr_assert(e.status == 400 && strstr(e.message, "'pattern' is not supported"), "%s", e.message);
+    cr_assert(e.status == 400 && strstr(e.message, "'multipleOf' is not supported"), "%s", e.message);
+    cr_assert_not(parse(SRV_CHAT,
+                        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{\"type\":"
+                        "\"json_schema\",\"json_schema\":{\"schema\":{\"type\":\"string\",\"pattern\":\"(?!a)\"}}}}",
+                        &p, &e));
+    cr_assert(e.status == 400 && strstr(e.message, "lookahead"), "%s", e.message);
     /* a forced call: the reply is held to the function's parameters, or a list of calls */
     cr_assert_not(parse(SRV_CHAT,
                         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"

@@ -44,8 +44,18 @@ for line in lines:
     assert d["rank"] in (1, 2, 3), d
 PY
 done
-expect_fail "--json-schema with a keyword it cannot enforce" "'pattern' is not supported" \
-  "$LOOM" generate --model "$MODEL" --prompt x --json-schema <(echo '{"type": "string", "pattern": "a"}')
+expect_fail "--json-schema with a keyword it cannot enforce" "'multipleOf' is not supported" \
+  "$LOOM" generate --model "$MODEL" --prompt x --json-schema <(echo '{"type": "integer", "multipleOf": 3}')
+expect_fail "--json-schema with a pattern it cannot compile" "backreferences" \
+  "$LOOM" generate --model "$MODEL" --prompt x --json-schema <(echo '{"type": "string", "pattern": "(a)\\1"}')
+"$LOOM" generate --model "$MODEL" --prompt "A date:" --max-tokens 40 --temperature 0 --json \
+  --json-schema <(echo '{"type": "string", "pattern": "^\\d{4}-\\d{2}-\\d{2}$"}') > "$TMP/pat.json" ||
+  fail "--json-schema with a pattern"
+python3 - "$TMP/pat.json" <<'PY' || fail "--json-schema with a pattern: $(cat "$TMP/pat.json")"
+import json, re, sys
+d = json.loads(open(sys.argv[1]).read().splitlines()[0])
+assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", json.loads(d["text"])), d
+PY
 ok "--json-schema: replies the schema accepts; refused keywords named"
 
 # a context that fills up stops with "length"
