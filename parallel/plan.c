@@ -54,17 +54,33 @@ loom_status loom_plan_check_request(const loom_plan_model *m, const loom_plan_re
     return NULL;
 }
 
-/* Largest tp the model's block granularities and widths allow (any pp). */
-static int model_max_tp(const loom_plan_model *m) {
+/* Whether a mixture's MLPs split over tp by whole experts rather than by
+ * columns: where its columns' blocks (fgroups of them) do not split evenly
+ * over tp and its experts do (expert parallelism inside the TP group; the
+ * columns split evenly keep every rank's share of every token's experts
+ * equal, which whole experts do only on average). */
+static bool split_by_experts(const loom_model_config *c, int64_t fgroups, int tp) {
+    return c->n_experts && tp > 1 && fgroups % tp != 0 && c->n_experts % tp == 0;
+}
+
+/* Whether the model's block granularities and widths allow tp (any pp). */
+static bool tp_fits(const loom_plan_model *m, int64_t tp) {
     const loom_model_config *c = &m->cfg;
-    int64_t best = c->vocab;
+    if (tp < 1 || tp > c->vocab) return false;
     for (int l = 0; l < c->n_layers; l++) {
-        int64_t gq = c->n_heads / head_group_of(m->layers[l].o, c->head_dim);
-        int64_t gf = c->ffn / block_of(m->layers[l].down);
-        if (gq < best) best = gq;
-        if (gf < best) best = gf;
+        const int64_t gf = c->ffn / block_of(m->layers[l].down);
+        if (c->n_heads / head_group_of(m->layers[l].o, c->head_dim) < tp) return false;
+        if (gf < tp && !split_by_experts(c, gf, (int)tp)) return false;
     }
-    return (int)best;
+    return true;
+}
+
+/* Largest tp the model allows (any pp; some below it may not fit where
+ * experts split: tp_fits). */
+static int model_max_tp(const loom_plan_model *m) {
+    int64_t tp = m->cfg.n_heads < m->cfg.vocab ? m->cfg.n_heads : m->cfg.vocab;
+    while (tp > 1 && !tp_fits(m, tp)) tp--;
+    return (int)tp;
 }
 
 /* Explains why tp cannot work: the first layer that limits it. */
@@ -87,12 +103,13 @@ static loom_status tp_error(const loom_plan_model *m, int tp, int pp) {
                               tp, l, loom_type_name(L->o), block_of(L->o), c->head_dim, g, c->n_heads, c->n_heads / g,
                               tail);
         int64_t f = block_of(L->down);
-        if (c->ffn / f < tp)
+        if (c->ffn / f < tp && !split_by_experts(c, c->ffn / f, tp))
             return loom_error(LOOM_ERR_PLAN,
                               "tp %d: blk.%d.%s.weight is %s, so the %d MLP columns%s split only in groups of "
-                              "%lld (%lld groups); %s",
+                              "%lld (%lld groups)%s; %s",
                               tp, l, c->n_experts ? "ffn_down_exps" : "ffn_down", loom_type_name(L->down), c->ffn,
-                              c->n_experts ? " of each expert" : "", (long long)f, (long long)(c->ffn / f), tail);
+                              c->n_experts ? " of each expert" : "", (long long)f, (long long)(c->ffn / f),
+                              c->n_experts ? ", and its experts do not divide by tp either" : "", tail);
     }
     return loom_error(LOOM_ERR_PLAN, "tp %d exceeds the vocabulary of %d rows; %s", tp, c->vocab, tail);
 }
@@ -106,7 +123,7 @@ static void list_pairs(const loom_plan_model *m, int64_t world, char *buf, size_
     for (int64_t tp = 1; tp <= world && len + 40 < n; tp++) {
         if (world % tp) continue;
         int64_t pp = world / tp;
-        if (tp > max_tp || pp > m->cfg.n_layers) continue;
+        if (!tp_fits(m, tp) || pp > m->cfg.n_layers) continue;
         len += (size_t)snprintf(buf + len, n - len, "%s--tp %lld --pp %lld", found ? ", " : "", (long long)tp,
                                 (long long)pp);
         found++;
@@ -134,7 +151,7 @@ static loom_status check_grid(const loom_plan_model *m, const loom_plan_request 
         return loom_error(LOOM_ERR_PLAN,
                           "pp %d exceeds the model's %d layers (each stage needs at least one); the largest pp is %d",
                           r->pp, c->n_layers, c->n_layers);
-    if (r->tp > model_max_tp(m)) return tp_error(m, r->tp, r->pp);
+    if (!tp_fits(m, r->tp)) return tp_error(m, r->tp, r->pp);
     *world_out = (int)world;
     return NULL;
 }
@@ -535,7 +552,7 @@ static loom_status check_memory(const loom_plan_model *m, const loom_plan *p, bo
         bool found = false;
         for (int64_t W = (int64_t)p->world + 1; W <= 16 * (int64_t)p->world && W <= 4096 && !found; W++)
             for (int64_t pp = m->cfg.n_layers < W ? m->cfg.n_layers : W; pp >= 1 && !found; pp--) {
-                if (W % pp || W / pp > max_tp) continue;
+                if (W % pp || W / pp > max_tp || !tp_fits(m, W / pp)) continue;
                 loom_plan_request r = p->req;
                 r.tp = (int)(W / pp);
                 r.pp = (int)pp;
@@ -578,7 +595,9 @@ static loom_status fill_plan(const loom_plan_model *m, loom_plan *p, const char 
         sp->layer_end = starts[s + 1];
         sp->cost = costs[s];
         loom_plan_stage_groups(m, sp->layer_begin, sp->layer_end, &sp->head_group, &sp->ffn_group);
-        if (c->n_heads / sp->head_group < tp || c->ffn / sp->ffn_group < tp) {
+        const int64_t fgroups = c->ffn / sp->ffn_group;
+        const bool by_experts = split_by_experts(c, fgroups, tp);
+        if (c->n_heads / sp->head_group < tp || (fgroups < tp && !by_experts)) {
             st = loom_error(LOOM_ERR_PLAN,
                             "tp %d: stage %d (layers %d-%d) mixes types whose blocks allow only %d groups of %d query "
                             "heads and %lld groups of %lld MLP columns; use a smaller tp",
@@ -587,7 +606,6 @@ static loom_status fill_plan(const loom_plan_model *m, loom_plan *p, const char 
             break;
         }
         st = split_heads(c, sp->head_group, tp, bound);
-        int64_t fgroups = c->ffn / sp->ffn_group;
         for (int t = 0; t < tp && !st; t++) {
             int r = p->grid[s * tp + t];
             loom_rank_plan *rp = &p->ranks[r];
@@ -602,8 +620,20 @@ static loom_status fill_plan(const loom_plan_model *m, loom_plan *p, const char 
             sh->q_end = bound[t + 1];
             sh->kv_begin = loom_kv_of_q(c, sh->q_begin);
             sh->kv_end = loom_kv_of_q(c, sh->q_end - 1) + 1;
-            sh->ffn_begin = even_begin(fgroups, tp, t) * sp->ffn_group;
-            sh->ffn_end = even_begin(fgroups, tp, t + 1) * sp->ffn_group;
+            if (by_experts) { /* whole experts, and the shared expert's columns in even blocks of 256 */
+                sh->split_experts = true;
+                sh->ffn_begin = 0, sh->ffn_end = c->ffn;
+                sh->expert_begin = (int)even_begin(c->n_experts, tp, t);
+                sh->expert_end = (int)even_begin(c->n_experts, tp, t + 1);
+                const int64_t S = c->ffn_shared, blocks = (S + 255) / 256;
+                sh->shared_begin = even_begin(blocks, tp, t) * 256;
+                sh->shared_end = t == tp - 1 ? S : even_begin(blocks, tp, t + 1) * 256;
+                if (sh->shared_begin > S) sh->shared_begin = S;
+                if (sh->shared_end > S) sh->shared_end = S;
+            } else {
+                sh->ffn_begin = even_begin(fgroups, tp, t) * sp->ffn_group;
+                sh->ffn_end = even_begin(fgroups, tp, t + 1) * sp->ffn_group;
+            }
             sh->vocab_begin = even_begin(c->vocab, tp, t);
             sh->vocab_end = even_begin(c->vocab, tp, t + 1);
             sh->embed = s == 0;

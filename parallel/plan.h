@@ -70,7 +70,7 @@
 #include "runtime/types.h"
 
 /* Version of the ShardPlan wire format; decode rejects any other. */
-#define LOOM_PLAN_PROTOCOL 1u
+#define LOOM_PLAN_PROTOCOL 2u
 
 #define LOOM_PLAN_HOST_MAX 256 /* bytes of a host name, NUL included */
 #define LOOM_PLAN_MAX_WORLD 65536

@@ -19,12 +19,13 @@ static void tally(const loom_plan_model *m, double bytes[LOOM_TYPE_COUNT], int64
     const loom_model_config *c = &m->cfg;
     for (int l = 0; l < c->n_layers; l++) {
         loom_plan_mat mats[LOOM_PLAN_LAYER_MATS];
-        loom_plan_layer_mats(m, l, c->n_heads, c->n_kv_heads, 0, c->ffn, mats);
+        const loom_shard all = loom_shard_full(c);
+        loom_plan_layer_mats(m, l, &all, mats);
         for (int i = 0; i < LOOM_PLAN_LAYER_MATS; i++) {
             const loom_plan_mat *x = &mats[i];
             if (!x->rows || (unsigned)x->type >= LOOM_TYPE_COUNT) continue;
             bytes[x->type] += (double)x->rows * (double)loom_type_row_bytes(x->type, x->k) *
-                              (x->expert ? c->n_experts_used : 1);
+                              (x->experts ? c->n_experts_used : 1);
             if (!width[x->type]) width[x->type] = x->k;
         }
     }

@@ -39,18 +39,17 @@ static inline int head_group_of(loom_type t, int head_dim) {
 /* ---- plan_model.c ---- */
 
 /* Bytes of the whole layer l, of one embedding row, of the output norm and lm head. */
-/* The 2-D matrices of layer l holding nq query heads, nkv KV heads and MLP
- * columns [f0, f1): type, rows and input width, in the order q, k, v, o,
- * gate, up, down (gate: 0 rows in a plain MLP; one expert's in a mixture),
- * router, the shared expert's gate, up, down (loom_shared_range's columns). */
+/* The 2-D matrices of layer l that shard s holds: type, rows and input
+ * width, in the order q, k, v, o, gate, up, down (gate: 0 rows in a plain
+ * MLP; one expert's in a mixture), router, the shared expert's gate, up,
+ * down (loom_shard_shared's columns). */
 typedef struct {
     loom_type type;
     int64_t rows, k;
-    bool expert;       /* one expert's: the layer holds n_experts of them and a token reads n_experts_used */
+    int experts;       /* > 0: one expert's, of which the shard holds this many (a token reads n_experts_used of all) */
 } loom_plan_mat;
 #define LOOM_PLAN_LAYER_MATS 11 /* ... the router and the shared expert's gate, up, down (0 rows where absent) */
-void loom_plan_layer_mats(const loom_plan_model *m, int l, int64_t nq, int64_t nkv, int64_t f0, int64_t f1,
-                          loom_plan_mat out[LOOM_PLAN_LAYER_MATS]);
+void loom_plan_layer_mats(const loom_plan_model *m, int l, const loom_shard *s, loom_plan_mat out[LOOM_PLAN_LAYER_MATS]);
 int64_t loom_plan_full_layer_bytes(const loom_plan_model *m, int l);
 int64_t loom_plan_embed_row_bytes(const loom_plan_model *m);
 int64_t loom_plan_head_bytes(const loom_plan_model *m);

@@ -217,26 +217,27 @@ static int64_t wt(const loom_plan_balance *b, loom_type t, int64_t bytes) {
     return bytes * f / 16;
 }
 
-void loom_plan_layer_mats(const loom_plan_model *m, int l, int64_t nq, int64_t nkv, int64_t f0, int64_t f1,
-                          loom_plan_mat out[LOOM_PLAN_LAYER_MATS]) {
+void loom_plan_layer_mats(const loom_plan_model *m, int l, const loom_shard *s, loom_plan_mat out[LOOM_PLAN_LAYER_MATS]) {
     const loom_model_config *c = &m->cfg;
-    const int64_t nffn = f1 - f0;
-    int64_t s0 = 0, s1 = 0;
-    if (c->ffn_shared) loom_shared_range(c, f0, f1, &s0, &s1);
+    const int64_t nq = s->q_end - s->q_begin, nkv = s->kv_end - s->kv_begin, nffn = s->ffn_end - s->ffn_begin;
+    int64_t s0, s1;
+    int e0, e1;
+    loom_shard_shared(c, s, &s0, &s1);
+    loom_shard_experts(c, s, &e0, &e1);
     const loom_plan_layer *L = &m->layers[l];
     const int64_t hd = c->head_dim, dim = c->dim;
-    out[0] = (loom_plan_mat){L->q, nq * hd, dim, false};
-    out[1] = (loom_plan_mat){L->k, nkv * hd, dim, false};
-    out[2] = (loom_plan_mat){L->v, nkv * hd, dim, false};
-    out[3] = (loom_plan_mat){L->o, dim, nq * hd, false};
-    const bool x = c->n_experts > 0;
-    out[4] = (loom_plan_mat){L->gate, c->ffn_plain ? 0 : nffn, dim, x};
-    out[5] = (loom_plan_mat){L->up, nffn, dim, x};
-    out[6] = (loom_plan_mat){L->down, dim, nffn, x};
-    out[7] = (loom_plan_mat){L->router, c->n_experts, dim, false};
-    out[8] = (loom_plan_mat){L->sh_gate, s1 - s0, dim, false};
-    out[9] = (loom_plan_mat){L->sh_up, s1 - s0, dim, false};
-    out[10] = (loom_plan_mat){L->sh_down, s1 > s0 ? dim : 0, s1 - s0, false};
+    out[0] = (loom_plan_mat){L->q, nq * hd, dim, 0};
+    out[1] = (loom_plan_mat){L->k, nkv * hd, dim, 0};
+    out[2] = (loom_plan_mat){L->v, nkv * hd, dim, 0};
+    out[3] = (loom_plan_mat){L->o, dim, nq * hd, 0};
+    const int x = e1 - e0; /* experts held (0: a dense MLP) */
+    out[4] = (loom_plan_mat){L->gate, c->ffn_plain || (c->n_experts && !x) ? 0 : nffn, dim, x};
+    out[5] = (loom_plan_mat){L->up, c->n_experts && !x ? 0 : nffn, dim, x};
+    out[6] = (loom_plan_mat){L->down, c->n_experts && !x ? 0 : dim, nffn, x};
+    out[7] = (loom_plan_mat){L->router, c->n_experts, dim, 0};
+    out[8] = (loom_plan_mat){L->sh_gate, s1 - s0, dim, 0};
+    out[9] = (loom_plan_mat){L->sh_up, s1 - s0, dim, 0};
+    out[10] = (loom_plan_mat){L->sh_down, s1 > s0 ? dim : 0, s1 - s0, 0};
 }
 
 /* Bytes a rank computing on the CPU holds of a matrix it multiplies after
@@ -256,26 +257,31 @@ static int64_t held_bytes(loom_type t, int64_t rows, int64_t k) {
  * mixture, the router and the experts it uses), each matrix's weighted by
  * b when given (norms and biases as the main type); held: the matrices as
  * a CPU rank holds them (held_bytes, every expert) instead. */
-static int64_t layer_cost(const loom_plan_model *m, const loom_plan_balance *bal, bool held, int l, int64_t nq,
-                          int64_t nkv, int64_t f0, int64_t f1) {
+static int64_t layer_cost(const loom_plan_model *m, const loom_plan_balance *bal, bool held, int l,
+                          const loom_shard *s) {
+    const loom_model_config *c = &m->cfg;
     loom_plan_mat mats[LOOM_PLAN_LAYER_MATS];
-    loom_plan_layer_mats(m, l, nq, nkv, f0, f1, mats);
-    int64_t b = 4 * loom_layer_vector_floats(&m->cfg, nq, nkv, f1 - f0);
-    for (int i = 0; i < LOOM_PLAN_LAYER_MATS; i++)
-        if (mats[i].rows) {
-            const int64_t times = !mats[i].expert ? 1 : held ? m->cfg.n_experts : m->cfg.n_experts_used;
-            b += times * (held ? held_bytes(mats[i].type, mats[i].rows, mats[i].k)
-                               : wt(bal, mats[i].type, mats[i].rows * row_bytes(mats[i].type, mats[i].k)));
-        }
+    loom_plan_layer_mats(m, l, s, mats);
+    int64_t b = 4 * loom_layer_vector_floats(c, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin);
+    for (int i = 0; i < LOOM_PLAN_LAYER_MATS; i++) {
+        const loom_plan_mat *x = &mats[i];
+        if (!x->rows) continue;
+        if (held) b += (x->experts ? x->experts : 1) * held_bytes(x->type, x->rows, x->k);
+        else if (!x->experts) b += wt(bal, x->type, x->rows * row_bytes(x->type, x->k));
+        else /* a token reads n_experts_used experts, the share of them held here on average */
+            b += wt(bal, x->type, x->rows * row_bytes(x->type, x->k)) * c->n_experts_used * x->experts / c->n_experts;
+    }
     return b;
 }
 
 /* Bytes of a whole layer (every head and column). */
 int64_t loom_plan_full_layer_bytes(const loom_plan_model *m, int l) {
-    return layer_cost(m, NULL, false, l, m->cfg.n_heads, m->cfg.n_kv_heads, 0, m->cfg.ffn);
+    const loom_shard all = loom_shard_full(&m->cfg);
+    return layer_cost(m, NULL, false, l, &all);
 }
 int64_t loom_plan_layer_time(const loom_plan_model *m, const loom_plan_balance *b, int l) {
-    return layer_cost(m, b, false, l, m->cfg.n_heads, m->cfg.n_kv_heads, 0, m->cfg.ffn);
+    const loom_shard all = loom_shard_full(&m->cfg);
+    return layer_cost(m, b, false, l, &all);
 }
 
 /* Per token the first stage reads an embedding row (and a position row, the
@@ -316,7 +322,7 @@ static int64_t shard_weight_bytes(const loom_plan_model *m, const loom_shard *s)
     if (head) b += 4 * loom_head_vector_floats(c) + held_bytes(m->head, nv, c->dim);
     if (s->layer_end > s->layer_begin) b += 4 * loom_rope_vector_floats(c);
     for (int l = s->layer_begin; l < s->layer_end; l++)
-        b += layer_cost(m, NULL, true, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_begin, s->ffn_end);
+        b += layer_cost(m, NULL, true, l, s);
     return b;
 }
 
@@ -342,7 +348,7 @@ static int64_t shard_workspace_bytes(const loom_plan_model *m, const loom_plan_r
     if (nq * hd > widest) widest = nq * hd;
     if (c->ffn_shared) { /* the MLP's buffers hold the widest of an expert's and the shared expert's columns */
         int64_t s0, s1;
-        loom_shared_range(c, s->ffn_begin, s->ffn_end, &s0, &s1);
+        loom_shard_shared(c, s, &s0, &s1);
         if (s1 - s0 > nffn) nffn = s1 - s0;
     }
     if (nffn > widest) widest = nffn;

@@ -89,10 +89,12 @@ static void print_json(const loom_plan *p, FILE *f) {
         if (rp->kv_shared_last && (!rp->kv_shared_first || s->kv_end - 1 != s->kv_begin))
             fprintf(f, "%s%d", rp->kv_shared_first ? ", " : "", s->kv_end - 1);
         fprintf(f,
-                "], \"ffn\": [%lld, %lld], \"vocab\": [%lld, %lld], \"embed\": %s, \"head\": %s, \"weight_bytes\": "
+                "], \"ffn\": [%lld, %lld], \"experts\": [%d, %d], \"vocab\": [%lld, %lld], \"embed\": %s, \"head\": %s, "
+                "\"weight_bytes\": "
                 "%" PRId64 ", \"kv_bytes\": %" PRId64 ", \"workspace_bytes\": %" PRId64 ", \"total_bytes\": %" PRId64
                 "}",
-                (long long)s->ffn_begin, (long long)s->ffn_end, (long long)s->vocab_begin, (long long)s->vocab_end,
+                (long long)s->ffn_begin, (long long)s->ffn_end, s->split_experts ? s->expert_begin : 0,
+                s->split_experts ? s->expert_end : p->cfg.n_experts, (long long)s->vocab_begin, (long long)s->vocab_end,
                 s->embed ? "true" : "false", s->head ? "true" : "false", rp->weight_bytes, rp->kv_bytes,
                 rp->workspace_bytes, loom_plan_rank_total(rp));
     }
@@ -137,7 +139,7 @@ static void print_text(const loom_plan *p, FILE *f) {
     }
     bool any_host = false;
     for (int r = 0; r < p->world; r++) any_host |= p->ranks[r].host[0] != 0;
-    fprintf(f, "\n%4s  %5s  %4s  %s%-9s  %-11s  %-9s  %-13s  %-13s  %10s  %10s  %10s  %10s\n", "rank", "stage", "tp",
+    fprintf(f, "\n%4s  %5s  %4s  %s%-9s  %-11s  %-9s  %-15s  %-13s  %10s  %10s  %10s  %10s\n", "rank", "stage", "tp",
             any_host ? "host              " : "", "layers", "query heads", "KV heads", "MLP columns", "vocabulary",
             "weights", "KV cache", "workspace", "total");
     bool any_shared = false;
@@ -148,7 +150,13 @@ static void print_text(const loom_plan *p, FILE *f) {
         range_str(lay, sizeof lay, s->layer_begin, s->layer_end);
         range_str(q, sizeof q, s->q_begin, s->q_end);
         kv_str(kv, sizeof kv, rp);
-        range_str(ff, sizeof ff, s->ffn_begin, s->ffn_end);
+        if (s->split_experts) { /* whole experts: "experts 0-31" */
+            char ex[40];
+            range_str(ex, sizeof ex, s->expert_begin, s->expert_end);
+            snprintf(ff, sizeof ff, "experts %s", ex);
+        } else {
+            range_str(ff, sizeof ff, s->ffn_begin, s->ffn_end);
+        }
         range_str(vv, sizeof vv, s->vocab_begin, s->vocab_end);
         loom_format_bytes(a, sizeof a, rp->weight_bytes);
         loom_format_bytes(b, sizeof b, rp->kv_bytes);
@@ -156,7 +164,7 @@ static void print_text(const loom_plan *p, FILE *f) {
         loom_format_bytes(e, sizeof e, loom_plan_rank_total(rp));
         fprintf(f, "%4d  %5d  %4d  ", r, rp->stage, rp->tp_rank);
         if (any_host) fprintf(f, "%-16.16s  ", rp->host);
-        fprintf(f, "%-9s  %-11s  %-9s  %-13s  %-13s  %10s  %10s  %10s  %10s\n", lay, q, kv, ff, vv, a, b, d, e);
+        fprintf(f, "%-9s  %-11s  %-9s  %-15s  %-13s  %10s  %10s  %10s  %10s\n", lay, q, kv, ff, vv, a, b, d, e);
         any_shared |= rp->kv_shared_first || rp->kv_shared_last;
     }
     plan_totals t = totals_of(p);

@@ -69,6 +69,9 @@ loom_status loom_plan_encode(const loom_plan *p, uint8_t **buf, size_t *len) {
         o->weight_bytes = (uint64_t)rp->weight_bytes;
         o->kv_bytes = (uint64_t)rp->kv_bytes;
         o->workspace_bytes = (uint64_t)rp->workspace_bytes;
+        o->split_experts = sh->split_experts;
+        o->expert_begin = (uint32_t)sh->expert_begin, o->expert_end = (uint32_t)sh->expert_end;
+        o->shared_begin = (uint32_t)sh->shared_begin, o->shared_end = (uint32_t)sh->shared_end;
         rank_ptrs[r] = o;
     }
     Loom__ShardPlan msg = LOOM__SHARD_PLAN__INIT;
@@ -121,7 +124,8 @@ done:
 static loom_status validate_stage(const loom_plan_model *m, const loom_plan *p, int s) {
     const loom_model_config *c = &m->cfg;
     const loom_stage_plan *sp = &p->stages[s];
-    int64_t q_at = 0, f_at = 0, v_at = 0;
+    int64_t q_at = 0, f_at = 0, v_at = 0, e_at = 0, s_at = 0;
+    const bool by_experts = p->ranks[p->grid[s * p->tp]].shard.split_experts;
     for (int t = 0; t < p->tp; t++) {
         int r = p->grid[s * p->tp + t];
         const loom_rank_plan *rp = &p->ranks[r];
@@ -133,12 +137,25 @@ static loom_status validate_stage(const loom_plan_model *m, const loom_plan *p, 
             return BAD("rank %d (stage %d of %d) has embed=%d head=%d; the embedding belongs to stage 0 and the lm "
                        "head to stage %d",
                        r, s, p->pp, sh->embed, sh->head, p->pp - 1);
+        if (sh->split_experts != by_experts)
+            return BAD("stage %d splits its experts by columns on some ranks and whole on others", s);
+        if (by_experts) { /* every column of whole experts; the experts and the shared expert's columns tile */
+            if (!c->n_experts || sh->ffn_begin != 0 || sh->ffn_end != c->ffn || sh->expert_begin != e_at ||
+                sh->expert_end <= sh->expert_begin || sh->expert_end > c->n_experts || sh->shared_begin != s_at ||
+                sh->shared_end < sh->shared_begin || sh->shared_end > c->ffn_shared || (sh->shared_begin % 256 && sh->shared_begin != c->ffn_shared))
+                return BAD("stage %d: rank %d's experts [%d, %d) or shared columns [%lld, %lld) do not follow the "
+                           "previous TP rank's (%lld, %lld) within the model's %d experts and %d shared columns",
+                           s, r, sh->expert_begin, sh->expert_end, (long long)sh->shared_begin,
+                           (long long)sh->shared_end, (long long)e_at, (long long)s_at, c->n_experts, c->ffn_shared);
+            e_at = sh->expert_end, s_at = sh->shared_end;
+        }
         const struct {
             const char *what;
             int64_t b, e, n, *at, group;
         } rg[3] = {{"query heads", sh->q_begin, sh->q_end, c->n_heads, &q_at, sp->head_group},
                    {"MLP columns", sh->ffn_begin, sh->ffn_end, c->ffn, &f_at, sp->ffn_group},
                    {"vocabulary rows", sh->vocab_begin, sh->vocab_end, c->vocab, &v_at, 1}};
+        if (by_experts) f_at = 0; /* every rank holds every column */
         for (int k = 0; k < 3; k++) {
             if (rg[k].b >= rg[k].e || rg[k].e > rg[k].n)
                 return BAD("rank %d holds %s [%lld, %lld), not a non-empty range inside [0, %lld)", r, rg[k].what,
@@ -160,6 +177,9 @@ static loom_status validate_stage(const loom_plan_model *m, const loom_plan *p, 
             return BAD("rank %d holds KV heads [%d, %d) but its query heads [%d, %d) need [%d, %d)", r, sh->kv_begin,
                        sh->kv_end, sh->q_begin, sh->q_end, kb, ke);
     }
+    if (by_experts && (e_at != c->n_experts || s_at != c->ffn_shared))
+        return BAD("stage %d leaves experts [%lld, %d) or shared columns [%lld, %d) unheld", s, (long long)e_at,
+                   c->n_experts, (long long)s_at, c->ffn_shared);
     if (q_at != c->n_heads || f_at != c->ffn || v_at != c->vocab)
         return BAD("stage %d leaves query heads [%lld, %d), MLP columns [%lld, %d) or vocabulary rows [%lld, %d) "
                    "unheld",
@@ -301,7 +321,9 @@ static loom_status from_message(const Loom__ShardPlan *msg, const loom_plan_mode
             o->kv_begin > (uint32_t)c->n_kv_heads || o->kv_end > (uint32_t)c->n_kv_heads ||
             o->ffn_begin > (uint32_t)c->ffn || o->ffn_end > (uint32_t)c->ffn || o->vocab_begin > (uint32_t)c->vocab ||
             o->vocab_end > (uint32_t)c->vocab || o->weight_bytes > INT64_MAX || o->kv_bytes > INT64_MAX ||
-            o->workspace_bytes > INT64_MAX) {
+            o->workspace_bytes > INT64_MAX || o->expert_begin > (uint32_t)c->n_experts ||
+            o->expert_end > (uint32_t)c->n_experts || o->shared_begin > (uint32_t)c->ffn_shared ||
+            o->shared_end > (uint32_t)c->ffn_shared) {
             st = BAD("world rank %u: a range or byte count lies outside the model", o->world_rank);
             break;
         }
@@ -324,6 +346,9 @@ static loom_status from_message(const Loom__ShardPlan *msg, const loom_plan_mode
         sh->ffn_begin = o->ffn_begin, sh->ffn_end = o->ffn_end;
         sh->vocab_begin = o->vocab_begin, sh->vocab_end = o->vocab_end;
         sh->embed = o->embed, sh->head = o->head;
+        sh->split_experts = o->split_experts;
+        sh->expert_begin = (int)o->expert_begin, sh->expert_end = (int)o->expert_end;
+        sh->shared_begin = o->shared_begin, sh->shared_end = o->shared_end;
         rp->weight_bytes = (int64_t)o->weight_bytes;
         rp->kv_bytes = (int64_t)o->kv_bytes;
         rp->workspace_bytes = (int64_t)o->workspace_bytes;

@@ -99,13 +99,15 @@ void loom_predict_rank_work(const loom_plan_model *m, const loom_shard *s, loom_
     double touched = 1, used = 1, shared = 0;
     if (c->ffn_shared) { /* qwen2moe: a shared expert every row takes, and its gate */
         int64_t s0, s1;
-        loom_shared_range(c, s->ffn_begin, s->ffn_end, &s0, &s1);
+        loom_shard_shared(c, s, &s0, &s1);
         shared = (double)(s1 - s0);
     }
-    if (c->n_experts) {
-        const double n = c->n_experts, k = c->n_experts_used;
-        touched = n * (1 - pow(1 - k / n, rows > 1 ? rows : 1));
-        used = k;
+    if (c->n_experts) { /* of the experts held here, the share the rows take (spread evenly) */
+        int e0, e1;
+        loom_shard_experts(c, s, &e0, &e1);
+        const double n = c->n_experts, k = c->n_experts_used, held = (double)(e1 - e0) / n;
+        touched = held * n * (1 - pow(1 - k / n, rows > 1 ? rows : 1));
+        used = held * k;
     }
     for (int l = s->layer_begin; l < s->layer_end; l++) {
         const loom_plan_layer *L = &m->layers[l];
@@ -362,7 +364,7 @@ static double calibrated_mem_bw(const loom_plan_model *m, const loom_predict_dev
     const loom_model_config *c = &m->cfg;
     double bw = d->mem_bw;
     if (!calibrated_on(m, d)) return bw;
-    const loom_shard all = {0, c->n_layers, 0, c->n_heads, 0, c->n_kv_heads, 0, c->ffn, 0, c->vocab, true, true};
+    const loom_shard all = loom_shard_full(c);
     for (int i = 0; i < d->n_cal; i++) {
         loom_predict_work w;
         loom_predict_rank_work(m, &all, kv_type, d->cal_rows[i], d->cal_rows[i], d->cal_context[i], &w);
@@ -384,8 +386,7 @@ static double calibrated_mem_bw(const loom_plan_model *m, const loom_predict_dev
  * GB/s, where the head's read is a larger part of the run). */
 static void calibrated_prefill(const loom_plan_model *m, loom_predict_device *d, double mem_bw) {
     if (!calibrated_on(m, d) || m->cfg.encoder) return;
-    const loom_shard all = {0, m->cfg.n_layers, 0, m->cfg.n_heads, 0, m->cfg.n_kv_heads, 0, m->cfg.ffn, 0, m->cfg.vocab,
-                            true, true};
+    const loom_shard all = loom_shard_full(&m->cfg);
     loom_predict_work w;
     loom_predict_rank_work(m, &all, LOOM_TYPE_F16, 1, 1, 0, &w);
     for (int k = 0; k < d->n_pre; k++)

@@ -682,9 +682,10 @@ static void moe_route(const loom_model_config *c, const float *lg, int *sel, flo
 }
 
 /* partial (n, dim) = a mixture of experts over this rank's columns of
- * each: the router on the normed rows, each row's experts (moe_route),
- * then every expert some row chose over those rows, gathered, its output
- * added to theirs times their weight. */
+ * each, or its whole experts (loom_shard.split_experts): the router on the
+ * normed rows, each row's experts (moe_route), then every expert held here
+ * that some row chose over those rows, gathered, its output added to
+ * theirs times their weight. */
 static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial) {
     const loom_model_config *c = &f->w->cfg;
     const int ne = c->n_experts, k = c->n_experts_used, dim = c->dim;
@@ -711,7 +712,7 @@ static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial)
     memset(partial, 0, (size_t)n * dim * sizeof *partial);
     for (int e = 0; e < ne; e++) {
         const int m = cnt[e + 1] - cnt[e];
-        if (!m) continue;
+        if (!m || !L->x_gate[e].data) continue; /* no row's, or another rank's (the sum over TP adds it) */
         const int *r = rows + cnt[e];
         const float *rwt = rw + cnt[e];
         for (int i = 0; i < m; i++) memcpy(f->moe_x + (size_t)i * dim, f->xn + (size_t)r[i] * dim, (size_t)dim * sizeof(float));

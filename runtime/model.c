@@ -200,6 +200,10 @@ static loom_status check_shard(const loom_model_config *c, const loom_shard *s) 
               0 <= s->q_begin && s->q_begin < s->q_end && s->q_end <= c->n_heads &&
               0 <= s->ffn_begin && s->ffn_begin < s->ffn_end && s->ffn_end <= c->ffn &&
               0 <= s->vocab_begin && s->vocab_begin < s->vocab_end && s->vocab_end <= c->vocab;
+    if (ok && s->split_experts)
+        ok = c->n_experts && 0 <= s->expert_begin && s->expert_begin < s->expert_end && s->expert_end <= c->n_experts &&
+             s->ffn_begin == 0 && s->ffn_end == c->ffn && 0 <= s->shared_begin && s->shared_begin <= s->shared_end &&
+             s->shared_end <= c->ffn_shared;
     if (!ok)
         return loom_error(LOOM_ERR_PLAN,
                           "shard out of range: layers [%d, %d) of %d, query heads [%d, %d) of %d, "
@@ -270,6 +274,8 @@ static loom_status bind_experts(loom_weights *w, const loom_gguf *g, int l, loom
     const loom_model_config *c = &w->cfg;
     const loom_shard *s = &w->shard;
     const int64_t dim = c->dim, ffn = c->ffn, n = c->n_experts;
+    int e0, e1;
+    loom_shard_experts(c, s, &e0, &e1);
     char name[96];
     snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", l);
     LOOM_TRY(bind_rows(w, g, name, dim, n, 0, n, &L->router));
@@ -286,7 +292,7 @@ static loom_status bind_experts(loom_weights *w, const loom_gguf *g, int l, loom
         LOOM_TRY(find3(g, name, cols, rows, n, &t));
         LOOM_TRY(check_matmul(g, t));
         const size_t bytes = (size_t)rows * loom_type_row_bytes(t->type, cols); /* one expert's matrix */
-        for (int64_t e = 0; e < n; e++) {
+        for (int64_t e = e0; e < e1; e++) { /* the others' stay empty: another rank holds them */
             const uint8_t *base = (const uint8_t *)t->data + (size_t)e * bytes;
             if (down) LOOM_TRY(slice_cols(w, g, t, base, cols, rows, s->ffn_begin, s->ffn_end, &m[2 * n + e]));
             else view_rows(w, t, base, cols, s->ffn_begin, s->ffn_end, &m[j * n + e]);
@@ -295,7 +301,7 @@ static loom_status bind_experts(loom_weights *w, const loom_gguf *g, int l, loom
     if (c->ffn_shared) { /* qwen2moe: the shared expert's gate (whole) and its columns in proportion */
         const int64_t S = c->ffn_shared;
         int64_t s0, s1;
-        loom_shared_range(c, s->ffn_begin, s->ffn_end, &s0, &s1);
+        loom_shard_shared(c, s, &s0, &s1);
         snprintf(name, sizeof name, "blk.%d.ffn_gate_inp_shexp.weight", l);
         LOOM_TRY(bind_vec(w, g, name, dim, 0, dim, &L->shared_gate));
         if (s1 > s0) {
@@ -385,6 +391,7 @@ int loom_layer_mats(const loom_model_config *c, loom_layer *L, loom_mat **out) {
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         if (fixed[i]->data) out[n++] = fixed[i];
     for (int e = 0; L->x_gate && e < c->n_experts; e++) {
+        if (!L->x_gate[e].data) continue; /* held by another rank */
         out[n++] = &L->x_gate[e];
         out[n++] = &L->x_up[e];
         out[n++] = &L->x_down[e];

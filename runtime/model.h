@@ -154,10 +154,31 @@ typedef struct {
     int64_t vocab_begin, vocab_end;
     bool embed;                  /* holds the token embedding (first stage) */
     bool head;                   /* holds the final norm and lm head (last stage) */
+    /* A mixture of experts split by experts instead of columns (expert
+     * parallelism inside the TP group): the shard holds experts
+     * [expert_begin, expert_end) whole (ffn_begin..ffn_end is then every
+     * column) and the shared expert's columns [shared_begin, shared_end).
+     * false: every expert's columns ffn_begin..ffn_end, the shared
+     * expert's loom_shared_range of them. loom_shard_experts/_shared. */
+    bool split_experts;
+    int expert_begin, expert_end;
+    int64_t shared_begin, shared_end;
 } loom_shard;
 
 /* The whole model on one rank. */
 loom_shard loom_shard_full(const loom_model_config *cfg);
+
+/* The experts a shard holds (their columns ffn_begin..ffn_end), and its
+ * columns of the shared expert. */
+static inline void loom_shard_experts(const loom_model_config *c, const loom_shard *s, int *e0, int *e1) {
+    *e0 = s->split_experts ? s->expert_begin : 0;
+    *e1 = s->split_experts ? s->expert_end : c->n_experts;
+}
+static inline void loom_shard_shared(const loom_model_config *c, const loom_shard *s, int64_t *s0, int64_t *s1) {
+    if (s->split_experts) *s0 = s->shared_begin, *s1 = s->shared_end;
+    else if (c->ffn_shared) loom_shared_range(c, s->ffn_begin, s->ffn_end, s0, s1);
+    else *s0 = *s1 = 0;
+}
 
 /* KV head needed by query head q. */
 static inline int loom_kv_of_q(const loom_model_config *cfg, int q) {

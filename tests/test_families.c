@@ -449,7 +449,7 @@ Test(families, tp_split_sums_to_one_rank) {
                      "--experts-used 2 --vocab 300 --type F32"},
         {"mixtral", "--arch llama --layers 2 --dim 96 --heads 6 --kv-heads 2 --ffn 136 --experts 4 --experts-used 3 "
                     "--vocab 300 --type F16"},
-        {"qwen2moe", "--arch qwen2moe --layers 2 --dim 96 --heads 6 --kv-heads 2 --ffn 200 --experts 5 --experts-used 2 "
+        {"qwen2moe", "--arch qwen2moe --layers 2 --dim 96 --heads 6 --kv-heads 2 --ffn 200 --experts 6 --experts-used 2 "
                      "--shared-ffn 1000 --vocab 300 --type F32"},
         {"gpt2", "--arch gpt2 --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --ctx 64 --type F32"},
         {"bert", "--arch bert --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --ctx 64 --type F32"},
