@@ -59,8 +59,19 @@ loom_status loom_plan_check_request(const loom_plan_model *m, const loom_plan_re
  * over tp and its experts do (expert parallelism inside the TP group; the
  * columns split evenly keep every rank's share of every token's experts
  * equal, which whole experts do only on average). */
+/* LOOM_MOE_SPLIT in the planner's environment: "experts" splits by whole
+ * experts wherever they divide by tp, "columns" never; unset or "auto" as
+ * above. -1: another value (check_grid refuses it). */
+static int moe_split_env(void) {
+    const char *v = getenv("LOOM_MOE_SPLIT");
+    if (!v || !*v || !strcmp(v, "auto")) return 0;
+    return !strcmp(v, "experts") ? 1 : !strcmp(v, "columns") ? 2 : -1;
+}
+
 static bool split_by_experts(const loom_model_config *c, int64_t fgroups, int tp) {
-    return c->n_experts && tp > 1 && fgroups % tp != 0 && c->n_experts % tp == 0;
+    const int mode = moe_split_env();
+    if (!c->n_experts || tp < 2 || c->n_experts % tp || mode == 2) return false;
+    return mode == 1 || fgroups % tp != 0;
 }
 
 /* Whether the model's block granularities and widths allow tp (any pp). */
@@ -151,6 +162,8 @@ static loom_status check_grid(const loom_plan_model *m, const loom_plan_request 
         return loom_error(LOOM_ERR_PLAN,
                           "pp %d exceeds the model's %d layers (each stage needs at least one); the largest pp is %d",
                           r->pp, c->n_layers, c->n_layers);
+    if (moe_split_env() < 0)
+        return loom_error(LOOM_ERR_INVALID, "LOOM_MOE_SPLIT=%s: expected auto, experts or columns", getenv("LOOM_MOE_SPLIT"));
     if (!tp_fits(m, r->tp)) return tp_error(m, r->tp, r->pp);
     *world_out = (int)world;
     return NULL;

@@ -215,6 +215,57 @@ Test(families, plan_weight_bytes_are_what_the_weights_bind) {
     OK(loom_isa_set(was));
 }
 
+/* How TP splits a mixture: by whole experts where the columns' blocks do
+ * not split evenly and the experts do (qwen2moe: 8 blocks, 6 experts: tp 3),
+ * by columns otherwise (tp 2); LOOM_MOE_SPLIT forces either (or is refused);
+ * the bytes the weights bind are the plan's either way. */
+Test(families, mixtures_split_by_experts_or_columns) {
+    const loom_isa was = use_avx2_r8();
+    synth_loaded s;
+    synth_load(&models[3], &s);
+    cr_assert_str_eq(models[3].name, "qwen2moe");
+    static const struct {
+        const char *env;
+        int tp;
+        bool experts;
+    } cases[] = {{NULL, 3, true}, {NULL, 2, false}, {"experts", 2, true}, {"columns", 3, false}, {"auto", 3, true}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        if (cases[i].env) setenv("LOOM_MOE_SPLIT", cases[i].env, 1);
+        else unsetenv("LOOM_MOE_SPLIT");
+        loom_plan_request req = loom_plan_request_defaults(cases[i].tp, 1);
+        req.engine.ctx_size = 256;
+        loom_plan *p;
+        OK(loom_plan_make(&s.m, &req, NULL, &p));
+        int64_t shared_at = 0;
+        for (int r = 0; r < p->world; r++) {
+            const loom_shard *sh = &p->ranks[r].shard;
+            cr_assert_eq(sh->split_experts, cases[i].experts, "case %zu rank %d", i, r);
+            if (sh->split_experts) {
+                cr_assert(sh->expert_end - sh->expert_begin == 6 / cases[i].tp && sh->shared_begin == shared_at,
+                          "case %zu rank %d: experts [%d, %d), shared [%lld, %lld)", i, r, sh->expert_begin,
+                          sh->expert_end, (long long)sh->shared_begin, (long long)sh->shared_end);
+                shared_at = sh->shared_end;
+            }
+            loom_weights *w;
+            OK(loom_weights_create(s.g, &s.c, sh, &w));
+            OK(loom_weights_repack(w, s.g, NULL)); /* the plan counts the r8 copies (use_avx2_r8) */
+            cr_assert_eq((int64_t)(w->bytes_mapped + w->bytes_copied), p->ranks[r].weight_bytes, "case %zu rank %d", i, r);
+            loom_weights_free(w);
+        }
+        if (cases[i].experts) cr_assert_eq(shared_at, 896, "the shared expert's columns tile");
+        loom_plan_free(p);
+    }
+    setenv("LOOM_MOE_SPLIT", "rows", 1);
+    loom_plan_request req = loom_plan_request_defaults(2, 1);
+    loom_plan *p = NULL;
+    loom_status st = loom_plan_make(&s.m, &req, NULL, &p);
+    cr_assert(st && strstr(loom_status_message(st), "LOOM_MOE_SPLIT=rows"), "%s", st ? loom_status_message(st) : "planned");
+    loom_status_free(st);
+    unsetenv("LOOM_MOE_SPLIT");
+    synth_unload(&s);
+    OK(loom_isa_set(was));
+}
+
 /* ------------------------------------------------------------ TP by hand */
 
 /* Runs `n` tokens of one sequence through layer range [0, layers) of `g`
