@@ -30,6 +30,7 @@
 #include "parallel/cluster.h"
 #include "parallel/engine.h"
 #include "runtime/clock.h"
+#include "runtime/sampler.h"
 #include "runtime/threadpool.h"
 #include "runtime/text/tokenizer.h"
 
@@ -46,12 +47,9 @@ static void score_rows(void *user, int p0, int rows, const float *logits) {
     for (int r = 0; r < rows; r++) {
         const int p = p0 + r;
         if (p < c->first || p >= c->n - 1) continue;
-        const float *l = logits + (size_t)r * c->V;
-        float mx = l[0];
-        for (int v = 1; v < c->V; v++) mx = l[v] > mx ? l[v] : mx;
-        double sum = 0;
-        for (int v = 0; v < c->V; v++) sum += exp((double)l[v] - mx);
-        const double nll = mx + log(sum) - l[c->ids[p + 1]];
+        float lp;
+        loom_logprobs(logits + (size_t)r * c->V, c->V, c->ids[p + 1], 0, &lp, NULL, NULL);
+        const double nll = -(double)lp;
         c->nll += nll;
         c->nll2 += nll * nll;
         c->count++;

@@ -30,6 +30,7 @@
 
 #include "launch/serve/server_internal.h"
 #include "runtime/pooling.h"
+#include "runtime/sampler.h"
 
 struct srv_embed_job {
     int n;
@@ -163,24 +164,10 @@ static void lp_chunk(void *user, int p0, int rows, const float *logits) {
     for (int r = 0; r < rows; r++) {
         const int p = p0 + r + 1;
         if (p >= a->n) break;
-        const float *l = logits + (size_t)r * a->V;
-        float mx = l[0];
-        for (int v = 1; v < a->V; v++) mx = l[v] > mx ? l[v] : mx;
-        double sum = 0;
-        for (int v = 0; v < a->V; v++) sum += exp((double)l[v] - mx);
-        const double lse = mx + log(sum);
-        a->out->lp[p] = (float)(l[a->ids[p]] - lse);
         int32_t *ti = a->out->top_ids + (size_t)p * a->top;
-        float *tl = a->out->top_lp + (size_t)p * a->top;
-        for (int k = 0; k < a->top; k++) ti[k] = -1;
-        for (int v = 0; v < a->V; v++) { /* insertion into the top list, highest first (lower id among equals) */
-            int k = a->top;
-            while (k > 0 && (ti[k - 1] < 0 || l[v] > l[ti[k - 1]])) k--;
-            if (k == a->top) continue;
-            for (int m = a->top - 1; m > k; m--) ti[m] = ti[m - 1];
-            ti[k] = v;
-        }
-        for (int k = 0; k < a->top; k++) tl[k] = (float)(l[ti[k]] - lse);
+        for (int k = 0; k < a->top; k++) ti[k] = -1; /* (fewer tokens than alternatives asked) */
+        loom_logprobs(logits + (size_t)r * a->V, a->V, a->ids[p], a->top, &a->out->lp[p], ti,
+                      a->out->top_lp + (size_t)p * a->top);
     }
 }
 
