@@ -92,6 +92,37 @@ Test(json_schema, patterns_match_as_python_re) {
     loom_json_schema_free(s);
 }
 
+/* String formats Pydantic writes (date, date-time, time, uuid, ipv4,
+ * email) hold the text to their shape; an unknown format is an annotation. */
+Test(json_schema, string_formats) {
+    static const struct {
+        const char *format, *doc;
+        bool ok;
+    } cases[] = {
+        {"date", "\"2024-01-31\"", true},          {"date", "\"2024-13-01\"", false},
+        {"date", "\"24-01-31\"", false},           {"date-time", "\"2024-01-31T12:30:00Z\"", true},
+        {"date-time", "\"2024-01-31T12:30:00.123+02:00\"", true},
+        {"date-time", "\"2024-01-31T12:30:00\"", true}, {"date-time", "\"2024-01-31 12:30:00\"", false},
+        {"date-time", "\"2024-01-31T24:00:00\"", false}, {"time", "\"23:59:59\"", true},
+        {"time", "\"23:60:00\"", false},
+        {"uuid", "\"123e4567-e89b-12d3-a456-426614174000\"", true},
+        {"uuid", "\"123e4567e89b12d3a456426614174000\"", false},
+        {"ipv4", "\"192.168.0.255\"", true},       {"ipv4", "\"192.168.0.256\"", false},
+        {"email", "\"ada.lovelace@example.org\"", true}, {"email", "\"ada@localhost\"", false},
+        {"uri", "\"anything at all\"", true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char schema[128];
+        snprintf(schema, sizeof schema, "{\"type\": \"string\", \"format\": \"%s\"}", cases[i].format);
+        loom_json_schema *s = schema_of(schema);
+        loom_json_state js;
+        loom_json_init(&js, s);
+        const bool ok = loom_json_feed(&js, cases[i].doc, strlen(cases[i].doc)) && loom_json_complete(&js);
+        cr_assert_eq(ok, cases[i].ok, "format %s: %s %s", cases[i].format, cases[i].doc, ok ? "taken" : "refused");
+        loom_json_schema_free(s);
+    }
+}
+
 Test(json_schema, any_object) {
     loom_json_schema *o = schema_of("{\"type\": \"object\"}");
     static const char *const whole[] = {

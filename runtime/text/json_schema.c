@@ -110,6 +110,32 @@ static const char *const UNSUPPORTED[] = {
     "dependentSchemas", "dependencies", "uniqueItems", "contains", "minContains", "maxContains", "prefixItems",
     "minProperties", "maxProperties", "propertyNames", "unevaluatedProperties", "unevaluatedItems"};
 
+/* A string `format` as the pattern that holds its text to it (what
+ * Pydantic writes for date, datetime, time, UUID, IPv4 and email fields),
+ * or NULL: other formats are annotations, as JSON Schema 2019+ takes them.
+ * Times take an optional offset and fraction (Pydantic reads naive ones). */
+static const char *format_pattern(const char *f) {
+#define DATE "\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])"
+#define TIME "([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d{1,6})?(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d)?"
+#define OCTET "(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)"
+    static const struct {
+        const char *name, *re;
+    } formats[] = {
+        {"date", "^" DATE "$"},
+        {"date-time", "^" DATE "T" TIME "$"},
+        {"time", "^" TIME "$"},
+        {"uuid", "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"},
+        {"ipv4", "^(" OCTET "\\.){3}" OCTET "$"},
+        {"email", "^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,}$"},
+    };
+#undef DATE
+#undef TIME
+#undef OCTET
+    for (size_t i = 0; f && i < sizeof formats / sizeof *formats; i++)
+        if (!strcmp(f, formats[i].name)) return formats[i].re;
+    return NULL;
+}
+
 static loom_status type_bits(json_t *t, uint8_t *out, const char *where) {
     static const char *const names[] = {"object", "array", "string", "number", "integer", "boolean", "null"};
     json_t *one[1] = {t};
@@ -329,12 +355,14 @@ static loom_status compile(compiler *c, json_t *o, const char *where, int32_t *o
         LOOM_TRY(count(o, "minLength", where, &n.min_len));
         LOOM_TRY(count(o, "maxLength", where, &n.max_len));
         json_t *pat = json_object_get(o, "pattern");
-        if (pat && n.types & T_STR) { /* (on other types a pattern says nothing) */
-            if (!json_is_string(pat))
-                return loom_error(LOOM_ERR_INVALID, "JSON schema at %s: 'pattern' must be a string", where);
+        const char *fmt = format_pattern(json_string_value(json_object_get(o, "format")));
+        if (pat && !json_is_string(pat))
+            return loom_error(LOOM_ERR_INVALID, "JSON schema at %s: 'pattern' must be a string", where);
+        if ((pat || fmt) && n.types & T_STR) { /* (on other types a pattern says nothing) */
+            const char *re = pat ? json_string_value(pat) : fmt; /* both: the pattern (no intersection) */
             loom_json_schema *s = c->s;
             GROW(s->pats, s->n_pats, s->cap_pats, 1);
-            loom_status st = loom_pattern_compile(json_string_value(pat), json_string_length(pat), &s->pats[s->n_pats]);
+            loom_status st = loom_pattern_compile(re, pat ? json_string_length(pat) : strlen(fmt), &s->pats[s->n_pats]);
             if (st) return loom_error_wrap(st, "JSON schema at %s", where);
             n.pat = ++s->n_pats;
         }

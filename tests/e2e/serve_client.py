@@ -180,15 +180,20 @@ def test_structured_output(cl, name):
     ok("structured output: the openai client's parse() with a Pydantic model: %r" % r.choices[0].message.parsed)
 
     # patterns (Pydantic's Field(pattern=...)): Pydantic validates the reply with its own regex engine
+    import datetime
+    import uuid
+
     class Flight(pydantic.BaseModel):
         code: str = pydantic.Field(pattern=r"^[A-Z]{2}\d{3,4}$")
         date: str = pydantic.Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])-\d{2}$")
+        departs: datetime.datetime  # format date-time
+        booking: uuid.UUID  # format uuid
 
     r = parse(model=name, messages=[{"role": "user", "content": "A flight as JSON."}], response_format=Flight,
               max_tokens=200, temperature=0)
     f = r.choices[0].message.parsed
     check(r.choices[0].finish_reason == "stop" and isinstance(f, Flight), "parse(Flight): %r" % r.choices[0].message.content)
-    ok("structured output with patterns: %r" % f)
+    ok("structured output with patterns and formats (date-time, uuid): %r" % f)
 
 
 def test_forced_tool_calls(cl, name):
