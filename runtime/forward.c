@@ -75,12 +75,13 @@ struct loom_forward {
     float *att;             /* (max_rows, qdim) attention output before wo */
     float *gate, *up;       /* (max_rows, n_ffn) */
     float *moe_logits;      /* (max_rows, n_experts) router output */
-    float *moe_x, *moe_y;   /* (max_rows, dim) an expert's rows gathered, and its output */
+    float *moe_y;           /* (max_rows, dim) an expert's output */
     int *moe_sel;           /* (max_rows * n_experts_used) each row's experts, with their weights in moe_selw */
     float *moe_selw;
     int *moe_rows;          /* (max_rows * n_experts_used) the rows by expert, with their weights in moe_w */
     float *moe_w;
     int *moe_count, *moe_fill; /* (n_experts + 1) where each expert's rows begin in moe_rows */
+    uint8_t *moe_qg, *moe_qu;  /* (max_rows) the normed rows quantized once for the experts' gate and up */
     float *scratch;         /* (max_rows, dim) */
     float *rope;            /* (max_rows, rope_dim) cos/sin per row */
     float *rope_swa;        /* (max_rows, rope_dim) the same on sliding-window layers, or NULL (= rope) */
@@ -285,6 +286,27 @@ static void prep_worker(void *ctx, int ith, int nth) {
     if (t->stream) stream_fence(); /* before the pool's release: the next run reads these rows */
 }
 
+/* The rows' preparation and quantization (prep_task), over the pool when there are several. */
+static void prep_run(loom_forward *f, prep_task *p) {
+    const double t0 = f->prof ? loom_now_s() : 0;
+    if (p->n >= 2 && loom_pool_size(f->pool) > 1) {
+        p->stream = f->stream && p->n >= ACT_STREAM_ROWS;
+        loom_pool_run(f->pool, prep_worker, p);
+    } else
+        prep_rows(p, 0, p->n, NULL);
+    if (f->prof) prof_add(f, P_PREP, t0);
+}
+
+/* The matmuls of t over the pool, their time counted as `part`. */
+static void mm_run(loom_forward *f, mm_task *t, int part) {
+    const double t0 = f->prof ? loom_now_s() : 0;
+    loom_pool_run(f->pool, mm_worker, t);
+    if (f->prof) {
+        prof_add(f, part, t0);
+        for (int i = 0; i < loom_pool_size(f->pool); i++) f->prof->cur_busy[part] += t->thread_busy[8 * i];
+    }
+}
+
 /* y_j (n, rows_j) = m_j · prep(x) for up to three matrices sharing the input
  * rows x (n, k): the rows are prepared (normed, or activated: prep_task)
  * into `dst`, quantized once per activation format, then multiplied. Rows
@@ -303,21 +325,8 @@ static void matmuls(loom_forward *f, prep_task p, int n_jobs, const loom_mat *co
         }
         t.jobs[j] = (mm_job){m[j], f->act[slot], loom_act_row_bytes(m[j]->type, m[j]->cols), y[j], m[j]->rows};
     }
-    double t0 = f->prof ? loom_now_s() : 0;
-    if (n >= 2 && loom_pool_size(f->pool) > 1) {
-        p.stream = f->stream && n >= ACT_STREAM_ROWS;
-        loom_pool_run(f->pool, prep_worker, &p);
-    } else
-        prep_rows(&p, 0, n, NULL);
-    if (f->prof) {
-        prof_add(f, P_PREP, t0);
-        t0 = loom_now_s();
-    }
-    loom_pool_run(f->pool, mm_worker, &t);
-    if (f->prof) {
-        prof_add(f, part, t0);
-        for (int i = 0; i < loom_pool_size(f->pool); i++) f->prof->cur_busy[part] += t.thread_busy[8 * i];
-    }
+    prep_run(f, &p);
+    mm_run(f, &t, part);
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -370,7 +379,6 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
     f->scratch = malloc(R * c->dim * sizeof(float));
     if (c->n_experts) {
         f->moe_logits = malloc(R * c->n_experts * sizeof(float));
-        f->moe_x = malloc(R * c->dim * sizeof(float));
         f->moe_y = malloc(R * c->dim * sizeof(float));
         f->moe_sel = malloc(R * c->n_experts_used * sizeof(int));
         f->moe_selw = malloc(R * c->n_experts_used * sizeof(float));
@@ -378,6 +386,14 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
         f->moe_w = malloc(R * c->n_experts_used * sizeof(float));
         f->moe_count = malloc(((size_t)c->n_experts + 1) * sizeof(int));
         f->moe_fill = malloc(((size_t)c->n_experts + 1) * sizeof(int));
+        size_t qb = 1; /* every expert's gate (up) has the tensor's type */
+        for (int l = 0; l < nl; l++)
+            for (int e = 0; e < c->n_experts; e++) {
+                const size_t g = act_need(&w->layers[l].x_gate[e], max_rows), u = act_need(&w->layers[l].x_up[e], max_rows);
+                qb = g > qb ? g : qb, qb = u > qb ? u : qb;
+            }
+        f->moe_qg = malloc(qb);
+        f->moe_qu = malloc(qb);
     }
     f->rope = malloc(R * rd * sizeof(float));
     if (swa_rope_differs(c)) f->rope_swa = malloc(R * rd * sizeof(float));
@@ -415,8 +431,8 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
     }
     bool ok = ms_ok && f->stage && f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch &&
               f->rope && f->scores && (f->rope_swa || !swa_rope_differs(c)) &&
-              (!c->n_experts || (f->moe_logits && f->moe_x && f->moe_y && f->moe_sel && f->moe_selw && f->moe_rows && f->moe_w &&
-                                   f->moe_count && f->moe_fill));
+              (!c->n_experts || (f->moe_logits && f->moe_y && f->moe_sel && f->moe_selw && f->moe_rows && f->moe_w &&
+                                   f->moe_count && f->moe_fill && f->moe_qg && f->moe_qu));
     for (int j = 0; j < MM_MAX_JOBS; j++) {
         f->act[j] = malloc(ab ? ab : 1);
         ok = ok && f->act[j];
@@ -447,7 +463,8 @@ void loom_forward_free(loom_forward *f) {
     free(f->up);
     free(f->scratch);
     free(f->moe_logits);
-    free(f->moe_x);
+    free(f->moe_qg);
+    free(f->moe_qu);
     free(f->moe_y);
     free(f->moe_sel);
     free(f->moe_selw);
@@ -710,15 +727,31 @@ static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial)
         }
     if (f->prof) prof_add(f, P_ROUTE, t0);
     memset(partial, 0, (size_t)n * dim * sizeof *partial);
+    /* the normed rows quantized once for the experts' gate and up (one
+     * format when their types agree), each expert's gathered from there */
+    int held = 0;
+    while (held < ne && !L->x_gate[held].data) held++;
+    const loom_mat *g0 = held < ne ? &L->x_gate[held] : NULL, *u0 = held < ne ? &L->x_up[held] : NULL;
+    const bool one = g0 && g0->type == u0->type && g0->cols == u0->cols;
+    const size_t gb = g0 ? loom_act_row_bytes(g0->type, g0->cols) : 0, ub = g0 ? loom_act_row_bytes(u0->type, u0->cols) : 0;
+    if (g0) {
+        prep_task p = {.f = f, .n = n, .src = f->xn, .dst = f->xn, .n_quant = one ? 1 : 2,
+                       .qm = {g0, u0}, .qdst = {f->moe_qg, f->moe_qu}};
+        prep_run(f, &p);
+    }
     for (int e = 0; e < ne; e++) {
         const int m = cnt[e + 1] - cnt[e];
         if (!m || !L->x_gate[e].data) continue; /* no row's, or another rank's (the sum over TP adds it) */
         const int *r = rows + cnt[e];
         const float *rwt = rw + cnt[e];
-        for (int i = 0; i < m; i++) memcpy(f->moe_x + (size_t)i * dim, f->xn + (size_t)r[i] * dim, (size_t)dim * sizeof(float));
-        const loom_mat *m2[2] = {&L->x_gate[e], &L->x_up[e]};
-        float *y2[2] = {f->gate, f->up};
-        matmuls(f, (prep_task){.n = m, .src = f->moe_x, .dst = f->moe_x}, 2, m2, y2, P_UP);
+        for (int i = 0; i < m; i++) {
+            memcpy(f->act[0] + (size_t)i * gb, f->moe_qg + (size_t)r[i] * gb, gb);
+            if (!one) memcpy(f->act[1] + (size_t)i * ub, f->moe_qu + (size_t)r[i] * ub, ub);
+        }
+        mm_task t = {.n_jobs = 2, .n = m, .thread_busy = f->prof ? f->prof->thread_busy : NULL};
+        t.jobs[0] = (mm_job){&L->x_gate[e], f->act[0], gb, f->gate, L->x_gate[e].rows};
+        t.jobs[1] = (mm_job){&L->x_up[e], f->act[one ? 0 : 1], ub, f->up, L->x_up[e].rows};
+        mm_run(f, &t, P_UP);
         const loom_mat *md[1] = {&L->x_down[e]};
         float *yd[1] = {f->moe_y};
         matmuls(f, (prep_task){.n = m, .src = f->gate, .dst = f->gate, .act = true, .up = f->up}, 1, md, yd, P_DOWN);
