@@ -35,6 +35,11 @@
  *                        e[l+96] = (L[l+32] >> 4) | ((H[l]>>6)&3)<<4;
  *              x = d * scales[e/16] * (q - 32).
  *   Q8_K       (activations only) x = d * qs[j]; bsums[i] = sum of qs[16i..16i+15].
+ *   MXFP4      (OCP microscaling FP4, gpt-oss's experts) as Q4_0's nibble
+ *              order; a nibble is an E2M1 code, x = LOOM_KV_MXFP4[q] *
+ *              2^(e - 128) with e the block's E8M0 exponent byte (GGML keeps
+ *              the E2M1 values doubled, {0, 1, 2, 3, 4, 6, 8, 12} and their
+ *              negatives, and halves the scale: ggml_e8m0_to_fp32_half).
  *
  * Rounding: each function performs the same float operations, in the same
  * order, as GGML's dequantize_row_* and gguf-py's numpy dequantization
@@ -136,6 +141,11 @@ typedef struct {
 } loom_block_q6_K;
 
 typedef struct {
+    uint8_t e;         /* E8M0 exponent: scale 2^(e - 128) with doubled values */
+    uint8_t qs[16];    /* 32 x 4-bit E2M1 codes */
+} loom_block_mxfp4;
+
+typedef struct {
     float d;             /* scale */
     int8_t qs[256];      /* x = d * q */
     int16_t bsums[16];   /* sums of qs in groups of 16 */
@@ -150,6 +160,13 @@ LOOM_STATIC_ASSERT(sizeof(loom_block_q4_K) == 144, "Q4_K block is 144 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q5_K) == 176, "Q5_K block is 176 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q6_K) == 210, "Q6_K block is 210 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q8_K) == 292, "Q8_K block is 292 bytes");
+LOOM_STATIC_ASSERT(sizeof(loom_block_mxfp4) == 17, "MXFP4 block is 17 bytes");
+
+/* MXFP4's E2M1 codes as GGML keeps them (doubled: integers), and the same
+ * plus 12, the unsigned form the integer kernels multiply (>= 0, <= 24). */
+#define LOOM_KV_MXFP4_INIT {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12}
+#define LOOM_KV_MXFP4_U_INIT {12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0}
+enum { LOOM_MXFP4_OFFSET = 12 };
 
 /* ---- scalar bit helpers ---- */
 
@@ -237,6 +254,12 @@ static inline LOOM_HD uint16_t loom_f32_to_bf16(float f) {
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
     x += 0x7fffu + ((x >> 16) & 1u);
     return (uint16_t)(x >> 16);
+}
+
+/* MXFP4's block scale: 2^(e - 128) (GGML's ggml_e8m0_to_fp32_half, the
+ * two smallest exponents as float subnormals). */
+static inline LOOM_HD float loom_e8m0_half(uint8_t e) {
+    return loom_bits_to_f32(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
 }
 
 /* Scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block, from the
@@ -368,6 +391,16 @@ static inline LOOM_HD void loom_dequant_block_q6_K(const uint8_t *b, float *y) {
     }
 }
 
+static inline LOOM_HD void loom_dequant_block_mxfp4(const uint8_t *b, float *y) {
+    const signed char kv[16] = LOOM_KV_MXFP4_INIT;
+    const float d = loom_e8m0_half(b[0]);
+    const uint8_t *qs = b + offsetof(loom_block_mxfp4, qs);
+    for (int j = 0; j < 16; j++) {
+        y[j] = LOOM_FMUL((float)kv[qs[j] & 0xF], d);
+        y[j + 16] = LOOM_FMUL((float)kv[qs[j] >> 4], d);
+    }
+}
+
 static inline LOOM_HD void loom_dequant_block_q8_K(const uint8_t *b, float *y) {
     const float d = loom_bits_to_f32(loom_rd_u32(b));
     const int8_t *qs = (const int8_t *)(b + offsetof(loom_block_q8_K, qs));
@@ -391,6 +424,7 @@ static inline LOOM_HD int loom_dequant_block(loom_type type, const uint8_t *b, f
     case LOOM_TYPE_Q5_K: loom_dequant_block_q5_K(b, y); return 256;
     case LOOM_TYPE_Q6_K: loom_dequant_block_q6_K(b, y); return 256;
     case LOOM_TYPE_Q8_K: loom_dequant_block_q8_K(b, y); return 256;
+    case LOOM_TYPE_MXFP4: loom_dequant_block_mxfp4(b, y); return 32;
     default: return 0;
     }
 }

@@ -32,7 +32,7 @@ static const loom_type_traits type_table[LOOM_TYPE_COUNT] = {
     [LOOM_TYPE_BF16] = {"BF16", 1, 2, true},
     [LOOM_TYPE_TQ1_0] = {"TQ1_0", 256, 54, false},
     [LOOM_TYPE_TQ2_0] = {"TQ2_0", 256, 66, false},
-    [LOOM_TYPE_MXFP4] = {"MXFP4", 32, 17, false},
+    [LOOM_TYPE_MXFP4] = {"MXFP4", 32, 17, true},
 };
 
 const loom_type_traits *loom_type_info(uint32_t type) {

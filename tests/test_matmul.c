@@ -26,7 +26,7 @@
 
 static const loom_type all_types[] = {LOOM_TYPE_F32,  LOOM_TYPE_F16,  LOOM_TYPE_BF16, LOOM_TYPE_Q4_0,
                                       LOOM_TYPE_Q4_1, LOOM_TYPE_Q5_0, LOOM_TYPE_Q5_1, LOOM_TYPE_Q8_0,
-                                      LOOM_TYPE_Q4_K, LOOM_TYPE_Q5_K, LOOM_TYPE_Q6_K};
+                                      LOOM_TYPE_Q4_K, LOOM_TYPE_Q5_K, LOOM_TYPE_Q6_K, LOOM_TYPE_MXFP4};
 enum { N_TYPES = sizeof all_types / sizeof all_types[0] };
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
@@ -73,6 +73,8 @@ static void random_row(loom_type t, uint8_t *dst, int64_t k) {
         return;
     }
     for (size_t i = 0; i < nbytes; i++) dst[i] = (uint8_t)urand();
+    if (t == LOOM_TYPE_MXFP4) /* block scales 2^-6 .. 2^-1 (E8M0 122..127), as the others' */
+        for (size_t b = 0; b < nbytes / tr->type_size; b++) dst[b * tr->type_size] = (uint8_t)(122 + urand() % 6);
     for (size_t b = 0; b < nbytes / tr->type_size; b++)
         for (const int *f = scale_fields(t); *f >= 0; f++) {
             uint16_t h = loom_f32_to_f16(frand() * 0.05f);

@@ -49,7 +49,7 @@
 #define LOOM_MATMUL_TYPES(X, p)                                                                       \
     X(p, F32, f32, F) X(p, F16, f16, F) X(p, BF16, bf16, F) X(p, Q4_0, q4_0, Q) X(p, Q4_1, q4_1, Q)   \
     X(p, Q5_0, q5_0, Q) X(p, Q5_1, q5_1, Q) X(p, Q8_0, q8_0, Q8) X(p, Q4_K, q4_K, K)                  \
-    X(p, Q5_K, q5_K, K) X(p, Q6_K, q6_K, K)
+    X(p, Q5_K, q5_K, K) X(p, Q6_K, q6_K, K) X(p, MXFP4, mxfp4, Q)
 
 /* the parameters of a loom_matmul_fn, named as every kernel names them */
 #define LOOM_MATMUL_PARAMS                                                                            \
@@ -311,6 +311,7 @@ static inline __attribute__((always_inline)) size_t loom_qblock_bytes(int type) 
     case LOOM_TYPE_Q4_K: return 144;
     case LOOM_TYPE_Q5_K: return 176;
     case LOOM_TYPE_Q6_K: return 210;
+    case LOOM_TYPE_MXFP4: return 17;
     default: return 0;
     }
 }

@@ -1,6 +1,6 @@
 /*
  * runtime/cpu/gemm_avx2.c — AVX2 kernels for the quantized weight types
- * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K): one ymm lane per weight
+ * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, MXFP4): one ymm lane per weight
  * row.
  *
  * Three paths, one arithmetic:
@@ -92,6 +92,10 @@ AI __m256i dec32(const int type, const uint8_t *p) {
     case LOOM_TYPE_Q8_0: return _mm256_loadu_si256((const __m256i *)(p + 2));
     case LOOM_TYPE_Q4_0: return nibbles(p + 2);
     case LOOM_TYPE_Q4_1: return nibbles(p + 4);
+    case LOOM_TYPE_MXFP4: { /* codes -> doubled E2M1 values + 12 */
+        static const int8_t kv[16] = LOOM_KV_MXFP4_U_INIT;
+        return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kv)), nibbles(p + 1));
+    }
     case LOOM_TYPE_Q5_0: return _mm256_or_si256(nibbles(p + 6), bits_to_0x10(loom_ld_u32(p + 2)));
     default: return _mm256_or_si256(nibbles(p + 8), bits_to_0x10(loom_ld_u32(p + 4))); /* Q5_1 */
     }
@@ -470,8 +474,15 @@ AI void rt32(const int type, const int NT, const uint8_t *const wr[GMR], int64_t
             q[r] = dec32(type, wr[r] + b * bs);
         }
         __m256 fs, off;
-        rows8_f16pair(wr, (size_t)b * bs, &fs, &off); /* same values as loom_panel_terms32 */
-        if (!min_type) off = _mm256_mul_ps(_mm256_set1_ps(type == LOOM_TYPE_Q4_0 ? -8.0f : -16.0f), fs);
+        if (type == LOOM_TYPE_MXFP4) {
+            float e[GMR];
+            UNROLL for (int r = 0; r < GMR; r++) e[r] = loom_e8m0_half(wr[r][b * bs]);
+            fs = _mm256_loadu_ps(e);
+        } else {
+            rows8_f16pair(wr, (size_t)b * bs, &fs, &off); /* same values as loom_panel_terms32 */
+        }
+        if (!min_type)
+            off = _mm256_mul_ps(_mm256_set1_ps(type == LOOM_TYPE_Q4_0 ? -8.0f : type == LOOM_TYPE_MXFP4 ? -12.0f : -16.0f), fs);
         UNROLL for (int t = 0; t < NT; t++) {
             const uint8_t *xt = x + t * xs;
             tot[t] = step32(type, tot[t], rows8_dot(type, q, xt + 32 * b), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)),

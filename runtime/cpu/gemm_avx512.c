@@ -87,6 +87,10 @@ AI __m512i dec32x2(const int type, const uint8_t *pa, const uint8_t *pb) {
     switch (type) {
     case LOOM_TYPE_Q4_0: return nib_pair(pa + 2, pb + 2);
     case LOOM_TYPE_Q4_1: return nib_pair(pa + 4, pb + 4);
+    case LOOM_TYPE_MXFP4: { /* codes -> doubled E2M1 values + 12 */
+        static const int8_t kv[16] = LOOM_KV_MXFP4_U_INIT;
+        return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)kv)), nib_pair(pa + 1, pb + 1));
+    }
     case LOOM_TYPE_Q5_0:
     case LOOM_TYPE_Q5_1: {
         const int o = type == LOOM_TYPE_Q5_0 ? 2 : 4;

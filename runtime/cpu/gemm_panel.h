@@ -9,7 +9,8 @@
  *
  * Terms, with I the integer dot product of a scale group:
  *   32-element block:  y += fs*(da*I) + off*s   fs = dw; off = m (Q4_1/Q5_1)
- *                      or -c*dw (c = 8, 16, 128: the unsigned form's offset),
+ *                      or -c*dw (c = 8, 16, 128, 12 for MXFP4: the unsigned
+ *                      form's offset),
  *                      s = da*sum(a)
  *   K super-block:     y += da*(sum_g fs_g*I_g + d2*sum_j mp_j . bsums_j),
  *                      fs_g = d*sc_g; Q4_K/Q5_K: mp_j = [m_j, m_j], d2 = -dmin;
@@ -43,8 +44,9 @@ static inline void loom_panel_terms32(loom_type type, const uint8_t *blk, int mr
         fs[r] = off[r] = 0.0f;
         return;
     }
-    const float c = type == LOOM_TYPE_Q4_0 ? 8.0f : type == LOOM_TYPE_Q5_0 ? 16.0f : 128.0f;
-    const float dw = _cvtsh_ss(loom_ld_u16(blk));
+    const float c = type == LOOM_TYPE_Q4_0 ? 8.0f : type == LOOM_TYPE_Q5_0 ? 16.0f
+                  : type == LOOM_TYPE_MXFP4 ? (float)LOOM_MXFP4_OFFSET : 128.0f;
+    const float dw = type == LOOM_TYPE_MXFP4 ? loom_e8m0_half(blk[0]) : _cvtsh_ss(loom_ld_u16(blk));
     fs[r] = dw;
     off[r] = type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q5_1 ? _cvtsh_ss(loom_ld_u16(blk + 2)) : -c * dw;
 }

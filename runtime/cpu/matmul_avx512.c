@@ -112,7 +112,15 @@ AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, siz
 AI int is_min_type(const int type) { return type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q5_1; }
 
 AI int offset_of(const int type) {
-    return type == LOOM_TYPE_Q4_0 ? 8 : type == LOOM_TYPE_Q5_0 ? 16 : type == LOOM_TYPE_Q8_0 ? 128 : 0;
+    return type == LOOM_TYPE_Q4_0 ? 8 : type == LOOM_TYPE_Q5_0 ? 16 : type == LOOM_TYPE_Q8_0 ? 128
+         : type == LOOM_TYPE_MXFP4 ? LOOM_MXFP4_OFFSET : 0;
+}
+
+/* MXFP4: nibble codes -> their doubled E2M1 values + 12 (VPSHUFB, the
+ * table in every 128-bit lane), and a block's scale 2^(e - 128) */
+static const int8_t kv_mxfp4_u[16] = LOOM_KV_MXFP4_U_INIT;
+AI __m512i mxfp4_values(__m512i nib) {
+    return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)kv_mxfp4_u)), nib);
 }
 
 static const int32_t idx_pair[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
@@ -132,7 +140,9 @@ AI __m512i nibbles_pair(const uint8_t *qa, const uint8_t *qb) {
  * per-lane scales dw and (min types) per-lane mins mw. */
 AI void dec32_pair(const int type, const uint8_t *pa, const uint8_t *pb, __m512i *q, __m512 *dw,
                    __m512 *mw) {
-    if (is_min_type(type)) {
+    if (type == LOOM_TYPE_MXFP4) {
+        *dw = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(loom_e8m0_half(pa[0])), _mm512_set1_ps(loom_e8m0_half(pb[0])));
+    } else if (is_min_type(type)) {
         const uint64_t dm = (uint64_t)loom_ld_u32(pa) | ((uint64_t)loom_ld_u32(pb) << 32);
         const __m512 f = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)dm)));
         *dw = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_pair_dm_d), f);
@@ -145,6 +155,7 @@ AI void dec32_pair(const int type, const uint8_t *pa, const uint8_t *pb, __m512i
     switch (type) {
     case LOOM_TYPE_Q4_0: *q = nibbles_pair(pa + 2, pb + 2); break;
     case LOOM_TYPE_Q4_1: *q = nibbles_pair(pa + 4, pb + 4); break;
+    case LOOM_TYPE_MXFP4: *q = mxfp4_values(nibbles_pair(pa + 1, pb + 1)); break;
     case LOOM_TYPE_Q5_0:
     case LOOM_TYPE_Q5_1: {
         const int o = type == LOOM_TYPE_Q5_0 ? 2 : 4;
@@ -235,7 +246,7 @@ AI void body32q(const int type, const int RM, const int RN, const uint8_t *w, si
                 int64_t b, const uint8_t *x, size_t xs, __m512 acc[XM][XN], size_t pf) {
     const size_t bs = loom_qblock_bytes(type);
     const int five = type == LOOM_TYPE_Q5_0 || type == LOOM_TYPE_Q5_1;
-    const int qo = (is_min_type(type) ? 4 : 2) + (five ? 4 : 0); /* the quants' offset in a block */
+    const int qo = type == LOOM_TYPE_MXFP4 ? 1 : (is_min_type(type) ? 4 : 2) + (five ? 4 : 0); /* the quants' offset */
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     __m512i lo[XM], hi[XM];
     __m512 dw[XM], mw[XM];
@@ -248,6 +259,7 @@ AI void body32q(const int type, const int RM, const int RN, const uint8_t *w, si
         z = _mm512_mask_broadcast_i32x4(z, 0xF000, _mm_loadu_si128((const __m128i *)(p + 3 * bs + qo)));
         lo[r] = _mm512_and_si512(z, m4);
         hi[r] = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+        if (type == LOOM_TYPE_MXFP4) lo[r] = mxfp4_values(lo[r]), hi[r] = mxfp4_values(hi[r]);
         if (five) { /* fifth bits: element i of block b+j at bit 16j + i (lo) / 16j + i - 16 (hi) */
             uint64_t ml = 0, mh = 0;
             UNROLL for (int j = 0; j < 4; j++) {
@@ -267,6 +279,10 @@ AI void body32q(const int type, const int RM, const int RN, const uint8_t *w, si
             const __m512 f = _mm512_castps256_ps512(_mm256_cvtph_ps(h));
             dw[r] = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_quad[1]), f);
             mw[r] = _mm512_maskz_permutexvar_ps(0x1111, _mm512_loadu_si512(idx_quad[2]), f);
+        } else if (type == LOOM_TYPE_MXFP4) {
+            const __m128 f = _mm_setr_ps(loom_e8m0_half(p[0]), loom_e8m0_half(p[bs]), loom_e8m0_half(p[2 * bs]),
+                                         loom_e8m0_half(p[3 * bs]));
+            dw[r] = _mm512_permutexvar_ps(_mm512_loadu_si512(idx_quad[0]), _mm512_castps128_ps512(f));
         } else {
             const uint64_t d4 = (uint64_t)loom_ld_u16(p) | (uint64_t)loom_ld_u16(p + bs) << 16 |
                                 (uint64_t)loom_ld_u16(p + 2 * bs) << 32 | (uint64_t)loom_ld_u16(p + 3 * bs) << 48;

@@ -7,6 +7,7 @@
  * Per block of the 32-families (activation: qs, d, s = d * sum(qs)):
  *   Q4_0/Q5_0/Q8_0  dw * d * sum((q - c) * a)              c = 8, 16, 0
  *   Q4_1/Q5_1       dw * d * sum(q * a) + m * s
+ *   MXFP4           dw * d * sum(v * a), v the doubled E2M1 value, dw 2^(e-128)
  * Per K super-block (activation: Q8_K d, qs, bsums):
  *   Q4_K/Q5_K       d*D * sum_s sc_s * sum(q*a) - dmin*D * sum_s m_s * sum_s(a)
  *   Q6_K            d*D * sum_g sc_g * sum((q - 32) * a)
@@ -46,6 +47,15 @@ static void decode32(loom_type wt, const uint8_t *b, int q[32], float *dw, float
         for (int j = 0; j < 16; j++) {
             q[j] = (b[8 + j] & 0xF) | (int)(((qh >> j) & 1u) << 4);
             q[j + 16] = (b[8 + j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
+        }
+        break;
+    }
+    case LOOM_TYPE_MXFP4: {
+        static const signed char kv[16] = LOOM_KV_MXFP4_INIT;
+        *dw = loom_e8m0_half(b[0]);
+        for (int j = 0; j < 16; j++) {
+            q[j] = kv[b[1 + j] & 0xF];
+            q[j + 16] = kv[b[1 + j] >> 4];
         }
         break;
     }
