@@ -28,6 +28,9 @@
  *           == 2); with llama, 80 layers and GQA (llama.cpp's "70B") the
  *           remaining attn_v are Q5_K.
  *   Q5_K_M  the same with Q5_K as the base.
+ *   MXFP4_MOE  the experts' tensors MXFP4 (E2M1 codes uniform, one E8M0
+ *           exponent per tensor: the power of two nearest the std's
+ *           scale), everything else Q8_0.
  * Plain types (F32 ... Q6_K) put every 2-D weight, output and token_embd
  * included, in that type. 1-D tensors (norms, biases) are always F32.
  *
@@ -59,13 +62,14 @@ static const type_choice type_choices[] = {
     {"Q8_0", LOOM_TYPE_Q8_0, false, 7},  {"Q4_0", LOOM_TYPE_Q4_0, false, 2}, {"Q4_1", LOOM_TYPE_Q4_1, false, 3},
     {"Q5_0", LOOM_TYPE_Q5_0, false, 8},  {"Q5_1", LOOM_TYPE_Q5_1, false, 9}, {"Q4_K", LOOM_TYPE_Q4_K, false, 14},
     {"Q5_K", LOOM_TYPE_Q5_K, false, 16}, {"Q6_K", LOOM_TYPE_Q6_K, false, 18}, {"Q4_K_M", LOOM_TYPE_Q4_K, true, 15},
-    {"Q5_K_M", LOOM_TYPE_Q5_K, true, 17},
+    {"Q5_K_M", LOOM_TYPE_Q5_K, true, 17}, {"MXFP4_MOE", LOOM_TYPE_MXFP4, true, 38},
 };
 
 static bool use_more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
 
 loom_type loom_synth_weight_type(const synth_cfg *c, const type_choice *tc, loom_synth_kind kind, int64_t layer) {
     if (!tc->mix) return tc->base;
+    if (tc->base == LOOM_TYPE_MXFP4) return LOOM_TYPE_Q8_0; /* MXFP4_MOE: all but the experts (synth_families.c) */
     if (kind == W_OUTPUT || (kind == W_EMBD && c->tied)) return LOOM_TYPE_Q6_K;
     if ((kind == W_V || kind == W_DOWN) && use_more_bits(layer, c->layers)) return LOOM_TYPE_Q6_K;
     bool is_70b = !strcmp(c->arch, "llama") && c->layers == 80 && c->heads != c->kv_heads;
@@ -219,13 +223,16 @@ int cmd_synth(int argc, char **argv) {
     int64_t layers = 2, dim = 256, heads = 4, kv_heads = 2, head_dim = 0, ffn = 512, vocab = 512, ctx = 2048,
             seed = 1;
     double rope_theta = 10000.0, norm_eps = 1e-5, attn_softcap = -1, final_softcap = -1, rope_scale = 0;
-    int64_t rope_dim = 0, window = 0, window_pattern = 0, longrope_ctx = 0, experts = 0, experts_used = 2, shared = 0;
+    int64_t rope_dim = 0, window = 0, window_pattern = 0, longrope_ctx = 0, experts = 0, experts_used = 2, shared = 0,
+            yarn_orig = 0;
+    double yarn = 0;
     const char *pooling = "mean";
     bool tied = false, header_only = false;
     const loom_arg args[] = {
         {"--out", LOOM_ARG_STR, &out, "PATH", "output GGUF file (required)"},
         {"--arch", LOOM_ARG_STR, &arch, "NAME",
-         "llama, qwen2 (Q/K/V biases), qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert or nomic-bert"},
+         "llama, qwen2 (Q/K/V biases), qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert or "
+         "gpt-oss"},
         {"--layers", LOOM_ARG_INT, &layers, "N", "transformer blocks"},
         {"--dim", LOOM_ARG_INT, &dim, "N", "embedding width"},
         {"--heads", LOOM_ARG_INT, &heads, "N", "query heads"},
@@ -233,7 +240,8 @@ int cmd_synth(int argc, char **argv) {
         {"--head-dim", LOOM_ARG_INT, &head_dim, "N", "width of a head; 0 means dim/heads"},
         {"--ffn", LOOM_ARG_INT, &ffn, "N", "MLP hidden width (of each expert with --experts)"},
         {"--experts", LOOM_ARG_INT, &experts, "N",
-         "llama, qwen2moe, qwen3moe: a mixture of N experts in every layer (qwen*moe: default 8); 0: a dense MLP"},
+         "llama, qwen2moe, qwen3moe, gpt-oss: a mixture of N experts in every layer (default 8 but llama's); 0: a "
+         "dense MLP"},
         {"--experts-used", LOOM_ARG_INT, &experts_used, "K", "experts each token goes through (default 2)"},
         {"--shared-ffn", LOOM_ARG_INT, &shared, "N", "qwen2moe: the shared expert's width (default 4 x --ffn)"},
         {"--vocab", LOOM_ARG_INT, &vocab, "N", "vocabulary size (>= 260)"},
@@ -241,16 +249,19 @@ int cmd_synth(int argc, char **argv) {
         {"--rope-theta", LOOM_ARG_FLOAT, &rope_theta, "F", "RoPE base frequency"},
         {"--norm-eps", LOOM_ARG_FLOAT, &norm_eps, "F", "RMSNorm epsilon"},
         {"--type", LOOM_ARG_STR, &type, "T",
-         "F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K, or the mixes Q4_K_M Q5_K_M"},
+         "F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K, or the mixes Q4_K_M Q5_K_M MXFP4_MOE"},
         {"--tied", LOOM_ARG_FLAG, &tied, NULL, "no output.weight: the lm head is token_embd"},
         {"--seed", LOOM_ARG_INT, &seed, "N", "weights are a function of the seed and the tensor"},
         {"--rope-dim", LOOM_ARG_INT, &rope_dim, "N", "rotated dimensions per head (partial rotary); 0: all"},
-        {"--window", LOOM_ARG_INT, &window, "N", "gemma: sliding window (gemma2 default 4096, gemma3 none)"},
+        {"--window", LOOM_ARG_INT, &window, "N",
+         "gemma, gpt-oss: sliding window (gemma2 default 4096, gemma3 none, gpt-oss 128)"},
         {"--window-pattern", LOOM_ARG_INT, &window_pattern, "N",
          "gemma: layer l slides iff l % N < N - 1; 0: the family's default (no key)"},
         {"--attn-softcap", LOOM_ARG_FLOAT, &attn_softcap, "F", "gemma2: attention score soft-cap"},
         {"--final-softcap", LOOM_ARG_FLOAT, &final_softcap, "F", "gemma: logit soft-cap"},
         {"--rope-scale", LOOM_ARG_FLOAT, &rope_scale, "F", "linear RoPE scaling factor (gemma3: global layers)"},
+        {"--yarn", LOOM_ARG_FLOAT, &yarn, "F", "YaRN RoPE scaling by this factor (needs --yarn-orig)"},
+        {"--yarn-orig", LOOM_ARG_INT, &yarn_orig, "N", "YaRN: the context length before the scaling"},
         {"--longrope-ctx", LOOM_ARG_INT, &longrope_ctx, "N",
          "phi3: LongRoPE factors with this original context length"},
         {"--pooling", LOOM_ARG_STR, &pooling, "P", "bert: none, mean, cls or last"},
@@ -266,12 +277,19 @@ int cmd_synth(int argc, char **argv) {
     if (r == LOOM_ARGS_ERROR) return 2;
     if (!out) return usage_error("--out PATH is required");
     if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && !loom_synth_is_family(arch))
-        return usage_error("--arch %s: expected llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert "
-                           "or nomic-bert", arch);
-    const bool qwen2moe = !strcmp(arch, "qwen2moe");
-    if ((qwen2moe || !strcmp(arch, "qwen3moe")) && !experts) experts = 8;
-    if (experts && strcmp(arch, "llama") && strcmp(arch, "qwen3moe") && !qwen2moe)
-        return usage_error("--experts: only llama, qwen2moe and qwen3moe models here have mixtures of experts");
+        return usage_error("--arch %s: expected llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, "
+                           "nomic-bert or gpt-oss", arch);
+    const bool qwen2moe = !strcmp(arch, "qwen2moe"), oss = !strcmp(arch, "gpt-oss");
+    if ((qwen2moe || oss || !strcmp(arch, "qwen3moe")) && !experts) experts = 8;
+    if (oss && !window) window = 128;
+    if (experts && strcmp(arch, "llama") && strcmp(arch, "qwen3moe") && !qwen2moe && !oss)
+        return usage_error("--experts: only llama, qwen2moe, qwen3moe and gpt-oss models here have mixtures of experts");
+    if (yarn < 0 || (yarn > 0) != (yarn_orig > 0) || yarn_orig < 0 || yarn_orig > (1 << 24))
+        return usage_error("--yarn F --yarn-orig N: both or neither, F > 0, N from 1 to %d", 1 << 24);
+    if (yarn > 0 && (rope_scale > 0 || longrope_ctx > 0))
+        return usage_error("--yarn: one RoPE scaling at a time (not with --rope-scale or --longrope-ctx)");
+    if (!strcasecmp(type, "MXFP4_MOE") && !experts)
+        return usage_error("--type MXFP4_MOE: puts a mixture's experts in MXFP4; this model has none (--experts N)");
     if (shared && !qwen2moe) return usage_error("--shared-ffn: only qwen2moe models here have a shared expert");
     if (qwen2moe && !shared) shared = 4 * ffn;
     if (shared < 0 || shared > (1 << 22)) return usage_error("--shared-ffn %" PRId64 " is out of range", shared);
@@ -288,7 +306,7 @@ int cmd_synth(int argc, char **argv) {
         if (!strcasecmp(type, type_choices[i].name)) tc = &type_choices[i];
     if (!tc)
         return usage_error("--type %s: expected one of F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K "
-                           "Q4_K_M Q5_K_M", type);
+                           "Q4_K_M Q5_K_M MXFP4_MOE", type);
     const struct {
         const char *name;
         int64_t v, min, max;
@@ -321,7 +339,7 @@ int cmd_synth(int argc, char **argv) {
     if (seed < 0) return usage_error("--seed %" PRId64 ": expected >= 0", seed);
     /* every 2-D weight's row (ne[0]) is dim, heads*head_dim or ffn */
     uint32_t block = loom_type_info((uint32_t)tc->base)->block_size;
-    if (tc->mix && block < 256) block = 256;
+    if (tc->mix && tc->base != LOOM_TYPE_MXFP4 && block < 256) block = 256;
     const struct {
         const char *what;
         int64_t v;
@@ -338,7 +356,8 @@ int cmd_synth(int argc, char **argv) {
                    .rope_dim = rope_dim, .window = window, .window_pattern = window_pattern,
                    .attn_softcap = attn_softcap, .final_softcap = final_softcap, .rope_scale = rope_scale,
                    .longrope_ctx = longrope_ctx, .pooling = pool, .experts = experts,
-                   .experts_used = experts ? experts_used : 0, .shared_ffn = shared};
+                   .experts_used = experts ? experts_used : 0, .shared_ffn = shared, .yarn = yarn,
+                   .yarn_orig = yarn_orig};
     uint64_t params = 0, bytes = 0;
     loom_status st = synth(&c, tc, out, &params, &bytes);
     if (st) {

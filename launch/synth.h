@@ -42,7 +42,8 @@ loom_status loom_synth_vocab(loom_gguf_writer *w, int64_t n);
 /* ---- the model (launch/cmd_synth.c; families beyond llama and qwen2 in synth_families.c) ---- */
 
 typedef struct {
-    const char *arch; /* "llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3", "gpt2", "bert", "nomic-bert" */
+    const char *arch; /* "llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3", "gpt2", "bert", "nomic-bert",
+                       * "gpt-oss" */
     int64_t layers, dim, heads, kv_heads, head_dim, ffn, vocab, ctx;
     double rope_theta, norm_eps;
     bool tied, header_only;
@@ -58,6 +59,8 @@ typedef struct {
     int64_t pooling;            /* bert, nomic-bert: pooling_type */
     int64_t experts, experts_used; /* llama, qwen2moe, qwen3moe: a mixture of experts, each --ffn wide; 0: dense */
     int64_t shared_ffn;         /* qwen2moe: the shared expert's width */
+    double yarn;                /* YaRN RoPE scaling factor; 0: none */
+    int64_t yarn_orig;          /* YaRN: the original context length */
 } loom_synth_cfg;
 
 typedef struct {

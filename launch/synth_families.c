@@ -2,7 +2,7 @@
  * launch/synth_families.c — `loom synth` for the families beyond llama and
  * qwen2, and for mixtures of experts (llama's too): qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, with
  * llama.cpp's tensor names and shapes (src/models/<arch>.cpp) and the
- * metadata its loaders read.
+ * metadata its loaders read; gpt-oss.
  *
  * Beside what cmd_synth.c says of scales: norm weights are 1 + 0.2·N and
  * LayerNorm biases 0.1·N (so a norm applied with the wrong weight shows);
@@ -11,7 +11,9 @@
  * converter writes them); gemma's token embedding 1/sqrt(dim)·N (it is
  * multiplied by sqrt(dim)); LongRoPE factors 2 + 0.3·N (long) and
  * 1.2 + 0.1·N (short). Fused tensors (attn_qkv, phi3's ffn_up) have the
- * scale of their parts.
+ * scale of their parts. gpt-oss: attention sinks 1 + N (about as large as
+ * a head's scores, so they take a visible share of every softmax), the
+ * router's bias 0.5·N, the experts' biases 0.05·N.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -24,6 +26,7 @@ typedef struct {
     bool qk_norm, post_norms, post_ln, layer_norm, fused_qkv, fused_up, plain_ffn, qkv_bias, out_bias, ffn_bias;
     bool learned_pos, types, encoder, rope, tied_always;
     bool scaled_embd; /* the model multiplies its input embedding by sqrt(dim) (gemma) */
+    bool oss;         /* gpt-oss: sinks, router and expert biases, its MLP norm named post_attention_norm */
 } family;
 
 static family family_of(const char *arch) {
@@ -48,12 +51,15 @@ static family family_of(const char *arch) {
         f.rope = false;
     } else if (!strcmp(arch, "nomic-bert")) {
         f.layer_norm = f.post_ln = f.fused_qkv = f.types = f.encoder = true;
+    } else if (!strcmp(arch, "gpt-oss")) {
+        f.qkv_bias = f.out_bias = f.oss = true;
     }
     return f;
 }
 
 bool loom_synth_is_family(const char *arch) {
-    static const char *const names[] = {"qwen2moe", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3", "gpt2", "bert", "nomic-bert"};
+    static const char *const names[] = {"qwen2moe", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3",
+                                        "gpt2",     "bert",  "nomic-bert", "gpt-oss"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(arch, names[i])) return true;
     return false;
@@ -74,8 +80,9 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
     U32("context_length", c->ctx);
     U32("embedding_length", c->dim);
     /* a mixture's feed_forward_length: Mixtral's is the experts' width, Qwen's the dense (or shared) one */
-    U32("feed_forward_length", c->shared_ffn ? c->shared_ffn : c->experts && strcmp(c->arch, "llama") ?
-                                   c->ffn * c->experts_used : c->ffn);
+    U32("feed_forward_length", c->shared_ffn                                           ? c->shared_ffn
+                               : c->experts && strcmp(c->arch, "llama") && !f.oss ? c->ffn * c->experts_used
+                                                                                   : c->ffn);
     if (c->experts) {
         U32("expert_count", c->experts);
         U32("expert_used_count", c->experts_used);
@@ -95,6 +102,11 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
     if (c->rope_scale > 0) {
         LOOM_TRY(loom_gguf_writer_add_str(w, KEY("rope.scaling.type"), "linear"));
         F32("rope.scaling.factor", c->rope_scale);
+    }
+    if (c->yarn > 0) {
+        LOOM_TRY(loom_gguf_writer_add_str(w, KEY("rope.scaling.type"), "yarn"));
+        F32("rope.scaling.factor", c->yarn);
+        U32("rope.scaling.original_context_length", c->yarn_orig);
     }
     if (c->window > 0) U32("attention.sliding_window", c->window);
     if (c->window_pattern > 0) U32("attention.sliding_window_pattern", c->window_pattern);
@@ -189,9 +201,14 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
         }
         T2("attn_output", W_O, q_out, c->dim, s_attn);
         if (f.out_bias) BIAS("attn_output", c->dim);
+        if (f.oss) {
+            snprintf(name, sizeof name, "blk.%" PRId64 ".attn_sinks.weight", l);
+            LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->heads, 1, 1.0, false, 1.0));
+        }
         if (f.post_norms) LOOM_TRY(NORM("post_attention_norm"));
         if (f.post_ln) LOOM_TRY(NORM("attn_output_norm"));
-        if (!f.post_ln) LOOM_TRY(NORM("ffn_norm"));
+        if (f.oss) LOOM_TRY(NORM("post_attention_norm"));
+        else if (!f.post_ln) LOOM_TRY(NORM("ffn_norm"));
         if (c->experts) {
             /* the router (F32, as llama.cpp's quantizer keeps it), its logits
              * of std ~3 (a trained router's are spread too: near ties between
@@ -199,12 +216,23 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
              * rounding picks another expert, are rarer), and the experts */
             snprintf(name, sizeof name, "blk.%" PRId64 ".ffn_gate_inp.weight", l);
             LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 2, c->dim, c->experts, 3 * s_dim, false, 0.0));
+            if (f.oss) {
+                snprintf(name, sizeof name, "blk.%" PRId64 ".ffn_gate_inp.bias", l);
+                LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->experts, 1, 0.5, false, 0.0));
+            }
             static const char *const stems[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
             static const loom_synth_kind kinds[3] = {W_GATE, W_UP, W_DOWN};
             for (int j = 0; j < 3; j++) {
+                /* MXFP4_MOE: the experts in MXFP4, the rest Q8_0 (llama.cpp's llama-quant.cpp) */
+                const loom_type xt = tc->base == LOOM_TYPE_MXFP4 ? LOOM_TYPE_MXFP4 : W(kinds[j], l);
                 snprintf(name, sizeof name, "blk.%" PRId64 ".%s.weight", l, stems[j]);
-                LOOM_TRY(loom_synth_tensor3(p, name, W(kinds[j], l), 3, j == 2 ? c->ffn : c->dim,
-                                            j == 2 ? c->dim : c->ffn, c->experts, j == 2 ? s_ffn : s_dim, false, 0.0));
+                LOOM_TRY(loom_synth_tensor3(p, name, xt, 3, j == 2 ? c->ffn : c->dim, j == 2 ? c->dim : c->ffn,
+                                            c->experts, j == 2 ? s_ffn : s_dim, false, 0.0));
+                if (f.oss) {
+                    snprintf(name, sizeof name, "blk.%" PRId64 ".%s.bias", l, stems[j]);
+                    LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 2, j == 2 ? c->dim : c->ffn, c->experts, 0.05,
+                                               false, 0.0));
+                }
             }
             if (c->shared_ffn) { /* qwen2moe's shared expert and its gate (0.2·N: sigmoids of ~0.2-0.8) */
                 const double s_sh = 1 / sqrt((double)c->shared_ffn);

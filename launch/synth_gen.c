@@ -89,6 +89,11 @@ static void gen_start(loom_synth_gen *g, loom_type type) {
     case LOOM_TYPE_Q4_K: sq = uniform_sq(KSC_LO, KSC_HI) * (uniform_sq(0, 15) - 7.5 * 7.5); break;
     case LOOM_TYPE_Q5_K: sq = uniform_sq(KSC_LO, KSC_HI) * (uniform_sq(0, 31) - 15.5 * 15.5); break;
     case LOOM_TYPE_Q6_K: sq = uniform_sq(Q6SC_LO, Q6SC_HI) * uniform_sq(-31, 31); break;
+    case LOOM_TYPE_MXFP4: { /* codes uniform: E[v^2] of the doubled E2M1 values = 34.25; the nearest power of two */
+        const double e = floor(log2(g->std / sqrt(34.25)) + 0.5) + 128;
+        g->d = (uint16_t)(e < 2 ? 2 : e > 254 ? 254 : e);
+        return;
+    }
     default: g->k = g->std / NORMAL_STD; return;
     }
     double d = g->std / sqrt(sq);
@@ -166,6 +171,10 @@ static void gen_block(loom_synth_gen *g, loom_type type, uint8_t *b) {
         random_bytes(r, b + 16, type == LOOM_TYPE_Q4_K ? 128 : 160); /* qs (Q5_K: qh then qs) */
         return;
     }
+    case LOOM_TYPE_MXFP4:
+        b[0] = (uint8_t)g->d;
+        random_bytes(r, b + 1, 16);
+        return;
     case LOOM_TYPE_Q6_K: {
         uint8_t *ql = b, *qh = b + 128;
         int8_t *scales = (int8_t *)(b + 192);

@@ -262,7 +262,10 @@ static int64_t layer_cost(const loom_plan_model *m, const loom_plan_balance *bal
     const loom_model_config *c = &m->cfg;
     loom_plan_mat mats[LOOM_PLAN_LAYER_MATS];
     loom_plan_layer_mats(m, l, s, mats);
-    int64_t b = 4 * loom_layer_vector_floats(c, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin);
+    int e0, e1;
+    loom_shard_experts(c, s, &e0, &e1);
+    int64_t b = 4 * loom_layer_vector_floats(c, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin,
+                                             e1 - e0);
     for (int i = 0; i < LOOM_PLAN_LAYER_MATS; i++) {
         const loom_plan_mat *x = &mats[i];
         if (!x->rows) continue;

@@ -239,9 +239,25 @@ static int unit_queries(const att_task *t, const att_unit *un, const float **qp,
     return nq;
 }
 
-/* out[j] = acc[j] · (1/l[j]) of a merged partial result, as the kernels write it */
-static void write_out(const float *s, float *const *op, int nq, int hd) {
-    for (int j = 0; j < nq; j++) loom_attn_finish(s + 2 * NQM + (size_t)j * hd, s[NQM + j], op[j], hd);
+/* out[j] = acc[j] · (1/l[j]) of a merged partial result, as the kernels
+ * write it; with sinks, query j's sink joins l first (as one more score,
+ * base 2, whose value is zero: the running max moves to it if it is larger,
+ * as ggml's soft_max and flash attention fold it in). s is scratch. */
+static void write_out(const att_task *t, const att_unit *un, float *s, float *const *op, int nq, int hd) {
+    const float *sinks = t->a->sinks;
+    for (int j = 0; j < nq; j++) {
+        float *acc = s + 2 * NQM + (size_t)j * hd, l = s[NQM + j];
+        if (sinks) {
+            const float m = s[j], z = (float)(sinks[t->heads[un->h0 + j % un->nh]] * 1.4426950408889634);
+            if (z > m) {
+                const float r = exp2f(m - z);
+                for (int d = 0; d < hd; d++) acc[d] *= r;
+                l = l * r + 1.0f;
+            } else
+                l += exp2f(z - m);
+        }
+        loom_attn_finish(acc, l, op[j], hd);
+    }
 }
 
 static void att_worker(void *ctx, int ith, int nth) {
@@ -275,7 +291,7 @@ static void att_worker(void *ctx, int ith, int nth) {
         u.kvh = un->kvh, u.table = loom_kv_table(a->kv, t->rows[un->r0].seq), u.nq = nq;
         u.p_begin = 0, u.p_end = un->len, u.p_pf = un->len;
         u.qp = qp, u.out = op, u.lim = lim, u.lo = lo, u.q = qs, u.m = m, u.l = l, u.acc = acc, u.work = base + t->L.work;
-        if (P == 1) { /* one segment: the kernel writes the output */
+        if (P == 1 && !a->sinks) { /* one segment: the kernel writes the output (sinks: write_out does) */
             t->kernel(&u);
             continue;
         }
@@ -293,7 +309,7 @@ static void att_worker(void *ctx, int ith, int nth) {
             t->kernel(&u);
             if (!t->spread && sg > 0) merge_into(slot_at(t, ith, 0), s, nq, hd);
         }
-        if (!t->spread) write_out(slot_at(t, ith, 0), op, nq, hd);
+        if (!t->spread) write_out(t, un, slot_at(t, ith, 0), op, nq, hd);
     }
 }
 
@@ -303,13 +319,13 @@ static void merge_spread(const att_task *t) {
     for (int ui = 0; ui < t->n_units; ui++) {
         const att_unit *un = &t->units[ui];
         const int P = segs_of(t, un, bt);
-        if (P == 1) continue;
+        if (P == 1 && !t->a->sinks) continue;
         const float *qp[NQM];
         float *op[NQM];
         const int nq = unit_queries(t, un, qp, op, NULL, NULL);
         float *first = job_slot(t, un->job0);
         for (int p = 1; p < P; p++) merge_into(first, job_slot(t, un->job0 + p), nq, hd);
-        write_out(first, op, nq, hd);
+        write_out(t, un, first, op, nq, hd);
     }
 }
 

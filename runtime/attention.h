@@ -80,6 +80,8 @@ typedef struct {
     float softcap;        /* > 0: scores become softcap·tanh(s/softcap) before the softmax (gemma2) */
     int window;           /* > 0: a row at position p sees only positions > p - window (sliding window) */
     int bidirectional;    /* a row sees every position of its sequence in this batch and before (encoders) */
+    const float *sinks;   /* (n_q) or NULL: query head h's softmax sums exp(sinks[h]) too, a position with no
+                           * value (gpt-oss's attention sinks; in the scores' units, not scaled) */
 } loom_attention_args;
 
 /* Writes every row's keys and values into its cache block (blocks must be

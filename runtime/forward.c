@@ -86,6 +86,7 @@ struct loom_forward {
     float *rope;            /* (max_rows, rope_dim) cos/sin per row */
     float *rope_swa;        /* (max_rows, rope_dim) the same on sliding-window layers, or NULL (= rope) */
     const float *rope_fac;  /* (rope_dim/2) frequency factors (rope_freqs or LongRoPE's), or NULL */
+    float *yarn_fac, *yarn_fac_swa; /* (rope_dim/2) YaRN's per-pair factors (rope_fac folded in) at the two bases, or NULL */
     float *scores;          /* (n_threads, loom_attention_scratch_floats) attention scratch */
     uint8_t *act[MM_MAX_JOBS]; /* quantized activations, act_bytes each */
     size_t act_bytes;
@@ -245,6 +246,17 @@ static void stream_fence(void) {
 #endif
 }
 
+/* gate[i] = x·sigmoid(1.702·x)·(clamp(up[i], ±7) + 1), x = min(gate[i], 7):
+ * gpt-oss's activation, in ggml_swiglu_oai's operations */
+static void swiglu_oai_row(float *gate, const float *up, int k) {
+    const float alpha = 1.702f, limit = 7.0f;
+    for (int i = 0; i < k; i++) {
+        const float x = gate[i] < limit ? gate[i] : limit;
+        const float y = up[i] < -limit ? -limit : up[i] > limit ? limit : up[i];
+        gate[i] = x / (1.0f + expf(alpha * (-x))) * (y + 1.0f);
+    }
+}
+
 /* stage: this thread's (f->stage_bytes), used when t->stream */
 static void prep_rows(const prep_task *t, int r0, int r1, uint8_t *stage) {
     const loom_model_config *c = &t->f->w->cfg;
@@ -262,6 +274,7 @@ static void prep_rows(const prep_task *t, int r0, int r1, uint8_t *stage) {
             else if (row != in)
                 memcpy(row, in, (size_t)k * sizeof *row);
             if (c->act == LOOM_ACT_GELU) loom_row_gelu(row, up, k);
+            else if (c->act == LOOM_ACT_SWIGLU_OAI) swiglu_oai_row(row, up, k);
             else loom_row_swiglu(row, up, k); /* SiLU-gated (a plain SiLU MLP does not occur) */
         } else {
             q = in; /* as it is */
@@ -335,6 +348,26 @@ static size_t act_need(const loom_mat *m, int rows) {
     return m->data ? (size_t)rows * loom_act_row_bytes(m->type, m->cols) : 0;
 }
 
+/* YaRN as llama.cpp's ggml does it (ggml_rope_yarn_corr_dims, rope_yarn,
+ * ext_factor 1): pair i's angle is pos·θ_i·(s·(1 − r_i) + r_i), s the
+ * frequency scale and r_i the ramp from 1 (pairs below the dimension that
+ * turns beta_fast times over ctx_orig) down to 0 (above the one that turns
+ * beta_slow times), θ_i = base^(−2i/d) / factor_i. As factors of
+ * loom_rope_angles: out[i] = factor_i / (s·(1 − r_i) + r_i). */
+static void yarn_factors(const loom_model_config *c, float base, float scale, const float *ff, float *out) {
+    const int nd = c->rope_dim;
+    const double two_pi = 6.283185307179586;
+#define CORR(nrot) (nd * log((double)c->ctx_orig / ((nrot) * two_pi)) / (2 * log((double)base)))
+    double lo = floor(CORR(c->yarn_beta_fast)), hi = ceil(CORR(c->yarn_beta_slow));
+#undef CORR
+    lo = lo > 0 ? lo : 0, hi = hi < nd - 1 ? hi : nd - 1;
+    for (int i = 0; i < nd / 2; i++) {
+        double y = (i - lo) / (hi - lo > 0.001 ? hi - lo : 0.001);
+        const double ramp = 1 - (y < 0 ? 0 : y > 1 ? 1 : y);
+        out[i] = (float)((ff ? ff[i] : 1.0) / (scale * (1 - ramp) + ramp));
+    }
+}
+
 /* Whether sliding-window layers rotate differently from the others. */
 static bool swa_rope_differs(const loom_model_config *c) {
     return c->swa_window > 0 && c->rope_dim > 0 &&
@@ -397,6 +430,16 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
     }
     f->rope = malloc(R * rd * sizeof(float));
     if (swa_rope_differs(c)) f->rope_swa = malloc(R * rd * sizeof(float));
+    bool yarn_ok = true;
+    if (c->rope_yarn && c->rope_dim > 0) {
+        f->yarn_fac = malloc(rd * sizeof(float));
+        f->yarn_fac_swa = malloc(rd * sizeof(float));
+        yarn_ok = f->yarn_fac && f->yarn_fac_swa;
+        if (yarn_ok) {
+            yarn_factors(c, c->rope_base, c->rope_freq_scale, f->rope_fac, f->yarn_fac);
+            yarn_factors(c, c->rope_base_swa, c->rope_scale_swa, f->rope_fac, f->yarn_fac_swa);
+        }
+    }
     f->scores = malloc((size_t)loom_pool_size(pool) * loom_attention_scratch_floats(kc, w->n_q, w->n_kv, c->head_dim,
                                                                                      max_rows) * sizeof(float));
     size_t ab = act_need(&w->lm_head, max_rows);
@@ -429,7 +472,7 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
             if (!f->prof->thread_busy) free(f->prof), f->prof = NULL;
         }
     }
-    bool ok = ms_ok && f->stage && f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch &&
+    bool ok = ms_ok && yarn_ok && f->stage && f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch &&
               f->rope && f->scores && (f->rope_swa || !swa_rope_differs(c)) &&
               (!c->n_experts || (f->moe_logits && f->moe_y && f->moe_sel && f->moe_selw && f->moe_rows && f->moe_w &&
                                    f->moe_count && f->moe_fill && f->moe_qg && f->moe_qu));
@@ -473,6 +516,8 @@ void loom_forward_free(loom_forward *f) {
     free(f->moe_count);
     free(f->moe_fill);
     free(f->rope);
+    free(f->yarn_fac);
+    free(f->yarn_fac_swa);
     free(f->rope_swa);
     free(f->scores);
     for (int j = 0; j < MM_MAX_JOBS; j++) free(f->act[j]);
@@ -486,10 +531,13 @@ float *loom_forward_scratch(loom_forward *f) { return f->scratch; }
 
 /* ------------------------------------------------------------ pieces */
 
-/* Rotary angles of one position, times the LongRoPE attention factor. */
-static void rope_row(const loom_forward *f, float *cs, int pos, float base, float scale) {
+/* Rotary angles of one position (sliding-window layers' with swa), times
+ * the attention factor (LongRoPE's, YaRN's magnitude). */
+static void rope_row(const loom_forward *f, float *cs, int pos, bool swa) {
     const loom_model_config *c = &f->w->cfg;
-    loom_rope_angles(cs, pos, c->rope_dim, base, scale, f->rope_fac);
+    const float base = swa ? c->rope_base_swa : c->rope_base;
+    if (f->yarn_fac) loom_rope_angles(cs, pos, c->rope_dim, base, 1.0f, swa ? f->yarn_fac_swa : f->yarn_fac);
+    else loom_rope_angles(cs, pos, c->rope_dim, base, swa ? c->rope_scale_swa : c->rope_freq_scale, f->rope_fac);
     if (c->rope_attn_factor > 0 && c->rope_attn_factor != 1.0f)
         for (int i = 0; i < c->rope_dim; i++) cs[i] *= c->rope_attn_factor;
 }
@@ -509,9 +557,8 @@ loom_status loom_forward_prepare(loom_forward *f, const loom_batch *b) {
             return loom_error(LOOM_ERR_CONTEXT, "batch row %d: position %d is past the %d learned positions of %s", i,
                               p, c->ctx_train, c->arch_name);
         if (c->rope_dim > 0) {
-            rope_row(f, f->rope + (size_t)i * c->rope_dim, p, c->rope_base, c->rope_freq_scale);
-            if (f->rope_swa)
-                rope_row(f, f->rope_swa + (size_t)i * c->rope_dim, p, c->rope_base_swa, c->rope_scale_swa);
+            rope_row(f, f->rope + (size_t)i * c->rope_dim, p, false);
+            if (f->rope_swa) rope_row(f, f->rope_swa + (size_t)i * c->rope_dim, p, true);
         }
     }
     f->prepared = b;
@@ -652,7 +699,7 @@ loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch 
     loom_attention_args a = {f->kv, ll, n, b->pos, b->seq, w->n_q, w->n_kv, hd, w->q_to_kv, f->q, f->k, f->v, f->att,
                              .scale = c->attn_scale, .softcap = c->attn_softcap,
                              .window = loom_layer_is_swa(c, layer) ? c->swa_window : 0,
-                             .bidirectional = c->bidirectional};
+                             .bidirectional = c->bidirectional, .sinks = L->sinks};
     qk_task qt = {f, L, layer, &a};
     if (n >= QK_POOL_ROWS) loom_pool_run(f->pool, qk_worker, &qt);
     else qk_heads(&qt, 0, w->n_q + w->n_kv);
@@ -671,25 +718,31 @@ loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch 
 }
 
 /* Row i's experts and weights from its router logits lg (n_experts): the
- * n_experts_used of highest softmax probability (the lower index first
- * among equals), weighted by those probabilities, renormalised to sum 1
- * (at least F16's smallest normal, as llama.cpp clamps the sum) where the
- * model says so; as llama.cpp's build_moe_ffn with softmax gating. */
+ * n_experts_used of highest logit (the lower index first among equals),
+ * weighted by their softmax probabilities, renormalised to sum 1 (at least
+ * F16's smallest normal, as llama.cpp clamps the sum) where the model says
+ * so, or by the softmax of their logits alone (expert_weight_softmax); as
+ * llama.cpp's build_moe_ffn with softmax (softmax_weight) gating. */
 static void moe_route(const loom_model_config *c, const float *lg, int *sel, float *wt) {
     const int ne = c->n_experts, k = c->n_experts_used;
     float mx = lg[0];
     for (int e = 1; e < ne; e++) mx = lg[e] > mx ? lg[e] : mx;
-    double sum = 0;
-    for (int e = 0; e < ne; e++) sum += exp((double)lg[e] - mx);
     uint64_t taken[(LOOM_MAX_EXPERTS + 63) / 64] = {0};
-    float wsum = 0;
     for (int j = 0; j < k; j++) {
         int best = -1;
         for (int e = 0; e < ne; e++)
             if (!((taken[e / 64] >> (e % 64)) & 1) && (best < 0 || lg[e] > lg[best])) best = e;
         taken[best / 64] |= 1ull << (best % 64);
         sel[j] = best;
-        wt[j] = (float)(exp((double)lg[best] - mx) / sum);
+    }
+    double sum = 0; /* the softmax's denominator: over every expert, or the chosen (whose max is mx too) */
+    if (c->expert_weight_softmax)
+        for (int j = 0; j < k; j++) sum += exp((double)lg[sel[j]] - mx);
+    else
+        for (int e = 0; e < ne; e++) sum += exp((double)lg[e] - mx);
+    float wsum = 0;
+    for (int j = 0; j < k; j++) {
+        wt[j] = (float)(exp((double)lg[sel[j]] - mx) / sum);
         wsum += wt[j];
     }
     if (c->expert_norm) {
@@ -714,6 +767,8 @@ static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial)
     float *wt = f->moe_selw, *rw = f->moe_w;
     memset(cnt, 0, ((size_t)ne + 1) * sizeof *cnt);
     for (int i = 0; i < n; i++) {
+        if (L->router_b)
+            for (int e = 0; e < ne; e++) f->moe_logits[(size_t)i * ne + e] += L->router_b[e];
         moe_route(c, f->moe_logits + (size_t)i * ne, sel + (size_t)i * k, wt + (size_t)i * k);
         for (int j = 0; j < k; j++) cnt[sel[(size_t)i * k + j] + 1]++;
     }
@@ -752,13 +807,23 @@ static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial)
         t.jobs[0] = (mm_job){&L->x_gate[e], f->act[0], gb, f->gate, L->x_gate[e].rows};
         t.jobs[1] = (mm_job){&L->x_up[e], f->act[one ? 0 : 1], ub, f->up, L->x_up[e].rows};
         mm_run(f, &t, P_UP);
+        const int64_t nf = L->x_up[e].rows;
+        if (L->xb_gate) /* the expert's biases of these columns (gpt-oss) */
+            for (int i = 0; i < m; i++)
+                for (int64_t j = 0; j < nf; j++) {
+                    f->gate[(size_t)i * nf + j] += L->xb_gate[e][j];
+                    f->up[(size_t)i * nf + j] += L->xb_up[e][j];
+                }
         const loom_mat *md[1] = {&L->x_down[e]};
         float *yd[1] = {f->moe_y};
         matmuls(f, (prep_task){.n = m, .src = f->gate, .dst = f->gate, .act = true, .up = f->up}, 1, md, yd, P_DOWN);
+        /* its down bias once over the ranks: where its column 0 is (every rank when split by experts) */
+        const float *bd = L->xb_down && f->w->shard.ffn_begin == 0 ? L->xb_down[e] : NULL;
         for (int i = 0; i < m; i++) {
             float *o = partial + (size_t)r[i] * dim;
             const float *y = f->moe_y + (size_t)i * dim, a = rwt[i];
-            for (int d = 0; d < dim; d++) o[d] += a * y[d];
+            if (bd) for (int d = 0; d < dim; d++) o[d] += a * (y[d] + bd[d]);
+            else for (int d = 0; d < dim; d++) o[d] += a * y[d];
         }
     }
     if (L->w_up.data) { /* the shared expert's columns here, every row, times sigmoid(shared_gate · row) */

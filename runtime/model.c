@@ -279,6 +279,24 @@ static loom_status bind_experts(loom_weights *w, const loom_gguf *g, int l, loom
     char name[96];
     snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", l);
     LOOM_TRY(bind_rows(w, g, name, dim, n, 0, n, &L->router));
+    if (c->router_bias) {
+        snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.bias", l);
+        LOOM_TRY(bind_vec(w, g, name, n, 0, n, &L->router_b));
+    }
+    if (c->expert_bias) { /* ffn_{gate,up}_exps.bias [ffn, n_experts], ffn_down_exps.bias [dim, n_experts] */
+        const float **b = calloc((size_t)(3 * n), sizeof *b);
+        if (!b) return loom_error(LOOM_ERR_NOMEM, "out of memory binding the experts of layer %d", l);
+        LOOM_TRY(own(w, (void *)b));
+        L->xb_gate = b, L->xb_up = b + n, L->xb_down = b + 2 * n;
+        static const char *const bstems[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+        for (int j = 0; j < 3; j++) {
+            const loom_gguf_tensor *t;
+            const int64_t len = j == 2 ? dim : ffn, b0 = j == 2 ? 0 : s->ffn_begin, b1 = j == 2 ? dim : s->ffn_end;
+            snprintf(name, sizeof name, "blk.%d.%s.bias", l, bstems[j]);
+            LOOM_TRY(find(g, name, len, n, &t));
+            for (int64_t e = e0; e < e1; e++) LOOM_TRY(bind_vec_of(w, g, t, len * n, e * len + b0, e * len + b1, &b[j * n + e]));
+        }
+    }
     loom_mat *m = calloc((size_t)(3 * n), sizeof *m);
     if (!m) return loom_error(LOOM_ERR_NOMEM, "out of memory binding the experts of layer %d", l);
     LOOM_TRY(own(w, m));
@@ -352,10 +370,13 @@ static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_l
     }
     LOOM_TRY(bind_cols(w, g, NAME("attn_output.weight"), qrows, dim, q0, q1, &L->wo));
     if (c->attn_out_bias) LOOM_TRY(bind_vec(w, g, NAME("attn_output.bias"), dim, 0, dim, &L->bo));
+    if (c->attn_sinks) LOOM_TRY(bind_vec(w, g, NAME("attn_sinks.weight"), c->n_heads, s->q_begin, s->q_end, &L->sinks));
     if (c->post_norms) LOOM_TRY(bind_norm(w, g, BASE("post_attention_norm"), dim, &L->attn_post));
     if (c->post_ln) LOOM_TRY(bind_norm(w, g, BASE("attn_output_norm"), dim, &L->attn_res));
 
-    if (!c->post_ln) LOOM_TRY(bind_norm(w, g, BASE("ffn_norm"), dim, &L->ffn_norm));
+    /* gpt-oss's converter names the MLP's norm post_attention_norm */
+    if (!c->post_ln)
+        LOOM_TRY(bind_norm(w, g, BASE(c->arch == LOOM_ARCH_GPT_OSS ? "post_attention_norm" : "ffn_norm"), dim, &L->ffn_norm));
     if (c->n_experts) {
         LOOM_TRY(bind_experts(w, g, l, L));
     } else if (c->fused_gate_up) {

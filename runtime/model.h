@@ -36,10 +36,13 @@ typedef enum {
     LOOM_ARCH_GPT2,
     LOOM_ARCH_BERT,
     LOOM_ARCH_NOMIC_BERT,
+    LOOM_ARCH_GPT_OSS,
 } loom_arch;
 
 typedef enum { LOOM_NORM_RMS, LOOM_NORM_LAYER } loom_norm_kind; /* LayerNorm: mean and variance, weight and bias */
-typedef enum { LOOM_ACT_SILU, LOOM_ACT_GELU } loom_act;         /* GELU: the tanh approximation, as ggml_gelu */
+/* GELU: the tanh approximation, as ggml_gelu; SWIGLU_OAI: gpt-oss's gate, min(g, 7)·sigmoid(1.702·min(g, 7))
+ * times (clamp(up, ±7) + 1), as ggml_swiglu_oai */
+typedef enum { LOOM_ACT_SILU, LOOM_ACT_GELU, LOOM_ACT_SWIGLU_OAI } loom_act;
 typedef enum { LOOM_POS_ROPE, LOOM_POS_LEARNED } loom_pos_kind; /* learned: position_embd.weight rows are added */
 /* llama.cpp's pooling type ids (<arch>.pooling_type) */
 typedef enum { LOOM_POOL_NONE = 0, LOOM_POOL_MEAN = 1, LOOM_POOL_CLS = 2, LOOM_POOL_LAST = 3 } loom_pooling;
@@ -95,9 +98,16 @@ typedef struct {
     int swa_window;      /* > 0: on sliding-window layers a row sees the keys of its last swa_window positions */
     uint64_t swa_layers[LOOM_MAX_LAYERS / 64]; /* bit l: layer l is a sliding-window layer */
     float rope_base_swa, rope_scale_swa;       /* RoPE on sliding-window layers (gemma3: 10000, 1) */
-    float rope_attn_factor; /* cos and sin multiplied by it (phi3 LongRoPE); 0 = 1 */
+    float rope_attn_factor; /* cos and sin multiplied by it (phi3 LongRoPE, YaRN's magnitude scaling); 0 = 1 */
     bool has_rope_long_short; /* rope_factors_long/short.weight (phi3 LongRoPE) */
-    int ctx_orig;        /* LongRoPE: the long factors are used when the context exceeds this */
+    int ctx_orig;        /* LongRoPE: the long factors are used when the context exceeds this; YaRN: the context
+                          * trained before the scaling */
+    bool rope_yarn;      /* YaRN (rope.scaling.type yarn, factor 1/rope_freq_scale): pair i rotates by a mix of
+                          * its scaled and its original frequency, ramped between the pairs that turn
+                          * yarn_beta_fast and yarn_beta_slow times over ctx_orig (llama.cpp's ggml_rope_yarn) */
+    float yarn_beta_fast, yarn_beta_slow;
+    bool attn_sinks;     /* attn_sinks.weight: per query head a logit that joins every softmax's sum and
+                          * brings no value (gpt-oss) */
 
     /* Mixture of experts (n_experts > 0: Mixtral as llama, qwen3moe): every
      * layer's MLP is n_experts SiLU-gated MLPs of width ffn and a router
@@ -107,6 +117,9 @@ typedef struct {
      * splits every expert's columns as a dense MLP's. */
     int n_experts, n_experts_used;
     bool expert_norm;
+    bool expert_weight_softmax; /* the chosen experts' weights are the softmax of their logits alone (gpt-oss) */
+    bool router_bias;    /* ffn_gate_inp.bias added to the router's logits (gpt-oss) */
+    bool expert_bias;    /* ffn_{gate,up,down}_exps.bias: each expert's biases (gpt-oss) */
     int ffn_shared;      /* > 0: also a shared expert of this width, every row through it, its output times
                           * sigmoid(ffn_gate_inp_shexp · x) (qwen2moe); TP splits it in proportion (loom_shared_range) */
 } loom_model_config;
@@ -130,9 +143,9 @@ static inline int64_t loom_qkv_rows(const loom_model_config *c) {
 }
 
 /* F32 elements of one layer's 1-D tensors (norms, biases) that a shard
- * holding nq query heads, nkv KV heads and nffn MLP columns binds (the
+ * holding nq query heads, nkv KV heads, nffn MLP columns and nexp experts binds (the
  * planner counts them as loom_weights_create binds them). */
-int64_t loom_layer_vector_floats(const loom_model_config *c, int64_t nq, int64_t nkv, int64_t nffn);
+int64_t loom_layer_vector_floats(const loom_model_config *c, int64_t nq, int64_t nkv, int64_t nffn, int64_t nexp);
 /* F32 elements beside the embedding matrix the first stage binds (token
  * type row, embedding norm), and beside the lm head the last stage binds
  * (output norm and its bias). Position embeddings are a matrix: see
@@ -223,6 +236,11 @@ typedef struct {
     loom_mat *x_gate, *x_up, *x_down; /* (n_experts) each: an expert's w_gate, w_up, w_down (views and copies as theirs) */
     const float *shared_gate;         /* (dim) ffn_gate_inp_shexp, or NULL; w_gate / w_up / w_down are then the shared
                                        * expert's (its columns loom_shared_range), data NULL where the shard holds none */
+    const float *router_b;            /* (n_experts) or NULL */
+    const float **xb_gate, **xb_up;   /* (n_experts) each: expert e's gate / up biases of the shard's columns, or NULL */
+    const float **xb_down;            /* (n_experts) each: expert e's down bias (dim), or NULL; added by the rank
+                                       * holding its column 0 */
+    const float *sinks;               /* (n_q) attention sinks of the shard's query heads, or NULL */
     loom_norm ffn_post;      /* (dim) gemma */
     loom_norm ffn_res;       /* (dim) bert */
 } loom_layer;

@@ -34,6 +34,19 @@
  *              bert.pooling_type says.
  *   nomic-bert bert with fused QKV, RoPE instead of learned positions and a
  *              SiLU-gated MLP without biases.
+ *   gpt-oss    a mixture of experts (expert_feed_forward_length wide) whose
+ *              router has a bias and weights the chosen experts by the
+ *              softmax of their logits alone, experts with biases and
+ *              gpt-oss's clamped SwiGLU; Q/K/V and output biases, attention
+ *              sinks, a sliding window (attention.sliding_window) on layers
+ *              l % 2 == 0 with the same rotation as the others (YaRN from
+ *              the file's rope.scaling keys), neox rotation.
+ *
+ * RoPE scaling (rope.scaling.type): none, linear (factor), yarn (factor,
+ * original_context_length; ext_factor 1, beta_fast 32, beta_slow 1 and the
+ * magnitude 1 + 0.1·ln(factor) times rope.scaling.attn_factor, as
+ * llama.cpp's llama_context sets them: it reads none of the yarn_* keys),
+ * and phi3's longrope.
  */
 #include <math.h>
 #include <stdio.h>
@@ -87,8 +100,9 @@ static const struct {
     {"qwen3moe", LOOM_ARCH_QWEN3MOE},
     {"gemma2", LOOM_ARCH_GEMMA2}, {"gemma3", LOOM_ARCH_GEMMA3}, {"phi3", LOOM_ARCH_PHI3},
     {"gpt2", LOOM_ARCH_GPT2}, {"bert", LOOM_ARCH_BERT}, {"nomic-bert", LOOM_ARCH_NOMIC_BERT},
+    {"gpt-oss", LOOM_ARCH_GPT_OSS},
 };
-#define SUPPORTED "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert"
+#define SUPPORTED "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss"
 
 /* Sliding-window layers: <arch>.attention.sliding_window_pattern as an array
  * of booleans (one per layer), or a period n (layer l slides iff
@@ -213,6 +227,23 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
         c->pooling = (loom_pooling)pt;
         return NULL;
     }
+    case LOOM_ARCH_GPT_OSS: {
+        c->rope_neox = true;
+        c->attn_out_bias = true;
+        c->attn_sinks = true;
+        c->act = LOOM_ACT_SWIGLU_OAI;
+        snprintf(key, sizeof key, "%s.attention.sliding_window", arch);
+        int64_t w;
+        if (!loom_gguf_get_int(g, key, &w))
+            return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is %s", path, key,
+                              loom_gguf_get(g, key) ? "not an integer" : "missing");
+        if (w < 1 || w > (1 << 30)) return loom_error(LOOM_ERR_FORMAT, "%s: %s = %lld is out of range", path, key, (long long)w);
+        c->swa_window = (int)w;
+        LOOM_TRY(read_swa_layers(g, c, 2));
+        c->rope_scale_swa = c->rope_freq_scale;
+        LOOM_TRY(get_real(g, arch, "rope.freq_base_swa", c->rope_base, &c->rope_base_swa));
+        return NULL;
+    }
     }
     return NULL;
 }
@@ -224,7 +255,7 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
  * experts' weights and, as llama.cpp, ignore expert_weights_scale. */
 static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
     const char *path = loom_gguf_path(g), *arch = c->arch_name;
-    const bool moe_family = c->arch == LOOM_ARCH_QWEN3MOE || c->arch == LOOM_ARCH_QWEN2MOE;
+    const bool moe_family = c->arch == LOOM_ARCH_QWEN3MOE || c->arch == LOOM_ARCH_QWEN2MOE || c->arch == LOOM_ARCH_GPT_OSS;
     char key[128];
     snprintf(key, sizeof key, "%s.expert_count", arch);
     if (!moe_family && !loom_gguf_get(g, key)) {
@@ -234,7 +265,8 @@ static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
     }
     if (c->arch != LOOM_ARCH_LLAMA && !moe_family)
         return loom_error(LOOM_ERR_UNSUPPORTED,
-                          "%s: %s: loom runs mixtures of experts in llama, qwen2moe and qwen3moe models only", path, key);
+                          "%s: %s: loom runs mixtures of experts in llama, qwen2moe, qwen3moe and gpt-oss models only", path,
+                          key);
     LOOM_TRY(get_count(g, arch, "expert_count", true, 0, LOOM_MAX_EXPERTS, &c->n_experts));
     LOOM_TRY(get_count(g, arch, "expert_used_count", true, 0, c->n_experts, &c->n_experts_used));
     const int dense = c->ffn;
@@ -243,7 +275,8 @@ static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
         if (def < 1) def = 1;
         LOOM_TRY(get_count(g, arch, "expert_feed_forward_length", false, def, 1 << 20, &c->ffn));
     }
-    c->expert_norm = c->arch != LOOM_ARCH_QWEN2MOE;
+    c->expert_norm = c->arch != LOOM_ARCH_QWEN2MOE && c->arch != LOOM_ARCH_GPT_OSS;
+    if (c->arch == LOOM_ARCH_GPT_OSS) c->expert_weight_softmax = c->router_bias = c->expert_bias = true;
     if (c->arch == LOOM_ARCH_QWEN2MOE)
         LOOM_TRY(get_count(g, arch, "expert_shared_feed_forward_length", false, dense, 1 << 22, &c->ffn_shared));
     if (has_tensor(g, "blk.0.ffn_gate.0.weight"))
@@ -302,8 +335,19 @@ loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
             float f;
             LOOM_TRY(get_real(g, arch, "rope.scaling.factor", 1.0, &f));
             cfg->rope_freq_scale = 1.0f / f;
+        } else if (st.len == 4 && !memcmp(st.ptr, "yarn", 4)) {
+            float f, af;
+            LOOM_TRY(get_real(g, arch, "rope.scaling.factor", 1.0, &f));
+            LOOM_TRY(get_real(g, arch, "rope.scaling.attn_factor", 1.0, &af));
+            LOOM_TRY(get_count(g, arch, "rope.scaling.original_context_length", false, cfg->ctx_train, 1 << 24,
+                               &cfg->ctx_orig));
+            cfg->rope_freq_scale = 1.0f / f;
+            cfg->rope_yarn = true;
+            cfg->yarn_beta_fast = 32.0f;
+            cfg->yarn_beta_slow = 1.0f;
+            cfg->rope_attn_factor = af * (f > 1.0f ? 1.0f + 0.1f * logf(f) : 1.0f);
         } else if (!(st.len == 8 && !memcmp(st.ptr, "longrope", 8) && cfg->arch == LOOM_ARCH_PHI3)) {
-            return loom_error(LOOM_ERR_UNSUPPORTED, "%s: rope scaling '%.*s' is not supported (none, linear%s)", path,
+            return loom_error(LOOM_ERR_UNSUPPORTED, "%s: rope scaling '%.*s' is not supported (none, linear, yarn%s)", path,
                               (int)st.len, st.ptr, cfg->arch == LOOM_ARCH_PHI3 ? ", longrope" : "");
         }
     }
@@ -335,7 +379,7 @@ loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
 
 static int64_t norm_floats(const loom_model_config *c, int64_t n) { return c->norm == LOOM_NORM_LAYER ? 2 * n : n; }
 
-int64_t loom_layer_vector_floats(const loom_model_config *c, int64_t nq, int64_t nkv, int64_t nffn) {
+int64_t loom_layer_vector_floats(const loom_model_config *c, int64_t nq, int64_t nkv, int64_t nffn, int64_t nexp) {
     int64_t hd = c->head_dim, dim = c->dim, f = 2 * norm_floats(c, dim); /* two norms per layer */
     if (c->post_norms) f += 2 * norm_floats(c, dim);
     if (c->qkv_bias) f += (nq + 2 * nkv) * hd;
@@ -343,6 +387,9 @@ int64_t loom_layer_vector_floats(const loom_model_config *c, int64_t nq, int64_t
     if (c->attn_out_bias) f += dim;
     if (c->ffn_bias) f += nffn + dim;
     if (c->ffn_shared) f += dim; /* the shared expert's gate */
+    if (c->attn_sinks) f += nq;
+    if (c->router_bias) f += c->n_experts;
+    if (c->expert_bias) f += nexp * (2 * nffn + dim); /* each held expert's gate and up columns, its down */
     return f;
 }
 

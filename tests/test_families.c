@@ -65,6 +65,8 @@ static const synth_model models[] = {
     {"bert", "--arch bert --layers 2 --dim 192 --heads 6 --kv-heads 6 --ffn 384 --vocab 300 --ctx 256 --type Q8_0 "
              "--pooling cls"},
     {"nomic-bert", "--arch nomic-bert --layers 2 --dim 128 --heads 4 --kv-heads 4 --ffn 256 --vocab 300 --type F32"},
+    {"gpt-oss", "--arch gpt-oss --layers 3 --dim 160 --heads 6 --kv-heads 2 --head-dim 32 --ffn 224 --experts 6 "
+                "--experts-used 2 --vocab 300 --type MXFP4_MOE --window 7 --yarn 32 --yarn-orig 4096 --rope-theta 150000"},
 };
 #define N_MODELS (sizeof models / sizeof models[0])
 
@@ -154,6 +156,16 @@ Test(families, config_of_each_family) {
         case LOOM_ARCH_NOMIC_BERT:
             cr_assert(c.encoder && c.fused_qkv && c.pos == LOOM_POS_ROPE && !c.ffn_plain && c.act == LOOM_ACT_SILU &&
                       c.pooling == LOOM_POOL_MEAN);
+            break;
+        case LOOM_ARCH_GPT_OSS: /* experts weighted by their own softmax, biases, sinks, YaRN, even layers slide */
+            cr_assert(c.rope_neox && c.qkv_bias && c.attn_out_bias && c.attn_sinks && c.act == LOOM_ACT_SWIGLU_OAI &&
+                      c.n_experts == 6 && c.n_experts_used == 2 && !c.expert_norm && c.expert_weight_softmax &&
+                      c.router_bias && c.expert_bias && c.ffn == 224 && c.head_dim == 32);
+            cr_assert(c.swa_window == 7 && loom_layer_is_swa(&c, 0) && !loom_layer_is_swa(&c, 1) &&
+                      loom_layer_is_swa(&c, 2) && c.rope_base_swa == c.rope_base);
+            cr_assert(c.rope_yarn && c.rope_freq_scale == 1.0f / 32 && c.ctx_orig == 4096 && c.yarn_beta_fast == 32 &&
+                      c.yarn_beta_slow == 1 && fabsf(c.rope_attn_factor - (1 + 0.1f * logf(32))) < 1e-6f,
+                      "gpt-oss YaRN: scale %g, orig %d, magnitude %g", c.rope_freq_scale, c.ctx_orig, c.rope_attn_factor);
             break;
         default: cr_assert_fail("unexpected family %s", c.arch_name);
         }
@@ -505,6 +517,8 @@ Test(families, tp_split_sums_to_one_rank) {
         {"gpt2", "--arch gpt2 --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --ctx 64 --type F32"},
         {"bert", "--arch bert --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --ctx 64 --type F32"},
         {"nomic-bert", "--arch nomic-bert --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --type F32"},
+        {"gpt-oss", "--arch gpt-oss --layers 3 --dim 96 --heads 6 --kv-heads 2 --head-dim 16 --ffn 200 --experts 6 "
+                    "--experts-used 2 --vocab 300 --type F32 --window 9 --yarn 8 --yarn-orig 32"},
     };
     int32_t tokens[40];
     for (int i = 0; i < 40; i++) tokens[i] = (int32_t)((i * 37 + 11) % 300);
@@ -706,7 +720,7 @@ Test(families, malformed_mixtures_are_refused) {
         {"qwen3moe", 4, 0, true, 4, "qwen3moe.expert_used_count is missing", NULL},
         {"qwen3moe", 4, 5, true, 4, "qwen3moe.expert_used_count = 5 is out of range (1..4)", NULL},
         {"llama", 0, 0, true, 0, "blk.0.ffn_gate_inp.weight (a router) but no llama.expert_count", NULL},
-        {"gemma2", 4, 2, true, 4, "mixtures of experts in llama, qwen2moe and qwen3moe models only", NULL},
+        {"gemma2", 4, 2, true, 4, "mixtures of experts in llama, qwen2moe, qwen3moe and gpt-oss models only", NULL},
         {"llama", 4, 2, false, 4, NULL, "tensor blk.0.ffn_gate_inp.weight is missing"},
         {"llama", 4, 2, true, 3, NULL, "ffn_gate_exps.weight has shape [32, 32, 3], expected [32, 32, 4]"},
         {"llama", 4, 2, true, 0, NULL, "tensor blk.0.ffn_gate_exps.weight is missing"},
