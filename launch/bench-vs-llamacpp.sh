@@ -17,7 +17,9 @@
 #       (qwen2, 24 layers, dim 896, 14/2 heads, ffn 4864, vocab 151936, tied),
 #       qwen3moe the Qwen3-30B-A3B shape in Q4_K_M with 8 of its 48 layers
 #       (dim 2048, 32/4 heads of 128, 128 experts of 768, 8 used; 3.2 GB;
-#       not in the default MODELS);
+#       not in the default MODELS); gpt_oss the gpt-oss-20b shape in MXFP4_MOE
+#       with 6 of its 24 layers (dim 2880, 64/8 heads of 64, 32 experts of
+#       2880, 4 used, sinks, window 128, YaRN; 4.0 GB; not in the default);
 #       "default" is SmolLM2-135M-Instruct Q4_1; a path is used as it is;
 #   (c) for every model and thread count runs `llama-bench -p PT -n GT -r REPS`
 #       and `loom bench --prompt-tokens PT --gen-tokens GT --reps REPS` back
@@ -120,6 +122,9 @@ q05=(--arch qwen2 --layers 24 --dim 896 --heads 14 --kv-heads 2 --ffn 4864 --voc
 # Qwen3-30B-A3B's shape (128 experts of 768, 8 used per token), 8 of its 48 layers
 q3moe=(--arch qwen3moe --layers 8 --dim 2048 --heads 32 --kv-heads 4 --head-dim 128 --ffn 768 --experts 128
   --experts-used 8 --vocab 151936 --ctx 4096 --rope-theta 1000000 --norm-eps 1e-6 --seed 1)
+# gpt-oss-20b's shape (32 experts of 2880, 4 used; sinks, window 128, YaRN), 6 of its 24 layers
+oss20b=(--arch gpt-oss --layers 6 --dim 2880 --heads 64 --kv-heads 8 --head-dim 64 --ffn 2880 --experts 32
+  --experts-used 4 --vocab 201088 --ctx 131072 --window 128 --yarn 32 --yarn-orig 4096 --rope-theta 150000 --seed 1)
 # key -> "file:type:shape array name"
 spec_of() {
   case $1 in
@@ -131,6 +136,7 @@ spec_of() {
     llama32_1b) echo "synth-llama-3.2-1b.Q4_K_M.gguf:Q4_K_M:l32" ;;
     qwen25_05b) echo "synth-qwen2.5-0.5b.Q8_0.gguf:Q8_0:q05" ;;
     qwen3moe) echo "synth-qwen3-30b-a3b-8-layers.Q4_K_M.gguf:Q4_K_M:q3moe" ;;
+    gpt_oss) echo "synth-gpt-oss-20b-6-layers.MXFP4_MOE.gguf:MXFP4_MOE:oss20b" ;;
     *) echo "" ;;
   esac
 }

@@ -115,11 +115,13 @@ static double cache_at(const cache_fx *f, const void *blk, size_t off) {
 static struct {
     float scale, softcap;
     int window, bidirectional;
+    const float *sinks; /* (n_q) per query head, or NULL */
 } opt;
 
 /* Double-precision attention of one query (row at pos of seq s, head h) from
  * the cache contents; it sees positions [lo, lim] (opt: window, bidirectional). */
-static void reference(const cache_fx *f, int layer, int s, int pos, int lim, int kvh, const float *q, double *out) {
+static void reference(const cache_fx *f, int layer, int s, int pos, int lim, int h, int kvh, const float *q,
+                      double *out) {
     const loom_kv_config *c = loom_kv_config_of(f->kv);
     const int32_t *table = loom_kv_table(f->kv, s);
     const int lo = opt.window > 0 && pos - opt.window + 1 > 0 ? pos - opt.window + 1 : 0;
@@ -132,6 +134,10 @@ static void reference(const cache_fx *f, int layer, int s, int pos, int lim, int
         sc[t] = d * scale;
         if (opt.softcap > 0) sc[t] = opt.softcap * tanh(sc[t] / opt.softcap);
         mx = sc[t] > mx ? sc[t] : mx;
+    }
+    if (opt.sinks) { /* one more term in the sum, no value */
+        mx = opt.sinks[h] > mx ? opt.sinks[h] : mx;
+        sum = exp(opt.sinks[h] - mx);
     }
     for (int i = 0; i < f->hd; i++) out[i] = 0;
     for (int t = lo; t <= lim; t++) {
@@ -158,7 +164,7 @@ static void check_batch(cache_fx *f, int layer, int n, const int32_t *seq, const
         for (int j = 0; opt.bidirectional && j < n; j++)
             if (seq[j] == seq[i] && pos[j] > lim) lim = pos[j];
         for (int h = 0; h < f->n_q; h++)
-            reference(f, layer, seq[i], pos[i], lim, f->q_to_kv[h], q + (size_t)i * qdim + (size_t)h * f->hd,
+            reference(f, layer, seq[i], pos[i], lim, h, f->q_to_kv[h], q + (size_t)i * qdim + (size_t)h * f->hd,
                       ref + (size_t)i * qdim + (size_t)h * f->hd);
     }
     loom_kv_config kc = *loom_kv_config_of(f->kv);
@@ -173,7 +179,7 @@ static void check_batch(cache_fx *f, int layer, int n, const int32_t *seq, const
             for (int i = 0; i < n * qdim; i++) out[i] = NAN;
             loom_attention_args a = {f->kv, layer, n, pos, seq, f->n_q, f->n_kv, f->hd, f->q_to_kv, q, NULL, NULL, out,
                                      .scale = opt.scale, .softcap = opt.softcap, .window = opt.window,
-                                     .bidirectional = opt.bidirectional};
+                                     .bidirectional = opt.bidirectional, .sinks = opt.sinks};
             loom_attention_compute(&a, pool, scratch);
             double worst = 0;
             int wi = 0;
@@ -383,6 +389,31 @@ Test(attention, scale_softcap_window_bidirectional) {
     check_batch(&f, 0, 40, seq, pos, 2.0f, "bidirectional");
     opt.window = 9;
     check_batch(&f, 0, 40, seq, pos, 2.0f, "bidirectional with a window");
+    memset(&opt, 0, sizeof opt);
+    fx_free(&f);
+}
+
+/* gpt-oss's attention sinks: one logit per query head in every softmax's
+ * sum, below, near and far above the scores (the running max moves to it),
+ * on one segment and on several (decode past 512 positions: split and
+ * merged, then the sink), with a window, on every level and 1..3 threads. */
+Test(attention, sinks) {
+    cache_fx f;
+    fx_create(&f, 8, 2, 64, 16, LOOM_TYPE_F16, 2, 1400);
+    int want[2] = {1400, 70};
+    fx_reserve(&f, want);
+    fx_fill(&f, 0, 0, 1400);
+    fx_fill(&f, 0, 1, 70);
+    static const float sinks[8] = {-20.0f, -1.0f, 0.0f, 0.5f, 2.0f, 4.0f, 9.0f, 40.0f};
+    opt.sinks = sinks;
+    int32_t seq[30], pos[30];
+    for (int w = 0; w < 2; w++) {
+        opt.window = w ? 128 : 0;
+        for (int i = 0; i < 3; i++) seq[i] = i == 1, pos[i] = i == 1 ? 69 : 1399 - 600 * i;
+        check_batch(&f, 0, 3, seq, pos, 2.0f, "sinks decode");
+        for (int i = 0; i < 30; i++) seq[i] = i % 2, pos[i] = i % 2 ? 30 + i : 600 + 17 * i;
+        check_batch(&f, 0, 30, seq, pos, 2.0f, "sinks prefill");
+    }
     memset(&opt, 0, sizeof opt);
     fx_free(&f);
 }
