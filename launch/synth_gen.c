@@ -75,6 +75,8 @@ static void put16(uint8_t *p, uint16_t v) {
 #define KSC_HI 47
 #define Q6SC_LO 16
 #define Q6SC_HI 63
+#define Q3SC_LO 16 /* Q3_K group scales, less 32 */
+#define Q3SC_HI 31
 
 /* Sets up the per-tensor constants for `type` (called at offset 0). */
 static void gen_start(loom_synth_gen *g, loom_type type) {
@@ -89,6 +91,7 @@ static void gen_start(loom_synth_gen *g, loom_type type) {
     case LOOM_TYPE_Q4_K: sq = uniform_sq(KSC_LO, KSC_HI) * (uniform_sq(0, 15) - 7.5 * 7.5); break;
     case LOOM_TYPE_Q5_K: sq = uniform_sq(KSC_LO, KSC_HI) * (uniform_sq(0, 31) - 15.5 * 15.5); break;
     case LOOM_TYPE_Q6_K: sq = uniform_sq(Q6SC_LO, Q6SC_HI) * uniform_sq(-31, 31); break;
+    case LOOM_TYPE_Q3_K: sq = uniform_sq(Q3SC_LO, Q3SC_HI) * uniform_sq(-3, 3); break;
     case LOOM_TYPE_MXFP4: { /* codes uniform: E[v^2] of the doubled E2M1 values = 34.25; the nearest power of two */
         const double e = floor(log2(g->std / sqrt(34.25)) + 0.5) + 128;
         g->d = (uint16_t)(e < 2 ? 2 : e > 254 ? 254 : e);
@@ -175,6 +178,21 @@ static void gen_block(loom_synth_gen *g, loom_type type, uint8_t *b) {
         b[0] = (uint8_t)g->d;
         random_bytes(r, b + 1, 16);
         return;
+    case LOOM_TYPE_Q3_K: { /* loom_q3k_scales and quant.h's layout, inverted */
+        memset(b, 0, 108);
+        for (int e = 0; e < 256; e++) {
+            const int v = rng_int(r, 1, 7), n = e / 128, j = e % 128 / 32, l = e % 32;
+            b[32 + 32 * n + l] |= (uint8_t)((v & 3) << (2 * j));
+            b[l] |= (uint8_t)((v >> 2) << (4 * n + j));
+        }
+        for (int g = 0; g < 16; g++) {
+            const int s = rng_int(r, Q3SC_LO, Q3SC_HI) + 32;
+            b[96 + (g & 7)] |= (uint8_t)((s & 15) << (g < 8 ? 0 : 4));
+            b[96 + 8 + g % 4] |= (uint8_t)((s >> 4) << (2 * (g / 4)));
+        }
+        put16(b + 108, g->d);
+        return;
+    }
     case LOOM_TYPE_Q6_K: {
         uint8_t *ql = b, *qh = b + 128;
         int8_t *scales = (int8_t *)(b + 192);

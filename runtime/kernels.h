@@ -203,12 +203,12 @@
  * Activation rows (what loom_act_quantize writes, what loom_matmul reads; one
  * layout for every ISA):
  *   F32, F16, BF16 weights — float x[k] (plain copy).
- *   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights ("q8 32-blocks", nb = k/32):
+ *   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, MXFP4 weights ("q8 32-blocks", nb = k/32):
  *       int8_t qs[k];    quants, x[j] ~ d[j/32] * qs[j], |qs| <= 127
  *       float  d[nb];    per-block scale: max|x| / 127
  *       float  s[nb];    d[b] * sum(qs[32b .. 32b+31]) (the block's sum)
  *     k + 8*nb bytes; float fields are read unaligned-safely.
- *   Q4_K, Q5_K, Q6_K weights: k/256 GGML Q8_K blocks (loom_block_q8_K:
+ *   Q3_K, Q4_K, Q5_K, Q6_K weights: k/256 GGML Q8_K blocks (loom_block_q8_K:
  *       float d; int8_t qs[256]; int16_t bsums[16]), d = max|x| / 127.
  * Quantization rounds x/d to nearest (ties to even), so each dequantized
  * activation is within d/2 (plus a few float ulps) of its input.
@@ -393,7 +393,7 @@ int64_t loom_r8_gemm_bits_from(loom_type wt);
 int loom_matmul_invariant_rows(void);
 
 /* Whether loom_matmul/loom_act_* handle weight type wt: F32, F16, BF16,
- * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K. */
+ * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, MXFP4, Q3_K, Q4_K, Q5_K, Q6_K. */
 bool loom_type_can_matmul(loom_type wt);
 
 /* ======================= the kernel interface table =======================

@@ -28,6 +28,12 @@
  *              x = d*sc[s]*q - dmin*m[s].
  *   Q5_K       as Q4_K plus bit 4 of element 64c+l (l<32) = bit 2c of
  *              qh[l], of element 64c+32+l = bit 2c+1 of qh[l].
+ *   Q3_K       two halves of 128; in half n, quants byte qs[32n + l] holds
+ *              the low two bits of elements 128n + 32j + l at bits 2j, 2j+1
+ *              (j = 0..3); bit 4n + j of hmask[l] set means their third bit
+ *              is 1: q = low | third << 2 (0..7), x = d * (sc - 32) * (q - 4),
+ *              sc the 6-bit scale of the element's group of 16
+ *              (loom_q3k_scales).
  *   Q6_K       two halves of 128; in half h, with L = ql + 64h, H = qh + 32h,
  *              for l<32: e[l]    = (L[l]    & 15) | ((H[l]>>0)&3)<<4,
  *                        e[l+32] = (L[l+32] & 15) | ((H[l]>>2)&3)<<4,
@@ -134,6 +140,13 @@ typedef struct {
 } loom_block_q5_K;
 
 typedef struct {
+    uint8_t hmask[32];   /* third bit of the quants */
+    uint8_t qs[64];      /* low 2 bits */
+    uint8_t scales[12];  /* 16 x 6-bit scales, packed */
+    uint16_t d;          /* fp16 super-block scale */
+} loom_block_q3_K;
+
+typedef struct {
     uint8_t ql[128];     /* low 4 bits of 256 quants */
     uint8_t qh[64];      /* high 2 bits */
     int8_t scales[16];   /* one signed 8-bit scale per 16 elements */
@@ -156,6 +169,7 @@ LOOM_STATIC_ASSERT(sizeof(loom_block_q4_1) == 20, "Q4_1 block is 20 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q5_0) == 22, "Q5_0 block is 22 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q5_1) == 24, "Q5_1 block is 24 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q8_0) == 34, "Q8_0 block is 34 bytes");
+LOOM_STATIC_ASSERT(sizeof(loom_block_q3_K) == 110, "Q3_K block is 110 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q4_K) == 144, "Q4_K block is 144 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q5_K) == 176, "Q5_K block is 176 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q6_K) == 210, "Q6_K block is 210 bytes");
@@ -260,6 +274,18 @@ static inline LOOM_HD uint16_t loom_f32_to_bf16(float f) {
  * two smallest exponents as float subnormals). */
 static inline LOOM_HD float loom_e8m0_half(uint8_t e) {
     return loom_bits_to_f32(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
+}
+
+/* Q3_K's 16 group scales minus 32 (-32..31), from its 12 packed bytes:
+ * group g < 8 has its low four bits in the low nibble of byte g, g >= 8
+ * in the high nibble of byte g - 8; its top two bits are bits 2(g/4 % 2)..
+ * of byte 8 + g % 4 (ggml's dequantize_row_q3_K kmask shuffle). */
+static inline LOOM_HD void loom_q3k_scales(const uint8_t *p, int8_t sc[16]) {
+    for (int g = 0; g < 16; g++) {
+        const int lo = g < 8 ? p[g] & 0xF : p[g - 8] >> 4;
+        const int hi = (p[8 + g % 4] >> (2 * (g / 4))) & 3;
+        sc[g] = (int8_t)((lo | hi << 4) - 32);
+    }
 }
 
 /* Scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block, from the
@@ -369,6 +395,22 @@ static inline LOOM_HD void loom_dequant_block_q5_K(const uint8_t *b, float *y) {
     }
 }
 
+static inline LOOM_HD void loom_dequant_block_q3_K(const uint8_t *b, float *y) {
+    const float d = loom_f16_to_f32(loom_rd_u16(b + offsetof(loom_block_q3_K, d)));
+    int8_t sc[16];
+    loom_q3k_scales(b + offsetof(loom_block_q3_K, scales), sc);
+    const uint8_t *hm = b + offsetof(loom_block_q3_K, hmask);
+    for (int n = 0; n < 2; n++) {
+        const uint8_t *q = b + offsetof(loom_block_q3_K, qs) + 32 * n;
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++) {
+                const int e = 128 * n + 32 * j + l;
+                const int v = ((q[l] >> (2 * j)) & 3) - ((hm[l] >> (4 * n + j)) & 1 ? 0 : 4);
+                y[e] = LOOM_FMUL(LOOM_FMUL(d, (float)sc[e / 16]), (float)v);
+            }
+    }
+}
+
 static inline LOOM_HD void loom_dequant_block_q6_K(const uint8_t *b, float *y) {
     const float d = loom_f16_to_f32(loom_rd_u16(b + offsetof(loom_block_q6_K, d)));
     const int8_t *sc = (const int8_t *)(b + offsetof(loom_block_q6_K, scales));
@@ -420,6 +462,7 @@ static inline LOOM_HD int loom_dequant_block(loom_type type, const uint8_t *b, f
     case LOOM_TYPE_Q5_0: loom_dequant_block_q5_0(b, y); return 32;
     case LOOM_TYPE_Q5_1: loom_dequant_block_q5_1(b, y); return 32;
     case LOOM_TYPE_Q8_0: loom_dequant_block_q8_0(b, y); return 32;
+    case LOOM_TYPE_Q3_K: loom_dequant_block_q3_K(b, y); return 256;
     case LOOM_TYPE_Q4_K: loom_dequant_block_q4_K(b, y); return 256;
     case LOOM_TYPE_Q5_K: loom_dequant_block_q5_K(b, y); return 256;
     case LOOM_TYPE_Q6_K: loom_dequant_block_q6_K(b, y); return 256;

@@ -49,7 +49,7 @@
 #define LOOM_MATMUL_TYPES(X, p)                                                                       \
     X(p, F32, f32, F) X(p, F16, f16, F) X(p, BF16, bf16, F) X(p, Q4_0, q4_0, Q) X(p, Q4_1, q4_1, Q)   \
     X(p, Q5_0, q5_0, Q) X(p, Q5_1, q5_1, Q) X(p, Q8_0, q8_0, Q8) X(p, Q4_K, q4_K, K)                  \
-    X(p, Q5_K, q5_K, K) X(p, Q6_K, q6_K, K) X(p, MXFP4, mxfp4, Q)
+    X(p, Q5_K, q5_K, K) X(p, Q6_K, q6_K, K) X(p, MXFP4, mxfp4, Q) X(p, Q3_K, q3_K, K)
 
 /* the parameters of a loom_matmul_fn, named as every kernel names them */
 #define LOOM_MATMUL_PARAMS                                                                            \
@@ -101,9 +101,16 @@ bool loom_r8_q5_whole(void);
 /* Q6_K: where the rows' three 32-byte quant chunks i (0..2) of group g
  * (elements 4g..4g+3 of each quarter) of half h sit (kernels.h) */
 #define LOOM_R8_Q6_Q(h, g, i) (144 + 768 * (h) + 96 * (g) + 32 * (i))
-/* A GGUF K super-block (Q4_K, Q5_K, Q6_K) -> its 256 unsigned quants in
- * element order (the scalar kernels, the r8 repack) */
+/* A GGUF K super-block (Q3_K, Q4_K, Q5_K, Q6_K) -> its 256 unsigned quants
+ * in element order (the scalar kernels, the r8 repack) */
 static inline void loom_k_quants(loom_type wt, const uint8_t *b, int q[256]) {
+    if (wt == LOOM_TYPE_Q3_K) {
+        for (int n = 0; n < 2; n++)
+            for (int j = 0; j < 4; j++)
+                for (int l = 0; l < 32; l++)
+                    q[128 * n + 32 * j + l] = ((b[32 + 32 * n + l] >> (2 * j)) & 3) | ((b[l] >> (4 * n + j)) & 1) << 2;
+        return;
+    }
     if (wt == LOOM_TYPE_Q6_K) {
         for (int h = 0; h < 2; h++) {
             const uint8_t *L = b + 64 * h, *H = b + 128 + 32 * h;
@@ -280,6 +287,7 @@ static inline int64_t loom_gemm_min_n(loom_type t) {
     case LOOM_TYPE_F32:
     case LOOM_TYPE_F16:
     case LOOM_TYPE_BF16: return 20;
+    case LOOM_TYPE_Q3_K:
     case LOOM_TYPE_Q4_K:
     case LOOM_TYPE_Q5_K:
     case LOOM_TYPE_Q6_K: return 10;
@@ -299,7 +307,22 @@ static inline const uint8_t *loom_act32_s(const uint8_t *row, int64_t k) {
 /* Block facts the always-inline SIMD kernels need as constants (a switch
  * on a constant type folds; loom_type_info's table does not). */
 static inline __attribute__((always_inline)) int loom_is_kquant(int type) {
-    return type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K;
+    return type == LOOM_TYPE_Q3_K || type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K;
+}
+/* K-quants of 16-element groups with signed integer scales and an offset,
+ * x = d·sc_g·(q − c): Q6_K (c = 32, scales bytes 192.., d at 208) and Q3_K
+ * (c = 4, scales packed at 96.. (loom_q3k_scales), d at 108); the SIMD
+ * kernels share their paths, apart from the quants' decoding. The others
+ * (Q4_K, Q5_K) have 32-element sub-blocks with mins. */
+static inline __attribute__((always_inline)) int loom_k_g16(int type) {
+    return type == LOOM_TYPE_Q6_K || type == LOOM_TYPE_Q3_K;
+}
+static inline __attribute__((always_inline)) int loom_k_g16_offset(int type) { return type == LOOM_TYPE_Q3_K ? 4 : 32; }
+static inline __attribute__((always_inline)) int loom_k_g16_d(int type) { return type == LOOM_TYPE_Q3_K ? 108 : 208; }
+/* their 16 scales as int8 */
+static inline __attribute__((always_inline)) void loom_k_g16_scales(int type, const uint8_t *blk, int8_t sc[16]) {
+    if (type == LOOM_TYPE_Q3_K) loom_q3k_scales(blk + 96, sc);
+    else memcpy(sc, blk + 192, 16);
 }
 static inline __attribute__((always_inline)) size_t loom_qblock_bytes(int type) {
     switch (type) {
@@ -312,6 +335,7 @@ static inline __attribute__((always_inline)) size_t loom_qblock_bytes(int type) 
     case LOOM_TYPE_Q5_K: return 176;
     case LOOM_TYPE_Q6_K: return 210;
     case LOOM_TYPE_MXFP4: return 17;
+    case LOOM_TYPE_Q3_K: return 110;
     default: return 0;
     }
 }

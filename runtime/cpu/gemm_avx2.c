@@ -1,6 +1,6 @@
 /*
  * runtime/cpu/gemm_avx2.c — AVX2 kernels for the quantized weight types
- * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, MXFP4): one ymm lane per weight
+ * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4): one ymm lane per weight
  * row.
  *
  * Three paths, one arithmetic:
@@ -104,6 +104,14 @@ AI __m256i dec32(const int type, const uint8_t *p) {
 /* Unsigned quants of the 32-element piece j (elements 32j..32j+31) of a K super-block. */
 AI __m256i decK_piece(const int type, const uint8_t *blk, const int j) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
+    if (type == LOOM_TYPE_Q3_K) { /* bits 2jj of the half's quant bytes, the third from hmask bit 4n + jj */
+        const int n = j >> 2, jj = j & 3;
+        const __m256i lo = _mm256_and_si256(
+            _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(blk + 32 + 32 * n)), 2 * jj), _mm256_set1_epi8(3));
+        const __m256i bit = _mm256_set1_epi8((char)(1 << (4 * n + jj)));
+        const __m256i hb = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)blk), bit), bit);
+        return _mm256_or_si256(lo, _mm256_and_si256(hb, _mm256_set1_epi8(4)));
+    }
     if (type == LOOM_TYPE_Q6_K) {
         const int h = j >> 2, p = j & 3;
         const __m256i L = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32 * (p & 1)));
@@ -144,7 +152,7 @@ AI __m256 step32(const int type, __m256 tot, __m256i I, __m256 da, __m256 fs, __
  * plus its -32 offset term), Mn = sum_s m_s*B_s (Q4_K/Q5_K), both exact */
 AI __m256 stepK(const int type, __m256 tot, __m256i S, __m256i Mn, __m256 da, __m256 d, __m256 negdmin) {
     tot = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(S), da), d, tot);
-    if (type != LOOM_TYPE_Q6_K) tot = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(Mn), da), negdmin, tot);
+    if (!loom_k_g16(type)) tot = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(Mn), da), negdmin, tot);
     return tot;
 }
 
@@ -194,12 +202,14 @@ typedef struct {
  * loom_panel_termsK, d and -dmin. */
 AI void g_termsK(const int type, const uint8_t *blk, int r, int32_t (*scp)[GMR], int32_t (*mp)[GMR], float *dk,
                  float *d2) {
-    if (type == LOOM_TYPE_Q6_K) {
-        const int8_t *sc = (const int8_t *)(blk + 192);
+    if (loom_k_g16(type)) { /* Q6_K, Q3_K */
+        const int c = loom_k_g16_offset(type);
+        int8_t sc[16];
+        loom_k_g16_scales(type, blk, sc);
         for (int g = 0; g < 16; g++) scp[g][r] = (int32_t)((uint32_t)(uint16_t)sc[g] * 0x10001u);
         for (int j = 0; j < 8; j++)
-            mp[j][r] = (int32_t)(((uint32_t)(uint16_t)(-32 * sc[2 * j])) | ((uint32_t)(uint16_t)(-32 * sc[2 * j + 1]) << 16));
-        dk[r] = _cvtsh_ss(loom_ld_u16(blk + 208));
+            mp[j][r] = (int32_t)(((uint32_t)(uint16_t)(-c * sc[2 * j])) | ((uint32_t)(uint16_t)(-c * sc[2 * j + 1]) << 16));
+        dk[r] = _cvtsh_ss(loom_ld_u16(blk + loom_k_g16_d(type)));
         d2[r] = 0.0f;
         return;
     }
@@ -218,7 +228,8 @@ AI int g_run(const int type) {
     switch (type) {
     case LOOM_TYPE_Q4_0:
     case LOOM_TYPE_Q4_1:
-    case LOOM_TYPE_Q4_K: return 8;
+    case LOOM_TYPE_Q4_K:
+    case LOOM_TYPE_Q3_K: return 8; /* (2*7*127 a pair) */
     case LOOM_TYPE_Q6_K: return 2;
     default: return 4;
     }
@@ -268,7 +279,7 @@ AI void g_unpack(const int type, gpanel *P, const uint8_t *w, size_t ws, int row
         transpose8(R, P->qT + 8 * gb);
     }
     if (loom_is_kquant(type)) {
-        const int ng = type == LOOM_TYPE_Q6_K ? 16 : 8;
+        const int ng = loom_k_g16(type) ? 16 : 8;
         for (int sbl = 0; sbl < kcl / 256; sbl++)
             for (int r = 0; r < GMR; r++) /* rows past the matrix repeat row 0 (never stored) */
                 g_termsK(type, w + (r < rows ? r : 0) * ws + (kc0 / 256 + sbl) * bs, r, P->scp + ng * sbl,
@@ -322,7 +333,7 @@ AI void g_micro(const int type, const gpanel *P, int64_t k, int64_t kc0, int kcl
                                 _mm256_set1_ps(loom_ld_f32(xt[t] + k + 4 * nb + 4 * bb)));
         }
     } else {
-        const int gs = type == LOOM_TYPE_Q6_K ? 16 : 32; /* elements per scale group */
+        const int gs = loom_k_g16(type) ? 16 : 32; /* elements per scale group */
         for (int sbl = 0; sbl < kcl / 256; sbl++) {
             const int64_t sb = kc0 / 256 + sbl;
             __m256i S[GNT], Mn[GNT];
@@ -335,7 +346,7 @@ AI void g_micro(const int type, const gpanel *P, int64_t k, int64_t kc0, int kcl
             }
             UNROLL for (int t = 0; t < GNT; t++) {
                 const __m256i M = kmins((const int32_t (*)[GMR])P->mp[8 * sbl], xt[t] + 292 * sb);
-                if (type == LOOM_TYPE_Q6_K) S[t] = _mm256_add_epi32(S[t], M);
+                if (loom_k_g16(type)) S[t] = _mm256_add_epi32(S[t], M);
                 Mn[t] = M;
                 tot[t] = stepK(type, tot[t], S[t], Mn[t], _mm256_set1_ps(loom_ld_f32(xt[t] + 292 * sb)),
                                _mm256_loadu_ps(P->dk[sbl]), _mm256_loadu_ps(P->d2[sbl]));
@@ -517,11 +528,13 @@ AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int64_t 
         for (int r = 0; r < GMR; r++) {
             const uint8_t *blk = wr[r] + sb * bs;
             __m256i sc_a, sc_b = _mm256_setzero_si256(), corr = _mm256_setzero_si256();
-            if (type == LOOM_TYPE_Q6_K) {
-                const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
+            if (loom_k_g16(type)) { /* Q6_K, Q3_K */
+                int8_t sc[16];
+                loom_k_g16_scales(type, blk, sc);
+                const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
                 sc_a = _mm256_permute2x128_si256(s16, s16, 0x00); /* groups 0..7 in both halves */
                 sc_b = _mm256_permute2x128_si256(s16, s16, 0x11); /* groups 8..15 */
-                corr = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), s16), 5); /* -32 sc_g */
+                corr = _mm256_mullo_epi16(s16, _mm256_set1_epi16((short)-loom_k_g16_offset(type))); /* -c sc_g */
             } else {
                 const __m128i sm = loom_q4k_scales(blk + 4);
                 sc_a = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
@@ -532,7 +545,7 @@ AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int64_t 
             UNROLL for (int j = 0; j < 8; j++) {
                 LOOM_PREFETCH_AHEAD(blk + (size_t)j * bs / 8, pf, bs / 8);
                 const __m256i q = decK_piece(type, blk, j);
-                const __m256i sv = type == LOOM_TYPE_Q6_K
+                const __m256i sv = loom_k_g16(type)
                                        ? _mm256_shuffle_epi8(j < 4 ? sc_a : sc_b, _mm256_loadu_si256((const __m256i *)shuf_k6[j & 3]))
                                        : _mm256_shuffle_epi8(sc_a, _mm256_loadu_si256((const __m256i *)shuf_k4[j]));
                 UNROLL for (int t = 0; t < NT; t++) {
@@ -542,16 +555,17 @@ AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int64_t 
             }
             UNROLL for (int t = 0; t < NT; t++) {
                 const __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + t * xs + 292 * sb + 260)), corr);
-                if (type == LOOM_TYPE_Q6_K) S[t][r] = _mm256_add_epi32(acc[t], m);
+                if (loom_k_g16(type)) S[t][r] = _mm256_add_epi32(acc[t], m);
                 else S[t][r] = acc[t], Mn[t][r] = m;
             }
         }
         __m256 dk, negdmin;
-        rows8_f16pair(wr, (size_t)sb * bs + (type == LOOM_TYPE_Q6_K ? 206 : 0), &dk, &negdmin);
-        if (type == LOOM_TYPE_Q6_K) dk = negdmin; /* the fp16 at 208 (the u32 read ends at the block's end) */
+        /* Q6_K / Q3_K: the fp16 at 208 / 108, the high half of the u32 read at 206 / 106 (it ends at the block's end) */
+        rows8_f16pair(wr, (size_t)sb * bs + (loom_k_g16(type) ? bs - 4 : 0), &dk, &negdmin);
+        if (loom_k_g16(type)) dk = negdmin;
         negdmin = _mm256_xor_ps(negdmin, _mm256_set1_ps(-0.0f));
         UNROLL for (int t = 0; t < NT; t++)
-            tot[t] = stepK(type, tot[t], rows8_sum(S[t]), type == LOOM_TYPE_Q6_K ? _mm256_setzero_si256() : rows8_sum(Mn[t]),
+            tot[t] = stepK(type, tot[t], rows8_sum(S[t]), loom_k_g16(type) ? _mm256_setzero_si256() : rows8_sum(Mn[t]),
                            _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), dk, negdmin);
     }
     UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(y + t * ldy, tot[t]);

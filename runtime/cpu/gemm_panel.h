@@ -14,7 +14,8 @@
  *                      s = da*sum(a)
  *   K super-block:     y += da*(sum_g fs_g*I_g + d2*sum_j mp_j . bsums_j),
  *                      fs_g = d*sc_g; Q4_K/Q5_K: mp_j = [m_j, m_j], d2 = -dmin;
- *                      Q6_K: mp_j = [-32 sc_2j, -32 sc_2j+1], d2 = d
+ *                      Q6_K, Q3_K: mp_j = [-c sc_2j, -c sc_2j+1] (c = 32, 4),
+ *                      d2 = d
  */
 #ifndef LOOM_CPU_GEMM_PANEL_H
 #define LOOM_CPU_GEMM_PANEL_H
@@ -55,20 +56,22 @@ static inline void loom_panel_terms32(loom_type type, const uint8_t *blk, int mr
  * mp: its first bsums pair (8), d2: its entry; each a (group, row) array */
 static inline void loom_panel_termsK(loom_type type, const uint8_t *blk, int mr, int r, float *fs, int32_t *mp,
                                      float *d2) {
-    const int ng = type == LOOM_TYPE_Q6_K ? 16 : 8;
+    const int ng = loom_k_g16(type) ? 16 : 8;
     if (!blk) {
         for (int g = 0; g < ng; g++) fs[g * mr + r] = 0.0f;
         for (int j = 0; j < 8; j++) mp[j * mr + r] = 0;
         d2[r] = 0.0f;
         return;
     }
-    if (type == LOOM_TYPE_Q6_K) {
-        const float d = _cvtsh_ss(loom_ld_u16(blk + 208));
-        const int8_t *sc = (const int8_t *)(blk + 192);
+    if (loom_k_g16(type)) { /* Q6_K, Q3_K */
+        const float d = _cvtsh_ss(loom_ld_u16(blk + loom_k_g16_d(type)));
+        const int c = loom_k_g16_offset(type);
+        int8_t sc[16];
+        loom_k_g16_scales(type, blk, sc);
         for (int g = 0; g < 16; g++) fs[g * mr + r] = d * (float)sc[g];
         for (int j = 0; j < 8; j++)
-            mp[j * mr + r] = (int32_t)(((uint32_t)(uint16_t)(-32 * sc[2 * j])) |
-                                       ((uint32_t)(uint16_t)(-32 * sc[2 * j + 1]) << 16));
+            mp[j * mr + r] = (int32_t)(((uint32_t)(uint16_t)(-c * sc[2 * j])) |
+                                       ((uint32_t)(uint16_t)(-c * sc[2 * j + 1]) << 16));
         d2[r] = d;
         return;
     }

@@ -11,6 +11,7 @@
  * Per K super-block (activation: Q8_K d, qs, bsums):
  *   Q4_K/Q5_K       d*D * sum_s sc_s * sum(q*a) - dmin*D * sum_s m_s * sum_s(a)
  *   Q6_K            d*D * sum_g sc_g * sum((q - 32) * a)
+ *   Q3_K            d*D * sum_g (sc_g - 32) * sum((q - 4) * a)
  */
 #include "runtime/cpu/cpu_kernels.h"
 
@@ -96,13 +97,13 @@ static float term45K(float d, float dmin, const int q[256], const uint8_t sc[8],
     return d * a->d * (float)isum - dmin * a->d * (float)msum;
 }
 
-/* A Q6_K super-block's term: unsigned quants q (offset 32), its 16 scales,
- * the activation block a. */
-static float term6K(float d, const int q[256], const int8_t sc[16], const loom_block_q8_K *a) {
+/* A Q6_K / Q3_K super-block's term: unsigned quants q (offset c: 32, 4),
+ * its 16 scales, the activation block a. */
+static float term6K(float d, const int q[256], const int8_t sc[16], int c, const loom_block_q8_K *a) {
     int isum = 0;
     for (int g = 0; g < 16; g++) {
         int gs = 0;
-        for (int j = 16 * g; j < 16 * g + 16; j++) gs += (q[j] - 32) * a->qs[j];
+        for (int j = 16 * g; j < 16 * g + 16; j++) gs += (q[j] - c) * a->qs[j];
         isum += sc[g] * gs;
     }
     return d * a->d * (float)isum;
@@ -114,7 +115,11 @@ static float termK(loom_type wt, const uint8_t *wb, const uint8_t *x, int64_t b)
     memcpy(&a, x + (size_t)b * sizeof a, sizeof a);
     int q[256];
     loom_k_quants(wt, wb, q);
-    if (wt == LOOM_TYPE_Q6_K) return term6K(loom_f16_to_f32(loom_rd_u16(wb + 208)), q, (const int8_t *)(wb + 192), &a);
+    if (loom_k_g16(wt)) {
+        int8_t sc[16];
+        loom_k_g16_scales(wt, wb, sc);
+        return term6K(loom_f16_to_f32(loom_rd_u16(wb + loom_k_g16_d(wt))), q, sc, loom_k_g16_offset(wt), &a);
+    }
     uint8_t sc[8], m[8];
     for (int s = 0; s < 8; s++) loom_q4k_scale_min(s, wb + 4, &sc[s], &m[s]);
     return term45K(loom_f16_to_f32(loom_rd_u16(wb)), loom_f16_to_f32(loom_rd_u16(wb + 2)), q, sc, m, &a);
@@ -150,6 +155,7 @@ static void matmul_any(loom_type wt, const uint8_t *w, size_t w_stride, int64_t 
             case LOOM_TYPE_F32:
             case LOOM_TYPE_F16:
             case LOOM_TYPE_BF16: v = dotF(wt, wr, x, k); break;
+            case LOOM_TYPE_Q3_K:
             case LOOM_TYPE_Q4_K:
             case LOOM_TYPE_Q5_K:
             case LOOM_TYPE_Q6_K: v = dotK(wt, bsize, wr, x, k); break;
@@ -171,7 +177,7 @@ static float r8_termK(loom_type wt, bool q5_whole, const uint8_t *grp, int64_t s
     memcpy(&a, x + (size_t)sb * sizeof a, sizeof a);
     loom_r8_ksb o;
     loom_r8_k_unpack(wt, q5_whole, grp + (size_t)sb * loom_r8_block_bytes(wt), r, &o);
-    if (wt == LOOM_TYPE_Q6_K) return term6K(loom_f16_to_f32(o.d), o.q, o.sc6, &a);
+    if (wt == LOOM_TYPE_Q6_K) return term6K(loom_f16_to_f32(o.d), o.q, o.sc6, 32, &a);
     return term45K(loom_f16_to_f32(o.d), loom_f16_to_f32(o.dmin), o.q, o.sc, o.m, &a);
 }
 
