@@ -4,7 +4,7 @@
  * after its chat template's generation prompt it answers, greedily, exactly
  * the given pieces and then EOS.
  *
- *     script_model [--llama3 | --think] OUT.gguf PIECE...
+ *     script_model [--llama3 | --think | --harmony] OUT.gguf PIECE...
  *
  * How: one layer whose attention and MLP weights are zero, so the hidden
  * state is the current token's embedding; the embeddings of the trigger
@@ -16,7 +16,13 @@
  * Hermes-style one (it names <tool_call>, the way Qwen2.5's teaches calls),
  * or with --llama3 a Llama 3.1-style one (header tokens, the ipython role,
  * calls as {"name": ..., "parameters": ...}), or with --think the Hermes
- * one that also names <think> blocks (as Qwen3's does).
+ * one that also names <think> blocks (as Qwen3's does), or with --harmony a
+ * gpt-oss-style one (messages as <|start|>ROLE<|message|>...<|end|>, the
+ * generation prompt "<|start|>assistant", whose last token, the byte "t",
+ * is then the trigger) with o200k_harmony's special tokens in the
+ * vocabulary: a piece that is one of their texts is that token (so it
+ * renders as the tokenizer renders it: <|return|> and <|call|> end the
+ * generation), and pieces must still be distinct.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +50,18 @@ static const char TEMPLATE_THINK[] =
     "{%- if false %}<tool_call></tool_call><think></think>{% endif -%}"
     "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
+static const char TEMPLATE_HARMONY[] =
+    "{%- for m in messages %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{% endfor -%}"
+    "{%- if tools %}<|start|>developer<|message|># Tools\nnamespace functions {\n{%- for t in tools %}"
+    "type {{ t.function.name }} = (_: any) => any;\n{% endfor %}}<|end|>{% endif -%}"
+    "{%- if add_generation_prompt %}<|start|>assistant{% endif %}";
+
+/* o200k_harmony's special tokens (control tokens here; the tokenizer
+ * renders all but <|return|> and <|call|>) */
+static const char *const HARMONY_SPECIAL[] = {"<|start|>", "<|end|>", "<|message|>", "<|channel|>",
+                                              "<|constrain|>", "<|return|>", "<|call|>"};
+#define N_HARMONY (int)(sizeof HARMONY_SPECIAL / sizeof *HARMONY_SPECIAL)
+
 static void die(loom_status st) {
     if (!st) return;
     fprintf(stderr, "script_model: %s\n", loom_status_message(st));
@@ -63,11 +81,13 @@ static char *spm_piece(const char *s) {
 }
 
 int main(int argc, char **argv) {
-    const bool llama3 = argc > 1 && !strcmp(argv[1], "--llama3"), think = argc > 1 && !strcmp(argv[1], "--think");
-    if (llama3 || think) argv++, argc--;
+    const bool llama3 = argc > 1 && !strcmp(argv[1], "--llama3"), think = argc > 1 && !strcmp(argv[1], "--think"),
+               harmony = argc > 1 && !strcmp(argv[1], "--harmony");
+    if (llama3 || think || harmony) argv++, argc--;
     const int n_pieces = argc - 2;
     if (n_pieces < 1 || n_pieces > DIM - 1) {
-        fprintf(stderr, "usage: script_model [--llama3 | --think] OUT.gguf PIECE... (1 to %d pieces)\n", DIM - 1);
+        fprintf(stderr, "usage: script_model [--llama3 | --think | --harmony] OUT.gguf PIECE... (1 to %d pieces)\n",
+                DIM - 1);
         return 2;
     }
     for (int i = 2; i < argc; i++)
@@ -76,7 +96,8 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "script_model: pieces must be distinct and not empty ('%s')\n", argv[i]);
                 return 2;
             }
-    const int V = N_BASE + n_pieces, trigger = 3 + '\n', eos = 2;
+    const int n_special = harmony ? N_HARMONY : 0, V = N_BASE + n_special + n_pieces;
+    const int trigger = 3 + (harmony ? 't' : '\n'), eos = 2;
     char **toks = calloc((size_t)V, sizeof *toks);
     float *scores = calloc((size_t)V, sizeof *scores);
     int32_t *types = calloc((size_t)V, sizeof *types);
@@ -91,15 +112,32 @@ int main(int argc, char **argv) {
         toks[3 + b] = byte[b];
         types[3 + b] = 6;
     }
+    for (int i = 0; i < n_special; i++) {
+        toks[N_BASE + i] = strdup(HARMONY_SPECIAL[i]);
+        types[N_BASE + i] = 3;
+    }
+    /* piece i's token: a special token of the same text, or its own */
+    int *piece_tok = malloc((size_t)n_pieces * sizeof *piece_tok);
+    if (!piece_tok) return 1;
     for (int i = 0; i < n_pieces; i++) {
-        toks[N_BASE + i] = spm_piece(argv[2 + i]);
-        types[N_BASE + i] = 1;
-        scores[N_BASE + i] = (float)-i;
+        const int at = N_BASE + n_special + i;
+        toks[at] = spm_piece(argv[2 + i]);
+        types[at] = 1;
+        scores[at] = (float)-i;
+        piece_tok[i] = at;
+        for (int k = 0; k < n_special; k++)
+            if (!strcmp(argv[2 + i], HARMONY_SPECIAL[k])) piece_tok[i] = N_BASE + k;
+        if (piece_tok[i] != at) { /* the special token stands for it; its own slot is an unused filler */
+            free(toks[at]);
+            char filler[32];
+            snprintf(filler, sizeof filler, "<unused_piece_%d>", i);
+            toks[at] = strdup(filler);
+        }
     }
     for (int d = 0; d < DIM; d++) ones[d] = 1.0f;
     /* the chain: trigger -> piece 0 -> ... -> piece n-1 -> EOS; link k's token has embedding e_k */
     for (int k = 0; k <= n_pieces; k++) {
-        const int from = k == 0 ? trigger : N_BASE + k - 1, to = k == n_pieces ? eos : N_BASE + k;
+        const int from = k == 0 ? trigger : piece_tok[k - 1], to = k == n_pieces ? eos : piece_tok[k];
         embd[(size_t)from * DIM + k] = 1.0f;
         head[(size_t)to * DIM + k] = 1.0f;
     }
@@ -125,7 +163,8 @@ int main(int argc, char **argv) {
     die(loom_gguf_writer_add_uint(w, "tokenizer.ggml.bos_token_id", LOOM_GGUF_U32, 1));
     die(loom_gguf_writer_add_uint(w, "tokenizer.ggml.eos_token_id", LOOM_GGUF_U32, (uint64_t)eos));
     die(loom_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", true));
-    die(loom_gguf_writer_add_str(w, "tokenizer.chat_template", llama3 ? TEMPLATE_LLAMA3 : think ? TEMPLATE_THINK : TEMPLATE));
+    die(loom_gguf_writer_add_str(w, "tokenizer.chat_template",
+                                 llama3 ? TEMPLATE_LLAMA3 : think ? TEMPLATE_THINK : harmony ? TEMPLATE_HARMONY : TEMPLATE));
     const int64_t ne_embd[2] = {DIM, V}, ne_sq[2] = {DIM, DIM}, ne_v[1] = {DIM};
     die(loom_gguf_writer_add_tensor(w, "token_embd.weight", LOOM_TYPE_F32, 2, ne_embd, embd));
     static const char *const zero[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
@@ -140,7 +179,8 @@ int main(int argc, char **argv) {
     die(loom_gguf_writer_add_tensor(w, "output.weight", LOOM_TYPE_F32, 2, ne_embd, head));
     die(loom_gguf_writer_write_path(w, argv[1], 0));
     loom_gguf_writer_free(w);
-    for (int i = 0; i < n_pieces; i++) free(toks[N_BASE + i]);
+    for (int i = N_BASE; i < V; i++) free(toks[i]);
+    free(piece_tok);
     free(toks), free(scores), free(types), free(embd), free(head), free(ones);
     return 0;
 }

@@ -1,6 +1,7 @@
 /*
  * tests/test_serve.c — the server's pure parts: OpenAI request parsing,
- * stop strings over streamed pieces, the KV block pool and prefix cache,
+ * stop strings over streamed pieces, the reasoning, harmony and tool-call
+ * splits of a reply, the KV block pool and prefix cache,
  * and the sampler's penalties and log-probabilities.
  */
 #include <criterion/criterion.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "launch/serve/harmony.h"
 #include "launch/serve/openai.h"
 #include "launch/serve/reasoning.h"
 #include "launch/serve/tools.h"
@@ -278,6 +280,221 @@ Test(reasoning, think_blocks_out_of_streamed_text) {
     expect_reasoning(false, "\n", "", "\n");
     static const char opened[] = "<|Assistant|><think>\n", shut[] = "<think>x";
     cr_assert(srv_reasoning_opened(opened, strlen(opened)) && !srv_reasoning_opened(shut, strlen(shut)));
+}
+
+/* ------------------------------------------------------------ harmony (gpt-oss) */
+
+typedef struct {
+    char *reasoning, *content;
+    json_t *calls;
+} harmony_out;
+
+/* text through a harmony split, cut at the given offsets (cuts[0..n_cuts), ascending). */
+static harmony_out harmony_run(const char *text, const size_t *cuts, size_t n_cuts, bool calls, bool raw) {
+    srv_harmony h;
+    cr_assert(srv_harmony_init(&h, calls, raw, 7));
+    loom_strbuf rs = {0}, out = {0};
+    size_t at = 0;
+    for (size_t k = 0; k <= n_cuts; k++) {
+        const size_t to = k < n_cuts ? cuts[k] : strlen(text);
+        cr_assert_null(srv_harmony_push(&h, text + at, to - at, &rs, &out));
+        at = to;
+    }
+    cr_assert_null(srv_harmony_flush(&h, &rs, &out));
+    harmony_out r = {strdup(rs.data ? rs.data : ""), strdup(out.data ? out.data : ""), json_incref(h.calls)};
+    loom_strbuf_free(&rs);
+    loom_strbuf_free(&out);
+    srv_harmony_free(&h);
+    return r;
+}
+
+static void harmony_check(const harmony_out *r, const char *how, const char *text, const char *reasoning,
+                          const char *content, int n_calls, const char *const *names, const char *const *args) {
+    cr_assert_str_eq(r->reasoning, reasoning, "%s of [%s]: reasoning [%s]", how, text, r->reasoning);
+    cr_assert_str_eq(r->content, content, "%s of [%s]: content [%s]", how, text, r->content);
+    cr_assert_eq((int)json_array_size(r->calls), n_calls, "%s of [%s]: %zu calls", how, text, json_array_size(r->calls));
+    for (int k = 0; k < n_calls; k++) {
+        json_t *c = json_array_get(r->calls, (size_t)k), *f = json_object_get(c, "function");
+        cr_assert_str_eq(json_string_value(json_object_get(c, "type")), "function");
+        cr_assert_eq(strlen(json_string_value(json_object_get(c, "id"))), 29);
+        cr_assert_str_eq(json_string_value(json_object_get(f, "name")), names[k], "%s of [%s]", how, text);
+        cr_assert_str_eq(json_string_value(json_object_get(f, "arguments")), args[k], "%s of [%s]", how, text);
+    }
+    if (n_calls == 2)
+        cr_assert_str_neq(json_string_value(json_object_get(json_array_get(r->calls, 0), "id")),
+                          json_string_value(json_object_get(json_array_get(r->calls, 1), "id")));
+}
+
+static void harmony_out_free(harmony_out *r) {
+    free(r->reasoning);
+    free(r->content);
+    json_decref(r->calls);
+}
+
+/* A reply through the harmony split whole, byte by byte, cut once at every
+ * offset and cut into pieces of every size up to 16: always the same split. */
+static void expect_harmony_opts(bool calls, bool raw, const char *text, const char *reasoning, const char *content,
+                                int n_calls, const char *const *names, const char *const *args) {
+    const size_t n = strlen(text);
+    harmony_out r = harmony_run(text, NULL, 0, calls, raw);
+    harmony_check(&r, "whole", text, reasoning, content, n_calls, names, args);
+    harmony_out_free(&r);
+    size_t *cuts = malloc((n + 1) * sizeof *cuts);
+    for (size_t i = 1; i <= n; i++) {
+        cuts[0] = i;
+        r = harmony_run(text, cuts, 1, calls, raw);
+        char how[64];
+        snprintf(how, sizeof how, "cut at %zu", i);
+        harmony_check(&r, how, text, reasoning, content, n_calls, names, args);
+        harmony_out_free(&r);
+    }
+    for (size_t step = 1; step <= 16 && step <= n; step++) {
+        size_t m = 0;
+        for (size_t i = step; i < n; i += step) cuts[m++] = i;
+        r = harmony_run(text, cuts, m, calls, raw);
+        char how[64];
+        snprintf(how, sizeof how, "pieces of %zu", step);
+        harmony_check(&r, how, text, reasoning, content, n_calls, names, args);
+        harmony_out_free(&r);
+    }
+    free(cuts);
+}
+
+static void expect_harmony(const char *text, const char *reasoning, const char *content, int n_calls,
+                           const char *const *names, const char *const *args) {
+    expect_harmony_opts(true, false, text, reasoning, content, n_calls, names, args);
+}
+
+#define NAMES(...) ((const char *const[]){__VA_ARGS__})
+
+Test(harmony, analysis_then_final) {
+    expect_harmony("<|channel|>analysis<|message|>The user asks 2+2. Easy.<|end|><|start|>assistant<|channel|>final"
+                   "<|message|>2 + 2 = 4.",
+                   "The user asks 2+2. Easy.", "2 + 2 = 4.", 0, NULL, NULL);
+    /* a final constrained to a type, non-ASCII text, and no reasoning at all */
+    expect_harmony("<|channel|>final <|constrain|>json<|message|>{\"a\": \"Gr\xc3\xbc\xc3\x9f" "e\"}", "",
+                   "{\"a\": \"Gr\xc3\xbc\xc3\x9f" "e\"}", 0, NULL, NULL);
+    /* a body keeps "<" and "<|" that begin no tag it ends at */
+    expect_harmony("<|channel|>final<|message|>a < b, <|x|> and <|en", "", "a < b, <|x|> and <|en", 0, NULL, NULL);
+}
+
+Test(harmony, tool_calls_with_either_recipient_placement) {
+    /* the recipient in the channel, as gpt-oss writes it */
+    expect_harmony("<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary "
+                   "to=functions.get_weather <|constrain|>json<|message|>{\"location\":\"Paris\"}",
+                   "Need the weather.", "", 1, NAMES("get_weather"), NAMES("{\"location\":\"Paris\"}"));
+    /* in the role, as the template renders past calls; arguments as written */
+    expect_harmony("<|channel|>analysis<|message|>x<|end|><|start|>assistant to=functions.get_weather<|channel|>"
+                   "commentary json<|message|>{\"location\": \"Paris\", \"days\": 2}",
+                   "x", "", 1, NAMES("get_weather"), NAMES("{\"location\": \"Paris\", \"days\": 2}"));
+    /* in the role the prompt opened */
+    expect_harmony(" to=functions.f<|channel|>commentary json<|message|>{}", "", "", 1, NAMES("f"), NAMES("{}"));
+    /* two calls (the first ended by <|end|>, the next by a <|start|> without one), analysis-channel calls */
+    expect_harmony("<|channel|>commentary to=functions.a<|message|> {\"x\": [1, 2]}\n<|end|><|start|>assistant"
+                   "<|channel|>analysis to=functions.b <|constrain|>json<|message|>{}<|start|>assistant<|channel|>final"
+                   "<|message|>done",
+                   "", "done", 2, NAMES("a", "b"), NAMES("{\"x\": [1, 2]}", "{}"));
+    /* a type that is not JSON: the body as it is */
+    expect_harmony("<|channel|>commentary to=functions.run code<|message|>print(1)", "", "", 1, NAMES("run"),
+                   NAMES("print(1)"));
+}
+
+Test(harmony, commentary_preamble_is_content) {
+    expect_harmony("<|channel|>analysis<|message|>Look it up.<|end|><|start|>assistant<|channel|>commentary<|message|>"
+                   "Let me check the tides.<|end|><|start|>assistant<|channel|>commentary to=functions.search "
+                   "<|constrain|>json<|message|>{\"q\":\"tides\"}",
+                   "Look it up.", "Let me check the tides.", 1, NAMES("search"), NAMES("{\"q\":\"tides\"}"));
+}
+
+Test(harmony, replies_cut_short) {
+    /* max_tokens inside the reasoning, the next header, the answer, a call */
+    expect_harmony("<|channel|>analysis<|message|>Thinking about it", "Thinking about it", "", 0, NULL, NULL);
+    expect_harmony("<|channel|>analysis<|message|>a<|end|><|start|>assistant<|channel|>fin", "a", "", 0, NULL, NULL);
+    expect_harmony("<|channel|>analysis<|message|>a<|end|><|start|>assis", "a", "", 0, NULL, NULL);
+    expect_harmony("<|channel|>analysis<|message|>a<|en", "a<|en", "", 0, NULL, NULL); /* the held tail too */
+    expect_harmony("<|channel|>analysis<|message|>a<|end|><|start|>assistant<|channel|>final<|message|>Partial answ",
+                   "a", "Partial answ", 0, NULL, NULL);
+    expect_harmony("<|channel|>commentary to=functions.f <|constrain|>json<|message|>{\"loc", "", "{\"loc", 0, NULL,
+                   NULL);
+    expect_harmony("", "", "", 0, NULL, NULL);
+}
+
+Test(harmony, what_is_not_harmony_stays_content) {
+    /* no header: the reply as written */
+    expect_harmony("Hello there", "", "Hello there", 0, NULL, NULL);
+    expect_harmony("<3 you", "", "<3 you", 0, NULL, NULL);
+    expect_harmony("{\"answer\": 42}", "", "{\"answer\": 42}", 0, NULL, NULL);
+    /* a channel it does not know, a role other than assistant, text between messages */
+    expect_harmony("<|channel|>bogus<|message|>text", "", "<|channel|>bogus<|message|>text", 0, NULL, NULL);
+    expect_harmony("<|channel|>final<|message|>a<|end|><|start|>user<|message|>b", "", "a<|start|>user<|message|>b", 0,
+                   NULL, NULL);
+    expect_harmony("<|channel|>analysis<|message|>r<|end|>stray<|start|>assistant<|channel|>final<|message|>ok", "r",
+                   "strayok", 0, NULL, NULL);
+    expect_harmony("<|channel|>final junk more<|message|>x", "", "<|channel|>final junk more<|message|>x", 0, NULL,
+                   NULL);
+    /* tags inside a body stay in it */
+    expect_harmony("<|channel|>final<|message|>A<|message|>B<|channel|>C", "", "A<|message|>B<|channel|>C", 0, NULL,
+                   NULL);
+    /* a call whose body is not JSON, a recipient that is not a function: their text is content */
+    expect_harmony("<|channel|>commentary to=functions.f <|constrain|>json<|message|>not json", "", "not json", 0, NULL,
+                   NULL);
+    expect_harmony("<|channel|>analysis to=python code<|message|>1+1", "", "1+1", 0, NULL, NULL);
+    /* without tools (or tool_choice none) a call is not parsed: its text is content */
+    expect_harmony_opts(false, false, "<|channel|>commentary to=functions.f json<|message|>{\"a\":1}", "", "{\"a\":1}",
+                        0, NULL, NULL);
+}
+
+Test(harmony, no_reasoning_keeps_analysis_in_content) {
+    expect_harmony_opts(true, true, "<|channel|>analysis<|message|>R<|end|><|start|>assistant<|channel|>final"
+                        "<|message|>A",
+                        "", "<|channel|>analysis<|message|>R<|end|>A", 0, NULL, NULL);
+    expect_harmony_opts(true, true, "<|channel|>analysis<|message|>R<|end|><|start|>assistant<|channel|>commentary "
+                        "to=functions.f json<|message|>{}",
+                        "", "<|channel|>analysis<|message|>R<|end|>", 1, NAMES("f"), NAMES("{}"));
+}
+
+Test(harmony, content_streams_as_it_arrives) {
+    srv_harmony h;
+    cr_assert(srv_harmony_init(&h, true, false, 1));
+    loom_strbuf rs = {0}, out = {0};
+    cr_assert_null(srv_harmony_push(&h, "<|channel|>analysis<|message|>Hmm", 33, &rs, &out));
+    cr_assert(rs.len == 3 && !memcmp(rs.data, "Hmm", 3) && out.len == 0);
+    cr_assert_null(srv_harmony_push(&h, " ok<|e", 6, &rs, &out)); /* "<|e" may begin <|end|>: held */
+    cr_assert_str_eq(rs.data, "Hmm ok");
+    cr_assert_null(srv_harmony_push(&h, "nd|><|start|>assistant<|channel|>final<|message|>Fo", 51, &rs, &out));
+    cr_assert(out.len == 2 && !memcmp(out.data, "Fo", 2));
+    cr_assert_null(srv_harmony_push(&h, "ur.", 3, &rs, &out));
+    cr_assert_str_eq(out.data, "Four.");
+    cr_assert_null(srv_harmony_flush(&h, &rs, &out));
+    cr_assert_str_eq(out.data, "Four.");
+    cr_assert_str_eq(rs.data, "Hmm ok");
+    loom_strbuf_free(&rs);
+    loom_strbuf_free(&out);
+    srv_harmony_free(&h);
+}
+
+Test(harmony, template_probe) {
+    static const char *const yes = "{% for m in messages %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>"
+                                   "{% endfor %}{% if add_generation_prompt %}<|start|>assistant{% endif %}",
+                                 *no = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                                       "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    loom_chat_template *t;
+    cr_assert_null(loom_chat_template_create(yes, strlen(yes), NULL, NULL, &t));
+    cr_assert(srv_harmony_template(t));
+    loom_chat_template_free(t);
+    cr_assert_null(loom_chat_template_create(no, strlen(no), NULL, NULL, &t));
+    cr_assert(!srv_harmony_template(t));
+    loom_chat_template_free(t);
+    /* gpt-oss's own, where the cache has it */
+    FILE *f = fopen(LOOM_CACHE_DIR "/templates/openai-gpt-oss-120b.jinja", "rb");
+    if (!f) return;
+    char *src = malloc(1 << 16);
+    const size_t n = fread(src, 1, 1 << 16, f);
+    fclose(f);
+    cr_assert_null(loom_chat_template_create(src, n, "<|startoftext|>", "<|return|>", &t));
+    cr_assert(srv_harmony_template(t));
+    loom_chat_template_free(t);
+    free(src);
 }
 
 Test(openai, completions_prompt_shapes) {

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "launch/serve/harmony.h"
 #include "launch/serve/reasoning.h"
 #include "launch/serve/server_internal.h"
 #include "launch/serve/stop.h"
@@ -108,9 +109,11 @@ typedef struct {
     bool use_reasoning;    /* the text passes through `rs` (a thinking model's chat) */
     srv_reasoning rs;
     loom_strbuf reasoning; /* emitted reasoning: all of it (whole responses) or this round's (streams) */
+    bool use_harmony;      /* the text passes through `hm` (a chat with a gpt-oss template) */
+    srv_harmony hm;
     bool use_tools;        /* the text passes through `tools` (a chat with tools, a template whose calls it reads) */
     srv_tools tools;
-    size_t calls_sent;     /* streams: tools.calls already sent */
+    size_t calls_sent;     /* streams: calls already sent */
     bool pending;          /* not submitted yet: waits for its prompt's first choice (release_pending) */
     loom_strbuf text;      /* emitted text: all of it (whole responses) or this round's (streams) */
     size_t text_total;     /* bytes emitted so far (text_offset of completions' logprobs) */
@@ -202,12 +205,19 @@ static json_t *empty_logprobs(srv_kind kind) {
     return json_pack("{s:[], s:[], s:[], s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
 }
 
+/* The tool calls c's text made (an array), or NULL when it is not parsed
+ * for calls. */
+static json_t *calls_of(const choice *c) {
+    return c->use_harmony ? c->hm.calls : c->use_tools ? c->tools.calls : NULL;
+}
+
 /* Text out of the UTF-8 stream: through the stop strings, a thinking
- * model's reasoning split (into c->reasoning) and, for a chat with tools,
+ * model's reasoning split or a gpt-oss model's harmony split (reasoning
+ * into c->reasoning, calls into c->hm.calls) and, for a chat with tools,
  * the tool-call parser, into c->text. end: the text is over. */
 static loom_status put_text(choice *c, const char *t, size_t n, bool end) {
     loom_strbuf a = {0}, b = {0};
-    loom_strbuf *after_stop = c->use_reasoning || c->use_tools ? &a : &c->text;
+    loom_strbuf *after_stop = c->use_reasoning || c->use_harmony || c->use_tools ? &a : &c->text;
     loom_status st = n ? srv_stop_push(&c->stop, t, n, after_stop) : NULL;
     if (!st && end) st = srv_stop_flush(&c->stop, after_stop);
     loom_strbuf *answer = after_stop;
@@ -215,6 +225,10 @@ static loom_status put_text(choice *c, const char *t, size_t n, bool end) {
         answer = c->use_tools ? &b : &c->text;
         if (a.len) st = srv_reasoning_push(&c->rs, a.data, a.len, &c->reasoning, answer);
         if (!st && end) st = srv_reasoning_flush(&c->rs, &c->reasoning, answer);
+    } else if (!st && c->use_harmony) {
+        answer = c->use_tools ? &b : &c->text;
+        if (a.len) st = srv_harmony_push(&c->hm, a.data, a.len, &c->reasoning, answer);
+        if (!st && end) st = srv_harmony_flush(&c->hm, &c->reasoning, answer);
     }
     if (!st && c->use_tools) {
         if (answer->len) st = srv_tools_push(&c->tools, answer->data, answer->len, &c->text);
@@ -267,7 +281,7 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
             st = loom_utf8_stream_flush(&c->u, &piece_text);
             if (!st) st = put_text(c, piece_text.data, piece_text.len, true);
         }
-        if (!st && c->stop.matched && (c->use_tools || c->use_reasoning))
+        if (!st && c->stop.matched && (c->use_tools || c->use_reasoning || c->use_harmony))
             st = put_text(c, NULL, 0, true); /* the parsers' held text */
         loom_strbuf_free(&piece_text);
         if (st) {
@@ -277,7 +291,7 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
         }
         if (c->stop.matched) {
             c->finished = true;
-            snprintf(c->finish, sizeof c->finish, c->use_tools && json_array_size(c->tools.calls) ? "tool_calls" : "stop");
+            snprintf(c->finish, sizeof c->finish, json_array_size(calls_of(c)) ? "tool_calls" : "stop");
             srv_cancel(s, q);
             free(error);
             return true;
@@ -285,8 +299,8 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
         if (done) {
             c->finished = true;
             bool ok = !strcmp(finish, "stop") || !strcmp(finish, "length");
-            const bool called = ok && !strcmp(finish, "stop") && c->use_tools && json_array_size(c->tools.calls) &&
-                                !c->tools.force_name; /* OpenAI: a named function's call ends as "stop" */
+            const bool called = ok && !strcmp(finish, "stop") && json_array_size(calls_of(c)) &&
+                                !(c->use_tools && c->tools.force_name); /* OpenAI: a named function's call ends as "stop" */
             snprintf(c->finish, sizeof c->finish, "%s", called ? "tool_calls" : ok ? finish : "error");
             c->error = ok ? NULL : error ? error : strdup("the request was cancelled");
             if (ok) free(error);
@@ -337,6 +351,7 @@ static void job_free(job *j) {
         }
         srv_stop_free(&c->stop);
         srv_tools_free(&c->tools);
+        srv_harmony_free(&c->hm);
         srv_reasoning_free(&c->rs);
         loom_strbuf_free(&c->reasoning);
         loom_strbuf_free(&c->text);
@@ -402,14 +417,14 @@ static json_t *whole_response(job *j) {
     json_t *choices = json_array();
     for (int i = 0; i < j->n; i++) {
         choice *c = &j->ch[i];
-        const bool calls = c->use_tools && json_array_size(c->tools.calls);
+        const bool calls = json_array_size(calls_of(c)) > 0;
         json_t *text = calls && !c->text.len ? json_null() : srv_json_text(c->text.data ? c->text.data : "", c->text.len);
         json_t *o = j->p.kind == SRV_CHAT
                         ? json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", i, "message", "role", "assistant",
                                     "content", text, "logprobs", lp_field(j, c), "finish_reason", c->finish)
                         : json_pack("{s:i, s:o, s:o, s:s}", "index", i, "text", text, "logprobs", lp_field(j, c),
                                     "finish_reason", c->finish);
-        if (o && calls) json_object_set(json_object_get(o, "message"), "tool_calls", c->tools.calls);
+        if (o && calls) json_object_set(json_object_get(o, "message"), "tool_calls", calls_of(c));
         if (o && c->reasoning.len)
             json_object_set_new(json_object_get(o, "message"), "reasoning_content",
                                 srv_json_text(c->reasoning.data, c->reasoning.len));
@@ -485,8 +500,8 @@ static bool produce(job *j) {
         } else {
             json_decref(lp);
         }
-        for (; c->use_tools && c->calls_sent < json_array_size(c->tools.calls); c->calls_sent++) {
-            json_t *call = json_deep_copy(json_array_get(c->tools.calls, c->calls_sent));
+        for (; c->calls_sent < json_array_size(calls_of(c)); c->calls_sent++) {
+            json_t *call = json_deep_copy(json_array_get(calls_of(c), c->calls_sent));
             json_object_set_new(call, "index", json_integer((json_int_t)c->calls_sent));
             sse(j, chunk(j, json_pack("[{s:i, s:{s:[o]}, s:n, s:n}]", "index", i, "delta", "tool_calls", call,
                                       "logprobs", "finish_reason")));
@@ -559,8 +574,11 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
                             V - 1);
     const int n_prompts = kind == SRV_CHAT ? 1 : j->p.n_prompts, per = j->p.n;
     const loom_tool_syntax syntax = s->tmpl ? loom_chat_template_tool_syntax(s->tmpl) : LOOM_TOOLS_NONE;
-    const bool use_tools = kind == SRV_CHAT && j->p.tools && json_array_size(j->p.tools) && !j->p.tool_choice_none &&
-                           (syntax != LOOM_TOOLS_NONE || j->p.tool_force);
+    const bool with_tools = kind == SRV_CHAT && j->p.tools && json_array_size(j->p.tools) && !j->p.tool_choice_none;
+    /* a gpt-oss reply is split by the harmony parser, which reads its calls too; a reply that
+     * tool_choice holds to a schema is bare JSON, read by the tool-call parser */
+    const bool use_harmony = kind == SRV_CHAT && s->harmony && !j->p.tool_force;
+    const bool use_tools = with_tools && (j->p.tool_force || (syntax != LOOM_TOOLS_NONE && !use_harmony));
     j->n = n_prompts * per; /* choice i: prompt i / per, its (i % per)-th sample */
     loom_tokens toks[SRV_MAX_PROMPTS];
     memset(toks, 0, sizeof toks);
@@ -585,8 +603,11 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         loom_utf8_stream_init(&c->u);
         srv_stop_init(&c->stop, j->p.stop, j->p.n_stop);
         c->use_tools = use_tools;
-        c->use_reasoning = kind == SRV_CHAT && !s->opt.no_reasoning && s->tmpl && loom_chat_template_thinks(s->tmpl);
+        c->use_reasoning = kind == SRV_CHAT && !s->opt.no_reasoning && s->tmpl && loom_chat_template_thinks(s->tmpl) &&
+                           !use_harmony;
         srv_reasoning_init(&c->rs, opened);
+        c->use_harmony = use_harmony;
+        if (use_harmony && !srv_harmony_init(&c->hm, with_tools, s->opt.no_reasoning, srv_next_seed(s))) ok = oom(e);
         if (use_tools && !srv_tools_init(&c->tools, syntax, srv_next_seed(s))) ok = oom(e);
         if (use_tools && j->p.tool_force) srv_tools_force(&c->tools, j->p.tool_force_name);
         if (j->p.logprobs) c->lp = empty_logprobs(kind);

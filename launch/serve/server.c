@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "launch/serve/harmony.h"
 #include "launch/serve/server_internal.h"
 #include "runtime/clock.h"
 
@@ -360,6 +361,7 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
     s->e = e;
     s->tok = tok;
     s->tmpl = tmpl;
+    s->harmony = tmpl && srv_harmony_template(tmpl);
     s->ctx_size = loom_engine_options_of(e)->ctx_size;
     s->accepting = true;
     s->last_step = loom_now_s();

@@ -43,7 +43,8 @@ typedef struct {
     double drain_timeout_s;    /* at shutdown, running requests get this long to finish */
     int prefill_rows;          /* prompt rows per step while others decode (0: the batch) */
     const char *pid_file;      /* written once listening, removed at exit; NULL: none */
-    bool no_reasoning;         /* keep <think> blocks in the content (no reasoning_content) */
+    bool no_reasoning;         /* keep <think> blocks and harmony analysis messages in the content
+                                  (no reasoning_content) */
 } loom_server_options;
 
 /* Serves until a shutdown signal; the engine, tokenizer and template (may

@@ -56,6 +56,7 @@ typedef struct {
     loom_engine *e;
     const loom_tokenizer *tok;
     const loom_chat_template *tmpl;
+    bool harmony;              /* the template writes gpt-oss's harmony format (harmony.h) */
     loom_scheduler *sched;
     int ctx_size;
     struct MHD_Daemon *mhd;

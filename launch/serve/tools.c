@@ -55,6 +55,14 @@ static uint64_t splitmix64(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
+json_t *srv_tool_call_new(uint64_t *id_state, const char *name, size_t name_len, const char *args, size_t args_len) {
+    char id[32];
+    const uint64_t a = splitmix64(id_state), b = splitmix64(id_state);
+    snprintf(id, sizeof id, "call_%016llx%08llx", (unsigned long long)a, (unsigned long long)(b >> 32));
+    return json_pack("{s:s, s:s, s:{s:s%, s:s%}}", "id", id, "type", "function", "function", "name", name, name_len,
+                     "arguments", args, args_len);
+}
+
 /* The call object o names ({"name": string, "arguments" or "parameters":
  * an object or a string}), or NULL. */
 static json_t *call_from(srv_tools *t, json_t *o) {
@@ -66,14 +74,9 @@ static json_t *call_from(srv_tools *t, json_t *o) {
         else if (json_is_object(args)) text = json_dumps(args, JSON_COMPACT);
         else if (json_is_string(args)) text = strndup(json_string_value(args), json_string_length(args));
     }
-    json_t *call = NULL;
-    if (text) {
-        char id[32];
-        const uint64_t a = splitmix64(&t->id_state), b = splitmix64(&t->id_state);
-        snprintf(id, sizeof id, "call_%016llx%08llx", (unsigned long long)a, (unsigned long long)(b >> 32));
-        call = json_pack("{s:s, s:s, s:{s:O, s:s}}", "id", id, "type", "function", "function", "name", name,
-                         "arguments", text);
-    }
+    json_t *call = text ? srv_tool_call_new(&t->id_state, json_string_value(name), json_string_length(name), text,
+                                            strlen(text))
+                        : NULL;
     free(text);
     return call;
 }

@@ -72,4 +72,10 @@ loom_status srv_tools_push(srv_tools *t, const char *text, size_t len, loom_strb
 /* End of the text: releases what was held (an unclosed block as above). */
 loom_status srv_tools_flush(srv_tools *t, loom_strbuf *out) LOOM_MUST_USE;
 
+/* One call in OpenAI's shape, {"id": "call_" + 24 hex digits drawn from
+ * *id_state, "type": "function", "function": {"name", "arguments"}}, of
+ * name[0..name_len) and args[0..args_len) (valid UTF-8); NULL when out of
+ * memory or not UTF-8. */
+json_t *srv_tool_call_new(uint64_t *id_state, const char *name, size_t name_len, const char *args, size_t args_len);
+
 #endif

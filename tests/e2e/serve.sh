@@ -69,6 +69,25 @@ for mode in $modes; do
     start_server "$TMP/think2.log" "$LOOM" serve --model "$TMP/think.gguf" --threads 1 --ctx-size 1024 --no-reasoning
     client think-off --base "http://127.0.0.1:$PORT"
     stop_server "$TMP/think2.log"
+    # a gpt-oss model (a harmony template, o200k_harmony's special tokens): the analysis channel as
+    # reasoning_content, the final one as content (with --no-reasoning the analysis stays in the content) ...
+    "$SCRIPT_MODEL" --harmony "$TMP/harmony.gguf" "<|channel|>" "analysis" "<|message|>" "Let me check the sky." \
+      "<|end|>" "<|start|>" "assistant<|channel|>final<|message|>" "It is sunny." "<|return|>" \
+      || fail "script_model --harmony"
+    start_server "$TMP/harmony.log" "$LOOM" serve --model "$TMP/harmony.gguf" --threads 1 --ctx-size 1024
+    client harmony --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/harmony.log"
+    start_server "$TMP/harmony-off.log" "$LOOM" serve --model "$TMP/harmony.gguf" --threads 1 --ctx-size 1024 --no-reasoning
+    client harmony-off --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/harmony-off.log"
+    # ... and a commentary preamble as content, a message to functions.get_weather as a call
+    "$SCRIPT_MODEL" --harmony "$TMP/harmony-call.gguf" "<|channel|>" "analysis" "<|message|>" "Need the weather." \
+      "<|end|>" "<|start|>" "assistant<|channel|>commentary<|message|>" "Checking." \
+      "<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>" \
+      '{"city": "Paris", "days": 2}' "<|call|>" || fail "script_model --harmony (a call)"
+    start_server "$TMP/harmony-call.log" "$LOOM" serve --model "$TMP/harmony-call.gguf" --threads 1 --ctx-size 1024
+    client harmony-call --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/harmony-call.log"
     ;;
   asan)
     start_server "$TMP/asan.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 512 --sequences 4

@@ -10,6 +10,9 @@ MODE:
   cluster  the same generation checks, fewer of them (a multi-rank server)
   auth     a server started with --api-key: 401 without it, 200 with it
   queue    a server with --sequences 1 --max-queue 2: overflow gives 429
+  tools, tools-llama3, think, think-off, harmony, harmony-off, harmony-call
+           scripted models (tests/script_model.c): tool calls, reasoning and
+           gpt-oss harmony replies parsed out of a model's text
   asan     a short mixed load on the sanitizer build
 Exits non-zero with a message on the first failure.
 """
@@ -628,6 +631,65 @@ def test_metrics_names():
     ok("/metrics has vLLM's serving metrics and loom's per-rank figures")
 
 
+HARMONY_CALL_ARGS = '{"city": "Paris", "days": 2}'
+
+
+def stream_parts(chunks):
+    """(reasoning, content, tool calls, finish reasons, content deltas) of a streamed chat."""
+    ch = [c.choices[0] for c in chunks if c.choices]
+    rs = "".join(getattr(c.delta, "reasoning_content", None) or "" for c in ch)
+    deltas = [c.delta.content for c in ch if c.delta.content]
+    calls = [tc for c in ch if c.delta.tool_calls for tc in c.delta.tool_calls]
+    return rs, "".join(deltas), calls, [c.finish_reason for c in ch if c.finish_reason], deltas
+
+
+def test_harmony(cl, name, on):
+    msgs = [{"role": "user", "content": "Weather?"}]
+    want = (("Let me check the sky.", "It is sunny.") if on else
+            (None, "<|channel|>analysis<|message|>Let me check the sky.<|end|>It is sunny."))
+    r = cl.chat.completions.create(model=name, messages=msgs, temperature=0)
+    m = r.choices[0].message
+    got = (getattr(m, "reasoning_content", None), m.content, r.choices[0].finish_reason)
+    check(got == want + ("stop",), "harmony %s: %r" % ("on" if on else "off", got))
+    rs, text, calls, fins, deltas = stream_parts(
+        list(cl.chat.completions.create(model=name, messages=msgs, temperature=0, stream=True)))
+    check((rs or None, text, fins) == want + (["stop"],) and not calls,
+          "harmony %s streamed: %r" % ("on" if on else "off", (rs, text, fins)))
+    if on:
+        check(not any("<|" in d for d in deltas), "a harmony tag in a content delta: %r" % deltas)
+        # max_tokens inside the reasoning: reasoning so far, no tags in the content
+        r = cl.chat.completions.create(model=name, messages=msgs, temperature=0, max_tokens=4)
+        m = r.choices[0].message
+        got = (getattr(m, "reasoning_content", None), m.content, r.choices[0].finish_reason)
+        check(got == ("Let me check the sky.", "", "length"), "harmony cut short: %r" % (got,))
+    ok("a gpt-oss (harmony) model: %s" % ("analysis as reasoning_content, final as content, whole, streamed and cut "
+                                          "short" if on else "--no-reasoning keeps the analysis message in the content"))
+
+
+def test_harmony_calls(cl, name):
+    msgs = [{"role": "user", "content": "Weather in Paris?"}]
+    r = cl.chat.completions.create(model=name, messages=msgs, tools=TOOLS, temperature=0)
+    m, ch = r.choices[0].message, r.choices[0]
+    got = (getattr(m, "reasoning_content", None), m.content, ch.finish_reason)
+    check(got == ("Need the weather.", "Checking.", "tool_calls"), "harmony call: %r" % (got,))
+    check(len(m.tool_calls) == 1 and m.tool_calls[0].type == "function" and m.tool_calls[0].id.startswith("call_") and
+          m.tool_calls[0].function.name == "get_weather" and m.tool_calls[0].function.arguments == HARMONY_CALL_ARGS,
+          "harmony tool_calls %r" % m.tool_calls)
+    rs, text, calls, fins, deltas = stream_parts(
+        list(cl.chat.completions.create(model=name, messages=msgs, tools=TOOLS, temperature=0, stream=True)))
+    check((rs, text, fins) == ("Need the weather.", "Checking.", ["tool_calls"]) and
+          not any("<|" in d for d in deltas), "harmony call streamed: %r" % ((rs, deltas, fins),))
+    check(len(calls) == 1 and calls[0].index == 0 and calls[0].id.startswith("call_") and
+          calls[0].function.name == "get_weather" and calls[0].function.arguments == HARMONY_CALL_ARGS,
+          "harmony stream calls %r" % calls)
+    # without tools the call is not parsed: its text stays in the content
+    r = cl.chat.completions.create(model=name, messages=msgs, temperature=0)
+    m = r.choices[0].message
+    check(m.content == "Checking." + HARMONY_CALL_ARGS and not m.tool_calls and r.choices[0].finish_reason == "stop",
+          "harmony call without tools: %r" % m)
+    ok("a gpt-oss (harmony) model's call to functions.get_weather: tool_calls after a preamble, whole and streamed")
+
+
 def main():
     global ARGS
     p = argparse.ArgumentParser()
@@ -675,6 +737,12 @@ def main():
         return
     if ARGS.mode in ("think", "think-off"):
         test_reasoning(cl, name, ARGS.mode == "think")
+        return
+    if ARGS.mode in ("harmony", "harmony-off"):
+        test_harmony(cl, name, ARGS.mode == "harmony")
+        return
+    if ARGS.mode == "harmony-call":
+        test_harmony_calls(cl, name)
         return
     if ARGS.mode == "tools-llama3":
         test_tool_calls_llama3(cl, name)
