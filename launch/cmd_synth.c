@@ -20,7 +20,9 @@
  *   Q4_K/Q5_K  per-sub-block scales sc in [16,47], mins m = sc, dmin =
  *              (qmax/2)*d, so x = d*sc*(q - qmax/2);
  *   Q6_K  q-32 in [-31,31], sub-block scales in [16,63];
- *   Q3_K  q-4 in [-3,3], group scales (less 32) in [16,31].
+ *   Q3_K  q-4 in [-3,3], group scales (less 32) in [16,31];
+ *   Q2_K  q over 0..3 with group scales sc in [8,15], mins m = sc and dmin =
+ *         1.5*d, so x = d*sc*(q - 1.5).
  *
  * Mixes follow llama.cpp's llama-quant.cpp for a dense llama/qwen2 model:
  *   Q4_K_M  everything Q4_K, except output.weight (and token_embd.weight when
@@ -29,6 +31,10 @@
  *           == 2); with llama, 80 layers and GQA (llama.cpp's "70B") the
  *           remaining attn_v are Q5_K.
  *   Q5_K_M  the same with Q5_K as the base.
+ *   Q2_K    (a mix, as llama.cpp's Q2_K file type) Q2_K, but output.weight
+ *           (and a tied token_embd) Q6_K, attn_v Q4_K with 4 or more query
+ *           heads per KV head and Q3_K otherwise, ffn_down and attn_output
+ *           Q3_K.
  *   Q3_K_M  Q3_K, but output.weight (and a tied token_embd) Q6_K, attn_v
  *           Q5_K in layers 0-1 and Q4_K after, ffn_down Q5_K in the first
  *           n/16 layers and Q4_K after, attn_output Q4_K.
@@ -67,7 +73,7 @@ static const type_choice type_choices[] = {
     {"Q5_0", LOOM_TYPE_Q5_0, false, 8},  {"Q5_1", LOOM_TYPE_Q5_1, false, 9}, {"Q4_K", LOOM_TYPE_Q4_K, false, 14},
     {"Q5_K", LOOM_TYPE_Q5_K, false, 16}, {"Q6_K", LOOM_TYPE_Q6_K, false, 18}, {"Q4_K_M", LOOM_TYPE_Q4_K, true, 15},
     {"Q5_K_M", LOOM_TYPE_Q5_K, true, 17}, {"MXFP4_MOE", LOOM_TYPE_MXFP4, true, 38},
-    {"Q3_K", LOOM_TYPE_Q3_K, false, 11},  {"Q3_K_M", LOOM_TYPE_Q3_K, true, 12},
+    {"Q3_K", LOOM_TYPE_Q3_K, false, 11},  {"Q3_K_M", LOOM_TYPE_Q3_K, true, 12}, {"Q2_K", LOOM_TYPE_Q2_K, true, 10},
 };
 
 static bool use_more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
@@ -76,6 +82,11 @@ loom_type loom_synth_weight_type(const synth_cfg *c, const type_choice *tc, loom
     if (!tc->mix) return tc->base;
     if (tc->base == LOOM_TYPE_MXFP4) return LOOM_TYPE_Q8_0; /* MXFP4_MOE: all but the experts (synth_families.c) */
     if (kind == W_OUTPUT || (kind == W_EMBD && c->tied)) return LOOM_TYPE_Q6_K;
+    if (tc->base == LOOM_TYPE_Q2_K) { /* llama.cpp's Q2_K mix */
+        if (kind == W_V) return c->heads / c->kv_heads >= 4 ? LOOM_TYPE_Q4_K : LOOM_TYPE_Q3_K;
+        if (kind == W_DOWN || kind == W_O) return LOOM_TYPE_Q3_K;
+        return LOOM_TYPE_Q2_K;
+    }
     if (tc->base == LOOM_TYPE_Q3_K) { /* Q3_K_M */
         if (kind == W_V) return layer < 2 ? LOOM_TYPE_Q5_K : LOOM_TYPE_Q4_K;
         if (kind == W_DOWN) return layer < c->layers / 16 ? LOOM_TYPE_Q5_K : LOOM_TYPE_Q4_K;
@@ -260,7 +271,7 @@ int cmd_synth(int argc, char **argv) {
         {"--rope-theta", LOOM_ARG_FLOAT, &rope_theta, "F", "RoPE base frequency"},
         {"--norm-eps", LOOM_ARG_FLOAT, &norm_eps, "F", "RMSNorm epsilon"},
         {"--type", LOOM_ARG_STR, &type, "T",
-         "F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q3_K Q4_K Q5_K Q6_K, or the mixes Q3_K_M Q4_K_M Q5_K_M MXFP4_MOE"},
+         "F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q3_K Q4_K Q5_K Q6_K, or the mixes Q2_K Q3_K_M Q4_K_M Q5_K_M MXFP4_MOE"},
         {"--tied", LOOM_ARG_FLAG, &tied, NULL, "no output.weight: the lm head is token_embd"},
         {"--seed", LOOM_ARG_INT, &seed, "N", "weights are a function of the seed and the tensor"},
         {"--rope-dim", LOOM_ARG_INT, &rope_dim, "N", "rotated dimensions per head (partial rotary); 0: all"},
@@ -317,7 +328,7 @@ int cmd_synth(int argc, char **argv) {
         if (!strcasecmp(type, type_choices[i].name)) tc = &type_choices[i];
     if (!tc)
         return usage_error("--type %s: expected one of F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q3_K Q4_K Q5_K Q6_K "
-                           "Q3_K_M Q4_K_M Q5_K_M MXFP4_MOE", type);
+                           "Q2_K Q3_K_M Q4_K_M Q5_K_M MXFP4_MOE", type);
     const struct {
         const char *name;
         int64_t v, min, max;

@@ -77,6 +77,8 @@ static void put16(uint8_t *p, uint16_t v) {
 #define Q6SC_HI 63
 #define Q3SC_LO 16 /* Q3_K group scales, less 32 */
 #define Q3SC_HI 31
+#define Q2SC_LO 8 /* Q2_K group scales (and mins) */
+#define Q2SC_HI 15
 
 /* Sets up the per-tensor constants for `type` (called at offset 0). */
 static void gen_start(loom_synth_gen *g, loom_type type) {
@@ -92,6 +94,7 @@ static void gen_start(loom_synth_gen *g, loom_type type) {
     case LOOM_TYPE_Q5_K: sq = uniform_sq(KSC_LO, KSC_HI) * (uniform_sq(0, 31) - 15.5 * 15.5); break;
     case LOOM_TYPE_Q6_K: sq = uniform_sq(Q6SC_LO, Q6SC_HI) * uniform_sq(-31, 31); break;
     case LOOM_TYPE_Q3_K: sq = uniform_sq(Q3SC_LO, Q3SC_HI) * uniform_sq(-3, 3); break;
+    case LOOM_TYPE_Q2_K: sq = uniform_sq(Q2SC_LO, Q2SC_HI) * (uniform_sq(0, 3) - 1.5 * 1.5); break;
     case LOOM_TYPE_MXFP4: { /* codes uniform: E[v^2] of the doubled E2M1 values = 34.25; the nearest power of two */
         const double e = floor(log2(g->std / sqrt(34.25)) + 0.5) + 128;
         g->d = (uint16_t)(e < 2 ? 2 : e > 254 ? 254 : e);
@@ -107,6 +110,7 @@ static void gen_start(loom_synth_gen *g, loom_type type) {
     case LOOM_TYPE_Q5_1: g->d2 = loom_f32_to_f16((float)(-15.5 * dq)); break;
     case LOOM_TYPE_Q4_K: g->d2 = loom_f32_to_f16((float)(7.5 * dq)); break;
     case LOOM_TYPE_Q5_K: g->d2 = loom_f32_to_f16((float)(15.5 * dq)); break;
+    case LOOM_TYPE_Q2_K: g->d2 = loom_f32_to_f16((float)(1.5 * dq)); break;
     default: break;
     }
 }
@@ -177,6 +181,14 @@ static void gen_block(loom_synth_gen *g, loom_type type, uint8_t *b) {
     case LOOM_TYPE_MXFP4:
         b[0] = (uint8_t)g->d;
         random_bytes(r, b + 1, 16);
+        return;
+    case LOOM_TYPE_Q2_K:
+        for (int g = 0; g < 16; g++) { /* scale = min */
+            const int s = rng_int(r, Q2SC_LO, Q2SC_HI);
+            b[g] = (uint8_t)(s | s << 4);
+        }
+        random_bytes(r, b + 16, 64);
+        put16(b + 80, g->d), put16(b + 82, g->d2);
         return;
     case LOOM_TYPE_Q3_K: { /* loom_q3k_scales and quant.h's layout, inverted */
         memset(b, 0, 108);

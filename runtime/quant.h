@@ -28,6 +28,10 @@
  *              x = d*sc[s]*q - dmin*m[s].
  *   Q5_K       as Q4_K plus bit 4 of element 64c+l (l<32) = bit 2c of
  *              qh[l], of element 64c+32+l = bit 2c+1 of qh[l].
+ *   Q2_K       two halves of 128; in half n, quants byte qs[32n + l] holds
+ *              elements 128n + 32j + l (j = 0..3) at bits 2j, 2j+1 (q 0..3);
+ *              group g of 16 elements has scale scales[g] & 15 and min
+ *              scales[g] >> 4: x = d * sc * q - dmin * m.
  *   Q3_K       two halves of 128; in half n, quants byte qs[32n + l] holds
  *              the low two bits of elements 128n + 32j + l at bits 2j, 2j+1
  *              (j = 0..3); bit 4n + j of hmask[l] set means their third bit
@@ -140,6 +144,13 @@ typedef struct {
 } loom_block_q5_K;
 
 typedef struct {
+    uint8_t scales[16];  /* per group of 16: scale (low nibble), min (high nibble) */
+    uint8_t qs[64];      /* 2-bit quants */
+    uint16_t d;          /* fp16 super-block scale of the scales */
+    uint16_t dmin;       /* fp16 super-block scale of the mins */
+} loom_block_q2_K;
+
+typedef struct {
     uint8_t hmask[32];   /* third bit of the quants */
     uint8_t qs[64];      /* low 2 bits */
     uint8_t scales[12];  /* 16 x 6-bit scales, packed */
@@ -169,6 +180,7 @@ LOOM_STATIC_ASSERT(sizeof(loom_block_q4_1) == 20, "Q4_1 block is 20 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q5_0) == 22, "Q5_0 block is 22 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q5_1) == 24, "Q5_1 block is 24 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q8_0) == 34, "Q8_0 block is 34 bytes");
+LOOM_STATIC_ASSERT(sizeof(loom_block_q2_K) == 84, "Q2_K block is 84 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q3_K) == 110, "Q3_K block is 110 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q4_K) == 144, "Q4_K block is 144 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q5_K) == 176, "Q5_K block is 176 bytes");
@@ -395,6 +407,21 @@ static inline LOOM_HD void loom_dequant_block_q5_K(const uint8_t *b, float *y) {
     }
 }
 
+static inline LOOM_HD void loom_dequant_block_q2_K(const uint8_t *b, float *y) {
+    const float d = loom_f16_to_f32(loom_rd_u16(b + offsetof(loom_block_q2_K, d)));
+    const float dmin = loom_f16_to_f32(loom_rd_u16(b + offsetof(loom_block_q2_K, dmin)));
+    const uint8_t *sc = b + offsetof(loom_block_q2_K, scales);
+    for (int n = 0; n < 2; n++) {
+        const uint8_t *q = b + offsetof(loom_block_q2_K, qs) + 32 * n;
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++) {
+                const int e = 128 * n + 32 * j + l, s = sc[e / 16];
+                const float dl = LOOM_FMUL(d, (float)(s & 0xF)), ml = LOOM_FMUL(dmin, (float)(s >> 4));
+                y[e] = LOOM_FSUB(LOOM_FMUL(dl, (float)((q[l] >> (2 * j)) & 3)), ml);
+            }
+    }
+}
+
 static inline LOOM_HD void loom_dequant_block_q3_K(const uint8_t *b, float *y) {
     const float d = loom_f16_to_f32(loom_rd_u16(b + offsetof(loom_block_q3_K, d)));
     int8_t sc[16];
@@ -462,6 +489,7 @@ static inline LOOM_HD int loom_dequant_block(loom_type type, const uint8_t *b, f
     case LOOM_TYPE_Q5_0: loom_dequant_block_q5_0(b, y); return 32;
     case LOOM_TYPE_Q5_1: loom_dequant_block_q5_1(b, y); return 32;
     case LOOM_TYPE_Q8_0: loom_dequant_block_q8_0(b, y); return 32;
+    case LOOM_TYPE_Q2_K: loom_dequant_block_q2_K(b, y); return 256;
     case LOOM_TYPE_Q3_K: loom_dequant_block_q3_K(b, y); return 256;
     case LOOM_TYPE_Q4_K: loom_dequant_block_q4_K(b, y); return 256;
     case LOOM_TYPE_Q5_K: loom_dequant_block_q5_K(b, y); return 256;

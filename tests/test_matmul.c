@@ -27,7 +27,7 @@
 static const loom_type all_types[] = {LOOM_TYPE_F32,  LOOM_TYPE_F16,  LOOM_TYPE_BF16, LOOM_TYPE_Q4_0,
                                       LOOM_TYPE_Q4_1, LOOM_TYPE_Q5_0, LOOM_TYPE_Q5_1, LOOM_TYPE_Q8_0,
                                       LOOM_TYPE_Q4_K, LOOM_TYPE_Q5_K, LOOM_TYPE_Q6_K, LOOM_TYPE_MXFP4,
-                                      LOOM_TYPE_Q3_K};
+                                      LOOM_TYPE_Q3_K, LOOM_TYPE_Q2_K};
 enum { N_TYPES = sizeof all_types / sizeof all_types[0] };
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
@@ -41,7 +41,7 @@ static float frand(void) { return (float)(urand() >> 8) * (1.0f / 8388608.0f) - 
 
 /* byte offsets of the fp16 scale/min fields in a block (-1 ends) */
 static const int *scale_fields(loom_type t) {
-    static const int d0[] = {0, -1}, dm[] = {0, 2, -1}, q6k[] = {208, -1}, q3k[] = {108, -1}, none[] = {-1};
+    static const int d0[] = {0, -1}, dm[] = {0, 2, -1}, q6k[] = {208, -1}, q3k[] = {108, -1}, q2k[] = {80, 82, -1}, none[] = {-1};
     switch (t) {
     case LOOM_TYPE_Q4_0:
     case LOOM_TYPE_Q5_0:
@@ -52,6 +52,7 @@ static const int *scale_fields(loom_type t) {
     case LOOM_TYPE_Q5_K: return dm;
     case LOOM_TYPE_Q6_K: return q6k;
     case LOOM_TYPE_Q3_K: return q3k;
+    case LOOM_TYPE_Q2_K: return q2k;
     default: return none;
     }
 }
@@ -100,6 +101,7 @@ static void offsets_of(loom_type t, const uint8_t *row, int64_t k, float *o) {
         if (t == LOOM_TYPE_Q4_K || t == LOOM_TYPE_Q5_K) memcpy(d, src, 16); /* d, dmin, scales */
         else if (t == LOOM_TYPE_Q6_K) memcpy(d + 192, src + 192, 18);     /* scales, d */
         else if (t == LOOM_TYPE_Q3_K) memcpy(d + 96, src + 96, 14);       /* scales, d */
+        else if (t == LOOM_TYPE_Q2_K) memcpy(d, src, 16), memcpy(d + 80, src + 80, 4); /* scales, d, dmin */
         else
             for (const int *f = scale_fields(t); *f >= 0; f++) memcpy(d + *f, src + *f, 2);
     }

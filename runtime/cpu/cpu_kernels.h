@@ -49,7 +49,8 @@
 #define LOOM_MATMUL_TYPES(X, p)                                                                       \
     X(p, F32, f32, F) X(p, F16, f16, F) X(p, BF16, bf16, F) X(p, Q4_0, q4_0, Q) X(p, Q4_1, q4_1, Q)   \
     X(p, Q5_0, q5_0, Q) X(p, Q5_1, q5_1, Q) X(p, Q8_0, q8_0, Q8) X(p, Q4_K, q4_K, K)                  \
-    X(p, Q5_K, q5_K, K) X(p, Q6_K, q6_K, K) X(p, MXFP4, mxfp4, Q) X(p, Q3_K, q3_K, K)
+    X(p, Q5_K, q5_K, K) X(p, Q6_K, q6_K, K) X(p, MXFP4, mxfp4, Q) X(p, Q3_K, q3_K, K)           \
+    X(p, Q2_K, q2_K, K)
 
 /* the parameters of a loom_matmul_fn, named as every kernel names them */
 #define LOOM_MATMUL_PARAMS                                                                            \
@@ -104,6 +105,10 @@ bool loom_r8_q5_whole(void);
 /* A GGUF K super-block (Q3_K, Q4_K, Q5_K, Q6_K) -> its 256 unsigned quants
  * in element order (the scalar kernels, the r8 repack) */
 static inline void loom_k_quants(loom_type wt, const uint8_t *b, int q[256]) {
+    if (wt == LOOM_TYPE_Q2_K) {
+        for (int e = 0; e < 256; e++) q[e] = (b[16 + 32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
+        return;
+    }
     if (wt == LOOM_TYPE_Q3_K) {
         for (int n = 0; n < 2; n++)
             for (int j = 0; j < 4; j++)
@@ -287,6 +292,7 @@ static inline int64_t loom_gemm_min_n(loom_type t) {
     case LOOM_TYPE_F32:
     case LOOM_TYPE_F16:
     case LOOM_TYPE_BF16: return 20;
+    case LOOM_TYPE_Q2_K:
     case LOOM_TYPE_Q3_K:
     case LOOM_TYPE_Q4_K:
     case LOOM_TYPE_Q5_K:
@@ -307,22 +313,38 @@ static inline const uint8_t *loom_act32_s(const uint8_t *row, int64_t k) {
 /* Block facts the always-inline SIMD kernels need as constants (a switch
  * on a constant type folds; loom_type_info's table does not). */
 static inline __attribute__((always_inline)) int loom_is_kquant(int type) {
-    return type == LOOM_TYPE_Q3_K || type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K;
+    return type == LOOM_TYPE_Q2_K || type == LOOM_TYPE_Q3_K || type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K ||
+           type == LOOM_TYPE_Q6_K;
 }
-/* K-quants of 16-element groups with signed integer scales and an offset,
- * x = d·sc_g·(q − c): Q6_K (c = 32, scales bytes 192.., d at 208) and Q3_K
- * (c = 4, scales packed at 96.. (loom_q3k_scales), d at 108); the SIMD
- * kernels share their paths, apart from the quants' decoding. The others
- * (Q4_K, Q5_K) have 32-element sub-blocks with mins. */
+/* K-quants of 16-element groups with integer scales: Q6_K and Q3_K with
+ * signed scales and an offset, x = d·sc_g·(q − c) (Q6_K: c = 32, scales
+ * bytes 192.., d at 208; Q3_K: c = 4, scales packed at 96..
+ * (loom_q3k_scales), d at 108), and Q2_K with 4-bit scales and mins, x =
+ * d·sc_g·q − dmin·m_g (c = 0, d at 80, dmin at 82); the SIMD kernels share
+ * their paths, apart from the quants' decoding and Q2_K's mins. Q4_K and
+ * Q5_K have 32-element sub-blocks with mins. */
 static inline __attribute__((always_inline)) int loom_k_g16(int type) {
-    return type == LOOM_TYPE_Q6_K || type == LOOM_TYPE_Q3_K;
+    return type == LOOM_TYPE_Q6_K || type == LOOM_TYPE_Q3_K || type == LOOM_TYPE_Q2_K;
 }
-static inline __attribute__((always_inline)) int loom_k_g16_offset(int type) { return type == LOOM_TYPE_Q3_K ? 4 : 32; }
-static inline __attribute__((always_inline)) int loom_k_g16_d(int type) { return type == LOOM_TYPE_Q3_K ? 108 : 208; }
-/* their 16 scales as int8 */
+/* the K-quants with mins (a dmin term) */
+static inline __attribute__((always_inline)) int loom_k_mins(int type) {
+    return type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q2_K;
+}
+static inline __attribute__((always_inline)) int loom_k_g16_offset(int type) {
+    return type == LOOM_TYPE_Q3_K ? 4 : type == LOOM_TYPE_Q2_K ? 0 : 32;
+}
+static inline __attribute__((always_inline)) int loom_k_g16_d(int type) {
+    return type == LOOM_TYPE_Q3_K ? 108 : type == LOOM_TYPE_Q2_K ? 80 : 208;
+}
+/* their 16 scales as int8 (Q2_K: its 16 mins into m too) */
 static inline __attribute__((always_inline)) void loom_k_g16_scales(int type, const uint8_t *blk, int8_t sc[16]) {
     if (type == LOOM_TYPE_Q3_K) loom_q3k_scales(blk + 96, sc);
+    else if (type == LOOM_TYPE_Q2_K)
+        for (int g = 0; g < 16; g++) sc[g] = (int8_t)(blk[g] & 0xF);
     else memcpy(sc, blk + 192, 16);
+}
+static inline void loom_q2k_mins(const uint8_t *blk, int8_t m[16]) {
+    for (int g = 0; g < 16; g++) m[g] = (int8_t)(blk[g] >> 4);
 }
 static inline __attribute__((always_inline)) size_t loom_qblock_bytes(int type) {
     switch (type) {
@@ -336,6 +358,7 @@ static inline __attribute__((always_inline)) size_t loom_qblock_bytes(int type) 
     case LOOM_TYPE_Q6_K: return 210;
     case LOOM_TYPE_MXFP4: return 17;
     case LOOM_TYPE_Q3_K: return 110;
+    case LOOM_TYPE_Q2_K: return 84;
     default: return 0;
     }
 }

@@ -1,6 +1,6 @@
 /*
  * runtime/cpu/gemm_avx2.c — AVX2 kernels for the quantized weight types
- * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4): one ymm lane per weight
+ * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4): one ymm lane per weight
  * row.
  *
  * Three paths, one arithmetic:
@@ -104,6 +104,11 @@ AI __m256i dec32(const int type, const uint8_t *p) {
 /* Unsigned quants of the 32-element piece j (elements 32j..32j+31) of a K super-block. */
 AI __m256i decK_piece(const int type, const uint8_t *blk, const int j) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
+    if (type == LOOM_TYPE_Q2_K) { /* bits 2jj of the half's quant bytes */
+        const int n = j >> 2, jj = j & 3;
+        return _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * n)), 2 * jj),
+                                _mm256_set1_epi8(3));
+    }
     if (type == LOOM_TYPE_Q3_K) { /* bits 2jj of the half's quant bytes, the third from hmask bit 4n + jj */
         const int n = j >> 2, jj = j & 3;
         const __m256i lo = _mm256_and_si256(
@@ -152,7 +157,7 @@ AI __m256 step32(const int type, __m256 tot, __m256i I, __m256 da, __m256 fs, __
  * plus its -32 offset term), Mn = sum_s m_s*B_s (Q4_K/Q5_K), both exact */
 AI __m256 stepK(const int type, __m256 tot, __m256i S, __m256i Mn, __m256 da, __m256 d, __m256 negdmin) {
     tot = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(S), da), d, tot);
-    if (!loom_k_g16(type)) tot = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(Mn), da), negdmin, tot);
+    if (loom_k_mins(type)) tot = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(Mn), da), negdmin, tot);
     return tot;
 }
 
@@ -202,14 +207,21 @@ typedef struct {
  * loom_panel_termsK, d and -dmin. */
 AI void g_termsK(const int type, const uint8_t *blk, int r, int32_t (*scp)[GMR], int32_t (*mp)[GMR], float *dk,
                  float *d2) {
-    if (loom_k_g16(type)) { /* Q6_K, Q3_K */
+    if (loom_k_g16(type)) { /* Q6_K, Q3_K, Q2_K */
         const int c = loom_k_g16_offset(type);
         int8_t sc[16];
         loom_k_g16_scales(type, blk, sc);
         for (int g = 0; g < 16; g++) scp[g][r] = (int32_t)((uint32_t)(uint16_t)sc[g] * 0x10001u);
+        dk[r] = _cvtsh_ss(loom_ld_u16(blk + loom_k_g16_d(type)));
+        if (type == LOOM_TYPE_Q2_K) { /* its mins, times -dmin */
+            int8_t m[16];
+            loom_q2k_mins(blk, m);
+            for (int j = 0; j < 8; j++) mp[j][r] = (int32_t)((uint32_t)(uint8_t)m[2 * j] | ((uint32_t)(uint8_t)m[2 * j + 1] << 16));
+            d2[r] = -_cvtsh_ss(loom_ld_u16(blk + 82));
+            return;
+        }
         for (int j = 0; j < 8; j++)
             mp[j][r] = (int32_t)(((uint32_t)(uint16_t)(-c * sc[2 * j])) | ((uint32_t)(uint16_t)(-c * sc[2 * j + 1]) << 16));
-        dk[r] = _cvtsh_ss(loom_ld_u16(blk + loom_k_g16_d(type)));
         d2[r] = 0.0f;
         return;
     }
@@ -229,7 +241,8 @@ AI int g_run(const int type) {
     case LOOM_TYPE_Q4_0:
     case LOOM_TYPE_Q4_1:
     case LOOM_TYPE_Q4_K:
-    case LOOM_TYPE_Q3_K: return 8; /* (2*7*127 a pair) */
+    case LOOM_TYPE_Q3_K:
+    case LOOM_TYPE_Q2_K: return 8; /* (2*7*127 a pair at most) */
     case LOOM_TYPE_Q6_K: return 2;
     default: return 4;
     }
@@ -346,7 +359,7 @@ AI void g_micro(const int type, const gpanel *P, int64_t k, int64_t kc0, int kcl
             }
             UNROLL for (int t = 0; t < GNT; t++) {
                 const __m256i M = kmins((const int32_t (*)[GMR])P->mp[8 * sbl], xt[t] + 292 * sb);
-                if (loom_k_g16(type)) S[t] = _mm256_add_epi32(S[t], M);
+                if (!loom_k_mins(type)) S[t] = _mm256_add_epi32(S[t], M);
                 Mn[t] = M;
                 tot[t] = stepK(type, tot[t], S[t], Mn[t], _mm256_set1_ps(loom_ld_f32(xt[t] + 292 * sb)),
                                _mm256_loadu_ps(P->dk[sbl]), _mm256_loadu_ps(P->d2[sbl]));
@@ -528,13 +541,18 @@ AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int64_t 
         for (int r = 0; r < GMR; r++) {
             const uint8_t *blk = wr[r] + sb * bs;
             __m256i sc_a, sc_b = _mm256_setzero_si256(), corr = _mm256_setzero_si256();
-            if (loom_k_g16(type)) { /* Q6_K, Q3_K */
+            if (loom_k_g16(type)) { /* Q6_K, Q3_K, Q2_K */
                 int8_t sc[16];
                 loom_k_g16_scales(type, blk, sc);
                 const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
                 sc_a = _mm256_permute2x128_si256(s16, s16, 0x00); /* groups 0..7 in both halves */
                 sc_b = _mm256_permute2x128_si256(s16, s16, 0x11); /* groups 8..15 */
-                corr = _mm256_mullo_epi16(s16, _mm256_set1_epi16((short)-loom_k_g16_offset(type))); /* -c sc_g */
+                if (type == LOOM_TYPE_Q2_K) { /* m_g, against the bsums */
+                    int8_t m[16];
+                    loom_q2k_mins(blk, m);
+                    corr = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)m));
+                } else
+                    corr = _mm256_mullo_epi16(s16, _mm256_set1_epi16((short)-loom_k_g16_offset(type))); /* -c sc_g */
             } else {
                 const __m128i sm = loom_q4k_scales(blk + 4);
                 sc_a = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
@@ -555,17 +573,18 @@ AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int64_t 
             }
             UNROLL for (int t = 0; t < NT; t++) {
                 const __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x + t * xs + 292 * sb + 260)), corr);
-                if (loom_k_g16(type)) S[t][r] = _mm256_add_epi32(acc[t], m);
+                if (!loom_k_mins(type)) S[t][r] = _mm256_add_epi32(acc[t], m);
                 else S[t][r] = acc[t], Mn[t][r] = m;
             }
         }
         __m256 dk, negdmin;
-        /* Q6_K / Q3_K: the fp16 at 208 / 108, the high half of the u32 read at 206 / 106 (it ends at the block's end) */
+        /* Q6_K / Q3_K: the fp16 at 208 / 108, the high half of the u32 read at 206 / 106 (it ends at the
+         * block's end); Q2_K: [d, dmin] at 80 */
         rows8_f16pair(wr, (size_t)sb * bs + (loom_k_g16(type) ? bs - 4 : 0), &dk, &negdmin);
-        if (loom_k_g16(type)) dk = negdmin;
+        if (!loom_k_mins(type)) dk = negdmin;
         negdmin = _mm256_xor_ps(negdmin, _mm256_set1_ps(-0.0f));
         UNROLL for (int t = 0; t < NT; t++)
-            tot[t] = stepK(type, tot[t], rows8_sum(S[t]), loom_k_g16(type) ? _mm256_setzero_si256() : rows8_sum(Mn[t]),
+            tot[t] = stepK(type, tot[t], rows8_sum(S[t]), loom_k_mins(type) ? rows8_sum(Mn[t]) : _mm256_setzero_si256(),
                            _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), dk, negdmin);
     }
     UNROLL for (int t = 0; t < NT; t++) _mm256_storeu_ps(y + t * ldy, tot[t]);

@@ -110,16 +110,8 @@ AI __m512i dec32x2(const int type, const uint8_t *pa, const uint8_t *pb) {
 /* chunk c (elements 64c..64c+63) of a K super-block */
 AI __m512i decK(const int type, const uint8_t *blk, const int c) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    if (type == LOOM_TYPE_Q3_K) { /* as matmul_avx512.c's decK_q3 */
-        const int n = c >> 1, j = 2 * (c & 1);
-        __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 32 + 32 * n)));
-        v = _mm512_srli_epi16(v, 2 * j);
-        v = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF0000u, v, 2), _mm512_set1_epi8(3));
-        const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)blk));
-        const __m512i sel = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (4 * n + j))),
-                                               _mm256_set1_epi8((char)(2 << (4 * n + j))), 1);
-        return _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(h, sel), v, _mm512_set1_epi8(4));
-    }
+    if (type == LOOM_TYPE_Q3_K) return loom_q3k_chunk512(blk, c);
+    if (type == LOOM_TYPE_Q2_K) return loom_q2k_chunk512(blk, c);
     if (type == LOOM_TYPE_Q6_K) {
         const int h = c >> 1;
         const __m512i L = _mm512_loadu_si512(blk + 64 * h);

@@ -15,7 +15,8 @@
  *   K super-block:     y += da*(sum_g fs_g*I_g + d2*sum_j mp_j . bsums_j),
  *                      fs_g = d*sc_g; Q4_K/Q5_K: mp_j = [m_j, m_j], d2 = -dmin;
  *                      Q6_K, Q3_K: mp_j = [-c sc_2j, -c sc_2j+1] (c = 32, 4),
- *                      d2 = d
+ *                      d2 = d; Q2_K (16 groups): mp_j = [m_2j, m_2j+1],
+ *                      d2 = -dmin
  */
 #ifndef LOOM_CPU_GEMM_PANEL_H
 #define LOOM_CPU_GEMM_PANEL_H
@@ -63,13 +64,20 @@ static inline void loom_panel_termsK(loom_type type, const uint8_t *blk, int mr,
         d2[r] = 0.0f;
         return;
     }
-    if (loom_k_g16(type)) { /* Q6_K, Q3_K */
+    if (loom_k_g16(type)) { /* Q6_K, Q3_K, Q2_K */
         const float d = _cvtsh_ss(loom_ld_u16(blk + loom_k_g16_d(type)));
         const int c = loom_k_g16_offset(type);
         int8_t sc[16];
         loom_k_g16_scales(type, blk, sc);
         for (int g = 0; g < 16; g++) fs[g * mr + r] = d * (float)sc[g];
-        for (int j = 0; j < 8; j++)
+        if (type == LOOM_TYPE_Q2_K) { /* its mins, times -dmin */
+            int8_t m[16];
+            loom_q2k_mins(blk, m);
+            for (int j = 0; j < 8; j++) mp[j * mr + r] = (int32_t)((uint32_t)(uint8_t)m[2 * j] | ((uint32_t)(uint8_t)m[2 * j + 1] << 16));
+            d2[r] = -_cvtsh_ss(loom_ld_u16(blk + 82));
+            return;
+        }
+        for (int j = 0; j < 8; j++) /* the offset's term, times d */
             mp[j * mr + r] = (int32_t)(((uint32_t)(uint16_t)(-c * sc[2 * j])) |
                                        ((uint32_t)(uint16_t)(-c * sc[2 * j + 1]) << 16));
         d2[r] = d;
@@ -260,5 +268,29 @@ static inline const uint8_t *loom_r8_next_panel(const uint8_t *w, size_t ws, int
         }                                                                                             \
         return S * h;                                                                                 \
     }
+
+#ifdef __AVX512BW__
+/* Q3_K's unsigned quants (0..7) of chunk c (elements 64c..64c+63; the
+ * AVX-512 tiles and GEMM): the low two bits of elements 128n + 32j + l
+ * (n = c/2, j = 2(c%2) and the next) from byte l of the half's quant bytes
+ * at bits 2j, the third from bit 4n + j of hmask[l]. */
+static inline __m512i loom_q3k_chunk512(const uint8_t *blk, const int c) {
+    const int n = c >> 1, j = 2 * (c & 1);
+    __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 32 + 32 * n)));
+    v = _mm512_srli_epi16(v, 2 * j);
+    v = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF0000u, v, 2), _mm512_set1_epi8(3));
+    const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)blk));
+    const __m512i sel = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (4 * n + j))),
+                                           _mm256_set1_epi8((char)(2 << (4 * n + j))), 1);
+    return _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(h, sel), v, _mm512_set1_epi8(4));
+}
+/* Q2_K's quants (0..3) of chunk c: Q3_K's low two bits, from its bytes at 16 */
+static inline __m512i loom_q2k_chunk512(const uint8_t *blk, const int c) {
+    const int n = c >> 1, j = 2 * (c & 1);
+    __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * n)));
+    v = _mm512_srli_epi16(v, 2 * j);
+    return _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF0000u, v, 2), _mm512_set1_epi8(3));
+}
+#endif
 
 #endif

@@ -345,24 +345,11 @@ static const int16_t idx_k6[4][32] = {
 #undef R8
 };
 
-/* Q3_K's unsigned quants (0..7) of chunk c: the low two bits of elements
- * 128n + 32j + l (n = c/2, j = 2(c%2) and the next) from byte l of the
- * half's quants at bits 2j, the third from bit 4n + j of hmask[l]. */
-AI __m512i decK_q3(const uint8_t *blk, const int c) {
-    const int n = c >> 1, j = 2 * (c & 1);
-    __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 32 + 32 * n)));
-    v = _mm512_srli_epi16(v, 2 * j);
-    v = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF0000u, v, 2), _mm512_set1_epi8(3));
-    const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)blk));
-    const __m512i sel = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (4 * n + j))),
-                                           _mm256_set1_epi8((char)(2 << (4 * n + j))), 1);
-    return _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(h, sel), v, _mm512_set1_epi8(4));
-}
-
 /* Unsigned quants of chunk c (elements 64c..64c+63) of a K super-block. */
 AI __m512i decK_chunk(const int type, const uint8_t *blk, const int c) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    if (type == LOOM_TYPE_Q3_K) return decK_q3(blk, c);
+    if (type == LOOM_TYPE_Q3_K) return loom_q3k_chunk512(blk, c);
+    if (type == LOOM_TYPE_Q2_K) return loom_q2k_chunk512(blk, c);
     if (type == LOOM_TYPE_Q6_K) {
         const int h = c >> 1;
         const __m512i L = _mm512_loadu_si512(blk + 64 * h);
@@ -519,17 +506,24 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
     __m512 facc[XM][XN];
     UNROLL for (int r = 0; r < RM; r++) UNROLL for (int t = 0; t < RN; t++) facc[r][t] = _mm512_setzero_ps();
     for (int64_t sb = 0; sb < nsb; sb++) {
-        __m512 dv[XM], wm[XM];
-        __m512i sc16[XM], bcorr[XM];
+        __m512 dv[XM], wm[XM], dmv[XM];
+        __m512i sc16[XM], bcorr[XM], m16[XM];
         UNROLL for (int r = 0; r < RM; r++) {
             const uint8_t *blk = w + r * ws + sb * bs;
             LOOM_PREFETCH_AHEAD(blk, pf, bs);
-            if (loom_k_g16(type)) { /* Q6_K, Q3_K */
+            m16[r] = _mm512_setzero_si512(), dmv[r] = _mm512_setzero_ps();
+            if (loom_k_g16(type)) { /* Q6_K, Q3_K, Q2_K */
                 dv[r] = _mm512_set1_ps(_cvtsh_ss(loom_ld_u16(blk + loom_k_g16_d(type))));
                 int8_t sc[16];
                 loom_k_g16_scales(type, blk, sc);
                 const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
                 sc16[r] = _mm512_castsi256_si512(s);
+                if (type == LOOM_TYPE_Q2_K) { /* its mins (16 int16 lanes), times dmin */
+                    int8_t m[16];
+                    loom_q2k_mins(blk, m);
+                    m16[r] = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)m)));
+                    dmv[r] = _mm512_set1_ps(_cvtsh_ss(loom_ld_u16(blk + 82)));
+                }
                 /* -c * sc, against the bsums (16 int16 lanes, upper half zero) */
                 bcorr[r] = _mm512_zextsi256_si512(_mm256_mullo_epi16(s, _mm256_set1_epi16((short)-loom_k_g16_offset(type))));
                 wm[r] = _mm512_setzero_ps();
@@ -571,8 +565,13 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
             }
             UNROLL for (int r = 0; r < RM; r++) {
                 __m512i is = iacc[r][t];
-                if (loom_k_g16(type)) is = _mm512_dpwssd_epi32(is, _mm512_zextsi256_si512(bsums), bcorr[r]);
+                if (loom_k_g16(type) && type != LOOM_TYPE_Q2_K)
+                    is = _mm512_dpwssd_epi32(is, _mm512_zextsi256_si512(bsums), bcorr[r]);
                 facc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(is), da), dv[r], facc[r][t]);
+                if (type == LOOM_TYPE_Q2_K) { /* - dmin·da·sum_g m_g·bsum_g */
+                    const __m512i mi = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(bsums), m16[r]);
+                    facc[r][t] = _mm512_fnmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(mi), da), dmv[r], facc[r][t]);
+                }
                 if (!loom_k_g16(type)) facc[r][t] = _mm512_fnmadd_ps(wm[r], asum, facc[r][t]);
             }
         }
@@ -1251,6 +1250,7 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
 #define KSET_Q5_K LOOM_TILE_SET
 #define KSET_Q6_K LOOM_TILE_SET
 #define KSET_Q3_K LOOM_TILE_SET
+#define KSET_Q2_K LOOM_TILE_SET
 #define FAMILY(p, T, s, f) KERNEL_##f(p, T, s)
 LOOM_MATMUL_TYPES(FAMILY, loom_avx512_mm_)
 

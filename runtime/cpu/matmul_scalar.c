@@ -12,6 +12,7 @@
  *   Q4_K/Q5_K       d*D * sum_s sc_s * sum(q*a) - dmin*D * sum_s m_s * sum_s(a)
  *   Q6_K            d*D * sum_g sc_g * sum((q - 32) * a)
  *   Q3_K            d*D * sum_g (sc_g - 32) * sum((q - 4) * a)
+ *   Q2_K            d*D * sum_g sc_g * sum(q * a) - dmin*D * sum_g m_g * bsum_g
  */
 #include "runtime/cpu/cpu_kernels.h"
 
@@ -115,6 +116,17 @@ static float termK(loom_type wt, const uint8_t *wb, const uint8_t *x, int64_t b)
     memcpy(&a, x + (size_t)b * sizeof a, sizeof a);
     int q[256];
     loom_k_quants(wt, wb, q);
+    if (wt == LOOM_TYPE_Q2_K) { /* d·D·sum_g sc_g·sum(q·a) − dmin·D·sum_g m_g·bsum_g */
+        int isum = 0, msum = 0;
+        for (int g = 0; g < 16; g++) {
+            int gs = 0;
+            for (int j = 16 * g; j < 16 * g + 16; j++) gs += q[j] * a.qs[j];
+            isum += (wb[g] & 0xF) * gs;
+            msum += (wb[g] >> 4) * a.bsums[g];
+        }
+        const float d = loom_f16_to_f32(loom_rd_u16(wb + 80)), dmin = loom_f16_to_f32(loom_rd_u16(wb + 82));
+        return d * a.d * (float)isum - dmin * a.d * (float)msum;
+    }
     if (loom_k_g16(wt)) {
         int8_t sc[16];
         loom_k_g16_scales(wt, wb, sc);
@@ -155,6 +167,7 @@ static void matmul_any(loom_type wt, const uint8_t *w, size_t w_stride, int64_t 
             case LOOM_TYPE_F32:
             case LOOM_TYPE_F16:
             case LOOM_TYPE_BF16: v = dotF(wt, wr, x, k); break;
+            case LOOM_TYPE_Q2_K:
             case LOOM_TYPE_Q3_K:
             case LOOM_TYPE_Q4_K:
             case LOOM_TYPE_Q5_K:
