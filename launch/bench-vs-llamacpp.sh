@@ -11,8 +11,8 @@
 #   (b) writes the random-weight models MODELS names with `loom synth` (once,
 #       into .cache/models/): keys q4_0 q4_k_m q5_k_m q6_k q8_0 are the
 #       TinyLlama-1.1B shape (22 layers, dim 2048, 32/4 heads, ffn 5632,
-#       vocab 32000; 0.6-1.2 GB, far bigger than any cache; q3_k_m too, not
-#       in the default MODELS), llama32_1b the
+#       vocab 32000; 0.6-1.2 GB, far bigger than any cache; q3_k_m and q2_k
+#       too, not in the default MODELS), llama32_1b the
 #       Llama-3.2-1B shape in Q4_K_M (16 layers, dim 2048, 32/8 heads, ffn
 #       8192, vocab 128256, tied), qwen25_05b the Qwen2.5-0.5B shape in Q8_0
 #       (qwen2, 24 layers, dim 896, 14/2 heads, ffn 4864, vocab 151936, tied),
@@ -135,6 +135,7 @@ spec_of() {
     q6_k) echo "synth-tinyllama-1.1b.Q6_K.gguf:Q6_K:tiny" ;;
     q8_0) echo "synth-tinyllama-1.1b.Q8_0.gguf:Q8_0:tiny" ;;
     q3_k_m) echo "synth-tinyllama-1.1b.Q3_K_M.gguf:Q3_K_M:tiny" ;;
+    q2_k) echo "synth-tinyllama-1.1b.Q2_K.gguf:Q2_K:tiny" ;;
     llama32_1b) echo "synth-llama-3.2-1b.Q4_K_M.gguf:Q4_K_M:l32" ;;
     qwen25_05b) echo "synth-qwen2.5-0.5b.Q8_0.gguf:Q8_0:q05" ;;
     qwen3moe) echo "synth-qwen3-30b-a3b-8-layers.Q4_K_M.gguf:Q4_K_M:q3moe" ;;

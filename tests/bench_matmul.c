@@ -72,8 +72,12 @@ static void fill_weights(loom_type t, uint8_t *w, size_t bytes) {
     /* finite scales: overwrite the fp16 fields */
     const uint16_t h = loom_f32_to_f16(0.01f);
     for (size_t b = 0; b + tr->type_size <= bytes; b += tr->type_size) {
-        if (t == LOOM_TYPE_Q6_K) {
-            memcpy(w + b + 208, &h, 2);
+        if (t == LOOM_TYPE_Q6_K || t == LOOM_TYPE_Q3_K) {
+            memcpy(w + b + (t == LOOM_TYPE_Q6_K ? 208 : 108), &h, 2);
+        } else if (t == LOOM_TYPE_Q2_K) {
+            memcpy(w + b + 80, &h, 2), memcpy(w + b + 82, &h, 2);
+        } else if (t == LOOM_TYPE_MXFP4) {
+            w[b] = 120; /* 2^-8 */
         } else {
             memcpy(w + b, &h, 2);
             if (t == LOOM_TYPE_Q4_1 || t == LOOM_TYPE_Q5_1 || t == LOOM_TYPE_Q4_K || t == LOOM_TYPE_Q5_K)
@@ -177,7 +181,8 @@ int main(int argc, char **argv) {
     }
     const loom_type types[] = {LOOM_TYPE_F32,  LOOM_TYPE_F16,  LOOM_TYPE_BF16, LOOM_TYPE_Q8_0,
                                LOOM_TYPE_Q4_0, LOOM_TYPE_Q4_1, LOOM_TYPE_Q5_0, LOOM_TYPE_Q5_1,
-                               LOOM_TYPE_Q4_K, LOOM_TYPE_Q5_K, LOOM_TYPE_Q6_K};
+                               LOOM_TYPE_Q4_K, LOOM_TYPE_Q5_K, LOOM_TYPE_Q6_K, LOOM_TYPE_MXFP4,
+                               LOOM_TYPE_Q2_K, LOOM_TYPE_Q3_K};
     if (k <= 0 || k % 32) {
         fprintf(stderr, "k must be a positive multiple of 32 (of 256 for the K-quants)\n");
         return 2;

@@ -542,16 +542,12 @@ AI void rtK(const int type, const int NT, const uint8_t *const wr[GMR], int64_t 
             const uint8_t *blk = wr[r] + sb * bs;
             __m256i sc_a, sc_b = _mm256_setzero_si256(), corr = _mm256_setzero_si256();
             if (loom_k_g16(type)) { /* Q6_K, Q3_K, Q2_K */
-                int8_t sc[16];
-                loom_k_g16_scales(type, blk, sc);
-                const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+                const __m256i s16 = _mm256_cvtepi8_epi16(loom_k_g16_scales128((loom_type)type, blk));
                 sc_a = _mm256_permute2x128_si256(s16, s16, 0x00); /* groups 0..7 in both halves */
                 sc_b = _mm256_permute2x128_si256(s16, s16, 0x11); /* groups 8..15 */
-                if (type == LOOM_TYPE_Q2_K) { /* m_g, against the bsums */
-                    int8_t m[16];
-                    loom_q2k_mins(blk, m);
-                    corr = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)m));
-                } else
+                if (type == LOOM_TYPE_Q2_K) /* m_g, against the bsums */
+                    corr = _mm256_cvtepi8_epi16(loom_q2k_mins128(blk));
+                else
                     corr = _mm256_mullo_epi16(s16, _mm256_set1_epi16((short)-loom_k_g16_offset(type))); /* -c sc_g */
             } else {
                 const __m128i sm = loom_q4k_scales(blk + 4);

@@ -514,14 +514,10 @@ AI void tileK(const int type, const int RM, const int RN, const uint8_t *w, size
             m16[r] = _mm512_setzero_si512(), dmv[r] = _mm512_setzero_ps();
             if (loom_k_g16(type)) { /* Q6_K, Q3_K, Q2_K */
                 dv[r] = _mm512_set1_ps(_cvtsh_ss(loom_ld_u16(blk + loom_k_g16_d(type))));
-                int8_t sc[16];
-                loom_k_g16_scales(type, blk, sc);
-                const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+                const __m256i s = _mm256_cvtepi8_epi16(loom_k_g16_scales128((loom_type)type, blk));
                 sc16[r] = _mm512_castsi256_si512(s);
                 if (type == LOOM_TYPE_Q2_K) { /* its mins (16 int16 lanes), times dmin */
-                    int8_t m[16];
-                    loom_q2k_mins(blk, m);
-                    m16[r] = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)m)));
+                    m16[r] = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(loom_q2k_mins128(blk)));
                     dmv[r] = _mm512_set1_ps(_cvtsh_ss(loom_ld_u16(blk + 82)));
                 }
                 /* -c * sc, against the bsums (16 int16 lanes, upper half zero) */
