@@ -157,6 +157,13 @@ static loom_status add_metadata(loom_gguf_writer *w, const synth_cfg *c, const t
     LOOM_TRY(loom_gguf_writer_add_float(w, KEY("rope.freq_base"), LOOM_GGUF_F32, c->rope_theta));
     LOOM_TRY(loom_gguf_writer_add_uint(w, KEY("rope.dimension_count"), LOOM_GGUF_U32, (uint64_t)c->head_dim));
     LOOM_TRY(loom_gguf_writer_add_float(w, KEY("attention.layer_norm_rms_epsilon"), LOOM_GGUF_F32, c->norm_eps));
+    if (c->rope_scale > 0 || c->yarn > 0) {
+        LOOM_TRY(loom_gguf_writer_add_str(w, KEY("rope.scaling.type"), c->yarn > 0 ? "yarn" : "linear"));
+        LOOM_TRY(loom_gguf_writer_add_float(w, KEY("rope.scaling.factor"), LOOM_GGUF_F32, c->yarn > 0 ? c->yarn : c->rope_scale));
+        if (c->yarn > 0)
+            LOOM_TRY(loom_gguf_writer_add_uint(w, KEY("rope.scaling.original_context_length"), LOOM_GGUF_U32,
+                                               (uint64_t)c->yarn_orig));
+    }
     LOOM_TRY(loom_gguf_writer_add_uint(w, KEY("vocab_size"), LOOM_GGUF_U32, (uint64_t)c->vocab));
 #undef KEY
     return loom_synth_vocab(w, c->vocab);

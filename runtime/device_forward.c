@@ -252,7 +252,8 @@ static size_t work_total(const work_sizes *s) {
 }
 
 bool loom_dforward_supports(const loom_model_config *c) {
-    return (c->arch == LOOM_ARCH_LLAMA || c->arch == LOOM_ARCH_QWEN2) && !c->n_experts; /* no mixtures of experts yet */
+    /* no mixtures of experts or YaRN yet */
+    return (c->arch == LOOM_ARCH_LLAMA || c->arch == LOOM_ARCH_QWEN2) && !c->n_experts && !c->rope_yarn;
 }
 
 loom_device_kind loom_dforward_resolve(loom_device_kind k, const loom_model_config *c) {
@@ -322,8 +323,9 @@ loom_status loom_dforward_create(loom_device *d, const loom_weights *w, const lo
     const int nl = w->shard.layer_end - w->shard.layer_begin;
     if (max_rows < 1) return loom_error(LOOM_ERR_INVALID, "batch size %d must be positive", max_rows);
     if (!loom_dforward_supports(c))
-        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: the device forward pass runs dense llama and qwen2 models, not %s%s; "
-                          "run it with --device cpu", d->what, c->arch_name, c->n_experts ? " with experts" : "");
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: the device forward pass runs dense llama and qwen2 models without "
+                          "YaRN, not %s%s; run it with --device cpu", d->what, c->arch_name,
+                          c->n_experts ? " with experts" : c->rope_yarn ? " with YaRN" : "");
     if (kc->n_layers != nl || kc->n_kv_heads != w->n_kv || kc->head_dim != c->head_dim)
         return loom_error(LOOM_ERR_INVALID, "KV cache (%d layers, %d KV heads, head %d) does not match the weights "
                           "(%d layers, %d KV heads, head %d)", kc->n_layers, kc->n_kv_heads, kc->head_dim, nl,

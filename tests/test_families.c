@@ -820,4 +820,13 @@ Test(families, device_pass_refuses_the_other_families) {
     }
     loom_model_config llama = {.arch = LOOM_ARCH_LLAMA}, qwen2 = {.arch = LOOM_ARCH_QWEN2};
     cr_assert(loom_dforward_supports(&llama) && loom_dforward_supports(&qwen2));
+    /* a dense llama with YaRN: the device pass does not rotate so yet */
+    static const synth_model yarn = {"llama", "--arch llama --layers 1 --dim 64 --heads 2 --kv-heads 1 --ffn 64 "
+                                              "--vocab 300 --type F32 --yarn 4 --yarn-orig 64"};
+    loom_gguf *g = open_synth(&yarn, path, sizeof path);
+    loom_model_config c;
+    OK(loom_model_config_read(g, &c));
+    cr_assert(c.rope_yarn && !loom_dforward_supports(&c) && loom_dforward_resolve(LOOM_DEVICE_AUTO, &c) == LOOM_DEVICE_CPU);
+    loom_gguf_free(g);
+    unlink(path);
 }

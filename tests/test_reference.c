@@ -174,6 +174,7 @@ Test(reference, synth_gpt_oss_f32, .timeout = 600) { run_fixture(FX("synth-gpt-o
 Test(reference, synth_gpt_oss_mxfp4, .timeout = 600) { run_fixture(FX("synth-gpt-oss-mxfp4.json"), NULL, LOOM_TYPE_F16, 128); }
 Test(reference, synth_llama_q3_k_m, .timeout = 600) { run_fixture(FX("synth-llama-q3_k_m.json"), NULL, LOOM_TYPE_F16, 100); }
 Test(reference, synth_llama_q2_k, .timeout = 600) { run_fixture(FX("synth-llama-q2_k.json"), NULL, LOOM_TYPE_F32, 128); }
+Test(reference, synth_qwen2_yarn_q8_0, .timeout = 600) { run_fixture(FX("synth-qwen2-yarn-q8_0.json"), NULL, LOOM_TYPE_F16, 100); }
 Test(reference, synth_gemma2_q5_k_m, .timeout = 600) { run_fixture(FX("synth-gemma2-q5_k_m.json"), NULL, LOOM_TYPE_F16, 77); }
 Test(reference, synth_gemma2_bf16, .timeout = 600) { run_fixture(FX("synth-gemma2-bf16.json"), NULL, LOOM_TYPE_F32, 256); }
 Test(reference, synth_gemma3_q4_k_m, .timeout = 600) { run_fixture(FX("synth-gemma3-q4_k_m.json"), NULL, LOOM_TYPE_F16, 64); }
