@@ -65,6 +65,9 @@ void gpu_synth_fill(loom_type t, uint64_t seed, double std, uint8_t *dst, size_t
     case LOOM_TYPE_Q4_K: sq = uniform_sq(16, 47) * (uniform_sq(0, 15) - 7.5 * 7.5); break;
     case LOOM_TYPE_Q5_K: sq = uniform_sq(16, 47) * (uniform_sq(0, 31) - 15.5 * 15.5); break;
     case LOOM_TYPE_Q6_K: sq = uniform_sq(16, 63) * uniform_sq(-31, 31); break;
+    case LOOM_TYPE_MXFP4: sq = 34.25; break;                                    /* codes uniform */
+    case LOOM_TYPE_Q3_K: sq = uniform_sq(-32, 31) * uniform_sq(-4, 3); break;   /* random scales and quants */
+    case LOOM_TYPE_Q2_K: sq = uniform_sq(0, 15) * (uniform_sq(0, 3) - 1.5 * 1.5); break;
     case LOOM_TYPE_F32:
         for (size_t i = 0; i < n / 4; i++) {
             const float v = std == 0 ? 1.0f : (float)(rng_normal(&s) * std);
@@ -121,6 +124,20 @@ void gpu_synth_fill(loom_type t, uint64_t seed, double std, uint8_t *dst, size_t
             random_bytes(&s, b, 192); /* ql, qh: values 0..63, centred by the -32 of the format */
             for (int j = 0; j < 16; j++) b[192 + j] = (uint8_t)(int8_t)rng_int(&s, 16, 63);
             put16(b + 208, d);
+            break;
+        case LOOM_TYPE_MXFP4: { /* the power of two nearest the scale */
+            const double e = floor(log2(dq) + 0.5) + 128;
+            b[0] = (uint8_t)(e < 2 ? 2 : e > 254 ? 254 : e);
+            random_bytes(&s, b + 1, 16);
+            break;
+        }
+        case LOOM_TYPE_Q3_K: /* random quants and 6-bit scales (−32..31) */
+            random_bytes(&s, b, 108);
+            put16(b + 108, d);
+            break;
+        case LOOM_TYPE_Q2_K: /* random scales, mins and quants; dmin 1.5 d */
+            random_bytes(&s, b, 80);
+            put16(b + 80, d), put16(b + 82, loom_f32_to_f16((float)(1.5 * dq)));
             break;
         default: break;
         }
