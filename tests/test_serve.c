@@ -49,6 +49,29 @@ Test(openai, chat_defaults_and_fields) {
     srv_params_free(&p);
 }
 
+/* reasoning_effort reaches the template as a variable (gpt-oss), unless
+ * chat_template_kwargs names it; other values are refused */
+Test(openai, reasoning_effort_is_a_template_variable) {
+    srv_params p;
+    srv_error e;
+    cr_assert(parse(SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"reasoning_effort\":\"low\"}",
+                    &p, &e),
+              "%s", e.message);
+    cr_assert_str_eq(json_string_value(json_object_get(p.template_kwargs, "reasoning_effort")), "low");
+    srv_params_free(&p);
+    cr_assert(parse(SRV_CHAT,
+                    "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"reasoning_effort\":\"high\","
+                    "\"chat_template_kwargs\":{\"reasoning_effort\":\"medium\",\"x\":1}}",
+                    &p, &e),
+              "%s", e.message);
+    cr_assert_str_eq(json_string_value(json_object_get(p.template_kwargs, "reasoning_effort")), "medium");
+    cr_assert_eq(json_integer_value(json_object_get(p.template_kwargs, "x")), 1);
+    srv_params_free(&p);
+    cr_assert(!parse(SRV_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"reasoning_effort\":\"max\"}",
+                     &p, &e));
+    cr_assert_str_eq(e.param, "reasoning_effort");
+}
+
 Test(openai, max_completion_tokens_wins_and_content_parts) {
     srv_params p;
     srv_error e;

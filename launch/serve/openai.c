@@ -249,7 +249,21 @@ static bool parse_messages(json_t *o, srv_params *p, srv_error *e) {
     json_t *kw = json_object_get(o, "chat_template_kwargs");
     if (kw && !json_is_null(kw)) {
         if (!json_is_object(kw)) return BAD("chat_template_kwargs", "'chat_template_kwargs' must be an object");
-        p->template_kwargs = json_incref(kw);
+        p->template_kwargs = json_deep_copy(kw);
+        if (!p->template_kwargs) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    /* OpenAI's reasoning_effort reaches the template as the variable of
+     * that name (gpt-oss's "Reasoning: low|medium|high"), as vLLM and
+     * llama-server pass it; chat_template_kwargs' own value wins */
+    json_t *re = json_object_get(o, "reasoning_effort");
+    if (re && !json_is_null(re)) {
+        const char *v = json_string_value(re);
+        if (!v || (strcmp(v, "minimal") && strcmp(v, "low") && strcmp(v, "medium") && strcmp(v, "high")))
+            return BAD("reasoning_effort", "'reasoning_effort' must be \"minimal\", \"low\", \"medium\" or \"high\"");
+        if (!p->template_kwargs && !(p->template_kwargs = json_object()))
+            return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        if (!json_object_get(p->template_kwargs, "reasoning_effort"))
+            json_object_set_new(p->template_kwargs, "reasoning_effort", json_string(v));
     }
     return true;
 }
