@@ -57,7 +57,7 @@ static inline __m128i loom_q2k_mins128(const uint8_t *blk) {
 }
 
 /* fs: the block's row of (block, row), off likewise */
-static inline void loom_panel_terms32(loom_type type, const uint8_t *blk, int mr, int r, float *fs, float *off) {
+static inline __attribute__((always_inline)) void loom_panel_terms32(loom_type type, const uint8_t *blk, int mr, int r, float *fs, float *off) {
     (void)mr;
     if (!blk) {
         fs[r] = off[r] = 0.0f;
@@ -72,7 +72,7 @@ static inline void loom_panel_terms32(loom_type type, const uint8_t *blk, int mr
 
 /* fs: the super-block's first scale group (16 groups for Q6_K, 8 otherwise),
  * mp: its first bsums pair (8), d2: its entry; each a (group, row) array */
-static inline void loom_panel_termsK(loom_type type, const uint8_t *blk, int mr, int r, float *fs, int32_t *mp,
+static inline __attribute__((always_inline)) void loom_panel_termsK(loom_type type, const uint8_t *blk, int mr, int r, float *fs, int32_t *mp,
                                      float *d2) {
     const int ng = loom_k_g16(type) ? 16 : 8;
     if (!blk) {
