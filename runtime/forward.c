@@ -86,7 +86,8 @@ struct loom_forward {
     float *rope;            /* (max_rows, rope_dim) cos/sin per row */
     float *rope_swa;        /* (max_rows, rope_dim) the same on sliding-window layers, or NULL (= rope) */
     const float *rope_fac;  /* (rope_dim/2) frequency factors (rope_freqs or LongRoPE's), or NULL */
-    float *yarn_fac, *yarn_fac_swa; /* (rope_dim/2) YaRN's per-pair factors (rope_fac folded in) at the two bases, or NULL */
+    float *yarn_fac, *yarn_fac_swa; /* (rope_dim/2) YaRN's per-pair factors (rope_fac folded in), the second for
+                                     * sliding-window layers that rotate differently (rope_swa), or NULL */
     float *scores;          /* (n_threads, loom_attention_scratch_floats) attention scratch */
     uint8_t *act[MM_MAX_JOBS]; /* quantized activations, act_bytes each */
     size_t act_bytes;
@@ -433,12 +434,10 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
     bool yarn_ok = true;
     if (c->rope_yarn && c->rope_dim > 0) {
         f->yarn_fac = malloc(rd * sizeof(float));
-        f->yarn_fac_swa = malloc(rd * sizeof(float));
-        yarn_ok = f->yarn_fac && f->yarn_fac_swa;
-        if (yarn_ok) {
-            yarn_factors(c, c->rope_base, c->rope_freq_scale, f->rope_fac, f->yarn_fac);
-            yarn_factors(c, c->rope_base_swa, c->rope_scale_swa, f->rope_fac, f->yarn_fac_swa);
-        }
+        if (f->rope_swa) f->yarn_fac_swa = malloc(rd * sizeof(float));
+        yarn_ok = f->yarn_fac && (f->yarn_fac_swa || !f->rope_swa);
+        if (f->yarn_fac) yarn_factors(c, c->rope_base, c->rope_freq_scale, f->rope_fac, f->yarn_fac);
+        if (f->yarn_fac_swa) yarn_factors(c, c->rope_base_swa, c->rope_scale_swa, f->rope_fac, f->yarn_fac_swa);
     }
     f->scores = malloc((size_t)loom_pool_size(pool) * loom_attention_scratch_floats(kc, w->n_q, w->n_kv, c->head_dim,
                                                                                      max_rows) * sizeof(float));

@@ -288,16 +288,25 @@ static inline LOOM_HD float loom_e8m0_half(uint8_t e) {
     return loom_bits_to_f32(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
 }
 
-/* Q3_K's 16 group scales minus 32 (-32..31), from its 12 packed bytes:
- * group g < 8 has its low four bits in the low nibble of byte g, g >= 8
- * in the high nibble of byte g - 8; its top two bits are bits 2(g/4 % 2)..
- * of byte 8 + g % 4 (ggml's dequantize_row_q3_K kmask shuffle). */
+/* Q3_K's 16 group scales from its 12 packed bytes, as four little-endian
+ * words of four 6-bit scales each (ggml's dequantize_row_q3_K kmask
+ * shuffle): group g < 8 has its low four bits in the low nibble of byte g,
+ * g >= 8 in the high nibble of byte g - 8, its top two bits at bits
+ * 2(g/4).. of byte 8 + g % 4. */
+static inline LOOM_HD void loom_q3k_scale_words(const uint8_t *p, uint32_t w[4]) {
+    const uint32_t a0 = loom_rd_u32(p), a1 = loom_rd_u32(p + 4), t = loom_rd_u32(p + 8);
+    const uint32_t m2 = 0x03030303u, m4 = 0x0f0f0f0fu;
+    w[0] = (a0 & m4) | (t & m2) << 4;
+    w[1] = (a1 & m4) | (t >> 2 & m2) << 4;
+    w[2] = (a0 >> 4 & m4) | (t >> 4 & m2) << 4;
+    w[3] = (a1 >> 4 & m4) | (t >> 6 & m2) << 4;
+}
+
+/* The same minus 32 (-32..31): the scales x = d * sc * (q - 4) uses. */
 static inline LOOM_HD void loom_q3k_scales(const uint8_t *p, int8_t sc[16]) {
-    for (int g = 0; g < 16; g++) {
-        const int lo = g < 8 ? p[g] & 0xF : p[g - 8] >> 4;
-        const int hi = (p[8 + g % 4] >> (2 * (g / 4))) & 3;
-        sc[g] = (int8_t)((lo | hi << 4) - 32);
-    }
+    uint32_t w[4];
+    loom_q3k_scale_words(p, w);
+    for (int g = 0; g < 16; g++) sc[g] = (int8_t)((int)(w[g / 4] >> (8 * (g % 4)) & 0xFFu) - 32);
 }
 
 /* Scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block, from the

@@ -336,22 +336,9 @@ static inline __attribute__((always_inline)) int loom_k_g16_offset(int type) {
 static inline __attribute__((always_inline)) int loom_k_g16_d(int type) {
     return type == LOOM_TYPE_Q3_K ? 108 : type == LOOM_TYPE_Q2_K ? 80 : 208;
 }
-/* loom_q3k_scales by 32-bit words (ggml's kmask form): four words of four
- * scales each, then -32 a byte (what the kernels call per super-block and
- * row; the per-scale loop cost Q3_K decode half its speed) */
-static inline __attribute__((always_inline)) void loom_q3k_scales_w(const uint8_t *p, int8_t sc[16]) {
-    uint32_t a0, a1, t;
-    memcpy(&a0, p, 4), memcpy(&a1, p + 4, 4), memcpy(&t, p + 8, 4);
-    const uint32_t m2 = 0x03030303u, m4 = 0x0f0f0f0fu;
-    const uint32_t w[4] = {(a0 & m4) | (t & m2) << 4, (a1 & m4) | (t >> 2 & m2) << 4,
-                           (a0 >> 4 & m4) | (t >> 4 & m2) << 4, (a1 >> 4 & m4) | (t >> 6 & m2) << 4};
-    uint8_t u[16];
-    memcpy(u, w, 16);
-    for (int i = 0; i < 16; i++) sc[i] = (int8_t)(u[i] - 32);
-}
 /* their 16 scales as int8 */
 static inline __attribute__((always_inline)) void loom_k_g16_scales(int type, const uint8_t *blk, int8_t sc[16]) {
-    if (type == LOOM_TYPE_Q3_K) loom_q3k_scales_w(blk + 96, sc);
+    if (type == LOOM_TYPE_Q3_K) loom_q3k_scales(blk + 96, sc);
     else if (type == LOOM_TYPE_Q2_K)
         for (int g = 0; g < 16; g++) sc[g] = (int8_t)(blk[g] & 0xF);
     else memcpy(sc, blk + 192, 16);

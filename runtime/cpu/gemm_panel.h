@@ -45,12 +45,9 @@ static inline __m128i loom_q4k_scales(const uint8_t *s12) {
 static inline __m128i loom_k_g16_scales128(loom_type type, const uint8_t *blk) {
     if (type == LOOM_TYPE_Q2_K) return _mm_and_si128(_mm_loadu_si128((const __m128i *)blk), _mm_set1_epi8(0x0F));
     if (type != LOOM_TYPE_Q3_K) return _mm_loadu_si128((const __m128i *)(blk + 192));
-    const uint8_t *p = blk + 96;
-    const uint32_t a0 = loom_ld_u32(p), a1 = loom_ld_u32(p + 4), t = loom_ld_u32(p + 8);
-    const uint32_t m2 = 0x03030303u, m4 = 0x0f0f0f0fu;
-    const __m128i w = _mm_setr_epi32((int)((a0 & m4) | (t & m2) << 4), (int)((a1 & m4) | (t >> 2 & m2) << 4),
-                                     (int)((a0 >> 4 & m4) | (t >> 4 & m2) << 4), (int)((a1 >> 4 & m4) | (t >> 6 & m2) << 4));
-    return _mm_sub_epi8(w, _mm_set1_epi8(32));
+    uint32_t w[4];
+    loom_q3k_scale_words(blk + 96, w);
+    return _mm_sub_epi8(_mm_setr_epi32((int)w[0], (int)w[1], (int)w[2], (int)w[3]), _mm_set1_epi8(32));
 }
 static inline __m128i loom_q2k_mins128(const uint8_t *blk) {
     return _mm_and_si128(_mm_srli_epi16(_mm_loadu_si128((const __m128i *)blk), 4), _mm_set1_epi8(0x0F));
