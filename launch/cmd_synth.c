@@ -213,7 +213,7 @@ static loom_status add_tensors(plan *p, const synth_cfg *c, const type_choice *t
 static loom_status synth(const synth_cfg *c, const type_choice *tc, const char *out, uint64_t *params,
                          uint64_t *bytes) {
     plan p = {.cfg = c};
-    p.cap = 16 + c->layers * LOOM_SYNTH_TENSORS_PER_LAYER;
+    p.cap = 16 + (c->layers + c->nextn) * LOOM_SYNTH_TENSORS_PER_LAYER;
     p.gens = calloc((size_t)p.cap, sizeof *p.gens);
     p.names = calloc((size_t)p.cap, sizeof *p.names);
     loom_status st = NULL;
@@ -253,15 +253,15 @@ int cmd_synth(int argc, char **argv) {
             seed = 1;
     double rope_theta = 10000.0, norm_eps = 1e-5, attn_softcap = -1, final_softcap = -1, rope_scale = 0;
     int64_t rope_dim = 0, window = 0, window_pattern = 0, longrope_ctx = 0, experts = 0, experts_used = 2, shared = 0,
-            yarn_orig = 0;
-    double yarn = 0;
+            yarn_orig = 0, dense_lead = -1, dense_ffn = 0, groups = 0, groups_used = 0, nextn = 0;
+    double yarn = 0, expert_scale = 1.0;
     const char *pooling = "mean";
     bool tied = false, header_only = false;
     const loom_arg args[] = {
         {"--out", LOOM_ARG_STR, &out, "PATH", "output GGUF file (required)"},
         {"--arch", LOOM_ARG_STR, &arch, "NAME",
          "llama, qwen2 (Q/K/V biases), qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert or "
-         "gpt-oss"},
+         "gpt-oss, glm4moe"},
         {"--layers", LOOM_ARG_INT, &layers, "N", "transformer blocks"},
         {"--dim", LOOM_ARG_INT, &dim, "N", "embedding width"},
         {"--heads", LOOM_ARG_INT, &heads, "N", "query heads"},
@@ -269,10 +269,19 @@ int cmd_synth(int argc, char **argv) {
         {"--head-dim", LOOM_ARG_INT, &head_dim, "N", "width of a head; 0 means dim/heads"},
         {"--ffn", LOOM_ARG_INT, &ffn, "N", "MLP hidden width (of each expert with --experts)"},
         {"--experts", LOOM_ARG_INT, &experts, "N",
-         "llama, qwen2moe, qwen3moe, gpt-oss: a mixture of N experts in every layer (default 8 but llama's); 0: a "
-         "dense MLP"},
+         "llama, qwen2moe, qwen3moe, gpt-oss, glm4moe: a mixture of N experts in every layer (default 8 but "
+         "llama's); 0: a dense MLP"},
         {"--experts-used", LOOM_ARG_INT, &experts_used, "K", "experts each token goes through (default 2)"},
-        {"--shared-ffn", LOOM_ARG_INT, &shared, "N", "qwen2moe: the shared expert's width (default 4 x --ffn)"},
+        {"--shared-ffn", LOOM_ARG_INT, &shared, "N",
+         "qwen2moe: the shared expert's width (default 4 x --ffn); glm4moe: the shared experts' (a multiple of --ffn, "
+         "default --ffn)"},
+        {"--dense-lead", LOOM_ARG_INT, &dense_lead, "N", "glm4moe: the first N layers have a dense MLP (default 1)"},
+        {"--dense-ffn", LOOM_ARG_INT, &dense_ffn, "N", "glm4moe: their width (default --ffn x --experts-used)"},
+        {"--expert-scale", LOOM_ARG_FLOAT, &expert_scale, "F", "glm4moe: the chosen experts' weights times F"},
+        {"--expert-groups", LOOM_ARG_INT, &groups, "G",
+         "glm4moe: experts in G groups, a token choosing among --groups-used of them (DeepSeek-V3's routing)"},
+        {"--groups-used", LOOM_ARG_INT, &groups_used, "U", "with --expert-groups"},
+        {"--nextn", LOOM_ARG_INT, &nextn, "N", "glm4moe: N multi-token-prediction blocks after the model's"},
         {"--vocab", LOOM_ARG_INT, &vocab, "N", "vocabulary size (>= 260)"},
         {"--ctx", LOOM_ARG_INT, &ctx, "N", "training context length (metadata)"},
         {"--rope-theta", LOOM_ARG_FLOAT, &rope_theta, "F", "RoPE base frequency"},
@@ -307,19 +316,35 @@ int cmd_synth(int argc, char **argv) {
     if (!out) return usage_error("--out PATH is required");
     if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && !loom_synth_is_family(arch))
         return usage_error("--arch %s: expected llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, "
-                           "nomic-bert or gpt-oss", arch);
-    const bool qwen2moe = !strcmp(arch, "qwen2moe"), oss = !strcmp(arch, "gpt-oss");
-    if ((qwen2moe || oss || !strcmp(arch, "qwen3moe")) && !experts) experts = 8;
+                           "nomic-bert, gpt-oss or glm4moe", arch);
+    const bool qwen2moe = !strcmp(arch, "qwen2moe"), oss = !strcmp(arch, "gpt-oss"), glm = !strcmp(arch, "glm4moe");
+    if ((qwen2moe || oss || glm || !strcmp(arch, "qwen3moe")) && !experts) experts = 8;
     if (oss && !window) window = 128;
-    if (experts && strcmp(arch, "llama") && strcmp(arch, "qwen3moe") && !qwen2moe && !oss)
-        return usage_error("--experts: only llama, qwen2moe, qwen3moe and gpt-oss models here have mixtures of experts");
+    if (experts && strcmp(arch, "llama") && strcmp(arch, "qwen3moe") && !qwen2moe && !oss && !glm)
+        return usage_error("--experts: only llama, qwen2moe, qwen3moe, gpt-oss and glm4moe models here have mixtures of "
+                           "experts");
+    if (!glm && (dense_lead >= 0 || dense_ffn || groups || groups_used || nextn || expert_scale != 1.0))
+        return usage_error("--dense-lead, --dense-ffn, --expert-scale, --expert-groups, --groups-used and --nextn are "
+                           "glm4moe's");
+    if (glm) {
+        if (dense_lead < 0) dense_lead = 1;
+        if (!dense_ffn) dense_ffn = ffn * experts_used;
+        if (!shared) shared = ffn;
+        if (dense_lead > layers || dense_ffn < 1 || dense_ffn > (1 << 22) || shared % ffn || nextn < 0 || nextn > 4 ||
+            !(expert_scale > 0) || groups < 0 || (groups > 1 && (experts % groups || groups_used < 1 ||
+                                                                  groups_used >= groups ||
+                                                                  groups_used * (experts / groups) < experts_used)))
+            return usage_error("glm4moe: --dense-lead 0..--layers, --dense-ffn > 0, --shared-ffn a multiple of --ffn, "
+                               "--nextn 0..4, --expert-scale > 0, and --expert-groups G dividing --experts with "
+                               "--groups-used U < G holding at least --experts-used experts");
+    }
     if (yarn < 0 || (yarn > 0) != (yarn_orig > 0) || yarn_orig < 0 || yarn_orig > (1 << 24))
         return usage_error("--yarn F --yarn-orig N: both or neither, F > 0, N from 1 to %d", 1 << 24);
     if (yarn > 0 && (rope_scale > 0 || longrope_ctx > 0))
         return usage_error("--yarn: one RoPE scaling at a time (not with --rope-scale or --longrope-ctx)");
     if (!strcasecmp(type, "MXFP4_MOE") && !experts)
         return usage_error("--type MXFP4_MOE: puts a mixture's experts in MXFP4; this model has none (--experts N)");
-    if (shared && !qwen2moe) return usage_error("--shared-ffn: only qwen2moe models here have a shared expert");
+    if (shared && !qwen2moe && !glm) return usage_error("--shared-ffn: only qwen2moe and glm4moe models here have a shared expert");
     if (qwen2moe && !shared) shared = 4 * ffn;
     if (shared < 0 || shared > (1 << 22)) return usage_error("--shared-ffn %" PRId64 " is out of range", shared);
     if (experts < 0 || experts > LOOM_MAX_EXPERTS || (experts && (experts_used < 1 || experts_used > experts)))
@@ -372,7 +397,8 @@ int cmd_synth(int argc, char **argv) {
     const struct {
         const char *what;
         int64_t v;
-    } rows[] = {{"--dim", dim}, {"--ffn", ffn}, {"--heads x --head-dim", heads * head_dim}, {"--shared-ffn", shared}};
+    } rows[] = {{"--dim", dim}, {"--ffn", ffn}, {"--heads x --head-dim", heads * head_dim}, {"--shared-ffn", shared},
+                {"--dense-ffn", dense_ffn}};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         if (rows[i].v % block)
             return usage_error("--type %s stores rows in blocks of %u, so %s must be a multiple of %u (it is %" PRId64
@@ -386,7 +412,9 @@ int cmd_synth(int argc, char **argv) {
                    .attn_softcap = attn_softcap, .final_softcap = final_softcap, .rope_scale = rope_scale,
                    .longrope_ctx = longrope_ctx, .pooling = pool, .experts = experts,
                    .experts_used = experts ? experts_used : 0, .shared_ffn = shared, .yarn = yarn,
-                   .yarn_orig = yarn_orig};
+                   .yarn_orig = yarn_orig, .dense_lead = glm ? dense_lead : 0, .dense_ffn = dense_ffn,
+                   .groups = groups > 1 ? groups : 0, .groups_used = groups > 1 ? groups_used : 0, .nextn = nextn,
+                   .expert_scale = expert_scale};
     uint64_t params = 0, bytes = 0;
     loom_status st = synth(&c, tc, out, &params, &bytes);
     if (st) {

@@ -61,6 +61,11 @@ typedef struct {
     int64_t shared_ffn;         /* qwen2moe: the shared expert's width */
     double yarn;                /* YaRN RoPE scaling factor; 0: none */
     int64_t yarn_orig;          /* YaRN: the original context length */
+    /* glm4moe: leading dense layers and their width, the chosen experts'
+     * weight scale, expert groups, multi-token-prediction blocks after the
+     * model's (their tensors written as llama.cpp's converter does, never read) */
+    int64_t dense_lead, dense_ffn, groups, groups_used, nextn;
+    double expert_scale;
 } loom_synth_cfg;
 
 typedef struct {
@@ -99,6 +104,6 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
 loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *c, const loom_synth_type *tc)
     LOOM_MUST_USE;
 /* Tensors per layer at most (for the plan's capacity). */
-#define LOOM_SYNTH_TENSORS_PER_LAYER 24
+#define LOOM_SYNTH_TENSORS_PER_LAYER 28
 
 #endif

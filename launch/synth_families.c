@@ -2,7 +2,8 @@
  * launch/synth_families.c — `loom synth` for the families beyond llama and
  * qwen2, and for mixtures of experts (llama's too): qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, with
  * llama.cpp's tensor names and shapes (src/models/<arch>.cpp) and the
- * metadata its loaders read; gpt-oss.
+ * metadata its loaders read; gpt-oss; glm4moe (DeepSeek-V3-style routing:
+ * the router's logits of std ~1, the selection bias exp_probs_b 0.03·N).
  *
  * Beside what cmd_synth.c says of scales: norm weights are 1 + 0.2·N and
  * LayerNorm biases 0.1·N (so a norm applied with the wrong weight shows);
@@ -27,6 +28,7 @@ typedef struct {
     bool learned_pos, types, encoder, rope, tied_always;
     bool scaled_embd; /* the model multiplies its input embedding by sqrt(dim) (gemma) */
     bool oss;         /* gpt-oss: sinks, router and expert biases, its MLP norm named post_attention_norm */
+    bool glm;         /* glm4moe: leading dense layers, ungated shared experts, exp_probs_b, that norm name too */
 } family;
 
 static family family_of(const char *arch) {
@@ -53,13 +55,15 @@ static family family_of(const char *arch) {
         f.layer_norm = f.post_ln = f.fused_qkv = f.types = f.encoder = true;
     } else if (!strcmp(arch, "gpt-oss")) {
         f.qkv_bias = f.out_bias = f.oss = true;
+    } else if (!strcmp(arch, "glm4moe")) {
+        f.qkv_bias = f.glm = true;
     }
     return f;
 }
 
 bool loom_synth_is_family(const char *arch) {
     static const char *const names[] = {"qwen2moe", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3",
-                                        "gpt2",     "bert",  "nomic-bert", "gpt-oss"};
+                                        "gpt2",     "bert",  "nomic-bert", "gpt-oss", "glm4moe"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(arch, names[i])) return true;
     return false;
@@ -76,18 +80,31 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
     LOOM_TRY(loom_gguf_writer_add_uint(w, "general.file_type", LOOM_GGUF_U32, tc->ftype));
     LOOM_TRY(loom_gguf_writer_add_uint(w, "general.quantization_version", LOOM_GGUF_U32, 2));
     LOOM_TRY(loom_gguf_writer_add_uint(w, "general.seed", LOOM_GGUF_U64, c->seed));
-    U32("block_count", c->layers);
+    U32("block_count", c->layers + c->nextn);
     U32("context_length", c->ctx);
     U32("embedding_length", c->dim);
     /* a mixture's feed_forward_length: Mixtral's is the experts' width, Qwen's the dense (or shared) one */
-    U32("feed_forward_length", c->shared_ffn                                           ? c->shared_ffn
+    U32("feed_forward_length", f.glm                                                  ? c->dense_ffn
+                               : c->shared_ffn                                           ? c->shared_ffn
                                : c->experts && strcmp(c->arch, "llama") && !f.oss ? c->ffn * c->experts_used
                                                                                    : c->ffn);
     if (c->experts) {
         U32("expert_count", c->experts);
         U32("expert_used_count", c->experts_used);
         if (strcmp(c->arch, "llama")) U32("expert_feed_forward_length", c->ffn);
-        if (c->shared_ffn) U32("expert_shared_feed_forward_length", c->shared_ffn);
+        if (c->shared_ffn && !f.glm) U32("expert_shared_feed_forward_length", c->shared_ffn);
+    }
+    if (f.glm) { /* as convert_hf_to_gguf.py writes GLM-4.5's */
+        U32("expert_shared_count", c->shared_ffn / c->ffn);
+        U32("leading_dense_block_count", c->dense_lead);
+        U32("expert_gating_func", 2); /* sigmoid */
+        LOOM_TRY(loom_gguf_writer_add_bool(w, KEY("expert_weights_norm"), true));
+        F32("expert_weights_scale", c->expert_scale);
+        if (c->groups) {
+            U32("expert_group_count", c->groups);
+            U32("expert_group_used_count", c->groups_used);
+        }
+        if (c->nextn) U32("nextn_predict_layers", c->nextn);
     }
     U32("attention.head_count", c->heads);
     U32("attention.head_count_kv", c->kv_heads);
@@ -178,7 +195,8 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
         LOOM_TRY(loom_synth_tensor(p, "rope_factors_long.weight", LOOM_TYPE_F32, 1, nr, 1, 0.3, false, 2.0));
         LOOM_TRY(loom_synth_tensor(p, "rope_factors_short.weight", LOOM_TYPE_F32, 1, nr, 1, 0.1, false, 1.2));
     }
-    for (int64_t l = 0; l < c->layers; l++) {
+    for (int64_t l = 0; l < c->layers + c->nextn; l++) {
+        const bool dense_lead = l < c->dense_lead; /* glm4moe's leading dense layers */
         if (!f.post_ln) LOOM_TRY(NORM("attn_norm"));
         if (f.fused_qkv) {
             T2("attn_qkv", W_Q, c->dim, q_out + 2 * kv_out, s_dim);
@@ -207,18 +225,27 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
         }
         if (f.post_norms) LOOM_TRY(NORM("post_attention_norm"));
         if (f.post_ln) LOOM_TRY(NORM("attn_output_norm"));
-        if (f.oss) LOOM_TRY(NORM("post_attention_norm"));
+        if (f.oss || f.glm) LOOM_TRY(NORM("post_attention_norm"));
         else if (!f.post_ln) LOOM_TRY(NORM("ffn_norm"));
-        if (c->experts) {
+        if (dense_lead) {
+            T2("ffn_gate", W_GATE, c->dim, c->dense_ffn, s_dim);
+            T2("ffn_up", W_UP, c->dim, c->dense_ffn, s_dim);
+            T2("ffn_down", W_DOWN, c->dense_ffn, c->dim, 1 / sqrt((double)c->dense_ffn));
+        } else if (c->experts) {
             /* the router (F32, as llama.cpp's quantizer keeps it), its logits
              * of std ~3 (a trained router's are spread too: near ties between
              * the last expert taken and the next, where 8-bit activations'
-             * rounding picks another expert, are rarer), and the experts */
+             * rounding picks another expert, are rarer; glm4moe's std ~1, where
+             * its sigmoids do not saturate into near ties), and the experts */
             snprintf(name, sizeof name, "blk.%" PRId64 ".ffn_gate_inp.weight", l);
-            LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 2, c->dim, c->experts, 3 * s_dim, false, 0.0));
+            LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 2, c->dim, c->experts, (f.glm ? 1 : 3) * s_dim, false, 0.0));
             if (f.oss) {
                 snprintf(name, sizeof name, "blk.%" PRId64 ".ffn_gate_inp.bias", l);
                 LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->experts, 1, 0.5, false, 0.0));
+            }
+            if (f.glm) { /* the selection's bias, 0.03·N: it reorders the closer of sigmoids spread ~0.2 */
+                snprintf(name, sizeof name, "blk.%" PRId64 ".exp_probs_b.bias", l);
+                LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->experts, 1, 0.03, false, 0.0));
             }
             static const char *const stems[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
             static const loom_synth_kind kinds[3] = {W_GATE, W_UP, W_DOWN};
@@ -234,10 +261,10 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
                                                false, 0.0));
                 }
             }
-            if (c->shared_ffn) { /* qwen2moe's shared expert and its gate (0.2·N: sigmoids of ~0.2-0.8) */
+            if (c->shared_ffn) { /* the shared expert, and qwen2moe's gate of it (sigmoids of ~0.2-0.8) */
                 const double s_sh = 1 / sqrt((double)c->shared_ffn);
                 snprintf(name, sizeof name, "blk.%" PRId64 ".ffn_gate_inp_shexp.weight", l);
-                LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->dim, 1, s_dim, false, 0.0));
+                if (!f.glm) LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->dim, 1, s_dim, false, 0.0));
                 T2("ffn_gate_shexp", W_GATE, c->dim, c->shared_ffn, s_dim);
                 T2("ffn_up_shexp", W_UP, c->dim, c->shared_ffn, s_dim);
                 T2("ffn_down_shexp", W_DOWN, c->shared_ffn, c->dim, s_sh);
@@ -253,6 +280,12 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
         if (f.ffn_bias) BIAS("ffn_down", c->dim);
         if (f.post_norms) LOOM_TRY(NORM("post_ffw_norm"));
         if (f.post_ln) LOOM_TRY(NORM("layer_output_norm"));
+        if (l >= c->layers) { /* a multi-token-prediction block's own tensors (glm4moe.cpp's nextn.*) */
+            T2("nextn.eh_proj", W_O, 2 * c->dim, c->dim, s_dim);
+            LOOM_TRY(NORM("nextn.enorm"));
+            LOOM_TRY(NORM("nextn.hnorm"));
+            LOOM_TRY(NORM("nextn.shared_head_norm"));
+        }
     }
     if (!f.encoder) {
         LOOM_TRY(norm(p, &f, "output_norm", c->dim));

@@ -89,7 +89,8 @@
 typedef struct {
     loom_type q, k, v, o, gate, up, down; /* a mixture of experts: the experts' (ffn_*_exps) */
     loom_type router;                     /* ffn_gate_inp of a mixture of experts */
-    loom_type sh_gate, sh_up, sh_down;    /* its shared expert's (ffn_*_shexp) */
+    loom_type sh_gate, sh_up, sh_down;    /* its shared expert's (ffn_*_shexp); a mixture's leading dense layer
+                                           * (loom_layer_dense): its MLP's (ffn_*), gate / up / down too */
 } loom_plan_layer;
 
 /* The planner's view of a model: its configuration, header hash and the

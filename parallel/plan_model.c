@@ -99,8 +99,26 @@ loom_status loom_plan_check_model(const loom_plan_model *m) {
         c->ffn_shared > (1 << 22) || (c->ffn_shared && !c->n_experts))
         return loom_error(LOOM_ERR_INVALID, "model: %d experts, %d used (1..%d experts, at most all of them used)",
                           c->n_experts, c->n_experts_used, LOOM_MAX_EXPERTS);
+    if (c->n_dense_lead < 0 || c->n_dense_lead > c->n_layers || (c->n_dense_lead && !c->n_experts) ||
+        (c->n_dense_lead && (c->ffn_dense < 1 || c->ffn_dense > (1 << 22))))
+        return loom_error(LOOM_ERR_INVALID, "model: %d leading dense layers of width %d (a mixture's, 0..%d layers)",
+                          c->n_dense_lead, c->ffn_dense, c->n_layers);
     char what[64];
     for (int l = 0; l < c->n_layers; l++) {
+        if (loom_layer_dense(c, l)) { /* attention as any layer's, the MLP ffn_dense wide */
+            const loom_plan_layer *L = &m->layers[l];
+            const loom_type t[6] = {L->q, L->k, L->v, L->o, L->sh_gate, L->sh_up};
+            const char *const stem[6] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up"};
+            for (int i = 0; i < 6; i++) {
+                int64_t in = c->dim, out;
+                if (i == M_O) mat_shape(c, M_O, &in, &out);
+                snprintf(what, sizeof what, "blk.%d.%s.weight", l, stem[i]);
+                LOOM_TRY(check_type(t[i], in, what));
+            }
+            snprintf(what, sizeof what, "blk.%d.ffn_down.weight", l);
+            LOOM_TRY(check_type(L->sh_down, c->ffn_dense, what));
+            continue;
+        }
         for (int i = 0; i < M_COUNT; i++) {
             int64_t in, out;
             const char *stem;
@@ -156,8 +174,9 @@ static loom_status read_types(const loom_gguf *g, loom_plan_model *m) {
         LOOM_TRY(find_matrix(g, "position_embd.weight", c->dim, c->ctx_train, &m->pos_embd));
     for (int l = 0; l < c->n_layers; l++) {
         loom_type t[M_COUNT];
+        const bool dense = loom_layer_dense(c, l);
         for (int i = 0; i < M_COUNT; i++) {
-            if (!mat_stored(c, i)) continue;
+            if (!mat_stored(c, i) || (dense && i >= M_GATE)) continue;
             const char *stem;
             int64_t in, rows;
             stored_shape(c, i, &stem, &in, &rows);
@@ -169,6 +188,17 @@ static loom_status read_types(const loom_gguf *g, loom_plan_model *m) {
         loom_plan_layer *L = &m->layers[l];
         *L = (loom_plan_layer){t[M_Q], t[M_K], t[M_V], t[M_O], t[M_GATE], t[M_UP], t[M_DOWN], LOOM_TYPE_F32,
                                t[M_GATE], t[M_UP], t[M_DOWN]};
+        if (dense) { /* the MLP in the shared expert's place, its types as the experts' too (block sizes) */
+            const int64_t D = c->ffn_dense;
+            snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", l);
+            LOOM_TRY(find_matrix(g, name, c->dim, D, &L->sh_gate));
+            snprintf(name, sizeof name, "blk.%d.ffn_up.weight", l);
+            LOOM_TRY(find_matrix(g, name, c->dim, D, &L->sh_up));
+            snprintf(name, sizeof name, "blk.%d.ffn_down.weight", l);
+            LOOM_TRY(find_matrix(g, name, D, c->dim, &L->sh_down));
+            L->gate = L->sh_gate, L->up = L->sh_up, L->down = L->sh_down;
+            continue;
+        }
         if (c->n_experts) {
             snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", l);
             LOOM_TRY(find_matrix(g, name, c->dim, c->n_experts, &L->router));
@@ -230,6 +260,15 @@ void loom_plan_layer_mats(const loom_plan_model *m, int l, const loom_shard *s, 
     out[1] = (loom_plan_mat){L->k, nkv * hd, dim, 0};
     out[2] = (loom_plan_mat){L->v, nkv * hd, dim, 0};
     out[3] = (loom_plan_mat){L->o, dim, nq * hd, 0};
+    if (loom_layer_dense(c, l)) { /* a mixture's leading dense layer: its MLP in the shared expert's place */
+        int64_t d0, d1;
+        loom_shard_dense(c, s, &d0, &d1);
+        for (int i = 4; i < 8; i++) out[i] = (loom_plan_mat){L->router, 0, 0, 0};
+        out[8] = (loom_plan_mat){L->sh_gate, d1 - d0, dim, 0};
+        out[9] = (loom_plan_mat){L->sh_up, d1 - d0, dim, 0};
+        out[10] = (loom_plan_mat){L->sh_down, d1 > d0 ? dim : 0, d1 - d0, 0};
+        return;
+    }
     const int x = e1 - e0; /* experts held (0: a dense MLP) */
     out[4] = (loom_plan_mat){L->gate, c->ffn_plain || (c->n_experts && !x) ? 0 : nffn, dim, x};
     out[5] = (loom_plan_mat){L->up, c->n_experts && !x ? 0 : nffn, dim, x};
@@ -264,7 +303,7 @@ static int64_t layer_cost(const loom_plan_model *m, const loom_plan_balance *bal
     loom_plan_layer_mats(m, l, s, mats);
     int e0, e1;
     loom_shard_experts(c, s, &e0, &e1);
-    int64_t b = 4 * loom_layer_vector_floats(c, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin,
+    int64_t b = 4 * loom_layer_vector_floats(c, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin,
                                              e1 - e0);
     for (int i = 0; i < LOOM_PLAN_LAYER_MATS; i++) {
         const loom_plan_mat *x = &mats[i];
@@ -349,10 +388,15 @@ static int64_t shard_workspace_bytes(const loom_plan_model *m, const loom_plan_r
     int64_t nq = s->q_end - s->q_begin, nkv = s->kv_end - s->kv_begin, nffn = s->ffn_end - s->ffn_begin;
     int64_t widest = c->dim;
     if (nq * hd > widest) widest = nq * hd;
-    if (c->ffn_shared) { /* the MLP's buffers hold the widest of an expert's and the shared expert's columns */
-        int64_t s0, s1;
+    if (c->ffn_shared) { /* the MLP's buffers hold the widest of an expert's, the shared expert's and */
+        int64_t s0, s1;   /* a leading dense layer's columns */
         loom_shard_shared(c, s, &s0, &s1);
         if (s1 - s0 > nffn) nffn = s1 - s0;
+    }
+    if (c->n_dense_lead && s->layer_begin < c->n_dense_lead) {
+        int64_t d0, d1;
+        loom_shard_dense(c, s, &d0, &d1);
+        if (d1 - d0 > nffn) nffn = d1 - d0;
     }
     if (nffn > widest) widest = nffn;
     int64_t b = 4 * R * (3 * (int64_t)c->dim + 2 * nq * hd + 2 * nkv * hd + 2 * nffn + c->rope_dim);

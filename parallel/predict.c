@@ -97,7 +97,7 @@ void loom_predict_rank_work(const loom_plan_model *m, const loom_shard *s, loom_
      * takes — n (1 - (1 - k/n)^rows) of n where the router spreads the rows
      * evenly — and computes k experts a row, and the router */
     double touched = 1, used = 1, shared = 0;
-    if (c->ffn_shared) { /* qwen2moe: a shared expert every row takes, and its gate */
+    if (c->ffn_shared) { /* a shared expert every row takes */
         int64_t s0, s1;
         loom_shard_shared(c, s, &s0, &s1);
         shared = (double)(s1 - s0);
@@ -109,24 +109,33 @@ void loom_predict_rank_work(const loom_plan_model *m, const loom_shard *s, loom_
         touched = held * n * (1 - pow(1 - k / n, rows > 1 ? rows : 1));
         used = held * k;
     }
+    int64_t d0 = 0, d1 = 0;
+    if (c->n_dense_lead) loom_shard_dense(c, s, &d0, &d1);
+    const double gate = c->shared_gated ? 1 : 0; /* qwen2moe's shared expert's gate */
     for (int l = s->layer_begin; l < s->layer_end; l++) {
         const loom_plan_layer *L = &m->layers[l];
         out->attn_bytes += dim * (nq * elem_bytes(L->q) + nkv * (elem_bytes(L->k) + elem_bytes(L->v)) +
                                   nq * elem_bytes(L->o)) + 4 * dim;
         if (c->qkv_bias) out->attn_bytes += 4 * (nq + 2 * nkv);
-        /* a plain MLP (gpt2, bert) has no gate */
-        out->mlp_bytes += touched * dim * nffn *
-                              ((c->ffn_plain ? 0 : elem_bytes(L->gate)) + elem_bytes(L->up) + elem_bytes(L->down)) +
-                          4 * dim + (double)c->n_experts * dim * elem_bytes(L->router) +
-                          shared * dim * (elem_bytes(L->sh_gate) + elem_bytes(L->sh_up) + elem_bytes(L->sh_down)) +
-                          (c->ffn_shared ? 4 * dim : 0);
+        if (loom_layer_dense(c, l)) { /* a mixture's leading dense layer */
+            const double nd = (double)(d1 - d0);
+            out->mlp_bytes += nd * dim * (elem_bytes(L->sh_gate) + elem_bytes(L->sh_up) + elem_bytes(L->sh_down)) + 4 * dim;
+            out->mlp_flops += rows * 2 * 3 * dim * nd;
+        } else {
+            /* a plain MLP (gpt2, bert) has no gate */
+            out->mlp_bytes += touched * dim * nffn *
+                                  ((c->ffn_plain ? 0 : elem_bytes(L->gate)) + elem_bytes(L->up) + elem_bytes(L->down)) +
+                              4 * dim + (double)c->n_experts * dim * elem_bytes(L->router) +
+                              shared * dim * (elem_bytes(L->sh_gate) + elem_bytes(L->sh_up) + elem_bytes(L->sh_down)) +
+                              gate * 4 * dim;
+            out->mlp_flops += rows * (2 * (c->ffn_plain ? 2 : 3) * dim * nffn * used + 2 * dim * c->n_experts +
+                                      2 * 3 * dim * shared + gate * 2 * dim);
+        }
         out->layers++;
     }
     double L = out->layers;
     out->attn_bytes += L * rows * context * 2 * nkv * kvb;               /* K and V read per row */
     out->attn_flops = L * rows * (2 * dim * (2 * nq + 2 * nkv) + 4 * nq * context);
-    out->mlp_flops = L * rows * (2 * (c->ffn_plain ? 2 : 3) * dim * nffn * used + 2 * dim * c->n_experts +
-                                 2 * 3 * dim * shared + (c->ffn_shared ? 2 * dim : 0));
     if (s->head && logit_rows > 0 && !c->encoder) { /* an encoder has no lm head */
         double nv = (double)(s->vocab_end - s->vocab_begin);
         out->head_bytes = nv * dim * elem_bytes(m->head) + 4 * dim;

@@ -318,12 +318,13 @@ static loom_status type_named(const char *name, const char *path, loom_type *t) 
 loom_status loom_predict_model_describe(const char *path, loom_plan_model *m) {
     static const char *const keys[] = {"name",      "layers", "dim",  "heads",     "kv_heads",     "head_dim",
                                        "ffn",       "mlp",    "vocab", "tied",     "type",         "head_type",
-                                       "ctx_train", "note",   "source", "experts", "experts_used", NULL};
+                                       "ctx_train", "note",   "source", "experts", "experts_used", "shared_ffn",
+                                       "dense_layers", "dense_ffn", NULL};
     memset(m, 0, sizeof *m);
     json_t *root;
     LOOM_TRY(open_json(path, &root));
     loom_status st = known_keys(root, keys, path, "the model description");
-    double L = 0, dim = 0, h = 0, kv = 0, hd = 0, ffn = 0, vocab = 0, ctx = 131072, ne = 0, nu = 0;
+    double L = 0, dim = 0, h = 0, kv = 0, hd = 0, ffn = 0, vocab = 0, ctx = 131072, ne = 0, nu = 0, sh = 0, nd = 0, fd = 0;
     const char *mlp = "gated", *type = NULL, *head_type = NULL;
     if (!st) st = num(root, "layers", 1, 4096, path, &L);
     if (!st) st = num(root, "dim", 1, 1 << 20, path, &dim);
@@ -338,6 +339,14 @@ loom_status loom_predict_model_describe(const char *path, loom_plan_model *m) {
     if (!st && ((ne > 0) != (nu > 0 && nu <= ne) || fmod(ne, 1) != 0 || fmod(nu, 1) != 0))
         st = loom_error(LOOM_ERR_FORMAT, "%s: a mixture of experts needs \"experts\" and \"experts_used\" (1 to "
                         "\"experts\"; \"ffn\": each expert's width)", path);
+    if (!st) st = num(root, "shared_ffn", 0, 1 << 22, path, &sh);
+    if (!st) st = num(root, "dense_layers", 0, L, path, &nd);
+    if (!st) st = num(root, "dense_ffn", 0, 1 << 22, path, &fd);
+    if (!st && (sh > 0 || nd > 0) && ne == 0)
+        st = loom_error(LOOM_ERR_FORMAT, "%s: \"shared_ffn\" and \"dense_layers\" describe a mixture of experts", path);
+    if (!st && (nd > 0) != (fd > 0))
+        st = loom_error(LOOM_ERR_FORMAT, "%s: \"dense_layers\" (leading dense MLP layers) needs \"dense_ffn\" (their "
+                        "width), and the other way round", path);
     if (!st) st = str(root, "mlp", path, &mlp);
     if (!st) st = str(root, "type", path, &type);
     if (!st) st = str(root, "head_type", path, &head_type);
@@ -369,6 +378,7 @@ loom_status loom_predict_model_describe(const char *path, loom_plan_model *m) {
         c->vocab = (int)vocab, c->ctx_train = (int)ctx, c->rope_base = 10000, c->rope_freq_scale = 1;
         c->norm_eps = 1e-5f, c->tied_embeddings = json_is_true(tied);
         c->n_experts = (int)ne, c->n_experts_used = (int)nu, c->expert_norm = ne > 0;
+        c->ffn_shared = (int)sh, c->n_dense_lead = (int)nd, c->ffn_dense = (int)fd; /* DeepSeek-V3 / GLM-4.5 style */
         m->embed = t, m->head = c->tied_embeddings ? t : ht;
         m->layers = calloc((size_t)L, sizeof *m->layers);
         if (!m->layers) st = loom_error(LOOM_ERR_NOMEM, "out of memory for %g layers", L);

@@ -82,6 +82,7 @@ struct loom_forward {
     float *moe_w;
     int *moe_count, *moe_fill; /* (n_experts + 1) where each expert's rows begin in moe_rows */
     uint8_t *moe_qg, *moe_qu;  /* (max_rows) the normed rows quantized once for the experts' gate and up */
+    float *moe_p;              /* (n_experts) a row's probabilities (moe_route's scratch) */
     float *scratch;         /* (max_rows, dim) */
     float *rope;            /* (max_rows, rope_dim) cos/sin per row */
     float *rope_swa;        /* (max_rows, rope_dim) the same on sliding-window layers, or NULL (= rope) */
@@ -420,9 +421,10 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
         f->moe_w = malloc(R * c->n_experts_used * sizeof(float));
         f->moe_count = malloc(((size_t)c->n_experts + 1) * sizeof(int));
         f->moe_fill = malloc(((size_t)c->n_experts + 1) * sizeof(int));
+        f->moe_p = malloc((size_t)c->n_experts * sizeof(float));
         size_t qb = 1; /* every expert's gate (up) has the tensor's type */
         for (int l = 0; l < nl; l++)
-            for (int e = 0; e < c->n_experts; e++) {
+            for (int e = 0; w->layers[l].x_gate && e < c->n_experts; e++) {
                 const size_t g = act_need(&w->layers[l].x_gate[e], max_rows), u = act_need(&w->layers[l].x_up[e], max_rows);
                 qb = g > qb ? g : qb, qb = u > qb ? u : qb;
             }
@@ -474,7 +476,7 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
     bool ok = ms_ok && yarn_ok && f->stage && f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch &&
               f->rope && f->scores && (f->rope_swa || !swa_rope_differs(c)) &&
               (!c->n_experts || (f->moe_logits && f->moe_y && f->moe_sel && f->moe_selw && f->moe_rows && f->moe_w &&
-                                   f->moe_count && f->moe_fill && f->moe_qg && f->moe_qu));
+                                   f->moe_count && f->moe_fill && f->moe_qg && f->moe_qu && f->moe_p));
     for (int j = 0; j < MM_MAX_JOBS; j++) {
         f->act[j] = malloc(ab ? ab : 1);
         ok = ok && f->act[j];
@@ -507,6 +509,7 @@ void loom_forward_free(loom_forward *f) {
     free(f->moe_logits);
     free(f->moe_qg);
     free(f->moe_qu);
+    free(f->moe_p);
     free(f->moe_y);
     free(f->moe_sel);
     free(f->moe_selw);
@@ -716,38 +719,87 @@ loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch 
     return NULL;
 }
 
-/* Row i's experts and weights from its router logits lg (n_experts): the
- * n_experts_used of highest logit (the lower index first among equals),
- * weighted by their softmax probabilities, renormalised to sum 1 (at least
- * F16's smallest normal, as llama.cpp clamps the sum) where the model says
- * so, or by the softmax of their logits alone (expert_weight_softmax); as
- * llama.cpp's build_moe_ffn with softmax (softmax_weight) gating. */
-static void moe_route(const loom_model_config *c, const float *lg, int *sel, float *wt) {
+/* The index of the largest of v[0..n) not marked in taken (the lower index first among equals). */
+static int best_untaken(const float *v, int n, const uint64_t *taken) {
+    int best = -1;
+    for (int e = 0; e < n; e++)
+        if (!((taken[e / 64] >> (e % 64)) & 1) && (best < 0 || v[e] > v[best])) best = e;
+    return best;
+}
+
+/* Row i's experts and weights from its router logits lg (n_experts), as
+ * llama.cpp's build_moe_ffn: probabilities p, the softmax of the logits
+ * or (expert_sigmoid) their sigmoids; the n_experts_used of highest p
+ * (plus probs_b where given; with expert groups, among the n_group_used
+ * groups whose two best sum highest), weighted by their p, renormalised to
+ * sum 1 (at least F16's smallest normal, as llama.cpp clamps the sum) where
+ * the model says so, or by the softmax of their logits alone
+ * (expert_weight_softmax); then times expert_weights_scale. p's scratch:
+ * n_experts floats. */
+static void moe_route(const loom_model_config *c, const float *lg, const float *probs_b, float *p, int *sel, float *wt) {
     const int ne = c->n_experts, k = c->n_experts_used;
     float mx = lg[0];
     for (int e = 1; e < ne; e++) mx = lg[e] > mx ? lg[e] : mx;
-    uint64_t taken[(LOOM_MAX_EXPERTS + 63) / 64] = {0};
-    for (int j = 0; j < k; j++) {
-        int best = -1;
+    /* the selection's scores: a monotone function of p is enough, so the softmax's logits stand for it */
+    const float *score = lg;
+    if (c->expert_sigmoid || probs_b) {
+        double sum = 0;
+        if (!c->expert_sigmoid)
+            for (int e = 0; e < ne; e++) sum += exp((double)lg[e] - mx);
         for (int e = 0; e < ne; e++)
-            if (!((taken[e / 64] >> (e % 64)) & 1) && (best < 0 || lg[e] > lg[best])) best = e;
+            p[e] = (float)(c->expert_sigmoid ? 1 / (1 + exp(-(double)lg[e])) : exp((double)lg[e] - mx) / sum) +
+                   (probs_b ? probs_b[e] : 0.0f);
+        score = p;
+    }
+    uint64_t taken[(LOOM_MAX_EXPERTS + 63) / 64] = {0};
+    if (c->n_expert_groups > 1) { /* the groups outside the best n_group_used are taken already */
+        const int ng = c->n_expert_groups, per = ne / ng;
+        float gs[LOOM_MAX_EXPERTS];
+        for (int gi = 0; gi < ng; gi++) {
+            uint64_t none[(LOOM_MAX_EXPERTS + 63) / 64] = {0};
+            const float *v = score + (size_t)gi * per;
+            const int a = best_untaken(v, per, none);
+            none[a / 64] |= 1ull << (a % 64);
+            const int b = per > 1 ? best_untaken(v, per, none) : -1;
+            gs[gi] = v[a] + (b >= 0 ? v[b] : 0.0f);
+        }
+        uint64_t gtaken[(LOOM_MAX_EXPERTS + 63) / 64] = {0}, keep[(LOOM_MAX_EXPERTS + 63) / 64] = {0};
+        for (int j = 0; j < c->n_group_used; j++) {
+            const int gi = best_untaken(gs, ng, gtaken);
+            gtaken[gi / 64] |= 1ull << (gi % 64);
+            for (int e = gi * per; e < (gi + 1) * per; e++) keep[e / 64] |= 1ull << (e % 64);
+        }
+        for (int e = 0; e < ne; e++)
+            if (!((keep[e / 64] >> (e % 64)) & 1)) taken[e / 64] |= 1ull << (e % 64);
+    }
+    for (int j = 0; j < k; j++) {
+        const int best = best_untaken(score, ne, taken);
         taken[best / 64] |= 1ull << (best % 64);
         sel[j] = best;
     }
-    double sum = 0; /* the softmax's denominator: over every expert, or the chosen (whose max is mx too) */
-    if (c->expert_weight_softmax)
-        for (int j = 0; j < k; j++) sum += exp((double)lg[sel[j]] - mx);
-    else
-        for (int e = 0; e < ne; e++) sum += exp((double)lg[e] - mx);
     float wsum = 0;
-    for (int j = 0; j < k; j++) {
-        wt[j] = (float)(exp((double)lg[sel[j]] - mx) / sum);
-        wsum += wt[j];
+    if (c->expert_sigmoid) {
+        for (int j = 0; j < k; j++) {
+            wt[j] = (float)(1 / (1 + exp(-(double)lg[sel[j]])));
+            wsum += wt[j];
+        }
+    } else {
+        double sum = 0; /* the softmax's denominator: over every expert, or the chosen (whose max is mx too) */
+        if (c->expert_weight_softmax)
+            for (int j = 0; j < k; j++) sum += exp((double)lg[sel[j]] - mx);
+        else
+            for (int e = 0; e < ne; e++) sum += exp((double)lg[e] - mx);
+        for (int j = 0; j < k; j++) {
+            wt[j] = (float)(exp((double)lg[sel[j]] - mx) / sum);
+            wsum += wt[j];
+        }
     }
     if (c->expert_norm) {
         if (wsum < 6.103515625e-5f) wsum = 6.103515625e-5f;
         for (int j = 0; j < k; j++) wt[j] /= wsum;
     }
+    if (c->expert_weights_scale > 0 && c->expert_weights_scale != 1.0f)
+        for (int j = 0; j < k; j++) wt[j] *= c->expert_weights_scale;
 }
 
 /* partial (n, dim) = a mixture of experts over this rank's columns of
@@ -768,7 +820,7 @@ static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial)
     for (int i = 0; i < n; i++) {
         if (L->router_b)
             for (int e = 0; e < ne; e++) f->moe_logits[(size_t)i * ne + e] += L->router_b[e];
-        moe_route(c, f->moe_logits + (size_t)i * ne, sel + (size_t)i * k, wt + (size_t)i * k);
+        moe_route(c, f->moe_logits + (size_t)i * ne, L->probs_b, f->moe_p, sel + (size_t)i * k, wt + (size_t)i * k);
         for (int j = 0; j < k; j++) cnt[sel[(size_t)i * k + j] + 1]++;
     }
     for (int e = 0; e < ne; e++) cnt[e + 1] += cnt[e]; /* cnt[e]: where expert e's rows begin */
@@ -825,7 +877,7 @@ static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial)
             else for (int d = 0; d < dim; d++) o[d] += a * y[d];
         }
     }
-    if (L->w_up.data) { /* the shared expert's columns here, every row, times sigmoid(shared_gate · row) */
+    if (L->w_up.data) { /* the shared expert's columns here, every row (times sigmoid(shared_gate · row): qwen2moe) */
         const loom_mat *m2[2] = {&L->w_gate, &L->w_up};
         float *y2[2] = {f->gate, f->up};
         matmuls(f, (prep_task){.n = n, .src = f->xn, .dst = f->xn}, 2, m2, y2, P_UP);
@@ -835,8 +887,9 @@ static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial)
         for (int i = 0; i < n; i++) {
             const float *x = f->xn + (size_t)i * dim, *y = f->moe_y + (size_t)i * dim;
             double z = 0;
-            for (int d = 0; d < dim; d++) z += (double)L->shared_gate[d] * x[d];
-            const float a = (float)(1 / (1 + exp(-z)));
+            if (L->shared_gate)
+                for (int d = 0; d < dim; d++) z += (double)L->shared_gate[d] * x[d];
+            const float a = L->shared_gate ? (float)(1 / (1 + exp(-z))) : 1.0f;
             float *o = partial + (size_t)i * dim;
             for (int d = 0; d < dim; d++) o[d] += a * y[d];
         }
@@ -847,8 +900,12 @@ void loom_forward_mlp(loom_forward *f, int layer, int n, float *partial) {
     const loom_weights *w = f->w;
     const loom_model_config *c = &w->cfg;
     const loom_layer *L = &w->layers[layer - w->shard.layer_begin];
-    if (c->n_experts) {
+    if (L->router.data) {
         moe_mlp(f, L, n, partial);
+        return;
+    }
+    if (!L->w_up.data) { /* a leading dense layer of which this rank holds no column */
+        memset(partial, 0, (size_t)n * c->dim * sizeof *partial);
         return;
     }
     prep_task in = {.n = n, .src = f->x, .dst = L->ffn_norm.w ? f->xn : f->x, .norm = L->ffn_norm.w ? &L->ffn_norm : NULL};

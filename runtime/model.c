@@ -266,6 +266,22 @@ static loom_status bind_ends(loom_weights *w, const loom_gguf *g) {
     return NULL;
 }
 
+/* Columns [f0, f1) of layer l's SiLU-gated MLP of width F whose tensors
+ * are ffn_{gate,up,down}<suffix>.weight, into w_gate / w_up / w_down
+ * (nothing where f0 == f1). */
+static loom_status bind_mlp(loom_weights *w, const loom_gguf *g, int l, const char *suffix, int64_t F, int64_t f0,
+                            int64_t f1, loom_layer *L) {
+    const int64_t dim = w->cfg.dim;
+    char name[96];
+    if (f1 <= f0) return NULL;
+    snprintf(name, sizeof name, "blk.%d.ffn_gate%s.weight", l, suffix);
+    LOOM_TRY(bind_rows(w, g, name, dim, F, f0, f1, &L->w_gate));
+    snprintf(name, sizeof name, "blk.%d.ffn_up%s.weight", l, suffix);
+    LOOM_TRY(bind_rows(w, g, name, dim, F, f0, f1, &L->w_up));
+    snprintf(name, sizeof name, "blk.%d.ffn_down%s.weight", l, suffix);
+    return bind_cols(w, g, name, F, dim, f0, f1, &L->w_down);
+}
+
 /* A mixture's router (whole on every rank) and, of every expert, the
  * shard's columns: gate and up rows as views, down's columns as views or
  * copies (ffn_{gate,up}_exps [dim, ffn, n_experts], ffn_down_exps [ffn,
@@ -282,6 +298,10 @@ static loom_status bind_experts(loom_weights *w, const loom_gguf *g, int l, loom
     if (c->router_bias) {
         snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.bias", l);
         LOOM_TRY(bind_vec(w, g, name, n, 0, n, &L->router_b));
+    }
+    if (c->expert_probs_bias) {
+        snprintf(name, sizeof name, "blk.%d.exp_probs_b.bias", l);
+        LOOM_TRY(bind_vec(w, g, name, n, 0, n, &L->probs_b));
     }
     if (c->expert_bias) { /* ffn_{gate,up}_exps.bias [ffn, n_experts], ffn_down_exps.bias [dim, n_experts] */
         const float **b = calloc((size_t)(3 * n), sizeof *b);
@@ -316,20 +336,14 @@ static loom_status bind_experts(loom_weights *w, const loom_gguf *g, int l, loom
             else view_rows(w, t, base, cols, s->ffn_begin, s->ffn_end, &m[j * n + e]);
         }
     }
-    if (c->ffn_shared) { /* qwen2moe: the shared expert's gate (whole) and its columns in proportion */
-        const int64_t S = c->ffn_shared;
+    if (c->ffn_shared) { /* the shared expert's columns in proportion, and qwen2moe's gate of it (whole) */
         int64_t s0, s1;
         loom_shard_shared(c, s, &s0, &s1);
-        snprintf(name, sizeof name, "blk.%d.ffn_gate_inp_shexp.weight", l);
-        LOOM_TRY(bind_vec(w, g, name, dim, 0, dim, &L->shared_gate));
-        if (s1 > s0) {
-            snprintf(name, sizeof name, "blk.%d.ffn_gate_shexp.weight", l);
-            LOOM_TRY(bind_rows(w, g, name, dim, S, s0, s1, &L->w_gate));
-            snprintf(name, sizeof name, "blk.%d.ffn_up_shexp.weight", l);
-            LOOM_TRY(bind_rows(w, g, name, dim, S, s0, s1, &L->w_up));
-            snprintf(name, sizeof name, "blk.%d.ffn_down_shexp.weight", l);
-            LOOM_TRY(bind_cols(w, g, name, S, dim, s0, s1, &L->w_down));
+        if (c->shared_gated) {
+            snprintf(name, sizeof name, "blk.%d.ffn_gate_inp_shexp.weight", l);
+            LOOM_TRY(bind_vec(w, g, name, dim, 0, dim, &L->shared_gate));
         }
+        LOOM_TRY(bind_mlp(w, g, l, "_shexp", c->ffn_shared, s0, s1, L));
     }
     return NULL;
 }
@@ -374,10 +388,16 @@ static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_l
     if (c->post_norms) LOOM_TRY(bind_norm(w, g, BASE("post_attention_norm"), dim, &L->attn_post));
     if (c->post_ln) LOOM_TRY(bind_norm(w, g, BASE("attn_output_norm"), dim, &L->attn_res));
 
-    /* gpt-oss's converter names the MLP's norm post_attention_norm */
+    /* gpt-oss's and glm4moe's converters name the MLP's norm post_attention_norm */
     if (!c->post_ln)
-        LOOM_TRY(bind_norm(w, g, BASE(c->arch == LOOM_ARCH_GPT_OSS ? "post_attention_norm" : "ffn_norm"), dim, &L->ffn_norm));
-    if (c->n_experts) {
+        LOOM_TRY(bind_norm(w, g, BASE(c->arch == LOOM_ARCH_GPT_OSS || c->arch == LOOM_ARCH_GLM4MOE ? "post_attention_norm"
+                                                                                                   : "ffn_norm"),
+                           dim, &L->ffn_norm));
+    if (loom_layer_dense(c, l)) {
+        int64_t d0, d1;
+        loom_shard_dense(c, s, &d0, &d1);
+        LOOM_TRY(bind_mlp(w, g, l, "", c->ffn_dense, d0, d1, L));
+    } else if (c->n_experts) {
         LOOM_TRY(bind_experts(w, g, l, L));
     } else if (c->fused_gate_up) {
         LOOM_TRY(bind_rows(w, g, NAME("ffn_up.weight"), dim, 2 * ffn, s->ffn_begin, s->ffn_end, &L->w_gate));

@@ -37,6 +37,7 @@ typedef enum {
     LOOM_ARCH_BERT,
     LOOM_ARCH_NOMIC_BERT,
     LOOM_ARCH_GPT_OSS,
+    LOOM_ARCH_GLM4MOE,
 } loom_arch;
 
 typedef enum { LOOM_NORM_RMS, LOOM_NORM_LAYER } loom_norm_kind; /* LayerNorm: mean and variance, weight and bias */
@@ -120,9 +121,29 @@ typedef struct {
     bool expert_weight_softmax; /* the chosen experts' weights are the softmax of their logits alone (gpt-oss) */
     bool router_bias;    /* ffn_gate_inp.bias added to the router's logits (gpt-oss) */
     bool expert_bias;    /* ffn_{gate,up,down}_exps.bias: each expert's biases (gpt-oss) */
-    int ffn_shared;      /* > 0: also a shared expert of this width, every row through it, its output times
-                          * sigmoid(ffn_gate_inp_shexp · x) (qwen2moe); TP splits it in proportion (loom_shared_range) */
+    int ffn_shared;      /* > 0: also a shared expert of this width, every row through it (its output times
+                          * sigmoid(ffn_gate_inp_shexp · x) where shared_gated: qwen2moe); TP splits it in
+                          * proportion (loom_shared_range) */
+    bool shared_gated;
+    /* DeepSeek-V3-style routing (glm4moe): a row's probabilities are the
+     * sigmoids of its logits (not their softmax); with expert_probs_bias,
+     * ffn_exp_probs_b.bias is added to them to choose the experts, not to
+     * weigh them; with n_expert_groups > 1, only the experts of the
+     * n_group_used groups whose two best (biased) probabilities sum highest
+     * are candidates; the chosen weights end times expert_weights_scale
+     * (0 = 1), after expert_norm's renormalisation. */
+    bool expert_sigmoid;
+    bool expert_probs_bias;
+    float expert_weights_scale;
+    int n_expert_groups, n_group_used;
+    /* The first n_dense_lead layers of a mixture have a dense SiLU-gated MLP
+     * ffn_dense wide instead (ffn_gate / ffn_up / ffn_down, no router); a
+     * shard holds loom_shard_dense's columns of it. */
+    int n_dense_lead, ffn_dense;
 } loom_model_config;
+
+/* Whether layer l's MLP is a leading dense one rather than the mixture. */
+static inline bool loom_layer_dense(const loom_model_config *c, int l) { return c->n_experts && l < c->n_dense_lead; }
 
 static inline bool loom_layer_is_swa(const loom_model_config *c, int l) {
     return c->swa_window > 0 && l >= 0 && l < LOOM_MAX_LAYERS && ((c->swa_layers[l / 64] >> (l % 64)) & 1);
@@ -142,10 +163,10 @@ static inline int64_t loom_qkv_rows(const loom_model_config *c) {
     return ((int64_t)c->n_heads + 2 * (int64_t)c->n_kv_heads) * c->head_dim;
 }
 
-/* F32 elements of one layer's 1-D tensors (norms, biases) that a shard
+/* F32 elements of layer l's 1-D tensors (norms, biases) that a shard
  * holding nq query heads, nkv KV heads, nffn MLP columns and nexp experts binds (the
  * planner counts them as loom_weights_create binds them). */
-int64_t loom_layer_vector_floats(const loom_model_config *c, int64_t nq, int64_t nkv, int64_t nffn, int64_t nexp);
+int64_t loom_layer_vector_floats(const loom_model_config *c, int l, int64_t nq, int64_t nkv, int64_t nffn, int64_t nexp);
 /* F32 elements beside the embedding matrix the first stage binds (token
  * type row, embedding norm), and beside the lm head the last stage binds
  * (output norm and its bias). Position embeddings are a matrix: see
@@ -192,6 +213,16 @@ static inline void loom_shard_shared(const loom_model_config *c, const loom_shar
     else if (c->ffn_shared) loom_shared_range(c, s->ffn_begin, s->ffn_end, s0, s1);
     else *s0 = *s1 = 0;
 }
+/* The columns of a leading dense layer's MLP (ffn_dense wide) a shard
+ * holds: its share of the experts (split by experts) or of their columns,
+ * scaled to the dense width and floored to multiples of 256, the last
+ * shard's end the width — so the TP ranks hold every column once. */
+static inline void loom_shard_dense(const loom_model_config *c, const loom_shard *s, int64_t *d0, int64_t *d1) {
+    const int64_t D = c->ffn_dense, n = s->split_experts ? c->n_experts : c->ffn;
+    const int64_t a = s->split_experts ? s->expert_begin : s->ffn_begin, b = s->split_experts ? s->expert_end : s->ffn_end;
+    *d0 = a >= n ? D : a * D / n / 256 * 256;
+    *d1 = b >= n ? D : b * D / n / 256 * 256;
+}
 
 /* KV head needed by query head q. */
 static inline int loom_kv_of_q(const loom_model_config *cfg, int q) {
@@ -232,11 +263,15 @@ typedef struct {
     const float *b_up;       /* (n_ffn) or NULL */
     loom_mat w_down;         /* (dim, n_ffn) */
     const float *b_down;     /* (dim) or NULL; only the rank holding MLP column 0 adds it */
-    loom_mat router;         /* (n_experts, dim) ffn_gate_inp, every TP rank whole; data NULL without experts */
+    loom_mat router;         /* (n_experts, dim) ffn_gate_inp, every TP rank whole; data NULL without experts and in
+                              * a leading dense layer (x_gate etc. NULL there too) */
     loom_mat *x_gate, *x_up, *x_down; /* (n_experts) each: an expert's w_gate, w_up, w_down (views and copies as theirs) */
-    const float *shared_gate;         /* (dim) ffn_gate_inp_shexp, or NULL; w_gate / w_up / w_down are then the shared
-                                       * expert's (its columns loom_shared_range), data NULL where the shard holds none */
+    const float *shared_gate;         /* (dim) ffn_gate_inp_shexp (shared_gated), or NULL. In a mixture's layer w_gate /
+                                       * w_up / w_down are the shared expert's (its columns loom_shard_shared), in a
+                                       * leading dense layer the dense MLP's (loom_shard_dense); data NULL where the
+                                       * shard holds none */
     const float *router_b;            /* (n_experts) or NULL */
+    const float *probs_b;             /* (n_experts) ffn_exp_probs_b.bias (expert_probs_bias), or NULL */
     const float **xb_gate, **xb_up;   /* (n_experts) each: expert e's gate / up biases of the shard's columns, or NULL */
     const float **xb_down;            /* (n_experts) each: expert e's down bias (dim), or NULL; added by the rank
                                        * holding its column 0 */

@@ -41,6 +41,12 @@
  *              sinks, a sliding window (attention.sliding_window) on layers
  *              l % 2 == 0 with the same rotation as the others (YaRN from
  *              the file's rope.scaling keys), neox rotation.
+ *   glm4moe    a mixture of experts routed as DeepSeek-V3 (read_experts),
+ *              shared experts, leading dense layers; Q/K/V biases, neox
+ *              rotation (partial: rope.dimension_count), QK-norm where the
+ *              file has it (GLM-4.5), the MLP's norm named
+ *              post_attention_norm; nextn_predict_layers blocks after the
+ *              model's (multi-token prediction) are not read.
  *
  * RoPE scaling (rope.scaling.type): none, linear (factor), yarn (factor,
  * original_context_length; ext_factor 1, beta_fast 32, beta_slow 1 and the
@@ -100,9 +106,9 @@ static const struct {
     {"qwen3moe", LOOM_ARCH_QWEN3MOE},
     {"gemma2", LOOM_ARCH_GEMMA2}, {"gemma3", LOOM_ARCH_GEMMA3}, {"phi3", LOOM_ARCH_PHI3},
     {"gpt2", LOOM_ARCH_GPT2}, {"bert", LOOM_ARCH_BERT}, {"nomic-bert", LOOM_ARCH_NOMIC_BERT},
-    {"gpt-oss", LOOM_ARCH_GPT_OSS},
+    {"gpt-oss", LOOM_ARCH_GPT_OSS}, {"glm4moe", LOOM_ARCH_GLM4MOE},
 };
-#define SUPPORTED "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss"
+#define SUPPORTED "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe"
 
 /* Sliding-window layers: <arch>.attention.sliding_window_pattern as an array
  * of booleans (one per layer), or a period n (layer l slides iff
@@ -227,6 +233,10 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
         c->pooling = (loom_pooling)pt;
         return NULL;
     }
+    case LOOM_ARCH_GLM4MOE:
+        c->rope_neox = true;
+        c->qk_norm = has_tensor(g, "blk.0.attn_q_norm.weight"); /* GLM-4.5 (355B) has it, GLM-4.5-Air not */
+        return NULL;
     case LOOM_ARCH_GPT_OSS: {
         c->rope_neox = true;
         c->attn_out_bias = true;
@@ -252,10 +262,20 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
  * it: <arch>.expert_count and expert_used_count; qwen3moe's experts are
  * expert_feed_forward_length wide (else feed_forward_length divided by the
  * experts used, llama.cpp's fallback). Both renormalise the chosen
- * experts' weights and, as llama.cpp, ignore expert_weights_scale. */
+ * experts' weights and, as llama.cpp, ignore expert_weights_scale.
+ * glm4moe reads as llama.cpp's glm4-moe.cpp: expert_gating_func (default
+ * sigmoid), expert_weights_norm (default false), expert_weights_scale,
+ * expert_shared_count shared experts of the experts' width (ungated),
+ * leading_dense_block_count dense layers feed_forward_length wide, and
+ * blk.N.exp_probs_b.bias; every family's expert_group_count and
+ * expert_group_used_count (llama.cpp's build_moe_ffn applies the groups
+ * to any). */
+static loom_status read_glm_experts(const loom_gguf *g, loom_model_config *c, int dense);
+
 static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
     const char *path = loom_gguf_path(g), *arch = c->arch_name;
-    const bool moe_family = c->arch == LOOM_ARCH_QWEN3MOE || c->arch == LOOM_ARCH_QWEN2MOE || c->arch == LOOM_ARCH_GPT_OSS;
+    const bool moe_family = c->arch == LOOM_ARCH_QWEN3MOE || c->arch == LOOM_ARCH_QWEN2MOE || c->arch == LOOM_ARCH_GPT_OSS ||
+                            c->arch == LOOM_ARCH_GLM4MOE;
     char key[128];
     snprintf(key, sizeof key, "%s.expert_count", arch);
     if (!moe_family && !loom_gguf_get(g, key)) {
@@ -265,7 +285,7 @@ static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
     }
     if (c->arch != LOOM_ARCH_LLAMA && !moe_family)
         return loom_error(LOOM_ERR_UNSUPPORTED,
-                          "%s: %s: loom runs mixtures of experts in llama, qwen2moe, qwen3moe and gpt-oss models only", path,
+                          "%s: %s: loom runs mixtures of experts in llama, qwen2moe, qwen3moe, gpt-oss and glm4moe models only", path,
                           key);
     LOOM_TRY(get_count(g, arch, "expert_count", true, 0, LOOM_MAX_EXPERTS, &c->n_experts));
     LOOM_TRY(get_count(g, arch, "expert_used_count", true, 0, c->n_experts, &c->n_experts_used));
@@ -277,12 +297,60 @@ static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
     }
     c->expert_norm = c->arch != LOOM_ARCH_QWEN2MOE && c->arch != LOOM_ARCH_GPT_OSS;
     if (c->arch == LOOM_ARCH_GPT_OSS) c->expert_weight_softmax = c->router_bias = c->expert_bias = true;
-    if (c->arch == LOOM_ARCH_QWEN2MOE)
+    if (c->arch == LOOM_ARCH_QWEN2MOE) {
         LOOM_TRY(get_count(g, arch, "expert_shared_feed_forward_length", false, dense, 1 << 22, &c->ffn_shared));
+        c->shared_gated = true;
+    }
+    if (c->arch == LOOM_ARCH_GLM4MOE) LOOM_TRY(read_glm_experts(g, c, dense));
+    int64_t v;
+    snprintf(key, sizeof key, "%s.expert_group_count", arch);
+    if (loom_gguf_get_int(g, key, &v) && v > 1) { /* 0 and 1: no groups */
+        c->n_expert_groups = (int)(v < c->n_experts ? v : c->n_experts);
+        LOOM_TRY(get_count(g, arch, "expert_group_used_count", true, 0, c->n_expert_groups, &c->n_group_used));
+        if (v >= c->n_experts || c->n_experts % v || c->n_group_used >= c->n_expert_groups ||
+            c->n_group_used * (c->n_experts / c->n_expert_groups) < c->n_experts_used)
+            return loom_error(LOOM_ERR_FORMAT, "%s: %d experts in %lld groups, %d groups used, %d experts used: the groups must "
+                              "divide the experts and the used groups hold at least the experts used", path, c->n_experts,
+                              (long long)v, c->n_group_used, c->n_experts_used);
+    }
     if (has_tensor(g, "blk.0.ffn_gate.0.weight"))
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: experts stored one tensor each (blk.N.ffn_gate.E.weight, an old "
                           "conversion); convert the model again with llama.cpp's convert_hf_to_gguf.py, which "
                           "stores them as blk.N.ffn_gate_exps.weight", path);
+    return NULL;
+}
+
+/* glm4moe's mixture (read_experts' comment); dense: feed_forward_length. */
+static loom_status read_glm_experts(const loom_gguf *g, loom_model_config *c, int dense) {
+    const char *path = loom_gguf_path(g), *arch = c->arch_name;
+    char key[128];
+    int64_t v = 0;
+    snprintf(key, sizeof key, "%s.expert_gating_func", arch);
+    if (loom_gguf_get_int(g, key, &v) && v != 0 && v != 2 && v != 1)
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s = %lld: loom computes softmax (1) and sigmoid (2) gating", path, key,
+                          (long long)v);
+    c->expert_sigmoid = v != 1;
+    bool norm = false;
+    snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
+    if (!loom_gguf_get_bool(g, key, &norm) && loom_gguf_get(g, key))
+        return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is not a boolean", path, key);
+    c->expert_norm = norm;
+    LOOM_TRY(get_real_z(g, arch, "expert_weights_scale", 0.0, true, &c->expert_weights_scale));
+    int shared = 0;
+    snprintf(key, sizeof key, "%s.expert_shared_count", arch);
+    if (loom_gguf_get(g, key)) LOOM_TRY(get_count(g, arch, "expert_shared_count", true, 0, 64, &shared));
+    c->ffn_shared = shared * c->ffn;
+    snprintf(key, sizeof key, "%s.leading_dense_block_count", arch);
+    if (loom_gguf_get_int(g, key, &v)) {
+        if (v < 0 || v > c->n_layers)
+            return loom_error(LOOM_ERR_FORMAT, "%s: %s = %lld is out of range (0..%d layers)", path, key, (long long)v,
+                              c->n_layers);
+        c->n_dense_lead = (int)v;
+    } else if (loom_gguf_get(g, key))
+        return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is not an integer", path, key);
+    if (c->n_dense_lead) c->ffn_dense = dense;
+    snprintf(key, sizeof key, "blk.%d.exp_probs_b.bias", c->n_dense_lead < c->n_layers ? c->n_dense_lead : 0);
+    c->expert_probs_bias = has_tensor(g, key);
     return NULL;
 }
 
@@ -305,6 +373,15 @@ loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
     const int64_t big = 1 << 20;
     bool layer_norm = cfg->arch == LOOM_ARCH_GPT2 || cfg->arch == LOOM_ARCH_BERT || cfg->arch == LOOM_ARCH_NOMIC_BERT;
     LOOM_TRY(get_count(g, arch, "block_count", true, 0, LOOM_MAX_LAYERS, &cfg->n_layers));
+    char key[128];
+    int64_t v;
+    snprintf(key, sizeof key, "%s.nextn_predict_layers", arch); /* multi-token prediction layers after the model's: unused */
+    if (loom_gguf_get_int(g, key, &v) && v != 0) {
+        if (v < 0 || v >= cfg->n_layers)
+            return loom_error(LOOM_ERR_FORMAT, "%s: %s = %lld of %d blocks leaves no layer", path, key, (long long)v,
+                              cfg->n_layers);
+        cfg->n_layers -= (int)v;
+    }
     LOOM_TRY(get_count(g, arch, "embedding_length", true, 0, big, &cfg->dim));
     LOOM_TRY(get_count(g, arch, "feed_forward_length", true, 0, big, &cfg->ffn));
     LOOM_TRY(get_count(g, arch, "attention.head_count", true, 0, 4096, &cfg->n_heads));
@@ -320,9 +397,7 @@ loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
     else
         LOOM_TRY(get_real(g, arch, "attention.layer_norm_rms_epsilon", 1e-5, &cfg->norm_eps));
 
-    char key[128];
     snprintf(key, sizeof key, "%s.attention.value_length", arch);
-    int64_t v;
     if (loom_gguf_get_int(g, key, &v) && v != cfg->head_dim)
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s = %lld differs from the key length %d", path, key,
                           (long long)v, cfg->head_dim);
@@ -379,16 +454,18 @@ loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
 
 static int64_t norm_floats(const loom_model_config *c, int64_t n) { return c->norm == LOOM_NORM_LAYER ? 2 * n : n; }
 
-int64_t loom_layer_vector_floats(const loom_model_config *c, int64_t nq, int64_t nkv, int64_t nffn, int64_t nexp) {
+int64_t loom_layer_vector_floats(const loom_model_config *c, int l, int64_t nq, int64_t nkv, int64_t nffn, int64_t nexp) {
     int64_t hd = c->head_dim, dim = c->dim, f = 2 * norm_floats(c, dim); /* two norms per layer */
     if (c->post_norms) f += 2 * norm_floats(c, dim);
     if (c->qkv_bias) f += (nq + 2 * nkv) * hd;
     if (c->qk_norm) f += 2 * hd;
     if (c->attn_out_bias) f += dim;
     if (c->ffn_bias) f += nffn + dim;
-    if (c->ffn_shared) f += dim; /* the shared expert's gate */
     if (c->attn_sinks) f += nq;
+    if (loom_layer_dense(c, l)) return f; /* a leading dense layer: none of the mixture's */
+    if (c->shared_gated) f += dim; /* the shared expert's gate */
     if (c->router_bias) f += c->n_experts;
+    if (c->expert_probs_bias) f += c->n_experts;
     if (c->expert_bias) f += nexp * (2 * nffn + dim); /* each held expert's gate and up columns, its down */
     return f;
 }

@@ -67,6 +67,10 @@ static const synth_model models[] = {
     {"nomic-bert", "--arch nomic-bert --layers 2 --dim 128 --heads 4 --kv-heads 4 --ffn 256 --vocab 300 --type F32"},
     {"gpt-oss", "--arch gpt-oss --layers 3 --dim 160 --heads 6 --kv-heads 2 --head-dim 32 --ffn 224 --experts 6 "
                 "--experts-used 2 --vocab 300 --type MXFP4_MOE --window 7 --yarn 32 --yarn-orig 4096 --rope-theta 150000"},
+    /* a leading dense layer 3 x an expert's width and shared experts, split in proportion; a nextn block */
+    {"glm4moe", "--arch glm4moe --layers 3 --dim 256 --heads 8 --kv-heads 2 --head-dim 32 --rope-dim 16 --ffn 256 "
+                "--experts 8 --experts-used 2 --shared-ffn 512 --dense-lead 1 --dense-ffn 768 --expert-groups 4 "
+                "--groups-used 2 --expert-scale 2.5 --nextn 1 --vocab 300 --type Q8_0"},
 };
 #define N_MODELS (sizeof models / sizeof models[0])
 
@@ -166,6 +170,15 @@ Test(families, config_of_each_family) {
             cr_assert(c.rope_yarn && c.rope_freq_scale == 1.0f / 32 && c.ctx_orig == 4096 && c.yarn_beta_fast == 32 &&
                       c.yarn_beta_slow == 1 && fabsf(c.rope_attn_factor - (1 + 0.1f * logf(32))) < 1e-6f,
                       "gpt-oss YaRN: scale %g, orig %d, magnitude %g", c.rope_freq_scale, c.ctx_orig, c.rope_attn_factor);
+            break;
+        case LOOM_ARCH_GLM4MOE: /* 4 blocks, the last a nextn one; sigmoid routing with a selection bias, groups */
+            cr_assert(c.n_layers == 3 && c.rope_neox && c.qkv_bias && !c.qk_norm && !c.attn_out_bias && c.rope_dim == 16 &&
+                      c.n_experts == 8 && c.n_experts_used == 2 && c.ffn == 256 && c.expert_norm && c.expert_sigmoid &&
+                      c.expert_probs_bias && c.expert_weights_scale == 2.5f && c.n_expert_groups == 4 &&
+                      c.n_group_used == 2 && c.ffn_shared == 512 && !c.shared_gated && c.n_dense_lead == 1 &&
+                      c.ffn_dense == 768 && loom_layer_dense(&c, 0) && !loom_layer_dense(&c, 1),
+                      "glm4moe: %d layers, %d experts of %d, shared %d, dense %d x %d", c.n_layers, c.n_experts, c.ffn,
+                      c.ffn_shared, c.n_dense_lead, c.ffn_dense);
             break;
         default: cr_assert_fail("unexpected family %s", c.arch_name);
         }
@@ -519,6 +532,9 @@ Test(families, tp_split_sums_to_one_rank) {
         {"nomic-bert", "--arch nomic-bert --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --type F32"},
         {"gpt-oss", "--arch gpt-oss --layers 3 --dim 96 --heads 6 --kv-heads 2 --head-dim 16 --ffn 200 --experts 6 "
                     "--experts-used 2 --vocab 300 --type F32 --window 9 --yarn 8 --yarn-orig 32"},
+        {"glm4moe", "--arch glm4moe --layers 3 --dim 96 --heads 6 --kv-heads 2 --head-dim 16 --rope-dim 8 --ffn 200 "
+                    "--experts 6 --experts-used 2 --shared-ffn 200 --dense-lead 1 --dense-ffn 520 --expert-groups 3 "
+                    "--groups-used 2 --vocab 300 --type F32"},
     };
     int32_t tokens[40];
     for (int i = 0; i < 40; i++) tokens[i] = (int32_t)((i * 37 + 11) % 300);
@@ -720,7 +736,7 @@ Test(families, malformed_mixtures_are_refused) {
         {"qwen3moe", 4, 0, true, 4, "qwen3moe.expert_used_count is missing", NULL},
         {"qwen3moe", 4, 5, true, 4, "qwen3moe.expert_used_count = 5 is out of range (1..4)", NULL},
         {"llama", 0, 0, true, 0, "blk.0.ffn_gate_inp.weight (a router) but no llama.expert_count", NULL},
-        {"gemma2", 4, 2, true, 4, "mixtures of experts in llama, qwen2moe, qwen3moe and gpt-oss models only", NULL},
+        {"gemma2", 4, 2, true, 4, "mixtures of experts in llama, qwen2moe, qwen3moe, gpt-oss and glm4moe models only", NULL},
         {"llama", 4, 2, false, 4, NULL, "tensor blk.0.ffn_gate_inp.weight is missing"},
         {"llama", 4, 2, true, 3, NULL, "ffn_gate_exps.weight has shape [32, 32, 3], expected [32, 32, 4]"},
         {"llama", 4, 2, true, 0, NULL, "tensor blk.0.ffn_gate_exps.weight is missing"},
