@@ -21,6 +21,9 @@
 #       not in the default MODELS); gpt_oss the gpt-oss-20b shape in MXFP4_MOE
 #       with 6 of its 24 layers (dim 2880, 64/8 heads of 64, 32 experts of
 #       2880, 4 used, sinks, window 128, YaRN; 4.0 GB; not in the default);
+#       deepseek2 DeepSeek-V2-Lite's whole shape in Q4_0 (27 layers, multi-head
+#       latent attention, 64 experts of 1408, 6 used, 2 shared; 8.9 GB; not in
+#       the default);
 #       "default" is SmolLM2-135M-Instruct Q4_1; a path is used as it is;
 #   (c) for every model and thread count runs `llama-bench -p PT -n GT -r REPS`
 #       and `loom bench --prompt-tokens PT --gen-tokens GT --reps REPS` back
@@ -126,6 +129,11 @@ q3moe=(--arch qwen3moe --layers 8 --dim 2048 --heads 32 --kv-heads 4 --head-dim 
 # gpt-oss-20b's shape (32 experts of 2880, 4 used; sinks, window 128, YaRN), 6 of its 24 layers
 oss20b=(--arch gpt-oss --layers 6 --dim 2880 --heads 64 --kv-heads 8 --head-dim 64 --ffn 2880 --experts 32
   --experts-used 4 --vocab 201088 --ctx 131072 --window 128 --yarn 32 --yarn-orig 4096 --rope-theta 150000 --seed 1)
+# DeepSeek-V2-Lite's shape, whole (llama.cpp takes a deepseek2 without q_lora only at 27 layers): multi-head latent
+# attention (16 heads, latent 512), 64 experts of 1408, 6 used, 2 shared, the first layer dense, YaRN
+dsv2lite=(--arch deepseek2 --layers 27 --dim 2048 --heads 16 --head-dim 192 --rope-dim 64 --kv-lora 512 --v-head-dim 128
+  --ffn 1408 --experts 64 --experts-used 6 --shared-ffn 2816 --dense-lead 1 --dense-ffn 10944 --softmax-gating
+  --vocab 102400 --ctx 163840 --yarn 40 --yarn-orig 4096 --yarn-mscale 0.707 --seed 1)
 # key -> "file:type:shape array name"
 spec_of() {
   case $1 in
@@ -140,6 +148,7 @@ spec_of() {
     qwen25_05b) echo "synth-qwen2.5-0.5b.Q8_0.gguf:Q8_0:q05" ;;
     qwen3moe) echo "synth-qwen3-30b-a3b-8-layers.Q4_K_M.gguf:Q4_K_M:q3moe" ;;
     gpt_oss) echo "synth-gpt-oss-20b-6-layers.MXFP4_MOE.gguf:MXFP4_MOE:oss20b" ;;
+    deepseek2) echo "synth-deepseek-v2-lite.Q4_0.gguf:Q4_0:dsv2lite" ;;
     *) echo "" ;;
   esac
 }

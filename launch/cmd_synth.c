@@ -253,15 +253,17 @@ int cmd_synth(int argc, char **argv) {
             seed = 1;
     double rope_theta = 10000.0, norm_eps = 1e-5, attn_softcap = -1, final_softcap = -1, rope_scale = 0;
     int64_t rope_dim = 0, window = 0, window_pattern = 0, longrope_ctx = 0, experts = 0, experts_used = 2, shared = 0,
-            yarn_orig = 0, dense_lead = -1, dense_ffn = 0, groups = 0, groups_used = 0, nextn = 0;
-    double yarn = 0, expert_scale = 1.0;
+            yarn_orig = 0, dense_lead = -1, dense_ffn = 0, groups = 0, groups_used = 0, nextn = 0, kv_lora = 0, q_lora = 0,
+            v_head_dim = 0;
+    double yarn = 0, expert_scale = 1.0, yarn_mscale = 1.0;
+    bool softmax_gating = false;
     const char *pooling = "mean";
     bool tied = false, header_only = false;
     const loom_arg args[] = {
         {"--out", LOOM_ARG_STR, &out, "PATH", "output GGUF file (required)"},
         {"--arch", LOOM_ARG_STR, &arch, "NAME",
          "llama, qwen2 (Q/K/V biases), qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert or "
-         "gpt-oss, glm4moe"},
+         "gpt-oss, glm4moe, deepseek2"},
         {"--layers", LOOM_ARG_INT, &layers, "N", "transformer blocks"},
         {"--dim", LOOM_ARG_INT, &dim, "N", "embedding width"},
         {"--heads", LOOM_ARG_INT, &heads, "N", "query heads"},
@@ -269,19 +271,27 @@ int cmd_synth(int argc, char **argv) {
         {"--head-dim", LOOM_ARG_INT, &head_dim, "N", "width of a head; 0 means dim/heads"},
         {"--ffn", LOOM_ARG_INT, &ffn, "N", "MLP hidden width (of each expert with --experts)"},
         {"--experts", LOOM_ARG_INT, &experts, "N",
-         "llama, qwen2moe, qwen3moe, gpt-oss, glm4moe: a mixture of N experts in every layer (default 8 but "
-         "llama's); 0: a dense MLP"},
+         "llama, qwen2moe, qwen3moe, gpt-oss, glm4moe, deepseek2: a mixture of N experts in every layer (default 8 "
+         "but llama's); 0: a dense MLP"},
         {"--experts-used", LOOM_ARG_INT, &experts_used, "K", "experts each token goes through (default 2)"},
         {"--shared-ffn", LOOM_ARG_INT, &shared, "N",
-         "qwen2moe: the shared expert's width (default 4 x --ffn); glm4moe: the shared experts' (a multiple of --ffn, "
-         "default --ffn)"},
-        {"--dense-lead", LOOM_ARG_INT, &dense_lead, "N", "glm4moe: the first N layers have a dense MLP (default 1)"},
-        {"--dense-ffn", LOOM_ARG_INT, &dense_ffn, "N", "glm4moe: their width (default --ffn x --experts-used)"},
-        {"--expert-scale", LOOM_ARG_FLOAT, &expert_scale, "F", "glm4moe: the chosen experts' weights times F"},
+         "qwen2moe: the shared expert's width (default 4 x --ffn); glm4moe, deepseek2: the shared experts' (a multiple "
+         "of --ffn, default --ffn)"},
+        {"--dense-lead", LOOM_ARG_INT, &dense_lead, "N",
+         "glm4moe, deepseek2: the first N layers have a dense MLP (default 1)"},
+        {"--dense-ffn", LOOM_ARG_INT, &dense_ffn, "N", "glm4moe, deepseek2: their width (default --ffn x --experts-used)"},
+        {"--expert-scale", LOOM_ARG_FLOAT, &expert_scale, "F", "glm4moe, deepseek2: the chosen experts' weights times F"},
         {"--expert-groups", LOOM_ARG_INT, &groups, "G",
-         "glm4moe: experts in G groups, a token choosing among --groups-used of them (DeepSeek-V3's routing)"},
+         "glm4moe, deepseek2: experts in G groups, a token choosing among --groups-used of them (DeepSeek-V3's routing)"},
         {"--groups-used", LOOM_ARG_INT, &groups_used, "U", "with --expert-groups"},
         {"--nextn", LOOM_ARG_INT, &nextn, "N", "glm4moe: N multi-token-prediction blocks after the model's"},
+        {"--kv-lora", LOOM_ARG_INT, &kv_lora, "N",
+         "deepseek2: the latent's width (kv_lora_rank; default 4 x (--head-dim - --rope-dim))"},
+        {"--q-lora", LOOM_ARG_INT, &q_lora, "N", "deepseek2: the queries' low rank (q_lora_rank); 0: attn_q (V2-Lite)"},
+        {"--v-head-dim", LOOM_ARG_INT, &v_head_dim, "N", "deepseek2: a head's value width (default --head-dim - --rope-dim)"},
+        {"--softmax-gating", LOOM_ARG_FLAG, &softmax_gating, NULL,
+         "deepseek2: experts scored by the softmax (DeepSeek-V2) instead of sigmoids with a selection bias (V3)"},
+        {"--yarn-mscale", LOOM_ARG_FLOAT, &yarn_mscale, "F", "deepseek2 with --yarn: mscale_all_dim (V3 1.0, V2 0.707)"},
         {"--vocab", LOOM_ARG_INT, &vocab, "N", "vocabulary size (>= 260)"},
         {"--ctx", LOOM_ARG_INT, &ctx, "N", "training context length (metadata)"},
         {"--rope-theta", LOOM_ARG_FLOAT, &rope_theta, "F", "RoPE base frequency"},
@@ -316,17 +326,21 @@ int cmd_synth(int argc, char **argv) {
     if (!out) return usage_error("--out PATH is required");
     if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && !loom_synth_is_family(arch))
         return usage_error("--arch %s: expected llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, "
-                           "nomic-bert, gpt-oss or glm4moe", arch);
+                           "nomic-bert, gpt-oss, glm4moe or deepseek2", arch);
     const bool qwen2moe = !strcmp(arch, "qwen2moe"), oss = !strcmp(arch, "gpt-oss"), glm = !strcmp(arch, "glm4moe");
-    if ((qwen2moe || oss || glm || !strcmp(arch, "qwen3moe")) && !experts) experts = 8;
+    const bool ds = !strcmp(arch, "deepseek2"), v3 = glm || ds; /* DeepSeek-V3-style mixtures */
+    if ((qwen2moe || oss || v3 || !strcmp(arch, "qwen3moe")) && !experts) experts = 8;
     if (oss && !window) window = 128;
-    if (experts && strcmp(arch, "llama") && strcmp(arch, "qwen3moe") && !qwen2moe && !oss && !glm)
-        return usage_error("--experts: only llama, qwen2moe, qwen3moe, gpt-oss and glm4moe models here have mixtures of "
-                           "experts");
-    if (!glm && (dense_lead >= 0 || dense_ffn || groups || groups_used || nextn || expert_scale != 1.0))
-        return usage_error("--dense-lead, --dense-ffn, --expert-scale, --expert-groups, --groups-used and --nextn are "
-                           "glm4moe's");
-    if (glm) {
+    if (experts && strcmp(arch, "llama") && strcmp(arch, "qwen3moe") && !qwen2moe && !oss && !v3)
+        return usage_error("--experts: only llama, qwen2moe, qwen3moe, gpt-oss, glm4moe and deepseek2 models here have "
+                           "mixtures of experts");
+    if (!v3 && (dense_lead >= 0 || dense_ffn || groups || groups_used || expert_scale != 1.0))
+        return usage_error("--dense-lead, --dense-ffn, --expert-scale, --expert-groups and --groups-used are glm4moe's "
+                           "and deepseek2's");
+    if (!glm && nextn) return usage_error("--nextn is glm4moe's");
+    if (!ds && (kv_lora || q_lora || v_head_dim || softmax_gating || yarn_mscale != 1.0))
+        return usage_error("--kv-lora, --q-lora, --v-head-dim, --softmax-gating and --yarn-mscale are deepseek2's");
+    if (v3) {
         if (dense_lead < 0) dense_lead = 1;
         if (!dense_ffn) dense_ffn = ffn * experts_used;
         if (!shared) shared = ffn;
@@ -334,7 +348,7 @@ int cmd_synth(int argc, char **argv) {
             !(expert_scale > 0) || groups < 0 || (groups > 1 && (experts % groups || groups_used < 1 ||
                                                                   groups_used >= groups ||
                                                                   groups_used * (experts / groups) < experts_used)))
-            return usage_error("glm4moe: --dense-lead 0..--layers, --dense-ffn > 0, --shared-ffn a multiple of --ffn, "
+            return usage_error("glm4moe, deepseek2: --dense-lead 0..--layers, --dense-ffn > 0, --shared-ffn a multiple of --ffn, "
                                "--nextn 0..4, --expert-scale > 0, and --expert-groups G dividing --experts with "
                                "--groups-used U < G holding at least --experts-used experts");
     }
@@ -344,7 +358,8 @@ int cmd_synth(int argc, char **argv) {
         return usage_error("--yarn: one RoPE scaling at a time (not with --rope-scale or --longrope-ctx)");
     if (!strcasecmp(type, "MXFP4_MOE") && !experts)
         return usage_error("--type MXFP4_MOE: puts a mixture's experts in MXFP4; this model has none (--experts N)");
-    if (shared && !qwen2moe && !glm) return usage_error("--shared-ffn: only qwen2moe and glm4moe models here have a shared expert");
+    if (shared && !qwen2moe && !v3)
+        return usage_error("--shared-ffn: only qwen2moe, glm4moe and deepseek2 models here have a shared expert");
     if (qwen2moe && !shared) shared = 4 * ffn;
     if (shared < 0 || shared > (1 << 22)) return usage_error("--shared-ffn %" PRId64 " is out of range", shared);
     if (experts < 0 || experts > LOOM_MAX_EXPERTS || (experts && (experts_used < 1 || experts_used > experts)))
@@ -388,6 +403,15 @@ int cmd_synth(int argc, char **argv) {
     if (rope_dim < 0 || rope_dim > head_dim || rope_dim % 2)
         return usage_error("--rope-dim %" PRId64 ": expected an even number up to the head width %" PRId64, rope_dim,
                            head_dim);
+    if (ds) { /* MLA: the key's nope part, the latent, the value */
+        if (!rope_dim) rope_dim = head_dim / 3 / 2 * 2;
+        if (!kv_lora) kv_lora = 4 * (head_dim - rope_dim);
+        if (!v_head_dim) v_head_dim = head_dim - rope_dim;
+        if (rope_dim < 2 || rope_dim >= head_dim || kv_lora < 1 || kv_lora > (1 << 16) || kv_lora % 8 || q_lora < 0 ||
+            q_lora > (1 << 16) || v_head_dim < 1 || v_head_dim > 4096 || v_head_dim % 8 || !(yarn_mscale > 0))
+            return usage_error("deepseek2: --rope-dim below --head-dim, --kv-lora and --v-head-dim positive multiples "
+                               "of 8, --q-lora >= 0, --yarn-mscale > 0");
+    }
     if (window < 0 || window_pattern < 0 || longrope_ctx < 0 || rope_scale < 0)
         return usage_error("--window, --window-pattern, --longrope-ctx and --rope-scale must not be negative");
     if (seed < 0) return usage_error("--seed %" PRId64 ": expected >= 0", seed);
@@ -397,8 +421,9 @@ int cmd_synth(int argc, char **argv) {
     const struct {
         const char *what;
         int64_t v;
-    } rows[] = {{"--dim", dim}, {"--ffn", ffn}, {"--heads x --head-dim", heads * head_dim}, {"--shared-ffn", shared},
-                {"--dense-ffn", dense_ffn}};
+    } rows[] = {{"--dim", dim}, {"--ffn", ffn}, {"--heads x --head-dim", ds ? 0 : heads * head_dim},
+                {"--shared-ffn", shared}, {"--dense-ffn", dense_ffn}, {"--kv-lora", kv_lora}, {"--q-lora", q_lora},
+                {"--heads x --v-head-dim", heads * v_head_dim}};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         if (rows[i].v % block)
             return usage_error("--type %s stores rows in blocks of %u, so %s must be a multiple of %u (it is %" PRId64
@@ -412,9 +437,10 @@ int cmd_synth(int argc, char **argv) {
                    .attn_softcap = attn_softcap, .final_softcap = final_softcap, .rope_scale = rope_scale,
                    .longrope_ctx = longrope_ctx, .pooling = pool, .experts = experts,
                    .experts_used = experts ? experts_used : 0, .shared_ffn = shared, .yarn = yarn,
-                   .yarn_orig = yarn_orig, .dense_lead = glm ? dense_lead : 0, .dense_ffn = dense_ffn,
+                   .yarn_orig = yarn_orig, .dense_lead = v3 ? dense_lead : 0, .dense_ffn = dense_ffn,
                    .groups = groups > 1 ? groups : 0, .groups_used = groups > 1 ? groups_used : 0, .nextn = nextn,
-                   .expert_scale = expert_scale};
+                   .expert_scale = expert_scale, .kv_lora = kv_lora, .q_lora = q_lora, .v_head_dim = v_head_dim,
+                   .softmax_gating = softmax_gating, .yarn_mscale = yarn_mscale};
     uint64_t params = 0, bytes = 0;
     loom_status st = synth(&c, tc, out, &params, &bytes);
     if (st) {

@@ -66,6 +66,13 @@ typedef struct {
      * model's (their tensors written as llama.cpp's converter does, never read) */
     int64_t dense_lead, dense_ffn, groups, groups_used, nextn;
     double expert_scale;
+    /* deepseek2: multi-head latent attention (head_dim: a query head's key
+     * length, rope_dim of it rotated), kv_lora / q_lora ranks (q_lora 0:
+     * attn_q), the value's width; softmax gating instead of the sigmoid's
+     * (DeepSeek-V2); YaRN's mscale_all_dim */
+    int64_t kv_lora, q_lora, v_head_dim;
+    bool softmax_gating;
+    double yarn_mscale;
 } loom_synth_cfg;
 
 typedef struct {

@@ -2,8 +2,11 @@
  * launch/synth_families.c — `loom synth` for the families beyond llama and
  * qwen2, and for mixtures of experts (llama's too): qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, with
  * llama.cpp's tensor names and shapes (src/models/<arch>.cpp) and the
- * metadata its loaders read; gpt-oss; glm4moe (DeepSeek-V3-style routing:
- * the router's logits of std ~1, the selection bias exp_probs_b 0.03·N).
+ * metadata its loaders read; gpt-oss; glm4moe and deepseek2 (DeepSeek-V3-
+ * style routing: the router's logits of std ~1, the selection bias
+ * exp_probs_b 0.03·N; deepseek2's latent attention with the converter's
+ * split attn_k_b / attn_v_b, attn_k_b in Q8_0 where a mix's blocks do not
+ * divide its rows).
  *
  * Beside what cmd_synth.c says of scales: norm weights are 1 + 0.2·N and
  * LayerNorm biases 0.1·N (so a norm applied with the wrong weight shows);
@@ -29,6 +32,7 @@ typedef struct {
     bool scaled_embd; /* the model multiplies its input embedding by sqrt(dim) (gemma) */
     bool oss;         /* gpt-oss: sinks, router and expert biases, its MLP norm named post_attention_norm */
     bool glm;         /* glm4moe: leading dense layers, ungated shared experts, exp_probs_b, that norm name too */
+    bool ds;          /* deepseek2: glm's mixture (exp_probs_b only with sigmoids), multi-head latent attention */
 } family;
 
 static family family_of(const char *arch) {
@@ -57,13 +61,15 @@ static family family_of(const char *arch) {
         f.qkv_bias = f.out_bias = f.oss = true;
     } else if (!strcmp(arch, "glm4moe")) {
         f.qkv_bias = f.glm = true;
+    } else if (!strcmp(arch, "deepseek2")) {
+        f.ds = true;
     }
     return f;
 }
 
 bool loom_synth_is_family(const char *arch) {
     static const char *const names[] = {"qwen2moe", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3",
-                                        "gpt2",     "bert",  "nomic-bert", "gpt-oss", "glm4moe"};
+                                        "gpt2",     "bert",  "nomic-bert", "gpt-oss", "glm4moe", "deepseek2"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(arch, names[i])) return true;
     return false;
@@ -84,7 +90,7 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
     U32("context_length", c->ctx);
     U32("embedding_length", c->dim);
     /* a mixture's feed_forward_length: Mixtral's is the experts' width, Qwen's the dense (or shared) one */
-    U32("feed_forward_length", f.glm                                                  ? c->dense_ffn
+    U32("feed_forward_length", f.glm || f.ds                                          ? c->dense_ffn
                                : c->shared_ffn                                           ? c->shared_ffn
                                : c->experts && strcmp(c->arch, "llama") && !f.oss ? c->ffn * c->experts_used
                                                                                    : c->ffn);
@@ -92,12 +98,12 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
         U32("expert_count", c->experts);
         U32("expert_used_count", c->experts_used);
         if (strcmp(c->arch, "llama")) U32("expert_feed_forward_length", c->ffn);
-        if (c->shared_ffn && !f.glm) U32("expert_shared_feed_forward_length", c->shared_ffn);
+        if (c->shared_ffn && !f.glm && !f.ds) U32("expert_shared_feed_forward_length", c->shared_ffn);
     }
-    if (f.glm) { /* as convert_hf_to_gguf.py writes GLM-4.5's */
+    if (f.glm || f.ds) { /* as convert_hf_to_gguf.py writes GLM-4.5's and DeepSeek-V3's (V2's: softmax gating) */
         U32("expert_shared_count", c->shared_ffn / c->ffn);
         U32("leading_dense_block_count", c->dense_lead);
-        U32("expert_gating_func", 2); /* sigmoid */
+        U32("expert_gating_func", c->softmax_gating ? 1 : 2); /* softmax, sigmoid */
         LOOM_TRY(loom_gguf_writer_add_bool(w, KEY("expert_weights_norm"), true));
         F32("expert_weights_scale", c->expert_scale);
         if (c->groups) {
@@ -107,9 +113,19 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
         if (c->nextn) U32("nextn_predict_layers", c->nextn);
     }
     U32("attention.head_count", c->heads);
-    U32("attention.head_count_kv", c->kv_heads);
-    U32("attention.key_length", c->head_dim);
-    U32("attention.value_length", c->head_dim);
+    if (f.ds) { /* MLA as one KV head of the latent and the rotated part (deepseek.py's set_gguf_parameters) */
+        U32("attention.head_count_kv", 1);
+        U32("attention.key_length", c->kv_lora + c->rope_dim);
+        U32("attention.value_length", c->kv_lora);
+        U32("attention.key_length_mla", c->head_dim);
+        U32("attention.value_length_mla", c->v_head_dim);
+        U32("attention.kv_lora_rank", c->kv_lora);
+        if (c->q_lora) U32("attention.q_lora_rank", c->q_lora);
+    } else {
+        U32("attention.head_count_kv", c->kv_heads);
+        U32("attention.key_length", c->head_dim);
+        U32("attention.value_length", c->head_dim);
+    }
     if (f.layer_norm) F32("attention.layer_norm_epsilon", c->norm_eps);
     else F32("attention.layer_norm_rms_epsilon", c->norm_eps);
     if (f.rope) {
@@ -124,6 +140,7 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
         LOOM_TRY(loom_gguf_writer_add_str(w, KEY("rope.scaling.type"), "yarn"));
         F32("rope.scaling.factor", c->yarn);
         U32("rope.scaling.original_context_length", c->yarn_orig);
+        if (f.ds) F32("rope.scaling.yarn_log_multiplier", 0.1 * c->yarn_mscale); /* the converter's 0.1 x mscale_all_dim */
     }
     if (c->window > 0) U32("attention.sliding_window", c->window);
     if (c->window_pattern > 0) U32("attention.sliding_window_pattern", c->window_pattern);
@@ -196,9 +213,30 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
         LOOM_TRY(loom_synth_tensor(p, "rope_factors_short.weight", LOOM_TYPE_F32, 1, nr, 1, 0.1, false, 1.2));
     }
     for (int64_t l = 0; l < c->layers + c->nextn; l++) {
-        const bool dense_lead = l < c->dense_lead; /* glm4moe's leading dense layers */
+        const bool dense_lead = l < c->dense_lead; /* glm4moe's and deepseek2's leading dense layers */
         if (!f.post_ln) LOOM_TRY(NORM("attn_norm"));
-        if (f.fused_qkv) {
+        if (f.ds) { /* multi-head latent attention (deepseek2.cpp's tensors) */
+            const int64_t nh = c->heads, K = c->head_dim, R = c->kv_lora, V = c->v_head_dim, nope = K - c->rope_dim;
+            if (c->q_lora) {
+                T2("attn_q_a", W_Q, c->dim, c->q_lora, s_dim);
+                snprintf(base, sizeof base, "blk.%" PRId64 ".attn_q_a_norm", l);
+                LOOM_TRY(norm(p, &f, base, c->q_lora));
+                T2("attn_q_b", W_Q, c->q_lora, nh * K, 1 / sqrt((double)c->q_lora));
+            } else
+                T2("attn_q", W_Q, c->dim, nh * K, s_dim);
+            T2("attn_kv_a_mqa", W_K, c->dim, R + c->rope_dim, s_dim);
+            snprintf(base, sizeof base, "blk.%" PRId64 ".attn_kv_a_norm", l);
+            LOOM_TRY(norm(p, &f, base, R));
+            /* attn_k_b's rows are nope long: where the type's blocks do not divide them, Q8_0 (llama-quant.cpp
+             * falls back to a 32-block type likewise) */
+            loom_type kt = W(W_K, l);
+            if (nope % loom_type_info((uint32_t)kt)->block_size) kt = LOOM_TYPE_Q8_0;
+            snprintf(name, sizeof name, "blk.%" PRId64 ".attn_k_b.weight", l);
+            LOOM_TRY(loom_synth_tensor3(p, name, kt, 3, nope, R, nh, 1 / sqrt((double)nope), false, 0.0));
+            snprintf(name, sizeof name, "blk.%" PRId64 ".attn_v_b.weight", l);
+            LOOM_TRY(loom_synth_tensor3(p, name, W(W_V, l), 3, R, V, nh, 1 / sqrt((double)R), false, 0.0));
+            T2("attn_output", W_O, nh * V, c->dim, 1 / sqrt((double)(nh * V)));
+        } else if (f.fused_qkv) {
             T2("attn_qkv", W_Q, c->dim, q_out + 2 * kv_out, s_dim);
             if (f.qkv_bias) BIAS("attn_qkv", q_out + 2 * kv_out);
         } else {
@@ -217,7 +255,7 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
             snprintf(name, sizeof name, "blk.%" PRId64 ".attn_k_norm.weight", l);
             LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->head_dim, 1, 0.2, false, 1.0));
         }
-        T2("attn_output", W_O, q_out, c->dim, s_attn);
+        if (!f.ds) T2("attn_output", W_O, q_out, c->dim, s_attn);
         if (f.out_bias) BIAS("attn_output", c->dim);
         if (f.oss) {
             snprintf(name, sizeof name, "blk.%" PRId64 ".attn_sinks.weight", l);
@@ -238,12 +276,13 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
              * rounding picks another expert, are rarer; glm4moe's std ~1, where
              * its sigmoids do not saturate into near ties), and the experts */
             snprintf(name, sizeof name, "blk.%" PRId64 ".ffn_gate_inp.weight", l);
-            LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 2, c->dim, c->experts, (f.glm ? 1 : 3) * s_dim, false, 0.0));
+            const bool sigmoid = f.glm || (f.ds && !c->softmax_gating);
+            LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 2, c->dim, c->experts, (sigmoid ? 1 : 3) * s_dim, false, 0.0));
             if (f.oss) {
                 snprintf(name, sizeof name, "blk.%" PRId64 ".ffn_gate_inp.bias", l);
                 LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->experts, 1, 0.5, false, 0.0));
             }
-            if (f.glm) { /* the selection's bias, 0.03·N: it reorders the closer of sigmoids spread ~0.2 */
+            if (sigmoid) { /* the selection's bias, 0.03·N: it reorders the closer of sigmoids spread ~0.2 */
                 snprintf(name, sizeof name, "blk.%" PRId64 ".exp_probs_b.bias", l);
                 LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->experts, 1, 0.03, false, 0.0));
             }
@@ -264,7 +303,7 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
             if (c->shared_ffn) { /* the shared expert, and qwen2moe's gate of it (sigmoids of ~0.2-0.8) */
                 const double s_sh = 1 / sqrt((double)c->shared_ffn);
                 snprintf(name, sizeof name, "blk.%" PRId64 ".ffn_gate_inp_shexp.weight", l);
-                if (!f.glm) LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->dim, 1, s_dim, false, 0.0));
+                if (!f.glm && !f.ds) LOOM_TRY(loom_synth_tensor(p, name, LOOM_TYPE_F32, 1, c->dim, 1, s_dim, false, 0.0));
                 T2("ffn_gate_shexp", W_GATE, c->dim, c->shared_ffn, s_dim);
                 T2("ffn_up_shexp", W_UP, c->dim, c->shared_ffn, s_dim);
                 T2("ffn_down_shexp", W_DOWN, c->shared_ffn, c->dim, s_sh);

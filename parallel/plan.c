@@ -80,7 +80,7 @@ static bool tp_fits(const loom_plan_model *m, int64_t tp) {
     if (tp < 1 || tp > c->vocab) return false;
     for (int l = 0; l < c->n_layers; l++) {
         const int64_t gf = c->ffn / block_of(m->layers[l].down);
-        if (c->n_heads / head_group_of(m->layers[l].o, c->head_dim) < tp) return false;
+        if (c->n_heads / head_group_of(m->layers[l].o, loom_o_head_dim(c)) < tp) return false;
         if (gf < tp && !split_by_experts(c, gf, (int)tp)) return false;
     }
     return true;
@@ -106,12 +106,12 @@ static loom_status tp_error(const loom_plan_model *m, int tp, int pp) {
                           tp, c->n_heads, tail);
     for (int l = 0; l < c->n_layers; l++) {
         const loom_plan_layer *L = &m->layers[l];
-        int g = head_group_of(L->o, c->head_dim);
+        int g = head_group_of(L->o, loom_o_head_dim(c));
         if (c->n_heads / g < tp)
             return loom_error(LOOM_ERR_PLAN,
                               "tp %d: blk.%d.attn_output.weight is %s (blocks of %u inputs), so query heads of %d "
                               "split only in groups of %d, and %d heads make %d groups; %s",
-                              tp, l, loom_type_name(L->o), block_of(L->o), c->head_dim, g, c->n_heads, c->n_heads / g,
+                              tp, l, loom_type_name(L->o), block_of(L->o), loom_o_head_dim(c), g, c->n_heads, c->n_heads / g,
                               tail);
         int64_t f = block_of(L->down);
         if (c->ffn / f < tp && !split_by_experts(c, c->ffn / f, tp))
@@ -325,7 +325,7 @@ static loom_status split_heads(const loom_model_config *c, int g, int tp, int *b
 void loom_plan_stage_groups(const loom_plan_model *m, int l0, int l1, int *hg, int64_t *fg) {
     int64_t h = 1, f = 1;
     for (int l = l0; l < l1; l++) {
-        h = lcm64(h, head_group_of(m->layers[l].o, m->cfg.head_dim));
+        h = lcm64(h, head_group_of(m->layers[l].o, loom_o_head_dim(&m->cfg)));
         f = lcm64(f, block_of(m->layers[l].down));
     }
     *hg = (int)h;

@@ -91,6 +91,8 @@ typedef struct {
     loom_type router;                     /* ffn_gate_inp of a mixture of experts */
     loom_type sh_gate, sh_up, sh_down;    /* its shared expert's (ffn_*_shexp); a mixture's leading dense layer
                                            * (loom_layer_dense): its MLP's (ffn_*), gate / up / down too */
+    loom_type q_a, v_b;                   /* MLA (cfg.mla): attn_q_a (F32 without) and attn_v_b; q is attn_q or
+                                           * attn_q_b, k attn_kv_a_mqa, v attn_k_b */
 } loom_plan_layer;
 
 /* The planner's view of a model: its configuration, header hash and the

@@ -48,7 +48,8 @@ typedef struct {
     int64_t rows, k;
     int experts;       /* > 0: one expert's, of which the shard holds this many (a token reads n_experts_used of all) */
 } loom_plan_mat;
-#define LOOM_PLAN_LAYER_MATS 11 /* ... the router and the shared expert's gate, up, down (0 rows where absent) */
+#define LOOM_PLAN_LAYER_MATS 13 /* ... the router, the shared expert's gate, up, down, MLA's attn_q_a and attn_v_b
+                                 * (0 rows where absent) */
 void loom_plan_layer_mats(const loom_plan_model *m, int l, const loom_shard *s, loom_plan_mat out[LOOM_PLAN_LAYER_MATS]);
 int64_t loom_plan_full_layer_bytes(const loom_plan_model *m, int l);
 int64_t loom_plan_embed_row_bytes(const loom_plan_model *m);

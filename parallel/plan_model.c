@@ -22,9 +22,20 @@ enum { M_Q, M_K, M_V, M_O, M_GATE, M_UP, M_DOWN, M_COUNT };
 static const char *const mat_name[M_COUNT] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                                               "ffn_gate", "ffn_up", "ffn_down"};
 
-/* Inputs (ne[0]) and output rows (ne[1]) of matrix i. */
+/* Inputs (ne[0]) and output rows (ne[1]) of matrix i (MLA: model.h's
+ * matrices in q, k, v's places, v attn_k_b one head's). */
 static void mat_shape(const loom_model_config *c, int i, int64_t *in, int64_t *out) {
     int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    if (c->mla && i <= M_O) {
+        const int64_t nh = c->n_heads;
+        switch (i) {
+        case M_Q: *in = c->q_lora ? c->q_lora : c->dim, *out = nh * c->mla_k_dim; break;
+        case M_K: *in = c->dim, *out = c->head_dim; break;
+        case M_V: *in = c->mla_k_dim - c->rope_dim, *out = c->kv_lora; break;
+        default: *in = nh * c->mla_v_dim, *out = c->dim; break;
+        }
+        return;
+    }
     switch (i) {
     case M_Q: *in = c->dim, *out = q; break;
     case M_K:
@@ -48,6 +59,8 @@ static void stored_shape(const loom_model_config *c, int i, const char **name, i
     static const char *const exps[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
     mat_shape(c, i, in, rows);
     *name = c->n_experts && i >= M_GATE ? exps[i - M_GATE] : mat_name[i];
+    static const char *const mla[3] = {"attn_q_b", "attn_kv_a_mqa", "attn_k_b"};
+    if (c->mla && i < M_O) *name = i == M_Q && !c->q_lora ? "attn_q" : mla[i];
     if (c->fused_qkv && i == M_Q) *name = "attn_qkv", *rows = loom_qkv_rows(c);
     if (c->fused_gate_up && i == M_UP) *rows = 2 * (int64_t)c->ffn;
 }
@@ -126,6 +139,12 @@ loom_status loom_plan_check_model(const loom_plan_model *m) {
             snprintf(what, sizeof what, "blk.%d.%s.weight", l, stem);
             LOOM_TRY(check_type(mat_type(&m->layers[l], i), in, what));
         }
+        if (c->mla) {
+            snprintf(what, sizeof what, "blk.%d.attn_q_a.weight", l);
+            LOOM_TRY(check_type(m->layers[l].q_a, c->dim, what));
+            snprintf(what, sizeof what, "blk.%d.attn_v_b.weight", l);
+            LOOM_TRY(check_type(m->layers[l].v_b, c->kv_lora, what));
+        }
         if (c->n_experts) {
             snprintf(what, sizeof what, "blk.%d.ffn_gate_inp.weight", l);
             LOOM_TRY(check_type(m->layers[l].router, c->dim, what));
@@ -181,13 +200,22 @@ static loom_status read_types(const loom_gguf *g, loom_plan_model *m) {
             int64_t in, rows;
             stored_shape(c, i, &stem, &in, &rows);
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, stem);
-            LOOM_TRY(find_matrices(g, name, in, rows, c->n_experts && i >= M_GATE ? c->n_experts : 1, &t[i]));
+            LOOM_TRY(find_matrices(g, name, in, rows, (c->n_experts && i >= M_GATE) ? c->n_experts : (c->mla && i == M_V) ? c->n_heads : 1,
+                                   &t[i]));
         }
         if (c->fused_qkv) t[M_K] = t[M_V] = t[M_Q];
         if (c->ffn_plain || c->fused_gate_up) t[M_GATE] = t[M_UP];
         loom_plan_layer *L = &m->layers[l];
         *L = (loom_plan_layer){t[M_Q], t[M_K], t[M_V], t[M_O], t[M_GATE], t[M_UP], t[M_DOWN], LOOM_TYPE_F32,
-                               t[M_GATE], t[M_UP], t[M_DOWN]};
+                               t[M_GATE], t[M_UP], t[M_DOWN], LOOM_TYPE_F32, LOOM_TYPE_F32};
+        if (c->mla) {
+            if (c->q_lora) {
+                snprintf(name, sizeof name, "blk.%d.attn_q_a.weight", l);
+                LOOM_TRY(find_matrix(g, name, c->dim, c->q_lora, &L->q_a));
+            }
+            snprintf(name, sizeof name, "blk.%d.attn_v_b.weight", l);
+            LOOM_TRY(find_matrices(g, name, c->kv_lora, c->mla_v_dim, c->n_heads, &L->v_b));
+        }
         if (dense) { /* the MLP in the shared expert's place, its types as the experts' too (block sizes) */
             const int64_t D = c->ffn_dense;
             snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", l);
@@ -260,6 +288,16 @@ void loom_plan_layer_mats(const loom_plan_model *m, int l, const loom_shard *s, 
     out[1] = (loom_plan_mat){L->k, nkv * hd, dim, 0};
     out[2] = (loom_plan_mat){L->v, nkv * hd, dim, 0};
     out[3] = (loom_plan_mat){L->o, dim, nq * hd, 0};
+    out[11] = out[12] = (loom_plan_mat){L->q_a, 0, 0, 0};
+    if (c->mla) { /* model.h: the heads' rows of q, k_b, v_b and o's columns; q_a and kv_a whole */
+        const int64_t R = c->kv_lora, K = c->mla_k_dim, V = c->mla_v_dim;
+        out[0] = (loom_plan_mat){L->q, nq * K, c->q_lora ? c->q_lora : dim, 0};
+        out[1] = (loom_plan_mat){L->k, hd, dim, 0};
+        out[2] = (loom_plan_mat){L->v, nq * R, K - c->rope_dim, 0};
+        out[3] = (loom_plan_mat){L->o, dim, nq * V, 0};
+        out[11] = (loom_plan_mat){L->q_a, c->q_lora, dim, 0};
+        out[12] = (loom_plan_mat){L->v_b, nq * V, R, 0};
+    }
     if (loom_layer_dense(c, l)) { /* a mixture's leading dense layer: its MLP in the shared expert's place */
         int64_t d0, d1;
         loom_shard_dense(c, s, &d0, &d1);
@@ -400,6 +438,8 @@ static int64_t shard_workspace_bytes(const loom_plan_model *m, const loom_plan_r
     }
     if (nffn > widest) widest = nffn;
     int64_t b = 4 * R * (3 * (int64_t)c->dim + 2 * nq * hd + 2 * nkv * hd + 2 * nffn + c->rope_dim);
+    if (c->mla) /* attn_q_a's output, the heads' rows quantized for attn_k_b and attn_v_b (4 bytes an element at most) */
+        b += 4 * R * (c->q_lora + nq * (c->mla_k_dim - c->rope_dim + c->kv_lora));
     if (c->n_experts) b += 4 * R * (c->n_experts + 2 * (int64_t)c->dim + 4 * (int64_t)c->n_experts_used);
     b += 4 * R * widest + 8 * R * c->dim + 4 * (int64_t)LOOM_PLAN_THREADS * r->engine.ctx_size;
     if (s->head) b += 4 * R * (s->vocab_end - s->vocab_begin);

@@ -114,8 +114,18 @@ void loom_predict_rank_work(const loom_plan_model *m, const loom_shard *s, loom_
     const double gate = c->shared_gated ? 1 : 0; /* qwen2moe's shared expert's gate */
     for (int l = s->layer_begin; l < s->layer_end; l++) {
         const loom_plan_layer *L = &m->layers[l];
-        out->attn_bytes += dim * (nq * elem_bytes(L->q) + nkv * (elem_bytes(L->k) + elem_bytes(L->v)) +
-                                  nq * elem_bytes(L->o)) + 4 * dim;
+        if (c->mla) { /* model.h: attn_q_a (whole), attn_q(_b), attn_kv_a_mqa (whole), attn_k_b, attn_v_b, attn_output */
+            const double nh = (double)(s->q_end - s->q_begin), K = c->mla_k_dim, V = c->mla_v_dim, R = c->kv_lora;
+            const double Q = c->q_lora, qin = Q > 0 ? Q : dim;
+            const double p = Q * dim * elem_bytes(L->q_a) + nh * K * qin * elem_bytes(L->q) + hd * dim * elem_bytes(L->k) +
+                             nh * R * (K - c->rope_dim) * elem_bytes(L->v) + nh * V * R * elem_bytes(L->v_b) +
+                             nh * V * dim * elem_bytes(L->o);
+            out->attn_bytes += p + 4 * (dim + R + Q);
+            out->attn_flops += rows * 2 * (Q * dim + nh * K * qin + hd * dim + nh * R * (K - c->rope_dim) + nh * V * R +
+                                           nh * V * dim);
+        } else
+            out->attn_bytes += dim * (nq * elem_bytes(L->q) + nkv * (elem_bytes(L->k) + elem_bytes(L->v)) +
+                                      nq * elem_bytes(L->o)) + 4 * dim;
         if (c->qkv_bias) out->attn_bytes += 4 * (nq + 2 * nkv);
         if (loom_layer_dense(c, l)) { /* a mixture's leading dense layer */
             const double nd = (double)(d1 - d0);
@@ -135,7 +145,8 @@ void loom_predict_rank_work(const loom_plan_model *m, const loom_shard *s, loom_
     }
     double L = out->layers;
     out->attn_bytes += L * rows * context * 2 * nkv * kvb;               /* K and V read per row */
-    out->attn_flops = L * rows * (2 * dim * (2 * nq + 2 * nkv) + 4 * nq * context);
+    if (c->mla) out->attn_flops += L * rows * 4 * (double)(s->q_end - s->q_begin) * hd * context;
+    else out->attn_flops = L * rows * (2 * dim * (2 * nq + 2 * nkv) + 4 * nq * context);
     if (s->head && logit_rows > 0 && !c->encoder) { /* an encoder has no lm head */
         double nv = (double)(s->vocab_end - s->vocab_begin);
         out->head_bytes = nv * dim * elem_bytes(m->head) + 4 * dim;

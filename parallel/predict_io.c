@@ -382,7 +382,7 @@ loom_status loom_predict_model_describe(const char *path, loom_plan_model *m) {
         m->embed = t, m->head = c->tied_embeddings ? t : ht;
         m->layers = calloc((size_t)L, sizeof *m->layers);
         if (!m->layers) st = loom_error(LOOM_ERR_NOMEM, "out of memory for %g layers", L);
-        for (int l = 0; !st && l < (int)L; l++) m->layers[l] = (loom_plan_layer){t, t, t, t, t, t, t, LOOM_TYPE_F32, t, t, t};
+        for (int l = 0; !st && l < (int)L; l++) m->layers[l] = (loom_plan_layer){t, t, t, t, t, t, t, LOOM_TYPE_F32, t, t, t, LOOM_TYPE_F32, LOOM_TYPE_F32};
     }
     json_decref(root);
     return st;

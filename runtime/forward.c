@@ -83,6 +83,9 @@ struct loom_forward {
     int *moe_count, *moe_fill; /* (n_experts + 1) where each expert's rows begin in moe_rows */
     uint8_t *moe_qg, *moe_qu;  /* (max_rows) the normed rows quantized once for the experts' gate and up */
     float *moe_p;              /* (n_experts) a row's probabilities (moe_route's scratch) */
+    /* multi-head latent attention (mla_attention) */
+    float *mla_qa;             /* (max_rows, q_lora) attn_q_a's output */
+    uint8_t *mla_xk, *mla_xv;  /* a head's rows quantized for attn_k_b / attn_v_b, head after head */
     float *scratch;         /* (max_rows, dim) */
     float *rope;            /* (max_rows, rope_dim) cos/sin per row */
     float *rope_swa;        /* (max_rows, rope_dim) the same on sliding-window layers, or NULL (= rope) */
@@ -431,6 +434,18 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
         f->moe_qg = malloc(qb);
         f->moe_qu = malloc(qb);
     }
+    bool mla_ok = true;
+    if (c->mla) { /* the heads' rows quantized for attn_k_b / attn_v_b: the widest of the layers' types */
+        size_t xk = 1, xv = 1;
+        for (int l = 0; l < nl; l++) {
+            const size_t k = act_need(&w->layers[l].wk_b, max_rows), v = act_need(&w->layers[l].wv_b, max_rows);
+            xk = k > xk ? k : xk, xv = v > xv ? v : xv;
+        }
+        f->mla_qa = malloc(R * (size_t)(c->q_lora > 0 ? c->q_lora : 1) * sizeof(float));
+        f->mla_xk = malloc(xk * (size_t)w->n_q);
+        f->mla_xv = malloc(xv * (size_t)w->n_q);
+        mla_ok = f->mla_qa && f->mla_xk && f->mla_xv;
+    }
     f->rope = malloc(R * rd * sizeof(float));
     if (swa_rope_differs(c)) f->rope_swa = malloc(R * rd * sizeof(float));
     bool yarn_ok = true;
@@ -473,7 +488,7 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
             if (!f->prof->thread_busy) free(f->prof), f->prof = NULL;
         }
     }
-    bool ok = ms_ok && yarn_ok && f->stage && f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch &&
+    bool ok = ms_ok && yarn_ok && mla_ok && f->stage && f->x && f->xn && f->q && f->k && f->v && f->att && f->gate && f->up && f->scratch &&
               f->rope && f->scores && (f->rope_swa || !swa_rope_differs(c)) &&
               (!c->n_experts || (f->moe_logits && f->moe_y && f->moe_sel && f->moe_selw && f->moe_rows && f->moe_w &&
                                    f->moe_count && f->moe_fill && f->moe_qg && f->moe_qu && f->moe_p));
@@ -510,6 +525,9 @@ void loom_forward_free(loom_forward *f) {
     free(f->moe_qg);
     free(f->moe_qu);
     free(f->moe_p);
+    free(f->mla_qa);
+    free(f->mla_xk);
+    free(f->mla_xv);
     free(f->moe_y);
     free(f->moe_sel);
     free(f->moe_selw);
@@ -683,6 +701,98 @@ static void add_bias_once(float *partial, const float *bias, bool mine, int n, i
         for (int d = 0; d < dim; d++) partial[(size_t)i * dim + d] += bias[d];
 }
 
+/* Per-head matmuls of MLA: y_h = m's rows [h·R, (h+1)·R) (head h's matrix,
+ * R = rows_per_head) times head h's n activation rows (xq + h·n·xb, xb bytes
+ * apart), into y + h·y_head with rows ldy apart; the heads' rows split over
+ * the pool as one matrix's. */
+typedef struct {
+    const loom_mat *m;
+    int64_t rows_per_head;
+    const uint8_t *xq;
+    size_t xb;
+    int n;
+    float *y;
+    int64_t y_head, ldy;
+} head_mm_task;
+
+static void head_mm_worker(void *ctx, int ith, int nth) {
+    const head_mm_task *t = ctx;
+    const int64_t R = t->rows_per_head;
+    int64_t r0, r1;
+    loom_split_range(t->m->rows, LOOM_MATMUL_ROW_ALIGN, ith, nth, &r0, &r1);
+    while (r0 < r1) {
+        const int64_t h = r0 / R, e = (h + 1) * R < r1 ? (h + 1) * R : r1;
+        (t->m->r8 ? loom_matmul_r8 : loom_matmul)(t->m->type, t->m->data, t->m->stride, t->m->cols, r0, e,
+                                                  t->xq + (size_t)h * t->n * t->xb, t->xb, t->n,
+                                                  t->y + h * t->y_head + (r0 - h * R), t->ldy);
+        r0 = e;
+    }
+}
+
+/* Multi-head latent attention (model.h), as llama.cpp's deepseek2 with the
+ * absorbed weights: the latent and the rotated key part from attn_kv_a_mqa
+ * are the one KV head (stored as key and value alike), a head's query is its
+ * nope part through attn_k_b and its rotated part, the scores scaled by
+ * attn_scale, and the latent part of a head's output goes through attn_v_b
+ * into attn_output. Buffers: f->att first holds the heads' queries as
+ * attn_q gives them, f->q the attention's queries, later attn_v_b's output. */
+static loom_status mla_attention(loom_forward *f, int ll, const loom_batch *b, float *partial) {
+    const loom_weights *w = f->w;
+    const loom_model_config *c = &w->cfg;
+    const loom_layer *L = &w->layers[ll];
+    const int n = b->n, nq = w->n_q, hd = c->head_dim, R = c->kv_lora, K = c->mla_k_dim, rd = c->rope_dim;
+    const int nope = K - rd, V = c->mla_v_dim;
+    prep_task in = {.n = n, .src = f->x, .dst = f->xn, .norm = &L->attn_norm};
+    if (L->wq_a.data) { /* q = attn_q_b · norm(attn_q_a · x) */
+        const loom_mat *m[2] = {&L->wq_a, &L->wk};
+        float *y[2] = {f->mla_qa, f->k};
+        matmuls(f, in, 2, m, y, P_QKV);
+        const loom_norm qn = {L->q_a_norm, NULL};
+        const loom_mat *mq[1] = {&L->wq};
+        float *yq[1] = {f->att};
+        matmuls(f, (prep_task){.n = n, .src = f->mla_qa, .dst = f->mla_qa, .norm = &qn}, 1, mq, yq, P_QKV);
+    } else {
+        const loom_mat *m[2] = {&L->wq, &L->wk};
+        float *y[2] = {f->att, f->k};
+        matmuls(f, in, 2, m, y, P_QKV);
+    }
+    double t0 = f->prof ? loom_now_s() : 0;
+    const size_t xkb = loom_act_row_bytes(L->wk_b.type, nope), xvb = loom_act_row_bytes(L->wv_b.type, R);
+    for (int i = 0; i < n; i++) {
+        const float *cs = f->rope + (size_t)i * rd;
+        float *kv = f->k + (size_t)i * hd;
+        loom_row_rmsnorm(kv, kv, L->kv_a_norm, R, c->norm_eps);
+        loom_rope_head(kv + R, cs, rd, c->rope_neox);
+        memcpy(f->v + (size_t)i * hd, kv, (size_t)hd * sizeof(float)); /* the value: the latent (and the key part, unused) */
+        for (int h = 0; h < nq; h++) {
+            float *q = f->att + ((size_t)i * nq + h) * K, *qo = f->q + ((size_t)i * nq + h) * hd;
+            loom_rope_head(q + nope, cs, rd, c->rope_neox);
+            memcpy(qo + R, q + nope, (size_t)rd * sizeof(float));
+            loom_act_quantize(L->wk_b.type, q, f->mla_xk + ((size_t)h * n + i) * xkb, nope);
+        }
+    }
+    head_mm_task tk = {&L->wk_b, R, f->mla_xk, xkb, n, f->q, hd, (int64_t)nq * hd};
+    loom_pool_run(f->pool, head_mm_worker, &tk); /* each head's query latent: attn_k_b · q_nope */
+    if (f->prof) {
+        prof_add(f, P_ROPE, t0);
+        t0 = loom_now_s();
+    }
+    loom_attention_args a = {f->kv, ll, n, b->pos, b->seq, nq, w->n_kv, hd, w->q_to_kv, f->q, f->k, f->v, f->att,
+                             .scale = c->attn_scale};
+    loom_attention_store_heads(&a, 0, w->n_kv);
+    loom_attention_compute(&a, f->pool, f->scores);
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < nq; h++)
+            loom_act_quantize(L->wv_b.type, f->att + ((size_t)i * nq + h) * hd, f->mla_xv + ((size_t)h * n + i) * xvb, R);
+    head_mm_task tv = {&L->wv_b, V, f->mla_xv, xvb, n, f->q, V, (int64_t)nq * V};
+    loom_pool_run(f->pool, head_mm_worker, &tv); /* each head's value: attn_v_b · its output's latent */
+    if (f->prof) prof_add(f, P_ATTN, t0);
+    const loom_mat *mo[1] = {&L->wo};
+    float *yo[1] = {partial};
+    matmuls(f, (prep_task){.n = n, .src = f->q, .dst = f->q}, 1, mo, yo, P_WO);
+    return NULL;
+}
+
 loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch *b, float *partial) {
     const loom_weights *w = f->w;
     const loom_model_config *c = &w->cfg;
@@ -692,6 +802,7 @@ loom_status loom_forward_attention(loom_forward *f, int layer, const loom_batch 
     if (f->prepared != b) return loom_error(LOOM_ERR_INVALID, "attention on a batch that was not prepared");
     int ll = layer - w->shard.layer_begin, n = b->n, hd = c->head_dim;
     const loom_layer *L = &w->layers[ll];
+    if (c->mla) return mla_attention(f, ll, b, partial);
 
     const loom_mat *m[3] = {&L->wq, &L->wk, &L->wv};
     float *y[3] = {f->q, f->k, f->v};

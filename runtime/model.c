@@ -348,6 +348,36 @@ static loom_status bind_experts(loom_weights *w, const loom_gguf *g, int l, loom
     return NULL;
 }
 
+/* Multi-head latent attention's weights (model.h): the shard's query heads'
+ * rows of attn_q (or attn_q_b, after the whole attn_q_a and its norm),
+ * attn_k_b, attn_v_b and attn_output's columns; attn_kv_a_mqa and its
+ * norm whole. */
+static loom_status bind_mla(loom_weights *w, const loom_gguf *g, int l, loom_layer *L) {
+    const loom_model_config *c = &w->cfg;
+    const int64_t dim = c->dim, nh = c->n_heads, K = c->mla_k_dim, V = c->mla_v_dim, R = c->kv_lora, Q = c->q_lora;
+    const int64_t q0 = w->shard.q_begin, q1 = w->shard.q_end, nope = K - c->rope_dim;
+    char name[96];
+#define NAME(suffix) (snprintf(name, sizeof name, "blk.%d.%s", l, suffix), name)
+    if (Q) {
+        LOOM_TRY(bind_rows(w, g, NAME("attn_q_a.weight"), dim, Q, 0, Q, &L->wq_a));
+        LOOM_TRY(bind_vec(w, g, NAME("attn_q_a_norm.weight"), Q, 0, Q, &L->q_a_norm));
+        LOOM_TRY(bind_rows(w, g, NAME("attn_q_b.weight"), Q, nh * K, q0 * K, q1 * K, &L->wq));
+    } else
+        LOOM_TRY(bind_rows(w, g, NAME("attn_q.weight"), dim, nh * K, q0 * K, q1 * K, &L->wq));
+    LOOM_TRY(bind_rows(w, g, NAME("attn_kv_a_mqa.weight"), dim, c->head_dim, 0, c->head_dim, &L->wk));
+    LOOM_TRY(bind_vec(w, g, NAME("attn_kv_a_norm.weight"), R, 0, R, &L->kv_a_norm));
+    const loom_gguf_tensor *t; /* [nope, kv_lora, heads] and [kv_lora, v, heads]: a head's rows after the last's */
+    LOOM_TRY(find3(g, NAME("attn_k_b.weight"), nope, R, nh, &t));
+    LOOM_TRY(check_matmul(g, t));
+    view_rows(w, t, t->data, nope, q0 * R, q1 * R, &L->wk_b);
+    LOOM_TRY(find3(g, NAME("attn_v_b.weight"), R, V, nh, &t));
+    LOOM_TRY(check_matmul(g, t));
+    view_rows(w, t, t->data, R, q0 * V, q1 * V, &L->wv_b);
+    LOOM_TRY(bind_cols(w, g, NAME("attn_output.weight"), nh * V, dim, q0 * V, q1 * V, &L->wo));
+#undef NAME
+    return NULL;
+}
+
 static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_layer *L) {
     const loom_model_config *c = &w->cfg;
     const loom_shard *s = &w->shard;
@@ -358,7 +388,9 @@ static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_l
 #define NAME(suffix) (snprintf(name, sizeof name, "blk.%d.%s", l, suffix), name)
 #define BASE(stem) (snprintf(base, sizeof base, "blk.%d.%s", l, stem), base)
     if (!c->post_ln) LOOM_TRY(bind_norm(w, g, BASE("attn_norm"), dim, &L->attn_norm));
-    if (c->fused_qkv) { /* Q, K, V are row ranges of one tensor: views, no copy */
+    if (c->mla) {
+        LOOM_TRY(bind_mla(w, g, l, L));
+    } else if (c->fused_qkv) { /* Q, K, V are row ranges of one tensor: views, no copy */
         int64_t all = loom_qkv_rows(c);
         LOOM_TRY(bind_rows(w, g, NAME("attn_qkv.weight"), dim, all, q0, q1, &L->wq));
         LOOM_TRY(bind_rows(w, g, NAME("attn_qkv.weight"), dim, all, qrows + k0, qrows + k1, &L->wk));
@@ -382,7 +414,7 @@ static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_l
         LOOM_TRY(bind_vec(w, g, NAME("attn_q_norm.weight"), hd, 0, hd, &L->q_norm));
         LOOM_TRY(bind_vec(w, g, NAME("attn_k_norm.weight"), hd, 0, hd, &L->k_norm));
     }
-    LOOM_TRY(bind_cols(w, g, NAME("attn_output.weight"), qrows, dim, q0, q1, &L->wo));
+    if (!c->mla) LOOM_TRY(bind_cols(w, g, NAME("attn_output.weight"), qrows, dim, q0, q1, &L->wo));
     if (c->attn_out_bias) LOOM_TRY(bind_vec(w, g, NAME("attn_output.bias"), dim, 0, dim, &L->bo));
     if (c->attn_sinks) LOOM_TRY(bind_vec(w, g, NAME("attn_sinks.weight"), c->n_heads, s->q_begin, s->q_end, &L->sinks));
     if (c->post_norms) LOOM_TRY(bind_norm(w, g, BASE("post_attention_norm"), dim, &L->attn_post));
@@ -424,10 +456,11 @@ static loom_status bind_all(loom_weights *w, const loom_gguf *g) {
     return NULL;
 }
 
-int loom_layer_max_mats(const loom_model_config *c) { return 8 + 3 * c->n_experts; }
+int loom_layer_max_mats(const loom_model_config *c) { return 11 + 3 * c->n_experts; }
 
 int loom_layer_mats(const loom_model_config *c, loom_layer *L, loom_mat **out) {
-    loom_mat *const fixed[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down, &L->router};
+    loom_mat *const fixed[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down, &L->router,
+                               &L->wq_a, &L->wk_b, &L->wv_b};
     int n = 0;
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         if (fixed[i]->data) out[n++] = fixed[i];

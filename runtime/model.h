@@ -38,6 +38,7 @@ typedef enum {
     LOOM_ARCH_NOMIC_BERT,
     LOOM_ARCH_GPT_OSS,
     LOOM_ARCH_GLM4MOE,
+    LOOM_ARCH_DEEPSEEK2,
 } loom_arch;
 
 typedef enum { LOOM_NORM_RMS, LOOM_NORM_LAYER } loom_norm_kind; /* LayerNorm: mean and variance, weight and bias */
@@ -140,7 +141,23 @@ typedef struct {
      * ffn_dense wide instead (ffn_gate / ffn_up / ffn_down, no router); a
      * shard holds loom_shard_dense's columns of it. */
     int n_dense_lead, ffn_dense;
+    /* Multi-head latent attention (deepseek2: DeepSeek-V2/V2.5/V3/R1, Kimi
+     * K2), computed as llama.cpp does with the absorbed weights: one KV
+     * "head" per token, the latent kv_lora wide (RMS-normed) followed by a
+     * rope_dim key part shared by every head (head_dim = kv_lora + rope_dim,
+     * n_kv_heads 1; the cache stores it as both key and value). A query head
+     * is mla_k_dim = nope + rope_dim wide (from attn_q, or attn_q_a, its norm
+     * and attn_q_b where q_lora > 0): its nope part times attn_k_b (kv_lora x
+     * nope a head) joins the latent, its rope part the key's; the output's
+     * latent part times attn_v_b (mla_v_dim x kv_lora a head) is the head's
+     * value, mla_v_dim wide, into attn_output. attn_scale holds the scores'
+     * scale (YaRN's magnitude squared over sqrt(mla_k_dim)). */
+    bool mla;
+    int q_lora, kv_lora, mla_k_dim, mla_v_dim;
 } loom_model_config;
+
+/* Inputs of attn_output per query head: the value's width (MLA's after attn_v_b). */
+static inline int loom_o_head_dim(const loom_model_config *c) { return c->mla ? c->mla_v_dim : c->head_dim; }
 
 /* Whether layer l's MLP is a leading dense one rather than the mixture. */
 static inline bool loom_layer_dense(const loom_model_config *c, int l) { return c->n_experts && l < c->n_dense_lead; }
@@ -276,6 +293,13 @@ typedef struct {
     const float **xb_down;            /* (n_experts) each: expert e's down bias (dim), or NULL; added by the rank
                                        * holding its column 0 */
     const float *sinks;               /* (n_q) attention sinks of the shard's query heads, or NULL */
+    /* MLA (cfg.mla): wq is attn_q or attn_q_b (n_q·mla_k_dim rows), wk attn_kv_a_mqa (kv_lora + rope_dim rows, whole
+     * on every TP rank), wv absent, wo (dim, n_q·mla_v_dim) */
+    loom_mat wq_a;           /* (q_lora, dim) attn_q_a, whole on every TP rank; data NULL without */
+    const float *q_a_norm;   /* (q_lora) */
+    const float *kv_a_norm;  /* (kv_lora) */
+    loom_mat wk_b;           /* (n_q·kv_lora, nope) attn_k_b, head h's kv_lora rows after h's */
+    loom_mat wv_b;           /* (n_q·mla_v_dim, kv_lora) attn_v_b, likewise */
     loom_norm ffn_post;      /* (dim) gemma */
     loom_norm ffn_res;       /* (dim) bert */
 } loom_layer;
@@ -303,7 +327,7 @@ typedef struct loom_weights {
 } loom_weights;
 
 /* The matrices layer L multiplies, in a fixed order (q, k, v, o, gate, up,
- * down, then the router and every expert's gate, up, down), those absent
+ * down, the router, MLA's attn_q_a, attn_k_b, attn_v_b, then every expert's gate, up, down), those absent
  * (a plain MLP's gate, a mixture's dense MLP) left out: at most
  * loom_layer_max_mats(c) of them. Returns how many it wrote to out. */
 int loom_layer_max_mats(const loom_model_config *c);

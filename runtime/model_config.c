@@ -47,6 +47,9 @@
  *              file has it (GLM-4.5), the MLP's norm named
  *              post_attention_norm; nextn_predict_layers blocks after the
  *              model's (multi-token prediction) are not read.
+ *   deepseek2  multi-head latent attention (read_mla), glm4moe's mixture
+ *              (softmax gating unless the file says sigmoid), adjacent-pair
+ *              rotation of the rope part.
  *
  * RoPE scaling (rope.scaling.type): none, linear (factor), yarn (factor,
  * original_context_length; ext_factor 1, beta_fast 32, beta_slow 1 and the
@@ -106,9 +109,10 @@ static const struct {
     {"qwen3moe", LOOM_ARCH_QWEN3MOE},
     {"gemma2", LOOM_ARCH_GEMMA2}, {"gemma3", LOOM_ARCH_GEMMA3}, {"phi3", LOOM_ARCH_PHI3},
     {"gpt2", LOOM_ARCH_GPT2}, {"bert", LOOM_ARCH_BERT}, {"nomic-bert", LOOM_ARCH_NOMIC_BERT},
-    {"gpt-oss", LOOM_ARCH_GPT_OSS}, {"glm4moe", LOOM_ARCH_GLM4MOE},
+    {"gpt-oss", LOOM_ARCH_GPT_OSS}, {"glm4moe", LOOM_ARCH_GLM4MOE}, {"deepseek2", LOOM_ARCH_DEEPSEEK2},
 };
-#define SUPPORTED "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe"
+#define SUPPORTED \
+    "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe, deepseek2"
 
 /* Sliding-window layers: <arch>.attention.sliding_window_pattern as an array
  * of booleans (one per layer), or a period n (layer l slides iff
@@ -135,6 +139,48 @@ static loom_status read_swa_layers(const loom_gguf *g, loom_model_config *c, int
     }
     for (int l = 0; l < c->n_layers; l++)
         if (period == 0 || l % period < period - 1) c->swa_layers[l / 64] |= 1ull << (l % 64);
+    return NULL;
+}
+
+/* deepseek2's multi-head latent attention (model.h), as llama.cpp's
+ * deepseek2.cpp reads it from a conversion with attn_k_b and attn_v_b
+ * (key_length = kv_lora_rank + rope, value_length = kv_lora_rank, one KV
+ * head); the scores' scale is mscale² / sqrt(key_length_mla) with mscale
+ * = attn_factor · (1 + 0.1 · yarn_log_multiplier / 0.1 · ln factor) under
+ * YaRN (the converter's 0.1 taken out, as llama.cpp does), whose rotation
+ * then has no magnitude of its own (attn_factor only). */
+static loom_status read_mla(const loom_gguf *g, loom_model_config *c) {
+    const char *path = loom_gguf_path(g), *arch = c->arch_name;
+    char key[128];
+    if (has_tensor(g, "blk.0.attn_kv_b.weight") && !has_tensor(g, "blk.0.attn_k_b.weight"))
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: blk.0.attn_kv_b.weight without attn_k_b / attn_v_b (an old "
+                          "conversion); convert the model again with llama.cpp's convert_hf_to_gguf.py, which splits "
+                          "it for multi-head latent attention", path);
+    snprintf(key, sizeof key, "%s.attention.temperature_scale", arch);
+    if (loom_gguf_get(g, key))
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s (attention temperature tuning) is not supported", path, key);
+    c->mla = true;
+    LOOM_TRY(get_count(g, arch, "attention.kv_lora_rank", true, 0, 1 << 16, &c->kv_lora));
+    LOOM_TRY(get_count(g, arch, "attention.key_length_mla", true, 0, 4096, &c->mla_k_dim));
+    LOOM_TRY(get_count(g, arch, "attention.value_length_mla", true, 0, 4096, &c->mla_v_dim));
+    snprintf(key, sizeof key, "%s.attention.q_lora_rank", arch);
+    if (loom_gguf_get(g, key)) LOOM_TRY(get_count(g, arch, "attention.q_lora_rank", true, 0, 1 << 16, &c->q_lora));
+    if ((c->q_lora > 0) != has_tensor(g, "blk.0.attn_q_a.weight"))
+        return loom_error(LOOM_ERR_FORMAT, "%s: %s says %d but blk.0.attn_q_a.weight is %s", path, key, c->q_lora,
+                          c->q_lora ? "missing" : "there");
+    if (c->n_kv_heads != 1 || c->head_dim != c->kv_lora + c->rope_dim || c->mla_k_dim <= c->rope_dim)
+        return loom_error(LOOM_ERR_FORMAT, "%s: multi-head latent attention needs 1 KV head (%d), key_length = "
+                          "kv_lora_rank + rope dimensions (%d, %d + %d) and key_length_mla (%d) above the rope "
+                          "dimensions", path, c->n_kv_heads, c->head_dim, c->kv_lora, c->rope_dim, c->mla_k_dim);
+    float af, lm;
+    LOOM_TRY(get_real(g, arch, "rope.scaling.attn_factor", 1.0, &af));
+    LOOM_TRY(get_real_z(g, arch, "rope.scaling.yarn_log_multiplier", 0.0, true, &lm));
+    float mscale = af;
+    if (c->rope_yarn) {
+        c->rope_attn_factor = af;
+        mscale = af * (1.0f + lm / 0.1f * 0.1f * logf(1.0f / c->rope_freq_scale));
+    }
+    c->attn_scale = mscale * mscale / sqrtf((float)c->mla_k_dim);
     return NULL;
 }
 
@@ -237,6 +283,8 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
         c->rope_neox = true;
         c->qk_norm = has_tensor(g, "blk.0.attn_q_norm.weight"); /* GLM-4.5 (355B) has it, GLM-4.5-Air not */
         return NULL;
+    case LOOM_ARCH_DEEPSEEK2:
+        return read_mla(g, c);
     case LOOM_ARCH_GPT_OSS: {
         c->rope_neox = true;
         c->attn_out_bias = true;
@@ -263,19 +311,19 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
  * expert_feed_forward_length wide (else feed_forward_length divided by the
  * experts used, llama.cpp's fallback). Both renormalise the chosen
  * experts' weights and, as llama.cpp, ignore expert_weights_scale.
- * glm4moe reads as llama.cpp's glm4-moe.cpp: expert_gating_func (default
- * sigmoid), expert_weights_norm (default false), expert_weights_scale,
+ * glm4moe and deepseek2 read as llama.cpp's glm4-moe.cpp and deepseek2.cpp:
+ * expert_gating_func (default sigmoid; deepseek2's softmax), expert_weights_norm (default false), expert_weights_scale,
  * expert_shared_count shared experts of the experts' width (ungated),
  * leading_dense_block_count dense layers feed_forward_length wide, and
  * blk.N.exp_probs_b.bias; every family's expert_group_count and
  * expert_group_used_count (llama.cpp's build_moe_ffn applies the groups
  * to any). */
-static loom_status read_glm_experts(const loom_gguf *g, loom_model_config *c, int dense);
+static loom_status read_v3_experts(const loom_gguf *g, loom_model_config *c, int dense);
 
 static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
     const char *path = loom_gguf_path(g), *arch = c->arch_name;
     const bool moe_family = c->arch == LOOM_ARCH_QWEN3MOE || c->arch == LOOM_ARCH_QWEN2MOE || c->arch == LOOM_ARCH_GPT_OSS ||
-                            c->arch == LOOM_ARCH_GLM4MOE;
+                            c->arch == LOOM_ARCH_GLM4MOE || c->arch == LOOM_ARCH_DEEPSEEK2;
     char key[128];
     snprintf(key, sizeof key, "%s.expert_count", arch);
     if (!moe_family && !loom_gguf_get(g, key)) {
@@ -285,7 +333,8 @@ static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
     }
     if (c->arch != LOOM_ARCH_LLAMA && !moe_family)
         return loom_error(LOOM_ERR_UNSUPPORTED,
-                          "%s: %s: loom runs mixtures of experts in llama, qwen2moe, qwen3moe, gpt-oss and glm4moe models only", path,
+                          "%s: %s: loom runs mixtures of experts in llama, qwen2moe, qwen3moe, gpt-oss, glm4moe and deepseek2 "
+                          "models only", path,
                           key);
     LOOM_TRY(get_count(g, arch, "expert_count", true, 0, LOOM_MAX_EXPERTS, &c->n_experts));
     LOOM_TRY(get_count(g, arch, "expert_used_count", true, 0, c->n_experts, &c->n_experts_used));
@@ -301,7 +350,7 @@ static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
         LOOM_TRY(get_count(g, arch, "expert_shared_feed_forward_length", false, dense, 1 << 22, &c->ffn_shared));
         c->shared_gated = true;
     }
-    if (c->arch == LOOM_ARCH_GLM4MOE) LOOM_TRY(read_glm_experts(g, c, dense));
+    if (c->arch == LOOM_ARCH_GLM4MOE || c->arch == LOOM_ARCH_DEEPSEEK2) LOOM_TRY(read_v3_experts(g, c, dense));
     int64_t v;
     snprintf(key, sizeof key, "%s.expert_group_count", arch);
     if (loom_gguf_get_int(g, key, &v) && v > 1) { /* 0 and 1: no groups */
@@ -320,8 +369,8 @@ static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
     return NULL;
 }
 
-/* glm4moe's mixture (read_experts' comment); dense: feed_forward_length. */
-static loom_status read_glm_experts(const loom_gguf *g, loom_model_config *c, int dense) {
+/* glm4moe's and deepseek2's mixture (read_experts' comment); dense: feed_forward_length. */
+static loom_status read_v3_experts(const loom_gguf *g, loom_model_config *c, int dense) {
     const char *path = loom_gguf_path(g), *arch = c->arch_name;
     char key[128];
     int64_t v = 0;
@@ -329,7 +378,7 @@ static loom_status read_glm_experts(const loom_gguf *g, loom_model_config *c, in
     if (loom_gguf_get_int(g, key, &v) && v != 0 && v != 2 && v != 1)
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s = %lld: loom computes softmax (1) and sigmoid (2) gating", path, key,
                           (long long)v);
-    c->expert_sigmoid = v != 1;
+    c->expert_sigmoid = v == 2 || (v == 0 && c->arch == LOOM_ARCH_GLM4MOE); /* deepseek2's default: softmax (V2) */
     bool norm = false;
     snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
     if (!loom_gguf_get_bool(g, key, &norm) && loom_gguf_get(g, key))
@@ -398,7 +447,7 @@ loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
         LOOM_TRY(get_real(g, arch, "attention.layer_norm_rms_epsilon", 1e-5, &cfg->norm_eps));
 
     snprintf(key, sizeof key, "%s.attention.value_length", arch);
-    if (loom_gguf_get_int(g, key, &v) && v != cfg->head_dim)
+    if (loom_gguf_get_int(g, key, &v) && v != cfg->head_dim && cfg->arch != LOOM_ARCH_DEEPSEEK2) /* MLA's: the latent */
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s = %lld differs from the key length %d", path, key,
                           (long long)v, cfg->head_dim);
 
@@ -462,6 +511,7 @@ int64_t loom_layer_vector_floats(const loom_model_config *c, int l, int64_t nq, 
     if (c->attn_out_bias) f += dim;
     if (c->ffn_bias) f += nffn + dim;
     if (c->attn_sinks) f += nq;
+    if (c->mla) f += c->kv_lora + c->q_lora; /* attn_kv_a_norm, attn_q_a_norm */
     if (loom_layer_dense(c, l)) return f; /* a leading dense layer: none of the mixture's */
     if (c->shared_gated) f += dim; /* the shared expert's gate */
     if (c->router_bias) f += c->n_experts;

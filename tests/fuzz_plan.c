@@ -62,7 +62,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     model.layers = calloc((size_t)c->n_layers, sizeof *model.layers);
     for (int l = 0; l < c->n_layers; l++) {
         loom_type q = LOOM_TYPE_Q4_1;
-        model.layers[l] = (loom_plan_layer){q, q, q, q, q, q, q, LOOM_TYPE_F32, q, q, q};
+        model.layers[l] = (loom_plan_layer){q, q, q, q, q, q, q, LOOM_TYPE_F32, q, q, q, LOOM_TYPE_F32, LOOM_TYPE_F32};
     }
     const char *dir = getenv("LOOM_FUZZ_WRITE_SEEDS");
     if (dir) {

@@ -71,6 +71,10 @@ static const synth_model models[] = {
     {"glm4moe", "--arch glm4moe --layers 3 --dim 256 --heads 8 --kv-heads 2 --head-dim 32 --rope-dim 16 --ffn 256 "
                 "--experts 8 --experts-used 2 --shared-ffn 512 --dense-lead 1 --dense-ffn 768 --expert-groups 4 "
                 "--groups-used 2 --expert-scale 2.5 --nextn 1 --vocab 300 --type Q8_0"},
+    /* multi-head latent attention: 6 heads (uneven at tp 4), q_lora, the KV head on every rank */
+    {"deepseek2", "--arch deepseek2 --layers 3 --dim 256 --heads 6 --head-dim 96 --rope-dim 32 --kv-lora 256 "
+                  "--q-lora 256 --v-head-dim 64 --ffn 256 --experts 8 --experts-used 2 --shared-ffn 256 --dense-lead 1 "
+                  "--dense-ffn 512 --yarn 4 --yarn-orig 512 --vocab 300 --type Q8_0"},
 };
 #define N_MODELS (sizeof models / sizeof models[0])
 
@@ -179,6 +183,18 @@ Test(families, config_of_each_family) {
                       c.ffn_dense == 768 && loom_layer_dense(&c, 0) && !loom_layer_dense(&c, 1),
                       "glm4moe: %d layers, %d experts of %d, shared %d, dense %d x %d", c.n_layers, c.n_experts, c.ffn,
                       c.ffn_shared, c.n_dense_lead, c.ffn_dense);
+            break;
+        case LOOM_ARCH_DEEPSEEK2: /* one KV head of the latent and the rotated part; YaRN's magnitude in the scale */
+            cr_assert(c.mla && c.n_kv_heads == 1 && c.head_dim == 256 + 32 && c.kv_lora == 256 && c.q_lora == 256 &&
+                      c.mla_k_dim == 96 && c.mla_v_dim == 64 && c.rope_dim == 32 && !c.rope_neox && c.expert_sigmoid &&
+                      c.expert_probs_bias && c.n_dense_lead == 1 && c.ffn_shared == 256 && loom_o_head_dim(&c) == 64,
+                      "deepseek2: head %d, latent %d, q_lora %d, %d/%d", c.head_dim, c.kv_lora, c.q_lora, c.mla_k_dim,
+                      c.mla_v_dim);
+            {
+                const float ms = 1 + 0.1f * logf(4); /* mscale_all_dim 1: the magnitude squared in the scale */
+                cr_assert(c.rope_yarn && c.rope_attn_factor == 1.0f && fabsf(c.attn_scale - ms * ms / sqrtf(96)) < 1e-6f,
+                          "deepseek2 YaRN: rotation magnitude %g, score scale %g", c.rope_attn_factor, c.attn_scale);
+            }
             break;
         default: cr_assert_fail("unexpected family %s", c.arch_name);
         }
@@ -535,6 +551,9 @@ Test(families, tp_split_sums_to_one_rank) {
         {"glm4moe", "--arch glm4moe --layers 3 --dim 96 --heads 6 --kv-heads 2 --head-dim 16 --rope-dim 8 --ffn 200 "
                     "--experts 6 --experts-used 2 --shared-ffn 200 --dense-lead 1 --dense-ffn 520 --expert-groups 3 "
                     "--groups-used 2 --vocab 300 --type F32"},
+        {"deepseek2", "--arch deepseek2 --layers 3 --dim 96 --heads 6 --head-dim 48 --rope-dim 16 --kv-lora 64 "
+                      "--q-lora 80 --v-head-dim 24 --ffn 200 --experts 6 --experts-used 2 --shared-ffn 200 --dense-lead 1 "
+                      "--dense-ffn 520 --vocab 300 --type F32"},
     };
     int32_t tokens[40];
     for (int i = 0; i < 40; i++) tokens[i] = (int32_t)((i * 37 + 11) % 300);
@@ -736,7 +755,7 @@ Test(families, malformed_mixtures_are_refused) {
         {"qwen3moe", 4, 0, true, 4, "qwen3moe.expert_used_count is missing", NULL},
         {"qwen3moe", 4, 5, true, 4, "qwen3moe.expert_used_count = 5 is out of range (1..4)", NULL},
         {"llama", 0, 0, true, 0, "blk.0.ffn_gate_inp.weight (a router) but no llama.expert_count", NULL},
-        {"gemma2", 4, 2, true, 4, "mixtures of experts in llama, qwen2moe, qwen3moe, gpt-oss and glm4moe models only", NULL},
+        {"gemma2", 4, 2, true, 4, "mixtures of experts in llama, qwen2moe, qwen3moe, gpt-oss, glm4moe and deepseek2", NULL},
         {"llama", 4, 2, false, 4, NULL, "tensor blk.0.ffn_gate_inp.weight is missing"},
         {"llama", 4, 2, true, 3, NULL, "ffn_gate_exps.weight has shape [32, 32, 3], expected [32, 32, 4]"},
         {"llama", 4, 2, true, 0, NULL, "tensor blk.0.ffn_gate_exps.weight is missing"},

@@ -122,7 +122,7 @@ static loom_plan_model model_of(const shape *s) {
     for (int l = 0; l < s->layers; l++) {
         loom_type t[7];
         for (int i = 0; i < 7; i++) t[i] = s->types(l, s->layers, i);
-        m.layers[l] = (loom_plan_layer){t[0], t[1], t[2], t[3], t[4], t[5], t[6], LOOM_TYPE_F32, t[4], t[5], t[6]};
+        m.layers[l] = (loom_plan_layer){t[0], t[1], t[2], t[3], t[4], t[5], t[6], LOOM_TYPE_F32, t[4], t[5], t[6], LOOM_TYPE_F32, LOOM_TYPE_F32};
     }
     return m;
 }
