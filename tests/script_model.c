@@ -22,7 +22,8 @@
  * is then the trigger) with o200k_harmony's special tokens in the
  * vocabulary: a piece that is one of their texts is that token (so it
  * renders as the tokenizer renders it: <|return|> and <|call|> end the
- * generation), and pieces must still be distinct.
+ * generation), and pieces must still be distinct. The pieces <think>,
+ * </think>, <tool_call> and </tool_call> are control tokens (is_marker).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,16 @@ static const char TEMPLATE_HARMONY[] =
 static const char *const HARMONY_SPECIAL[] = {"<|start|>", "<|end|>", "<|message|>", "<|channel|>",
                                               "<|constrain|>", "<|return|>", "<|call|>"};
 #define N_HARMONY (int)(sizeof HARMONY_SPECIAL / sizeof *HARMONY_SPECIAL)
+
+/* Pieces that are control tokens, as a converter makes them where the
+ * model's tokenizer calls them special (GLM-4.5's, DeepSeek's): the
+ * server must still render them for its parsers. */
+static int is_marker(const char *p) {
+    static const char *const m[] = {"<think>", "</think>", "<tool_call>", "</tool_call>", NULL};
+    for (int i = 0; m[i]; i++)
+        if (!strcmp(p, m[i])) return 1;
+    return 0;
+}
 
 static void die(loom_status st) {
     if (!st) return;
@@ -122,7 +133,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_pieces; i++) {
         const int at = N_BASE + n_special + i;
         toks[at] = spm_piece(argv[2 + i]);
-        types[at] = 1;
+        types[at] = is_marker(argv[2 + i]) ? 3 : 1;
         scores[at] = (float)-i;
         piece_tok[i] = at;
         for (int k = 0; k < n_special; k++)

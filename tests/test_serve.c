@@ -259,6 +259,40 @@ Test(tools, hermes_calls_out_of_streamed_text) {
                  (const char *const[]){"{}"});
 }
 
+Test(tools, glm45_calls_out_of_streamed_text) {
+    /* GLM-4.5's way (its template's tool section): the name, then key / value pairs */
+    expect_tools(LOOM_TOOLS_GLM, "I'll check.\n<tool_call>get_weather\n<arg_key>location</arg_key>\n<arg_value>Paris</arg_value>\n"
+                 "<arg_key>days</arg_key>\n<arg_value>2</arg_value>\n<arg_key>units</arg_key>\n<arg_value>{\"t\": \"C\"}</arg_value>\n"
+                 "</tool_call>\n<tool_call>get_time\n</tool_call>",
+                 "I'll check.", 2, (const char *const[]){"get_weather", "get_time"},
+                 (const char *const[]){"{\"location\":\"Paris\",\"days\":2,\"units\":{\"t\":\"C\"}}", "{}"});
+    /* not calls: the text stays as written */
+    expect_tools(LOOM_TOOLS_GLM, "a <tool_call>two words</tool_call>", "a <tool_call>two words</tool_call>", 0, NULL, NULL);
+    expect_tools(LOOM_TOOLS_GLM, "<tool_call>f\n<arg_key>x</arg_key>\n</tool_call>", "<tool_call>f\n<arg_key>x</arg_key>\n</tool_call>",
+                 0, NULL, NULL);
+    expect_tools(LOOM_TOOLS_GLM, "<tool_call>{\"name\":\"f\"}</tool_call>", "<tool_call>{\"name\":\"f\"}</tool_call>", 0, NULL, NULL);
+}
+
+Test(tools, deepseek_and_kimi_calls_out_of_streamed_text) {
+    /* DeepSeek-V3.1 (the section's tags are control tokens the server does not render) */
+    expect_tools(LOOM_TOOLS_DEEPSEEK, "Checking.<｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"Paris\"}<｜tool▁call▁end｜>"
+                 "<｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{}<｜tool▁call▁end｜>",
+                 "Checking.", 2, (const char *const[]){"get_weather", "get_time"},
+                 (const char *const[]){"{\"city\":\"Paris\"}", "{}"});
+    /* R1 / V3: the name after "function", the arguments fenced */
+    expect_tools(LOOM_TOOLS_DEEPSEEK, "<｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"ZÃ¼rich\"}\n```"
+                 "<｜tool▁call▁end｜>", "", 1, (const char *const[]){"get_weather"},
+                 (const char *const[]){"{\"city\":\"ZÃ¼rich\"}"});
+    expect_tools(LOOM_TOOLS_DEEPSEEK, "a <｜tool▁call▁begin｜>f {}<｜tool▁call▁end｜>", "a <｜tool▁call▁begin｜>f {}<｜tool▁call▁end｜>",
+                 0, NULL, NULL);
+    /* Kimi K2 */
+    expect_tools(LOOM_TOOLS_KIMI, "<|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{\"city\":\"Paris\"}"
+                 "<|tool_call_end|><|tool_call_begin|>functions.get_time:1<|tool_call_argument_begin|>{}<|tool_call_end|>",
+                 "", 2, (const char *const[]){"get_weather", "get_time"}, (const char *const[]){"{\"city\":\"Paris\"}", "{}"});
+    expect_tools(LOOM_TOOLS_KIMI, "x<|tool_call_begin|>functions.f:0 no args<|tool_call_end|>",
+                 "x<|tool_call_begin|>functions.f:0 no args<|tool_call_end|>", 0, NULL, NULL);
+}
+
 Test(tools, llama3_json_replies) {
     const loom_tool_syntax L = LOOM_TOOLS_LLAMA3;
     expect_tools(L, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "", 1,

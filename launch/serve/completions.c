@@ -267,7 +267,8 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
         loom_status st = NULL;
         for (int i = 0; i < n && !st && !c->stop.matched; i++) {
             size_t len;
-            const char *piece = loom_token_piece(s->tok, toks[i], false, &len);
+            const bool keep = s->keep && toks[i] >= 0 && toks[i] < loom_tokenizer_n_vocab(s->tok) && s->keep[toks[i]];
+            const char *piece = loom_token_piece(s->tok, toks[i], keep, &len);
             size_t before = c->text.len;
             loom_strbuf_clear(&piece_text);
             st = loom_utf8_stream_push(&c->u, piece, len, &piece_text);

@@ -362,6 +362,28 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
     s->tok = tok;
     s->tmpl = tmpl;
     s->harmony = tmpl && srv_harmony_template(tmpl);
+    if (tmpl) { /* a converter makes such markers control tokens where the model's tokenizer calls them special */
+        static const char *const think[] = {"<think>", "</think>", NULL};
+        static const char *const calls[] = {"<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>",
+                                            "</arg_value>", NULL};
+        /* DeepSeek's and Kimi's calls: the tags around each call; those around the section stay silent */
+        static const char *const deepseek[] = {"<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>", NULL};
+        static const char *const kimi[] = {"<|tool_call_begin|>", "<|tool_call_argument_begin|>", "<|tool_call_end|>",
+                                           NULL};
+        const loom_tool_syntax ts = loom_chat_template_tool_syntax(tmpl);
+        const char *const *sets[2] = {loom_chat_template_thinks(tmpl) ? think : NULL,
+                                      ts == LOOM_TOOLS_DEEPSEEK ? deepseek
+                                      : ts == LOOM_TOOLS_KIMI   ? kimi
+                                      : ts == LOOM_TOOLS_HERMES || ts == LOOM_TOOLS_GLM ? calls
+                                                                                        : NULL};
+        for (int k = 0; k < 2; k++)
+            for (const char *const *m = sets[k]; m && *m; m++) {
+                const int32_t id = loom_token_lookup(tok, *m, strlen(*m));
+                if (id < 0 || !loom_tokenizer_is_control(tok, id)) continue;
+                if (!s->keep) s->keep = calloc((size_t)loom_tokenizer_n_vocab(tok), 1);
+                if (s->keep) s->keep[id] = 1;
+            }
+    }
     s->ctx_size = loom_engine_options_of(e)->ctx_size;
     s->accepting = true;
     s->last_step = loom_now_s();
@@ -416,6 +438,7 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
     if (o->pid_file) unlink(o->pid_file);
     loom_scheduler_free(s->sched);
     free(s->active);
+    free(s->keep);
     free(s->figures);
     srv_metrics_free(&s->metrics);
     pthread_cond_destroy(&s->work);

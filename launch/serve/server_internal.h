@@ -57,6 +57,9 @@ typedef struct {
     const loom_tokenizer *tok;
     const loom_chat_template *tmpl;
     bool harmony;              /* the template writes gpt-oss's harmony format (harmony.h) */
+    uint8_t *keep;             /* (vocabulary) or NULL: control tokens rendered into the text anyway, the markers
+                                * of the template's reasoning and tool-call formats the parsers read (llama-server's
+                                * preserved tokens) */
     loom_scheduler *sched;
     int ctx_size;
     struct MHD_Daemon *mhd;

@@ -8,9 +8,17 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char OPEN[] = "<tool_call>", CLOSE[] = "</tool_call>";
-#define OPEN_N (sizeof OPEN - 1)
-#define CLOSE_N (sizeof CLOSE - 1)
+/* A call block's tags in each syntax (tools.h). */
+static const char *open_tag(const srv_tools *t) {
+    return t->syntax == LOOM_TOOLS_DEEPSEEK ? "<｜tool▁call▁begin｜>"
+         : t->syntax == LOOM_TOOLS_KIMI     ? "<|tool_call_begin|>"
+                                            : "<tool_call>";
+}
+static const char *close_tag(const srv_tools *t) {
+    return t->syntax == LOOM_TOOLS_DEEPSEEK ? "<｜tool▁call▁end｜>"
+         : t->syntax == LOOM_TOOLS_KIMI     ? "<|tool_call_end|>"
+                                            : "</tool_call>";
+}
 
 bool srv_tools_init(srv_tools *t, loom_tool_syntax syntax, uint64_t seed) {
     memset(t, 0, sizeof *t);
@@ -81,8 +89,114 @@ static json_t *call_from(srv_tools *t, json_t *o) {
     return call;
 }
 
+/* s[*at..n) past whitespace starts with tag: moves *at past it. */
+static bool take_tag(const char *s, size_t n, size_t *at, const char *tag) {
+    size_t i = *at, m = strlen(tag);
+    while (i < n && is_ws(s[i])) i++;
+    if (n - i < m || memcmp(s + i, tag, m)) return false;
+    *at = i + m;
+    return true;
+}
+
+/* GLM-4.5's body: the name, then <arg_key>K</arg_key><arg_value>V</arg_value>
+ * pairs (whitespace around them), V JSON where it parses (the template
+ * writes non-strings with tojson) and a string otherwise, as llama.cpp's
+ * GLM 4.5 parser reads it; NULL when the body is not that. */
+static json_t *glm_call_of(srv_tools *t, const char *s, size_t n) {
+    size_t at = 0, name0, name1;
+    while (at < n && is_ws(s[at])) at++;
+    name0 = at;
+    while (at < n && !is_ws(s[at]) && s[at] != '<') at++;
+    name1 = at;
+    for (size_t i = name0; i < name1; i++) /* a function's name: letters, digits, _ - . : */
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+              s[i] == '_' || s[i] == '-' || s[i] == '.' || s[i] == ':'))
+            return NULL;
+    json_t *args = json_object(), *call = NULL;
+    bool ok = args && name1 > name0;
+    while (ok && take_tag(s, n, &at, "<arg_key>")) {
+        const char *k = s + at, *ke = memmem(k, n - at, "</arg_key>", 10);
+        ok = ke != NULL;
+        if (!ok) break;
+        at = (size_t)(ke - s) + 10;
+        ok = take_tag(s, n, &at, "<arg_value>");
+        const char *v = s + at, *ve = ok ? memmem(v, n - at, "</arg_value>", 12) : NULL;
+        ok = ve != NULL;
+        if (!ok) break;
+        at = (size_t)(ve - s) + 12;
+        char *key = strndup(k, (size_t)(ke - k));
+        json_t *val = json_loadb(v, (size_t)(ve - v), JSON_DECODE_ANY, NULL);
+        if (!val) val = json_stringn(v, (size_t)(ve - v));
+        ok = key && val && !json_object_set_new(args, key, val);
+        if (!ok) json_decref(val);
+        free(key);
+    }
+    while (ok && at < n && is_ws(s[at])) at++;
+    if (ok && at == n) {
+        char *text = json_dumps(args, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (text) call = srv_tool_call_new(&t->id_state, s + name0, name1 - name0, text, strlen(text));
+        free(text);
+    }
+    json_decref(args);
+    return call;
+}
+
+/* A call from the name s[n0, n1) and JSON-object arguments s[a0, a1), or NULL. */
+static json_t *named_call(srv_tools *t, const char *s, size_t n0, size_t n1, size_t a0, size_t a1) {
+    while (n0 < n1 && is_ws(s[n0])) n0++;
+    while (n1 > n0 && is_ws(s[n1 - 1])) n1--;
+    json_t *o = n1 > n0 ? json_loadb(s + a0, a1 - a0, 0, NULL) : NULL, *call = NULL;
+    char *text = json_is_object(o) ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    if (text) call = srv_tool_call_new(&t->id_state, s + n0, n1 - n0, text, strlen(text));
+    free(text);
+    json_decref(o);
+    return call;
+}
+
+/* DeepSeek's bodies: V3.1's NAME<｜tool▁sep｜>{args}, and R1's / V3's
+ * function<｜tool▁sep｜>NAME\n```json\n{args}\n``` (llama.cpp's DeepSeek
+ * parsers read both). */
+static json_t *deepseek_call_of(srv_tools *t, const char *s, size_t n) {
+    static const char SEP[] = "<｜tool▁sep｜>";
+    const char *sep = memmem(s, n, SEP, sizeof SEP - 1);
+    if (!sep) return NULL;
+    const size_t a = (size_t)(sep - s) + sizeof SEP - 1;
+    size_t lead = 0;
+    while (lead < n && is_ws(s[lead])) lead++;
+    if ((size_t)(sep - s) - lead == 8 && !memcmp(s + lead, "function", 8)) { /* R1: the name on the line after */
+        const char *nl = memchr(s + a, '\n', n - a), *f0 = nl ? memmem(nl, n - (size_t)(nl - s), "```", 3) : NULL;
+        if (!f0) return NULL;
+        const char *j = memchr(f0, '\n', n - (size_t)(f0 - s));
+        const char *f1 = j ? memmem(j, n - (size_t)(j - s), "```", 3) : NULL;
+        if (!f1) return NULL;
+        for (const char *r = f1 + 3; r < s + n; r++)
+            if (!is_ws(*r)) return NULL;
+        return named_call(t, s, a, (size_t)(nl - s), (size_t)(j - s), (size_t)(f1 - s));
+    }
+    return named_call(t, s, 0, (size_t)(sep - s), a, n);
+}
+
+/* Kimi K2's body: functions.NAME:INDEX<|tool_call_argument_begin|>{args}. */
+static json_t *kimi_call_of(srv_tools *t, const char *s, size_t n) {
+    static const char ARG[] = "<|tool_call_argument_begin|>";
+    const char *arg = memmem(s, n, ARG, sizeof ARG - 1);
+    if (!arg) return NULL;
+    size_t n0 = 0, n1 = (size_t)(arg - s);
+    while (n0 < n1 && is_ws(s[n0])) n0++;
+    if (n1 - n0 > 10 && !memcmp(s + n0, "functions.", 10)) n0 += 10;
+    for (size_t i = n1; i > n0; i--)
+        if (s[i - 1] == ':') { /* the call's index */
+            n1 = i - 1;
+            break;
+        }
+    return named_call(t, s, n0, n1, (size_t)(arg - s) + sizeof ARG - 1, n);
+}
+
 /* The call a block's body names, or NULL (not a call). */
 static json_t *call_of(srv_tools *t, const char *body, size_t len) {
+    if (t->syntax == LOOM_TOOLS_GLM) return glm_call_of(t, body, len);
+    if (t->syntax == LOOM_TOOLS_DEEPSEEK) return deepseek_call_of(t, body, len);
+    if (t->syntax == LOOM_TOOLS_KIMI) return kimi_call_of(t, body, len);
     json_t *o = json_loadb(body, len, 0, NULL);
     json_t *call = call_from(t, o);
     json_decref(o);
@@ -120,19 +234,21 @@ static loom_status end_block(srv_tools *t, bool closed, loom_strbuf *out) {
         t->after_call = true;
         if (json_array_append_new(t->calls, call)) st = loom_error(LOOM_ERR_NOMEM, "tool calls: out of memory");
     } else { /* not a call: the block stays content, as written */
-        st = outside(t, OPEN, OPEN_N, out);
+        st = outside(t, open_tag(t), strlen(open_tag(t)), out);
         if (!st) st = outside(t, t->body.data, t->body.len, out);
-        if (!st && closed) st = outside(t, CLOSE, CLOSE_N, out);
+        if (!st && closed) st = outside(t, close_tag(t), strlen(close_tag(t)), out);
     }
     loom_strbuf_clear(&t->body);
     t->inside = false;
     return st;
 }
 
-/* Length of the longest tail of s[0..n) that is a proper prefix of OPEN. */
-static size_t open_tail(const char *s, size_t n) {
-    for (size_t l = OPEN_N - 1 < n ? OPEN_N - 1 : n; l > 0; l--)
-        if (!memcmp(s + n - l, OPEN, l)) return l;
+/* Length of the longest tail of s[0..n) that is a proper prefix of the open tag. */
+static size_t open_tail(const srv_tools *t, const char *s, size_t n) {
+    const char *open = open_tag(t);
+    const size_t on = strlen(open);
+    for (size_t l = on - 1 < n ? on - 1 : n; l > 0; l--)
+        if (!memcmp(s + n - l, open, l)) return l;
     return 0;
 }
 
@@ -198,27 +314,29 @@ loom_status srv_tools_push(srv_tools *t, const char *text, size_t len, loom_strb
     if (t->force_name || t->force_list) return loom_strbuf_append(&t->body, text, len);
     if (t->syntax == LOOM_TOOLS_LLAMA3) return llama3_push(t, text, len, out);
     LOOM_TRY(loom_strbuf_append(t->inside ? &t->body : &t->held, text, len));
+    const char *open = open_tag(t), *close = close_tag(t);
+    const size_t open_n = strlen(open), close_n = strlen(close);
     for (;;) {
         if (t->inside) {
-            const char *at = t->body.len ? memmem(t->body.data, t->body.len, CLOSE, CLOSE_N) : NULL;
+            const char *at = t->body.len ? memmem(t->body.data, t->body.len, close, close_n) : NULL;
             if (!at) return NULL;
             const size_t k = (size_t)(at - t->body.data);
-            LOOM_TRY(loom_strbuf_append(&t->held, at + CLOSE_N, t->body.len - k - CLOSE_N)); /* held is empty inside */
+            LOOM_TRY(loom_strbuf_append(&t->held, at + close_n, t->body.len - k - close_n)); /* held is empty inside */
             t->body.len = k;
             t->body.data[k] = 0;
             LOOM_TRY(end_block(t, true, out));
             continue;
         }
-        const char *at = t->held.len ? memmem(t->held.data, t->held.len, OPEN, OPEN_N) : NULL;
+        const char *at = t->held.len ? memmem(t->held.data, t->held.len, open, open_n) : NULL;
         if (at) {
             const size_t k = (size_t)(at - t->held.data);
             LOOM_TRY(outside(t, t->held.data, k, out)); /* its trailing whitespace waits for the block's end */
-            LOOM_TRY(loom_strbuf_append(&t->body, at + OPEN_N, t->held.len - k - OPEN_N));
+            LOOM_TRY(loom_strbuf_append(&t->body, at + open_n, t->held.len - k - open_n));
             loom_strbuf_clear(&t->held);
             t->inside = true;
             continue;
         }
-        const size_t keep = t->held.len ? open_tail(t->held.data, t->held.len) : 0;
+        const size_t keep = t->held.len ? open_tail(t, t->held.data, t->held.len) : 0;
         LOOM_TRY(outside(t, t->held.data, t->held.len - keep, out));
         if (t->held.len) {
             memmove(t->held.data, t->held.data + t->held.len - keep, keep);

@@ -23,6 +23,21 @@
  * When tool_choice forces calls (srv_tools_force), the reply is held to a
  * JSON schema instead and read as vLLM reads it then.
  *
+ * GLM-4.5's (GLM-4.5, 4.6; vLLM's `glm45`): the same tags around
+ *
+ *     get_weather
+ *     <arg_key>location</arg_key>
+ *     <arg_value>Paris</arg_value>
+ *
+ * the name, then key / value pairs (a value is JSON where it parses,
+ * else a string), read into the same calls.
+ *
+ * DeepSeek's (V3.1: NAME<｜tool▁sep｜>{args}; R1, V3:
+ * function<｜tool▁sep｜>NAME, then the arguments in a ```json fence) and
+ * Kimi K2's (functions.NAME:INDEX<|tool_call_argument_begin|>{args})
+ * between their begin / end tags, read into the same calls; the tags
+ * around a whole section are control tokens the server does not render.
+ *
  * Llama 3.1-3.3's (vLLM's `llama3_json`): a reply whose first non-blank
  * character is '{' is held whole; at its end, one or more JSON objects
  * {"name": ..., "parameters": {...}} (or "arguments"), separated by ';' or
@@ -53,7 +68,7 @@ typedef struct {
     uint64_t id_state; /* the calls' ids: "call_" + 24 hex digits from this */
 } srv_tools;
 
-/* syntax: HERMES or LLAMA3; seed: makes the calls' ids (distinct per
+/* syntax: HERMES, GLM, DEEPSEEK, KIMI or LLAMA3; seed: makes the calls' ids (distinct per
  * request). Returns false when out of memory. */
 bool srv_tools_init(srv_tools *t, loom_tool_syntax syntax, uint64_t seed);
 void srv_tools_free(srv_tools *t);

@@ -85,8 +85,21 @@ bool loom_chat_template_typed_only(const loom_chat_template *c);
  * it): HERMES, Hermes 2 Pro's <tool_call>{"name": ..., "arguments":
  * {...}}</tool_call> (Qwen2.5, Qwen3, Hermes, SmolLM3: the source names the
  * tag); LLAMA3, Llama 3.1-3.3's reply that is a JSON object {"name": ...,
- * "parameters": {...}} (the source has the ipython role and "parameters"). */
-typedef enum { LOOM_TOOLS_NONE, LOOM_TOOLS_HERMES, LOOM_TOOLS_LLAMA3 } loom_tool_syntax;
+ * "parameters": {...}} (the source has the ipython role and "parameters");
+ * GLM, GLM-4.5's <tool_call>NAME <arg_key>K</arg_key><arg_value>V
+ * </arg_value>...</tool_call> (GLM-4.5/4.6: the source names <arg_key>);
+ * DEEPSEEK, <｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{...}<｜tool▁call▁end｜>
+ * (DeepSeek-V3.1, R1: the source names tool▁call▁begin); KIMI,
+ * <|tool_call_begin|>functions.NAME:I<|tool_call_argument_begin|>{...}
+ * <|tool_call_end|> (Kimi K2). */
+typedef enum {
+    LOOM_TOOLS_NONE,
+    LOOM_TOOLS_HERMES,
+    LOOM_TOOLS_LLAMA3,
+    LOOM_TOOLS_GLM,
+    LOOM_TOOLS_DEEPSEEK,
+    LOOM_TOOLS_KIMI,
+} loom_tool_syntax;
 loom_tool_syntax loom_chat_template_tool_syntax(const loom_chat_template *c);
 
 /* Whether the template knows reasoning in <think>...</think> blocks (Qwen3,
