@@ -256,7 +256,7 @@ int cmd_synth(int argc, char **argv) {
             yarn_orig = 0, dense_lead = -1, dense_ffn = 0, groups = 0, groups_used = 0, nextn = 0, kv_lora = 0, q_lora = 0,
             v_head_dim = 0;
     double yarn = 0, expert_scale = 1.0, yarn_mscale = 1.0;
-    bool softmax_gating = false;
+    bool softmax_gating = false, legacy_kv_b = false;
     const char *pooling = "mean";
     bool tied = false, header_only = false;
     const loom_arg args[] = {
@@ -292,6 +292,8 @@ int cmd_synth(int argc, char **argv) {
         {"--softmax-gating", LOOM_ARG_FLAG, &softmax_gating, NULL,
          "deepseek2: experts scored by the softmax (DeepSeek-V2) instead of sigmoids with a selection bias (V3)"},
         {"--yarn-mscale", LOOM_ARG_FLOAT, &yarn_mscale, "F", "deepseek2 with --yarn: mscale_all_dim (V3 1.0, V2 0.707)"},
+        {"--legacy-kv-b", LOOM_ARG_FLAG, &legacy_kv_b, NULL,
+         "deepseek2: attn_kv_b as conversions before April 2025 wrote it (no attn_k_b / attn_v_b)"},
         {"--vocab", LOOM_ARG_INT, &vocab, "N", "vocabulary size (>= 260)"},
         {"--ctx", LOOM_ARG_INT, &ctx, "N", "training context length (metadata)"},
         {"--rope-theta", LOOM_ARG_FLOAT, &rope_theta, "F", "RoPE base frequency"},
@@ -338,8 +340,9 @@ int cmd_synth(int argc, char **argv) {
         return usage_error("--dense-lead, --dense-ffn, --expert-scale, --expert-groups and --groups-used are glm4moe's "
                            "and deepseek2's");
     if (!glm && nextn) return usage_error("--nextn is glm4moe's");
-    if (!ds && (kv_lora || q_lora || v_head_dim || softmax_gating || yarn_mscale != 1.0))
-        return usage_error("--kv-lora, --q-lora, --v-head-dim, --softmax-gating and --yarn-mscale are deepseek2's");
+    if (!ds && (kv_lora || q_lora || v_head_dim || softmax_gating || yarn_mscale != 1.0 || legacy_kv_b))
+        return usage_error("--kv-lora, --q-lora, --v-head-dim, --softmax-gating, --yarn-mscale and --legacy-kv-b are "
+                           "deepseek2's");
     if (v3) {
         if (dense_lead < 0) dense_lead = 1;
         if (!dense_ffn) dense_ffn = ffn * experts_used;
@@ -440,7 +443,7 @@ int cmd_synth(int argc, char **argv) {
                    .yarn_orig = yarn_orig, .dense_lead = v3 ? dense_lead : 0, .dense_ffn = dense_ffn,
                    .groups = groups > 1 ? groups : 0, .groups_used = groups > 1 ? groups_used : 0, .nextn = nextn,
                    .expert_scale = expert_scale, .kv_lora = kv_lora, .q_lora = q_lora, .v_head_dim = v_head_dim,
-                   .softmax_gating = softmax_gating, .yarn_mscale = yarn_mscale};
+                   .softmax_gating = softmax_gating, .yarn_mscale = yarn_mscale, .legacy_kv_b = legacy_kv_b};
     uint64_t params = 0, bytes = 0;
     loom_status st = synth(&c, tc, out, &params, &bytes);
     if (st) {

@@ -72,6 +72,7 @@ typedef struct {
      * (DeepSeek-V2); YaRN's mscale_all_dim */
     int64_t kv_lora, q_lora, v_head_dim;
     bool softmax_gating;
+    bool legacy_kv_b; /* deepseek2: an older conversion's attn_kv_b (and its metadata) instead of attn_k_b / attn_v_b */
     double yarn_mscale;
 } loom_synth_cfg;
 

@@ -113,7 +113,13 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
         if (c->nextn) U32("nextn_predict_layers", c->nextn);
     }
     U32("attention.head_count", c->heads);
-    if (f.ds) { /* MLA as one KV head of the latent and the rotated part (deepseek.py's set_gguf_parameters) */
+    if (f.ds && c->legacy_kv_b) { /* the older conversion: the heads as multi-head attention */
+        U32("attention.head_count_kv", c->heads);
+        U32("attention.key_length", c->head_dim);
+        U32("attention.value_length", c->v_head_dim);
+        U32("attention.kv_lora_rank", c->kv_lora);
+        if (c->q_lora) U32("attention.q_lora_rank", c->q_lora);
+    } else if (f.ds) { /* MLA as one KV head of the latent and the rotated part (deepseek.py's set_gguf_parameters) */
         U32("attention.head_count_kv", 1);
         U32("attention.key_length", c->kv_lora + c->rope_dim);
         U32("attention.value_length", c->kv_lora);
@@ -227,14 +233,18 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
             T2("attn_kv_a_mqa", W_K, c->dim, R + c->rope_dim, s_dim);
             snprintf(base, sizeof base, "blk.%" PRId64 ".attn_kv_a_norm", l);
             LOOM_TRY(norm(p, &f, base, R));
-            /* attn_k_b's rows are nope long: where the type's blocks do not divide them, Q8_0 (llama-quant.cpp
-             * falls back to a 32-block type likewise) */
-            loom_type kt = W(W_K, l);
-            if (nope % loom_type_info((uint32_t)kt)->block_size) kt = LOOM_TYPE_Q8_0;
-            snprintf(name, sizeof name, "blk.%" PRId64 ".attn_k_b.weight", l);
-            LOOM_TRY(loom_synth_tensor3(p, name, kt, 3, nope, R, nh, 1 / sqrt((double)nope), false, 0.0));
-            snprintf(name, sizeof name, "blk.%" PRId64 ".attn_v_b.weight", l);
-            LOOM_TRY(loom_synth_tensor3(p, name, W(W_V, l), 3, R, V, nh, 1 / sqrt((double)R), false, 0.0));
+            if (c->legacy_kv_b) { /* each head's nope key rows, then its value rows, over the latent */
+                T2("attn_kv_b", W_K, R, nh * (nope + V), 1 / sqrt((double)R));
+            } else {
+                /* attn_k_b's rows are nope long: where the type's blocks do not divide them, Q8_0
+                 * (llama-quant.cpp falls back to a 32-block type likewise) */
+                loom_type kt = W(W_K, l);
+                if (nope % loom_type_info((uint32_t)kt)->block_size) kt = LOOM_TYPE_Q8_0;
+                snprintf(name, sizeof name, "blk.%" PRId64 ".attn_k_b.weight", l);
+                LOOM_TRY(loom_synth_tensor3(p, name, kt, 3, nope, R, nh, 1 / sqrt((double)nope), false, 0.0));
+                snprintf(name, sizeof name, "blk.%" PRId64 ".attn_v_b.weight", l);
+                LOOM_TRY(loom_synth_tensor3(p, name, W(W_V, l), 3, R, V, nh, 1 / sqrt((double)R), false, 0.0));
+            }
             T2("attn_output", W_O, nh * V, c->dim, 1 / sqrt((double)(nh * V)));
         } else if (f.fused_qkv) {
             T2("attn_qkv", W_Q, c->dim, q_out + 2 * kv_out, s_dim);

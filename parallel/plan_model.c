@@ -51,6 +51,7 @@ static void mat_shape(const loom_model_config *c, int i, int64_t *in, int64_t *o
 static bool mat_stored(const loom_model_config *c, int i) {
     if (c->fused_qkv && (i == M_K || i == M_V)) return false;
     if (i == M_GATE && (c->ffn_plain || c->fused_gate_up)) return false;
+    if (i == M_V && c->mla_kv_b) return false; /* attn_k_b derived from attn_kv_b: F16 (model.c) */
     return true;
 }
 
@@ -204,6 +205,7 @@ static loom_status read_types(const loom_gguf *g, loom_plan_model *m) {
                                    &t[i]));
         }
         if (c->fused_qkv) t[M_K] = t[M_V] = t[M_Q];
+        if (c->mla_kv_b) t[M_V] = LOOM_TYPE_F16;
         if (c->ffn_plain || c->fused_gate_up) t[M_GATE] = t[M_UP];
         loom_plan_layer *L = &m->layers[l];
         *L = (loom_plan_layer){t[M_Q], t[M_K], t[M_V], t[M_O], t[M_GATE], t[M_UP], t[M_DOWN], LOOM_TYPE_F32,
@@ -213,8 +215,14 @@ static loom_status read_types(const loom_gguf *g, loom_plan_model *m) {
                 snprintf(name, sizeof name, "blk.%d.attn_q_a.weight", l);
                 LOOM_TRY(find_matrix(g, name, c->dim, c->q_lora, &L->q_a));
             }
-            snprintf(name, sizeof name, "blk.%d.attn_v_b.weight", l);
-            LOOM_TRY(find_matrices(g, name, c->kv_lora, c->mla_v_dim, c->n_heads, &L->v_b));
+            if (c->mla_kv_b) { /* attn_v_b's rows are attn_kv_b's value rows */
+                snprintf(name, sizeof name, "blk.%d.attn_kv_b.weight", l);
+                LOOM_TRY(find_matrix(g, name, c->kv_lora,
+                                     (int64_t)c->n_heads * (c->mla_k_dim - c->rope_dim + c->mla_v_dim), &L->v_b));
+            } else {
+                snprintf(name, sizeof name, "blk.%d.attn_v_b.weight", l);
+                LOOM_TRY(find_matrices(g, name, c->kv_lora, c->mla_v_dim, c->n_heads, &L->v_b));
+            }
         }
         if (dense) { /* the MLP in the shared expert's place, its types as the experts' too (block sizes) */
             const int64_t D = c->ffn_dense;

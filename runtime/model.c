@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "runtime/kernels.h"
+#include "runtime/quant.h"
 #include "runtime/threadpool.h"
 
 loom_shard loom_shard_full(const loom_model_config *cfg) {
@@ -348,6 +349,44 @@ static loom_status bind_experts(loom_weights *w, const loom_gguf *g, int l, loom
     return NULL;
 }
 
+/* attn_k_b and attn_v_b of the shard's heads from an older conversion's
+ * attn_kv_b (t: [kv_lora, heads·(nope + v)], head h's nope key rows then
+ * its v value rows): attn_v_b's rows are the value rows, copied as they
+ * are; attn_k_b is the key rows transposed (kv_lora rows of nope), which
+ * takes their values: F16 (the file's quantization to 11 bits). */
+static loom_status derive_k_v_b(loom_weights *w, const loom_gguf *g, const loom_gguf_tensor *t, loom_layer *L) {
+    const loom_model_config *c = &w->cfg;
+    const int64_t R = c->kv_lora, V = c->mla_v_dim, nope = c->mla_k_dim - c->rope_dim, nq = w->n_q;
+    LOOM_TRY(check_matmul(g, t));
+    const size_t rb = loom_type_row_bytes(t->type, R), kb = loom_type_row_bytes(LOOM_TYPE_F16, nope);
+    uint8_t *vb = alloc_copy((size_t)(nq * V) * rb), *kbuf = alloc_copy((size_t)(nq * R) * kb);
+    float *rows = malloc((size_t)(nope * R) * sizeof *rows);
+    if (!vb || !kbuf || !rows) {
+        free(vb), free(kbuf), free(rows);
+        return loom_error(LOOM_ERR_NOMEM, "out of memory deriving attn_k_b from %s", t->name);
+    }
+    loom_status st = own(w, vb); /* own() frees what it cannot keep */
+    if (!st) st = own(w, kbuf);
+    else free(kbuf);
+    if (st) {
+        free(rows);
+        return st;
+    }
+    for (int64_t i = 0; i < nq; i++) {
+        const uint8_t *head = (const uint8_t *)t->data + (size_t)((w->shard.q_begin + i) * (nope + V)) * rb;
+        memcpy(vb + (size_t)(i * V) * rb, head + (size_t)nope * rb, (size_t)V * rb);
+        for (int64_t j = 0; j < nope; j++) loom_dequant_row(t->type, head + (size_t)j * rb, rows + j * R, R);
+        uint16_t *k = (uint16_t *)(kbuf + (size_t)(i * R) * kb);
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t j = 0; j < nope; j++) k[r * nope + j] = loom_f32_to_f16(rows[j * R + r]);
+    }
+    free(rows);
+    L->wv_b = (loom_mat){t->type, nq * V, R, rb, vb, false};
+    L->wk_b = (loom_mat){LOOM_TYPE_F16, nq * R, nope, kb, kbuf, false};
+    w->bytes_copied += (size_t)(nq * V) * rb + (size_t)(nq * R) * kb;
+    return NULL;
+}
+
 /* Multi-head latent attention's weights (model.h): the shard's query heads'
  * rows of attn_q (or attn_q_b, after the whole attn_q_a and its norm),
  * attn_k_b, attn_v_b and attn_output's columns; attn_kv_a_mqa and its
@@ -367,6 +406,12 @@ static loom_status bind_mla(loom_weights *w, const loom_gguf *g, int l, loom_lay
     LOOM_TRY(bind_rows(w, g, NAME("attn_kv_a_mqa.weight"), dim, c->head_dim, 0, c->head_dim, &L->wk));
     LOOM_TRY(bind_vec(w, g, NAME("attn_kv_a_norm.weight"), R, 0, R, &L->kv_a_norm));
     const loom_gguf_tensor *t; /* [nope, kv_lora, heads] and [kv_lora, v, heads]: a head's rows after the last's */
+    if (c->mla_kv_b) {
+        LOOM_TRY(find(g, NAME("attn_kv_b.weight"), R, nh * (nope + V), &t));
+        LOOM_TRY(derive_k_v_b(w, g, t, L));
+        LOOM_TRY(bind_cols(w, g, NAME("attn_output.weight"), nh * V, dim, q0 * V, q1 * V, &L->wo));
+        return NULL;
+    }
     LOOM_TRY(find3(g, NAME("attn_k_b.weight"), nope, R, nh, &t));
     LOOM_TRY(check_matmul(g, t));
     view_rows(w, t, t->data, nope, q0 * R, q1 * R, &L->wk_b);

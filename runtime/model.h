@@ -154,6 +154,8 @@ typedef struct {
      * scale (YaRN's magnitude squared over sqrt(mla_k_dim)). */
     bool mla;
     int q_lora, kv_lora, mla_k_dim, mla_v_dim;
+    bool mla_kv_b;       /* an older conversion's attn_kv_b (each head's nope key rows, then its value rows, over
+                          * the latent) instead of attn_k_b / attn_v_b: the weights derive them (bind_mla) */
 } loom_model_config;
 
 /* Inputs of attn_output per query head: the value's width (MLA's after attn_v_b). */

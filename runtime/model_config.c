@@ -152,17 +152,24 @@ static loom_status read_swa_layers(const loom_gguf *g, loom_model_config *c, int
 static loom_status read_mla(const loom_gguf *g, loom_model_config *c) {
     const char *path = loom_gguf_path(g), *arch = c->arch_name;
     char key[128];
-    if (has_tensor(g, "blk.0.attn_kv_b.weight") && !has_tensor(g, "blk.0.attn_k_b.weight"))
-        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: blk.0.attn_kv_b.weight without attn_k_b / attn_v_b (an old "
-                          "conversion); convert the model again with llama.cpp's convert_hf_to_gguf.py, which splits "
-                          "it for multi-head latent attention", path);
     snprintf(key, sizeof key, "%s.attention.temperature_scale", arch);
     if (loom_gguf_get(g, key))
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s (attention temperature tuning) is not supported", path, key);
     c->mla = true;
     LOOM_TRY(get_count(g, arch, "attention.kv_lora_rank", true, 0, 1 << 16, &c->kv_lora));
-    LOOM_TRY(get_count(g, arch, "attention.key_length_mla", true, 0, 4096, &c->mla_k_dim));
-    LOOM_TRY(get_count(g, arch, "attention.value_length_mla", true, 0, 4096, &c->mla_v_dim));
+    /* conversions before llama.cpp split attn_kv_b (early 2025: DeepSeek-V3, R1) describe the heads as
+     * multi-head attention, key_length nope + rope, value_length v; loom derives attn_k_b / attn_v_b at load */
+    c->mla_kv_b = has_tensor(g, "blk.0.attn_kv_b.weight") && !has_tensor(g, "blk.0.attn_k_b.weight");
+    snprintf(key, sizeof key, "%s.attention.key_length_mla", arch);
+    if (c->mla_kv_b && !loom_gguf_get(g, key)) {
+        c->mla_k_dim = c->head_dim;
+        LOOM_TRY(get_count(g, arch, "attention.value_length", true, 0, 4096, &c->mla_v_dim));
+        c->n_kv_heads = 1;
+        c->head_dim = c->kv_lora + c->rope_dim;
+    } else {
+        LOOM_TRY(get_count(g, arch, "attention.key_length_mla", true, 0, 4096, &c->mla_k_dim));
+        LOOM_TRY(get_count(g, arch, "attention.value_length_mla", true, 0, 4096, &c->mla_v_dim));
+    }
     snprintf(key, sizeof key, "%s.attention.q_lora_rank", arch);
     if (loom_gguf_get(g, key)) LOOM_TRY(get_count(g, arch, "attention.q_lora_rank", true, 0, 1 << 16, &c->q_lora));
     if ((c->q_lora > 0) != has_tensor(g, "blk.0.attn_q_a.weight"))

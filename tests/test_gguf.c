@@ -1278,7 +1278,7 @@ Test(synth, rejects_bad_options_with_clear_messages) {
         {"--out /tmp/x.gguf --arch llama --experts 4 --dense-lead 1", "--groups-used are glm4moe's and deepseek2's"},
         {"--out /tmp/x.gguf --arch glm4moe --expert-groups 3 --groups-used 1", "--expert-groups G dividing --experts"},
         {"--out /tmp/x.gguf --arch glm4moe --ffn 512 --shared-ffn 768", "--shared-ffn a multiple of --ffn"},
-        {"--out /tmp/x.gguf --arch llama --kv-lora 64", "--yarn-mscale are deepseek2's"},
+        {"--out /tmp/x.gguf --arch llama --kv-lora 64", "--legacy-kv-b are deepseek2's"},
         {"--out /tmp/x.gguf --arch deepseek2 --head-dim 48 --rope-dim 48", "--rope-dim below --head-dim"},
         {"--out /tmp/x.gguf --arch qwen3moe --experts 4 --experts-used 5", "--experts 4 --experts-used 5: expected"},
         {"--out /tmp/x.gguf --arch qwen3moe --shared-ffn 512", "--shared-ffn: only qwen2moe, glm4moe and deepseek2 models"},
