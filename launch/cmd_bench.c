@@ -680,9 +680,8 @@ int cmd_bench(int argc, char **argv) {
     if (!st && world_rank == 0) {
         const char *base = strrchr(model, '/');
         base = base ? base + 1 : model;
-        char moe[64] = "";
-        if (bi.cfg.n_experts)
-            snprintf(moe, sizeof moe, " x %d experts (%d used)", bi.cfg.n_experts, bi.cfg.n_experts_used);
+        char moe[192];
+        loom_model_describe_extras(&bi.cfg, moe, sizeof moe);
         printf("loom bench: %s — %s, %d layers, dim %d, %d/%d heads, ffn %d%s, vocab %d; weights %s\n", base,
                bi.cfg.arch_name, bi.cfg.n_layers, bi.cfg.dim, bi.cfg.n_heads, bi.cfg.n_kv_heads, bi.cfg.ffn, moe,
                bi.cfg.vocab, bi.types);

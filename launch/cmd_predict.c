@@ -125,9 +125,8 @@ int cmd_predict(int argc, char **argv) {
     } else if (json) {
         loom_prediction_json(&pr, c, &w, stdout);
     } else {
-        char moe[64] = "";
-        if (m.cfg.n_experts)
-            snprintf(moe, sizeof moe, " x %d experts (%d used)", m.cfg.n_experts, m.cfg.n_experts_used);
+        char moe[192];
+        loom_model_describe_extras(&m.cfg, moe, sizeof moe);
         printf("model       %s: %d layers, width %d, %d/%d heads, FFN %d%s, vocab %d\n", model, m.cfg.n_layers,
                m.cfg.dim, m.cfg.n_heads, m.cfg.n_kv_heads, m.cfg.ffn, moe, m.cfg.vocab);
         loom_prediction_print(&pr, c, &w, stdout);

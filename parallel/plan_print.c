@@ -115,12 +115,8 @@ static void print_json(const loom_plan *p, FILE *f) {
 static void print_text(const loom_plan *p, FILE *f) {
     const loom_model_config *c = &p->cfg;
     char a[48], b[48], d[48], e[48], g[48], h[48];
-    char moe[160] = "";
-    if (c->n_experts) {
-        int n = snprintf(moe, sizeof moe, " x %d experts (%d used per token)", c->n_experts, c->n_experts_used);
-        if (c->ffn_shared) n += snprintf(moe + n, sizeof moe - (size_t)n, " + shared %d", c->ffn_shared);
-        if (c->n_dense_lead) snprintf(moe + n, sizeof moe - (size_t)n, ", layers 0-%d dense FFN %d", c->n_dense_lead - 1, c->ffn_dense);
-    }
+    char moe[192];
+    loom_model_describe_extras(c, moe, sizeof moe);
     fprintf(f, "model   %s, %d layers, width %d, %d query / %d KV heads of %d, FFN %d%s, vocab %d%s\n", c->arch_name,
             c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn, moe, c->vocab,
             c->tied_embeddings ? " (tied embeddings)" : "");

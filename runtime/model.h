@@ -186,6 +186,11 @@ static inline int64_t loom_qkv_rows(const loom_model_config *c) {
  * holding nq query heads, nkv KV heads, nffn MLP columns and nexp experts binds (the
  * planner counts them as loom_weights_create binds them). */
 int64_t loom_layer_vector_floats(const loom_model_config *c, int l, int64_t nq, int64_t nkv, int64_t nffn, int64_t nexp);
+/* What the one-line model descriptions (loom plan, bench, predict) add after
+ * "FFN <ffn>": a mixture's experts, shared experts and leading dense layers,
+ * MLA's latent; "" for a dense model. Writes at most n bytes (NUL included). */
+void loom_model_describe_extras(const loom_model_config *c, char *buf, size_t n);
+
 /* F32 elements beside the embedding matrix the first stage binds (token
  * type row, embedding norm), and beside the lm head the last stage binds
  * (output norm and its bias). Position embeddings are a matrix: see

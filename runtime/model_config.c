@@ -506,6 +506,17 @@ loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
     return NULL;
 }
 
+void loom_model_describe_extras(const loom_model_config *c, char *buf, size_t n) {
+    size_t at = 0;
+    buf[0] = 0;
+#define ADD(...) (at < n ? (void)(at += (size_t)snprintf(buf + at, n - at, __VA_ARGS__)) : (void)0)
+    if (c->n_experts) ADD(" x %d experts (%d used)", c->n_experts, c->n_experts_used);
+    if (c->ffn_shared) ADD(" + shared %d", c->ffn_shared);
+    if (c->n_dense_lead) ADD(", layers 0-%d dense FFN %d", c->n_dense_lead - 1, c->ffn_dense);
+    if (c->mla) ADD(", latent attention (%d wide)", c->kv_lora);
+#undef ADD
+}
+
 /* ---------------------------------------------------------- byte counts */
 
 static int64_t norm_floats(const loom_model_config *c, int64_t n) { return c->norm == LOOM_NORM_LAYER ? 2 * n : n; }
