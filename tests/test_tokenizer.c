@@ -663,6 +663,26 @@ Test(synthetic, bpe_rank_order) {
     synth_end(&s, t);
 }
 
+/* GLM-4.5's vocabulary: <|user|> ends a turn (the converter's EOT) and
+ * <|observation|>, written after tool calls, ends the generation too. */
+Test(synthetic, glm_observation_ends_a_generation) {
+    static const char *const toks[] = {"a", "b", "<|endoftext|>", "<|user|>", "<|observation|>", "<tool_call>"};
+    static const int32_t types[] = {1, 1, 3, 3, 3, 3};
+    synth s = synth_begin();
+    OK(loom_gguf_writer_add_str(s.w, "tokenizer.ggml.model", "gpt2"));
+    OK(loom_gguf_writer_add_str(s.w, "tokenizer.ggml.pre", "glm4"));
+    OK(loom_gguf_writer_add_arr_str(s.w, "tokenizer.ggml.tokens", toks, 6));
+    OK(loom_gguf_writer_add_arr(s.w, "tokenizer.ggml.token_type", LOOM_GGUF_I32, types, 6));
+    OK(loom_gguf_writer_add_arr_str(s.w, "tokenizer.ggml.merges", (const char *const[]){"a b"}, 1));
+    OK(loom_gguf_writer_add_uint(s.w, "tokenizer.ggml.eos_token_id", LOOM_GGUF_U32, 2));
+    OK(loom_gguf_writer_add_uint(s.w, "tokenizer.ggml.eot_token_id", LOOM_GGUF_U32, 3));
+    loom_tokenizer *t;
+    OK(synth_build(&s, &t));
+    for (int id = 0; id < 6; id++)
+        cr_assert_eq(loom_tokenizer_is_eog(t, id), id >= 2 && id <= 4, "is_eog(%d)", id);
+    synth_end(&s, t);
+}
+
 /* SPM: the highest-scoring pair merges first; what no token covers falls back
  * to <0xXX> byte tokens; decoding gives the bytes back. */
 Test(synthetic, spm_scores_and_byte_fallback) {

@@ -136,10 +136,14 @@ static const char *const FIM_KEYS[6][2] = {
     {"tokenizer.ggml.fim_rep_token_id", NULL},
     {"tokenizer.ggml.fim_sep_token_id", NULL},
 };
+/* llama.cpp's list, and GLM-4.5's <|observation|>: what it writes after its tool calls, waiting for their
+ * results (its generation_config ends a generation there, as vLLM does; llama.cpp does not and lets the model
+ * go on to invent them) */
 static const char *const EOG_TEXTS[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>",
                                         "<|calls|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>",
                                         "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>", "<end_of_utterance>", "<eos>",
-                                        "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[", NULL};
+                                        "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+                                        "<|observation|>", NULL};
 
 /* The token whose text is in `list` (the lowest id when several are; llama.cpp
  * takes the first in hash-map order), marked control. */
