@@ -86,6 +86,7 @@ static void gen_start(loom_synth_gen *g, loom_type type) {
     double sq = 1; /* E[(integer part)^2] of one value */
     switch (type) {
     case LOOM_TYPE_Q8_0: sq = uniform_sq(-127, 127); break;
+    case LOOM_TYPE_IQ4_NL: sq = 4548.0; break; /* nibbles uniform: the mean square of kvalues_iq4nl */
     case LOOM_TYPE_Q4_0: sq = uniform_sq(-7, 7); break;
     case LOOM_TYPE_Q4_1: sq = uniform_sq(0, 15) - 7.5 * 7.5; break;
     case LOOM_TYPE_Q5_0: sq = uniform_sq(-15, 15); break;
@@ -181,6 +182,10 @@ static void gen_block(loom_synth_gen *g, loom_type type, uint8_t *b) {
     case LOOM_TYPE_MXFP4:
         b[0] = (uint8_t)g->d;
         random_bytes(r, b + 1, 16);
+        return;
+    case LOOM_TYPE_IQ4_NL:
+        put16(b, g->d);
+        random_bytes(r, b + 2, 16);
         return;
     case LOOM_TYPE_Q2_K:
         for (int g = 0; g < 16; g++) { /* scale = min */

@@ -45,6 +45,10 @@
  *                        e[l+96] = (L[l+32] >> 4) | ((H[l]>>6)&3)<<4;
  *              x = d * scales[e/16] * (q - 32).
  *   Q8_K       (activations only) x = d * qs[j]; bsums[i] = sum of qs[16i..16i+15].
+ *   IQ4_NL     Q4_0's layout (d, then the nibbles); a nibble indexes
+ *              llama.cpp's non-linear grid LOOM_KV_IQ4NL (int8 values,
+ *              -127..113): x = d * LOOM_KV_IQ4NL[q]. Computed as Q8_0 is
+ *              once the nibble has become its value.
  *   MXFP4      (OCP microscaling FP4, gpt-oss's experts) as Q4_0's nibble
  *              order; a nibble is an E2M1 code, x = LOOM_KV_MXFP4[q] *
  *              2^(e - 128) with e the block's E8M0 exponent byte (GGML keeps
@@ -187,6 +191,11 @@ LOOM_STATIC_ASSERT(sizeof(loom_block_q5_K) == 176, "Q5_K block is 176 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q6_K) == 210, "Q6_K block is 210 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_q8_K) == 292, "Q8_K block is 292 bytes");
 LOOM_STATIC_ASSERT(sizeof(loom_block_mxfp4) == 17, "MXFP4 block is 17 bytes");
+
+/* IQ4_NL's grid (ggml's kvalues_iq4nl), and the same plus 128 as bytes, the
+ * unsigned form the VNNI kernels multiply as they do Q8_0's. */
+#define LOOM_KV_IQ4NL_INIT {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}
+#define LOOM_KV_IQ4NL_U_INIT {1, 24, 45, 63, 79, 93, 106, 118, 129, 141, 153, 166, 181, 197, 217, 241}
 
 /* MXFP4's E2M1 codes as GGML keeps them (doubled: integers), and the same
  * plus 12, the unsigned form the integer kernels multiply (>= 0, <= 24). */
@@ -469,6 +478,15 @@ static inline LOOM_HD void loom_dequant_block_q6_K(const uint8_t *b, float *y) {
     }
 }
 
+static inline LOOM_HD void loom_dequant_block_iq4_nl(const uint8_t *b, float *y) {
+    const signed char kv[16] = LOOM_KV_IQ4NL_INIT;
+    const float d = loom_f16_to_f32(loom_rd_u16(b));
+    for (int j = 0; j < 16; j++) {
+        y[j] = LOOM_FMUL((float)kv[b[2 + j] & 0xF], d);
+        y[j + 16] = LOOM_FMUL((float)kv[b[2 + j] >> 4], d);
+    }
+}
+
 static inline LOOM_HD void loom_dequant_block_mxfp4(const uint8_t *b, float *y) {
     const signed char kv[16] = LOOM_KV_MXFP4_INIT;
     const float d = loom_e8m0_half(b[0]);
@@ -505,6 +523,7 @@ static inline LOOM_HD int loom_dequant_block(loom_type type, const uint8_t *b, f
     case LOOM_TYPE_Q6_K: loom_dequant_block_q6_K(b, y); return 256;
     case LOOM_TYPE_Q8_K: loom_dequant_block_q8_K(b, y); return 256;
     case LOOM_TYPE_MXFP4: loom_dequant_block_mxfp4(b, y); return 32;
+    case LOOM_TYPE_IQ4_NL: loom_dequant_block_iq4_nl(b, y); return 32;
     default: return 0;
     }
 }

@@ -27,7 +27,7 @@
 static const loom_type all_types[] = {LOOM_TYPE_F32,  LOOM_TYPE_F16,  LOOM_TYPE_BF16, LOOM_TYPE_Q4_0,
                                       LOOM_TYPE_Q4_1, LOOM_TYPE_Q5_0, LOOM_TYPE_Q5_1, LOOM_TYPE_Q8_0,
                                       LOOM_TYPE_Q4_K, LOOM_TYPE_Q5_K, LOOM_TYPE_Q6_K, LOOM_TYPE_MXFP4,
-                                      LOOM_TYPE_Q3_K, LOOM_TYPE_Q2_K};
+                                      LOOM_TYPE_Q3_K, LOOM_TYPE_Q2_K, LOOM_TYPE_IQ4_NL};
 enum { N_TYPES = sizeof all_types / sizeof all_types[0] };
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
@@ -45,7 +45,8 @@ static const int *scale_fields(loom_type t) {
     switch (t) {
     case LOOM_TYPE_Q4_0:
     case LOOM_TYPE_Q5_0:
-    case LOOM_TYPE_Q8_0: return d0;
+    case LOOM_TYPE_Q8_0:
+    case LOOM_TYPE_IQ4_NL: return d0;
     case LOOM_TYPE_Q4_1:
     case LOOM_TYPE_Q5_1:
     case LOOM_TYPE_Q4_K:
@@ -523,7 +524,7 @@ Test(matmul, degenerate_calls_write_nothing) {
     uint8_t w[64] = {0}, xq[64] = {0};
     loom_matmul(LOOM_TYPE_Q4_0, w, 18, 32, 3, 3, xq, 40, 1, y, 4);   /* r1 == r0 */
     loom_matmul(LOOM_TYPE_Q4_0, w, 18, 32, 0, 1, xq, 40, 0, y, 4);   /* n == 0 */
-    loom_matmul(LOOM_TYPE_IQ4_NL, w, 18, 32, 0, 1, xq, 40, 1, y, 4); /* unsupported type */
+    loom_matmul(LOOM_TYPE_IQ2_XXS, w, 66, 256, 0, 1, xq, 40, 1, y, 4); /* unsupported type */
     cr_assert(y[0] == 1 && y[1] == 2 && y[2] == 3 && y[3] == 4);
 }
 

@@ -56,7 +56,8 @@ static uint32_t bits(float f) {
 }
 
 static const char *const fixture_names[] = {"F32",  "F16",  "BF16", "Q4_0", "Q4_1", "Q5_0",
-                                            "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "MXFP4", "Q3_K", "Q2_K"};
+                                            "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "MXFP4", "Q3_K", "Q2_K",
+                                            "IQ4_NL"};
 enum { N_FIXTURES = sizeof fixture_names / sizeof fixture_names[0] };
 
 /* loom_dequant_row == gguf-py, bit for bit, from an aligned and from an odd
@@ -106,14 +107,14 @@ Test(quant, type_coverage) {
     const loom_type yes[] = {LOOM_TYPE_F32,  LOOM_TYPE_F16,  LOOM_TYPE_BF16, LOOM_TYPE_Q4_0,
                              LOOM_TYPE_Q4_1, LOOM_TYPE_Q5_0, LOOM_TYPE_Q5_1, LOOM_TYPE_Q8_0,
                              LOOM_TYPE_Q4_K, LOOM_TYPE_Q5_K, LOOM_TYPE_Q6_K, LOOM_TYPE_MXFP4,
-                             LOOM_TYPE_Q3_K, LOOM_TYPE_Q2_K};
+                             LOOM_TYPE_Q3_K, LOOM_TYPE_Q2_K, LOOM_TYPE_IQ4_NL};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
         cr_assert(loom_type_can_matmul(yes[i]), "%s", loom_type_name(yes[i]));
         cr_assert(loom_type_info(yes[i])->can_compute, "types.c disagrees on %s",
                   loom_type_name(yes[i]));
     }
     cr_assert(!loom_type_can_matmul(LOOM_TYPE_IQ2_XXS));
-    cr_assert(!loom_type_can_matmul(LOOM_TYPE_IQ4_NL));
+    cr_assert(!loom_type_can_matmul(LOOM_TYPE_IQ4_XS));
     cr_assert_eq(loom_act_row_bytes(LOOM_TYPE_IQ2_XXS, 256), 0);
     cr_assert_eq(loom_act_row_bytes(LOOM_TYPE_Q4_0, 33), 0);
     cr_assert_eq(loom_act_row_bytes(LOOM_TYPE_Q4_K, 288), 0);

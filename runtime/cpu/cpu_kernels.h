@@ -43,13 +43,13 @@
 #endif
 
 /* Every weight type with matmul kernels, once: X(prefix, TYPE, suffix,
- * family), family F (float weights), Q8 (Q8_0), Q (4/5-bit 32-element
+ * family), family F (float weights), Q8 (Q8_0 and IQ4_NL: signed quants), Q (4/5-bit 32-element
  * blocks), K (K-quants). A level defines its kernel for each entry (by
  * family) and its table from the same list. */
 #define LOOM_MATMUL_TYPES(X, p)                                                                       \
     X(p, F32, f32, F) X(p, F16, f16, F) X(p, BF16, bf16, F) X(p, Q4_0, q4_0, Q) X(p, Q4_1, q4_1, Q)   \
     X(p, Q5_0, q5_0, Q) X(p, Q5_1, q5_1, Q) X(p, Q8_0, q8_0, Q8) X(p, Q4_K, q4_K, K)                  \
-    X(p, Q5_K, q5_K, K) X(p, Q6_K, q6_K, K) X(p, MXFP4, mxfp4, Q) X(p, Q3_K, q3_K, K)           \
+    X(p, Q5_K, q5_K, K) X(p, Q6_K, q6_K, K) X(p, MXFP4, mxfp4, Q) X(p, IQ4_NL, iq4_nl, Q8) X(p, Q3_K, q3_K, K)          \
     X(p, Q2_K, q2_K, K)
 
 /* the parameters of a loom_matmul_fn, named as every kernel names them */
@@ -357,6 +357,7 @@ static inline __attribute__((always_inline)) size_t loom_qblock_bytes(int type) 
     case LOOM_TYPE_Q5_K: return 176;
     case LOOM_TYPE_Q6_K: return 210;
     case LOOM_TYPE_MXFP4: return 17;
+    case LOOM_TYPE_IQ4_NL: return 18;
     case LOOM_TYPE_Q3_K: return 110;
     case LOOM_TYPE_Q2_K: return 84;
     default: return 0;

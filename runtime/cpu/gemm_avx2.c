@@ -85,8 +85,11 @@ AI __m256i bits_to_0x10(uint32_t bits) {
     return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel), _mm256_set1_epi8(16));
 }
 
-/* A 32-element block -> its unsigned quants (0..15 or 0..31); Q8_0: its
- * signed quants. */
+/* Q8_0 and IQ4_NL: signed quants, no offset */
+AI int signed_q(const int type) { return type == LOOM_TYPE_Q8_0 || type == LOOM_TYPE_IQ4_NL; }
+
+/* A 32-element block -> its unsigned quants (0..15 or 0..31); Q8_0, IQ4_NL:
+ * its signed quants. */
 AI __m256i dec32(const int type, const uint8_t *p) {
     switch (type) {
     case LOOM_TYPE_Q8_0: return _mm256_loadu_si256((const __m256i *)(p + 2));
@@ -95,6 +98,10 @@ AI __m256i dec32(const int type, const uint8_t *p) {
     case LOOM_TYPE_MXFP4: { /* codes -> doubled E2M1 values + 12 */
         static const int8_t kv[16] = LOOM_KV_MXFP4_U_INIT;
         return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kv)), nibbles(p + 1));
+    }
+    case LOOM_TYPE_IQ4_NL: { /* nibbles -> their signed grid values: then as Q8_0 */
+        static const int8_t kv[16] = LOOM_KV_IQ4NL_INIT;
+        return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kv)), nibbles(p + 2));
     }
     case LOOM_TYPE_Q5_0: return _mm256_or_si256(nibbles(p + 6), bits_to_0x10(loom_ld_u32(p + 2)));
     default: return _mm256_or_si256(nibbles(p + 8), bits_to_0x10(loom_ld_u32(p + 4))); /* Q5_1 */
@@ -150,7 +157,7 @@ AI __m256i decK_piece(const int type, const uint8_t *blk, const int j) {
  * tot += fs*(da*I)) */
 AI __m256 step32(const int type, __m256 tot, __m256i I, __m256 da, __m256 fs, __m256 off, __m256 s) {
     tot = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(I), da), fs, tot);
-    return type == LOOM_TYPE_Q8_0 ? tot : _mm256_fmadd_ps(off, s, tot);
+    return signed_q(type) ? tot : _mm256_fmadd_ps(off, s, tot);
 }
 
 /* K super-block: tot += d*(da*S) + negdmin*(da*Mn); S = sum_g sc_g*I_g (Q6_K:
@@ -451,7 +458,7 @@ AI __m256i rows8_sum(const __m256i p[GMR]) {
 AI __m256i rows8_dot(const int type, const __m256i q[GMR], const uint8_t *a) {
     const __m256i av = _mm256_loadu_si256((const __m256i *)a);
     __m256i p[GMR];
-    if (type == LOOM_TYPE_Q8_0) { /* signed quants: |w| . (a with w's signs) */
+    if (signed_q(type)) { /* signed quants: |w| . (a with w's signs) */
         const __m256i ones = _mm256_set1_epi16(1);
         UNROLL for (int r = 0; r < GMR; r++)
             p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(q[r]), _mm256_sign_epi8(av, q[r])), ones);

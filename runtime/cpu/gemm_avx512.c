@@ -91,6 +91,10 @@ AI __m512i dec32x2(const int type, const uint8_t *pa, const uint8_t *pb) {
         static const int8_t kv[16] = LOOM_KV_MXFP4_U_INIT;
         return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)kv)), nib_pair(pa + 1, pb + 1));
     }
+    case LOOM_TYPE_IQ4_NL: { /* nibbles -> grid values + 128, then as Q8_0 (offset 128) */
+        static const uint8_t kv[16] = LOOM_KV_IQ4NL_U_INIT;
+        return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)kv)), nib_pair(pa + 2, pb + 2));
+    }
     case LOOM_TYPE_Q5_0:
     case LOOM_TYPE_Q5_1: {
         const int o = type == LOOM_TYPE_Q5_0 ? 2 : 4;

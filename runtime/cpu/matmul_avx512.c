@@ -112,8 +112,14 @@ AI void tile_f(const int type, const int RM, const int RN, const uint8_t *w, siz
 AI int is_min_type(const int type) { return type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q5_1; }
 
 AI int offset_of(const int type) {
-    return type == LOOM_TYPE_Q4_0 ? 8 : type == LOOM_TYPE_Q5_0 ? 16 : type == LOOM_TYPE_Q8_0 ? 128
+    return type == LOOM_TYPE_Q4_0 ? 8 : type == LOOM_TYPE_Q5_0 ? 16 : type == LOOM_TYPE_Q8_0 || type == LOOM_TYPE_IQ4_NL ? 128
          : type == LOOM_TYPE_MXFP4 ? LOOM_MXFP4_OFFSET : 0;
+}
+
+/* IQ4_NL: nibbles -> their grid values + 128 (VPSHUFB), then as Q8_0 */
+static const uint8_t kv_iq4nl_u[16] = LOOM_KV_IQ4NL_U_INIT;
+AI __m512i iq4nl_values(__m512i nib) {
+    return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)kv_iq4nl_u)), nib);
 }
 
 /* MXFP4: nibble codes -> their doubled E2M1 values + 12 (VPSHUFB, the
@@ -156,6 +162,7 @@ AI void dec32_pair(const int type, const uint8_t *pa, const uint8_t *pb, __m512i
     case LOOM_TYPE_Q4_0: *q = nibbles_pair(pa + 2, pb + 2); break;
     case LOOM_TYPE_Q4_1: *q = nibbles_pair(pa + 4, pb + 4); break;
     case LOOM_TYPE_MXFP4: *q = mxfp4_values(nibbles_pair(pa + 1, pb + 1)); break;
+    case LOOM_TYPE_IQ4_NL: *q = iq4nl_values(nibbles_pair(pa + 2, pb + 2)); break;
     case LOOM_TYPE_Q5_0:
     case LOOM_TYPE_Q5_1: {
         const int o = type == LOOM_TYPE_Q5_0 ? 2 : 4;
@@ -260,6 +267,7 @@ AI void body32q(const int type, const int RM, const int RN, const uint8_t *w, si
         lo[r] = _mm512_and_si512(z, m4);
         hi[r] = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
         if (type == LOOM_TYPE_MXFP4) lo[r] = mxfp4_values(lo[r]), hi[r] = mxfp4_values(hi[r]);
+        if (type == LOOM_TYPE_IQ4_NL) lo[r] = iq4nl_values(lo[r]), hi[r] = iq4nl_values(hi[r]);
         if (five) { /* fifth bits: element i of block b+j at bit 16j + i (lo) / 16j + i - 16 (hi) */
             uint64_t ml = 0, mh = 0;
             UNROLL for (int j = 0; j < 4; j++) {

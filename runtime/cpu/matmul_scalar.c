@@ -61,6 +61,14 @@ static void decode32(loom_type wt, const uint8_t *b, int q[32], float *dw, float
         }
         break;
     }
+    case LOOM_TYPE_IQ4_NL: {
+        static const signed char kv[16] = LOOM_KV_IQ4NL_INIT;
+        for (int j = 0; j < 16; j++) {
+            q[j] = kv[b[2 + j] & 0xF];
+            q[j + 16] = kv[b[2 + j] >> 4];
+        }
+        break;
+    }
     default: /* Q8_0 */
         for (int j = 0; j < 32; j++) q[j] = (int8_t)b[2 + j];
         break;

@@ -54,6 +54,7 @@ static act_kind act_kind_of(loom_type wt) {
     case LOOM_TYPE_Q5_0:
     case LOOM_TYPE_Q5_1:
     case LOOM_TYPE_Q8_0:
+    case LOOM_TYPE_IQ4_NL:
     case LOOM_TYPE_MXFP4: return ACT_Q8_32;
     case LOOM_TYPE_Q2_K:
     case LOOM_TYPE_Q3_K:

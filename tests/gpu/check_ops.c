@@ -260,7 +260,8 @@ void ck_ops(loom_device *ref, loom_device *dut) {
     check_embed(&p);
     for (int t = 0; t < LOOM_TYPE_COUNT; t++) {
         if (!loom_type_can_matmul((loom_type)t)) continue;
-        if (!dut->vt->matmul[t] && (t == LOOM_TYPE_MXFP4 || t == LOOM_TYPE_Q2_K || t == LOOM_TYPE_Q3_K)) {
+        if (!dut->vt->matmul[t] &&
+            (t == LOOM_TYPE_MXFP4 || t == LOOM_TYPE_Q2_K || t == LOOM_TYPE_Q3_K || t == LOOM_TYPE_IQ4_NL)) {
             printf("SKIP  matmul %-36s the CPU's only so far (no device kernel; models with it run on the CPU)\n",
                    loom_type_name((uint32_t)t));
             continue;
