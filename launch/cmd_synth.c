@@ -24,7 +24,8 @@
  *   Q2_K  q over 0..3 with group scales sc in [8,15], mins m = sc and dmin =
  *         1.5*d, so x = d*sc*(q - 1.5);
  *   IQ4_NL  nibbles uniform over llama.cpp's grid, d = std / sqrt(4548)
- *           (the grid's mean square).
+ *           (the grid's mean square); IQ4_XS the same with sub-block
+ *           scales (ls - 32) in [8, 15].
  *
  * Mixes follow llama.cpp's llama-quant.cpp for a dense llama/qwen2 model:
  *   Q4_K_M  everything Q4_K, except output.weight (and token_embd.weight when
@@ -43,7 +44,7 @@
  *   MXFP4_MOE  the experts' tensors MXFP4 (E2M1 codes uniform, one E8M0
  *           exponent per tensor: the power of two nearest the std's
  *           scale), everything else Q8_0.
- * Plain types (F32 ... Q6_K, IQ4_NL) put every 2-D weight, output and token_embd
+ * Plain types (F32 ... Q6_K, IQ4_NL, IQ4_XS) put every 2-D weight, output and token_embd
  * included, in that type. 1-D tensors (norms, biases) are always F32.
  *
  * --header-only writes only the header and extends the file with ftruncate:
@@ -76,7 +77,7 @@ static const type_choice type_choices[] = {
     {"Q5_K", LOOM_TYPE_Q5_K, false, 16}, {"Q6_K", LOOM_TYPE_Q6_K, false, 18}, {"Q4_K_M", LOOM_TYPE_Q4_K, true, 15},
     {"Q5_K_M", LOOM_TYPE_Q5_K, true, 17}, {"MXFP4_MOE", LOOM_TYPE_MXFP4, true, 38},
     {"Q3_K", LOOM_TYPE_Q3_K, false, 11},  {"Q3_K_M", LOOM_TYPE_Q3_K, true, 12}, {"Q2_K", LOOM_TYPE_Q2_K, true, 10},
-    {"IQ4_NL", LOOM_TYPE_IQ4_NL, false, 25},
+    {"IQ4_NL", LOOM_TYPE_IQ4_NL, false, 25}, {"IQ4_XS", LOOM_TYPE_IQ4_XS, false, 30},
 };
 
 static bool use_more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
@@ -302,8 +303,8 @@ int cmd_synth(int argc, char **argv) {
         {"--rope-theta", LOOM_ARG_FLOAT, &rope_theta, "F", "RoPE base frequency"},
         {"--norm-eps", LOOM_ARG_FLOAT, &norm_eps, "F", "RMSNorm epsilon"},
         {"--type", LOOM_ARG_STR, &type, "T",
-         "F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q3_K Q4_K Q5_K Q6_K IQ4_NL, or the mixes Q2_K Q3_K_M Q4_K_M Q5_K_M "
-         "MXFP4_MOE"},
+         "F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS, or the mixes Q2_K Q3_K_M Q4_K_M "
+         "Q5_K_M MXFP4_MOE"},
         {"--tied", LOOM_ARG_FLAG, &tied, NULL, "no output.weight: the lm head is token_embd"},
         {"--seed", LOOM_ARG_INT, &seed, "N", "weights are a function of the seed and the tensor"},
         {"--rope-dim", LOOM_ARG_INT, &rope_dim, "N", "rotated dimensions per head (partial rotary); 0: all"},
@@ -382,7 +383,7 @@ int cmd_synth(int argc, char **argv) {
         if (!strcasecmp(type, type_choices[i].name)) tc = &type_choices[i];
     if (!tc)
         return usage_error("--type %s: expected one of F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q3_K Q4_K Q5_K Q6_K "
-                           "IQ4_NL Q2_K Q3_K_M Q4_K_M Q5_K_M MXFP4_MOE", type);
+                           "IQ4_NL IQ4_XS Q2_K Q3_K_M Q4_K_M Q5_K_M MXFP4_MOE", type);
     const struct {
         const char *name;
         int64_t v, min, max;

@@ -87,6 +87,7 @@ static void gen_start(loom_synth_gen *g, loom_type type) {
     switch (type) {
     case LOOM_TYPE_Q8_0: sq = uniform_sq(-127, 127); break;
     case LOOM_TYPE_IQ4_NL: sq = 4548.0; break; /* nibbles uniform: the mean square of kvalues_iq4nl */
+    case LOOM_TYPE_IQ4_XS: sq = uniform_sq(8, 15) * 4548.0; break; /* sub-block scales (ls - 32) in [8, 15] */
     case LOOM_TYPE_Q4_0: sq = uniform_sq(-7, 7); break;
     case LOOM_TYPE_Q4_1: sq = uniform_sq(0, 15) - 7.5 * 7.5; break;
     case LOOM_TYPE_Q5_0: sq = uniform_sq(-15, 15); break;
@@ -187,6 +188,19 @@ static void gen_block(loom_synth_gen *g, loom_type type, uint8_t *b) {
         put16(b, g->d);
         random_bytes(r, b + 2, 16);
         return;
+    case LOOM_TYPE_IQ4_XS: { /* d, the scales' high 2 bits, their low 4 bits, the nibbles */
+        put16(b, g->d);
+        uint16_t hi = 0;
+        memset(b + 4, 0, 4);
+        for (int ib = 0; ib < 8; ib++) {
+            const int ls = 32 + rng_int(r, 8, 15);
+            hi |= (uint16_t)((ls >> 4) << 2 * ib);
+            b[4 + ib / 2] |= (uint8_t)((ls & 0xF) << 4 * (ib % 2));
+        }
+        put16(b + 2, hi);
+        random_bytes(r, b + 8, 128);
+        return;
+    }
     case LOOM_TYPE_Q2_K:
         for (int g = 0; g < 16; g++) { /* scale = min */
             const int s = rng_int(r, Q2SC_LO, Q2SC_HI);

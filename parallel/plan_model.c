@@ -334,6 +334,7 @@ void loom_plan_layer_mats(const loom_plan_model *m, int l, const loom_shard *s, 
  * bound by at most 2.8 % where the rows stay (Intel's AVX-512 K-quants, a GPU). */
 static int64_t held_bytes(loom_type t, int64_t rows, int64_t k) {
     if (rows <= 0) return 0;
+    if (t == LOOM_TYPE_IQ4_XS) return rows * row_bytes(LOOM_TYPE_IQ4_NL, k); /* held as IQ4_NL (model.c) */
     return loom_type_has_r8(t) ? (int64_t)loom_r8_bytes(t, rows, k) : rows * row_bytes(t, k);
 }
 
@@ -403,7 +404,8 @@ static int64_t shard_weight_bytes(const loom_plan_model *m, const loom_shard *s)
     const bool head = s->head && !c->encoder;
     int64_t nv = s->vocab_end - s->vocab_begin, b = 0;
     if (s->embed) {
-        if (!(head && c->tied_embeddings)) b += nv * row_bytes(m->embed, c->dim);
+        /* a tied head's copy serves the embedding too, but for IQ4_XS (its copy is IQ4_NL) */
+        if (!(head && c->tied_embeddings) || m->embed == LOOM_TYPE_IQ4_XS) b += nv * row_bytes(m->embed, c->dim);
         b += 4 * loom_embed_vector_floats(c);
         if (c->pos == LOOM_POS_LEARNED) b += (int64_t)c->ctx_train * row_bytes(m->pos_embd, c->dim);
     }

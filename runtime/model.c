@@ -68,7 +68,7 @@ static loom_status find(const loom_gguf *g, const char *name, int64_t ne0, int64
 }
 
 static loom_status check_matmul(const loom_gguf *g, const loom_gguf_tensor *t) {
-    if (!loom_type_can_matmul(t->type))
+    if (!loom_type_can_matmul(t->type) && t->type != LOOM_TYPE_IQ4_XS) /* IQ4_XS: held as IQ4_NL (hold_iq4_xs) */
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: tensor %s has type %s, which loom cannot compute with",
                           loom_gguf_path(g), t->name, loom_type_name(t->type));
     return NULL;
@@ -494,11 +494,53 @@ static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_l
     return NULL;
 }
 
+/* An IQ4_XS matrix as the kernels compute it: an IQ4_NL copy
+ * (loom_iq4_xs_to_nl), replacing a compact copy it was or the view (which
+ * stays where keep_view: a tied embedding reads it). */
+static loom_status hold_iq4_xs(loom_weights *w, const loom_gguf *g, loom_mat *m, bool keep_view) {
+    if (!m->data || m->type != LOOM_TYPE_IQ4_XS) return NULL;
+    const size_t nl = loom_type_row_bytes(LOOM_TYPE_IQ4_NL, m->cols), old = (size_t)m->rows * m->stride;
+    uint8_t *buf = alloc_copy((size_t)m->rows * nl);
+    if (!buf) return loom_error(LOOM_ERR_NOMEM, "out of memory holding a %lld x %lld IQ4_XS matrix as IQ4_NL",
+                                (long long)m->rows, (long long)m->cols);
+    for (int64_t r = 0; r < m->rows; r++)
+        for (int64_t b = 0; b < m->cols / 256; b++)
+            loom_iq4_xs_to_nl((const uint8_t *)m->data + (size_t)r * m->stride + (size_t)b * 136,
+                              buf + (size_t)r * nl + (size_t)b * 144);
+    int i = 0;
+    while (i < w->n_owned && w->owned[i] != m->data) i++;
+    if (i < w->n_owned) { /* a compact copy (bind_cols): replaced */
+        free(w->owned[i]);
+        w->owned[i] = buf;
+        w->bytes_copied -= old;
+    } else {
+        LOOM_TRY(own(w, buf));
+        if (!keep_view) {
+            if (loom_gguf_is_mapped(g)) release_pages(m->data, old);
+            w->bytes_mapped -= old;
+        }
+    }
+    w->bytes_copied += (size_t)m->rows * nl;
+    *m = (loom_mat){LOOM_TYPE_IQ4_NL, m->rows, m->cols, nl, buf, false};
+    return NULL;
+}
+
 static loom_status bind_all(loom_weights *w, const loom_gguf *g) {
     LOOM_TRY(bind_ends(w, g));
     for (int l = w->shard.layer_begin; l < w->shard.layer_end; l++)
         LOOM_TRY(bind_layer(w, g, l, &w->layers[l - w->shard.layer_begin]));
-    return NULL;
+    const int nl = w->shard.layer_end - w->shard.layer_begin;
+    loom_mat **ms = malloc((size_t)loom_layer_max_mats(&w->cfg) * sizeof *ms);
+    if (!ms) return loom_error(LOOM_ERR_NOMEM, "out of memory binding weights");
+    loom_status st = NULL;
+    for (int l = 0; l < nl && !st; l++) {
+        const int n = loom_layer_mats(&w->cfg, &w->layers[l], ms);
+        for (int i = 0; i < n && !st; i++) st = hold_iq4_xs(w, g, ms[i], false);
+    }
+    free(ms);
+    /* a head tied to the embedding on this rank: a copy of its own, the embedding keeps the view */
+    if (!st) st = hold_iq4_xs(w, g, &w->lm_head, w->lm_head.data == w->embed.data);
+    return st;
 }
 
 int loom_layer_max_mats(const loom_model_config *c) { return 11 + 3 * c->n_experts; }

@@ -49,6 +49,11 @@
  *              llama.cpp's non-linear grid LOOM_KV_IQ4NL (int8 values,
  *              -127..113): x = d * LOOM_KV_IQ4NL[q]. Computed as Q8_0 is
  *              once the nibble has become its value.
+ *   IQ4_XS     256-element super-blocks: d (f16), the high 2 bits of eight
+ *              6-bit scales ls (u16), their low 4 bits (4 bytes), then 8
+ *              sub-blocks of IQ4_NL's nibbles: x = d * (ls - 32) * grid[q].
+ *              Not computed as it is: a rank holds it as IQ4_NL, sub-block
+ *              by sub-block (loom_iq4_xs_to_nl).
  *   MXFP4      (OCP microscaling FP4, gpt-oss's experts) as Q4_0's nibble
  *              order; a nibble is an E2M1 code, x = LOOM_KV_MXFP4[q] *
  *              2^(e - 128) with e the block's E8M0 exponent byte (GGML keeps
@@ -487,6 +492,37 @@ static inline LOOM_HD void loom_dequant_block_iq4_nl(const uint8_t *b, float *y)
     }
 }
 
+/* IQ4_XS sub-block ib's scale, less 32 (-32..31). */
+static inline LOOM_HD int loom_iq4_xs_scale(const uint8_t *b, int ib) {
+    const int ls = ((b[4 + ib / 2] >> 4 * (ib % 2)) & 0xF) | (((loom_rd_u16(b + 2) >> 2 * ib) & 3) << 4);
+    return ls - 32;
+}
+
+static inline LOOM_HD void loom_dequant_block_iq4_xs(const uint8_t *b, float *y) {
+    const signed char kv[16] = LOOM_KV_IQ4NL_INIT;
+    const float d = loom_f16_to_f32(loom_rd_u16(b));
+    for (int ib = 0; ib < 8; ib++) {
+        const float dl = LOOM_FMUL(d, (float)loom_iq4_xs_scale(b, ib));
+        const uint8_t *qs = b + 8 + 16 * ib;
+        for (int j = 0; j < 16; j++) {
+            y[32 * ib + j] = LOOM_FMUL(dl, (float)kv[qs[j] & 0xF]);
+            y[32 * ib + j + 16] = LOOM_FMUL(dl, (float)kv[qs[j] >> 4]);
+        }
+    }
+}
+
+/* One IQ4_XS super-block as eight IQ4_NL blocks (8 x 18 bytes): each
+ * sub-block's scale d * (ls - 32) rounded to F16 (a relative error of at
+ * most 2^-12), its nibbles as they are. */
+static inline LOOM_HD void loom_iq4_xs_to_nl(const uint8_t *b, uint8_t *out) {
+    const float d = loom_f16_to_f32(loom_rd_u16(b));
+    for (int ib = 0; ib < 8; ib++) {
+        const uint16_t h = loom_f32_to_f16(LOOM_FMUL(d, (float)loom_iq4_xs_scale(b, ib)));
+        out[18 * ib] = (uint8_t)h, out[18 * ib + 1] = (uint8_t)(h >> 8);
+        for (int j = 0; j < 16; j++) out[18 * ib + 2 + j] = b[8 + 16 * ib + j];
+    }
+}
+
 static inline LOOM_HD void loom_dequant_block_mxfp4(const uint8_t *b, float *y) {
     const signed char kv[16] = LOOM_KV_MXFP4_INIT;
     const float d = loom_e8m0_half(b[0]);
@@ -524,6 +560,7 @@ static inline LOOM_HD int loom_dequant_block(loom_type type, const uint8_t *b, f
     case LOOM_TYPE_Q8_K: loom_dequant_block_q8_K(b, y); return 256;
     case LOOM_TYPE_MXFP4: loom_dequant_block_mxfp4(b, y); return 32;
     case LOOM_TYPE_IQ4_NL: loom_dequant_block_iq4_nl(b, y); return 32;
+    case LOOM_TYPE_IQ4_XS: loom_dequant_block_iq4_xs(b, y); return 256;
     default: return 0;
     }
 }

@@ -57,7 +57,7 @@ static uint32_t bits(float f) {
 
 static const char *const fixture_names[] = {"F32",  "F16",  "BF16", "Q4_0", "Q4_1", "Q5_0",
                                             "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "MXFP4", "Q3_K", "Q2_K",
-                                            "IQ4_NL"};
+                                            "IQ4_NL", "IQ4_XS"};
 enum { N_FIXTURES = sizeof fixture_names / sizeof fixture_names[0] };
 
 /* loom_dequant_row == gguf-py, bit for bit, from an aligned and from an odd

@@ -179,6 +179,7 @@ Test(reference, synth_deepseek2_q4_k_m, .timeout = 600) { run_fixture(FX("synth-
 Test(reference, synth_deepseek2_lite_f16, .timeout = 600) { run_fixture(FX("synth-deepseek2-lite-f16.json"), NULL, LOOM_TYPE_F16, 77); }
 Test(reference, synth_deepseek2_legacy_q8_0, .timeout = 600) { run_fixture(FX("synth-deepseek2-legacy-q8_0.json"), NULL, LOOM_TYPE_F32, 100); }
 Test(reference, synth_llama_iq4_nl, .timeout = 600) { run_fixture(FX("synth-llama-iq4_nl.json"), NULL, LOOM_TYPE_F16, 128); }
+Test(reference, synth_llama_iq4_xs, .timeout = 600) { run_fixture(FX("synth-llama-iq4_xs.json"), NULL, LOOM_TYPE_F32, 100); }
 Test(reference, synth_llama_q3_k_m, .timeout = 600) { run_fixture(FX("synth-llama-q3_k_m.json"), NULL, LOOM_TYPE_F16, 100); }
 Test(reference, synth_llama_q2_k, .timeout = 600) { run_fixture(FX("synth-llama-q2_k.json"), NULL, LOOM_TYPE_F32, 128); }
 Test(reference, synth_qwen2_yarn_q8_0, .timeout = 600) { run_fixture(FX("synth-qwen2-yarn-q8_0.json"), NULL, LOOM_TYPE_F16, 100); }

@@ -34,7 +34,7 @@ void loom_dequant_row(loom_type t, const void *src, float *dst, int64_t k) {
     default: break;
     }
     const loom_type_traits *tr = loom_type_info((uint32_t)t);
-    if (!tr || (!loom_type_can_matmul(t) && t != LOOM_TYPE_Q8_K)) return;
+    if (!tr || (!loom_type_can_matmul(t) && t != LOOM_TYPE_Q8_K && t != LOOM_TYPE_IQ4_XS)) return; /* IQ4_XS: embeddings */
     const int64_t nb = k / tr->block_size;
     for (int64_t b = 0; b < nb; b++)
         loom_dequant_block(t, s + (size_t)b * tr->type_size, dst + b * tr->block_size);

@@ -66,6 +66,7 @@ void gpu_synth_fill(loom_type t, uint64_t seed, double std, uint8_t *dst, size_t
     case LOOM_TYPE_Q5_K: sq = uniform_sq(16, 47) * (uniform_sq(0, 31) - 15.5 * 15.5); break;
     case LOOM_TYPE_Q6_K: sq = uniform_sq(16, 63) * uniform_sq(-31, 31); break;
     case LOOM_TYPE_MXFP4: sq = 34.25; break;                                    /* codes uniform */
+    case LOOM_TYPE_IQ4_NL: sq = 4548; break;                                    /* the grid's mean square */
     case LOOM_TYPE_Q3_K: sq = uniform_sq(-32, 31) * uniform_sq(-4, 3); break;   /* random scales and quants */
     case LOOM_TYPE_Q2_K: sq = uniform_sq(0, 15) * (uniform_sq(0, 3) - 1.5 * 1.5); break;
     case LOOM_TYPE_F32:
@@ -99,6 +100,7 @@ void gpu_synth_fill(loom_type t, uint64_t seed, double std, uint8_t *dst, size_t
             for (int j = 0; j < 32; j++) b[2 + j] = (uint8_t)(int8_t)rng_int(&s, -127, 127);
             break;
         case LOOM_TYPE_Q4_0:
+        case LOOM_TYPE_IQ4_NL:
             put16(b, d);
             random_bytes(&s, b + 2, 16);
             break;
