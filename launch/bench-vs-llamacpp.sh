@@ -144,6 +144,7 @@ spec_of() {
     q8_0) echo "synth-tinyllama-1.1b.Q8_0.gguf:Q8_0:tiny" ;;
     q3_k_m) echo "synth-tinyllama-1.1b.Q3_K_M.gguf:Q3_K_M:tiny" ;;
     q2_k) echo "synth-tinyllama-1.1b.Q2_K.gguf:Q2_K:tiny" ;;
+    iq4_xs) echo "synth-tinyllama-1.1b.IQ4_XS.gguf:IQ4_XS:tiny" ;;
     llama32_1b) echo "synth-llama-3.2-1b.Q4_K_M.gguf:Q4_K_M:l32" ;;
     qwen25_05b) echo "synth-qwen2.5-0.5b.Q8_0.gguf:Q8_0:q05" ;;
     qwen3moe) echo "synth-qwen3-30b-a3b-8-layers.Q4_K_M.gguf:Q4_K_M:q3moe" ;;
