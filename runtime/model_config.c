@@ -185,7 +185,7 @@ static loom_status read_mla(const loom_gguf *g, loom_model_config *c) {
     float mscale = af;
     if (c->rope_yarn) {
         c->rope_attn_factor = af;
-        mscale = af * (1.0f + lm / 0.1f * 0.1f * logf(1.0f / c->rope_freq_scale));
+        mscale = af * (1.0f + lm * logf(1.0f / c->rope_freq_scale)); /* 0.1 x (the key / 0.1) */
     }
     c->attn_scale = mscale * mscale / sqrtf((float)c->mla_k_dim);
     return NULL;
@@ -392,10 +392,11 @@ static loom_status read_v3_experts(const loom_gguf *g, loom_model_config *c, int
         return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is not a boolean", path, key);
     c->expert_norm = norm;
     LOOM_TRY(get_real_z(g, arch, "expert_weights_scale", 0.0, true, &c->expert_weights_scale));
-    int shared = 0;
+    int64_t shared = 0;
     snprintf(key, sizeof key, "%s.expert_shared_count", arch);
-    if (loom_gguf_get(g, key)) LOOM_TRY(get_count(g, arch, "expert_shared_count", true, 0, 64, &shared));
-    c->ffn_shared = shared * c->ffn;
+    if ((!loom_gguf_get_int(g, key, &shared) && loom_gguf_get(g, key)) || shared < 0 || shared > 64)
+        return loom_error(LOOM_ERR_FORMAT, "%s: metadata %s is not an integer of 0..64", path, key);
+    c->ffn_shared = (int)shared * c->ffn;
     snprintf(key, sizeof key, "%s.leading_dense_block_count", arch);
     if (loom_gguf_get_int(g, key, &v)) {
         if (v < 0 || v > c->n_layers)
