@@ -119,21 +119,8 @@ loom_status loom_plan_check_model(const loom_plan_model *m) {
                           c->n_dense_lead, c->ffn_dense, c->n_layers);
     char what[64];
     for (int l = 0; l < c->n_layers; l++) {
-        if (loom_layer_dense(c, l)) { /* attention as any layer's, the MLP ffn_dense wide */
-            const loom_plan_layer *L = &m->layers[l];
-            const loom_type t[6] = {L->q, L->k, L->v, L->o, L->sh_gate, L->sh_up};
-            const char *const stem[6] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up"};
-            for (int i = 0; i < 6; i++) {
-                int64_t in = c->dim, out;
-                if (i == M_O) mat_shape(c, M_O, &in, &out);
-                snprintf(what, sizeof what, "blk.%d.%s.weight", l, stem[i]);
-                LOOM_TRY(check_type(t[i], in, what));
-            }
-            snprintf(what, sizeof what, "blk.%d.ffn_down.weight", l);
-            LOOM_TRY(check_type(L->sh_down, c->ffn_dense, what));
-            continue;
-        }
-        for (int i = 0; i < M_COUNT; i++) {
+        const bool dense = loom_layer_dense(c, l); /* a mixture's leading dense layer: its MLP ffn_dense wide */
+        for (int i = 0; i < (dense ? M_GATE : M_COUNT); i++) {
             int64_t in, out;
             const char *stem;
             stored_shape(c, i, &stem, &in, &out);
@@ -146,17 +133,18 @@ loom_status loom_plan_check_model(const loom_plan_model *m) {
             snprintf(what, sizeof what, "blk.%d.attn_v_b.weight", l);
             LOOM_TRY(check_type(m->layers[l].v_b, c->kv_lora, what));
         }
-        if (c->n_experts) {
+        if (c->n_experts && !dense) {
             snprintf(what, sizeof what, "blk.%d.ffn_gate_inp.weight", l);
             LOOM_TRY(check_type(m->layers[l].router, c->dim, what));
         }
-        if (c->ffn_shared) {
-            snprintf(what, sizeof what, "blk.%d.ffn_gate_shexp.weight", l);
+        if (c->ffn_shared || dense) { /* the shared expert's, or the dense MLP in its place */
+            const char *sfx = dense ? "" : "_shexp";
+            snprintf(what, sizeof what, "blk.%d.ffn_gate%s.weight", l, sfx);
             LOOM_TRY(check_type(m->layers[l].sh_gate, c->dim, what));
-            snprintf(what, sizeof what, "blk.%d.ffn_up_shexp.weight", l);
+            snprintf(what, sizeof what, "blk.%d.ffn_up%s.weight", l, sfx);
             LOOM_TRY(check_type(m->layers[l].sh_up, c->dim, what));
-            snprintf(what, sizeof what, "blk.%d.ffn_down_shexp.weight", l);
-            LOOM_TRY(check_type(m->layers[l].sh_down, c->ffn_shared, what));
+            snprintf(what, sizeof what, "blk.%d.ffn_down%s.weight", l, sfx);
+            LOOM_TRY(check_type(m->layers[l].sh_down, dense ? c->ffn_dense : c->ffn_shared, what));
         }
     }
     return NULL;
@@ -224,28 +212,20 @@ static loom_status read_types(const loom_gguf *g, loom_plan_model *m) {
                 LOOM_TRY(find_matrices(g, name, c->kv_lora, c->mla_v_dim, c->n_heads, &L->v_b));
             }
         }
-        if (dense) { /* the MLP in the shared expert's place, its types as the experts' too (block sizes) */
-            const int64_t D = c->ffn_dense;
-            snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", l);
-            LOOM_TRY(find_matrix(g, name, c->dim, D, &L->sh_gate));
-            snprintf(name, sizeof name, "blk.%d.ffn_up.weight", l);
-            LOOM_TRY(find_matrix(g, name, c->dim, D, &L->sh_up));
-            snprintf(name, sizeof name, "blk.%d.ffn_down.weight", l);
-            LOOM_TRY(find_matrix(g, name, D, c->dim, &L->sh_down));
-            L->gate = L->sh_gate, L->up = L->sh_up, L->down = L->sh_down;
-            continue;
-        }
-        if (c->n_experts) {
+        if (c->n_experts && !dense) {
             snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", l);
             LOOM_TRY(find_matrix(g, name, c->dim, c->n_experts, &L->router));
         }
-        if (c->ffn_shared) {
-            snprintf(name, sizeof name, "blk.%d.ffn_gate_shexp.weight", l);
-            LOOM_TRY(find_matrix(g, name, c->dim, c->ffn_shared, &L->sh_gate));
-            snprintf(name, sizeof name, "blk.%d.ffn_up_shexp.weight", l);
-            LOOM_TRY(find_matrix(g, name, c->dim, c->ffn_shared, &L->sh_up));
-            snprintf(name, sizeof name, "blk.%d.ffn_down_shexp.weight", l);
-            LOOM_TRY(find_matrix(g, name, c->ffn_shared, c->dim, &L->sh_down));
+        if (c->ffn_shared || dense) { /* the shared expert's, or the dense MLP in its place */
+            const char *sfx = dense ? "" : "_shexp";
+            const int64_t S = dense ? c->ffn_dense : c->ffn_shared;
+            snprintf(name, sizeof name, "blk.%d.ffn_gate%s.weight", l, sfx);
+            LOOM_TRY(find_matrix(g, name, c->dim, S, &L->sh_gate));
+            snprintf(name, sizeof name, "blk.%d.ffn_up%s.weight", l, sfx);
+            LOOM_TRY(find_matrix(g, name, c->dim, S, &L->sh_up));
+            snprintf(name, sizeof name, "blk.%d.ffn_down%s.weight", l, sfx);
+            LOOM_TRY(find_matrix(g, name, S, c->dim, &L->sh_down));
+            if (dense) L->gate = L->sh_gate, L->up = L->sh_up, L->down = L->sh_down; /* their block sizes count too */
         }
     }
     return NULL;

@@ -494,22 +494,16 @@ static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_l
     return NULL;
 }
 
-/* An IQ4_XS matrix as the kernels compute it: an IQ4_NL copy
- * (loom_iq4_xs_to_nl), replacing a compact copy it was or the view (which
- * stays where keep_view: a tied embedding reads it). */
-static loom_status hold_iq4_xs(loom_weights *w, const loom_gguf *g, loom_mat *m, bool keep_view) {
-    if (!m->data || m->type != LOOM_TYPE_IQ4_XS) return NULL;
-    const size_t nl = loom_type_row_bytes(LOOM_TYPE_IQ4_NL, m->cols), old = (size_t)m->rows * m->stride;
-    uint8_t *buf = alloc_copy((size_t)m->rows * nl);
-    if (!buf) return loom_error(LOOM_ERR_NOMEM, "out of memory holding a %lld x %lld IQ4_XS matrix as IQ4_NL",
-                                (long long)m->rows, (long long)m->cols);
-    for (int64_t r = 0; r < m->rows; r++)
-        for (int64_t b = 0; b < m->cols / 256; b++)
-            loom_iq4_xs_to_nl((const uint8_t *)m->data + (size_t)r * m->stride + (size_t)b * 136,
-                              buf + (size_t)r * nl + (size_t)b * 144);
+/* m's data becomes buf (bytes, owned from now on): it replaces the compact
+ * copy m held (bind_cols), or m's view of the file, whose pages are then
+ * dropped unless keep_view (another binding still reads them). The
+ * caller sets m's layout fields. */
+static loom_status replace_data(loom_weights *w, const loom_gguf *g, loom_mat *m, uint8_t *buf, size_t bytes,
+                                bool keep_view) {
+    const size_t old = (size_t)m->rows * m->stride;
     int i = 0;
     while (i < w->n_owned && w->owned[i] != m->data) i++;
-    if (i < w->n_owned) { /* a compact copy (bind_cols): replaced */
+    if (i < w->n_owned) {
         free(w->owned[i]);
         w->owned[i] = buf;
         w->bytes_copied -= old;
@@ -520,8 +514,27 @@ static loom_status hold_iq4_xs(loom_weights *w, const loom_gguf *g, loom_mat *m,
             w->bytes_mapped -= old;
         }
     }
-    w->bytes_copied += (size_t)m->rows * nl;
-    *m = (loom_mat){LOOM_TYPE_IQ4_NL, m->rows, m->cols, nl, buf, false};
+    w->bytes_copied += bytes;
+    m->data = buf;
+    return NULL;
+}
+
+/* An IQ4_XS matrix as the kernels compute it: an IQ4_NL copy
+ * (loom_iq4_xs_to_nl), replacing a compact copy it was or the view (which
+ * stays where keep_view: a tied embedding reads it). */
+static loom_status hold_iq4_xs(loom_weights *w, const loom_gguf *g, loom_mat *m, bool keep_view) {
+    if (!m->data || m->type != LOOM_TYPE_IQ4_XS) return NULL;
+    const size_t nl = loom_type_row_bytes(LOOM_TYPE_IQ4_NL, m->cols);
+    uint8_t *buf = alloc_copy((size_t)m->rows * nl);
+    if (!buf) return loom_error(LOOM_ERR_NOMEM, "out of memory holding a %lld x %lld IQ4_XS matrix as IQ4_NL",
+                                (long long)m->rows, (long long)m->cols);
+    for (int64_t r = 0; r < m->rows; r++)
+        for (int64_t b = 0; b < m->cols / 256; b++)
+            loom_iq4_xs_to_nl((const uint8_t *)m->data + (size_t)r * m->stride + (size_t)b * 136,
+                              buf + (size_t)r * nl + (size_t)b * 144);
+    LOOM_TRY(replace_data(w, g, m, buf, (size_t)m->rows * nl, keep_view));
+    m->type = LOOM_TYPE_IQ4_NL;
+    m->stride = nl;
     return NULL;
 }
 
@@ -615,26 +628,14 @@ static void repack_worker(void *ctx, int ith, int nth) {
 
 static loom_status repack(loom_weights *w, const loom_gguf *g, loom_pool *pool, loom_mat *m) {
     if (!m->data || m->r8 || !loom_matmul_prefers_r8(m->type)) return NULL;
-    const size_t bytes = loom_r8_bytes(m->type, m->rows, m->cols), old = (size_t)m->rows * m->stride;
+    const size_t bytes = loom_r8_bytes(m->type, m->rows, m->cols);
     uint8_t *buf = bytes ? alloc_copy(bytes) : NULL;
     if (!buf) return loom_error(LOOM_ERR_NOMEM, "cannot allocate %zu bytes for an interleaved copy of a %lld x %lld %s matrix",
                                 bytes, (long long)m->rows, (long long)m->cols, loom_type_name(m->type));
     repack_job job = {m, buf};
     if (pool) loom_pool_run(pool, repack_worker, &job);
     else repack_worker(&job, 0, 1);
-    int i = 0;
-    while (i < w->n_owned && w->owned[i] != m->data) i++;
-    if (i < w->n_owned) { /* a compact copy (bind_cols): replaced */
-        free(w->owned[i]);
-        w->owned[i] = buf;
-        w->bytes_copied -= old;
-    } else {
-        LOOM_TRY(own(w, buf));
-        if (loom_gguf_is_mapped(g)) release_pages(m->data, old);
-        w->bytes_mapped -= old;
-    }
-    w->bytes_copied += bytes;
-    m->data = buf;
+    LOOM_TRY(replace_data(w, g, m, buf, bytes, false));
     m->stride = loom_r8_row_bytes(m->type, m->cols);
     m->r8 = true;
     return NULL;

@@ -483,13 +483,17 @@ static inline LOOM_HD void loom_dequant_block_q6_K(const uint8_t *b, float *y) {
     }
 }
 
+/* 32 values from 16 nibble bytes (Q4_0's order) through the table kv, times d. */
+static inline LOOM_HD void loom_dequant_nibbles32(const signed char kv[16], const uint8_t *qs, float d, float *y) {
+    for (int j = 0; j < 16; j++) {
+        y[j] = LOOM_FMUL((float)kv[qs[j] & 0xF], d);
+        y[j + 16] = LOOM_FMUL((float)kv[qs[j] >> 4], d);
+    }
+}
+
 static inline LOOM_HD void loom_dequant_block_iq4_nl(const uint8_t *b, float *y) {
     const signed char kv[16] = LOOM_KV_IQ4NL_INIT;
-    const float d = loom_f16_to_f32(loom_rd_u16(b));
-    for (int j = 0; j < 16; j++) {
-        y[j] = LOOM_FMUL((float)kv[b[2 + j] & 0xF], d);
-        y[j + 16] = LOOM_FMUL((float)kv[b[2 + j] >> 4], d);
-    }
+    loom_dequant_nibbles32(kv, b + 2, loom_f16_to_f32(loom_rd_u16(b)), y);
 }
 
 /* IQ4_XS sub-block ib's scale, less 32 (-32..31). */
@@ -501,14 +505,8 @@ static inline LOOM_HD int loom_iq4_xs_scale(const uint8_t *b, int ib) {
 static inline LOOM_HD void loom_dequant_block_iq4_xs(const uint8_t *b, float *y) {
     const signed char kv[16] = LOOM_KV_IQ4NL_INIT;
     const float d = loom_f16_to_f32(loom_rd_u16(b));
-    for (int ib = 0; ib < 8; ib++) {
-        const float dl = LOOM_FMUL(d, (float)loom_iq4_xs_scale(b, ib));
-        const uint8_t *qs = b + 8 + 16 * ib;
-        for (int j = 0; j < 16; j++) {
-            y[32 * ib + j] = LOOM_FMUL(dl, (float)kv[qs[j] & 0xF]);
-            y[32 * ib + j + 16] = LOOM_FMUL(dl, (float)kv[qs[j] >> 4]);
-        }
-    }
+    for (int ib = 0; ib < 8; ib++)
+        loom_dequant_nibbles32(kv, b + 8 + 16 * ib, LOOM_FMUL(d, (float)loom_iq4_xs_scale(b, ib)), y + 32 * ib);
 }
 
 /* One IQ4_XS super-block as eight IQ4_NL blocks (8 x 18 bytes): each
@@ -525,12 +523,7 @@ static inline LOOM_HD void loom_iq4_xs_to_nl(const uint8_t *b, uint8_t *out) {
 
 static inline LOOM_HD void loom_dequant_block_mxfp4(const uint8_t *b, float *y) {
     const signed char kv[16] = LOOM_KV_MXFP4_INIT;
-    const float d = loom_e8m0_half(b[0]);
-    const uint8_t *qs = b + offsetof(loom_block_mxfp4, qs);
-    for (int j = 0; j < 16; j++) {
-        y[j] = LOOM_FMUL((float)kv[qs[j] & 0xF], d);
-        y[j + 16] = LOOM_FMUL((float)kv[qs[j] >> 4], d);
-    }
+    loom_dequant_nibbles32(kv, b + offsetof(loom_block_mxfp4, qs), loom_e8m0_half(b[0]), y);
 }
 
 static inline LOOM_HD void loom_dequant_block_q8_K(const uint8_t *b, float *y) {

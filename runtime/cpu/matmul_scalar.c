@@ -16,6 +16,14 @@
  */
 #include "runtime/cpu/cpu_kernels.h"
 
+/* 16 nibble bytes (Q4_0's order: low nibbles first) through a 16-entry table */
+static void nibbles_through(const signed char kv[16], const uint8_t *qs, int q[32]) {
+    for (int j = 0; j < 16; j++) {
+        q[j] = kv[qs[j] & 0xF];
+        q[j + 16] = kv[qs[j] >> 4];
+    }
+}
+
 /* Block of a 32-family type -> 32 integers in element order (offset already
  * removed for the symmetric types), its scale, and its min (0 if none). */
 static void decode32(loom_type wt, const uint8_t *b, int q[32], float *dw, float *m) {
@@ -55,18 +63,12 @@ static void decode32(loom_type wt, const uint8_t *b, int q[32], float *dw, float
     case LOOM_TYPE_MXFP4: {
         static const signed char kv[16] = LOOM_KV_MXFP4_INIT;
         *dw = loom_e8m0_half(b[0]);
-        for (int j = 0; j < 16; j++) {
-            q[j] = kv[b[1 + j] & 0xF];
-            q[j + 16] = kv[b[1 + j] >> 4];
-        }
+        nibbles_through(kv, b + 1, q);
         break;
     }
     case LOOM_TYPE_IQ4_NL: {
         static const signed char kv[16] = LOOM_KV_IQ4NL_INIT;
-        for (int j = 0; j < 16; j++) {
-            q[j] = kv[b[2 + j] & 0xF];
-            q[j + 16] = kv[b[2 + j] >> 4];
-        }
+        nibbles_through(kv, b + 2, q);
         break;
     }
     default: /* Q8_0 */
