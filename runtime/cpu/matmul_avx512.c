@@ -1172,6 +1172,20 @@ KDIRECT(LOOM_TYPE_Q6_K, q6_K_few, true)
 #undef KDIRECT
 
 LOOM_R8_STREAMS_WALK(4)
+/* one per type, apart from r8_matmul's other paths: inlined there, its
+ * 2 x 4 stream instantiations cost Q5_K's one-stream decode and small
+ * prefill on Zen 4 (TinyLlama-shaped Q5_K, loom bench, one thread) */
+#define STREAMSFN(T, t) \
+    static __attribute__((noinline)) int64_t r8_streams_##t(const uint8_t *w, size_t ws, int64_t k, int64_t nr, \
+                                                            const uint8_t *xq, size_t xs, const int n, float *y, int64_t ldy) { \
+        return r8_streams(T, w, ws, k, nr, xq, xs, n, y, ldy); \
+    }
+STREAMSFN(LOOM_TYPE_Q4_0, q4_0)
+STREAMSFN(LOOM_TYPE_Q4_1, q4_1)
+STREAMSFN(LOOM_TYPE_Q4_K, q4_K)
+STREAMSFN(LOOM_TYPE_Q5_K, q5_K)
+STREAMSFN(LOOM_TYPE_Q6_K, q6_K)
+#undef STREAMSFN
 
 /* Every group x every token; from r8_pair_n tokens by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
@@ -1191,7 +1205,12 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
                               : type == LOOM_TYPE_Q4_1 ? r8_far_q4_1
                               : type == LOOM_TYPE_Q4_K ? r8_far_q4_K
                                                        : r8_far_q6_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy)
-                           : r8_streams(type, w, ws, k, nr, xq, xs, (int)n, y, ldy);
+                           : loom_r8_streams() == 1 ? 0
+                           : (type == LOOM_TYPE_Q4_0   ? r8_streams_q4_0
+                              : type == LOOM_TYPE_Q4_1 ? r8_streams_q4_1
+                              : type == LOOM_TYPE_Q4_K ? r8_streams_q4_K
+                              : type == LOOM_TYPE_Q5_K ? r8_streams_q5_K
+                                                       : r8_streams_q6_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy);
     w += (size_t)(8 * g0) * ws, nr -= 8 * g0, y += 8 * g0;
     if (nr <= 0) return;
     if (n >= r8_pair_n(type)) {
