@@ -479,17 +479,22 @@ static void r8_layout_simd(loom_isa isa) {
     if (isa != LOOM_ISA_SCALAR) r8_layout(isa);
 }
 Test(matmul, r8_layout_every_walk) {
-    static const struct { int streams, stream_n; int64_t gemm; } walks[] = {{1, 1, 0}, {2, 4, 9}, {4, 4, 9}};
+    static const struct { int streams, stream_n; int64_t gemm; int kmul; } walks[] = {
+        {1, 1, 0, 0}, {1, 1, 0, 1}, {2, 4, 9, 0}, {4, 4, 9, 1}};
     for (size_t i = 0; i < sizeof walks / sizeof walks[0]; i++) {
-        loom_r8_walk_set(walks[i].streams, walks[i].stream_n, walks[i].gemm);
+        loom_r8_walk_set(walks[i].streams, walks[i].stream_n, walks[i].gemm, walks[i].kmul);
         cr_assert(for_each_isa("matmul r8 walks", r8_layout_simd) >= 1);
     }
-    loom_r8_walk_set(0, 0, -1);
+    loom_r8_walk_set(0, 0, -1, -1);
 }
 
 Test(matmul, r8_layout_extreme) {
     r8_extreme = true;
-    cr_assert(for_each_isa("matmul r8 extremes", r8_layout_simd) >= 1);
+    for (int kmul = 0; kmul < 2; kmul++) {
+        loom_r8_walk_set(0, 0, -1, kmul);
+        cr_assert(for_each_isa("matmul r8 extremes", r8_layout_simd) >= 1);
+    }
+    loom_r8_walk_set(0, 0, -1, -1);
     r8_extreme = false;
 }
 

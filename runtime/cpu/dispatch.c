@@ -252,8 +252,10 @@ size_t loom_decode_pf(size_t ws) {
 static _Atomic int r8_streams_v = 0;       /* 0: not read yet */
 static _Atomic int r8_stream_n_v = -1;     /* -1: not read yet, 0: the host's choice */
 static _Atomic long r8_gemm_min_v = -1;    /* -1: not read yet, -2: the CPU's choice */
+static _Atomic int r8_kmul_v = -1;         /* -1: the CPU's choice */
 
-void loom_r8_walk_set(int streams, int stream_n, int64_t gemm_min_n) {
+void loom_r8_walk_set(int streams, int stream_n, int64_t gemm_min_n, int kmul) {
+    atomic_store_explicit(&r8_kmul_v, kmul == 0 || kmul == 1 ? kmul : -1, memory_order_relaxed);
     atomic_store_explicit(&r8_streams_v, streams == 1 || streams == 2 || streams == 4 ? streams : 0,
                           memory_order_relaxed);
     atomic_store_explicit(&r8_stream_n_v, stream_n >= 1 && stream_n <= 4 ? stream_n : -1, memory_order_relaxed);
@@ -309,6 +311,11 @@ int64_t loom_r8_gemm_min_n(bool avx512, bool kquant) {
     if (v >= 0) return !kquant || avx512 ? v : 0;
     if (amd_family() != 0) return 0;
     return !avx512 ? (kquant ? 0 : 12) : kquant ? 16 : 24;
+}
+
+bool loom_r8_kmul(void) {
+    const int v = atomic_load_explicit(&r8_kmul_v, memory_order_relaxed);
+    return v >= 0 ? v == 1 : amd_family() != 0;
 }
 
 int64_t loom_r8_gemm_bits_from(loom_type wt) {

@@ -612,6 +612,16 @@ AI __m256i r8_b4(const uint8_t *p) { return _mm256_set1_epi32((int)loom_ld_u32(p
  * 128: 313-322 -> 349-355 (the rows' GEMM 358-384 in the same minutes). */
 AI __m256i r8_kscale(__m256i I, __m256i J, __m256i sc) { return _mm256_dpwssd_epi32(_mm256_madd_epi16(I, sc), J, sc); }
 
+/* Variants of the K-quants' pair passes (r8_kpairs, r8_kdirect): R8_FEW,
+ * Q6_K's split for 2-4 tokens; R8_KMUL, Q4_K's scale step in prefill by
+ * VPMULLD as the other K-quants' (one µop on Zen 4, where the VPDPWSSD pair
+ * into S lost: AMD EPYC family 25 model 17, bench_matmul --r8 4096 x 2048
+ * Q4_K, GFLOP/s, VPDPWSSD pair / VPMADDWD + VPDPWSSD + add / VPMULLD: n =
+ * 16 303 / 300 / 311, n = 128 290-296 / 286-293 / 312-313; TinyLlama-shaped
+ * Q4_K, 128-token prefill, one thread, 137-140 -> 148-150 tokens/s), where
+ * loom_r8_kmul says (AMD). */
+enum { R8_FEW = 1, R8_KMUL = 2 };
+
 AI void r8_group(const int type, const int NG, const int NT, const uint8_t *const *grps, int64_t k, const uint8_t *x,
                  size_t xs, float *tmp, const uint8_t *pf, size_t pfd) {
     __m256 tot[4 * XN]; /* NG x NT: decode's streams (LOOM_R8_STREAMS_WALK) take up to 4 x 4 */
@@ -868,8 +878,8 @@ AI void r8_q6unpack(const uint8_t *pa, const uint8_t *pb, r8_kpanel *P, const in
 
 /* The integer sums of sub-block s (quants q, scales sa / Q6_K's second
  * half sb) for NT tokens (a: their activations' sub-block) into S */
-AI void r8_ksub(const int type, const int NT, const __m512i q[8], const __m512i sa, const __m512i sb, const uint8_t *a0,
-                size_t xs, __m512i *S) {
+AI void r8_ksub(const int type, const int NT, const int var, const __m512i q[8], const __m512i sa, const __m512i sb,
+                const uint8_t *a0, size_t xs, __m512i *S) {
     UNROLL for (int t = 0; t < NT; t++) {
         const uint8_t *a = a0 + t * xs;
         __m512i I = _mm512_setzero_si512(), J = _mm512_setzero_si512(); /* two chains */
@@ -885,7 +895,7 @@ AI void r8_ksub(const int type, const int NT, const __m512i q[8], const __m512i 
             I = _mm512_dpbusd_epi32(I, q[g], r8_b4x(a + 4 * g));
             J = _mm512_dpbusd_epi32(J, q[g + 1], r8_b4x(a + 4 * g + 4));
         }
-        if (type == LOOM_TYPE_Q4_K) { /* as r8_kscale, both chains into S (NT chains hide the latency) */
+        if (type == LOOM_TYPE_Q4_K && !(var & R8_KMUL)) { /* as r8_kscale, both chains into S (NT chains hide the latency) */
             S[t] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(S[t], I, sa), J, sa);
             continue;
         }
@@ -914,7 +924,7 @@ AI void r8_kfinish(const int type, const int NT, const __m512i *mp, const __m512
 
 /* NT tokens (x: their activations from the panel's first super-block on)
  * over nsb super-blocks of the panel */
-AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+AI void r8_kpass(const int type, const int NT, const int var, const r8_kpanel *P, const int nsb, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                  __mmask16 rows, const bool first, const uint8_t *pfa, const uint8_t *pfb, size_t pfn) {
     __m512 tot[XP];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows, y + t * ldy);
@@ -927,7 +937,7 @@ AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb
             UNROLL for (int g = 0; g < 8; g++) q[g] = P->q[c][s][g];
             const __m512i sa = type == LOOM_TYPE_Q6_K ? _mm512_cvtepi8_epi32(P->sc6[c][2 * s]) : P->sc[c][s],
                           sb = type == LOOM_TYPE_Q6_K ? _mm512_cvtepi8_epi32(P->sc6[c][2 * s + 1]) : sa;
-            r8_ksub(type, NT, q, sa, sb, x + 292 * c + 4 + 32 * s, xs, S);
+            r8_ksub(type, NT, var, q, sa, sb, x + 292 * c + 4 + 32 * s, xs, S);
         }
         r8_kfinish(type, NT, P->mp[c], P->d[c], P->negdmin[c], x + 292 * c, xs, S, tot);
     }
@@ -938,11 +948,11 @@ AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb
  * B) over the r8 bytes themselves, split in registers as r8_kunpack /
  * r8_q6unpack would: for a single pass there is nothing to gain from a
  * panel written once and read once (r8_kdpass walks a pair's super-blocks). */
-AI void r8_kdsb(const int type, const int NT, const bool few, const uint8_t *pa, const uint8_t *pb, const uint8_t *x,
+AI void r8_kdsb(const int type, const int NT, const int var, const uint8_t *pa, const uint8_t *pb, const uint8_t *x,
                 size_t xs, const int c, __m512 *tot) {
     __m512i S[XP];
     UNROLL for (int t = 0; t < NT; t++) S[t] = _mm512_setzero_si512();
-    if (type == LOOM_TYPE_Q6_K && few && NT <= 4) {
+    if (type == LOOM_TYPE_Q6_K && (var & R8_FEW) && NT <= 4) {
         /* one half (groups 0-3 or 4-7, one scale each) of sub-blocks 4h .. 4h+3 from one load of each of its
          * chunks (loom_r8_q6_quants' four at once); the integer sums add in another order, to the same bits.
          * The split is written out here and below: one helper for both cost n = 4 2-9 % (GCC's allocation) */
@@ -984,10 +994,10 @@ AI void r8_kdsb(const int type, const int NT, const bool few, const uint8_t *pa,
                 q[g] = _mm512_and_si512(v[g], m4);
             }
             const __m512i s0 = loom_r8_u8x2(pa + 32 + 16 * j, pb + 32 + 16 * j);
-            r8_ksub(type, NT, q, s0, s0, x + 292 * c + 4 + 64 * j, xs, S);
+            r8_ksub(type, NT, var, q, s0, s0, x + 292 * c + 4 + 64 * j, xs, S);
             UNROLL for (int g = 0; g < 8; g++) q[g] = _mm512_and_si512(_mm512_srli_epi16(v[g], 4), m4);
             const __m512i s1 = loom_r8_u8x2(pa + 40 + 16 * j, pb + 40 + 16 * j);
-            r8_ksub(type, NT, q, s1, s1, x + 292 * c + 36 + 64 * j, xs, S);
+            r8_ksub(type, NT, var, q, s1, s1, x + 292 * c + 36 + 64 * j, xs, S);
         }
     } else
     for (int s = 0; s < 8; s++) {
@@ -1016,7 +1026,7 @@ AI void r8_kdsb(const int type, const int NT, const bool few, const uint8_t *pa,
             UNROLL for (int g = 0; g < 8; g++) q[g] = _mm512_inserti64x4(_mm512_castsi256_si512(qa[g]), qb[g], 1);
             sa = sb = loom_r8_u8x2(pa + 32 + 8 * s, pb + 32 + 8 * s);
         }
-        r8_ksub(type, NT, q, sa, sb, x + 292 * c + 4 + 32 * s, xs, S);
+        r8_ksub(type, NT, var, q, sa, sb, x + 292 * c + 4 + 32 * s, xs, S);
     }
     __m512i mp[8];
     UNROLL for (int j = 0; j < 8; j++) mp[j] = loom_r8_kmp(type, pa, pb, j);
@@ -1024,7 +1034,7 @@ AI void r8_kdsb(const int type, const int NT, const bool few, const uint8_t *pa,
     r8_kfinish(type, NT, mp, loom_r8_f16x2(pa, pb), negdmin, x + 292 * c, xs, S, tot);
 }
 
-AI void r8_kdpass(const int type, const int NT, const bool few, const uint8_t *ga, const uint8_t *gb, const int nsb,
+AI void r8_kdpass(const int type, const int NT, const int var, const uint8_t *ga, const uint8_t *gb, const int nsb,
                   const uint8_t *x, size_t xs, float *y, int64_t ldy, __mmask16 rows, const uint8_t *pfa,
                   const uint8_t *pfb) {
     const size_t bb = loom_r8_block_bytes(type);
@@ -1032,7 +1042,7 @@ AI void r8_kdpass(const int type, const int NT, const bool few, const uint8_t *g
     UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm512_setzero_ps();
     for (int c = 0; c < nsb; c++) {
         r8_pf(pfa, pfb, (size_t)c * bb, (size_t)(c + 1) * bb);
-        r8_kdsb(type, NT, few, ga + (size_t)c * bb, gb + (size_t)c * bb, x, xs, c, tot);
+        r8_kdsb(type, NT, var, ga + (size_t)c * bb, gb + (size_t)c * bb, x, xs, c, tot);
     }
     UNROLL for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, rows, tot[t]);
 }
@@ -1066,7 +1076,7 @@ AI void r8_far_nt(const int type, const int NT, const uint8_t *w, size_t ws, int
             const size_t o = (size_t)c * bb;
             UNROLL for (int j = 0; j < 4; j++) LOOM_PREFETCH_AHEAD(g[j] + o, LOOM_R8_STREAM_PF, bb);
             UNROLL for (int p = 0; p < 2; p++) {
-                if (kq) r8_kdsb(type, NT, true, g[2 * p] + o, g[2 * p + 1] + o, xq, xs, (int)c, tot[p]);
+                if (kq) r8_kdsb(type, NT, R8_FEW, g[2 * p] + o, g[2 * p + 1] + o, xq, xs, (int)c, tot[p]);
                 else r8_qblock(type, NT, g[2 * p] + o, g[2 * p + 1] + o, k, c, xq, xs, tot[p]);
             }
         }
@@ -1114,7 +1124,7 @@ FARFN(LOOM_TYPE_Q6_K, q6_K)
  * the passes' 158). */
 AI int r8_kdirect_max(const int type) { return type == LOOM_TYPE_Q4_K ? 24 : type == LOOM_TYPE_Q6_K ? 16 : XP; }
 
-AI void r8_kdirect(const int type, const bool few, LOOM_MATMUL_PARAMS) {
+AI void r8_kdirect(const int type, const int var, LOOM_MATMUL_PARAMS) {
     const int64_t nsbk = k / 256;
     for (int64_t r0 = 0; r0 < nr; r0 += 16) {
         const uint8_t *ga = w + (size_t)r0 * ws, *gb = nr - r0 > 8 ? ga + 8 * ws : ga;
@@ -1122,14 +1132,14 @@ AI void r8_kdirect(const int type, const bool few, LOOM_MATMUL_PARAMS) {
         const uint8_t *na = nr - r0 > 16 ? ga + 16 * ws : NULL, *nb = na && nr - r0 > 24 ? na + 8 * ws : na;
         for (int64_t t = 0; t < n; t += XP) {
             const int nt = (int)(n - t < XP ? n - t : XP);
-#define KPASS(NT) r8_kdpass(type, NT, few, ga, gb, (int)nsbk, xq + t * xs, xs, y + t * ldy + r0, ldy, rows, t ? NULL : na, nb)
+#define KPASS(NT) r8_kdpass(type, NT, var, ga, gb, (int)nsbk, xq + t * xs, xs, y + t * ldy + r0, ldy, rows, t ? NULL : na, nb)
             R8_BY_NT(nt, KPASS)
 #undef KPASS
         }
     }
 }
 
-AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
+AI void r8_kpairs(const int type, const int var, LOOM_MATMUL_PARAMS) {
     r8_kpanel P;
     const int64_t nsbk = k / 256;
     const size_t bb = loom_r8_block_bytes(type);
@@ -1152,7 +1162,7 @@ AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
                 const uint8_t *x = xq + t * xs + 292 * sb0;
                 float *yt = y + t * ldy + r0;
                 const int nt = (int)(n - t < XP ? n - t : XP);
-#define KPASS(NT) r8_kpass(type, NT, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0, t ? NULL : na, nb, pfn)
+#define KPASS(NT) r8_kpass(type, NT, var, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0, t ? NULL : na, nb, pfn)
                 R8_BY_NT(nt, KPASS)
 #undef KPASS
             }
@@ -1163,13 +1173,18 @@ AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
 /* apart from the panel path's function: inlined beside it, the panels
  * lost a third (Zen 4, Q4_K n = 8 220 -> 147 GFLOP/s); Q6_K's 2-4 tokens
  * apart again (compiled beside them, 5-6 tokens lost 3-6 %) */
-#define KDIRECT(T, t, few) \
-    static __attribute__((noinline)) void r8_kdirect_##t(LOOM_MATMUL_PARAMS) { r8_kdirect(T, few, w, ws, k, nr, xq, xs, n, y, ldy); }
-KDIRECT(LOOM_TYPE_Q4_K, q4_K, false)
-KDIRECT(LOOM_TYPE_Q5_K, q5_K, false)
-KDIRECT(LOOM_TYPE_Q6_K, q6_K, false)
-KDIRECT(LOOM_TYPE_Q6_K, q6_K_few, true)
+#define KDIRECT(T, t, var) \
+    static __attribute__((noinline)) void r8_kdirect_##t(LOOM_MATMUL_PARAMS) { r8_kdirect(T, var, w, ws, k, nr, xq, xs, n, y, ldy); }
+KDIRECT(LOOM_TYPE_Q4_K, q4_K, 0)
+KDIRECT(LOOM_TYPE_Q4_K, q4_K_mul, R8_KMUL)
+KDIRECT(LOOM_TYPE_Q5_K, q5_K, 0)
+KDIRECT(LOOM_TYPE_Q6_K, q6_K, 0)
+KDIRECT(LOOM_TYPE_Q6_K, q6_K_few, R8_FEW)
 #undef KDIRECT
+/* Q4_K's passes with VPMULLD, apart (inlined beside the others, two copies of the passes) */
+static __attribute__((noinline)) void r8_kpairs_q4_K_mul(LOOM_MATMUL_PARAMS) {
+    r8_kpairs(LOOM_TYPE_Q4_K, R8_KMUL, w, ws, k, nr, xq, xs, n, y, ldy);
+}
 
 LOOM_R8_STREAMS_WALK(4)
 /* one per type, apart from r8_matmul's other paths: inlined there, its
@@ -1215,8 +1230,10 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     if (nr <= 0) return;
     if (n >= r8_pair_n(type)) {
         if (!loom_is_kquant(type)) r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
-        else if (n > r8_kdirect_max(type)) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
-        else if (type == LOOM_TYPE_Q4_K) r8_kdirect_q4_K(w, ws, k, nr, xq, xs, n, y, ldy);
+        else if (n > r8_kdirect_max(type) && type == LOOM_TYPE_Q4_K && loom_r8_kmul())
+            r8_kpairs_q4_K_mul(w, ws, k, nr, xq, xs, n, y, ldy);
+        else if (n > r8_kdirect_max(type)) r8_kpairs(type, 0, w, ws, k, nr, xq, xs, n, y, ldy);
+        else if (type == LOOM_TYPE_Q4_K) (loom_r8_kmul() ? r8_kdirect_q4_K_mul : r8_kdirect_q4_K)(w, ws, k, nr, xq, xs, n, y, ldy);
         else if (type == LOOM_TYPE_Q5_K) r8_kdirect_q5_K(w, ws, k, nr, xq, xs, n, y, ldy);
         else if (n <= 4) r8_kdirect_q6_K_few(w, ws, k, nr, xq, xs, n, y, ldy);
         else r8_kdirect_q6_K(w, ws, k, nr, xq, xs, n, y, ldy);
