@@ -866,6 +866,17 @@ AI void r8_kgroups(const int type, LOOM_MATMUL_PARAMS) {
 
 LOOM_R8_STREAMS_WALK(1)
 
+/* The panel GEMM over the layout, one per type, apart from r8_matmul's
+ * group passes: inlined beside them it cost them 10 % on Zen 4 (AMD EPYC
+ * family 25 model 17, where the passes run every prefill: bench_matmul -i
+ * avx2 --r8 4096 x 2048 Q4_0 n = 128, GFLOP/s, 147-150 against 159-167
+ * before 4c34ab6) */
+#define GEMMR8FN(T, t) \
+    static __attribute__((noinline)) void g_gemm_r8_##t(LOOM_MATMUL_PARAMS) { g_gemm_r8(T, w, ws, k, nr, xq, xs, n, y, ldy); }
+GEMMR8FN(LOOM_TYPE_Q4_0, q4_0)
+GEMMR8FN(LOOM_TYPE_Q4_1, q4_1)
+#undef GEMMR8FN
+
 /* Every group x every token, RTN tokens at a time (a group's weights stay
  * in L1 or L2 between token chunks); the K-quants' prefill by panels, Q4_0
  * / Q4_1 from loom_r8_gemm_min_n tokens by the GEMM's (g_gemm_r8). */
@@ -876,7 +887,7 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     }
     const int64_t gmin = loom_r8_gemm_min_n(false, false);
     if ((type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) && gmin > 0 && n >= gmin) {
-        g_gemm_r8(type, w, ws, k, nr, xq, xs, n, y, ldy);
+        (type == LOOM_TYPE_Q4_0 ? g_gemm_r8_q4_0 : g_gemm_r8_q4_1)(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
     for (int64_t g = n == 1 ? r8_streams(type, w, ws, k, nr, xq, xs, 1, y, ldy) : 0; 8 * g < nr; g++) {
