@@ -219,8 +219,8 @@ size_t loom_decode_pf(size_t ws) {
  * Q4_0 / Q4_1 (and AVX-512's K-quants) hand over to the panel GEMM
  * (gemm_avx512.c: gemm_r8; gemm_avx2.c: g_gemm_r8).
  * On AMD (Zen 4: one sequential stream reads fastest, cpu_kernels.h at
- * loom_run_tiles; the r8 pairs' passes measured ahead of a panel) one stream
- * and no GEMM. Elsewhere (measured on a Xeon, family 6 model 167 as a KVM
+ * loom_run_tiles; Q4_0 / Q4_1's r8 passes measured ahead of a panel) one
+ * stream, and the GEMM for AVX-512's K-quants only (below). Elsewhere (measured on a Xeon, family 6 model 167 as a KVM
  * guest reports it) four streams, each fetched LOOM_R8_STREAM_PF bytes
  * (cpu_kernels.h) ahead in software, as the row tiles walk
  * (loom_decode_pf): TinyLlama Q4_0, AVX-512, loom bench, tokens/s one / two threads: rows 26.7 / 51.9,
@@ -246,8 +246,15 @@ size_t loom_decode_pf(size_t ws) {
  * 458 (348), 128 491 / 537 (449); Q6_K n = 16 268 / 348, 128 357 / 484
  * (440); Q5_K 16 297 / 333, 128 420 / 505 (472); 32768 x 2048 (DRAM) Q4_K
  * n = 10 340 / 263, 16 382 / 416, 24 386 / 454; loom bench TinyLlama
- * Q4_K_M, 128-token prefill, one thread, 184-190 -> 193-199 tokens/s. Not
- * measured on AMD, which keeps its passes and panels. LOOM_R8_STREAMS=1|2|4 and LOOM_R8_GEMM=N
+ * Q4_K_M, 128-token prefill, one thread, 184-190 -> 193-199 tokens/s. On
+ * AMD (Zen 4, family 25 model 17) the K-quants from 24: bench_matmul 4096 x
+ * 2048, passes / GEMM over the layout, GFLOP/s: Q4_K n = 16 312 / 299, 24
+ * 313 / 315, 32 304 / 325, 128 311 / 326; Q5_K 24 289 / 296, 128 309 /
+ * 334; Q6_K 24 272 / 282, 128 276 / 305; loom bench TinyLlama, 128-token
+ * prefill, one thread, three alternations: Q4_K_M 142-148 -> 151-155,
+ * Q5_K_M 141-146 -> 152-158, Q6_K 131-136 -> 145-147 tokens/s; Q4_0 and
+ * Q4_1 keep their passes there at every level (AVX-512 n = 16 / 128: 321 /
+ * 318 against the GEMM's 283 / 311). LOOM_R8_STREAMS=1|2|4 and LOOM_R8_GEMM=N
  * (0: never; both levels, the K-quants' on AVX-512) override. */
 static _Atomic int r8_streams_v = 0;       /* 0: not read yet */
 static _Atomic int r8_stream_n_v = -1;     /* -1: not read yet, 0: the host's choice */
@@ -309,7 +316,7 @@ int64_t loom_r8_gemm_min_n(bool avx512, bool kquant) {
         atomic_store_explicit(&r8_gemm_min_v, v, memory_order_relaxed);
     }
     if (v >= 0) return !kquant || avx512 ? v : 0;
-    if (amd_family() != 0) return 0;
+    if (amd_family() != 0) return avx512 && kquant ? 24 : 0;
     return !avx512 ? (kquant ? 0 : 12) : kquant ? 16 : 24;
 }
 
