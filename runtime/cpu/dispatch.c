@@ -220,8 +220,9 @@ size_t loom_decode_pf(size_t ws) {
  * (gemm_avx512.c: gemm_r8; gemm_avx2.c: g_gemm_r8).
  * On AMD (Zen 4: one sequential stream reads fastest, cpu_kernels.h at
  * loom_run_tiles; Q4_0 / Q4_1's r8 passes measured ahead of a panel) one
- * stream, and the GEMM for AVX-512's K-quants only (below). Elsewhere (measured on a Xeon, family 6 model 167 as a KVM
- * guest reports it) four streams, each fetched LOOM_R8_STREAM_PF bytes
+ * stream, and the GEMM for AVX-512's K-quants only (below). Elsewhere
+ * (measured on a Xeon, family 6 model 167 as a KVM guest reports it) four
+ * streams, each fetched LOOM_R8_STREAM_PF bytes
  * (cpu_kernels.h) ahead in software, as the row tiles walk
  * (loom_decode_pf): TinyLlama Q4_0, AVX-512, loom bench, tokens/s one / two threads: rows 26.7 / 51.9,
  * r8 in one stream 21.4 / 40.0, in four 27.1 / 51.3 (two streams 27.2 /

@@ -607,7 +607,8 @@ AI __m256i r8_b4(const uint8_t *p) { return _mm256_set1_epi32((int)loom_ld_u32(p
  * (tests/test_matmul.c: r8_layout_extreme; Q5_K's and Q6_K's quants would
  * overflow). Decode adds the result to S (one VPADDD on S's chain: two
  * VPDPWSSD into S read 27.7 GB/s from L3 where this reads 29.8); prefill's
- * r8_ksub puts both chains into S, its tokens' chains hiding the latency.
+ * r8_ksub puts both chains into S, its tokens' chains hiding the latency
+ * (on Intel; AMD's prefill scales by VPMULLD, R8_KMUL below).
  * Xeon, family 6 model 167, bench_matmul 4096 x 2048 Q4_K, GFLOP/s, n =
  * 128: 313-322 -> 349-355 (the rows' GEMM 358-384 in the same minutes). */
 AI __m256i r8_kscale(__m256i I, __m256i J, __m256i sc) { return _mm256_dpwssd_epi32(_mm256_madd_epi16(I, sc), J, sc); }
