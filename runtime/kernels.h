@@ -374,7 +374,7 @@ void loom_matmul_r8(loom_type wt, const void *w, size_t w_stride, int64_t k, int
  * else: the CPU's and the host's choice), and its Q4_0 / Q4_1 (both levels)
  * and K-quants (AVX-512) go to a panel GEMM from gemm_min_n tokens (0:
  * never; negative: the CPU's choice); kmul 0 / 1 has the AVX-512 Q4_K
- * passes scale without / with VPMULLD (negative: the CPU's choice). The
+ * direct passes scale without / with VPMULLD (negative: the CPU's choice). The
  * same bits every way but the AVX-512 K-quants' GEMM
  * (loom_r8_gemm_bits_from); for tests and benchmarks. */
 void loom_r8_walk_set(int streams, int stream_n, int64_t gemm_min_n, int kmul);

@@ -433,8 +433,9 @@ size_t loom_decode_pf(size_t ws);
  * fetched in software when there are several (dispatch.c's measurements). */
 int loom_r8_streams(void);
 int loom_r8_stream_n(void);
-/* Whether the AVX-512 Q4_K pair passes scale by VPMULLD (matmul_avx512.c:
- * R8_KMUL; AMD) rather than by a VPDPWSSD pair (Intel) */
+/* Whether the AVX-512 Q4_K direct pair passes (up to 24 tokens) scale by
+ * VPMULLD (matmul_avx512.c: R8_KMUL; AMD) rather than by a VPDPWSSD pair
+ * (Intel) */
 bool loom_r8_kmul(void);
 #define LOOM_R8_STREAM_PF 1024
 static inline size_t loom_tiles_pf(size_t ws, int64_t n) { return n == 1 ? loom_decode_pf(ws) : ws; }

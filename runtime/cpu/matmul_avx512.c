@@ -608,19 +608,21 @@ AI __m256i r8_b4(const uint8_t *p) { return _mm256_set1_epi32((int)loom_ld_u32(p
  * overflow). Decode adds the result to S (one VPADDD on S's chain: two
  * VPDPWSSD into S read 27.7 GB/s from L3 where this reads 29.8); prefill's
  * r8_ksub puts both chains into S, its tokens' chains hiding the latency
- * (on Intel; AMD's prefill scales by VPMULLD, R8_KMUL below).
+ * (on Intel, and in r8_kpairs; AMD's direct passes scale by VPMULLD, R8_KMUL
+ * below).
  * Xeon, family 6 model 167, bench_matmul 4096 x 2048 Q4_K, GFLOP/s, n =
  * 128: 313-322 -> 349-355 (the rows' GEMM 358-384 in the same minutes). */
 AI __m256i r8_kscale(__m256i I, __m256i J, __m256i sc) { return _mm256_dpwssd_epi32(_mm256_madd_epi16(I, sc), J, sc); }
 
-/* Variants of the K-quants' pair passes (r8_kpairs, r8_kdirect): R8_FEW,
- * Q6_K's split for 2-4 tokens; R8_KMUL, Q4_K's scale step in prefill by
- * VPMULLD as the other K-quants' (one µop on Zen 4, where the VPDPWSSD pair
- * into S lost: AMD EPYC family 25 model 17, bench_matmul --r8 4096 x 2048
- * Q4_K, GFLOP/s, VPDPWSSD pair / VPMADDWD + VPDPWSSD + add / VPMULLD: n =
- * 16 303 / 300 / 311, n = 128 290-296 / 286-293 / 312-313; TinyLlama-shaped
+/* Variants of the K-quants' direct pair passes (r8_kdirect): R8_FEW, Q6_K's
+ * split for 2-4 tokens; R8_KMUL, Q4_K's scale step by VPMULLD as the other
+ * K-quants' (one µop on Zen 4, where the VPDPWSSD pair into S lost: AMD EPYC
+ * family 25 model 17, bench_matmul --r8 4096 x 2048 Q4_K, GFLOP/s, VPDPWSSD
+ * pair / VPMADDWD + VPDPWSSD + add / VPMULLD: n = 16 303 / 300 / 311, n =
+ * 128 (the pair passes then) 290-296 / 286-293 / 312-313; TinyLlama-shaped
  * Q4_K, 128-token prefill, one thread, 137-140 -> 148-150 tokens/s), where
- * loom_r8_kmul says (AMD). */
+ * loom_r8_kmul says (AMD, whose K-quants take the GEMM over the layout from
+ * r8_kdirect_max's 24 tokens, so r8_kpairs keeps the pair). */
 enum { R8_FEW = 1, R8_KMUL = 2 };
 
 AI void r8_group(const int type, const int NG, const int NT, const uint8_t *const *grps, int64_t k, const uint8_t *x,
@@ -925,7 +927,7 @@ AI void r8_kfinish(const int type, const int NT, const __m512i *mp, const __m512
 
 /* NT tokens (x: their activations from the panel's first super-block on)
  * over nsb super-blocks of the panel */
-AI void r8_kpass(const int type, const int NT, const int var, const r8_kpanel *P, const int nsb, const uint8_t *x, size_t xs, float *y, int64_t ldy,
+AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb, const uint8_t *x, size_t xs, float *y, int64_t ldy,
                  __mmask16 rows, const bool first, const uint8_t *pfa, const uint8_t *pfb, size_t pfn) {
     __m512 tot[XP];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(rows, y + t * ldy);
@@ -938,7 +940,7 @@ AI void r8_kpass(const int type, const int NT, const int var, const r8_kpanel *P
             UNROLL for (int g = 0; g < 8; g++) q[g] = P->q[c][s][g];
             const __m512i sa = type == LOOM_TYPE_Q6_K ? _mm512_cvtepi8_epi32(P->sc6[c][2 * s]) : P->sc[c][s],
                           sb = type == LOOM_TYPE_Q6_K ? _mm512_cvtepi8_epi32(P->sc6[c][2 * s + 1]) : sa;
-            r8_ksub(type, NT, var, q, sa, sb, x + 292 * c + 4 + 32 * s, xs, S);
+            r8_ksub(type, NT, 0, q, sa, sb, x + 292 * c + 4 + 32 * s, xs, S);
         }
         r8_kfinish(type, NT, P->mp[c], P->d[c], P->negdmin[c], x + 292 * c, xs, S, tot);
     }
@@ -1140,7 +1142,7 @@ AI void r8_kdirect(const int type, const int var, LOOM_MATMUL_PARAMS) {
     }
 }
 
-AI void r8_kpairs(const int type, const int var, LOOM_MATMUL_PARAMS) {
+AI void r8_kpairs(const int type, LOOM_MATMUL_PARAMS) {
     r8_kpanel P;
     const int64_t nsbk = k / 256;
     const size_t bb = loom_r8_block_bytes(type);
@@ -1163,7 +1165,7 @@ AI void r8_kpairs(const int type, const int var, LOOM_MATMUL_PARAMS) {
                 const uint8_t *x = xq + t * xs + 292 * sb0;
                 float *yt = y + t * ldy + r0;
                 const int nt = (int)(n - t < XP ? n - t : XP);
-#define KPASS(NT) r8_kpass(type, NT, var, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0, t ? NULL : na, nb, pfn)
+#define KPASS(NT) r8_kpass(type, NT, &P, nsb, x, xs, yt, ldy, rows, sb0 == 0, t ? NULL : na, nb, pfn)
                 R8_BY_NT(nt, KPASS)
 #undef KPASS
             }
@@ -1182,10 +1184,6 @@ KDIRECT(LOOM_TYPE_Q5_K, q5_K, 0)
 KDIRECT(LOOM_TYPE_Q6_K, q6_K, 0)
 KDIRECT(LOOM_TYPE_Q6_K, q6_K_few, R8_FEW)
 #undef KDIRECT
-/* Q4_K's passes with VPMULLD, apart (inlined beside the others, two copies of the passes) */
-static __attribute__((noinline)) void r8_kpairs_q4_K_mul(LOOM_MATMUL_PARAMS) {
-    r8_kpairs(LOOM_TYPE_Q4_K, R8_KMUL, w, ws, k, nr, xq, xs, n, y, ldy);
-}
 
 LOOM_R8_STREAMS_WALK(4)
 /* one per type, apart from r8_matmul's other paths: inlined there, its
@@ -1221,7 +1219,6 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
                               : type == LOOM_TYPE_Q4_1 ? r8_far_q4_1
                               : type == LOOM_TYPE_Q4_K ? r8_far_q4_K
                                                        : r8_far_q6_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy)
-                           : loom_r8_streams() == 1 ? 0
                            : (type == LOOM_TYPE_Q4_0   ? r8_streams_q4_0
                               : type == LOOM_TYPE_Q4_1 ? r8_streams_q4_1
                               : type == LOOM_TYPE_Q4_K ? r8_streams_q4_K
@@ -1231,9 +1228,7 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     if (nr <= 0) return;
     if (n >= r8_pair_n(type)) {
         if (!loom_is_kquant(type)) r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
-        else if (n > r8_kdirect_max(type) && type == LOOM_TYPE_Q4_K && loom_r8_kmul())
-            r8_kpairs_q4_K_mul(w, ws, k, nr, xq, xs, n, y, ldy);
-        else if (n > r8_kdirect_max(type)) r8_kpairs(type, 0, w, ws, k, nr, xq, xs, n, y, ldy);
+        else if (n > r8_kdirect_max(type)) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         else if (type == LOOM_TYPE_Q4_K) (loom_r8_kmul() ? r8_kdirect_q4_K_mul : r8_kdirect_q4_K)(w, ws, k, nr, xq, xs, n, y, ldy);
         else if (type == LOOM_TYPE_Q5_K) r8_kdirect_q5_K(w, ws, k, nr, xq, xs, n, y, ldy);
         else if (n <= 4) r8_kdirect_q6_K_few(w, ws, k, nr, xq, xs, n, y, ldy);
