@@ -1103,17 +1103,19 @@ AI int64_t r8_far(const int type, const uint8_t *w, size_t ws, int64_t k, int64_
 #undef FAR
     return 4 * h;
 }
-/* one per type, apart from r8_matmul's other paths (as r8_kdirect's) */
-#define FARFN(T, t) \
-    static __attribute__((noinline)) int64_t r8_far_##t(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, \
-                                                        size_t xs, const int n, float *y, int64_t ldy) { \
-        return r8_far(T, w, ws, k, nr, xq, xs, n, y, ldy); \
+/* A walk fn(type, ...) that returns the groups it did, as one out-of-line
+ * function per type (fn_t): apart from r8_matmul's other paths, as
+ * r8_kdirect's (the decode streams' 2 x 4 instantiations, inlined there,
+ * cost Q5_K's one-stream decode and small prefill 10-20 % on Zen 4) */
+#define R8_WALK_FN(fn, T, t) \
+    static __attribute__((noinline)) int64_t fn##_##t(const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, \
+                                                      size_t xs, const int n, float *y, int64_t ldy) { \
+        return fn(T, w, ws, k, nr, xq, xs, n, y, ldy); \
     }
-FARFN(LOOM_TYPE_Q4_0, q4_0)
-FARFN(LOOM_TYPE_Q4_1, q4_1)
-FARFN(LOOM_TYPE_Q4_K, q4_K)
-FARFN(LOOM_TYPE_Q6_K, q6_K)
-#undef FARFN
+R8_WALK_FN(r8_far, LOOM_TYPE_Q4_0, q4_0)
+R8_WALK_FN(r8_far, LOOM_TYPE_Q4_1, q4_1)
+R8_WALK_FN(r8_far, LOOM_TYPE_Q4_K, q4_K)
+R8_WALK_FN(r8_far, LOOM_TYPE_Q6_K, q6_K)
 
 /* K-quants by pairs up to r8_kdirect_max tokens: passes of XP tokens over
  * the r8 bytes as they are (r8_kdpass), each splitting the quants again
@@ -1186,20 +1188,12 @@ KDIRECT(LOOM_TYPE_Q6_K, q6_K_few, R8_FEW)
 #undef KDIRECT
 
 LOOM_R8_STREAMS_WALK(4)
-/* one per type, apart from r8_matmul's other paths: inlined there, its
- * 2 x 4 stream instantiations cost Q5_K's one-stream decode and small
- * prefill on Zen 4 (TinyLlama-shaped Q5_K, loom bench, one thread) */
-#define STREAMSFN(T, t) \
-    static __attribute__((noinline)) int64_t r8_streams_##t(const uint8_t *w, size_t ws, int64_t k, int64_t nr, \
-                                                            const uint8_t *xq, size_t xs, const int n, float *y, int64_t ldy) { \
-        return r8_streams(T, w, ws, k, nr, xq, xs, n, y, ldy); \
-    }
-STREAMSFN(LOOM_TYPE_Q4_0, q4_0)
-STREAMSFN(LOOM_TYPE_Q4_1, q4_1)
-STREAMSFN(LOOM_TYPE_Q4_K, q4_K)
-STREAMSFN(LOOM_TYPE_Q5_K, q5_K)
-STREAMSFN(LOOM_TYPE_Q6_K, q6_K)
-#undef STREAMSFN
+R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_0, q4_0)
+R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_1, q4_1)
+R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_K, q4_K)
+R8_WALK_FN(r8_streams, LOOM_TYPE_Q5_K, q5_K)
+R8_WALK_FN(r8_streams, LOOM_TYPE_Q6_K, q6_K)
+#undef R8_WALK_FN
 
 /* Every group x every token; from r8_pair_n tokens by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
