@@ -64,7 +64,8 @@
 /* The weight types with an r8 layout (runtime/kernels.h), X(prefix, TYPE,
  * suffix): every level has loom_<lv>_r8_<type>. */
 #define LOOM_R8_TYPES(X, p)                                                                           \
-    X(p, Q4_0, q4_0) X(p, Q4_1, q4_1) X(p, Q8_0, q8_0) X(p, Q4_K, q4_K) X(p, Q5_K, q5_K) X(p, Q6_K, q6_K)
+    X(p, Q4_0, q4_0) X(p, Q4_1, q4_1) X(p, Q8_0, q8_0) X(p, Q4_K, q4_K) X(p, Q5_K, q5_K) X(p, Q6_K, q6_K)    \
+        X(p, MXFP4, mxfp4)
 #define LOOM_R8_DECLARE(p, T, s) loom_matmul_fn p##s;
 #define LOOM_R8_ENTRY(p, T, s) [LOOM_TYPE_##T] = p##s,
 #define LOOM_R8_BIT(p, T, s) | (1ull << LOOM_TYPE_##T)
@@ -73,6 +74,7 @@
 #define LOOM_R8_Q4_0 144
 #define LOOM_R8_Q4_1 160
 #define LOOM_R8_Q8_0 272
+#define LOOM_R8_MXFP4 136
 #define LOOM_R8_Q4_K 1184
 #define LOOM_R8_Q5_K 1440
 #define LOOM_R8_Q6_K 1680
@@ -148,6 +150,7 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
     case LOOM_TYPE_Q4_0: return LOOM_R8_Q4_0;
     case LOOM_TYPE_Q4_1: return LOOM_R8_Q4_1;
     case LOOM_TYPE_Q8_0: return LOOM_R8_Q8_0;
+    case LOOM_TYPE_MXFP4: return LOOM_R8_MXFP4;
     case LOOM_TYPE_Q4_K: return LOOM_R8_Q4_K;
     case LOOM_TYPE_Q5_K: return LOOM_R8_Q5_K;
     case LOOM_TYPE_Q6_K: return LOOM_R8_Q6_K;
@@ -156,7 +159,7 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
 }
 
 /* Where row r's bytes of a GGUF block sit in its r8 block (Q4_0, Q4_1,
- * Q8_0; Q6_K's d and scales; the K-quants' quants and Q4_K/Q5_K's scales
+ * Q8_0, MXFP4; Q6_K's d and scales; the K-quants' quants and Q4_K/Q5_K's scales
  * are rearranged, see repack.c): calls f(arg, offset in the r8 block,
  * offset in the GGUF block, length) for each piece. */
 #define LOOM_R8_PIECES(type, r, f, arg)                                                              \
@@ -164,6 +167,9 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
         if ((type) == LOOM_TYPE_Q6_K) { /* its quants: repack.c */                                  \
             f(arg, 2 * (r), 208, 2); /* d */                                                         \
             for (int g_ = 0; g_ < 16; g_++) f(arg, 16 + 8 * g_ + (r), 192 + g_, 1); /* scales */     \
+        } else if ((type) == LOOM_TYPE_MXFP4) {                                                      \
+            f(arg, (r), 0, 1); /* e */                                                               \
+            for (int j_ = 0; j_ < 4; j_++) f(arg, 8 + 32 * j_ + 4 * (r), 1 + 4 * j_, 4);             \
         } else if ((type) == LOOM_TYPE_Q4_1) {                                                       \
             f(arg, 2 * (r), 0, 2);       /* d */                                                     \
             f(arg, 16 + 2 * (r), 2, 2);  /* m */                                                     \
@@ -182,7 +188,7 @@ typedef struct {
 static inline void loom_r8_copy_out(loom_r8_copy_args *a, int o8, int og, int n) { memcpy(a->gguf + og, a->r8 + o8, (size_t)n); }
 
 /* Row r (< 8) of block b of the r8 group at grp, as the GGUF block it came
- * from (Q4_0, Q4_1, Q8_0). */
+ * from (Q4_0, Q4_1, Q8_0, MXFP4). */
 static inline void loom_r8_gguf_block(int type, const uint8_t *grp, int64_t b, int r, uint8_t *out) {
     loom_r8_copy_args a = {grp + (size_t)b * loom_r8_block_bytes(type), out};
     LOOM_R8_PIECES(type, r, loom_r8_copy_out, &a);
@@ -284,7 +290,7 @@ LOOM_MATMUL_TYPES(LOOM_MATMUL_DECLARE, loom_avx512_gemm_)
  * and over the K-quants in it (the rows' GEMM's bits); the r8 kernels hand
  * it calls with n >= loom_r8_gemm_min_n(avx512, kquant) (dispatch.c: by CPU
  * and level, AVX2's own gemm_avx2.c: g_gemm_r8; 0: never). */
-loom_matmul_fn loom_avx512_r8_gemm_q4_0, loom_avx512_r8_gemm_q4_1;
+loom_matmul_fn loom_avx512_r8_gemm_q4_0, loom_avx512_r8_gemm_q4_1, loom_avx512_r8_gemm_mxfp4;
 loom_matmul_fn loom_avx512_r8_gemm_q4_K, loom_avx512_r8_gemm_q5_K, loom_avx512_r8_gemm_q6_K;
 int64_t loom_r8_gemm_min_n(bool avx512, bool kquant);
 static inline int64_t loom_gemm_min_n(loom_type t) {

@@ -653,9 +653,10 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 tot[RTN];
     UNROLL for (int t = 0; t < NG * NT; t++) tot[t] = _mm256_setzero_ps();
-    if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) {
+    if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_MXFP4) {
         const int64_t nb = k / 32;
         const size_t bb = loom_r8_block_bytes(type);
+        const int run = g_run(type); /* groups per int16 sum */
         for (int64_t b = 0; b < nb; b++) UNROLL for (int gi = 0; gi < NG; gi++) {
             const uint8_t *p = grps[gi] + (size_t)b * bb;
             __m256 fs, off;
@@ -665,9 +666,13 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
             loom_r8_q4_block(type, p, &fs, &off, q);
             UNROLL for (int t = 0; t < NT; t++) {
                 const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
-                __m256i S = _mm256_maddubs_epi16(q[0], bcast4(a));
-                UNROLL for (int g = 1; g < 8; g++) S = _mm256_add_epi16(S, _mm256_maddubs_epi16(q[g], bcast4(a + 4 * g)));
-                tot[gi * NT + t] = step32(type, tot[gi * NT + t], _mm256_madd_epi16(S, ones), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)),
+                __m256i I = _mm256_setzero_si256();
+                UNROLL for (int h = 0; h < 8; h += run) {
+                    __m256i S = _mm256_maddubs_epi16(q[h], bcast4(a + 4 * h));
+                    UNROLL for (int g = h + 1; g < h + run; g++) S = _mm256_add_epi16(S, _mm256_maddubs_epi16(q[g], bcast4(a + 4 * g)));
+                    I = h ? _mm256_add_epi32(I, _mm256_madd_epi16(S, ones)) : _mm256_madd_epi16(S, ones);
+                }
+                tot[gi * NT + t] = step32(type, tot[gi * NT + t], I, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b)),
                                           fs, off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)));
             }
         }
@@ -875,6 +880,7 @@ LOOM_R8_STREAMS_WALK(1)
     static __attribute__((noinline)) void g_gemm_r8_##t(LOOM_MATMUL_PARAMS) { g_gemm_r8(T, w, ws, k, nr, xq, xs, n, y, ldy); }
 GEMMR8FN(LOOM_TYPE_Q4_0, q4_0)
 GEMMR8FN(LOOM_TYPE_Q4_1, q4_1)
+GEMMR8FN(LOOM_TYPE_MXFP4, mxfp4)
 #undef GEMMR8FN
 
 /* Every group x every token, RTN tokens at a time (a group's weights stay
@@ -886,8 +892,8 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         return;
     }
     const int64_t gmin = loom_r8_gemm_min_n(false, false);
-    if ((type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) && gmin > 0 && n >= gmin) {
-        (type == LOOM_TYPE_Q4_0 ? g_gemm_r8_q4_0 : g_gemm_r8_q4_1)(w, ws, k, nr, xq, xs, n, y, ldy);
+    if (type != LOOM_TYPE_Q8_0 && gmin > 0 && n >= gmin) {
+        (type == LOOM_TYPE_Q4_0 ? g_gemm_r8_q4_0 : type == LOOM_TYPE_Q4_1 ? g_gemm_r8_q4_1 : g_gemm_r8_mxfp4)(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
     for (int64_t g = n == 1 ? r8_streams(type, w, ws, k, nr, xq, xs, 1, y, ldy) : 0; 8 * g < nr; g++) {

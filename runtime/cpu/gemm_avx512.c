@@ -301,7 +301,7 @@ AI void gemm(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr,
     }
 }
 
-/* ---- Q4_0 / Q4_1 in the r8 layout (runtime/kernels.h): the same panels ----
+/* ---- Q4_0 / Q4_1 / MXFP4 in the r8 layout (runtime/kernels.h): the same panels ----
  * Two r8 groups are a panel as they lie: a 32-byte run of a group's quants
  * is the 8 rows' dwords of one k-group, so the panel's qT line is group A's
  * run beside group B's, split into low and high nibbles, and the scales
@@ -311,22 +311,17 @@ AI void gemm(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr,
 AI void unpack_r8(const int type, panel *P, const uint8_t *ga, const uint8_t *gb, int64_t kc0, int kcl,
                   const uint8_t *na, const uint8_t *nb) {
     const size_t bb = loom_r8_block_bytes(type);
-    const int qo = type == LOOM_TYPE_Q4_1 ? 32 : 16;
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int b = 0; b < kcl / 32; b++) {
         const size_t o = (size_t)(kc0 / 32 + b) * bb;
         const uint8_t *pa = ga + o, *pb = gb + o;
         loom_prefetch_l2(na, o, o + bb); /* the next pair's block, into L2 */
         loom_prefetch_l2(nb, o, o + bb);
-        const __m512 fs = loom_r8_f16x2(pa, pb);
+        __m512 fs, off;
+        __m512i q[8];
+        loom_r8_q4_block2(type, pa, pb, &fs, &off, q);
         _mm512_store_ps(P->fs[b], fs);
-        _mm512_store_ps(P->off[b], type == LOOM_TYPE_Q4_1 ? loom_r8_f16x2(pa + 16, pb + 16) : _mm512_mul_ps(_mm512_set1_ps(-8.0f), fs));
-        UNROLL for (int j = 0; j < 4; j++) {
-            const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(pa + qo + 32 * j))),
-                                                 _mm256_loadu_si256((const __m256i *)(pb + qo + 32 * j)), 1);
-            _mm512_store_si512(P->qT[8 * b + j], _mm512_and_si512(v, m4));
-            _mm512_store_si512(P->qT[8 * b + 4 + j], _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
-        }
+        _mm512_store_ps(P->off[b], off);
+        UNROLL for (int g = 0; g < 8; g++) _mm512_store_si512(P->qT[8 * b + g], q[g]);
     }
 }
 
@@ -404,6 +399,7 @@ AI void gemm_r8(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t 
 
 void loom_avx512_r8_gemm_q4_0(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_0, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_gemm_q4_1(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_1, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_gemm_mxfp4(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_MXFP4, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 void loom_avx512_r8_gemm_q4_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_gemm_q5_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q5_K, w, ws, k, nr, xq, xs, n, y, ldy); }

@@ -121,11 +121,30 @@ static inline __attribute__((always_inline)) void loom_r8_q4_quants(const uint8_
     }
 }
 
-/* A Q4_0/Q4_1 block of an r8 group (at p): the 8 rows' scales fs, their
- * offset term off (Q4_1: the mins; Q4_0: -8 * fs, as loom_panel_terms32)
- * and their quants. */
+/* MXFP4's 8 E8M0 bytes at p (an r8 block's) as loom_e8m0_half's floats:
+ * 2^(e - 128), the two smallest as subnormals */
+static inline __attribute__((always_inline)) __m256 loom_r8_e8m0(const uint8_t *p) {
+    const __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    const __m256i nrm = _mm256_slli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1)), 23);
+    const __m256i sub = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), e);
+    return _mm256_castsi256_ps(_mm256_blendv_epi8(nrm, sub, _mm256_cmpgt_epi32(_mm256_set1_epi32(2), e)));
+}
+
+/* A Q4_0/Q4_1/MXFP4 block of an r8 group (at p): the 8 rows' scales fs,
+ * their offset term off (Q4_1: the mins; Q4_0: -8 * fs, MXFP4: -12 * fs, as
+ * loom_panel_terms32) and their quants (MXFP4: its codes' doubled E2M1
+ * values + 12, as the rows' kernels). */
 static inline __attribute__((always_inline)) void loom_r8_q4_block(const int type, const uint8_t *p, __m256 *fs,
                                                                    __m256 *off, __m256i q[8]) {
+    if (type == LOOM_TYPE_MXFP4) {
+        static const int8_t kv[16] = LOOM_KV_MXFP4_U_INIT;
+        const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kv));
+        *fs = loom_r8_e8m0(p);
+        *off = _mm256_mul_ps(_mm256_set1_ps(-(float)LOOM_MXFP4_OFFSET), *fs);
+        loom_r8_q4_quants(p + 8, q);
+        LOOM_UNROLL for (int g = 0; g < 8; g++) q[g] = _mm256_shuffle_epi8(t, q[g]);
+        return;
+    }
     *fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
     *off = type == LOOM_TYPE_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
                                   : _mm256_mul_ps(_mm256_set1_ps(-8.0f), *fs);
@@ -212,6 +231,33 @@ static inline __attribute__((always_inline)) __m512i loom_r8_ld2(const uint8_t *
 static inline __attribute__((always_inline)) __m512 loom_r8_f16x2(const uint8_t *a, const uint8_t *b) {
     return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
                                                    _mm_loadu_si128((const __m128i *)b), 1));
+}
+/* MXFP4: the 16 rows' E8M0 bytes (8 at a, 8 at b) as loom_r8_e8m0's floats */
+static inline __attribute__((always_inline)) __m512 loom_r8_e8m0x2(const uint8_t *a, const uint8_t *b) {
+    const __m512i e = _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b)));
+    const __m512i nrm = _mm512_slli_epi32(_mm512_sub_epi32(e, _mm512_set1_epi32(1)), 23);
+    return _mm512_castsi512_ps(_mm512_mask_sllv_epi32(nrm, _mm512_cmplt_epu32_mask(e, _mm512_set1_epi32(2)),
+                                                      _mm512_set1_epi32(0x00200000), e));
+}
+/* A Q4_0 / Q4_1 / MXFP4 block of an r8 pair (pa, pb: its bytes in groups A
+ * and B): the 16 rows' scales, offset terms and quants as loom_r8_q4_block's */
+static inline __attribute__((always_inline)) void loom_r8_q4_block2(const int type, const uint8_t *pa, const uint8_t *pb,
+                                                                    __m512 *fs, __m512 *off, __m512i q[8]) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const int qo = type == LOOM_TYPE_Q4_1 ? 32 : type == LOOM_TYPE_MXFP4 ? 8 : 16; /* the quants, after the scales */
+    *fs = type == LOOM_TYPE_MXFP4 ? loom_r8_e8m0x2(pa, pb) : loom_r8_f16x2(pa, pb);
+    *off = type == LOOM_TYPE_Q4_1 ? loom_r8_f16x2(pa + 16, pb + 16)
+                                  : _mm512_mul_ps(_mm512_set1_ps(type == LOOM_TYPE_MXFP4 ? -(float)LOOM_MXFP4_OFFSET : -8.0f), *fs);
+    LOOM_UNROLL for (int j = 0; j < 4; j++) {
+        const __m512i v = loom_r8_ld2(pa + qo + 32 * j, pb + qo + 32 * j);
+        q[j] = _mm512_and_si512(v, m4);
+        q[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    }
+    if (type == LOOM_TYPE_MXFP4) {
+        static const int8_t kv[16] = LOOM_KV_MXFP4_U_INIT;
+        const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)kv));
+        LOOM_UNROLL for (int g = 0; g < 8; g++) q[g] = _mm512_shuffle_epi8(t, q[g]);
+    }
 }
 static inline __attribute__((always_inline)) __m512i loom_r8_u8x2(const uint8_t *a, const uint8_t *b) {
     return _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b)));

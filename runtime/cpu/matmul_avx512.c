@@ -34,8 +34,9 @@
  * Calls with enough tokens (loom_gemm_min_n) go to the panel GEMM of
  * gemm_avx512.c instead, which is several times faster there.
  *
- * Q4_0, Q4_1, Q4_K, Q5_K and Q6_K in the r8 layout (runtime/kernels.h;
- * held that way on AMD Zen 4 and later, Q4_0, Q4_1 and Q4_K on Intel, dispatch.c):
+ * Q4_0, Q4_1, MXFP4, Q4_K, Q5_K and Q6_K in the r8 layout (runtime/kernels.h;
+ * held that way on AMD Zen 4 and later, Q4_0, Q4_1 and Q4_K on Intel, dispatch.c;
+ * MXFP4 as Q4_0, its codes' values by one VPSHUFB per 32 quants):
  * one 8-row group per 256-bit vector with VNNI below 8 tokens (r8_group;
  * decode reads 1, 2 or 4 groups side by side, loom_r8_streams; 2-4 tokens
  * from DRAM the four as two 512-bit pairs, r8_far), two groups
@@ -629,7 +630,7 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                  size_t xs, float *tmp, const uint8_t *pf, size_t pfd) {
     __m256 tot[4 * XN]; /* NG x NT: decode's streams (LOOM_R8_STREAMS_WALK) take up to 4 x 4 */
     UNROLL for (int t = 0; t < NG * NT; t++) tot[t] = _mm256_setzero_ps();
-    if (type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1) {
+    if (!loom_is_kquant(type)) { /* Q4_0, Q4_1, MXFP4 */
         const int64_t nb = k / 32;
         const size_t bb = loom_r8_block_bytes(type);
         for (int64_t b = 0; b < nb; b++)
@@ -764,20 +765,13 @@ AI void r8_pf(const uint8_t *a, const uint8_t *b, size_t from, size_t to) {
     loom_prefetch_l2(b, from, to);
 }
 
-/* Block b of a Q4_0 / Q4_1 pair (pa, pb: its bytes in groups A and B) for NT tokens into tot */
+/* Block b of a Q4_0 / Q4_1 / MXFP4 pair (pa, pb: its bytes in groups A and B) for NT tokens into tot */
 AI void r8_qblock(const int type, const int NT, const uint8_t *pa, const uint8_t *pb, int64_t k, const int64_t b,
                   const uint8_t *x, size_t xs, __m512 *tot) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
     const int64_t nb = k / 32;
-    const int qo = type == LOOM_TYPE_Q4_1 ? 32 : 16; /* the quants, after d (and m) */
-    const __m512 fs = loom_r8_f16x2(pa, pb);
-    const __m512 off = type == LOOM_TYPE_Q4_1 ? loom_r8_f16x2(pa + 16, pb + 16) : _mm512_mul_ps(_mm512_set1_ps(-8.0f), fs);
+    __m512 fs, off;
     __m512i q[8];
-    UNROLL for (int j = 0; j < 4; j++) {
-        const __m512i v = loom_r8_ld2(pa + qo + 32 * j, pb + qo + 32 * j);
-        q[j] = _mm512_and_si512(v, m4);
-        q[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-    }
+    loom_r8_q4_block2(type, pa, pb, &fs, &off, q);
     UNROLL for (int t = 0; t < NT; t++) {
         const uint8_t *xt = x + t * xs, *a = xt + 32 * b;
         __m512i I = _mm512_setzero_si512(), J = _mm512_setzero_si512(); /* two chains */
@@ -1116,6 +1110,7 @@ R8_WALK_FN(r8_far, LOOM_TYPE_Q4_0, q4_0)
 R8_WALK_FN(r8_far, LOOM_TYPE_Q4_1, q4_1)
 R8_WALK_FN(r8_far, LOOM_TYPE_Q4_K, q4_K)
 R8_WALK_FN(r8_far, LOOM_TYPE_Q6_K, q6_K)
+R8_WALK_FN(r8_far, LOOM_TYPE_MXFP4, mxfp4)
 
 /* K-quants by pairs up to r8_kdirect_max tokens: passes of XP tokens over
  * the r8 bytes as they are (r8_kdpass), each splitting the quants again
@@ -1193,6 +1188,7 @@ R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_1, q4_1)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_K, q4_K)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q5_K, q5_K)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q6_K, q6_K)
+R8_WALK_FN(r8_streams, LOOM_TYPE_MXFP4, mxfp4)
 #undef R8_WALK_FN
 
 /* Every group x every token; from r8_pair_n tokens by pairs. */
@@ -1203,7 +1199,8 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
          : type == LOOM_TYPE_Q4_1 ? loom_avx512_r8_gemm_q4_1
          : type == LOOM_TYPE_Q4_K ? loom_avx512_r8_gemm_q4_K
          : type == LOOM_TYPE_Q5_K ? loom_avx512_r8_gemm_q5_K
-                                  : loom_avx512_r8_gemm_q6_K)(w, ws, k, nr, xq, xs, n, y, ldy);
+         : type == LOOM_TYPE_Q6_K ? loom_avx512_r8_gemm_q6_K
+                                  : loom_avx512_r8_gemm_mxfp4)(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
     /* decode's streams (one token; up to 4 where loom_r8_stream_n says), the groups they leave below */
@@ -1212,12 +1209,14 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
                            ? (type == LOOM_TYPE_Q4_0   ? r8_far_q4_0
                               : type == LOOM_TYPE_Q4_1 ? r8_far_q4_1
                               : type == LOOM_TYPE_Q4_K ? r8_far_q4_K
-                                                       : r8_far_q6_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy)
+                              : type == LOOM_TYPE_Q6_K ? r8_far_q6_K
+                                                       : r8_far_mxfp4)(w, ws, k, nr, xq, xs, (int)n, y, ldy)
                            : (type == LOOM_TYPE_Q4_0   ? r8_streams_q4_0
                               : type == LOOM_TYPE_Q4_1 ? r8_streams_q4_1
                               : type == LOOM_TYPE_Q4_K ? r8_streams_q4_K
                               : type == LOOM_TYPE_Q5_K ? r8_streams_q5_K
-                                                       : r8_streams_q6_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy);
+                              : type == LOOM_TYPE_Q6_K ? r8_streams_q6_K
+                                                       : r8_streams_mxfp4)(w, ws, k, nr, xq, xs, (int)n, y, ldy);
     w += (size_t)(8 * g0) * ws, nr -= 8 * g0, y += 8 * g0;
     if (nr <= 0) return;
     if (n >= r8_pair_n(type)) {
@@ -1290,5 +1289,6 @@ void loom_avx512_r8_q4_1(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_1, w, ws, 
 void loom_avx512_r8_q4_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q5_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q5_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q6_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q6_K, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_mxfp4(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_MXFP4, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 LOOM_NO_UBSAN_END
