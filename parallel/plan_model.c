@@ -314,7 +314,7 @@ void loom_plan_layer_mats(const loom_plan_model *m, int l, const loom_shard *s, 
  * bound by at most 2.8 % where the rows stay (Intel's AVX-512 K-quants, a GPU). */
 static int64_t held_bytes(loom_type t, int64_t rows, int64_t k) {
     if (rows <= 0) return 0;
-    if (t == LOOM_TYPE_IQ4_XS) return rows * row_bytes(LOOM_TYPE_IQ4_NL, k); /* held as IQ4_NL (model.c) */
+    if (t == LOOM_TYPE_IQ4_XS) t = LOOM_TYPE_IQ4_NL; /* held as IQ4_NL (model.c), then as any IQ4_NL */
     return loom_type_has_r8(t) ? (int64_t)loom_r8_bytes(t, rows, k) : rows * row_bytes(t, k);
 }
 

@@ -312,6 +312,7 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  *   qs[8][8][4] (qs[j][r][i] = row r's element 4j+i) (34 bytes per row);
  * MXFP4: 136 bytes per block of the 8 rows: uint8_t e[8] (the rows' E8M0
  *   scales), then qs as Q4_0's (17 bytes per row, as in the file);
+ * IQ4_NL: as Q4_0 (144 bytes; its nibbles index the grid, quant.h);
  * Q4_K: 1184 bytes per 256-element super-block of the 8 rows, at 1184 b:
  *   uint16_t d[8], dmin[8];
  *   uint8_t  sc[8][8], m[8][8]; sc[s][r], m[s][r]: row r's 6-bit scale and
@@ -339,15 +340,15 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  * SIMD levels compute the AVX2 level's integer sums and float steps for
  * every token count, so a row's result is the AVX2 level's bits for the
  * file's rows, whatever the call (tests/test_matmul.c) — but for the
- * AVX-512 K-quants from loom_r8_gemm_bits_from tokens, which are its rows'
- * GEMM's bits. */
+ * AVX-512 K-quants and IQ4_NL from loom_r8_gemm_bits_from tokens, which are
+ * its rows' GEMM's bits. */
 
 /* Whether the active level holds wt in the r8 layout (loom_weights_repack
  * asks); the environment variable LOOM_R8=0|1 overrides (never / wherever
  * the type has the layout). */
 bool loom_matmul_prefers_r8(loom_type wt);
 /* Whether some level has a kernel for wt in the r8 layout (Q4_0, Q4_1,
- * Q8_0, MXFP4, Q4_K, Q5_K, Q6_K). */
+ * Q8_0, MXFP4, IQ4_NL, Q4_K, Q5_K, Q6_K). */
 bool loom_type_has_r8(loom_type wt);
 /* Bytes per row of k columns in the r8 layout (a group is 8 of them); 0 if
  * wt has none or k is not a multiple of its block size. */

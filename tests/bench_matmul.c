@@ -182,7 +182,7 @@ int main(int argc, char **argv) {
     const loom_type types[] = {LOOM_TYPE_F32,  LOOM_TYPE_F16,  LOOM_TYPE_BF16, LOOM_TYPE_Q8_0,
                                LOOM_TYPE_Q4_0, LOOM_TYPE_Q4_1, LOOM_TYPE_Q5_0, LOOM_TYPE_Q5_1,
                                LOOM_TYPE_Q4_K, LOOM_TYPE_Q5_K, LOOM_TYPE_Q6_K, LOOM_TYPE_MXFP4,
-                               LOOM_TYPE_Q2_K, LOOM_TYPE_Q3_K};
+                               LOOM_TYPE_IQ4_NL, LOOM_TYPE_Q2_K, LOOM_TYPE_Q3_K};
     if (k <= 0 || k % 32) {
         fprintf(stderr, "k must be a positive multiple of 32 (of 256 for the K-quants)\n");
         return 2;

@@ -65,7 +65,7 @@
  * suffix): every level has loom_<lv>_r8_<type>. */
 #define LOOM_R8_TYPES(X, p)                                                                           \
     X(p, Q4_0, q4_0) X(p, Q4_1, q4_1) X(p, Q8_0, q8_0) X(p, Q4_K, q4_K) X(p, Q5_K, q5_K) X(p, Q6_K, q6_K)    \
-        X(p, MXFP4, mxfp4)
+        X(p, MXFP4, mxfp4) X(p, IQ4_NL, iq4_nl)
 #define LOOM_R8_DECLARE(p, T, s) loom_matmul_fn p##s;
 #define LOOM_R8_ENTRY(p, T, s) [LOOM_TYPE_##T] = p##s,
 #define LOOM_R8_BIT(p, T, s) | (1ull << LOOM_TYPE_##T)
@@ -75,6 +75,7 @@
 #define LOOM_R8_Q4_1 160
 #define LOOM_R8_Q8_0 272
 #define LOOM_R8_MXFP4 136
+#define LOOM_R8_IQ4_NL 144
 #define LOOM_R8_Q4_K 1184
 #define LOOM_R8_Q5_K 1440
 #define LOOM_R8_Q6_K 1680
@@ -151,6 +152,7 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
     case LOOM_TYPE_Q4_1: return LOOM_R8_Q4_1;
     case LOOM_TYPE_Q8_0: return LOOM_R8_Q8_0;
     case LOOM_TYPE_MXFP4: return LOOM_R8_MXFP4;
+    case LOOM_TYPE_IQ4_NL: return LOOM_R8_IQ4_NL;
     case LOOM_TYPE_Q4_K: return LOOM_R8_Q4_K;
     case LOOM_TYPE_Q5_K: return LOOM_R8_Q5_K;
     case LOOM_TYPE_Q6_K: return LOOM_R8_Q6_K;
@@ -159,7 +161,7 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
 }
 
 /* Where row r's bytes of a GGUF block sit in its r8 block (Q4_0, Q4_1,
- * Q8_0, MXFP4; Q6_K's d and scales; the K-quants' quants and Q4_K/Q5_K's scales
+ * Q8_0, MXFP4, IQ4_NL; Q6_K's d and scales; the K-quants' quants and Q4_K/Q5_K's scales
  * are rearranged, see repack.c): calls f(arg, offset in the r8 block,
  * offset in the GGUF block, length) for each piece. */
 #define LOOM_R8_PIECES(type, r, f, arg)                                                              \
@@ -188,7 +190,7 @@ typedef struct {
 static inline void loom_r8_copy_out(loom_r8_copy_args *a, int o8, int og, int n) { memcpy(a->gguf + og, a->r8 + o8, (size_t)n); }
 
 /* Row r (< 8) of block b of the r8 group at grp, as the GGUF block it came
- * from (Q4_0, Q4_1, Q8_0, MXFP4). */
+ * from (Q4_0, Q4_1, Q8_0, MXFP4, IQ4_NL). */
 static inline void loom_r8_gguf_block(int type, const uint8_t *grp, int64_t b, int r, uint8_t *out) {
     loom_r8_copy_args a = {grp + (size_t)b * loom_r8_block_bytes(type), out};
     LOOM_R8_PIECES(type, r, loom_r8_copy_out, &a);
@@ -291,7 +293,7 @@ LOOM_MATMUL_TYPES(LOOM_MATMUL_DECLARE, loom_avx512_gemm_)
  * it calls with n >= loom_r8_gemm_min_n(avx512, kquant) (dispatch.c: by CPU
  * and level, AVX2's own gemm_avx2.c: g_gemm_r8; 0: never). */
 loom_matmul_fn loom_avx512_r8_gemm_q4_0, loom_avx512_r8_gemm_q4_1, loom_avx512_r8_gemm_mxfp4;
-loom_matmul_fn loom_avx512_r8_gemm_q4_K, loom_avx512_r8_gemm_q5_K, loom_avx512_r8_gemm_q6_K;
+loom_matmul_fn loom_avx512_r8_gemm_q4_K, loom_avx512_r8_gemm_q5_K, loom_avx512_r8_gemm_q6_K, loom_avx512_r8_gemm_iq4_nl;
 int64_t loom_r8_gemm_min_n(bool avx512, bool kquant);
 static inline int64_t loom_gemm_min_n(loom_type t) {
     switch (t) {
@@ -322,6 +324,13 @@ static inline __attribute__((always_inline)) int loom_is_kquant(int type) {
     return type == LOOM_TYPE_Q2_K || type == LOOM_TYPE_Q3_K || type == LOOM_TYPE_Q4_K || type == LOOM_TYPE_Q5_K ||
            type == LOOM_TYPE_Q6_K;
 }
+/* The r8 types whose AVX-512 GEMM over the layout gives the rows' GEMM's
+ * bits (its sums added into y per k-chunk, as gemm() does) rather than the
+ * r8 kernels' (the AVX2 level's): the K-quants, and IQ4_NL, whose passes sum
+ * signed (the AVX2 level's sums, VPDPBUSD's grid values + 128 less 128 x
+ * the activations' sum) where the GEMM's offset is a float step. They take
+ * the GEMM from loom_r8_gemm_min_n(avx512, true) tokens. */
+static inline bool loom_r8_rows_gemm_bits(int type) { return loom_is_kquant(type) || type == LOOM_TYPE_IQ4_NL; }
 /* K-quants of 16-element groups with integer scales: Q6_K and Q3_K with
  * signed scales and an offset, x = d·sc_g·(q − c) (Q6_K: c = 32, scales
  * bytes 192.., d at 208; Q3_K: c = 4, scales packed at 96..

@@ -327,7 +327,7 @@ bool loom_r8_kmul(void) {
 }
 
 int64_t loom_r8_gemm_bits_from(loom_type wt) {
-    return loom_isa_get() == LOOM_ISA_AVX512 && loom_is_kquant(wt) ? loom_r8_gemm_min_n(true, true) : 0;
+    return loom_isa_get() == LOOM_ISA_AVX512 && loom_r8_rows_gemm_bits(wt) ? loom_r8_gemm_min_n(true, true) : 0;
 }
 
 /* A level's table: its kernels (cpu_kernels.h names them), the level below
@@ -359,7 +359,7 @@ int64_t loom_r8_gemm_bits_from(loom_type wt) {
  * prefill of 64 tokens 683 -> 637 / 1170 -> 1190, 77 -> 79, 73 -> 88, 64 ->
  * 84, 58 -> 76, 41 -> 48 at one thread). In one stream, as on AMD, its
  * decode had lost there (SmolLM2 two threads 295 -> 166).
- * AVX-512: Q4_0, Q4_1, Q4_K, Q5_K, Q6_K and MXFP4 (the types it has r8 kernels of
+ * AVX-512: Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, MXFP4 and IQ4_NL (the types it has r8 kernels of
  * its own for; its Q8_0 rows read from DRAM as fast as the AVX2 r8 kernel
  * and prefill 2.5x faster) on AMD Zen 4 (family 0x19 with AVX-512) and
  * later, where one thread decodes TinyLlama Q4_0 at 34 -> 50 tokens/s,
@@ -370,9 +370,15 @@ int64_t loom_r8_gemm_bits_from(loom_type wt) {
  * -> 30.6-30.8; 4096 rows, GFLOP/s: n = 4 133 -> 273, 128 270 -> 294; the
  * AVX2 level's 11.2 -> 27.0 GB/s from DRAM): the gpt-oss-20b shape (6
  * layers) decodes at 21.3 -> 24.3-25.6 tokens/s one thread, 24.5-24.9 ->
- * 27.7-29.6 two, prefills at 108-112 -> 157-162 / 184-188 -> 281-288. Intel
- * keeps MXFP4's rows (89-90 % of its bandwidth there; the layout is not
- * measured on it). On Intel (R8_AVX512_INTEL)
+ * 27.7-29.6 two, prefills at 108-112 -> 157-162 / 184-188 -> 281-288.
+ * IQ4_NL (and so IQ4_XS, held as it): bench_matmul 4096 x 2048, rows ->
+ * r8, GB/s at n = 1 20.9 -> 30.3 (32768 rows, DRAM: 20.1-20.4 -> 29.1-29.2),
+ * GFLOP/s n = 4 135 -> 187, 24 249 -> 299 (the GEMM over the layout from
+ * 24, as the K-quants'), 128 271 -> 304; the AVX2 level 14.0 -> 21.8 GB/s,
+ * n = 128 71 -> 102 GFLOP/s; TinyLlama IQ4_XS decode 27.9-29.1 -> 40.2-40.4
+ * tokens/s one thread (66 -> 95-99 % of the bandwidth), prefill 132 -> 144.
+ * Intel keeps MXFP4's and IQ4_NL's rows (MXFP4: 89-90 % of its bandwidth
+ * there; the layout is not measured on it). On Intel (R8_AVX512_INTEL)
  * Q4_0 and Q4_1: on the Xeon, rows -> r8 (four streams, the panel GEMM
  * from 24 tokens), one / two threads, 128-token prompts: SmolLM2 decode
  * 145 -> 161-170 / 283-297 -> 346-355, prefill 1289-1323 -> 1330-1344 /
@@ -399,7 +405,8 @@ int64_t loom_r8_gemm_bits_from(loom_type wt) {
  * cost a 256-bit unpack; four streams of 512-bit pairs of far groups read
  * slower still, Q5_K 11.3). */
 #define R8_AVX2 (0 LOOM_R8_TYPES(LOOM_R8_BIT, _))
-#define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q5_K | 1ull << LOOM_TYPE_Q6_K | 1ull << LOOM_TYPE_MXFP4)
+#define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q5_K | 1ull << LOOM_TYPE_Q6_K | 1ull << LOOM_TYPE_MXFP4 | \
+                   1ull << LOOM_TYPE_IQ4_NL)
 #define R8_AVX512_INTEL (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K)
 
 static const loom_kernels level_tables[LOOM_ISA_COUNT] = {

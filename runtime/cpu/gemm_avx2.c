@@ -676,17 +676,23 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                                           fs, off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)));
             }
         }
-    } else if (type == LOOM_TYPE_Q8_0) { /* |w| x (a with w's signs), as rows8_dot */
+    } else if (type == LOOM_TYPE_Q8_0 || type == LOOM_TYPE_IQ4_NL) { /* |w| x (a with w's signs), as rows8_dot */
         const int64_t nb = k / 32;
+        const size_t bb = loom_r8_block_bytes(type);
         for (int64_t b = 0; b < nb; b++) UNROLL for (int gi = 0; gi < NG; gi++) {
-            const uint8_t *p = grps[gi] + (size_t)b * LOOM_R8_Q8_0;
-            LOOM_PREFETCH_AHEAD(p, pfd, LOOM_R8_Q8_0);
-            loom_prefetch_l2(pf, (size_t)b * LOOM_R8_Q8_0, (size_t)(b + 1) * LOOM_R8_Q8_0);
-            const __m256 fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            const uint8_t *p = grps[gi] + (size_t)b * bb;
+            LOOM_PREFETCH_AHEAD(p, pfd, bb);
+            loom_prefetch_l2(pf, (size_t)b * bb, (size_t)(b + 1) * bb);
+            __m256 fs, unused;
+            __m256i q[8]; /* IQ4_NL: the grid values + 128, made signed below */
+            if (type == LOOM_TYPE_IQ4_NL) loom_r8_q4_block(type, p, &fs, &unused, q);
+            else fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
             __m256i I[RTN];
             UNROLL for (int t = 0; t < NT; t++) I[t] = _mm256_setzero_si256();
             UNROLL for (int g = 0; g < 8; g++) {
-                const __m256i wv = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * g)), aw = _mm256_abs_epi8(wv);
+                const __m256i wv = type == LOOM_TYPE_IQ4_NL ? _mm256_xor_si256(q[g], _mm256_set1_epi8((char)0x80))
+                                                            : _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * g)),
+                              aw = _mm256_abs_epi8(wv);
                 UNROLL for (int t = 0; t < NT; t++)
                     I[t] = _mm256_add_epi32(I[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast4(x + t * xs + 32 * b + 4 * g), wv)), ones));
             }
@@ -885,14 +891,14 @@ GEMMR8FN(LOOM_TYPE_MXFP4, mxfp4)
 
 /* Every group x every token, RTN tokens at a time (a group's weights stay
  * in L1 or L2 between token chunks); the K-quants' prefill by panels, Q4_0
- * / Q4_1 from loom_r8_gemm_min_n tokens by the GEMM's (g_gemm_r8). */
+ * / Q4_1 / MXFP4 from loom_r8_gemm_min_n tokens by the GEMM's (g_gemm_r8). */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     if (n > RTN && loom_is_kquant(type)) {
         r8_kgroups(type, w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
     const int64_t gmin = loom_r8_gemm_min_n(false, false);
-    if (type != LOOM_TYPE_Q8_0 && gmin > 0 && n >= gmin) {
+    if (type != LOOM_TYPE_Q8_0 && type != LOOM_TYPE_IQ4_NL && gmin > 0 && n >= gmin) {
         (type == LOOM_TYPE_Q4_0 ? g_gemm_r8_q4_0 : type == LOOM_TYPE_Q4_1 ? g_gemm_r8_q4_1 : g_gemm_r8_mxfp4)(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }

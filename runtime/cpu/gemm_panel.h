@@ -130,10 +130,11 @@ static inline __attribute__((always_inline)) __m256 loom_r8_e8m0(const uint8_t *
     return _mm256_castsi256_ps(_mm256_blendv_epi8(nrm, sub, _mm256_cmpgt_epi32(_mm256_set1_epi32(2), e)));
 }
 
-/* A Q4_0/Q4_1/MXFP4 block of an r8 group (at p): the 8 rows' scales fs,
- * their offset term off (Q4_1: the mins; Q4_0: -8 * fs, MXFP4: -12 * fs, as
- * loom_panel_terms32) and their quants (MXFP4: its codes' doubled E2M1
- * values + 12, as the rows' kernels). */
+/* A Q4_0/Q4_1/MXFP4/IQ4_NL block of an r8 group (at p): the 8 rows' scales
+ * fs, their offset term off (Q4_1: the mins; Q4_0: -8 * fs, MXFP4: -12 * fs,
+ * as loom_panel_terms32; IQ4_NL: none, off is not set) and their quants as
+ * unsigned bytes (MXFP4: its codes' doubled E2M1 values + 12, IQ4_NL: the
+ * grid values + 128, as the rows' kernels). */
 static inline __attribute__((always_inline)) void loom_r8_q4_block(const int type, const uint8_t *p, __m256 *fs,
                                                                    __m256 *off, __m256i q[8]) {
     if (type == LOOM_TYPE_MXFP4) {
@@ -146,6 +147,13 @@ static inline __attribute__((always_inline)) void loom_r8_q4_block(const int typ
         return;
     }
     *fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    if (type == LOOM_TYPE_IQ4_NL) {
+        static const uint8_t kv[16] = LOOM_KV_IQ4NL_U_INIT;
+        const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kv));
+        loom_r8_q4_quants(p + 16, q);
+        LOOM_UNROLL for (int g = 0; g < 8; g++) q[g] = _mm256_shuffle_epi8(t, q[g]);
+        return;
+    }
     *off = type == LOOM_TYPE_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
                                   : _mm256_mul_ps(_mm256_set1_ps(-8.0f), *fs);
     loom_r8_q4_quants(p + (type == LOOM_TYPE_Q4_1 ? 32 : 16), q);
@@ -239,23 +247,27 @@ static inline __attribute__((always_inline)) __m512 loom_r8_e8m0x2(const uint8_t
     return _mm512_castsi512_ps(_mm512_mask_sllv_epi32(nrm, _mm512_cmplt_epu32_mask(e, _mm512_set1_epi32(2)),
                                                       _mm512_set1_epi32(0x00200000), e));
 }
-/* A Q4_0 / Q4_1 / MXFP4 block of an r8 pair (pa, pb: its bytes in groups A
- * and B): the 16 rows' scales, offset terms and quants as loom_r8_q4_block's */
+/* A Q4_0 / Q4_1 / MXFP4 / IQ4_NL block of an r8 pair (pa, pb: its bytes in
+ * groups A and B): the 16 rows' scales, offset terms and quants as
+ * loom_r8_q4_block's (IQ4_NL's off: -128 * fs, the GEMM's, as
+ * loom_panel_terms32) */
 static inline __attribute__((always_inline)) void loom_r8_q4_block2(const int type, const uint8_t *pa, const uint8_t *pb,
                                                                     __m512 *fs, __m512 *off, __m512i q[8]) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const int qo = type == LOOM_TYPE_Q4_1 ? 32 : type == LOOM_TYPE_MXFP4 ? 8 : 16; /* the quants, after the scales */
     *fs = type == LOOM_TYPE_MXFP4 ? loom_r8_e8m0x2(pa, pb) : loom_r8_f16x2(pa, pb);
     *off = type == LOOM_TYPE_Q4_1 ? loom_r8_f16x2(pa + 16, pb + 16)
-                                  : _mm512_mul_ps(_mm512_set1_ps(type == LOOM_TYPE_MXFP4 ? -(float)LOOM_MXFP4_OFFSET : -8.0f), *fs);
+                                  : _mm512_mul_ps(_mm512_set1_ps(type == LOOM_TYPE_MXFP4 ? -(float)LOOM_MXFP4_OFFSET
+                                                                 : type == LOOM_TYPE_IQ4_NL ? -128.0f : -8.0f), *fs);
     LOOM_UNROLL for (int j = 0; j < 4; j++) {
         const __m512i v = loom_r8_ld2(pa + qo + 32 * j, pb + qo + 32 * j);
         q[j] = _mm512_and_si512(v, m4);
         q[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
     }
-    if (type == LOOM_TYPE_MXFP4) {
-        static const int8_t kv[16] = LOOM_KV_MXFP4_U_INIT;
-        const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)kv));
+    if (type == LOOM_TYPE_MXFP4 || type == LOOM_TYPE_IQ4_NL) {
+        static const int8_t kv4[16] = LOOM_KV_MXFP4_U_INIT;
+        static const uint8_t kvn[16] = LOOM_KV_IQ4NL_U_INIT;
+        const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(type == LOOM_TYPE_MXFP4 ? (const void *)kv4 : kvn)));
         LOOM_UNROLL for (int g = 0; g < 8; g++) q[g] = _mm512_shuffle_epi8(t, q[g]);
     }
 }

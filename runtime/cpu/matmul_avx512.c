@@ -36,7 +36,8 @@
  *
  * Q4_0, Q4_1, MXFP4, Q4_K, Q5_K and Q6_K in the r8 layout (runtime/kernels.h;
  * held that way on AMD Zen 4 and later, Q4_0, Q4_1 and Q4_K on Intel, dispatch.c;
- * MXFP4 as Q4_0, its codes' values by one VPSHUFB per 32 quants):
+ * MXFP4 and IQ4_NL as Q4_0, their codes' values by one VPSHUFB per 32
+ * quants, IQ4_NL's grid values + 128 less 128 x the activations' sum):
  * one 8-row group per 256-bit vector with VNNI below 8 tokens (r8_group;
  * decode reads 1, 2 or 4 groups side by side, loom_r8_streams; 2-4 tokens
  * from DRAM the four as two 512-bit pairs, r8_far), two groups
@@ -630,7 +631,7 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                  size_t xs, float *tmp, const uint8_t *pf, size_t pfd) {
     __m256 tot[4 * XN]; /* NG x NT: decode's streams (LOOM_R8_STREAMS_WALK) take up to 4 x 4 */
     UNROLL for (int t = 0; t < NG * NT; t++) tot[t] = _mm256_setzero_ps();
-    if (!loom_is_kquant(type)) { /* Q4_0, Q4_1, MXFP4 */
+    if (!loom_is_kquant(type)) { /* Q4_0, Q4_1, MXFP4, IQ4_NL */
         const int64_t nb = k / 32;
         const size_t bb = loom_r8_block_bytes(type);
         for (int64_t b = 0; b < nb; b++)
@@ -648,9 +649,14 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                         J = _mm256_dpbusd_epi32(J, q[g + 1], r8_b4(a + 4 * g + 4));
                     }
                     I = _mm256_add_epi32(I, J);
+                    if (type == LOOM_TYPE_IQ4_NL) { /* less 128 x the activations' sum: the signed sum */
+                        __m256i C = _mm256_setzero_si256();
+                        UNROLL for (int g = 0; g < 8; g++) C = _mm256_dpbusd_epi32(C, _mm256_set1_epi8((char)0x80), r8_b4(a + 4 * g));
+                        I = _mm256_sub_epi32(I, C);
+                    }
                     __m256 *tt = &tot[gi * NT + t];
                     *tt = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b))), fs, *tt);
-                    *tt = _mm256_fmadd_ps(off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), *tt);
+                    if (type != LOOM_TYPE_IQ4_NL) *tt = _mm256_fmadd_ps(off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), *tt);
                 }
             }
     } else if (type == LOOM_TYPE_Q6_K) {
@@ -765,7 +771,7 @@ AI void r8_pf(const uint8_t *a, const uint8_t *b, size_t from, size_t to) {
     loom_prefetch_l2(b, from, to);
 }
 
-/* Block b of a Q4_0 / Q4_1 / MXFP4 pair (pa, pb: its bytes in groups A and B) for NT tokens into tot */
+/* Block b of a Q4_0 / Q4_1 / MXFP4 / IQ4_NL pair (pa, pb: its bytes in groups A and B) for NT tokens into tot */
 AI void r8_qblock(const int type, const int NT, const uint8_t *pa, const uint8_t *pb, int64_t k, const int64_t b,
                   const uint8_t *x, size_t xs, __m512 *tot) {
     const int64_t nb = k / 32;
@@ -780,9 +786,14 @@ AI void r8_qblock(const int type, const int NT, const uint8_t *pa, const uint8_t
             J = _mm512_dpbusd_epi32(J, q[g + 1], r8_b4x(a + 4 * g + 4));
         }
         I = _mm512_add_epi32(I, J);
+        if (type == LOOM_TYPE_IQ4_NL) { /* less 128 x the activations' sum (r8_group) */
+            __m512i C = _mm512_setzero_si512();
+            UNROLL for (int g = 0; g < 8; g++) C = _mm512_dpbusd_epi32(C, _mm512_set1_epi8((char)0x80), r8_b4x(a + 4 * g));
+            I = _mm512_sub_epi32(I, C);
+        }
         tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(I), _mm512_set1_ps(loom_ld_f32(xt + k + 4 * b))),
                                  fs, tot[t]);
-        tot[t] = _mm512_fmadd_ps(off, _mm512_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), tot[t]);
+        if (type != LOOM_TYPE_IQ4_NL) tot[t] = _mm512_fmadd_ps(off, _mm512_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), tot[t]);
     }
 }
 
@@ -1111,6 +1122,7 @@ R8_WALK_FN(r8_far, LOOM_TYPE_Q4_1, q4_1)
 R8_WALK_FN(r8_far, LOOM_TYPE_Q4_K, q4_K)
 R8_WALK_FN(r8_far, LOOM_TYPE_Q6_K, q6_K)
 R8_WALK_FN(r8_far, LOOM_TYPE_MXFP4, mxfp4)
+R8_WALK_FN(r8_far, LOOM_TYPE_IQ4_NL, iq4_nl)
 
 /* K-quants by pairs up to r8_kdirect_max tokens: passes of XP tokens over
  * the r8 bytes as they are (r8_kdpass), each splitting the quants again
@@ -1189,18 +1201,20 @@ R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_K, q4_K)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q5_K, q5_K)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q6_K, q6_K)
 R8_WALK_FN(r8_streams, LOOM_TYPE_MXFP4, mxfp4)
+R8_WALK_FN(r8_streams, LOOM_TYPE_IQ4_NL, iq4_nl)
 #undef R8_WALK_FN
 
 /* Every group x every token; from r8_pair_n tokens by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
-    const int64_t gmin = loom_r8_gemm_min_n(true, loom_is_kquant(type));
+    const int64_t gmin = loom_r8_gemm_min_n(true, loom_r8_rows_gemm_bits(type));
     if (gmin > 0 && n >= gmin) {
         (type == LOOM_TYPE_Q4_0   ? loom_avx512_r8_gemm_q4_0
          : type == LOOM_TYPE_Q4_1 ? loom_avx512_r8_gemm_q4_1
          : type == LOOM_TYPE_Q4_K ? loom_avx512_r8_gemm_q4_K
          : type == LOOM_TYPE_Q5_K ? loom_avx512_r8_gemm_q5_K
          : type == LOOM_TYPE_Q6_K ? loom_avx512_r8_gemm_q6_K
-                                  : loom_avx512_r8_gemm_mxfp4)(w, ws, k, nr, xq, xs, n, y, ldy);
+         : type == LOOM_TYPE_MXFP4 ? loom_avx512_r8_gemm_mxfp4
+                                  : loom_avx512_r8_gemm_iq4_nl)(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
     /* decode's streams (one token; up to 4 where loom_r8_stream_n says), the groups they leave below */
@@ -1210,13 +1224,15 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
                               : type == LOOM_TYPE_Q4_1 ? r8_far_q4_1
                               : type == LOOM_TYPE_Q4_K ? r8_far_q4_K
                               : type == LOOM_TYPE_Q6_K ? r8_far_q6_K
-                                                       : r8_far_mxfp4)(w, ws, k, nr, xq, xs, (int)n, y, ldy)
+                              : type == LOOM_TYPE_MXFP4 ? r8_far_mxfp4
+                                                       : r8_far_iq4_nl)(w, ws, k, nr, xq, xs, (int)n, y, ldy)
                            : (type == LOOM_TYPE_Q4_0   ? r8_streams_q4_0
                               : type == LOOM_TYPE_Q4_1 ? r8_streams_q4_1
                               : type == LOOM_TYPE_Q4_K ? r8_streams_q4_K
                               : type == LOOM_TYPE_Q5_K ? r8_streams_q5_K
                               : type == LOOM_TYPE_Q6_K ? r8_streams_q6_K
-                                                       : r8_streams_mxfp4)(w, ws, k, nr, xq, xs, (int)n, y, ldy);
+                              : type == LOOM_TYPE_MXFP4 ? r8_streams_mxfp4
+                                                       : r8_streams_iq4_nl)(w, ws, k, nr, xq, xs, (int)n, y, ldy);
     w += (size_t)(8 * g0) * ws, nr -= 8 * g0, y += 8 * g0;
     if (nr <= 0) return;
     if (n >= r8_pair_n(type)) {
@@ -1290,5 +1306,6 @@ void loom_avx512_r8_q4_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_K, w, ws, 
 void loom_avx512_r8_q5_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q5_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q6_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q6_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_mxfp4(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_MXFP4, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_iq4_nl(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_IQ4_NL, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 LOOM_NO_UBSAN_END
