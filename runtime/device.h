@@ -57,6 +57,14 @@
  * the CPU, for tests; slower than CPU). */
 typedef enum { LOOM_DEVICE_AUTO = 0, LOOM_DEVICE_CPU, LOOM_DEVICE_CUDA, LOOM_DEVICE_HOST } loom_device_kind;
 
+/* The weight types the CUDA device multiplies (runtime/cuda/mmvq.cu:
+ * loom_cuda_has_matmul; MXFP4, Q2_K, Q3_K and IQ4_NL, so IQ4_XS, are CPU
+ * only so far) */
+#define LOOM_CUDA_MATMUL_TYPES                                                                         \
+    (1ull << LOOM_TYPE_F32 | 1ull << LOOM_TYPE_F16 | 1ull << LOOM_TYPE_BF16 | 1ull << LOOM_TYPE_Q4_0 |   \
+     1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q5_0 | 1ull << LOOM_TYPE_Q5_1 | 1ull << LOOM_TYPE_Q8_0 |  \
+     1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q5_K | 1ull << LOOM_TYPE_Q6_K)
+
 /* "auto", "cpu", "cuda", "host"; NULL for an unknown kind. */
 const char *loom_device_kind_name(loom_device_kind k);
 /* Parses "auto", "cpu", "cuda" or "host"; an error naming the accepted words. */

@@ -256,8 +256,12 @@ bool loom_dforward_supports(const loom_model_config *c) {
     return (c->arch == LOOM_ARCH_LLAMA || c->arch == LOOM_ARCH_QWEN2) && !c->n_experts && !c->rope_yarn;
 }
 
+bool loom_dforward_auto_ok(const loom_model_config *c) {
+    return loom_dforward_supports(c) && !(c->weight_types & ~LOOM_CUDA_MATMUL_TYPES);
+}
+
 loom_device_kind loom_dforward_resolve(loom_device_kind k, const loom_model_config *c) {
-    if (k == LOOM_DEVICE_AUTO && !loom_dforward_supports(c)) return LOOM_DEVICE_CPU;
+    if (k == LOOM_DEVICE_AUTO && !loom_dforward_auto_ok(c)) return LOOM_DEVICE_CPU;
     return loom_device_resolve(k);
 }
 

@@ -49,9 +49,13 @@ typedef struct loom_dforward loom_dforward;
  * soft-caps, sliding windows, learned positions, encoders, LongRoPE) run on
  * the CPU only, and create() refuses them. */
 bool loom_dforward_supports(const loom_model_config *c);
-/* The device for `k` and this model: `auto` is the CPU for a model the
- * device pass does not run, else loom_device_resolve(k); an explicit kind
- * is kept (create() then names what is missing). */
+/* Whether `auto` may put this model on a GPU: the device pass runs it and
+ * the CUDA device multiplies every weight type of its file
+ * (LOOM_CUDA_MATMUL_TYPES). */
+bool loom_dforward_auto_ok(const loom_model_config *c);
+/* The device for `k` and this model: `auto` is the CPU for a model that
+ * loom_dforward_auto_ok refuses, else loom_device_resolve(k); an explicit
+ * kind is kept (create() then names what is missing). */
 loom_device_kind loom_dforward_resolve(loom_device_kind k, const loom_model_config *c);
 
 /* Borrows the device and the weights (the GGUF mapping stays open). Errors

@@ -59,6 +59,7 @@ typedef enum { LOOM_POOL_NONE = 0, LOOM_POOL_MEAN = 1, LOOM_POOL_CLS = 2, LOOM_P
 typedef struct {
     loom_arch arch;
     char arch_name[16];  /* "llama", "qwen2", "gemma3", ... */
+    uint64_t weight_types; /* bit t: the file has a tensor of type t (device_forward.h: loom_dforward_auto_ok) */
     int n_layers;
     int dim;             /* residual width */
     int n_heads;         /* query heads */

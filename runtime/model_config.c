@@ -426,6 +426,10 @@ loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
     if (!known)
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (supported: " SUPPORTED ")",
                           path, cfg->arch_name);
+    for (int64_t i = 0; i < loom_gguf_n_tensors(g); i++) {
+        const unsigned t = (unsigned)loom_gguf_tensor_at(g, i)->type;
+        if (t < 64) cfg->weight_types |= 1ull << t;
+    }
     const char *arch = cfg->arch_name;
     const int64_t big = 1 << 20;
     bool layer_norm = cfg->arch == LOOM_ARCH_GPT2 || cfg->arch == LOOM_ARCH_BERT || cfg->arch == LOOM_ARCH_NOMIC_BERT;

@@ -869,6 +869,28 @@ Test(families, device_pass_refuses_the_other_families) {
     }
     loom_model_config llama = {.arch = LOOM_ARCH_LLAMA}, qwen2 = {.arch = LOOM_ARCH_QWEN2};
     cr_assert(loom_dforward_supports(&llama) && loom_dforward_supports(&qwen2));
+    /* auto keeps a dense llama off the GPU where its file has a weight type CUDA does not multiply */
+    llama.weight_types = 1ull << LOOM_TYPE_F32 | 1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q6_K;
+    cr_assert(loom_dforward_auto_ok(&llama));
+    for (size_t i = 0; i < N_MODELS; i++) {
+        if (strcmp(models[i].name, "llama-iq4_xs")) continue;
+        loom_gguf *g = open_synth(&models[i], path, sizeof path);
+        loom_model_config c;
+        OK(loom_model_config_read(g, &c));
+        cr_assert(loom_dforward_supports(&c) && (c.weight_types >> LOOM_TYPE_IQ4_XS & 1) && !loom_dforward_auto_ok(&c),
+                  "llama IQ4_XS: types %#llx", (unsigned long long)c.weight_types);
+        cr_assert_eq(loom_dforward_resolve(LOOM_DEVICE_AUTO, &c), LOOM_DEVICE_CPU);
+        cr_assert_eq(loom_dforward_resolve(LOOM_DEVICE_HOST, &c), LOOM_DEVICE_HOST);
+        loom_gguf_free(g);
+        unlink(path);
+    }
+    for (int t = 0; t < LOOM_TYPE_COUNT; t++) {
+        llama.weight_types = 1ull << LOOM_TYPE_F32 | 1ull << t;
+        const bool cpu_only = t == LOOM_TYPE_MXFP4 || t == LOOM_TYPE_Q2_K || t == LOOM_TYPE_Q3_K ||
+                              t == LOOM_TYPE_IQ4_NL || t == LOOM_TYPE_IQ4_XS;
+        if (loom_type_can_matmul((loom_type)t) || t == LOOM_TYPE_IQ4_XS)
+            cr_assert_eq(loom_dforward_auto_ok(&llama), !cpu_only, "%s", loom_type_name((uint32_t)t));
+    }
     /* a dense llama with YaRN: the device pass does not rotate so yet */
     static const synth_model yarn = {"llama", "--arch llama --layers 1 --dim 64 --heads 2 --kv-heads 1 --ffn 64 "
                                               "--vocab 300 --type F32 --yarn 4 --yarn-orig 64"};

@@ -258,9 +258,7 @@ __global__ void __launch_bounds__(32 * ROWS_PER_BLOCK) mmvf(const uint8_t *__res
 #endif
 
 bool loom_cuda_has_matmul(loom_type wt) {
-    if (!LOOM_CUDA_SUBSET) /* MXFP4, Q2_K, Q3_K, IQ4_NL: CPU only so far */
-        return loom_type_can_matmul(wt) && wt != LOOM_TYPE_MXFP4 && wt != LOOM_TYPE_Q2_K && wt != LOOM_TYPE_Q3_K &&
-               wt != LOOM_TYPE_IQ4_NL;
+    if (!LOOM_CUDA_SUBSET) return (unsigned)wt < 64 && (LOOM_CUDA_MATMUL_TYPES >> wt & 1); /* device.h */
     return wt == LOOM_TYPE_Q4_0 || wt == LOOM_TYPE_Q8_0 || wt == LOOM_TYPE_Q4_K || wt == LOOM_TYPE_Q6_K ||
            wt == LOOM_TYPE_F16;
 }
