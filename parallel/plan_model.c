@@ -307,11 +307,12 @@ void loom_plan_layer_mats(const loom_plan_model *m, int l, const loom_shard *s, 
 
 /* Bytes a rank computing on the CPU holds of a matrix it multiplies after
  * loom_weights_repack: the r8 copy (runtime/kernels.h: rows rounded up to
- * whole groups of 8; Q4_K and Q5_K 148 and 180 bytes per super-block and
- * row against the file's 144 and 176, the other types the file's bytes) for
- * every type that has the layout, whichever layout the rank's CPU prefers —
- * so every rank computes the same figure (plan_wire checks it), an upper
- * bound by at most 2.8 % where the rows stay (Intel's AVX-512 K-quants, a GPU). */
+ * whole groups of 8; Q3_K, Q4_K and Q5_K 114, 148 and 180 bytes per
+ * super-block and row against the file's 110, 144 and 176, the other types
+ * the file's bytes) for every type that has the layout, whichever layout the
+ * rank's CPU prefers — so every rank computes the same figure (plan_wire
+ * checks it), an upper bound by at most 3.7 % where the rows stay (Intel's
+ * AVX-512 K-quants, a GPU). */
 static int64_t held_bytes(loom_type t, int64_t rows, int64_t k) {
     if (rows <= 0) return 0;
     if (t == LOOM_TYPE_IQ4_XS) t = LOOM_TYPE_IQ4_NL; /* held as IQ4_NL (model.c), then as any IQ4_NL */

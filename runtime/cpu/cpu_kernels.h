@@ -65,7 +65,7 @@
  * suffix): every level has loom_<lv>_r8_<type>. */
 #define LOOM_R8_TYPES(X, p)                                                                           \
     X(p, Q4_0, q4_0) X(p, Q4_1, q4_1) X(p, Q8_0, q8_0) X(p, Q4_K, q4_K) X(p, Q5_K, q5_K) X(p, Q6_K, q6_K)    \
-        X(p, MXFP4, mxfp4) X(p, IQ4_NL, iq4_nl)
+        X(p, MXFP4, mxfp4) X(p, IQ4_NL, iq4_nl) X(p, Q3_K, q3_K)
 #define LOOM_R8_DECLARE(p, T, s) loom_matmul_fn p##s;
 #define LOOM_R8_ENTRY(p, T, s) [LOOM_TYPE_##T] = p##s,
 #define LOOM_R8_BIT(p, T, s) | (1ull << LOOM_TYPE_##T)
@@ -79,6 +79,7 @@
 #define LOOM_R8_Q4_K 1184
 #define LOOM_R8_Q5_K 1440
 #define LOOM_R8_Q6_K 1680
+#define LOOM_R8_Q3_K 912
 /* Q4_K/Q5_K: where the rows' quant chunks start (Q5_K: its qh chunks before them) */
 #define LOOM_R8_K45_QS(type) ((type) == LOOM_TYPE_Q5_K ? 416 : 160)
 /* Q5_K whole (the bytes the levels below AVX-512 read: loom_r8_q5_whole):
@@ -105,6 +106,12 @@ bool loom_r8_q5_whole(void);
 /* Q6_K: where the rows' three 32-byte quant chunks i (0..2) of group g
  * (elements 4g..4g+3 of each quarter) of half h sit (kernels.h) */
 #define LOOM_R8_Q6_Q(h, g, i) (144 + 768 * (h) + 96 * (g) + 32 * (i))
+/* Q3_K: where the rows' 32-byte hmask chunk of group g sits (bit 4h + j of
+ * a lane's byte i: the third bit of element 128h + 32j + 4g + i) and the qs
+ * chunk of half h, group g (bits 2j..2j+1: that element's low two), as the
+ * file holds them (kernels.h) */
+#define LOOM_R8_Q3_H(g) (144 + 32 * (g))
+#define LOOM_R8_Q3_L(h, g) (400 + 256 * (h) + 32 * (g))
 /* A GGUF K super-block (Q3_K, Q4_K, Q5_K, Q6_K) -> its 256 unsigned quants
  * in element order (the scalar kernels, the r8 repack) */
 static inline void loom_k_quants(loom_type wt, const uint8_t *b, int q[256]) {
@@ -156,6 +163,7 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
     case LOOM_TYPE_Q4_K: return LOOM_R8_Q4_K;
     case LOOM_TYPE_Q5_K: return LOOM_R8_Q5_K;
     case LOOM_TYPE_Q6_K: return LOOM_R8_Q6_K;
+    case LOOM_TYPE_Q3_K: return LOOM_R8_Q3_K;
     default: return 0;
     }
 }
@@ -169,6 +177,13 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
         if ((type) == LOOM_TYPE_Q6_K) { /* its quants: repack.c */                                  \
             f(arg, 2 * (r), 208, 2); /* d */                                                         \
             for (int g_ = 0; g_ < 16; g_++) f(arg, 16 + 8 * g_ + (r), 192 + g_, 1); /* scales */     \
+        } else if ((type) == LOOM_TYPE_Q3_K) { /* its scales unpacked: repack.c */                   \
+            f(arg, 2 * (r), 108, 2); /* d */                                                         \
+            for (int g_ = 0; g_ < 8; g_++) {                                                         \
+                f(arg, LOOM_R8_Q3_H(g_) + 4 * (r), 4 * g_, 4); /* hmask */                           \
+                f(arg, LOOM_R8_Q3_L(0, g_) + 4 * (r), 32 + 4 * g_, 4); /* qs */                      \
+                f(arg, LOOM_R8_Q3_L(1, g_) + 4 * (r), 64 + 4 * g_, 4);                               \
+            }                                                                                        \
         } else if ((type) == LOOM_TYPE_MXFP4) {                                                      \
             f(arg, (r), 0, 1); /* e */                                                               \
             for (int j_ = 0; j_ < 4; j_++) f(arg, 8 + 32 * j_ + 4 * (r), 1 + 4 * j_, 4);             \
@@ -196,9 +211,9 @@ static inline void loom_r8_gguf_block(int type, const uint8_t *grp, int64_t b, i
     LOOM_R8_PIECES(type, r, loom_r8_copy_out, &a);
 }
 
-/* Row r (< 8) of the r8 K super-block at p (Q4_K, Q5_K, Q6_K) unpacked:
- * the quants in element order (unsigned, as loom_k_quants), d, and Q6_K's
- * 16 scales or Q4_K/Q5_K's dmin, 8 scales and 8 mins (q5_whole: which Q5_K
+/* Row r (< 8) of the r8 K super-block at p (Q3_K, Q4_K, Q5_K, Q6_K)
+ * unpacked: the quants in element order (unsigned, as loom_k_quants), d,
+ * and Q6_K's or Q3_K's 16 (signed) scales or Q4_K/Q5_K's dmin, 8 scales and 8 mins (q5_whole: which Q5_K
  * bytes, loom_r8_q5_whole). */
 typedef struct {
     int q[256];
@@ -208,6 +223,17 @@ typedef struct {
 } loom_r8_ksb;
 static inline void loom_r8_k_unpack(int wt, bool q5_whole, const uint8_t *p, int r, loom_r8_ksb *o) {
     o->d = loom_rd_u16(p + 2 * r);
+    if (wt == LOOM_TYPE_Q3_K) {
+        for (int h = 0; h < 2; h++)
+            for (int g = 0; g < 8; g++)
+                for (int i = 0; i < 4; i++) {
+                    const uint8_t lo = p[LOOM_R8_Q3_L(h, g) + 4 * r + i], hi = p[LOOM_R8_Q3_H(g) + 4 * r + i];
+                    for (int j = 0; j < 4; j++)
+                        o->q[128 * h + 32 * j + 4 * g + i] = (lo >> (2 * j) & 3) | (hi >> (4 * h + j) & 1) << 2;
+                }
+        for (int G = 0; G < 16; G++) o->sc6[G] = (int8_t)p[16 + 8 * G + r];
+        return;
+    }
     if (wt == LOOM_TYPE_Q6_K) {
         for (int h = 0; h < 2; h++)
             for (int g = 0; g < 8; g++)
@@ -293,7 +319,8 @@ LOOM_MATMUL_TYPES(LOOM_MATMUL_DECLARE, loom_avx512_gemm_)
  * it calls with n >= loom_r8_gemm_min_n(avx512, kquant) (dispatch.c: by CPU
  * and level, AVX2's own gemm_avx2.c: g_gemm_r8; 0: never). */
 loom_matmul_fn loom_avx512_r8_gemm_q4_0, loom_avx512_r8_gemm_q4_1, loom_avx512_r8_gemm_mxfp4;
-loom_matmul_fn loom_avx512_r8_gemm_q4_K, loom_avx512_r8_gemm_q5_K, loom_avx512_r8_gemm_q6_K, loom_avx512_r8_gemm_iq4_nl;
+loom_matmul_fn loom_avx512_r8_gemm_q4_K, loom_avx512_r8_gemm_q5_K, loom_avx512_r8_gemm_q6_K, loom_avx512_r8_gemm_q3_K,
+    loom_avx512_r8_gemm_iq4_nl;
 int64_t loom_r8_gemm_min_n(bool avx512, bool kquant);
 static inline int64_t loom_gemm_min_n(loom_type t) {
     switch (t) {

@@ -699,10 +699,11 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
             UNROLL for (int t = 0; t < NT; t++)
                 tot[gi * NT + t] = step32(type, tot[gi * NT + t], I[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + k + 4 * b)), fs, fs, fs);
         }
-    } else if (type == LOOM_TYPE_Q6_K) {
+    } else if (loom_r8_k16(type)) {
+        const size_t bb = loom_r8_block_bytes(type);
         for (int64_t sb = 0; sb < k / 256; sb++) UNROLL for (int gi = 0; gi < NG; gi++) {
-            const uint8_t *p = grps[gi] + (size_t)sb * LOOM_R8_Q6_K;
-            LOOM_PREFETCH_AHEAD(p, pfd, LOOM_R8_Q6_K);
+            const uint8_t *p = grps[gi] + (size_t)sb * bb;
+            LOOM_PREFETCH_AHEAD(p, pfd, bb);
             __m256i S[RTN];
             UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_setzero_si256();
             UNROLL for (int h = 0; h < 2; h++) {
@@ -712,8 +713,8 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                     const __m256i *sc = scs[hv];
                     UNROLL for (int g = 4 * hv; g < 4 * hv + 4; g += 2) {
                         __m256i q[2][4]; /* [group][quarter]: elements 128h + 32pp + 4g.. */
-                        loom_r8_q6_quants(p, h, g, q[0]);
-                        loom_r8_q6_quants(p, h, g + 1, q[1]);
+                        loom_r8_k16_quants(type, p, h, g, q[0]);
+                        loom_r8_k16_quants(type, p, h, g + 1, q[1]);
                         UNROLL for (int t = 0; t < NT; t++) {
                             const uint8_t *a = x + t * xs + 292 * sb + 4 + 128 * h + 4 * g;
                             UNROLL for (int pp = 0; pp < 4; pp++) /* two groups of 4 per int16 sum (<= 2*2*63*127) */
@@ -724,7 +725,7 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                     }
                 }
             }
-            /* the -32 offset, as g_termsK: S -= 32 sum_G sc_G bsum_G, the rows' pairs
+            /* the -32 (Q3_K: -4) offset, as g_termsK: S -= 32 sum_G sc_G bsum_G, the rows' pairs
              * (sc[2j], sc[2j+1]) from the 16 scale bytes at p + 16 + 16j */
             __m256i O[RTN];
             UNROLL for (int t = 0; t < NT; t++) O[t] = _mm256_setzero_si256();
@@ -733,7 +734,7 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                 UNROLL for (int t = 0; t < NT; t++)
                     O[t] = _mm256_add_epi32(O[t], _mm256_madd_epi16(mp, bcast4(x + t * xs + 292 * sb + 260 + 4 * j)));
             }
-            UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_sub_epi32(S[t], _mm256_slli_epi32(O[t], 5));
+            UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_sub_epi32(S[t], _mm256_slli_epi32(O[t], loom_r8_k16_shift(type)));
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
             UNROLL for (int t = 0; t < NT; t++)
                 tot[gi * NT + t] = stepK(type, tot[gi * NT + t], S[t], S[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), d, d);
@@ -791,11 +792,11 @@ typedef struct {
 
 AI void r8_kunpack(const int type, const uint8_t *p, r8_kpanel *P, const int c) {
     P->d[c] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-    if (type == LOOM_TYPE_Q6_K) {
+    if (loom_r8_k16(type)) {
         for (int h = 0; h < 2; h++)
             for (int g = 0; g < 8; g++) {
                 __m256i q[4];
-                loom_r8_q6_quants(p, h, g, q);
+                loom_r8_k16_quants(type, p, h, g, q);
                 UNROLL for (int j = 0; j < 4; j++) P->q[c][4 * h + j][g] = q[j];
             }
         for (int G = 0; G < 16; G += 2) loom_r8_q6_scale_pairs(p, G, &P->sc[c][G], &P->sc[c][G + 1]);
@@ -824,7 +825,7 @@ AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb
             const __m256i *q = P->q[c][s];
             UNROLL for (int t = 0; t < NT; t++) {
                 const uint8_t *a = x + t * xs + 292 * c + 4 + 32 * s;
-                if (type == LOOM_TYPE_Q6_K) { /* two groups per int16 sum, groups 0-3 and 4-7 one scale each */
+                if (loom_r8_k16(type)) { /* two groups per int16 sum, groups 0-3 and 4-7 one scale each */
                     UNROLL for (int g = 0; g < 8; g += 2)
                         S[t] = _mm256_add_epi32(S[t], _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(q[g], bcast4(a + 4 * g)),
                                                                                           _mm256_maddubs_epi16(q[g + 1], bcast4(a + 4 * g + 4))),
@@ -842,7 +843,7 @@ AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb
         UNROLL for (int t = 0; t < NT; t++) {
             const uint8_t *xt = x + t * xs + 292 * c;
             UNROLL for (int j = 0; j < 8; j++) M[t] = _mm256_add_epi32(M[t], _mm256_madd_epi16(P->mp[c][j], bcast4(xt + 260 + 4 * j)));
-            if (type == LOOM_TYPE_Q6_K) S[t] = _mm256_sub_epi32(S[t], _mm256_slli_epi32(M[t], 5));
+            if (loom_r8_k16(type)) S[t] = _mm256_sub_epi32(S[t], _mm256_slli_epi32(M[t], loom_r8_k16_shift(type)));
             tot[t] = stepK(type, tot[t], S[t], M[t], _mm256_set1_ps(loom_ld_f32(xt)), P->d[c], P->negdmin[c]);
         }
     }

@@ -325,7 +325,7 @@ AI void unpack_r8(const int type, panel *P, const uint8_t *ga, const uint8_t *gb
     }
 }
 
-/* ---- Q4_K / Q5_K / Q6_K in the r8 layout: the rows' panels, bit for bit ----
+/* ---- Q3_K / Q4_K / Q5_K / Q6_K in the r8 layout: the rows' panels, bit for bit ----
  * A group's 32-byte run of a sub-block's k-group is 8 rows' dwords, so two
  * groups' runs, split as the r8 kernels split them (loom_r8_k45_quants,
  * loom_r8_q6_quants), are a qT line; the scale terms are
@@ -343,12 +343,12 @@ AI void unpack_r8k(const int type, panel *P, const uint8_t *ga, const uint8_t *g
         loom_prefetch_l2(nb, o, o + bb);
         uint8_t(*qT)[64] = P->qT + 64 * sbl;
         const __m512 d = loom_r8_f16x2(pa, pb);
-        if (type == LOOM_TYPE_Q6_K) {
+        if (loom_r8_k16(type)) {
             for (int h = 0; h < 2; h++)
                 for (int g = 0; g < 8; g++) {
                     __m256i qa[4], qb[4];
-                    loom_r8_q6_quants(pa, h, g, qa);
-                    loom_r8_q6_quants(pb, h, g, qb);
+                    loom_r8_k16_quants(type, pa, h, g, qa);
+                    loom_r8_k16_quants(type, pb, h, g, qb);
                     UNROLL for (int j = 0; j < 4; j++) {
                         _mm256_store_si256((__m256i *)qT[32 * h + 8 * j + g], qa[j]);
                         _mm256_store_si256((__m256i *)(qT[32 * h + 8 * j + g] + 32), qb[j]);
@@ -357,9 +357,9 @@ AI void unpack_r8k(const int type, panel *P, const uint8_t *ga, const uint8_t *g
             for (int G = 0; G < 16; G++)
                 _mm512_store_ps(P->fs[16 * sbl + G],
                                 _mm512_mul_ps(d, _mm512_cvtepi32_ps(loom_r8_i8x2(pa + 16 + 8 * G, pb + 16 + 8 * G))));
-            for (int j = 0; j < 8; j++) /* [-32 sc[2j], -32 sc[2j+1]] (|32 sc| <= 4096) */
+            for (int j = 0; j < 8; j++) /* [-32 sc[2j], -32 sc[2j+1]] (|32 sc| <= 4096; Q3_K: -4 sc) */
                 _mm512_store_si512(P->mp[8 * sbl + j], _mm512_sub_epi16(_mm512_setzero_si512(),
-                                                                        _mm512_slli_epi16(loom_r8_kmp(type, pa, pb, j), 5)));
+                                                                        _mm512_slli_epi16(loom_r8_kmp(type, pa, pb, j), loom_r8_k16_shift(type))));
             _mm512_store_ps(P->d2[sbl], d);
             continue;
         }
@@ -405,6 +405,7 @@ void loom_avx512_r8_gemm_iq4_nl(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_IQ4_NL, 
 void loom_avx512_r8_gemm_q4_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_gemm_q5_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q5_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_gemm_q6_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q6_K, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_gemm_q3_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q3_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 /* ---- float weights (F32, F16, BF16): the same panel scheme with FMA ----
  * The panel holds 16 rows x up to KCF columns as floats, transposed (one

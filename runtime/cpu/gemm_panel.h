@@ -210,6 +210,34 @@ static inline __attribute__((always_inline)) void loom_r8_q6_quants(const uint8_
                            _mm256_srli_epi16(_mm256_and_si256(b2, mc0), 2));
 }
 
+/* The same for Q3_K (0..7: the low two bits from the half's qs chunk, the
+ * third from bit 4h + j of the group's hmask chunk; LOOM_R8_Q3_L / _H) */
+static inline __attribute__((always_inline)) void loom_r8_q3_quants(const uint8_t *sb, const int h, const int g,
+                                                                    __m256i q[4]) {
+    const __m256i L = _mm256_loadu_si256((const __m256i *)(sb + LOOM_R8_Q3_L(h, g)));
+    const __m256i H = _mm256_loadu_si256((const __m256i *)(sb + LOOM_R8_Q3_H(g)));
+    LOOM_UNROLL for (int j = 0; j < 4; j++) {
+        const int s = 4 * h + j; /* H's bit s -> bit 2 */
+        const __m256i lo = _mm256_and_si256(j ? _mm256_srli_epi16(L, 2 * j) : L, _mm256_set1_epi8(3));
+#ifdef __AVX512VL__
+        q[j] = _mm256_mask_add_epi8(lo, _mm256_test_epi8_mask(H, _mm256_set1_epi8((char)(1 << s))), lo, _mm256_set1_epi8(4));
+#else
+        const __m256i hb = s >= 2 ? _mm256_srli_epi16(H, s - 2) : _mm256_slli_epi16(H, 2 - s);
+        q[j] = _mm256_or_si256(lo, _mm256_and_si256(hb, _mm256_set1_epi8(4)));
+#endif
+    }
+}
+/* Q6_K's or Q3_K's quants (loom_r8_q6_quants, loom_r8_q3_quants); the
+ * log2 of their offset (q - 32, q - 4) */
+static inline __attribute__((always_inline)) void loom_r8_k16_quants(const int type, const uint8_t *sb, const int h,
+                                                                     const int g, __m256i q[4]) {
+    if (type == LOOM_TYPE_Q3_K) loom_r8_q3_quants(sb, h, g, q);
+    else loom_r8_q6_quants(sb, h, g, q);
+}
+static inline __attribute__((always_inline)) int loom_r8_k16_shift(const int type) { return type == LOOM_TYPE_Q3_K ? 2 : 5; }
+/* the r8 K-quants of 16-element scale groups (Q6_K's paths) */
+static inline __attribute__((always_inline)) bool loom_r8_k16(const int type) { return type == LOOM_TYPE_Q6_K || type == LOOM_TYPE_Q3_K; }
+
 /* Q6_K r8 scales (8 rows per scale group G at sb + 16 + 8G): the rows'
  * signed int8 pairs (sc[2j], sc[2j+1]) for the offset term's bsums pair j,
  * and the [sc, sc] int16 pairs of groups G and G+1 (G even) */
@@ -279,7 +307,7 @@ static inline __attribute__((always_inline)) __m512i loom_r8_i8x2(const uint8_t 
 }
 static inline __attribute__((always_inline)) __m512i loom_r8_kmp(const int type, const uint8_t *pa, const uint8_t *pb,
                                                                  const int j) {
-    if (type == LOOM_TYPE_Q6_K)
+    if (loom_r8_k16(type))
         return _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(loom_r8_q6_offset_pairs(pa, j)),
                                                             loom_r8_q6_offset_pairs(pb, j), 1));
     const __m512i m = loom_r8_u8x2(pa + 96 + 8 * j, pb + 96 + 8 * j);

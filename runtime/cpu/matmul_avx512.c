@@ -34,10 +34,11 @@
  * Calls with enough tokens (loom_gemm_min_n) go to the panel GEMM of
  * gemm_avx512.c instead, which is several times faster there.
  *
- * Q4_0, Q4_1, MXFP4, Q4_K, Q5_K and Q6_K in the r8 layout (runtime/kernels.h;
+ * Q4_0, Q4_1, MXFP4, IQ4_NL, Q3_K, Q4_K, Q5_K and Q6_K in the r8 layout (runtime/kernels.h;
  * held that way on AMD Zen 4 and later, Q4_0, Q4_1 and Q4_K on Intel, dispatch.c;
  * MXFP4 and IQ4_NL as Q4_0, their codes' values by one VPSHUFB per 32
- * quants, IQ4_NL's grid values + 128 less 128 x the activations' sum):
+ * quants, IQ4_NL's grid values + 128 less 128 x the activations' sum;
+ * Q3_K as Q6_K, by r8_group in chunks of 4 tokens below the GEMM's):
  * one 8-row group per 256-bit vector with VNNI below 8 tokens (r8_group;
  * decode reads 1, 2 or 4 groups side by side, loom_r8_streams; 2-4 tokens
  * from DRAM the four as two 512-bit pairs, r8_far), two groups
@@ -659,10 +660,11 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                     if (type != LOOM_TYPE_IQ4_NL) *tt = _mm256_fmadd_ps(off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), *tt);
                 }
             }
-    } else if (type == LOOM_TYPE_Q6_K) {
+    } else if (loom_r8_k16(type)) {
+        const size_t bb = loom_r8_block_bytes(type);
         for (int64_t sb = 0; sb < k / 256; sb++) UNROLL for (int gi = 0; gi < NG; gi++) {
-            const uint8_t *p = grps[gi] + (size_t)sb * LOOM_R8_Q6_K;
-            LOOM_PREFETCH_AHEAD(p, pfd, LOOM_R8_Q6_K);
+            const uint8_t *p = grps[gi] + (size_t)sb * bb;
+            LOOM_PREFETCH_AHEAD(p, pfd, bb);
             __m256i S[XN], O[XN];
             UNROLL for (int t = 0; t < NT; t++) S[t] = O[t] = _mm256_setzero_si256();
             UNROLL for (int h = 0; h < 2; h++)
@@ -670,8 +672,8 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                     __m256i I[XN][4]; /* [token][quarter] */
                     UNROLL for (int g = 4 * hv; g < 4 * hv + 4; g += 2) {
                         __m256i q[2][4]; /* [group][quarter] */
-                        loom_r8_q6_quants(p, h, g, q[0]);
-                        loom_r8_q6_quants(p, h, g + 1, q[1]);
+                        loom_r8_k16_quants(type, p, h, g, q[0]);
+                        loom_r8_k16_quants(type, p, h, g + 1, q[1]);
                         UNROLL for (int t = 0; t < NT; t++)
                             UNROLL for (int pp = 0; pp < 4; pp++) {
                                 const uint8_t *a = x + t * xs + 292 * sb + 4 + 128 * h + 32 * pp + 4 * g;
@@ -684,14 +686,14 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                         UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_add_epi32(S[t], _mm256_mullo_epi32(I[t][pp], sc));
                     }
                 }
-            UNROLL for (int j = 0; j < 8; j++) { /* the -32 offset, as the AVX2 kernel's */
+            UNROLL for (int j = 0; j < 8; j++) { /* the -32 (Q3_K: -4) offset, as the AVX2 kernel's */
                 const __m256i mp = _mm256_cvtepi8_epi16(loom_r8_q6_offset_pairs(p, j));
                 UNROLL for (int t = 0; t < NT; t++)
                     O[t] = _mm256_add_epi32(O[t], _mm256_madd_epi16(mp, r8_b4(x + t * xs + 292 * sb + 260 + 4 * j)));
             }
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
             UNROLL for (int t = 0; t < NT; t++) {
-                const __m256i St = _mm256_sub_epi32(S[t], _mm256_slli_epi32(O[t], 5));
+                const __m256i St = _mm256_sub_epi32(S[t], _mm256_slli_epi32(O[t], loom_r8_k16_shift(type)));
                 tot[gi * NT + t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(St), _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb))),
                                                    d, tot[gi * NT + t]);
             }
@@ -1202,6 +1204,7 @@ R8_WALK_FN(r8_streams, LOOM_TYPE_Q5_K, q5_K)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q6_K, q6_K)
 R8_WALK_FN(r8_streams, LOOM_TYPE_MXFP4, mxfp4)
 R8_WALK_FN(r8_streams, LOOM_TYPE_IQ4_NL, iq4_nl)
+R8_WALK_FN(r8_streams, LOOM_TYPE_Q3_K, q3_K)
 #undef R8_WALK_FN
 
 /* Every group x every token; from r8_pair_n tokens by pairs. */
@@ -1213,13 +1216,14 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
          : type == LOOM_TYPE_Q4_K ? loom_avx512_r8_gemm_q4_K
          : type == LOOM_TYPE_Q5_K ? loom_avx512_r8_gemm_q5_K
          : type == LOOM_TYPE_Q6_K ? loom_avx512_r8_gemm_q6_K
+         : type == LOOM_TYPE_Q3_K ? loom_avx512_r8_gemm_q3_K
          : type == LOOM_TYPE_MXFP4 ? loom_avx512_r8_gemm_mxfp4
                                   : loom_avx512_r8_gemm_iq4_nl)(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
     /* decode's streams (one token; up to 4 where loom_r8_stream_n says), the groups they leave below */
     const int64_t g0 = n > loom_r8_stream_n() ? 0
-                       : n >= 2 && type != LOOM_TYPE_Q5_K && loom_r8_streams() == 4
+                       : n >= 2 && type != LOOM_TYPE_Q5_K && type != LOOM_TYPE_Q3_K && loom_r8_streams() == 4
                            ? (type == LOOM_TYPE_Q4_0   ? r8_far_q4_0
                               : type == LOOM_TYPE_Q4_1 ? r8_far_q4_1
                               : type == LOOM_TYPE_Q4_K ? r8_far_q4_K
@@ -1231,11 +1235,12 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
                               : type == LOOM_TYPE_Q4_K ? r8_streams_q4_K
                               : type == LOOM_TYPE_Q5_K ? r8_streams_q5_K
                               : type == LOOM_TYPE_Q6_K ? r8_streams_q6_K
+                              : type == LOOM_TYPE_Q3_K ? r8_streams_q3_K
                               : type == LOOM_TYPE_MXFP4 ? r8_streams_mxfp4
                                                        : r8_streams_iq4_nl)(w, ws, k, nr, xq, xs, (int)n, y, ldy);
     w += (size_t)(8 * g0) * ws, nr -= 8 * g0, y += 8 * g0;
     if (nr <= 0) return;
-    if (n >= r8_pair_n(type)) {
+    if (n >= r8_pair_n(type) && type != LOOM_TYPE_Q3_K) {
         if (!loom_is_kquant(type)) r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         else if (n > r8_kdirect_max(type)) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         else if (type == LOOM_TYPE_Q4_K) (loom_r8_kmul() ? r8_kdirect_q4_K_mul : r8_kdirect_q4_K)(w, ws, k, nr, xq, xs, n, y, ldy);
@@ -1244,7 +1249,8 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         else r8_kdirect_q6_K(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
-    /* n < r8_pair_n <= XN + 1: one chunk of every group. Q5_K's 1 and 4 tokens, and Q4_K's one
+    /* n < r8_pair_n <= XN + 1: one chunk of every group (Q3_K, which has no pair passes: every n
+     * below the GEMM's, in chunks of XN tokens over a group that stays in L1 / L2). Q5_K's 1 and 4 tokens, and Q4_K's one
      * token on a core decoding alone on its host (loom_host_cores), fetch the next group into L2
      * (loom_prefetch_l2; Q4_0 and Q6_K take none, Q5_K's 2-3 tokens lost by it). Zen 4, DRAM:
      * Q5_K n = 4 159 -> 182-184 GFLOP/s; n = 1, bench_matmul --stream (decode's walk over
@@ -1259,16 +1265,19 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     for (int64_t r0 = 0; r0 < nr; r0 += 8) {
         const uint8_t *grp = w + (size_t)r0 * ws;
         const int rows = nr - r0 < 8 ? (int)(nr - r0) : 8;
-        const uint8_t *pf = fetch && r0 + 8 < nr ? grp + 8 * ws : NULL;
-        float tmp[XN * 8];
-        switch (n) {
-        case 1: r8_group(type, 1, 1, &grp, k, xq, xs, tmp, pf, 0); break;
-        case 2: r8_group(type, 1, 2, &grp, k, xq, xs, tmp, pf, 0); break;
-        case 3: r8_group(type, 1, 3, &grp, k, xq, xs, tmp, pf, 0); break;
-        default: r8_group(type, 1, 4, &grp, k, xq, xs, tmp, pf, 0); break;
+        for (int64_t t0 = 0; t0 < n; t0 += XN) {
+            const uint8_t *pf = fetch && t0 == 0 && r0 + 8 < nr ? grp + 8 * ws : NULL, *x = xq + t0 * xs;
+            const int nt = (int)(n - t0 < XN ? n - t0 : XN);
+            float tmp[XN * 8];
+            switch (nt) {
+            case 1: r8_group(type, 1, 1, &grp, k, x, xs, tmp, pf, 0); break;
+            case 2: r8_group(type, 1, 2, &grp, k, x, xs, tmp, pf, 0); break;
+            case 3: r8_group(type, 1, 3, &grp, k, x, xs, tmp, pf, 0); break;
+            default: r8_group(type, 1, 4, &grp, k, x, xs, tmp, pf, 0); break;
+            }
+            for (int j = 0; j < nt; j++)
+                for (int r = 0; r < rows; r++) y[(t0 + j) * ldy + r0 + r] = tmp[8 * j + r];
         }
-        for (int j = 0; j < n; j++)
-            for (int r = 0; r < rows; r++) y[j * ldy + r0 + r] = tmp[8 * j + r];
     }
 }
 
@@ -1305,6 +1314,7 @@ void loom_avx512_r8_q4_1(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_1, w, ws, 
 void loom_avx512_r8_q4_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q5_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q5_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q6_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q6_K, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_q3_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q3_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_mxfp4(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_MXFP4, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_iq4_nl(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_IQ4_NL, w, ws, k, nr, xq, xs, n, y, ldy); }
 

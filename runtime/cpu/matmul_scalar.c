@@ -200,7 +200,8 @@ static float r8_termK(loom_type wt, bool q5_whole, const uint8_t *grp, int64_t s
     memcpy(&a, x + (size_t)sb * sizeof a, sizeof a);
     loom_r8_ksb o;
     loom_r8_k_unpack(wt, q5_whole, grp + (size_t)sb * loom_r8_block_bytes(wt), r, &o);
-    if (wt == LOOM_TYPE_Q6_K) return term6K(loom_f16_to_f32(o.d), o.q, o.sc6, 32, &a);
+    if (wt == LOOM_TYPE_Q6_K || wt == LOOM_TYPE_Q3_K)
+        return term6K(loom_f16_to_f32(o.d), o.q, o.sc6, wt == LOOM_TYPE_Q6_K ? 32 : 4, &a);
     return term45K(loom_f16_to_f32(o.d), loom_f16_to_f32(o.dmin), o.q, o.sc, o.m, &a);
 }
 
@@ -219,7 +220,7 @@ static void matmul_r8(loom_type wt, const uint8_t *w, size_t ws, int64_t k, int6
                 for (int64_t sb = 0; sb < k / 256; sb++) sum += r8_termK(wt, q5_whole, grp, sb, (int)(r % 8), x);
             else
                 for (int64_t b = 0; b < k / 32; b++) {
-                    uint8_t blk[34];
+                    uint8_t blk[256]; /* (a 32-element block; sized for any r8 type's pieces) */
                     loom_r8_gguf_block(wt, grp, b, (int)(r % 8), blk);
                     sum += term32(wt, blk, x, k, b);
                 }

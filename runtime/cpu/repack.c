@@ -68,6 +68,15 @@ static void put_q6k(uint8_t *p, int r, const uint8_t *blk) {
             }
 }
 
+/* Q3_K: d and the quant chunks as the file's (LOOM_R8_PIECES), the 16
+ * scales unpacked, less 32, as int8 (Q6_K's form) */
+static void put_q3k(uint8_t *p, int r, const uint8_t *blk) {
+    put_pieces(LOOM_TYPE_Q3_K, p, r, blk);
+    int8_t sc[16];
+    loom_q3k_scales(blk + 96, sc);
+    for (int G = 0; G < 16; G++) p[16 + 8 * G + r] = (uint8_t)sc[G];
+}
+
 void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr, int64_t k, void *dst) {
     const size_t rb = loom_r8_row_bytes(wt, k);
     if (!rb) return;
@@ -84,6 +93,7 @@ void loom_repack_r8(loom_type wt, const void *src, size_t src_stride, int64_t nr
                 const uint8_t *blk = in ? in + (size_t)b * bs : zero;
                 if (wt == LOOM_TYPE_Q4_K || wt == LOOM_TYPE_Q5_K) put_k45(wt, q5_whole, out + (size_t)b * gb, r, blk);
                 else if (wt == LOOM_TYPE_Q6_K) put_q6k(out + (size_t)b * gb, r, blk);
+                else if (wt == LOOM_TYPE_Q3_K) put_q3k(out + (size_t)b * gb, r, blk);
                 else put_pieces(wt, out + (size_t)b * gb, r, blk);
             }
         }
@@ -97,7 +107,7 @@ void loom_r8_dequant_row(loom_type wt, const void *r8, int64_t row, int64_t k, f
     const int r = (int)(row % 8);
     if (!loom_is_kquant(wt)) {
         for (int64_t b = 0; b < k / 32; b++) {
-            uint8_t blk[34];
+            uint8_t blk[256]; /* (a 32-element block; sized for any r8 type's pieces) */
             loom_r8_gguf_block(wt, grp, b, r, blk);
             loom_dequant_block(wt, blk, dst + 32 * b);
         }
@@ -110,7 +120,8 @@ void loom_r8_dequant_row(loom_type wt, const void *r8, int64_t row, int64_t k, f
         const float d = loom_f16_to_f32(o.d), dmin = loom_f16_to_f32(o.dmin);
         float *y = dst + 256 * sb;
         for (int e = 0; e < 256; e++)
-            y[e] = wt == LOOM_TYPE_Q6_K ? LOOM_FMUL(LOOM_FMUL(d, (float)o.sc6[e / 16]), (float)(o.q[e] - 32))
+            y[e] = wt == LOOM_TYPE_Q6_K || wt == LOOM_TYPE_Q3_K
+                       ? LOOM_FMUL(LOOM_FMUL(d, (float)o.sc6[e / 16]), (float)(o.q[e] - (wt == LOOM_TYPE_Q6_K ? 32 : 4)))
                                         : LOOM_FSUB(LOOM_FMUL(LOOM_FMUL(d, (float)o.sc[e / 32]), (float)o.q[e]),
                                                     LOOM_FMUL(dmin, (float)o.m[e / 32]));
     }
