@@ -320,6 +320,10 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  *   = row r's qs[32h + 4g + i]: bits 2j, 2j+1 that element's low two) (114
  *   bytes per row where the file has 110: the scales unpacked once); the
  *   kernels run it as Q6_K with 3-bit quants and an offset of 4;
+ * Q2_K: 672 bytes per super-block of the 8 rows: uint16_t d[8], dmin[8];
+ *   uint8_t sm[16][8] (the file's scale | min << 4 bytes); qs as Q3_K's
+ *   (84 bytes per row, as in the file): Q6_K's paths with 2-bit quants and
+ *   the mins as Q4_K's (a -dmin step);
  * Q4_K: 1184 bytes per 256-element super-block of the 8 rows, at 1184 b:
  *   uint16_t d[8], dmin[8];
  *   uint8_t  sc[8][8], m[8][8]; sc[s][r], m[s][r]: row r's 6-bit scale and
@@ -355,7 +359,7 @@ void loom_matmul(loom_type wt, const void *w, size_t w_stride, int64_t k, int64_
  * the type has the layout). */
 bool loom_matmul_prefers_r8(loom_type wt);
 /* Whether some level has a kernel for wt in the r8 layout (Q4_0, Q4_1,
- * Q8_0, MXFP4, IQ4_NL, Q3_K, Q4_K, Q5_K, Q6_K). */
+ * Q8_0, MXFP4, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K). */
 bool loom_type_has_r8(loom_type wt);
 /* Bytes per row of k columns in the r8 layout (a group is 8 of them); 0 if
  * wt has none or k is not a multiple of its block size. */

@@ -65,7 +65,7 @@
  * suffix): every level has loom_<lv>_r8_<type>. */
 #define LOOM_R8_TYPES(X, p)                                                                           \
     X(p, Q4_0, q4_0) X(p, Q4_1, q4_1) X(p, Q8_0, q8_0) X(p, Q4_K, q4_K) X(p, Q5_K, q5_K) X(p, Q6_K, q6_K)    \
-        X(p, MXFP4, mxfp4) X(p, IQ4_NL, iq4_nl) X(p, Q3_K, q3_K)
+        X(p, MXFP4, mxfp4) X(p, IQ4_NL, iq4_nl) X(p, Q3_K, q3_K) X(p, Q2_K, q2_K)
 #define LOOM_R8_DECLARE(p, T, s) loom_matmul_fn p##s;
 #define LOOM_R8_ENTRY(p, T, s) [LOOM_TYPE_##T] = p##s,
 #define LOOM_R8_BIT(p, T, s) | (1ull << LOOM_TYPE_##T)
@@ -80,6 +80,7 @@
 #define LOOM_R8_Q5_K 1440
 #define LOOM_R8_Q6_K 1680
 #define LOOM_R8_Q3_K 912
+#define LOOM_R8_Q2_K 672
 /* Q4_K/Q5_K: where the rows' quant chunks start (Q5_K: its qh chunks before them) */
 #define LOOM_R8_K45_QS(type) ((type) == LOOM_TYPE_Q5_K ? 416 : 160)
 /* Q5_K whole (the bytes the levels below AVX-512 read: loom_r8_q5_whole):
@@ -112,6 +113,8 @@ bool loom_r8_q5_whole(void);
  * file holds them (kernels.h) */
 #define LOOM_R8_Q3_H(g) (144 + 32 * (g))
 #define LOOM_R8_Q3_L(h, g) (400 + 256 * (h) + 32 * (g))
+/* Q2_K: where the rows' qs chunk of half h, group g sits (as Q3_K's) */
+#define LOOM_R8_Q2_L(h, g) (160 + 256 * (h) + 32 * (g))
 /* A GGUF K super-block (Q3_K, Q4_K, Q5_K, Q6_K) -> its 256 unsigned quants
  * in element order (the scalar kernels, the r8 repack) */
 static inline void loom_k_quants(loom_type wt, const uint8_t *b, int q[256]) {
@@ -164,6 +167,7 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
     case LOOM_TYPE_Q5_K: return LOOM_R8_Q5_K;
     case LOOM_TYPE_Q6_K: return LOOM_R8_Q6_K;
     case LOOM_TYPE_Q3_K: return LOOM_R8_Q3_K;
+    case LOOM_TYPE_Q2_K: return LOOM_R8_Q2_K;
     default: return 0;
     }
 }
@@ -177,6 +181,14 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
         if ((type) == LOOM_TYPE_Q6_K) { /* its quants: repack.c */                                  \
             f(arg, 2 * (r), 208, 2); /* d */                                                         \
             for (int g_ = 0; g_ < 16; g_++) f(arg, 16 + 8 * g_ + (r), 192 + g_, 1); /* scales */     \
+        } else if ((type) == LOOM_TYPE_Q2_K) {                                                       \
+            f(arg, 2 * (r), 80, 2);      /* d */                                                     \
+            f(arg, 16 + 2 * (r), 82, 2); /* dmin */                                                  \
+            for (int g_ = 0; g_ < 16; g_++) f(arg, 32 + 8 * g_ + (r), g_, 1); /* scales | mins << 4 */ \
+            for (int g_ = 0; g_ < 8; g_++) {                                                         \
+                f(arg, LOOM_R8_Q2_L(0, g_) + 4 * (r), 16 + 4 * g_, 4); /* qs */                      \
+                f(arg, LOOM_R8_Q2_L(1, g_) + 4 * (r), 48 + 4 * g_, 4);                               \
+            }                                                                                        \
         } else if ((type) == LOOM_TYPE_Q3_K) { /* its scales unpacked: repack.c */                   \
             f(arg, 2 * (r), 108, 2); /* d */                                                         \
             for (int g_ = 0; g_ < 8; g_++) {                                                         \
@@ -211,18 +223,30 @@ static inline void loom_r8_gguf_block(int type, const uint8_t *grp, int64_t b, i
     LOOM_R8_PIECES(type, r, loom_r8_copy_out, &a);
 }
 
-/* Row r (< 8) of the r8 K super-block at p (Q3_K, Q4_K, Q5_K, Q6_K)
+/* Row r (< 8) of the r8 K super-block at p (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)
  * unpacked: the quants in element order (unsigned, as loom_k_quants), d,
- * and Q6_K's or Q3_K's 16 (signed) scales or Q4_K/Q5_K's dmin, 8 scales and 8 mins (q5_whole: which Q5_K
+ * and Q6_K's or Q3_K's 16 (signed) scales, Q2_K's 16 scales, mins and dmin or Q4_K/Q5_K's dmin, 8 scales and 8 mins (q5_whole: which Q5_K
  * bytes, loom_r8_q5_whole). */
 typedef struct {
     int q[256];
     uint16_t d, dmin; /* F16 */
     int8_t sc6[16];
     uint8_t sc[8], m[8];
+    uint8_t m16[16]; /* Q2_K's mins (its scales in sc6) */
 } loom_r8_ksb;
 static inline void loom_r8_k_unpack(int wt, bool q5_whole, const uint8_t *p, int r, loom_r8_ksb *o) {
     o->d = loom_rd_u16(p + 2 * r);
+    o->dmin = 0; /* (Q6_K, Q3_K: none) */
+    if (wt == LOOM_TYPE_Q2_K) {
+        o->dmin = loom_rd_u16(p + 16 + 2 * r);
+        for (int h = 0; h < 2; h++)
+            for (int g = 0; g < 8; g++)
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 4; j++)
+                        o->q[128 * h + 32 * j + 4 * g + i] = p[LOOM_R8_Q2_L(h, g) + 4 * r + i] >> (2 * j) & 3;
+        for (int G = 0; G < 16; G++) o->sc6[G] = (int8_t)(p[32 + 8 * G + r] & 0xF), o->m16[G] = p[32 + 8 * G + r] >> 4;
+        return;
+    }
     if (wt == LOOM_TYPE_Q3_K) {
         for (int h = 0; h < 2; h++)
             for (int g = 0; g < 8; g++)
@@ -320,7 +344,7 @@ LOOM_MATMUL_TYPES(LOOM_MATMUL_DECLARE, loom_avx512_gemm_)
  * and level, AVX2's own gemm_avx2.c: g_gemm_r8; 0: never). */
 loom_matmul_fn loom_avx512_r8_gemm_q4_0, loom_avx512_r8_gemm_q4_1, loom_avx512_r8_gemm_mxfp4;
 loom_matmul_fn loom_avx512_r8_gemm_q4_K, loom_avx512_r8_gemm_q5_K, loom_avx512_r8_gemm_q6_K, loom_avx512_r8_gemm_q3_K,
-    loom_avx512_r8_gemm_iq4_nl;
+    loom_avx512_r8_gemm_q2_K, loom_avx512_r8_gemm_iq4_nl;
 int64_t loom_r8_gemm_min_n(bool avx512, bool kquant);
 static inline int64_t loom_gemm_min_n(loom_type t) {
     switch (t) {

@@ -359,7 +359,7 @@ int64_t loom_r8_gemm_bits_from(loom_type wt) {
  * prefill of 64 tokens 683 -> 637 / 1170 -> 1190, 77 -> 79, 73 -> 88, 64 ->
  * 84, 58 -> 76, 41 -> 48 at one thread). In one stream, as on AMD, its
  * decode had lost there (SmolLM2 two threads 295 -> 166).
- * AVX-512: Q4_0, Q4_1, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4 and IQ4_NL (the types it has r8 kernels of
+ * AVX-512: Q4_0, Q4_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4 and IQ4_NL (the types it has r8 kernels of
  * its own for; its Q8_0 rows read from DRAM as fast as the AVX2 r8 kernel
  * and prefill 2.5x faster) on AMD Zen 4 (family 0x19 with AVX-512) and
  * later, where one thread decodes TinyLlama Q4_0 at 34 -> 50 tokens/s,
@@ -383,8 +383,14 @@ int64_t loom_r8_gemm_bits_from(loom_type wt) {
  * 276 -> 316; the AVX2 level n = 1 22.6 -> 39.8 GMAC/s, n = 128 153 -> 184
  * GFLOP/s; TinyLlama Q3_K_M decode 33.6-34.2 -> 44.3-45.7 tokens/s one
  * thread (65-69 -> 88-90 % of the bandwidth), prefill 133-137 -> 153-154.
- * Intel keeps MXFP4's, IQ4_NL's and Q3_K's rows (MXFP4: 89-90 % of its
- * bandwidth there, Q3_K 86-87 %; the layout is not measured on it). On Intel (R8_AVX512_INTEL)
+ * Q2_K: bench_matmul 4096 x 2048, rows -> r8, GB/s at n = 1 13.1 -> 22.6
+ * (32768 x 4096 from DRAM 13.3 -> 22.7), GFLOP/s n = 4 129 -> 226, 24 232
+ * -> 296, 128 277 -> 309; the AVX2 level n = 1 12.2 -> 19.5 GB/s, n = 128
+ * 149 -> 183 GFLOP/s; TinyLlama Q2_K decode 35.5-38.0 -> 47.1-48.9 tokens/s
+ * one thread (63-69 -> 81-83 % of the bandwidth), prefill 132-136 -> 146.
+ * Intel keeps MXFP4's, IQ4_NL's, Q3_K's and Q2_K's rows (MXFP4: 89-90 % of
+ * its bandwidth there, Q3_K 86-87 %, Q2_K 75-76 %; the layout is not
+ * measured on it). On Intel (R8_AVX512_INTEL)
  * Q4_0 and Q4_1: on the Xeon, rows -> r8 (four streams, the panel GEMM
  * from 24 tokens), one / two threads, 128-token prompts: SmolLM2 decode
  * 145 -> 161-170 / 283-297 -> 346-355, prefill 1289-1323 -> 1330-1344 /
@@ -412,7 +418,7 @@ int64_t loom_r8_gemm_bits_from(loom_type wt) {
  * slower still, Q5_K 11.3). */
 #define R8_AVX2 (0 LOOM_R8_TYPES(LOOM_R8_BIT, _))
 #define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q5_K | 1ull << LOOM_TYPE_Q6_K | 1ull << LOOM_TYPE_MXFP4 | \
-                   1ull << LOOM_TYPE_IQ4_NL | 1ull << LOOM_TYPE_Q3_K)
+                   1ull << LOOM_TYPE_IQ4_NL | 1ull << LOOM_TYPE_Q3_K | 1ull << LOOM_TYPE_Q2_K)
 #define R8_AVX512_INTEL (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K)
 
 static const loom_kernels level_tables[LOOM_ISA_COUNT] = {

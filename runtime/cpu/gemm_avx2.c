@@ -708,7 +708,7 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
             UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_setzero_si256();
             UNROLL for (int h = 0; h < 2; h++) {
                 __m256i scs[2][4]; /* [hv][pp]: the [sc, sc] pairs of scale group 8h + 2pp + hv */
-                UNROLL for (int pp = 0; pp < 4; pp++) loom_r8_q6_scale_pairs(p, 8 * h + 2 * pp, &scs[0][pp], &scs[1][pp]);
+                UNROLL for (int pp = 0; pp < 4; pp++) loom_r8_k16_scale_pairs(type, p, 8 * h + 2 * pp, &scs[0][pp], &scs[1][pp]);
                 UNROLL for (int hv = 0; hv < 2; hv++) { /* groups 4hv..4hv+3 of each quarter: one scale each */
                     const __m256i *sc = scs[hv];
                     UNROLL for (int g = 4 * hv; g < 4 * hv + 4; g += 2) {
@@ -730,14 +730,18 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
             __m256i O[RTN];
             UNROLL for (int t = 0; t < NT; t++) O[t] = _mm256_setzero_si256();
             UNROLL for (int j = 0; j < 8; j++) {
-                const __m256i mp = _mm256_cvtepi8_epi16(loom_r8_q6_offset_pairs(p, j));
+                const __m256i mp = _mm256_cvtepi8_epi16(loom_r8_k16_offset_pairs(type, p, j));
                 UNROLL for (int t = 0; t < NT; t++)
                     O[t] = _mm256_add_epi32(O[t], _mm256_madd_epi16(mp, bcast4(x + t * xs + 292 * sb + 260 + 4 * j)));
             }
-            UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_sub_epi32(S[t], _mm256_slli_epi32(O[t], loom_r8_k16_shift(type)));
+            if (!loom_k_mins(type)) /* Q2_K's O: its mins' term, stepK's second step */
+                UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_sub_epi32(S[t], _mm256_slli_epi32(O[t], loom_r8_k16_shift(type)));
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            const __m256 negdmin = loom_k_mins(type) ? _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))),
+                                                                     _mm256_set1_ps(-0.0f))
+                                                     : d;
             UNROLL for (int t = 0; t < NT; t++)
-                tot[gi * NT + t] = stepK(type, tot[gi * NT + t], S[t], S[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), d, d);
+                tot[gi * NT + t] = stepK(type, tot[gi * NT + t], S[t], O[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), d, negdmin);
         }
     } else { /* Q4_K, Q5_K */
         for (int64_t sb = 0; sb < k / 256; sb++) UNROLL for (int gi = 0; gi < NG; gi++) {
@@ -799,8 +803,10 @@ AI void r8_kunpack(const int type, const uint8_t *p, r8_kpanel *P, const int c) 
                 loom_r8_k16_quants(type, p, h, g, q);
                 UNROLL for (int j = 0; j < 4; j++) P->q[c][4 * h + j][g] = q[j];
             }
-        for (int G = 0; G < 16; G += 2) loom_r8_q6_scale_pairs(p, G, &P->sc[c][G], &P->sc[c][G + 1]);
-        for (int j = 0; j < 8; j++) P->mp[c][j] = _mm256_cvtepi8_epi16(loom_r8_q6_offset_pairs(p, j));
+        for (int G = 0; G < 16; G += 2) loom_r8_k16_scale_pairs(type, p, G, &P->sc[c][G], &P->sc[c][G + 1]);
+        for (int j = 0; j < 8; j++) P->mp[c][j] = _mm256_cvtepi8_epi16(loom_r8_k16_offset_pairs(type, p, j));
+        if (type == LOOM_TYPE_Q2_K)
+            P->negdmin[c] = _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))), _mm256_set1_ps(-0.0f));
         return;
     }
     for (int s = 0; s < 8; s++) {
@@ -843,7 +849,7 @@ AI void r8_kpass(const int type, const int NT, const r8_kpanel *P, const int nsb
         UNROLL for (int t = 0; t < NT; t++) {
             const uint8_t *xt = x + t * xs + 292 * c;
             UNROLL for (int j = 0; j < 8; j++) M[t] = _mm256_add_epi32(M[t], _mm256_madd_epi16(P->mp[c][j], bcast4(xt + 260 + 4 * j)));
-            if (loom_r8_k16(type)) S[t] = _mm256_sub_epi32(S[t], _mm256_slli_epi32(M[t], loom_r8_k16_shift(type)));
+            if (loom_r8_k16(type) && !loom_k_mins(type)) S[t] = _mm256_sub_epi32(S[t], _mm256_slli_epi32(M[t], loom_r8_k16_shift(type)));
             tot[t] = stepK(type, tot[t], S[t], M[t], _mm256_set1_ps(loom_ld_f32(xt)), P->d[c], P->negdmin[c]);
         }
     }

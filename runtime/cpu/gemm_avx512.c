@@ -325,7 +325,7 @@ AI void unpack_r8(const int type, panel *P, const uint8_t *ga, const uint8_t *gb
     }
 }
 
-/* ---- Q3_K / Q4_K / Q5_K / Q6_K in the r8 layout: the rows' panels, bit for bit ----
+/* ---- Q2_K / Q3_K / Q4_K / Q5_K / Q6_K in the r8 layout: the rows' panels, bit for bit ----
  * A group's 32-byte run of a sub-block's k-group is 8 rows' dwords, so two
  * groups' runs, split as the r8 kernels split them (loom_r8_k45_quants,
  * loom_r8_q6_quants), are a qT line; the scale terms are
@@ -356,11 +356,14 @@ AI void unpack_r8k(const int type, panel *P, const uint8_t *ga, const uint8_t *g
                 }
             for (int G = 0; G < 16; G++)
                 _mm512_store_ps(P->fs[16 * sbl + G],
-                                _mm512_mul_ps(d, _mm512_cvtepi32_ps(loom_r8_i8x2(pa + 16 + 8 * G, pb + 16 + 8 * G))));
-            for (int j = 0; j < 8; j++) /* [-32 sc[2j], -32 sc[2j+1]] (|32 sc| <= 4096; Q3_K: -4 sc) */
-                _mm512_store_si512(P->mp[8 * sbl + j], _mm512_sub_epi16(_mm512_setzero_si512(),
-                                                                        _mm512_slli_epi16(loom_r8_kmp(type, pa, pb, j), loom_r8_k16_shift(type))));
-            _mm512_store_ps(P->d2[sbl], d);
+                                _mm512_mul_ps(d, _mm512_cvtepi32_ps(type == LOOM_TYPE_Q2_K
+                                                                        ? _mm512_and_si512(loom_r8_u8x2(pa + 32 + 8 * G, pb + 32 + 8 * G), _mm512_set1_epi32(0xF))
+                                                                        : loom_r8_i8x2(pa + 16 + 8 * G, pb + 16 + 8 * G))));
+            for (int j = 0; j < 8; j++) /* [-32 sc[2j], -32 sc[2j+1]] (|32 sc| <= 4096; Q3_K: -4 sc; Q2_K: [m[2j], m[2j+1]]) */
+                _mm512_store_si512(P->mp[8 * sbl + j], type == LOOM_TYPE_Q2_K ? loom_r8_kmp(type, pa, pb, j)
+                                                       : _mm512_sub_epi16(_mm512_setzero_si512(),
+                                                                          _mm512_slli_epi16(loom_r8_kmp(type, pa, pb, j), loom_r8_k16_shift(type))));
+            _mm512_store_ps(P->d2[sbl], type == LOOM_TYPE_Q2_K ? loom_r8_knegdmin(pa, pb) : d);
             continue;
         }
         for (int s = 0; s < 8; s++) {
@@ -406,6 +409,7 @@ void loom_avx512_r8_gemm_q4_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_K, w, w
 void loom_avx512_r8_gemm_q5_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q5_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_gemm_q6_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q6_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_gemm_q3_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q3_K, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_gemm_q2_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q2_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 /* ---- float weights (F32, F16, BF16): the same panel scheme with FMA ----
  * The panel holds 16 rows x up to KCF columns as floats, transposed (one

@@ -227,27 +227,48 @@ static inline __attribute__((always_inline)) void loom_r8_q3_quants(const uint8_
 #endif
     }
 }
-/* Q6_K's or Q3_K's quants (loom_r8_q6_quants, loom_r8_q3_quants); the
- * log2 of their offset (q - 32, q - 4) */
+/* The same for Q2_K (0..3: Q3_K's low two bits; LOOM_R8_Q2_L) */
+static inline __attribute__((always_inline)) void loom_r8_q2_quants(const uint8_t *sb, const int h, const int g,
+                                                                    __m256i q[4]) {
+    const __m256i L = _mm256_loadu_si256((const __m256i *)(sb + LOOM_R8_Q2_L(h, g)));
+    LOOM_UNROLL for (int j = 0; j < 4; j++) q[j] = _mm256_and_si256(j ? _mm256_srli_epi16(L, 2 * j) : L, _mm256_set1_epi8(3));
+}
+/* The r8 K-quants of 16-element scale groups, which take Q6_K's paths:
+ * Q3_K with its offset (q - 4), Q2_K with its mins (as Q4_K's: a -dmin
+ * step) instead of one. Their quants (loom_r8_q6_quants, _q3_, _q2_); the
+ * log2 of the offset (q - 32, q - 4); the 8 rows' scales of group G as
+ * int32 (Q6_K, Q3_K: int8 at sb + 16 + 8G; Q2_K: the low nibbles at sb +
+ * 32 + 8G). */
+static inline __attribute__((always_inline)) bool loom_r8_k16(const int type) {
+    return type == LOOM_TYPE_Q6_K || type == LOOM_TYPE_Q3_K || type == LOOM_TYPE_Q2_K;
+}
 static inline __attribute__((always_inline)) void loom_r8_k16_quants(const int type, const uint8_t *sb, const int h,
                                                                      const int g, __m256i q[4]) {
     if (type == LOOM_TYPE_Q3_K) loom_r8_q3_quants(sb, h, g, q);
+    else if (type == LOOM_TYPE_Q2_K) loom_r8_q2_quants(sb, h, g, q);
     else loom_r8_q6_quants(sb, h, g, q);
 }
 static inline __attribute__((always_inline)) int loom_r8_k16_shift(const int type) { return type == LOOM_TYPE_Q3_K ? 2 : 5; }
-/* the r8 K-quants of 16-element scale groups (Q6_K's paths) */
-static inline __attribute__((always_inline)) bool loom_r8_k16(const int type) { return type == LOOM_TYPE_Q6_K || type == LOOM_TYPE_Q3_K; }
+static inline __attribute__((always_inline)) __m256i loom_r8_k16_sc32(const int type, const uint8_t *sb, const int G) {
+    if (type == LOOM_TYPE_Q2_K)
+        return _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + 8 * G))), _mm256_set1_epi32(0xF));
+    return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 16 + 8 * G)));
+}
 
-/* Q6_K r8 scales (8 rows per scale group G at sb + 16 + 8G): the rows'
- * signed int8 pairs (sc[2j], sc[2j+1]) for the offset term's bsums pair j,
- * and the [sc, sc] int16 pairs of groups G and G+1 (G even) */
-static inline __attribute__((always_inline)) __m128i loom_r8_q6_offset_pairs(const uint8_t *sb, const int j) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)(sb + 16 + 16 * j));
+/* Q6_K / Q3_K r8 scales (8 rows per scale group G at sb + 16 + 8G): the
+ * rows' signed int8 pairs (sc[2j], sc[2j+1]) for the offset term's bsums
+ * pair j (Q2_K: its mins' pairs (m[2j], m[2j+1]) for the min term), and the
+ * [sc, sc] int16 pairs of groups G and G+1 (G even) */
+static inline __attribute__((always_inline)) __m128i loom_r8_k16_offset_pairs(const int type, const uint8_t *sb, const int j) {
+    __m128i v = _mm_loadu_si128((const __m128i *)(sb + (type == LOOM_TYPE_Q2_K ? 32 : 16) + 16 * j));
+    if (type == LOOM_TYPE_Q2_K) v = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F));
     return _mm_unpacklo_epi8(v, _mm_srli_si128(v, 8));
 }
-static inline __attribute__((always_inline)) void loom_r8_q6_scale_pairs(const uint8_t *sb, const int G, __m256i *a,
-                                                                         __m256i *b) {
-    const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(sb + 16 + 8 * G)));
+static inline __attribute__((always_inline)) void loom_r8_k16_scale_pairs(const int type, const uint8_t *sb, const int G,
+                                                                          __m256i *a, __m256i *b) {
+    const __m256i v = type == LOOM_TYPE_Q2_K
+                          ? _mm256_cvtepu8_epi16(_mm_and_si128(_mm_loadu_si128((const __m128i *)(sb + 32 + 8 * G)), _mm_set1_epi8(0x0F)))
+                          : _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(sb + 16 + 8 * G)));
     const __m256i lo = _mm256_unpacklo_epi16(v, v), hi = _mm256_unpackhi_epi16(v, v);
     *a = _mm256_permute2x128_si256(lo, hi, 0x20);
     *b = _mm256_permute2x128_si256(lo, hi, 0x31);
@@ -308,8 +329,8 @@ static inline __attribute__((always_inline)) __m512i loom_r8_i8x2(const uint8_t 
 static inline __attribute__((always_inline)) __m512i loom_r8_kmp(const int type, const uint8_t *pa, const uint8_t *pb,
                                                                  const int j) {
     if (loom_r8_k16(type))
-        return _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(loom_r8_q6_offset_pairs(pa, j)),
-                                                            loom_r8_q6_offset_pairs(pb, j), 1));
+        return _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(loom_r8_k16_offset_pairs(type, pa, j)),
+                                                            loom_r8_k16_offset_pairs(type, pb, j), 1));
     const __m512i m = loom_r8_u8x2(pa + 96 + 8 * j, pb + 96 + 8 * j);
     return _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
 }

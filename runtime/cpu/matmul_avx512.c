@@ -34,11 +34,11 @@
  * Calls with enough tokens (loom_gemm_min_n) go to the panel GEMM of
  * gemm_avx512.c instead, which is several times faster there.
  *
- * Q4_0, Q4_1, MXFP4, IQ4_NL, Q3_K, Q4_K, Q5_K and Q6_K in the r8 layout (runtime/kernels.h;
+ * Q4_0, Q4_1, MXFP4, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K in the r8 layout (runtime/kernels.h;
  * held that way on AMD Zen 4 and later, Q4_0, Q4_1 and Q4_K on Intel, dispatch.c;
  * MXFP4 and IQ4_NL as Q4_0, their codes' values by one VPSHUFB per 32
  * quants, IQ4_NL's grid values + 128 less 128 x the activations' sum;
- * Q3_K as Q6_K, by r8_group in chunks of 4 tokens below the GEMM's):
+ * Q3_K and Q2_K as Q6_K, by r8_group in chunks of 4 tokens below the GEMM's):
  * one 8-row group per 256-bit vector with VNNI below 8 tokens (r8_group;
  * decode reads 1, 2 or 4 groups side by side, loom_r8_streams; 2-4 tokens
  * from DRAM the four as two 512-bit pairs, r8_far), two groups
@@ -682,16 +682,26 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                             }
                     }
                     UNROLL for (int pp = 0; pp < 4; pp++) {
-                        const __m256i sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 16 + 8 * (8 * h + 2 * pp + hv))));
+                        const __m256i sc = loom_r8_k16_sc32(type, p, 8 * h + 2 * pp + hv);
                         UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_add_epi32(S[t], _mm256_mullo_epi32(I[t][pp], sc));
                     }
                 }
-            UNROLL for (int j = 0; j < 8; j++) { /* the -32 (Q3_K: -4) offset, as the AVX2 kernel's */
-                const __m256i mp = _mm256_cvtepi8_epi16(loom_r8_q6_offset_pairs(p, j));
+            UNROLL for (int j = 0; j < 8; j++) { /* the -32 (Q3_K: -4) offset (Q2_K: its mins), as the AVX2 kernel's */
+                const __m256i mp = _mm256_cvtepi8_epi16(loom_r8_k16_offset_pairs(type, p, j));
                 UNROLL for (int t = 0; t < NT; t++)
                     O[t] = _mm256_add_epi32(O[t], _mm256_madd_epi16(mp, r8_b4(x + t * xs + 292 * sb + 260 + 4 * j)));
             }
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            if (type == LOOM_TYPE_Q2_K) { /* d·da·S − dmin·da·O, the AVX2 kernel's stepK */
+                const __m256 negdmin = _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))), _mm256_set1_ps(-0.0f));
+                UNROLL for (int t = 0; t < NT; t++) {
+                    const __m256 da = _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb));
+                    __m256 *tt = &tot[gi * NT + t];
+                    *tt = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(S[t]), da), d, *tt);
+                    *tt = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(O[t]), da), negdmin, *tt);
+                }
+                continue;
+            }
             UNROLL for (int t = 0; t < NT; t++) {
                 const __m256i St = _mm256_sub_epi32(S[t], _mm256_slli_epi32(O[t], loom_r8_k16_shift(type)));
                 tot[gi * NT + t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(St), _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb))),
@@ -1205,6 +1215,7 @@ R8_WALK_FN(r8_streams, LOOM_TYPE_Q6_K, q6_K)
 R8_WALK_FN(r8_streams, LOOM_TYPE_MXFP4, mxfp4)
 R8_WALK_FN(r8_streams, LOOM_TYPE_IQ4_NL, iq4_nl)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q3_K, q3_K)
+R8_WALK_FN(r8_streams, LOOM_TYPE_Q2_K, q2_K)
 #undef R8_WALK_FN
 
 /* Every group x every token; from r8_pair_n tokens by pairs. */
@@ -1217,13 +1228,14 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
          : type == LOOM_TYPE_Q5_K ? loom_avx512_r8_gemm_q5_K
          : type == LOOM_TYPE_Q6_K ? loom_avx512_r8_gemm_q6_K
          : type == LOOM_TYPE_Q3_K ? loom_avx512_r8_gemm_q3_K
+         : type == LOOM_TYPE_Q2_K ? loom_avx512_r8_gemm_q2_K
          : type == LOOM_TYPE_MXFP4 ? loom_avx512_r8_gemm_mxfp4
                                   : loom_avx512_r8_gemm_iq4_nl)(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
     /* decode's streams (one token; up to 4 where loom_r8_stream_n says), the groups they leave below */
     const int64_t g0 = n > loom_r8_stream_n() ? 0
-                       : n >= 2 && type != LOOM_TYPE_Q5_K && type != LOOM_TYPE_Q3_K && loom_r8_streams() == 4
+                       : n >= 2 && type != LOOM_TYPE_Q5_K && type != LOOM_TYPE_Q3_K && type != LOOM_TYPE_Q2_K && loom_r8_streams() == 4
                            ? (type == LOOM_TYPE_Q4_0   ? r8_far_q4_0
                               : type == LOOM_TYPE_Q4_1 ? r8_far_q4_1
                               : type == LOOM_TYPE_Q4_K ? r8_far_q4_K
@@ -1236,11 +1248,12 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
                               : type == LOOM_TYPE_Q5_K ? r8_streams_q5_K
                               : type == LOOM_TYPE_Q6_K ? r8_streams_q6_K
                               : type == LOOM_TYPE_Q3_K ? r8_streams_q3_K
+                              : type == LOOM_TYPE_Q2_K ? r8_streams_q2_K
                               : type == LOOM_TYPE_MXFP4 ? r8_streams_mxfp4
                                                        : r8_streams_iq4_nl)(w, ws, k, nr, xq, xs, (int)n, y, ldy);
     w += (size_t)(8 * g0) * ws, nr -= 8 * g0, y += 8 * g0;
     if (nr <= 0) return;
-    if (n >= r8_pair_n(type) && type != LOOM_TYPE_Q3_K) {
+    if (n >= r8_pair_n(type) && type != LOOM_TYPE_Q3_K && type != LOOM_TYPE_Q2_K) {
         if (!loom_is_kquant(type)) r8_pairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         else if (n > r8_kdirect_max(type)) r8_kpairs(type, w, ws, k, nr, xq, xs, n, y, ldy);
         else if (type == LOOM_TYPE_Q4_K) (loom_r8_kmul() ? r8_kdirect_q4_K_mul : r8_kdirect_q4_K)(w, ws, k, nr, xq, xs, n, y, ldy);
@@ -1249,7 +1262,7 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         else r8_kdirect_q6_K(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
-    /* n < r8_pair_n <= XN + 1: one chunk of every group (Q3_K, which has no pair passes: every n
+    /* n < r8_pair_n <= XN + 1: one chunk of every group (Q3_K and Q2_K, without pair passes: every n
      * below the GEMM's, in chunks of XN tokens over a group that stays in L1 / L2). Q5_K's 1 and 4 tokens, and Q4_K's one
      * token on a core decoding alone on its host (loom_host_cores), fetch the next group into L2
      * (loom_prefetch_l2; Q4_0 and Q6_K take none, Q5_K's 2-3 tokens lost by it). Zen 4, DRAM:
@@ -1315,6 +1328,7 @@ void loom_avx512_r8_q4_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_K, w, ws, 
 void loom_avx512_r8_q5_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q5_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q6_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q6_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q3_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q3_K, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_q2_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q2_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_mxfp4(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_MXFP4, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_iq4_nl(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_IQ4_NL, w, ws, k, nr, xq, xs, n, y, ldy); }
 

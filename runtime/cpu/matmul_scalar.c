@@ -200,6 +200,17 @@ static float r8_termK(loom_type wt, bool q5_whole, const uint8_t *grp, int64_t s
     memcpy(&a, x + (size_t)sb * sizeof a, sizeof a);
     loom_r8_ksb o;
     loom_r8_k_unpack(wt, q5_whole, grp + (size_t)sb * loom_r8_block_bytes(wt), r, &o);
+    if (wt == LOOM_TYPE_Q2_K) { /* as termK's */
+        int isum = 0, msum = 0;
+        for (int g = 0; g < 16; g++) {
+            int gs = 0;
+            for (int j = 16 * g; j < 16 * g + 16; j++) gs += o.q[j] * a.qs[j];
+            isum += o.sc6[g] * gs;
+            msum += o.m16[g] * a.bsums[g];
+        }
+        const float d = loom_f16_to_f32(o.d), dmin = loom_f16_to_f32(o.dmin);
+        return d * a.d * (float)isum - dmin * a.d * (float)msum;
+    }
     if (wt == LOOM_TYPE_Q6_K || wt == LOOM_TYPE_Q3_K)
         return term6K(loom_f16_to_f32(o.d), o.q, o.sc6, wt == LOOM_TYPE_Q6_K ? 32 : 4, &a);
     return term45K(loom_f16_to_f32(o.d), loom_f16_to_f32(o.dmin), o.q, o.sc, o.m, &a);

@@ -119,10 +119,15 @@ void loom_r8_dequant_row(loom_type wt, const void *r8, int64_t row, int64_t k, f
         loom_r8_k_unpack(wt, q5_whole, grp + (size_t)sb * gb, r, &o);
         const float d = loom_f16_to_f32(o.d), dmin = loom_f16_to_f32(o.dmin);
         float *y = dst + 256 * sb;
-        for (int e = 0; e < 256; e++)
-            y[e] = wt == LOOM_TYPE_Q6_K || wt == LOOM_TYPE_Q3_K
-                       ? LOOM_FMUL(LOOM_FMUL(d, (float)o.sc6[e / 16]), (float)(o.q[e] - (wt == LOOM_TYPE_Q6_K ? 32 : 4)))
-                                        : LOOM_FSUB(LOOM_FMUL(LOOM_FMUL(d, (float)o.sc[e / 32]), (float)o.q[e]),
-                                                    LOOM_FMUL(dmin, (float)o.m[e / 32]));
+        for (int e = 0; e < 256; e++) {
+            if (wt == LOOM_TYPE_Q2_K) { /* as loom_dequant_block_q2_K */
+                const float dl = LOOM_FMUL(d, (float)o.sc6[e / 16]), ml = LOOM_FMUL(dmin, (float)o.m16[e / 16]);
+                y[e] = LOOM_FSUB(LOOM_FMUL(dl, (float)o.q[e]), ml);
+            } else if (wt == LOOM_TYPE_Q6_K || wt == LOOM_TYPE_Q3_K) {
+                y[e] = LOOM_FMUL(LOOM_FMUL(d, (float)o.sc6[e / 16]), (float)(o.q[e] - (wt == LOOM_TYPE_Q6_K ? 32 : 4)));
+            } else {
+                y[e] = LOOM_FSUB(LOOM_FMUL(LOOM_FMUL(d, (float)o.sc[e / 32]), (float)o.q[e]), LOOM_FMUL(dmin, (float)o.m[e / 32]));
+            }
+        }
     }
 }
