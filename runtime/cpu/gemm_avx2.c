@@ -726,7 +726,7 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                 }
             }
             /* the -32 (Q3_K: -4) offset, as g_termsK: S -= 32 sum_G sc_G bsum_G, the rows' pairs
-             * (sc[2j], sc[2j+1]) from the 16 scale bytes at p + 16 + 16j */
+             * (sc[2j], sc[2j+1]) from the 16 scale bytes at p + 16 + 16j (Q2_K: its mins' term) */
             __m256i O[RTN];
             UNROLL for (int t = 0; t < NT; t++) O[t] = _mm256_setzero_si256();
             UNROLL for (int j = 0; j < 8; j++) {
@@ -737,9 +737,7 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
             if (!loom_k_mins(type)) /* Q2_K's O: its mins' term, stepK's second step */
                 UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_sub_epi32(S[t], _mm256_slli_epi32(O[t], loom_r8_k16_shift(type)));
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-            const __m256 negdmin = loom_k_mins(type) ? _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))),
-                                                                     _mm256_set1_ps(-0.0f))
-                                                     : d;
+            const __m256 negdmin = loom_k_mins(type) ? loom_r8_negdmin(p) : d;
             UNROLL for (int t = 0; t < NT; t++)
                 tot[gi * NT + t] = stepK(type, tot[gi * NT + t], S[t], O[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), d, negdmin);
         }
@@ -770,8 +768,7 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                     M[t] = _mm256_add_epi32(M[t], _mm256_madd_epi16(mp, bcast4(x + t * xs + 292 * sb + 260 + 4 * j)));
             }
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-            const __m256 negdmin = _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))),
-                                                 _mm256_set1_ps(-0.0f));
+            const __m256 negdmin = loom_r8_negdmin(p);
             UNROLL for (int t = 0; t < NT; t++)
                 tot[gi * NT + t] = stepK(type, tot[gi * NT + t], S[t], M[t], _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb)), d, negdmin);
         }
@@ -805,8 +802,7 @@ AI void r8_kunpack(const int type, const uint8_t *p, r8_kpanel *P, const int c) 
             }
         for (int G = 0; G < 16; G += 2) loom_r8_k16_scale_pairs(type, p, G, &P->sc[c][G], &P->sc[c][G + 1]);
         for (int j = 0; j < 8; j++) P->mp[c][j] = _mm256_cvtepi8_epi16(loom_r8_k16_offset_pairs(type, p, j));
-        if (type == LOOM_TYPE_Q2_K)
-            P->negdmin[c] = _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))), _mm256_set1_ps(-0.0f));
+        if (type == LOOM_TYPE_Q2_K) P->negdmin[c] = loom_r8_negdmin(p);
         return;
     }
     for (int s = 0; s < 8; s++) {
@@ -814,7 +810,7 @@ AI void r8_kunpack(const int type, const uint8_t *p, r8_kpanel *P, const int c) 
         P->sc[c][s] = r8_pairs(p + 32 + 8 * s);
         P->mp[c][s] = r8_pairs(p + 96 + 8 * s);
     }
-    P->negdmin[c] = _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))), _mm256_set1_ps(-0.0f));
+    P->negdmin[c] = loom_r8_negdmin(p);
 }
 
 /* NT tokens (x: their activations from the panel's first super-block on)

@@ -159,6 +159,12 @@ static inline __attribute__((always_inline)) void loom_r8_q4_block(const int typ
     loom_r8_q4_quants(p + (type == LOOM_TYPE_Q4_1 ? 32 : 16), q);
 }
 
+/* -dmin of the 8 rows of an r8 K super-block with mins (Q4_K, Q5_K, Q2_K:
+ * their F16 dmin at p + 16) */
+static inline __attribute__((always_inline)) __m256 loom_r8_negdmin(const uint8_t *p) {
+    return _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))), _mm256_set1_ps(-0.0f));
+}
+
 static inline __attribute__((always_inline)) void loom_r8_k45_quants(const int type, const bool whole, const uint8_t *sb,
                                                                      const int s, __m256i q[8]) {
     if (type == LOOM_TYPE_Q5_K && whole) { /* loom_r8_q5_get, 32 lanes at once (16-bit shifts of a byte's top bits stay in it) */

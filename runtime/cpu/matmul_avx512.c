@@ -693,7 +693,7 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
             }
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
             if (type == LOOM_TYPE_Q2_K) { /* d·da·S − dmin·da·O, the AVX2 kernel's stepK */
-                const __m256 negdmin = _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))), _mm256_set1_ps(-0.0f));
+                const __m256 negdmin = loom_r8_negdmin(p);
                 UNROLL for (int t = 0; t < NT; t++) {
                     const __m256 da = _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb));
                     __m256 *tt = &tot[gi * NT + t];
@@ -738,8 +738,7 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                     M[t] = _mm256_add_epi32(M[t], _mm256_madd_epi16(mp, r8_b4(x + t * xs + 292 * sb + 260 + 4 * j)));
             }
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-            const __m256 negdmin = _mm256_xor_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))),
-                                                 _mm256_set1_ps(-0.0f));
+            const __m256 negdmin = loom_r8_negdmin(p);
             UNROLL for (int t = 0; t < NT; t++) {
                 const __m256 da = _mm256_set1_ps(loom_ld_f32(x + t * xs + 292 * sb));
                 __m256 *tt = &tot[gi * NT + t];
