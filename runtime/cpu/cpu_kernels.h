@@ -173,9 +173,10 @@ static inline __attribute__((always_inline)) size_t loom_r8_block_bytes(int type
 }
 
 /* Where row r's bytes of a GGUF block sit in its r8 block (Q4_0, Q4_1,
- * Q8_0, MXFP4, IQ4_NL; Q6_K's d and scales; the K-quants' quants and Q4_K/Q5_K's scales
- * are rearranged, see repack.c): calls f(arg, offset in the r8 block,
- * offset in the GGUF block, length) for each piece. */
+ * Q8_0, MXFP4, IQ4_NL, Q2_K; Q6_K's d and scales; Q3_K's d and quants; Q4_K
+ * / Q5_K's and Q6_K's quants, Q4_K / Q5_K's and Q3_K's scales are
+ * rearranged, see repack.c): calls f(arg, offset in the r8 block, offset
+ * in the GGUF block, length) for each piece. */
 #define LOOM_R8_PIECES(type, r, f, arg)                                                              \
     do {                                                                                             \
         if ((type) == LOOM_TYPE_Q6_K) { /* its quants: repack.c */                                  \
@@ -225,14 +226,15 @@ static inline void loom_r8_gguf_block(int type, const uint8_t *grp, int64_t b, i
 
 /* Row r (< 8) of the r8 K super-block at p (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)
  * unpacked: the quants in element order (unsigned, as loom_k_quants), d,
- * and Q6_K's or Q3_K's 16 (signed) scales, Q2_K's 16 scales, mins and dmin or Q4_K/Q5_K's dmin, 8 scales and 8 mins (q5_whole: which Q5_K
+ * and Q6_K's or Q3_K's 16 (signed) scales, Q2_K's 16 scales, 16 mins and
+ * dmin, or Q4_K/Q5_K's dmin, 8 scales and 8 mins (q5_whole: which Q5_K
  * bytes, loom_r8_q5_whole). */
 typedef struct {
     int q[256];
     uint16_t d, dmin; /* F16 */
     int8_t sc6[16];
     uint8_t sc[8], m[8];
-    uint8_t m16[16]; /* Q2_K's mins (its scales in sc6) */
+    uint8_t sc2[16], m2[16]; /* Q2_K's scales and mins */
 } loom_r8_ksb;
 static inline void loom_r8_k_unpack(int wt, bool q5_whole, const uint8_t *p, int r, loom_r8_ksb *o) {
     o->d = loom_rd_u16(p + 2 * r);
@@ -244,7 +246,7 @@ static inline void loom_r8_k_unpack(int wt, bool q5_whole, const uint8_t *p, int
                 for (int i = 0; i < 4; i++)
                     for (int j = 0; j < 4; j++)
                         o->q[128 * h + 32 * j + 4 * g + i] = p[LOOM_R8_Q2_L(h, g) + 4 * r + i] >> (2 * j) & 3;
-        for (int G = 0; G < 16; G++) o->sc6[G] = (int8_t)(p[32 + 8 * G + r] & 0xF), o->m16[G] = p[32 + 8 * G + r] >> 4;
+        for (int G = 0; G < 16; G++) o->sc2[G] = p[32 + 8 * G + r] & 0xF, o->m2[G] = p[32 + 8 * G + r] >> 4;
         return;
     }
     if (wt == LOOM_TYPE_Q3_K) {

@@ -1132,8 +1132,6 @@ R8_WALK_FN(r8_far, LOOM_TYPE_Q4_0, q4_0)
 R8_WALK_FN(r8_far, LOOM_TYPE_Q4_1, q4_1)
 R8_WALK_FN(r8_far, LOOM_TYPE_Q4_K, q4_K)
 R8_WALK_FN(r8_far, LOOM_TYPE_Q6_K, q6_K)
-R8_WALK_FN(r8_far, LOOM_TYPE_MXFP4, mxfp4)
-R8_WALK_FN(r8_far, LOOM_TYPE_IQ4_NL, iq4_nl)
 
 /* K-quants by pairs up to r8_kdirect_max tokens: passes of XP tokens over
  * the r8 bytes as they are (r8_kdpass), each splitting the quants again
@@ -1211,10 +1209,6 @@ R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_1, q4_1)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_K, q4_K)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q5_K, q5_K)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q6_K, q6_K)
-R8_WALK_FN(r8_streams, LOOM_TYPE_MXFP4, mxfp4)
-R8_WALK_FN(r8_streams, LOOM_TYPE_IQ4_NL, iq4_nl)
-R8_WALK_FN(r8_streams, LOOM_TYPE_Q3_K, q3_K)
-R8_WALK_FN(r8_streams, LOOM_TYPE_Q2_K, q2_K)
 #undef R8_WALK_FN
 
 /* Every group x every token; from r8_pair_n tokens by pairs. */
@@ -1232,24 +1226,23 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
                                   : loom_avx512_r8_gemm_iq4_nl)(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
-    /* decode's streams (one token; up to 4 where loom_r8_stream_n says), the groups they leave below */
-    const int64_t g0 = n > loom_r8_stream_n() ? 0
-                       : n >= 2 && type != LOOM_TYPE_Q5_K && type != LOOM_TYPE_Q3_K && type != LOOM_TYPE_Q2_K && loom_r8_streams() == 4
+    /* decode's streams (one token; up to 4 where loom_r8_stream_n says), the groups they leave below;
+     * the types only AMD holds in the layout at this level (one stream there: dispatch.c) have no
+     * walk of their own (MXFP4, IQ4_NL, Q3_K, Q2_K: each would be 8 more instances of r8_group,
+     * which clang's ASan build compiles for minutes) */
+    const bool walk = type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q4_K ||
+                      type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K;
+    const int64_t g0 = !walk || n > loom_r8_stream_n() ? 0
+                       : n >= 2 && type != LOOM_TYPE_Q5_K && loom_r8_streams() == 4
                            ? (type == LOOM_TYPE_Q4_0   ? r8_far_q4_0
                               : type == LOOM_TYPE_Q4_1 ? r8_far_q4_1
                               : type == LOOM_TYPE_Q4_K ? r8_far_q4_K
-                              : type == LOOM_TYPE_Q6_K ? r8_far_q6_K
-                              : type == LOOM_TYPE_MXFP4 ? r8_far_mxfp4
-                                                       : r8_far_iq4_nl)(w, ws, k, nr, xq, xs, (int)n, y, ldy)
+                                                       : r8_far_q6_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy)
                            : (type == LOOM_TYPE_Q4_0   ? r8_streams_q4_0
                               : type == LOOM_TYPE_Q4_1 ? r8_streams_q4_1
                               : type == LOOM_TYPE_Q4_K ? r8_streams_q4_K
                               : type == LOOM_TYPE_Q5_K ? r8_streams_q5_K
-                              : type == LOOM_TYPE_Q6_K ? r8_streams_q6_K
-                              : type == LOOM_TYPE_Q3_K ? r8_streams_q3_K
-                              : type == LOOM_TYPE_Q2_K ? r8_streams_q2_K
-                              : type == LOOM_TYPE_MXFP4 ? r8_streams_mxfp4
-                                                       : r8_streams_iq4_nl)(w, ws, k, nr, xq, xs, (int)n, y, ldy);
+                                                       : r8_streams_q6_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy);
     w += (size_t)(8 * g0) * ws, nr -= 8 * g0, y += 8 * g0;
     if (nr <= 0) return;
     if (n >= r8_pair_n(type) && type != LOOM_TYPE_Q3_K && type != LOOM_TYPE_Q2_K) {

@@ -120,22 +120,28 @@ static float term6K(float d, const int q[256], const int8_t sc[16], int c, const
     return d * a->d * (float)isum;
 }
 
+/* A Q2_K super-block's term: quants q (0..3), its 16 scales and mins. */
+static float term2K(float d, float dmin, const int q[256], const uint8_t sc[16], const uint8_t m[16], const loom_block_q8_K *a) {
+    int isum = 0, msum = 0; /* d·D·sum_g sc_g·sum(q·a) − dmin·D·sum_g m_g·bsum_g */
+    for (int g = 0; g < 16; g++) {
+        int gs = 0;
+        for (int j = 16 * g; j < 16 * g + 16; j++) gs += q[j] * a->qs[j];
+        isum += sc[g] * gs;
+        msum += m[g] * a->bsums[g];
+    }
+    return d * a->d * (float)isum - dmin * a->d * (float)msum;
+}
+
 /* Super-block b's term of a row's dot product (wb: the block's bytes). */
 static float termK(loom_type wt, const uint8_t *wb, const uint8_t *x, int64_t b) {
     loom_block_q8_K a;
     memcpy(&a, x + (size_t)b * sizeof a, sizeof a);
     int q[256];
     loom_k_quants(wt, wb, q);
-    if (wt == LOOM_TYPE_Q2_K) { /* d·D·sum_g sc_g·sum(q·a) − dmin·D·sum_g m_g·bsum_g */
-        int isum = 0, msum = 0;
-        for (int g = 0; g < 16; g++) {
-            int gs = 0;
-            for (int j = 16 * g; j < 16 * g + 16; j++) gs += q[j] * a.qs[j];
-            isum += (wb[g] & 0xF) * gs;
-            msum += (wb[g] >> 4) * a.bsums[g];
-        }
-        const float d = loom_f16_to_f32(loom_rd_u16(wb + 80)), dmin = loom_f16_to_f32(loom_rd_u16(wb + 82));
-        return d * a.d * (float)isum - dmin * a.d * (float)msum;
+    if (wt == LOOM_TYPE_Q2_K) {
+        uint8_t sc[16], m[16];
+        for (int g = 0; g < 16; g++) sc[g] = wb[g] & 0xF, m[g] = wb[g] >> 4;
+        return term2K(loom_f16_to_f32(loom_rd_u16(wb + 80)), loom_f16_to_f32(loom_rd_u16(wb + 82)), q, sc, m, &a);
     }
     if (loom_k_g16(wt)) {
         int8_t sc[16];
@@ -200,17 +206,7 @@ static float r8_termK(loom_type wt, bool q5_whole, const uint8_t *grp, int64_t s
     memcpy(&a, x + (size_t)sb * sizeof a, sizeof a);
     loom_r8_ksb o;
     loom_r8_k_unpack(wt, q5_whole, grp + (size_t)sb * loom_r8_block_bytes(wt), r, &o);
-    if (wt == LOOM_TYPE_Q2_K) { /* as termK's */
-        int isum = 0, msum = 0;
-        for (int g = 0; g < 16; g++) {
-            int gs = 0;
-            for (int j = 16 * g; j < 16 * g + 16; j++) gs += o.q[j] * a.qs[j];
-            isum += o.sc6[g] * gs;
-            msum += o.m16[g] * a.bsums[g];
-        }
-        const float d = loom_f16_to_f32(o.d), dmin = loom_f16_to_f32(o.dmin);
-        return d * a.d * (float)isum - dmin * a.d * (float)msum;
-    }
+    if (wt == LOOM_TYPE_Q2_K) return term2K(loom_f16_to_f32(o.d), loom_f16_to_f32(o.dmin), o.q, o.sc2, o.m2, &a);
     if (wt == LOOM_TYPE_Q6_K || wt == LOOM_TYPE_Q3_K)
         return term6K(loom_f16_to_f32(o.d), o.q, o.sc6, wt == LOOM_TYPE_Q6_K ? 32 : 4, &a);
     return term45K(loom_f16_to_f32(o.d), loom_f16_to_f32(o.dmin), o.q, o.sc, o.m, &a);

@@ -121,7 +121,7 @@ void loom_r8_dequant_row(loom_type wt, const void *r8, int64_t row, int64_t k, f
         float *y = dst + 256 * sb;
         for (int e = 0; e < 256; e++) {
             if (wt == LOOM_TYPE_Q2_K) { /* as loom_dequant_block_q2_K */
-                const float dl = LOOM_FMUL(d, (float)o.sc6[e / 16]), ml = LOOM_FMUL(dmin, (float)o.m16[e / 16]);
+                const float dl = LOOM_FMUL(d, (float)o.sc2[e / 16]), ml = LOOM_FMUL(dmin, (float)o.m2[e / 16]);
                 y[e] = LOOM_FSUB(LOOM_FMUL(dl, (float)o.q[e]), ml);
             } else if (wt == LOOM_TYPE_Q6_K || wt == LOOM_TYPE_Q3_K) {
                 y[e] = LOOM_FMUL(LOOM_FMUL(d, (float)o.sc6[e / 16]), (float)(o.q[e] - (wt == LOOM_TYPE_Q6_K ? 32 : 4)));
