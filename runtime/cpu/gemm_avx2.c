@@ -879,6 +879,7 @@ AI void r8_kgroups(const int type, LOOM_MATMUL_PARAMS) {
 }
 
 LOOM_R8_STREAMS_WALK(1)
+LOOM_R8_GROUP_PASSES
 
 /* The panel GEMM over the layout, one per type, apart from r8_matmul's
  * group passes: inlined beside them it cost them 10 % on Zen 4 (AMD EPYC
@@ -905,25 +906,9 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         (type == LOOM_TYPE_Q4_0 ? g_gemm_r8_q4_0 : type == LOOM_TYPE_Q4_1 ? g_gemm_r8_q4_1 : g_gemm_r8_mxfp4)(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
-    for (int64_t g = n == 1 ? r8_streams(type, w, ws, k, nr, xq, xs, 1, y, ldy) : 0; 8 * g < nr; g++) {
-        const uint8_t *grp = w + (size_t)g * GMR * ws;
-        const int rows = nr - 8 * g < GMR ? (int)(nr - 8 * g) : GMR;
-        /* with more than one pass, the next group during the first (decode streams without) */
-        const uint8_t *np = n > RTN && 8 * (g + 1) < nr ? grp + GMR * ws : NULL;
-        for (int64_t t = 0; t < n; t += RTN) {
-            const uint8_t *x = xq + t * xs, *pf = t ? NULL : np;
-            const int nt = (int)(n - t < RTN ? n - t : RTN);
-            float tmp[RTN * GMR];
-            switch (nt) {
-            case 1: r8_group(type, 1, 1, &grp, k, x, xs, tmp, pf, 0); break;
-            case 2: r8_group(type, 1, 2, &grp, k, x, xs, tmp, pf, 0); break;
-            case 3: r8_group(type, 1, 3, &grp, k, x, xs, tmp, pf, 0); break;
-            default: r8_group(type, 1, 4, &grp, k, x, xs, tmp, pf, 0); break;
-            }
-            for (int j = 0; j < nt; j++)
-                for (int r = 0; r < rows; r++) y[(t + j) * ldy + 8 * g + r] = tmp[j * GMR + r];
-        }
-    }
+    /* decode's streams, then the groups they leave; with more than one pass, the next group during the first */
+    const int64_t g0 = n == 1 ? r8_streams(type, w, ws, k, nr, xq, xs, 1, y, ldy) : 0;
+    r8_passes(type, w + (size_t)(8 * g0) * ws, ws, k, nr - 8 * g0, xq, xs, n, y + 8 * g0, ldy, n > RTN);
 }
 
 /* ============================== instantiation ============================== */

@@ -135,28 +135,28 @@ static inline __attribute__((always_inline)) __m256 loom_r8_e8m0(const uint8_t *
  * as loom_panel_terms32; IQ4_NL: none, off is not set) and their quants as
  * unsigned bytes (MXFP4: its codes' doubled E2M1 values + 12, IQ4_NL: the
  * grid values + 128, as the rows' kernels). */
+/* where a 32-element r8 block's quants start (after the 8 rows' scales) */
+static inline __attribute__((always_inline)) int loom_r8_q4_qo(const int type) {
+    return type == LOOM_TYPE_Q4_1 ? 32 : type == LOOM_TYPE_MXFP4 ? 8 : 16;
+}
+/* MXFP4's and IQ4_NL's codes -> their unsigned values (the VPSHUFB table
+ * the rows' kernels use); NULL for the types whose nibbles are the values */
+static inline __attribute__((always_inline)) const void *loom_r8_code_table(const int type) {
+    static const int8_t kv4[16] = LOOM_KV_MXFP4_U_INIT;
+    static const uint8_t kvn[16] = LOOM_KV_IQ4NL_U_INIT;
+    return type == LOOM_TYPE_MXFP4 ? (const void *)kv4 : type == LOOM_TYPE_IQ4_NL ? (const void *)kvn : NULL;
+}
 static inline __attribute__((always_inline)) void loom_r8_q4_block(const int type, const uint8_t *p, __m256 *fs,
                                                                    __m256 *off, __m256i q[8]) {
-    if (type == LOOM_TYPE_MXFP4) {
-        static const int8_t kv[16] = LOOM_KV_MXFP4_U_INIT;
-        const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kv));
-        *fs = loom_r8_e8m0(p);
-        *off = _mm256_mul_ps(_mm256_set1_ps(-(float)LOOM_MXFP4_OFFSET), *fs);
-        loom_r8_q4_quants(p + 8, q);
+    *fs = type == LOOM_TYPE_MXFP4 ? loom_r8_e8m0(p) : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    if (type != LOOM_TYPE_IQ4_NL)
+        *off = type == LOOM_TYPE_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                      : _mm256_mul_ps(_mm256_set1_ps(type == LOOM_TYPE_MXFP4 ? -(float)LOOM_MXFP4_OFFSET : -8.0f), *fs);
+    loom_r8_q4_quants(p + loom_r8_q4_qo(type), q);
+    if (loom_r8_code_table(type)) {
+        const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)loom_r8_code_table(type)));
         LOOM_UNROLL for (int g = 0; g < 8; g++) q[g] = _mm256_shuffle_epi8(t, q[g]);
-        return;
     }
-    *fs = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-    if (type == LOOM_TYPE_IQ4_NL) {
-        static const uint8_t kv[16] = LOOM_KV_IQ4NL_U_INIT;
-        const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kv));
-        loom_r8_q4_quants(p + 16, q);
-        LOOM_UNROLL for (int g = 0; g < 8; g++) q[g] = _mm256_shuffle_epi8(t, q[g]);
-        return;
-    }
-    *off = type == LOOM_TYPE_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
-                                  : _mm256_mul_ps(_mm256_set1_ps(-8.0f), *fs);
-    loom_r8_q4_quants(p + (type == LOOM_TYPE_Q4_1 ? 32 : 16), q);
 }
 
 /* -dmin of the 8 rows of an r8 K super-block with mins (Q4_K, Q5_K, Q2_K:
@@ -309,7 +309,7 @@ static inline __attribute__((always_inline)) __m512 loom_r8_e8m0x2(const uint8_t
 static inline __attribute__((always_inline)) void loom_r8_q4_block2(const int type, const uint8_t *pa, const uint8_t *pb,
                                                                     __m512 *fs, __m512 *off, __m512i q[8]) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    const int qo = type == LOOM_TYPE_Q4_1 ? 32 : type == LOOM_TYPE_MXFP4 ? 8 : 16; /* the quants, after the scales */
+    const int qo = loom_r8_q4_qo(type);
     *fs = type == LOOM_TYPE_MXFP4 ? loom_r8_e8m0x2(pa, pb) : loom_r8_f16x2(pa, pb);
     *off = type == LOOM_TYPE_Q4_1 ? loom_r8_f16x2(pa + 16, pb + 16)
                                   : _mm512_mul_ps(_mm512_set1_ps(type == LOOM_TYPE_MXFP4 ? -(float)LOOM_MXFP4_OFFSET
@@ -319,10 +319,8 @@ static inline __attribute__((always_inline)) void loom_r8_q4_block2(const int ty
         q[j] = _mm512_and_si512(v, m4);
         q[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
     }
-    if (type == LOOM_TYPE_MXFP4 || type == LOOM_TYPE_IQ4_NL) {
-        static const int8_t kv4[16] = LOOM_KV_MXFP4_U_INIT;
-        static const uint8_t kvn[16] = LOOM_KV_IQ4NL_U_INIT;
-        const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(type == LOOM_TYPE_MXFP4 ? (const void *)kv4 : kvn)));
+    if (loom_r8_code_table(type)) {
+        const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)loom_r8_code_table(type)));
         LOOM_UNROLL for (int g = 0; g < 8; g++) q[g] = _mm512_shuffle_epi8(t, q[g]);
     }
 }
@@ -394,6 +392,30 @@ static inline const uint8_t *loom_r8_next_panel(const uint8_t *w, size_t ws, int
                         y[t * ldy + 8 * (i + j * h) + r] = tmp[8 * (j * n + t) + r];                  \
         }                                                                                             \
         return S * h;                                                                                 \
+    }
+
+/* The one-group walk of both levels after it: every group x every token,
+ * by their r8_group in passes of up to 4 tokens (a group stays in L1 / L2
+ * between passes); fetch: the next group into L2 during a group's first
+ * pass. */
+#define LOOM_R8_GROUP_PASSES                                                                          \
+    AI void r8_passes(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq, \
+                      size_t xs, int64_t n, float *y, int64_t ldy, const bool fetch) {                \
+        for (int64_t r0 = 0; r0 < nr; r0 += 8) {                                                      \
+            const uint8_t *grp = w + (size_t)r0 * ws;                                                 \
+            const int rows = nr - r0 < 8 ? (int)(nr - r0) : 8;                                       \
+            for (int64_t t0 = 0; t0 < n; t0 += 4) {                                                   \
+                const uint8_t *pf = fetch && t0 == 0 && r0 + 8 < nr ? grp + 8 * ws : NULL, *x = xq + t0 * xs; \
+                const int nt = (int)(n - t0 < 4 ? n - t0 : 4);                                        \
+                float tmp[4 * 8];                                                                     \
+                if (nt == 1) r8_group(type, 1, 1, &grp, k, x, xs, tmp, pf, 0);                        \
+                else if (nt == 2) r8_group(type, 1, 2, &grp, k, x, xs, tmp, pf, 0);                   \
+                else if (nt == 3) r8_group(type, 1, 3, &grp, k, x, xs, tmp, pf, 0);                   \
+                else r8_group(type, 1, 4, &grp, k, x, xs, tmp, pf, 0);                                \
+                for (int j = 0; j < nt; j++)                                                          \
+                    for (int r = 0; r < rows; r++) y[(t0 + j) * ldy + r0 + r] = tmp[8 * j + r];       \
+            }                                                                                         \
+        }                                                                                             \
     }
 
 #ifdef __AVX512BW__

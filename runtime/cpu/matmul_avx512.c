@@ -1211,6 +1211,8 @@ R8_WALK_FN(r8_streams, LOOM_TYPE_Q5_K, q5_K)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q6_K, q6_K)
 #undef R8_WALK_FN
 
+LOOM_R8_GROUP_PASSES
+
 /* Every group x every token; from r8_pair_n tokens by pairs. */
 AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     const int64_t gmin = loom_r8_gemm_min_n(true, loom_r8_rows_gemm_bits(type));
@@ -1266,24 +1268,7 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
      * Q4_K_M 90-99 -> 93-100 %, but in the minutes when the host's memory is the limit 98-99
      * -> 93-94 % (54.1-55.2 -> 52.1-53.2 tokens/s in five other alternations), the minutes
      * where llama.cpp comes closest, so Q4_K fetches only alone. */
-    const bool fetch = n >= 4 || (n == 1 && (type == LOOM_TYPE_Q5_K || loom_host_cores() == 1));
-    for (int64_t r0 = 0; r0 < nr; r0 += 8) {
-        const uint8_t *grp = w + (size_t)r0 * ws;
-        const int rows = nr - r0 < 8 ? (int)(nr - r0) : 8;
-        for (int64_t t0 = 0; t0 < n; t0 += XN) {
-            const uint8_t *pf = fetch && t0 == 0 && r0 + 8 < nr ? grp + 8 * ws : NULL, *x = xq + t0 * xs;
-            const int nt = (int)(n - t0 < XN ? n - t0 : XN);
-            float tmp[XN * 8];
-            switch (nt) {
-            case 1: r8_group(type, 1, 1, &grp, k, x, xs, tmp, pf, 0); break;
-            case 2: r8_group(type, 1, 2, &grp, k, x, xs, tmp, pf, 0); break;
-            case 3: r8_group(type, 1, 3, &grp, k, x, xs, tmp, pf, 0); break;
-            default: r8_group(type, 1, 4, &grp, k, x, xs, tmp, pf, 0); break;
-            }
-            for (int j = 0; j < nt; j++)
-                for (int r = 0; r < rows; r++) y[(t0 + j) * ldy + r0 + r] = tmp[8 * j + r];
-        }
-    }
+    r8_passes(type, w, ws, k, nr, xq, xs, n, y, ldy, n >= 4 || (n == 1 && (type == LOOM_TYPE_Q5_K || loom_host_cores() == 1)));
 }
 
 /* ============================ instantiation ============================ */
