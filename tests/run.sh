@@ -22,5 +22,6 @@ echo "== ASan + UBSan build (clang), unit tests and fuzzers =="
 CC=clang CXX=clang++ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DLOOM_SANITIZE=ON -DLOOM_FUZZ=ON -DLOOM_CUDA=OFF >/dev/null
 cmake --build build-asan -j "$jobs"
-(cd build-asan && ctest --output-on-failure -j 1 -L unit)
+# two at a time (a test that takes both cores says so: PROCESSORS 2)
+(cd build-asan && ctest --output-on-failure -j "$jobs" -L unit)
 echo "tests: all passed"

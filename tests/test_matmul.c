@@ -432,6 +432,11 @@ static void r8_layout(loom_isa isa) {
                 for (size_t ni = 0; ni < sizeof n_list / sizeof n_list[0]; ni++)
                     for (int64_t r0 = 0; r0 < rows; r0 += 8) {
                         const int64_t n = n_list[ni];
+                        /* the scalar kernel has one walk (row by row, 16 tokens at a time): its 1, 3 and
+                         * 33 tokens from the first and the last group only (every n and start took 48 of
+                         * the ASan build's 86 s in this test, repeating one path) */
+                        if (isa == LOOM_ISA_SCALAR && ((n != 1 && n != 3 && n != NMAX) || (r0 && r0 + 8 < rows)))
+                            continue;
                         /* the AVX-512 K-quants' r8 GEMM: the rows' GEMM's bits (NMAX tokens surely take it;
                          * a token's bits do not depend on the others there) */
                         cr_assert(loom_isa_set(isa) == NULL);

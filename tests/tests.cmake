@@ -12,7 +12,7 @@ endforeach()
 if(LOOM_SANITIZE)
   # the server under ASan+UBSan: a short mixed load, then no sanitizer report (run with the unit tests)
   add_test(NAME e2e_serve_sanitized COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/serve.sh)
-  set_tests_properties(e2e_serve_sanitized PROPERTIES LABELS unit TIMEOUT 900
+  set_tests_properties(e2e_serve_sanitized PROPERTIES LABELS unit TIMEOUT 900 PROCESSORS 2
     ENVIRONMENT "${LOOM_E2E_ENV};SERVE_MODES=asan;LOOM_CACHE=${LOOM_CACHE_DIR}")
 endif()
 

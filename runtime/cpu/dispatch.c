@@ -3,6 +3,7 @@
  * level, and the kernel table of each level (runtime/kernels.h), built from
  * the per-level kernel names of cpu_kernels.h.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,12 +27,15 @@ typedef struct {
     bool os_ymm, os_zmm;
 } cpu_features;
 
-static cpu_features features_read(void) {
+static cpu_features features_v;
+static pthread_once_t features_once = PTHREAD_ONCE_INIT;
+
+static void features_probe(void) {
     cpu_features f;
     memset(&f, 0, sizeof f);
 #ifdef LOOM_X86
     unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return; /* features_v: all false */
     const bool osxsave = c & (1u << 27);
     f.avx = c & (1u << 28);
     f.fma = c & (1u << 12);
@@ -52,7 +56,14 @@ static cpu_features features_read(void) {
         f.avx512vnni = c & (1u << 11);
     }
 #endif
-    return f;
+    features_v = f;
+}
+
+/* once per process: CPUID traps to the hypervisor in a VM (a few µs each;
+ * 15 % of test_matmul's time, which asks before every kernel call) */
+static cpu_features features_read(void) {
+    pthread_once(&features_once, features_probe);
+    return features_v;
 }
 
 static void append(char *buf, size_t cap, size_t *len, const char *name) {

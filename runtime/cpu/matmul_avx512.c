@@ -40,8 +40,8 @@
  * quants, IQ4_NL's grid values + 128 less 128 x the activations' sum;
  * Q3_K and Q2_K as Q6_K, by r8_group in chunks of 4 tokens below the GEMM's):
  * one 8-row group per 256-bit vector with VNNI below 8 tokens (r8_group;
- * decode reads 1, 2 or 4 groups side by side, loom_r8_streams; 2-4 tokens
- * from DRAM the four as two 512-bit pairs, r8_far), two groups
+ * decode reads 1, 2 or 4 groups side by side, loom_r8_streams, Q4_0, Q4_1
+ * and Q4_K; 2-4 tokens from DRAM the four as two 512-bit pairs, r8_far), two groups
  * per 512-bit vector and 8 tokens per pass from 8 tokens on (r8_pairs; the
  * K-quants from a panel of unpacked super-blocks, r8_kpairs), and where
  * the CPU wants it from loom_r8_gemm_min_n tokens the GEMM's panels
@@ -1079,8 +1079,9 @@ AI void r8_kdpass(const int type, const int NT, const int var, const uint8_t *ga
  * Q4_K 15.1-15.5 -> 14.8-14.9, 12.9-13.0 -> 13.9, 13.2-13.4 -> 13.2-13.4;
  * loom bench TinyLlama one thread, 2 / 3 / 4 sequences, tokens/s: Q4_0
  * 59-60 -> 59-61, 81-83 -> 88, 105-107 -> 111-112; Q4_K_M 3 / 4 64-65 ->
- * 67-69, 84-85 -> 85. (Q5_K keeps r8_group's 256-bit streams: its 512-bit
- * pass unpacks the fifth bits by halves, Q5_K n = 3 12.0 -> 10.2.) */
+ * 67-69, 84-85 -> 85. (Q5_K lost here: its 512-bit pass unpacks the fifth
+ * bits by halves, Q5_K n = 3 12.0 -> 10.2; only the types Intel holds in
+ * the layout have these walks, r8_matmul.) */
 AI void r8_far_nt(const int type, const int NT, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
                   size_t xs, float *y, int64_t ldy, const int64_t h) {
     const bool kq = loom_is_kquant(type);
@@ -1131,7 +1132,6 @@ AI int64_t r8_far(const int type, const uint8_t *w, size_t ws, int64_t k, int64_
 R8_WALK_FN(r8_far, LOOM_TYPE_Q4_0, q4_0)
 R8_WALK_FN(r8_far, LOOM_TYPE_Q4_1, q4_1)
 R8_WALK_FN(r8_far, LOOM_TYPE_Q4_K, q4_K)
-R8_WALK_FN(r8_far, LOOM_TYPE_Q6_K, q6_K)
 
 /* K-quants by pairs up to r8_kdirect_max tokens: passes of XP tokens over
  * the r8 bytes as they are (r8_kdpass), each splitting the quants again
@@ -1207,8 +1207,6 @@ LOOM_R8_STREAMS_WALK(4)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_0, q4_0)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_1, q4_1)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_K, q4_K)
-R8_WALK_FN(r8_streams, LOOM_TYPE_Q5_K, q5_K)
-R8_WALK_FN(r8_streams, LOOM_TYPE_Q6_K, q6_K)
 #undef R8_WALK_FN
 
 LOOM_R8_GROUP_PASSES
@@ -1229,22 +1227,19 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         return;
     }
     /* decode's streams (one token; up to 4 where loom_r8_stream_n says), the groups they leave below;
-     * the types only AMD holds in the layout at this level (one stream there: dispatch.c) have no
-     * walk of their own (MXFP4, IQ4_NL, Q3_K, Q2_K: each would be 8 more instances of r8_group,
-     * which clang's ASan build compiles for minutes) */
-    const bool walk = type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q4_K ||
-                      type == LOOM_TYPE_Q5_K || type == LOOM_TYPE_Q6_K;
+     * only for the types Intel holds in the layout at this level (R8_AVX512_INTEL, dispatch.c; AMD
+     * decodes in one stream): the others' walks (Q5_K, Q6_K, MXFP4, IQ4_NL, Q3_K, Q2_K) ran only
+     * under LOOM_R8 / LOOM_R8_STREAMS, and cost clang's ASan build minutes (Q6_K's four-stream
+     * r8_group 106 s of the 247 this file took), the longest step of the test command */
+    const bool walk = type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q4_K;
     const int64_t g0 = !walk || n > loom_r8_stream_n() ? 0
-                       : n >= 2 && type != LOOM_TYPE_Q5_K && loom_r8_streams() == 4
+                       : n >= 2 && loom_r8_streams() == 4
                            ? (type == LOOM_TYPE_Q4_0   ? r8_far_q4_0
                               : type == LOOM_TYPE_Q4_1 ? r8_far_q4_1
-                              : type == LOOM_TYPE_Q4_K ? r8_far_q4_K
-                                                       : r8_far_q6_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy)
+                                                       : r8_far_q4_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy)
                            : (type == LOOM_TYPE_Q4_0   ? r8_streams_q4_0
                               : type == LOOM_TYPE_Q4_1 ? r8_streams_q4_1
-                              : type == LOOM_TYPE_Q4_K ? r8_streams_q4_K
-                              : type == LOOM_TYPE_Q5_K ? r8_streams_q5_K
-                                                       : r8_streams_q6_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy);
+                                                       : r8_streams_q4_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy);
     w += (size_t)(8 * g0) * ws, nr -= 8 * g0, y += 8 * g0;
     if (nr <= 0) return;
     if (n >= r8_pair_n(type) && type != LOOM_TYPE_Q3_K && type != LOOM_TYPE_Q2_K) {

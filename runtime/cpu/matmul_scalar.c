@@ -199,39 +199,44 @@ static void matmul_any(loom_type wt, const uint8_t *w, size_t w_stride, int64_t 
     void p##s(LOOM_MATMUL_PARAMS) { matmul_any(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
 LOOM_MATMUL_TYPES(SCALAR_KERNEL, loom_scalar_mm_)
 
-/* Row r's K super-block sb of the r8 group at grp, read in place: its term,
- * as termK's (q5_whole: which Q5_K bytes, loom_r8_q5_whole). */
-static float r8_termK(loom_type wt, bool q5_whole, const uint8_t *grp, int64_t sb, int r, const uint8_t *x) {
+/* A row's K super-block unpacked from the r8 layout (loom_r8_k_unpack): its
+ * term with the activations at x, as termK's. */
+static float r8_termK(loom_type wt, const loom_r8_ksb *o, int64_t sb, const uint8_t *x) {
     loom_block_q8_K a;
     memcpy(&a, x + (size_t)sb * sizeof a, sizeof a);
-    loom_r8_ksb o;
-    loom_r8_k_unpack(wt, q5_whole, grp + (size_t)sb * loom_r8_block_bytes(wt), r, &o);
-    if (wt == LOOM_TYPE_Q2_K) return term2K(loom_f16_to_f32(o.d), loom_f16_to_f32(o.dmin), o.q, o.sc2, o.m2, &a);
+    if (wt == LOOM_TYPE_Q2_K) return term2K(loom_f16_to_f32(o->d), loom_f16_to_f32(o->dmin), o->q, o->sc2, o->m2, &a);
     if (wt == LOOM_TYPE_Q6_K || wt == LOOM_TYPE_Q3_K)
-        return term6K(loom_f16_to_f32(o.d), o.q, o.sc6, wt == LOOM_TYPE_Q6_K ? 32 : 4, &a);
-    return term45K(loom_f16_to_f32(o.d), loom_f16_to_f32(o.dmin), o.q, o.sc, o.m, &a);
+        return term6K(loom_f16_to_f32(o->d), o->q, o->sc6, wt == LOOM_TYPE_Q6_K ? 32 : 4, &a);
+    return term45K(loom_f16_to_f32(o->d), loom_f16_to_f32(o->dmin), o->q, o->sc, o->m, &a);
 }
 
-/* r8 weights (runtime/kernels.h): K super-blocks read in place, the
- * 32-element types' blocks rebuilt as the GGUF blocks they came from; then
- * as above. */
+/* r8 weights (runtime/kernels.h): K super-blocks unpacked in place, the
+ * 32-element types' blocks rebuilt as the GGUF blocks they came from, each
+ * once per row for up to TC tokens; then as above (each token's terms in
+ * the same order, so the same bits as one token at a time). */
 static void matmul_r8(loom_type wt, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
                       size_t xs, int64_t n, float *y, int64_t ldy) {
+    enum { TC = 16 };
     const bool q5_whole = loom_r8_q5_whole();
-    for (int64_t t = 0; t < n; t++) {
-        const uint8_t *x = xq + (size_t)t * xs;
+    for (int64_t t0 = 0; t0 < n; t0 += TC) {
+        const int nt = n - t0 < TC ? (int)(n - t0) : TC;
+        const uint8_t *x = xq + (size_t)t0 * xs;
         for (int64_t r = 0; r < nr; r++) {
             const uint8_t *grp = w + (size_t)(r / 8) * 8 * ws;
-            float sum = 0.0f;
+            float sum[TC] = {0};
             if (loom_is_kquant(wt))
-                for (int64_t sb = 0; sb < k / 256; sb++) sum += r8_termK(wt, q5_whole, grp, sb, (int)(r % 8), x);
+                for (int64_t sb = 0; sb < k / 256; sb++) {
+                    loom_r8_ksb o;
+                    loom_r8_k_unpack(wt, q5_whole, grp + (size_t)sb * loom_r8_block_bytes(wt), (int)(r % 8), &o);
+                    for (int t = 0; t < nt; t++) sum[t] += r8_termK(wt, &o, sb, x + (size_t)t * xs);
+                }
             else
                 for (int64_t b = 0; b < k / 32; b++) {
                     uint8_t blk[256]; /* (a 32-element block; sized for any r8 type's pieces) */
                     loom_r8_gguf_block(wt, grp, b, (int)(r % 8), blk);
-                    sum += term32(wt, blk, x, k, b);
+                    for (int t = 0; t < nt; t++) sum[t] += term32(wt, blk, x + (size_t)t * xs, k, b);
                 }
-            y[t * ldy + r] = sum;
+            for (int t = 0; t < nt; t++) y[(t0 + t) * ldy + r] = sum[t];
         }
     }
 }
