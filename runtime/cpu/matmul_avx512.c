@@ -628,6 +628,24 @@ AI __m256i r8_kscale(__m256i I, __m256i J, __m256i sc) { return _mm256_dpwssd_ep
  * r8_kdirect_max's 24 tokens, so r8_kpairs keeps the pair). */
 enum { R8_FEW = 1, R8_KMUL = 2 };
 
+/* Q3_K's and Q2_K's scale step for one token in r8_group (decode): a
+ * 16-quant group's sum fits int16 (16 x 7 x 128 = 14336; Q2_K 16 x 3 x
+ * 128), so VPDPWSSD by the scale as [sc, 0] int16 pairs (r8_k16_sc16) adds
+ * sum x sc exactly, one instruction where VPMULLD and VPADDD took two (Q6_K's
+ * 63s overflow int16) — into four accumulators, one per quarter: into S
+ * alone the chain of 16 VPDPWSSD per super-block set the pace. Zen 4
+ * (family 25 model 17), bench_matmul --r8 -n 1, GB/s, VPMULLD / one chain /
+ * four: Q2_K 4096 x 2048 22.9 / 19.7 / 25.1, 32768 x 4096 (DRAM) 22.5 / - /
+ * 24.7; Q3_K 24.8 / 20.3-25.3 / 25.3; loom bench TinyLlama, one thread,
+ * three alternations, decode tokens/s (share of the bandwidth): Q2_K
+ * 40.0-49.0 (69-80 %) -> 45.8-54.6 (83-87 %), Q3_K_M 36.1-36.2 (80-85 %)
+ * -> 38.4-40.1 (88-91 %). More tokens keep VPMULLD (their accumulators
+ * would spill). */
+AI bool r8_k16_dpw(const int type, const int NT) { return type != LOOM_TYPE_Q6_K && NT == 1; }
+AI __m256i r8_k16_sc16(const int type, __m256i sc) {
+    return type == LOOM_TYPE_Q3_K ? _mm256_and_si256(sc, _mm256_set1_epi32(0xFFFF)) : sc; /* Q2_K's 0..15: already */
+}
+
 AI void r8_group(const int type, const int NG, const int NT, const uint8_t *const *grps, int64_t k, const uint8_t *x,
                  size_t xs, float *tmp, const uint8_t *pf, size_t pfd) {
     __m256 tot[4 * XN]; /* NG x NT: decode's streams (LOOM_R8_STREAMS_WALK) take up to 4 x 4 */
@@ -665,8 +683,10 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
         for (int64_t sb = 0; sb < k / 256; sb++) UNROLL for (int gi = 0; gi < NG; gi++) {
             const uint8_t *p = grps[gi] + (size_t)sb * bb;
             LOOM_PREFETCH_AHEAD(p, pfd, bb);
-            __m256i S[XN], O[XN];
+            __m256i S[XN], O[XN], SP[4]; /* SP: one token's Q3_K / Q2_K sums per quarter (r8_k16_dpw) */
             UNROLL for (int t = 0; t < NT; t++) S[t] = O[t] = _mm256_setzero_si256();
+            UNROLL for (int pp = 0; pp < 4; pp++) SP[pp] = _mm256_setzero_si256();
+            const bool dpw = r8_k16_dpw(type, NT);
             UNROLL for (int h = 0; h < 2; h++)
                 UNROLL for (int hv = 0; hv < 2; hv++) { /* groups 4hv..4hv+3 of each quarter pp: scale 8h + 2pp + hv */
                     __m256i I[XN][4]; /* [token][quarter] */
@@ -683,9 +703,11 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                     }
                     UNROLL for (int pp = 0; pp < 4; pp++) {
                         const __m256i sc = loom_r8_k16_sc32(type, p, 8 * h + 2 * pp + hv);
-                        UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_add_epi32(S[t], _mm256_mullo_epi32(I[t][pp], sc));
+                        if (dpw) SP[pp] = _mm256_dpwssd_epi32(SP[pp], I[0][pp], r8_k16_sc16(type, sc));
+                        else UNROLL for (int t = 0; t < NT; t++) S[t] = _mm256_add_epi32(S[t], _mm256_mullo_epi32(I[t][pp], sc));
                     }
                 }
+            if (dpw) S[0] = _mm256_add_epi32(_mm256_add_epi32(SP[0], SP[1]), _mm256_add_epi32(SP[2], SP[3]));
             UNROLL for (int j = 0; j < 8; j++) { /* the -32 (Q3_K: -4) offset (Q2_K: its mins), as the AVX2 kernel's */
                 const __m256i mp = _mm256_cvtepi8_epi16(loom_r8_k16_offset_pairs(type, p, j));
                 UNROLL for (int t = 0; t < NT; t++)
