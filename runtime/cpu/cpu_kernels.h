@@ -501,6 +501,11 @@ size_t loom_decode_pf(size_t ws);
  * fetched in software when there are several (dispatch.c's measurements). */
 int loom_r8_streams(void);
 int loom_r8_stream_n(void);
+/* The types Intel holds in the r8 layout at the AVX-512 level (dispatch.c
+ * has why), a bit per loom_type: the only ones decoded there in several
+ * streams, so the only ones with the AVX-512 multi-stream walks
+ * (matmul_avx512.c: r8_matmul). */
+#define LOOM_R8_AVX512_INTEL (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K)
 /* Whether the AVX-512 Q4_K direct pair passes (up to 24 tokens) scale by
  * VPMULLD (matmul_avx512.c: R8_KMUL; AMD) rather than by a VPDPWSSD pair
  * (Intel) */

@@ -401,7 +401,7 @@ int64_t loom_r8_gemm_bits_from(loom_type wt) {
  * one thread (63-69 -> 81-83 % of the bandwidth), prefill 132-136 -> 146.
  * Intel keeps MXFP4's, IQ4_NL's, Q3_K's and Q2_K's rows (MXFP4: 89-90 % of
  * its bandwidth there, Q3_K 86-87 %, Q2_K 75-76 %; the layout is not
- * measured on it). On Intel (R8_AVX512_INTEL)
+ * measured on it). On Intel (LOOM_R8_AVX512_INTEL, cpu_kernels.h)
  * Q4_0 and Q4_1: on the Xeon, rows -> r8 (four streams, the panel GEMM
  * from 24 tokens), one / two threads, 128-token prompts: SmolLM2 decode
  * 145 -> 161-170 / 283-297 -> 346-355, prefill 1289-1323 -> 1330-1344 /
@@ -430,7 +430,6 @@ int64_t loom_r8_gemm_bits_from(loom_type wt) {
 #define R8_AVX2 (0 LOOM_R8_TYPES(LOOM_R8_BIT, _))
 #define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q5_K | 1ull << LOOM_TYPE_Q6_K | 1ull << LOOM_TYPE_MXFP4 | \
                    1ull << LOOM_TYPE_IQ4_NL | 1ull << LOOM_TYPE_Q3_K | 1ull << LOOM_TYPE_Q2_K)
-#define R8_AVX512_INTEL (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K)
 
 static const loom_kernels level_tables[LOOM_ISA_COUNT] = {
     [LOOM_ISA_SCALAR] = LEVEL(scalar, NULL, 1, NULL, 0),
@@ -480,7 +479,7 @@ bool loom_matmul_prefers_r8(loom_type wt) {
     if (m >= 0) return m == 1;
     const unsigned fam = amd_family();
     const bool avx512 = loom_isa_get() == LOOM_ISA_AVX512;
-    if (fam == 0 && avx512) return R8_AVX512_INTEL >> wt & 1; /* Intel: see R8_AVX2 */
+    if (fam == 0 && avx512) return LOOM_R8_AVX512_INTEL >> wt & 1; /* Intel: see R8_AVX2 */
     if (avx512 && fam < 0x19) return false;                   /* see R8_AVX512 */
     return loom_kernels_get()->r8_prefer >> wt & 1;
 }

@@ -1249,11 +1249,13 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
         return;
     }
     /* decode's streams (one token; up to 4 where loom_r8_stream_n says), the groups they leave below;
-     * only for the types Intel holds in the layout at this level (R8_AVX512_INTEL, dispatch.c; AMD
-     * decodes in one stream): the others' walks (Q5_K, Q6_K, MXFP4, IQ4_NL, Q3_K, Q2_K) ran only
-     * under LOOM_R8 / LOOM_R8_STREAMS, and cost clang's ASan build minutes (Q6_K's four-stream
-     * r8_group 106 s of the 247 this file took), the longest step of the test command */
-    const bool walk = type == LOOM_TYPE_Q4_0 || type == LOOM_TYPE_Q4_1 || type == LOOM_TYPE_Q4_K;
+     * only for the types Intel holds in the layout at this level (LOOM_R8_AVX512_INTEL; AMD decodes
+     * in one stream): the others' walks (Q5_K, Q6_K, MXFP4, IQ4_NL, Q3_K, Q2_K) ran only under
+     * LOOM_R8 / LOOM_R8_STREAMS, and cost clang's ASan build minutes (Q6_K's four-stream r8_group
+     * 106 s of the 247 this file took), the longest step of the test command */
+    _Static_assert(LOOM_R8_AVX512_INTEL == (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K),
+                   "a type Intel holds in the layout needs its walks below");
+    const bool walk = LOOM_R8_AVX512_INTEL >> type & 1;
     const int64_t g0 = !walk || n > loom_r8_stream_n() ? 0
                        : n >= 2 && loom_r8_streams() == 4
                            ? (type == LOOM_TYPE_Q4_0   ? r8_far_q4_0
