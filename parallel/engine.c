@@ -149,6 +149,7 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
             .max_seqs = slots,
             .max_ctx = o->ctx_size,
             .tables_only = on_device,
+            .v_is_k = e->cfg.mla, /* the latent is key and value: held once */
         };
         st = loom_kv_create(&kc, &e->kv);
     }

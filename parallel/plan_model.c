@@ -407,6 +407,7 @@ static int64_t shard_kv_bytes(const loom_plan_model *m, const loom_plan_request 
         .n_blocks = loom_engine_kv_blocks(&r->engine),
         .max_seqs = r->engine.max_seqs,
         .max_ctx = r->engine.ctx_size,
+        .v_is_k = m->cfg.mla, /* as the engine's */
     };
     return (int64_t)loom_kv_bytes(&kc);
 }

@@ -144,7 +144,7 @@ void loom_predict_rank_work(const loom_plan_model *m, const loom_shard *s, loom_
         out->layers++;
     }
     double L = out->layers;
-    out->attn_bytes += L * rows * context * 2 * nkv * kvb;               /* K and V read per row */
+    out->attn_bytes += L * rows * context * (c->mla ? 1 : 2) * nkv * kvb; /* K and V read per row (MLA: the latent) */
     if (c->mla) out->attn_flops += L * rows * 4 * (double)(s->q_end - s->q_begin) * hd * context;
     else out->attn_flops = L * rows * (2 * dim * (2 * nq + 2 * nkv) + 4 * nq * context);
     if (s->head && logit_rows > 0 && !c->encoder) { /* an encoder has no lm head */

@@ -26,7 +26,7 @@ void loom_kv_write_head(void *kb, void *vb, size_t ko, size_t vo, int block_toke
     if (!f16) {
         float *kd = (float *)kb + ko;
         for (int d = 0; d < hd; d++) kd[(size_t)d * bt] = k[d];
-        memcpy((float *)vb + vo, v, (size_t)hd * sizeof(float));
+        if (vb) memcpy((float *)vb + vo, v, (size_t)hd * sizeof(float));
         return;
     }
     loom_f16_row_fn *to_f16 = loom_kernels_get()->f16_row;
@@ -36,7 +36,7 @@ void loom_kv_write_head(void *kb, void *vb, size_t ko, size_t vo, int block_toke
         to_f16(k + d0, tmp, m);
         for (int d = 0; d < m; d++) kd[(size_t)(d0 + d) * bt] = tmp[d];
     }
-    to_f16(v, (uint16_t *)vb + vo, hd);
+    if (vb) to_f16(v, (uint16_t *)vb + vo, hd);
 }
 
 void loom_attention_store(const loom_attention_args *a) { loom_attention_store_heads(a, 0, a->n_kv); }

@@ -85,13 +85,15 @@ typedef struct {
 } loom_attention_args;
 
 /* Writes every row's keys and values into its cache block (blocks must be
- * reserved for every row's position). */
+ * reserved for every row's position); the keys only into a v_is_k cache
+ * (kv_cache.h), whose attention reads them as the values too. */
 void loom_attention_store(const loom_attention_args *a);
 /* The same for KV heads [h0, h1) only (threads storing disjoint heads). */
 void loom_attention_store_heads(const loom_attention_args *a, int h0, int h1);
 
 /* One position of one KV head into a paged block pair (kv_cache.h's layout):
- * key element d at kb[ko + d·block_tokens] (transposed), values at vb[vo..];
+ * key element d at kb[ko + d·block_tokens] (transposed), values at vb[vo..]
+ * (vb NULL: the key only, a v_is_k cache's);
  * F16 through the kernel table's conversion (the CPU's bits). Shared by the
  * CPU store above and the host device's. */
 void loom_kv_write_head(void *kb, void *vb, size_t ko, size_t vo, int block_tokens, int head_dim, bool f16,

@@ -735,7 +735,9 @@ static void head_mm_worker(void *ctx, int ith, int nth) {
  * nope part through attn_k_b and its rotated part, the scores scaled by
  * attn_scale, and the latent part of a head's output goes through attn_v_b
  * into attn_output. Buffers: f->att first holds the heads' queries as
- * attn_q gives them, f->q the attention's queries, later attn_v_b's output. */
+ * attn_q gives them, f->q the attention's queries, later attn_v_b's output.
+ * The engine's cache for it has no value blocks (kv_cache.h's v_is_k): the
+ * latent is held once. */
 static loom_status mla_attention(loom_forward *f, int ll, const loom_batch *b, float *partial) {
     const loom_weights *w = f->w;
     const loom_model_config *c = &w->cfg;
@@ -758,12 +760,14 @@ static loom_status mla_attention(loom_forward *f, int ll, const loom_batch *b, f
     }
     double t0 = f->prof ? loom_now_s() : 0;
     const size_t xkb = loom_act_row_bytes(L->wk_b.type, nope), xvb = loom_act_row_bytes(L->wv_b.type, R);
+    const bool kv_v_is_k = loom_kv_config_of(f->kv)->v_is_k;
     for (int i = 0; i < n; i++) {
         const float *cs = f->rope + (size_t)i * rd;
         float *kv = f->k + (size_t)i * hd;
         loom_row_rmsnorm(kv, kv, L->kv_a_norm, R, c->norm_eps);
         loom_rope_head(kv + R, cs, rd, c->rope_neox);
-        memcpy(f->v + (size_t)i * hd, kv, (size_t)hd * sizeof(float)); /* the value: the latent (and the key part, unused) */
+        if (!kv_v_is_k) /* the value: the latent (and the key part, unused); a v_is_k cache reads it from the key */
+            memcpy(f->v + (size_t)i * hd, kv, (size_t)hd * sizeof(float));
         for (int h = 0; h < nq; h++) {
             float *q = f->att + ((size_t)i * nq + h) * K, *qo = f->q + ((size_t)i * nq + h) * hd;
             loom_rope_head(q + nope, cs, rd, c->rope_neox);

@@ -452,7 +452,8 @@ typedef void loom_matmul_fn(const uint8_t *w, size_t w_stride, int64_t k, int64_
 #define LOOM_ATTN_CHUNK 4   /* tiles per online-softmax step */
 
 typedef struct {
-    const uint8_t *k, *v;   /* this layer's key / value block 0 */
+    const uint8_t *k, *v;   /* this layer's key / value block 0; v NULL: the values are the keys (a v_is_k
+                             * cache, kv_cache.h): value element d of slot t is the key block's (d, t) */
     size_t block_bytes;     /* from one block to the next */
     int block_tokens, head_dim;
     int f16;                /* elements are F16 (else F32) */
@@ -473,8 +474,12 @@ typedef struct {
     float softcap;          /* 0, or the cap of the scores in base-2 units (cap·log2(e)) */
 } loom_attn_unit;
 
+/* The kernels' work area: running sums (NQM, TILE); scores and probabilities
+ * (CHUNK, NQM, TILE) each; two (hd, TILE) areas (a tile's keys and values
+ * as floats, a partial tile, outputs with the queries in the lanes); and
+ * (CHUNK, 16, TILE) more (keys as floats, a few rows at a time). */
 #define LOOM_ATTN_WORK_FLOATS(hd) \
-    ((size_t)(1 + 2 * LOOM_ATTN_CHUNK) * LOOM_ATTN_NQ_MAX * LOOM_ATTN_TILE + 2 * (size_t)(hd) * LOOM_ATTN_TILE)
+    ((size_t)(1 + 3 * LOOM_ATTN_CHUNK) * LOOM_ATTN_NQ_MAX * LOOM_ATTN_TILE + 2 * (size_t)(hd) * LOOM_ATTN_TILE)
 
 typedef void loom_attn_unit_fn(const loom_attn_unit *u);
 

@@ -6,7 +6,7 @@
 struct loom_kv_cache {
     loom_kv_config cfg;
     size_t block_bytes;   /* one layer's K (or V) of one block, rounded up to 64 bytes */
-    uint8_t *k, *v;       /* (n_layers, n_blocks, block_bytes), 64-byte aligned views of k_mem, v_mem */
+    uint8_t *k, *v;       /* (n_layers, n_blocks, block_bytes), 64-byte aligned views of k_mem, v_mem (none: v_is_k) */
     void *k_mem, *v_mem;  /* as allocated (zeroed, so untouched pages cost nothing) */
     int32_t *free_list;   /* (n_blocks) stack of free block ids */
     int n_free;
@@ -26,7 +26,7 @@ static size_t block_bytes(const loom_kv_config *c) {
 size_t loom_kv_block_bytes(const loom_kv_config *c) { return block_bytes(c); }
 
 size_t loom_kv_bytes(const loom_kv_config *c) {
-    return 2 * (size_t)c->n_layers * (size_t)c->n_blocks * block_bytes(c);
+    return (c->v_is_k ? 1 : 2) * (size_t)c->n_layers * (size_t)c->n_blocks * block_bytes(c);
 }
 
 int loom_kv_blocks_for(int n_seqs, int max_ctx, int block_tokens) {
@@ -52,16 +52,19 @@ loom_status loom_kv_create(const loom_kv_config *cfg, loom_kv_cache **out) {
     size_t pool = (size_t)(cfg->n_layers ? cfg->n_layers : 1) * cfg->n_blocks * kv->block_bytes;
     if (!cfg->tables_only) {
         kv->k_mem = calloc(1, pool + 64);
-        kv->v_mem = calloc(1, pool + 64);
         kv->k = (uint8_t *)(((uintptr_t)kv->k_mem + 63) & ~(uintptr_t)63);
-        kv->v = (uint8_t *)(((uintptr_t)kv->v_mem + 63) & ~(uintptr_t)63);
+        if (!cfg->v_is_k) {
+            kv->v_mem = calloc(1, pool + 64);
+            kv->v = (uint8_t *)(((uintptr_t)kv->v_mem + 63) & ~(uintptr_t)63);
+        }
     }
     kv->free_list = malloc((size_t)cfg->n_blocks * sizeof *kv->free_list);
     kv->tables = malloc((size_t)cfg->max_seqs * kv->max_blocks_per_seq * sizeof *kv->tables);
     kv->n_seq_blocks = calloc((size_t)cfg->max_seqs, sizeof *kv->n_seq_blocks);
-    if ((!cfg->tables_only && (!kv->k_mem || !kv->v_mem)) || !kv->free_list || !kv->tables || !kv->n_seq_blocks) {
+    if ((!cfg->tables_only && (!kv->k_mem || (!cfg->v_is_k && !kv->v_mem))) || !kv->free_list || !kv->tables ||
+        !kv->n_seq_blocks) {
         loom_kv_free(kv);
-        return loom_error(LOOM_ERR_NOMEM, "cannot allocate the KV cache (%zu bytes)", 2 * pool);
+        return loom_error(LOOM_ERR_NOMEM, "cannot allocate the KV cache (%zu bytes)", (cfg->v_is_k ? 1 : 2) * pool);
     }
     /* lowest block ids are handed out first */
     for (int i = 0; i < cfg->n_blocks; i++) kv->free_list[i] = cfg->n_blocks - 1 - i;
@@ -140,6 +143,6 @@ void *loom_kv_k_block(const loom_kv_cache *kv, int layer, int32_t block) {
     return kv->k + ((size_t)layer * kv->cfg.n_blocks + (size_t)block) * kv->block_bytes;
 }
 void *loom_kv_v_block(const loom_kv_cache *kv, int layer, int32_t block) {
-    if (!kv->v) return NULL;
+    if (!kv->v) return NULL; /* tables only, or the values are the keys */
     return kv->v + ((size_t)layer * kv->cfg.n_blocks + (size_t)block) * kv->block_bytes;
 }

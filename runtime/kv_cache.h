@@ -14,6 +14,8 @@
  *            are head_dim broadcast-FMAs, no horizontal sums;
  *   values : (n_kv_heads, block_tokens, head_dim)   one position's value
  *            vector is contiguous (the weighted sum adds whole rows).
+ * With v_is_k there are no value blocks: a position's value is its key, read
+ * from the transposed key block.
  * Position p of a sequence is slot p % block_tokens of block
  * table[p / block_tokens]; loom_kv_k_offset / loom_kv_v_offset give the
  * element offsets. Fresh memory reads as zeros; slots never written keep
@@ -51,12 +53,15 @@ typedef struct {
     int max_ctx;       /* positions per sequence at most */
     bool tables_only;  /* no block memory here (the blocks live on a device, device_forward.h):
                           tables and free list only; k_block / v_block return NULL */
+    bool v_is_k;       /* a position's value is its key (multi-head latent attention: both are the latent):
+                          no value blocks (half the memory); v_block returns NULL, and attention reads
+                          the values from the key blocks (runtime/attention.h) */
 } loom_kv_config;
 
 typedef struct loom_kv_cache loom_kv_cache;
 
-/* Bytes the pool of `cfg` needs (keys and values, all layers; each block
- * of a layer rounded up to 64 bytes). */
+/* Bytes the pool of `cfg` needs (keys and values, or keys only when
+ * v_is_k; all layers; each block of a layer rounded up to 64 bytes). */
 size_t loom_kv_bytes(const loom_kv_config *cfg);
 
 /* Bytes of one layer's keys (or values) of one block, rounded up to 64:

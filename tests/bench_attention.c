@@ -6,6 +6,7 @@
  *
  *   build/tests/bench_attention [-i ISA] [-t THREADS] [--case decode|prefill] [--kv f16|f32] [--hd 64]
  *                               [--nq 9] [--nkv 3] [--bt 16] [--layers 1] [--ms MS] [--json FILE]
+ *                               [--v-is-k 1]
  *
  * Default shape: SmolLM2-135M (9 query heads, 3 KV heads, head size 64),
  * F16 KV, blocks of 16 tokens handed out in a scrambled order. Each figure is
@@ -13,7 +14,9 @@
  * layer's attention; robust to a busy machine). With --layers L the cache
  * holds L layers and successive calls read successive layers, so a long
  * context comes from memory rather than from the L2/L3 caches, as in a real
- * decode step. Prints a table; --json FILE
+ * decode step. --v-is-k 1: a cache without value blocks whose values are
+ * its keys (multi-head latent attention's, kv_cache.h; DeepSeek-V2-Lite's
+ * shape is --hd 576 --nq 16 --nkv 1). Prints a table; --json FILE
  * writes the same rows as JSON.
  */
 #include <math.h>
@@ -38,7 +41,7 @@ static float frand(void) {
 }
 
 typedef struct {
-    int n_q, n_kv, hd, bt, layers;
+    int n_q, n_kv, hd, bt, layers, v_is_k;
     loom_type type;
     double budget_s;
 } shape;
@@ -48,7 +51,7 @@ typedef struct {
 static double bench_case(const shape *s, loom_pool *pool, int ctx, int n) {
     int bt = s->bt, nblk = (ctx + bt - 1) / bt;
     loom_kv_config kc = {.n_layers = s->layers, .n_kv_heads = s->n_kv, .head_dim = s->hd, .type = s->type,
-                         .block_tokens = bt, .n_blocks = nblk + nblk / 2 + 1, .max_seqs = 2, .max_ctx = ctx};
+                         .block_tokens = bt, .n_blocks = nblk + nblk / 2 + 1, .max_seqs = 2, .max_ctx = ctx, .v_is_k = s->v_is_k};
     loom_kv_cache *kv;
     loom_status st = loom_kv_create(&kc, &kv);
     if (st) {
@@ -121,14 +124,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ms")) s.budget_s = atof(v) / 1000.0;
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--case")) only = v;
+        else if (!strcmp(a, "--v-is-k")) s.v_is_k = atoi(v);
         else continue;
         i++;
     }
     FILE *jf = json ? fopen(json, "w") : NULL;
     if (jf) fprintf(jf, "[\n");
     int first = 1;
-    printf("# %d query heads, %d KV heads, head size %d, %s KV, blocks of %d, %d layer(s); best call, one layer\n",
-           s.n_q, s.n_kv, s.hd, s.type == LOOM_TYPE_F32 ? "f32" : "f16", s.bt, s.layers);
+    printf("# %d query heads, %d KV heads, head size %d, %s KV%s, blocks of %d, %d layer(s); best call, one layer\n",
+           s.n_q, s.n_kv, s.hd, s.type == LOOM_TYPE_F32 ? "f32" : "f16", s.v_is_k ? " (values are the keys)" : "",
+           s.bt, s.layers);
     printf("%-7s %-7s %3s %6s %6s %11s %13s\n", "isa", "case", "thr", "ctx", "rows", "time_us", "rows_per_s");
     static const int dec_ctx[] = {64, 256, 1024, 4096};
     static const int pre_rows[] = {128, 512};

@@ -40,12 +40,16 @@ typedef struct {
     int *len; /* (max_seqs) positions stored */
 } cache_fx;
 
+/* Fixture options: caches without value blocks (kv_cache.h's v_is_k: the
+ * values are the keys); values stored equal to the keys (fx_fill). */
+static int fx_v_is_k, fx_same_kv;
+
 static void fx_create(cache_fx *f, int n_q, int n_kv, int hd, int bt, loom_type type, int max_seqs, int max_ctx) {
     memset(f, 0, sizeof *f);
     f->n_q = n_q, f->n_kv = n_kv, f->hd = hd, f->bt = bt, f->type = type, f->max_seqs = max_seqs, f->max_ctx = max_ctx;
     f->n_blocks = loom_kv_blocks_for(max_seqs, max_ctx, bt) + 3;
     loom_kv_config c = {.n_layers = 2, .n_kv_heads = n_kv, .head_dim = hd, .type = type, .block_tokens = bt,
-                        .n_blocks = f->n_blocks, .max_seqs = max_seqs, .max_ctx = max_ctx};
+                        .n_blocks = f->n_blocks, .max_seqs = max_seqs, .max_ctx = max_ctx, .v_is_k = fx_v_is_k};
     loom_status st = loom_kv_create(&c, &f->kv);
     cr_assert(!st, "%s", loom_status_message(st));
     f->q_to_kv = malloc(sizeof(int) * n_q);
@@ -97,7 +101,7 @@ static void fx_fill(cache_fx *f, int layer, int s, int len) {
             int j = (int)(urand() % (uint32_t)(i + 1)), t = pos[i];
             pos[i] = pos[j], pos[j] = t;
         }
-        for (int i = 0; i < n * kvdim; i++) k[i] = frand(), v[i] = frand();
+        for (int i = 0; i < n * kvdim; i++) k[i] = frand(), v[i] = frand(), v[i] = fx_same_kv ? k[i] : v[i];
         loom_attention_args a = {f->kv, layer, n, pos, seq, f->n_q, f->n_kv, f->hd, f->q_to_kv, NULL, k, v, NULL, .scale = 0};
         loom_attention_store(&a);
     }
@@ -143,8 +147,10 @@ static void reference(const cache_fx *f, int layer, int s, int pos, int lim, int
     for (int t = lo; t <= lim; t++) {
         double p = exp(sc[t] - mx);
         sum += p;
-        const void *vb = loom_kv_v_block(f->kv, layer, table[t / f->bt]);
-        for (int i = 0; i < f->hd; i++) out[i] += p * cache_at(f, vb, loom_kv_v_offset(c, kvh, t % f->bt, i));
+        const void *vb = loom_kv_v_block(f->kv, layer, table[t / f->bt]), *kb = loom_kv_k_block(f->kv, layer, table[t / f->bt]);
+        for (int i = 0; i < f->hd; i++) /* no value blocks (v_is_k): the values are the keys */
+            out[i] += p * (vb ? cache_at(f, vb, loom_kv_v_offset(c, kvh, t % f->bt, i))
+                              : cache_at(f, kb, loom_kv_k_offset(c, kvh, t % f->bt, i)));
     }
     for (int i = 0; i < f->hd; i++) out[i] /= sum;
     free(sc);
@@ -272,6 +278,71 @@ Test(attention, odd_blocks_heads_and_groups) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         run_shape(shapes[i], LOOM_TYPE_F16);
         run_shape(shapes[i], LOOM_TYPE_F32);
+    }
+}
+
+/* A cache without value blocks (multi-head latent attention's: the values
+ * are the keys, read from the transposed key blocks): against the reference
+ * in latent shapes (one KV head of 256 + 32, all query heads on it; more
+ * query heads than a unit holds), partial tiles, and head sizes only AVX2 or
+ * only scalar take; then bit for bit the same outputs as a cache with value
+ * blocks holding the keys' copies, on every level and 1..2 threads. */
+Test(attention, values_are_keys) {
+    static const shape shapes[] = {{288, 6, 1, 16}, {64, 20, 1, 16}, {64, 9, 3, 4}, {64, 6, 3, 7}, {40, 6, 2, 16},
+                                   {12, 4, 2, 8}};
+    fx_v_is_k = 1;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        run_shape(shapes[i], LOOM_TYPE_F16);
+        run_shape(shapes[i], LOOM_TYPE_F32);
+    }
+    for (int f32 = 0; f32 < 2; f32++) {
+        cache_fx f[2];
+        const uint64_t seed = rng_state;
+        for (int c = 0; c < 2; c++) { /* the same draws: the same keys */
+            fx_v_is_k = c == 0, fx_same_kv = c == 1, rng_state = seed;
+            fx_create(&f[c], 6, 1, 288, 16, f32 ? LOOM_TYPE_F32 : LOOM_TYPE_F16, 2, 700);
+            int want[2] = {700, 45};
+            fx_reserve(&f[c], want);
+            fx_fill(&f[c], 0, 0, 700);
+            fx_fill(&f[c], 0, 1, 45);
+        }
+        fx_v_is_k = fx_same_kv = 0;
+        cr_assert(!loom_kv_v_block(f[0].kv, 0, 0) && loom_kv_v_block(f[1].kv, 0, 0));
+        enum { N = 7 };
+        int32_t seq[N] = {0, 1, 0, 0, 1, 0, 0}, pos[N] = {699, 44, 3, 16, 20, 500, 377};
+        const int qdim = 6 * 288;
+        float *q = malloc(sizeof(float) * N * qdim), *out[2] = {malloc(sizeof(float) * N * qdim),
+                                                                  malloc(sizeof(float) * N * qdim)};
+        for (int i = 0; i < N * qdim; i++) q[i] = frand();
+        loom_kv_config kc = *loom_kv_config_of(f[0].kv);
+        const size_t sf = loom_attention_scratch_floats(&kc, 6, 1, 288, N);
+        float *scratch = malloc(sizeof(float) * sf * 2);
+        loom_isa best = loom_isa_detect();
+        for (int isa = 0; isa <= (int)best; isa++) {
+            cr_assert(!loom_isa_set((loom_isa)isa));
+            for (int th = 1; th <= 2; th++) {
+                loom_pool *pool;
+                cr_assert(!loom_pool_create(th, &pool));
+                for (int n = 1; n <= N; n += N - 1) /* one decode row (split over the threads), then all */
+                    for (int c = 0; c < 2; c++) {
+                        loom_attention_args a = {f[c].kv, 0, n, pos, seq, 6, 1, 288, f[c].q_to_kv, q, NULL, NULL, out[c],
+                                                 .scale = 0};
+                        loom_attention_compute(&a, pool, scratch);
+                        if (c)
+                            cr_assert(!memcmp(out[0], out[1], sizeof(float) * n * qdim),
+                                      "%s, %s, %d threads, %d rows: values read from the keys differ from stored copies",
+                                      loom_isa_name((loom_isa)isa), f32 ? "f32" : "f16", th, n);
+                    }
+                loom_pool_free(pool);
+            }
+        }
+        cr_assert(!loom_isa_set(best));
+        free(scratch);
+        free(q);
+        free(out[0]);
+        free(out[1]);
+        fx_free(&f[0]);
+        fx_free(&f[1]);
     }
 }
 
@@ -535,5 +606,20 @@ Test(kv_cache_api, reserve_release_full_and_layout) {
     cr_assert_eq(loom_kv_capacity(kv, 0), 0);
     cr_assert(!loom_kv_reserve(kv, 2, 48), "released blocks are reused");
     cr_assert_eq(loom_kv_free_blocks(kv), 0);
+    loom_kv_free(kv);
+}
+
+/* Without value blocks (v_is_k): half the bytes, no value block, the same key blocks. */
+Test(kv_cache_api, values_are_keys_half_the_memory) {
+    loom_kv_config c = {.n_layers = 3, .n_kv_heads = 1, .head_dim = 576, .type = LOOM_TYPE_F16, .block_tokens = 16,
+                        .n_blocks = 5, .max_seqs = 3, .max_ctx = 64};
+    const size_t both = loom_kv_bytes(&c);
+    c.v_is_k = true;
+    cr_assert_eq(loom_kv_bytes(&c) * 2, both);
+    cr_assert_eq(loom_kv_bytes(&c), (size_t)3 * 5 * 16 * 576 * 2);
+    loom_kv_cache *kv;
+    cr_assert(!loom_kv_create(&c, &kv));
+    cr_assert(!loom_kv_reserve(kv, 0, 33));
+    for (int b = 0; b < 5; b++) cr_assert(loom_kv_k_block(kv, 2, b) && !loom_kv_v_block(kv, 2, b));
     loom_kv_free(kv);
 }

@@ -6,7 +6,8 @@
  * groups of up to 6 (12 accumulators of the 16 registers), each dimension
  * one load of the transposed keys per half tile and one broadcast per query.
  * Values: queries in groups of up to 12, CB vectors of each position's row
- * at a time. A tile that would read past its block (block_tokens not a
+ * at a time (a cache whose values are its keys: vacc_keys, the queries in
+ * the lanes). A tile that would read past its block (block_tokens not a
  * multiple of 16) is first copied, zero-padded, into the work area. */
 #include <immintrin.h>
 #include <math.h>
@@ -159,31 +160,36 @@ static const scores_fn scores_tab[QG_MAX + 1] = {NULL, scores_1, scores_2, score
 static const vacc_fn vacc_tab[QV_MAX + 1] = {NULL,   vacc_1, vacc_2, vacc_3,  vacc_4,  vacc_5, vacc_6,
                                              vacc_7, vacc_8, vacc_9, vacc_10, vacc_11, vacc_12};
 
-/* u->q[d·16 + j] = qp[j][d] · qscale: 8×8 transposes in registers; rows
- * past nq are zero. */
+/* c[k] lane j = r[j] lane k: an 8×8 transpose in registers. */
+INLINE void transpose8(__m256 r[8], __m256 c[8]) {
+    __m256 t[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* r[4i + k], 128-bit lane L: element 4L + k of rows 4i .. 4i+3 */
+    for (int i = 0; i < 2; i++) {
+        r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int k = 0; k < 4; k++) {
+        c[k] = _mm256_permute2f128_ps(r[k], r[4 + k], 0x20);
+        c[4 + k] = _mm256_permute2f128_ps(r[k], r[4 + k], 0x31);
+    }
+}
+
+/* u->q[d·16 + j] = qp[j][d] · qscale; rows past nq are zero. */
 static void load_queries(const loom_attn_unit *u, int hd) {
     const __m256 sc = _mm256_set1_ps(u->qscale);
     for (int j0 = 0; j0 < u->nq; j0 += 8)
         for (int d0 = 0; d0 < hd; d0 += 8) {
-            __m256 r[8], t[8];
+            __m256 r[8], c[8];
             for (int j = 0; j < 8; j++)
                 r[j] = j0 + j < u->nq ? _mm256_mul_ps(_mm256_loadu_ps(u->qp[j0 + j] + d0), sc) : _mm256_setzero_ps();
-            for (int i = 0; i < 4; i++) {
-                t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-                t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-            }
-            /* r[4i + k], 128-bit lane L: dimension 4L + k of rows 4i .. 4i+3 */
-            for (int i = 0; i < 2; i++) {
-                r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-                r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-                r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-                r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-            }
-            float *q = u->q + (size_t)d0 * NQM + j0;
-            for (int k = 0; k < 4; k++) {
-                _mm256_store_ps(q + (size_t)k * NQM, _mm256_permute2f128_ps(r[k], r[4 + k], 0x20));
-                _mm256_store_ps(q + (size_t)(4 + k) * NQM, _mm256_permute2f128_ps(r[k], r[4 + k], 0x31));
-            }
+            transpose8(r, c);
+            for (int d = 0; d < 8; d++) _mm256_store_ps(u->q + (size_t)(d0 + d) * NQM + j0, c[d]);
         }
 }
 
@@ -210,7 +216,77 @@ typedef struct {
     int max_lo;          /* the largest lo: positions from it on are seen by every query */
     float m[NQM];
     float *lsum, *S, *P; /* (nq, 16) running sums per lane; (CHUNK, nq, 16) scores; probabilities */
+    /* a cache whose values are its keys (v NULL; vacc_keys): */
+    float *accT;         /* (2, hd, 8) the outputs, lane j of group g query 8g + j's */
+    float *PT, *KB;      /* (CHUNK, 16, 2, 8) probabilities, lanes as accT's; (CHUNK, DG, 16) F16 keys as floats */
+    float alpha[NQM];    /* this chunk's rescale per query, 1 if none */
 } state;
+
+enum { DG = 8 }; /* dimensions per pass of vacc_keys: its FMA chains */
+_Static_assert(DG <= 16 && NQM == 16, "KB: (CHUNK, DG, 16) floats of the work area's last (CHUNK, 16, TILE)");
+
+/* accT[g][d0 + dr + d] += Σ_i Σ_t PT[i][t][g] · key (d0 + dr + d, t) for
+ * d < D and NG lane groups (each key element broadcast once for both);
+ * rescale: times alpha first. */
+INLINE void kacc_k(const int NG, const int D, const state *st, const tile *tl, const int *nv, int ntl, int d0, int dr,
+                   int rescale) {
+    const int hd = st->hd;
+    __m256 a[2][DG];
+    UNROLL for (int g = 0; g < NG; g++) {
+        const __m256 al = _mm256_loadu_ps(st->alpha + 8 * g);
+        UNROLL for (int d = 0; d < D; d++) {
+            a[g][d] = _mm256_load_ps(st->accT + ((size_t)g * hd + d0 + dr + d) * 8);
+            if (rescale) a[g][d] = _mm256_mul_ps(a[g][d], al);
+        }
+    }
+    for (int i = 0; i < ntl; i++) { /* key (d, t) at k[d·ks + t] */
+        const float *k = st->f16 ? st->KB + (size_t)(i * DG + dr) * 16 : (const float *)tl[i].k + (size_t)(d0 + dr) * tl[i].ks;
+        const size_t ks = st->f16 ? 16 : (size_t)tl[i].ks;
+        for (int t = 0; t < nv[i]; t++) {
+            __m256 p[2];
+            UNROLL for (int g = 0; g < NG; g++) p[g] = _mm256_load_ps(st->PT + ((size_t)(i * 16 + t) * 2 + g) * 8);
+            UNROLL for (int d = 0; d < D; d++) {
+                const __m256 kv = _mm256_broadcast_ss(k + d * ks + t);
+                UNROLL for (int g = 0; g < NG; g++) a[g][d] = _mm256_fmadd_ps(p[g], kv, a[g][d]);
+            }
+        }
+    }
+    UNROLL for (int g = 0; g < NG; g++) UNROLL for (int d = 0; d < D; d++)
+        _mm256_store_ps(st->accT + ((size_t)g * hd + d0 + dr + d) * 8, a[g][d]);
+}
+
+/* The value step of a cache whose values are its keys (v NULL), as
+ * attn_avx512.c's: the queries in the lanes (groups of 8), accT[g][d] +=
+ * Σ_t PT[t][g] · K[d][t], one FMA per (d, t) by the broadcast key element;
+ * bit for bit the sums of stored values. rescale: accT's lanes times their
+ * query's alpha first. */
+static void vacc_keys(const state *st, const tile *tl, const int *nv, int ntl, int rescale) {
+    const int hd = st->hd, nq = st->nq, ng = (nq + 7) / 8;
+    for (int i = 0; i < ntl; i++) {
+        if (!nv[i]) continue;
+        for (int g = 0; g < ng; g++)
+            for (int h = 0; h < 16; h += 8) {
+                __m256 r[8], c[8];
+                for (int j = 0; j < 8; j++)
+                    r[j] = 8 * g + j < nq ? _mm256_load_ps(st->P + (size_t)(i * nq + 8 * g + j) * TILE + h) : _mm256_setzero_ps();
+                transpose8(r, c);
+                for (int t = 0; t < 8; t++) _mm256_store_ps(st->PT + ((size_t)(i * 16 + h + t) * 2 + g) * 8, c[t]);
+            }
+    }
+    for (int d0 = 0; d0 < hd; d0 += DG) {
+        for (int i = 0; st->f16 && i < ntl; i++) /* F16 keys as floats */
+            if (nv[i])
+                UNROLL for (int d = 0; d < DG; d++) {
+                    const uint16_t *kd = (const uint16_t *)tl[i].k + (size_t)(d0 + d) * tl[i].ks;
+                    float *kf = st->KB + (size_t)(i * DG + d) * 16;
+                    _mm256_store_ps(kf, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)kd)));
+                    _mm256_store_ps(kf + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kd + 8))));
+                }
+        if (ng == 1) kacc_k(1, DG, st, tl, nv, ntl, d0, 0, rescale);
+        else /* both lane groups from each broadcast key element */
+            for (int dr = 0; dr < DG; dr += DG / 2) kacc_k(2, DG / 2, st, tl, nv, ntl, d0, dr, rescale);
+    }
+}
 
 /* One online-softmax step over a chunk of ntl tiles (see attn_avx512.c). */
 static void run_chunk(state *st, const tile *tl, int ntl) {
@@ -224,6 +300,7 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     const __m256i iota0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), iota1 = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
     int nv[LOOM_ATTN_CHUNK] = {0}; /* slots any query sees, per tile */
+    int rescale = 0;               /* accT's lanes to rescale (st->alpha) */
     /* every query sees all 16 slots of every tile (all but the causal edge) */
     int open = tl[ntl - 1].base + TILE - 1 <= st->min_lim && tl[0].base >= st->max_lo;
     for (int i = 0; i < ntl; i++) open &= tl[i].nt == TILE;
@@ -255,7 +332,10 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
             if (st->m[j] != -INFINITY) { /* rescale what was summed under the old max */
                 const __m256 alpha = _mm256_set1_ps(_mm256_cvtss_f32(loom_exp2_8(_mm256_set1_ps(st->m[j] - mt))));
                 float *acc = u->acc + (size_t)j * hd;
-                for (int d = 0; d < hd; d += 8) _mm256_store_ps(acc + d, _mm256_mul_ps(_mm256_load_ps(acc + d), alpha));
+                if (u->v)
+                    for (int d = 0; d < hd; d += 8) _mm256_store_ps(acc + d, _mm256_mul_ps(_mm256_load_ps(acc + d), alpha));
+                else
+                    st->alpha[j] = _mm256_cvtss_f32(alpha), rescale = 1; /* lane j of accT, in vacc_keys */
                 _mm256_store_ps(lj, _mm256_mul_ps(_mm256_load_ps(lj), alpha));
                 _mm256_store_ps(lj + 8, _mm256_mul_ps(_mm256_load_ps(lj + 8), alpha));
             }
@@ -274,6 +354,11 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     }
     int any = 0;
     for (int i = 0; i < ntl; i++) any |= nv[i];
+    if (!u->v) {
+        vacc_keys(st, tl, nv, ntl, rescale); /* rescales accT (alpha 1: unchanged, exactly) even if nothing is seen */
+        for (int j = 0; rescale && j < nq; j++) st->alpha[j] = 1.0f;
+        return;
+    }
     if (!any) return;
     const void *v[LOOM_ATTN_CHUNK];
     for (int i = 0; i < ntl; i++) v[i] = tl[i].v;
@@ -289,6 +374,8 @@ void loom_avx2_attn_unit(const loom_attn_unit *u) {
     const size_t es = st.f16 ? 2 : 4;
     st.lsum = u->work, st.S = st.lsum + NQM * TILE, st.P = st.S + LOOM_ATTN_CHUNK * NQM * TILE;
     uint8_t *pack = (uint8_t *)(st.P + LOOM_ATTN_CHUNK * NQM * TILE); /* (hd, 16) keys of a partial tile */
+    st.accT = st.P + LOOM_ATTN_CHUNK * NQM * TILE + (size_t)hd * TILE, st.PT = st.S;
+    st.KB = st.accT + (size_t)hd * TILE;
     load_queries(u, hd);
     st.min_lim = u->lim[0];
     for (int j = 1; j < nq; j++) st.min_lim = u->lim[j] < st.min_lim ? u->lim[j] : st.min_lim;
@@ -299,7 +386,8 @@ void loom_avx2_attn_unit(const loom_attn_unit *u) {
         _mm256_store_ps(st.lsum + j * TILE, _mm256_setzero_ps());
         _mm256_store_ps(st.lsum + j * TILE + 8, _mm256_setzero_ps());
     }
-    memset(u->acc, 0, (size_t)nq * hd * sizeof(float));
+    memset(u->v ? u->acc : st.accT, 0, (size_t)(u->v ? nq : 16) * hd * sizeof(float));
+    for (int j = 0; j < NQM; j++) st.alpha[j] = 1.0f;
     tile tl[LOOM_ATTN_CHUNK];
     int ntl = 0;
     const int pf_blocks = loom_attn_pf_blocks(nq, bt); /* a chunk ahead */
@@ -309,7 +397,7 @@ void loom_avx2_attn_unit(const loom_attn_unit *u) {
         for (int t0 = 0; t0 < bt && p0 + t0 < u->p_end; t0 += TILE) {
             int room;
             const int nt = loom_attn_tile_len(u, p0, t0, &room);
-            tile t = {kb + (size_t)t0 * es, vb + (size_t)t0 * hd * es, bt, p0 + t0, nt};
+            tile t = {kb + (size_t)t0 * es, vb ? vb + (size_t)t0 * hd * es : NULL, bt, p0 + t0, nt};
             if (room < TILE) { /* the block's last slots, zero-padded to 16 (one such tile per chunk at most) */
                 for (int d = 0; d < hd; d++) {
                     uint8_t *dst = pack + (size_t)d * TILE * es;
@@ -324,6 +412,13 @@ void loom_avx2_attn_unit(const loom_attn_unit *u) {
         }
     }
     if (ntl) run_chunk(&st, tl, ntl);
+    for (int g = 0; !u->v && g < (nq + 7) / 8; g++) /* accT into acc's rows */
+        for (int d0 = 0; d0 < hd; d0 += 8) {
+            __m256 r[8], c[8];
+            for (int d = 0; d < 8; d++) r[d] = _mm256_load_ps(st.accT + ((size_t)g * hd + d0 + d) * 8);
+            transpose8(r, c);
+            for (int j = 0; j < 8 && 8 * g + j < nq; j++) _mm256_store_ps(u->acc + (size_t)(8 * g + j) * hd + d0, c[j]);
+        }
     for (int j = 0; j < nq; j++) {
         const float l = hsum8(_mm256_add_ps(_mm256_load_ps(st.lsum + j * TILE), _mm256_load_ps(st.lsum + j * TILE + 8)));
         u->m[j] = st.m[j], u->l[j] = l;

@@ -6,7 +6,8 @@
  * query adds q[d] · that vector (embedded-broadcast FMAs): nq × T registers
  * of scores for T tiles at once (T > 1 when nq is small, so enough FMA
  * chains are in flight). Values: for each position, CB vectors of its row
- * times each query's probability, nq × CB accumulators. The kernels are
+ * times each query's probability, nq × CB accumulators (a cache without
+ * value blocks, whose values are its keys: vacc_keys). The kernels are
  * instantiated per nq (1..16) and KV type. */
 #include <immintrin.h>
 #include <math.h>
@@ -45,35 +46,40 @@ void loom_avx512_exp2(const float *x, float *y, int n) {
     }
 }
 
-/* u->q[d·16 + j] = qp[j][d] · qscale: 16×16 transposes in registers
- * (unpack, shuffle within 128-bit lanes, then across lanes); rows past nq
- * are zero. */
+/* c[k] lane j = r[j] lane k: a 16×16 transpose in registers (unpack,
+ * shuffle within 128-bit lanes, then across lanes). */
+INLINE void transpose16(__m512 r[16], __m512 c[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* r[4i + k], 128-bit lane L: element 4L + k of rows 4i .. 4i+3 */
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int k = 0; k < 4; k++) {
+        const __m512 x0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88), x1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xdd);
+        const __m512 y0 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88),
+                     y1 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xdd);
+        c[k] = _mm512_shuffle_f32x4(x0, y0, 0x88);
+        c[4 + k] = _mm512_shuffle_f32x4(x1, y1, 0x88);
+        c[8 + k] = _mm512_shuffle_f32x4(x0, y0, 0xdd);
+        c[12 + k] = _mm512_shuffle_f32x4(x1, y1, 0xdd);
+    }
+}
+
+/* u->q[d·16 + j] = qp[j][d] · qscale; rows past nq are zero. */
 static void load_queries(const loom_attn_unit *u, int hd) {
     const __m512 sc = _mm512_set1_ps(u->qscale);
     for (int d0 = 0; d0 < hd; d0 += 16) {
-        __m512 r[16], t[16];
+        __m512 r[16], c[16];
         for (int j = 0; j < 16; j++) r[j] = j < u->nq ? _mm512_mul_ps(_mm512_loadu_ps(u->qp[j] + d0), sc) : _mm512_setzero_ps();
-        for (int i = 0; i < 8; i++) {
-            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-        }
-        /* r[4i + k], 128-bit lane L: dimension 4L + k of rows 4i .. 4i+3 */
-        for (int i = 0; i < 4; i++) {
-            r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-            r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-            r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-            r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-        }
-        float *q = u->q + (size_t)d0 * NQM;
-        for (int k = 0; k < 4; k++) {
-            const __m512 x0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88), x1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xdd);
-            const __m512 y0 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88),
-                         y1 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xdd);
-            _mm512_store_ps(q + (size_t)k * NQM, _mm512_shuffle_f32x4(x0, y0, 0x88));
-            _mm512_store_ps(q + (size_t)(4 + k) * NQM, _mm512_shuffle_f32x4(x1, y1, 0x88));
-            _mm512_store_ps(q + (size_t)(8 + k) * NQM, _mm512_shuffle_f32x4(x0, y0, 0xdd));
-            _mm512_store_ps(q + (size_t)(12 + k) * NQM, _mm512_shuffle_f32x4(x1, y1, 0xdd));
-        }
+        transpose16(r, c);
+        for (int d = 0; d < 16; d++) _mm512_store_ps(u->q + (size_t)(d0 + d) * NQM, c[d]);
     }
 }
 
@@ -193,7 +199,57 @@ typedef struct {
     int max_lo;          /* the largest lo: positions from it on are seen by every query */
     float m[NQM];
     float *lsum, *S, *P; /* (nq, 16) running sums per lane; (CHUNK, nq, 16) scores; probabilities */
+    /* a cache whose values are its keys (v NULL; vacc_keys): */
+    float *accT;         /* (hd, 16) the outputs, lane j query j's */
+    float *PT, *KB;      /* (CHUNK, 16, 16) probabilities, lane j query j's; (CHUNK, DG, 16) F16 keys as floats */
+    float alpha[NQM];    /* this chunk's rescale per query, 1 if none */
 } state;
+
+enum { DG = 8 }; /* dimensions per pass of vacc_keys: its FMA chains */
+_Static_assert(DG <= 16 && NQM == 16, "KB: (CHUNK, DG, 16) floats of the work area's last (CHUNK, 16, TILE)");
+
+/* The value step of a cache whose values are its keys (v NULL). Its keys
+ * are transposed (dimension-major), so the queries go in the lanes:
+ * accT[d] lane j += Σ_t P_j[t] · K[d][t], one FMA of the tile's
+ * probabilities transposed (PT[t]: lane j query j's) by the broadcast key
+ * element per (d, t): as many FMAs as the row-major step makes for 16
+ * queries, no transposition of the keys (which cost 1.45x: shuffles, and
+ * a tile of rows past L1), and the same products summed in the same
+ * order, so the outputs equal those of stored values bit for bit. F16 keys
+ * are converted into floats to broadcast, DG rows at a time: ~10 % slower
+ * than stored values while the cache sits in L2, faster from DRAM (half
+ * the bytes). */
+static void vacc_keys(const state *st, const tile *tl, const int *nv, int ntl, int rescale) {
+    const int hd = st->hd, nq = st->nq, bt = st->bt;
+    const __m512 al = _mm512_loadu_ps(st->alpha); /* rescale: accT's lanes times their query's alpha */
+    for (int i = 0; i < ntl; i++) {
+        if (!nv[i]) continue;
+        __m512 r[16], c[16];
+        for (int j = 0; j < 16; j++) r[j] = j < nq ? _mm512_load_ps(st->P + (size_t)(i * nq + j) * TILE) : _mm512_setzero_ps();
+        transpose16(r, c);
+        for (int t = 0; t < 16; t++) _mm512_store_ps(st->PT + (size_t)(i * 16 + t) * 16, c[t]);
+    }
+    for (int d0 = 0; d0 < hd; d0 += DG) {
+        __m512 a[DG];
+        UNROLL for (int d = 0; d < DG; d++) a[d] = _mm512_load_ps(st->accT + (size_t)(d0 + d) * 16);
+        if (rescale) UNROLL for (int d = 0; d < DG; d++) a[d] = _mm512_mul_ps(a[d], al);
+        for (int i = 0; st->f16 && i < ntl; i++) /* F16 keys as floats (a store in the score step instead: no faster) */
+            if (nv[i])
+                UNROLL for (int d = 0; d < DG; d++) {
+                    const uint16_t *kd = (const uint16_t *)tl[i].k + (size_t)(d0 + d) * bt;
+                    _mm512_store_ps(st->KB + (size_t)(i * DG + d) * 16, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tl[i].load, kd)));
+                }
+        for (int i = 0; i < ntl; i++) { /* key (d, t) at k[d·ks + t] */
+            const float *k = st->f16 ? st->KB + (size_t)i * DG * 16 : (const float *)tl[i].k + (size_t)d0 * bt;
+            const size_t ks = st->f16 ? 16 : (size_t)bt;
+            for (int t = 0; t < nv[i]; t++) {
+                const __m512 p = _mm512_load_ps(st->PT + (size_t)(i * 16 + t) * 16);
+                UNROLL for (int d = 0; d < DG; d++) a[d] = _mm512_fmadd_ps(p, _mm512_set1_ps(k[d * ks + t]), a[d]);
+            }
+        }
+        UNROLL for (int d = 0; d < DG; d++) _mm512_store_ps(st->accT + (size_t)(d0 + d) * 16, a[d]);
+    }
+}
 
 /* One online-softmax step over a chunk of ntl tiles: scores, the new
  * running max per query (rescaling what was summed under the old one),
@@ -208,6 +264,7 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     }
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     int nv[LOOM_ATTN_CHUNK] = {0}; /* slots any query sees, per tile */
+    int rescale = 0;               /* accT's lanes to rescale (st->alpha) */
     /* every query sees all 16 slots of every tile (all but the causal edge) */
     int open = tl[ntl - 1].base + TILE - 1 <= st->min_lim && tl[0].base >= st->max_lo;
     for (int i = 0; i < ntl; i++) open &= tl[i].nt == TILE;
@@ -235,7 +292,10 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
             if (st->m[j] != -INFINITY) { /* rescale what was summed under the old max */
                 const __m512 alpha = _mm512_set1_ps(_mm512_cvtss_f32(loom_exp2_16(_mm512_set1_ps(st->m[j] - mt))));
                 float *acc = u->acc + (size_t)j * hd;
-                for (int d = 0; d < hd; d += 16) _mm512_store_ps(acc + d, _mm512_mul_ps(_mm512_load_ps(acc + d), alpha));
+                if (u->v)
+                    for (int d = 0; d < hd; d += 16) _mm512_store_ps(acc + d, _mm512_mul_ps(_mm512_load_ps(acc + d), alpha));
+                else
+                    st->alpha[j] = _mm512_cvtss_f32(alpha), rescale = 1; /* lane j of accT, below */
                 _mm512_store_ps(lj, _mm512_mul_ps(_mm512_load_ps(lj), alpha));
             }
             st->m[j] = mt;
@@ -251,7 +311,12 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     }
     int any = 0;
     for (int i = 0; i < ntl; i++) any |= nv[i];
-    if (any) vacc_tab[nq](st->f16, tl, nv, ntl, hd, st->P, u->acc);
+    if (u->v) {
+        if (any) vacc_tab[nq](st->f16, tl, nv, ntl, hd, st->P, u->acc);
+        return;
+    }
+    vacc_keys(st, tl, nv, ntl, rescale); /* rescales accT (alpha 1: unchanged, exactly) even if nothing is seen */
+    for (int j = 0; rescale && j < nq; j++) st->alpha[j] = 1.0f;
 }
 
 void loom_avx512_attn_unit(const loom_attn_unit *u) {
@@ -259,13 +324,15 @@ void loom_avx512_attn_unit(const loom_attn_unit *u) {
     const int hd = st.hd, bt = st.bt, nq = st.nq;
     const size_t es = st.f16 ? 2 : 4;
     st.lsum = u->work, st.S = st.lsum + NQM * TILE, st.P = st.S + LOOM_ATTN_CHUNK * NQM * TILE;
+    st.accT = st.P + LOOM_ATTN_CHUNK * NQM * TILE, st.PT = st.S, st.KB = st.accT + 2 * (size_t)hd * TILE;
     load_queries(u, hd);
     st.min_lim = u->lim[0];
     for (int j = 1; j < nq; j++) st.min_lim = u->lim[j] < st.min_lim ? u->lim[j] : st.min_lim;
     st.max_lo = 0;
     for (int j = 0; u->lo && j < nq; j++) st.max_lo = u->lo[j] > st.max_lo ? u->lo[j] : st.max_lo;
     for (int j = 0; j < nq; j++) st.m[j] = -INFINITY, _mm512_store_ps(st.lsum + (size_t)j * TILE, _mm512_setzero_ps());
-    memset(u->acc, 0, (size_t)nq * hd * sizeof(float));
+    memset(u->v ? u->acc : st.accT, 0, (size_t)(u->v ? nq : 16) * hd * sizeof(float));
+    for (int j = 0; j < NQM; j++) st.alpha[j] = 1.0f;
     tile tl[LOOM_ATTN_CHUNK];
     int ntl = 0;
     const int pf_blocks = loom_attn_pf_blocks(nq, bt); /* a chunk ahead */
@@ -275,12 +342,18 @@ void loom_avx512_attn_unit(const loom_attn_unit *u) {
         for (int t0 = 0; t0 < bt && p0 + t0 < u->p_end; t0 += TILE) {
             int room;
             const int nt = loom_attn_tile_len(u, p0, t0, &room);
-            tl[ntl++] = (tile){kb + (size_t)t0 * es, vb + (size_t)t0 * hd * es, p0 + t0, nt,
+            tl[ntl++] = (tile){kb + (size_t)t0 * es, vb ? vb + (size_t)t0 * hd * es : NULL, p0 + t0, nt,
                                (__mmask16)(room >= 16 ? 0xffffu : (1u << room) - 1u)};
             if (ntl == LOOM_ATTN_CHUNK) run_chunk(&st, tl, ntl), ntl = 0;
         }
     }
     if (ntl) run_chunk(&st, tl, ntl);
+    for (int d0 = 0; !u->v && d0 < hd; d0 += 16) { /* accT into acc's rows */
+        __m512 r[16], c[16];
+        for (int d = 0; d < 16; d++) r[d] = _mm512_load_ps(st.accT + (size_t)(d0 + d) * 16);
+        transpose16(r, c);
+        for (int j = 0; j < nq; j++) _mm512_store_ps(u->acc + (size_t)j * hd + d0, c[j]);
+    }
     for (int j = 0; j < nq; j++) {
         const float l = _mm512_reduce_add_ps(_mm512_load_ps(st.lsum + (size_t)j * TILE));
         u->m[j] = st.m[j], u->l[j] = l;

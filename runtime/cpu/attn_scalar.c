@@ -32,14 +32,15 @@ void loom_scalar_attn_unit(const loom_attn_unit *u) {
     for (int p0 = u->p_begin; p0 < u->p_end; p0 += bt) {
         const int32_t blk = u->table[p0 / bt];
         const uint8_t *kb = u->k + (size_t)blk * u->block_bytes + (size_t)u->kvh * head_bytes;
-        const uint8_t *vb = u->v + (size_t)blk * u->block_bytes + (size_t)u->kvh * head_bytes;
+        const uint8_t *vb = u->v ? u->v + (size_t)blk * u->block_bytes + (size_t)u->kvh * head_bytes : NULL;
         for (int t0 = 0; t0 < bt && p0 + t0 < u->p_end; t0 += TILE) {
             int nt = bt - t0 < TILE ? bt - t0 : TILE;
             if (nt > u->p_end - p0 - t0) nt = u->p_end - p0 - t0;
             for (int d = 0; d < hd; d++)
                 for (int t = 0; t < nt; t++) kt[d * TILE + t] = kv_elem(kb, (size_t)d * bt + t0 + t, f16);
-            for (int t = 0; t < nt; t++)
-                for (int d = 0; d < hd; d++) vt[t * hd + d] = kv_elem(vb, (size_t)(t0 + t) * hd + d, f16);
+            for (int t = 0; t < nt; t++) /* without value blocks the values are the keys */
+                for (int d = 0; d < hd; d++)
+                    vt[t * hd + d] = vb ? kv_elem(vb, (size_t)(t0 + t) * hd + d, f16) : kt[d * TILE + t];
             int nv = 0; /* slots any query sees */
             for (int j = 0; j < nq; j++) {
                 float *s = P + (size_t)j * TILE;

@@ -27,18 +27,21 @@ static inline int loom_attn_pf_blocks(int nq, int block_tokens) {
 }
 
 /* The unit's KV head in the block holding position p0 (a multiple of the
- * block size): keys at *kb, values at *vb; and the prefetch of the block
- * pf_blocks further on, if it lies below p_pf. */
+ * block size): keys at *kb, values at *vb (NULL when the values are the
+ * keys); and the prefetch of the block pf_blocks further on, if it lies
+ * below p_pf. */
 static inline void loom_attn_block(const loom_attn_unit *u, int p0, int pf_blocks, const uint8_t **kb,
                                    const uint8_t **vb) {
     const int bt = u->block_tokens;
     const size_t head = loom_attn_head_bytes(u), off = (size_t)u->kvh * head;
     *kb = u->k + (size_t)u->table[p0 / bt] * u->block_bytes + off;
-    *vb = u->v + (size_t)u->table[p0 / bt] * u->block_bytes + off;
+    *vb = u->v ? u->v + (size_t)u->table[p0 / bt] * u->block_bytes + off : NULL; /* NULL: values are keys */
     if (pf_blocks && p0 + pf_blocks * bt < u->p_pf) {
         const size_t b = (size_t)u->table[p0 / bt + pf_blocks] * u->block_bytes + off;
-        for (size_t o = 0; o < head && o < LOOM_ATTN_PF_BYTES; o += 64)
-            __builtin_prefetch(u->k + b + o, 0, 3), __builtin_prefetch(u->v + b + o, 0, 3);
+        for (size_t o = 0; o < head && o < LOOM_ATTN_PF_BYTES; o += 64) {
+            __builtin_prefetch(u->k + b + o, 0, 3);
+            if (u->v) __builtin_prefetch(u->v + b + o, 0, 3);
+        }
     }
 }
 
