@@ -501,6 +501,24 @@ Test(harmony, what_is_not_harmony_stays_content) {
                         0, NULL, NULL);
 }
 
+/* Header edges where the cut once mattered (tests/fuzz_serve.c): a header
+ * that starts with <|constrain|>, and one of exactly SRV_HARMONY_HEAD_MAX
+ * bytes whose <|message|> arrives in pieces; one byte longer is not one. */
+Test(harmony, header_edges_cut_anywhere) {
+    expect_harmony("<|constrain|>json<|channel|>final<|message|>{\"a\":1}", "", "{\"a\":1}", 0, NULL, NULL);
+    char head[SRV_HARMONY_HEAD_MAX + 64], text[SRV_HARMONY_HEAD_MAX + 128];
+    for (int extra = 0; extra <= 1; extra++) {
+        const int xs = SRV_HARMONY_HEAD_MAX - (int)strlen("<|channel|>final to=") + extra;
+        snprintf(head, sizeof head, "<|channel|>final to=%.*s", xs, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+        cr_assert_eq(strlen(head), (size_t)SRV_HARMONY_HEAD_MAX + extra);
+        snprintf(text, sizeof text, "%s<|message|>ok", head);
+        expect_harmony(text, "", extra ? text : "ok", 0, NULL, NULL);
+    }
+}
+
 Test(harmony, no_reasoning_keeps_analysis_in_content) {
     expect_harmony_opts(true, true, "<|channel|>analysis<|message|>R<|end|><|start|>assistant<|channel|>final"
                         "<|message|>A",
@@ -671,6 +689,21 @@ Test(stop, split_across_pieces_and_held_back) {
     cr_assert(!m);
     cr_assert_str_eq(r, "tail E");
     free(r);
+}
+
+/* Overlapping stop strings: the one that ends first wins, in one piece as
+ * byte by byte (found by tests/fuzz_serve.c: one piece took the one that
+ * began first). */
+Test(stop, overlapping_stops_end_first_wins) {
+    char *stops[] = {"abcd", "c"};
+    bool m;
+    const char *whole[] = {"xabcdy"}, *bytes[] = {"x", "a", "b", "c", "d", "y"};
+    char *r = run_stop(whole, 1, stops, 2, &m), *r2 = run_stop(bytes, 6, stops, 2, &m);
+    cr_assert(m);
+    cr_assert_str_eq(r, "xab");
+    cr_assert_str_eq(r2, "xab");
+    free(r);
+    free(r2);
 }
 
 Test(stop, holds_back_only_what_could_match) {

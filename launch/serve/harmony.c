@@ -44,6 +44,21 @@ static void drop(srv_harmony *h, size_t k) {
     h->held.data[h->held.len] = 0;
 }
 
+/* Length of the longest tail of s[0..n) that is a proper prefix of one of
+ * the tags (nul-terminated list). */
+static size_t tag_tail(const char *s, size_t n, const char *const *tags) {
+    size_t best = 0;
+    for (; *tags; tags++) {
+        const size_t tn = strlen(*tags);
+        for (size_t l = tn - 1 < n ? tn - 1 : n; l > best; l--)
+            if (!memcmp(s + n - l, *tags, l)) {
+                best = l;
+                break;
+            }
+    }
+    return best;
+}
+
 /* ------------------------------------------------------------ headers */
 
 typedef struct {
@@ -85,12 +100,19 @@ static bool parse_header(const char *s, size_t n, header *o) {
     return o->channel != NULL;
 }
 
-/* Whether s[0..n) (after the role) may still become a header. */
+/* Whether s[0..n) (after the role) may still become a header: at most
+ * SRV_HARMONY_HEAD_MAX bytes besides a tail that may begin <|message|>
+ * (as parse_header counts once the tag is whole: where the text is cut
+ * must not change what it becomes). */
 static bool may_be_header(const char *s, size_t n) {
-    if (n > SRV_HARMONY_HEAD_MAX || memmem(s, n, START, LEN(START)) || memmem(s, n, END, LEN(END))) return false;
+    static const char *const message[] = {MESSAGE, NULL};
+    if (n - tag_tail(s, n, message) > SRV_HARMONY_HEAD_MAX || memmem(s, n, START, LEN(START)) ||
+        memmem(s, n, END, LEN(END)))
+        return false;
     size_t i = 0;
     while (i < n && is_ws(s[i])) i++;
-    return agrees(s + i, n - i, CHANNEL, LEN(CHANNEL)) || agrees(s + i, n - i, "to=", 3);
+    return agrees(s + i, n - i, CHANNEL, LEN(CHANNEL)) || agrees(s + i, n - i, CONSTRAIN, LEN(CONSTRAIN)) ||
+           agrees(s + i, n - i, "to=", 3); /* what parse_header takes first */
 }
 
 static bool is(const char *s, size_t n, const char *word) { return n == strlen(word) && !memcmp(s, word, n); }
@@ -151,21 +173,6 @@ static loom_status close_message(srv_harmony *h, loom_strbuf *content) {
     loom_strbuf_clear(&h->body);
     h->kind = SRV_HARMONY_CONTENT;
     return st;
-}
-
-/* Length of the longest tail of s[0..n) that is a proper prefix of one of
- * the tags (nul-terminated list). */
-static size_t tag_tail(const char *s, size_t n, const char *const *tags) {
-    size_t best = 0;
-    for (; *tags; tags++) {
-        const size_t tn = strlen(*tags);
-        for (size_t l = tn - 1 < n ? tn - 1 : n; l > best; l--)
-            if (!memcmp(s + n - l, *tags, l)) {
-                best = l;
-                break;
-            }
-    }
-    return best;
 }
 
 /* ------------------------------------------------------------ the stream */

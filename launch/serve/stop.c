@@ -33,10 +33,13 @@ loom_status srv_stop_push(srv_stop *s, const char *text, size_t len, loom_strbuf
     if (s->n == 0) return loom_strbuf_append(out, text, len);
     LOOM_TRY(loom_strbuf_append(&s->held, text, len));
     const char *h = s->held.data;
-    size_t n = s->held.len, cut = n;
-    for (int k = 0; k < s->n; k++) { /* the earliest occurrence of any stop string */
-        const char *at = memmem(h, n, s->stops[k], strlen(s->stops[k]));
-        if (at && (size_t)(at - h) < cut) cut = (size_t)(at - h);
+    size_t n = s->held.len, cut = n, end = n + 1;
+    for (int k = 0; k < s->n; k++) { /* the stop string that ends first (as if the text came a byte at a time) */
+        const size_t sl = strlen(s->stops[k]);
+        const char *at = memmem(h, n, s->stops[k], sl);
+        if (!at) continue;
+        const size_t a = (size_t)(at - h);
+        if (a + sl < end || (a + sl == end && a < cut)) cut = a, end = a + sl;
     }
     if (cut < n) {
         s->matched = true;

@@ -5,7 +5,9 @@
  * matcher emits text only once it is known not to be the start of a stop
  * string, and holds back the longest tail that still could be. When a stop
  * string appears, the text before it is emitted and the rest is dropped
- * (OpenAI: the stop sequence is not part of the output). Text in is valid
+ * (OpenAI: the stop sequence is not part of the output); of overlapping
+ * ones, the one that ends first, as if the text came a byte at a time, so
+ * where the pieces are cut never changes the output (tests/fuzz_serve.c). Text in is valid
  * UTF-8, so held-back tails start on character boundaries and nothing
  * emitted splits a character.
  */
