@@ -101,7 +101,10 @@ static void fx_fill(cache_fx *f, int layer, int s, int len) {
             int j = (int)(urand() % (uint32_t)(i + 1)), t = pos[i];
             pos[i] = pos[j], pos[j] = t;
         }
-        for (int i = 0; i < n * kvdim; i++) k[i] = frand(), v[i] = frand(), v[i] = fx_same_kv ? k[i] : v[i];
+        for (int i = 0; i < n * kvdim; i++) {
+            k[i] = frand(), v[i] = frand(); /* both drawn either way: the same keys with and without fx_same_kv */
+            if (fx_same_kv) v[i] = k[i];
+        }
         loom_attention_args a = {f->kv, layer, n, pos, seq, f->n_q, f->n_kv, f->hd, f->q_to_kv, NULL, k, v, NULL, .scale = 0};
         loom_attention_store(&a);
     }
@@ -295,6 +298,9 @@ Test(attention, values_are_keys) {
         run_shape(shapes[i], LOOM_TYPE_F16);
         run_shape(shapes[i], LOOM_TYPE_F32);
     }
+    opt.window = 40; /* chunks no query sees (only a rescale to carry) */
+    run_shape(shapes[1], LOOM_TYPE_F16);
+    opt.window = 0;
     for (int f32 = 0; f32 < 2; f32++) {
         cache_fx f[2];
         const uint64_t seed = rng_state;

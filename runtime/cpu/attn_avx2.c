@@ -354,12 +354,12 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     }
     int any = 0;
     for (int i = 0; i < ntl; i++) any |= nv[i];
+    if (!any) return; /* (nor a rescale: a max grows only where a slot is seen) */
     if (!u->v) {
-        vacc_keys(st, tl, nv, ntl, rescale); /* rescales accT (alpha 1: unchanged, exactly) even if nothing is seen */
+        vacc_keys(st, tl, nv, ntl, rescale); /* rescaling accT first (alpha 1: unchanged, exactly) */
         for (int j = 0; rescale && j < nq; j++) st->alpha[j] = 1.0f;
         return;
     }
-    if (!any) return;
     const void *v[LOOM_ATTN_CHUNK];
     for (int i = 0; i < ntl; i++) v[i] = tl[i].v;
     for (int g = 0; g < ngv; g++) {

@@ -311,11 +311,12 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     }
     int any = 0;
     for (int i = 0; i < ntl; i++) any |= nv[i];
+    if (!any) return; /* (nor a rescale: a max grows only where a slot is seen) */
     if (u->v) {
-        if (any) vacc_tab[nq](st->f16, tl, nv, ntl, hd, st->P, u->acc);
+        vacc_tab[nq](st->f16, tl, nv, ntl, hd, st->P, u->acc);
         return;
     }
-    vacc_keys(st, tl, nv, ntl, rescale); /* rescales accT (alpha 1: unchanged, exactly) even if nothing is seen */
+    vacc_keys(st, tl, nv, ntl, rescale); /* rescaling accT first (alpha 1: unchanged, exactly) */
     for (int j = 0; rescale && j < nq; j++) st->alpha[j] = 1.0f;
 }
 
