@@ -564,7 +564,7 @@ int cmd_bench(int argc, char **argv) {
         {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
         {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions per sequence; 0 = what the tests need"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass at most (prefill chunk)"},
-        {"--kv-type", LOOM_ARG_STR, &kv_type, "f16|f32", "KV cache element type"},
+        {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
         {"--membw-size", LOOM_ARG_BYTES, &membw_bytes, "BYTES", "buffer per rank of the bandwidth probe; 0 = skip"},
         {"--membw-runs", LOOM_ARG_INT, &membw_runs, "N", "passes of the bandwidth probe (the best counts)"},
         {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
@@ -600,9 +600,7 @@ int cmd_bench(int argc, char **argv) {
     if (ctx == 0) ctx = need_ctx;
     if (ctx < need_ctx || ctx > (1 << 24)) return loom_usage_error("bench: --ctx-size is smaller than the tests need");
     loom_type kvt;
-    if (!strcmp(kv_type, "f16")) kvt = LOOM_TYPE_F16;
-    else if (!strcmp(kv_type, "f32")) kvt = LOOM_TYPE_F32;
-    else return loom_usage_error("bench: --kv-type must be f16 or f32");
+    if (loom_parse_kv_type("bench", kv_type, &kvt)) return 2;
     int max_seqs = 0;
     for (int i = 0; i < n_seqs; i++) max_seqs = seqs[i] > max_seqs ? seqs[i] : max_seqs;
 

@@ -280,7 +280,7 @@ int cmd_generate(int argc, char **argv) {
         {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions per sequence (prompt + generation)"},
         {"--sequences", LOOM_ARG_INT, &seqs, "N", "sequences running at once (default: all prompts, at most 64)"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass at most (prefill chunk)"},
-        {"--kv-type", LOOM_ARG_STR, &kv_type, "f16|f32", "KV cache element type"},
+        {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
         {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
         {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
         {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
@@ -315,9 +315,7 @@ int cmd_generate(int argc, char **argv) {
     if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("generate: --tp and --pp must be >= 1");
     if (watchdog < 0) return loom_usage_error("generate: --watchdog-timeout must be >= 0");
     loom_type kvt;
-    if (!strcmp(kv_type, "f16")) kvt = LOOM_TYPE_F16;
-    else if (!strcmp(kv_type, "f32")) kvt = LOOM_TYPE_F32;
-    else return loom_usage_error("generate: --kv-type must be f16 or f32");
+    if (loom_parse_kv_type("generate", kv_type, &kvt)) return 2;
     if (seed < 0) seed = (int64_t)(time(NULL) ^ ((uint64_t)getpid() << 16));
     sp.temperature = (float)temp;
     sp.top_k = (int32_t)top_k;

@@ -129,7 +129,7 @@ int cmd_perplexity(int argc, char **argv) {
         {"--chunks", LOOM_ARG_INT, &chunks, "N", "score at most N chunks; 0 = all that fit"},
         {"--threads", LOOM_ARG_INT, &threads, "N", "threads per rank"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass (a chunk goes through in pieces of this)"},
-        {"--kv-type", LOOM_ARG_STR, &kv, "T", "f16 or f32 KV cache"},
+        {"--kv-type", LOOM_ARG_STR, &kv, "T", LOOM_KV_TYPE_HELP},
         {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
         {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
         {"--json", LOOM_ARG_FLAG, &json, NULL, "print the result as one JSON object"},
@@ -147,14 +147,15 @@ int cmd_perplexity(int argc, char **argv) {
     if (threads < 1 || threads > 1024) return loom_usage_error("perplexity: --threads must be 1..1024");
     if (batch < 1 || batch > 65536) return loom_usage_error("perplexity: --batch must be 1..65536");
     if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("perplexity: --tp and --pp must be >= 1");
-    if (strcmp(kv, "f16") && strcmp(kv, "f32")) return loom_usage_error("perplexity: --kv-type must be f16 or f32");
+    loom_type kvt;
+    if (loom_parse_kv_type("perplexity", kv, &kvt)) return 2;
     loom_cluster_options co = {.model = model, .tp = (int)tp, .pp = (int)pp, .watchdog_timeout_s = watchdog};
     co.engine = loom_engine_defaults();
     co.engine.n_threads = (int)threads;
     co.engine.ctx_size = (int)ctx;
     co.engine.max_seqs = 1;
     co.engine.batch_rows = (int)(batch < ctx ? batch : ctx);
-    co.engine.kv_type = strcmp(kv, "f16") ? LOOM_TYPE_F32 : LOOM_TYPE_F16;
+    co.engine.kv_type = kvt;
     loom_cluster *cluster = NULL;
     loom_status st = loom_cluster_start(&co, &cluster);
     int rc = 1;

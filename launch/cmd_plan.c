@@ -13,6 +13,7 @@
 
 #include "launch/args.h"
 #include "launch/commands.h"
+#include "launch/launch_util.h"
 #include "launch/predict_cli.h"
 #include "parallel/plan.h"
 #include "parallel/plan_balance.h"
@@ -66,7 +67,7 @@ int cmd_plan(int argc, char **argv) {
         {"--sequences", LOOM_ARG_INT, &seqs, "N", "sequences at once (KV cache slots)"},
         {"--block-tokens", LOOM_ARG_INT, &block, "N", "positions per KV cache block"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward call at most (workspace)"},
-        {"--kv-type", LOOM_ARG_STR, &kv_type, "T", "KV cache type: f16 or f32"},
+        {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
         {"--balance", LOOM_ARG_STR, &balance, "B",
          "stages by bytes read per token, or by time: bytes weighted by the decode time per byte of each type "
          "measured on this machine, as a run on CPUs does (plan_balance.h)"},
@@ -106,12 +107,7 @@ int cmd_plan(int argc, char **argv) {
             return usage_error("%s %" PRId64 ": expected %" PRId64 "..%" PRId64, ranges[i].name, ranges[i].v,
                                ranges[i].lo, ranges[i].hi);
     loom_type kv;
-    if (!strcasecmp(kv_type, "f16"))
-        kv = LOOM_TYPE_F16;
-    else if (!strcasecmp(kv_type, "f32"))
-        kv = LOOM_TYPE_F32;
-    else
-        return usage_error("--kv-type %s: expected f16 or f32", kv_type);
+    if (loom_parse_kv_type("plan", kv_type, &kv)) return 2;
     if (strcmp(balance, "bytes") && strcmp(balance, "time"))
         return usage_error("--balance %s: expected bytes or time", balance);
 

@@ -10,6 +10,7 @@
 
 #include "launch/args.h"
 #include "launch/commands.h"
+#include "launch/launch_util.h"
 #include "launch/predict_cli.h"
 #include "parallel/plan.h"
 #include "parallel/predict.h"
@@ -69,7 +70,7 @@ int cmd_predict(int argc, char **argv) {
         {"--decode-context", LOOM_ARG_INT, &dctx, "C", "mean positions a decoding row attends to; -1 = N + G/2"},
         {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions per sequence planned (KV cache); 0 = N + G"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass at most (prefill chunk)"},
-        {"--kv-type", LOOM_ARG_STR, &kv_type, "f16|f32", "KV cache element type"},
+        {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
         {"--json", LOOM_ARG_FLAG, &json, NULL, "print the prediction as one JSON object"},
     };
     loom_args_result r = loom_args_parse(
@@ -91,12 +92,7 @@ int cmd_predict(int argc, char **argv) {
         return 2;
     }
     loom_type kvt;
-    if (!strcmp(kv_type, "f16")) kvt = LOOM_TYPE_F16;
-    else if (!strcmp(kv_type, "f32")) kvt = LOOM_TYPE_F32;
-    else {
-        fprintf(stderr, "loom predict: --kv-type must be f16 or f32\n");
-        return 2;
-    }
+    if (loom_parse_kv_type("predict", kv_type, &kvt)) return 2;
     loom_predict_cluster *c = calloc(1, sizeof *c);
     if (!c) return fail(loom_error(LOOM_ERR_NOMEM, "out of memory"));
     loom_plan_model m;

@@ -36,7 +36,7 @@ int cmd_serve(int argc, char **argv) {
         {"--no-prefix-cache", LOOM_ARG_FLAG, &no_prefix, NULL, "do not reuse the KV blocks of earlier prompts"},
         {"--no-reasoning", LOOM_ARG_FLAG, &no_reasoning, NULL,
          "keep a thinking model's <think> blocks in the content (default: they become reasoning_content)"},
-        {"--kv-type", LOOM_ARG_STR, &kv_type, "f16|f32", "KV cache element type"},
+        {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
         {"--kv-blocks", LOOM_ARG_INT, &kv_blocks, "N",
          "KV cache blocks of 16 positions per rank (0: every sequence can fill its context); fewer admit\n"
          "more sequences than memory for all of them, preempting the newest when it runs out"},
@@ -75,9 +75,7 @@ int cmd_serve(int argc, char **argv) {
     if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("serve: --tp and --pp must be >= 1");
     if (watchdog < 0 || drain < 0) return loom_usage_error("serve: timeouts must be >= 0");
     loom_type kvt;
-    if (!strcmp(kv_type, "f16")) kvt = LOOM_TYPE_F16;
-    else if (!strcmp(kv_type, "f32")) kvt = LOOM_TYPE_F32;
-    else return loom_usage_error("serve: --kv-type must be f16 or f32");
+    if (loom_parse_kv_type("serve", kv_type, &kvt)) return 2;
     if (!api_key) api_key = getenv("LOOM_API_KEY");
     if (api_key && !*api_key) api_key = NULL;
     if (!name) {

@@ -23,6 +23,11 @@ int loom_fail(const char *cmd, loom_status st);
  * when it names no device kind. */
 int loom_parse_device(const char *cmd, const char *s, loom_device_kind *out);
 
+/* --kv-type's value (f16, f32, q8_0; any case) into *out; prints "loom
+ * <cmd>: ..." and returns nonzero when it names none. */
+int loom_parse_kv_type(const char *cmd, const char *s, loom_type *out);
+#define LOOM_KV_TYPE_HELP "KV cache element type: f16, f32 or q8_0 (int8 with a scale per 32: ~53 % of f16's bytes)"
+
 /* Reads a whole file (NUL-terminated in out->data). */
 loom_status loom_read_file(const char *path, loom_strbuf *out) LOOM_MUST_USE;
 

@@ -68,6 +68,20 @@ int loom_parse_device(const char *cmd, const char *s, loom_device_kind *out) {
     return 2;
 }
 
+int loom_parse_kv_type(const char *cmd, const char *s, loom_type *out) {
+    static const struct {
+        const char *name;
+        loom_type t;
+    } kinds[] = {{"f16", LOOM_TYPE_F16}, {"f32", LOOM_TYPE_F32}, {"q8_0", LOOM_TYPE_Q8_0}};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!strcasecmp(s, kinds[i].name)) {
+            *out = kinds[i].t;
+            return 0;
+        }
+    fprintf(stderr, "loom %s: --kv-type %s: expected f16, f32 or q8_0\n", cmd, s);
+    return 2;
+}
+
 void loom_print_config(FILE *f, const char *model_path, const loom_model_config *mc, const loom_engine_options *eo,
                        const loom_tokenizer *tok) {
     const char *base = strrchr(model_path, '/');

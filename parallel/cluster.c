@@ -113,7 +113,7 @@ static loom_status share_plan(loom_cluster *c, const loom_gguf *g, const loom_pl
         loom_plan_balance bal;
         bool by_bytes = true;
         st = loom_plan_balance_by_bytes(&by_bytes);
-        if (!st && !by_bytes && r.pp > 1 && loom_dforward_resolve(r.engine.device, &cfg) == LOOM_DEVICE_CPU) {
+        if (!st && !by_bytes && r.pp > 1 && loom_engine_device(r.engine.device, r.engine.kv_type, &cfg) == LOOM_DEVICE_CPU) {
             st = loom_plan_balance_measure(&pm, &r, &bal);
             if (!st) r.balance = &bal;
         }
@@ -178,7 +178,7 @@ static loom_status connect_ranks(loom_cluster *c, const loom_cluster_options *o)
     c->eo = p->req.engine; /* the coordinator's options reach every rank with the plan */
     c->eo.n_threads = o->engine.n_threads;
     c->eo.prefix_cache = o->engine.prefix_cache;
-    c->eo.device = loom_dforward_resolve(o->engine.device, &p->cfg); /* per rank, like the threads */
+    c->eo.device = loom_engine_device(o->engine.device, p->req.engine.kv_type, &p->cfg); /* per rank, like the threads */
     c->eo.host_ranks = 0;
     for (int r = 0; r < c->world->size; r++) c->eo.host_ranks += !strcmp(c->hosts[r], c->hosts[c->world->rank]);
     loom_topology *t = &c->topo;
@@ -258,7 +258,7 @@ loom_status loom_cluster_start(const loom_cluster_options *o, loom_cluster **out
         loom_model_config cfg;
         st = loom_model_config_read(c->model, &cfg);
         if (!st) c->topo = loom_topology_single(&cfg);
-        if (!st) c->eo.device = loom_dforward_resolve(c->eo.device, &cfg); /* one process: the GPU it sees first */
+        if (!st) c->eo.device = loom_engine_device(c->eo.device, c->eo.kv_type, &cfg); /* one process: the GPU it sees first */
     }
     if (st) {
         if (c->mpi) MPI_Barrier(loom_comm_mpi_handle(c->world));

@@ -113,6 +113,11 @@ static loom_status alloc_rows(loom_engine *e) {
     return loom_error(LOOM_ERR_NOMEM, "out of memory for a batch of %d rows", e->opt.batch_rows);
 }
 
+loom_device_kind loom_engine_device(loom_device_kind k, loom_type kv_type, const loom_model_config *c) {
+    if (k == LOOM_DEVICE_AUTO && kv_type == LOOM_TYPE_Q8_0) return LOOM_DEVICE_CPU; /* the CPU's cache only */
+    return loom_dforward_resolve(k, c);
+}
+
 loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o, const loom_topology *topo,
                                void (*progress)(void *user, double frac), void *user, loom_engine **out) {
     *out = NULL;
@@ -136,7 +141,7 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
         st = loom_weights_create(g, &e->cfg, &t->shard, &e->w);
     }
     int slots = o->max_seqs + 1; /* one spare slot for scoring */
-    const loom_device_kind dk = loom_dforward_resolve(o->device, &e->cfg);
+    const loom_device_kind dk = loom_engine_device(o->device, o->kv_type, &e->cfg);
     const bool on_device = dk == LOOM_DEVICE_CUDA || dk == LOOM_DEVICE_HOST; /* the KV blocks live there */
     if (!st) {
         loom_kv_config kc = {

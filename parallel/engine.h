@@ -32,6 +32,10 @@
 
 typedef struct loom_engine loom_engine;
 
+/* Where a rank with these options computes: loom_dforward_resolve's choice,
+ * but `auto` stays on the CPU for a q8_0 KV cache (the CPU's only). */
+loom_device_kind loom_engine_device(loom_device_kind k, loom_type kv_type, const loom_model_config *c);
+
 /* Loads this rank's part of the model from an open GGUF file (which must
  * outlive the engine). `progress` (optional) is called with a fraction
  * while weights load. topo may be NULL (one rank, whole model); the engine

@@ -16,7 +16,7 @@ typedef struct {
     int n_threads;     /* per rank */
     int ctx_size;      /* positions per sequence */
     int max_seqs;      /* sequences running at once (KV slots) */
-    loom_type kv_type; /* F16 (default) or F32 */
+    loom_type kv_type; /* F16 (default), F32 or Q8_0 (kv_cache.h) */
     int batch_rows;    /* rows per forward call at most (prefill chunk) */
     int block_tokens;  /* KV block size */
     bool prefix_cache; /* coordinator: full KV blocks are found again by their tokens */

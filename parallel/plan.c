@@ -33,8 +33,10 @@ loom_status loom_plan_check_request(const loom_plan_model *m, const loom_plan_re
         return loom_error(LOOM_ERR_INVALID, "KV block size %d is out of range (1..%d)", r->engine.block_tokens, 1 << 16);
     if (r->engine.batch_rows < 1 || r->engine.batch_rows > (1 << 16))
         return loom_error(LOOM_ERR_INVALID, "batch rows %d is out of range (1..%d)", r->engine.batch_rows, 1 << 16);
-    if (r->engine.kv_type != LOOM_TYPE_F16 && r->engine.kv_type != LOOM_TYPE_F32)
-        return loom_error(LOOM_ERR_INVALID, "KV cache type %s is not supported (f16, f32)", loom_type_name(r->engine.kv_type));
+    const char *kv_why = loom_kv_type_refusal(r->engine.kv_type, m->cfg.head_dim);
+    if (*kv_why)
+        return loom_error(LOOM_ERR_INVALID, "KV cache type %s with heads of %d: %s", loom_type_name(r->engine.kv_type),
+                          m->cfg.head_dim, kv_why);
     if (r->max_memory < 0)
         return loom_error(LOOM_ERR_INVALID, "memory limit %" PRId64 " is negative (0 means no limit)", r->max_memory);
     if (r->engine.kv_blocks < 0) return loom_error(LOOM_ERR_INVALID, "KV blocks %d must be >= 0", r->engine.kv_blocks);

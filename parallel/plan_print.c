@@ -36,7 +36,7 @@ static plan_totals totals_of(const loom_plan *p) {
     return t;
 }
 
-static const char *kv_type_str(loom_type t) { return t == LOOM_TYPE_F32 ? "f32" : "f16"; }
+static const char *kv_type_str(loom_type t) { return t == LOOM_TYPE_F32 ? "f32" : t == LOOM_TYPE_Q8_0 ? "q8_0" : "f16"; }
 
 static void range_str(char *b, size_t n, int64_t lo, int64_t hi) {
     if (hi - lo == 1)

@@ -175,6 +175,7 @@ loom_status loom_predict_calibrate(const char *path, int threads, loom_predict_d
     double kv_elem = 2;
     const char *kvt = json_string_value(json_object_get(op, "kv_type"));
     if (kvt && !strcmp(kvt, "f32")) kv_elem = 4;
+    if (kvt && !strcmp(kvt, "q8_0")) kv_elem = 34.0 / 32;
     size_t i;
     json_t *r;
     int used = 0;

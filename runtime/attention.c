@@ -20,23 +20,55 @@ _Static_assert(LOOM_ATTN_NQ_MAX == LOOM_ATTN_UNIT_NQ, "device units hold as many
 
 /* ------------------------------------------------------------ store */
 
-void loom_kv_write_head(void *kb, void *vb, size_t ko, size_t vo, int block_tokens, int head_dim, bool f16,
+/* x[0..32) as Q8_0: the F16 scale absmax / 127 (zero for an all-zero
+ * group) and int8 codes rounded to nearest under that F16 scale (llama.cpp
+ * divides by the unrounded one: up to 0.56 of a step off, here 0.5). */
+static uint16_t q8_group(const float *x, int8_t *q) {
+    float amax = 0.0f;
+    for (int i = 0; i < 32; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    const uint16_t h = loom_f32_to_f16(amax / 127.0f);
+    const float d = loom_f16_to_f32(h), id = d > 0.0f && d < INFINITY ? 1.0f / d : 0.0f;
+    for (int i = 0; i < 32; i++) {
+        const long c = lrintf(x[i] * id);
+        q[i] = (int8_t)(c > 127 ? 127 : c < -127 ? -127 : c);
+    }
+    return h;
+}
+
+void loom_kv_write_head(void *kb, void *vb, int h, int slot, int block_tokens, int head_dim, loom_type type,
                         const float *k, const float *v) {
     const int hd = head_dim, bt = block_tokens;
-    if (!f16) {
-        float *kd = (float *)kb + ko;
+    const loom_kv_config c = {.head_dim = hd, .block_tokens = bt, .type = type};
+    const size_t head = loom_kv_head_bytes(&c);
+    const size_t ko = loom_kv_k_offset(&c, 0, slot, 0), vo = loom_kv_v_offset(&c, 0, slot, 0);
+    uint8_t *kh = (uint8_t *)kb + (size_t)h * head, *vh = vb ? (uint8_t *)vb + (size_t)h * head : NULL;
+    if (type == LOOM_TYPE_F32) {
+        float *kd = (float *)kh + ko;
         for (int d = 0; d < hd; d++) kd[(size_t)d * bt] = k[d];
-        if (vb) memcpy((float *)vb + vo, v, (size_t)hd * sizeof(float));
+        if (vh) memcpy((float *)vh + vo, v, (size_t)hd * sizeof(float));
+        return;
+    }
+    if (type == LOOM_TYPE_Q8_0) { /* kv_cache.h: codes, then the scales of each 32 dimensions */
+        int8_t q[32];
+        uint8_t *ks = kh + (size_t)hd * bt, *vs = vh ? vh + (size_t)hd * bt : NULL;
+        for (int g = 0; g < hd / 32; g++) {
+            const uint16_t dk = q8_group(k + 32 * g, q);
+            for (int d = 0; d < 32; d++) kh[ko + (size_t)(32 * g + d) * bt] = (uint8_t)q[d];
+            memcpy(ks + 2 * ((size_t)g * bt + slot), &dk, 2);
+            if (!vh) continue;
+            const uint16_t dv = q8_group(v + 32 * g, (int8_t *)vh + vo + 32 * g);
+            memcpy(vs + 2 * ((size_t)slot * (hd / 32) + g), &dv, 2);
+        }
         return;
     }
     loom_f16_row_fn *to_f16 = loom_kernels_get()->f16_row;
-    uint16_t tmp[64], *kd = (uint16_t *)kb + ko;
+    uint16_t tmp[64], *kd = (uint16_t *)kh + ko;
     for (int d0 = 0; d0 < hd; d0 += 64) {
         const int m = hd - d0 < 64 ? hd - d0 : 64;
         to_f16(k + d0, tmp, m);
         for (int d = 0; d < m; d++) kd[(size_t)(d0 + d) * bt] = tmp[d];
     }
-    if (vb) to_f16(v, (uint16_t *)vb + vo, hd);
+    if (vh) to_f16(v, (uint16_t *)vh + vo, hd);
 }
 
 void loom_attention_store(const loom_attention_args *a) { loom_attention_store_heads(a, 0, a->n_kv); }
@@ -44,14 +76,13 @@ void loom_attention_store(const loom_attention_args *a) { loom_attention_store_h
 void loom_attention_store_heads(const loom_attention_args *a, int h0, int h1) {
     const loom_kv_config *kc = loom_kv_config_of(a->kv);
     const int hd = a->head_dim, bt = kc->block_tokens, kvdim = a->n_kv * hd;
-    const bool f16 = kc->type == LOOM_TYPE_F16;
     for (int i = 0; i < a->n; i++) {
         const int p = a->pos[i], slot = p % bt;
         const int32_t blk = loom_kv_table(a->kv, a->seq[i])[p / bt];
         void *kb = loom_kv_k_block(a->kv, a->layer, blk), *vb = loom_kv_v_block(a->kv, a->layer, blk);
         for (int h = h0; h < h1; h++)
-            loom_kv_write_head(kb, vb, loom_kv_k_offset(kc, h, slot, 0), loom_kv_v_offset(kc, h, slot, 0), bt, hd, f16,
-                               a->k + (size_t)i * kvdim + (size_t)h * hd, a->v + (size_t)i * kvdim + (size_t)h * hd);
+            loom_kv_write_head(kb, vb, h, slot, bt, hd, kc->type, a->k + (size_t)i * kvdim + (size_t)h * hd,
+                               a->v + (size_t)i * kvdim + (size_t)h * hd);
     }
 }
 
@@ -360,6 +391,7 @@ void loom_attention_compute(const loom_attention_args *a, loom_pool *pool, float
                                .block_tokens = kc->block_tokens,
                                .head_dim = hd,
                                .f16 = kc->type == LOOM_TYPE_F16,
+                               .q8 = kc->type == LOOM_TYPE_Q8_0,
                                /* scores in base 2: log2(e)·scale, scale 1/√d unless given */
                                .qscale = (float)(1.4426950408889634 * (a->scale > 0 ? a->scale : 1 / sqrt((double)hd))),
                                .softcap = a->softcap > 0 ? (float)(a->softcap * 1.4426950408889634) : 0.0f};

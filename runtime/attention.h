@@ -1,6 +1,6 @@
 /*
  * runtime/attention.h — attention over the paged KV cache (kv_cache.h), for
- * a batch of rows from many sequences (F16 or F32 keys/values): the KV
+ * a batch of rows from many sequences (F16, F32 or Q8_0 keys/values): the KV
  * store, the plan of work units and segments, the threads and the merge.
  * The work units run in the active kernel table's attn_unit
  * (runtime/kernels.h: loom_attn_unit; runtime/cpu/attn_*.c).
@@ -91,12 +91,12 @@ void loom_attention_store(const loom_attention_args *a);
 /* The same for KV heads [h0, h1) only (threads storing disjoint heads). */
 void loom_attention_store_heads(const loom_attention_args *a, int h0, int h1);
 
-/* One position of one KV head into a paged block pair (kv_cache.h's layout):
- * key element d at kb[ko + d·block_tokens] (transposed), values at vb[vo..]
- * (vb NULL: the key only, a v_is_k cache's);
- * F16 through the kernel table's conversion (the CPU's bits). Shared by the
- * CPU store above and the host device's. */
-void loom_kv_write_head(void *kb, void *vb, size_t ko, size_t vo, int block_tokens, int head_dim, bool f16,
+/* One position (slot) of KV head h into a paged block pair (kv_cache.h's
+ * layout, kb and vb the blocks' starts): keys transposed, values as rows
+ * (vb NULL: the key only, a v_is_k cache's); F16 through the kernel table's
+ * conversion (the CPU's bits), Q8_0 by llama.cpp's rule. Shared by the CPU
+ * store above and the host device's. */
+void loom_kv_write_head(void *kb, void *vb, int h, int slot, int block_tokens, int head_dim, loom_type type,
                         const float *k, const float *v);
 
 /* out = softmax(q·Kᵀ/√d, causal: positions ≤ the row's; see the fields

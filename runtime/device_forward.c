@@ -334,6 +334,9 @@ loom_status loom_dforward_create(loom_device *d, const loom_weights *w, const lo
         return loom_error(LOOM_ERR_INVALID, "KV cache (%d layers, %d KV heads, head %d) does not match the weights "
                           "(%d layers, %d KV heads, head %d)", kc->n_layers, kc->n_kv_heads, kc->head_dim, nl,
                           w->n_kv, c->head_dim);
+    if (kc->type != LOOM_TYPE_F16 && kc->type != LOOM_TYPE_F32)
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: a %s KV cache is the CPU's only (f16 or f32 here; or --device cpu)",
+                          d->what, loom_type_name(kc->type));
     if (kc->v_is_k) /* latent attention's; the models above never ask for it */
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: a KV cache without value blocks (v_is_k) is the CPU's only", d->what);
     if (c->head_dim > d->vt->attn_max_head_dim || (d->kind == LOOM_DEVICE_CUDA && c->head_dim % 4))

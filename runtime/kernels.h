@@ -456,7 +456,8 @@ typedef struct {
                              * cache, kv_cache.h): value element d of slot t is the key block's (d, t) */
     size_t block_bytes;     /* from one block to the next */
     int block_tokens, head_dim;
-    int f16;                /* elements are F16 (else F32) */
+    int f16;                /* elements are F16 */
+    int q8;                 /* elements are Q8_0 (kv_cache.h: int8, an F16 scale per 32 dimensions); else F32 */
     int kvh;                /* KV head */
     const int32_t *table;   /* block table of the sequence */
     int nq;                 /* 1..LOOM_ATTN_NQ_MAX */

@@ -1,5 +1,7 @@
 #include "runtime/kv_cache.h"
 
+#include "runtime/quant.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,12 +17,22 @@ struct loom_kv_cache {
     int *n_seq_blocks;    /* (max_seqs) */
 };
 
-static size_t elem_size(loom_type t) { return t == LOOM_TYPE_F32 ? 4 : 2; }
+size_t loom_kv_head_bytes(const loom_kv_config *c) {
+    const size_t n = (size_t)c->block_tokens * (size_t)c->head_dim;
+    return c->type == LOOM_TYPE_F32 ? 4 * n : c->type == LOOM_TYPE_Q8_0 ? n + n / 32 * 2 : 2 * n;
+}
+
+const char *loom_kv_type_refusal(loom_type type, int head_dim) {
+    if (type != LOOM_TYPE_F16 && type != LOOM_TYPE_F32 && type != LOOM_TYPE_Q8_0)
+        return "the KV cache holds f16, f32 or q8_0";
+    if (type == LOOM_TYPE_Q8_0 && head_dim % 32)
+        return "a q8_0 KV cache needs attention heads of a multiple of 32 (its scales cover 32 dimensions)";
+    return "";
+}
 
 /* One layer's K (or V) of one block, rounded up to 64 bytes so every block is aligned. */
 static size_t block_bytes(const loom_kv_config *c) {
-    return ((size_t)c->n_kv_heads * (size_t)c->block_tokens * (size_t)c->head_dim * elem_size(c->type) + 63) &
-           ~(size_t)63;
+    return ((size_t)c->n_kv_heads * loom_kv_head_bytes(c) + 63) & ~(size_t)63;
 }
 
 size_t loom_kv_block_bytes(const loom_kv_config *c) { return block_bytes(c); }
@@ -35,8 +47,9 @@ int loom_kv_blocks_for(int n_seqs, int max_ctx, int block_tokens) {
 
 loom_status loom_kv_create(const loom_kv_config *cfg, loom_kv_cache **out) {
     *out = NULL;
-    if (cfg->type != LOOM_TYPE_F16 && cfg->type != LOOM_TYPE_F32)
-        return loom_error(LOOM_ERR_INVALID, "KV cache type %s is not supported (f16, f32)", loom_type_name(cfg->type));
+    const char *why = loom_kv_type_refusal(cfg->type, cfg->head_dim);
+    if (*why) return loom_error(LOOM_ERR_UNSUPPORTED, "KV cache type %s, heads of %d: %s", loom_type_name(cfg->type),
+                                cfg->head_dim, why);
     if (cfg->n_layers < 0 || cfg->n_kv_heads < 1 || cfg->head_dim < 1 || cfg->block_tokens < 1 ||
         cfg->n_blocks < 1 || cfg->max_seqs < 1 || cfg->max_ctx < 1)
         return loom_error(LOOM_ERR_INVALID,
@@ -145,4 +158,25 @@ void *loom_kv_k_block(const loom_kv_cache *kv, int layer, int32_t block) {
 void *loom_kv_v_block(const loom_kv_cache *kv, int layer, int32_t block) {
     if (!kv->v) return NULL; /* tables only, or the values are the keys */
     return kv->v + ((size_t)layer * kv->cfg.n_blocks + (size_t)block) * kv->block_bytes;
+}
+
+float loom_kv_key_at(const loom_kv_cache *kv, const void *kb, int h, int t, int d) {
+    const loom_kv_config *c = &kv->cfg;
+    const size_t i = loom_kv_k_offset(c, 0, t, d);
+    const uint8_t *head = (const uint8_t *)kb + (size_t)h * loom_kv_head_bytes(c);
+    if (c->type == LOOM_TYPE_F32) return ((const float *)head)[i];
+    if (c->type == LOOM_TYPE_F16) return loom_f16_to_f32(((const uint16_t *)head)[i]);
+    const uint8_t *sc = head + (size_t)c->head_dim * c->block_tokens + 2 * ((size_t)(d / 32) * c->block_tokens + t);
+    return (float)(int8_t)head[i] * loom_f16_to_f32(loom_rd_u16(sc));
+}
+
+float loom_kv_value_at(const loom_kv_cache *kv, const void *kb, const void *vb, int h, int t, int d) {
+    const loom_kv_config *c = &kv->cfg;
+    if (!vb) return loom_kv_key_at(kv, kb, h, t, d);
+    const size_t i = loom_kv_v_offset(c, 0, t, d);
+    const uint8_t *head = (const uint8_t *)vb + (size_t)h * loom_kv_head_bytes(c);
+    if (c->type == LOOM_TYPE_F32) return ((const float *)head)[i];
+    if (c->type == LOOM_TYPE_F16) return loom_f16_to_f32(((const uint16_t *)head)[i]);
+    const uint8_t *sc = head + (size_t)c->head_dim * c->block_tokens + 2 * ((size_t)t * (c->head_dim / 32) + d / 32);
+    return (float)(int8_t)head[i] * loom_f16_to_f32(loom_rd_u16(sc));
 }

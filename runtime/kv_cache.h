@@ -7,13 +7,20 @@
  * → block id); free blocks sit on a free list. Allocation is deterministic:
  * ranks that see the same reserve/release calls hold the same tables.
  *
- * Layout of one block of one layer, in `type` (F16 or F32), 64-byte aligned:
+ * Layout of one block of one layer, in `type` (F16, F32 or Q8_0), 64-byte
+ * aligned:
  *   keys   : (n_kv_heads, head_dim, block_tokens)   transposed: for each head
  *            and dimension, the block's positions are contiguous, so one
  *            vector load gives one dimension of 16 keys and a block's scores
  *            are head_dim broadcast-FMAs, no horizontal sums;
  *   values : (n_kv_heads, block_tokens, head_dim)   one position's value
  *            vector is contiguous (the weighted sum adds whole rows).
+ * Q8_0 (llama.cpp's -ctk/-ctv q8_0: about half of F16's bytes): each head's
+ * elements are int8, every 32 consecutive dimensions of one position sharing
+ * one F16 scale (absmax / 127, round to nearest), so a value is q · scale;
+ * a head's int8 elements as above, then its scales — keys (head_dim / 32,
+ * block_tokens), values (block_tokens, head_dim / 32). head_dim must be a
+ * multiple of 32. Heads are loom_kv_head_bytes apart.
  * With v_is_k there are no value blocks: a position's value is its key, read
  * from the transposed key block.
  * Position p of a sequence is slot p % block_tokens of block
@@ -46,7 +53,7 @@ typedef struct {
     int n_layers;      /* layers held by this rank */
     int n_kv_heads;    /* KV heads held by this rank */
     int head_dim;
-    loom_type type;    /* LOOM_TYPE_F16 or LOOM_TYPE_F32 */
+    loom_type type;    /* LOOM_TYPE_F16, LOOM_TYPE_F32 or LOOM_TYPE_Q8_0 */
     int block_tokens;  /* positions per block */
     int n_blocks;      /* blocks in the pool */
     int max_seqs;      /* sequence slots */
@@ -67,6 +74,13 @@ size_t loom_kv_bytes(const loom_kv_config *cfg);
 /* Bytes of one layer's keys (or values) of one block, rounded up to 64:
  * block b of layer l starts at l·n_blocks·this + b·this from the pool. */
 size_t loom_kv_block_bytes(const loom_kv_config *cfg);
+
+/* Bytes of one KV head's keys (or values) in a block (the scales too). */
+size_t loom_kv_head_bytes(const loom_kv_config *cfg);
+
+/* Whether `type` can hold a cache of heads of head_dim ("" when it can,
+ * else why not), for loom_kv_create and the plan. */
+const char *loom_kv_type_refusal(loom_type type, int head_dim);
 
 /* Blocks needed to give n_seqs sequences max_ctx positions each. */
 int loom_kv_blocks_for(int n_seqs, int max_ctx, int block_tokens);
@@ -100,12 +114,18 @@ const int32_t *loom_kv_table(const loom_kv_cache *kv, int seq);
 void *loom_kv_k_block(const loom_kv_cache *kv, int layer, int32_t block);
 void *loom_kv_v_block(const loom_kv_cache *kv, int layer, int32_t block);
 
-/* Element offsets inside a block of head h, slot t, dimension d. */
+/* Element offsets inside a block of head h, slot t, dimension d (F16 and
+ * F32; Q8_0 heads are loom_kv_head_bytes apart, see loom_kv_key_at). */
 static inline size_t loom_kv_k_offset(const loom_kv_config *c, int h, int t, int d) {
     return ((size_t)h * c->head_dim + (size_t)d) * c->block_tokens + (size_t)t;
 }
 static inline size_t loom_kv_v_offset(const loom_kv_config *c, int h, int t, int d) {
     return ((size_t)h * c->block_tokens + (size_t)t) * c->head_dim + (size_t)d;
 }
+
+/* Key and value element (h, t, d) of a block as a float, in any type (a
+ * v_is_k cache's value is its key): for tests and tools, not hot loops. */
+float loom_kv_key_at(const loom_kv_cache *kv, const void *kb, int h, int t, int d);
+float loom_kv_value_at(const loom_kv_cache *kv, const void *kb, const void *vb, int h, int t, int d);
 
 #endif

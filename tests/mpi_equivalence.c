@@ -175,7 +175,8 @@ static int check_greedy(loom_engine *e, const loom_ref_case *c, int tp, int pp) 
 
 int main(int argc, char **argv) {
     const char *fixture = NULL, *model = NULL;
-    int tp = 1, pp = 1, max_cases = 1000, batch = 64, kv32 = 0;
+    int tp = 1, pp = 1, max_cases = 1000, batch = 64;
+    loom_type kv_type = LOOM_TYPE_F16;
     loom_device_kind device = LOOM_DEVICE_CPU, ref_device = LOOM_DEVICE_CPU;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--fixture")) fixture = argv[i + 1];
@@ -184,7 +185,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--pp")) pp = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--cases")) max_cases = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--kv-type")) kv32 = !strcmp(argv[i + 1], "f32");
+        else if (!strcmp(argv[i], "--kv-type"))
+            kv_type = !strcmp(argv[i + 1], "f32") ? LOOM_TYPE_F32 : !strcmp(argv[i + 1], "q8_0") ? LOOM_TYPE_Q8_0 : LOOM_TYPE_F16;
         else if (!strcmp(argv[i], "--device") || !strcmp(argv[i], "--ref-device")) {
             loom_status ks = loom_device_kind_parse(argv[i + 1], !strcmp(argv[i], "--device") ? &device : &ref_device);
             if (ks) {
@@ -226,7 +228,7 @@ int main(int argc, char **argv) {
     o.ctx_size = 1024;
     o.max_seqs = 1;
     o.batch_rows = batch;
-    o.kv_type = kv32 ? LOOM_TYPE_F32 : LOOM_TYPE_F16;
+    o.kv_type = kv_type;
     o.device = device;
     loom_cluster_options co = {.model = model, .tp = tp, .pp = pp, .engine = o, .watchdog_timeout_s = 60};
     loom_cluster *cl;

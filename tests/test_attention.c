@@ -113,10 +113,6 @@ static void fx_fill(cache_fx *f, int layer, int s, int len) {
     free(v);
 }
 
-static double cache_at(const cache_fx *f, const void *blk, size_t off) {
-    return f->type == LOOM_TYPE_F32 ? ((const float *)blk)[off] : loom_f16_to_f32(((const uint16_t *)blk)[off]);
-}
-
 /* The options of other families (loom_attention_args' last fields) that
  * check_batch passes on and the reference follows; zero: llama. */
 static struct {
@@ -129,7 +125,6 @@ static struct {
  * the cache contents; it sees positions [lo, lim] (opt: window, bidirectional). */
 static void reference(const cache_fx *f, int layer, int s, int pos, int lim, int h, int kvh, const float *q,
                       double *out) {
-    const loom_kv_config *c = loom_kv_config_of(f->kv);
     const int32_t *table = loom_kv_table(f->kv, s);
     const int lo = opt.window > 0 && pos - opt.window + 1 > 0 ? pos - opt.window + 1 : 0;
     const double scale = opt.scale > 0 ? opt.scale : 1 / sqrt((double)f->hd);
@@ -137,7 +132,7 @@ static void reference(const cache_fx *f, int layer, int s, int pos, int lim, int
     for (int t = lo; t <= lim; t++) {
         const void *kb = loom_kv_k_block(f->kv, layer, table[t / f->bt]);
         double d = 0;
-        for (int i = 0; i < f->hd; i++) d += (double)q[i] * cache_at(f, kb, loom_kv_k_offset(c, kvh, t % f->bt, i));
+        for (int i = 0; i < f->hd; i++) d += (double)q[i] * loom_kv_key_at(f->kv, kb, kvh, t % f->bt, i);
         sc[t] = d * scale;
         if (opt.softcap > 0) sc[t] = opt.softcap * tanh(sc[t] / opt.softcap);
         mx = sc[t] > mx ? sc[t] : mx;
@@ -152,8 +147,7 @@ static void reference(const cache_fx *f, int layer, int s, int pos, int lim, int
         sum += p;
         const void *vb = loom_kv_v_block(f->kv, layer, table[t / f->bt]), *kb = loom_kv_k_block(f->kv, layer, table[t / f->bt]);
         for (int i = 0; i < f->hd; i++) /* no value blocks (v_is_k): the values are the keys */
-            out[i] += p * (vb ? cache_at(f, vb, loom_kv_v_offset(c, kvh, t % f->bt, i))
-                              : cache_at(f, kb, loom_kv_k_offset(c, kvh, t % f->bt, i)));
+            out[i] += p * loom_kv_value_at(f->kv, kb, vb, kvh, t % f->bt, i);
     }
     for (int i = 0; i < f->hd; i++) out[i] /= sum;
     free(sc);
@@ -199,7 +193,7 @@ static void check_batch(cache_fx *f, int layer, int n, const int32_t *seq, const
             cr_assert(worst <= OUT_TOL,
                       "%s: %s, %s KV, hd %d, %d/%d heads, block %d, %d threads: row %d (seq %d pos %d) head %d dim %d: "
                       "%.9g vs %.9g (error %.3g)",
-                      what, loom_isa_name((loom_isa)isa), f->type == LOOM_TYPE_F16 ? "f16" : "f32", f->hd, f->n_q,
+                      what, loom_isa_name((loom_isa)isa), loom_type_name(f->type), f->hd, f->n_q,
                       f->n_kv, f->bt, th, wi / qdim, seq[wi / qdim], pos[wi / qdim], wi % qdim / f->hd, wi % f->hd,
                       out[wi], ref[wi], worst);
             free(scratch);
@@ -284,6 +278,20 @@ Test(attention, odd_blocks_heads_and_groups) {
     }
 }
 
+/* Q8_0 elements (int8, an F16 scale per 32 dimensions of a position),
+ * against the reference over the dequantized cache: heads of 64, 96 and
+ * 128, GQA groups, partial tiles (blocks of 24, 7 and 4), groups above a
+ * unit; latent shapes without value blocks. */
+Test(attention, q8_0_cache) {
+    static const shape shapes[] = {{64, 9, 3, 16}, {64, 8, 1, 16}, {128, 12, 3, 16}, {96, 4, 2, 16},
+                                   {64, 6, 2, 24}, {64, 6, 3, 7},  {64, 20, 1, 16},  {64, 9, 3, 4}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) run_shape(shapes[i], LOOM_TYPE_Q8_0);
+    fx_v_is_k = 1;
+    static const shape latent[] = {{288, 6, 1, 16}, {64, 20, 1, 16}, {64, 6, 3, 7}};
+    for (size_t i = 0; i < sizeof latent / sizeof latent[0]; i++) run_shape(latent[i], LOOM_TYPE_Q8_0);
+    fx_v_is_k = 0;
+}
+
 /* A cache without value blocks (multi-head latent attention's: the values
  * are the keys, read from the transposed key blocks): against the reference
  * in latent shapes (one KV head of 256 + 32, all query heads on it; more
@@ -301,12 +309,13 @@ Test(attention, values_are_keys) {
     opt.window = 40; /* chunks no query sees (only a rescale to carry) */
     run_shape(shapes[1], LOOM_TYPE_F16);
     opt.window = 0;
-    for (int f32 = 0; f32 < 2; f32++) {
+    static const loom_type types[] = {LOOM_TYPE_F16, LOOM_TYPE_F32, LOOM_TYPE_Q8_0};
+    for (int ty = 0; ty < 3; ty++) {
         cache_fx f[2];
         const uint64_t seed = rng_state;
         for (int c = 0; c < 2; c++) { /* the same draws: the same keys */
             fx_v_is_k = c == 0, fx_same_kv = c == 1, rng_state = seed;
-            fx_create(&f[c], 6, 1, 288, 16, f32 ? LOOM_TYPE_F32 : LOOM_TYPE_F16, 2, 700);
+            fx_create(&f[c], 6, 1, 288, 16, types[ty], 2, 700);
             int want[2] = {700, 45};
             fx_reserve(&f[c], want);
             fx_fill(&f[c], 0, 0, 700);
@@ -337,7 +346,7 @@ Test(attention, values_are_keys) {
                         if (c)
                             cr_assert(!memcmp(out[0], out[1], sizeof(float) * n * qdim),
                                       "%s, %s, %d threads, %d rows: values read from the keys differ from stored copies",
-                                      loom_isa_name((loom_isa)isa), f32 ? "f32" : "f16", th, n);
+                                      loom_isa_name((loom_isa)isa), loom_type_name(types[ty]), th, n);
                     }
                 loom_pool_free(pool);
             }
@@ -541,6 +550,70 @@ Test(attention, store_layout_and_f16_bits) {
     cr_assert(!loom_isa_set(loom_isa_detect()));
 }
 
+/* Q8_0: every 32 dimensions of a position as int8 codes and the F16 scale
+ * absmax / 127 (kv_cache.h's layout, read here byte by byte): the largest
+ * code of a group is +-127, every element within half a step of the stored scale, an all-zero
+ * group all zeros; the same bytes from every level. */
+Test(attention, store_q8_0) {
+    enum { N = 6, HD = 96, BT = 5 };
+    uint8_t *first = NULL;
+    for (int isa = 0; isa <= (int)loom_isa_detect(); isa++) {
+        cr_assert(!loom_isa_set((loom_isa)isa));
+        cache_fx f;
+        const uint64_t seed = rng_state;
+        fx_create(&f, 4, 2, HD, BT, LOOM_TYPE_Q8_0, 2, 40);
+        int want[2] = {13, 40};
+        fx_reserve(&f, want);
+        int32_t seq[N] = {1, 0, 1, 1, 0, 1}, pos[N] = {39, 12, 0, 5, 4, 6};
+        const int kvdim = 2 * HD;
+        float k[N * 2 * HD], v[N * 2 * HD];
+        for (int i = 0; i < N * kvdim; i++) {
+            k[i] = frand() * 100.0f, v[i] = frand();
+            if (i / 32 == 3) k[i] = v[i] = 0.0f; /* a group of zeros */
+        }
+        loom_attention_args a = {f.kv, 1, N, pos, seq, 4, 2, HD, f.q_to_kv, NULL, k, v, NULL, .scale = 0};
+        loom_attention_store(&a);
+        const loom_kv_config *c = loom_kv_config_of(f.kv);
+        const size_t head = loom_kv_head_bytes(c);
+        cr_assert_eq(head, (size_t)HD * BT + HD / 32 * BT * 2);
+        for (int i = 0; i < N; i++) {
+            const int32_t blk = loom_kv_table(f.kv, seq[i])[pos[i] / BT];
+            const uint8_t *kb = loom_kv_k_block(f.kv, 1, blk), *vb = loom_kv_v_block(f.kv, 1, blk);
+            const int t = pos[i] % BT;
+            for (int h = 0; h < 2; h++)
+                for (int g = 0; g < HD / 32; g++) {
+                    const uint8_t *kh = kb + h * head, *vh = vb + h * head;
+                    const float ks = loom_f16_to_f32(loom_rd_u16(kh + HD * BT + 2 * (g * BT + t)));
+                    const float vs = loom_f16_to_f32(loom_rd_u16(vh + HD * BT + 2 * (t * (HD / 32) + g)));
+                    int kmax = 0, vmax = 0;
+                    for (int d = 32 * g; d < 32 * g + 32; d++) {
+                        const int kq = (int8_t)kh[d * BT + t], vq = (int8_t)vh[t * HD + d];
+                        const float kx = k[i * kvdim + h * HD + d], vx = v[i * kvdim + h * HD + d];
+                        kmax = abs(kq) > kmax ? abs(kq) : kmax, vmax = abs(vq) > vmax ? abs(vq) : vmax;
+                        cr_assert(fabsf(kq * ks - kx) <= 0.502f * ks + 1e-6f * fabsf(kx), "key %g stored as %d x %g", kx, kq, ks);
+                        cr_assert(fabsf(vq * vs - vx) <= 0.502f * vs + 1e-6f * fabsf(vx), "value %g stored as %d x %g", vx, vq, vs);
+                        cr_assert_eq(loom_kv_key_at(f.kv, kb, h, t, d), kq * ks);
+                        cr_assert_eq(loom_kv_value_at(f.kv, kb, vb, h, t, d), vq * vs);
+                    }
+                    const int zero = i == 0 && h == 1 && g == 0; /* elements 96..127 of row 0 */
+                    cr_assert(zero ? kmax == 0 && ks == 0.0f && vmax == 0 && vs == 0.0f : kmax == 127 && vmax == 127,
+                              "row %d head %d group %d: largest codes %d, %d", i, h, g, kmax, vmax);
+                }
+        }
+        const size_t bytes = loom_kv_bytes(c) / 2;
+        if (!first) {
+            first = malloc(bytes);
+            memcpy(first, loom_kv_k_block(f.kv, 0, 0), bytes);
+        } else {
+            cr_assert(!memcmp(first, loom_kv_k_block(f.kv, 0, 0), bytes), "%s stores other bytes", loom_isa_name((loom_isa)isa));
+        }
+        fx_free(&f);
+        rng_state = seed;
+    }
+    free(first);
+    cr_assert(!loom_isa_set(loom_isa_detect()));
+}
+
 /* ------------------------------------------------------------ exp2 */
 
 Test(attention, simd_exp2_accuracy) {
@@ -628,4 +701,24 @@ Test(kv_cache_api, values_are_keys_half_the_memory) {
     cr_assert(!loom_kv_reserve(kv, 0, 33));
     for (int b = 0; b < 5; b++) cr_assert(loom_kv_k_block(kv, 2, b) && !loom_kv_v_block(kv, 2, b));
     loom_kv_free(kv);
+}
+
+/* Q8_0: 1 + 2/32 bytes an element (17/32 of F16's); heads not a multiple of 32 are refused. */
+Test(kv_cache_api, q8_0_bytes_and_refusal) {
+    loom_kv_config c = {.n_layers = 3, .n_kv_heads = 2, .head_dim = 64, .type = LOOM_TYPE_Q8_0, .block_tokens = 16,
+                        .n_blocks = 5, .max_seqs = 3, .max_ctx = 64};
+    cr_assert_eq(loom_kv_head_bytes(&c), (size_t)16 * 64 + 2 * 16 * 2);
+    cr_assert_eq(loom_kv_bytes(&c), (size_t)2 * 3 * 5 * 2 * (16 * 64 + 2 * 16 * 2));
+    loom_kv_cache *kv;
+    cr_assert(!loom_kv_create(&c, &kv));
+    loom_kv_free(kv);
+    c.head_dim = 80;
+    loom_status st = loom_kv_create(&c, &kv);
+    cr_assert(st && loom_status_code(st) == LOOM_ERR_UNSUPPORTED && strstr(loom_status_message(st), "multiple of 32"),
+              "%s", st ? loom_status_message(st) : "created");
+    loom_status_free(st);
+    c.head_dim = 64, c.type = LOOM_TYPE_Q4_0;
+    st = loom_kv_create(&c, &kv);
+    cr_assert(st && loom_status_code(st) == LOOM_ERR_UNSUPPORTED, "a Q4_0 cache is refused");
+    loom_status_free(st);
 }

@@ -418,6 +418,7 @@ Test(plan, stage_balance_matches_brute_force) {
         for (int pp = 1; pp <= s.layers && pp <= 6; pp++) {
             loom_plan_request req = loom_plan_request_defaults(1, pp);
             req.engine.ctx_size = 256;
+            if (trial % 4 == 1) req.engine.kv_type = LOOM_TYPE_Q8_0; /* check_plan: its KV bytes too */
             req.balance = w;
             loom_plan *p, *pb = NULL;
             OK(loom_plan_make(&m, &req, NULL, &p));
@@ -883,8 +884,8 @@ Test(plan, impossible_requests_say_what_works) {
     req = loom_plan_request_defaults(0, 1);
     expect_error(loom_plan_make(&m, &req, NULL, &p), LOOM_ERR_INVALID, "at least 1");
     req = loom_plan_request_defaults(1, 1);
-    req.engine.kv_type = LOOM_TYPE_Q8_0;
-    expect_error(loom_plan_make(&m, &req, NULL, &p), LOOM_ERR_INVALID, "f16, f32");
+    req.engine.kv_type = LOOM_TYPE_Q4_0;
+    expect_error(loom_plan_make(&m, &req, NULL, &p), LOOM_ERR_INVALID, "f16, f32 or q8_0");
 
     /* MLP columns: 512 columns of Q4_K ffn_down are 2 groups */
     shape s = {"llama", 2, 1024, 16, 16, 64, 512, 1000, true, false, LOOM_TYPE_Q8_0, LOOM_TYPE_Q8_0, all_q4_k};

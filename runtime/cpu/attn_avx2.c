@@ -8,7 +8,9 @@
  * Values: queries in groups of up to 12, CB vectors of each position's row
  * at a time (a cache whose values are its keys: vacc_keys, the queries in
  * the lanes). A tile that would read past its block (block_tokens not a
- * multiple of 16) is first copied, zero-padded, into the work area. */
+ * multiple of 16) is first copied, zero-padded, into the work area. Q8_0
+ * elements are converted and times their scales once per load (as in
+ * attn_avx512.c). */
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -25,6 +27,11 @@
 #define QG_MAX 6  /* queries per score pass */
 #define QV_MAX 12 /* queries per value pass */
 #define CB_OF(nq) ((nq) <= 2 ? 4 : (nq) <= 3 ? 3 : (nq) <= 6 ? 2 : 1)
+
+enum { KF32, KF16, KQ8 }; /* element kinds */
+
+/* 8 int8 at p as floats. */
+INLINE __m256 i8x8(const void *p) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
 
 void loom_avx2_f16_row(const float *src, uint16_t *dst, int n) {
     int i = 0;
@@ -63,22 +70,36 @@ INLINE float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* Key row d (16 positions: two halves) as floats; Q8_0 times sc0, sc1. */
+INLINE void key_row(const int KIND, const void *k, int ks, int d, __m256 sc0, __m256 sc1, __m256 *k0, __m256 *k1) {
+    if (KIND == KQ8) {
+        const int8_t *kd = (const int8_t *)k + (size_t)d * ks;
+        *k0 = _mm256_mul_ps(i8x8(kd), sc0), *k1 = _mm256_mul_ps(i8x8(kd + 8), sc1);
+    } else if (KIND == KF16) {
+        const uint16_t *kd = (const uint16_t *)k + (size_t)d * ks;
+        *k0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)kd));
+        *k1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kd + 8)));
+    } else {
+        const float *kd = (const float *)k + (size_t)d * ks;
+        *k0 = _mm256_loadu_ps(kd), *k1 = _mm256_loadu_ps(kd + 8);
+    }
+}
+/* The Q8_0 scales of key dimensions [32g, 32g + 32), both halves. */
+INLINE void key_scales(const uint16_t *ksc, int ks, int g, __m256 *sc0, __m256 *sc1) {
+    *sc0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ksc + (size_t)g * ks)));
+    *sc1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ksc + (size_t)g * ks + 8)));
+}
+
 /* S[j·16 + t] = q_j · k_t for NQ queries (Q[d·NQM + j]); keys element
- * (d, t) at index d·ks + t. */
-INLINE void scores_k(const int NQ, const int F16, const float *Q, int hd, const void *k, int ks, float *S) {
-    __m256 s0[QG_MAX], s1[QG_MAX];
+ * (d, t) at index d·ks + t (Q8_0 scales (d/32, t) at ksc[(d/32)·ks + t]). */
+INLINE void scores_k(const int NQ, const int KIND, const float *Q, int hd, const void *k, int ks, const uint16_t *ksc,
+                     float *S) {
+    __m256 s0[QG_MAX], s1[QG_MAX], sc0 = _mm256_setzero_ps(), sc1 = _mm256_setzero_ps();
     UNROLL for (int j = 0; j < NQ; j++) s0[j] = _mm256_setzero_ps(), s1[j] = _mm256_setzero_ps();
     for (int d = 0; d < hd; d++) {
         __m256 k0, k1;
-        if (F16) {
-            const uint16_t *kd = (const uint16_t *)k + (size_t)d * ks;
-            k0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)kd));
-            k1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kd + 8)));
-        } else {
-            const float *kd = (const float *)k + (size_t)d * ks;
-            k0 = _mm256_loadu_ps(kd);
-            k1 = _mm256_loadu_ps(kd + 8);
-        }
+        if (KIND == KQ8 && d % 32 == 0) key_scales(ksc, ks, d / 32, &sc0, &sc1);
+        key_row(KIND, k, ks, d, sc0, sc1, &k0, &k1);
         const float *qd = Q + (size_t)d * NQM;
         UNROLL for (int j = 0; j < NQ; j++) {
             const __m256 q = _mm256_broadcast_ss(qd + j);
@@ -90,9 +111,10 @@ INLINE void scores_k(const int NQ, const int F16, const float *Q, int hd, const 
 }
 
 /* acc[j][c0·8 .. (c0+CB)·8) += Σ_i Σ_{t < nv[i]} P[i·ps + j·16 + t] · V_i[t][same]
- * for NQ queries (acc rows hd apart) over the ntl tiles of a chunk. */
-INLINE void vacc_k(const int NQ, const int CB, const int F16, const void *const *v, const int *nv, int ntl, int hd,
-                   int c0, const float *P, int ps, float *acc) {
+ * for NQ queries (acc rows hd apart) over the ntl tiles of a chunk (Q8_0
+ * scales (t, d/32) at vsc[i][t·hd/32 + d/32]). */
+INLINE void vacc_k(const int NQ, const int CB, const int KIND, const void *const *v, const uint16_t *const *vsc,
+                   const int *nv, int ntl, int hd, int c0, const float *P, int ps, float *acc) {
     __m256 a[QV_MAX][4];
     UNROLL for (int j = 0; j < NQ; j++) UNROLL for (int c = 0; c < CB; c++)
         a[j][c] = _mm256_load_ps(acc + (size_t)j * hd + (size_t)(c0 + c) * 8);
@@ -102,8 +124,12 @@ INLINE void vacc_k(const int NQ, const int CB, const int F16, const void *const 
             __m256 vv[4];
             UNROLL for (int c = 0; c < CB; c++) {
                 const size_t o = (size_t)t * hd + (size_t)(c0 + c) * 8;
-                vv[c] = F16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)v[i] + o)))
-                            : _mm256_loadu_ps((const float *)v[i] + o);
+                if (KIND == KQ8)
+                    vv[c] = _mm256_mul_ps(i8x8((const int8_t *)v[i] + o),
+                                          _mm256_set1_ps(_cvtsh_ss(vsc[i][(size_t)t * (hd / 32) + (size_t)(c0 + c) / 4])));
+                else
+                    vv[c] = KIND == KF16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)v[i] + o)))
+                                         : _mm256_loadu_ps((const float *)v[i] + o);
             }
             UNROLL for (int j = 0; j < NQ; j++) {
                 const __m256 p = _mm256_broadcast_ss(Pi + j * TILE + t);
@@ -115,27 +141,30 @@ INLINE void vacc_k(const int NQ, const int CB, const int F16, const void *const 
         _mm256_store_ps(acc + (size_t)j * hd + (size_t)(c0 + c) * 8, a[j][c]);
 }
 
-typedef void (*scores_fn)(int f16, const float *Q, int hd, const void *k, int ks, float *S);
-typedef void (*vacc_fn)(int f16, const void *const *v, const int *nv, int ntl, int hd, const float *P, int ps,
-                        float *acc);
+typedef void (*scores_fn)(int kind, const float *Q, int hd, const void *k, int ks, const uint16_t *ksc, float *S);
+typedef void (*vacc_fn)(int kind, const void *const *v, const uint16_t *const *vsc, const int *nv, int ntl, int hd,
+                        const float *P, int ps, float *acc);
 
 #define SCORES(NQ)                                                                                                 \
-    static void scores_##NQ(int f16, const float *Q, int hd, const void *k, int ks, float *S) {                    \
-        if (f16) scores_k(NQ, 1, Q, hd, k, ks, S);                                                                 \
-        else scores_k(NQ, 0, Q, hd, k, ks, S);                                                                     \
+    static void scores_##NQ(int kind, const float *Q, int hd, const void *k, int ks, const uint16_t *ksc, float *S) { \
+        if (kind == KF16) scores_k(NQ, KF16, Q, hd, k, ks, ksc, S);                                                \
+        else if (kind == KQ8) scores_k(NQ, KQ8, Q, hd, k, ks, ksc, S);                                             \
+        else scores_k(NQ, KF32, Q, hd, k, ks, ksc, S);                                                             \
+    }
+#define VACC_KIND(NQ, KIND)                                                                                        \
+    if (kind == KIND) {                                                                                            \
+        for (; c + CB_OF(NQ) <= nch; c += CB_OF(NQ)) vacc_k(NQ, CB_OF(NQ), KIND, v, vsc, nv, ntl, hd, c, P, ps, acc); \
+        for (; c < nch; c++) vacc_k(NQ, 1, KIND, v, vsc, nv, ntl, hd, c, P, ps, acc);                              \
+        return;                                                                                                    \
     }
 #define VACC(NQ)                                                                                                   \
-    static void vacc_##NQ(int f16, const void *const *v, const int *nv, int ntl, int hd, const float *P, int ps,   \
-                          float *acc) {                                                                            \
+    static void vacc_##NQ(int kind, const void *const *v, const uint16_t *const *vsc, const int *nv, int ntl, int hd, \
+                          const float *P, int ps, float *acc) {                                                    \
         const int nch = hd / 8;                                                                                    \
         int c = 0;                                                                                                 \
-        if (f16) {                                                                                                 \
-            for (; c + CB_OF(NQ) <= nch; c += CB_OF(NQ)) vacc_k(NQ, CB_OF(NQ), 1, v, nv, ntl, hd, c, P, ps, acc);  \
-            for (; c < nch; c++) vacc_k(NQ, 1, 1, v, nv, ntl, hd, c, P, ps, acc);                                  \
-        } else {                                                                                                   \
-            for (; c + CB_OF(NQ) <= nch; c += CB_OF(NQ)) vacc_k(NQ, CB_OF(NQ), 0, v, nv, ntl, hd, c, P, ps, acc);  \
-            for (; c < nch; c++) vacc_k(NQ, 1, 0, v, nv, ntl, hd, c, P, ps, acc);                                  \
-        }                                                                                                          \
+        VACC_KIND(NQ, KF16)                                                                                        \
+        VACC_KIND(NQ, KQ8)                                                                                         \
+        VACC_KIND(NQ, KF32)                                                                                        \
     }
 SCORES(1)
 SCORES(2)
@@ -196,6 +225,7 @@ static void load_queries(const loom_attn_unit *u, int hd) {
 typedef struct {
     const void *k;  /* transposed keys of the tile: element (d, t) at index d·ks + t */
     const void *v;  /* values of the tile: element (t, d) at index t·hd + d */
+    const uint16_t *ksc, *vsc; /* Q8_0 scales: key (d/32, t) at ksc[(d/32)·ks + t], value (t, d/32) at vsc[t·hd/32 + d/32] */
     int ks;         /* key row stride: block_tokens, or 16 when packed */
     int base, nt;   /* position of slot 0; slots in the unit's range */
 } tile;
@@ -211,18 +241,18 @@ INLINE __m256 softcap8(__m256 s, float cap) {
 
 typedef struct {
     const loom_attn_unit *u;
-    int hd, f16, nq;
+    int hd, kind, nq;
     int min_lim;         /* the smallest lim: positions up to it are seen by every query */
     int max_lo;          /* the largest lo: positions from it on are seen by every query */
     float m[NQM];
     float *lsum, *S, *P; /* (nq, 16) running sums per lane; (CHUNK, nq, 16) scores; probabilities */
     /* a cache whose values are its keys (v NULL; vacc_keys): */
     float *accT;         /* (2, hd, 8) the outputs, lane j of group g query 8g + j's */
-    float *PT, *KB;      /* (CHUNK, 16, 2, 8) probabilities, lanes as accT's; (CHUNK, DG, 16) F16 keys as floats */
+    float *PT, *KB;      /* (CHUNK, 16, 2, 8) probabilities, lanes as accT's; (CHUNK, DG, 16) F16/Q8_0 keys as floats */
     float alpha[NQM];    /* this chunk's rescale per query, 1 if none */
 } state;
 
-enum { DG = 8 }; /* dimensions per pass of vacc_keys: its FMA chains */
+enum { DG = 8 }; /* dimensions per pass of vacc_keys: its FMA chains (a divisor of 32: one Q8_0 scale each) */
 _Static_assert(DG <= 16 && NQM == 16, "KB: (CHUNK, DG, 16) floats of the work area's last (CHUNK, 16, TILE)");
 
 /* accT[g][d0 + dr + d] += Σ_i Σ_t PT[i][t][g] · key (d0 + dr + d, t) for
@@ -240,8 +270,9 @@ INLINE void kacc_k(const int NG, const int D, const state *st, const tile *tl, c
         }
     }
     for (int i = 0; i < ntl; i++) { /* key (d, t) at k[d·ks + t] */
-        const float *k = st->f16 ? st->KB + (size_t)(i * DG + dr) * 16 : (const float *)tl[i].k + (size_t)(d0 + dr) * tl[i].ks;
-        const size_t ks = st->f16 ? 16 : (size_t)tl[i].ks;
+        const int conv = st->kind != KF32;
+        const float *k = conv ? st->KB + (size_t)(i * DG + dr) * 16 : (const float *)tl[i].k + (size_t)(d0 + dr) * tl[i].ks;
+        const size_t ks = conv ? 16 : (size_t)tl[i].ks;
         for (int t = 0; t < nv[i]; t++) {
             __m256 p[2];
             UNROLL for (int g = 0; g < NG; g++) p[g] = _mm256_load_ps(st->PT + ((size_t)(i * 16 + t) * 2 + g) * 8);
@@ -274,14 +305,17 @@ static void vacc_keys(const state *st, const tile *tl, const int *nv, int ntl, i
             }
     }
     for (int d0 = 0; d0 < hd; d0 += DG) {
-        for (int i = 0; st->f16 && i < ntl; i++) /* F16 keys as floats */
-            if (nv[i])
+        for (int i = 0; st->kind != KF32 && i < ntl; i++) /* F16 or Q8_0 keys as floats */
+            if (nv[i]) {
+                __m256 sc0 = _mm256_setzero_ps(), sc1 = _mm256_setzero_ps(), k0, k1;
+                if (st->kind == KQ8) key_scales(tl[i].ksc, tl[i].ks, d0 / 32, &sc0, &sc1); /* DG | 32 */
                 UNROLL for (int d = 0; d < DG; d++) {
-                    const uint16_t *kd = (const uint16_t *)tl[i].k + (size_t)(d0 + d) * tl[i].ks;
+                    if (st->kind == KQ8) key_row(KQ8, tl[i].k, tl[i].ks, d0 + d, sc0, sc1, &k0, &k1);
+                    else key_row(KF16, tl[i].k, tl[i].ks, d0 + d, sc0, sc1, &k0, &k1);
                     float *kf = st->KB + (size_t)(i * DG + d) * 16;
-                    _mm256_store_ps(kf, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)kd)));
-                    _mm256_store_ps(kf + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kd + 8))));
+                    _mm256_store_ps(kf, k0), _mm256_store_ps(kf + 8, k1);
                 }
+            }
         if (ng == 1) kacc_k(1, DG, st, tl, nv, ntl, d0, 0, rescale);
         else /* both lane groups from each broadcast key element */
             for (int dr = 0; dr < DG; dr += DG / 2) kacc_k(2, DG / 2, st, tl, nv, ntl, d0, dr, rescale);
@@ -295,7 +329,7 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     for (int i = 0; i < ntl; i++)
         for (int g = 0; g < ngs; g++) {
             const int j0 = nq * g / ngs, j1 = nq * (g + 1) / ngs;
-            scores_tab[j1 - j0](st->f16, u->q + j0, hd, tl[i].k, tl[i].ks, st->S + (size_t)(i * nq + j0) * TILE);
+            scores_tab[j1 - j0](st->kind, u->q + j0, hd, tl[i].k, tl[i].ks, tl[i].ksc, st->S + (size_t)(i * nq + j0) * TILE);
         }
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     const __m256i iota0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), iota1 = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
@@ -361,17 +395,24 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
         return;
     }
     const void *v[LOOM_ATTN_CHUNK];
-    for (int i = 0; i < ntl; i++) v[i] = tl[i].v;
+    const uint16_t *vsc[LOOM_ATTN_CHUNK];
+    for (int i = 0; i < ntl; i++) v[i] = tl[i].v, vsc[i] = tl[i].vsc;
     for (int g = 0; g < ngv; g++) {
         const int j0 = nq * g / ngv, j1 = nq * (g + 1) / ngv;
-        vacc_tab[j1 - j0](st->f16, v, nv, ntl, hd, st->P + (size_t)j0 * TILE, nq * TILE, u->acc + (size_t)j0 * hd);
+        vacc_tab[j1 - j0](st->kind, v, vsc, nv, ntl, hd, st->P + (size_t)j0 * TILE, nq * TILE, u->acc + (size_t)j0 * hd);
     }
 }
 
+/* n elements of es bytes from src, then zeros to 16 elements. */
+static void pad_row(uint8_t *dst, const uint8_t *src, int n, size_t es) {
+    memcpy(dst, src, (size_t)n * es);
+    memset(dst + (size_t)n * es, 0, (size_t)(TILE - n) * es);
+}
+
 void loom_avx2_attn_unit(const loom_attn_unit *u) {
-    state st = {.u = u, .hd = u->head_dim, .f16 = u->f16, .nq = u->nq};
+    state st = {.u = u, .hd = u->head_dim, .kind = u->q8 ? KQ8 : u->f16 ? KF16 : KF32, .nq = u->nq};
     const int hd = st.hd, bt = u->block_tokens, nq = st.nq;
-    const size_t es = st.f16 ? 2 : 4;
+    const size_t es = u->q8 ? 1 : u->f16 ? 2 : 4, nel = (size_t)hd * bt; /* Q8_0: the scales follow nel codes */
     st.lsum = u->work, st.S = st.lsum + NQM * TILE, st.P = st.S + LOOM_ATTN_CHUNK * NQM * TILE;
     uint8_t *pack = (uint8_t *)(st.P + LOOM_ATTN_CHUNK * NQM * TILE); /* (hd, 16) keys of a partial tile */
     st.accT = st.P + LOOM_ATTN_CHUNK * NQM * TILE + (size_t)hd * TILE, st.PT = st.S;
@@ -397,14 +438,14 @@ void loom_avx2_attn_unit(const loom_attn_unit *u) {
         for (int t0 = 0; t0 < bt && p0 + t0 < u->p_end; t0 += TILE) {
             int room;
             const int nt = loom_attn_tile_len(u, p0, t0, &room);
-            tile t = {kb + (size_t)t0 * es, vb ? vb + (size_t)t0 * hd * es : NULL, bt, p0 + t0, nt};
+            tile t = {kb + (size_t)t0 * es, vb ? vb + (size_t)t0 * hd * es : NULL, (const uint16_t *)(kb + nel) + t0,
+                      vb ? (const uint16_t *)(vb + nel) + (size_t)t0 * (hd / 32) : NULL, bt, p0 + t0, nt};
             if (room < TILE) { /* the block's last slots, zero-padded to 16 (one such tile per chunk at most) */
-                for (int d = 0; d < hd; d++) {
-                    uint8_t *dst = pack + (size_t)d * TILE * es;
-                    memcpy(dst, (const uint8_t *)t.k + (size_t)d * bt * es, (size_t)room * es);
-                    memset(dst + (size_t)room * es, 0, (size_t)(TILE - room) * es);
-                }
-                t.k = pack, t.ks = TILE;
+                for (int d = 0; d < hd; d++) pad_row(pack + (size_t)d * TILE * es, (const uint8_t *)t.k + (size_t)d * bt * es, room, es);
+                uint16_t *psc = (uint16_t *)(pack + (size_t)hd * TILE * es); /* Q8_0: then the scales' rows */
+                for (int g = 0; st.kind == KQ8 && g < hd / 32; g++)
+                    pad_row((uint8_t *)(psc + (size_t)g * TILE), (const uint8_t *)(t.ksc + (size_t)g * bt), room, 2);
+                t.k = pack, t.ks = TILE, t.ksc = psc;
             }
             tl[ntl++] = t;
             /* a packed tile ends its chunk: the pack buffer holds one */

@@ -8,7 +8,10 @@
  * chains are in flight). Values: for each position, CB vectors of its row
  * times each query's probability, nq × CB accumulators (a cache without
  * value blocks, whose values are its keys: vacc_keys). The kernels are
- * instantiated per nq (1..16) and KV type. */
+ * instantiated per nq (1..16) and KV type (KIND: F32, F16, Q8_0, whose
+ * int8 elements are converted and times their scale vector — 16 positions'
+ * scales of 32 keys' dimensions, or one per 32 of a value row — once per
+ * load, for all the unit's queries). */
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -83,23 +86,41 @@ static void load_queries(const loom_attn_unit *u, int hd) {
     }
 }
 
+enum { KF32, KF16, KQ8 }; /* element kinds */
+
 typedef struct {
     const void *k;  /* transposed keys of the tile: element (d, t) at index d·bt + t */
     const void *v;  /* values of the tile: element (t, d) at index t·hd + d */
+    const uint16_t *ksc, *vsc; /* Q8_0 scales of the tile: key (d/32, t) at ksc[(d/32)·bt + t], value (t, d/32) at
+                                * vsc[t·hd/32 + d/32] */
     int base, nt;   /* position of slot 0; slots in the unit's range */
     __mmask16 load; /* slots inside the block (safe to load) */
 } tile;
 
+/* Key row d (16 positions) of tile t as floats; sc: its Q8_0 scales. */
+INLINE __m512 key_row(const int KIND, const tile *t, int d, int bt, __m512 sc) {
+    if (KIND == KQ8)
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(t->load, (const int8_t *)t->k + (size_t)d * bt))), sc);
+    return KIND == KF16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(t->load, (const uint16_t *)t->k + (size_t)d * bt))
+                        : _mm512_maskz_loadu_ps(t->load, (const float *)t->k + (size_t)d * bt);
+}
+/* The Q8_0 scales of key dimensions [32g, 32g + 32) of tile t's positions. */
+INLINE __m512 key_scales(const tile *t, int g, int bt) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(t->load, t->ksc + (size_t)g * bt));
+}
+
 /* S[(i·NQ + j)·16 + t] = q_j · k_t for T tiles i; Q[d·NQM + j]. */
-INLINE void scores_k(const int NQ, const int T, const int F16, const float *Q, int hd, int bt, const tile *tl,
+INLINE void scores_k(const int NQ, const int T, const int KIND, const float *Q, int hd, int bt, const tile *tl,
                      float *S) {
-    __m512 s[4][NQM];
-    UNROLL for (int i = 0; i < T; i++) UNROLL for (int j = 0; j < NQ; j++) s[i][j] = _mm512_setzero_ps();
+    __m512 s[4][NQM], sc[4];
+    UNROLL for (int i = 0; i < T; i++) {
+        sc[i] = _mm512_setzero_ps();
+        UNROLL for (int j = 0; j < NQ; j++) s[i][j] = _mm512_setzero_ps();
+    }
     for (int d = 0; d < hd; d++) {
         __m512 kv[4];
-        UNROLL for (int i = 0; i < T; i++) kv[i] =
-            F16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tl[i].load, (const uint16_t *)tl[i].k + (size_t)d * bt))
-                : _mm512_maskz_loadu_ps(tl[i].load, (const float *)tl[i].k + (size_t)d * bt);
+        if (KIND == KQ8 && d % 32 == 0) UNROLL for (int i = 0; i < T; i++) sc[i] = key_scales(&tl[i], d / 32, bt);
+        UNROLL for (int i = 0; i < T; i++) kv[i] = key_row(KIND, &tl[i], d, bt, sc[i]);
         const float *qd = Q + (size_t)d * NQM;
         UNROLL for (int j = 0; j < NQ; j++) {
             const __m512 q = _mm512_set1_ps(qd[j]);
@@ -112,7 +133,7 @@ INLINE void scores_k(const int NQ, const int T, const int F16, const float *Q, i
 
 /* acc[j][c0·16 .. (c0+CB)·16) += Σ_i Σ_{t < nv[i]} P[(i·NQ + j)·16 + t] · V_i[t][same]
  * over the ntl tiles of a chunk. */
-INLINE void vacc_k(const int NQ, const int CB, const int F16, const tile *tl, const int *nv, int ntl, int hd, int c0,
+INLINE void vacc_k(const int NQ, const int CB, const int KIND, const tile *tl, const int *nv, int ntl, int hd, int c0,
                    const float *P, float *acc) {
     __m512 a[NQM][4];
     UNROLL for (int j = 0; j < NQ; j++) UNROLL for (int c = 0; c < CB; c++)
@@ -123,8 +144,12 @@ INLINE void vacc_k(const int NQ, const int CB, const int F16, const tile *tl, co
             __m512 vv[4];
             UNROLL for (int c = 0; c < CB; c++) {
                 const size_t o = (size_t)t * hd + (size_t)(c0 + c) * 16;
-                vv[c] = F16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)tl[i].v + o)))
-                            : _mm512_loadu_ps((const float *)tl[i].v + o);
+                if (KIND == KQ8)
+                    vv[c] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)tl[i].v + o)))),
+                                          _mm512_set1_ps(_cvtsh_ss(tl[i].vsc[(size_t)t * (hd / 32) + (size_t)(c0 + c) / 2])));
+                else
+                    vv[c] = KIND == KF16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)tl[i].v + o)))
+                                         : _mm512_loadu_ps((const float *)tl[i].v + o);
             }
             UNROLL for (int j = 0; j < NQ; j++) {
                 const __m512 p = _mm512_set1_ps(Pi[j * TILE + t]);
@@ -136,28 +161,35 @@ INLINE void vacc_k(const int NQ, const int CB, const int F16, const tile *tl, co
         _mm512_store_ps(acc + (size_t)j * hd + (size_t)(c0 + c) * 16, a[j][c]);
 }
 
-typedef void (*scores_fn)(int f16, int many, const float *Q, int hd, int bt, const tile *tl, float *S);
-typedef void (*vacc_fn)(int f16, const tile *tl, const int *nv, int ntl, int hd, const float *P, float *acc);
+typedef void (*scores_fn)(int kind, int many, const float *Q, int hd, int bt, const tile *tl, float *S);
+typedef void (*vacc_fn)(int kind, const tile *tl, const int *nv, int ntl, int hd, const float *P, float *acc);
 
 /* Per query count NQ: scores of T_OF(NQ) tiles (many) or of one, and the
  * value accumulation of a chunk over all of head_dim. */
+#define SCORES_KIND(NQ, KIND)                                                                                      \
+    if (kind == KIND) {                                                                                            \
+        if (many) scores_k(NQ, T_OF(NQ), KIND, Q, hd, bt, tl, S);                                                  \
+        else scores_k(NQ, 1, KIND, Q, hd, bt, tl, S);                                                              \
+        return;                                                                                                    \
+    }
+#define VACC_KIND(NQ, KIND)                                                                                        \
+    if (kind == KIND) {                                                                                            \
+        for (; c + CB_OF(NQ) <= nch; c += CB_OF(NQ)) vacc_k(NQ, CB_OF(NQ), KIND, tl, nv, ntl, hd, c, P, acc);      \
+        for (; c < nch; c++) vacc_k(NQ, 1, KIND, tl, nv, ntl, hd, c, P, acc);                                      \
+        return;                                                                                                    \
+    }
 #define KERNELS(NQ)                                                                                                \
-    static void scores_##NQ(int f16, int many, const float *Q, int hd, int bt, const tile *tl, float *S) {        \
-        if (f16 && many) scores_k(NQ, T_OF(NQ), 1, Q, hd, bt, tl, S);                                              \
-        else if (f16) scores_k(NQ, 1, 1, Q, hd, bt, tl, S);                                                        \
-        else if (many) scores_k(NQ, T_OF(NQ), 0, Q, hd, bt, tl, S);                                                \
-        else scores_k(NQ, 1, 0, Q, hd, bt, tl, S);                                                                 \
+    static void scores_##NQ(int kind, int many, const float *Q, int hd, int bt, const tile *tl, float *S) {       \
+        SCORES_KIND(NQ, KF16)                                                                                      \
+        SCORES_KIND(NQ, KQ8)                                                                                       \
+        SCORES_KIND(NQ, KF32)                                                                                      \
     }                                                                                                              \
-    static void vacc_##NQ(int f16, const tile *tl, const int *nv, int ntl, int hd, const float *P, float *acc) {   \
+    static void vacc_##NQ(int kind, const tile *tl, const int *nv, int ntl, int hd, const float *P, float *acc) {  \
         const int nch = hd / 16;                                                                                   \
         int c = 0;                                                                                                 \
-        if (f16) {                                                                                                 \
-            for (; c + CB_OF(NQ) <= nch; c += CB_OF(NQ)) vacc_k(NQ, CB_OF(NQ), 1, tl, nv, ntl, hd, c, P, acc);     \
-            for (; c < nch; c++) vacc_k(NQ, 1, 1, tl, nv, ntl, hd, c, P, acc);                                     \
-        } else {                                                                                                   \
-            for (; c + CB_OF(NQ) <= nch; c += CB_OF(NQ)) vacc_k(NQ, CB_OF(NQ), 0, tl, nv, ntl, hd, c, P, acc);     \
-            for (; c < nch; c++) vacc_k(NQ, 1, 0, tl, nv, ntl, hd, c, P, acc);                                     \
-        }                                                                                                          \
+        VACC_KIND(NQ, KF16)                                                                                        \
+        VACC_KIND(NQ, KQ8)                                                                                         \
+        VACC_KIND(NQ, KF32)                                                                                        \
     }
 KERNELS(1)
 KERNELS(2)
@@ -194,18 +226,18 @@ static inline __attribute__((always_inline)) __m512 softcap16(__m512 s, float ca
 
 typedef struct {
     const loom_attn_unit *u;
-    int hd, bt, f16, nq;
+    int hd, bt, kind, nq;
     int min_lim;         /* the smallest lim: positions up to it are seen by every query */
     int max_lo;          /* the largest lo: positions from it on are seen by every query */
     float m[NQM];
     float *lsum, *S, *P; /* (nq, 16) running sums per lane; (CHUNK, nq, 16) scores; probabilities */
     /* a cache whose values are its keys (v NULL; vacc_keys): */
     float *accT;         /* (hd, 16) the outputs, lane j query j's */
-    float *PT, *KB;      /* (CHUNK, 16, 16) probabilities, lane j query j's; (CHUNK, DG, 16) F16 keys as floats */
+    float *PT, *KB;      /* (CHUNK, 16, 16) probabilities, lane j query j's; (CHUNK, DG, 16) F16/Q8_0 keys as floats */
     float alpha[NQM];    /* this chunk's rescale per query, 1 if none */
 } state;
 
-enum { DG = 8 }; /* dimensions per pass of vacc_keys: its FMA chains */
+enum { DG = 8 }; /* dimensions per pass of vacc_keys: its FMA chains (a divisor of 32: one Q8_0 scale each) */
 _Static_assert(DG <= 16 && NQM == 16, "KB: (CHUNK, DG, 16) floats of the work area's last (CHUNK, 16, TILE)");
 
 /* The value step of a cache whose values are its keys (v NULL). Its keys
@@ -233,15 +265,17 @@ static void vacc_keys(const state *st, const tile *tl, const int *nv, int ntl, i
         __m512 a[DG];
         UNROLL for (int d = 0; d < DG; d++) a[d] = _mm512_load_ps(st->accT + (size_t)(d0 + d) * 16);
         if (rescale) UNROLL for (int d = 0; d < DG; d++) a[d] = _mm512_mul_ps(a[d], al);
-        for (int i = 0; st->f16 && i < ntl; i++) /* F16 keys as floats (a store in the score step instead: no faster) */
-            if (nv[i])
-                UNROLL for (int d = 0; d < DG; d++) {
-                    const uint16_t *kd = (const uint16_t *)tl[i].k + (size_t)(d0 + d) * bt;
-                    _mm512_store_ps(st->KB + (size_t)(i * DG + d) * 16, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tl[i].load, kd)));
-                }
+        const int conv = st->kind != KF32;
+        for (int i = 0; conv && i < ntl; i++) /* F16 or Q8_0 keys as floats (a store in the score step instead: no faster) */
+            if (nv[i]) {
+                const __m512 sc = st->kind == KQ8 ? key_scales(&tl[i], d0 / 32, bt) : _mm512_setzero_ps(); /* DG | 32 */
+                UNROLL for (int d = 0; d < DG; d++) _mm512_store_ps(st->KB + (size_t)(i * DG + d) * 16,
+                                                                    st->kind == KQ8 ? key_row(KQ8, &tl[i], d0 + d, bt, sc)
+                                                                                    : key_row(KF16, &tl[i], d0 + d, bt, sc));
+            }
         for (int i = 0; i < ntl; i++) { /* key (d, t) at k[d·ks + t] */
-            const float *k = st->f16 ? st->KB + (size_t)i * DG * 16 : (const float *)tl[i].k + (size_t)d0 * bt;
-            const size_t ks = st->f16 ? 16 : (size_t)bt;
+            const float *k = conv ? st->KB + (size_t)i * DG * 16 : (const float *)tl[i].k + (size_t)d0 * bt;
+            const size_t ks = conv ? 16 : (size_t)bt;
             for (int t = 0; t < nv[i]; t++) {
                 const __m512 p = _mm512_load_ps(st->PT + (size_t)(i * 16 + t) * 16);
                 UNROLL for (int d = 0; d < DG; d++) a[d] = _mm512_fmadd_ps(p, _mm512_set1_ps(k[d * ks + t]), a[d]);
@@ -258,9 +292,9 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     const loom_attn_unit *u = st->u;
     const int nq = st->nq, hd = st->hd, T = T_OF(nq);
     for (int i = 0; i < ntl; i += T) {
-        if (i + T <= ntl) scores_tab[nq](st->f16, 1, u->q, hd, st->bt, tl + i, st->S + (size_t)i * nq * TILE);
+        if (i + T <= ntl) scores_tab[nq](st->kind, 1, u->q, hd, st->bt, tl + i, st->S + (size_t)i * nq * TILE);
         else
-            for (int k = i; k < ntl; k++) scores_tab[nq](st->f16, 0, u->q, hd, st->bt, tl + k, st->S + (size_t)k * nq * TILE);
+            for (int k = i; k < ntl; k++) scores_tab[nq](st->kind, 0, u->q, hd, st->bt, tl + k, st->S + (size_t)k * nq * TILE);
     }
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     int nv[LOOM_ATTN_CHUNK] = {0}; /* slots any query sees, per tile */
@@ -313,7 +347,7 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
     for (int i = 0; i < ntl; i++) any |= nv[i];
     if (!any) return; /* (nor a rescale: a max grows only where a slot is seen) */
     if (u->v) {
-        vacc_tab[nq](st->f16, tl, nv, ntl, hd, st->P, u->acc);
+        vacc_tab[nq](st->kind, tl, nv, ntl, hd, st->P, u->acc);
         return;
     }
     vacc_keys(st, tl, nv, ntl, rescale); /* rescaling accT first (alpha 1: unchanged, exactly) */
@@ -321,9 +355,9 @@ static void run_chunk(state *st, const tile *tl, int ntl) {
 }
 
 void loom_avx512_attn_unit(const loom_attn_unit *u) {
-    state st = {.u = u, .hd = u->head_dim, .bt = u->block_tokens, .f16 = u->f16, .nq = u->nq};
+    state st = {.u = u, .hd = u->head_dim, .bt = u->block_tokens, .kind = u->q8 ? KQ8 : u->f16 ? KF16 : KF32, .nq = u->nq};
     const int hd = st.hd, bt = st.bt, nq = st.nq;
-    const size_t es = st.f16 ? 2 : 4;
+    const size_t es = u->q8 ? 1 : u->f16 ? 2 : 4, nel = (size_t)hd * bt; /* Q8_0: the scales follow nel codes */
     st.lsum = u->work, st.S = st.lsum + NQM * TILE, st.P = st.S + LOOM_ATTN_CHUNK * NQM * TILE;
     st.accT = st.P + LOOM_ATTN_CHUNK * NQM * TILE, st.PT = st.S, st.KB = st.accT + 2 * (size_t)hd * TILE;
     load_queries(u, hd);
@@ -343,8 +377,9 @@ void loom_avx512_attn_unit(const loom_attn_unit *u) {
         for (int t0 = 0; t0 < bt && p0 + t0 < u->p_end; t0 += TILE) {
             int room;
             const int nt = loom_attn_tile_len(u, p0, t0, &room);
-            tl[ntl++] = (tile){kb + (size_t)t0 * es, vb ? vb + (size_t)t0 * hd * es : NULL, p0 + t0, nt,
-                               (__mmask16)(room >= 16 ? 0xffffu : (1u << room) - 1u)};
+            tl[ntl++] = (tile){kb + (size_t)t0 * es, vb ? vb + (size_t)t0 * hd * es : NULL,
+                               (const uint16_t *)(kb + nel) + t0, vb ? (const uint16_t *)(vb + nel) + (size_t)t0 * (hd / 32) : NULL,
+                               p0 + t0, nt, (__mmask16)(room >= 16 ? 0xffffu : (1u << room) - 1u)};
             if (ntl == LOOM_ATTN_CHUNK) run_chunk(&st, tl, ntl), ntl = 0;
         }
     }

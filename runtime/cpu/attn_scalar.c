@@ -6,13 +6,15 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "runtime/cpu/cpu_kernels.h"
+#include "runtime/cpu/attn_walk.h"
 
 #define TILE LOOM_ATTN_TILE
 #define NQM LOOM_ATTN_NQ_MAX
 
-static inline float kv_elem(const void *base, size_t i, int f16) {
-    return f16 ? loom_f16_to_f32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+/* Element i of a head's keys or values; Q8_0's scale sc (kv_cache.h). */
+static inline float kv_elem(const loom_attn_unit *u, const uint8_t *base, size_t i, const uint8_t *sc) {
+    if (u->q8) return (float)(int8_t)base[i] * loom_f16_to_f32(loom_rd_u16(sc));
+    return u->f16 ? loom_f16_to_f32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
 }
 
 void loom_scalar_f16_row(const float *src, uint16_t *dst, int n) {
@@ -20,8 +22,8 @@ void loom_scalar_f16_row(const float *src, uint16_t *dst, int n) {
 }
 
 void loom_scalar_attn_unit(const loom_attn_unit *u) {
-    const int hd = u->head_dim, bt = u->block_tokens, nq = u->nq, f16 = u->f16;
-    const size_t head_bytes = (size_t)hd * bt * (f16 ? 2 : 4);
+    const int hd = u->head_dim, bt = u->block_tokens, nq = u->nq, ng = hd / 32;
+    const size_t head_bytes = loom_attn_head_bytes(u), nel = (size_t)hd * bt; /* Q8_0 scales follow nel codes */
     float *P = u->work;              /* (nq, TILE) scores, then probabilities */
     float *kt = P + NQM * TILE;      /* (hd, TILE) keys of the tile */
     float *vt = kt + (size_t)hd * TILE; /* (TILE, hd) values of the tile */
@@ -37,10 +39,12 @@ void loom_scalar_attn_unit(const loom_attn_unit *u) {
             int nt = bt - t0 < TILE ? bt - t0 : TILE;
             if (nt > u->p_end - p0 - t0) nt = u->p_end - p0 - t0;
             for (int d = 0; d < hd; d++)
-                for (int t = 0; t < nt; t++) kt[d * TILE + t] = kv_elem(kb, (size_t)d * bt + t0 + t, f16);
+                for (int t = 0; t < nt; t++)
+                    kt[d * TILE + t] = kv_elem(u, kb, (size_t)d * bt + t0 + t, kb + nel + 2 * ((size_t)(d / 32) * bt + t0 + t));
             for (int t = 0; t < nt; t++) /* without value blocks the values are the keys */
                 for (int d = 0; d < hd; d++)
-                    vt[t * hd + d] = vb ? kv_elem(vb, (size_t)(t0 + t) * hd + d, f16) : kt[d * TILE + t];
+                    vt[t * hd + d] = vb ? kv_elem(u, vb, (size_t)(t0 + t) * hd + d, vb + nel + 2 * ((size_t)(t0 + t) * ng + d / 32))
+                                        : kt[d * TILE + t];
             int nv = 0; /* slots any query sees */
             for (int j = 0; j < nq; j++) {
                 float *s = P + (size_t)j * TILE;

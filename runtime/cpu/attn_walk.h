@@ -18,7 +18,8 @@ enum { LOOM_ATTN_PF_NQ = 4, LOOM_ATTN_PF_BYTES = 512 };
 
 /* Bytes of one KV head's keys (or values) in a block. */
 static inline size_t loom_attn_head_bytes(const loom_attn_unit *u) {
-    return (size_t)u->head_dim * u->block_tokens * (u->f16 ? 2 : 4);
+    const size_t n = (size_t)u->head_dim * u->block_tokens;
+    return u->q8 ? n + n / 32 * 2 : n * (u->f16 ? 2 : 4);
 }
 
 /* How many blocks ahead a unit of nq queries prefetches (0: it does not). */

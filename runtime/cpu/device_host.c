@@ -307,8 +307,7 @@ static void h_rope_store(loom_device *d, const loom_dev_rope_args *a) {
                 for (int j = 0; j < hd; j++) vtmp[j] = vs[j] + a->bv[(size_t)h * hd + j];
                 vs = vtmp;
             }
-            loom_kv_write_head(kb, vb, ((size_t)h * hd) * bt + (size_t)t, ((size_t)h * bt + (size_t)t) * hd, bt, hd,
-                               a->f16, ks, vs);
+            loom_kv_write_head(kb, vb, h, t, bt, hd, a->f16 ? LOOM_TYPE_F16 : LOOM_TYPE_F32, ks, vs);
         }
     }
 }
