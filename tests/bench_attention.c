@@ -4,7 +4,7 @@
  * of one sequence), per ISA level and thread count. Not a test: built with
  * the tests (tests/CMakeLists.txt), run by hand:
  *
- *   build/tests/bench_attention [-i ISA] [-t THREADS] [--case decode|prefill] [--kv f16|f32] [--hd 64]
+ *   build/tests/bench_attention [-i ISA] [-t THREADS] [--case decode|prefill] [--kv f16|f32|q8_0] [--hd 64]
  *                               [--nq 9] [--nkv 3] [--bt 16] [--layers 1] [--ms MS] [--json FILE]
  *                               [--v-is-k 1]
  *
@@ -115,7 +115,7 @@ int main(int argc, char **argv) {
             for (int l = 0; l < LOOM_ISA_COUNT; l++)
                 if (!strcmp(v, loom_isa_name((loom_isa)l))) isa_lo = isa_hi = l;
         } else if (!strcmp(a, "-t")) th_lo = th_hi = atoi(v);
-        else if (!strcmp(a, "--kv")) s.type = !strcmp(v, "f32") ? LOOM_TYPE_F32 : LOOM_TYPE_F16;
+        else if (!strcmp(a, "--kv")) s.type = !strcmp(v, "f32") ? LOOM_TYPE_F32 : !strcmp(v, "q8_0") ? LOOM_TYPE_Q8_0 : LOOM_TYPE_F16;
         else if (!strcmp(a, "--hd")) s.hd = atoi(v);
         else if (!strcmp(a, "--nq")) s.n_q = atoi(v);
         else if (!strcmp(a, "--nkv")) s.n_kv = atoi(v);
@@ -132,7 +132,7 @@ int main(int argc, char **argv) {
     if (jf) fprintf(jf, "[\n");
     int first = 1;
     printf("# %d query heads, %d KV heads, head size %d, %s KV%s, blocks of %d, %d layer(s); best call, one layer\n",
-           s.n_q, s.n_kv, s.hd, s.type == LOOM_TYPE_F32 ? "f32" : "f16", s.v_is_k ? " (values are the keys)" : "",
+           s.n_q, s.n_kv, s.hd, loom_type_name(s.type), s.v_is_k ? " (values are the keys)" : "",
            s.bt, s.layers);
     printf("%-7s %-7s %3s %6s %6s %11s %13s\n", "isa", "case", "thr", "ctx", "rows", "time_us", "rows_per_s");
     static const int dec_ctx[] = {64, 256, 1024, 4096};

@@ -146,7 +146,7 @@ expect_fail "prompt longer than the context" "does not fit the context size 4" \
   "$LOOM" generate --model "$MODEL" --prompt "one two three four five six seven" --ctx-size 4
 expect_fail "unknown flag" "unknown option" "$LOOM" generate --model "$MODEL" --prompt hi --bogus
 expect_fail "no prompt" "exactly one of" "$LOOM" generate --model "$MODEL"
-expect_fail "bad kv type" "f16 or f32" "$LOOM" generate --model "$MODEL" --prompt hi --kv-type q8
+expect_fail "bad kv type" "f32 or q8_0" "$LOOM" generate --model "$MODEL" --prompt hi --kv-type q8
 expect_fail "bad LOOM_STREAM_ACT" "LOOM_STREAM_ACT=yes: expected 0" \
   env LOOM_STREAM_ACT=yes "$LOOM" generate --model "$MODEL" --prompt hi --max-tokens 2
 expect_fail "tp without mpirun" "mpirun" "$LOOM" generate --model "$MODEL" --prompt hi --tp 2

@@ -3,7 +3,8 @@
 # written by tests/fixtures/gen_perplexity.sh): the default model within 1 % (both
 # sides quantize activations to 8 bits, rounded apart), an F32 mixture of experts
 # within 1e-4; the same on a cluster (pp 2: bit for bit one rank's; tp 2 within
-# 1 %); and what is refused.
+# 1 %); the default model with a q8_0 KV cache against llama.cpp's q8_0 cache within
+# 1 %; and what is refused.
 . "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 text=$here/../fixtures/perplexity.txt
@@ -14,17 +15,17 @@ ppl() { "$@" --file "$text" --json 2> "$TMP/err" | python3 -c "import json,sys; 
   fail "$*: $(tail -3 "$TMP/err")"; }
 near() { python3 -c "import sys; a, b, t = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= t * b else 1)" "$@"; }
 
-while read -r -u 3 name ctx chunks want; do
+while read -r -u 3 name ctx chunks want kv; do
   case $name in '#'*) continue ;; esac
   model=$MODEL tol=0.01
   if [ "$name" != default ]; then
     model=$TMP/synth.gguf tol=0.0001
     "$LOOM" synth ${name//|/ } --out "$model" > /dev/null || fail "loom synth ${name//|/ }"
   fi
-  got=$(ppl "$LOOM" perplexity --model "$model" --ctx-size "$ctx" --chunks "$chunks" --threads 2)
-  near "$got" "$want" "$tol" || fail "$name: PPL $got, llama.cpp $want (tolerance $tol)"
-  ok "perplexity ${name//|/ } ctx $ctx: $got, llama.cpp $want"
-  if [ "$name" = default ]; then
+  got=$(ppl "$LOOM" perplexity --model "$model" --ctx-size "$ctx" --chunks "$chunks" --threads 2 --kv-type "${kv:-f16}")
+  near "$got" "$want" "$tol" || fail "$name ${kv:-f16} KV: PPL $got, llama.cpp $want (tolerance $tol)"
+  ok "perplexity ${name//|/ } ctx $ctx, ${kv:-f16} KV cache: $got, llama.cpp $want"
+  if [ "$name" = default ] && [ -z "$kv" ]; then
     pp=$(ppl $MPIRUN -np 2 "$LOOM" perplexity --model "$model" --ctx-size "$ctx" --chunks "$chunks" --threads 1 --pp 2)
     [ "$pp" = "$got" ] || fail "pp 2: PPL $pp, one rank $got (a pipeline computes one rank's bits)"
     tp=$(ppl $MPIRUN -np 2 "$LOOM" perplexity --model "$model" --ctx-size "$ctx" --chunks "$chunks" --threads 1 --tp 2)
