@@ -4,12 +4,14 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 struct loom_kv_cache {
     loom_kv_config cfg;
     size_t block_bytes;   /* one layer's K (or V) of one block, rounded up to 64 bytes */
     uint8_t *k, *v;       /* (n_layers, n_blocks, block_bytes), 64-byte aligned views of k_mem, v_mem (none: v_is_k) */
-    void *k_mem, *v_mem;  /* as allocated (zeroed, so untouched pages cost nothing) */
+    void *k_mem, *v_mem;  /* as mapped (pool_map: zeroed, so untouched pages cost nothing) */
+    size_t mem_bytes;     /* of each mapping */
     int32_t *free_list;   /* (n_blocks) stack of free block ids */
     int n_free;
     int max_blocks_per_seq;
@@ -45,6 +47,18 @@ int loom_kv_blocks_for(int n_seqs, int max_ctx, int block_tokens) {
     return n_seqs * ((max_ctx + block_tokens - 1) / block_tokens);
 }
 
+/* A pool of zeroed pages, mapped on first touch (untouched ones cost
+ * nothing), in transparent huge pages where the kernel gives them on
+ * request (Debian's default "madvise"): attention walks a sequence's blocks
+ * wherever the pool put them, and with 4 KiB pages nearly every block of a
+ * long context is a TLB miss. NULL when out of memory. */
+static void *pool_map(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    (void)madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
+}
+
 loom_status loom_kv_create(const loom_kv_config *cfg, loom_kv_cache **out) {
     *out = NULL;
     const char *why = loom_kv_type_refusal(cfg->type, cfg->head_dim);
@@ -64,12 +78,9 @@ loom_status loom_kv_create(const loom_kv_config *cfg, loom_kv_cache **out) {
     kv->max_blocks_per_seq = (cfg->max_ctx + cfg->block_tokens - 1) / cfg->block_tokens;
     size_t pool = (size_t)(cfg->n_layers ? cfg->n_layers : 1) * cfg->n_blocks * kv->block_bytes;
     if (!cfg->tables_only) {
-        kv->k_mem = calloc(1, pool + 64);
-        kv->k = (uint8_t *)(((uintptr_t)kv->k_mem + 63) & ~(uintptr_t)63);
-        if (!cfg->v_is_k) {
-            kv->v_mem = calloc(1, pool + 64);
-            kv->v = (uint8_t *)(((uintptr_t)kv->v_mem + 63) & ~(uintptr_t)63);
-        }
+        kv->mem_bytes = pool;
+        kv->k = kv->k_mem = pool_map(pool);
+        if (!cfg->v_is_k) kv->v = kv->v_mem = pool_map(pool);
     }
     kv->free_list = malloc((size_t)cfg->n_blocks * sizeof *kv->free_list);
     kv->tables = malloc((size_t)cfg->max_seqs * kv->max_blocks_per_seq * sizeof *kv->tables);
@@ -88,8 +99,8 @@ loom_status loom_kv_create(const loom_kv_config *cfg, loom_kv_cache **out) {
 
 void loom_kv_free(loom_kv_cache *kv) {
     if (!kv) return;
-    free(kv->k_mem);
-    free(kv->v_mem);
+    if (kv->k_mem) munmap(kv->k_mem, kv->mem_bytes);
+    if (kv->v_mem) munmap(kv->v_mem, kv->mem_bytes);
     free(kv->free_list);
     free(kv->tables);
     free(kv->n_seq_blocks);

@@ -431,7 +431,7 @@ void loom_avx2_attn_unit(const loom_attn_unit *u) {
     for (int j = 0; j < NQM; j++) st.alpha[j] = 1.0f;
     tile tl[LOOM_ATTN_CHUNK];
     int ntl = 0;
-    const int pf_blocks = loom_attn_pf_blocks(nq, bt); /* a chunk ahead */
+    const int pf_blocks = loom_attn_pf_blocks(bt); /* a chunk ahead */
     for (int p0 = u->p_begin; p0 < u->p_end; p0 += bt) {
         const uint8_t *kb, *vb;
         loom_attn_block(u, p0, pf_blocks, &kb, &vb);
