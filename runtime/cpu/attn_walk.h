@@ -12,9 +12,10 @@
  * the rest to the hardware, reached a third of the bandwidth). Zen 4, one
  * thread, SmolLM2's heads (3 queries a unit) at 4,096 positions, 30 layers
  * (past L3), us a layer: F16 337 -> 265, Q8_0 298 -> 172; TinyLlama's (8
- * a unit, which fetched nothing) F16 673 -> 572, Q8_0 616 -> 480; with the
- * cache in L2/L3 and at prefill within 3 % either way. The pool is in huge
- * pages too (kv_cache.c).
+ * a unit, which fetched nothing) F16 673 -> 572, Q8_0 616 -> 480. With the
+ * cache in L2/L3, F16 is up to 7 % slower (the prefetches' issue slots; a
+ * line in two halves that, and costs Q8_0 a third of its gain from DRAM),
+ * Q8_0 and prefill within 3 %. The pool is in huge pages too (kv_cache.c).
  */
 #ifndef LOOM_CPU_ATTN_WALK_H
 #define LOOM_CPU_ATTN_WALK_H
