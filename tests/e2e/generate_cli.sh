@@ -147,6 +147,13 @@ expect_fail "prompt longer than the context" "does not fit the context size 4" \
 expect_fail "unknown flag" "unknown option" "$LOOM" generate --model "$MODEL" --prompt hi --bogus
 expect_fail "no prompt" "exactly one of" "$LOOM" generate --model "$MODEL"
 expect_fail "bad kv type" "f32 or q8_0" "$LOOM" generate --model "$MODEL" --prompt hi --kv-type q8
+expect_fail "a q8_0 KV cache on a device" "Q8_0 KV cache is the CPU's only" \
+  "$LOOM" generate --model "$MODEL" --prompt hi --max-tokens 2 --device host --kv-type q8_0
+"$LOOM" generate --model "$MODEL" --prompt "The capital of France is" --max-tokens 8 --temperature 0 --kv-type q8_0 \
+  --json > "$TMP/q8.json" 2> "$TMP/q8.err" || fail "--kv-type q8_0: $(tail -2 "$TMP/q8.err")"
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert len(d['tokens']) == 8 and d['text'].strip(), d" "$TMP/q8.json" ||
+  fail "--kv-type q8_0: $(cat "$TMP/q8.json")"
+ok "q8_0 KV cache"
 expect_fail "bad LOOM_STREAM_ACT" "LOOM_STREAM_ACT=yes: expected 0" \
   env LOOM_STREAM_ACT=yes "$LOOM" generate --model "$MODEL" --prompt hi --max-tokens 2
 expect_fail "tp without mpirun" "mpirun" "$LOOM" generate --model "$MODEL" --prompt hi --tp 2
