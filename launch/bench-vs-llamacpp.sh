@@ -30,7 +30,9 @@
 #       to back (order alternating between rounds), ROUNDS times;
 #   (d) decode at depth, for DEPTH_MODELS at the largest thread count:
 #       `llama-bench -p 0 -n GT -d DEPTH` against `loom bench --depth DEPTH`
-#       (target >= 1.0x);
+#       (target >= 1.0x), with each KV cache type of DEPTH_KV (f16: both
+#       programs' defaults; q8_0: llama-bench -fa 1 -ctk q8_0 -ctv q8_0 and
+#       loom bench --kv-type q8_0);
 #   (e) batched decode, for BATCH_MODELS at the largest thread count:
 #       `llama-batched-bench -npp PT -ntg GT -npl BATCH_SEQS` (total generated
 #       tokens/s, S_TG) against `loom bench --sequences BATCH_SEQS --depth PT
@@ -55,7 +57,7 @@
 # Environment (defaults):
 #   LOOM=build/loom  THREADS=1,2  REPS=5  ROUNDS=2  PT=128  GT=128  SEQS=4,8,16
 #   MODELS="default q4_0 q4_k_m q5_k_m q6_k q8_0 llama32_1b qwen25_05b"
-#   DEPTH=4096  DEPTH_MODELS=default  DEPTH_REPS=2      (DEPTH=0: skip (d))
+#   DEPTH=4096  DEPTH_MODELS=default  DEPTH_REPS=2  DEPTH_KV=f16   (DEPTH=0: skip (d))
 #   BATCH_SEQS=4,16  BATCH_MODELS="default q4_k_m"      (BATCH_MODELS="": skip (e))
 #   MULTI_MODELS="q4_k_m default"   MULTI=1 (0: skip (f))
 #   OUT=.cache/bench/bench-vs-llamacpp.json  LOOM_CACHE=.cache
@@ -82,6 +84,7 @@ models_sel=${MODELS:-"default q4_0 q4_k_m q5_k_m q6_k q8_0 llama32_1b qwen25_05b
 depth=${DEPTH:-4096}
 depth_sel=${DEPTH_MODELS:-default}
 depth_reps=${DEPTH_REPS:-2}
+depth_kv=${DEPTH_KV:-f16}
 batch_seqs=${BATCH_SEQS:-4,16}
 batch_sel=${BATCH_MODELS-"default q4_k_m"}
 multi_sel=${MULTI_MODELS:-"q4_k_m default"}
@@ -257,10 +260,14 @@ if [ "$depth" -gt 0 ]; then
   for rnd in $(seq 1 "$rounds"); do
     for m in $depth_sel; do
       f=$(path_of "$m")
-      llama_cmd=("$llama_bench" -m "$f" -p 0 -n "$gt" -d "$depth" -t "$tmax" -r "$depth_reps" -o json)
-      loom_cmd=("$loom" bench --model "$f" --prompt-tokens 16 --gen-tokens "$gt" --depth "$depth" --threads "$tmax"
-        --reps "$depth_reps" --membw-size 0)
-      side_by_side depth- "$m" "$tmax" "$rnd"
+      for kv in ${depth_kv//,/ }; do
+        kv_llama=() kind=depth-
+        [ "$kv" = f16 ] || kv_llama=(-fa 1 -ctk "$kv" -ctv "$kv") kind=depth-$kv-
+        llama_cmd=("$llama_bench" -m "$f" -p 0 -n "$gt" -d "$depth" -t "$tmax" -r "$depth_reps" "${kv_llama[@]}" -o json)
+        loom_cmd=("$loom" bench --model "$f" --prompt-tokens 16 --gen-tokens "$gt" --depth "$depth" --threads "$tmax"
+          --reps "$depth_reps" --membw-size 0 --kv-type "$kv")
+        side_by_side "$kind" "$m" "$tmax" "$rnd"
+      done
     done
   done
 fi
@@ -383,18 +390,20 @@ def pairs_of(a, b):
     return out
 
 depth_rows = []
-for (model, th), ps in pairs_of("depth-loom", "depth-llama").items():
-    lo = mean([p[0]["results"][0]["decode_tokens_per_s"]["mean"] for p in ps])
-    ll = mean([next(x["avg_ts"] for x in p[1] if x["n_gen"] > 0) for p in ps])
-    depth_rows.append(dict(model=model, name=names.get(model, os.path.basename(model)), threads=th,
-                           depth=ps[0][0]["options"]["depth"], loom_tg=lo, llama_tg=ll, ratio=lo / ll, target=1.0,
-                           rounds=len(ps)))
+depth_kinds = sorted({r["kind"][:-len("loom")] for r in runs if r["kind"].startswith("depth-") and r["kind"].endswith("-loom")})
+for kind in depth_kinds:  # depth- (f16), depth-q8_0-, ...
+    for (model, th), ps in pairs_of(kind + "loom", kind + "llama").items():
+        lo = mean([p[0]["results"][0]["decode_tokens_per_s"]["mean"] for p in ps])
+        ll = mean([next(x["avg_ts"] for x in p[1] if x["n_gen"] > 0) for p in ps])
+        depth_rows.append(dict(model=model, name=names.get(model, os.path.basename(model)), threads=th,
+                               kv=kind[len("depth-"):-1] or "f16", depth=ps[0][0]["options"]["depth"], loom_tg=lo,
+                               llama_tg=ll, ratio=lo / ll, target=1.0, rounds=len(ps)))
 if depth_rows:
     print()
     print("decode at depth (tokens/s after a long context; llama-bench -d)")
     for r in depth_rows:
-        print("%-22s %d threads, depth %d: loom %.2f, llama.cpp %.2f = %.2fx (target >= %.1fx: %s)" % (
-            r["name"], r["threads"], r["depth"], r["loom_tg"], r["llama_tg"], r["ratio"], r["target"],
+        print("%-22s %d threads, depth %d, %s KV: loom %.2f, llama.cpp %.2f = %.2fx (target >= %.1fx: %s)" % (
+            r["name"], r["threads"], r["depth"], r["kv"], r["loom_tg"], r["llama_tg"], r["ratio"], r["target"],
             "meets" if r["ratio"] >= r["target"] else "BELOW"))
 
 batch_rows = []
