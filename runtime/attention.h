@@ -94,7 +94,7 @@ void loom_attention_store_heads(const loom_attention_args *a, int h0, int h1);
 /* One position (slot) of KV head h into a paged block pair (kv_cache.h's
  * layout, kb and vb the blocks' starts): keys transposed, values as rows
  * (vb NULL: the key only, a v_is_k cache's); F16 through the kernel table's
- * conversion (the CPU's bits), Q8_0 by llama.cpp's rule. Shared by the CPU
+ * conversion (the CPU's bits), Q8_0 rounded under its stored F16 scale (kv_cache.h). Shared by the CPU
  * store above and the host device's. */
 void loom_kv_write_head(void *kb, void *vb, int h, int slot, int block_tokens, int head_dim, loom_type type,
                         const float *k, const float *v);

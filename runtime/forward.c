@@ -667,6 +667,7 @@ static void qk_heads(const qk_task *t, int u0, int u1) {
     const loom_model_config *c = &f->w->cfg;
     const int hd = c->head_dim, nq = f->w->n_q, n = t->a->n;
     const float *rope = f->rope_swa && loom_layer_is_swa(c, t->layer) ? f->rope_swa : f->rope;
+    const bool rotates = loom_layer_rotates(c, t->layer);
     for (int u = u0; u < u1; u++) {
         const bool kv = u >= nq;
         const int h = kv ? u - nq : u;
@@ -681,7 +682,7 @@ static void qk_heads(const qk_task *t, int u0, int u1) {
                 }
             }
             if (L->q_norm) loom_row_rmsnorm(x, x, kv ? L->k_norm : L->q_norm, hd, c->norm_eps);
-            if (c->rope_dim > 0) loom_rope_head(x, rope + (size_t)i * c->rope_dim, c->rope_dim, c->rope_neox);
+            if (rotates) loom_rope_head(x, rope + (size_t)i * c->rope_dim, c->rope_dim, c->rope_neox);
         }
         if (kv) loom_attention_store_heads(t->a, h, h + 1);
     }

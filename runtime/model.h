@@ -101,6 +101,7 @@ typedef struct {
     int swa_window;      /* > 0: on sliding-window layers a row sees the keys of its last swa_window positions */
     uint64_t swa_layers[LOOM_MAX_LAYERS / 64]; /* bit l: layer l is a sliding-window layer */
     float rope_base_swa, rope_scale_swa;       /* RoPE on sliding-window layers (gemma3: 10000, 1) */
+    int no_rope_every;   /* n > 0: layers l with (l + 1) % n == 0 rotate nothing (smollm3: 4, its NoPE layers) */
     float rope_attn_factor; /* cos and sin multiplied by it (phi3 LongRoPE, YaRN's magnitude scaling); 0 = 1 */
     bool has_rope_long_short; /* rope_factors_long/short.weight (phi3 LongRoPE) */
     int ctx_orig;        /* LongRoPE: the long factors are used when the context exceeds this; YaRN: the context
@@ -167,6 +168,11 @@ static inline bool loom_layer_dense(const loom_model_config *c, int l) { return 
 
 static inline bool loom_layer_is_swa(const loom_model_config *c, int l) {
     return c->swa_window > 0 && l >= 0 && l < LOOM_MAX_LAYERS && ((c->swa_layers[l / 64] >> (l % 64)) & 1);
+}
+
+/* Whether layer l rotates its queries and keys (smollm3's every fourth does not). */
+static inline bool loom_layer_rotates(const loom_model_config *c, int l) {
+    return c->rope_dim > 0 && !(c->no_rope_every > 0 && (l + 1) % c->no_rope_every == 0);
 }
 
 /* The shared expert's columns a shard holding expert columns [f0, f1)

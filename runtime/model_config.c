@@ -110,9 +110,11 @@ static const struct {
     {"gemma2", LOOM_ARCH_GEMMA2}, {"gemma3", LOOM_ARCH_GEMMA3}, {"phi3", LOOM_ARCH_PHI3},
     {"gpt2", LOOM_ARCH_GPT2}, {"bert", LOOM_ARCH_BERT}, {"nomic-bert", LOOM_ARCH_NOMIC_BERT},
     {"gpt-oss", LOOM_ARCH_GPT_OSS}, {"glm4moe", LOOM_ARCH_GLM4MOE}, {"deepseek2", LOOM_ARCH_DEEPSEEK2},
+    {"smollm3", LOOM_ARCH_LLAMA}, /* llama without RoPE on every fourth layer (read_family) */
 };
 #define SUPPORTED \
-    "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe, deepseek2"
+    "llama, smollm3, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe, " \
+    "deepseek2"
 
 /* Sliding-window layers: <arch>.attention.sliding_window_pattern as an array
  * of booleans (one per layer), or a period n (layer l slides iff
@@ -197,6 +199,7 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
     char key[128];
     switch (c->arch) {
     case LOOM_ARCH_LLAMA:
+        if (!strcmp(arch, "smollm3")) c->no_rope_every = 4; /* fixed, as llama.cpp's n_no_rope_layer_step */
         return NULL;
     case LOOM_ARCH_QWEN2:
     case LOOM_ARCH_QWEN2MOE:

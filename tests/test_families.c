@@ -81,6 +81,9 @@ static const synth_model models[] = {
                          "--dense-lead 1 --dense-ffn 512 --legacy-kv-b --vocab 300 --type Q8_0"},
     /* IQ4_XS, held as IQ4_NL; a tied head (its copy IQ4_NL, the embedding the file's rows) */
     {"llama-iq4_xs", "--arch llama --layers 2 --dim 512 --heads 8 --kv-heads 4 --ffn 1536 --vocab 300 --type IQ4_XS --tied"},
+    /* llama without RoPE on every fourth layer (layers 3 and 7) */
+    {"smollm3", "--arch smollm3 --layers 8 --dim 128 --heads 4 --kv-heads 1 --head-dim 32 --ffn 256 --vocab 300 --type Q8_0 "
+                "--tied"},
 };
 #define N_MODELS (sizeof models / sizeof models[0])
 
@@ -136,6 +139,12 @@ Test(families, config_of_each_family) {
                       c.n_experts, c.ffn, c.ffn_shared, c.expert_norm);
             break;
         case LOOM_ARCH_LLAMA: /* Mixtral's shape */
+            if (!strcmp(models[i].name, "smollm3")) {
+                cr_assert(c.no_rope_every == 4 && !c.rope_neox && !c.n_experts && c.rope_dim == 32, "smollm3");
+                for (int l = 0; l < 8; l++) cr_assert_eq(loom_layer_rotates(&c, l), l != 3 && l != 7, "layer %d", l);
+                break;
+            }
+            cr_assert(c.no_rope_every == 0 && loom_layer_rotates(&c, 3), "%s rotates every layer", models[i].name);
             if (!strcmp(models[i].name, "llama-iq4_xs")) break;
             cr_assert(!c.qk_norm && !c.rope_neox && c.n_experts == 5 && c.n_experts_used == 2 && c.expert_norm &&
                       c.ffn == 416, "llama with experts: %d experts, %d used, width %d", c.n_experts,
