@@ -169,6 +169,12 @@ static loom_status add_metadata(loom_gguf_writer *w, const synth_cfg *c, const t
                                                (uint64_t)c->yarn_orig));
     }
     LOOM_TRY(loom_gguf_writer_add_uint(w, KEY("vocab_size"), LOOM_GGUF_U32, (uint64_t)c->vocab));
+    if (!strcmp(c->arch, "granite")) { /* Granite 3's scales (its 8B's; the scores' 1/head_dim, muP's) */
+        LOOM_TRY(loom_gguf_writer_add_float(w, KEY("embedding_scale"), LOOM_GGUF_F32, 12.0));
+        LOOM_TRY(loom_gguf_writer_add_float(w, KEY("residual_scale"), LOOM_GGUF_F32, 0.22));
+        LOOM_TRY(loom_gguf_writer_add_float(w, KEY("attention.scale"), LOOM_GGUF_F32, 1.0 / (double)c->head_dim));
+        LOOM_TRY(loom_gguf_writer_add_float(w, KEY("logit_scale"), LOOM_GGUF_F32, 8.0));
+    }
 #undef KEY
     return loom_synth_vocab(w, c->vocab);
 }
@@ -179,7 +185,9 @@ static loom_status add_tensors(plan *p, const synth_cfg *c, const type_choice *t
            s_ffn = 1 / sqrt((double)c->ffn);
     int64_t q_out = c->heads * c->head_dim, kv_out = c->kv_heads * c->head_dim;
     bool qwen2 = !strcmp(c->arch, "qwen2");
-    LOOM_TRY(plan_tensor(p, "token_embd.weight", weight_type(c, tc, W_EMBD, 0), 2, c->dim, c->vocab, 1.0, false));
+    /* granite multiplies its input embedding by 12: so that the scaled branches still move the residual */
+    const double s_embd = !strcmp(c->arch, "granite") ? 1.0 / 12 : 1.0;
+    LOOM_TRY(plan_tensor(p, "token_embd.weight", weight_type(c, tc, W_EMBD, 0), 2, c->dim, c->vocab, s_embd, false));
     for (int64_t l = 0; l < c->layers; l++) {
 #define T(suffix, kind, ne0, ne1, std)                                                                       \
     do {                                                                                                      \
@@ -266,8 +274,9 @@ int cmd_synth(int argc, char **argv) {
     const loom_arg args[] = {
         {"--out", LOOM_ARG_STR, &out, "PATH", "output GGUF file (required)"},
         {"--arch", LOOM_ARG_STR, &arch, "NAME",
-         "llama, smollm3 (llama without RoPE on every fourth layer), qwen2 (Q/K/V biases), qwen2moe, qwen3, qwen3moe, "
-         "gemma2, gemma3, phi3, gpt2, bert, nomic-bert or gpt-oss, glm4moe, deepseek2"},
+         "llama, smollm3 (llama without RoPE on every fourth layer), granite (llama with Granite 3's scales), qwen2 "
+         "(Q/K/V biases), qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert or gpt-oss, glm4moe, "
+         "deepseek2"},
         {"--layers", LOOM_ARG_INT, &layers, "N", "transformer blocks"},
         {"--dim", LOOM_ARG_INT, &dim, "N", "embedding width"},
         {"--heads", LOOM_ARG_INT, &heads, "N", "query heads"},
@@ -331,9 +340,10 @@ int cmd_synth(int argc, char **argv) {
     if (r == LOOM_ARGS_HELP) return 0;
     if (r == LOOM_ARGS_ERROR) return 2;
     if (!out) return usage_error("--out PATH is required");
-    if (strcmp(arch, "llama") && strcmp(arch, "smollm3") && strcmp(arch, "qwen2") && !loom_synth_is_family(arch))
-        return usage_error("--arch %s: expected llama, smollm3, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, "
-                           "bert, nomic-bert, gpt-oss, glm4moe or deepseek2", arch);
+    if (strcmp(arch, "llama") && strcmp(arch, "smollm3") && strcmp(arch, "granite") && strcmp(arch, "qwen2") &&
+        !loom_synth_is_family(arch))
+        return usage_error("--arch %s: expected llama, smollm3, granite, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, "
+                           "phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe or deepseek2", arch);
     const bool qwen2moe = !strcmp(arch, "qwen2moe"), oss = !strcmp(arch, "gpt-oss"), glm = !strcmp(arch, "glm4moe");
     const bool ds = !strcmp(arch, "deepseek2"), v3 = glm || ds; /* DeepSeek-V3-style mixtures */
     if ((qwen2moe || oss || v3 || !strcmp(arch, "qwen3moe")) && !experts) experts = 8;

@@ -1059,7 +1059,10 @@ static void residual_rows(const residual_task *t, int r0, int r1) {
     for (int i = r0; i < r1; i++) {
         float *xi = t->f->x + (size_t)i * dim, *si = t->sum + (size_t)i * dim;
         if (t->post->w) norm_row(c, t->post, si, si, dim);
-        for (int d = 0; d < dim; d++) xi[d] += si[d];
+        if (c->residual_scale > 0)
+            for (int d = 0; d < dim; d++) xi[d] += si[d] * c->residual_scale;
+        else
+            for (int d = 0; d < dim; d++) xi[d] += si[d];
         if (t->res->w) norm_row(c, t->res, xi, xi, dim);
     }
 }
@@ -1096,6 +1099,10 @@ int loom_forward_logits(loom_forward *f, const loom_batch *b, float *logits) {
         float *y[1] = {logits};
         matmuls(f, (prep_task){.n = n_out, .src = f->xn, .dst = f->xn, .norm = &w->out_norm}, 1, m, y, P_HEAD);
         if (c->final_softcap > 0) loom_softcap_row(logits, (int)(n_out * w->n_vocab), c->final_softcap);
+        if (c->logit_scale > 0 && c->logit_scale != 1.0f) { /* times 1/scale, as llama.cpp's ggml_scale */
+            const float r = 1.0f / c->logit_scale;
+            for (size_t i = 0; i < (size_t)n_out * w->n_vocab; i++) logits[i] *= r;
+        }
     }
     return n_out;
 }

@@ -96,6 +96,8 @@ typedef struct {
     loom_pooling pooling;
     float embd_scale;    /* embedding multiplier (gemma: sqrt(dim)); 0 = 1 */
     float attn_scale;    /* query scale; 0 = 1/sqrt(head_dim) */
+    float residual_scale; /* attention's and the MLP's outputs times it before they join the residual (granite); 0 = 1 */
+    float logit_scale;   /* the logits divided by it (granite); 0 = 1 */
     float attn_softcap;  /* c > 0: scores become c·tanh(s/c) (gemma2) */
     float final_softcap; /* likewise for the logits */
     int swa_window;      /* > 0: on sliding-window layers a row sees the keys of its last swa_window positions */
@@ -168,6 +170,12 @@ static inline bool loom_layer_dense(const loom_model_config *c, int l) { return 
 
 static inline bool loom_layer_is_swa(const loom_model_config *c, int l) {
     return c->swa_window > 0 && l >= 0 && l < LOOM_MAX_LAYERS && ((c->swa_layers[l / 64] >> (l % 64)) & 1);
+}
+
+/* Whether c is llama's computation exactly (no family's scales or NoPE layers). */
+static inline bool loom_plain_llama(const loom_model_config *c) {
+    return c->arch == LOOM_ARCH_LLAMA && !c->no_rope_every && !c->residual_scale && !c->logit_scale && !c->embd_scale &&
+           !c->attn_scale;
 }
 
 /* Whether layer l rotates its queries and keys (smollm3's every fourth does not). */

@@ -111,9 +111,10 @@ static const struct {
     {"gpt2", LOOM_ARCH_GPT2}, {"bert", LOOM_ARCH_BERT}, {"nomic-bert", LOOM_ARCH_NOMIC_BERT},
     {"gpt-oss", LOOM_ARCH_GPT_OSS}, {"glm4moe", LOOM_ARCH_GLM4MOE}, {"deepseek2", LOOM_ARCH_DEEPSEEK2},
     {"smollm3", LOOM_ARCH_LLAMA}, /* llama without RoPE on every fourth layer (read_family) */
+    {"granite", LOOM_ARCH_LLAMA}, /* llama with four scales (read_family) */
 };
 #define SUPPORTED \
-    "llama, smollm3, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe, " \
+    "llama, smollm3, granite, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe, " \
     "deepseek2"
 
 /* Sliding-window layers: <arch>.attention.sliding_window_pattern as an array
@@ -200,6 +201,12 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
     switch (c->arch) {
     case LOOM_ARCH_LLAMA:
         if (!strcmp(arch, "smollm3")) c->no_rope_every = 4; /* fixed, as llama.cpp's n_no_rope_layer_step */
+        if (!strcmp(arch, "granite")) { /* IBM Granite 3: the input embedding, the scores, each branch and the logits scaled */
+            LOOM_TRY(get_real_z(g, arch, "embedding_scale", 0.0, true, &c->embd_scale));
+            LOOM_TRY(get_real_z(g, arch, "attention.scale", 0.0, true, &c->attn_scale));
+            LOOM_TRY(get_real_z(g, arch, "residual_scale", 0.0, true, &c->residual_scale));
+            LOOM_TRY(get_real(g, arch, "logit_scale", 1.0, &c->logit_scale));
+        }
         return NULL;
     case LOOM_ARCH_QWEN2:
     case LOOM_ARCH_QWEN2MOE:

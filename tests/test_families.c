@@ -84,6 +84,8 @@ static const synth_model models[] = {
     /* llama without RoPE on every fourth layer (layers 3 and 7) */
     {"smollm3", "--arch smollm3 --layers 8 --dim 128 --heads 4 --kv-heads 1 --head-dim 32 --ffn 256 --vocab 300 --type Q8_0 "
                 "--tied"},
+    /* llama with Granite 3's four scales */
+    {"granite", "--arch granite --layers 2 --dim 128 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256 --vocab 300 --type Q8_0"},
 };
 #define N_MODELS (sizeof models / sizeof models[0])
 
@@ -145,6 +147,14 @@ Test(families, config_of_each_family) {
                 break;
             }
             cr_assert(c.no_rope_every == 0 && loom_layer_rotates(&c, 3), "%s rotates every layer", models[i].name);
+            if (!strcmp(models[i].name, "granite")) {
+                cr_assert(c.embd_scale == 12.0f && c.residual_scale == 0.22f && c.attn_scale == 1.0f / 32 &&
+                              c.logit_scale == 8.0f && !loom_plain_llama(&c),
+                          "granite: embedding %g, residual %g, scores %g, logits %g", c.embd_scale, c.residual_scale,
+                          c.attn_scale, c.logit_scale);
+                break;
+            }
+            cr_assert(loom_plain_llama(&c), "%s: llama's own computation", models[i].name);
             if (!strcmp(models[i].name, "llama-iq4_xs")) break;
             cr_assert(!c.qk_norm && !c.rope_neox && c.n_experts == 5 && c.n_experts_used == 2 && c.expert_norm &&
                       c.ffn == 416, "llama with experts: %d experts, %d used, width %d", c.n_experts,
