@@ -274,7 +274,7 @@ int cmd_synth(int argc, char **argv) {
     const loom_arg args[] = {
         {"--out", LOOM_ARG_STR, &out, "PATH", "output GGUF file (required)"},
         {"--arch", LOOM_ARG_STR, &arch, "NAME",
-         "llama, smollm3 (llama without RoPE on every fourth layer), granite (llama with Granite 3's scales), qwen2 "
+         "llama, smollm3 (llama without RoPE on every fourth layer), granite (llama with Granite 3's scales), ernie4_5, qwen2 "
          "(Q/K/V biases), qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert or gpt-oss, glm4moe, "
          "deepseek2"},
         {"--layers", LOOM_ARG_INT, &layers, "N", "transformer blocks"},
@@ -340,10 +340,10 @@ int cmd_synth(int argc, char **argv) {
     if (r == LOOM_ARGS_HELP) return 0;
     if (r == LOOM_ARGS_ERROR) return 2;
     if (!out) return usage_error("--out PATH is required");
-    if (strcmp(arch, "llama") && strcmp(arch, "smollm3") && strcmp(arch, "granite") && strcmp(arch, "qwen2") &&
-        !loom_synth_is_family(arch))
-        return usage_error("--arch %s: expected llama, smollm3, granite, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, "
-                           "phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe or deepseek2", arch);
+    if (strcmp(arch, "llama") && strcmp(arch, "smollm3") && strcmp(arch, "granite") && strcmp(arch, "ernie4_5") &&
+        strcmp(arch, "qwen2") && !loom_synth_is_family(arch))
+        return usage_error("--arch %s: expected llama, smollm3, granite, ernie4_5, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, "
+                           "gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe or deepseek2", arch);
     const bool qwen2moe = !strcmp(arch, "qwen2moe"), oss = !strcmp(arch, "gpt-oss"), glm = !strcmp(arch, "glm4moe");
     const bool ds = !strcmp(arch, "deepseek2"), v3 = glm || ds; /* DeepSeek-V3-style mixtures */
     if ((qwen2moe || oss || v3 || !strcmp(arch, "qwen3moe")) && !experts) experts = 8;

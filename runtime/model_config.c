@@ -112,9 +112,10 @@ static const struct {
     {"gpt-oss", LOOM_ARCH_GPT_OSS}, {"glm4moe", LOOM_ARCH_GLM4MOE}, {"deepseek2", LOOM_ARCH_DEEPSEEK2},
     {"smollm3", LOOM_ARCH_LLAMA}, /* llama without RoPE on every fourth layer (read_family) */
     {"granite", LOOM_ARCH_LLAMA}, /* llama with four scales (read_family) */
+    {"ernie4_5", LOOM_ARCH_LLAMA}, /* ERNIE 4.5 dense: llama's computation */
 };
 #define SUPPORTED \
-    "llama, smollm3, granite, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe, " \
+    "llama, smollm3, granite, ernie4_5, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe, " \
     "deepseek2"
 
 /* Sliding-window layers: <arch>.attention.sliding_window_pattern as an array
