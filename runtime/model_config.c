@@ -9,6 +9,13 @@
  *              expert_used_count, each expert expert_feed_forward_length
  *              wide), weights renormalised over the chosen experts.
  *   llama      with <arch>.expert_count (Mixtral): the same mixture.
+ *   smollm3    llama without RoPE on layers l with (l + 1) % 4 == 0 (its
+ *              NoPE layers; llama.cpp's fixed n_no_rope_layer_step).
+ *   granite    llama with embedding_scale (the input embedding times it),
+ *              attention.scale (the scores'), residual_scale (each block's
+ *              output times it before the residual add) and logit_scale
+ *              (the logits times its reciprocal).
+ *   ernie4_5   llama (llama.cpp's graph ignores its attn_output bias).
  *   qwen2moe   qwen2 with such a mixture whose weights are not
  *              renormalised, and a shared expert (expert_shared_feed_
  *              forward_length wide, default feed_forward_length) gated by
