@@ -169,6 +169,12 @@ static loom_status add_metadata(loom_gguf_writer *w, const synth_cfg *c, const t
                                                (uint64_t)c->yarn_orig));
     }
     LOOM_TRY(loom_gguf_writer_add_uint(w, KEY("vocab_size"), LOOM_GGUF_U32, (uint64_t)c->vocab));
+    if (!strcmp(c->arch, "mistral3") && c->yarn > 0) { /* Ministral 3's keys; betas and a temperature scale (its is 0.1) that show */
+        LOOM_TRY(loom_gguf_writer_add_float(w, KEY("rope.scaling.yarn_log_multiplier"), LOOM_GGUF_F32, 1.0));
+        LOOM_TRY(loom_gguf_writer_add_float(w, KEY("rope.scaling.yarn_beta_fast"), LOOM_GGUF_F32, 16.0));
+        LOOM_TRY(loom_gguf_writer_add_float(w, KEY("rope.scaling.yarn_beta_slow"), LOOM_GGUF_F32, 2.0));
+        LOOM_TRY(loom_gguf_writer_add_float(w, KEY("attention.temperature_scale"), LOOM_GGUF_F32, 0.4));
+    }
     if (!strcmp(c->arch, "granite")) { /* Granite 3's scales (its 8B's; the scores' 1/head_dim, muP's) */
         LOOM_TRY(loom_gguf_writer_add_float(w, KEY("embedding_scale"), LOOM_GGUF_F32, 12.0));
         LOOM_TRY(loom_gguf_writer_add_float(w, KEY("residual_scale"), LOOM_GGUF_F32, 0.22));
@@ -274,7 +280,8 @@ int cmd_synth(int argc, char **argv) {
     const loom_arg args[] = {
         {"--out", LOOM_ARG_STR, &out, "PATH", "output GGUF file (required)"},
         {"--arch", LOOM_ARG_STR, &arch, "NAME",
-         "llama, smollm3 (llama without RoPE on every fourth layer), granite (llama with Granite 3's scales), ernie4_5, qwen2 "
+         "llama, smollm3 (llama without RoPE on every fourth layer), granite (llama with Granite 3's scales), ernie4_5, mistral3 "
+         "(with --yarn: Ministral 3's YaRN keys and temperature tuning), qwen2 "
          "(Q/K/V biases), qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert or gpt-oss, glm4moe, "
          "deepseek2"},
         {"--layers", LOOM_ARG_INT, &layers, "N", "transformer blocks"},
@@ -341,9 +348,9 @@ int cmd_synth(int argc, char **argv) {
     if (r == LOOM_ARGS_ERROR) return 2;
     if (!out) return usage_error("--out PATH is required");
     if (strcmp(arch, "llama") && strcmp(arch, "smollm3") && strcmp(arch, "granite") && strcmp(arch, "ernie4_5") &&
-        strcmp(arch, "qwen2") && !loom_synth_is_family(arch))
-        return usage_error("--arch %s: expected llama, smollm3, granite, ernie4_5, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, "
-                           "gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe or deepseek2", arch);
+        strcmp(arch, "mistral3") && strcmp(arch, "qwen2") && !loom_synth_is_family(arch))
+        return usage_error("--arch %s: expected llama, smollm3, granite, ernie4_5, mistral3, qwen2, qwen2moe, qwen3, qwen3moe, "
+                           "gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe or deepseek2", arch);
     const bool qwen2moe = !strcmp(arch, "qwen2moe"), oss = !strcmp(arch, "gpt-oss"), glm = !strcmp(arch, "glm4moe");
     const bool ds = !strcmp(arch, "deepseek2"), v3 = glm || ds; /* DeepSeek-V3-style mixtures */
     if ((qwen2moe || oss || v3 || !strcmp(arch, "qwen3moe")) && !experts) experts = 8;

@@ -683,6 +683,11 @@ static void qk_heads(const qk_task *t, int u0, int u1) {
             }
             if (L->q_norm) loom_row_rmsnorm(x, x, kv ? L->k_norm : L->q_norm, hd, c->norm_eps);
             if (rotates) loom_rope_head(x, rope + (size_t)i * c->rope_dim, c->rope_dim, c->rope_neox);
+            if (!kv && c->attn_temp_scale > 0) { /* temperature tuning, as llama.cpp computes its factor */
+                const float p = (float)t->a->pos[i];
+                const float s = (float)(log(floor(p / (float)c->ctx_orig) + 1.0) * c->attn_temp_scale + 1.0);
+                for (int j = 0; j < hd; j++) x[j] *= s;
+            }
         }
         if (kv) loom_attention_store_heads(t->a, h, h + 1);
     }

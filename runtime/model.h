@@ -104,6 +104,8 @@ typedef struct {
     uint64_t swa_layers[LOOM_MAX_LAYERS / 64]; /* bit l: layer l is a sliding-window layer */
     float rope_base_swa, rope_scale_swa;       /* RoPE on sliding-window layers (gemma3: 10000, 1) */
     int no_rope_every;   /* n > 0: layers l with (l + 1) % n == 0 rotate nothing (smollm3: 4, its NoPE layers) */
+    float attn_temp_scale; /* > 0: a row at position p scales its queries by 1 + attn_temp_scale · ln(floor(p /
+                            * ctx_orig) + 1) (Llama 4's temperature tuning; mistral3) */
     float rope_attn_factor; /* cos and sin multiplied by it (phi3 LongRoPE, YaRN's magnitude scaling); 0 = 1 */
     bool has_rope_long_short; /* rope_factors_long/short.weight (phi3 LongRoPE) */
     int ctx_orig;        /* LongRoPE: the long factors are used when the context exceeds this; YaRN: the context
@@ -175,7 +177,7 @@ static inline bool loom_layer_is_swa(const loom_model_config *c, int l) {
 /* Whether c is llama's computation exactly (no family's scales or NoPE layers). */
 static inline bool loom_plain_llama(const loom_model_config *c) {
     return c->arch == LOOM_ARCH_LLAMA && !c->no_rope_every && !c->residual_scale && !c->logit_scale && !c->embd_scale &&
-           !c->attn_scale;
+           !c->attn_scale && !c->attn_temp_scale;
 }
 
 /* Whether layer l rotates its queries and keys (smollm3's every fourth does not). */

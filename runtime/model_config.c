@@ -16,6 +16,10 @@
  *              output times it before the residual add) and logit_scale
  *              (the logits times its reciprocal).
  *   ernie4_5   llama (llama.cpp's graph ignores its attn_output bias).
+ *   mistral3   llama (Ministral 3) reading rope.scaling.yarn_beta_fast/slow
+ *              and, with attention.temperature_scale (which needs YaRN's
+ *              original context), the queries of a row at position p times
+ *              1 + scale · ln(floor(p / original context) + 1).
  *   qwen2moe   qwen2 with such a mixture whose weights are not
  *              renormalised, and a shared expert (expert_shared_feed_
  *              forward_length wide, default feed_forward_length) gated by
@@ -120,9 +124,10 @@ static const struct {
     {"smollm3", LOOM_ARCH_LLAMA}, /* llama without RoPE on every fourth layer (read_family) */
     {"granite", LOOM_ARCH_LLAMA}, /* llama with four scales (read_family) */
     {"ernie4_5", LOOM_ARCH_LLAMA}, /* ERNIE 4.5 dense: llama's computation */
+    {"mistral3", LOOM_ARCH_LLAMA}, /* llama with YaRN's keys and temperature tuning (read_family) */
 };
 #define SUPPORTED \
-    "llama, smollm3, granite, ernie4_5, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe, " \
+    "llama, smollm3, granite, ernie4_5, mistral3, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe, " \
     "deepseek2"
 
 /* Sliding-window layers: <arch>.attention.sliding_window_pattern as an array
@@ -209,6 +214,21 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
     switch (c->arch) {
     case LOOM_ARCH_LLAMA:
         if (!strcmp(arch, "smollm3")) c->no_rope_every = 4; /* fixed, as llama.cpp's n_no_rope_layer_step */
+        if (!strcmp(arch, "mistral3")) {
+            if (c->rope_yarn) { /* llama.cpp's llama_context: the magnitude over get_mscale(factor, yarn_log_multiplier) */
+                float af, lm;
+                LOOM_TRY(get_real(g, arch, "rope.scaling.yarn_beta_fast", 32.0, &c->yarn_beta_fast));
+                LOOM_TRY(get_real(g, arch, "rope.scaling.yarn_beta_slow", 1.0, &c->yarn_beta_slow));
+                LOOM_TRY(get_real(g, arch, "rope.scaling.attn_factor", 1.0, &af));
+                LOOM_TRY(get_real_z(g, arch, "rope.scaling.yarn_log_multiplier", 0.0, true, &lm));
+                const float f = 1.0f / c->rope_freq_scale;
+                if (lm != 0 && f > 1.0f) c->rope_attn_factor = af * (1.0f + 0.1f * logf(f)) / (1.0f + 0.1f * lm * logf(f));
+            }
+            LOOM_TRY(get_real_z(g, arch, "attention.temperature_scale", 0.0, true, &c->attn_temp_scale));
+            if (c->attn_temp_scale > 0 && (!c->rope_yarn || c->ctx_orig < 1))
+                return loom_error(LOOM_ERR_FORMAT, "%s: %s.attention.temperature_scale needs YaRN's "
+                                  "rope.scaling.original_context_length", path, arch);
+        }
         if (!strcmp(arch, "granite")) { /* IBM Granite 3: the input embedding, the scores, each branch and the logits scaled */
             LOOM_TRY(get_real_z(g, arch, "embedding_scale", 0.0, true, &c->embd_scale));
             LOOM_TRY(get_real_z(g, arch, "attention.scale", 0.0, true, &c->attn_scale));

@@ -86,6 +86,9 @@ static const synth_model models[] = {
                 "--tied"},
     /* llama with Granite 3's four scales */
     {"granite", "--arch granite --layers 2 --dim 128 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256 --vocab 300 --type Q8_0"},
+    /* llama with Ministral 3's YaRN keys and temperature tuning */
+    {"mistral3", "--arch mistral3 --layers 2 --dim 128 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256 --vocab 300 --type Q8_0 "
+                 "--yarn 16 --yarn-orig 128"},
 };
 #define N_MODELS (sizeof models / sizeof models[0])
 
@@ -147,6 +150,13 @@ Test(families, config_of_each_family) {
                 break;
             }
             cr_assert(c.no_rope_every == 0 && loom_layer_rotates(&c, 3), "%s rotates every layer", models[i].name);
+            if (!strcmp(models[i].name, "mistral3")) { /* yarn_log_multiplier 1: YaRN's magnitude divided out */
+                cr_assert(c.rope_yarn && c.ctx_orig == 128 && c.yarn_beta_fast == 16.0f && c.yarn_beta_slow == 2.0f &&
+                              fabsf(c.rope_attn_factor - 1.0f) < 1e-6f && c.attn_temp_scale == 0.4f && !loom_plain_llama(&c),
+                          "mistral3: betas %g %g, magnitude %g, temperature %g", c.yarn_beta_fast, c.yarn_beta_slow,
+                          c.rope_attn_factor, c.attn_temp_scale);
+                break;
+            }
             if (!strcmp(models[i].name, "granite")) {
                 cr_assert(c.embd_scale == 12.0f && c.residual_scale == 0.22f && c.attn_scale == 1.0f / 32 &&
                               c.logit_scale == 8.0f && !loom_plain_llama(&c),

@@ -1268,7 +1268,7 @@ Test(synth, rejects_bad_options_with_clear_messages) {
         {"--out /tmp/x.gguf --type Q4_K_M --dim 512 --heads 8 --ffn 1000", "--ffn must be a multiple of 256"},
         {"--out /tmp/x.gguf --heads 6 --kv-heads 4 --dim 384", "--kv-heads 4 must divide --heads 6"},
         {"--out /tmp/x.gguf --type IQ2_XXS", "--type IQ2_XXS: expected one of"},
-        {"--out /tmp/x.gguf --arch gpt3", "--arch gpt3: expected llama, smollm3, granite, ernie4_5, qwen2"},
+        {"--out /tmp/x.gguf --arch gpt3", "--arch gpt3: expected llama, smollm3, granite, ernie4_5, mistral3"},
         {"--out /tmp/x.gguf --arch phi3 --dim 256 --heads 4 --head-dim 32", "phi3 needs heads * head_dim"},
         {"--out /tmp/x.gguf --rope-dim 7", "--rope-dim 7: expected an even number"},
         {"--out /tmp/x.gguf --arch bert --pooling max", "--pooling max: expected none, mean, cls or last"},

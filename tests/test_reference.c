@@ -187,6 +187,7 @@ Test(reference, synth_smollm3_f16, .timeout = 600) { run_fixture(FX("synth-smoll
 Test(reference, synth_granite_q4_k_m, .timeout = 600) { run_fixture(FX("synth-granite-q4_k_m.json"), NULL, LOOM_TYPE_F16, 128); }
 Test(reference, synth_granite_f32, .timeout = 600) { run_fixture(FX("synth-granite-f32.json"), NULL, LOOM_TYPE_F32, 77); }
 Test(reference, synth_ernie4_5_q6_k, .timeout = 600) { run_fixture(FX("synth-ernie4_5-q6_k.json"), NULL, LOOM_TYPE_F16, 100); }
+Test(reference, synth_mistral3_q8_0, .timeout = 600) { run_fixture(FX("synth-mistral3-q8_0.json"), NULL, LOOM_TYPE_F32, 128); }
 Test(reference, synth_qwen2_yarn_q8_0, .timeout = 600) { run_fixture(FX("synth-qwen2-yarn-q8_0.json"), NULL, LOOM_TYPE_F16, 100); }
 Test(reference, synth_gemma2_q5_k_m, .timeout = 600) { run_fixture(FX("synth-gemma2-q5_k_m.json"), NULL, LOOM_TYPE_F16, 77); }
 Test(reference, synth_gemma2_bf16, .timeout = 600) { run_fixture(FX("synth-gemma2-bf16.json"), NULL, LOOM_TYPE_F32, 256); }

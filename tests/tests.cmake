@@ -65,6 +65,7 @@ foreach(case
     "mixtral-q5_k_m 2 1" "mixtral-q5_k_m 1 2" "qwen2moe-q8_0 3 1" "qwen2moe-q8_0 1 2" "qwen2moe-q4_k_m 2 1"
     "gpt-oss-mxfp4 2 1" "gpt-oss-mxfp4 3 1" "gpt-oss-mxfp4 1 2" "gpt-oss-f32 2 2" "llama-q3_k_m 2 1" "llama-q2_k 1 2"
     "smollm3-q4_k_m 2 1" "smollm3-f16 1 2" "granite-q4_k_m 2 1" "granite-f32 1 3" "ernie4_5-q6_k 2 1"
+    "mistral3-q8_0 3 1" "mistral3-q8_0 1 2"
     "glm4moe-f32 2 1" "glm4moe-f32 4 1" "glm4moe-f32 1 2" "glm4moe-q4_k_m 2 1" "glm4moe-q4_k_m 2 2"
     "deepseek2-f32 2 1" "deepseek2-f32 4 1" "deepseek2-f32 1 3" "deepseek2-q4_k_m 2 1" "deepseek2-q4_k_m 2 2"
     "deepseek2-lite-f16 3 1" "deepseek2-lite-f16 1 2" "deepseek2-legacy-q8_0 3 1" "deepseek2-legacy-q8_0 2 2"
