@@ -10,8 +10,9 @@
  * pieces cut anywhere between characters (as tokens cut it).
  *
  * Input: byte 0 picks the target (mod 10): 0 chat and 1 completions
- * requests; 2-6 tool calls (Hermes, Llama 3, GLM, DeepSeek, Kimi; byte 1
- * bit 7: tool_choice forces calls, bit 6: a named function); 7 harmony
+ * requests; 2-6 tool calls (Hermes, Llama 3, GLM, DeepSeek, Kimi — Mistral
+ * instead where byte 1 bit 5 is set; byte 1 bit 7: tool_choice forces
+ * calls, bit 6: a named function); 7 harmony
  * (byte 1 bit 0: calls parsed, bit 1: raw reasoning); 8 reasoning (bit 0:
  * the prompt opened the block); 9 stop strings (the text before the first
  * two 0x01 bytes, if non-empty). Byte 1 also seeds where the pieces are
@@ -98,7 +99,7 @@ static void run(int mode, uint8_t flags, char *const *stops, int n_stops, const 
     static const loom_tool_syntax syntax[] = {LOOM_TOOLS_HERMES, LOOM_TOOLS_LLAMA3, LOOM_TOOLS_GLM,
                                               LOOM_TOOLS_DEEPSEEK, LOOM_TOOLS_KIMI};
     if (mode <= 6) {
-        if (!srv_tools_init(&t, syntax[mode - 2], 7)) abort();
+        if (!srv_tools_init(&t, mode == 6 && (flags & 0x20) ? LOOM_TOOLS_MISTRAL : syntax[mode - 2], 7)) abort();
         if (flags & 0x80) srv_tools_force(&t, flags & 0x40 ? "get_weather" : NULL);
     } else if (mode == 7) {
         if (!srv_harmony_init(&h, flags & 1, flags & 2, 7)) abort();

@@ -4,7 +4,7 @@
  * after its chat template's generation prompt it answers, greedily, exactly
  * the given pieces and then EOS.
  *
- *     script_model [--llama3 | --think | --harmony] OUT.gguf PIECE...
+ *     script_model [--llama3 | --think | --harmony | --mistral] OUT.gguf PIECE...
  *
  * How: one layer whose attention and MLP weights are zero, so the hidden
  * state is the current token's embedding; the embeddings of the trigger
@@ -22,8 +22,11 @@
  * is then the trigger) with o200k_harmony's special tokens in the
  * vocabulary: a piece that is one of their texts is that token (so it
  * renders as the tokenizer renders it: <|return|> and <|call|> end the
- * generation), and pieces must still be distinct. The pieces <think>,
- * </think>, <tool_call> and </tool_call> are control tokens (is_marker).
+ * generation), and pieces must still be distinct; or with --mistral a
+ * Mistral-style one (it names [TOOL_CALLS] and NAME[ARGS]{...}, and ends
+ * its generation prompt with "\n"). The pieces <think>,
+ * </think>, <tool_call>, </tool_call>, [TOOL_CALLS] and [ARGS] are control
+ * tokens (is_marker).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +54,11 @@ static const char TEMPLATE_THINK[] =
     "{%- if false %}<tool_call></tool_call><think></think>{% endif -%}"
     "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
+static const char TEMPLATE_MISTRAL[] =
+    "{%- if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif -%}"
+    "{%- for m in messages %}{%- if m.role == 'user' %}[INST]{{ m.content }}[/INST]{%- else %}{{ m.content }}"
+    "{%- endif %}{% endfor -%}{%- if false %}[TOOL_CALLS]name[ARGS]{}{% endif %}{{ '\\n' }}";
+
 static const char TEMPLATE_HARMONY[] =
     "{%- for m in messages %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{% endfor -%}"
     "{%- if tools %}<|start|>developer<|message|># Tools\nnamespace functions {\n{%- for t in tools %}"
@@ -67,7 +75,7 @@ static const char *const HARMONY_SPECIAL[] = {"<|start|>", "<|end|>", "<|message
  * model's tokenizer calls them special (GLM-4.5's, DeepSeek's): the
  * server must still render them for its parsers. */
 static int is_marker(const char *p) {
-    static const char *const m[] = {"<think>", "</think>", "<tool_call>", "</tool_call>", NULL};
+    static const char *const m[] = {"<think>", "</think>", "<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]", NULL};
     for (int i = 0; m[i]; i++)
         if (!strcmp(p, m[i])) return 1;
     return 0;
@@ -93,11 +101,11 @@ static char *spm_piece(const char *s) {
 
 int main(int argc, char **argv) {
     const bool llama3 = argc > 1 && !strcmp(argv[1], "--llama3"), think = argc > 1 && !strcmp(argv[1], "--think"),
-               harmony = argc > 1 && !strcmp(argv[1], "--harmony");
-    if (llama3 || think || harmony) argv++, argc--;
+               harmony = argc > 1 && !strcmp(argv[1], "--harmony"), mistral = argc > 1 && !strcmp(argv[1], "--mistral");
+    if (llama3 || think || harmony || mistral) argv++, argc--;
     const int n_pieces = argc - 2;
     if (n_pieces < 1 || n_pieces > DIM - 1) {
-        fprintf(stderr, "usage: script_model [--llama3 | --think | --harmony] OUT.gguf PIECE... (1 to %d pieces)\n",
+        fprintf(stderr, "usage: script_model [--llama3 | --think | --harmony | --mistral] OUT.gguf PIECE... (1 to %d pieces)\n",
                 DIM - 1);
         return 2;
     }
@@ -175,7 +183,7 @@ int main(int argc, char **argv) {
     die(loom_gguf_writer_add_uint(w, "tokenizer.ggml.eos_token_id", LOOM_GGUF_U32, (uint64_t)eos));
     die(loom_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", true));
     die(loom_gguf_writer_add_str(w, "tokenizer.chat_template",
-                                 llama3 ? TEMPLATE_LLAMA3 : think ? TEMPLATE_THINK : harmony ? TEMPLATE_HARMONY : TEMPLATE));
+                                 llama3 ? TEMPLATE_LLAMA3 : think ? TEMPLATE_THINK : harmony ? TEMPLATE_HARMONY : mistral ? TEMPLATE_MISTRAL : TEMPLATE));
     const int64_t ne_embd[2] = {DIM, V}, ne_sq[2] = {DIM, DIM}, ne_v[1] = {DIM};
     die(loom_gguf_writer_add_tensor(w, "token_embd.weight", LOOM_TYPE_F32, 2, ne_embd, embd));
     static const char *const zero[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};

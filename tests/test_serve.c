@@ -293,6 +293,27 @@ Test(tools, deepseek_and_kimi_calls_out_of_streamed_text) {
                  "x<|tool_call_begin|>functions.f:0 no args<|tool_call_end|>", 0, NULL, NULL);
 }
 
+Test(tools, mistral_calls_out_of_streamed_text) {
+    const loom_tool_syntax M = LOOM_TOOLS_MISTRAL;
+    /* Mistral Small 3.2 / Devstral / Ministral 3: each call opened by [TOOL_CALLS], none closed */
+    expect_tools(M, "Let me look.[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}[TOOL_CALLS]get_time[ARGS]{}", "Let me look.",
+                 2, (const char *const[]){"get_weather", "get_time"}, (const char *const[]){"{\"city\":\"Paris\"}", "{}"});
+    /* a call id (Mistral Small 3.1's [CALL_ID]) is skipped; trailing whitespace dropped */
+    expect_tools(M, "[TOOL_CALLS]f[CALL_ID]a1b2c3d4e[ARGS]{\"x\": [1, 2]}\n", "", 1, (const char *const[]){"f"},
+                 (const char *const[]){"{\"x\":[1,2]}"});
+    /* Mistral Nemo: one JSON list */
+    expect_tools(M, "[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {\"k\": \"v\"}, \"id\": \"abcdefghi\"}, {\"name\": \"b\", "
+                 "\"arguments\": {}}]", "", 2, (const char *const[]){"a", "b"}, (const char *const[]){"{\"k\":\"v\"}", "{}"});
+    /* not calls: the text stays as written */
+    expect_tools(M, "x [TOOL_CALLS]f[ARGS]not json", "x [TOOL_CALLS]f[ARGS]not json", 0, NULL, NULL);
+    expect_tools(M, "[TOOL_CALLS][ARGS]{}", "[TOOL_CALLS][ARGS]{}", 0, NULL, NULL);
+    expect_tools(M, "[TOOL_CALLS][1, 2]", "[TOOL_CALLS][1, 2]", 0, NULL, NULL);
+    expect_tools(M, "a [TOOL_CA", "a [TOOL_CA", 0, NULL, NULL);
+    /* a call, then a block that is not one: the call stands, the rest is content */
+    expect_tools(M, "[TOOL_CALLS]f[ARGS]{}[TOOL_CALLS]oops", "[TOOL_CALLS]oops", 1, (const char *const[]){"f"},
+                 (const char *const[]){"{}"});
+}
+
 Test(tools, llama3_json_replies) {
     const loom_tool_syntax L = LOOM_TOOLS_LLAMA3;
     expect_tools(L, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "", 1,

@@ -370,10 +370,12 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
         static const char *const deepseek[] = {"<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>", NULL};
         static const char *const kimi[] = {"<|tool_call_begin|>", "<|tool_call_argument_begin|>", "<|tool_call_end|>",
                                            NULL};
+        static const char *const mistral[] = {"[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", NULL};
         const loom_tool_syntax ts = loom_chat_template_tool_syntax(tmpl);
         const char *const *sets[2] = {loom_chat_template_thinks(tmpl) ? think : NULL,
                                       ts == LOOM_TOOLS_DEEPSEEK ? deepseek
                                       : ts == LOOM_TOOLS_KIMI   ? kimi
+                                      : ts == LOOM_TOOLS_MISTRAL ? mistral
                                       : ts == LOOM_TOOLS_HERMES || ts == LOOM_TOOLS_GLM ? calls
                                                                                         : NULL};
         for (int k = 0; k < 2; k++)

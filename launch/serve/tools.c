@@ -9,15 +9,18 @@
 #include <string.h>
 
 /* A call block's tags in each syntax (tools.h). */
+/* (Mistral's calls have no closing tag: the next call's opening one ends a call.) */
 static const char *open_tag(const srv_tools *t) {
-    return t->syntax == LOOM_TOOLS_DEEPSEEK ? "<｜tool▁call▁begin｜>"
-         : t->syntax == LOOM_TOOLS_KIMI     ? "<|tool_call_begin|>"
-                                            : "<tool_call>";
+    return t->syntax == LOOM_TOOLS_DEEPSEEK  ? "<｜tool▁call▁begin｜>"
+         : t->syntax == LOOM_TOOLS_KIMI      ? "<|tool_call_begin|>"
+         : t->syntax == LOOM_TOOLS_MISTRAL   ? "[TOOL_CALLS]"
+                                             : "<tool_call>";
 }
 static const char *close_tag(const srv_tools *t) {
-    return t->syntax == LOOM_TOOLS_DEEPSEEK ? "<｜tool▁call▁end｜>"
-         : t->syntax == LOOM_TOOLS_KIMI     ? "<|tool_call_end|>"
-                                            : "</tool_call>";
+    return t->syntax == LOOM_TOOLS_DEEPSEEK  ? "<｜tool▁call▁end｜>"
+         : t->syntax == LOOM_TOOLS_KIMI      ? "<|tool_call_end|>"
+         : t->syntax == LOOM_TOOLS_MISTRAL   ? "[TOOL_CALLS]"
+                                             : "</tool_call>";
 }
 
 bool srv_tools_init(srv_tools *t, loom_tool_syntax syntax, uint64_t seed) {
@@ -192,8 +195,33 @@ static json_t *kimi_call_of(srv_tools *t, const char *s, size_t n) {
     return named_call(t, s, n0, n1, (size_t)(arg - s) + sizeof ARG - 1, n);
 }
 
-/* The call a block's body names, or NULL (not a call). */
+/* Mistral's body: NAME[ARGS]{args} (a [CALL_ID]id before [ARGS] skipped),
+ * or a JSON list of {"name", "arguments"} objects (then an array of calls). */
+static json_t *mistral_call_of(srv_tools *t, const char *s, size_t n) {
+    size_t at = 0;
+    while (at < n && is_ws(s[at])) at++;
+    if (at < n && s[at] == '[' && (n - at < 6 || memcmp(s + at, "[ARGS]", 6))) { /* Mistral Nemo's list */
+        json_t *o = json_loadb(s + at, n - at, 0, NULL), *calls = json_array(), *v;
+        size_t i;
+        bool ok = calls && json_array_size(o) > 0;
+        json_array_foreach(o, i, v) {
+            json_t *c = ok ? call_from(t, v) : NULL;
+            ok = c && !json_array_append_new(calls, c);
+        }
+        json_decref(o);
+        if (!ok) json_decref(calls);
+        return ok ? calls : NULL;
+    }
+    const char *args = memmem(s, n, "[ARGS]", 6), *id = memmem(s, n, "[CALL_ID]", 9);
+    if (!args) return NULL;
+    const size_t n1 = (size_t)((id && id < args ? id : args) - s);
+    if (memchr(s + at, '[', n1 - at) || memchr(s + at, '{', n1 - at)) return NULL; /* a name, not markup */
+    return named_call(t, s, at, n1, (size_t)(args - s) + 6, n);
+}
+
+/* The call a block's body names (Mistral's list: an array of calls), or NULL (not a call). */
 static json_t *call_of(srv_tools *t, const char *body, size_t len) {
+    if (t->syntax == LOOM_TOOLS_MISTRAL) return mistral_call_of(t, body, len);
     if (t->syntax == LOOM_TOOLS_GLM) return glm_call_of(t, body, len);
     if (t->syntax == LOOM_TOOLS_DEEPSEEK) return deepseek_call_of(t, body, len);
     if (t->syntax == LOOM_TOOLS_KIMI) return kimi_call_of(t, body, len);
@@ -232,7 +260,9 @@ static loom_status end_block(srv_tools *t, bool closed, loom_strbuf *out) {
     if (call) {
         loom_strbuf_clear(&t->ws); /* whitespace around calls is dropped */
         t->after_call = true;
-        if (json_array_append_new(t->calls, call)) st = loom_error(LOOM_ERR_NOMEM, "tool calls: out of memory");
+        const int fail = json_is_array(call) ? json_array_extend(t->calls, call) : json_array_append(t->calls, call);
+        json_decref(call);
+        if (fail) st = loom_error(LOOM_ERR_NOMEM, "tool calls: out of memory");
     } else { /* not a call: the block stays content, as written */
         st = outside(t, open_tag(t), strlen(open_tag(t)), out);
         if (!st) st = outside(t, t->body.data, t->body.len, out);
@@ -321,10 +351,12 @@ loom_status srv_tools_push(srv_tools *t, const char *text, size_t len, loom_strb
             const char *at = t->body.len ? memmem(t->body.data, t->body.len, close, close_n) : NULL;
             if (!at) return NULL;
             const size_t k = (size_t)(at - t->body.data);
-            LOOM_TRY(loom_strbuf_append(&t->held, at + close_n, t->body.len - k - close_n)); /* held is empty inside */
+            const bool mistral = t->syntax == LOOM_TOOLS_MISTRAL; /* its "closing" tag opens the next call */
+            LOOM_TRY(loom_strbuf_append(&t->held, mistral ? at : at + close_n,
+                                        t->body.len - k - (mistral ? 0 : close_n))); /* held is empty inside */
             t->body.len = k;
             t->body.data[k] = 0;
-            LOOM_TRY(end_block(t, true, out));
+            LOOM_TRY(end_block(t, !mistral, out));
             continue;
         }
         const char *at = t->held.len ? memmem(t->held.data, t->held.len, open, open_n) : NULL;

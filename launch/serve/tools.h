@@ -38,6 +38,12 @@
  * between their begin / end tags, read into the same calls; the tags
  * around a whole section are control tokens the server does not render.
  *
+ * Mistral's (vLLM's `mistral`): [TOOL_CALLS] opens each call and no tag
+ * closes one — it ends at the next [TOOL_CALLS] or at the end of the reply
+ * — whose body is NAME[ARGS]{args} (Mistral Small 3.2, Devstral, Ministral
+ * 3; a [CALL_ID]id between them is skipped) or a JSON list of {"name",
+ * "arguments"} objects (Mistral Nemo), read into the same calls.
+ *
  * Llama 3.1-3.3's (vLLM's `llama3_json`): a reply whose first non-blank
  * character is '{' is held whole; at its end, one or more JSON objects
  * {"name": ..., "parameters": {...}} (or "arguments"), separated by ';' or
@@ -68,7 +74,7 @@ typedef struct {
     uint64_t id_state; /* the calls' ids: "call_" + 24 hex digits from this */
 } srv_tools;
 
-/* syntax: HERMES, GLM, DEEPSEEK, KIMI or LLAMA3; seed: makes the calls' ids (distinct per
+/* syntax: HERMES, GLM, DEEPSEEK, KIMI, MISTRAL or LLAMA3; seed: makes the calls' ids (distinct per
  * request). Returns false when out of memory. */
 bool srv_tools_init(srv_tools *t, loom_tool_syntax syntax, uint64_t seed);
 void srv_tools_free(srv_tools *t);

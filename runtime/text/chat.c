@@ -62,7 +62,8 @@ loom_status loom_chat_template_create(const char *tmpl, size_t len, const char *
     }
     c->typed_only = !renders_needle(c, false) && renders_needle(c, true);
 #define HAS(s) (memmem(tmpl, len, s, strlen(s)) != NULL)
-    c->tools = HAS("tool▁call▁begin")                                                  ? LOOM_TOOLS_DEEPSEEK
+    c->tools = HAS("[TOOL_CALLS]")                                                     ? LOOM_TOOLS_MISTRAL
+               : HAS("tool▁call▁begin")                                                ? LOOM_TOOLS_DEEPSEEK
                : HAS("<|tool_call_begin|>")                                            ? LOOM_TOOLS_KIMI
                : HAS("<tool_call>") && HAS("<arg_key>")                                ? LOOM_TOOLS_GLM
                : HAS("<tool_call>")                                                    ? LOOM_TOOLS_HERMES

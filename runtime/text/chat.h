@@ -91,7 +91,9 @@ bool loom_chat_template_typed_only(const loom_chat_template *c);
  * DEEPSEEK, <｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{...}<｜tool▁call▁end｜>
  * (DeepSeek-V3.1, R1: the source names tool▁call▁begin); KIMI,
  * <|tool_call_begin|>functions.NAME:I<|tool_call_argument_begin|>{...}
- * <|tool_call_end|> (Kimi K2). */
+ * <|tool_call_end|> (Kimi K2); MISTRAL, [TOOL_CALLS]NAME[ARGS]{...} per call
+ * (Mistral Small 3.2, Devstral, Ministral 3) or [TOOL_CALLS][{"name": ...,
+ * "arguments": {...}}, ...] (Mistral Nemo; the source names [TOOL_CALLS]). */
 typedef enum {
     LOOM_TOOLS_NONE,
     LOOM_TOOLS_HERMES,
@@ -99,6 +101,7 @@ typedef enum {
     LOOM_TOOLS_GLM,
     LOOM_TOOLS_DEEPSEEK,
     LOOM_TOOLS_KIMI,
+    LOOM_TOOLS_MISTRAL,
 } loom_tool_syntax;
 loom_tool_syntax loom_chat_template_tool_syntax(const loom_chat_template *c);
 

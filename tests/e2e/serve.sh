@@ -60,6 +60,12 @@ for mode in $modes; do
     start_server "$TMP/tools3.log" "$LOOM" serve --model "$TMP/script3.gguf" --threads 1 --ctx-size 1024
     client tools-llama3 --base "http://127.0.0.1:$PORT"
     stop_server "$TMP/tools3.log"
+    # and one of a Mistral-style template: [TOOL_CALLS]NAME[ARGS]{...}, the markers control tokens
+    "$SCRIPT_MODEL" --mistral "$TMP/scriptm.gguf" "Checking." "[TOOL_CALLS]" "get_weather" "[ARGS]" \
+      '{"city": "Paris", "days": 2}' || fail "script_model --mistral"
+    start_server "$TMP/toolsm.log" "$LOOM" serve --model "$TMP/scriptm.gguf" --threads 1 --ctx-size 1024
+    client tools-mistral --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/toolsm.log"
     # a thinking model (a Qwen3-style template): reasoning_content apart from content, and with --no-reasoning not
     "$SCRIPT_MODEL" --think "$TMP/think.gguf" "<think>" "Let me check the sky." "</think>" "It is sunny." \
       || fail "script_model --think"

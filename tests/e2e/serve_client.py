@@ -10,7 +10,7 @@ MODE:
   cluster  the same generation checks, fewer of them (a multi-rank server)
   auth     a server started with --api-key: 401 without it, 200 with it
   queue    a server with --sequences 1 --max-queue 2: overflow gives 429
-  tools, tools-llama3, think, think-off, harmony, harmony-off, harmony-call
+  tools, tools-llama3, tools-mistral, think, think-off, harmony, harmony-off, harmony-call
            scripted models (tests/script_model.c): tool calls, reasoning and
            gpt-oss harmony replies parsed out of a model's text
   asan     a short mixed load on the sanitizer build
@@ -296,6 +296,21 @@ def test_tool_calls_llama3(cl, name):
     check(r.choices[0].message.content == '{"name": "get_weather", "parameters": {"city": "Paris", "days": 2}}' and
           r.choices[0].finish_reason == "stop", "llama3 without tools: %r" % r.choices[0].message)
     ok("tool calls: a Llama 3.1-style template's bare JSON reply, whole and streamed")
+
+
+def test_tool_calls_mistral(cl, name):
+    msgs = [{"role": "user", "content": "Weather in Paris?"}]
+    r = cl.chat.completions.create(model=name, messages=msgs, tools=TOOLS, temperature=0)
+    m = r.choices[0].message
+    check(r.choices[0].finish_reason == "tool_calls" and m.content == "Checking." and len(m.tool_calls) == 1 and
+          m.tool_calls[0].function.name == "get_weather" and
+          json.loads(m.tool_calls[0].function.arguments) == {"city": "Paris", "days": 2}, "mistral: %r" % m)
+    chunks = list(cl.chat.completions.create(model=name, messages=msgs, tools=TOOLS, temperature=0, stream=True))
+    calls = [tc for c in chunks if c.choices and c.choices[0].delta.tool_calls for tc in c.choices[0].delta.tool_calls]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check(text == "Checking." and len(calls) == 1 and calls[0].function.name == "get_weather",
+          "mistral stream: %r %r" % (text, calls))
+    ok("tool calls: a Mistral-style template's [TOOL_CALLS]NAME[ARGS]{...} (control tokens), whole and streamed")
 
 
 def test_reasoning(cl, name, on):
@@ -746,6 +761,9 @@ def main():
         return
     if ARGS.mode == "tools-llama3":
         test_tool_calls_llama3(cl, name)
+        return
+    if ARGS.mode == "tools-mistral":
+        test_tool_calls_mistral(cl, name)
         return
     if ARGS.mode == "asan":
         cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
