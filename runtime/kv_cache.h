@@ -72,7 +72,8 @@ typedef struct loom_kv_cache loom_kv_cache;
 size_t loom_kv_bytes(const loom_kv_config *cfg);
 
 /* Bytes of one layer's keys (or values) of one block, rounded up to 64:
- * block b of layer l starts at l·n_blocks·this + b·this from the pool. */
+ * block b of layer l starts at (b·n_layers + l)·this from the pool (a
+ * block's layers together: a short sequence touches few pages). */
 size_t loom_kv_block_bytes(const loom_kv_config *cfg);
 
 /* Bytes of one KV head's keys (or values) in a block (the scales too). */
@@ -108,7 +109,8 @@ int loom_kv_capacity(const loom_kv_cache *kv, int seq);
 
 /* Block table of slot `seq`: (capacity / block_tokens) block ids. */
 const int32_t *loom_kv_table(const loom_kv_cache *kv, int seq);
-/* Start of block `block` of layer `layer` (64-byte aligned): keys
+/* Start of block `block` of layer `layer` (64-byte aligned; a layer's
+ * blocks are n_layers·loom_kv_block_bytes apart): keys
  * (n_kv_heads, head_dim, block_tokens), values (n_kv_heads, block_tokens,
  * head_dim). */
 void *loom_kv_k_block(const loom_kv_cache *kv, int layer, int32_t block);

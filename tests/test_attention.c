@@ -674,7 +674,9 @@ Test(kv_cache_api, reserve_release_full_and_layout) {
         for (int b = 0; b < 5; b++) {
             uint8_t *k = loom_kv_k_block(kv, l, b), *v = loom_kv_v_block(kv, l, b);
             cr_assert(((uintptr_t)k & 63) == 0 && ((uintptr_t)v & 63) == 0);
-            if (b) cr_assert_eq((size_t)(k - (uint8_t *)loom_kv_k_block(kv, l, b - 1)), (size_t)2 * 16 * 64 * 2);
+            /* block-major: a block's layers adjacent, a layer's blocks 3 layers apart */
+            if (l) cr_assert_eq((size_t)(k - (uint8_t *)loom_kv_k_block(kv, l - 1, b)), (size_t)2 * 16 * 64 * 2);
+            if (b) cr_assert_eq((size_t)(k - (uint8_t *)loom_kv_k_block(kv, l, b - 1)), (size_t)3 * 2 * 16 * 64 * 2);
         }
     cr_assert_eq(loom_kv_k_offset(&c, 1, 15, 63), (size_t)2 * 16 * 64 - 1);
     cr_assert_eq(loom_kv_v_offset(&c, 1, 15, 63), (size_t)2 * 16 * 64 - 1);
