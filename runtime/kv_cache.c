@@ -9,8 +9,7 @@
 struct loom_kv_cache {
     loom_kv_config cfg;
     size_t block_bytes;   /* one layer's K (or V) of one block, rounded up to 64 bytes */
-    uint8_t *k, *v;       /* (n_blocks, n_layers, block_bytes): k_mem, v_mem (none: v_is_k) */
-    void *k_mem, *v_mem;  /* as mapped (pool_map: zeroed, so untouched pages cost nothing) */
+    uint8_t *k, *v;       /* (n_blocks, n_layers, block_bytes), as mapped (pool_map); v NULL: v_is_k */
     size_t mem_bytes;     /* of each mapping */
     int32_t *free_list;   /* (n_blocks) stack of free block ids */
     int n_free;
@@ -83,13 +82,13 @@ loom_status loom_kv_create(const loom_kv_config *cfg, loom_kv_cache **out) {
     size_t pool = (size_t)(cfg->n_layers ? cfg->n_layers : 1) * cfg->n_blocks * kv->block_bytes;
     if (!cfg->tables_only) {
         kv->mem_bytes = pool;
-        kv->k = kv->k_mem = pool_map(pool);
-        if (!cfg->v_is_k) kv->v = kv->v_mem = pool_map(pool);
+        kv->k = pool_map(pool);
+        if (!cfg->v_is_k) kv->v = pool_map(pool);
     }
     kv->free_list = malloc((size_t)cfg->n_blocks * sizeof *kv->free_list);
     kv->tables = malloc((size_t)cfg->max_seqs * kv->max_blocks_per_seq * sizeof *kv->tables);
     kv->n_seq_blocks = calloc((size_t)cfg->max_seqs, sizeof *kv->n_seq_blocks);
-    if ((!cfg->tables_only && (!kv->k_mem || (!cfg->v_is_k && !kv->v_mem))) || !kv->free_list || !kv->tables ||
+    if ((!cfg->tables_only && (!kv->k || (!cfg->v_is_k && !kv->v))) || !kv->free_list || !kv->tables ||
         !kv->n_seq_blocks) {
         loom_kv_free(kv);
         return loom_error(LOOM_ERR_NOMEM, "cannot allocate the KV cache (%zu bytes)", (cfg->v_is_k ? 1 : 2) * pool);
@@ -103,8 +102,8 @@ loom_status loom_kv_create(const loom_kv_config *cfg, loom_kv_cache **out) {
 
 void loom_kv_free(loom_kv_cache *kv) {
     if (!kv) return;
-    if (kv->k_mem) munmap(kv->k_mem, kv->mem_bytes);
-    if (kv->v_mem) munmap(kv->v_mem, kv->mem_bytes);
+    if (kv->k) munmap(kv->k, kv->mem_bytes);
+    if (kv->v) munmap(kv->v, kv->mem_bytes);
     free(kv->free_list);
     free(kv->tables);
     free(kv->n_seq_blocks);
