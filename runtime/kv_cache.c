@@ -178,23 +178,21 @@ void *loom_kv_v_block(const loom_kv_cache *kv, int layer, int32_t block) {
     return kv->v + block_at(kv, layer, block);
 }
 
-float loom_kv_key_at(const loom_kv_cache *kv, const void *kb, int h, int t, int d) {
-    const loom_kv_config *c = &kv->cfg;
-    const size_t i = loom_kv_k_offset(c, 0, t, d);
-    const uint8_t *head = (const uint8_t *)kb + (size_t)h * loom_kv_head_bytes(c);
+/* Element i of head h in block b; Q8_0's scale is scale s after the head's codes. */
+static float elem_at(const loom_kv_config *c, const void *b, int h, size_t i, size_t s) {
+    const uint8_t *head = (const uint8_t *)b + (size_t)h * loom_kv_head_bytes(c);
     if (c->type == LOOM_TYPE_F32) return ((const float *)head)[i];
     if (c->type == LOOM_TYPE_F16) return loom_f16_to_f32(((const uint16_t *)head)[i]);
-    const uint8_t *sc = head + (size_t)c->head_dim * c->block_tokens + 2 * ((size_t)(d / 32) * c->block_tokens + t);
-    return (float)(int8_t)head[i] * loom_f16_to_f32(loom_rd_u16(sc));
+    return (float)(int8_t)head[i] * loom_f16_to_f32(loom_rd_u16(head + (size_t)c->head_dim * c->block_tokens + 2 * s));
+}
+
+float loom_kv_key_at(const loom_kv_cache *kv, const void *kb, int h, int t, int d) {
+    const loom_kv_config *c = &kv->cfg;
+    return elem_at(c, kb, h, loom_kv_k_offset(c, 0, t, d), (size_t)(d / 32) * c->block_tokens + t);
 }
 
 float loom_kv_value_at(const loom_kv_cache *kv, const void *kb, const void *vb, int h, int t, int d) {
     const loom_kv_config *c = &kv->cfg;
     if (!vb) return loom_kv_key_at(kv, kb, h, t, d);
-    const size_t i = loom_kv_v_offset(c, 0, t, d);
-    const uint8_t *head = (const uint8_t *)vb + (size_t)h * loom_kv_head_bytes(c);
-    if (c->type == LOOM_TYPE_F32) return ((const float *)head)[i];
-    if (c->type == LOOM_TYPE_F16) return loom_f16_to_f32(((const uint16_t *)head)[i]);
-    const uint8_t *sc = head + (size_t)c->head_dim * c->block_tokens + 2 * ((size_t)t * (c->head_dim / 32) + d / 32);
-    return (float)(int8_t)head[i] * loom_f16_to_f32(loom_rd_u16(sc));
+    return elem_at(c, vb, h, loom_kv_v_offset(c, 0, t, d), (size_t)t * (c->head_dim / 32) + d / 32);
 }

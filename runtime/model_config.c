@@ -216,13 +216,12 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
         if (!strcmp(arch, "smollm3")) c->no_rope_every = 4; /* fixed, as llama.cpp's n_no_rope_layer_step */
         if (!strcmp(arch, "mistral3")) {
             if (c->rope_yarn) { /* llama.cpp's llama_context: the magnitude over get_mscale(factor, yarn_log_multiplier) */
-                float af, lm;
+                float lm;
                 LOOM_TRY(get_real(g, arch, "rope.scaling.yarn_beta_fast", 32.0, &c->yarn_beta_fast));
                 LOOM_TRY(get_real(g, arch, "rope.scaling.yarn_beta_slow", 1.0, &c->yarn_beta_slow));
-                LOOM_TRY(get_real(g, arch, "rope.scaling.attn_factor", 1.0, &af));
                 LOOM_TRY(get_real_z(g, arch, "rope.scaling.yarn_log_multiplier", 0.0, true, &lm));
                 const float f = 1.0f / c->rope_freq_scale;
-                if (lm != 0 && f > 1.0f) c->rope_attn_factor = af * (1.0f + 0.1f * logf(f)) / (1.0f + 0.1f * lm * logf(f));
+                if (lm != 0 && f > 1.0f) c->rope_attn_factor /= 1.0f + 0.1f * lm * logf(f);
             }
             LOOM_TRY(get_real_z(g, arch, "attention.temperature_scale", 0.0, true, &c->attn_temp_scale));
             if (c->attn_temp_scale > 0 && (!c->rope_yarn || c->ctx_orig < 1))
