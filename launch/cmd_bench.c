@@ -236,7 +236,7 @@ static loom_status run_phase(bench_ctx *c, loom_engine *e, const loom_request *r
     if (st) {
     } else if (c->coord) {
         loom_callbacks cb = {.is_eog = never_eog};
-        st = loom_engine_run(e, reqs, n, &cb, res, stats);
+        st = loom_engine_run(e, reqs, n, &cb, NULL, res, stats);
         for (int i = 0; i < n && !st; i++)
             if (res[i].error) st = loom_error(LOOM_ERR_INVALID, "bench request %d failed: %s", i, res[i].error);
         for (int i = 0; i < n; i++) loom_result_free(&res[i]);

@@ -161,7 +161,8 @@ static void print_json(FILE *f, int idx, const char *prompt, const loom_tokens *
 /* Everything rank 0 does once the engine exists: tokenize, run, print. */
 static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *model, char **prompts, int n, bool chat,
                               const char *chat_template, bool parse_special, const char *system, int max_tokens,
-                              loom_sampling_params sp, bool ignore_eos, bool json, int *rc) {
+                              loom_sampling_params sp, bool ignore_eos, bool json, const loom_scheduler_options *sched,
+                              int *rc) {
     loom_tokenizer *tok = NULL;
     loom_request *reqs = calloc((size_t)n, sizeof *reqs);
     loom_result *res = calloc((size_t)n, sizeof *res);
@@ -213,7 +214,7 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
             fflush(stdout);
         }
         loom_callbacks cb = {.on_token = on_token, .is_eog = is_eog, .user = &out};
-        st = loom_engine_run(e, reqs, n, &cb, res, &stats);
+        st = loom_engine_run(e, reqs, n, &cb, sched, res, &stats);
         if (!st) st = out.err;
         out.err = NULL;
     }
@@ -237,6 +238,10 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
                 "generation: %6lld tokens in %8.3f s  %9.2f tokens/s   (%s, %d sequence%s)\n",
                 (long long)stats.prompt_tokens, stats.prefill_s, pps, (long long)stats.decode_tokens, stats.decode_s,
                 gps, n == 1 ? res[0].stop_reason : "done", n, n == 1 ? "" : "s");
+        if (stats.draft_tokens > 0)
+            fprintf(stderr, "speculation: %lld tokens proposed, %lld of them the model's own (%.1f %%)\n",
+                    (long long)stats.draft_tokens, (long long)stats.draft_accepted,
+                    100.0 * (double)stats.draft_accepted / (double)stats.draft_tokens);
         if (loom_engine_options_of(e) && (stats.comm_s > 0 || stats.transfer_s > 0))
             fprintf(stderr, "rank 0 communication: %.3f s in TP collectives, %.3f s in stage transfers\n", stats.comm_s,
                     stats.transfer_s);
@@ -262,7 +267,7 @@ int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *schema_file = NULL, *prompt = NULL, *prompt_file = NULL, *kv_type = "f16", *system = NULL, *chat_template = NULL;
     loom_sampling_params sp = loom_sampling_defaults();
     int64_t max_tokens = 128, top_k = sp.top_k, seed = -1, threads = loom_cpu_count(), ctx = 4096, seqs = 0,
-            batch = 256, tp = 1, pp = 1;
+            batch = 256, tp = 1, pp = 1, draft = 0, draft_min = LOOM_DRAFT_MIN_NGRAM, draft_max = LOOM_DRAFT_MAX_NGRAM;
     double temp = sp.temperature, top_p = sp.top_p, min_p = sp.min_p, rep = sp.repeat_penalty, watchdog = 30;
     bool chat = false, ignore_eos = false, json = false, no_parse_special = false;
     const loom_arg args[] = {
@@ -281,6 +286,7 @@ int cmd_generate(int argc, char **argv) {
         {"--sequences", LOOM_ARG_INT, &seqs, "N", "sequences running at once (default: all prompts, at most 64)"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass at most (prefill chunk)"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
+        LOOM_DRAFT_ARGS(draft, draft_min, draft_max),
         {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
         {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
         {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
@@ -316,6 +322,8 @@ int cmd_generate(int argc, char **argv) {
     if (watchdog < 0) return loom_usage_error("generate: --watchdog-timeout must be >= 0");
     loom_type kvt;
     if (loom_parse_kv_type("generate", kv_type, &kvt)) return 2;
+    loom_scheduler_options sched = {0};
+    if (loom_draft_options("generate", draft, draft_min, draft_max, &sched)) return 2;
     if (seed < 0) seed = (int64_t)(time(NULL) ^ ((uint64_t)getpid() << 16));
     sp.temperature = (float)temp;
     sp.top_k = (int32_t)top_k;
@@ -373,7 +381,7 @@ int cmd_generate(int argc, char **argv) {
         /* from here on a failure anywhere must not leave ranks waiting */
         if (coord)
             st = coordinate(e, loom_cluster_model(cluster), model, job.prompts, job.n, chat, chat_template,
-                            !no_parse_special, system, (int)max_tokens, sp, ignore_eos, json, &rc);
+                            !no_parse_special, system, (int)max_tokens, sp, ignore_eos, json, &sched, &rc);
         else
             st = loom_engine_work(e);
         if (st && loom_cluster_size(cluster) > 1) loom_cluster_abort(cluster, "generate", st);

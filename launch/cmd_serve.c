@@ -18,7 +18,8 @@ int cmd_serve(int argc, char **argv) {
     const char *device_s = "auto";
     const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *name = NULL, *kv_type = "f16", *pid_file = NULL;
     int64_t port = 8080, threads = loom_cpu_count(), ctx = 4096, seqs = 16, batch = 256, tp = 1, pp = 1,
-            max_queue = 256, max_body = 8 << 20, max_conn = 512, prefill_rows = 64, kv_blocks = 0;
+            max_queue = 256, max_body = 8 << 20, max_conn = 512, prefill_rows = 64, kv_blocks = 0, draft = 0,
+            draft_min = LOOM_DRAFT_MIN_NGRAM, draft_max = LOOM_DRAFT_MAX_NGRAM;
     double watchdog = 30, drain = 60;
     bool no_prefix = false, no_reasoning = false;
     const loom_arg args[] = {
@@ -34,6 +35,7 @@ int cmd_serve(int argc, char **argv) {
         {"--prefill-rows", LOOM_ARG_INT, &prefill_rows, "N",
          "prompt rows per step while other sequences decode (bounds their inter-token stall); 0 = --batch"},
         {"--no-prefix-cache", LOOM_ARG_FLAG, &no_prefix, NULL, "do not reuse the KV blocks of earlier prompts"},
+        LOOM_DRAFT_ARGS(draft, draft_min, draft_max),
         {"--no-reasoning", LOOM_ARG_FLAG, &no_reasoning, NULL,
          "keep a thinking model's <think> blocks in the content (default: they become reasoning_content)"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
@@ -76,6 +78,8 @@ int cmd_serve(int argc, char **argv) {
     if (watchdog < 0 || drain < 0) return loom_usage_error("serve: timeouts must be >= 0");
     loom_type kvt;
     if (loom_parse_kv_type("serve", kv_type, &kvt)) return 2;
+    loom_scheduler_options sched = {.prefill_rows = (int)prefill_rows};
+    if (loom_draft_options("serve", draft, draft_min, draft_max, &sched)) return 2;
     if (!api_key) api_key = getenv("LOOM_API_KEY");
     if (api_key && !*api_key) api_key = NULL;
     if (!name) {
@@ -119,7 +123,7 @@ int cmd_serve(int argc, char **argv) {
             loom_server_options so = {.host = host, .port = (int)port, .api_key = api_key, .model_name = name,
                                       .max_queue = (int)max_queue, .max_body = max_body,
                                       .max_connections = (int)max_conn, .drain_timeout_s = drain,
-                                      .prefill_rows = (int)prefill_rows, .pid_file = pid_file,
+                                      .sched = sched, .pid_file = pid_file,
                                       .no_reasoning = no_reasoning};
             st = loom_server_run(&so, cluster, e, tok, tmpl);
         }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "parallel/engine.h"
+#include "parallel/scheduler.h"
 #include "runtime/clock.h"
 #include "runtime/status.h"
 #include "runtime/text/tokenizer.h"
@@ -27,6 +28,18 @@ int loom_parse_device(const char *cmd, const char *s, loom_device_kind *out);
  * <cmd>: ..." and returns nonzero when it names none. */
 int loom_parse_kv_type(const char *cmd, const char *s, loom_type *out);
 #define LOOM_KV_TYPE_HELP "KV cache element type: f16, f32 or q8_0 (int8 with a scale per 32: ~53 % of f16's bytes)"
+
+/* Speculative decoding's options (generate, serve): the table entries and
+ * their check, which fills o's draft fields (prints "loom <cmd>: ..." and
+ * returns nonzero when a value is out of range). */
+#define LOOM_DRAFT_ARGS(draft, ngram_min, ngram_max)                                                              \
+    {"--draft", LOOM_ARG_INT, &(draft), "N",                                                                      \
+     "speculative decoding: propose up to N tokens a step that followed the sequence's last tokens where\n"      \
+     "they occurred before (prompt lookup); the model checks them in the same step and keeps what it would\n"    \
+     "have sampled anyway, so the output is the same; 0 = off"},                                                 \
+    {"--draft-ngram-min", LOOM_ARG_INT, &(ngram_min), "N", "with --draft: the shortest run of last tokens looked up"}, \
+    {"--draft-ngram-max", LOOM_ARG_INT, &(ngram_max), "N", "with --draft: the longest run of last tokens looked up"}
+int loom_draft_options(const char *cmd, int64_t draft, int64_t ngram_min, int64_t ngram_max, loom_scheduler_options *o);
 
 /* Reads a whole file (NUL-terminated in out->data). */
 loom_status loom_read_file(const char *path, loom_strbuf *out) LOOM_MUST_USE;

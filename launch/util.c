@@ -82,6 +82,21 @@ int loom_parse_kv_type(const char *cmd, const char *s, loom_type *out) {
     return 2;
 }
 
+int loom_draft_options(const char *cmd, int64_t draft, int64_t ngram_min, int64_t ngram_max, loom_scheduler_options *o) {
+    const char *bad = draft < 0 || draft > 64                                 ? "--draft must be 0..64"
+                      : ngram_min < 1 || ngram_min > 64                       ? "--draft-ngram-min must be 1..64"
+                      : ngram_max < ngram_min || ngram_max > 64               ? "--draft-ngram-max must be --draft-ngram-min..64"
+                                                                              : NULL;
+    if (bad) {
+        fprintf(stderr, "loom %s: %s\n", cmd, bad);
+        return 2;
+    }
+    o->draft_max = (int)draft;
+    o->draft_min_ngram = (int)ngram_min;
+    o->draft_max_ngram = (int)ngram_max;
+    return 0;
+}
+
 void loom_print_config(FILE *f, const char *model_path, const loom_model_config *mc, const loom_engine_options *eo,
                        const loom_tokenizer *tok) {
     const char *base = strrchr(model_path, '/');

@@ -36,7 +36,7 @@ struct loom_engine {
     int32_t *b_token, *b_pos, *b_seq; /* (batch_rows) */
     int8_t *b_logits;                 /* (batch_rows) */
     float *logits;                    /* (batch_rows, n_vocab held) */
-    uint32_t *res_slots;              /* (max_seqs + 1) a worker's StepResult arrays */
+    uint32_t *res_slots;              /* (batch_rows) a worker's StepResult arrays */
     int32_t *res_tokens;
     double busy_s;                    /* in apply_step after the inputs arrived */
     double t_start;                   /* creation */
@@ -100,15 +100,15 @@ static void prefault_weights(const loom_weights *w, void (*progress)(void *, dou
 }
 
 static loom_status alloc_rows(loom_engine *e) {
-    size_t R = (size_t)e->opt.batch_rows, S = (size_t)e->opt.max_seqs + 1;
+    size_t R = (size_t)e->opt.batch_rows;
     e->b_token = malloc(R * sizeof(int32_t));
     e->b_pos = malloc(R * sizeof(int32_t));
     e->b_seq = malloc(R * sizeof(int32_t));
     e->b_logits = malloc(R);
     size_t per_row = (size_t)e->w->n_vocab > (size_t)e->width ? (size_t)e->w->n_vocab : (size_t)e->width;
     e->logits = malloc(R * per_row * sizeof(float));
-    e->res_slots = malloc(S * sizeof(uint32_t));
-    e->res_tokens = malloc(S * sizeof(int32_t));
+    e->res_slots = malloc(R * sizeof(uint32_t));
+    e->res_tokens = malloc(R * sizeof(int32_t));
     if (e->b_token && e->b_pos && e->b_seq && e->b_logits && e->logits && e->res_slots && e->res_tokens) return NULL;
     return loom_error(LOOM_ERR_NOMEM, "out of memory for a batch of %d rows", e->opt.batch_rows);
 }
@@ -269,7 +269,7 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
 
 /* Runs one Step on this rank: the previous stage's output is received here
  * unless this is the first stage. On the leader fills res (slots/tokens
- * arrays must hold one entry per sequence). Sets *out_hidden to this
+ * arrays must hold one entry per row). Sets *out_hidden to this
  * stage's output (n_rows rows). */
 static loom_status apply_step(loom_engine *e, const Loom__Step *step, float **out_hidden, int *n_rows,
                               Loom__StepResult *res) {
@@ -296,17 +296,22 @@ static loom_status apply_step(loom_engine *e, const Loom__Step *step, float **ou
                               (unsigned long long)step->micro_batch, (unsigned long long)q->id, q->slot, q->first_pos,
                               q->n_tokens, slots, e->opt.batch_rows, kc->max_ctx,
                               q->slot < (uint32_t)slots ? loom_kv_capacity(e->kv, (int)q->slot) : 0);
+        if (q->n_draft && (q->n_draft >= q->n_tokens || !q->want_logits || q->all_logits))
+            return loom_error(LOOM_ERR_FORMAT, "step %llu: sequence %llu proposes %u of %zu tokens%s",
+                              (unsigned long long)step->micro_batch, (unsigned long long)q->id, q->n_draft,
+                              q->n_tokens, q->want_logits && !q->all_logits ? "" : " without sampling");
         if (q->start) LOOM_TRY(start_sequence(e, q));
         if (e->vs && !loom_vocab_sampler_has(e->vs, (int)q->slot))
             return loom_error(LOOM_ERR_FORMAT, "step %llu: slot %u has no running sequence",
                               (unsigned long long)step->micro_batch, q->slot);
+        const size_t sampled = q->n_tokens - q->n_draft; /* rows before the proposals */
         for (size_t j = 0; j < q->n_tokens; j++) {
             int pos = (int)(q->first_pos + j);
             e->b_token[rows] = q->tokens[j];
             e->b_pos[rows] = pos;
             e->b_seq[rows] = (int32_t)q->slot;
-            e->b_logits[rows] = q->all_logits || (q->want_logits && j + 1 == q->n_tokens);
-            if (e->vs) loom_vocab_sampler_history(e->vs, (int)q->slot, pos, q->tokens[j]);
+            e->b_logits[rows] = q->all_logits || (q->want_logits && j + 1 >= sampled);
+            if (e->vs && j < sampled) loom_vocab_sampler_history(e->vs, (int)q->slot, pos, q->tokens[j]);
             rows++;
         }
     }

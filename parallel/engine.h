@@ -57,7 +57,7 @@ struct loom_kv_blocks *loom_engine_blocks(loom_engine *e);
 /* Coordinator: runs a Step on stage 0 — TP broadcast, this rank's layers,
  * then the send to stage 1 without waiting. With one stage the sampled
  * tokens are in *res on return (res->slots/tokens need one entry per
- * sequence of the step); with several, collect them later, in launch order,
+ * row of the step); with several, collect them later, in launch order,
  * with loom_engine_collect(). */
 loom_status loom_engine_launch(loom_engine *e, const Loom__Step *step, Loom__StepResult *res) LOOM_MUST_USE;
 /* Coordinator with several stages: the next StepResult from the last stage

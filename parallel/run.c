@@ -44,7 +44,7 @@ static void run_on_finish(void *user, const loom_finished *f) {
 }
 
 loom_status loom_engine_run(loom_engine *e, const loom_request *reqs, int n, const loom_callbacks *cb,
-                            loom_result *results, loom_run_stats *stats) {
+                            const loom_scheduler_options *o, loom_result *results, loom_run_stats *stats) {
     memset(results, 0, (size_t)n * sizeof *results);
     if (loom_engine_model(e)->encoder)
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s is an encoder: it makes embeddings (loom embed), not text",
@@ -52,7 +52,7 @@ loom_status loom_engine_run(loom_engine *e, const loom_request *reqs, int n, con
     run_ctx c = {cb, results};
     loom_callbacks inner = {run_on_token, run_on_finish, run_is_eog, &c};
     loom_scheduler *s = NULL;
-    LOOM_TRY(loom_scheduler_create(e, &inner, NULL, &s));
+    LOOM_TRY(loom_scheduler_create(e, &inner, o, &s));
     loom_status st = NULL;
     for (int i = 0; i < n && !st; i++) {
         uint64_t id;

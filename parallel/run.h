@@ -19,11 +19,11 @@ typedef struct {
 
 void loom_result_free(loom_result *r);
 
-/* Runs every request to completion; results[i] belongs to reqs[i] and
- * on_token/on_finish see id i. A bad request fails alone (its result says
- * why); the status is an error only when the engine itself failed. stats
- * may be NULL. */
+/* Runs every request to completion with the scheduler's options o (NULL:
+ * the defaults); results[i] belongs to reqs[i] and on_token/on_finish see
+ * id i. A bad request fails alone (its result says why); the status is an
+ * error only when the engine itself failed. stats may be NULL. */
 loom_status loom_engine_run(loom_engine *e, const loom_request *reqs, int n, const loom_callbacks *cb,
-                            loom_result *results, loom_run_stats *stats) LOOM_MUST_USE;
+                            const loom_scheduler_options *o, loom_result *results, loom_run_stats *stats) LOOM_MUST_USE;
 
 #endif

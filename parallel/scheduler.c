@@ -11,6 +11,20 @@
 #include "runtime/clock.h"
 #include "runtime/kernels.h"
 #include "runtime/kv_blocks.h"
+#include "parallel/draft.h"
+
+/* What a proposal must be worth for a step of n decoding sequences: the
+ * chance that it is used (the sequence's accept rate to the power of its
+ * place) at least the share of the step's time its row costs. A step of n
+ * rows takes about (DRAFT_STEP_ROWS + n) rows of prompt compute (a decode
+ * step reads every weight, which costs what 3.6 prompt rows do for
+ * TinyLlama-1.1B Q4_0 and 6.5 for SmolLM2-135M on a Zen 4; the lower
+ * figure is used), so a row is worth adding while accept^place >=
+ * n / (DRAFT_STEP_ROWS + n): alone 0.2, among 16 sequences 0.8. */
+#define DRAFT_STEP_ROWS 4.0
+#define DRAFT_ACCEPT0 0.5f /* a sequence's accept rate before its first proposal */
+#define DRAFT_EMA 0.2f     /* weight of each proposed token's outcome in the average */
+#define DRAFT_RETRY 0.05f  /* how fast the estimate rises while a sequence does not propose */
 
 /* A request waiting for a slot: new, or preempted and to be recomputed. */
 typedef struct {
@@ -38,6 +52,8 @@ typedef struct {
     int32_t *blocks;  /* (max_blocks) the slot's KV blocks */
     uint64_t *hash;   /* (max_blocks) prefix-cache hash of each published block */
     int n_blocks, n_published;
+    int n_draft;      /* proposals in flight (toks[n_toks ..] holds them meanwhile) */
+    float accept;     /* estimated chance that the model samples a proposed token (moving average) */
     bool started;     /* first step sent */
     bool in_flight;   /* a micro-batch in flight will return this sequence's next token */
     bool in_step;     /* has rows in the micro-batch being built: not a preemption victim */
@@ -64,6 +80,7 @@ struct loom_scheduler {
     loom_kv_blocks *pool;
     loom_callbacks cb;
     int S, P, R, ctx, vocab, B, max_blocks, prefill_rows, watermark;
+    int draft_max, draft_min_ngram, draft_max_ngram, draft_rows;
     waiting_req *wait;         /* (cap_wait) FIFO, oldest first */
     int n_wait, cap_wait;
     seq_state *act;            /* (S) slot i ↔ act[i] */
@@ -74,7 +91,7 @@ struct loom_scheduler {
     uint32_t *pending_release; /* (S) slots freed since the last launch */
     bool *release_pending;     /* (S) slot i is in pending_release */
     int n_pending_release;
-    uint32_t *res_slots;       /* (S) result arrays of a one-stage step */
+    uint32_t *res_slots;       /* (R) result arrays of a one-stage step */
     int32_t *res_tokens;
     uint64_t next_id, mb_id;
     loom_run_stats stats;
@@ -99,6 +116,13 @@ loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, cons
     s->B = eo->block_tokens;
     s->max_blocks = (eo->ctx_size + s->B - 1) / s->B;
     s->prefill_rows = o && o->prefill_rows > 0 && o->prefill_rows < s->R ? o->prefill_rows : s->R;
+    if (o && o->draft_max > 0) {
+        s->draft_max = o->draft_max;
+        s->draft_min_ngram = o->draft_min_ngram > 0 ? o->draft_min_ngram : LOOM_DRAFT_MIN_NGRAM;
+        s->draft_max_ngram = o->draft_max_ngram >= s->draft_min_ngram ? o->draft_max_ngram
+                             : s->draft_min_ngram > LOOM_DRAFT_MAX_NGRAM ? s->draft_min_ngram : LOOM_DRAFT_MAX_NGRAM;
+        s->draft_rows = o->draft_rows > 0 ? o->draft_rows : LOOM_DRAFT_ROWS;
+    }
     s->watermark = loom_kv_blocks_total(s->pool) / 100;
     s->vocab = loom_engine_model(e)->vocab;
     size_t S = (size_t)s->S, MB = (size_t)s->max_blocks;
@@ -106,8 +130,8 @@ loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, cons
     s->mbs = calloc((size_t)s->P, sizeof *s->mbs);
     s->pending_release = malloc(S * sizeof(uint32_t));
     s->release_pending = calloc(S, sizeof(bool));
-    s->res_slots = malloc(S * sizeof(uint32_t));
-    s->res_tokens = malloc(S * sizeof(int32_t));
+    s->res_slots = malloc((size_t)s->R * sizeof(uint32_t));
+    s->res_tokens = malloc((size_t)s->R * sizeof(int32_t));
     bool ok = s->act && s->mbs && s->pending_release && s->release_pending && s->res_slots && s->res_tokens;
     for (size_t i = 0; ok && i < S; i++) {
         s->act[i].blocks = malloc(MB * sizeof(int32_t));
@@ -416,6 +440,7 @@ static void admit(loom_scheduler *s) {
         q->n_user_prompt = w->n_user_prompt;
         q->n_prompt = q->n_toks = w->n_toks;
         q->limit = w->limit;
+        q->accept = DRAFT_ACCEPT0;
         q->sp = w->sp;
         q->ignore_eos = w->ignore_eos;
         q->logprobs = w->logprobs;
@@ -501,8 +526,40 @@ static void publish_full(loom_scheduler *s, seq_state *q) {
     }
 }
 
-/* Adds `take` rows of the sequence in slot i to the micro-batch. */
-static void add_rows(loom_scheduler *s, mb_state *mb, int nseq, int i, int take, const int32_t *blocks, int n_blocks) {
+/* Proposals for the decoding sequence in `slot` (draft.h), written after
+ * its tokens: at most `max` and as many as are worth their rows among
+ * n_decode decoding sequences (above), none past the request's limit, and
+ * only as many as the KV blocks it holds or the pool has free take (never
+ * preempting another sequence for them). New block ids go to out[*n_out]. */
+static int propose(loom_scheduler *s, int slot, int max, int n_decode, int32_t *out, int *n_out) {
+    seq_state *q = &s->act[slot];
+    if (max > s->draft_max) max = s->draft_max;
+    if (max > q->limit - q->n_toks - 1) max = q->limit - q->n_toks - 1;
+    if (max <= 0) return 0;
+    int k = loom_draft_lookup(q->toks, q->n_toks, s->draft_min_ngram, s->draft_max_ngram, max, q->toks + q->n_toks);
+    const double worth = n_decode / (DRAFT_STEP_ROWS + n_decode);
+    double used = q->accept;
+    int fit = 0;
+    while (fit < k && used >= worth) fit++, used *= q->accept;
+    if (k > 0 && fit == 0) /* not worth a row by the estimate: let it rise, to try again now and then */
+        q->accept += DRAFT_RETRY * (1.0f - q->accept);
+    k = fit;
+    while (k > 0 && q->n_blocks * s->B < q->n_sent + 1 + k) {
+        int32_t b = loom_kv_blocks_available(s->pool) > s->watermark ? loom_kv_blocks_alloc(s->pool) : -1;
+        if (b < 0) {
+            k = q->n_blocks * s->B - q->n_sent - 1;
+            break;
+        }
+        q->blocks[q->n_blocks++] = b;
+        out[(*n_out)++] = b;
+    }
+    return k > 0 ? k : 0;
+}
+
+/* Adds `take` rows of the sequence in slot i to the micro-batch, the last
+ * n_draft of them proposals. */
+static void add_rows(loom_scheduler *s, mb_state *mb, int nseq, int i, int take, int n_draft, const int32_t *blocks,
+                     int n_blocks) {
     seq_state *q = &s->act[i];
     bool prefill = q->n_sent < q->n_prompt;
     Loom__SeqStep *m = &mb->seqs[nseq];
@@ -513,6 +570,7 @@ static void add_rows(loom_scheduler *s, mb_state *mb, int nseq, int i, int take,
     m->n_tokens = (size_t)take;
     m->tokens = q->toks + q->n_sent;
     m->want_logits = q->n_sent + take >= q->n_prompt;
+    m->n_draft = (uint32_t)n_draft;
     m->blocks = (int32_t *)blocks;
     m->n_blocks = (size_t)n_blocks;
     if (!q->started) { /* every block so far, those found in the prefix cache included */
@@ -527,7 +585,8 @@ static void add_rows(loom_scheduler *s, mb_state *mb, int nseq, int i, int take,
         m->n_history = (size_t)q->n_sent;
         q->started = true;
     }
-    q->n_sent += take;
+    q->n_sent += take - n_draft; /* proposals count once their tokens come back */
+    q->n_draft = n_draft;
     q->in_flight = m->want_logits;
     q->in_step = true;
     mb->has_prefill |= prefill;
@@ -548,15 +607,21 @@ static bool build_step(loom_scheduler *s, mb_state *mb) {
         s->act[i].in_step = false;
         decoding += s->act[i].used && !s->act[i].cancelled && s->act[i].n_sent >= s->act[i].n_prompt;
     }
+    int draft_rows = s->draft_rows, decode_left = decoding, n_decode = decoding < cap_seqs ? decoding : cap_seqs;
     for (int i = 0; i < s->S && rows < s->R && nseq < cap_seqs; i++) { /* decode rows */
         seq_state *q = &s->act[i];
         if (!q->used || q->in_flight || q->cancelled || q->n_sent < q->n_prompt) continue;
+        decode_left--;
         int32_t *nb = mb->new_blocks + (size_t)nseq * s->max_blocks;
         int n_nb = 0;
         int room = grow(s, i, q->n_sent + 1, nb, &n_nb);
         if (room < q->n_sent + 1) continue; /* preempted, or no block this round */
-        add_rows(s, mb, nseq++, i, 1, nb, n_nb);
-        rows++;
+        /* proposals within the step's share, leaving a row for every other decoding sequence */
+        int spare = s->R - rows - 1 - (decode_left > 0 ? decode_left : 0);
+        int k = s->draft_max ? propose(s, i, spare < draft_rows ? spare : draft_rows, n_decode, nb, &n_nb) : 0;
+        draft_rows -= k;
+        add_rows(s, mb, nseq++, i, 1 + k, k, nb, n_nb);
+        rows += 1 + k;
     }
     int budget = s->R - rows;
     if (decoding > 0 && budget > s->prefill_rows) budget = s->prefill_rows;
@@ -587,7 +652,7 @@ static bool build_step(loom_scheduler *s, mb_state *mb) {
             if (room < 0) continue;           /* it was preempted itself */
             if (room <= q->n_sent) break;     /* no block for it this round */
             if (take > room - q->n_sent) take = room - q->n_sent;
-            add_rows(s, mb, nseq++, best, take, nb, n_nb);
+            add_rows(s, mb, nseq++, best, take, 0, nb, n_nb);
             rows += take;
             budget -= take;
         }
@@ -607,45 +672,71 @@ static bool build_step(loom_scheduler *s, mb_state *mb) {
     return true;
 }
 
-/* Takes the tokens of a finished micro-batch: reports them, ends sequences. */
+/* Takes the tokens of a finished micro-batch: reports them, ends sequences.
+ * A sequence's tokens come in a row: one, or 1 .. n_draft + 1 with proposals. */
 static loom_status take_result(loom_scheduler *s, const mb_state *mb, const Loom__StepResult *r) {
-    if (r->micro_batch != mb->step.micro_batch || (int)r->n_slots != mb->n_logits || r->n_slots != r->n_tokens)
-        return loom_error(LOOM_ERR_FORMAT, "result for micro-batch %llu with %zu tokens, expected %llu with %d",
-                          (unsigned long long)r->micro_batch, r->n_slots, (unsigned long long)mb->step.micro_batch,
-                          mb->n_logits);
-    account(s);
-    double t = s->t_mark;
+    if (r->micro_batch != mb->step.micro_batch || r->n_slots != r->n_tokens)
+        return loom_error(LOOM_ERR_FORMAT, "result for micro-batch %llu with %zu slots and %zu tokens, expected %llu",
+                          (unsigned long long)r->micro_batch, r->n_slots, r->n_tokens,
+                          (unsigned long long)mb->step.micro_batch);
+    int runs = 0;
     for (size_t k = 0; k < r->n_slots; k++) {
         int slot = (int)r->slots[k];
-        if (slot < 0 || slot >= s->S || !s->act[slot].used || !s->act[slot].in_flight)
-            return loom_error(LOOM_ERR_FORMAT, "result names slot %d, which awaits no token", slot);
+        if (k > 0 && r->slots[k - 1] == r->slots[k]) continue;
+        size_t n = 1;
+        while (k + n < r->n_slots && r->slots[k + n] == r->slots[k]) n++;
+        if (slot < 0 || slot >= s->S || !s->act[slot].used || !s->act[slot].in_flight ||
+            n > 1 + (size_t)s->act[slot].n_draft)
+            return loom_error(LOOM_ERR_FORMAT, "result of micro-batch %llu gives slot %d %zu tokens, which it does not await",
+                              (unsigned long long)r->micro_batch, slot, n);
+        runs++;
+    }
+    if (runs != mb->n_logits)
+        return loom_error(LOOM_ERR_FORMAT, "result for micro-batch %llu has tokens for %d sequences, expected %d",
+                          (unsigned long long)r->micro_batch, runs, mb->n_logits);
+    account(s);
+    double t = s->t_mark;
+    size_t lp_next = 0; /* logprobs entries come in the order of their tokens */
+    for (size_t k = 0; k < r->n_slots;) {
+        int slot = (int)r->slots[k];
+        size_t end = k;
+        while (end < r->n_slots && r->slots[end] == (uint32_t)slot) end++;
         seq_state *q = &s->act[slot];
-        int32_t tok = r->tokens[k];
         q->in_flight = false;
-        if (q->cancelled) {
-            finish(s, slot, "cancelled", NULL);
-            continue;
-        }
-        if (q->n_toks == q->n_prompt) s->n_prefilling--;
-        q->toks[q->n_toks++] = tok;
-        if (q->t_first == 0) q->t_first = t;
-        q->t_last = t;
-        s->stats.gen_tokens++;
-        if (!mb->has_prefill) s->stats.decode_tokens++;
-        if (s->cb.on_token) {
+        s->stats.draft_tokens += q->n_draft;
+        s->stats.draft_accepted += (int64_t)(end - k) - 1;
+        for (int j = 0; j < q->n_draft && j <= (int)(end - k) - 1; j++) /* tried until the first miss */
+            q->accept += DRAFT_EMA * ((j < (int)(end - k) - 1 ? 1.0f : 0.0f) - q->accept);
+        q->n_sent += (int)(end - k) - 1; /* the accepted proposals' positions hold their keys and values */
+        q->n_draft = 0;
+        bool done = false;
+        for (; k < end; k++) {
             const loom_token_logprobs *lp = NULL;
             loom_token_logprobs tl;
-            for (size_t j = 0; q->logprobs && j < r->n_logprobs; j++) {
-                const Loom__TokenLogprobs *m = r->logprobs[j];
-                if (m->slot != (uint32_t)slot) continue;
+            if (lp_next < r->n_logprobs && r->logprobs[lp_next]->slot == (uint32_t)slot) {
+                const Loom__TokenLogprobs *m = r->logprobs[lp_next++];
                 size_t nt = m->n_top_ids < m->n_top_logprobs ? m->n_top_ids : m->n_top_logprobs;
                 tl = (loom_token_logprobs){m->logprob, (int)nt, m->top_ids, m->top_logprobs};
                 lp = &tl;
             }
-            s->cb.on_token(s->cb.user, q->id, tok, lp);
+            if (done) continue;
+            if (q->cancelled) {
+                finish(s, slot, "cancelled", NULL);
+                done = true;
+                continue;
+            }
+            int32_t tok = r->tokens[k];
+            if (q->n_toks == q->n_prompt) s->n_prefilling--;
+            q->toks[q->n_toks++] = tok;
+            if (q->t_first == 0) q->t_first = t;
+            q->t_last = t;
+            s->stats.gen_tokens++;
+            if (!mb->has_prefill) s->stats.decode_tokens++;
+            if (s->cb.on_token) s->cb.on_token(s->cb.user, q->id, tok, q->logprobs ? lp : NULL);
+            if (!q->ignore_eos && s->cb.is_eog(s->cb.user, tok)) finish(s, slot, "stop", NULL), done = true;
+            else if (q->n_toks >= q->limit) finish(s, slot, "length", NULL), done = true;
         }
-        if (!q->ignore_eos && s->cb.is_eog(s->cb.user, tok)) finish(s, slot, "stop", NULL);
-        else if (q->n_toks >= q->limit) finish(s, slot, "length", NULL);
+        if (!done) publish_full(s, q);
     }
     return NULL;
 }

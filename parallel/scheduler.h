@@ -12,7 +12,8 @@
  * each micro-batch carries about n_active / n_stages sequences.
  *
  * A micro-batch (continuous batching with chunked prefill, as vLLM does):
- * one row for every decoding sequence first, then chunks of prompts in
+ * one row for every decoding sequence first (with the tokens it proposes,
+ * when speculative decoding is on), then chunks of prompts in
  * arrival order within what is left of the row budget (batch_rows; at most
  * prefill_rows while any sequence is decoding, so a long prompt cannot
  * stall everyone's streams), each prompt taking at most an even share of it
@@ -101,12 +102,26 @@ typedef struct {
     int64_t decode_steps;  /* steps without prompt rows (each reads every weight once) */
     int64_t preemptions;   /* sequences preempted for KV blocks */
     int64_t prefix_queries, prefix_hits; /* prompt tokens looked up in / found in the prefix cache */
+    int64_t draft_tokens, draft_accepted; /* speculative decoding: tokens proposed / the model's own */
 } loom_run_stats;
 
 typedef struct loom_scheduler loom_scheduler;
 
+/* Speculative decoding's defaults (options below). */
+#define LOOM_DRAFT_MIN_NGRAM 2
+#define LOOM_DRAFT_MAX_NGRAM 4
+#define LOOM_DRAFT_ROWS 16
+
 typedef struct {
     int prefill_rows; /* prompt rows per step at most while a sequence decodes; 0 = the batch */
+    /* Speculative decoding by prompt lookup (draft.h): each decoding
+     * sequence proposes up to draft_max tokens a step (0: off) that the
+     * model checks in the same step, when its last draft_min_ngram ..
+     * draft_max_ngram tokens occurred before (0: the defaults above); a
+     * step carries at most draft_rows proposals (0: the default). Sampled
+     * tokens are the same as without (each token one draw of the
+     * sequence's random stream, after the same history). */
+    int draft_max, draft_min_ngram, draft_max_ngram, draft_rows;
 } loom_scheduler_options;
 
 /* Coordinator only. Borrows the engine and copies cb; o may be NULL (defaults). */

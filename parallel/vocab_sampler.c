@@ -27,10 +27,10 @@ struct loom_vocab_sampler {
     int32_t *gen_from;       /* (slots) leader: first position whose token was generated */
     int8_t *top_lp;          /* (slots) leader: alternatives to report; -1: no logprobs */
     float *raw;              /* leader: (vocab) the row being sampled, before penalties */
-    Loom__TokenLogprobs *lp; /* leader: (slots) result entries */
+    Loom__TokenLogprobs *lp; /* leader: (max_rows) result entries */
     Loom__TokenLogprobs **lp_ptrs;
-    int32_t *lp_ids;         /* leader: (slots, 20) */
-    float *lp_vals;          /* leader: (slots, 20) */
+    int32_t *lp_ids;         /* leader: (max_rows, 20) */
+    float *lp_vals;          /* leader: (max_rows, 20) */
     int32_t *argmax;         /* (max_rows, 2) value bits + vocabulary id */
     float *full;             /* leader: (2 * max_rows, vocab) full rows + one rank's incoming slice */
     loom_vocab_text text;    /* leader: the tokens' text, for structured output (n = 0 until set) */
@@ -90,10 +90,10 @@ loom_status loom_vocab_sampler_create(const loom_topology *t, const loom_weights
         vs->top_lp = calloc((size_t)slots, sizeof *vs->top_lp);
         vs->full = malloc(2 * R * (size_t)vs->vocab * sizeof(float));
         vs->raw = malloc((size_t)vs->vocab * sizeof(float));
-        vs->lp = calloc((size_t)slots, sizeof *vs->lp);
-        vs->lp_ptrs = calloc((size_t)slots, sizeof *vs->lp_ptrs);
-        vs->lp_ids = calloc((size_t)slots * 20, sizeof *vs->lp_ids);
-        vs->lp_vals = calloc((size_t)slots * 20, sizeof *vs->lp_vals);
+        vs->lp = calloc(R, sizeof *vs->lp);
+        vs->lp_ptrs = calloc(R, sizeof *vs->lp_ptrs);
+        vs->lp_ids = calloc(R * 20, sizeof *vs->lp_ids);
+        vs->lp_vals = calloc(R * 20, sizeof *vs->lp_vals);
     }
     loom_status st = NULL;
     bool leader_ok = !vs->leader || (vs->samplers && vs->cons && vs->n_hist && vs->gen_from && vs->top_lp && vs->full && vs->raw &&
@@ -252,30 +252,37 @@ loom_status loom_vocab_sampler_sample(loom_vocab_sampler *vs, const Loom__Step *
         return NULL;
     }
     const int V = vs->vocab;
-    int k = 0, n_lp = 0;
+    int row_k = 0, k = 0, n_lp = 0;
     for (size_t i = 0; i < step->n_seqs; i++) {
         const Loom__SeqStep *q = step->seqs[i];
         if (!q->want_logits) continue;
         loom_sampler *s = vs->samplers[q->slot];
-        float *row = full + (size_t)k * V;
         int top = vs->top_lp[q->slot];
-        if (top >= 0 && !greedy) memcpy(vs->raw, row, (size_t)V * sizeof(float));
-        int32_t tok = greedy ? vs->argmax[2 * k + 1] : loom_sampler_sample(s, row);
-        if (top >= 0 && !greedy) {
-            Loom__TokenLogprobs *lp = &vs->lp[n_lp];
-            loom__token_logprobs__init(lp);
-            lp->slot = q->slot;
-            lp->top_ids = vs->lp_ids + 20 * n_lp;
-            lp->top_logprobs = vs->lp_vals + 20 * n_lp;
-            lp->n_top_ids = lp->n_top_logprobs = (size_t)top;
-            loom_logprobs(vs->raw, V, tok, top, &lp->logprob, lp->top_ids, lp->top_logprobs);
-            vs->lp_ptrs[n_lp++] = lp;
+        const int32_t *draft = q->tokens + (q->n_tokens - q->n_draft);
+        /* row j's token is the model's after the proposals before it, which
+         * hold while each sampled token equals the next proposal */
+        for (uint32_t j = 0; j <= q->n_draft; j++) {
+            const int r = row_k + (int)j;
+            float *row = full + (size_t)r * V;
+            if (top >= 0 && !greedy) memcpy(vs->raw, row, (size_t)V * sizeof(float));
+            int32_t tok = greedy ? vs->argmax[2 * r + 1] : loom_sampler_sample(s, row);
+            if (top >= 0 && !greedy) {
+                Loom__TokenLogprobs *lp = &vs->lp[n_lp];
+                loom__token_logprobs__init(lp);
+                lp->slot = q->slot;
+                lp->top_ids = vs->lp_ids + 20 * n_lp;
+                lp->top_logprobs = vs->lp_vals + 20 * n_lp;
+                lp->n_top_ids = lp->n_top_logprobs = (size_t)top;
+                loom_logprobs(vs->raw, V, tok, top, &lp->logprob, lp->top_ids, lp->top_logprobs);
+                vs->lp_ptrs[n_lp++] = lp;
+            }
+            loom_sampler_accept_output(s, tok);
+            vs->n_hist[q->slot]++;
+            res->slots[k] = q->slot;
+            res->tokens[k++] = tok;
+            if (j == q->n_draft || tok != draft[j]) break;
         }
-        loom_sampler_accept_output(s, tok);
-        vs->n_hist[q->slot]++;
-        res->slots[k] = q->slot;
-        res->tokens[k] = tok;
-        k++;
+        row_k += (int)q->n_draft + 1;
     }
     res->n_slots = res->n_tokens = (size_t)k;
     res->logprobs = vs->lp_ptrs;

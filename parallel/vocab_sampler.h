@@ -57,8 +57,11 @@ bool loom_vocab_sampler_has(const loom_vocab_sampler *vs, int slot);
 void loom_vocab_sampler_history(loom_vocab_sampler *vs, int slot, int pos, int32_t token);
 
 /* Chooses one token for each sequence of `step` that wants one, in row
- * order, from logits (n_out, vocabulary slice) — overwritten. On the leader
- * fills res->slots/tokens (room for one entry per sequence) and, for
+ * order, from logits (n_out, vocabulary slice) — overwritten; a sequence
+ * with proposals (n_draft) gets one after each of its last n_draft + 1 rows
+ * until one differs from the next proposal, each drawn as without them (one
+ * random number a token, the history of the tokens before it). On the
+ * leader fills res->slots/tokens (room for one entry per row) and, for
  * sequences that asked, res->logprobs (entries owned by the sampler, valid
  * until the next call); for a scoring
  * step (one sequence with all_logits) instead points *scores at the full

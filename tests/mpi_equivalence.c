@@ -23,7 +23,7 @@
  * in a mixture of experts every position but 1 % (allowed_off), where a
  * router near tie may take another expert.
  *
- *   mpirun -np 4 mpi_equivalence --fixture F.json [--model M.gguf] --tp 2 --pp 2 [--cases N]
+ *   mpirun -np 4 mpi_equivalence --fixture F.json [--model M.gguf] --tp 2 --pp 2 [--cases N] [--draft N]
  *                                [--device cpu|cuda|host] [--ref-device cpu|cuda|host]
  * --device: where the cluster's ranks compute (host: the GPU's code path on
  * the CPU, with the staged TP communicator); --ref-device: where the
@@ -46,7 +46,8 @@
  * path where TP ranks send only their vocabulary slice's argmax): every
  * generated token must be the argmax of the cluster's own teacher-forced
  * logits at its position, outside NEAR_TIE·σ near ties (prefill and decode
- * take different kernels, so the logits are close, not bit-equal).
+ * take different kernels, so the logits are close, not bit-equal); with
+ * --draft N by speculative decoding, from the prompt written twice.
  */
 #include <math.h>
 #include <mpi.h>
@@ -126,32 +127,48 @@ static bool never_eog(void *user, int32_t token) {
 }
 
 /* Greedy generation through the cluster against its own scoring; returns
- * the number of failures. */
-static int check_greedy(loom_engine *e, const loom_ref_case *c, int tp, int pp) {
+ * the number of failures. With draft > 0, speculative decoding proposes up
+ * to that many tokens a step from a prompt that is the case's twice (a run
+ * the lookup finds), and some proposals must be kept. */
+static int check_greedy(loom_engine *e, const loom_ref_case *c, int tp, int pp, int draft) {
     const int V = loom_engine_model(e)->vocab, gen = c->n_gen < 24 ? c->n_gen : 24;
-    loom_request rq = {.prompt = c->ids, .n_prompt = c->n_prompt, .max_tokens = gen, .ignore_eos = true};
+    const int n_prompt = draft ? 2 * c->n_prompt : c->n_prompt;
+    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)n_prompt);
+    memcpy(prompt, c->ids, sizeof(int32_t) * (size_t)c->n_prompt);
+    if (draft) memcpy(prompt + c->n_prompt, c->ids, sizeof(int32_t) * (size_t)c->n_prompt);
+    loom_request rq = {.prompt = prompt, .n_prompt = n_prompt, .max_tokens = gen, .ignore_eos = true};
     rq.sampling = loom_sampling_defaults();
     rq.sampling.temperature = 0;
     rq.sampling.repeat_penalty = 1;
     loom_callbacks cb = {.is_eog = never_eog};
     loom_result res = {0};
-    loom_status st = loom_engine_run(e, &rq, 1, &cb, &res, NULL);
+    loom_scheduler_options so = {.draft_max = draft, .draft_min_ngram = 1};
+    loom_run_stats rs;
+    loom_status st = loom_engine_run(e, &rq, 1, &cb, &so, &res, &rs);
     if (st) die("generation", st);
-    if (res.n_tokens != gen) {
-        printf("tp=%d pp=%d greedy: %d tokens (%s), expected %d  FAIL\n", tp, pp, res.n_tokens, res.stop_reason, gen);
+    if (draft && rs.draft_accepted == 0) {
+        printf("tp=%d pp=%d greedy: no proposal kept (%lld made)  FAIL\n", tp, pp, (long long)rs.draft_tokens);
+        free(prompt);
         loom_result_free(&res);
         return 1;
     }
-    const int n = c->n_prompt + gen;
+    if (res.n_tokens != gen) {
+        printf("tp=%d pp=%d greedy: %d tokens (%s), expected %d  FAIL\n", tp, pp, res.n_tokens, res.stop_reason, gen);
+        free(prompt);
+        loom_result_free(&res);
+        return 1;
+    }
+    const int n = n_prompt + gen;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
     float *lg = malloc(sizeof(float) * (size_t)n * V);
-    memcpy(ids, c->ids, sizeof(int32_t) * (size_t)c->n_prompt);
-    memcpy(ids + c->n_prompt, res.tokens, sizeof(int32_t) * (size_t)gen);
+    memcpy(ids, prompt, sizeof(int32_t) * (size_t)n_prompt);
+    memcpy(ids + n_prompt, res.tokens, sizeof(int32_t) * (size_t)gen);
+    free(prompt);
     st = loom_engine_score(e, ids, n, lg);
     if (st) die("scoring the generated tokens", st);
     int mism = 0, ties = 0;
     for (int i = 0; i < gen; i++) {
-        const float *x = lg + (size_t)(c->n_prompt - 1 + i) * V;
+        const float *x = lg + (size_t)(n_prompt - 1 + i) * V;
         int ax = 0;
         double mean = 0, var = 0;
         for (int v = 0; v < V; v++) {
@@ -160,13 +177,14 @@ static int check_greedy(loom_engine *e, const loom_ref_case *c, int tp, int pp) 
         }
         mean /= V;
         for (int v = 0; v < V; v++) var += ((double)x[v] - mean) * ((double)x[v] - mean);
-        const int32_t t = ids[c->n_prompt + i];
+        const int32_t t = ids[n_prompt + i];
         if (t == ax) continue;
         if (t >= 0 && t < V && x[ax] - x[t] < NEAR_TIE * sqrt(var / V)) ties++;
         else mism++;
     }
-    printf("tp=%d pp=%d greedy   tokens %4d  not the argmax %d  near ties %d  %s\n", tp, pp, gen, mism, ties,
-           mism ? "FAIL" : "ok");
+    printf("tp=%d pp=%d greedy   tokens %4d  not the argmax %d  near ties %d", tp, pp, gen, mism, ties);
+    if (draft) printf("  proposals %lld, kept %lld", (long long)rs.draft_tokens, (long long)rs.draft_accepted);
+    printf("  %s\n", mism ? "FAIL" : "ok");
     free(ids);
     free(lg);
     loom_result_free(&res);
@@ -175,7 +193,7 @@ static int check_greedy(loom_engine *e, const loom_ref_case *c, int tp, int pp) 
 
 int main(int argc, char **argv) {
     const char *fixture = NULL, *model = NULL;
-    int tp = 1, pp = 1, max_cases = 1000, batch = 64;
+    int tp = 1, pp = 1, max_cases = 1000, batch = 64, draft = 0;
     loom_type kv_type = LOOM_TYPE_F16;
     loom_device_kind device = LOOM_DEVICE_CPU, ref_device = LOOM_DEVICE_CPU;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -185,6 +203,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--pp")) pp = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--cases")) max_cases = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--draft")) draft = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--kv-type"))
             kv_type = !strcmp(argv[i + 1], "f32") ? LOOM_TYPE_F32 : !strcmp(argv[i + 1], "q8_0") ? LOOM_TYPE_Q8_0 : LOOM_TYPE_F16;
         else if (!strcmp(argv[i], "--device") || !strcmp(argv[i], "--ref-device")) {
@@ -306,7 +325,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < ref.n; i++)
             for (int j = 0; j < ref.cases[i].n_gen && j < 24; j++)
                 if (ref.cases[i].ids[ref.cases[i].n_prompt + j] > top) top = ref.cases[i].ids[ref.cases[i].n_prompt + j], pick = i;
-        if (ref.n > 0 && !encoder) failures += check_greedy(e, &ref.cases[pick], tp, pp);
+        if (ref.n > 0 && !encoder) failures += check_greedy(e, &ref.cases[pick], tp, pp, draft);
         loom_engine_free(single);
         st = loom_engine_shutdown(e);
         if (st) die("shutdown", st);

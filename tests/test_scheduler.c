@@ -7,7 +7,9 @@
  *   - a prompt sharing full blocks with an earlier one is found in the
  *     prefix cache and gives the same tokens as without the cache;
  *   - cancelling a waiting or running request stops its callbacks and
- *     returns every KV block.
+ *     returns every KV block;
+ *   - speculative decoding (prompt lookup: draft.h) gives every request
+ *     the tokens, log-probabilities and ending it gets without it.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "parallel/draft.h"
 #include "parallel/run.h"
 #include "reference.h"
 #include "runtime/kernels.h"
@@ -84,10 +87,10 @@ Test(scheduler, preemption_gives_each_request_its_tokens_alone, .init = setup, .
     loom_callbacks cb = {.is_eog = never};
     loom_result res[N], ref;
     loom_run_stats stats;
-    OK(loom_engine_run(tight, reqs, N, &cb, res, &stats));
+    OK(loom_engine_run(tight, reqs, N, &cb, NULL, res, &stats));
     cr_assert_gt(stats.preemptions, 0, "the cache was meant to run out");
     for (int i = 0; i < N; i++) {
-        OK(loom_engine_run(alone, &reqs[i], 1, &cb, &ref, NULL));
+        OK(loom_engine_run(alone, &reqs[i], 1, &cb, NULL, &ref, NULL));
         cr_assert_str_eq(res[i].stop_reason, "length");
         cr_assert_eq(res[i].n_tokens, GEN, "request %d: %d tokens", i, res[i].n_tokens);
         cr_assert_arr_eq(res[i].tokens, ref.tokens, sizeof(int32_t) * GEN, "request %d differs after preemption", i);
@@ -110,14 +113,14 @@ Test(scheduler, prefix_cache_reuses_blocks_with_the_same_tokens, .init = setup, 
     loom_callbacks cb = {.is_eog = never};
     loom_result r1, r2, ref;
     loom_run_stats st;
-    OK(loom_engine_run(cached, &ra, 1, &cb, &r1, &st));
+    OK(loom_engine_run(cached, &ra, 1, &cb, NULL, &r1, &st));
     cr_assert_eq(st.prefix_hits, 0);
-    OK(loom_engine_run(cached, &rb, 1, &cb, &r2, &st));
+    OK(loom_engine_run(cached, &rb, 1, &cb, NULL, &r2, &st));
     cr_assert_eq(st.prefix_hits, 48, "3 full blocks of 16 found: %lld", (long long)st.prefix_hits);
-    OK(loom_engine_run(plain, &rb, 1, &cb, &ref, NULL));
+    OK(loom_engine_run(plain, &rb, 1, &cb, NULL, &ref, NULL));
     cr_assert_arr_eq(r2.tokens, ref.tokens, sizeof(int32_t) * 20, "tokens differ with the prefix cache");
     /* the whole prompt but its last block, and at least loom_matmul_invariant_rows() tokens to compute */
-    OK(loom_engine_run(cached, &ra, 1, &cb, &ref, &st));
+    OK(loom_engine_run(cached, &ra, 1, &cb, NULL, &ref, &st));
     const int tail = loom_matmul_invariant_rows();
     cr_assert(tail >= 1 && tail <= 32, "invariant rows %d", tail);
     cr_assert_eq(st.prefix_hits, (70 - tail) / 16 * 16, "tail of %d tokens", tail);
@@ -197,4 +200,106 @@ Test(scheduler, bad_requests_are_refused_at_submit, .init = setup, .fini = teard
     cr_assert_eq(loom_scheduler_pending(s), 0);
     loom_scheduler_free(s);
     loom_engine_free(e);
+}
+
+/* Every token and log-probability a run reports, per request. */
+typedef struct {
+    int32_t tok[6][128];
+    float lp[6][128];
+    int n[6];
+    char reason[6][16];
+} transcript;
+
+static void log_token(void *u, uint64_t id, int32_t t, const loom_token_logprobs *lp) {
+    transcript *x = u;
+    cr_assert(id < 6 && x->n[id] < 128);
+    x->lp[id][x->n[id]] = lp ? lp->logprob + (lp->n_top ? lp->top_logprobs[lp->n_top - 1] : 0) : 0;
+    x->tok[id][x->n[id]++] = t;
+}
+
+static void log_finish(void *u, const loom_finished *f) {
+    transcript *x = u;
+    snprintf(x->reason[f->id], sizeof x->reason[f->id], "%s", f->stop_reason);
+}
+
+static bool eog_mod(void *u, int32_t t) {
+    (void)u;
+    return t % 61 == 0;
+}
+
+/* Speculative decoding (prompt lookup): proposals the model accepts save
+ * steps, and every request gets the tokens, log-probabilities and ending
+ * it gets without them — greedy and sampled (each token one draw of the
+ * sequence's stream, after the same penalty history), with repetition and
+ * presence penalties, logprobs, limits and end-of-generation tokens that
+ * fall inside a step's accepted run, and KV blocks short enough to preempt. */
+Test(scheduler, speculative_decoding_gives_the_same_tokens, .init = setup, .fini = teardown, .timeout = 300) {
+    enum { N = 6, PROMPT = 24 };
+    int32_t prompts[N][PROMPT];
+    loom_request reqs[N];
+    for (int i = 0; i < N; i++) {
+        /* a prompt that repeats itself, so the lookup finds runs to propose */
+        fill_prompt(prompts[i], PROMPT / 2, i);
+        memcpy(prompts[i] + PROMPT / 2, prompts[i], sizeof(int32_t) * (PROMPT / 2));
+        reqs[i] = greedy(prompts[i], PROMPT, 100 - 7 * i);
+    }
+    reqs[1].sampling.temperature = 0.7f, reqs[1].sampling.seed = 11, reqs[1].sampling.top_k = 0;
+    reqs[2].sampling.temperature = 1.0f, reqs[2].sampling.seed = 5, reqs[2].sampling.repeat_penalty = 1.1f;
+    reqs[3].sampling.presence_penalty = 0.3f, reqs[3].sampling.frequency_penalty = 0.2f;
+    reqs[3].sampling.temperature = 0.5f, reqs[3].sampling.seed = 9;
+    reqs[4].logprobs = true, reqs[4].top_logprobs = 3;
+    reqs[5].ignore_eos = false;
+    for (int kv = 0; kv < 2; kv++) { /* 2 sequences at a time with every block, then 3 with too few */
+        const int blocks = kv ? 14 : 0;
+        loom_engine *e = engine(2 + kv, 128, blocks, false);
+        transcript plain = {0}, spec = {0};
+        loom_callbacks cb = {.on_token = log_token, .on_finish = log_finish, .is_eog = eog_mod, .user = &plain};
+        loom_result res[N];
+        loom_run_stats st;
+        OK(loom_engine_run(e, reqs, N, &cb, NULL, res, &st));
+        cr_assert_eq(st.draft_tokens, 0, "no proposals unless asked");
+        for (int i = 0; i < N; i++) loom_result_free(&res[i]);
+        cb.user = &spec;
+        loom_scheduler_options o = {.draft_max = 5, .draft_min_ngram = 1}; /* one token: many proposals */
+        OK(loom_engine_run(e, reqs, N, &cb, &o, res, &st));
+        cr_assert_gt(st.draft_accepted, 20, "proposals were made (%lld) and kept (%lld)", (long long)st.draft_tokens,
+                     (long long)st.draft_accepted);
+        cr_assert_lt(st.draft_accepted, st.draft_tokens, "some proposals were refused");
+        if (kv) cr_assert_gt(st.preemptions, 0, "the cache was meant to run out");
+        for (int i = 0; i < N; i++) {
+            cr_assert_eq(spec.n[i], plain.n[i], "request %d (blocks %d): %d tokens, %d without proposals", i, blocks,
+                         spec.n[i], plain.n[i]);
+            cr_assert_arr_eq(spec.tok[i], plain.tok[i], sizeof(int32_t) * (size_t)plain.n[i], "request %d's tokens", i);
+            cr_assert_arr_eq(spec.lp[i], plain.lp[i], sizeof(float) * (size_t)plain.n[i], "request %d's logprobs", i);
+            cr_assert_str_eq(spec.reason[i], plain.reason[i], "request %d", i);
+            cr_assert_eq(res[i].n_tokens, plain.n[i]);
+            loom_result_free(&res[i]);
+        }
+        cr_assert_str_eq(plain.reason[5], "stop", "request 5 was meant to end on an end-of-generation token");
+        loom_kv_blocks *pool = loom_engine_blocks(e);
+        cr_assert_eq(loom_kv_blocks_available(pool), loom_kv_blocks_total(pool), "every block came back");
+        loom_engine_free(e);
+    }
+}
+
+Test(draft, lookup_proposes_what_followed_the_longest_latest_match) {
+    int32_t out[8];
+    /* ... 5 6 7 | 1 2 3 4 | 9 2 3 8 | 1 2 3: "1 2 3" occurred, followed by 4 9 2 */
+    const int32_t a[] = {5, 6, 7, 1, 2, 3, 4, 9, 2, 3, 8, 1, 2, 3};
+    const int na = (int)(sizeof a / sizeof a[0]);
+    cr_assert_eq(loom_draft_lookup(a, na, 2, 4, 3, out), 3);
+    cr_assert(out[0] == 4 && out[1] == 9 && out[2] == 2, "the longest match (3 tokens), not the later \"2 3\"");
+    cr_assert_eq(loom_draft_lookup(a, na, 2, 2, 2, out), 2);
+    cr_assert(out[0] == 8 && out[1] == 1, "among 2-token matches the latest");
+    cr_assert_eq(loom_draft_lookup(a, na, 4, 4, 3, out), 0, "no 4-token match");
+    cr_assert_eq(loom_draft_lookup(a, na, 1, 4, 8, out), 8, "up to max_out of what followed");
+    cr_assert_eq(loom_draft_lookup(a, na, 1, 4, 0, out), 0);
+    /* a run of one token proposes more of it, the match overlapping the suffix */
+    const int32_t r[] = {7, 7, 7, 7};
+    cr_assert_eq(loom_draft_lookup(r, 4, 2, 3, 5, out), 1);
+    cr_assert_eq(out[0], 7);
+    const int32_t u[] = {1, 2, 3, 4};
+    cr_assert_eq(loom_draft_lookup(u, 4, 1, 4, 5, out), 0, "nothing repeats");
+    cr_assert_eq(loom_draft_lookup(u, 1, 1, 4, 5, out), 0, "one token");
+    cr_assert_eq(loom_draft_lookup(a, na, 3, 2, 5, out), 0, "min above max");
 }

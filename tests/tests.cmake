@@ -42,6 +42,19 @@ foreach(grid "2 1" "1 2")
   set_tests_properties(mpi_equivalence_smollm2_kv_q8_0_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900
     ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 endforeach()
+# Speculative decoding through the cluster: TP (the vocabulary-parallel argmax of every row)
+# and PP (the proposals travel with the Step)
+foreach(grid "2 1" "1 2")
+  separate_arguments(g UNIX_COMMAND "${grid}")
+  list(GET g 0 tp)
+  list(GET g 1 pp)
+  math(EXPR np "${tp} * ${pp}")
+  add_test(NAME mpi_equivalence_smollm2_draft_tp${tp}_pp${pp}
+    COMMAND ${LOOM_MPIRUN} -np ${np} $<TARGET_FILE:mpi_equivalence>
+            --fixture ${LOOM_FX}/smollm2-q4_1.json --model ${LOOM_MODEL} --tp ${tp} --pp ${pp} --cases 1 --draft 4)
+  set_tests_properties(mpi_equivalence_smollm2_draft_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900
+    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+endforeach()
 # Random K-quant model (width 512, heads in groups of 4 on 256-element blocks)
 foreach(grid "2 1" "2 2" "1 3")
   separate_arguments(g UNIX_COMMAND "${grid}")

@@ -113,6 +113,11 @@ loom_status srv_metrics_render(srv_metrics *m, const char *model, loom_strbuf *o
     put(&w, "loom_prefix_cache_queries_total{%s} %llu\n", lbl, (unsigned long long)m->prefix_queries);
     metric(&w, "loom_prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache.");
     put(&w, "loom_prefix_cache_hits_total{%s} %llu\n", lbl, (unsigned long long)m->prefix_hits);
+    metric(&w, "loom_spec_decode_num_draft_tokens_total", "counter", "Tokens proposed by speculative decoding.");
+    put(&w, "loom_spec_decode_num_draft_tokens_total{%s} %llu\n", lbl, (unsigned long long)m->draft_tokens);
+    metric(&w, "loom_spec_decode_num_accepted_tokens_total", "counter",
+           "Proposed tokens that were the model's own (each saved a step).");
+    put(&w, "loom_spec_decode_num_accepted_tokens_total{%s} %llu\n", lbl, (unsigned long long)m->draft_accepted);
     metric(&w, "loom_request_success_total", "counter", "Requests finished, by finish reason.");
     put(&w, "loom_request_success_total{%s,finished_reason=\"stop\"} %llu\n", lbl, (unsigned long long)m->requests_ok);
     put(&w, "loom_request_success_total{%s,finished_reason=\"length\"} %llu\n", lbl,

@@ -270,6 +270,8 @@ static void update_gauges(srv *s) {
     s->metrics.preemptions = (uint64_t)rs.preemptions;
     s->metrics.prefix_queries = (uint64_t)rs.prefix_queries;
     s->metrics.prefix_hits = (uint64_t)rs.prefix_hits;
+    s->metrics.draft_tokens = (uint64_t)rs.draft_tokens;
+    s->metrics.draft_accepted = (uint64_t)rs.draft_accepted;
     pthread_mutex_unlock(&s->metrics.mu);
 }
 
@@ -395,7 +397,7 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
     loom_status st = srv_metrics_init(&s->metrics, loom_cluster_size(cluster));
     s->figures = calloc((size_t)loom_cluster_size(cluster) * 4, sizeof(double));
     if (!st && !s->figures) st = loom_error(LOOM_ERR_NOMEM, "out of memory starting the server");
-    loom_scheduler_options schedo = {.prefill_rows = o->prefill_rows};
+    loom_scheduler_options schedo = o->sched;
     if (!st) st = loom_scheduler_create(e, &cb, &schedo, &s->sched);
     bool thread = false;
     if (!st) {

@@ -29,6 +29,7 @@
 
 #include "parallel/cluster.h"
 #include "parallel/engine.h"
+#include "parallel/scheduler.h"
 #include "runtime/text/chat.h"
 #include "runtime/text/tokenizer.h"
 
@@ -41,7 +42,7 @@ typedef struct {
     int64_t max_body;          /* request body bytes at most (then 413) */
     int max_connections;
     double drain_timeout_s;    /* at shutdown, running requests get this long to finish */
-    int prefill_rows;          /* prompt rows per step while others decode (0: the batch) */
+    loom_scheduler_options sched; /* prompt rows per step while others decode, speculative decoding */
     const char *pid_file;      /* written once listening, removed at exit; NULL: none */
     bool no_reasoning;         /* keep <think> blocks and harmony analysis messages in the content
                                   (no reasoning_content) */
