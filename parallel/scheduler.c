@@ -81,6 +81,7 @@ struct loom_scheduler {
     loom_callbacks cb;
     int S, P, R, ctx, vocab, B, max_blocks, prefill_rows, watermark;
     int draft_max, draft_min_ngram, draft_max_ngram, draft_rows;
+    int invariant;             /* loom_matmul_invariant_rows() */
     waiting_req *wait;         /* (cap_wait) FIFO, oldest first */
     int n_wait, cap_wait;
     seq_state *act;            /* (S) slot i ↔ act[i] */
@@ -124,6 +125,7 @@ loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, cons
         s->draft_rows = o->draft_rows > 0 ? o->draft_rows : LOOM_DRAFT_ROWS;
     }
     s->watermark = loom_kv_blocks_total(s->pool) / 100;
+    s->invariant = loom_matmul_invariant_rows();
     s->vocab = loom_engine_model(e)->vocab;
     size_t S = (size_t)s->S, MB = (size_t)s->max_blocks;
     s->act = calloc(S, sizeof *s->act);
@@ -608,6 +610,9 @@ static bool build_step(loom_scheduler *s, mb_state *mb) {
         decoding += s->act[i].used && !s->act[i].cancelled && s->act[i].n_sent >= s->act[i].n_prompt;
     }
     int draft_rows = s->draft_rows, decode_left = decoding, n_decode = decoding < cap_seqs ? decoding : cap_seqs;
+    /* proposals never take a step of decode rows across the row count from which the matmuls round
+     * differently (kernels.h): each row's result stays the bits it has without them */
+    if (n_decode < s->invariant && draft_rows > s->invariant - 1 - n_decode) draft_rows = s->invariant - 1 - n_decode;
     for (int i = 0; i < s->S && rows < s->R && nseq < cap_seqs; i++) { /* decode rows */
         seq_state *q = &s->act[i];
         if (!q->used || q->in_flight || q->cancelled || q->n_sent < q->n_prompt) continue;

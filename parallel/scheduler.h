@@ -118,9 +118,12 @@ typedef struct {
      * sequence proposes up to draft_max tokens a step (0: off) that the
      * model checks in the same step, when its last draft_min_ngram ..
      * draft_max_ngram tokens occurred before (0: the defaults above); a
-     * step carries at most draft_rows proposals (0: the default). Sampled
-     * tokens are the same as without (each token one draw of the
-     * sequence's random stream, after the same history). */
+     * step carries at most draft_rows proposals (0: the default), and only
+     * as many as are likely to pay for their rows (scheduler.c). Each
+     * token is drawn as without proposals (one draw of the sequence's
+     * random stream, after the same history), and proposals never take a
+     * step's decode rows to loom_matmul_invariant_rows(), so the tokens
+     * are those of a run without them. */
     int draft_max, draft_min_ngram, draft_max_ngram, draft_rows;
 } loom_scheduler_options;
 

@@ -119,6 +119,7 @@ Test(scheduler, prefix_cache_reuses_blocks_with_the_same_tokens, .init = setup, 
     cr_assert_eq(st.prefix_hits, 48, "3 full blocks of 16 found: %lld", (long long)st.prefix_hits);
     OK(loom_engine_run(plain, &rb, 1, &cb, NULL, &ref, NULL));
     cr_assert_arr_eq(r2.tokens, ref.tokens, sizeof(int32_t) * 20, "tokens differ with the prefix cache");
+    loom_result_free(&ref);
     /* the whole prompt but its last block, and at least loom_matmul_invariant_rows() tokens to compute */
     OK(loom_engine_run(cached, &ra, 1, &cb, NULL, &ref, &st));
     const int tail = loom_matmul_invariant_rows();
@@ -183,6 +184,11 @@ Test(scheduler, cancel_stops_callbacks_and_frees_blocks, .init = setup, .fini = 
     loom_engine_free(e);
 }
 
+static void refused(loom_status st, const char *why) {
+    cr_assert_not_null(st, "accepted: %s", why);
+    loom_status_free(st);
+}
+
 Test(scheduler, bad_requests_are_refused_at_submit, .init = setup, .fini = teardown) {
     loom_engine *e = engine(1, 32, 0, false);
     loom_callbacks cb = {.is_eog = never};
@@ -191,12 +197,12 @@ Test(scheduler, bad_requests_are_refused_at_submit, .init = setup, .fini = teard
     int32_t p[40] = {0};
     uint64_t id;
     loom_request r = greedy(p, 40, 1);
-    cr_assert_not_null(loom_scheduler_submit(s, &r, &id), "longer than the context");
+    refused(loom_scheduler_submit(s, &r, &id), "longer than the context");
     r = greedy(p, 0, 1);
-    cr_assert_not_null(loom_scheduler_submit(s, &r, &id), "empty");
+    refused(loom_scheduler_submit(s, &r, &id), "empty");
     p[3] = 512;
     r = greedy(p, 5, 1);
-    cr_assert_not_null(loom_scheduler_submit(s, &r, &id), "outside the vocabulary");
+    refused(loom_scheduler_submit(s, &r, &id), "outside the vocabulary");
     cr_assert_eq(loom_scheduler_pending(s), 0);
     loom_scheduler_free(s);
     loom_engine_free(e);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # loom serve end to end, with the `openai` Python client (installed into a
 # private virtual environment under the cache) and raw HTTP:
-#   SERVE_MODES="full cluster auth queue tools" (default) or "asan" (the sanitizer
+#   SERVE_MODES="full cluster auth queue tools draft" (default) or "asan" (the sanitizer
 #   build: a short mixed load, then no sanitizer report may appear).
 . "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,7 +12,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev
   "$venv/bin/pip" install --quiet "openai==3.60.0" || fail "cannot install the openai client from PyPI"
 fi
 PY="$venv/bin/python"
-modes=${SERVE_MODES:-"full cluster auth queue tools"}
+modes=${SERVE_MODES:-"full cluster auth queue tools draft"}
 
 client() { "$PY" "$here/serve_client.py" "$@" || fail "serve_client.py $1 (server log: $TMP/$1.log)"; }
 
@@ -95,8 +95,15 @@ for mode in $modes; do
     client harmony-call --base "http://127.0.0.1:$PORT"
     stop_server "$TMP/harmony-call.log"
     ;;
+  draft)
+    # speculative decoding (prompt lookup): the same replies as loom generate without it
+    start_server "$TMP/draft.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 1024 --sequences 4 --draft 4
+    client draft --base "http://127.0.0.1:$PORT" --reference-cmd "$LOOM generate --model $MODEL --threads 2"
+    stop_server "$TMP/draft.log"
+    ;;
   asan)
-    start_server "$TMP/asan.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 512 --sequences 4
+    # with speculative decoding (--draft): its rows and results under the sanitizers too
+    start_server "$TMP/asan.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 512 --sequences 4 --draft 3
     client asan --base "http://127.0.0.1:$PORT"
     stop_server "$TMP/asan.log"
     if grep -Eq "AddressSanitizer|LeakSanitizer|runtime error:" "$TMP/asan.log"; then

@@ -705,6 +705,47 @@ def test_harmony_calls(cl, name):
     ok("a gpt-oss (harmony) model's call to functions.get_weather: tool_calls after a preamble, whole and streamed")
 
 
+def test_draft(cl, name):
+    """A server with --draft: greedy replies (whole, streamed, four at once) equal loom generate's
+    without speculation, and the metrics count proposals, some kept."""
+    msg = "Repeat this sentence exactly, twice: the quick brown fox jumps over the lazy dog."
+    ref_text, ref_stop, ref_n = reference(msg, True, 64)
+    ref_c, _, _ = reference(PROMPT, False, 32)
+    before = metrics()
+    r = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": msg}], max_tokens=64,
+                                   temperature=0)
+    check(r.choices[0].message.content == ref_text, "draft chat: %r, loom generate: %r" % (
+        r.choices[0].message.content, ref_text))
+    check(r.usage.completion_tokens == ref_n and r.choices[0].finish_reason == ref_stop, "usage / finish")
+    chunks = list(cl.chat.completions.create(model=name, messages=[{"role": "user", "content": msg}], max_tokens=64,
+                                             temperature=0, stream=True, logprobs=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check(text == ref_text, "draft stream: %r vs %r" % (text, ref_text))
+    lps = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    check(len(lps) == ref_n, "a log-probability per token: %d of %d" % (len(lps), ref_n))
+    got = [None] * 4
+
+    def one(i):
+        if i % 2:
+            got[i] = cl.completions.create(model=name, prompt=PROMPT, max_tokens=32, temperature=0).choices[0].text
+        else:
+            got[i] = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": msg}],
+                                                max_tokens=64, temperature=0).choices[0].message.content
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(600)
+    check(got == [ref_text, ref_c, ref_text, ref_c], "four at once: %r" % got)
+    m = metrics()
+    drafted = metric(m, "loom_spec_decode_num_draft_tokens_total") - metric(before, "loom_spec_decode_num_draft_tokens_total")
+    kept = metric(m, "loom_spec_decode_num_accepted_tokens_total") - metric(
+        before, "loom_spec_decode_num_accepted_tokens_total")
+    check(0 < kept <= drafted, "proposals %d, kept %d" % (drafted, kept))
+    ok("--draft: greedy chat and completions (whole, streamed with logprobs, four at once) equal loom generate "
+       "without it; %d of %d proposals kept" % (kept, drafted))
+
+
 def main():
     global ARGS
     p = argparse.ArgumentParser()
@@ -764,6 +805,9 @@ def main():
         return
     if ARGS.mode == "tools-mistral":
         test_tool_calls_mistral(cl, name)
+        return
+    if ARGS.mode == "draft":
+        test_draft(cl, name)
         return
     if ARGS.mode == "asan":
         cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
