@@ -1,7 +1,7 @@
 /*
  * libFuzzer target: what `loom serve` reads from outside — request bodies
  * (launch/serve/openai.h), and the model's streamed text that the reply
- * parsers split (tool calls in every syntax, harmony, <think> reasoning,
+ * parsers split (tool calls in every syntax, harmony, reasoning blocks,
  * stop strings): a prompt can make a model write anything.
  *
  * A request body must parse or fail with a 4xx whose error renders as
@@ -14,7 +14,8 @@
  * instead where byte 1 bit 5 is set; byte 1 bit 7: tool_choice forces
  * calls, bit 6: a named function); 7 harmony
  * (byte 1 bit 0: calls parsed, bit 1: raw reasoning); 8 reasoning (bit 0:
- * the prompt opened the block); 9 stop strings (the text before the first
+ * the prompt opened the block; bits 1-7 mod 3: <think>, [THINK] or
+ * <|START_THINKING|> tags); 9 stop strings (the text before the first
  * two 0x01 bytes, if non-empty). Byte 1 also seeds where the pieces are
  * cut; the rest is the body or the text. Only valid UTF-8 reaches the
  * parsers (the server's text and a request's stop strings are). Seeds:
@@ -104,7 +105,9 @@ static void run(int mode, uint8_t flags, char *const *stops, int n_stops, const 
     } else if (mode == 7) {
         if (!srv_harmony_init(&h, flags & 1, flags & 2, 7)) abort();
     } else if (mode == 8) {
-        srv_reasoning_init(&rs, flags & 1);
+        static const loom_think_tags tags[3] = {
+            {"<think>", "</think>"}, {"[THINK]", "[/THINK]"}, {"<|START_THINKING|>", "<|END_THINKING|>"}};
+        srv_reasoning_init(&rs, &tags[(flags >> 1) % 3], flags & 1);
     } else {
         srv_stop_init(&sp, stops, n_stops);
     }

@@ -23,10 +23,10 @@
  * vocabulary: a piece that is one of their texts is that token (so it
  * renders as the tokenizer renders it: <|return|> and <|call|> end the
  * generation), and pieces must still be distinct; or with --mistral a
- * Mistral-style one (it names [TOOL_CALLS] and NAME[ARGS]{...}, and ends
- * its generation prompt with "\n"). The pieces <think>,
- * </think>, <tool_call>, </tool_call>, [TOOL_CALLS] and [ARGS] are control
- * tokens (is_marker).
+ * Mistral-style one (it names [TOOL_CALLS], NAME[ARGS]{...} and
+ * [THINK]...[/THINK], and ends its generation prompt with "\n"). The pieces
+ * <think>, </think>, <tool_call>, </tool_call>, [TOOL_CALLS], [ARGS],
+ * [THINK] and [/THINK] are control tokens (is_marker).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +57,7 @@ static const char TEMPLATE_THINK[] =
 static const char TEMPLATE_MISTRAL[] =
     "{%- if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif -%}"
     "{%- for m in messages %}{%- if m.role == 'user' %}[INST]{{ m.content }}[/INST]{%- else %}{{ m.content }}"
-    "{%- endif %}{% endfor -%}{%- if false %}[TOOL_CALLS]name[ARGS]{}{% endif %}{{ '\\n' }}";
+    "{%- endif %}{% endfor -%}{%- if false %}[TOOL_CALLS]name[ARGS]{}[THINK][/THINK]{% endif %}{{ '\\n' }}";
 
 static const char TEMPLATE_HARMONY[] =
     "{%- for m in messages %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{% endfor -%}"
@@ -75,7 +75,8 @@ static const char *const HARMONY_SPECIAL[] = {"<|start|>", "<|end|>", "<|message
  * model's tokenizer calls them special (GLM-4.5's, DeepSeek's): the
  * server must still render them for its parsers. */
 static int is_marker(const char *p) {
-    static const char *const m[] = {"<think>", "</think>", "<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]", NULL};
+    static const char *const m[] = {"<think>", "</think>", "<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]",
+                                    "[THINK]", "[/THINK]", NULL};
     for (int i = 0; m[i]; i++)
         if (!strcmp(p, m[i])) return 1;
     return 0;

@@ -329,12 +329,13 @@ Test(tools, llama3_json_replies) {
     expect_tools(L, " \n ", " \n ", 0, NULL, NULL);
 }
 
-/* A reply through the reasoning split in pieces of every size. */
-static void expect_reasoning(bool opened, const char *text, const char *reasoning, const char *content) {
+/* A reply through the reasoning split (tags: NULL for <think>) in pieces of every size. */
+static void expect_tagged(const loom_think_tags *tags, bool opened, const char *text, const char *reasoning,
+                          const char *content) {
     const size_t n = strlen(text);
     for (size_t step = 1; step <= n; step++) {
         srv_reasoning r;
-        srv_reasoning_init(&r, opened);
+        srv_reasoning_init(&r, tags, opened);
         loom_strbuf rs = {0}, out = {0};
         for (size_t i = 0; i < n; i += step)
             cr_assert_null(srv_reasoning_push(&r, text + i, i + step < n ? step : n - i, &rs, &out));
@@ -347,6 +348,10 @@ static void expect_reasoning(bool opened, const char *text, const char *reasonin
     }
 }
 
+static void expect_reasoning(bool opened, const char *text, const char *reasoning, const char *content) {
+    expect_tagged(NULL, opened, text, reasoning, content);
+}
+
 Test(reasoning, think_blocks_out_of_streamed_text) {
     expect_reasoning(false, "<think>\nLet me see.\n</think>\n\nThe answer is 4.", "\nLet me see.\n", "The answer is 4.");
     expect_reasoning(false, " \n<think>x</think> y", "x", "y");
@@ -357,7 +362,40 @@ Test(reasoning, think_blocks_out_of_streamed_text) {
     expect_reasoning(false, "<thin", "", "<thin");
     expect_reasoning(false, "\n", "", "\n");
     static const char opened[] = "<|Assistant|><think>\n", shut[] = "<think>x";
-    cr_assert(srv_reasoning_opened(opened, strlen(opened)) && !srv_reasoning_opened(shut, strlen(shut)));
+    cr_assert(srv_reasoning_opened(NULL, opened, strlen(opened)) && !srv_reasoning_opened(NULL, shut, strlen(shut)));
+}
+
+/* Mistral's [THINK]...[/THINK] (Magistral, Ministral 3 Reasoning) and Cohere's
+ * <|START_THINKING|>...<|END_THINKING|>: the tags a template names, found
+ * by the template, split as <think> is. */
+Test(reasoning, other_tags_from_the_template) {
+    static const char mistral[] = "{{ bos_token }}{% for m in messages %}[INST]{{ m.content }}[/INST]{% endfor %}"
+                                  "{# [THINK]thoughts[/THINK]answer #}";
+    static const char cohere[] = "<|START_OF_TURN_TOKEN|>{% for m in messages %}{{ m.content }}{% endfor %}"
+                                 "{# <|START_THINKING|> plan <|END_THINKING|> #}";
+    static const char both[] = "{# <think></think> [THINK][/THINK] #}{{ messages[0].content }}";
+    const char *src[3] = {mistral, cohere, both}, *open[3] = {"[THINK]", "<|START_THINKING|>", "<think>"};
+    for (int i = 0; i < 3; i++) {
+        loom_chat_template *t;
+        cr_assert_null(loom_chat_template_create(src[i], strlen(src[i]), NULL, NULL, &t));
+        const loom_think_tags *tt = loom_chat_template_think_tags(t);
+        cr_assert(tt && !strcmp(tt->open, open[i]), "template %d", i);
+        loom_chat_template_free(t);
+    }
+    loom_chat_template *plain;
+    static const char none[] = "{{ messages[0].content }}";
+    cr_assert_null(loom_chat_template_create(none, strlen(none), NULL, NULL, &plain));
+    cr_assert_null(loom_chat_template_think_tags(plain));
+    loom_chat_template_free(plain);
+    const loom_think_tags m = {"[THINK]", "[/THINK]"}, c = {"<|START_THINKING|>", "<|END_THINKING|>"};
+    expect_tagged(&m, false, "[THINK]Two and two.[/THINK]\nFour.", "Two and two.", "Four.");
+    expect_tagged(&m, false, "Four, [THINK]no", "", "Four, [THINK]no");
+    expect_tagged(&m, true, "a [/THIN", "a [/THIN", "");
+    expect_tagged(&m, false, "<think>x</think>y", "", "<think>x</think>y"); /* another model's tags: content */
+    expect_tagged(&c, false, "<|START_THINKING|>Plan: answer.<|END_THINKING|><|START_RESPONSE|>Hi",
+                  "Plan: answer.", "<|START_RESPONSE|>Hi");
+    static const char opened[] = "[INST]hi[/INST][THINK]";
+    cr_assert(srv_reasoning_opened(&m, opened, strlen(opened)) && !srv_reasoning_opened(NULL, opened, strlen(opened)));
 }
 
 /* ------------------------------------------------------------ harmony (gpt-oss) */

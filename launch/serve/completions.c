@@ -57,7 +57,7 @@ static bool tokenize(srv *s, const char *text, bool add_special, bool parse_spec
 }
 
 /* Tokens of prompt i of the request (chat: the rendered conversation;
- * *opened: it ends inside a <think> block). */
+ * *opened: it ends inside a reasoning block). */
 static bool prompt_tokens(srv *s, const srv_params *p, int i, loom_tokens *out, bool *opened, srv_error *e) {
     *opened = false;
     if (p->kind == SRV_CHAT) {
@@ -66,7 +66,7 @@ static bool prompt_tokens(srv *s, const srv_params *p, int i, loom_tokens *out, 
                               &text, e) &&
                   tokenize(s, text.data ? text.data : "", !loom_chat_prompt_has_bos(s->tmpl, text.data, text.len),
                            p->parse_special, out, e);
-        *opened = ok && srv_reasoning_opened(text.data, text.len);
+        *opened = ok && srv_reasoning_opened(loom_chat_template_think_tags(s->tmpl), text.data, text.len);
         loom_strbuf_free(&text);
         return ok;
     }
@@ -604,9 +604,9 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         loom_utf8_stream_init(&c->u);
         srv_stop_init(&c->stop, j->p.stop, j->p.n_stop);
         c->use_tools = use_tools;
-        c->use_reasoning = kind == SRV_CHAT && !s->opt.no_reasoning && s->tmpl && loom_chat_template_thinks(s->tmpl) &&
-                           !use_harmony;
-        srv_reasoning_init(&c->rs, opened);
+        const loom_think_tags *think = s->tmpl ? loom_chat_template_think_tags(s->tmpl) : NULL;
+        c->use_reasoning = kind == SRV_CHAT && !s->opt.no_reasoning && think && !use_harmony;
+        srv_reasoning_init(&c->rs, think, opened);
         c->use_harmony = use_harmony;
         if (use_harmony && !srv_harmony_init(&c->hm, with_tools, s->opt.no_reasoning, srv_next_seed(s))) ok = oom(e);
         if (use_tools && !srv_tools_init(&c->tools, syntax, srv_next_seed(s))) ok = oom(e);

@@ -365,7 +365,6 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
     s->tmpl = tmpl;
     s->harmony = tmpl && srv_harmony_template(tmpl);
     if (tmpl) { /* a converter makes such markers control tokens where the model's tokenizer calls them special */
-        static const char *const think[] = {"<think>", "</think>", NULL};
         static const char *const calls[] = {"<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>",
                                             "</arg_value>", NULL};
         /* DeepSeek's and Kimi's calls: the tags around each call; those around the section stay silent */
@@ -374,7 +373,9 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
                                            NULL};
         static const char *const mistral[] = {"[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", NULL};
         const loom_tool_syntax ts = loom_chat_template_tool_syntax(tmpl);
-        const char *const *sets[2] = {loom_chat_template_thinks(tmpl) ? think : NULL,
+        const loom_think_tags *tt = loom_chat_template_think_tags(tmpl);
+        const char *const think[] = {tt ? tt->open : NULL, tt ? tt->close : NULL, NULL};
+        const char *const *sets[2] = {think,
                                       ts == LOOM_TOOLS_DEEPSEEK ? deepseek
                                       : ts == LOOM_TOOLS_KIMI   ? kimi
                                       : ts == LOOM_TOOLS_MISTRAL ? mistral

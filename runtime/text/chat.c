@@ -13,7 +13,7 @@ struct loom_chat_template {
     char *bos, *eos;  /* NULL: undefined */
     bool typed_only;  /* renders a content list of text parts, not a string content */
     loom_tool_syntax tools; /* how the template writes an assistant's tool calls */
-    bool thinks;            /* the template knows <think>...</think> blocks */
+    const loom_think_tags *think; /* the reasoning block the template knows, or NULL */
 };
 
 static loom_status render(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,
@@ -69,7 +69,10 @@ loom_status loom_chat_template_create(const char *tmpl, size_t len, const char *
                : HAS("<tool_call>")                                                    ? LOOM_TOOLS_HERMES
                : HAS("<|start_header_id|>") && HAS("ipython") && HAS("\"parameters\"") ? LOOM_TOOLS_LLAMA3
                                                                                     : LOOM_TOOLS_NONE;
-    c->thinks = HAS("<think>") && HAS("</think>");
+    static const loom_think_tags THINK[] = {
+        {"<think>", "</think>"}, {"[THINK]", "[/THINK]"}, {"<|START_THINKING|>", "<|END_THINKING|>"}};
+    for (size_t i = 0; i < sizeof THINK / sizeof THINK[0] && !c->think; i++)
+        if (HAS(THINK[i].open) && HAS(THINK[i].close)) c->think = &THINK[i];
 #undef HAS
     *out = c;
     return NULL;
@@ -124,7 +127,7 @@ bool loom_chat_prompt_has_bos(const loom_chat_template *c, const char *prompt, s
 
 bool loom_chat_template_typed_only(const loom_chat_template *c) { return c->typed_only; }
 loom_tool_syntax loom_chat_template_tool_syntax(const loom_chat_template *c) { return c->tools; }
-bool loom_chat_template_thinks(const loom_chat_template *c) { return c->thinks; }
+const loom_think_tags *loom_chat_template_think_tags(const loom_chat_template *c) { return c->think; }
 
 loom_status loom_chat_apply(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,
                             loom_strbuf *out) {

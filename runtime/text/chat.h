@@ -105,9 +105,15 @@ typedef enum {
 } loom_tool_syntax;
 loom_tool_syntax loom_chat_template_tool_syntax(const loom_chat_template *c);
 
-/* Whether the template knows reasoning in <think>...</think> blocks (Qwen3,
- * QwQ, DeepSeek-R1: the source names both tags). */
-bool loom_chat_template_thinks(const loom_chat_template *c);
+/* The tags around a thinking model's reasoning. */
+typedef struct {
+    const char *open, *close;
+} loom_think_tags;
+/* Which reasoning block the template knows (its source names both tags):
+ * <think>...</think> (Qwen3, QwQ, DeepSeek-R1, GLM-4.5), [THINK]...[/THINK]
+ * (Magistral, Ministral 3 Reasoning) or <|START_THINKING|>...<|END_THINKING|>
+ * (Command R7B, Command A); NULL: none. */
+const loom_think_tags *loom_chat_template_think_tags(const loom_chat_template *c);
 
 /* Appends the rendered prompt to *out. lim NULL: loom_jinja_limits_default(). */
 loom_status loom_chat_apply(const loom_chat_template *c, const loom_chat_request *req, const loom_jinja_limits *lim,

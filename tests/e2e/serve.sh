@@ -75,6 +75,12 @@ for mode in $modes; do
     start_server "$TMP/think2.log" "$LOOM" serve --model "$TMP/think.gguf" --threads 1 --ctx-size 1024 --no-reasoning
     client think-off --base "http://127.0.0.1:$PORT"
     stop_server "$TMP/think2.log"
+    # ... and Magistral's [THINK]...[/THINK] (control tokens, as in Mistral's tokenizer)
+    "$SCRIPT_MODEL" --mistral "$TMP/thinkm.gguf" "[THINK]" "Let me check the sky." "[/THINK]" "It is sunny." \
+      || fail "script_model --mistral (reasoning)"
+    start_server "$TMP/thinkm.log" "$LOOM" serve --model "$TMP/thinkm.gguf" --threads 1 --ctx-size 1024
+    client think-mistral --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/thinkm.log"
     # a gpt-oss model (a harmony template, o200k_harmony's special tokens): the analysis channel as
     # reasoning_content, the final one as content (with --no-reasoning the analysis stays in the content) ...
     "$SCRIPT_MODEL" --harmony "$TMP/harmony.gguf" "<|channel|>" "analysis" "<|message|>" "Let me check the sky." \

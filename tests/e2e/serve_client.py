@@ -313,19 +313,20 @@ def test_tool_calls_mistral(cl, name):
     ok("tool calls: a Mistral-style template's [TOOL_CALLS]NAME[ARGS]{...} (control tokens), whole and streamed")
 
 
-def test_reasoning(cl, name, on):
+def test_reasoning(cl, name, on, tags=("<think>", "</think>")):
     msgs = [{"role": "user", "content": "Weather?"}]
     r = cl.chat.completions.create(model=name, messages=msgs, temperature=0)
     m = r.choices[0].message
     got = (getattr(m, "reasoning_content", None), m.content)
-    want = ("Let me check the sky.", "It is sunny.") if on else (None, "<think>Let me check the sky.</think>It is sunny.")
+    want = ("Let me check the sky.", "It is sunny.") if on else (None, tags[0] + "Let me check the sky." + tags[1] +
+                                                                   "It is sunny.")
     check(got == want, "reasoning %s: %r" % ("on" if on else "off", got))
     chunks = list(cl.chat.completions.create(model=name, messages=msgs, temperature=0, stream=True))
     rs = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     check((rs or None, text) == want, "streamed reasoning %s: %r" % ("on" if on else "off", (rs, text)))
-    ok("a thinking model: %s" % ("reasoning_content apart from content, whole and streamed" if on else
-                                 "--no-reasoning keeps the <think> block in the content"))
+    ok("a thinking model (%s): %s" % (tags[0], "reasoning_content apart from content, whole and streamed" if on else
+                                      "--no-reasoning keeps the block in the content"))
 
 
 def test_json_mode(cl, name):
@@ -793,6 +794,9 @@ def main():
         return
     if ARGS.mode in ("think", "think-off"):
         test_reasoning(cl, name, ARGS.mode == "think")
+        return
+    if ARGS.mode == "think-mistral":
+        test_reasoning(cl, name, True, ("[THINK]", "[/THINK]"))
         return
     if ARGS.mode in ("harmony", "harmony-off"):
         test_harmony(cl, name, ARGS.mode == "harmony")
