@@ -9,8 +9,9 @@
  * content, reasoning and calls whether the text comes in one piece or in
  * pieces cut anywhere between characters (as tokens cut it).
  *
- * Input: byte 0 picks the target (mod 10): 0 chat and 1 completions
- * requests; 2-6 tool calls (Hermes, Llama 3, GLM, DeepSeek, Kimi — Mistral
+ * Input: byte 0 picks the target (mod 10): 0 chat (a Responses API body
+ * where byte 1 bit 0 is set: translated, then parsed as chat) and 1
+ * completions requests; 2-6 tool calls (Hermes, Llama 3, GLM, DeepSeek, Kimi — Mistral
  * instead where byte 1 bit 5 is set; byte 1 bit 7: tool_choice forces
  * calls, bit 6: a named function); 7 harmony
  * (byte 1 bit 0: calls parsed, bit 1: raw reasoning); 8 reasoning (bit 0:
@@ -30,6 +31,7 @@
 #include "launch/serve/harmony.h"
 #include "launch/serve/openai.h"
 #include "launch/serve/reasoning.h"
+#include "launch/serve/responses.h"
 #include "launch/serve/stop.h"
 #include "launch/serve/tools.h"
 #include "runtime/text/utf8.h"
@@ -42,6 +44,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
         if (st_) abort(); /* the only error is out of memory */                                                        \
     } while (0)
 
+/* A refusal: a 4xx whose error renders as OpenAI's envelope. */
+static void refused(const srv_error *e) {
+    if (e->status < 400 || e->status > 499 || !e->message[0] || !e->type) abort();
+    char *s = srv_error_json(e);
+    json_t *j = s ? json_loads(s, 0, NULL) : NULL;
+    if (!j || !json_is_object(json_object_get(j, "error"))) abort();
+    json_decref(j);
+    free(s);
+}
+
 static void request(srv_kind kind, const char *body, size_t n) {
     srv_params p;
     srv_error e;
@@ -50,12 +62,24 @@ static void request(srv_kind kind, const char *body, size_t n) {
         srv_params_free(&p);
         return;
     }
-    if (e.status < 400 || e.status > 499 || !e.message[0] || !e.type) abort();
-    char *s = srv_error_json(&e);
-    json_t *j = s ? json_loads(s, 0, NULL) : NULL;
-    if (!j || !json_is_object(json_object_get(j, "error"))) abort();
-    json_decref(j);
-    free(s);
+    refused(&e);
+}
+
+/* A Responses API body: translated into a chat body that parses or is
+ * refused, or refused itself. */
+static void responses_request(const char *body, size_t n) {
+    char *chat = NULL;
+    json_t *req = NULL;
+    srv_error e;
+    memset(&e, 0, sizeof e);
+    if (!srv_responses_request(body, n, &chat, &req, &e)) {
+        refused(&e);
+        return;
+    }
+    if (!chat || !json_is_object(req)) abort();
+    request(SRV_CHAT, chat, strlen(chat));
+    free(chat);
+    json_decref(req);
 }
 
 /* The parsers' outputs of one run. */
@@ -151,6 +175,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t flags = data[1];
     const char *text = (const char *)data + 2;
     size_t n = size - 2;
+    if (mode == 0 && (flags & 1)) {
+        responses_request(text, n);
+        return 0;
+    }
     if (mode <= 1) {
         request(mode == 0 ? SRV_CHAT : SRV_COMPLETION, text, n);
         return 0;

@@ -1,7 +1,8 @@
 /*
  * tests/test_serve.c — the server's pure parts: OpenAI request parsing,
  * stop strings over streamed pieces, the reasoning, harmony and tool-call
- * splits of a reply, the KV block pool and prefix cache,
+ * splits of a reply, the Responses API's requests and output items, the
+ * KV block pool and prefix cache,
  * and the sampler's penalties and log-probabilities.
  */
 #include <criterion/criterion.h>
@@ -13,6 +14,7 @@
 #include "launch/serve/harmony.h"
 #include "launch/serve/openai.h"
 #include "launch/serve/reasoning.h"
+#include "launch/serve/responses.h"
 #include "launch/serve/tools.h"
 #include "launch/serve/stop.h"
 #include "runtime/kv_blocks.h"
@@ -871,4 +873,142 @@ Test(sampler_extra, skip_continues_the_random_stream) {
     }
     loom_sampler_free(a);
     loom_sampler_free(b);
+}
+
+/* ------------------------------------------------------------ the Responses API */
+
+/* The chat body a Responses body becomes, parsed back (NULL when refused: *e). */
+static json_t *responses_chat(const char *body, srv_error *e) {
+    char *chat = NULL;
+    json_t *req = NULL;
+    if (!srv_responses_request(body, strlen(body), &chat, &req, e)) return NULL;
+    json_t *o = json_loads(chat, 0, NULL);
+    free(chat);
+    json_decref(req);
+    cr_assert(o);
+    return o;
+}
+
+Test(responses, request_becomes_the_chat_request) {
+    srv_error e;
+    json_t *o = responses_chat(
+        "{\"model\": \"m\", \"instructions\": \"Be brief.\", \"input\": [{\"role\": \"developer\", \"content\": \"Sys.\"},"
+        " {\"role\": \"user\", \"content\": [{\"type\": \"input_text\", \"text\": \"Hi\"}]},"
+        " {\"type\": \"reasoning\", \"summary\": []},"
+        " {\"type\": \"function_call\", \"call_id\": \"c1\", \"name\": \"f\", \"arguments\": \"{}\"},"
+        " {\"type\": \"function_call\", \"call_id\": \"c2\", \"name\": \"g\", \"arguments\": \"{\\\"x\\\": 1}\"},"
+        " {\"type\": \"function_call_output\", \"call_id\": \"c1\", \"output\": \"ok\"}],"
+        " \"max_output_tokens\": 7, \"temperature\": 0.5, \"stream\": true,"
+        " \"tools\": [{\"type\": \"function\", \"name\": \"f\", \"parameters\": {\"type\": \"object\"}}],"
+        " \"tool_choice\": {\"type\": \"function\", \"name\": \"f\"}, \"reasoning\": {\"effort\": \"low\"},"
+        " \"text\": {\"format\": {\"type\": \"json_schema\", \"name\": \"s\", \"schema\": {\"type\": \"object\"}}}}",
+        &e);
+    cr_assert(o, "%s", e.message);
+    json_t *want = json_loads(
+        "{\"model\": \"m\", \"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"},"
+        " {\"role\": \"system\", \"content\": \"Sys.\"}, {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"Hi\"}]},"
+        " {\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": ["
+        "   {\"id\": \"c1\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{}\"}},"
+        "   {\"id\": \"c2\", \"type\": \"function\", \"function\": {\"name\": \"g\", \"arguments\": \"{\\\"x\\\": 1}\"}}]},"
+        " {\"role\": \"tool\", \"tool_call_id\": \"c1\", \"content\": \"ok\"}],"
+        " \"max_tokens\": 7, \"temperature\": 0.5, \"stream\": true,"
+        " \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {\"type\": \"object\"}}}],"
+        " \"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"f\"}}, \"reasoning_effort\": \"low\","
+        " \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"s\", \"schema\": {\"type\": \"object\"}}}}",
+        0, NULL);
+    char *got = json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT), *exp = json_dumps(want, JSON_SORT_KEYS | JSON_COMPACT);
+    cr_assert_str_eq(got, exp);
+    free(got), free(exp);
+    json_decref(o), json_decref(want);
+    o = responses_chat("{\"input\": \"Hello\"}", &e);
+    want = json_loads("[{\"role\": \"user\", \"content\": \"Hello\"}]", 0, NULL);
+    cr_assert(json_equal(json_object_get(o, "messages"), want));
+    json_decref(o), json_decref(want);
+    static const char *const refused[][2] = {
+        {"{\"input\": \"x\", \"previous_response_id\": \"resp_1\"}", "previous_response_id"},
+        {"{\"input\": \"x\", \"conversation\": \"c\"}", "conversation"},
+        {"{\"input\": \"x\", \"background\": true}", "background"},
+        {"{\"input\": \"x\", \"tools\": [{\"type\": \"file_search\"}]}", "tools"},
+        {"{\"input\": \"x\", \"tool_choice\": {\"type\": \"mcp\"}}", "tool_choice"},
+        {"{\"input\": \"x\", \"text\": {\"format\": {\"type\": \"grammar\"}}}", "text"},
+        {"{\"input\": [{\"role\": \"user\", \"content\": [{\"type\": \"input_image\", \"image_url\": \"u\"}]}]}", "input"},
+        {"{\"input\": [{\"type\": \"web_search_call\"}]}", "input"},
+        {"{\"input\": [{\"role\": \"robot\", \"content\": \"x\"}]}", "input"},
+        {"{\"input\": 5}", "input"},
+        {"{\"instructions\": 5, \"input\": \"x\"}", "instructions"},
+        {"[1]", NULL},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        cr_assert_null(responses_chat(refused[i][0], &e), "%s", refused[i][0]);
+        cr_assert_eq(e.status, 400);
+        if (refused[i][1]) cr_assert_str_eq(e.param, refused[i][1], "%s", refused[i][0]);
+    }
+}
+
+/* The output items and events of a reply with reasoning, text and a call. */
+Test(responses, items_and_events) {
+    json_t *req = json_loads("{\"input\": \"x\", \"instructions\": \"I\", \"max_output_tokens\": 9}", 0, NULL);
+    srv_resp r;
+    loom_strbuf ev = {0};
+    srv_resp_init(&r, "resp_1", "m", 5, req);
+    srv_resp_start(&r, &ev);
+    srv_resp_reasoning(&r, "Think", 5, &ev);
+    srv_resp_reasoning(&r, "ing.", 4, &ev);
+    srv_resp_text(&r, "Hel", 3, &ev);
+    srv_resp_text(&r, "lo", 2, &ev);
+    json_t *call = json_loads("{\"id\": \"call_7\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{}\"}}",
+                              0, NULL);
+    srv_resp_call(&r, call, &ev);
+    json_t *o = srv_resp_finish(&r, "length", NULL, 3, 9, &ev);
+    json_t *out = json_object_get(o, "output");
+    cr_assert_eq(json_array_size(out), 3);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "status")), "incomplete");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "incomplete_details"), "reason")),
+                     "max_output_tokens");
+    cr_assert_str_eq(json_string_value(json_object_get(o, "instructions")), "I");
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(o, "usage"), "total_tokens")), 12);
+    json_t *rs = json_array_get(out, 0), *msg = json_array_get(out, 1), *fc = json_array_get(out, 2);
+    cr_assert_str_eq(json_string_value(json_object_get(rs, "type")), "reasoning");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(rs, "content"), 0), "text")), "Thinking.");
+    cr_assert_str_eq(json_string_value(json_object_get(msg, "status")), "completed");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(msg, "content"), 0), "text")), "Hello");
+    cr_assert_str_eq(json_string_value(json_object_get(fc, "call_id")), "call_7");
+    cr_assert_str_eq(json_string_value(json_object_get(fc, "arguments")), "{}");
+    /* the events, in order, numbered from 0 */
+    static const char *const want[] = {
+        "response.created", "response.in_progress", "response.output_item.added", "response.reasoning_text.delta",
+        "response.reasoning_text.delta", "response.reasoning_text.done", "response.output_item.done",
+        "response.output_item.added", "response.content_part.added", "response.output_text.delta",
+        "response.output_text.delta", "response.output_text.done", "response.content_part.done",
+        "response.output_item.done", "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.done", "response.output_item.done", "response.incomplete"};
+    const char *p = ev.data;
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char head[128];
+        snprintf(head, sizeof head, "event: %s\ndata: ", want[i]);
+        cr_assert(p && !strncmp(p, head, strlen(head)), "event %zu: %.60s", i, p ? p : "(end)");
+        const char *data = p + strlen(head), *end = strstr(data, "\n\n");
+        json_t *d = json_loadb(data, (size_t)(end - data), 0, NULL);
+        cr_assert(d && json_integer_value(json_object_get(d, "sequence_number")) == (json_int_t)i);
+        cr_assert_str_eq(json_string_value(json_object_get(d, "type")), want[i]);
+        json_decref(d);
+        p = end + 2;
+    }
+    cr_assert_eq(*p, 0, "no more events");
+    json_decref(o), json_decref(call), json_decref(req);
+    loom_strbuf_free(&ev);
+    srv_resp_free(&r);
+    /* nothing generated: one empty message; an error: failed */
+    srv_resp_init(&r, "resp_2", "m", 5, NULL);
+    o = srv_resp_finish(&r, "stop", NULL, 1, 0, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "status")), "completed");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(o, "output"), 0), "type")), "message");
+    json_decref(o);
+    srv_resp_free(&r);
+    srv_resp_init(&r, "resp_3", "m", 5, NULL);
+    o = srv_resp_finish(&r, "error", "a rank died", 1, 0, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "status")), "failed");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "error"), "message")), "a rank died");
+    json_decref(o);
+    srv_resp_free(&r);
 }

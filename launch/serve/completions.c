@@ -11,6 +11,7 @@
 
 #include "launch/serve/harmony.h"
 #include "launch/serve/reasoning.h"
+#include "launch/serve/responses.h"
 #include "launch/serve/server_internal.h"
 #include "launch/serve/stop.h"
 #include "launch/serve/tools.h"
@@ -341,6 +342,10 @@ typedef struct {
     size_t out_pos;
     bool role_sent, all_sent;
     double last_send;
+    /* POST /v1/responses: the chat's reply as the Responses API's (responses.h) */
+    bool responses;
+    json_t *resp_req;
+    srv_resp resp;
 } job;
 
 static void job_free(job *j) {
@@ -361,6 +366,8 @@ static void job_free(job *j) {
     }
     srv_params_free(&j->p);
     loom_strbuf_free(&j->out);
+    if (j->responses) srv_resp_free(&j->resp);
+    json_decref(j->resp_req);
     pthread_mutex_lock(&j->s->mu);
     j->s->http_jobs--;
     pthread_mutex_unlock(&j->s->mu);
@@ -468,9 +475,35 @@ static json_t *delta_choice(job *j, int i, const char *text, size_t len, json_t 
     return json_pack("{s:i, s:o, s:o, s:o}", "index", i, "text", t, "logprobs", lp, "finish_reason", fin);
 }
 
+/* The Responses API's items of choice c's reasoning, text and new calls
+ * (events into out when not NULL), and at its end the response. */
+static json_t *responses_items(job *j, choice *c, loom_strbuf *out) {
+    if (c->reasoning.len) srv_resp_reasoning(&j->resp, c->reasoning.data, c->reasoning.len, out);
+    if (c->text.len) srv_resp_text(&j->resp, c->text.data, c->text.len, out);
+    loom_strbuf_clear(&c->reasoning);
+    loom_strbuf_clear(&c->text);
+    for (; c->calls_sent < json_array_size(calls_of(c)); c->calls_sent++)
+        srv_resp_call(&j->resp, json_array_get(calls_of(c), c->calls_sent), out);
+    if (!c->finished) return NULL;
+    return srv_resp_finish(&j->resp, c->finish, c->error, j->prompt_tokens, completion_tokens(j), out);
+}
+
+/* Turns what arrived into the Responses API's events in j->out. */
+static bool produce_responses(job *j) {
+    choice *c = &j->ch[0];
+    if (!j->role_sent) srv_resp_start(&j->resp, &j->out);
+    j->role_sent = true;
+    if (!c->finished && !consume(j->s, j->p.kind, c)) return false;
+    json_t *done = responses_items(j, c, &j->out);
+    if (done) j->all_sent = true;
+    json_decref(done);
+    return true;
+}
+
 /* Turns what arrived into SSE events in j->out. */
 static bool produce(job *j) {
     srv *s = j->s;
+    if (j->responses) return produce_responses(j);
     release_pending(j);
     for (int i = 0; j->p.kind == SRV_CHAT && !j->role_sent && i < j->n; i++) /* each choice's first chunk */
         sse(j, chunk(j, json_pack("[{s:i, s:{s:s, s:s}, s:n, s:n}]", "index", i, "delta", "role", "assistant",
@@ -628,15 +661,26 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
     return ok;
 }
 
-enum MHD_Result srv_handle_generate(srv *s, struct MHD_Connection *c, srv_kind kind, const char *body, size_t len) {
+/* A generation request: chat, completions, or (resp_req, stolen) a
+ * Responses API request translated into the chat request body. */
+static enum MHD_Result generate(srv *s, struct MHD_Connection *c, srv_kind kind, const char *body, size_t len,
+                                json_t *resp_req) {
     job *j = calloc(1, sizeof *j);
     srv_error e;
-    if (!j) return srv_reply(s, c, 500, NULL, NULL);
+    if (!j) {
+        json_decref(resp_req);
+        return srv_reply(s, c, 500, NULL, NULL);
+    }
     j->s = s;
     j->conn = c;
     j->created = (long long)time(NULL);
-    snprintf(j->id, sizeof j->id, "%s-%016llx", kind == SRV_CHAT ? "chatcmpl" : "cmpl",
+    snprintf(j->id, sizeof j->id, "%s%016llx", resp_req ? "resp_" : kind == SRV_CHAT ? "chatcmpl-" : "cmpl-",
              (unsigned long long)srv_next_seed(s));
+    if (resp_req) {
+        j->responses = true;
+        j->resp_req = resp_req;
+        srv_resp_init(&j->resp, j->id, s->opt.model_name, j->created, resp_req);
+    }
     j->last_send = loom_now_s();
     pthread_mutex_lock(&s->mu);
     s->http_jobs++;
@@ -681,8 +725,24 @@ enum MHD_Result srv_handle_generate(srv *s, struct MHD_Connection *c, srv_kind k
                 break;
             }
     }
-    enum MHD_Result r = any_error(j, &e) ? srv_reply_error(s, c, &e) : srv_reply_json(s, c, 200, whole_response(j));
+    enum MHD_Result r = any_error(j, &e)  ? srv_reply_error(s, c, &e)
+                        : j->responses    ? srv_reply_json(s, c, 200, responses_items(j, &j->ch[0], NULL))
+                                          : srv_reply_json(s, c, 200, whole_response(j));
     job_free(j);
+    return r;
+}
+
+enum MHD_Result srv_handle_generate(srv *s, struct MHD_Connection *c, srv_kind kind, const char *body, size_t len) {
+    return generate(s, c, kind, body, len, NULL);
+}
+
+enum MHD_Result srv_handle_responses(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
+    char *chat = NULL;
+    json_t *req = NULL;
+    srv_error e;
+    if (!srv_responses_request(body, len, &chat, &req, &e)) return srv_reply_error(s, c, &e);
+    enum MHD_Result r = generate(s, c, SRV_CHAT, chat, strlen(chat), req);
+    free(chat);
     return r;
 }
 

@@ -494,7 +494,7 @@ def test_bad_requests(name):
 
 
 def random_requests(n, seed):
-    """n chat / completion bodies mixing every request field with odd values (schemas, tools, biases, n,
+    """n chat / completion / Responses API bodies mixing every request field with odd values (schemas, tools, biases, n,
     parts, junk of every JSON type), fixed seed: each must get 200 or 400, never a 5xx or a dropped
     connection."""
     rng = random.Random(seed)
@@ -538,7 +538,15 @@ def random_requests(n, seed):
                     "stream": lambda: rng.choice([True, False]),
                     "echo": lambda: rng.choice([True, True, False, junk()]),
                     "logprobs": lambda: rng.choice([True, 1, 3, junk()])}.get(k, junk)()
-        st, _, _ = raw("POST", rng.choice(["/v1/chat/completions", "/v1/completions"]), b)
+        path = rng.choice(["/v1/chat/completions", "/v1/completions", "/v1/responses"])
+        if path == "/v1/responses":  # the same fields in the Responses API's shape
+            b["input"] = rng.choice([b.pop("messages"), "hi", junk()])
+            b["max_output_tokens"] = b.pop("max_tokens")
+            if isinstance(b.get("tools"), list):
+                b["tools"] = [dict(t.get("function", {}), type="function") if isinstance(t, dict) else t for t in b["tools"]]
+            if isinstance(b.get("response_format"), dict):
+                b["text"] = {"format": b.pop("response_format")}
+        st, _, _ = raw("POST", path, b)
         codes[st] = codes.get(st, 0) + 1
         check(st in (200, 400), "a random request got %d: %s" % (st, json.dumps(b)[:300]))
     check(codes.get(200, 0) > n // 20, "too few random requests were served: %s" % codes)
@@ -706,6 +714,89 @@ def test_harmony_calls(cl, name):
     ok("a gpt-oss (harmony) model's call to functions.get_weather: tool_calls after a preamble, whole and streamed")
 
 
+def responses_stream(cl, name, **kw):
+    """A streamed Responses API call: the event types, the text and reasoning deltas, the final response."""
+    types, text, reasoning, final, seqs = [], "", "", None, []
+    for ev in cl.responses.create(model=name, stream=True, **kw):
+        types.append(ev.type)
+        seqs.append(ev.sequence_number)
+        if ev.type == "response.output_text.delta":
+            text += ev.delta
+        elif ev.type == "response.reasoning_text.delta":
+            reasoning += ev.delta
+        elif ev.type in ("response.completed", "response.incomplete", "response.failed"):
+            final = ev.response
+    check(seqs == list(range(len(seqs))), "sequence numbers %s" % seqs)
+    check(types[:2] == ["response.created", "response.in_progress"] and final is not None, "events %s" % types)
+    return types, text, reasoning, final
+
+
+def test_responses(cl, name, chat_text):
+    """POST /v1/responses with the openai client: the same greedy text as the chat endpoint, whole and
+    streamed; input items, instructions, structured output, the limit as status incomplete; 400s."""
+    r = cl.responses.create(model=name, input=MSG, max_output_tokens=24, temperature=0)
+    check(r.output_text == chat_text, "responses: %r, chat: %r" % (r.output_text, chat_text))
+    check(r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens" and r.usage.output_tokens == 24,
+          "status %s %r usage %r" % (r.status, r.incomplete_details, r.usage))
+    check(r.id.startswith("resp_") and r.object == "response" and r.output[0].type == "message" and
+          r.output[0].role == "assistant" and r.usage.total_tokens == r.usage.input_tokens + 24, "shape %r" % r)
+    types, text, _, final = responses_stream(cl, name, input=MSG, max_output_tokens=24, temperature=0)
+    check(text == chat_text and final.output_text == chat_text and final.status == "incomplete", "streamed %r" % text)
+    check(types[-1] == "response.incomplete" and "response.output_text.done" in types and
+          "response.content_part.added" in types, "stream events %s" % types)
+    # items: a text part, an earlier assistant turn, a developer message; instructions
+    items = [{"role": "developer", "content": "Answer briefly."},
+             {"role": "user", "content": [{"type": "input_text", "text": "Hi"}]},
+             {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello!"}]},
+             {"role": "user", "content": "Name a river."}]
+    r = cl.responses.create(model=name, input=items, instructions="You are terse.", max_output_tokens=8, temperature=0)
+    check(r.status in ("completed", "incomplete") and r.output_text and r.instructions == "You are terse.", "items %r" % r)
+    # structured output through text.format
+    schema = {"type": "object", "properties": {"river": {"enum": ["Seine", "Loire", "Rhine"]}}, "required": ["river"],
+              "additionalProperties": False}
+    r = cl.responses.create(model=name, input="A river, as JSON.", temperature=0, max_output_tokens=64,
+                            text={"format": {"type": "json_schema", "name": "r", "schema": schema, "strict": True}})
+    check(r.status == "completed" and set(json.loads(r.output_text)) == {"river"}, "json_schema: %r" % r.output_text)
+    for body, param in (({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
+                        ({"input": "x", "tools": [{"type": "web_search"}]}, "tools"),
+                        ({"input": 3}, "input"),
+                        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]}, "input")):
+        expect_error(400, "POST", "/v1/responses", body, param)
+    ok("/v1/responses: the chat endpoint's greedy text whole and streamed (typed events), input items, "
+       "instructions, text.format json_schema, max_output_tokens as incomplete; 400 for what it cannot do")
+
+
+def test_responses_tools(cl, name):
+    """A function call through /v1/responses, whole and streamed, and its output fed back."""
+    tools = [{"type": "function", "name": t["function"]["name"], "parameters": t["function"]["parameters"]}
+             for t in TOOLS]
+    r = cl.responses.create(model=name, input="Weather in Paris?", tools=tools, temperature=0)
+    kinds = [o.type for o in r.output]
+    check(kinds == ["message", "function_call"] and r.output_text == "Checking.", "output %r" % r.output)
+    fc = r.output[1]
+    check(fc.name == "get_weather" and json.loads(fc.arguments) == {"city": "Paris", "days": 2} and fc.call_id,
+          "call %r" % fc)
+    types, text, _, final = responses_stream(cl, name, input="Weather in Paris?", tools=tools, temperature=0)
+    check(text == "Checking." and [o.type for o in final.output] == kinds and
+          "response.function_call_arguments.done" in types and types[-1] == "response.completed", "stream %s" % types)
+    follow = [{"role": "user", "content": "Weather in Paris?"},
+              {"type": "function_call", "call_id": fc.call_id, "name": fc.name, "arguments": fc.arguments},
+              {"type": "function_call_output", "call_id": fc.call_id, "output": "{\"sky\": \"clear\"}"}]
+    st, _, _ = raw("POST", "/v1/responses", {"input": follow, "tools": tools, "max_output_tokens": 2})
+    check(st == 200, "a conversation with the call and its output: %d" % st)
+    ok("/v1/responses: a function_call item after the message, whole and streamed; its output fed back")
+
+
+def test_responses_reasoning(cl, name):
+    r = cl.responses.create(model=name, input="Weather?", temperature=0)
+    check([o.type for o in r.output] == ["reasoning", "message"] and r.output[0].content[0].text ==
+          "Let me check the sky." and r.output_text == "It is sunny.", "reasoning %r" % r.output)
+    types, text, reasoning, final = responses_stream(cl, name, input="Weather?", temperature=0)
+    check(reasoning == "Let me check the sky." and text == "It is sunny." and
+          [o.type for o in final.output] == ["reasoning", "message"], "streamed reasoning %r %r" % (reasoning, text))
+    ok("/v1/responses: a thinking model's reasoning item before its message, whole and streamed")
+
+
 def test_draft(cl, name):
     """A server with --draft: greedy replies (whole, streamed, four at once) equal loom generate's
     without speculation, and the metrics count proposals, some kept."""
@@ -790,10 +881,13 @@ def main():
     name = model_name()
     if ARGS.mode == "tools":
         test_tool_calls(cl, name)
+        test_responses_tools(cl, name)
         test_json_mode(cl, name)
         return
     if ARGS.mode in ("think", "think-off"):
         test_reasoning(cl, name, ARGS.mode == "think")
+        if ARGS.mode == "think":
+            test_responses_reasoning(cl, name)
         return
     if ARGS.mode == "think-mistral":
         test_reasoning(cl, name, True, ("[THINK]", "[/THINK]"))
@@ -833,6 +927,12 @@ def main():
                                                             "name": "f", "parameters": schema}}],
                                                         "tool_choice": "required"})
         check(st == 200, "forced tool call under the sanitizers: %d" % st)
+        for stream in (False, True):  # the Responses API, with items, a function tool and structured output
+            st, _, _ = raw("POST", "/v1/responses", {"input": [{"role": "user", "content": "hi"}], "instructions": "x",
+                                                      "max_output_tokens": 6, "stream": stream, "tools": [
+                                                          {"type": "function", "name": "f", "parameters": schema}],
+                                                      "text": {"format": {"type": "json_object"}}})
+            check(st == 200, "/v1/responses under the sanitizers: %d" % st)
         codes = random_requests(300, 7)
         results = [None] * 6
         ts = [threading.Thread(target=stream_client, args=(name, "x %d" % i, 2 if i % 2 else 0, results, i))
@@ -862,6 +962,7 @@ def main():
         test_metrics_names()
         ok("4 concurrent streams through the cluster")
         return
+    test_responses(cl, name, chat_text)
     test_logprobs(cl, name)
     test_echo(cl, name)
     test_stop(cl, name, pieces)
