@@ -3,6 +3,7 @@
 #ifndef LOOM_COMMANDS_H
 #define LOOM_COMMANDS_H
 int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_plan(int argc, char **argv);

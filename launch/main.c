@@ -12,6 +12,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"generate", cmd_generate, "generate text from a prompt (or many, one per line)"},
+    {"chat", cmd_chat, "a conversation with the model through its chat template, turn by turn"},
     {"serve", cmd_serve, "serve the model over HTTP (OpenAI's API), on one rank or a cluster"},
     {"perplexity", cmd_perplexity, "a model's perplexity over a text, as llama.cpp's llama-perplexity computes it"},
     {"embed", cmd_embed, "print the embedding of a text by an encoder model (bert)"},

@@ -160,3 +160,46 @@ expect_fail "tp without mpirun" "mpirun" "$LOOM" generate --model "$MODEL" --pro
 "$LOOM" --help | grep -q generate || fail "loom --help lists no generate"
 "$LOOM" generate --help | grep -q -- "--kv-type" || fail "generate --help lacks --kv-type"
 ok "help"
+
+# speculative decoding: the same greedy tokens, proposals counted; out-of-range values refused
+"$LOOM" generate --model "$MODEL" --chat --prompt "Repeat exactly: one two three four five, one two three four five." \
+  --temperature 0 --max-tokens 48 --json > "$TMP/plain.json" 2> /dev/null || fail "generate without --draft"
+"$LOOM" generate --model "$MODEL" --chat --prompt "Repeat exactly: one two three four five, one two three four five." \
+  --temperature 0 --max-tokens 48 --draft 5 --json > "$TMP/draft.json" 2> "$TMP/draft.err" || fail "--draft: $(tail -3 "$TMP/draft.err")"
+[ "$(json_field "$TMP/draft.json" 1 "o['tokens']")" = "$(json_field "$TMP/plain.json" 1 "o['tokens']")" ] ||
+  fail "--draft changed the greedy tokens"
+grep -q "speculation: [1-9][0-9]* tokens proposed" "$TMP/draft.err" || fail "--draft proposed nothing: $(tail -3 "$TMP/draft.err")"
+expect_fail "bad --draft" "draft must be 0..64" "$LOOM" generate --model "$MODEL" --prompt hi --draft 65
+expect_fail "bad --draft-ngram-max" "draft-ngram-max must be" \
+  "$LOOM" generate --model "$MODEL" --prompt hi --draft 4 --draft-ngram-min 3 --draft-ngram-max 2
+ok "--draft: the same tokens, proposals counted, bad values refused"
+
+# loom chat: a turn's reply is loom generate --chat's; the next turn finds the first in the prefix cache;
+# /clear forgets; a turn past the context is refused and the chat goes on; two ranks give the same replies
+"$LOOM" generate --model "$MODEL" --chat --prompt "Say hi." --temperature 0 --max-tokens 24 --json \
+  > "$TMP/hi.json" 2> /dev/null || fail "generate --chat"
+want=$(json_field "$TMP/hi.json" 1 "o['text']")
+printf 'Say hi.\nAnd again, \\\nin French.\n/clear\nSay hi.\n' |
+  "$LOOM" chat --model "$MODEL" --temperature 0 --max-tokens 24 > "$TMP/chat.out" 2> "$TMP/chat.err" ||
+  fail "chat: $(tail -3 "$TMP/chat.err")"
+[ "$(sed -n 1p "$TMP/chat.out")" = "$want" ] || fail "chat's first reply $(sed -n 1p "$TMP/chat.out"), generate: $want"
+[ "$(sed -n 3p "$TMP/chat.out")" = "$want" ] || fail "after /clear: $(sed -n 3p "$TMP/chat.out"), generate: $want"
+python3 - "$TMP/chat.err" <<'PY' || fail "chat's turns: $(grep '^\[' "$TMP/chat.err")"
+import re, sys
+t = [tuple(map(int, m)) for m in re.findall(r"prompt (\d+) tokens, (\d+) computed", open(sys.argv[1]).read())]
+assert len(t) == 3, t
+assert t[0][0] == t[0][1] and t[2] == t[0], t           # a fresh conversation computes all of its prompt
+assert t[1][0] > t[0][0] and t[1][1] < t[1][0] - 16, t   # the second turn found the first in the cache
+PY
+grep -q "forgotten" "$TMP/chat.err" || fail "no /clear message"
+printf 'Say hi.\nTell me a long story about rivers, mountains and the sea.\n/exit\nSay hi.\n' |
+  "$LOOM" chat --model "$MODEL" --temperature 0 --max-tokens 24 --ctx-size 64 > "$TMP/chat2.out" 2> "$TMP/chat2.err" ||
+  fail "chat past the context: $(tail -3 "$TMP/chat2.err")"
+grep -q "does not fit the context size 64" "$TMP/chat2.err" || fail "a turn past the context: $(tail -3 "$TMP/chat2.err")"
+[ "$(grep -c '^\[' "$TMP/chat2.err")" = 1 ] || fail "chat did not end at /exit: $(grep '^\[' "$TMP/chat2.err")"
+printf 'Say hi.\nAnd again.\n' | $MPIRUN -np 2 "$LOOM" chat --model "$MODEL" --pp 2 --threads 1 --temperature 0 \
+  --max-tokens 24 > "$TMP/chat3.out" 2> "$TMP/chat3.err" || fail "chat under mpirun: $(tail -3 "$TMP/chat3.err")"
+printf 'Say hi.\nAnd again.\n' | "$LOOM" chat --model "$MODEL" --threads 1 --temperature 0 --max-tokens 24 \
+  > "$TMP/chat4.out" 2> /dev/null || fail "chat"
+cmp -s "$TMP/chat3.out" "$TMP/chat4.out" || fail "pp 2 replies differ: $(cat "$TMP/chat3.out") / $(cat "$TMP/chat4.out")"
+ok "chat: generate's reply, earlier turns cached, /clear, /exit, a turn past the context refused, pp 2"
