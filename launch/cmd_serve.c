@@ -58,7 +58,8 @@ int cmd_serve(int argc, char **argv) {
     loom_args_result ar = loom_args_parse(
         "serve --model PATH [--host 127.0.0.1] [--port 8080] [options]",
         "Serves the model over HTTP with OpenAI's API: POST /v1/chat/completions, /v1/completions,\n"
-        "/v1/responses (streaming or not), GET /v1/models, POST /tokenize, /detokenize, /apply-template,\n"
+        "/v1/responses, and Anthropic's /v1/messages (streaming or not), GET /v1/models, POST\n"
+        "/tokenize, /detokenize, /apply-template,\n"
         "GET /health, /metrics (Prometheus). Under mpirun -np N with --tp T --pp P the model is split\n"
         "across the ranks; rank 0 serves HTTP. SIGTERM stops accepting, finishes running requests, exits.",
         args, (int)(sizeof args / sizeof args[0]), argc, argv);

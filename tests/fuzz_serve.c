@@ -11,7 +11,7 @@
  *
  * Input: byte 0 picks the target (mod 10): 0 chat (a Responses API body
  * where byte 1 bit 0 is set: translated, then parsed as chat) and 1
- * completions requests; 2-6 tool calls (Hermes, Llama 3, GLM, DeepSeek, Kimi — Mistral
+ * completions requests (a Messages API body where bit 0 is set); 2-6 tool calls (Hermes, Llama 3, GLM, DeepSeek, Kimi — Mistral
  * instead where byte 1 bit 5 is set; byte 1 bit 7: tool_choice forces
  * calls, bit 6: a named function); 7 harmony
  * (byte 1 bit 0: calls parsed, bit 1: raw reasoning); 8 reasoning (bit 0:
@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "launch/serve/anthropic.h"
 #include "launch/serve/harmony.h"
 #include "launch/serve/openai.h"
 #include "launch/serve/reasoning.h"
@@ -44,11 +45,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
         if (st_) abort(); /* the only error is out of memory */                                                        \
     } while (0)
 
-/* A refusal: a 4xx whose error renders as OpenAI's envelope. */
+/* A refusal: a 4xx whose error renders as OpenAI's envelope (and as
+ * Anthropic's). */
 static void refused(const srv_error *e) {
     if (e->status < 400 || e->status > 499 || !e->message[0] || !e->type) abort();
     char *s = srv_error_json(e);
     json_t *j = s ? json_loads(s, 0, NULL) : NULL;
+    if (!j || !json_is_object(json_object_get(j, "error"))) abort();
+    json_decref(j);
+    free(s);
+    s = srv_anthropic_error_json(e);
+    j = s ? json_loads(s, 0, NULL) : NULL;
     if (!j || !json_is_object(json_object_get(j, "error"))) abort();
     json_decref(j);
     free(s);
@@ -80,6 +87,20 @@ static void responses_request(const char *body, size_t n) {
     request(SRV_CHAT, chat, strlen(chat));
     free(chat);
     json_decref(req);
+}
+
+/* A Messages API body, likewise. */
+static void anthropic_request(const char *body, size_t n) {
+    char *chat = NULL;
+    srv_error e;
+    memset(&e, 0, sizeof e);
+    if (!srv_anthropic_request(body, n, &chat, &e)) {
+        refused(&e);
+        return;
+    }
+    if (!chat) abort();
+    request(SRV_CHAT, chat, strlen(chat));
+    free(chat);
 }
 
 /* The parsers' outputs of one run. */
@@ -177,6 +198,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = size - 2;
     if (mode == 0 && (flags & 1)) {
         responses_request(text, n);
+        return 0;
+    }
+    if (mode == 1 && (flags & 1)) {
+        anthropic_request(text, n);
         return 0;
     }
     if (mode <= 1) {

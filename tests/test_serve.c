@@ -1,7 +1,7 @@
 /*
  * tests/test_serve.c — the server's pure parts: OpenAI request parsing,
  * stop strings over streamed pieces, the reasoning, harmony and tool-call
- * splits of a reply, the Responses API's requests and output items, the
+ * splits of a reply, the Responses and Messages APIs' requests and output, the
  * KV block pool and prefix cache,
  * and the sampler's penalties and log-probabilities.
  */
@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "launch/serve/anthropic.h"
 #include "launch/serve/harmony.h"
 #include "launch/serve/openai.h"
 #include "launch/serve/reasoning.h"
@@ -838,7 +839,9 @@ Test(sampler_extra, presence_and_frequency_penalties_count_output_only) {
     loom_sampler_free(s);
     cr_assert(!loom_sampling_is_plain_greedy(&sp));
     sp.frequency_penalty = 3;
-    cr_assert_not_null(loom_sampling_check(&sp), "penalties are limited to [-2, 2]");
+    loom_status bad = loom_sampling_check(&sp);
+    cr_assert_not_null(bad, "penalties are limited to [-2, 2]");
+    loom_status_free(bad);
 }
 
 Test(sampler_extra, logprobs_are_a_log_softmax_with_sorted_alternatives) {
@@ -1011,4 +1014,112 @@ Test(responses, items_and_events) {
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "error"), "message")), "a rank died");
     json_decref(o);
     srv_resp_free(&r);
+}
+
+/* ------------------------------------------------------------ the Messages API (Anthropic) */
+
+Test(anthropic, request_becomes_the_chat_request) {
+    srv_error e;
+    char *chat = NULL;
+    static const char body[] =
+        "{\"model\": \"m\", \"max_tokens\": 9, \"system\": [{\"type\": \"text\", \"text\": \"A\"}, {\"type\": \"text\", \"text\": \"B\"}],"
+        " \"messages\": [{\"role\": \"user\", \"content\": \"Weather?\"},"
+        "  {\"role\": \"assistant\", \"content\": [{\"type\": \"thinking\", \"thinking\": \"t\", \"signature\": \"s\"},"
+        "    {\"type\": \"text\", \"text\": \"Checking.\"},"
+        "    {\"type\": \"tool_use\", \"id\": \"toolu_1\", \"name\": \"w\", \"input\": {\"city\": \"Paris\"}}]},"
+        "  {\"role\": \"user\", \"content\": [{\"type\": \"tool_result\", \"tool_use_id\": \"toolu_1\", \"content\": \"sunny\"},"
+        "    {\"type\": \"text\", \"text\": \"Thanks\"}]}],"
+        " \"stop_sequences\": [\"END\"], \"temperature\": 0.2, \"top_k\": 5, \"stream\": true,"
+        " \"tools\": [{\"name\": \"w\", \"description\": \"d\", \"input_schema\": {\"type\": \"object\"}}],"
+        " \"tool_choice\": {\"type\": \"any\"}, \"thinking\": {\"type\": \"disabled\"}}";
+    cr_assert(srv_anthropic_request(body, strlen(body), &chat, &e), "%s", e.message);
+    json_t *got = json_loads(chat, 0, NULL);
+    free(chat);
+    json_t *want = json_loads(
+        "{\"model\": \"m\", \"max_tokens\": 9, \"messages\": [{\"role\": \"system\", \"content\": \"A\\nB\"},"
+        " {\"role\": \"user\", \"content\": \"Weather?\"},"
+        " {\"role\": \"assistant\", \"content\": \"Checking.\", \"tool_calls\": [{\"id\": \"toolu_1\", \"type\": \"function\","
+        "   \"function\": {\"name\": \"w\", \"arguments\": \"{\\\"city\\\":\\\"Paris\\\"}\"}}]},"
+        " {\"role\": \"tool\", \"tool_call_id\": \"toolu_1\", \"content\": \"sunny\"},"
+        " {\"role\": \"user\", \"content\": \"Thanks\"}],"
+        " \"stop\": [\"END\"], \"temperature\": 0.2, \"top_k\": 5, \"stream\": true,"
+        " \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"w\", \"description\": \"d\", \"parameters\": {\"type\": \"object\"}}}],"
+        " \"tool_choice\": \"required\", \"chat_template_kwargs\": {\"enable_thinking\": false}}",
+        0, NULL);
+    char *a = json_dumps(got, JSON_SORT_KEYS | JSON_COMPACT), *b = json_dumps(want, JSON_SORT_KEYS | JSON_COMPACT);
+    cr_assert_str_eq(a, b);
+    free(a), free(b);
+    json_decref(got), json_decref(want);
+    static const char *const refused[][2] = {
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", "max_tokens"},
+        {"{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image\"}]}]}", "messages"},
+        {"{\"max_tokens\": 5, \"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}", "messages"},
+        {"{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"system\": [{\"type\": \"image\"}]}", "system"},
+        {"{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": [{\"type\": \"web_search_20250305\", \"name\": \"s\"}]}", "tools"},
+        {"{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tool_choice\": {\"type\": \"tool\"}}", "tool_choice"},
+        {"{\"max_tokens\": 5, \"messages\": 3}", "messages"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        cr_assert(!srv_anthropic_request(refused[i][0], strlen(refused[i][0]), &chat, &e), "%s", refused[i][0]);
+        cr_assert_eq(e.status, 400);
+        cr_assert_str_eq(e.param, refused[i][1], "%s", refused[i][0]);
+    }
+    char *env = srv_anthropic_error_json(&e);
+    json_t *o = json_loads(env, 0, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "type")), "error");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "error"), "type")), "invalid_request_error");
+    json_decref(o);
+    free(env);
+}
+
+Test(anthropic, blocks_and_events) {
+    srv_amsg m;
+    loom_strbuf ev = {0};
+    srv_amsg_init(&m, "msg_1", "m", 4);
+    srv_amsg_start(&m, &ev);
+    srv_amsg_reasoning(&m, "Hm", 2, &ev);
+    srv_amsg_text(&m, "Che", 3, &ev);
+    srv_amsg_text(&m, "cking.", 6, &ev);
+    json_t *call = json_loads("{\"id\": \"c\", \"function\": {\"name\": \"w\", \"arguments\": \"{\\\"city\\\": \\\"Paris\\\"}\"}}", 0, NULL);
+    srv_amsg_call(&m, call, &ev);
+    json_t *o = srv_amsg_finish(&m, "tool_calls", NULL, 7, &ev);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "stop_reason")), "tool_use");
+    json_t *content = json_object_get(o, "content");
+    cr_assert_eq(json_array_size(content), 3);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(content, 0), "thinking")), "Hm");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(content, 1), "text")), "Checking.");
+    json_t *use = json_array_get(content, 2);
+    cr_assert_str_eq(json_string_value(json_object_get(use, "type")), "tool_use");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(use, "input"), "city")), "Paris");
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(o, "usage"), "output_tokens")), 7);
+    static const char *const want[] = {"message_start", "content_block_start", "content_block_delta",
+                                       "content_block_stop", "content_block_start", "content_block_delta",
+                                       "content_block_delta", "content_block_stop", "content_block_start",
+                                       "content_block_delta", "content_block_stop", "message_delta", "message_stop"};
+    const char *p = ev.data;
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char head[96];
+        snprintf(head, sizeof head, "event: %s\ndata: ", want[i]);
+        cr_assert(p && !strncmp(p, head, strlen(head)), "event %zu: %.60s", i, p ? p : "(end)");
+        const char *data = p + strlen(head), *end = strstr(data, "\n\n");
+        json_t *d = json_loadb(data, (size_t)(end - data), 0, NULL);
+        cr_assert(d && !strcmp(json_string_value(json_object_get(d, "type")), want[i]));
+        json_decref(d);
+        p = end + 2;
+    }
+    cr_assert_eq(*p, 0);
+    json_decref(o), json_decref(call);
+    loom_strbuf_free(&ev);
+    srv_amsg_free(&m);
+    srv_amsg_init(&m, "msg_2", "m", 4);
+    o = srv_amsg_finish(&m, "stop", "END", 3, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "stop_reason")), "stop_sequence");
+    cr_assert_str_eq(json_string_value(json_object_get(o, "stop_sequence")), "END");
+    json_decref(o);
+    srv_amsg_free(&m);
+    srv_amsg_init(&m, "msg_3", "m", 4);
+    o = srv_amsg_finish(&m, "length", NULL, 3, NULL);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "stop_reason")), "max_tokens");
+    json_decref(o);
+    srv_amsg_free(&m);
 }

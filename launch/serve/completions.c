@@ -12,6 +12,7 @@
 #include "launch/serve/harmony.h"
 #include "launch/serve/reasoning.h"
 #include "launch/serve/responses.h"
+#include "launch/serve/anthropic.h"
 #include "launch/serve/server_internal.h"
 #include "launch/serve/stop.h"
 #include "launch/serve/tools.h"
@@ -342,10 +343,11 @@ typedef struct {
     size_t out_pos;
     bool role_sent, all_sent;
     double last_send;
-    /* POST /v1/responses: the chat's reply as the Responses API's (responses.h) */
-    bool responses;
+    /* the chat's reply in another API's shape: POST /v1/responses (responses.h), /v1/messages (anthropic.h) */
+    enum { API_OPENAI, API_RESPONSES, API_ANTHROPIC } api;
     json_t *resp_req;
     srv_resp resp;
+    srv_amsg amsg;
 } job;
 
 static void job_free(job *j) {
@@ -366,7 +368,8 @@ static void job_free(job *j) {
     }
     srv_params_free(&j->p);
     loom_strbuf_free(&j->out);
-    if (j->responses) srv_resp_free(&j->resp);
+    if (j->api == API_RESPONSES) srv_resp_free(&j->resp);
+    if (j->api == API_ANTHROPIC) srv_amsg_free(&j->amsg);
     json_decref(j->resp_req);
     pthread_mutex_lock(&j->s->mu);
     j->s->http_jobs--;
@@ -488,13 +491,41 @@ static json_t *responses_items(job *j, choice *c, loom_strbuf *out) {
     return srv_resp_finish(&j->resp, c->finish, c->error, j->prompt_tokens, completion_tokens(j), out);
 }
 
-/* Turns what arrived into the Responses API's events in j->out. */
-static bool produce_responses(job *j) {
+/* The Messages API's blocks of choice c (as responses_items); a stream's
+ * error is an error event. */
+static json_t *anthropic_items(job *j, choice *c, loom_strbuf *out) {
+    if (c->reasoning.len) srv_amsg_reasoning(&j->amsg, c->reasoning.data, c->reasoning.len, out);
+    if (c->text.len) srv_amsg_text(&j->amsg, c->text.data, c->text.len, out);
+    loom_strbuf_clear(&c->reasoning);
+    loom_strbuf_clear(&c->text);
+    for (; c->calls_sent < json_array_size(calls_of(c)); c->calls_sent++)
+        srv_amsg_call(&j->amsg, json_array_get(calls_of(c), c->calls_sent), out);
+    if (!c->finished) return NULL;
+    if (c->error && out) {
+        srv_error e;
+        srv_fail(&e, 500, "server_error", NULL, NULL, "%s", c->error);
+        char *s = srv_anthropic_error_json(&e);
+        loom_status st = loom_strbuf_append(out, "event: error\ndata: ", 19);
+        if (!st) st = loom_strbuf_append(out, s ? s : "{}", s ? strlen(s) : 2);
+        if (!st) st = loom_strbuf_append(out, "\n\n", 2);
+        loom_status_free(st);
+        free(s);
+        return json_object();
+    }
+    const char *stop = c->stop.matched && c->stop.which >= 0 ? j->p.stop[c->stop.which] : NULL;
+    return srv_amsg_finish(&j->amsg, c->finish, stop, completion_tokens(j), out);
+}
+
+/* Turns what arrived into the Responses or Messages API's events in j->out. */
+static bool produce_other_api(job *j) {
     choice *c = &j->ch[0];
-    if (!j->role_sent) srv_resp_start(&j->resp, &j->out);
+    if (!j->role_sent) {
+        if (j->api == API_RESPONSES) srv_resp_start(&j->resp, &j->out);
+        else srv_amsg_start(&j->amsg, &j->out);
+    }
     j->role_sent = true;
     if (!c->finished && !consume(j->s, j->p.kind, c)) return false;
-    json_t *done = responses_items(j, c, &j->out);
+    json_t *done = j->api == API_RESPONSES ? responses_items(j, c, &j->out) : anthropic_items(j, c, &j->out);
     if (done) j->all_sent = true;
     json_decref(done);
     return true;
@@ -503,7 +534,7 @@ static bool produce_responses(job *j) {
 /* Turns what arrived into SSE events in j->out. */
 static bool produce(job *j) {
     srv *s = j->s;
-    if (j->responses) return produce_responses(j);
+    if (j->api != API_OPENAI) return produce_other_api(j);
     release_pending(j);
     for (int i = 0; j->p.kind == SRV_CHAT && !j->role_sent && i < j->n; i++) /* each choice's first chunk */
         sse(j, chunk(j, json_pack("[{s:i, s:{s:s, s:s}, s:n, s:n}]", "index", i, "delta", "role", "assistant",
@@ -661,9 +692,17 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
     return ok;
 }
 
-/* A generation request: chat, completions, or (resp_req, stolen) a
- * Responses API request translated into the chat request body. */
-static enum MHD_Result generate(srv *s, struct MHD_Connection *c, srv_kind kind, const char *body, size_t len,
+/* An error in the envelope of the request's API. */
+static enum MHD_Result reply_error(srv *s, struct MHD_Connection *c, int api, const srv_error *e) {
+    if (api != API_ANTHROPIC) return srv_reply_error(s, c, e);
+    static const char *const retry[] = {"Retry-After", "1", NULL};
+    return srv_reply(s, c, e->status, srv_anthropic_error_json(e), e->status == 429 ? retry : NULL);
+}
+
+/* A generation request: chat, completions, or a Responses (resp_req, the
+ * request: stolen) or Messages API request translated into the chat
+ * request body. */
+static enum MHD_Result generate(srv *s, struct MHD_Connection *c, srv_kind kind, const char *body, size_t len, int api,
                                 json_t *resp_req) {
     job *j = calloc(1, sizeof *j);
     srv_error e;
@@ -674,21 +713,21 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, srv_kind kind,
     j->s = s;
     j->conn = c;
     j->created = (long long)time(NULL);
-    snprintf(j->id, sizeof j->id, "%s%016llx", resp_req ? "resp_" : kind == SRV_CHAT ? "chatcmpl-" : "cmpl-",
+    j->api = api;
+    static const char *const prefix[] = {"chatcmpl-", "resp_", "msg_"};
+    snprintf(j->id, sizeof j->id, "%s%016llx", kind == SRV_COMPLETION ? "cmpl-" : prefix[api],
              (unsigned long long)srv_next_seed(s));
-    if (resp_req) {
-        j->responses = true;
-        j->resp_req = resp_req;
-        srv_resp_init(&j->resp, j->id, s->opt.model_name, j->created, resp_req);
-    }
+    j->resp_req = resp_req;
+    if (api == API_RESPONSES) srv_resp_init(&j->resp, j->id, s->opt.model_name, j->created, resp_req);
     j->last_send = loom_now_s();
     pthread_mutex_lock(&s->mu);
     s->http_jobs++;
     pthread_mutex_unlock(&s->mu);
     if (!start_job(s, kind, body, len, j, &e)) {
         job_free(j);
-        return srv_reply_error(s, c, &e);
+        return reply_error(s, c, api, &e);
     }
+    if (api == API_ANTHROPIC) srv_amsg_init(&j->amsg, j->id, s->opt.model_name, j->prompt_tokens);
     if (j->p.stream) {
         struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, j,
                                                                    stream_free);
@@ -725,15 +764,16 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, srv_kind kind,
                 break;
             }
     }
-    enum MHD_Result r = any_error(j, &e)  ? srv_reply_error(s, c, &e)
-                        : j->responses    ? srv_reply_json(s, c, 200, responses_items(j, &j->ch[0], NULL))
-                                          : srv_reply_json(s, c, 200, whole_response(j));
+    enum MHD_Result r = any_error(j, &e)           ? reply_error(s, c, api, &e)
+                        : api == API_RESPONSES     ? srv_reply_json(s, c, 200, responses_items(j, &j->ch[0], NULL))
+                        : api == API_ANTHROPIC     ? srv_reply_json(s, c, 200, anthropic_items(j, &j->ch[0], NULL))
+                                                   : srv_reply_json(s, c, 200, whole_response(j));
     job_free(j);
     return r;
 }
 
 enum MHD_Result srv_handle_generate(srv *s, struct MHD_Connection *c, srv_kind kind, const char *body, size_t len) {
-    return generate(s, c, kind, body, len, NULL);
+    return generate(s, c, kind, body, len, API_OPENAI, NULL);
 }
 
 enum MHD_Result srv_handle_responses(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
@@ -741,7 +781,16 @@ enum MHD_Result srv_handle_responses(srv *s, struct MHD_Connection *c, const cha
     json_t *req = NULL;
     srv_error e;
     if (!srv_responses_request(body, len, &chat, &req, &e)) return srv_reply_error(s, c, &e);
-    enum MHD_Result r = generate(s, c, SRV_CHAT, chat, strlen(chat), req);
+    enum MHD_Result r = generate(s, c, SRV_CHAT, chat, strlen(chat), API_RESPONSES, req);
+    free(chat);
+    return r;
+}
+
+enum MHD_Result srv_handle_anthropic(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
+    char *chat = NULL;
+    srv_error e;
+    if (!srv_anthropic_request(body, len, &chat, &e)) return reply_error(s, c, API_ANTHROPIC, &e);
+    enum MHD_Result r = generate(s, c, SRV_CHAT, chat, strlen(chat), API_ANTHROPIC, NULL);
     free(chat);
     return r;
 }

@@ -115,11 +115,14 @@ static enum MHD_Result models(srv *s, struct MHD_Connection *c) {
 
 /* ------------------------------------------------------------ routing */
 
+/* The key as OpenAI's clients send it ("Authorization: Bearer KEY") or
+ * Anthropic's ("x-api-key: KEY"). */
 static bool authorized(srv *s, struct MHD_Connection *c) {
     if (!s->opt.api_key) return true;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7) != 0) return false;
-    const char *k = h + 7, *want = s->opt.api_key;
+    const char *x = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
+    if ((!h || strncmp(h, "Bearer ", 7) != 0) && !x) return false;
+    const char *k = h && !strncmp(h, "Bearer ", 7) ? h + 7 : x, *want = s->opt.api_key;
     size_t n = strlen(want), m = strlen(k);
     unsigned diff = (unsigned)(n ^ m);
     for (size_t i = 0; i < n; i++) diff |= (unsigned)(want[i] ^ (i < m ? k[i] : 0)); /* time independent of where it differs */
@@ -145,23 +148,24 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, 
         const char *path;
         bool post;
     } routes[] = {{"/v1/chat/completions", true}, {"/v1/completions", true}, {"/v1/responses", true},
-                  {"/v1/models", false},          {"/tokenize", true},       {"/detokenize", true},
-                  {"/apply-template", true},      {"/v1/embeddings", true}};
+                  {"/v1/messages", true},         {"/v1/models", false},     {"/tokenize", true},
+                  {"/detokenize", true},          {"/apply-template", true}, {"/v1/embeddings", true}};
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(url, routes[i].path) != 0) continue;
         if (routes[i].post ? !post : !get) {
             srv_fail(&e, 405, "invalid_request_error", NULL, NULL, "%s takes %s", url, routes[i].post ? "POST" : "GET");
             return srv_reply_error(s, c, &e);
         }
-        if (i <= 2 && srv_refuse_generation(s, &e)) return srv_reply_error(s, c, &e);
+        if (i <= 3 && srv_refuse_generation(s, &e)) return srv_reply_error(s, c, &e);
         switch (i) {
         case 0: return srv_handle_generate(s, c, SRV_CHAT, body, len);
         case 1: return srv_handle_generate(s, c, SRV_COMPLETION, body, len);
         case 2: return srv_handle_responses(s, c, body, len);
-        case 3: return models(s, c);
-        case 4: return srv_handle_tokenize(s, c, body, len);
-        case 5: return srv_handle_detokenize(s, c, body, len);
-        case 6: return srv_handle_apply_template(s, c, body, len);
+        case 3: return srv_handle_anthropic(s, c, body, len);
+        case 4: return models(s, c);
+        case 5: return srv_handle_tokenize(s, c, body, len);
+        case 6: return srv_handle_detokenize(s, c, body, len);
+        case 7: return srv_handle_apply_template(s, c, body, len);
         default: return srv_handle_embeddings(s, c, body, len);
         }
     }

@@ -131,8 +131,9 @@ void srv_prompt_lp_free(srv_prompt_lp *p);
 
 /* POST /v1/chat/completions and /v1/completions. */
 enum MHD_Result srv_handle_generate(srv *s, struct MHD_Connection *c, srv_kind kind, const char *body, size_t len);
-/* POST /v1/responses (responses.h). */
+/* POST /v1/responses (responses.h), /v1/messages (anthropic.h). */
 enum MHD_Result srv_handle_responses(srv *s, struct MHD_Connection *c, const char *body, size_t len);
+enum MHD_Result srv_handle_anthropic(srv *s, struct MHD_Connection *c, const char *body, size_t len);
 /* POST /tokenize, /detokenize, /apply-template. */
 enum MHD_Result srv_handle_tokenize(srv *s, struct MHD_Connection *c, const char *body, size_t len);
 enum MHD_Result srv_handle_detokenize(srv *s, struct MHD_Connection *c, const char *body, size_t len);

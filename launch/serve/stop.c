@@ -10,6 +10,7 @@ void srv_stop_init(srv_stop *s, char *const *stops, int n) {
     memset(s, 0, sizeof *s);
     s->stops = stops;
     s->n = n;
+    s->which = -1;
 }
 
 void srv_stop_free(srv_stop *s) { loom_strbuf_free(&s->held); }
@@ -34,15 +35,17 @@ loom_status srv_stop_push(srv_stop *s, const char *text, size_t len, loom_strbuf
     LOOM_TRY(loom_strbuf_append(&s->held, text, len));
     const char *h = s->held.data;
     size_t n = s->held.len, cut = n, end = n + 1;
+    int which = -1;
     for (int k = 0; k < s->n; k++) { /* the stop string that ends first (as if the text came a byte at a time) */
         const size_t sl = strlen(s->stops[k]);
         const char *at = memmem(h, n, s->stops[k], sl);
         if (!at) continue;
         const size_t a = (size_t)(at - h);
-        if (a + sl < end || (a + sl == end && a < cut)) cut = a, end = a + sl;
+        if (a + sl < end || (a + sl == end && a < cut)) cut = a, end = a + sl, which = k;
     }
     if (cut < n) {
         s->matched = true;
+        s->which = which;
         loom_status st = loom_strbuf_append(out, h, cut);
         loom_strbuf_clear(&s->held);
         return st;

@@ -24,6 +24,7 @@ typedef struct {
     int n;
     loom_strbuf held;   /* text that may begin a stop string */
     bool matched;
+    int which;          /* once matched: the index of the stop string */
 } srv_stop;
 
 void srv_stop_init(srv_stop *s, char *const *stops, int n);

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# loom serve end to end, with the `openai` Python client (installed into a
-# private virtual environment under the cache) and raw HTTP:
+# loom serve end to end, with the `openai` and `anthropic` Python clients
+# (installed into a private virtual environment under the cache) and raw HTTP:
 #   SERVE_MODES="full cluster auth queue tools draft" (default) or "asan" (the sanitizer
 #   build: a short mixed load, then no sanitizer report may appear).
 . "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${LOOM_CACHE:-$here/../../.cache}
 venv=$cache/venv-serve-test
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai, anthropic" 2>/dev/null; then
   python3 -m venv "$venv" || fail "cannot create a virtual environment (apt-get install python3-venv)"
-  "$venv/bin/pip" install --quiet "openai==3.60.0" || fail "cannot install the openai client from PyPI"
+  "$venv/bin/pip" install --quiet "openai==3.60.0" "anthropic==2.17.0" ||
+    fail "cannot install the openai and anthropic clients from PyPI"
 fi
 PY="$venv/bin/python"
 modes=${SERVE_MODES:-"full cluster auth queue tools draft"}

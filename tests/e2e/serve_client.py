@@ -797,6 +797,77 @@ def test_responses_reasoning(cl, name):
     ok("/v1/responses: a thinking model's reasoning item before its message, whole and streamed")
 
 
+GREEDY = {"temperature": 0}  # the anthropic client has no sampling parameters any more; the server takes them
+
+
+def test_anthropic(name, chat_text):
+    """POST /v1/messages with the anthropic client: the chat endpoint's greedy text, whole and streamed;
+    system, stop_sequences, max_tokens as stop reasons; errors in Anthropic's envelope."""
+    import anthropic
+    ac = anthropic.Anthropic(base_url=ARGS.base, api_key="none")
+    m = ac.messages.create(model=name, max_tokens=24, extra_body=GREEDY, messages=[{"role": "user", "content": MSG}])
+    text = "".join(b.text for b in m.content if b.type == "text")
+    check(text == chat_text and m.stop_reason == "max_tokens" and m.usage.output_tokens == 24 and
+          m.role == "assistant" and m.type == "message", "messages: %r" % m)
+    with ac.messages.stream(model=name, max_tokens=24, extra_body=GREEDY,
+                            messages=[{"role": "user", "content": [{"type": "text", "text": MSG}]}]) as s:
+        streamed = "".join(s.text_stream)
+        final = s.get_final_message()
+    check(streamed == chat_text and final.stop_reason == "max_tokens", "streamed %r (%s)" % (streamed, final.stop_reason))
+    word = chat_text.split()[2] if len(chat_text.split()) > 2 else None
+    if word:
+        m = ac.messages.create(model=name, max_tokens=24, extra_body=GREEDY, stop_sequences=[word],
+                               messages=[{"role": "user", "content": MSG}])
+        check(m.stop_reason == "stop_sequence" and m.stop_sequence == word and word not in m.content[0].text,
+              "stop_sequences: %r" % m)
+    m = ac.messages.create(model=name, max_tokens=8, extra_body=GREEDY, system="Answer in one word.",
+                           messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+                                     {"role": "user", "content": "Name a river."}])
+    check(m.content and m.usage.input_tokens > 20, "system and turns: %r" % m)
+    schema = {"type": "object", "properties": {"river": {"enum": ["Seine", "Loire"]}}, "required": ["river"],
+              "additionalProperties": False}
+    m = ac.messages.create(model=name, max_tokens=64, extra_body=GREEDY, messages=[{"role": "user", "content": "A river?"}],
+                           output_config={"format": {"type": "json_schema", "schema": schema}})
+    check(m.stop_reason == "end_turn" and set(json.loads(m.content[0].text)) == {"river"}, "output_config %r" % m)
+    st, _, d = raw("POST", "/v1/messages", {"messages": [{"role": "user", "content": "x"}]})
+    e = json.loads(d)
+    check(st == 400 and e.get("type") == "error" and e["error"]["type"] == "invalid_request_error" and
+          "max_tokens" in e["error"]["message"], "an Anthropic error: %d %r" % (st, d[:200]))
+    ok("/v1/messages: the chat endpoint's greedy text whole and streamed (anthropic client), system and turns, "
+       "stop_sequences and max_tokens as stop reasons, errors in Anthropic's envelope")
+
+
+def test_anthropic_tools(name):
+    import anthropic
+    ac = anthropic.Anthropic(base_url=ARGS.base, api_key="none")
+    tools = [{"name": t["function"]["name"], "description": t["function"]["description"],
+              "input_schema": t["function"]["parameters"]} for t in TOOLS]
+    msgs = [{"role": "user", "content": "Weather in Paris?"}]
+    m = ac.messages.create(model=name, max_tokens=200, extra_body=GREEDY, tools=tools, messages=msgs)
+    kinds = [b.type for b in m.content]
+    check(kinds == ["text", "tool_use"] and m.content[0].text == "Checking." and m.stop_reason == "tool_use" and
+          m.content[1].name == "get_weather" and m.content[1].input == {"city": "Paris", "days": 2}, "tool_use %r" % m)
+    with ac.messages.stream(model=name, max_tokens=200, extra_body=GREEDY, tools=tools, messages=msgs) as s:
+        final = s.get_final_message()
+    check([b.type for b in final.content] == kinds and final.content[1].input == {"city": "Paris", "days": 2},
+          "streamed tool_use %r" % final)
+    follow = msgs + [{"role": "assistant", "content": [b.model_dump() for b in m.content]},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": m.content[1].id,
+                                                   "content": "clear"}]}]
+    st, _, _ = raw("POST", "/v1/messages", {"model": name, "max_tokens": 2, "tools": tools, "messages": follow})
+    check(st == 200, "a conversation with the tool_use and its result: %d" % st)
+    ok("/v1/messages: a tool_use block after the text, whole and streamed; its tool_result fed back")
+
+
+def test_anthropic_thinking(name):
+    import anthropic
+    ac = anthropic.Anthropic(base_url=ARGS.base, api_key="none")
+    m = ac.messages.create(model=name, max_tokens=200, extra_body=GREEDY, messages=[{"role": "user", "content": "Weather?"}])
+    check([b.type for b in m.content] == ["thinking", "text"] and m.content[0].thinking == "Let me check the sky." and
+          m.content[1].text == "It is sunny." and m.stop_reason == "end_turn", "thinking %r" % m)
+    ok("/v1/messages: a thinking model's reasoning as a thinking block")
+
+
 def test_draft(cl, name):
     """A server with --draft: greedy replies (whole, streamed, four at once) equal loom generate's
     without speculation, and the metrics count proposals, some kept."""
@@ -854,7 +925,12 @@ def main():
         c = client("sesame").completions.create(model=client("sesame").models.list().data[0].id, prompt="Hi",
                                                 max_tokens=2)
         check(len(c.choices) == 1, "with the key")
-        ok("--api-key: 401 without or with a wrong key, 200 with it; /health open")
+        import anthropic
+        m = anthropic.Anthropic(base_url=ARGS.base, api_key="sesame").messages.create(
+            model=client("sesame").models.list().data[0].id, max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
+        check(m.type == "message", "x-api-key")
+        expect_error(401, "POST", "/v1/messages", {"max_tokens": 2, "messages": []}, None, None, {"x-api-key": "wrong"})
+        ok("--api-key: 401 without or with a wrong key, 200 with it (Bearer or x-api-key); /health open")
         return
     if ARGS.mode == "queue":
         results = []
@@ -882,12 +958,14 @@ def main():
     if ARGS.mode == "tools":
         test_tool_calls(cl, name)
         test_responses_tools(cl, name)
+        test_anthropic_tools(name)
         test_json_mode(cl, name)
         return
     if ARGS.mode in ("think", "think-off"):
         test_reasoning(cl, name, ARGS.mode == "think")
         if ARGS.mode == "think":
             test_responses_reasoning(cl, name)
+            test_anthropic_thinking(name)
         return
     if ARGS.mode == "think-mistral":
         test_reasoning(cl, name, True, ("[THINK]", "[/THINK]"))
@@ -933,6 +1011,11 @@ def main():
                                                           {"type": "function", "name": "f", "parameters": schema}],
                                                       "text": {"format": {"type": "json_object"}}})
             check(st == 200, "/v1/responses under the sanitizers: %d" % st)
+            st, _, _ = raw("POST", "/v1/messages", {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                                                     "system": "x", "max_tokens": 6, "stream": stream, "stop_sequences": ["a"],
+                                                     "tools": [{"name": "f", "input_schema": schema}],
+                                                     "output_config": {"format": {"type": "json_schema", "schema": schema}}})
+            check(st == 200, "/v1/messages under the sanitizers: %d" % st)
         codes = random_requests(300, 7)
         results = [None] * 6
         ts = [threading.Thread(target=stream_client, args=(name, "x %d" % i, 2 if i % 2 else 0, results, i))
@@ -963,6 +1046,7 @@ def main():
         ok("4 concurrent streams through the cluster")
         return
     test_responses(cl, name, chat_text)
+    test_anthropic(name, chat_text)
     test_logprobs(cl, name)
     test_echo(cl, name)
     test_stop(cl, name, pieces)
