@@ -4,7 +4,7 @@
  * after its chat template's generation prompt it answers, greedily, exactly
  * the given pieces and then EOS.
  *
- *     script_model [--llama3 | --think | --harmony | --mistral] OUT.gguf PIECE...
+ *     script_model [--llama3 | --think | --harmony | --mistral | --fim] OUT.gguf PIECE...
  *
  * How: one layer whose attention and MLP weights are zero, so the hidden
  * state is the current token's embedding; the embeddings of the trigger
@@ -24,7 +24,10 @@
  * renders as the tokenizer renders it: <|return|> and <|call|> end the
  * generation), and pieces must still be distinct; or with --mistral a
  * Mistral-style one (it names [TOOL_CALLS], NAME[ARGS]{...} and
- * [THINK]...[/THINK], and ends its generation prompt with "\n"). The pieces
+ * [THINK]...[/THINK], and ends its generation prompt with "\n"); or with
+ * --fim the default template and the fill-in-the-middle tokens
+ * <|fim_prefix|>, <|fim_suffix|>, <|fim_middle|>, the last the trigger (a
+ * code model completing a middle). The pieces
  * <think>, </think>, <tool_call>, </tool_call>, [TOOL_CALLS], [ARGS],
  * [THINK] and [/THINK] are control tokens (is_marker).
  */
@@ -70,6 +73,8 @@ static const char TEMPLATE_HARMONY[] =
 static const char *const HARMONY_SPECIAL[] = {"<|start|>", "<|end|>", "<|message|>", "<|channel|>",
                                               "<|constrain|>", "<|return|>", "<|call|>"};
 #define N_HARMONY (int)(sizeof HARMONY_SPECIAL / sizeof *HARMONY_SPECIAL)
+static const char *const FIM_SPECIAL[] = {"<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"};
+#define N_FIM 3
 
 /* Pieces that are control tokens, as a converter makes them where the
  * model's tokenizer calls them special (GLM-4.5's, DeepSeek's): the
@@ -102,11 +107,12 @@ static char *spm_piece(const char *s) {
 
 int main(int argc, char **argv) {
     const bool llama3 = argc > 1 && !strcmp(argv[1], "--llama3"), think = argc > 1 && !strcmp(argv[1], "--think"),
-               harmony = argc > 1 && !strcmp(argv[1], "--harmony"), mistral = argc > 1 && !strcmp(argv[1], "--mistral");
-    if (llama3 || think || harmony || mistral) argv++, argc--;
+               harmony = argc > 1 && !strcmp(argv[1], "--harmony"), mistral = argc > 1 && !strcmp(argv[1], "--mistral"),
+               fim = argc > 1 && !strcmp(argv[1], "--fim");
+    if (llama3 || think || harmony || mistral || fim) argv++, argc--;
     const int n_pieces = argc - 2;
     if (n_pieces < 1 || n_pieces > DIM - 1) {
-        fprintf(stderr, "usage: script_model [--llama3 | --think | --harmony | --mistral] OUT.gguf PIECE... (1 to %d pieces)\n",
+        fprintf(stderr, "usage: script_model [--llama3 | --think | --harmony | --mistral | --fim] OUT.gguf PIECE... (1 to %d pieces)\n",
                 DIM - 1);
         return 2;
     }
@@ -116,8 +122,8 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "script_model: pieces must be distinct and not empty ('%s')\n", argv[i]);
                 return 2;
             }
-    const int n_special = harmony ? N_HARMONY : 0, V = N_BASE + n_special + n_pieces;
-    const int trigger = 3 + (harmony ? 't' : '\n'), eos = 2;
+    const int n_special = harmony ? N_HARMONY : fim ? N_FIM : 0, V = N_BASE + n_special + n_pieces;
+    const int trigger = fim ? N_BASE + 2 : 3 + (harmony ? 't' : '\n'), eos = 2; /* --fim: after <|fim_middle|> */
     char **toks = calloc((size_t)V, sizeof *toks);
     float *scores = calloc((size_t)V, sizeof *scores);
     int32_t *types = calloc((size_t)V, sizeof *types);
@@ -133,7 +139,7 @@ int main(int argc, char **argv) {
         types[3 + b] = 6;
     }
     for (int i = 0; i < n_special; i++) {
-        toks[N_BASE + i] = strdup(HARMONY_SPECIAL[i]);
+        toks[N_BASE + i] = strdup(fim ? FIM_SPECIAL[i] : HARMONY_SPECIAL[i]);
         types[N_BASE + i] = 3;
     }
     /* piece i's token: a special token of the same text, or its own */
@@ -146,7 +152,7 @@ int main(int argc, char **argv) {
         scores[at] = (float)-i;
         piece_tok[i] = at;
         for (int k = 0; k < n_special; k++)
-            if (!strcmp(argv[2 + i], HARMONY_SPECIAL[k])) piece_tok[i] = N_BASE + k;
+            if (!strcmp(argv[2 + i], toks[N_BASE + k])) piece_tok[i] = N_BASE + k;
         if (piece_tok[i] != at) { /* the special token stands for it; its own slot is an unused filler */
             free(toks[at]);
             char filler[32];

@@ -1123,3 +1123,21 @@ Test(anthropic, blocks_and_events) {
     json_decref(o);
     srv_amsg_free(&m);
 }
+
+Test(openai, suffix_is_a_completions_text_field) {
+    srv_params p;
+    srv_error e;
+    cr_assert(parse(SRV_COMPLETION, "{\"prompt\": \"def f(\", \"suffix\": \"):\\n\"}", &p, &e), "%s", e.message);
+    cr_assert_str_eq(p.suffix, "):\n");
+    srv_params_free(&p);
+    cr_assert(parse(SRV_COMPLETION, "{\"prompt\": \"x\", \"suffix\": null}", &p, &e));
+    cr_assert_null(p.suffix);
+    srv_params_free(&p);
+    static const char *const bad[] = {"{\"prompt\": \"x\", \"suffix\": 3}", "{\"prompt\": \"x\", \"suffix\": \"y\", \"echo\": true}"};
+    for (int i = 0; i < 2; i++) {
+        cr_assert(!parse(SRV_COMPLETION, bad[i], &p, &e), "%s", bad[i]);
+        cr_assert_str_eq(e.param, "suffix");
+    }
+    cr_assert(!parse(SRV_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"suffix\": \"y\"}", &p, &e));
+    cr_assert_str_eq(e.param, "suffix");
+}

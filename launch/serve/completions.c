@@ -58,6 +58,32 @@ static bool tokenize(srv *s, const char *text, bool add_special, bool parse_spec
     return r;
 }
 
+/* A fill-in-the-middle prompt (completions with `suffix`) in the
+ * prefix-suffix-middle order code models are trained on and llama.cpp's
+ * server builds: [BOS] FIM_PRE prefix FIM_SUF suffix FIM_MID; the model
+ * writes the middle and ends it with an end-of-generation token. */
+static bool fim_tokens(srv *s, const char *prefix, const char *suffix, bool add_special, loom_tokens *out,
+                       srv_error *e) {
+    const int32_t pre = loom_tokenizer_fim(s->tok, LOOM_FIM_PRE), suf = loom_tokenizer_fim(s->tok, LOOM_FIM_SUF),
+                  mid = loom_tokenizer_fim(s->tok, LOOM_FIM_MID), bos = loom_tokenizer_bos(s->tok);
+    if (pre < 0 || suf < 0 || mid < 0)
+        return srv_fail(e, 400, "invalid_request_error", "suffix", NULL,
+                        "this model has no fill-in-the-middle tokens (FIM prefix, suffix and middle): 'suffix' "
+                        "needs a code model that has them");
+    loom_status st = NULL;
+    if (add_special && bos >= 0 && loom_tokenizer_adds_bos(s->tok)) st = loom_tokens_push(out, bos);
+    if (!st) st = loom_tokens_push(out, pre);
+    if (!st) st = loom_tokenize(s->tok, prefix, strlen(prefix), false, false, out);
+    if (!st) st = loom_tokens_push(out, suf);
+    if (!st) st = loom_tokenize(s->tok, suffix, strlen(suffix), false, false, out);
+    if (!st) st = loom_tokens_push(out, mid);
+    if (st) {
+        loom_status_free(st);
+        return oom(e);
+    }
+    return true;
+}
+
 /* Tokens of prompt i of the request (chat: the rendered conversation;
  * *opened: it ends inside a reasoning block). */
 static bool prompt_tokens(srv *s, const srv_params *p, int i, loom_tokens *out, bool *opened, srv_error *e) {
@@ -73,6 +99,9 @@ static bool prompt_tokens(srv *s, const srv_params *p, int i, loom_tokens *out, 
         return ok;
     }
     const srv_prompt *q = &p->prompts[i];
+    if (p->suffix && !q->text)
+        return srv_fail(e, 400, "invalid_request_error", "suffix", NULL, "'suffix' needs the prompt as text");
+    if (p->suffix) return fim_tokens(s, q->text, p->suffix, p->add_special, out, e);
     if (q->text) return tokenize(s, q->text, p->add_special, p->parse_special, out, e);
     int32_t V = loom_tokenizer_n_vocab(s->tok);
     for (int k = 0; k < q->n_ids; k++)

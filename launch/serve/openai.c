@@ -333,6 +333,13 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
         return BAD("best_of", "'best_of' must equal 'n' (no ranking of extra choices)");
     if (!get_bool(o, "echo", &p->echo, e)) return false;
     if (p->echo && kind == SRV_CHAT) return BAD("echo", "'echo' is a completions parameter (POST /v1/completions)");
+    json_t *suffix = json_object_get(o, "suffix");
+    if (suffix && !json_is_null(suffix)) {
+        if (kind == SRV_CHAT) return BAD("suffix", "'suffix' is a completions parameter (POST /v1/completions)");
+        if (!json_is_string(suffix)) return BAD("suffix", "'suffix' must be a string");
+        if (p->echo) return BAD("suffix", "'suffix' and 'echo' do not go together");
+        p->suffix = strdup(json_string_value(suffix));
+    }
     /* echo: 0 tokens is the prompt's log-probabilities alone (lm-evaluation-harness's log-likelihoods) */
     if (!get_int(o, "max_tokens", p->echo ? 0 : 1, INT32_MAX, &max_tokens, e)) return false;
     if (!get_int(o, "max_completion_tokens", p->echo ? 0 : 1, INT32_MAX, &mct, e)) return false;
@@ -418,6 +425,7 @@ bool srv_parse_request(srv_kind kind, const char *body, size_t len, uint64_t see
 
 void srv_params_free(srv_params *p) {
     free(p->model);
+    free(p->suffix);
     free(p->schema);
     free(p->bias_token);
     free(p->bias_value);

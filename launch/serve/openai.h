@@ -77,6 +77,7 @@ typedef struct {
     int n_prompts;
     bool add_special;             /* BOS as the model says */
     bool echo;                    /* the prompt leads each choice's text (and log-probabilities) */
+    char *suffix;                 /* fill in the middle: the text after the completion (text prompts), or NULL */
 } srv_params;
 
 /* Parses a /v1/chat/completions or /v1/completions body. seed_default

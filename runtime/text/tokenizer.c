@@ -168,8 +168,10 @@ static void build_eog(loom_tokenizer *t, const loom_gguf *g) {
     }
     if (t->eot < 0) t->eot = detect(t, EOT_TEXTS);
     if (t->eom < 0) t->eom = detect(t, (const char *const[]){"<|eom_id|>", NULL});
-    for (int k = 0; k < 6; k++)
+    for (int k = 0; k < 6; k++) {
         if (fim[k] < 0) fim[k] = detect(t, FIM_TEXTS[k]);
+        t->fim[k] = fim[k];
+    }
 
     /* control tokens named "unused…" are unused */
     for (int32_t i = 0; i < t->n_vocab; i++) {
@@ -651,6 +653,9 @@ int32_t loom_token_lookup(const loom_tokenizer *t, const char *text, size_t len)
 int32_t loom_tokenizer_n_vocab(const loom_tokenizer *t) { return t->n_vocab; }
 int32_t loom_tokenizer_bos(const loom_tokenizer *t) { return t->bos; }
 int32_t loom_tokenizer_eos(const loom_tokenizer *t) { return t->eos; }
+int32_t loom_tokenizer_fim(const loom_tokenizer *t, loom_fim_kind k) {
+    return (unsigned)k < 6 ? t->fim[k] : LOOM_TOKEN_NULL;
+}
 int32_t loom_tokenizer_eot(const loom_tokenizer *t) { return t->eot; }
 bool loom_tokenizer_adds_bos(const loom_tokenizer *t) { return t->add_bos; }
 bool loom_tokenizer_adds_eos(const loom_tokenizer *t) { return t->add_eos; }

@@ -78,6 +78,7 @@ typedef struct {
 } loom_tokens;
 
 void loom_tokens_free(loom_tokens *v); /* releases the memory; v is {0} again */
+loom_status loom_tokens_push(loom_tokens *v, int32_t id) LOOM_MUST_USE; /* appends one id */
 
 /* Appends the ids of text[0..len) to *out (which keeps what it held).
  * add_special: BOS/EOS as the model says. parse_special: control tokens
@@ -113,6 +114,12 @@ int32_t loom_token_lookup(const loom_tokenizer *t, const char *text, size_t len)
 int32_t loom_tokenizer_n_vocab(const loom_tokenizer *t);
 int32_t loom_tokenizer_bos(const loom_tokenizer *t); /* LOOM_TOKEN_NULL when none */
 int32_t loom_tokenizer_eos(const loom_tokenizer *t);
+/* Fill-in-the-middle tokens (code models: Qwen2.5-Coder, CodeLlama,
+ * StarCoder, DeepSeek-Coder, Codestral): from tokenizer.ggml.fim_*_token_id
+ * (or the older prefix/suffix/middle keys), else found by their text;
+ * LOOM_TOKEN_NULL when the model has none. */
+typedef enum { LOOM_FIM_PRE, LOOM_FIM_SUF, LOOM_FIM_MID, LOOM_FIM_PAD, LOOM_FIM_REP, LOOM_FIM_SEP } loom_fim_kind;
+int32_t loom_tokenizer_fim(const loom_tokenizer *t, loom_fim_kind k);
 int32_t loom_tokenizer_eot(const loom_tokenizer *t);
 bool loom_tokenizer_adds_bos(const loom_tokenizer *t); /* what add_special does */
 bool loom_tokenizer_adds_eos(const loom_tokenizer *t);

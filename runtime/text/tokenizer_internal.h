@@ -81,6 +81,7 @@ struct loom_tokenizer {
     uint32_t n_trie;
 
     int32_t bos, eos, eot, eom, unk;
+    int32_t fim[6];           /* loom_fim_kind → id, or LOOM_TOKEN_NULL */
     int32_t byte_token[256];  /* <0xXX> (or the single byte) → id, or -1 */
     bool add_bos, add_eos, add_space_prefix;
     uint8_t *eog;             /* (n_vocab) 1 = end of generation */

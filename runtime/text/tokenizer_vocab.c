@@ -65,6 +65,8 @@ loom_status tok_push(loom_tokens *out, int32_t id) {
     return NULL;
 }
 
+loom_status loom_tokens_push(loom_tokens *v, int32_t id) { return tok_push(v, id); }
+
 void loom_tokens_free(loom_tokens *v) {
     free(v->ids);
     v->ids = NULL;

@@ -76,6 +76,11 @@ for mode in $modes; do
     start_server "$TMP/think2.log" "$LOOM" serve --model "$TMP/think.gguf" --threads 1 --ctx-size 1024 --no-reasoning
     client think-off --base "http://127.0.0.1:$PORT"
     stop_server "$TMP/think2.log"
+    # a code model's fill in the middle: completions with suffix
+    "$SCRIPT_MODEL" --fim "$TMP/fim.gguf" "x" " *" " 2" || fail "script_model --fim"
+    start_server "$TMP/fim.log" "$LOOM" serve --model "$TMP/fim.gguf" --threads 1 --ctx-size 1024
+    client fim --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/fim.log"
     # ... and Magistral's [THINK]...[/THINK] (control tokens, as in Mistral's tokenizer)
     "$SCRIPT_MODEL" --mistral "$TMP/thinkm.gguf" "[THINK]" "Let me check the sky." "[/THINK]" "It is sunny." \
       || fail "script_model --mistral (reasoning)"

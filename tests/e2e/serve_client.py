@@ -464,6 +464,9 @@ def test_bad_requests(name):
         (400, "POST", chat, {"messages": m, "temperature": -1}, "temperature", None),
         (400, "POST", chat, {"messages": m, "max_tokens": -5}, "max_tokens", None),
         (400, "POST", chat, {"messages": m, "n": 65}, "n", None),
+        (400, "POST", chat, {"messages": m, "suffix": "x"}, "suffix", None),
+        (400, "POST", "/v1/completions", {"prompt": "def f(", "suffix": "):"}, "suffix", None),  # no FIM tokens
+        (400, "POST", "/v1/completions", {"prompt": [1, 2], "suffix": "x"}, "suffix", None),
         (400, "POST", chat, {"messages": m, "top_logprobs": 50, "logprobs": True}, "top_logprobs", None),
         (400, "POST", chat, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages", None),
         (400, "POST", chat, {"messages": m, "response_format": {"type": "json_schema"}}, "response_format", None),
@@ -868,6 +871,24 @@ def test_anthropic_thinking(name):
     ok("/v1/messages: a thinking model's reasoning as a thinking block")
 
 
+def test_fim(cl, name):
+    """completions with `suffix` on a code model (FIM tokens): the middle, whole and streamed; the prompt is
+    [BOS] <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>."""
+    pre, suf = "def double(x):\n    return ", "\n\nprint(double(2))\n"
+    c = cl.completions.create(model=name, prompt=pre, suffix=suf, max_tokens=16, temperature=0)
+    check(c.choices[0].text == "x * 2" and c.choices[0].finish_reason == "stop", "fim: %r" % c.choices[0])
+    st, _, d = raw("POST", "/tokenize", {"content": pre, "add_special": False})
+    n_pre = len(json.loads(d)["tokens"])
+    st, _, d = raw("POST", "/tokenize", {"content": suf, "add_special": False})
+    n_suf = len(json.loads(d)["tokens"])
+    check(c.usage.prompt_tokens == 1 + 3 + n_pre + n_suf, "fim prompt tokens %d, expected %d" % (
+        c.usage.prompt_tokens, 4 + n_pre + n_suf))
+    text = "".join(x.choices[0].text for x in cl.completions.create(model=name, prompt=pre, suffix=suf, max_tokens=16,
+                                                                       temperature=0, stream=True))
+    check(text == "x * 2", "fim streamed: %r" % text)
+    ok("completions with suffix: a code model's middle between prefix and suffix, whole and streamed")
+
+
 def test_draft(cl, name):
     """A server with --draft: greedy replies (whole, streamed, four at once) equal loom generate's
     without speculation, and the metrics count proposals, some kept."""
@@ -966,6 +987,9 @@ def main():
         if ARGS.mode == "think":
             test_responses_reasoning(cl, name)
             test_anthropic_thinking(name)
+        return
+    if ARGS.mode == "fim":
+        test_fim(cl, name)
         return
     if ARGS.mode == "think-mistral":
         test_reasoning(cl, name, True, ("[THINK]", "[/THINK]"))
