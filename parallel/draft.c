@@ -5,6 +5,31 @@
 
 #include <string.h>
 
+int loom_draft_lookup_in(const int32_t *toks, int n, const int32_t *corpus, int n_corpus, int ngram_min, int ngram_max,
+                         int max_out, int32_t *out) {
+    if (max_out < 1 || n_corpus < 1 || ngram_min < 1 || ngram_max < ngram_min) return 0;
+    int best_len = 0, best_end = -1; /* the occurrence ends at corpus[best_end] */
+    if (n == 0) {
+        best_len = ngram_min; /* nothing written yet: the corpus from its start (best_end -1) */
+    } else {
+        const int32_t last = toks[n - 1];
+        for (int j = n_corpus - 2; j >= 0; j--) {
+            if (corpus[j] != last) continue;
+            int len = 1;
+            while (len < ngram_max && len < n && j - len >= 0 && corpus[j - len] == toks[n - 1 - len]) len++;
+            if (len > best_len) {
+                best_len = len, best_end = j;
+                if (len == ngram_max) break;
+            }
+        }
+    }
+    if (best_len < ngram_min && !(n > 0 && best_len == n)) return 0; /* a short output may match whole */
+    int k = n_corpus - 1 - best_end;
+    if (k > max_out) k = max_out;
+    memcpy(out, corpus + best_end + 1, (size_t)k * sizeof(int32_t));
+    return k;
+}
+
 int loom_draft_lookup(const int32_t *toks, int n, int ngram_min, int ngram_max, int max_out, int32_t *out) {
     if (n < 2 || max_out < 1 || ngram_min < 1 || ngram_max < ngram_min) return 0;
     const int32_t last = toks[n - 1];

@@ -17,4 +17,12 @@
  * it to out. Returns how many (0: no occurrence). */
 int loom_draft_lookup(const int32_t *toks, int n, int ngram_min, int ngram_max, int max_out, int32_t *out);
 
+/* The same with the occurrence looked for in corpus[0..n_corpus) (an
+ * expected output): the longest suffix of toks[0..n) that occurs there
+ * with a token after it (the later occurrence on equal lengths; shorter
+ * than ngram_min only when it is all of toks); with n 0, the corpus's
+ * start. */
+int loom_draft_lookup_in(const int32_t *toks, int n, const int32_t *corpus, int n_corpus, int ngram_min, int ngram_max,
+                         int max_out, int32_t *out);
+
 #endif

@@ -23,6 +23,8 @@
  * n / (DRAFT_STEP_ROWS + n): alone 0.2, among 16 sequences 0.8. */
 #define DRAFT_STEP_ROWS 4.0
 #define DRAFT_ACCEPT0 0.5f /* a sequence's accept rate before its first proposal */
+#define DRAFT_ACCEPT0_PREDICTED 0.9f /* ... when the caller gave the expected output */
+#define DRAFT_PREDICTION_MAX 16      /* proposals a step from an expected output, whatever draft_max says */
 #define DRAFT_EMA 0.2f     /* weight of each proposed token's outcome in the average */
 #define DRAFT_RETRY 0.05f  /* how fast the estimate rises while a sequence does not propose */
 
@@ -35,6 +37,8 @@ typedef struct {
     loom_sampling_params sp;
     bool ignore_eos, logprobs;
     int top_logprobs;
+    int32_t *pred;     /* (n_pred) owned: the expected output, or NULL */
+    int n_pred, n_proposed, n_kept;
     double t_submit, t_first, t_last;
 } waiting_req;
 
@@ -54,6 +58,9 @@ typedef struct {
     int n_blocks, n_published;
     int n_draft;      /* proposals in flight (toks[n_toks ..] holds them meanwhile) */
     float accept;     /* estimated chance that the model samples a proposed token (moving average) */
+    int32_t *pred;    /* (n_pred) owned: the expected output, or NULL */
+    int n_pred;
+    int n_proposed, n_kept; /* proposals made for it / the model's own */
     bool started;     /* first step sent */
     bool in_flight;   /* a micro-batch in flight will return this sequence's next token */
     bool in_step;     /* has rows in the micro-batch being built: not a preemption victim */
@@ -122,8 +129,8 @@ loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, cons
         s->draft_min_ngram = o->draft_min_ngram > 0 ? o->draft_min_ngram : LOOM_DRAFT_MIN_NGRAM;
         s->draft_max_ngram = o->draft_max_ngram >= s->draft_min_ngram ? o->draft_max_ngram
                              : s->draft_min_ngram > LOOM_DRAFT_MAX_NGRAM ? s->draft_min_ngram : LOOM_DRAFT_MAX_NGRAM;
-        s->draft_rows = o->draft_rows > 0 ? o->draft_rows : LOOM_DRAFT_ROWS;
     }
+    s->draft_rows = o && o->draft_rows > 0 ? o->draft_rows : LOOM_DRAFT_ROWS; /* expected outputs propose too */
     s->watermark = loom_kv_blocks_total(s->pool) / 100;
     s->invariant = loom_matmul_invariant_rows();
     s->vocab = loom_engine_model(e)->vocab;
@@ -170,12 +177,13 @@ static void drop_blocks(loom_scheduler *s, seq_state *q) {
 
 void loom_scheduler_free(loom_scheduler *s) {
     if (!s) return;
-    for (int i = 0; i < s->n_wait; i++) free(s->wait[i].toks);
+    for (int i = 0; i < s->n_wait; i++) free(s->wait[i].toks), free(s->wait[i].pred);
     free(s->wait);
     for (int i = 0; s->act && i < s->S; i++) {
         if (s->act[i].used) {
             drop_blocks(s, &s->act[i]);
             free(s->act[i].toks);
+            free(s->act[i].pred);
         }
         free(s->act[i].blocks);
         free(s->act[i].hash);
@@ -228,6 +236,10 @@ static loom_status check_request(const loom_scheduler *s, const loom_request *r)
         if (r->prompt[i] < 0 || r->prompt[i] >= s->vocab)
             return loom_error(LOOM_ERR_INVALID, "prompt token %d at index %d is outside the vocabulary (0..%d)",
                               r->prompt[i], i, s->vocab - 1);
+    for (int i = 0; i < r->n_prediction; i++)
+        if (r->prediction[i] < 0 || r->prediction[i] >= s->vocab)
+            return loom_error(LOOM_ERR_INVALID, "prediction token %d at index %d is outside the vocabulary (0..%d)",
+                              r->prediction[i], i, s->vocab - 1);
     for (int i = 0; i < r->sampling.n_logit_bias; i++)
         if (r->sampling.bias_token[i] >= s->vocab)
             return loom_error(LOOM_ERR_INVALID, "logit bias of token %d: outside the vocabulary (0..%d)",
@@ -252,6 +264,7 @@ static waiting_req *wait_insert(loom_scheduler *s, int at) {
 
 static void drop_waiting(loom_scheduler *s, int i) {
     free(s->wait[i].toks);
+    free(s->wait[i].pred);
     memmove(&s->wait[i], &s->wait[i + 1], (size_t)(s->n_wait - i - 1) * sizeof *s->wait);
     s->n_wait--;
 }
@@ -260,11 +273,15 @@ loom_status loom_scheduler_submit(loom_scheduler *s, const loom_request *r, uint
     if (s->failed) return loom_error(LOOM_ERR_INVALID, "the scheduler stopped after an engine failure");
     LOOM_TRY(check_request(s, r));
     int32_t *toks = malloc((size_t)r->n_prompt * sizeof(int32_t));
-    waiting_req *w = toks ? wait_insert(s, s->n_wait) : NULL;
+    int32_t *pred = r->n_prediction > 0 ? malloc((size_t)r->n_prediction * sizeof(int32_t)) : NULL;
+    waiting_req *w = toks && (pred || r->n_prediction <= 0) ? wait_insert(s, s->n_wait) : NULL;
     if (!w) {
-        free(toks);
+        free(toks), free(pred);
         return loom_error(LOOM_ERR_NOMEM, "out of memory queueing a prompt of %d tokens", r->n_prompt);
     }
+    if (pred) memcpy(pred, r->prediction, (size_t)r->n_prediction * sizeof(int32_t));
+    w->pred = pred;
+    w->n_pred = pred ? r->n_prediction : 0;
     memcpy(toks, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
     w->toks = toks;
     w->id = s->next_id++;
@@ -300,6 +317,7 @@ static void vacate(loom_scheduler *s, int slot) {
     if (q->n_toks == q->n_prompt) s->n_prefilling--;
     drop_blocks(s, q);
     free(q->toks);
+    free(q->pred);
     int32_t *blocks = q->blocks;
     uint64_t *hash = q->hash;
     memset(q, 0, sizeof *q);
@@ -321,6 +339,7 @@ static void finish(loom_scheduler *s, int slot, const char *reason, const char *
             .queue_ms = 1e3 * (q->t_admit - q->t_submit),
             .prompt_ms = q->t_first > 0 ? 1e3 * (q->t_first - q->t_admit) : 0,
             .gen_ms = q->t_first > 0 ? 1e3 * (q->t_last - q->t_first) : 0,
+            .draft_tokens = q->n_proposed, .draft_accepted = q->n_kept,
         };
         s->cb.on_finish(s->cb.user, &f);
     }
@@ -361,7 +380,10 @@ static bool preempt(loom_scheduler *s, int slot) {
     w->t_submit = q->t_submit;
     w->t_first = q->t_first;
     w->t_last = q->t_last;
+    w->pred = q->pred, w->n_pred = q->n_pred; /* the buffer moves too */
+    w->n_proposed = q->n_proposed, w->n_kept = q->n_kept;
     q->toks = NULL;
+    q->pred = NULL;
     vacate(s, slot);
     s->stats.preemptions++;
     return true;
@@ -442,7 +464,10 @@ static void admit(loom_scheduler *s) {
         q->n_user_prompt = w->n_user_prompt;
         q->n_prompt = q->n_toks = w->n_toks;
         q->limit = w->limit;
-        q->accept = DRAFT_ACCEPT0;
+        q->pred = w->pred, q->n_pred = w->n_pred;
+        w->pred = NULL; /* moved: drop_waiting below frees the rest */
+        q->n_proposed = w->n_proposed, q->n_kept = w->n_kept;
+        q->accept = q->pred ? DRAFT_ACCEPT0_PREDICTED : DRAFT_ACCEPT0;
         q->sp = w->sp;
         q->ignore_eos = w->ignore_eos;
         q->logprobs = w->logprobs;
@@ -535,10 +560,18 @@ static void publish_full(loom_scheduler *s, seq_state *q) {
  * preempting another sequence for them). New block ids go to out[*n_out]. */
 static int propose(loom_scheduler *s, int slot, int max, int n_decode, int32_t *out, int *n_out) {
     seq_state *q = &s->act[slot];
-    if (max > s->draft_max) max = s->draft_max;
+    const int cap = q->pred && s->draft_max < DRAFT_PREDICTION_MAX ? DRAFT_PREDICTION_MAX : s->draft_max;
+    if (max > cap) max = cap;
     if (max > q->limit - q->n_toks - 1) max = q->limit - q->n_toks - 1;
     if (max <= 0) return 0;
-    int k = loom_draft_lookup(q->toks, q->n_toks, s->draft_min_ngram, s->draft_max_ngram, max, q->toks + q->n_toks);
+    const int nmin = s->draft_max ? s->draft_min_ngram : LOOM_DRAFT_MIN_NGRAM,
+              nmax = s->draft_max ? s->draft_max_ngram : LOOM_DRAFT_MAX_NGRAM;
+    int k = 0;
+    if (q->pred) /* the expected output first: what followed the reply's last tokens there */
+        k = loom_draft_lookup_in(q->toks + q->n_user_prompt, q->n_toks - q->n_user_prompt, q->pred, q->n_pred, nmin, nmax,
+                                 max, q->toks + q->n_toks);
+    if (k == 0 && s->draft_max)
+        k = loom_draft_lookup(q->toks, q->n_toks, nmin, nmax, max, q->toks + q->n_toks);
     const double worth = n_decode / (DRAFT_STEP_ROWS + n_decode);
     double used = q->accept;
     int fit = 0;
@@ -623,7 +656,7 @@ static bool build_step(loom_scheduler *s, mb_state *mb) {
         if (room < q->n_sent + 1) continue; /* preempted, or no block this round */
         /* proposals within the step's share, leaving a row for every other decoding sequence */
         int spare = s->R - rows - 1 - (decode_left > 0 ? decode_left : 0);
-        int k = s->draft_max ? propose(s, i, spare < draft_rows ? spare : draft_rows, n_decode, nb, &n_nb) : 0;
+        int k = s->draft_max || q->pred ? propose(s, i, spare < draft_rows ? spare : draft_rows, n_decode, nb, &n_nb) : 0;
         draft_rows -= k;
         add_rows(s, mb, nseq++, i, 1 + k, k, nb, n_nb);
         rows += 1 + k;
@@ -710,6 +743,8 @@ static loom_status take_result(loom_scheduler *s, const mb_state *mb, const Loom
         q->in_flight = false;
         s->stats.draft_tokens += q->n_draft;
         s->stats.draft_accepted += (int64_t)(end - k) - 1;
+        q->n_proposed += q->n_draft;
+        q->n_kept += (int)(end - k) - 1;
         for (int j = 0; j < q->n_draft && j <= (int)(end - k) - 1; j++) /* tried until the first miss */
             q->accept += DRAFT_EMA * ((j < (int)(end - k) - 1 ? 1.0f : 0.0f) - q->accept);
         q->n_sent += (int)(end - k) - 1; /* the accepted proposals' positions hold their keys and values */

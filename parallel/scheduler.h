@@ -58,6 +58,12 @@ typedef struct {
     bool ignore_eos;
     bool logprobs;    /* report each sampled token's log-probability */
     int top_logprobs; /* and this many most likely alternatives (0..20) */
+    /* The output the caller expects (OpenAI's predicted outputs; copied by
+     * submit), or NULL: speculative decoding proposes from it whatever the
+     * scheduler's draft options say (draft.h), what followed the output's
+     * last tokens there, and its start before the first token. */
+    const int32_t *prediction;
+    int n_prediction;
 } loom_request;
 
 /* Log-probabilities of a sampled token under the model's raw distribution. */
@@ -78,6 +84,8 @@ typedef struct {
     double queue_ms;         /* submit to admission */
     double prompt_ms;        /* admission to the first sampled token */
     double gen_ms;           /* first sampled token to the last */
+    int draft_tokens;        /* speculative decoding: tokens proposed for it, and the model's own among them */
+    int draft_accepted;
 } loom_finished;
 
 typedef struct {

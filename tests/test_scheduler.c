@@ -309,3 +309,72 @@ Test(draft, lookup_proposes_what_followed_the_longest_latest_match) {
     cr_assert_eq(loom_draft_lookup(u, 1, 1, 4, 5, out), 0, "one token");
     cr_assert_eq(loom_draft_lookup(a, na, 3, 2, 5, out), 0, "min above max");
 }
+
+Test(draft, lookup_in_an_expected_output) {
+    int32_t out[8];
+    const int32_t pred[] = {10, 11, 12, 13, 11, 12, 14};
+    cr_assert_eq(loom_draft_lookup_in(NULL, 0, pred, 7, 2, 4, 3, out), 3, "nothing written: the start");
+    cr_assert(out[0] == 10 && out[1] == 11 && out[2] == 12);
+    const int32_t a[] = {10, 11, 12};
+    cr_assert_eq(loom_draft_lookup_in(a, 3, pred, 7, 2, 4, 8, out), 4, "10 11 12 matched: what followed it");
+    cr_assert(out[0] == 13 && out[3] == 14);
+    const int32_t b[] = {99, 11, 12};
+    cr_assert_eq(loom_draft_lookup_in(b, 3, pred, 7, 2, 4, 8, out), 1, "11 12: the later occurrence");
+    cr_assert_eq(out[0], 14);
+    const int32_t c[] = {11};
+    cr_assert_eq(loom_draft_lookup_in(c, 1, pred, 7, 2, 4, 8, out), 2, "a one-token output matches whole");
+    const int32_t d[] = {5, 11};
+    cr_assert_eq(loom_draft_lookup_in(d, 2, pred, 7, 2, 4, 8, out), 0, "a longer output needs ngram_min");
+    const int32_t e[] = {12, 14};
+    cr_assert_eq(loom_draft_lookup_in(e, 2, pred, 7, 2, 4, 8, out), 0, "the match ends the corpus: nothing after it");
+}
+
+static void count_done(void *u, const loom_finished *f) {
+    int *kept = u;
+    kept[f->id] = f->draft_accepted;
+}
+
+/* An expected output (OpenAI's predicted outputs) proposes with the
+ * scheduler's draft options off: the same tokens whether it is right or
+ * wrong, and a right one saves steps. */
+Test(scheduler, prediction_proposes_and_changes_nothing, .init = setup, .fini = teardown, .timeout = 300) {
+    enum { PROMPT = 20, GEN = 60 };
+    int32_t prompt[PROMPT];
+    fill_prompt(prompt, PROMPT, 5);
+    loom_request r = greedy(prompt, PROMPT, GEN);
+    r.sampling.temperature = 0.8f, r.sampling.seed = 4, r.sampling.top_k = 0;
+    loom_engine *e = engine(1, 128, 0, false);
+    int kept[2] = {0, 0};
+    loom_callbacks cb = {.on_finish = count_done, .is_eog = never, .user = kept};
+    loom_result plain, res;
+    loom_run_stats st;
+    OK(loom_engine_run(e, &r, 1, &cb, NULL, &plain, &st));
+    cr_assert_eq(plain.n_tokens, GEN);
+    int32_t wrong[GEN];
+    memcpy(wrong, plain.tokens, sizeof wrong);
+    for (int i = GEN / 2; i < GEN; i += 7) wrong[i] = (wrong[i] + 1) % 512;
+    for (int w = 0; w < 2; w++) {
+        r.prediction = w ? wrong : plain.tokens;
+        r.n_prediction = GEN;
+        OK(loom_engine_run(e, &r, 1, &cb, NULL, &res, &st));
+        cr_assert_eq(res.n_tokens, GEN);
+        cr_assert_arr_eq(res.tokens, plain.tokens, sizeof(int32_t) * GEN, "%s prediction changed the tokens",
+                         w ? "a wrong" : "the right");
+        cr_assert_eq(kept[0], st.draft_accepted);
+        if (!w) cr_assert_geq(st.draft_accepted, GEN - 8, "the right prediction: %lld kept", (long long)st.draft_accepted);
+        else cr_assert(st.draft_accepted > GEN / 3 && st.draft_accepted < st.draft_tokens, "a wrong one: %lld of %lld",
+                       (long long)st.draft_accepted, (long long)st.draft_tokens);
+        loom_result_free(&res);
+    }
+    int32_t bad = 512;
+    r.prediction = &bad, r.n_prediction = 1;
+    loom_scheduler *s;
+    OK(loom_scheduler_create(e, &cb, NULL, &s));
+    uint64_t id;
+    loom_status refused_st = loom_scheduler_submit(s, &r, &id);
+    cr_assert_not_null(refused_st, "a prediction token outside the vocabulary");
+    loom_status_free(refused_st);
+    loom_scheduler_free(s);
+    loom_result_free(&plain);
+    loom_engine_free(e);
+}

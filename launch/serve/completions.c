@@ -414,8 +414,18 @@ static int completion_tokens(job *j) {
 
 static json_t *usage_json(job *j) {
     int c = completion_tokens(j);
-    return json_pack("{s:i, s:i, s:i}", "prompt_tokens", j->prompt_tokens, "completion_tokens", c, "total_tokens",
-                     j->prompt_tokens + c);
+    json_t *u = json_pack("{s:i, s:i, s:i}", "prompt_tokens", j->prompt_tokens, "completion_tokens", c, "total_tokens",
+                          j->prompt_tokens + c);
+    if (u && j->p.prediction) { /* predicted outputs: proposals kept and refused, as OpenAI reports them */
+        int made = 0, kept = 0;
+        pthread_mutex_lock(&j->s->mu);
+        for (int i = 0; i < j->n; i++) made += j->ch[i].req->draft_tokens, kept += j->ch[i].req->draft_accepted;
+        pthread_mutex_unlock(&j->s->mu);
+        json_object_set_new(u, "completion_tokens_details",
+                            json_pack("{s:i, s:i, s:i}", "accepted_prediction_tokens", kept, "rejected_prediction_tokens",
+                                      made - kept, "reasoning_tokens", 0));
+    }
+    return u;
 }
 
 static json_t *lp_field(job *j, choice *c) {
@@ -685,10 +695,12 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         if (ok && j->p.echo && j->p.logprobs)
             ok = srv_score_prompt(s, toks[i].ids, (int)toks[i].n, j->p.top_logprobs, &plp[i], e);
     }
+    loom_tokens pred = {0}; /* predicted output: what speculative decoding proposes from */
+    if (ok && j->p.prediction) ok = tokenize(s, j->p.prediction, false, false, &pred, e);
     for (int i = 0; ok && i < j->n; i++) {
         const loom_tokens *t = &toks[i / per];
         loom_request r = {.sampling = j->p.sampling, .ignore_eos = j->p.ignore_eos, .logprobs = j->p.logprobs,
-                          .top_logprobs = j->p.top_logprobs};
+                          .top_logprobs = j->p.top_logprobs, .prediction = pred.ids, .n_prediction = (int)pred.n};
         r.sampling.seed += (uint64_t)(i % per) * 0x9e3779b97f4a7c15ull; /* a prompt's choices draw apart */
         int room = s->ctx_size - (int)t->n;
         r.max_tokens = j->p.max_tokens < 0 || j->p.max_tokens > room ? room : j->p.max_tokens;
@@ -714,6 +726,7 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         }
     }
     for (int i = 0; i < n_prompts; i++) loom_tokens_free(&toks[i]), srv_prompt_lp_free(&plp[i]);
+    loom_tokens_free(&pred);
     for (int i = 0; ok && i < j->n; i++) {
         j->ch[i].pending = i % per != 0 && !j->ch[i].finished;
         if (!j->ch[i].pending && !j->ch[i].finished) ok = srv_submit(s, j->ch[i].req, e);

@@ -331,6 +331,35 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     json_t *best_of = json_object_get(o, "best_of");
     if (best_of && !json_is_null(best_of) && !(json_is_integer(best_of) && json_integer_value(best_of) == n))
         return BAD("best_of", "'best_of' must equal 'n' (no ranking of extra choices)");
+    json_t *pred = json_object_get(o, "prediction");
+    if (pred && !json_is_null(pred)) { /* OpenAI's predicted outputs: {"type": "content", "content": text or parts} */
+        const char *type = json_string_value(json_object_get(pred, "type"));
+        json_t *content = json_object_get(pred, "content");
+        if (!type || strcmp(type, "content") != 0)
+            return BAD("prediction", "'prediction' must be {\"type\": \"content\", \"content\": ...}");
+        loom_strbuf b = {0};
+        loom_status st = NULL;
+        bool ok = json_is_string(content) || json_is_array(content);
+        if (json_is_string(content)) st = loom_strbuf_append(&b, json_string_value(content), json_string_length(content));
+        size_t i;
+        json_t *part;
+        if (json_is_array(content)) json_array_foreach(content, i, part) {
+            json_t *text = json_object_get(part, "text");
+            const char *pt = json_string_value(json_object_get(part, "type"));
+            if (!pt || strcmp(pt, "text") != 0 || !json_is_string(text)) {
+                ok = false;
+                break;
+            }
+            if (!st) st = loom_strbuf_append(&b, json_string_value(text), json_string_length(text));
+        }
+        if (ok && !st) p->prediction = strdup(b.data ? b.data : "");
+        loom_strbuf_free(&b);
+        if (st || (ok && !p->prediction)) {
+            loom_status_free(st);
+            return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+        }
+        if (!ok) return BAD("prediction", "the prediction's content must be a string or a list of text parts");
+    }
     if (!get_bool(o, "echo", &p->echo, e)) return false;
     if (p->echo && kind == SRV_CHAT) return BAD("echo", "'echo' is a completions parameter (POST /v1/completions)");
     json_t *suffix = json_object_get(o, "suffix");
@@ -426,6 +455,7 @@ bool srv_parse_request(srv_kind kind, const char *body, size_t len, uint64_t see
 void srv_params_free(srv_params *p) {
     free(p->model);
     free(p->suffix);
+    free(p->prediction);
     free(p->schema);
     free(p->bias_token);
     free(p->bias_value);

@@ -78,6 +78,7 @@ typedef struct {
     bool add_special;             /* BOS as the model says */
     bool echo;                    /* the prompt leads each choice's text (and log-probabilities) */
     char *suffix;                 /* fill in the middle: the text after the completion (text prompts), or NULL */
+    char *prediction;             /* predicted output (speculative decoding proposes from it), or NULL */
 } srv_params;
 
 /* Parses a /v1/chat/completions or /v1/completions body. seed_default

@@ -26,12 +26,15 @@ srv_req *srv_req_new(const int32_t *prompt, int n_prompt, const loom_request *r)
     }
     memcpy(q->prompt, prompt, (size_t)n_prompt * sizeof(int32_t));
     const size_t nb = (size_t)(r->sampling.n_logit_bias > 0 ? r->sampling.n_logit_bias : 0);
+    const size_t np = (size_t)(r->n_prediction > 0 ? r->n_prediction : 0);
     if ((r->sampling.json_schema && !(q->schema = strdup(r->sampling.json_schema))) ||
         (nb && (!(q->bias_token = malloc(nb * sizeof *q->bias_token)) ||
-                !(q->bias_value = malloc(nb * sizeof *q->bias_value))))) {
-        free(q->prompt), free(q->schema), free(q->bias_token), free(q->bias_value), free(q);
+                !(q->bias_value = malloc(nb * sizeof *q->bias_value)))) ||
+        (np && !(q->pred = malloc(np * sizeof *q->pred)))) {
+        free(q->prompt), free(q->schema), free(q->bias_token), free(q->bias_value), free(q->pred), free(q);
         return NULL;
     }
+    if (np) memcpy(q->pred, r->prediction, np * sizeof *q->pred);
     if (nb) {
         memcpy(q->bias_token, r->sampling.bias_token, nb * sizeof *q->bias_token);
         memcpy(q->bias_value, r->sampling.bias_value, nb * sizeof *q->bias_value);
@@ -42,6 +45,7 @@ srv_req *srv_req_new(const int32_t *prompt, int n_prompt, const loom_request *r)
     q->r.sampling.bias_token = q->bias_token, q->r.sampling.bias_value = q->bias_value;
     q->r.prompt = q->prompt;
     q->r.n_prompt = n_prompt;
+    q->r.prediction = q->pred;
     q->top = r->logprobs ? r->top_logprobs : 0;
     q->refs = 1;
     q->t_arrive = loom_now_s();
@@ -55,6 +59,7 @@ static void req_free(srv_req *q) {
     free(q->schema);
     free(q->bias_token);
     free(q->bias_value);
+    free(q->pred);
     free(q->toks);
     free(q->lp);
     free(q->top_ids);
@@ -201,6 +206,7 @@ static void on_finish(void *user, const loom_finished *f) {
         srv_hist_add(&m->e2e, loom_now_s() - q->t_arrive);
         srv_hist_add(&m->queue, f->queue_ms / 1e3);
         pthread_mutex_unlock(&m->mu);
+        q->draft_tokens = f->draft_tokens, q->draft_accepted = f->draft_accepted;
         finish_locked(s, q, f->stop_reason, f->error);
     }
     pthread_mutex_unlock(&s->mu);

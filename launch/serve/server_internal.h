@@ -33,6 +33,7 @@ struct srv_req {
     char *schema;              /* r.sampling.json_schema's text, or NULL */
     int32_t *bias_token;       /* r.sampling's logit bias, or NULL */
     float *bias_value;
+    int32_t *pred;             /* r.prediction, or NULL */
     double t_arrive;
     /* shared */
     uint64_t id;               /* the scheduler's, once submitted */
@@ -43,6 +44,7 @@ struct srv_req {
     float *top_lp;             /* (cap, top) */
     int n, cap, top;
     char finish[16];           /* "stop", "length", "cancelled", "error" */
+    int draft_tokens, draft_accepted; /* speculative decoding's proposals for it, the model's own among them */
     char *error;
     double t_first, t_last;
     int refs;                  /* HTTP side + scheduler side */

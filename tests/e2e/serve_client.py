@@ -889,6 +889,33 @@ def test_fim(cl, name):
     ok("completions with suffix: a code model's middle between prefix and suffix, whole and streamed")
 
 
+def test_prediction(cl, name, chat_text):
+    """Predicted outputs (OpenAI's `prediction`) on a server without --draft: the reply is the same whatever the
+    prediction, and the usage counts the prediction's tokens kept and refused."""
+    msgs = [{"role": "user", "content": MSG}]
+    r = cl.chat.completions.create(model=name, messages=msgs, max_tokens=24, temperature=0,
+                                   prediction={"type": "content", "content": chat_text})
+    d = r.usage.completion_tokens_details
+    check(r.choices[0].message.content == chat_text and d.accepted_prediction_tokens >= 16,
+          "an exact prediction: %r, %r" % (r.choices[0].message.content, d))
+    words = chat_text.split(" ")
+    half = len(words) // 2  # the reply with a word changed halfway: kept up to it, refused there
+    wrong = [{"type": "text", "text": " ".join(words[:half]) + " "},
+             {"type": "text", "text": " ".join(["zebra"] + words[half + 1:])}]
+    r = cl.chat.completions.create(model=name, messages=msgs, max_tokens=24, temperature=0,
+                                   prediction={"type": "content", "content": wrong})
+    d = r.usage.completion_tokens_details
+    check(r.choices[0].message.content == chat_text and d.rejected_prediction_tokens > 0,
+          "a wrong prediction: %r, %r" % (r.choices[0].message.content, d))
+    c = cl.completions.create(model=name, prompt=PROMPT, max_tokens=24, temperature=0)
+    c2 = cl.completions.create(model=name, prompt=PROMPT, max_tokens=24, temperature=0,
+                               extra_body={"prediction": {"type": "content", "content": c.choices[0].text}})
+    check(c2.choices[0].text == c.choices[0].text, "completions with a prediction: %r" % c2.choices[0].text)
+    expect_error(400, "POST", "/v1/chat/completions", {"messages": msgs, "prediction": {"type": "audio"}}, "prediction")
+    ok("predicted outputs: the same reply with an exact or a wrong prediction, its tokens kept (%d) and refused "
+       "counted in the usage" % r.usage.completion_tokens_details.accepted_prediction_tokens)
+
+
 def test_draft(cl, name):
     """A server with --draft: greedy replies (whole, streamed, four at once) equal loom generate's
     without speculation, and the metrics count proposals, some kept."""
@@ -1071,6 +1098,7 @@ def main():
         return
     test_responses(cl, name, chat_text)
     test_anthropic(name, chat_text)
+    test_prediction(cl, name, chat_text)
     test_logprobs(cl, name)
     test_echo(cl, name)
     test_stop(cl, name, pieces)
