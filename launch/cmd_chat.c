@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "launch/args.h"
@@ -171,21 +170,16 @@ static loom_status converse(loom_engine *e, const loom_gguf *g, const char *chat
 int cmd_chat(int argc, char **argv) {
     const char *device_s = "auto";
     const char *model = NULL, *kv_type = "f16", *system = NULL, *chat_template = NULL;
-    loom_sampling_params sp = loom_sampling_defaults();
-    int64_t max_tokens = 1024, top_k = sp.top_k, seed = -1, threads = loom_cpu_count(), ctx = 4096, tp = 1, pp = 1,
-            draft = 0, draft_min = LOOM_DRAFT_MIN_NGRAM, draft_max = LOOM_DRAFT_MAX_NGRAM;
-    double temp = sp.temperature, top_p = sp.top_p, min_p = sp.min_p, rep = sp.repeat_penalty, watchdog = 30;
+    loom_sampling_args sa = loom_sampling_args_defaults();
+    int64_t max_tokens = 1024, threads = loom_cpu_count(), ctx = 4096, tp = 1, pp = 1, draft = 0,
+            draft_min = LOOM_DRAFT_MIN_NGRAM, draft_max = LOOM_DRAFT_MAX_NGRAM;
+    double watchdog = 30;
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
         {"--system", LOOM_ARG_STR, &system, "TEXT", "the system message"},
         {"--chat-template", LOOM_ARG_STR, &chat_template, "FILE", "this Jinja template instead of the model's"},
         {"--max-tokens", LOOM_ARG_INT, &max_tokens, "N", "tokens per reply at most"},
-        {"--temperature", LOOM_ARG_FLOAT, &temp, "T", "sampling temperature; 0 = greedy"},
-        {"--top-k", LOOM_ARG_INT, &top_k, "K", "keep the K most likely tokens; 0 = off"},
-        {"--top-p", LOOM_ARG_FLOAT, &top_p, "P", "keep the smallest set with probability >= P; 1 = off"},
-        {"--min-p", LOOM_ARG_FLOAT, &min_p, "P", "drop tokens less likely than P x the top one; 0 = off"},
-        {"--repeat-penalty", LOOM_ARG_FLOAT, &rep, "R", "penalise tokens of the last 64; 1 = off"},
-        {"--seed", LOOM_ARG_INT, &seed, "S", "sampling seed (turn i draws from seed + i); -1 = from the clock"},
+        LOOM_SAMPLING_ARGS(sa, "sampling seed (turn i draws from seed + i); -1 = from the clock"),
         {"--threads", LOOM_ARG_INT, &threads, "N", "threads per rank (default: the CPUs this process may use)"},
         {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions of the conversation"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
@@ -208,22 +202,15 @@ int cmd_chat(int argc, char **argv) {
     if (max_tokens < 1 || max_tokens > (1 << 24)) return loom_usage_error("chat: --max-tokens must be 1..16777216");
     if (threads < 1 || threads > 1024) return loom_usage_error("chat: --threads must be 1..1024");
     if (ctx < 2 || ctx > (1 << 24)) return loom_usage_error("chat: --ctx-size must be 2..16777216");
-    if (top_k < 0 || top_k > (1 << 30)) return loom_usage_error("chat: --top-k must be >= 0");
     if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("chat: --tp and --pp must be >= 1");
     if (watchdog < 0) return loom_usage_error("chat: --watchdog-timeout must be >= 0");
     loom_type kvt;
     if (loom_parse_kv_type("chat", kv_type, &kvt)) return 2;
     loom_scheduler_options sched = {0};
     if (loom_draft_options("chat", draft, draft_min, draft_max, &sched)) return 2;
-    if (seed < 0) seed = (int64_t)(time(NULL) ^ ((uint64_t)getpid() << 16));
-    sp.temperature = (float)temp;
-    sp.top_k = (int32_t)top_k;
-    sp.top_p = (float)top_p;
-    sp.min_p = (float)min_p;
-    sp.repeat_penalty = (float)rep;
-    sp.seed = (uint64_t)seed;
-    loom_status st = loom_sampling_check(&sp);
-    if (st) return loom_fail("chat", st);
+    loom_sampling_params sp;
+    int bad = loom_sampling_from_args("chat", &sa, &sp);
+    if (bad) return bad;
 
     loom_cluster_options co = {.model = model, .tp = (int)tp, .pp = (int)pp, .watchdog_timeout_s = watchdog};
     co.engine = loom_engine_defaults();
@@ -234,7 +221,7 @@ int cmd_chat(int argc, char **argv) {
     co.engine.prefix_cache = true;
     if (loom_parse_device("chat", device_s, &co.engine.device)) return 2;
     loom_cluster *cluster = NULL;
-    st = loom_cluster_start(&co, &cluster);
+    loom_status st = loom_cluster_start(&co, &cluster);
     if (st) return loom_fail("chat", st);
     bool coord = loom_cluster_is_coordinator(cluster);
     loom_engine *e = NULL;

@@ -5,8 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "launch/args.h"
 #include "runtime/text/chat.h"
@@ -265,22 +263,17 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
 int cmd_generate(int argc, char **argv) {
     const char *device_s = "auto";
     const char *model = NULL, *schema_file = NULL, *prompt = NULL, *prompt_file = NULL, *kv_type = "f16", *system = NULL, *chat_template = NULL;
-    loom_sampling_params sp = loom_sampling_defaults();
-    int64_t max_tokens = 128, top_k = sp.top_k, seed = -1, threads = loom_cpu_count(), ctx = 4096, seqs = 0,
+    loom_sampling_args sa = loom_sampling_args_defaults();
+    int64_t max_tokens = 128, threads = loom_cpu_count(), ctx = 4096, seqs = 0,
             batch = 256, tp = 1, pp = 1, draft = 0, draft_min = LOOM_DRAFT_MIN_NGRAM, draft_max = LOOM_DRAFT_MAX_NGRAM;
-    double temp = sp.temperature, top_p = sp.top_p, min_p = sp.min_p, rep = sp.repeat_penalty, watchdog = 30;
+    double watchdog = 30;
     bool chat = false, ignore_eos = false, json = false, no_parse_special = false;
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
         {"--prompt", LOOM_ARG_STR, &prompt, "TEXT", "the prompt"},
         {"--prompt-file", LOOM_ARG_STR, &prompt_file, "PATH", "prompts, one per line (\\n, \\t, \\\\ escapes); run concurrently"},
         {"--max-tokens", LOOM_ARG_INT, &max_tokens, "N", "tokens to generate per prompt at most"},
-        {"--temperature", LOOM_ARG_FLOAT, &temp, "T", "sampling temperature; 0 = greedy"},
-        {"--top-k", LOOM_ARG_INT, &top_k, "K", "keep the K most likely tokens; 0 = off"},
-        {"--top-p", LOOM_ARG_FLOAT, &top_p, "P", "keep the smallest set with probability >= P; 1 = off"},
-        {"--min-p", LOOM_ARG_FLOAT, &min_p, "P", "drop tokens less likely than P x the top one; 0 = off"},
-        {"--repeat-penalty", LOOM_ARG_FLOAT, &rep, "R", "penalise tokens of the last 64; 1 = off"},
-        {"--seed", LOOM_ARG_INT, &seed, "S", "sampling seed; -1 = from the clock (printed with --json)"},
+        LOOM_SAMPLING_ARGS(sa, "sampling seed; -1 = from the clock (printed with --json)"),
         {"--threads", LOOM_ARG_INT, &threads, "N", "threads per rank (default: the CPUs this process may use)"},
         {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions per sequence (prompt + generation)"},
         {"--sequences", LOOM_ARG_INT, &seqs, "N", "sequences running at once (default: all prompts, at most 64)"},
@@ -317,22 +310,16 @@ int cmd_generate(int argc, char **argv) {
     if (ctx < 1 || ctx > (1 << 24)) return loom_usage_error("generate: --ctx-size must be 1..16777216");
     if (batch < 1 || batch > 65536) return loom_usage_error("generate: --batch must be 1..65536");
     if (seqs < 0 || seqs > 4096) return loom_usage_error("generate: --sequences must be 0..4096");
-    if (top_k < 0 || top_k > (1 << 30)) return loom_usage_error("generate: --top-k must be >= 0");
     if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("generate: --tp and --pp must be >= 1");
     if (watchdog < 0) return loom_usage_error("generate: --watchdog-timeout must be >= 0");
     loom_type kvt;
     if (loom_parse_kv_type("generate", kv_type, &kvt)) return 2;
     loom_scheduler_options sched = {0};
     if (loom_draft_options("generate", draft, draft_min, draft_max, &sched)) return 2;
-    if (seed < 0) seed = (int64_t)(time(NULL) ^ ((uint64_t)getpid() << 16));
-    sp.temperature = (float)temp;
-    sp.top_k = (int32_t)top_k;
-    sp.top_p = (float)top_p;
-    sp.min_p = (float)min_p;
-    sp.repeat_penalty = (float)rep;
-    sp.seed = (uint64_t)seed;
-    loom_status st = loom_sampling_check(&sp);
-    if (st) return loom_fail("generate", st);
+    loom_sampling_params sp;
+    int bad = loom_sampling_from_args("generate", &sa, &sp);
+    if (bad) return bad;
+    loom_status st = NULL;
     loom_strbuf schema = {0}; /* read and checked here; every rank's sampler compiles what the steps carry */
     if (schema_file && !strcmp(schema_file, "object")) {
         sp.json_object = true;

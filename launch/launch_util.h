@@ -29,6 +29,24 @@ int loom_parse_device(const char *cmd, const char *s, loom_device_kind *out);
 int loom_parse_kv_type(const char *cmd, const char *s, loom_type *out);
 #define LOOM_KV_TYPE_HELP "KV cache element type: f16, f32 or q8_0 (int8 with a scale per 32: ~53 % of f16's bytes)"
 
+/* The sampling flags of generate and chat: their values, the table
+ * entries (seed_help: what --seed does), and the check that fills *sp
+ * (a seed of -1 from the clock; prints "loom <cmd>: ..." and returns
+ * nonzero when a value is out of range). */
+typedef struct {
+    double temp, top_p, min_p, rep;
+    int64_t top_k, seed;
+} loom_sampling_args;
+loom_sampling_args loom_sampling_args_defaults(void);
+#define LOOM_SAMPLING_ARGS(a, seed_help)                                                                           \
+    {"--temperature", LOOM_ARG_FLOAT, &(a).temp, "T", "sampling temperature; 0 = greedy"},                          \
+    {"--top-k", LOOM_ARG_INT, &(a).top_k, "K", "keep the K most likely tokens; 0 = off"},                           \
+    {"--top-p", LOOM_ARG_FLOAT, &(a).top_p, "P", "keep the smallest set with probability >= P; 1 = off"},           \
+    {"--min-p", LOOM_ARG_FLOAT, &(a).min_p, "P", "drop tokens less likely than P x the top one; 0 = off"},          \
+    {"--repeat-penalty", LOOM_ARG_FLOAT, &(a).rep, "R", "penalise tokens of the last 64; 1 = off"},                 \
+    {"--seed", LOOM_ARG_INT, &(a).seed, "S", seed_help}
+int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_sampling_params *sp);
+
 /* Speculative decoding's options (generate, serve): the table entries and
  * their check, which fills o's draft fields (prints "loom <cmd>: ..." and
  * returns nonzero when a value is out of range). */

@@ -82,6 +82,28 @@ int loom_parse_kv_type(const char *cmd, const char *s, loom_type *out) {
     return 2;
 }
 
+loom_sampling_args loom_sampling_args_defaults(void) {
+    const loom_sampling_params d = loom_sampling_defaults();
+    return (loom_sampling_args){.temp = d.temperature, .top_p = d.top_p, .min_p = d.min_p, .rep = d.repeat_penalty,
+                                .top_k = d.top_k, .seed = -1};
+}
+
+int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_sampling_params *sp) {
+    if (a->top_k < 0 || a->top_k > (1 << 30)) {
+        fprintf(stderr, "loom %s: --top-k must be >= 0\n", cmd);
+        return 2;
+    }
+    *sp = loom_sampling_defaults();
+    sp->temperature = (float)a->temp;
+    sp->top_k = (int32_t)a->top_k;
+    sp->top_p = (float)a->top_p;
+    sp->min_p = (float)a->min_p;
+    sp->repeat_penalty = (float)a->rep;
+    sp->seed = a->seed < 0 ? (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16) : (uint64_t)a->seed;
+    loom_status st = loom_sampling_check(sp);
+    return st ? loom_fail(cmd, st) : 0;
+}
+
 int loom_draft_options(const char *cmd, int64_t draft, int64_t ngram_min, int64_t ngram_max, loom_scheduler_options *o) {
     const char *bad = draft < 0 || draft > 64                                 ? "--draft must be 0..64"
                       : ngram_min < 1 || ngram_min > 64                       ? "--draft-ngram-min must be 1..64"

@@ -948,6 +948,24 @@ Test(responses, request_becomes_the_chat_request) {
     }
 }
 
+/* Named server-sent events: exactly `want`, in order, each data's type its
+ * name (numbered from 0 when `numbered`). */
+static void expect_events(const char *p, const char *const *want, size_t n, bool numbered) {
+    for (size_t i = 0; i < n; i++) {
+        char head[128];
+        snprintf(head, sizeof head, "event: %s\ndata: ", want[i]);
+        cr_assert(p && !strncmp(p, head, strlen(head)), "event %zu: %.60s", i, p ? p : "(end)");
+        const char *data = p + strlen(head), *end = strstr(data, "\n\n");
+        json_t *d = json_loadb(data, (size_t)(end - data), 0, NULL);
+        cr_assert(d, "event %zu's data", i);
+        cr_assert_str_eq(json_string_value(json_object_get(d, "type")), want[i]);
+        if (numbered) cr_assert_eq(json_integer_value(json_object_get(d, "sequence_number")), (json_int_t)i);
+        json_decref(d);
+        p = end + 2;
+    }
+    cr_assert(!p || *p == 0, "no more events: %.60s", p);
+}
+
 /* The output items and events of a reply with reasoning, text and a call. */
 Test(responses, items_and_events) {
     json_t *req = json_loads("{\"input\": \"x\", \"instructions\": \"I\", \"max_output_tokens\": 9}", 0, NULL);
@@ -985,19 +1003,7 @@ Test(responses, items_and_events) {
         "response.output_text.delta", "response.output_text.done", "response.content_part.done",
         "response.output_item.done", "response.output_item.added", "response.function_call_arguments.delta",
         "response.function_call_arguments.done", "response.output_item.done", "response.incomplete"};
-    const char *p = ev.data;
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        char head[128];
-        snprintf(head, sizeof head, "event: %s\ndata: ", want[i]);
-        cr_assert(p && !strncmp(p, head, strlen(head)), "event %zu: %.60s", i, p ? p : "(end)");
-        const char *data = p + strlen(head), *end = strstr(data, "\n\n");
-        json_t *d = json_loadb(data, (size_t)(end - data), 0, NULL);
-        cr_assert(d && json_integer_value(json_object_get(d, "sequence_number")) == (json_int_t)i);
-        cr_assert_str_eq(json_string_value(json_object_get(d, "type")), want[i]);
-        json_decref(d);
-        p = end + 2;
-    }
-    cr_assert_eq(*p, 0, "no more events");
+    expect_events(ev.data, want, sizeof want / sizeof want[0], true);
     json_decref(o), json_decref(call), json_decref(req);
     loom_strbuf_free(&ev);
     srv_resp_free(&r);
@@ -1096,18 +1102,7 @@ Test(anthropic, blocks_and_events) {
                                        "content_block_stop", "content_block_start", "content_block_delta",
                                        "content_block_delta", "content_block_stop", "content_block_start",
                                        "content_block_delta", "content_block_stop", "message_delta", "message_stop"};
-    const char *p = ev.data;
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        char head[96];
-        snprintf(head, sizeof head, "event: %s\ndata: ", want[i]);
-        cr_assert(p && !strncmp(p, head, strlen(head)), "event %zu: %.60s", i, p ? p : "(end)");
-        const char *data = p + strlen(head), *end = strstr(data, "\n\n");
-        json_t *d = json_loadb(data, (size_t)(end - data), 0, NULL);
-        cr_assert(d && !strcmp(json_string_value(json_object_get(d, "type")), want[i]));
-        json_decref(d);
-        p = end + 2;
-    }
-    cr_assert_eq(*p, 0);
+    expect_events(ev.data, want, sizeof want / sizeof want[0], false);
     json_decref(o), json_decref(call);
     loom_strbuf_free(&ev);
     srv_amsg_free(&m);

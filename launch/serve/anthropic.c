@@ -184,13 +184,17 @@ bool srv_anthropic_request(const char *body, size_t len, char **chat_body, srv_e
     return ok;
 }
 
-char *srv_anthropic_error_json(const srv_error *e) {
+json_t *srv_anthropic_error_obj(const srv_error *e) {
     const char *type = e->status == 401 ? "authentication_error" : e->status == 404 ? "not_found_error"
                        : e->status == 413 ? "request_too_large" : e->status == 429 ? "rate_limit_error"
                        : e->status >= 500 ? "api_error" : "invalid_request_error";
-    json_t *o = json_pack("{s:s, s:{s:s, s:o}}", "type", "error", "error", "type", type, "message",
-                          srv_json_text(e->message, strlen(e->message))); /* may quote the body's bytes */
-    char *s = srv_dump(o);
+    return json_pack("{s:s, s:{s:s, s:o}}", "type", "error", "error", "type", type, "message",
+                     srv_json_text(e->message, strlen(e->message))); /* may quote the body's bytes */
+}
+
+char *srv_anthropic_error_json(const srv_error *e) {
+    json_t *o = srv_anthropic_error_obj(e);
+    char *s = o ? srv_dump(o) : NULL;
     json_decref(o);
     return s;
 }
@@ -210,22 +214,10 @@ void srv_amsg_free(srv_amsg *m) {
     loom_strbuf_free(&m->text);
 }
 
+/* An event of the stream (o, stolen, given its type); nothing without out. */
 static void event(loom_strbuf *out, const char *type, json_t *o) {
-    if (!out || !o) {
-        json_decref(o);
-        return;
-    }
-    json_object_set_new(o, "type", json_string(type));
-    char *s = srv_dump(o);
-    json_decref(o);
-    if (!s) return;
-    loom_status st = loom_strbuf_append(out, "event: ", 7);
-    if (!st) st = loom_strbuf_append(out, type, strlen(type));
-    if (!st) st = loom_strbuf_append(out, "\ndata: ", 7);
-    if (!st) st = loom_strbuf_append(out, s, strlen(s));
-    if (!st) st = loom_strbuf_append(out, "\n\n", 2);
-    loom_status_free(st);
-    free(s);
+    if (out && o) json_object_set_new(o, "type", json_string(type));
+    srv_sse_event(out, type, o);
 }
 
 void srv_amsg_start(srv_amsg *m, loom_strbuf *out) {

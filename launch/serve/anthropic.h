@@ -35,7 +35,8 @@
  * body[0..len) asks for. */
 bool srv_anthropic_request(const char *body, size_t len, char **chat_body, srv_error *e);
 
-/* An error in Anthropic's envelope (malloc'd JSON text). */
+/* An error in Anthropic's envelope: the object, and its JSON text (malloc'd). */
+json_t *srv_anthropic_error_obj(const srv_error *e);
 char *srv_anthropic_error_json(const srv_error *e);
 
 /* One message being built. */

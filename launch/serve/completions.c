@@ -543,12 +543,7 @@ static json_t *anthropic_items(job *j, choice *c, loom_strbuf *out) {
     if (c->error && out) {
         srv_error e;
         srv_fail(&e, 500, "server_error", NULL, NULL, "%s", c->error);
-        char *s = srv_anthropic_error_json(&e);
-        loom_status st = loom_strbuf_append(out, "event: error\ndata: ", 19);
-        if (!st) st = loom_strbuf_append(out, s ? s : "{}", s ? strlen(s) : 2);
-        if (!st) st = loom_strbuf_append(out, "\n\n", 2);
-        loom_status_free(st);
-        free(s);
+        srv_sse_event(out, "error", srv_anthropic_error_obj(&e));
         return json_object();
     }
     const char *stop = c->stop.matched && c->stop.which >= 0 ? j->p.stop[c->stop.which] : NULL;

@@ -476,6 +476,19 @@ void srv_params_free(srv_params *p) {
 
 char *srv_dump(const json_t *j) { return json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(8)); }
 
+void srv_sse_event(loom_strbuf *out, const char *name, json_t *data) {
+    char *s = out && data ? srv_dump(data) : NULL;
+    json_decref(data);
+    if (!s) return;
+    loom_status st = loom_strbuf_append(out, "event: ", 7);
+    if (!st) st = loom_strbuf_append(out, name, strlen(name));
+    if (!st) st = loom_strbuf_append(out, "\ndata: ", 7);
+    if (!st) st = loom_strbuf_append(out, s, strlen(s));
+    if (!st) st = loom_strbuf_append(out, "\n\n", 2);
+    loom_status_free(st);
+    free(s);
+}
+
 json_t *srv_error_obj(const srv_error *e) {
     json_t *err = json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", e->message, "type",
                             e->type ? e->type : "invalid_request_error", "param", e->param, "code", e->code);

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "runtime/sampler.h"
+#include "runtime/text/utf8.h"
 
 #define SRV_MAX_STOP 16       /* stop strings per request */
 #define SRV_MAX_STOP_LEN 1024 /* bytes of one stop string */
@@ -104,5 +105,8 @@ json_t *srv_json_text(const char *s, size_t len);
 /* json_dumps with loom's settings (compact, UTF-8, floats to 8 digits);
  * malloc'd, NULL on allocation failure. */
 char *srv_dump(const json_t *j);
+/* Appends a named server-sent event, "event: NAME\ndata: JSON\n\n" (data
+ * stolen), to *out; nothing when out or data is NULL. */
+void srv_sse_event(loom_strbuf *out, const char *name, json_t *data);
 
 #endif

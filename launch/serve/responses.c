@@ -212,25 +212,14 @@ void srv_resp_free(srv_resp *r) {
     loom_strbuf_free(&r->text);
 }
 
-/* Appends "event: TYPE" and its data (o, stolen, given its type and
- * sequence_number) to *out; nothing without out. */
+/* An event of the stream (o, stolen, given its type and sequence_number);
+ * nothing without out. */
 static void event(srv_resp *r, loom_strbuf *out, const char *type, json_t *o) {
-    if (!out || !o) {
-        json_decref(o);
-        return;
+    if (out && o) {
+        json_object_set_new(o, "type", json_string(type));
+        json_object_set_new(o, "sequence_number", json_integer(r->seq++));
     }
-    json_object_set_new(o, "type", json_string(type));
-    json_object_set_new(o, "sequence_number", json_integer(r->seq++));
-    char *s = srv_dump(o);
-    json_decref(o);
-    if (!s) return;
-    loom_status st = loom_strbuf_append(out, "event: ", 7);
-    if (!st) st = loom_strbuf_append(out, type, strlen(type));
-    if (!st) st = loom_strbuf_append(out, "\ndata: ", 7);
-    if (!st) st = loom_strbuf_append(out, s, strlen(s));
-    if (!st) st = loom_strbuf_append(out, "\n\n", 2);
-    loom_status_free(st);
-    free(s);
+    srv_sse_event(out, type, o);
 }
 
 /* The request's value of key, or dflt (stolen) when absent or null. */
