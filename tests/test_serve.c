@@ -1136,3 +1136,23 @@ Test(openai, suffix_is_a_completions_text_field) {
     cr_assert(!parse(SRV_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"suffix\": \"y\"}", &p, &e));
     cr_assert_str_eq(e.param, "suffix");
 }
+
+/* What loom cannot do is refused naming the field, not ignored. */
+Test(openai, unsupported_fields_are_refused) {
+    static const char *const bad[][2] = {
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"modalities\": [\"text\", \"audio\"]}", "modalities"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"audio\": {\"voice\": \"alloy\"}}", "audio"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"web_search_options\": {}}", "web_search_options"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"functions\": [{\"name\": \"f\"}]}", "functions"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"function_call\": \"auto\"}", "function_call"},
+    };
+    srv_params p;
+    srv_error e;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert(!parse(SRV_CHAT, bad[i][0], &p, &e), "%s", bad[i][0]);
+        cr_assert_str_eq(e.param, bad[i][1]);
+    }
+    cr_assert(parse(SRV_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"modalities\": [\"text\"], \"audio\": null}",
+                    &p, &e), "%s", e.message);
+    srv_params_free(&p);
+}

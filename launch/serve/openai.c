@@ -362,6 +362,22 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     }
     if (!get_bool(o, "echo", &p->echo, e)) return false;
     if (p->echo && kind == SRV_CHAT) return BAD("echo", "'echo' is a completions parameter (POST /v1/completions)");
+    /* OpenAI fields whose meaning loom cannot give: refused, not ignored */
+    json_t *modalities = json_object_get(o, "modalities");
+    size_t mi;
+    json_t *mv;
+    if (json_is_array(modalities)) json_array_foreach(modalities, mi, mv) if (!json_is_string(mv) || strcmp(json_string_value(mv), "text") != 0)
+        return BAD("modalities", "only text output is supported ('modalities': [\"text\"])");
+    static const char *const unsupported[][2] = {
+        {"audio", "audio output is not supported"},
+        {"web_search_options", "web search is not supported"},
+        {"functions", "'functions' is the deprecated form of 'tools': send tools"},
+        {"function_call", "'function_call' is the deprecated form of 'tool_choice': send tool_choice"},
+    };
+    for (size_t k = 0; k < sizeof unsupported / sizeof unsupported[0]; k++) {
+        json_t *v = json_object_get(o, unsupported[k][0]);
+        if (v && !json_is_null(v)) return BAD(unsupported[k][0], "%s", unsupported[k][1]);
+    }
     json_t *suffix = json_object_get(o, "suffix");
     if (suffix && !json_is_null(suffix)) {
         if (kind == SRV_CHAT) return BAD("suffix", "'suffix' is a completions parameter (POST /v1/completions)");
