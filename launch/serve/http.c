@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "launch/serve/anthropic.h"
 #include "launch/serve/server_internal.h"
 #include "runtime/clock.h"
 
@@ -129,6 +130,12 @@ static bool authorized(srv *s, struct MHD_Connection *c) {
     return diff == 0;
 }
 
+/* An error in the envelope of the endpoint's API (Anthropic's for /v1/messages). */
+static enum MHD_Result reply_error_at(srv *s, struct MHD_Connection *c, const char *url, const srv_error *e) {
+    if (strcmp(url, "/v1/messages") != 0) return srv_reply_error(s, c, e);
+    return srv_reply(s, c, e->status, srv_anthropic_error_json(e), NULL);
+}
+
 static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, const char *method, const char *body,
                              size_t len) {
     bool get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
@@ -141,8 +148,8 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, 
     if (open_path) return url[1] == 'm' ? metrics(s, c) : health(s, c); /* no key needed, never waits */
     if (!authorized(s, c)) {
         srv_fail(&e, 401, "invalid_request_error", NULL, "invalid_api_key",
-                 "a valid API key is required: 'Authorization: Bearer <key>'");
-        return srv_reply_error(s, c, &e);
+                 "a valid API key is required: 'Authorization: Bearer <key>' or 'x-api-key: <key>'");
+        return reply_error_at(s, c, url, &e);
     }
     struct {
         const char *path;
@@ -154,9 +161,9 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, 
         if (strcmp(url, routes[i].path) != 0) continue;
         if (routes[i].post ? !post : !get) {
             srv_fail(&e, 405, "invalid_request_error", NULL, NULL, "%s takes %s", url, routes[i].post ? "POST" : "GET");
-            return srv_reply_error(s, c, &e);
+            return reply_error_at(s, c, url, &e);
         }
-        if (i <= 3 && srv_refuse_generation(s, &e)) return srv_reply_error(s, c, &e);
+        if (i <= 3 && srv_refuse_generation(s, &e)) return reply_error_at(s, c, url, &e);
         switch (i) {
         case 0: return srv_handle_generate(s, c, SRV_CHAT, body, len);
         case 1: return srv_handle_generate(s, c, SRV_COMPLETION, body, len);
