@@ -12,15 +12,15 @@ int loom_draft_lookup_in(const int32_t *toks, int n, const int32_t *corpus, int 
     if (n == 0) {
         best_len = ngram_min; /* nothing written yet: the corpus from its start (best_end -1) */
     } else {
+        /* an edit keeps the order: of equal matches the one nearest where the output's end would be */
         const int32_t last = toks[n - 1];
+        int best_dist = 0;
         for (int j = n_corpus - 2; j >= 0; j--) {
             if (corpus[j] != last) continue;
             int len = 1;
             while (len < ngram_max && len < n && j - len >= 0 && corpus[j - len] == toks[n - 1 - len]) len++;
-            if (len > best_len) {
-                best_len = len, best_end = j;
-                if (len == ngram_max) break;
-            }
+            const int dist = j > n - 1 ? j - (n - 1) : n - 1 - j;
+            if (len > best_len || (len == best_len && dist < best_dist)) best_len = len, best_end = j, best_dist = dist;
         }
     }
     if (best_len < ngram_min && !(n > 0 && best_len == n)) return 0; /* a short output may match whole */

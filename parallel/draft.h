@@ -19,9 +19,9 @@ int loom_draft_lookup(const int32_t *toks, int n, int ngram_min, int ngram_max, 
 
 /* The same with the occurrence looked for in corpus[0..n_corpus) (an
  * expected output): the longest suffix of toks[0..n) that occurs there
- * with a token after it (the later occurrence on equal lengths; shorter
- * than ngram_min only when it is all of toks); with n 0, the corpus's
- * start. */
+ * with a token after it (of equal lengths the one that ends nearest
+ * position n - 1: an edit keeps the order; shorter than ngram_min only when
+ * it is all of toks); with n 0, the corpus's start. */
 int loom_draft_lookup_in(const int32_t *toks, int n, const int32_t *corpus, int n_corpus, int ngram_min, int ngram_max,
                          int max_out, int32_t *out);
 

@@ -319,10 +319,13 @@ Test(draft, lookup_in_an_expected_output) {
     cr_assert_eq(loom_draft_lookup_in(a, 3, pred, 7, 2, 4, 8, out), 4, "10 11 12 matched: what followed it");
     cr_assert(out[0] == 13 && out[3] == 14);
     const int32_t b[] = {99, 11, 12};
-    cr_assert_eq(loom_draft_lookup_in(b, 3, pred, 7, 2, 4, 8, out), 1, "11 12: the later occurrence");
+    cr_assert_eq(loom_draft_lookup_in(b, 3, pred, 7, 2, 4, 8, out), 4, "11 12 at the output's own place");
+    cr_assert_eq(out[0], 13);
+    const int32_t b2[] = {1, 2, 3, 4, 5, 11, 12};
+    cr_assert_eq(loom_draft_lookup_in(b2, 7, pred, 7, 2, 4, 8, out), 1, "11 12 nearer the end: the later one");
     cr_assert_eq(out[0], 14);
     const int32_t c[] = {11};
-    cr_assert_eq(loom_draft_lookup_in(c, 1, pred, 7, 2, 4, 8, out), 2, "a one-token output matches whole");
+    cr_assert_eq(loom_draft_lookup_in(c, 1, pred, 7, 2, 4, 8, out), 5, "a one-token output matches whole, near the start");
     const int32_t d[] = {5, 11};
     cr_assert_eq(loom_draft_lookup_in(d, 2, pred, 7, 2, 4, 8, out), 0, "a longer output needs ngram_min");
     const int32_t e[] = {12, 14};
