@@ -94,7 +94,7 @@ static void anthropic_request(const char *body, size_t n) {
     char *chat = NULL;
     srv_error e;
     memset(&e, 0, sizeof e);
-    if (!srv_anthropic_request(body, n, &chat, &e)) {
+    if (!srv_anthropic_request(body, n, n % 2, &chat, &e)) {
         refused(&e);
         return;
     }

@@ -1038,7 +1038,7 @@ Test(anthropic, request_becomes_the_chat_request) {
         " \"stop_sequences\": [\"END\"], \"temperature\": 0.2, \"top_k\": 5, \"stream\": true,"
         " \"tools\": [{\"name\": \"w\", \"description\": \"d\", \"input_schema\": {\"type\": \"object\"}}],"
         " \"tool_choice\": {\"type\": \"any\"}, \"thinking\": {\"type\": \"disabled\"}}";
-    cr_assert(srv_anthropic_request(body, strlen(body), &chat, &e), "%s", e.message);
+    cr_assert(srv_anthropic_request(body, strlen(body), false, &chat, &e), "%s", e.message);
     json_t *got = json_loads(chat, 0, NULL);
     free(chat);
     json_t *want = json_loads(
@@ -1066,10 +1066,14 @@ Test(anthropic, request_becomes_the_chat_request) {
         {"{\"max_tokens\": 5, \"messages\": 3}", "messages"},
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
-        cr_assert(!srv_anthropic_request(refused[i][0], strlen(refused[i][0]), &chat, &e), "%s", refused[i][0]);
+        cr_assert(!srv_anthropic_request(refused[i][0], strlen(refused[i][0]), false, &chat, &e), "%s", refused[i][0]);
         cr_assert_eq(e.status, 400);
         cr_assert_str_eq(e.param, refused[i][1], "%s", refused[i][0]);
     }
+    static const char count[] = "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}";
+    cr_assert(srv_anthropic_request(count, strlen(count), true, &chat, &e), "count_tokens needs no max_tokens: %s", e.message);
+    cr_assert_null(strstr(chat, "max_tokens"));
+    free(chat);
     char *env = srv_anthropic_error_json(&e);
     json_t *o = json_loads(env, 0, NULL);
     cr_assert_str_eq(json_string_value(json_object_get(o, "type")), "error");

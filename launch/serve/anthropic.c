@@ -100,7 +100,7 @@ static bool turn(json_t *msgs, json_t *m, size_t i, srv_error *e) {
     return ok;
 }
 
-bool srv_anthropic_request(const char *body, size_t len, char **chat_body, srv_error *e) {
+bool srv_anthropic_request(const char *body, size_t len, bool counting, char **chat_body, srv_error *e) {
     *chat_body = NULL;
     json_error_t je;
     json_t *r = json_loadb(body, len, 0, &je);
@@ -124,8 +124,8 @@ bool srv_anthropic_request(const char *body, size_t len, char **chat_body, srv_e
     json_t *m;
     if (ok) json_array_foreach(ms, i, m) if (ok) ok = turn(msgs, m, i, e);
     json_t *mt = json_object_get(r, "max_tokens");
-    if (ok && !json_is_integer(mt)) ok = BAD("max_tokens", "'max_tokens' is required (an integer)");
-    if (ok) json_object_set(chat, "max_tokens", mt);
+    if (ok && !counting && !json_is_integer(mt)) ok = BAD("max_tokens", "'max_tokens' is required (an integer)");
+    if (ok && !counting) json_object_set(chat, "max_tokens", mt);
     static const char *const same[] = {"model", "stream", "temperature", "top_p", "top_k"};
     for (size_t k = 0; ok && k < sizeof same / sizeof same[0]; k++)
         if (json_object_get(r, same[k])) json_object_set(chat, same[k], json_object_get(r, same[k]));

@@ -21,6 +21,7 @@
  * content_block_delta (thinking_delta, text_delta, input_json_delta) /
  * content_block_stop per block, message_delta (stop_reason, usage),
  * message_stop. Errors: {"type": "error", "error": {"type", "message"}}.
+ * POST /v1/messages/count_tokens takes the same body without max_tokens.
  */
 #ifndef LOOM_SERVE_ANTHROPIC_H
 #define LOOM_SERVE_ANTHROPIC_H
@@ -32,8 +33,8 @@
 #include "runtime/text/utf8.h"
 
 /* The chat completions request body (malloc'd) that the Messages request
- * body[0..len) asks for. */
-bool srv_anthropic_request(const char *body, size_t len, char **chat_body, srv_error *e);
+ * body[0..len) asks for. counting: a count_tokens request (no max_tokens). */
+bool srv_anthropic_request(const char *body, size_t len, bool counting, char **chat_body, srv_error *e);
 
 /* An error in Anthropic's envelope: the object, and its JSON text (malloc'd). */
 json_t *srv_anthropic_error_obj(const srv_error *e);

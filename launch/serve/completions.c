@@ -826,9 +826,25 @@ enum MHD_Result srv_handle_responses(srv *s, struct MHD_Connection *c, const cha
 enum MHD_Result srv_handle_anthropic(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
     char *chat = NULL;
     srv_error e;
-    if (!srv_anthropic_request(body, len, &chat, &e)) return reply_error(s, c, API_ANTHROPIC, &e);
+    if (!srv_anthropic_request(body, len, false, &chat, &e)) return reply_error(s, c, API_ANTHROPIC, &e);
     enum MHD_Result r = generate(s, c, SRV_CHAT, chat, strlen(chat), API_ANTHROPIC, NULL);
     free(chat);
+    return r;
+}
+
+enum MHD_Result srv_handle_anthropic_count(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
+    char *chat = NULL;
+    srv_error e;
+    srv_params p;
+    loom_tokens t = {0};
+    bool opened, ok = srv_anthropic_request(body, len, true, &chat, &e);
+    bool parsed = ok && srv_parse_request(SRV_CHAT, chat, strlen(chat), 0, &p, &e);
+    free(chat);
+    ok = parsed && prompt_tokens(s, &p, 0, &t, &opened, &e);
+    if (parsed) srv_params_free(&p);
+    enum MHD_Result r = ok ? srv_reply_json(s, c, 200, json_pack("{s:i}", "input_tokens", (int)t.n))
+                           : reply_error(s, c, API_ANTHROPIC, &e);
+    loom_tokens_free(&t);
     return r;
 }
 

@@ -132,7 +132,7 @@ static bool authorized(srv *s, struct MHD_Connection *c) {
 
 /* An error in the envelope of the endpoint's API (Anthropic's for /v1/messages). */
 static enum MHD_Result reply_error_at(srv *s, struct MHD_Connection *c, const char *url, const srv_error *e) {
-    if (strcmp(url, "/v1/messages") != 0) return srv_reply_error(s, c, e);
+    if (strncmp(url, "/v1/messages", 12) != 0) return srv_reply_error(s, c, e);
     return srv_reply(s, c, e->status, srv_anthropic_error_json(e), NULL);
 }
 
@@ -156,7 +156,8 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, 
         bool post;
     } routes[] = {{"/v1/chat/completions", true}, {"/v1/completions", true}, {"/v1/responses", true},
                   {"/v1/messages", true},         {"/v1/models", false},     {"/tokenize", true},
-                  {"/detokenize", true},          {"/apply-template", true}, {"/v1/embeddings", true}};
+                  {"/detokenize", true},          {"/apply-template", true}, {"/v1/embeddings", true},
+                  {"/v1/messages/count_tokens", true}};
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(url, routes[i].path) != 0) continue;
         if (routes[i].post ? !post : !get) {
@@ -173,6 +174,7 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, 
         case 5: return srv_handle_tokenize(s, c, body, len);
         case 6: return srv_handle_detokenize(s, c, body, len);
         case 7: return srv_handle_apply_template(s, c, body, len);
+        case 9: return srv_handle_anthropic_count(s, c, body, len);
         default: return srv_handle_embeddings(s, c, body, len);
         }
     }

@@ -136,6 +136,8 @@ enum MHD_Result srv_handle_generate(srv *s, struct MHD_Connection *c, srv_kind k
 /* POST /v1/responses (responses.h), /v1/messages (anthropic.h). */
 enum MHD_Result srv_handle_responses(srv *s, struct MHD_Connection *c, const char *body, size_t len);
 enum MHD_Result srv_handle_anthropic(srv *s, struct MHD_Connection *c, const char *body, size_t len);
+/* POST /v1/messages/count_tokens: the prompt's tokens as the template renders it. */
+enum MHD_Result srv_handle_anthropic_count(srv *s, struct MHD_Connection *c, const char *body, size_t len);
 /* POST /tokenize, /detokenize, /apply-template. */
 enum MHD_Result srv_handle_tokenize(srv *s, struct MHD_Connection *c, const char *body, size_t len);
 enum MHD_Result srv_handle_detokenize(srv *s, struct MHD_Connection *c, const char *body, size_t len);

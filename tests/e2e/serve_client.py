@@ -827,6 +827,11 @@ def test_anthropic(name, chat_text):
                            messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
                                      {"role": "user", "content": "Name a river."}])
     check(m.content and m.usage.input_tokens > 20, "system and turns: %r" % m)
+    n = ac.messages.count_tokens(model=name, system="Answer in one word.",
+                                 messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+                                           {"role": "user", "content": "Name a river."}])
+    check(n.input_tokens == m.usage.input_tokens, "count_tokens %d, the message's usage %d" % (n.input_tokens,
+                                                                                             m.usage.input_tokens))
     schema = {"type": "object", "properties": {"river": {"enum": ["Seine", "Loire"]}}, "required": ["river"],
               "additionalProperties": False}
     m = ac.messages.create(model=name, max_tokens=64, extra_body=GREEDY, messages=[{"role": "user", "content": "A river?"}],
@@ -837,7 +842,7 @@ def test_anthropic(name, chat_text):
     check(st == 400 and e.get("type") == "error" and e["error"]["type"] == "invalid_request_error" and
           "max_tokens" in e["error"]["message"], "an Anthropic error: %d %r" % (st, d[:200]))
     ok("/v1/messages: the chat endpoint's greedy text whole and streamed (anthropic client), system and turns, "
-       "stop_sequences and max_tokens as stop reasons, errors in Anthropic's envelope")
+       "count_tokens, stop_sequences and max_tokens as stop reasons, errors in Anthropic's envelope")
 
 
 def test_anthropic_tools(name):
