@@ -169,10 +169,22 @@ ok "help"
 [ "$(json_field "$TMP/draft.json" 1 "o['tokens']")" = "$(json_field "$TMP/plain.json" 1 "o['tokens']")" ] ||
   fail "--draft changed the greedy tokens"
 grep -q "speculation: [1-9][0-9]* tokens proposed" "$TMP/draft.err" || fail "--draft proposed nothing: $(tail -3 "$TMP/draft.err")"
+# with structured output too (the constraint's state follows the kept tokens only), greedy and sampled
+for t in 0 0.9; do
+  for d in 0 6; do
+    "$LOOM" generate --model "$MODEL" --prompt-file "$TMP/two.txt" --chat --temperature $t --seed 3 --max-tokens 200 \
+      --json-schema "$TMP/schema.json" --draft $d --draft-ngram-min 1 --json > "$TMP/js$d.json" 2> "$TMP/js$d.err" ||
+      fail "--json-schema --draft $d: $(tail -3 "$TMP/js$d.err")"
+  done
+  cmp -s <(python3 -c "import json,sys; [print(json.loads(l)['tokens']) for l in open(sys.argv[1])]" "$TMP/js0.json") \
+    <(python3 -c "import json,sys; [print(json.loads(l)['tokens']) for l in open(sys.argv[1])]" "$TMP/js6.json") ||
+    fail "--draft changed structured output at temperature $t"
+  grep -q "speculation: [1-9]" "$TMP/js6.err" || fail "--draft with a schema proposed nothing"
+done
 expect_fail "bad --draft" "draft must be 0..64" "$LOOM" generate --model "$MODEL" --prompt hi --draft 65
 expect_fail "bad --draft-ngram-max" "draft-ngram-max must be" \
   "$LOOM" generate --model "$MODEL" --prompt hi --draft 4 --draft-ngram-min 3 --draft-ngram-max 2
-ok "--draft: the same tokens, proposals counted, bad values refused"
+ok "--draft: the same tokens (with a JSON schema too, greedy and sampled), proposals counted, bad values refused"
 
 # loom chat: a turn's reply is loom generate --chat's; the next turn finds the first in the prefix cache;
 # /clear forgets; a turn past the context is refused and the chat goes on; two ranks give the same replies
