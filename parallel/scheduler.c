@@ -564,21 +564,24 @@ static int propose(loom_scheduler *s, int slot, int max, int n_decode, int32_t *
     if (max > cap) max = cap;
     if (max > q->limit - q->n_toks - 1) max = q->limit - q->n_toks - 1;
     if (max <= 0) return 0;
+    /* how many places are worth a row by the estimate; none: no lookup this step, and the
+     * estimate rises, to try again now and then */
+    const double worth = n_decode / (DRAFT_STEP_ROWS + n_decode);
+    double used = q->accept;
+    int fit = 0;
+    while (fit < max && used >= worth) fit++, used *= q->accept;
+    if (fit == 0) {
+        q->accept += DRAFT_RETRY * (1.0f - q->accept);
+        return 0;
+    }
     const int nmin = s->draft_max ? s->draft_min_ngram : LOOM_DRAFT_MIN_NGRAM,
               nmax = s->draft_max ? s->draft_max_ngram : LOOM_DRAFT_MAX_NGRAM;
     int k = 0;
     if (q->pred) /* the expected output first: what followed the reply's last tokens there */
         k = loom_draft_lookup_in(q->toks + q->n_user_prompt, q->n_toks - q->n_user_prompt, q->pred, q->n_pred, nmin, nmax,
-                                 max, q->toks + q->n_toks);
+                                 fit, q->toks + q->n_toks);
     if (k == 0 && s->draft_max)
-        k = loom_draft_lookup(q->toks, q->n_toks, nmin, nmax, max, q->toks + q->n_toks);
-    const double worth = n_decode / (DRAFT_STEP_ROWS + n_decode);
-    double used = q->accept;
-    int fit = 0;
-    while (fit < k && used >= worth) fit++, used *= q->accept;
-    if (k > 0 && fit == 0) /* not worth a row by the estimate: let it rise, to try again now and then */
-        q->accept += DRAFT_RETRY * (1.0f - q->accept);
-    k = fit;
+        k = loom_draft_lookup(q->toks, q->n_toks, nmin, nmax, fit, q->toks + q->n_toks);
     while (k > 0 && q->n_blocks * s->B < q->n_sent + 1 + k) {
         int32_t b = loom_kv_blocks_available(s->pool) > s->watermark ? loom_kv_blocks_alloc(s->pool) : -1;
         if (b < 0) {
