@@ -47,7 +47,8 @@
  * generated token must be the argmax of the cluster's own teacher-forced
  * logits at its position, outside NEAR_TIE·σ near ties (prefill and decode
  * take different kernels, so the logits are close, not bit-equal); with
- * --draft N by speculative decoding, from the prompt written twice.
+ * --draft N by speculative decoding, from the prompt and its reference
+ * continuation followed by the prompt again.
  */
 #include <math.h>
 #include <mpi.h>
@@ -128,14 +129,17 @@ static bool never_eog(void *user, int32_t token) {
 
 /* Greedy generation through the cluster against its own scoring; returns
  * the number of failures. With draft > 0, speculative decoding proposes up
- * to that many tokens a step from a prompt that is the case's twice (a run
- * the lookup finds), and some proposals must be kept. */
+ * to that many tokens a step from a prompt that holds the case's prompt and
+ * continuation and then its prompt again (a run the lookup finds), and some
+ * proposals must be kept. */
 static int check_greedy(loom_engine *e, const loom_ref_case *c, int tp, int pp, int draft) {
     const int V = loom_engine_model(e)->vocab, gen = c->n_gen < 24 ? c->n_gen : 24;
-    const int n_prompt = draft ? 2 * c->n_prompt : c->n_prompt;
+    /* with proposals: the case's prompt and continuation, then its prompt again, so the model's
+     * reply repeats text the lookup finds */
+    const int first = draft ? c->n_prompt + c->n_gen : c->n_prompt, n_prompt = draft ? first + c->n_prompt : first;
     int32_t *prompt = malloc(sizeof(int32_t) * (size_t)n_prompt);
-    memcpy(prompt, c->ids, sizeof(int32_t) * (size_t)c->n_prompt);
-    if (draft) memcpy(prompt + c->n_prompt, c->ids, sizeof(int32_t) * (size_t)c->n_prompt);
+    memcpy(prompt, c->ids, sizeof(int32_t) * (size_t)first);
+    if (draft) memcpy(prompt + first, c->ids, sizeof(int32_t) * (size_t)c->n_prompt);
     loom_request rq = {.prompt = prompt, .n_prompt = n_prompt, .max_tokens = gen, .ignore_eos = true};
     rq.sampling = loom_sampling_defaults();
     rq.sampling.temperature = 0;
