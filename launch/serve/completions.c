@@ -517,29 +517,29 @@ static json_t *delta_choice(job *j, int i, const char *text, size_t len, json_t 
     return json_pack("{s:i, s:o, s:o, s:o}", "index", i, "text", t, "logprobs", lp, "finish_reason", fin);
 }
 
-/* The Responses API's items of choice c's reasoning, text and new calls
- * (events into out when not NULL), and at its end the response. */
-static json_t *responses_items(job *j, choice *c, loom_strbuf *out) {
-    if (c->reasoning.len) srv_resp_reasoning(&j->resp, c->reasoning.data, c->reasoning.len, out);
-    if (c->text.len) srv_resp_text(&j->resp, c->text.data, c->text.len, out);
+/* Choice c's reasoning, text and new calls as the Responses API's items or
+ * the Messages API's blocks (events into out when not NULL), and at its
+ * end the response (new reference; a Messages stream's error is an error
+ * event). */
+static json_t *api_items(job *j, choice *c, loom_strbuf *out) {
+    const bool r = j->api == API_RESPONSES;
+    if (c->reasoning.len) {
+        if (r) srv_resp_reasoning(&j->resp, c->reasoning.data, c->reasoning.len, out);
+        else srv_amsg_reasoning(&j->amsg, c->reasoning.data, c->reasoning.len, out);
+    }
+    if (c->text.len) {
+        if (r) srv_resp_text(&j->resp, c->text.data, c->text.len, out);
+        else srv_amsg_text(&j->amsg, c->text.data, c->text.len, out);
+    }
     loom_strbuf_clear(&c->reasoning);
     loom_strbuf_clear(&c->text);
-    for (; c->calls_sent < json_array_size(calls_of(c)); c->calls_sent++)
-        srv_resp_call(&j->resp, json_array_get(calls_of(c), c->calls_sent), out);
+    for (; c->calls_sent < json_array_size(calls_of(c)); c->calls_sent++) {
+        const json_t *call = json_array_get(calls_of(c), c->calls_sent);
+        if (r) srv_resp_call(&j->resp, call, out);
+        else srv_amsg_call(&j->amsg, call, out);
+    }
     if (!c->finished) return NULL;
-    return srv_resp_finish(&j->resp, c->finish, c->error, j->prompt_tokens, completion_tokens(j), out);
-}
-
-/* The Messages API's blocks of choice c (as responses_items); a stream's
- * error is an error event. */
-static json_t *anthropic_items(job *j, choice *c, loom_strbuf *out) {
-    if (c->reasoning.len) srv_amsg_reasoning(&j->amsg, c->reasoning.data, c->reasoning.len, out);
-    if (c->text.len) srv_amsg_text(&j->amsg, c->text.data, c->text.len, out);
-    loom_strbuf_clear(&c->reasoning);
-    loom_strbuf_clear(&c->text);
-    for (; c->calls_sent < json_array_size(calls_of(c)); c->calls_sent++)
-        srv_amsg_call(&j->amsg, json_array_get(calls_of(c), c->calls_sent), out);
-    if (!c->finished) return NULL;
+    if (r) return srv_resp_finish(&j->resp, c->finish, c->error, j->prompt_tokens, completion_tokens(j), out);
     if (c->error && out) {
         srv_error e;
         srv_fail(&e, 500, "server_error", NULL, NULL, "%s", c->error);
@@ -559,7 +559,7 @@ static bool produce_other_api(job *j) {
     }
     j->role_sent = true;
     if (!c->finished && !consume(j->s, j->p.kind, c)) return false;
-    json_t *done = j->api == API_RESPONSES ? responses_items(j, c, &j->out) : anthropic_items(j, c, &j->out);
+    json_t *done = api_items(j, c, &j->out);
     if (done) j->all_sent = true;
     json_decref(done);
     return true;
@@ -731,9 +731,7 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
 
 /* An error in the envelope of the request's API. */
 static enum MHD_Result reply_error(srv *s, struct MHD_Connection *c, int api, const srv_error *e) {
-    if (api != API_ANTHROPIC) return srv_reply_error(s, c, e);
-    static const char *const retry[] = {"Retry-After", "1", NULL};
-    return srv_reply(s, c, e->status, srv_anthropic_error_json(e), e->status == 429 ? retry : NULL);
+    return api == API_ANTHROPIC ? srv_reply_error_anthropic(s, c, e) : srv_reply_error(s, c, e);
 }
 
 /* A generation request: chat, completions, or a Responses (resp_req, the
@@ -801,10 +799,9 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, srv_kind kind,
                 break;
             }
     }
-    enum MHD_Result r = any_error(j, &e)           ? reply_error(s, c, api, &e)
-                        : api == API_RESPONSES     ? srv_reply_json(s, c, 200, responses_items(j, &j->ch[0], NULL))
-                        : api == API_ANTHROPIC     ? srv_reply_json(s, c, 200, anthropic_items(j, &j->ch[0], NULL))
-                                                   : srv_reply_json(s, c, 200, whole_response(j));
+    enum MHD_Result r = any_error(j, &e)       ? reply_error(s, c, api, &e)
+                        : api != API_OPENAI    ? srv_reply_json(s, c, 200, api_items(j, &j->ch[0], NULL))
+                                               : srv_reply_json(s, c, 200, whole_response(j));
     job_free(j);
     return r;
 }

@@ -57,9 +57,14 @@ enum MHD_Result srv_reply_json(srv *s, struct MHD_Connection *c, int status, jso
     return srv_reply(s, c, status, body, NULL);
 }
 
+static const char *const RETRY[] = {"Retry-After", "1", NULL};
+
 enum MHD_Result srv_reply_error(srv *s, struct MHD_Connection *c, const srv_error *e) {
-    static const char *const retry[] = {"Retry-After", "1", NULL};
-    return srv_reply(s, c, e->status, srv_error_json(e), e->status == 429 ? retry : NULL);
+    return srv_reply(s, c, e->status, srv_error_json(e), e->status == 429 ? RETRY : NULL);
+}
+
+enum MHD_Result srv_reply_error_anthropic(srv *s, struct MHD_Connection *c, const srv_error *e) {
+    return srv_reply(s, c, e->status, srv_anthropic_error_json(e), e->status == 429 ? RETRY : NULL);
 }
 
 bool srv_client_gone(struct MHD_Connection *c) {
@@ -132,8 +137,7 @@ static bool authorized(srv *s, struct MHD_Connection *c) {
 
 /* An error in the envelope of the endpoint's API (Anthropic's for /v1/messages). */
 static enum MHD_Result reply_error_at(srv *s, struct MHD_Connection *c, const char *url, const srv_error *e) {
-    if (strncmp(url, "/v1/messages", 12) != 0) return srv_reply_error(s, c, e);
-    return srv_reply(s, c, e->status, srv_anthropic_error_json(e), NULL);
+    return strncmp(url, "/v1/messages", 12) ? srv_reply_error(s, c, e) : srv_reply_error_anthropic(s, c, e);
 }
 
 static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, const char *method, const char *body,

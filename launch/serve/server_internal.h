@@ -152,6 +152,8 @@ loom_status srv_http_start(srv *s) LOOM_MUST_USE;
 enum MHD_Result srv_reply(srv *s, struct MHD_Connection *c, int status, char *body, const char *const *headers);
 enum MHD_Result srv_reply_json(srv *s, struct MHD_Connection *c, int status, json_t *j); /* steals j */
 enum MHD_Result srv_reply_error(srv *s, struct MHD_Connection *c, const srv_error *e);
+/* The same in Anthropic's envelope (/v1/messages). */
+enum MHD_Result srv_reply_error_anthropic(srv *s, struct MHD_Connection *c, const srv_error *e);
 /* Whether the client of c has closed its connection. */
 bool srv_client_gone(struct MHD_Connection *c);
 

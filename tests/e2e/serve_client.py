@@ -1009,38 +1009,24 @@ def main():
         return
     cl = client()
     name = model_name()
-    if ARGS.mode == "tools":
-        test_tool_calls(cl, name)
-        test_responses_tools(cl, name)
-        test_anthropic_tools(name)
-        test_json_mode(cl, name)
-        return
-    if ARGS.mode in ("think", "think-off"):
-        test_reasoning(cl, name, ARGS.mode == "think")
-        if ARGS.mode == "think":
-            test_responses_reasoning(cl, name)
-            test_anthropic_thinking(name)
-        return
-    if ARGS.mode == "fim":
-        test_fim(cl, name)
-        return
-    if ARGS.mode == "think-mistral":
-        test_reasoning(cl, name, True, ("[THINK]", "[/THINK]"))
-        return
-    if ARGS.mode in ("harmony", "harmony-off"):
-        test_harmony(cl, name, ARGS.mode == "harmony")
-        return
-    if ARGS.mode == "harmony-call":
-        test_harmony_calls(cl, name)
-        return
-    if ARGS.mode == "tools-llama3":
-        test_tool_calls_llama3(cl, name)
-        return
-    if ARGS.mode == "tools-mistral":
-        test_tool_calls_mistral(cl, name)
-        return
-    if ARGS.mode == "draft":
-        test_draft(cl, name)
+    # the modes of one scripted model or one server option: their tests, in order
+    scripted = {
+        "tools": [test_tool_calls, test_responses_tools, lambda cl, name: test_anthropic_tools(name), test_json_mode],
+        "think": [lambda cl, name: test_reasoning(cl, name, True), test_responses_reasoning,
+                  lambda cl, name: test_anthropic_thinking(name)],
+        "think-off": [lambda cl, name: test_reasoning(cl, name, False)],
+        "think-mistral": [lambda cl, name: test_reasoning(cl, name, True, ("[THINK]", "[/THINK]"))],
+        "fim": [test_fim],
+        "harmony": [lambda cl, name: test_harmony(cl, name, True)],
+        "harmony-off": [lambda cl, name: test_harmony(cl, name, False)],
+        "harmony-call": [test_harmony_calls],
+        "tools-llama3": [test_tool_calls_llama3],
+        "tools-mistral": [test_tool_calls_mistral],
+        "draft": [test_draft],
+    }
+    if ARGS.mode in scripted:
+        for test in scripted[ARGS.mode]:
+            test(cl, name)
         return
     if ARGS.mode == "asan":
         cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
