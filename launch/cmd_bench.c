@@ -560,16 +560,13 @@ int cmd_bench(int argc, char **argv) {
         {"--sequences", LOOM_ARG_STR, &seqs_s, "LIST", "sequences decoding batched, comma-separated (one row each)"},
         {"--reps", LOOM_ARG_INT, &reps, "R", "repetitions per configuration (after one warm-up)"},
         {"--json", LOOM_ARG_STR, &json_path, "PATH", "also write the results, machine and options as JSON"},
-        {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
-        {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
+        LOOM_GRID_ARGS(tp, pp, watchdog),
         {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions per sequence; 0 = what the tests need"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass at most (prefill chunk)"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
         {"--membw-size", LOOM_ARG_BYTES, &membw_bytes, "BYTES", "buffer per rank of the bandwidth probe; 0 = skip"},
         {"--membw-runs", LOOM_ARG_INT, &membw_runs, "N", "passes of the bandwidth probe (the best counts)"},
-        {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
-        {"--device", LOOM_ARG_STR, &device_s, "auto|cpu|cuda",
-         "where each rank computes: its GPU (cuda; under mpirun the GPU of its local rank) or the CPU; auto: cuda when a GPU is visible"},
+        LOOM_DEVICE_ARG(device_s),
     };
     loom_args_result ar = loom_args_parse(
         "bench --model PATH [--threads 1,2] [--sequences 1,4] [options]",
@@ -591,10 +588,9 @@ int cmd_bench(int argc, char **argv) {
     if (gen_tokens < 1 || gen_tokens > (1 << 20)) return loom_usage_error("bench: --gen-tokens must be 1..1048576");
     if (reps < 1 || reps > BENCH_MAX_REPS) return loom_usage_error("bench: --reps must be 1..100");
     if (batch < 1 || batch > 65536) return loom_usage_error("bench: --batch must be 1..65536");
-    if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("bench: --tp and --pp must be >= 1");
+    if (loom_grid_check("bench", tp, pp, watchdog)) return 2;
     if (membw_bytes < 0 || membw_runs < 1 || membw_runs > 1000)
         return loom_usage_error("bench: --membw-size must be >= 0 and --membw-runs 1..1000");
-    if (watchdog < 0) return loom_usage_error("bench: --watchdog-timeout must be >= 0");
     if (depth < 0 || depth > (1 << 22)) return loom_usage_error("bench: --depth must be 0..4194304");
     int need_ctx = (int)(prompt_tokens + 1 > depth + gen_tokens + 2 ? prompt_tokens + 1 : depth + gen_tokens + 2);
     if (ctx == 0) ctx = need_ctx;

@@ -92,16 +92,9 @@ static loom_status converse(loom_engine *e, const loom_gguf *g, const char *chat
     loom_chat_template *tmpl = NULL;
     LOOM_TRY(loom_tokenizer_create(g, &tok));
     loom_status st = NULL;
-    if (chat_template) {
-        loom_strbuf src = {0};
-        st = loom_read_file(chat_template, &src);
-        if (!st) st = loom_chat_template_from_text(src.data, src.len, tok, &tmpl);
-        if (st) st = loom_error_wrap(st, "%s", chat_template);
-        loom_strbuf_free(&src);
-    } else {
-        st = loom_chat_template_from_gguf(g, tok, &tmpl);
-        if (st) st = loom_error_wrap(st, "the model has no usable chat template (give --chat-template, or use loom generate)");
-    }
+    st = loom_load_chat_template(g, tok, chat_template, &tmpl);
+    if (st && !chat_template)
+        st = loom_error_wrap(st, "the model has no usable chat template (give --chat-template, or use loom generate)");
     history h = {0};
     if (!st && system) st = history_add(&h, "system", system, strlen(system));
     const size_t keep = h.n;
@@ -184,11 +177,8 @@ int cmd_chat(int argc, char **argv) {
         {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions of the conversation"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
         LOOM_DRAFT_ARGS(draft, draft_min, draft_max),
-        {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
-        {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
-        {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
-        {"--device", LOOM_ARG_STR, &device_s, "auto|cpu|cuda",
-         "where each rank computes: its GPU (cuda; under mpirun the GPU of its local rank) or the CPU; auto: cuda when a GPU is visible"},
+        LOOM_GRID_ARGS(tp, pp, watchdog),
+        LOOM_DEVICE_ARG(device_s),
     };
     loom_args_result ar = loom_args_parse(
         "chat --model PATH [options]",
@@ -202,8 +192,7 @@ int cmd_chat(int argc, char **argv) {
     if (max_tokens < 1 || max_tokens > (1 << 24)) return loom_usage_error("chat: --max-tokens must be 1..16777216");
     if (threads < 1 || threads > 1024) return loom_usage_error("chat: --threads must be 1..1024");
     if (ctx < 2 || ctx > (1 << 24)) return loom_usage_error("chat: --ctx-size must be 2..16777216");
-    if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("chat: --tp and --pp must be >= 1");
-    if (watchdog < 0) return loom_usage_error("chat: --watchdog-timeout must be >= 0");
+    if (loom_grid_check("chat", tp, pp, watchdog)) return 2;
     loom_type kvt;
     if (loom_parse_kv_type("chat", kv_type, &kvt)) return 2;
     loom_scheduler_options sched = {0};

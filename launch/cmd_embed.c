@@ -148,9 +148,7 @@ int cmd_embed(int argc, char **argv) {
         {"--json", LOOM_ARG_FLAG, &json, NULL, "print one JSON object instead of lines of numbers"},
         {"--threads", LOOM_ARG_INT, &threads, "N", "threads per rank"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "tokens of one text at most (a text is encoded in one batch)"},
-        {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
-        {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
-        {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
+        LOOM_GRID_ARGS(tp, pp, watchdog),
     };
     loom_args_result ar = loom_args_parse(
         "embed --model PATH (--text TEXT | --file PATH) [--pooling P] [--json]",
@@ -162,7 +160,7 @@ int cmd_embed(int argc, char **argv) {
     if (!text == !file) return loom_usage_error("embed: give exactly one of --text and --file");
     if (threads < 1 || threads > 1024) return loom_usage_error("embed: --threads must be 1..1024");
     if (batch < 1 || batch > 65536) return loom_usage_error("embed: --batch must be 1..65536");
-    if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("embed: --tp and --pp must be >= 1");
+    if (loom_grid_check("embed", tp, pp, watchdog)) return 2;
     loom_pooling pool = LOOM_POOL_MEAN;
     if (pooling && !loom_pooling_parse(pooling, &pool))
         return loom_usage_error("embed: --pooling must be none, mean, cls or last");

@@ -173,15 +173,7 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
     if (!reqs || !res || !ids || !out.streams || !out.texts) st = loom_error(LOOM_ERR_NOMEM, "out of memory for %d prompts", n);
     if (!st) st = loom_tokenizer_create(g, &tok);
     loom_chat_template *tmpl = NULL;
-    if (!st && chat && chat_template) {
-        loom_strbuf src = {0};
-        st = loom_read_file(chat_template, &src);
-        if (!st) st = loom_chat_template_from_text(src.data, src.len, tok, &tmpl);
-        if (st) st = loom_error_wrap(st, "%s", chat_template);
-        loom_strbuf_free(&src);
-    } else if (!st && chat) {
-        st = loom_chat_template_from_gguf(g, tok, &tmpl);
-    }
+    if (!st && chat) st = loom_load_chat_template(g, tok, chat_template, &tmpl);
     loom_strbuf formatted = {0};
     for (int i = 0; i < n && !st; i++) {
         const char *text = prompts[i];
@@ -280,11 +272,8 @@ int cmd_generate(int argc, char **argv) {
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass at most (prefill chunk)"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
         LOOM_DRAFT_ARGS(draft, draft_min, draft_max),
-        {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
-        {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
-        {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
-        {"--device", LOOM_ARG_STR, &device_s, "auto|cpu|cuda",
-         "where each rank computes: its GPU (cuda; under mpirun the GPU of its local rank) or the CPU; auto: cuda when a GPU is visible"},
+        LOOM_GRID_ARGS(tp, pp, watchdog),
+        LOOM_DEVICE_ARG(device_s),
         {"--chat", LOOM_ARG_FLAG, &chat, NULL, "format the prompt with the model's chat template"},
         {"--system", LOOM_ARG_STR, &system, "TEXT", "system message for --chat"},
         {"--chat-template", LOOM_ARG_STR, &chat_template, "FILE", "with --chat: this Jinja template instead of the model's"},
@@ -310,8 +299,7 @@ int cmd_generate(int argc, char **argv) {
     if (ctx < 1 || ctx > (1 << 24)) return loom_usage_error("generate: --ctx-size must be 1..16777216");
     if (batch < 1 || batch > 65536) return loom_usage_error("generate: --batch must be 1..65536");
     if (seqs < 0 || seqs > 4096) return loom_usage_error("generate: --sequences must be 0..4096");
-    if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("generate: --tp and --pp must be >= 1");
-    if (watchdog < 0) return loom_usage_error("generate: --watchdog-timeout must be >= 0");
+    if (loom_grid_check("generate", tp, pp, watchdog)) return 2;
     loom_type kvt;
     if (loom_parse_kv_type("generate", kv_type, &kvt)) return 2;
     loom_scheduler_options sched = {0};

@@ -130,10 +130,8 @@ int cmd_perplexity(int argc, char **argv) {
         {"--threads", LOOM_ARG_INT, &threads, "N", "threads per rank"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass (a chunk goes through in pieces of this)"},
         {"--kv-type", LOOM_ARG_STR, &kv, "T", LOOM_KV_TYPE_HELP},
-        {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
-        {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
+        LOOM_GRID_ARGS(tp, pp, watchdog),
         {"--json", LOOM_ARG_FLAG, &json, NULL, "print the result as one JSON object"},
-        {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
     };
     loom_args_result ar = loom_args_parse(
         "perplexity --model PATH --file PATH [--ctx-size N] [--chunks N]",
@@ -146,7 +144,7 @@ int cmd_perplexity(int argc, char **argv) {
     if (chunks < 0) return loom_usage_error("perplexity: --chunks must be >= 0");
     if (threads < 1 || threads > 1024) return loom_usage_error("perplexity: --threads must be 1..1024");
     if (batch < 1 || batch > 65536) return loom_usage_error("perplexity: --batch must be 1..65536");
-    if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("perplexity: --tp and --pp must be >= 1");
+    if (loom_grid_check("perplexity", tp, pp, watchdog)) return 2;
     loom_type kvt;
     if (loom_parse_kv_type("perplexity", kv, &kvt)) return 2;
     loom_cluster_options co = {.model = model, .tp = (int)tp, .pp = (int)pp, .watchdog_timeout_s = watchdog};

@@ -49,11 +49,8 @@ int cmd_serve(int argc, char **argv) {
         {"--pid-file", LOOM_ARG_STR, &pid_file, "PATH",
          "write the serving process's id here (under mpirun: rank 0's; send it SIGTERM to drain —\n"
          "mpirun itself ends the job at once on SIGTERM)"},
-        {"--tp", LOOM_ARG_INT, &tp, "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},
-        {"--pp", LOOM_ARG_INT, &pp, "P", "pipeline stages (under mpirun)"},
-        {"--watchdog-timeout", LOOM_ARG_FLOAT, &watchdog, "S", "seconds before a silent rank stops the job; 0 = off"},
-        {"--device", LOOM_ARG_STR, &device_s, "auto|cpu|cuda",
-         "where each rank computes: its GPU (cuda; under mpirun the GPU of its local rank) or the CPU; auto: cuda when a GPU is visible"},
+        LOOM_GRID_ARGS(tp, pp, watchdog),
+        LOOM_DEVICE_ARG(device_s),
     };
     loom_args_result ar = loom_args_parse(
         "serve --model PATH [--host 127.0.0.1] [--port 8080] [options]",
@@ -75,8 +72,8 @@ int cmd_serve(int argc, char **argv) {
     if (max_queue < 1 || max_queue > (1 << 20)) return loom_usage_error("serve: --max-queue must be 1..1048576");
     if (max_body < 1024) return loom_usage_error("serve: --max-body must be at least 1K");
     if (max_conn < 1 || max_conn > 65536) return loom_usage_error("serve: --max-connections must be 1..65536");
-    if (tp < 1 || pp < 1 || tp > 65536 || pp > 65536) return loom_usage_error("serve: --tp and --pp must be >= 1");
-    if (watchdog < 0 || drain < 0) return loom_usage_error("serve: timeouts must be >= 0");
+    if (loom_grid_check("serve", tp, pp, watchdog)) return 2;
+    if (drain < 0) return loom_usage_error("serve: --drain-timeout must be >= 0");
     loom_type kvt;
     if (loom_parse_kv_type("serve", kv_type, &kvt)) return 2;
     loom_scheduler_options sched = {.prefill_rows = (int)prefill_rows};

@@ -11,6 +11,7 @@
 #include "parallel/scheduler.h"
 #include "runtime/clock.h"
 #include "runtime/status.h"
+#include "runtime/text/chat.h"
 #include "runtime/text/tokenizer.h"
 #include "runtime/text/utf8.h"
 
@@ -24,6 +25,19 @@ int loom_fail(const char *cmd, loom_status st);
  * when it names no device kind. */
 int loom_parse_device(const char *cmd, const char *s, loom_device_kind *out);
 
+/* The flags of every command that runs a model on a cluster: the table
+ * entries of --tp, --pp and --watchdog-timeout (and --device), and their
+ * check (a usage error naming the flag, and nonzero, when out of range). */
+#define LOOM_GRID_ARGS(tp, pp, watchdog)                                                                            \
+    {"--tp", LOOM_ARG_INT, &(tp), "T", "tensor-parallel ranks per stage (under mpirun; tp x pp = ranks)"},          \
+    {"--pp", LOOM_ARG_INT, &(pp), "P", "pipeline stages (under mpirun)"},                                          \
+    {"--watchdog-timeout", LOOM_ARG_FLOAT, &(watchdog), "S", "seconds before a silent rank stops the job; 0 = off"}
+#define LOOM_DEVICE_ARG(device)                                                                                     \
+    {"--device", LOOM_ARG_STR, &(device), "auto|cpu|cuda",                                                          \
+     "where each rank computes: its GPU (cuda; under mpirun the GPU of its local rank) or the CPU; auto: cuda when a " \
+     "GPU is visible"}
+int loom_grid_check(const char *cmd, int64_t tp, int64_t pp, double watchdog);
+
 /* --kv-type's value (f16, f32, q8_0; any case) into *out; prints "loom
  * <cmd>: ..." and returns nonzero when it names none. */
 int loom_parse_kv_type(const char *cmd, const char *s, loom_type *out);
@@ -31,8 +45,8 @@ int loom_parse_kv_type(const char *cmd, const char *s, loom_type *out);
 
 /* The sampling flags of generate and chat: their values, the table
  * entries (seed_help: what --seed does), and the check that fills *sp
- * (a seed of -1 from the clock; prints "loom <cmd>: ..." and returns
- * nonzero when a value is out of range). */
+ * (a seed of -1 from the clock; a usage error and nonzero when a value is
+ * out of range). */
 typedef struct {
     double temp, top_p, min_p, rep;
     int64_t top_k, seed;
@@ -48,8 +62,8 @@ loom_sampling_args loom_sampling_args_defaults(void);
 int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_sampling_params *sp);
 
 /* Speculative decoding's options (generate, serve): the table entries and
- * their check, which fills o's draft fields (prints "loom <cmd>: ..." and
- * returns nonzero when a value is out of range). */
+ * their check, which fills o's draft fields (a usage error and nonzero
+ * when a value is out of range). */
 #define LOOM_DRAFT_ARGS(draft, ngram_min, ngram_max)                                                              \
     {"--draft", LOOM_ARG_INT, &(draft), "N",                                                                      \
      "speculative decoding: propose up to N tokens a step that followed the sequence's last tokens where\n"      \
@@ -58,6 +72,11 @@ int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_s
     {"--draft-ngram-min", LOOM_ARG_INT, &(ngram_min), "N", "with --draft: the shortest run of last tokens looked up"}, \
     {"--draft-ngram-max", LOOM_ARG_INT, &(ngram_max), "N", "with --draft: the longest run of last tokens looked up"}
 int loom_draft_options(const char *cmd, int64_t draft, int64_t ngram_min, int64_t ngram_max, loom_scheduler_options *o);
+
+/* The chat template of a Jinja file (path), or the model's when path is
+ * NULL, with bos/eos texts from tok. */
+loom_status loom_load_chat_template(const loom_gguf *g, const loom_tokenizer *tok, const char *path,
+                                    loom_chat_template **out) LOOM_MUST_USE;
 
 /* Reads a whole file (NUL-terminated in out->data). */
 loom_status loom_read_file(const char *path, loom_strbuf *out) LOOM_MUST_USE;

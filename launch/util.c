@@ -14,6 +14,13 @@ int loom_usage_error(const char *msg) {
     return 2;
 }
 
+/* loom_usage_error of "cmd: msg". */
+static int usage_of(const char *cmd, const char *msg) {
+    char line[256];
+    snprintf(line, sizeof line, "%s: %s", cmd, msg);
+    return loom_usage_error(line);
+}
+
 int loom_fail(const char *cmd, loom_status st) {
     /* a peer's failure is reported by the rank where it happened */
     if (loom_status_code(st) != LOOM_ERR_PEER) fprintf(stderr, "loom %s: %s\n", cmd, loom_status_message(st));
@@ -82,6 +89,23 @@ int loom_parse_kv_type(const char *cmd, const char *s, loom_type *out) {
     return 2;
 }
 
+loom_status loom_load_chat_template(const loom_gguf *g, const loom_tokenizer *tok, const char *path,
+                                    loom_chat_template **out) {
+    if (!path) return loom_chat_template_from_gguf(g, tok, out);
+    loom_strbuf src = {0};
+    loom_status st = loom_read_file(path, &src);
+    if (!st) st = loom_chat_template_from_text(src.data, src.len, tok, out);
+    loom_strbuf_free(&src);
+    return st ? loom_error_wrap(st, "%s", path) : NULL;
+}
+
+int loom_grid_check(const char *cmd, int64_t tp, int64_t pp, double watchdog) {
+    const char *bad = tp < 1 || pp < 1 || tp > 65536 || pp > 65536 ? "--tp and --pp must be >= 1"
+                      : !(watchdog >= 0)                            ? "--watchdog-timeout must be >= 0"
+                                                                    : NULL;
+    return bad ? usage_of(cmd, bad) : 0;
+}
+
 loom_sampling_args loom_sampling_args_defaults(void) {
     const loom_sampling_params d = loom_sampling_defaults();
     return (loom_sampling_args){.temp = d.temperature, .top_p = d.top_p, .min_p = d.min_p, .rep = d.repeat_penalty,
@@ -89,10 +113,7 @@ loom_sampling_args loom_sampling_args_defaults(void) {
 }
 
 int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_sampling_params *sp) {
-    if (a->top_k < 0 || a->top_k > (1 << 30)) {
-        fprintf(stderr, "loom %s: --top-k must be >= 0\n", cmd);
-        return 2;
-    }
+    if (a->top_k < 0 || a->top_k > (1 << 30)) return usage_of(cmd, "--top-k must be >= 0");
     *sp = loom_sampling_defaults();
     sp->temperature = (float)a->temp;
     sp->top_k = (int32_t)a->top_k;
@@ -109,10 +130,7 @@ int loom_draft_options(const char *cmd, int64_t draft, int64_t ngram_min, int64_
                       : ngram_min < 1 || ngram_min > 64                       ? "--draft-ngram-min must be 1..64"
                       : ngram_max < ngram_min || ngram_max > 64               ? "--draft-ngram-max must be --draft-ngram-min..64"
                                                                               : NULL;
-    if (bad) {
-        fprintf(stderr, "loom %s: %s\n", cmd, bad);
-        return 2;
-    }
+    if (bad) return usage_of(cmd, bad);
     o->draft_max = (int)draft;
     o->draft_min_ngram = (int)ngram_min;
     o->draft_max_ngram = (int)ngram_max;
