@@ -18,20 +18,10 @@ endforeach()
 # llama.cpp).
 foreach(grid "2 1" "1 2")
   separate_arguments(g UNIX_COMMAND "${grid}")
-  list(GET g 0 tp)
-  list(GET g 1 pp)
-  math(EXPR np "${tp} * ${pp}")
-  add_test(NAME mpi_equivalence_device_host_smollm2_tp${tp}_pp${pp}
-    COMMAND ${LOOM_MPIRUN} -np ${np} $<TARGET_FILE:mpi_equivalence>
-            --fixture ${LOOM_FX}/smollm2-q4_1.json --model ${LOOM_MODEL} --tp ${tp} --pp ${pp} --cases 2 --device host)
-  set_tests_properties(mpi_equivalence_device_host_smollm2_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900
-    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;LOOM_R8=0")
+  loom_mpi_equivalence(device_host_smollm2 ${g} ${LOOM_SMOLLM2} --cases 2 --device host ENV LOOM_R8=0)
 endforeach()
-add_test(NAME mpi_equivalence_device_host_synth_q4_k_m_tp2_pp2
-  COMMAND ${LOOM_MPIRUN} -np 4 $<TARGET_FILE:mpi_equivalence>
-          --fixture ${LOOM_FX}/synth-llama-q4_k_m.json --tp 2 --pp 2 --cases 2 --device host)
-set_tests_properties(mpi_equivalence_device_host_synth_q4_k_m_tp2_pp2 PROPERTIES LABELS mpi TIMEOUT 900
-  ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;LOOM_R8=0")
+loom_mpi_equivalence(device_host_synth_q4_k_m 2 2 --fixture ${LOOM_FX}/synth-llama-q4_k_m.json --cases 2 --device host
+  ENV LOOM_R8=0)
 
 # The device check (tests/gpu/device_check.c, run on a GPU machine by
 # tests/gpu/check.sh): here the harness on the host device (the CUDA

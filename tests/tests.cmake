@@ -19,53 +19,32 @@ endif()
 # Multi-rank output equals single-rank output, teacher-forced (DESIGN.md).
 # Default model: (tp, pp) of issue 3; two fixture cases keep CI short.
 set(LOOM_FX ${CMAKE_CURRENT_SOURCE_DIR}/fixtures)
+# mpi_equivalence_NAME_tpT_ppP: tp x pp ranks of tests/mpi_equivalence.c with the other arguments given
+# (ENV: extra environment, a ;-list, after the root permissions mpirun needs in CI)
+function(loom_mpi_equivalence name tp pp)
+  cmake_parse_arguments(PARSE_ARGV 3 opt "" "" "ENV")
+  math(EXPR np "${tp} * ${pp}")
+  add_test(NAME mpi_equivalence_${name}_tp${tp}_pp${pp}
+    COMMAND ${LOOM_MPIRUN} -np ${np} $<TARGET_FILE:mpi_equivalence> --tp ${tp} --pp ${pp} ${opt_UNPARSED_ARGUMENTS})
+  set(env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ${opt_ENV})
+  set_tests_properties(mpi_equivalence_${name}_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900 ENVIRONMENT "${env}")
+endfunction()
+set(LOOM_SMOLLM2 --fixture ${LOOM_FX}/smollm2-q4_1.json --model ${LOOM_MODEL})
 foreach(grid "1 1" "2 1" "3 1" "4 1" "1 2" "1 3" "2 2" "3 2" "1 4")
   separate_arguments(g UNIX_COMMAND "${grid}")
-  list(GET g 0 tp)
-  list(GET g 1 pp)
-  math(EXPR np "${tp} * ${pp}")
-  add_test(NAME mpi_equivalence_smollm2_tp${tp}_pp${pp}
-    COMMAND ${LOOM_MPIRUN} -np ${np} $<TARGET_FILE:mpi_equivalence>
-            --fixture ${LOOM_FX}/smollm2-q4_1.json --model ${LOOM_MODEL} --tp ${tp} --pp ${pp} --cases 2)
-  set_tests_properties(mpi_equivalence_smollm2_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900
-    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+  loom_mpi_equivalence(smollm2 ${g} ${LOOM_SMOLLM2} --cases 2)
 endforeach()
-# A q8_0 KV cache (int8, a scale per 32 of a head: split by heads, so TP and PP hold the same bytes)
 foreach(grid "2 1" "1 2")
   separate_arguments(g UNIX_COMMAND "${grid}")
-  list(GET g 0 tp)
-  list(GET g 1 pp)
-  math(EXPR np "${tp} * ${pp}")
-  add_test(NAME mpi_equivalence_smollm2_kv_q8_0_tp${tp}_pp${pp}
-    COMMAND ${LOOM_MPIRUN} -np ${np} $<TARGET_FILE:mpi_equivalence>
-            --fixture ${LOOM_FX}/smollm2-q4_1.json --model ${LOOM_MODEL} --tp ${tp} --pp ${pp} --cases 2 --kv-type q8_0)
-  set_tests_properties(mpi_equivalence_smollm2_kv_q8_0_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900
-    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
-endforeach()
-# Speculative decoding through the cluster: TP (the vocabulary-parallel argmax of every row)
-# and PP (the proposals travel with the Step)
-foreach(grid "2 1" "1 2")
-  separate_arguments(g UNIX_COMMAND "${grid}")
-  list(GET g 0 tp)
-  list(GET g 1 pp)
-  math(EXPR np "${tp} * ${pp}")
-  add_test(NAME mpi_equivalence_smollm2_draft_tp${tp}_pp${pp}
-    COMMAND ${LOOM_MPIRUN} -np ${np} $<TARGET_FILE:mpi_equivalence>
-            --fixture ${LOOM_FX}/smollm2-q4_1.json --model ${LOOM_MODEL} --tp ${tp} --pp ${pp} --cases 1 --draft 4)
-  set_tests_properties(mpi_equivalence_smollm2_draft_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900
-    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+  # a q8_0 KV cache (int8, a scale per 32 of a head: split by heads, so TP and PP hold the same bytes)
+  loom_mpi_equivalence(smollm2_kv_q8_0 ${g} ${LOOM_SMOLLM2} --cases 2 --kv-type q8_0)
+  # speculative decoding: TP (the vocabulary-parallel argmax of every row), PP (the proposals travel with the Step)
+  loom_mpi_equivalence(smollm2_draft ${g} ${LOOM_SMOLLM2} --cases 1 --draft 4)
 endforeach()
 # Random K-quant model (width 512, heads in groups of 4 on 256-element blocks)
 foreach(grid "2 1" "2 2" "1 3")
   separate_arguments(g UNIX_COMMAND "${grid}")
-  list(GET g 0 tp)
-  list(GET g 1 pp)
-  math(EXPR np "${tp} * ${pp}")
-  add_test(NAME mpi_equivalence_synth_q4_k_m_tp${tp}_pp${pp}
-    COMMAND ${LOOM_MPIRUN} -np ${np} $<TARGET_FILE:mpi_equivalence>
-            --fixture ${LOOM_FX}/synth-llama-q4_k_m.json --tp ${tp} --pp ${pp} --cases 2)
-  set_tests_properties(mpi_equivalence_synth_q4_k_m_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900
-    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+  loom_mpi_equivalence(synth_q4_k_m ${g} --fixture ${LOOM_FX}/synth-llama-q4_k_m.json --cases 2)
 endforeach()
 
 # The other families (tests/fixtures/gen_families.sh): per fixture three
@@ -90,18 +69,12 @@ foreach(case
     "nomic-bert-q8_0 3 1" "nomic-bert-q8_0 1 2" "nomic-bert-f16 4 1" "nomic-bert-f16 2 2")
   separate_arguments(c UNIX_COMMAND "${case}")
   list(GET c 0 fx)
-  list(GET c 1 tp)
-  list(GET c 2 pp)
-  math(EXPR np "${tp} * ${pp}")
   set(batch 64)
   if(fx MATCHES "bert")
     set(batch 1024)
   endif()
-  add_test(NAME mpi_equivalence_${fx}_tp${tp}_pp${pp}
-    COMMAND ${LOOM_MPIRUN} -np ${np} $<TARGET_FILE:mpi_equivalence>
-            --fixture ${LOOM_FX}/synth-${fx}.json --tp ${tp} --pp ${pp} --cases 3 --batch ${batch})
-  set_tests_properties(mpi_equivalence_${fx}_tp${tp}_pp${pp} PROPERTIES LABELS mpi TIMEOUT 900
-    ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+  list(SUBLIST c 1 2 g)
+  loom_mpi_equivalence(${fx} ${g} --fixture ${LOOM_FX}/synth-${fx}.json --cases 3 --batch ${batch})
 endforeach()
 
 # Chat templates: llama.cpp's models/templates/*.jinja (unpacked by
