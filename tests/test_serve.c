@@ -880,6 +880,14 @@ Test(sampler_extra, skip_continues_the_random_stream) {
 
 /* ------------------------------------------------------------ the Responses API */
 
+/* got equals want, key order aside (both released). */
+static void expect_json(json_t *got, json_t *want) {
+    char *a = json_dumps(got, JSON_SORT_KEYS | JSON_COMPACT), *b = json_dumps(want, JSON_SORT_KEYS | JSON_COMPACT);
+    cr_assert_str_eq(a, b);
+    free(a), free(b);
+    json_decref(got), json_decref(want);
+}
+
 /* The chat body a Responses body becomes, parsed back (NULL when refused: *e). */
 static json_t *responses_chat(const char *body, srv_error *e) {
     char *chat = NULL;
@@ -919,10 +927,7 @@ Test(responses, request_becomes_the_chat_request) {
         " \"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"f\"}}, \"reasoning_effort\": \"low\","
         " \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"s\", \"schema\": {\"type\": \"object\"}}}}",
         0, NULL);
-    char *got = json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT), *exp = json_dumps(want, JSON_SORT_KEYS | JSON_COMPACT);
-    cr_assert_str_eq(got, exp);
-    free(got), free(exp);
-    json_decref(o), json_decref(want);
+    expect_json(o, want);
     o = responses_chat("{\"input\": \"Hello\"}", &e);
     want = json_loads("[{\"role\": \"user\", \"content\": \"Hello\"}]", 0, NULL);
     cr_assert(json_equal(json_object_get(o, "messages"), want));
@@ -1052,10 +1057,7 @@ Test(anthropic, request_becomes_the_chat_request) {
         " \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"w\", \"description\": \"d\", \"parameters\": {\"type\": \"object\"}}}],"
         " \"tool_choice\": \"required\", \"chat_template_kwargs\": {\"enable_thinking\": false}}",
         0, NULL);
-    char *a = json_dumps(got, JSON_SORT_KEYS | JSON_COMPACT), *b = json_dumps(want, JSON_SORT_KEYS | JSON_COMPACT);
-    cr_assert_str_eq(a, b);
-    free(a), free(b);
-    json_decref(got), json_decref(want);
+    expect_json(got, want);
     static const char *const refused[][2] = {
         {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", "max_tokens"},
         {"{\"max_tokens\": 5, \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image\"}]}]}", "messages"},
