@@ -16,8 +16,19 @@
 # alternating with loom's runs; its "decoded ... t/s" against loom's
 # generation tokens/s (both exclude the prompt).
 #
+# With DRAFT_MODEL=PATH the proposals come from that draft model
+# (--draft-model; --draft N its proposals a step at most) and llama.cpp's
+# side is llama-speculative with the same pair (-md, --spec-draft-n-max N,
+# --spec-draft-n-min 0). TARGET_TYPE=F16 or F32 makes such a pair of the
+# default model: the target its weights written out in that type by
+# llama-quantize (built once as above; --allow-requantize, so the same
+# weights wider: a target 2.8x or 5.5x the draft's bytes that agrees with
+# it far more than a real larger model would), the draft the Q4_1 file
+# itself.
+#
 #   launch/bench-draft.sh [MODEL]     (default: the quick start's SmolLM2-135M)
 #   DRAFT=6 REPS=3 THREADS=2 MAX_TOKENS=256 LLAMACPP=1 JSON=out.json launch/bench-draft.sh
+#   TARGET_TYPE=F32 DRAFT=8 LLAMACPP=1 launch/bench-draft.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 LOOM=${LOOM:-$root/build/loom}
@@ -28,16 +39,37 @@ THREADS=${THREADS:-2}
 MAX_TOKENS=${MAX_TOKENS:-256}
 JSON=${JSON:-}
 LLAMACPP=${LLAMACPP:-0}
+DRAFT_MODEL=${DRAFT_MODEL:-}
+TARGET_TYPE=${TARGET_TYPE:-}
 [ -x "$LOOM" ] || { echo "bench-draft: no $LOOM (run launch/quickstart.sh, or set LOOM)" >&2; exit 1; }
 [ -f "$MODEL" ] || { echo "bench-draft: no model at $MODEL" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+cache=$root/.cache
+say() { echo "$*" >&2; }
+examples=(-DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TOOLS=ON)
+if [ "$LLAMACPP" = 1 ] || [ -n "$TARGET_TYPE" ]; then . "$root/launch/llamacpp-build.sh"; fi
+if [ -n "$TARGET_TYPE" ]; then
+  case $TARGET_TYPE in F16 | F32) ;; *) echo "bench-draft: TARGET_TYPE must be F16 or F32" >&2; exit 1 ;; esac
+  llamacpp_build bench-draft build-examples llama-quantize "${examples[@]}"
+  target=$cache/bench/$(basename "$MODEL" .gguf).as-$TARGET_TYPE.gguf
+  if [ ! -f "$target" ]; then
+    mkdir -p "$cache/bench"
+    "$llamacpp_bin" --allow-requantize "$MODEL" "$target.part" "$TARGET_TYPE" > "$work/quantize.log" 2>&1 ||
+      { tail -5 "$work/quantize.log" >&2; exit 1; }
+    mv "$target.part" "$target"
+  fi
+  DRAFT_MODEL=${DRAFT_MODEL:-$MODEL}
+  MODEL=$target
+fi
+[ -z "$DRAFT_MODEL" ] || [ -f "$DRAFT_MODEL" ] || { echo "bench-draft: no draft model at $DRAFT_MODEL" >&2; exit 1; }
 if [ "$LLAMACPP" = 1 ]; then
-  cache=$root/.cache
-  say() { echo "$*" >&2; }
-  . "$root/launch/llamacpp-build.sh"
-  llamacpp_build bench-draft build-examples llama-lookup -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TOOLS=ON
+  llamacpp_build bench-draft build-examples llama-lookup "${examples[@]}"
   LOOKUP=$llamacpp_bin
+  if [ -n "$DRAFT_MODEL" ]; then
+    llamacpp_build bench-draft build-examples llama-speculative "${examples[@]}"
+    SPECULATIVE=$llamacpp_bin
+  fi
 fi
 
 # kind<TAB>prompt: edits that copy their input, code, lists, and open questions that copy little
@@ -52,13 +84,17 @@ cut -f2 "$work/prompts.tsv" > "$work/all.txt"
 
 # run PROMPT_FILE DRAFT OUT: one generate; OUT.json its lines, OUT.err its stderr
 run() {
+  local dm=()
+  if [ -n "$DRAFT_MODEL" ] && [ "$2" != 0 ]; then dm=(--draft-model "$DRAFT_MODEL"); fi
   "$LOOM" generate --model "$MODEL" --threads "$THREADS" --chat --temperature 0 --max-tokens "$MAX_TOKENS" \
-    --prompt-file "$1" --draft "$2" --json > "$3.json" 2> "$3.err" || { tail -5 "$3.err" >&2; exit 1; }
+    --prompt-file "$1" --draft "$2" "${dm[@]}" --json > "$3.json" 2> "$3.err" || { tail -5 "$3.err" >&2; exit 1; }
 }
 
-# lookup PROMPT_TEXT_FILE DRAFT OUT: one llama-lookup run
+# lookup PROMPT_TEXT_FILE DRAFT OUT: one llama-lookup run (with DRAFT_MODEL and DRAFT > 0: llama-speculative)
 lookup() {
-  "$LOOKUP" -m "$MODEL" -p "$(cat "$1")" -n "$MAX_TOKENS" --temp 0 -t "$THREADS" -c 4096 \
+  local bin=$LOOKUP dm=()
+  if [ -n "$DRAFT_MODEL" ] && [ "$2" != 0 ]; then bin=$SPECULATIVE dm=(-md "$DRAFT_MODEL" --spec-draft-n-min 0); fi
+  "$bin" -m "$MODEL" "${dm[@]}" -p "$(cat "$1")" -n "$MAX_TOKENS" --temp 0 -t "$THREADS" -c 4096 \
     --spec-draft-n-max "$2" > "$3.out" 2> "$3.err" || { tail -5 "$3.err" >&2; exit 1; }
 }
 
@@ -86,9 +122,9 @@ for r in $(seq 1 "$REPS"); do
   done
 done
 
-python3 - "$work" "$n" "$DRAFT" "$REPS" "$MODEL" "$THREADS" "$MAX_TOKENS" "$JSON" "$LLAMACPP" <<'EOF'
+python3 - "$work" "$n" "$DRAFT" "$REPS" "$MODEL" "$THREADS" "$MAX_TOKENS" "$JSON" "$LLAMACPP" "$DRAFT_MODEL" <<'EOF'
 import json, os, re, statistics, sys
-work, n, draft, reps, model, threads, max_tokens, out, llama = sys.argv[1:]
+work, n, draft, reps, model, threads, max_tokens, out, llama, draft_model = sys.argv[1:]
 n, reps = int(n), int(reps)
 cpu = "unknown"
 try:
@@ -122,11 +158,13 @@ def lookup(i, d, r):
     return float(g.group(3)), int(g.group(1)), int(dr.group(1)) if dr else 0, int(ac.group(1)) if ac else 0
 
 rows = []
-print("model %s, %s threads, --draft %s, greedy, at most %s tokens, %d alternating runs; CPU: %s" % (
-    model.rsplit("/", 1)[-1], threads, draft, max_tokens, reps, cpu))
+print("model %s, %s threads, --draft %s%s, greedy, at most %s tokens, %d alternating runs; CPU: %s" % (
+    model.rsplit("/", 1)[-1], threads, draft, " --draft-model " + draft_model.rsplit("/", 1)[-1] if draft_model else "",
+    max_tokens, reps, cpu))
+kind_llama = "spec" if draft_model else "lookup"
 head = "%-14s %7s %9s %12s %12s %7s  %-5s" % ("prompt", "tokens", "kept", "plain tok/s", "draft tok/s", "ratio", "same")
 if llama == "1":
-    head += " | %7s %9s %12s %12s %7s | %s" % ("llama", "kept", "plain tok/s", "lookup tok/s", "ratio", "loom/llama.cpp")
+    head += " | %7s %9s %12s %12s %7s | %s" % ("llama", "kept", "plain tok/s", kind_llama + " tok/s", "ratio", "loom/llama.cpp")
 print(head)
 for i in list(range(1, n + 1)) + [0]:
     kind = open("%s/p%d.kind" % (work, i)).read().strip()
@@ -147,13 +185,14 @@ for i in list(range(1, n + 1)) + [0]:
         lpt = statistics.median(x[0] for x in lp)
         lst = statistics.median(x[0] for x in ls)
         row["llamacpp"] = {"tokens": lp[0][1], "drafted": ls[0][2], "accepted": ls[0][3], "plain_tok_s": lpt,
-                           "lookup_tok_s": lst, "ratio": lst / lpt, "loom_over_llamacpp": ts / lst}
+                           kind_llama + "_tok_s": lst, "ratio": lst / lpt, "loom_over_llamacpp": ts / lst}
         line += " | %7d %8.1f%% %12.1f %12.1f %6.2fx | %.2fx" % (
             lp[0][1], 100.0 * ls[0][3] / ls[0][2] if ls[0][2] else 0, lpt, lst, lst / lpt, ts / lst)
     rows.append(row)
     print(line)
 if out:
-    json.dump({"model": model, "cpu": cpu, "threads": int(threads), "draft": int(draft), "reps": reps,
+    json.dump({"model": model, "draft_model": draft_model or None, "cpu": cpu, "threads": int(threads),
+               "draft": int(draft), "reps": reps,
                "max_tokens": int(max_tokens), "rows": rows}, open(out, "w"), indent=1)
     print("wrote", out)
 if not all(r["same_tokens"] for r in rows):

@@ -164,8 +164,8 @@ int cmd_chat(int argc, char **argv) {
     const char *device_s = "auto";
     const char *model = NULL, *kv_type = "f16", *system = NULL, *chat_template = NULL;
     loom_sampling_args sa = loom_sampling_args_defaults();
-    int64_t max_tokens = 1024, threads = loom_cpu_count(), ctx = 4096, tp = 1, pp = 1, draft = 0,
-            draft_min = LOOM_DRAFT_MIN_NGRAM, draft_max = LOOM_DRAFT_MAX_NGRAM;
+    int64_t max_tokens = 1024, threads = loom_cpu_count(), ctx = 4096, tp = 1, pp = 1;
+    loom_draft_args da = loom_draft_args_defaults();
     double watchdog = 30;
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
@@ -176,7 +176,7 @@ int cmd_chat(int argc, char **argv) {
         {"--threads", LOOM_ARG_INT, &threads, "N", "threads per rank (default: the CPUs this process may use)"},
         {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions of the conversation"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
-        LOOM_DRAFT_ARGS(draft, draft_min, draft_max),
+        LOOM_DRAFT_ARGS(da),
         LOOM_GRID_ARGS(tp, pp, watchdog),
         LOOM_DEVICE_ARG(device_s),
     };
@@ -196,7 +196,7 @@ int cmd_chat(int argc, char **argv) {
     loom_type kvt;
     if (loom_parse_kv_type("chat", kv_type, &kvt)) return 2;
     loom_scheduler_options sched = {0};
-    if (loom_draft_options("chat", draft, draft_min, draft_max, &sched)) return 2;
+    if (loom_draft_options("chat", &da, &sched)) return 2;
     loom_sampling_params sp;
     int bad = loom_sampling_from_args("chat", &sa, &sp);
     if (bad) return bad;
@@ -220,13 +220,18 @@ int cmd_chat(int argc, char **argv) {
     loom_progress_done(&prog);
     int rc = 1;
     if (!st) {
-        if (coord) st = converse(e, loom_cluster_model(cluster), chat_template, system, (int)max_tokens, sp, &sched);
-        else st = loom_engine_work(e);
+        if (coord) {
+            st = loom_draft_model_start(&da, e, loom_cluster_model(cluster), &sched);
+            if (!st) st = converse(e, loom_cluster_model(cluster), chat_template, system, (int)max_tokens, sp, &sched);
+        } else {
+            st = loom_engine_work(e);
+        }
         if (st && loom_cluster_size(cluster) > 1) loom_cluster_abort(cluster, "chat", st);
         if (!st && coord) st = loom_engine_shutdown(e);
         if (!st) rc = 0;
     }
     if (st) rc = loom_fail("chat", st);
+    loom_drafter_free(sched.drafter);
     loom_engine_free(e);
     loom_cluster_free(cluster);
     return rc;

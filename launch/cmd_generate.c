@@ -228,10 +228,13 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
                 "generation: %6lld tokens in %8.3f s  %9.2f tokens/s   (%s, %d sequence%s)\n",
                 (long long)stats.prompt_tokens, stats.prefill_s, pps, (long long)stats.decode_tokens, stats.decode_s,
                 gps, n == 1 ? res[0].stop_reason : "done", n, n == 1 ? "" : "s");
-        if (stats.draft_tokens > 0)
-            fprintf(stderr, "speculation: %lld tokens proposed, %lld of them the model's own (%.1f %%)\n",
+        if (stats.draft_tokens > 0 || stats.draft_model_s > 0) {
+            fprintf(stderr, "speculation: %lld tokens proposed, %lld of them the model's own (%.1f %%)",
                     (long long)stats.draft_tokens, (long long)stats.draft_accepted,
-                    100.0 * (double)stats.draft_accepted / (double)stats.draft_tokens);
+                    stats.draft_tokens ? 100.0 * (double)stats.draft_accepted / (double)stats.draft_tokens : 0.0);
+            if (stats.draft_model_s > 0) fprintf(stderr, "; the draft model took %.3f s of it", stats.draft_model_s);
+            fputc('\n', stderr);
+        }
         if (loom_engine_options_of(e) && (stats.comm_s > 0 || stats.transfer_s > 0))
             fprintf(stderr, "rank 0 communication: %.3f s in TP collectives, %.3f s in stage transfers\n", stats.comm_s,
                     stats.transfer_s);
@@ -257,7 +260,8 @@ int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *schema_file = NULL, *prompt = NULL, *prompt_file = NULL, *kv_type = "f16", *system = NULL, *chat_template = NULL;
     loom_sampling_args sa = loom_sampling_args_defaults();
     int64_t max_tokens = 128, threads = loom_cpu_count(), ctx = 4096, seqs = 0,
-            batch = 256, tp = 1, pp = 1, draft = 0, draft_min = LOOM_DRAFT_MIN_NGRAM, draft_max = LOOM_DRAFT_MAX_NGRAM;
+            batch = 256, tp = 1, pp = 1;
+    loom_draft_args da = loom_draft_args_defaults();
     double watchdog = 30;
     bool chat = false, ignore_eos = false, json = false, no_parse_special = false;
     const loom_arg args[] = {
@@ -271,7 +275,7 @@ int cmd_generate(int argc, char **argv) {
         {"--sequences", LOOM_ARG_INT, &seqs, "N", "sequences running at once (default: all prompts, at most 64)"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass at most (prefill chunk)"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
-        LOOM_DRAFT_ARGS(draft, draft_min, draft_max),
+        LOOM_DRAFT_ARGS(da),
         LOOM_GRID_ARGS(tp, pp, watchdog),
         LOOM_DEVICE_ARG(device_s),
         {"--chat", LOOM_ARG_FLAG, &chat, NULL, "format the prompt with the model's chat template"},
@@ -303,7 +307,7 @@ int cmd_generate(int argc, char **argv) {
     loom_type kvt;
     if (loom_parse_kv_type("generate", kv_type, &kvt)) return 2;
     loom_scheduler_options sched = {0};
-    if (loom_draft_options("generate", draft, draft_min, draft_max, &sched)) return 2;
+    if (loom_draft_options("generate", &da, &sched)) return 2;
     loom_sampling_params sp;
     int bad = loom_sampling_from_args("generate", &sa, &sp);
     if (bad) return bad;
@@ -354,11 +358,14 @@ int cmd_generate(int argc, char **argv) {
     }
     if (!st) {
         /* from here on a failure anywhere must not leave ranks waiting */
-        if (coord)
-            st = coordinate(e, loom_cluster_model(cluster), model, job.prompts, job.n, chat, chat_template,
-                            !no_parse_special, system, (int)max_tokens, sp, ignore_eos, json, &sched, &rc);
-        else
+        if (coord) {
+            st = loom_draft_model_start(&da, e, loom_cluster_model(cluster), &sched);
+            if (!st)
+                st = coordinate(e, loom_cluster_model(cluster), model, job.prompts, job.n, chat, chat_template,
+                                !no_parse_special, system, (int)max_tokens, sp, ignore_eos, json, &sched, &rc);
+        } else {
             st = loom_engine_work(e);
+        }
         if (st && loom_cluster_size(cluster) > 1) loom_cluster_abort(cluster, "generate", st);
         if (!st && coord) st = loom_engine_shutdown(e);
         if (!coord && !st) rc = 0;
@@ -366,6 +373,7 @@ int cmd_generate(int argc, char **argv) {
     if (st) rc = loom_fail("generate", st);
     for (int i = 0; i < job.n; i++) free(job.prompts[i]);
     free(job.prompts);
+    loom_drafter_free(sched.drafter);
     loom_engine_free(e);
     loom_cluster_free(cluster);
     loom_strbuf_free(&schema);

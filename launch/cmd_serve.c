@@ -18,8 +18,8 @@ int cmd_serve(int argc, char **argv) {
     const char *device_s = "auto";
     const char *model = NULL, *host = "127.0.0.1", *api_key = NULL, *name = NULL, *kv_type = "f16", *pid_file = NULL;
     int64_t port = 8080, threads = loom_cpu_count(), ctx = 4096, seqs = 16, batch = 256, tp = 1, pp = 1,
-            max_queue = 256, max_body = 8 << 20, max_conn = 512, prefill_rows = 64, kv_blocks = 0, draft = 0,
-            draft_min = LOOM_DRAFT_MIN_NGRAM, draft_max = LOOM_DRAFT_MAX_NGRAM;
+            max_queue = 256, max_body = 8 << 20, max_conn = 512, prefill_rows = 64, kv_blocks = 0;
+    loom_draft_args da = loom_draft_args_defaults();
     double watchdog = 30, drain = 60;
     bool no_prefix = false, no_reasoning = false;
     const loom_arg args[] = {
@@ -35,7 +35,7 @@ int cmd_serve(int argc, char **argv) {
         {"--prefill-rows", LOOM_ARG_INT, &prefill_rows, "N",
          "prompt rows per step while other sequences decode (bounds their inter-token stall); 0 = --batch"},
         {"--no-prefix-cache", LOOM_ARG_FLAG, &no_prefix, NULL, "do not reuse the KV blocks of earlier prompts"},
-        LOOM_DRAFT_ARGS(draft, draft_min, draft_max),
+        LOOM_DRAFT_ARGS(da),
         {"--no-reasoning", LOOM_ARG_FLAG, &no_reasoning, NULL,
          "keep a thinking model's <think> blocks in the content (default: they become reasoning_content)"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
@@ -77,7 +77,7 @@ int cmd_serve(int argc, char **argv) {
     loom_type kvt;
     if (loom_parse_kv_type("serve", kv_type, &kvt)) return 2;
     loom_scheduler_options sched = {.prefill_rows = (int)prefill_rows};
-    if (loom_draft_options("serve", draft, draft_min, draft_max, &sched)) return 2;
+    if (loom_draft_options("serve", &da, &sched)) return 2;
     if (!api_key) api_key = getenv("LOOM_API_KEY");
     if (api_key && !*api_key) api_key = NULL;
     if (!name) {
@@ -112,7 +112,8 @@ int cmd_serve(int argc, char **argv) {
     if (!st && coord) {
         loom_tokenizer *tok = NULL;
         loom_chat_template *tmpl = NULL;
-        st = loom_tokenizer_create(loom_cluster_model(cluster), &tok);
+        st = loom_draft_model_start(&da, e, loom_cluster_model(cluster), &sched);
+        if (!st) st = loom_tokenizer_create(loom_cluster_model(cluster), &tok);
         if (!st) {
             loom_status ts = loom_chat_template_from_gguf(loom_cluster_model(cluster), tok, &tmpl);
             if (ts) fprintf(stderr, "loom serve: chat completions are off: %s\n", loom_status_message(ts));
@@ -136,6 +137,7 @@ int cmd_serve(int argc, char **argv) {
         rc = 0;
     }
     if (st) rc = loom_fail("serve", st);
+    loom_drafter_free(sched.drafter);
     loom_engine_free(e);
     loom_cluster_free(cluster);
     return rc;

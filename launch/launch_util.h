@@ -61,17 +61,33 @@ loom_sampling_args loom_sampling_args_defaults(void);
     {"--seed", LOOM_ARG_INT, &(a).seed, "S", seed_help}
 int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_sampling_params *sp);
 
-/* Speculative decoding's options (generate, serve): the table entries and
- * their check, which fills o's draft fields (a usage error and nonzero
- * when a value is out of range). */
-#define LOOM_DRAFT_ARGS(draft, ngram_min, ngram_max)                                                              \
-    {"--draft", LOOM_ARG_INT, &(draft), "N",                                                                      \
+/* Speculative decoding's options (generate, serve, chat): the table
+ * entries, their check, which fills o's draft fields (a usage error and
+ * nonzero when a value is out of range), and on the coordinator the draft
+ * model's start once the engine exists (o->drafter; free it with
+ * loom_drafter_free). */
+typedef struct {
+    int64_t draft, ngram_min, ngram_max;
+    const char *model; /* --draft-model, or NULL */
+    double p_min;
+} loom_draft_args;
+loom_draft_args loom_draft_args_defaults(void);
+#define LOOM_DRAFT_ARGS(a)                                                                                        \
+    {"--draft", LOOM_ARG_INT, &(a).draft, "N",                                                                    \
      "speculative decoding: propose up to N tokens a step that followed the sequence's last tokens where\n"      \
-     "they occurred before (prompt lookup); the model checks them in the same step and keeps what it would\n"    \
-     "have sampled anyway, so the output is the same; 0 = off"},                                                 \
-    {"--draft-ngram-min", LOOM_ARG_INT, &(ngram_min), "N", "with --draft: the shortest run of last tokens looked up"}, \
-    {"--draft-ngram-max", LOOM_ARG_INT, &(ngram_max), "N", "with --draft: the longest run of last tokens looked up"}
-int loom_draft_options(const char *cmd, int64_t draft, int64_t ngram_min, int64_t ngram_max, loom_scheduler_options *o);
+     "they occurred before (prompt lookup), or that --draft-model continues with; the model checks them in\n"   \
+     "the same step and keeps what it would have sampled anyway, so the output is the same; 0 = off\n"          \
+     "(with --draft-model: 8)"},                                                                                 \
+    {"--draft-ngram-min", LOOM_ARG_INT, &(a).ngram_min, "N", "with --draft: the shortest run of last tokens looked up"}, \
+    {"--draft-ngram-max", LOOM_ARG_INT, &(a).ngram_max, "N", "with --draft: the longest run of last tokens looked up"},  \
+    {"--draft-model", LOOM_ARG_STR, &(a).model, "PATH",                                                          \
+     "speculative decoding with a small model of the same vocabulary (GGUF), held whole by the\n"               \
+     "coordinator: its greedy continuations are the proposals"},                                                 \
+    {"--draft-p-min", LOOM_ARG_FLOAT, &(a).p_min, "P",                                                           \
+     "with --draft-model: stop a sequence's proposals at a token the draft model gives less than P"}
+int loom_draft_options(const char *cmd, const loom_draft_args *a, loom_scheduler_options *o);
+loom_status loom_draft_model_start(const loom_draft_args *a, loom_engine *e, const loom_gguf *target,
+                                   loom_scheduler_options *o) LOOM_MUST_USE;
 
 /* The chat template of a Jinja file (path), or the model's when path is
  * NULL, with bos/eos texts from tok. */

@@ -7,6 +7,7 @@
 #include "runtime/kernels.h"
 #include "launch/launch_util.h"
 #include "runtime/clock.h"
+#include "runtime/kv_blocks.h"
 
 
 int loom_usage_error(const char *msg) {
@@ -125,16 +126,49 @@ int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_s
     return st ? loom_fail(cmd, st) : 0;
 }
 
-int loom_draft_options(const char *cmd, int64_t draft, int64_t ngram_min, int64_t ngram_max, loom_scheduler_options *o) {
-    const char *bad = draft < 0 || draft > 64                                 ? "--draft must be 0..64"
-                      : ngram_min < 1 || ngram_min > 64                       ? "--draft-ngram-min must be 1..64"
-                      : ngram_max < ngram_min || ngram_max > 64               ? "--draft-ngram-max must be --draft-ngram-min..64"
-                                                                              : NULL;
+loom_draft_args loom_draft_args_defaults(void) {
+    return (loom_draft_args){.ngram_min = LOOM_DRAFT_MIN_NGRAM, .ngram_max = LOOM_DRAFT_MAX_NGRAM};
+}
+
+int loom_draft_options(const char *cmd, const loom_draft_args *a, loom_scheduler_options *o) {
+    const char *bad = a->draft < 0 || a->draft > 64                              ? "--draft must be 0..64"
+                      : a->ngram_min < 1 || a->ngram_min > 64                    ? "--draft-ngram-min must be 1..64"
+                      : a->ngram_max < a->ngram_min || a->ngram_max > 64         ? "--draft-ngram-max must be --draft-ngram-min..64"
+                      : !(a->p_min >= 0 && a->p_min <= 1)                        ? "--draft-p-min must be 0..1"
+                      : a->model && !*a->model                                   ? "--draft-model needs a path"
+                                                                                 : NULL;
     if (bad) return usage_of(cmd, bad);
-    o->draft_max = (int)draft;
-    o->draft_min_ngram = (int)ngram_min;
-    o->draft_max_ngram = (int)ngram_max;
+    o->draft_max = (int)a->draft;
+    o->draft_min_ngram = (int)a->ngram_min;
+    o->draft_max_ngram = (int)a->ngram_max;
     return 0;
+}
+
+loom_status loom_draft_model_start(const loom_draft_args *a, loom_engine *e, const loom_gguf *target,
+                                   loom_scheduler_options *o) {
+    if (!a->model) return NULL;
+    const loom_engine_options *eo = loom_engine_options_of(e);
+    /* its cache holds as many positions as the target's pool (what the sequences can hold at once) */
+    const loom_drafter_options d = {.max_seqs = eo->max_seqs,
+                                    .ctx = eo->ctx_size,
+                                    .kv_tokens = loom_kv_blocks_total(loom_engine_blocks(e)) * eo->block_tokens,
+                                    .batch_rows = eo->batch_rows,
+                                    .p_min = (float)a->p_min};
+    /* what a draft pass costs: measured, unless LOOM_DRAFT_COST fixes it as a share of a decode step
+     * (0: free, so even the model itself as its draft proposes: tests) */
+    o->draft_cost = -1;
+    const char *cost = getenv("LOOM_DRAFT_COST");
+    if (cost) {
+        char *end;
+        o->draft_cost = strtod(cost, &end);
+        if (end == cost || *end || !(o->draft_cost >= 0 && o->draft_cost <= 100))
+            return loom_error(LOOM_ERR_INVALID, "LOOM_DRAFT_COST=%s: expected a share of a decode step, 0..100", cost);
+    }
+    LOOM_TRY(loom_drafter_create(a->model, target, loom_engine_pool(e), &d, &o->drafter));
+    fprintf(stderr, "draft model %s on the coordinator: weights %.1f MiB, KV cache up to %.1f MiB; up to %d proposals a step\n",
+            a->model, (double)loom_drafter_weight_bytes(o->drafter) / (1 << 20),
+            (double)loom_drafter_kv_bytes(o->drafter) / (1 << 20), o->draft_max ? o->draft_max : LOOM_DRAFT_MODEL_MAX);
+    return NULL;
 }
 
 void loom_print_config(FILE *f, const char *model_path, const loom_model_config *mc, const loom_engine_options *eo,

@@ -211,6 +211,7 @@ const loom_weights *loom_engine_weights(const loom_engine *e) { return e->w; }
 const loom_engine_options *loom_engine_options_of(const loom_engine *e) { return &e->opt; }
 const loom_topology *loom_engine_topology(const loom_engine *e) { return &e->topo; }
 loom_kv_blocks *loom_engine_blocks(loom_engine *e) { return e->blocks; }
+loom_pool *loom_engine_pool(loom_engine *e) { return e->pool; }
 double loom_engine_busy_seconds(const loom_engine *e) { return e->busy_s; }
 
 void loom_engine_comm_time(const loom_engine *e, double *tp_s, double *pp_s) {

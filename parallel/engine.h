@@ -27,6 +27,7 @@
 #include "runtime/gguf.h"
 #include "runtime/kv_cache.h"
 #include "runtime/model.h"
+#include "runtime/threadpool.h"
 
 #define LOOM_PROTOCOL 3 /* version of the Step / StepResult messages (3: logit bias, structured output) */
 
@@ -53,6 +54,9 @@ const loom_topology *loom_engine_topology(const loom_engine *e);
  * block ids on every rank); NULL elsewhere. The scheduler allocates from it
  * and sends the ids with the Steps. */
 struct loom_kv_blocks *loom_engine_blocks(loom_engine *e);
+/* The rank's thread pool (idle between the steps the coordinator runs: a
+ * draft model borrows it there, draft_model.h). */
+loom_pool *loom_engine_pool(loom_engine *e);
 
 /* Coordinator: runs a Step on stage 0 — TP broadcast, this rank's layers,
  * then the send to stage 1 without waiting. With one stage the sampled

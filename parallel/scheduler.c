@@ -12,6 +12,7 @@
 #include "runtime/kernels.h"
 #include "runtime/kv_blocks.h"
 #include "parallel/draft.h"
+#include "parallel/draft_model.h"
 
 /* What a proposal must be worth for a step of n decoding sequences: the
  * chance that it is used (the sequence's accept rate to the power of its
@@ -24,9 +25,11 @@
 #define DRAFT_STEP_ROWS 4.0
 #define DRAFT_ACCEPT0 0.5f /* a sequence's accept rate before its first proposal */
 #define DRAFT_ACCEPT0_PREDICTED 0.9f /* ... when the caller gave the expected output */
+#define DRAFT_ACCEPT0_MODEL 0.8f     /* ... with a draft model (chosen to agree with the target) */
 #define DRAFT_PREDICTION_MAX 16      /* proposals a step from an expected output, whatever draft_max says */
 #define DRAFT_EMA 0.2f     /* weight of each proposed token's outcome in the average */
 #define DRAFT_RETRY 0.05f  /* how fast the estimate rises while a sequence does not propose */
+#define DRAFT_FIT_DECAY 0.98 /* weight of a decode step's time in the fit, one step later */
 
 /* A request waiting for a slot: new, or preempted and to be recomputed. */
 typedef struct {
@@ -57,6 +60,7 @@ typedef struct {
     uint64_t *hash;   /* (max_blocks) prefix-cache hash of each published block */
     int n_blocks, n_published;
     int n_draft;      /* proposals in flight (toks[n_toks ..] holds them meanwhile) */
+    int n_prop;       /* with a draft model: proposals made for the step being built (at toks[n_toks ..]) */
     float accept;     /* estimated chance that the model samples a proposed token (moving average) */
     int32_t *pred;    /* (n_pred) owned: the expected output, or NULL */
     int n_pred;
@@ -89,6 +93,12 @@ struct loom_scheduler {
     int S, P, R, ctx, vocab, B, max_blocks, prefill_rows, watermark;
     int draft_max, draft_min_ngram, draft_max_ngram, draft_rows;
     int invariant;             /* loom_matmul_invariant_rows() */
+    loom_drafter *drafter;     /* borrowed, or NULL: proposals by lookup */
+    double draft_cost;         /* the options' (worth() below) */
+    double draft_bytes_share;  /* the draft model's weight bytes over the target's */
+    double fit[5];             /* decode steps' time against rows: weight, Σx, Σy, Σx², Σxy (fit_step) */
+    loom_draft_req *dreqs;     /* (S) */
+    double draft_s0;           /* the drafter's seconds at creation */
     waiting_req *wait;         /* (cap_wait) FIFO, oldest first */
     int n_wait, cap_wait;
     seq_state *act;            /* (S) slot i ↔ act[i] */
@@ -131,6 +141,20 @@ loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, cons
                              : s->draft_min_ngram > LOOM_DRAFT_MAX_NGRAM ? s->draft_min_ngram : LOOM_DRAFT_MAX_NGRAM;
     }
     s->draft_rows = o && o->draft_rows > 0 ? o->draft_rows : LOOM_DRAFT_ROWS; /* expected outputs propose too */
+    if (o && o->drafter && loom_drafter_slots(o->drafter) < s->S) {
+        const int S = s->S;
+        free(s);
+        return loom_error(LOOM_ERR_INVALID, "the draft model has %d slots for %d sequences", loom_drafter_slots(o->drafter),
+                          S);
+    }
+    if (o && o->drafter) {
+        s->drafter = o->drafter;
+        s->draft_s0 = loom_drafter_seconds(o->drafter);
+        s->draft_cost = o->draft_cost;
+        const loom_weights *w = loom_engine_weights(e);
+        s->draft_bytes_share = (double)loom_drafter_weight_bytes(o->drafter) / (double)(w->bytes_mapped + w->bytes_copied);
+        if (s->draft_max == 0) s->draft_max = LOOM_DRAFT_MODEL_MAX;
+    }
     s->watermark = loom_kv_blocks_total(s->pool) / 100;
     s->invariant = loom_matmul_invariant_rows();
     s->vocab = loom_engine_model(e)->vocab;
@@ -141,7 +165,8 @@ loom_status loom_scheduler_create(loom_engine *e, const loom_callbacks *cb, cons
     s->release_pending = calloc(S, sizeof(bool));
     s->res_slots = malloc((size_t)s->R * sizeof(uint32_t));
     s->res_tokens = malloc((size_t)s->R * sizeof(int32_t));
-    bool ok = s->act && s->mbs && s->pending_release && s->release_pending && s->res_slots && s->res_tokens;
+    s->dreqs = malloc(S * sizeof *s->dreqs);
+    bool ok = s->act && s->mbs && s->pending_release && s->release_pending && s->res_slots && s->res_tokens && s->dreqs;
     for (size_t i = 0; ok && i < S; i++) {
         s->act[i].blocks = malloc(MB * sizeof(int32_t));
         s->act[i].hash = malloc(MB * sizeof(uint64_t));
@@ -201,6 +226,7 @@ void loom_scheduler_free(loom_scheduler *s) {
     free(s->release_pending);
     free(s->res_slots);
     free(s->res_tokens);
+    free(s->dreqs);
     free(s);
 }
 
@@ -218,6 +244,7 @@ loom_run_stats loom_scheduler_stats(const loom_scheduler *s) {
     loom_engine_comm_time(s->e, &tp, &pp);
     r.comm_s = tp - s->tp0;
     r.transfer_s = pp - s->pp0;
+    r.draft_model_s = s->drafter ? loom_drafter_seconds(s->drafter) - s->draft_s0 : 0;
     return r;
 }
 
@@ -467,7 +494,7 @@ static void admit(loom_scheduler *s) {
         q->pred = w->pred, q->n_pred = w->n_pred;
         w->pred = NULL; /* moved: drop_waiting below frees the rest */
         q->n_proposed = w->n_proposed, q->n_kept = w->n_kept;
-        q->accept = q->pred ? DRAFT_ACCEPT0_PREDICTED : DRAFT_ACCEPT0;
+        q->accept = q->pred ? DRAFT_ACCEPT0_PREDICTED : s->drafter ? DRAFT_ACCEPT0_MODEL : DRAFT_ACCEPT0;
         q->sp = w->sp;
         q->ignore_eos = w->ignore_eos;
         q->logprobs = w->logprobs;
@@ -553,35 +580,101 @@ static void publish_full(loom_scheduler *s, seq_state *q) {
     }
 }
 
-/* Proposals for the decoding sequence in `slot` (draft.h), written after
- * its tokens: at most `max` and as many as are worth their rows among
- * n_decode decoding sequences (above), none past the request's limit, and
- * only as many as the KV blocks it holds or the pool has free take (never
- * preempting another sequence for them). New block ids go to out[*n_out]. */
-static int propose(loom_scheduler *s, int slot, int max, int n_decode, int32_t *out, int *n_out) {
-    seq_state *q = &s->act[slot];
+/* Decode steps' time against their rows (one stage, pure decode steps:
+ * least squares with older steps weighing less), so a row's cost is
+ * known for the weights at hand: F16 weights cost ~2 ms a row on 2 Zen 4
+ * cores where the read of all of them takes ~9, quantized ones far less. */
+static void fit_step(loom_scheduler *s, double rows, double t) {
+    double *f = s->fit;
+    for (int i = 0; i < 5; i++) f[i] *= DRAFT_FIT_DECAY;
+    f[0] += 1, f[1] += rows, f[2] += t, f[3] += rows * rows, f[4] += rows * t;
+}
+
+/* The fit's step of n rows and a row's cost; false until it has seen
+ * steps of different sizes. */
+static bool fitted(const loom_scheduler *s, int n, double *step, double *row) {
+    const double *f = s->fit, det = f[0] * f[3] - f[1] * f[1];
+    if (f[0] < 4 || det < 1e-9 * f[0] * f[0]) return false;
+    const double b = (f[0] * f[4] - f[1] * f[2]) / det, a = (f[2] - b * f[1]) / f[0];
+    *row = b > 0 ? b : 0;
+    *step = a + *row * n;
+    return *step > 0;
+}
+
+/* What a proposal's place must be likely to be kept to be worth making
+ * for one of n decoding sequences. By prompt lookup: n / (DRAFT_STEP_ROWS
+ * + n) (above). With a draft model, each token it brings is worth a step's
+ * time / n, and it costs its row and its share of the draft model's pass
+ * (one pass serves the n sequences): accept^j >= (n · row + draft_pass) /
+ * step. With one stage the times are measured (the fit above, and the
+ * draft model's moving average), and until they are the draft pass's
+ * share is taken as its weights' bytes over the target's (decode reads
+ * them all); or the options fix that share. Over a pipeline the draft
+ * model's time overlaps the later stages' and counts as nothing. A draft
+ * model as large as the target thus stops proposing, one a tenth of it
+ * proposes while kept 3 times in 10 alone. */
+static double worth(const loom_scheduler *s, int n) {
+    const double plain = n / (DRAFT_STEP_ROWS + n);
+    if (!s->drafter) return plain;
+    if (s->draft_cost >= 0) return plain + s->draft_cost;
+    if (s->P > 1) return plain;
+    double step, row;
+    const double td = loom_drafter_step_seconds(s->drafter);
+    if (td <= 0 || !fitted(s, n, &step, &row)) return plain + s->draft_bytes_share;
+    return (n * row + td) / step;
+}
+
+/* How many of a sequence's next places are worth a row by its estimate
+ * (accept^place >= threshold: worth() below), at most max; none: the
+ * estimate rises, to try again now and then. */
+static int worth_rows(seq_state *q, int max, double threshold) {
+    double used = q->accept;
+    int fit = 0;
+    while (fit < max && used >= threshold) fit++, used *= q->accept;
+    if (fit == 0) q->accept += DRAFT_RETRY * (1.0f - q->accept);
+    return fit;
+}
+
+/* The most proposals the sequence may make this step: max, its source's
+ * cap, the request's limit. */
+static int proposal_cap(const loom_scheduler *s, const seq_state *q, int max) {
     const int cap = q->pred && s->draft_max < DRAFT_PREDICTION_MAX ? DRAFT_PREDICTION_MAX : s->draft_max;
     if (max > cap) max = cap;
     if (max > q->limit - q->n_toks - 1) max = q->limit - q->n_toks - 1;
-    if (max <= 0) return 0;
-    /* how many places are worth a row by the estimate; none: no lookup this step, and the
-     * estimate rises, to try again now and then */
-    const double worth = n_decode / (DRAFT_STEP_ROWS + n_decode);
-    double used = q->accept;
-    int fit = 0;
-    while (fit < max && used >= worth) fit++, used *= q->accept;
-    if (fit == 0) {
-        q->accept += DRAFT_RETRY * (1.0f - q->accept);
-        return 0;
-    }
+    return max;
+}
+
+/* What followed the sequence's last tokens in its expected output, or (by
+ * lookup: no draft model) in its own tokens; up to fit, at toks[n_toks ..]. */
+static int lookup(const loom_scheduler *s, seq_state *q, int fit) {
     const int nmin = s->draft_max ? s->draft_min_ngram : LOOM_DRAFT_MIN_NGRAM,
               nmax = s->draft_max ? s->draft_max_ngram : LOOM_DRAFT_MAX_NGRAM;
     int k = 0;
     if (q->pred) /* the expected output first: what followed the reply's last tokens there */
         k = loom_draft_lookup_in(q->toks + q->n_user_prompt, q->n_toks - q->n_user_prompt, q->pred, q->n_pred, nmin, nmax,
                                  fit, q->toks + q->n_toks);
-    if (k == 0 && s->draft_max)
+    if (k == 0 && s->draft_max && !s->drafter)
         k = loom_draft_lookup(q->toks, q->n_toks, nmin, nmax, fit, q->toks + q->n_toks);
+    return k;
+}
+
+/* Proposals for the decoding sequence in `slot` (draft.h), written after
+ * its tokens: at most `max` and as many as are worth their rows among
+ * n_decode decoding sequences (above), none past the request's limit, and
+ * only as many as the KV blocks it holds or the pool has free take (never
+ * preempting another sequence for them). New block ids go to out[*n_out].
+ * With a draft model they were made before the step (draft_model_pass). */
+static int propose(loom_scheduler *s, int slot, int max, int n_decode, int32_t *out, int *n_out) {
+    seq_state *q = &s->act[slot];
+    max = proposal_cap(s, q, max);
+    if (max <= 0) return 0;
+    int k;
+    if (s->drafter) {
+        k = q->n_prop < max ? q->n_prop : max;
+    } else {
+        const int fit = worth_rows(q, max, worth(s, n_decode));
+        k = fit ? lookup(s, q, fit) : 0;
+    }
     while (k > 0 && q->n_blocks * s->B < q->n_sent + 1 + k) {
         int32_t b = loom_kv_blocks_available(s->pool) > s->watermark ? loom_kv_blocks_alloc(s->pool) : -1;
         if (b < 0) {
@@ -592,6 +685,49 @@ static int propose(loom_scheduler *s, int slot, int max, int n_decode, int32_t *
         out[(*n_out)++] = b;
     }
     return k > 0 ? k : 0;
+}
+
+/* With a draft model: the proposals of the decoding sequences the next
+ * step takes (build_step's order and shares), all in one call of the
+ * draft model; an expected output's match goes first. A failing draft
+ * model is reported once and dropped: decoding goes on without it. */
+static void draft_model_pass(loom_scheduler *s, int cap_seqs, int n_decode, int draft_rows, int decoding) {
+    int n = 0, rows = 0, seqs = 0, decode_left = decoding;
+    for (int i = 0; i < s->S; i++) s->act[i].n_prop = 0;
+    if (draft_rows <= 0) return;
+    const double threshold = worth(s, n_decode);
+    for (int i = 0; i < s->S && seqs < cap_seqs; i++) {
+        seq_state *q = &s->act[i];
+        if (!q->used || q->in_flight || q->cancelled || q->n_sent < q->n_prompt) continue;
+        decode_left--, seqs++;
+        const int spare = s->R - rows - 1 - (decode_left > 0 ? decode_left : 0);
+        const int max = proposal_cap(s, q, spare < draft_rows ? spare : draft_rows);
+        const int fit = max > 0 ? worth_rows(q, max, threshold) : 0;
+        if (fit == 0) {
+            rows++;
+            continue;
+        }
+        const int k = q->pred ? lookup(s, q, fit) : 0;
+        if (k > 0) {
+            q->n_prop = k;
+        } else {
+            s->dreqs[n++] = (loom_draft_req){.slot = i, .toks = q->toks, .n_toks = q->n_toks, .want = fit,
+                                             .out = q->toks + q->n_toks};
+        }
+        draft_rows -= k > 0 ? k : fit;
+        rows += 1 + (k > 0 ? k : fit);
+    }
+    if (n == 0) return;
+    loom_status st = loom_drafter_propose(s->drafter, s->dreqs, n);
+    if (st) {
+        fprintf(stderr, "loom: the draft model failed (%s); decoding goes on without its proposals\n",
+                loom_status_message(st));
+        loom_status_free(st);
+        s->drafter = NULL;
+        s->draft_max = 0;
+        return;
+    }
+    for (int j = 0; j < n; j++) s->act[s->dreqs[j].slot].n_prop = s->dreqs[j].n_out;
 }
 
 /* Adds `take` rows of the sequence in slot i to the micro-batch, the last
@@ -649,6 +785,7 @@ static bool build_step(loom_scheduler *s, mb_state *mb) {
     /* proposals never take a step of decode rows across the row count from which the matmuls round
      * differently (kernels.h): each row's result stays the bits it has without them */
     if (n_decode < s->invariant && draft_rows > s->invariant - 1 - n_decode) draft_rows = s->invariant - 1 - n_decode;
+    if (s->drafter) draft_model_pass(s, cap_seqs, n_decode, draft_rows, decoding);
     for (int i = 0; i < s->S && rows < s->R && nseq < cap_seqs; i++) { /* decode rows */
         seq_state *q = &s->act[i];
         if (!q->used || q->in_flight || q->cancelled || q->n_sent < q->n_prompt) continue;
@@ -808,10 +945,18 @@ static loom_status step_once(loom_scheduler *s) {
         res.slots = s->res_slots;
         res.tokens = s->res_tokens;
         res.micro_batch = mb->step.micro_batch;
+        const double t0 = loom_now_s();
         LOOM_TRY(loom_engine_launch(s->e, &mb->step, &res));
         s->stats.steps++;
         if (!mb->has_prefill) s->stats.decode_steps++;
-        if (s->P == 1) return take_result(s, mb, &res); /* one stage: the tokens are here already */
+        if (s->P == 1) { /* one stage: the tokens are here already */
+            if (!mb->has_prefill && s->drafter) {
+                size_t rows = 0;
+                for (size_t i = 0; i < mb->step.n_seqs; i++) rows += mb->step.seqs[i]->n_tokens;
+                fit_step(s, (double)rows, loom_now_s() - t0);
+            }
+            return take_result(s, mb, &res);
+        }
         s->inflight++;
         return NULL;
     }

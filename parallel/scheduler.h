@@ -47,6 +47,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "parallel/draft_model.h"
 #include "parallel/engine.h"
 #include "runtime/sampler.h"
 
@@ -111,6 +112,7 @@ typedef struct {
     int64_t preemptions;   /* sequences preempted for KV blocks */
     int64_t prefix_queries, prefix_hits; /* prompt tokens looked up in / found in the prefix cache */
     int64_t draft_tokens, draft_accepted; /* speculative decoding: tokens proposed / the model's own */
+    double draft_model_s;  /* wall time of the draft model's proposals (draft_model.h) */
 } loom_run_stats;
 
 typedef struct loom_scheduler loom_scheduler;
@@ -119,6 +121,7 @@ typedef struct loom_scheduler loom_scheduler;
 #define LOOM_DRAFT_MIN_NGRAM 2
 #define LOOM_DRAFT_MAX_NGRAM 4
 #define LOOM_DRAFT_ROWS 16
+#define LOOM_DRAFT_MODEL_MAX 8 /* proposals a step with a draft model when draft_max is 0 */
 
 typedef struct {
     int prefill_rows; /* prompt rows per step at most while a sequence decodes; 0 = the batch */
@@ -133,6 +136,14 @@ typedef struct {
      * step's decode rows to loom_matmul_invariant_rows(), so the tokens
      * are those of a run without them. */
     int draft_max, draft_min_ngram, draft_max_ngram, draft_rows;
+    /* With a draft model (borrowed; its slots the engine's max_seqs), the
+     * proposals are its greedy continuations instead of lookups (up to
+     * draft_max, 0: LOOM_DRAFT_MODEL_MAX), by the same rules, and each
+     * must also pay for its share of the draft model's pass: draft_cost,
+     * that pass's time as a share of a decode step (0: free; negative:
+     * measured as the run goes, scheduler.c). */
+    loom_drafter *drafter;
+    double draft_cost;
 } loom_scheduler_options;
 
 /* Coordinator only. Borrows the engine and copies cb; o may be NULL (defaults). */

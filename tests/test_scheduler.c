@@ -8,8 +8,9 @@
  *     prefix cache and gives the same tokens as without the cache;
  *   - cancelling a waiting or running request stops its callbacks and
  *     returns every KV block;
- *   - speculative decoding (prompt lookup: draft.h) gives every request
- *     the tokens, log-probabilities and ending it gets without it.
+ *   - speculative decoding (prompt lookup: draft.h; a draft model:
+ *     draft_model.h) gives every request the tokens, log-probabilities and
+ *     ending it gets without it.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -233,21 +234,16 @@ static bool eog_mod(void *u, int32_t t) {
     return t % 61 == 0;
 }
 
-/* Speculative decoding (prompt lookup): proposals the model accepts save
- * steps, and every request gets the tokens, log-probabilities and ending
- * it gets without them — greedy and sampled (each token one draw of the
- * sequence's stream, after the same penalty history), with repetition and
- * presence penalties, logprobs, limits and end-of-generation tokens that
- * fall inside a step's accepted run, and KV blocks short enough to preempt. */
-Test(scheduler, speculative_decoding_gives_the_same_tokens, .init = setup, .fini = teardown, .timeout = 300) {
-    enum { N = 6, PROMPT = 24 };
-    int32_t prompts[N][PROMPT];
-    loom_request reqs[N];
-    for (int i = 0; i < N; i++) {
+enum { SPEC_N = 6, SPEC_PROMPT = 24 };
+
+/* Six requests for the speculative runs: greedy, sampled with penalties,
+ * logprobs, one that ends on an end-of-generation token. */
+static void spec_requests(int32_t prompts[SPEC_N][SPEC_PROMPT], loom_request *reqs) {
+    for (int i = 0; i < SPEC_N; i++) {
         /* a prompt that repeats itself, so the lookup finds runs to propose */
-        fill_prompt(prompts[i], PROMPT / 2, i);
-        memcpy(prompts[i] + PROMPT / 2, prompts[i], sizeof(int32_t) * (PROMPT / 2));
-        reqs[i] = greedy(prompts[i], PROMPT, 100 - 7 * i);
+        fill_prompt(prompts[i], SPEC_PROMPT / 2, i);
+        memcpy(prompts[i] + SPEC_PROMPT / 2, prompts[i], sizeof(int32_t) * (SPEC_PROMPT / 2));
+        reqs[i] = greedy(prompts[i], SPEC_PROMPT, 100 - 7 * i);
     }
     reqs[1].sampling.temperature = 0.7f, reqs[1].sampling.seed = 11, reqs[1].sampling.top_k = 0;
     reqs[2].sampling.temperature = 1.0f, reqs[2].sampling.seed = 5, reqs[2].sampling.repeat_penalty = 1.1f;
@@ -255,37 +251,153 @@ Test(scheduler, speculative_decoding_gives_the_same_tokens, .init = setup, .fini
     reqs[3].sampling.temperature = 0.5f, reqs[3].sampling.seed = 9;
     reqs[4].logprobs = true, reqs[4].top_logprobs = 3;
     reqs[5].ignore_eos = false;
+}
+
+/* The run with proposals reported what the run without them did. */
+static void same_transcripts(const transcript *spec, const transcript *plain, loom_result *res, const char *what) {
+    for (int i = 0; i < SPEC_N; i++) {
+        cr_assert_eq(spec->n[i], plain->n[i], "%s: request %d: %d tokens, %d without proposals", what, i, spec->n[i],
+                     plain->n[i]);
+        cr_assert_arr_eq(spec->tok[i], plain->tok[i], sizeof(int32_t) * (size_t)plain->n[i], "%s: request %d's tokens",
+                         what, i);
+        cr_assert_arr_eq(spec->lp[i], plain->lp[i], sizeof(float) * (size_t)plain->n[i], "%s: request %d's logprobs",
+                         what, i);
+        cr_assert_str_eq(spec->reason[i], plain->reason[i], "%s: request %d", what, i);
+        cr_assert_eq(res[i].n_tokens, plain->n[i]);
+        loom_result_free(&res[i]);
+    }
+    cr_assert_str_eq(plain->reason[5], "stop", "request 5 was meant to end on an end-of-generation token");
+}
+
+/* Speculative decoding (prompt lookup): proposals the model accepts save
+ * steps, and every request gets the tokens, log-probabilities and ending
+ * it gets without them — greedy and sampled (each token one draw of the
+ * sequence's stream, after the same penalty history), with repetition and
+ * presence penalties, logprobs, limits and end-of-generation tokens that
+ * fall inside a step's accepted run, and KV blocks short enough to preempt. */
+Test(scheduler, speculative_decoding_gives_the_same_tokens, .init = setup, .fini = teardown, .timeout = 300) {
+    int32_t prompts[SPEC_N][SPEC_PROMPT];
+    loom_request reqs[SPEC_N];
+    spec_requests(prompts, reqs);
     for (int kv = 0; kv < 2; kv++) { /* 2 sequences at a time with every block, then 3 with too few */
         const int blocks = kv ? 14 : 0;
         loom_engine *e = engine(2 + kv, 128, blocks, false);
         transcript plain = {0}, spec = {0};
         loom_callbacks cb = {.on_token = log_token, .on_finish = log_finish, .is_eog = eog_mod, .user = &plain};
-        loom_result res[N];
+        loom_result res[SPEC_N];
         loom_run_stats st;
-        OK(loom_engine_run(e, reqs, N, &cb, NULL, res, &st));
+        OK(loom_engine_run(e, reqs, SPEC_N, &cb, NULL, res, &st));
         cr_assert_eq(st.draft_tokens, 0, "no proposals unless asked");
-        for (int i = 0; i < N; i++) loom_result_free(&res[i]);
+        for (int i = 0; i < SPEC_N; i++) loom_result_free(&res[i]);
         cb.user = &spec;
         loom_scheduler_options o = {.draft_max = 5, .draft_min_ngram = 1}; /* one token: many proposals */
-        OK(loom_engine_run(e, reqs, N, &cb, &o, res, &st));
+        OK(loom_engine_run(e, reqs, SPEC_N, &cb, &o, res, &st));
         cr_assert_gt(st.draft_accepted, 20, "proposals were made (%lld) and kept (%lld)", (long long)st.draft_tokens,
                      (long long)st.draft_accepted);
         cr_assert_lt(st.draft_accepted, st.draft_tokens, "some proposals were refused");
         if (kv) cr_assert_gt(st.preemptions, 0, "the cache was meant to run out");
-        for (int i = 0; i < N; i++) {
-            cr_assert_eq(spec.n[i], plain.n[i], "request %d (blocks %d): %d tokens, %d without proposals", i, blocks,
-                         spec.n[i], plain.n[i]);
-            cr_assert_arr_eq(spec.tok[i], plain.tok[i], sizeof(int32_t) * (size_t)plain.n[i], "request %d's tokens", i);
-            cr_assert_arr_eq(spec.lp[i], plain.lp[i], sizeof(float) * (size_t)plain.n[i], "request %d's logprobs", i);
-            cr_assert_str_eq(spec.reason[i], plain.reason[i], "request %d", i);
-            cr_assert_eq(res[i].n_tokens, plain.n[i]);
-            loom_result_free(&res[i]);
-        }
-        cr_assert_str_eq(plain.reason[5], "stop", "request 5 was meant to end on an end-of-generation token");
+        same_transcripts(&spec, &plain, res, blocks ? "too few blocks" : "every block");
         loom_kv_blocks *pool = loom_engine_blocks(e);
         cr_assert_eq(loom_kv_blocks_available(pool), loom_kv_blocks_total(pool), "every block came back");
         loom_engine_free(e);
     }
+}
+
+/* Speculative decoding with a draft model (draft_model.h): the target
+ * itself as its own draft (greedy requests keep every proposal), and
+ * another model of the same vocabulary (most are refused): the same
+ * transcripts either way, with too few KV blocks too, and a slot's next
+ * request computes only what differs from what the draft model holds. */
+Test(scheduler, draft_model_gives_the_same_tokens, .init = setup, .fini = teardown, .timeout = 300) {
+    char other[256];
+    snprintf(other, sizeof other, "/tmp/loom-test-sched-draft-%d.gguf", (int)getpid());
+    cr_assert_eq(loom_test_synth("--layers 1 --dim 64 --heads 2 --kv-heads 1 --ffn 128 --vocab 500 --seed 8", other), 0);
+    int32_t prompts[SPEC_N][SPEC_PROMPT];
+    loom_request reqs[SPEC_N];
+    spec_requests(prompts, reqs);
+    for (int kv = 0; kv < 2; kv++) {
+        const int blocks = kv ? 14 : 0, seqs = 2 + kv;
+        loom_engine *e = engine(seqs, 128, blocks, false);
+        transcript plain = {0};
+        loom_callbacks cb = {.on_token = log_token, .on_finish = log_finish, .is_eog = eog_mod, .user = &plain};
+        loom_result res[SPEC_N];
+        loom_run_stats st;
+        OK(loom_engine_run(e, reqs, SPEC_N, &cb, NULL, res, &st));
+        for (int i = 0; i < SPEC_N; i++) loom_result_free(&res[i]);
+        for (int which = 0; which < 4; which++) { /* its own, another, another unsure of every token, its own
+                                                      with room for 64 positions (slots give theirs up) */
+            loom_drafter_options dopt = {.max_seqs = seqs, .ctx = 128, .batch_rows = 16, .p_min = which == 2 ? 0.9f : 0,
+                                         .kv_tokens = which == 3 ? 64 : 0};
+            loom_drafter *d;
+            OK(loom_drafter_create(which == 1 || which == 2 ? other : model_path, g, loom_engine_pool(e), &dopt, &d));
+            transcript spec = {0};
+            cb.user = &spec;
+            loom_scheduler_options o = {.draft_max = 5, .drafter = d};
+            OK(loom_engine_run(e, reqs, SPEC_N, &cb, &o, res, &st));
+            if (which == 2) cr_assert_eq(st.draft_tokens, 0, "a random model is never 90 %% sure");
+            else cr_assert_gt(st.draft_tokens, 0, "proposals were made");
+            if (which == 0 || which == 3) {
+                /* greedy requests 0, 4, 5 keep every proposal; sampled ones some */
+                cr_assert_gt(st.draft_accepted, st.draft_tokens / 2, "its own proposals: %lld of %lld kept",
+                             (long long)st.draft_accepted, (long long)st.draft_tokens);
+                cr_assert_gt(st.draft_model_s, 0.0);
+            } else if (which == 1) {
+                cr_assert_lt(st.draft_accepted, st.draft_tokens / 2, "another model's: %lld of %lld kept",
+                             (long long)st.draft_accepted, (long long)st.draft_tokens);
+            }
+            if (kv) cr_assert_gt(st.preemptions, 0, "the cache was meant to run out");
+            same_transcripts(&spec, &plain, res, which == 0 || which == 3 ? "its own draft" : "another model");
+            loom_kv_blocks *pool = loom_engine_blocks(e);
+            cr_assert_eq(loom_kv_blocks_available(pool), loom_kv_blocks_total(pool), "every block came back");
+            /* one request twice: the second time its prompt is in the draft model's cache already */
+            if (which >= 2) {
+                loom_drafter_free(d);
+                continue;
+            }
+            int64_t rows[3] = {loom_drafter_rows(d)};
+            loom_callbacks quiet = {.is_eog = never};
+            for (int r = 1; r < 3; r++) {
+                OK(loom_engine_run(e, reqs, 1, &quiet, &o, res, &st));
+                loom_result_free(&res[0]);
+                rows[r] = loom_drafter_rows(d);
+            }
+            cr_assert_leq(rows[2] - rows[1], rows[1] - rows[0] - (SPEC_PROMPT - 1),
+                          "a settled prompt is not computed again: %lld rows, %lld the first time",
+                          (long long)(rows[2] - rows[1]), (long long)(rows[1] - rows[0]));
+            loom_drafter_free(d);
+        }
+        loom_engine_free(e);
+    }
+    unlink(other);
+}
+
+/* The draft model must speak the target's vocabulary; the scheduler needs a slot per sequence. */
+Test(scheduler, draft_model_refusals, .init = setup, .fini = teardown) {
+    char other[256];
+    snprintf(other, sizeof other, "/tmp/loom-test-sched-bert-%d.gguf", (int)getpid());
+    cr_assert_eq(loom_test_synth("--arch bert --layers 1 --dim 64 --heads 2 --kv-heads 2 --ffn 128 --vocab 512", other),
+                 0);
+    loom_engine *e = engine(2, 128, 0, false);
+    loom_drafter_options dopt = {.max_seqs = 1, .ctx = 128, .batch_rows = 16};
+    loom_drafter *d = NULL;
+    loom_status st = loom_drafter_create(other, g, loom_engine_pool(e), &dopt, &d);
+    cr_assert(st && d == NULL);
+    cr_assert(strstr(loom_status_message(st), "vocabulary") || strstr(loom_status_message(st), "encoder"), "%s",
+              loom_status_message(st));
+    loom_status_free(st);
+    st = loom_drafter_create("/nonexistent.gguf", g, loom_engine_pool(e), &dopt, &d);
+    cr_assert(st && d == NULL);
+    loom_status_free(st);
+    OK(loom_drafter_create(model_path, g, loom_engine_pool(e), &dopt, &d));
+    loom_callbacks cb = {.is_eog = never};
+    loom_scheduler_options o = {.drafter = d};
+    loom_scheduler *s = NULL;
+    st = loom_scheduler_create(e, &cb, &o, &s);
+    cr_assert(st && strstr(loom_status_message(st), "slots"), "%s", loom_status_message(st));
+    loom_status_free(st);
+    loom_drafter_free(d);
+    loom_engine_free(e);
+    unlink(other);
 }
 
 Test(draft, lookup_proposes_what_followed_the_longest_latest_match) {

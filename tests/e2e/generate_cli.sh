@@ -186,6 +186,42 @@ expect_fail "bad --draft-ngram-max" "draft-ngram-max must be" \
   "$LOOM" generate --model "$MODEL" --prompt hi --draft 4 --draft-ngram-min 3 --draft-ngram-max 2
 ok "--draft: the same tokens (with a JSON schema too, greedy and sampled), proposals counted, bad values refused"
 
+# speculative decoding with a draft model (here the model itself, so greedy keeps every proposal; its passes
+# counted as free, LOOM_DRAFT_COST=0, or the scheduler would soon find them as dear as the model's own steps
+# and stop proposing): the same tokens greedy, sampled with a schema and under mpirun (the coordinator
+# drafts); a draft model of another vocabulary, a missing file, a bad --draft-p-min or LOOM_DRAFT_COST refused
+LOOM_DRAFT_COST=0 "$LOOM" generate --model "$MODEL" --chat --prompt "Repeat exactly: one two three four five, one two three four five." \
+  --temperature 0 --max-tokens 48 --draft-model "$MODEL" --json > "$TMP/dm.json" 2> "$TMP/dm.err" ||
+  fail "--draft-model: $(tail -3 "$TMP/dm.err")"
+[ "$(json_field "$TMP/dm.json" 1 "o['tokens']")" = "$(json_field "$TMP/plain.json" 1 "o['tokens']")" ] ||
+  fail "--draft-model changed the greedy tokens"
+grep -Eq "speculation: ([1-9][0-9]*) tokens proposed, \1 of them the model's own \(100.0 %\); the draft model took" \
+  "$TMP/dm.err" || fail "--draft-model with itself as the draft kept less than every proposal: $(tail -2 "$TMP/dm.err")"
+grep -q "^draft model .* on the coordinator: weights [0-9.]* MiB" "$TMP/dm.err" || fail "--draft-model does not say what it holds"
+LOOM_DRAFT_COST=0 "$LOOM" generate --model "$MODEL" --prompt-file "$TMP/two.txt" --chat --temperature 0.9 --seed 3 \
+  --max-tokens 200 --json-schema "$TMP/schema.json" --draft-model "$MODEL" --draft 4 --draft-p-min 0.5 --json > "$TMP/jsdm.json" \
+  2> "$TMP/jsdm.err" || fail "--json-schema --draft-model: $(tail -3 "$TMP/jsdm.err")"
+cmp -s <(python3 -c "import json,sys; [print(json.loads(l)['tokens']) for l in open(sys.argv[1])]" "$TMP/js0.json") \
+  <(python3 -c "import json,sys; [print(json.loads(l)['tokens']) for l in open(sys.argv[1])]" "$TMP/jsdm.json") ||
+  fail "--draft-model changed sampled structured output"
+grep -q "speculation: [1-9]" "$TMP/jsdm.err" || fail "--draft-model with a schema proposed nothing"
+LOOM_DRAFT_COST=0 $MPIRUN -np 2 "$LOOM" generate --model "$MODEL" --pp 2 --threads 1 --chat \
+  --prompt "Repeat exactly: one two three four five, one two three four five." --temperature 0 --max-tokens 48 \
+  --draft-model "$MODEL" --json > "$TMP/dmpp.json" 2> "$TMP/dmpp.err" || fail "--draft-model pp 2: $(tail -3 "$TMP/dmpp.err")"
+[ "$(json_field "$TMP/dmpp.json" 1 "o['tokens']")" = "$(json_field "$TMP/plain.json" 1 "o['tokens']")" ] ||
+  fail "--draft-model under pp 2 changed the greedy tokens"
+"$LOOM" synth --out "$TMP/other-vocab.gguf" --layers 1 --dim 64 --heads 2 --kv-heads 1 --ffn 128 > /dev/null ||
+  fail "loom synth"
+expect_fail "a draft model of another vocabulary" "has another vocabulary: token 0 is" \
+  "$LOOM" generate --model "$MODEL" --prompt hi --max-tokens 2 --draft-model "$TMP/other-vocab.gguf"
+expect_fail "a missing draft model" "draft model $TMP/none.gguf" \
+  "$LOOM" generate --model "$MODEL" --prompt hi --max-tokens 2 --draft-model "$TMP/none.gguf"
+expect_fail "bad --draft-p-min" "draft-p-min must be 0..1" \
+  "$LOOM" generate --model "$MODEL" --prompt hi --draft-model "$MODEL" --draft-p-min 2
+expect_fail "bad LOOM_DRAFT_COST" "LOOM_DRAFT_COST=cheap: expected" \
+  env LOOM_DRAFT_COST=cheap "$LOOM" generate --model "$MODEL" --prompt hi --draft-model "$MODEL"
+ok "--draft-model: the same tokens (greedy, sampled with a schema, pp 2), every proposal of itself kept, refusals"
+
 # loom chat: a turn's reply is loom generate --chat's; the next turn finds the first in the prefix cache;
 # /clear forgets; a turn past the context is refused and the chat goes on; two ranks give the same replies
 "$LOOM" generate --model "$MODEL" --chat --prompt "Say hi." --temperature 0 --max-tokens 24 --json \

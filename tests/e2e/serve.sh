@@ -112,6 +112,11 @@ for mode in $modes; do
     start_server "$TMP/draft.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 1024 --sequences 4 --draft 4
     client draft --base "http://127.0.0.1:$PORT" --reference-cmd "$LOOM generate --model $MODEL --threads 2"
     stop_server "$TMP/draft.log"
+    # ... and with a draft model (the model itself, its passes counted as free: it keeps proposing)
+    LOOM_DRAFT_COST=0 start_server "$TMP/draft-model.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 1024 \
+      --sequences 4 --draft-model "$MODEL" --draft 5
+    client draft --base "http://127.0.0.1:$PORT" --reference-cmd "$LOOM generate --model $MODEL --threads 2"
+    stop_server "$TMP/draft-model.log"
     ;;
   asan)
     # with speculative decoding (--draft): its rows and results under the sanitizers too

@@ -922,8 +922,8 @@ def test_prediction(cl, name, chat_text):
 
 
 def test_draft(cl, name):
-    """A server with --draft: greedy replies (whole, streamed, four at once) equal loom generate's
-    without speculation, and the metrics count proposals, some kept."""
+    """A server with --draft or --draft-model: greedy replies (whole, streamed, four at once) equal loom
+    generate's without speculation, and the metrics count proposals, some kept."""
     msg = "Repeat this sentence exactly, twice: the quick brown fox jumps over the lazy dog."
     ref_text, ref_stop, ref_n = reference(msg, True, 64)
     ref_c, _, _ = reference(PROMPT, False, 32)
@@ -958,7 +958,7 @@ def test_draft(cl, name):
     kept = metric(m, "loom_spec_decode_num_accepted_tokens_total") - metric(
         before, "loom_spec_decode_num_accepted_tokens_total")
     check(0 < kept <= drafted, "proposals %d, kept %d" % (drafted, kept))
-    ok("--draft: greedy chat and completions (whole, streamed with logprobs, four at once) equal loom generate "
+    ok("speculative: greedy chat and completions (whole, streamed with logprobs, four at once) equal loom generate "
        "without it; %d of %d proposals kept" % (kept, drafted))
 
 
