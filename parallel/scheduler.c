@@ -366,7 +366,7 @@ static void finish(loom_scheduler *s, int slot, const char *reason, const char *
             .queue_ms = 1e3 * (q->t_admit - q->t_submit),
             .prompt_ms = q->t_first > 0 ? 1e3 * (q->t_first - q->t_admit) : 0,
             .gen_ms = q->t_first > 0 ? 1e3 * (q->t_last - q->t_first) : 0,
-            .draft_tokens = q->n_proposed, .draft_accepted = q->n_kept,
+            .draft_tokens = q->n_proposed, .draft_accepted = q->n_kept, .n_cached = q->n_cached,
         };
         s->cb.on_finish(s->cb.user, &f);
     }
@@ -541,6 +541,7 @@ static void sampling_message(Loom__SamplingParams *p, const seq_state *q) {
     p->bias_value = (float *)sp->bias_value;
     p->json_object = sp->json_object;
     p->json_schema = sp->json_schema ? (char *)sp->json_schema : (char *)""; /* read while the message is packed */
+    p->infill = sp->infill;
 }
 
 /* Gives slot `slot` blocks for positions [0, upto), preempting newer

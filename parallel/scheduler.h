@@ -87,6 +87,7 @@ typedef struct {
     double gen_ms;           /* first sampled token to the last */
     int draft_tokens;        /* speculative decoding: tokens proposed for it, and the model's own among them */
     int draft_accepted;
+    int n_cached;            /* prompt positions found in the prefix cache at its (last) admission */
 } loom_finished;
 
 typedef struct {

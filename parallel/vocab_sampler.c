@@ -33,7 +33,9 @@ struct loom_vocab_sampler {
     float *lp_vals;          /* leader: (max_rows, 20) */
     int32_t *argmax;         /* (max_rows, 2) value bits + vocabulary id */
     float *full;             /* leader: (2 * max_rows, vocab) full rows + one rank's incoming slice */
-    loom_vocab_text text;    /* leader: the tokens' text, for structured output (n = 0 until set) */
+    loom_vocab_text text;    /* leader: the tokens' text, for structured output and the infill sampler (n = 0
+                                until set) */
+    int32_t end_token;       /* leader: the infill sampler's end (the tokenizer's end of turn, or of text) */
     loom_json_constraint **cons; /* (slots) leader: the slot's structured-output constraint, or NULL */
     double comm_s;
 };
@@ -133,6 +135,7 @@ void loom_vocab_sampler_free(loom_vocab_sampler *vs) {
 
 loom_status loom_vocab_sampler_set_text(loom_vocab_sampler *vs, const loom_tokenizer *tok) {
     if (!vs->leader || vs->text.n) return NULL;
+    vs->end_token = loom_tokenizer_eot(tok) >= 0 ? loom_tokenizer_eot(tok) : loom_tokenizer_eos(tok);
     return loom_vocab_text_build(tok, vs->vocab, &vs->text);
 }
 
@@ -161,6 +164,12 @@ loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loo
         LOOM_TRY(loom_json_constraint_create(&vs->text, js, &vs->cons[slot]));
         loom_sampler_set_constraint(vs->samplers[slot], &(loom_sampler_constraint){
                                         loom_json_constraint_fits, loom_json_constraint_accept, vs->cons[slot]});
+    }
+    if (p->params.infill) {
+        if (!vs->text.n) return loom_error(LOOM_ERR_INVALID, "the infill sampler before the vocabulary's text was set");
+        const loom_sampler_vocab v = {.n = vs->text.n, .off = vs->text.off, .text = vs->text.bytes,
+                                      .kind = vs->text.kind, .end_token = vs->end_token};
+        loom_sampler_set_vocab(vs->samplers[slot], &v);
     }
     if (p->params.temperature > 0) loom_sampler_skip(vs->samplers[slot], n_generated);
     return NULL;

@@ -17,6 +17,8 @@ struct loom_sampler {
     loom_sampler_constraint con; /* fits NULL: none */
     int32_t *bias_token;         /* (p.n_logit_bias) the sampler's copies of the logit bias */
     float *bias_value;
+    loom_sampler_vocab voc;      /* the infill sampler's (n 0: not set) */
+    double *prob;                /* (n_vocab) the infill sampler's probabilities, or NULL */
 };
 
 loom_sampling_params loom_sampling_defaults(void) {
@@ -103,7 +105,8 @@ loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, 
     for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
     s->history = malloc((size_t)(p->repeat_last_n > 0 ? p->repeat_last_n : 1) * sizeof *s->history);
     s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
-    if (!s->history || !s->cand) {
+    if (p->infill) s->prob = malloc((size_t)n_vocab * sizeof *s->prob);
+    if (!s->history || !s->cand || (p->infill && !s->prob)) {
         loom_sampler_free(s);
         return loom_error(LOOM_ERR_NOMEM, "out of memory creating a sampler");
     }
@@ -113,6 +116,7 @@ loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, 
 
 void loom_sampler_free(loom_sampler *s) {
     if (!s) return;
+    free(s->prob);
     free(s->history);
     free(s->out_tok);
     free(s->out_cnt);
@@ -278,8 +282,63 @@ static void top_k_scan(struct cand *c, const float *logits, int32_t n, int32_t k
     qsort(c, (size_t)k, sizeof *c, cmp_cand);
 }
 
+void loom_sampler_set_vocab(loom_sampler *s, const loom_sampler_vocab *v) { s->voc = *v; }
+
+static bool voc_eog(const loom_sampler_vocab *v, int32_t t) { return t < v->n && v->kind[t] == 1; }
+
+/* Token t's text (none for control tokens and end of generation, as
+ * llama.cpp renders them without `special`). */
+static size_t voc_text(const loom_sampler_vocab *v, int32_t t, const char **out) {
+    *out = v->text + (t < v->n ? v->off[t] : 0);
+    return t < v->n && v->kind[t] == 0 ? v->off[t + 1] - v->off[t] : 0;
+}
+
+/* The infill sampler (sampler.h) on the m candidates c (sorted, their
+ * probabilities in p): moves the kept ones to the front, in order, and
+ * returns how many; -1: the end token is the draw. */
+static int32_t infill(const loom_sampler *s, struct cand *c, double *p, int32_t m) {
+    const loom_sampler_vocab *v = &s->voc;
+    double p_txt = 0, p_eog = 0;
+    for (int32_t i = 0; i < m; i++) {
+        if (voc_eog(v, c[i].id)) p_eog += p[i];
+        else p_txt += p[i];
+    }
+    int32_t k = 0;
+    if (3 * p_eog * m > p_txt) { /* the end is likely enough: only end-of-generation tokens */
+        for (int32_t i = 0; i < m; i++)
+            if (voc_eog(v, c[i].id)) c[k] = c[i], p[k++] = p[i];
+        return k;
+    }
+    for (int32_t i0 = 0; i0 < m; i0++) /* a token whose text begins another's takes its probability */
+        for (int32_t i1 = 0; i1 < m && c[i0].logit != -INFINITY; i1++) {
+            if (i0 == i1 || c[i1].logit == -INFINITY) continue;
+            const char *t0, *t1;
+            const size_t n0 = voc_text(v, c[i0].id, &t0), n1 = voc_text(v, c[i1].id, &t1);
+            if (n0 == 0 || n0 > n1 || memcmp(t0, t1, n0) != 0) continue;
+            const int32_t dst = p[i1] > p[i0] ? i1 : i0, src = dst == i0 ? i1 : i0;
+            p[dst] += p[src];
+            c[src].logit = -INFINITY;
+            p[src] = 0;
+        }
+    int32_t n_text = 0;
+    double sum = 0;
+    for (int32_t i = 0; i < m; i++) {
+        const bool eog = voc_eog(v, c[i].id);
+        if (p[i] < 0.2 && !eog) continue;
+        n_text += !eog;
+        sum += p[i];
+        c[k] = c[i], p[k++] = p[i];
+    }
+    if (n_text == 0) return -1;
+    const double thold = 1.0 / (n_text + 1);
+    int32_t kept = 0;
+    for (int32_t i = 0; i < k; i++)
+        if (p[i] / sum >= thold || voc_eog(v, c[i].id)) c[kept] = c[i], p[kept++] = p[i];
+    return kept;
+}
+
 /* The chain after the penalties: the argmax (greedy), or top-k, top-p,
- * min-p and temperature, then the draw u in [0, 1). */
+ * min-p and temperature (and the infill sampler), then the draw u in [0, 1). */
 static int32_t chain(loom_sampler *s, const float *logits, double u) {
     int32_t n = s->n_vocab;
     if (s->p.temperature <= 0) return loom_argmax(logits, n);
@@ -312,6 +371,15 @@ static int32_t chain(loom_sampler *s, const float *logits, double u) {
         int32_t keep = 1;
         while (keep < m && c[keep].logit >= cut) keep++;
         m = keep;
+    }
+    if (s->p.infill && s->voc.n && s->prob) {
+        double z = 0;
+        for (int32_t i = 0; i < m; i++) z += s->prob[i] = exp(((double)c[i].logit - maxl) / s->p.temperature);
+        for (int32_t i = 0; i < m; i++) s->prob[i] /= z;
+        m = infill(s, c, s->prob, m);
+        if (m < 0) return s->voc.end_token;
+        if (m == 0) return c[0].id; /* (no candidate: cannot happen, the top one is kept) */
+        maxl = c[0].logit;
     }
     /* temperature, then draw */
     double total = 0;

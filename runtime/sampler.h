@@ -41,6 +41,8 @@ typedef struct {
     const float *bias_value;   /* bans the token); both borrowed (the sampler keeps a copy) */
     bool json_object;        /* JSON mode: the output is one JSON object */
     const char *json_schema; /* or one the schema (JSON text, borrowed) accepts; NULL: none */
+    bool infill;             /* llama.cpp's infill sampler last in the chain (code completion; needs
+                                loom_sampler_set_vocab) */
 } loom_sampling_params;
 
 /* llama.cpp's defaults: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05,
@@ -72,6 +74,26 @@ typedef struct {
 /* Sets (or with NULL clears) the constraint; the struct is copied, user is
  * borrowed. */
 void loom_sampler_set_constraint(loom_sampler *s, const loom_sampler_constraint *c);
+
+/* The infill sampler (llama.cpp's, for fill-in-the-middle), after
+ * temperature on the candidates left, each with probability p at the
+ * temperature: when the end-of-generation candidates hold more than a
+ * third of the others' mass divided by the candidate count (3 · p_eog · n >
+ * p_text), only they are kept; otherwise a candidate whose text (control
+ * tokens: none) begins another's takes that one's probability (the likelier
+ * of the two keeps both), then text candidates below 0.2 are dropped
+ * (none left: end_token is the token), then those below 1 / (text
+ * candidates + 1). The draw is among the candidates kept, by their own
+ * logits as before. Token t's text is text[off[t] .. off[t + 1]); kind[t]
+ * 0 text, 1 end of generation, 2 control. Borrowed. */
+typedef struct {
+    int32_t n;
+    const uint32_t *off;
+    const char *text;
+    const uint8_t *kind;
+    int32_t end_token;
+} loom_sampler_vocab;
+void loom_sampler_set_vocab(loom_sampler *s, const loom_sampler_vocab *v);
 
 /* Adds a prompt token to the repetition-penalty history. */
 void loom_sampler_accept(loom_sampler *s, int32_t token);

@@ -11,7 +11,8 @@
  *
  * Input: byte 0 picks the target (mod 10): 0 chat (a Responses API body
  * where byte 1 bit 0 is set: translated, then parsed as chat) and 1
- * completions requests (a Messages API body where bit 0 is set); 2-6 tool calls (Hermes, Llama 3, GLM, DeepSeek, Kimi — Mistral
+ * completions requests (a Messages API body where bit 0 is set, a
+ * llama-server /completion body where bit 1 is); 2-6 tool calls (Hermes, Llama 3, GLM, DeepSeek, Kimi — Mistral
  * instead where byte 1 bit 5 is set; byte 1 bit 7: tool_choice forces
  * calls, bit 6: a named function); 7 harmony
  * (byte 1 bit 0: calls parsed, bit 1: raw reasoning); 8 reasoning (bit 0:
@@ -30,6 +31,7 @@
 
 #include "launch/serve/anthropic.h"
 #include "launch/serve/harmony.h"
+#include "launch/serve/native.h"
 #include "launch/serve/openai.h"
 #include "launch/serve/reasoning.h"
 #include "launch/serve/responses.h"
@@ -101,6 +103,28 @@ static void anthropic_request(const char *body, size_t n) {
     if (!chat) abort();
     request(SRV_CHAT, chat, strlen(chat));
     free(chat);
+}
+
+/* A llama-server /completion body (native.h), likewise; and its n_indent
+ * cut over the same bytes as text: an offset inside it, or none. */
+static void native_request(const char *body, size_t n) {
+    char *oai = NULL;
+    srv_native nat;
+    srv_error e;
+    memset(&e, 0, sizeof e);
+    if (!srv_native_request(NULL, 4096, body, n, false, &oai, &nat, &e)) {
+        refused(&e);
+    } else {
+        if (!oai || !nat.settings) abort();
+        request(SRV_COMPLETION, oai, strlen(oai));
+        free(oai);
+        srv_native_free(&nat);
+    }
+    bool line_start = false;
+    int indent = 0;
+    const long cut = srv_native_indent_cut(body, n, 4, &line_start, &indent);
+    if (cut < -1 || cut >= (long)n || (cut > 0 && body[cut - 1] != '\n' && body[cut - 1] != ' ' && body[cut - 1] != '\t'))
+        abort();
 }
 
 /* The parsers' outputs of one run. */
@@ -202,6 +226,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (mode == 1 && (flags & 1)) {
         anthropic_request(text, n);
+        return 0;
+    }
+    if (mode == 1 && (flags & 2)) {
+        native_request(text, n);
         return 0;
     }
     if (mode <= 1) {

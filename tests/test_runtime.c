@@ -90,6 +90,52 @@ Test(sampler, greedy_ties_go_to_the_lowest_id) {
     loom_sampler_free(s);
 }
 
+/* llama.cpp's infill sampler (sampler.h): the draws over 200 seeds of
+ * hand-made distributions. Tokens: 0 end of generation, 1 "a", 2 "ab",
+ * 3 "abc", 4 "x", 5 "y", 6 a control token, 7 "z", 8 "w", 9 "v". */
+static int infill_draws(const float *p, int top_k, bool infill, int32_t *seen) {
+    static const uint32_t off[] = {0, 0, 1, 3, 6, 7, 8, 8, 9, 10, 11};
+    static const uint8_t kind[] = {1, 0, 0, 0, 0, 0, 2, 0, 0, 0};
+    const loom_sampler_vocab v = {.n = 10, .off = off, .text = "aababcxyzwv", .kind = kind, .end_token = 0};
+    int distinct = 0;
+    memset(seen, 0, 10 * sizeof *seen);
+    for (int seed = 0; seed < 200; seed++) {
+        loom_sampling_params sp = loom_sampling_defaults();
+        sp.temperature = 1, sp.top_k = top_k, sp.top_p = 1, sp.min_p = 0, sp.infill = infill, sp.seed = (uint64_t)seed;
+        loom_sampler *s = make_sampler(sp, 10);
+        loom_sampler_set_vocab(s, &v);
+        float l[10];
+        for (int i = 0; i < 10; i++) l[i] = p[i] > 0 ? logf(p[i]) : -30;
+        const int32_t t = loom_sampler_sample(s, l);
+        cr_assert(t >= 0 && t < 10);
+        distinct += seen[t]++ == 0;
+        loom_sampler_free(s);
+    }
+    return distinct;
+}
+
+Test(sampler, infill_keeps_what_llama_cpp_keeps) {
+    int32_t seen[10];
+    /* the end holds 0.3 of 3 candidates: 3 * 0.3 * 3 > 0.7, only the end is drawn */
+    const float eog[10] = {0.3f, 0.4f, 0, 0, 0.3f};
+    cr_assert_eq(infill_draws(eog, 3, true, seen), 1);
+    cr_assert_eq(seen[0], 200);
+    cr_assert_gt(infill_draws(eog, 3, false, seen), 1, "without it the others are drawn too");
+    /* "a" begins "ab": the likelier "ab" takes its 0.3 (0.65); "x" (0.2) passes 0.2 but not
+     * 1/3 of what is left; "y" (0.15) neither: "ab" every time */
+    const float merge[10] = {0, 0.3f, 0.35f, 0, 0.2f, 0.15f};
+    cr_assert_eq(infill_draws(merge, 4, true, seen), 1);
+    cr_assert_eq(seen[2], 200, "\"ab\" drawn %d times", seen[2]);
+    /* no candidate reaches 0.2 and none begins another: the end token */
+    const float flat[10] = {0, 0.18f, 0, 0, 0.17f, 0.17f, 0, 0.16f, 0.16f, 0.16f};
+    cr_assert_eq(infill_draws(flat, 6, true, seen), 1);
+    cr_assert_eq(seen[0], 200);
+    /* two strong candidates, a control token and weak ones: both strong are drawn, nothing else */
+    const float two[10] = {0, 0, 0, 0, 0.45f, 0.4f, 0.05f, 0.05f, 0.05f};
+    cr_assert_eq(infill_draws(two, 6, true, seen), 2);
+    cr_assert(seen[4] && seen[5]);
+}
+
 Test(sampler, seeded_draws_reproduce_and_differ_by_seed) {
     enum { V = 1000, N = 50 };
     float base[V];

@@ -13,6 +13,7 @@
 
 #include "launch/serve/anthropic.h"
 #include "launch/serve/harmony.h"
+#include "launch/serve/native.h"
 #include "launch/serve/openai.h"
 #include "launch/serve/reasoning.h"
 #include "launch/serve/responses.h"
@@ -50,6 +51,84 @@ Test(openai, chat_defaults_and_fields) {
     cr_assert_eq(p.sampling.temperature, 1.0f);
     cr_assert_eq(p.sampling.seed, 42u, "the server's seed when none is given");
     srv_params_free(&p);
+}
+
+/* llama-server's /completion (native.h): translated into the completions
+ * request it asks for, with llama-server's defaults and names. */
+static bool native(const char *body, srv_params *p, srv_native *n, srv_error *e) {
+    char *oai = NULL;
+    if (!srv_native_request(NULL, 4096, body, strlen(body), false, &oai, n, e)) return false;
+    const bool ok = srv_parse_request(SRV_COMPLETION, oai, strlen(oai), 42, p, e);
+    free(oai);
+    return ok;
+}
+
+Test(native, completion_defaults_names_and_samplers) {
+    srv_params p;
+    srv_native n;
+    srv_error e;
+    cr_assert(native("{\"prompt\":\"hi\"}", &p, &n, &e), "%s", e.message);
+    cr_assert(p.sampling.temperature == 0.8f && p.sampling.top_k == 40 && p.sampling.top_p == 0.95f &&
+              p.sampling.min_p == 0.05f && !p.sampling.infill, "llama-server's defaults");
+    cr_assert_eq(p.max_tokens, -1);
+    cr_assert(!n.probs && !n.discard && n.n_indent == 0);
+    srv_params_free(&p), srv_native_free(&n);
+    cr_assert(native("{\"prompt\":[1,2,3],\"n_predict\":5,\"repeat_penalty\":1.1,\"repeat_last_n\":32,"
+                     "\"n_probs\":3,\"logit_bias\":[[5,false],[7,1.5]],\"stop\":[\"x\"],\"seed\":9,"
+                     "\"samplers\":[\"top_k\",\"top_p\",\"infill\"],\"n_indent\":4,\"json_schema\":{\"type\":\"object\"}}",
+                     &p, &n, &e),
+              "%s", e.message);
+    cr_assert(p.prompts[0].n_ids == 3 && p.max_tokens == 5 && p.sampling.repeat_last_n == 32 && p.sampling.seed == 9u);
+    cr_assert(p.sampling.repeat_penalty == 1.0f, "penalties not among the samplers: none");
+    cr_assert(p.logprobs && p.top_logprobs == 3 && n.probs && n.n_probs == 3 && n.n_indent == 4);
+    cr_assert(p.sampling.infill && p.sampling.temperature == 1.0f && p.sampling.min_p == 0 && p.sampling.top_k == 40,
+              "samplers: no temperature (1) and no min-p, top-k kept, infill last");
+    cr_assert_eq(p.sampling.n_logit_bias, 2);
+    cr_assert(p.bias_token[0] == 5 && p.bias_value[0] == -100 && p.bias_token[1] == 7 && p.bias_value[1] == 1.5f);
+    cr_assert(p.schema != NULL, "json_schema is structured output");
+    srv_params_free(&p), srv_native_free(&n);
+    cr_assert(native("{\"prompt\":\"hi\",\"n_predict\":0,\"samplers\":\"kt\"}", &p, &n, &e), "%s", e.message);
+    cr_assert(n.discard && p.max_tokens == 1, "n_predict 0: the prompt into the cache, one token not sent");
+    cr_assert(p.sampling.top_p == 1 && p.sampling.min_p == 0 && p.sampling.temperature == 0.8f,
+              "letters: top-k and temperature only");
+    srv_params_free(&p), srv_native_free(&n);
+    static const char *const bad[][2] = {
+        {"{}", "prompt"},
+        {"{\"prompt\":[1,\"a\"]}", "prompt"},
+        {"{\"prompt\":\"a\",\"mirostat\":2}", "mirostat"},
+        {"{\"prompt\":\"a\",\"typical_p\":0.5}", "typical_p"},
+        {"{\"prompt\":\"a\",\"dry_multiplier\":0.8}", "dry_multiplier"},
+        {"{\"prompt\":\"a\",\"grammar\":\"root ::= x\"}", "grammar"},
+        {"{\"prompt\":\"a\",\"lora\":[{\"id\":0,\"scale\":1}]}", "lora"},
+        {"{\"prompt\":\"a\",\"samplers\":[\"temperature\",\"top_k\"]}", "samplers"},
+        {"{\"prompt\":\"a\",\"samplers\":[\"infill\",\"top_k\"]}", "samplers"},
+        {"{\"prompt\":\"a\",\"samplers\":[\"nope\"]}", "samplers"},
+        {"{\"prompt\":\"a\",\"logit_bias\":[[\"Hello\",1]]}", "logit_bias"},
+        {"{\"prompt\":\"a\",\"n_probs\":21}", "n_probs"},
+        {"{\"prompt\":\"a\",\"n_predict\":-2}", "n_predict"},
+        {"{\"prompt\":{\"prompt_string\":\"a\",\"multimodal_data\":[\"x\"]}}", "prompt"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *oai = NULL;
+        cr_assert(!srv_native_request(NULL, 4096, bad[i][0], strlen(bad[i][0]), false, &oai, &n, &e), "%s accepted",
+                  bad[i][0]);
+        cr_assert(e.status == 400 && e.param && !strcmp(e.param, bad[i][1]), "%s: %d %s (%s)", bad[i][0], e.status,
+                  e.param ? e.param : "-", e.message);
+    }
+}
+
+/* n_indent: the first character of a line indented less than asked ends
+ * the reply there; the cursor's line never does; state carries across pieces. */
+Test(native, indent_cut) {
+    bool ls = false;
+    int ind = 0;
+    cr_assert_eq(srv_native_indent_cut("x = 1\n    y\n  z", 15, 4, &ls, &ind), 14);
+    ls = false, ind = 0;
+    cr_assert_eq(srv_native_indent_cut("a\n\tb", 4, 1, &ls, &ind), -1, "a tab counts one");
+    ls = false, ind = 0;
+    cr_assert_eq(srv_native_indent_cut("a\n  ", 4, 4, &ls, &ind), -1);
+    cr_assert_eq(srv_native_indent_cut("  b", 3, 4, &ls, &ind), -1, "4 columns over two pieces");
+    cr_assert_eq(srv_native_indent_cut("\nc", 2, 4, &ls, &ind), 1);
 }
 
 /* reasoning_effort reaches the template as a variable (gpt-oss), unless

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "launch/serve/harmony.h"
+#include "launch/serve/native.h"
 #include "launch/serve/reasoning.h"
 #include "launch/serve/responses.h"
 #include "launch/serve/anthropic.h"
@@ -151,7 +152,15 @@ typedef struct {
     bool finished;
     char finish[16];
     char *error;
-    json_t *lp;            /* chat: [entries]; completions: {tokens, token_logprobs, top_logprobs, text_offset} */
+    json_t *lp;            /* chat: [entries]; completions: {tokens, token_logprobs, top_logprobs, text_offset};
+                              native: completion_probabilities [entries] */
+    const srv_native *native; /* llama-server's API (native.h), or NULL */
+    bool line_start;       /* native n_indent: a line began and its indentation is being counted */
+    int indent;
+    bool has_new_line;     /* native: the text has a newline */
+    bool limited;          /* native: ended by n_indent or t_max_predict_ms */
+    int tokens_sent;       /* native streams: generated ids sent */
+    double t_gen;          /* native: when its first token was taken */
 } choice;
 
 static json_t *token_json(srv *s, int32_t id) {
@@ -171,6 +180,16 @@ static json_t *bytes_json(srv *s, int32_t id) {
 /* Adds the log-probabilities of one token to c->lp. */
 static void add_logprobs(srv *s, srv_kind kind, choice *c, int32_t tok, float lp, const int32_t *top_ids,
                          const float *top_lp, int top) {
+    if (c->native) { /* llama-server's completion_probabilities */
+        json_t *alts = json_array();
+        for (int k = 0; k < top && top_ids[k] >= 0; k++)
+            json_array_append_new(alts, json_pack("{s:i, s:o, s:o, s:f}", "id", top_ids[k], "token",
+                                                  token_json(s, top_ids[k]), "bytes", bytes_json(s, top_ids[k]),
+                                                  "logprob", (double)top_lp[k]));
+        json_array_append_new(c->lp, json_pack("{s:i, s:o, s:o, s:f, s:o}", "id", tok, "token", token_json(s, tok),
+                                               "bytes", bytes_json(s, tok), "logprob", (double)lp, "top_logprobs", alts));
+        return;
+    }
     if (kind == SRV_CHAT) {
         json_t *alts = json_array();
         for (int k = 0; k < top && top_ids[k] >= 0; k++)
@@ -270,6 +289,27 @@ static loom_status put_text(choice *c, const char *t, size_t n, bool end) {
     return st;
 }
 
+/* llama-server's limits after a token whose text is piece (c->text grew
+ * from `before`): n_indent cuts a line indented less and ends the choice;
+ * t_max_predict_ms ends it at a newline once generating took longer. */
+static void native_limits(choice *c, size_t before, const char *piece, size_t n) {
+    const bool nl = piece && memchr(piece, '\n', n) != NULL;
+    if (c->native->n_indent > 0) {
+        const long cut = srv_native_indent_cut(c->text.data + before, c->text.len - before, c->native->n_indent,
+                                               &c->line_start, &c->indent);
+        if (cut >= 0) {
+            c->text_total -= c->text.len - before - (size_t)cut;
+            c->text.len = before + (size_t)cut;
+            c->text.data[c->text.len] = 0;
+            c->limited = true;
+        }
+    }
+    if (c->t_gen == 0) c->t_gen = loom_now_s();
+    if (nl && c->native->t_max_predict_ms > 0 && 1e3 * (loom_now_s() - c->t_gen) > c->native->t_max_predict_ms)
+        c->limited = true;
+    c->has_new_line |= nl;
+}
+
 /* Takes the tokens that arrived for c: text through the UTF-8 stream and
  * the stop strings into c->text, log-probabilities into c->lp. Ends the
  * choice on a stop string (and cancels the request) or when the request is
@@ -296,7 +336,7 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
         pthread_mutex_unlock(&s->mu);
         loom_strbuf piece_text = {0};
         loom_status st = NULL;
-        for (int i = 0; i < n && !st && !c->stop.matched; i++) {
+        for (int i = 0; i < n && !st && !c->stop.matched && !c->limited; i++) {
             size_t len;
             const bool keep = s->keep && toks[i] >= 0 && toks[i] < loom_tokenizer_n_vocab(s->tok) && s->keep[toks[i]];
             const char *piece = loom_token_piece(s->tok, toks[i], keep, &len);
@@ -307,8 +347,9 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
             if (c->lp) add_logprobs(s, kind, c, toks[i], lps[i], top_ids + (size_t)i * top, top_lp + (size_t)i * top, top);
             c->text_total += c->text.len - before;
             c->consumed++;
+            if (c->native && !st) native_limits(c, before, piece_text.data, piece_text.len);
         }
-        if (!st && done && !c->stop.matched) {
+        if (!st && done && !c->stop.matched && !c->limited) {
             loom_strbuf_clear(&piece_text);
             st = loom_utf8_stream_flush(&c->u, &piece_text);
             if (!st) st = put_text(c, piece_text.data, piece_text.len, true);
@@ -321,9 +362,9 @@ static bool consume(srv *s, srv_kind kind, choice *c) {
             free(error);
             return false;
         }
-        if (c->stop.matched) {
+        if (c->stop.matched || c->limited) {
             c->finished = true;
-            snprintf(c->finish, sizeof c->finish, json_array_size(calls_of(c)) ? "tool_calls" : "stop");
+            snprintf(c->finish, sizeof c->finish, c->limited ? "length" : json_array_size(calls_of(c)) ? "tool_calls" : "stop");
             srv_cancel(s, q);
             free(error);
             return true;
@@ -373,7 +414,8 @@ typedef struct {
     bool role_sent, all_sent;
     double last_send;
     /* the chat's reply in another API's shape: POST /v1/responses (responses.h), /v1/messages (anthropic.h) */
-    enum { API_OPENAI, API_RESPONSES, API_ANTHROPIC } api;
+    enum { API_OPENAI, API_RESPONSES, API_ANTHROPIC, API_NATIVE } api;
+    srv_native native;         /* API_NATIVE: llama-server's request (native.h) */
     json_t *resp_req;
     srv_resp resp;
     srv_amsg amsg;
@@ -399,6 +441,7 @@ static void job_free(job *j) {
     loom_strbuf_free(&j->out);
     if (j->api == API_RESPONSES) srv_resp_free(&j->resp);
     if (j->api == API_ANTHROPIC) srv_amsg_free(&j->amsg);
+    srv_native_free(&j->native);
     json_decref(j->resp_req);
     pthread_mutex_lock(&j->s->mu);
     j->s->http_jobs--;
@@ -550,6 +593,101 @@ static json_t *api_items(job *j, choice *c, loom_strbuf *out) {
     return srv_amsg_finish(&j->amsg, c->finish, stop, completion_tokens(j), out);
 }
 
+/* llama-server's reply object for choice i: its text and tokens since the
+ * last one; `final`: with the whole reply's fields (stop_type, timings,
+ * generation_settings, ...). */
+static json_t *native_obj(job *j, int i, bool final) {
+    srv *s = j->s;
+    choice *c = &j->ch[i];
+    const srv_native *n = &j->native;
+    srv_req *q = c->req;
+    json_t *ids = json_array();
+    pthread_mutex_lock(&s->mu);
+    for (int k = c->tokens_sent; n->return_tokens && !n->discard && k < c->consumed && k < q->n; k++)
+        json_array_append_new(ids, json_integer(q->toks[k]));
+    const double t_arrive = q->t_arrive, t_first = q->t_first, t_last = q->t_last, prompt_ms0 = q->prompt_ms;
+    const int cached = q->n_cached;
+    pthread_mutex_unlock(&s->mu);
+    c->tokens_sent = c->consumed;
+    const int predicted = n->discard ? 0 : c->consumed, n_prompt = q->r.n_prompt;
+    json_t *o = json_pack("{s:i, s:o, s:o, s:b, s:i, s:i, s:i}", "index", i, "content",
+                          n->discard ? json_string("") : srv_json_text(c->text.data ? c->text.data : "", c->text.len),
+                          "tokens", ids, "stop", final, "id_slot", -1, "tokens_predicted", predicted, "tokens_evaluated",
+                          n_prompt);
+    if (!o) return NULL;
+    if (c->lp && json_array_size(c->lp)) {
+        json_object_set_new(o, "completion_probabilities", c->lp);
+        c->lp = json_array();
+    }
+    const double prompt_ms = prompt_ms0 > 0 ? prompt_ms0 : t_first > 0 ? 1e3 * (t_first - t_arrive) : 0,
+                 gen_ms = t_first > 0 && t_last > t_first ? 1e3 * (t_last - t_first) : 0;
+    const int prompt_n = n_prompt - cached;
+    json_t *timings = json_pack("{s:i, s:f, s:f, s:f, s:i, s:f, s:f, s:f}", "prompt_n", prompt_n, "prompt_ms", prompt_ms,
+                                "prompt_per_token_ms", prompt_n > 0 ? prompt_ms / prompt_n : 0.0, "prompt_per_second",
+                                prompt_ms > 0 ? 1e3 * prompt_n / prompt_ms : 0.0, "predicted_n", predicted,
+                                "predicted_ms", gen_ms, "predicted_per_token_ms",
+                                predicted > 1 ? gen_ms / (predicted - 1) : 0.0, "predicted_per_second",
+                                gen_ms > 0 ? 1e3 * (predicted - 1) / gen_ms : 0.0);
+    if (!final) {
+        if (n->timings_per_token) json_object_set_new(o, "timings", timings);
+        else json_decref(timings);
+        return o;
+    }
+    const bool word = c->stop.matched && c->stop.which >= 0;
+    const char *stop_type = !strcmp(c->finish, "length") ? "limit" : word ? "word" : !strcmp(c->finish, "stop") ? "eos" : "none";
+    loom_strbuf prompt = {0};
+    loom_status st = loom_detokenize(s->tok, q->prompt, (size_t)n_prompt, true, &prompt);
+    loom_status_free(st);
+    json_object_set_new(o, "model", json_string(s->opt.model_name));
+    json_object_set_new(o, "generation_settings", json_incref(n->settings));
+    json_object_set_new(o, "prompt", srv_json_text(prompt.data ? prompt.data : "", prompt.len));
+    json_object_set_new(o, "has_new_line", json_boolean(c->has_new_line));
+    json_object_set_new(o, "truncated", json_false());
+    json_object_set_new(o, "stop_type", json_string(stop_type));
+    json_object_set_new(o, "stopping_word", json_string(word ? j->p.stop[c->stop.which] : ""));
+    json_object_set_new(o, "tokens_cached", json_integer(cached));
+    json_object_set_new(o, "timings", timings);
+    loom_strbuf_free(&prompt);
+    return o;
+}
+
+/* The whole native reply: one object, or an array of one per prompt. */
+static json_t *native_whole(job *j) {
+    if (j->n == 1) return native_obj(j, 0, true);
+    json_t *a = json_array();
+    for (int i = 0; a && i < j->n; i++) json_array_append_new(a, native_obj(j, i, true));
+    return a;
+}
+
+/* Turns what arrived into llama-server's events in j->out ("data: {...}",
+ * "stop": false until each prompt's last; no [DONE]). */
+static bool produce_native(job *j) {
+    bool all = true;
+    for (int i = 0; i < j->n; i++) {
+        choice *c = &j->ch[i];
+        if (c->finished && !c->text.len) continue;
+        const bool was = c->finished;
+        if (!was && !consume(j->s, j->p.kind, c)) return false;
+        if (!j->native.discard && (c->text.len || (c->lp && json_array_size(c->lp)))) {
+            sse(j, native_obj(j, i, false));
+            loom_strbuf_clear(&c->text);
+        }
+        if (c->finished && !was) {
+            loom_strbuf_clear(&c->text);
+            if (c->error) {
+                srv_error e;
+                srv_fail(&e, 500, "server_error", NULL, NULL, "%s", c->error);
+                sse(j, srv_error_obj(&e));
+            } else {
+                sse(j, native_obj(j, i, true));
+            }
+        }
+        all &= c->finished;
+    }
+    j->all_sent = all;
+    return true;
+}
+
 /* Turns what arrived into the Responses or Messages API's events in j->out. */
 static bool produce_other_api(job *j) {
     choice *c = &j->ch[0];
@@ -568,6 +706,7 @@ static bool produce_other_api(job *j) {
 /* Turns what arrived into SSE events in j->out. */
 static bool produce(job *j) {
     srv *s = j->s;
+    if (j->api == API_NATIVE) return produce_native(j);
     if (j->api != API_OPENAI) return produce_other_api(j);
     release_pending(j);
     for (int i = 0; j->p.kind == SRV_CHAT && !j->role_sent && i < j->n; i++) /* each choice's first chunk */
@@ -711,7 +850,8 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         if (use_harmony && !srv_harmony_init(&c->hm, with_tools, s->opt.no_reasoning, srv_next_seed(s))) ok = oom(e);
         if (use_tools && !srv_tools_init(&c->tools, syntax, srv_next_seed(s))) ok = oom(e);
         if (use_tools && j->p.tool_force) srv_tools_force(&c->tools, j->p.tool_force_name);
-        if (j->p.logprobs) c->lp = empty_logprobs(kind);
+        c->native = j->api == API_NATIVE ? &j->native : NULL;
+        if (j->p.logprobs) c->lp = c->native ? json_array() : empty_logprobs(kind);
         if (!c->req || (j->p.logprobs && !c->lp)) ok = oom(e);
         if (ok && j->p.echo && !add_echo(s, c, &j->p.prompts[i / per], t->ids, (int)t->n, &plp[i / per], j->p.top_logprobs))
             ok = oom(e);
@@ -738,21 +878,23 @@ static enum MHD_Result reply_error(srv *s, struct MHD_Connection *c, int api, co
  * request: stolen) or Messages API request translated into the chat
  * request body. */
 static enum MHD_Result generate(srv *s, struct MHD_Connection *c, srv_kind kind, const char *body, size_t len, int api,
-                                json_t *resp_req) {
+                                json_t *resp_req, srv_native *native) {
     job *j = calloc(1, sizeof *j);
     srv_error e;
     if (!j) {
         json_decref(resp_req);
+        if (native) srv_native_free(native);
         return srv_reply(s, c, 500, NULL, NULL);
     }
     j->s = s;
     j->conn = c;
     j->created = (long long)time(NULL);
     j->api = api;
-    static const char *const prefix[] = {"chatcmpl-", "resp_", "msg_"};
+    static const char *const prefix[] = {"chatcmpl-", "resp_", "msg_", "cmpl-"};
     snprintf(j->id, sizeof j->id, "%s%016llx", kind == SRV_COMPLETION ? "cmpl-" : prefix[api],
              (unsigned long long)srv_next_seed(s));
     j->resp_req = resp_req;
+    if (native) j->native = *native; /* moved */
     if (api == API_RESPONSES) srv_resp_init(&j->resp, j->id, s->opt.model_name, j->created, resp_req);
     j->last_send = loom_now_s();
     pthread_mutex_lock(&s->mu);
@@ -800,6 +942,7 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, srv_kind kind,
             }
     }
     enum MHD_Result r = any_error(j, &e)       ? reply_error(s, c, api, &e)
+                        : api == API_NATIVE    ? srv_reply_json(s, c, 200, native_whole(j))
                         : api != API_OPENAI    ? srv_reply_json(s, c, 200, api_items(j, &j->ch[0], NULL))
                                                : srv_reply_json(s, c, 200, whole_response(j));
     job_free(j);
@@ -807,7 +950,17 @@ static enum MHD_Result generate(srv *s, struct MHD_Connection *c, srv_kind kind,
 }
 
 enum MHD_Result srv_handle_generate(srv *s, struct MHD_Connection *c, srv_kind kind, const char *body, size_t len) {
-    return generate(s, c, kind, body, len, API_OPENAI, NULL);
+    return generate(s, c, kind, body, len, API_OPENAI, NULL, NULL);
+}
+
+enum MHD_Result srv_handle_native(srv *s, struct MHD_Connection *c, const char *body, size_t len, bool infill) {
+    char *oai = NULL;
+    srv_native n;
+    srv_error e;
+    if (!srv_native_request(s->tok, s->ctx_size, body, len, infill, &oai, &n, &e)) return srv_reply_error(s, c, &e);
+    enum MHD_Result r = generate(s, c, SRV_COMPLETION, oai, strlen(oai), API_NATIVE, NULL, &n);
+    free(oai);
+    return r;
 }
 
 enum MHD_Result srv_handle_responses(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
@@ -815,7 +968,7 @@ enum MHD_Result srv_handle_responses(srv *s, struct MHD_Connection *c, const cha
     json_t *req = NULL;
     srv_error e;
     if (!srv_responses_request(body, len, &chat, &req, &e)) return srv_reply_error(s, c, &e);
-    enum MHD_Result r = generate(s, c, SRV_CHAT, chat, strlen(chat), API_RESPONSES, req);
+    enum MHD_Result r = generate(s, c, SRV_CHAT, chat, strlen(chat), API_RESPONSES, req, NULL);
     free(chat);
     return r;
 }
@@ -824,7 +977,7 @@ enum MHD_Result srv_handle_anthropic(srv *s, struct MHD_Connection *c, const cha
     char *chat = NULL;
     srv_error e;
     if (!srv_anthropic_request(body, len, false, &chat, &e)) return reply_error(s, c, API_ANTHROPIC, &e);
-    enum MHD_Result r = generate(s, c, SRV_CHAT, chat, strlen(chat), API_ANTHROPIC, NULL);
+    enum MHD_Result r = generate(s, c, SRV_CHAT, chat, strlen(chat), API_ANTHROPIC, NULL, NULL);
     free(chat);
     return r;
 }

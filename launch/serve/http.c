@@ -161,14 +161,15 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, 
     } routes[] = {{"/v1/chat/completions", true}, {"/v1/completions", true}, {"/v1/responses", true},
                   {"/v1/messages", true},         {"/v1/models", false},     {"/tokenize", true},
                   {"/detokenize", true},          {"/apply-template", true}, {"/v1/embeddings", true},
-                  {"/v1/messages/count_tokens", true}};
+                  {"/v1/messages/count_tokens", true}, {"/completion", true}, {"/completions", true},
+                  {"/infill", true}};
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(url, routes[i].path) != 0) continue;
         if (routes[i].post ? !post : !get) {
             srv_fail(&e, 405, "invalid_request_error", NULL, NULL, "%s takes %s", url, routes[i].post ? "POST" : "GET");
             return reply_error_at(s, c, url, &e);
         }
-        if (i <= 3 && srv_refuse_generation(s, &e)) return reply_error_at(s, c, url, &e);
+        if ((i <= 3 || i >= 10) && srv_refuse_generation(s, &e)) return reply_error_at(s, c, url, &e);
         switch (i) {
         case 0: return srv_handle_generate(s, c, SRV_CHAT, body, len);
         case 1: return srv_handle_generate(s, c, SRV_COMPLETION, body, len);
@@ -179,6 +180,9 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, 
         case 6: return srv_handle_detokenize(s, c, body, len);
         case 7: return srv_handle_apply_template(s, c, body, len);
         case 9: return srv_handle_anthropic_count(s, c, body, len);
+        case 10:
+        case 11:
+        case 12: return srv_handle_native(s, c, body, len, i == 12);
         default: return srv_handle_embeddings(s, c, body, len);
         }
     }

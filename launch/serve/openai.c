@@ -404,11 +404,15 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     if (!get_float(o, "presence_penalty", -2, 2, &sp->presence_penalty, e)) return false;
     if (!get_float(o, "frequency_penalty", -2, 2, &sp->frequency_penalty, e)) return false;
     if (!get_float(o, "repetition_penalty", 1e-6, 100, &sp->repeat_penalty, e)) return false;
+    long long last_n = sp->repeat_last_n; /* llama-server's: the tokens the repetition penalty looks back on */
+    if (!get_int(o, "repeat_last_n", 0, 65536, &last_n, e)) return false;
+    sp->repeat_last_n = (int32_t)last_n;
     if (!parse_logit_bias(o, p, e)) return false;
     if (!get_int(o, "seed", INT64_MIN, INT64_MAX, &seed, e)) return false;
     json_t *sv = json_object_get(o, "seed");
     sp->seed = sv && !json_is_null(sv) ? (uint64_t)seed : seed_default;
     if (!get_bool(o, "ignore_eos", &p->ignore_eos, e)) return false;
+    if (!get_bool(o, "infill_sampler", &sp->infill, e)) return false; /* llama.cpp's (sampler.h); native.h sets it */
     json_t *rf = json_object_get(o, "response_format");
     if (rf && !json_is_null(rf)) {
         json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;

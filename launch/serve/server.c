@@ -207,6 +207,7 @@ static void on_finish(void *user, const loom_finished *f) {
         srv_hist_add(&m->queue, f->queue_ms / 1e3);
         pthread_mutex_unlock(&m->mu);
         q->draft_tokens = f->draft_tokens, q->draft_accepted = f->draft_accepted;
+        q->n_cached = f->n_cached, q->prompt_ms = f->prompt_ms;
         finish_locked(s, q, f->stop_reason, f->error);
     }
     pthread_mutex_unlock(&s->mu);

@@ -45,6 +45,8 @@ struct srv_req {
     int n, cap, top;
     char finish[16];           /* "stop", "length", "cancelled", "error" */
     int draft_tokens, draft_accepted; /* speculative decoding's proposals for it, the model's own among them */
+    int n_cached;              /* prompt tokens the prefix cache held (from the scheduler's end of it) */
+    double prompt_ms;          /* admission to the first token (the scheduler's), 0 when it did not say */
     char *error;
     double t_first, t_last;
     int refs;                  /* HTTP side + scheduler side */
@@ -138,6 +140,8 @@ enum MHD_Result srv_handle_responses(srv *s, struct MHD_Connection *c, const cha
 enum MHD_Result srv_handle_anthropic(srv *s, struct MHD_Connection *c, const char *body, size_t len);
 /* POST /v1/messages/count_tokens: the prompt's tokens as the template renders it. */
 enum MHD_Result srv_handle_anthropic_count(srv *s, struct MHD_Connection *c, const char *body, size_t len);
+/* POST /completion, /completions, /infill (native.h). */
+enum MHD_Result srv_handle_native(srv *s, struct MHD_Connection *c, const char *body, size_t len, bool infill);
 /* POST /tokenize, /detokenize, /apply-template. */
 enum MHD_Result srv_handle_tokenize(srv *s, struct MHD_Connection *c, const char *body, size_t len);
 enum MHD_Result srv_handle_detokenize(srv *s, struct MHD_Connection *c, const char *body, size_t len);

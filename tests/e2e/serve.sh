@@ -78,7 +78,7 @@ for mode in $modes; do
     stop_server "$TMP/think2.log"
     # a code model's fill in the middle: completions with suffix
     "$SCRIPT_MODEL" --fim "$TMP/fim.gguf" "x" " *" " 2" || fail "script_model --fim"
-    start_server "$TMP/fim.log" "$LOOM" serve --model "$TMP/fim.gguf" --threads 1 --ctx-size 1024
+    start_server "$TMP/fim.log" "$LOOM" serve --model "$TMP/fim.gguf" --threads 1 --ctx-size 4096
     client fim --base "http://127.0.0.1:$PORT"
     stop_server "$TMP/fim.log"
     # ... and Magistral's [THINK]...[/THINK] (control tokens, as in Mistral's tokenizer)

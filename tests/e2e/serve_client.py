@@ -894,6 +894,78 @@ def test_fim(cl, name):
     ok("completions with suffix: a code model's middle between prefix and suffix, whole and streamed")
 
 
+def native_events(path, body):
+    """llama-server's stream of `path`: the event objects in order."""
+    st, h, data = raw("POST", path, dict(body, stream=True))
+    check(st == 200, "%s streamed: %d %s" % (path, st, data[:200]))
+    return [json.loads(line[6:]) for line in data.decode().split("\n") if line.startswith("data: ")]
+
+
+def test_native_infill(cl, name):
+    """llama-server's /infill (what llama.vscode and llama.vim send) on a code model: the middle greedy, whole
+    and streamed, the prompt llama-server builds (input_extra before BOS and the FIM tokens); llama.vscode's
+    request as it sends it (samplers top_k, top_p, infill: sampled at temperature 1, the infill sampler last)."""
+    pre, suf, extra = "def double(x):\n    return ", "\n\nprint(double(2))\n", "import os\n"
+    body = {"input_prefix": pre, "input_suffix": suf, "input_extra": [{"filename": "util.py", "text": extra}],
+            "n_predict": 16, "temperature": 0, "cache_prompt": True, "t_max_prompt_ms": 500}
+    st, _, d = raw("POST", "/infill", body)
+    check(st == 200, "infill: %d %s" % (st, d[:200]))
+    o = json.loads(d)
+
+    def ntok(t):
+        return len(json.loads(raw("POST", "/tokenize", {"content": t, "add_special": False})[2])["tokens"])
+    want = ntok("\n\n--- snippet ---\n\n") + ntok(extra) + 1 + 3 + ntok(pre) + ntok(suf)
+    check(o["content"] == "x * 2" and o["stop"] and o["stop_type"] == "eos" and o["tokens_predicted"] == 4 and
+          o["tokens_evaluated"] == want, "infill: %r (prompt tokens expected %d)" % (o, want))
+    check(o["generation_settings"]["top_k"] == 40 and "timings" in o and "snippet" in o["prompt"],
+          "infill's reply fields: %r" % o)
+    ev = native_events("/infill", body)
+    check("".join(e["content"] for e in ev) == "x * 2" and ev[-1]["stop"] and not any(e["stop"] for e in ev[:-1]) and
+          ev[-1]["stop_type"] == "eos", "infill streamed: %r" % ev)
+    vscode = dict(body, top_k=40, top_p=0.99, samplers=["top_k", "top_p", "infill"], n_indent=4, t_max_predict_ms=1000,
+                  seed=1)
+    del vscode["temperature"]
+    st, _, d = raw("POST", "/infill", vscode)
+    o = json.loads(d)
+    check(st == 200 and o["content"] == "x * 2" and o["generation_settings"]["samplers"] == ["top_k", "top_p", "infill"]
+          and o["generation_settings"]["temperature"] == 1.0, "llama.vscode's request (sampled, the infill sampler): %r" % o)
+    expect_error(400, "POST", "/infill", {"input_suffix": ""}, "input_prefix")
+    expect_error(400, "POST", "/infill", dict(body, input_extra=[{"filename": "a"}]), "input_extra")
+    ok("/infill: the middle whole and streamed, llama-server's prompt (%d tokens), llama.vscode's request, refusals"
+       % want)
+
+
+def test_native_completion(cl, name, comp_text):
+    """llama-server's /completion: greedy text equal to /v1/completions', whole and streamed; n_probs, return_tokens,
+    several prompts, n_predict 0, stop words; samplers loom does not have and another order refused."""
+    base = {"prompt": PROMPT, "n_predict": 24, "temperature": 0}
+    st, _, d = raw("POST", "/completion", base)
+    o = json.loads(d)
+    check(st == 200 and o["content"] == comp_text and o["stop_type"] == "limit" and o["tokens_predicted"] == 24,
+          "/completion: %r vs %r" % (o.get("content"), comp_text))
+    ev = native_events("/completions", dict(base, n_probs=2, return_tokens=True))
+    check("".join(e["content"] for e in ev) == comp_text and ev[-1]["stop"], "streamed: %r" % ev[-1])
+    probs = [p for e in ev for p in e.get("completion_probabilities", [])]
+    ids = [t for e in ev for t in e["tokens"]]
+    check(len(probs) == 24 and len(ids) == 24 and [p["id"] for p in probs] == ids and
+          all(len(p["top_logprobs"]) == 2 and p["top_logprobs"][0]["id"] == p["id"] for p in probs),
+          "n_probs / return_tokens: %r" % probs[:2])
+    o = json.loads(raw("POST", "/completion", {"prompt": [PROMPT, "Hello"], "n_predict": 4, "temperature": 0})[2])
+    check(isinstance(o, list) and len(o) == 2 and o[0]["content"] == comp_text[:len(o[0]["content"])],
+          "two prompts: %r" % o)
+    o = json.loads(raw("POST", "/completion", dict(base, n_predict=0))[2])
+    check(o["content"] == "" and o["tokens_predicted"] == 0, "n_predict 0: %r" % o)
+    word = comp_text.split()[1]
+    o = json.loads(raw("POST", "/completion", dict(base, stop=[word]))[2])
+    check(o["stop_type"] == "word" and o["stopping_word"] == word and word not in o["content"], "stop word: %r" % o)
+    for bad, param in (({"mirostat": 2}, "mirostat"), ({"samplers": ["temperature", "top_k"]}, "samplers"),
+                       ({"grammar": "root ::= \"a\""}, "grammar"), ({"dry_multiplier": 0.8}, "dry_multiplier"),
+                       ({"prompt": None}, "prompt"), ({"prompt": [1, "a"]}, "prompt"), ({"lora": [{"id": 0}]}, "lora")):
+        expect_error(400, "POST", "/completion", dict(base, **bad), param)
+    ok("/completion: llama-server's API, equal to /v1/completions greedy, streamed with n_probs and tokens, "
+       "several prompts, n_predict 0, stop words, refusals")
+
+
 def test_prediction(cl, name, chat_text):
     """Predicted outputs (OpenAI's `prediction`) on a server without --draft: the reply is the same whatever the
     prediction, and the usage counts the prediction's tokens kept and refused."""
@@ -1016,7 +1088,7 @@ def main():
                   lambda cl, name: test_anthropic_thinking(name)],
         "think-off": [lambda cl, name: test_reasoning(cl, name, False)],
         "think-mistral": [lambda cl, name: test_reasoning(cl, name, True, ("[THINK]", "[/THINK]"))],
-        "fim": [test_fim],
+        "fim": [test_fim, test_native_infill],
         "harmony": [lambda cl, name: test_harmony(cl, name, True)],
         "harmony-off": [lambda cl, name: test_harmony(cl, name, False)],
         "harmony-call": [test_harmony_calls],
@@ -1072,6 +1144,7 @@ def main():
         return
     chat_text, comp_text = test_greedy_equals_generate(cl, name)
     pieces = test_streams(cl, name, chat_text, comp_text)
+    test_native_completion(cl, name, comp_text)
     test_logit_bias(cl, name)
     test_n_choices(cl, name)
     test_structured_output(cl, name)

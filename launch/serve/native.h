@@ -1,0 +1,65 @@
+/*
+ * launch/serve/native.h — llama-server's own completion API: POST
+ * /completion (also /completions) and /infill, as llama.cpp's server
+ * serves them to its clients (llama.vscode and llama.vim send /infill).
+ *
+ * A request becomes the /v1/completions request it asks for, with
+ * llama-server's defaults (temperature 0.8, top-k 40, top-p 0.95, min-p
+ * 0.05) and its names (n_predict, repeat_penalty, n_probs, logit_bias as
+ * [id, bias] pairs, json_schema, samplers); /infill builds its prompt as
+ * llama-server does (format_prompt_infill: the input_extra chunks in the
+ * repo-level pattern where the model has FIM_REP / FIM_SEP, BOS, FIM_PRE
+ * prefix prompt, FIM_SUF suffix, FIM_MID; the prefix cut to 3/4 and the
+ * suffix to 1/4 of a 2048-token batch). `samplers` (names or llama.cpp's
+ * letters) may drop samplers and add `infill` last; the others keep
+ * llama.cpp's default order, the one loom applies (another order is a
+ * 400). Samplers loom does not have (mirostat, DRY, XTC, typical-p,
+ * top-n-sigma, dynamic temperature), grammars, LoRA and images are refused
+ * when asked for with other than their neutral values, never ignored.
+ * cache_prompt (loom's prefix cache is always on) and t_max_prompt_ms
+ * (unimplemented in llama-server too) are accepted.
+ *
+ * The reply is llama-server's: content, stop, stop_type (eos, word, limit),
+ * stopping_word, tokens_predicted, tokens_evaluated, tokens_cached,
+ * generation_settings, timings, completion_probabilities (n_probs), tokens
+ * (return_tokens); one object per prompt (an array for several), or as
+ * events of the same shape with "stop": false until the last. n_indent
+ * ends at the first line indented less than it (that line's text cut);
+ * t_max_predict_ms ends at a newline once generation took longer.
+ */
+#ifndef LOOM_SERVE_NATIVE_H
+#define LOOM_SERVE_NATIVE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "launch/serve/openai.h"
+#include "runtime/text/tokenizer.h"
+
+typedef struct {
+    bool infill;           /* POST /infill */
+    int n_probs;           /* completion_probabilities with this many alternatives; 0: none */
+    bool probs;            /* completion_probabilities wanted (n_probs > 0) */
+    bool return_tokens;    /* "tokens": the generated ids */
+    int n_indent;          /* 0: off */
+    double t_max_predict_ms; /* 0: off */
+    bool discard;          /* n_predict 0: the prompt goes into the cache, nothing is generated back */
+    bool timings_per_token;
+    json_t *settings;      /* generation_settings */
+} srv_native;
+
+/* Translates a native request into a /v1/completions body (*oai,
+ * malloc'd). tok, ctx_size: the server's (the infill prompt's tokens and
+ * cuts). On error *e says why (400 naming the field) and nothing is owned. */
+bool srv_native_request(const loom_tokenizer *tok, int ctx_size, const char *body, size_t len, bool infill, char **oai,
+                        srv_native *n, srv_error *e);
+void srv_native_free(srv_native *n);
+
+/* Where to cut text[0..len) for n_indent, given the state carried from the
+ * text before (*line_start: a newline came and the line's indentation is
+ * being counted, *indent so far): the offset of the first character of a
+ * line indented less than n_indent, or -1. The first line (the cursor's)
+ * is never cut. */
+long srv_native_indent_cut(const char *text, size_t len, int n_indent, bool *line_start, int *indent);
+
+#endif
