@@ -117,6 +117,10 @@ static void native_request(const char *body, size_t n) {
     } else {
         if (!oai || !nat.settings) abort();
         request(SRV_COMPLETION, oai, strlen(oai));
+        json_t *r = srv_native_fields(&nat, json_pack("{s:s, s:{s:i}, s:O}", "content", "x", "timings", "prompt_n", 1,
+                                                      "generation_settings", nat.settings));
+        if (!json_is_object(r)) abort();
+        json_decref(r);
         free(oai);
         srv_native_free(&nat);
     }

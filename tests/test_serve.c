@@ -117,6 +117,28 @@ Test(native, completion_defaults_names_and_samplers) {
     }
 }
 
+/* response_fields (llama.vim's): the paths found, each flat under its path. */
+Test(native, response_fields) {
+    srv_params p;
+    srv_native n;
+    srv_error e;
+    cr_assert(native("{\"prompt\":\"a\",\"response_fields\":[\"content\",\"timings/prompt_n\",\"timings/nope\","
+                     "\"truncated\"]}",
+                     &p, &n, &e),
+              "%s", e.message);
+    json_t *o = json_pack("{s:s, s:b, s:{s:i, s:f}, s:i}", "content", "x", "truncated", 0, "timings", "prompt_n", 7,
+                          "prompt_ms", 1.5, "tokens_cached", 3);
+    json_t *r = srv_native_fields(&n, o);
+    cr_assert_eq(json_object_size(r), 3);
+    cr_assert_str_eq(json_string_value(json_object_get(r, "content")), "x");
+    cr_assert_eq(json_integer_value(json_object_get(r, "timings/prompt_n")), 7);
+    cr_assert(json_is_false(json_object_get(r, "truncated")));
+    json_decref(r);
+    srv_params_free(&p), srv_native_free(&n);
+    char *oai = NULL;
+    cr_assert(!srv_native_request(NULL, 4096, "{\"prompt\":\"a\",\"response_fields\":[1]}", 35, false, &oai, &n, &e));
+}
+
 /* n_indent: the first character of a line indented less than asked ends
  * the reply there; the cursor's line never does; state carries across pieces. */
 Test(native, indent_cut) {

@@ -653,9 +653,9 @@ static json_t *native_obj(job *j, int i, bool final) {
 
 /* The whole native reply: one object, or an array of one per prompt. */
 static json_t *native_whole(job *j) {
-    if (j->n == 1) return native_obj(j, 0, true);
+    if (j->n == 1) return srv_native_fields(&j->native, native_obj(j, 0, true));
     json_t *a = json_array();
-    for (int i = 0; a && i < j->n; i++) json_array_append_new(a, native_obj(j, i, true));
+    for (int i = 0; a && i < j->n; i++) json_array_append_new(a, srv_native_fields(&j->native, native_obj(j, i, true)));
     return a;
 }
 
@@ -669,7 +669,7 @@ static bool produce_native(job *j) {
         const bool was = c->finished;
         if (!was && !consume(j->s, j->p.kind, c)) return false;
         if (!j->native.discard && (c->text.len || (c->lp && json_array_size(c->lp)))) {
-            sse(j, native_obj(j, i, false));
+            sse(j, srv_native_fields(&j->native, native_obj(j, i, false)));
             loom_strbuf_clear(&c->text);
         }
         if (c->finished && !was) {
@@ -679,7 +679,7 @@ static bool produce_native(job *j) {
                 srv_fail(&e, 500, "server_error", NULL, NULL, "%s", c->error);
                 sse(j, srv_error_obj(&e));
             } else {
-                sse(j, native_obj(j, i, true));
+                sse(j, srv_native_fields(&j->native, native_obj(j, i, true)));
             }
         }
         all &= c->finished;

@@ -282,7 +282,6 @@ static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool i
         {"lora", "LoRA adapters are not supported"},
         {"image_data", "images are not supported (a text model)"},
         {"multimodal_data", "multimodal data is not supported (a text model)"},
-        {"response_fields", "'response_fields' is not supported: the whole reply is sent"},
     };
     for (size_t k = 0; k < sizeof none_of / sizeof none_of[0]; k++) {
         json_t *v = json_object_get(o, none_of[k][0]);
@@ -355,6 +354,15 @@ static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool i
                                       "schema", schema));
     if (!boolean(o, "return_tokens", &n->return_tokens, e) || !boolean(o, "timings_per_token", &n->timings_per_token, e))
         return false;
+    json_t *rf = json_object_get(o, "response_fields");
+    if (rf && !json_is_null(rf)) {
+        size_t i;
+        json_t *it;
+        if (!json_is_array(rf)) return BAD("response_fields", "'response_fields' must be a list of paths");
+        json_array_foreach(rf, i, it) if (!json_is_string(it))
+            return BAD("response_fields", "'response_fields' must be a list of paths (\"timings/prompt_n\")");
+        if (json_array_size(rf)) n->fields = json_incref(rf);
+    }
     /* the reply's generation_settings: what the request runs with */
     json_t *names = json_array();
     for (int k = 0; k < S_N; k++)
@@ -391,7 +399,28 @@ bool srv_native_request(const loom_tokenizer *tok, int ctx_size, const char *bod
 
 void srv_native_free(srv_native *n) {
     json_decref(n->settings);
+    json_decref(n->fields);
     memset(n, 0, sizeof *n);
+}
+
+json_t *srv_native_fields(const srv_native *n, json_t *o) {
+    if (!n->fields || !o) return o;
+    json_t *out = json_object();
+    size_t i;
+    json_t *it;
+    json_array_foreach(n->fields, i, it) {
+        const char *path = json_string_value(it);
+        json_t *v = o;
+        for (const char *p = path; v && *p;) { /* one segment of the path at a time */
+            const char *slash = strchr(p, '/');
+            const size_t len = slash ? (size_t)(slash - p) : strlen(p);
+            v = json_is_object(v) ? json_object_getn(v, p, len) : NULL;
+            p += len + (slash != NULL);
+        }
+        if (v && out) json_object_set(out, path, v);
+    }
+    json_decref(o);
+    return out;
 }
 
 long srv_native_indent_cut(const char *text, size_t len, int n_indent, bool *line_start, int *indent) {

@@ -23,7 +23,9 @@
  * stopping_word, tokens_predicted, tokens_evaluated, tokens_cached,
  * generation_settings, timings, completion_probabilities (n_probs), tokens
  * (return_tokens); one object per prompt (an array for several), or as
- * events of the same shape with "stop": false until the last. n_indent
+ * events of the same shape with "stop": false until the last;
+ * response_fields (llama.vim's "timings/prompt_n", ...) keeps only the
+ * paths named, each flat under its path. n_indent
  * ends at the first line indented less than it (that line's text cut);
  * t_max_predict_ms ends at a newline once generation took longer.
  */
@@ -46,6 +48,7 @@ typedef struct {
     bool discard;          /* n_predict 0: the prompt goes into the cache, nothing is generated back */
     bool timings_per_token;
     json_t *settings;      /* generation_settings */
+    json_t *fields;        /* response_fields: the paths ("timings/prompt_n") the reply keeps, or NULL: all */
 } srv_native;
 
 /* Translates a native request into a /v1/completions body (*oai,
@@ -54,6 +57,11 @@ typedef struct {
 bool srv_native_request(const loom_tokenizer *tok, int ctx_size, const char *body, size_t len, bool infill, char **oai,
                         srv_native *n, srv_error *e);
 void srv_native_free(srv_native *n);
+
+/* A reply object as response_fields asks (llama-server's
+ * json_get_nested_values: each path found becomes a key of its own, "a/b"
+ * for o.a.b; absent ones are left out); o itself without them. Steals o. */
+json_t *srv_native_fields(const srv_native *n, json_t *o);
 
 /* Where to cut text[0..len) for n_indent, given the state carried from the
  * text before (*line_start: a newline came and the line's indentation is

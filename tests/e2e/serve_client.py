@@ -929,9 +929,19 @@ def test_native_infill(cl, name):
     o = json.loads(d)
     check(st == 200 and o["content"] == "x * 2" and o["generation_settings"]["samplers"] == ["top_k", "top_p", "infill"]
           and o["generation_settings"]["temperature"] == 1.0, "llama.vscode's request (sampled, the infill sampler): %r" % o)
+    vim = {"input_prefix": pre, "input_suffix": suf, "input_extra": [{"text": extra, "time": 1.5, "filename": "u.py"}],
+           "prompt": "", "n_predict": 128, "n_indent": 4, "top_k": 40, "top_p": 0.99, "stream": False,
+           "samplers": ["top_k", "top_p", "infill"], "cache_prompt": True, "t_max_prompt_ms": 500,
+           "t_max_predict_ms": 500, "response_fields": ["content", "timings/prompt_n", "timings/prompt_ms",
+                                                        "timings/predicted_n", "truncated", "tokens_cached"]}
+    st, _, d = raw("POST", "/infill", vim)
+    o = json.loads(d)
+    check(st == 200 and sorted(o) == sorted(vim["response_fields"]) and o["content"] == "x * 2" and
+          o["timings/predicted_n"] == 4, "llama.vim's request (response_fields): %r" % o)
     expect_error(400, "POST", "/infill", {"input_suffix": ""}, "input_prefix")
     expect_error(400, "POST", "/infill", dict(body, input_extra=[{"filename": "a"}]), "input_extra")
-    ok("/infill: the middle whole and streamed, llama-server's prompt (%d tokens), llama.vscode's request, refusals"
+    ok("/infill: the middle whole and streamed, llama-server's prompt (%d tokens), llama.vscode's and llama.vim's "
+       "requests, refusals"
        % want)
 
 
