@@ -127,7 +127,7 @@ static bool infill_prompt(const loom_tokenizer *tok, int ctx_size, json_t *o, js
                   mid = loom_tokenizer_fim(tok, LOOM_FIM_MID), rep = loom_tokenizer_fim(tok, LOOM_FIM_REP),
                   sep = loom_tokenizer_fim(tok, LOOM_FIM_SEP), bos = loom_tokenizer_bos(tok);
     if (pre < 0 || suf < 0 || mid < 0)
-        return srv_fail(e, 400, "invalid_request_error", NULL, "not_supported",
+        return srv_fail(e, 501, "not_supported_error", NULL, NULL, /* llama-server's answer */
                         "Infill is not supported by this model: it has no fill-in-the-middle tokens (prefix, suffix and "
                         "middle)");
     json_t *jp = json_object_get(o, "input_prefix"), *js = json_object_get(o, "input_suffix"),

@@ -972,6 +972,7 @@ def test_native_completion(cl, name, comp_text):
                        ({"grammar": "root ::= \"a\""}, "grammar"), ({"dry_multiplier": 0.8}, "dry_multiplier"),
                        ({"prompt": None}, "prompt"), ({"prompt": [1, "a"]}, "prompt"), ({"lora": [{"id": 0}]}, "lora")):
         expect_error(400, "POST", "/completion", dict(base, **bad), param)
+    expect_error(501, "POST", "/infill", {"input_prefix": "a", "input_suffix": "b"})  # no FIM tokens: llama-server's 501
     ok("/completion: llama-server's API, equal to /v1/completions greedy, streamed with n_probs and tokens, "
        "several prompts, n_predict 0, stop words, refusals")
 
