@@ -50,8 +50,48 @@ static int split_hosts(char *list, const char **names, int n) {
     return k;
 }
 
+/* What the coordinator holds of a draft model (draft_model.h): the model
+ * whole with a KV cache of the target's positions, as one rank plans it;
+ * bytes[0..2] weights, KV cache, workspace. Refused when rank 0 would then
+ * need more than --max-memory. */
+static loom_status plan_draft(const char *path, const loom_plan_request *target, const loom_plan *plan, int64_t bytes[3]) {
+    loom_plan_model dm = {0};
+    loom_plan *dp = NULL;
+    loom_plan_request r = loom_plan_request_defaults(1, 1);
+    r.engine = target->engine;
+    r.engine.kv_type = LOOM_TYPE_F16;
+    loom_status st = loom_predict_open_model(path, &dm);
+    if (!st) st = loom_plan_make(&dm, &r, NULL, &dp);
+    if (!st) {
+        bytes[0] = dp->ranks[0].weight_bytes, bytes[1] = dp->ranks[0].kv_bytes, bytes[2] = dp->ranks[0].workspace_bytes;
+        const loom_rank_plan *r0 = &plan->ranks[0];
+        const int64_t need = r0->weight_bytes + r0->kv_bytes + r0->workspace_bytes + bytes[0] + bytes[1] + bytes[2];
+        if (target->max_memory && need > target->max_memory) {
+            char a[32], b[32];
+            loom_format_bytes(a, sizeof a, need);
+            loom_format_bytes(b, sizeof b, target->max_memory);
+            st = loom_error(LOOM_ERR_PLAN, "with the draft model rank 0 needs %s, more than --max-memory %s", a, b);
+        }
+    }
+    loom_plan_free(dp);
+    loom_plan_model_free(&dm);
+    return st ? loom_error_wrap(st, "--draft-model %s", path) : NULL;
+}
+
+static void print_draft(FILE *f, const char *path, const loom_plan *plan, const int64_t bytes[3]) {
+    const loom_rank_plan *r0 = &plan->ranks[0];
+    char w[32], k[32], ws[32], all[32];
+    loom_format_bytes(w, sizeof w, bytes[0]);
+    loom_format_bytes(k, sizeof k, bytes[1]);
+    loom_format_bytes(ws, sizeof ws, bytes[2]);
+    loom_format_bytes(all, sizeof all,
+                      r0->weight_bytes + r0->kv_bytes + r0->workspace_bytes + bytes[0] + bytes[1] + bytes[2]);
+    fprintf(f, "draft   %s on rank 0 (the coordinator), in addition: weights %s, KV cache %s, workspace %s; rank 0 needs %s\n",
+            path, w, k, ws, all);
+}
+
 int cmd_plan(int argc, char **argv) {
-    const char *model = NULL, *kv_type = "f16", *hosts_arg = NULL, *balance = "bytes";
+    const char *model = NULL, *kv_type = "f16", *hosts_arg = NULL, *balance = "bytes", *draft_model = NULL;
     loom_plan_request d = loom_plan_request_defaults(1, 1);
     int64_t tp = 1, pp = 1, world = 0, ctx = d.engine.ctx_size, seqs = d.engine.max_seqs, block = d.engine.block_tokens,
             batch = d.engine.batch_rows, max_memory = 0;
@@ -72,6 +112,8 @@ int cmd_plan(int argc, char **argv) {
          "stages by bytes read per token, or by time: bytes weighted by the decode time per byte of each type "
          "measured on this machine, as a run on CPUs does (plan_balance.h)"},
         {"--max-memory", LOOM_ARG_BYTES, &max_memory, "BYTES", "memory per rank, e.g. 24G (0: no limit)"},
+        {"--draft-model", LOOM_ARG_STR, &draft_model, "PATH",
+         "the draft model of speculative decoding (generate/serve --draft-model): what rank 0 holds of it in addition"},
         {"--hosts", LOOM_ARG_STR, &hosts_arg, "LIST",
          "comma-separated host of each world rank, to place TP groups on one host"},
         {"--json", LOOM_ARG_FLAG, &json, NULL, "print the plan as one JSON object"},
@@ -160,6 +202,8 @@ int cmd_plan(int argc, char **argv) {
         req.balance = &bal;
     }
     if (!st) st = loom_plan_make(&m, &req, hosts, &plan);
+    int64_t draft_bytes[3] = {0};
+    if (!st && draft_model) st = plan_draft(draft_model, &req, plan, draft_bytes);
     loom_prediction pr = {0};
     loom_predict_workload w = {(int)seqs, (int)prompt, (int)(prompt + gen / 2), 1};
     if (!st && predict) st = loom_predict(&m, plan, pc, &w, &pr);
@@ -175,6 +219,7 @@ int cmd_plan(int argc, char **argv) {
     } else {
         if (!json) printf("file    %s\n", model);
         loom_plan_print(plan, stdout, json);
+        if (draft_model) print_draft(json ? stderr : stdout, draft_model, plan, draft_bytes);
         if (predict) {
             printf("\n");
             loom_prediction_print(&pr, pc, &w, stdout);

@@ -220,6 +220,12 @@ expect_fail "bad --draft-p-min" "draft-p-min must be 0..1" \
   "$LOOM" generate --model "$MODEL" --prompt hi --draft-model "$MODEL" --draft-p-min 2
 expect_fail "bad LOOM_DRAFT_COST" "LOOM_DRAFT_COST=cheap: expected" \
   env LOOM_DRAFT_COST=cheap "$LOOM" generate --model "$MODEL" --prompt hi --draft-model "$MODEL"
+"$LOOM" plan --model "$MODEL" --pp 2 --draft-model "$MODEL" > "$TMP/plan.out" 2> "$TMP/plan.err" ||
+  fail "plan --draft-model: $(tail -2 "$TMP/plan.err")"
+grep -Eq "^draft .* on rank 0 \(the coordinator\), in addition: weights [0-9.]+ MiB, KV cache" "$TMP/plan.out" ||
+  fail "plan --draft-model does not count the draft model: $(tail -2 "$TMP/plan.out")"
+expect_fail "plan with a draft model past --max-memory" "with the draft model rank 0 needs [0-9.]+ MiB, more than --max-memory" \
+  "$LOOM" plan --model "$MODEL" --ctx-size 256 --sequences 1 --max-memory 200M --draft-model "$MODEL"
 ok "--draft-model: the same tokens (greedy, sampled with a schema, pp 2), every proposal of itself kept, refusals"
 
 # loom chat: a turn's reply is loom generate --chat's; the next turn finds the first in the prefix cache;
