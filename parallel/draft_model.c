@@ -32,6 +32,7 @@ struct loom_drafter {
     float *logits;      /* (max_seqs, n_vocab) */
     double seconds;
     double t_step;      /* moving average of a one-row-per-sequence pass */
+    double t_row;       /* moving average of a row of catching up (batches of 32 rows or more) */
     int64_t rows;
 };
 
@@ -136,6 +137,15 @@ void loom_drafter_free(loom_drafter *d) {
 int loom_drafter_slots(const loom_drafter *d) { return d->o.max_seqs; }
 double loom_drafter_seconds(const loom_drafter *d) { return d->seconds; }
 double loom_drafter_step_seconds(const loom_drafter *d) { return d->t_step; }
+double loom_drafter_row_seconds(const loom_drafter *d) { return d->t_row; }
+
+int loom_drafter_known(const loom_drafter *d, int slot, const int32_t *toks, int n) {
+    if (slot < 0 || slot >= d->o.max_seqs) return 0;
+    const int32_t *h = d->hist + (size_t)slot * d->o.ctx;
+    int c = 0;
+    while (c < d->n_hist[slot] && c < n && h[c] == toks[c]) c++;
+    return c;
+}
 int64_t loom_drafter_rows(const loom_drafter *d) { return d->rows; }
 size_t loom_drafter_weight_bytes(const loom_drafter *d) { return d->w->bytes_mapped + d->w->bytes_copied; }
 size_t loom_drafter_kv_bytes(const loom_drafter *d) { return loom_kv_bytes(loom_kv_config_of(d->kv)); }
@@ -171,6 +181,17 @@ static loom_status run_batch(loom_drafter *d, int n, loom_draft_req *r, bool *st
         else stopped[d->b_req[i]] = true;
     }
     return NULL;
+}
+
+/* run_batch for rows of catching up, timed per row when there are enough. */
+static loom_status catch_up(loom_drafter *d, int n, loom_draft_req *r, bool *stopped) {
+    const double t = loom_now_s();
+    loom_status st = run_batch(d, n, r, stopped);
+    if (!st && n >= 32) {
+        const double dt = (loom_now_s() - t) / n;
+        d->t_row = d->t_row > 0 ? d->t_row + 0.1 * (dt - d->t_row) : dt;
+    }
+    return st;
 }
 
 static void add_row(loom_drafter *d, int *n, int req, int slot, int32_t tok, int pos, bool logits) {
@@ -233,10 +254,10 @@ loom_status loom_drafter_propose(loom_drafter *d, loom_draft_req *r, int n) {
         loom_draft_req *q = &r[i];
         for (int p = from[i]; p < q->n_toks && !st; p++) {
             add_row(d, &rows, i, q->slot, q->toks[p], p, p == q->n_toks - 1);
-            if (rows == d->R) st = run_batch(d, rows, r, stopped), rows = 0;
+            if (rows == d->R) st = catch_up(d, rows, r, stopped), rows = 0;
         }
     }
-    if (rows && !st) st = run_batch(d, rows, r, stopped);
+    if (rows && !st) st = catch_up(d, rows, r, stopped);
     /* then one row per sequence still proposing: its last proposal */
     for (;;) {
         rows = 0;

@@ -66,6 +66,12 @@ int loom_drafter_slots(const loom_drafter *d);
 /* Moving average of the seconds of a pass of one row per sequence (0
  * before the first). */
 double loom_drafter_step_seconds(const loom_drafter *d);
+/* Moving average of the seconds a row of catching up takes (tokens of a
+ * sequence it has not seen, in batches of 32 rows or more; 0 before). */
+double loom_drafter_row_seconds(const loom_drafter *d);
+/* How many of toks[0 .. n) slot `slot` holds already (the rest a call
+ * computes first). */
+int loom_drafter_known(const loom_drafter *d, int slot, const int32_t *toks, int n);
 /* Seconds spent proposing since creation; the draft model's tokens computed. */
 double loom_drafter_seconds(const loom_drafter *d);
 int64_t loom_drafter_rows(const loom_drafter *d);

@@ -30,6 +30,7 @@
 #define DRAFT_EMA 0.2f     /* weight of each proposed token's outcome in the average */
 #define DRAFT_RETRY 0.05f  /* how fast the estimate rises while a sequence does not propose */
 #define DRAFT_FIT_DECAY 0.98 /* weight of a decode step's time in the fit, one step later */
+#define DRAFT_HORIZON 256    /* tokens a reply is taken to go on for at most when weighing a catch-up */
 
 /* A request waiting for a slot: new, or preempted and to be recomputed. */
 typedef struct {
@@ -591,38 +592,81 @@ static void fit_step(loom_scheduler *s, double rows, double t) {
     f[0] += 1, f[1] += rows, f[2] += t, f[3] += rows * rows, f[4] += rows * t;
 }
 
-/* The fit's step of n rows and a row's cost; false until it has seen
- * steps of different sizes. */
+/* The fit's step of n rows and a row's cost. Steps of one size only: their
+ * mean, a row by the model above (DRAFT_STEP_ROWS); false before 4 steps. */
 static bool fitted(const loom_scheduler *s, int n, double *step, double *row) {
     const double *f = s->fit, det = f[0] * f[3] - f[1] * f[1];
-    if (f[0] < 4 || det < 1e-9 * f[0] * f[0]) return false;
+    if (f[0] < 4) return false;
+    if (det < 1e-9 * f[0] * f[0]) {
+        *step = f[2] / f[0];
+        *row = *step / (DRAFT_STEP_ROWS + f[1] / f[0]);
+        *step += *row * (n - f[1] / f[0]);
+        return *step > 0;
+    }
     const double b = (f[0] * f[4] - f[1] * f[2]) / det, a = (f[2] - b * f[1]) / f[0];
     *row = b > 0 ? b : 0;
     *step = a + *row * n;
     return *step > 0;
 }
 
+/* What proposing costs with a draft model, one stage, from the
+ * measurements: a decode step of the n sequences, a row of it, the draft
+ * model's pass (until it ran: its weights' bytes over the target's times
+ * the step: decode reads them all) and a row of its catching up on tokens
+ * it has not seen (until measured: an eighth of its pass). False before
+ * the steps are measured. */
+typedef struct {
+    double step, row, pass, catch_row;
+} draft_costs;
+
+static bool draft_costs_of(const loom_scheduler *s, int n, draft_costs *c) {
+    if (!fitted(s, n, &c->step, &c->row)) return false;
+    c->pass = loom_drafter_step_seconds(s->drafter);
+    if (c->pass <= 0) c->pass = s->draft_bytes_share * c->step;
+    c->catch_row = loom_drafter_row_seconds(s->drafter);
+    if (c->catch_row <= 0) c->catch_row = c->pass / 8;
+    return true;
+}
+
 /* What a proposal's place must be likely to be kept to be worth making
  * for one of n decoding sequences. By prompt lookup: n / (DRAFT_STEP_ROWS
  * + n) (above). With a draft model, each token it brings is worth a step's
  * time / n, and it costs its row and its share of the draft model's pass
- * (one pass serves the n sequences): accept^j >= (n · row + draft_pass) /
- * step. With one stage the times are measured (the fit above, and the
- * draft model's moving average), and until they are the draft pass's
- * share is taken as its weights' bytes over the target's (decode reads
- * them all); or the options fix that share. Over a pipeline the draft
- * model's time overlaps the later stages' and counts as nothing. A draft
- * model as large as the target thus stops proposing, one a tenth of it
- * proposes while kept 3 times in 10 alone. */
+ * (one pass serves the n sequences): accept^j >= (n · row + pass) / step,
+ * by draft_costs_of (before the first steps: the pass as its weights'
+ * bytes over the target's); or the options fix the pass's share. Over a
+ * pipeline the draft model's time overlaps the later stages' and counts
+ * as nothing. A draft model as large as the target thus stops proposing,
+ * one a tenth of it proposes while kept 3 times in 10 alone. */
 static double worth(const loom_scheduler *s, int n) {
     const double plain = n / (DRAFT_STEP_ROWS + n);
     if (!s->drafter) return plain;
     if (s->draft_cost >= 0) return plain + s->draft_cost;
     if (s->P > 1) return plain;
-    double step, row;
-    const double td = loom_drafter_step_seconds(s->drafter);
-    if (td <= 0 || !fitted(s, n, &step, &row)) return plain + s->draft_bytes_share;
-    return (n * row + td) / step;
+    draft_costs c;
+    if (!draft_costs_of(s, n, &c)) return plain + s->draft_bytes_share;
+    return (n * c.row + c.pass) / c.step;
+}
+
+/* Whether the draft model's catching up on `lag` tokens of the sequence
+ * (its prompt, or what came while it did not propose) pays: what its
+ * proposals save over the rest of the reply (at most DRAFT_HORIZON tokens
+ * more), at its accept rate and `fit` places a step, against lag rows of
+ * catching up. A long prompt under a draft model barely cheaper than the
+ * target, or many sequences that resume proposing late in long replies,
+ * are not worth it. Measured costs only (one stage, no fixed share). */
+static bool catch_up_pays(const loom_scheduler *s, const seq_state *q, int n, int fit, int lag) {
+    draft_costs c;
+    if (lag <= fit + 1 || s->draft_cost >= 0 || s->P > 1 || !draft_costs_of(s, n, &c)) return true;
+    double gain = 0, kept = 0, a = 1;
+    for (int j = 1; j <= fit; j++) {
+        a *= q->accept;
+        gain += a * c.step / n - c.row - c.pass / n;
+        kept += a;
+    }
+    int rest = q->limit - q->n_toks;
+    if (rest > DRAFT_HORIZON) rest = DRAFT_HORIZON;
+    return gain * rest / (1 + kept) >= lag * c.catch_row;
 }
 
 /* How many of a sequence's next places are worth a row by its estimate
@@ -711,9 +755,13 @@ static void draft_model_pass(loom_scheduler *s, int cap_seqs, int n_decode, int 
         const int k = q->pred ? lookup(s, q, fit) : 0;
         if (k > 0) {
             q->n_prop = k;
-        } else {
+        } else if (catch_up_pays(s, q, n_decode, fit,
+                                 q->n_toks - loom_drafter_known(s->drafter, i, q->toks, q->n_toks))) {
             s->dreqs[n++] = (loom_draft_req){.slot = i, .toks = q->toks, .n_toks = q->n_toks, .want = fit,
                                              .out = q->toks + q->n_toks};
+        } else {
+            rows++;
+            continue;
         }
         draft_rows -= k > 0 ? k : fit;
         rows += 1 + (k > 0 ? k : fit);
