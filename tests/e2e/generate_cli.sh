@@ -210,6 +210,12 @@ LOOM_DRAFT_COST=0 $MPIRUN -np 2 "$LOOM" generate --model "$MODEL" --pp 2 --threa
   --draft-model "$MODEL" --json > "$TMP/dmpp.json" 2> "$TMP/dmpp.err" || fail "--draft-model pp 2: $(tail -3 "$TMP/dmpp.err")"
 [ "$(json_field "$TMP/dmpp.json" 1 "o['tokens']")" = "$(json_field "$TMP/plain.json" 1 "o['tokens']")" ] ||
   fail "--draft-model under pp 2 changed the greedy tokens"
+# the default: the draft pass's cost measured (the model itself: it soon stops proposing), the same tokens
+"$LOOM" generate --model "$MODEL" --chat --prompt "Repeat exactly: one two three four five, one two three four five." \
+  --temperature 0 --max-tokens 48 --draft-model "$MODEL" --json > "$TMP/dmm.json" 2> "$TMP/dmm.err" ||
+  fail "--draft-model, cost measured: $(tail -3 "$TMP/dmm.err")"
+[ "$(json_field "$TMP/dmm.json" 1 "o['tokens']")" = "$(json_field "$TMP/plain.json" 1 "o['tokens']")" ] ||
+  fail "--draft-model with its cost measured changed the greedy tokens"
 "$LOOM" synth --out "$TMP/other-vocab.gguf" --layers 1 --dim 64 --heads 2 --kv-heads 1 --ffn 128 > /dev/null ||
   fail "loom synth"
 expect_fail "a draft model of another vocabulary" "has another vocabulary: token 0 is" \
