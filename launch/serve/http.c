@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 
 #include "launch/serve/anthropic.h"
+#include "launch/serve/native.h"
 #include "launch/serve/server_internal.h"
 #include "runtime/clock.h"
 
@@ -119,6 +120,15 @@ static enum MHD_Result models(srv *s, struct MHD_Connection *c) {
     return srv_reply_json(s, c, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", m));
 }
 
+/* llama-server's GET /props (native.h). */
+static enum MHD_Result props(srv *s, struct MHD_Connection *c) {
+    const loom_gguf_value *t = loom_gguf_get(loom_cluster_model(s->cluster), "tokenizer.chat_template");
+    char *tmpl = t && t->type == LOOM_GGUF_STRING ? strndup(t->v.str.ptr, t->v.str.len) : NULL;
+    json_t *o = srv_native_props(s->opt.model_name, s->ctx_size, loom_engine_options_of(s->e)->max_seqs, tmpl);
+    free(tmpl);
+    return srv_reply_json(s, c, 200, o);
+}
+
 /* ------------------------------------------------------------ routing */
 
 /* The key as OpenAI's clients send it ("Authorization: Bearer KEY") or
@@ -162,14 +172,14 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, 
                   {"/v1/messages", true},         {"/v1/models", false},     {"/tokenize", true},
                   {"/detokenize", true},          {"/apply-template", true}, {"/v1/embeddings", true},
                   {"/v1/messages/count_tokens", true}, {"/completion", true}, {"/completions", true},
-                  {"/infill", true}};
+                  {"/infill", true},              {"/props", false}};
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(url, routes[i].path) != 0) continue;
         if (routes[i].post ? !post : !get) {
             srv_fail(&e, 405, "invalid_request_error", NULL, NULL, "%s takes %s", url, routes[i].post ? "POST" : "GET");
             return reply_error_at(s, c, url, &e);
         }
-        if ((i <= 3 || i >= 10) && srv_refuse_generation(s, &e)) return reply_error_at(s, c, url, &e);
+        if ((i <= 3 || (i >= 10 && i <= 12)) && srv_refuse_generation(s, &e)) return reply_error_at(s, c, url, &e);
         switch (i) {
         case 0: return srv_handle_generate(s, c, SRV_CHAT, body, len);
         case 1: return srv_handle_generate(s, c, SRV_COMPLETION, body, len);
@@ -183,6 +193,7 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, 
         case 10:
         case 11:
         case 12: return srv_handle_native(s, c, body, len, i == 12);
+        case 13: return props(s, c);
         default: return srv_handle_embeddings(s, c, body, len);
         }
     }

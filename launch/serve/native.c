@@ -403,6 +403,17 @@ void srv_native_free(srv_native *n) {
     memset(n, 0, sizeof *n);
 }
 
+json_t *srv_native_props(const char *model_name, int ctx_size, int slots, const char *chat_template) {
+    json_t *names = json_array();
+    for (int k = 0; k < S_INFILL; k++) json_array_append_new(names, json_string(samplers[k].name));
+    return json_pack("{s:{s:i, s:{s:i, s:f, s:i, s:f, s:f, s:f, s:i, s:f, s:f, s:o}}, s:i, s:s, s:s, s:{s:b, s:b}, s:s}",
+                     "default_generation_settings", "n_ctx", ctx_size, "params", "n_predict", -1, "temperature", 0.8,
+                     "top_k", 40, "top_p", 0.95, "min_p", 0.05, "repeat_penalty", 1.0, "repeat_last_n", 64,
+                     "presence_penalty", 0.0, "frequency_penalty", 0.0, "samplers", names, "total_slots", slots,
+                     "model_path", model_name, "chat_template", chat_template ? chat_template : "", "modalities",
+                     "vision", 0, "audio", 0, "build_info", "loom");
+}
+
 json_t *srv_native_fields(const srv_native *n, json_t *o) {
     if (!n->fields || !o) return o;
     json_t *out = json_object();

@@ -58,6 +58,12 @@ bool srv_native_request(const loom_tokenizer *tok, int ctx_size, const char *bod
                         srv_native *n, srv_error *e);
 void srv_native_free(srv_native *n);
 
+/* GET /props (llama-server's server properties, what clients read the
+ * context size and defaults from): default_generation_settings (n_ctx and
+ * the sampling defaults above), total_slots, model_path, chat_template,
+ * modalities, build_info. New reference. */
+json_t *srv_native_props(const char *model_name, int ctx_size, int slots, const char *chat_template);
+
 /* A reply object as response_fields asks (llama-server's
  * json_get_nested_values: each path found becomes a key of its own, "a/b"
  * for o.a.b; absent ones are left out); o itself without them. Steals o. */

@@ -973,8 +973,13 @@ def test_native_completion(cl, name, comp_text):
                        ({"prompt": None}, "prompt"), ({"prompt": [1, "a"]}, "prompt"), ({"lora": [{"id": 0}]}, "lora")):
         expect_error(400, "POST", "/completion", dict(base, **bad), param)
     expect_error(501, "POST", "/infill", {"input_prefix": "a", "input_suffix": "b"})  # no FIM tokens: llama-server's 501
+    st, _, d = raw("GET", "/props")
+    pr = json.loads(d)
+    check(st == 200 and pr["default_generation_settings"]["n_ctx"] == 2048 and pr["total_slots"] == 16 and
+          "im_start" in pr["chat_template"] and pr["default_generation_settings"]["params"]["top_k"] == 40,
+          "/props: %r" % {k: pr[k] for k in pr if k != "chat_template"})
     ok("/completion: llama-server's API, equal to /v1/completions greedy, streamed with n_probs and tokens, "
-       "several prompts, n_predict 0, stop words, refusals")
+       "several prompts, n_predict 0, stop words, refusals; /props")
 
 
 def test_prediction(cl, name, chat_text):
