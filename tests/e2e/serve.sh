@@ -123,9 +123,17 @@ for mode in $modes; do
     start_server "$TMP/asan.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 512 --sequences 4 --draft 3
     client asan --base "http://127.0.0.1:$PORT"
     stop_server "$TMP/asan.log"
-    if grep -Eq "AddressSanitizer|LeakSanitizer|runtime error:" "$TMP/asan.log"; then
-      fail "sanitizer report: $(grep -E -A5 "Sanitizer|runtime error" "$TMP/asan.log" | head -20)"
-    fi
+    # ... and with a draft model (the model itself, its passes counted as free), llama-server's API and the
+    # infill sampler over the real vocabulary
+    LOOM_DRAFT_COST=0 start_server "$TMP/asan-draft.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 512 \
+      --sequences 4 --draft-model "$MODEL" --draft 4
+    client asan-draft --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/asan-draft.log"
+    for log in "$TMP/asan.log" "$TMP/asan-draft.log"; do
+      if grep -Eq "AddressSanitizer|LeakSanitizer|runtime error:" "$log"; then
+        fail "sanitizer report: $(grep -E -A5 "Sanitizer|runtime error" "$log" | head -20)"
+      fi
+    done
     ok "no sanitizer report"
     ;;
   *) fail "unknown mode $mode" ;;

@@ -1116,6 +1116,32 @@ def main():
         for test in scripted[ARGS.mode]:
             test(cl, name)
         return
+    if ARGS.mode == "asan-draft":
+        got = [None] * 4
+
+        def one(i):
+            if i % 2:
+                got[i] = "".join(c.choices[0].delta.content or "" for c in cl.chat.completions.create(
+                    model=name, messages=[{"role": "user", "content": "Count to %d." % (i + 3)}], max_tokens=24,
+                    temperature=0, stream=True, logprobs=True, top_logprobs=2) if c.choices)
+            else:
+                got[i] = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "Say hi %d." % i}],
+                                                    max_tokens=24, temperature=0.7, seed=i).choices[0].message.content
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(600)
+        check(all(isinstance(g, str) for g in got), "draft-model chats under the sanitizers: %r" % got)
+        ev = native_events("/completion", {"prompt": PROMPT, "n_predict": 12, "n_probs": 2, "return_tokens": True,
+                                           "samplers": ["top_k", "top_p", "infill"], "seed": 3})
+        check(ev and ev[-1]["stop"], "native stream with the infill sampler under the sanitizers: %r" % ev[-1:])
+        st, _, _ = raw("POST", "/infill", {"input_prefix": "a", "input_suffix": "b"})
+        check(st == 501, "/infill without FIM tokens: %d" % st)
+        m = metrics()
+        check(metric(m, "loom_spec_decode_num_draft_tokens_total") > 0, "the draft model proposed nothing")
+        ok("a draft-model server under the sanitizers: four chats at once, llama-server's API with the infill sampler")
+        return
     if ARGS.mode == "asan":
         cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
                                    logprobs=True, top_logprobs=2)
