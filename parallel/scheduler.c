@@ -734,8 +734,11 @@ static int propose(loom_scheduler *s, int slot, int max, int n_decode, int32_t *
 
 /* With a draft model: the proposals of the decoding sequences the next
  * step takes (build_step's order and shares), all in one call of the
- * draft model; an expected output's match goes first. A failing draft
- * model is reported once and dropped: decoding goes on without it. */
+ * draft model. An expected output's match goes first, then an earlier
+ * occurrence of the sequence's last 4 tokens (prompt lookup at its
+ * strictest, which costs nothing: a reply copying its input proposes
+ * without the draft model's passes; README). A failing draft model is reported once and dropped: decoding
+ * goes on without it. */
 static void draft_model_pass(loom_scheduler *s, int cap_seqs, int n_decode, int draft_rows, int decoding) {
     int n = 0, rows = 0, seqs = 0, decode_left = decoding;
     for (int i = 0; i < s->S; i++) s->act[i].n_prop = 0;
@@ -752,7 +755,9 @@ static void draft_model_pass(loom_scheduler *s, int cap_seqs, int n_decode, int 
             rows++;
             continue;
         }
-        const int k = q->pred ? lookup(s, q, fit) : 0;
+        int k = q->pred ? lookup(s, q, fit) : 0;
+        if (k == 0) /* its last LOOM_DRAFT_MAX_NGRAM tokens occurred before: what followed then, for free */
+            k = loom_draft_lookup(q->toks, q->n_toks, LOOM_DRAFT_MAX_NGRAM, LOOM_DRAFT_MAX_NGRAM, fit, q->toks + q->n_toks);
         if (k > 0) {
             q->n_prop = k;
         } else if (catch_up_pays(s, q, n_decode, fit,
