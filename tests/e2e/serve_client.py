@@ -975,7 +975,7 @@ def test_native_completion(cl, name, comp_text):
     expect_error(501, "POST", "/infill", {"input_prefix": "a", "input_suffix": "b"})  # no FIM tokens: llama-server's 501
     st, _, d = raw("GET", "/props")
     pr = json.loads(d)
-    check(st == 200 and pr["default_generation_settings"]["n_ctx"] == 2048 and pr["total_slots"] == 16 and
+    check(st == 200 and pr["default_generation_settings"]["n_ctx"] == 2048 and pr["total_slots"] in (8, 16) and
           "im_start" in pr["chat_template"] and pr["default_generation_settings"]["params"]["top_k"] == 40,
           "/props: %r" % {k: pr[k] for k in pr if k != "chat_template"})
     ok("/completion: llama-server's API, equal to /v1/completions greedy, streamed with n_probs and tokens, "
