@@ -266,4 +266,8 @@ printf 'Say hi.\nAnd again.\n' | $MPIRUN -np 2 "$LOOM" chat --model "$MODEL" --p
 printf 'Say hi.\nAnd again.\n' | "$LOOM" chat --model "$MODEL" --threads 1 --temperature 0 --max-tokens 24 \
   > "$TMP/chat4.out" 2> /dev/null || fail "chat"
 cmp -s "$TMP/chat3.out" "$TMP/chat4.out" || fail "pp 2 replies differ: $(cat "$TMP/chat3.out") / $(cat "$TMP/chat4.out")"
-ok "chat: generate's reply, earlier turns cached, /clear, /exit, a turn past the context refused, pp 2"
+printf 'Say hi.\nAnd again.\n' | LOOM_DRAFT_COST=0 "$LOOM" chat --model "$MODEL" --threads 1 --temperature 0 \
+  --max-tokens 24 --draft-model "$MODEL" > "$TMP/chat5.out" 2> "$TMP/chat5.err" ||
+  fail "chat --draft-model: $(tail -3 "$TMP/chat5.err")"
+cmp -s "$TMP/chat5.out" "$TMP/chat4.out" || fail "chat --draft-model replies differ: $(cat "$TMP/chat5.out")"
+ok "chat: generate's reply, earlier turns cached, /clear, /exit, a turn past the context refused, pp 2, a draft model"
