@@ -102,13 +102,8 @@ static bool turn(json_t *msgs, json_t *m, size_t i, srv_error *e) {
 
 bool srv_anthropic_request(const char *body, size_t len, bool counting, char **chat_body, srv_error *e) {
     *chat_body = NULL;
-    json_error_t je;
-    json_t *r = json_loadb(body, len, 0, &je);
-    if (!r) return BAD(NULL, "the body is not valid JSON: %s", je.text);
-    if (!json_is_object(r)) {
-        json_decref(r);
-        return BAD(NULL, "the body must be a JSON object");
-    }
+    json_t *r = srv_parse_body(body, len, e);
+    if (!r) return false;
     json_t *chat = json_object(), *msgs = json_array();
     json_object_set_new(chat, "messages", msgs);
     bool ok = true;

@@ -1000,23 +1000,11 @@ enum MHD_Result srv_handle_anthropic_count(srv *s, struct MHD_Connection *c, con
 
 /* ------------------------------------------------------------ tokens */
 
-static json_t *parse_body(const char *body, size_t len, srv_error *e) {
-    json_error_t je;
-    json_t *o = json_loadb(body, len, 0, &je);
-    if (!o) srv_fail(e, 400, "invalid_request_error", NULL, NULL, "the body is not valid JSON: %s", je.text);
-    else if (!json_is_object(o)) {
-        json_decref(o);
-        o = NULL;
-        srv_fail(e, 400, "invalid_request_error", NULL, NULL, "the body must be a JSON object");
-    }
-    return o;
-}
-
 /* llama-server's {"content", "add_special", "parse_special"} and vLLM's
  * {"prompt", "add_special_tokens"} or {"messages"}. */
 enum MHD_Result srv_handle_tokenize(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
     srv_error e;
-    json_t *o = parse_body(body, len, &e);
+    json_t *o = srv_parse_body(body, len, &e);
     if (!o) return srv_reply_error(s, c, &e);
     json_t *text = json_object_get(o, "content");
     if (!text) text = json_object_get(o, "prompt");
@@ -1054,7 +1042,7 @@ enum MHD_Result srv_handle_tokenize(srv *s, struct MHD_Connection *c, const char
 
 enum MHD_Result srv_handle_detokenize(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
     srv_error e;
-    json_t *o = parse_body(body, len, &e);
+    json_t *o = srv_parse_body(body, len, &e);
     if (!o) return srv_reply_error(s, c, &e);
     json_t *t = json_object_get(o, "tokens");
     size_t n = json_array_size(t);
@@ -1086,7 +1074,7 @@ enum MHD_Result srv_handle_detokenize(srv *s, struct MHD_Connection *c, const ch
 
 enum MHD_Result srv_handle_apply_template(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
     srv_error e;
-    json_t *o = parse_body(body, len, &e);
+    json_t *o = srv_parse_body(body, len, &e);
     if (!o) return srv_reply_error(s, c, &e);
     json_t *msgs = json_object_get(o, "messages");
     loom_strbuf text = {0};

@@ -328,13 +328,8 @@ enum MHD_Result srv_handle_embeddings(srv *s, struct MHD_Connection *c, const ch
                  mc->arch_name);
         return srv_reply_error(s, c, &e);
     }
-    json_error_t je;
-    json_t *o = json_loadb(body, len, 0, &je);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        srv_fail(&e, 400, "invalid_request_error", NULL, NULL, "the body must be a JSON object");
-        return srv_reply_error(s, c, &e);
-    }
+    json_t *o = srv_parse_body(body, len, &e);
+    if (!o) return srv_reply_error(s, c, &e);
     bool b64;
     srv_embed_job *j = parse(s, o, &b64, &e);
     json_decref(o);

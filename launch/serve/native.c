@@ -383,13 +383,10 @@ bool srv_native_request(const loom_tokenizer *tok, int ctx_size, const char *bod
                         srv_native *n, srv_error *e) {
     memset(n, 0, sizeof *n);
     *oai = NULL;
-    json_error_t je;
-    json_t *o = json_loadb(body, len, 0, &je);
-    if (!o) return BAD(NULL, "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
+    json_t *o = srv_parse_body(body, len, e);
+    if (!o) return false;
     json_t *req = json_object();
-    bool ok = !req                ? oom(e)
-              : !json_is_object(o) ? BAD(NULL, "the body must be a JSON object")
-                                   : translate(tok, ctx_size, o, infill, req, n, e);
+    bool ok = req ? translate(tok, ctx_size, o, infill, req, n, e) : oom(e);
     if (ok && !(*oai = srv_dump(req))) ok = oom(e);
     json_decref(req);
     json_decref(o);

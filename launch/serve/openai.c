@@ -459,14 +459,26 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     return true;
 }
 
+json_t *srv_parse_body(const char *body, size_t len, srv_error *e) {
+    json_error_t je;
+    json_t *o = json_loadb(body, len, 0, &je);
+    if (!o) {
+        BAD(NULL, "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
+    } else if (!json_is_object(o)) {
+        json_decref(o);
+        o = NULL;
+        BAD(NULL, "the body must be a JSON object");
+    }
+    return o;
+}
+
 bool srv_parse_request(srv_kind kind, const char *body, size_t len, uint64_t seed_default, srv_params *out,
                        srv_error *e) {
     memset(out, 0, sizeof *out);
     out->kind = kind;
-    json_error_t je;
-    json_t *o = json_loadb(body, len, 0, &je);
-    if (!o) return BAD(NULL, "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
-    bool ok = json_is_object(o) ? parse_object(kind, o, seed_default, out, e) : BAD(NULL, "the body must be a JSON object");
+    json_t *o = srv_parse_body(body, len, e);
+    if (!o) return false;
+    bool ok = parse_object(kind, o, seed_default, out, e);
     json_decref(o);
     if (!ok) srv_params_free(out);
     return ok;

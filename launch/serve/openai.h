@@ -82,6 +82,10 @@ typedef struct {
     char *prediction;             /* predicted output (speculative decoding proposes from it), or NULL */
 } srv_params;
 
+/* A request body that must be a JSON object (new reference), or NULL with
+ * *e a 400 saying why. */
+json_t *srv_parse_body(const char *body, size_t len, srv_error *e);
+
 /* Parses a /v1/chat/completions or /v1/completions body. seed_default
  * seeds requests without a seed. On error *e says why (400 with the
  * field) and *out owns nothing. */

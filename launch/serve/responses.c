@@ -96,13 +96,8 @@ static bool input_item(json_t *msgs, json_t *it, size_t i, srv_error *e) {
 bool srv_responses_request(const char *body, size_t len, char **chat_body, json_t **req, srv_error *e) {
     *chat_body = NULL;
     *req = NULL;
-    json_error_t je;
-    json_t *r = json_loadb(body, len, 0, &je);
-    if (!r) return bad(e, NULL, "the body is not valid JSON: %s", je.text);
-    if (!json_is_object(r)) {
-        json_decref(r);
-        return bad(e, NULL, "the body must be a JSON object");
-    }
+    json_t *r = srv_parse_body(body, len, e);
+    if (!r) return false;
     json_t *chat = json_object(), *msgs = json_array();
     json_object_set_new(chat, "messages", msgs);
     bool ok = true;
