@@ -12,6 +12,7 @@
 #include "runtime/clock.h"
 #include "runtime/kv_cache.h"
 #include "runtime/model.h"
+#include "runtime/sampler.h"
 
 #define DRAFT_BLOCK_TOKENS 16
 
@@ -29,6 +30,8 @@ struct loom_drafter {
     int32_t *b_tok, *b_pos, *b_seq; /* (R) */
     int8_t *b_logits;   /* (R) */
     int *b_req;         /* (R) the request of a row that wants logits */
+    bool *stopped;      /* (max_seqs) per request of a call: no more proposals */
+    int *from;          /* (max_seqs) per request of a call: the first position to compute */
     float *logits;      /* (max_seqs, n_vocab) */
     double seconds;
     double t_step;      /* moving average of a one-row-per-sequence pass */
@@ -105,8 +108,11 @@ loom_status loom_drafter_create(const char *path, const loom_gguf *target, loom_
         d->b_seq = malloc(R * sizeof(int32_t));
         d->b_logits = malloc(R);
         d->b_req = malloc(R * sizeof(int));
+        d->stopped = malloc(S * sizeof(bool));
+        d->from = malloc(S * sizeof(int));
         d->logits = malloc(S * (size_t)d->w->n_vocab * sizeof(float));
-        if (!d->hist || !d->n_hist || !d->b_tok || !d->b_pos || !d->b_seq || !d->b_logits || !d->b_req || !d->logits)
+        if (!d->hist || !d->n_hist || !d->b_tok || !d->b_pos || !d->b_seq || !d->b_logits || !d->b_req || !d->logits ||
+            !d->stopped || !d->from)
             st = loom_error(LOOM_ERR_NOMEM, "out of memory for the draft model's buffers");
     }
     if (st) {
@@ -130,6 +136,8 @@ void loom_drafter_free(loom_drafter *d) {
     free(d->b_seq);
     free(d->b_logits);
     free(d->b_req);
+    free(d->stopped);
+    free(d->from);
     free(d->logits);
     free(d);
 }
@@ -165,9 +173,7 @@ static loom_status run_batch(loom_drafter *d, int n, loom_draft_req *r, bool *st
         if (!d->b_logits[i]) continue;
         const float *l = d->logits + (size_t)k++ * V;
         loom_draft_req *q = &r[d->b_req[i]];
-        int best = 0;
-        for (int v = 1; v < V; v++)
-            if (l[v] > l[best]) best = v; /* ties to the lowest id, as the target's argmax */
+        const int32_t best = loom_argmax(l, V); /* ties to the lowest id, as the target's */
         bool sure = best < d->target_vocab;
         if (sure && d->o.p_min > 0) { /* the top token's probability: 1 / sum of exp(l - max) (terms
                                           below e^-20 left out: all of a 10^6 vocabulary would move it 2e-3) */
@@ -206,14 +212,10 @@ static void add_row(loom_drafter *d, int *n, int req, int slot, int32_t tok, int
 }
 
 loom_status loom_drafter_propose(loom_drafter *d, loom_draft_req *r, int n) {
+    if (n > d->o.max_seqs) return loom_error(LOOM_ERR_INVALID, "%d sequences for a draft model of %d slots", n, d->o.max_seqs);
     double t0 = loom_now_s();
-    bool stopped_buf[64], *stopped = n <= 64 ? stopped_buf : calloc((size_t)n, sizeof(bool));
-    if (!stopped) return loom_error(LOOM_ERR_NOMEM, "out of memory proposing");
-    int *from = malloc((size_t)n * sizeof(int)); /* the first position to compute */
-    if (!from) {
-        if (stopped != stopped_buf) free(stopped);
-        return loom_error(LOOM_ERR_NOMEM, "out of memory proposing");
-    }
+    bool *stopped = d->stopped;
+    int *from = d->from;
     loom_status st = NULL;
     for (int i = 0; i < n; i++) {
         loom_draft_req *q = &r[i];
@@ -225,9 +227,7 @@ loom_status loom_drafter_propose(loom_drafter *d, loom_draft_req *r, int n) {
             stopped[i] = true, from[i] = q->n_toks;
             continue;
         }
-        const int32_t *h = d->hist + (size_t)q->slot * d->o.ctx;
-        int c = 0, nh = d->n_hist[q->slot];
-        while (c < nh && c < q->n_toks - 1 && h[c] == q->toks[c]) c++; /* the last token always: its logits */
+        const int c = loom_drafter_known(d, q->slot, q->toks, q->n_toks - 1); /* the last token always: its logits */
         from[i] = c;
         d->n_hist[q->slot] = c;
         for (int p = c; p < q->n_toks; p++)
@@ -277,8 +277,6 @@ loom_status loom_drafter_propose(loom_drafter *d, loom_draft_req *r, int n) {
             r[i].n_out = 0;
             if (r[i].slot >= 0 && r[i].slot < d->o.max_seqs) d->n_hist[r[i].slot] = 0;
         }
-    if (stopped != stopped_buf) free(stopped);
-    free(from);
     d->seconds += loom_now_s() - t0;
     return st;
 }
