@@ -654,19 +654,22 @@ static double worth(const loom_scheduler *s, int n) {
  * more), at its accept rate and `fit` places a step, against lag rows of
  * catching up. A long prompt under a draft model barely cheaper than the
  * target, or many sequences that resume proposing late in long replies,
- * are not worth it. Measured costs only (one stage, no fixed share). */
-static bool catch_up_pays(const loom_scheduler *s, const seq_state *q, int n, int fit, int lag) {
-    draft_costs c;
-    if (lag <= fit + 1 || s->draft_cost >= 0 || s->P > 1 || !draft_costs_of(s, n, &c)) return true;
+ * are not worth it. c: the measured costs (NULL: one stage, no fixed
+ * share, or not measured yet: it pays). */
+static bool catch_up_pays(const loom_scheduler *s, int slot, int n, int fit, const draft_costs *c) {
+    const seq_state *q = &s->act[slot];
+    if (!c) return true;
+    const int lag = q->n_toks - loom_drafter_known(s->drafter, slot, q->toks, q->n_toks);
+    if (lag <= fit + 1) return true;
     double gain = 0, kept = 0, a = 1;
     for (int j = 1; j <= fit; j++) {
         a *= q->accept;
-        gain += a * c.step / n - c.row - c.pass / n;
+        gain += a * c->step / n - c->row - c->pass / n;
         kept += a;
     }
     int rest = q->limit - q->n_toks;
     if (rest > DRAFT_HORIZON) rest = DRAFT_HORIZON;
-    return gain * rest / (1 + kept) >= lag * c.catch_row;
+    return gain * rest / (1 + kept) >= lag * c->catch_row;
 }
 
 /* How many of a sequence's next places are worth a row by its estimate
@@ -732,21 +735,28 @@ static int propose(loom_scheduler *s, int slot, int max, int n_decode, int32_t *
     return k > 0 ? k : 0;
 }
 
+/* Whether the sequence takes a decode row in the step being built. */
+static bool decodes_next(const seq_state *q) {
+    return q->used && !q->in_flight && !q->cancelled && q->n_sent >= q->n_prompt;
+}
+
 /* With a draft model: the proposals of the decoding sequences the next
  * step takes (build_step's order and shares), all in one call of the
  * draft model. An expected output's match goes first, then an earlier
  * occurrence of the sequence's last 4 tokens (prompt lookup at its
  * strictest, which costs nothing: a reply copying its input proposes
- * without the draft model's passes; README). A failing draft model is reported once and dropped: decoding
- * goes on without it. */
+ * without the draft model's passes). A failing draft model is reported
+ * once and dropped: decoding goes on without it. */
 static void draft_model_pass(loom_scheduler *s, int cap_seqs, int n_decode, int draft_rows, int decoding) {
     int n = 0, rows = 0, seqs = 0, decode_left = decoding;
     for (int i = 0; i < s->S; i++) s->act[i].n_prop = 0;
     if (draft_rows <= 0) return;
     const double threshold = worth(s, n_decode);
+    draft_costs costs;
+    const bool measured = s->draft_cost < 0 && s->P == 1 && draft_costs_of(s, n_decode, &costs);
     for (int i = 0; i < s->S && seqs < cap_seqs; i++) {
         seq_state *q = &s->act[i];
-        if (!q->used || q->in_flight || q->cancelled || q->n_sent < q->n_prompt) continue;
+        if (!decodes_next(q)) continue;
         decode_left--, seqs++;
         const int spare = s->R - rows - 1 - (decode_left > 0 ? decode_left : 0);
         const int max = proposal_cap(s, q, spare < draft_rows ? spare : draft_rows);
@@ -760,8 +770,7 @@ static void draft_model_pass(loom_scheduler *s, int cap_seqs, int n_decode, int 
             k = loom_draft_lookup(q->toks, q->n_toks, LOOM_DRAFT_MAX_NGRAM, LOOM_DRAFT_MAX_NGRAM, fit, q->toks + q->n_toks);
         if (k > 0) {
             q->n_prop = k;
-        } else if (catch_up_pays(s, q, n_decode, fit,
-                                 q->n_toks - loom_drafter_known(s->drafter, i, q->toks, q->n_toks))) {
+        } else if (catch_up_pays(s, i, n_decode, fit, measured ? &costs : NULL)) {
             s->dreqs[n++] = (loom_draft_req){.slot = i, .toks = q->toks, .n_toks = q->n_toks, .want = fit,
                                              .out = q->toks + q->n_toks};
         } else {
@@ -842,7 +851,7 @@ static bool build_step(loom_scheduler *s, mb_state *mb) {
     if (s->drafter) draft_model_pass(s, cap_seqs, n_decode, draft_rows, decoding);
     for (int i = 0; i < s->S && rows < s->R && nseq < cap_seqs; i++) { /* decode rows */
         seq_state *q = &s->act[i];
-        if (!q->used || q->in_flight || q->cancelled || q->n_sent < q->n_prompt) continue;
+        if (!decodes_next(q)) continue;
         decode_left--;
         int32_t *nb = mb->new_blocks + (size_t)nseq * s->max_blocks;
         int n_nb = 0;
