@@ -76,19 +76,7 @@ static bool parse_samplers(json_t *v, bool on[S_N], srv_error *e) {
 /* ------------------------------------------------------------ helpers */
 
 static bool number(json_t *o, const char *key, double *out, srv_error *e) {
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) return true;
-    if (!json_is_number(v)) return BAD(key, "'%s' must be a number", key);
-    *out = json_number_value(v);
-    return true;
-}
-
-static bool boolean(json_t *o, const char *key, bool *out, srv_error *e) {
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) return true;
-    if (!json_is_boolean(v)) return BAD(key, "'%s' must be true or false", key);
-    *out = json_is_true(v);
-    return true;
+    return srv_get_number(o, key, -INFINITY, INFINITY, out, e);
 }
 
 /* A field loom cannot honour: refused unless it has the value that does nothing. */
@@ -289,10 +277,10 @@ static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool i
             return BAD(none_of[k][0], "%s", none_of[k][1]);
     }
     bool flag = false;
-    if (!boolean(o, "post_sampling_probs", &flag, e)) return false;
+    if (!srv_get_bool(o, "post_sampling_probs", &flag, e)) return false;
     if (flag) return BAD("post_sampling_probs", "'post_sampling_probs' is not supported: n_probs gives log-probabilities");
     flag = false;
-    if (!boolean(o, "return_progress", &flag, e)) return false;
+    if (!srv_get_bool(o, "return_progress", &flag, e)) return false;
     if (flag) return BAD("return_progress", "'return_progress' is not supported");
 
     if (!(infill ? infill_prompt(tok, ctx_size, o, req, e) : completion_prompt(o, req, e))) return false;
@@ -352,7 +340,8 @@ static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool i
         json_object_set_new(req, "response_format",
                             json_pack("{s:s, s:{s:s, s:O}}", "type", "json_schema", "json_schema", "name", "schema",
                                       "schema", schema));
-    if (!boolean(o, "return_tokens", &n->return_tokens, e) || !boolean(o, "timings_per_token", &n->timings_per_token, e))
+    if (!srv_get_bool(o, "return_tokens", &n->return_tokens, e) ||
+        !srv_get_bool(o, "timings_per_token", &n->timings_per_token, e))
         return false;
     json_t *rf = json_object_get(o, "response_fields");
     if (rf && !json_is_null(rf)) {

@@ -32,7 +32,7 @@ bool srv_fail(srv_error *e, int status, const char *type, const char *param, con
 
 /* Each reader leaves *out alone when the field is absent or null. */
 
-static bool get_bool(json_t *o, const char *key, bool *out, srv_error *e) {
+bool srv_get_bool(json_t *o, const char *key, bool *out, srv_error *e) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return true;
     if (!json_is_boolean(v)) return BAD(key, "'%s' must be a boolean", key);
@@ -40,7 +40,7 @@ static bool get_bool(json_t *o, const char *key, bool *out, srv_error *e) {
     return true;
 }
 
-static bool get_number(json_t *o, const char *key, double lo, double hi, double *out, srv_error *e) {
+bool srv_get_number(json_t *o, const char *key, double lo, double hi, double *out, srv_error *e) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return true;
     if (!json_is_number(v)) return BAD(key, "'%s' must be a number", key);
@@ -62,7 +62,7 @@ static bool get_int(json_t *o, const char *key, long long lo, long long hi, long
 
 static bool get_float(json_t *o, const char *key, double lo, double hi, float *out, srv_error *e) {
     double d = *out;
-    if (!get_number(o, key, lo, hi, &d, e)) return false;
+    if (!srv_get_number(o, key, lo, hi, &d, e)) return false;
     *out = (float)d;
     return true;
 }
@@ -360,7 +360,7 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
         }
         if (!ok) return BAD("prediction", "the prediction's content must be a string or a list of text parts");
     }
-    if (!get_bool(o, "echo", &p->echo, e)) return false;
+    if (!srv_get_bool(o, "echo", &p->echo, e)) return false;
     if (p->echo && kind == SRV_CHAT) return BAD("echo", "'echo' is a completions parameter (POST /v1/completions)");
     /* OpenAI fields whose meaning loom cannot give: refused, not ignored */
     json_t *modalities = json_object_get(o, "modalities");
@@ -411,8 +411,8 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     if (!get_int(o, "seed", INT64_MIN, INT64_MAX, &seed, e)) return false;
     json_t *sv = json_object_get(o, "seed");
     sp->seed = sv && !json_is_null(sv) ? (uint64_t)seed : seed_default;
-    if (!get_bool(o, "ignore_eos", &p->ignore_eos, e)) return false;
-    if (!get_bool(o, "infill_sampler", &sp->infill, e)) return false; /* llama.cpp's (sampler.h); native.h sets it */
+    if (!srv_get_bool(o, "ignore_eos", &p->ignore_eos, e)) return false;
+    if (!srv_get_bool(o, "infill_sampler", &sp->infill, e)) return false; /* llama.cpp's (sampler.h); native.h sets it */
     json_t *rf = json_object_get(o, "response_format");
     if (rf && !json_is_null(rf)) {
         json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
@@ -425,25 +425,25 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
                        "'json_schema')", json_string_value(t));
         }
     }
-    if (!get_bool(o, "stream", &p->stream, e)) return false;
+    if (!srv_get_bool(o, "stream", &p->stream, e)) return false;
     json_t *so = json_object_get(o, "stream_options");
     if (so && !json_is_null(so)) {
         if (!p->stream) return BAD("stream_options", "'stream_options' is only allowed with 'stream': true");
         if (!json_is_object(so)) return BAD("stream_options", "'stream_options' must be an object");
-        if (!get_bool(so, "include_usage", &p->include_usage, e)) return false;
+        if (!srv_get_bool(so, "include_usage", &p->include_usage, e)) return false;
     }
     p->parse_special = true;
-    if (!get_bool(o, "parse_special", &p->parse_special, e)) return false;
+    if (!srv_get_bool(o, "parse_special", &p->parse_special, e)) return false;
     if (!parse_stop(o, p, e)) return false;
     if (kind == SRV_CHAT) {
-        if (!get_bool(o, "logprobs", &p->logprobs, e)) return false;
+        if (!srv_get_bool(o, "logprobs", &p->logprobs, e)) return false;
         if (!get_int(o, "top_logprobs", 0, 20, &top_lp, e)) return false;
         json_t *tl = json_object_get(o, "top_logprobs");
         if (tl && !json_is_null(tl) && !p->logprobs)
             return BAD("top_logprobs", "'top_logprobs' needs 'logprobs': true");
         p->top_logprobs = (int)top_lp;
         p->add_generation_prompt = true;
-        if (!get_bool(o, "add_generation_prompt", &p->add_generation_prompt, e)) return false;
+        if (!srv_get_bool(o, "add_generation_prompt", &p->add_generation_prompt, e)) return false;
         return parse_messages(o, p, e);
     }
     long long lp = -1;
@@ -451,7 +451,7 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     p->logprobs = lp >= 0;
     p->top_logprobs = lp > 0 ? (int)lp : 0;
     p->add_special = true;
-    if (!get_bool(o, "add_special_tokens", &p->add_special, e)) return false;
+    if (!srv_get_bool(o, "add_special_tokens", &p->add_special, e)) return false;
     if (!parse_prompts(o, p, e)) return false;
     if (p->n_prompts * p->n > SRV_MAX_PROMPTS)
         return BAD("n", "%d prompts x 'n' %d is %d choices; at most %d are allowed", p->n_prompts, p->n,

@@ -82,6 +82,12 @@ typedef struct {
     char *prediction;             /* predicted output (speculative decoding proposes from it), or NULL */
 } srv_params;
 
+/* Field readers (the other request translations use them too): *out is
+ * left alone when the field is absent or null; a wrong type or a number
+ * outside [lo, hi] is a 400 naming the field. */
+bool srv_get_bool(json_t *o, const char *key, bool *out, srv_error *e);
+bool srv_get_number(json_t *o, const char *key, double lo, double hi, double *out, srv_error *e);
+
 /* A request body that must be a JSON object (new reference), or NULL with
  * *e a 400 saying why. */
 json_t *srv_parse_body(const char *body, size_t len, srv_error *e);
