@@ -52,9 +52,9 @@ static int split_hosts(char *list, const char **names, int n) {
 
 /* What the coordinator holds of a draft model (draft_model.h): the model
  * whole with a KV cache of the target's positions, as one rank plans it;
- * bytes[0..2] weights, KV cache, workspace. Refused when rank 0 would then
- * need more than --max-memory. */
-static loom_status plan_draft(const char *path, const loom_plan_request *target, const loom_plan *plan, int64_t bytes[3]) {
+ * bytes[0..3] weights, KV cache, workspace, and rank 0's total with them.
+ * Refused when that is more than --max-memory. */
+static loom_status plan_draft(const char *path, const loom_plan_request *target, const loom_plan *plan, int64_t bytes[4]) {
     loom_plan_model dm = {0};
     loom_plan *dp = NULL;
     loom_plan_request r = loom_plan_request_defaults(1, 1);
@@ -65,7 +65,8 @@ static loom_status plan_draft(const char *path, const loom_plan_request *target,
     if (!st) {
         bytes[0] = dp->ranks[0].weight_bytes, bytes[1] = dp->ranks[0].kv_bytes, bytes[2] = dp->ranks[0].workspace_bytes;
         const loom_rank_plan *r0 = &plan->ranks[0];
-        const int64_t need = r0->weight_bytes + r0->kv_bytes + r0->workspace_bytes + bytes[0] + bytes[1] + bytes[2];
+        const int64_t need = bytes[3] =
+            r0->weight_bytes + r0->kv_bytes + r0->workspace_bytes + bytes[0] + bytes[1] + bytes[2];
         if (target->max_memory && need > target->max_memory) {
             char a[32], b[32];
             loom_format_bytes(a, sizeof a, need);
@@ -78,16 +79,11 @@ static loom_status plan_draft(const char *path, const loom_plan_request *target,
     return st ? loom_error_wrap(st, "--draft-model %s", path) : NULL;
 }
 
-static void print_draft(FILE *f, const char *path, const loom_plan *plan, const int64_t bytes[3]) {
-    const loom_rank_plan *r0 = &plan->ranks[0];
-    char w[32], k[32], ws[32], all[32];
-    loom_format_bytes(w, sizeof w, bytes[0]);
-    loom_format_bytes(k, sizeof k, bytes[1]);
-    loom_format_bytes(ws, sizeof ws, bytes[2]);
-    loom_format_bytes(all, sizeof all,
-                      r0->weight_bytes + r0->kv_bytes + r0->workspace_bytes + bytes[0] + bytes[1] + bytes[2]);
+static void print_draft(FILE *f, const char *path, const int64_t bytes[4]) {
+    char b[4][32];
+    for (int i = 0; i < 4; i++) loom_format_bytes(b[i], sizeof b[i], bytes[i]);
     fprintf(f, "draft   %s on rank 0 (the coordinator), in addition: weights %s, KV cache %s, workspace %s; rank 0 needs %s\n",
-            path, w, k, ws, all);
+            path, b[0], b[1], b[2], b[3]);
 }
 
 int cmd_plan(int argc, char **argv) {
@@ -202,7 +198,7 @@ int cmd_plan(int argc, char **argv) {
         req.balance = &bal;
     }
     if (!st) st = loom_plan_make(&m, &req, hosts, &plan);
-    int64_t draft_bytes[3] = {0};
+    int64_t draft_bytes[4] = {0};
     if (!st && draft_model) st = plan_draft(draft_model, &req, plan, draft_bytes);
     loom_prediction pr = {0};
     loom_predict_workload w = {(int)seqs, (int)prompt, (int)(prompt + gen / 2), 1};
@@ -219,7 +215,7 @@ int cmd_plan(int argc, char **argv) {
     } else {
         if (!json) printf("file    %s\n", model);
         loom_plan_print(plan, stdout, json);
-        if (draft_model) print_draft(json ? stderr : stdout, draft_model, plan, draft_bytes);
+        if (draft_model) print_draft(json ? stderr : stdout, draft_model, draft_bytes);
         if (predict) {
             printf("\n");
             loom_prediction_print(&pr, pc, &w, stdout);
