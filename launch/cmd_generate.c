@@ -8,6 +8,7 @@
 
 #include "launch/args.h"
 #include "runtime/text/chat.h"
+#include "runtime/text/grammar.h"
 #include "runtime/text/json_schema.h"
 #include "launch/commands.h"
 #include "parallel/cluster.h"
@@ -257,6 +258,7 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
 
 int cmd_generate(int argc, char **argv) {
     const char *device_s = "auto";
+    const char *grammar = NULL, *grammar_file = NULL;
     const char *model = NULL, *schema_file = NULL, *prompt = NULL, *prompt_file = NULL, *kv_type = "f16", *system = NULL, *chat_template = NULL;
     loom_sampling_args sa = loom_sampling_args_defaults();
     int64_t max_tokens = 128, threads = loom_cpu_count(), ctx = 4096, seqs = 0,
@@ -286,6 +288,8 @@ int cmd_generate(int argc, char **argv) {
         {"--ignore-eos", LOOM_ARG_FLAG, &ignore_eos, NULL, "do not stop at end-of-generation tokens"},
         {"--json-schema", LOOM_ARG_STR, &schema_file, "FILE",
          "structured output: every reply is a document this JSON schema accepts ('object': any JSON object)"},
+        {"--grammar", LOOM_ARG_STR, &grammar, "GBNF", "structured output: every reply is text this GBNF grammar derives"},
+        {"--grammar-file", LOOM_ARG_STR, &grammar_file, "FILE", "--grammar, read from a file"},
         {"--json", LOOM_ARG_FLAG, &json, NULL, "print one JSON object per sequence instead of text"},
     };
     loom_args_result ar = loom_args_parse(
@@ -311,9 +315,23 @@ int cmd_generate(int argc, char **argv) {
     loom_sampling_params sp;
     int bad = loom_sampling_from_args("generate", &sa, &sp);
     if (bad) return bad;
+    if (!!schema_file + !!grammar + !!grammar_file > 1)
+        return loom_usage_error("generate: give one of --json-schema, --grammar and --grammar-file");
     loom_status st = NULL;
     loom_strbuf schema = {0}; /* read and checked here; every rank's sampler compiles what the steps carry */
-    if (schema_file && !strcmp(schema_file, "object")) {
+    if (grammar || grammar_file) {
+        if (grammar) st = loom_strbuf_append(&schema, grammar, strlen(grammar));
+        else st = loom_read_file(grammar_file, &schema);
+        loom_grammar *g = NULL;
+        if (!st) st = loom_grammar_compile(schema.data, schema.len, &g);
+        loom_grammar_free(g);
+        if (st) {
+            loom_strbuf_free(&schema);
+            return loom_fail("generate", grammar ? loom_error_wrap(st, "--grammar")
+                                                 : loom_error_wrap(st, "--grammar-file %s", grammar_file));
+        }
+        sp.grammar = schema.data;
+    } else if (schema_file && !strcmp(schema_file, "object")) {
         sp.json_object = true;
     } else if (schema_file) {
         loom_json_schema *js = NULL;

@@ -248,6 +248,7 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
         ss.params.bias_value = p->bias_value;
         ss.params.json_object = p->json_object;
         ss.params.json_schema = p->json_schema && *p->json_schema ? p->json_schema : NULL;
+        ss.params.grammar = p->grammar && *p->grammar ? p->grammar : NULL;
         ss.params.infill = p->infill;
     }
     if (q->n_generated > q->n_prompt)
@@ -256,7 +257,8 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
     if (q->n_history != q->first_pos)
         return loom_error(LOOM_ERR_FORMAT, "sequence %llu starts at position %u with %zu history tokens",
                           (unsigned long long)q->id, q->first_pos, q->n_history);
-    if ((ss.params.json_object || ss.params.json_schema || ss.params.infill) && !loom_vocab_sampler_has_text(e->vs)) {
+    if ((ss.params.json_object || ss.params.json_schema || ss.params.grammar || ss.params.infill) &&
+        !loom_vocab_sampler_has_text(e->vs)) {
         /* the first sequence with structured output or the infill sampler */
         loom_tokenizer *tok;
         LOOM_TRY(loom_tokenizer_create(e->g, &tok));

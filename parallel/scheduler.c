@@ -542,6 +542,7 @@ static void sampling_message(Loom__SamplingParams *p, const seq_state *q) {
     p->bias_value = (float *)sp->bias_value;
     p->json_object = sp->json_object;
     p->json_schema = sp->json_schema ? (char *)sp->json_schema : (char *)""; /* read while the message is packed */
+    p->grammar = sp->grammar ? (char *)sp->grammar : (char *)"";
     p->infill = sp->infill;
 }
 

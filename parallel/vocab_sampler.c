@@ -36,7 +36,10 @@ struct loom_vocab_sampler {
     loom_vocab_text text;    /* leader: the tokens' text, for structured output and the infill sampler (n = 0
                                 until set) */
     int32_t end_token;       /* leader: the infill sampler's end (the tokenizer's end of turn, or of text) */
-    loom_json_constraint **cons; /* (slots) leader: the slot's structured-output constraint, or NULL */
+    struct {
+        void *user;              /* a loom_json_constraint or loom_grammar_constraint; NULL: none */
+        void (*free)(void *);
+    } *cons;                     /* (slots) leader: the slot's structured-output constraint */
     double comm_s;
 };
 
@@ -127,7 +130,8 @@ void loom_vocab_sampler_free(loom_vocab_sampler *vs) {
     free(vs->greedy);
     free(vs->argmax);
     free(vs->full);
-    for (int i = 0; vs->cons && i < vs->slots; i++) loom_json_constraint_free(vs->cons[i]);
+    for (int i = 0; vs->cons && i < vs->slots; i++)
+        if (vs->cons[i].user) vs->cons[i].free(vs->cons[i].user);
     free(vs->cons);
     loom_vocab_text_free(&vs->text);
     free(vs);
@@ -143,6 +147,9 @@ bool loom_vocab_sampler_has_text(const loom_vocab_sampler *vs) { return !vs->lea
 
 double loom_vocab_sampler_comm_seconds(const loom_vocab_sampler *vs) { return vs->comm_s; }
 
+static void free_json(void *c) { loom_json_constraint_free(c); }
+static void free_grammar(void *c) { loom_grammar_constraint_free(c); }
+
 loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loom_seq_sampling *p, int n_prompt,
                                      int n_generated) {
     vs->greedy[slot] = loom_sampling_is_plain_greedy(&p->params) && !p->logprobs;
@@ -152,18 +159,31 @@ loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loo
     vs->n_hist[slot] = 0;
     vs->gen_from[slot] = n_prompt - n_generated;
     vs->top_lp[slot] = (int8_t)(!p->logprobs ? -1 : p->top_logprobs < 0 ? 0 : p->top_logprobs > 20 ? 20 : p->top_logprobs);
-    loom_json_constraint_free(vs->cons[slot]);
-    vs->cons[slot] = NULL;
+    if (vs->cons[slot].user) vs->cons[slot].free(vs->cons[slot].user);
+    vs->cons[slot].user = NULL;
     LOOM_TRY(loom_sampler_create(&p->params, vs->vocab, &vs->samplers[slot]));
-    if (p->params.json_object || p->params.json_schema) {
-        static const char OBJECT[] = "{\"type\": \"object\"}";
-        const char *schema = p->params.json_schema ? p->params.json_schema : OBJECT;
-        loom_json_schema *js;
+    if (p->params.json_object || p->params.json_schema || p->params.grammar) {
         if (!vs->text.n) return loom_error(LOOM_ERR_INVALID, "structured output before the vocabulary's text was set");
-        LOOM_TRY(loom_json_schema_compile(schema, strlen(schema), &js));
-        LOOM_TRY(loom_json_constraint_create(&vs->text, js, &vs->cons[slot]));
-        loom_sampler_set_constraint(vs->samplers[slot], &(loom_sampler_constraint){
-                                        loom_json_constraint_fits, loom_json_constraint_accept, vs->cons[slot]});
+        loom_sampler_constraint c;
+        if (p->params.grammar) {
+            loom_grammar *g;
+            loom_grammar_constraint *gc;
+            LOOM_TRY(loom_grammar_compile(p->params.grammar, strlen(p->params.grammar), &g));
+            LOOM_TRY(loom_grammar_constraint_create(&vs->text, g, &gc));
+            c = (loom_sampler_constraint){loom_grammar_constraint_fits, loom_grammar_constraint_accept, gc};
+            vs->cons[slot].free = free_grammar;
+        } else {
+            static const char OBJECT[] = "{\"type\": \"object\"}";
+            const char *schema = p->params.json_schema ? p->params.json_schema : OBJECT;
+            loom_json_schema *js;
+            loom_json_constraint *jc;
+            LOOM_TRY(loom_json_schema_compile(schema, strlen(schema), &js));
+            LOOM_TRY(loom_json_constraint_create(&vs->text, js, &jc));
+            c = (loom_sampler_constraint){loom_json_constraint_fits, loom_json_constraint_accept, jc};
+            vs->cons[slot].free = free_json;
+        }
+        vs->cons[slot].user = c.user;
+        loom_sampler_set_constraint(vs->samplers[slot], &c);
     }
     if (p->params.infill) {
         if (!vs->text.n) return loom_error(LOOM_ERR_INVALID, "the infill sampler before the vocabulary's text was set");

@@ -26,6 +26,7 @@
 #include "proto/step.pb-c.h"
 #include "runtime/model.h"
 #include "runtime/sampler.h"
+#include "runtime/text/grammar.h"
 #include "runtime/text/json_schema.h"
 
 typedef struct loom_vocab_sampler loom_vocab_sampler;
@@ -72,7 +73,7 @@ loom_status loom_vocab_sampler_sample(loom_vocab_sampler *vs, const Loom__Step *
 
 /* The vocabulary's text (the leader keeps a copy of every token's bytes;
  * no-op elsewhere and when already set): needed before a sequence with
- * structured output (params.json_object or json_schema) starts. */
+ * structured output (params.json_object, json_schema or grammar) starts. */
 loom_status loom_vocab_sampler_set_text(loom_vocab_sampler *vs, const loom_tokenizer *tok) LOOM_MUST_USE;
 bool loom_vocab_sampler_has_text(const loom_vocab_sampler *vs);
 

@@ -54,7 +54,7 @@ loom_status loom_sampling_check(const loom_sampling_params *p) {
 
 bool loom_sampling_is_plain_greedy(const loom_sampling_params *p) {
     return p->temperature <= 0 && p->repeat_penalty == 1.0f && p->presence_penalty == 0 && p->frequency_penalty == 0 &&
-           p->n_logit_bias == 0 && !p->json_object && !p->json_schema;
+           p->n_logit_bias == 0 && !p->json_object && !p->json_schema && !p->grammar;
 }
 
 static uint64_t splitmix64(uint64_t *x) {
@@ -88,7 +88,7 @@ loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, 
     loom_sampler *s = calloc(1, sizeof *s);
     if (!s) return loom_error(LOOM_ERR_NOMEM, "out of memory creating a sampler");
     s->p = *p;
-    s->p.json_schema = NULL; /* borrowed: the caller compiles it into a constraint and may free it */
+    s->p.json_schema = s->p.grammar = NULL; /* borrowed: the caller compiles them into a constraint and may free them */
     s->n_vocab = n_vocab;
     if (p->n_logit_bias > 0) { /* borrowed too: kept here */
         s->bias_token = malloc((size_t)p->n_logit_bias * sizeof *s->bias_token);

@@ -41,6 +41,7 @@ typedef struct {
     const float *bias_value;   /* bans the token); both borrowed (the sampler keeps a copy) */
     bool json_object;        /* JSON mode: the output is one JSON object */
     const char *json_schema; /* or one the schema (JSON text, borrowed) accepts; NULL: none */
+    const char *grammar;     /* or text the GBNF grammar (runtime/text/grammar.h; borrowed) derives; NULL: none */
     bool infill;             /* llama.cpp's infill sampler last in the chain (code completion; needs
                                 loom_sampler_set_vocab) */
 } loom_sampling_params;

@@ -189,6 +189,12 @@ Test(grammar, refusals_name_the_problem) {
     loom_grammar *g = grammar_of("root ::= (\r\n  \"a\" # one\r\n  | \"b\"\r\n){1,5000} end\r\nend ::= \"\\r\\n\"\r\n");
     expect(g, "abab\r\n", 6, true, true);
     loom_grammar_free(g);
+    /* nullable rules repeated: each stack is expanded once, however many ways lead to it (this took
+     * 30^200 steps before; the fuzzer found it) */
+    g = grammar_of("root ::= item{200}\nitem ::= \"- \"+ | | | | | | | | | | | | | | | | | | | | | | | | | | | | |\n");
+    expect(g, "- - - ", 6, true, true);
+    expect(g, "- -- ", 5, false, false);
+    loom_grammar_free(g);
 }
 
 Test(grammar, choice_escapes_its_strings) {

@@ -92,13 +92,20 @@ Test(native, completion_defaults_names_and_samplers) {
     cr_assert(p.sampling.top_p == 1 && p.sampling.min_p == 0 && p.sampling.temperature == 0.8f,
               "letters: top-k and temperature only");
     srv_params_free(&p), srv_native_free(&n);
+    cr_assert(native("{\"prompt\":\"hi\",\"grammar\":\"root ::= [a-z]+\"}", &p, &n, &e), "%s", e.message);
+    cr_assert(p.sampling.grammar && !strcmp(p.sampling.grammar, "root ::= [a-z]+"), "grammar: GBNF");
+    srv_params_free(&p), srv_native_free(&n);
+    cr_assert(!native("{\"prompt\":\"hi\",\"grammar\":\"root ::= x\"}", &p, &n, &e));
+    cr_assert(e.status == 400 && !strcmp(e.param, "grammar") && strstr(e.message, "'x' is used but not defined"), "%s",
+              e.message);
+    srv_native_free(&n);
     static const char *const bad[][2] = {
         {"{}", "prompt"},
         {"{\"prompt\":[1,\"a\"]}", "prompt"},
         {"{\"prompt\":\"a\",\"mirostat\":2}", "mirostat"},
         {"{\"prompt\":\"a\",\"typical_p\":0.5}", "typical_p"},
         {"{\"prompt\":\"a\",\"dry_multiplier\":0.8}", "dry_multiplier"},
-        {"{\"prompt\":\"a\",\"grammar\":\"root ::= x\"}", "grammar"},
+        {"{\"prompt\":\"a\",\"grammar\":\"root ::= x\",\"grammar_lazy\":true}", "grammar_lazy"},
         {"{\"prompt\":\"a\",\"lora\":[{\"id\":0,\"scale\":1}]}", "lora"},
         {"{\"prompt\":\"a\",\"samplers\":[\"temperature\",\"top_k\"]}", "samplers"},
         {"{\"prompt\":\"a\",\"samplers\":[\"infill\",\"top_k\"]}", "samplers"},
@@ -260,6 +267,61 @@ Test(openai, response_format_and_tool_choice_are_not_ignored) {
                         &p, &e));
     cr_assert(e.status == 400 && strstr(e.message, "both constrain"), "%s", e.message);
 #undef TOOLS
+}
+
+/* llama-server's grammar and vLLM's guided_* / structured_outputs: one constraint a request. */
+Test(openai, grammars_and_guided_fields) {
+    srv_params p;
+    srv_error e;
+#define MSG "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+    static const char *const good[][2] = {
+        {MSG "\"grammar\":\"root ::= [a-z]+\"}", "root ::= [a-z]+"},
+        {MSG "\"guided_grammar\":\"root ::= \\\"x\\\"\"}", "root ::= \"x\""},
+        {MSG "\"guided_choice\":[\"a\",\"b \\\"c\\\"\"]}", "root ::= \"a\" | \"b \\\"c\\\"\""},
+        {MSG "\"structured_outputs\":{\"choice\":[\"yes\"]}}", "root ::= \"yes\""},
+        {MSG "\"structured_outputs\":{\"grammar\":\"root ::= \\\"y\\\"\",\"disable_any_whitespace\":true}}",
+         "root ::= \"y\""},
+        {MSG "\"grammar\":\"\",\"guided_choice\":null}", NULL},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        cr_assert(parse(SRV_CHAT, good[i][0], &p, &e), "%s: %s", good[i][0], e.message);
+        cr_assert(good[i][1] ? p.sampling.grammar && !strcmp(p.sampling.grammar, good[i][1]) : !p.sampling.grammar,
+                  "%s: %s", good[i][0], p.sampling.grammar ? p.sampling.grammar : "(none)");
+        cr_assert(!good[i][1] || !loom_sampling_is_plain_greedy(&p.sampling));
+        srv_params_free(&p);
+    }
+    cr_assert(parse(SRV_COMPLETION, "{\"prompt\":\"x\",\"guided_json\":\"{\\\"type\\\":\\\"integer\\\"}\"}", &p, &e),
+              "%s", e.message);
+    cr_assert(p.sampling.json_schema && strstr(p.sampling.json_schema, "integer"), "guided_json as text");
+    srv_params_free(&p);
+    cr_assert(parse(SRV_CHAT, MSG "\"structured_outputs\":{\"json\":{\"type\":\"object\"}}}", &p, &e), "%s", e.message);
+    cr_assert(p.sampling.json_schema && !p.sampling.grammar);
+    srv_params_free(&p);
+    cr_assert(parse(SRV_CHAT, MSG "\"structured_outputs\":{\"json_object\":true}}", &p, &e), "%s", e.message);
+    cr_assert(p.sampling.json_object);
+    srv_params_free(&p);
+    static const char *const bad[][3] = {
+        {MSG "\"grammar\":\"root ::= x\"}", "grammar", "'x' is used but not defined"},
+        {MSG "\"grammar\":[1]}", "grammar", "a GBNF grammar"},
+        {MSG "\"guided_grammar\":\"root ::= \\\"a\\\"\",\"response_format\":{\"type\":\"json_object\"}}",
+         "guided_grammar", "'guided_grammar' and 'response_format' both constrain"},
+        {MSG "\"grammar\":\"root ::= \\\"a\\\"\",\"guided_choice\":[\"a\"]}", "guided_choice", "both constrain"},
+        {MSG "\"guided_choice\":[]}", "guided_choice", "1 to 4096 strings"},
+        {MSG "\"guided_choice\":[\"a\",2]}", "guided_choice", "1 to 4096 strings"},
+        {MSG "\"guided_regex\":\"a+\"}", "guided_regex", "not supported"},
+        {MSG "\"guided_json\":\"[1\"}", "guided_json", "a JSON schema"},
+        {MSG "\"structured_outputs\":{\"regex\":\"a\"}}", "structured_outputs", "'structured_outputs.regex'"},
+        {MSG "\"structured_outputs\":[]}", "structured_outputs", "an object"},
+        {MSG "\"structured_outputs\":{\"json_object\":1}}", "structured_outputs", "a boolean"},
+        {MSG "\"structured_outputs\":{\"choice\":[\"a\"],\"grammar\":\"root ::= \\\"a\\\"\"}}", "structured_outputs",
+         "both constrain"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_not(parse(SRV_CHAT, bad[i][0], &p, &e), "%s accepted", bad[i][0]);
+        cr_assert(e.status == 400 && e.param && !strcmp(e.param, bad[i][1]) && strstr(e.message, bad[i][2]),
+                  "%s: %d %s: %s", bad[i][0], e.status, e.param ? e.param : "-", e.message);
+    }
+#undef MSG
 }
 
 Test(openai, logit_bias) {

@@ -263,9 +263,9 @@ static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool i
         !neutral(o, "n_cmpl", 1, "several completions of a prompt: use POST /v1/completions with 'n'", e) ||
         !neutral(o, "id_slot", -1, "loom has no slots to choose", e))
         return false;
-    json_t *g = json_object_get(o, "grammar");
-    if (json_is_string(g) && json_string_length(g))
-        return BAD("grammar", "GBNF grammars are not supported: give a JSON schema ('json_schema')");
+    bool lazy = false;
+    if (!srv_get_bool(o, "grammar_lazy", &lazy, e)) return false;
+    if (lazy) return BAD("grammar_lazy", "lazy grammars (applied from a trigger on) are not supported");
     static const char *const none_of[][2] = {
         {"lora", "LoRA adapters are not supported"},
         {"image_data", "images are not supported (a text model)"},
@@ -329,7 +329,7 @@ static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool i
     n->n_indent = (int)n_indent;
     n->t_max_predict_ms = t_max;
     n->infill = infill;
-    static const char *const same[] = {"stream", "stop", "ignore_eos", "model"};
+    static const char *const same[] = {"stream", "stop", "ignore_eos", "model", "grammar"}; /* grammar: GBNF */
     for (size_t k = 0; k < sizeof same / sizeof same[0]; k++) {
         json_t *v = json_object_get(o, same[k]);
         if (v && !json_is_null(v)) json_object_set(req, same[k], v);

@@ -14,7 +14,7 @@
  * letters) may drop samplers and add `infill` last; the others keep
  * llama.cpp's default order, the one loom applies (another order is a
  * 400). Samplers loom does not have (mirostat, DRY, XTC, typical-p,
- * top-n-sigma, dynamic temperature), grammars, LoRA and images are refused
+ * top-n-sigma, dynamic temperature), lazy grammars, LoRA and images are refused
  * when asked for with other than their neutral values, never ignored.
  * cache_prompt (loom's prefix cache is always on) and t_max_prompt_ms
  * (unimplemented in llama-server too) are accepted.

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/text/grammar.h"
 #include "runtime/text/json_schema.h"
 #include "runtime/text/utf8.h"
 
@@ -132,9 +133,14 @@ static bool parse_logit_bias(json_t *o, srv_params *p, srv_error *e) {
 /* The reply is held to `schema` (structured output): compiled once here to
  * answer 400 for what the automaton does not take (runtime/text/
  * json_schema.h); param names the field it came from. */
+static bool constrain(const char *param, srv_params *p, srv_error *e) {
+    if (p->constrained_by) return BAD(param, "'%s' and '%s' both constrain the reply; give one", param, p->constrained_by);
+    p->constrained_by = param;
+    return true;
+}
+
 static bool set_schema(json_t *schema, const char *param, srv_params *p, srv_error *e) {
-    if (p->schema || p->sampling.json_object)
-        return BAD(param, "'%s' and 'response_format' both constrain the reply; give one", param);
+    if (!constrain(param, p, e)) return false;
     p->schema = json_dumps(schema, JSON_COMPACT);
     if (!p->schema) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
     loom_json_schema *c;
@@ -146,6 +152,99 @@ static bool set_schema(json_t *schema, const char *param, srv_params *p, srv_err
     }
     loom_json_schema_free(c);
     p->sampling.json_schema = p->schema;
+    return true;
+}
+
+/* The reply is held to a GBNF grammar (runtime/text/grammar.h), compiled
+ * once here to answer 400 for what it refuses. */
+static bool set_grammar(const char *text, const char *param, srv_params *p, srv_error *e) {
+    if (!constrain(param, p, e)) return false;
+    loom_grammar *g;
+    loom_status st = loom_grammar_compile(text, strlen(text), &g);
+    if (st) {
+        srv_fail(e, 400, "invalid_request_error", param, NULL, "%s", loom_status_message(st));
+        loom_status_free(st);
+        return false;
+    }
+    loom_grammar_free(g);
+    if (!(p->grammar = strdup(text))) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    p->sampling.grammar = p->grammar;
+    return true;
+}
+
+/* A list of strings the reply must be one of (vLLM's guided_choice). */
+static bool set_choice(json_t *list, const char *param, srv_params *p, srv_error *e) {
+    const size_t n = json_array_size(list);
+    if (!n || n > 4096) return BAD(param, "'%s' must be a list of 1 to 4096 strings", param);
+    const char **c = malloc(n * sizeof *c);
+    if (!c) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        if (!(c[i] = json_string_value(json_array_get(list, i)))) {
+            free(c);
+            return BAD(param, "'%s' must be a list of 1 to 4096 strings", param);
+        }
+    char *text = loom_grammar_choice(c, (int)n);
+    free(c);
+    if (!text) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    bool ok = set_grammar(text, param, p, e);
+    free(text);
+    return ok;
+}
+
+/* A schema given as an object or as its JSON text (vLLM takes both). */
+static bool set_schema_value(json_t *v, const char *param, srv_params *p, srv_error *e) {
+    json_t *own = json_is_string(v) ? json_loads(json_string_value(v), 0, NULL) : json_incref(v);
+    if (!json_is_object(own)) {
+        json_decref(own);
+        return BAD(param, "'%s' must be a JSON schema (an object, or its text)", param);
+    }
+    bool ok = set_schema(own, param, p, e);
+    json_decref(own);
+    return ok;
+}
+
+/* Structured output as llama-server (`grammar`) and vLLM (`guided_json`,
+ * `guided_grammar`, `guided_choice`, and since 0.10 `structured_outputs`)
+ * ask for it. Regular expressions (guided_regex, structured_outputs.regex)
+ * and lark/EBNF dialects other than GBNF are refused. */
+static bool parse_guided(json_t *o, srv_params *p, srv_error *e) {
+    static const char *const strings[] = {"grammar", "guided_grammar"};
+    for (int i = 0; i < 2; i++) {
+        json_t *g = json_object_get(o, strings[i]);
+        if (!g || json_is_null(g) || (json_is_string(g) && !*json_string_value(g))) continue;
+        if (!json_is_string(g)) return BAD(strings[i], "'%s' must be a GBNF grammar (a string)", strings[i]);
+        if (!set_grammar(json_string_value(g), strings[i], p, e)) return false;
+    }
+    json_t *v = json_object_get(o, "guided_choice");
+    if (v && !json_is_null(v) && !set_choice(v, "guided_choice", p, e)) return false;
+    v = json_object_get(o, "guided_json");
+    if (v && !json_is_null(v) && !set_schema_value(v, "guided_json", p, e)) return false;
+    v = json_object_get(o, "guided_regex");
+    if (v && !json_is_null(v))
+        return BAD("guided_regex", "'guided_regex' is not supported: write the pattern as a GBNF 'guided_grammar'");
+    json_t *so = json_object_get(o, "structured_outputs");
+    if (!so || json_is_null(so)) return true;
+    if (!json_is_object(so)) return BAD("structured_outputs", "'structured_outputs' must be an object");
+    const char *key;
+    json_object_foreach(so, key, v) {
+        if (json_is_null(v)) continue;
+        if (!strcmp(key, "json")) {
+            if (!set_schema_value(v, "structured_outputs", p, e)) return false;
+        } else if (!strcmp(key, "grammar")) {
+            if (!json_is_string(v)) return BAD("structured_outputs", "'structured_outputs.grammar' must be a string");
+            if (!set_grammar(json_string_value(v), "structured_outputs", p, e)) return false;
+        } else if (!strcmp(key, "choice")) {
+            if (!set_choice(v, "structured_outputs", p, e)) return false;
+        } else if (!strcmp(key, "json_object")) {
+            if (!json_is_boolean(v)) return BAD("structured_outputs", "'structured_outputs.json_object' must be a boolean");
+            if (json_is_true(v) && constrain("structured_outputs", p, e)) p->sampling.json_object = true;
+            else if (json_is_true(v)) return false;
+        } else if (strcmp(key, "disable_any_whitespace") && strcmp(key, "disable_additional_properties") &&
+                   strcmp(key, "whitespace_pattern")) {
+            return BAD("structured_outputs", "'structured_outputs.%s' is not supported (json, grammar, choice, "
+                       "json_object)", key);
+        }
+    }
     return true;
 }
 
@@ -417,6 +516,7 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     if (rf && !json_is_null(rf)) {
         json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
         if (!json_is_string(t)) return BAD("response_format", "'response_format' must be an object with a string 'type'");
+        if (!strcmp(json_string_value(t), "json_object") && !constrain("response_format", p, e)) return false;
         sp->json_object = !strcmp(json_string_value(t), "json_object");
         if (!strcmp(json_string_value(t), "json_schema")) {
             if (!parse_schema(rf, p, e)) return false;
@@ -425,6 +525,7 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
                        "'json_schema')", json_string_value(t));
         }
     }
+    if (!parse_guided(o, p, e)) return false;
     if (!srv_get_bool(o, "stream", &p->stream, e)) return false;
     json_t *so = json_object_get(o, "stream_options");
     if (so && !json_is_null(so)) {
@@ -489,6 +590,7 @@ void srv_params_free(srv_params *p) {
     free(p->suffix);
     free(p->prediction);
     free(p->schema);
+    free(p->grammar);
     free(p->bias_token);
     free(p->bias_value);
     free(p->tool_force_name);

@@ -28,10 +28,12 @@ srv_req *srv_req_new(const int32_t *prompt, int n_prompt, const loom_request *r)
     const size_t nb = (size_t)(r->sampling.n_logit_bias > 0 ? r->sampling.n_logit_bias : 0);
     const size_t np = (size_t)(r->n_prediction > 0 ? r->n_prediction : 0);
     if ((r->sampling.json_schema && !(q->schema = strdup(r->sampling.json_schema))) ||
+        (r->sampling.grammar && !(q->grammar = strdup(r->sampling.grammar))) ||
         (nb && (!(q->bias_token = malloc(nb * sizeof *q->bias_token)) ||
                 !(q->bias_value = malloc(nb * sizeof *q->bias_value)))) ||
         (np && !(q->pred = malloc(np * sizeof *q->pred)))) {
-        free(q->prompt), free(q->schema), free(q->bias_token), free(q->bias_value), free(q->pred), free(q);
+        free(q->prompt), free(q->schema), free(q->grammar), free(q->bias_token), free(q->bias_value), free(q->pred);
+        free(q);
         return NULL;
     }
     if (np) memcpy(q->pred, r->prediction, np * sizeof *q->pred);
@@ -42,6 +44,7 @@ srv_req *srv_req_new(const int32_t *prompt, int n_prompt, const loom_request *r)
     q->r = *r;
     /* the scheduler reads these until the sequence ends */
     q->r.sampling.json_schema = q->schema;
+    q->r.sampling.grammar = q->grammar;
     q->r.sampling.bias_token = q->bias_token, q->r.sampling.bias_value = q->bias_value;
     q->r.prompt = q->prompt;
     q->r.n_prompt = n_prompt;
@@ -57,6 +60,7 @@ static void req_free(srv_req *q) {
     pthread_cond_destroy(&q->cv);
     free(q->prompt);
     free(q->schema);
+    free(q->grammar);
     free(q->bias_token);
     free(q->bias_value);
     free(q->pred);

@@ -31,6 +31,7 @@ struct srv_req {
     loom_request r;            /* r.prompt points at prompt */
     int32_t *prompt;           /* (r.n_prompt) */
     char *schema;              /* r.sampling.json_schema's text, or NULL */
+    char *grammar;             /* r.sampling.grammar's text, or NULL */
     int32_t *bias_token;       /* r.sampling's logit bias, or NULL */
     float *bias_value;
     int32_t *pred;             /* r.prediction, or NULL */

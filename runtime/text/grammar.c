@@ -220,6 +220,7 @@ static const char *parse_alternates(gp *p, const char *s, uint32_t r, bool neste
 /* Writes x{min,max} (max UINT32_MAX: unbounded) for x the elements from `last` on. */
 static bool repeat(gp *p, uint32_t r, uint32_t last, uint32_t min, uint32_t max) {
     const uint32_t np = p->r[r].n - last;
+    if (np == 0) return true; /* "" repeated: still nothing */
     gel *prev = malloc(np * sizeof(gel));
     if (!prev) return fail(p, "out of memory"), false;
     memcpy(prev, p->r[r].el + last, np * sizeof(gel));
@@ -541,6 +542,8 @@ typedef struct {
 } sinfo;
 
 #define TAB (4 * LOOM_GRAMMAR_MAX_STACKS)
+#define SEEN 8192
+#define MAX_WORK 200000
 #define DEAD UINT32_MAX
 
 typedef struct {
@@ -560,11 +563,18 @@ struct loom_grammar_matcher {
     uint8_t need, total;   /* a character begun: continuation bytes still to come, its length */
     uint32_t val;          /* and its bits so far */
     gstate tmp;            /* a step's readings before they are interned */
-    uint32_t *scratch;     /* (MAX_DEPTH + 1) levels of one stack each */
+    uint32_t *scratch;     /* (MAX_DEPTH) one stack */
+    uint32_t *wl;          /* stacks still to expand, each its positions then its depth */
+    size_t wl_len, wl_cap;
     uint32_t gen;
     struct {
         uint32_t gen, off;
     } tab[TAB]; /* this expansion's stacks by hash (duplicates merged) */
+    struct {
+        uint32_t gen;
+        uint64_t h;
+    } seen[SEEN];  /* this expansion's stacks with a rule on top, by 64-bit hash: each expanded once */
+    uint32_t work; /* this expansion's steps (at most MAX_WORK) */
 };
 
 static bool class_has(const loom_grammar *g, uint32_t c, uint32_t cp) {
@@ -615,38 +625,82 @@ static void add_stack(loom_grammar_matcher *m, gstate *dst, const uint32_t *s, u
     dst->n++;
 }
 
-/* Expands the stack at scratch level `level` (depth d) until its top is a
- * class or it is empty, every alternative of a rule on top taken. */
-static void expand(loom_grammar_matcher *m, gstate *dst, uint32_t level, uint32_t d) {
+/* Whether this expansion met stack s[0..d) with a rule on top before (and
+ * notes it): a stack reached again through other alternatives (nullable
+ * rules make that exponential) is expanded once. A full table or too many
+ * steps drop the rest (grammar.h). */
+static bool seen_before(loom_grammar_matcher *m, const uint32_t *s, uint32_t d) {
+    if (++m->work > MAX_WORK) return true;
+    uint64_t h = 1469598103934665603ull ^ d;
+    for (uint32_t i = 0; i < d; i++) h = (h ^ s[i]) * 1099511628211ull;
+    uint32_t slot = (uint32_t)(h ^ h >> 32) & (SEEN - 1);
+    for (uint32_t probes = 0; m->seen[slot].gen == m->gen; slot = (slot + 1) & (SEEN - 1))
+        if (m->seen[slot].h == h || ++probes == SEEN / 2) return true;
+    m->seen[slot].gen = m->gen, m->seen[slot].h = h;
+    return false;
+}
+
+/* Pushes stack s[0..d) onto the work list (false: out of memory). */
+static bool push_work(loom_grammar_matcher *m, const uint32_t *s, uint32_t d) {
+    if (m->wl_len + d + 1 > m->wl_cap) {
+        size_t c = m->wl_cap ? 2 * m->wl_cap : 1024;
+        while (c < m->wl_len + d + 1) c *= 2;
+        uint32_t *n = realloc(m->wl, c * sizeof *n);
+        if (!n) return false;
+        m->wl = n, m->wl_cap = c;
+    }
+    memcpy(m->wl + m->wl_len, s, d * sizeof *s);
+    m->wl[m->wl_len + d] = d; /* the depth last: popped from the end */
+    m->wl_len += d + 1;
+    return true;
+}
+
+/* Expands stack s[0..d) into dst: until its top is a class or it is empty,
+ * every alternative of a rule on top taken (a work list, not recursion:
+ * nullable rules in a row can chain any number of steps). */
+static void expand(loom_grammar_matcher *m, gstate *dst, const uint32_t *s0, uint32_t d) {
     const loom_grammar *g = m->g;
-    uint32_t *s = m->scratch + (size_t)level * LOOM_GRAMMAR_MAX_DEPTH;
-    for (;;) {
-        if (d == 0) return add_stack(m, dst, s, 0);
-        const uint32_t p = s[d - 1];
-        const gel e = g->el[p];
-        if (e.t == E_END || e.t == E_ALT) {
-            d--;
-            continue;
+    uint32_t *s = m->scratch;
+    m->wl_len = 0;
+    if (!push_work(m, s0, d)) return;
+    while (m->wl_len) {
+        d = m->wl[m->wl_len - 1];
+        m->wl_len -= d + 1;
+        memcpy(s, m->wl + m->wl_len, d * sizeof *s);
+        for (;;) {
+            if (d == 0) {
+                add_stack(m, dst, s, 0);
+                break;
+            }
+            const uint32_t p = s[d - 1];
+            const gel e = g->el[p];
+            if (e.t == E_END || e.t == E_ALT) {
+                d--;
+                continue;
+            }
+            if (e.t == E_CLASS) {
+                add_stack(m, dst, s, d);
+                break;
+            }
+            if (seen_before(m, s, d)) break;
+            const uint8_t nt = g->el[p + 1].t; /* a rule last in its alternative: nothing to come back to */
+            if (nt == E_END || nt == E_ALT) d--;
+            else s[d - 1] = p + 1;
+            if (d + 1 > LOOM_GRAMMAR_MAX_DEPTH) break; /* dropped (grammar.h) */
+            for (uint32_t a = g->alt_off[e.v + 1]; a-- > g->alt_off[e.v];) { /* the first alternative on top */
+                s[d] = g->alts[a];
+                if (!push_work(m, s, d + 1)) break;
+            }
+            break;
         }
-        if (e.t == E_CLASS) return add_stack(m, dst, s, d);
-        const uint8_t nt = g->el[p + 1].t; /* a rule last in its alternative: nothing to come back to */
-        if (nt == E_END || nt == E_ALT) d--;
-        else s[d - 1] = p + 1;
-        if (d + 1 > LOOM_GRAMMAR_MAX_DEPTH || level + 1 > LOOM_GRAMMAR_MAX_DEPTH) return; /* dropped (grammar.h) */
-        uint32_t *t = s + LOOM_GRAMMAR_MAX_DEPTH;
-        for (uint32_t a = g->alt_off[e.v]; a < g->alt_off[e.v + 1]; a++) {
-            memcpy(t, s, d * sizeof *s);
-            t[d] = g->alts[a];
-            expand(m, dst, level + 1, d + 1);
-        }
-        return;
     }
 }
 
 static void new_expansion(loom_grammar_matcher *m) {
-    m->tmp.len = 0, m->tmp.n = 0;
+    m->tmp.len = 0, m->tmp.n = 0, m->work = 0;
     if (++m->gen == 0) {
         memset(m->tab, 0, sizeof m->tab);
+        memset(m->seen, 0, sizeof m->seen);
         m->gen = 1;
     }
 }
@@ -730,9 +784,10 @@ static uint32_t step(loom_grammar_matcher *m, uint32_t from, uint32_t cp) {
         if (d == 0) continue;
         const uint32_t *s = m->pool + off + 1;
         if (!class_has(g, g->el[s[d - 1]].v, cp)) continue;
-        memcpy(m->scratch, s, d * sizeof *s);
-        m->scratch[d - 1] = s[d - 1] + 1;
-        expand(m, &m->tmp, 0, d);
+        uint32_t *t = m->scratch + LOOM_GRAMMAR_MAX_DEPTH; /* (expand copies it before it uses scratch) */
+        memcpy(t, s, d * sizeof *s);
+        t[d - 1] = s[d - 1] + 1;
+        expand(m, &m->tmp, t, d);
     }
     const uint32_t to = intern(m); /* (may grow the tables) */
     if (m->n_trans < 2 * m->cap) { /* at most half full, or the step is computed again next time */
@@ -816,17 +871,15 @@ static bool run(loom_grammar_matcher *m, const char *b, size_t n, bool commit) {
 loom_status loom_grammar_matcher_create(const loom_grammar *g, loom_grammar_matcher **out) {
     *out = NULL;
     loom_grammar_matcher *m = calloc(1, sizeof *m);
-    if (m) m->scratch = malloc((size_t)(LOOM_GRAMMAR_MAX_DEPTH + 1) * LOOM_GRAMMAR_MAX_DEPTH * sizeof(uint32_t));
+    if (m) m->scratch = malloc(2 * LOOM_GRAMMAR_MAX_DEPTH * sizeof(uint32_t));
     if (!m || !m->scratch || !grow_tables(m)) {
         loom_grammar_matcher_free(m);
         return loom_error(LOOM_ERR_NOMEM, "out of memory for a grammar's matcher");
     }
     m->g = g;
     new_expansion(m);
-    for (uint32_t a = g->alt_off[g->root]; a < g->alt_off[g->root + 1]; a++) {
-        m->scratch[0] = g->alts[a]; /* root's alternatives, each on an empty stack */
-        expand(m, &m->tmp, 0, 1);
-    }
+    for (uint32_t a = g->alt_off[g->root]; a < g->alt_off[g->root + 1]; a++)
+        expand(m, &m->tmp, &g->alts[a], 1); /* root's alternatives, each on an empty stack */
     if ((m->cur = intern(m)) == DEAD && m->tmp.n) {
         loom_grammar_matcher_free(m);
         return loom_error(LOOM_ERR_NOMEM, "out of memory for a grammar's matcher");
@@ -837,7 +890,7 @@ loom_status loom_grammar_matcher_create(const loom_grammar *g, loom_grammar_matc
 
 void loom_grammar_matcher_free(loom_grammar_matcher *m) {
     if (!m) return;
-    free(m->pool), free(m->states), free(m->by_hash), free(m->trans), free(m->tmp.buf), free(m->scratch);
+    free(m->pool), free(m->states), free(m->by_hash), free(m->trans), free(m->tmp.buf), free(m->scratch), free(m->wl);
     free(m);
 }
 

@@ -58,6 +58,31 @@ assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", json.loads(d["text"])), d
 PY
 ok "--json-schema: replies the schema accepts; refused keywords named"
 
+# --grammar / --grammar-file (GBNF): every reply, greedy and sampled, is text the grammar derives
+printf 'root ::= "The capital is " city "."\ncity ::= [A-Z] [a-z]{1,15} (" " [A-Z] [a-z]{1,15})?\n' > "$TMP/city.gbnf"
+for t in 0 0.9; do
+  "$LOOM" generate --model "$MODEL" --prompt-file "$TMP/two.txt" --chat --temperature $t --seed 3 --max-tokens 60 \
+    --grammar-file "$TMP/city.gbnf" --json > "$TMP/gbnf.out" 2> "$TMP/err" || fail "grammar: $(tail -3 "$TMP/err")"
+  python3 - "$TMP/gbnf.out" <<'PY' || fail "--grammar-file: $(cat "$TMP/gbnf.out")"
+import json, re, sys
+lines = open(sys.argv[1]).read().splitlines()
+assert len(lines) == 2, lines
+for line in lines:
+    o = json.loads(line)
+    assert o["stop_reason"] == "stop" and re.fullmatch(r"The capital is [A-Z][a-z]{1,15}( [A-Z][a-z]{1,15})?\.",
+                                                       o["text"]), o
+PY
+done
+"$LOOM" generate --model "$MODEL" --prompt "Is water wet?" --chat --max-tokens 8 --json \
+  --grammar 'root ::= "yes" | "no"' > "$TMP/yn.out" || fail "--grammar"
+grep -qE '"text": ?"(yes|no)"' "$TMP/yn.out" || fail "--grammar: $(cat "$TMP/yn.out")"
+expect_fail "--grammar with left recursion" "'expr' is left-recursive" \
+  "$LOOM" generate --model "$MODEL" --prompt x --grammar 'root ::= expr
+expr ::= expr "+" "1" | "1"'
+expect_fail "--grammar and --json-schema" "give one of" \
+  "$LOOM" generate --model "$MODEL" --prompt x --grammar 'root ::= "a"' --json-schema object
+ok "--grammar / --grammar-file: replies the GBNF grammar derives; left recursion refused"
+
 # a context that fills up stops with "length"
 "$LOOM" generate --model "$MODEL" --prompt "Once upon a time" --temperature 0 --max-tokens 100 --ignore-eos \
   --ctx-size 12 --json > "$TMP/ctx.json" 2> "$TMP/err" || fail "ctx: $(tail -3 "$TMP/err")"

@@ -20,6 +20,7 @@ import argparse
 import http.client
 import json
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -529,7 +530,7 @@ def random_requests(n, seed):
         b = {"messages": [{"role": "user", "content": rng.choice(["hi", [{"type": "text", "text": "a"}], junk()])}],
              "prompt": rng.choice(["hi", [5, 6, 7], junk()]), "max_tokens": rng.choice([0, 1, 4, 12])}
         for k in rng.sample(["n", "logit_bias", "response_format", "tools", "tool_choice", "stream", "stop", "seed",
-                             "logprobs", "echo"], rng.randint(0, 6)):
+                             "logprobs", "echo", "grammar", "guided_choice"], rng.randint(0, 6)):
             b[k] = {"n": lambda: rng.choice([1, 2, 0, junk()]),
                     "logit_bias": lambda: rng.choice([{str(rng.randint(0, 60000)): rng.uniform(-100, 100)}, junk()]),
                     "response_format": lambda: rng.choice([{"type": "json_object"}, junk()] +
@@ -539,6 +540,9 @@ def random_requests(n, seed):
                     "tool_choice": lambda: rng.choice(["auto", "none", "required", {"type": "function", "function": {
                         "name": "f"}}, junk()]),
                     "stream": lambda: rng.choice([True, False]),
+                    "grammar": lambda: rng.choice(['root ::= [a-z]+ "."', 'root ::= "{" root? "}"', "root ::= r\nr ::= root",
+                                                   'root ::= ("\u00e9" | [^a]){2,3}', "root ::= \"x", junk()]),
+                    "guided_choice": lambda: rng.choice([["a", "\u00e9\"\\"], [junk()], junk()]),
                     "echo": lambda: rng.choice([True, True, False, junk()]),
                     "logprobs": lambda: rng.choice([True, 1, 3, junk()])}.get(k, junk)()
         path = rng.choice(["/v1/chat/completions", "/v1/completions", "/v1/responses"])
@@ -945,6 +949,47 @@ def test_native_infill(cl, name):
        % want)
 
 
+def test_grammar(cl, name):
+    """GBNF grammars (llama-server's grammar, vLLM's guided_grammar / guided_choice / guided_json /
+    structured_outputs) hold the real model's reply, whole and streamed; what they cannot do is a 400."""
+    yes_no = 'root ::= ("yes" | "no") ", because " [a-z ]{1,40} "."'
+    pat = re.compile(r"(yes|no), because [a-z ]{1,40}\.")
+    msgs = [{"role": "user", "content": "Is the sky blue?"}]
+    for extra in ({"grammar": yes_no}, {"guided_grammar": yes_no}, {"structured_outputs": {"grammar": yes_no}}):
+        r = cl.chat.completions.create(model=name, messages=msgs, max_tokens=60, temperature=0.8, seed=5,
+                                       extra_body=extra)
+        check(pat.fullmatch(r.choices[0].message.content) and r.choices[0].finish_reason == "stop",
+              "%s: %r" % (list(extra), r.choices[0].message.content))
+    text = "".join(c.choices[0].delta.content or "" for c in cl.chat.completions.create(
+        model=name, messages=msgs, max_tokens=60, temperature=0, stream=True, extra_body={"grammar": yes_no})
+        if c.choices)
+    check(pat.fullmatch(text), "streamed: %r" % text)
+    colors = ["red", "green", "dark blue"]
+    for extra in ({"guided_choice": colors}, {"structured_outputs": {"choice": colors}}):
+        r = cl.completions.create(model=name, prompt="The color of the sea is", max_tokens=8, temperature=0.7,
+                                  seed=1, n=3, extra_body=extra)
+        check(all(c.text in colors for c in r.choices), "%s: %r" % (list(extra), [c.text for c in r.choices]))
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+              "additionalProperties": False}
+    for extra in ({"guided_json": schema}, {"guided_json": json.dumps(schema)}, {"structured_outputs": {"json": schema}}):
+        r = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "A number as JSON."}],
+                                       max_tokens=40, temperature=0, extra_body=extra)
+        check(set(json.loads(r.choices[0].message.content)) == {"n"}, "%s: %r" % (list(extra), r.choices[0].message.content))
+    o = json.loads(raw("POST", "/completion", {"prompt": "Is the sky blue? Answer:", "n_predict": 60, "grammar": yes_no,
+                                               "temperature": 0})[2])
+    check(pat.fullmatch(o["content"]) and o["stop_type"] == "eos", "/completion grammar: %r" % o)
+    chat = "/v1/chat/completions"
+    for body, param in (({"grammar": "root ::= x"}, "grammar"), ({"grammar": 'root ::= root "a" | "b"'}, "grammar"),
+                        ({"grammar": "root ::= \"a\"", "response_format": {"type": "json_object"}}, "grammar"),
+                        ({"guided_choice": []}, "guided_choice"), ({"guided_regex": "a+"}, "guided_regex"),
+                        ({"structured_outputs": {"regex": "a+"}}, "structured_outputs"),
+                        ({"guided_json": "not json"}, "guided_json"), ({"grammar": 7}, "grammar")):
+        expect_error(400, "POST", chat, dict(body, messages=msgs), param)
+    expect_error(400, "POST", "/completion", {"prompt": "x", "grammar": "root ::= \"a\"", "json_schema": schema},
+                 "grammar")
+    ok("GBNF grammars, choices and guided JSON hold the reply (chat, completions, /completion, streamed); 400s")
+
+
 def test_native_completion(cl, name, comp_text):
     """llama-server's /completion: greedy text equal to /v1/completions', whole and streamed; n_probs, return_tokens,
     several prompts, n_predict 0, stop words; samplers loom does not have and another order refused."""
@@ -969,7 +1014,8 @@ def test_native_completion(cl, name, comp_text):
     o = json.loads(raw("POST", "/completion", dict(base, stop=[word]))[2])
     check(o["stop_type"] == "word" and o["stopping_word"] == word and word not in o["content"], "stop word: %r" % o)
     for bad, param in (({"mirostat": 2}, "mirostat"), ({"samplers": ["temperature", "top_k"]}, "samplers"),
-                       ({"grammar": "root ::= \"a\""}, "grammar"), ({"dry_multiplier": 0.8}, "dry_multiplier"),
+                       ({"grammar": "root ::= a"}, "grammar"), ({"grammar_lazy": True}, "grammar_lazy"),
+                       ({"dry_multiplier": 0.8}, "dry_multiplier"),
                        ({"prompt": None}, "prompt"), ({"prompt": [1, "a"]}, "prompt"), ({"lora": [{"id": 0}]}, "lora")):
         expect_error(400, "POST", "/completion", dict(base, **bad), param)
     expect_error(501, "POST", "/infill", {"input_prefix": "a", "input_suffix": "b"})  # no FIM tokens: llama-server's 501
@@ -1190,6 +1236,7 @@ def main():
     test_logit_bias(cl, name)
     test_n_choices(cl, name)
     test_structured_output(cl, name)
+    test_grammar(cl, name)
     test_forced_tool_calls(cl, name)
     if ARGS.mode == "cluster":
         results = [None] * 4
