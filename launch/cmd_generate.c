@@ -258,7 +258,7 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
 
 int cmd_generate(int argc, char **argv) {
     const char *device_s = "auto";
-    const char *grammar = NULL, *grammar_file = NULL;
+    const char *grammar = NULL, *grammar_file = NULL, *regex = NULL;
     const char *model = NULL, *schema_file = NULL, *prompt = NULL, *prompt_file = NULL, *kv_type = "f16", *system = NULL, *chat_template = NULL;
     loom_sampling_args sa = loom_sampling_args_defaults();
     int64_t max_tokens = 128, threads = loom_cpu_count(), ctx = 4096, seqs = 0,
@@ -290,6 +290,7 @@ int cmd_generate(int argc, char **argv) {
          "structured output: every reply is a document this JSON schema accepts ('object': any JSON object)"},
         {"--grammar", LOOM_ARG_STR, &grammar, "GBNF", "structured output: every reply is text this GBNF grammar derives"},
         {"--grammar-file", LOOM_ARG_STR, &grammar_file, "FILE", "--grammar, read from a file"},
+        {"--regex", LOOM_ARG_STR, &regex, "RE", "structured output: every reply matches this regular expression whole"},
         {"--json", LOOM_ARG_FLAG, &json, NULL, "print one JSON object per sequence instead of text"},
     };
     loom_args_result ar = loom_args_parse(
@@ -315,22 +316,25 @@ int cmd_generate(int argc, char **argv) {
     loom_sampling_params sp;
     int bad = loom_sampling_from_args("generate", &sa, &sp);
     if (bad) return bad;
-    if (!!schema_file + !!grammar + !!grammar_file > 1)
-        return loom_usage_error("generate: give one of --json-schema, --grammar and --grammar-file");
+    if (!!schema_file + !!grammar + !!grammar_file + !!regex > 1)
+        return loom_usage_error("generate: give one of --json-schema, --grammar, --grammar-file and --regex");
     loom_status st = NULL;
     loom_strbuf schema = {0}; /* read and checked here; every rank's sampler compiles what the steps carry */
-    if (grammar || grammar_file) {
-        if (grammar) st = loom_strbuf_append(&schema, grammar, strlen(grammar));
+    if (grammar || grammar_file || regex) {
+        if (grammar || regex) st = loom_strbuf_append(&schema, grammar ? grammar : regex, strlen(grammar ? grammar : regex));
         else st = loom_read_file(grammar_file, &schema);
         loom_grammar *g = NULL;
-        if (!st) st = loom_grammar_compile(schema.data, schema.len, &g);
+        if (!st) st = regex ? loom_grammar_compile_regex(schema.data, schema.len, &g)
+                            : loom_grammar_compile(schema.data, schema.len, &g);
         loom_grammar_free(g);
         if (st) {
             loom_strbuf_free(&schema);
             return loom_fail("generate", grammar ? loom_error_wrap(st, "--grammar")
+                                         : regex ? loom_error_wrap(st, "--regex")
                                                  : loom_error_wrap(st, "--grammar-file %s", grammar_file));
         }
         sp.grammar = schema.data;
+        sp.grammar_regex = regex != NULL;
     } else if (schema_file && !strcmp(schema_file, "object")) {
         sp.json_object = true;
     } else if (schema_file) {

@@ -249,6 +249,7 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
         ss.params.json_object = p->json_object;
         ss.params.json_schema = p->json_schema && *p->json_schema ? p->json_schema : NULL;
         ss.params.grammar = p->grammar && *p->grammar ? p->grammar : NULL;
+        ss.params.grammar_regex = p->grammar_regex;
         ss.params.infill = p->infill;
     }
     if (q->n_generated > q->n_prompt)

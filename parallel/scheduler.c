@@ -543,6 +543,7 @@ static void sampling_message(Loom__SamplingParams *p, const seq_state *q) {
     p->json_object = sp->json_object;
     p->json_schema = sp->json_schema ? (char *)sp->json_schema : (char *)""; /* read while the message is packed */
     p->grammar = sp->grammar ? (char *)sp->grammar : (char *)"";
+    p->grammar_regex = sp->grammar_regex;
     p->infill = sp->infill;
 }
 

@@ -168,7 +168,9 @@ loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loo
         if (p->params.grammar) {
             loom_grammar *g;
             loom_grammar_constraint *gc;
-            LOOM_TRY(loom_grammar_compile(p->params.grammar, strlen(p->params.grammar), &g));
+            const size_t n = strlen(p->params.grammar);
+            LOOM_TRY(p->params.grammar_regex ? loom_grammar_compile_regex(p->params.grammar, n, &g)
+                                             : loom_grammar_compile(p->params.grammar, n, &g));
             LOOM_TRY(loom_grammar_constraint_create(&vs->text, g, &gc));
             c = (loom_sampler_constraint){loom_grammar_constraint_fits, loom_grammar_constraint_accept, gc};
             vs->cons[slot].free = free_grammar;

@@ -42,6 +42,7 @@ typedef struct {
     bool json_object;        /* JSON mode: the output is one JSON object */
     const char *json_schema; /* or one the schema (JSON text, borrowed) accepts; NULL: none */
     const char *grammar;     /* or text the GBNF grammar (runtime/text/grammar.h; borrowed) derives; NULL: none */
+    bool grammar_regex;      /* grammar is a regular expression the whole text matches instead */
     bool infill;             /* llama.cpp's infill sampler last in the chain (code completion; needs
                                 loom_sampler_set_vocab) */
 } loom_sampling_params;

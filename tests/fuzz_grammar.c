@@ -6,8 +6,9 @@
  * same in one piece and byte by byte, fits() must agree with feed(), and
  * nothing may crash, hang or read out of bounds.
  *
- * Input: grammar text, optionally followed by a NUL byte and the bytes
- * to feed (without: the grammar's own text). Seeds: tests/fuzz/grammar/.
+ * Input: grammar text (a regular expression where it begins "re:"),
+ * optionally followed by a NUL byte and the bytes to feed (without: the
+ * grammar's own text). Seeds: tests/fuzz/grammar/.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,7 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         doc_n = size - n - 1;
     }
     loom_grammar *g = NULL;
-    loom_status st = loom_grammar_compile(src, n, &g);
+    const bool re = n >= 3 && !memcmp(src, "re:", 3);
+    loom_status st = re ? loom_grammar_compile_regex(src + 3, n - 3, &g) : loom_grammar_compile(src, n, &g);
     if (st) {
         loom_status_free(st);
         if (g) abort();

@@ -63,44 +63,95 @@ static const struct {
      " ?\\[ ?(?:[0-9]+ ?(?:, ?[0-9]+ ?)*)?\\]", "[], 1", 7},
 };
 
+/* Regular expressions (loom_grammar_compile_regex) beside PCRE2 on the same pattern text. */
+static const struct {
+    const char *re, *alphabet;
+    int max_len;
+} REGEXES[] = {
+    {"\\d{2,3}-\\w+", "1a-_ ", 7},
+    {"^(?:a|b)+?c$", "abc", 7},
+    {"[^\\d\\s]x.", "1 xa\n", 4},
+    {"(?P<y>\\d{2})-(0[1-9]|1[0-2])", "0129-", 6},
+    {"\\s*\\.\\d+|[]a-]{2,}", " .1]a-", 5},
+    {"(ab|a)(c|bcd)(d*)", "abcd", 7},
+    {"x{2}y{1,}z{0,2}", "xyz", 8},
+    {"[\\D\\s]+[^\\W_]", "a1_ \n", 5},
+};
+
+static loom_grammar *regex_of(const char *re) {
+    loom_grammar *g = NULL;
+    loom_status st = loom_grammar_compile_regex(re, strlen(re), &g);
+    cr_assert_null(st, "%s: %s", re, st ? loom_status_message(st) : "");
+    return g;
+}
+
+/* Every string over the alphabet up to max_len: prefix and whole as PCRE2 says. */
+static void agree(const loom_grammar *g, const char *what, const char *re_text, const char *al, int max_len) {
+    int err;
+    PCRE2_SIZE eo;
+    char anchored[256]; /* PCRE2's partial matching refuses PCRE2_ENDANCHORED */
+    snprintf(anchored, sizeof anchored, "(?:%s)\\z", re_text);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)anchored, PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED, &err, &eo, NULL);
+    cr_assert_not_null(re, "pcre2: %s", re_text);
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+    const int k = (int)strlen(al);
+    int whole = 0, prefixes = 0, total = 0;
+    for (int len = 0; len <= max_len; len++) {
+        long count = 1;
+        for (int i = 0; i < len; i++) count *= k;
+        for (long x = 0; x < count; x++) {
+            char s[16];
+            long y = x;
+            for (int i = 0; i < len; i++, y /= k) s[i] = al[y % k];
+            const int full = pcre2_match(re, (PCRE2_SPTR)s, (size_t)len, 0, 0, md, NULL);
+            const int part = pcre2_match(re, (PCRE2_SPTR)s, (size_t)len, 0, PCRE2_PARTIAL_HARD, md, NULL);
+            const bool complete = full >= 0, prefix = complete || part == PCRE2_ERROR_PARTIAL || len == 0; /* PCRE2 gives no partial match of nothing */
+            loom_grammar_matcher *m;
+            cr_assert_null(loom_grammar_matcher_create(g, &m));
+            const bool ok = loom_grammar_matcher_feed(m, s, (size_t)len);
+            cr_assert_eq(ok, prefix, "%s: '%.*s' prefix %d", what, len, s, prefix);
+            if (ok) cr_assert_eq(loom_grammar_matcher_complete(m), complete, "%s: '%.*s' whole %d", what, len, s, complete);
+            loom_grammar_matcher_free(m);
+            whole += complete, prefixes += prefix, total++;
+        }
+    }
+    cr_assert(whole > 3 && prefixes > whole && prefixes < total, "%s: %d whole, %d prefixes of %d", what, whole,
+              prefixes, total);
+    pcre2_match_data_free(md);
+    pcre2_code_free(re);
+}
+
+Test(grammar, regex_agrees_with_pcre2) {
+    for (size_t c = 0; c < sizeof REGEXES / sizeof REGEXES[0]; c++) {
+        loom_grammar *g = regex_of(REGEXES[c].re);
+        agree(g, REGEXES[c].re, REGEXES[c].re, REGEXES[c].alphabet, REGEXES[c].max_len);
+        loom_grammar_free(g);
+    }
+    for (size_t c = 0; c < sizeof PAIRS / sizeof PAIRS[0]; c++) { /* the GBNF pairs' patterns too, but recursion */
+        if (strstr(PAIRS[c].re, "(?1)")) continue;
+        loom_grammar *g = regex_of(PAIRS[c].re);
+        agree(g, PAIRS[c].re, PAIRS[c].re, PAIRS[c].alphabet, PAIRS[c].max_len);
+        loom_grammar_free(g);
+    }
+    static const char *cases[][2] = {
+        {"(a)\\1", "backreferences"}, {"(?=a)b", "lookarounds"}, {"\\bword", "word boundaries"},
+        {"(?i)a", "'(?i'"}, {"(ab", "not closed"}, {"ab)", "unmatched ')'"},
+        {"*a", "repeats nothing"}, {"a{3,2}", "backwards"}, {"\\q", "escape '\\q'"}, {"[b-a]", "backwards"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        loom_grammar *g = NULL;
+        loom_status st = loom_grammar_compile_regex(cases[i][0], strlen(cases[i][0]), &g);
+        cr_assert_not_null(st, "taken: %s", cases[i][0]);
+        cr_assert(strstr(loom_status_message(st), cases[i][1]), "%s: %s", cases[i][0], loom_status_message(st));
+        cr_assert(strncmp(loom_status_message(st), "regex: ", 7) == 0 && !g);
+        loom_status_free(st);
+    }
+}
+
 Test(grammar, agrees_with_pcre2_on_every_short_string) {
     for (size_t c = 0; c < sizeof PAIRS / sizeof PAIRS[0]; c++) {
         loom_grammar *g = grammar_of(PAIRS[c].gbnf);
-        int err;
-        PCRE2_SIZE eo;
-        char anchored[256]; /* PCRE2's partial matching refuses PCRE2_ENDANCHORED */
-        snprintf(anchored, sizeof anchored, "(?:%s)\\z", PAIRS[c].re);
-        pcre2_code *re = pcre2_compile((PCRE2_SPTR)anchored, PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED, &err, &eo, NULL);
-        cr_assert_not_null(re, "pcre2: %s", PAIRS[c].re);
-        pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
-        const char *al = PAIRS[c].alphabet;
-        const int k = (int)strlen(al);
-        int whole = 0, prefixes = 0, total = 0;
-        for (int len = 0; len <= PAIRS[c].max_len; len++) {
-            long count = 1;
-            for (int i = 0; i < len; i++) count *= k;
-            for (long x = 0; x < count; x++) {
-                char s[16];
-                long y = x;
-                for (int i = 0; i < len; i++, y /= k) s[i] = al[y % k];
-                const int full = pcre2_match(re, (PCRE2_SPTR)s, (size_t)len, 0, 0, md, NULL);
-                const int part = pcre2_match(re, (PCRE2_SPTR)s, (size_t)len, 0, PCRE2_PARTIAL_HARD, md, NULL);
-                const bool complete = full >= 0, prefix = complete || part == PCRE2_ERROR_PARTIAL || len == 0; /* PCRE2 gives no partial match of nothing */
-                loom_grammar_matcher *m;
-                cr_assert_null(loom_grammar_matcher_create(g, &m));
-                const bool ok = loom_grammar_matcher_feed(m, s, (size_t)len);
-                cr_assert_eq(ok, prefix, "%s: '%.*s' prefix %d", PAIRS[c].gbnf, len, s, prefix);
-                if (ok)
-                    cr_assert_eq(loom_grammar_matcher_complete(m), complete, "%s: '%.*s' whole %d", PAIRS[c].gbnf,
-                                 len, s, complete);
-                loom_grammar_matcher_free(m);
-                whole += complete, prefixes += prefix, total++;
-            }
-        }
-        cr_assert(whole > 3 && prefixes > whole && prefixes < total, "%s: %d whole, %d prefixes of %d", PAIRS[c].gbnf,
-                  whole, prefixes, total);
-        pcre2_match_data_free(md);
-        pcre2_code_free(re);
+        agree(g, PAIRS[c].gbnf, PAIRS[c].re, PAIRS[c].alphabet, PAIRS[c].max_len);
         loom_grammar_free(g);
     }
 }

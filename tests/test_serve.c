@@ -282,12 +282,15 @@ Test(openai, grammars_and_guided_fields) {
         {MSG "\"structured_outputs\":{\"grammar\":\"root ::= \\\"y\\\"\",\"disable_any_whitespace\":true}}",
          "root ::= \"y\""},
         {MSG "\"grammar\":\"\",\"guided_choice\":null}", NULL},
+        {MSG "\"guided_regex\":\"\\\\d+\"}", "\\d+"},
+        {MSG "\"structured_outputs\":{\"regex\":\"[ab]\"}}", "[ab]"},
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         cr_assert(parse(SRV_CHAT, good[i][0], &p, &e), "%s: %s", good[i][0], e.message);
         cr_assert(good[i][1] ? p.sampling.grammar && !strcmp(p.sampling.grammar, good[i][1]) : !p.sampling.grammar,
                   "%s: %s", good[i][0], p.sampling.grammar ? p.sampling.grammar : "(none)");
         cr_assert(!good[i][1] || !loom_sampling_is_plain_greedy(&p.sampling));
+        cr_assert_eq(p.sampling.grammar_regex, strstr(good[i][0], "regex") != NULL, "%s", good[i][0]);
         srv_params_free(&p);
     }
     cr_assert(parse(SRV_COMPLETION, "{\"prompt\":\"x\",\"guided_json\":\"{\\\"type\\\":\\\"integer\\\"}\"}", &p, &e),
@@ -308,9 +311,10 @@ Test(openai, grammars_and_guided_fields) {
         {MSG "\"grammar\":\"root ::= \\\"a\\\"\",\"guided_choice\":[\"a\"]}", "guided_choice", "both constrain"},
         {MSG "\"guided_choice\":[]}", "guided_choice", "1 to 4096 strings"},
         {MSG "\"guided_choice\":[\"a\",2]}", "guided_choice", "1 to 4096 strings"},
-        {MSG "\"guided_regex\":\"a+\"}", "guided_regex", "not supported"},
+        {MSG "\"guided_regex\":\"(a)\\\\1\"}", "guided_regex", "regex: backreferences"},
+        {MSG "\"guided_regex\":\"a\",\"guided_grammar\":\"root ::= \\\"a\\\"\"}", "guided_regex", "both constrain"},
         {MSG "\"guided_json\":\"[1\"}", "guided_json", "a JSON schema"},
-        {MSG "\"structured_outputs\":{\"regex\":\"a\"}}", "structured_outputs", "'structured_outputs.regex'"},
+        {MSG "\"structured_outputs\":{\"pattern\":\"a\"}}", "structured_outputs", "'structured_outputs.pattern'"},
         {MSG "\"structured_outputs\":[]}", "structured_outputs", "an object"},
         {MSG "\"structured_outputs\":{\"json_object\":1}}", "structured_outputs", "a boolean"},
         {MSG "\"structured_outputs\":{\"choice\":[\"a\"],\"grammar\":\"root ::= \\\"a\\\"\"}}", "structured_outputs",

@@ -157,10 +157,10 @@ static bool set_schema(json_t *schema, const char *param, srv_params *p, srv_err
 
 /* The reply is held to a GBNF grammar (runtime/text/grammar.h), compiled
  * once here to answer 400 for what it refuses. */
-static bool set_grammar(const char *text, const char *param, srv_params *p, srv_error *e) {
+static bool set_grammar(const char *text, bool regex, const char *param, srv_params *p, srv_error *e) {
     if (!constrain(param, p, e)) return false;
     loom_grammar *g;
-    loom_status st = loom_grammar_compile(text, strlen(text), &g);
+    loom_status st = regex ? loom_grammar_compile_regex(text, strlen(text), &g) : loom_grammar_compile(text, strlen(text), &g);
     if (st) {
         srv_fail(e, 400, "invalid_request_error", param, NULL, "%s", loom_status_message(st));
         loom_status_free(st);
@@ -169,6 +169,7 @@ static bool set_grammar(const char *text, const char *param, srv_params *p, srv_
     loom_grammar_free(g);
     if (!(p->grammar = strdup(text))) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
     p->sampling.grammar = p->grammar;
+    p->sampling.grammar_regex = regex;
     return true;
 }
 
@@ -186,7 +187,7 @@ static bool set_choice(json_t *list, const char *param, srv_params *p, srv_error
     char *text = loom_grammar_choice(c, (int)n);
     free(c);
     if (!text) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
-    bool ok = set_grammar(text, param, p, e);
+    bool ok = set_grammar(text, false, param, p, e);
     free(text);
     return ok;
 }
@@ -204,24 +205,22 @@ static bool set_schema_value(json_t *v, const char *param, srv_params *p, srv_er
 }
 
 /* Structured output as llama-server (`grammar`) and vLLM (`guided_json`,
- * `guided_grammar`, `guided_choice`, and since 0.10 `structured_outputs`)
- * ask for it. Regular expressions (guided_regex, structured_outputs.regex)
- * and lark/EBNF dialects other than GBNF are refused. */
+ * `guided_grammar`, `guided_regex`, `guided_choice`, and since 0.10
+ * `structured_outputs`) ask for it. Grammars are GBNF (vLLM's lark
+ * dialect is not read). */
 static bool parse_guided(json_t *o, srv_params *p, srv_error *e) {
-    static const char *const strings[] = {"grammar", "guided_grammar"};
-    for (int i = 0; i < 2; i++) {
+    static const char *const strings[] = {"grammar", "guided_grammar", "guided_regex"};
+    for (int i = 0; i < 3; i++) {
         json_t *g = json_object_get(o, strings[i]);
         if (!g || json_is_null(g) || (json_is_string(g) && !*json_string_value(g))) continue;
-        if (!json_is_string(g)) return BAD(strings[i], "'%s' must be a GBNF grammar (a string)", strings[i]);
-        if (!set_grammar(json_string_value(g), strings[i], p, e)) return false;
+        if (!json_is_string(g))
+            return BAD(strings[i], "'%s' must be %s (a string)", strings[i], i < 2 ? "a GBNF grammar" : "a regular expression");
+        if (!set_grammar(json_string_value(g), i == 2, strings[i], p, e)) return false;
     }
     json_t *v = json_object_get(o, "guided_choice");
     if (v && !json_is_null(v) && !set_choice(v, "guided_choice", p, e)) return false;
     v = json_object_get(o, "guided_json");
     if (v && !json_is_null(v) && !set_schema_value(v, "guided_json", p, e)) return false;
-    v = json_object_get(o, "guided_regex");
-    if (v && !json_is_null(v))
-        return BAD("guided_regex", "'guided_regex' is not supported: write the pattern as a GBNF 'guided_grammar'");
     json_t *so = json_object_get(o, "structured_outputs");
     if (!so || json_is_null(so)) return true;
     if (!json_is_object(so)) return BAD("structured_outputs", "'structured_outputs' must be an object");
@@ -230,9 +229,9 @@ static bool parse_guided(json_t *o, srv_params *p, srv_error *e) {
         if (json_is_null(v)) continue;
         if (!strcmp(key, "json")) {
             if (!set_schema_value(v, "structured_outputs", p, e)) return false;
-        } else if (!strcmp(key, "grammar")) {
-            if (!json_is_string(v)) return BAD("structured_outputs", "'structured_outputs.grammar' must be a string");
-            if (!set_grammar(json_string_value(v), "structured_outputs", p, e)) return false;
+        } else if (!strcmp(key, "grammar") || !strcmp(key, "regex")) {
+            if (!json_is_string(v)) return BAD("structured_outputs", "'structured_outputs.%s' must be a string", key);
+            if (!set_grammar(json_string_value(v), key[0] == 'r', "structured_outputs", p, e)) return false;
         } else if (!strcmp(key, "choice")) {
             if (!set_choice(v, "structured_outputs", p, e)) return false;
         } else if (!strcmp(key, "json_object")) {
@@ -241,8 +240,8 @@ static bool parse_guided(json_t *o, srv_params *p, srv_error *e) {
             else if (json_is_true(v)) return false;
         } else if (strcmp(key, "disable_any_whitespace") && strcmp(key, "disable_additional_properties") &&
                    strcmp(key, "whitespace_pattern")) {
-            return BAD("structured_outputs", "'structured_outputs.%s' is not supported (json, grammar, choice, "
-                       "json_object)", key);
+            return BAD("structured_outputs", "'structured_outputs.%s' is not supported (json, grammar, regex, "
+                       "choice, json_object)", key);
         }
     }
     return true;

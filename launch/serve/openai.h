@@ -57,8 +57,8 @@ typedef struct {
     int n;                        /* choices per prompt; choices in all <= SRV_MAX_PROMPTS */
     loom_sampling_params sampling; /* sampling.json_schema points at schema */
     char *schema;                 /* response_format json_schema's schema (compact JSON), or NULL */
-    char *grammar;                /* a GBNF grammar (grammar, guided_grammar, guided_choice), or NULL;
-                                     sampling.grammar points at it */
+    char *grammar;                /* a GBNF grammar (grammar, guided_grammar, guided_choice) or a regular
+                                     expression (guided_regex), or NULL; sampling.grammar points at it */
     const char *constrained_by;   /* the field that constrains the reply (at most one may), or NULL */
     int32_t *bias_token;          /* logit_bias (sampling.bias_token / bias_value point here), or NULL */
     float *bias_value;

@@ -491,6 +491,190 @@ loom_status loom_grammar_compile(const char *text, size_t len, loom_grammar **ou
     return st;
 }
 
+/* ------------------------------------------------------- regular expressions */
+
+/* The classes \d \w \s (upper case: negated) as ranges; false for another letter. */
+static bool re_class_escape(gp *p, char c, bool in_class, bool *handled) {
+    static const uint32_t d[] = {'0', '9'}, w[] = {'0', '9', 'A', 'Z', '_', '_', 'a', 'z'},
+                          sp[] = {'\t', '\r', ' ', ' '};
+    const uint32_t *r = NULL;
+    int n = 0;
+    switch (c | 0x20) {
+    case 'd': r = d, n = 1; break;
+    case 'w': r = w, n = 4; break;
+    case 's': r = sp, n = 2; break;
+    default: *handled = false; return true;
+    }
+    *handled = true;
+    const bool neg = c >= 'A' && c <= 'Z';
+    if (!in_class) {
+        if (new_class(p, neg) < 0) return false;
+    } else if (neg) { /* inside a class: the ranges between (r is sorted) */
+        uint32_t from = 0;
+        for (int i = 0; i <= n; i++) {
+            const uint32_t to = i < n ? r[2 * i] : 0x110000;
+            if (to > from && !class_range(p, from, to - 1)) return false;
+            if (i < n) from = r[2 * i + 1] + 1;
+        }
+        return true;
+    }
+    for (int i = 0; i < n; i++)
+        if (!class_range(p, r[2 * i], r[2 * i + 1])) return false;
+    return true;
+}
+
+/* One character of a regular expression (outside or inside a class). */
+static const char *re_char(gp *p, const char *s, uint32_t *cp) {
+    if (*s != '\\') return parse_char(p, s, cp);
+    switch (s[1]) {
+    case 'x': return hex(p, s + 2, 2, cp);
+    case 'u': return hex(p, s + 2, 4, cp);
+    case 'n': *cp = '\n'; return s + 2;
+    case 'r': *cp = '\r'; return s + 2;
+    case 't': *cp = '\t'; return s + 2;
+    case 'f': *cp = '\f'; return s + 2;
+    case 'v': *cp = '\v'; return s + 2;
+    case '0': *cp = 0; return s + 2;
+    case 'b': case 'B': return fail(p, "word boundaries ('\\%c') are not supported", s[1]);
+    default:
+        if (s[1] >= '1' && s[1] <= '9') return fail(p, "backreferences ('\\%c') are not supported", s[1]);
+        if ((s[1] >= 'a' && s[1] <= 'z') || (s[1] >= 'A' && s[1] <= 'Z') || !s[1])
+            return fail(p, "the escape '\\%c' is not supported", s[1] ? s[1] : ' ');
+        *cp = (uint8_t)s[1]; /* escaped punctuation */
+        return s + 2;
+    }
+}
+
+static const char *re_alternates(gp *p, const char *s, uint32_t r);
+
+static const char *re_sequence(gp *p, const char *s, uint32_t r) {
+    int64_t last = -1;
+    while (*s && *s != '|' && *s != ')') {
+        const uint32_t at = p->r[r].n;
+        if (*s == '^' && at == 0) { /* the match is whole anyway */
+            s++;
+            continue;
+        }
+        if (*s == '$' && (s[1] == 0 || s[1] == '|' || s[1] == ')')) {
+            s++;
+            continue;
+        }
+        if (*s == '(') {
+            s++;
+            if (*s == '?') {
+                if (s[1] == ':') s += 2;
+                else if ((s[1] == 'P' && s[2] == '<') || (s[1] == '<' && s[2] != '=' && s[2] != '!')) {
+                    s = strchr(s, '>');
+                    if (!s) return fail(p, "a group name is not closed with '>'");
+                    s++;
+                } else {
+                    return fail(p, "'(?%c' (lookarounds, flags) is not supported", s[1] ? s[1] : ' ');
+                }
+            }
+            if (++p->depth > MAX_NEST) return fail(p, "parentheses nest deeper than %d", MAX_NEST);
+            int64_t g = synth_rule(p, r);
+            if (g < 0 || !(s = re_alternates(p, s, (uint32_t)g)) || !push(p, (uint32_t)g, E_END, 0)) return NULL;
+            if (*s != ')') return fail(p, "a group is not closed with ')'");
+            p->depth--;
+            s++;
+            if (!push(p, r, E_REF, (uint32_t)g)) return NULL;
+        } else if (*s == '[') {
+            s++;
+            const bool neg = *s == '^';
+            if (neg) s++;
+            if (new_class(p, neg) < 0) return NULL;
+            bool first = true;
+            while (*s != ']' || first) {
+                first = false;
+                bool handled = false;
+                if (*s == '\\' && !re_class_escape(p, s[1], true, &handled)) return NULL;
+                if (handled) {
+                    s += 2;
+                    continue;
+                }
+                uint32_t lo, hi;
+                if (!(s = re_char(p, s, &lo))) return NULL;
+                hi = lo;
+                if (s[0] == '-' && s[1] && s[1] != ']' && !(s = re_char(p, s + 1, &hi))) return NULL;
+                if (hi < lo) return fail(p, "the class range U+%04X-U+%04X runs backwards", lo, hi);
+                if (!class_range(p, lo, hi)) return NULL;
+            }
+            s++;
+            if (!push(p, r, E_CLASS, p->ncls - 1)) return NULL;
+        } else if (*s == '.') { /* any character but a line break, as Python's re */
+            if (new_class(p, true) < 0 || !class_range(p, '\n', '\n') || !push(p, r, E_CLASS, p->ncls - 1)) return NULL;
+            s++;
+        } else if (*s == '*' || *s == '+' || *s == '?' || *s == '{') {
+            uint32_t min = 0, max = UINT32_MAX;
+            const char *q = s;
+            if (*s == '+') min = 1;
+            if (*s == '?') max = 1;
+            if (*s == '{') {
+                if (!(q = parse_count(p, s + 1, &min))) return NULL;
+                max = min;
+                if (*q == ',') {
+                    max = UINT32_MAX;
+                    q++;
+                    if (*q >= '0' && *q <= '9' && !(q = parse_count(p, q, &max))) return NULL;
+                }
+                if (*q != '}') return fail(p, "expecting '}' at '%.20s'", q);
+                if (max != UINT32_MAX && max < min) return fail(p, "the repetition {%u,%u} has its bounds backwards", min, max);
+                if (min > MAX_REPEAT) return fail(p, "a repetition of at least %u exceeds %d", min, MAX_REPEAT);
+                if (max != UINT32_MAX && max > MAX_REPEAT) max = UINT32_MAX;
+            }
+            if (last < 0) return fail(p, "'%c' repeats nothing", *s);
+            if (!repeat(p, r, (uint32_t)last, min, max)) return NULL;
+            s = q + 1;
+            if (*s == '?' || *s == '+') s++; /* lazy and possessive forms: the same strings */
+            last = -1;
+            continue;
+        } else {
+            bool handled = false;
+            if (*s == '\\' && !re_class_escape(p, s[1], false, &handled)) return NULL;
+            if (handled) {
+                s += 2;
+                if (!push(p, r, E_CLASS, p->ncls - 1)) return NULL;
+            } else {
+                uint32_t c;
+                if (!(s = re_char(p, s, &c))) return NULL;
+                if (new_class(p, false) < 0 || !class_range(p, c, c) || !push(p, r, E_CLASS, p->ncls - 1)) return NULL;
+            }
+        }
+        last = at;
+    }
+    return s;
+}
+
+static const char *re_alternates(gp *p, const char *s, uint32_t r) {
+    if (!(s = re_sequence(p, s, r))) return NULL;
+    while (*s == '|') {
+        if (!push(p, r, E_ALT, 0) || !(s = re_sequence(p, s + 1, r))) return NULL;
+    }
+    return s;
+}
+
+loom_status loom_grammar_compile_regex(const char *re, size_t len, loom_grammar **out) {
+    *out = NULL;
+    if (len > LOOM_GRAMMAR_MAX_TEXT)
+        return loom_error(LOOM_ERR_INVALID, "regex: %zu bytes is over the limit of %u", len, LOOM_GRAMMAR_MAX_TEXT);
+    if (memchr(re, 0, len)) return loom_error(LOOM_ERR_INVALID, "regex: it contains a NUL byte");
+    char *src = malloc(len + 1);
+    gp p = {0};
+    if (!src) return loom_error(LOOM_ERR_NOMEM, "out of memory for a regex");
+    memcpy(src, re, len);
+    src[len] = 0;
+    p.start = src, p.end = src + len;
+    int64_t root = named_rule(&p, "root", 4);
+    const char *s = root < 0 ? NULL : re_alternates(&p, src, (uint32_t)root);
+    if (s && *s) s = fail(&p, "an unmatched ')'");
+    if (s && !push(&p, (uint32_t)root, E_END, 0)) s = NULL;
+    if (s) p.r[root].defined = true;
+    loom_status st = s ? finish(&p, out) : loom_error(LOOM_ERR_INVALID, "regex: %s", p.err);
+    for (uint32_t i = 0; i < p.nr; i++) free(p.r[i].name), free(p.r[i].el);
+    free(p.r), free(p.cls), free(p.rng), free(p.names), free(src);
+    return st;
+}
+
 void loom_grammar_free(loom_grammar *g) {
     if (!g) return;
     free(g->el), free(g->alt_off), free(g->alts), free(g->cls), free(g->rng);

@@ -60,6 +60,16 @@ bool loom_grammar_matcher_feed(loom_grammar_matcher *m, const char *b, size_t n)
 /* Whether the text so far is a whole string of the grammar. */
 bool loom_grammar_matcher_complete(const loom_grammar_matcher *m);
 
+/* A regular expression the whole text must match (vLLM's guided_regex),
+ * compiled to the same rules: Python's and ECMA's common syntax —
+ * literals, `.` (not a line break), classes with ranges, \d \w \s and
+ * their negations (not inside a class), \n \r \t \f \v \0 \xHH \uHHHH
+ * and escaped punctuation, groups ( ), (?: ), (?P<name> ), (?<name> ),
+ * alternation, * + ? {m} {m,} {m,n} (lazy and possessive forms read as
+ * greedy: the same strings), ^ and $ at the ends. Refused: backreferences,
+ * lookarounds, \b, inline flags. */
+loom_status loom_grammar_compile_regex(const char *re, size_t len, loom_grammar **out) LOOM_MUST_USE;
+
 /* GBNF for a choice among strings (vLLM's guided_choice): root ::= "a" | "b"
  * ... with each string's bytes escaped. malloc'd; NULL when out of memory. */
 char *loom_grammar_choice(const char *const *choices, int n);

@@ -79,9 +79,14 @@ grep -qE '"text": ?"(yes|no)"' "$TMP/yn.out" || fail "--grammar: $(cat "$TMP/yn.
 expect_fail "--grammar with left recursion" "'expr' is left-recursive" \
   "$LOOM" generate --model "$MODEL" --prompt x --grammar 'root ::= expr
 expr ::= expr "+" "1" | "1"'
+"$LOOM" generate --model "$MODEL" --prompt "A date?" --chat --max-tokens 20 --json --temperature 0.9 --seed 4 \
+  --regex '(19|20)\d\d-(0[1-9]|1[0-2])-[0-3]\d' > "$TMP/re.out" || fail "--regex"
+python3 -c "import json,re,sys; o=json.loads(open(sys.argv[1]).read()); assert re.fullmatch(r'(19|20)\d\d-(0[1-9]|1[0-2])-[0-3]\d', o['text']), o" \
+  "$TMP/re.out" || fail "--regex: $(cat "$TMP/re.out")"
+expect_fail "--regex with a lookahead" "lookarounds" "$LOOM" generate --model "$MODEL" --prompt x --regex '(?=a)a'
 expect_fail "--grammar and --json-schema" "give one of" \
   "$LOOM" generate --model "$MODEL" --prompt x --grammar 'root ::= "a"' --json-schema object
-ok "--grammar / --grammar-file: replies the GBNF grammar derives; left recursion refused"
+ok "--grammar / --grammar-file / --regex: replies the GBNF grammar derives, the expression matches; refusals"
 
 # a context that fills up stops with "length"
 "$LOOM" generate --model "$MODEL" --prompt "Once upon a time" --temperature 0 --max-tokens 100 --ignore-eos \

@@ -975,19 +975,25 @@ def test_grammar(cl, name):
         r = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "A number as JSON."}],
                                        max_tokens=40, temperature=0, extra_body=extra)
         check(set(json.loads(r.choices[0].message.content)) == {"n"}, "%s: %r" % (list(extra), r.choices[0].message.content))
+    phone = r"\(\d{3}\) \d{3}-\d{4}"
+    for extra in ({"guided_regex": phone}, {"structured_outputs": {"regex": phone}}):
+        r = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "A phone number?"}],
+                                       max_tokens=30, temperature=0.9, seed=2, extra_body=extra)
+        check(re.fullmatch(phone, r.choices[0].message.content), "%s: %r" % (list(extra), r.choices[0].message.content))
     o = json.loads(raw("POST", "/completion", {"prompt": "Is the sky blue? Answer:", "n_predict": 60, "grammar": yes_no,
                                                "temperature": 0})[2])
     check(pat.fullmatch(o["content"]) and o["stop_type"] == "eos", "/completion grammar: %r" % o)
     chat = "/v1/chat/completions"
     for body, param in (({"grammar": "root ::= x"}, "grammar"), ({"grammar": 'root ::= root "a" | "b"'}, "grammar"),
                         ({"grammar": "root ::= \"a\"", "response_format": {"type": "json_object"}}, "grammar"),
-                        ({"guided_choice": []}, "guided_choice"), ({"guided_regex": "a+"}, "guided_regex"),
-                        ({"structured_outputs": {"regex": "a+"}}, "structured_outputs"),
+                        ({"guided_choice": []}, "guided_choice"), ({"guided_regex": "(?=a)"}, "guided_regex"),
+                        ({"structured_outputs": {"pattern": "a+"}}, "structured_outputs"),
                         ({"guided_json": "not json"}, "guided_json"), ({"grammar": 7}, "grammar")):
         expect_error(400, "POST", chat, dict(body, messages=msgs), param)
     expect_error(400, "POST", "/completion", {"prompt": "x", "grammar": "root ::= \"a\"", "json_schema": schema},
                  "grammar")
-    ok("GBNF grammars, choices and guided JSON hold the reply (chat, completions, /completion, streamed); 400s")
+    ok("GBNF grammars, regular expressions, choices and guided JSON hold the reply (chat, completions, /completion, "
+       "streamed); 400s")
 
 
 def test_native_completion(cl, name, comp_text):
