@@ -392,11 +392,34 @@ static int32_t chain(loom_sampler *s, const float *logits, double u) {
     return c[m - 1].id;
 }
 
+/* The masked draw without asking the constraint about every token: where
+ * the chain keeps only its k best tokens (greedy: 1; top-k), the k best
+ * that fit decide it. The best CHECKED tokens are asked in order; when k
+ * of them fit and the k-th ranks strictly above every token not asked,
+ * every other token is masked and the chain draws as over the whole mask
+ * (the same k survive top-k, nothing after it sees the rest). Returns -1
+ * where that cannot be settled so. */
+#define CHECKED 256
+static int32_t masked_top(loom_sampler *s, float *logits, double u) {
+    const int32_t k = s->p.temperature <= 0 ? 1 : s->p.top_k;
+    if (k <= 0 || 4 * k > CHECKED || s->n_vocab <= CHECKED) return -1;
+    struct cand *c = s->cand;
+    top_k_scan(c, logits, s->n_vocab, CHECKED);
+    int32_t found = 0;
+    for (int32_t i = 0; i < CHECKED && found < k; i++)
+        if (s->con.fits(s->con.user, c[i].id)) c[found++] = c[i];
+    if (found < k || !(c[found - 1].logit > c[CHECKED - 1].logit)) return -1; /* (c[i >= found] is stale: unused) */
+    for (int32_t i = 0; i < s->n_vocab; i++) logits[i] = -INFINITY;
+    for (int32_t i = 0; i < found; i++) logits[c[i].id] = c[i].logit;
+    return chain(s, logits, u);
+}
+
 int32_t loom_sampler_sample(loom_sampler *s, float *logits) {
     apply_penalty(s, logits);
     const double u = s->p.temperature > 0 ? (double)(next_u64(s->rng) >> 11) * (1.0 / 9007199254740992.0) : 0;
     int32_t t = chain(s, logits, u);
     if (!s->con.fits || s->con.fits(s->con.user, t)) return t;
+    if ((t = masked_top(s, logits, u)) >= 0) return t;
     int32_t any = -1;
     for (int32_t i = 0; i < s->n_vocab; i++) {
         if (!s->con.fits(s->con.user, i)) logits[i] = -INFINITY;

@@ -9,6 +9,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <math.h>
 #include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -262,7 +263,12 @@ Test(grammar, choice_escapes_its_strings) {
 
 /* The constraint over SmolLM2's 49,152 tokens with random logits that
  * favour ending: every run ends with EOS and its text is whole for a
- * fresh matcher (and JSON for jansson where the grammar is JSON's). */
+ * fresh matcher (and JSON for jansson where the grammar is JSON's). Each
+ * token is the one the plain definition gives (sampler.h: the unmasked
+ * draw where it fits, else the draw over the whole mask with the same
+ * random number), worked out beside it by two unconstrained samplers of
+ * the same seed: the sampler's shortcut (only its best tokens asked) must
+ * not change a draw. */
 Test(grammar, constrained_sampling_over_the_vocabulary) {
     loom_gguf *gg;
     loom_tokenizer *tok;
@@ -291,6 +297,12 @@ Test(grammar, constrained_sampling_over_the_vocabulary) {
         cr_assert_null(loom_grammar_constraint_create(&text, grammar_of(gt), &c));
         loom_sampler_set_constraint(s, &(loom_sampler_constraint){loom_grammar_constraint_fits,
                                                                    loom_grammar_constraint_accept, c});
+        loom_sampler *plain, *full; /* the definition, worked out beside */
+        loom_grammar_constraint *judge;
+        cr_assert_null(loom_sampler_create(&p, V, &plain));
+        cr_assert_null(loom_sampler_create(&p, V, &full));
+        cr_assert_null(loom_grammar_constraint_create(&text, grammar_of(gt), &judge));
+        float *l1 = malloc((size_t)V * sizeof *l1), *l2 = malloc((size_t)V * sizeof *l2);
         uint64_t x = 0x9e3779b97f4a7c15ull * (uint64_t)(run + 1);
         char out[16384];
         size_t n = 0;
@@ -302,11 +314,18 @@ Test(grammar, constrained_sampling_over_the_vocabulary) {
             }
             logits[eos] = k > 30 ? 30 : 0;
             for (int q = 0; q < 5; q++) logits[closers[q]] += k > 8 ? 3.5f : 1.0f;
+            memcpy(l1, logits, (size_t)V * sizeof *l1);
+            for (int32_t i = 0; i < V; i++) l2[i] = loom_grammar_constraint_fits(judge, i) ? logits[i] : -INFINITY;
+            const int32_t t1 = loom_sampler_sample(plain, l1), t2 = loom_sampler_sample(full, l2);
             const double t0 = loom_now_s();
             t = loom_sampler_sample(s, logits);
             t_all += loom_now_s() - t0;
             tokens++;
+            cr_assert_eq(t, loom_grammar_constraint_fits(judge, t1) ? t1 : t2, "run %d token %d: %d, not %d", run, k,
+                         t, loom_grammar_constraint_fits(judge, t1) ? t1 : t2);
             loom_sampler_accept_output(s, t);
+            loom_sampler_accept_output(plain, t), loom_sampler_accept_output(full, t);
+            loom_grammar_constraint_accept(judge, t);
             if (text.kind[t] == 1) break; /* EOS or another end of generation */
             cr_assert(text.kind[t] == 0, "run %d: control token %d sampled after '%.*s'", run, t, (int)n, out);
             const uint32_t len = text.off[t + 1] - text.off[t];
@@ -327,8 +346,9 @@ Test(grammar, constrained_sampling_over_the_vocabulary) {
         }
         loom_grammar_matcher_free(m);
         loom_grammar_free(g);
-        loom_sampler_free(s);
-        loom_grammar_constraint_free(c);
+        loom_sampler_free(s), loom_sampler_free(plain), loom_sampler_free(full);
+        loom_grammar_constraint_free(c), loom_grammar_constraint_free(judge);
+        free(l1), free(l2);
     }
     printf("grammar: %.3f ms a token (%d tokens, vocabulary %d)\n", 1e3 * t_all / tokens, tokens, V);
     free(logits);
