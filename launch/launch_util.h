@@ -50,6 +50,8 @@ int loom_parse_kv_type(const char *cmd, const char *s, loom_type *out);
 typedef struct {
     double temp, top_p, min_p, rep;
     int64_t top_k, seed;
+    double typical, top_n_sigma, xtc_p, xtc_t, dyn_range, dyn_exp, dry_mult, dry_base;
+    int64_t dry_allowed, dry_last_n;
 } loom_sampling_args;
 loom_sampling_args loom_sampling_args_defaults(void);
 #define LOOM_SAMPLING_ARGS(a, seed_help)                                                                           \
@@ -58,6 +60,16 @@ loom_sampling_args loom_sampling_args_defaults(void);
     {"--top-p", LOOM_ARG_FLOAT, &(a).top_p, "P", "keep the smallest set with probability >= P; 1 = off"},           \
     {"--min-p", LOOM_ARG_FLOAT, &(a).min_p, "P", "drop tokens less likely than P x the top one; 0 = off"},          \
     {"--repeat-penalty", LOOM_ARG_FLOAT, &(a).rep, "R", "penalise tokens of the last 64; 1 = off"},                 \
+    {"--typical", LOOM_ARG_FLOAT, &(a).typical, "P", "locally typical sampling; 1 = off"},                         \
+    {"--top-n-sigma", LOOM_ARG_FLOAT, &(a).top_n_sigma, "N", "keep logits within N std devs of the top one; -1 = off"}, \
+    {"--xtc-probability", LOOM_ARG_FLOAT, &(a).xtc_p, "P", "XTC: the chance a token drops the top choices; 0 = off"}, \
+    {"--xtc-threshold", LOOM_ARG_FLOAT, &(a).xtc_t, "P", "XTC: ... those at least this likely but the last"},      \
+    {"--dynatemp-range", LOOM_ARG_FLOAT, &(a).dyn_range, "R", "dynamic temperature: T +- R by entropy; 0 = off"},    \
+    {"--dynatemp-exp", LOOM_ARG_FLOAT, &(a).dyn_exp, "E", "dynamic temperature's exponent"},                        \
+    {"--dry-multiplier", LOOM_ARG_FLOAT, &(a).dry_mult, "M", "DRY: penalise repeats of sequences (breakers \\n : \" *); 0 = off"}, \
+    {"--dry-base", LOOM_ARG_FLOAT, &(a).dry_base, "B", "DRY: the penalty's base"},                                  \
+    {"--dry-allowed-length", LOOM_ARG_INT, &(a).dry_allowed, "N", "DRY: repeats longer than N are penalised"},     \
+    {"--dry-penalty-last-n", LOOM_ARG_INT, &(a).dry_last_n, "N", "DRY: tokens looked back on; -1 = all"},          \
     {"--seed", LOOM_ARG_INT, &(a).seed, "S", seed_help}
 int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_sampling_params *sp);
 

@@ -110,7 +110,10 @@ int loom_grid_check(const char *cmd, int64_t tp, int64_t pp, double watchdog) {
 loom_sampling_args loom_sampling_args_defaults(void) {
     const loom_sampling_params d = loom_sampling_defaults();
     return (loom_sampling_args){.temp = d.temperature, .top_p = d.top_p, .min_p = d.min_p, .rep = d.repeat_penalty,
-                                .top_k = d.top_k, .seed = -1};
+                                .top_k = d.top_k, .seed = -1, .typical = d.typical_p, .top_n_sigma = -1,
+                                .xtc_p = d.xtc_probability, .xtc_t = d.xtc_threshold, .dyn_range = d.dynatemp_range,
+                                .dyn_exp = d.dynatemp_exponent, .dry_mult = d.dry_multiplier, .dry_base = d.dry_base,
+                                .dry_allowed = d.dry_allowed_length, .dry_last_n = d.dry_penalty_last_n};
 }
 
 int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_sampling_params *sp) {
@@ -121,6 +124,20 @@ int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_s
     sp->top_p = (float)a->top_p;
     sp->min_p = (float)a->min_p;
     sp->repeat_penalty = (float)a->rep;
+    if (a->dry_allowed < 0 || a->dry_allowed > (1 << 24) || a->dry_last_n < -1 || a->dry_last_n > INT32_MAX)
+        return usage_of(cmd, "--dry-allowed-length must be >= 0 and --dry-penalty-last-n >= -1");
+    sp->typical_p = (float)a->typical;
+    sp->top_n_sigma = (float)a->top_n_sigma;
+    sp->xtc_probability = (float)a->xtc_p;
+    sp->xtc_threshold = (float)a->xtc_t;
+    sp->dynatemp_range = (float)a->dyn_range;
+    sp->dynatemp_exponent = (float)a->dyn_exp;
+    sp->dry_multiplier = (float)a->dry_mult;
+    sp->dry_base = (float)a->dry_base;
+    sp->dry_allowed_length = (int32_t)a->dry_allowed;
+    sp->dry_penalty_last_n = (int32_t)a->dry_last_n;
+    static const char *const breakers[] = {"\n", ":", "\"", "*"}; /* llama.cpp's defaults */
+    if (sp->dry_multiplier != 0) sp->dry_breakers = breakers, sp->n_dry_breakers = 4;
     sp->seed = a->seed < 0 ? (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16) : (uint64_t)a->seed;
     loom_status st = loom_sampling_check(sp);
     return st ? loom_fail(cmd, st) : 0;

@@ -250,6 +250,21 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
         ss.params.json_schema = p->json_schema && *p->json_schema ? p->json_schema : NULL;
         ss.params.grammar = p->grammar && *p->grammar ? p->grammar : NULL;
         ss.params.grammar_regex = p->grammar_regex;
+        ss.params.typical_p = p->typical_p;
+        ss.params.top_n_sigma = p->top_n_sigma;
+        ss.params.xtc_probability = p->xtc_probability;
+        ss.params.xtc_threshold = p->xtc_threshold;
+        ss.params.dynatemp_range = p->dynatemp_range;
+        ss.params.dynatemp_exponent = p->dynatemp_exponent;
+        ss.params.dry_multiplier = p->dry_multiplier;
+        ss.params.dry_base = p->dry_base;
+        ss.params.dry_allowed_length = p->dry_allowed_length;
+        ss.params.dry_penalty_last_n = p->dry_penalty_last_n;
+        if (p->n_dry_breakers > LOOM_DRY_MAX_BREAKERS)
+            return loom_error(LOOM_ERR_FORMAT, "sequence %llu: %zu DRY sequence breakers", (unsigned long long)q->id,
+                              p->n_dry_breakers);
+        ss.params.n_dry_breakers = (int32_t)p->n_dry_breakers;
+        ss.params.dry_breakers = (const char *const *)p->dry_breakers;
         ss.params.infill = p->infill;
     }
     if (q->n_generated > q->n_prompt)
@@ -258,14 +273,13 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
     if (q->n_history != q->first_pos)
         return loom_error(LOOM_ERR_FORMAT, "sequence %llu starts at position %u with %zu history tokens",
                           (unsigned long long)q->id, q->first_pos, q->n_history);
-    if ((ss.params.json_object || ss.params.json_schema || ss.params.grammar || ss.params.infill) &&
+    const bool dry = ss.params.dry_multiplier != 0 && ss.params.n_dry_breakers > 0;
+    if ((ss.params.json_object || ss.params.json_schema || ss.params.grammar || ss.params.infill || dry) &&
         !loom_vocab_sampler_has_text(e->vs)) {
-        /* the first sequence with structured output or the infill sampler */
+        /* the first sequence with structured output, the infill sampler or DRY's breakers */
         loom_tokenizer *tok;
         LOOM_TRY(loom_tokenizer_create(e->g, &tok));
-        loom_status st = loom_vocab_sampler_set_text(e->vs, tok);
-        loom_tokenizer_free(tok);
-        LOOM_TRY(st);
+        LOOM_TRY(loom_vocab_sampler_set_text(e->vs, tok));
     }
     LOOM_TRY(loom_vocab_sampler_start(e->vs, (int)q->slot, &ss, (int)q->n_prompt, (int)q->n_generated));
     for (size_t i = 0; i < q->n_history; i++) loom_vocab_sampler_history(e->vs, (int)q->slot, (int)i, q->history[i]);

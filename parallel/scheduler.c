@@ -544,6 +544,18 @@ static void sampling_message(Loom__SamplingParams *p, const seq_state *q) {
     p->json_schema = sp->json_schema ? (char *)sp->json_schema : (char *)""; /* read while the message is packed */
     p->grammar = sp->grammar ? (char *)sp->grammar : (char *)"";
     p->grammar_regex = sp->grammar_regex;
+    p->typical_p = sp->typical_p;
+    p->top_n_sigma = sp->top_n_sigma;
+    p->xtc_probability = sp->xtc_probability;
+    p->xtc_threshold = sp->xtc_threshold;
+    p->dynatemp_range = sp->dynatemp_range;
+    p->dynatemp_exponent = sp->dynatemp_exponent;
+    p->dry_multiplier = sp->dry_multiplier;
+    p->dry_base = sp->dry_base;
+    p->dry_allowed_length = sp->dry_allowed_length;
+    p->dry_penalty_last_n = sp->dry_penalty_last_n;
+    p->n_dry_breakers = (size_t)sp->n_dry_breakers;
+    p->dry_breakers = (char **)sp->dry_breakers; /* read while the message is packed */
     p->infill = sp->infill;
 }
 

@@ -40,6 +40,8 @@ struct loom_vocab_sampler {
         void *user;              /* a loom_json_constraint or loom_grammar_constraint; NULL: none */
         void (*free)(void *);
     } *cons;                     /* (slots) leader: the slot's structured-output constraint */
+    loom_tokenizer *tok;         /* leader: the model's (set with the text), for DRY's breakers */
+    loom_dry_table *dry;         /* (slots) leader: the slot's DRY breakers (n 0: none) */
     double comm_s;
 };
 
@@ -90,6 +92,7 @@ loom_status loom_vocab_sampler_create(const loom_topology *t, const loom_weights
     if (vs->leader) {
         vs->samplers = calloc((size_t)slots, sizeof *vs->samplers);
         vs->cons = calloc((size_t)slots, sizeof *vs->cons);
+        vs->dry = calloc((size_t)slots, sizeof *vs->dry);
         vs->n_hist = calloc((size_t)slots, sizeof *vs->n_hist);
         vs->gen_from = calloc((size_t)slots, sizeof *vs->gen_from);
         vs->top_lp = calloc((size_t)slots, sizeof *vs->top_lp);
@@ -101,7 +104,7 @@ loom_status loom_vocab_sampler_create(const loom_topology *t, const loom_weights
         vs->lp_vals = calloc(R * 20, sizeof *vs->lp_vals);
     }
     loom_status st = NULL;
-    bool leader_ok = !vs->leader || (vs->samplers && vs->cons && vs->n_hist && vs->gen_from && vs->top_lp && vs->full && vs->raw &&
+    bool leader_ok = !vs->leader || (vs->samplers && vs->cons && vs->dry && vs->n_hist && vs->gen_from && vs->top_lp && vs->full && vs->raw &&
                                      vs->lp && vs->lp_ptrs && vs->lp_ids && vs->lp_vals);
     if (!vs->vocab_off || !vs->greedy || !vs->argmax || !leader_ok)
         st = loom_error(LOOM_ERR_NOMEM, "out of memory for sampling %d rows", max_rows);
@@ -133,14 +136,23 @@ void loom_vocab_sampler_free(loom_vocab_sampler *vs) {
     for (int i = 0; vs->cons && i < vs->slots; i++)
         if (vs->cons[i].user) vs->cons[i].free(vs->cons[i].user);
     free(vs->cons);
+    for (int i = 0; vs->dry && i < vs->slots; i++) loom_dry_table_free(&vs->dry[i]);
+    free(vs->dry);
+    loom_tokenizer_free(vs->tok);
     loom_vocab_text_free(&vs->text);
     free(vs);
 }
 
-loom_status loom_vocab_sampler_set_text(loom_vocab_sampler *vs, const loom_tokenizer *tok) {
-    if (!vs->leader || vs->text.n) return NULL;
+loom_status loom_vocab_sampler_set_text(loom_vocab_sampler *vs, loom_tokenizer *tok) {
+    if (!vs->leader || vs->text.n) {
+        loom_tokenizer_free(tok);
+        return NULL;
+    }
     vs->end_token = loom_tokenizer_eot(tok) >= 0 ? loom_tokenizer_eot(tok) : loom_tokenizer_eos(tok);
-    return loom_vocab_text_build(tok, vs->vocab, &vs->text);
+    loom_status st = loom_vocab_text_build(tok, vs->vocab, &vs->text);
+    if (st) loom_tokenizer_free(tok);
+    else vs->tok = tok;
+    return st;
 }
 
 bool loom_vocab_sampler_has_text(const loom_vocab_sampler *vs) { return !vs->leader || vs->text.n > 0; }
@@ -161,7 +173,14 @@ loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loo
     vs->top_lp[slot] = (int8_t)(!p->logprobs ? -1 : p->top_logprobs < 0 ? 0 : p->top_logprobs > 20 ? 20 : p->top_logprobs);
     if (vs->cons[slot].user) vs->cons[slot].free(vs->cons[slot].user);
     vs->cons[slot].user = NULL;
+    loom_dry_table_free(&vs->dry[slot]);
     LOOM_TRY(loom_sampler_create(&p->params, vs->vocab, &vs->samplers[slot]));
+    if (p->params.dry_multiplier != 0 && p->params.n_dry_breakers > 0) {
+        if (!vs->tok) return loom_error(LOOM_ERR_INVALID, "DRY's breakers before the vocabulary's text was set");
+        LOOM_TRY(loom_dry_table_build(vs->tok, vs->vocab, p->params.dry_breakers, p->params.n_dry_breakers,
+                                      &vs->dry[slot]));
+        loom_sampler_set_dry(vs->samplers[slot], &vs->dry[slot].b);
+    }
     if (p->params.json_object || p->params.json_schema || p->params.grammar) {
         if (!vs->text.n) return loom_error(LOOM_ERR_INVALID, "structured output before the vocabulary's text was set");
         loom_sampler_constraint c;
@@ -193,7 +212,7 @@ loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loo
                                       .kind = vs->text.kind, .end_token = vs->end_token};
         loom_sampler_set_vocab(vs->samplers[slot], &v);
     }
-    if (p->params.temperature > 0) loom_sampler_skip(vs->samplers[slot], n_generated);
+    loom_sampler_skip(vs->samplers[slot], n_generated); /* (the streams the parameters draw from) */
     return NULL;
 }
 

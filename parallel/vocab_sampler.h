@@ -26,6 +26,7 @@
 #include "proto/step.pb-c.h"
 #include "runtime/model.h"
 #include "runtime/sampler.h"
+#include "runtime/text/dry_breakers.h"
 #include "runtime/text/grammar.h"
 #include "runtime/text/json_schema.h"
 
@@ -71,10 +72,12 @@ void loom_vocab_sampler_history(loom_vocab_sampler *vs, int slot, int pos, int32
 loom_status loom_vocab_sampler_sample(loom_vocab_sampler *vs, const Loom__Step *step, float *logits, int n_out,
                                       Loom__StepResult *res, const float **scores) LOOM_MUST_USE;
 
-/* The vocabulary's text (the leader keeps a copy of every token's bytes;
- * no-op elsewhere and when already set): needed before a sequence with
- * structured output (params.json_object, json_schema or grammar) starts. */
-loom_status loom_vocab_sampler_set_text(loom_vocab_sampler *vs, const loom_tokenizer *tok) LOOM_MUST_USE;
+/* The vocabulary's text (the leader keeps a copy of every token's bytes,
+ * and the tokenizer, which it takes: freed here elsewhere, when already
+ * set and on failure): needed before a sequence with structured output
+ * (params.json_object, json_schema or grammar), the infill sampler or
+ * DRY's sequence breakers starts. */
+loom_status loom_vocab_sampler_set_text(loom_vocab_sampler *vs, loom_tokenizer *tok) LOOM_MUST_USE;
 bool loom_vocab_sampler_has_text(const loom_vocab_sampler *vs);
 
 /* Seconds in the TP exchanges since creation. */

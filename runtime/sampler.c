@@ -19,11 +19,21 @@ struct loom_sampler {
     float *bias_value;
     loom_sampler_vocab voc;      /* the infill sampler's (n 0: not set) */
     double *prob;                /* (n_vocab) the infill sampler's probabilities, or NULL */
+    uint64_t xtc_rng[4];         /* XTC's own random stream (one number a token while it is on) */
+    float *aux;                  /* (n_vocab) probabilities for typical, XTC, dynamic temperature, or NULL */
+    struct cand *cand2;          /* (n_vocab) typical's scores, or NULL */
+    loom_dry_breakers dry;       /* DRY's sequence breakers (borrowed; n 0: none) */
+    int32_t *dry_hist;           /* (dry_cap) every token so far while DRY is on */
+    int32_t dry_n, dry_cap;
+    int32_t *dry_cnt;            /* (dry_cnt_cap) DRY's scratch: n repeat lengths, then n (token, length) pairs */
+    int32_t dry_cnt_cap;
 };
 
 loom_sampling_params loom_sampling_defaults(void) {
     loom_sampling_params p = {.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
-                              .repeat_penalty = 1.0f, .repeat_last_n = 64};
+                              .repeat_penalty = 1.0f, .repeat_last_n = 64, .typical_p = 1.0f,
+                              .xtc_threshold = 0.1f, .dynatemp_exponent = 1.0f, .dry_base = 1.75f,
+                              .dry_allowed_length = 2, .dry_penalty_last_n = 64};
     return p;
 }
 
@@ -40,6 +50,20 @@ loom_status loom_sampling_check(const loom_sampling_params *p) {
         return loom_error(LOOM_ERR_INVALID, "presence penalty %g must be in [-2, 2]", p->presence_penalty);
     if (!(p->frequency_penalty >= -2 && p->frequency_penalty <= 2))
         return loom_error(LOOM_ERR_INVALID, "frequency penalty %g must be in [-2, 2]", p->frequency_penalty);
+    if (!(p->typical_p >= 0) || !isfinite(p->typical_p))
+        return loom_error(LOOM_ERR_INVALID, "typical-p %g must be >= 0", p->typical_p);
+    if (!isfinite(p->top_n_sigma)) return loom_error(LOOM_ERR_INVALID, "top-n-sigma must be a finite number");
+    if (!(p->xtc_probability >= 0 && p->xtc_probability <= 1))
+        return loom_error(LOOM_ERR_INVALID, "XTC probability %g must be in [0, 1]", p->xtc_probability);
+    if (!(p->xtc_threshold >= 0 && p->xtc_threshold <= 1))
+        return loom_error(LOOM_ERR_INVALID, "XTC threshold %g must be in [0, 1]", p->xtc_threshold);
+    if (!isfinite(p->dynatemp_range) || !isfinite(p->dynatemp_exponent) || p->dynatemp_exponent < 0)
+        return loom_error(LOOM_ERR_INVALID, "dynamic temperature: range %g and exponent %g must be finite, the exponent "
+                          ">= 0", p->dynatemp_range, p->dynatemp_exponent);
+    if (!isfinite(p->dry_multiplier) || !(p->dry_base >= 0) || !isfinite(p->dry_base) || p->dry_allowed_length < 0 ||
+        p->dry_penalty_last_n < -1)
+        return loom_error(LOOM_ERR_INVALID, "DRY: the multiplier and base must be finite numbers (base >= 0), the "
+                          "allowed length >= 0 and the last n >= -1");
     if (p->n_logit_bias < 0 || p->n_logit_bias > LOOM_LOGIT_BIAS_MAX)
         return loom_error(LOOM_ERR_INVALID, "a logit bias has %d entries; at most %d are allowed", p->n_logit_bias,
                           LOOM_LOGIT_BIAS_MAX);
@@ -52,9 +76,16 @@ loom_status loom_sampling_check(const loom_sampling_params *p) {
     return NULL;
 }
 
+static bool typical_on(const loom_sampling_params *p);
+static bool xtc_on(const loom_sampling_params *p);
+static bool dynatemp_on(const loom_sampling_params *p);
+static bool dry_on(const loom_sampling_params *p);
+static bool plain_argmax(const loom_sampling_params *p);
+static bool draws(const loom_sampling_params *p);
+
 bool loom_sampling_is_plain_greedy(const loom_sampling_params *p) {
-    return p->temperature <= 0 && p->repeat_penalty == 1.0f && p->presence_penalty == 0 && p->frequency_penalty == 0 &&
-           p->n_logit_bias == 0 && !p->json_object && !p->json_schema && !p->grammar;
+    return plain_argmax(p) && p->repeat_penalty == 1.0f && p->presence_penalty == 0 && p->frequency_penalty == 0 &&
+           p->n_logit_bias == 0 && !dry_on(p) && !p->json_object && !p->json_schema && !p->grammar;
 }
 
 static uint64_t splitmix64(uint64_t *x) {
@@ -89,6 +120,7 @@ loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, 
     if (!s) return loom_error(LOOM_ERR_NOMEM, "out of memory creating a sampler");
     s->p = *p;
     s->p.json_schema = s->p.grammar = NULL; /* borrowed: the caller compiles them into a constraint and may free them */
+    s->p.dry_breakers = NULL, s->p.n_dry_breakers = 0; /* likewise, into a table (loom_sampler_set_dry) */
     s->n_vocab = n_vocab;
     if (p->n_logit_bias > 0) { /* borrowed too: kept here */
         s->bias_token = malloc((size_t)p->n_logit_bias * sizeof *s->bias_token);
@@ -103,10 +135,14 @@ loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, 
     s->p.bias_token = s->bias_token, s->p.bias_value = s->bias_value;
     uint64_t x = p->seed;
     for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++) s->xtc_rng[i] = splitmix64(&x);
     s->history = malloc((size_t)(p->repeat_last_n > 0 ? p->repeat_last_n : 1) * sizeof *s->history);
     s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
     if (p->infill) s->prob = malloc((size_t)n_vocab * sizeof *s->prob);
-    if (!s->history || !s->cand || (p->infill && !s->prob)) {
+    const bool aux = typical_on(p) || xtc_on(p) || dynatemp_on(p);
+    if (aux) s->aux = malloc((size_t)n_vocab * sizeof *s->aux);
+    if (typical_on(p)) s->cand2 = malloc((size_t)n_vocab * sizeof *s->cand2);
+    if (!s->history || !s->cand || (p->infill && !s->prob) || (aux && !s->aux) || (typical_on(p) && !s->cand2)) {
         loom_sampler_free(s);
         return loom_error(LOOM_ERR_NOMEM, "out of memory creating a sampler");
     }
@@ -116,6 +152,10 @@ loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, 
 
 void loom_sampler_free(loom_sampler *s) {
     if (!s) return;
+    free(s->aux);
+    free(s->cand2);
+    free(s->dry_hist);
+    free(s->dry_cnt);
     free(s->prob);
     free(s->history);
     free(s->out_tok);
@@ -127,6 +167,13 @@ void loom_sampler_free(loom_sampler *s) {
 }
 
 void loom_sampler_accept(loom_sampler *s, int32_t token) {
+    if (dry_on(&s->p)) {
+        if (s->dry_n == s->dry_cap) { /* (out of memory: DRY misses this token, nothing breaks) */
+            int32_t cap = s->dry_cap ? 2 * s->dry_cap : 256, *h = realloc(s->dry_hist, (size_t)cap * sizeof *h);
+            if (h) s->dry_hist = h, s->dry_cap = cap;
+        }
+        if (s->dry_n < s->dry_cap) s->dry_hist[s->dry_n++] = token;
+    }
     if (s->p.repeat_last_n <= 0) return;
     s->history[s->hist_pos] = token;
     s->hist_pos = (s->hist_pos + 1) % s->p.repeat_last_n;
@@ -134,7 +181,105 @@ void loom_sampler_accept(loom_sampler *s, int32_t token) {
 }
 
 void loom_sampler_skip(loom_sampler *s, int64_t n) {
-    for (int64_t i = 0; i < n; i++) (void)next_u64(s->rng);
+    for (int64_t i = 0; i < n && draws(&s->p); i++) (void)next_u64(s->rng);
+    for (int64_t i = 0; i < n && xtc_on(&s->p); i++) (void)next_u64(s->xtc_rng);
+}
+
+void loom_sampler_set_dry(loom_sampler *s, const loom_dry_breakers *b) {
+    s->dry = b ? *b : (loom_dry_breakers){0};
+}
+
+/* Entries of DRY's breakers whose head is token t: [*lo, return). */
+static int32_t dry_heads(const loom_dry_breakers *b, int32_t t, int32_t *lo) {
+    int32_t a = 0, z = b->n;
+    while (a < z) {
+        const int32_t mid = a + (z - a) / 2;
+        if (b->head[mid] < t) a = mid + 1;
+        else z = mid;
+    }
+    *lo = a;
+    while (z < b->n && b->head[z] == t) z++;
+    return z;
+}
+
+static int cmp_pair(const void *a, const void *b) {
+    const int32_t *x = a, *y = b;
+    return x[0] != y[0] ? (x[0] < y[0] ? -1 : 1) : (x[1] > y[1] ? -1 : x[1] < y[1]);
+}
+
+/* DRY (llama.cpp's, from koboldcpp): a token that would extend a sequence
+ * repeated from earlier in the window (since the last sequence breaker)
+ * by more than allowed_length tokens loses multiplier x base^(length -
+ * allowed_length) of its logit. */
+static void apply_dry(loom_sampler *s, float *logits) {
+    const loom_sampling_params *p = &s->p;
+    int32_t n = s->dry_n;
+    if (p->dry_penalty_last_n > 0 && n > p->dry_penalty_last_n) n = p->dry_penalty_last_n;
+    if (n <= p->dry_allowed_length) return;
+    const int32_t *h = s->dry_hist + (s->dry_n - n); /* the window, oldest first: the i-th from the end is h[n-1-i] */
+#define RAT(i) h[n - 1 - (i)]
+    /* 1: the nearest sequence breaker limits how long a repeat may count */
+    int32_t rep_limit = n;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t lo, hi = dry_heads(&s->dry, RAT(i), &lo), longest = -1;
+        for (int32_t e = lo; e < hi; e++) {
+            const int32_t len = (int32_t)(s->dry.tail_off[e + 1] - s->dry.tail_off[e]);
+            if (len <= longest || len > i) continue;
+            bool match = true;
+            for (int32_t k = 0; k < len && match; k++) match = s->dry.tails[s->dry.tail_off[e] + k] == RAT(i - k - 1);
+            if (match) longest = len;
+        }
+        if (longest >= 0) {
+            rep_limit = i - longest;
+            break;
+        }
+    }
+    if (rep_limit < p->dry_allowed_length) return;
+    if (3 * n > s->dry_cnt_cap) {
+        int32_t *c = realloc(s->dry_cnt, (size_t)(3 * n) * sizeof *c);
+        if (!c) return; /* (out of memory: no penalty this token) */
+        s->dry_cnt = c, s->dry_cnt_cap = 3 * n;
+    }
+    /* 2: for each position, how long a suffix of the window ends there (the Z-algorithm run backwards) */
+    int32_t *cnt = s->dry_cnt;
+    memset(cnt, 0, (size_t)n * sizeof *cnt);
+    const int32_t last = n - 1;
+    for (int32_t k = 1, lt = 0, rt = 0; k < n; k++) {
+        if (k > rt) {
+            int32_t m = 0;
+            while (m + k < n && RAT(m) == RAT(m + k)) m++;
+            cnt[last - k] = m < rep_limit ? m : rep_limit;
+            if (m > 0) lt = k, rt = k + m - 1;
+        } else if (cnt[last - (k - lt)] < rt - k + 1) {
+            const int32_t m = cnt[last - (k - lt)];
+            cnt[last - k] = m < rep_limit ? m : rep_limit;
+        } else {
+            int32_t i = rt + 1;
+            while (i < n && RAT(i) == RAT(i - k)) i++;
+            cnt[last - k] = i - k < rep_limit ? i - k : rep_limit;
+            lt = k, rt = i - 1;
+        }
+    }
+    /* 3: the token after each repeat would extend it: the longest such repeat per token */
+    int32_t *pair = cnt + n, np = 0;
+    for (int32_t i = 0; i < n - 1; i++)
+        if (cnt[i] >= p->dry_allowed_length) pair[2 * np] = h[i + 1], pair[2 * np + 1] = cnt[i], np++;
+#undef RAT
+    if (!np) return;
+    qsort(pair, (size_t)np, 2 * sizeof *pair, cmp_pair);
+    /* 4: the penalty, its exponent clamped so that base^exponent stays a float */
+    const int max_exp = p->dry_base > 1.000001f ? (int)(88.7228391f / logf(p->dry_base)) : 0;
+    for (int32_t i = 0; i < np; i++) {
+        const int32_t t = pair[2 * i];
+        if ((i > 0 && pair[2 * (i - 1)] == t) || t < 0 || t >= s->n_vocab) continue; /* the longest came first */
+        int32_t lo, hi = dry_heads(&s->dry, t, &lo);
+        bool breaker = false; /* a breaker of one token is never penalised */
+        for (int32_t e = lo; e < hi && !breaker; e++) breaker = s->dry.tail_off[e + 1] == s->dry.tail_off[e];
+        if (breaker) continue;
+        int32_t x = pair[2 * i + 1] - p->dry_allowed_length;
+        if (max_exp > 0 && x > max_exp) x = max_exp;
+        logits[t] -= (float)((double)p->dry_multiplier * pow((double)p->dry_base, x));
+    }
 }
 
 /* Slot of token t in the output-count map (its own or the empty one it would take). */
@@ -197,6 +342,7 @@ static void apply_penalty(loom_sampler *s, float *logits) {
     for (int32_t i = 0; i < s->out_cap; i++) /* presence and frequency, over generated tokens */
         if (s->out_tok[i] >= 0)
             logits[s->out_tok[i]] -= s->p.presence_penalty + s->p.frequency_penalty * (float)s->out_cnt[i];
+    if (dry_on(&s->p)) apply_dry(s, logits);
 }
 
 int32_t loom_argmax(const float *x, int32_t n) {
@@ -337,44 +483,147 @@ static int32_t infill(const loom_sampler *s, struct cand *c, double *p, int32_t 
     return kept;
 }
 
-/* The chain after the penalties: the argmax (greedy), or top-k, top-p,
- * min-p and temperature (and the infill sampler), then the draw u in [0, 1). */
-static int32_t chain(loom_sampler *s, const float *logits, double u) {
+static bool typical_on(const loom_sampling_params *p) { return p->typical_p > 0 && p->typical_p < 1; }
+static bool xtc_on(const loom_sampling_params *p) { return p->xtc_probability > 0 && p->xtc_threshold <= 0.5f; }
+static bool dynatemp_on(const loom_sampling_params *p) { return p->dynatemp_range > 0; }
+static bool dry_on(const loom_sampling_params *p) {
+    return p->dry_multiplier != 0 && p->dry_base >= 1 && p->dry_penalty_last_n != 0;
+}
+/* Whether the draw is the argmax of the penalised logits (no cut can drop the best token). */
+static bool plain_argmax(const loom_sampling_params *p) {
+    return p->temperature <= 0 && !dynatemp_on(p) && !typical_on(p) && !xtc_on(p);
+}
+/* Whether the draw takes a random number (dynamic temperature: 0 +- range samples, as llama.cpp's). */
+static bool draws(const loom_sampling_params *p) { return p->temperature > 0 || dynatemp_on(p); }
+
+/* Probabilities at temperature 1 of c[0..m) (sorted: c[0] the largest), in
+ * floats as llama.cpp's softmax computes them. */
+static void softmax1(const struct cand *c, int32_t m, float *p) {
+    float sum = 0;
+    for (int32_t i = 0; i < m; i++) sum += p[i] = expf(c[i].logit - c[0].logit);
+    for (int32_t i = 0; i < m; i++) p[i] /= sum;
+}
+
+static int cmp_score(const void *a, const void *b) {
+    const struct cand *x = a, *y = b; /* (logit holds the score here) */
+    if (x->logit != y->logit) return x->logit < y->logit ? -1 : 1;
+    return x->id < y->id ? -1 : (x->id > y->id);
+}
+
+/* Locally typical sampling (llama.cpp's): the candidates whose surprise
+ * -ln p is nearest the entropy, until they hold more than typical_p of
+ * the mass; the kept ones sorted by logit again. Returns the new count. */
+static int32_t typical(loom_sampler *s, struct cand *c, int32_t m) {
+    float *p = s->aux, ent = 0;
+    softmax1(c, m, p);
+    for (int32_t i = 0; i < m; i++)
+        if (p[i] > 0) ent += -p[i] * logf(p[i]); /* (llama.cpp's would be NaN where a probability underflows) */
+    struct cand *sc = s->cand2;
+    for (int32_t i = 0; i < m; i++) sc[i] = (struct cand){fabsf(-logf(p[i]) - ent), i};
+    qsort(sc, (size_t)m, sizeof *sc, cmp_score);
+    float cum = 0;
+    int32_t keep = m;
+    for (int32_t i = 0; i < m; i++) {
+        cum += p[sc[i].id];
+        if (cum > s->p.typical_p) {
+            keep = i + 1;
+            break;
+        }
+    }
+    for (int32_t i = 0; i < keep; i++) sc[i] = c[sc[i].id];
+    memcpy(c, sc, (size_t)keep * sizeof *c);
+    qsort(c, (size_t)keep, sizeof *c, cmp_cand);
+    return keep;
+}
+
+/* The chain's cuts after the penalties (not for plain_argmax): top-n-sigma,
+ * top-k, typical, top-p, min-p and XTC (xu its random number in [0, 1)),
+ * leaving the candidates in (*cp)[0 .. return), best first, and the
+ * temperature to draw at in *temp (dynamic temperature's; <= 0: the best). */
+static int32_t cut(loom_sampler *s, const float *logits, float xu, struct cand **cp, double *temp_out) {
     int32_t n = s->n_vocab;
-    if (s->p.temperature <= 0) return loom_argmax(logits, n);
+    const loom_sampling_params *sp = &s->p;
+    double sigma_cut = -INFINITY;
+    if (sp->top_n_sigma > 0) { /* keep logits within top_n_sigma standard deviations of the largest */
+        double mx = -INFINITY, sum = 0, acc = 0;
+        int64_t cnt = 0;
+        for (int32_t i = 0; i < n; i++)
+            if (logits[i] > -INFINITY) { /* (NaN is not) */
+                mx = logits[i] > mx ? logits[i] : mx;
+                sum += logits[i], cnt++;
+            }
+        const double mean = cnt ? sum / (double)cnt : 0;
+        for (int32_t i = 0; i < n; i++)
+            if (logits[i] > -INFINITY) acc += ((double)logits[i] - mean) * ((double)logits[i] - mean);
+        sigma_cut = mx - sp->top_n_sigma * (cnt ? sqrt(acc / (double)cnt) : 0);
+    }
     struct cand *c = s->cand;
     int32_t m = n;
-    if (s->p.top_k > 0 && s->p.top_k < m) m = s->p.top_k;
+    if (sp->top_k > 0 && sp->top_k < m) m = sp->top_k;
     if (m <= n / 8) {
         top_k_scan(c, logits, n, m);
     } else {
         for (int32_t i = 0; i < n; i++) c[i] = (struct cand){isnan(logits[i]) ? -INFINITY : logits[i], i};
         top_k_sorted(c, n, m);
     }
+    while (m > 1 && c[m - 1].logit < sigma_cut) m--;
+    if (typical_on(sp) && m > 1) m = typical(s, c, m);
 
     /* probabilities at temperature 1 for the top-p / min-p cuts */
     double maxl = c[0].logit, sum = 0;
     for (int32_t i = 0; i < m; i++) sum += exp((double)c[i].logit - maxl);
-    if (s->p.top_p < 1.0f) {
+    if (sp->top_p < 1.0f) {
         double acc = 0;
         for (int32_t i = 0; i < m; i++) {
             acc += exp((double)c[i].logit - maxl) / sum;
-            if (acc >= s->p.top_p) {
+            if (acc >= sp->top_p) {
                 m = i + 1;
                 break;
             }
         }
     }
-    if (s->p.min_p > 0) {
+    if (sp->min_p > 0) {
         /* keep tokens whose probability is at least min_p × the top one's */
-        double cut = maxl + log((double)s->p.min_p);
+        double floor_l = maxl + log((double)sp->min_p);
         int32_t keep = 1;
-        while (keep < m && c[keep].logit >= cut) keep++;
+        while (keep < m && c[keep].logit >= floor_l) keep++;
         m = keep;
     }
-    if (s->p.infill && s->voc.n && s->prob) {
+    if (xtc_on(sp) && m >= 2 && xu <= sp->xtc_probability) {
+        /* XTC (exclude top choices): of the tokens at or above the threshold, all but the least likely go */
+        float *p = s->aux;
+        softmax1(c, m, p);
+        int32_t last = 0;
+        while (last + 1 < m && p[last + 1] >= sp->xtc_threshold) last++;
+        if (last > 0 && p[0] >= sp->xtc_threshold) c += last, m -= last;
+    }
+    double temp = sp->temperature;
+    if (dynatemp_on(sp) && m > 1) { /* the temperature from the candidates' entropy, within temperature +- range */
+        const float lo = sp->temperature - sp->dynatemp_range > 0 ? sp->temperature - sp->dynatemp_range : 0;
+        const float hi = sp->temperature + sp->dynatemp_range;
+        float *p = s->aux, ent = 0;
+        softmax1(c, m, p);
+        for (int32_t i = 0; i < m; i++)
+            if (p[i] > 0) ent -= p[i] * logf(p[i]);
+        temp = lo + (hi - lo) * powf(ent / -logf(1.0f / (float)m), sp->dynatemp_exponent);
+    }
+    *cp = c, *temp_out = temp;
+    return m;
+}
+
+/* The chain after the penalties: the argmax (greedy), or the cuts, the
+ * infill sampler and the draw u in [0, 1) at the temperature; xu is XTC's. */
+static int32_t chain(loom_sampler *s, const float *logits, double u, float xu) {
+    const loom_sampling_params *sp = &s->p;
+    if (plain_argmax(sp)) return loom_argmax(logits, s->n_vocab);
+    struct cand *c;
+    double temp;
+    int32_t m = cut(s, logits, xu, &c, &temp);
+    if (temp <= 0 || m == 1) return c[0].id;
+    double maxl = c[0].logit;
+    if (sp->infill && s->voc.n && s->prob) {
         double z = 0;
-        for (int32_t i = 0; i < m; i++) z += s->prob[i] = exp(((double)c[i].logit - maxl) / s->p.temperature);
+        for (int32_t i = 0; i < m; i++) z += s->prob[i] = exp(((double)c[i].logit - maxl) / temp);
         for (int32_t i = 0; i < m; i++) s->prob[i] /= z;
         m = infill(s, c, s->prob, m);
         if (m < 0) return s->voc.end_token;
@@ -383,10 +632,10 @@ static int32_t chain(loom_sampler *s, const float *logits, double u) {
     }
     /* temperature, then draw */
     double total = 0;
-    for (int32_t i = 0; i < m; i++) total += exp(((double)c[i].logit - maxl) / s->p.temperature);
+    for (int32_t i = 0; i < m; i++) total += exp(((double)c[i].logit - maxl) / temp);
     double r = u * total, acc = 0;
     for (int32_t i = 0; i < m; i++) {
-        acc += exp(((double)c[i].logit - maxl) / s->p.temperature);
+        acc += exp(((double)c[i].logit - maxl) / temp);
         if (r < acc) return c[i].id;
     }
     return c[m - 1].id;
@@ -397,12 +646,13 @@ static int32_t chain(loom_sampler *s, const float *logits, double u) {
  * that fit decide it. The best CHECKED tokens are asked in order; when k
  * of them fit and the k-th ranks strictly above every token not asked,
  * every other token is masked and the chain draws as over the whole mask
- * (the same k survive top-k, nothing after it sees the rest). Returns -1
- * where that cannot be settled so. */
+ * (the same k survive top-k, nothing after it sees the rest — but
+ * top-n-sigma, which looks at every logit first). Returns -1 where that
+ * cannot be settled so. */
 #define CHECKED 256
-static int32_t masked_top(loom_sampler *s, float *logits, double u) {
-    const int32_t k = s->p.temperature <= 0 ? 1 : s->p.top_k;
-    if (k <= 0 || 4 * k > CHECKED || s->n_vocab <= CHECKED) return -1;
+static int32_t masked_top(loom_sampler *s, float *logits, double u, float xu) {
+    const int32_t k = plain_argmax(&s->p) ? 1 : s->p.top_k;
+    if (k <= 0 || 4 * k > CHECKED || s->n_vocab <= CHECKED || s->p.top_n_sigma > 0) return -1;
     struct cand *c = s->cand;
     top_k_scan(c, logits, s->n_vocab, CHECKED);
     int32_t found = 0;
@@ -411,21 +661,42 @@ static int32_t masked_top(loom_sampler *s, float *logits, double u) {
     if (found < k || !(c[found - 1].logit > c[CHECKED - 1].logit)) return -1; /* (c[i >= found] is stale: unused) */
     for (int32_t i = 0; i < s->n_vocab; i++) logits[i] = -INFINITY;
     for (int32_t i = 0; i < found; i++) logits[c[i].id] = c[i].logit;
-    return chain(s, logits, u);
+    return chain(s, logits, u, xu);
+}
+
+void loom_sampler_penalize(loom_sampler *s, float *logits) { apply_penalty(s, logits); }
+
+int32_t loom_sampler_distribution(loom_sampler *s, float *logits, int32_t *ids, float *probs) {
+    apply_penalty(s, logits);
+    const float xu = xtc_on(&s->p) ? (float)(next_u64(s->xtc_rng) >> 40) * (1.0f / 16777216.0f) : 0;
+    if (plain_argmax(&s->p)) {
+        ids[0] = loom_argmax(logits, s->n_vocab), probs[0] = 1;
+        return 1;
+    }
+    struct cand *c;
+    double temp;
+    int32_t m = cut(s, logits, xu, &c, &temp);
+    if (temp <= 0) m = 1;
+    double z = 0;
+    for (int32_t i = 0; i < m; i++) z += exp(((double)c[i].logit - c[0].logit) / (m == 1 ? 1 : temp));
+    for (int32_t i = 0; i < m; i++)
+        ids[i] = c[i].id, probs[i] = (float)(exp(((double)c[i].logit - c[0].logit) / (m == 1 ? 1 : temp)) / z);
+    return m;
 }
 
 int32_t loom_sampler_sample(loom_sampler *s, float *logits) {
     apply_penalty(s, logits);
-    const double u = s->p.temperature > 0 ? (double)(next_u64(s->rng) >> 11) * (1.0 / 9007199254740992.0) : 0;
-    int32_t t = chain(s, logits, u);
+    const double u = draws(&s->p) ? (double)(next_u64(s->rng) >> 11) * (1.0 / 9007199254740992.0) : 0;
+    const float xu = xtc_on(&s->p) ? (float)(next_u64(s->xtc_rng) >> 40) * (1.0f / 16777216.0f) : 0;
+    int32_t t = chain(s, logits, u, xu);
     if (!s->con.fits || s->con.fits(s->con.user, t)) return t;
-    if ((t = masked_top(s, logits, u)) >= 0) return t;
+    if ((t = masked_top(s, logits, u, xu)) >= 0) return t;
     int32_t any = -1;
     for (int32_t i = 0; i < s->n_vocab; i++) {
         if (!s->con.fits(s->con.user, i)) logits[i] = -INFINITY;
         else if (any < 0) any = i;
     }
-    return any < 0 ? t : chain(s, logits, u); /* no token fits (a vocabulary without '{'): the unmasked draw */
+    return any < 0 ? t : chain(s, logits, u, xu); /* no token fits (a vocabulary without '{'): the unmasked draw */
 }
 
 void loom_logprobs(const float *logits, int32_t n, int32_t chosen, int top_n, float *chosen_lp, int32_t *top_ids,

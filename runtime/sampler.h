@@ -4,17 +4,31 @@
  * Each sequence owns a sampler: its parameters, its random state and its
  * penalty history, so a sequence samples the same tokens whatever else is
  * batched with it and however the model is split. The chain follows
- * llama.cpp's default order: logit bias → repetition penalty → presence/frequency
- * penalties → top-k → top-p → min-p → temperature → draw. Temperature <= 0
- * is greedy: the argmax after penalties, ties going to the lowest token id.
+ * llama.cpp's default order: logit bias → repetition penalty →
+ * presence/frequency penalties → DRY → top-n-sigma → top-k → typical →
+ * top-p → min-p → XTC → temperature (or dynamic temperature) → draw, each
+ * computing what llama.cpp's sampler of that name computes (the random
+ * numbers are loom's own). Temperature <= 0 is greedy: the argmax after
+ * penalties, ties going to the lowest token id (with typical or XTC on,
+ * the best token those leave; with dynamic temperature, a draw at the
+ * temperature the entropy gives, as in llama.cpp).
  *
  * Penalties: the repetition penalty (llama.cpp, HF) divides positive logits
  * (multiplies negative ones) of every distinct token among the last
  * repeat_last_n tokens, prompt included; the presence and frequency
  * penalties (OpenAI, vLLM) subtract presence + frequency × count from the
  * logit of every token the sequence has generated so far (output only).
- * A draw consumes exactly one random number, so a sequence resumed after k
- * drawn tokens continues its random stream with loom_sampler_skip(k).
+ * A draw consumes exactly one random number (and XTC, while on, one of its
+ * own stream), so a sequence resumed after k drawn tokens continues its
+ * random streams with loom_sampler_skip(k).
+ *
+ * DRY ("don't repeat yourself", koboldcpp's, as llama.cpp computes it): a
+ * token that would extend a run of tokens repeated from earlier in the
+ * last dry_penalty_last_n tokens (prompt included) beyond
+ * dry_allowed_length loses dry_multiplier × dry_base^(run -
+ * allowed_length); a run never reaches back past the last sequence
+ * breaker (loom_sampler_set_dry), and a breaker of one token is never
+ * penalised.
  */
 #ifndef LOOM_SAMPLER_H
 #define LOOM_SAMPLER_H
@@ -45,10 +59,36 @@ typedef struct {
     bool grammar_regex;      /* grammar is a regular expression the whole text matches instead */
     bool infill;             /* llama.cpp's infill sampler last in the chain (code completion; needs
                                 loom_sampler_set_vocab) */
+    float typical_p;         /* locally typical sampling: on in (0, 1) */
+    float top_n_sigma;       /* keep logits within this many standard deviations of the largest; <= 0: off */
+    float xtc_probability;   /* XTC: the chance a token removes the top choices; 0: off */
+    float xtc_threshold;     /* ... those at or above this probability but the least likely (> 0.5: off) */
+    float dynatemp_range;    /* dynamic temperature: temperature +- range by the candidates' entropy; 0: off */
+    float dynatemp_exponent; /* ... normalised entropy to this power */
+    float dry_multiplier;    /* DRY (above); 0: off */
+    float dry_base;          /* < 1: off */
+    int32_t dry_allowed_length;
+    int32_t dry_penalty_last_n; /* tokens DRY looks back on; -1: all; 0: off */
+    int32_t n_dry_breakers;     /* DRY's sequence breakers as strings (borrowed; the sampling rank makes */
+    const char *const *dry_breakers; /* them a loom_dry_breakers table, runtime/text/dry_breakers.h) */
 } loom_sampling_params;
 
+/* DRY's sequence breakers as token sequences (runtime/text/dry_breakers.h
+ * builds them from strings, as llama.cpp does): entry i is a token
+ * head[i] (sorted ascending) and the tokens that must follow it,
+ * tails[tail_off[i] .. tail_off[i + 1]) (none: the token holds a whole
+ * breaker). */
+typedef struct {
+    int32_t n;
+    const int32_t *head;      /* (n) */
+    const uint32_t *tail_off; /* (n + 1) */
+    const int32_t *tails;
+} loom_dry_breakers;
+
 /* llama.cpp's defaults: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05,
- * no repetition penalty, last 64 tokens, seed 0. */
+ * no repetition penalty, last 64 tokens, seed 0; typical, top-n-sigma, XTC
+ * (threshold 0.1), dynamic temperature (exponent 1) and DRY (base 1.75,
+ * allowed length 2, the last 64 tokens) off. */
 loom_sampling_params loom_sampling_defaults(void);
 
 /* Checks ranges; the message names the bad parameter. */
@@ -97,6 +137,9 @@ typedef struct {
 } loom_sampler_vocab;
 void loom_sampler_set_vocab(loom_sampler *s, const loom_sampler_vocab *v);
 
+/* DRY's sequence breakers (borrowed until the sampler is freed; NULL: none). */
+void loom_sampler_set_dry(loom_sampler *s, const loom_dry_breakers *b);
+
 /* Adds a prompt token to the repetition-penalty history. */
 void loom_sampler_accept(loom_sampler *s, int32_t token);
 /* Adds a generated token: the repetition history, the counts the
@@ -116,6 +159,16 @@ void loom_logprobs(const float *logits, int32_t n, int32_t chosen, int top_n, fl
 
 /* Index of the largest of x[0..n), the lowest on ties (0 if all are NaN). */
 int32_t loom_argmax(const float *x, int32_t n);
+
+/* The logits after the logit bias and the penalties (repetition,
+ * presence, frequency, DRY), in place. */
+void loom_sampler_penalize(loom_sampler *s, float *logits);
+
+/* The candidates the next draw would pick from, after every sampler but
+ * the draw (and the infill sampler), best first: their ids and
+ * probabilities (ids and probs hold n_vocab); returns how many (greedy: 1).
+ * Takes the penalties and XTC's random number as a draw would. */
+int32_t loom_sampler_distribution(loom_sampler *s, float *logits, int32_t *ids, float *probs);
 
 /* Chooses the next token from logits (n_vocab values; modified in place). */
 int32_t loom_sampler_sample(loom_sampler *s, float *logits);

@@ -92,6 +92,21 @@ Test(native, completion_defaults_names_and_samplers) {
     cr_assert(p.sampling.top_p == 1 && p.sampling.min_p == 0 && p.sampling.temperature == 0.8f,
               "letters: top-k and temperature only");
     srv_params_free(&p), srv_native_free(&n);
+    cr_assert(native("{\"prompt\":\"hi\",\"typical_p\":0.5,\"dry_multiplier\":0.8,\"dry_base\":0.5,\"xtc_probability\":0.3,"
+                     "\"dry_sequence_breakers\":[\"x\",\"yz\"],\"samplers\":[\"dry\",\"top_k\",\"xtc\",\"temperature\"]}",
+                     &p, &n, &e),
+              "%s", e.message);
+    cr_assert(p.sampling.typical_p == 1 && p.sampling.dry_multiplier == 0.8f && p.sampling.dry_base == 1.75f &&
+                  p.sampling.xtc_probability == 0.3f && p.sampling.n_dry_breakers == 2 &&
+                  !strcmp(p.sampling.dry_breakers[1], "yz"),
+              "typical left out of 'samplers'; DRY and XTC taken; a base below 1 is llama-server's default");
+    srv_params_free(&p), srv_native_free(&n);
+    cr_assert(!native("{\"prompt\":\"hi\",\"dry_sequence_breakers\":[1]}", &p, &n, &e));
+    cr_assert(e.status == 400 && !strcmp(e.param, "dry_sequence_breakers"), "%s", e.message);
+    srv_native_free(&n);
+    cr_assert(native("{\"prompt\":\"hi\",\"dry_multiplier\":1}", &p, &n, &e), "%s", e.message);
+    cr_assert(p.sampling.n_dry_breakers == 4 && !strcmp(p.sampling.dry_breakers[0], "\n"), "llama.cpp's breakers");
+    srv_params_free(&p), srv_native_free(&n);
     cr_assert(native("{\"prompt\":\"hi\",\"grammar\":\"root ::= [a-z]+\"}", &p, &n, &e), "%s", e.message);
     cr_assert(p.sampling.grammar && !strcmp(p.sampling.grammar, "root ::= [a-z]+"), "grammar: GBNF");
     srv_params_free(&p), srv_native_free(&n);
@@ -103,8 +118,6 @@ Test(native, completion_defaults_names_and_samplers) {
         {"{}", "prompt"},
         {"{\"prompt\":[1,\"a\"]}", "prompt"},
         {"{\"prompt\":\"a\",\"mirostat\":2}", "mirostat"},
-        {"{\"prompt\":\"a\",\"typical_p\":0.5}", "typical_p"},
-        {"{\"prompt\":\"a\",\"dry_multiplier\":0.8}", "dry_multiplier"},
         {"{\"prompt\":\"a\",\"grammar\":\"root ::= x\",\"grammar_lazy\":true}", "grammar_lazy"},
         {"{\"prompt\":\"a\",\"lora\":[{\"id\":0,\"scale\":1}]}", "lora"},
         {"{\"prompt\":\"a\",\"samplers\":[\"temperature\",\"top_k\"]}", "samplers"},

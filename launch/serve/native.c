@@ -255,11 +255,6 @@ static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool i
                       srv_error *e) {
     /* what loom does not have: refused unless neutral */
     if (!neutral(o, "mirostat", 0, "mirostat sampling is not supported", e) ||
-        !neutral(o, "typical_p", 1, "typical sampling is not supported", e) ||
-        !neutral(o, "xtc_probability", 0, "XTC sampling is not supported", e) ||
-        !neutral(o, "dry_multiplier", 0, "DRY sampling is not supported", e) ||
-        !neutral(o, "dynatemp_range", 0, "dynamic temperature is not supported", e) ||
-        !neutral(o, "top_n_sigma", -1, "top-n-sigma sampling is not supported", e) ||
         !neutral(o, "n_cmpl", 1, "several completions of a prompt: use POST /v1/completions with 'n'", e) ||
         !neutral(o, "id_slot", -1, "loom has no slots to choose", e))
         return false;
@@ -320,6 +315,20 @@ static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool i
     json_object_set_new(req, "presence_penalty", json_real(pres));
     json_object_set_new(req, "frequency_penalty", json_real(freq));
     if (on[S_INFILL]) json_object_set_new(req, "infill_sampler", json_true());
+    /* the other samplers of the chain, as given, unless `samplers` leaves them out */
+    static const struct {
+        const char *key;
+        int sampler;
+    } passed[] = {
+        {"typical_p", S_TYPICAL},        {"top_n_sigma", S_TOP_N_SIGMA},    {"xtc_probability", S_XTC},
+        {"xtc_threshold", S_XTC},        {"dynatemp_range", S_TEMPERATURE}, {"dynatemp_exponent", S_TEMPERATURE},
+        {"dry_multiplier", S_DRY},       {"dry_base", S_DRY},               {"dry_allowed_length", S_DRY},
+        {"dry_penalty_last_n", S_DRY},   {"dry_sequence_breakers", S_DRY},
+    };
+    for (size_t k = 0; k < sizeof passed / sizeof passed[0]; k++) {
+        json_t *v = json_object_get(o, passed[k].key);
+        if (v && !json_is_null(v) && on[passed[k].sampler]) json_object_set(req, passed[k].key, v);
+    }
     if (seed >= 0) json_object_set_new(req, "seed", json_integer((json_int_t)seed));
     n->discard = n_predict == 0;
     if (n_predict >= 0) json_object_set_new(req, "max_tokens", json_integer(n->discard ? 1 : (json_int_t)n_predict));
@@ -365,6 +374,10 @@ static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool i
                             "ignore_eos", json_is_true(json_object_get(o, "ignore_eos")), "samplers", names, "stop",
                             stops);
     if (n->settings && seed >= 0) json_object_set_new(n->settings, "seed", json_integer((json_int_t)seed));
+    for (size_t k = 0; n->settings && k < sizeof passed / sizeof passed[0]; k++) { /* as the request gives them */
+        json_t *v = json_object_get(req, passed[k].key);
+        if (v) json_object_set(n->settings, passed[k].key, v);
+    }
     return n->settings ? true : oom(e);
 }
 
@@ -392,12 +405,21 @@ void srv_native_free(srv_native *n) {
 json_t *srv_native_props(const char *model_name, int ctx_size, int slots, const char *chat_template) {
     json_t *names = json_array();
     for (int k = 0; k < S_INFILL; k++) json_array_append_new(names, json_string(samplers[k].name));
-    return json_pack("{s:{s:i, s:{s:i, s:f, s:i, s:f, s:f, s:f, s:i, s:f, s:f, s:o}}, s:i, s:s, s:s, s:{s:b, s:b}, s:s}",
-                     "default_generation_settings", "n_ctx", ctx_size, "params", "n_predict", -1, "temperature", 0.8,
-                     "top_k", 40, "top_p", 0.95, "min_p", 0.05, "repeat_penalty", 1.0, "repeat_last_n", 64,
-                     "presence_penalty", 0.0, "frequency_penalty", 0.0, "samplers", names, "total_slots", slots,
-                     "model_path", model_name, "chat_template", chat_template ? chat_template : "", "modalities",
-                     "vision", 0, "audio", 0, "build_info", "loom");
+    json_t *props =
+        json_pack("{s:{s:i, s:{s:i, s:f, s:i, s:f, s:f, s:f, s:i, s:f, s:f, s:o}}, s:i, s:s, s:s, s:{s:b, s:b}, s:s}",
+                  "default_generation_settings", "n_ctx", ctx_size, "params", "n_predict", -1, "temperature", 0.8,
+                  "top_k", 40, "top_p", 0.95, "min_p", 0.05, "repeat_penalty", 1.0, "repeat_last_n", 64,
+                  "presence_penalty", 0.0, "frequency_penalty", 0.0, "samplers", names, "total_slots", slots,
+                  "model_path", model_name, "chat_template", chat_template ? chat_template : "", "modalities",
+                  "vision", 0, "audio", 0, "build_info", "loom");
+    json_t *params = json_object_get(json_object_get(props, "default_generation_settings"), "params");
+    json_t *more = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:i, s:[s, s, s, s], s:i}", "typical_p", 1.0,
+                             "top_n_sigma", -1.0, "xtc_probability", 0.0, "xtc_threshold", 0.1, "dynatemp_range", 0.0,
+                             "dynatemp_exponent", 1.0, "dry_multiplier", 0.0, "dry_base", 1.75, "dry_allowed_length", 2,
+                             "dry_penalty_last_n", 64, "dry_sequence_breakers", "\n", ":", "\"", "*", "mirostat", 0);
+    if (params && more) json_object_update(params, more);
+    json_decref(more);
+    return props;
 }
 
 json_t *srv_native_fields(const srv_native *n, json_t *o) {

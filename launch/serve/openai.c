@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/text/dry_breakers.h"
 #include "runtime/text/grammar.h"
 #include "runtime/text/json_schema.h"
 #include "runtime/text/utf8.h"
@@ -127,6 +128,52 @@ static bool parse_logit_bias(json_t *o, srv_params *p, srv_error *e) {
         p->bias_value[i] = (float)json_number_value(b);
         if (i == sp->n_logit_bias) sp->n_logit_bias++;
     }
+    return true;
+}
+
+/* The samplers llama-server takes beyond OpenAI's (runtime/sampler.h):
+ * typical_p, top_n_sigma, xtc_*, dynatemp_*, dry_* with its sequence
+ * breakers (llama.cpp's defaults when DRY is on and none are given;
+ * dry_base below 1 is the default 1.75, as llama-server reads it).
+ * Mirostat is refused: its state would not survive a preempted sequence. */
+static bool parse_llama_samplers(json_t *o, srv_params *p, srv_error *e) {
+    loom_sampling_params *sp = &p->sampling;
+    long long allowed = sp->dry_allowed_length, last_n = sp->dry_penalty_last_n;
+    if (!get_float(o, "typical_p", 0, 1, &sp->typical_p, e) || !get_float(o, "top_n_sigma", -1e9, 1e9, &sp->top_n_sigma, e) ||
+        !get_float(o, "xtc_probability", 0, 1, &sp->xtc_probability, e) ||
+        !get_float(o, "xtc_threshold", 0, 1, &sp->xtc_threshold, e) ||
+        !get_float(o, "dynatemp_range", 0, 1e9, &sp->dynatemp_range, e) ||
+        !get_float(o, "dynatemp_exponent", 0, 1e9, &sp->dynatemp_exponent, e) ||
+        !get_float(o, "dry_multiplier", 0, 1e9, &sp->dry_multiplier, e) ||
+        !get_float(o, "dry_base", 0, 1e9, &sp->dry_base, e) || !get_int(o, "dry_allowed_length", 0, 1 << 24, &allowed, e) ||
+        !get_int(o, "dry_penalty_last_n", -1, INT32_MAX, &last_n, e))
+        return false;
+    if (sp->dry_base < 1) sp->dry_base = 1.75f;
+    sp->dry_allowed_length = (int32_t)allowed;
+    sp->dry_penalty_last_n = (int32_t)last_n;
+    long long miro = 0;
+    if (!get_int(o, "mirostat", 0, 2, &miro, e)) return false;
+    if (miro) return BAD("mirostat", "mirostat sampling is not supported (its state would not survive a preempted sequence)");
+    json_t *br = json_object_get(o, "dry_sequence_breakers");
+    static const char *const dflt[] = {"\n", ":", "\"", "*"}; /* llama.cpp's */
+    size_t n = 4;
+    if (br && !json_is_null(br)) {
+        n = json_array_size(br);
+        bool strings = json_is_array(br) && n && n <= LOOM_DRY_MAX_BREAKERS;
+        for (size_t i = 0; strings && i < n; i++) strings = json_is_string(json_array_get(br, i));
+        if (!strings)
+            return BAD("dry_sequence_breakers", "'dry_sequence_breakers' must be a list of 1 to %d strings",
+                       LOOM_DRY_MAX_BREAKERS);
+    }
+    if (sp->dry_multiplier == 0) return true;
+    if (!(p->dry_breakers = calloc(n, sizeof *p->dry_breakers))) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    p->n_dry_breakers = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        const char *s = br && !json_is_null(br) ? json_string_value(json_array_get(br, i)) : dflt[i];
+        if (!(p->dry_breakers[i] = strdup(s))) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    sp->n_dry_breakers = (int32_t)n;
+    sp->dry_breakers = (const char *const *)p->dry_breakers;
     return true;
 }
 
@@ -511,6 +558,7 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     sp->seed = sv && !json_is_null(sv) ? (uint64_t)seed : seed_default;
     if (!srv_get_bool(o, "ignore_eos", &p->ignore_eos, e)) return false;
     if (!srv_get_bool(o, "infill_sampler", &sp->infill, e)) return false; /* llama.cpp's (sampler.h); native.h sets it */
+    if (!parse_llama_samplers(o, p, e)) return false;
     json_t *rf = json_object_get(o, "response_format");
     if (rf && !json_is_null(rf)) {
         json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
@@ -590,6 +638,8 @@ void srv_params_free(srv_params *p) {
     free(p->prediction);
     free(p->schema);
     free(p->grammar);
+    for (int i = 0; i < p->n_dry_breakers; i++) free(p->dry_breakers[i]);
+    free(p->dry_breakers);
     free(p->bias_token);
     free(p->bias_value);
     free(p->tool_force_name);

@@ -60,6 +60,8 @@ typedef struct {
     char *grammar;                /* a GBNF grammar (grammar, guided_grammar, guided_choice) or a regular
                                      expression (guided_regex), or NULL; sampling.grammar points at it */
     const char *constrained_by;   /* the field that constrains the reply (at most one may), or NULL */
+    char **dry_breakers;          /* (n_dry_breakers) DRY's sequence breakers; sampling.dry_breakers points here */
+    int n_dry_breakers;
     int32_t *bias_token;          /* logit_bias (sampling.bias_token / bias_value point here), or NULL */
     float *bias_value;
     bool ignore_eos;

@@ -16,6 +16,25 @@
 
 /* ------------------------------------------------------------ requests */
 
+static void free_strings(char **s, int n) {
+    for (int i = 0; s && i < n; i++) free(s[i]);
+    free(s);
+}
+
+/* *out: copies of s[0..n) (NULL when n is 0); false when out of memory. */
+static bool copy_strings(const char *const *s, int n, char ***out) {
+    *out = NULL;
+    if (n <= 0) return true;
+    char **c = calloc((size_t)n, sizeof *c);
+    for (int i = 0; c && i < n; i++)
+        if (!(c[i] = strdup(s[i]))) {
+            free_strings(c, n);
+            return false;
+        }
+    *out = c;
+    return c != NULL;
+}
+
 srv_req *srv_req_new(const int32_t *prompt, int n_prompt, const loom_request *r) {
     srv_req *q = calloc(1, sizeof *q);
     if (!q) return NULL;
@@ -29,10 +48,12 @@ srv_req *srv_req_new(const int32_t *prompt, int n_prompt, const loom_request *r)
     const size_t np = (size_t)(r->n_prediction > 0 ? r->n_prediction : 0);
     if ((r->sampling.json_schema && !(q->schema = strdup(r->sampling.json_schema))) ||
         (r->sampling.grammar && !(q->grammar = strdup(r->sampling.grammar))) ||
+        !copy_strings(r->sampling.dry_breakers, r->sampling.n_dry_breakers, &q->dry_breakers) ||
         (nb && (!(q->bias_token = malloc(nb * sizeof *q->bias_token)) ||
                 !(q->bias_value = malloc(nb * sizeof *q->bias_value)))) ||
         (np && !(q->pred = malloc(np * sizeof *q->pred)))) {
         free(q->prompt), free(q->schema), free(q->grammar), free(q->bias_token), free(q->bias_value), free(q->pred);
+        free_strings(q->dry_breakers, r->sampling.n_dry_breakers);
         free(q);
         return NULL;
     }
@@ -45,6 +66,7 @@ srv_req *srv_req_new(const int32_t *prompt, int n_prompt, const loom_request *r)
     /* the scheduler reads these until the sequence ends */
     q->r.sampling.json_schema = q->schema;
     q->r.sampling.grammar = q->grammar;
+    q->r.sampling.dry_breakers = (const char *const *)q->dry_breakers;
     q->r.sampling.bias_token = q->bias_token, q->r.sampling.bias_value = q->bias_value;
     q->r.prompt = q->prompt;
     q->r.n_prompt = n_prompt;
@@ -61,6 +83,7 @@ static void req_free(srv_req *q) {
     free(q->prompt);
     free(q->schema);
     free(q->grammar);
+    free_strings(q->dry_breakers, q->r.sampling.n_dry_breakers);
     free(q->bias_token);
     free(q->bias_value);
     free(q->pred);

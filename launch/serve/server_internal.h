@@ -32,6 +32,7 @@ struct srv_req {
     int32_t *prompt;           /* (r.n_prompt) */
     char *schema;              /* r.sampling.json_schema's text, or NULL */
     char *grammar;             /* r.sampling.grammar's text, or NULL */
+    char **dry_breakers;       /* r.sampling.dry_breakers, or NULL */
     int32_t *bias_token;       /* r.sampling's logit bias, or NULL */
     float *bias_value;
     int32_t *pred;             /* r.prediction, or NULL */

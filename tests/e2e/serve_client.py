@@ -76,10 +76,10 @@ def model_name():
     return client().models.list().data[0].id
 
 
-def reference(prompt, chat, max_tokens):
+def reference(prompt, chat, max_tokens, extra=()):
     """loom generate's greedy text for the same prompt (the reference command)."""
     cmd = ARGS.reference_cmd.split() + ["--prompt", prompt, "--temperature", "0", "--max-tokens",
-                                        str(max_tokens), "--json"]
+                                        str(max_tokens), "--json"] + list(extra)
     if chat:
         cmd.append("--chat")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -530,7 +530,8 @@ def random_requests(n, seed):
         b = {"messages": [{"role": "user", "content": rng.choice(["hi", [{"type": "text", "text": "a"}], junk()])}],
              "prompt": rng.choice(["hi", [5, 6, 7], junk()]), "max_tokens": rng.choice([0, 1, 4, 12])}
         for k in rng.sample(["n", "logit_bias", "response_format", "tools", "tool_choice", "stream", "stop", "seed",
-                             "logprobs", "echo", "grammar", "guided_choice"], rng.randint(0, 6)):
+                             "logprobs", "echo", "grammar", "guided_choice", "dry_multiplier", "dry_sequence_breakers",
+                             "xtc_probability", "typical_p"], rng.randint(0, 6)):
             b[k] = {"n": lambda: rng.choice([1, 2, 0, junk()]),
                     "logit_bias": lambda: rng.choice([{str(rng.randint(0, 60000)): rng.uniform(-100, 100)}, junk()]),
                     "response_format": lambda: rng.choice([{"type": "json_object"}, junk()] +
@@ -543,6 +544,10 @@ def random_requests(n, seed):
                     "grammar": lambda: rng.choice(['root ::= [a-z]+ "."', 'root ::= "{" root? "}"', "root ::= r\nr ::= root",
                                                    'root ::= ("\u00e9" | [^a]){2,3}', "root ::= \"x", junk()]),
                     "guided_choice": lambda: rng.choice([["a", "\u00e9\"\\"], [junk()], junk()]),
+                    "dry_multiplier": lambda: rng.choice([0.8, 3.0, junk()]),
+                    "dry_sequence_breakers": lambda: rng.choice([["\n"], ["ab", "\u00e9", "x" * 60], junk()]),
+                    "xtc_probability": lambda: rng.choice([0.5, 1.0, junk()]),
+                    "typical_p": lambda: rng.choice([0.7, 0.01, junk()]),
                     "echo": lambda: rng.choice([True, True, False, junk()]),
                     "logprobs": lambda: rng.choice([True, 1, 3, junk()])}.get(k, junk)()
         path = rng.choice(["/v1/chat/completions", "/v1/completions", "/v1/responses"])
@@ -996,6 +1001,41 @@ def test_grammar(cl, name):
        "streamed); 400s")
 
 
+def test_llama_samplers(cl, name):
+    """llama.cpp's samplers beyond OpenAI's (DRY, XTC, typical, top-n-sigma, dynamic temperature) on both APIs:
+    DRY's greedy reply equals loom generate --dry-multiplier's and differs from the plain one; the others run;
+    mirostat and bad values are 400s."""
+    rep = "Repeat after me ten times: I like cats. I like cats. I like cats."
+    plain, _, _ = reference(rep, True, 40)
+    want, _, _ = reference(rep, True, 40, ["--dry-multiplier", "0.8"])
+    check(want != plain, "DRY changes nothing here: %r" % want)
+    msgs = [{"role": "user", "content": rep}]
+    r = cl.chat.completions.create(model=name, messages=msgs, max_tokens=40, temperature=0,
+                                   extra_body={"dry_multiplier": 0.8})
+    check(r.choices[0].message.content == want, "DRY over the chat API: %r, generate %r" % (
+        r.choices[0].message.content, want))
+    chat = json.loads(raw("POST", "/apply-template", {"messages": msgs})[2])["prompt"]  # the chat's prompt, as text
+    o = json.loads(raw("POST", "/completion", {"prompt": chat, "n_predict": 40, "temperature": 0, "dry_multiplier": 0.8,
+                                               "samplers": ["penalties", "dry", "top_k", "temperature"]})[2])
+    check(o["content"] == want and o["generation_settings"]["dry_multiplier"] == 0.8, "DRY over /completion: %r" % o)
+    o = json.loads(raw("POST", "/completion", {"prompt": chat, "n_predict": 40, "temperature": 0, "dry_multiplier": 0.8,
+                                               "samplers": ["top_k", "temperature"]})[2])
+    check(o["content"] == plain, "DRY left out of 'samplers' does nothing: %r" % o["content"])
+    for extra in ({"xtc_probability": 0.5, "xtc_threshold": 0.1}, {"typical_p": 0.8}, {"top_n_sigma": 1.5},
+                  {"dynatemp_range": 0.5, "dynatemp_exponent": 2}, {"dry_multiplier": 1.2, "dry_sequence_breakers": ["cats"]}):
+        r = cl.completions.create(model=name, prompt=PROMPT, max_tokens=8, temperature=0.9, seed=3, extra_body=extra)
+        check(r.choices[0].finish_reason in ("length", "stop"), "%s: %r" % (extra, r.choices[0]))
+    for body, param in (({"mirostat": 2}, "mirostat"), ({"xtc_probability": 2}, "xtc_probability"),
+                        ({"dry_sequence_breakers": []}, "dry_sequence_breakers"), ({"typical_p": -1}, "typical_p"),
+                        ({"dry_penalty_last_n": -5}, "dry_penalty_last_n")):
+        expect_error(400, "POST", "/v1/chat/completions", dict(body, messages=msgs), param)
+    pr = json.loads(raw("GET", "/props")[2])["default_generation_settings"]["params"]
+    check(pr["dry_base"] == 1.75 and pr["xtc_threshold"] == 0.1 and pr["dry_sequence_breakers"] == ["\n", ":", "\"", "*"],
+          "/props: %r" % pr)
+    ok("llama.cpp's samplers: DRY's greedy reply equals generate's (chat, /completion, 'samplers' respected); XTC, "
+       "typical, top-n-sigma, dynamic temperature run; mirostat and bad values 400")
+
+
 def test_native_completion(cl, name, comp_text):
     """llama-server's /completion: greedy text equal to /v1/completions', whole and streamed; n_probs, return_tokens,
     several prompts, n_predict 0, stop words; samplers loom does not have and another order refused."""
@@ -1021,7 +1061,7 @@ def test_native_completion(cl, name, comp_text):
     check(o["stop_type"] == "word" and o["stopping_word"] == word and word not in o["content"], "stop word: %r" % o)
     for bad, param in (({"mirostat": 2}, "mirostat"), ({"samplers": ["temperature", "top_k"]}, "samplers"),
                        ({"grammar": "root ::= a"}, "grammar"), ({"grammar_lazy": True}, "grammar_lazy"),
-                       ({"dry_multiplier": 0.8}, "dry_multiplier"),
+                       ({"dry_base": "x"}, "dry_base"),
                        ({"prompt": None}, "prompt"), ({"prompt": [1, "a"]}, "prompt"), ({"lora": [{"id": 0}]}, "lora")):
         expect_error(400, "POST", "/completion", dict(base, **bad), param)
     expect_error(501, "POST", "/infill", {"input_prefix": "a", "input_suffix": "b"})  # no FIM tokens: llama-server's 501
@@ -1243,6 +1283,8 @@ def main():
     test_n_choices(cl, name)
     test_structured_output(cl, name)
     test_grammar(cl, name)
+    if ARGS.mode == "full":
+        test_llama_samplers(cl, name)
     test_forced_tool_calls(cl, name)
     if ARGS.mode == "cluster":
         results = [None] * 4
