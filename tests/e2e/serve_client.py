@@ -974,11 +974,11 @@ def test_grammar(cl, name):
         r = cl.completions.create(model=name, prompt="The color of the sea is", max_tokens=8, temperature=0.7,
                                   seed=1, n=3, extra_body=extra)
         check(all(c.text in colors for c in r.choices), "%s: %r" % (list(extra), [c.text for c in r.choices]))
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
-              "additionalProperties": False}
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["n"],
+              "additionalProperties": False}  # (bounded: the document ends within the tokens given)
     for extra in ({"guided_json": schema}, {"guided_json": json.dumps(schema)}, {"structured_outputs": {"json": schema}}):
         r = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": "A number as JSON."}],
-                                       max_tokens=40, temperature=0, extra_body=extra)
+                                       max_tokens=100, temperature=0, extra_body=extra)
         check(set(json.loads(r.choices[0].message.content)) == {"n"}, "%s: %r" % (list(extra), r.choices[0].message.content))
     phone = r"\(\d{3}\) \d{3}-\d{4}"
     for extra in ({"guided_regex": phone}, {"structured_outputs": {"regex": phone}}):
