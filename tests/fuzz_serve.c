@@ -13,7 +13,7 @@
  * where byte 1 bit 0 is set: translated, then parsed as chat) and 1
  * completions requests (a Messages API body where bit 0 is set, a
  * llama-server /completion body where bit 1 is); 2-6 tool calls (Hermes, Llama 3, GLM, DeepSeek, Kimi — Mistral
- * instead where byte 1 bit 5 is set; byte 1 bit 7: tool_choice forces
+ * instead of Kimi and Qwen3-Coder's XML instead of GLM where byte 1 bit 5 is set; byte 1 bit 7: tool_choice forces
  * calls, bit 6: a named function); 7 harmony
  * (byte 1 bit 0: calls parsed, bit 1: raw reasoning); 8 reasoning (bit 0:
  * the prompt opened the block; bits 1-7 mod 3: <think>, [THINK] or
@@ -173,7 +173,10 @@ static void run(int mode, uint8_t flags, char *const *stops, int n_stops, const 
     static const loom_tool_syntax syntax[] = {LOOM_TOOLS_HERMES, LOOM_TOOLS_LLAMA3, LOOM_TOOLS_GLM,
                                               LOOM_TOOLS_DEEPSEEK, LOOM_TOOLS_KIMI};
     if (mode <= 6) {
-        if (!srv_tools_init(&t, mode == 6 && (flags & 0x20) ? LOOM_TOOLS_MISTRAL : syntax[mode - 2], 7)) abort();
+        const loom_tool_syntax ts = mode == 6 && (flags & 0x20)   ? LOOM_TOOLS_MISTRAL
+                                    : mode == 4 && (flags & 0x20) ? LOOM_TOOLS_XML
+                                                                  : syntax[mode - 2];
+        if (!srv_tools_init(&t, ts, 7, NULL)) abort();
         if (flags & 0x80) srv_tools_force(&t, flags & 0x40 ? "get_weather" : NULL);
     } else if (mode == 7) {
         if (!srv_harmony_init(&h, flags & 1, flags & 2, 7)) abort();

@@ -4,7 +4,7 @@
  * after its chat template's generation prompt it answers, greedily, exactly
  * the given pieces and then EOS.
  *
- *     script_model [--llama3 | --think | --harmony | --mistral | --fim] OUT.gguf PIECE...
+ *     script_model [--llama3 | --think | --harmony | --mistral | --fim | --xml] OUT.gguf PIECE...
  *
  * How: one layer whose attention and MLP weights are zero, so the hidden
  * state is the current token's embedding; the embeddings of the trigger
@@ -27,7 +27,9 @@
  * [THINK]...[/THINK], and ends its generation prompt with "\n"); or with
  * --fim the default template and the fill-in-the-middle tokens
  * <|fim_prefix|>, <|fim_suffix|>, <|fim_middle|>, the last the trigger (a
- * code model completing a middle). The pieces
+ * code model completing a middle); or with --xml the default one teaching
+ * Qwen3-Coder's calls (<tool_call><function=NAME><parameter=K>V</parameter>
+ * </function></tool_call>). The pieces
  * <think>, </think>, <tool_call>, </tool_call>, [TOOL_CALLS], [ARGS],
  * [THINK] and [/THINK] are control tokens (is_marker).
  */
@@ -43,6 +45,13 @@
 static const char TEMPLATE[] =
     "{%- if tools %}<|im_start|>system\n# Tools\n<tools>\n{%- for t in tools %}{{ t | tojson }}\n{% endfor -%}"
     "</tools>\nCall a tool as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call><|im_end|>\n{% endif -%}"
+    "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor -%}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+static const char TEMPLATE_XML[] =
+    "{%- if tools %}<|im_start|>system\n# Tools\n<tools>\n{%- for t in tools %}{{ t | tojson }}\n{% endfor -%}"
+    "</tools>\nCall a tool as <tool_call>\n<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>\n</function>\n"
+    "</tool_call><|im_end|>\n{% endif -%}"
     "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor -%}"
     "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
@@ -108,11 +117,12 @@ static char *spm_piece(const char *s) {
 int main(int argc, char **argv) {
     const bool llama3 = argc > 1 && !strcmp(argv[1], "--llama3"), think = argc > 1 && !strcmp(argv[1], "--think"),
                harmony = argc > 1 && !strcmp(argv[1], "--harmony"), mistral = argc > 1 && !strcmp(argv[1], "--mistral"),
-               fim = argc > 1 && !strcmp(argv[1], "--fim");
-    if (llama3 || think || harmony || mistral || fim) argv++, argc--;
+               fim = argc > 1 && !strcmp(argv[1], "--fim"), xml = argc > 1 && !strcmp(argv[1], "--xml");
+    if (llama3 || think || harmony || mistral || fim || xml) argv++, argc--;
     const int n_pieces = argc - 2;
     if (n_pieces < 1 || n_pieces > DIM - 1) {
-        fprintf(stderr, "usage: script_model [--llama3 | --think | --harmony | --mistral | --fim] OUT.gguf PIECE... (1 to %d pieces)\n",
+        fprintf(stderr, "usage: script_model [--llama3 | --think | --harmony | --mistral | --fim | --xml] OUT.gguf PIECE... "
+                        "(1 to %d pieces)\n",
                 DIM - 1);
         return 2;
     }
@@ -190,7 +200,8 @@ int main(int argc, char **argv) {
     die(loom_gguf_writer_add_uint(w, "tokenizer.ggml.eos_token_id", LOOM_GGUF_U32, (uint64_t)eos));
     die(loom_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", true));
     die(loom_gguf_writer_add_str(w, "tokenizer.chat_template",
-                                 llama3 ? TEMPLATE_LLAMA3 : think ? TEMPLATE_THINK : harmony ? TEMPLATE_HARMONY : mistral ? TEMPLATE_MISTRAL : TEMPLATE));
+                                 llama3 ? TEMPLATE_LLAMA3 : think ? TEMPLATE_THINK : harmony ? TEMPLATE_HARMONY
+                                 : mistral ? TEMPLATE_MISTRAL : xml ? TEMPLATE_XML : TEMPLATE));
     const int64_t ne_embd[2] = {DIM, V}, ne_sq[2] = {DIM, DIM}, ne_v[1] = {DIM};
     die(loom_gguf_writer_add_tensor(w, "token_embd.weight", LOOM_TYPE_F32, 2, ne_embd, embd));
     static const char *const zero[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};

@@ -829,3 +829,38 @@ Test(long_templates, mistral_v3_and_nemo) {
     check_long(MISTRAL_NEMO, "<s>", "</s>", "mistral-v3-tekken", MISTRAL_NEMO_CONV_OUT, MISTRAL_NEMO_NOSYS_OUT);
     check_long(MISTRAL_V3, "<s>", "</s>", "mistral-v3", MISTRAL_V3_CONV_OUT, MISTRAL_V3_NOSYS_OUT);
 }
+
+/* The tool-call syntax each template teaches (tools.h reads the replies so),
+ * on llama.cpp's templates (launch/fetch-model.sh --vocab unpacks them). */
+Test(tool_syntax, of_llama_cpp_templates) {
+    static const struct {
+        const char *file;
+        loom_tool_syntax want;
+    } cases[] = {
+        {"Qwen3-Coder.jinja", LOOM_TOOLS_XML},
+        {"Qwen3.5-4B.jinja", LOOM_TOOLS_XML},
+        {"Qwen-Qwen2.5-7B-Instruct.jinja", LOOM_TOOLS_HERMES},
+        {"Qwen-Qwen3-0.6B.jinja", LOOM_TOOLS_HERMES},
+        {"GLM-4.6.jinja", LOOM_TOOLS_GLM},
+        {"moonshotai-Kimi-K2.jinja", LOOM_TOOLS_KIMI},
+        {"deepseek-ai-DeepSeek-V3.1.jinja", LOOM_TOOLS_DEEPSEEK},
+        {"Mistral-Small-3.2-24B-Instruct-2506.jinja", LOOM_TOOLS_MISTRAL},
+        {"meta-llama-Llama-3.1-8B-Instruct.jinja", LOOM_TOOLS_LLAMA3},
+        {"google-gemma-2-2b-it.jinja", LOOM_TOOLS_NONE},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/templates/%s", LOOM_CACHE_DIR, cases[i].file);
+        FILE *f = fopen(path, "rb");
+        cr_assert_not_null(f, "needs %s (launch/fetch-model.sh --vocab)", path);
+        char *text = malloc(1 << 20);
+        size_t n = fread(text, 1, (1 << 20) - 1, f);
+        fclose(f);
+        loom_chat_template *c = NULL;
+        OK(loom_chat_template_create(text, n, "<s>", "</s>", &c));
+        cr_assert_eq(loom_chat_template_tool_syntax(c), cases[i].want, "%s: syntax %d, want %d", cases[i].file,
+                     loom_chat_template_tool_syntax(c), cases[i].want);
+        loom_chat_template_free(c);
+        free(text);
+    }
+}

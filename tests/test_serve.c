@@ -377,10 +377,12 @@ Test(openai, logit_bias) {
 }
 
 /* Runs text through a tool-call parser in pieces of `step` bytes (on
- * character boundaries: the tests' texts are ASCII but for one). */
+ * character boundaries: the tests' texts are ASCII but for one), with the
+ * request's tools in tools_given. */
+static json_t *tools_given;
 static char *tools_run(loom_tool_syntax syntax, const char *text, size_t step, json_t **calls) {
     srv_tools t;
-    cr_assert(srv_tools_init(&t, syntax, 7));
+    cr_assert(srv_tools_init(&t, syntax, 7, tools_given));
     loom_strbuf out = {0};
     size_t n = strlen(text);
     for (size_t i = 0; i < n; i += step)
@@ -454,6 +456,36 @@ Test(tools, glm45_calls_out_of_streamed_text) {
     expect_tools(LOOM_TOOLS_GLM, "<tool_call>f\n<arg_key>x</arg_key>\n</tool_call>", "<tool_call>f\n<arg_key>x</arg_key>\n</tool_call>",
                  0, NULL, NULL);
     expect_tools(LOOM_TOOLS_GLM, "<tool_call>{\"name\":\"f\"}</tool_call>", "<tool_call>{\"name\":\"f\"}</tool_call>", 0, NULL, NULL);
+}
+
+Test(tools, qwen3_coder_xml_calls_out_of_streamed_text) {
+    /* Qwen3-Coder's template's way; values read as the tool's parameters' types say */
+    tools_given = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{\"type\":"
+                             "\"object\",\"properties\":{\"location\":{\"type\":\"string\"},\"days\":{\"type\":\"integer\"},"
+                             "\"metric\":{\"type\":\"boolean\"},\"zip\":{\"type\":\"string\"},\"units\":{\"type\":\"object\"},"
+                             "\"hours\":{\"type\":[\"number\",\"null\"]}}}}}]",
+                             0, NULL);
+    cr_assert_not_null(tools_given);
+    expect_tools(LOOM_TOOLS_XML, "I'll check.\n<tool_call>\n<function=get_weather>\n<parameter=location>\nSan Francisco\n"
+                 "</parameter>\n<parameter=days>\n2\n</parameter>\n<parameter=metric>\nTrue\n</parameter>\n<parameter=zip>\n"
+                 "02110\n</parameter>\n<parameter=units>\n{\"t\": \"C\"}\n</parameter>\n<parameter=hours>\n1.5\n</parameter>\n"
+                 "<parameter=note>\ntwo\nlines\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=get_time>\n"
+                 "</function>\n</tool_call>",
+                 "I'll check.", 2, (const char *const[]){"get_weather", "get_time"},
+                 (const char *const[]){"{\"location\":\"San Francisco\",\"days\":2,\"metric\":true,\"zip\":\"02110\","
+                                       "\"units\":{\"t\":\"C\"},\"hours\":1.5,\"note\":\"two\\nlines\"}",
+                                       "{}"});
+    /* a value that is not of its type stays text; null is null */
+    expect_tools(LOOM_TOOLS_XML, "<tool_call><function=get_weather><parameter=days>soon</parameter><parameter=hours>null"
+                 "</parameter></function></tool_call>",
+                 "", 1, (const char *const[]){"get_weather"}, (const char *const[]){"{\"days\":\"soon\",\"hours\":null}"});
+    /* not calls: the text stays as written */
+    expect_tools(LOOM_TOOLS_XML, "a <tool_call>{\"name\":\"f\"}</tool_call>", "a <tool_call>{\"name\":\"f\"}</tool_call>", 0, NULL,
+                 NULL);
+    expect_tools(LOOM_TOOLS_XML, "<tool_call><function=f><parameter=x>1</function></tool_call>",
+                 "<tool_call><function=f><parameter=x>1</function></tool_call>", 0, NULL, NULL);
+    json_decref(tools_given);
+    tools_given = NULL;
 }
 
 Test(tools, deepseek_and_kimi_calls_out_of_streamed_text) {

@@ -848,7 +848,7 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         srv_reasoning_init(&c->rs, think, opened);
         c->use_harmony = use_harmony;
         if (use_harmony && !srv_harmony_init(&c->hm, with_tools, s->opt.no_reasoning, srv_next_seed(s))) ok = oom(e);
-        if (use_tools && !srv_tools_init(&c->tools, syntax, srv_next_seed(s))) ok = oom(e);
+        if (use_tools && !srv_tools_init(&c->tools, syntax, srv_next_seed(s), j->p.tools)) ok = oom(e);
         if (use_tools && j->p.tool_force) srv_tools_force(&c->tools, j->p.tool_force_name);
         c->native = j->api == API_NATIVE ? &j->native : NULL;
         if (j->p.logprobs) c->lp = c->native ? json_array() : empty_logprobs(kind);

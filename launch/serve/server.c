@@ -413,8 +413,9 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
                                       ts == LOOM_TOOLS_DEEPSEEK ? deepseek
                                       : ts == LOOM_TOOLS_KIMI   ? kimi
                                       : ts == LOOM_TOOLS_MISTRAL ? mistral
-                                      : ts == LOOM_TOOLS_HERMES || ts == LOOM_TOOLS_GLM ? calls
-                                                                                        : NULL};
+                                      : ts == LOOM_TOOLS_HERMES || ts == LOOM_TOOLS_GLM || ts == LOOM_TOOLS_XML
+                                          ? calls
+                                          : NULL};
         for (int k = 0; k < 2; k++)
             for (const char *const *m = sets[k]; m && *m; m++) {
                 const int32_t id = loom_token_lookup(tok, *m, strlen(*m));

@@ -23,9 +23,10 @@ static const char *close_tag(const srv_tools *t) {
                                              : "</tool_call>";
 }
 
-bool srv_tools_init(srv_tools *t, loom_tool_syntax syntax, uint64_t seed) {
+bool srv_tools_init(srv_tools *t, loom_tool_syntax syntax, uint64_t seed, json_t *tools) {
     memset(t, 0, sizeof *t);
     t->syntax = syntax;
+    t->tools = tools;
     t->id_state = seed;
     t->calls = json_array();
     return t->calls != NULL;
@@ -144,6 +145,82 @@ static json_t *glm_call_of(srv_tools *t, const char *s, size_t n) {
     return call;
 }
 
+/* The type the request's tool `name` gives its parameter `key` ("string",
+ * "integer", ...; NULL: not given). */
+static const char *param_type(const srv_tools *t, const char *name, size_t name_len, const char *key) {
+    size_t i;
+    json_t *tool;
+    json_array_foreach(t->tools, i, tool) {
+        json_t *f = json_object_get(tool, "function");
+        const char *fname = json_string_value(json_object_get(f, "name"));
+        if (!fname || strlen(fname) != name_len || memcmp(fname, name, name_len)) continue;
+        json_t *prop = json_object_get(json_object_get(json_object_get(f, "parameters"), "properties"), key);
+        json_t *type = json_object_get(prop, "type");
+        if (json_is_array(type)) type = json_array_get(type, 0); /* ["integer", "null"]: the first */
+        return json_string_value(type);
+    }
+    return NULL;
+}
+
+/* A parameter's value text as its schema's type says (as vLLM's
+ * qwen3_coder parser reads it): a string stays text; a number, boolean,
+ * object or array is the JSON it parses to where it does; "null" is null;
+ * a parameter without a type is text. */
+static json_t *typed_value(const char *type, const char *v, size_t n) {
+    if (n == 4 && !memcmp(v, "null", 4)) return json_null();
+    if (!type || !strcmp(type, "string")) return json_stringn(v, n);
+    json_t *j = NULL;
+    if (!strcmp(type, "boolean")) j = n == 4 && !strncasecmp(v, "true", 4) ? json_true()
+                                     : n == 5 && !strncasecmp(v, "false", 5) ? json_false() : NULL;
+    else j = json_loadb(v, n, JSON_DECODE_ANY, NULL);
+    const bool fits = j && (!strcmp(type, "boolean") || (!strcmp(type, "integer") && json_is_integer(j)) ||
+                            (!strcmp(type, "number") && json_is_number(j)) || (!strcmp(type, "object") && json_is_object(j)) ||
+                            (!strcmp(type, "array") && json_is_array(j)) ||
+                            (strcmp(type, "integer") && strcmp(type, "number") && strcmp(type, "object") && strcmp(type, "array")));
+    if (fits) return j;
+    json_decref(j);
+    return json_stringn(v, n);
+}
+
+/* Qwen3-Coder's body: <function=NAME> then <parameter=KEY>VALUE</parameter>
+ * pairs, </function> (whitespace around the tags; one line break at each
+ * end of a value is the template's, not the value's); NULL when the body
+ * is not that. */
+static json_t *xml_call_of(srv_tools *t, const char *s, size_t n) {
+    size_t at = 0;
+    if (!take_tag(s, n, &at, "<function=")) return NULL;
+    const char *name = s + at, *ne = memchr(name, '>', n - at);
+    if (!ne || ne == name) return NULL;
+    const size_t name_len = (size_t)(ne - name);
+    at = (size_t)(ne - s) + 1;
+    json_t *args = json_object(), *call = NULL;
+    bool ok = args != NULL;
+    while (ok && take_tag(s, n, &at, "<parameter=")) {
+        const char *k = s + at, *ke = memchr(k, '>', n - at);
+        const char *v = ke ? ke + 1 : NULL, *ve = v ? memmem(v, (size_t)(s + n - v), "</parameter>", 12) : NULL;
+        ok = ve != NULL && ke > k;
+        if (!ok) break;
+        at = (size_t)(ve - s) + 12;
+        size_t vn = (size_t)(ve - v);
+        if (vn && v[0] == '\n') v++, vn--;
+        if (vn && v[vn - 1] == '\n') vn--;
+        char *key = strndup(k, (size_t)(ke - k));
+        json_t *val = key ? typed_value(param_type(t, name, name_len, key), v, vn) : NULL;
+        ok = key && val && !json_object_set_new(args, key, val);
+        if (!ok) json_decref(val);
+        free(key);
+    }
+    ok = ok && take_tag(s, n, &at, "</function>");
+    while (ok && at < n && is_ws(s[at])) at++;
+    if (ok && at == n) {
+        char *text = json_dumps(args, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (text) call = srv_tool_call_new(&t->id_state, name, name_len, text, strlen(text));
+        free(text);
+    }
+    json_decref(args);
+    return call;
+}
+
 /* A call from the name s[n0, n1) and JSON-object arguments s[a0, a1), or NULL. */
 static json_t *named_call(srv_tools *t, const char *s, size_t n0, size_t n1, size_t a0, size_t a1) {
     while (n0 < n1 && is_ws(s[n0])) n0++;
@@ -223,6 +300,7 @@ static json_t *mistral_call_of(srv_tools *t, const char *s, size_t n) {
 static json_t *call_of(srv_tools *t, const char *body, size_t len) {
     if (t->syntax == LOOM_TOOLS_MISTRAL) return mistral_call_of(t, body, len);
     if (t->syntax == LOOM_TOOLS_GLM) return glm_call_of(t, body, len);
+    if (t->syntax == LOOM_TOOLS_XML) return xml_call_of(t, body, len);
     if (t->syntax == LOOM_TOOLS_DEEPSEEK) return deepseek_call_of(t, body, len);
     if (t->syntax == LOOM_TOOLS_KIMI) return kimi_call_of(t, body, len);
     json_t *o = json_loadb(body, len, 0, NULL);

@@ -32,6 +32,19 @@
  * the name, then key / value pairs (a value is JSON where it parses,
  * else a string), read into the same calls.
  *
+ * Qwen3-Coder's and Qwen3.5's (vLLM's `qwen3_coder`; also Nemotron 3 Nano,
+ * StepFun 3.5): the same tags around
+ *
+ *     <function=get_weather>
+ *     <parameter=location>
+ *     Paris
+ *     </parameter>
+ *     </function>
+ *
+ * each value read as the request's tool declares the parameter's type (a
+ * string stays text, a number, boolean, object or array is parsed where
+ * it can be; an undeclared one is text).
+ *
  * DeepSeek's (V3.1: NAME<｜tool▁sep｜>{args}; R1, V3:
  * function<｜tool▁sep｜>NAME, then the arguments in a ```json fence) and
  * Kimi K2's (functions.NAME:INDEX<|tool_call_argument_begin|>{args})
@@ -72,11 +85,12 @@ typedef struct {
     bool force_list;   /* tool_choice "required": the reply is [{"name", "parameters"}, ...] */
     json_t *calls;     /* [{"id", "type": "function", "function": {"name", "arguments"}}, ...] */
     uint64_t id_state; /* the calls' ids: "call_" + 24 hex digits from this */
+    json_t *tools;     /* the request's tools (borrowed; XML: their parameters' types), or NULL */
 } srv_tools;
 
-/* syntax: HERMES, GLM, DEEPSEEK, KIMI, MISTRAL or LLAMA3; seed: makes the calls' ids (distinct per
- * request). Returns false when out of memory. */
-bool srv_tools_init(srv_tools *t, loom_tool_syntax syntax, uint64_t seed);
+/* syntax: HERMES, GLM, XML, DEEPSEEK, KIMI, MISTRAL or LLAMA3; seed: makes the calls' ids (distinct
+ * per request); tools: the request's (borrowed, may be NULL). Returns false when out of memory. */
+bool srv_tools_init(srv_tools *t, loom_tool_syntax syntax, uint64_t seed, json_t *tools);
 void srv_tools_free(srv_tools *t);
 
 /* tool_choice forces calls: the reply, held to a schema (openai.c), is

@@ -66,6 +66,7 @@ loom_status loom_chat_template_create(const char *tmpl, size_t len, const char *
                : HAS("tool▁call▁begin")                                                ? LOOM_TOOLS_DEEPSEEK
                : HAS("<|tool_call_begin|>")                                            ? LOOM_TOOLS_KIMI
                : HAS("<tool_call>") && HAS("<arg_key>")                                ? LOOM_TOOLS_GLM
+               : HAS("<tool_call>") && HAS("<function=") && HAS("<parameter=")        ? LOOM_TOOLS_XML
                : HAS("<tool_call>")                                                    ? LOOM_TOOLS_HERMES
                : HAS("<|start_header_id|>") && HAS("ipython") && HAS("\"parameters\"") ? LOOM_TOOLS_LLAMA3
                                                                                     : LOOM_TOOLS_NONE;

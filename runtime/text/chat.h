@@ -102,6 +102,7 @@ typedef enum {
     LOOM_TOOLS_DEEPSEEK,
     LOOM_TOOLS_KIMI,
     LOOM_TOOLS_MISTRAL,
+    LOOM_TOOLS_XML, /* Qwen3-Coder's, Qwen3.5's: <tool_call><function=NAME><parameter=K>V</parameter>... */
 } loom_tool_syntax;
 loom_tool_syntax loom_chat_template_tool_syntax(const loom_chat_template *c);
 

@@ -67,6 +67,13 @@ for mode in $modes; do
     start_server "$TMP/toolsm.log" "$LOOM" serve --model "$TMP/scriptm.gguf" --threads 1 --ctx-size 1024
     client tools-mistral --base "http://127.0.0.1:$PORT"
     stop_server "$TMP/toolsm.log"
+    # and one of a Qwen3-Coder-style template: <tool_call><function=NAME><parameter=K>V</parameter>...
+    "$SCRIPT_MODEL" --xml "$TMP/scriptx.gguf" "Checking." "<tool_call>" $'\n<function=get_weather>\n' \
+      $'<parameter=city>\nParis\n</parameter>\n' $'<parameter=days>\n2\n</parameter>\n' "</function>" "</tool_call>" \
+      || fail "script_model --xml"
+    start_server "$TMP/toolsx.log" "$LOOM" serve --model "$TMP/scriptx.gguf" --threads 1 --ctx-size 1024
+    client tools-xml --base "http://127.0.0.1:$PORT"
+    stop_server "$TMP/toolsx.log"
     # a thinking model (a Qwen3-style template): reasoning_content apart from content, and with --no-reasoning not
     "$SCRIPT_MODEL" --think "$TMP/think.gguf" "<think>" "Let me check the sky." "</think>" "It is sunny." \
       || fail "script_model --think"

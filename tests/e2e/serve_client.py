@@ -314,6 +314,28 @@ def test_tool_calls_mistral(cl, name):
     ok("tool calls: a Mistral-style template's [TOOL_CALLS]NAME[ARGS]{...} (control tokens), whole and streamed")
 
 
+def test_tool_calls_xml(cl, name):
+    """Qwen3-Coder's calls: each value read as the tool declares it (days an integer, city a string)."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "days": {"type": "integer"}}}}}]
+    msgs = [{"role": "user", "content": "Weather in Paris?"}]
+    r = cl.chat.completions.create(model=name, messages=msgs, tools=tools, temperature=0)
+    m = r.choices[0].message
+    check(r.choices[0].finish_reason == "tool_calls" and m.content == "Checking." and len(m.tool_calls) == 1 and
+          m.tool_calls[0].function.name == "get_weather" and
+          json.loads(m.tool_calls[0].function.arguments) == {"city": "Paris", "days": 2}, "xml: %r" % m)
+    chunks = list(cl.chat.completions.create(model=name, messages=msgs, tools=tools, temperature=0, stream=True))
+    calls = [tc for c in chunks if c.choices and c.choices[0].delta.tool_calls for tc in c.choices[0].delta.tool_calls]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check(text == "Checking." and len(calls) == 1 and json.loads(calls[0].function.arguments) == {"city": "Paris", "days": 2},
+          "xml stream: %r %r" % (text, calls))
+    untyped = cl.chat.completions.create(model=name, messages=msgs, tools=TOOLS, temperature=0).choices[0].message
+    check(json.loads(untyped.tool_calls[0].function.arguments) == {"city": "Paris", "days": "2"},
+          "a parameter the tool does not declare stays text: %r" % untyped)
+    ok("tool calls: a Qwen3-Coder-style template's <function=NAME><parameter=K>, typed by the tool's schema, whole and "
+       "streamed")
+
+
 def test_reasoning(cl, name, on, tags=("<think>", "</think>")):
     msgs = [{"role": "user", "content": "Weather?"}]
     r = cl.chat.completions.create(model=name, messages=msgs, temperature=0)
@@ -1202,6 +1224,7 @@ def main():
         "harmony-call": [test_harmony_calls],
         "tools-llama3": [test_tool_calls_llama3],
         "tools-mistral": [test_tool_calls_mistral],
+        "tools-xml": [test_tool_calls_xml],
         "draft": [test_draft],
     }
     if ARGS.mode in scripted:
