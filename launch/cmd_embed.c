@@ -1,6 +1,7 @@
 /*
  * launch/cmd_embed.c — `loom embed`: sentence embeddings of an encoder model
- * (bert, nomic-bert), on one rank or a cluster (--tp --pp under mpirun).
+ * (bert, nomic-bert) or a decoder converted as one (a pooling type in its GGUF:
+ * Qwen3-Embedding), on one rank or a cluster (--tp --pp under mpirun).
  *
  * Each text (--text, repeatable by a file of one text per line) is
  * tokenized as the model says (BOS/CLS and EOS/SEP when it adds them),
@@ -140,7 +141,7 @@ int cmd_embed(int argc, char **argv) {
     double watchdog = 30;
     bool json = false, no_normalize = false;
     const loom_arg args[] = {
-        {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF encoder model (bert, nomic-bert; every rank opens its own copy)"},
+        {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF embedding model (bert, nomic-bert, or a decoder with a pooling type; every rank opens its own copy)"},
         {"--text", LOOM_ARG_STR, &text, "TEXT", "the text to embed"},
         {"--file", LOOM_ARG_STR, &file, "PATH", "texts to embed, one per line"},
         {"--pooling", LOOM_ARG_STR, &pooling, "P", "none, mean, cls or last (default: the model's pooling_type)"},
@@ -152,8 +153,9 @@ int cmd_embed(int argc, char **argv) {
     };
     loom_args_result ar = loom_args_parse(
         "embed --model PATH (--text TEXT | --file PATH) [--pooling P] [--json]",
-        "Prints the embedding of each text by an encoder model (bert, nomic-bert): the last\n"
-        "layer's hidden states pooled as the model says, scaled to unit length.",
+        "Prints the embedding of each text by an embedding model (bert, nomic-bert, or a decoder\n"
+        "with a pooling type, as Qwen3-Embedding): the last layer's hidden states (a decoder's after\n"
+        "its output norm) pooled as the model says, scaled to unit length.",
         args, (int)(sizeof args / sizeof args[0]), argc, argv);
     if (ar != LOOM_ARGS_OK) return ar == LOOM_ARGS_HELP ? 0 : 2;
     if (!model) return loom_usage_error("embed: --model is required");
@@ -181,7 +183,8 @@ int cmd_embed(int argc, char **argv) {
     loom_engine *e = NULL;
     if (!st) st = loom_cluster_engine(cluster, NULL, NULL, NULL, &e);
     if (!st && !loom_engine_model(e)->encoder)
-        st = loom_error(LOOM_ERR_UNSUPPORTED, "%s is a %s model, not an encoder (bert, nomic-bert): use loom generate",
+        st = loom_error(LOOM_ERR_UNSUPPORTED, "%s is a %s model without a pooling type, not an embedding model: use "
+                        "loom generate",
                         model, loom_engine_model(e)->arch_name);
     if (!st) {
         bool coord = loom_cluster_is_coordinator(cluster);

@@ -275,7 +275,7 @@ int cmd_synth(int argc, char **argv) {
             v_head_dim = 0;
     double yarn = 0, expert_scale = 1.0, yarn_mscale = 1.0;
     bool softmax_gating = false, legacy_kv_b = false;
-    const char *pooling = "mean";
+    const char *pooling = NULL; /* bert: mean; a decoder: none written */
     bool tied = false, header_only = false;
     const loom_arg args[] = {
         {"--out", LOOM_ARG_STR, &out, "PATH", "output GGUF file (required)"},
@@ -335,7 +335,8 @@ int cmd_synth(int argc, char **argv) {
         {"--yarn-orig", LOOM_ARG_INT, &yarn_orig, "N", "YaRN: the context length before the scaling"},
         {"--longrope-ctx", LOOM_ARG_INT, &longrope_ctx, "N",
          "phi3: LongRoPE factors with this original context length"},
-        {"--pooling", LOOM_ARG_STR, &pooling, "P", "bert: none, mean, cls or last"},
+        {"--pooling", LOOM_ARG_STR, &pooling, "P",
+         "none, mean, cls or last (bert's default mean; a decoder with one is an embedding model)"},
         {"--header-only", LOOM_ARG_FLAG, &header_only, NULL,
          "write the header and extend the file sparsely to its full size (no weights on disk)"},
     };
@@ -395,9 +396,9 @@ int cmd_synth(int argc, char **argv) {
                            "to all are used", experts, experts_used, LOOM_MAX_EXPERTS);
     static const char *const pools[] = {"none", "mean", "cls", "last"};
     int64_t pool = -1;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; pooling && i < 4; i++)
         if (!strcmp(pooling, pools[i])) pool = i;
-    if (pool < 0) return usage_error("--pooling %s: expected none, mean, cls or last", pooling);
+    if (pooling && pool < 0) return usage_error("--pooling %s: expected none, mean, cls or last", pooling);
     const type_choice *tc = NULL;
     for (size_t i = 0; i < sizeof type_choices / sizeof type_choices[0]; i++)
         if (!strcasecmp(type, type_choices[i].name)) tc = &type_choices[i];

@@ -56,7 +56,7 @@ typedef struct {
     double final_softcap;       /* gemma2/3; < 0: no key (default) */
     double rope_scale;          /* linear RoPE scaling factor; 0: none */
     int64_t longrope_ctx;       /* phi3: LongRoPE with this original context; 0: none */
-    int64_t pooling;            /* bert, nomic-bert: pooling_type */
+    int64_t pooling;            /* pooling_type (-1: bert's mean, none written for a decoder) */
     int64_t experts, experts_used; /* llama, qwen2moe, qwen3moe: a mixture of experts, each --ffn wide; 0: dense */
     int64_t shared_ffn;         /* qwen2moe: the shared expert's width */
     double yarn;                /* YaRN RoPE scaling factor; 0: none */

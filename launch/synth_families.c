@@ -160,8 +160,10 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
     }
     if (f.encoder) {
         LOOM_TRY(loom_gguf_writer_add_bool(w, KEY("attention.causal"), false));
-        U32("pooling_type", c->pooling);
+        U32("pooling_type", c->pooling < 0 ? 1 : c->pooling); /* (mean unless given) */
         LOOM_TRY(loom_gguf_writer_add_uint(w, "tokenizer.ggml.token_type_count", LOOM_GGUF_U32, 2));
+    } else if (c->pooling >= 0) { /* a decoder as an embedding model */
+        U32("pooling_type", c->pooling);
     }
     U32("vocab_size", c->vocab);
 #undef KEY

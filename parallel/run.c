@@ -47,7 +47,8 @@ loom_status loom_engine_run(loom_engine *e, const loom_request *reqs, int n, con
                             const loom_scheduler_options *o, loom_result *results, loom_run_stats *stats) {
     memset(results, 0, (size_t)n * sizeof *results);
     if (loom_engine_model(e)->encoder)
-        return loom_error(LOOM_ERR_UNSUPPORTED, "%s is an encoder: it makes embeddings (loom embed), not text",
+        return loom_error(LOOM_ERR_UNSUPPORTED, "this %s model is an embedding model: it makes embeddings (loom embed), "
+                          "not text",
                           loom_engine_model(e)->arch_name);
     run_ctx c = {cb, results};
     loom_callbacks inner = {run_on_token, run_on_finish, run_is_eog, &c};

@@ -252,8 +252,8 @@ static size_t work_total(const work_sizes *s) {
 }
 
 bool loom_dforward_supports(const loom_model_config *c) {
-    /* no mixtures of experts, YaRN, layers without RoPE (smollm3) or granite's scales yet */
-    return (loom_plain_llama(c) || c->arch == LOOM_ARCH_QWEN2) && !c->n_experts && !c->rope_yarn;
+    /* no mixtures of experts, YaRN, layers without RoPE (smollm3), granite's scales or embedding models yet */
+    return (loom_plain_llama(c) || c->arch == LOOM_ARCH_QWEN2) && !c->n_experts && !c->rope_yarn && !c->encoder;
 }
 
 bool loom_dforward_auto_ok(const loom_model_config *c) {

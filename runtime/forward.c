@@ -1092,9 +1092,13 @@ int loom_forward_logits(loom_forward *f, const loom_batch *b, float *logits) {
     const loom_weights *w = f->w;
     const loom_model_config *c = &w->cfg;
     int dim = c->dim, n_out = 0;
-    if (c->encoder) { /* the hidden states themselves */
-        for (int i = 0; i < b->n; i++)
-            if (b->logits[i]) memcpy(logits + (size_t)n_out++ * dim, f->x + (size_t)i * dim, (size_t)dim * sizeof(float));
+    if (c->encoder) { /* the hidden states themselves (a decoder's after its output norm) */
+        for (int i = 0; i < b->n; i++) {
+            if (!b->logits[i]) continue;
+            float *o = logits + (size_t)n_out++ * dim;
+            if (c->out_norm_hidden) norm_row(c, &w->out_norm, o, f->x + (size_t)i * dim, dim);
+            else memcpy(o, f->x + (size_t)i * dim, (size_t)dim * sizeof(float));
+        }
         return n_out;
     }
     for (int i = 0; i < b->n; i++) /* gather the rows that want logits */

@@ -249,6 +249,7 @@ static loom_status bind_ends(loom_weights *w, const loom_gguf *g) {
         }
         if (c->embd_norm) LOOM_TRY(bind_norm(w, g, "token_embd_norm", dim, &w->embd_norm));
     }
+    if (s->head && c->out_norm_hidden) LOOM_TRY(bind_norm(w, g, "output_norm", dim, &w->out_norm));
     if (s->head && !c->encoder) {
         LOOM_TRY(bind_norm(w, g, "output_norm", dim, &w->out_norm));
         if (c->tied_embeddings && s->embed) w->lm_head = w->embed; /* the same rows, viewed once */

@@ -92,7 +92,8 @@ typedef struct {
     bool type_embd;      /* token_types.weight: row 0 (sentence A) is added (bert) */
     bool embd_norm;      /* token_embd_norm after the embedding (bert) */
     bool bidirectional;  /* every row sees its whole sequence (encoders) */
-    bool encoder;        /* no lm head: the output is the hidden state (bert) */
+    bool encoder;        /* no lm head: the output is the hidden state (bert; a decoder with a pooling type) */
+    bool out_norm_hidden; /* ... after the output norm (a decoder's: causal attention, output_norm) */
     loom_pooling pooling;
     float embd_scale;    /* embedding multiplier (gemma: sqrt(dim)); 0 = 1 */
     float attn_scale;    /* query scale; 0 = 1/sqrt(head_dim) */

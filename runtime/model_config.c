@@ -543,6 +543,17 @@ loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
     cfg->qkv_bias = has_tensor(g, "blk.0.attn_q.bias");
     LOOM_TRY(read_family(g, cfg));
     LOOM_TRY(read_experts(g, cfg));
+    if (!cfg->encoder) { /* a decoder converted as an embedding model (Qwen3-Embedding): its pooled hidden states */
+        char key[128];
+        int64_t pt = 0;
+        snprintf(key, sizeof key, "%s.pooling_type", cfg->arch_name);
+        if (!loom_gguf_get_int(g, key, &pt) && loom_gguf_get(g, key))
+            return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is not an integer", loom_gguf_path(g), key);
+        if (pt < 0 || pt > LOOM_POOL_LAST)
+            return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s = %lld is not supported (0 none, 1 mean, 2 cls, 3 last)",
+                              loom_gguf_path(g), key, (long long)pt);
+        if (pt > 0) cfg->encoder = true, cfg->pooling = (loom_pooling)pt, cfg->out_norm_hidden = true;
+    }
     if (cfg->pos == LOOM_POS_LEARNED) cfg->rope_dim = 0; /* nothing rotates */
     if (cfg->encoder) cfg->tied_embeddings = false;
     return NULL;

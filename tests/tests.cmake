@@ -66,11 +66,12 @@ foreach(case
     "phi3-q4_0 3 1" "phi3-q4_0 2 2" "phi3-q4_0 1 3" "phi3-q6_k 2 1"
     "gpt2-q5_1 3 1" "gpt2-q5_1 1 3" "gpt2-f16 4 1" "gpt2-f16 2 2"
     "bert-f16 4 1" "bert-f16 1 2" "bert-q8_0 3 1" "bert-q8_0 2 2"
-    "nomic-bert-q8_0 3 1" "nomic-bert-q8_0 1 2" "nomic-bert-f16 4 1" "nomic-bert-f16 2 2")
+    "nomic-bert-q8_0 3 1" "nomic-bert-q8_0 1 2" "nomic-bert-f16 4 1" "nomic-bert-f16 2 2"
+    "qwen3-embed-q8_0 2 1" "qwen3-embed-f16 1 2")
   separate_arguments(c UNIX_COMMAND "${case}")
   list(GET c 0 fx)
   set(batch 64)
-  if(fx MATCHES "bert")
+  if(fx MATCHES "bert|embed")
     set(batch 1024)
   endif()
   list(SUBLIST c 1 2 g)

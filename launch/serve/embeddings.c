@@ -1,6 +1,6 @@
 /*
  * launch/serve/embeddings.c — POST /v1/embeddings (OpenAI's shape) for
- * encoder models (bert, nomic-bert).
+ * embedding models (bert, nomic-bert, decoders with a pooling type).
  *
  * Request: {"input": a string, a list of strings, a list of token ids, or a
  * list of such lists (at most SRV_MAX_PROMPTS inputs), "model",
@@ -61,7 +61,7 @@ bool srv_refuse_generation(srv *s, srv_error *e) {
     const loom_model_config *c = loom_engine_model(s->e);
     if (!c->encoder) return false;
     return !srv_fail(e, 400, "invalid_request_error", "model", NULL,
-                     "%s is an encoder (%s): it makes embeddings (POST /v1/embeddings), not text", s->opt.model_name,
+                     "%s is an embedding model (%s): it makes embeddings (POST /v1/embeddings), not text", s->opt.model_name,
                      c->arch_name);
 }
 
@@ -324,7 +324,8 @@ enum MHD_Result srv_handle_embeddings(srv *s, struct MHD_Connection *c, const ch
     const loom_model_config *mc = loom_engine_model(s->e);
     if (!mc->encoder) {
         srv_fail(&e, 400, "invalid_request_error", "model", NULL,
-                 "%s is a %s model, not an encoder (bert, nomic-bert): it has no embeddings endpoint", s->opt.model_name,
+                 "%s is a %s model without a pooling type, not an embedding model: it has no embeddings endpoint",
+                 s->opt.model_name,
                  mc->arch_name);
         return srv_reply_error(s, c, &e);
     }

@@ -50,7 +50,27 @@ EOF
   ok "loom embed under mpirun, tp $1 pp $2: the one-rank vectors"
 done
 
-expect_fail "generate refuses an encoder" "encoder|embed" "$LOOM" generate --model "$BERT" --prompt hi --max-tokens 4
+expect_fail "generate refuses an encoder" "embedding model" "$LOOM" generate --model "$BERT" --prompt hi --max-tokens 4
+
+# a decoder converted as an embedding model (Qwen3-Embedding's way: qwen3 with a pooling type, here last):
+# unit vectors, the same at pp 2, no text
+QEMB=$TMP/qwen3-embed.gguf
+"$LOOM" synth --arch qwen3 --layers 2 --dim 128 --heads 4 --kv-heads 2 --ffn 256 --vocab 600 --ctx 512 --type Q8_0 \
+  --pooling last --seed 41 --out "$QEMB" > /dev/null 2> "$TMP/err" || fail "synth qwen3: $(tail -3 "$TMP/err")"
+"$LOOM" embed --model "$QEMB" --file "$TMP/texts.txt" --json --threads 1 > "$TMP/q1.json" 2> "$TMP/err" ||
+  fail "embed qwen3: $(tail -3 "$TMP/err")"
+$MPIRUN -np 2 "$LOOM" embed --model "$QEMB" --file "$TMP/texts.txt" --json --threads 1 --pp 2 > "$TMP/q2.json" \
+  2> "$TMP/err" || fail "embed qwen3 pp 2: $(tail -3 "$TMP/err")"
+python3 - "$TMP/q1.json" "$TMP/q2.json" <<'EOF' || fail "loom embed of a decoder: see above"
+import json, math, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert a["pooling"] == "last" and len(a["data"]) == 3, a
+for x, y in zip(a["data"], b["data"]):
+    assert abs(math.sqrt(sum(v * v for v in x["embedding"])) - 1) < 1e-5
+    assert sum(u * v for u, v in zip(x["embedding"], y["embedding"])) > 0.99999
+EOF
+expect_fail "generate refuses a decoder embedding model" "embedding model" "$LOOM" generate --model "$QEMB" --prompt hi
+ok "loom embed of a decoder with a pooling type (last): unit vectors, the same at pp 2; no text"
 
 start_server "$TMP/serve.log" "$LOOM" serve --model "$BERT" --threads 1 --ctx-size 512
 post() { # PATH BODY -> prints the HTTP code, the body in $TMP/resp
