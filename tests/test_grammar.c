@@ -356,3 +356,47 @@ Test(grammar, constrained_sampling_over_the_vocabulary) {
     loom_tokenizer_free(tok);
     loom_gguf_free(gg);
 }
+
+/* A grammar made to be slow (deeper and more ambiguous with every
+ * character) cannot stall the sampling rank: past the work budget between
+ * two tokens, text whose steps are not known yet does not fit, so masks
+ * stay bounded (the test's timeout would catch one that is not), and what
+ * is taken is still a prefix of the grammar's language. */
+Test(grammar, a_slow_grammar_narrows_instead_of_stalling) {
+    loom_gguf *gg;
+    loom_tokenizer *tok;
+    cr_assert_null(loom_gguf_open(DEFAULT_MODEL, &gg), "needs %s (launch/fetch-model.sh)", DEFAULT_MODEL);
+    cr_assert_null(loom_tokenizer_create(gg, &tok));
+    const int32_t V = loom_tokenizer_n_vocab(tok);
+    loom_vocab_text text;
+    cr_assert_null(loom_vocab_text_build(tok, V, &text));
+    static const char SLOW[] = "root ::= a\na ::= [a-z ] a [a-z ] | [a-z ] a | [a-z ]";
+    loom_grammar_constraint *c;
+    cr_assert_null(loom_grammar_constraint_create(&text, grammar_of(SLOW), &c));
+    loom_grammar *g = grammar_of(SLOW);
+    loom_grammar_matcher *judge;
+    cr_assert_null(loom_grammar_matcher_create(g, &judge));
+    double worst = 0;
+    for (int step = 0; step < 6; step++) {
+        const double t0 = loom_now_s();
+        int32_t pick = -1, n = 0;
+        for (int32_t t = 0; t < V; t++)
+            if (loom_grammar_constraint_fits(c, t) && text.kind[t] == 0) {
+                n++;
+                if (pick < 0 && text.off[t + 1] - text.off[t] >= 3) pick = t;
+            }
+        const double dt = loom_now_s() - t0;
+        worst = dt > worst ? dt : worst;
+        cr_assert(pick >= 0 && n > 0, "step %d: nothing fits", step);
+        cr_assert(loom_grammar_matcher_feed(judge, text.bytes + text.off[pick], text.off[pick + 1] - text.off[pick]),
+                  "step %d: token %d taken but the text is no prefix", step, pick);
+        loom_grammar_constraint_accept(c, pick);
+    }
+    printf("slow grammar: the worst mask over %d tokens took %.3f s\n", V, worst);
+    loom_grammar_matcher_free(judge);
+    loom_grammar_free(g);
+    loom_grammar_constraint_free(c);
+    loom_vocab_text_free(&text);
+    loom_tokenizer_free(tok);
+    loom_gguf_free(gg);
+}

@@ -758,7 +758,9 @@ struct loom_grammar_matcher {
         uint32_t gen;
         uint64_t h;
     } seen[SEEN];  /* this expansion's stacks with a rule on top, by 64-bit hash: each expanded once */
-    uint32_t work; /* this expansion's steps (at most MAX_WORK) */
+    uint32_t work;  /* this expansion's steps (at most MAX_WORK) */
+    uint64_t spent; /* stack words moved since the text last grew (at most LOOM_GRAMMAR_STEP_BUDGET) */
+    bool feeding;   /* text being fed is computed whatever it costs */
 };
 
 static bool class_has(const loom_grammar *g, uint32_t c, uint32_t cp) {
@@ -788,6 +790,7 @@ static uint32_t hash_words(uint32_t h, const uint32_t *w, size_t n) {
 }
 
 static void add_stack(loom_grammar_matcher *m, gstate *dst, const uint32_t *s, uint32_t d) {
+    m->spent += d + 1;
     uint32_t slot = hash_words(2166136261u ^ d, s, d) & (TAB - 1);
     while (m->tab[slot].gen == m->gen) {
         const uint32_t *o = dst->buf + m->tab[slot].off;
@@ -826,6 +829,7 @@ static bool seen_before(loom_grammar_matcher *m, const uint32_t *s, uint32_t d) 
 
 /* Pushes stack s[0..d) onto the work list (false: out of memory). */
 static bool push_work(loom_grammar_matcher *m, const uint32_t *s, uint32_t d) {
+    m->spent += d + 1;
     if (m->wl_len + d + 1 > m->wl_cap) {
         size_t c = m->wl_cap ? 2 * m->wl_cap : 1024;
         while (c < m->wl_len + d + 1) c *= 2;
@@ -960,6 +964,7 @@ static uint32_t intern(loom_grammar_matcher *m) {
 static uint32_t step(loom_grammar_matcher *m, uint32_t from, uint32_t cp) {
     for (uint32_t slot = trans_slot(m, from, cp); m->trans[slot].from != DEAD; slot = (slot + 1) & (4 * m->cap - 1))
         if (m->trans[slot].from == from && m->trans[slot].cp == cp) return m->trans[slot].to;
+    if (m->spent > LOOM_GRAMMAR_STEP_BUDGET && !m->feeding) return DEAD; /* (not remembered: may fit later) */
     const loom_grammar *g = m->g;
     new_expansion(m);
     const sinfo si = m->states[from];
@@ -1042,13 +1047,14 @@ static bool run(loom_grammar_matcher *m, const char *b, size_t n, bool commit) {
     if (m->cur == DEAD) return false; /* (out of memory) */
     uint32_t at = m->cur, val = m->val, cp;
     uint8_t need = m->need, total = m->total;
+    m->feeding = commit;
     for (size_t i = 0; i < n; i++) {
         int r = utf8_byte(&need, &val, &total, (uint8_t)b[i], &cp);
         if (r < 0) return false;
         if (r == 1 && (at = step(m, at, cp)) == DEAD) return false;
     }
     if (need && !partial_fits(m, at, need, val, total)) return false;
-    if (commit) m->cur = at, m->need = need, m->val = val, m->total = total;
+    if (commit) m->cur = at, m->need = need, m->val = val, m->total = total, m->spent = 0;
     return true;
 }
 

@@ -29,6 +29,11 @@
  * them, each at most LOOM_GRAMMAR_MAX_DEPTH deep; readings beyond those
  * bounds are dropped, which can narrow what an ambiguous or deeply nested
  * grammar lets through but never lets through what it does not derive.
+ * Likewise the work between two pieces of text fed is bounded
+ * (LOOM_GRAMMAR_STEP_BUDGET stack words moved: a fraction of a second): past
+ * it, text whose steps are not known yet does not fit, so a grammar made
+ * to be slow (a request's) narrows its own choices instead of stalling
+ * every sequence the sampling rank serves.
  */
 #ifndef LOOM_GRAMMAR_H
 #define LOOM_GRAMMAR_H
@@ -43,6 +48,7 @@
 #define LOOM_GRAMMAR_MAX_TEXT (256u << 10)
 #define LOOM_GRAMMAR_MAX_STACKS 1024
 #define LOOM_GRAMMAR_MAX_DEPTH 128
+#define LOOM_GRAMMAR_STEP_BUDGET (64ull << 20)
 
 typedef struct loom_grammar loom_grammar;
 
