@@ -186,6 +186,9 @@ int cmd_embed(int argc, char **argv) {
         st = loom_error(LOOM_ERR_UNSUPPORTED, "%s is a %s model without a pooling type, not an embedding model: use "
                         "loom generate",
                         model, loom_engine_model(e)->arch_name);
+    if (!st && loom_engine_model(e)->pooling == LOOM_POOL_RANK)
+        st = loom_error(LOOM_ERR_UNSUPPORTED, "%s is a reranker (pooling type rank): it scores query / document pairs "
+                        "(loom serve: POST /v1/rerank), not embeddings", model);
     if (!st) {
         bool coord = loom_cluster_is_coordinator(cluster);
         if (!pooling) pool = loom_engine_model(e)->pooling;

@@ -336,7 +336,8 @@ int cmd_synth(int argc, char **argv) {
         {"--longrope-ctx", LOOM_ARG_INT, &longrope_ctx, "N",
          "phi3: LongRoPE factors with this original context length"},
         {"--pooling", LOOM_ARG_STR, &pooling, "P",
-         "none, mean, cls or last (bert's default mean; a decoder with one is an embedding model)"},
+         "none, mean, cls, last or rank (a reranker: a classification head); bert's default mean; a decoder\n"
+         "with one is an embedding model"},
         {"--header-only", LOOM_ARG_FLAG, &header_only, NULL,
          "write the header and extend the file sparsely to its full size (no weights on disk)"},
     };
@@ -394,11 +395,11 @@ int cmd_synth(int argc, char **argv) {
     if (experts < 0 || experts > LOOM_MAX_EXPERTS || (experts && (experts_used < 1 || experts_used > experts)))
         return usage_error("--experts %" PRId64 " --experts-used %" PRId64 ": expected 1 to %d experts, of which 1 "
                            "to all are used", experts, experts_used, LOOM_MAX_EXPERTS);
-    static const char *const pools[] = {"none", "mean", "cls", "last"};
+    static const char *const pools[] = {"none", "mean", "cls", "last", "rank"};
     int64_t pool = -1;
-    for (int i = 0; pooling && i < 4; i++)
+    for (int i = 0; pooling && i < 5; i++)
         if (!strcmp(pooling, pools[i])) pool = i;
-    if (pooling && pool < 0) return usage_error("--pooling %s: expected none, mean, cls or last", pooling);
+    if (pooling && pool < 0) return usage_error("--pooling %s: expected none, mean, cls, last or rank", pooling);
     const type_choice *tc = NULL;
     for (size_t i = 0; i < sizeof type_choices / sizeof type_choices[0]; i++)
         if (!strcasecmp(type, type_choices[i].name)) tc = &type_choices[i];

@@ -343,6 +343,12 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
         if (!tied)
             LOOM_TRY(loom_synth_tensor(p, "output.weight", W(W_OUTPUT, 0), 2, c->dim, c->vocab, s_dim, false, 0.0));
     }
+    if (c->pooling == 4) { /* a reranker's classification head (llama.cpp's cls, cls.output), F32 as converters keep it */
+        LOOM_TRY(loom_synth_tensor(p, "cls.weight", LOOM_TYPE_F32, 2, c->dim, c->dim, s_dim, false, 0.0));
+        LOOM_TRY(loom_synth_tensor(p, "cls.bias", LOOM_TYPE_F32, 1, c->dim, 1, 0.1, false, 0.0));
+        LOOM_TRY(loom_synth_tensor(p, "cls.output.weight", LOOM_TYPE_F32, 2, c->dim, 1, s_dim, false, 0.0));
+        LOOM_TRY(loom_synth_tensor(p, "cls.output.bias", LOOM_TYPE_F32, 1, 1, 1, 0.1, false, 0.0));
+    }
 #undef W
 #undef T2
 #undef BIAS

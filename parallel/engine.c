@@ -130,7 +130,7 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
     e->opt = *o;
     e->g = g;
     loom_status st = loom_model_config_read(g, &e->cfg);
-    e->width = e->cfg.encoder ? e->cfg.dim : e->cfg.vocab;
+    e->width = e->cfg.pooling == LOOM_POOL_RANK ? e->cfg.n_cls_out : e->cfg.encoder ? e->cfg.dim : e->cfg.vocab;
     if (!st) {
         e->topo = topo ? *topo : loom_topology_single(&e->cfg);
         const loom_topology *t = &e->topo;

@@ -1088,17 +1088,46 @@ void loom_forward_residual(loom_forward *f, int layer, loom_block block, int n, 
     else residual_rows(&t, 0, n);
 }
 
+/* A reranker's classification head on one row h (dim): tanh(cls h + b)
+ * where the file has cls, then cls.output (+ bias) into out (n_cls_out),
+ * softmaxed for a qwen3 (its labels' probabilities), as llama.cpp's rank
+ * pooling computes it. t: (dim) scratch. */
+static void rank_head(const loom_weights *w, const float *h, float *t, float *out) {
+    const loom_model_config *c = &w->cfg;
+    const int dim = c->dim;
+    if (w->cls_w) {
+        for (int r = 0; r < dim; r++) {
+            double s = w->cls_b ? w->cls_b[r] : 0;
+            for (int k = 0; k < dim; k++) s += (double)w->cls_w[(size_t)r * dim + k] * h[k];
+            t[r] = tanhf((float)s);
+        }
+        h = t;
+    }
+    for (int r = 0; r < c->n_cls_out; r++) {
+        double s = w->cls_out_b ? w->cls_out_b[r] : 0;
+        for (int k = 0; k < dim; k++) s += (double)w->cls_out_w[(size_t)r * dim + k] * h[k];
+        out[r] = (float)s;
+    }
+    if (c->arch == LOOM_ARCH_QWEN3) loom_softmax_row(out, c->n_cls_out);
+}
+
 int loom_forward_logits(loom_forward *f, const loom_batch *b, float *logits) {
     const loom_weights *w = f->w;
     const loom_model_config *c = &w->cfg;
     int dim = c->dim, n_out = 0;
-    if (c->encoder) { /* the hidden states themselves (a decoder's after its output norm) */
-        for (int i = 0; i < b->n; i++) {
+    if (c->encoder) { /* the hidden states themselves (a decoder's after its output norm), or a reranker's scores */
+        const bool rank = c->pooling == LOOM_POOL_RANK;
+        const int width = rank ? c->n_cls_out : dim;
+        float *scratch = rank ? malloc(2 * (size_t)dim * sizeof *scratch) : NULL; /* (out of memory: no scores) */
+        for (int i = 0; i < b->n && (!rank || scratch); i++) {
             if (!b->logits[i]) continue;
-            float *o = logits + (size_t)n_out++ * dim;
-            if (c->out_norm_hidden) norm_row(c, &w->out_norm, o, f->x + (size_t)i * dim, dim);
-            else memcpy(o, f->x + (size_t)i * dim, (size_t)dim * sizeof(float));
+            float *h = rank ? scratch : logits + (size_t)n_out * width;
+            if (c->out_norm_hidden) norm_row(c, &w->out_norm, h, f->x + (size_t)i * dim, dim);
+            else memcpy(h, f->x + (size_t)i * dim, (size_t)dim * sizeof(float));
+            if (rank) rank_head(w, h, scratch + dim, logits + (size_t)n_out * width);
+            n_out++;
         }
+        free(scratch);
         return n_out;
     }
     for (int i = 0; i < b->n; i++) /* gather the rows that want logits */

@@ -196,6 +196,26 @@ static loom_status bind_vec(loom_weights *w, const loom_gguf *g, const char *nam
     return bind_vec_of(w, g, t, n, e0, e1, out);
 }
 
+/* The 2-D tensor `name` [cols, rows] of any type as rows x cols floats
+ * (NULL when absent and optional). */
+static loom_status bind_floats(loom_weights *w, const loom_gguf *g, const char *name, int64_t cols, int64_t rows,
+                               bool optional, const float **out) {
+    *out = NULL;
+    const loom_gguf_tensor *t = loom_gguf_find_tensor(g, name);
+    if (!t && optional) return NULL;
+    if (!t || t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1)
+        return loom_error(LOOM_ERR_FORMAT, "%s: tensor %s is missing or not [%lld, %lld]", loom_gguf_path(g), name,
+                          (long long)cols, (long long)rows);
+    float *buf = malloc((size_t)(rows * cols) * sizeof *buf);
+    if (!buf) return loom_error(LOOM_ERR_NOMEM, "out of memory converting %s", name);
+    LOOM_TRY(own(w, buf));
+    const size_t stride = loom_type_row_bytes(t->type, cols);
+    for (int64_t r = 0; r < rows; r++) loom_dequant_row(t->type, (const uint8_t *)t->data + (size_t)r * stride, buf + r * cols, cols);
+    *out = buf;
+    w->bytes_copied += (size_t)(rows * cols) * 4;
+    return NULL;
+}
+
 static loom_status check_shard(const loom_model_config *c, const loom_shard *s) {
     bool ok = 0 <= s->layer_begin && s->layer_begin <= s->layer_end && s->layer_end <= c->n_layers &&
               0 <= s->q_begin && s->q_begin < s->q_end && s->q_end <= c->n_heads &&
@@ -250,6 +270,12 @@ static loom_status bind_ends(loom_weights *w, const loom_gguf *g) {
         if (c->embd_norm) LOOM_TRY(bind_norm(w, g, "token_embd_norm", dim, &w->embd_norm));
     }
     if (s->head && c->out_norm_hidden) LOOM_TRY(bind_norm(w, g, "output_norm", dim, &w->out_norm));
+    if (s->head && c->pooling == LOOM_POOL_RANK) { /* a reranker's classification head */
+        LOOM_TRY(bind_floats(w, g, "cls.weight", dim, dim, true, &w->cls_w));
+        if (w->cls_w) LOOM_TRY(bind_floats(w, g, "cls.bias", dim, 1, true, &w->cls_b));
+        LOOM_TRY(bind_floats(w, g, "cls.output.weight", dim, c->n_cls_out, false, &w->cls_out_w));
+        LOOM_TRY(bind_floats(w, g, "cls.output.bias", c->n_cls_out, 1, true, &w->cls_out_b));
+    }
     if (s->head && !c->encoder) {
         LOOM_TRY(bind_norm(w, g, "output_norm", dim, &w->out_norm));
         if (c->tied_embeddings && s->embed) w->lm_head = w->embed; /* the same rows, viewed once */

@@ -47,7 +47,7 @@ typedef enum { LOOM_NORM_RMS, LOOM_NORM_LAYER } loom_norm_kind; /* LayerNorm: me
 typedef enum { LOOM_ACT_SILU, LOOM_ACT_GELU, LOOM_ACT_SWIGLU_OAI } loom_act;
 typedef enum { LOOM_POS_ROPE, LOOM_POS_LEARNED } loom_pos_kind; /* learned: position_embd.weight rows are added */
 /* llama.cpp's pooling type ids (<arch>.pooling_type) */
-typedef enum { LOOM_POOL_NONE = 0, LOOM_POOL_MEAN = 1, LOOM_POOL_CLS = 2, LOOM_POOL_LAST = 3 } loom_pooling;
+typedef enum { LOOM_POOL_NONE = 0, LOOM_POOL_MEAN = 1, LOOM_POOL_CLS = 2, LOOM_POOL_LAST = 3, LOOM_POOL_RANK = 4 } loom_pooling;
 
 #define LOOM_MAX_LAYERS 4096
 #define LOOM_MAX_EXPERTS 1024
@@ -94,6 +94,8 @@ typedef struct {
     bool bidirectional;  /* every row sees its whole sequence (encoders) */
     bool encoder;        /* no lm head: the output is the hidden state (bert; a decoder with a pooling type) */
     bool out_norm_hidden; /* ... after the output norm (a decoder's: causal attention, output_norm) */
+    int n_cls_out;        /* LOOM_POOL_RANK (a reranker): a row's output is its classification head's n_cls_out
+                             scores (cls: dense + tanh where the file has it, then cls.output; a qwen3's softmaxed) */
     loom_pooling pooling;
     float embd_scale;    /* embedding multiplier (gemma: sqrt(dim)); 0 = 1 */
     float attn_scale;    /* query scale; 0 = 1/sqrt(head_dim) */
@@ -339,6 +341,8 @@ typedef struct loom_weights {
     loom_mat embed;          /* (n_vocab, dim) rows vocab_begin.. of token_embd; valid if shard.embed */
     loom_mat pos_embd;       /* (ctx_train, dim) learned positions; valid if shard.embed and cfg.pos is learned */
     const float *type_row;   /* (dim) row 0 of token_types.weight, or NULL */
+    const float *cls_w, *cls_b;         /* reranker (head stage): (dim, dim) and (dim), or NULL */
+    const float *cls_out_w, *cls_out_b; /* (n_cls_out, dim) and (n_cls_out) (bias or NULL) */
     loom_norm embd_norm;     /* (dim) token_embd_norm, or none */
     loom_norm out_norm;      /* (dim); valid if shard.head (w NULL for encoders without one) */
     loom_mat lm_head;        /* (n_vocab, dim); valid if shard.head and the model has an lm head */

@@ -317,8 +317,8 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
         int64_t pt = 0;
         if (!loom_gguf_get_int(g, key, &pt) && loom_gguf_get(g, key))
             return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is not an integer", path, key);
-        if (pt < 0 || pt > LOOM_POOL_LAST)
-            return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s = %lld is not supported (0 none, 1 mean, 2 cls, 3 last)",
+        if (pt < 0 || pt > LOOM_POOL_RANK)
+            return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s = %lld is not supported (0 none, 1 mean, 2 cls, 3 last, 4 rank)",
                               path, key, (long long)pt);
         c->pooling = (loom_pooling)pt;
         return NULL;
@@ -549,10 +549,17 @@ loom_status loom_model_config_read(const loom_gguf *g, loom_model_config *cfg) {
         snprintf(key, sizeof key, "%s.pooling_type", cfg->arch_name);
         if (!loom_gguf_get_int(g, key, &pt) && loom_gguf_get(g, key))
             return loom_error(LOOM_ERR_FORMAT, "%s: metadata key %s is not an integer", loom_gguf_path(g), key);
-        if (pt < 0 || pt > LOOM_POOL_LAST)
-            return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s = %lld is not supported (0 none, 1 mean, 2 cls, 3 last)",
+        if (pt < 0 || pt > LOOM_POOL_RANK)
+            return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s = %lld is not supported (0 none, 1 mean, 2 cls, 3 last, 4 rank)",
                               loom_gguf_path(g), key, (long long)pt);
         if (pt > 0) cfg->encoder = true, cfg->pooling = (loom_pooling)pt, cfg->out_norm_hidden = true;
+    }
+    if (cfg->pooling == LOOM_POOL_RANK) { /* a reranker: its classification head */
+        const loom_gguf_tensor *t = loom_gguf_find_tensor(g, "cls.output.weight");
+        if (!t || t->ne[0] != cfg->dim || t->ne[1] < 1 || t->ne[1] > 64 || t->ne[2] != 1 || t->ne[3] != 1)
+            return loom_error(LOOM_ERR_UNSUPPORTED, "%s: a reranker (pooling type rank) needs cls.output.weight [%d, 1..64]",
+                              loom_gguf_path(g), cfg->dim);
+        cfg->n_cls_out = (int)t->ne[1];
     }
     if (cfg->pos == LOOM_POS_LEARNED) cfg->rope_dim = 0; /* nothing rotates */
     if (cfg->encoder) cfg->tied_embeddings = false;

@@ -4,9 +4,9 @@
 #include <math.h>
 #include <string.h>
 
-static const char *const names[] = {"none", "mean", "cls", "last"};
+static const char *const names[] = {"none", "mean", "cls", "last", "rank"};
 
-const char *loom_pooling_name(loom_pooling p) { return (unsigned)p < 4 ? names[p] : "?"; }
+const char *loom_pooling_name(loom_pooling p) { return (unsigned)p < 5 ? names[p] : "?"; }
 
 bool loom_pooling_parse(const char *name, loom_pooling *out) {
     for (int i = 0; i < 4; i++)

@@ -12,9 +12,9 @@
 
 #include "runtime/model.h"
 
-/* "none", "mean", "cls", "last"; "?" for anything else. */
+/* "none", "mean", "cls", "last", "rank"; "?" for anything else. */
 const char *loom_pooling_name(loom_pooling p);
-/* The pooling named `name`; false if it names none. */
+/* The pooling named `name` (none, mean, cls, last: an embedding's); false if it names none. */
 bool loom_pooling_parse(const char *name, loom_pooling *out);
 
 /* out (dim) = pooled hidden (n, dim), n >= 1; p must not be LOOM_POOL_NONE.

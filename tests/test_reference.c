@@ -154,6 +154,40 @@ static void run_embed_fixture(const char *fixture, loom_type kv_type) {
     loom_ref_free(&ref);
 }
 
+/* A reranker's fixture: the score of each query / document pair (the
+ * classification head on the first row; a decoder's last) against
+ * llama.cpp's rank pooling. */
+static void run_rank_fixture(const char *fixture, loom_type kv_type) {
+    loom_ref ref;
+    loom_status st = loom_ref_load(fixture, &ref);
+    cr_assert(!st, "%s", loom_status_message(st));
+    cr_assert(ref.synth_args && ref.pooling == LOOM_POOL_RANK, "%s: a synth reranker fixture", fixture);
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "/tmp/loom-test-synth-%d.gguf", (int)getpid());
+    cr_assert_eq(loom_test_synth(ref.synth_args, tmp), 0, "loom synth %s failed", ref.synth_args);
+    cr_assert_eq(loom_test_fnv1a_file(tmp), ref.fnv1a64, "loom synth %s wrote a different model", ref.synth_args);
+    loom_gguf *g;
+    loom_engine *e = open_engine(tmp, kv_type, 1024, &g);
+    const loom_model_config *mc = loom_engine_model(e);
+    cr_assert(mc->pooling == LOOM_POOL_RANK && mc->n_cls_out == 1, "the model is a reranker of one score");
+    float *rows = malloc(sizeof(float) * 1024);
+    for (int i = 0; i < ref.n; i++) {
+        loom_ref_case *c = &ref.cases[i];
+        cr_assert_eq(c->dim, 1);
+        st = loom_engine_score(e, c->ids, c->n_prompt, rows);
+        cr_assert(!st, "%s: %s", c->name, loom_status_message(st));
+        const float mine = rows[mc->bidirectional ? 0 : c->n_prompt - 1], want = c->embedding[0];
+        printf("  %-26s %-7s tokens %4d  score %.6f, llama.cpp %.6f\n",
+               fixture + sizeof(LOOM_TEST_DATA "/fixtures/") - 1, c->name, c->n_prompt, mine, want);
+        cr_expect(fabsf(mine - want) <= 2e-3f + 0.01f * fabsf(want), "%s: score %.6f, llama.cpp %.6f", c->name, mine, want);
+    }
+    free(rows);
+    loom_engine_free(e);
+    loom_gguf_free(g);
+    unlink(tmp);
+    loom_ref_free(&ref);
+}
+
 #define FX(name) LOOM_TEST_DATA "/fixtures/" name
 
 Test(reference, smollm2_kv_f16, .timeout = 900) { run_fixture(FX("smollm2-q4_1.json"), LOOM_DEFAULT_MODEL, LOOM_TYPE_F16, 128); }
@@ -204,3 +238,5 @@ Test(reference, synth_nomic_bert_f16, .timeout = 600) { run_embed_fixture(FX("sy
 /* decoders converted as embedding models (Qwen3-Embedding): causal, pooled after the output norm */
 Test(reference, synth_qwen3_embed_q8_0, .timeout = 600) { run_embed_fixture(FX("synth-qwen3-embed-q8_0.json"), LOOM_TYPE_F16); }
 Test(reference, synth_qwen3_embed_f16, .timeout = 600) { run_embed_fixture(FX("synth-qwen3-embed-f16.json"), LOOM_TYPE_F32); }
+/* a reranker (bert with a classification head, rank pooling) */
+Test(reference, synth_bert_rank_f16, .timeout = 600) { run_rank_fixture(FX("synth-bert-rank-f16.json"), LOOM_TYPE_F16); }

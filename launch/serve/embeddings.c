@@ -174,6 +174,7 @@ static void lp_chunk(void *user, int p0, int rows, const float *logits) {
 void srv_embed_run(srv *s) {
     const loom_model_config *c = loom_engine_model(s->e);
     const int dim = c->dim, R = loom_engine_options_of(s->e)->batch_rows;
+    const bool rank = c->pooling == LOOM_POOL_RANK; /* a reranker: a pair's score, its first row's (a decoder's last) */
     loom_pooling pool = c->pooling == LOOM_POOL_NONE ? LOOM_POOL_MEAN : c->pooling;
     while (s->embed_head) {
         srv_embed_job *j = s->embed_head;
@@ -192,7 +193,8 @@ void srv_embed_run(srv *s) {
             st = hidden ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
             for (int i = 0; i < j->n && !st; i++) {
                 st = loom_engine_score(s->e, j->ids[i], j->n_ids[i], hidden);
-                if (!st) loom_embedding_pool(pool, hidden, j->n_ids[i], dim, true, j->out + (size_t)i * dim);
+                if (!st && rank) j->out[i] = hidden[(size_t)(c->bidirectional ? 0 : j->n_ids[i] - 1) * c->n_cls_out];
+                else if (!st) loom_embedding_pool(pool, hidden, j->n_ids[i], dim, true, j->out + (size_t)i * dim);
             }
             free(hidden);
         }
@@ -319,6 +321,103 @@ static json_t *base64_of(const float *v, int n) {
     return j;
 }
 
+/* POST /rerank, /v1/rerank (llama-server's, Jina's and Cohere's shape, as
+ * vLLM serves it too): {"query", "documents": [text, ...], "top_n",
+ * "return_documents"} -> {"model", "object": "list", "results": [{"index",
+ * "relevance_score", "document": {"text"}}, ...] best first, "usage"}.
+ * Each pair is what llama-server feeds a reranker: BOS query EOS SEP
+ * document EOS (the tokens the vocabulary has); the score is the
+ * classification head's first output, unbounded (a logit) as llama-server
+ * gives it. */
+enum MHD_Result srv_handle_rerank(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
+    srv_error e;
+    const loom_model_config *mc = loom_engine_model(s->e);
+    if (mc->pooling != LOOM_POOL_RANK) {
+        srv_fail(&e, 400, "invalid_request_error", "model", NULL,
+                 "%s is not a reranker (its GGUF has no rank pooling and classification head)", s->opt.model_name);
+        return srv_reply_error(s, c, &e);
+    }
+    json_t *o = srv_parse_body(body, len, &e);
+    if (!o) return srv_reply_error(s, c, &e);
+    json_t *q = json_object_get(o, "query"), *docs = json_object_get(o, "documents");
+    if (!docs) docs = json_object_get(o, "texts"); /* (TEI's name) */
+    const int n = (int)json_array_size(docs);
+    long long top_n = n;
+    bool ret_docs = false, ok = true;
+    json_t *tn = json_object_get(o, "top_n");
+    if (!json_is_string(q)) ok = srv_fail(&e, 400, "invalid_request_error", "query", NULL, "'query' must be a string");
+    else if (!json_is_array(docs) || n < 1 || n > SRV_MAX_PROMPTS)
+        ok = srv_fail(&e, 400, "invalid_request_error", "documents", NULL, "'documents' must be a list of 1 to %d strings",
+                      SRV_MAX_PROMPTS);
+    else if (tn && !json_is_null(tn) && (!json_is_integer(tn) || json_integer_value(tn) < 1))
+        ok = srv_fail(&e, 400, "invalid_request_error", "top_n", NULL, "'top_n' must be a positive integer");
+    if (ok && tn && json_is_integer(tn) && json_integer_value(tn) < top_n) top_n = json_integer_value(tn);
+    if (ok) ok = srv_get_bool(o, "return_documents", &ret_docs, &e);
+    srv_embed_job *j = ok ? calloc(1, sizeof *j) : NULL;
+    if (ok && j) {
+        j->top = -1;
+        j->ids = calloc((size_t)n, sizeof *j->ids);
+        j->n_ids = calloc((size_t)n, sizeof *j->n_ids);
+        j->out = malloc(sizeof(float) * (size_t)n);
+        pthread_cond_init(&j->cv, NULL);
+        j->n = n;
+    }
+    if (ok && (!j || !j->ids || !j->n_ids || !j->out)) ok = srv_fail(&e, 500, "server_error", NULL, NULL, "out of memory");
+    const int32_t bos = loom_tokenizer_bos(s->tok), eos = loom_tokenizer_eos(s->tok), sep = loom_tokenizer_sep(s->tok);
+    const int limit = loom_engine_options_of(s->e)->batch_rows;
+    for (int i = 0; ok && i < n; i++) {
+        json_t *d = json_array_get(docs, (size_t)i);
+        if (!json_is_string(d)) {
+            ok = srv_fail(&e, 400, "invalid_request_error", "documents", NULL, "document %d must be a string", i);
+            break;
+        }
+        loom_tokens t = {0};
+        loom_status st = NULL;
+        if (bos >= 0) st = loom_tokens_push(&t, bos);
+        if (!st) st = loom_tokenize(s->tok, json_string_value(q), json_string_length(q), false, false, &t);
+        if (!st && eos >= 0) st = loom_tokens_push(&t, eos);
+        if (!st && sep >= 0) st = loom_tokens_push(&t, sep);
+        if (!st) st = loom_tokenize(s->tok, json_string_value(d), json_string_length(d), false, false, &t);
+        if (!st && eos >= 0) st = loom_tokens_push(&t, eos);
+        if (st) {
+            ok = srv_fail(&e, 500, "server_error", NULL, NULL, "tokenizing document %d: %s", i, loom_status_message(st));
+            loom_status_free(st);
+        } else if ((int)t.n > limit) {
+            ok = srv_fail(&e, 400, "invalid_request_error", "documents", "context_length_exceeded",
+                          "the query with document %d has %zu tokens; this server encodes at most %d (--batch)", i, t.n,
+                          limit);
+        }
+        j->ids[i] = t.ids, j->n_ids[i] = (int)t.n; /* (the job owns them, also on failure) */
+    }
+    if (ok) ok = run_job(s, j, &e);
+    if (!ok) {
+        job_free(j);
+        json_decref(o);
+        return srv_reply_error(s, c, &e);
+    }
+    int *order = malloc((size_t)n * sizeof *order);
+    for (int i = 0; order && i < n; i++) order[i] = i;
+    for (int i = 1; order && i < n; i++) /* best first (insertion sort: at most SRV_MAX_PROMPTS) */
+        for (int k = i; k > 0 && j->out[order[k]] > j->out[order[k - 1]]; k--) {
+            int t = order[k];
+            order[k] = order[k - 1], order[k - 1] = t;
+        }
+    json_t *results = json_array();
+    long long tokens = 0;
+    for (int i = 0; i < n; i++) tokens += j->n_ids[i];
+    for (int r = 0; order && r < top_n; r++) {
+        json_t *it = json_pack("{s:i, s:f}", "index", order[r], "relevance_score", (double)j->out[order[r]]);
+        if (ret_docs) json_object_set_new(it, "document", json_pack("{s:O}", "text", json_array_get(docs, (size_t)order[r])));
+        json_array_append_new(results, it);
+    }
+    free(order);
+    job_free(j);
+    json_decref(o);
+    json_t *r = json_pack("{s:s, s:s, s:o, s:{s:I, s:I}}", "model", s->opt.model_name, "object", "list", "results",
+                          results, "usage", "prompt_tokens", tokens, "total_tokens", tokens);
+    return srv_reply_json(s, c, 200, r);
+}
+
 enum MHD_Result srv_handle_embeddings(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
     srv_error e;
     const loom_model_config *mc = loom_engine_model(s->e);
@@ -327,6 +426,11 @@ enum MHD_Result srv_handle_embeddings(srv *s, struct MHD_Connection *c, const ch
                  "%s is a %s model without a pooling type, not an embedding model: it has no embeddings endpoint",
                  s->opt.model_name,
                  mc->arch_name);
+        return srv_reply_error(s, c, &e);
+    }
+    if (mc->pooling == LOOM_POOL_RANK) {
+        srv_fail(&e, 400, "invalid_request_error", "model", NULL,
+                 "%s is a reranker: it scores query / document pairs (POST /v1/rerank), not embeddings", s->opt.model_name);
         return srv_reply_error(s, c, &e);
     }
     json_t *o = srv_parse_body(body, len, &e);

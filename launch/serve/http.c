@@ -172,7 +172,8 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, 
                   {"/v1/messages", true},         {"/v1/models", false},     {"/tokenize", true},
                   {"/detokenize", true},          {"/apply-template", true}, {"/v1/embeddings", true},
                   {"/v1/messages/count_tokens", true}, {"/completion", true}, {"/completions", true},
-                  {"/infill", true},              {"/props", false}};
+                  {"/infill", true},              {"/props", false},         {"/rerank", true},
+                  {"/v1/rerank", true},           {"/reranking", true},      {"/v1/reranking", true}};
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(url, routes[i].path) != 0) continue;
         if (routes[i].post ? !post : !get) {
@@ -194,6 +195,10 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, 
         case 11:
         case 12: return srv_handle_native(s, c, body, len, i == 12);
         case 13: return props(s, c);
+        case 14:
+        case 15:
+        case 16:
+        case 17: return srv_handle_rerank(s, c, body, len);
         default: return srv_handle_embeddings(s, c, body, len);
         }
     }

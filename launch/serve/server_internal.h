@@ -110,6 +110,7 @@ uint64_t srv_next_seed(srv *s);
 
 /* POST /v1/embeddings. */
 enum MHD_Result srv_handle_embeddings(srv *s, struct MHD_Connection *c, const char *body, size_t len);
+enum MHD_Result srv_handle_rerank(srv *s, struct MHD_Connection *c, const char *body, size_t len);
 /* Scheduler thread, s->mu held (released while computing): runs the queued embedding jobs. */
 void srv_embed_run(srv *s);
 /* s->mu held: ends the queued embedding jobs with an error. */

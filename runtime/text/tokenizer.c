@@ -653,6 +653,7 @@ int32_t loom_token_lookup(const loom_tokenizer *t, const char *text, size_t len)
 int32_t loom_tokenizer_n_vocab(const loom_tokenizer *t) { return t->n_vocab; }
 int32_t loom_tokenizer_bos(const loom_tokenizer *t) { return t->bos; }
 int32_t loom_tokenizer_eos(const loom_tokenizer *t) { return t->eos; }
+int32_t loom_tokenizer_sep(const loom_tokenizer *t) { return t->sep; }
 int32_t loom_tokenizer_fim(const loom_tokenizer *t, loom_fim_kind k) {
     return (unsigned)k < 6 ? t->fim[k] : LOOM_TOKEN_NULL;
 }

@@ -114,6 +114,7 @@ int32_t loom_token_lookup(const loom_tokenizer *t, const char *text, size_t len)
 int32_t loom_tokenizer_n_vocab(const loom_tokenizer *t);
 int32_t loom_tokenizer_bos(const loom_tokenizer *t); /* LOOM_TOKEN_NULL when none */
 int32_t loom_tokenizer_eos(const loom_tokenizer *t);
+int32_t loom_tokenizer_sep(const loom_tokenizer *t); /* the separator (BERT's [SEP]); LOOM_TOKEN_NULL when none */
 /* Fill-in-the-middle tokens (code models: Qwen2.5-Coder, CodeLlama,
  * StarCoder, DeepSeek-Coder, Codestral): from tokenizer.ggml.fim_*_token_id
  * (or the older prefix/suffix/middle keys), else found by their text;

@@ -107,6 +107,43 @@ ok "/v1/embeddings: malformed requests get 400"
 code=$(post /v1/chat/completions '{"messages": [{"role": "user", "content": "hi"}]}')
 [ "$code" = 400 ] || fail "/v1/chat/completions on an encoder: HTTP $code, expected 400"
 ok "generation endpoints refuse an encoder"
+code=$(post /v1/rerank '{"query": "a", "documents": ["b"]}')
+[ "$code" = 400 ] || fail "/v1/rerank on an embedding model: HTTP $code, expected 400"
 curl -sf "http://127.0.0.1:$PORT/health" > /dev/null || fail "/health after the bad requests"
 stop_server "$TMP/serve.log"
 ok "embeddings end to end"
+
+# a reranker (bert with a classification head, rank pooling): POST /v1/rerank (and /rerank) in Jina's and
+# Cohere's shape, best first, top_n, return_documents; a pair's score does not depend on the others
+RR=$TMP/rerank.gguf
+"$LOOM" synth --arch bert --layers 2 --dim 128 --heads 4 --kv-heads 4 --ffn 256 --vocab 700 --ctx 512 --type F16 \
+  --pooling rank --seed 51 --out "$RR" > /dev/null 2> "$TMP/err" || fail "synth reranker: $(tail -3 "$TMP/err")"
+expect_fail "embed refuses a reranker" "reranker" "$LOOM" embed --model "$RR" --text hi
+start_server "$TMP/rerank.log" "$LOOM" serve --model "$RR" --threads 1 --ctx-size 512
+body='{"query": "What is the capital of France?", "documents": ["Paris is the capital of France.", "Bananas are yellow.", "The capital of France is Paris, on the Seine."], "return_documents": true}'
+code=$(post /v1/rerank "$body"); cp "$TMP/resp" "$TMP/r1.json"
+[ "$code" = 200 ] || fail "/v1/rerank: HTTP $code: $(cat "$TMP/r1.json")"
+code=$(post /rerank '{"query": "What is the capital of France?", "documents": ["Bananas are yellow."], "top_n": 1}')
+cp "$TMP/resp" "$TMP/r2.json"
+[ "$code" = 200 ] || fail "/rerank: HTTP $code: $(cat "$TMP/r2.json")"
+python3 - "$TMP/r1.json" "$TMP/r2.json" <<'EOF' || fail "/v1/rerank: see above"
+import json, math, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+r = a["results"]
+assert a["object"] == "list" and len(r) == 3 and sorted(x["index"] for x in r) == [0, 1, 2], a
+s = [x["relevance_score"] for x in r]
+assert s == sorted(s, reverse=True) and all(math.isfinite(v) for v in s) and len(set(s)) == 3, s
+assert all(x["document"]["text"] for x in r) and a["usage"]["prompt_tokens"] > 0, a
+alone = b["results"][0]
+with_others = next(x for x in r if x["index"] == 1)
+assert alone["index"] == 0 and abs(alone["relevance_score"] - with_others["relevance_score"]) < 1e-5, (alone, with_others)
+EOF
+for bad in '{"documents": ["a"]}' '{"query": "q", "documents": []}' '{"query": "q", "documents": [1]}' \
+           '{"query": "q", "documents": ["a"], "top_n": 0}'; do
+  code=$(post /v1/rerank "$bad")
+  [ "$code" = 400 ] || fail "/v1/rerank $bad: HTTP $code, expected 400: $(cat "$TMP/resp")"
+done
+code=$(post /v1/embeddings '{"input": "x"}')
+[ "$code" = 400 ] || fail "/v1/embeddings on a reranker: HTTP $code, expected 400"
+stop_server "$TMP/rerank.log"
+ok "/v1/rerank: best first, top_n, return_documents, a pair's score alone the same; 400s"
