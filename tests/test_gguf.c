@@ -1271,7 +1271,7 @@ Test(synth, rejects_bad_options_with_clear_messages) {
         {"--out /tmp/x.gguf --arch gpt3", "--arch gpt3: expected llama, smollm3, granite, ernie4_5, mistral3"},
         {"--out /tmp/x.gguf --arch phi3 --dim 256 --heads 4 --head-dim 32", "phi3 needs heads * head_dim"},
         {"--out /tmp/x.gguf --rope-dim 7", "--rope-dim 7: expected an even number"},
-        {"--out /tmp/x.gguf --arch bert --pooling max", "--pooling max: expected none, mean, cls or last"},
+        {"--out /tmp/x.gguf --arch bert --pooling max", "--pooling max: expected none, mean, cls, last or rank"},
         {"--out /tmp/x.gguf --vocab 100", "--vocab 100 is out of range"},
         {"--out /tmp/x.gguf --arch qwen2 --dim 256 --heads 4 --head-dim 32", "qwen2 needs heads * head_dim"},
         {"--out /tmp/x.gguf --arch gemma2 --experts 4", "--experts: only llama, qwen2moe, qwen3moe, gpt-oss, glm4moe and deepseek2"},

@@ -22,6 +22,20 @@
 
 #define DEFAULT_MODEL LOOM_CACHE_DIR "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
+/* The default model's vocabulary text; returns its size. */
+static int32_t vocab_of_default_model(loom_vocab_text *text) {
+    loom_gguf *gg;
+    loom_tokenizer *tok;
+    cr_assert_null(loom_gguf_open(DEFAULT_MODEL, &gg), "needs %s (launch/fetch-model.sh)", DEFAULT_MODEL);
+    cr_assert_null(loom_tokenizer_create(gg, &tok));
+    const int32_t V = loom_tokenizer_n_vocab(tok);
+    cr_assert_eq(loom_tokenizer_eos(tok), 2, "SmolLM2's end of turn");
+    cr_assert_null(loom_vocab_text_build(tok, V, text));
+    loom_tokenizer_free(tok);
+    loom_gguf_free(gg);
+    return V;
+}
+
 static loom_grammar *grammar_of(const char *text) {
     loom_grammar *g = NULL;
     loom_status st = loom_grammar_compile(text, strlen(text), &g);
@@ -97,6 +111,8 @@ static void agree(const loom_grammar *g, const char *what, const char *re_text, 
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
     const int k = (int)strlen(al);
     int whole = 0, prefixes = 0, total = 0;
+    loom_grammar_matcher *m; /* one, reset for each string (a fresh one each would be the same) */
+    cr_assert_null(loom_grammar_matcher_create(g, &m));
     for (int len = 0; len <= max_len; len++) {
         long count = 1;
         for (int i = 0; i < len; i++) count *= k;
@@ -107,17 +123,16 @@ static void agree(const loom_grammar *g, const char *what, const char *re_text, 
             const int full = pcre2_match(re, (PCRE2_SPTR)s, (size_t)len, 0, 0, md, NULL);
             const int part = pcre2_match(re, (PCRE2_SPTR)s, (size_t)len, 0, PCRE2_PARTIAL_HARD, md, NULL);
             const bool complete = full >= 0, prefix = complete || part == PCRE2_ERROR_PARTIAL || len == 0; /* PCRE2 gives no partial match of nothing */
-            loom_grammar_matcher *m;
-            cr_assert_null(loom_grammar_matcher_create(g, &m));
+            loom_grammar_matcher_reset(m);
             const bool ok = loom_grammar_matcher_feed(m, s, (size_t)len);
             cr_assert_eq(ok, prefix, "%s: '%.*s' prefix %d", what, len, s, prefix);
             if (ok) cr_assert_eq(loom_grammar_matcher_complete(m), complete, "%s: '%.*s' whole %d", what, len, s, complete);
-            loom_grammar_matcher_free(m);
             whole += complete, prefixes += prefix, total++;
         }
     }
     cr_assert(whole > 3 && prefixes > whole && prefixes < total, "%s: %d whole, %d prefixes of %d", what, whole,
               prefixes, total);
+    loom_grammar_matcher_free(m);
     pcre2_match_data_free(md);
     pcre2_code_free(re);
 }
@@ -270,13 +285,8 @@ Test(grammar, choice_escapes_its_strings) {
  * the same seed: the sampler's shortcut (only its best tokens asked) must
  * not change a draw. */
 Test(grammar, constrained_sampling_over_the_vocabulary) {
-    loom_gguf *gg;
-    loom_tokenizer *tok;
-    cr_assert_null(loom_gguf_open(DEFAULT_MODEL, &gg), "needs %s (launch/fetch-model.sh)", DEFAULT_MODEL);
-    cr_assert_null(loom_tokenizer_create(gg, &tok));
-    const int32_t V = loom_tokenizer_n_vocab(tok), eos = loom_tokenizer_eos(tok);
     loom_vocab_text text;
-    cr_assert_null(loom_vocab_text_build(tok, V, &text));
+    const int32_t V = vocab_of_default_model(&text), eos = 2; /* SmolLM2's <|im_end|> */
     const char *grammars[] = {JSON_GBNF, "root ::= (\"- \" [a-zA-Z ]{1,20} \"\\n\"){2,3}",
                               "root ::= \"The answer is \" (\"yes\" | \"no\" | [0-9]{1,3}) \".\""};
     int32_t closers[5] = {-1, -1, -1, -1, -1}; /* so that strings, lists and lines end */
@@ -286,7 +296,7 @@ Test(grammar, constrained_sampling_over_the_vocabulary) {
     float *logits = malloc((size_t)V * sizeof *logits);
     double t_all = 0;
     int tokens = 0;
-    for (int run = 0; run < 18; run++) {
+    for (int run = 0; run < 9; run++) {
         const char *gt = grammars[run % 3];
         loom_sampling_params p = loom_sampling_defaults();
         p.temperature = run % 2 ? 0.9f : 0;
@@ -353,8 +363,6 @@ Test(grammar, constrained_sampling_over_the_vocabulary) {
     printf("grammar: %.3f ms a token (%d tokens, vocabulary %d)\n", 1e3 * t_all / tokens, tokens, V);
     free(logits);
     loom_vocab_text_free(&text);
-    loom_tokenizer_free(tok);
-    loom_gguf_free(gg);
 }
 
 /* A grammar made to be slow (deeper and more ambiguous with every
@@ -363,13 +371,8 @@ Test(grammar, constrained_sampling_over_the_vocabulary) {
  * stay bounded (the test's timeout would catch one that is not), and what
  * is taken is still a prefix of the grammar's language. */
 Test(grammar, a_slow_grammar_narrows_instead_of_stalling) {
-    loom_gguf *gg;
-    loom_tokenizer *tok;
-    cr_assert_null(loom_gguf_open(DEFAULT_MODEL, &gg), "needs %s (launch/fetch-model.sh)", DEFAULT_MODEL);
-    cr_assert_null(loom_tokenizer_create(gg, &tok));
-    const int32_t V = loom_tokenizer_n_vocab(tok);
     loom_vocab_text text;
-    cr_assert_null(loom_vocab_text_build(tok, V, &text));
+    const int32_t V = vocab_of_default_model(&text);
     static const char SLOW[] = "root ::= a\na ::= [a-z ] a [a-z ] | [a-z ] a | [a-z ]";
     loom_grammar_constraint *c;
     cr_assert_null(loom_grammar_constraint_create(&text, grammar_of(SLOW), &c));
@@ -397,6 +400,4 @@ Test(grammar, a_slow_grammar_narrows_instead_of_stalling) {
     loom_grammar_free(g);
     loom_grammar_constraint_free(c);
     loom_vocab_text_free(&text);
-    loom_tokenizer_free(tok);
-    loom_gguf_free(gg);
 }

@@ -472,23 +472,34 @@ static loom_status finish(gp *p, loom_grammar **out) {
     return NULL;
 }
 
-loom_status loom_grammar_compile(const char *text, size_t len, loom_grammar **out) {
+/* text as a NUL-terminated copy parsed by body (NULL: p.err says why), then
+ * compiled; what ("grammar", "regex") leads the messages. */
+static loom_status compile(const char *text, size_t len, const char *what, const char *(*body)(gp *, const char *),
+                           loom_grammar **out) {
     *out = NULL;
     if (len > LOOM_GRAMMAR_MAX_TEXT)
-        return loom_error(LOOM_ERR_INVALID, "grammar: %zu bytes is over the limit of %u", len, LOOM_GRAMMAR_MAX_TEXT);
-    if (memchr(text, 0, len)) return loom_error(LOOM_ERR_INVALID, "grammar: it contains a NUL byte");
+        return loom_error(LOOM_ERR_INVALID, "%s: %zu bytes is over the limit of %u", what, len, LOOM_GRAMMAR_MAX_TEXT);
+    if (memchr(text, 0, len)) return loom_error(LOOM_ERR_INVALID, "%s: it contains a NUL byte", what);
     char *src = malloc(len + 1);
     gp p = {0};
-    if (!src) return loom_error(LOOM_ERR_NOMEM, "out of memory for a grammar");
+    if (!src) return loom_error(LOOM_ERR_NOMEM, "out of memory for a %s", what);
     memcpy(src, text, len);
     src[len] = 0;
     p.start = src, p.end = src + len;
-    const char *s = space(src, true);
-    while (s && *s) s = parse_rule(&p, s);
-    loom_status st = s ? finish(&p, out) : loom_error(LOOM_ERR_INVALID, "grammar: %s", p.err);
+    loom_status st = body(&p, src) ? finish(&p, out) : loom_error(LOOM_ERR_INVALID, "%s: %s", what, p.err);
     for (uint32_t i = 0; i < p.nr; i++) free(p.r[i].name), free(p.r[i].el);
     free(p.r), free(p.cls), free(p.rng), free(p.names), free(src);
     return st;
+}
+
+static const char *gbnf_body(gp *p, const char *src) {
+    const char *s = space(src, true);
+    while (s && *s) s = parse_rule(p, s);
+    return s;
+}
+
+loom_status loom_grammar_compile(const char *text, size_t len, loom_grammar **out) {
+    return compile(text, len, "grammar", gbnf_body, out);
 }
 
 /* ------------------------------------------------------- regular expressions */
@@ -653,26 +664,18 @@ static const char *re_alternates(gp *p, const char *s, uint32_t r) {
     return s;
 }
 
+/* The whole expression as root's alternatives. */
+static const char *regex_body(gp *p, const char *src) {
+    int64_t root = named_rule(p, "root", 4);
+    const char *s = root < 0 ? NULL : re_alternates(p, src, (uint32_t)root);
+    if (s && *s) s = fail(p, "an unmatched ')'");
+    if (s && !push(p, (uint32_t)root, E_END, 0)) s = NULL;
+    if (s) p->r[root].defined = true;
+    return s;
+}
+
 loom_status loom_grammar_compile_regex(const char *re, size_t len, loom_grammar **out) {
-    *out = NULL;
-    if (len > LOOM_GRAMMAR_MAX_TEXT)
-        return loom_error(LOOM_ERR_INVALID, "regex: %zu bytes is over the limit of %u", len, LOOM_GRAMMAR_MAX_TEXT);
-    if (memchr(re, 0, len)) return loom_error(LOOM_ERR_INVALID, "regex: it contains a NUL byte");
-    char *src = malloc(len + 1);
-    gp p = {0};
-    if (!src) return loom_error(LOOM_ERR_NOMEM, "out of memory for a regex");
-    memcpy(src, re, len);
-    src[len] = 0;
-    p.start = src, p.end = src + len;
-    int64_t root = named_rule(&p, "root", 4);
-    const char *s = root < 0 ? NULL : re_alternates(&p, src, (uint32_t)root);
-    if (s && *s) s = fail(&p, "an unmatched ')'");
-    if (s && !push(&p, (uint32_t)root, E_END, 0)) s = NULL;
-    if (s) p.r[root].defined = true;
-    loom_status st = s ? finish(&p, out) : loom_error(LOOM_ERR_INVALID, "regex: %s", p.err);
-    for (uint32_t i = 0; i < p.nr; i++) free(p.r[i].name), free(p.r[i].el);
-    free(p.r), free(p.cls), free(p.rng), free(p.names), free(src);
-    return st;
+    return compile(re, len, "regex", regex_body, out);
 }
 
 void loom_grammar_free(loom_grammar *g) {
@@ -1058,6 +1061,17 @@ static bool run(loom_grammar_matcher *m, const char *b, size_t n, bool commit) {
     return true;
 }
 
+/* The state before any text: root's alternatives, each on an empty stack;
+ * false when out of memory. */
+static bool start(loom_grammar_matcher *m) {
+    const loom_grammar *g = m->g;
+    new_expansion(m);
+    for (uint32_t a = g->alt_off[g->root]; a < g->alt_off[g->root + 1]; a++) expand(m, &m->tmp, &g->alts[a], 1);
+    m->need = 0, m->val = 0, m->total = 0, m->spent = 0;
+    m->cur = intern(m);
+    return m->cur != DEAD || !m->tmp.n;
+}
+
 loom_status loom_grammar_matcher_create(const loom_grammar *g, loom_grammar_matcher **out) {
     *out = NULL;
     loom_grammar_matcher *m = calloc(1, sizeof *m);
@@ -1067,15 +1081,19 @@ loom_status loom_grammar_matcher_create(const loom_grammar *g, loom_grammar_matc
         return loom_error(LOOM_ERR_NOMEM, "out of memory for a grammar's matcher");
     }
     m->g = g;
-    new_expansion(m);
-    for (uint32_t a = g->alt_off[g->root]; a < g->alt_off[g->root + 1]; a++)
-        expand(m, &m->tmp, &g->alts[a], 1); /* root's alternatives, each on an empty stack */
-    if ((m->cur = intern(m)) == DEAD && m->tmp.n) {
+    if (!start(m)) {
         loom_grammar_matcher_free(m);
         return loom_error(LOOM_ERR_NOMEM, "out of memory for a grammar's matcher");
     }
     *out = m;
     return NULL;
+}
+
+void loom_grammar_matcher_reset(loom_grammar_matcher *m) {
+    m->n_states = 0, m->pool_len = 0, m->n_trans = 0;
+    memset(m->by_hash, 0, 2 * m->cap * sizeof *m->by_hash);
+    memset(m->trans, 0xFF, 4 * m->cap * sizeof *m->trans);
+    (void)start(m); /* (out of memory: the matcher takes nothing) */
 }
 
 void loom_grammar_matcher_free(loom_grammar_matcher *m) {

@@ -63,6 +63,8 @@ void loom_grammar_matcher_free(loom_grammar_matcher *m);
 bool loom_grammar_matcher_fits(loom_grammar_matcher *m, const char *b, size_t n);
 /* Feeds b[0..n); false (and nothing changes) when they may not come next. */
 bool loom_grammar_matcher_feed(loom_grammar_matcher *m, const char *b, size_t n);
+/* Back to before any text (the tables it built are dropped). */
+void loom_grammar_matcher_reset(loom_grammar_matcher *m);
 /* Whether the text so far is a whole string of the grammar. */
 bool loom_grammar_matcher_complete(const loom_grammar_matcher *m);
 
