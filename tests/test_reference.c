@@ -48,6 +48,7 @@
 #include "parallel/engine.h"
 #include "reference.h"
 #include "runtime/pooling.h"
+#include "runtime/text/tokenizer.h"
 
 #define EPS_SIGMA 0.3f
 #define MAX_DEV 0.25f /* σ */
@@ -170,10 +171,27 @@ static void run_rank_fixture(const char *fixture, loom_type kv_type) {
     loom_engine *e = open_engine(tmp, kv_type, 1024, &g);
     const loom_model_config *mc = loom_engine_model(e);
     cr_assert(mc->pooling == LOOM_POOL_RANK && mc->n_cls_out == 1, "the model is a reranker of one score");
+    loom_tokenizer *tok;
+    cr_assert_null(loom_tokenizer_create(g, &tok));
     float *rows = malloc(sizeof(float) * 1024);
     for (int i = 0; i < ref.n; i++) {
         loom_ref_case *c = &ref.cases[i];
         cr_assert_eq(c->dim, 1);
+        /* the pair as llama-server builds it (gen_reference.py's RERANK_PAIRS) */
+        static const char *const pairs[][3] = {
+            {"rank-a", "What is the capital of France?", "Paris is the capital and largest city of France."},
+            {"rank-b", "What is the capital of France?", "The quick brown fox jumps over the lazy dog."},
+            {"rank-c", "how do plants make food", "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen."},
+        };
+        const char *const *pair = NULL;
+        for (size_t k = 0; k < 3; k++)
+            if (!strcmp(pairs[k][0], c->name)) pair = pairs[k];
+        cr_assert_not_null(pair, "%s: not one of the pairs", c->name);
+        loom_tokens t = {0};
+        cr_assert_null(loom_tokenize_rerank(tok, NULL, 0, pair[1], strlen(pair[1]), pair[2], strlen(pair[2]), &t));
+        cr_assert(t.n == (size_t)c->n_prompt && !memcmp(t.ids, c->ids, t.n * sizeof *t.ids),
+                  "%s: loom's pair is not llama-server's (%zu and %d tokens)", c->name, t.n, c->n_prompt);
+        loom_tokens_free(&t);
         st = loom_engine_score(e, c->ids, c->n_prompt, rows);
         cr_assert(!st, "%s: %s", c->name, loom_status_message(st));
         const float mine = rows[mc->bidirectional ? 0 : c->n_prompt - 1], want = c->embedding[0];
@@ -182,6 +200,7 @@ static void run_rank_fixture(const char *fixture, loom_type kv_type) {
         cr_expect(fabsf(mine - want) <= 2e-3f + 0.01f * fabsf(want), "%s: score %.6f, llama.cpp %.6f", c->name, mine, want);
     }
     free(rows);
+    loom_tokenizer_free(tok);
     loom_engine_free(e);
     loom_gguf_free(g);
     unlink(tmp);

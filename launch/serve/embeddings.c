@@ -321,14 +321,20 @@ static json_t *base64_of(const float *v, int n) {
     return j;
 }
 
+/* A query / document pair as llama-server feeds a reranker (tokenizer.h). */
+static loom_status rerank_pair(srv *s, const char *q, size_t qn, const char *d, size_t dn, loom_tokens *out) {
+    loom_str tm;
+    const bool has = loom_gguf_get_str(loom_cluster_model(s->cluster), "tokenizer.chat_template.rerank", &tm);
+    return loom_tokenize_rerank(s->tok, has ? tm.ptr : NULL, has ? (size_t)tm.len : 0, q, qn, d, dn, out);
+}
+
 /* POST /rerank, /v1/rerank (llama-server's, Jina's and Cohere's shape, as
  * vLLM serves it too): {"query", "documents": [text, ...], "top_n",
  * "return_documents"} -> {"model", "object": "list", "results": [{"index",
  * "relevance_score", "document": {"text"}}, ...] best first, "usage"}.
- * Each pair is what llama-server feeds a reranker: BOS query EOS SEP
- * document EOS (the tokens the vocabulary has); the score is the
- * classification head's first output, unbounded (a logit) as llama-server
- * gives it. */
+ * Each pair is fed as llama-server feeds it (rerank_pair); the score is
+ * the classification head's first output, unbounded (a logit) as
+ * llama-server gives it. */
 enum MHD_Result srv_handle_rerank(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
     srv_error e;
     const loom_model_config *mc = loom_engine_model(s->e);
@@ -363,7 +369,6 @@ enum MHD_Result srv_handle_rerank(srv *s, struct MHD_Connection *c, const char *
         j->n = n;
     }
     if (ok && (!j || !j->ids || !j->n_ids || !j->out)) ok = srv_fail(&e, 500, "server_error", NULL, NULL, "out of memory");
-    const int32_t bos = loom_tokenizer_bos(s->tok), eos = loom_tokenizer_eos(s->tok), sep = loom_tokenizer_sep(s->tok);
     const int limit = loom_engine_options_of(s->e)->batch_rows;
     for (int i = 0; ok && i < n; i++) {
         json_t *d = json_array_get(docs, (size_t)i);
@@ -372,13 +377,8 @@ enum MHD_Result srv_handle_rerank(srv *s, struct MHD_Connection *c, const char *
             break;
         }
         loom_tokens t = {0};
-        loom_status st = NULL;
-        if (bos >= 0) st = loom_tokens_push(&t, bos);
-        if (!st) st = loom_tokenize(s->tok, json_string_value(q), json_string_length(q), false, false, &t);
-        if (!st && eos >= 0) st = loom_tokens_push(&t, eos);
-        if (!st && sep >= 0) st = loom_tokens_push(&t, sep);
-        if (!st) st = loom_tokenize(s->tok, json_string_value(d), json_string_length(d), false, false, &t);
-        if (!st && eos >= 0) st = loom_tokens_push(&t, eos);
+        loom_status st = rerank_pair(s, json_string_value(q), json_string_length(q), json_string_value(d),
+                                     json_string_length(d), &t);
         if (st) {
             ok = srv_fail(&e, 500, "server_error", NULL, NULL, "tokenizing document %d: %s", i, loom_status_message(st));
             loom_status_free(st);

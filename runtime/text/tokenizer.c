@@ -410,7 +410,7 @@ static loom_status build(loom_tokenizer *t, const loom_gguf *g) {
     t->eot = t->eom = t->sep = LOOM_TOKEN_NULL;
     if (t->model == TOK_MODEL_WPM) { /* BERT's [CLS] 101, [UNK] 100, [SEP] 102 */
         t->bos = 101, t->eos = LOOM_TOKEN_NULL, t->unk = 100, t->sep = 102;
-        t->add_bos = true;
+        t->add_bos = t->add_sep = true;
         t->add_space_prefix = true; /* decoding drops the first "▁"'s space */
         t->wpm_lowercase = true;
         bool b;
@@ -440,6 +440,7 @@ static loom_status build(loom_tokenizer *t, const loom_gguf *g) {
     bool b;
     if (loom_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b)) t->add_bos = b;
     if (loom_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &b)) t->add_eos = b;
+    if (loom_gguf_get_bool(g, "tokenizer.ggml.add_sep_token", &b)) t->add_sep = b;
     if (loom_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &b)) t->add_space_prefix = b;
     if (t->model == TOK_MODEL_BPE && (t->pre->flags & PT_GEMMA4)) t->add_bos = true;
     if (t->model == TOK_MODEL_BPE) t->add_space_prefix = false; /* only SPM prefixes a space */
@@ -604,7 +605,7 @@ loom_status loom_tokenize(const loom_tokenizer *t, const char *text, size_t len,
             if ((st = tok_bpe_encode(t, text + f[i].off, f[i].len, out))) goto done;
         }
     }
-    if (add_special && t->model == TOK_MODEL_WPM && t->sep >= 0 && (st = tok_push(out, t->sep))) goto done;
+    if (add_special && t->add_sep && t->sep >= 0 && (st = tok_push(out, t->sep))) goto done;
     if (add_special && t->add_eos && (st = tok_push(out, t->eos))) goto done;
 done:
     tok_vec_free(&frags);
@@ -654,6 +655,38 @@ int32_t loom_tokenizer_n_vocab(const loom_tokenizer *t) { return t->n_vocab; }
 int32_t loom_tokenizer_bos(const loom_tokenizer *t) { return t->bos; }
 int32_t loom_tokenizer_eos(const loom_tokenizer *t) { return t->eos; }
 int32_t loom_tokenizer_sep(const loom_tokenizer *t) { return t->sep; }
+bool loom_tokenizer_adds_sep(const loom_tokenizer *t) { return t->add_sep; }
+
+loom_status loom_tokenize_rerank(const loom_tokenizer *t, const char *tmpl, size_t tmpl_len, const char *q, size_t qn,
+                                 const char *d, size_t dn, loom_tokens *out) {
+    loom_status st = NULL;
+    if (tmpl) { /* {query} and {document} replaced, special tokens parsed */
+        size_t need = tmpl_len + 1;
+        for (size_t i = 0; i < tmpl_len; i++) {
+            if (tmpl_len - i >= 7 && !memcmp(tmpl + i, "{query}", 7)) need += qn;
+            if (tmpl_len - i >= 10 && !memcmp(tmpl + i, "{document}", 10)) need += dn;
+        }
+        char *text = malloc(need);
+        if (!text) return loom_error(LOOM_ERR_NOMEM, "out of memory for a rerank prompt");
+        size_t n = 0;
+        for (size_t i = 0; i < tmpl_len;) {
+            if (tmpl_len - i >= 7 && !memcmp(tmpl + i, "{query}", 7)) memcpy(text + n, q, qn), n += qn, i += 7;
+            else if (tmpl_len - i >= 10 && !memcmp(tmpl + i, "{document}", 10)) memcpy(text + n, d, dn), n += dn, i += 10;
+            else text[n++] = tmpl[i++];
+        }
+        st = loom_tokenize(t, text, n, false, true, out);
+        free(text);
+        return st;
+    }
+    const int32_t eos = t->eos >= 0 ? t->eos : t->sep;
+    if (t->add_bos && t->bos >= 0) st = tok_push(out, t->bos);
+    if (!st) st = loom_tokenize(t, q, qn, false, false, out);
+    if (!st && t->add_eos && eos >= 0) st = tok_push(out, eos);
+    if (!st && t->add_sep && t->sep >= 0) st = tok_push(out, t->sep);
+    if (!st) st = loom_tokenize(t, d, dn, false, false, out);
+    if (!st && t->add_eos && eos >= 0) st = tok_push(out, eos);
+    return st;
+}
 int32_t loom_tokenizer_fim(const loom_tokenizer *t, loom_fim_kind k) {
     return (unsigned)k < 6 ? t->fim[k] : LOOM_TOKEN_NULL;
 }

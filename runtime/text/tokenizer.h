@@ -124,6 +124,16 @@ int32_t loom_tokenizer_fim(const loom_tokenizer *t, loom_fim_kind k);
 int32_t loom_tokenizer_eot(const loom_tokenizer *t);
 bool loom_tokenizer_adds_bos(const loom_tokenizer *t); /* what add_special does */
 bool loom_tokenizer_adds_eos(const loom_tokenizer *t);
+bool loom_tokenizer_adds_sep(const loom_tokenizer *t); /* BERT's [SEP] (tokenizer.ggml.add_sep_token) */
+
+/* A reranker's input for a query and a document, as llama-server builds it:
+ * the rerank template tmpl (tokenizer.chat_template.rerank; NULL: none)
+ * with {query} and {document} replaced, special tokens parsed; else BOS
+ * (where the model adds one), query, EOS (SEP where there is no EOS; where
+ * the model adds EOS), SEP (where it adds one), document, EOS (likewise).
+ * Appends to *out. */
+loom_status loom_tokenize_rerank(const loom_tokenizer *t, const char *tmpl, size_t tmpl_len, const char *q, size_t qn,
+                                 const char *d, size_t dn, loom_tokens *out) LOOM_MUST_USE;
 bool loom_tokenizer_is_eog(const loom_tokenizer *t, int32_t id);   /* end of generation */
 bool loom_tokenizer_is_control(const loom_tokenizer *t, int32_t id); /* control or unknown */
 const char *loom_tokenizer_model(const loom_tokenizer *t); /* "gpt2", "llama" or "bert" */

@@ -83,7 +83,7 @@ struct loom_tokenizer {
     int32_t bos, eos, eot, eom, unk;
     int32_t fim[6];           /* loom_fim_kind → id, or LOOM_TOKEN_NULL */
     int32_t byte_token[256];  /* <0xXX> (or the single byte) → id, or -1 */
-    bool add_bos, add_eos, add_space_prefix;
+    bool add_bos, add_eos, add_sep, add_space_prefix; /* add_sep: SEP after the text with add_special (BERT's) */
     uint8_t *eog;             /* (n_vocab) 1 = end of generation */
 
     void *regex[8];           /* pcre2_code_8 *, compiled pre->regex */
