@@ -162,8 +162,10 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
         LOOM_TRY(loom_gguf_writer_add_bool(w, KEY("attention.causal"), false));
         U32("pooling_type", c->pooling < 0 ? 1 : c->pooling); /* (mean unless given) */
         LOOM_TRY(loom_gguf_writer_add_uint(w, "tokenizer.ggml.token_type_count", LOOM_GGUF_U32, 2));
-    } else if (c->pooling >= 0) { /* a decoder as an embedding model */
+    } else if (c->pooling >= 0) { /* a decoder as an embedding model (or a reranker: its labels, as llama.cpp reads them) */
         U32("pooling_type", c->pooling);
+        static const char *const labels[] = {"yes", "no"};
+        if (c->pooling == 4) LOOM_TRY(loom_gguf_writer_add_arr_str(w, KEY("classifier.output_labels"), labels, 2));
     }
     U32("vocab_size", c->vocab);
 #undef KEY
@@ -343,11 +345,13 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
         if (!tied)
             LOOM_TRY(loom_synth_tensor(p, "output.weight", W(W_OUTPUT, 0), 2, c->dim, c->vocab, s_dim, false, 0.0));
     }
-    if (c->pooling == 4) { /* a reranker's classification head (llama.cpp's cls, cls.output), F32 as converters keep it */
-        LOOM_TRY(loom_synth_tensor(p, "cls.weight", LOOM_TYPE_F32, 2, c->dim, c->dim, s_dim, false, 0.0));
-        LOOM_TRY(loom_synth_tensor(p, "cls.bias", LOOM_TYPE_F32, 1, c->dim, 1, 0.1, false, 0.0));
+    if (c->pooling == 4 && f.encoder) { /* a reranker's classification head (llama.cpp's cls, cls.output), F32 as */
+        LOOM_TRY(loom_synth_tensor(p, "cls.weight", LOOM_TYPE_F32, 2, c->dim, c->dim, s_dim, false, 0.0)); /* converters */
+        LOOM_TRY(loom_synth_tensor(p, "cls.bias", LOOM_TYPE_F32, 1, c->dim, 1, 0.1, false, 0.0));        /* keep it */
         LOOM_TRY(loom_synth_tensor(p, "cls.output.weight", LOOM_TYPE_F32, 2, c->dim, 1, s_dim, false, 0.0));
         LOOM_TRY(loom_synth_tensor(p, "cls.output.bias", LOOM_TYPE_F32, 1, 1, 1, 0.1, false, 0.0));
+    } else if (c->pooling == 4) { /* a decoder's (Qwen3-Reranker's): two label rows ("yes", "no"), no dense layer */
+        LOOM_TRY(loom_synth_tensor(p, "cls.output.weight", LOOM_TYPE_F32, 2, c->dim, 2, s_dim, false, 0.0));
     }
 #undef W
 #undef T2

@@ -170,13 +170,14 @@ static void run_rank_fixture(const char *fixture, loom_type kv_type) {
     loom_gguf *g;
     loom_engine *e = open_engine(tmp, kv_type, 1024, &g);
     const loom_model_config *mc = loom_engine_model(e);
-    cr_assert(mc->pooling == LOOM_POOL_RANK && mc->n_cls_out == 1, "the model is a reranker of one score");
+    cr_assert(mc->pooling == LOOM_POOL_RANK && mc->n_cls_out >= 1, "the model is a reranker");
+    const int W = mc->n_cls_out;
     loom_tokenizer *tok;
     cr_assert_null(loom_tokenizer_create(g, &tok));
-    float *rows = malloc(sizeof(float) * 1024);
+    float *rows = malloc(sizeof(float) * 1024 * (size_t)W);
     for (int i = 0; i < ref.n; i++) {
         loom_ref_case *c = &ref.cases[i];
-        cr_assert_eq(c->dim, 1);
+        cr_assert_eq(c->dim, W);
         /* the pair as llama-server builds it (gen_reference.py's RERANK_PAIRS) */
         static const char *const pairs[][3] = {
             {"rank-a", "What is the capital of France?", "Paris is the capital and largest city of France."},
@@ -194,10 +195,14 @@ static void run_rank_fixture(const char *fixture, loom_type kv_type) {
         loom_tokens_free(&t);
         st = loom_engine_score(e, c->ids, c->n_prompt, rows);
         cr_assert(!st, "%s: %s", c->name, loom_status_message(st));
-        const float mine = rows[mc->bidirectional ? 0 : c->n_prompt - 1], want = c->embedding[0];
-        printf("  %-26s %-7s tokens %4d  score %.6f, llama.cpp %.6f\n",
-               fixture + sizeof(LOOM_TEST_DATA "/fixtures/") - 1, c->name, c->n_prompt, mine, want);
-        cr_expect(fabsf(mine - want) <= 2e-3f + 0.01f * fabsf(want), "%s: score %.6f, llama.cpp %.6f", c->name, mine, want);
+        const float *mine = rows + (size_t)(mc->bidirectional ? 0 : c->n_prompt - 1) * W; /* a decoder's: the last row */
+        for (int k = 0; k < W; k++) {
+            const float want = c->embedding[k];
+            printf("  %-26s %-7s tokens %4d  output %d %.6f, llama.cpp %.6f\n",
+                   fixture + sizeof(LOOM_TEST_DATA "/fixtures/") - 1, c->name, c->n_prompt, k, mine[k], want);
+            cr_expect(fabsf(mine[k] - want) <= 2e-3f + 0.01f * fabsf(want), "%s: output %d %.6f, llama.cpp %.6f", c->name,
+                      k, mine[k], want);
+        }
     }
     free(rows);
     loom_tokenizer_free(tok);
@@ -259,3 +264,5 @@ Test(reference, synth_qwen3_embed_q8_0, .timeout = 600) { run_embed_fixture(FX("
 Test(reference, synth_qwen3_embed_f16, .timeout = 600) { run_embed_fixture(FX("synth-qwen3-embed-f16.json"), LOOM_TYPE_F32); }
 /* a reranker (bert with a classification head, rank pooling) */
 Test(reference, synth_bert_rank_f16, .timeout = 600) { run_rank_fixture(FX("synth-bert-rank-f16.json"), LOOM_TYPE_F16); }
+/* a decoder reranker (Qwen3-Reranker's way: the last row, two labels' rows softmaxed) */
+Test(reference, synth_qwen3_rank_f16, .timeout = 600) { run_rank_fixture(FX("synth-qwen3-rank-f16.json"), LOOM_TYPE_F16); }
