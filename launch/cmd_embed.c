@@ -11,6 +11,12 @@
  * --json {"model": ..., "pooling": ..., "data": [{"index": i, "tokens": n,
  * "embedding": [...]}, ...]}. Pooling "none" gives every token's vector
  * ("embedding" is then a list of lists).
+ *
+ * A reranker (rank pooling) with --query instead scores each text as a
+ * document for the query, the pair built as llama-server builds it
+ * (loom_tokenize_rerank): one score a line (its labels' outputs, where it
+ * has several), or with --json {"model", "query", "data": [{"index",
+ * "tokens", "score", "scores"}, ...]} in the texts' order.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -75,6 +81,54 @@ static loom_status read_texts(embed_job *j) {
     return st;
 }
 
+/* A reranker's scores of each text as a document for the query. */
+static loom_status rerank(loom_engine *e, const loom_gguf *g, const char *model, const embed_job *j, const char *query,
+                          bool json) {
+    const loom_model_config *c = loom_engine_model(e);
+    const int W = c->n_cls_out, R = loom_engine_options_of(e)->batch_rows;
+    loom_tokenizer *tok = NULL;
+    loom_tokens ids = {0};
+    loom_strbuf out = {0};
+    float *rows = malloc(sizeof(float) * (size_t)R * W);
+    loom_status st = rows ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
+    if (!st) st = loom_tokenizer_create(g, &tok);
+    loom_str tm;
+    const bool has_tmpl = loom_gguf_get_str(g, "tokenizer.chat_template.rerank", &tm);
+    const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
+    if (!st && json) {
+        st = loom_strbuf_append(&out, "{\"model\":", 9);
+        if (!st) st = loom_json_escape(name, strlen(name), &out);
+        if (!st) st = loom_strbuf_append(&out, ",\"query\":", 9);
+        if (!st) st = loom_json_escape(query, strlen(query), &out);
+        if (!st) st = loom_strbuf_append(&out, ",\"data\":[", 9);
+    }
+    for (int i = 0; i < j->n && !st; i++) {
+        ids.n = 0;
+        st = loom_tokenize_rerank(tok, has_tmpl ? tm.ptr : NULL, has_tmpl ? (size_t)tm.len : 0, query, strlen(query),
+                                  j->texts[i], strlen(j->texts[i]), &ids);
+        if (!st && (ids.n == 0 || (int)ids.n > R))
+            st = loom_error(LOOM_ERR_INVALID, "the query with text %d is %zu tokens (1..%d: --batch)", i, ids.n, R);
+        if (!st) st = loom_engine_score(e, ids.ids, (int)ids.n, rows);
+        if (st) break;
+        const float *v = rows + (size_t)(c->bidirectional ? 0 : ids.n - 1) * W; /* a decoder's: the last row */
+        char head[96];
+        int k = json ? snprintf(head, sizeof head, "%s{\"index\":%d,\"tokens\":%zu,\"score\":%.9g,\"scores\":", i ? "," : "",
+                                i, ids.n, (double)v[0])
+                     : 0;
+        if (k) st = loom_strbuf_append(&out, head, (size_t)k);
+        if (!st) st = put_vec(&out, v, W, json);
+        if (!st) st = loom_strbuf_append(&out, json ? "}" : "\n", 1);
+    }
+    if (!st && json) st = loom_strbuf_append(&out, "]}\n", 3);
+    if (!st && (fwrite(out.data, 1, out.len, stdout) != out.len || fflush(stdout) != 0))
+        st = loom_error(LOOM_ERR_IO, "cannot write to stdout");
+    loom_strbuf_free(&out);
+    loom_tokens_free(&ids);
+    loom_tokenizer_free(tok);
+    free(rows);
+    return st;
+}
+
 static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *model, const embed_job *j,
                               loom_pooling pool, bool normalize, bool json) {
     const loom_model_config *c = loom_engine_model(e);
@@ -136,7 +190,7 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
 }
 
 int cmd_embed(int argc, char **argv) {
-    const char *model = NULL, *text = NULL, *file = NULL, *pooling = NULL;
+    const char *model = NULL, *text = NULL, *file = NULL, *pooling = NULL, *query = NULL;
     int64_t threads = loom_cpu_count(), batch = 512, tp = 1, pp = 1;
     double watchdog = 30;
     bool json = false, no_normalize = false;
@@ -145,6 +199,7 @@ int cmd_embed(int argc, char **argv) {
         {"--text", LOOM_ARG_STR, &text, "TEXT", "the text to embed"},
         {"--file", LOOM_ARG_STR, &file, "PATH", "texts to embed, one per line"},
         {"--pooling", LOOM_ARG_STR, &pooling, "P", "none, mean, cls or last (default: the model's pooling_type)"},
+        {"--query", LOOM_ARG_STR, &query, "TEXT", "a reranker: score each text as a document for this query"},
         {"--no-normalize", LOOM_ARG_FLAG, &no_normalize, NULL, "keep the pooled vector's length (default: unit L2)"},
         {"--json", LOOM_ARG_FLAG, &json, NULL, "print one JSON object instead of lines of numbers"},
         {"--threads", LOOM_ARG_INT, &threads, "N", "threads per rank"},
@@ -152,10 +207,11 @@ int cmd_embed(int argc, char **argv) {
         LOOM_GRID_ARGS(tp, pp, watchdog),
     };
     loom_args_result ar = loom_args_parse(
-        "embed --model PATH (--text TEXT | --file PATH) [--pooling P] [--json]",
+        "embed --model PATH (--text TEXT | --file PATH) [--pooling P | --query TEXT] [--json]",
         "Prints the embedding of each text by an embedding model (bert, nomic-bert, or a decoder\n"
         "with a pooling type, as Qwen3-Embedding): the last layer's hidden states (a decoder's after\n"
-        "its output norm) pooled as the model says, scaled to unit length.",
+        "its output norm) pooled as the model says, scaled to unit length. A reranker (rank pooling)\n"
+        "with --query: each text's score as a document for the query.",
         args, (int)(sizeof args / sizeof args[0]), argc, argv);
     if (ar != LOOM_ARGS_OK) return ar == LOOM_ARGS_HELP ? 0 : 2;
     if (!model) return loom_usage_error("embed: --model is required");
@@ -186,13 +242,18 @@ int cmd_embed(int argc, char **argv) {
         st = loom_error(LOOM_ERR_UNSUPPORTED, "%s is a %s model without a pooling type, not an embedding model: use "
                         "loom generate",
                         model, loom_engine_model(e)->arch_name);
-    if (!st && loom_engine_model(e)->pooling == LOOM_POOL_RANK)
-        st = loom_error(LOOM_ERR_UNSUPPORTED, "%s is a reranker (pooling type rank): it scores query / document pairs "
-                        "(loom serve: POST /v1/rerank), not embeddings", model);
+    const bool ranks = !st && loom_engine_model(e)->pooling == LOOM_POOL_RANK;
+    if (ranks && !query)
+        st = loom_error(LOOM_ERR_UNSUPPORTED, "%s is a reranker (pooling type rank): it scores documents for a query "
+                        "(--query), not embeddings", model);
+    if (!st && !ranks && query)
+        st = loom_error(LOOM_ERR_UNSUPPORTED, "%s is not a reranker (no rank pooling): --query needs one", model);
+    if (!st && ranks && pooling) st = loom_error(LOOM_ERR_INVALID, "--pooling does not apply to a reranker");
     if (!st) {
         bool coord = loom_cluster_is_coordinator(cluster);
         if (!pooling) pool = loom_engine_model(e)->pooling;
-        if (coord) st = coordinate(e, loom_cluster_model(cluster), model, &job, pool, !no_normalize, json);
+        if (coord && ranks) st = rerank(e, loom_cluster_model(cluster), model, &job, query, json);
+        else if (coord) st = coordinate(e, loom_cluster_model(cluster), model, &job, pool, !no_normalize, json);
         else st = loom_engine_work(e);
         if (st && loom_cluster_size(cluster) > 1) loom_cluster_abort(cluster, "embed", st);
         if (!st && coord) st = loom_engine_shutdown(e);

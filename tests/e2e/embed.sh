@@ -126,9 +126,14 @@ code=$(post /v1/rerank "$body"); cp "$TMP/resp" "$TMP/r1.json"
 code=$(post /rerank '{"query": "What is the capital of France?", "documents": ["Bananas are yellow."], "top_n": 1}')
 cp "$TMP/resp" "$TMP/r2.json"
 [ "$code" = 200 ] || fail "/rerank: HTTP $code: $(cat "$TMP/r2.json")"
-python3 - "$TMP/r1.json" "$TMP/r2.json" <<'EOF' || fail "/v1/rerank: see above"
+printf 'Paris is the capital of France.\nBananas are yellow.\nThe capital of France is Paris, on the Seine.\n' > "$TMP/docs.txt"
+"$LOOM" embed --model "$RR" --query "What is the capital of France?" --file "$TMP/docs.txt" --json --threads 1 \
+  > "$TMP/r3.json" 2> "$TMP/err" || fail "embed --query: $(tail -3 "$TMP/err")"
+python3 - "$TMP/r1.json" "$TMP/r2.json" "$TMP/r3.json" <<'EOF' || fail "/v1/rerank: see above"
 import json, math, sys
-a, b = (json.load(open(p)) for p in sys.argv[1:3])
+a, b, cli = (json.load(open(p)) for p in sys.argv[1:4])
+for x in a["results"]:  # the CLI's scores, the same pairs
+    assert abs(x["relevance_score"] - cli["data"][x["index"]]["score"]) < 1e-3, (x, cli["data"])  # (f16 / f32 KV)
 r = a["results"]
 assert a["object"] == "list" and len(r) == 3 and sorted(x["index"] for x in r) == [0, 1, 2], a
 s = [x["relevance_score"] for x in r]
@@ -146,4 +151,4 @@ done
 code=$(post /v1/embeddings '{"input": "x"}')
 [ "$code" = 400 ] || fail "/v1/embeddings on a reranker: HTTP $code, expected 400"
 stop_server "$TMP/rerank.log"
-ok "/v1/rerank: best first, top_n, return_documents, a pair's score alone the same; 400s"
+ok "/v1/rerank: best first, top_n, return_documents, a pair's score alone the same, loom embed --query's; 400s"
