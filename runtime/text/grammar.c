@@ -991,15 +991,20 @@ static uint32_t step(loom_grammar_matcher *m, uint32_t from, uint32_t cp) {
     return to;
 }
 
+/* No states, no steps. */
+static void clear_tables(loom_grammar_matcher *m) {
+    m->n_states = 0, m->pool_len = 0, m->n_trans = 0;
+    memset(m->by_hash, 0, 2 * m->cap * sizeof *m->by_hash);
+    memset(m->trans, 0xFF, 4 * m->cap * sizeof *m->trans);
+}
+
 /* Empties the tables, keeping the current state (as state 0). */
 static void reset_tables(loom_grammar_matcher *m) {
     new_expansion(m);
     const sinfo si = m->states[m->cur];
     for (size_t off = si.off; off < si.off + si.len; off += 1 + m->pool[off])
         add_stack(m, &m->tmp, m->pool + off + 1, m->pool[off]);
-    m->n_states = 0, m->pool_len = 0, m->n_trans = 0;
-    memset(m->by_hash, 0, 2 * m->cap * sizeof *m->by_hash);
-    memset(m->trans, 0xFF, 4 * m->cap * sizeof *m->trans);
+    clear_tables(m);
     m->cur = intern(m);
 }
 
@@ -1090,9 +1095,7 @@ loom_status loom_grammar_matcher_create(const loom_grammar *g, loom_grammar_matc
 }
 
 void loom_grammar_matcher_reset(loom_grammar_matcher *m) {
-    m->n_states = 0, m->pool_len = 0, m->n_trans = 0;
-    memset(m->by_hash, 0, 2 * m->cap * sizeof *m->by_hash);
-    memset(m->trans, 0xFF, 4 * m->cap * sizeof *m->trans);
+    clear_tables(m);
     (void)start(m); /* (out of memory: the matcher takes nothing) */
 }
 
@@ -1116,8 +1119,7 @@ struct loom_grammar_constraint {
     const loom_vocab_text *v;
     loom_grammar *g;
     loom_grammar_matcher *m;
-    bool have_first;    /* first[] is for the matcher's state */
-    uint8_t first[256]; /* which bytes may come next (most tokens fail on their first) */
+    loom_first_bytes first; /* for the matcher's state */
 };
 
 loom_status loom_grammar_constraint_create(const loom_vocab_text *v, loom_grammar *g, loom_grammar_constraint **out) {
@@ -1144,22 +1146,15 @@ void loom_grammar_constraint_free(loom_grammar_constraint *c) {
     free(c);
 }
 
+static bool grammar_fits(void *user, const char *b, size_t n) {
+    return loom_grammar_matcher_fits(((loom_grammar_constraint *)user)->m, b, n);
+}
+
+static bool grammar_whole(void *user) { return loom_grammar_matcher_complete(((loom_grammar_constraint *)user)->m); }
+
 bool loom_grammar_constraint_fits(void *user, int32_t t) {
     loom_grammar_constraint *c = user;
-    const loom_vocab_text *v = c->v;
-    if (t < 0 || t >= v->n || v->kind[t] == 2) return false;
-    if (v->kind[t] == 1) return loom_grammar_matcher_complete(c->m);
-    const uint32_t len = v->off[t + 1] - v->off[t];
-    if (len == 0) return false;
-    if (!c->have_first) {
-        for (int b = 0; b < 256; b++) {
-            const char ch = (char)b;
-            c->first[b] = loom_grammar_matcher_fits(c->m, &ch, 1);
-        }
-        c->have_first = true;
-    }
-    const char *p = v->bytes + v->off[t];
-    return c->first[(uint8_t)p[0]] && (len == 1 || loom_grammar_matcher_fits(c->m, p, len));
+    return loom_vocab_token_fits(c->v, t, &c->first, grammar_fits, grammar_whole, c);
 }
 
 void loom_grammar_constraint_accept(void *user, int32_t t) {
@@ -1168,5 +1163,5 @@ void loom_grammar_constraint_accept(void *user, int32_t t) {
     if (t < 0 || t >= v->n || v->kind[t] != 0) return;
     /* a token that does not fit (only the sampler's fallback draws one) leaves the state */
     loom_grammar_matcher_feed(c->m, v->bytes + v->off[t], v->off[t + 1] - v->off[t]);
-    c->have_first = false;
+    c->first.known = false;
 }

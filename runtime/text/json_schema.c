@@ -985,12 +985,28 @@ void loom_vocab_text_free(loom_vocab_text *v) {
     memset(v, 0, sizeof *v);
 }
 
+bool loom_vocab_token_fits(const loom_vocab_text *v, int32_t t, loom_first_bytes *first,
+                           bool (*fits)(void *user, const char *b, size_t n), bool (*whole)(void *user), void *user) {
+    if (t < 0 || t >= v->n || v->kind[t] == 2) return false;
+    if (v->kind[t] == 1) return whole(user);
+    const uint32_t len = v->off[t + 1] - v->off[t];
+    if (len == 0) return false;
+    if (!first->known) {
+        for (int b = 0; b < 256; b++) {
+            const char ch = (char)b;
+            first->ok[b] = fits(user, &ch, 1);
+        }
+        first->known = true;
+    }
+    const char *p = v->bytes + v->off[t];
+    return first->ok[(uint8_t)p[0]] && (len == 1 || fits(user, p, len));
+}
+
 struct loom_json_constraint {
     const loom_vocab_text *v;
     loom_json_schema *owned;
     loom_json_state st, scratch;
-    bool have_first;   /* first[] is for st */
-    uint8_t first[256]; /* which bytes may come next (most tokens fail on their first) */
+    loom_first_bytes first; /* for st */
 };
 
 loom_status loom_json_constraint_create(const loom_vocab_text *v, loom_json_schema *schema,
@@ -1001,7 +1017,7 @@ loom_status loom_json_constraint_create(const loom_vocab_text *v, loom_json_sche
         loom_json_schema_free(schema);
         return loom_error(LOOM_ERR_NOMEM, "out of memory for a JSON constraint");
     }
-    c->v = v, c->owned = schema, c->have_first = false;
+    c->v = v, c->owned = schema, c->first.known = false;
     loom_json_init(&c->st, schema);
     *out = c;
     return NULL;
@@ -1013,22 +1029,16 @@ void loom_json_constraint_free(loom_json_constraint *c) {
     free(c);
 }
 
+static bool json_fits(void *user, const char *b, size_t n) {
+    loom_json_constraint *c = user;
+    return loom_json_try(&c->st, b, n, &c->scratch);
+}
+
+static bool json_whole(void *user) { return loom_json_complete(&((loom_json_constraint *)user)->st); }
+
 bool loom_json_constraint_fits(void *user, int32_t t) {
     loom_json_constraint *c = user;
-    const loom_vocab_text *v = c->v;
-    if (t < 0 || t >= v->n || v->kind[t] == 2) return false;
-    if (v->kind[t] == 1) return loom_json_complete(&c->st);
-    const uint32_t len = v->off[t + 1] - v->off[t];
-    if (len == 0) return false;
-    if (!c->have_first) {
-        for (int b = 0; b < 256; b++) {
-            const char ch = (char)b;
-            c->first[b] = loom_json_try(&c->st, &ch, 1, &c->scratch);
-        }
-        c->have_first = true;
-    }
-    const char *p = v->bytes + v->off[t];
-    return c->first[(uint8_t)p[0]] && (len == 1 || loom_json_try(&c->st, p, len, &c->scratch));
+    return loom_vocab_token_fits(c->v, t, &c->first, json_fits, json_whole, c);
 }
 
 void loom_json_constraint_accept(void *user, int32_t t) {
@@ -1038,5 +1048,5 @@ void loom_json_constraint_accept(void *user, int32_t t) {
     loom_json_state next;
     /* a token that does not fit (only the sampler's fallback draws one) leaves the state */
     if (loom_json_try(&c->st, v->bytes + v->off[t], v->off[t + 1] - v->off[t], &next)) c->st = next;
-    c->have_first = false;
+    c->first.known = false;
 }

@@ -99,6 +99,19 @@ typedef struct {
 loom_status loom_vocab_text_build(const loom_tokenizer *tok, int32_t n, loom_vocab_text *out) LOOM_MUST_USE;
 void loom_vocab_text_free(loom_vocab_text *v);
 
+/* What every byte-level constraint (this schema's, runtime/text/grammar.h's)
+ * asks of a token: whether token t may come next for an automaton whose
+ * fits(user, b, n) says whether bytes b[0..n) may follow and whole(user)
+ * whether the text may end there (end of generation). Control tokens and
+ * empty ones never fit. first caches fits of each single byte (most tokens
+ * fail on their first); set first->known = false when the automaton moves. */
+typedef struct {
+    bool known;
+    uint8_t ok[256];
+} loom_first_bytes;
+bool loom_vocab_token_fits(const loom_vocab_text *v, int32_t t, loom_first_bytes *first,
+                           bool (*fits)(void *user, const char *b, size_t n), bool (*whole)(void *user), void *user);
+
 /* One sequence's output under a schema: which token may come next, and
  * the output so far. Takes the schema (freed with the constraint, also on
  * failure); v is borrowed. */
