@@ -321,18 +321,12 @@ static json_t *base64_of(const float *v, int n) {
     return j;
 }
 
-/* A query / document pair as llama-server feeds a reranker (tokenizer.h). */
-static loom_status rerank_pair(srv *s, const char *q, size_t qn, const char *d, size_t dn, loom_tokens *out) {
-    loom_str tm;
-    const bool has = loom_gguf_get_str(loom_cluster_model(s->cluster), "tokenizer.chat_template.rerank", &tm);
-    return loom_tokenize_rerank(s->tok, has ? tm.ptr : NULL, has ? (size_t)tm.len : 0, q, qn, d, dn, out);
-}
-
 /* POST /rerank, /v1/rerank (llama-server's, Jina's and Cohere's shape, as
  * vLLM serves it too): {"query", "documents": [text, ...], "top_n",
  * "return_documents"} -> {"model", "object": "list", "results": [{"index",
  * "relevance_score", "document": {"text"}}, ...] best first, "usage"}.
- * Each pair is fed as llama-server feeds it (rerank_pair); the score is
+ * Each pair is fed as llama-server feeds it (loom_tokenize_rerank, with the
+ * model's rerank template where it has one); the score is
  * the classification head's first output, unbounded (a logit) as
  * llama-server gives it. */
 enum MHD_Result srv_handle_rerank(srv *s, struct MHD_Connection *c, const char *body, size_t len) {
@@ -370,6 +364,8 @@ enum MHD_Result srv_handle_rerank(srv *s, struct MHD_Connection *c, const char *
     }
     if (ok && (!j || !j->ids || !j->n_ids || !j->out)) ok = srv_fail(&e, 500, "server_error", NULL, NULL, "out of memory");
     const int limit = loom_engine_options_of(s->e)->batch_rows;
+    loom_str tm;
+    const bool has_tmpl = loom_gguf_get_str(loom_cluster_model(s->cluster), "tokenizer.chat_template.rerank", &tm);
     for (int i = 0; ok && i < n; i++) {
         json_t *d = json_array_get(docs, (size_t)i);
         if (!json_is_string(d)) {
@@ -377,8 +373,9 @@ enum MHD_Result srv_handle_rerank(srv *s, struct MHD_Connection *c, const char *
             break;
         }
         loom_tokens t = {0};
-        loom_status st = rerank_pair(s, json_string_value(q), json_string_length(q), json_string_value(d),
-                                     json_string_length(d), &t);
+        loom_status st = loom_tokenize_rerank(s->tok, has_tmpl ? tm.ptr : NULL, has_tmpl ? (size_t)tm.len : 0,
+                                              json_string_value(q), json_string_length(q), json_string_value(d),
+                                              json_string_length(d), &t);
         if (st) {
             ok = srv_fail(&e, 500, "server_error", NULL, NULL, "tokenizing document %d: %s", i, loom_status_message(st));
             loom_status_free(st);
