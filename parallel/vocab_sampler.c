@@ -13,6 +13,8 @@ enum { TAG_LOGITS = 16, TAG_ARGMAX = 18 };
 
 #define TP_MAX 1024
 
+typedef struct dry_entry dry_entry; /* below */
+
 struct loom_vocab_sampler {
     loom_comm *tp;           /* the last stage's TP group; NULL with one TP rank */
     int tp_rank, tp_size;
@@ -41,9 +43,73 @@ struct loom_vocab_sampler {
         void (*free)(void *);
     } *cons;                     /* (slots) leader: the slot's structured-output constraint */
     loom_tokenizer *tok;         /* leader: the model's (set with the text), for DRY's breakers */
-    loom_dry_table *dry;         /* (slots) leader: the slot's DRY breakers (n 0: none) */
+    dry_entry **dry;             /* (slots) leader: the slot's DRY breakers, or NULL */
+    dry_entry *dry_tables;       /* leader: every breaker set's table (clients send the same set each time) */
     double comm_s;
 };
+
+/* A set of DRY breakers (their strings, each ended by a NUL) as a table of
+ * token sequences (3 ms over a 49k vocabulary): built once, shared by the
+ * slots that use it, kept while at most DRY_KEEP sets are unused. */
+struct dry_entry {
+    char *key;
+    size_t key_len;
+    int refs;
+    loom_dry_table t;
+    dry_entry *next;
+};
+#define DRY_KEEP 4
+
+static void dry_free(dry_entry *d) {
+    free(d->key);
+    loom_dry_table_free(&d->t);
+    free(d);
+}
+
+/* The slot no longer uses d; unused sets beyond DRY_KEEP go. */
+static void dry_release(dry_entry **list, dry_entry *d) {
+    if (!d || --d->refs > 0) return;
+    int unused = 0;
+    for (dry_entry *e = *list; e; e = e->next) unused += e->refs == 0;
+    if (unused <= DRY_KEEP) return;
+    for (dry_entry **pp = list; *pp; pp = &(*pp)->next)
+        if (*pp == d) {
+            *pp = d->next;
+            dry_free(d);
+            return;
+        }
+}
+
+/* The table of breakers b[0..n), from the list or built into it. */
+static loom_status dry_acquire(dry_entry **list, const loom_tokenizer *tok, int32_t vocab, const char *const *b, int n,
+                               dry_entry **out) {
+    size_t len = 0;
+    for (int i = 0; i < n; i++) len += strlen(b[i]) + 1;
+    char *key = malloc(len ? len : 1);
+    if (!key) return loom_error(LOOM_ERR_NOMEM, "out of memory for DRY's breakers");
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        const size_t k = strlen(b[i]) + 1;
+        memcpy(key + at, b[i], k);
+        at += k;
+    }
+    for (dry_entry *e = *list; e; e = e->next)
+        if (e->key_len == len && !memcmp(e->key, key, len)) {
+            free(key);
+            e->refs++;
+            *out = e;
+            return NULL;
+        }
+    dry_entry *d = calloc(1, sizeof *d);
+    loom_status st = d ? loom_dry_table_build(tok, vocab, b, n, &d->t) : loom_error(LOOM_ERR_NOMEM, "out of memory");
+    if (st) {
+        free(key), free(d);
+        return st;
+    }
+    d->key = key, d->key_len = len, d->refs = 1, d->next = *list;
+    *list = *out = d;
+    return NULL;
+}
 
 /* Every rank sends its (begin, end) of the vocabulary; they must tile it. */
 static loom_status exchange_slices(loom_vocab_sampler *vs, const loom_weights *w) {
@@ -136,7 +202,11 @@ void loom_vocab_sampler_free(loom_vocab_sampler *vs) {
     for (int i = 0; vs->cons && i < vs->slots; i++)
         if (vs->cons[i].user) vs->cons[i].free(vs->cons[i].user);
     free(vs->cons);
-    for (int i = 0; vs->dry && i < vs->slots; i++) loom_dry_table_free(&vs->dry[i]);
+    while (vs->dry_tables) {
+        dry_entry *d = vs->dry_tables;
+        vs->dry_tables = d->next;
+        dry_free(d);
+    }
     free(vs->dry);
     loom_tokenizer_free(vs->tok);
     loom_vocab_text_free(&vs->text);
@@ -173,13 +243,14 @@ loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loo
     vs->top_lp[slot] = (int8_t)(!p->logprobs ? -1 : p->top_logprobs < 0 ? 0 : p->top_logprobs > 20 ? 20 : p->top_logprobs);
     if (vs->cons[slot].user) vs->cons[slot].free(vs->cons[slot].user);
     vs->cons[slot].user = NULL;
-    loom_dry_table_free(&vs->dry[slot]);
+    dry_release(&vs->dry_tables, vs->dry[slot]);
+    vs->dry[slot] = NULL;
     LOOM_TRY(loom_sampler_create(&p->params, vs->vocab, &vs->samplers[slot]));
     if (p->params.dry_multiplier != 0 && p->params.n_dry_breakers > 0) {
         if (!vs->tok) return loom_error(LOOM_ERR_INVALID, "DRY's breakers before the vocabulary's text was set");
-        LOOM_TRY(loom_dry_table_build(vs->tok, vs->vocab, p->params.dry_breakers, p->params.n_dry_breakers,
-                                      &vs->dry[slot]));
-        loom_sampler_set_dry(vs->samplers[slot], &vs->dry[slot].b);
+        LOOM_TRY(dry_acquire(&vs->dry_tables, vs->tok, vs->vocab, p->params.dry_breakers, p->params.n_dry_breakers,
+                             &vs->dry[slot]));
+        loom_sampler_set_dry(vs->samplers[slot], &vs->dry[slot]->t.b);
     }
     if (p->params.json_object || p->params.json_schema || p->params.grammar) {
         if (!vs->text.n) return loom_error(LOOM_ERR_INVALID, "structured output before the vocabulary's text was set");

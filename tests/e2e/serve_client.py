@@ -1288,6 +1288,10 @@ def main():
                                                      "tools": [{"name": "f", "input_schema": schema}],
                                                      "output_config": {"format": {"type": "json_schema", "schema": schema}}})
             check(st == 200, "/v1/messages under the sanitizers: %d" % st)
+        for k in range(7):  # more DRY breaker sets than the server keeps unused: built, shared, dropped
+            st, _, _ = raw("POST", "/v1/completions", {"prompt": "a b a b a", "max_tokens": 3, "dry_multiplier": 0.8,
+                                                       "dry_sequence_breakers": ["x%d" % k, "\n"]})
+            check(st == 200, "DRY breakers set %d under the sanitizers: %d" % (k, st))
         codes = random_requests(300, 7)
         results = [None] * 6
         ts = [threading.Thread(target=stream_client, args=(name, "x %d" % i, 2 if i % 2 else 0, results, i))
