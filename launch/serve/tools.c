@@ -169,14 +169,17 @@ static const char *param_type(const srv_tools *t, const char *name, size_t name_
 static json_t *typed_value(const char *type, const char *v, size_t n) {
     if (n == 4 && !memcmp(v, "null", 4)) return json_null();
     if (!type || !strcmp(type, "string")) return json_stringn(v, n);
-    json_t *j = NULL;
-    if (!strcmp(type, "boolean")) j = n == 4 && !strncasecmp(v, "true", 4) ? json_true()
-                                     : n == 5 && !strncasecmp(v, "false", 5) ? json_false() : NULL;
-    else j = json_loadb(v, n, JSON_DECODE_ANY, NULL);
-    const bool fits = j && (!strcmp(type, "boolean") || (!strcmp(type, "integer") && json_is_integer(j)) ||
-                            (!strcmp(type, "number") && json_is_number(j)) || (!strcmp(type, "object") && json_is_object(j)) ||
-                            (!strcmp(type, "array") && json_is_array(j)) ||
-                            (strcmp(type, "integer") && strcmp(type, "number") && strcmp(type, "object") && strcmp(type, "array")));
+    json_t *j;
+    if (!strcmp(type, "boolean"))
+        j = n == 4 && !strncasecmp(v, "true", 4) ? json_true() : n == 5 && !strncasecmp(v, "false", 5) ? json_false() : NULL;
+    else
+        j = json_loadb(v, n, JSON_DECODE_ANY, NULL);
+    /* of the declared type (another type name: any JSON) */
+    const bool fits = j && (!strcmp(type, "integer")  ? json_is_integer(j)
+                            : !strcmp(type, "number") ? json_is_number(j)
+                            : !strcmp(type, "object") ? json_is_object(j)
+                            : !strcmp(type, "array")  ? json_is_array(j)
+                                                      : true);
     if (fits) return j;
     json_decref(j);
     return json_stringn(v, n);
