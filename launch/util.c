@@ -8,6 +8,7 @@
 #include "launch/launch_util.h"
 #include "runtime/clock.h"
 #include "runtime/kv_blocks.h"
+#include "runtime/text/dry_breakers.h"
 
 
 int loom_usage_error(const char *msg) {
@@ -136,8 +137,7 @@ int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_s
     sp->dry_base = (float)a->dry_base;
     sp->dry_allowed_length = (int32_t)a->dry_allowed;
     sp->dry_penalty_last_n = (int32_t)a->dry_last_n;
-    static const char *const breakers[] = {"\n", ":", "\"", "*"}; /* llama.cpp's defaults */
-    if (sp->dry_multiplier != 0) sp->dry_breakers = breakers, sp->n_dry_breakers = 4;
+    if (sp->dry_multiplier != 0) sp->dry_breakers = loom_dry_default_breakers, sp->n_dry_breakers = LOOM_DRY_N_DEFAULT;
     sp->seed = a->seed < 0 ? (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16) : (uint64_t)a->seed;
     loom_status st = loom_sampling_check(sp);
     return st ? loom_fail(cmd, st) : 0;

@@ -273,9 +273,7 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
     if (q->n_history != q->first_pos)
         return loom_error(LOOM_ERR_FORMAT, "sequence %llu starts at position %u with %zu history tokens",
                           (unsigned long long)q->id, q->first_pos, q->n_history);
-    const bool dry = ss.params.dry_multiplier != 0 && ss.params.n_dry_breakers > 0;
-    if ((ss.params.json_object || ss.params.json_schema || ss.params.grammar || ss.params.infill || dry) &&
-        !loom_vocab_sampler_has_text(e->vs)) {
+    if (loom_vocab_sampler_needs_text(&ss.params) && !loom_vocab_sampler_has_text(e->vs)) {
         /* the first sequence with structured output, the infill sampler or DRY's breakers */
         loom_tokenizer *tok;
         LOOM_TRY(loom_tokenizer_create(e->g, &tok));

@@ -227,6 +227,12 @@ loom_status loom_vocab_sampler_set_text(loom_vocab_sampler *vs, loom_tokenizer *
 
 bool loom_vocab_sampler_has_text(const loom_vocab_sampler *vs) { return !vs->leader || vs->text.n > 0; }
 
+static bool wants_dry_table(const loom_sampling_params *p) { return p->dry_multiplier != 0 && p->n_dry_breakers > 0; }
+
+bool loom_vocab_sampler_needs_text(const loom_sampling_params *p) {
+    return p->json_object || p->json_schema || p->grammar || p->infill || wants_dry_table(p);
+}
+
 double loom_vocab_sampler_comm_seconds(const loom_vocab_sampler *vs) { return vs->comm_s; }
 
 static void free_json(void *c) { loom_json_constraint_free(c); }
@@ -246,7 +252,7 @@ loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loo
     dry_release(&vs->dry_tables, vs->dry[slot]);
     vs->dry[slot] = NULL;
     LOOM_TRY(loom_sampler_create(&p->params, vs->vocab, &vs->samplers[slot]));
-    if (p->params.dry_multiplier != 0 && p->params.n_dry_breakers > 0) {
+    if (wants_dry_table(&p->params)) {
         if (!vs->tok) return loom_error(LOOM_ERR_INVALID, "DRY's breakers before the vocabulary's text was set");
         LOOM_TRY(dry_acquire(&vs->dry_tables, vs->tok, vs->vocab, p->params.dry_breakers, p->params.n_dry_breakers,
                              &vs->dry[slot]));

@@ -79,6 +79,8 @@ loom_status loom_vocab_sampler_sample(loom_vocab_sampler *vs, const Loom__Step *
  * DRY's sequence breakers starts. */
 loom_status loom_vocab_sampler_set_text(loom_vocab_sampler *vs, loom_tokenizer *tok) LOOM_MUST_USE;
 bool loom_vocab_sampler_has_text(const loom_vocab_sampler *vs);
+/* Whether a sequence sampled with p needs it. */
+bool loom_vocab_sampler_needs_text(const loom_sampling_params *p);
 
 /* Seconds in the TP exchanges since creation. */
 double loom_vocab_sampler_comm_seconds(const loom_vocab_sampler *vs);

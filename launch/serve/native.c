@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/text/dry_breakers.h"
+
 #define BAD(param, ...) srv_fail(e, 400, "invalid_request_error", param, NULL, __VA_ARGS__)
 
 #define INFILL_BATCH 2048 /* llama-server's n_batch (at most the context): the prefix and suffix share it 3:1 */
@@ -413,10 +415,15 @@ json_t *srv_native_props(const char *model_name, int ctx_size, int slots, const 
                   "model_path", model_name, "chat_template", chat_template ? chat_template : "", "modalities",
                   "vision", 0, "audio", 0, "build_info", "loom");
     json_t *params = json_object_get(json_object_get(props, "default_generation_settings"), "params");
-    json_t *more = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:i, s:[s, s, s, s], s:i}", "typical_p", 1.0,
-                             "top_n_sigma", -1.0, "xtc_probability", 0.0, "xtc_threshold", 0.1, "dynatemp_range", 0.0,
-                             "dynatemp_exponent", 1.0, "dry_multiplier", 0.0, "dry_base", 1.75, "dry_allowed_length", 2,
-                             "dry_penalty_last_n", 64, "dry_sequence_breakers", "\n", ":", "\"", "*", "mirostat", 0);
+    const loom_sampling_params d = loom_sampling_defaults(); /* the other samplers' (off) */
+    json_t *breakers = json_array();
+    for (int k = 0; k < LOOM_DRY_N_DEFAULT; k++) json_array_append_new(breakers, json_string(loom_dry_default_breakers[k]));
+    json_t *more = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:i, s:o, s:i}", "typical_p", (double)d.typical_p,
+                             "top_n_sigma", -1.0, "xtc_probability", (double)d.xtc_probability, "xtc_threshold",
+                             (double)d.xtc_threshold, "dynatemp_range", (double)d.dynatemp_range, "dynatemp_exponent",
+                             (double)d.dynatemp_exponent, "dry_multiplier", (double)d.dry_multiplier, "dry_base",
+                             (double)d.dry_base, "dry_allowed_length", (int)d.dry_allowed_length, "dry_penalty_last_n",
+                             (int)d.dry_penalty_last_n, "dry_sequence_breakers", breakers, "mirostat", 0);
     if (params && more) json_object_update(params, more);
     json_decref(more);
     return props;

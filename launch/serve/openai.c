@@ -155,8 +155,7 @@ static bool parse_llama_samplers(json_t *o, srv_params *p, srv_error *e) {
     if (!get_int(o, "mirostat", 0, 2, &miro, e)) return false;
     if (miro) return BAD("mirostat", "mirostat sampling is not supported (its state would not survive a preempted sequence)");
     json_t *br = json_object_get(o, "dry_sequence_breakers");
-    static const char *const dflt[] = {"\n", ":", "\"", "*"}; /* llama.cpp's */
-    size_t n = 4;
+    size_t n = LOOM_DRY_N_DEFAULT;
     if (br && !json_is_null(br)) {
         n = json_array_size(br);
         bool strings = json_is_array(br) && n && n <= LOOM_DRY_MAX_BREAKERS;
@@ -169,7 +168,7 @@ static bool parse_llama_samplers(json_t *o, srv_params *p, srv_error *e) {
     if (!(p->dry_breakers = calloc(n, sizeof *p->dry_breakers))) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
     p->n_dry_breakers = (int)n;
     for (size_t i = 0; i < n; i++) {
-        const char *s = br && !json_is_null(br) ? json_string_value(json_array_get(br, i)) : dflt[i];
+        const char *s = br && !json_is_null(br) ? json_string_value(json_array_get(br, i)) : loom_dry_default_breakers[i];
         if (!(p->dry_breakers[i] = strdup(s))) return srv_fail(e, 500, "server_error", NULL, NULL, "out of memory");
     }
     sp->n_dry_breakers = (int32_t)n;

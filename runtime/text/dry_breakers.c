@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const loom_dry_default_breakers[LOOM_DRY_N_DEFAULT] = {"\n", ":", "\"", "*"};
+
 #define MAX_CHARS 40
 #define MAX_TAIL 20
 

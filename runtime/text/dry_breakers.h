@@ -15,6 +15,10 @@
 
 #define LOOM_DRY_MAX_BREAKERS 64 /* strings (llama-server sets no bound; a request's must be) */
 
+/* llama.cpp's default breakers: "\n", ":", "\"", "*". */
+#define LOOM_DRY_N_DEFAULT 4
+extern const char *const loom_dry_default_breakers[LOOM_DRY_N_DEFAULT];
+
 /* The table and the memory it points into. */
 typedef struct {
     loom_dry_breakers b;
