@@ -17,7 +17,8 @@ static void print_default(FILE *f, const loom_arg *a) {
     case LOOM_ARG_INT:
     case LOOM_ARG_BYTES: fprintf(f, " (default: %" PRId64 ")", *(int64_t *)a->dst); break;
     case LOOM_ARG_FLOAT: fprintf(f, " (default: %g)", *(double *)a->dst); break;
-    case LOOM_ARG_FLAG: break;
+    case LOOM_ARG_FLAG:
+    case LOOM_ARG_STRS: break;
     }
 }
 
@@ -112,6 +113,16 @@ loom_args_result loom_args_parse(const char *synopsis, const char *about, const 
         bool ok = true;
         switch (a->kind) {
         case LOOM_ARG_STR: *(const char **)a->dst = val; break;
+        case LOOM_ARG_STRS: {
+            loom_arg_strs *l = a->dst;
+            if (l->n == LOOM_ARG_STRS_MAX) {
+                fprintf(stderr, "loom: option %s: given more than %d times\n", a->name, LOOM_ARG_STRS_MAX);
+                return LOOM_ARGS_ERROR;
+            }
+            l->opt[l->n] = a->name;
+            l->v[l->n++] = val;
+            break;
+        }
         case LOOM_ARG_INT: ok = parse_int(val, (int64_t *)a->dst); break;
         case LOOM_ARG_BYTES: ok = parse_bytes(val, (int64_t *)a->dst); break;
         case LOOM_ARG_FLOAT: {

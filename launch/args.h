@@ -18,7 +18,15 @@ typedef enum {
     LOOM_ARG_INT,    /* int64_t * */
     LOOM_ARG_FLOAT,  /* double * */
     LOOM_ARG_BYTES,  /* int64_t *: a size with optional K/M/G/T suffix (powers of 1024) */
+    LOOM_ARG_STRS,   /* loom_arg_strs *: each occurrence appended, with the option's name */
 } loom_arg_kind;
+
+#define LOOM_ARG_STRS_MAX 32
+typedef struct {
+    const char *v[LOOM_ARG_STRS_MAX];
+    const char *opt[LOOM_ARG_STRS_MAX]; /* the option that gave v[i] (several options may share a list) */
+    int n;
+} loom_arg_strs;
 
 typedef struct {
     const char *name;     /* "--max-tokens" */

@@ -550,6 +550,7 @@ int cmd_bench(int argc, char **argv) {
     char threads_default[16];
     snprintf(threads_default, sizeof threads_default, "%d", loom_cpu_count());
     threads_s = threads_default;
+    static loom_lora_args lora; /* static: 8 KiB of paths */
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
         {"--prompt-tokens", LOOM_ARG_INT, &prompt_tokens, "N", "prompt length of the prefill test (fixed token ids)"},
@@ -561,6 +562,7 @@ int cmd_bench(int argc, char **argv) {
         {"--reps", LOOM_ARG_INT, &reps, "R", "repetitions per configuration (after one warm-up)"},
         {"--json", LOOM_ARG_STR, &json_path, "PATH", "also write the results, machine and options as JSON"},
         LOOM_GRID_ARGS(tp, pp, watchdog),
+        LOOM_LORA_ARGS(lora),
         {"--ctx-size", LOOM_ARG_INT, &ctx, "N", "positions per sequence; 0 = what the tests need"},
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass at most (prefill chunk)"},
         {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
@@ -589,6 +591,7 @@ int cmd_bench(int argc, char **argv) {
     if (reps < 1 || reps > BENCH_MAX_REPS) return loom_usage_error("bench: --reps must be 1..100");
     if (batch < 1 || batch > 65536) return loom_usage_error("bench: --batch must be 1..65536");
     if (loom_grid_check("bench", tp, pp, watchdog)) return 2;
+    if (loom_lora_options("bench", &lora, false)) return 2;
     if (membw_bytes < 0 || membw_runs < 1 || membw_runs > 1000)
         return loom_usage_error("bench: --membw-size must be >= 0 and --membw-runs 1..1000");
     if (depth < 0 || depth > (1 << 22)) return loom_usage_error("bench: --depth must be 0..4194304");
@@ -606,6 +609,7 @@ int cmd_bench(int argc, char **argv) {
 
     loom_cluster_options co = {.model = model, .tp = (int)tp, .pp = (int)pp, .watchdog_timeout_s = watchdog};
     co.engine = loom_engine_defaults();
+    co.lora = lora.spec, co.n_lora = lora.n;
     co.engine.ctx_size = (int)ctx;
     co.engine.kv_type = kvt;
     co.engine.batch_rows = (int)batch;

@@ -167,6 +167,7 @@ int cmd_chat(int argc, char **argv) {
     int64_t max_tokens = 1024, threads = loom_cpu_count(), ctx = 4096, tp = 1, pp = 1;
     loom_draft_args da = loom_draft_args_defaults();
     double watchdog = 30;
+    static loom_lora_args lora; /* static: 8 KiB of paths */
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
         {"--system", LOOM_ARG_STR, &system, "TEXT", "the system message"},
@@ -178,6 +179,7 @@ int cmd_chat(int argc, char **argv) {
         {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
         LOOM_DRAFT_ARGS(da),
         LOOM_GRID_ARGS(tp, pp, watchdog),
+        LOOM_LORA_ARGS(lora),
         LOOM_DEVICE_ARG(device_s),
     };
     loom_args_result ar = loom_args_parse(
@@ -193,6 +195,7 @@ int cmd_chat(int argc, char **argv) {
     if (threads < 1 || threads > 1024) return loom_usage_error("chat: --threads must be 1..1024");
     if (ctx < 2 || ctx > (1 << 24)) return loom_usage_error("chat: --ctx-size must be 2..16777216");
     if (loom_grid_check("chat", tp, pp, watchdog)) return 2;
+    if (loom_lora_options("chat", &lora, false)) return 2;
     loom_type kvt;
     if (loom_parse_kv_type("chat", kv_type, &kvt)) return 2;
     loom_scheduler_options sched = {0};
@@ -203,6 +206,7 @@ int cmd_chat(int argc, char **argv) {
 
     loom_cluster_options co = {.model = model, .tp = (int)tp, .pp = (int)pp, .watchdog_timeout_s = watchdog};
     co.engine = loom_engine_defaults();
+    co.lora = lora.spec, co.n_lora = lora.n;
     co.engine.n_threads = (int)threads;
     co.engine.ctx_size = (int)ctx;
     co.engine.max_seqs = 1;

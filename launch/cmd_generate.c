@@ -266,6 +266,7 @@ int cmd_generate(int argc, char **argv) {
     loom_draft_args da = loom_draft_args_defaults();
     double watchdog = 30;
     bool chat = false, ignore_eos = false, json = false, no_parse_special = false;
+    static loom_lora_args lora; /* static: 8 KiB of paths */
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
         {"--prompt", LOOM_ARG_STR, &prompt, "TEXT", "the prompt"},
@@ -279,6 +280,7 @@ int cmd_generate(int argc, char **argv) {
         {"--kv-type", LOOM_ARG_STR, &kv_type, "T", LOOM_KV_TYPE_HELP},
         LOOM_DRAFT_ARGS(da),
         LOOM_GRID_ARGS(tp, pp, watchdog),
+        LOOM_LORA_ARGS(lora),
         LOOM_DEVICE_ARG(device_s),
         {"--chat", LOOM_ARG_FLAG, &chat, NULL, "format the prompt with the model's chat template"},
         {"--system", LOOM_ARG_STR, &system, "TEXT", "system message for --chat"},
@@ -309,6 +311,7 @@ int cmd_generate(int argc, char **argv) {
     if (batch < 1 || batch > 65536) return loom_usage_error("generate: --batch must be 1..65536");
     if (seqs < 0 || seqs > 4096) return loom_usage_error("generate: --sequences must be 0..4096");
     if (loom_grid_check("generate", tp, pp, watchdog)) return 2;
+    if (loom_lora_options("generate", &lora, false)) return 2;
     loom_type kvt;
     if (loom_parse_kv_type("generate", kv_type, &kvt)) return 2;
     loom_scheduler_options sched = {0};
@@ -351,6 +354,7 @@ int cmd_generate(int argc, char **argv) {
 
     loom_cluster_options co = {.model = model, .tp = (int)tp, .pp = (int)pp, .watchdog_timeout_s = watchdog};
     co.engine = loom_engine_defaults();
+    co.lora = lora.spec, co.n_lora = lora.n;
     co.engine.n_threads = (int)threads;
     co.engine.ctx_size = (int)ctx;
     co.engine.max_seqs = (int)seqs; /* 0: set from the number of prompts in prepare */

@@ -122,6 +122,7 @@ int cmd_perplexity(int argc, char **argv) {
     int64_t threads = loom_cpu_count(), batch = 512, tp = 1, pp = 1, ctx = 512, chunks = 0;
     double watchdog = 30;
     bool json = false;
+    static loom_lora_args lora; /* static: 8 KiB of paths */
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model (every rank opens its own copy)"},
         {"--file", LOOM_ARG_STR, &file, "PATH", "the text to score (UTF-8)"},
@@ -131,6 +132,7 @@ int cmd_perplexity(int argc, char **argv) {
         {"--batch", LOOM_ARG_INT, &batch, "N", "rows per forward pass (a chunk goes through in pieces of this)"},
         {"--kv-type", LOOM_ARG_STR, &kv, "T", LOOM_KV_TYPE_HELP},
         LOOM_GRID_ARGS(tp, pp, watchdog),
+        LOOM_LORA_ARGS(lora),
         {"--json", LOOM_ARG_FLAG, &json, NULL, "print the result as one JSON object"},
     };
     loom_args_result ar = loom_args_parse(
@@ -145,10 +147,12 @@ int cmd_perplexity(int argc, char **argv) {
     if (threads < 1 || threads > 1024) return loom_usage_error("perplexity: --threads must be 1..1024");
     if (batch < 1 || batch > 65536) return loom_usage_error("perplexity: --batch must be 1..65536");
     if (loom_grid_check("perplexity", tp, pp, watchdog)) return 2;
+    if (loom_lora_options("perplexity", &lora, false)) return 2;
     loom_type kvt;
     if (loom_parse_kv_type("perplexity", kv, &kvt)) return 2;
     loom_cluster_options co = {.model = model, .tp = (int)tp, .pp = (int)pp, .watchdog_timeout_s = watchdog};
     co.engine = loom_engine_defaults();
+    co.lora = lora.spec, co.n_lora = lora.n;
     co.engine.n_threads = (int)threads;
     co.engine.ctx_size = (int)ctx;
     co.engine.max_seqs = 1;

@@ -22,6 +22,8 @@ int cmd_serve(int argc, char **argv) {
     loom_draft_args da = loom_draft_args_defaults();
     double watchdog = 30, drain = 60;
     bool no_prefix = false, no_reasoning = false;
+    static loom_lora_args lora; /* static: 8 KiB of paths */
+    bool lora_off = false;
     const loom_arg args[] = {
         {"--model", LOOM_ARG_STR, &model, "PATH", "GGUF model file (required; every rank opens its own copy)"},
         {"--host", LOOM_ARG_STR, &host, "ADDR", "address to listen on (0.0.0.0 or :: for every interface)"},
@@ -50,6 +52,9 @@ int cmd_serve(int argc, char **argv) {
          "write the serving process's id here (under mpirun: rank 0's; send it SIGTERM to drain —\n"
          "mpirun itself ends the job at once on SIGTERM)"},
         LOOM_GRID_ARGS(tp, pp, watchdog),
+        LOOM_LORA_ARGS(lora),
+        {"--lora-init-without-apply", LOOM_ARG_FLAG, &lora_off, NULL,
+         "load the LoRA adapters at scale 0 (set scales later with POST /lora-adapters or per request)"},
         LOOM_DEVICE_ARG(device_s),
     };
     loom_args_result ar = loom_args_parse(
@@ -73,6 +78,7 @@ int cmd_serve(int argc, char **argv) {
     if (max_body < 1024) return loom_usage_error("serve: --max-body must be at least 1K");
     if (max_conn < 1 || max_conn > 65536) return loom_usage_error("serve: --max-connections must be 1..65536");
     if (loom_grid_check("serve", tp, pp, watchdog)) return 2;
+    if (loom_lora_options("serve", &lora, lora_off)) return 2;
     if (drain < 0) return loom_usage_error("serve: --drain-timeout must be >= 0");
     loom_type kvt;
     if (loom_parse_kv_type("serve", kv_type, &kvt)) return 2;
@@ -90,6 +96,7 @@ int cmd_serve(int argc, char **argv) {
     loom_server_block_signals();
     loom_cluster_options co = {.model = model, .tp = (int)tp, .pp = (int)pp, .watchdog_timeout_s = watchdog};
     co.engine = loom_engine_defaults();
+    co.lora = lora.spec, co.n_lora = lora.n;
     co.engine.n_threads = (int)threads;
     co.engine.ctx_size = (int)ctx;
     co.engine.max_seqs = (int)seqs;

@@ -252,6 +252,58 @@ static loom_status synth(const synth_cfg *c, const type_choice *tc, const char *
     return st;
 }
 
+/* ---- a LoRA adapter for a model (--lora-of) ---- */
+
+/* Writes an adapter (runtime/lora.h) for the model file `model`: a
+ * lora_a [cols, r] (std 1/sqrt(cols)) and lora_b [r, rows] (std
+ * 0.5/sqrt(r)) of type `type` for each of its block matrices whose
+ * projection is in `targets` (comma-separated, e.g. "attn_q,ffn_down"),
+ * alpha `alpha` (0: no key). */
+static loom_status synth_lora(const char *model, const char *out, int64_t r, double alpha, loom_type type,
+                              const char *targets, uint64_t seed, uint64_t *params, uint64_t *bytes) {
+    loom_gguf *g = NULL;
+    LOOM_TRY(loom_gguf_open(model, &g));
+    synth_cfg cfg = {.seed = seed};
+    plan p = {.cfg = &cfg};
+    p.cap = 2 * loom_gguf_n_tensors(g) + 2;
+    p.gens = calloc((size_t)p.cap, sizeof *p.gens);
+    p.names = calloc((size_t)p.cap, sizeof *p.names);
+    loom_status st = p.gens && p.names ? loom_gguf_writer_create(&p.w) : loom_error(LOOM_ERR_NOMEM, "out of memory");
+    loom_str arch = {0};
+    if (!st && !loom_gguf_get_str(g, "general.architecture", &arch))
+        st = loom_error(LOOM_ERR_FORMAT, "%s has no general.architecture", model);
+    if (!st) st = loom_gguf_writer_add_strn(p.w, "general.architecture", arch.ptr, (size_t)arch.len);
+    if (!st) st = loom_gguf_writer_add_str(p.w, "general.type", "adapter");
+    if (!st) st = loom_gguf_writer_add_str(p.w, "adapter.type", "lora");
+    if (!st && alpha != 0) st = loom_gguf_writer_add_float(p.w, "adapter.lora.alpha", LOOM_GGUF_F32, alpha);
+    for (int64_t i = 0; i < loom_gguf_n_tensors(g) && !st; i++) {
+        const loom_gguf_tensor *t = loom_gguf_tensor_at(g, i);
+        int layer, used = 0;
+        char proj[32], name[160];
+        if (t->n_dims != 2 || sscanf(t->name, "blk.%d.%31[a-z_].weight%n", &layer, proj, &used) != 2 ||
+            used != (int)strlen(t->name))
+            continue;
+        const size_t pl = strlen(proj);
+        bool want = false;
+        for (const char *c = targets; *c && !want; c = strchr(c, ',') ? strchr(c, ',') + 1 : c + strlen(c))
+            want = !strncmp(c, proj, pl) && (c[pl] == ',' || c[pl] == '\0');
+        if (!want) continue;
+        snprintf(name, sizeof name, "%s.lora_a", t->name);
+        st = loom_synth_tensor(&p, name, type, 2, t->ne[0], r, 1.0 / sqrt((double)t->ne[0]), false, 0.0);
+        snprintf(name, sizeof name, "%s.lora_b", t->name);
+        if (!st) st = loom_synth_tensor(&p, name, type, 2, r, t->ne[1], 0.5 / sqrt((double)r), false, 0.0);
+    }
+    if (!st && p.n == 0) st = loom_error(LOOM_ERR_INVALID, "%s has no block matrix named by --lora-targets %s", model, targets);
+    if (!st) st = loom_gguf_writer_write_path(p.w, out, 0);
+    if (!st) *params = p.params, *bytes = loom_gguf_writer_file_size(p.w);
+    loom_gguf_writer_free(p.w);
+    for (int64_t i = 0; i < p.n; i++) free(p.names[i]);
+    free(p.names);
+    free(p.gens);
+    loom_gguf_free(g);
+    return st;
+}
+
 /* ---- the command ---- */
 
 static int usage_error(const char *fmt, ...) LOOM_PRINTF(1, 2);
@@ -277,6 +329,10 @@ int cmd_synth(int argc, char **argv) {
     bool softmax_gating = false, legacy_kv_b = false;
     const char *pooling = NULL; /* bert: mean; a decoder: none written */
     bool tied = false, header_only = false;
+    const char *lora_of = NULL, *lora_type = "F16",
+               *lora_targets = "attn_q,attn_k,attn_v,attn_qkv,attn_output,ffn_gate,ffn_up,ffn_down";
+    int64_t lora_rank = 8;
+    double lora_alpha = 16;
     const loom_arg args[] = {
         {"--out", LOOM_ARG_STR, &out, "PATH", "output GGUF file (required)"},
         {"--arch", LOOM_ARG_STR, &arch, "NAME",
@@ -340,6 +396,13 @@ int cmd_synth(int argc, char **argv) {
          "with one is an embedding model"},
         {"--header-only", LOOM_ARG_FLAG, &header_only, NULL,
          "write the header and extend the file sparsely to its full size (no weights on disk)"},
+        {"--lora-of", LOOM_ARG_STR, &lora_of, "MODEL",
+         "write a random LoRA adapter for this GGUF model instead of a model (the options below and --seed; the "
+         "model's shape options are not used)"},
+        {"--lora-rank", LOOM_ARG_INT, &lora_rank, "R", "with --lora-of: the adapter's rank"},
+        {"--lora-alpha", LOOM_ARG_FLOAT, &lora_alpha, "A", "with --lora-of: adapter.lora.alpha (0: none written)"},
+        {"--lora-type", LOOM_ARG_STR, &lora_type, "T", "with --lora-of: F32, F16, BF16 or Q8_0"},
+        {"--lora-targets", LOOM_ARG_STR, &lora_targets, "LIST", "with --lora-of: the projections adapted"},
     };
     loom_args_result r = loom_args_parse(
         "synth --out PATH [options]",
@@ -349,6 +412,24 @@ int cmd_synth(int argc, char **argv) {
     if (r == LOOM_ARGS_HELP) return 0;
     if (r == LOOM_ARGS_ERROR) return 2;
     if (!out) return usage_error("--out PATH is required");
+    if (lora_of) {
+        loom_type lt = LOOM_TYPE_COUNT;
+        for (size_t i = 0; i < 4; i++)
+            if (!strcmp(lora_type, type_choices[i].name)) lt = type_choices[i].base;
+        if (lt == LOOM_TYPE_COUNT) return usage_error("--lora-type %s: expected F32, F16, BF16 or Q8_0", lora_type);
+        if (lora_rank < 1 || lora_rank > 1024) return usage_error("--lora-rank %" PRId64 ": expected 1..1024", lora_rank);
+        if (seed < 0) return usage_error("--seed %" PRId64 ": expected >= 0", seed);
+        uint64_t params = 0, bytes = 0;
+        loom_status st = synth_lora(lora_of, out, lora_rank, lora_alpha, lt, lora_targets, (uint64_t)seed, &params, &bytes);
+        if (st) {
+            fprintf(stderr, "loom synth: %s\n", loom_status_message(st));
+            loom_status_free(st);
+            return 1;
+        }
+        printf("%s: LoRA adapter of rank %" PRId64 " for %s, %.2fM parameters, %" PRIu64 " bytes\n", out, lora_rank,
+               lora_of, params / 1e6, bytes);
+        return 0;
+    }
     /* written here (add_metadata, add_tensors); the other families in synth_families.c */
     static const char *const plain[] = {"llama", "smollm3", "granite", "ernie4_5", "mistral3", "qwen2"};
     bool known = loom_synth_is_family(arch);

@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 
+#include "launch/args.h"
 #include "parallel/engine.h"
 #include "parallel/scheduler.h"
 #include "runtime/clock.h"
@@ -100,6 +101,25 @@ loom_draft_args loom_draft_args_defaults(void);
 int loom_draft_options(const char *cmd, const loom_draft_args *a, loom_scheduler_options *o);
 loom_status loom_draft_model_start(const loom_draft_args *a, loom_engine *e, const loom_gguf *target,
                                    loom_scheduler_options *o) LOOM_MUST_USE;
+
+/* LoRA adapters' options (generate, chat, serve, perplexity, bench), as
+ * llama.cpp's: --lora FILE[,FILE...] (scale 1), --lora-scaled
+ * FILE:SCALE[,...]; the adapters are numbered in the order given. Every
+ * rank parses its own command line (each loads its own copy of each file).
+ * loom_lora_options fills a->spec (a usage error and nonzero when a value
+ * is malformed); scale 0 for all where without_apply (serve's
+ * --lora-init-without-apply). */
+typedef struct {
+    loom_arg_strs given;
+    loom_lora_spec spec[LOOM_LORA_MAX];
+    int n;
+    char buf[8192]; /* the paths, split out of the lists */
+} loom_lora_args;
+#define LOOM_LORA_ARGS(a)                                                                                         \
+    {"--lora", LOOM_ARG_STRS, &(a).given, "FILE[,FILE...]",                                                      \
+     "LoRA adapter(s) (GGUF, as llama.cpp's convert_lora_to_gguf.py writes them) applied at scale 1"},          \
+    {"--lora-scaled", LOOM_ARG_STRS, &(a).given, "FILE:SCALE[,...]", "LoRA adapter(s) applied at SCALE"}
+int loom_lora_options(const char *cmd, loom_lora_args *a, bool without_apply);
 
 /* The chat template of a Jinja file (path), or the model's when path is
  * NULL, with bos/eos texts from tok. */

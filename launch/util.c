@@ -1,4 +1,6 @@
 #include <errno.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -145,6 +147,51 @@ int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_s
 
 loom_draft_args loom_draft_args_defaults(void) {
     return (loom_draft_args){.ngram_min = LOOM_DRAFT_MIN_NGRAM, .ngram_max = LOOM_DRAFT_MAX_NGRAM};
+}
+
+static int lora_usage(const char *cmd, const char *fmt, ...) LOOM_PRINTF(2, 3);
+static int lora_usage(const char *cmd, const char *fmt, ...) {
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return usage_of(cmd, msg);
+}
+
+int loom_lora_options(const char *cmd, loom_lora_args *a, bool without_apply) {
+    size_t used = 0;
+    a->n = 0;
+    for (int i = 0; i < a->given.n; i++) {
+        const bool scaled = !strcmp(a->given.opt[i], "--lora-scaled");
+        const char *p = a->given.v[i];
+        for (;;) {
+            const char *end = strchr(p, ',');
+            size_t len = end ? (size_t)(end - p) : strlen(p);
+            float scale = 1.0f;
+            if (scaled) {
+                const char *colon = NULL;
+                for (const char *c = p; c < p + len; c++)
+                    if (*c == ':') colon = c;
+                char num[64], *e;
+                size_t nl = colon ? (size_t)(p + len - colon - 1) : 0;
+                if (colon && nl < sizeof num) memcpy(num, colon + 1, nl), num[nl] = '\0';
+                if (!colon || nl == 0 || nl >= sizeof num || ((void)(scale = strtof(num, &e)), *e) || !isfinite(scale))
+                    return lora_usage(cmd, "--lora-scaled %s: expected FILE:SCALE[,FILE:SCALE...]", a->given.v[i]);
+                len = (size_t)(colon - p);
+            }
+            if (len == 0) return lora_usage(cmd, "%s %s: an empty file name", a->given.opt[i], a->given.v[i]);
+            if (a->n == LOOM_LORA_MAX) return lora_usage(cmd, "at most %d LoRA adapters", LOOM_LORA_MAX);
+            if (used + len + 1 > sizeof a->buf) return lora_usage(cmd, "the LoRA adapters' paths are too long");
+            memcpy(a->buf + used, p, len);
+            a->buf[used + len] = '\0';
+            a->spec[a->n++] = (loom_lora_spec){a->buf + used, without_apply ? 0.0f : scale};
+            used += len + 1;
+            if (!end) break;
+            p = end + 1;
+        }
+    }
+    return 0;
 }
 
 int loom_draft_options(const char *cmd, const loom_draft_args *a, loom_scheduler_options *o) {

@@ -25,6 +25,8 @@ struct loom_cluster {
     char **hosts;          /* (world) */
     loom_watchdog *wd;
     double watchdog_s;
+    const loom_lora_spec *lora; /* borrowed from the options */
+    int n_lora;
 };
 
 int64_t loom_pss_bytes(void) {
@@ -223,6 +225,7 @@ loom_status loom_cluster_start(const loom_cluster_options *o, loom_cluster **out
     loom_cluster *c = calloc(1, sizeof *c);
     if (!c) return loom_error(LOOM_ERR_NOMEM, "out of memory creating the cluster");
     c->eo = o->engine;
+    c->lora = o->lora, c->n_lora = o->n_lora;
     /* MPI only when launched by mpirun or asked to split the model */
     c->mpi = (int64_t)o->tp * o->pp > 1 || getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE");
     loom_status st = NULL;
@@ -321,6 +324,7 @@ loom_status loom_cluster_engine(loom_cluster *c, const loom_engine_options *o,
                         "an engine of %d sequences x %d positions, batch %d, does not fit the plan's %d x %d, batch %d",
                         eo->max_seqs, eo->ctx_size, eo->batch_rows, c->eo.max_seqs, c->eo.ctx_size, c->eo.batch_rows);
     if (!st) st = loom_engine_create(c->model, eo, &c->topo, progress, user, out);
+    for (int i = 0; i < c->n_lora && !st; i++) st = loom_engine_add_lora(*out, c->lora[i].path, c->lora[i].scale);
     st = loom_cluster_agree(c, st, "loading the model");
     if (st && *out) {
         loom_engine_free(*out);

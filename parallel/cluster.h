@@ -47,6 +47,10 @@ typedef struct {
      * plan: may change the engine options. Its error stops every rank. */
     loom_status (*prepare)(void *user, const loom_gguf *g, loom_engine_options *eo);
     void *prepare_user;
+    /* LoRA adapters every rank's engine loads (loom_engine_add_lora), each
+     * rank its own copy of each file, as of the model */
+    const loom_lora_spec *lora;
+    int n_lora;
 } loom_cluster_options;
 
 typedef struct loom_cluster loom_cluster;

@@ -6,6 +6,7 @@
  */
 #include "parallel/engine.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,11 @@ struct loom_engine {
     const float *score_rows;          /* leader: logits (score_n, width) of the last scoring step */
     int score_n;
     int width;                        /* a scored row: vocab (logits), or dim (an encoder's hidden state) */
+    /* LoRA adapters (loom_engine_add_lora) and their scales for sequences that start without their own */
+    loom_lora *lora[LOOM_LORA_MAX];
+    char *lora_path[LOOM_LORA_MAX];
+    float lora_default[LOOM_LORA_MAX];
+    int n_lora;
 };
 
 loom_engine_options loom_engine_defaults(void) {
@@ -186,6 +192,28 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
     return NULL;
 }
 
+loom_status loom_engine_add_lora(loom_engine *e, const char *path, float scale) {
+    if (e->n_lora == LOOM_LORA_MAX) return loom_error(LOOM_ERR_INVALID, "%s: at most %d LoRA adapters", path, LOOM_LORA_MAX);
+    if (strcmp(loom_stage_describe(e->stage), "cpu"))
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s: LoRA adapters run on the CPU only (--device cpu)", path);
+    if (!isfinite(scale)) return loom_error(LOOM_ERR_INVALID, "%s: the scale is not a number", path);
+    char *p = strdup(path);
+    if (!p) return loom_error(LOOM_ERR_NOMEM, "out of memory loading %s", path);
+    loom_status st = loom_lora_load(path, e->g, e->w, e->n_lora, &e->lora[e->n_lora]);
+    if (st) {
+        free(p);
+        return st;
+    }
+    e->lora_path[e->n_lora] = p;
+    e->lora_default[e->n_lora++] = scale;
+    return NULL;
+}
+
+int loom_engine_n_lora(const loom_engine *e) { return e->n_lora; }
+const loom_lora *loom_engine_lora(const loom_engine *e, int i) { return e->lora[i]; }
+const char *loom_engine_lora_path(const loom_engine *e, int i) { return e->lora_path[i]; }
+const float *loom_engine_lora_defaults(const loom_engine *e) { return e->lora_default; }
+
 void loom_engine_free(loom_engine *e) {
     if (!e) return;
     loom_transfer_free(e->xfer);
@@ -195,6 +223,7 @@ void loom_engine_free(loom_engine *e) {
     loom_kv_free(e->kv);
     loom_kv_blocks_free(e->blocks);
     loom_weights_free(e->w);
+    for (int i = 0; i < e->n_lora; i++) loom_lora_free(e->lora[i]), free(e->lora_path[i]);
     free(e->b_token);
     free(e->b_pos);
     free(e->b_seq);
@@ -318,6 +347,13 @@ static loom_status apply_step(loom_engine *e, const Loom__Step *step, float **ou
                               (unsigned long long)step->micro_batch, (unsigned long long)q->id, q->n_draft,
                               q->n_tokens, q->want_logits && !q->all_logits ? "" : " without sampling");
         if (q->start) LOOM_TRY(start_sequence(e, q));
+        if (q->start && (e->n_lora || q->n_lora)) {
+            if (q->n_lora > (size_t)e->n_lora)
+                return loom_error(LOOM_ERR_FORMAT, "step %llu: sequence %llu gives %zu LoRA scales; %d adapters are loaded",
+                                  (unsigned long long)step->micro_batch, (unsigned long long)q->id, q->n_lora, e->n_lora);
+            LOOM_TRY(loom_stage_set_lora(e->stage, (int)q->slot, q->n_lora ? q->lora : e->lora_default,
+                                         q->n_lora ? (int)q->n_lora : e->n_lora));
+        }
         if (e->vs && !loom_vocab_sampler_has(e->vs, (int)q->slot))
             return loom_error(LOOM_ERR_FORMAT, "step %llu: slot %u has no running sequence",
                               (unsigned long long)step->micro_batch, q->slot);

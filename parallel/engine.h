@@ -26,6 +26,7 @@
 #include "proto/step.pb-c.h"
 #include "runtime/gguf.h"
 #include "runtime/kv_cache.h"
+#include "runtime/lora.h"
 #include "runtime/model.h"
 #include "runtime/threadpool.h"
 
@@ -57,6 +58,21 @@ struct loom_kv_blocks *loom_engine_blocks(loom_engine *e);
 /* The rank's thread pool (idle between the steps the coordinator runs: a
  * draft model borrows it there, draft_model.h). */
 loom_pool *loom_engine_pool(loom_engine *e);
+
+/* LoRA adapters (runtime/lora.h). Every rank adds the same files in the
+ * same order after creation (loom_cluster_engine does); the adapter
+ * becomes number loom_engine_n_lora() - 1. A sequence's scales come with
+ * its first step (SeqStep.lora); one whose step gives none gets `scale`
+ * of each (its default). CPU stages only. */
+typedef struct {
+    const char *path;
+    float scale;
+} loom_lora_spec;
+loom_status loom_engine_add_lora(loom_engine *e, const char *path, float scale) LOOM_MUST_USE;
+int loom_engine_n_lora(const loom_engine *e);
+const loom_lora *loom_engine_lora(const loom_engine *e, int i);
+const char *loom_engine_lora_path(const loom_engine *e, int i);
+const float *loom_engine_lora_defaults(const loom_engine *e); /* (loom_engine_n_lora) */
 
 /* Coordinator: runs a Step on stage 0 — TP broadcast, this rank's layers,
  * then the send to stage 1 without waiting. With one stage the sampled

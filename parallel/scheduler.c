@@ -4,6 +4,7 @@
  */
 #include "parallel/scheduler.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,15 @@
 #define DRAFT_FIT_DECAY 0.98 /* weight of a decode step's time in the fit, one step later */
 #define DRAFT_HORIZON 256    /* tokens a reply is taken to go on for at most when weighing a catch-up */
 
+/* A sequence's LoRA adapter scales (engine.h) and the prefix cache's
+ * parent of its first block: 0 without an adapter, else a hash of the
+ * scales, so KV computed with other adapters is never found for it. */
+typedef struct {
+    float s[LOOM_LORA_MAX];
+    int n;
+    uint64_t root;
+} lora_set;
+
 /* A request waiting for a slot: new, or preempted and to be recomputed. */
 typedef struct {
     uint64_t id;
@@ -39,6 +49,7 @@ typedef struct {
     int n_toks, n_user_prompt;
     int limit;         /* n_toks at which generation stops with "length" */
     loom_sampling_params sp;
+    lora_set lora;
     bool ignore_eos, logprobs;
     int top_logprobs;
     int32_t *pred;     /* (n_pred) owned: the expected output, or NULL */
@@ -73,6 +84,7 @@ typedef struct {
     bool ignore_eos, logprobs;
     int top_logprobs;
     loom_sampling_params sp;
+    lora_set lora;
     double t_submit, t_admit, t_first, t_last;
 } seq_state;
 
@@ -260,6 +272,10 @@ static loom_status check_request(const loom_scheduler *s, const loom_request *r)
     if (r->top_logprobs < 0 || r->top_logprobs > 20)
         return loom_error(LOOM_ERR_INVALID, "top_logprobs %d is outside 0..20", r->top_logprobs);
     LOOM_TRY(loom_sampling_check(&r->sampling));
+    if (r->n_lora < 0 || r->n_lora > loom_engine_n_lora(s->e))
+        return loom_error(LOOM_ERR_INVALID, "%d LoRA scales for %d adapters", r->n_lora, loom_engine_n_lora(s->e));
+    for (int i = 0; i < r->n_lora; i++)
+        if (!isfinite(r->lora[i])) return loom_error(LOOM_ERR_INVALID, "LoRA adapter %d's scale is not a number", i);
     for (int i = 0; i < r->n_prompt; i++)
         if (r->prompt[i] < 0 || r->prompt[i] >= s->vocab)
             return loom_error(LOOM_ERR_INVALID, "prompt token %d at index %d is outside the vocabulary (0..%d)",
@@ -273,6 +289,24 @@ static loom_status check_request(const loom_scheduler *s, const loom_request *r)
             return loom_error(LOOM_ERR_INVALID, "logit bias of token %d: outside the vocabulary (0..%d)",
                               r->sampling.bias_token[i], s->vocab - 1);
     return NULL;
+}
+
+/* The scales r runs with: its own (those it leaves out 0), else the engine's defaults. */
+static void lora_resolve(const loom_scheduler *s, const loom_request *r, lora_set *l) {
+    memset(l, 0, sizeof *l);
+    l->n = loom_engine_n_lora(s->e);
+    const int given = r->n_lora ? r->n_lora : l->n;
+    if (given) memcpy(l->s, r->n_lora ? r->lora : loom_engine_lora_defaults(s->e), sizeof(float) * (size_t)given);
+    uint64_t h = 0xcbf29ce484222325ull;
+    bool any = false;
+    for (int i = 0; i < l->n; i++) {
+        float v = l->s[i] == 0 ? 0.0f : l->s[i]; /* -0 as 0 */
+        uint32_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        h = (h ^ bits) * 0x100000001b3ull;
+        any |= v != 0;
+    }
+    l->root = any ? h | 1 : 0;
 }
 
 /* Room for one more waiting request at position `at` (0: the head). */
@@ -319,6 +353,7 @@ loom_status loom_scheduler_submit(loom_scheduler *s, const loom_request *r, uint
     w->limit = r->max_tokens == 0 ? r->n_prompt : limit < s->ctx ? (int)limit : s->ctx;
     if (r->max_tokens > 0 && w->limit <= r->n_prompt) w->limit = r->n_prompt + 1;
     w->sp = r->sampling;
+    lora_resolve(s, r, &w->lora);
     w->ignore_eos = r->ignore_eos;
     w->logprobs = r->logprobs;
     w->top_logprobs = r->top_logprobs;
@@ -402,6 +437,7 @@ static bool preempt(loom_scheduler *s, int slot) {
     w->n_user_prompt = q->n_user_prompt;
     w->limit = q->limit;
     w->sp = q->sp;
+    w->lora = q->lora;
     w->ignore_eos = q->ignore_eos;
     w->logprobs = q->logprobs;
     w->top_logprobs = q->top_logprobs;
@@ -436,7 +472,7 @@ static int newest_victim(const loom_scheduler *s) {
 static void take_cached_prefix(loom_scheduler *s, const waiting_req *w, seq_state *q) {
     const int tail = loom_matmul_invariant_rows();
     int usable = w->n_toks > tail ? (w->n_toks - tail) / s->B : 0;
-    uint64_t parent = 0;
+    uint64_t parent = w->lora.root;
     for (int i = 0; i < usable; i++) {
         const int32_t *t = w->toks + (size_t)i * s->B;
         uint64_t h = loom_kv_blocks_hash(s->pool, parent, t);
@@ -497,6 +533,7 @@ static void admit(loom_scheduler *s) {
         q->n_proposed = w->n_proposed, q->n_kept = w->n_kept;
         q->accept = q->pred ? DRAFT_ACCEPT0_PREDICTED : s->drafter ? DRAFT_ACCEPT0_MODEL : DRAFT_ACCEPT0;
         q->sp = w->sp;
+        q->lora = w->lora;
         q->ignore_eos = w->ignore_eos;
         q->logprobs = w->logprobs;
         q->top_logprobs = w->top_logprobs;
@@ -590,7 +627,7 @@ static void publish_full(loom_scheduler *s, seq_state *q) {
     while ((q->n_published + 1) * s->B <= q->n_sent && q->n_published < q->n_blocks) {
         int i = q->n_published;
         const int32_t *t = q->toks + (size_t)i * s->B;
-        q->hash[i] = loom_kv_blocks_hash(s->pool, i ? q->hash[i - 1] : 0, t);
+        q->hash[i] = loom_kv_blocks_hash(s->pool, i ? q->hash[i - 1] : q->lora.root, t);
         loom_kv_blocks_publish(s->pool, q->blocks[i], q->hash[i], t);
         q->n_published++;
     }
@@ -830,6 +867,8 @@ static void add_rows(loom_scheduler *s, mb_state *mb, int nseq, int i, int take,
         sampling_message(&mb->sps[nseq], q);
         m->sampling = &mb->sps[nseq];
         m->start = true;
+        m->lora = q->lora.s;
+        m->n_lora = (size_t)q->lora.n;
         m->n_prompt = (uint32_t)q->n_prompt;
         m->n_generated = (uint32_t)(q->n_prompt - q->n_user_prompt);
         m->history = q->toks;

@@ -65,6 +65,11 @@ typedef struct {
      * last tokens there, and its start before the first token. */
     const int32_t *prediction;
     int n_prediction;
+    /* Each LoRA adapter's scale (engine.h; copied by submit), n_lora of
+     * them (adapters past them at 0); none (n_lora 0): the engine's defaults. Sequences with other
+     * scales never share KV blocks through the prefix cache. */
+    const float *lora;
+    int n_lora;
 } loom_request;
 
 /* Log-probabilities of a sampled token under the model's raw distribution. */

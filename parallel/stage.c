@@ -54,6 +54,11 @@ void loom_stage_free(loom_stage *s) {
 
 const char *loom_stage_describe(const loom_stage *s) { return s->dev ? loom_dstage_describe(s->dev) : "cpu"; }
 
+loom_status loom_stage_set_lora(loom_stage *s, int slot, const float *scale, int n) {
+    if (s->dev) return loom_error(LOOM_ERR_UNSUPPORTED, "LoRA adapters run on the CPU only (--device cpu)");
+    return loom_forward_set_lora(s->f, slot, scale, n);
+}
+
 double loom_stage_comm_seconds(const loom_stage *s) { return s->dev ? loom_dstage_comm_seconds(s->dev) : s->comm_s; }
 
 static loom_status reduce(loom_stage *s, float *buf, size_t count) {

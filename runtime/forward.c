@@ -8,6 +8,7 @@
 #include "runtime/attention.h"
 #include "runtime/clock.h"
 #include "runtime/kernels.h"
+#include "runtime/lora.h"
 #include "runtime/ops.h"
 #include "runtime/quant.h"
 #include "runtime/rowops.h"
@@ -103,6 +104,21 @@ struct loom_forward {
     double probe_next;      /* when the pool's hand-off may be measured again */
     const loom_batch *prepared; /* batch whose rows were validated and whose angles are in rope */
     fwd_prof *prof;         /* LOOM_CPU_PROFILE, or NULL */
+    /* LoRA adapters (runtime/lora.h): each KV slot's scale of each adapter,
+     * (n_slots, LOOM_LORA_MAX), NULL until a sequence has one; the current
+     * matmuls() call's entries (max_rows x MM_MAX_JOBS x LOOM_LORA_MAX) and
+     * their t (room for every row through MM_MAX_JOBS matrices of the most
+     * adapters' ranks on one matrix) */
+    float *lora_scale;
+    struct lora_entry *lora_ent;
+    struct lora_group *lora_grp; /* (MM_MAX_JOBS x LOOM_LORA_MAX) */
+    int n_lora_ent, n_lora_grp;
+    float *lora_t;
+    bool lora_dup;               /* few rows: each matmul thread computes t itself (lora_prepare) */
+    const float *lora_x;         /* ... from these prepared rows (n, lora_cols) */
+    int64_t lora_cols;
+    float *lora_tt;              /* (n_threads, lora_tt_size) the threads' own t */
+    size_t lora_tt_size;
 };
 
 static int prof_bucket_of(int n) { return n == 1 ? PB_ONE : n <= 16 ? PB_FEW : PB_MANY; }
@@ -172,7 +188,10 @@ typedef struct {
     int n_jobs;
     int n;
     double *thread_busy; /* fwd_prof's, or NULL */
+    const loom_forward *lora; /* its LoRA entries to add (lora_prepare), or NULL */
 } mm_task;
+
+static void lora_up_rows(const loom_forward *f, int j, float *y, int64_t ldy, int64_t o0, int64_t o1, int ith);
 
 static void mm_worker(void *ctx, int ith, int nth) {
     const mm_task *t = ctx;
@@ -184,6 +203,7 @@ static void mm_worker(void *ctx, int ith, int nth) {
         if (r0 < r1)
             (jb->m->r8 ? loom_matmul_r8 : loom_matmul)(jb->m->type, jb->m->data, jb->m->stride, jb->m->cols, r0, r1,
                                                        jb->xq, jb->xq_stride, t->n, jb->y + r0, jb->ldy);
+        if (r0 < r1 && t->lora) lora_up_rows(t->lora, j, jb->y, jb->ldy, r0, r1, ith);
     }
     if (t->thread_busy) t->thread_busy[8 * ith] = loom_now_s() - t0;
 }
@@ -325,6 +345,174 @@ static void mm_run(loom_forward *f, mm_task *t, int part) {
     }
 }
 
+/* LoRA: y[i] += s · B·(A·x[i]) for each adapter on a matrix (its lora
+ * list) whose scale s for row i's sequence is nonzero (times alpha / r).
+ * The matrices of a matmuls() call share their input rows, so after the
+ * rows are prepared every (row, matrix, adapter) entry's t = s·A·x is
+ * computed in one run over the pool, its dot products split evenly over
+ * the threads (decode's one row too); then each matmul thread adds B·t to
+ * the output rows it computed (mm_worker), no further run. The entries of
+ * one (matrix, adapter) are a group, walked so that a row of A (lora_down)
+ * and LORA_UP_TILE columns of B (lora_up) are read once from memory for
+ * all of the group's rows: prefill's rows reuse them from L1. With at most
+ * LORA_DUP_ROWS rows (decode) the pool run for t costs more than t (120 of
+ * them a token for SmolLM2), so each matmul thread computes t itself before
+ * its rows. */
+#define LORA_UP_TILE 64
+#define LORA_DUP_ROWS 4
+typedef struct lora_entry {
+    int row;
+    float s;
+} lora_entry;
+
+typedef struct lora_group {
+    const loom_lora_mat *e;
+    int job;
+    int first, n; /* its entries in f->lora_ent */
+    size_t t;     /* its rows' t, r floats each, in f->lora_t */
+    size_t dot;   /* its first dot product's index among the call's (r x n of them) */
+} lora_group;
+
+typedef struct {
+    const loom_forward *f;
+    size_t dots;
+} lora_down_task;
+
+/* t[k] of group G's rows i0 .. i0 + n - 1 (n <= LOOM_LORA_DOWN_ROWS), into tb (the group's t offsets from tb). */
+static void lora_down_rows(const loom_forward *f, const lora_group *G, int k, int i0, int n, float *tb) {
+    const float *x[LOOM_LORA_DOWN_ROWS];
+    float *tt[LOOM_LORA_DOWN_ROWS], s[LOOM_LORA_DOWN_ROWS];
+    for (int i = 0; i < n; i++) {
+        const lora_entry *le = &f->lora_ent[G->first + i0 + i];
+        x[i] = f->lora_x + (size_t)le->row * f->lora_cols;
+        tt[i] = tb + G->t + (size_t)(i0 + i) * G->e->r + k;
+        s[i] = le->s;
+    }
+    loom_kernels_get()->lora_down(G->e->a + (size_t)k * f->lora_cols, f->lora_cols, x, tt, s, n);
+}
+
+/* Dot products d of a group are k-major (k = d / n, its row d % n), so a
+ * row of A serves up to LOOM_LORA_DOWN_ROWS rows at once. */
+static void lora_down_worker(void *ctx, int ith, int nth) {
+    const lora_down_task *t = ctx;
+    const loom_forward *f = t->f;
+    int64_t d0, d1;
+    loom_split_range((int64_t)t->dots, 1, ith, nth, &d0, &d1);
+    for (int g = 0; g < f->n_lora_grp && d0 < d1; g++) {
+        const lora_group *G = &f->lora_grp[g];
+        const int64_t size = (int64_t)G->e->r * G->n, lo = d0 - (int64_t)G->dot;
+        if (lo >= size) continue;
+        const int64_t hi = d1 - (int64_t)G->dot < size ? d1 - (int64_t)G->dot : size;
+        for (int64_t d = lo; d < hi;) {
+            const int k = (int)(d / G->n), i0 = (int)(d % G->n);
+            int n = G->n - i0;
+            if (n > LOOM_LORA_DOWN_ROWS) n = LOOM_LORA_DOWN_ROWS;
+            if (n > hi - d) n = (int)(hi - d);
+            lora_down_rows(f, G, k, i0, n, f->lora_t);
+            d += n;
+        }
+        d0 = (int64_t)G->dot + hi;
+    }
+}
+
+/* Lists the groups and entries of this call's rows and computes their t;
+ * false when there are none. */
+static bool lora_prepare(loom_forward *f, const prep_task *p, int n_jobs, const loom_mat *const *m) {
+    f->n_lora_ent = f->n_lora_grp = 0;
+    size_t ts = 0;
+    for (int j = 0; j < n_jobs; j++)
+        for (const loom_lora_mat *e = m[j]->lora; e; e = e->next) {
+            lora_group *G = &f->lora_grp[f->n_lora_grp];
+            *G = (lora_group){e, j, f->n_lora_ent, 0, ts, ts};
+            for (int i = 0; i < p->n; i++) {
+                const float s = f->lora_scale[(size_t)f->prepared->seq[i] * LOOM_LORA_MAX + e->adapter] * e->scale;
+                if (s != 0) f->lora_ent[f->n_lora_ent++] = (lora_entry){i, s};
+            }
+            G->n = f->n_lora_ent - G->first;
+            ts += (size_t)G->n * (size_t)e->r;
+            f->n_lora_grp += G->n > 0;
+        }
+    if (!f->n_lora_grp) return false;
+    f->lora_x = p->norm || p->act ? p->dst : p->src, f->lora_cols = m[0]->cols;
+    f->lora_dup = p->n <= LORA_DUP_ROWS && loom_pool_size(f->pool) > 1;
+    if (f->lora_dup) return true; /* each matmul thread computes its own (mm_worker) */
+    lora_down_task t = {f, ts};
+    if (loom_pool_size(f->pool) > 1 && ts > 1) loom_pool_run(f->pool, lora_down_worker, &t);
+    else lora_down_worker(&t, 0, 1);
+    return true;
+}
+
+/* All of group G's t, into tb. */
+static void lora_down_group(const loom_forward *f, const lora_group *G, float *tb) {
+    for (int k = 0; k < G->e->r; k++)
+        for (int i0 = 0; i0 < G->n; i0 += LOOM_LORA_DOWN_ROWS)
+            lora_down_rows(f, G, k, i0, G->n - i0 < LOOM_LORA_DOWN_ROWS ? G->n - i0 : LOOM_LORA_DOWN_ROWS, tb);
+}
+
+/* y's columns [o0, o1) of job j: the groups' B·t, a tile of B's columns
+ * at a time for all of a group's rows; with few rows, thread ith's own t
+ * computed first. */
+static void lora_up_rows(const loom_forward *f, int j, float *y, int64_t ldy, int64_t o0, int64_t o1, int ith) {
+    loom_lora_up_fn *up = loom_kernels_get()->lora_up;
+    const float *tb = f->lora_t;
+    if (f->lora_dup) {
+        float *own = f->lora_tt + (size_t)ith * f->lora_tt_size;
+        for (int g = 0; g < f->n_lora_grp; g++)
+            if (f->lora_grp[g].job == j) lora_down_group(f, &f->lora_grp[g], own);
+        tb = own;
+    }
+    for (int g = 0; g < f->n_lora_grp; g++) {
+        const lora_group *G = &f->lora_grp[g];
+        if (G->job != j) continue;
+        for (int64_t c0 = o0; c0 < o1; c0 += LORA_UP_TILE) {
+            const int64_t c1 = o1 - c0 > LORA_UP_TILE ? c0 + LORA_UP_TILE : o1;
+            for (int i = 0; i < G->n; i++)
+                up(y + (size_t)f->lora_ent[G->first + i].row * ldy, tb + G->t + (size_t)i * G->e->r, G->e->bt,
+                   G->e->r, G->e->rows, c0, c1);
+        }
+    }
+}
+
+loom_status loom_forward_set_lora(loom_forward *f, int slot, const float *scale, int n) {
+    const int slots = loom_kv_config_of(f->kv)->max_seqs;
+    if (slot < 0 || slot >= slots || n < 0 || n > LOOM_LORA_MAX)
+        return loom_error(LOOM_ERR_INVALID, "LoRA scales for slot %d of %d: %d adapters (at most %d)", slot, slots, n,
+                          LOOM_LORA_MAX);
+    bool any = false;
+    for (int i = 0; i < n; i++) any |= scale[i] != 0;
+    if (!f->lora_scale && !any) return NULL; /* no sequence has had an adapter: every scale is 0 */
+    if (!f->lora_scale) { /* t's room: every row through the matrices of a call with the most adapters' ranks */
+        const loom_model_config *c = &f->w->cfg;
+        loom_mat **ms = malloc(sizeof *ms * (size_t)loom_layer_max_mats(c));
+        size_t most = 0;
+        for (int l = 0; ms && l < f->w->shard.layer_end - f->w->shard.layer_begin; l++) {
+            const int nm = loom_layer_mats(c, &f->w->layers[l], ms);
+            for (int i = 0; i < nm; i++) {
+                size_t r = 0;
+                for (const loom_lora_mat *e = ms[i]->lora; e; e = e->next) r += (size_t)e->r;
+                most = r > most ? r : most;
+            }
+        }
+        free(ms);
+        f->lora_scale = calloc((size_t)slots * LOOM_LORA_MAX, sizeof(float));
+        f->lora_ent = malloc((size_t)f->max_rows * MM_MAX_JOBS * LOOM_LORA_MAX * sizeof *f->lora_ent);
+        f->lora_grp = malloc(MM_MAX_JOBS * LOOM_LORA_MAX * sizeof *f->lora_grp);
+        f->lora_t = malloc(((size_t)f->max_rows * MM_MAX_JOBS * most + 1) * sizeof(float));
+        f->lora_tt_size = (size_t)LORA_DUP_ROWS * MM_MAX_JOBS * most + 1;
+        f->lora_tt = malloc((size_t)loom_pool_size(f->pool) * f->lora_tt_size * sizeof(float));
+        if (!ms || !f->lora_scale || !f->lora_ent || !f->lora_grp || !f->lora_t || !f->lora_tt) {
+            free(f->lora_scale), free(f->lora_ent), free(f->lora_grp), free(f->lora_t), free(f->lora_tt);
+            f->lora_scale = NULL, f->lora_ent = NULL, f->lora_grp = NULL, f->lora_t = NULL, f->lora_tt = NULL;
+            return loom_error(LOOM_ERR_NOMEM, "out of memory for LoRA adapters' rows (%zu floats)",
+                              (size_t)f->max_rows * MM_MAX_JOBS * most);
+        }
+    }
+    float *d = f->lora_scale + (size_t)slot * LOOM_LORA_MAX;
+    memset(d, 0, LOOM_LORA_MAX * sizeof *d);
+    if (n) memcpy(d, scale, (size_t)n * sizeof *d);
+    return NULL;
+}
+
 /* y_j (n, rows_j) = m_j · prep(x) for up to three matrices sharing the input
  * rows x (n, k): the rows are prepared (normed, or activated: prep_task)
  * into `dst`, quantized once per activation format, then multiplied. Rows
@@ -344,6 +532,13 @@ static void matmuls(loom_forward *f, prep_task p, int n_jobs, const loom_mat *co
         t.jobs[j] = (mm_job){m[j], f->act[slot], loom_act_row_bytes(m[j]->type, m[j]->cols), y[j], m[j]->rows};
     }
     prep_run(f, &p);
+    bool lora = false;
+    for (int j = 0; j < n_jobs && f->lora_scale; j++) lora |= m[j]->lora != NULL;
+    if (lora) {
+        const double t0 = f->prof ? loom_now_s() : 0;
+        t.lora = lora_prepare(f, &p, n_jobs, m) ? f : NULL;
+        if (f->prof) prof_add(f, part, t0);
+    }
     mm_run(f, &t, part);
 }
 
@@ -506,6 +701,11 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
 
 void loom_forward_free(loom_forward *f) {
     if (!f) return;
+    free(f->lora_scale);
+    free(f->lora_ent);
+    free(f->lora_grp);
+    free(f->lora_t);
+    free(f->lora_tt);
     if (f->prof) {
         prof_close_step(f->prof);
         prof_print(f, f->prof);

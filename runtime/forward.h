@@ -51,6 +51,11 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
 void loom_forward_free(loom_forward *f);
 int loom_forward_max_rows(const loom_forward *f);
 
+/* The scales of the weights' LoRA adapters (runtime/lora.h) for the
+ * sequence in KV slot `slot` from now on: scale[i] for adapter i < n, 0 for
+ * the rest (n <= LOOM_LORA_MAX). */
+loom_status loom_forward_set_lora(loom_forward *f, int slot, const float *scale, int n) LOOM_MUST_USE;
+
 /* The residual stream: (max_rows, dim). */
 float *loom_forward_hidden(loom_forward *f);
 

@@ -514,6 +514,16 @@ typedef void loom_gelu_fn(float *gate, const float *up, int n);
  * kernels use for the softmax; for the tests). */
 typedef void loom_exp2_fn(const float *x, float *y, int n);
 
+/* A LoRA adapter (runtime/lora.h), in two halves that split over threads
+ * differently: lora_down *t[i] = s[i] · (a · x[i]) for n <= 4 rows x[i]
+ * (a: one row of A, cols F16 values; the rows share its loads); lora_up
+ * y[o] += Σ_{k<r} t[k] · bt[k][o] for o in [o0, o1) (bt: r rows of `rows`
+ * F16 values), y read and written once. */
+#define LOOM_LORA_DOWN_ROWS 4
+typedef void loom_lora_down_fn(const uint16_t *a, int64_t cols, const float *const *x, float *const *t, const float *s,
+                               int n);
+typedef void loom_lora_up_fn(float *y, const float *t, const uint16_t *bt, int r, int64_t rows, int64_t o0, int64_t o1);
+
 typedef struct loom_kernels {
     const char *name;                    /* "scalar", "avx2", "avx512" */
     const struct loom_kernels *lower;    /* the level below (NULL for scalar): takes what this one cannot */
@@ -531,6 +541,8 @@ typedef struct loom_kernels {
     loom_exp2_fn *exp2;                  /* optional (NULL where the level has no vector exp2) */
     loom_layernorm_fn *layernorm;        /* gpt2, bert */
     loom_gelu_fn *gelu;                  /* gpt2, bert, gemma */
+    loom_lora_down_fn *lora_down;
+    loom_lora_up_fn *lora_up;
 } loom_kernels;
 
 /* The active level's table (loom_isa_get()). Never NULL; thread-safe. */

@@ -87,6 +87,23 @@ static void view_rows(loom_weights *w, const loom_gguf_tensor *t, const uint8_t 
     w->bytes_mapped += (size_t)(r1 - r0) * stride;
 }
 
+/* Records where m came from (loom_mat_source). */
+static loom_status add_source(loom_weights *w, const char *name, bool cols, int64_t lo, int64_t hi, loom_mat *m) {
+    if (strlen(name) >= sizeof w->sources->name) return NULL; /* no adapter tensor's name is this long */
+    if (w->n_sources == w->cap_sources) {
+        int cap = w->cap_sources ? 2 * w->cap_sources : 64;
+        loom_mat_source *s = realloc(w->sources, (size_t)cap * sizeof *s);
+        if (!s) return loom_error(LOOM_ERR_NOMEM, "out of memory binding weights");
+        w->sources = s;
+        w->cap_sources = cap;
+    }
+    loom_mat_source *s = &w->sources[w->n_sources++];
+    s->m = m;
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->cols = cols, s->lo = lo, s->hi = hi;
+    return NULL;
+}
+
 /* Rows [r0, r1) of a 2-D weight [cols, rows]: a view. */
 static loom_status bind_rows(loom_weights *w, const loom_gguf *g, const char *name, int64_t cols, int64_t rows,
                              int64_t r0, int64_t r1, loom_mat *m) {
@@ -94,7 +111,7 @@ static loom_status bind_rows(loom_weights *w, const loom_gguf *g, const char *na
     LOOM_TRY(find(g, name, cols, rows, &t));
     LOOM_TRY(check_matmul(g, t));
     view_rows(w, t, t->data, cols, r0, r1, m);
-    return NULL;
+    return add_source(w, name, false, r0, r1, m);
 }
 
 /* Drops this process's mapping of the pages wholly inside [p, p + n): after a
@@ -163,7 +180,8 @@ static loom_status bind_cols(loom_weights *w, const loom_gguf *g, const char *na
     const loom_gguf_tensor *t;
     LOOM_TRY(find(g, name, cols, rows, &t));
     LOOM_TRY(check_matmul(g, t));
-    return slice_cols(w, g, t, t->data, cols, rows, c0, c1, m);
+    LOOM_TRY(slice_cols(w, g, t, t->data, cols, rows, c0, c1, m));
+    return add_source(w, name, true, c0, c1, m);
 }
 
 /* Elements [e0, e1) of tensor t (n elements in its first row) as F32: a
@@ -408,8 +426,8 @@ static loom_status derive_k_v_b(loom_weights *w, const loom_gguf *g, const loom_
             for (int64_t j = 0; j < nope; j++) k[r * nope + j] = loom_f32_to_f16(rows[j * R + r]);
     }
     free(rows);
-    L->wv_b = (loom_mat){t->type, nq * V, R, rb, vb, false};
-    L->wk_b = (loom_mat){LOOM_TYPE_F16, nq * R, nope, kb, kbuf, false};
+    L->wv_b = (loom_mat){t->type, nq * V, R, rb, vb, false, NULL};
+    L->wk_b = (loom_mat){LOOM_TYPE_F16, nq * R, nope, kb, kbuf, false, NULL};
     w->bytes_copied += (size_t)(nq * V) * rb + (size_t)(nq * R) * kb;
     return NULL;
 }
@@ -631,6 +649,7 @@ void loom_weights_free(loom_weights *w) {
     if (!w) return;
     for (int i = 0; i < w->n_owned; i++) free(w->owned[i]);
     free(w->owned);
+    free(w->sources);
     free(w->layers);
     free(w->q_to_kv);
     free(w);

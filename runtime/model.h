@@ -283,7 +283,18 @@ typedef struct {
     size_t stride;
     const void *data;
     bool r8;
+    const struct loom_lora_mat *lora; /* LoRA adapters' slices on this matrix (runtime/lora.h), or NULL */
 } loom_mat;
+
+/* Where a matrix bound from the file came from: rows [lo, hi) of tensor
+ * `name` (a view), or its columns [lo, hi) (cols). LoRA adapters
+ * (runtime/lora.h) find their tensors' matrices here. */
+typedef struct {
+    loom_mat *m;
+    char name[64];
+    bool cols;
+    int64_t lo, hi;
+} loom_mat_source;
 
 /* A norm's weight and (LayerNorm) bias; w NULL when the model has none there. */
 typedef struct {
@@ -353,6 +364,8 @@ typedef struct loom_weights {
     size_t bytes_copied;     /* bytes of compact copies and F32 conversions */
     void **owned;            /* buffers to free */
     int n_owned, cap_owned;
+    loom_mat_source *sources; /* every matrix bound by rows or columns of a 2-D tensor */
+    int n_sources, cap_sources;
 } loom_weights;
 
 /* The matrices layer L multiplies, in a fixed order (q, k, v, o, gate, up,

@@ -28,7 +28,9 @@
  * --device: where the cluster's ranks compute (host: the GPU's code path on
  * the CPU, with the staged TP communicator); --ref-device: where the
  * single-rank reference does (cpu by default).
- * A fixture made from a `loom synth` model is rebuilt from its arguments.
+ * A fixture made from a `loom synth` model is rebuilt from its arguments;
+ * one with a LoRA adapter (lora_args) has both sides apply it, each rank
+ * its own slices of it.
  *
  * Encoders (bert): the last layer's hidden states of every position take
  * the logits' place (no argmax, no generation; pass --batch >= the longest
@@ -246,6 +248,20 @@ int main(int argc, char **argv) {
         model = tmp;
     }
     if (!model) model = LOOM_DEFAULT_MODEL;
+    char adapter[256];
+    loom_lora_spec lora = {adapter, (float)ref.lora_scale};
+    if (ref.lora_args) {
+        snprintf(adapter, sizeof adapter, "/tmp/loom-mpi-lora-%d.gguf", (int)getppid());
+        if (rank == 0) {
+            char args[1024];
+            snprintf(args, sizeof args, "--lora-of %s %s", model, ref.lora_args);
+            if (loom_test_synth(args, adapter) != 0 || loom_test_fnv1a_file(adapter) != ref.lora_fnv1a64) {
+                fprintf(stderr, "mpi_equivalence: loom synth %s did not rebuild the fixture's adapter\n", args);
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+        }
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
     loom_engine_options o = loom_engine_defaults();
     o.n_threads = 1;
     o.ctx_size = 1024;
@@ -253,7 +269,8 @@ int main(int argc, char **argv) {
     o.batch_rows = batch;
     o.kv_type = kv_type;
     o.device = device;
-    loom_cluster_options co = {.model = model, .tp = tp, .pp = pp, .engine = o, .watchdog_timeout_s = 60};
+    loom_cluster_options co = {.model = model, .tp = tp, .pp = pp, .engine = o, .watchdog_timeout_s = 60,
+                               .lora = &lora, .n_lora = ref.lora_args ? 1 : 0};
     loom_cluster *cl;
     st = loom_cluster_start(&co, &cl);
     if (st) die("cluster", st);
@@ -268,6 +285,7 @@ int main(int argc, char **argv) {
         so.device = ref_device;
         so.device_ordinal = loom_cluster_engine_options(cl)->device_ordinal;
         st = loom_engine_create(loom_cluster_model(cl), &so, NULL, NULL, NULL, &single);
+        if (!st && ref.lora_args) st = loom_engine_add_lora(single, adapter, lora.scale);
         if (st) die("single-rank engine", st);
         const bool encoder = loom_engine_model(e)->encoder, experts = loom_engine_model(e)->n_experts > 0;
         int V = encoder ? loom_engine_model(e)->dim : loom_engine_model(e)->vocab;
@@ -342,6 +360,7 @@ int main(int argc, char **argv) {
     if (st) die("broadcast", st);
     loom_cluster_free(cl); /* finalizes MPI */
     if (ref.synth_args && rank == 0) unlink(tmp);
+    if (ref.lora_args && rank == 0) unlink(adapter);
     loom_ref_free(&ref);
     return failures ? 1 : 0;
 }

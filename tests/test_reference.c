@@ -88,6 +88,16 @@ static void run_fixture(const char *fixture, const char *model, loom_type kv_typ
     cr_assert(loom_test_file_exists(model), "missing %s: run launch/fetch-model.sh", model);
     loom_gguf *g;
     loom_engine *e = open_engine(model, kv_type, batch_rows, &g); /* long prompts are prefilled in chunks */
+    char adapter[256] = "";
+    if (ref.lora_args) { /* the adapter llama.cpp applied, rebuilt, at its scale */
+        char args[1024];
+        snprintf(adapter, sizeof adapter, "/tmp/loom-test-lora-%d.gguf", (int)getpid());
+        snprintf(args, sizeof args, "--lora-of %s %s", model, ref.lora_args);
+        cr_assert_eq(loom_test_synth(args, adapter), 0, "loom synth %s failed", args);
+        cr_assert_eq(loom_test_fnv1a_file(adapter), ref.lora_fnv1a64, "loom synth %s wrote a different adapter", args);
+        st = loom_engine_add_lora(e, adapter, (float)ref.lora_scale);
+        cr_assert(!st, "%s", loom_status_message(st));
+    }
     int V = loom_engine_model(e)->vocab;
     const bool experts = loom_engine_model(e)->n_experts > 0;
     for (int i = 0; i < ref.n; i++) {
@@ -115,6 +125,7 @@ static void run_fixture(const char *fixture, const char *model, loom_type kv_typ
     loom_engine_free(e);
     loom_gguf_free(g);
     if (tmp[0]) unlink(tmp);
+    if (adapter[0]) unlink(adapter);
     loom_ref_free(&ref);
 }
 
@@ -255,6 +266,9 @@ Test(reference, synth_phi3_q4_0, .timeout = 600) { run_fixture(FX("synth-phi3-q4
 Test(reference, synth_phi3_q6_k, .timeout = 600) { run_fixture(FX("synth-phi3-q6_k.json"), NULL, LOOM_TYPE_F32, 200); }
 Test(reference, synth_gpt2_q5_1, .timeout = 600) { run_fixture(FX("synth-gpt2-q5_1.json"), NULL, LOOM_TYPE_F16, 128); }
 Test(reference, synth_gpt2_f16, .timeout = 600) { run_fixture(FX("synth-gpt2-f16.json"), NULL, LOOM_TYPE_F32, 96); }
+Test(reference, synth_llama_lora_q4_k_m, .timeout = 600) { run_fixture(FX("synth-llama-lora-q4_k_m.json"), NULL, LOOM_TYPE_F16, 100); }
+Test(reference, synth_phi3_lora_q8_0, .timeout = 600) { run_fixture(FX("synth-phi3-lora-q8_0.json"), NULL, LOOM_TYPE_F32, 128); }
+Test(reference, synth_qwen2_lora_f16, .timeout = 600) { run_fixture(FX("synth-qwen2-lora-f16.json"), NULL, LOOM_TYPE_F16, 77); }
 Test(reference, synth_bert_f16, .timeout = 600) { run_embed_fixture(FX("synth-bert-f16.json"), LOOM_TYPE_F32); }
 Test(reference, synth_bert_q8_0, .timeout = 600) { run_embed_fixture(FX("synth-bert-q8_0.json"), LOOM_TYPE_F16); }
 Test(reference, synth_nomic_bert_q8_0, .timeout = 600) { run_embed_fixture(FX("synth-nomic-bert-q8_0.json"), LOOM_TYPE_F32); }

@@ -13,6 +13,7 @@
  *     ending it gets without it.
  */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,6 +208,75 @@ Test(scheduler, bad_requests_are_refused_at_submit, .init = setup, .fini = teard
     cr_assert_eq(loom_scheduler_pending(s), 0);
     loom_scheduler_free(s);
     loom_engine_free(e);
+}
+
+/* LoRA adapters per request (engine.h, runtime/lora.h): sequences with
+ * different adapters and scales in one batch each get the tokens they get
+ * alone; the engine's default scale applies to requests without their own;
+ * the prefix cache never shares blocks between different scales. */
+Test(scheduler, lora_per_request, .init = setup, .fini = teardown, .timeout = 300) {
+    char adapter[256], args[512];
+    snprintf(adapter, sizeof adapter, "/tmp/loom-test-sched-lora-%d.gguf", (int)getpid());
+    snprintf(args, sizeof args, "--lora-of %s --lora-rank 8 --lora-alpha 16 --seed 9", model_path);
+    cr_assert_eq(loom_test_synth(args, adapter), 0);
+    enum { N = 4, PROMPT = 70, GEN = 24 };
+    int32_t prompt[PROMPT];
+    fill_prompt(prompt, PROMPT, 5);
+    const float one = 1.0f, half = 0.5f;
+    loom_request reqs[N];
+    for (int i = 0; i < N; i++) reqs[i] = greedy(prompt, PROMPT, GEN);
+    reqs[1].lora = &one, reqs[1].n_lora = 1; /* 0: the engine's default (0) */
+    reqs[2].lora = &half, reqs[2].n_lora = 1;
+    reqs[3].lora = &one, reqs[3].n_lora = 1;
+    loom_engine *mixed = engine(N, 128, 0, true), *alone = engine(1, 128, 0, false), *on = engine(1, 128, 0, false);
+    OK(loom_engine_add_lora(mixed, adapter, 0.0f));
+    OK(loom_engine_add_lora(alone, adapter, 0.0f));
+    OK(loom_engine_add_lora(on, adapter, 1.0f));
+    loom_callbacks cb = {.is_eog = never};
+    loom_result res[N], ref;
+    OK(loom_engine_run(mixed, reqs, N, &cb, NULL, res, NULL));
+    for (int i = 0; i < N; i++) {
+        OK(loom_engine_run(alone, &reqs[i], 1, &cb, NULL, &ref, NULL));
+        cr_assert_arr_eq(res[i].tokens, ref.tokens, sizeof(int32_t) * GEN, "request %d differs in a mixed batch", i);
+        loom_result_free(&ref);
+    }
+    cr_assert(memcmp(res[0].tokens, res[1].tokens, sizeof(int32_t) * GEN), "the adapter changed nothing");
+    cr_assert(memcmp(res[1].tokens, res[2].tokens, sizeof(int32_t) * GEN), "scale 0.5 gave scale 1's tokens");
+    cr_assert_arr_eq(res[1].tokens, res[3].tokens, sizeof(int32_t) * GEN);
+    OK(loom_engine_run(on, &reqs[0], 1, &cb, NULL, &ref, NULL)); /* default 1: the adapter on */
+    cr_assert_arr_eq(ref.tokens, res[1].tokens, sizeof(int32_t) * GEN, "the engine's default scale was not applied");
+    loom_result_free(&ref);
+    /* the prefix cache: the same prompt with other scales finds nothing, with the same ones its blocks */
+    loom_engine *cached = engine(1, 128, 32, true); /* room for both runs' blocks */
+    OK(loom_engine_add_lora(cached, adapter, 0.0f));
+    loom_run_stats st;
+    OK(loom_engine_run(cached, &reqs[1], 1, &cb, NULL, &ref, &st));
+    loom_result_free(&ref);
+    OK(loom_engine_run(cached, &reqs[0], 1, &cb, NULL, &ref, &st));
+    cr_assert_eq(st.prefix_hits, 0, "KV blocks computed with the adapter were found without it");
+    cr_assert_arr_eq(ref.tokens, res[0].tokens, sizeof(int32_t) * GEN);
+    loom_result_free(&ref);
+    OK(loom_engine_run(cached, &reqs[3], 1, &cb, NULL, &ref, &st));
+    cr_assert_gt(st.prefix_hits, 0, "the same adapter and scale found nothing");
+    cr_assert_arr_eq(ref.tokens, res[1].tokens, sizeof(int32_t) * GEN);
+    loom_result_free(&ref);
+    /* refusals */
+    loom_scheduler *s;
+    OK(loom_scheduler_create(cached, &cb, NULL, &s));
+    uint64_t id;
+    const float two[2] = {1, 1}, nan = NAN;
+    loom_request r = greedy(prompt, 8, 1);
+    r.lora = two, r.n_lora = 2;
+    refused(loom_scheduler_submit(s, &r, &id), "two scales for one adapter");
+    r.lora = &nan, r.n_lora = 1;
+    refused(loom_scheduler_submit(s, &r, &id), "a NaN scale");
+    loom_scheduler_free(s);
+    for (int i = 0; i < N; i++) loom_result_free(&res[i]);
+    loom_engine_free(mixed);
+    loom_engine_free(alone);
+    loom_engine_free(on);
+    loom_engine_free(cached);
+    unlink(adapter);
 }
 
 /* Every token and log-probability a run reports, per request. */

@@ -114,12 +114,25 @@ Test(native, completion_defaults_names_and_samplers) {
     cr_assert(e.status == 400 && !strcmp(e.param, "grammar") && strstr(e.message, "'x' is used but not defined"), "%s",
               e.message);
     srv_native_free(&n);
+    cr_assert(native("{\"prompt\":\"hi\",\"lora\":[{\"id\":1,\"scale\":0.5},{\"id\":0}]}", &p, &n, &e), "%s",
+              e.message);
+    cr_assert(p.lora_given && p.n_lora == 2 && p.lora_id[0] == 1 && p.lora_scale[0] == 0.5f && p.lora_id[1] == 0 &&
+                  p.lora_scale[1] == 0,
+              "lora: llama-server's list (an entry without a scale: 0)");
+    srv_params_free(&p), srv_native_free(&n);
+    static const char *const bad_lora[] = {"\"x\"", "[1]", "[{\"id\":-1}]", "[{\"id\":16}]", "[{\"id\":0,\"scale\":\"a\"}]"};
+    for (size_t i = 0; i < sizeof bad_lora / sizeof bad_lora[0]; i++) {
+        char body[128];
+        snprintf(body, sizeof body, "{\"prompt\":\"hi\",\"lora\":%s}", bad_lora[i]);
+        cr_assert(!native(body, &p, &n, &e), "%s accepted", body);
+        cr_assert(e.status == 400 && e.param && !strcmp(e.param, "lora"), "%s: %s", body, e.message);
+        srv_native_free(&n);
+    }
     static const char *const bad[][2] = {
         {"{}", "prompt"},
         {"{\"prompt\":[1,\"a\"]}", "prompt"},
         {"{\"prompt\":\"a\",\"mirostat\":2}", "mirostat"},
         {"{\"prompt\":\"a\",\"grammar\":\"root ::= x\",\"grammar_lazy\":true}", "grammar_lazy"},
-        {"{\"prompt\":\"a\",\"lora\":[{\"id\":0,\"scale\":1}]}", "lora"},
         {"{\"prompt\":\"a\",\"samplers\":[\"temperature\",\"top_k\"]}", "samplers"},
         {"{\"prompt\":\"a\",\"samplers\":[\"infill\",\"top_k\"]}", "samplers"},
         {"{\"prompt\":\"a\",\"samplers\":[\"nope\"]}", "samplers"},

@@ -801,7 +801,7 @@ static void stream_free(void *cls) { job_free(cls); }
 /* Parses, prepares and queues every prompt of the request. */
 static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *j, srv_error *e) {
     if (!srv_parse_request(kind, body, len, srv_next_seed(s), &j->p, e)) return false;
-    if (j->p.model && strcmp(j->p.model, s->opt.model_name) != 0)
+    if (j->p.model && strcmp(j->p.model, s->opt.model_name) != 0 && srv_lora_by_name(s, j->p.model) < 0)
         return srv_fail(e, 404, "invalid_request_error", "model", "model_not_found",
                         "The model '%s' does not exist; this server serves '%s'", j->p.model, s->opt.model_name);
     const int32_t V = loom_tokenizer_n_vocab(s->tok);
@@ -829,6 +829,21 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         if (ok && j->p.echo && j->p.logprobs)
             ok = srv_score_prompt(s, toks[i].ids, (int)toks[i].n, j->p.top_logprobs, &plp[i], e);
     }
+    /* LoRA: the request's list, else the adapter its "model" names at 1, else (n_lora 0) the server's scales */
+    float lora[SRV_MAX_LORA] = {0};
+    int n_lora = 0;
+    const int by_name = srv_lora_by_name(s, j->p.model);
+    if (j->p.lora_given || by_name >= 0) {
+        n_lora = s->n_lora;
+        for (int k = 0; ok && j->p.lora_given && k < j->p.n_lora; k++) {
+            if (j->p.lora_id[k] >= s->n_lora)
+                ok = srv_fail(e, 400, "invalid_request_error", "lora", NULL, "'lora': adapter %d: %d adapter%s loaded",
+                              j->p.lora_id[k], s->n_lora, s->n_lora == 1 ? " is" : "s are");
+            else
+                lora[j->p.lora_id[k]] = j->p.lora_scale[k];
+        }
+        if (!j->p.lora_given) lora[by_name] = 1;
+    }
     loom_tokens pred = {0}; /* predicted output: what speculative decoding proposes from */
     if (ok && j->p.prediction) ok = tokenize(s, j->p.prediction, false, false, &pred, e);
     for (int i = 0; ok && i < j->n; i++) {
@@ -836,6 +851,7 @@ static bool start_job(srv *s, srv_kind kind, const char *body, size_t len, job *
         loom_request r = {.sampling = j->p.sampling, .ignore_eos = j->p.ignore_eos, .logprobs = j->p.logprobs,
                           .top_logprobs = j->p.top_logprobs, .prediction = pred.ids, .n_prediction = (int)pred.n};
         r.sampling.seed += (uint64_t)(i % per) * 0x9e3779b97f4a7c15ull; /* a prompt's choices draw apart */
+        r.lora = lora, r.n_lora = n_lora;
         int room = s->ctx_size - (int)t->n;
         r.max_tokens = j->p.max_tokens < 0 || j->p.max_tokens > room ? room : j->p.max_tokens;
         choice *c = &j->ch[i];

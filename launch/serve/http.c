@@ -114,10 +114,52 @@ static enum MHD_Result metrics(srv *s, struct MHD_Connection *c) {
     return ok;
 }
 
+/* The model, then each LoRA adapter as vLLM lists its --lora-modules: a
+ * model whose "parent" is the base (a request's "model" selects it). */
 static enum MHD_Result models(srv *s, struct MHD_Connection *c) {
-    json_t *m = json_pack("{s:s, s:s, s:I, s:s, s:i}", "id", s->opt.model_name, "object", "model", "created",
-                          (json_int_t)time(NULL), "owned_by", "loom", "max_model_len", s->ctx_size);
-    return srv_reply_json(s, c, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", m));
+    const json_int_t now = (json_int_t)time(NULL);
+    json_t *m = json_pack("{s:s, s:s, s:I, s:s, s:i}", "id", s->opt.model_name, "object", "model", "created", now,
+                          "owned_by", "loom", "max_model_len", s->ctx_size);
+    json_t *list = json_pack("[o]", m);
+    for (int i = 0; i < s->n_lora; i++)
+        json_array_append_new(list, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:i}", "id", s->lora_name[i], "object",
+                                              "model", "created", now, "owned_by", "loom", "root",
+                                              loom_engine_lora_path(s->e, i), "parent", s->opt.model_name,
+                                              "max_model_len", s->ctx_size));
+    return srv_reply_json(s, c, 200, json_pack("{s:s, s:o}", "object", "list", "data", list));
+}
+
+/* llama-server's GET /lora-adapters: [{id, path, scale}], the scales
+ * requests without their own get; POST sets them from [{id, scale}] (the
+ * adapters left out: 0) and answers {"success": true}. */
+static enum MHD_Result lora_adapters(srv *s, struct MHD_Connection *c, bool post, const char *body, size_t len) {
+    srv_error e;
+    if (post) {
+        json_error_t je;
+        json_t *list = json_loadb(body ? body : "", len, 0, &je);
+        int ids[SRV_MAX_LORA], n = 0;
+        float scales[SRV_MAX_LORA];
+        bool ok = list ? srv_parse_lora(list, "lora-adapters", ids, scales, &n, &e)
+                       : srv_fail(&e, 400, "invalid_request_error", NULL, NULL, "the body is not valid JSON: %s", je.text);
+        json_decref(list);
+        for (int i = 0; ok && i < n; i++)
+            if (ids[i] >= s->n_lora)
+                ok = srv_fail(&e, 400, "invalid_request_error", NULL, NULL, "adapter %d: %d adapter%s loaded", ids[i],
+                              s->n_lora, s->n_lora == 1 ? " is" : "s are");
+        if (!ok) return srv_reply_error(s, c, &e);
+        pthread_mutex_lock(&s->mu);
+        for (int i = 0; i < s->n_lora; i++) s->lora[i] = 0;
+        for (int i = 0; i < n; i++) s->lora[ids[i]] = scales[i];
+        pthread_mutex_unlock(&s->mu);
+        return srv_reply_json(s, c, 200, json_pack("{s:b}", "success", 1));
+    }
+    json_t *list = json_array();
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_lora; i++)
+        json_array_append_new(list, json_pack("{s:i, s:s, s:f, s:s, s:s}", "id", i, "path", loom_engine_lora_path(s->e, i),
+                                              "scale", (double)s->lora[i], "task_name", "", "prompt_prefix", ""));
+    pthread_mutex_unlock(&s->mu);
+    return srv_reply_json(s, c, 200, list);
 }
 
 /* llama-server's GET /props (native.h). */
@@ -164,6 +206,11 @@ static enum MHD_Result route(srv *s, struct MHD_Connection *c, const char *url, 
         srv_fail(&e, 401, "invalid_request_error", NULL, "invalid_api_key",
                  "a valid API key is required: 'Authorization: Bearer <key>' or 'x-api-key: <key>'");
         return reply_error_at(s, c, url, &e);
+    }
+    if (!strcmp(url, "/lora-adapters")) {
+        if (get || post) return lora_adapters(s, c, post, body, len);
+        srv_fail(&e, 405, "invalid_request_error", NULL, NULL, "%s takes GET or POST", url);
+        return srv_reply_error(s, c, &e);
     }
     struct {
         const char *path;

@@ -264,7 +264,6 @@ static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool i
     if (!srv_get_bool(o, "grammar_lazy", &lazy, e)) return false;
     if (lazy) return BAD("grammar_lazy", "lazy grammars (applied from a trigger on) are not supported");
     static const char *const none_of[][2] = {
-        {"lora", "LoRA adapters are not supported"},
         {"image_data", "images are not supported (a text model)"},
         {"multimodal_data", "multimodal data is not supported (a text model)"},
     };
@@ -340,7 +339,7 @@ static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool i
     n->n_indent = (int)n_indent;
     n->t_max_predict_ms = t_max;
     n->infill = infill;
-    static const char *const same[] = {"stream", "stop", "ignore_eos", "model", "grammar"}; /* grammar: GBNF */
+    static const char *const same[] = {"stream", "stop", "ignore_eos", "model", "grammar", "lora"}; /* grammar: GBNF */
     for (size_t k = 0; k < sizeof same / sizeof same[0]; k++) {
         json_t *v = json_object_get(o, same[k]);
         if (v && !json_is_null(v)) json_object_set(req, same[k], v);

@@ -475,6 +475,9 @@ static bool parse_object(srv_kind kind, json_t *o, uint64_t seed_default, srv_pa
     json_t *best_of = json_object_get(o, "best_of");
     if (best_of && !json_is_null(best_of) && !(json_is_integer(best_of) && json_integer_value(best_of) == n))
         return BAD("best_of", "'best_of' must equal 'n' (no ranking of extra choices)");
+    json_t *lora = json_object_get(o, "lora");
+    p->lora_given = lora && !json_is_null(lora);
+    if (p->lora_given && !srv_parse_lora(lora, "lora", p->lora_id, p->lora_scale, &p->n_lora, e)) return false;
     json_t *pred = json_object_get(o, "prediction");
     if (pred && !json_is_null(pred)) { /* OpenAI's predicted outputs: {"type": "content", "content": text or parts} */
         const char *type = json_string_value(json_object_get(pred, "type"));
@@ -617,6 +620,32 @@ json_t *srv_parse_body(const char *body, size_t len, srv_error *e) {
         BAD(NULL, "the body must be a JSON object");
     }
     return o;
+}
+
+bool srv_parse_lora(json_t *list, const char *param, int *ids, float *scales, int *n, srv_error *e) {
+    *n = 0;
+    if (!json_is_array(list))
+        return srv_fail(e, 400, "invalid_request_error", param, NULL,
+                        "'%s' must be a list of {\"id\": adapter, \"scale\": number}", param);
+    size_t i;
+    json_t *it;
+    json_array_foreach(list, i, it) {
+        json_t *id = json_object_get(it, "id"), *sc = json_object_get(it, "scale");
+        if (!json_is_object(it) || !json_is_integer(id) || json_integer_value(id) < 0 ||
+            json_integer_value(id) >= SRV_MAX_LORA || (sc && !json_is_null(sc) && !json_is_number(sc)))
+            return srv_fail(e, 400, "invalid_request_error", param, NULL,
+                            "'%s' item %zu must be {\"id\": 0..%d, \"scale\": number}", param, i, SRV_MAX_LORA - 1);
+        const double v = sc && json_is_number(sc) ? json_number_value(sc) : 0.0; /* llama-server: no scale, 0 */
+        if (!isfinite(v) || fabs(v) > 1e6)
+            return srv_fail(e, 400, "invalid_request_error", param, NULL, "'%s' item %zu: the scale is out of range",
+                            param, i);
+        int k = 0;
+        while (k < *n && ids[k] != (int)json_integer_value(id)) k++;
+        ids[k] = (int)json_integer_value(id); /* a repeated id: the last scale, as llama-server's map keeps */
+        scales[k] = (float)v;
+        if (k == *n) (*n)++;
+    }
+    return true;
 }
 
 bool srv_parse_request(srv_kind kind, const char *body, size_t len, uint64_t seed_default, srv_params *out,

@@ -27,6 +27,7 @@
 #define SRV_MAX_STOP 16       /* stop strings per request */
 #define SRV_MAX_STOP_LEN 1024 /* bytes of one stop string */
 #define SRV_MAX_PROMPTS 64    /* prompts of one completions request, and choices of any request */
+#define SRV_MAX_LORA 16       /* LoRA adapters (LOOM_LORA_MAX) */
 
 typedef enum { SRV_CHAT, SRV_COMPLETION } srv_kind;
 
@@ -85,7 +86,19 @@ typedef struct {
     bool echo;                    /* the prompt leads each choice's text (and log-probabilities) */
     char *suffix;                 /* fill in the middle: the text after the completion (text prompts), or NULL */
     char *prediction;             /* predicted output (speculative decoding proposes from it), or NULL */
+    /* llama-server's "lora": [{"id", "scale"}]: these adapters at these
+     * scales, the others at 0 (ids checked against the adapters loaded
+     * later), when lora_given */
+    int lora_id[SRV_MAX_LORA];
+    float lora_scale[SRV_MAX_LORA];
+    int n_lora;
+    bool lora_given;
 } srv_params;
+
+/* Reads llama-server's LoRA list ([{"id": N, "scale": S}, ...]; POST
+ * /lora-adapters' body, a request's "lora") into ids / scales; a 400
+ * naming `param` when malformed. */
+bool srv_parse_lora(json_t *list, const char *param, int *ids, float *scales, int *n, srv_error *e);
 
 /* Field readers (the other request translations use them too): *out is
  * left alone when the field is absent or null; a wrong type or a number

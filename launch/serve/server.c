@@ -71,6 +71,8 @@ srv_req *srv_req_new(const int32_t *prompt, int n_prompt, const loom_request *r)
     q->r.prompt = q->prompt;
     q->r.n_prompt = n_prompt;
     q->r.prediction = q->pred;
+    if (r->n_lora > 0) memcpy(q->lora, r->lora, sizeof(float) * (size_t)(r->n_lora < SRV_MAX_LORA ? r->n_lora : SRV_MAX_LORA));
+    q->r.lora = q->lora;
     q->top = r->logprobs ? r->top_logprobs : 0;
     q->refs = 1;
     q->t_arrive = loom_now_s();
@@ -125,6 +127,10 @@ bool srv_submit(srv *s, srv_req *q, srv_error *e) {
                  "%d requests are waiting already (--max-queue); retry later", s->n_queued + s->sched_waiting);
     else
         ok = true;
+    if (ok && q->r.n_lora == 0 && s->n_lora) { /* the server's current scales */
+        memcpy(q->lora, s->lora, sizeof(float) * (size_t)s->n_lora);
+        q->r.n_lora = s->n_lora;
+    }
     if (ok) {
         q->refs++;
         q->next = NULL;
@@ -136,6 +142,12 @@ bool srv_submit(srv *s, srv_req *q, srv_error *e) {
     }
     pthread_mutex_unlock(&s->mu);
     return ok;
+}
+
+int srv_lora_by_name(const srv *s, const char *name) {
+    for (int i = 0; name && i < s->n_lora; i++)
+        if (!strcmp(s->lora_name[i], name)) return i;
+    return -1;
 }
 
 void srv_cancel(srv *s, srv_req *q) {
@@ -425,6 +437,15 @@ loom_status loom_server_run(const loom_server_options *o, loom_cluster *cluster,
             }
     }
     s->ctx_size = loom_engine_options_of(e)->ctx_size;
+    s->n_lora = loom_engine_n_lora(e);
+    for (int i = 0; i < s->n_lora; i++) { /* a name: the file's stem */
+        const char *path = loom_engine_lora_path(e, i), *base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        size_t n = strlen(base);
+        if (n > 5 && !strcmp(base + n - 5, ".gguf")) n -= 5;
+        snprintf(s->lora_name[i], sizeof s->lora_name[i], "%.*s", (int)n, base);
+        s->lora[i] = loom_engine_lora_defaults(e)[i];
+    }
     s->accepting = true;
     s->last_step = loom_now_s();
     pthread_mutex_init(&s->mu, NULL);

@@ -36,6 +36,7 @@ struct srv_req {
     int32_t *bias_token;       /* r.sampling's logit bias, or NULL */
     float *bias_value;
     int32_t *pred;             /* r.prediction, or NULL */
+    float lora[SRV_MAX_LORA];  /* r.lora: its adapters' scales (the server's when the request gave none) */
     double t_arrive;
     /* shared */
     uint64_t id;               /* the scheduler's, once submitted */
@@ -89,6 +90,11 @@ typedef struct {
     double *figures;           /* scheduler thread: (world, 4) */
     srv_metrics metrics;
     srv_embed_job *embed_head, *embed_tail; /* shared: embedding jobs for the scheduler thread */
+    /* LoRA adapters (engine.h): the scales of requests that give none (shared: POST /lora-adapters sets
+     * them), and the names requests select one by ("model", as vLLM's --lora-modules: the file's stem) */
+    float lora[SRV_MAX_LORA];
+    char lora_name[SRV_MAX_LORA][64];
+    int n_lora;
 } srv;
 
 /* ---- server.c ---- */
@@ -101,6 +107,8 @@ void srv_req_unref(srv *s, srv_req *q);
 /* Queues q for the scheduler (takes a reference). Fails with 429 when the
  * queue is full, 503 when the server is stopping or failed. */
 bool srv_submit(srv *s, srv_req *q, srv_error *e);
+/* The adapter named `name` ("model" of a request), or -1. */
+int srv_lora_by_name(const srv *s, const char *name);
 /* Asks the scheduler to end q (no-op when done). */
 void srv_cancel(srv *s, srv_req *q);
 /* A fresh seed for a request without one. */

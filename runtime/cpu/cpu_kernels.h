@@ -12,6 +12,7 @@
  *                         loom_<lv>_exp2)                           (attn_<lv>.c)
  *   loom_<lv>_rmsnorm, loom_<lv>_swiglu                             (rowops_<lv>.c)
  *   loom_<lv>_layernorm, loom_<lv>_gelu                             (rowops_<lv>.c)
+ *   loom_<lv>_lora_down, loom_<lv>_lora_up                          (rowops_<lv>.c)
  */
 #ifndef LOOM_CPU_KERNELS_H
 #define LOOM_CPU_KERNELS_H
@@ -308,7 +309,9 @@ static inline void loom_r8_k_unpack(int wt, bool q5_whole, const uint8_t *p, int
     loom_swiglu_fn loom_##lv##_swiglu;                                                                 \
     loom_act_q8_fn loom_##lv##_act_q8_32, loom_##lv##_act_q8_K;                                        \
     loom_layernorm_fn loom_##lv##_layernorm;                                                           \
-    loom_gelu_fn loom_##lv##_gelu;
+    loom_gelu_fn loom_##lv##_gelu;                                                                     \
+    loom_lora_down_fn loom_##lv##_lora_down;                                                           \
+    loom_lora_up_fn loom_##lv##_lora_up;
 LOOM_LEVEL_DECLARE(scalar)
 LOOM_LEVEL_DECLARE(avx2)
 LOOM_LEVEL_DECLARE(avx512)

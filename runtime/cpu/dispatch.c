@@ -358,7 +358,9 @@ int64_t loom_r8_gemm_bits_from(loom_type wt) {
      .act_q8_K = loom_##lv##_act_q8_K,                                                                \
      .exp2 = exp2_fn,                                                                                 \
      .layernorm = loom_##lv##_layernorm,                                                              \
-     .gelu = loom_##lv##_gelu}
+     .gelu = loom_##lv##_gelu,                                                                        \
+     .lora_down = loom_##lv##_lora_down,                                                              \
+     .lora_up = loom_##lv##_lora_up}
 
 /* The types each level holds in the r8 layout (kernels.h).
  * AVX2: every type that has it, on AMD (measured there) and on Intel with

@@ -80,3 +80,70 @@ static inline int act_quant16(const float *x, float inv, int8_t *q) {
 }
 
 LOOM_ACT_ROWS(avx512)
+
+
+
+/* LoRA's halves keep several independent FMA chains (an FMA's latency is
+ * four of its issue slots): lora_down two per row (even and odd 16-float
+ * chunks), lora_up four output chunks of 16 at once. */
+/* 16 F16 values as floats (masked: the others 0). */
+static inline __m512 f16x16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+static inline __m512 f16x16_mask(__mmask16 m, const uint16_t *p) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+
+void loom_avx512_lora_down(const uint16_t *a, int64_t cols, const float *const *x, float *const *t, const float *s,
+                           int n) {
+    __m512 d0 = _mm512_setzero_ps(), d1 = d0, d2 = d0, d3 = d0, e0 = d0, e1 = d0, e2 = d0, e3 = d0; /* named: an array
+                                                                                                    * would live on the stack */
+    const float *x0 = x[0], *x1 = x[n > 1 ? 1 : 0], *x2 = x[n > 2 ? 2 : 0], *x3 = x[n > 3 ? 3 : 0];
+    int64_t c = 0;
+    for (; c + 32 <= cols; c += 32) {
+        const __m512 av = f16x16(a + c), aw = f16x16(a + c + 16);
+        d0 = _mm512_fmadd_ps(av, _mm512_loadu_ps(x0 + c), d0);
+        d1 = _mm512_fmadd_ps(av, _mm512_loadu_ps(x1 + c), d1);
+        d2 = _mm512_fmadd_ps(av, _mm512_loadu_ps(x2 + c), d2);
+        d3 = _mm512_fmadd_ps(av, _mm512_loadu_ps(x3 + c), d3);
+        e0 = _mm512_fmadd_ps(aw, _mm512_loadu_ps(x0 + c + 16), e0);
+        e1 = _mm512_fmadd_ps(aw, _mm512_loadu_ps(x1 + c + 16), e1);
+        e2 = _mm512_fmadd_ps(aw, _mm512_loadu_ps(x2 + c + 16), e2);
+        e3 = _mm512_fmadd_ps(aw, _mm512_loadu_ps(x3 + c + 16), e3);
+    }
+    for (; c < cols; c += 16) {
+        const __mmask16 m = cols - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cols - c)) - 1);
+        const __m512 av = f16x16_mask(m, a + c);
+        d0 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x0 + c), d0);
+        d1 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x1 + c), d1);
+        d2 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x2 + c), d2);
+        d3 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x3 + c), d3);
+    }
+    *t[0] = s[0] * _mm512_reduce_add_ps(_mm512_add_ps(d0, e0));
+    if (n > 1) *t[1] = s[1] * _mm512_reduce_add_ps(_mm512_add_ps(d1, e1));
+    if (n > 2) *t[2] = s[2] * _mm512_reduce_add_ps(_mm512_add_ps(d2, e2));
+    if (n > 3) *t[3] = s[3] * _mm512_reduce_add_ps(_mm512_add_ps(d3, e3));
+}
+
+void loom_avx512_lora_up(float *y, const float *t, const uint16_t *bt, int r, int64_t rows, int64_t o0, int64_t o1) {
+    int64_t o = o0;
+    for (; o + 64 <= o1; o += 64) {
+        __m512 v0 = _mm512_loadu_ps(y + o), v1 = _mm512_loadu_ps(y + o + 16), v2 = _mm512_loadu_ps(y + o + 32),
+               v3 = _mm512_loadu_ps(y + o + 48);
+        for (int k = 0; k < r; k++) {
+            const uint16_t *b = bt + (size_t)k * rows + o;
+            const __m512 tk = _mm512_set1_ps(t[k]);
+            v0 = _mm512_fmadd_ps(tk, f16x16(b), v0);
+            v1 = _mm512_fmadd_ps(tk, f16x16(b + 16), v1);
+            v2 = _mm512_fmadd_ps(tk, f16x16(b + 32), v2);
+            v3 = _mm512_fmadd_ps(tk, f16x16(b + 48), v3);
+        }
+        _mm512_storeu_ps(y + o, v0);
+        _mm512_storeu_ps(y + o + 16, v1);
+        _mm512_storeu_ps(y + o + 32, v2);
+        _mm512_storeu_ps(y + o + 48, v3);
+    }
+    for (; o < o1; o += 16) {
+        __mmask16 m = o1 - o >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (o1 - o)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, y + o);
+        for (int k = 0; k < r; k++)
+            v = _mm512_fmadd_ps(_mm512_set1_ps(t[k]), f16x16_mask(m, bt + (size_t)k * rows + o), v);
+        _mm512_mask_storeu_ps(y + o, m, v);
+    }
+}

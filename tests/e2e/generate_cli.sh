@@ -88,6 +88,23 @@ expect_fail "--grammar and --json-schema" "give one of" \
   "$LOOM" generate --model "$MODEL" --prompt x --grammar 'root ::= "a"' --json-schema object
 ok "--grammar / --grammar-file / --regex: replies the GBNF grammar derives, the expression matches; refusals"
 
+# LoRA adapters: --lora changes the text, --lora-scaled FILE:0 is the plain model's; refusals name the
+# file and why
+"$LOOM" synth --lora-of "$MODEL" --lora-rank 8 --seed 7 --out "$TMP/lora.gguf" > /dev/null || fail "synth --lora-of"
+gen_text() { "$LOOM" generate --model "$MODEL" --prompt "The capital of France is" --temperature 0 --max-tokens 12 --json "$@" \
+  2> "$TMP/err" | python3 -c "import json,sys; print(json.loads(sys.stdin.readline())['text'])" || fail "generate $*: $(tail -3 "$TMP/err")"; }
+plain=$(gen_text)
+lora=$(gen_text --lora "$TMP/lora.gguf")
+[ "$plain" != "$lora" ] || fail "--lora changed nothing: $plain"
+[ "$(gen_text --lora-scaled "$TMP/lora.gguf:0")" = "$plain" ] || fail "--lora-scaled FILE:0 differs from no adapter"
+"$LOOM" generate --model "$MODEL" --prompt hi --lora /nonexistent.gguf > /dev/null 2> "$TMP/err" && fail "a missing adapter accepted"
+grep -q "/nonexistent.gguf" "$TMP/err" || fail "missing adapter: $(cat "$TMP/err")"
+"$LOOM" generate --model "$MODEL" --prompt hi --lora "$MODEL" > /dev/null 2> "$TMP/err" && fail "a model accepted as an adapter"
+grep -q "is not a LoRA adapter" "$TMP/err" || fail "model as adapter: $(cat "$TMP/err")"
+"$LOOM" generate --model "$MODEL" --prompt hi --lora-scaled "$TMP/lora.gguf" > /dev/null 2> "$TMP/err" && fail "--lora-scaled without a scale accepted"
+grep -q "expected FILE:SCALE" "$TMP/err" || fail "--lora-scaled: $(cat "$TMP/err")"
+ok "--lora / --lora-scaled: the adapter's text, scale 0 the plain model's; refusals"
+
 # a context that fills up stops with "length"
 "$LOOM" generate --model "$MODEL" --prompt "Once upon a time" --temperature 0 --max-tokens 100 --ignore-eos \
   --ctx-size 12 --json > "$TMP/ctx.json" 2> "$TMP/err" || fail "ctx: $(tail -3 "$TMP/err")"

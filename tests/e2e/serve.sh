@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # loom serve end to end, with the `openai` and `anthropic` Python clients
 # (installed into a private virtual environment under the cache) and raw HTTP:
-#   SERVE_MODES="full cluster auth queue tools draft" (default) or "asan" (the sanitizer
+#   SERVE_MODES="full cluster auth queue tools draft lora" (default) or "asan" (the sanitizer
 #   build: a short mixed load, then no sanitizer report may appear).
 . "$(dirname "$0")/lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,7 +13,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai, anthro
     fail "cannot install the openai and anthropic clients from PyPI"
 fi
 PY="$venv/bin/python"
-modes=${SERVE_MODES:-"full cluster auth queue tools draft"}
+modes=${SERVE_MODES:-"full cluster auth queue tools draft lora"}
 
 client() { "$PY" "$here/serve_client.py" "$@" || fail "serve_client.py $1 (server log: $TMP/$1.log)"; }
 
@@ -125,10 +125,20 @@ for mode in $modes; do
     client draft --base "http://127.0.0.1:$PORT" --reference-cmd "$LOOM generate --model $MODEL --threads 2"
     stop_server "$TMP/draft-model.log"
     ;;
+  lora)
+    # a LoRA adapter for the model, loaded at scale 0: per request, by name, and the server's scales
+    "$LOOM" synth --lora-of "$MODEL" --lora-rank 8 --seed 7 --out "$TMP/lora.gguf" >/dev/null || fail "loom synth --lora-of"
+    start_server "$TMP/lora.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 1024 --sequences 4 \
+      --lora "$TMP/lora.gguf" --lora-init-without-apply
+    client lora --base "http://127.0.0.1:$PORT" --lora "$TMP/lora.gguf" --reference-cmd "$LOOM generate --model $MODEL --threads 2"
+    stop_server "$TMP/lora.log"
+    ;;
   asan)
-    # with speculative decoding (--draft): its rows and results under the sanitizers too
-    start_server "$TMP/asan.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 512 --sequences 4 --draft 3
-    client asan --base "http://127.0.0.1:$PORT"
+    # with speculative decoding (--draft): its rows and results under the sanitizers too; a LoRA adapter loaded
+    "$LOOM" synth --lora-of "$MODEL" --lora-rank 8 --seed 7 --out "$TMP/lora.gguf" >/dev/null || fail "loom synth --lora-of"
+    start_server "$TMP/asan.log" "$LOOM" serve --model "$MODEL" --threads 2 --ctx-size 512 --sequences 4 --draft 3 \
+      --lora "$TMP/lora.gguf" --lora-init-without-apply
+    client asan --base "http://127.0.0.1:$PORT" --lora "$TMP/lora.gguf"
     stop_server "$TMP/asan.log"
     # ... and with a draft model (the model itself, its passes counted as free), llama-server's API and the
     # infill sampler over the real vocabulary

@@ -19,6 +19,7 @@ Exits non-zero with a message on the first failure.
 import argparse
 import http.client
 import json
+import os
 import random
 import re
 import socket
@@ -1164,13 +1165,78 @@ def test_draft(cl, name):
        "without it; %d of %d proposals kept" % (kept, drafted))
 
 
+def test_lora(cl, name):
+    """A server started with --lora FILE --lora-init-without-apply (ARGS.lora: FILE)."""
+    st, _, d = raw("GET", "/lora-adapters")
+    check(st == 200, "GET /lora-adapters: %d" % st)
+    got = json.loads(d)
+    check(len(got) == 1 and got[0]["id"] == 0 and got[0]["path"] == ARGS.lora and got[0]["scale"] == 0,
+          "GET /lora-adapters: %r" % got)
+    models = [m.id for m in cl.models.list().data]
+    stem = os.path.basename(ARGS.lora)[:-5]
+    check(models == [name, stem], "/v1/models: %r" % models)
+    n = 16
+    plain, _, _ = reference(PROMPT, False, n)
+    adapted, _, _ = reference(PROMPT, False, n, ["--lora", ARGS.lora])
+    half, _, _ = reference(PROMPT, False, n, ["--lora-scaled", ARGS.lora + ":0.5"])
+    check(plain != adapted, "the adapter changes nothing: %r" % plain)
+
+    def comp(**kw):
+        return cl.completions.create(model=kw.pop("model", name), prompt=PROMPT, max_tokens=n, temperature=0,
+                                     **kw).choices[0].text
+
+    check(comp() == plain, "no lora: %r vs %r" % (comp(), plain))
+    got = comp(extra_body={"lora": [{"id": 0, "scale": 1.0}]})
+    check(got == adapted, "lora scale 1: %r vs loom generate --lora: %r" % (got, adapted))
+    got = comp(extra_body={"lora": [{"id": 0, "scale": 0.5}]})
+    check(got == half, "lora scale 0.5: %r vs --lora-scaled FILE:0.5: %r" % (got, half))
+    got = comp(model=stem)
+    check(got == adapted, "model %s: %r vs %r" % (stem, got, adapted))
+    st, _, d = raw("POST", "/completion", {"prompt": PROMPT, "n_predict": n, "temperature": 0,
+                                            "lora": [{"id": 0, "scale": 1.0}]})
+    check(st == 200 and json.loads(d)["content"] == adapted, "/completion with lora: %d %r" % (st, d[:200]))
+    # four at once, adapters on and off in one batch: each as alone
+    results = [None] * 4
+
+    def one(i):
+        results[i] = comp(extra_body={"lora": [{"id": 0, "scale": 1.0 if i % 2 else 0.0}]})
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(600)
+    check(results == [plain, adapted, plain, adapted], "mixed batch: %r" % results)
+    # the server's scales for requests without their own
+    st, _, d = raw("POST", "/lora-adapters", [{"id": 0, "scale": 1.0}])
+    check(st == 200 and json.loads(d) == {"success": True}, "POST /lora-adapters: %d %r" % (st, d))
+    check(json.loads(raw("GET", "/lora-adapters")[2])[0]["scale"] == 1.0, "scale set")
+    check(comp() == adapted, "after POST /lora-adapters scale 1: %r" % comp())
+    check(comp(extra_body={"lora": []}) == plain, "an empty lora list: every adapter at 0")
+    raw("POST", "/lora-adapters", [])
+    check(comp() == plain, "after POST /lora-adapters []")
+    expect_error(400, "POST", "/v1/completions", {"prompt": "x", "lora": [{"id": 1, "scale": 1}]}, "lora")
+    expect_error(400, "POST", "/v1/completions", {"prompt": "x", "lora": "all"}, "lora")
+    expect_error(400, "POST", "/v1/completions", {"prompt": "x", "lora": [{"id": 0, "scale": "big"}]}, "lora")
+    expect_error(400, "POST", "/lora-adapters", {"id": 0})
+    expect_error(400, "POST", "/lora-adapters", [{"id": 2, "scale": 1}])
+    expect_error(405, "PUT", "/lora-adapters", [])
+    ok("LoRA: per request (lora, model), /completion, GET/POST /lora-adapters, a mixed batch, each equal to "
+       "loom generate --lora / --lora-scaled; malformed lists refused")
+
+
 def main():
     global ARGS
     p = argparse.ArgumentParser()
     p.add_argument("mode")
     p.add_argument("--base", required=True)
     p.add_argument("--reference-cmd", default="")
+    p.add_argument("--lora", default="")
     ARGS = p.parse_args()
+    if ARGS.mode == "lora":
+        cl = client()
+        test_lora(cl, model_name())
+        return
     if ARGS.mode == "auth":
         expect_error(401, "POST", "/v1/completions", {"prompt": "x"}, None, "invalid_api_key")
         expect_error(401, "POST", "/v1/completions", {"prompt": "x"}, None, "invalid_api_key",
@@ -1292,6 +1358,14 @@ def main():
             st, _, _ = raw("POST", "/v1/completions", {"prompt": "a b a b a", "max_tokens": 3, "dry_multiplier": 0.8,
                                                        "dry_sequence_breakers": ["x%d" % k, "\n"]})
             check(st == 200, "DRY breakers set %d under the sanitizers: %d" % (k, st))
+        if ARGS.lora:  # a LoRA adapter: per request, in a mixed batch, the server's scales set and read back
+            for k in range(4):
+                st, _, _ = raw("POST", "/v1/completions", {"prompt": "x %d" % k, "max_tokens": 4, "n": 2,
+                                                           "lora": [{"id": 0, "scale": 0.5 * k}]})
+                check(st == 200, "lora under the sanitizers: %d" % st)
+            check(raw("POST", "/lora-adapters", [{"id": 0, "scale": 1}])[0] == 200, "POST /lora-adapters")
+            check(raw("GET", "/lora-adapters")[0] == 200, "GET /lora-adapters")
+            check(raw("POST", "/lora-adapters", "[{")[0] == 400, "a broken POST /lora-adapters")
         codes = random_requests(300, 7)
         results = [None] * 6
         ts = [threading.Thread(target=stream_client, args=(name, "x %d" % i, 2 if i % 2 else 0, results, i))

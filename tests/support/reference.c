@@ -41,6 +41,11 @@ loom_status loom_ref_load(const char *path, loom_ref *out) {
     if (!root) return loom_error(LOOM_ERR_IO, "%s:%d: %s", path, err.line, err.text);
     json_t *sa = json_object_get(root, "synth_args");
     if (json_is_string(sa)) out->synth_args = strdup(json_string_value(sa));
+    json_t *la = json_object_get(root, "lora_args");
+    if (json_is_string(la)) out->lora_args = strdup(json_string_value(la));
+    json_t *lf = json_object_get(root, "lora_fnv1a64");
+    if (json_is_string(lf)) out->lora_fnv1a64 = strtoull(json_string_value(lf), NULL, 16);
+    out->lora_scale = json_number_value(json_object_get(root, "lora_scale"));
     json_t *pool = json_object_get(root, "pooling");
     out->pooling = json_is_integer(pool) ? (int)json_integer_value(pool) : -1;
     json_t *fnv = json_object_get(root, "fnv1a64");
@@ -106,6 +111,7 @@ void loom_ref_free(loom_ref *r) {
     }
     free(r->cases);
     free(r->synth_args);
+    free(r->lora_args);
     memset(r, 0, sizeof *r);
 }
 

@@ -32,6 +32,9 @@ typedef struct {
     char *synth_args;   /* `loom synth` arguments that rebuild the model, or NULL */
     uint64_t fnv1a64;   /* FNV-1a of the model file */
     int pooling;        /* encoders: llama.cpp's pooling type (-1 when absent) */
+    char *lora_args;    /* `loom synth --lora-of MODEL` arguments that rebuild the LoRA adapter applied, or NULL */
+    uint64_t lora_fnv1a64;
+    double lora_scale;
 } loom_ref;
 
 loom_status loom_ref_load(const char *path, loom_ref *out);
