@@ -10,6 +10,7 @@
 
 struct loom_lora {
     loom_gguf *g;
+    char *task_name, *prompt_prefix; /* adapter.lora.task_name / prompt_prefix ("" when absent) */
     double alpha;
     int rank, n_tensors;
     size_t bytes;
@@ -57,6 +58,9 @@ static loom_status check_header(const loom_gguf *a, const loom_gguf *g) {
     if (!loom_gguf_get_str(a, "adapter.type", &type) || !str_is(type, "lora"))
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: adapter.type is %s; loom reads LoRA adapters (\"lora\")", path,
                           kv_text(a, "adapter.type", b1, sizeof b1));
+    if (loom_gguf_get(a, "adapter.alora.invocation_tokens"))
+        return loom_error(LOOM_ERR_UNSUPPORTED, "%s is an activated LoRA (adapter.alora.invocation_tokens: applied from "
+                          "an invocation sequence on), which loom does not apply", path);
     if (!loom_gguf_get_str(a, "general.architecture", &arch) || !loom_gguf_get_str(g, "general.architecture", &march) ||
         arch.len != march.len || memcmp(arch.ptr, march.ptr, arch.len))
         return loom_error(LOOM_ERR_FORMAT, "%s is an adapter for architecture %s, the model's is %s", path,
@@ -129,6 +133,7 @@ void loom_lora_free(loom_lora *l) {
     if (!l) return;
     for (int i = 0; i < l->n_mats; i++) free(l->mats[i].a), free(l->mats[i].bt);
     free(l->mats);
+    free(l->task_name), free(l->prompt_prefix);
     loom_gguf_free(l->g);
     free(l);
 }
@@ -144,8 +149,14 @@ loom_status loom_lora_load(const char *path, const loom_gguf *g, loom_weights *w
         return st;
     }
     const loom_gguf *ag = l->g;
+    loom_str tn = {0}, pp = {0};
+    (void)loom_gguf_get_str(ag, "adapter.lora.task_name", &tn);
+    (void)loom_gguf_get_str(ag, "adapter.lora.prompt_prefix", &pp);
+    l->task_name = strndup(tn.ptr ? tn.ptr : "", (size_t)tn.len);
+    l->prompt_prefix = strndup(pp.ptr ? pp.ptr : "", (size_t)pp.len);
+    if (!l->task_name || !l->prompt_prefix) st = loom_error(LOOM_ERR_NOMEM, "out of memory loading %s", path);
     double alpha = 0;
-    if (loom_gguf_get(ag, "adapter.lora.alpha") && !loom_gguf_get_float(ag, "adapter.lora.alpha", &alpha))
+    if (!st && loom_gguf_get(ag, "adapter.lora.alpha") && !loom_gguf_get_float(ag, "adapter.lora.alpha", &alpha))
         st = loom_error(LOOM_ERR_FORMAT, "%s: adapter.lora.alpha is not a number", path);
     l->alpha = alpha;
     const int64_t nt = loom_gguf_n_tensors(ag);
@@ -223,6 +234,8 @@ loom_status loom_lora_load(const char *path, const loom_gguf *g, loom_weights *w
 }
 
 double loom_lora_alpha(const loom_lora *l) { return l->alpha; }
+const char *loom_lora_task_name(const loom_lora *l) { return l->task_name; }
+const char *loom_lora_prompt_prefix(const loom_lora *l) { return l->prompt_prefix; }
 int loom_lora_rank(const loom_lora *l) { return l->rank; }
 int loom_lora_tensors(const loom_lora *l) { return l->n_tensors; }
 size_t loom_lora_bytes(const loom_lora *l) { return l->bytes; }

@@ -10,6 +10,9 @@
  * W·x + s·(alpha/r)·B·(A·x) (s alone where alpha is 0), llama.cpp's
  * llama_adapter_lora_weight::get_scale.
  *
+ * Activated LoRAs (adapter.alora.invocation_tokens: applied only from an
+ * invocation sequence on) are refused.
+ *
  * Adapted matrices are the attention's and the MLP's projections of the
  * blocks: attn_q, attn_k, attn_v, attn_qkv, attn_output, ffn_gate, ffn_up,
  * ffn_down; any other tensor (the embedding, the lm head, experts) is
@@ -65,5 +68,8 @@ double loom_lora_alpha(const loom_lora *l);
 int loom_lora_rank(const loom_lora *l);
 int loom_lora_tensors(const loom_lora *l);
 size_t loom_lora_bytes(const loom_lora *l);
+/* adapter.lora.task_name and .prompt_prefix ("" when absent; llama-server reports them). */
+const char *loom_lora_task_name(const loom_lora *l);
+const char *loom_lora_prompt_prefix(const loom_lora *l);
 
 #endif

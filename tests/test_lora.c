@@ -268,5 +268,15 @@ Test(lora, refusals, .init = setup, .fini = teardown) {
     refused(g, other_path, "which the model");
     write_adapter(other_path, "llama", "adapter", q, qs, 0, true);
     refused(g, other_path, "no .lora_a/.lora_b pairs");
+    loom_gguf_writer *w; /* an activated LoRA: applied from its invocation tokens on, which loom does not do */
+    OK(loom_gguf_writer_create(&w));
+    OK(loom_gguf_writer_add_str(w, "general.architecture", "llama"));
+    OK(loom_gguf_writer_add_str(w, "general.type", "adapter"));
+    OK(loom_gguf_writer_add_str(w, "adapter.type", "lora"));
+    const uint32_t inv[2] = {5, 6};
+    OK(loom_gguf_writer_add_arr(w, "adapter.alora.invocation_tokens", LOOM_GGUF_U32, inv, 2));
+    OK(loom_gguf_writer_write_path(w, other_path, 0));
+    loom_gguf_writer_free(w);
+    refused(g, other_path, "an activated LoRA");
     loom_gguf_free(g);
 }

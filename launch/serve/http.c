@@ -157,7 +157,9 @@ static enum MHD_Result lora_adapters(srv *s, struct MHD_Connection *c, bool post
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->n_lora; i++)
         json_array_append_new(list, json_pack("{s:i, s:s, s:f, s:s, s:s}", "id", i, "path", loom_engine_lora_path(s->e, i),
-                                              "scale", (double)s->lora[i], "task_name", "", "prompt_prefix", ""));
+                                              "scale", (double)s->lora[i], "task_name",
+                                              loom_lora_task_name(loom_engine_lora(s->e, i)), "prompt_prefix",
+                                              loom_lora_prompt_prefix(loom_engine_lora(s->e, i))));
     pthread_mutex_unlock(&s->mu);
     return srv_reply_json(s, c, 200, list);
 }
