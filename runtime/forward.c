@@ -370,15 +370,19 @@ typedef struct lora_group {
     int job;
     int first, n; /* its entries in f->lora_ent */
     size_t t;     /* its rows' t, r floats each, in f->lora_t */
-    size_t dot;   /* its first dot product's index among the call's (r x n of them) */
+    size_t unit;  /* its first unit's index among the call's: a unit is a row's t[k], t[k + 1] (k even) */
 } lora_group;
+
+#define LORA_K 2 /* A's rows a lora_down call takes */
+static int lora_units(const lora_group *G) { return (G->e->r + LORA_K - 1) / LORA_K * G->n; }
 
 typedef struct {
     const loom_forward *f;
-    size_t dots;
+    size_t units;
 } lora_down_task;
 
-/* t[k] of group G's rows i0 .. i0 + n - 1 (n <= LOOM_LORA_DOWN_ROWS), into tb (the group's t offsets from tb). */
+/* t[k], t[k + 1] (k even; t[k] alone at the end of an odd rank) of group G's rows i0 .. i0 + n - 1
+ * (n <= LOOM_LORA_DOWN_ROWS), into tb (the group's t offsets from tb). */
 static void lora_down_rows(const loom_forward *f, const lora_group *G, int k, int i0, int n, float *tb) {
     const float *x[LOOM_LORA_DOWN_ROWS];
     float *tt[LOOM_LORA_DOWN_ROWS], s[LOOM_LORA_DOWN_ROWS];
@@ -388,30 +392,31 @@ static void lora_down_rows(const loom_forward *f, const lora_group *G, int k, in
         tt[i] = tb + G->t + (size_t)(i0 + i) * G->e->r + k;
         s[i] = le->s;
     }
-    loom_kernels_get()->lora_down(G->e->a + (size_t)k * f->lora_cols, f->lora_cols, x, tt, s, n);
+    loom_kernels_get()->lora_down(G->e->a + (size_t)k * f->lora_cols, G->e->r - k < LORA_K ? G->e->r - k : LORA_K,
+                                  f->lora_cols, x, tt, s, n);
 }
 
-/* Dot products d of a group are k-major (k = d / n, its row d % n), so a
- * row of A serves up to LOOM_LORA_DOWN_ROWS rows at once. */
+/* A group's units are k-major (unit u: k = LORA_K · (u / n), its row u % n),
+ * so LORA_K rows of A serve up to LOOM_LORA_DOWN_ROWS rows at once. */
 static void lora_down_worker(void *ctx, int ith, int nth) {
     const lora_down_task *t = ctx;
     const loom_forward *f = t->f;
-    int64_t d0, d1;
-    loom_split_range((int64_t)t->dots, 1, ith, nth, &d0, &d1);
-    for (int g = 0; g < f->n_lora_grp && d0 < d1; g++) {
+    int64_t u0, u1;
+    loom_split_range((int64_t)t->units, 1, ith, nth, &u0, &u1);
+    for (int g = 0; g < f->n_lora_grp && u0 < u1; g++) {
         const lora_group *G = &f->lora_grp[g];
-        const int64_t size = (int64_t)G->e->r * G->n, lo = d0 - (int64_t)G->dot;
+        const int64_t size = lora_units(G), lo = u0 - (int64_t)G->unit;
         if (lo >= size) continue;
-        const int64_t hi = d1 - (int64_t)G->dot < size ? d1 - (int64_t)G->dot : size;
-        for (int64_t d = lo; d < hi;) {
-            const int k = (int)(d / G->n), i0 = (int)(d % G->n);
+        const int64_t hi = u1 - (int64_t)G->unit < size ? u1 - (int64_t)G->unit : size;
+        for (int64_t u = lo; u < hi;) {
+            const int k = LORA_K * (int)(u / G->n), i0 = (int)(u % G->n);
             int n = G->n - i0;
             if (n > LOOM_LORA_DOWN_ROWS) n = LOOM_LORA_DOWN_ROWS;
-            if (n > hi - d) n = (int)(hi - d);
+            if (n > hi - u) n = (int)(hi - u);
             lora_down_rows(f, G, k, i0, n, f->lora_t);
-            d += n;
+            u += n;
         }
-        d0 = (int64_t)G->dot + hi;
+        u0 = (int64_t)G->unit + hi;
     }
 }
 
@@ -419,32 +424,33 @@ static void lora_down_worker(void *ctx, int ith, int nth) {
  * false when there are none. */
 static bool lora_prepare(loom_forward *f, const prep_task *p, int n_jobs, const loom_mat *const *m) {
     f->n_lora_ent = f->n_lora_grp = 0;
-    size_t ts = 0;
+    size_t ts = 0, units = 0;
     for (int j = 0; j < n_jobs; j++)
         for (const loom_lora_mat *e = m[j]->lora; e; e = e->next) {
             lora_group *G = &f->lora_grp[f->n_lora_grp];
-            *G = (lora_group){e, j, f->n_lora_ent, 0, ts, ts};
+            *G = (lora_group){e, j, f->n_lora_ent, 0, ts, units};
             for (int i = 0; i < p->n; i++) {
                 const float s = f->lora_scale[(size_t)f->prepared->seq[i] * LOOM_LORA_MAX + e->adapter] * e->scale;
                 if (s != 0) f->lora_ent[f->n_lora_ent++] = (lora_entry){i, s};
             }
             G->n = f->n_lora_ent - G->first;
             ts += (size_t)G->n * (size_t)e->r;
+            units += (size_t)lora_units(G);
             f->n_lora_grp += G->n > 0;
         }
     if (!f->n_lora_grp) return false;
     f->lora_x = p->norm || p->act ? p->dst : p->src, f->lora_cols = m[0]->cols;
     f->lora_dup = p->n <= LORA_DUP_ROWS && loom_pool_size(f->pool) > 1;
     if (f->lora_dup) return true; /* each matmul thread computes its own (mm_worker) */
-    lora_down_task t = {f, ts};
-    if (loom_pool_size(f->pool) > 1 && ts > 1) loom_pool_run(f->pool, lora_down_worker, &t);
+    lora_down_task t = {f, units};
+    if (loom_pool_size(f->pool) > 1 && units > 1) loom_pool_run(f->pool, lora_down_worker, &t);
     else lora_down_worker(&t, 0, 1);
     return true;
 }
 
 /* All of group G's t, into tb. */
 static void lora_down_group(const loom_forward *f, const lora_group *G, float *tb) {
-    for (int k = 0; k < G->e->r; k++)
+    for (int k = 0; k < G->e->r; k += LORA_K)
         for (int i0 = 0; i0 < G->n; i0 += LOOM_LORA_DOWN_ROWS)
             lora_down_rows(f, G, k, i0, G->n - i0 < LOOM_LORA_DOWN_ROWS ? G->n - i0 : LOOM_LORA_DOWN_ROWS, tb);
 }

@@ -515,13 +515,15 @@ typedef void loom_gelu_fn(float *gate, const float *up, int n);
 typedef void loom_exp2_fn(const float *x, float *y, int n);
 
 /* A LoRA adapter (runtime/lora.h), in two halves that split over threads
- * differently: lora_down *t[i] = s[i] · (a · x[i]) for n <= 4 rows x[i]
- * (a: one row of A, cols F16 values; the rows share its loads); lora_up
+ * differently: lora_down t[i][kk] = s[i] · (a_kk · x[i]) for kk < nk <= 2
+ * rows of A (a: nk rows of cols F16 values, one after the other) and n <= 4
+ * rows x[i] (each A value loaded once for the rows, each x once for the
+ * A rows); lora_up
  * y[o] += Σ_{k<r} t[k] · bt[k][o] for o in [o0, o1) (bt: r rows of `rows`
  * F16 values), y read and written once. */
 #define LOOM_LORA_DOWN_ROWS 4
-typedef void loom_lora_down_fn(const uint16_t *a, int64_t cols, const float *const *x, float *const *t, const float *s,
-                               int n);
+typedef void loom_lora_down_fn(const uint16_t *a, int nk, int64_t cols, const float *const *x, float *const *t,
+                               const float *s, int n);
 typedef void loom_lora_up_fn(float *y, const float *t, const uint16_t *bt, int r, int64_t rows, int64_t o0, int64_t o1);
 
 typedef struct loom_kernels {

@@ -93,23 +93,25 @@ LOOM_ACT_ROWS(avx2)
 
 static inline __m256 f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
-void loom_avx2_lora_down(const uint16_t *a, int64_t cols, const float *const *x, float *const *t, const float *s,
-                         int n) {
-    for (int i = 0; i < n; i++) {
-        __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
-        int64_t c = 0;
-        for (; c + 16 <= cols; c += 16) {
-            d0 = _mm256_fmadd_ps(f16x8(a + c), _mm256_loadu_ps(x[i] + c), d0);
-            d1 = _mm256_fmadd_ps(f16x8(a + c + 8), _mm256_loadu_ps(x[i] + c + 8), d1);
+void loom_avx2_lora_down(const uint16_t *a, int nk, int64_t cols, const float *const *x, float *const *t,
+                         const float *s, int n) {
+    for (int kk = 0; kk < nk; kk++)
+        for (int i = 0; i < n; i++) {
+            const uint16_t *ak = a + (size_t)kk * cols;
+            __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
+            int64_t c = 0;
+            for (; c + 16 <= cols; c += 16) {
+                d0 = _mm256_fmadd_ps(f16x8(ak + c), _mm256_loadu_ps(x[i] + c), d0);
+                d1 = _mm256_fmadd_ps(f16x8(ak + c + 8), _mm256_loadu_ps(x[i] + c + 8), d1);
+            }
+            d0 = _mm256_add_ps(d0, d1);
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(d0), _mm256_extractf128_ps(d0, 1));
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+            float d = _mm_cvtss_f32(h);
+            for (; c < cols; c++) d += loom_f16_to_f32(ak[c]) * x[i][c];
+            t[i][kk] = s[i] * d;
         }
-        d0 = _mm256_add_ps(d0, d1);
-        __m128 h = _mm_add_ps(_mm256_castps256_ps128(d0), _mm256_extractf128_ps(d0, 1));
-        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-        float d = _mm_cvtss_f32(h);
-        for (; c < cols; c++) d += loom_f16_to_f32(a[c]) * x[i][c];
-        *t[i] = s[i] * d;
-    }
 }
 
 void loom_avx2_lora_up(float *y, const float *t, const uint16_t *bt, int r, int64_t rows, int64_t o0, int64_t o1) {

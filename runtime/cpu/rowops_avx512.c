@@ -83,42 +83,43 @@ LOOM_ACT_ROWS(avx512)
 
 
 
-/* LoRA's halves keep several independent FMA chains (an FMA's latency is
- * four of its issue slots): lora_down two per row (even and odd 16-float
- * chunks), lora_up four output chunks of 16 at once. */
 /* 16 F16 values as floats (masked: the others 0). */
 static inline __m512 f16x16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 static inline __m512 f16x16_mask(__mmask16 m, const uint16_t *p) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
 
-void loom_avx512_lora_down(const uint16_t *a, int64_t cols, const float *const *x, float *const *t, const float *s,
-                           int n) {
-    __m512 d0 = _mm512_setzero_ps(), d1 = d0, d2 = d0, d3 = d0, e0 = d0, e1 = d0, e2 = d0, e3 = d0; /* named: an array
-                                                                                                    * would live on the stack */
+/* LoRA's halves keep several independent FMA chains (an FMA's latency is
+ * four of its issue slots): lora_down one per (A row, x row), eight with
+ * two A rows and four x rows, which also halves the loads per FMA; lora_up
+ * four output chunks of 16 at once. */
+void loom_avx512_lora_down(const uint16_t *a, int nk, int64_t cols, const float *const *x, float *const *t,
+                           const float *s, int n) {
+    /* named accumulators: an array would live on the stack */
+    __m512 d0 = _mm512_setzero_ps(), d1 = d0, d2 = d0, d3 = d0, e0 = d0, e1 = d0, e2 = d0, e3 = d0;
     const float *x0 = x[0], *x1 = x[n > 1 ? 1 : 0], *x2 = x[n > 2 ? 2 : 0], *x3 = x[n > 3 ? 3 : 0];
-    int64_t c = 0;
-    for (; c + 32 <= cols; c += 32) {
-        const __m512 av = f16x16(a + c), aw = f16x16(a + c + 16);
-        d0 = _mm512_fmadd_ps(av, _mm512_loadu_ps(x0 + c), d0);
-        d1 = _mm512_fmadd_ps(av, _mm512_loadu_ps(x1 + c), d1);
-        d2 = _mm512_fmadd_ps(av, _mm512_loadu_ps(x2 + c), d2);
-        d3 = _mm512_fmadd_ps(av, _mm512_loadu_ps(x3 + c), d3);
-        e0 = _mm512_fmadd_ps(aw, _mm512_loadu_ps(x0 + c + 16), e0);
-        e1 = _mm512_fmadd_ps(aw, _mm512_loadu_ps(x1 + c + 16), e1);
-        e2 = _mm512_fmadd_ps(aw, _mm512_loadu_ps(x2 + c + 16), e2);
-        e3 = _mm512_fmadd_ps(aw, _mm512_loadu_ps(x3 + c + 16), e3);
-    }
-    for (; c < cols; c += 16) {
+    const uint16_t *b = nk > 1 ? a + cols : a;
+    for (int64_t c = 0; c < cols; c += 16) {
         const __mmask16 m = cols - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cols - c)) - 1);
-        const __m512 av = f16x16_mask(m, a + c);
-        d0 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x0 + c), d0);
-        d1 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x1 + c), d1);
-        d2 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x2 + c), d2);
-        d3 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x3 + c), d3);
+        const __m512 av = f16x16_mask(m, a + c), bv = f16x16_mask(m, b + c);
+        const __m512 v0 = _mm512_maskz_loadu_ps(m, x0 + c), v1 = _mm512_maskz_loadu_ps(m, x1 + c),
+                     v2 = _mm512_maskz_loadu_ps(m, x2 + c), v3 = _mm512_maskz_loadu_ps(m, x3 + c);
+        d0 = _mm512_fmadd_ps(av, v0, d0);
+        d1 = _mm512_fmadd_ps(av, v1, d1);
+        d2 = _mm512_fmadd_ps(av, v2, d2);
+        d3 = _mm512_fmadd_ps(av, v3, d3);
+        e0 = _mm512_fmadd_ps(bv, v0, e0);
+        e1 = _mm512_fmadd_ps(bv, v1, e1);
+        e2 = _mm512_fmadd_ps(bv, v2, e2);
+        e3 = _mm512_fmadd_ps(bv, v3, e3);
     }
-    *t[0] = s[0] * _mm512_reduce_add_ps(_mm512_add_ps(d0, e0));
-    if (n > 1) *t[1] = s[1] * _mm512_reduce_add_ps(_mm512_add_ps(d1, e1));
-    if (n > 2) *t[2] = s[2] * _mm512_reduce_add_ps(_mm512_add_ps(d2, e2));
-    if (n > 3) *t[3] = s[3] * _mm512_reduce_add_ps(_mm512_add_ps(d3, e3));
+    t[0][0] = s[0] * _mm512_reduce_add_ps(d0);
+    if (n > 1) t[1][0] = s[1] * _mm512_reduce_add_ps(d1);
+    if (n > 2) t[2][0] = s[2] * _mm512_reduce_add_ps(d2);
+    if (n > 3) t[3][0] = s[3] * _mm512_reduce_add_ps(d3);
+    if (nk < 2) return;
+    t[0][1] = s[0] * _mm512_reduce_add_ps(e0);
+    if (n > 1) t[1][1] = s[1] * _mm512_reduce_add_ps(e1);
+    if (n > 2) t[2][1] = s[2] * _mm512_reduce_add_ps(e2);
+    if (n > 3) t[3][1] = s[3] * _mm512_reduce_add_ps(e3);
 }
 
 void loom_avx512_lora_up(float *y, const float *t, const uint16_t *bt, int r, int64_t rows, int64_t o0, int64_t o1) {

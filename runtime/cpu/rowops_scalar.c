@@ -18,13 +18,15 @@ void loom_scalar_gelu(float *gate, const float *up, int n) { loom_gelu_row(gate,
 
 
 
-void loom_scalar_lora_down(const uint16_t *a, int64_t cols, const float *const *x, float *const *t, const float *s,
-                           int n) {
-    for (int i = 0; i < n; i++) {
-        float d = 0;
-        for (int64_t c = 0; c < cols; c++) d += loom_f16_to_f32(a[c]) * x[i][c];
-        *t[i] = s[i] * d;
-    }
+void loom_scalar_lora_down(const uint16_t *a, int nk, int64_t cols, const float *const *x, float *const *t,
+                           const float *s, int n) {
+    for (int kk = 0; kk < nk; kk++)
+        for (int i = 0; i < n; i++) {
+            const uint16_t *ak = a + (size_t)kk * cols;
+            float d = 0;
+            for (int64_t c = 0; c < cols; c++) d += loom_f16_to_f32(ak[c]) * x[i][c];
+            t[i][kk] = s[i] * d;
+        }
 }
 
 void loom_scalar_lora_up(float *y, const float *t, const uint16_t *bt, int r, int64_t rows, int64_t o0, int64_t o1) {
