@@ -1,6 +1,7 @@
 /* runtime/lora.c — LoRA adapters on a rank's weights (contract in lora.h). */
 #include "runtime/lora.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,15 +118,25 @@ static loom_status make_slice(const loom_mat_source *s, const loom_gguf_tensor *
         return loom_error(LOOM_ERR_NOMEM, "out of memory for the adapter's %s", s->name);
     }
     const size_t sa = loom_type_row_bytes(a->type, cols), sb = loom_type_row_bytes(b->type, r);
+    bool finite = true; /* and within F16's range (65504), which they are held in */
     for (int k = 0; k < r; k++) { /* A's row k, its held columns */
         loom_dequant_row(a->type, (const uint8_t *)a->data + (size_t)k * sa, row, cols);
-        for (int64_t c = c0; c < c1; c++) e->a[(size_t)k * (c1 - c0) + (c - c0)] = loom_f32_to_f16(row[c]);
+        for (int64_t c = c0; c < c1; c++) {
+            finite &= fabsf(row[c]) <= 65504.0f;
+            e->a[(size_t)k * (c1 - c0) + (c - c0)] = loom_f32_to_f16(row[c]);
+        }
     }
     for (int64_t i = r0; i < r1; i++) { /* B's row i: one column of bt */
         loom_dequant_row(b->type, (const uint8_t *)b->data + (size_t)i * sb, row, r);
-        for (int k = 0; k < r; k++) e->bt[(size_t)k * (r1 - r0) + (i - r0)] = loom_f32_to_f16(row[k]);
+        for (int k = 0; k < r; k++) {
+            finite &= fabsf(row[k]) <= 65504.0f;
+            e->bt[(size_t)k * (r1 - r0) + (i - r0)] = loom_f32_to_f16(row[k]);
+        }
     }
     free(row);
+    if (!finite)
+        return loom_error(LOOM_ERR_FORMAT, "the adapter's %s holds values that are not finite or beyond 65504 (F16's "
+                          "range, which loom holds adapters in)", s->name);
     return NULL;
 }
 

@@ -291,5 +291,19 @@ Test(lora, refusals, .init = setup, .fini = teardown) {
     OK(loom_gguf_writer_write_path(w, other_path, 0));
     loom_gguf_writer_free(w);
     refused(g, other_path, "an activated LoRA");
+    /* values F16 cannot hold (the adapter is held in F16) */
+    float *big = malloc(sizeof(float) * 128 * 8);
+    for (int i = 0; i < 128 * 8; i++) big[i] = i == 77 ? 1e6f : 0.01f;
+    OK(loom_gguf_writer_create(&w));
+    OK(loom_gguf_writer_add_str(w, "general.architecture", "llama"));
+    OK(loom_gguf_writer_add_str(w, "general.type", "adapter"));
+    OK(loom_gguf_writer_add_str(w, "adapter.type", "lora"));
+    const int64_t ne_a[2] = {128, 8}, ne_b[2] = {8, 128};
+    OK(loom_gguf_writer_add_tensor(w, "blk.0.attn_q.weight.lora_a", LOOM_TYPE_F32, 2, ne_a, big));
+    OK(loom_gguf_writer_add_tensor(w, "blk.0.attn_q.weight.lora_b", LOOM_TYPE_F32, 2, ne_b, big));
+    OK(loom_gguf_writer_write_path(w, other_path, 0));
+    loom_gguf_writer_free(w);
+    free(big);
+    refused(g, other_path, "beyond 65504");
     loom_gguf_free(g);
 }
