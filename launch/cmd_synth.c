@@ -269,6 +269,8 @@ static loom_status synth_lora(const char *model, const char *out, int64_t r, dou
     p.gens = calloc((size_t)p.cap, sizeof *p.gens);
     p.names = calloc((size_t)p.cap, sizeof *p.names);
     loom_status st = p.gens && p.names ? loom_gguf_writer_create(&p.w) : loom_error(LOOM_ERR_NOMEM, "out of memory");
+    char list[512]; /* ",targets,": a projection is wanted where ",NAME," occurs in it */
+    snprintf(list, sizeof list, ",%s,", targets);
     loom_str arch = {0};
     if (!st && !loom_gguf_get_str(g, "general.architecture", &arch))
         st = loom_error(LOOM_ERR_FORMAT, "%s has no general.architecture", model);
@@ -283,11 +285,9 @@ static loom_status synth_lora(const char *model, const char *out, int64_t r, dou
         if (t->n_dims != 2 || sscanf(t->name, "blk.%d.%31[a-z_].weight%n", &layer, proj, &used) != 2 ||
             used != (int)strlen(t->name))
             continue;
-        const size_t pl = strlen(proj);
-        bool want = false;
-        for (const char *c = targets; *c && !want; c = strchr(c, ',') ? strchr(c, ',') + 1 : c + strlen(c))
-            want = !strncmp(c, proj, pl) && (c[pl] == ',' || c[pl] == '\0');
-        if (!want) continue;
+        char key[40];
+        snprintf(key, sizeof key, ",%s,", proj);
+        if (!strstr(list, key)) continue; /* not among --lora-targets */
         snprintf(name, sizeof name, "%s.lora_a", t->name);
         st = loom_synth_tensor(&p, name, type, 2, t->ne[0], r, 1.0 / sqrt((double)t->ne[0]), false, 0.0);
         snprintf(name, sizeof name, "%s.lora_b", t->name);

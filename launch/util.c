@@ -164,29 +164,24 @@ int loom_lora_options(const char *cmd, loom_lora_args *a, bool without_apply) {
     a->n = 0;
     for (int i = 0; i < a->given.n; i++) {
         const bool scaled = !strcmp(a->given.opt[i], "--lora-scaled");
-        const char *p = a->given.v[i];
-        for (;;) {
+        for (const char *p = a->given.v[i];;) { /* each item copied into buf, then split there */
             const char *end = strchr(p, ',');
-            size_t len = end ? (size_t)(end - p) : strlen(p);
-            float scale = 1.0f;
-            if (scaled) {
-                const char *colon = NULL;
-                for (const char *c = p; c < p + len; c++)
-                    if (*c == ':') colon = c;
-                char num[64], *e;
-                size_t nl = colon ? (size_t)(p + len - colon - 1) : 0;
-                if (colon && nl < sizeof num) memcpy(num, colon + 1, nl), num[nl] = '\0';
-                if (!colon || nl == 0 || nl >= sizeof num || ((void)(scale = strtof(num, &e)), *e) || !isfinite(scale))
-                    return lora_usage(cmd, "--lora-scaled %s: expected FILE:SCALE[,FILE:SCALE...]", a->given.v[i]);
-                len = (size_t)(colon - p);
-            }
-            if (len == 0) return lora_usage(cmd, "%s %s: an empty file name", a->given.opt[i], a->given.v[i]);
+            const size_t len = end ? (size_t)(end - p) : strlen(p);
             if (a->n == LOOM_LORA_MAX) return lora_usage(cmd, "at most %d LoRA adapters", LOOM_LORA_MAX);
             if (used + len + 1 > sizeof a->buf) return lora_usage(cmd, "the LoRA adapters' paths are too long");
-            memcpy(a->buf + used, p, len);
-            a->buf[used + len] = '\0';
-            a->spec[a->n++] = (loom_lora_spec){a->buf + used, without_apply ? 0.0f : scale};
+            char *item = memcpy(a->buf + used, p, len);
+            item[len] = '\0';
             used += len + 1;
+            float scale = 1.0f;
+            if (scaled) {
+                char *colon = strrchr(item, ':'), *e = NULL;
+                if (colon) scale = strtof(colon + 1, &e);
+                if (!colon || e == colon + 1 || *e || !isfinite(scale))
+                    return lora_usage(cmd, "--lora-scaled %s: expected FILE:SCALE[,FILE:SCALE...]", a->given.v[i]);
+                *colon = '\0';
+            }
+            if (!*item) return lora_usage(cmd, "%s %s: an empty file name", a->given.opt[i], a->given.v[i]);
+            a->spec[a->n++] = (loom_lora_spec){item, without_apply ? 0.0f : scale};
             if (!end) break;
             p = end + 1;
         }

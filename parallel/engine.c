@@ -194,7 +194,7 @@ loom_status loom_engine_create(const loom_gguf *g, const loom_engine_options *o,
 
 loom_status loom_engine_add_lora(loom_engine *e, const char *path, float scale) {
     if (e->n_lora == LOOM_LORA_MAX) return loom_error(LOOM_ERR_INVALID, "%s: at most %d LoRA adapters", path, LOOM_LORA_MAX);
-    if (strcmp(loom_stage_describe(e->stage), "cpu"))
+    if (!loom_stage_takes_lora(e->stage))
         return loom_error(LOOM_ERR_UNSUPPORTED, "%s: LoRA adapters run on the CPU only (--device cpu)", path);
     if (!isfinite(scale)) return loom_error(LOOM_ERR_INVALID, "%s: the scale is not a number", path);
     char *p = strdup(path);

@@ -54,6 +54,8 @@ void loom_stage_free(loom_stage *s) {
 
 const char *loom_stage_describe(const loom_stage *s) { return s->dev ? loom_dstage_describe(s->dev) : "cpu"; }
 
+bool loom_stage_takes_lora(const loom_stage *s) { return !s->dev; }
+
 loom_status loom_stage_set_lora(loom_stage *s, int slot, const float *scale, int n) {
     if (s->dev) return loom_error(LOOM_ERR_UNSUPPORTED, "LoRA adapters run on the CPU only (--device cpu)");
     return loom_forward_set_lora(s->f, slot, scale, n);

@@ -38,8 +38,10 @@ const char *loom_stage_describe(const loom_stage *s);
 loom_status loom_stage_forward(loom_stage *s, const loom_batch *b, float **hidden, float *logits,
                                int *n_logits) LOOM_MUST_USE;
 
-/* The LoRA adapters' scales for the sequence in KV slot `slot`
- * (loom_forward_set_lora); a device stage has no adapters. */
+/* Whether the stage applies LoRA adapters (a CPU stage; a device stage
+ * does not), and the adapters' scales for the sequence in KV slot `slot`
+ * (loom_forward_set_lora). */
+bool loom_stage_takes_lora(const loom_stage *s);
 loom_status loom_stage_set_lora(loom_stage *s, int slot, const float *scale, int n) LOOM_MUST_USE;
 
 /* Time spent in collectives since creation, seconds. */

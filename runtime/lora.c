@@ -170,9 +170,13 @@ loom_status loom_lora_load(const char *path, const loom_gguf *g, loom_weights *w
     if (!st && loom_gguf_get(ag, "adapter.lora.alpha") && !loom_gguf_get_float(ag, "adapter.lora.alpha", &alpha))
         st = loom_error(LOOM_ERR_FORMAT, "%s: adapter.lora.alpha is not a number", path);
     l->alpha = alpha;
+    /* every tensor is half of a pair (or a norm's, ignored); each pair's slices for the matrices bound from its
+     * base tensor here (a matrix comes from one tensor: at most one slice each), linked once nothing failed */
     const int64_t nt = loom_gguf_n_tensors(ag);
-    /* every tensor is half of a pair (or a norm's, ignored); the matrices each pair slices here */
-    int cap = 0;
+    const int cap = w->n_sources > 0 ? w->n_sources : 1;
+    l->mats = calloc((size_t)cap, sizeof *l->mats);
+    loom_mat **on = calloc((size_t)cap, sizeof *on);
+    if (!st && (!l->mats || !on)) st = loom_error(LOOM_ERR_NOMEM, "out of memory loading %s", path);
     for (int64_t i = 0; i < nt && !st; i++) {
         const loom_gguf_tensor *t = loom_gguf_tensor_at(ag, i);
         char base[160];
@@ -200,34 +204,16 @@ loom_status loom_lora_load(const char *path, const loom_gguf *g, loom_weights *w
         if (st) break;
         l->n_tensors++;
         l->rank = r > l->rank ? r : l->rank;
-        for (int s = 0; s < w->n_sources; s++) cap += !strcmp(w->sources[s].name, base);
-    }
-    if (!st && l->n_tensors == 0) st = loom_error(LOOM_ERR_FORMAT, "%s: the adapter has no .lora_a/.lora_b pairs", path);
-    if (!st && cap) {
-        l->mats = calloc((size_t)cap, sizeof *l->mats);
-        if (!l->mats) st = loom_error(LOOM_ERR_NOMEM, "out of memory loading %s", path);
-    }
-    /* this rank's slices, then (nothing failed) linked onto the matrices */
-    loom_mat **on = cap ? calloc((size_t)cap, sizeof *on) : NULL;
-    if (!st && cap && !on) st = loom_error(LOOM_ERR_NOMEM, "out of memory loading %s", path);
-    for (int64_t i = 0; i < nt && !st; i++) {
-        const loom_gguf_tensor *a = loom_gguf_tensor_at(ag, i);
-        if (!ends_with(a->name, ".lora_a")) continue;
-        char base[160];
-        snprintf(base, sizeof base, "%.*s", (int)(strlen(a->name) - 7), a->name);
-        char bname[168];
-        snprintf(bname, sizeof bname, "%s.lora_b", base);
-        const loom_gguf_tensor *b = loom_gguf_find_tensor(ag, bname);
-        const int r = (int)a->ne[1];
         const float scale = alpha != 0 ? (float)(alpha / r) : 1.0f;
-        for (int s = 0; s < w->n_sources && !st; s++) {
-            if (strcmp(w->sources[s].name, base)) continue;
-            loom_lora_mat *e = &l->mats[l->n_mats++];
-            st = make_slice(&w->sources[s], a, b, r, scale, index, e);
-            on[l->n_mats - 1] = w->sources[s].m;
+        for (int k = 0; k < w->n_sources && !st; k++) {
+            if (strcmp(w->sources[k].name, base)) continue;
+            loom_lora_mat *e = &l->mats[l->n_mats];
+            on[l->n_mats++] = w->sources[k].m;
+            st = make_slice(&w->sources[k], t, b, r, scale, index, e);
             l->bytes += (size_t)(e->rows + e->cols) * (size_t)r * sizeof(uint16_t);
         }
     }
+    if (!st && l->n_tensors == 0) st = loom_error(LOOM_ERR_FORMAT, "%s: the adapter has no .lora_a/.lora_b pairs", path);
     if (!st)
         for (int i = 0; i < l->n_mats; i++) {
             l->mats[i].next = on[i]->lora;

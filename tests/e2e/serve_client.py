@@ -48,6 +48,21 @@ def check(cond, msg):
         fail(msg)
 
 
+def at_once(fn, n):
+    """[fn(0), ..., fn(n - 1)], each call on its own thread, all running together."""
+    got = [None] * n
+
+    def run(i):
+        got[i] = fn(i)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(600)
+    return got
+
+
 def conn():
     u = urllib.parse.urlparse(ARGS.base)
     return http.client.HTTPConnection(u.hostname, u.port, timeout=600)
@@ -1142,19 +1157,12 @@ def test_draft(cl, name):
     check(text == ref_text, "draft stream: %r vs %r" % (text, ref_text))
     lps = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
     check(len(lps) == ref_n, "a log-probability per token: %d of %d" % (len(lps), ref_n))
-    got = [None] * 4
-
     def one(i):
         if i % 2:
-            got[i] = cl.completions.create(model=name, prompt=PROMPT, max_tokens=32, temperature=0).choices[0].text
-        else:
-            got[i] = cl.chat.completions.create(model=name, messages=[{"role": "user", "content": msg}],
-                                                max_tokens=64, temperature=0).choices[0].message.content
-    ts = [threading.Thread(target=one, args=(i,)) for i in range(4)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(600)
+            return cl.completions.create(model=name, prompt=PROMPT, max_tokens=32, temperature=0).choices[0].text
+        return cl.chat.completions.create(model=name, messages=[{"role": "user", "content": msg}],
+                                          max_tokens=64, temperature=0).choices[0].message.content
+    got = at_once(one, 4)
     check(got == [ref_text, ref_c, ref_text, ref_c], "four at once: %r" % got)
     m = metrics()
     drafted = metric(m, "loom_spec_decode_num_draft_tokens_total") - metric(before, "loom_spec_decode_num_draft_tokens_total")
@@ -1196,16 +1204,7 @@ def test_lora(cl, name):
                                             "lora": [{"id": 0, "scale": 1.0}]})
     check(st == 200 and json.loads(d)["content"] == adapted, "/completion with lora: %d %r" % (st, d[:200]))
     # four at once, adapters on and off in one batch: each as alone
-    results = [None] * 4
-
-    def one(i):
-        results[i] = comp(extra_body={"lora": [{"id": 0, "scale": 1.0 if i % 2 else 0.0}]})
-
-    ts = [threading.Thread(target=one, args=(i,)) for i in range(4)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(600)
+    results = at_once(lambda i: comp(extra_body={"lora": [{"id": 0, "scale": 1.0 if i % 2 else 0.0}]}), 4)
     check(results == [plain, adapted, plain, adapted], "mixed batch: %r" % results)
     # the server's scales for requests without their own
     st, _, d = raw("POST", "/lora-adapters", [{"id": 0, "scale": 1.0}])
