@@ -196,3 +196,28 @@ void loom_split_range(int64_t n, int64_t align, int ith, int nth, int64_t *begin
     *begin = ub * align < n ? ub * align : n;
     *end = ue * align < n ? ue * align : n;
 }
+
+void loom_span_init(loom_span *s, int64_t lo, int64_t hi) {
+    atomic_store_explicit(&s->v, (uint64_t)(uint32_t)lo | (uint64_t)(uint32_t)hi << 32, memory_order_relaxed);
+}
+
+bool loom_span_take(loom_span *s, bool front, int64_t n, int64_t *lo, int64_t *hi) {
+    uint64_t v = atomic_load_explicit(&s->v, memory_order_relaxed);
+    for (;;) {
+        const uint32_t a = (uint32_t)v, b = (uint32_t)(v >> 32);
+        if (a >= b) return false;
+        const uint32_t k = (int64_t)(b - a) < n ? b - a : (uint32_t)n;
+        const uint64_t nv = front ? (uint64_t)(a + k) | (uint64_t)b << 32 : (uint64_t)a | (uint64_t)(b - k) << 32;
+        if (atomic_compare_exchange_weak_explicit(&s->v, &v, nv, memory_order_relaxed, memory_order_relaxed)) {
+            *lo = front ? a : b - k;
+            *hi = front ? a + k : b;
+            return true;
+        }
+    }
+}
+
+int64_t loom_span_left(loom_span *s) {
+    const uint64_t v = atomic_load_explicit(&s->v, memory_order_relaxed);
+    const uint32_t a = (uint32_t)v, b = (uint32_t)(v >> 32);
+    return a < b ? b - a : 0;
+}

@@ -12,6 +12,7 @@
 #ifndef LOOM_THREADPOOL_H
 #define LOOM_THREADPOOL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "runtime/status.h"
@@ -30,6 +31,23 @@ void loom_pool_run(loom_pool *p, loom_pool_fn fn, void *ctx);
  * slowest worker's mean; 0 for a pool of one. About 60-110 ns where two
  * cores share an L3 and 300-400 where they do not (Zen 4). */
 double loom_pool_handoff_ns(loom_pool *p, int trips);
+
+/* A range of work units [lo, hi) shared by a pool run's threads: its owner
+ * takes pieces from the front, and a thread whose own ranges are done takes
+ * pieces from the back (work stealing), so threads that run at different
+ * speeds (two cores' share of the memory bus is not always even) finish
+ * together. Both ends move by one compare-and-swap of (lo, hi). */
+typedef struct {
+    _Alignas(64) _Atomic uint64_t v; /* lo | hi << 32 */
+} loom_span;
+
+/* [lo, hi), 0 <= lo <= hi < 2^32 */
+void loom_span_init(loom_span *s, int64_t lo, int64_t hi);
+/* Takes up to n >= 1 units from the front (or the back) of s into [*lo, *hi);
+ * false when s is empty. */
+bool loom_span_take(loom_span *s, bool front, int64_t n, int64_t *lo, int64_t *hi);
+/* Units not taken yet (a snapshot). */
+int64_t loom_span_left(loom_span *s);
 
 /* The CPUs this process may run on (its affinity mask), at least 1. */
 int loom_cpu_count(void);

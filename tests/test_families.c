@@ -625,7 +625,8 @@ Test(families, tp_split_sums_to_one_rank) {
  * of the result: 2 and 3 threads give one thread's hidden states, with QK
  * norms and biases (qwen3, qwen2-style biases) and K-quant activations,
  * whether the prefill's activation rows are streamed out or not
- * (LOOM_STREAM_ACT; 24 rows, past the 17 from which it applies). */
+ * (LOOM_STREAM_ACT; 24 rows, past the 17 from which it applies) and whether
+ * the threads take each other's rows in pieces or not (LOOM_MM_STEAL). */
 Test(families, thread_count_changes_no_bit) {
     static const synth_model models[] = {
         {"qwen3", "--arch qwen3 --layers 2 --dim 256 --heads 4 --kv-heads 2 --head-dim 64 --ffn 512 --vocab 300 "
@@ -637,21 +638,29 @@ Test(families, thread_count_changes_no_bit) {
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
         synth_loaded s;
         synth_load(&models[i], &s);
-        const int total = 24 * s.c.dim;
-        float *one = run_split_as(s.g, &s.c, &s.m, 1, tokens, 24, true, 1);
-        for (int th = 2; th <= 3; th++)
-            for (int stream = 0; stream <= 1; stream++) { /* the prefill's activation rows streamed out or not */
-                setenv("LOOM_STREAM_ACT", stream ? "1" : "0", 1);
-                float *many = run_split_as(s.g, &s.c, &s.m, 1, tokens, 24, true, th);
-                unsetenv("LOOM_STREAM_ACT");
-                int k = 0;
-                while (k < total && loom_f32_to_bits(many[k]) == loom_f32_to_bits(one[k])) k++;
-                cr_assert_eq(k, total, "%s, %d threads%s: hidden state %d (row %d) is %g, one thread's %g",
-                             models[i].name, th, stream ? ", rows streamed" : "", k, k / s.c.dim,
-                             k < total ? many[k] : 0, k < total ? one[k] : 0);
-                free(many);
-            }
-        free(one);
+        for (int n = 24; n >= 1; n -= 23) { /* a prompt's rows, and one row (decode's kernels) */
+            const int total = n * s.c.dim;
+            float *one = run_split_as(s.g, &s.c, &s.m, 1, tokens, n, true, 1);
+            for (int th = 2; th <= 3; th++)
+                for (int v = 0; v < 4; v++) { /* the prefill's activation rows streamed out or not; rows stolen or not */
+                    const int stream = v & 1;
+                    const char *steal = v < 2 ? "1" : "0"; /* pieces of one unit: every piece a thread takes is stealable */
+                    setenv("LOOM_STREAM_ACT", stream ? "1" : "0", 1);
+                    setenv("LOOM_MM_STEAL", steal, 1);
+                    float *many = run_split_as(s.g, &s.c, &s.m, 1, tokens, n, true, th);
+                    unsetenv("LOOM_STREAM_ACT");
+                    unsetenv("LOOM_MM_STEAL");
+                    int k = 0;
+                    while (k < total && loom_f32_to_bits(many[k]) == loom_f32_to_bits(one[k])) k++;
+                    cr_assert_eq(k, total,
+                                 "%s, %d rows, %d threads%s, LOOM_MM_STEAL=%s: hidden state %d (row %d) is %g, "
+                                 "one thread's %g",
+                                 models[i].name, n, th, stream ? ", rows streamed" : "", steal, k, k / s.c.dim,
+                                 k < total ? many[k] : 0, k < total ? one[k] : 0);
+                    free(many);
+                }
+            free(one);
+        }
         synth_unload(&s);
     }
 }

@@ -343,6 +343,63 @@ Test(threadpool, split_range_covers_once_on_alignment) {
         }
 }
 
+/* Every thread of a pool takes pieces from the front of its own span and
+ * then from the backs of the others' (as the forward pass's matmuls do):
+ * each unit is taken exactly once, whatever the interleaving, and the
+ * pieces are no larger than asked. */
+#define SPAN_UNITS 5000
+typedef struct {
+    loom_span spans[4];
+    _Atomic int taken[4 * SPAN_UNITS];
+    _Atomic int too_big;
+} span_ctx;
+
+static void span_fn(void *vctx, int ith, int nth) {
+    span_ctx *c = vctx;
+    int64_t a, b;
+    for (int o = 0; o < nth; o++) {
+        const bool own = o == 0;
+        loom_span *sp = &c->spans[(ith + o) % nth];
+        const int64_t want = own ? 3 : 1 + ith;
+        while (loom_span_take(sp, own, want, &a, &b)) {
+            if (b - a > want || b <= a) atomic_fetch_add(&c->too_big, 1);
+            for (int64_t u = a; u < b; u++) atomic_fetch_add(&c->taken[u], 1);
+        }
+    }
+}
+
+Test(threadpool, spans_give_every_unit_once) {
+    static span_ctx c;
+    for (int n = 1; n <= 4; n++) {
+        loom_pool *p;
+        cr_assert(!loom_pool_create(n, &p));
+        for (int r = 0; r < 20; r++) {
+            memset(&c, 0, sizeof c);
+            for (int i = 0; i < n; i++) {
+                int64_t a, b;
+                loom_split_range(n * SPAN_UNITS - 7 * r, 1, i, n, &a, &b);
+                loom_span_init(&c.spans[i], a, b);
+            }
+            loom_pool_run(p, span_fn, &c);
+            cr_assert_eq(atomic_load(&c.too_big), 0, "%d threads: a piece larger than asked or empty", n);
+            for (int u = 0; u < n * SPAN_UNITS; u++)
+                cr_assert_eq(atomic_load(&c.taken[u]), u < n * SPAN_UNITS - 7 * r,
+                             "%d threads, round %d: unit %d taken %d times", n, r, u, atomic_load(&c.taken[u]));
+            for (int i = 0; i < n; i++) cr_assert_eq(loom_span_left(&c.spans[i]), 0);
+        }
+        loom_pool_free(p);
+    }
+    loom_span s;
+    int64_t a, b;
+    loom_span_init(&s, 10, 10);
+    cr_assert(!loom_span_take(&s, true, 4, &a, &b) && !loom_span_take(&s, false, 4, &a, &b),
+              "an empty span gives nothing");
+    loom_span_init(&s, 10, 15);
+    cr_assert(loom_span_take(&s, false, 4, &a, &b) && a == 11 && b == 15);
+    cr_assert(loom_span_take(&s, true, 4, &a, &b) && a == 10 && b == 11);
+    cr_assert(!loom_span_take(&s, true, 1, &a, &b));
+}
+
 /* ------------------------------------------------------------ ops */
 
 Test(ops, rmsnorm_rope_softmax) {
