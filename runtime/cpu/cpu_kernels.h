@@ -503,7 +503,8 @@ size_t loom_decode_pf(size_t ws);
  * dispatch.c, loom_r8_walk_set), and the bytes ahead of each that are
  * fetched in software when there are several (dispatch.c's measurements). */
 int loom_r8_streams(void);
-int loom_r8_stream_n(void);
+/* up to how many tokens of weights of type wt go by those streams (dispatch.c) */
+int loom_r8_stream_n(loom_type wt);
 /* The types Intel holds in the r8 layout at the AVX-512 level (dispatch.c
  * has why), a bit per loom_type: the only ones decoded there in several
  * streams, so the only ones with the AVX-512 multi-stream walks

@@ -192,6 +192,30 @@ static unsigned amd_family(void) {
     return (unsigned)v;
 }
 
+/* The model number of an Intel CPU of family 6 (as a KVM guest reports
+ * it); 0 for any other CPU. Read once, as amd_family. */
+static unsigned intel_model_read(void) {
+#ifdef LOOM_X86
+    unsigned a, b, c, d;
+    char vendor[13] = {0};
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    memcpy(vendor, &b, 4), memcpy(vendor + 4, &d, 4), memcpy(vendor + 8, &c, 4);
+    if (strcmp(vendor, "GenuineIntel") != 0 || !__get_cpuid(1, &a, &b, &c, &d) || ((a >> 8) & 0xF) != 6) return 0;
+    return ((a >> 4) & 0xF) | ((a >> 12) & 0xF0);
+#else
+    return 0;
+#endif
+}
+static _Atomic int intel_model_v = -1; /* -1: not read yet */
+static unsigned intel_model(void) {
+    int v = atomic_load_explicit(&intel_model_v, memory_order_relaxed);
+    if (v < 0) {
+        v = (int)intel_model_read();
+        atomic_store_explicit(&intel_model_v, v, memory_order_relaxed);
+    }
+    return (unsigned)v;
+}
+
 static _Atomic int host_cores = 1;
 void loom_set_host_cores(int n) { atomic_store_explicit(&host_cores, n < 1 ? 1 : n, memory_order_relaxed); }
 int loom_host_cores(void) { return atomic_load_explicit(&host_cores, memory_order_relaxed); }
@@ -292,7 +316,7 @@ int loom_r8_streams(void) {
     return v;
 }
 
-/* Up to how many tokens the AVX-512 r8 kernels walk in loom_r8_streams()
+/* Up to how many tokens of wt the AVX-512 r8 kernels walk in loom_r8_streams()
  * streams (256-bit, r8_group) rather than by pairs of groups (512-bit):
  * decode's one token always; 2-4 where there are several streams and the
  * host's weights exceed its L3 (loom_set_host_weights), so they come from
@@ -305,8 +329,18 @@ int loom_r8_streams(void) {
  * (two streams, 512-bit) gained nothing (Q4_0 n = 2 -5 %, Q4_K +1-4 %);
  * four streams as two such pairs did, at 3-4 tokens (matmul_avx512.c:
  * r8_far, which takes the four streams' 2-4 tokens but Q5_K's).
+ * Not Q4_K's on the Xeon that reports family 6 model 207 (Emerald
+ * Rapids): there its 2-4 tokens read faster by pairs of
+ * adjacent groups in one stream (r8_kdirect). bench_matmul --stream 22
+ * --r8 (2 GiB), one thread, GB/s, streams -> pairs, two alternations:
+ * Q4_K n = 2 9.6-12.0 -> 12.6-12.9, n = 4 8.0-10.8 -> 11.4-11.8; loom
+ * bench decode steps alternating between the two inside one run (the
+ * same minute for both), step time: TinyLlama Q4_K_M one thread, 2 / 3 /
+ * 4 sequences -3.9 / -5.8 / -8.3 %, two threads 2 / 4 -3.7 / -7.5 %,
+ * Llama-3.2-1B Q4_K_M 4 sequences -7.6 %. Q4_0 keeps the streams there
+ * (TinyLlama Q4_0 in the same test +8-10 % by pairs).
  * LOOM_R8_STREAM_N=1..4 overrides. */
-int loom_r8_stream_n(void) {
+int loom_r8_stream_n(loom_type wt) {
     int v = atomic_load_explicit(&r8_stream_n_v, memory_order_relaxed);
     if (v < 0) {
         const char *env = getenv("LOOM_R8_STREAM_N");
@@ -314,6 +348,7 @@ int loom_r8_stream_n(void) {
         atomic_store_explicit(&r8_stream_n_v, v, memory_order_relaxed);
     }
     if (v) return v;
+    if (wt == LOOM_TYPE_Q4_K && intel_model() == 207) return 1; /* by pairs there (above) */
     const int64_t l3 = loom_l3_bytes();
     return loom_r8_streams() > 1 && l3 > 0 && atomic_load_explicit(&host_weights, memory_order_relaxed) > l3 ? 4 : 1;
 }

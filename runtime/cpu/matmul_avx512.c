@@ -1256,7 +1256,7 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     _Static_assert(LOOM_R8_AVX512_INTEL == (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K),
                    "a type Intel holds in the layout needs its walks below");
     const bool walk = LOOM_R8_AVX512_INTEL >> type & 1;
-    const int64_t g0 = !walk || n > loom_r8_stream_n() ? 0
+    const int64_t g0 = !walk || n > loom_r8_stream_n((loom_type)type) ? 0
                        : n >= 2 && loom_r8_streams() == 4
                            ? (type == LOOM_TYPE_Q4_0   ? r8_far_q4_0
                               : type == LOOM_TYPE_Q4_1 ? r8_far_q4_1
