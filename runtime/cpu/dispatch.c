@@ -166,54 +166,40 @@ loom_status loom_isa_set(loom_isa isa) {
  * LOOM_DECODE_PREFETCH=0|1 overrides. */
 static _Atomic int decode_pf_mode = -1;
 
-/* The CPU family of an AMD CPU (0x17 Zen 1/2, 0x19 Zen 3/4, 0x1A Zen 5);
- * 0 for any other vendor. Read once: CPUID leaves a virtual machine for
- * its hypervisor (asked per matmul call, SmolLM2's decode ran at half
- * speed). */
-static unsigned amd_family_read(void) {
+/* Who made the CPU and which it is, for the choices below that were
+ * measured per kind: an AMD CPU's family (0x17 Zen 1/2, 0x19 Zen 3/4, 0x1A
+ * Zen 5) and an Intel family-6 CPU's model number (as a KVM guest reports
+ * it); 0 where the CPU is not of that vendor. Read once: CPUID leaves a
+ * virtual machine for its hypervisor (asked per matmul call, SmolLM2's
+ * decode ran at half speed). */
+typedef struct {
+    unsigned amd_family, intel_model;
+} cpu_ident;
+
+static cpu_ident ident_v;
+static pthread_once_t ident_once = PTHREAD_ONCE_INIT;
+
+static void ident_probe(void) {
 #ifdef LOOM_X86
     unsigned a, b, c, d;
     char vendor[13] = {0};
-    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return;
     memcpy(vendor, &b, 4), memcpy(vendor + 4, &d, 4), memcpy(vendor + 8, &c, 4);
-    if (strcmp(vendor, "AuthenticAMD") != 0 || !__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    return ((a >> 8) & 0xF) == 0xF ? 0xF + ((a >> 20) & 0xFF) : (a >> 8) & 0xF;
-#else
-    return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    const unsigned family = (a >> 8) & 0xF;
+    if (!strcmp(vendor, "AuthenticAMD")) ident_v.amd_family = family == 0xF ? 0xF + ((a >> 20) & 0xFF) : family;
+    if (!strcmp(vendor, "GenuineIntel") && family == 6) ident_v.intel_model = ((a >> 4) & 0xF) | ((a >> 12) & 0xF0);
 #endif
-}
-static _Atomic int amd_family_v = -1; /* -1: not read yet */
-static unsigned amd_family(void) {
-    int v = atomic_load_explicit(&amd_family_v, memory_order_relaxed);
-    if (v < 0) {
-        v = (int)amd_family_read();
-        atomic_store_explicit(&amd_family_v, v, memory_order_relaxed);
-    }
-    return (unsigned)v;
 }
 
-/* The model number of an Intel CPU of family 6 (as a KVM guest reports
- * it); 0 for any other CPU. Read once, as amd_family. */
-static unsigned intel_model_read(void) {
-#ifdef LOOM_X86
-    unsigned a, b, c, d;
-    char vendor[13] = {0};
-    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
-    memcpy(vendor, &b, 4), memcpy(vendor + 4, &d, 4), memcpy(vendor + 8, &c, 4);
-    if (strcmp(vendor, "GenuineIntel") != 0 || !__get_cpuid(1, &a, &b, &c, &d) || ((a >> 8) & 0xF) != 6) return 0;
-    return ((a >> 4) & 0xF) | ((a >> 12) & 0xF0);
-#else
-    return 0;
-#endif
+static unsigned amd_family(void) {
+    pthread_once(&ident_once, ident_probe);
+    return ident_v.amd_family;
 }
-static _Atomic int intel_model_v = -1; /* -1: not read yet */
+
 static unsigned intel_model(void) {
-    int v = atomic_load_explicit(&intel_model_v, memory_order_relaxed);
-    if (v < 0) {
-        v = (int)intel_model_read();
-        atomic_store_explicit(&intel_model_v, v, memory_order_relaxed);
-    }
-    return (unsigned)v;
+    pthread_once(&ident_once, ident_probe);
+    return ident_v.intel_model;
 }
 
 static _Atomic int host_cores = 1;
