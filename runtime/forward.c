@@ -197,17 +197,17 @@ typedef struct {
     int64_t min_units[MM_MAX_JOBS]; /* the least units a piece of each job takes */
 } mm_task;
 
-static void lora_up_rows(const loom_forward *f, int j, float *y, int64_t ldy, int64_t o0, int64_t o1, int ith);
+static const float *lora_own_t(const loom_forward *f, int ith);
+static void lora_up_rows(const loom_forward *f, int j, float *y, int64_t ldy, int64_t o0, int64_t o1, const float *tb);
 
-/* Rows [r0, r1) of job j (r1 past its rows: to its end); with spans, units of LOOM_MATMUL_ROW_ALIGN rows. */
-static void mm_rows(const mm_task *t, int j, int64_t r0, int64_t r1, int ith) {
+/* Rows [r0, r1) of job j (r1 past its rows: to its end), with their LoRA terms from tb. */
+static void mm_rows(const mm_task *t, int j, int64_t r0, int64_t r1, const float *tb) {
     const mm_job *jb = &t->jobs[j];
-    if (t->spans) r0 *= LOOM_MATMUL_ROW_ALIGN, r1 *= LOOM_MATMUL_ROW_ALIGN;
     if (r1 > jb->m->rows) r1 = jb->m->rows;
     if (r0 >= r1) return;
     (jb->m->r8 ? loom_matmul_r8 : loom_matmul)(jb->m->type, jb->m->data, jb->m->stride, jb->m->cols, r0, r1, jb->xq,
                                                jb->xq_stride, t->n, jb->y + r0, jb->ldy);
-    if (t->lora) lora_up_rows(t->lora, j, jb->y, jb->ldy, r0, r1, ith);
+    if (t->lora) lora_up_rows(t->lora, j, jb->y, jb->ldy, r0, r1, tb);
 }
 
 /* Work stealing (loom_span): each thread first takes its loom_split_range
@@ -236,23 +236,25 @@ static void mm_rows(const mm_task *t, int j, int64_t r0, int64_t r1, int ith) {
 static void mm_worker(void *ctx, int ith, int nth) {
     const mm_task *t = ctx;
     const double t0 = t->thread_busy ? loom_now_s() : 0;
+    const float *tb = t->lora ? lora_own_t(t->lora, ith) : NULL;
+    const int64_t a = LOOM_MATMUL_ROW_ALIGN;
     for (int j = 0; j < t->n_jobs; j++) {
         if (!t->spans) {
             int64_t r0, r1;
-            loom_split_range(t->jobs[j].m->rows, LOOM_MATMUL_ROW_ALIGN, ith, nth, &r0, &r1);
-            mm_rows(t, j, r0, r1, ith);
+            loom_split_range(t->jobs[j].m->rows, a, ith, nth, &r0, &r1);
+            mm_rows(t, j, r0, r1, tb);
             continue;
         }
         loom_span *sp = &t->spans[j * nth + ith];
         int64_t u0, u1, left = loom_span_left(sp);
-        if (loom_span_take(sp, true, left - left / MM_TAIL, &u0, &u1)) mm_rows(t, j, u0, u1, ith);
-        while (loom_span_take(sp, true, t->min_units[j], &u0, &u1)) mm_rows(t, j, u0, u1, ith);
+        if (loom_span_take(sp, true, left - left / MM_TAIL, &u0, &u1)) mm_rows(t, j, u0 * a, u1 * a, tb);
+        while (loom_span_take(sp, true, t->min_units[j], &u0, &u1)) mm_rows(t, j, u0 * a, u1 * a, tb);
     }
     for (int j = t->n_jobs - 1; t->spans && j >= 0; j--)
         for (int o = 1; o < nth; o++) {
             loom_span *sp = &t->spans[j * nth + (ith + o) % nth];
             int64_t u0, u1;
-            while (loom_span_take(sp, false, t->min_units[j], &u0, &u1)) mm_rows(t, j, u0, u1, ith);
+            while (loom_span_take(sp, false, t->min_units[j], &u0, &u1)) mm_rows(t, j, u0 * a, u1 * a, tb);
         }
     if (t->thread_busy) t->thread_busy[8 * ith] = loom_now_s() - t0;
 }
@@ -388,7 +390,7 @@ static void prep_run(loom_forward *f, prep_task *p) {
 static void mm_run(loom_forward *f, mm_task *t, int part) {
     const double t0 = f->prof ? loom_now_s() : 0;
     const int nth = loom_pool_size(f->pool);
-    if (nth > 1 && !t->lora && f->steal_min) { /* LoRA's dup mode computes t per call: static rows */
+    if (nth > 1 && f->steal_min) {
         t->spans = f->spans;
         for (int j = 0; j < t->n_jobs; j++) {
             const int64_t units = (t->jobs[j].m->rows + LOOM_MATMUL_ROW_ALIGN - 1) / LOOM_MATMUL_ROW_ALIGN;
@@ -518,18 +520,20 @@ static void lora_down_group(const loom_forward *f, const lora_group *G, float *t
             lora_down_rows(f, G, k, i0, G->n - i0 < LOOM_LORA_DOWN_ROWS ? G->n - i0 : LOOM_LORA_DOWN_ROWS, tb);
 }
 
-/* y's columns [o0, o1) of job j: the groups' B·t, a tile of B's columns
- * at a time for all of a group's rows; with few rows, thread ith's own t
- * computed first. */
-static void lora_up_rows(const loom_forward *f, int j, float *y, int64_t ldy, int64_t o0, int64_t o1, int ith) {
+/* The t a matmul thread adds B·t from: the call's (lora_prepare), or with
+ * few rows (lora_dup) thread ith's own, every group's computed here once
+ * per run, so any of the call's rows it takes (mm_worker) has its t. */
+static const float *lora_own_t(const loom_forward *f, int ith) {
+    if (!f->lora_dup) return f->lora_t;
+    float *own = f->lora_tt + (size_t)ith * f->lora_tt_size;
+    for (int g = 0; g < f->n_lora_grp; g++) lora_down_group(f, &f->lora_grp[g], own);
+    return own;
+}
+
+/* y's columns [o0, o1) of job j: the groups' B·t (t from tb), a tile of
+ * B's columns at a time for all of a group's rows. */
+static void lora_up_rows(const loom_forward *f, int j, float *y, int64_t ldy, int64_t o0, int64_t o1, const float *tb) {
     loom_lora_up_fn *up = loom_kernels_get()->lora_up;
-    const float *tb = f->lora_t;
-    if (f->lora_dup) {
-        float *own = f->lora_tt + (size_t)ith * f->lora_tt_size;
-        for (int g = 0; g < f->n_lora_grp; g++)
-            if (f->lora_grp[g].job == j) lora_down_group(f, &f->lora_grp[g], own);
-        tb = own;
-    }
     for (int g = 0; g < f->n_lora_grp; g++) {
         const lora_group *G = &f->lora_grp[g];
         if (G->job != j) continue;
