@@ -317,7 +317,7 @@ static loom_status build_pieces(loom_tokenizer *t) {
     t->piece_off = malloc(((size_t)t->n_vocab + 1) * sizeof *t->piece_off);
     if (!t->piece_off) return loom_error(LOOM_ERR_NOMEM, "tokenizer: out of memory");
     loom_status st = tok_vec_reserve(&buf, t->text_off[t->n_vocab] + 16);
-    bool spaces = t->model == TOK_MODEL_SPM || t->model == TOK_MODEL_WPM || (t->pre->flags & PT_RAW_BYTES);
+    bool spaces = t->model != TOK_MODEL_BPE || (t->pre->flags & PT_RAW_BYTES);
     for (int32_t i = 0; i < t->n_vocab && !st; i++) {
         t->piece_off[i] = buf.n;
         size_t len;
@@ -381,10 +381,13 @@ static loom_status build(loom_tokenizer *t, const loom_gguf *g) {
         t->model = TOK_MODEL_SPM;
     } else if (!strcmp(t->model_name, "bert")) {
         t->model = TOK_MODEL_WPM;
+    } else if (!strcmp(t->model_name, "t5")) {
+        t->model = TOK_MODEL_UGM;
     } else {
         return loom_error(LOOM_ERR_UNSUPPORTED,
                           "unsupported tokenizer model '%.*s' (tokenizer.ggml.model): loom supports 'gpt2' "
-                          "(byte-level BPE), 'llama' (SentencePiece BPE) and 'bert' (WordPiece)",
+                          "(byte-level BPE), 'llama' (SentencePiece BPE), 't5' (SentencePiece unigram) and "
+                          "'bert' (WordPiece)",
                           (int)(s.len > 64 ? 64 : s.len), s.ptr);
     }
 
@@ -405,6 +408,7 @@ static loom_status build(loom_tokenizer *t, const loom_gguf *g) {
     LOOM_TRY(load_vocab(t, g));
     if (t->model == TOK_MODEL_BPE) LOOM_TRY(tok_bpe_init(t, g));
     if (t->model == TOK_MODEL_WPM) LOOM_TRY(tok_wpm_init(t));
+    if (t->model == TOK_MODEL_UGM) LOOM_TRY(tok_ugm_init(t, g));
 
     /* special ids: per-model defaults (dropped when out of range), then the keys */
     t->eot = t->eom = t->sep = LOOM_TOKEN_NULL;
@@ -421,6 +425,9 @@ static loom_status build(loom_tokenizer *t, const loom_gguf *g) {
         t->bos = 1, t->eos = 2, t->unk = 0;
         t->add_bos = true;
         t->add_space_prefix = true;
+    } else if (t->model == TOK_MODEL_UGM) { /* T5's: </s> 1, <unk> 2, EOS added, no BOS, no "▁" prefix */
+        t->bos = LOOM_TOKEN_NULL, t->eos = 1, t->unk = 2;
+        t->add_eos = true;
     } else {
         t->bos = t->eos = 11, t->unk = LOOM_TOKEN_NULL; /* llama.cpp's BPE defaults (Falcon's newline) */
         if (gemma4) t->bos = t->eos = LOOM_TOKEN_NULL;
@@ -483,6 +490,7 @@ void loom_tokenizer_free(loom_tokenizer *t) {
     if (!t) return;
     tok_bpe_free(t);
     tok_wpm_free(t);
+    tok_ugm_free(t);
     free(t->text);
     free(t->text_off);
     free(t->score);
@@ -601,6 +609,8 @@ loom_status loom_tokenize(const loom_tokenizer *t, const char *text, size_t len,
             prev_special = false;
         } else if (t->model == TOK_MODEL_WPM) {
             if ((st = tok_wpm_encode(t, text + f[i].off, f[i].len, out))) goto done;
+        } else if (t->model == TOK_MODEL_UGM) {
+            if ((st = tok_ugm_encode(t, text + f[i].off, f[i].len, out))) goto done;
         } else {
             if ((st = tok_bpe_encode(t, text + f[i].off, f[i].len, out))) goto done;
         }

@@ -1,7 +1,7 @@
 /*
  * runtime/text/tokenizer.h — text ⇄ token ids, built from a GGUF's tokenizer.* metadata.
  *
- * Two tokenizer models, with llama.cpp's semantics (its test vectors pass):
+ * Four tokenizer models, with llama.cpp's semantics (its test vectors pass):
  *
  *   "gpt2"  byte-level BPE. The text is split by the pre-tokenizer named in
  *           `tokenizer.ggml.pre` — a *sequence* of regexes, each splitting
@@ -18,8 +18,14 @@
  *           a special token, pairs merge by `tokenizer.ggml.scores` (highest
  *           first, leftmost on ties), and what no token covers falls back to
  *           <0xXX> byte tokens (or the unknown token).
+ *   "t5"    SentencePiece unigram (tokenizer_ugm.c: T5's, XLM-RoBERTa's):
+ *           the text normalized by the file's precompiled charsmap (NFKC),
+ *           spaces "▁" (runs of them one with `remove_extra_whitespaces`,
+ *           one prefixed with `add_space_prefix`), then the split whose
+ *           tokens' scores sum highest (Viterbi); EOS after the text by
+ *           default, no BOS.
  *
- * Any other `tokenizer.ggml.model` (t5, rwkv, …) or an unknown `pre`
+ * Any other `tokenizer.ggml.model` (rwkv, plamo2, …) or an unknown `pre`
  * value is LOOM_ERR_UNSUPPORTED naming it.
  *
  * Special tokens: tokens of type control (3), user-defined (4) and unknown

@@ -25,7 +25,7 @@ enum {
     TOK_RSTRIP = 1 << 8,
 };
 
-enum { TOK_MODEL_BPE = 1, TOK_MODEL_SPM = 2, TOK_MODEL_WPM = 3 };
+enum { TOK_MODEL_BPE = 1, TOK_MODEL_SPM = 2, TOK_MODEL_WPM = 3, TOK_MODEL_UGM = 4 };
 
 /* Open-addressing hash set of indices (slot = index + 1; 0 = empty). */
 typedef struct {
@@ -50,7 +50,7 @@ typedef struct {
 } tok_pretok;
 
 struct loom_tokenizer {
-    int model;                /* TOK_MODEL_BPE, TOK_MODEL_SPM or TOK_MODEL_WPM */
+    int model;                /* TOK_MODEL_* */
     char model_name[32];
     char pre_name[64];
     const tok_pretok *pre;    /* BPE only */
@@ -94,6 +94,16 @@ struct loom_tokenizer {
     bool wpm_lowercase, wpm_strip_accents;
     int max_token_len;        /* bytes of the longest token text */
     void *wpm_re;             /* pcre2_code_8 *: the character classes */
+
+    /* Unigram (tokenizer_ugm.c) */
+    uint8_t *ugm_map;         /* the precompiled charsmap (NULL: none): size, trie, replacements */
+    size_t ugm_xcda_n;        /* its trie's 32-bit entries */
+    const char *ugm_repl;     /* its replacement strings (into ugm_map) */
+    size_t ugm_repl_n;
+    struct tok_trie_node *ugm_trie; /* normal, user-defined and unused tokens' texts; special = id */
+    uint32_t ugm_root[256];
+    double ugm_unk_score;     /* a character no token covers: the lowest normal score - 10 */
+    bool ugm_merge_spaces;    /* remove_extra_whitespaces */
 };
 
 struct tok_trie_node {
@@ -173,6 +183,11 @@ loom_status tok_wpm_encode(const loom_tokenizer *t, const char *text, size_t len
 /* NFD's first code point (unicode_nfd.c): ranges {first, last, base}, ascending. */
 extern const uint32_t tok_nfd_ranges[][3];
 extern const size_t tok_nfd_n_ranges;
+
+/* Unigram (tokenizer_ugm.c). */
+loom_status tok_ugm_init(loom_tokenizer *t, const loom_gguf *g) LOOM_MUST_USE;
+void tok_ugm_free(loom_tokenizer *t);
+loom_status tok_ugm_encode(const loom_tokenizer *t, const char *text, size_t len, loom_tokens *out) LOOM_MUST_USE;
 
 /* Hash helpers. */
 uint64_t tok_hash(uint64_t h, const void *p, size_t n);
