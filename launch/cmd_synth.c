@@ -182,7 +182,7 @@ static loom_status add_metadata(loom_gguf_writer *w, const synth_cfg *c, const t
         LOOM_TRY(loom_gguf_writer_add_float(w, KEY("logit_scale"), LOOM_GGUF_F32, 8.0));
     }
 #undef KEY
-    return loom_synth_vocab(w, c->vocab);
+    return loom_synth_vocab(w, c->vocab, c->vocab_from);
 }
 
 static loom_status add_tensors(plan *p, const synth_cfg *c, const type_choice *tc) {
@@ -318,7 +318,7 @@ static int usage_error(const char *fmt, ...) {
 }
 
 int cmd_synth(int argc, char **argv) {
-    const char *out = NULL, *arch = "llama", *type = "F32";
+    const char *out = NULL, *arch = "llama", *type = "F32", *vocab_from = NULL;
     int64_t layers = 2, dim = 256, heads = 4, kv_heads = 2, head_dim = 0, ffn = 512, vocab = 512, ctx = 2048,
             seed = 1;
     double rope_theta = 10000.0, norm_eps = 1e-5, attn_softcap = -1, final_softcap = -1, rope_scale = 0;
@@ -371,6 +371,8 @@ int cmd_synth(int argc, char **argv) {
         {"--legacy-kv-b", LOOM_ARG_FLAG, &legacy_kv_b, NULL,
          "deepseek2: attn_kv_b as conversions before April 2025 wrote it (no attn_k_b / attn_v_b)"},
         {"--vocab", LOOM_ARG_INT, &vocab, "N", "vocabulary size (>= 260)"},
+        {"--vocab-from", LOOM_ARG_STR, &vocab_from, "GGUF",
+         "this GGUF's tokenizer (its tokenizer.* keys) instead of a generated one; the vocabulary size is its"},
         {"--ctx", LOOM_ARG_INT, &ctx, "N", "training context length (metadata)"},
         {"--rope-theta", LOOM_ARG_FLOAT, &rope_theta, "F", "RoPE base frequency"},
         {"--norm-eps", LOOM_ARG_FLOAT, &norm_eps, "F", "RMSNorm epsilon"},
@@ -541,7 +543,15 @@ int cmd_synth(int argc, char **argv) {
                                ")",
                                tc->name, block, rows[i].what, block, rows[i].v);
 
-    synth_cfg c = {.arch = arch, .layers = layers, .dim = dim, .heads = heads, .kv_heads = kv_heads,
+    if (vocab_from) {
+        loom_status vs = loom_synth_vocab_count(vocab_from, &vocab);
+        if (vs) {
+            fprintf(stderr, "loom synth: --vocab-from: %s\n", loom_status_message(vs));
+            loom_status_free(vs);
+            return 1;
+        }
+    }
+    synth_cfg c = {.arch = arch, .vocab_from = vocab_from, .layers = layers, .dim = dim, .heads = heads, .kv_heads = kv_heads,
                    .head_dim = head_dim, .ffn = ffn, .vocab = vocab, .ctx = ctx, .rope_theta = rope_theta,
                    .norm_eps = norm_eps, .tied = tied, .header_only = header_only, .seed = (uint64_t)seed,
                    .rope_dim = rope_dim, .window = window, .window_pattern = window_pattern,

@@ -36,8 +36,13 @@ uint64_t loom_synth_fnv1a(const char *s);
 /* loom_gguf_fill_fn over a loom_synth_gen (user). */
 loom_status loom_synth_fill(void *user, const loom_gguf_tensor *t, uint64_t offset, void *dst, size_t n);
 
-/* tokenizer.* keys of an n-token SentencePiece-style vocabulary (n >= 260). */
-loom_status loom_synth_vocab(loom_gguf_writer *w, int64_t n);
+/* tokenizer.* keys of an n-token SentencePiece-style vocabulary (n >= 260);
+ * or, with `from` (a GGUF's path), that file's tokenizer.* keys as they are
+ * but tokenizer.ggml.token_type_count (n: its token count,
+ * loom_synth_vocab_count). */
+loom_status loom_synth_vocab(loom_gguf_writer *w, int64_t n, const char *from);
+/* The tokens of the GGUF at `path` (its tokenizer.ggml.tokens). */
+loom_status loom_synth_vocab_count(const char *path, int64_t *n);
 
 /* ---- the model (launch/cmd_synth.c; families beyond llama and qwen2 in synth_families.c) ---- */
 
@@ -45,6 +50,7 @@ typedef struct {
     const char *arch; /* "llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3", "gpt2", "bert", "nomic-bert",
                        * "gpt-oss" */
     int64_t layers, dim, heads, kv_heads, head_dim, ffn, vocab, ctx;
+    const char *vocab_from; /* a GGUF whose tokenizer the model takes (vocab: its size); NULL: the generated one */
     double rope_theta, norm_eps;
     bool tied, header_only;
     uint64_t seed;

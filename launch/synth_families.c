@@ -171,7 +171,7 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
 #undef KEY
 #undef U32
 #undef F32
-    return loom_synth_vocab(w, c->vocab);
+    return loom_synth_vocab(w, c->vocab, c->vocab_from);
 }
 
 /* A norm's weight (1 + 0.2·N) and, for LayerNorm, bias (0.1·N). */

@@ -280,7 +280,30 @@ loom_status loom_synth_fill(void *user, const loom_gguf_tensor *t, uint64_t offs
 
 /* ---- vocabulary ---- */
 
-loom_status loom_synth_vocab(loom_gguf_writer *w, int64_t n) {
+loom_status loom_synth_vocab_count(const char *path, int64_t *n) {
+    loom_gguf *g;
+    LOOM_TRY(loom_gguf_open(path, &g));
+    const loom_gguf_value *toks = loom_gguf_get_arr(g, "tokenizer.ggml.tokens", LOOM_GGUF_STRING);
+    *n = toks ? (int64_t)toks->v.arr.n : 0;
+    loom_gguf_free(g);
+    return toks ? NULL : loom_error(LOOM_ERR_FORMAT, "%s has no tokenizer.ggml.tokens", path);
+}
+
+static loom_status vocab_copy(loom_gguf_writer *w, const char *path) {
+    loom_gguf *g;
+    LOOM_TRY(loom_gguf_open(path, &g));
+    loom_status st = NULL;
+    for (int64_t i = 0; i < loom_gguf_n_kv(g) && !st; i++) {
+        const loom_gguf_kv *kv = loom_gguf_kv_at(g, i);
+        if (!strncmp(kv->key, "tokenizer.", 10) && strcmp(kv->key, "tokenizer.ggml.token_type_count"))
+            st = loom_gguf_writer_add_value(w, kv->key, &kv->value);
+    }
+    loom_gguf_free(g);
+    return st;
+}
+
+loom_status loom_synth_vocab(loom_gguf_writer *w, int64_t n, const char *from) {
+    if (from) return vocab_copy(w, from);
     /* <unk> <s> </s>, 256 byte tokens, then single characters, common
      * words, and generated letter strings (with and without the ▁ word
      * boundary), all distinct */

@@ -1284,6 +1284,7 @@ Test(synth, rejects_bad_options_with_clear_messages) {
         {"--out /tmp/x.gguf --arch qwen3moe --shared-ffn 512", "--shared-ffn: only qwen2moe, glm4moe and deepseek2 models"},
         {"--type F32", "--out PATH is required"},
         {"--out /nonexistent/dir/x.gguf", "/nonexistent/dir/x.gguf: cannot create"},
+        {"--out /tmp/x.gguf --vocab-from /nonexistent.gguf", "--vocab-from: /nonexistent.gguf: cannot open"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rc = run_synth(cases[i].args, out, sizeof out);

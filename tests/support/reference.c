@@ -22,8 +22,13 @@ uint64_t loom_test_fnv1a_file(const char *path) {
 }
 
 int loom_test_synth(const char *args, const char *path) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s synth %s --out %s > /dev/null", LOOM_BIN, args, path);
+    char a[1024], cmd[2048];
+    size_t n = 0; /* "{cache}" (as in --vocab-from {cache}/vocab/...) is the cache directory */
+    for (const char *p = args; *p && n + sizeof LOOM_CACHE_DIR < sizeof a;)
+        if (!strncmp(p, "{cache}", 7)) n += (size_t)snprintf(a + n, sizeof a - n, "%s", LOOM_CACHE_DIR), p += 7;
+        else a[n++] = *p++;
+    a[n] = 0;
+    snprintf(cmd, sizeof cmd, "%s synth %s --out %s > /dev/null", LOOM_BIN, a, path);
     return system(cmd);
 }
 
