@@ -271,6 +271,8 @@ Test(reference, synth_phi3_lora_q8_0, .timeout = 600) { run_fixture(FX("synth-ph
 Test(reference, synth_qwen2_lora_f16, .timeout = 600) { run_fixture(FX("synth-qwen2-lora-f16.json"), NULL, LOOM_TYPE_F16, 77); }
 Test(reference, synth_bert_f16, .timeout = 600) { run_embed_fixture(FX("synth-bert-f16.json"), LOOM_TYPE_F32); }
 Test(reference, synth_bert_q8_0, .timeout = 600) { run_embed_fixture(FX("synth-bert-q8_0.json"), LOOM_TYPE_F16); }
+/* XLM-RoBERTa's unigram tokenizer on a bert (bge-m3's, multilingual-e5's) */
+Test(reference, synth_bert_xlmr_q8_0, .timeout = 600) { run_embed_fixture(FX("synth-bert-xlmr-q8_0.json"), LOOM_TYPE_F32); }
 Test(reference, synth_nomic_bert_q8_0, .timeout = 600) { run_embed_fixture(FX("synth-nomic-bert-q8_0.json"), LOOM_TYPE_F32); }
 Test(reference, synth_nomic_bert_f16, .timeout = 600) { run_embed_fixture(FX("synth-nomic-bert-f16.json"), LOOM_TYPE_F16); }
 /* decoders converted as embedding models (Qwen3-Embedding): causal, pooled after the output norm */
@@ -278,5 +280,7 @@ Test(reference, synth_qwen3_embed_q8_0, .timeout = 600) { run_embed_fixture(FX("
 Test(reference, synth_qwen3_embed_f16, .timeout = 600) { run_embed_fixture(FX("synth-qwen3-embed-f16.json"), LOOM_TYPE_F32); }
 /* a reranker (bert with a classification head, rank pooling) */
 Test(reference, synth_bert_rank_f16, .timeout = 600) { run_rank_fixture(FX("synth-bert-rank-f16.json"), LOOM_TYPE_F16); }
+/* ... with XLM-R's tokenizer (bge-reranker-v2-m3's): <s> query </s> document </s> */
+Test(reference, synth_bert_xlmr_rank_f16, .timeout = 600) { run_rank_fixture(FX("synth-bert-xlmr-rank-f16.json"), LOOM_TYPE_F32); }
 /* a decoder reranker (Qwen3-Reranker's way: the last row, two labels' rows softmaxed) */
 Test(reference, synth_qwen3_rank_f16, .timeout = 600) { run_rank_fixture(FX("synth-qwen3-rank-f16.json"), LOOM_TYPE_F16); }
