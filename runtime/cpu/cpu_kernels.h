@@ -347,7 +347,7 @@ LOOM_MATMUL_TYPES(LOOM_MATMUL_DECLARE, loom_avx512_gemm_)
  * and over the K-quants in it (the rows' GEMM's bits); the r8 kernels hand
  * it calls with n >= loom_r8_gemm_min_n(avx512, kquant) (dispatch.c: by CPU
  * and level, AVX2's own gemm_avx2.c: g_gemm_r8; 0: never). */
-loom_matmul_fn loom_avx512_r8_gemm_q4_0, loom_avx512_r8_gemm_q4_1, loom_avx512_r8_gemm_mxfp4;
+loom_matmul_fn loom_avx512_r8_gemm_q4_0, loom_avx512_r8_gemm_q4_1, loom_avx512_r8_gemm_q8_0, loom_avx512_r8_gemm_mxfp4;
 loom_matmul_fn loom_avx512_r8_gemm_q4_K, loom_avx512_r8_gemm_q5_K, loom_avx512_r8_gemm_q6_K, loom_avx512_r8_gemm_q3_K,
     loom_avx512_r8_gemm_q2_K, loom_avx512_r8_gemm_iq4_nl;
 int64_t loom_r8_gemm_min_n(bool avx512, bool kquant);
@@ -382,11 +382,13 @@ static inline __attribute__((always_inline)) int loom_is_kquant(int type) {
 }
 /* The r8 types whose AVX-512 GEMM over the layout gives the rows' GEMM's
  * bits (its sums added into y per k-chunk, as gemm() does) rather than the
- * r8 kernels' (the AVX2 level's): the K-quants, and IQ4_NL, whose passes sum
+ * r8 kernels' (the AVX2 level's): the K-quants, and IQ4_NL and Q8_0, whose passes sum
  * signed (the AVX2 level's sums, VPDPBUSD's grid values + 128 less 128 x
  * the activations' sum) where the GEMM's offset is a float step. They take
  * the GEMM from loom_r8_gemm_min_n(avx512, true) tokens. */
-static inline bool loom_r8_rows_gemm_bits(int type) { return loom_is_kquant(type) || type == LOOM_TYPE_IQ4_NL; }
+static inline bool loom_r8_rows_gemm_bits(int type) {
+    return loom_is_kquant(type) || type == LOOM_TYPE_IQ4_NL || type == LOOM_TYPE_Q8_0;
+}
 /* K-quants of 16-element groups with integer scales: Q6_K and Q3_K with
  * signed scales and an offset, x = d·sc_g·(q − c) (Q6_K: c = 32, scales
  * bytes 192.., d at 208; Q3_K: c = 4, scales packed at 96..
@@ -509,7 +511,7 @@ int loom_r8_stream_n(loom_type wt);
  * has why), a bit per loom_type: the only ones decoded there in several
  * streams, so the only ones with the AVX-512 multi-stream walks
  * (matmul_avx512.c: r8_matmul). */
-#define LOOM_R8_AVX512_INTEL (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K)
+#define LOOM_R8_AVX512_INTEL (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q8_0 | 1ull << LOOM_TYPE_Q4_K)
 /* Whether the AVX-512 Q4_K direct pair passes (up to 24 tokens) scale by
  * VPMULLD (matmul_avx512.c: R8_KMUL; AMD) rather than by a VPDPWSSD pair
  * (Intel) */

@@ -449,7 +449,18 @@ int64_t loom_r8_gemm_bits_from(loom_type wt) {
  * four alternations: Q6_K 15.6-16.1 -> 15.3-15.6, Q5_K 15.8-16.1 ->
  * 15.1-15.5 (their quants overflow r8_kscale's int16, Q5_K's fifth bits
  * cost a 256-bit unpack; four streams of 512-bit pairs of far groups read
- * slower still, Q5_K 11.3). */
+ * slower still, Q5_K 11.3). And Q8_0, once the AVX-512 level had r8
+ * kernels of its own for it (matmul_avx512.c: q8_sum128; before, its rows'
+ * small batches went by register tiles below 8 tokens and by the panel
+ * GEMM from there): Xeon family 6 model 207, bench_matmul 4096 x 2048,
+ * GFLOP/s, rows -> r8: n = 4 104 -> 158-207, 8 124 -> 180-293, 16 188 ->
+ * 214-300, 128 339 -> 358-366 (the GEMM over the layout from 16); loom
+ * bench TinyLlama Q8_0, two alternations, one / two threads: decode
+ * 12.8-13.0 -> 12.5-13.3 / 22.5-24.8 -> 25.1-25.8 tokens/s (97-106 % ->
+ * 105-110 % of the probe beside it), 128-token prefill 118-131 -> 135-145 /
+ * 237-282 -> 280-284; batched, two threads, 4 / 16 sequences 73-86 ->
+ * 91-94 / 133-145 -> 168-177; SmolLM2 (its Q8_0 lm head) 8 sequences
+ * 1002-1083 -> 1120-1244. AMD keeps Q8_0's rows (not measured there). */
 #define R8_AVX2 (0 LOOM_R8_TYPES(LOOM_R8_BIT, _))
 #define R8_AVX512 (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K | 1ull << LOOM_TYPE_Q5_K | 1ull << LOOM_TYPE_Q6_K | 1ull << LOOM_TYPE_MXFP4 | \
                    1ull << LOOM_TYPE_IQ4_NL | 1ull << LOOM_TYPE_Q3_K | 1ull << LOOM_TYPE_Q2_K)

@@ -937,8 +937,5 @@ LOOM_MATMUL_TYPES(FAMILY, loom_avx2_mm_)
 #define R8(p, T, s) \
     void loom_avx2_r8_##s(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_##T, w, ws, k, nr, xq, xs, n, y, ldy); }
 LOOM_R8_TYPES(R8, _)
-/* The AVX-512 level's r8 kernel for the type it has none of its own for
- * (and does not hold in the layout by default: dispatch.c) */
-void loom_avx512_r8_q8_0(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q8_0, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 LOOM_NO_UBSAN_END

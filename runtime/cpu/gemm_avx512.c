@@ -301,7 +301,7 @@ AI void gemm(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr,
     }
 }
 
-/* ---- Q4_0 / Q4_1 / MXFP4 / IQ4_NL in the r8 layout (runtime/kernels.h): the same panels ----
+/* ---- Q4_0 / Q4_1 / Q8_0 / MXFP4 / IQ4_NL in the r8 layout (runtime/kernels.h): the same panels ----
  * Two r8 groups are a panel as they lie: a 32-byte run of a group's quants
  * is the 8 rows' dwords of one k-group, so the panel's qT line is group A's
  * run beside group B's, split into low and high nibbles, and the scales
@@ -402,6 +402,7 @@ AI void gemm_r8(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t 
 
 void loom_avx512_r8_gemm_q4_0(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_0, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_gemm_q4_1(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q4_1, w, ws, k, nr, xq, xs, n, y, ldy); }
+void loom_avx512_r8_gemm_q8_0(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q8_0, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_gemm_mxfp4(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_MXFP4, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_gemm_iq4_nl(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_IQ4_NL, w, ws, k, nr, xq, xs, n, y, ldy); }
 

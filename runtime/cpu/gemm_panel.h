@@ -149,6 +149,12 @@ static inline __attribute__((always_inline)) const void *loom_r8_code_table(cons
 static inline __attribute__((always_inline)) void loom_r8_q4_block(const int type, const uint8_t *p, __m256 *fs,
                                                                    __m256 *off, __m256i q[8]) {
     *fs = type == LOOM_TYPE_MXFP4 ? loom_r8_e8m0(p) : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    if (type == LOOM_TYPE_Q8_0) { /* the AVX-512 level's: signed bytes + 128 (off: the GEMM's, as IQ4_NL's) */
+        *off = _mm256_mul_ps(_mm256_set1_ps(-128.0f), *fs);
+        LOOM_UNROLL for (int g = 0; g < 8; g++)
+            q[g] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + 16 + 32 * g)), _mm256_set1_epi8((char)0x80));
+        return;
+    }
     if (type != LOOM_TYPE_IQ4_NL)
         *off = type == LOOM_TYPE_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
                                       : _mm256_mul_ps(_mm256_set1_ps(type == LOOM_TYPE_MXFP4 ? -(float)LOOM_MXFP4_OFFSET : -8.0f), *fs);
@@ -311,6 +317,12 @@ static inline __attribute__((always_inline)) void loom_r8_q4_block2(const int ty
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const int qo = loom_r8_q4_qo(type);
     *fs = type == LOOM_TYPE_MXFP4 ? loom_r8_e8m0x2(pa, pb) : loom_r8_f16x2(pa, pb);
+    if (type == LOOM_TYPE_Q8_0) { /* as loom_r8_q4_block's */
+        *off = _mm512_mul_ps(_mm512_set1_ps(-128.0f), *fs);
+        LOOM_UNROLL for (int g = 0; g < 8; g++)
+            q[g] = _mm512_xor_si512(loom_r8_ld2(pa + 16 + 32 * g, pb + 16 + 32 * g), _mm512_set1_epi8((char)0x80));
+        return;
+    }
     *off = type == LOOM_TYPE_Q4_1 ? loom_r8_f16x2(pa + 16, pb + 16)
                                   : _mm512_mul_ps(_mm512_set1_ps(type == LOOM_TYPE_MXFP4 ? -(float)LOOM_MXFP4_OFFSET
                                                                  : type == LOOM_TYPE_IQ4_NL ? -128.0f : -8.0f), *fs);

@@ -646,6 +646,23 @@ AI __m256i r8_k16_sc16(const int type, __m256i sc) {
     return type == LOOM_TYPE_Q3_K ? _mm256_and_si256(sc, _mm256_set1_epi32(0xFFFF)) : sc; /* Q2_K's 0..15: already */
 }
 
+/* Q8_0 in the layout: its quants + 128 as VPDPBUSD's unsigned operand, then
+ * 128 x the block's activation sum taken off, so the sum is the signed one
+ * exactly and the float step the AVX2 level's (gemm_avx2.c: step32), bit
+ * for bit (tests/test_matmul.c: r8_layout_every_isa). The sum once per
+ * block and token (one VPDPBUSD and a horizontal add, for every group of
+ * the pass) where IQ4_NL's takes 8 VPDPBUSD each. Its cost: n = 8 over
+ * 4096 x 2048, GFLOP/s (Xeon family 6 model 207), the offset as a float
+ * step instead (the GEMM's form, not the AVX2 level's bits) 293, this
+ * 180-239, the rows' register tiles 124. */
+AI __m128i q8_sum128(const uint8_t *a) {
+    const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), _mm256_loadu_si256((const __m256i *)a));
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+    return _mm_slli_epi32(h, 7);
+}
+
 AI void r8_group(const int type, const int NG, const int NT, const uint8_t *const *grps, int64_t k, const uint8_t *x,
                  size_t xs, float *tmp, const uint8_t *pf, size_t pfd) {
     __m256 tot[4 * XN]; /* NG x NT: decode's streams (LOOM_R8_STREAMS_WALK) take up to 4 x 4 */
@@ -653,7 +670,10 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
     if (!loom_is_kquant(type)) { /* Q4_0, Q4_1, MXFP4, IQ4_NL */
         const int64_t nb = k / 32;
         const size_t bb = loom_r8_block_bytes(type);
-        for (int64_t b = 0; b < nb; b++)
+        for (int64_t b = 0; b < nb; b++) {
+            __m256i C[XN]; /* Q8_0: 128 x each token's block sum */
+            if (type == LOOM_TYPE_Q8_0)
+                UNROLL for (int t = 0; t < NT; t++) C[t] = _mm256_broadcastd_epi32(q8_sum128(x + t * xs + 32 * b));
             UNROLL for (int gi = 0; gi < NG; gi++) {
                 const uint8_t *p = grps[gi] + (size_t)b * bb;
                 LOOM_PREFETCH_AHEAD(p, pfd, bb);
@@ -669,15 +689,18 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                     }
                     I = _mm256_add_epi32(I, J);
                     if (type == LOOM_TYPE_IQ4_NL) { /* less 128 x the activations' sum: the signed sum */
-                        __m256i C = _mm256_setzero_si256();
-                        UNROLL for (int g = 0; g < 8; g++) C = _mm256_dpbusd_epi32(C, _mm256_set1_epi8((char)0x80), r8_b4(a + 4 * g));
-                        I = _mm256_sub_epi32(I, C);
+                        __m256i Cn = _mm256_setzero_si256();
+                        UNROLL for (int g = 0; g < 8; g++) Cn = _mm256_dpbusd_epi32(Cn, _mm256_set1_epi8((char)0x80), r8_b4(a + 4 * g));
+                        I = _mm256_sub_epi32(I, Cn);
                     }
+                    if (type == LOOM_TYPE_Q8_0) I = _mm256_sub_epi32(I, C[t]);
                     __m256 *tt = &tot[gi * NT + t];
                     *tt = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(loom_ld_f32(xt + k + 4 * b))), fs, *tt);
-                    if (type != LOOM_TYPE_IQ4_NL) *tt = _mm256_fmadd_ps(off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), *tt);
+                    if (type != LOOM_TYPE_IQ4_NL && type != LOOM_TYPE_Q8_0)
+                        *tt = _mm256_fmadd_ps(off, _mm256_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), *tt);
                 }
             }
+        }
     } else if (loom_r8_k16(type)) {
         const size_t bb = loom_r8_block_bytes(type);
         for (int64_t sb = 0; sb < k / 256; sb++) UNROLL for (int gi = 0; gi < NG; gi++) {
@@ -824,9 +847,11 @@ AI void r8_qblock(const int type, const int NT, const uint8_t *pa, const uint8_t
             UNROLL for (int g = 0; g < 8; g++) C = _mm512_dpbusd_epi32(C, _mm512_set1_epi8((char)0x80), r8_b4x(a + 4 * g));
             I = _mm512_sub_epi32(I, C);
         }
+        if (type == LOOM_TYPE_Q8_0) I = _mm512_sub_epi32(I, _mm512_broadcastd_epi32(q8_sum128(a))); /* (r8_group) */
         tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(I), _mm512_set1_ps(loom_ld_f32(xt + k + 4 * b))),
                                  fs, tot[t]);
-        if (type != LOOM_TYPE_IQ4_NL) tot[t] = _mm512_fmadd_ps(off, _mm512_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), tot[t]);
+        if (type != LOOM_TYPE_IQ4_NL && type != LOOM_TYPE_Q8_0)
+            tot[t] = _mm512_fmadd_ps(off, _mm512_set1_ps(loom_ld_f32(xt + k + 4 * nb + 4 * b)), tot[t]);
     }
 }
 
@@ -1153,6 +1178,7 @@ AI int64_t r8_far(const int type, const uint8_t *w, size_t ws, int64_t k, int64_
     }
 R8_WALK_FN(r8_far, LOOM_TYPE_Q4_0, q4_0)
 R8_WALK_FN(r8_far, LOOM_TYPE_Q4_1, q4_1)
+R8_WALK_FN(r8_far, LOOM_TYPE_Q8_0, q8_0)
 R8_WALK_FN(r8_far, LOOM_TYPE_Q4_K, q4_K)
 
 /* K-quants by pairs up to r8_kdirect_max tokens: passes of XP tokens over
@@ -1228,6 +1254,7 @@ KDIRECT(LOOM_TYPE_Q6_K, q6_K_few, R8_FEW)
 LOOM_R8_STREAMS_WALK(4)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_0, q4_0)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_1, q4_1)
+R8_WALK_FN(r8_streams, LOOM_TYPE_Q8_0, q8_0)
 R8_WALK_FN(r8_streams, LOOM_TYPE_Q4_K, q4_K)
 #undef R8_WALK_FN
 
@@ -1239,6 +1266,7 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
     if (gmin > 0 && n >= gmin) {
         (type == LOOM_TYPE_Q4_0   ? loom_avx512_r8_gemm_q4_0
          : type == LOOM_TYPE_Q4_1 ? loom_avx512_r8_gemm_q4_1
+         : type == LOOM_TYPE_Q8_0 ? loom_avx512_r8_gemm_q8_0
          : type == LOOM_TYPE_Q4_K ? loom_avx512_r8_gemm_q4_K
          : type == LOOM_TYPE_Q5_K ? loom_avx512_r8_gemm_q5_K
          : type == LOOM_TYPE_Q6_K ? loom_avx512_r8_gemm_q6_K
@@ -1253,16 +1281,19 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
      * in one stream): the others' walks (Q5_K, Q6_K, MXFP4, IQ4_NL, Q3_K, Q2_K) ran only under
      * LOOM_R8 / LOOM_R8_STREAMS, and cost clang's ASan build minutes (Q6_K's four-stream r8_group
      * 106 s of the 247 this file took), the longest step of the test command */
-    _Static_assert(LOOM_R8_AVX512_INTEL == (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q4_K),
+    _Static_assert(LOOM_R8_AVX512_INTEL == (1ull << LOOM_TYPE_Q4_0 | 1ull << LOOM_TYPE_Q4_1 | 1ull << LOOM_TYPE_Q8_0 |
+                                            1ull << LOOM_TYPE_Q4_K),
                    "a type Intel holds in the layout needs its walks below");
     const bool walk = LOOM_R8_AVX512_INTEL >> type & 1;
     const int64_t g0 = !walk || n > loom_r8_stream_n((loom_type)type) ? 0
                        : n >= 2 && loom_r8_streams() == 4
                            ? (type == LOOM_TYPE_Q4_0   ? r8_far_q4_0
                               : type == LOOM_TYPE_Q4_1 ? r8_far_q4_1
+                              : type == LOOM_TYPE_Q8_0 ? r8_far_q8_0
                                                        : r8_far_q4_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy)
                            : (type == LOOM_TYPE_Q4_0   ? r8_streams_q4_0
                               : type == LOOM_TYPE_Q4_1 ? r8_streams_q4_1
+                              : type == LOOM_TYPE_Q8_0 ? r8_streams_q8_0
                                                        : r8_streams_q4_K)(w, ws, k, nr, xq, xs, (int)n, y, ldy);
     w += (size_t)(8 * g0) * ws, nr -= 8 * g0, y += 8 * g0;
     if (nr <= 0) return;
@@ -1317,7 +1348,7 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
 #define FAMILY(p, T, s, f) KERNEL_##f(p, T, s)
 LOOM_MATMUL_TYPES(FAMILY, loom_avx512_mm_)
 
-/* Q8_0 runs AVX2's (gemm_avx2.c) */
+void loom_avx512_r8_q8_0(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q8_0, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q4_0(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_0, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q4_1(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_1, w, ws, k, nr, xq, xs, n, y, ldy); }
 void loom_avx512_r8_q4_K(LOOM_MATMUL_PARAMS) { r8_matmul(LOOM_TYPE_Q4_K, w, ws, k, nr, xq, xs, n, y, ldy); }
