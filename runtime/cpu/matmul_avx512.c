@@ -667,7 +667,7 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
                  size_t xs, float *tmp, const uint8_t *pf, size_t pfd) {
     __m256 tot[4 * XN]; /* NG x NT: decode's streams (LOOM_R8_STREAMS_WALK) take up to 4 x 4 */
     UNROLL for (int t = 0; t < NG * NT; t++) tot[t] = _mm256_setzero_ps();
-    if (!loom_is_kquant(type)) { /* Q4_0, Q4_1, MXFP4, IQ4_NL */
+    if (!loom_is_kquant(type)) { /* Q4_0, Q4_1, Q8_0, MXFP4, IQ4_NL */
         const int64_t nb = k / 32;
         const size_t bb = loom_r8_block_bytes(type);
         for (int64_t b = 0; b < nb; b++) {
