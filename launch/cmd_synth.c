@@ -372,7 +372,8 @@ int cmd_synth(int argc, char **argv) {
          "deepseek2: attn_kv_b as conversions before April 2025 wrote it (no attn_k_b / attn_v_b)"},
         {"--vocab", LOOM_ARG_INT, &vocab, "N", "vocabulary size (>= 260)"},
         {"--vocab-from", LOOM_ARG_STR, &vocab_from, "GGUF",
-         "this GGUF's tokenizer (its tokenizer.* keys) instead of a generated one; the vocabulary size is its"},
+         "this GGUF's tokenizer (its tokenizer.* keys) instead of a generated one; its token count is the "
+         "vocabulary size"},
         {"--ctx", LOOM_ARG_INT, &ctx, "N", "training context length (metadata)"},
         {"--rope-theta", LOOM_ARG_FLOAT, &rope_theta, "F", "RoPE base frequency"},
         {"--norm-eps", LOOM_ARG_FLOAT, &norm_eps, "F", "RMSNorm epsilon"},
@@ -550,6 +551,8 @@ int cmd_synth(int argc, char **argv) {
             loom_status_free(vs);
             return 1;
         }
+        if (vocab < 1 || vocab > 1 << 24)
+            return usage_error("--vocab-from %s: %" PRId64 " tokens, expected 1 .. 2^24", vocab_from, vocab);
     }
     synth_cfg c = {.arch = arch, .vocab_from = vocab_from, .layers = layers, .dim = dim, .heads = heads, .kv_heads = kv_heads,
                    .head_dim = head_dim, .ffn = ffn, .vocab = vocab, .ctx = ctx, .rope_theta = rope_theta,
