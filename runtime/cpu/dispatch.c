@@ -453,8 +453,9 @@ int64_t loom_r8_gemm_bits_from(loom_type wt) {
  * kernels of its own for it (matmul_avx512.c: q8_sum128; before, its rows'
  * small batches went by register tiles below 8 tokens and by the panel
  * GEMM from there): Xeon family 6 model 207, bench_matmul 4096 x 2048,
- * GFLOP/s, rows -> r8: n = 4 104 -> 158-207, 8 124 -> 180-293, 16 188 ->
- * 214-300, 128 339 -> 358-366 (the GEMM over the layout from 16); loom
+ * GFLOP/s, rows -> r8, two alternations on a quiet host: n = 2 87 ->
+ * 103-105, 4 105-106 -> 199-208, 8 125-127 -> 240-245, 16 189 -> 262-279,
+ * 128 332-344 -> 363-365 (the GEMM over the layout from 16); loom
  * bench TinyLlama Q8_0, two alternations, one / two threads: decode
  * 12.8-13.0 -> 12.5-13.3 / 22.5-24.8 -> 25.1-25.8 tokens/s (97-106 % ->
  * 105-110 % of the probe beside it), 128-token prefill 118-131 -> 135-145 /

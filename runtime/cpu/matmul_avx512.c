@@ -654,7 +654,7 @@ AI __m256i r8_k16_sc16(const int type, __m256i sc) {
  * the pass) where IQ4_NL's takes 8 VPDPBUSD each. Its cost: n = 8 over
  * 4096 x 2048, GFLOP/s (Xeon family 6 model 207), the offset as a float
  * step instead (the GEMM's form, not the AVX2 level's bits) 293, this
- * 180-239, the rows' register tiles 124. */
+ * 240-245, the rows' GEMM 125-127. */
 AI __m128i q8_sum128(const uint8_t *a) {
     const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), _mm256_loadu_si256((const __m256i *)a));
     __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
