@@ -658,6 +658,30 @@ Test(synthetic, errors_name_the_problem) {
     expect_synth_error(&s, LOOM_ERR_FORMAT, "tokenizer.ggml.tokens is not an array of strings");
 }
 
+/* A unigram charsmap of garbage (a header that fits, then random trie
+ * entries and replacement bytes without a NUL): tokenizing reads only
+ * inside it (ASan) and gives ids of the vocabulary. */
+Test(synthetic, ugm_garbage_charsmap_stays_inside) {
+    uint8_t map[4 + 256 + 40];
+    uint32_t blob = 256, r = 12345;
+    memcpy(map, &blob, 4);
+    for (size_t i = 4; i < sizeof map; i++) r = r * 1103515245u + 12345u, map[i] = (uint8_t)(r >> 16) | 1;
+    synth s = synth_begin();
+    OK(loom_gguf_writer_add_str(s.w, "tokenizer.ggml.model", "t5"));
+    OK(loom_gguf_writer_add_arr_str(s.w, "tokenizer.ggml.tokens", BPE_TOKENS, 9));
+    OK(loom_gguf_writer_add_arr(s.w, "tokenizer.ggml.precompiled_charsmap", LOOM_GGUF_U8, map, sizeof map));
+    loom_tokenizer *t = NULL;
+    OK(synth_build(&s, &t));
+    const char *texts[] = {"abc ab  c", "\xff\xfe abc\xc3", "\xe2\x96\x81" "a\tb\nc", ""};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        loom_tokens v = {0};
+        OK(loom_tokenize(t, texts[i], strlen(texts[i]), true, true, &v));
+        for (size_t k = 0; k < v.n; k++) cr_assert(v.ids[k] >= 0 && v.ids[k] < 9, "id %d out of the vocabulary", v.ids[k]);
+        loom_tokens_free(&v);
+    }
+    synth_end(&s, t);
+}
+
 /* Merges apply lowest rank first: "abc" merges b+c (rank 0) before a+b
  * (rank 1), leaving "a" "bc" — the rule "ab c" (rank 2) never gets its pair. */
 Test(synthetic, bpe_rank_order) {
