@@ -672,7 +672,7 @@ Test(synthetic, ugm_garbage_charsmap_stays_inside) {
     OK(loom_gguf_writer_add_arr(s.w, "tokenizer.ggml.precompiled_charsmap", LOOM_GGUF_U8, map, sizeof map));
     loom_tokenizer *t = NULL;
     OK(synth_build(&s, &t));
-    const char *texts[] = {"abc ab  c", "\xff\xfe abc\xc3", "\xe2\x96\x81" "a\tb\nc", ""};
+    const char *texts[] = {"abc ab  c", "\xff\xfe abc\xc3", "\xe2\x96\x81\x61\tb\nc", ""};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         loom_tokens v = {0};
         OK(loom_tokenize(t, texts[i], strlen(texts[i]), true, true, &v));
