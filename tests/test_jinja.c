@@ -148,6 +148,20 @@ Test(errors, name_line_and_column) {
 
 /* ---- limits on hostile templates ---- */
 
+/* Names of tests and filters given as strings at run time are counted
+ * strings, the empty one without bytes: found by the fuzzer, select('')
+ * passed NULL to strcmp. jinja2 raises on each of these as well. */
+Test(errors, names_given_as_strings) {
+    expect_error("{{ [1, 2]|select('')|list }}", NULL, "No test named ''.");
+    expect_error("{{ [1, 2]|select('odd' ~ 'x')|list }}", NULL, "No test named 'oddx'.");
+    expect_error("{{ 1.5|round(1, '') }}", NULL, "method must be common, ceil or floor");
+    loom_strbuf out = {0};
+    cr_assert_null(render("{{ '' is test }}{{ 'odd' is test }}{{ '' is filter }}{{ 'upper' is filter }}", NULL, NULL, &out,
+                          NULL));
+    cr_assert_str_eq(out.data, "FalseTrueFalseTrue");
+    loom_strbuf_free(&out);
+}
+
 Test(limits, recursion_depth) {
     expect_error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", NULL, "nests calls too deeply");
     loom_jinja_limits lim = loom_jinja_limits_default();

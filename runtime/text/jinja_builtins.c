@@ -10,6 +10,17 @@
 
 #include "runtime/text/jinja_internal.h"
 
+/* A counted jv string as a C string in buf, for the lookup of a test or
+ * filter named at run time (select('odd'), is test): NULL where it cannot
+ * name one (not a string, too long, or holding a NUL). Jinja strings are
+ * not terminated, and the empty one may have no bytes at all. */
+static const char *short_name(jv s, char *buf, size_t cap) {
+    if (s.t != JV_STR || s.n >= cap || (s.n && memchr(s.u.s, 0, s.n))) return NULL;
+    if (s.n) memcpy(buf, s.u.s, s.n);
+    buf[s.n] = 0;
+    return buf;
+}
+
 #define TEST(name) static bool t_##name(jx *x, const jnode *at, jv v, const jargs *a, jv *out)
 #define ONE_ARG(tname)                                                                   \
     static const char *const ps_[] = {"other"};                                          \
@@ -113,12 +124,16 @@ TEST(sameas) {
 
 TEST(filter) {
     if (!no_args(x, at, a)) return false;
-    RET(v.t == JV_STR && jfilter_lookup(v.u.s) != NULL);
+    char buf[64];
+    const char *nm = short_name(v, buf, sizeof buf);
+    RET(nm && jfilter_lookup(nm) != NULL);
 }
 
 TEST(test) {
     if (!no_args(x, at, a)) return false;
-    RET(v.t == JV_STR && jtest_lookup(v.u.s) != NULL);
+    char buf[64];
+    const char *nm = short_name(v, buf, sizeof buf);
+    RET(nm && jtest_lookup(nm) != NULL);
 }
 
 static const struct {
@@ -143,11 +158,13 @@ jbuiltin_fn jtest_lookup(const char *name) {
     return NULL;
 }
 
-bool jtest_run(jx *x, const jnode *at, const char *name, jv v, const jargs *a, bool *out) {
-    jbuiltin_fn fn = jtest_lookup(name);
-    if (!fn) return jx_fail(x, at, "No test named '%s'.", name);
+bool jtest_run(jx *x, const jnode *at, jv name, jv v, const jargs *a, bool *out) {
+    char buf[64];
+    const char *nm = short_name(name, buf, sizeof buf);
+    jbuiltin_fn fn = nm ? jtest_lookup(nm) : NULL;
+    if (!fn) return jx_fail(x, at, "No test named '%.*s'.", (int)(name.n > 64 ? 64 : name.n), name.n ? name.u.s : "");
     jnode tmp = *at;
-    tmp.name = name;
+    tmp.name = nm;
     jv r;
     if (!fn(x, &tmp, v, a, &r)) return false;
     *out = jv_truthy(r);

@@ -369,9 +369,9 @@ JFILTER(round) {
     int64_t prec = arg[0].t == JV_INT ? arg[0].u.i : 0;
     int method = 0;
     if (GIVEN(arg[1])) {
-        if (arg[1].t == JV_STR && !strcmp(arg[1].u.s, "ceil")) method = 1;
-        else if (arg[1].t == JV_STR && !strcmp(arg[1].u.s, "floor")) method = 2;
-        else if (!(arg[1].t == JV_STR && !strcmp(arg[1].u.s, "common")))
+        if (jv_str_is(arg[1], "ceil")) method = 1;
+        else if (jv_str_is(arg[1], "floor")) method = 2;
+        else if (!jv_str_is(arg[1], "common"))
             return jx_fail(x, at, "method must be common, ceil or floor");
     }
     if (!jv_is_num(v)) return jx_fail(x, at, "type %s doesn't define __round__ method", jv_type_name(v));

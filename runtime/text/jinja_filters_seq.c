@@ -196,7 +196,7 @@ static bool select_common(jx *x, const jnode *at, jv v, const jargs *a, jv *out,
             jv name = a->pos[off];
             if (name.t != JV_STR) return jx_fail(x, at, "test name must be a string");
             jargs rest = {a->pos + off + 1, a->npos - off - 1, a->kw_names, a->kw, a->nkw};
-            if (!jtest_run(x, at, name.u.s, item, &rest, &t)) return false;
+            if (!jtest_run(x, at, name, item, &rest, &t)) return false;
         } else {
             t = jv_truthy(item);
         }

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "runtime/text/jinja.h"
 #include "runtime/text/utf8.h"
@@ -142,6 +143,11 @@ static inline jv jv_int(int64_t i) { return (jv){.t = JV_INT, .u.i = i}; }
 static inline jv jv_float(double f) { return (jv){.t = JV_FLOAT, .u.f = f}; }
 static inline jv jv_strv(const char *s, uint32_t n, uint8_t fl) { return (jv){.t = JV_STR, .fl = fl, .n = n, .u.s = s}; }
 static inline bool jv_is_str(jv v) { return v.t == JV_STR; }
+/* whether v is the string lit (jv strings are counted, not terminated) */
+static inline bool jv_str_is(jv v, const char *lit) {
+    const size_t n = strlen(lit);
+    return v.t == JV_STR && v.n == n && (n == 0 || !memcmp(v.u.s, lit, n));
+}
 static inline bool jv_is_num(jv v) { return v.t == JV_INT || v.t == JV_FLOAT || v.t == JV_BOOL; }
 static inline bool jv_is_obj(jv v, int kind) { return v.t == JV_OBJ && v.u.o->kind == kind; }
 jv jv_undef_msg(jx *x, const char *fmt, ...) LOOM_PRINTF(2, 3); /* undefined that names what is missing */
@@ -342,7 +348,7 @@ bool jargs_bind(jx *x, const jnode *at, const char *fname, const jargs *a, const
 /* Calls any callable value. */
 bool jv_call(jx *x, const jnode *at, jv fn, const jargs *a, jv *out);
 /* Runs a test by name (for select / reject) or a filter (for map). */
-bool jtest_run(jx *x, const jnode *at, const char *name, jv v, const jargs *a, bool *out);
+bool jtest_run(jx *x, const jnode *at, jv name, jv v, const jargs *a, bool *out);
 bool jfilter_run(jx *x, const jnode *at, const char *name, jv v, const jargs *a, jv *out);
 /* The attribute path "a.b.0" of v (selectattr, map, sort, ...). */
 bool jv_attr_path(jx *x, const jnode *at, jv v, jv path, jv dflt, jv *out); /* dflt: after each part, if given */
