@@ -5,8 +5,10 @@
  *
  * As llama.cpp's UGM tokenizer computes it (tests/test_tokenizer.c checks
  * its ids):
- *   - normalization, one input prefix at a time: a user-defined token's
- *     text stays as it is; else the longest prefix the precompiled charsmap
+ *   - normalization, one input prefix at a time (user-defined tokens'
+ *     texts are cut out before, tokenizer.c: partition, as llama.cpp's
+ *     fragments are, so its check for them here never matches and is left
+ *     out): the longest prefix the precompiled charsmap
  *     (`tokenizer.ggml.precompiled_charsmap`: SentencePiece's NFKC table)
  *     holds becomes its replacement; else one UTF-8 character passes
  *     (an ill-formed byte becomes U+FFFD). Spaces become "▁", runs of
@@ -101,38 +103,9 @@ void tok_ugm_free(loom_tokenizer *t) {
     free(t->ugm_trie);
 }
 
-/* Length of the longest user-defined token's text at s[0..n) (0: none). */
-static size_t user_defined_prefix(const loom_tokenizer *t, const uint8_t *s, size_t n) {
-    size_t best = 0;
-    uint32_t link = t->trie_root[s[0]];
-    for (size_t j = 0; link;) {
-        const struct tok_trie_node *nd = &t->trie[link - 1];
-        if (nd->special >= 0) /* the first special token with this text (longest first): look at the others with it */
-            for (int32_t k = nd->special; k < t->n_special; k++) {
-                size_t len;
-                const int32_t id = t->special[k];
-                const char *txt = tok_text(t, id, &len);
-                if (len != j + 1) break;
-                if ((t->attr[id] & TOK_USER_DEFINED) && !memcmp(txt, s, len)) {
-                    best = len;
-                    break;
-                }
-            }
-        if (++j >= n) break;
-        link = nd->child;
-        while (link && t->trie[link - 1].byte != s[j]) link = t->trie[link - 1].sibling;
-    }
-    return best;
-}
-
 /* The normalized form of the prefix at s[0..n): *out points at it (its
  * *out_n bytes), the return value is how many input bytes it stands for. */
 static size_t normalize_prefix(const loom_tokenizer *t, const uint8_t *s, size_t n, const char **out, size_t *out_n) {
-    size_t ud = user_defined_prefix(t, s, n);
-    if (ud) {
-        *out = (const char *)s, *out_n = ud;
-        return ud;
-    }
     size_t match = 0, match_off = 0;
     if (t->ugm_xcda_n) {
         bool ok = true;
