@@ -338,8 +338,8 @@ int cmd_synth(int argc, char **argv) {
         {"--arch", LOOM_ARG_STR, &arch, "NAME",
          "llama, smollm3 (llama without RoPE on every fourth layer), granite (llama with Granite 3's scales), ernie4_5, mistral3 "
          "(with --yarn: Ministral 3's YaRN keys and temperature tuning), qwen2 "
-         "(Q/K/V biases), qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert or gpt-oss, glm4moe, "
-         "deepseek2"},
+         "(Q/K/V biases), qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, nomic-bert-moe or gpt-oss, "
+         "glm4moe, deepseek2"},
         {"--layers", LOOM_ARG_INT, &layers, "N", "transformer blocks"},
         {"--dim", LOOM_ARG_INT, &dim, "N", "embedding width"},
         {"--heads", LOOM_ARG_INT, &heads, "N", "query heads"},
@@ -347,7 +347,8 @@ int cmd_synth(int argc, char **argv) {
         {"--head-dim", LOOM_ARG_INT, &head_dim, "N", "width of a head; 0 means dim/heads"},
         {"--ffn", LOOM_ARG_INT, &ffn, "N", "MLP hidden width (of each expert with --experts)"},
         {"--experts", LOOM_ARG_INT, &experts, "N",
-         "llama, qwen2moe, qwen3moe, gpt-oss, glm4moe, deepseek2: a mixture of N experts in every layer (default 8 "
+         "llama, qwen2moe, qwen3moe, gpt-oss, glm4moe, deepseek2: a mixture of N experts in every layer (nomic-bert-moe: "
+         "in every odd one) (default 8 "
          "but llama's); 0: a dense MLP"},
         {"--experts-used", LOOM_ARG_INT, &experts_used, "K", "experts each token goes through (default 2)"},
         {"--shared-ffn", LOOM_ARG_INT, &shared, "N",
@@ -439,14 +440,15 @@ int cmd_synth(int argc, char **argv) {
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) known = known || !strcmp(arch, plain[i]);
     if (!known)
         return usage_error("--arch %s: expected llama, smollm3, granite, ernie4_5, mistral3, qwen2, qwen2moe, qwen3, qwen3moe, "
-                           "gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe or deepseek2", arch);
+                           "gemma2, gemma3, phi3, gpt2, bert, nomic-bert, nomic-bert-moe, gpt-oss, glm4moe or deepseek2", arch);
     const bool qwen2moe = !strcmp(arch, "qwen2moe"), oss = !strcmp(arch, "gpt-oss"), glm = !strcmp(arch, "glm4moe");
     const bool ds = !strcmp(arch, "deepseek2"), v3 = glm || ds; /* DeepSeek-V3-style mixtures */
-    if ((qwen2moe || oss || v3 || !strcmp(arch, "qwen3moe")) && !experts) experts = 8;
+    const bool nomic_moe = !strcmp(arch, "nomic-bert-moe");
+    if ((qwen2moe || oss || v3 || nomic_moe || !strcmp(arch, "qwen3moe")) && !experts) experts = 8;
     if (oss && !window) window = 128;
-    if (experts && strcmp(arch, "llama") && strcmp(arch, "qwen3moe") && !qwen2moe && !oss && !v3)
-        return usage_error("--experts: only llama, qwen2moe, qwen3moe, gpt-oss, glm4moe and deepseek2 models here have "
-                           "mixtures of experts");
+    if (experts && strcmp(arch, "llama") && strcmp(arch, "qwen3moe") && !qwen2moe && !oss && !v3 && !nomic_moe)
+        return usage_error("--experts: only llama, qwen2moe, qwen3moe, gpt-oss, glm4moe, deepseek2 and nomic-bert-moe models "
+                           "here have mixtures of experts");
     if (!v3 && (dense_lead >= 0 || dense_ffn || groups || groups_used || expert_scale != 1.0))
         return usage_error("--dense-lead, --dense-ffn, --expert-scale, --expert-groups and --groups-used are glm4moe's "
                            "and deepseek2's");
@@ -510,7 +512,7 @@ int cmd_synth(int argc, char **argv) {
     }
     if (head_dim % 2) return usage_error("--head-dim %" PRId64 ": RoPE needs an even head width", head_dim);
     bool square = !strcmp(arch, "qwen2") || qwen2moe || !strcmp(arch, "phi3") || !strcmp(arch, "gpt2") || !strcmp(arch, "bert") ||
-                  !strcmp(arch, "nomic-bert");
+                  !strcmp(arch, "nomic-bert") || nomic_moe;
     if (square && heads * head_dim != dim)
         return usage_error("--arch %s: llama.cpp's %s needs heads * head_dim (%" PRId64 ") == dim (%" PRId64 ")", arch,
                            arch, heads * head_dim, dim);

@@ -1,6 +1,7 @@
 /*
  * launch/synth_families.c — `loom synth` for the families beyond llama and
- * qwen2, and for mixtures of experts (llama's too): qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, with
+ * qwen2, and for mixtures of experts (llama's too): qwen3, qwen3moe, gemma2,
+ * gemma3, phi3, gpt2, bert, nomic-bert, nomic-bert-moe, with
  * llama.cpp's tensor names and shapes (src/models/<arch>.cpp) and the
  * metadata its loaders read; gpt-oss; glm4moe and deepseek2 (DeepSeek-V3-
  * style routing: the router's logits of std ~1, the selection bias
@@ -33,6 +34,8 @@ typedef struct {
     bool oss;         /* gpt-oss: sinks, router and expert biases, its MLP norm named post_attention_norm */
     bool glm;         /* glm4moe: leading dense layers, ungated shared experts, exp_probs_b, that norm name too */
     bool ds;          /* deepseek2: glm's mixture (exp_probs_b only with sigmoids), multi-head latent attention */
+    bool nomic_moe;   /* nomic-bert-moe: the mixture (ungated experts, no biases) on odd layers only, the even ones
+                       * bert's MLP with biases (moe_every_n_layers 2) */
 } family;
 
 static family family_of(const char *arch) {
@@ -57,6 +60,9 @@ static family family_of(const char *arch) {
         f.rope = false;
     } else if (!strcmp(arch, "nomic-bert")) {
         f.layer_norm = f.post_ln = f.fused_qkv = f.types = f.encoder = true;
+    } else if (!strcmp(arch, "nomic-bert-moe")) {
+        f.layer_norm = f.post_ln = f.fused_qkv = f.types = f.encoder = true;
+        f.plain_ffn = f.qkv_bias = f.out_bias = f.ffn_bias = f.nomic_moe = true;
     } else if (!strcmp(arch, "gpt-oss")) {
         f.qkv_bias = f.out_bias = f.oss = true;
     } else if (!strcmp(arch, "glm4moe")) {
@@ -69,7 +75,8 @@ static family family_of(const char *arch) {
 
 bool loom_synth_is_family(const char *arch) {
     static const char *const names[] = {"qwen2moe", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3",
-                                        "gpt2",     "bert",  "nomic-bert", "gpt-oss", "glm4moe", "deepseek2"};
+                                        "gpt2",     "bert",  "nomic-bert", "nomic-bert-moe", "gpt-oss", "glm4moe",
+                                        "deepseek2"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(arch, names[i])) return true;
     return false;
@@ -92,12 +99,13 @@ loom_status loom_synth_family_metadata(loom_gguf_writer *w, const loom_synth_cfg
     /* a mixture's feed_forward_length: Mixtral's is the experts' width, Qwen's the dense (or shared) one */
     U32("feed_forward_length", f.glm || f.ds                                          ? c->dense_ffn
                                : c->shared_ffn                                           ? c->shared_ffn
-                               : c->experts && strcmp(c->arch, "llama") && !f.oss ? c->ffn * c->experts_used
-                                                                                   : c->ffn);
+                               : c->experts && strcmp(c->arch, "llama") && !f.oss && !f.nomic_moe ? c->ffn * c->experts_used
+                                                                                                  : c->ffn);
     if (c->experts) {
         U32("expert_count", c->experts);
         U32("expert_used_count", c->experts_used);
-        if (strcmp(c->arch, "llama")) U32("expert_feed_forward_length", c->ffn);
+        if (f.nomic_moe) U32("moe_every_n_layers", 2); /* as nomic-embed-text-v2-moe's (its experts: feed_forward_length) */
+        else if (strcmp(c->arch, "llama")) U32("expert_feed_forward_length", c->ffn);
         if (c->shared_ffn && !f.glm && !f.ds) U32("expert_shared_feed_forward_length", c->shared_ffn);
     }
     if (f.glm || f.ds) { /* as convert_hf_to_gguf.py writes GLM-4.5's and DeepSeek-V3's (V2's: softmax gating) */
@@ -224,6 +232,8 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
     }
     for (int64_t l = 0; l < c->layers + c->nextn; l++) {
         const bool dense_lead = l < c->dense_lead; /* glm4moe's and deepseek2's leading dense layers */
+        /* a mixture's layer (its MLP written above when a leading dense one); nomic-bert-moe's even layers are dense */
+        const bool moe = c->experts && !(f.nomic_moe && l % 2 != 1);
         if (!f.post_ln) LOOM_TRY(NORM("attn_norm"));
         if (f.ds) { /* multi-head latent attention (deepseek2.cpp's tensors) */
             const int64_t nh = c->heads, K = c->head_dim, R = c->kv_lora, V = c->v_head_dim, nope = K - c->rope_dim;
@@ -283,7 +293,7 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
             T2("ffn_gate", W_GATE, c->dim, c->dense_ffn, s_dim);
             T2("ffn_up", W_UP, c->dim, c->dense_ffn, s_dim);
             T2("ffn_down", W_DOWN, c->dense_ffn, c->dim, 1 / sqrt((double)c->dense_ffn));
-        } else if (c->experts) {
+        } else if (moe) {
             /* the router (F32, as llama.cpp's quantizer keeps it), its logits
              * of std ~3 (a trained router's are spread too: near ties between
              * the last expert taken and the next, where 8-bit activations'
@@ -302,7 +312,7 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
             }
             static const char *const stems[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
             static const loom_synth_kind kinds[3] = {W_GATE, W_UP, W_DOWN};
-            for (int j = 0; j < 3; j++) {
+            for (int j = f.plain_ffn ? 1 : 0; j < 3; j++) { /* (plain: no gate) */
                 /* MXFP4_MOE: the experts in MXFP4, the rest Q8_0 (llama.cpp's llama-quant.cpp) */
                 const loom_type xt = tc->base == LOOM_TYPE_MXFP4 ? LOOM_TYPE_MXFP4 : W(kinds[j], l);
                 snprintf(name, sizeof name, "blk.%" PRId64 ".%s.weight", l, stems[j]);
@@ -329,8 +339,8 @@ loom_status loom_synth_family_tensors(loom_synth_plan *p, const loom_synth_cfg *
             T2("ffn_up", W_UP, c->dim, c->ffn, s_dim);
             if (f.ffn_bias) BIAS("ffn_up", c->ffn);
         }
-        if (!c->experts) T2("ffn_down", W_DOWN, c->ffn, c->dim, s_ffn);
-        if (f.ffn_bias) BIAS("ffn_down", c->dim);
+        if (!moe) T2("ffn_down", W_DOWN, c->ffn, c->dim, s_ffn);
+        if (f.ffn_bias && !moe) BIAS("ffn_down", c->dim);
         if (f.post_norms) LOOM_TRY(NORM("post_ffw_norm"));
         if (f.post_ln) LOOM_TRY(NORM("layer_output_norm"));
         if (l >= c->layers) { /* a multi-token-prediction block's own tensors (glm4moe.cpp's nextn.*) */

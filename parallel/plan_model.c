@@ -113,10 +113,11 @@ loom_status loom_plan_check_model(const loom_plan_model *m) {
         c->ffn_shared > (1 << 22) || (c->ffn_shared && !c->n_experts))
         return loom_error(LOOM_ERR_INVALID, "model: %d experts, %d used (1..%d experts, at most all of them used)",
                           c->n_experts, c->n_experts_used, LOOM_MAX_EXPERTS);
-    if (c->n_dense_lead < 0 || c->n_dense_lead > c->n_layers || (c->n_dense_lead && !c->n_experts) ||
-        (c->n_dense_lead && (c->ffn_dense < 1 || c->ffn_dense > (1 << 22))))
-        return loom_error(LOOM_ERR_INVALID, "model: %d leading dense layers of width %d (a mixture's, 0..%d layers)",
-                          c->n_dense_lead, c->ffn_dense, c->n_layers);
+    if (c->n_dense_lead < 0 || c->n_dense_lead > c->n_layers || ((c->n_dense_lead || c->moe_every) && !c->n_experts) ||
+        ((c->n_dense_lead || c->moe_every) && (c->ffn_dense < 1 || c->ffn_dense > (1 << 22))) || c->moe_every < 0 ||
+        c->moe_every > c->n_layers)
+        return loom_error(LOOM_ERR_INVALID, "model: %d leading dense layers of width %d, a mixture every %d (a "
+                          "mixture's, 0..%d layers)", c->n_dense_lead, c->ffn_dense, c->moe_every, c->n_layers);
     char what[64];
     for (int l = 0; l < c->n_layers; l++) {
         const bool dense = loom_layer_dense(c, l); /* a mixture's leading dense layer: its MLP ffn_dense wide */
@@ -140,7 +141,7 @@ loom_status loom_plan_check_model(const loom_plan_model *m) {
         if (c->ffn_shared || dense) { /* the shared expert's, or the dense MLP in its place */
             const char *sfx = dense ? "" : "_shexp";
             snprintf(what, sizeof what, "blk.%d.ffn_gate%s.weight", l, sfx);
-            LOOM_TRY(check_type(m->layers[l].sh_gate, c->dim, what));
+            if (!c->ffn_plain) LOOM_TRY(check_type(m->layers[l].sh_gate, c->dim, what));
             snprintf(what, sizeof what, "blk.%d.ffn_up%s.weight", l, sfx);
             LOOM_TRY(check_type(m->layers[l].sh_up, c->dim, what));
             snprintf(what, sizeof what, "blk.%d.ffn_down%s.weight", l, sfx);
@@ -220,9 +221,10 @@ static loom_status read_types(const loom_gguf *g, loom_plan_model *m) {
             const char *sfx = dense ? "" : "_shexp";
             const int64_t S = dense ? c->ffn_dense : c->ffn_shared;
             snprintf(name, sizeof name, "blk.%d.ffn_gate%s.weight", l, sfx);
-            LOOM_TRY(find_matrix(g, name, c->dim, S, &L->sh_gate));
+            if (!c->ffn_plain) LOOM_TRY(find_matrix(g, name, c->dim, S, &L->sh_gate));
             snprintf(name, sizeof name, "blk.%d.ffn_up%s.weight", l, sfx);
             LOOM_TRY(find_matrix(g, name, c->dim, S, &L->sh_up));
+            if (c->ffn_plain) L->sh_gate = L->sh_up; /* (no gate: its rows count 0) */
             snprintf(name, sizeof name, "blk.%d.ffn_down%s.weight", l, sfx);
             LOOM_TRY(find_matrix(g, name, S, c->dim, &L->sh_down));
             if (dense) L->gate = L->sh_gate, L->up = L->sh_up, L->down = L->sh_down; /* their block sizes count too */
@@ -290,7 +292,7 @@ void loom_plan_layer_mats(const loom_plan_model *m, int l, const loom_shard *s, 
         int64_t d0, d1;
         loom_shard_dense(c, s, &d0, &d1);
         for (int i = 4; i < 8; i++) out[i] = (loom_plan_mat){L->router, 0, 0, 0};
-        out[8] = (loom_plan_mat){L->sh_gate, d1 - d0, dim, 0};
+        out[8] = (loom_plan_mat){L->sh_gate, c->ffn_plain ? 0 : d1 - d0, dim, 0};
         out[9] = (loom_plan_mat){L->sh_up, d1 - d0, dim, 0};
         out[10] = (loom_plan_mat){L->sh_down, d1 > d0 ? dim : 0, d1 - d0, 0};
         return;
@@ -331,8 +333,9 @@ static int64_t layer_cost(const loom_plan_model *m, const loom_plan_balance *bal
     loom_plan_layer_mats(m, l, s, mats);
     int e0, e1;
     loom_shard_experts(c, s, &e0, &e1);
-    int64_t b = 4 * loom_layer_vector_floats(c, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, s->ffn_end - s->ffn_begin,
-                                             e1 - e0);
+    int64_t f0 = s->ffn_begin, f1 = s->ffn_end; /* the MLP columns held (of a dense layer of a mixture, its own) */
+    if (loom_layer_dense(c, l)) loom_shard_dense(c, s, &f0, &f1);
+    int64_t b = 4 * loom_layer_vector_floats(c, l, s->q_end - s->q_begin, s->kv_end - s->kv_begin, f1 - f0, e1 - e0);
     for (int i = 0; i < LOOM_PLAN_LAYER_MATS; i++) {
         const loom_plan_mat *x = &mats[i];
         if (!x->rows) continue;
@@ -423,7 +426,7 @@ static int64_t shard_workspace_bytes(const loom_plan_model *m, const loom_plan_r
         loom_shard_shared(c, s, &s0, &s1);
         if (s1 - s0 > nffn) nffn = s1 - s0;
     }
-    if (c->n_dense_lead && s->layer_begin < c->n_dense_lead) {
+    if (c->ffn_dense && (c->moe_every || s->layer_begin < c->n_dense_lead)) {
         int64_t d0, d1;
         loom_shard_dense(c, s, &d0, &d1);
         if (d1 - d0 > nffn) nffn = d1 - d0;

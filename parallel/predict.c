@@ -110,7 +110,7 @@ void loom_predict_rank_work(const loom_plan_model *m, const loom_shard *s, loom_
         used = held * k;
     }
     int64_t d0 = 0, d1 = 0;
-    if (c->n_dense_lead) loom_shard_dense(c, s, &d0, &d1);
+    if (c->ffn_dense) loom_shard_dense(c, s, &d0, &d1);
     const double gate = c->shared_gated ? 1 : 0; /* qwen2moe's shared expert's gate */
     for (int l = s->layer_begin; l < s->layer_end; l++) {
         const loom_plan_layer *L = &m->layers[l];
@@ -127,10 +127,11 @@ void loom_predict_rank_work(const loom_plan_model *m, const loom_shard *s, loom_
             out->attn_bytes += dim * (nq * elem_bytes(L->q) + nkv * (elem_bytes(L->k) + elem_bytes(L->v)) +
                                       nq * elem_bytes(L->o)) + 4 * dim;
         if (c->qkv_bias) out->attn_bytes += 4 * (nq + 2 * nkv);
-        if (loom_layer_dense(c, l)) { /* a mixture's leading dense layer */
+        if (loom_layer_dense(c, l)) { /* a mixture's dense layer (gated, or plain: nomic-bert-moe) */
             const double nd = (double)(d1 - d0);
-            out->mlp_bytes += nd * dim * (elem_bytes(L->sh_gate) + elem_bytes(L->sh_up) + elem_bytes(L->sh_down)) + 4 * dim;
-            out->mlp_flops += rows * 2 * 3 * dim * nd;
+            out->mlp_bytes += nd * dim * ((c->ffn_plain ? 0 : elem_bytes(L->sh_gate)) + elem_bytes(L->sh_up) +
+                                          elem_bytes(L->sh_down)) + 4 * dim;
+            out->mlp_flops += rows * 2 * (c->ffn_plain ? 2 : 3) * dim * nd;
         } else {
             /* a plain MLP (gpt2, bert) has no gate */
             out->mlp_bytes += touched * dim * nffn *

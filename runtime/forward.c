@@ -695,7 +695,7 @@ loom_status loom_forward_create(const loom_weights *w, loom_kv_cache *kv, loom_p
         f->moe_p = malloc((size_t)c->n_experts * sizeof(float));
         size_t qb = 1; /* every expert's gate (up) has the tensor's type */
         for (int l = 0; l < nl; l++)
-            for (int e = 0; w->layers[l].x_gate && e < c->n_experts; e++) {
+            for (int e = 0; w->layers[l].x_up && e < c->n_experts; e++) {
                 const size_t g = act_need(&w->layers[l].x_gate[e], max_rows), u = act_need(&w->layers[l].x_up[e], max_rows);
                 qb = g > qb ? g : qb, qb = u > qb ? u : qb;
             }
@@ -1216,7 +1216,9 @@ static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial)
     const int ne = c->n_experts, k = c->n_experts_used, dim = c->dim;
     const loom_mat *mr[1] = {&L->router};
     float *yr[1] = {f->moe_logits};
-    matmuls(f, (prep_task){.n = n, .src = f->x, .dst = f->xn, .norm = &L->ffn_norm}, 1, mr, yr, P_ROUTE);
+    if (!L->ffn_norm.w) memcpy(f->xn, f->x, (size_t)n * dim * sizeof *f->xn); /* no norm before (post-LN: nomic-bert-moe) */
+    matmuls(f, (prep_task){.n = n, .src = L->ffn_norm.w ? f->x : f->xn, .dst = f->xn, .norm = L->ffn_norm.w ? &L->ffn_norm : NULL},
+            1, mr, yr, P_ROUTE);
     double t0 = f->prof ? loom_now_s() : 0;
     int *cnt = f->moe_count, *fill = f->moe_fill, *sel = f->moe_sel, *rows = f->moe_rows;
     float *wt = f->moe_selw, *rw = f->moe_w;
@@ -1238,10 +1240,12 @@ static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial)
     if (f->prof) prof_add(f, P_ROUTE, t0);
     memset(partial, 0, (size_t)n * dim * sizeof *partial);
     /* the normed rows quantized once for the experts' gate and up (one
-     * format when their types agree), each expert's gathered from there */
+     * format when their types agree; up alone for ungated experts,
+     * ffn_plain), each expert's gathered from there */
     int held = 0;
-    while (held < ne && !L->x_gate[held].data) held++;
-    const loom_mat *g0 = held < ne ? &L->x_gate[held] : NULL, *u0 = held < ne ? &L->x_up[held] : NULL;
+    while (held < ne && !L->x_up[held].data) held++;
+    const bool gated = held < ne && L->x_gate[held].data;
+    const loom_mat *u0 = held < ne ? &L->x_up[held] : NULL, *g0 = gated ? &L->x_gate[held] : u0;
     const bool one = g0 && g0->type == u0->type && g0->cols == u0->cols;
     const size_t gb = g0 ? loom_act_row_bytes(g0->type, g0->cols) : 0, ub = g0 ? loom_act_row_bytes(u0->type, u0->cols) : 0;
     if (g0) {
@@ -1251,16 +1255,16 @@ static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial)
     }
     for (int e = 0; e < ne; e++) {
         const int m = cnt[e + 1] - cnt[e];
-        if (!m || !L->x_gate[e].data) continue; /* no row's, or another rank's (the sum over TP adds it) */
+        if (!m || !L->x_up[e].data) continue; /* no row's, or another rank's (the sum over TP adds it) */
         const int *r = rows + cnt[e];
         const float *rwt = rw + cnt[e];
         for (int i = 0; i < m; i++) {
             memcpy(f->act[0] + (size_t)i * gb, f->moe_qg + (size_t)r[i] * gb, gb);
             if (!one) memcpy(f->act[1] + (size_t)i * ub, f->moe_qu + (size_t)r[i] * ub, ub);
         }
-        mm_task t = {.n_jobs = 2, .n = m, .thread_busy = f->prof ? f->prof->thread_busy : NULL};
-        t.jobs[0] = (mm_job){&L->x_gate[e], f->act[0], gb, f->gate, L->x_gate[e].rows};
-        t.jobs[1] = (mm_job){&L->x_up[e], f->act[one ? 0 : 1], ub, f->up, L->x_up[e].rows};
+        mm_task t = {.n_jobs = gated ? 2 : 1, .n = m, .thread_busy = f->prof ? f->prof->thread_busy : NULL};
+        t.jobs[gated] = (mm_job){&L->x_up[e], f->act[one ? 0 : 1], ub, f->up, L->x_up[e].rows};
+        if (gated) t.jobs[0] = (mm_job){&L->x_gate[e], f->act[0], gb, f->gate, L->x_gate[e].rows};
         mm_run(f, &t, P_UP);
         const int64_t nf = L->x_up[e].rows;
         if (L->xb_gate) /* the expert's biases of these columns (gpt-oss) */
@@ -1271,7 +1275,9 @@ static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial)
                 }
         const loom_mat *md[1] = {&L->x_down[e]};
         float *yd[1] = {f->moe_y};
-        matmuls(f, (prep_task){.n = m, .src = f->gate, .dst = f->gate, .act = true, .up = f->up}, 1, md, yd, P_DOWN);
+        const prep_task act = gated ? (prep_task){.n = m, .src = f->gate, .dst = f->gate, .act = true, .up = f->up}
+                                    : (prep_task){.n = m, .src = f->up, .dst = f->up, .act = true};
+        matmuls(f, act, 1, md, yd, P_DOWN);
         /* its down bias once over the ranks: where its column 0 is (every rank when split by experts) */
         const float *bd = L->xb_down && f->w->shard.ffn_begin == 0 ? L->xb_down[e] : NULL;
         for (int i = 0; i < m; i++) {
@@ -1326,7 +1332,9 @@ void loom_forward_mlp(loom_forward *f, int layer, int n, float *partial) {
         matmuls(f, in, 1, m, y, P_UP);
         matmuls(f, (prep_task){.n = n, .src = f->up, .dst = f->up, .act = true, .bias = L->b_up}, 1, md, yd, P_DOWN);
     }
-    add_bias_once(partial, L->b_down, w->shard.ffn_begin == 0, n, c->dim);
+    int64_t d0 = w->shard.ffn_begin, d1; /* the bias on the rank with the first column (a mixture's dense layer's) */
+    if (loom_layer_dense(c, layer)) loom_shard_dense(c, &w->shard, &d0, &d1);
+    add_bias_once(partial, L->b_down, d0 == 0, n, c->dim);
 }
 
 void loom_forward_add(loom_forward *f, int n, const float *partial) {

@@ -320,8 +320,10 @@ static loom_status bind_mlp(loom_weights *w, const loom_gguf *g, int l, const ch
     const int64_t dim = w->cfg.dim;
     char name[96];
     if (f1 <= f0) return NULL;
-    snprintf(name, sizeof name, "blk.%d.ffn_gate%s.weight", l, suffix);
-    LOOM_TRY(bind_rows(w, g, name, dim, F, f0, f1, &L->w_gate));
+    if (!w->cfg.ffn_plain) {
+        snprintf(name, sizeof name, "blk.%d.ffn_gate%s.weight", l, suffix);
+        LOOM_TRY(bind_rows(w, g, name, dim, F, f0, f1, &L->w_gate));
+    }
     snprintf(name, sizeof name, "blk.%d.ffn_up%s.weight", l, suffix);
     LOOM_TRY(bind_rows(w, g, name, dim, F, f0, f1, &L->w_up));
     snprintf(name, sizeof name, "blk.%d.ffn_down%s.weight", l, suffix);
@@ -368,7 +370,7 @@ static loom_status bind_experts(loom_weights *w, const loom_gguf *g, int l, loom
     LOOM_TRY(own(w, m));
     L->x_gate = m, L->x_up = m + n, L->x_down = m + 2 * n;
     static const char *const stems[3] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
-    for (int j = 0; j < 3; j++) {
+    for (int j = c->ffn_plain ? 1 : 0; j < 3; j++) { /* (ffn_plain: no gate) */
         const loom_gguf_tensor *t;
         snprintf(name, sizeof name, "blk.%d.%s.weight", l, stems[j]);
         const bool down = j == 2;
@@ -519,6 +521,10 @@ static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_l
         int64_t d0, d1;
         loom_shard_dense(c, s, &d0, &d1);
         LOOM_TRY(bind_mlp(w, g, l, "", c->ffn_dense, d0, d1, L));
+        if (c->ffn_bias && d1 > d0) { /* (nomic-bert-moe's) */
+            LOOM_TRY(bind_vec(w, g, NAME("ffn_up.bias"), c->ffn_dense, d0, d1, &L->b_up));
+            LOOM_TRY(bind_vec(w, g, NAME("ffn_down.bias"), dim, 0, dim, &L->b_down));
+        }
     } else if (c->n_experts) {
         LOOM_TRY(bind_experts(w, g, l, L));
     } else if (c->fused_gate_up) {
@@ -529,9 +535,11 @@ static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_l
             LOOM_TRY(bind_rows(w, g, NAME("ffn_gate.weight"), dim, ffn, s->ffn_begin, s->ffn_end, &L->w_gate));
         LOOM_TRY(bind_rows(w, g, NAME("ffn_up.weight"), dim, ffn, s->ffn_begin, s->ffn_end, &L->w_up));
     }
-    if (c->ffn_bias) LOOM_TRY(bind_vec(w, g, NAME("ffn_up.bias"), ffn, s->ffn_begin, s->ffn_end, &L->b_up));
-    if (!c->n_experts) LOOM_TRY(bind_cols(w, g, NAME("ffn_down.weight"), ffn, dim, s->ffn_begin, s->ffn_end, &L->w_down));
-    if (c->ffn_bias) LOOM_TRY(bind_vec(w, g, NAME("ffn_down.bias"), dim, 0, dim, &L->b_down));
+    if (!c->n_experts) {
+        if (c->ffn_bias) LOOM_TRY(bind_vec(w, g, NAME("ffn_up.bias"), ffn, s->ffn_begin, s->ffn_end, &L->b_up));
+        LOOM_TRY(bind_cols(w, g, NAME("ffn_down.weight"), ffn, dim, s->ffn_begin, s->ffn_end, &L->w_down));
+        if (c->ffn_bias) LOOM_TRY(bind_vec(w, g, NAME("ffn_down.bias"), dim, 0, dim, &L->b_down));
+    }
     if (c->post_norms) LOOM_TRY(bind_norm(w, g, BASE("post_ffw_norm"), dim, &L->ffn_post));
     if (c->post_ln) LOOM_TRY(bind_norm(w, g, BASE("layer_output_norm"), dim, &L->ffn_res));
 #undef NAME
@@ -609,9 +617,9 @@ int loom_layer_mats(const loom_model_config *c, loom_layer *L, loom_mat **out) {
     int n = 0;
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         if (fixed[i]->data) out[n++] = fixed[i];
-    for (int e = 0; L->x_gate && e < c->n_experts; e++) {
-        if (!L->x_gate[e].data) continue; /* held by another rank */
-        out[n++] = &L->x_gate[e];
+    for (int e = 0; L->x_up && e < c->n_experts; e++) {
+        if (!L->x_up[e].data) continue; /* held by another rank */
+        if (L->x_gate[e].data) out[n++] = &L->x_gate[e]; /* (none: ffn_plain) */
         out[n++] = &L->x_up[e];
         out[n++] = &L->x_down[e];
     }

@@ -121,7 +121,8 @@ typedef struct {
                           * brings no value (gpt-oss) */
 
     /* Mixture of experts (n_experts > 0: Mixtral as llama, qwen3moe): every
-     * layer's MLP is n_experts SiLU-gated MLPs of width ffn and a router
+     * layer's MLP is n_experts SiLU-gated MLPs (ffn_plain: act(up x), no
+     * gate) of width ffn and a router
      * (ffn_gate_inp, n_experts x dim); a row goes through the n_experts_used
      * experts of highest softmax probability, its output their sum weighted
      * by those probabilities (renormalised to sum 1 when expert_norm). TP
@@ -146,10 +147,14 @@ typedef struct {
     bool expert_probs_bias;
     float expert_weights_scale;
     int n_expert_groups, n_group_used;
-    /* The first n_dense_lead layers of a mixture have a dense SiLU-gated MLP
-     * ffn_dense wide instead (ffn_gate / ffn_up / ffn_down, no router); a
-     * shard holds loom_shard_dense's columns of it. */
+    /* The first n_dense_lead layers of a mixture have a dense MLP ffn_dense
+     * wide instead (ffn_gate / ffn_up / ffn_down, SiLU-gated, or ffn_plain's
+     * up and down with ffn_bias's biases; no router); a shard holds
+     * loom_shard_dense's columns of it. */
     int n_dense_lead, ffn_dense;
+    /* > 0 (nomic-bert-moe): only the layers l with l % moe_every == 1 are
+     * the mixture, the others dense (their MLP ffn_dense wide, as above). */
+    int moe_every;
     /* Multi-head latent attention (deepseek2: DeepSeek-V2/V2.5/V3/R1, Kimi
      * K2), computed as llama.cpp does with the absorbed weights: one KV
      * "head" per token, the latent kv_lora wide (RMS-normed) followed by a
@@ -170,8 +175,10 @@ typedef struct {
 /* Inputs of attn_output per query head: the value's width (MLA's after attn_v_b). */
 static inline int loom_o_head_dim(const loom_model_config *c) { return c->mla ? c->mla_v_dim : c->head_dim; }
 
-/* Whether layer l's MLP is a leading dense one rather than the mixture. */
-static inline bool loom_layer_dense(const loom_model_config *c, int l) { return c->n_experts && l < c->n_dense_lead; }
+/* Whether layer l's MLP is a mixture's dense one (leading, or between its mixture layers) rather than the mixture. */
+static inline bool loom_layer_dense(const loom_model_config *c, int l) {
+    return c->n_experts && (l < c->n_dense_lead || (c->moe_every > 0 && l % c->moe_every != 1));
+}
 
 static inline bool loom_layer_is_swa(const loom_model_config *c, int l) {
     return c->swa_window > 0 && l >= 0 && l < LOOM_MAX_LAYERS && ((c->swa_layers[l / 64] >> (l % 64)) & 1);
@@ -257,13 +264,19 @@ static inline void loom_shard_shared(const loom_model_config *c, const loom_shar
     else if (c->ffn_shared) loom_shared_range(c, s->ffn_begin, s->ffn_end, s0, s1);
     else *s0 = *s1 = 0;
 }
-/* The columns of a leading dense layer's MLP (ffn_dense wide) a shard
+/* The columns of a mixture's dense layer's MLP (ffn_dense wide) a shard
  * holds: its share of the experts (split by experts) or of their columns,
  * scaled to the dense width and floored to multiples of 256, the last
- * shard's end the width — so the TP ranks hold every column once. */
+ * shard's end the width — so the TP ranks hold every column once; where
+ * the dense MLP is as wide as an expert, its columns split as the
+ * experts' do. */
 static inline void loom_shard_dense(const loom_model_config *c, const loom_shard *s, int64_t *d0, int64_t *d1) {
     const int64_t D = c->ffn_dense, n = s->split_experts ? c->n_experts : c->ffn;
     const int64_t a = s->split_experts ? s->expert_begin : s->ffn_begin, b = s->split_experts ? s->expert_end : s->ffn_end;
+    if (D == n && !s->split_experts) { /* as wide as an expert (nomic-bert-moe): the same columns */
+        *d0 = a, *d1 = b;
+        return;
+    }
     *d0 = a >= n ? D : a * D / n / 256 * 256;
     *d1 = b >= n ? D : b * D / n / 256 * 256;
 }

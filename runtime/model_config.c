@@ -45,6 +45,12 @@
  *              bert.pooling_type says.
  *   nomic-bert bert with fused QKV, RoPE instead of learned positions and a
  *              SiLU-gated MLP without biases.
+ *   nomic-bert-moe (nomic-embed-text-v2-moe) nomic-bert with Q/K/V biases
+ *              and bert's GELU MLP with biases, where every layer l with
+ *              l % moe_every_n_layers == 1 (llama.cpp's rule) is instead a
+ *              mixture of ungated GELU experts without biases, weighted by
+ *              their softmax probabilities over all experts (not
+ *              renormalised).
  *   gpt-oss    a mixture of experts (expert_feed_forward_length wide) whose
  *              router has a bias and weights the chosen experts by the
  *              softmax of their logits alone, experts with biases and
@@ -120,6 +126,7 @@ static const struct {
     {"qwen3moe", LOOM_ARCH_QWEN3MOE},
     {"gemma2", LOOM_ARCH_GEMMA2}, {"gemma3", LOOM_ARCH_GEMMA3}, {"phi3", LOOM_ARCH_PHI3},
     {"gpt2", LOOM_ARCH_GPT2}, {"bert", LOOM_ARCH_BERT}, {"nomic-bert", LOOM_ARCH_NOMIC_BERT},
+    {"nomic-bert-moe", LOOM_ARCH_NOMIC_BERT}, /* with a mixture of experts on alternate layers (read_family) */
     {"gpt-oss", LOOM_ARCH_GPT_OSS}, {"glm4moe", LOOM_ARCH_GLM4MOE}, {"deepseek2", LOOM_ARCH_DEEPSEEK2},
     {"smollm3", LOOM_ARCH_LLAMA}, /* llama without RoPE on every fourth layer (read_family) */
     {"granite", LOOM_ARCH_LLAMA}, /* llama with four scales (read_family) */
@@ -127,7 +134,7 @@ static const struct {
     {"mistral3", LOOM_ARCH_LLAMA}, /* llama with YaRN's keys and temperature tuning (read_family) */
 };
 #define SUPPORTED \
-    "llama, smollm3, granite, ernie4_5, mistral3, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, gpt-oss, glm4moe, " \
+    "llama, smollm3, granite, ernie4_5, mistral3, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3, gpt2, bert, nomic-bert, nomic-bert-moe, gpt-oss, glm4moe, " \
     "deepseek2"
 
 /* Sliding-window layers: <arch>.attention.sliding_window_pattern as an array
@@ -301,11 +308,11 @@ static loom_status read_family(const loom_gguf *g, loom_model_config *c) {
         c->fused_qkv = has_tensor(g, "blk.0.attn_qkv.weight");
         c->qkv_bias = has_tensor(g, c->fused_qkv ? "blk.0.attn_qkv.bias" : "blk.0.attn_q.bias");
         c->attn_out_bias = has_tensor(g, "blk.0.attn_output.bias");
-        if (nomic) {
-            c->rope_neox = true;
-        } else {
+        if (nomic) c->rope_neox = true;
+        if (!nomic || !strcmp(arch, "nomic-bert-moe")) { /* (nomic-bert: the SiLU-gated MLP) bert's MLP, GELU(up x + b):
+                                                          * nomic-bert-moe's dense layers and its experts too */
             c->act = LOOM_ACT_GELU;
-            c->pos = LOOM_POS_LEARNED;
+            if (!nomic) c->pos = LOOM_POS_LEARNED;
             c->ffn_plain = true;
             c->ffn_bias = has_tensor(g, "blk.0.ffn_up.bias");
         }
@@ -366,8 +373,9 @@ static loom_status read_v3_experts(const loom_gguf *g, loom_model_config *c, int
 
 static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
     const char *path = loom_gguf_path(g), *arch = c->arch_name;
+    const bool nomic_moe = !strcmp(arch, "nomic-bert-moe");
     const bool moe_family = c->arch == LOOM_ARCH_QWEN3MOE || c->arch == LOOM_ARCH_QWEN2MOE || c->arch == LOOM_ARCH_GPT_OSS ||
-                            c->arch == LOOM_ARCH_GLM4MOE || c->arch == LOOM_ARCH_DEEPSEEK2;
+                            c->arch == LOOM_ARCH_GLM4MOE || c->arch == LOOM_ARCH_DEEPSEEK2 || nomic_moe;
     char key[128];
     snprintf(key, sizeof key, "%s.expert_count", arch);
     if (!moe_family && !loom_gguf_get(g, key)) {
@@ -377,18 +385,24 @@ static loom_status read_experts(const loom_gguf *g, loom_model_config *c) {
     }
     if (c->arch != LOOM_ARCH_LLAMA && !moe_family)
         return loom_error(LOOM_ERR_UNSUPPORTED,
-                          "%s: %s: loom runs mixtures of experts in llama, qwen2moe, qwen3moe, gpt-oss, glm4moe and deepseek2 "
-                          "models only", path,
+                          "%s: %s: loom runs mixtures of experts in llama, qwen2moe, qwen3moe, gpt-oss, glm4moe, deepseek2 "
+                          "and nomic-bert-moe models only", path,
                           key);
     LOOM_TRY(get_count(g, arch, "expert_count", true, 0, LOOM_MAX_EXPERTS, &c->n_experts));
     LOOM_TRY(get_count(g, arch, "expert_used_count", true, 0, c->n_experts, &c->n_experts_used));
     const int dense = c->ffn;
-    if (moe_family) {
+    if (nomic_moe) { /* experts as wide as the dense layers' MLP (feed_forward_length) */
+        LOOM_TRY(get_count(g, arch, "moe_every_n_layers", true, 0, c->n_layers, &c->moe_every));
+        if (c->moe_every < 2 || c->n_layers < 2)
+            return loom_error(LOOM_ERR_UNSUPPORTED, "%s: %s.moe_every_n_layers = %d over %d layers leaves no mixture "
+                              "layer (l %% n == 1)", path, arch, c->moe_every, c->n_layers);
+        c->ffn_dense = dense;
+    } else if (moe_family) {
         int def = c->ffn / c->n_experts_used;
         if (def < 1) def = 1;
         LOOM_TRY(get_count(g, arch, "expert_feed_forward_length", false, def, 1 << 20, &c->ffn));
     }
-    c->expert_norm = c->arch != LOOM_ARCH_QWEN2MOE && c->arch != LOOM_ARCH_GPT_OSS;
+    c->expert_norm = c->arch != LOOM_ARCH_QWEN2MOE && c->arch != LOOM_ARCH_GPT_OSS && !nomic_moe;
     if (c->arch == LOOM_ARCH_GPT_OSS) c->expert_weight_softmax = c->router_bias = c->expert_bias = true;
     if (c->arch == LOOM_ARCH_QWEN2MOE) {
         LOOM_TRY(get_count(g, arch, "expert_shared_feed_forward_length", false, dense, 1 << 22, &c->ffn_shared));
@@ -573,6 +587,7 @@ void loom_model_describe_extras(const loom_model_config *c, char *buf, size_t n)
     if (c->n_experts) ADD(" x %d experts (%d used)", c->n_experts, c->n_experts_used);
     if (c->ffn_shared) ADD(" + shared %d", c->ffn_shared);
     if (c->n_dense_lead) ADD(", layers 0-%d dense FFN %d", c->n_dense_lead - 1, c->ffn_dense);
+    if (c->moe_every) ADD(" on layers %d, %d, ... (dense FFN %d between)", 1, 1 + c->moe_every, c->ffn_dense);
     if (c->mla) ADD(", latent attention (%d wide)", c->kv_lora);
 #undef ADD
 }
@@ -587,7 +602,8 @@ int64_t loom_layer_vector_floats(const loom_model_config *c, int l, int64_t nq, 
     if (c->qkv_bias) f += (nq + 2 * nkv) * hd;
     if (c->qk_norm) f += 2 * hd;
     if (c->attn_out_bias) f += dim;
-    if (c->ffn_bias) f += nffn + dim;
+    /* (of a mixture, the dense layers' where the rank holds columns of them: nffn, loom_shard_dense's) */
+    if (c->ffn_bias && (!c->n_experts || (loom_layer_dense(c, l) && nffn > 0))) f += nffn + dim;
     if (c->attn_sinks) f += nq;
     if (c->mla) f += c->kv_lora + c->q_lora; /* attn_kv_a_norm, attn_q_a_norm */
     if (loom_layer_dense(c, l)) return f; /* a leading dense layer: none of the mixture's */

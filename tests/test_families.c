@@ -65,6 +65,9 @@ static const synth_model models[] = {
     {"bert", "--arch bert --layers 2 --dim 192 --heads 6 --kv-heads 6 --ffn 384 --vocab 300 --ctx 256 --type Q8_0 "
              "--pooling cls"},
     {"nomic-bert", "--arch nomic-bert --layers 2 --dim 128 --heads 4 --kv-heads 4 --ffn 256 --vocab 300 --type F32"},
+    /* a mixture of ungated experts on layers 1 and 3, bert's MLP on 0 and 2 */
+    {"nomic-bert-moe", "--arch nomic-bert-moe --layers 4 --dim 128 --heads 4 --kv-heads 4 --ffn 320 --experts 6 "
+                       "--experts-used 2 --vocab 300 --type Q8_0"},
     {"gpt-oss", "--arch gpt-oss --layers 3 --dim 160 --heads 6 --kv-heads 2 --head-dim 32 --ffn 224 --experts 6 "
                 "--experts-used 2 --vocab 300 --type MXFP4_MOE --window 7 --yarn 32 --yarn-orig 4096 --rope-theta 150000"},
     /* a leading dense layer 3 x an expert's width and shared experts, split in proportion; a nextn block */
@@ -198,8 +201,17 @@ Test(families, config_of_each_family) {
                       c.pos == LOOM_POS_LEARNED && c.pooling == LOOM_POOL_CLS && !c.fused_qkv && c.qkv_bias);
             break;
         case LOOM_ARCH_NOMIC_BERT:
+            if (!strcmp(c.arch_name, "nomic-bert-moe")) { /* biases, GELU; experts not renormalised, on odd layers */
+                cr_assert(c.encoder && c.fused_qkv && c.qkv_bias && c.attn_out_bias && c.pos == LOOM_POS_ROPE &&
+                              c.ffn_plain && c.ffn_bias && c.act == LOOM_ACT_GELU && c.n_experts == 6 &&
+                              c.n_experts_used == 2 && !c.expert_norm && c.moe_every == 2 && c.ffn == 320 &&
+                              c.ffn_dense == 320 && !c.n_dense_lead,
+                          "nomic-bert-moe: %d experts of %d, every %d", c.n_experts, c.ffn, c.moe_every);
+                for (int l = 0; l < 4; l++) cr_assert_eq(loom_layer_dense(&c, l), l % 2 == 0, "nomic-bert-moe layer %d", l);
+                break;
+            }
             cr_assert(c.encoder && c.fused_qkv && c.pos == LOOM_POS_ROPE && !c.ffn_plain && c.act == LOOM_ACT_SILU &&
-                      c.pooling == LOOM_POOL_MEAN);
+                      c.pooling == LOOM_POOL_MEAN && !c.n_experts);
             break;
         case LOOM_ARCH_GPT_OSS: /* experts weighted by their own softmax, biases, sinks, YaRN, even layers slide */
             cr_assert(c.rope_neox && c.qkv_bias && c.attn_out_bias && c.attn_sinks && c.act == LOOM_ACT_SWIGLU_OAI &&
@@ -588,6 +600,8 @@ Test(families, tp_split_sums_to_one_rank) {
         {"gpt2", "--arch gpt2 --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --ctx 64 --type F32"},
         {"bert", "--arch bert --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --ctx 64 --type F32"},
         {"nomic-bert", "--arch nomic-bert --layers 2 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --vocab 300 --type F32"},
+        {"nomic-bert-moe", "--arch nomic-bert-moe --layers 4 --dim 96 --heads 6 --kv-heads 6 --ffn 200 --experts 6 "
+                           "--experts-used 2 --vocab 300 --type F32"},
         {"gpt-oss", "--arch gpt-oss --layers 3 --dim 96 --heads 6 --kv-heads 2 --head-dim 16 --ffn 200 --experts 6 "
                     "--experts-used 2 --vocab 300 --type F32 --window 9 --yarn 8 --yarn-orig 32"},
         {"glm4moe", "--arch glm4moe --layers 3 --dim 96 --heads 6 --kv-heads 2 --head-dim 16 --rope-dim 8 --ffn 200 "
@@ -806,7 +820,7 @@ Test(families, malformed_mixtures_are_refused) {
         {"qwen3moe", 4, 0, true, 4, "qwen3moe.expert_used_count is missing", NULL},
         {"qwen3moe", 4, 5, true, 4, "qwen3moe.expert_used_count = 5 is out of range (1..4)", NULL},
         {"llama", 0, 0, true, 0, "blk.0.ffn_gate_inp.weight (a router) but no llama.expert_count", NULL},
-        {"gemma2", 4, 2, true, 4, "mixtures of experts in llama, qwen2moe, qwen3moe, gpt-oss, glm4moe and deepseek2", NULL},
+        {"gemma2", 4, 2, true, 4, "mixtures of experts in llama, qwen2moe, qwen3moe, gpt-oss, glm4moe, deepseek2", NULL},
         {"llama", 4, 2, false, 4, NULL, "tensor blk.0.ffn_gate_inp.weight is missing"},
         {"llama", 4, 2, true, 3, NULL, "ffn_gate_exps.weight has shape [32, 32, 3], expected [32, 32, 4]"},
         {"llama", 4, 2, true, 0, NULL, "tensor blk.0.ffn_gate_exps.weight is missing"},

@@ -1274,7 +1274,7 @@ Test(synth, rejects_bad_options_with_clear_messages) {
         {"--out /tmp/x.gguf --arch bert --pooling max", "--pooling max: expected none, mean, cls, last or rank"},
         {"--out /tmp/x.gguf --vocab 100", "--vocab 100 is out of range"},
         {"--out /tmp/x.gguf --arch qwen2 --dim 256 --heads 4 --head-dim 32", "qwen2 needs heads * head_dim"},
-        {"--out /tmp/x.gguf --arch gemma2 --experts 4", "--experts: only llama, qwen2moe, qwen3moe, gpt-oss, glm4moe and deepseek2"},
+        {"--out /tmp/x.gguf --arch gemma2 --experts 4", "--experts: only llama, qwen2moe, qwen3moe, gpt-oss, glm4moe, deepseek2 and nomic-bert-moe"},
         {"--out /tmp/x.gguf --arch llama --experts 4 --dense-lead 1", "--groups-used are glm4moe's and deepseek2's"},
         {"--out /tmp/x.gguf --arch glm4moe --expert-groups 3 --groups-used 1", "--expert-groups G dividing --experts"},
         {"--out /tmp/x.gguf --arch glm4moe --ffn 512 --shared-ffn 768", "--shared-ffn a multiple of --ffn"},

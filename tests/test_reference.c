@@ -275,6 +275,8 @@ Test(reference, synth_bert_q8_0, .timeout = 600) { run_embed_fixture(FX("synth-b
 Test(reference, synth_bert_xlmr_q8_0, .timeout = 600) { run_embed_fixture(FX("synth-bert-xlmr-q8_0.json"), LOOM_TYPE_F32); }
 Test(reference, synth_nomic_bert_q8_0, .timeout = 600) { run_embed_fixture(FX("synth-nomic-bert-q8_0.json"), LOOM_TYPE_F32); }
 Test(reference, synth_nomic_bert_f16, .timeout = 600) { run_embed_fixture(FX("synth-nomic-bert-f16.json"), LOOM_TYPE_F16); }
+Test(reference, synth_nomic_bert_moe_q8_0, .timeout = 600) { run_embed_fixture(FX("synth-nomic-bert-moe-q8_0.json"), LOOM_TYPE_F32); }
+Test(reference, synth_nomic_bert_moe_f16, .timeout = 600) { run_embed_fixture(FX("synth-nomic-bert-moe-f16.json"), LOOM_TYPE_F16); }
 /* decoders converted as embedding models (Qwen3-Embedding): causal, pooled after the output norm */
 Test(reference, synth_qwen3_embed_q8_0, .timeout = 600) { run_embed_fixture(FX("synth-qwen3-embed-q8_0.json"), LOOM_TYPE_F16); }
 Test(reference, synth_qwen3_embed_f16, .timeout = 600) { run_embed_fixture(FX("synth-qwen3-embed-f16.json"), LOOM_TYPE_F32); }

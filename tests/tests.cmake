@@ -67,6 +67,7 @@ foreach(case
     "gpt2-q5_1 3 1" "gpt2-q5_1 1 3" "gpt2-f16 4 1" "gpt2-f16 2 2"
     "bert-f16 4 1" "bert-f16 1 2" "bert-q8_0 3 1" "bert-q8_0 2 2" "bert-xlmr-q8_0 2 1" "bert-xlmr-q8_0 1 2"
     "nomic-bert-q8_0 3 1" "nomic-bert-q8_0 1 2" "nomic-bert-f16 4 1" "nomic-bert-f16 2 2"
+    "nomic-bert-moe-q8_0 2 1" "nomic-bert-moe-q8_0 1 2" "nomic-bert-moe-f16 3 1" "nomic-bert-moe-f16 2 2"
     "qwen3-embed-q8_0 2 1" "qwen3-embed-f16 1 2"
     "llama-lora-q4_k_m 2 1" "llama-lora-q4_k_m 1 2" "phi3-lora-q8_0 3 1" "qwen2-lora-f16 2 2")
   separate_arguments(c UNIX_COMMAND "${case}")
