@@ -52,7 +52,8 @@ typedef struct {
     double temp, top_p, min_p, rep;
     int64_t top_k, seed;
     double typical, top_n_sigma, xtc_p, xtc_t, dyn_range, dyn_exp, dry_mult, dry_base;
-    int64_t dry_allowed, dry_last_n;
+    int64_t dry_allowed, dry_last_n, mirostat;
+    double miro_tau, miro_eta;
 } loom_sampling_args;
 loom_sampling_args loom_sampling_args_defaults(void);
 #define LOOM_SAMPLING_ARGS(a, seed_help)                                                                           \
@@ -71,6 +72,9 @@ loom_sampling_args loom_sampling_args_defaults(void);
     {"--dry-base", LOOM_ARG_FLOAT, &(a).dry_base, "B", "DRY: the penalty's base"},                                  \
     {"--dry-allowed-length", LOOM_ARG_INT, &(a).dry_allowed, "N", "DRY: repeats longer than N are penalised"},     \
     {"--dry-penalty-last-n", LOOM_ARG_INT, &(a).dry_last_n, "N", "DRY: tokens looked back on; -1 = all"},          \
+    {"--mirostat", LOOM_ARG_INT, &(a).mirostat, "V", "mirostat 1 or 2 for the chain above (not the logit bias); 0 = off"}, \
+    {"--mirostat-ent", LOOM_ARG_FLOAT, &(a).miro_tau, "TAU", "mirostat: the target surprise (bits)"},              \
+    {"--mirostat-lr", LOOM_ARG_FLOAT, &(a).miro_eta, "ETA", "mirostat: the learning rate"},                        \
     {"--seed", LOOM_ARG_INT, &(a).seed, "S", seed_help}
 int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_sampling_params *sp);
 

@@ -116,7 +116,8 @@ loom_sampling_args loom_sampling_args_defaults(void) {
                                 .top_k = d.top_k, .seed = -1, .typical = d.typical_p, .top_n_sigma = -1,
                                 .xtc_p = d.xtc_probability, .xtc_t = d.xtc_threshold, .dyn_range = d.dynatemp_range,
                                 .dyn_exp = d.dynatemp_exponent, .dry_mult = d.dry_multiplier, .dry_base = d.dry_base,
-                                .dry_allowed = d.dry_allowed_length, .dry_last_n = d.dry_penalty_last_n};
+                                .dry_allowed = d.dry_allowed_length, .dry_last_n = d.dry_penalty_last_n,
+                                .miro_tau = d.mirostat_tau, .miro_eta = d.mirostat_eta};
 }
 
 int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_sampling_params *sp) {
@@ -139,6 +140,10 @@ int loom_sampling_from_args(const char *cmd, const loom_sampling_args *a, loom_s
     sp->dry_base = (float)a->dry_base;
     sp->dry_allowed_length = (int32_t)a->dry_allowed;
     sp->dry_penalty_last_n = (int32_t)a->dry_last_n;
+    if (a->mirostat < 0 || a->mirostat > 2) return usage_of(cmd, "--mirostat must be 0, 1 or 2");
+    sp->mirostat = (int32_t)a->mirostat;
+    sp->mirostat_tau = (float)a->miro_tau;
+    sp->mirostat_eta = (float)a->miro_eta;
     if (sp->dry_multiplier != 0) sp->dry_breakers = loom_dry_default_breakers, sp->n_dry_breakers = LOOM_DRY_N_DEFAULT;
     sp->seed = a->seed < 0 ? (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16) : (uint64_t)a->seed;
     loom_status st = loom_sampling_check(sp);

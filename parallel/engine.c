@@ -295,6 +295,10 @@ static loom_status start_sequence(loom_engine *e, const Loom__SeqStep *q) {
         ss.params.n_dry_breakers = (int32_t)p->n_dry_breakers;
         ss.params.dry_breakers = (const char *const *)p->dry_breakers;
         ss.params.infill = p->infill;
+        ss.params.mirostat = p->mirostat;
+        ss.params.mirostat_tau = p->mirostat_tau;
+        ss.params.mirostat_eta = p->mirostat_eta;
+        ss.mirostat_mu = q->mirostat_mu;
     }
     if (q->n_generated > q->n_prompt)
         return loom_error(LOOM_ERR_FORMAT, "sequence %llu: %u generated tokens in a prompt of %u",

@@ -30,7 +30,7 @@
 #include "runtime/model.h"
 #include "runtime/threadpool.h"
 
-#define LOOM_PROTOCOL 3 /* version of the Step / StepResult messages (3: logit bias, structured output) */
+#define LOOM_PROTOCOL 4 /* version of the Step / StepResult messages (3: logit bias, structured output; 4: mirostat) */
 
 typedef struct loom_engine loom_engine;
 

@@ -54,6 +54,7 @@ typedef struct {
     int top_logprobs;
     int32_t *pred;     /* (n_pred) owned: the expected output, or NULL */
     int n_pred, n_proposed, n_kept;
+    float mirostat_mu; /* mirostat's mu after the generated tokens (a preempted sequence) */
     double t_submit, t_first, t_last;
 } waiting_req;
 
@@ -84,6 +85,7 @@ typedef struct {
     bool ignore_eos, logprobs;
     int top_logprobs;
     loom_sampling_params sp;
+    float mirostat_mu; /* mirostat's mu after the last token (the results report it), for a resumption */
     lora_set lora;
     double t_submit, t_admit, t_first, t_last;
 } seq_state;
@@ -445,7 +447,7 @@ static bool preempt(loom_scheduler *s, int slot) {
     w->t_first = q->t_first;
     w->t_last = q->t_last;
     w->pred = q->pred, w->n_pred = q->n_pred; /* the buffer moves too */
-    w->n_proposed = q->n_proposed, w->n_kept = q->n_kept;
+    w->n_proposed = q->n_proposed, w->n_kept = q->n_kept, w->mirostat_mu = q->mirostat_mu;
     q->toks = NULL;
     q->pred = NULL;
     vacate(s, slot);
@@ -530,7 +532,7 @@ static void admit(loom_scheduler *s) {
         q->limit = w->limit;
         q->pred = w->pred, q->n_pred = w->n_pred;
         w->pred = NULL; /* moved: drop_waiting below frees the rest */
-        q->n_proposed = w->n_proposed, q->n_kept = w->n_kept;
+        q->n_proposed = w->n_proposed, q->n_kept = w->n_kept, q->mirostat_mu = w->mirostat_mu;
         q->accept = q->pred ? DRAFT_ACCEPT0_PREDICTED : s->drafter ? DRAFT_ACCEPT0_MODEL : DRAFT_ACCEPT0;
         q->sp = w->sp;
         q->lora = w->lora;
@@ -594,6 +596,9 @@ static void sampling_message(Loom__SamplingParams *p, const seq_state *q) {
     p->n_dry_breakers = (size_t)sp->n_dry_breakers;
     p->dry_breakers = (char **)sp->dry_breakers; /* read while the message is packed */
     p->infill = sp->infill;
+    p->mirostat = sp->mirostat;
+    p->mirostat_tau = sp->mirostat_tau;
+    p->mirostat_eta = sp->mirostat_eta;
 }
 
 /* Gives slot `slot` blocks for positions [0, upto), preempting newer
@@ -873,6 +878,7 @@ static void add_rows(loom_scheduler *s, mb_state *mb, int nseq, int i, int take,
         m->n_generated = (uint32_t)(q->n_prompt - q->n_user_prompt);
         m->history = q->toks;
         m->n_history = (size_t)q->n_sent;
+        m->mirostat_mu = q->mirostat_mu;
         q->started = true;
     }
     q->n_sent += take - n_draft; /* proposals count once their tokens come back */
@@ -969,10 +975,11 @@ static bool build_step(loom_scheduler *s, mb_state *mb) {
 /* Takes the tokens of a finished micro-batch: reports them, ends sequences.
  * A sequence's tokens come in a row: one, or 1 .. n_draft + 1 with proposals. */
 static loom_status take_result(loom_scheduler *s, const mb_state *mb, const Loom__StepResult *r) {
-    if (r->micro_batch != mb->step.micro_batch || r->n_slots != r->n_tokens)
-        return loom_error(LOOM_ERR_FORMAT, "result for micro-batch %llu with %zu slots and %zu tokens, expected %llu",
-                          (unsigned long long)r->micro_batch, r->n_slots, r->n_tokens,
-                          (unsigned long long)mb->step.micro_batch);
+    if (r->micro_batch != mb->step.micro_batch || r->n_slots != r->n_tokens ||
+        (r->n_mirostat_mu && r->n_mirostat_mu != r->n_tokens))
+        return loom_error(LOOM_ERR_FORMAT, "result for micro-batch %llu with %zu slots, %zu tokens and %zu mirostat "
+                          "states, expected %llu", (unsigned long long)r->micro_batch, r->n_slots, r->n_tokens,
+                          r->n_mirostat_mu, (unsigned long long)mb->step.micro_batch);
     int runs = 0;
     for (size_t k = 0; k < r->n_slots; k++) {
         int slot = (int)r->slots[k];
@@ -1022,6 +1029,7 @@ static loom_status take_result(loom_scheduler *s, const mb_state *mb, const Loom
                 continue;
             }
             int32_t tok = r->tokens[k];
+            if (r->n_mirostat_mu) q->mirostat_mu = r->mirostat_mu[k]; /* (what a resumed sequence starts from) */
             if (q->n_toks == q->n_prompt) s->n_prefilling--;
             q->toks[q->n_toks++] = tok;
             if (q->t_first == 0) q->t_first = t;

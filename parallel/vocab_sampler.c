@@ -4,6 +4,7 @@
  */
 #include "parallel/vocab_sampler.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,7 @@ struct loom_vocab_sampler {
     Loom__TokenLogprobs **lp_ptrs;
     int32_t *lp_ids;         /* leader: (max_rows, 20) */
     float *lp_vals;          /* leader: (max_rows, 20) */
+    float *mu;               /* leader: (max_rows) mirostat's mu after each token of a result */
     int32_t *argmax;         /* (max_rows, 2) value bits + vocabulary id */
     float *full;             /* leader: (2 * max_rows, vocab) full rows + one rank's incoming slice */
     loom_vocab_text text;    /* leader: the tokens' text, for structured output and the infill sampler (n = 0
@@ -168,10 +170,11 @@ loom_status loom_vocab_sampler_create(const loom_topology *t, const loom_weights
         vs->lp_ptrs = calloc(R, sizeof *vs->lp_ptrs);
         vs->lp_ids = calloc(R * 20, sizeof *vs->lp_ids);
         vs->lp_vals = calloc(R * 20, sizeof *vs->lp_vals);
+        vs->mu = calloc(R, sizeof *vs->mu);
     }
     loom_status st = NULL;
     bool leader_ok = !vs->leader || (vs->samplers && vs->cons && vs->dry && vs->n_hist && vs->gen_from && vs->top_lp && vs->full && vs->raw &&
-                                     vs->lp && vs->lp_ptrs && vs->lp_ids && vs->lp_vals);
+                                     vs->lp && vs->lp_ptrs && vs->lp_ids && vs->lp_vals && vs->mu);
     if (!vs->vocab_off || !vs->greedy || !vs->argmax || !leader_ok)
         st = loom_error(LOOM_ERR_NOMEM, "out of memory for sampling %d rows", max_rows);
     if (!st) st = exchange_slices(vs, w);
@@ -195,6 +198,7 @@ void loom_vocab_sampler_free(loom_vocab_sampler *vs) {
     free(vs->lp_ptrs);
     free(vs->lp_ids);
     free(vs->lp_vals);
+    free(vs->mu);
     free(vs->vocab_off);
     free(vs->greedy);
     free(vs->argmax);
@@ -290,6 +294,7 @@ loom_status loom_vocab_sampler_start(loom_vocab_sampler *vs, int slot, const loo
         loom_sampler_set_vocab(vs->samplers[slot], &v);
     }
     loom_sampler_skip(vs->samplers[slot], n_generated); /* (the streams the parameters draw from) */
+    if (p->params.mirostat && n_generated > 0) loom_sampler_set_mirostat_mu(vs->samplers[slot], p->mirostat_mu);
     return NULL;
 }
 
@@ -380,6 +385,7 @@ loom_status loom_vocab_sampler_sample(loom_vocab_sampler *vs, const Loom__Step *
     }
     const int V = vs->vocab;
     int row_k = 0, k = 0, n_lp = 0;
+    bool miro = false; /* a sequence with mirostat: every token's mu goes back */
     for (size_t i = 0; i < step->n_seqs; i++) {
         const Loom__SeqStep *q = step->seqs[i];
         if (!q->want_logits) continue;
@@ -405,6 +411,8 @@ loom_status loom_vocab_sampler_sample(loom_vocab_sampler *vs, const Loom__Step *
             }
             loom_sampler_accept_output(s, tok);
             vs->n_hist[q->slot]++;
+            vs->mu[k] = greedy ? NAN : loom_sampler_mirostat_mu(s); /* (greedy: no sampler has mirostat) */
+            miro |= !isnan(vs->mu[k]);
             res->slots[k] = q->slot;
             res->tokens[k++] = tok;
             if (j == q->n_draft || tok != draft[j]) break;
@@ -412,6 +420,8 @@ loom_status loom_vocab_sampler_sample(loom_vocab_sampler *vs, const Loom__Step *
         row_k += (int)q->n_draft + 1;
     }
     res->n_slots = res->n_tokens = (size_t)k;
+    res->mirostat_mu = vs->mu;
+    res->n_mirostat_mu = miro ? (size_t)k : 0;
     res->logprobs = vs->lp_ptrs;
     res->n_logprobs = (size_t)n_lp;
     return NULL;

@@ -43,6 +43,7 @@ typedef struct {
     loom_sampling_params params;
     bool logprobs;    /* report the sampled token's log-probability */
     int top_logprobs; /* and this many alternatives (0..20) */
+    float mirostat_mu; /* a resumed mirostat sequence (n_generated > 0): its mu after those tokens */
 } loom_seq_sampling;
 
 /* A sequence starts in `slot` (every rank of the last stage; the leader
@@ -63,9 +64,10 @@ void loom_vocab_sampler_history(loom_vocab_sampler *vs, int slot, int pos, int32
  * with proposals (n_draft) gets one after each of its last n_draft + 1 rows
  * until one differs from the next proposal, each drawn as without them (one
  * random number a token, the history of the tokens before it). On the
- * leader fills res->slots/tokens (room for one entry per row) and, for
+ * leader fills res->slots/tokens (room for one entry per row), for
  * sequences that asked, res->logprobs (entries owned by the sampler, valid
- * until the next call); for a scoring
+ * until the next call), and where a sequence has mirostat every token's
+ * res->mirostat_mu (NaN for the others; likewise owned); for a scoring
  * step (one sequence with all_logits) instead points *scores at the full
  * logits (n_out, vocab), valid until the next call, and leaves res empty.
  * Other ranks only take part in the exchange. */

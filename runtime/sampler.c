@@ -27,13 +27,16 @@ struct loom_sampler {
     int32_t dry_n, dry_cap;
     int32_t *dry_cnt;            /* (dry_cnt_cap) DRY's scratch: n repeat lengths, then n (token, length) pairs */
     int32_t dry_cnt_cap;
+    float mu;                    /* mirostat's running state */
+    float miro_surprise;         /* the surprise of mirostat's last pick (applied to mu once the token stands) */
 };
 
 loom_sampling_params loom_sampling_defaults(void) {
     loom_sampling_params p = {.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
                               .repeat_penalty = 1.0f, .repeat_last_n = 64, .typical_p = 1.0f,
                               .xtc_threshold = 0.1f, .dynatemp_exponent = 1.0f, .dry_base = 1.75f,
-                              .dry_allowed_length = 2, .dry_penalty_last_n = 64};
+                              .dry_allowed_length = 2, .dry_penalty_last_n = 64, .mirostat_tau = 5.0f,
+                              .mirostat_eta = 0.1f};
     return p;
 }
 
@@ -64,6 +67,10 @@ loom_status loom_sampling_check(const loom_sampling_params *p) {
         p->dry_penalty_last_n < -1)
         return loom_error(LOOM_ERR_INVALID, "DRY: the multiplier and base must be finite numbers (base >= 0), the "
                           "allowed length >= 0 and the last n >= -1");
+    if (p->mirostat < 0 || p->mirostat > 2 || !(p->mirostat_tau >= 0) || !isfinite(p->mirostat_tau) ||
+        !(p->mirostat_eta >= 0) || !isfinite(p->mirostat_eta))
+        return loom_error(LOOM_ERR_INVALID, "mirostat: version %d must be 0, 1 or 2, tau %g and eta %g finite numbers "
+                          ">= 0", p->mirostat, p->mirostat_tau, p->mirostat_eta);
     if (p->n_logit_bias < 0 || p->n_logit_bias > LOOM_LOGIT_BIAS_MAX)
         return loom_error(LOOM_ERR_INVALID, "a logit bias has %d entries; at most %d are allowed", p->n_logit_bias,
                           LOOM_LOGIT_BIAS_MAX);
@@ -84,8 +91,8 @@ static bool plain_argmax(const loom_sampling_params *p);
 static bool draws(const loom_sampling_params *p);
 
 bool loom_sampling_is_plain_greedy(const loom_sampling_params *p) {
-    return plain_argmax(p) && p->repeat_penalty == 1.0f && p->presence_penalty == 0 && p->frequency_penalty == 0 &&
-           p->n_logit_bias == 0 && !dry_on(p) && !p->json_object && !p->json_schema && !p->grammar;
+    return plain_argmax(p) && !p->mirostat && p->repeat_penalty == 1.0f && p->presence_penalty == 0 &&
+           p->frequency_penalty == 0 && p->n_logit_bias == 0 && !dry_on(p) && !p->json_object && !p->json_schema && !p->grammar;
 }
 
 static uint64_t splitmix64(uint64_t *x) {
@@ -139,16 +146,20 @@ loom_status loom_sampler_create(const loom_sampling_params *p, int32_t n_vocab, 
     s->history = malloc((size_t)(p->repeat_last_n > 0 ? p->repeat_last_n : 1) * sizeof *s->history);
     s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
     if (p->infill) s->prob = malloc((size_t)n_vocab * sizeof *s->prob);
-    const bool aux = typical_on(p) || xtc_on(p) || dynatemp_on(p);
+    const bool aux = typical_on(p) || xtc_on(p) || dynatemp_on(p) || p->mirostat;
     if (aux) s->aux = malloc((size_t)n_vocab * sizeof *s->aux);
     if (typical_on(p)) s->cand2 = malloc((size_t)n_vocab * sizeof *s->cand2);
     if (!s->history || !s->cand || (p->infill && !s->prob) || (aux && !s->aux) || (typical_on(p) && !s->cand2)) {
         loom_sampler_free(s);
         return loom_error(LOOM_ERR_NOMEM, "out of memory creating a sampler");
     }
+    s->mu = 2 * p->mirostat_tau;
     *out = s;
     return NULL;
 }
+
+float loom_sampler_mirostat_mu(const loom_sampler *s) { return s->p.mirostat ? s->mu : NAN; }
+void loom_sampler_set_mirostat_mu(loom_sampler *s, float mu) { s->mu = mu; }
 
 void loom_sampler_free(loom_sampler *s) {
     if (!s) return;
@@ -327,6 +338,7 @@ void loom_sampler_accept_output(loom_sampler *s, int32_t token) {
 
 static void apply_penalty(loom_sampler *s, float *logits) {
     for (int32_t i = 0; i < s->p.n_logit_bias; i++) logits[s->p.bias_token[i]] += s->p.bias_value[i];
+    if (s->p.mirostat) return; /* llama.cpp's chain with mirostat: the logit bias, the temperature, mirostat */
     if (s->p.repeat_penalty != 1.0f) {
         /* each distinct token in the window is penalised once */
         for (int i = 0; i < s->n_hist; i++) {
@@ -491,10 +503,11 @@ static bool dry_on(const loom_sampling_params *p) {
 }
 /* Whether the draw is the argmax of the penalised logits (no cut can drop the best token). */
 static bool plain_argmax(const loom_sampling_params *p) {
-    return p->temperature <= 0 && !dynatemp_on(p) && !typical_on(p) && !xtc_on(p);
+    return p->temperature <= 0 && !dynatemp_on(p) && !typical_on(p) && !xtc_on(p) && !p->mirostat;
 }
-/* Whether the draw takes a random number (dynamic temperature: 0 +- range samples, as llama.cpp's). */
-static bool draws(const loom_sampling_params *p) { return p->temperature > 0 || dynatemp_on(p); }
+/* Whether the draw takes a random number (dynamic temperature: 0 +- range samples, as llama.cpp's; mirostat
+ * always). */
+static bool draws(const loom_sampling_params *p) { return p->temperature > 0 || dynatemp_on(p) || p->mirostat; }
 
 /* Probabilities at temperature 1 of c[0..m) (sorted: c[0] the largest), in
  * floats as llama.cpp's softmax computes them. */
@@ -611,10 +624,69 @@ static int32_t cut(loom_sampler *s, const float *logits, float xu, struct cand *
     return m;
 }
 
+/* Mirostat's candidates (sampler.h) from the biased logits: c = s->cand
+ * [0 .. return), best first, their probabilities among them in p. */
+static int32_t miro_cands(loom_sampler *s, const float *logits, float *p) {
+    const loom_sampling_params *sp = &s->p;
+    const int32_t n = s->n_vocab;
+    struct cand *c = s->cand;
+    const int32_t best = loom_argmax(logits, n);
+    const double t = sp->temperature, mx = logits[best];
+    if (t <= 0 || !(mx > -INFINITY)) { /* llama.cpp's temperature <= 0: the best token alone */
+        c[0] = (struct cand){logits[best], best};
+        p[0] = 1;
+        return 1;
+    }
+    int32_t m = 0;
+    if (sp->mirostat == 2) { /* -log2 p <= mu, p the softmax at t over every token: logit >= mx + t (ln z - mu ln 2) */
+        double z = 0;
+        for (int32_t i = 0; i < n; i++)
+            if (!isnan(logits[i])) z += exp(((double)logits[i] - mx) / t);
+        const double floor_l = mx + t * (log(z) - (double)s->mu * M_LN2);
+        for (int32_t i = 0; i < n; i++)
+            if (logits[i] >= floor_l) c[m++] = (struct cand){logits[i], i};
+        if (m == 0) c[m++] = (struct cand){logits[best], best}; /* (none: the best, as llama.cpp keeps one) */
+        qsort(c, (size_t)m, sizeof *c, cmp_cand);
+    } else { /* Zipf's exponent s from the 100 best (least squares of ln(p_i / p_i+1) on ln((i + 2) / (i + 1))) */
+        const int32_t top = n < 100 ? n : 100;
+        top_k_scan(c, logits, n, top);
+        double tb = 0, tt = 0;
+        for (int32_t i = 0; i + 1 < top; i++) {
+            const double ti = log((double)(i + 2) / (double)(i + 1));
+            tb += ti * ((double)c[i].logit - c[i + 1].logit) / t, tt += ti * ti;
+        }
+        const double sh = tb / tt, eps = sh - 1;
+        const double k = pow(eps * pow(2.0, (double)s->mu) / (1 - pow((double)n, -eps)), 1 / sh);
+        m = !(k >= 1) ? 1 : k >= n ? n : (int32_t)k; /* (NaN: one, as llama.cpp's max(int(k), 1) comes to) */
+        if (m > top) {
+            for (int32_t i = 0; i < n; i++) c[i] = (struct cand){isnan(logits[i]) ? -INFINITY : logits[i], i};
+            top_k_sorted(c, n, m);
+        }
+    }
+    double z = 0;
+    for (int32_t i = 0; i < m; i++) z += exp(((double)c[i].logit - c[0].logit) / t);
+    for (int32_t i = 0; i < m; i++) p[i] = (float)(exp(((double)c[i].logit - c[0].logit) / t) / z);
+    return m;
+}
+
+/* Mirostat's draw u in [0, 1) among its candidates; the drawn token's
+ * surprise goes to s->miro_surprise (mu moves once the token stands). */
+static int32_t miro_draw(loom_sampler *s, const float *logits, double u) {
+    float *p = s->aux;
+    const int32_t m = miro_cands(s, logits, p);
+    int32_t j = 0;
+    double acc = p[0];
+    while (j + 1 < m && u >= acc) acc += p[++j];
+    s->miro_surprise = -log2f(p[j]);
+    return s->cand[j].id;
+}
+
 /* The chain after the penalties: the argmax (greedy), or the cuts, the
- * infill sampler and the draw u in [0, 1) at the temperature; xu is XTC's. */
+ * infill sampler and the draw u in [0, 1) at the temperature (or
+ * mirostat's draw); xu is XTC's. */
 static int32_t chain(loom_sampler *s, const float *logits, double u, float xu) {
     const loom_sampling_params *sp = &s->p;
+    if (sp->mirostat) return miro_draw(s, logits, u);
     if (plain_argmax(sp)) return loom_argmax(logits, s->n_vocab);
     struct cand *c;
     double temp;
@@ -652,7 +724,7 @@ static int32_t chain(loom_sampler *s, const float *logits, double u, float xu) {
 #define CHECKED 256
 static int32_t masked_top(loom_sampler *s, float *logits, double u, float xu) {
     const int32_t k = plain_argmax(&s->p) ? 1 : s->p.top_k;
-    if (k <= 0 || 4 * k > CHECKED || s->n_vocab <= CHECKED || s->p.top_n_sigma > 0) return -1;
+    if (s->p.mirostat || k <= 0 || 4 * k > CHECKED || s->n_vocab <= CHECKED || s->p.top_n_sigma > 0) return -1;
     struct cand *c = s->cand;
     top_k_scan(c, logits, s->n_vocab, CHECKED);
     int32_t found = 0;
@@ -669,6 +741,11 @@ void loom_sampler_penalize(loom_sampler *s, float *logits) { apply_penalty(s, lo
 int32_t loom_sampler_distribution(loom_sampler *s, float *logits, int32_t *ids, float *probs) {
     apply_penalty(s, logits);
     const float xu = xtc_on(&s->p) ? (float)(next_u64(s->xtc_rng) >> 40) * (1.0f / 16777216.0f) : 0;
+    if (s->p.mirostat) {
+        const int32_t m = miro_cands(s, logits, s->aux);
+        for (int32_t i = 0; i < m; i++) ids[i] = s->cand[i].id, probs[i] = s->aux[i];
+        return m;
+    }
     if (plain_argmax(&s->p)) {
         ids[0] = loom_argmax(logits, s->n_vocab), probs[0] = 1;
         return 1;
@@ -684,7 +761,7 @@ int32_t loom_sampler_distribution(loom_sampler *s, float *logits, int32_t *ids, 
     return m;
 }
 
-int32_t loom_sampler_sample(loom_sampler *s, float *logits) {
+static int32_t sample(loom_sampler *s, float *logits) {
     apply_penalty(s, logits);
     const double u = draws(&s->p) ? (double)(next_u64(s->rng) >> 11) * (1.0 / 9007199254740992.0) : 0;
     const float xu = xtc_on(&s->p) ? (float)(next_u64(s->xtc_rng) >> 40) * (1.0f / 16777216.0f) : 0;
@@ -697,6 +774,13 @@ int32_t loom_sampler_sample(loom_sampler *s, float *logits) {
         else if (any < 0) any = i;
     }
     return any < 0 ? t : chain(s, logits, u, xu); /* no token fits (a vocabulary without '{'): the unmasked draw */
+}
+
+int32_t loom_sampler_sample(loom_sampler *s, float *logits) {
+    const int32_t t = sample(s, logits);
+    if (s->p.mirostat) /* once, for the token drawn */
+        s->mu -= s->p.mirostat_eta * (s->miro_surprise - s->p.mirostat_tau);
+    return t;
 }
 
 void loom_logprobs(const float *logits, int32_t n, int32_t chosen, int top_n, float *chosen_lp, int32_t *top_ids,

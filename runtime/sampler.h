@@ -22,6 +22,15 @@
  * own stream), so a sequence resumed after k drawn tokens continues its
  * random streams with loom_sampler_skip(k).
  *
+ * Mirostat (llama.cpp's versions 1 and 2, which replace the chain after
+ * the logit bias, as in llama.cpp: no penalty or cut applies): the logits
+ * at the temperature (<= 0: the best token alone), then the candidates
+ * whose surprise -log2 p is at most mu (v2), or the top k for the k that
+ * Zipf's exponent estimated from the 100 best gives at mu (v1), one draw
+ * among them, and mu -= eta x (the drawn token's surprise among them -
+ * tau); mu starts at 2 tau. mu is the sequence's running state: a resumed
+ * sequence continues from the value it had (loom_sampler_set_mirostat_mu).
+ *
  * DRY ("don't repeat yourself", koboldcpp's, as llama.cpp computes it): a
  * token that would extend a run of tokens repeated from earlier in the
  * last dry_penalty_last_n tokens (prompt included) beyond
@@ -71,6 +80,9 @@ typedef struct {
     int32_t dry_penalty_last_n; /* tokens DRY looks back on; -1: all; 0: off */
     int32_t n_dry_breakers;     /* DRY's sequence breakers as strings (borrowed; the sampling rank makes */
     const char *const *dry_breakers; /* them a loom_dry_breakers table, runtime/text/dry_breakers.h) */
+    int32_t mirostat;        /* 0: off; 1, 2: mirostat's version (above) */
+    float mirostat_tau;      /* its target surprise (bits) */
+    float mirostat_eta;      /* its learning rate */
 } loom_sampling_params;
 
 /* DRY's sequence breakers as token sequences (runtime/text/dry_breakers.h
@@ -87,8 +99,8 @@ typedef struct {
 
 /* llama.cpp's defaults: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05,
  * no repetition penalty, last 64 tokens, seed 0; typical, top-n-sigma, XTC
- * (threshold 0.1), dynamic temperature (exponent 1) and DRY (base 1.75,
- * allowed length 2, the last 64 tokens) off. */
+ * (threshold 0.1), dynamic temperature (exponent 1), DRY (base 1.75,
+ * allowed length 2, the last 64 tokens) and mirostat (tau 5, eta 0.1) off. */
 loom_sampling_params loom_sampling_defaults(void);
 
 /* Checks ranges; the message names the bad parameter. */
@@ -147,6 +159,10 @@ void loom_sampler_accept(loom_sampler *s, int32_t token);
 void loom_sampler_accept_output(loom_sampler *s, int32_t token);
 /* Advances the random stream past n draws (a resumed sequence). */
 void loom_sampler_skip(loom_sampler *s, int64_t n);
+/* Mirostat's mu now (NaN when mirostat is off), and setting it (a resumed
+ * sequence: the value after its generated tokens). */
+float loom_sampler_mirostat_mu(const loom_sampler *s);
+void loom_sampler_set_mirostat_mu(loom_sampler *s, float mu);
 /* Whether sampling is a plain argmax of the logits: greedy and no penalty. */
 bool loom_sampling_is_plain_greedy(const loom_sampling_params *p);
 

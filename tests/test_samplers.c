@@ -5,8 +5,10 @@
  * tests/fixtures/gen_samplers.py with llama-cpp-python: the candidates a
  * chain leaves and their probabilities, and DRY's penalties over the
  * default model's vocabulary with its sequence breakers made from
- * strings. Then what no fixture shows: XTC's own random stream (how often
- * it acts; a resumed sequence skips both streams), greedy under typical.
+ * strings; mirostat's candidates step after step. Then what no fixture
+ * shows: XTC's own random stream (how often it acts; a resumed sequence
+ * skips both streams), a mirostat sequence resumed with its mu, greedy
+ * under typical.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -125,6 +127,91 @@ Test(samplers, dry_penalises_what_llama_cpp_penalises) {
     loom_tokenizer_free(tok);
     loom_gguf_free(g);
     json_decref(fx);
+}
+
+/* Mirostat, step after step: from the mu llama.cpp had before each step,
+ * the candidates it left and their probabilities; loom's draw moves mu by
+ * eta x (the drawn token's surprise - tau), and a sequence resumed with
+ * that mu (and its random stream skipped) draws and moves on as the
+ * unbroken one. Penalties do nothing under mirostat (llama.cpp's chain). */
+Test(samplers, mirostat_leaves_what_llama_cpp_leaves) {
+    json_t *fx = fixture();
+    size_t k, j;
+    json_t *c, *st;
+    int checked = 0;
+    json_array_foreach(json_object_get(fx, "mirostat"), k, c) {
+        loom_sampling_params p = loom_sampling_defaults();
+        p.mirostat = (int32_t)num(c, "version", 0);
+        p.mirostat_tau = num(c, "tau", 0), p.mirostat_eta = num(c, "eta", 0);
+        p.temperature = num(c, "temperature", 1);
+        p.repeat_penalty = 1.5f, p.presence_penalty = 1; /* (not applied) */
+        p.seed = 5 + k;
+        loom_sampler *s;
+        cr_assert_null(loom_sampler_create(&p, 200, &s));
+        cr_assert_float_eq(loom_sampler_mirostat_mu(s), 2 * p.mirostat_tau, 1e-6, "mu starts at 2 tau");
+        json_array_foreach(json_object_get(c, "steps"), j, st) {
+            json_t *lj = json_object_get(st, "logits"), *want = json_object_get(st, "candidates");
+            float logits[200], l2[200], probs[200];
+            int32_t ids[200];
+            for (int i = 0; i < 200; i++) logits[i] = (float)json_number_value(json_array_get(lj, (size_t)i));
+            const float mu = num(st, "mu", 0);
+            loom_sampler_set_mirostat_mu(s, mu);
+            loom_sampler_accept_output(s, (int32_t)j); /* a history the penalties would act on */
+            memcpy(l2, logits, sizeof l2);
+            const int32_t m = loom_sampler_distribution(s, l2, ids, probs);
+            cr_assert_eq((size_t)m, json_array_size(want), "mirostat %zu step %zu: %d candidates, llama.cpp %zu", k, j, m,
+                         json_array_size(want));
+            for (int32_t i = 0; i < m; i++) {
+                json_t *w = json_array_get(want, (size_t)i);
+                const int32_t id = (int32_t)json_integer_value(json_array_get(w, 0));
+                const double pr = json_number_value(json_array_get(w, 1));
+                cr_assert(ids[i] == id && fabs(probs[i] - pr) <= 2e-6 + 1e-4 * pr,
+                          "mirostat %zu step %zu: candidate %d is %d (p %.7f), llama.cpp's %d (p %.7f)", k, j, i, ids[i],
+                          probs[i], id, pr);
+            }
+            memcpy(l2, logits, sizeof l2);
+            const int32_t t = loom_sampler_sample(s, l2);
+            int32_t at = 0;
+            while (at < m && ids[at] != t) at++;
+            cr_assert_lt(at, m, "mirostat %zu step %zu: drew %d, not a candidate", k, j, t);
+            const float want_mu = mu - p.mirostat_eta * (-log2f(probs[at]) - p.mirostat_tau);
+            cr_assert_float_eq(loom_sampler_mirostat_mu(s), want_mu, 1e-4, "mirostat %zu step %zu: mu %g, expected %g", k, j,
+                               loom_sampler_mirostat_mu(s), want_mu);
+            checked++;
+        }
+        loom_sampler_free(s);
+    }
+    cr_assert_geq(checked, 36);
+    json_decref(fx);
+}
+
+/* A mirostat sequence resumed after k tokens with the mu it had then (and
+ * its stream skipped) draws what the unbroken one draws, mu for mu. */
+Test(samplers, mirostat_resumes_with_its_mu) {
+    enum { V = 300, N = 40, K = 17 };
+    for (int version = 1; version <= 2; version++) {
+        loom_sampling_params p = loom_sampling_defaults();
+        p.mirostat = version, p.mirostat_tau = 4, p.mirostat_eta = 0.2f, p.temperature = 1, p.seed = 99;
+        loom_sampler *a, *b = NULL;
+        cr_assert_null(loom_sampler_create(&p, V, &a));
+        float l[V], l2[V];
+        for (int k = 0; k < N; k++) {
+            for (int i = 0; i < V; i++) l[i] = 3.0f * sinf(0.37f * (float)(i * (k + 3))) + 0.01f * (float)(i % 7);
+            memcpy(l2, l, sizeof l);
+            if (k == K) {
+                cr_assert_null(loom_sampler_create(&p, V, &b));
+                loom_sampler_skip(b, K);
+                loom_sampler_set_mirostat_mu(b, loom_sampler_mirostat_mu(a));
+            }
+            const int32_t ta = loom_sampler_sample(a, l);
+            if (!b) continue;
+            const int32_t tb = loom_sampler_sample(b, l2);
+            cr_assert_eq(ta, tb, "v%d token %d: resumed %d, unbroken %d", version, k, tb, ta);
+            cr_assert_eq(loom_sampler_mirostat_mu(a), loom_sampler_mirostat_mu(b), "v%d token %d: mu", version, k);
+        }
+        cr_assert(fabsf(loom_sampler_mirostat_mu(a) - 2 * p.mirostat_tau) > 1e-3f, "v%d: mu never moved", version);
+        loom_sampler_free(a), loom_sampler_free(b);
+    }
 }
 
 /* XTC acts on about xtc_probability of the tokens, from its own stream;

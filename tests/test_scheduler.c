@@ -3,7 +3,8 @@
  * synth), scalar kernels (a row's result does not depend on its batch, so
  * tokens can be compared exactly):
  *   - with a KV cache too small for every sequence at once, preemption and
- *     recomputation give each request exactly the tokens it gets alone;
+ *     recomputation give each request exactly the tokens it gets alone
+ *     (greedy, and mirostat, whose running mu the sequence resumes with);
  *   - a prompt sharing full blocks with an earlier one is found in the
  *     prefix cache and gives the same tokens as without the cache;
  *   - cancelling a waiting or running request stops its callbacks and
@@ -76,33 +77,42 @@ static void fill_prompt(int32_t *p, int n, int seed) {
     for (int i = 0; i < n; i++) p[i] = (int32_t)(3 + (seed * 131 + i * 17) % 500);
 }
 
+/* Greedy, and mirostat 1 and 2, whose running mu a preempted sequence
+ * takes back with it (the random stream skipped as for any draw). */
 Test(scheduler, preemption_gives_each_request_its_tokens_alone, .init = setup, .fini = teardown, .timeout = 300) {
-    enum { N = 4, PROMPT = 21, GEN = 80 };
-    int32_t prompts[N][PROMPT];
-    loom_request reqs[N];
-    for (int i = 0; i < N; i++) {
-        fill_prompt(prompts[i], PROMPT, i);
-        reqs[i] = greedy(prompts[i], PROMPT, GEN);
+    for (int miro = 0; miro <= 2; miro++) {
+        enum { N = 4, PROMPT = 21, GEN = 80 };
+        int32_t prompts[N][PROMPT];
+        loom_request reqs[N];
+        for (int i = 0; i < N; i++) {
+            fill_prompt(prompts[i], PROMPT, i);
+            reqs[i] = greedy(prompts[i], PROMPT, GEN);
+            if (miro) { /* (tau low enough that mu moves the cut: a wrong mu after a resumption shows) */
+                reqs[i].sampling.temperature = 1, reqs[i].sampling.seed = 40 + (uint64_t)i;
+                reqs[i].sampling.mirostat = miro, reqs[i].sampling.mirostat_tau = 3, reqs[i].sampling.mirostat_eta = 0.5f;
+            }
+        }
+        /* 4 sequences of up to 101 positions need 28 blocks of 16; give 12 */
+        loom_engine *tight = engine(N, 128, 12, false), *alone = engine(1, 128, 0, false);
+        loom_callbacks cb = {.is_eog = never};
+        loom_result res[N], ref;
+        loom_run_stats stats;
+        OK(loom_engine_run(tight, reqs, N, &cb, NULL, res, &stats));
+        cr_assert_gt(stats.preemptions, 0, "the cache was meant to run out");
+        for (int i = 0; i < N; i++) {
+            OK(loom_engine_run(alone, &reqs[i], 1, &cb, NULL, &ref, NULL));
+            cr_assert_str_eq(res[i].stop_reason, "length");
+            cr_assert_eq(res[i].n_tokens, GEN, "request %d: %d tokens", i, res[i].n_tokens);
+            cr_assert_arr_eq(res[i].tokens, ref.tokens, sizeof(int32_t) * GEN, "mirostat %d: request %d differs after "
+                             "preemption", miro, i);
+            loom_result_free(&res[i]);
+            loom_result_free(&ref);
+        }
+        loom_kv_blocks *pool = loom_engine_blocks(tight);
+        cr_assert_eq(loom_kv_blocks_available(pool), loom_kv_blocks_total(pool), "every block came back");
+        loom_engine_free(tight);
+        loom_engine_free(alone);
     }
-    /* 4 sequences of up to 101 positions need 28 blocks of 16; give 12 */
-    loom_engine *tight = engine(N, 128, 12, false), *alone = engine(1, 128, 0, false);
-    loom_callbacks cb = {.is_eog = never};
-    loom_result res[N], ref;
-    loom_run_stats stats;
-    OK(loom_engine_run(tight, reqs, N, &cb, NULL, res, &stats));
-    cr_assert_gt(stats.preemptions, 0, "the cache was meant to run out");
-    for (int i = 0; i < N; i++) {
-        OK(loom_engine_run(alone, &reqs[i], 1, &cb, NULL, &ref, NULL));
-        cr_assert_str_eq(res[i].stop_reason, "length");
-        cr_assert_eq(res[i].n_tokens, GEN, "request %d: %d tokens", i, res[i].n_tokens);
-        cr_assert_arr_eq(res[i].tokens, ref.tokens, sizeof(int32_t) * GEN, "request %d differs after preemption", i);
-        loom_result_free(&res[i]);
-        loom_result_free(&ref);
-    }
-    loom_kv_blocks *pool = loom_engine_blocks(tight);
-    cr_assert_eq(loom_kv_blocks_available(pool), loom_kv_blocks_total(pool), "every block came back");
-    loom_engine_free(tight);
-    loom_engine_free(alone);
 }
 
 Test(scheduler, prefix_cache_reuses_blocks_with_the_same_tokens, .init = setup, .fini = teardown, .timeout = 300) {

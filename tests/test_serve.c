@@ -107,6 +107,25 @@ Test(native, completion_defaults_names_and_samplers) {
     cr_assert(native("{\"prompt\":\"hi\",\"dry_multiplier\":1}", &p, &n, &e), "%s", e.message);
     cr_assert(p.sampling.n_dry_breakers == 4 && !strcmp(p.sampling.dry_breakers[0], "\n"), "llama.cpp's breakers");
     srv_params_free(&p), srv_native_free(&n);
+    cr_assert(native("{\"prompt\":\"hi\",\"mirostat\":2,\"mirostat_tau\":3,\"mirostat_eta\":0.2}", &p, &n, &e), "%s",
+              e.message);
+    cr_assert(p.sampling.mirostat == 2 && p.sampling.mirostat_tau == 3 && p.sampling.mirostat_eta == 0.2f &&
+                  json_integer_value(json_object_get(n.settings, "mirostat")) == 2 &&
+                  json_number_value(json_object_get(n.settings, "mirostat_tau")) == 3,
+              "mirostat taken, and echoed in generation_settings");
+    srv_params_free(&p), srv_native_free(&n);
+    static const char *const bad_miro[][2] = {{"{\"prompt\":\"a\",\"mirostat\":3}", "mirostat"},
+                                              {"{\"prompt\":\"a\",\"mirostat\":2,\"mirostat_tau\":-1}", "mirostat_tau"}};
+    for (size_t i = 0; i < 2; i++) {
+        cr_assert(!native(bad_miro[i][0], &p, &n, &e), "%s accepted", bad_miro[i][0]);
+        cr_assert(e.status == 400 && e.param && !strcmp(e.param, bad_miro[i][1]), "%s: %s", bad_miro[i][0], e.message);
+        srv_native_free(&n);
+    }
+    cr_assert(native("{\"prompt\":\"hi\"}", &p, &n, &e), "%s", e.message);
+    cr_assert(p.sampling.mirostat == 0 && json_integer_value(json_object_get(n.settings, "mirostat")) == 0 &&
+                  fabs(json_number_value(json_object_get(n.settings, "mirostat_eta")) - 0.1) < 1e-6,
+              "mirostat off by default, its defaults echoed");
+    srv_params_free(&p), srv_native_free(&n);
     cr_assert(native("{\"prompt\":\"hi\",\"grammar\":\"root ::= [a-z]+\"}", &p, &n, &e), "%s", e.message);
     cr_assert(p.sampling.grammar && !strcmp(p.sampling.grammar, "root ::= [a-z]+"), "grammar: GBNF");
     srv_params_free(&p), srv_native_free(&n);
@@ -131,7 +150,6 @@ Test(native, completion_defaults_names_and_samplers) {
     static const char *const bad[][2] = {
         {"{}", "prompt"},
         {"{\"prompt\":[1,\"a\"]}", "prompt"},
-        {"{\"prompt\":\"a\",\"mirostat\":2}", "mirostat"},
         {"{\"prompt\":\"a\",\"grammar\":\"root ::= x\",\"grammar_lazy\":true}", "grammar_lazy"},
         {"{\"prompt\":\"a\",\"samplers\":[\"temperature\",\"top_k\"]}", "samplers"},
         {"{\"prompt\":\"a\",\"samplers\":[\"infill\",\"top_k\"]}", "samplers"},

@@ -256,8 +256,7 @@ static bool logit_bias(json_t *o, json_t *req, srv_error *e) {
 static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool infill, json_t *req, srv_native *n,
                       srv_error *e) {
     /* what loom does not have: refused unless neutral */
-    if (!neutral(o, "mirostat", 0, "mirostat sampling is not supported", e) ||
-        !neutral(o, "n_cmpl", 1, "several completions of a prompt: use POST /v1/completions with 'n'", e) ||
+    if (!neutral(o, "n_cmpl", 1, "several completions of a prompt: use POST /v1/completions with 'n'", e) ||
         !neutral(o, "id_slot", -1, "loom has no slots to choose", e))
         return false;
     bool lazy = false;
@@ -330,6 +329,11 @@ static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool i
         json_t *v = json_object_get(o, passed[k].key);
         if (v && !json_is_null(v) && on[passed[k].sampler]) json_object_set(req, passed[k].key, v);
     }
+    static const char *const miro[] = {"mirostat", "mirostat_tau", "mirostat_eta"}; /* (it replaces the chain) */
+    for (size_t k = 0; k < sizeof miro / sizeof miro[0]; k++) {
+        json_t *v = json_object_get(o, miro[k]);
+        if (v && !json_is_null(v)) json_object_set(req, miro[k], v);
+    }
     if (seed >= 0) json_object_set_new(req, "seed", json_integer((json_int_t)seed));
     n->discard = n_predict == 0;
     if (n_predict >= 0) json_object_set_new(req, "max_tokens", json_integer(n->discard ? 1 : (json_int_t)n_predict));
@@ -379,6 +383,12 @@ static bool translate(const loom_tokenizer *tok, int ctx_size, json_t *o, bool i
         json_t *v = json_object_get(req, passed[k].key);
         if (v) json_object_set(n->settings, passed[k].key, v);
     }
+    const loom_sampling_params d = loom_sampling_defaults(); /* mirostat's, as llama-server always echoes them */
+    const double miro_d[] = {0, d.mirostat_tau, d.mirostat_eta};
+    for (size_t k = 0; n->settings && k < sizeof miro / sizeof miro[0]; k++) {
+        json_t *v = json_object_get(req, miro[k]);
+        json_object_set_new(n->settings, miro[k], v ? json_incref(v) : k ? json_real(miro_d[k]) : json_integer(0));
+    }
     return n->settings ? true : oom(e);
 }
 
@@ -423,6 +433,10 @@ json_t *srv_native_props(const char *model_name, int ctx_size, int slots, const 
                              (double)d.dynatemp_exponent, "dry_multiplier", (double)d.dry_multiplier, "dry_base",
                              (double)d.dry_base, "dry_allowed_length", (int)d.dry_allowed_length, "dry_penalty_last_n",
                              (int)d.dry_penalty_last_n, "dry_sequence_breakers", breakers, "mirostat", 0);
+    if (more) {
+        json_object_set_new(more, "mirostat_tau", json_real(d.mirostat_tau));
+        json_object_set_new(more, "mirostat_eta", json_real(d.mirostat_eta));
+    }
     if (params && more) json_object_update(params, more);
     json_decref(more);
     return props;

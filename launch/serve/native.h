@@ -13,9 +13,10 @@
  * suffix to 1/4 of a 2048-token batch). `samplers` (names or llama.cpp's
  * letters) may drop samplers and add `infill` last; the others keep
  * llama.cpp's default order, the one loom applies (another order is a
- * 400). Samplers loom does not have (mirostat, DRY, XTC, typical-p,
- * top-n-sigma, dynamic temperature), lazy grammars, LoRA and images are refused
- * when asked for with other than their neutral values, never ignored.
+ * 400). DRY, XTC, typical-p, top-n-sigma, dynamic temperature and
+ * mirostat (mirostat_tau, mirostat_eta) pass on as given; lazy grammars and
+ * images are refused when asked for with other than their neutral values,
+ * never ignored.
  * cache_prompt (loom's prefix cache is always on) and t_max_prompt_ms
  * (unimplemented in llama-server too) are accepted.
  *

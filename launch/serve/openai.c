@@ -134,8 +134,8 @@ static bool parse_logit_bias(json_t *o, srv_params *p, srv_error *e) {
 /* The samplers llama-server takes beyond OpenAI's (runtime/sampler.h):
  * typical_p, top_n_sigma, xtc_*, dynatemp_*, dry_* with its sequence
  * breakers (llama.cpp's defaults when DRY is on and none are given;
- * dry_base below 1 is the default 1.75, as llama-server reads it).
- * Mirostat is refused: its state would not survive a preempted sequence. */
+ * dry_base below 1 is the default 1.75, as llama-server reads it),
+ * mirostat (1 or 2) with mirostat_tau and mirostat_eta. */
 static bool parse_llama_samplers(json_t *o, srv_params *p, srv_error *e) {
     loom_sampling_params *sp = &p->sampling;
     long long allowed = sp->dry_allowed_length, last_n = sp->dry_penalty_last_n;
@@ -152,8 +152,10 @@ static bool parse_llama_samplers(json_t *o, srv_params *p, srv_error *e) {
     sp->dry_allowed_length = (int32_t)allowed;
     sp->dry_penalty_last_n = (int32_t)last_n;
     long long miro = 0;
-    if (!get_int(o, "mirostat", 0, 2, &miro, e)) return false;
-    if (miro) return BAD("mirostat", "mirostat sampling is not supported (its state would not survive a preempted sequence)");
+    if (!get_int(o, "mirostat", 0, 2, &miro, e) || !get_float(o, "mirostat_tau", 0, 1e9, &sp->mirostat_tau, e) ||
+        !get_float(o, "mirostat_eta", 0, 1e9, &sp->mirostat_eta, e))
+        return false;
+    sp->mirostat = (int32_t)miro;
     json_t *br = json_object_get(o, "dry_sequence_breakers");
     size_t n = LOOM_DRY_N_DEFAULT;
     if (br && !json_is_null(br)) {

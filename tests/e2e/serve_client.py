@@ -1042,7 +1042,7 @@ def test_grammar(cl, name):
 def test_llama_samplers(cl, name):
     """llama.cpp's samplers beyond OpenAI's (DRY, XTC, typical, top-n-sigma, dynamic temperature) on both APIs:
     DRY's greedy reply equals loom generate --dry-multiplier's and differs from the plain one; the others run;
-    mirostat and bad values are 400s."""
+    mirostat's reply equals loom generate --mirostat's with the same seed; bad values are 400s."""
     rep = "Repeat after me ten times: I like cats. I like cats. I like cats."
     plain, _, _ = reference(rep, True, 40)
     want, _, _ = reference(rep, True, 40, ["--dry-multiplier", "0.8"])
@@ -1063,7 +1063,17 @@ def test_llama_samplers(cl, name):
                   {"dynatemp_range": 0.5, "dynatemp_exponent": 2}, {"dry_multiplier": 1.2, "dry_sequence_breakers": ["cats"]}):
         r = cl.completions.create(model=name, prompt=PROMPT, max_tokens=8, temperature=0.9, seed=3, extra_body=extra)
         check(r.choices[0].finish_reason in ("length", "stop"), "%s: %r" % (extra, r.choices[0]))
-    for body, param in (({"mirostat": 2}, "mirostat"), ({"xtc_probability": 2}, "xtc_probability"),
+    # mirostat: the same reply as loom generate's with the same seed (chat), echoed by /completion
+    want, _, _ = reference(rep, True, 24, ["--temperature", "0.9", "--mirostat", "2", "--mirostat-ent", "3", "--seed", "5"])
+    r = cl.chat.completions.create(model=name, messages=msgs, max_tokens=24, temperature=0.9, seed=5,
+                                   extra_body={"mirostat": 2, "mirostat_tau": 3})
+    check(r.choices[0].message.content == want, "mirostat over the chat API: %r, generate %r" % (
+        r.choices[0].message.content, want))
+    o = json.loads(raw("POST", "/completion", {"prompt": chat, "n_predict": 24, "temperature": 0.9, "seed": 5,
+                                               "mirostat": 2, "mirostat_tau": 3})[2])
+    check(o["content"] == want and o["generation_settings"]["mirostat"] == 2 and
+          o["generation_settings"]["mirostat_tau"] == 3, "mirostat over /completion: %r" % o)
+    for body, param in (({"mirostat": 3}, "mirostat"), ({"xtc_probability": 2}, "xtc_probability"),
                         ({"dry_sequence_breakers": []}, "dry_sequence_breakers"), ({"typical_p": -1}, "typical_p"),
                         ({"dry_penalty_last_n": -5}, "dry_penalty_last_n")):
         expect_error(400, "POST", "/v1/chat/completions", dict(body, messages=msgs), param)
@@ -1071,7 +1081,7 @@ def test_llama_samplers(cl, name):
     check(pr["dry_base"] == 1.75 and pr["xtc_threshold"] == 0.1 and pr["dry_sequence_breakers"] == ["\n", ":", "\"", "*"],
           "/props: %r" % pr)
     ok("llama.cpp's samplers: DRY's greedy reply equals generate's (chat, /completion, 'samplers' respected); XTC, "
-       "typical, top-n-sigma, dynamic temperature run; mirostat and bad values 400")
+       "typical, top-n-sigma, dynamic temperature run; mirostat's reply equals generate's; bad values 400")
 
 
 def test_native_completion(cl, name, comp_text):
@@ -1097,7 +1107,7 @@ def test_native_completion(cl, name, comp_text):
     word = comp_text.split()[1]
     o = json.loads(raw("POST", "/completion", dict(base, stop=[word]))[2])
     check(o["stop_type"] == "word" and o["stopping_word"] == word and word not in o["content"], "stop word: %r" % o)
-    for bad, param in (({"mirostat": 2}, "mirostat"), ({"samplers": ["temperature", "top_k"]}, "samplers"),
+    for bad, param in (({"mirostat": 3}, "mirostat"), ({"samplers": ["temperature", "top_k"]}, "samplers"),
                        ({"grammar": "root ::= a"}, "grammar"), ({"grammar_lazy": True}, "grammar_lazy"),
                        ({"dry_base": "x"}, "dry_base"),
                        ({"prompt": None}, "prompt"), ({"prompt": [1, "a"]}, "prompt"), ({"lora": [{"id": 0}]}, "lora")):
