@@ -663,6 +663,51 @@ AI __m128i q8_sum128(const uint8_t *a) {
     return _mm_slli_epi32(h, 7);
 }
 
+/* The same 128 x sums as a table per call (r8_matmul: q8_table), one row
+ * of nb per token, from the activation row's own block sums: it holds
+ * d·Σq rounded once (act_rows.h), so Σq = d·Σq / d rounded to the nearest
+ * integer exactly (|Σq| <= 4064: the error is ~1e-3 of one), 0 where d is
+ * 0. Read by r8_group and r8_qblock instead of q8_sum128 (one broadcast
+ * load instead of a VPDPBUSD and a horizontal add per block and token,
+ * for every group or pair): same bits. Xeon family 6 model 207, one
+ * thread, bench_matmul 4096 x 2048 from L2, GFLOP/s, per pair -> table
+ * (alternated in one minute): n = 2 99-102 -> 102-103, 4 151-196 -> 197-199,
+ * 5 219 -> 247, 6 227 -> 282, 8 243 -> 300-301, 12 241 -> 279, 15 239 ->
+ * 307; from DRAM (--stream 22) n = 4 13.1-13.2 -> 13.4-13.9 GB/s. loom
+ * bench, two threads, 8 sequences' decode, two alternations: TinyLlama
+ * Q8_0 149.6-155.8 -> 157.6-169.9 tokens/s, SmolLM2 (its Q8_0 head)
+ * 1108-1269 -> 1349-1387. */
+enum { Q8TAB_CAP = 16384 };
+static __thread struct {
+    const uint8_t *x; /* the call's activations (token 0) */
+    size_t xs;
+    int64_t nb;
+    const int32_t *c; /* NULL: none (too many, or not Q8_0) */
+} q8tab;
+static __thread int32_t q8buf[Q8TAB_CAP];
+
+static void q8_table(const uint8_t *xq, size_t xs, int64_t k, int64_t n) {
+    const int64_t nb = k / 32;
+    q8tab.x = xq, q8tab.xs = xs, q8tab.nb = nb, q8tab.c = n * nb <= Q8TAB_CAP ? q8buf : NULL;
+    if (!q8tab.c) return;
+    for (int64_t t = 0; t < n; t++) {
+        const uint8_t *dp = xq + (size_t)t * xs + k, *sp = dp + 4 * nb;
+        for (int64_t b = 0; b < nb; b += 16) {
+            const __mmask16 m = (__mmask16)(nb - b < 16 ? (1u << (nb - b)) - 1 : 0xFFFFu);
+            const __m512 d = _mm512_maskz_loadu_ps(m, dp + 4 * b), sd = _mm512_maskz_loadu_ps(m, sp + 4 * b);
+            const __mmask16 nz = _mm512_mask_cmp_ps_mask(m, d, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+            const __m512i q = _mm512_maskz_cvtps_epi32(nz, _mm512_maskz_div_ps(nz, sd, d)); /* nearest (MXCSR) */
+            _mm512_mask_storeu_epi32(q8buf + t * nb + b, m, _mm512_slli_epi32(q, 7));
+        }
+    }
+}
+
+/* The table's row of the token whose activations are at x (NULL: none). */
+AI const int32_t *q8_row(const int type, const uint8_t *x) {
+    if (type != LOOM_TYPE_Q8_0 || !q8tab.c) return NULL;
+    return q8tab.c + (x - q8tab.x) / (ptrdiff_t)q8tab.xs * q8tab.nb;
+}
+
 AI void r8_group(const int type, const int NG, const int NT, const uint8_t *const *grps, int64_t k, const uint8_t *x,
                  size_t xs, float *tmp, const uint8_t *pf, size_t pfd) {
     __m256 tot[4 * XN]; /* NG x NT: decode's streams (LOOM_R8_STREAMS_WALK) take up to 4 x 4 */
@@ -670,10 +715,12 @@ AI void r8_group(const int type, const int NG, const int NT, const uint8_t *cons
     if (!loom_is_kquant(type)) { /* Q4_0, Q4_1, Q8_0, MXFP4, IQ4_NL */
         const int64_t nb = k / 32;
         const size_t bb = loom_r8_block_bytes(type);
+        const int32_t *c8 = q8_row(type, x);
         for (int64_t b = 0; b < nb; b++) {
             __m256i C[XN]; /* Q8_0: 128 x each token's block sum */
             if (type == LOOM_TYPE_Q8_0)
-                UNROLL for (int t = 0; t < NT; t++) C[t] = _mm256_broadcastd_epi32(q8_sum128(x + t * xs + 32 * b));
+                UNROLL for (int t = 0; t < NT; t++) C[t] = c8 ? _mm256_set1_epi32(c8[t * nb + b])
+                                                              : _mm256_broadcastd_epi32(q8_sum128(x + t * xs + 32 * b));
             UNROLL for (int gi = 0; gi < NG; gi++) {
                 const uint8_t *p = grps[gi] + (size_t)b * bb;
                 LOOM_PREFETCH_AHEAD(p, pfd, bb);
@@ -829,7 +876,7 @@ AI void r8_pf(const uint8_t *a, const uint8_t *b, size_t from, size_t to) {
 
 /* Block b of a Q4_0 / Q4_1 / MXFP4 / IQ4_NL pair (pa, pb: its bytes in groups A and B) for NT tokens into tot */
 AI void r8_qblock(const int type, const int NT, const uint8_t *pa, const uint8_t *pb, int64_t k, const int64_t b,
-                  const uint8_t *x, size_t xs, __m512 *tot) {
+                  const uint8_t *x, size_t xs, const int32_t *c8, __m512 *tot) {
     const int64_t nb = k / 32;
     __m512 fs, off;
     __m512i q[8];
@@ -847,7 +894,8 @@ AI void r8_qblock(const int type, const int NT, const uint8_t *pa, const uint8_t
             UNROLL for (int g = 0; g < 8; g++) C = _mm512_dpbusd_epi32(C, _mm512_set1_epi8((char)0x80), r8_b4x(a + 4 * g));
             I = _mm512_sub_epi32(I, C);
         }
-        if (type == LOOM_TYPE_Q8_0) I = _mm512_sub_epi32(I, _mm512_broadcastd_epi32(q8_sum128(a))); /* (r8_group) */
+        if (type == LOOM_TYPE_Q8_0) /* (r8_group; c8: q8_row(x)) */
+            I = _mm512_sub_epi32(I, c8 ? _mm512_set1_epi32(c8[t * nb + b]) : _mm512_broadcastd_epi32(q8_sum128(a)));
         tot[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(I), _mm512_set1_ps(loom_ld_f32(xt + k + 4 * b))),
                                  fs, tot[t]);
         if (type != LOOM_TYPE_IQ4_NL && type != LOOM_TYPE_Q8_0)
@@ -860,9 +908,10 @@ AI void r8_pair(const int type, const int NT, const uint8_t *ga, const uint8_t *
     __m512 tot[XP];
     UNROLL for (int t = 0; t < NT; t++) tot[t] = _mm512_setzero_ps();
     const size_t bb = loom_r8_block_bytes(type);
+    const int32_t *c8 = q8_row(type, x);
     for (int64_t b = 0; b < k / 32; b++) {
         r8_pf(pfa, pfb, (size_t)b * bb, (size_t)(b + 1) * bb);
-        r8_qblock(type, NT, ga + (size_t)b * bb, gb + (size_t)b * bb, k, b, x, xs, tot);
+        r8_qblock(type, NT, ga + (size_t)b * bb, gb + (size_t)b * bb, k, b, x, xs, c8, tot);
     }
     UNROLL for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y + t * ldy, rows, tot[t]);
 }
@@ -1134,6 +1183,7 @@ AI void r8_far_nt(const int type, const int NT, const uint8_t *w, size_t ws, int
     const bool kq = loom_is_kquant(type);
     const size_t bb = loom_r8_block_bytes(type);
     const int64_t nblk = k / (kq ? 256 : 32);
+    const int32_t *c8 = q8_row(type, xq);
     for (int64_t i = 0; i < h; i++) {
         const uint8_t *g[4];
         for (int j = 0; j < 4; j++) g[j] = w + (size_t)(8 * (i + j * h)) * ws;
@@ -1144,7 +1194,7 @@ AI void r8_far_nt(const int type, const int NT, const uint8_t *w, size_t ws, int
             UNROLL for (int j = 0; j < 4; j++) LOOM_PREFETCH_AHEAD(g[j] + o, LOOM_R8_STREAM_PF, bb);
             UNROLL for (int p = 0; p < 2; p++) {
                 if (kq) r8_kdsb(type, NT, R8_FEW, g[2 * p] + o, g[2 * p + 1] + o, xq, xs, (int)c, tot[p]);
-                else r8_qblock(type, NT, g[2 * p] + o, g[2 * p + 1] + o, k, c, xq, xs, tot[p]);
+                else r8_qblock(type, NT, g[2 * p] + o, g[2 * p + 1] + o, k, c, xq, xs, c8, tot[p]);
             }
         }
         UNROLL for (int t = 0; t < NT; t++) {
@@ -1276,6 +1326,7 @@ AI void r8_matmul(const int type, LOOM_MATMUL_PARAMS) {
                                   : loom_avx512_r8_gemm_iq4_nl)(w, ws, k, nr, xq, xs, n, y, ldy);
         return;
     }
+    if (type == LOOM_TYPE_Q8_0) q8_table(xq, xs, k, n);
     /* decode's streams (one token; up to 4 where loom_r8_stream_n says), the groups they leave below;
      * only for the types Intel holds in the layout at this level (LOOM_R8_AVX512_INTEL; AMD decodes
      * in one stream): the others' walks (Q5_K, Q6_K, MXFP4, IQ4_NL, Q3_K, Q2_K) ran only under
