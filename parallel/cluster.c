@@ -117,6 +117,10 @@ static loom_status share_plan(loom_cluster *c, const loom_gguf *g, const loom_pl
         st = loom_plan_balance_by_bytes(&by_bytes);
         if (!st && !by_bytes && r.pp > 1 && loom_engine_device(r.engine.device, r.engine.kv_type, &cfg) == LOOM_DEVICE_CPU) {
             st = loom_plan_balance_measure(&pm, &r, &bal);
+            if (!st) { /* (where the head cannot be timed, out of memory: its bytes as the figures weigh them) */
+                loom_status ps = loom_plan_balance_probe_head(g, &pm, &r, &bal);
+                if (ps) bal.head_time = 0, loom_status_free(ps);
+            }
             if (!st) r.balance = &bal;
         }
         loom_plan *p = NULL;

@@ -125,7 +125,8 @@ void loom_plan_model_free(loom_plan_model *m);
  * this machine's kernels. */
 typedef struct {
     uint8_t per_byte[LOOM_TYPE_COUNT];
-    char what[128]; /* how it was measured, for the plan's printout */
+    int64_t head_time; /* > 0: the lm head's cost, timed against a layer's (loom_plan_balance_probe_head) */
+    char what[160];    /* how it was measured, for the plan's printout */
 } loom_plan_balance;
 
 typedef struct {
@@ -169,7 +170,7 @@ typedef struct loom_plan {
     int *grid;               /* (pp, tp) world rank of (stage, tp rank) */
     char **warnings;         /* (n_warnings) */
     int n_warnings;
-    char balance[128];       /* how the stages were balanced when not by bytes alone; "" = by bytes */
+    char balance[160];       /* how the stages were balanced when not by bytes alone; "" = by bytes */
 } loom_plan;
 
 /* Plans `m` for the request. hosts: world host names indexed by world

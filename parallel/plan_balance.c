@@ -9,7 +9,10 @@
 
 #include "parallel/plan_internal.h"
 #include "runtime/clock.h"
+#include "runtime/forward.h"
 #include "runtime/kernels.h"
+#include "runtime/kv_cache.h"
+#include "runtime/threadpool.h"
 
 #define BUF_BYTES ((size_t)128 << 20)
 #define PASSES 5
@@ -116,4 +119,99 @@ loom_status loom_plan_balance_by_bytes(bool *by_bytes) {
     if (e && *e && strcmp(e, "bytes") && strcmp(e, "time"))
         return loom_error(LOOM_ERR_INVALID, "LOOM_BALANCE=%s: expected bytes or time", e);
     return NULL;
+}
+
+/* ---------------------------------------------------------- the lm head */
+
+#define PROBE_CTX 64          /* positions of context each probe sequence decodes after */
+#define PROBE_STEPS 9         /* timed decode steps (the median), after one warm-up */
+#define PROBE_MAX_BYTES ((size_t)1 << 30)
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One decode step of the probe: the rows through the layer, then the
+ * head; the seconds of each into *layer_s, *head_s. */
+static loom_status probe_step(loom_forward *f, int layer, const loom_batch *b, float *logits, double *layer_s,
+                              double *head_s) {
+    const double t0 = loom_now_s();
+    LOOM_TRY(loom_forward_prepare(f, b));
+    LOOM_TRY(loom_forward_embed(f, b));
+    loom_forward_embed_finish(f, b);
+    float *partial = loom_forward_scratch(f);
+    LOOM_TRY(loom_forward_attention(f, layer, b, partial));
+    loom_forward_residual(f, layer, LOOM_BLOCK_ATTN, b->n, partial);
+    loom_forward_mlp(f, layer, b->n, partial);
+    loom_forward_residual(f, layer, LOOM_BLOCK_MLP, b->n, partial);
+    const double t1 = loom_now_s();
+    (void)loom_forward_logits(f, b, logits);
+    *layer_s = t1 - t0, *head_s = loom_now_s() - t1;
+    return NULL;
+}
+
+loom_status loom_plan_balance_probe_head(const loom_gguf *g, const loom_plan_model *m, const loom_plan_request *r,
+                                         loom_plan_balance *bal) {
+    const loom_model_config *c = &m->cfg;
+    const int pp = r->pp > 1 ? r->pp : 1, micro = (r->engine.max_seqs + pp - 1) / pp;
+    const int rows = micro < 1 ? 1 : micro > 16 ? 16 : micro, L = c->n_layers - 1;
+    if (c->encoder || L < 0) return NULL;
+    loom_shard s = loom_shard_full(c);
+    s.layer_begin = L; /* the last stage's last layer and the head, as the model holds them */
+    const int64_t probe_bytes = loom_plan_full_layer_bytes(m, L) + loom_plan_head_bytes(m);
+    if (probe_bytes > (int64_t)PROBE_MAX_BYTES) return NULL; /* (the byte figures alone) */
+    loom_weights *w = NULL;
+    loom_kv_cache *kv = NULL;
+    loom_pool *pool = NULL;
+    loom_forward *f = NULL;
+    const int n_max = rows > PROBE_CTX ? rows : PROBE_CTX;
+    float *hidden = malloc((size_t)n_max * (size_t)c->dim * sizeof *hidden);
+    float *logits = malloc((size_t)rows * (size_t)c->vocab * sizeof *logits);
+    int32_t *pos = malloc((size_t)n_max * sizeof *pos), *seq = malloc((size_t)n_max * sizeof *seq);
+    int8_t *want = malloc((size_t)n_max);
+    loom_status st = hidden && logits && pos && seq && want ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
+    if (!st) st = loom_weights_create(g, c, &s, &w);
+    if (!st) st = loom_weights_repack(w, g, NULL);
+    if (!st) {
+        loom_kv_config kc = {.n_layers = 1, .n_kv_heads = w->n_kv, .head_dim = c->head_dim, .type = r->engine.kv_type,
+                             .block_tokens = 16, .max_seqs = rows, .max_ctx = PROBE_CTX + PROBE_STEPS + 1,
+                             .v_is_k = c->mla};
+        kc.n_blocks = loom_kv_blocks_for(rows, kc.max_ctx, kc.block_tokens);
+        st = loom_kv_create(&kc, &kv);
+    }
+    if (!st) st = loom_pool_create(1, &pool); /* one thread, as the byte figures */
+    if (!st) st = loom_forward_create(w, kv, pool, n_max, &f);
+    for (int i = 0; !st && i < n_max * c->dim; i++) hidden[i] = (float)((i * 37) % 17 - 8) / 8.0f;
+    /* each sequence's context through the layer, then decode steps of one row a sequence */
+    for (int q = 0; q < rows && !st; q++) {
+        for (int i = 0; i < PROBE_CTX; i++) pos[i] = i, seq[i] = q, want[i] = 0;
+        st = loom_kv_reserve(kv, q, PROBE_CTX + PROBE_STEPS + 1);
+        const loom_batch b = {PROBE_CTX, NULL, hidden, pos, seq, want};
+        double ls, hs;
+        if (!st) st = probe_step(f, L, &b, logits, &ls, &hs);
+    }
+    double lt[PROBE_STEPS], ht[PROBE_STEPS];
+    for (int k = -1; k < PROBE_STEPS && !st; k++) { /* k -1: warm-up */
+        for (int q = 0; q < rows; q++) pos[q] = PROBE_CTX + k + 1, seq[q] = q, want[q] = 1;
+        const loom_batch b = {rows, NULL, hidden, pos, seq, want};
+        double ls, hs;
+        st = probe_step(f, L, &b, logits, &ls, &hs);
+        if (!st && k >= 0) lt[k] = ls, ht[k] = hs;
+    }
+    if (!st) {
+        qsort(lt, PROBE_STEPS, sizeof *lt, cmp_double);
+        qsort(ht, PROBE_STEPS, sizeof *ht, cmp_double);
+        const double ratio = ht[PROBE_STEPS / 2] / lt[PROBE_STEPS / 2];
+        bal->head_time = (int64_t)(ratio * (double)loom_plan_layer_time(m, bal, L)) + 1;
+        const size_t n = strlen(bal->what);
+        if (n < sizeof bal->what)
+            snprintf(bal->what + n, sizeof bal->what - n, "; lm head %.1f x layer %d (timed)", ratio, L);
+    }
+    loom_forward_free(f);
+    loom_pool_free(pool);
+    loom_kv_free(kv);
+    loom_weights_free(w);
+    free(hidden), free(logits), free(pos), free(seq), free(want);
+    return st ? loom_error_wrap(st, "timing the lm head against a layer for the stage balance") : NULL;
 }

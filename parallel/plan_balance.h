@@ -23,12 +23,26 @@
 #define LOOM_PARALLEL_PLAN_BALANCE_H
 
 #include "parallel/plan.h"
+#include "runtime/gguf.h"
 
 /* Fills *out for model m planned by request r: matmuls of the pipeline's
  * decode micro-batch, ceil(sequences / pp) rows (at most 16). On error (out
  * of memory) *out is zeroed. */
 loom_status loom_plan_balance_measure(const loom_plan_model *m, const loom_plan_request *r,
                                       loom_plan_balance *out) LOOM_MUST_USE;
+
+/* The lm head's decode time against the last layer's, timed on this
+ * machine with the model's own weights (g): one thread runs the layer and
+ * the head over bal's micro-batch of rows, one a sequence decoding after 64
+ * positions, the median of 9 steps; bal->head_time becomes that ratio times
+ * the layer's weighted bytes. The byte figures count a layer's matmuls
+ * only: its norms, rotation, attention and activation quantization (17 %
+ * of SmolLM2's layer time at 4 rows) are not in them, and the head, a
+ * single matmul, has none, so the stage holding it took too little. Left
+ * out (bal unchanged) for an encoder, or where the layer and the head
+ * exceed 1 GiB. */
+loom_status loom_plan_balance_probe_head(const loom_gguf *g, const loom_plan_model *m, const loom_plan_request *r,
+                                         loom_plan_balance *bal) LOOM_MUST_USE;
 
 /* Whether the environment asks for the byte balance (LOOM_BALANCE=bytes);
  * any other value than "bytes" or "time" is an error naming it. */

@@ -369,6 +369,7 @@ int64_t loom_plan_head_bytes(const loom_plan_model *m) { return loom_plan_head_t
 
 int64_t loom_plan_head_time(const loom_plan_model *m, const loom_plan_balance *b) {
     const loom_model_config *c = &m->cfg;
+    if (b && b->head_time > 0 && !c->encoder) return b->head_time;
     return 4 * loom_head_vector_floats(c) + (c->encoder ? 0 : wt(b, m->head, (int64_t)c->vocab * row_bytes(m->head, c->dim)));
 }
 

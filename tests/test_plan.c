@@ -352,7 +352,7 @@ static int64_t stage_cost_w(const loom_plan_model *m, const loom_plan_balance *w
         if (c->qkv_bias) b += 4 * hd * (nq + 2 * nkv);
     }
     if (first) b += rowb(m->embed, c->dim);
-    if (last) b += 4 * c->dim + wb(w, m->head, (int64_t)c->vocab * rowb(m->head, c->dim));
+    if (last) b += w && w->head_time > 0 ? w->head_time : 4 * c->dim + wb(w, m->head, (int64_t)c->vocab * rowb(m->head, c->dim));
     return b;
 }
 static int64_t stage_cost(const loom_plan_model *m, int l0, int l1, bool first, bool last) {
@@ -407,8 +407,9 @@ static void roundtrip(const loom_plan_model *m, const loom_plan *p);
 Test(plan, stage_balance_matches_brute_force) {
     int cases = 0, moved = 0;
     for (int trial = 0; trial < 60; trial++) {
-        loom_plan_balance bal = {{0}, "test weights"};
+        loom_plan_balance bal = {.what = "test weights"};
         for (int t = 0; t < LOOM_TYPE_COUNT; t++) bal.per_byte[t] = (uint8_t)(1 + rnd(40));
+        if (trial % 4 == 3) bal.head_time = 1 + (int64_t)rnd(8000000); /* the head timed (0 .. ~20 layers' bytes) */
         const loom_plan_balance *w = trial % 2 ? &bal : NULL;
         shape s = {
             "llama",        1 + (int)rnd(11), 256,         4, 2, 64, 512, 256 + 256 * (int)rnd(8), rnd(2) == 0, false,
@@ -1150,7 +1151,7 @@ Test(plan, print_text_and_json) {
     free(text);
     loom_plan_free(p);
 
-    loom_plan_balance bal = {{[LOOM_TYPE_Q8_0] = 8}, "by time: Q8_0 0.50"};
+    loom_plan_balance bal = {.per_byte = {[LOOM_TYPE_Q8_0] = 8}, .what = "by time: Q8_0 0.50"};
     req.balance = &bal;
     OK(loom_plan_make(&m, &req, hosts, &p));
     f = open_memstream(&text, &tn);
