@@ -133,13 +133,14 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* One decode step of the probe: the rows through the layer, then the
- * head; the seconds of each into *layer_s, *head_s. */
+ * head; the seconds of each into *layer_s, *head_s (not the step's
+ * preparation, which a stage does once for all its layers). */
 static loom_status probe_step(loom_forward *f, int layer, const loom_batch *b, float *logits, double *layer_s,
                               double *head_s) {
-    const double t0 = loom_now_s();
     LOOM_TRY(loom_forward_prepare(f, b));
     LOOM_TRY(loom_forward_embed(f, b));
     loom_forward_embed_finish(f, b);
+    const double t0 = loom_now_s();
     float *partial = loom_forward_scratch(f);
     LOOM_TRY(loom_forward_attention(f, layer, b, partial));
     loom_forward_residual(f, layer, LOOM_BLOCK_ATTN, b->n, partial);
