@@ -365,7 +365,9 @@ loom_status loom_plan_alloc(const loom_plan_model *m, const loom_plan_request *r
     p->req = *req;
     p->req.engine.n_threads = 0;        /* each rank's own choice: not planned, not sent */
     p->req.engine.prefix_cache = false; /* the coordinator's alone */
-    p->kv_blocks = loom_engine_kv_blocks(&req->engine);
+    if (m->cfg.encoder && !p->req.engine.kv_blocks) /* an encoder encodes one text at a time (engine.c: score) in */
+        p->req.engine.kv_blocks = loom_kv_blocks_for(1, req->engine.ctx_size, req->engine.block_tokens); /* a slot */
+    p->kv_blocks = loom_engine_kv_blocks(&p->req.engine);
     *out = p;
     return NULL;
 }
