@@ -543,6 +543,68 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
     return score(e, tokens, n, logits, NULL, NULL);
 }
 
+loom_status loom_engine_score_texts(loom_engine *e, const int32_t *const *tokens, const int *n, int k, float *out) {
+    if (!e->coordinator) return loom_error(LOOM_ERR_INVALID, "only the coordinator (rank 0) scores");
+    if (!e->cfg.encoder) return loom_error(LOOM_ERR_INVALID, "several texts in one step: an embedding model's only");
+    const int slots = loom_kv_config_of(e->kv)->max_seqs, B = e->opt.block_tokens;
+    if (k < 1 || k > slots) return loom_error(LOOM_ERR_INVALID, "%d texts in one step; %d slots", k, slots);
+    int rows = 0, nb = 0;
+    for (int i = 0; i < k; i++) {
+        if (n[i] < 1 || n[i] > e->opt.ctx_size)
+            return loom_error(LOOM_ERR_CONTEXT, "a text of %d tokens with a context size of %d", n[i], e->opt.ctx_size);
+        for (int j = 0; j < n[i]; j++)
+            if (tokens[i][j] < 0 || tokens[i][j] >= e->cfg.vocab)
+                return loom_error(LOOM_ERR_INVALID, "token %d at index %d is outside the vocabulary", tokens[i][j], j);
+        rows += n[i], nb += (n[i] + B - 1) / B;
+    }
+    if (rows > e->opt.batch_rows)
+        return loom_error(LOOM_ERR_CONTEXT, "%d texts of %d tokens in all exceed the batch of %d rows", k, rows,
+                          e->opt.batch_rows);
+    int32_t *blocks = malloc((size_t)nb * sizeof *blocks);
+    Loom__SeqStep *q = calloc((size_t)k, sizeof *q);
+    Loom__SeqStep **qs = calloc((size_t)k, sizeof *qs);
+    uint32_t *rel = calloc((size_t)k, sizeof *rel);
+    if (!blocks || !q || !qs || !rel) {
+        free(blocks), free(q), free(qs), free(rel);
+        return loom_error(LOOM_ERR_NOMEM, "out of memory scoring %d texts", k);
+    }
+    int got = 0;
+    while (got < nb && (blocks[got] = loom_kv_blocks_alloc(e->blocks)) >= 0) got++;
+    loom_status st = got < nb ? loom_error(LOOM_ERR_KV_FULL, "%d texts need %d KV blocks; %d are free", k, nb, got) : NULL;
+    /* every slot is free: an embedding model's sequences are only these (loom_engine_score's spare one too) */
+    for (int i = 0, b0 = 0; i < k && !st; i++) {
+        loom__seq_step__init(&q[i]);
+        q[i].slot = (uint32_t)i, rel[i] = (uint32_t)i;
+        q[i].n_tokens = (size_t)n[i];
+        q[i].tokens = (int32_t *)tokens[i];
+        q[i].all_logits = q[i].start = true;
+        q[i].n_prompt = (uint32_t)n[i];
+        q[i].blocks = blocks + b0, q[i].n_blocks = (size_t)((n[i] + B - 1) / B);
+        b0 += (int)q[i].n_blocks;
+        qs[i] = &q[i];
+    }
+    for (int pass = 0; pass < 2 && !st; pass++) { /* the texts, then a step that only releases their slots */
+        Loom__Step step = LOOM__STEP__INIT;
+        step.protocol = LOOM_PROTOCOL;
+        if (pass == 0) step.seqs = qs, step.n_seqs = (size_t)k;
+        else step.release = rel, step.n_release = (size_t)k;
+        Loom__StepResult res = LOOM__STEP_RESULT__INIT;
+        e->score_dst = out;
+        st = loom_engine_launch(e, &step, &res);
+        if (!st && e->topo.n_stages > 1) { /* the rows follow the last stage's result */
+            Loom__StepResult *r = NULL;
+            st = loom_engine_collect(e, &r);
+            loom__step_result__free_unpacked(r, NULL);
+            if (!st && pass == 0) st = loom_transfer_floats_recv(e->xfer, out, (size_t)rows * e->width);
+        }
+    }
+    if (st)
+        for (int i = 0; i < k; i++) loom_kv_clear(e->kv, i); /* the release step did not run */
+    for (int i = 0; i < got; i++) loom_kv_blocks_unref(e->blocks, blocks[i]);
+    free(blocks), free(q), free(qs), free(rel);
+    return st;
+}
+
 loom_status loom_engine_score_chunks(loom_engine *e, const int32_t *tokens, int n, float *buf,
                                      void (*chunk)(void *user, int p0, int rows, const float *logits), void *user) {
     return score(e, tokens, n, buf, chunk, user);

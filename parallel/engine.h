@@ -97,6 +97,13 @@ loom_status loom_engine_work(loom_engine *e) LOOM_MUST_USE;
  * the last layer's hidden states (n, dim) instead, all n tokens in one
  * batch (LOOM_ERR_CONTEXT when n exceeds the batch rows). */
 loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, float *logits) LOOM_MUST_USE;
+/* An embedding model's (encoder: every KV slot is free) k texts in one
+ * step, one slot each: tokens[i] (n[i] tokens) in a batch of sum n[i] <=
+ * batch rows, k <= max_seqs + 1; their hidden states (or a reranker's
+ * scores) in out, text after text, as loom_engine_score gives each: the
+ * weights read once for all k. */
+loom_status loom_engine_score_texts(loom_engine *e, const int32_t *const *tokens, const int *n, int k,
+                                    float *out) LOOM_MUST_USE;
 /* The same a chunk of rows at a time, for long prompts and large
  * vocabularies: each chunk's logits (rows, vocab) go to buf (batch_rows x
  * vocab floats) and then to chunk(user, first position, rows, buf), in

@@ -189,12 +189,19 @@ void srv_embed_run(srv *s) {
             if (!st) st = loom_engine_score_chunks(s->e, j->ids[0], j->n_ids[0], buf, lp_chunk, &a);
             free(buf);
         } else {
-            float *hidden = malloc(sizeof(float) * (size_t)R * dim);
+            /* as many inputs a step as its rows and slots hold (the weights read once for them all) */
+            const int width = rank ? c->n_cls_out : dim, slots = loom_engine_options_of(s->e)->max_seqs + 1;
+            float *hidden = malloc(sizeof(float) * (size_t)R * (size_t)width);
             st = hidden ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
-            for (int i = 0; i < j->n && !st; i++) {
-                st = loom_engine_score(s->e, j->ids[i], j->n_ids[i], hidden);
-                if (!st && rank) j->out[i] = hidden[(size_t)(c->bidirectional ? 0 : j->n_ids[i] - 1) * c->n_cls_out];
-                else if (!st) loom_embedding_pool(pool, hidden, j->n_ids[i], dim, true, j->out + (size_t)i * dim);
+            for (int i0 = 0, i1; i0 < j->n && !st; i0 = i1) {
+                int rows = j->n_ids[i0];
+                for (i1 = i0 + 1; i1 < j->n && i1 - i0 < slots && rows + j->n_ids[i1] <= R; i1++) rows += j->n_ids[i1];
+                st = loom_engine_score_texts(s->e, (const int32_t *const *)j->ids + i0, j->n_ids + i0, i1 - i0, hidden);
+                for (int i = i0, off = 0; i < i1 && !st; off += j->n_ids[i++]) {
+                    const float *h = hidden + (size_t)off * width;
+                    if (rank) j->out[i] = h[(size_t)(c->bidirectional ? 0 : j->n_ids[i] - 1) * c->n_cls_out];
+                    else loom_embedding_pool(pool, h, j->n_ids[i], dim, true, j->out + (size_t)i * dim);
+                }
             }
             free(hidden);
         }

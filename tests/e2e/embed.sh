@@ -3,8 +3,8 @@
 # `loom embed` (unit length, deterministic, the same under mpirun at tp 2
 # and pp 2), `loom generate` refusing an encoder, and the server's
 # POST /v1/embeddings in OpenAI's shape (float and base64, strings and token
-# ids, the CLI's vectors) with its errors; generation endpoints refuse an
-# encoder with a 400.
+# ids, the CLI's vectors; several inputs in one step, at pp 2 too) with its
+# errors; generation endpoints refuse an encoder with a 400.
 . "$(dirname "$0")/lib.sh"
 
 BERT=$TMP/bert.gguf
@@ -112,6 +112,22 @@ code=$(post /v1/rerank '{"query": "a", "documents": ["b"]}')
 curl -sf "http://127.0.0.1:$PORT/health" > /dev/null || fail "/health after the bad requests"
 stop_server "$TMP/serve.log"
 ok "embeddings end to end"
+
+# several inputs share a step (the weights read once for them all), across a pipeline too: the same vectors
+start_server "$TMP/serve-pp.log" $MPIRUN -np 2 "$LOOM" serve --model "$BERT" --threads 1 --ctx-size 512 --pp 2 \
+  --pid-file "$TMP/rank0.pid"
+code=$(post /v1/embeddings '{"input": ["hello world", "the quick brown fox", "hello world"]}')
+[ "$code" = 200 ] || fail "/v1/embeddings at pp 2: HTTP $code: $(cat "$TMP/resp")"
+python3 - "$TMP/one.json" "$TMP/resp" <<'EOF' || fail "/v1/embeddings at pp 2: see above"
+import json, sys
+cli, r = json.load(open(sys.argv[1]))["data"], json.load(open(sys.argv[2]))["data"]
+for i in range(3):
+    cos = sum(u * v for u, v in zip(r[i]["embedding"], cli[i]["embedding"]))
+    assert cos > 0.99999, f"input {i}: cos {cos} against loom embed's, one text at a time"
+EOF
+kill -TERM "$(cat "$TMP/rank0.pid")" || fail "no pid file from rank 0" # (rank 0 drains, then the cluster stops)
+wait "$SERVER" || fail "pp 2: the cluster did not exit cleanly after SIGTERM: $(tail -5 "$TMP/serve-pp.log")"
+ok "/v1/embeddings: three inputs in one step at pp 2, the CLI's vectors"
 
 # a reranker (bert with a classification head, rank pooling): POST /v1/rerank (and /rerank) in Jina's and
 # Cohere's shape, best first, top_n, return_documents; a pair's score does not depend on the others
