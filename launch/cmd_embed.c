@@ -148,13 +148,28 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
                          normalize ? "true" : "false");
         if (!st) st = loom_strbuf_append(&out, head, (size_t)k);
     }
+    /* every text's tokens, then as many texts a step as its rows and slots hold (loom_engine_score_texts) */
+    int32_t **tk = calloc((size_t)(j->n > 0 ? j->n : 1), sizeof *tk);
+    int *tn = calloc((size_t)(j->n > 0 ? j->n : 1), sizeof *tn);
+    if (!st && (!tk || !tn)) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
     for (int i = 0; i < j->n && !st; i++) {
         ids.n = 0;
         st = loom_tokenize(tok, j->texts[i], strlen(j->texts[i]), true, true, &ids);
         if (!st && ids.n == 0) st = loom_error(LOOM_ERR_INVALID, "text %d is empty after tokenization", i);
-        if (!st) st = loom_engine_score(e, ids.ids, (int)ids.n, hidden);
-        if (st) break;
-        int n = (int)ids.n;
+        if (!st && !(tk[i] = malloc(ids.n * sizeof(int32_t)))) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
+        if (!st) memcpy(tk[i], ids.ids, ids.n * sizeof(int32_t)), tn[i] = (int)ids.n;
+    }
+    const int slots = loom_engine_options_of(e)->max_seqs + 1;
+    for (int i0 = 0, i1 = 0, off = 0, i = 0; i < j->n && !st; i++, off += tn[i - 1]) {
+        if (i == i1) { /* the next step's texts */
+            int rows = tn[i];
+            for (i0 = i, i1 = i + 1; i1 < j->n && i1 - i0 < slots && rows + tn[i1] <= R; i1++) rows += tn[i1];
+            st = loom_engine_score_texts(e, (const int32_t *const *)tk + i0, tn + i0, i1 - i0, hidden);
+            off = 0;
+            if (st) break;
+        }
+        const int n = tn[i];
+        float *h0 = hidden + (size_t)off * dim;
         if (json) {
             char head[64];
             int k = snprintf(head, sizeof head, "%s{\"index\":%d,\"tokens\":%d,\"embedding\":", i ? "," : "", i, n);
@@ -163,7 +178,7 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
         if (pool == LOOM_POOL_NONE) {
             if (json && !st) st = loom_strbuf_append(&out, "[", 1);
             for (int t = 0; t < n && !st; t++) {
-                float *h = hidden + (size_t)t * dim;
+                float *h = h0 + (size_t)t * dim;
                 if (normalize) loom_embedding_normalize(h, dim);
                 if (json && t) st = loom_strbuf_append(&out, ",", 1);
                 if (!st) st = put_vec(&out, h, dim, json);
@@ -171,7 +186,7 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
             }
             if (json && !st) st = loom_strbuf_append(&out, "]", 1);
         } else {
-            loom_embedding_pool(pool, hidden, n, dim, normalize, vec);
+            loom_embedding_pool(pool, h0, n, dim, normalize, vec);
             if (!st) st = put_vec(&out, vec, dim, json);
         }
         if (!st && (json || pool != LOOM_POOL_NONE)) st = loom_strbuf_append(&out, json ? "}" : "\n", 1);
@@ -184,6 +199,8 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
     loom_strbuf_free(&out);
     loom_tokens_free(&ids);
     loom_tokenizer_free(tok);
+    for (int i = 0; tk && i < j->n; i++) free(tk[i]);
+    free(tk), free(tn);
     free(hidden);
     free(vec);
     return st;
@@ -230,7 +247,7 @@ int cmd_embed(int argc, char **argv) {
     co.engine = loom_engine_defaults();
     co.engine.n_threads = (int)threads;
     co.engine.ctx_size = (int)batch;
-    co.engine.max_seqs = 1;
+    co.engine.max_seqs = 16; /* texts a step at most (with --batch rows; coordinate) */
     co.engine.batch_rows = (int)batch;
     co.engine.kv_type = LOOM_TYPE_F32;
     loom_cluster *cluster = NULL;

@@ -251,8 +251,8 @@ void loom_print_config(FILE *f, const char *model_path, const loom_model_config 
     snprintf(buf, sizeof buf, "%d (%s, pre %s)", mc->vocab, tok ? loom_tokenizer_model(tok) : "?",
              tok ? loom_tokenizer_pre(tok) : "?");
     ROW("vocabulary", "%-40s |", buf);
-    if (mc->encoder) /* one text at a time (parallel/plan.c) */
-        snprintf(buf, sizeof buf, "%d positions, one text at a time, %s", eo->ctx_size,
+    if (mc->encoder) /* a step's texts at a time (parallel/plan.c) */
+        snprintf(buf, sizeof buf, "%d positions a text, a step's, %s", eo->ctx_size,
                  eo->kv_type == LOOM_TYPE_F32 ? "f32" : "f16");
     else
         snprintf(buf, sizeof buf, "%d positions x %d sequences, %s", eo->ctx_size, eo->max_seqs,

@@ -365,8 +365,11 @@ loom_status loom_plan_alloc(const loom_plan_model *m, const loom_plan_request *r
     p->req = *req;
     p->req.engine.n_threads = 0;        /* each rank's own choice: not planned, not sent */
     p->req.engine.prefix_cache = false; /* the coordinator's alone */
-    if (m->cfg.encoder && !p->req.engine.kv_blocks) /* an encoder encodes one text at a time (engine.c: score) in */
-        p->req.engine.kv_blocks = loom_kv_blocks_for(1, req->engine.ctx_size, req->engine.block_tokens); /* a slot */
+    if (m->cfg.encoder && !p->req.engine.kv_blocks) { /* an encoder's texts go whole into one step (engine.c: */
+        const loom_engine_options *o = &req->engine; /* score, score_texts): a batch's rows, or one text, in blocks */
+        const int span = o->ctx_size > o->batch_rows ? o->ctx_size : o->batch_rows; /* and a partial block a slot */
+        p->req.engine.kv_blocks = loom_kv_blocks_for(1, span, o->block_tokens) + o->max_seqs + 1;
+    }
     p->kv_blocks = loom_engine_kv_blocks(&p->req.engine);
     *out = p;
     return NULL;

@@ -121,9 +121,9 @@ static void print_text(const loom_plan *p, FILE *f) {
             c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn, moe, c->vocab,
             c->tied_embeddings ? " (tied embeddings)" : "");
     fprintf(f, "grid    world %d = pp %d × tp %d\n", p->world, p->pp, p->tp);
-    if (c->encoder) /* (plan.c: one text at a time) */
-        fprintf(f, "cache   %d positions of one text at a time (an encoder), KV %s in blocks of %d tokens (%d blocks per "
-                "rank)\n", p->req.engine.ctx_size, kv_type_str(p->req.engine.kv_type), p->req.engine.block_tokens,
+    if (c->encoder) /* (plan.c: a step's texts at a time) */
+        fprintf(f, "cache   %d positions a text, a step's texts at a time (an encoder), KV %s in blocks of %d tokens (%d "
+                "blocks per rank)\n", p->req.engine.ctx_size, kv_type_str(p->req.engine.kv_type), p->req.engine.block_tokens,
                 p->kv_blocks);
     else
         fprintf(f, "cache   %d positions × %d sequences, KV %s in blocks of %d tokens (%d blocks per rank)\n",

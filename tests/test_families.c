@@ -954,9 +954,10 @@ Test(families, device_pass_refuses_the_other_families) {
     unlink(path);
 }
 
-/* An encoder encodes one text at a time (parallel/engine.c: score), so its
- * plan holds one sequence's KV blocks, not every sequence slot's; a
- * decoder's plan holds them all. */
+/* An encoder's texts go whole into one step (parallel/engine.c: score,
+ * score_texts), so its plan holds a step's KV blocks (a batch of rows or
+ * one text, and a partial block a slot), not every slot's whole context;
+ * a decoder's plan holds them all. */
 Test(families, encoder_plans_one_text_of_kv) {
     for (size_t i = 0; i < N_MODELS; i++) {
         if (strcmp(models[i].name, "bert") && strcmp(models[i].name, "qwen3")) continue;
@@ -966,9 +967,10 @@ Test(families, encoder_plans_one_text_of_kv) {
         req.engine.ctx_size = 256, req.engine.max_seqs = 8;
         loom_plan *p;
         OK(loom_plan_make(&s.m, &req, NULL, &p));
-        const int per_seq = 256 / req.engine.block_tokens;
-        cr_assert_eq(p->kv_blocks, s.c.encoder ? per_seq : 8 * per_seq, "%s: %d KV blocks", models[i].name, p->kv_blocks);
-        cr_assert_eq(p->req.engine.kv_blocks, s.c.encoder ? per_seq : 0, "%s: the engines' blocks", models[i].name);
+        const int per_seq = 256 / req.engine.block_tokens, rows = req.engine.batch_rows > 256 ? req.engine.batch_rows : 256;
+        const int enc = (rows + req.engine.block_tokens - 1) / req.engine.block_tokens + 8 + 1; /* + a partial block a slot */
+        cr_assert_eq(p->kv_blocks, s.c.encoder ? enc : 8 * per_seq, "%s: %d KV blocks", models[i].name, p->kv_blocks);
+        cr_assert_eq(p->req.engine.kv_blocks, s.c.encoder ? enc : 0, "%s: the engines' blocks", models[i].name);
         loom_plan_free(p);
         synth_unload(&s);
     }
