@@ -159,12 +159,10 @@ static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *mo
         if (!st && !(tk[i] = malloc(ids.n * sizeof(int32_t)))) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
         if (!st) memcpy(tk[i], ids.ids, ids.n * sizeof(int32_t)), tn[i] = (int)ids.n;
     }
-    const int slots = loom_engine_options_of(e)->max_seqs + 1;
-    for (int i0 = 0, i1 = 0, off = 0, i = 0; i < j->n && !st; i++, off += tn[i - 1]) {
+    for (int i1 = 0, off = 0, i = 0; i < j->n && !st; i++, off += tn[i - 1]) {
         if (i == i1) { /* the next step's texts */
-            int rows = tn[i];
-            for (i0 = i, i1 = i + 1; i1 < j->n && i1 - i0 < slots && rows + tn[i1] <= R; i1++) rows += tn[i1];
-            st = loom_engine_score_texts(e, (const int32_t *const *)tk + i0, tn + i0, i1 - i0, hidden);
+            i1 = i + loom_engine_step_texts(e, tn + i, j->n - i);
+            st = loom_engine_score_texts(e, (const int32_t *const *)tk + i, tn + i, i1 - i, hidden);
             off = 0;
             if (st) break;
         }

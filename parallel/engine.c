@@ -472,30 +472,65 @@ loom_status loom_engine_shutdown(loom_engine *e) {
     return ws;
 }
 
-/* loom_engine_score, and loom_engine_score_chunks where chunk is set: then
- * each chunk's rows go to out (batch_rows rows) and to chunk. */
-static loom_status score(loom_engine *e, const int32_t *tokens, int n, float *out,
-                         void (*chunk)(void *user, int p0, int rows, const float *logits), void *user) {
-    if (!e->coordinator) return loom_error(LOOM_ERR_INVALID, "only the coordinator (rank 0) scores");
+/* A scored text: 1 .. ctx_size tokens, each in the vocabulary. */
+static loom_status check_text(const loom_engine *e, const int32_t *tokens, int n) {
     if (n < 1 || n > e->opt.ctx_size)
         return loom_error(LOOM_ERR_CONTEXT, "scoring %d tokens with a context size of %d", n, e->opt.ctx_size);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= e->cfg.vocab)
             return loom_error(LOOM_ERR_INVALID, "token %d at index %d is outside the vocabulary", tokens[i], i);
+    return NULL;
+}
+
+/* nb free KV blocks into *out (allocated; give_blocks returns them), or
+ * LOOM_ERR_KV_FULL with none taken. */
+static loom_status take_blocks(loom_engine *e, int nb, int32_t **out) {
+    int32_t *b = malloc((size_t)(nb > 0 ? nb : 1) * sizeof *b);
+    if (!b) return loom_error(LOOM_ERR_NOMEM, "out of memory for %d KV blocks", nb);
+    int got = 0;
+    while (got < nb && (b[got] = loom_kv_blocks_alloc(e->blocks)) >= 0) got++;
+    if (got < nb) {
+        for (int i = 0; i < got; i++) loom_kv_blocks_unref(e->blocks, b[i]);
+        free(b);
+        return loom_error(LOOM_ERR_KV_FULL, "scoring needs %d KV blocks; %d are free", nb, got);
+    }
+    *out = b;
+    return NULL;
+}
+
+static void give_blocks(loom_engine *e, int32_t *blocks, int nb) {
+    for (int i = 0; i < nb; i++) loom_kv_blocks_unref(e->blocks, blocks[i]);
+    free(blocks);
+}
+
+/* One scoring step: its `rows` scored rows (none: a step that only
+ * releases) go to dst, from the last stage across a pipeline. */
+static loom_status score_step(loom_engine *e, const Loom__Step *step, float *dst, int rows) {
+    Loom__StepResult res = LOOM__STEP_RESULT__INIT;
+    e->score_dst = dst;
+    loom_status st = loom_engine_launch(e, step, &res);
+    if (!st && e->topo.n_stages > 1) { /* the rows follow the last stage's result */
+        Loom__StepResult *r = NULL;
+        st = loom_engine_collect(e, &r);
+        loom__step_result__free_unpacked(r, NULL);
+        if (!st && rows) st = loom_transfer_floats_recv(e->xfer, dst, (size_t)rows * e->width);
+    }
+    return st;
+}
+
+/* loom_engine_score, and loom_engine_score_chunks where chunk is set: then
+ * each chunk's rows go to out (batch_rows rows) and to chunk. */
+static loom_status score(loom_engine *e, const int32_t *tokens, int n, float *out,
+                         void (*chunk)(void *user, int p0, int rows, const float *logits), void *user) {
+    if (!e->coordinator) return loom_error(LOOM_ERR_INVALID, "only the coordinator (rank 0) scores");
+    LOOM_TRY(check_text(e, tokens, n));
     if (e->cfg.bidirectional && n > e->opt.batch_rows) /* every row must see the whole sequence: one step */
         return loom_error(LOOM_ERR_CONTEXT, "%s encodes a sequence in one batch: %d tokens exceed the batch of %d rows",
                           e->cfg.arch_name, n, e->opt.batch_rows);
     uint32_t slot = (uint32_t)e->opt.max_seqs; /* the spare slot */
     int B = e->opt.block_tokens, nb = (n + B - 1) / B;
-    int32_t *blocks = malloc((size_t)nb * sizeof *blocks);
-    if (!blocks) return loom_error(LOOM_ERR_NOMEM, "out of memory scoring %d tokens", n);
-    int got = 0;
-    while (got < nb && (blocks[got] = loom_kv_blocks_alloc(e->blocks)) >= 0) got++;
-    if (got < nb) {
-        for (int i = 0; i < got; i++) loom_kv_blocks_unref(e->blocks, blocks[i]);
-        free(blocks);
-        return loom_error(LOOM_ERR_KV_FULL, "scoring %d tokens needs %d KV blocks; %d are free", n, nb, got);
-    }
+    int32_t *blocks;
+    LOOM_TRY(take_blocks(e, nb, &blocks));
     loom_status st = NULL;
     int R = e->opt.batch_rows, V = e->width;
     for (int p0 = 0; !st; p0 += R) {
@@ -521,26 +556,25 @@ static loom_status score(loom_engine *e, const int32_t *tokens, int n, float *ou
             step.release = &slot;
             step.n_release = 1;
         }
-        Loom__StepResult res = LOOM__STEP_RESULT__INIT;
-        e->score_dst = out + (size_t)(last || chunk ? 0 : p0) * V;
-        st = loom_engine_launch(e, &step, &res);
-        if (!st && e->topo.n_stages > 1) { /* the logits follow the last stage's result */
-            Loom__StepResult *r = NULL;
-            st = loom_engine_collect(e, &r);
-            loom__step_result__free_unpacked(r, NULL);
-            if (!st && !last) st = loom_transfer_floats_recv(e->xfer, e->score_dst, (size_t)rows * V);
-        }
+        float *dst = out + (size_t)(last || chunk ? 0 : p0) * V;
+        st = score_step(e, &step, dst, rows);
         if (last) break;
-        if (!st && chunk) chunk(user, p0, rows, e->score_dst);
+        if (!st && chunk) chunk(user, p0, rows, dst);
     }
     if (st) loom_kv_clear(e->kv, (int)slot); /* the release step did not run */
-    for (int i = 0; i < nb; i++) loom_kv_blocks_unref(e->blocks, blocks[i]);
-    free(blocks);
+    give_blocks(e, blocks, nb);
     return st;
 }
 
 loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, float *logits) {
     return score(e, tokens, n, logits, NULL, NULL);
+}
+
+int loom_engine_step_texts(const loom_engine *e, const int *n, int k) {
+    const int slots = loom_kv_config_of(e->kv)->max_seqs;
+    int i = k > 0 ? 1 : 0, rows = k > 0 ? n[0] : 0;
+    while (i < k && i < slots && rows + n[i] <= e->opt.batch_rows) rows += n[i++];
+    return i;
 }
 
 loom_status loom_engine_score_texts(loom_engine *e, const int32_t *const *tokens, const int *n, int k, float *out) {
@@ -550,27 +584,17 @@ loom_status loom_engine_score_texts(loom_engine *e, const int32_t *const *tokens
     if (k < 1 || k > slots) return loom_error(LOOM_ERR_INVALID, "%d texts in one step; %d slots", k, slots);
     int rows = 0, nb = 0;
     for (int i = 0; i < k; i++) {
-        if (n[i] < 1 || n[i] > e->opt.ctx_size)
-            return loom_error(LOOM_ERR_CONTEXT, "a text of %d tokens with a context size of %d", n[i], e->opt.ctx_size);
-        for (int j = 0; j < n[i]; j++)
-            if (tokens[i][j] < 0 || tokens[i][j] >= e->cfg.vocab)
-                return loom_error(LOOM_ERR_INVALID, "token %d at index %d is outside the vocabulary", tokens[i][j], j);
+        LOOM_TRY(check_text(e, tokens[i], n[i]));
         rows += n[i], nb += (n[i] + B - 1) / B;
     }
     if (rows > e->opt.batch_rows)
         return loom_error(LOOM_ERR_CONTEXT, "%d texts of %d tokens in all exceed the batch of %d rows", k, rows,
                           e->opt.batch_rows);
-    int32_t *blocks = malloc((size_t)nb * sizeof *blocks);
     Loom__SeqStep *q = calloc((size_t)k, sizeof *q);
     Loom__SeqStep **qs = calloc((size_t)k, sizeof *qs);
     uint32_t *rel = calloc((size_t)k, sizeof *rel);
-    if (!blocks || !q || !qs || !rel) {
-        free(blocks), free(q), free(qs), free(rel);
-        return loom_error(LOOM_ERR_NOMEM, "out of memory scoring %d texts", k);
-    }
-    int got = 0;
-    while (got < nb && (blocks[got] = loom_kv_blocks_alloc(e->blocks)) >= 0) got++;
-    loom_status st = got < nb ? loom_error(LOOM_ERR_KV_FULL, "%d texts need %d KV blocks; %d are free", k, nb, got) : NULL;
+    int32_t *blocks = NULL;
+    loom_status st = q && qs && rel ? take_blocks(e, nb, &blocks) : loom_error(LOOM_ERR_NOMEM, "out of memory");
     /* every slot is free: an embedding model's sequences are only these (loom_engine_score's spare one too) */
     for (int i = 0, b0 = 0; i < k && !st; i++) {
         loom__seq_step__init(&q[i]);
@@ -583,25 +607,18 @@ loom_status loom_engine_score_texts(loom_engine *e, const int32_t *const *tokens
         b0 += (int)q[i].n_blocks;
         qs[i] = &q[i];
     }
-    for (int pass = 0; pass < 2 && !st; pass++) { /* the texts, then a step that only releases their slots */
-        Loom__Step step = LOOM__STEP__INIT;
-        step.protocol = LOOM_PROTOCOL;
-        if (pass == 0) step.seqs = qs, step.n_seqs = (size_t)k;
-        else step.release = rel, step.n_release = (size_t)k;
-        Loom__StepResult res = LOOM__STEP_RESULT__INIT;
-        e->score_dst = out;
-        st = loom_engine_launch(e, &step, &res);
-        if (!st && e->topo.n_stages > 1) { /* the rows follow the last stage's result */
-            Loom__StepResult *r = NULL;
-            st = loom_engine_collect(e, &r);
-            loom__step_result__free_unpacked(r, NULL);
-            if (!st && pass == 0) st = loom_transfer_floats_recv(e->xfer, out, (size_t)rows * e->width);
-        }
+    if (!st) { /* the texts, then a step that only releases their slots */
+        Loom__Step step = LOOM__STEP__INIT, release = LOOM__STEP__INIT;
+        step.protocol = release.protocol = LOOM_PROTOCOL;
+        step.seqs = qs, step.n_seqs = (size_t)k;
+        release.release = rel, release.n_release = (size_t)k;
+        st = score_step(e, &step, out, rows);
+        if (!st) st = score_step(e, &release, out, 0);
+        if (st)
+            for (int i = 0; i < k; i++) loom_kv_clear(e->kv, i); /* the release step did not run */
+        give_blocks(e, blocks, nb);
     }
-    if (st)
-        for (int i = 0; i < k; i++) loom_kv_clear(e->kv, i); /* the release step did not run */
-    for (int i = 0; i < got; i++) loom_kv_blocks_unref(e->blocks, blocks[i]);
-    free(blocks), free(q), free(qs), free(rel);
+    free(q), free(qs), free(rel);
     return st;
 }
 

@@ -104,6 +104,10 @@ loom_status loom_engine_score(loom_engine *e, const int32_t *tokens, int n, floa
  * weights read once for all k. */
 loom_status loom_engine_score_texts(loom_engine *e, const int32_t *const *tokens, const int *n, int k,
                                     float *out) LOOM_MUST_USE;
+/* How many of the texts n[0..k) (token counts) from the first one step of
+ * loom_engine_score_texts holds: at least one (k > 0), within the batch
+ * rows and the slots. */
+int loom_engine_step_texts(const loom_engine *e, const int *n, int k);
 /* The same a chunk of rows at a time, for long prompts and large
  * vocabularies: each chunk's logits (rows, vocab) go to buf (batch_rows x
  * vocab floats) and then to chunk(user, first position, rows, buf), in

@@ -38,6 +38,23 @@ static void tally(const loom_plan_model *m, double bytes[LOOM_TYPE_COUNT], int64
     }
 }
 
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The median of v[0..n) (n odd; v sorted in place). */
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
+/* The rows of the pipeline's decode micro-batch: ceil(sequences / pp), 1..16. */
+static int micro_rows(const loom_plan_request *r) {
+    const int pp = r->pp > 1 ? r->pp : 1, micro = (r->engine.max_seqs + pp - 1) / pp;
+    return micro < 1 ? 1 : micro > 16 ? 16 : micro;
+}
+
 /* seconds per byte of one decode matmul of type t over buf */
 static double seconds_per_byte(loom_type t, int64_t k, int tokens, uint8_t *buf, uint8_t *xq, float *y) {
     const bool r8 = loom_matmul_prefers_r8(t); /* the layout the weights will be in (loom_weights_repack) */
@@ -57,20 +74,13 @@ static double seconds_per_byte(loom_type t, int64_t k, int tokens, uint8_t *buf,
     }
     /* the median pass (a DRAM-bound pass that met little traffic is as
      * much an outlier as one that met a lot) */
-    for (int i = 1; i <= PASSES; i++)
-        for (int j = i + 1; j <= PASSES; j++)
-            if (dt[j] < dt[i]) {
-                const double x = dt[i];
-                dt[i] = dt[j], dt[j] = x;
-            }
-    return dt[1 + PASSES / 2] / (double)((size_t)rows * ws);
+    return median(dt + 1, PASSES) / (double)((size_t)rows * ws);
 }
 
 loom_status loom_plan_balance_measure(const loom_plan_model *m, const loom_plan_request *r,
                                       loom_plan_balance *out) {
     memset(out, 0, sizeof *out);
-    const int pp = r->pp > 1 ? r->pp : 1, micro = (r->engine.max_seqs + pp - 1) / pp;
-    const int tokens = micro < 1 ? 1 : micro > 16 ? 16 : micro;
+    const int tokens = micro_rows(r);
     double bytes[LOOM_TYPE_COUNT] = {0}, spb[LOOM_TYPE_COUNT] = {0};
     int64_t width[LOOM_TYPE_COUNT] = {0}, kmax = 0;
     tally(m, bytes, width);
@@ -127,11 +137,6 @@ loom_status loom_plan_balance_by_bytes(bool *by_bytes) {
 #define PROBE_STEPS 9         /* timed decode steps (the median), after one warm-up */
 #define PROBE_MAX_BYTES ((size_t)1 << 30)
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* One decode step of the probe: the rows through the layer, then the
  * head; the seconds of each into *layer_s, *head_s (not the step's
  * preparation, which a stage does once for all its layers). */
@@ -155,8 +160,7 @@ static loom_status probe_step(loom_forward *f, int layer, const loom_batch *b, f
 loom_status loom_plan_balance_probe_head(const loom_gguf *g, const loom_plan_model *m, const loom_plan_request *r,
                                          loom_plan_balance *bal) {
     const loom_model_config *c = &m->cfg;
-    const int pp = r->pp > 1 ? r->pp : 1, micro = (r->engine.max_seqs + pp - 1) / pp;
-    const int rows = micro < 1 ? 1 : micro > 16 ? 16 : micro, L = c->n_layers - 1;
+    const int rows = micro_rows(r), L = c->n_layers - 1;
     if (c->encoder || L < 0) return NULL;
     loom_shard s = loom_shard_full(c);
     s.layer_begin = L; /* the last stage's last layer and the head, as the model holds them */
@@ -201,9 +205,7 @@ loom_status loom_plan_balance_probe_head(const loom_gguf *g, const loom_plan_mod
         if (!st && k >= 0) lt[k] = ls, ht[k] = hs;
     }
     if (!st) {
-        qsort(lt, PROBE_STEPS, sizeof *lt, cmp_double);
-        qsort(ht, PROBE_STEPS, sizeof *ht, cmp_double);
-        const double ratio = ht[PROBE_STEPS / 2] / lt[PROBE_STEPS / 2];
+        const double ratio = median(ht, PROBE_STEPS) / median(lt, PROBE_STEPS);
         bal->head_time = (int64_t)(ratio * (double)loom_plan_layer_time(m, bal, L)) + 1;
         const size_t n = strlen(bal->what);
         if (n < sizeof bal->what)

@@ -1216,9 +1216,10 @@ static void moe_mlp(loom_forward *f, const loom_layer *L, int n, float *partial)
     const int ne = c->n_experts, k = c->n_experts_used, dim = c->dim;
     const loom_mat *mr[1] = {&L->router};
     float *yr[1] = {f->moe_logits};
-    if (!L->ffn_norm.w) memcpy(f->xn, f->x, (size_t)n * dim * sizeof *f->xn); /* no norm before (post-LN: nomic-bert-moe) */
-    matmuls(f, (prep_task){.n = n, .src = L->ffn_norm.w ? f->x : f->xn, .dst = f->xn, .norm = L->ffn_norm.w ? &L->ffn_norm : NULL},
-            1, mr, yr, P_ROUTE);
+    const bool normed = L->ffn_norm.w != NULL; /* (none: post-LN, nomic-bert-moe; the experts read xn as it is) */
+    if (!normed) memcpy(f->xn, f->x, (size_t)n * dim * sizeof *f->xn);
+    matmuls(f, (prep_task){.n = n, .src = normed ? f->x : f->xn, .dst = f->xn, .norm = normed ? &L->ffn_norm : NULL}, 1,
+            mr, yr, P_ROUTE);
     double t0 = f->prof ? loom_now_s() : 0;
     int *cnt = f->moe_count, *fill = f->moe_fill, *sel = f->moe_sel, *rows = f->moe_rows;
     float *wt = f->moe_selw, *rw = f->moe_w;

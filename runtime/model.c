@@ -517,14 +517,13 @@ static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_l
         LOOM_TRY(bind_norm(w, g, BASE(c->arch == LOOM_ARCH_GPT_OSS || c->arch == LOOM_ARCH_GLM4MOE ? "post_attention_norm"
                                                                                                    : "ffn_norm"),
                            dim, &L->ffn_norm));
-    if (loom_layer_dense(c, l)) {
-        int64_t d0, d1;
-        loom_shard_dense(c, s, &d0, &d1);
-        LOOM_TRY(bind_mlp(w, g, l, "", c->ffn_dense, d0, d1, L));
-        if (c->ffn_bias && d1 > d0) { /* (nomic-bert-moe's) */
-            LOOM_TRY(bind_vec(w, g, NAME("ffn_up.bias"), c->ffn_dense, d0, d1, &L->b_up));
-            LOOM_TRY(bind_vec(w, g, NAME("ffn_down.bias"), dim, 0, dim, &L->b_down));
-        }
+    /* the MLP's columns held here: a mixture's dense layer's are loom_shard_dense's */
+    const bool dense = loom_layer_dense(c, l);
+    int64_t F = ffn, f0 = s->ffn_begin, f1 = s->ffn_end;
+    if (dense) {
+        F = c->ffn_dense;
+        loom_shard_dense(c, s, &f0, &f1);
+        LOOM_TRY(bind_mlp(w, g, l, "", F, f0, f1, L));
     } else if (c->n_experts) {
         LOOM_TRY(bind_experts(w, g, l, L));
     } else if (c->fused_gate_up) {
@@ -535,10 +534,11 @@ static loom_status bind_layer(loom_weights *w, const loom_gguf *g, int l, loom_l
             LOOM_TRY(bind_rows(w, g, NAME("ffn_gate.weight"), dim, ffn, s->ffn_begin, s->ffn_end, &L->w_gate));
         LOOM_TRY(bind_rows(w, g, NAME("ffn_up.weight"), dim, ffn, s->ffn_begin, s->ffn_end, &L->w_up));
     }
-    if (!c->n_experts) {
-        if (c->ffn_bias) LOOM_TRY(bind_vec(w, g, NAME("ffn_up.bias"), ffn, s->ffn_begin, s->ffn_end, &L->b_up));
-        LOOM_TRY(bind_cols(w, g, NAME("ffn_down.weight"), ffn, dim, s->ffn_begin, s->ffn_end, &L->w_down));
-        if (c->ffn_bias) LOOM_TRY(bind_vec(w, g, NAME("ffn_down.bias"), dim, 0, dim, &L->b_down));
+    if (!c->n_experts) LOOM_TRY(bind_cols(w, g, NAME("ffn_down.weight"), ffn, dim, s->ffn_begin, s->ffn_end, &L->w_down));
+    /* its biases (a mixture's: only its dense layers', nomic-bert-moe's; as loom_layer_vector_floats counts them) */
+    if (c->ffn_bias && (!c->n_experts || (dense && f1 > f0))) {
+        LOOM_TRY(bind_vec(w, g, NAME("ffn_up.bias"), F, f0, f1, &L->b_up));
+        LOOM_TRY(bind_vec(w, g, NAME("ffn_down.bias"), dim, 0, dim, &L->b_down));
     }
     if (c->post_norms) LOOM_TRY(bind_norm(w, g, BASE("post_ffw_norm"), dim, &L->ffn_post));
     if (c->post_ln) LOOM_TRY(bind_norm(w, g, BASE("layer_output_norm"), dim, &L->ffn_res));

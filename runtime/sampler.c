@@ -92,7 +92,8 @@ static bool draws(const loom_sampling_params *p);
 
 bool loom_sampling_is_plain_greedy(const loom_sampling_params *p) {
     return plain_argmax(p) && !p->mirostat && p->repeat_penalty == 1.0f && p->presence_penalty == 0 &&
-           p->frequency_penalty == 0 && p->n_logit_bias == 0 && !dry_on(p) && !p->json_object && !p->json_schema && !p->grammar;
+           p->frequency_penalty == 0 && p->n_logit_bias == 0 && !dry_on(p) && !p->json_object && !p->json_schema &&
+           !p->grammar;
 }
 
 static uint64_t splitmix64(uint64_t *x) {

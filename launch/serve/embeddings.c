@@ -190,12 +190,11 @@ void srv_embed_run(srv *s) {
             free(buf);
         } else {
             /* as many inputs a step as its rows and slots hold (the weights read once for them all) */
-            const int width = rank ? c->n_cls_out : dim, slots = loom_engine_options_of(s->e)->max_seqs + 1;
+            const int width = rank ? c->n_cls_out : dim;
             float *hidden = malloc(sizeof(float) * (size_t)R * (size_t)width);
             st = hidden ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
             for (int i0 = 0, i1; i0 < j->n && !st; i0 = i1) {
-                int rows = j->n_ids[i0];
-                for (i1 = i0 + 1; i1 < j->n && i1 - i0 < slots && rows + j->n_ids[i1] <= R; i1++) rows += j->n_ids[i1];
+                i1 = i0 + loom_engine_step_texts(s->e, j->n_ids + i0, j->n - i0);
                 st = loom_engine_score_texts(s->e, (const int32_t *const *)j->ids + i0, j->n_ids + i0, i1 - i0, hidden);
                 for (int i = i0, off = 0; i < i1 && !st; off += j->n_ids[i++]) {
                     const float *h = hidden + (size_t)off * width;
