@@ -15,7 +15,11 @@
  * the scheduler thread runs between scheduler steps (srv_embed_run: it is
  * the only thread that touches the engine) and waits for it. Generation
  * requests are refused for encoders (srv_refuse_generation), so nothing
- * else runs through the engine meanwhile.
+ * else runs through the engine meanwhile. The jobs queued share steps, as
+ * llama-server's slots and vLLM's pooling batches do: each step takes as
+ * many inputs as its rows and slots hold, every job's next input first,
+ * jobs that arrive joining at the next step, and a job is answered as soon
+ * as its last input is done.
  *
  * The same queue scores prompts for completions' echo (srv_score_prompt):
  * the scheduler's micro-batches in flight are collected first, then the
@@ -38,6 +42,7 @@ struct srv_embed_job {
     int *n_ids;      /* (n) */
     float *out;      /* (n, dim) pooled, normalised */
     int top;         /* >= 0: a prompt to score (n 1) with `top` alternatives a position, into lp */
+    int taken;       /* scheduler thread: inputs done (they are taken in order) */
     srv_prompt_lp *lp;
     bool done;       /* shared */
     char *error;     /* shared: set with done on failure */
@@ -171,53 +176,137 @@ static void lp_chunk(void *user, int p0, int rows, const float *logits) {
     }
 }
 
+/* s->mu held: the queue's first job, taken off it. */
+static srv_embed_job *pop(srv *s) {
+    srv_embed_job *j = s->embed_head;
+    s->embed_head = j->next;
+    if (!s->embed_head) s->embed_tail = NULL;
+    j->next = NULL;
+    return j;
+}
+
+/* s->mu held: ends job j (an error from st, if any); its HTTP thread frees it. */
+static void job_done(srv *s, srv_embed_job *j, loom_status st) {
+    if (st) {
+        j->error = strdup(loom_status_message(st));
+        j->code = loom_status_code(st);
+        if (j->code != LOOM_ERR_CONTEXT && j->code != LOOM_ERR_INVALID && j->code != LOOM_ERR_KV_FULL &&
+            j->code != LOOM_ERR_NOMEM && !s->failed) {
+            s->failed = true; /* the cluster may be out of step: the engine failed */
+            snprintf(s->fail_msg, sizeof s->fail_msg, "%s", loom_status_message(st));
+        }
+    }
+    j->done = true;
+    pthread_cond_broadcast(&j->cv);
+}
+
+/* A prompt to score (completions' echo): the pipeline emptied first. */
+static loom_status score_job(srv *s, srv_embed_job *j) {
+    const int V = loom_engine_model(s->e)->vocab, R = loom_engine_options_of(s->e)->batch_rows;
+    float *buf = malloc(sizeof(float) * (size_t)R * V);
+    lp_pass a = {j->ids[0], j->n_ids[0], V, j->top, j->lp};
+    loom_status st = buf ? loom_scheduler_drain(s->sched) : loom_error(LOOM_ERR_NOMEM, "out of memory scoring a prompt");
+    if (!st) st = loom_engine_score_chunks(s->e, j->ids[0], j->n_ids[0], buf, lp_chunk, &a);
+    free(buf);
+    return st;
+}
+
+/* The inputs of the embedding jobs in flight, in the order the next step
+ * takes them: each job's next input first (in arrival order), so a request
+ * of one text is not held behind a long list that came before it, then the
+ * rest of each job's inputs. At most `cap`. */
+static int gather(srv_embed_job *const *act, int n_act, int cap, srv_embed_job **job, int *input, int *n_tok,
+                  const int32_t **ids) {
+    int k = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int a = 0; a < n_act && k < cap; a++) {
+            srv_embed_job *j = act[a];
+            for (int i = j->taken + pass; i < j->n && k < cap; i++) {
+                job[k] = j, input[k] = i, n_tok[k] = j->n_ids[i], ids[k] = j->ids[i];
+                k++;
+                if (pass == 0) break;
+            }
+        }
+    return k;
+}
+
 void srv_embed_run(srv *s) {
     const loom_model_config *c = loom_engine_model(s->e);
     const int dim = c->dim, R = loom_engine_options_of(s->e)->batch_rows;
+    const int cap = loom_engine_options_of(s->e)->max_seqs + 1; /* (loom_engine_step_texts cuts to the slots) */
     const bool rank = c->pooling == LOOM_POOL_RANK; /* a reranker: a pair's score, its first row's (a decoder's last) */
+    const int width = rank ? c->n_cls_out : dim;
     loom_pooling pool = c->pooling == LOOM_POOL_NONE ? LOOM_POOL_MEAN : c->pooling;
-    while (s->embed_head) {
-        srv_embed_job *j = s->embed_head;
-        s->embed_head = j->next;
-        if (!s->embed_head) s->embed_tail = NULL;
-        pthread_mutex_unlock(&s->mu);
-        loom_status st = NULL;
-        if (j->top >= 0) { /* a prompt to score: the pipeline emptied first */
-            float *buf = malloc(sizeof(float) * (size_t)R * c->vocab);
-            lp_pass a = {j->ids[0], j->n_ids[0], c->vocab, j->top, j->lp};
-            st = buf ? loom_scheduler_drain(s->sched) : loom_error(LOOM_ERR_NOMEM, "out of memory scoring a prompt");
-            if (!st) st = loom_engine_score_chunks(s->e, j->ids[0], j->n_ids[0], buf, lp_chunk, &a);
-            free(buf);
-        } else {
-            /* as many inputs a step as its rows and slots hold (the weights read once for them all) */
-            const int width = rank ? c->n_cls_out : dim;
-            float *hidden = malloc(sizeof(float) * (size_t)R * (size_t)width);
-            st = hidden ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
-            for (int i0 = 0, i1; i0 < j->n && !st; i0 = i1) {
-                i1 = i0 + loom_engine_step_texts(s->e, j->n_ids + i0, j->n - i0);
-                st = loom_engine_score_texts(s->e, (const int32_t *const *)j->ids + i0, j->n_ids + i0, i1 - i0, hidden);
-                for (int i = i0, off = 0; i < i1 && !st; off += j->n_ids[i++]) {
-                    const float *h = hidden + (size_t)off * width;
-                    if (rank) j->out[i] = h[(size_t)(c->bidirectional ? 0 : j->n_ids[i] - 1) * c->n_cls_out];
-                    else loom_embedding_pool(pool, h, j->n_ids[i], dim, true, j->out + (size_t)i * dim);
-                }
+    if (!s->embed_head) return;
+    /* the embedding jobs in flight share steps: the inputs of several requests (as many as a step's rows and
+     * slots hold, the weights read once for them all), requests joining between steps */
+    srv_embed_job **act = NULL, **job = malloc(sizeof *job * (size_t)cap);
+    int n_act = 0, cap_act = 0, *input = malloc(sizeof(int) * (size_t)cap), *n_tok = malloc(sizeof(int) * (size_t)cap);
+    const int32_t **ids = malloc(sizeof *ids * (size_t)cap);
+    float *hidden = malloc(sizeof(float) * (size_t)R * (size_t)width);
+    const bool mem = job && input && n_tok && ids && hidden;
+    while (s->embed_head || n_act > 0) {
+        while (s->embed_head && (s->embed_head->top < 0 || n_act == 0)) { /* take the queue's jobs */
+            if (s->embed_head->top >= 0) { /* a prompt to score, alone */
+                srv_embed_job *j = pop(s);
+                pthread_mutex_unlock(&s->mu);
+                loom_status st = score_job(s, j);
+                pthread_mutex_lock(&s->mu);
+                job_done(s, j, st);
+                loom_status_free(st);
+                continue;
             }
-            free(hidden);
+            if (n_act == cap_act) {
+                srv_embed_job **na = realloc(act, sizeof *act * (size_t)(cap_act ? 2 * cap_act : 16));
+                if (!na) break; /* taken later */
+                act = na, cap_act = cap_act ? 2 * cap_act : 16;
+            }
+            act[n_act++] = pop(s);
+        }
+        if (n_act == 0) {
+            if (!s->embed_head) break;
+            loom_status st = loom_error(LOOM_ERR_NOMEM, "out of memory");
+            srv_embed_job *j = pop(s); /* (no room for it in the list) */
+            job_done(s, j, st);
+            loom_status_free(st);
+            continue;
+        }
+        int k = 0;
+        loom_status st = mem ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
+        if (!st) {
+            k = gather(act, n_act, cap, job, input, n_tok, ids);
+            k = loom_engine_step_texts(s->e, n_tok, k);
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (!st) st = loom_engine_score_texts(s->e, ids, n_tok, k, hidden);
+        for (int t = 0, off = 0; t < k && !st; off += n_tok[t++]) {
+            const float *h = hidden + (size_t)off * width;
+            srv_embed_job *j = job[t];
+            if (rank) j->out[input[t]] = h[(size_t)(c->bidirectional ? 0 : n_tok[t] - 1) * c->n_cls_out];
+            else loom_embedding_pool(pool, h, n_tok[t], dim, true, j->out + (size_t)input[t] * dim);
+        }
+        if (!st) {
+            int tokens = 0;
+            for (int t = 0; t < k; t++) tokens += n_tok[t];
+            pthread_mutex_lock(&s->metrics.mu);
+            s->metrics.embed_steps++, s->metrics.embed_inputs += (uint64_t)k, s->metrics.prompt_tokens += (uint64_t)tokens;
+            pthread_mutex_unlock(&s->metrics.mu);
         }
         pthread_mutex_lock(&s->mu);
-        if (st) {
-            j->error = strdup(loom_status_message(st));
-            j->code = loom_status_code(st);
-            if (j->code != LOOM_ERR_CONTEXT && j->code != LOOM_ERR_INVALID && j->code != LOOM_ERR_KV_FULL &&
-                j->code != LOOM_ERR_NOMEM) {
-                s->failed = true; /* the cluster may be out of step: the engine failed */
-                snprintf(s->fail_msg, sizeof s->fail_msg, "%s", loom_status_message(st));
-            }
-            loom_status_free(st);
+        /* a job's inputs are taken in order (gather's first pass takes each job's next one): count them */
+        for (int t = 0; t < k && !st; t++) job[t]->taken++;
+        int kept = 0;
+        for (int a = 0; a < n_act; a++) {
+            srv_embed_job *j = act[a];
+            bool in_step = false;
+            for (int t = 0; t < k && !in_step; t++) in_step = job[t] == j;
+            if (st ? in_step || s->failed || !mem : j->taken == j->n) job_done(s, j, st);
+            else act[kept++] = j;
         }
-        j->done = true;
-        pthread_cond_broadcast(&j->cv);
+        n_act = kept;
+        loom_status_free(st);
     }
+    free(act), free(job), free(input), free(n_tok), free(ids), free(hidden);
 }
 
 void srv_embed_fail_all(srv *s, const char *why) {

@@ -118,6 +118,11 @@ loom_status srv_metrics_render(srv_metrics *m, const char *model, loom_strbuf *o
     metric(&w, "loom_spec_decode_num_accepted_tokens_total", "counter",
            "Proposed tokens that were the model's own (each saved a step).");
     put(&w, "loom_spec_decode_num_accepted_tokens_total{%s} %llu\n", lbl, (unsigned long long)m->draft_accepted);
+    metric(&w, "loom_embedding_inputs_total", "counter", "Inputs embedded (rerank: query-document pairs scored).");
+    put(&w, "loom_embedding_inputs_total{%s} %llu\n", lbl, (unsigned long long)m->embed_inputs);
+    metric(&w, "loom_embedding_steps_total", "counter",
+           "Engine steps that embedded them (inputs over steps: how many shared a step, across requests).");
+    put(&w, "loom_embedding_steps_total{%s} %llu\n", lbl, (unsigned long long)m->embed_steps);
     metric(&w, "loom_request_success_total", "counter", "Requests finished, by finish reason.");
     put(&w, "loom_request_success_total{%s,finished_reason=\"stop\"} %llu\n", lbl, (unsigned long long)m->requests_ok);
     put(&w, "loom_request_success_total{%s,finished_reason=\"length\"} %llu\n", lbl,

@@ -42,6 +42,7 @@ typedef struct {
     /* counters */
     uint64_t prompt_tokens, generation_tokens, preemptions, prefix_queries, prefix_hits;
     uint64_t draft_tokens, draft_accepted; /* speculative decoding: proposed / the model's own */
+    uint64_t embed_inputs, embed_steps;    /* embedding models: inputs (or rerank pairs), the steps they took */
     uint64_t requests_ok, requests_length, requests_error, requests_cancelled;
     uint64_t http_2xx, http_4xx, http_5xx, http_429;
     /* histograms, seconds */

@@ -3,7 +3,8 @@
 # `loom embed` (unit length, deterministic, the same under mpirun at tp 2
 # and pp 2), `loom generate` refusing an encoder, and the server's
 # POST /v1/embeddings in OpenAI's shape (float and base64, strings and token
-# ids, the CLI's vectors; several inputs in one step, at pp 2 too) with its
+# ids, the CLI's vectors; several inputs in one step, at pp 2 too; requests at once
+# sharing steps, each its own vectors, counted in /metrics) with its
 # errors; generation endpoints refuse an encoder with a 400.
 . "$(dirname "$0")/lib.sh"
 
@@ -112,6 +113,49 @@ code=$(post /v1/rerank '{"query": "a", "documents": ["b"]}')
 curl -sf "http://127.0.0.1:$PORT/health" > /dev/null || fail "/health after the bad requests"
 stop_server "$TMP/serve.log"
 ok "embeddings end to end"
+
+# requests at once share steps (at most --sequences + 1 inputs a step here: 4): each gets its own vectors
+start_server "$TMP/serve-c.log" "$LOOM" serve --model "$BERT" --threads 1 --ctx-size 512 --sequences 3
+python3 - "$TMP/one.json" "$PORT" "$ids" <<'EOF' || fail "concurrent /v1/embeddings: see above"
+import json, sys, threading, urllib.request
+cli = [x["embedding"] for x in json.load(open(sys.argv[1]))["data"]]
+port, ids = sys.argv[2], json.loads(sys.argv[3])
+def post(path, body=None):
+    rq = urllib.request.Request(f"http://127.0.0.1:{port}{path}", json.dumps(body).encode() if body else None,
+                                {"Content-Type": "application/json"})
+    return urllib.request.urlopen(rq, timeout=120).read().decode()
+def metric(text, name):
+    return int(float(next(l.split()[-1] for l in text.splitlines() if l.startswith(name + "{"))))
+m0 = post("/metrics")
+# request r: 1 + r % 7 inputs (one of 10 inputs: beyond a step), "hello world" as text or ids, or the fox
+reqs = [[(["hello world", ids, "the quick brown fox"][(r + i) % 3]) for i in range(10 if r == 5 else 1 + r % 7)]
+        for r in range(16)]
+want = [[cli[1] if (r + i) % 3 == 2 else cli[0] for i in range(len(q))] for r, q in enumerate(reqs)]
+got, errs = [None] * len(reqs), []
+def one(r):
+    try:
+        got[r] = json.loads(post("/v1/embeddings", {"input": reqs[r]}))["data"]
+    except Exception as ex:
+        errs.append(f"request {r}: {ex}")
+th = [threading.Thread(target=one, args=(r,)) for r in range(len(reqs))]
+for t in th: t.start()
+for t in th: t.join()
+assert not errs, errs
+for r in range(len(reqs)):
+    assert [x["index"] for x in got[r]] == list(range(len(reqs[r]))), (r, [x["index"] for x in got[r]])
+    for i, x in enumerate(got[r]):
+        cos = sum(u * v for u, v in zip(x["embedding"], want[r][i]))
+        assert cos > 0.99999, f"request {r} input {i}: cos {cos} against loom embed's"
+m1 = post("/metrics")
+n_in = sum(len(q) for q in reqs)
+d_in = metric(m1, "loom_embedding_inputs_total") - metric(m0, "loom_embedding_inputs_total")
+d_st = metric(m1, "loom_embedding_steps_total") - metric(m0, "loom_embedding_steps_total")
+assert d_in == n_in, f"/metrics counts {d_in} inputs, {n_in} were sent"
+assert n_in / 4 <= d_st <= n_in, f"{d_st} steps for {n_in} inputs of at most 4 a step"
+print(f"{n_in} inputs of {len(reqs)} requests at once in {d_st} steps")
+EOF
+stop_server "$TMP/serve-c.log"
+ok "/v1/embeddings: 16 requests at once share steps, each gets the CLI's vectors; /metrics counts them"
 
 # several inputs share a step (the weights read once for them all), across a pipeline too: the same vectors
 start_server "$TMP/serve-pp.log" $MPIRUN -np 2 "$LOOM" serve --model "$BERT" --threads 1 --ctx-size 512 --pp 2 \
