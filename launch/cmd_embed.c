@@ -17,6 +17,9 @@
  * (loom_tokenize_rerank): one score a line (its labels' outputs, where it
  * has several), or with --json {"model", "query", "data": [{"index",
  * "tokens", "score", "scores"}, ...]} in the texts' order.
+ *
+ * Texts (or pairs) share steps, as many as the batch rows and the slots
+ * hold (loom_engine_step_texts), the weights read once for them all.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -81,128 +84,146 @@ static loom_status read_texts(embed_job *j) {
     return st;
 }
 
-/* A reranker's scores of each text as a document for the query. */
-static loom_status rerank(loom_engine *e, const loom_gguf *g, const char *model, const embed_job *j, const char *query,
-                          bool json) {
-    const loom_model_config *c = loom_engine_model(e);
-    const int W = c->n_cls_out, R = loom_engine_options_of(e)->batch_rows;
-    loom_tokenizer *tok = NULL;
-    loom_tokens ids = {0};
-    loom_strbuf out = {0};
-    float *rows = malloc(sizeof(float) * (size_t)R * W);
-    loom_status st = rows ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
-    if (!st) st = loom_tokenizer_create(g, &tok);
-    loom_str tm;
-    const bool has_tmpl = loom_gguf_get_str(g, "tokenizer.chat_template.rerank", &tm);
-    const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
-    if (!st && json) {
-        st = loom_strbuf_append(&out, "{\"model\":", 9);
-        if (!st) st = loom_json_escape(name, strlen(name), &out);
-        if (!st) st = loom_strbuf_append(&out, ",\"query\":", 9);
-        if (!st) st = loom_json_escape(query, strlen(query), &out);
-        if (!st) st = loom_strbuf_append(&out, ",\"data\":[", 9);
-    }
-    for (int i = 0; i < j->n && !st; i++) {
-        ids.n = 0;
-        st = loom_tokenize_rerank(tok, has_tmpl ? tm.ptr : NULL, has_tmpl ? (size_t)tm.len : 0, query, strlen(query),
-                                  j->texts[i], strlen(j->texts[i]), &ids);
-        if (!st && (ids.n == 0 || (int)ids.n > R))
-            st = loom_error(LOOM_ERR_INVALID, "the query with text %d is %zu tokens (1..%d: --batch)", i, ids.n, R);
-        if (!st) st = loom_engine_score(e, ids.ids, (int)ids.n, rows);
-        if (st) break;
-        const float *v = rows + (size_t)(c->bidirectional ? 0 : ids.n - 1) * W; /* a decoder's: the last row */
-        char head[96];
-        int k = json ? snprintf(head, sizeof head, "%s{\"index\":%d,\"tokens\":%zu,\"score\":%.9g,\"scores\":", i ? "," : "",
-                                i, ids.n, (double)v[0])
-                     : 0;
-        if (k) st = loom_strbuf_append(&out, head, (size_t)k);
-        if (!st) st = put_vec(&out, v, W, json);
-        if (!st) st = loom_strbuf_append(&out, json ? "}" : "\n", 1);
-    }
-    if (!st && json) st = loom_strbuf_append(&out, "]}\n", 3);
-    if (!st && (fwrite(out.data, 1, out.len, stdout) != out.len || fflush(stdout) != 0))
-        st = loom_error(LOOM_ERR_IO, "cannot write to stdout");
-    loom_strbuf_free(&out);
-    loom_tokens_free(&ids);
-    loom_tokenizer_free(tok);
-    free(rows);
-    return st;
+static void free_tokens(int32_t **tk, int *tn, int n) {
+    for (int i = 0; tk && i < n; i++) free(tk[i]);
+    free(tk), free(tn);
 }
 
-static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *model, const embed_job *j,
-                              loom_pooling pool, bool normalize, bool json) {
-    const loom_model_config *c = loom_engine_model(e);
-    const int dim = c->dim, R = loom_engine_options_of(e)->batch_rows;
+/* Every text's tokens: as the model says, or with a query the pair as
+ * llama-server builds it (loom_tokenize_rerank, with the model's rerank
+ * template where it has one); each 1..R tokens. */
+static loom_status tokenize_all(const loom_gguf *g, const embed_job *j, const char *query, int R, int32_t ***tk_out,
+                                int **tn_out) {
     loom_tokenizer *tok = NULL;
     loom_tokens ids = {0};
-    loom_strbuf out = {0};
-    float *hidden = malloc(sizeof(float) * (size_t)R * dim), *vec = malloc(sizeof(float) * (size_t)dim);
-    loom_status st = hidden && vec ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
-    if (!st) st = loom_tokenizer_create(g, &tok);
-    const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
-    if (!st && json) {
-        st = loom_strbuf_append(&out, "{\"model\":", 9);
-        if (!st) st = loom_json_escape(name, strlen(name), &out);
-        char head[96];
-        int k = snprintf(head, sizeof head, ",\"pooling\":\"%s\",\"normalized\":%s,\"data\":[", loom_pooling_name(pool),
-                         normalize ? "true" : "false");
-        if (!st) st = loom_strbuf_append(&out, head, (size_t)k);
-    }
-    /* every text's tokens, then as many texts a step as its rows and slots hold (loom_engine_score_texts) */
-    int32_t **tk = calloc((size_t)(j->n > 0 ? j->n : 1), sizeof *tk);
-    int *tn = calloc((size_t)(j->n > 0 ? j->n : 1), sizeof *tn);
-    if (!st && (!tk || !tn)) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
+    loom_str tm;
+    const bool has_tmpl = query && loom_gguf_get_str(g, "tokenizer.chat_template.rerank", &tm);
+    int32_t **tk = calloc((size_t)j->n, sizeof *tk);
+    int *tn = calloc((size_t)j->n, sizeof *tn);
+    loom_status st = tk && tn ? loom_tokenizer_create(g, &tok) : loom_error(LOOM_ERR_NOMEM, "out of memory");
     for (int i = 0; i < j->n && !st; i++) {
         ids.n = 0;
-        st = loom_tokenize(tok, j->texts[i], strlen(j->texts[i]), true, true, &ids);
-        if (!st && ids.n == 0) st = loom_error(LOOM_ERR_INVALID, "text %d is empty after tokenization", i);
+        st = query ? loom_tokenize_rerank(tok, has_tmpl ? tm.ptr : NULL, has_tmpl ? (size_t)tm.len : 0, query,
+                                          strlen(query), j->texts[i], strlen(j->texts[i]), &ids)
+                   : loom_tokenize(tok, j->texts[i], strlen(j->texts[i]), true, true, &ids);
+        if (!st && (ids.n == 0 || (int)ids.n > R))
+            st = loom_error(LOOM_ERR_INVALID, "%s %d is %zu tokens (1..%d: --batch)", query ? "the query with text" : "text",
+                            i, ids.n, R);
         if (!st && !(tk[i] = malloc(ids.n * sizeof(int32_t)))) st = loom_error(LOOM_ERR_NOMEM, "out of memory");
         if (!st) memcpy(tk[i], ids.ids, ids.n * sizeof(int32_t)), tn[i] = (int)ids.n;
     }
-    for (int i1 = 0, off = 0, i = 0; i < j->n && !st; i++, off += tn[i - 1]) {
-        if (i == i1) { /* the next step's texts */
-            i1 = i + loom_engine_step_texts(e, tn + i, j->n - i);
-            st = loom_engine_score_texts(e, (const int32_t *const *)tk + i, tn + i, i1 - i, hidden);
-            off = 0;
-            if (st) break;
-        }
-        const int n = tn[i];
-        float *h0 = hidden + (size_t)off * dim;
-        if (json) {
-            char head[64];
-            int k = snprintf(head, sizeof head, "%s{\"index\":%d,\"tokens\":%d,\"embedding\":", i ? "," : "", i, n);
-            st = loom_strbuf_append(&out, head, (size_t)k);
-        }
-        if (pool == LOOM_POOL_NONE) {
-            if (json && !st) st = loom_strbuf_append(&out, "[", 1);
-            for (int t = 0; t < n && !st; t++) {
-                float *h = h0 + (size_t)t * dim;
-                if (normalize) loom_embedding_normalize(h, dim);
-                if (json && t) st = loom_strbuf_append(&out, ",", 1);
-                if (!st) st = put_vec(&out, h, dim, json);
-                if (!json && !st) st = loom_strbuf_append(&out, "\n", 1);
-            }
-            if (json && !st) st = loom_strbuf_append(&out, "]", 1);
-        } else {
-            loom_embedding_pool(pool, h0, n, dim, normalize, vec);
-            if (!st) st = put_vec(&out, vec, dim, json);
-        }
-        if (!st && (json || pool != LOOM_POOL_NONE)) st = loom_strbuf_append(&out, json ? "}" : "\n", 1);
-    }
-    if (!st && json) st = loom_strbuf_append(&out, "]}\n", 3);
-    if (!st) {
-        if (fwrite(out.data, 1, out.len, stdout) != out.len || fflush(stdout) != 0)
-            st = loom_error(LOOM_ERR_IO, "cannot write to stdout");
-    }
-    loom_strbuf_free(&out);
     loom_tokens_free(&ids);
     loom_tokenizer_free(tok);
-    for (int i = 0; tk && i < j->n; i++) free(tk[i]);
-    free(tk), free(tn);
-    free(hidden);
-    free(vec);
+    if (st) free_tokens(tk, tn, j->n), tk = NULL, tn = NULL;
+    *tk_out = tk, *tn_out = tn;
     return st;
 }
+
+/* The texts through the model, as many a step as its rows and slots hold
+ * (loom_engine_step_texts: the weights read once for them all); text i's
+ * rows (tn[i] of `width` floats: hidden states, or a reranker's outputs)
+ * to each(user, i, rows), in order. */
+static loom_status run_texts(loom_engine *e, int32_t *const *tk, const int *tn, int n, int width,
+                             loom_status (*each)(void *user, int i, const float *rows), void *user) {
+    float *buf = malloc(sizeof(float) * (size_t)loom_engine_options_of(e)->batch_rows * (size_t)width);
+    loom_status st = buf ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
+    for (int i0 = 0, i1; i0 < n && !st; i0 = i1) {
+        i1 = i0 + loom_engine_step_texts(e, tn + i0, n - i0);
+        st = loom_engine_score_texts(e, (const int32_t *const *)tk + i0, tn + i0, i1 - i0, buf);
+        for (int i = i0, off = 0; i < i1 && !st; off += tn[i++]) st = each(user, i, buf + (size_t)off * width);
+    }
+    free(buf);
+    return st;
+}
+
+typedef struct {
+    loom_strbuf out;
+    const loom_model_config *c;
+    const int *tn;
+    bool json, normalize;
+    loom_pooling pool;
+    float *vec; /* (dim) */
+} emit_ctx;
+
+/* A reranker's scores of one text as a document for the query. */
+static loom_status emit_score(void *user, int i, const float *rows) {
+    emit_ctx *x = user;
+    const int W = x->c->n_cls_out;
+    const float *v = rows + (size_t)(x->c->bidirectional ? 0 : x->tn[i] - 1) * W; /* a decoder's: the last row */
+    if (x->json) {
+        char head[96];
+        int k = snprintf(head, sizeof head, "%s{\"index\":%d,\"tokens\":%d,\"score\":%.9g,\"scores\":", i ? "," : "", i,
+                         x->tn[i], (double)v[0]);
+        LOOM_TRY(loom_strbuf_append(&x->out, head, (size_t)k));
+    }
+    LOOM_TRY(put_vec(&x->out, v, W, x->json));
+    return loom_strbuf_append(&x->out, x->json ? "}" : "\n", 1);
+}
+
+/* One text's embedding (pooling none: each token's). */
+static loom_status emit_embedding(void *user, int i, const float *rows) {
+    emit_ctx *x = user;
+    const int n = x->tn[i], dim = x->c->dim;
+    if (x->json) {
+        char head[64];
+        int k = snprintf(head, sizeof head, "%s{\"index\":%d,\"tokens\":%d,\"embedding\":", i ? "," : "", i, n);
+        LOOM_TRY(loom_strbuf_append(&x->out, head, (size_t)k));
+    }
+    if (x->pool == LOOM_POOL_NONE) {
+        if (x->json) LOOM_TRY(loom_strbuf_append(&x->out, "[", 1));
+        for (int t = 0; t < n; t++) {
+            float *h = x->vec; /* (rows are the step's buffer: normalised in a copy) */
+            memcpy(h, rows + (size_t)t * dim, sizeof(float) * (size_t)dim);
+            if (x->normalize) loom_embedding_normalize(h, dim);
+            if (x->json && t) LOOM_TRY(loom_strbuf_append(&x->out, ",", 1));
+            LOOM_TRY(put_vec(&x->out, h, dim, x->json));
+            if (!x->json) LOOM_TRY(loom_strbuf_append(&x->out, "\n", 1));
+        }
+        if (x->json) LOOM_TRY(loom_strbuf_append(&x->out, "]", 1));
+    } else {
+        loom_embedding_pool(x->pool, rows, n, dim, x->normalize, x->vec);
+        LOOM_TRY(put_vec(&x->out, x->vec, dim, x->json));
+    }
+    return x->json || x->pool != LOOM_POOL_NONE ? loom_strbuf_append(&x->out, x->json ? "}" : "\n", 1) : NULL;
+}
+
+/* Every text's embedding, or with a query (a reranker) its score as a
+ * document for it, written to stdout once all are done. */
+static loom_status coordinate(loom_engine *e, const loom_gguf *g, const char *model, const embed_job *j, const char *query,
+                              loom_pooling pool, bool normalize, bool json) {
+    const loom_model_config *c = loom_engine_model(e);
+    emit_ctx x = {.c = c, .json = json, .normalize = normalize, .pool = pool};
+    int32_t **tk = NULL;
+    int *tn = NULL;
+    x.vec = malloc(sizeof(float) * (size_t)c->dim);
+    loom_status st = x.vec ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
+    const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
+    if (!st && json) {
+        st = loom_strbuf_append(&x.out, "{\"model\":", 9);
+        if (!st) st = loom_json_escape(name, strlen(name), &x.out);
+        if (!st && query) {
+            st = loom_strbuf_append(&x.out, ",\"query\":", 9);
+            if (!st) st = loom_json_escape(query, strlen(query), &x.out);
+            if (!st) st = loom_strbuf_append(&x.out, ",\"data\":[", 9);
+        } else if (!st) {
+            char head[96];
+            int k = snprintf(head, sizeof head, ",\"pooling\":\"%s\",\"normalized\":%s,\"data\":[",
+                             loom_pooling_name(pool), normalize ? "true" : "false");
+            st = loom_strbuf_append(&x.out, head, (size_t)k);
+        }
+    }
+    if (!st) st = tokenize_all(g, j, query, loom_engine_options_of(e)->batch_rows, &tk, &tn);
+    x.tn = tn;
+    if (!st) st = run_texts(e, tk, tn, j->n, query ? c->n_cls_out : c->dim, query ? emit_score : emit_embedding, &x);
+    if (!st && json) st = loom_strbuf_append(&x.out, "]}\n", 3);
+    if (!st && (fwrite(x.out.data, 1, x.out.len, stdout) != x.out.len || fflush(stdout) != 0))
+        st = loom_error(LOOM_ERR_IO, "cannot write to stdout");
+    loom_strbuf_free(&x.out);
+    free_tokens(tk, tn, j->n);
+    free(x.vec);
+    return st;
+}
+
 
 int cmd_embed(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *file = NULL, *pooling = NULL, *query = NULL;
@@ -267,8 +288,7 @@ int cmd_embed(int argc, char **argv) {
     if (!st) {
         bool coord = loom_cluster_is_coordinator(cluster);
         if (!pooling) pool = loom_engine_model(e)->pooling;
-        if (coord && ranks) st = rerank(e, loom_cluster_model(cluster), model, &job, query, json);
-        else if (coord) st = coordinate(e, loom_cluster_model(cluster), model, &job, pool, !no_normalize, json);
+        if (coord) st = coordinate(e, loom_cluster_model(cluster), model, &job, query, pool, !no_normalize, json);
         else st = loom_engine_work(e);
         if (st && loom_cluster_size(cluster) > 1) loom_cluster_abort(cluster, "embed", st);
         if (!st && coord) st = loom_engine_shutdown(e);

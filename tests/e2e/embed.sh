@@ -38,6 +38,21 @@ assert cos < 0.999, f"different texts gave the same embedding (cos {cos})"
 EOF
 ok "loom embed: unit length, deterministic, texts told apart"
 
+"$LOOM" embed --model "$BERT" --file "$TMP/texts.txt" --pooling none --no-normalize --json --threads 1 \
+  > "$TMP/none.json" 2> "$TMP/err" || fail "embed --pooling none: $(tail -3 "$TMP/err")"
+python3 - "$TMP/one.json" "$TMP/none.json" <<'EOF' || fail "loom embed --pooling none: see above"
+import json, math, sys
+mean, rows = (json.load(open(p))["data"] for p in sys.argv[1:3])
+for i in range(3):
+    r = rows[i]["embedding"]
+    assert len(r) == rows[i]["tokens"] == mean[i]["tokens"] and all(len(v) == 192 for v in r), (i, len(r))
+    m = [sum(v[d] for v in r) / len(r) for d in range(192)]
+    n = math.sqrt(sum(x * x for x in m))
+    cos = sum(a / n * b for a, b in zip(m, mean[i]["embedding"]))
+    assert cos > 0.999999, f"text {i}: the mean of its token vectors against the mean pooling: cos {cos}"
+EOF
+ok "loom embed --pooling none: every token's vector, their mean the mean pooling's"
+
 for grid in "2 1" "1 2"; do
   set -- $grid
   embed "$TMP/tp$1pp$2.json" $MPIRUN -np $(($1 * $2)) -- --tp "$1" --pp "$2"
