@@ -34,11 +34,11 @@
  * c*|dw*da*sum(a)| per block rather than to the block's dot product; for
  * Q8_0 that is a few 1e-7 of sum|w*a| on real data.
  *
- * F32/F16/BF16 weights use the same scheme with FMA: a panel of 16 rows x
- * 256 columns converted to float and transposed, each token's activation
- * float broadcast into the FMA.
+ * F32/F16/BF16 weights use the same scheme with FMA: two panels of 16 rows
+ * x 256 columns converted to float and transposed, each token's activation
+ * float broadcast into the FMAs of both.
  *
- * Stack use: one panel, about 24 KiB (16 KiB for float weights).
+ * Stack use: one panel, about 24 KiB (two, 32 KiB, for float weights).
  *
  * Intel AMX, tried on a Xeon with AMX-INT8 (KVM guest, family 6 model 167)
  * and not kept: the panel's qT is TDPBSUD's B operand as it is and a
@@ -413,10 +413,19 @@ void loom_avx512_r8_gemm_q3_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q3_K, w, w
 void loom_avx512_r8_gemm_q2_K(LOOM_MATMUL_PARAMS) { gemm_r8(LOOM_TYPE_Q2_K, w, ws, k, nr, xq, xs, n, y, ldy); }
 
 /* ---- float weights (F32, F16, BF16): the same panel scheme with FMA ----
- * The panel holds 16 rows x up to KCF columns as floats, transposed (one
- * vector per column, lane = row); each token's activation float is
- * broadcast into an FMA. Decoding (F16/BF16 -> float) and transposing happen
- * once per panel and k-chunk. */
+ * Two panels of 16 rows x up to KCF columns as floats, transposed (one
+ * vector per column, lane = row); per column, the 2 panel vectors and NTF
+ * tokens' activation floats (broadcast) feed 2 x NTF FMAs into 24
+ * accumulators. Each (row, token) sums its columns in order from 0 in each
+ * chunk, then adds the chunk to y: the bits of the one-panel kernel this
+ * replaced, whose 12 FMAs a column came with 13 loads and the spills of 12
+ * token pointers (load-bound, 61-66 % of the FMA peak). Xeon family 6 model
+ * 207, one thread (FMA peak ~173 GFLOP/s), bench_matmul -n 128, GFLOP/s,
+ * old / new alternated: 2048 x 2048 F16 105-107 / 135-136, BF16 111 / 142,
+ * F32 109 / 130-131; F16 4864 x 896 112 / 140, 896 x 4864 108 / 136, the
+ * 151936 x 896 head from DRAM 84 / 102. Below loom_gemm_min_n (20) the
+ * register tiles stay faster (n = 12 equal, 16: 76 vs 68). Decoding (F16 /
+ * BF16 -> float) and transposing happen once per panel and k-chunk. */
 
 enum { KCF = 256, NTF = 12 };
 
@@ -427,41 +436,61 @@ AI __m512 ldrow_f(const int type, const uint8_t *p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+/* rows p.. (at most 16) x columns kc0..kc0+kcl of w into pf, transposed */
+AI void panel_f(const int type, const uint8_t *w, size_t ws, int64_t p, int rows, int64_t kc0, int kcl,
+                uint8_t (*pf)[64]) {
+    const int es = type == LOOM_TYPE_F32 ? 4 : 2;
+    for (int c0 = 0; c0 < kcl; c0 += 16) {
+        const __mmask16 cm = (__mmask16)(kcl - c0 >= 16 ? 0xFFFFu : (1u << (kcl - c0)) - 1u);
+        __m512i R[16];
+        UNROLL for (int r = 0; r < MR; r++)
+            R[r] = r < rows ? _mm512_castps_si512(ldrow_f(type, w + (p + r) * ws + (kc0 + c0) * es, cm))
+                            : _mm512_setzero_si512();
+        transpose16(R, pf + c0);
+    }
+}
+
+/* NP panels (1 or 2) x tokens t0..t0+nt (NTF at most): y rows p.. */
+AI void micro_f(const int NP, const uint8_t (*pf)[KCF][64], const uint8_t *xq, size_t xs, int kcl, int nt, int rows,
+                int64_t kc0, float *y, int64_t ldy, int64_t p, int64_t t0) {
+    const uint8_t *xt[NTF];
+    UNROLL for (int t = 0; t < NTF; t++) xt[t] = xq + (t0 + (t < nt ? t : nt - 1)) * xs + 4 * kc0;
+    __m512 acc[2][NTF];
+    UNROLL for (int q = 0; q < NP; q++) UNROLL for (int t = 0; t < NTF; t++) acc[q][t] = _mm512_setzero_ps();
+    for (int c = 0; c < kcl; c++) {
+        __m512 wv[2];
+        UNROLL for (int q = 0; q < NP; q++) wv[q] = _mm512_load_ps(pf[q][c]);
+        UNROLL for (int t = 0; t < NTF; t++) {
+            const __m512 a = _mm512_set1_ps(loom_ld_f32(xt[t] + 4 * c));
+            UNROLL for (int q = 0; q < NP; q++) acc[q][t] = _mm512_fmadd_ps(wv[q], a, acc[q][t]);
+        }
+    }
+    UNROLL for (int q = 0; q < NP; q++) {
+        const int rq = rows - 16 * q;
+        const __mmask16 rmask = (__mmask16)(rq >= 16 ? 0xFFFFu : (1u << rq) - 1u);
+        UNROLL for (int t = 0; t < NTF; t++) {
+            if (t >= nt) break;
+            float *yt = y + (t0 + t) * ldy + p + 16 * q;
+            __m512 v = acc[q][t];
+            if (kc0) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(rmask, yt));
+            _mm512_mask_storeu_ps(yt, rmask, v);
+        }
+    }
+}
+
 AI void gemm_f(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t nr, const uint8_t *xq,
                size_t xs, int64_t n, float *y, int64_t ldy) {
-    const int es = type == LOOM_TYPE_F32 ? 4 : 2;
-    _Alignas(64) uint8_t pf[KCF][64]; /* (column, row) floats */
+    _Alignas(64) uint8_t pf[2][KCF][64]; /* (panel, column, row) floats */
     for (int64_t kc0 = 0; kc0 < k; kc0 += KCF) {
         const int kcl = (int)(k - kc0 < KCF ? k - kc0 : KCF);
-        for (int64_t p = 0; p < nr; p += MR) {
-            const int rows = (int)(nr - p < MR ? nr - p : MR);
-            const __mmask16 rmask = (__mmask16)((1u << rows) - 1u);
-            for (int c0 = 0; c0 < kcl; c0 += 16) {
-                const __mmask16 cm = (__mmask16)(kcl - c0 >= 16 ? 0xFFFFu : (1u << (kcl - c0)) - 1u);
-                __m512i R[16];
-                UNROLL for (int r = 0; r < MR; r++)
-                    R[r] = r < rows ? _mm512_castps_si512(ldrow_f(type, w + (p + r) * ws + (kc0 + c0) * es, cm))
-                                    : _mm512_setzero_si512();
-                transpose16(R, pf + c0);
-            }
+        for (int64_t p = 0; p < nr; p += 2 * MR) {
+            const int rows = (int)(nr - p < 2 * MR ? nr - p : 2 * MR);
+            panel_f(type, w, ws, p, rows < MR ? rows : MR, kc0, kcl, pf[0]);
+            if (rows > MR) panel_f(type, w, ws, p + MR, rows - MR, kc0, kcl, pf[1]);
             for (int64_t t0 = 0; t0 < n; t0 += NTF) {
                 const int nt = (int)(n - t0 < NTF ? n - t0 : NTF);
-                const uint8_t *xt[NTF];
-                UNROLL for (int t = 0; t < NTF; t++) xt[t] = xq + (t0 + (t < nt ? t : nt - 1)) * xs + 4 * kc0;
-                __m512 acc[NTF];
-                UNROLL for (int t = 0; t < NTF; t++) acc[t] = _mm512_setzero_ps();
-                for (int c = 0; c < kcl; c++) {
-                    const __m512 wv = _mm512_load_ps(pf[c]);
-                    UNROLL for (int t = 0; t < NTF; t++)
-                        acc[t] = _mm512_fmadd_ps(wv, _mm512_set1_ps(loom_ld_f32(xt[t] + 4 * c)), acc[t]);
-                }
-                UNROLL for (int t = 0; t < NTF; t++) {
-                    if (t >= nt) break;
-                    float *yt = y + (t0 + t) * ldy + p;
-                    __m512 v = acc[t];
-                    if (kc0) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(rmask, yt));
-                    _mm512_mask_storeu_ps(yt, rmask, v);
-                }
+                if (rows > MR) micro_f(2, (const uint8_t(*)[KCF][64])pf, xq, xs, kcl, nt, rows, kc0, y, ldy, p, t0);
+                else micro_f(1, (const uint8_t(*)[KCF][64])pf, xq, xs, kcl, nt, rows, kc0, y, ldy, p, t0);
             }
         }
     }
