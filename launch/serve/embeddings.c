@@ -43,6 +43,7 @@ struct srv_embed_job {
     float *out;      /* (n, dim) pooled, normalised */
     int top;         /* >= 0: a prompt to score (n 1) with `top` alternatives a position, into lp */
     int taken;       /* scheduler thread: inputs done (they are taken in order) */
+    int in_step;     /* scheduler thread: inputs in the step being built (gather) */
     srv_prompt_lp *lp;
     bool done;       /* shared */
     char *error;     /* shared: set with done on failure */
@@ -211,19 +212,24 @@ static loom_status score_job(srv *s, srv_embed_job *j) {
     return st;
 }
 
-/* The inputs of the embedding jobs in flight, in the order the next step
- * takes them: each job's next input first (in arrival order), so a request
- * of one text is not held behind a long list that came before it, then the
- * rest of each job's inputs. At most `cap`. */
-static int gather(srv_embed_job *const *act, int n_act, int cap, srv_embed_job **job, int *input, int *n_tok,
+/* The next step's inputs from the embedding jobs in flight: each job's
+ * next input first (in arrival order), so a request of one text is not
+ * held behind a long list that came before it, then the rest of each
+ * job's inputs; an input that would take the step past `rows` rows is left
+ * for a later step with the rest of its job, and shorter ones behind it
+ * still fill the step. A job's inputs in the step are its next ones, in
+ * order. At most `cap`. */
+static int gather(srv_embed_job *const *act, int n_act, int cap, int rows, srv_embed_job **job, int *input, int *n_tok,
                   const int32_t **ids) {
-    int k = 0;
+    int k = 0, used = 0;
+    for (int a = 0; a < n_act; a++) act[a]->in_step = 0;
     for (int pass = 0; pass < 2; pass++)
         for (int a = 0; a < n_act && k < cap; a++) {
             srv_embed_job *j = act[a];
-            for (int i = j->taken + pass; i < j->n && k < cap; i++) {
+            for (int i = j->taken + j->in_step; i < j->n && k < cap && used + j->n_ids[i] <= rows; i++) {
                 job[k] = j, input[k] = i, n_tok[k] = j->n_ids[i], ids[k] = j->ids[i];
-                k++;
+                used += n_tok[k++];
+                j->in_step++;
                 if (pass == 0) break;
             }
         }
@@ -274,7 +280,7 @@ void srv_embed_run(srv *s) {
         int k = 0;
         loom_status st = mem ? NULL : loom_error(LOOM_ERR_NOMEM, "out of memory");
         if (!st) {
-            k = gather(act, n_act, cap, job, input, n_tok, ids);
+            k = gather(act, n_act, cap, R, job, input, n_tok, ids); /* (every input fits a step alone: add_input) */
             k = loom_engine_step_texts(s->e, n_tok, k);
         }
         pthread_mutex_unlock(&s->mu);
@@ -293,8 +299,7 @@ void srv_embed_run(srv *s) {
             pthread_mutex_unlock(&s->metrics.mu);
         }
         pthread_mutex_lock(&s->mu);
-        /* a job's inputs are taken in order (gather's first pass takes each job's next one): count them */
-        for (int t = 0; t < k && !st; t++) job[t]->taken++;
+        for (int t = 0; t < k && !st; t++) job[t]->taken++; /* (gather: a job's next inputs, in order) */
         int kept = 0;
         for (int a = 0; a < n_act; a++) {
             srv_embed_job *j = act[a];

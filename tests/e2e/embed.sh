@@ -141,11 +141,16 @@ def post(path, body=None):
     return urllib.request.urlopen(rq, timeout=120).read().decode()
 def metric(text, name):
     return int(float(next(l.split()[-1] for l in text.splitlines() if l.startswith(name + "{"))))
+# a long input (~190 of a step's 256 rows: two never share one), alone first
+long = " ".join(["the quick brown fox"] * 16)
+alone = json.loads(post("/v1/embeddings", {"input": long}))["data"][0]["embedding"]
 m0 = post("/metrics")
-# request r: 1 + r % 7 inputs (one of 10 inputs: beyond a step), "hello world" as text or ids, or the fox
-reqs = [[(["hello world", ids, "the quick brown fox"][(r + i) % 3]) for i in range(10 if r == 5 else 1 + r % 7)]
-        for r in range(16)]
-want = [[cli[1] if (r + i) % 3 == 2 else cli[0] for i in range(len(q))] for r, q in enumerate(reqs)]
+# request r: 1 + r % 7 inputs (one of 10 inputs: beyond a step), "hello world" as text or ids, or the fox;
+# every third request's first input the long one, so steps fill past it with shorter ones behind
+pick = lambda r, i: long if r % 3 == 0 and i == 0 else ["hello world", ids, "the quick brown fox"][(r + i) % 3]
+reqs = [[pick(r, i) for i in range(10 if r == 5 else 1 + r % 7)] for r in range(16)]
+want = [[alone if q[i] is long else cli[1] if q[i] == "the quick brown fox" else cli[0] for i in range(len(q))]
+        for q in reqs]
 got, errs = [None] * len(reqs), []
 def one(r):
     try:
@@ -167,6 +172,7 @@ d_in = metric(m1, "loom_embedding_inputs_total") - metric(m0, "loom_embedding_in
 d_st = metric(m1, "loom_embedding_steps_total") - metric(m0, "loom_embedding_steps_total")
 assert d_in == n_in, f"/metrics counts {d_in} inputs, {n_in} were sent"
 assert n_in / 4 <= d_st <= n_in, f"{d_st} steps for {n_in} inputs of at most 4 a step"
+assert d_st >= sum(q[0] is long for q in reqs), "two long inputs shared a step of 256 rows"
 print(f"{n_in} inputs of {len(reqs)} requests at once in {d_st} steps")
 EOF
 stop_server "$TMP/serve-c.log"
