@@ -303,9 +303,9 @@ void srv_embed_run(srv *s) {
         int kept = 0;
         for (int a = 0; a < n_act; a++) {
             srv_embed_job *j = act[a];
-            bool in_step = false;
-            for (int t = 0; t < k && !in_step; t++) in_step = job[t] == j;
-            if (st ? in_step || s->failed || !mem : j->taken == j->n) job_done(s, j, st);
+            bool ran = false; /* inputs of j were in this step (gather's count may pass k: the slots' cut) */
+            for (int t = 0; t < k && !ran; t++) ran = job[t] == j;
+            if (st ? ran || s->failed || !mem : j->taken == j->n) job_done(s, j, st);
             else act[kept++] = j;
         }
         n_act = kept;
