@@ -23,7 +23,8 @@
 #
 # Environment (defaults):
 #   LOOM=build/loom  MODEL=<written as above>  THREADS=2  SLOTS=16  BATCH=512
-#   CONCS="1 4 16"  REQS=16  MINREQ=32  INPUTS=1  TOKENS=32  ROUNDS=2
+#   CONCS="1 4 16"  REQS=16  MINREQ=32  INPUTS=1  TOKENS=32 (a comma-separated list: requests take
+#   the lengths by turns, and the client gives the latency per length)  ROUNDS=2
 #   KINDS="loom llama" (one of them alone: its figures without the other's)
 #   OUT=.cache/bench/bench-embed.json  LOOM_CACHE=.cache
 set -euo pipefail

@@ -4,7 +4,9 @@
 C clients in a closed loop send N POST /v1/embeddings requests in all to one
 server (loom serve or llama-server --embedding), each request a list of I
 inputs of exactly P token ids (drawn with a fixed seed from 1000..V-1, so
-both servers get the same inputs and neither adds special tokens). Every
+both servers get the same inputs and neither adds special tokens); with
+--tokens P1,P2,... request r's inputs have length P[r mod the count] (short
+queries among long documents), and the latency is also given per length. Every
 response is checked (I embeddings of the same width, unit length) and the
 run is written as JSON: requests/s, inputs/s, tokens/s, latency mean /
 median / p99 in ms, and the CPUs other processes used meanwhile.
@@ -50,7 +52,7 @@ def main():
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--inputs", type=int, default=1, help="inputs per request")
-    ap.add_argument("--tokens", type=int, default=32, help="token ids per input")
+    ap.add_argument("--tokens", default="32", help="token ids per input (a comma-separated list: by turns)")
     ap.add_argument("--vocab", type=int, required=True)
     ap.add_argument("--pid", default="", help="the server's process ids (comma-separated)")
     ap.add_argument("--label", default="")
@@ -58,9 +60,11 @@ def main():
     a = ap.parse_args()
     host, port = a.base.split("//", 1)[1].rsplit(":", 1)
     rng = random.Random(7)
-    bodies = [json.dumps({"input": [[rng.randrange(1000, a.vocab) for _ in range(a.tokens)] for _ in range(a.inputs)],
-                          "model": "m", "encoding_format": "float"}) for _ in range(a.requests)]
-    lat, errors, dims, lock, nxt = [], [], set(), threading.Lock(), [0]
+    lens = [int(x) for x in a.tokens.split(",")]
+    plen = [lens[r % len(lens)] for r in range(a.requests)]
+    bodies = [json.dumps({"input": [[rng.randrange(1000, a.vocab) for _ in range(plen[r])] for _ in range(a.inputs)],
+                          "model": "m", "encoding_format": "float"}) for r in range(a.requests)]
+    lat, lat_of, errors, dims, lock, nxt = [], {}, [], set(), threading.Lock(), [0]
 
     def worker():
         conn = http.client.HTTPConnection(host, int(port), timeout=600)
@@ -97,6 +101,7 @@ def main():
                     errors.append("request %d: %s" % (i, bad))
                 else:
                     lat.append(dt)
+                    lat_of.setdefault(plen[i], []).append(dt)
                     dims.update(len(d["embedding"]) for d in data)
 
     pids = [int(p) for p in a.pid.split(",") if p]
@@ -112,15 +117,20 @@ def main():
     res = {"label": a.label, "concurrency": a.concurrency, "requests": a.requests, "inputs": a.inputs,
            "tokens": a.tokens, "completed": ok, "errors": errors[:10], "n_errors": len(errors), "dims": sorted(dims),
            "wall_s": wall, "request_throughput": ok / wall, "input_throughput": ok * a.inputs / wall,
-           "token_throughput": ok * a.inputs * a.tokens / wall,
+           "token_throughput": a.inputs * sum(plen[:ok]) / wall if ok == a.requests else float("nan"),
            "latency_ms": {"mean": 1000 * sum(lat) / ok if ok else float("nan"), "median": 1000 * pct(lat, 50),
                           "p99": 1000 * pct(lat, 99)},
+           "latency_ms_by_tokens": {str(n): {"median": 1000 * pct(v, 50), "p99": 1000 * pct(v, 99)}
+                                    for n, v in sorted(lat_of.items())},
            "other_cpus": other, "loadavg": open("/proc/loadavg").read().split()[:3]}
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1)
     print("%-6s c=%-3d %6.1f req/s %7.1f inputs/s  latency median %.1f p99 %.1f ms  errors %d" % (
         a.label, a.concurrency, res["request_throughput"], res["input_throughput"], res["latency_ms"]["median"],
         res["latency_ms"]["p99"], len(errors)))
+    if len(lens) > 1:
+        print("        " + "  ".join("%d tokens: median %.1f p99 %.1f ms" % (int(n), v["median"], v["p99"])
+                                      for n, v in res["latency_ms_by_tokens"].items()))
     if errors:
         print("\n".join(errors[:5]))
     return 1 if errors or len(dims) > 1 else 0
