@@ -58,7 +58,7 @@ fi
 vocab=$("$loom" plan --model "$model" --tp 1 --pp 1 2>/dev/null | sed -n 's/.*vocab \([0-9]*\).*/\1/p' | head -1)
 [ -n "$vocab" ] || { say "bench-embed: cannot read the vocabulary size of $model"; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/bench-server.sh"
 SERVER='' PORT=''
 trap '[ -n "$SERVER" ] && kill -KILL "$SERVER" 2> /dev/null; true' EXIT
 
@@ -73,23 +73,13 @@ start() { # start KIND: sets SERVER, PORT, SCMD
   esac
   "${SCMD[@]}" > "$log" 2>&1 &
   SERVER=$!
-  local i
-  for i in $(seq 1 600); do
-    curl -sf "http://127.0.0.1:$PORT/health" > /dev/null 2>&1 && break
-    kill -0 "$SERVER" 2> /dev/null || { say "bench-embed: $1 exited: $(tail -5 "$log")"; exit 1; }
-    sleep 0.2
-  done
-  [ "$i" -lt 600 ] || { say "bench-embed: $1 did not come up: $(tail -5 "$log")"; exit 1; }
+  wait_health "bench-embed: $1" "$PORT" "$log" "$SERVER"
   curl -sf "http://127.0.0.1:$PORT/v1/embeddings" -H 'Content-Type: application/json' \
     -d '{"input": [[1000, 1001, 1002]]}' > /dev/null || { say "bench-embed: $1: the warm-up failed: $(tail -5 "$log")"; exit 1; }
 }
 
 stop() {
-  kill -TERM "$SERVER" 2> /dev/null || true
-  local i
-  for i in $(seq 1 150); do kill -0 "$SERVER" 2> /dev/null || break; sleep 0.2; done
-  kill -KILL "$SERVER" 2> /dev/null || true
-  wait "$SERVER" 2> /dev/null || true
+  stop_server "$SERVER" 30
   SERVER=''
   sleep 1
 }

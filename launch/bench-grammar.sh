@@ -27,29 +27,20 @@ llamacpp_build bench-grammar build-serve llama-server -DLLAMA_BUILD_SERVER=ON -D
 llama_server=$llamacpp_bin
 model=${MODEL:-$("$root/launch/fetch-model.sh")}
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/bench-server.sh"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -KILL "$p" 2> /dev/null || true; done; }
 trap cleanup EXIT
-up() { # up PORT LOG: waits for /health
-  local i
-  for i in $(seq 1 600); do
-    curl -sf "http://127.0.0.1:$1/health" > /dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  say "bench-grammar: the server on port $1 did not come up: $(tail -5 "$2")"
-  exit 1
-}
 lport=$(free_port)
 "$loom" serve --model "$model" --threads "$threads" --sequences 4 --ctx-size 2048 --host 127.0.0.1 --port "$lport" \
   > "$work/loom.log" 2>&1 &
 PIDS+=($!)
-up "$lport" "$work/loom.log"
+wait_health "bench-grammar: loom serve" "$lport" "$work/loom.log" "${PIDS[-1]}"
 cport=$(free_port)
 "$llama_server" -m "$model" -t "$threads" -tb "$threads" -np 4 -c 8192 --host 127.0.0.1 --port "$cport" --no-webui \
   > "$work/llama.log" 2>&1 &
 PIDS+=($!)
-up "$cport" "$work/llama.log"
+wait_health "bench-grammar: llama-server" "$cport" "$work/llama.log" "${PIDS[-1]}"
 
 python3 - "$lport" "$cport" "$rounds" "$n_predict" "$model" "$threads" "${OUT:-}" <<'EOF'
 import json, re, statistics, sys, urllib.request

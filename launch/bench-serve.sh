@@ -127,7 +127,7 @@ model=${MODEL:-$("$root/launch/fetch-model.sh")}
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 
 # ---------------------------------------------------------------- servers
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/bench-server.sh"
 SERVER='' PORT='' PIDS='' SLOG=''
 cleanup() { [ -n "$SERVER" ] && kill -KILL "$SERVER" 2> /dev/null; true; }
 trap cleanup EXIT
@@ -159,13 +159,7 @@ start() {
   esac
   "${SCMD[@]}" > "$SLOG" 2>&1 &
   SERVER=$!
-  local i
-  for i in $(seq 1 600); do
-    curl -sf "http://127.0.0.1:$PORT/health" > /dev/null 2>&1 && break
-    kill -0 "$SERVER" 2> /dev/null || { say "bench-serve: $kind exited: $(tail -5 "$SLOG")"; exit 1; }
-    sleep 0.2
-  done
-  [ "$i" -lt 600 ] || { say "bench-serve: $kind did not come up: $(tail -5 "$SLOG")"; exit 1; }
+  wait_health "bench-serve: $kind" "$PORT" "$SLOG" "$SERVER"
   if [ "$kind" = tp2 ] || [ "$kind" = pp2 ]; then PIDS=$(descendants "$SERVER" | paste -sd,); else PIDS=$SERVER; fi
   # one small request first (page-in, thread pools), outside the measurement
   curl -sf "http://127.0.0.1:$PORT/v1/completions" -H 'Content-Type: application/json' \
@@ -174,11 +168,7 @@ start() {
 }
 
 stop() {
-  kill -TERM "$SERVER" 2> /dev/null || true
-  local i
-  for i in $(seq 1 300); do kill -0 "$SERVER" 2> /dev/null || break; sleep 0.2; done
-  kill -KILL "$SERVER" 2> /dev/null || true
-  wait "$SERVER" 2> /dev/null || true
+  stop_server "$SERVER" 60
   SERVER=''
   sleep 1 # let the port and the page cache settle
 }
