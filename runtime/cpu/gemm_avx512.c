@@ -487,10 +487,11 @@ AI void gemm_f(const int type, const uint8_t *w, size_t ws, int64_t k, int64_t n
             const int rows = (int)(nr - p < 2 * MR ? nr - p : 2 * MR);
             panel_f(type, w, ws, p, rows < MR ? rows : MR, kc0, kcl, pf[0]);
             if (rows > MR) panel_f(type, w, ws, p + MR, rows - MR, kc0, kcl, pf[1]);
+            const uint8_t(*pc)[KCF][64] = (const uint8_t(*)[KCF][64])pf;
             for (int64_t t0 = 0; t0 < n; t0 += NTF) {
                 const int nt = (int)(n - t0 < NTF ? n - t0 : NTF);
-                if (rows > MR) micro_f(2, (const uint8_t(*)[KCF][64])pf, xq, xs, kcl, nt, rows, kc0, y, ldy, p, t0);
-                else micro_f(1, (const uint8_t(*)[KCF][64])pf, xq, xs, kcl, nt, rows, kc0, y, ldy, p, t0);
+                if (rows > MR) micro_f(2, pc, xq, xs, kcl, nt, rows, kc0, y, ldy, p, t0);
+                else micro_f(1, pc, xq, xs, kcl, nt, rows, kc0, y, ldy, p, t0);
             }
         }
     }
